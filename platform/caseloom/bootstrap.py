@@ -1,0 +1,50 @@
+"""`caseloom init`: migrate the schema, seed properties, record definitions, add demo data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .config import Config
+from .definitions import Definitions
+from .demo import demo_loaded, load_demo
+from .migrate import migrate
+from .properties import seed_properties
+from .runtime import Runtime
+
+
+@dataclass
+class InitReport:
+    migrated: list[str] = field(default_factory=list)
+    properties: int = 0
+    demo: dict[str, int] | None = None
+    demo_skipped: bool = False
+    demo_users: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [f"schema: {len(self.migrated)} change(s)"] + [f"  {m}" for m in self.migrated]
+        if self.properties:
+            out.append(f"properties: {self.properties} added with their defaults")
+        if self.demo is not None:
+            out.append("demo data: " + ", ".join(f"{n} {name}" for name, n in self.demo.items()))
+        if self.demo_skipped:
+            out.append("demo data: already loaded, left as it is")
+        if self.demo_users:
+            out.append("demo users (user / password: roles):")
+            out.extend(f"  {u} / {p}: {', '.join(r)}" for u, p, r in self.demo_users)
+        return out
+
+
+def initialise(config: Config, defs: Definitions, force: bool = False, demo: bool = False,
+               accounts: int = 200, runtime: Runtime | None = None) -> InitReport:
+    runtime = runtime or Runtime(config, defs)
+    report = InitReport(migrated=migrate(runtime.engine, runtime.storage, force=force))
+    with runtime.transaction() as service:
+        report.properties = seed_properties(service)
+    if demo:
+        with runtime.transaction() as service:
+            if demo_loaded(service):
+                report.demo_skipped = True
+            else:
+                report.demo = load_demo(service, accounts)
+        report.demo_users = [(u.user_name, u.password, u.roles) for u in defs.demo.users]
+    return report

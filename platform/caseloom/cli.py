@@ -1,0 +1,104 @@
+"""The `caseloom` command (contract section 4)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from .config import Config
+from .definitions import DefinitionErrors, load_folder
+
+
+def _load_or_exit(folder: str):
+    try:
+        return load_folder(folder)
+    except DefinitionErrors as exc:
+        for error in exc.errors:
+            click.echo(str(error), err=True)
+        click.echo(f"{len(exc.errors)} error(s) in {folder}", err=True)
+        sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Caseloom: a low-code case-management platform."""
+
+
+@main.command()
+@click.argument("folder", required=False)
+def validate(folder: str | None) -> None:
+    """Check every definition file against its schema and cross-references."""
+    folder = folder or Config.from_env().definitions
+    defs = _load_or_exit(folder)
+    click.echo(f"{folder}: {len(defs.files)} files, {len(defs.tables)} tables, "
+               f"{len(defs.properties)} properties, {len(defs.roles)} roles: valid")
+
+
+@main.command()
+@click.option("--demo", is_flag=True, help="Add demo users, accounts, contacts, consumers and cases.")
+@click.option("--accounts", type=click.IntRange(min=0), default=None, help="Demo customer accounts (default 200).")
+@click.option("--force", is_flag=True, help="Apply changes that lose data (dropped fields, narrowed types).")
+def init(demo: bool, accounts: int | None, force: bool) -> None:
+    """Create or migrate the database to match the definitions."""
+    from .bootstrap import initialise
+
+    config = Config.from_env()
+    defs = _load_or_exit(config.definitions)
+    started = time.perf_counter()
+    try:
+        report = initialise(config, defs, force=force, demo=demo or accounts is not None,
+                            accounts=200 if accounts is None else accounts)
+    except Exception as exc:  # a refused migration or a database error: say it, exit 1
+        click.echo(f"caseloom init: {exc}", err=True)
+        sys.exit(1)
+    for line in report.lines():
+        click.echo(line)
+    click.echo(f"database ready in {time.perf_counter() - started:.1f}s: {config.database_url}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+def serve(host: str, port: int) -> None:
+    """Serve the web UI and the API."""
+    from .web import create_app
+
+    config = Config.from_env()
+    _load_or_exit(config.definitions)
+    app = create_app(config)
+    app.run(host=host, port=port, threaded=True, use_reloader=False)
+
+
+@main.group()
+def user() -> None:
+    """Manage users."""
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--password", required=True)
+@click.option("--role", "roles", multiple=True, required=True, help="A role; repeat for several.")
+def user_add(name: str, password: str, roles: tuple[str, ...]) -> None:
+    """Add a user or update an existing one (password and roles)."""
+    from .records import RecordError
+    from .runtime import Runtime
+    from .users import add_user
+
+    config = Config.from_env()
+    runtime = Runtime(config, _load_or_exit(config.definitions))
+    try:
+        with runtime.transaction() as service:
+            add_user(service, name, password, list(roles))
+    except RecordError as exc:
+        click.echo(f"caseloom user add: {exc}", err=True)
+        sys.exit(1)
+    except Exception as exc:
+        click.echo(f"caseloom user add: {exc} (has `caseloom init` been run?)", err=True)
+        sys.exit(1)
+    click.echo(f"user {name} saved with roles {', '.join(roles)}")
+
+
+if __name__ == "__main__":
+    main()

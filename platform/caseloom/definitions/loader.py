@@ -1,0 +1,247 @@
+"""Load a definitions folder: parse, check against the JSON Schemas, cross-check, freeze.
+
+Every problem is collected (not just the first) as a DefinitionError with its
+`PATH:LINE:COL`, so `caseloom validate` can list them all in one run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+import jsonschema
+
+from ..fieldtypes import FIELD_TYPES, FieldValueError
+from .model import (
+    AccessRule,
+    DefinitionFile,
+    Definitions,
+    DemoGenerator,
+    DemoSet,
+    DemoUser,
+    PropertyDef,
+    RoleDef,
+    frozen_map,
+)
+from .tables import build_tables
+from .yamlsource import DefinitionError, SourceDocument, parse_yaml
+
+# The top-level key of a file names its kind; each kind has one JSON Schema.
+KINDS = ("table", "properties", "roles", "access", "demo")
+SYSTEM_DIR = Path(__file__).resolve().parent.parent / "system"
+SYSTEM_PREFIX = "<caseloom>/"
+
+
+class DefinitionErrors(Exception):
+    """All the problems found in a definitions folder."""
+
+    def __init__(self, errors: list[DefinitionError]):
+        self.errors = sorted(errors, key=lambda e: (e.location.path, e.location.line, e.location.column))
+        super().__init__("\n".join(str(e) for e in self.errors))
+
+
+@cache
+def schema_for(kind: str) -> dict:
+    text = resources.files("caseloom.definitions").joinpath(f"schemas/{kind}.schema.json").read_text()
+    schema = json.loads(text)
+    if kind == "table":  # the field-type enum comes from the registry: one entry adds a type
+        schema["$defs"]["field"]["properties"]["type"]["enum"] = sorted(FIELD_TYPES)
+    return schema
+
+
+def read_sources(folder: Path, prefix: str = "") -> list[tuple[str, str]]:
+    """(display path, text) of every YAML file under `folder`, in a stable order."""
+    files = sorted(p for p in folder.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+    return [(prefix + str(p.relative_to(folder)), p.read_text(encoding="utf-8")) for p in files]
+
+
+def load_folder(folder: str | Path) -> Definitions:
+    """Load the system tables shipped with the platform plus an application folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DefinitionErrors([DefinitionError(_nowhere(str(folder)), "definitions folder not found")])
+    return load_sources(read_sources(folder), display_root=str(folder))
+
+
+def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "definitions") -> Definitions:
+    """Load (relative path, YAML text) pairs; raises DefinitionErrors listing every problem."""
+    errors: list[DefinitionError] = []
+    documents: dict[str, list[SourceDocument]] = {kind: [] for kind in KINDS}
+    files: list[DefinitionFile] = []
+    system = read_sources(SYSTEM_DIR, SYSTEM_PREFIX)
+    for rel_path, text in [*system, *sources]:
+        shown = rel_path if rel_path.startswith(SYSTEM_PREFIX) else f"{display_root}/{rel_path}"
+        doc = _parse_one(shown, text, errors)
+        if doc is None:
+            continue
+        kind = next(iter(k for k in KINDS if k in doc.data), None)
+        documents[kind].append(doc)
+        if not rel_path.startswith(SYSTEM_PREFIX):
+            files.append(DefinitionFile(rel_path, kind, hashlib.sha256(text.encode()).hexdigest()[:16]))
+    roles = _build_roles(documents["roles"], errors)
+    tables = build_tables(documents["table"], errors)
+    properties = _build_properties(documents["properties"], errors)
+    access = _build_access(documents["access"], tables, roles, errors)
+    demo = _build_demo(documents["demo"], tables, roles, errors)
+    if errors:
+        raise DefinitionErrors(errors)
+    return Definitions(
+        tables=frozen_map(tables),
+        properties=frozen_map(properties),
+        roles=frozen_map(roles),
+        access=tuple(access),
+        demo=demo,
+        files=tuple(files),
+    )
+
+
+def _nowhere(path: str):
+    from .yamlsource import Location
+
+    return Location(path, 1, 1)
+
+
+def _parse_one(path: str, text: str, errors: list[DefinitionError]) -> SourceDocument | None:
+    try:
+        doc = parse_yaml(text, path)
+    except DefinitionError as exc:
+        errors.append(exc)
+        return None
+    if not isinstance(doc.data, dict):
+        errors.append(doc.error((), "a definition file must be a mapping with one of the keys: " + ", ".join(KINDS)))
+        return None
+    kinds = [k for k in KINDS if k in doc.data]
+    if len(kinds) != 1:
+        found = ", ".join(kinds) if kinds else ", ".join(map(str, doc.data)) or "nothing"
+        errors.append(doc.error((), f"cannot tell what this file defines (found {found}); "
+                                    f"it needs exactly one of the top-level keys: {', '.join(KINDS)}"))
+        return None
+    validator = jsonschema.Draft202012Validator(schema_for(kinds[0]))
+    problems = sorted(validator.iter_errors(doc.data), key=lambda e: list(map(str, e.absolute_path)))
+    for problem in problems:
+        errors.append(doc.error(tuple(problem.absolute_path), _schema_message(problem)))
+    return None if problems else doc
+
+
+def _schema_message(problem: jsonschema.ValidationError) -> str:
+    where = ".".join(str(p) for p in problem.absolute_path)
+    prefix = f"{where}: " if where else ""
+    if problem.validator == "additionalProperties":
+        return prefix + problem.message.replace("Additional properties are not allowed", "unknown key")
+    if problem.validator == "enum":
+        return f"{prefix}{problem.instance!r} is not one of {', '.join(map(str, problem.validator_value))}"
+    if problem.validator == "oneOf" and isinstance(problem.instance, (dict, str)):
+        return f"{prefix}{problem.instance!r} does not match any of the allowed shapes"
+    return prefix + problem.message
+
+
+def _build_roles(docs: list[SourceDocument], errors: list) -> dict[str, RoleDef]:
+    roles: dict[str, RoleDef] = {"admin": RoleDef("admin", "Full access to everything")}
+    for doc in docs:
+        for name, spec in doc.data["roles"].items():
+            if name in roles and name != "admin":
+                errors.append(doc.error(("roles", name), f"role {name!r} is declared twice"))
+            roles[name] = RoleDef(name, spec.get("description", ""), tuple(spec.get("contains", ())))
+    for doc in docs:
+        for name, spec in doc.data["roles"].items():
+            for i, contained in enumerate(spec.get("contains", ())):
+                if contained not in roles:
+                    errors.append(doc.error(("roles", name, "contains", i), f"unknown role {contained!r}"))
+    return roles
+
+
+def parse_property_value(ptype: str, value: Any) -> Any:
+    """A property value of `ptype` from YAML, JSON or a string; raises FieldValueError."""
+    from ..fieldtypes import parse_boolean
+
+    if ptype == "boolean":
+        parsed = parse_boolean(value)
+        if parsed is None:
+            raise FieldValueError("expected true or false")
+        return parsed
+    if ptype == "integer":
+        if isinstance(value, bool):
+            raise FieldValueError("expected a whole number")
+        try:
+            return int(str(value).strip())
+        except ValueError:
+            raise FieldValueError(f"expected a whole number, got {value!r}") from None
+    if ptype == "list":
+        if isinstance(value, list):
+            return [str(v).strip() for v in value]
+        if value is None:
+            return []
+        return [item.strip() for item in str(value).split(",") if item.strip()]
+    return "" if value is None else str(value)
+
+
+def _build_properties(docs: list[SourceDocument], errors: list) -> dict[str, PropertyDef]:
+    properties: dict[str, PropertyDef] = {}
+    for doc in docs:
+        for name, spec in doc.data["properties"].items():
+            where = ("properties", name)
+            if name in properties:
+                errors.append(doc.error(where, f"property {name!r} is declared twice"))
+                continue
+            try:
+                default = parse_property_value(spec["type"], spec.get("default"))
+            except FieldValueError as exc:
+                errors.append(doc.error(where + ("default",), f"default of {spec['type']} property: {exc}"))
+                continue
+            choices = tuple(spec.get("choices", ()))
+            if choices and spec["type"] == "string" and default not in choices:
+                errors.append(doc.error(where + ("default",), f"default {default!r} is not among the choices"))
+            properties[name] = PropertyDef(name, spec["type"], default, spec.get("description", ""),
+                                           choices, doc.where(*where))
+    return properties
+
+
+def _build_access(docs: list[SourceDocument], tables: dict, roles: dict, errors: list) -> list[AccessRule]:
+    rules = []
+    for doc in docs:
+        for i, spec in enumerate(doc.data["access"]):
+            if spec["table"] not in tables:
+                errors.append(doc.error(("access", i, "table"), f"unknown table {spec['table']!r}"))
+            for j, role in enumerate(spec["roles"]):
+                if role not in roles:
+                    errors.append(doc.error(("access", i, "roles", j), f"unknown role {role!r}"))
+            rules.append(AccessRule(spec["table"], tuple(spec["operations"]), tuple(spec["roles"])))
+    return rules
+
+
+def _build_demo(docs: list[SourceDocument], tables: dict, roles: dict, errors: list) -> DemoSet:
+    users: list[DemoUser] = []
+    generators: list[DemoGenerator] = []
+    for doc in docs:
+        spec = doc.data["demo"]
+        for i, user in enumerate(spec.get("users", ())):
+            for j, role in enumerate(user["roles"]):
+                if role not in roles:
+                    errors.append(doc.error(("demo", "users", i, "roles", j), f"unknown role {role!r}"))
+            users.append(DemoUser(user["user_name"], user["password"], tuple(user["roles"]),
+                                  frozen_map(user.get("values"))))
+    user_names = {u.user_name for u in users}
+    for doc in docs:
+        gen_specs = doc.data["demo"].get("generate", ())
+        names = {g["name"] for g in gen_specs} | {g.name for g in generators}
+        for i, gen in enumerate(gen_specs):
+            where = ("demo", "generate", i)
+            table = tables.get(gen["table"])
+            if table is None:
+                errors.append(doc.error(where + ("table",), f"unknown table {gen['table']!r}"))
+                continue
+            for field_name, value in gen["values"].items():
+                at = where + ("values", field_name)
+                if table.field(field_name) is None:
+                    errors.append(doc.error(at, f"table {table.name!r} has no field {field_name!r}"))
+                elif isinstance(value, dict) and "ref" in value and value["ref"] not in names:
+                    errors.append(doc.error(at, f"unknown generator {value['ref']!r}"))
+                elif isinstance(value, dict) and "user" in value and value["user"] not in user_names:
+                    errors.append(doc.error(at, f"unknown demo user {value['user']!r}"))
+            generators.append(DemoGenerator(gen["name"], gen["table"], frozen_map(gen["values"]),
+                                            gen.get("count"), gen.get("per_account")))
+    return DemoSet(tuple(users), tuple(generators))

@@ -1,0 +1,215 @@
+"""Definitions as immutable objects: what the rest of the runtime reads, never raw YAML."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from ..fieldtypes import FIELD_TYPES, FieldType
+from .yamlsource import Location
+
+SYS_FIELDS = (
+    "sys_id",
+    "sys_class_name",
+    "sys_created_on",
+    "sys_created_by",
+    "sys_updated_on",
+    "sys_updated_by",
+    "sys_mod_count",
+)
+
+
+def frozen_map(items: Mapping | None = None) -> Mapping:
+    return MappingProxyType(dict(items or {}))
+
+
+@dataclass(frozen=True)
+class FieldDef:
+    name: str
+    type: str
+    table: str  # the table that declares it
+    label: str
+    mandatory: bool = False
+    read_only: bool = False
+    max_length: int | None = None
+    default: Any = None
+    choices: tuple[tuple[Any, str], ...] = ()
+    reference: str | None = None
+    description: str = ""
+    index: bool = False
+    system: bool = False
+
+    @property
+    def ftype(self) -> FieldType:
+        return FIELD_TYPES[self.type]
+
+    @property
+    def stored(self) -> bool:
+        return self.ftype.column is not None
+
+    @property
+    def choice_kind(self) -> str:
+        values = [value for value, _ in self.choices]
+        if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            return "integer"
+        return "string"
+
+    def choice_label(self, value: Any) -> str | None:
+        for choice, label in self.choices:
+            if str(choice) == str(value):
+                return label
+        return None
+
+    def parse(self, value: Any) -> Any:
+        return self.ftype.parse(self, value)
+
+    def render(self, value: Any) -> str:
+        return self.ftype.render(value)
+
+
+@dataclass(frozen=True)
+class NumberDef:
+    prefix: str
+    digits: int = 7
+    start: int = 1001
+
+
+@dataclass(frozen=True)
+class FormSection:
+    title: str
+    fields: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RelatedList:
+    table: str
+    field: str
+    label: str
+
+
+@dataclass(frozen=True)
+class TableDef:
+    name: str
+    label: str
+    extends: str | None
+    root: str  # the hierarchy's root table: the physical table that stores the rows
+    fields: Mapping[str, FieldDef]  # own and inherited, sys fields included
+    number: NumberDef | None = None
+    display: str | None = None
+    list_columns: tuple[str, ...] = ()
+    form: tuple[FormSection, ...] = ()
+    related_lists: tuple[RelatedList, ...] = ()
+    indexes: tuple[tuple[str, ...], ...] = ()
+    description: str = ""
+    system: bool = False
+    location: Location | None = None
+
+    def field(self, name: str) -> FieldDef | None:
+        return self.fields.get(name)
+
+    @property
+    def stored_fields(self) -> tuple[FieldDef, ...]:
+        return tuple(f for f in self.fields.values() if f.stored)
+
+    @property
+    def journal_fields(self) -> tuple[FieldDef, ...]:
+        return tuple(f for f in self.fields.values() if f.type == "journal")
+
+
+@dataclass(frozen=True)
+class PropertyDef:
+    name: str
+    type: str  # boolean | integer | string | list
+    default: Any
+    description: str = ""
+    choices: tuple[str, ...] = ()
+    location: Location | None = None
+
+
+@dataclass(frozen=True)
+class RoleDef:
+    name: str
+    description: str = ""
+    contains: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AccessRule:
+    table: str
+    operations: tuple[str, ...]
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    user_name: str
+    password: str
+    roles: tuple[str, ...]
+    values: Mapping[str, Any] = field(default_factory=frozen_map)
+
+
+@dataclass(frozen=True)
+class DemoGenerator:
+    """Rows of one table, `count` fixed or `per_account` times the --accounts scale."""
+
+    name: str
+    table: str
+    values: Mapping[str, Any]
+    count: int | None = None
+    per_account: float | None = None
+
+
+@dataclass(frozen=True)
+class DemoSet:
+    users: tuple[DemoUser, ...] = ()
+    generators: tuple[DemoGenerator, ...] = ()
+
+
+@dataclass(frozen=True)
+class DefinitionFile:
+    path: str  # relative to its folder
+    kind: str
+    version: str  # a hash of the text
+
+
+@dataclass(frozen=True)
+class Definitions:
+    tables: Mapping[str, TableDef]
+    properties: Mapping[str, PropertyDef]
+    roles: Mapping[str, RoleDef]
+    access: tuple[AccessRule, ...]
+    demo: DemoSet
+    files: tuple[DefinitionFile, ...] = ()
+
+    def table(self, name: str) -> TableDef:
+        return self.tables[name]
+
+    def descendants(self, name: str) -> tuple[str, ...]:
+        """The table and every table that extends it, directly or not."""
+        found = [name]
+        for candidate in self.tables.values():
+            if candidate.name != name and name in self.ancestors(candidate.name):
+                found.append(candidate.name)
+        return tuple(found)
+
+    def ancestors(self, name: str) -> tuple[str, ...]:
+        chain = []
+        parent = self.tables[name].extends
+        while parent:
+            chain.append(parent)
+            parent = self.tables[parent].extends
+        return tuple(chain)
+
+    def role_closure(self, roles: set[str] | frozenset[str] | tuple[str, ...]) -> frozenset[str]:
+        """Roles plus every role they contain, transitively."""
+        seen: set[str] = set()
+        todo = list(roles)
+        while todo:
+            role = todo.pop()
+            if role in seen:
+                continue
+            seen.add(role)
+            if role in self.roles:
+                todo.extend(self.roles[role].contains)
+        return frozenset(seen)

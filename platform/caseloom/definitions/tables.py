@@ -1,0 +1,222 @@
+"""Turn table documents into TableDefs: inheritance, sys fields and cross-references."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from ..fieldtypes import FieldValueError
+from .model import FieldDef, FormSection, NumberDef, RelatedList, SYS_FIELDS, TableDef, frozen_map
+from .yamlsource import SourceDocument
+
+_SYS_TYPES = {
+    "sys_id": ("string", 32, "Sys ID"),
+    "sys_class_name": ("string", 80, "Class"),
+    "sys_created_on": ("datetime", None, "Created"),
+    "sys_created_by": ("string", 40, "Created by"),
+    "sys_updated_on": ("datetime", None, "Updated"),
+    "sys_updated_by": ("string", 40, "Updated by"),
+    "sys_mod_count": ("integer", None, "Updates"),
+}
+
+
+def _sys_fields(table: str) -> dict[str, FieldDef]:
+    return {
+        name: FieldDef(name, ftype, table, label, read_only=True, max_length=length, system=True)
+        for name, (ftype, length, label) in ((n, _SYS_TYPES[n]) for n in SYS_FIELDS)
+    }
+
+
+def label_from_name(name: str) -> str:
+    return name.replace("_", " ").strip().capitalize()
+
+
+def build_tables(docs: list[SourceDocument], errors: list) -> dict[str, TableDef]:
+    specs: dict[str, tuple[SourceDocument, dict]] = {}
+    for doc in docs:
+        name = doc.data["table"]
+        if name in specs:
+            first = specs[name][0].where("table")
+            errors.append(doc.error(("table",), f"table {name!r} is already defined at {first}"))
+            continue
+        specs[name] = (doc, doc.data)
+    order = _inheritance_order(specs, errors)
+    tables: dict[str, TableDef] = {}
+    for name in order:
+        doc, spec = specs[name]
+        parent = tables.get(spec.get("extends")) if spec.get("extends") else None
+        tables[name] = _build_table(doc, spec, parent, errors)
+    for name in order:
+        _check_references(specs[name][0], tables[name], tables, errors)
+    return tables
+
+
+def _inheritance_order(specs: dict, errors: list) -> list[str]:
+    """Parents before children; unknown parents and cycles are errors."""
+    order: list[str] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str, trail: tuple[str, ...]) -> bool:
+        if state.get(name) == "done":
+            return True
+        doc, spec = specs[name]
+        if name in trail:
+            errors.append(doc.error(("extends",), "tables extend each other in a cycle: " + " -> ".join((*trail, name))))
+            return False
+        parent = spec.get("extends")
+        if parent and parent not in specs:
+            errors.append(doc.error(("extends",), f"extends unknown table {parent!r}"))
+            return False
+        if parent and not visit(parent, (*trail, name)):
+            return False
+        state[name] = "done"
+        order.append(name)
+        return True
+
+    for name in specs:
+        visit(name, ())
+    return order
+
+
+def _build_table(doc: SourceDocument, spec: dict, parent: TableDef | None, errors: list) -> TableDef:
+    name = spec["table"]
+    fields: dict[str, FieldDef] = dict(parent.fields) if parent else _sys_fields(name)
+    for field_name, fspec in (spec.get("fields") or {}).items():
+        where = ("fields", field_name)
+        inherited = fields.get(field_name)
+        built = _build_field(doc, inherited.table if inherited else name, field_name, fspec, errors)
+        if inherited is not None and not _same_storage(inherited, built):
+            errors.append(doc.error(where, f"field {field_name!r} is inherited from {inherited.table!r} as "
+                                           f"{inherited.type}; an override may change its label, default, "
+                                           "choices and flags, not how it is stored"))
+            continue
+        fields[field_name] = built
+    number = spec.get("number")
+    form, related = _build_form(spec.get("form") or ())
+    return TableDef(
+        name=name,
+        label=spec.get("label") or label_from_name(name),
+        extends=spec.get("extends"),
+        root=parent.root if parent else name,
+        fields=frozen_map(fields),
+        number=NumberDef(number["prefix"], number.get("digits", 7), number.get("start", 1001)) if number
+        else (parent.number if parent else None),
+        display=spec.get("display") or (parent.display if parent else None),
+        list_columns=tuple(spec.get("list") or (parent.list_columns if parent else ())),
+        form=form or (parent.form if parent else ()),
+        related_lists=related or (parent.related_lists if parent else ()),
+        indexes=tuple(tuple(ix) for ix in spec.get("indexes", ())),
+        description=spec.get("description", ""),
+        system=bool(spec.get("system")),
+        location=doc.where("table"),
+    )
+
+
+def _same_storage(a: FieldDef, b: FieldDef) -> bool:
+    if a.system or not a.stored or not b.stored:
+        return False
+    col_a, col_b = a.ftype.column(a), b.ftype.column(b)
+    return type(col_a) is type(col_b) and a.reference == b.reference
+
+
+def _build_field(doc: SourceDocument, table: str, name: str, spec: dict, errors: list) -> FieldDef:
+    where = ("fields", name)
+    choices = tuple((value, str(label)) for value, label in (spec.get("choices") or {}).items())
+    field = FieldDef(
+        name=name,
+        type=spec["type"],
+        table=table,
+        label=spec.get("label") or label_from_name(name),
+        mandatory=bool(spec.get("mandatory")),
+        read_only=bool(spec.get("read_only")),
+        max_length=spec.get("max_length"),
+        choices=choices,
+        reference=spec.get("to"),
+        description=spec.get("description", ""),
+        index=bool(spec.get("index")),
+    )
+    if "default" not in spec:
+        return field
+    try:
+        default = field.parse(spec["default"])
+    except FieldValueError as exc:
+        errors.append(doc.error(where + ("default",), f"default of {field.type} field {name!r} {exc}"))
+        return field
+    if choices and field.choice_label(default) is None:
+        allowed = ", ".join(str(v) for v, _ in choices)
+        errors.append(doc.error(where + ("default",), f"default {spec['default']!r} is not among the choices ({allowed})"))
+    return replace(field, default=default)
+
+
+def _build_form(items: Any) -> tuple[tuple[FormSection, ...], tuple[RelatedList, ...]]:
+    sections: list[FormSection] = []
+    loose: list[str] = []
+    related: list[RelatedList] = []
+    for item in items:
+        if isinstance(item, str):
+            loose.append(item)
+        elif "section" in item:
+            sections.append(FormSection(item["section"], tuple(item["fields"])))
+        else:
+            rl = item["related_list"]
+            related.append(RelatedList(rl["table"], rl["field"], rl.get("label") or label_from_name(rl["table"])))
+    if loose:
+        sections.insert(0, FormSection("", tuple(loose)))
+    return tuple(sections), tuple(related)
+
+
+def resolve_path(tables: dict, table: TableDef, path: str) -> FieldDef | None:
+    """The field a dot-walked path such as `account.name` ends at, or None."""
+    current = table
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        field = current.field(part)
+        if field is None:
+            return None
+        if i == len(parts) - 1:
+            return field
+        if field.type != "reference" or field.reference not in tables:
+            return None
+        current = tables[field.reference]
+    return None
+
+
+def _check_references(doc: SourceDocument, table: TableDef, tables: dict, errors: list) -> None:
+    spec = doc.data
+    for name, fspec in (spec.get("fields") or {}).items():
+        target = fspec.get("to")
+        if target and target not in tables:
+            errors.append(doc.error(("fields", name, "to"), f"reference to unknown table {target!r}"))
+    if spec.get("display") and table.field(spec["display"]) is None:
+        errors.append(doc.error(("display",), f"display field {spec['display']!r} is not a field of {table.name!r}"))
+    for i, path in enumerate(spec.get("list") or ()):
+        if resolve_path(tables, table, path) is None:
+            errors.append(doc.error(("list", i), f"list column {path!r} is not a field of {table.name!r}"))
+    for i, item in enumerate(spec.get("form") or ()):
+        _check_form_item(doc, table, tables, item, i, errors)
+    for i, index in enumerate(spec.get("indexes") or ()):
+        for j, column in enumerate(index):
+            field = table.field(column)
+            if field is None or not field.stored:
+                errors.append(doc.error(("indexes", i, j), f"index column {column!r} is not a stored field of {table.name!r}"))
+
+
+def _check_form_item(doc, table, tables, item, i, errors) -> None:
+    if isinstance(item, str):
+        names = [(("form", i), item)]
+    elif "section" in item:
+        names = [(("form", i, "fields", j), f) for j, f in enumerate(item["fields"])]
+    else:
+        rl = item["related_list"]
+        other = tables.get(rl["table"])
+        if other is None:
+            errors.append(doc.error(("form", i, "related_list", "table"), f"unknown table {rl['table']!r}"))
+            return
+        field = other.field(rl["field"])
+        if field is None or field.type != "reference":
+            errors.append(doc.error(("form", i, "related_list", "field"),
+                                    f"{rl['field']!r} is not a reference field of {other.name!r}"))
+        return
+    for where, name in names:
+        if table.field(name) is None:
+            errors.append(doc.error(where, f"form field {name!r} is not a field of {table.name!r}"))

@@ -1,0 +1,96 @@
+"""Read YAML while remembering where every value came from.
+
+Errors in definitions must name `PATH:LINE:COL`, so the loader keeps, for each
+JSON path into the document, the line and column of the node that produced it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from yaml.constructor import SafeConstructor
+
+
+@dataclass(frozen=True)
+class Location:
+    path: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.column}"
+
+
+class DefinitionError(Exception):
+    """One problem in one definition file, located to the line."""
+
+    def __init__(self, location: Location, message: str):
+        super().__init__(f"{location}: {message}")
+        self.location = location
+        self.message = message
+
+    def as_dict(self) -> dict:
+        loc = self.location
+        return {"path": loc.path, "line": loc.line, "column": loc.column, "message": self.message}
+
+
+class SourceDocument:
+    """A parsed YAML document with a position for every value in it."""
+
+    def __init__(self, path: str, data: Any, positions: dict[tuple, tuple[int, int]]):
+        self.path = path
+        self.data = data
+        self._positions = positions
+
+    def where(self, *keys: Any) -> Location:
+        """The location of the value at `keys`, or of its nearest located parent."""
+        keys = tuple(keys)
+        while keys and keys not in self._positions:
+            keys = keys[:-1]
+        line, column = self._positions.get(keys, (1, 1))
+        return Location(self.path, line, column)
+
+    def error(self, keys: tuple, message: str) -> DefinitionError:
+        return DefinitionError(self.where(*keys), message)
+
+
+_scalar = SafeConstructor()
+
+
+def _to_python(node: yaml.Node, path: tuple, positions: dict, source: str) -> Any:
+    positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        result: dict = {}
+        for key_node, value_node in node.value:
+            key = _to_python(key_node, path + ("<key>",), {}, source)
+            if isinstance(key, (dict, list)):
+                raise DefinitionError(_mark(source, key_node), "a mapping key must be a plain value")
+            if key in result:
+                raise DefinitionError(_mark(source, key_node), f"duplicate key {key!r}")
+            result[key] = _to_python(value_node, path + (key,), positions, source)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_python(item, path + (i,), positions, source) for i, item in enumerate(node.value)]
+    return _scalar.construct_object(node, deep=True)
+
+
+def _mark(source: str, node: yaml.Node) -> Location:
+    return Location(source, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def parse_yaml(text: str, path: str) -> SourceDocument:
+    """Parse one YAML document; syntax errors become a located DefinitionError."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise DefinitionError(Location(path, line, column), f"YAML syntax error: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise DefinitionError(Location(path, 1, 1), f"YAML error: {exc}") from None
+    positions: dict[tuple, tuple[int, int]] = {}
+    data = None if node is None else _to_python(node, (), positions, path)
+    return SourceDocument(path, data, positions)

@@ -1,0 +1,87 @@
+"""Demo data from the definitions' `demo:` files, scaled by --accounts, written set-based.
+
+Generated rows get deterministic sys_ids, so a generator can reference another's rows
+by index before they exist; references to a generator that comes later (accounts and
+their primary contacts point at each other) are filled in afterwards with update_many.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from typing import Any, Iterator
+
+import sqlalchemy as sa
+
+from .definitions.model import DemoGenerator
+from .records import RecordService, now
+from .users import add_user
+
+MARKER = "demo_loaded"
+
+
+def demo_sys_id(generator: str, index: int) -> str:
+    return hashlib.md5(f"caseloom-demo:{generator}:{index}".encode()).hexdigest()
+
+
+def generator_count(gen: DemoGenerator, accounts: int) -> int:
+    if gen.count is not None:
+        return gen.count
+    return max(1, int(accounts * gen.per_account)) if accounts > 0 else 0
+
+
+def demo_loaded(service: RecordService) -> bool:
+    meta = service.storage.internal("sys_meta")
+    return service.conn.execute(sa.select(meta.c.value).where(meta.c.name == MARKER)).scalar() is not None
+
+
+def load_demo(service: RecordService, accounts: int = 200) -> dict[str, int]:
+    """Create the demo users and generated rows; returns rows written per generator."""
+    demo = service.defs.demo
+    user_ids = {}
+    for user in demo.users:
+        record = add_user(service, user.user_name, user.password, list(user.roles), dict(user.values))
+        user_ids[user.user_name] = record["sys_id"]
+    counts = {g.name: generator_count(g, accounts) for g in demo.generators}
+    order = {g.name: i for i, g in enumerate(demo.generators)}
+    written: dict[str, int] = {}
+    deferred: list[tuple[DemoGenerator, list[str]]] = []
+    stamp = now()
+    for position, gen in enumerate(demo.generators):
+        later = [f for f, v in gen.values.items() if isinstance(v, dict) and "ref" in v and order[v["ref"]] >= position]
+        rows = _rows(gen, counts, user_ids, stamp, skip=set(later))
+        written[gen.name] = service.insert_many(gen.table, rows)
+        if later:
+            deferred.append((gen, later))
+    for gen, fields in deferred:
+        updates = ((demo_sys_id(gen.name, i), {f: _value(gen.values[f], i, counts, user_ids, stamp) for f in fields})
+                   for i in range(counts[gen.name]))
+        service.update_many(gen.table, updates)
+    meta = service.storage.internal("sys_meta")
+    if not demo_loaded(service):
+        service.conn.execute(sa.insert(meta).values(name=MARKER, value=str(accounts)))
+    return written
+
+
+def _rows(gen: DemoGenerator, counts: dict, users: dict, stamp: dt.datetime, skip: set) -> Iterator[dict]:
+    for i in range(counts[gen.name]):
+        row = {f: _value(v, i, counts, users, stamp) for f, v in gen.values.items() if f not in skip}
+        row["sys_id"] = demo_sys_id(gen.name, i)
+        yield row
+
+
+def _value(spec: Any, i: int, counts: dict, users: dict, stamp: dt.datetime) -> Any:
+    if isinstance(spec, str):
+        return spec.replace("{i}", str(i + 1)) if "{i}" in spec else spec
+    if not isinstance(spec, dict):
+        return spec
+    if "cycle" in spec:
+        return _value(spec["cycle"][i % len(spec["cycle"])], i, counts, users, stamp)
+    if "ref" in spec:
+        total = counts[spec["ref"]]
+        return demo_sys_id(spec["ref"], (i // spec.get("every", 1)) % total) if total else None
+    if "user" in spec:
+        return users[spec["user"]]
+    if "days_ago" in spec:
+        return stamp - dt.timedelta(days=i % spec["days_ago"], hours=i % 24, minutes=i % 60)
+    raise ValueError(f"unknown demo value {spec!r}")

@@ -1,0 +1,229 @@
+"""The registry of field types: one entry per type, nothing else branches on type names.
+
+Each type knows its SQL column type, how to turn input (a string from a form or the
+API, or a native value from YAML/JSON) into the stored value, and how to render the
+stored value as the string ServiceNow's API returns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, Callable
+
+import sqlalchemy as sa
+from werkzeug.security import generate_password_hash
+
+
+class FieldValueError(ValueError):
+    """A value that does not fit its field; the message says why."""
+
+
+@dataclass(frozen=True)
+class FieldType:
+    name: str
+    column: Callable[[Any], sa.types.TypeEngine] | None  # None: not stored in the row
+    parse: Callable[[Any, Any], Any]
+    render: Callable[[Any], str] = lambda v: "" if v is None else str(v)
+    prepare: Callable[[Any], Any] = lambda v: v  # parsed value -> stored value
+    input: str = "text"  # the HTML input the UI uses
+    searchable: bool = False  # included in quick search (LIKE)
+
+
+FIELD_TYPES: dict[str, FieldType] = {}
+
+
+def register(ftype: FieldType) -> FieldType:
+    FIELD_TYPES[ftype.name] = ftype
+    return ftype
+
+
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip() == "")
+
+
+def _parse_string(field: Any, value: Any) -> Any:
+    if _empty(value):
+        return None
+    if isinstance(value, (dict, list)):
+        raise FieldValueError("expected text")
+    text = value if isinstance(value, str) else _plain(value)
+    limit = getattr(field, "max_length", None)
+    if limit and len(text) > limit:
+        raise FieldValueError(f"is {len(text)} characters long; the maximum is {limit}")
+    return text
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _parse_integer(field: Any, value: Any) -> Any:
+    if _empty(value):
+        return None
+    if isinstance(value, bool):
+        raise FieldValueError("expected a whole number")
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise FieldValueError(f"expected a whole number, got {value!r}") from None
+
+
+def _parse_decimal(field: Any, value: Any) -> Any:
+    if _empty(value):
+        return None
+    if isinstance(value, bool):
+        raise FieldValueError("expected a number")
+    try:
+        return Decimal(str(value).strip())
+    except InvalidOperation:
+        raise FieldValueError(f"expected a number, got {value!r}") from None
+
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def parse_boolean(value: Any) -> bool | None:
+    if _empty(value):
+        return None
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise FieldValueError(f"expected true or false, got {value!r}")
+
+
+def _parse_boolean(field: Any, value: Any) -> Any:
+    return parse_boolean(value)
+
+
+def _parse_date(field: Any, value: Any) -> Any:
+    if _empty(value):
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value).strip()[:10])
+    except ValueError:
+        raise FieldValueError(f"expected a date YYYY-MM-DD, got {value!r}") from None
+
+
+def _parse_datetime(field: Any, value: Any) -> Any:
+    if _empty(value):
+        return None
+    if isinstance(value, dt.datetime):
+        parsed = value
+    elif isinstance(value, dt.date):
+        parsed = dt.datetime(value.year, value.month, value.day)
+    else:
+        try:
+            parsed = dt.datetime.fromisoformat(str(value).strip().replace("T", " "))
+        except ValueError:
+            raise FieldValueError(f"expected a date and time YYYY-MM-DD HH:MM:SS, got {value!r}") from None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return parsed.replace(microsecond=0)
+
+
+def _render_datetime(value: Any) -> str:
+    return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _render_boolean(value: Any) -> str:
+    return "" if value is None else ("true" if value else "false")
+
+
+def _render_decimal(value: Any) -> str:
+    if value is None:
+        return ""
+    text = format(Decimal(value), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _parse_choice(field: Any, value: Any) -> Any:
+    if _empty(value):
+        return None
+    if field.choice_kind == "integer":
+        return _parse_integer(field, value)
+    return _plain(value).strip()
+
+
+def _choice_column(field: Any) -> sa.types.TypeEngine:
+    return sa.Integer() if field.choice_kind == "integer" else sa.String(40)
+
+
+SYS_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _parse_reference(field: Any, value: Any) -> Any:
+    if _empty(value):
+        return None
+    if isinstance(value, dict) and "value" in value:  # a reference as the API returns it
+        value = value["value"]
+        if _empty(value):
+            return None
+    text = str(value).strip()
+    if not SYS_ID.match(text):
+        raise FieldValueError(f"expected a sys_id (32 hex characters), got {value!r}")
+    return text
+
+
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _parse_email(field: Any, value: Any) -> Any:
+    text = _parse_string(field, value)
+    if text is not None and not EMAIL.match(text):
+        raise FieldValueError(f"{text!r} is not an email address")
+    return text
+
+
+URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
+
+
+def _parse_url(field: Any, value: Any) -> Any:
+    text = _parse_string(field, value)
+    if text is not None and not URL.match(text):
+        raise FieldValueError(f"{text!r} is not an http(s) URL")
+    return text
+
+
+def _parse_journal(field: Any, value: Any) -> Any:
+    if _empty(value):
+        return None
+    if not isinstance(value, str):
+        raise FieldValueError("expected text")
+    return value
+
+
+def _string_column(field: Any) -> sa.types.TypeEngine:
+    return sa.String(field.max_length or 255)
+
+
+register(FieldType("string", _string_column, _parse_string, searchable=True))
+register(FieldType("text", lambda f: sa.Text(), _parse_string, input="textarea", searchable=True))
+register(FieldType("integer", lambda f: sa.Integer(), _parse_integer, input="number"))
+register(FieldType("decimal", lambda f: sa.Numeric(20, 6), _parse_decimal, _render_decimal, input="decimal"))
+register(FieldType("boolean", lambda f: sa.Boolean(), _parse_boolean, _render_boolean, input="checkbox"))
+register(FieldType("date", lambda f: sa.Date(), _parse_date, lambda v: "" if v is None else v.isoformat(), input="date"))
+register(FieldType("datetime", lambda f: sa.DateTime(), _parse_datetime, _render_datetime, input="datetime-local"))
+register(FieldType("choice", _choice_column, _parse_choice, input="select"))
+register(FieldType("reference", lambda f: sa.String(32), _parse_reference, input="reference"))
+register(FieldType("journal", None, _parse_journal, input="journal"))
+register(FieldType("email", lambda f: sa.String(f.max_length or 100), _parse_email, input="email", searchable=True))
+register(FieldType("url", lambda f: sa.String(f.max_length or 1024), _parse_url, input="url"))
+# A secret: stored hashed by the record service, never rendered by any API or page.
+register(FieldType("password", lambda f: sa.String(255), _parse_string, lambda v: "",
+                   prepare=generate_password_hash, input="password"))

@@ -1,0 +1,148 @@
+"""Bring a database to the schema the definitions describe, with Alembic's operations.
+
+Alembic's autogenerate compares the live database with the Storage metadata; each
+resulting operation is checked for data loss before any of them runs. New tables,
+fields and indexes are applied; a dropped table or field that holds data, or a type
+change that would not fit the values already stored, is refused unless forced.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from alembic.autogenerate import produce_migrations
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
+from alembic.operations import ops as aops
+
+from .storage import Storage
+
+MANAGED = "managed_tables"
+
+
+class DataLossRefused(Exception):
+    """The migration would lose data; nothing was changed."""
+
+    def __init__(self, losses: list[str]):
+        self.losses = losses
+        super().__init__("refusing to migrate, this would lose data:\n  " + "\n  ".join(losses)
+                         + "\nrun again with --force to accept the loss")
+
+
+@dataclass
+class Step:
+    op: aops.MigrateOperation
+    table: str
+    description: str
+    loss: str | None = None
+
+
+def _managed_tables(conn: sa.Connection, storage: Storage) -> set[str]:
+    meta = storage.internal("sys_meta")
+    if not sa.inspect(conn).has_table("sys_meta"):
+        return set()
+    value = conn.execute(sa.select(meta.c.value).where(meta.c.name == MANAGED)).scalar()
+    return set(json.loads(value)) if value else set()
+
+
+def plan(conn: sa.Connection, storage: Storage) -> list[Step]:
+    """Every change the database needs, each with the data it would lose (if any)."""
+    managed = _managed_tables(conn, storage) | set(storage.metadata.tables)
+
+    def include(obj, name, type_, reflected, compare_to):
+        if type_ == "table":
+            return name in managed
+        return True
+
+    context = MigrationContext.configure(conn, opts={"include_object": include, "compare_type": True})
+    script = produce_migrations(context, storage.metadata)
+    steps: list[Step] = []
+    for op in script.upgrade_ops.ops:
+        if isinstance(op, aops.ModifyTableOps):
+            steps.extend(_describe(conn, child, op.table_name) for child in op.ops)
+        else:
+            steps.append(_describe(conn, op, getattr(op, "table_name", "")))
+    return [s for s in steps if s is not None]
+
+
+def _count(conn: sa.Connection, table: str, where: str = "") -> int:
+    # Names come from the database's own catalogue and our definitions, quoted by the dialect.
+    prep = conn.dialect.identifier_preparer
+    sql = f"SELECT COUNT(*) FROM {prep.quote(table)}" + (f" WHERE {where}" if where else "")
+    return conn.execute(sa.text(sql)).scalar() or 0
+
+
+def _describe(conn: sa.Connection, op: aops.MigrateOperation, table: str) -> Step | None:
+    quote = conn.dialect.identifier_preparer.quote
+    if isinstance(op, aops.CreateTableOp):
+        return Step(op, table, f"create table {table}")
+    if isinstance(op, aops.DropTableOp):
+        rows = _count(conn, table)
+        return Step(op, table, f"drop table {table}", f"table {table} and its {rows} rows" if rows else None)
+    if isinstance(op, aops.AddColumnOp):
+        return Step(op, table, f"add field {table}.{op.column.name}")
+    if isinstance(op, aops.DropColumnOp):
+        values = _count(conn, table, f"{quote(op.column_name)} IS NOT NULL")
+        loss = f"field {table}.{op.column_name} and its {values} values" if values else None
+        return Step(op, table, f"drop field {table}.{op.column_name}", loss)
+    if isinstance(op, (aops.CreateIndexOp, aops.DropIndexOp)):
+        verb = "create" if isinstance(op, aops.CreateIndexOp) else "drop"
+        return Step(op, table, f"{verb} index {op.index_name} on {table}")
+    if isinstance(op, aops.AlterColumnOp):
+        return _describe_alter(conn, op, table)
+    return Step(op, table, f"{type(op).__name__} on {table}")
+
+
+def _describe_alter(conn: sa.Connection, op: aops.AlterColumnOp, table: str) -> Step | None:
+    if op.modify_type is None:
+        return None  # nullability and defaults are the record service's business
+    column = conn.dialect.identifier_preparer.quote(op.column_name)
+    old, new = op.existing_type, op.modify_type
+    description = f"change field {table}.{op.column_name} from {old} to {new}"
+    if isinstance(new, (sa.Text, sa.String)) and not getattr(new, "length", None):
+        return Step(op, table, description)  # widening to unlimited text keeps everything
+    if isinstance(old, sa.String) and isinstance(new, sa.String):
+        if old.length is not None and new.length >= old.length:
+            return Step(op, table, description)
+        too_long = _count(conn, table, f"LENGTH({column}) > {int(new.length)}")
+        loss = f"{too_long} values of {table}.{op.column_name} longer than {new.length}" if too_long else None
+        return Step(op, table, description, loss)
+    values = _count(conn, table, f"{column} IS NOT NULL")
+    loss = f"{values} values of {table}.{op.column_name} would be converted from {old} to {new}" if values else None
+    return Step(op, table, description, loss)
+
+
+def migrate(engine: sa.Engine, storage: Storage, force: bool = False) -> list[str]:
+    """Apply every planned change in one transaction; returns what was done."""
+    with engine.begin() as conn:
+        steps = plan(conn, storage)
+        losses = [s.loss for s in steps if s.loss]
+        if losses and not force:
+            raise DataLossRefused(losses)
+        _apply(conn, steps)
+        _remember_tables(conn, storage)
+    return [s.description for s in steps]
+
+
+def _apply(conn: sa.Connection, steps: list[Step]) -> None:
+    operations = Operations(MigrationContext.configure(conn))
+    batch = conn.dialect.name == "sqlite"
+    for step in steps:
+        op = step.op
+        if hasattr(op, "column"):
+            op.column = op.column._copy()
+        if batch and isinstance(op, (aops.AlterColumnOp, aops.DropColumnOp)):
+            with operations.batch_alter_table(step.table) as batch_ops:
+                batch_ops.invoke(op)
+        else:
+            operations.invoke(op)
+
+
+def _remember_tables(conn: sa.Connection, storage: Storage) -> None:
+    meta = storage.internal("sys_meta")
+    value = json.dumps(sorted(storage.metadata.tables))
+    updated = conn.execute(sa.update(meta).where(meta.c.name == MANAGED).values(value=value)).rowcount
+    if not updated:
+        conn.execute(sa.insert(meta).values(name=MANAGED, value=value))

@@ -1,0 +1,88 @@
+"""System properties: declared in YAML, stored in sys_properties, read fresh on every request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from .definitions.loader import parse_property_value
+from .definitions.model import Definitions, TableDef
+from .fieldtypes import FieldValueError
+from .records import RecordError, RecordService, validator
+from .storage import Storage
+
+TABLE = "sys_properties"
+
+
+def render_value(ptype: str, value: Any) -> str:
+    if ptype == "list":
+        return ",".join(str(v) for v in value or [])
+    if ptype == "boolean":
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+class Properties:
+    """Typed values of the system properties as the database holds them now.
+
+    Built per unit of work (a request, a job) so a change applies to the next one without
+    a restart; reads every property in one query on first use.
+    """
+
+    def __init__(self, defs: Definitions, storage: Storage, conn: sa.Connection):
+        self.defs, self.storage, self.conn = defs, storage, conn
+        self._rows: dict[str, tuple[str | None, str | None]] | None = None
+
+    def _load(self) -> dict[str, tuple[str | None, str | None]]:
+        if self._rows is None:
+            table = self.storage.physical(TABLE)
+            rows = self.conn.execute(sa.select(table.c.name, table.c.value, table.c.type))
+            self._rows = {name: (value, ptype) for name, value, ptype in rows}
+        return self._rows
+
+    def get(self, name: str) -> Any:
+        declared = self.defs.properties.get(name)
+        stored = self._load().get(name)
+        if stored is None:
+            if declared is None:
+                raise KeyError(f"unknown system property {name!r}")
+            return declared.default
+        value, stored_type = stored
+        ptype = declared.type if declared else (stored_type or "string")
+        try:
+            return parse_property_value(ptype, value)
+        except FieldValueError:
+            return declared.default if declared else value
+
+    def items(self) -> dict[str, Any]:
+        names = set(self.defs.properties) | set(self._load())
+        return {name: self.get(name) for name in sorted(names)}
+
+
+def seed_properties(service: RecordService) -> int:
+    """Add a sys_properties row for each declared property that has none (values are kept)."""
+    table = service.storage.physical(TABLE)
+    existing = set(service.conn.execute(sa.select(table.c.name)).scalars())
+    rows = [
+        {"name": p.name, "type": p.type, "value": render_value(p.type, p.default), "description": p.description}
+        for p in service.defs.properties.values() if p.name not in existing
+    ]
+    return service.insert_many(TABLE, rows) if rows else 0
+
+
+@validator(TABLE)
+def _check_property_value(service: RecordService, tdef: TableDef, record: dict, before: dict | None) -> None:
+    """A value must fit its property's declared type; the declared type itself is fixed."""
+    declared = service.defs.properties.get(record.get("name"))
+    ptype = declared.type if declared else (record.get("type") or "string")
+    if declared and record.get("type") not in (None, declared.type):
+        raise RecordError("type", f"property {declared.name} is declared as {declared.type}")
+    try:
+        parsed = parse_property_value(ptype, record.get("value"))
+    except FieldValueError as exc:
+        raise RecordError("value", f"not a valid {ptype} for {record.get('name')}: {exc}") from None
+    if declared and declared.choices and ptype == "string" and parsed not in declared.choices:
+        raise RecordError("value", f"must be one of {', '.join(declared.choices)}")
+    if ptype == "list" and declared is not None:
+        record["value"] = render_value(ptype, parsed)

@@ -1,0 +1,150 @@
+"""Compile conditions to SQL over the physical tables, joining for dot-walked paths.
+
+Nothing here evaluates rows in Python: a condition becomes one WHERE clause, and
+`account.name` becomes a LEFT JOIN to the account's table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..definitions.model import FieldDef, TableDef
+from ..fieldtypes import SYS_ID, FieldValueError
+from ..storage import Storage
+from .conditions import All, AnyOf, Node, Not, Query, QueryError, Term
+from .operators import operator
+
+
+class Selection:
+    """A SELECT over one logical table, with the joins its dot-walked paths need."""
+
+    def __init__(self, storage: Storage, table: str):
+        self.storage = storage
+        self.defs = storage.defs
+        if table not in self.defs.tables:
+            raise QueryError(f"unknown table {table!r}")
+        self.table: TableDef = self.defs.tables[table]
+        self.base = storage.physical(table).alias("t0")
+        self._joins: dict[str, tuple[sa.FromClause, TableDef]] = {"": (self.base, self.table)}
+        self._from: sa.FromClause = self.base
+
+    def column(self, path: str) -> tuple[sa.ColumnElement, FieldDef]:
+        """The SQL column for a field path such as `state` or `account.primary_contact.email`."""
+        parts = path.split(".")
+        alias, tdef = self._joins[""]
+        for i, part in enumerate(parts):
+            field = tdef.field(part)
+            if field is None:
+                raise QueryError(f"{path}: table {tdef.name!r} has no field {part!r}")
+            if i == len(parts) - 1:
+                if not field.stored:
+                    raise QueryError(f"{path}: {field.type} fields cannot be queried")
+                return alias.c[part], field
+            if field.type != "reference":
+                raise QueryError(f"{path}: {part!r} is not a reference, so it cannot be dot-walked")
+            alias, tdef = self._join(".".join(parts[: i + 1]), alias, field)
+        raise QueryError(f"empty field path {path!r}")
+
+    def _join(self, prefix: str, parent: sa.FromClause, field: FieldDef) -> tuple[sa.FromClause, TableDef]:
+        if prefix not in self._joins:
+            target = self.defs.tables[field.reference]
+            alias = self.storage.physical(target.name).alias(f"t{len(self._joins)}")
+            self._from = self._from.outerjoin(alias, alias.c.sys_id == parent.c[field.name])
+            self._joins[prefix] = (alias, target)
+        return self._joins[prefix]
+
+    @property
+    def from_clause(self) -> sa.FromClause:
+        return self._from
+
+    def condition(self, node: Node | None) -> sa.ColumnElement | None:
+        """The WHERE clause of a condition, class filter included."""
+        clauses = []
+        class_filter = self.storage.class_filter(self.table.name, self.base)
+        if class_filter is not None:
+            clauses.append(class_filter)
+        if node is not None:
+            clauses.append(self._compile(node))
+        return sa.and_(*clauses) if clauses else None
+
+    def _compile(self, node: Node) -> sa.ColumnElement:
+        if isinstance(node, Term):
+            return self._term(node)
+        if isinstance(node, Not):
+            return sa.not_(self._compile(node.item))
+        parts = [self._compile(item) for item in node.items]
+        if isinstance(node, All):
+            return sa.and_(*parts)
+        if isinstance(node, AnyOf):
+            return sa.or_(*parts)
+        raise QueryError(f"cannot compile {node!r}")
+
+    def _term(self, term: Term) -> sa.ColumnElement:
+        op = operator(term.op)
+        if op is None:
+            raise QueryError(f"{term.field}: unknown operator {term.op!r}")
+        column, field = self.column(term.field)
+        if not op.takes_value:
+            return op.sql(column, None)
+        if field.type == "reference" and not op.text_only and _is_display_value(term.value, op.list_value):
+            column, field = self._display_column(term.field, field)
+        if op.text_only:
+            return op.sql(sa.cast(column, sa.String) if field.type not in ("string", "text") else column,
+                          "" if term.value is None else str(term.value))
+        return op.sql(column, coerce(field, term.field, term.value, op.list_value))
+
+    def _display_column(self, path: str, field: FieldDef) -> tuple[sa.ColumnElement, FieldDef]:
+        """`account=Acme` compares the account's display field, as ServiceNow does."""
+        target = self.defs.tables[field.reference]
+        if not target.display:
+            raise QueryError(f"{path}: expected a sys_id; table {target.name!r} has no display field")
+        return self.column(f"{path}.{target.display}")
+
+    def order_by(self, order: tuple[tuple[str, bool], ...]) -> list[sa.ColumnElement]:
+        clauses = []
+        for path, descending in order:
+            column, _ = self.column(path)
+            clauses.append(column.desc() if descending else column.asc())
+        clauses.append(self.base.c.sys_id.asc())  # a stable order for paging
+        return clauses
+
+
+def _is_display_value(value: Any, is_list: bool) -> bool:
+    values = value if is_list else [value]
+    return any(v not in (None, "") and not SYS_ID.match(str(v)) for v in values)
+
+
+def coerce(field: FieldDef, path: str, value: Any, is_list: bool = False) -> Any:
+    """A query value in the field's stored type; raises QueryError naming the field."""
+    try:
+        if is_list:
+            return [field.parse(v) for v in (value or [])]
+        return field.parse(value)
+    except FieldValueError as exc:
+        raise QueryError(f"{path}: {exc}") from None
+
+
+def select_rows(storage: Storage, table: str, query: Query, columns: list[str] | None = None,
+                limit: int | None = None, offset: int = 0) -> tuple[sa.Select, Selection]:
+    """A SELECT of `columns` (paths; default every stored field) of the matching rows."""
+    sel = Selection(storage, table)
+    paths = columns or [f.name for f in sel.table.stored_fields]
+    cols = [sel.column(p)[0].label(p) for p in paths]
+    where = sel.condition(query.where)
+    order = sel.order_by(query.order)
+    stmt = sa.select(*cols).select_from(sel.from_clause)
+    if where is not None:
+        stmt = stmt.where(where)
+    stmt = stmt.order_by(*order).offset(offset or None)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return stmt, sel
+
+
+def count_rows(storage: Storage, table: str, query: Query) -> sa.Select:
+    sel = Selection(storage, table)
+    where = sel.condition(query.where)
+    stmt = sa.select(sa.func.count()).select_from(sel.from_clause)
+    return stmt.where(where) if where is not None else stmt

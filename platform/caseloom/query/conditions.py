@@ -1,0 +1,186 @@
+"""Conditions as data: one tree for encoded queries, YAML conditions and list filters.
+
+Encoded queries follow ServiceNow: terms joined by `^` (AND) and `^OR` (OR, binding
+tighter than AND, so `a^b^ORc` is `a AND (b OR c)`), `^NQ` starting a new query that
+is ORed with the previous ones, and `ORDERBY`/`ORDERBYDESC` terms.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Union
+
+from .operators import BY_TOKEN, TOKENS_LONGEST_FIRST, operator
+
+
+class QueryError(ValueError):
+    """An encoded query or condition that cannot be understood; the message says where."""
+
+
+@dataclass(frozen=True)
+class Term:
+    field: str
+    op: str  # an operator's YAML name
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class All:
+    items: tuple["Node", ...]
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    items: tuple["Node", ...]
+
+
+@dataclass(frozen=True)
+class Not:
+    item: "Node"
+
+
+Node = Union[Term, All, AnyOf, Not]
+
+
+@dataclass(frozen=True)
+class Query:
+    where: Node | None = None
+    order: tuple[tuple[str, bool], ...] = ()  # (field path, descending)
+
+
+FIELD = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*")
+
+
+def parse_encoded(text: str | None) -> Query:
+    """Parse a ServiceNow encoded query into a Query; raises QueryError naming the bad term."""
+    if not text or not text.strip():
+        return Query()
+    queries: list[Node] = []
+    order: list[tuple[str, bool]] = []
+    for part in text.split("^NQ"):
+        groups: list[list[Node]] = []
+        for raw in part.split("^"):
+            if raw == "" or raw == "EQ":
+                continue
+            if raw.startswith("ORDERBYDESC"):
+                order.append((_order_field(raw[11:]), True))
+            elif raw.startswith("ORDERBY"):
+                order.append((_order_field(raw[7:]), False))
+            elif raw.startswith("OR") and groups:  # fields are lowercase, so "OR" is never a field
+                groups[-1].append(parse_term(raw[2:]))
+            else:
+                groups.append([parse_term(raw)])
+        nodes = [g[0] if len(g) == 1 else AnyOf(tuple(g)) for g in groups]
+        if nodes:
+            queries.append(nodes[0] if len(nodes) == 1 else All(tuple(nodes)))
+    where = None if not queries else queries[0] if len(queries) == 1 else AnyOf(tuple(queries))
+    return Query(where, tuple(order))
+
+
+def _order_field(name: str) -> str:
+    if not FIELD.fullmatch(name):
+        raise QueryError(f"cannot order by {name!r}: not a field name")
+    return name
+
+
+def parse_term(raw: str) -> Term:
+    """One `field OP value` term, e.g. `priority<=2` or `account.nameLIKEacme`."""
+    match = FIELD.match(raw)
+    if not match:
+        raise QueryError(f"query term {raw!r} does not start with a field name")
+    field, rest = match.group(0), raw[match.end():]
+    for token in TOKENS_LONGEST_FIRST:
+        if rest.startswith(token):
+            op = BY_TOKEN[token]
+            value: Any = rest[len(token):]
+            if not op.takes_value:
+                if value:
+                    raise QueryError(f"query term {raw!r}: {token} takes no value")
+                value = None
+            elif op.list_value:
+                value = [v for v in value.split(",") if v != ""]
+            return Term(field, op.name, value)
+    raise QueryError(f"query term {raw!r} has no known operator after {field!r} "
+                     f"(known: {', '.join(sorted(BY_TOKEN))})")
+
+
+def to_encoded(query: Query) -> str:
+    """The encoded-query text of a Query (the inverse of parse_encoded for its shapes)."""
+    parts = []
+    if query.where is not None:
+        parts.append(_encode_node(query.where, top=True))
+    parts.extend(("ORDERBYDESC" if desc else "ORDERBY") + field for field, desc in query.order)
+    return "^".join(p for p in parts if p)
+
+
+def _encode_term(term: Term) -> str:
+    op = operator(term.op)
+    if not op.takes_value:
+        return f"{term.field}{op.token}"
+    value = ",".join(map(_encode_value, term.value)) if op.list_value else _encode_value(term.value)
+    return f"{term.field}{op.token}{value}"
+
+
+def _encode_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def _encode_node(node: Node, top: bool = False) -> str:
+    if isinstance(node, Term):
+        return _encode_term(node)
+    if isinstance(node, All):
+        return "^".join(_encode_group(item) for item in node.items)
+    if isinstance(node, AnyOf) and top and all(not isinstance(i, Term) for i in node.items):
+        return "^NQ".join(_encode_node(item) for item in node.items)
+    if isinstance(node, AnyOf) and all(isinstance(i, Term) for i in node.items):
+        return "^OR".join(_encode_term(i) for i in node.items)
+    raise QueryError("this condition cannot be written as an encoded query")
+
+
+def _encode_group(node: Node) -> str:
+    if isinstance(node, Term):
+        return _encode_term(node)
+    if isinstance(node, AnyOf) and all(isinstance(i, Term) for i in node.items):
+        return "^OR".join(_encode_term(i) for i in node.items)
+    raise QueryError("this condition cannot be written as an encoded query")
+
+
+def from_data(data: Any, where: str = "condition") -> Node:
+    """A YAML/JSON condition (`{all: [...]}`, `{any: [...]}`, `{not: ...}`, `{field, op, value}`)
+    or an encoded-query string, as a Node."""
+    if isinstance(data, str):
+        query = parse_encoded(data)
+        if query.where is None:
+            raise QueryError(f"{where}: empty condition")
+        return query.where
+    if not isinstance(data, dict):
+        raise QueryError(f"{where}: expected a mapping or an encoded query, got {data!r}")
+    if "all" in data:
+        return All(tuple(from_data(d, f"{where}.all[{i}]") for i, d in enumerate(data["all"])))
+    if "any" in data:
+        return AnyOf(tuple(from_data(d, f"{where}.any[{i}]") for i, d in enumerate(data["any"])))
+    if "not" in data:
+        return Not(from_data(data["not"], f"{where}.not"))
+    if "field" not in data or "op" not in data:
+        raise QueryError(f"{where}: a condition needs field and op, or all/any/not")
+    op = operator(str(data["op"]))
+    if op is None:
+        raise QueryError(f"{where}: unknown operator {data['op']!r}")
+    value = data.get("value")
+    if op.list_value and not isinstance(value, list):
+        value = [value]
+    return Term(str(data["field"]), op.name, value)
+
+
+def fields_of(node: Node | None) -> list[str]:
+    """Every field path a condition reads."""
+    if node is None:
+        return []
+    if isinstance(node, Term):
+        return [node.field]
+    if isinstance(node, Not):
+        return fields_of(node.item)
+    return [f for item in node.items for f in fields_of(item)]

@@ -1,0 +1,125 @@
+"""Physical tables from definitions.
+
+A table hierarchy (`task` -> `sn_customerservice_case`) is stored in one physical
+table named after its root, with `sys_class_name` telling the rows apart, as
+ServiceNow's flattened task table does. A query on the parent sees the children's
+rows without a join; a query on a child adds `sys_class_name IN (...)`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cached_property
+
+import sqlalchemy as sa
+
+from .definitions.model import Definitions, FieldDef, TableDef
+
+# Platform bookkeeping that is not a definition table.
+INTERNAL_TABLES = ("sys_number_counter", "sys_meta", "sys_definition_file", "sys_definition_history")
+
+
+def index_name(table: str, columns: tuple[str, ...]) -> str:
+    name = f"ix_{table}_{'_'.join(columns)}"
+    if len(name) <= 60:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    return f"{name[:51]}_{digest}"
+
+
+def _indexed(field: FieldDef, table: TableDef) -> bool:
+    return field.index or field.type in ("reference", "choice") or (table.display == field.name)
+
+
+class Storage:
+    """The SQLAlchemy MetaData for a Definitions, and where each logical table lives."""
+
+    def __init__(self, defs: Definitions):
+        self.defs = defs
+        self.metadata = sa.MetaData()
+        self._build_internal()
+        for root in sorted({t.root for t in defs.tables.values()}):
+            self._build_physical(root)
+
+    def physical(self, table: str) -> sa.Table:
+        return self.metadata.tables[self.defs.tables[table].root]
+
+    def internal(self, name: str) -> sa.Table:
+        return self.metadata.tables[name]
+
+    @cached_property
+    def _classes(self) -> dict[str, tuple[str, ...]]:
+        return {name: self.defs.descendants(name) for name in self.defs.tables}
+
+    def classes(self, table: str) -> tuple[str, ...]:
+        """The sys_class_name values a query on `table` sees."""
+        return self._classes[table]
+
+    def class_filter(self, table: str, physical: sa.FromClause | None = None) -> sa.ColumnElement | None:
+        """A WHERE clause restricting the physical table to `table` and its children, if needed."""
+        tdef = self.defs.tables[table]
+        classes = self.classes(table)
+        all_classes = self.classes(tdef.root)
+        if set(classes) == set(all_classes):
+            return None
+        column = (physical if physical is not None else self.physical(table)).c.sys_class_name
+        return column == classes[0] if len(classes) == 1 else column.in_(classes)
+
+    def _build_physical(self, root: str) -> None:
+        columns: dict[str, sa.Column] = {}
+        index_columns: dict[str, TableDef] = {}
+        extra_indexes: list[tuple[str, ...]] = []
+        for name in self.defs.descendants(root):
+            tdef = self.defs.tables[name]
+            extra_indexes.extend(tdef.indexes)
+            for field in tdef.stored_fields:
+                if field.name not in columns:
+                    columns[field.name] = self._column(field)
+                elif field.type == "string" and (field.max_length or 0) > (columns[field.name].type.length or 0):
+                    columns[field.name] = self._column(field)
+                if _indexed(field, tdef) and not field.system:
+                    index_columns[field.name] = tdef
+        table = sa.Table(root, self.metadata, *columns.values())
+        sa.Index(index_name(root, ("sys_class_name",)), table.c.sys_class_name)
+        for column in sorted(index_columns):
+            sa.Index(index_name(root, (column,)), table.c[column])
+        for cols in extra_indexes:
+            if len(cols) > 1 or cols[0] not in index_columns:
+                sa.Index(index_name(root, cols), *(table.c[c] for c in cols))
+
+    @staticmethod
+    def _column(field: FieldDef) -> sa.Column:
+        if field.name == "sys_id":
+            return sa.Column("sys_id", sa.String(32), primary_key=True)
+        nullable = field.name not in ("sys_class_name", "sys_created_on", "sys_updated_on", "sys_mod_count")
+        return sa.Column(field.name, field.ftype.column(field), nullable=nullable)
+
+    def _build_internal(self) -> None:
+        sa.Table(
+            "sys_number_counter", self.metadata,
+            sa.Column("name", sa.String(80), primary_key=True),
+            sa.Column("next_value", sa.Integer, nullable=False),
+        )
+        sa.Table(
+            "sys_meta", self.metadata,
+            sa.Column("name", sa.String(80), primary_key=True),
+            sa.Column("value", sa.Text),
+        )
+        sa.Table(
+            "sys_definition_file", self.metadata,
+            sa.Column("path", sa.String(255), primary_key=True),
+            sa.Column("text", sa.Text, nullable=False),
+            sa.Column("version", sa.String(32), nullable=False),
+            sa.Column("updated_on", sa.DateTime, nullable=False),
+            sa.Column("updated_by", sa.String(40)),
+        )
+        sa.Table(
+            "sys_definition_history", self.metadata,
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+            sa.Column("path", sa.String(255), nullable=False),
+            sa.Column("action", sa.String(10), nullable=False),
+            sa.Column("old_text", sa.Text),
+            sa.Column("new_text", sa.Text),
+            sa.Column("user", sa.String(40)),
+            sa.Column("created_on", sa.DateTime, nullable=False),
+        )
