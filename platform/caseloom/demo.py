@@ -1,15 +1,16 @@
 """Demo data from the definitions' `demo:` files, scaled by --accounts, written set-based.
 
 Generated rows get deterministic sys_ids, so a generator can reference another's rows
-by index before they exist; references to a generator that comes later (accounts and
-their primary contacts point at each other) are filled in afterwards with update_many.
+by index before they exist (accounts and their primary contacts point at each other);
+reference checks are deferred to the end of the load.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -43,29 +44,20 @@ def load_demo(service: RecordService, accounts: int = 200) -> dict[str, int]:
         record = add_user(service, user.user_name, user.password, list(user.roles), dict(user.values))
         user_ids[user.user_name] = record["sys_id"]
     counts = {g.name: generator_count(g, accounts) for g in demo.generators}
-    order = {g.name: i for i, g in enumerate(demo.generators)}
     written: dict[str, int] = {}
-    deferred: list[tuple[DemoGenerator, list[str]]] = []
     stamp = now()
-    for position, gen in enumerate(demo.generators):
-        later = [f for f, v in gen.values.items() if isinstance(v, dict) and "ref" in v and order[v["ref"]] >= position]
-        rows = _rows(gen, counts, user_ids, stamp, skip=set(later))
-        written[gen.name] = service.insert_many(gen.table, rows)
-        if later:
-            deferred.append((gen, later))
-    for gen, fields in deferred:
-        updates = ((demo_sys_id(gen.name, i), {f: _value(gen.values[f], i, counts, user_ids, stamp) for f in fields})
-                   for i in range(counts[gen.name]))
-        service.update_many(gen.table, updates)
+    with service.deferred_references():
+        for gen in demo.generators:
+            written[gen.name] = service.insert_many(gen.table, _rows(gen, counts, user_ids, stamp))
     meta = service.storage.internal("sys_meta")
     if not demo_loaded(service):
         service.conn.execute(sa.insert(meta).values(name=MARKER, value=str(accounts)))
     return written
 
 
-def _rows(gen: DemoGenerator, counts: dict, users: dict, stamp: dt.datetime, skip: set) -> Iterator[dict]:
+def _rows(gen: DemoGenerator, counts: dict, users: dict, stamp: dt.datetime) -> Iterator[dict]:
     for i in range(counts[gen.name]):
-        row = {f: _value(v, i, counts, users, stamp) for f, v in gen.values.items() if f not in skip}
+        row = {f: _value(v, i, counts, users, stamp) for f, v in gen.values.items()}
         row["sys_id"] = demo_sys_id(gen.name, i)
         yield row
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable
+from typing import Any
 
 import sqlalchemy as sa
 from werkzeug.security import generate_password_hash
@@ -133,7 +134,7 @@ def _parse_datetime(field: Any, value: Any) -> Any:
         except ValueError:
             raise FieldValueError(f"expected a date and time YYYY-MM-DD HH:MM:SS, got {value!r}") from None
     if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
     return parsed.replace(microsecond=0)
 
 

@@ -13,8 +13,10 @@ import datetime as dt
 import json
 import uuid
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -50,7 +52,7 @@ class Conflict(Exception):
 
 
 def now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
 
 
 def new_sys_id() -> str:
@@ -93,6 +95,24 @@ class RecordService:
         self.actor = actor
         self.check_access = check_access
         self.transaction = new_sys_id()  # groups the audit rows of this unit of work
+        self._deferred: dict[str, dict[str, str]] | None = None  # table -> {sys_id: field}
+
+    @contextmanager
+    def deferred_references(self) -> Iterator[None]:
+        """Check references when the block ends instead of per batch, like a DEFERRABLE
+        constraint, so rows that reference each other (accounts and their primary contacts)
+        can be inserted in one pass. A dangling reference still fails the whole block."""
+        outer, self._deferred = self._deferred, defaultdict(dict)
+        try:
+            yield
+            pending, self._deferred = self._deferred, outer
+            for table, wanted in pending.items():
+                missing = set(wanted) - self._existing(table, set(wanted))
+                if missing:
+                    bad = sorted(missing)[0]
+                    raise RecordError(wanted[bad], f"no {table} record has sys_id {bad}")
+        finally:
+            self._deferred = outer
 
     # -- access -------------------------------------------------------------------------
 
@@ -201,8 +221,9 @@ class RecordService:
         raise RecordError. Returns (stored values, journal entries)."""
         parsed: dict[str, Any] = {}
         entries: dict[str, str] = {}
+        fields = tdef.fields
         for name, raw in values.items():
-            field = tdef.field(name)
+            field = fields.get(name)
             if field is None:
                 raise RecordError(name, f"unknown field of table {tdef.name!r}", row)
             if field.system:
@@ -210,17 +231,18 @@ class RecordService:
                     parsed["sys_id"] = self._parse_sys_id(tdef, raw, row)
                 continue  # sys fields are the platform's to set; ServiceNow ignores them too
             try:
-                value = field.parse(raw)
+                value = field.ftype.parse(field, raw)
             except FieldValueError as exc:
                 raise RecordError(name, str(exc), row) from None
-            if field.type == "journal":
-                if value:
-                    entries[name] = value
-                continue
-            if value is not None and field.choices and field.choice_label(value) is None:
+            if value is None:
+                parsed[name] = None
+            elif field.type == "journal":
+                entries[name] = value
+            elif field.choices and field.choice_label(value) is None:
                 allowed_values = ", ".join(str(v) for v, _ in field.choices)
                 raise RecordError(name, f"{raw!r} is not one of the choices ({allowed_values})", row)
-            parsed[name] = field.ftype.prepare(value) if value is not None else None
+            else:
+                parsed[name] = field.ftype.prepare(value)
         return parsed, entries
 
     def _parse_sys_id(self, tdef: TableDef, raw: Any, row: int | None) -> str:
@@ -254,6 +276,9 @@ class RecordService:
                 continue
             wanted = {r[field.name] for r in records if r.get(field.name)}
             if not wanted:
+                continue
+            if self._deferred is not None:
+                self._deferred[field.reference].update(dict.fromkeys(wanted, field.name))
                 continue
             found = self._existing(field.reference, wanted)
             # a batch may reference its own rows (a parent inserted alongside its child)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from ..fieldtypes import FIELD_TYPES, FieldType
 from .yamlsource import Location
@@ -40,15 +42,19 @@ class FieldDef:
     index: bool = False
     system: bool = False
 
-    @property
+    @cached_property
     def ftype(self) -> FieldType:
         return FIELD_TYPES[self.type]
 
-    @property
+    @cached_property
     def stored(self) -> bool:
         return self.ftype.column is not None
 
-    @property
+    @cached_property
+    def _choice_labels(self) -> dict[str, str]:
+        return {str(value): label for value, label in self.choices}
+
+    @cached_property
     def choice_kind(self) -> str:
         values = [value for value, _ in self.choices]
         if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
@@ -56,10 +62,7 @@ class FieldDef:
         return "string"
 
     def choice_label(self, value: Any) -> str | None:
-        for choice, label in self.choices:
-            if str(choice) == str(value):
-                return label
-        return None
+        return self._choice_labels.get(str(value))
 
     def parse(self, value: Any) -> Any:
         return self.ftype.parse(self, value)
@@ -108,11 +111,11 @@ class TableDef:
     def field(self, name: str) -> FieldDef | None:
         return self.fields.get(name)
 
-    @property
+    @cached_property
     def stored_fields(self) -> tuple[FieldDef, ...]:
         return tuple(f for f in self.fields.values() if f.stored)
 
-    @property
+    @cached_property
     def journal_fields(self) -> tuple[FieldDef, ...]:
         return tuple(f for f in self.fields.values() if f.type == "journal")
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..fieldtypes import FieldValueError
-from .model import FieldDef, FormSection, NumberDef, RelatedList, SYS_FIELDS, TableDef, frozen_map
+from .model import SYS_FIELDS, FieldDef, FormSection, NumberDef, RelatedList, TableDef, frozen_map
 from .yamlsource import SourceDocument
 
 _SYS_TYPES = {

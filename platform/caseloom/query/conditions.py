@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from .operators import BY_TOKEN, TOKENS_LONGEST_FIRST, operator
 
@@ -27,20 +27,20 @@ class Term:
 
 @dataclass(frozen=True)
 class All:
-    items: tuple["Node", ...]
+    items: tuple[Node, ...]
 
 
 @dataclass(frozen=True)
 class AnyOf:
-    items: tuple["Node", ...]
+    items: tuple[Node, ...]
 
 
 @dataclass(frozen=True)
 class Not:
-    item: "Node"
+    item: Node
 
 
-Node = Union[Term, All, AnyOf, Not]
+Node = Term | All | AnyOf | Not
 
 
 @dataclass(frozen=True)
