@@ -16,6 +16,7 @@ class Config:
     queue: str = "sqlite:///instance/queue.db"
     secret_key: str | None = None
     instance: str = "instance"
+    ui: str = "ui"
 
     @classmethod
     def from_env(cls, **overrides) -> Config:
@@ -27,6 +28,7 @@ class Config:
             queue=env.get("CASELOOM_QUEUE", cls.queue),
             secret_key=env.get("CASELOOM_SECRET_KEY"),
             instance=env.get("CASELOOM_INSTANCE", cls.instance),
+            ui=env.get("CASELOOM_UI", cls.ui),
         )
         return replace(config, **{k: v for k, v in overrides.items() if v is not None})
 

@@ -35,7 +35,17 @@ def engine_options(url: str) -> dict:
     return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 10}
 
 
+def absolute_url(url: str) -> str:
+    """A SQLite URL with its file made absolute against the working directory (and its folder
+    created), so every component (CLI, Flask-SQLAlchemy, worker) opens the same file."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + ":memory:"):
+        path = Path(url[len(prefix):]).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return prefix + str(path)
+    return url
+
+
 def make_engine(url: str) -> sa.Engine:
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    url = absolute_url(url)
     return sa.create_engine(url, **engine_options(url))

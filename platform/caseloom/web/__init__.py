@@ -1,0 +1,50 @@
+"""The web layer: Flask app factory. The core never imports from here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+from flask_wtf.csrf import CSRFProtect
+
+from ..config import Config
+from ..database import absolute_url, engine_options
+from ..definitions import Definitions, load_folder
+from ..runtime import Runtime
+
+db = SQLAlchemy()
+csrf = CSRFProtect()
+
+
+def create_app(config: Config | None = None, defs: Definitions | None = None, testing: bool = False) -> Flask:
+    """Build the app for a configuration; definitions are validated first, so a server never
+    starts on an invalid definition set."""
+    config = config or Config.from_env()
+    defs = defs or load_folder(config.definitions)
+    ui = Path(config.ui).resolve()
+    app = Flask(__name__, root_path=str(ui), instance_path=str(Path(config.instance).resolve()),
+                template_folder="templates", static_folder="static")
+    app.config.update(
+        SECRET_KEY=config.session_secret(),
+        SQLALCHEMY_DATABASE_URI=absolute_url(config.database_url),
+        SQLALCHEMY_ENGINE_OPTIONS=engine_options(config.database_url),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        WTF_CSRF_TIME_LIMIT=None,
+        TESTING=testing,
+        JSON_SORT_KEYS=False,
+    )
+    app.json.sort_keys = False
+    db.init_app(app)
+    csrf.init_app(app)
+    with app.app_context():
+        app.extensions["caseloom"] = Runtime(config, defs, engine=db.engine)
+
+    from . import api, auth, errors
+
+    errors.register(app)
+    auth.register(app)
+    app.register_blueprint(api.blueprint)
+    csrf.exempt(api.blueprint)  # the API checks CSRF itself for cookie sessions (see auth.api_actor)
+    return app

@@ -1,0 +1,129 @@
+"""The Table API with ServiceNow's shapes (contract section 7)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from flask import Blueprint, g, jsonify, request, url_for
+
+from ..query import Query, Term, parse_encoded
+from ..records import NotFound
+from . import db
+from .auth import api_actor, records, runtime
+from .errors import ApiError
+from .serialize import Shape, make_shape, render_record
+
+blueprint = Blueprint("api", __name__, url_prefix="/api")
+MAX_LIMIT = 10000
+
+
+@blueprint.before_request
+def _authenticate() -> None:
+    g.actor = api_actor()
+
+
+def _int_param(name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
+    raw = request.args.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"{name} must be a whole number", f"got {raw!r}") from None
+    if value < minimum:
+        raise ApiError(400, f"{name} must be at least {minimum}", f"got {value}")
+    return min(value, maximum) if maximum else value
+
+
+def _shape(table: str) -> Shape:
+    rt = runtime()
+    return make_shape(rt.defs.tables, rt.defs.tables[table], request.args.get("sysparm_fields"),
+                      request.args.get("sysparm_display_value"),
+                      request.args.get("sysparm_exclude_reference_link"), request.url_root)
+
+
+def _body() -> dict:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "Request body must be a JSON object", "send Content-Type: application/json")
+    return body
+
+
+def _one(table: str, sys_id: str, shape: Shape) -> dict:
+    rows = records().query(table, Query(Term("sys_id", "eq", sys_id)), shape.columns(), limit=1)
+    if not rows:
+        raise NotFound(f"no {table} record with sys_id {sys_id}")
+    return render_record(shape, rows[0])
+
+
+@blueprint.get("/now/table/<table>")
+def list_records(table: str):
+    service = records()
+    service.table(table, "read")
+    query = parse_encoded(request.args.get("sysparm_query"))
+    limit = _int_param("sysparm_limit", MAX_LIMIT, minimum=1, maximum=MAX_LIMIT)
+    offset = _int_param("sysparm_offset", 0)
+    shape = _shape(table)
+    rows = service.query(table, query, shape.columns(), limit, offset)
+    response = jsonify({"result": [render_record(shape, row) for row in rows]})
+    if request.args.get("sysparm_suppress_pagination_header", "").lower() != "true":
+        total = service.count(table, query)
+        response.headers["X-Total-Count"] = str(total)
+        response.headers["Link"] = _links(table, total, limit, offset)
+    return response
+
+
+def _links(table: str, total: int, limit: int, offset: int) -> str:
+    base = url_for("api.list_records", table=table, _external=True)
+
+    def link(at: int, rel: str) -> str:
+        args = {k: v for k, v in request.args.items() if k not in ("sysparm_offset", "sysparm_limit")}
+        args.update(sysparm_limit=limit, sysparm_offset=max(at, 0))
+        return f'<{base}?{urlencode(args)}>;rel="{rel}"'
+
+    last = max(((total - 1) // limit) * limit, 0)
+    parts = [link(0, "first")]
+    if offset > 0:
+        parts.append(link(offset - limit, "prev"))
+    if offset + limit < total:
+        parts.append(link(offset + limit, "next"))
+    parts.append(link(last, "last"))
+    return ",".join(parts)
+
+
+@blueprint.get("/now/table/<table>/<sys_id>")
+def get_record(table: str, sys_id: str):
+    records().table(table, "read")
+    return jsonify({"result": _one(table, sys_id, _shape(table))})
+
+
+@blueprint.post("/now/table/<table>")
+def create_record(table: str):
+    service = records()
+    service.table(table, "create")
+    shape = _shape(table)
+    record = service.insert(table, _body())
+    result = _one(table, record["sys_id"], shape)
+    db.session.commit()
+    response = jsonify({"result": result})
+    response.status_code = 201
+    response.headers["Location"] = url_for("api.get_record", table=table, sys_id=record["sys_id"], _external=True)
+    return response
+
+
+@blueprint.route("/now/table/<table>/<sys_id>", methods=["PUT", "PATCH"])
+def update_record(table: str, sys_id: str):
+    service = records()
+    service.table(table, "write")
+    shape = _shape(table)
+    service.update(table, sys_id, _body())
+    result = _one(table, sys_id, shape)
+    db.session.commit()
+    return jsonify({"result": result})
+
+
+@blueprint.delete("/now/table/<table>/<sys_id>")
+def delete_record(table: str, sys_id: str):
+    records().delete(table, sys_id)
+    db.session.commit()
+    return "", 204
