@@ -1,0 +1,37 @@
+# The two commands: `make run` and `make test` set everything up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test setup lint ui clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+ui/node_modules/.installed: ui/package.json
+	cd ui && npm install --no-audit --no-fund --loglevel=error
+	touch ui/node_modules/.installed
+
+setup: $(STAMP) ui/node_modules/.installed
+
+ui: ui/node_modules/.installed
+
+run: setup
+	$(BIN)/caseloom validate
+	$(BIN)/caseloom init --demo
+	$(BIN)/caseloom serve
+
+test: setup
+	$(BIN)/ruff check platform tests
+	$(BIN)/caseloom validate
+	$(BIN)/python -m pytest -n auto --dist loadfile tests
+
+lint: setup
+	$(BIN)/ruff check platform tests
+
+clean:
+	rm -rf $(VENV) ui/node_modules instance .pytest_cache

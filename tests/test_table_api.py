@@ -1,0 +1,148 @@
+"""The Table API in ServiceNow's shapes: list, filter, page, create, update, delete."""
+
+import pytest
+
+CASES = "/api/now/table/sn_customerservice_case"
+
+
+def test_list_returns_strings_and_reference_links(as_user):
+    r = as_user("agent").get(CASES + "?sysparm_limit=5&sysparm_query=accountISNOTEMPTY")
+    assert r.status_code == 200
+    rows = r.json["result"]
+    assert len(rows) == 5
+    first = rows[0]
+    assert isinstance(first["priority"], str) and first["priority"] in {"1", "2", "3", "4"}
+    assert first["account"]["value"] and first["account"]["link"].endswith(
+        "/api/now/table/customer_account/" + first["account"]["value"])
+    assert first["number"].startswith("CS") and len(first["number"]) == 9
+    assert "user_password" not in first
+
+
+def test_total_count_and_link_headers_page_through_everything(as_user):
+    api = as_user("agent")
+    total = int(api.get(CASES + "?sysparm_limit=1").headers["X-Total-Count"])
+    seen, offset = [], 0
+    while offset < total:
+        r = api.get(f"{CASES}?sysparm_limit=4&sysparm_offset={offset}&sysparm_fields=sys_id")
+        seen += [row["sys_id"] for row in r.json["result"]]
+        offset += 4
+        if offset < total:
+            assert 'rel="next"' in r.headers["Link"]
+    assert len(seen) == len(set(seen)) == total
+    assert 'rel="first"' in r.headers["Link"] and 'rel="last"' in r.headers["Link"]
+
+
+@pytest.mark.parametrize("query, check", [
+    ("state=10", lambda r: r["state"] == "10"),
+    ("state!=10", lambda r: r["state"] != "10"),
+    ("priority<=2", lambda r: int(r["priority"]) <= 2),
+    ("priority>2", lambda r: int(r["priority"]) > 2),
+    ("stateIN1,18", lambda r: r["state"] in {"1", "18"}),
+    ("stateNOTIN1,18", lambda r: r["state"] not in {"1", "18"}),
+    ("short_descriptionLIKEportal", lambda r: "portal" in r["short_description"].lower()),
+    ("short_descriptionNOTLIKEportal", lambda r: "portal" not in r["short_description"].lower()),
+    ("short_descriptionSTARTSWITHcannot", lambda r: r["short_description"].lower().startswith("cannot")),
+    ("short_descriptionENDSWITHslow", lambda r: r["short_description"].lower().endswith("slow")),
+    ("consumerISEMPTY", lambda r: r["consumer"] == ""),
+    ("consumerISNOTEMPTY", lambda r: r["consumer"] != ""),
+    ("state=1^ORstate=10", lambda r: r["state"] in {"1", "10"}),
+    ("priority=1^NQpriority=2", lambda r: r["priority"] in {"1", "2"}),
+])
+def test_encoded_query_operators(as_user, query, check):
+    api = as_user("agent")
+    r = api.get(f"{CASES}?sysparm_query={query}&sysparm_exclude_reference_link=true")
+    assert r.status_code == 200, r.json
+    rows = r.json["result"]
+    assert rows, f"demo data should match {query}"
+    assert all(check(row) for row in rows)
+    everything = api.get(f"{CASES}?sysparm_fields=sys_id").json["result"]
+    assert len(rows) < len(everything)
+
+
+def test_dot_walk_and_order(as_user):
+    api = as_user("agent")
+    r = api.get(f"{CASES}?sysparm_query=account.nameLIKEacme^ORDERBYDESCnumber"
+                "&sysparm_fields=number,account.name")
+    rows = r.json["result"]
+    assert rows and all("acme" in row["account.name"].lower() for row in rows)
+    numbers = [row["number"] for row in rows]
+    assert numbers == sorted(numbers, reverse=True)
+
+
+def test_display_values(as_user):
+    r = as_user("agent").get(f"{CASES}?sysparm_limit=1&sysparm_query=state=18^accountISNOTEMPTY"
+                             "&sysparm_display_value=all&sysparm_fields=state,account")
+    row = r.json["result"][0]
+    assert row["state"] == {"display_value": "Awaiting Info", "value": "18"}
+    assert row["account"]["display_value"] and len(row["account"]["value"]) == 32
+    r = as_user("agent").get(f"{CASES}?sysparm_limit=1&sysparm_query=state=18&sysparm_display_value=true"
+                             "&sysparm_fields=state")
+    assert r.json["result"][0]["state"] == "Awaiting Info"
+
+
+def test_create_update_delete_round_trip(as_user):
+    api = as_user("manager")
+    r = api.post(CASES, json={"short_description": "Router reboots", "priority": "2", "comments": "First words"})
+    assert r.status_code == 201
+    case = r.json["result"]
+    assert case["number"].startswith("CS") and case["state"] == "1" and case["sys_mod_count"] == "0"
+    url = f"{CASES}/{case['sys_id']}"
+    r = api.patch(url, json={"state": "10", "work_notes": "Looking into it"})
+    assert r.status_code == 200 and r.json["result"]["state"] == "10" and r.json["result"]["sys_mod_count"] == "1"
+    audit = api.get(f"/api/now/table/sys_audit?sysparm_query=documentkey={case['sys_id']}").json["result"]
+    assert {(a["fieldname"], a["oldvalue"], a["newvalue"]) for a in audit} == {
+        ("state", "1", "10"), ("work_notes", "", "Looking into it")}
+    journal = api.get(f"/api/now/table/sys_journal_field?sysparm_query=element_id={case['sys_id']}"
+                      "^ORDERBYelement").json["result"]
+    assert [(j["element"], j["value"]) for j in journal] == [("comments", "First words"),
+                                                              ("work_notes", "Looking into it")]
+    assert api.delete(url).status_code == 204
+    assert api.get(url).status_code == 404
+
+
+def test_parent_table_sees_child_rows(as_user):
+    api = as_user("admin")
+    case = api.post(CASES, json={"short_description": "Inherited"}).json["result"]
+    r = api.get(f"/api/now/table/task?sysparm_query=sys_id={case['sys_id']}&sysparm_fields=number,sys_class_name")
+    assert r.json["result"] == [{"number": case["number"], "sys_class_name": "sn_customerservice_case"}]
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"short_description": "x", "nonsense": "1"}, "nonsense"),
+    ({"short_description": "x", "priority": "9"}, "priority"),
+    ({"short_description": "x", "priority": "high"}, "priority"),
+    ({"description": "no short description"}, "short_description"),
+    ({"short_description": "x", "account": "0" * 32}, "account"),
+    ({"short_description": "x", "account": "not-a-sys-id"}, "account"),
+    ({"short_description": "x" * 161}, "short_description"),
+    ({"short_description": "x", "proactive": "perhaps"}, "proactive"),
+])
+def test_bad_input_is_400_naming_the_field_and_writes_nothing(as_user, body, field):
+    api = as_user("admin")
+    before = api.get(CASES + "?sysparm_limit=1").headers["X-Total-Count"]
+    r = api.post(CASES, json=body)
+    assert r.status_code == 400
+    assert r.json["status"] == "failure"
+    assert r.json["error"]["detail"]["field"] == field
+    assert field in r.json["error"]["message"]
+    assert api.get(CASES + "?sysparm_limit=1").headers["X-Total-Count"] == before
+
+
+def test_errors_401_403_404(client, as_user):
+    r = client.get(CASES)
+    assert r.status_code == 401 and r.json["status"] == "failure"
+    assert r.headers["WWW-Authenticate"].startswith("Basic")
+    from conftest import basic
+
+    assert client.get(CASES, headers=basic("agent", "wrong")).status_code == 401
+    assert as_user("agent").get("/api/now/table/sys_audit").status_code == 403
+    assert as_user("agent").delete(f"{CASES}/{'a' * 32}").status_code == 403
+    assert as_user("agent").get(f"{CASES}/{'a' * 32}").status_code == 404
+    assert as_user("agent").get("/api/now/table/no_such_table").status_code == 404
+
+
+def test_bad_query_is_400_naming_the_field(as_user):
+    r = as_user("agent").get(CASES + "?sysparm_query=colourLIKEred")
+    assert r.status_code == 400 and "colour" in r.json["error"]["message"]
+    r = as_user("agent").get(CASES + "?sysparm_fields=number,nope")
+    assert r.status_code == 400 and "nope" in r.json["error"]["message"]
