@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .config import Config
 from .definitions import Definitions
+from .definitions.store import DefinitionStore
 from .demo import demo_loaded, load_demo
 from .migrate import migrate
 from .properties import seed_properties
@@ -16,12 +18,15 @@ from .runtime import Runtime
 class InitReport:
     migrated: list[str] = field(default_factory=list)
     properties: int = 0
+    definitions: int = 0
     demo: dict[str, int] | None = None
     demo_skipped: bool = False
     demo_users: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         out = [f"schema: {len(self.migrated)} change(s)"] + [f"  {m}" for m in self.migrated]
+        if self.definitions:
+            out.append(f"definitions: {self.definitions} file(s) stored for the server processes")
         if self.properties:
             out.append(f"properties: {self.properties} added with their defaults")
         if self.demo is not None:
@@ -40,6 +45,7 @@ def initialise(config: Config, defs: Definitions, force: bool = False, demo: boo
     report = InitReport(migrated=migrate(runtime.engine, runtime.storage, force=force))
     with runtime.transaction() as service:
         report.properties = seed_properties(service)
+        report.definitions = DefinitionStore(runtime.storage, service.conn).sync_folder(Path(config.definitions))
     if demo:
         with runtime.transaction() as service:
             if demo_loaded(service):

@@ -117,12 +117,18 @@ def _describe_alter(conn: sa.Connection, op: aops.AlterColumnOp, table: str) -> 
 def migrate(engine: sa.Engine, storage: Storage, force: bool = False) -> list[str]:
     """Apply every planned change in one transaction; returns what was done."""
     with engine.begin() as conn:
-        steps = plan(conn, storage)
-        losses = [s.loss for s in steps if s.loss]
-        if losses and not force:
-            raise DataLossRefused(losses)
-        _apply(conn, steps)
-        _remember_tables(conn, storage)
+        return migrate_connection(conn, storage, force)
+
+
+def migrate_connection(conn: sa.Connection, storage: Storage, force: bool = False) -> list[str]:
+    """Apply every planned change inside the caller's transaction (DDL is transactional on
+    SQLite and PostgreSQL, so a later failure undoes the schema change too)."""
+    steps = plan(conn, storage)
+    losses = [s.loss for s in steps if s.loss]
+    if losses and not force:
+        raise DataLossRefused(losses)
+    _apply(conn, steps)
+    _remember_tables(conn, storage)
     return [s.description for s in steps]
 
 

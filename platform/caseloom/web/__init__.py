@@ -21,6 +21,7 @@ def create_app(config: Config | None = None, defs: Definitions | None = None, te
     """Build the app for a configuration; definitions are validated first, so a server never
     starts on an invalid definition set."""
     config = config or Config.from_env()
+    given = defs is not None
     defs = defs or load_folder(config.definitions)
     ui = Path(config.ui).resolve()
     app = Flask(__name__, root_path=str(ui), instance_path=str(Path(config.instance).resolve()),
@@ -41,10 +42,33 @@ def create_app(config: Config | None = None, defs: Definitions | None = None, te
     with app.app_context():
         app.extensions["caseloom"] = Runtime(config, defs, engine=db.engine)
 
-    from . import api, auth, errors
+    from . import api, auth, definitions_api, errors
 
     errors.register(app)
+    definitions_api.register(app)
     auth.register(app)
     app.register_blueprint(api.blueprint)
-    csrf.exempt(api.blueprint)  # the API checks CSRF itself for cookie sessions (see auth.api_actor)
+    for blueprint in (api.blueprint, definitions_api.blueprint):
+        csrf.exempt(blueprint)  # API requests check CSRF themselves for cookie sessions (auth.api_actor)
+    _remember_generation(app, given)
     return app
+
+
+def _remember_generation(app: Flask, given: bool) -> None:
+    """The definitions generation this process starts at; requests reload when it moves.
+    Unless the caller handed us the definitions, the first request loads the set stored in the
+    database (the one every process shares, which `caseloom init` copies from the folder)."""
+    if not given:
+        app.extensions["caseloom_generation"] = None
+        return
+    from sqlalchemy.exc import DBAPIError
+
+    from .definitions_api import DefinitionStore
+
+    with app.app_context():
+        try:
+            with db.engine.connect() as conn:
+                generation = DefinitionStore(app.extensions["caseloom"].storage, conn).generation()
+        except DBAPIError:
+            generation = None  # not initialised yet: `caseloom init` first
+    app.extensions["caseloom_generation"] = generation

@@ -127,3 +127,10 @@ def delete_record(table: str, sys_id: str):
     records().delete(table, sys_id)
     db.session.commit()
     return "", 204
+
+
+@blueprint.get("/caseloom/openapi.json")
+def openapi_json():
+    from .openapi import document
+
+    return jsonify(document(runtime().defs, request.url_root))

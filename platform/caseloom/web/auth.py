@@ -17,7 +17,10 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 def runtime() -> Runtime:
-    return current_app.extensions["caseloom"]
+    """The runtime this request started with (definitions may be swapped between requests)."""
+    if "runtime" not in g:
+        g.runtime = current_app.extensions["caseloom"]
+    return g.runtime
 
 
 def connection():

@@ -1,0 +1,111 @@
+"""The definitions API: validate a whole new set, migrate, record history, reload everywhere."""
+
+import shutil
+from dataclasses import replace
+
+import pytest
+from conftest import DEFINITIONS, basic
+
+from caseloom.web import create_app
+
+WIDGET = """table: u_widget
+label: Widget
+display: name
+fields:
+  name: {type: string, max_length: 40, mandatory: true}
+  size: {type: choice, choices: {s: Small, l: Large}, default: s}
+"""
+
+
+@pytest.fixture
+def folder(tmp_path):
+    target = tmp_path / "definitions"
+    shutil.copytree(DEFINITIONS, target)
+    return target
+
+
+@pytest.fixture
+def admin_client(config, definitions, folder):
+    app = create_app(replace(config, definitions=str(folder)), definitions, testing=True)
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = basic("admin")["Authorization"]
+    return client, app
+
+
+def test_list_and_read_definition_files(admin_client):
+    client, _ = admin_client
+    files = client.get("/api/caseloom/definitions").json["result"]
+    paths = {f["path"] for f in files}
+    assert "tables/sn_customerservice_case.yaml" in paths
+    assert all(len(f["version"]) == 16 for f in files)
+    text = client.get("/api/caseloom/definitions/tables/sn_customerservice_case.yaml").get_data(as_text=True)
+    assert text.startswith("table: sn_customerservice_case")
+
+
+def test_put_new_table_migrates_and_serves_it_on_the_next_request(admin_client, folder, config):
+    client, app = admin_client
+    r = client.put("/api/caseloom/definitions/tables/u_widget.yaml", data=WIDGET, content_type="application/yaml")
+    assert r.status_code == 200, r.json
+    assert "create table u_widget" in r.json["result"]["schema_changes"]
+    assert (folder / "tables/u_widget.yaml").read_text() == WIDGET
+    created = client.post("/api/now/table/u_widget", json={"name": "Sprocket"})
+    assert created.status_code == 201 and created.json["result"]["size"] == "s"
+    # a second server process sharing the database picks the new set up on its next request
+    other = create_app(config, None, testing=True).test_client()
+    r = other.get("/api/now/table/u_widget", headers=basic("admin"))
+    assert r.status_code == 200 and [w["name"] for w in r.json["result"]] == ["Sprocket"]
+    history = client.get("/api/caseloom/definitions/history").json["result"]
+    assert history[0]["path"] == "tables/u_widget.yaml" and history[0]["user"] == "admin"
+    assert history[0]["action"] == "create"
+
+
+def test_invalid_definition_is_422_with_located_errors_and_changes_nothing(admin_client, folder):
+    client, _ = admin_client
+    bad = WIDGET + "  owner: {type: reference, to: nowhere}\n"
+    r = client.put("/api/caseloom/definitions/tables/u_widget.yaml", data=bad, content_type="application/yaml")
+    assert r.status_code == 422
+    detail = r.json["error"]["detail"]
+    assert detail == [{"path": "definitions/tables/u_widget.yaml", "line": 7, "column": 32,
+                       "message": "reference to unknown table 'nowhere'"}]
+    assert not (folder / "tables/u_widget.yaml").exists()
+    assert client.get("/api/now/table/u_widget").status_code == 404
+    r = client.put("/api/caseloom/definitions/tables/broken.yaml", data="table: [unclosed", content_type="application/yaml")
+    assert r.status_code == 422 and "YAML syntax error" in r.json["error"]["detail"][0]["message"]
+
+
+def test_dropping_a_field_with_data_is_refused_then_restored_from_history(admin_client):
+    client, _ = admin_client
+    client.put("/api/caseloom/definitions/tables/u_widget.yaml", data=WIDGET, content_type="application/yaml")
+    client.post("/api/now/table/u_widget", json={"name": "Sprocket", "size": "l"})
+    smaller = WIDGET.replace("  size: {type: choice, choices: {s: Small, l: Large}, default: s}\n", "")
+    r = client.put("/api/caseloom/definitions/tables/u_widget.yaml", data=smaller, content_type="application/yaml")
+    assert r.status_code == 409 and "u_widget.size" in r.json["error"]["detail"][0]
+    assert client.get("/api/now/table/u_widget").json["result"][0]["size"] == "l"
+    r = client.delete("/api/caseloom/definitions/tables/u_widget.yaml")
+    assert r.status_code == 409  # the table holds a row
+    entry = client.get("/api/caseloom/definitions/history").json["result"][0]
+    assert client.post(f"/api/caseloom/definitions/history/{entry['id']}/restore").status_code == 200
+
+
+def test_definitions_api_is_admin_only(client):
+    assert client.get("/api/caseloom/definitions").status_code == 401
+    assert client.get("/api/caseloom/definitions", headers=basic("manager")).status_code == 403
+    r = client.put("/api/caseloom/definitions/tables/x.yaml", data=WIDGET, headers=basic("agent"))
+    assert r.status_code == 403
+
+
+def test_bad_paths_are_refused(admin_client):
+    client, _ = admin_client
+    assert client.put("/api/caseloom/definitions/../evil.yaml", data=WIDGET).status_code in (400, 404)
+    assert client.put("/api/caseloom/definitions/tables/x.txt", data=WIDGET).status_code == 400
+
+
+def test_openapi_document_lists_every_table(client):
+    doc = client.get("/api/caseloom/openapi.json", headers=basic("agent")).json
+    assert doc["openapi"].startswith("3.")
+    assert "/api/now/table/sn_customerservice_case" in doc["paths"]
+    assert "/api/now/table/sn_customerservice_case/{sys_id}" in doc["paths"]
+    case = doc["components"]["schemas"]["sn_customerservice_case"]
+    assert "short_description" in case["required"]
+    assert set(case["properties"]["state"]["enum"]) >= {"1", "10", "18", "6", "3", "7"}
+    assert "user_password" not in doc["components"]["schemas"]["sys_user"]["properties"]
