@@ -4,9 +4,9 @@ import shutil
 from dataclasses import replace
 
 import pytest
-from conftest import DEFINITIONS, basic
 
 from caseloom.web import create_app
+from conftest import DEFINITIONS, basic
 
 WIDGET = """table: u_widget
 label: Widget
