@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -56,24 +56,33 @@ def load_demo(service: RecordService, accounts: int = 200) -> dict[str, int]:
 
 
 def _rows(gen: DemoGenerator, counts: dict, users: dict, stamp: dt.datetime) -> Iterator[dict]:
+    makers = [(name, _maker(spec, counts, users, stamp)) for name, spec in gen.values.items()]
+    prefix = f"caseloom-demo:{gen.name}:"
     for i in range(counts[gen.name]):
-        row = {f: _value(v, i, counts, users, stamp) for f, v in gen.values.items()}
-        row["sys_id"] = demo_sys_id(gen.name, i)
+        row = {name: make(i) for name, make in makers}
+        row["sys_id"] = hashlib.md5(f"{prefix}{i}".encode()).hexdigest()
         yield row
 
 
-def _value(spec: Any, i: int, counts: dict, users: dict, stamp: dt.datetime) -> Any:
-    if isinstance(spec, str):
-        return spec.replace("{i}", str(i + 1)) if "{i}" in spec else spec
+def _maker(spec: Any, counts: dict, users: dict, stamp: dt.datetime) -> Callable[[int], Any]:
+    """A function of the row index for one value spec, built once per generator."""
+    if isinstance(spec, str) and "{i}" in spec:
+        head, _, tail = spec.partition("{i}")
+        return lambda i: f"{head}{i + 1}{tail}".replace("{i}", str(i + 1))
     if not isinstance(spec, dict):
-        return spec
+        return lambda i: spec
     if "cycle" in spec:
-        return _value(spec["cycle"][i % len(spec["cycle"])], i, counts, users, stamp)
+        makers = [_maker(item, counts, users, stamp) for item in spec["cycle"]]
+        return lambda i: makers[i % len(makers)](i)
     if "ref" in spec:
-        total = counts[spec["ref"]]
-        return demo_sys_id(spec["ref"], (i // spec.get("every", 1)) % total) if total else None
+        total, every, name = counts[spec["ref"]], spec.get("every", 1), spec["ref"]
+        ids: dict[int, str] = {}
+        return lambda i: (ids.setdefault((i // every) % total, demo_sys_id(name, (i // every) % total))
+                          if total else None)
     if "user" in spec:
-        return users[spec["user"]]
+        user = users[spec["user"]]
+        return lambda i: user
     if "days_ago" in spec:
-        return stamp - dt.timedelta(days=i % spec["days_ago"], hours=i % 24, minutes=i % 60)
+        days = spec["days_ago"]
+        return lambda i: stamp - dt.timedelta(days=i % days, hours=i % 24, minutes=i % 60)
     raise ValueError(f"unknown demo value {spec!r}")

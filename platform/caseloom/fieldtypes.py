@@ -46,6 +46,11 @@ def _empty(value: Any) -> bool:
 
 
 def _parse_string(field: Any, value: Any) -> Any:
+    if type(value) is str and value and not value[0].isspace() and not value[-1].isspace():
+        limit = field.max_length  # fast path: the common case of plain, trimmed text
+        if limit and len(value) > limit:
+            raise FieldValueError(f"is {len(value)} characters long; the maximum is {limit}")
+        return value
     if _empty(value):
         return None
     if isinstance(value, (dict, list)):
@@ -154,6 +159,8 @@ def _render_decimal(value: Any) -> str:
 
 
 def _parse_choice(field: Any, value: Any) -> Any:
+    if type(value) is int and field.choice_kind == "integer":
+        return value
     if _empty(value):
         return None
     if field.choice_kind == "integer":
@@ -169,6 +176,8 @@ SYS_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def _parse_reference(field: Any, value: Any) -> Any:
+    if type(value) is str and len(value) == 32 and SYS_ID.match(value):
+        return value
     if _empty(value):
         return None
     if isinstance(value, dict) and "value" in value:  # a reference as the API returns it

@@ -64,7 +64,28 @@ def plan(conn: sa.Connection, storage: Storage) -> list[Step]:
             steps.extend(_describe(conn, child, op.table_name) for child in op.ops)
         else:
             steps.append(_describe(conn, op, getattr(op, "table_name", "")))
-    return [s for s in steps if s is not None]
+    steps = [s for s in steps if s is not None]
+    return steps + _removed_classes(conn, storage, {s.table for s in steps if isinstance(s.op, aops.CreateTableOp)})
+
+
+def _removed_classes(conn: sa.Connection, storage: Storage, created: set[str]) -> list[Step]:
+    """Rows of a table whose definition is gone while its hierarchy's root table stays
+    (a child of `task` removed): nothing physical changes, so autogenerate sees nothing,
+    but the rows would be left with a sys_class_name no definition knows."""
+    inspector = sa.inspect(conn)
+    steps = []
+    for root in sorted({t.root for t in storage.defs.tables.values()} - created):
+        if not inspector.has_table(root):
+            continue
+        table = storage.metadata.tables[root]
+        column = table.c.sys_class_name
+        stmt = (sa.select(column, sa.func.count()).where(column.not_in(storage.classes(root)))
+                .group_by(column).order_by(column))
+        for name, rows in conn.execute(stmt).all():
+            delete = aops.ExecuteSQLOp(sa.delete(table).where(column == name))
+            steps.append(Step(delete, root, f"delete the rows of removed table {name} from {root}",
+                              f"table {name} and its {rows} rows (stored in {root})"))
+    return steps
 
 
 def _count(conn: sa.Connection, table: str, where: str = "") -> int:

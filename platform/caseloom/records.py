@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .access import SYSTEM, Actor, allowed
+from .bulk import insert_rows
 from .definitions.model import SYS_FIELDS, FieldDef, TableDef
 from .fieldtypes import SYS_ID, FieldValueError
 from .query import Query, QueryError, count_rows, select_rows
@@ -193,23 +194,20 @@ class RecordService:
         for record in records:
             for check in VALIDATORS.get(tdef.name, ()):
                 check(self, tdef, record, None)
-        self.conn.execute(sa.insert(self.storage.physical(tdef.name)), records)
+        insert_rows(self.conn, self.storage.physical(tdef.name), records)
         self._write_journal(tdef, journals, stamp)
         return records
 
     def _prepare_insert(self, tdef: TableDef, values: dict, stamp: dt.datetime,
                         row: int | None) -> tuple[dict, dict]:
         parsed, entries = self._parse(tdef, values, row, allow_sys_id=True)
-        record: dict[str, Any] = {}
-        for field in tdef.stored_fields:
-            if field.system:
-                continue
-            value = parsed[field.name] if field.name in parsed else field.default
-            record[field.name] = value
-        for field in tdef.journal_fields:
-            if field.name not in entries and field.default:
-                entries[field.name] = field.default
-        self._check_mandatory(tdef, record, entries, row)
+        plan = _insert_plan(self.storage, tdef)
+        record = plan.defaults | parsed
+        for name, default in plan.journal_defaults:
+            entries.setdefault(name, default)
+        for name in plan.mandatory:
+            if record.get(name) is None and not entries.get(name):
+                raise RecordError(name, "is mandatory", row)
         sys_id = parsed.get("sys_id") or new_sys_id()
         record.update(sys_id=sys_id, sys_class_name=tdef.name, sys_created_on=stamp, sys_updated_on=stamp,
                       sys_created_by=self.actor.user_name, sys_updated_by=self.actor.user_name, sys_mod_count=0)
@@ -328,7 +326,7 @@ class RecordService:
         for row in rows:
             row.update(sys_id=new_sys_id(), sys_class_name=table, sys_created_on=stamp, sys_updated_on=stamp,
                        sys_created_by=user, sys_updated_by=user, sys_mod_count=0)
-        self.conn.execute(sa.insert(self.storage.physical(table)), rows)
+        insert_rows(self.conn, self.storage.physical(table), rows)
 
     # -- updating -----------------------------------------------------------------------
 
@@ -456,6 +454,26 @@ class RecordService:
                     physical = self.storage.physical(other.name)
                     self.conn.execute(sa.update(physical).where(physical.c[field.name] == sys_id)
                                       .values({field.name: None}))
+
+
+@dataclass(frozen=True)
+class _InsertPlan:
+    defaults: dict[str, Any]  # every stored, non-sys field with its default
+    journal_defaults: tuple[tuple[str, str], ...]
+    mandatory: tuple[str, ...]
+
+
+def _insert_plan(storage: Storage, tdef: TableDef) -> _InsertPlan:
+    """What every insert into a table needs, worked out once per definitions set."""
+    key = ("insert", tdef.name)
+    plan = storage.cache.get(key)
+    if plan is None:
+        plan = storage.cache[key] = _InsertPlan(
+            {f.name: f.default for f in tdef.stored_fields if not f.system},
+            tuple((f.name, f.default) for f in tdef.journal_fields if f.default),
+            tuple(f.name for f in tdef.fields.values() if f.mandatory),
+        )
+    return plan
 
 
 def reserve_numbers(conn: sa.Connection, storage: Storage, tdef: TableDef, count: int) -> int:

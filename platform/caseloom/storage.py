@@ -36,6 +36,7 @@ class Storage:
 
     def __init__(self, defs: Definitions):
         self.defs = defs
+        self.cache: dict = {}  # plans derived from the definitions (e.g. per-table insert plans)
         self.metadata = sa.MetaData()
         self._build_internal()
         for root in sorted({t.root for t in defs.tables.values()}):

@@ -124,8 +124,19 @@ def _parse_one(path: str, text: str, errors: list[DefinitionError]) -> SourceDoc
     validator = jsonschema.Draft202012Validator(schema_for(kinds[0]))
     problems = sorted(validator.iter_errors(doc.data), key=lambda e: list(map(str, e.absolute_path)))
     for problem in problems:
-        errors.append(doc.error(tuple(problem.absolute_path), _schema_message(problem)))
+        errors.append(DefinitionError(_schema_location(doc, problem), _schema_message(problem)))
     return None if problems else doc
+
+
+def _schema_location(doc: SourceDocument, problem: jsonschema.ValidationError):
+    """Where a schema problem is: an unknown key is pointed at, not the mapping holding it."""
+    keys = tuple(problem.absolute_path)
+    if problem.validator == "additionalProperties" and isinstance(problem.instance, dict):
+        known = problem.schema.get("properties", {})
+        unknown = [key for key in problem.instance if key not in known]
+        if unknown:
+            return doc.where_key(*keys, unknown[0])
+    return doc.where(*keys)
 
 
 def _schema_message(problem: jsonschema.ValidationError) -> str:
@@ -217,12 +228,17 @@ def _build_access(docs: list[SourceDocument], tables: dict, roles: dict, errors:
 def _build_demo(docs: list[SourceDocument], tables: dict, roles: dict, errors: list) -> DemoSet:
     users: list[DemoUser] = []
     generators: list[DemoGenerator] = []
+    user_table = tables.get("sys_user")
     for doc in docs:
         spec = doc.data["demo"]
         for i, user in enumerate(spec.get("users", ())):
             for j, role in enumerate(user["roles"]):
                 if role not in roles:
                     errors.append(doc.error(("demo", "users", i, "roles", j), f"unknown role {role!r}"))
+            for field_name in user.get("values") or {}:
+                if user_table is not None and user_table.field(field_name) is None:
+                    errors.append(doc.error(("demo", "users", i, "values", field_name),
+                                            f"table 'sys_user' has no field {field_name!r}"))
             users.append(DemoUser(user["user_name"], user["password"], tuple(user["roles"]),
                                   frozen_map(user.get("values"))))
     user_names = {u.user_name for u in users}

@@ -52,11 +52,17 @@ class SourceDocument:
         line, column = self._positions.get(keys, (1, 1))
         return Location(self.path, line, column)
 
+    def where_key(self, *keys: Any) -> Location:
+        """The location of the last of `keys` as a mapping key (not its value), else `where(*keys)`."""
+        position = self._positions.get((*keys, KEY))
+        return Location(self.path, *position) if position else self.where(*keys)
+
     def error(self, keys: tuple, message: str) -> DefinitionError:
         return DefinitionError(self.where(*keys), message)
 
 
 _scalar = SafeConstructor()
+KEY = object()  # positions[(*path, KEY)]: where the mapping key at the end of `path` is written
 
 
 def _to_python(node: yaml.Node, path: tuple, positions: dict, source: str) -> Any:
@@ -69,6 +75,7 @@ def _to_python(node: yaml.Node, path: tuple, positions: dict, source: str) -> An
                 raise DefinitionError(_mark(source, key_node), "a mapping key must be a plain value")
             if key in result:
                 raise DefinitionError(_mark(source, key_node), f"duplicate key {key!r}")
+            positions[path + (key, KEY)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             result[key] = _to_python(value_node, path + (key,), positions, source)
         return result
     if isinstance(node, yaml.SequenceNode):
