@@ -37,7 +37,8 @@ def definitions():
 
 
 def _worker() -> str:
-    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+    """A name unique to this test process (xdist worker and pid), for its PostgreSQL databases."""
+    return f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{os.getpid()}"
 
 
 def _pg_admin() -> sa.Engine:
