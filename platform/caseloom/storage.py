@@ -1,6 +1,6 @@
 """Physical tables from definitions.
 
-A table hierarchy (`task` -> `sn_customerservice_case`) is stored in one physical
+A table hierarchy (`task` and the tables extending it) is stored in one physical
 table named after its root, with `sys_class_name` telling the rows apart, as
 ServiceNow's flattened task table does. A query on the parent sees the children's
 rows without a join; a query on a child adds `sys_class_name IN (...)`.
