@@ -45,9 +45,16 @@ def _empty(value: Any) -> bool:
     return value is None or (isinstance(value, str) and value.strip() == "")
 
 
-def _parse_string(field: Any, value: Any) -> Any:
+# Column sizes of the text types when a field declares no max_length; input longer than the
+# column is refused here, so PostgreSQL never truncates-with-an-error and SQLite never overfills.
+STRING_LENGTH, EMAIL_LENGTH, URL_LENGTH = 255, 100, 1024
+INTEGER_MIN, INTEGER_MAX = -(2**31), 2**31 - 1  # sa.Integer: a 4-byte integer column
+DECIMAL_PRECISION, DECIMAL_SCALE = 20, 6
+
+
+def _parse_string(field: Any, value: Any, default_limit: int | None = None) -> Any:
     if type(value) is str and value and not value[0].isspace() and not value[-1].isspace():
-        limit = field.max_length  # fast path: the common case of plain, trimmed text
+        limit = field.max_length or default_limit  # fast path: the common case of plain, trimmed text
         if limit and len(value) > limit:
             raise FieldValueError(f"is {len(value)} characters long; the maximum is {limit}")
         return value
@@ -56,7 +63,7 @@ def _parse_string(field: Any, value: Any) -> Any:
     if isinstance(value, (dict, list)):
         raise FieldValueError("expected text")
     text = value if isinstance(value, str) else _plain(value)
-    limit = getattr(field, "max_length", None)
+    limit = getattr(field, "max_length", None) or default_limit
     if limit and len(text) > limit:
         raise FieldValueError(f"is {len(text)} characters long; the maximum is {limit}")
     return text
@@ -74,11 +81,15 @@ def _parse_integer(field: Any, value: Any) -> Any:
     if isinstance(value, bool):
         raise FieldValueError("expected a whole number")
     if isinstance(value, int):
-        return value
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        raise FieldValueError(f"expected a whole number, got {value!r}") from None
+        number = value
+    else:
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise FieldValueError(f"expected a whole number, got {value!r}") from None
+    if not INTEGER_MIN <= number <= INTEGER_MAX:
+        raise FieldValueError(f"{number} is out of range ({INTEGER_MIN} to {INTEGER_MAX})")
+    return number
 
 
 def _parse_decimal(field: Any, value: Any) -> Any:
@@ -87,9 +98,15 @@ def _parse_decimal(field: Any, value: Any) -> Any:
     if isinstance(value, bool):
         raise FieldValueError("expected a number")
     try:
-        return Decimal(str(value).strip())
+        number = Decimal(str(value).strip())
     except InvalidOperation:
         raise FieldValueError(f"expected a number, got {value!r}") from None
+    digits = DECIMAL_PRECISION - DECIMAL_SCALE
+    if not number.is_finite():
+        raise FieldValueError(f"expected a number, got {value!r}")
+    if abs(number) >= Decimal(10) ** digits:
+        raise FieldValueError(f"{value!r} is too large (at most {digits} digits before the decimal point)")
+    return number
 
 
 _TRUE = {"true", "1", "yes", "on"}
@@ -120,8 +137,13 @@ def _parse_date(field: Any, value: Any) -> Any:
         return value.date()
     if isinstance(value, dt.date):
         return value
+    text = str(value).strip()
     try:
-        return dt.date.fromisoformat(str(value).strip()[:10])
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        pass
+    try:
+        return dt.datetime.fromisoformat(text).date()  # a date and time: its date
     except ValueError:
         raise FieldValueError(f"expected a date YYYY-MM-DD, got {value!r}") from None
 
@@ -194,7 +216,7 @@ EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 def _parse_email(field: Any, value: Any) -> Any:
-    text = _parse_string(field, value)
+    text = _parse_string(field, value, EMAIL_LENGTH)
     if text is not None and not EMAIL.match(text):
         raise FieldValueError(f"{text!r} is not an email address")
     return text
@@ -204,7 +226,7 @@ URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
 
 
 def _parse_url(field: Any, value: Any) -> Any:
-    text = _parse_string(field, value)
+    text = _parse_string(field, value, URL_LENGTH)
     if text is not None and not URL.match(text):
         raise FieldValueError(f"{text!r} is not an http(s) URL")
     return text
@@ -219,21 +241,22 @@ def _parse_journal(field: Any, value: Any) -> Any:
 
 
 def _string_column(field: Any) -> sa.types.TypeEngine:
-    return sa.String(field.max_length or 255)
+    return sa.String(field.max_length or STRING_LENGTH)
 
 
-register(FieldType("string", _string_column, _parse_string, searchable=True))
+register(FieldType("string", _string_column, lambda f, v: _parse_string(f, v, STRING_LENGTH), searchable=True))
 register(FieldType("text", lambda f: sa.Text(), _parse_string, input="textarea", searchable=True))
 register(FieldType("integer", lambda f: sa.Integer(), _parse_integer, input="number"))
-register(FieldType("decimal", lambda f: sa.Numeric(20, 6), _parse_decimal, _render_decimal, input="decimal"))
+register(FieldType("decimal", lambda f: sa.Numeric(DECIMAL_PRECISION, DECIMAL_SCALE), _parse_decimal, _render_decimal,
+                   input="decimal"))
 register(FieldType("boolean", lambda f: sa.Boolean(), _parse_boolean, _render_boolean, input="checkbox"))
 register(FieldType("date", lambda f: sa.Date(), _parse_date, lambda v: "" if v is None else v.isoformat(), input="date"))
 register(FieldType("datetime", lambda f: sa.DateTime(), _parse_datetime, _render_datetime, input="datetime-local"))
 register(FieldType("choice", _choice_column, _parse_choice, input="select"))
 register(FieldType("reference", lambda f: sa.String(32), _parse_reference, input="reference"))
 register(FieldType("journal", None, _parse_journal, input="journal"))
-register(FieldType("email", lambda f: sa.String(f.max_length or 100), _parse_email, input="email", searchable=True))
-register(FieldType("url", lambda f: sa.String(f.max_length or 1024), _parse_url, input="url"))
+register(FieldType("email", lambda f: sa.String(f.max_length or EMAIL_LENGTH), _parse_email, input="email", searchable=True))
+register(FieldType("url", lambda f: sa.String(f.max_length or URL_LENGTH), _parse_url, input="url"))
 # A secret: stored hashed by the record service, never rendered by any API or page.
 register(FieldType("password", lambda f: sa.String(255), _parse_string, lambda v: "",
                    prepare=generate_password_hash, input="password"))

@@ -53,7 +53,9 @@ class Conflict(Exception):
 
 
 def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+    """UTC, naive. Microseconds are kept so journal and audit entries of one second keep their order;
+    the API renders whole seconds, as ServiceNow does."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def new_sys_id() -> str:
@@ -89,14 +91,30 @@ class RecordService:
     """
 
     def __init__(self, storage: Storage, conn: sa.Connection, actor: Actor = SYSTEM,
-                 check_access: bool = True):
+                 check_access: bool = True, automation: Any = None):
         self.storage = storage
         self.defs = storage.defs
         self.conn = conn
         self.actor = actor
         self.check_access = check_access
+        self.automation = automation  # lifecycles, rules, notifications (caseloom.automation)
+        self.enforce_transitions = True  # a direct change of a lifecycle field must be an allowed transition
         self.transaction = new_sys_id()  # groups the audit rows of this unit of work
         self._deferred: dict[str, dict[str, str]] | None = None  # table -> {sys_id: field}
+
+    @contextmanager
+    def transitions_by_action(self) -> Iterator[None]:
+        """Inside an action the action itself is the transition: its writes skip the check that a
+        direct change of the lifecycle field is an allowed transition."""
+        outer, self.enforce_transitions = self.enforce_transitions, False
+        try:
+            yield
+        finally:
+            self.enforce_transitions = outer
+
+    def _hooks(self, table: str, event: str):
+        automation = self.automation
+        return automation if automation is not None and automation.has_hooks(table, event) else None
 
     @contextmanager
     def deferred_references(self) -> Iterator[None]:
@@ -182,11 +200,16 @@ class RecordService:
 
     def _insert_batch(self, tdef: TableDef, rows: list[dict], first_row: int | None = None) -> list[dict]:
         stamp = now()
-        records, journals = [], []
+        records, journals, entries_of = [], [], []
+        hooks = self._hooks(tdef.name, "insert")
         for i, values in enumerate(rows):
             row_no = None if first_row is None else first_row + i
+            if hooks is not None:
+                values = dict(values)
+                hooks.before(self, tdef, "insert", values, None)
             record, entries = self._prepare_insert(tdef, values, stamp, row_no)
             records.append(record)
+            entries_of.append(entries)
             journals.extend((record["sys_id"], field, text) for field, text in entries.items())
         self._check_new_ids(tdef, records, first_row)
         self._check_references(tdef, records, first_row)
@@ -196,6 +219,9 @@ class RecordService:
                 check(self, tdef, record, None)
         insert_rows(self.conn, self.storage.physical(tdef.name), records)
         self._write_journal(tdef, journals, stamp)
+        if hooks is not None:
+            for record, entries in zip(records, entries_of, strict=True):
+                hooks.after(self, tdef, "insert", record, None, entries)
         return records
 
     def _prepare_insert(self, tdef: TableDef, values: dict, stamp: dt.datetime,
@@ -232,10 +258,11 @@ class RecordService:
                 value = field.ftype.parse(field, raw)
             except FieldValueError as exc:
                 raise RecordError(name, str(exc), row) from None
-            if value is None:
+            if field.type == "journal":
+                if value is not None:  # an empty journal value adds no entry (and is no column)
+                    entries[name] = value
+            elif value is None:
                 parsed[name] = None
-            elif field.type == "journal":
-                entries[name] = value
             elif field.choices and field.choice_label(value) is None:
                 allowed_values = ", ".join(str(v) for v, _ in field.choices)
                 raise RecordError(name, f"{raw!r} is not one of the choices ({allowed_values})", row)
@@ -368,9 +395,15 @@ class RecordService:
         by_columns: dict[tuple[str, ...], list[dict]] = defaultdict(list)
         audits: list[tuple[dict, list]] = []
         journals: list[tuple[str, str, str]] = []
+        after: list[tuple[TableDef, dict, dict]] = []
         for current, values in items:
             record_tdef = self.defs.tables.get(current.get("sys_class_name"), tdef)
             parsed, entries = self._parse(record_tdef, values)
+            hooks = self._hooks(record_tdef.name, "update")
+            if hooks is not None:
+                pending = {k: v for k, v in parsed.items() if _differs(current.get(k), v)} | entries
+                hooks.before(self, record_tdef, "update", pending, current)
+                parsed, entries = self._parse(record_tdef, pending)
             fields = {k: (current.get(k), v) for k, v in parsed.items() if _differs(current.get(k), v)}
             if not fields and not entries:
                 changes.append(Change({}, {}))
@@ -380,6 +413,8 @@ class RecordService:
             for check in VALIDATORS.get(record_tdef.name, ()):
                 check(self, record_tdef, merged, current)
             checkpoint = (current.get("sys_mod_count") or 0) + 1
+            if hooks is not None:
+                after.append((record_tdef, current, entries))
             by_columns[tuple(sorted(fields))].append(
                 {**{f"v_{k}": new for k, (_, new) in fields.items()}, "k_sys_id": current["sys_id"]})
             audits.append((current, [(k, old, new) for k, (old, new) in fields.items()]
@@ -399,6 +434,10 @@ class RecordService:
             self.conn.execute(stmt, params)
         self._audit_many(audits, stamp)
         self._write_journal(tdef, journals, stamp)
+        by_id = {cur["sys_id"]: change for change, (cur, _) in zip(changes, items, strict=True)}
+        for record_tdef, current, entries in after:
+            record = current | {k: new for k, (_, new) in by_id[current["sys_id"]].fields.items()}
+            self.automation.after(self, record_tdef, "update", record, current, entries)
         return changes
 
     def _audit_many(self, audits: list[tuple[dict, list]], stamp: dt.datetime) -> None:
@@ -433,6 +472,9 @@ class RecordService:
             if current is None:
                 raise NotFound(f"no {table} record with sys_id {sys_id}")
             record_tdef = self.defs.tables[current["sys_class_name"]]
+            hooks = self._hooks(record_tdef.name, "delete")
+            if hooks is not None:
+                hooks.before(self, record_tdef, "delete", {}, current)
             snapshot = {k: _audit_text(record_tdef.field(k), v) for k, v in current.items()
                         if record_tdef.field(k) is not None and record_tdef.field(k).type != "password"}
             self._system_insert("sys_audit", self._audit_rows(
@@ -441,6 +483,8 @@ class RecordService:
             physical = self.storage.physical(tdef.name)
             self.conn.execute(sa.delete(physical).where(physical.c.sys_id == sys_id))
             self._clear_references(record_tdef, sys_id)
+            if hooks is not None:
+                hooks.after(self, record_tdef, "delete", current, current, {})
 
     def _clear_references(self, tdef: TableDef, sys_id: str) -> None:
         """Empty every reference to a deleted record (ServiceNow's 'clear' cascade), set-based."""

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 
 from .access import SYSTEM, Actor
+from .automation import Automation
 from .config import Config
 from .database import make_engine
 from .definitions import Definitions, load_folder
@@ -22,6 +23,7 @@ class Runtime:
         self.config = config
         self.defs = defs or load_folder(config.definitions)
         self.storage = Storage(self.defs)
+        self.automation = Automation(self.defs)
         self.engine = engine or make_engine(config.database_url)
 
     @classmethod
@@ -29,7 +31,7 @@ class Runtime:
         return cls(Config.from_env(**overrides))
 
     def records(self, conn: sa.Connection, actor: Actor = SYSTEM, check_access: bool = True) -> RecordService:
-        return RecordService(self.storage, conn, actor, check_access)
+        return RecordService(self.storage, conn, actor, check_access, self.automation)
 
     @contextmanager
     def transaction(self, actor: Actor = SYSTEM, check_access: bool = True) -> Iterator[RecordService]:

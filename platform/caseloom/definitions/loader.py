@@ -17,6 +17,7 @@ from typing import Any
 import jsonschema
 
 from ..fieldtypes import FIELD_TYPES, FieldValueError
+from .behaviour import build_actions, build_lifecycles, build_notifications, build_rules, check_unique_actions
 from .model import (
     AccessRule,
     DefinitionFile,
@@ -32,7 +33,7 @@ from .tables import build_tables
 from .yamlsource import DefinitionError, SourceDocument, parse_yaml
 
 # The top-level key of a file names its kind; each kind has one JSON Schema.
-KINDS = ("table", "properties", "roles", "access", "demo")
+KINDS = ("table", "properties", "roles", "access", "demo", "lifecycle", "actions", "rules", "notifications")
 SYSTEM_DIR = Path(__file__).resolve().parent.parent / "system"
 SYSTEM_PREFIX = "<caseloom>/"
 
@@ -48,7 +49,13 @@ class DefinitionErrors(Exception):
 @cache
 def schema_for(kind: str) -> dict:
     text = resources.files("caseloom.definitions").joinpath(f"schemas/{kind}.schema.json").read_text()
-    schema = json.loads(text)
+    if kind in ("lifecycle", "actions"):  # both embed the action shape
+        shared = json.loads(resources.files("caseloom.definitions").joinpath("schemas/action.schema.json").read_text())
+        text = text.replace("action.schema.json#/$defs/", "#/$defs/")
+        schema = json.loads(text)
+        schema["$defs"] = shared["$defs"]
+    else:
+        schema = json.loads(text)
     if kind == "table":  # the field-type enum comes from the registry: one entry adds a type
         schema["$defs"]["field"]["properties"]["type"]["enum"] = sorted(FIELD_TYPES)
     return schema
@@ -79,7 +86,7 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
         doc = _parse_one(shown, text, errors)
         if doc is None:
             continue
-        kind = next(iter(k for k in KINDS if k in doc.data), None)
+        kind = next(iter(k for k in KINDS if k in doc.data and k != "table"), "table")
         documents[kind].append(doc)
         if not rel_path.startswith(SYSTEM_PREFIX):
             files.append(DefinitionFile(rel_path, kind, hashlib.sha256(text.encode()).hexdigest()[:16]))
@@ -88,6 +95,12 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
     properties = _build_properties(documents["properties"], errors)
     access = _build_access(documents["access"], tables, roles, errors)
     demo = _build_demo(documents["demo"], tables, roles, errors)
+    lifecycles, actions = build_lifecycles(documents["lifecycle"], tables, roles, errors)
+    actions += build_actions(documents["actions"], tables, roles, errors)
+    check_unique_actions(actions, errors, documents["actions"])
+    rules = build_rules(documents["rules"], tables, roles, errors)
+    notifications = build_notifications(documents["notifications"], tables, roles, errors)
+    _check_notify_effects(actions, rules, notifications, errors)
     if errors:
         raise DefinitionErrors(errors)
     return Definitions(
@@ -97,7 +110,18 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
         access=tuple(access),
         demo=demo,
         files=tuple(files),
+        lifecycles=frozen_map(lifecycles),
+        actions=tuple(actions),
+        rules=tuple(rules),
+        notifications=frozen_map(notifications),
     )
+
+
+def _check_notify_effects(actions, rules, notifications, errors) -> None:
+    for owner in (*actions, *rules):
+        for effect in owner.effects:
+            if effect.kind == "notify" and effect.args not in notifications:
+                errors.append(DefinitionError(effect.location, f"notify: unknown notification {effect.args!r}"))
 
 
 def _nowhere(path: str):
@@ -116,6 +140,8 @@ def _parse_one(path: str, text: str, errors: list[DefinitionError]) -> SourceDoc
         errors.append(doc.error((), "a definition file must be a mapping with one of the keys: " + ", ".join(KINDS)))
         return None
     kinds = [k for k in KINDS if k in doc.data]
+    if len(kinds) > 1 and "table" in kinds:  # other kinds name their table with a `table:` key
+        kinds.remove("table")
     if len(kinds) != 1:
         found = ", ".join(kinds) if kinds else ", ".join(map(str, doc.data)) or "nothing"
         errors.append(doc.error((), f"cannot tell what this file defines (found {found}); "

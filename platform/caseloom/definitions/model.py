@@ -170,6 +170,95 @@ class DemoSet:
 
 
 @dataclass(frozen=True)
+class InputDef:
+    """Something an action asks for: a field of the record, or a free value (`reason`)."""
+
+    name: str
+    label: str
+    type: str  # the field's type, or string | text | records | boolean | choice
+    mandatory: bool = False
+    field: bool = False  # True: the value is written to the record's field of that name
+    table: str | None = None  # records inputs: which table the sys_ids belong to
+    choices: tuple[tuple[Any, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class EffectDef:
+    kind: str  # a name in the effect registry
+    args: Any
+    location: Location | None = None
+
+
+@dataclass(frozen=True)
+class ActionDef:
+    """A declared action or a lifecycle transition: a button, and POST /api/caseloom/actions/..."""
+
+    name: str
+    table: str
+    label: str
+    roles: tuple[str, ...] = ()
+    from_states: tuple[Any, ...] | None = None  # transitions: the states it may start from
+    to_state: Any = None
+    field: str | None = None  # transitions: the lifecycle's field
+    condition: Any = None  # a condition Node, or None
+    refusal: str = ""  # what a 409 says when the condition does not hold
+    inputs: tuple[InputDef, ...] = ()
+    effects: tuple[EffectDef, ...] = ()
+    background: bool = False
+    style: str = "secondary"
+    order: int = 100
+    location: Location | None = None
+
+
+@dataclass(frozen=True)
+class StateDef:
+    value: Any
+    label: str
+    read_only: tuple[str, ...] = ()
+    mandatory: tuple[str, ...] = ()
+    hidden: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LifecycleDef:
+    name: str
+    table: str
+    field: str
+    states: Mapping[Any, StateDef]
+
+    def state(self, value: Any) -> StateDef | None:
+        for key, state in self.states.items():
+            if str(key) == str(value):
+                return state
+        return None
+
+
+@dataclass(frozen=True)
+class RuleDef:
+    name: str
+    table: str
+    when: str  # before | after
+    on: tuple[str, ...]  # insert | update | delete
+    condition: Any = None
+    effects: tuple[EffectDef, ...] = ()
+    order: int = 100
+    location: Location | None = None
+
+
+@dataclass(frozen=True)
+class NotificationDef:
+    name: str
+    table: str
+    subject: str
+    body: str
+    on: tuple[str, ...] = ()  # fire on these writes when the condition holds; empty: only by a notify effect
+    condition: Any = None
+    roles: tuple[str, ...] = ()
+    fields: tuple[str, ...] = ()  # reference paths to users, contacts... whose email receives it
+    children: Any = None  # (reference, field, only-condition): one email to each child record's contact
+
+
+@dataclass(frozen=True)
 class DefinitionFile:
     path: str  # relative to its folder
     kind: str
@@ -184,6 +273,30 @@ class Definitions:
     access: tuple[AccessRule, ...]
     demo: DemoSet
     files: tuple[DefinitionFile, ...] = ()
+    lifecycles: Mapping[str, LifecycleDef] = field(default_factory=frozen_map)
+    actions: tuple[ActionDef, ...] = ()
+    rules: tuple[RuleDef, ...] = ()
+    notifications: Mapping[str, NotificationDef] = field(default_factory=frozen_map)
+
+    def lifecycle(self, table: str) -> LifecycleDef | None:
+        """The lifecycle of a table: its own, or its nearest ancestor's."""
+        for name in (table, *self.ancestors(table)):
+            if name in self.lifecycles:
+                return self.lifecycles[name]
+        return None
+
+    def actions_for(self, table: str) -> tuple[ActionDef, ...]:
+        """Actions of a table and of the tables it extends, in display order."""
+        tables = (table, *self.ancestors(table))
+        return tuple(sorted((a for a in self.actions if a.table in tables), key=lambda a: (a.order, a.name)))
+
+    def action(self, table: str, name: str) -> ActionDef | None:
+        return next((a for a in self.actions_for(table) if a.name == name), None)
+
+    def rules_for(self, table: str, when: str, event: str) -> tuple[RuleDef, ...]:
+        tables = (table, *self.ancestors(table))
+        return tuple(sorted((r for r in self.rules if r.table in tables and r.when == when and event in r.on),
+                            key=lambda r: (r.order, r.name)))
 
     def table(self, name: str) -> TableDef:
         return self.tables[name]

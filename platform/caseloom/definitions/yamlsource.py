@@ -6,6 +6,7 @@ JSON path into the document, the line and column of the node that produced it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,19 @@ class SourceDocument:
 
 
 _scalar = SafeConstructor()
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. YAML 1.1 would read `on:`, `yes` and `no` as booleans,
+    turning a rule's `on: [update]` or a choice `no: No` into True/False keys."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    key: [(tag, regex) for tag, regex in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 KEY = object()  # positions[(*path, KEY)]: where the mapping key at the end of `path` is written
 
 
@@ -90,7 +104,7 @@ def _mark(source: str, node: yaml.Node) -> Location:
 def parse_yaml(text: str, path: str) -> SourceDocument:
     """Parse one YAML document; syntax errors become a located DefinitionError."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)

@@ -86,6 +86,7 @@ class Selection:
         if op is None:
             raise QueryError(f"{term.field}: unknown operator {term.op!r}")
         column, field = self.column(term.field)
+        _refuse_password(term.field, field)
         if not op.takes_value:
             return op.sql(column, None)
         if field.type == "reference" and not op.text_only and _is_display_value(term.value, op.list_value):
@@ -105,10 +106,18 @@ class Selection:
     def order_by(self, order: tuple[tuple[str, bool], ...]) -> list[sa.ColumnElement]:
         clauses = []
         for path, descending in order:
-            column, _ = self.column(path)
+            column, field = self.column(path)
+            _refuse_password(path, field)
             clauses.append(column.desc() if descending else column.asc())
         clauses.append(self.base.c.sys_id.asc())  # a stable order for paging
         return clauses
+
+
+def _refuse_password(path: str, field: FieldDef) -> None:
+    """A password hash is never returned, so it cannot be filtered or sorted on either
+    (a STARTSWITH probe would read it out one character at a time)."""
+    if field.type == "password":
+        raise QueryError(f"{path}: password fields cannot be queried")
 
 
 def _is_display_value(value: Any, is_list: bool) -> bool:

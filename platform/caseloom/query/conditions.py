@@ -40,7 +40,16 @@ class Not:
     item: Node
 
 
-Node = Term | All | AnyOf | Not
+@dataclass(frozen=True)
+class PropertyTerm:
+    """A condition on a system property's current value (rules and actions, not queries)."""
+
+    name: str
+    op: str
+    value: Any = None
+
+
+Node = Term | All | AnyOf | Not | PropertyTerm
 
 
 @dataclass(frozen=True)
@@ -164,8 +173,13 @@ def from_data(data: Any, where: str = "condition") -> Node:
         return AnyOf(tuple(from_data(d, f"{where}.any[{i}]") for i, d in enumerate(data["any"])))
     if "not" in data:
         return Not(from_data(data["not"], f"{where}.not"))
+    if "property" in data:
+        op = operator(str(data.get("op", "eq")))
+        if op is None or op.change is not None:
+            raise QueryError(f"{where}: unknown operator {data.get('op')!r}")
+        return PropertyTerm(str(data["property"]), op.name, data.get("value"))
     if "field" not in data or "op" not in data:
-        raise QueryError(f"{where}: a condition needs field and op, or all/any/not")
+        raise QueryError(f"{where}: a condition needs field and op, property, or all/any/not")
     op = operator(str(data["op"]))
     if op is None:
         raise QueryError(f"{where}: unknown operator {data['op']!r}")
@@ -181,6 +195,8 @@ def fields_of(node: Node | None) -> list[str]:
         return []
     if isinstance(node, Term):
         return [node.field]
+    if isinstance(node, PropertyTerm):
+        return []
     if isinstance(node, Not):
         return fields_of(node.item)
     return [f for item in node.items for f in fields_of(item)]

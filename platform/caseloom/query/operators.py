@@ -24,6 +24,8 @@ class Operator:
     takes_value: bool = True
     list_value: bool = False
     text_only: bool = False  # LIKE and friends: compare as text
+    # Rules only: compares the value before and after a write (`changes`, `changesto`).
+    change: Callable[[Any, Any, Any], bool] | None = None
 
 
 def _is_empty(value: Any) -> bool:
@@ -88,6 +90,19 @@ register(Operator("empty", "ISEMPTY", "is empty", lambda c, v: c.is_(None),
                   lambda a, b: _is_empty(a), takes_value=False))
 register(Operator("notempty", "ISNOTEMPTY", "is not empty", lambda c, v: c.is_not(None),
                   lambda a, b: not _is_empty(a), takes_value=False))
+
+
+
+def _no_sql(column, value):
+    raise ValueError("change operators compare a record before and after a write; they work in rules only")
+
+
+register(Operator("changes", "VALCHANGES", "changes", _no_sql, lambda a, b: False, takes_value=False,
+                  change=lambda old, new, v: _text(old) != _text(new)))
+register(Operator("changesto", "CHANGESTO", "changes to", _no_sql, lambda a, b: False,
+                  change=lambda old, new, v: _text(old) != _text(new) and _text(new) == _text(v)))
+register(Operator("changesfrom", "CHANGESFROM", "changes from", _no_sql, lambda a, b: False,
+                  change=lambda old, new, v: _text(old) != _text(new) and _text(old) == _text(v)))
 
 # Encoded tokens, longest first so `<=` wins over `<` and `NOTLIKE` over `LIKE`.
 BY_TOKEN: dict[str, Operator] = {op.token: op for op in OPERATORS.values()}

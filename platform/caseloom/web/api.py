@@ -129,6 +129,27 @@ def delete_record(table: str, sys_id: str):
     return "", 204
 
 
+@blueprint.post("/caseloom/actions/<table>/<sys_id>/<action>")
+def run_action_api(table: str, sys_id: str, action: str):
+    """Run a lifecycle transition or declared action: 200 with the record after, 403 when the
+    roles do not allow it, 409 when the record's state does not (saying why)."""
+    from ..actions import run_action
+
+    body = request.get_json(silent=True) if request.data else {}
+    if body is None or not isinstance(body, dict):
+        raise ApiError(400, "Request body must be a JSON object of the action's inputs", "")
+    outcome = run_action(records(), table, sys_id, action, body)
+    shape = _shape(outcome.record["sys_class_name"])
+    result = _one(table, sys_id, shape)
+    db.session.commit()
+    extra = {}
+    if outcome.messages:
+        extra["message"] = "; ".join(outcome.messages)
+    if outcome.result:
+        extra["details"] = outcome.result
+    return jsonify({"result": result, **extra})
+
+
 @blueprint.get("/caseloom/openapi.json")
 def openapi_json():
     from .openapi import document

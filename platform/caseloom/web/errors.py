@@ -59,6 +59,12 @@ def register(app: Flask) -> None:
     def conflict(exc: Conflict):
         return error_response(409, str(exc), "")
 
+    from ..effects import EffectFailed
+
+    @app.errorhandler(EffectFailed)
+    def effect_failed(exc: EffectFailed):
+        return error_response(422, f"the action failed and nothing was changed: {exc}", str(exc))
+
     @app.errorhandler(DefinitionErrors)
     def invalid_definitions(exc: DefinitionErrors):
         return error_response(422, "invalid definitions", [e.as_dict() for e in exc.errors])

@@ -1,0 +1,112 @@
+"""Running actions: lifecycle transitions and declared actions, for the API and the UI alike.
+
+An action is checked (roles: 403; state and condition: 409 saying why; inputs: 400 naming
+the input), then its field inputs and target state are written as one update and its
+effects run in order, all inside one savepoint: if anything fails, nothing changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .automation import Automation, action_allows
+from .definitions.model import ActionDef, TableDef
+from .effects import EffectContext, run_effects
+from .properties import Properties
+from .query.evaluate import evaluate
+from .records import AccessDenied, Conflict, NotFound, RecordError, RecordService
+
+
+@dataclass
+class ActionOutcome:
+    record: dict
+    messages: list[str] = field(default_factory=list)
+    result: dict = field(default_factory=dict)
+
+
+def available_actions(service: RecordService, table: str, record: dict) -> list[ActionDef]:
+    """The actions the record's state and the actor's roles allow now (what the UI shows)."""
+    tdef = service.table(table)
+    props = Properties(service.defs, service.storage, service.conn)
+    return [a for a in service.defs.actions_for(tdef.name)
+            if action_allows(service.actor, a) and _refusal(service, tdef, a, record, props) is None]
+
+
+def run_action(service: RecordService, table: str, sys_id: str, name: str, inputs: dict | None) -> ActionOutcome:
+    service.table(table, "read")
+    action = service.defs.action(table, name)
+    if action is None:
+        raise NotFound(f"table {table!r} has no action {name!r}")
+    if not action_allows(service.actor, action):
+        raise AccessDenied(f"user {service.actor.user_name!r} may not {action.label.lower()} "
+                           f"(needs one of the roles {', '.join(action.roles)})")
+    if not service.can(table, "write"):
+        raise AccessDenied(f"user {service.actor.user_name!r} may not change records of {table!r}")
+    with service.conn.begin_nested():
+        record = service.get(table, sys_id, for_update=True)
+        if record is None:
+            raise NotFound(f"no {table} record with sys_id {sys_id}")
+        record_tdef = service.defs.tables[record["sys_class_name"]]
+        props = Properties(service.defs, service.storage, service.conn)
+        refusal = _refusal(service, record_tdef, action, record, props)
+        if refusal:
+            raise Conflict(refusal)
+        values, free = _read_inputs(action, inputs or {})
+        if action.to_state is not None:
+            values[action.field] = action.to_state
+        previous = dict(record)
+        if values:
+            with service.transitions_by_action():
+                record = service.update(record_tdef.name, sys_id, values)
+        ctx = EffectContext(service, record_tdef, dict(record), previous, inputs={**{i.name: None for i in action.inputs}, **free, **values},
+                            journal={k: v for k, v in values.items() if _is_journal(record_tdef, k)},
+                            properties=props.get, notify=Automation(service.defs).notifier(service))
+        with service.transitions_by_action():
+            run_effects(ctx, action.effects)
+        ctx.reload()
+        return ActionOutcome(ctx.record, ctx.messages, ctx.result)
+
+
+def _is_journal(tdef: TableDef, name: str) -> bool:
+    f = tdef.field(name)
+    return f is not None and f.type == "journal"
+
+
+def _refusal(service: RecordService, tdef: TableDef, action: ActionDef, record: dict, props: Properties) -> str | None:
+    """Why the record's state or the action's condition does not allow it now, or None."""
+    if action.from_states is not None and action.field:
+        current = record.get(action.field)
+        if str(current) not in map(str, action.from_states):
+            lifecycle_field = tdef.field(action.field)
+            label = lifecycle_field.choice_label(current) if lifecycle_field else current
+            allowed = ", ".join(lifecycle_field.choice_label(s) or str(s) for s in action.from_states)
+            return f"cannot {action.label.lower()}: the {tdef.label.lower()} is {label} (allowed from {allowed})"
+    if action.condition is not None and not evaluate(action.condition, record, properties=props.get):
+        return action.refusal or f"cannot {action.label.lower()} this {tdef.label.lower()} in its current state"
+    return None
+
+
+def _read_inputs(action: ActionDef, given: dict) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split the inputs into field values (written to the record) and free values; check them."""
+    known = {i.name for i in action.inputs}
+    unknown = [k for k in given if k not in known]
+    if unknown:
+        raise RecordError(unknown[0], f"is not an input of {action.name} (inputs: {', '.join(sorted(known)) or 'none'})")
+    values: dict[str, Any] = {}
+    free: dict[str, Any] = {}
+    for spec in action.inputs:
+        value = given.get(spec.name)
+        empty = value is None or (isinstance(value, (str, list)) and not (value.strip() if isinstance(value, str) else value))
+        if spec.mandatory and empty:
+            raise RecordError(spec.name, f"is needed to {action.label.lower()}")
+        if empty:
+            continue
+        if spec.type == "records":
+            ids = value if isinstance(value, list) else [v.strip() for v in str(value).split(",") if v.strip()]
+            free[spec.name] = [str(v) for v in ids]
+        elif spec.field:
+            values[spec.name] = value
+        else:
+            free[spec.name] = value
+    return values, free

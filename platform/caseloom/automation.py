@@ -1,0 +1,191 @@
+"""What happens around a write: lifecycle flags, rules and notifications.
+
+The record service calls `before` and `after` for every insert, update and delete when
+the runtime gives it an Automation. Before-rules may change the values about to be
+written; after-rules run their effects on the stored record, in the same transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from .definitions.model import Definitions, NotificationDef, TableDef
+from .effects import EffectContext, run_effects
+from .properties import Properties
+from .query import Query, Term
+from .query.evaluate import evaluate
+from .records import Conflict, RecordError, RecordService
+from .templates import TemplateProblem, render
+
+
+class Automation:
+    def __init__(self, defs: Definitions):
+        self.defs = defs
+
+    # -- hooks called by the record service ---------------------------------------------------
+
+    def before(self, service: RecordService, tdef: TableDef, event: str, pending: dict,
+               previous: dict | None) -> None:
+        """Before a write: before-rules (which may change `pending`), then lifecycle flags."""
+        rules = self.defs.rules_for(tdef.name, "before", event)
+        if rules:
+            props = Properties(self.defs, service.storage, service.conn)
+            merged = {**(previous or {}), **pending}
+            for rule in rules:
+                if evaluate(rule.condition, merged, previous=previous, properties=props.get,
+                            resolve=self._resolver(service, tdef, merged)):
+                    ctx = EffectContext(service, tdef, merged, previous, pending=pending, properties=props.get)
+                    run_effects(ctx, rule.effects)
+                    merged.update(pending)
+        if event != "delete":
+            self._check_lifecycle(service, tdef, pending, previous)
+
+    def after(self, service: RecordService, tdef: TableDef, event: str, record: dict, previous: dict | None,
+              journal: dict[str, str]) -> None:
+        rules = self.defs.rules_for(tdef.name, "after", event)
+        notifications = [n for n in self.defs.notifications.values()
+                         if event in n.on and n.table in (tdef.name, *self.defs.ancestors(tdef.name))]
+        if not rules and not notifications:
+            return
+        props = Properties(self.defs, service.storage, service.conn)
+        record_with_journal = {**record, **journal}
+        for rule in rules:
+            if evaluate(rule.condition, record_with_journal, previous=previous, properties=props.get,
+                        resolve=self._resolver(service, tdef, record)):
+                ctx = EffectContext(service, tdef, dict(record), previous, journal=dict(journal),
+                                    properties=props.get, notify=self.notifier(service))
+                run_effects(ctx, rule.effects)
+        for note in notifications:
+            if evaluate(note.condition, record_with_journal, previous=previous, properties=props.get,
+                        resolve=self._resolver(service, tdef, record)):
+                self.send(service, note, tdef, record, journal)
+
+    def has_hooks(self, table: str, event: str) -> bool:
+        tables = (table, *self.defs.ancestors(table))
+        return (any(r.table in tables and event in r.on for r in self.defs.rules)
+                or any(n.table in tables and event in n.on for n in self.defs.notifications.values())
+                or (event != "delete" and self.defs.lifecycle(table) is not None))
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def _check_lifecycle(self, service: RecordService, tdef: TableDef, pending: dict, previous: dict | None) -> None:
+        lifecycle = self.defs.lifecycle(tdef.name)
+        if lifecycle is None:
+            return
+        merged = {**(previous or {}), **pending}
+        old_state = lifecycle.state((previous or {}).get(lifecycle.field)) if previous else None
+        new_state = lifecycle.state(merged.get(lifecycle.field))
+        field = lifecycle.field
+        if previous is not None and field in pending and str(pending[field]) != str(previous.get(field)):
+            if service.enforce_transitions and not self._transition_allowed(service, tdef, previous, pending[field]):
+                label = old_state.label if old_state else previous.get(field)
+                target = new_state.label if new_state else pending[field]
+                raise Conflict(f"a {tdef.label.lower()} in state {label} cannot move to {target}")
+        if old_state is not None and service.enforce_transitions:
+            for name in old_state.read_only:
+                if name in pending and str(pending[name] or "") != str(previous.get(name) or ""):
+                    raise RecordError(name, f"is read-only while the {tdef.label.lower()} is {old_state.label}")
+        if new_state is not None:
+            for name in new_state.mandatory:
+                if merged.get(name) in (None, "") and not pending.get(name):
+                    raise RecordError(name, f"is mandatory when the {tdef.label.lower()} is {new_state.label}")
+
+    def _transition_allowed(self, service: RecordService, tdef: TableDef, record: dict, target: Any) -> bool:
+        for action in self.defs.actions_for(tdef.name):
+            if action.field and str(action.to_state) == str(target) and action_allows(service.actor, action) \
+                    and (action.from_states is None or str(record.get(action.field)) in map(str, action.from_states)):
+                return True
+        return False
+
+    # -- notifications ---------------------------------------------------------------------------
+
+    def notifier(self, service: RecordService):
+        def notify(name: str, tdef: TableDef, record: dict) -> None:
+            self.send(service, self.defs.notifications[name], tdef, record, {})
+
+        return notify
+
+    def send(self, service: RecordService, note: NotificationDef, tdef: TableDef, record: dict,
+             journal: dict[str, str]) -> None:
+        """Write one sys_email row (state ready) for the worker to deliver."""
+        context = {"record": {**record, **journal}, "table": tdef.label, "notification": note.name}
+        try:
+            subject, body = render(note.subject, context), render(note.body, context)
+        except TemplateProblem as exc:
+            raise RecordError(None, f"notification {note.name}: {exc}") from None
+        if note.children is not None:
+            self._send_to_children(service, note, tdef, record, subject[:255], body)
+        recipients = sorted(set(self._role_emails(service, note.roles)) | set(self._field_emails(service, tdef, record, note)))
+        if not recipients:
+            return
+        service._system_insert("sys_email", [{
+            "recipients": ",".join(recipients), "subject": subject[:255], "body": body, "state": "ready",
+            "error": None, "target_table": tdef.name, "instance": record["sys_id"]}])
+
+    @staticmethod
+    def _send_to_children(service: RecordService, note: NotificationDef, tdef: TableDef, record: dict,
+                          subject: str, body: str) -> None:
+        """One sys_email per child record whose contact has an email, in one INSERT ... SELECT."""
+        from .query import Selection
+        from .query.conditions import All
+        from .records import now
+        from .setwrite import new_sys_id_sql
+
+        reference, field, only = note.children
+        selection = Selection(service.storage, tdef.name)
+        email, _ = selection.column(f"{field}.email")
+        parts = [Term(reference, "eq", record["sys_id"])] + ([only] if only is not None else [])
+        where = sa.and_(selection.condition(All(tuple(parts))), email.is_not(None))
+        stamp, user = sa.literal(now(), sa.DateTime), sa.literal(service.actor.user_name)
+        columns = {
+            "sys_id": new_sys_id_sql(service.conn.dialect.name), "sys_class_name": sa.literal("sys_email"),
+            "sys_created_on": stamp, "sys_updated_on": stamp, "sys_created_by": user, "sys_updated_by": user,
+            "sys_mod_count": sa.literal(0), "recipients": email, "subject": sa.literal(subject),
+            "body": sa.literal(body, sa.Text), "state": sa.literal("ready"),
+            "target_table": selection.base.c.sys_class_name, "instance": selection.base.c.sys_id,
+        }
+        select = sa.select(*columns.values()).select_from(selection.from_clause).where(where)
+        service.conn.execute(sa.insert(service.storage.physical("sys_email")).from_select(list(columns), select))
+
+    @staticmethod
+    def _role_emails(service: RecordService, roles: tuple[str, ...]) -> list[str]:
+        if not roles:
+            return []
+        users = service.storage.physical("sys_user")
+        has_role = service.storage.physical("sys_user_has_role")
+        granted = [r for r in service.defs.roles if set(roles) & service.defs.role_closure({r})]
+        rows = service.conn.execute(
+            sa.select(users.c.email).distinct().join(has_role, has_role.c.user == users.c.sys_id)
+            .where(has_role.c.role.in_(granted), users.c.email.is_not(None), users.c.active.is_not(False)))
+        return [r.email for r in rows]
+
+    @staticmethod
+    def _field_emails(service: RecordService, tdef: TableDef, record: dict, note: NotificationDef) -> list[str]:
+        if not note.fields:
+            return []
+        paths = [f"{path}.email" if tdef.field(path) and tdef.field(path).type == "reference" else path
+                 for path in note.fields]
+        from .query import select_rows
+
+        stmt, _ = select_rows(service.storage, tdef.name, Query(Term("sys_id", "eq", record["sys_id"])), paths, 1)
+        row = service.conn.execute(stmt).mappings().first() or {}
+        return [row[p] for p in paths if row.get(p)]
+
+    @staticmethod
+    def _resolver(service: RecordService, tdef: TableDef, record: dict):
+        def resolve(path: str) -> Any:
+            from .query import select_rows
+
+            if not record.get("sys_id"):
+                return None
+            stmt, _ = select_rows(service.storage, tdef.name, Query(Term("sys_id", "eq", record["sys_id"])), [path], 1)
+            return service.conn.execute(stmt).scalar()
+
+        return resolve
+
+
+def action_allows(actor, action) -> bool:
+    """Whether the actor's roles allow an action (no roles declared: anyone who may write)."""
+    return not action.roles or actor.is_admin or bool(actor.roles.intersection(action.roles))

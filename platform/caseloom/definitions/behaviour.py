@@ -1,0 +1,223 @@
+"""Lifecycles, actions, rules and notifications: from documents to frozen objects, cross-checked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..query.conditions import QueryError, fields_of, from_data
+from .model import (
+    ActionDef,
+    EffectDef,
+    InputDef,
+    LifecycleDef,
+    NotificationDef,
+    RoleDef,
+    RuleDef,
+    StateDef,
+    TableDef,
+    frozen_map,
+)
+from .tables import label_from_name, resolve_path
+from .yamlsource import SourceDocument
+
+
+class _Checker:
+    """Cross-reference checks that report located errors."""
+
+    def __init__(self, doc: SourceDocument, tables: dict[str, TableDef], roles: dict[str, RoleDef], errors: list):
+        self.doc, self.tables, self.roles, self.errors = doc, tables, roles, errors
+
+    def error(self, where: tuple, message: str) -> None:
+        self.errors.append(self.doc.error(where, message))
+
+    def table(self, name: Any, where: tuple) -> TableDef | None:
+        if name not in self.tables:
+            self.error(where, f"unknown table {name!r}")
+            return None
+        return self.tables[name]
+
+    def field(self, table: TableDef, path: str, where: tuple):
+        field = resolve_path(self.tables, table, path)
+        if field is None:
+            self.error(where, f"{path!r} is not a field of {table.name!r}")
+        return field
+
+    def roles_of(self, names: list, where: tuple) -> tuple[str, ...]:
+        for i, role in enumerate(names):
+            if role not in self.roles:
+                self.error(where + (i,), f"unknown role {role!r}")
+        return tuple(names)
+
+    def condition(self, table: TableDef, data: Any, where: tuple):
+        if data is None:
+            return None
+        try:
+            node = from_data(data)
+        except QueryError as exc:
+            self.error(where, f"condition: {exc}")
+            return None
+        for path in fields_of(node):
+            self.field(table, path, where)
+        return node
+
+    def effects(self, table: TableDef, items: list, where: tuple) -> tuple[EffectDef, ...]:
+        from ..effects import EFFECTS  # the registry (imported late: it uses the record service)
+
+        built = []
+        for i, item in enumerate(items or ()):
+            kind, args = next(iter(item.items()))
+            effect = EFFECTS.get(kind)
+            if effect is None:
+                self.error(where + (i,), f"unknown effect {kind!r}; known: {', '.join(sorted(EFFECTS))}")
+                continue
+            for problem in effect.check(self.tables, table, args):
+                self.error(where + (i, kind), problem)
+            built.append(EffectDef(kind, args, self.doc.where(*where, i)))
+        return tuple(built)
+
+
+def _inputs(check: _Checker, table: TableDef, items: list, where: tuple) -> tuple[InputDef, ...]:
+    inputs = []
+    for i, spec in enumerate(items or ()):
+        at = where + (i,)
+        if "field" in spec:
+            field = check.field(table, spec["field"], at + ("field",))
+            if field is None:
+                continue
+            inputs.append(InputDef(field.name, spec.get("label") or field.label, field.type,
+                                   bool(spec.get("mandatory")), True, field.reference, field.choices))
+        else:
+            kind = spec.get("type", "text")
+            if kind == "records" and spec.get("table") and spec["table"] not in check.tables:
+                check.error(at + ("table",), f"unknown table {spec['table']!r}")
+            choices = tuple((k, str(v)) for k, v in (spec.get("choices") or {}).items())
+            inputs.append(InputDef(spec["name"], spec.get("label") or label_from_name(spec["name"]), kind,
+                                   bool(spec.get("mandatory")), False, spec.get("table"), choices))
+    return tuple(inputs)
+
+
+def _action(check: _Checker, table: TableDef, spec: dict, where: tuple, field: str | None = None,
+            states: dict | None = None) -> ActionDef:
+    from_states = None
+    if "from" in spec:
+        from_states = tuple(spec["from"])
+        for i, value in enumerate(from_states):
+            if states is not None and str(value) not in states:
+                check.error(where + ("from", i), f"{value!r} is not a state of the lifecycle")
+    if "to" in spec and states is not None and str(spec["to"]) not in states:
+        check.error(where + ("to",), f"{spec['to']!r} is not a state of the lifecycle")
+    style = spec.get("style") or ("primary" if field else "secondary")
+    return ActionDef(
+        name=spec["name"], table=table.name, label=spec.get("label") or label_from_name(spec["name"]),
+        roles=check.roles_of(spec.get("roles", []), where + ("roles",)),
+        from_states=from_states, to_state=spec.get("to"), field=field if "to" in spec else None,
+        condition=check.condition(table, spec.get("condition"), where + ("condition",)),
+        refusal=spec.get("refusal", ""),
+        inputs=_inputs(check, table, spec.get("inputs"), where + ("inputs",)),
+        effects=check.effects(table, spec.get("effects"), where + ("effects",)),
+        background=bool(spec.get("background")), style=style, order=spec.get("order", 100),
+        location=check.doc.where(*where),
+    )
+
+
+def build_lifecycles(docs: list[SourceDocument], tables: dict, roles: dict, errors: list
+                     ) -> tuple[dict[str, LifecycleDef], list[ActionDef]]:
+    lifecycles: dict[str, LifecycleDef] = {}
+    actions: list[ActionDef] = []
+    for doc in docs:
+        check = _Checker(doc, tables, roles, errors)
+        data = doc.data
+        table = check.table(data["table"], ("table",))
+        if table is None:
+            continue
+        field = table.field(data["field"])
+        if field is None or field.type != "choice":
+            check.error(("field",), f"{data['field']!r} is not a choice field of {table.name!r}")
+            continue
+        if table.name in lifecycles:
+            check.error(("table",), f"table {table.name!r} already has a lifecycle")
+            continue
+        states: dict[str, StateDef] = {}
+        for key, spec in data["states"].items():
+            spec = spec or {}
+            if field.choice_label(key) is None:
+                check.error(("states", key), f"{key!r} is not a choice of {table.name}.{field.name}")
+            for flag in ("read_only", "mandatory", "hidden"):
+                for i, name in enumerate(spec.get(flag, ())):
+                    check.field(table, name, ("states", key, flag, i))
+            states[str(key)] = StateDef(key, field.choice_label(key) or str(key), tuple(spec.get("read_only", ())),
+                                        tuple(spec.get("mandatory", ())), tuple(spec.get("hidden", ())))
+        lifecycles[table.name] = LifecycleDef(data["lifecycle"], table.name, field.name, frozen_map(states))
+        for i, spec in enumerate(data.get("transitions", ())):
+            actions.append(_action(check, table, spec, ("transitions", i), field.name, states))
+    return lifecycles, actions
+
+
+def build_actions(docs: list[SourceDocument], tables: dict, roles: dict, errors: list) -> list[ActionDef]:
+    actions = []
+    for doc in docs:
+        check = _Checker(doc, tables, roles, errors)
+        for i, spec in enumerate(doc.data["actions"]):
+            table = check.table(spec.get("table"), ("actions", i, "table"))
+            if table is not None:
+                actions.append(_action(check, table, spec, ("actions", i)))
+    return actions
+
+
+def check_unique_actions(actions: list[ActionDef], errors: list, docs: list[SourceDocument]) -> None:
+    seen: dict[tuple[str, str], ActionDef] = {}
+    for action in actions:
+        key = (action.table, action.name)
+        if key in seen:
+            from .yamlsource import DefinitionError
+
+            errors.append(DefinitionError(action.location, f"action {action.name!r} of {action.table!r} is declared "
+                                                           f"twice (first at {seen[key].location})"))
+        seen[key] = action
+
+
+def build_rules(docs: list[SourceDocument], tables: dict, roles: dict, errors: list) -> list[RuleDef]:
+    rules = []
+    for doc in docs:
+        check = _Checker(doc, tables, roles, errors)
+        for i, spec in enumerate(doc.data["rules"]):
+            where = ("rules", i)
+            table = check.table(spec["table"], where + ("table",))
+            if table is None:
+                continue
+            rules.append(RuleDef(
+                spec["name"], table.name, spec["when"], tuple(spec["on"]),
+                check.condition(table, spec.get("condition"), where + ("condition",)),
+                check.effects(table, spec["effects"], where + ("effects",)), spec.get("order", 100), doc.where(*where)))
+    return rules
+
+
+def build_notifications(docs: list[SourceDocument], tables: dict, roles: dict, errors: list
+                        ) -> dict[str, NotificationDef]:
+    notifications: dict[str, NotificationDef] = {}
+    for doc in docs:
+        check = _Checker(doc, tables, roles, errors)
+        for name, spec in doc.data["notifications"].items():
+            where = ("notifications", name)
+            if name in notifications:
+                check.error(where, f"notification {name!r} is declared twice")
+                continue
+            table = check.table(spec["table"], where + ("table",))
+            if table is None:
+                continue
+            recipients = spec.get("recipients") or {}
+            roles_ = check.roles_of(recipients.get("roles", []), where + ("recipients", "roles"))
+            for i, path in enumerate(recipients.get("fields", [])):
+                check.field(table, path, where + ("recipients", "fields", i))
+            children = None
+            if "children" in recipients:
+                kids = recipients["children"]
+                at = where + ("recipients", "children")
+                check.field(table, kids["reference"], at + ("reference",))
+                check.field(table, kids["field"], at + ("field",))
+                children = (kids["reference"], kids["field"], check.condition(table, kids.get("only"), at + ("only",)))
+            notifications[name] = NotificationDef(
+                name, table.name, spec["subject"], spec["body"], tuple(spec.get("on", ())),
+                check.condition(table, spec.get("condition"), where + ("condition",)), roles_,
+                tuple(recipients.get("fields", [])), children)
+    return notifications

@@ -1,0 +1,100 @@
+"""Set-based updates: one change applied to every record matching a condition, in SQL.
+
+Used for parent-to-children sync and cascades: a fixed number of statements whatever
+the number of children: one INSERT ... SELECT of audit rows per changed field (taken
+before the update, so they hold the old values), one UPDATE, and one INSERT ... SELECT
+of journal entries per journal field. Rules do not fire again on each matched record
+(ServiceNow's setWorkflow(false) for the same kind of bulk change).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from .definitions.model import TableDef
+from .query import Query, Selection
+
+if False:  # pragma: no cover - typing only
+    from .records import RecordService
+
+
+def new_sys_id_sql(dialect: str) -> sa.ColumnElement:
+    """A fresh 32-hex sys_id computed by the database, one per row of an INSERT ... SELECT."""
+    if dialect == "postgresql":
+        return sa.func.replace(sa.cast(sa.func.gen_random_uuid(), sa.String), "-", "")
+    return sa.func.lower(sa.func.hex(sa.func.randomblob(16)))
+
+
+def _as_text(column: sa.ColumnElement, field_type: str) -> sa.ColumnElement:
+    if field_type == "boolean":
+        return sa.case((column.is_(None), None), (column, "true"), else_="false")
+    return sa.cast(column, sa.Text)
+
+
+def update_where(service: RecordService, tdef: TableDef, where: Any, values: dict,
+                 journal: dict[str, str] | None = None) -> int:
+    """Apply `values` (already parsed) and `journal` entries to every `tdef` record matching
+    `where` (a condition Node) whose values differ; returns how many records changed."""
+    journal = {k: v for k, v in (journal or {}).items() if v}
+    storage, conn, actor = service.storage, service.conn, service.actor
+    physical = storage.physical(tdef.name)
+    selection = Selection(storage, tdef.name)
+    base = selection.condition(where)
+    differs = [selection.base.c[name].is_distinct_from(value) for name, value in values.items()]
+    if not differs and not journal:
+        return 0
+    changed = sa.and_(base, sa.or_(*differs)) if differs and not journal else base
+    ids = sa.select(selection.base.c.sys_id).select_from(selection.from_clause).where(changed)
+    row_filter = physical.c.sys_id.in_(ids.scalar_subquery())
+    stamp = _stamp()
+    audit = storage.physical("sys_audit")
+    journal_table = storage.physical("sys_journal_field")
+    new_id = new_sys_id_sql(conn.dialect.name)
+    # Audit and journal rows first: they read the old values of exactly the rows about to change.
+    for name, value in values.items():
+        field = tdef.field(name)
+        rendered = None if value is None else field.render(value)
+        column = physical.c[name]
+        select = sa.select(
+            new_id, sa.literal("sys_audit"), stamp, stamp, sa.literal(actor.user_name), sa.literal(actor.user_name),
+            sa.literal(0), physical.c.sys_class_name, physical.c.sys_id, sa.literal(name), _as_text(column, field.type),
+            sa.literal(rendered, sa.Text), sa.literal(actor.user_name), physical.c.sys_mod_count + 1,
+            sa.literal(service.transaction),
+        ).where(row_filter, column.is_distinct_from(value))
+        conn.execute(sa.insert(audit).from_select(
+            ["sys_id", "sys_class_name", "sys_created_on", "sys_updated_on", "sys_created_by", "sys_updated_by",
+             "sys_mod_count", "tablename", "documentkey", "fieldname", "oldvalue", "newvalue", "user",
+             "record_checkpoint", "transaction"], select))
+    for name, text in journal.items():
+        for target in (journal_table, audit):
+            cols = _journal_columns(target is audit, name, text, physical, service, new_id, stamp)
+            conn.execute(sa.insert(target).from_select(list(cols), sa.select(*cols.values()).where(row_filter)))
+    result = conn.execute(sa.update(physical).where(row_filter).values(
+        **values, sys_updated_on=stamp, sys_updated_by=actor.user_name,
+        sys_mod_count=physical.c.sys_mod_count + 1))
+    return result.rowcount
+
+
+def _journal_columns(for_audit: bool, name: str, text: str, physical: sa.Table, service, new_id, stamp) -> dict:
+    user = service.actor.user_name
+    common = {"sys_id": new_id, "sys_class_name": sa.literal("sys_audit" if for_audit else "sys_journal_field"),
+              "sys_created_on": stamp, "sys_updated_on": stamp, "sys_created_by": sa.literal(user),
+              "sys_updated_by": sa.literal(user), "sys_mod_count": sa.literal(0)}
+    if for_audit:
+        return common | {"tablename": physical.c.sys_class_name, "documentkey": physical.c.sys_id,
+                         "fieldname": sa.literal(name), "oldvalue": sa.null(), "newvalue": sa.literal(text, sa.Text),
+                         "user": sa.literal(user), "record_checkpoint": physical.c.sys_mod_count + 1,
+                         "transaction": sa.literal(service.transaction)}
+    return common | {"name": physical.c.sys_class_name, "element_id": physical.c.sys_id,
+                     "element": sa.literal(name), "value": sa.literal(text, sa.Text)}
+
+
+def _stamp() -> sa.ColumnElement:
+    from .records import now
+
+    return sa.literal(now(), sa.DateTime)
+
+
+__all__ = ["Query", "update_where", "new_sys_id_sql"]

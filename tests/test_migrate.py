@@ -1,0 +1,368 @@
+"""Schema migration from changed definitions: additive changes apply, data loss is refused."""
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from caseloom.cli import main
+from caseloom.definitions import load_folder, load_sources
+from caseloom.migrate import DataLossRefused, migrate, plan
+from caseloom.runtime import Runtime
+
+DEFINITIONS = Path(__file__).resolve().parent.parent / "definitions"
+
+NOTE_TABLE = """\
+table: u_note
+label: Note
+display: title
+fields:
+  title: {type: string, max_length: 80, mandatory: true}
+  account: {type: reference, to: customer_account}
+  body: {type: text}
+list: [title, account]
+"""
+
+
+def shipped() -> dict[str, str]:
+    return {str(p.relative_to(DEFINITIONS)): p.read_text() for p in sorted(DEFINITIONS.rglob("*.yaml"))}
+
+
+def edit(text: str, *replacements: tuple[str, str]) -> str:
+    for old, new in replacements:
+        assert old in text, f"{old!r} is not in the shipped definition"
+        text = text.replace(old, new)
+    return text
+
+
+def changed(files: dict[str, str]) -> list[tuple[str, str]]:
+    """The shipped definitions with some files replaced or added, as (relative path, text) pairs."""
+    return sorted((shipped() | files).items())
+
+
+def with_note_table() -> list[tuple[str, str]]:
+    return changed({"tables/u_note.yaml": NOTE_TABLE})
+
+
+def without_city() -> list[tuple[str, str]]:
+    """customer_account without its `city` field (form and demo generator too), plus a new field `tier`."""
+    files = shipped()
+    account = edit(files["tables/customer_account.yaml"],
+                   ("  city: {type: string, max_length: 60}\n", "  tier: {type: string, max_length: 20}\n"),
+                   ("phone, city, country", "phone, country"))
+    demo = edit(files["demo/csm.yaml"],
+                ("        city: {cycle: [Berlin, Paris, Boston, London, Utrecht, Madrid, Milan, Osaka, Munich, Denver]}\n", ""))
+    return changed({"tables/customer_account.yaml": account, "demo/csm.yaml": demo})
+
+
+def short_description(length: int) -> list[tuple[str, str]]:
+    """task and case with short_description of another max_length (both share the task table's column)."""
+    files = shipped()
+    old = "short_description: {type: string, max_length: 160"
+    new = f"short_description: {{type: string, max_length: {length}"
+    return changed({name: edit(files[name], (old, new))
+                    for name in ("tables/task.yaml", "tables/sn_customerservice_case.yaml")})
+
+
+@pytest.fixture
+def runtime_for(config):
+    """Build a Runtime for a changed definition set on the test's database."""
+    made = []
+
+    def build(sources: list[tuple[str, str]]) -> Runtime:
+        rt = Runtime(config, load_sources(sources))
+        made.append(rt)
+        return rt
+
+    yield build
+    for rt in made:
+        rt.engine.dispose()
+
+
+def columns(engine: sa.Engine, table: str) -> dict[str, sa.types.TypeEngine]:
+    return {c["name"]: c["type"] for c in sa.inspect(engine).get_columns(table)}
+
+
+def indexes(engine: sa.Engine, table: str) -> set[str]:
+    return {ix["name"] for ix in sa.inspect(engine).get_indexes(table)}
+
+
+def scalar(engine: sa.Engine, sql: str, **params):
+    with engine.connect() as conn:
+        return conn.execute(sa.text(sql), params).scalar()
+
+
+def planned(rt: Runtime) -> list[str]:
+    with rt.engine.connect() as conn:
+        return [step.description for step in plan(conn, rt.storage)]
+
+
+# -- additive changes -----------------------------------------------------------------------
+
+
+def test_initialised_database_matches_the_shipped_definitions(runtime):
+    assert planned(runtime) == []
+    assert migrate(runtime.engine, runtime.storage) == []
+
+
+def test_new_table_field_and_index_keep_existing_rows(runtime, runtime_for):
+    with runtime.transaction() as service:
+        before = service.insert("customer_account", {"name": "Before Migration Ltd", "city": "Lyon", "country": "FR"})
+    accounts = scalar(runtime.engine, "SELECT COUNT(*) FROM customer_account")
+    files = shipped()
+    account = edit(files["tables/customer_account.yaml"],
+                   ("  city: {type: string, max_length: 60}\n",
+                    "  city: {type: string, max_length: 60, index: true}\n  tier: {type: string, max_length: 20}\n"))
+    new = runtime_for(changed({"tables/customer_account.yaml": account, "tables/u_note.yaml": NOTE_TABLE}))
+
+    done = migrate(new.engine, new.storage)
+
+    assert "create table u_note" in done
+    assert "add field customer_account.tier" in done
+    assert "create index ix_customer_account_city on customer_account" in done
+    assert not [step for step in done if step.startswith(("drop", "change"))], done
+    assert "tier" in columns(new.engine, "customer_account")
+    assert "ix_customer_account_city" in indexes(new.engine, "customer_account")
+    assert sa.inspect(new.engine).has_table("u_note")
+    assert scalar(new.engine, "SELECT COUNT(*) FROM customer_account") == accounts
+    with new.transaction() as service:
+        kept = service.get("customer_account", before["sys_id"])
+        assert (kept["name"], kept["city"], kept["country"], kept["number"]) == (
+            "Before Migration Ltd", "Lyon", "FR", before["number"])
+        assert kept["tier"] is None
+        service.update("customer_account", before["sys_id"], {"tier": "gold"})
+        note = service.insert("u_note", {"title": "Renewal due", "account": before["sys_id"]})
+    with new.transaction() as service:
+        assert service.get("customer_account", before["sys_id"])["tier"] == "gold"
+        assert service.get("u_note", note["sys_id"])["account"] == before["sys_id"]
+    assert planned(new) == []
+
+
+def test_dropping_an_empty_table_needs_no_force(runtime, runtime_for):
+    with_note = runtime_for(with_note_table())
+    migrate(with_note.engine, with_note.storage)
+    done = migrate(runtime.engine, runtime.storage)
+    assert [step for step in done if not step.endswith(" on u_note")] == ["drop table u_note"], done
+    assert not sa.inspect(runtime.engine).has_table("u_note")
+
+
+# -- changes that would lose data -----------------------------------------------------------
+
+
+def test_dropping_a_field_with_data_is_refused_until_forced(runtime, runtime_for):
+    values = scalar(runtime.engine, "SELECT COUNT(*) FROM customer_account WHERE city IS NOT NULL")
+    assert values > 0, "the demo accounts have cities"
+    accounts = scalar(runtime.engine, "SELECT COUNT(*) FROM customer_account")
+    new = runtime_for(without_city())
+
+    with pytest.raises(DataLossRefused) as refused:
+        migrate(new.engine, new.storage)
+
+    assert refused.value.losses == [f"field customer_account.city and its {values} values"]
+    assert f"customer_account.city and its {values} values" in str(refused.value)
+    assert "--force" in str(refused.value)
+    after_refusal = columns(new.engine, "customer_account")
+    assert "city" in after_refusal and "tier" not in after_refusal, "nothing changed, not even the new field"
+    assert scalar(new.engine, "SELECT COUNT(*) FROM customer_account WHERE city IS NOT NULL") == values
+
+    done = migrate(new.engine, new.storage, force=True)
+
+    assert "drop field customer_account.city" in done and "add field customer_account.tier" in done
+    after = columns(new.engine, "customer_account")
+    assert "city" not in after and "tier" in after
+    assert scalar(new.engine, "SELECT COUNT(*) FROM customer_account") == accounts
+    assert scalar(new.engine, "SELECT COUNT(*) FROM customer_account WHERE name IS NULL OR number IS NULL") == 0
+    assert {"ix_customer_account_name", "ix_customer_account_country"} <= indexes(new.engine, "customer_account")
+    assert planned(new) == []
+
+
+def test_dropping_an_empty_field_is_applied(runtime, runtime_for):
+    with runtime.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE customer_account SET city = NULL"))
+    new = runtime_for(without_city())
+    done = migrate(new.engine, new.storage)
+    assert "drop field customer_account.city" in done
+    assert "city" not in columns(new.engine, "customer_account")
+
+
+def test_narrowing_a_string_that_holds_longer_values_is_refused(runtime, runtime_for):
+    too_long = scalar(runtime.engine, "SELECT COUNT(*) FROM task WHERE LENGTH(short_description) > 10")
+    assert too_long > 0
+    narrow = runtime_for(short_description(10))
+
+    with pytest.raises(DataLossRefused) as refused:
+        migrate(narrow.engine, narrow.storage)
+
+    assert refused.value.losses == [f"{too_long} values of task.short_description longer than 10"]
+    assert columns(narrow.engine, "task")["short_description"].length == 160
+    longest = scalar(runtime.engine, "SELECT MAX(LENGTH(short_description)) FROM task")
+    assert longest > 10, "values were not truncated"
+
+
+def test_narrowing_is_applied_when_every_value_fits(runtime, runtime_for):
+    with runtime.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE task SET short_description = SUBSTR(short_description, 1, 100)"))
+    narrow = runtime_for(short_description(120))
+    done = migrate(narrow.engine, narrow.storage)
+    assert [step for step in done if "short_description" in step] == [
+        "change field task.short_description from VARCHAR(160) to VARCHAR(120)"]
+    assert columns(narrow.engine, "task")["short_description"].length == 120
+
+
+def test_widening_a_string_is_applied(runtime, runtime_for):
+    descriptions = scalar(runtime.engine, "SELECT COUNT(*) FROM task WHERE short_description IS NOT NULL")
+    wide = runtime_for(short_description(400))
+
+    done = migrate(wide.engine, wide.storage)
+
+    assert done == ["change field task.short_description from VARCHAR(160) to VARCHAR(400)"]
+    assert columns(wide.engine, "task")["short_description"].length == 400
+    assert scalar(wide.engine, "SELECT COUNT(*) FROM task WHERE short_description IS NOT NULL") == descriptions
+    text = "A very long subject " * 15
+    with wide.transaction() as service:
+        case = service.insert("sn_customerservice_case", {"short_description": text})
+    with wide.transaction() as service:
+        assert service.get("sn_customerservice_case", case["sys_id"])["short_description"] == text
+    assert planned(wide) == []
+
+
+def test_dropping_a_table_with_rows_is_refused(runtime, runtime_for):
+    with_note = runtime_for(with_note_table())
+    migrate(with_note.engine, with_note.storage)
+    with with_note.transaction() as service:
+        service.insert("u_note", {"title": "Keep me"})
+    assert planned(with_note) == [], "a second migrate with unchanged definitions plans nothing"
+    assert migrate(with_note.engine, with_note.storage) == []
+
+    with pytest.raises(DataLossRefused) as refused:
+        migrate(runtime.engine, runtime.storage)
+
+    assert refused.value.losses == ["table u_note and its 1 rows"]
+    assert sa.inspect(runtime.engine).has_table("u_note")
+    assert scalar(runtime.engine, "SELECT COUNT(*) FROM u_note") == 1
+    done = migrate(runtime.engine, runtime.storage, force=True)
+    assert [step for step in done if not step.endswith(" on u_note")] == ["drop table u_note"], done
+    assert not sa.inspect(runtime.engine).has_table("u_note")
+    assert planned(runtime) == []
+
+
+def test_removing_a_child_table_with_rows_is_refused(runtime, runtime_for):
+    """A child of task is stored in task's table: removing its definition changes no column,
+    but its rows would be left with a class no definition knows."""
+    child = runtime_for(changed({"tables/u_incident.yaml": "table: u_incident\nlabel: Incident\nextends: task\n"}))
+    assert migrate(child.engine, child.storage) == []
+    with child.transaction() as service:
+        incident = service.insert("u_incident", {"short_description": "Printer on fire"})
+    cases = scalar(runtime.engine, "SELECT COUNT(*) FROM task WHERE sys_class_name = 'sn_customerservice_case'")
+
+    with pytest.raises(DataLossRefused) as refused:
+        migrate(runtime.engine, runtime.storage)
+
+    assert refused.value.losses == ["table u_incident and its 1 rows (stored in task)"]
+    assert scalar(runtime.engine, "SELECT COUNT(*) FROM task WHERE sys_id = :id", id=incident["sys_id"]) == 1
+    assert migrate(runtime.engine, runtime.storage, force=True) == ["delete the rows of removed table u_incident from task"]
+    assert scalar(runtime.engine, "SELECT COUNT(*) FROM task WHERE sys_class_name = 'u_incident'") == 0
+    assert scalar(runtime.engine, "SELECT COUNT(*) FROM task WHERE sys_class_name = 'sn_customerservice_case'") == cases
+    assert planned(runtime) == []
+
+
+# -- caseloom init ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_env(tmp_path, monkeypatch):
+    """Environment for `caseloom init` on a fresh SQLite file; returns an engine on it."""
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    monkeypatch.setenv("CASELOOM_DATABASE_URL", url)
+    monkeypatch.setenv("CASELOOM_DEFINITIONS", str(DEFINITIONS))
+    monkeypatch.setenv("CASELOOM_INSTANCE", str(tmp_path / "instance"))
+    monkeypatch.setenv("CASELOOM_QUEUE", f"sqlite:///{tmp_path / 'queue.db'}")
+    engine = sa.create_engine(url)
+    yield engine
+    engine.dispose()
+
+
+def init(*args: str):
+    return CliRunner().invoke(main, ["init", *args])
+
+
+def test_init_without_demo_creates_an_empty_schema(fresh_env):
+    result = init()
+    assert result.exit_code == 0, result.output
+    assert re.search(r"schema: \d+ change\(s\)", result.stdout)
+    assert "demo users" not in result.stdout
+    assert scalar(fresh_env, "SELECT COUNT(*) FROM customer_account") == 0
+    assert scalar(fresh_env, "SELECT COUNT(*) FROM sys_properties") == len(load_folder(DEFINITIONS).properties)
+    again = init()
+    assert again.exit_code == 0, again.output
+    assert "schema: 0 change(s)" in again.stdout
+
+
+def test_init_demo_is_idempotent(fresh_env):
+    first = init("--demo", "--accounts", "4")
+    assert first.exit_code == 0, first.output
+    assert "demo users (user / password: roles):" in first.stdout
+    for line in ["admin / admin: admin", "agent / agent: sn_customerservice_agent",
+                 "manager / manager: sn_customerservice_manager", "author / author: sn_publications.author"]:
+        assert f"  {line}" in first.stdout.splitlines(), line
+    assert scalar(fresh_env, "SELECT COUNT(*) FROM customer_account") == 4
+    cases = scalar(fresh_env, "SELECT COUNT(*) FROM task WHERE sys_class_name = 'sn_customerservice_case'")
+    users = scalar(fresh_env, "SELECT COUNT(*) FROM sys_user")
+
+    second = init("--demo", "--accounts", "4")
+
+    assert second.exit_code == 0, second.output
+    assert "schema: 0 change(s)" in second.stdout
+    assert "demo data: already loaded" in second.stdout
+    assert scalar(fresh_env, "SELECT COUNT(*) FROM customer_account") == 4
+    assert scalar(fresh_env, "SELECT COUNT(*) FROM task WHERE sys_class_name = 'sn_customerservice_case'") == cases
+    assert scalar(fresh_env, "SELECT COUNT(*) FROM sys_user") == users
+    assert scalar(fresh_env, "SELECT COUNT(*) FROM sys_properties") == len(load_folder(DEFINITIONS).properties)
+
+
+def test_init_accounts_scales_the_demo(fresh_env):
+    result = init("--accounts", "50")
+    assert result.exit_code == 0, result.output
+    assert scalar(fresh_env, "SELECT COUNT(*) FROM customer_account") == 50
+    assert scalar(fresh_env, "SELECT COUNT(*) FROM customer_account WHERE primary_contact IS NULL") == 0
+    linked = scalar(fresh_env, "SELECT COUNT(*) FROM customer_account a JOIN customer_contact c "
+                               "ON c.sys_id = a.primary_contact AND c.account = a.sys_id")
+    assert linked == 50, "every primary contact exists and belongs to its account"
+    assert scalar(fresh_env, "SELECT COUNT(DISTINCT number) FROM customer_account") == 50
+    with fresh_env.connect() as conn:
+        states = set(conn.execute(sa.text(
+            "SELECT DISTINCT state FROM task WHERE sys_class_name = 'sn_customerservice_case'")).scalars())
+    assert states == {1, 10, 18, 6, 3, 7}
+
+
+def test_init_refuses_data_loss_and_force_accepts_it(fresh_env, tmp_path, monkeypatch):
+    assert init("--demo", "--accounts", "3").exit_code == 0
+    folder = tmp_path / "definitions"
+    shutil.copytree(DEFINITIONS, folder)
+    for rel, text in without_city():
+        (folder / rel).write_text(text)
+    monkeypatch.setenv("CASELOOM_DEFINITIONS", str(folder))
+
+    refused = init()
+
+    assert refused.exit_code == 1
+    assert "customer_account.city and its 3 values" in refused.stderr
+    assert "city" in columns(fresh_env, "customer_account")
+    forced = init("--force")
+    assert forced.exit_code == 0, forced.output
+    assert "  drop field customer_account.city" in forced.stdout.splitlines()
+    assert "city" not in columns(fresh_env, "customer_account")
+    assert scalar(fresh_env, "SELECT COUNT(*) FROM customer_account") == 3
+
+
+def test_init_reports_bad_definitions(fresh_env, tmp_path, monkeypatch):
+    (tmp_path / "bad" / "tables").mkdir(parents=True)
+    (tmp_path / "bad" / "tables" / "a.yaml").write_text("table: a\nextends: nowhere\n")
+    monkeypatch.setenv("CASELOOM_DEFINITIONS", str(tmp_path / "bad"))
+    result = init()
+    assert result.exit_code == 1
+    assert f"{tmp_path}/bad/tables/a.yaml:2:10: extends unknown table 'nowhere'" in result.stderr.splitlines()
+    assert not sa.inspect(fresh_env).has_table("customer_account")
