@@ -59,7 +59,8 @@ def run_action(service: RecordService, table: str, sys_id: str, name: str, input
         if values:
             with service.transitions_by_action():
                 record = service.update(record_tdef.name, sys_id, values)
-        ctx = EffectContext(service, record_tdef, dict(record), previous, inputs={**{i.name: None for i in action.inputs}, **free, **values},
+        declared = {i.name: None for i in action.inputs}  # an omitted optional input is empty, not undefined
+        ctx = EffectContext(service, record_tdef, dict(record), previous, inputs={**declared, **free, **values},
                             journal={k: v for k, v in values.items() if _is_journal(record_tdef, k)},
                             properties=props.get, notify=Automation(service.defs).notifier(service))
         with service.transitions_by_action():
