@@ -96,7 +96,8 @@ def database_url(request, templates, tmp_path):
 @pytest.fixture
 def config(database_url, tmp_path):
     return Config(database_url=database_url, definitions=str(DEFINITIONS), scripts=str(ROOT / "scripts"),
-                  instance=str(tmp_path / "instance"), ui=str(ROOT / "ui"), secret_key="test-secret")
+                  instance=str(tmp_path / "instance"), ui=str(ROOT / "ui"), secret_key="test-secret",
+                  queue=f"sqlite:///{tmp_path / 'queue.db'}")  # the test's own queue, never the working directory's
 
 
 @pytest.fixture
@@ -152,3 +153,48 @@ class Api:
 def as_user(client):
     """`as_user("agent").get(...)`: the Table API as a demo user."""
     return lambda user: Api(client, user)
+
+
+class Mailbox:
+    """An aiosmtpd handler that keeps every message it accepts; addresses in `refuse` get a 550."""
+
+    def __init__(self):
+        self.messages: list[tuple[str, list[str], object]] = []  # (MAIL FROM, RCPT TOs, parsed message)
+        self.refuse: set[str] = set()
+        self.port = 0
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.refuse:
+            return f"550 5.1.1 <{address}>: mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        import email
+
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), email.message_from_bytes(envelope.content)))
+        return "250 Message accepted for delivery"
+
+    def subjects(self) -> list[str]:
+        return sorted(str(message["Subject"]) for _, _, message in self.messages)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def mailbox():
+    """A real SMTP server on 127.0.0.1 (aiosmtpd) that captures what it is sent."""
+    from aiosmtpd.controller import Controller
+
+    box = Mailbox()
+    controller = Controller(box, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    box.port = controller.port
+    yield box
+    controller.stop()

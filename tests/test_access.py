@@ -257,7 +257,8 @@ def test_session_login_then_api_with_the_cookie(client):
 def test_logout_ends_the_session(client):
     assert sign_in(client, "manager", "manager").status_code == 302
     assert client.get(CASES + "?sysparm_limit=1").status_code == 200
-    assert client.get("/logout").status_code == 302
+    token = csrf_token(client.get("/").get_data(as_text=True))
+    assert client.post("/logout", data={"csrf_token": token}).status_code == 302
     assert client.get(CASES + "?sysparm_limit=1").status_code == 401
 
 

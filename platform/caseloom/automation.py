@@ -148,6 +148,7 @@ class Automation:
         }
         select = sa.select(*columns.values()).select_from(selection.from_clause).where(where)
         service.conn.execute(sa.insert(service.storage.physical("sys_email")).from_select(list(columns), select))
+        service.written.add("sys_email")
 
     @staticmethod
     def _role_emails(service: RecordService, roles: tuple[str, ...]) -> list[str]:

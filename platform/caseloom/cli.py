@@ -62,13 +62,47 @@ def init(demo: bool, accounts: int | None, force: bool) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
 def serve(host: str, port: int) -> None:
-    """Serve the web UI and the API."""
+    """Serve the web UI and the API; with the embedded (SQLite) queue, run background jobs too."""
+    from .jobs import is_embedded
     from .web import create_app
+    from .web.jobs_api import queue
 
     config = Config.from_env()
     _load_or_exit(config.definitions)
     app = create_app(config)
-    app.run(host=host, port=port, threaded=True, use_reloader=False)
+    consumer = None
+    if is_embedded(config.queue):
+        consumer = queue(app).consumer(workers=2, embedded=True)
+        consumer.start()
+        click.echo(f"background jobs: run in this process, from {config.queue}")
+    else:
+        click.echo(f"background jobs: queued on {config.queue}; run `caseloom worker` to process them")
+    try:
+        app.run(host=host, port=port, threaded=True, use_reloader=False)
+    finally:
+        if consumer is not None:
+            consumer.stop(graceful=True)
+
+
+@main.command()
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="Worker threads.")
+def worker(workers: int) -> None:
+    """Run background jobs from CASELOOM_QUEUE until stopped (Ctrl-C lets running jobs finish)."""
+    import logging
+
+    from .jobs import JobQueue
+    from .runtime import Runtime
+
+    config = Config.from_env()
+    runtime = Runtime(config, _load_or_exit(config.definitions))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        consumer = JobQueue(runtime).consumer(workers=workers)
+    except ValueError as exc:  # a CASELOOM_QUEUE we cannot use
+        click.echo(f"caseloom worker: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"caseloom worker: {workers} thread(s) on {config.queue}", err=True)
+    consumer.run()
 
 
 @main.group()

@@ -17,6 +17,12 @@ class Config:
     secret_key: str | None = None
     instance: str = "instance"
     ui: str = "ui"
+    smtp_host: str | None = None  # no host: e-mail stays ready, nothing is sent
+    smtp_port: int = 25
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_from: str = "caseloom@localhost"
+    smtp_starttls: str = "auto"  # auto (when the server offers it), true (required), false
 
     @classmethod
     def from_env(cls, **overrides) -> Config:
@@ -29,6 +35,13 @@ class Config:
             secret_key=env.get("CASELOOM_SECRET_KEY"),
             instance=env.get("CASELOOM_INSTANCE", cls.instance),
             ui=env.get("CASELOOM_UI", cls.ui),
+            smtp_host=env.get("CASELOOM_SMTP_HOST") or None,
+            smtp_port=_port(env.get("CASELOOM_SMTP_PORT"), cls.smtp_port),
+            smtp_user=env.get("CASELOOM_SMTP_USER") or None,
+            smtp_password=env.get("CASELOOM_SMTP_PASSWORD") or None,
+            smtp_from=env.get("CASELOOM_SMTP_FROM") or cls.smtp_from,
+            smtp_starttls=_choice("CASELOOM_SMTP_STARTTLS", env.get("CASELOOM_SMTP_STARTTLS"), cls.smtp_starttls,
+                                  ("auto", "true", "false")),
         )
         return replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -42,3 +55,19 @@ class Config:
             path.write_text(secrets.token_hex(32))
             path.chmod(0o600)
         return path.read_text().strip()
+
+
+def _port(raw: str | None, default: int) -> int:
+    if not raw:
+        return default
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ValueError(f"CASELOOM_SMTP_PORT={raw!r}: expected a port number (1-65535), e.g. 25 or 587")
+    return int(raw)
+
+
+def _choice(name: str, raw: str | None, default: str, allowed: tuple[str, ...]) -> str:
+    if not raw:
+        return default
+    if raw.lower() not in allowed:
+        raise ValueError(f"{name}={raw!r}: expected one of {', '.join(allowed)}")
+    return raw.lower()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -23,10 +25,24 @@ def _sqlite_connect(dbapi_connection, connection_record):
         cursor.close()
 
 
+WRITE_LOCK = "caseloom_write_lock"  # an execution option: begin with the write lock held
+
+
 @event.listens_for(Engine, "begin")
 def _sqlite_begin(conn):
     if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("BEGIN")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE_LOCK) else "BEGIN")
+
+
+@contextmanager
+def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A transaction for claiming work: on SQLite it holds the write lock from its first statement
+    (BEGIN IMMEDIATE), so rows it reads stay unclaimed until it commits and a second claimer waits;
+    on PostgreSQL it is a plain transaction whose reads lock rows with FOR UPDATE SKIP LOCKED."""
+    with engine.connect() as conn:
+        conn.execution_options(**{WRITE_LOCK: True})
+        with conn.begin():
+            yield conn
 
 
 def engine_options(url: str) -> dict:

@@ -100,6 +100,7 @@ class RecordService:
         self.automation = automation  # lifecycles, rules, notifications (caseloom.automation)
         self.enforce_transitions = True  # a direct change of a lifecycle field must be an allowed transition
         self.transaction = new_sys_id()  # groups the audit rows of this unit of work
+        self.written: set[str] = set()  # tables this unit of work wrote: follow-ups run after commit (caseloom.jobs)
         self._deferred: dict[str, dict[str, str]] | None = None  # table -> {sys_id: field}
 
     @contextmanager
@@ -218,6 +219,7 @@ class RecordService:
             for check in VALIDATORS.get(tdef.name, ()):
                 check(self, tdef, record, None)
         insert_rows(self.conn, self.storage.physical(tdef.name), records)
+        self.written.add(tdef.name)
         self._write_journal(tdef, journals, stamp)
         if hooks is not None:
             for record, entries in zip(records, entries_of, strict=True):
@@ -354,6 +356,7 @@ class RecordService:
             row.update(sys_id=new_sys_id(), sys_class_name=table, sys_created_on=stamp, sys_updated_on=stamp,
                        sys_created_by=user, sys_updated_by=user, sys_mod_count=0)
         insert_rows(self.conn, self.storage.physical(table), rows)
+        self.written.add(table)
 
     # -- updating -----------------------------------------------------------------------
 
@@ -432,6 +435,8 @@ class RecordService:
                  "sys_updated_on": stamp, "sys_updated_by": self.actor.user_name,
                  "sys_mod_count": physical.c.sys_mod_count + 1})
             self.conn.execute(stmt, params)
+        if by_columns:
+            self.written.add(tdef.name)
         self._audit_many(audits, stamp)
         self._write_journal(tdef, journals, stamp)
         by_id = {cur["sys_id"]: change for change, (cur, _) in zip(changes, items, strict=True)}
@@ -482,6 +487,7 @@ class RecordService:
                 [("DELETED", json.dumps(snapshot, sort_keys=True), None)]))
             physical = self.storage.physical(tdef.name)
             self.conn.execute(sa.delete(physical).where(physical.c.sys_id == sys_id))
+            self.written.add(tdef.name)
             self._clear_references(record_tdef, sys_id)
             if hooks is not None:
                 hooks.after(self, record_tdef, "delete", current, current, {})

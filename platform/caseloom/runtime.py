@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import sqlalchemy as sa
@@ -25,6 +26,9 @@ class Runtime:
         self.storage = Storage(self.defs)
         self.automation = Automation(self.defs)
         self.engine = engine or make_engine(config.database_url)
+        # Called with the RecordService of each unit of work that committed, e.g. to enqueue the
+        # delivery of the e-mail it wrote (caseloom.jobs); a failing hook is logged, never raised.
+        self.commit_hooks: list[Callable[[RecordService], None]] = []
 
     @classmethod
     def from_env(cls, **overrides) -> Runtime:
@@ -37,4 +41,14 @@ class Runtime:
     def transaction(self, actor: Actor = SYSTEM, check_access: bool = True) -> Iterator[RecordService]:
         """One unit of work: commits when the block ends, rolls back everything if it raises."""
         with self.engine.begin() as conn:
-            yield self.records(conn, actor, check_access)
+            service = self.records(conn, actor, check_access)
+            yield service
+        self.committed(service)
+
+    def committed(self, service: RecordService) -> None:
+        """Run the commit hooks for a unit of work that has just committed."""
+        for hook in self.commit_hooks:
+            try:
+                hook(service)
+            except Exception:  # the work is committed; a follow-up that fails must not undo the caller
+                logging.getLogger(__name__).exception("commit hook %r failed", hook)

@@ -74,6 +74,7 @@ def update_where(service: RecordService, tdef: TableDef, where: Any, values: dic
     result = conn.execute(sa.update(physical).where(row_filter).values(
         **values, sys_updated_on=stamp, sys_updated_by=actor.user_name,
         sys_mod_count=physical.c.sys_mod_count + 1))
+    service.written.add(tdef.name)
     return result.rowcount
 
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from .definitions.model import Definitions, FieldDef, TableDef
 
 # Platform bookkeeping that is not a definition table.
-INTERNAL_TABLES = ("sys_number_counter", "sys_meta", "sys_definition_file", "sys_definition_history")
+INTERNAL_TABLES = ("sys_number_counter", "sys_meta", "sys_definition_file", "sys_definition_history", "sys_job")
 
 
 def index_name(table: str, columns: tuple[str, ...]) -> str:
@@ -124,3 +124,19 @@ class Storage:
             sa.Column("user", sa.String(40)),
             sa.Column("created_on", sa.DateTime, nullable=False),
         )
+        job = sa.Table(
+            "sys_job", self.metadata,  # background jobs and their progress (caseloom.jobs)
+            sa.Column("id", sa.String(32), primary_key=True),
+            sa.Column("name", sa.String(80), nullable=False),
+            sa.Column("state", sa.String(10), nullable=False),  # queued | running | done | failed
+            sa.Column("done", sa.Integer, nullable=False),
+            sa.Column("total", sa.Integer, nullable=False),
+            sa.Column("message", sa.Text),
+            sa.Column("params", sa.Text),  # the job's inputs as JSON, so a re-run has them
+            sa.Column("created_on", sa.DateTime, nullable=False),
+            sa.Column("updated_on", sa.DateTime, nullable=False),
+            sa.Column("created_by", sa.String(40)),
+            sa.Column("target_table", sa.String(80)),
+            sa.Column("target_sys_id", sa.String(32)),
+        )
+        sa.Index("ix_sys_job_target", job.c.target_table, job.c.target_sys_id)

@@ -10,6 +10,8 @@ from .model import (
     EffectDef,
     InputDef,
     LifecycleDef,
+    MenuApplication,
+    MenuModule,
     NotificationDef,
     RoleDef,
     RuleDef,
@@ -221,3 +223,31 @@ def build_notifications(docs: list[SourceDocument], tables: dict, roles: dict, e
                 check.condition(table, spec.get("condition"), where + ("condition",)), roles_,
                 tuple(recipients.get("fields", [])), children)
     return notifications
+
+
+def build_menu(docs: list[SourceDocument], tables: dict, roles: dict, errors: list) -> list[MenuApplication]:
+    from ..query.conditions import parse_encoded
+
+    applications = []
+    for doc in docs:
+        check = _Checker(doc, tables, roles, errors)
+        for i, app in enumerate(doc.data["menu"]):
+            modules = []
+            for j, spec in enumerate(app["modules"]):
+                where = ("menu", i, "modules", j)
+                if spec.get("table"):
+                    table = check.table(spec["table"], where + ("table",))
+                    if table is not None and spec.get("query"):
+                        try:
+                            query = parse_encoded(spec["query"])
+                        except QueryError as exc:
+                            check.error(where + ("query",), str(exc))
+                        else:
+                            for path in fields_of(query.where) + [p for p, _ in query.order]:
+                                check.field(table, path, where + ("query",))
+                modules.append(MenuModule(spec["label"], spec.get("table"), spec.get("query", ""), spec.get("page"),
+                                          check.roles_of(spec.get("roles", []), where + ("roles",))))
+            applications.append(MenuApplication(app["application"], tuple(modules),
+                                                check.roles_of(app.get("roles", []), ("menu", i, "roles")),
+                                                app.get("order", 100)))
+    return sorted(applications, key=lambda a: a.order)

@@ -17,7 +17,14 @@ from typing import Any
 import jsonschema
 
 from ..fieldtypes import FIELD_TYPES, FieldValueError
-from .behaviour import build_actions, build_lifecycles, build_notifications, build_rules, check_unique_actions
+from .behaviour import (
+    build_actions,
+    build_lifecycles,
+    build_menu,
+    build_notifications,
+    build_rules,
+    check_unique_actions,
+)
 from .model import (
     AccessRule,
     DefinitionFile,
@@ -33,7 +40,7 @@ from .tables import build_tables
 from .yamlsource import DefinitionError, SourceDocument, parse_yaml
 
 # The top-level key of a file names its kind; each kind has one JSON Schema.
-KINDS = ("table", "properties", "roles", "access", "demo", "lifecycle", "actions", "rules", "notifications")
+KINDS = ("table", "properties", "roles", "access", "demo", "lifecycle", "actions", "rules", "notifications", "menu")
 SYSTEM_DIR = Path(__file__).resolve().parent.parent / "system"
 SYSTEM_PREFIX = "<caseloom>/"
 
@@ -101,6 +108,7 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
     rules = build_rules(documents["rules"], tables, roles, errors)
     notifications = build_notifications(documents["notifications"], tables, roles, errors)
     _check_notify_effects(actions, rules, notifications, errors)
+    menu = build_menu(documents["menu"], tables, roles, errors)
     if errors:
         raise DefinitionErrors(errors)
     return Definitions(
@@ -114,6 +122,7 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
         actions=tuple(actions),
         rules=tuple(rules),
         notifications=frozen_map(notifications),
+        menu=tuple(menu),
     )
 
 

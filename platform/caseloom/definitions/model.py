@@ -259,6 +259,23 @@ class NotificationDef:
 
 
 @dataclass(frozen=True)
+class MenuModule:
+    label: str
+    table: str | None = None
+    query: str = ""
+    page: str | None = None  # a built-in page instead of a list: properties | new (a new record form)
+    roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MenuApplication:
+    label: str
+    modules: tuple[MenuModule, ...]
+    roles: tuple[str, ...] = ()
+    order: int = 100
+
+
+@dataclass(frozen=True)
 class DefinitionFile:
     path: str  # relative to its folder
     kind: str
@@ -277,6 +294,7 @@ class Definitions:
     actions: tuple[ActionDef, ...] = ()
     rules: tuple[RuleDef, ...] = ()
     notifications: Mapping[str, NotificationDef] = field(default_factory=frozen_map)
+    menu: tuple[MenuApplication, ...] = ()
 
     def lifecycle(self, table: str) -> LifecycleDef | None:
         """The lifecycle of a table: its own, or its nearest ancestor's."""

@@ -42,16 +42,35 @@ def create_app(config: Config | None = None, defs: Definitions | None = None, te
     with app.app_context():
         app.extensions["caseloom"] = Runtime(config, defs, engine=db.engine)
 
-    from . import api, auth, definitions_api, errors
+    from . import api, auth, definitions_api, errors, jobs_api
 
     errors.register(app)
     definitions_api.register(app)
+    jobs_api.register(app)
     auth.register(app)
     app.register_blueprint(api.blueprint)
-    for blueprint in (api.blueprint, definitions_api.blueprint):
+    _register_ui(app, ui)
+    for blueprint in (api.blueprint, definitions_api.blueprint, jobs_api.blueprint):
         csrf.exempt(blueprint)  # API requests check CSRF themselves for cookie sessions (auth.api_actor)
     _remember_generation(app, given)
     return app
+
+
+def _register_ui(app: Flask, ui_folder: Path) -> None:
+    """The browser UI, and the front-end packages installed from npm into ui/node_modules."""
+    from flask import send_from_directory
+
+    from .ui import blueprint, menu_for
+
+    app.register_blueprint(blueprint)
+    app.jinja_env.globals["menu_for"] = menu_for
+    vendor = ui_folder / "node_modules"
+
+    @app.get("/ui/vendor/<path:filename>", endpoint="ui_vendor")
+    def ui_vendor(filename: str):
+        if not filename.endswith((".js", ".css", ".map")):
+            return "", 404
+        return send_from_directory(vendor, filename, max_age=3600)
 
 
 def _remember_generation(app: Flask, given: bool) -> None:

@@ -103,6 +103,5 @@ def register(app: Flask) -> None:
         actor = session_actor()
         if actor is None:
             return redirect(url_for("login", next=request.path))
-        rt = runtime()
-        tables = [t for t in rt.defs.tables.values() if rt.records(connection(), actor).can(t.name, "read")]
-        return render_template("home.html", actor=actor, tables=sorted(tables, key=lambda t: t.label))
+        g.actor = actor
+        return render_template("home.html", actor=actor)

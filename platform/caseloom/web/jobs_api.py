@@ -1,0 +1,50 @@
+"""Background jobs over HTTP: `GET /api/caseloom/jobs/<id>` (contract section 7), and the
+hook that enqueues follow-up tasks (e-mail delivery) once a request's writes have committed."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask, current_app, g, has_app_context, jsonify
+from sqlalchemy import event
+
+from ..jobs import JobQueue, get_job
+from . import db
+from .auth import api_actor, connection, runtime
+from .errors import ApiError
+
+blueprint = Blueprint("jobs_api", __name__, url_prefix="/api/caseloom/jobs")
+EXTENSION = "caseloom_jobs"
+
+
+@blueprint.before_request
+def _authenticate() -> None:
+    g.actor = api_actor()
+
+
+@blueprint.get("/<job_id>")
+def get(job_id: str):
+    job = get_job(connection(), runtime().storage, job_id)
+    if job is None:
+        raise ApiError(404, "No Record found", f"no job with id {job_id}")
+    return jsonify({"result": job.as_result()})
+
+
+def queue(app: Flask) -> JobQueue:
+    """The job queue of an app (its huey instance is opened on first use)."""
+    return app.extensions[EXTENSION]
+
+
+def register(app: Flask) -> None:
+    app.register_blueprint(blueprint)
+    app.extensions[EXTENSION] = JobQueue(app.extensions["caseloom"])
+    if not event.contains(db.session, "after_commit", _after_commit):
+        event.listen(db.session, "after_commit", _after_commit)
+
+
+def _after_commit(session) -> None:
+    """A request committed: enqueue what its record service's writes call for (see FOLLOW_UPS).
+    Listened for on every Flask-SQLAlchemy session, so it acts only inside a Caseloom request."""
+    if not has_app_context() or EXTENSION not in current_app.extensions:
+        return
+    service = g.get("records")
+    if service is not None and service.written:
+        queue(current_app).follow_up(service)

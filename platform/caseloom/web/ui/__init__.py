@@ -1,0 +1,63 @@
+"""The agent and administrator UI: generic lists and forms rendered from the definitions.
+
+Every page is generic: nothing here names an application table. Routes follow
+ServiceNow's URL habits (`/{table}_list.do`, `/{table}.do?sys_id=`), and each page
+returns its fragment alone to htmx requests.
+"""
+
+from __future__ import annotations
+
+from functools import wraps
+
+from flask import Blueprint, g, redirect, request, url_for
+
+from ..auth import runtime, session_actor
+
+blueprint = Blueprint("ui", __name__)
+
+
+def login_required(view):
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        actor = session_actor()
+        if actor is None:
+            return redirect(url_for("login", next=request.full_path.rstrip("?")))
+        g.actor = actor
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def menu_for(actor) -> list[dict]:
+    """The applications and modules this actor may see, with their links."""
+    from ..auth import records
+
+    rt = runtime()
+    service = records()
+    apps = []
+    for app in rt.defs.menu:
+        if app.roles and not any(actor.has_role(r) for r in app.roles):
+            continue
+        modules = []
+        for module in app.modules:
+            if module.roles and not any(actor.has_role(r) for r in module.roles):
+                continue
+            if module.page == "properties":
+                if actor.is_admin:
+                    modules.append({"label": module.label, "url": url_for("ui.properties")})
+                continue
+            if module.table and not service.can(module.table, "read"):
+                continue
+            if module.page == "new":
+                if service.can(module.table, "create"):
+                    modules.append({"label": module.label, "url": url_for("ui.dispatch", name=module.table, sys_id="-1")})
+                continue
+            query = module.query.replace("{me}", actor.sys_id or "")
+            url = url_for("ui.dispatch", name=f"{module.table}_list", sysparm_query=query)
+            modules.append({"label": module.label, "url": url})
+        if modules:
+            apps.append({"label": app.label, "modules": modules})
+    return apps
+
+
+from . import forms, lists, properties  # noqa: E402,F401  (routes register on the blueprint)

@@ -1,0 +1,350 @@
+"""Forms of any table: inputs per field type, activity, related lists, history, actions, saving."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from flask import abort, flash, g, redirect, render_template, request, url_for
+
+from ...actions import available_actions, run_action
+from ...definitions.model import FieldDef, TableDef
+from ...effects import EffectFailed
+from ...query import Query, Term
+from ...records import AccessDenied, Conflict, NotFound, RecordError
+from .. import db
+from ..auth import records, runtime
+from ..serialize import make_shape, render_record
+from . import blueprint, login_required
+from .lists import list_columns
+
+RELATED_PAGE = 10
+
+
+@dataclass
+class Widget:
+    """One field on a form: what to show and how."""
+
+    field: FieldDef
+    value: str  # the raw value as the input holds it
+    display: str  # what a person reads (choice label, referenced record's display value)
+    read_only: bool
+    mandatory: bool
+    hidden: bool
+    error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.field.name
+
+    @property
+    def input(self) -> str:
+        return self.field.ftype.input
+
+
+def _lifecycle_flags(tdef: TableDef, record: dict) -> tuple[set, set, set, str | None]:
+    lifecycle = runtime().defs.lifecycle(tdef.name)
+    if lifecycle is None:
+        return set(), set(), set(), None
+    state = lifecycle.state(record.get(lifecycle.field))
+    if state is None:
+        return set(), set(), set(), lifecycle.field
+    return set(state.read_only), set(state.mandatory), set(state.hidden), lifecycle.field
+
+
+def _input_value(field: FieldDef, cell) -> tuple[str, str]:
+    """(raw value for the input, display text) from a rendered API cell."""
+    if isinstance(cell, dict):
+        raw, display = cell.get("value", ""), cell.get("display_value", "")
+    else:
+        raw = display = cell or ""
+    if field.type == "datetime" and raw:
+        raw = raw.replace(" ", "T")[:16]
+    return raw, display
+
+
+def _widgets(tdef: TableDef, rendered: dict, record: dict, new: bool, can_write: bool,
+             typed: dict | None = None, errors: dict | None = None) -> dict[str, Widget]:
+    read_only, mandatory, hidden, lifecycle_field = _lifecycle_flags(tdef, record)
+    widgets = {}
+    for name, field in tdef.fields.items():
+        if field.type == "password":
+            continue
+        raw, display = _input_value(field, rendered.get(name, ""))
+        if typed is not None and name in typed:
+            raw = display = typed[name]
+        locked = (field.system or field.read_only or name in read_only or not can_write
+                  or (name == lifecycle_field and not new))
+        widgets[name] = Widget(field, raw, display, locked, field.mandatory or name in mandatory, name in hidden,
+                               (errors or {}).get(name))
+    return widgets
+
+
+def _sections(tdef: TableDef, widgets: dict[str, Widget]) -> list[tuple[str, list[Widget]]]:
+    if tdef.form:
+        sections = [(s.title, [widgets[f] for f in s.fields if f in widgets and widgets[f].input != "journal"])
+                    for s in tdef.form]
+    else:
+        sections = [("", [w for w in widgets.values() if not w.field.system and w.input != "journal"])]
+    return [(title, items) for title, items in sections if items]
+
+
+def _load(tdef: TableDef, sys_id: str) -> tuple[dict, dict]:
+    defs = runtime().defs
+    shape = make_shape(defs.tables, tdef, None, "all", "true", request.url_root)
+    rows = records().query(tdef.name, Query(Term("sys_id", "eq", sys_id)), shape.columns(), 1)
+    if not rows:
+        abort(404)
+    return render_record(shape, rows[0]), rows[0]
+
+
+def form(table: str, typed: dict | None = None, errors: dict | None = None, conflict: dict | None = None,
+         status: int = 200):
+    defs = runtime().defs
+    if table not in defs.tables:
+        abort(404)
+    service = records()
+    try:
+        service.table(table, "read")
+    except AccessDenied:
+        abort(403)
+    if request.method == "POST" and typed is None:
+        return save(table)
+    sys_id = request.args.get("sys_id", "-1")
+    new = sys_id == "-1"
+    tdef = defs.tables[table]
+    if new:
+        if not service.can(table, "create"):
+            abort(403)
+        rendered, record = {}, {}
+        for name, field in tdef.fields.items():
+            if field.default is not None and not field.system:
+                rendered[name] = field.render(field.default)
+                record[name] = field.default
+    else:
+        rendered, record = _load(tdef, sys_id)
+        tdef = defs.tables.get(record.get("sys_class_name"), tdef)
+    can_write = service.can(tdef.name, "create" if new else "write")
+    widgets = _widgets(tdef, rendered, record, new, can_write, typed, errors)
+    context = {
+        "tdef": tdef, "record": record, "rendered": rendered, "new": new, "sections": _sections(tdef, widgets),
+        "journal_widgets": [w for w in widgets.values() if w.input == "journal"] if can_write else [],
+        "can_write": can_write, "errors": errors or {}, "conflict": conflict, "actor": g.actor,
+        "actions": [] if new else available_actions(service, tdef.name, record),
+        "activity": [] if new else _activity(tdef, sys_id),
+        "history": [] if new else _history(tdef, sys_id),
+        "related": [] if new else [_related(tdef, record, i) for i in range(len(tdef.related_lists))],
+        "can_delete": not new and service.can(tdef.name, "delete"),
+    }
+    return render_template("form.html", **context), status
+
+
+def _form_values(tdef: TableDef, record: dict) -> dict:
+    """The values the form posted for fields a person may change."""
+    read_only, _, _, lifecycle_field = _lifecycle_flags(tdef, record)
+    values = {}
+    new = not record
+    for name, field in tdef.fields.items():
+        if field.system or field.read_only or field.type == "password" or name in read_only:
+            continue
+        if name == lifecycle_field and not new:
+            continue
+        if name not in request.form:
+            continue
+        value = request.form.getlist(name)[-1]  # checkboxes post a hidden "false" before "true"
+        if field.type == "reference" and not value and request.form.get(f"{name}__display"):
+            value = _resolve_display(field, request.form[f"{name}__display"]) or request.form[f"{name}__display"]
+        if field.type == "journal" and not value.strip():
+            continue
+        values[name] = value
+    return values
+
+
+def _resolve_display(field: FieldDef, text: str) -> str | None:
+    """A reference typed by its display value (no JavaScript): the one record that has it."""
+    target = runtime().defs.tables[field.reference]
+    if not target.display:
+        return None
+    rows = records().query(target.name, Query(Term(target.display, "eq", text.strip())), ["sys_id"], 2)
+    return rows[0]["sys_id"] if len(rows) == 1 else None
+
+
+def save(table: str):
+    service = records()
+    defs = runtime().defs
+    sys_id = request.args.get("sys_id", "-1")
+    tdef = defs.tables[table]
+    record = {} if sys_id == "-1" else (service.get(table, sys_id) or abort(404))
+    if record:
+        tdef = defs.tables.get(record["sys_class_name"], tdef)
+    values = _form_values(tdef, record)
+    typed = {k: v for k, v in values.items() if tdef.field(k).type != "journal"}
+    try:
+        if sys_id == "-1":
+            saved = service.insert(tdef.name, values)
+        else:
+            expected = request.form.get("sys_mod_count")
+            saved = service.update(tdef.name, sys_id, values,
+                                   expected_mod_count=int(expected) if expected not in (None, "") else None)
+    except RecordError as exc:
+        db.session.rollback()
+        return form(table, typed, {exc.field or "__all__": exc.message}, status=422)
+    except Conflict as exc:
+        db.session.rollback()
+        since = int(request.form.get("sys_mod_count") or 0)
+        return form(table, typed, {}, {"message": str(exc), "changes": _history(tdef, sys_id, after=since)}, status=409)
+    except AccessDenied:
+        abort(403)
+    db.session.commit()
+    flash(f"{tdef.label} {saved.get('number') or saved.get(tdef.display or 'sys_id') or ''} saved.")
+    return redirect(url_for("ui.dispatch", name=tdef.name, sys_id=saved["sys_id"]))
+
+
+def _activity(tdef: TableDef, sys_id: str) -> list[dict]:
+    labels = {f.name: f.label for f in tdef.journal_fields}
+    return [{**entry, "label": labels.get(entry["element"], entry["element"])}
+            for entry in records().journal(tdef.name, sys_id)]
+
+
+def _history(tdef: TableDef, sys_id: str, after: int | None = None) -> list[dict]:
+    audit = runtime().storage.physical("sys_audit")
+    stmt = sa.select(audit).where(audit.c.documentkey == sys_id)
+    if after is not None:
+        stmt = stmt.where(audit.c.record_checkpoint > after)
+    rows = db.session.connection().execute(stmt.order_by(audit.c.sys_created_on.desc()).limit(100)).mappings()
+    return [{**r, "label": tdef.field(r["fieldname"]).label if tdef.field(r["fieldname"]) else r["fieldname"]}
+            for r in rows]
+
+
+def _related(tdef: TableDef, record: dict, index: int, first: int = 1) -> dict:
+    """One related list (records of another table pointing at this one), a page of it, and
+    counts by the related table's lifecycle state."""
+    defs = runtime().defs
+    spec = tdef.related_lists[index]
+    other = defs.tables[spec.table]
+    service = records()
+    info = {"index": index, "label": spec.label, "table": other, "field": spec.field, "rows": [], "total": 0,
+            "first": first, "page": RELATED_PAGE, "counts": [], "parent": record["sys_id"], "parent_table": tdef.name}
+    if not service.can(other.name, "read"):
+        return info
+    query = Query(Term(spec.field, "eq", record["sys_id"]))
+    columns = [c for c in list_columns(other) if c != spec.field]
+    shape = make_shape(defs.tables, other, ",".join(columns), "all", "true", request.url_root)
+    info["columns"] = [(c, shape.fields[c]) for c in columns]
+    rows = service.query(other.name, query, shape.columns(), RELATED_PAGE, first - 1)
+    info["rows"] = [render_record(shape, r) | {"sys_id": r["sys_id"]} for r in rows]
+    info["total"] = service.count(other.name, query)
+    info["query"] = f"{spec.field}={record['sys_id']}"
+    lifecycle = defs.lifecycle(other.name)
+    if lifecycle is not None and info["total"]:
+        info["counts"] = _counts_by(other, lifecycle.field, spec.field, record["sys_id"])
+    return info
+
+
+def _counts_by(tdef: TableDef, group_field: str, reference: str, parent_id: str) -> list[tuple[str, int]]:
+    from ...query import Selection
+
+    selection = Selection(runtime().storage, tdef.name)
+    column, field = selection.column(group_field)
+    ref_column, _ = selection.column(reference)
+    stmt = (sa.select(column, sa.func.count()).select_from(selection.from_clause)
+            .where(selection.condition(Term(reference, "eq", parent_id)), ref_column == parent_id).group_by(column))
+    counts = {str(value): n for value, n in db.session.connection().execute(stmt)}
+    return [(label, counts[str(value)]) for value, label in field.choices if str(value) in counts]
+
+
+@blueprint.get("/ui/related/<table>/<sys_id>/<int:index>")
+@login_required
+def related_page(table: str, sys_id: str, index: int):
+    defs = runtime().defs
+    if table not in defs.tables or index >= len(defs.tables[table].related_lists):
+        abort(404)
+    record = records().get(table, sys_id) or abort(404)
+    tdef = defs.tables[record["sys_class_name"]]
+    first = max(int(request.args.get("first", "1") or 1), 1)
+    return render_template("_related.html", rl=_related(tdef, record, index, first))
+
+
+@blueprint.get("/ui/reference/<table>/<field>")
+@login_required
+def reference_search(table: str, field: str):
+    """Type-ahead for a reference field: records of the referenced table whose display value
+    (or number) contains what was typed."""
+    defs = runtime().defs
+    tdef = defs.tables.get(table) or abort(404)
+    fdef = tdef.field(field)
+    if fdef is None or fdef.type != "reference":
+        abort(404)
+    target = defs.tables[fdef.reference]
+    text = request.args.get(f"{field}__display", request.args.get("q", "")).strip()
+    options = []
+    if target.display and records().can(target.name, "read"):
+        terms = [Term(target.display, "like", text)] if text else []
+        if text and target.field("number") is not None and target.display != "number":
+            from ...query import AnyOf
+
+            terms = [AnyOf((terms[0], Term("number", "like", text)))]
+        query = Query(terms[0] if terms else None, ((target.display, False),))
+        rows = records().query(target.name, query, ["sys_id", target.display], 10)
+        options = [{"sys_id": r["sys_id"], "display": r[target.display]} for r in rows]
+    return render_template("_ref_options.html", options=options, field=field, text=text)
+
+
+@blueprint.post("/ui/action/<table>/<sys_id>/<action>")
+@login_required
+def action(table: str, sys_id: str, action: str):
+    """Run an action from its button or dialog, through the same service as the action API."""
+    defs = runtime().defs
+    spec = defs.action(table, action) or abort(404)
+    inputs = {}
+    for item in spec.inputs:
+        value = request.form.get(item.name, "")
+        if item.type == "records":
+            inputs[item.name] = _records_input(item.table or table, value)
+        elif value.strip():
+            inputs[item.name] = value
+    back = url_for("ui.dispatch", name=table, sys_id=sys_id)
+    try:
+        outcome = run_action(records(), table, sys_id, action, inputs)
+    except (RecordError, Conflict, AccessDenied, EffectFailed, NotFound) as exc:
+        db.session.rollback()
+        flash(f"{spec.label}: not done. {exc}", "error")
+        return redirect(back)
+    db.session.commit()
+    message = f"{spec.label}: done."
+    if outcome.messages:
+        message += " " + "; ".join(outcome.messages) + "."
+    for refused in outcome.result.get("refused", []):
+        message += f" {refused.get('number') or refused['sys_id']}: {refused['reason']}."
+    for created in outcome.result.get("created", []):
+        message += f" Created {created['table']} record {created['sys_id'][:8]}…"
+    flash(message)
+    return redirect(back)
+
+
+def _records_input(table: str, text: str) -> list[str]:
+    """Record references typed as numbers, display values or sys_ids, separated by commas or lines."""
+    tdef = runtime().defs.tables[table]
+    tokens = [t.strip() for t in text.replace("\n", ",").split(",") if t.strip()]
+    ids = []
+    for token in tokens:
+        if len(token) == 32 and all(c in "0123456789abcdef" for c in token):
+            ids.append(token)
+            continue
+        key = "number" if tdef.field("number") is not None else tdef.display
+        rows = records().query(table, Query(Term(key, "eq", token)), ["sys_id"], 1) if key else []
+        ids.append(rows[0]["sys_id"] if rows else token)
+    return ids
+
+
+@blueprint.post("/ui/delete/<table>/<sys_id>")
+@login_required
+def delete(table: str, sys_id: str):
+    try:
+        records().delete(table, sys_id)
+    except (AccessDenied, NotFound) as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("ui.dispatch", name=table, sys_id=sys_id))
+    db.session.commit()
+    flash("Record deleted.")
+    return redirect(url_for("ui.dispatch", name=f"{table}_list"))

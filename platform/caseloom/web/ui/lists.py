@@ -1,0 +1,211 @@
+"""Lists of any table: columns, sort, paging with the total, filter builder, quick search, bulk edit."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from flask import abort, flash, g, redirect, render_template, request, url_for
+
+from ...definitions.model import TableDef
+from ...definitions.tables import resolve_path
+from ...query import OPERATORS, AnyOf, Query, QueryError, Term, parse_encoded, to_encoded
+from ...query.conditions import All
+from ...records import AccessDenied, Conflict, NotFound, RecordError
+from .. import db
+from ..auth import records, runtime
+from ..serialize import make_shape, render_record
+from . import blueprint, login_required
+
+PAGE = 20
+
+
+def list_columns(tdef: TableDef) -> list[str]:
+    if tdef.list_columns:
+        return list(tdef.list_columns)
+    names = [n for n, f in tdef.fields.items() if not f.system and f.stored and f.type not in ("text", "password")]
+    return names[:6] or ["sys_id"]
+
+
+def _quick_search(tdef: TableDef, columns: list[str], text: str) -> Term | AnyOf | None:
+    tables = runtime().defs.tables
+    terms = []
+    for path in columns:
+        field = resolve_path(tables, tdef, path)
+        if field is not None and field.stored and field.ftype.searchable:
+            terms.append(Term(path, "like", text))
+        elif field is not None and field.type == "reference":
+            target = tables[field.reference]
+            if target.display:
+                terms.append(Term(f"{path}.{target.display}", "like", text))
+    return None if not terms else terms[0] if len(terms) == 1 else AnyOf(tuple(terms))
+
+
+def _combined(query: Query, extra) -> Query:
+    if extra is None:
+        return query
+    where = extra if query.where is None else All((query.where, extra))
+    return Query(where, query.order)
+
+
+def filter_rows(tdef: TableDef, query: Query) -> list[dict]:
+    """The filter builder's rows for a query: [{join, field, op, value}], AND groups of OR terms."""
+    node = query.where
+    if node is None:
+        return []
+    groups = list(node.items) if isinstance(node, All) else [node]
+    rows = []
+    for group in groups:
+        terms = list(group.items) if isinstance(group, AnyOf) else [group]
+        for i, term in enumerate(terms):
+            if not isinstance(term, Term):
+                return []  # not expressible as rows (e.g. ^NQ); the encoded text is still shown
+            value = ",".join(map(str, term.value)) if isinstance(term.value, list) else (term.value or "")
+            rows.append({"join": "or" if i else "and", "field": term.field, "op": term.op, "value": value})
+    return rows
+
+
+def query_from_rows(form) -> Query:
+    """The Query the filter builder's rows describe (the inverse of filter_rows)."""
+    groups: list[list[Term]] = []
+    for join, field, op_name, value in zip(form.getlist("f_join"), form.getlist("f_field"), form.getlist("f_op"),
+                                           form.getlist("f_value"), strict=False):
+        if not field:
+            continue
+        op = OPERATORS.get(op_name)
+        if op is None:
+            raise QueryError(f"unknown operator {op_name!r}")
+        term_value = None if not op.takes_value else ([v.strip() for v in value.split(",") if v.strip()]
+                                                       if op.list_value else value)
+        term = Term(field, op.name, term_value)
+        if join == "or" and groups:
+            groups[-1].append(term)
+        else:
+            groups.append([term])
+    nodes = [g[0] if len(g) == 1 else AnyOf(tuple(g)) for g in groups]
+    return Query(None if not nodes else nodes[0] if len(nodes) == 1 else All(tuple(nodes)))
+
+
+def filter_fields(tdef: TableDef) -> list[tuple[str, str]]:
+    return [(name, f.label) for name, f in tdef.fields.items() if f.stored and f.type != "password"]
+
+
+@blueprint.route("/<path:name>.do", methods=["GET", "POST"])
+@login_required
+def dispatch(name: str):
+    if name.endswith("_list"):
+        return list_view(name[: -len("_list")])
+    from .forms import form
+
+    return form(name)
+
+
+def list_view(table: str):
+    service = records()
+    defs = runtime().defs
+    if table not in defs.tables:
+        abort(404)
+    try:
+        service.table(table, "read")
+    except AccessDenied:
+        abort(403)
+    tdef = defs.tables[table]
+    if request.method == "POST":
+        return _apply_filter(tdef)
+    encoded = request.args.get("sysparm_query", "")
+    columns = list_columns(tdef)
+    error = None
+    try:
+        query = parse_encoded(encoded)
+        order_by = request.args.get("sysparm_orderby")
+        if order_by:
+            desc = order_by.startswith("-")
+            query = Query(query.where, ((order_by.lstrip("-"), desc),))
+        search = request.args.get("sysparm_search", "").strip()
+        effective = _combined(query, _quick_search(tdef, columns, search) if search else None)
+        first = max(int(request.args.get("sysparm_first_row", "1") or 1), 1)
+        shape = make_shape(defs.tables, tdef, ",".join(columns), "all", "true", request.url_root)
+        rows = service.query(table, effective, shape.columns(), PAGE, first - 1)
+        total = service.count(table, effective)
+    except (QueryError, ValueError) as exc:
+        error, rows, total, first, query, search = str(exc), [], 0, 1, Query(), ""
+        shape = make_shape(defs.tables, tdef, ",".join(columns), "all", "true", request.url_root)
+    context = {
+        "tdef": tdef, "columns": [(c, shape.fields[c]) for c in columns],
+        "rows": [render_record(shape, r) | {"sys_id": r["sys_id"]} for r in rows],
+        "total": total, "first": first, "page": PAGE, "encoded": encoded, "error": error,
+        "order": query.order[0] if query.order else None, "search": search,
+        "filter_rows": filter_rows(tdef, query), "fields": filter_fields(tdef), "operators": list(OPERATORS.values()),
+        "can_create": service.can(table, "create"), "can_write": service.can(table, "write"),
+        "list_url": _list_url, "actor": g.actor,
+    }
+    if request.headers.get("HX-Request") and request.headers.get("HX-Target") == "list-body":
+        return render_template("_list_body.html", **context)
+    return render_template("list.html", **context)
+
+
+def _list_url(table: str, **params) -> str:
+    args = {k: v for k, v in request.args.items() if k in ("sysparm_query", "sysparm_orderby", "sysparm_search")}
+    args.update({k: v for k, v in params.items() if v is not None})
+    args = {k: v for k, v in args.items() if v != ""}
+    return f"/{table}_list.do" + (f"?{urlencode(args)}" if args else "")
+
+
+def _apply_filter(tdef: TableDef):
+    """The filter builder posts its rows; the list moves to the URL of their encoded query."""
+    if request.form.get("add_row"):
+        rows = [{"join": j, "field": f, "op": o, "value": v} for j, f, o, v in zip(
+            request.form.getlist("f_join"), request.form.getlist("f_field"), request.form.getlist("f_op"),
+            request.form.getlist("f_value"), strict=False)]
+        rows.append({"join": request.form["add_row"], "field": "", "op": "eq", "value": ""})
+        return render_template("_filter.html", tdef=tdef, filter_rows=rows, fields=filter_fields(tdef),
+                               operators=list(OPERATORS.values()), encoded="", standalone=True, actor=g.actor)
+    try:
+        query = query_from_rows(request.form)
+        encoded = to_encoded(query)
+        parse_encoded(encoded)
+    except QueryError as exc:
+        flash(f"Filter not applied: {exc}")
+        return redirect(_list_url(tdef.name))
+    return redirect(_list_url(tdef.name, sysparm_query=encoded, sysparm_first_row=None))
+
+
+@blueprint.post("/ui/bulk/<table>")
+@login_required
+def bulk_edit(table: str):
+    """Set one field on the selected records, or on every record matching the list's filter,
+    through the write path record by record; report what changed and what was refused."""
+    service = records()
+    defs = runtime().defs
+    if table not in defs.tables:
+        abort(404)
+    tdef = defs.tables[table]
+    field = request.form.get("bulk_field", "")
+    if tdef.field(field) is None or tdef.field(field).system:
+        flash(f"Bulk edit: choose a field of {tdef.label}.")
+        return redirect(request.form.get("back") or _list_url(table))
+    value = request.form.get("bulk_value", "")
+    if request.form.get("scope") == "filter":
+        query = parse_encoded(request.form.get("sysparm_query", ""))
+        ids = [r["sys_id"] for r in service.query(table, Query(query.where), ["sys_id"])]
+    else:
+        ids = request.form.getlist("sys_id")
+    changed, refused = 0, []
+    for sys_id in ids:
+        try:
+            with service.conn.begin_nested():
+                before = service.get(table, sys_id)
+                after = service.update(table, sys_id, {field: value})
+                if before and after.get("sys_mod_count") != before.get("sys_mod_count"):
+                    changed += 1
+        except (RecordError, Conflict, AccessDenied, NotFound) as exc:
+            refused.append(f"{sys_id[:8]}…: {exc}")
+    db.session.commit()
+    label = tdef.field(field).label
+    message = f"Bulk edit of {label}: {changed} of {len(ids)} records changed"
+    if refused:
+        message += f"; {len(refused)} refused: " + "; ".join(refused[:5]) + (" …" if len(refused) > 5 else "")
+    flash(message)
+    return redirect(request.form.get("back") or _list_url(table))
+
+
+__all__ = ["list_columns", "list_view", "query_from_rows", "filter_rows", "url_for"]

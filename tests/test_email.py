@@ -1,0 +1,193 @@
+"""E-mail delivery: sys_email rows go out over a real SMTP server (aiosmtpd on 127.0.0.1) once,
+and are marked sent or error; two workers never send one message twice."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import pytest
+import sqlalchemy as sa
+
+from caseloom.database import write_transaction
+from caseloom.jobs import DONE, JobQueue, get_job, make_huey
+from caseloom.jobs import email as delivery
+from caseloom.query import Query, Term
+from caseloom.runtime import Runtime
+from conftest import free_port
+
+
+def smtp_runtime(config, definitions, port: int | None, **smtp) -> Runtime:
+    host = None if port is None else "127.0.0.1"
+    return Runtime(dataclasses.replace(config, smtp_host=host, smtp_port=port or 25,
+                                       smtp_from="caseloom@example.test", **smtp), definitions)
+
+
+@pytest.fixture
+def runtime(config, definitions, mailbox):
+    """A runtime that sends through the test's SMTP server."""
+    rt = smtp_runtime(config, definitions, mailbox.port)
+    yield rt
+    rt.engine.dispose()
+
+
+@pytest.fixture
+def queue(runtime):
+    """The job queue in huey's immediate mode: a task runs as it is enqueued."""
+    return JobQueue(runtime, make_huey(runtime.config.queue, immediate=True))
+
+
+def add_emails(runtime: Runtime, *rows: dict) -> list[str]:
+    with runtime.transaction() as service:
+        return [service.insert("sys_email", {"state": "ready", **row})["sys_id"] for row in rows]
+
+
+def emails(runtime: Runtime, ids: list[str]) -> dict[str, dict]:
+    with runtime.transaction() as service:
+        rows = service.query("sys_email", Query(Term("sys_id", "in", ids)), ["sys_id", "state", "error", "sys_mod_count"])
+    return {r["sys_id"]: r for r in rows}
+
+
+def delivery_jobs(runtime: Runtime) -> list:
+    table = runtime.storage.internal("sys_job")
+    with runtime.engine.connect() as conn:
+        ids = conn.execute(sa.select(table.c.id).where(table.c.name == "deliver_email")).scalars().all()
+        return [get_job(conn, runtime.storage, i) for i in ids]
+
+
+def test_ready_messages_are_delivered_once_and_marked_sent(runtime, queue, mailbox):
+    ids = add_emails(runtime,
+                     {"recipients": "ann@example.test", "subject": "Case CS001 opened", "body": "Hello Ann,\nyour case."},
+                     {"recipients": "bob@example.test, cid@example.test", "subject": "Major issue", "body": "All hands."})
+    queue.enqueue("deliver_email")
+
+    assert len(mailbox.messages) == 2
+    by_subject = {str(m["Subject"]): (sender, rcpts, m) for sender, rcpts, m in mailbox.messages}
+    sender, rcpts, message = by_subject["Case CS001 opened"]
+    assert (sender, rcpts, message["To"]) == ("caseloom@example.test", ["ann@example.test"], "ann@example.test")
+    assert message.get_payload(decode=True).decode().replace("\r\n", "\n").strip() == "Hello Ann,\nyour case."
+    assert message["Message-ID"] == f"<{ids[0]}@example.test>"
+    assert by_subject["Major issue"][1] == ["bob@example.test", "cid@example.test"]
+    assert {r["state"] for r in emails(runtime, ids).values()} == {"sent"}
+    [job] = delivery_jobs(runtime)
+    assert (job.state, job.done, job.total, job.message) == (DONE, 2, 2, "2 sent, 0 failed")
+
+    before = emails(runtime, ids)
+    queue.enqueue("deliver_email")  # a second run: nothing is waiting, nothing is sent again
+    assert len(mailbox.messages) == 2
+    assert emails(runtime, ids) == before
+    assert len(delivery_jobs(runtime)) == 1  # an idle run leaves no job behind
+
+
+def test_refused_recipients_mark_error_with_the_servers_reason(runtime, queue, mailbox):
+    mailbox.refuse = {"gone@example.test"}
+    gone, partly, fine = add_emails(
+        runtime,
+        {"recipients": "gone@example.test", "subject": "to nobody", "body": "x"},
+        {"recipients": "gone@example.test,ann@example.test", "subject": "to some", "body": "y"},
+        {"recipients": "bob@example.test", "subject": "to bob", "body": "z"})
+    queue.enqueue("deliver_email")
+
+    rows = emails(runtime, [gone, partly, fine])
+    assert rows[gone]["state"] == "error"
+    assert rows[gone]["error"] == ("every recipient was refused: gone@example.test: 550 5.1.1 "
+                                   "<gone@example.test>: mailbox unavailable")
+    assert rows[partly]["state"] == "sent"
+    assert rows[partly]["error"].startswith("some recipients were refused: gone@example.test: 550")
+    assert (rows[fine]["state"], rows[fine]["error"]) == ("sent", None)
+    assert mailbox.subjects() == ["to bob", "to some"]
+    assert delivery_jobs(runtime)[0].message == "2 sent, 1 failed"
+
+
+def test_unreachable_server_marks_error_and_a_message_without_recipients_fails(config, definitions):
+    rt = smtp_runtime(config, definitions, free_port())  # nothing listens there
+    try:
+        [sys_id] = add_emails(rt, {"recipients": "ann@example.test", "subject": "s", "body": "b"})
+        delivery.deliver_pending(rt)
+        row = emails(rt, [sys_id])[sys_id]
+        assert row["state"] == "error"
+        assert row["error"].startswith(f"could not connect to the SMTP server 127.0.0.1:{rt.config.smtp_port}: ")
+        assert "refused" in row["error"].lower()
+    finally:
+        rt.engine.dispose()
+
+
+def test_without_an_smtp_host_messages_stay_ready(config, definitions):
+    rt = smtp_runtime(config, definitions, None)
+    try:
+        queue = JobQueue(rt, make_huey(rt.config.queue, immediate=True))
+        ids = add_emails(rt, {"recipients": "ann@example.test", "subject": "s", "body": "b"})
+        queue.enqueue("deliver_email")
+        assert delivery_jobs(rt) == []
+        job_id = queue.start("deliver_email")  # on demand: a job that says why nothing went out
+        with rt.engine.connect() as conn:
+            job = get_job(conn, rt.storage, job_id)
+        assert (job.state, job.message) == (DONE, "no SMTP host configured (CASELOOM_SMTP_HOST): 1 message(s) left ready")
+        assert emails(rt, ids)[ids[0]]["state"] == "ready"
+    finally:
+        rt.engine.dispose()
+
+
+def test_a_second_claimer_never_gets_a_claimed_message(runtime):
+    ids = add_emails(runtime, *({"recipients": "a@example.test", "subject": f"m{i}", "body": "b"} for i in range(10)))
+    theirs: list[dict] = []
+    other = threading.Thread(target=lambda: theirs.extend(delivery.claim(runtime, 4)))
+    with write_transaction(runtime.engine) as conn:
+        mine = delivery.claim_in(runtime.records(conn), 4)  # claimed, not yet committed
+        other.start()
+        if conn.dialect.name == "postgresql":
+            other.join(10)  # SKIP LOCKED: the other claimer passes over our rows without waiting
+            assert not other.is_alive()
+        else:
+            other.join(0.3)  # SQLite: the other claimer waits for our write lock
+            assert other.is_alive()
+    other.join(10)
+    mine_ids, their_ids = {r["sys_id"] for r in mine}, {r["sys_id"] for r in theirs}
+    assert len(mine_ids) == len(their_ids) == 4
+    assert not mine_ids & their_ids
+    states = emails(runtime, ids)
+    assert sorted(r["state"] for r in states.values()) == ["ready"] * 2 + ["sending"] * 8
+
+
+def test_two_workers_delivering_at_once_send_each_message_once(runtime, mailbox, monkeypatch):
+    monkeypatch.setattr(delivery, "BATCH", 3)
+    ids = add_emails(runtime, *({"recipients": "a@example.test", "subject": f"m{i:02d}", "body": "b"} for i in range(24)))
+    start = threading.Barrier(2)
+
+    def work():
+        start.wait()
+        delivery.deliver_pending(runtime)
+
+    workers = [threading.Thread(target=work) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(30)
+    assert mailbox.subjects() == [f"m{i:02d}" for i in range(24)]
+    assert {r["state"] for r in emails(runtime, ids).values()} == {"sent"}
+    jobs = delivery_jobs(runtime)
+    assert all(j.state == DONE for j in jobs) and sum(j.done for j in jobs) == 24
+
+
+def test_committed_email_is_delivered_right_away(runtime, queue, mailbox):
+    """A unit of work that wrote sys_email rows enqueues delivery once it has committed."""
+    with runtime.transaction() as service:
+        service.insert("sys_email", {"recipients": "ann@example.test", "subject": "now", "body": "b"})
+        assert mailbox.messages == []  # not before the commit
+    assert mailbox.subjects() == ["now"]
+
+
+def test_a_request_that_writes_email_enqueues_delivery_after_commit(app, as_user):
+    from caseloom.web.jobs_api import queue
+
+    huey = queue(app).huey
+    assert as_user("admin").get("/api/now/table/sys_email").status_code == 200
+    assert as_user("admin").post("/api/now/table/sys_user_group", json={"name": "No mail"}).status_code == 201
+    assert huey.pending_count() == 0  # reads and writes of other tables call for nothing
+
+    created = as_user("admin").post("/api/now/table/sys_email",
+                                    json={"recipients": "ann@example.test", "subject": "s", "body": "b"})
+    assert created.status_code == 201
+    assert [task.name for task in huey.pending()] == ["deliver_email"]
+    assert as_user("admin").post("/api/now/table/sys_email", json={"subject": "x", "state": "bogus"}).status_code == 400
+    assert huey.pending_count() == 1  # a refused write commits nothing and enqueues nothing
