@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from .access import SYSTEM, Actor
 from .automation import Automation
 from .config import Config
-from .database import make_engine
+from .database import make_engine, write_transaction
 from .definitions import Definitions, load_folder
 from .records import RecordService
 from .storage import Storage
@@ -38,9 +38,12 @@ class Runtime:
         return RecordService(self.storage, conn, actor, check_access, self.automation)
 
     @contextmanager
-    def transaction(self, actor: Actor = SYSTEM, check_access: bool = True) -> Iterator[RecordService]:
-        """One unit of work: commits when the block ends, rolls back everything if it raises."""
-        with self.engine.begin() as conn:
+    def transaction(self, actor: Actor = SYSTEM, check_access: bool = True,
+                    write_lock: bool = False) -> Iterator[RecordService]:
+        """One unit of work: commits when the block ends, rolls back everything if it raises.
+        With `write_lock`, SQLite takes its write lock at the start, so work that reads and then
+        writes beside other writers waits its turn instead of failing with "database is locked"."""
+        with write_transaction(self.engine) if write_lock else self.engine.begin() as conn:
             service = self.records(conn, actor, check_access)
             yield service
         self.committed(service)

@@ -109,7 +109,7 @@ def claim_in(service: RecordService, limit: int | None = None) -> list[dict]:
     stmt = (sa.select(table.c.sys_id).where(_claimable(table))
             .order_by(table.c.sys_created_on, table.c.sys_id).limit(limit or BATCH))
     if service.conn.dialect.name == "postgresql":
-        pass
+        stmt = stmt.with_for_update(skip_locked=True)
     ids = list(service.conn.execute(stmt).scalars())
     if not ids:
         return []
@@ -135,8 +135,18 @@ def send(config: Config, rows: list[dict]) -> dict[str, Outcome]:
     except (OSError, smtplib.SMTPException) as exc:
         reason = f"could not connect to the SMTP server {config.smtp_host}:{config.smtp_port}: {_reason(exc)}"
         return {row["sys_id"]: (ERROR, reason) for row in rows}
-    with smtp:
+    try:
         return {row["sys_id"]: _send_one(smtp, config, row) for row in rows}
+    finally:
+        _quit(smtp)
+
+
+def _quit(smtp: smtplib.SMTP) -> None:
+    """End the session; the messages are already accepted, so a failing QUIT changes nothing."""
+    try:
+        smtp.quit()
+    except (OSError, smtplib.SMTPException):
+        smtp.close()
 
 
 def connect(config: Config) -> smtplib.SMTP:

@@ -60,8 +60,9 @@ class JobRun:
         return self.job.params
 
     def transaction(self) -> AbstractContextManager[RecordService]:
-        """A unit of work for the job's user; its follow-ups (e.g. e-mail delivery) run after commit."""
-        return self.runtime.transaction(self.actor)
+        """A unit of work for the job's user; its follow-ups (e.g. e-mail delivery) run after commit.
+        It holds SQLite's write lock from the start: a job runs beside requests that write too."""
+        return self.runtime.transaction(self.actor, write_lock=True)
 
     def progress(self, conn: sa.Connection, done: int, total: int | None = None, message: str | None = None) -> None:
         """Report progress inside the transaction that did the work, so both commit together."""

@@ -66,9 +66,9 @@ def list_records(table: str):
     shape = _shape(table)
     rows = service.query(table, query, shape.columns(), limit, offset)
     response = jsonify({"result": [render_record(shape, row) for row in rows]})
+    total = service.count(table, query)
+    response.headers["X-Total-Count"] = str(total)  # ServiceNow always sends it; clients such as pysnc rely on it
     if request.args.get("sysparm_suppress_pagination_header", "").lower() != "true":
-        total = service.count(table, query)
-        response.headers["X-Total-Count"] = str(total)
         response.headers["Link"] = _links(table, total, limit, offset)
     return response
 
@@ -155,3 +155,41 @@ def openapi_json():
     from .openapi import document
 
     return jsonify(document(runtime().defs, request.url_root))
+
+
+@blueprint.post("/now/batch")
+@blueprint.post("/now/v1/batch")
+def batch():
+    """ServiceNow's Batch API: several Table API requests in one call, each run as the caller
+    (clients such as pysnc use it for update_multiple and delete_multiple)."""
+    import base64
+    import time
+
+    from flask import current_app
+
+    body = _body()
+    requests_ = body.get("rest_requests")
+    if not isinstance(requests_, list):
+        raise ApiError(400, "rest_requests must be a list", "")
+    passthrough = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "cookie", "x-csrftoken")}
+    client = current_app.test_client()
+    serviced, unserviced = [], []
+    for item in requests_:
+        url = str(item.get("url", ""))
+        if not url.startswith("/api/now/table/") or not isinstance(item.get("id"), (str, int)):
+            unserviced.append(item.get("id"))
+            continue
+        started = time.perf_counter()
+        headers = {h["name"]: h["value"] for h in item.get("headers", []) if isinstance(h, dict) and "name" in h}
+        headers.update(passthrough)
+        data = base64.b64decode(item["body"]) if item.get("body") else None
+        with current_app.app_context():  # its own unit of work: a fresh session and g, committed on its own
+            response = client.open(url, method=str(item.get("method", "GET")).upper(), headers=headers, data=data)
+        serviced.append({
+            "id": str(item["id"]), "status_code": response.status_code, "status_text": response.status.split(" ", 1)[-1],
+            "headers": [{"name": k, "value": v} for k, v in response.headers.items()],
+            "body": base64.b64encode(response.get_data()).decode(),
+            "execution_time": round((time.perf_counter() - started) * 1000),
+        })
+    return jsonify({"batch_request_id": str(body.get("batch_request_id", "")), "serviced_requests": serviced,
+                    "unserviced_requests": unserviced})

@@ -34,6 +34,13 @@ def records() -> RecordService:
     return g.records
 
 
+def rollback() -> None:
+    """Undo this request's writes and start a fresh unit of work (a new connection and service)."""
+    db.session.rollback()
+    g.pop("records", None)
+    g.pop("properties", None)
+
+
 def properties() -> Properties:
     if "properties" not in g:
         rt = runtime()

@@ -13,7 +13,7 @@ from ...effects import EffectFailed
 from ...query import Query, Term
 from ...records import AccessDenied, Conflict, NotFound, RecordError
 from .. import db
-from ..auth import records, runtime
+from ..auth import records, rollback, runtime
 from ..serialize import make_shape, render_record
 from . import blueprint, login_required
 from .lists import list_columns
@@ -187,10 +187,10 @@ def save(table: str):
             saved = service.update(tdef.name, sys_id, values,
                                    expected_mod_count=int(expected) if expected not in (None, "") else None)
     except RecordError as exc:
-        db.session.rollback()
+        rollback()
         return form(table, typed, {exc.field or "__all__": exc.message}, status=422)
     except Conflict as exc:
-        db.session.rollback()
+        rollback()
         since = int(request.form.get("sys_mod_count") or 0)
         return form(table, typed, {}, {"message": str(exc), "changes": _history(tdef, sys_id, after=since)}, status=409)
     except AccessDenied:
@@ -307,7 +307,7 @@ def action(table: str, sys_id: str, action: str):
     try:
         outcome = run_action(records(), table, sys_id, action, inputs)
     except (RecordError, Conflict, AccessDenied, EffectFailed, NotFound) as exc:
-        db.session.rollback()
+        rollback()
         flash(f"{spec.label}: not done. {exc}", "error")
         return redirect(back)
     db.session.commit()

@@ -8,7 +8,7 @@ from flask import abort, flash, g, redirect, render_template, request, url_for
 from ...properties import render_value
 from ...records import RecordError
 from .. import db
-from ..auth import properties, records, runtime
+from ..auth import properties, records, rollback, runtime
 from . import blueprint, login_required
 
 TABLE = "sys_properties"
@@ -41,7 +41,7 @@ def properties_page():
         try:
             records().update(TABLE, row["sys_id"], {"value": value})
         except RecordError as exc:
-            db.session.rollback()
+            rollback()
             errors[name], typed[name] = exc.message, value
         else:
             db.session.commit()

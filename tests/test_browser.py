@@ -1,0 +1,243 @@
+"""The agent and administrator UI in a real browser (Debian's Chromium, driven by Playwright)
+against a real server: sign in, filter and page, edit, inline errors, type-ahead, action
+dialogs, related lists, concurrent edits, bulk edit, system properties."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+
+import pytest
+from werkzeug.serving import make_server
+
+CHROMIUM = os.environ.get("CASELOOM_CHROMIUM") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (set CASELOOM_CHROMIUM or install chromium)")
+
+ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+        "--disable-background-networking", "--disable-component-update"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def server(app):
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+
+
+@pytest.fixture
+def login(browser, server):
+    contexts = []
+
+    def sign_in(user: str):
+        context = browser.new_context(viewport={"width": 1300, "height": 900})
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(10000)
+        page.goto(f"{server}/login")
+        page.get_by_label("User name").fill(user)
+        page.get_by_label("Password").fill(user)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(f"{server}/")
+        return page
+
+    yield sign_in
+    for context in contexts:
+        context.close()
+
+
+def open_first_case(page, server, query):
+    page.goto(f"{server}/sn_customerservice_case_list.do?sysparm_query={query}")
+    page.locator("table.list tbody tr").first.locator("a").click()
+    page.wait_for_url(re.compile(r"sn_customerservice_case\.do\?sys_id=[0-9a-f]{32}"))
+    return page.url
+
+
+def test_sign_in_shows_the_menu_for_the_role(login, server):
+    page = login("agent")
+    nav = page.get_by_role("navigation", name="Applications")
+    assert nav.get_by_role("link", name="Open cases").is_visible()
+    assert nav.get_by_role("link", name="Major cases").is_visible()
+    assert nav.get_by_role("link", name="Properties").count() == 0  # System is for administrators
+    page.get_by_role("button", name="Sign out").click()
+    page.goto(f"{server}/sn_customerservice_case_list.do")
+    assert "/login" in page.url
+
+
+def test_wrong_password_is_refused(browser, server):
+    page = browser.new_page()
+    page.goto(f"{server}/login")
+    page.get_by_label("User name").fill("agent")
+    page.get_by_label("Password").fill("nope")
+    page.get_by_role("button", name="Sign in").click()
+    assert page.get_by_role("alert").inner_text() == "Wrong user name or password."
+    page.close()
+
+
+def test_filter_a_list_keeps_the_query_in_the_url_and_pages(login, server):
+    page = login("agent")
+    page.get_by_role("navigation", name="Applications").get_by_role("link", name="All cases").click()
+    total_all = int(page.locator(".pager .total").inner_text())
+    page.locator("#filter summary").click()
+    page.get_by_label("Field").first.select_option("priority")
+    page.get_by_label("Operator").first.select_option("le")
+    page.get_by_label("Value").first.fill("3")
+    page.get_by_role("button", name="Run filter").click()
+    page.wait_for_url(re.compile(r"sysparm_query=priority%3C%3D3"))
+    total = int(page.locator(".pager .total").inner_text())
+    assert 0 < total < total_all
+    priorities = page.locator("table.list tbody tr td:nth-child(5)").all_inner_texts()
+    assert priorities and all(p[0] in "123" for p in priorities)
+    # the URL is the filter: opening it again shows the same list
+    shared = page.url
+    page.goto(shared)
+    assert int(page.locator(".pager .total").inner_text()) == total
+    if total > 20:
+        first_page = page.locator("table.list tbody tr td:nth-child(2)").all_inner_texts()
+        page.get_by_role("link", name="Next ›").click()
+        page.wait_for_url(re.compile(r"sysparm_first_row=21"))
+        assert page.locator("table.list tbody tr td:nth-child(2)").all_inner_texts() != first_page
+        assert page.locator(".pager .count").inner_text().startswith("21–")
+
+
+def test_open_and_edit_a_case(login, server):
+    page = login("agent")
+    open_first_case(page, server, "state=10^accountISNOTEMPTY")
+    page.get_by_label("Short description").fill("Printer on fire in building B")
+    page.get_by_label("Priority").select_option("2")
+    page.get_by_label("Work notes").fill("Called the customer back")
+    page.get_by_role("button", name="Save").click()
+    assert "saved" in page.get_by_role("status").first.inner_text()
+    assert page.get_by_label("Short description").input_value() == "Printer on fire in building B"
+    assert page.get_by_label("Priority").input_value() == "2"
+    assert "Called the customer back" in page.locator(".activity").inner_text()
+    page.locator(".history summary").click()
+    assert "Printer on fire in building B" in page.locator(".history").inner_text()
+
+
+def test_a_validation_error_is_shown_at_the_field_and_keeps_what_was_typed(login, server):
+    page = login("agent")
+    open_first_case(page, server, "state=10")
+    page.get_by_label("Short description").fill("")
+    page.get_by_label("Description", exact=True).fill("Typed text that must survive")
+    page.get_by_role("button", name="Save").click()
+    error = page.locator(".field.has-error .field-error")
+    assert error.inner_text() == "Short description is mandatory"
+    assert page.get_by_label("Description", exact=True).input_value() == "Typed text that must survive"
+    assert page.locator("#f_short_description").get_attribute("aria-invalid") == "true"
+
+
+def test_type_ahead_reference_pick(login, server):
+    page = login("agent")
+    open_first_case(page, server, "state=1")
+    picker = page.get_by_role("combobox", name="Assignment group")
+    picker.fill("")
+    picker.press_sequentially("Netw", delay=30)
+    option = page.get_by_role("option", name="Network Operations")
+    option.wait_for()
+    option.click()
+    assert picker.input_value() == "Network Operations"
+    page.get_by_role("button", name="Save").click()
+    assert page.get_by_role("combobox", name="Assignment group").input_value() == "Network Operations"
+
+
+def test_an_action_with_a_dialog(login, server):
+    page = login("agent")
+    open_first_case(page, server, "state=10")
+    page.get_by_role("button", name="Resolve…").click()
+    dialog = page.get_by_role("dialog", name="Resolve")
+    dialog.get_by_label("Resolution code").select_option("solved_remotely")
+    dialog.get_by_label("Close notes").fill("Restarted the service")
+    dialog.get_by_role("button", name="Resolve").click()
+    assert "Resolve: done." in page.get_by_role("status").first.inner_text()
+    assert page.locator("#f_state").inner_text() == "Resolved"
+    # a Resolved case offers the customer's answers, not Resolve again
+    assert page.get_by_role("button", name="Reject solution…").is_visible()
+    assert page.get_by_role("button", name="Resolve…").count() == 0
+
+
+def test_propose_and_accept_shows_the_major_case_with_its_child_cases(login, server):
+    agent = login("agent")
+    case_url = open_first_case(agent, server, "state=18^accountISNOTEMPTY")
+    agent.get_by_role("button", name="Propose major case…").click()
+    agent.get_by_role("dialog", name="Propose major case").get_by_label("Why is this a major issue?").fill("Outage")
+    agent.get_by_role("dialog", name="Propose major case").get_by_role("button", name="Propose major case").click()
+    assert agent.locator("#f_major_case_state").inner_text() == "Proposed"
+    manager = login("mim")
+    manager.goto(case_url)
+    manager.get_by_role("button", name="Accept major case…").click()
+    manager.get_by_role("dialog", name="Accept major case").get_by_role("button", name="Accept major case").click()
+    parent_id = manager.locator("input[name=parent]").get_attribute("value")
+    assert re.fullmatch(r"[0-9a-f]{32}", parent_id)
+    manager.goto(f"{server}/sn_customerservice_case.do?sys_id={parent_id}")
+    assert manager.locator("#f_major_case_state").inner_text() == "Accepted"
+    related = manager.locator(".related").filter(has_text="Child cases")
+    assert related.locator(".badge").inner_text() == "1"
+    assert "Awaiting Info: 1" in related.locator(".counts").inner_text()
+
+
+def test_a_related_list_pages(login, server):
+    page = login("agent")
+    page.goto(f"{server}/customer_account_list.do")
+    page.locator("table.list tbody tr").first.locator("a").click()
+    cases = page.locator(".related").filter(has_text="Cases")
+    assert int(cases.locator(".badge").inner_text()) >= 2
+    assert cases.locator("tbody tr").count() >= 2
+
+
+def test_a_conflicting_concurrent_edit_is_refused_with_the_other_change(login, server):
+    first = login("agent")
+    url = open_first_case(first, server, "state=10")
+    second = login("manager")
+    second.goto(url)
+    first.get_by_label("Short description").fill("First writer wins")
+    first.get_by_role("button", name="Save").click()
+    second.get_by_label("Short description").fill("Second writer")
+    second.get_by_role("button", name="Save").click()
+    conflict = second.locator(".conflict")
+    assert "someone else changed this record" in conflict.inner_text()
+    assert "First writer wins" in conflict.inner_text()
+    assert second.get_by_label("Short description").input_value() == "Second writer"  # nothing typed is lost
+    conflict.get_by_role("link", name="Reload the record").click()
+    assert second.get_by_label("Short description").input_value() == "First writer wins"
+
+
+def test_bulk_edit_from_a_list(login, server):
+    page = login("agent")
+    page.goto(f"{server}/sn_customerservice_case_list.do?sysparm_query=state=1^ORDERBYnumber")
+    page.get_by_label("Select row 1").check()
+    page.get_by_label("Select row 2").check()
+    numbers = page.locator("table.list tbody tr td:nth-child(2)").all_inner_texts()[:2]
+    page.locator(".bulk summary").click()
+    page.get_by_label("Field", exact=True).last.select_option("priority")
+    page.locator("#bulk_value").fill("1")
+    page.get_by_role("button", name="Apply").click()
+    assert "2 of 2 records changed" in page.get_by_role("status").first.inner_text()
+    page.goto(f"{server}/sn_customerservice_case_list.do?sysparm_query=priority=1^numberIN{','.join(numbers)}")
+    assert int(page.locator(".pager .total").inner_text()) == 2
+
+
+def test_an_administrator_changes_a_property_effective_on_the_next_request(login, server):
+    page = login("admin")
+    page.get_by_role("navigation", name="Applications").get_by_role("link", name="Properties").click()
+    form = page.locator("form#sn_customerservice\\.parent_child_case_sync")
+    box = form.get_by_role("checkbox")
+    assert not box.is_checked()
+    box.check()
+    form.get_by_role("button", name="Save").click()
+    assert "applies from the next request" in page.get_by_role("status").first.inner_text()
+    assert page.locator("form#sn_customerservice\\.parent_child_case_sync").get_by_role("checkbox").is_checked()
+    integer_like = page.locator("form#sn_customerservice\\.case_fields_to_sync textarea")
+    assert "priority" in integer_like.input_value()
