@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup lint ui clean
+.PHONY: run test setup lint ui clean screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +35,12 @@ lint: setup
 
 clean:
 	rm -rf $(VENV) ui/node_modules instance .pytest_cache
+
+# Regenerate docs/*.png from a fresh demo (needs Chromium: /usr/bin/chromium or CASELOOM_CHROMIUM).
+screenshots: setup
+	rm -rf /tmp/caseloom-shots && mkdir -p /tmp/caseloom-shots
+	CASELOOM_DATABASE_URL=sqlite:////tmp/caseloom-shots/demo.db $(BIN)/caseloom init --demo --accounts 40 >/dev/null
+	CASELOOM_DATABASE_URL=sqlite:////tmp/caseloom-shots/demo.db $(BIN)/python docs/make_demo_story.py
+	CASELOOM_DATABASE_URL=sqlite:////tmp/caseloom-shots/demo.db $(BIN)/caseloom serve --port 5077 & \
+	  pid=$$!; sleep 3; $(BIN)/caseloom screenshots --url http://127.0.0.1:5077 --out docs; status=$$?; \
+	  kill $$pid; exit $$status

@@ -134,5 +134,34 @@ def user_add(name: str, password: str, roles: tuple[str, ...]) -> None:
     click.echo(f"user {name} saved with roles {', '.join(roles)}")
 
 
+@main.command()
+@click.option("--url", default="http://127.0.0.1:5000", show_default=True, help="The running demo server.")
+@click.option("--out", default="docs", show_default=True, help="Folder for the PNG files.")
+def screenshots(url: str, out: str) -> None:
+    """Take the README's screenshots of the list and form views from a running demo."""
+    from pathlib import Path
+
+    from .screenshots import default_shots, take
+
+    config = Config.from_env()
+    defs = _load_or_exit(config.definitions)
+    modules = [m for app in defs.menu for m in app.modules if m.table and not m.page]
+    if not modules:
+        click.echo("the definitions declare no menu module to photograph", err=True)
+        sys.exit(1)
+    from urllib.parse import quote
+
+    def path(module) -> str:
+        return f"/{module.table}_list.do?sysparm_query={quote(module.query)}"
+
+    paths = {"list": path(modules[0])}
+    major = next((m for m in modules if "major" in m.label.lower()), None)
+    if major is not None:
+        paths["major"] = path(major)
+    passwords = {u.user_name: u.password for u in defs.demo.users}
+    for written in take(url.rstrip("/"), default_shots(paths), Path(out), passwords):
+        click.echo(f"wrote {written}")
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,73 @@
+"""`caseloom screenshots`: pictures of the running demo for the README, taken in Chromium.
+
+Signs in as demo users and walks the main pages (list, form, a major case with its children,
+the properties page). Each shot is declared as data: a user, a path or a way to reach the
+page, and a file name under docs/.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+                 "--disable-background-networking", "--disable-component-update"]
+
+
+@dataclass(frozen=True)
+class Shot:
+    name: str
+    user: str
+    path: str
+    prepare: Callable | None = None  # gets the page after navigation, may click around
+    full_page: bool = False
+
+
+def chromium_path() -> str:
+    path = os.environ.get("CASELOOM_CHROMIUM") or "/usr/bin/chromium"
+    if not os.path.exists(path):
+        raise SystemExit(f"no Chromium at {path}; install it (apt-get install chromium) or set CASELOOM_CHROMIUM")
+    return path
+
+
+def _first_row(page) -> None:
+    page.locator("table.list tbody tr").first.locator("a").click()
+    page.wait_for_load_state()
+
+
+def take(base_url: str, shots: list[Shot], out: Path, passwords: dict[str, str]) -> list[Path]:
+    from playwright.sync_api import sync_playwright
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        for shot in shots:
+            context = browser.new_context(viewport={"width": 1280, "height": 860}, device_scale_factor=1)
+            page = context.new_page()
+            page.goto(f"{base_url}/login")
+            page.fill("#user_name", shot.user)
+            page.fill("#user_password", passwords[shot.user])
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{base_url}/")
+            page.goto(f"{base_url}{shot.path}")
+            if shot.prepare:
+                shot.prepare(page)
+            target = out / f"{shot.name}.png"
+            page.screenshot(path=str(target), full_page=shot.full_page)
+            written.append(target)
+            context.close()
+        browser.close()
+    return written
+
+
+def default_shots(table_paths: dict[str, str]) -> list[Shot]:
+    """The README's pictures; `table_paths` maps a role in the picture to a list URL from the menu."""
+    shots = [Shot("list", "agent", table_paths["list"]),
+             Shot("form", "agent", table_paths["list"], _first_row, full_page=True)]
+    if "major" in table_paths:
+        shots.append(Shot("major_case", "manager", table_paths["major"], _first_row, full_page=True))
+    shots.append(Shot("properties", "admin", "/ui/properties"))
+    return shots
