@@ -47,13 +47,15 @@ class Properties:
         if stored is None:
             if declared is None:
                 raise KeyError(f"unknown system property {name!r}")
-            return declared.default
+            return list(declared.default) if isinstance(declared.default, tuple) else declared.default
         value, stored_type = stored
         ptype = declared.type if declared else (stored_type or "string")
         try:
             return parse_property_value(ptype, value)
         except FieldValueError:
-            return declared.default if declared else value
+            if declared is None:
+                return value
+            return list(declared.default) if isinstance(declared.default, tuple) else declared.default
 
     def items(self) -> dict[str, Any]:
         names = set(self.defs.properties) | set(self._load())

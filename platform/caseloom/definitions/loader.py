@@ -201,6 +201,10 @@ def _build_roles(docs: list[SourceDocument], errors: list) -> dict[str, RoleDef]
     return roles
 
 
+# The value of a property declared without a default.
+EMPTY_PROPERTY = {"boolean": False, "integer": 0, "string": "", "list": []}
+
+
 def parse_property_value(ptype: str, value: Any) -> Any:
     """A property value of `ptype` from YAML, JSON or a string; raises FieldValueError."""
     from ..fieldtypes import parse_boolean
@@ -218,7 +222,7 @@ def parse_property_value(ptype: str, value: Any) -> Any:
         except ValueError:
             raise FieldValueError(f"expected a whole number, got {value!r}") from None
     if ptype == "list":
-        if isinstance(value, list):
+        if isinstance(value, (list, tuple)):
             return [str(v).strip() for v in value]
         if value is None:
             return []
@@ -235,7 +239,10 @@ def _build_properties(docs: list[SourceDocument], errors: list) -> dict[str, Pro
                 errors.append(doc.error(where, f"property {name!r} is declared twice"))
                 continue
             try:
-                default = parse_property_value(spec["type"], spec.get("default"))
+                raw_default = spec.get("default", EMPTY_PROPERTY[spec["type"]])
+                default = parse_property_value(spec["type"], raw_default)
+                if isinstance(default, list):
+                    default = tuple(default)  # definitions are immutable; get() hands out copies
             except FieldValueError as exc:
                 errors.append(doc.error(where + ("default",), f"default of {spec['type']} property: {exc}"))
                 continue

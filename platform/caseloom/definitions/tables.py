@@ -140,7 +140,7 @@ def _build_field(doc: SourceDocument, table: str, name: str, spec: dict, errors:
     try:
         default = field.parse(spec["default"])
     except FieldValueError as exc:
-        errors.append(doc.error(where + ("default",), f"default of {field.type} field {name!r} {exc}"))
+        errors.append(doc.error(where + ("default",), f"default of {field.type} field {name!r}: {exc}"))
         return field
     if choices and field.choice_label(default) is None:
         allowed = ", ".join(str(v) for v, _ in choices)
@@ -187,6 +187,8 @@ def _check_references(doc: SourceDocument, table: TableDef, tables: dict, errors
         target = fspec.get("to")
         if target and target not in tables:
             errors.append(doc.error(("fields", name, "to"), f"reference to unknown table {target!r}"))
+    if spec.get("number") and table.field("number") is None:
+        errors.append(doc.error(("number",), f"numbering needs a field named 'number' in {table.name!r} or a table it extends"))
     if spec.get("display") and table.field(spec["display"]) is None:
         errors.append(doc.error(("display",), f"display field {spec['display']!r} is not a field of {table.name!r}"))
     for i, path in enumerate(spec.get("list") or ()):
