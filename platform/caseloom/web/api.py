@@ -173,6 +173,7 @@ def batch():
         raise ApiError(400, "rest_requests must be a list", "")
     passthrough = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "cookie", "x-csrftoken")}
     client = current_app.test_client()
+    db.session.rollback()  # the batch itself writes nothing; each sub-request is its own unit of work
     serviced, unserviced = [], []
     for item in requests_:
         url = str(item.get("url", ""))

@@ -6,6 +6,7 @@ from flask import Flask, current_app, flash, g, redirect, render_template, reque
 from flask_wtf.csrf import CSRFError
 
 from ..access import Actor
+from ..database import WRITE_LOCK
 from ..properties import Properties
 from ..records import RecordService
 from ..runtime import Runtime
@@ -24,6 +25,11 @@ def runtime() -> Runtime:
 
 
 def connection():
+    """This request's connection. A request that may write (POST, PUT, PATCH, DELETE) holds the
+    SQLite write lock from its first statement, so reading then writing never meets another
+    writer's commit in between ("database is locked"); PostgreSQL ignores the option."""
+    if request.method not in SAFE_METHODS and not db.session().in_transaction():
+        return db.session.connection(execution_options={WRITE_LOCK: True})
     return db.session.connection()
 
 

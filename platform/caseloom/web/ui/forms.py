@@ -13,7 +13,7 @@ from ...effects import EffectFailed
 from ...query import Query, Term
 from ...records import AccessDenied, Conflict, NotFound, RecordError
 from .. import db
-from ..auth import records, rollback, runtime
+from ..auth import connection, records, rollback, runtime
 from ..serialize import make_shape, render_record
 from . import blueprint, login_required
 from .lists import list_columns
@@ -211,7 +211,7 @@ def _history(tdef: TableDef, sys_id: str, after: int | None = None) -> list[dict
     stmt = sa.select(audit).where(audit.c.documentkey == sys_id)
     if after is not None:
         stmt = stmt.where(audit.c.record_checkpoint > after)
-    rows = db.session.connection().execute(stmt.order_by(audit.c.sys_created_on.desc()).limit(100)).mappings()
+    rows = connection().execute(stmt.order_by(audit.c.sys_created_on.desc()).limit(100)).mappings()
     return [{**r, "label": tdef.field(r["fieldname"]).label if tdef.field(r["fieldname"]) else r["fieldname"]}
             for r in rows]
 
@@ -249,7 +249,7 @@ def _counts_by(tdef: TableDef, group_field: str, reference: str, parent_id: str)
     ref_column, _ = selection.column(reference)
     stmt = (sa.select(column, sa.func.count()).select_from(selection.from_clause)
             .where(selection.condition(Term(reference, "eq", parent_id)), ref_column == parent_id).group_by(column))
-    counts = {str(value): n for value, n in db.session.connection().execute(stmt)}
+    counts = {str(value): n for value, n in connection().execute(stmt)}
     return [(label, counts[str(value)]) for value, label in field.choices if str(value) in counts]
 
 

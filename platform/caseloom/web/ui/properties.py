@@ -8,7 +8,7 @@ from flask import abort, flash, g, redirect, render_template, request, url_for
 from ...properties import render_value
 from ...records import RecordError
 from .. import db
-from ..auth import properties, records, rollback, runtime
+from ..auth import connection, properties, records, rollback, runtime
 from . import blueprint, login_required
 
 TABLE = "sys_properties"
@@ -16,7 +16,7 @@ TABLE = "sys_properties"
 
 def _rows() -> dict[str, dict]:
     table = runtime().storage.physical(TABLE)
-    rows = db.session.connection().execute(sa.select(table.c.sys_id, table.c.name, table.c.value, table.c.type,
+    rows = connection().execute(sa.select(table.c.sys_id, table.c.name, table.c.value, table.c.type,
                                                      table.c.description, table.c.sys_mod_count))
     return {r.name: dict(r._mapping) for r in rows}
 
