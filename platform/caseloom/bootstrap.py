@@ -53,4 +53,14 @@ def initialise(config: Config, defs: Definitions, force: bool = False, demo: boo
             else:
                 report.demo = load_demo(service, accounts)
         report.demo_users = [(u.user_name, u.password, u.roles) for u in defs.demo.users]
+    refresh_statistics(runtime.engine)
     return report
+
+
+def refresh_statistics(engine) -> None:
+    """Give the query planner fresh statistics after bulk loads (SQLite has none until ANALYZE,
+    and without them it picks low-selectivity indexes for lists of a million rows)."""
+    import sqlalchemy as sa
+
+    with engine.begin() as conn:
+        conn.execute(sa.text("ANALYZE"))

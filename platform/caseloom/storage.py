@@ -19,8 +19,8 @@ from .definitions.model import Definitions, FieldDef, TableDef
 INTERNAL_TABLES = ("sys_number_counter", "sys_meta", "sys_definition_file", "sys_definition_history", "sys_job")
 
 
-def index_name(table: str, columns: tuple[str, ...]) -> str:
-    name = f"ix_{table}_{'_'.join(columns)}"
+def index_name(table: str, columns: tuple[str, ...], prefix: str = "ix") -> str:
+    name = f"{prefix}_{table}_{'_'.join(columns)}"
     if len(name) <= 60:
         return name
     digest = hashlib.sha1(name.encode()).hexdigest()[:8]
@@ -83,7 +83,11 @@ class Storage:
         table = sa.Table(root, self.metadata, *columns.values())
         sa.Index(index_name(root, ("sys_class_name",)), table.c.sys_class_name)
         for column in sorted(index_columns):
-            sa.Index(index_name(root, (column,)), table.c[column])
+            # Partial: most references and choices are empty on most rows (a case's parent), and a full
+            # index full of NULLs gives the planner statistics that say the index is useless.
+            col = table.c[column]
+            sa.Index(index_name(root, (column,), "ixn"), col, sqlite_where=col.is_not(None),
+                     postgresql_where=col.is_not(None))
         for cols in extra_indexes:
             if len(cols) > 1 or cols[0] not in index_columns:
                 sa.Index(index_name(root, cols), *(table.c[c] for c in cols))

@@ -109,7 +109,9 @@ class Selection:
             column, field = self.column(path)
             _refuse_password(path, field)
             clauses.append(column.desc() if descending else column.asc())
-        clauses.append(self.base.c.sys_id.asc())  # a stable order for paging
+        if not clauses:
+            clauses.append(self.base.c.sys_id.asc())  # a stable order for paging when none is asked for
+        # (after an explicit order, a sys_id tie-breaker would stop the database using that field's index)
         return clauses
 
 
