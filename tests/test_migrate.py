@@ -122,10 +122,10 @@ def test_new_table_field_and_index_keep_existing_rows(runtime, runtime_for):
 
     assert "create table u_note" in done
     assert "add field customer_account.tier" in done
-    assert "create index ix_customer_account_city on customer_account" in done
+    assert "create index ixn_customer_account_city on customer_account" in done
     assert not [step for step in done if step.startswith(("drop", "change"))], done
     assert "tier" in columns(new.engine, "customer_account")
-    assert "ix_customer_account_city" in indexes(new.engine, "customer_account")
+    assert "ixn_customer_account_city" in indexes(new.engine, "customer_account")
     assert sa.inspect(new.engine).has_table("u_note")
     assert scalar(new.engine, "SELECT COUNT(*) FROM customer_account") == accounts
     with new.transaction() as service:
@@ -175,7 +175,7 @@ def test_dropping_a_field_with_data_is_refused_until_forced(runtime, runtime_for
     assert "city" not in after and "tier" in after
     assert scalar(new.engine, "SELECT COUNT(*) FROM customer_account") == accounts
     assert scalar(new.engine, "SELECT COUNT(*) FROM customer_account WHERE name IS NULL OR number IS NULL") == 0
-    assert {"ix_customer_account_name", "ix_customer_account_country"} <= indexes(new.engine, "customer_account")
+    assert {"ixn_customer_account_name", "ixn_customer_account_country"} <= indexes(new.engine, "customer_account")
     assert planned(new) == []
 
 
