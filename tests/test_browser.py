@@ -86,7 +86,10 @@ def test_wrong_password_is_refused(browser, server):
     page.close()
 
 
-def test_filter_a_list_keeps_the_query_in_the_url_and_pages(login, server):
+def test_filter_a_list_keeps_the_query_in_the_url_and_pages(login, server, runtime):
+    with runtime.transaction() as service:  # enough rows for three pages
+        service.insert_many("sn_customerservice_case", [{"short_description": f"Paging {i}", "priority": 1 + i % 3}
+                                                          for i in range(45)])
     page = login("agent")
     page.get_by_role("navigation", name="Applications").get_by_role("link", name="All cases").click()
     total_all = int(page.locator(".pager .total").inner_text())
@@ -104,12 +107,16 @@ def test_filter_a_list_keeps_the_query_in_the_url_and_pages(login, server):
     shared = page.url
     page.goto(shared)
     assert int(page.locator(".pager .total").inner_text()) == total
-    if total > 20:
-        first_page = page.locator("table.list tbody tr td:nth-child(2)").all_inner_texts()
-        page.get_by_role("link", name="Next ›").click()
-        page.wait_for_url(re.compile(r"sysparm_first_row=21"))
-        assert page.locator("table.list tbody tr td:nth-child(2)").all_inner_texts() != first_page
-        assert page.locator(".pager .count").inner_text().startswith("21–")
+    assert total > 40
+    first_page = page.locator("table.list tbody tr td:nth-child(2)").all_inner_texts()
+    page.get_by_role("link", name="Next ›").click()
+    page.wait_for_url(re.compile(r"sysparm_first_row=21"))
+    assert page.locator("table.list tbody tr td:nth-child(2)").all_inner_texts() != first_page
+    assert page.locator(".pager .count").inner_text().startswith("21–40 of")
+    assert "priority%3C%3D3" in page.url  # the filter stays in the URL while paging
+    page.get_by_role("link", name="‹ Previous").click()
+    page.wait_for_url(re.compile(r"sysparm_first_row=1(&|$)"))
+    assert page.locator("table.list tbody tr td:nth-child(2)").all_inner_texts() == first_page
 
 
 def test_open_and_edit_a_case(login, server):
@@ -241,3 +248,31 @@ def test_an_administrator_changes_a_property_effective_on_the_next_request(login
     assert page.locator("form#sn_customerservice\\.parent_child_case_sync").get_by_role("checkbox").is_checked()
     integer_like = page.locator("form#sn_customerservice\\.case_fields_to_sync textarea")
     assert "priority" in integer_like.input_value()
+
+
+def test_major_case_in_the_browser_add_children_then_close_with_cascade(login, server, runtime):
+    from caseloom.query import parse_encoded
+
+    with runtime.transaction() as service:
+        major = service.insert("sn_customerservice_case", {"short_description": "Mail outage", "state": 10,
+                                                            "major_case_state": "accepted", "proactive": True})
+        free = service.query("sn_customerservice_case",
+                             parse_encoded("stateIN1,10^parentISEMPTY^major_case_stateISEMPTY^ORDERBYnumber"),
+                             ["number"], 3)
+    page = login("agent")
+    page.goto(f"{server}/sn_customerservice_case.do?sys_id={major['sys_id']}")
+    page.get_by_role("button", name="Add child cases…").click()
+    dialog = page.get_by_role("dialog", name="Add child cases")
+    dialog.get_by_label("Cases").fill("\n".join(r["number"] for r in free) + f"\n{major['number']}")
+    dialog.get_by_role("button", name="Add child cases").click()
+    status = page.get_by_role("status").first.inner_text()
+    assert "3 of 4 selected cases were added" in status and "it is the major case itself" in status
+    related = page.locator(".related").filter(has_text="Child cases")
+    assert related.locator(".badge").inner_text() == "3"
+    page.get_by_role("button", name="Close…").click()
+    close = page.get_by_role("dialog", name="Close")
+    close.get_by_label("Close notes").fill("Mail flows again")
+    close.get_by_label("Resolution code").select_option("solved_permanently")
+    close.get_by_role("button", name="Close").click()
+    assert page.locator("#f_state").inner_text() == "Closed"
+    assert page.locator(".related").filter(has_text="Child cases").locator(".counts").inner_text() == "Closed: 3"
