@@ -23,6 +23,7 @@ class ActionOutcome:
     record: dict
     messages: list[str] = field(default_factory=list)
     result: dict = field(default_factory=dict)
+    job: str | None = None  # a background action: the sys_job that will do the work
 
 
 def available_actions(service: RecordService, table: str, record: dict) -> list[ActionDef]:
@@ -53,6 +54,8 @@ def run_action(service: RecordService, table: str, sys_id: str, name: str, input
         if refusal:
             raise Conflict(refusal)
         values, free = _read_inputs(action, inputs or {})
+        if action.background:
+            return _start_in_background(service, record_tdef, record, action, inputs or {})
         if action.to_state is not None:
             values[action.field] = action.to_state
         previous = dict(record)
@@ -111,3 +114,61 @@ def _read_inputs(action: ActionDef, given: dict) -> tuple[dict[str, Any], dict[s
         else:
             free[spec.name] = value
     return values, free
+
+
+def _start_in_background(service: RecordService, tdef: TableDef, record: dict, action: ActionDef,
+                         inputs: dict) -> ActionOutcome:
+    """Checked now (roles, state, inputs); done by a job. The caller enqueues the job after commit.
+    A second start while one is queued or running for the record returns that one."""
+    from .jobs.progress import active_job, create_job
+
+    running = active_job(service.conn, service.storage, f"action:{action.name}", tdef.name, record["sys_id"])
+    if running is not None:
+        return ActionOutcome(record, [f"{action.label} is already running"], {}, running.id)
+    job_id = create_job(service.conn, service.storage, f"action:{action.name}", created_by=service.actor.user_name,
+                        target_table=tdef.name, target_sys_id=record["sys_id"],
+                        params={"table": tdef.name, "sys_id": record["sys_id"], "action": action.name,
+                                "inputs": inputs})
+    return ActionOutcome(record, [f"{action.label} started"], {}, job_id)
+
+
+def run_in_job(run) -> str:
+    """A background action's effects, run by its job: each batch an effect reports commits with the
+    job's progress, so a crash loses at most one batch and a re-run resumes (effects pick their work
+    by the state of the data)."""
+    from .database import WRITE_LOCK
+
+    params = run.params
+    runtime = run.runtime
+    with runtime.engine.connect() as conn:
+        conn.execution_options(**{WRITE_LOCK: True})
+        transaction = conn.begin()
+        service = runtime.records(conn, run.actor)
+        try:
+            action = service.defs.action(params["table"], params["action"])
+            record = service.get(params["table"], params["sys_id"])
+            if action is None or record is None:
+                raise NotFound(f"{params['table']} {params['sys_id']} or its action {params['action']} is gone")
+            tdef = service.defs.tables[record["sys_class_name"]]
+            props = Properties(service.defs, service.storage, conn)
+            declared = {i.name: None for i in action.inputs}
+
+            def progress(done: int, total: int):
+                nonlocal transaction
+                run.progress(conn, done, total, f"{done} of {total}")
+                transaction.commit()
+                runtime.committed(service)
+                transaction = conn.begin()
+                return service
+
+            ctx = EffectContext(service, tdef, dict(record), dict(record), inputs={**declared, **params["inputs"]},
+                                properties=props.get, notify=Automation(service.defs).notifier(service),
+                                progress=progress)
+            with service.transitions_by_action():
+                run_effects(ctx, action.effects)
+            transaction.commit()
+            runtime.committed(service)
+        except BaseException:
+            transaction.rollback()
+            raise
+    return "; ".join(ctx.messages) or "done"

@@ -176,13 +176,21 @@ class Automation:
 
     @staticmethod
     def _resolver(service: RecordService, tdef: TableDef, record: dict):
+        """Dot-walks from the record's own values (so a before-rule sees the reference about to be
+        written), then through the database."""
         def resolve(path: str) -> Any:
             from .query import select_rows
 
-            if not record.get("sys_id"):
+            first, rest = path.split(".", 1)
+            field = tdef.field(first)
+            target = record.get(first)
+            if field is None or field.type != "reference" or not target:
                 return None
-            stmt, _ = select_rows(service.storage, tdef.name, Query(Term("sys_id", "eq", record["sys_id"])), [path], 1)
-            return service.conn.execute(stmt).scalar()
+            key = (field.reference, target, rest)
+            if key not in service.lookups:  # many rows of a batch walk to the same record
+                stmt, _ = select_rows(service.storage, field.reference, Query(Term("sys_id", "eq", target)), [rest], 1)
+                service.lookups[key] = service.conn.execute(stmt).scalar()
+            return service.lookups[key]
 
         return resolve
 

@@ -42,6 +42,9 @@ class EffectContext:
     journal: dict[str, str] = field(default_factory=dict)  # entries this write added (for copy_to_children)
     properties: Callable[[str], Any] | None = None
     notify: Callable[[str, TableDef, dict], None] | None = None
+    # In a background job: called after each batch with (done, total); commits the work so far and
+    # returns the record service of the next unit of work.
+    progress: Callable[[int, int], RecordService | None] | None = None
 
     def template_context(self) -> dict:
         return {"record": self.record, "previous": self.previous or {}, "inputs": self.inputs,
@@ -322,3 +325,6 @@ def run_effects(ctx: EffectContext, effects) -> None:
             raise
         except Exception as exc:  # an effect that breaks must not leave half a change behind
             raise EffectFailed(f"effect {item.kind} failed: {exc}") from exc
+
+
+from . import list_effects  # noqa: E402,F401  (more primitives, registered like the ones above)

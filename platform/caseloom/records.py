@@ -99,6 +99,7 @@ class RecordService:
         self.check_access = check_access
         self.automation = automation  # lifecycles, rules, notifications (caseloom.automation)
         self.enforce_transitions = True  # a direct change of a lifecycle field must be an allowed transition
+        self.lookups: dict = {}  # dot-walks of rule conditions in this unit of work; emptied by any update
         self.transaction = new_sys_id()  # groups the audit rows of this unit of work
         self.written: set[str] = set()  # tables this unit of work wrote: follow-ups run after commit (caseloom.jobs)
         self._deferred: dict[str, dict[str, str]] | None = None  # table -> {sys_id: field}
@@ -393,6 +394,7 @@ class RecordService:
         return changed
 
     def _update_batch(self, tdef: TableDef, items: list[tuple[dict, dict]]) -> list[Change]:
+        self.lookups.clear()
         stamp = now()
         changes: list[Change] = []
         by_columns: dict[tuple[str, ...], list[dict]] = defaultdict(list)
@@ -477,6 +479,7 @@ class RecordService:
             if current is None:
                 raise NotFound(f"no {table} record with sys_id {sys_id}")
             record_tdef = self.defs.tables[current["sys_class_name"]]
+            self.lookups.clear()
             hooks = self._hooks(record_tdef.name, "delete")
             if hooks is not None:
                 hooks.before(self, record_tdef, "delete", {}, current)

@@ -38,6 +38,7 @@ def update_where(service: RecordService, tdef: TableDef, where: Any, values: dic
     """Apply `values` (already parsed) and `journal` entries to every `tdef` record matching
     `where` (a condition Node) whose values differ; returns how many records changed."""
     journal = {k: v for k, v in (journal or {}).items() if v}
+    service.lookups.clear()
     storage, conn, actor = service.storage, service.conn, service.actor
     physical = storage.physical(tdef.name)
     selection = Selection(storage, tdef.name)

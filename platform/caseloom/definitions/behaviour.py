@@ -10,6 +10,8 @@ from .model import (
     EffectDef,
     InputDef,
     LifecycleDef,
+    MemberListDef,
+    MemberType,
     MenuApplication,
     MenuModule,
     NotificationDef,
@@ -251,3 +253,37 @@ def build_menu(docs: list[SourceDocument], tables: dict, roles: dict, errors: li
                                                 check.roles_of(app.get("roles", []), ("menu", i, "roles")),
                                                 app.get("order", 100)))
     return sorted(applications, key=lambda a: a.order)
+
+
+def build_member_lists(docs: list[SourceDocument], tables: dict, roles: dict, errors: list) -> dict[str, MemberListDef]:
+    lists: dict[str, MemberListDef] = {}
+    for doc in docs:
+        check = _Checker(doc, tables, roles, errors)
+        data = doc.data
+        table = check.table(data["table"], ("table",))
+        if table is None:
+            continue
+        for key in ("type_field", "conditions_field", "script_flag_field", "script_field"):
+            if key in data:
+                check.field(table, data[key], (key,))
+        types = {}
+        for name, spec in data["types"].items():
+            where = ("types", name)
+            target = check.table(spec["table"], where + ("table",))
+            members = check.table(spec["members"], where + ("members",))
+            if target is None or members is None:
+                continue
+            for key, owner, expected in (("list_field", members, table.name), ("member_field", members, target.name)):
+                field = check.field(owner, spec[key], where + (key,))
+                if field is not None and (field.type != "reference" or field.reference != expected):
+                    check.error(where + (key,), f"{spec[key]!r} must be a reference to {expected!r}")
+            if data.get("dynamic_field"):
+                check.field(members, data["dynamic_field"], ("dynamic_field",))
+            for i, key in enumerate(spec.get("match", ["sys_id"])):
+                check.field(target, key, where + ("match", i))
+            types[name] = MemberType(name, target.name, members.name, spec["list_field"], spec["member_field"],
+                                     tuple(spec.get("match", ["sys_id"])), spec.get("result_key"))
+        lists[data["member_list"]] = MemberListDef(
+            data["member_list"], table.name, data["type_field"], frozen_map(types), data.get("conditions_field"),
+            data.get("script_flag_field"), data.get("script_field"), data.get("dynamic_field"))
+    return lists

@@ -20,6 +20,7 @@ from ..fieldtypes import FIELD_TYPES, FieldValueError
 from .behaviour import (
     build_actions,
     build_lifecycles,
+    build_member_lists,
     build_menu,
     build_notifications,
     build_rules,
@@ -40,7 +41,8 @@ from .tables import build_tables
 from .yamlsource import DefinitionError, SourceDocument, parse_yaml
 
 # The top-level key of a file names its kind; each kind has one JSON Schema.
-KINDS = ("table", "properties", "roles", "access", "demo", "lifecycle", "actions", "rules", "notifications", "menu")
+KINDS = ("table", "properties", "roles", "access", "demo", "lifecycle", "actions", "rules", "notifications", "menu",
+         "member_list")
 SYSTEM_DIR = Path(__file__).resolve().parent.parent / "system"
 SYSTEM_PREFIX = "<caseloom>/"
 
@@ -109,6 +111,7 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
     notifications = build_notifications(documents["notifications"], tables, roles, errors)
     _check_notify_effects(actions, rules, notifications, errors)
     menu = build_menu(documents["menu"], tables, roles, errors)
+    member_lists = build_member_lists(documents["member_list"], tables, roles, errors)
     if errors:
         raise DefinitionErrors(errors)
     return Definitions(
@@ -123,6 +126,7 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
         rules=tuple(rules),
         notifications=frozen_map(notifications),
         menu=tuple(menu),
+        member_lists=frozen_map(member_lists),
     )
 
 

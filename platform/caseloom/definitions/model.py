@@ -276,6 +276,31 @@ class MenuApplication:
 
 
 @dataclass(frozen=True)
+class MemberType:
+    """One type of a member list: members are records of `table`, kept in `members`."""
+
+    name: str
+    table: str
+    members: str
+    list_field: str
+    member_field: str
+    match: tuple[str, ...] = ("sys_id",)  # import keys, tried in order
+    result_key: str | None = None  # a script may answer {result_key: [sys_id, ...]}
+
+
+@dataclass(frozen=True)
+class MemberListDef:
+    name: str
+    table: str
+    type_field: str
+    types: Mapping[str, MemberType]
+    conditions_field: str | None = None
+    script_flag_field: str | None = None
+    script_field: str | None = None
+    dynamic_field: str | None = None
+
+
+@dataclass(frozen=True)
 class DefinitionFile:
     path: str  # relative to its folder
     kind: str
@@ -295,6 +320,10 @@ class Definitions:
     rules: tuple[RuleDef, ...] = ()
     notifications: Mapping[str, NotificationDef] = field(default_factory=frozen_map)
     menu: tuple[MenuApplication, ...] = ()
+    member_lists: Mapping[str, MemberListDef] = field(default_factory=frozen_map)
+
+    def member_list_for(self, table: str) -> MemberListDef | None:
+        return next((m for m in self.member_lists.values() if m.table == table), None)
 
     def lifecycle(self, table: str) -> LifecycleDef | None:
         """The lifecycle of a table: its own, or its nearest ancestor's."""

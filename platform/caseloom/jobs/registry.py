@@ -80,7 +80,7 @@ def execute_job(runtime: Runtime, job_id: str) -> Job | None:
     if job_row is None or not claimed:
         return job_row
     try:
-        function = JOBS.get(job_row.name)
+        function = job_function(job_row.name)
         if function is None:
             raise JobRefused(f"no job named {job_row.name!r} is registered; known: {', '.join(sorted(JOBS))}")
         message = function(JobRun(job_row, runtime, _actor(runtime, job_row)))
@@ -113,3 +113,16 @@ def _actor(runtime: Runtime, job_row: Job) -> Actor:
     if actor is None:
         raise JobRefused(f"user {job_row.created_by!r}, who started the job, no longer exists or is inactive")
     return actor
+
+
+def _background_action(run: JobRun) -> str | None:
+    from ..actions import run_in_job
+
+    return run_in_job(run)
+
+
+def job_function(name: str) -> JobFunction | None:
+    """The function of a job kind: a registered one, or a background action (`action:<name>`)."""
+    if name.startswith("action:"):
+        return _background_action
+    return JOBS.get(name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from flask import Blueprint, g, jsonify, request, url_for
+from flask import Blueprint, current_app, g, jsonify, request, url_for
 
 from ..query import Query, Term, parse_encoded
 from ..records import NotFound
@@ -139,6 +139,12 @@ def run_action_api(table: str, sys_id: str, action: str):
     if body is None or not isinstance(body, dict):
         raise ApiError(400, "Request body must be a JSON object of the action's inputs", "")
     outcome = run_action(records(), table, sys_id, action, body)
+    if outcome.job is not None:  # done in the background: 202 and the job to follow
+        db.session.commit()
+        from .jobs_api import queue
+
+        queue(current_app).enqueue_job(outcome.job)
+        return jsonify({"result": {"job": outcome.job}, "message": "; ".join(outcome.messages)}), 202
     shape = _shape(outcome.record["sys_class_name"])
     result = _one(table, sys_id, shape)
     db.session.commit()
@@ -194,3 +200,43 @@ def batch():
         })
     return jsonify({"batch_request_id": str(body.get("batch_request_id", "")), "serviced_requests": serviced,
                     "unserviced_requests": unserviced})
+
+
+
+def _member_lists(name: str):
+    from ..memberlists import MemberLists
+
+    mdef = runtime().defs.member_lists.get(name)
+    if mdef is None:
+        raise ApiError(404, "No Record found", f"no member lists named {name!r}")
+    return MemberLists(records(), mdef)
+
+
+@blueprint.post("/caseloom/<name>/<sys_id>/import")
+def import_members(name: str, sys_id: str):
+    """Add members from a CSV (columns sys_id or the type's keys, e.g. number or email); each rejected
+    row is reported with its line and why; a record already in the list is never added twice."""
+    lists = _member_lists(name)
+    records().table(lists.mdef.table, "write")
+    text = request.get_data(as_text=True)
+    if not text.strip():
+        raise ApiError(400, "empty CSV", "send the CSV as the request body (Content-Type: text/csv)")
+    report = lists.import_csv(sys_id, text)
+    db.session.commit()
+    return jsonify({"result": {"added": report.added, "rejected": report.rejected, "identified": report.identified}})
+
+
+@blueprint.get("/caseloom/<name>/<sys_id>/preview")
+def preview_members(name: str, sys_id: str):
+    """How many records the list's condition or script identifies now, with a sample; writes nothing."""
+    preview = _member_lists(name).preview(sys_id)
+    preview["sample"] = [{k: ("" if v is None else str(v)) for k, v in row.items()} for row in preview["sample"]]
+    return jsonify({"result": preview})
+
+
+@blueprint.get("/caseloom/<name>/<sys_id>/template")
+def import_template(name: str, sys_id: str):
+    from flask import Response
+
+    text = _member_lists(name).template(sys_id)
+    return Response(text, mimetype="text/csv", headers={"Content-Disposition": f"attachment; filename={name}.csv"})

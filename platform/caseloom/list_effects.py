@@ -1,0 +1,125 @@
+"""Effects over member lists: refresh a list, create one child record per member, refuse a write.
+
+Registered in the same effect registry as every other primitive (see effects.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from .definitions.tables import resolve_path
+from .effects import EffectContext, effect
+from .memberlists import BATCH, lists_for
+from .query import Selection
+from .records import RecordError
+
+
+@effect("refuse", "Refuse the write with a message naming a field (in before-rules).")
+def _refuse(ctx: EffectContext, args: dict) -> None:
+    raise RecordError(args.get("field"), ctx.render(args["message"]))
+
+
+def _check_refresh(tables, table, args) -> list[str]:
+    return [] if args in (None, {}, True) else ["takes no arguments: refresh_members: {}"]
+
+
+@effect("refresh_members", "Re-evaluate a member list's condition or script: dynamic members follow it, "
+                           "members added by hand or import stay.", _check_refresh)
+def _refresh_members(ctx: EffectContext, args: Any) -> None:
+    report = lists_for(ctx.service, ctx.table.name).refresh(ctx.record["sys_id"])
+    ctx.result.update(report.as_dict())
+    ctx.messages.append(f"{report.identified} identified, {report.added} added, {report.removed} removed, "
+                        f"{len(report.rejected)} rejected")
+
+
+def _check_children_from_list(tables, table, args) -> list[str]:
+    if not isinstance(args, dict) or not {"list_field", "reference", "member_fields"} <= set(args):
+        return ["expected {list_field, reference, member_fields: {type: child field}, values, lookups, journal, lock}"]
+    problems = []
+    for name in [args["list_field"], args["reference"], *args["member_fields"].values(), *args.get("values", {}),
+                 *args.get("lookups", {}), *args.get("journal", {})]:
+        if resolve_path(tables, table, name) is None:
+            problems.append(f"{name!r} is not a field of {table.name!r}")
+    return problems
+
+
+@effect("create_children_from_list", "Create one child record per member of the list this record points at "
+                                     "(never two for one member, even when run again or after a crash), "
+                                     "streamed in batches with progress; set-based inserts through the write path.",
+        _check_children_from_list)
+def _create_children_from_list(ctx: EffectContext, args: dict) -> None:
+    service = ctx.service
+    list_id = ctx.record.get(args["list_field"])
+    if not list_id:
+        raise RecordError(args["list_field"], "no list is attached")
+    list_table = ctx.table.field(args["list_field"]).reference
+    lists = lists_for(service, list_table)
+    mtype = lists.mtype(lists.record(list_id))
+    member_field = args["member_fields"].get(mtype.name)
+    if member_field is None:
+        raise RecordError(args["list_field"], f"lists of type {mtype.name} cannot make children here "
+                                              f"(types: {', '.join(args['member_fields'])})")
+    values = {k: ctx.render(v) for k, v in (args.get("values") or {}).items()}
+    for name in args.get("copy_fields", []) + _property_fields(ctx, args):
+        f = ctx.table.field(name)
+        if f is not None and f.stored and not f.system and name not in values:
+            values[name] = ctx.record.get(name)
+    journal = {k: ctx.render(v) for k, v in (args.get("journal") or {}).items()}
+    journal = {k: v for k, v in journal.items() if v}
+    lookups = {child: path for child, path in (args.get("lookups") or {}).items()
+               if path.split(".")[0] == member_field}
+    done = 0
+    total = _remaining(ctx, args, list_id, lists, mtype, member_field, count=True)
+    progress = ctx.progress
+    while True:
+        batch = _next_members(ctx, args, list_id, lists, mtype, member_field, lookups)
+        if not batch:
+            break
+        rows = [{**values, **journal, args["reference"]: ctx.record["sys_id"], member_field: member,
+                 **{child: found for child, found in extra.items() if found}} for member, extra in batch]
+        service.insert_many(ctx.table.name, rows, batch=BATCH)
+        done += len(rows)
+        if progress is not None:
+            service = progress(done, total) or service  # a background job commits here and goes on in a new unit
+            ctx.service = service
+    if args.get("lock"):
+        lists.service = service
+        service.update(list_table, list_id, {args["lock"]: True})
+    ctx.result["children_created"] = done
+    ctx.messages.append(f"{done} child records created")
+
+
+def _property_fields(ctx: EffectContext, args: dict) -> list[str]:
+    name = args.get("copy_fields_property")
+    return list(ctx.properties(name)) if name and ctx.properties else []
+
+
+def _remaining(ctx, args, list_id, lists, mtype, member_field, count=False):
+    stmt = _members_without_child(ctx, args, list_id, lists, mtype, member_field, {})
+    return ctx.service.conn.execute(sa.select(sa.func.count()).select_from(stmt.subquery())).scalar_one()
+
+
+def _members_without_child(ctx, args, list_id, lists, mtype, member_field, lookups) -> sa.Select:
+    """Members of the list that have no child of this record yet: the anti-join that makes the effect
+    idempotent and resumable."""
+    storage = ctx.service.storage
+    members = storage.physical(mtype.members)
+    children = storage.physical(ctx.table.name)
+    target = Selection(storage, mtype.table)
+    columns = [target.base.c.sys_id.label("member")]
+    for child, path in lookups.items():
+        rest = path.split(".", 1)[1]
+        columns.append(target.column(rest)[0].label(child))
+    has_child = sa.exists().where(children.c[args["reference"]] == ctx.record["sys_id"],
+                                  children.c[member_field] == members.c[mtype.member_field])
+    return (sa.select(*columns).select_from(target.from_clause.join(members, members.c[mtype.member_field]
+                                                                     == target.base.c.sys_id))
+            .where(members.c[mtype.list_field] == list_id, ~has_child).order_by(target.base.c.sys_id))
+
+
+def _next_members(ctx, args, list_id, lists, mtype, member_field, lookups) -> list[tuple[str, dict]]:
+    stmt = _members_without_child(ctx, args, list_id, lists, mtype, member_field, lookups).limit(BATCH)
+    rows = ctx.service.conn.execute(stmt).mappings().all()
+    return [(r["member"], {k: r[k] for k in lookups}) for r in rows]
