@@ -1,0 +1,211 @@
+"""Recipients lists (condition, import, refresh, preview) and child cases for every customer,
+through the API and the background job: idempotent, resumable after a killed worker."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from caseloom.jobs import JobQueue
+from caseloom.jobs.registry import execute_job
+from caseloom.query import parse_encoded
+from conftest import DEFINITIONS
+
+LISTS = "/api/now/table/sn_publications_recipients_list"
+CASES = "/api/now/table/sn_customerservice_case"
+ACCOUNT_MEMBERS = "/api/now/table/sn_publications_recipientslist_account_m2m"
+
+
+def new_list(api, **values):
+    r = api.post(LISTS, json={"name": "Affected customers", "type": "accounts", **values})
+    assert r.status_code == 201, r.json
+    return r.json["result"]["sys_id"]
+
+
+def members(api, list_id, table=ACCOUNT_MEMBERS):
+    r = api.get(f"{table}?sysparm_query=recipients_list={list_id}&sysparm_exclude_reference_link=true")
+    return r.json["result"]
+
+
+def refresh(api, list_id):
+    return api.post(f"/api/caseloom/actions/sn_publications_recipients_list/{list_id}/refresh", json={})
+
+
+def test_a_condition_list_previews_then_refreshes_into_dynamic_members(as_user):
+    author = as_user("author")
+    list_id = new_list(author, conditions="country=DE^ORcountry=FR^active=true")
+    expected = author.get("/api/now/table/customer_account?sysparm_query=country=DE^ORcountry=FR^active=true"
+                          "&sysparm_limit=1").headers["X-Total-Count"]
+    preview = author.get(f"/api/caseloom/recipients/{list_id}/preview").json["result"]
+    assert preview["source"] == "condition" and str(preview["count"]) == expected and preview["members"] == 0
+    assert preview["sample"] and all(len(row["sys_id"]) == 32 for row in preview["sample"])
+    assert members(author, list_id) == []  # a preview writes nothing
+    r = refresh(author, list_id)
+    assert r.status_code == 200, r.json
+    assert r.json["details"]["added"] == int(expected)
+    rows = members(author, list_id)
+    assert len(rows) == int(expected) and all(row["dynamically_added"] == "true" for row in rows)
+
+
+def test_refresh_follows_the_condition_and_keeps_manual_members(as_user):
+    author = as_user("author")
+    list_id = new_list(author, conditions="country=DE")
+    refresh(author, list_id)
+    us = author.get("/api/now/table/customer_account?sysparm_query=country=US&sysparm_limit=1").json["result"][0]
+    r = author.post(f"/api/caseloom/recipients/{list_id}/import", data=f"sys_id\n{us['sys_id']}\n",
+                    content_type="text/csv")
+    assert r.json["result"]["added"] == 1
+    lst = author.get(f"{LISTS}/{list_id}").json["result"]
+    assert author.patch(f"{LISTS}/{lst['sys_id']}", json={"conditions": "country=FR"}).status_code == 200
+    report = refresh(author, list_id).json["details"]
+    assert report["removed"] > 0 and report["added"] > 0
+    countries = {author.get(f"/api/now/table/customer_account/{m['account']}").json["result"]["country"]
+                 for m in members(author, list_id)}
+    assert countries == {"FR", "US"}  # DE left with the condition; the imported US account stays
+
+
+def test_import_reports_each_rejected_row_and_never_duplicates(as_user):
+    author = as_user("author")
+    list_id = new_list(author)
+    accounts = author.get("/api/now/table/customer_account?sysparm_limit=3&sysparm_query=ORDERBYnumber").json["result"]
+    csv_text = ("sys_id,number\n"
+                f"{accounts[0]['sys_id']},\n"
+                f",{accounts[1]['number']}\n"
+                ",ACCT9999999\n"
+                ",\n"
+                f",{accounts[0]['number']}\n")
+    r = author.post(f"/api/caseloom/recipients/{list_id}/import", data=csv_text, content_type="text/csv")
+    assert r.status_code == 200, r.json
+    assert r.json["result"]["added"] == 2
+    assert r.json["result"]["rejected"] == [
+        {"row": 4, "reason": "no customer_account record with number 'ACCT9999999'"},
+        {"row": 5, "reason": "no value in any of the columns sys_id, number"},
+        {"row": 6, "reason": "already a member of this list"},
+    ]
+    again = author.post(f"/api/caseloom/recipients/{list_id}/import", data=f"number\n{accounts[2]['number']}\n"
+                        f"{accounts[1]['number']}\n", content_type="text/csv").json["result"]
+    assert again["added"] == 1 and again["rejected"] == [{"row": 3, "reason": "already a member of this list"}]
+    assert len(members(author, list_id)) == 3
+    assert all(m["dynamically_added"] == "false" for m in members(author, list_id))
+    template = author.get(f"/api/caseloom/recipients/{list_id}/template")
+    assert template.get_data(as_text=True) == "sys_id,number\n"
+    bad = author.post(f"/api/caseloom/recipients/{list_id}/import", data="name\nAcme\n", content_type="text/csv")
+    assert bad.status_code == 400 and "sys_id, number" in bad.json["error"]["message"]
+
+
+@pytest.fixture
+def major_with_list(as_user):
+    manager = as_user("manager")
+    list_id = new_list(as_user("author"), conditions="active=true")
+    refresh(as_user("author"), list_id)
+    major = manager.post(CASES, json={"short_description": "Storage outage", "major_case_state": "accepted",
+                                      "proactive": "true", "state": "10", "priority": "1",
+                                      "recipient_list": list_id}).json["result"]
+    return major["sys_id"], list_id
+
+
+def test_create_child_cases_runs_as_a_job_one_child_per_member(as_user, major_with_list, runtime):
+    manager = as_user("manager")
+    major, list_id = major_with_list
+    expected = len(members(manager, list_id))
+    r = manager.post(f"/api/caseloom/actions/sn_customerservice_case/{major}/create_child_cases",
+                     json={"comments": "We are working on a storage outage that affects you."})
+    assert r.status_code == 202, r.json
+    job = r.json["result"]["job"]
+    assert manager.get(f"/api/caseloom/jobs/{job}").json["result"]["state"] == "queued"
+    execute_job(runtime, job)
+    assert manager.get(f"/api/caseloom/jobs/{job}").json["result"] == {
+        "state": "done", "done": expected, "total": expected, "message": f"{expected} child records created"}
+    children = manager.get(f"{CASES}?sysparm_query=parent={major}&sysparm_exclude_reference_link=true"
+                           "&sysparm_fields=sys_id,account,contact,short_description,priority,state").json["result"]
+    assert len(children) == expected and len({c["account"] for c in children}) == expected
+    account = manager.get(f"/api/now/table/customer_account/{children[0]['account']}").json["result"]
+    assert children[0]["contact"] == account["primary_contact"]["value"]
+    assert {(c["short_description"], c["priority"], c["state"]) for c in children} == {("Storage outage", "1", "10")}
+    notes = manager.get(f"/api/now/table/sys_journal_field?sysparm_query=element_id={children[0]['sys_id']}").json
+    assert [n["value"] for n in notes["result"]] == ["We are working on a storage outage that affects you."]
+    # run again: nobody gets a second child; the list is now read-only
+    r = manager.post(f"/api/caseloom/actions/sn_customerservice_case/{major}/create_child_cases",
+                     json={"comments": "again"})
+    execute_job(runtime, r.json["result"]["job"])
+    assert manager.get(f"{CASES}?sysparm_query=parent={major}&sysparm_limit=1").headers["X-Total-Count"] == str(expected)
+    assert refresh(as_user("author"), list_id).status_code == 409
+    one = members(manager, list_id)[0]
+    assert as_user("author").delete(f"{ACCOUNT_MEMBERS}/{one['sys_id']}").status_code == 400
+
+
+def test_a_major_case_list_must_hold_accounts_or_consumers(as_user):
+    contacts = new_list(as_user("author"), type="contacts")
+    r = as_user("manager").post(CASES, json={"short_description": "x", "recipient_list": contacts})
+    assert r.status_code == 400 and r.json["error"]["detail"]["field"] == "recipient_list"
+
+
+def test_a_killed_worker_resumes_and_every_member_ends_with_exactly_one_child(config, definitions, runtime, tmp_path):
+    """Start `caseloom worker`, kill -9 it in the middle of the job, start another: done, no duplicates."""
+    with runtime.transaction() as service:
+        service.insert_many("customer_account", ({"name": f"Bulk {i}", "country": "ZZ"} for i in range(12000)))
+        list_id = service.insert("sn_publications_recipients_list",
+                                 {"name": "ZZ", "type": "accounts", "conditions": "country=ZZ"})["sys_id"]
+    from caseloom.memberlists import lists_for
+
+    with runtime.transaction() as service:
+        lists_for(service, "sn_publications_recipients_list").refresh(list_id)
+        major = service.insert("sn_customerservice_case", {"short_description": "Big one", "state": 10,
+                                                            "major_case_state": "accepted", "recipient_list": list_id})
+    config = dataclasses.replace(config, queue=f"sqlite:///{tmp_path / 'kill-queue.db'}")
+    from caseloom.access import SYSTEM
+    from caseloom.actions import run_action
+
+    with runtime.transaction() as service:
+        outcome = run_action(service, "sn_customerservice_case", major["sys_id"], "create_child_cases",
+                             {"comments": "hello"})
+    queue = JobQueue(type(runtime)(config, definitions))
+    queue.enqueue_job(outcome.job)
+    env = {**os.environ, "CASELOOM_DATABASE_URL": config.database_url, "CASELOOM_DEFINITIONS": str(DEFINITIONS),
+           "CASELOOM_QUEUE": config.queue, "CASELOOM_INSTANCE": str(tmp_path / "instance")}
+
+    def job_row():
+        from caseloom.jobs import get_job
+
+        with runtime.engine.connect() as conn:
+            return get_job(conn, runtime.storage, outcome.job)
+
+    def start():
+        return subprocess.Popen([sys.executable, "-m", "caseloom.cli", "worker", "--workers", "1"], env=env,
+                                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    worker = start()
+    try:
+        deadline = time.monotonic() + 60
+        while job_row().done == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert 0 < job_row().done < 12000, "the worker should be killed in the middle of the job"
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=10)
+        killed_at = job_row().done
+        # the job was running when its worker died; a new worker takes it over once it is stale
+        from caseloom.jobs import progress as job_progress
+
+        with runtime.engine.begin() as conn:
+            table = runtime.storage.internal("sys_job")
+            conn.execute(table.update().where(table.c.id == outcome.job).values(
+                updated_on=job_progress.now() - job_progress.STALE_AFTER * 2))
+        queue.enqueue_job(outcome.job)
+        worker = start()
+        deadline = time.monotonic() + 120
+        while job_row().state != "done" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert job_row().state == "done", job_row()
+    finally:
+        worker.kill()
+        worker.wait(timeout=10)
+    with runtime.transaction(SYSTEM) as service:
+        children = service.query("sn_customerservice_case", parse_encoded(f"parent={major['sys_id']}"), ["account"])
+    assert killed_at < 12000
+    assert len(children) == 12000 and len({c["account"] for c in children}) == 12000
