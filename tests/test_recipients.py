@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+import sqlalchemy as sa
 
 from caseloom.jobs import JobQueue
 from caseloom.jobs.registry import execute_job
@@ -209,3 +210,29 @@ def test_a_killed_worker_resumes_and_every_member_ends_with_exactly_one_child(co
         children = service.query("sn_customerservice_case", parse_encoded(f"parent={major['sys_id']}"), ["account"])
     assert killed_at < 12000
     assert len(children) == 12000 and len({c["account"] for c in children}) == 12000
+
+
+def test_a_hundred_thousand_accounts_become_a_hundred_thousand_children(runtime):
+    """The scale the product is for: every account of a 100,000-account list gets its child case."""
+    from caseloom.access import SYSTEM
+    from caseloom.actions import run_action
+    from caseloom.memberlists import lists_for
+
+    with runtime.transaction() as service:
+        service.insert_many("customer_account", ({"name": f"Customer {i}", "country": "QQ"} for i in range(100_000)))
+        list_id = service.insert("sn_publications_recipients_list",
+                                 {"name": "Everyone in QQ", "type": "accounts", "conditions": "country=QQ"})["sys_id"]
+    with runtime.transaction() as service:
+        assert lists_for(service, "sn_publications_recipients_list").refresh(list_id).added == 100_000
+        major = service.insert("sn_customerservice_case", {"short_description": "Region down", "state": 10,
+                                                            "major_case_state": "accepted", "recipient_list": list_id})
+        outcome = run_action(service, "sn_customerservice_case", major["sys_id"], "create_child_cases",
+                             {"comments": "We are on it."})
+    job = execute_job(runtime, outcome.job)
+    assert (job.state, job.done, job.total) == ("done", 100_000, 100_000)
+    with runtime.transaction(SYSTEM) as service:
+        children = service.count("sn_customerservice_case", parse_encoded(f"parent={major['sys_id']}"))
+        task = runtime.storage.physical("sn_customerservice_case")
+        distinct = service.conn.execute(sa.select(sa.func.count(sa.distinct(task.c.account)))
+                                        .where(task.c.parent == major["sys_id"])).scalar()
+    assert children == distinct == 100_000

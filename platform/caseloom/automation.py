@@ -62,6 +62,66 @@ class Automation:
                         resolve=self._resolver(service, tdef, record)):
                 self.send(service, note, tdef, record, journal)
 
+    def after_insert_batch(self, service: RecordService, tdef: TableDef, records: list[dict],
+                           entries_of: list[dict]) -> None:
+        """After a batch insert: rules record by record; notifications for the whole batch at once
+        (one query for the recipients' addresses, one executemany of sys_email rows)."""
+        rules = self.defs.rules_for(tdef.name, "after", "insert")
+        notifications = [n for n in self.defs.notifications.values()
+                         if "insert" in n.on and n.table in (tdef.name, *self.defs.ancestors(tdef.name))]
+        if not rules and not notifications:
+            return
+        props = Properties(self.defs, service.storage, service.conn)
+        for record, journal in zip(records, entries_of, strict=True):
+            for rule in rules:
+                if evaluate(rule.condition, {**record, **journal}, previous=None, properties=props.get,
+                            resolve=self._resolver(service, tdef, record)):
+                    ctx = EffectContext(service, tdef, dict(record), None, journal=dict(journal),
+                                        properties=props.get, notify=self.notifier(service))
+                    run_effects(ctx, rule.effects)
+        for note in notifications:
+            matching = [(r, j) for r, j in zip(records, entries_of, strict=True)
+                        if evaluate(note.condition, {**r, **j}, previous=None, properties=props.get,
+                                    resolve=self._resolver(service, tdef, r))]
+            if matching:
+                self._send_many(service, note, tdef, matching)
+
+    def _send_many(self, service: RecordService, note: NotificationDef, tdef: TableDef,
+                   matching: list[tuple[dict, dict]]) -> None:
+        role_emails = self._role_emails(service, note.roles)
+        addresses = self._field_emails_many(service, tdef, [r["sys_id"] for r, _ in matching], note)
+        rows = []
+        for record, journal in matching:
+            recipients = sorted(set(role_emails) | set(addresses.get(record["sys_id"], ())))
+            if not recipients:
+                continue
+            context = {"record": {**record, **journal}, "table": tdef.label, "notification": note.name}
+            try:
+                subject, body = render(note.subject, context), render(note.body, context)
+            except TemplateProblem as exc:
+                raise RecordError(None, f"notification {note.name}: {exc}") from None
+            rows.append({"recipients": ",".join(recipients), "subject": subject[:255], "body": body, "state": "ready",
+                         "error": None, "target_table": tdef.name, "instance": record["sys_id"]})
+        if rows:
+            service._system_insert("sys_email", rows)
+
+    @staticmethod
+    def _field_emails_many(service: RecordService, tdef: TableDef, ids: list[str],
+                           note: NotificationDef) -> dict[str, list[str]]:
+        if not note.fields:
+            return {}
+        from .query import select_rows
+
+        paths = [f"{path}.email" if tdef.field(path) and tdef.field(path).type == "reference" else path
+                 for path in note.fields]
+        found: dict[str, list[str]] = {}
+        for start in range(0, len(ids), 500):
+            stmt, _ = select_rows(service.storage, tdef.name, Query(Term("sys_id", "in", ids[start:start + 500])),
+                                  ["sys_id", *paths])
+            for row in service.conn.execute(stmt).mappings():
+                found[row["sys_id"]] = [row[p] for p in paths if row[p]]
+        return found
+
     def has_hooks(self, table: str, event: str) -> bool:
         tables = (table, *self.defs.ancestors(table))
         return (any(r.table in tables and event in r.on for r in self.defs.rules)

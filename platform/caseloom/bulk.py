@@ -27,10 +27,14 @@ def _processor(type_: sa.types.TypeEngine, dialect: sa.Dialect) -> Callable[[Any
     return type_.dialect_impl(dialect).bind_processor(dialect)
 
 
+ANALYZE_EVERY = 20_000  # rows bulk-inserted into one table before PostgreSQL's statistics are refreshed
+
+
 def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
     """INSERT every row (all rows have the same keys) with one executemany."""
     if not rows:
         return
+    _keep_statistics_fresh(conn, table, len(rows))
     sql, order, positional, processors = _plan(table, tuple(rows[0]), conn.dialect)
     pairs = list(zip(order, processors, strict=True))
     if positional:
@@ -38,3 +42,16 @@ def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
     else:
         params = [{n: (row[n] if p is None or row[n] is None else p(row[n])) for n, p in pairs} for row in rows]
     conn.exec_driver_sql(sql, params)
+
+
+def _keep_statistics_fresh(conn: sa.Connection, table: sa.Table, count: int) -> None:
+    """A bulk load that grows a table from a few rows to many leaves PostgreSQL planning with the
+    old statistics (autovacuum catches up later), so a job that inserts and then looks up what it
+    inserted slows down quadratically. Re-ANALYZE the table every ANALYZE_EVERY rows written."""
+    if conn.dialect.name != "postgresql":
+        return
+    written = conn.info.setdefault("caseloom_bulk_rows", {})
+    written[table.name] = written.get(table.name, 0) + count
+    if written[table.name] >= ANALYZE_EVERY:
+        written[table.name] = 0
+        conn.exec_driver_sql(f"ANALYZE {conn.dialect.identifier_preparer.quote(table.name)}")

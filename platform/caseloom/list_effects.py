@@ -73,10 +73,13 @@ def _create_children_from_list(ctx: EffectContext, args: dict) -> None:
     done = 0
     total = _remaining(ctx, args, list_id, lists, mtype, member_field, count=True)
     progress = ctx.progress
+    after = ""  # a keyset cursor over the members: each batch starts where the last one stopped
     while True:
-        batch = _next_members(ctx, args, list_id, lists, mtype, member_field, lookups)
-        if not batch:
+        batch, after = _next_members(ctx, args, list_id, mtype, member_field, lookups, after)
+        if after is None:
             break
+        if not batch:
+            continue
         rows = [{**values, **journal, args["reference"]: ctx.record["sys_id"], member_field: member,
                  **{child: found for child, found in extra.items() if found}} for member, extra in batch]
         service.insert_many(ctx.table.name, rows, batch=BATCH)
@@ -96,30 +99,37 @@ def _property_fields(ctx: EffectContext, args: dict) -> list[str]:
     return list(ctx.properties(name)) if name and ctx.properties else []
 
 
-def _remaining(ctx, args, list_id, lists, mtype, member_field, count=False):
-    stmt = _members_without_child(ctx, args, list_id, lists, mtype, member_field, {})
-    return ctx.service.conn.execute(sa.select(sa.func.count()).select_from(stmt.subquery())).scalar_one()
-
-
-def _members_without_child(ctx, args, list_id, lists, mtype, member_field, lookups) -> sa.Select:
-    """Members of the list that have no child of this record yet: the anti-join that makes the effect
-    idempotent and resumable."""
+def _remaining(ctx, args, list_id, lists, mtype, member_field, count=False) -> int:
+    """Members of the list with no child of this record yet (the work left, for progress)."""
     storage = ctx.service.storage
     members = storage.physical(mtype.members)
     children = storage.physical(ctx.table.name)
-    target = Selection(storage, mtype.table)
-    columns = [target.base.c.sys_id.label("member")]
-    for child, path in lookups.items():
-        rest = path.split(".", 1)[1]
-        columns.append(target.column(rest)[0].label(child))
     has_child = sa.exists().where(children.c[args["reference"]] == ctx.record["sys_id"],
                                   children.c[member_field] == members.c[mtype.member_field])
-    return (sa.select(*columns).select_from(target.from_clause.join(members, members.c[mtype.member_field]
-                                                                     == target.base.c.sys_id))
-            .where(members.c[mtype.list_field] == list_id, ~has_child).order_by(target.base.c.sys_id))
+    stmt = sa.select(sa.func.count()).select_from(members).where(members.c[mtype.list_field] == list_id, ~has_child)
+    return ctx.service.conn.execute(stmt).scalar_one()
 
 
-def _next_members(ctx, args, list_id, lists, mtype, member_field, lookups) -> list[tuple[str, dict]]:
-    stmt = _members_without_child(ctx, args, list_id, lists, mtype, member_field, lookups).limit(BATCH)
-    rows = ctx.service.conn.execute(stmt).mappings().all()
-    return [(r["member"], {k: r[k] for k in lookups}) for r in rows]
+def _next_members(ctx, args, list_id, mtype, member_field, lookups, after: str
+                  ) -> tuple[list[tuple[str, dict]], str | None]:
+    """The next slice of members (keyset on the member's sys_id) without a child of this record yet,
+    and where the slice ended (None when the list is done). Checking the slice against existing
+    children makes the effect idempotent and resumable: a re-run skips what is done."""
+    storage, conn = ctx.service.storage, ctx.service.conn
+    members = storage.physical(mtype.members)
+    target = Selection(storage, mtype.table)
+    columns = [members.c[mtype.member_field].label("member")]
+    for child, path in lookups.items():
+        columns.append(target.column(path.split(".", 1)[1])[0].label(child))
+    stmt = (sa.select(*columns)
+            .select_from(members.join(target.from_clause, target.base.c.sys_id == members.c[mtype.member_field]))
+            .where(members.c[mtype.list_field] == list_id, members.c[mtype.member_field] > after)
+            .order_by(members.c[mtype.member_field]).limit(BATCH))
+    rows = conn.execute(stmt).mappings().all()
+    if not rows:
+        return [], None
+    children = storage.physical(ctx.table.name)
+    ids = [r["member"] for r in rows]
+    done = set(conn.execute(sa.select(children.c[member_field]).where(
+        children.c[args["reference"]] == ctx.record["sys_id"], children.c[member_field].in_(ids))).scalars())
+    return [(r["member"], {k: r[k] for k in lookups}) for r in rows if r["member"] not in done], ids[-1]

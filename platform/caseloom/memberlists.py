@@ -166,8 +166,10 @@ class MemberLists:
 
     def _script_ids(self, record: dict, mtype: MemberType) -> tuple[list[str], BuildReport]:
         """Run the list's script in the sandbox; keep the sys_ids that are records of the type's table."""
-        from .sandbox import run_script, script_source, service_data
+        from .properties import Properties
+        from .sandbox import require_scripts_enabled, run_script, script_source, service_data
 
+        require_scripts_enabled(Properties(self.service.defs, self.service.storage, self.service.conn))
         source, filename = script_source(self.service, record.get(self.mdef.script_field) or "",
                                          f"{self.mdef.table}:{record['sys_id']}")
         data = service_data(self.service)

@@ -223,8 +223,7 @@ class RecordService:
         self.written.add(tdef.name)
         self._write_journal(tdef, journals, stamp)
         if hooks is not None:
-            for record, entries in zip(records, entries_of, strict=True):
-                hooks.after(self, tdef, "insert", record, None, entries)
+            hooks.after_insert_batch(self, tdef, records, entries_of)
         return records
 
     def _prepare_insert(self, tdef: TableDef, values: dict, stamp: dt.datetime,

@@ -20,11 +20,12 @@ from .policy import compile_script
 from .pool import WorkerPool, default_pool
 from .result import ScriptFailed, ScriptRefused, ScriptResult
 from .run import run_script
+from .sources import script_source
 from .switch import SCRIPTS_ENABLED, ScriptsDisabled, require_scripts_enabled, scripts_enabled
 
 __all__ = ["DataError", "DataSource", "DatabaseData", "FixtureData", "Limits", "SCRIPTS_ENABLED", "ScriptFailed",
            "ScriptRefused", "ScriptResult", "ScriptsDisabled", "WorkerPool", "check_script", "default_pool",
-           "require_scripts_enabled", "run_script", "scripts_enabled"]
+           "require_scripts_enabled", "run_script", "script_source", "scripts_enabled", "service_data"]
 
 
 def check_script(source: str, filename: str) -> None:
@@ -33,8 +34,8 @@ def check_script(source: str, filename: str) -> None:
 
 
 def __getattr__(name: str) -> Any:
-    if name == "DatabaseData":
-        from .database import DatabaseData
+    if name in ("DatabaseData", "service_data"):
+        from . import database
 
-        return DatabaseData
+        return getattr(database, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

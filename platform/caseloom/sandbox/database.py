@@ -22,13 +22,22 @@ REFUSALS = (AccessDenied, NotFound, QueryError, RecordError)
 
 class DatabaseData:
     """Reads through `RecordService` for `actor` (its read access applies); values come back as
-    plain JSON types: datetimes and decimals as strings, password fields never."""
+    plain JSON types: datetimes and decimals as strings, password fields never.
 
-    def __init__(self, runtime: Any, actor: Actor = SYSTEM, conn: sa.Connection | None = None):
-        self.runtime, self.actor, self.conn = runtime, actor, conn  # conn: read inside the caller's transaction
+    `conn` reads inside the caller's transaction; `service` reads through a unit of work the
+    caller already has (its connection and its actor)."""
+
+    def __init__(self, runtime: Any = None, actor: Actor = SYSTEM, conn: sa.Connection | None = None, *,
+                 service: RecordService | None = None):
+        if runtime is None and service is None:
+            raise TypeError("DatabaseData needs a runtime or a record service")
+        self.runtime, self.actor, self.conn, self.service = runtime, actor, conn, service
 
     @contextmanager
     def _service(self) -> Iterator[RecordService]:
+        if self.service is not None:
+            yield self.service
+            return
         if self.conn is not None:
             yield self.runtime.records(self.conn, self.actor)
             return
@@ -54,6 +63,11 @@ class DatabaseData:
             except REFUSALS as exc:
                 raise DataError(f"records.get({table!r}): {exc}") from None
         return plain_record(tdef, rows[0]) if rows else None
+
+
+def service_data(service: RecordService) -> DatabaseData:
+    """The DataSource of a unit of work: reads on its connection, as its actor may."""
+    return DatabaseData(service=service)
 
 
 def _readable(tdef: TableDef) -> list[FieldDef]:

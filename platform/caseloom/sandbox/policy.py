@@ -21,6 +21,7 @@ import ast
 import operator
 import re
 import string
+import sys
 from _string import formatter_field_name_split  # the field-name parser str.format itself uses
 from collections.abc import Callable, Mapping
 from types import CodeType
@@ -45,7 +46,8 @@ def refused_attribute(name: str) -> str | None:
     if name.startswith("_"):
         return f'"{name}" starts with "_"; scripts may not use names that start with an underscore'
     if name in REFUSED_ATTRIBUTES or INTERNALS.match(name):
-        return f'"{name}" reaches interpreter internals (frames, generators, tracebacks, code), which scripts may not use'
+        return (f'"{name}" reaches interpreter internals (frames, generators, tracebacks, code, class hierarchy), '
+                "which scripts may not use")
     return None
 
 
@@ -171,10 +173,23 @@ EXTRA_BUILTINS = {
     "filter": filter, "reversed": reversed, "str": str, "int": int, "float": float, "bool": bool,
     "tuple": tuple, "abs": abs, "round": round, "isinstance": isinstance,
 }
+# Modules that C code inside allowed calls imports by itself through the caller's builtins
+# (`datetime.strftime` imports `time`, `strptime` imports `_strptime`). A script cannot name
+# `__import__` (underscore) nor write `import` (refused), so only those internal imports get here.
+INTERNAL_IMPORTS = frozenset({"time", "_strptime"})
+
+
+def internal_import(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
+    if level == 0 and name in INTERNAL_IMPORTS and name in sys.modules:
+        return sys.modules[name]
+    raise ImportError(f"scripts cannot import modules ({name!r})")
+
+
 # No class statements, so no class builder either.
 BUILTINS: Mapping[str, Any] = {
     **{k: v for k, v in safe_builtins.items() if k != "__build_class__"},
     **EXTRA_BUILTINS,
+    "__import__": internal_import,
 }
 
 GUARDS: Mapping[str, Any] = {

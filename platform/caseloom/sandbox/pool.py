@@ -53,6 +53,7 @@ class Worker:
                                      stderr=subprocess.DEVNULL, env=worker_environment(), cwd="/",
                                      start_new_session=True)  # a Ctrl-C in our terminal is ours to handle
         self.reader = wire.Reader(self.proc.stdout.fileno())
+        os.set_blocking(self.proc.stdin.fileno(), False)  # so a worker that stops reading cannot block us
         self.ready = False
         self.runs = 0
 
@@ -72,7 +73,7 @@ class Worker:
         """Send a job and serve its `records` calls until the worker replies or the deadline passes."""
         self.runs += 1
         deadline = time.monotonic() + limits.wall_seconds
-        self.send({"job": job})
+        self.send({"job": job}, deadline)
         while True:
             message = self.reader.read(deadline, limits.result_bytes + 2 * limits.log_bytes + 64 * 1024)
             if message is None:
@@ -81,10 +82,10 @@ class Worker:
                 raise ProtocolError("a message that is not an object")
             if "call" not in message:
                 return message
-            self.send(answer(data, message))
+            self.send(answer(data, message), deadline)
 
-    def send(self, message: Any) -> None:
-        wire.send(self.proc.stdin.fileno(), wire.encode(message))
+    def send(self, message: Any, deadline: float) -> None:
+        wire.send(self.proc.stdin.fileno(), wire.encode(message), deadline)
 
     def exit_signal(self) -> int | None:
         """The signal that ended the process (it must have ended: its pipe closed), if any."""

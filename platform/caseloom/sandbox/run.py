@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from . import wire
@@ -21,7 +22,7 @@ def run_script(source: str, filename: str, data: DataSource, params: dict | None
     if not isinstance(params, (dict, type(None))):
         raise TypeError(f"params must be a dict, not {type(params).__name__}")
     try:  # the script gets plain data: check here, where a bad value is the caller's to fix
-        params = wire.json.loads(wire.encode(params or {}))
+        params = json.loads(wire.encode(params or {}))
     except TypeError as exc:
         raise TypeError(f"params must be plain data: {exc}") from None
     job = {"source": source, "filename": filename, "params": params, "limits": limits.to_wire()}

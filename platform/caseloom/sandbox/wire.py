@@ -52,16 +52,30 @@ def encode(message: Any) -> bytes:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False, default=plain).encode("utf-8")
 
 
-def send(fd: int, payload: bytes) -> None:
-    """Write one message (already encoded) to `fd`."""
-    _write_all(fd, HEADER.pack(len(payload)))
-    _write_all(fd, payload)
+def send(fd: int, payload: bytes, deadline: float | None = None) -> None:
+    """Write one message (already encoded) to `fd`; on a non-blocking `fd`, give up at `deadline`."""
+    _write_all(fd, HEADER.pack(len(payload)), deadline)
+    _write_all(fd, payload, deadline)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes, deadline: float | None) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:  # the reader is not keeping up: wait, but not past the deadline
+            _wait(fd, select.POLLOUT, deadline)
+
+
+def _wait(fd: int, event: int, deadline: float | None) -> None:
+    poller = select.poll()  # poll, not select: a server's descriptors may number over 1024
+    poller.register(fd, event | select.POLLHUP | select.POLLERR)
+    while True:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            raise WireTimeout()
+        if poller.poll(None if remaining is None else math.ceil(remaining * 1000)):
+            return
 
 
 class Reader:
@@ -69,8 +83,6 @@ class Reader:
 
     def __init__(self, fd: int):
         self.fd = fd
-        self._poll = select.poll()  # poll, not select: a server's descriptors may number over 1024
-        self._poll.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
 
     def read(self, deadline: float | None = None, max_bytes: int | None = None) -> Any:
         """The next message, or None when the writer has closed its end between messages."""
@@ -86,7 +98,7 @@ class Reader:
         data = bytearray()
         while len(data) < n:
             if deadline is not None:
-                self._wait(deadline)
+                _wait(self.fd, select.POLLIN, deadline)
             chunk = os.read(self.fd, min(n - len(data), CHUNK))
             if not chunk:
                 if eof_ok and not data:
@@ -94,11 +106,3 @@ class Reader:
                 raise WireClosed()
             data += chunk
         return bytes(data)
-
-    def _wait(self, deadline: float) -> None:
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise WireTimeout()
-            if self._poll.poll(math.ceil(remaining * 1000)):
-                return

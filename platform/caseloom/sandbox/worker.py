@@ -167,6 +167,7 @@ def harden() -> None:
 def warm_up() -> None:
     """Load now what scripts would otherwise load lazily (a first run pays nothing extra)."""
     import _strptime  # noqa: F401  datetime.strptime imports it on first use
+    import time  # noqa: F401  datetime.strftime imports it
 
     code = compile_script("result = sorted(str(x) for x in [2, 1])\nlog('{0}'.format(1))", "<warm-up>")
     names = script_globals({"records": Records(lambda *args, **kwargs: []), "params": {}, "datetime": DATETIME,
