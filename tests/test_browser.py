@@ -276,3 +276,63 @@ def test_major_case_in_the_browser_add_children_then_close_with_cascade(login, s
     close.get_by_role("button", name="Close").click()
     assert page.locator("#f_state").inner_text() == "Closed"
     assert page.locator(".related").filter(has_text="Child cases").locator(".counts").inner_text() == "Closed: 3"
+
+
+def test_recipients_list_preview_import_and_script_in_the_browser(login, server, runtime, tmp_path):
+    with runtime.transaction() as service:
+        list_id = service.insert("sn_publications_recipients_list",
+                                 {"name": "German customers", "type": "accounts", "conditions": "country=DE"})["sys_id"]
+        numbers = [r["number"] for r in service.query("customer_account", __import__("caseloom").query.parse_encoded(
+            "countryINUS,GB"), ["number"], 2)]
+    page = login("author")
+    page.goto(f"{server}/sn_publications_recipients_list.do?sys_id={list_id}")
+    page.get_by_role("button", name="Preview").click()
+    assert "records identified by the condition" in page.locator(".preview").inner_text()
+    csv_file = tmp_path / "customers.csv"
+    csv_file.write_text("number\n" + "\n".join(numbers) + "\nACCT0000000\n")
+    page.get_by_label("Import a CSV").set_input_files(str(csv_file))
+    page.get_by_role("button", name="Import", exact=True).click()
+    report = page.get_by_role("status").inner_text()
+    assert "2 added, 1 rejected, of 3 rows" in report
+    assert "no customer_account record with number 'ACCT0000000'" in page.locator("table").inner_text()
+    page.get_by_role("link", name="Back to the list").click()
+    page.get_by_role("link", name="Edit script").click()
+    editor = page.get_by_label("Script")
+    editor.fill('found = records.query("customer_account", country="FR")\nlog("found", len(found))\n'
+                'result = [a["sys_id"] for a in found]\n')
+    page.get_by_role("button", name="Run preview").click()
+    status = page.get_by_role("status").inner_text()
+    assert "identified" in status and "rejected" in status and "found" in page.locator("pre.log").inner_text()
+    editor = page.get_by_label("Script")
+    editor.fill("x = 1\nimport os\n")
+    page.get_by_role("button", name="Run preview").click()
+    assert "script:2:" in page.get_by_role("alert").inner_text()
+
+
+def test_create_child_cases_shows_its_progress(login, server, runtime):
+    from caseloom.jobs.registry import execute_job
+    from caseloom.memberlists import lists_for
+
+    with runtime.transaction() as service:
+        list_id = service.insert("sn_publications_recipients_list",
+                                 {"name": "Everyone", "type": "accounts", "conditions": "active=true"})["sys_id"]
+        lists_for(service, "sn_publications_recipients_list").refresh(list_id)
+        major = service.insert("sn_customerservice_case", {"short_description": "Outage", "state": 10,
+                                                            "major_case_state": "accepted", "recipient_list": list_id})
+    page = login("mim")
+    page.goto(f"{server}/sn_customerservice_case.do?sys_id={major['sys_id']}")
+    page.get_by_role("button", name="Create child cases…").click()
+    dialog = page.get_by_role("dialog", name="Create child cases")
+    dialog.get_by_label("Message to the affected customers").fill("We are on it")
+    dialog.get_by_role("button", name="Create child cases").click()
+    assert "started" in page.get_by_role("status").first.inner_text()
+    job = page.locator("section.job")
+    assert "queued" in job.inner_text()
+    job_id = job.get_attribute("id").removeprefix("job-")
+    execute_job(runtime, job_id)  # the worker's part
+    page.wait_for_function("document.querySelector('section.job h2').textContent.includes('done')", timeout=10000)
+    assert page.locator("section.job progress").get_attribute("value") == page.locator(
+        "section.job progress").get_attribute("max")
+    page.reload()
+    related = page.locator(".related").filter(has_text="Child cases")
+    assert int(related.locator(".badge").inner_text()) > 0

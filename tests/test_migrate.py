@@ -28,7 +28,8 @@ list: [title, account]
 
 
 def shipped() -> dict[str, str]:
-    return {str(p.relative_to(DEFINITIONS)): p.read_text() for p in sorted(DEFINITIONS.rglob("*.yaml"))}
+    return {str(p.relative_to(DEFINITIONS)): p.read_text()
+            for p in sorted(DEFINITIONS.rglob("*")) if p.suffix in (".yaml", ".csv")}
 
 
 def edit(text: str, *replacements: tuple[str, str]) -> str:

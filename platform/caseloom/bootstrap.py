@@ -19,6 +19,7 @@ class InitReport:
     migrated: list[str] = field(default_factory=list)
     properties: int = 0
     definitions: int = 0
+    lists: list[str] = field(default_factory=list)
     demo: dict[str, int] | None = None
     demo_skipped: bool = False
     demo_users: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)
@@ -33,6 +34,9 @@ class InitReport:
             out.append("demo data: " + ", ".join(f"{n} {name}" for name, n in self.demo.items()))
         if self.demo_skipped:
             out.append("demo data: already loaded, left as it is")
+        if self.lists:
+            out.append("declared lists:")
+            out.extend(self.lists)
         if self.demo_users:
             out.append("demo users (user / password: roles):")
             out.extend(f"  {u} / {p}: {', '.join(r)}" for u, p, r in self.demo_users)
@@ -53,6 +57,11 @@ def initialise(config: Config, defs: Definitions, force: bool = False, demo: boo
             else:
                 report.demo = load_demo(service, accounts)
         report.demo_users = [(u.user_name, u.password, u.roles) for u in defs.demo.users]
+    if defs.declared_lists:
+        from .memberlists import apply_declared
+
+        with runtime.transaction() as service:
+            report.lists = apply_declared(service)
     refresh_statistics(runtime.engine)
     return report
 

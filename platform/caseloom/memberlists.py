@@ -255,3 +255,39 @@ def lists_for(service: RecordService, table: str) -> MemberLists:
     if mdef is None:
         raise NotFound(f"table {table!r} holds no member lists")
     return MemberLists(service, mdef)
+
+
+def apply_declared(service: RecordService) -> list[str]:
+    """Create or update every list declared in YAML and build it (condition or script: refresh;
+    import: add the file's records, never twice). Returns one line per list for `caseloom init`."""
+    lines = []
+    for declared in service.defs.declared_lists:
+        mdef = service.defs.member_lists[declared.member_list]
+        table = service.defs.tables[mdef.table]
+        key = table.display or "name"
+        existing = service.query(mdef.table, Query(Term(key, "eq", declared.name)), ["sys_id"], 1)
+        values = {key: declared.name, mdef.type_field: declared.type}
+        if "description" in table.fields and declared.description:
+            values["description"] = declared.description
+        if mdef.conditions_field:
+            values[mdef.conditions_field] = declared.conditions
+        if mdef.script_field:
+            values[mdef.script_field] = declared.script
+        if mdef.script_flag_field:
+            values[mdef.script_flag_field] = bool(declared.script)
+        lists = MemberLists(service, mdef)
+        try:
+            with service.conn.begin_nested():
+                if existing:
+                    sys_id = existing[0]["sys_id"]
+                    service.update(mdef.table, sys_id, values)
+                else:
+                    sys_id = service.insert(mdef.table, values)["sys_id"]
+                report = (lists.import_csv(sys_id, declared.import_text) if declared.import_text is not None
+                          else lists.refresh(sys_id))
+        except Exception as exc:  # one list that cannot be built must not stop init; say why
+            lines.append(f"  {declared.name}: not built: {exc}")
+            continue
+        lines.append(f"  {declared.name}: {report.identified} identified, {report.added} added, "
+                     f"{report.removed} removed, {len(report.rejected)} rejected")
+    return lines

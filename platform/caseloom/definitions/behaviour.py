@@ -7,6 +7,7 @@ from typing import Any
 from ..query.conditions import QueryError, fields_of, from_data
 from .model import (
     ActionDef,
+    DeclaredList,
     EffectDef,
     InputDef,
     LifecycleDef,
@@ -287,3 +288,36 @@ def build_member_lists(docs: list[SourceDocument], tables: dict, roles: dict, er
             data["member_list"], table.name, data["type_field"], frozen_map(types), data.get("conditions_field"),
             data.get("script_flag_field"), data.get("script_field"), data.get("dynamic_field"))
     return lists
+
+
+def build_declared_lists(docs: list[SourceDocument], member_lists: dict[str, MemberListDef], errors: list,
+                         read_file) -> list[DeclaredList]:
+    """Lists declared in YAML; `import` names a CSV next to the YAML file (read with `read_file`)."""
+    declared = []
+    for doc in docs:
+        data = doc.data
+        name = data.get("member_list") or (next(iter(member_lists)) if len(member_lists) == 1 else None)
+        mdef = member_lists.get(name)
+        if mdef is None:
+            doc_error = "no member-list definition" if not member_lists else "say which member_list it belongs to"
+            errors.append(doc.error(("recipients_list",), doc_error))
+            continue
+        if data["type"] not in mdef.types:
+            errors.append(doc.error(("type",), f"{data['type']!r} is not one of {', '.join(mdef.types)}"))
+            continue
+        text = None
+        if "import" in data:
+            text = read_file(doc.path, data["import"])
+            if text is None:
+                errors.append(doc.error(("import",), f"file {data['import']!r} not found next to {doc.path}"))
+                continue
+        if "conditions" in data:
+            from ..query.conditions import parse_encoded
+
+            try:
+                parse_encoded(data["conditions"])
+            except QueryError as exc:
+                errors.append(doc.error(("conditions",), str(exc)))
+        declared.append(DeclaredList(data["recipients_list"], name, data["type"], data.get("conditions"),
+                                     data.get("script"), text, data.get("description", "")))
+    return declared

@@ -19,6 +19,7 @@ import jsonschema
 from ..fieldtypes import FIELD_TYPES, FieldValueError
 from .behaviour import (
     build_actions,
+    build_declared_lists,
     build_lifecycles,
     build_member_lists,
     build_menu,
@@ -42,7 +43,7 @@ from .yamlsource import DefinitionError, SourceDocument, parse_yaml
 
 # The top-level key of a file names its kind; each kind has one JSON Schema.
 KINDS = ("table", "properties", "roles", "access", "demo", "lifecycle", "actions", "rules", "notifications", "menu",
-         "member_list")
+         "member_list", "recipients_list")
 SYSTEM_DIR = Path(__file__).resolve().parent.parent / "system"
 SYSTEM_PREFIX = "<caseloom>/"
 
@@ -72,7 +73,7 @@ def schema_for(kind: str) -> dict:
 
 def read_sources(folder: Path, prefix: str = "") -> list[tuple[str, str]]:
     """(display path, text) of every YAML file under `folder`, in a stable order."""
-    files = sorted(p for p in folder.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+    files = sorted(p for p in folder.rglob("*") if p.suffix in (".yaml", ".yml", ".csv") and p.is_file())
     return [(prefix + str(p.relative_to(folder)), p.read_text(encoding="utf-8")) for p in files]
 
 
@@ -87,10 +88,14 @@ def load_folder(folder: str | Path) -> Definitions:
 def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "definitions") -> Definitions:
     """Load (relative path, YAML text) pairs; raises DefinitionErrors listing every problem."""
     errors: list[DefinitionError] = []
+    sources = list(sources)
+    texts = {f"{display_root}/{path}": text for path, text in sources}
     documents: dict[str, list[SourceDocument]] = {kind: [] for kind in KINDS}
     files: list[DefinitionFile] = []
     system = read_sources(SYSTEM_DIR, SYSTEM_PREFIX)
     for rel_path, text in [*system, *sources]:
+        if rel_path.endswith(".csv"):
+            continue  # data a definition points at (a list's import), read through `texts`
         shown = rel_path if rel_path.startswith(SYSTEM_PREFIX) else f"{display_root}/{rel_path}"
         doc = _parse_one(shown, text, errors)
         if doc is None:
@@ -112,6 +117,8 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
     _check_notify_effects(actions, rules, notifications, errors)
     menu = build_menu(documents["menu"], tables, roles, errors)
     member_lists = build_member_lists(documents["member_list"], tables, roles, errors)
+    declared_lists = build_declared_lists(documents["recipients_list"], member_lists, errors,
+                                          lambda yaml_path, name: texts.get(_sibling(yaml_path, name)))
     if errors:
         raise DefinitionErrors(errors)
     return Definitions(
@@ -127,7 +134,14 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
         notifications=frozen_map(notifications),
         menu=tuple(menu),
         member_lists=frozen_map(member_lists),
+        declared_lists=tuple(declared_lists),
     )
+
+
+def _sibling(yaml_path: str, name: str) -> str:
+    from posixpath import dirname, join, normpath
+
+    return normpath(join(dirname(yaml_path), name))
 
 
 def _check_notify_effects(actions, rules, notifications, errors) -> None:

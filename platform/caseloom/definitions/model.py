@@ -301,6 +301,19 @@ class MemberListDef:
 
 
 @dataclass(frozen=True)
+class DeclaredList:
+    """A list declared in YAML (`recipients_list: name`), created or updated by `caseloom init`."""
+
+    name: str
+    member_list: str
+    type: str
+    conditions: str | None = None
+    script: str | None = None
+    import_text: str | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class DefinitionFile:
     path: str  # relative to its folder
     kind: str
@@ -321,6 +334,7 @@ class Definitions:
     notifications: Mapping[str, NotificationDef] = field(default_factory=frozen_map)
     menu: tuple[MenuApplication, ...] = ()
     member_lists: Mapping[str, MemberListDef] = field(default_factory=frozen_map)
+    declared_lists: tuple[DeclaredList, ...] = ()
 
     def member_list_for(self, table: str) -> MemberListDef | None:
         return next((m for m in self.member_lists.values() if m.table == table), None)

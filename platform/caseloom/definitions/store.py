@@ -27,8 +27,8 @@ class BadPath(ValueError):
 
 def check_path(path: str) -> str:
     pure = PurePosixPath(path)
-    if pure.is_absolute() or ".." in pure.parts or pure.suffix not in (".yaml", ".yml") or not pure.name[:-5]:
-        raise BadPath(f"{path!r} is not a relative path to a .yaml file inside the definitions folder")
+    if pure.is_absolute() or ".." in pure.parts or pure.suffix not in (".yaml", ".yml", ".csv") or not pure.stem:
+        raise BadPath(f"{path!r} is not a relative path to a .yaml (or .csv) file inside the definitions folder")
     return str(pure)
 
 
@@ -96,7 +96,7 @@ class DefinitionStore:
         """Make the stored set equal to the folder's files (used by `caseloom init`); returns the
         number of files changed."""
         on_disk = {str(p.relative_to(folder)): p.read_text(encoding="utf-8")
-                   for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix in (".yaml", ".yml")}
+                   for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix in (".yaml", ".yml", ".csv")}
         stored = self.texts()
         changed = 0
         for path in sorted(set(on_disk) | set(stored)):

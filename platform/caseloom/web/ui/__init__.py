@@ -60,4 +60,4 @@ def menu_for(actor) -> list[dict]:
     return apps
 
 
-from . import forms, lists, properties  # noqa: E402,F401  (routes register on the blueprint)
+from . import forms, lists, members, properties  # noqa: E402,F401  (routes register on the blueprint)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from flask import abort, flash, g, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, g, redirect, render_template, request, url_for
 
 from ...actions import available_actions, run_action
 from ...definitions.model import FieldDef, TableDef
@@ -17,6 +17,7 @@ from ..auth import connection, records, rollback, runtime
 from ..serialize import make_shape, render_record
 from . import blueprint, login_required
 from .lists import list_columns
+from .members import member_panel, running_job
 
 RELATED_PAGE = 10
 
@@ -135,6 +136,9 @@ def form(table: str, typed: dict | None = None, errors: dict | None = None, conf
         "history": [] if new else _history(tdef, sys_id),
         "related": [] if new else [_related(tdef, record, i) for i in range(len(tdef.related_lists))],
         "can_delete": not new and service.can(tdef.name, "delete"),
+        "job": None if new else running_job(tdef.name, sys_id),
+        "members": None if new else member_panel(tdef.name, record),
+        "member_list_name": getattr(runtime().defs.member_list_for(tdef.name), "name", ""),
     }
     return render_template("form.html", **context), status
 
@@ -311,6 +315,12 @@ def action(table: str, sys_id: str, action: str):
         flash(f"{spec.label}: not done. {exc}", "error")
         return redirect(back)
     db.session.commit()
+    if outcome.job is not None:
+        from ..jobs_api import queue
+
+        queue(current_app).enqueue_job(outcome.job)
+        flash(f"{spec.label}: started; its progress shows below.")
+        return redirect(back)
     message = f"{spec.label}: done."
     if outcome.messages:
         message += " " + "; ".join(outcome.messages) + "."

@@ -92,7 +92,9 @@ def filter_fields(tdef: TableDef) -> list[tuple[str, str]]:
 @blueprint.route("/<path:name>.do", methods=["GET", "POST"])
 @login_required
 def dispatch(name: str):
-    if name.endswith("_list"):
+    # `x_list.do` is the list of x, unless a table is itself named x_list (sn_..._recipients_list.do is a form)
+    tables = runtime().defs.tables
+    if name.endswith("_list") and (name not in tables or name[: -len("_list")] in tables):
         return list_view(name[: -len("_list")])
     from .forms import form
 

@@ -1,0 +1,137 @@
+"""Member lists in the browser: preview, CSV import with its report, the script editor, job progress."""
+
+from __future__ import annotations
+
+import time
+
+from flask import abort, flash, g, redirect, render_template, request, url_for
+
+from ...jobs import get_job
+from ...jobs.progress import active_job
+from ...memberlists import MemberLists
+from ...properties import Properties
+from ...records import AccessDenied, NotFound, RecordError
+from .. import db
+from ..auth import connection, records, rollback, runtime
+from . import blueprint, login_required
+
+
+def _lists(table: str) -> MemberLists:
+    mdef = runtime().defs.member_list_for(table)
+    if mdef is None:
+        abort(404)
+    return MemberLists(records(), mdef)
+
+
+def member_panel(table: str, record: dict) -> dict | None:
+    """What a list's form shows about its members (None for tables that hold no lists)."""
+    mdef = runtime().defs.member_list_for(table)
+    if mdef is None or not record:
+        return None
+    lists = MemberLists(records(), mdef)
+    return {"count": lists.count_members(record["sys_id"]), "can_write": records().can(table, "write"),
+            "script_field": mdef.script_field, "type": record.get(mdef.type_field)}
+
+
+def running_job(table: str, sys_id: str):
+    """A queued or running job for this record, if any (its progress shows on the form)."""
+    for name in [f"action:{a.name}" for a in runtime().defs.actions_for(table) if a.background]:
+        job = active_job(connection(), runtime().storage, name, table, sys_id)
+        if job is not None:
+            return job
+    return None
+
+
+@blueprint.get("/ui/members/<table>/<sys_id>/preview")
+@login_required
+def preview(table: str, sys_id: str):
+    try:
+        result = _lists(table).preview(sys_id)
+    except (RecordError, NotFound) as exc:
+        return render_template("_preview.html", error=str(exc))
+    except Exception as exc:  # a script refused or failed: show why, with its line
+        return render_template("_preview.html", error=str(exc))
+    return render_template("_preview.html", preview=result)
+
+
+@blueprint.post("/ui/members/<table>/<sys_id>/import")
+@login_required
+def import_csv(table: str, sys_id: str):
+    lists = _lists(table)
+    upload = request.files.get("file")
+    text = upload.read().decode("utf-8-sig") if upload else request.form.get("csv", "")
+    try:
+        records().table(table, "write")
+        report = lists.import_csv(sys_id, text)
+    except (RecordError, AccessDenied) as exc:
+        rollback()
+        flash(f"Import refused: {exc}", "error")
+        return redirect(url_for("ui.dispatch", name=table, sys_id=sys_id))
+    db.session.commit()
+    return render_template("import_report.html", report=report, table=table, sys_id=sys_id, actor=g.actor)
+
+
+@blueprint.route("/ui/script/<table>/<sys_id>", methods=["GET", "POST"])
+@login_required
+def script_editor(table: str, sys_id: str):
+    """For implementers: edit a list's script, run it as a preview against the database (count,
+    sample, log, time, errors at their line), and save it."""
+    lists = _lists(table)
+    mdef = lists.mdef
+    if not mdef.script_field:
+        abort(404)
+    record = lists.record(sys_id)
+    if not records().can(table, "write"):
+        abort(403)
+    source = request.form.get("script", record.get(mdef.script_field) or "")
+    outcome, error = None, None
+    if request.method == "POST" and request.form.get("do") == "save":
+        try:
+            values = {mdef.script_field: source}
+            if mdef.script_flag_field:
+                values[mdef.script_flag_field] = "true"
+            records().update(table, sys_id, values)
+        except RecordError as exc:
+            rollback()
+            error = str(exc)
+        else:
+            db.session.commit()
+            flash("Script saved.")
+            return redirect(url_for("ui.script_editor", table=table, sys_id=sys_id))
+    elif request.method == "POST":
+        outcome, error = _run(lists, record, source)
+    return render_template("script_editor.html", record=record, source=source, outcome=outcome, error=error,
+                           table=table, tdef=runtime().defs.tables[table], actor=g.actor)
+
+
+def _run(lists: MemberLists, record: dict, source: str):
+    from ...sandbox import require_scripts_enabled, run_script, service_data
+
+    service = records()
+    started = time.perf_counter()
+    try:
+        require_scripts_enabled(Properties(service.defs, service.storage, service.conn))
+        result = run_script(source, "script", service_data(service), params={"list": record.get("name")})
+    except Exception as exc:  # refused (FILE:LINE: why), failed or past a limit: the message says which
+        return None, str(exc)
+    mtype = lists.mtype(record)
+    found = service._existing(mtype.table, set(result.sys_ids))
+    sample = [i for i in result.sys_ids if i in found][:10]
+    target = runtime().defs.tables[mtype.table]
+    columns = ["sys_id"] + [c for c in (target.display, "number") if c and target.field(c) is not None]
+    from ...query import Query, Term
+
+    rows = service.query(mtype.table, Query(Term("sys_id", "in", sample)), list(dict.fromkeys(columns))) if sample else []
+    return {"count": result.count, "valid": len(found), "rejected": result.count - len(found), "sample": rows,
+            "log": result.log, "elapsed_ms": result.elapsed_ms,
+            "total_ms": round((time.perf_counter() - started) * 1000)}, None
+
+
+@blueprint.get("/ui/job/<job_id>")
+@login_required
+def job_progress(job_id: str):
+    """The progress fragment; it polls itself while the job runs."""
+    job = get_job(connection(), runtime().storage, job_id)
+    if job is None:
+        abort(404)
+    return render_template("_job.html", job=job)
