@@ -236,3 +236,27 @@ def test_a_hundred_thousand_accounts_become_a_hundred_thousand_children(runtime)
         distinct = service.conn.execute(sa.select(sa.func.count(sa.distinct(task.c.account)))
                                         .where(task.c.parent == major["sys_id"])).scalar()
     assert children == distinct == 100_000
+
+
+def test_a_script_list_reports_identified_added_and_rejected(as_user):
+    author = as_user("author")
+    script = ('accounts = [a["sys_id"] for a in records.query("customer_account", country="DE")]\n'
+              'log("german accounts:", len(accounts))\n'
+              'result = {"accounts": accounts + ["f" * 32]}\n')
+    list_id = new_list(author, enable_script="true", script=script)
+    preview = author.get(f"/api/caseloom/recipients/{list_id}/preview").json["result"]
+    german = author.get("/api/now/table/customer_account?sysparm_query=country=DE&sysparm_limit=1").headers["X-Total-Count"]
+    assert preview["source"] == "script" and preview["count"] == int(german) and preview["rejected"] == 1
+    assert preview["log"] == [f"german accounts: {german}"]
+    details = refresh(author, list_id).json["details"]
+    assert details["identified"] == int(german) + 1 and details["added"] == int(german)
+    assert details["rejected"] == [{"row": int(german) + 1, "sys_id": "f" * 32, "reason": "not a customer_account record"}]
+    assert all(m["dynamically_added"] == "true" for m in members(author, list_id))
+
+
+def test_a_refused_script_says_where_and_changes_nothing(as_user):
+    author = as_user("author")
+    list_id = new_list(author, enable_script="true", script="x = 1\nimport os\nresult = []\n")
+    r = refresh(author, list_id)
+    assert r.status_code == 422 and ":2:" in r.json["error"]["message"]
+    assert members(author, list_id) == []
