@@ -336,3 +336,22 @@ def test_create_child_cases_shows_its_progress(login, server, runtime):
     page.reload()
     related = page.locator(".related").filter(has_text="Child cases")
     assert int(related.locator(".badge").inner_text()) > 0
+
+
+def test_a_list_condition_built_with_the_filter_builder(login, server, runtime):
+    with runtime.transaction() as service:
+        list_id = service.insert("sn_publications_recipients_list", {"name": "Built", "type": "accounts"})["sys_id"]
+    page = login("author")
+    page.goto(f"{server}/sn_publications_recipients_list.do?sys_id={list_id}")
+    page.get_by_role("link", name="Build the condition").click()
+    page.locator("#filter summary").click()
+    page.get_by_label("Field").first.select_option("country")
+    page.get_by_label("Operator").first.select_option("eq")
+    page.get_by_label("Value").first.fill("DE")
+    page.get_by_role("button", name="Run filter").click()
+    total = page.locator(".use-condition strong").inner_text()
+    page.get_by_role("button", name="Use this filter as the condition").click()
+    assert "Condition saved" in page.get_by_role("status").first.inner_text()
+    assert page.get_by_label("Conditions").input_value() == "country=DE"
+    page.get_by_role("button", name="Preview").click()
+    assert f"{total} records identified by the condition" in page.locator(".preview").inner_text()

@@ -139,14 +139,24 @@ def list_view(table: str):
         "filter_rows": filter_rows(tdef, query), "fields": filter_fields(tdef), "operators": list(OPERATORS.values()),
         "can_create": service.can(table, "create"), "can_write": service.can(table, "write"),
         "list_url": _list_url, "actor": g.actor,
+        "condition_for": _condition_target(request.args.get("condition_for", ""), encoded),
     }
     if request.headers.get("HX-Request") and request.headers.get("HX-Target") == "list-body":
         return render_template("_list_body.html", **context)
     return render_template("list.html", **context)
 
 
+def _condition_target(value: str, encoded: str) -> dict | None:
+    """Building a member list's condition here: `condition_for=<list table>:<sys_id>`."""
+    table, _, sys_id = value.partition(":")
+    if not sys_id or runtime().defs.member_list_for(table) is None:
+        return None
+    return {"table": table, "sys_id": sys_id, "query": encoded}
+
+
 def _list_url(table: str, **params) -> str:
-    args = {k: v for k, v in request.args.items() if k in ("sysparm_query", "sysparm_orderby", "sysparm_search")}
+    args = {k: v for k, v in request.args.items()
+            if k in ("sysparm_query", "sysparm_orderby", "sysparm_search", "condition_for")}
     args.update({k: v for k, v in params.items() if v is not None})
     args = {k: v for k, v in args.items() if v != ""}
     return f"/{table}_list.do" + (f"?{urlencode(args)}" if args else "")
@@ -168,7 +178,8 @@ def _apply_filter(tdef: TableDef):
     except QueryError as exc:
         flash(f"Filter not applied: {exc}")
         return redirect(_list_url(tdef.name))
-    return redirect(_list_url(tdef.name, sysparm_query=encoded, sysparm_first_row=None))
+    return redirect(_list_url(tdef.name, sysparm_query=encoded, sysparm_first_row=None,
+                              condition_for=request.args.get("condition_for")))
 
 
 @blueprint.post("/ui/bulk/<table>")

@@ -29,8 +29,29 @@ def member_panel(table: str, record: dict) -> dict | None:
     if mdef is None or not record:
         return None
     lists = MemberLists(records(), mdef)
+    mtype = mdef.types.get(record.get(mdef.type_field))
     return {"count": lists.count_members(record["sys_id"]), "can_write": records().can(table, "write"),
-            "script_field": mdef.script_field, "type": record.get(mdef.type_field)}
+            "script_field": mdef.script_field, "type": record.get(mdef.type_field),
+            "conditions_field": mdef.conditions_field, "target": mtype.table if mtype else None,
+            "conditions": record.get(mdef.conditions_field) or "" if mdef.conditions_field else ""}
+
+
+@blueprint.post("/ui/members/<table>/<sys_id>/condition")
+@login_required
+def use_condition(table: str, sys_id: str):
+    """The filter built in the list of the list's type table becomes the list's condition."""
+    lists = _lists(table)
+    if not lists.mdef.conditions_field:
+        abort(404)
+    try:
+        records().update(table, sys_id, {lists.mdef.conditions_field: request.form.get("sysparm_query", "")})
+    except (RecordError, AccessDenied) as exc:
+        rollback()
+        flash(f"Condition not saved: {exc}", "error")
+    else:
+        db.session.commit()
+        flash("Condition saved. Preview or Refresh to see who it identifies.")
+    return redirect(url_for("ui.dispatch", name=table, sys_id=sys_id))
 
 
 def running_job(table: str, sys_id: str):
