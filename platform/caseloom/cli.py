@@ -224,29 +224,23 @@ def _scripts_switch(config: Config, runtime=None, offline: bool = False) -> bool
 @main.command()
 @click.option("--url", default="http://127.0.0.1:5000", show_default=True, help="The running demo server.")
 @click.option("--out", default="docs", show_default=True, help="Folder for the PNG files.")
-def screenshots(url: str, out: str) -> None:
-    """Take the README's screenshots of the list and form views from a running demo."""
+@click.option("--plan", default="docs/screenshots.yaml", show_default=True, help="Which pages to photograph.")
+def screenshots(url: str, out: str, plan: str) -> None:
+    """Take the README's screenshots of the running demo, as the plan file lists them."""
     from pathlib import Path
+    from urllib.parse import quote
 
-    from .screenshots import default_shots, take
+    import yaml
+
+    from .screenshots import plan_shots, take
 
     config = Config.from_env()
     defs = _load_or_exit(config.definitions)
-    modules = [m for app in defs.menu for m in app.modules if m.table and not m.page]
-    if not modules:
-        click.echo("the definitions declare no menu module to photograph", err=True)
-        sys.exit(1)
-    from urllib.parse import quote
-
-    def path(module) -> str:
-        return f"/{module.table}_list.do?sysparm_query={quote(module.query)}"
-
-    paths = {"list": path(modules[0])}
-    major = next((m for m in modules if "major" in m.label.lower()), None)
-    if major is not None:
-        paths["major"] = path(major)
+    modules = {m.label: f"/{m.table}_list.do?sysparm_query={quote(m.query)}"
+               for app in defs.menu for m in app.modules if m.table and not m.page}
     passwords = {u.user_name: u.password for u in defs.demo.users}
-    for written in take(url.rstrip("/"), default_shots(paths), Path(out), passwords):
+    shots = plan_shots(yaml.safe_load(Path(plan).read_text()), modules)
+    for written in take(url.rstrip("/"), shots, Path(out), passwords):
         click.echo(f"wrote {written}")
 
 

@@ -63,11 +63,14 @@ def take(base_url: str, shots: list[Shot], out: Path, passwords: dict[str, str])
     return written
 
 
-def default_shots(table_paths: dict[str, str]) -> list[Shot]:
-    """The README's pictures; `table_paths` maps a role in the picture to a list URL from the menu."""
-    shots = [Shot("list", "agent", table_paths["list"]),
-             Shot("form", "agent", table_paths["list"], _first_row, full_page=True)]
-    if "major" in table_paths:
-        shots.append(Shot("major_case", "manager", table_paths["major"], _first_row, full_page=True))
-    shots.append(Shot("properties", "admin", "/ui/properties"))
+def plan_shots(plan: list[dict], module_paths: dict[str, str]) -> list[Shot]:
+    """Shots from a plan (a list of {name, user, module | path, open_first, full_page}); a module is a
+    menu module's label, photographed as its list."""
+    shots = []
+    for item in plan:
+        path = item.get("path") or module_paths.get(item.get("module", ""))
+        if not path:
+            raise SystemExit(f"screenshot {item.get('name')!r}: no menu module {item.get('module')!r} and no path")
+        shots.append(Shot(item["name"], item["user"], path, _first_row if item.get("open_first") else None,
+                          bool(item.get("full_page"))))
     return shots
