@@ -260,3 +260,16 @@ def test_a_refused_script_says_where_and_changes_nothing(as_user):
     r = refresh(author, list_id)
     assert r.status_code == 422 and ":2:" in r.json["error"]["message"]
     assert members(author, list_id) == []
+
+
+@pytest.mark.parametrize("script, limit", [
+    ("while True:\n    pass\n", "CPU time limit"),
+    ("log('x' * 1000)\nwhile True:\n    log('y' * 10000)\n", "output limit"),
+])
+def test_a_hostile_script_is_stopped_and_the_server_keeps_serving(as_user, script, limit):
+    author = as_user("author")
+    list_id = new_list(author, enable_script="true", script=script)
+    preview = author.get(f"/api/caseloom/recipients/{list_id}/preview")
+    assert preview.status_code == 422 and limit in preview.json["error"]["message"], preview.json
+    assert author.get(f"{LISTS}/{list_id}").status_code == 200  # still serving
+    assert author.get(f"/api/caseloom/recipients/{list_id}/template").status_code == 200

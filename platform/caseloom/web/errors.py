@@ -60,6 +60,19 @@ def register(app: Flask) -> None:
         return error_response(409, str(exc), "")
 
     from ..effects import EffectFailed
+    from ..sandbox import ScriptFailed, ScriptRefused, ScriptsDisabled
+
+    @app.errorhandler(ScriptRefused)
+    def script_refused(exc: ScriptRefused):
+        return error_response(422, f"the script was refused before running: {exc}", str(exc))
+
+    @app.errorhandler(ScriptFailed)
+    def script_failed(exc: ScriptFailed):
+        return error_response(422, f"the script failed and was stopped: {exc}", str(exc))
+
+    @app.errorhandler(ScriptsDisabled)
+    def scripts_disabled(exc: ScriptsDisabled):
+        return error_response(409, str(exc), "the system property caseloom.scripts.enabled is false")
 
     @app.errorhandler(EffectFailed)
     def effect_failed(exc: EffectFailed):
