@@ -9,14 +9,14 @@ of journal entries per journal field. Rules do not fire again on each matched re
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from .definitions.model import TableDef
-from .query import Query, Selection
+from .query import Selection
 
-if False:  # pragma: no cover - typing only
+if TYPE_CHECKING:
     from .records import RecordService
 
 
@@ -99,4 +99,4 @@ def _stamp() -> sa.ColumnElement:
     return sa.literal(now(), sa.DateTime)
 
 
-__all__ = ["Query", "update_where", "new_sys_id_sql"]
+__all__ = ["update_where", "new_sys_id_sql"]
