@@ -210,8 +210,6 @@ def test_caseloom_worker_processes_a_queued_job_and_stops(config, definitions, m
             while load(runtime, job_id).state != DONE and time.monotonic() < deadline and worker.poll() is None:
                 time.sleep(0.1)
             assert load(runtime, job_id).state == DONE
-            # The worker's sweep at start-up may have delivered the message first: either way, exactly once.
-            assert mailbox.subjects() == ["from the worker"]
             table = runtime.storage.internal("sys_job")
 
             def runs():
@@ -219,11 +217,14 @@ def test_caseloom_worker_processes_a_queued_job_and_stops(config, definitions, m
                     return conn.execute(sa.select(table.c.state, table.c.done)
                                         .where(table.c.name == "deliver_email")).all()
 
-            # the worker's start-up sweep may queue a second delivery run: wait until the worker has drained
+            # The worker's start-up sweep may have queued a second delivery run, which may be the one
+            # that sends the message: wait until every run has finished, then look.
             deadline = time.monotonic() + 20
-            while {state for state, _ in runs()} != {DONE} and time.monotonic() < deadline:
+            while ({state for state, _ in runs()} != {DONE} or not mailbox.subjects()) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            assert {state for state, _ in runs()} == {DONE} and sum(done for _, done in runs()) == 1
+            assert mailbox.subjects() == ["from the worker"]  # exactly once, whoever sent it
+            # the sweep delivers outside any job, so the job may have found nothing left to send
+            assert {state for state, _ in runs()} == {DONE} and sum(done for _, done in runs()) <= 1
             worker.send_signal(signal.SIGINT)  # graceful: running tasks finish, then it exits
             output, _ = worker.communicate(timeout=10)
         finally:
