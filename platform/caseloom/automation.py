@@ -23,6 +23,7 @@ from .templates import TemplateProblem, render
 class Automation:
     def __init__(self, defs: Definitions):
         self.defs = defs
+        self._hooked: dict[tuple[str, str], bool] = {}
 
     # -- hooks called by the record service ---------------------------------------------------
 
@@ -95,12 +96,8 @@ class Automation:
             recipients = sorted(set(role_emails) | set(addresses.get(record["sys_id"], ())))
             if not recipients:
                 continue
-            context = {"record": {**record, **journal}, "table": tdef.label, "notification": note.name}
-            try:
-                subject, body = render(note.subject, context), render(note.body, context)
-            except TemplateProblem as exc:
-                raise RecordError(None, f"notification {note.name}: {exc}") from None
-            rows.append({"recipients": ",".join(recipients), "subject": subject[:255], "body": body, "state": "ready",
+            subject, body = self._render(note, tdef, record, journal)
+            rows.append({"recipients": ",".join(recipients), "subject": subject, "body": body, "state": "ready",
                          "error": None, "target_table": tdef.name, "instance": record["sys_id"]})
         if rows:
             service._system_insert("sys_email", rows)
@@ -123,6 +120,13 @@ class Automation:
         return found
 
     def has_hooks(self, table: str, event: str) -> bool:
+        """Whether writes of `table` for `event` need this object at all (asked per record: memoized)."""
+        key = (table, event)
+        if key not in self._hooked:
+            self._hooked[key] = self._find_hooks(table, event)
+        return self._hooked[key]
+
+    def _find_hooks(self, table: str, event: str) -> bool:
         tables = (table, *self.defs.ancestors(table))
         return (any(r.table in tables and event in r.on for r in self.defs.rules)
                 or any(n.table in tables and event in n.on for n in self.defs.notifications.values())
@@ -169,20 +173,19 @@ class Automation:
 
     def send(self, service: RecordService, note: NotificationDef, tdef: TableDef, record: dict,
              journal: dict[str, str]) -> None:
-        """Write one sys_email row (state ready) for the worker to deliver."""
+        """Write the notification's sys_email rows (state ready) for the worker to deliver."""
+        if note.children is not None:
+            subject, body = self._render(note, tdef, record, journal)
+            self._send_to_children(service, note, tdef, record, subject, body)
+        self._send_many(service, note, tdef, [(record, journal)])
+
+    @staticmethod
+    def _render(note: NotificationDef, tdef: TableDef, record: dict, journal: dict) -> tuple[str, str]:
         context = {"record": {**record, **journal}, "table": tdef.label, "notification": note.name}
         try:
-            subject, body = render(note.subject, context), render(note.body, context)
+            return render(note.subject, context)[:255], render(note.body, context)
         except TemplateProblem as exc:
             raise RecordError(None, f"notification {note.name}: {exc}") from None
-        if note.children is not None:
-            self._send_to_children(service, note, tdef, record, subject[:255], body)
-        recipients = sorted(set(self._role_emails(service, note.roles)) | set(self._field_emails(service, tdef, record, note)))
-        if not recipients:
-            return
-        service._system_insert("sys_email", [{
-            "recipients": ",".join(recipients), "subject": subject[:255], "body": body, "state": "ready",
-            "error": None, "target_table": tdef.name, "instance": record["sys_id"]}])
 
     @staticmethod
     def _send_to_children(service: RecordService, note: NotificationDef, tdef: TableDef, record: dict,
@@ -221,18 +224,6 @@ class Automation:
             sa.select(users.c.email).distinct().join(has_role, has_role.c.user == users.c.sys_id)
             .where(has_role.c.role.in_(granted), users.c.email.is_not(None), users.c.active.is_not(False)))
         return [r.email for r in rows]
-
-    @staticmethod
-    def _field_emails(service: RecordService, tdef: TableDef, record: dict, note: NotificationDef) -> list[str]:
-        if not note.fields:
-            return []
-        paths = [f"{path}.email" if tdef.field(path) and tdef.field(path).type == "reference" else path
-                 for path in note.fields]
-        from .query import select_rows
-
-        stmt, _ = select_rows(service.storage, tdef.name, Query(Term("sys_id", "eq", record["sys_id"])), paths, 1)
-        row = service.conn.execute(stmt).mappings().first() or {}
-        return [row[p] for p in paths if row.get(p)]
 
     @staticmethod
     def _resolver(service: RecordService, tdef: TableDef, record: dict):

@@ -71,7 +71,7 @@ def _create_children_from_list(ctx: EffectContext, args: dict) -> None:
     lookups = {child: path for child, path in (args.get("lookups") or {}).items()
                if path.split(".")[0] == member_field}
     done = 0
-    total = _remaining(ctx, args, list_id, lists, mtype, member_field, count=True)
+    total = _remaining(ctx, args, list_id, mtype, member_field)
     progress = ctx.progress
     after = ""  # a keyset cursor over the members: each batch starts where the last one stopped
     while True:
@@ -88,7 +88,6 @@ def _create_children_from_list(ctx: EffectContext, args: dict) -> None:
             service = progress(done, total) or service  # a background job commits here and goes on in a new unit
             ctx.service = service
     if args.get("lock"):
-        lists.service = service
         service.update(list_table, list_id, {args["lock"]: True})
     ctx.result["children_created"] = done
     ctx.messages.append(f"{done} child records created")
@@ -99,7 +98,7 @@ def _property_fields(ctx: EffectContext, args: dict) -> list[str]:
     return list(ctx.properties(name)) if name and ctx.properties else []
 
 
-def _remaining(ctx, args, list_id, lists, mtype, member_field, count=False) -> int:
+def _remaining(ctx, args, list_id, mtype, member_field) -> int:
     """Members of the list with no child of this record yet (the work left, for progress)."""
     storage = ctx.service.storage
     members = storage.physical(mtype.members)

@@ -179,7 +179,7 @@ class MemberLists:
             candidates = [str(i) for i in raw[mtype.result_key]]
         else:
             candidates = outcome.sys_ids
-        found = self.service._existing(mtype.table, set(candidates))
+        found = self.service.existing_ids(mtype.table, set(candidates))
         report = BuildReport(identified=len(candidates), log=list(outcome.log))
         ids = []
         for i, candidate in enumerate(dict.fromkeys(candidates)):

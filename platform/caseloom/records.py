@@ -128,7 +128,7 @@ class RecordService:
             yield
             pending, self._deferred = self._deferred, outer
             for table, wanted in pending.items():
-                missing = set(wanted) - self._existing(table, set(wanted))
+                missing = set(wanted) - self.existing_ids(table, set(wanted))
                 if missing:
                     bad = sorted(missing)[0]
                     raise RecordError(wanted[bad], f"no {table} record has sys_id {bad}")
@@ -282,7 +282,7 @@ class RecordService:
     def _check_new_ids(self, tdef: TableDef, records: list[dict], first_row: int | None) -> None:
         """Given sys_ids must be new: one query per batch, not one per row."""
         ids = [r["sys_id"] for r in records]
-        taken = self._existing(tdef.root, set(ids))
+        taken = self.existing_ids(tdef.root, set(ids))
         if len(set(ids)) != len(ids):
             taken |= {i for i in ids if ids.count(i) > 1}
         if taken:
@@ -307,7 +307,7 @@ class RecordService:
             if self._deferred is not None:
                 self._deferred[field.reference].update(dict.fromkeys(wanted, field.name))
                 continue
-            found = self._existing(field.reference, wanted)
+            found = self.existing_ids(field.reference, wanted)
             # a batch may reference its own rows (a parent inserted alongside its child)
             if field.reference in self.storage.classes(tdef.name) or tdef.name in self.storage.classes(field.reference):
                 found |= {r["sys_id"] for r in records}
@@ -318,7 +318,8 @@ class RecordService:
                 raise RecordError(field.name, f"no {field.reference} record has sys_id {bad}",
                                   None if first_row is None else first_row + row)
 
-    def _existing(self, table: str, ids: set[str]) -> set[str]:
+    def existing_ids(self, table: str, ids: set[str]) -> set[str]:
+        """Which of `ids` are records of `table` (and its children), a query per 500 ids."""
         physical = self.storage.physical(table)
         found: set[str] = set()
         ordered = sorted(ids)

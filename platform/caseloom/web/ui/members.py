@@ -136,7 +136,7 @@ def _run(lists: MemberLists, record: dict, source: str):
     except Exception as exc:  # refused (FILE:LINE: why), failed or past a limit: the message says which
         return None, str(exc)
     mtype = lists.mtype(record)
-    found = service._existing(mtype.table, set(result.sys_ids))
+    found = service.existing_ids(mtype.table, set(result.sys_ids))
     sample = [i for i in result.sys_ids if i in found][:10]
     target = runtime().defs.tables[mtype.table]
     columns = ["sys_id"] + [c for c in (target.display, "number") if c and target.field(c) is not None]
