@@ -4,6 +4,7 @@ import shutil
 from dataclasses import replace
 
 import pytest
+import sqlalchemy as sa
 
 from caseloom.web import create_app
 from conftest import DEFINITIONS, basic
@@ -109,3 +110,33 @@ def test_openapi_document_lists_every_table(client):
     assert "short_description" in case["required"]
     assert set(case["properties"]["state"]["enum"]) >= {"1", "10", "18", "6", "3", "7"}
     assert "user_password" not in doc["components"]["schemas"]["sys_user"]["properties"]
+
+
+def test_a_plan_is_a_dry_run_and_applying_it_is_the_same_change(runtime):
+    from caseloom.definitions.changes import StaleChange, apply_change, plan_change
+    from caseloom.definitions.store import DefinitionStore
+
+    with runtime.engine.begin() as conn:
+        store = DefinitionStore(runtime.storage, conn)
+        before = len(store.history())
+        plan = plan_change(store, {"tables/u_widget.yaml": WIDGET})
+        assert [(f.path, f.action) for f in plan.files] == [("tables/u_widget.yaml", "create")]
+        assert plan.schema_changes[0] == "create table u_widget" and plan.losses == ()
+        assert plan.files[0].diff()[2:4] == ["@@ -0,0 +1,6 @@", "+table: u_widget"]
+        assert "tables/u_widget.yaml" not in store.texts() and len(store.history()) == before
+        assert not sa.inspect(conn).has_table("u_widget")
+        with pytest.raises(StaleChange, match="u_widget.yaml was changed by someone else"):
+            plan_change(store, {"tables/u_widget.yaml": WIDGET}, bases={"tables/u_widget.yaml": "0123456789abcdef"})
+        done = apply_change(store, {"tables/u_widget.yaml": WIDGET}, "admin", bases={"tables/u_widget.yaml": ""})
+        assert done.schema_changes == plan.schema_changes and sa.inspect(conn).has_table("u_widget")
+        assert apply_change(store, {"tables/u_widget.yaml": WIDGET}, "admin").empty  # the same text again: nothing
+        assert len(store.history()) == before + 1
+
+
+def test_putting_the_same_text_again_changes_nothing(admin_client):
+    client, _ = admin_client
+    text = client.get("/api/caseloom/definitions/tables/task.yaml").get_data(as_text=True)
+    before = client.get("/api/caseloom/definitions/history").json["result"]
+    r = client.put("/api/caseloom/definitions/tables/task.yaml", data=text, content_type="application/yaml")
+    assert r.status_code == 200 and r.json["result"]["schema_changes"] == []
+    assert client.get("/api/caseloom/definitions/history").json["result"] == before

@@ -105,3 +105,28 @@ def test_every_effect_is_documented_and_exercised_by_the_shipped_definitions():
         collect(owner.effects)
     assert set(EFFECTS) <= documented, f"effects missing from the README's table: {set(EFFECTS) - documented}"
     assert set(EFFECTS) <= used, f"effects no shipped definition uses (so no MIM test exercises): {set(EFFECTS) - used}"
+
+
+@pytest.mark.parametrize("text, record", [
+    ("We have opened case {{ record.number }} for you: {{ record.short_description }}.\n",
+     {"number": "CS0000001", "short_description": "Outage"}),
+    ("{{ record.comments }}", {"comments": "Line one\nline two"}),
+    ("n={{ record.n }} ok={{ record.ok }} none={{ record.x }}", {"n": 3, "ok": True, "x": None}),
+    ("{{ record.items }}", {"items": "shadowed by dict.items in Jinja"}),
+    ("{{ record.missing }}", {}),
+    ("{{ record.number | upper }}", {"number": "cs1"}),
+])
+def test_plain_substitution_templates_render_exactly_as_jinja_does(text, record):
+    """Notifications render once per child: the fast path for `{{ record.x }}` texts must give
+    Jinja's output (or Jinja's error) in every case."""
+    from jinja2 import TemplateError
+
+    from caseloom import templates
+
+    try:
+        expected = templates._compile(text).render(record=record)
+    except TemplateError:
+        with pytest.raises(templates.TemplateProblem):
+            templates.render(text, {"record": record})
+        return
+    assert templates.render(text, {"record": record}) == expected

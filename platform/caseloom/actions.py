@@ -7,6 +7,7 @@ effects run in order, all inside one savepoint: if anything fails, nothing chang
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,10 +133,13 @@ def _start_in_background(service: RecordService, tdef: TableDef, record: dict, a
     return ActionOutcome(record, [f"{action.label} started"], {}, job_id)
 
 
+COMMIT_EVERY = 1.0  # seconds: a background action commits its work and progress at most this often
+
+
 def run_in_job(run) -> str:
-    """A background action's effects, run by its job: each batch an effect reports commits with the
-    job's progress, so a crash loses at most one batch and a re-run resumes (effects pick their work
-    by the state of the data)."""
+    """A background action's effects, run by its job: the batches an effect reports commit with the
+    job's progress about once a second (each commit costs SQLite a checkpoint), so a crash loses at
+    most a second of work and a re-run resumes (effects pick their work by the state of the data)."""
     from .database import WRITE_LOCK
 
     params = run.params
@@ -153,12 +157,17 @@ def run_in_job(run) -> str:
             props = Properties(service.defs, service.storage, conn)
             declared = {i.name: None for i in action.inputs}
 
+            last_commit = time.monotonic()
+
             def progress(done: int, total: int):
-                nonlocal transaction
+                nonlocal transaction, last_commit
+                if time.monotonic() - last_commit < COMMIT_EVERY and done < total:
+                    return service  # the batch joins the next commit
                 run.progress(conn, done, total, f"{done} of {total}")
                 transaction.commit()
                 runtime.committed(service)
                 transaction = conn.begin()
+                last_commit = time.monotonic()
                 return service
 
             ctx = EffectContext(service, tdef, dict(record), dict(record), inputs={**declared, **params["inputs"]},

@@ -15,6 +15,7 @@ from .definitions.model import Definitions, NotificationDef, TableDef
 from .effects import EffectContext, run_effects
 from .properties import Properties
 from .query import Query, Term
+from .query.conditions import fields_of
 from .query.evaluate import evaluate
 from .records import Conflict, RecordError, RecordService
 from .templates import TemplateProblem, render
@@ -24,6 +25,7 @@ class Automation:
     def __init__(self, defs: Definitions):
         self.defs = defs
         self._hooked: dict[tuple[str, str], bool] = {}
+        self._reads: dict[int, tuple[str, ...]] = {}  # condition -> the fields it reads
 
     # -- hooks called by the record service ---------------------------------------------------
 
@@ -32,11 +34,10 @@ class Automation:
         """Before a write: before-rules (which may change `pending`), then lifecycle flags."""
         rules = self.defs.rules_for(tdef.name, "before", event)
         if rules:
-            props = Properties(self.defs, service.storage, service.conn)
+            props = self._properties(service)
             merged = {**(previous or {}), **pending}
             for rule in rules:
-                if evaluate(rule.condition, merged, previous=previous, properties=props.get,
-                            resolve=self._resolver(service, tdef, merged)):
+                if self._holds(service, rule.condition, tdef, merged, previous, props):
                     ctx = EffectContext(service, tdef, merged, previous, pending=pending, properties=props.get)
                     run_effects(ctx, rule.effects)
                     merged.update(pending)
@@ -72,18 +73,16 @@ class Automation:
                          if "insert" in n.on and n.table in (tdef.name, *self.defs.ancestors(tdef.name))]
         if not rules and not notifications:
             return
-        props = Properties(self.defs, service.storage, service.conn)
+        props = self._properties(service)
         for record, journal in zip(records, entries_of, strict=True):
             for rule in rules:
-                if evaluate(rule.condition, {**record, **journal}, previous=None, properties=props.get,
-                            resolve=self._resolver(service, tdef, record)):
+                if self._holds(service, rule.condition, tdef, {**record, **journal}, None, props):
                     ctx = EffectContext(service, tdef, dict(record), None, journal=dict(journal),
                                         properties=props.get, notify=self.notifier(service))
                     run_effects(ctx, rule.effects)
         for note in notifications:
             matching = [(r, j) for r, j in zip(records, entries_of, strict=True)
-                        if evaluate(note.condition, {**r, **j}, previous=None, properties=props.get,
-                                    resolve=self._resolver(service, tdef, r))]
+                        if self._holds(service, note.condition, tdef, {**r, **j}, None, props)]
             if matching:
                 self._send_many(service, note, tdef, matching)
 
@@ -131,6 +130,39 @@ class Automation:
         return (any(r.table in tables and event in r.on for r in self.defs.rules)
                 or any(n.table in tables and event in n.on for n in self.defs.notifications.values())
                 or (event != "delete" and self.defs.lifecycle(table) is not None))
+
+    def _holds(self, service: RecordService, condition, tdef: TableDef, record: dict, previous: dict | None,
+               props: Properties) -> bool:
+        """Whether a rule's or notification's condition holds for a record. For a new record the
+        answer depends only on the values the condition reads, so the rows of a batch that share
+        them (all the children of one parent) are evaluated once; the memo lives with the unit of
+        work's dot-walk cache, which any update empties."""
+        if condition is None:
+            return True
+        key = None
+        if previous is None:
+            reads = self._reads.get(id(condition))
+            if reads is None:
+                reads = self._reads[id(condition)] = tuple(dict.fromkeys(f.split(".")[0] for f in fields_of(condition)))
+            try:
+                key = ("holds", id(condition), tdef.name, tuple(record.get(f) for f in reads))
+                return service.lookups[key]
+            except KeyError:
+                pass
+            except TypeError:  # an unhashable value: evaluated every time
+                key = None
+        result = evaluate(condition, record, previous=previous, properties=props.get,
+                          resolve=self._resolver(service, tdef, record))
+        if key is not None:
+            service.lookups[key] = result
+        return result
+
+    def _properties(self, service: RecordService) -> Properties:
+        """The unit of work's system properties, read once (a property's update empties the cache)."""
+        props = service.lookups.get("properties")
+        if props is None:
+            props = service.lookups["properties"] = Properties(self.defs, service.storage, service.conn)
+        return props
 
     # -- lifecycle -------------------------------------------------------------------------------
 

@@ -36,12 +36,29 @@ def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
         return
     _keep_statistics_fresh(conn, table, len(rows))
     sql, order, positional, processors = _plan(table, tuple(rows[0]), conn.dialect)
-    pairs = list(zip(order, processors, strict=True))
+    pairs = [(name, p and _memoized(p)) for name, p in zip(order, processors, strict=True)]
     if positional:
         params: list = [tuple(row[n] if p is None or row[n] is None else p(row[n]) for n, p in pairs) for row in rows]
     else:
         params = [{n: (row[n] if p is None or row[n] is None else p(row[n])) for n, p in pairs} for row in rows]
     conn.exec_driver_sql(sql, params)
+
+
+def _memoized(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A bind processor that converts each distinct value once: a batch's rows share their
+    timestamps and flags, and formatting a datetime for SQLite costs more than writing it."""
+    memo: dict = {}
+
+    def convert(value: Any) -> Any:
+        try:
+            return memo[value]
+        except KeyError:
+            converted = memo[value] = process(value)
+            return converted
+        except TypeError:  # unhashable
+            return process(value)
+
+    return convert
 
 
 def _keep_statistics_fresh(conn: sa.Connection, table: sa.Table, count: int) -> None:

@@ -222,6 +222,38 @@ def _scripts_switch(config: Config, runtime=None, offline: bool = False) -> bool
 
 
 @main.command()
+@click.option("--scale", default=100_000, show_default=True, type=click.IntRange(min=10),
+              help="N: children created, synced and closed; the bench scenario scales its data by N.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per benchmark on stdout.")
+@click.option("--database", metavar="URL", default=None,
+              help="A PostgreSQL server to run on (a scratch database is created there and dropped); "
+                   "default: a SQLite file in a temporary folder.")
+def bench(scale: int, as_json: bool, database: str | None) -> None:
+    """Run the performance suite: each benchmark beside its plain baseline (README: Performance)."""
+    import json
+    import sys
+
+    from .bench import BenchRun
+
+    config = Config.from_env()
+    defs = _load_or_exit(config.definitions)
+    say = (lambda line: click.echo(f"# {line}", err=True)) if as_json else click.echo
+    try:
+        run = BenchRun(defs, config, scale, database, say)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    say(f"caseloom bench --scale {scale} on {run.db.label}")
+    for result in run.run():
+        line = result.as_json()
+        if as_json:
+            click.echo(json.dumps(line))
+            sys.stdout.flush()
+        else:
+            click.echo(f"{line['name']:<22} n={line['n']:<9} {line['seconds']:>10.4f} s  {line['per_second']:>12,.1f}/s"
+                       f"  baseline {line['baseline_seconds']:.4f} s  ratio {line['ratio']}")
+
+
+@main.command()
 @click.option("--url", default="http://127.0.0.1:5000", show_default=True, help="The running demo server.")
 @click.option("--out", default="docs", show_default=True, help="Folder for the PNG files.")
 @click.option("--plan", default="docs/screenshots.yaml", show_default=True, help="Which pages to photograph.")

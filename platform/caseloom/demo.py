@@ -48,14 +48,14 @@ def load_demo(service: RecordService, accounts: int = 200) -> dict[str, int]:
     stamp = now()
     with service.deferred_references():
         for gen in demo.generators:
-            written[gen.name] = service.insert_many(gen.table, _rows(gen, counts, user_ids, stamp))
+            written[gen.name] = service.insert_many(gen.table, generated_rows(gen, counts, user_ids, stamp))
     meta = service.storage.internal("sys_meta")
     if not demo_loaded(service):
         service.conn.execute(sa.insert(meta).values(name=MARKER, value=str(accounts)))
     return written
 
 
-def _rows(gen: DemoGenerator, counts: dict, users: dict, stamp: dt.datetime) -> Iterator[dict]:
+def generated_rows(gen: DemoGenerator, counts: dict, users: dict, stamp: dt.datetime) -> Iterator[dict]:
     makers = [(name, _maker(spec, counts, users, stamp)) for name, spec in gen.values.items()]
     prefix = f"caseloom-demo:{gen.name}:"
     for i in range(counts[gen.name]):

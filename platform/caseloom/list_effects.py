@@ -82,7 +82,8 @@ def _create_children_from_list(ctx: EffectContext, args: dict) -> None:
             continue
         rows = [{**values, **journal, args["reference"]: ctx.record["sys_id"], member_field: member,
                  **{child: found for child, found in extra.items() if found}} for member, extra in batch]
-        service.insert_many(ctx.table.name, rows, batch=BATCH)
+        # the members and their looked-up values were just read from the database
+        service.insert_many(ctx.table.name, rows, batch=BATCH, known_references=(member_field, *lookups))
         done += len(rows)
         if progress is not None:
             service = progress(done, total) or service  # a background job commits here and goes on in a new unit

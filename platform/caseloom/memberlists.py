@@ -131,8 +131,7 @@ class MemberLists:
         dynamic = self.mdef.dynamic_field
         selection = Selection(storage, mtype.table)
         if ids is None:
-            wanted = sa.select(selection.base.c.sys_id).select_from(selection.from_clause).where(
-                selection.condition(where))
+            wanted = selection.select(selection.base.c.sys_id, where=where)
         else:
             wanted = None
         # dynamic members no longer identified leave the list
@@ -162,7 +161,8 @@ class MemberLists:
             for member in ids:
                 yield {mtype.list_field: sys_id, mtype.member_field: member, **extra}
 
-        return self.service.insert_many(mtype.members, rows(), batch=BATCH)
+        # the members were just read from their table (a condition, or checked script results)
+        return self.service.insert_many(mtype.members, rows(), batch=BATCH, known_references=(mtype.member_field,))
 
     def _script_ids(self, record: dict, mtype: MemberType) -> tuple[list[str], BuildReport]:
         """Run the list's script in the sandbox; keep the sys_ids that are records of the type's table."""

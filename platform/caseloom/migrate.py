@@ -148,9 +148,14 @@ def migrate_connection(conn: sa.Connection, storage: Storage, force: bool = Fals
     losses = [s.loss for s in steps if s.loss]
     if losses and not force:
         raise DataLossRefused(losses)
+    apply_steps(conn, storage, steps)
+    return [s.description for s in steps]
+
+
+def apply_steps(conn: sa.Connection, storage: Storage, steps: list[Step]) -> None:
+    """Run steps from `plan` (already checked for data loss by the caller) in the caller's transaction."""
     _apply(conn, steps)
     _remember_tables(conn, storage)
-    return [s.description for s in steps]
 
 
 def _apply(conn: sa.Connection, steps: list[Step]) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .definitions.loader import parse_property_value
-from .definitions.model import Definitions, TableDef
+from .definitions.model import Definitions, PropertyDef, TableDef
 from .fieldtypes import FieldValueError
 from .records import RecordError, RecordService, validator
 from .storage import Storage
@@ -63,14 +63,33 @@ class Properties:
 
 
 def seed_properties(service: RecordService) -> int:
-    """Add a sys_properties row for each declared property that has none (values are kept)."""
+    """Add a sys_properties row for each declared property that has none, and bring rows whose
+    declaration changed (type, description) in line; values are kept unless they no longer fit
+    the declared type, when the default replaces them. Returns the number of rows added."""
     table = service.storage.physical(TABLE)
-    existing = set(service.conn.execute(sa.select(table.c.name)).scalars())
+    existing = {r.name: r for r in service.conn.execute(sa.select(table.c.sys_id, table.c.name, table.c.type,
+                                                                     table.c.value, table.c.description))}
     rows = [
         {"name": p.name, "type": p.type, "value": render_value(p.type, p.default), "description": p.description}
         for p in service.defs.properties.values() if p.name not in existing
     ]
+    for p in service.defs.properties.values():
+        row = existing.get(p.name)
+        if row is not None and (row.type, row.description or "") != (p.type, p.description):
+            service.update(TABLE, row.sys_id, {"type": p.type, "description": p.description,
+                                               "value": _fitting(p, row.value)})
     return service.insert_many(TABLE, rows) if rows else 0
+
+
+def _fitting(declared: PropertyDef, value: str | None) -> str:
+    """A stored value as the declared type renders it, or the default when it does not fit."""
+    try:
+        parsed = parse_property_value(declared.type, value)
+    except FieldValueError:
+        return render_value(declared.type, declared.default)
+    if declared.choices and parsed not in declared.choices:
+        return render_value(declared.type, declared.default)
+    return render_value(declared.type, parsed)
 
 
 @validator(TABLE)

@@ -27,6 +27,7 @@ from .behaviour import (
     build_rules,
     check_unique_actions,
 )
+from .bench import build_bench
 from .model import (
     AccessRule,
     DefinitionFile,
@@ -43,7 +44,7 @@ from .yamlsource import DefinitionError, SourceDocument, parse_yaml
 
 # The top-level key of a file names its kind; each kind has one JSON Schema.
 KINDS = ("table", "properties", "roles", "access", "demo", "lifecycle", "actions", "rules", "notifications", "menu",
-         "member_list", "recipients_list")
+         "member_list", "recipients_list", "bench")
 SYSTEM_DIR = Path(__file__).resolve().parent.parent / "system"
 SYSTEM_PREFIX = "<caseloom>/"
 
@@ -119,6 +120,7 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
     member_lists = build_member_lists(documents["member_list"], tables, roles, errors)
     declared_lists = build_declared_lists(documents["recipients_list"], member_lists, errors,
                                           lambda yaml_path, name: texts.get(_sibling(yaml_path, name)))
+    bench = build_bench(documents["bench"], tables, actions, properties, errors)
     if errors:
         raise DefinitionErrors(errors)
     return Definitions(
@@ -135,6 +137,7 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
         menu=tuple(menu),
         member_lists=frozen_map(member_lists),
         declared_lists=tuple(declared_lists),
+        bench=bench,
     )
 
 

@@ -314,6 +314,28 @@ class DeclaredList:
 
 
 @dataclass(frozen=True)
+class BenchDef:
+    """What `caseloom bench` measures for an application: generators of data (per unit of the
+    scale), a member list built by its condition, a parent record pointing at it, the action that
+    makes one child per member, an update that syncs to the children, one that closes them, and
+    the table whose list and form pages are timed."""
+
+    generators: tuple[DemoGenerator, ...]
+    list_table: str
+    list_values: Mapping[str, Any]
+    list_action: str
+    parent_table: str
+    parent_values: Mapping[str, Any]
+    list_field: str
+    create_action: str
+    create_inputs: Mapping[str, Any]
+    sync_values: Mapping[str, Any]
+    close_values: Mapping[str, Any]
+    views_table: str
+    properties: Mapping[str, Any] = field(default_factory=frozen_map)
+
+
+@dataclass(frozen=True)
 class DefinitionFile:
     path: str  # relative to its folder
     kind: str
@@ -335,6 +357,7 @@ class Definitions:
     menu: tuple[MenuApplication, ...] = ()
     member_lists: Mapping[str, MemberListDef] = field(default_factory=frozen_map)
     declared_lists: tuple[DeclaredList, ...] = ()
+    bench: BenchDef | None = None
 
     def member_list_for(self, table: str) -> MemberListDef | None:
         return next((m for m in self.member_lists.values() if m.table == table), None)

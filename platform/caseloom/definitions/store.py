@@ -1,24 +1,27 @@
 """Definition files kept in the database, so every process sharing it runs the same set.
 
-`caseloom init` copies the definitions folder in; the definitions API changes files here
-(after validating the whole new set and migrating the schema) and bumps a generation
-number that each server process checks at the start of a request.
+`caseloom init` copies the definitions folder in; a change (definitions.changes: the API, the
+Definitions area, a file edited on disk) is validated, migrated and stored here, written back
+to the folder, and bumps a generation number that each server process checks at the start
+of a request.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import sqlalchemy as sa
 
 from ..storage import Storage
-from .loader import load_sources
+from .loader import load_sources, read_sources
 from .model import Definitions
 
 GENERATION = "definitions_generation"
+DISPLAY_ROOT = "definitions"  # stored files are named definitions/<path> in error locations
 
 
 class BadPath(ValueError):
@@ -32,8 +35,34 @@ def check_path(path: str) -> str:
     return str(pure)
 
 
-def version_of(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+def version_of(text: str | None) -> str:
+    """A short hash of a file's text; "" for a file that does not exist."""
+    return "" if text is None else hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def candidate_set(texts: Mapping[str, str], changes: Mapping[str, str | None]) -> Definitions:
+    """A whole set with some files replaced (or removed, text None), loaded and validated;
+    raises DefinitionErrors when the set would be invalid."""
+    texts = dict(texts)
+    for path, text in changes.items():
+        if text is None:
+            texts.pop(path, None)
+        else:
+            texts[path] = text
+    return load_sources(sorted(texts.items()), display_root=DISPLAY_ROOT)
+
+
+def write_to_folder(folder: Path, path: str, text: str | None) -> None:
+    """Write (or remove) one file in the definitions folder, so the folder stays the source a team
+    keeps in git; a missing folder (a server run from the database alone) is left alone."""
+    if not folder.is_dir():
+        return
+    target = folder / check_path(path)
+    if text is None:
+        target.unlink(missing_ok=True)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -45,6 +74,12 @@ class HistoryEntry:
     created_on: dt.datetime
     old_text: str | None
     new_text: str | None
+
+    @property
+    def restored_text(self) -> str | None:
+        """The text that restoring this entry brings back: the version it made, or, for a
+        deletion, the version it deleted."""
+        return self.new_text if self.new_text is not None else self.old_text
 
 
 class DefinitionStore:
@@ -69,15 +104,14 @@ class DefinitionStore:
         value = self.conn.execute(sa.select(self.meta.c.value).where(self.meta.c.name == GENERATION)).scalar()
         return int(value or 0)
 
-    def candidate(self, path: str, text: str | None) -> tuple[dict[str, str], Definitions]:
-        """The whole set with one file replaced (or removed, text None), loaded and validated;
-        raises DefinitionErrors when the set would be invalid."""
-        texts = self.texts()
-        if text is None:
-            texts.pop(path, None)
-        else:
-            texts[path] = text
-        return texts, load_sources(sorted(texts.items()))
+    def candidate(self, changes: Mapping[str, str | None]) -> Definitions:
+        """The stored set with some files replaced (see `candidate_set`)."""
+        return candidate_set(self.texts(), changes)
+
+    def lock(self) -> None:
+        """Serialise changes to the set: the generation row stays locked until the caller's
+        transaction ends (FOR UPDATE on PostgreSQL; SQLite writers already hold its write lock)."""
+        self.conn.execute(sa.select(self.meta.c.value).where(self.meta.c.name == GENERATION).with_for_update())
 
     def write(self, path: str, text: str | None, user: str, action: str | None = None) -> None:
         """Store (or delete) one file, record it in the history, and bump the generation."""
@@ -95,18 +129,25 @@ class DefinitionStore:
     def sync_folder(self, folder: Path, user: str = "init") -> int:
         """Make the stored set equal to the folder's files (used by `caseloom init`); returns the
         number of files changed."""
-        on_disk = {str(p.relative_to(folder)): p.read_text(encoding="utf-8")
-                   for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix in (".yaml", ".yml", ".csv")}
-        stored = self.texts()
-        changed = 0
-        for path in sorted(set(on_disk) | set(stored)):
-            if on_disk.get(path) != stored.get(path):
-                self.write(path, on_disk.get(path), user)
-                changed += 1
-        return changed
+        changes = self.disk_changes(folder)
+        for path, text in changes.items():
+            self.write(path, text, user)
+        return len(changes)
 
-    def history(self, limit: int = 200) -> list[HistoryEntry]:
+    def disk_changes(self, folder: Path) -> dict[str, str | None]:
+        """Files whose text in the folder differs from the stored one: (path: text on disk, or
+        None for a stored file no longer on disk); nothing when there is no folder."""
+        if not folder.is_dir():
+            return {}
+        on_disk = dict(read_sources(folder))
+        stored = self.texts()
+        return {path: on_disk.get(path) for path in sorted(set(on_disk) | set(stored))
+                if on_disk.get(path) != stored.get(path)}
+
+    def history(self, limit: int = 200, path: str | None = None) -> list[HistoryEntry]:
         stmt = sa.select(self.history_table).order_by(self.history_table.c.id.desc()).limit(limit)
+        if path is not None:
+            stmt = stmt.where(self.history_table.c.path == path)
         return [HistoryEntry(**r) for r in self.conn.execute(stmt).mappings()]
 
     def entry(self, entry_id: int) -> HistoryEntry | None:

@@ -57,7 +57,15 @@ class Selection:
 
     @property
     def from_clause(self) -> sa.FromClause:
+        """The base table with every join made so far: resolve conditions and columns first."""
         return self._from
+
+    def select(self, *columns: sa.ColumnElement, where: Any = None) -> sa.Select:
+        """SELECT `columns` of the rows matching `where` (a condition Node), the condition resolved
+        before the FROM is built, so the joins its dot-walks need are part of it."""
+        condition = self.condition(where)
+        stmt = sa.select(*columns).select_from(self._from)
+        return stmt if condition is None else stmt.where(condition)
 
     def condition(self, node: Node | None) -> sa.ColumnElement | None:
         """The WHERE clause of a condition, class filter included."""

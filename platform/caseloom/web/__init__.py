@@ -61,9 +61,10 @@ def _register_ui(app: Flask, ui_folder: Path) -> None:
     from flask import send_from_directory
 
     from .ui import blueprint, menu_for
+    from .ui.layout import table_file
 
     app.register_blueprint(blueprint)
-    app.jinja_env.globals["menu_for"] = menu_for
+    app.jinja_env.globals.update(menu_for=menu_for, table_file=table_file)
     vendor = ui_folder / "node_modules"
 
     @app.get("/ui/vendor/<path:filename>", endpoint="ui_vendor")
@@ -77,12 +78,14 @@ def _remember_generation(app: Flask, given: bool) -> None:
     """The definitions generation this process starts at; requests reload when it moves.
     Unless the caller handed us the definitions, the first request loads the set stored in the
     database (the one every process shares, which `caseloom init` copies from the folder)."""
-    if not given:
-        app.extensions["caseloom_generation"] = None
-        return
     from sqlalchemy.exc import DBAPIError
 
-    from .definitions_api import DefinitionStore
+    from ..definitions.store import DefinitionStore
+    from .live_definitions import GENERATION
+
+    if not given:
+        app.extensions[GENERATION] = None
+        return
 
     with app.app_context():
         try:
@@ -90,4 +93,4 @@ def _remember_generation(app: Flask, given: bool) -> None:
                 generation = DefinitionStore(app.extensions["caseloom"].storage, conn).generation()
         except DBAPIError:
             generation = None  # not initialised yet: `caseloom init` first
-    app.extensions["caseloom_generation"] = generation
+    app.extensions[GENERATION] = generation

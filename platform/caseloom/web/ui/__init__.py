@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from functools import wraps
 
-from flask import Blueprint, g, redirect, request, url_for
+from flask import Blueprint, abort, g, redirect, request, url_for
 
 from ..auth import runtime, session_actor
 
 blueprint = Blueprint("ui", __name__)
+
+
+@blueprint.context_processor
+def _signed_in() -> dict:
+    """The signed-in actor for base.html's top bar and menu."""
+    return {"actor": g.get("actor")}
 
 
 def login_required(view):
@@ -26,6 +32,18 @@ def login_required(view):
         return view(*args, **kwargs)
 
     return wrapper
+
+
+def admin_required(view):
+    """Signed in with the admin role (403 otherwise)."""
+
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        if not g.actor.is_admin:
+            abort(403)
+        return view(*args, **kwargs)
+
+    return login_required(wrapper)
 
 
 def menu_for(actor) -> list[dict]:
@@ -60,4 +78,4 @@ def menu_for(actor) -> list[dict]:
     return apps
 
 
-from . import forms, lists, members, properties  # noqa: E402,F401  (routes register on the blueprint)
+from . import definitions, forms, layout, lists, members, properties  # noqa: E402,F401  (routes register on the blueprint)

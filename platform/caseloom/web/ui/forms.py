@@ -250,8 +250,7 @@ def _counts_by(tdef: TableDef, group_field: str, reference: str, parent_id: str)
 
     selection = Selection(runtime().storage, tdef.name)
     column, field = selection.column(group_field)
-    stmt = (sa.select(column, sa.func.count()).select_from(selection.from_clause)
-            .where(selection.condition(Term(reference, "eq", parent_id))).group_by(column))
+    stmt = selection.select(column, sa.func.count(), where=Term(reference, "eq", parent_id)).group_by(column)
     counts = {str(value): n for value, n in connection().execute(stmt)}
     return [(label, counts[str(value)]) for value, label in field.choices if str(value) in counts]
 

@@ -1,15 +1,23 @@
-"""System properties for administrators: an input per property type, changes audited."""
+"""System properties for administrators: an input per property type, changes audited; a
+property's declaration (type, default, description) edited through the Definitions area."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from flask import abort, flash, g, redirect, render_template, request, url_for
 
+from ...definitions.changes import declaring_file
+from ...definitions.loader import parse_property_value
+from ...definitions.yamledit import set_entry
+from ...fieldtypes import FieldValueError
 from ...properties import render_value
 from ...records import RecordError
-from .. import db
+from .. import db, live_definitions
 from ..auth import connection, properties, records, rollback, runtime
-from . import blueprint, login_required
+from . import admin_required, blueprint
+from .definitions import review_rewrite
+
+PROPERTY_TYPES = ("boolean", "integer", "string", "list")
 
 TABLE = "sys_properties"
 
@@ -22,10 +30,8 @@ def _rows() -> dict[str, dict]:
 
 
 @blueprint.route("/ui/properties", methods=["GET", "POST"], endpoint="properties")
-@login_required
+@admin_required
 def properties_page():
-    if not g.actor.is_admin:
-        abort(403)
     defs = runtime().defs
     errors: dict[str, str] = {}
     typed: dict[str, str] = {}
@@ -56,8 +62,54 @@ def properties_page():
         value = typed.get(name, render_value(ptype, current.get(name)))
         items.append({"name": name, "type": ptype, "value": value, "description": declared.description if declared
                       else stored.get(name, {}).get("description") or "", "error": errors.get(name),
-                      "choices": declared.choices if declared else (), "sys_id": stored.get(name, {}).get("sys_id")})
+                      "choices": declared.choices if declared else (), "sys_id": stored.get(name, {}).get("sys_id"),
+                      "file": declaring_file(defs, declared.location) if declared else None,
+                      "line": declared.location.line if declared and declared.location else 1})
     return render_template("properties.html", items=items, actor=g.actor), (422 if errors else 200)
 
 
+@blueprint.route("/ui/properties/<name>/declaration", methods=["GET", "POST"], endpoint="property_declaration")
+@admin_required
+def declaration(name: str):
+    """A property's declaration as a small form; saving rewrites its entry in the declaring file
+    and goes through the Definitions area's review and apply."""
+    defs = runtime().defs
+    declared = defs.properties.get(name) or abort(404)
+    path = declaring_file(defs, declared.location)
+    if path is None:
+        abort(404, f"{name} is declared by the platform; its declaration is not edited here")
+    text = live_definitions.store().texts()[path]
+    values = request.form if request.method == "POST" else {
+        "type": declared.type, "default": render_value(declared.type, declared.default),
+        "description": declared.description, "choices": "\n".join(declared.choices)}
 
+    def page(status: int = 200, errors: dict | None = None):
+        return render_template("property_declaration.html", name=name, path=path, values=values, errors=errors or {},
+                               types=PROPERTY_TYPES, line=declared.location.line), status
+
+    if request.method == "GET":
+        return page()
+    spec, errors = _declaration(request.form)
+    if errors:
+        return page(422, errors)
+    return review_rewrite(path, text, lambda t: set_entry(t, "properties", name, spec),
+                          url_for("ui.properties") + f"#{name}", page)
+
+
+def _declaration(form) -> tuple[dict, dict[str, str]]:
+    """(YAML of a property declaration, errors by input) from the declaration form."""
+    ptype = form.get("type", "")
+    if ptype not in PROPERTY_TYPES:
+        return {}, {"type": f"Choose one of {', '.join(PROPERTY_TYPES)}."}
+    spec: dict = {"type": ptype}
+    if form.get("default", "").strip():
+        try:
+            spec["default"] = parse_property_value(ptype, form["default"].strip())
+        except FieldValueError as exc:
+            return spec, {"default": f"Not a {ptype}: {exc}."}
+    if form.get("description", "").strip():
+        spec["description"] = form["description"].strip()
+    choices = [c.strip() for c in form.get("choices", "").splitlines() if c.strip()]
+    if choices and ptype == "string":
+        spec["choices"] = choices
+    return spec, {}

@@ -1,0 +1,156 @@
+"""The page and API benchmarks: a real server (gunicorn, two workers) on loopback, timed from
+outside; the baseline replays, with the plain driver, the SQL the same request ran in-process."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from urllib.parse import urlencode
+
+import sqlalchemy as sa
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def gunicorn(env: dict[str, str], workers: int = 2):
+    """`caseloom`'s app under gunicorn on a free loopback port; yields the port."""
+    port = free_port()
+    command = [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind", f"127.0.0.1:{port}",
+               "--log-level", "warning", "caseloom.web:create_app()"]
+    process = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("gunicorn did not start: " + process.stderr.read().decode()[-2000:]) from None
+                time.sleep(0.2)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+class Browser:
+    """A signed-in browser session over one keep-alive connection."""
+
+    def __init__(self, port: int, user: str, password: str):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        self.cookie = ""
+        page = self.get("/login")
+        token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page)
+        body = urlencode({"user_name": user, "user_password": password, "csrf_token": token.group(1) if token else ""})
+        self.conn.request("POST", "/login", body=body, headers={
+            "Content-Type": "application/x-www-form-urlencoded", "Cookie": self.cookie})
+        response = self.conn.getresponse()
+        response.read()
+        self._keep_cookie(response)
+        if response.status not in (302, 303):
+            raise RuntimeError(f"signing in as {user} failed: HTTP {response.status}")
+
+    def get(self, path: str) -> str:
+        self.conn.request("GET", path, headers={"Cookie": self.cookie} if self.cookie else {})
+        response = self.conn.getresponse()
+        body = response.read().decode()
+        self._keep_cookie(response)
+        if response.status != 200:
+            raise RuntimeError(f"GET {path}: HTTP {response.status}")
+        return body
+
+    def _keep_cookie(self, response) -> None:
+        cookie = response.getheader("Set-Cookie")
+        if cookie:
+            self.cookie = cookie.split(";", 1)[0]
+
+    def median(self, paths: list[str], warmup: int = 3) -> float:
+        for path in paths[:warmup]:
+            self.get(path)
+        times = []
+        for path in paths:
+            started = time.perf_counter()
+            self.get(path)
+            times.append(time.perf_counter() - started)
+        return statistics.median(times)
+
+
+def capture_sql(app, path: str, user: str, password: str) -> list[tuple[str, object]]:
+    """The SQL statements (with their parameters) that one GET of `path` runs, in-process."""
+    import base64
+
+    from ..web import db
+
+    statements: list[tuple[str, object]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith(("SELECT", "WITH")):  # not BEGIN, COMMIT, SAVEPOINT
+            statements.append((statement, parameters))
+
+    with app.app_context():
+        engine = db.engine
+    app.config["WTF_CSRF_ENABLED"] = False  # an in-process copy of the app, signing in without a form
+    client = app.test_client()
+    auth = {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+    if path.startswith("/api/"):
+        client.get(path, headers=auth)  # warm: definitions generation, caches
+    else:
+        client.post("/login", data={"user_name": user, "user_password": password})
+        client.get(path)
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        response = client.get(path, headers=auth if path.startswith("/api/") else {})
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    if response.status_code != 200:
+        raise RuntimeError(f"GET {path} in-process: HTTP {response.status_code}")
+    return statements
+
+
+def replay_median(conn, statements: list[tuple[str, object]], rounds: int = 30) -> float:
+    """Median time for the plain driver to run the same statements and fetch every row."""
+    cur = conn.cursor()
+    times = []
+    for _ in range(rounds + 3):
+        started = time.perf_counter()
+        for statement, parameters in statements:
+            cur.execute(statement, parameters)
+            if cur.description is not None:
+                cur.fetchall()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times[3:])
+
+
+def wrk(port: int, path: str, headers: dict[str, str], seconds: int = 10, connections: int = 8) -> dict:
+    """Requests/s from wrk (Debian's package) on loopback; raises when wrk is missing or any
+    request failed."""
+    binary = shutil.which("wrk")
+    if binary is None:
+        raise RuntimeError("wrk is not installed (apt-get install wrk); the API load benchmark needs it")
+    command = [binary, "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    out = subprocess.run([*command, f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True,
+                         check=True).stdout
+    total = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
+    failed = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    if failed or socket_errors:
+        raise RuntimeError(f"the API load run had errors:\n{out}")
+    duration = float(total.group(2)) / (1000 if total.group(3) == "ms" else 1)
+    return {"requests": int(total.group(1)), "seconds": duration}
+

@@ -1,0 +1,80 @@
+"""The baselines of the write benchmarks: the same rows, written the plainest way.
+
+After a measured run, the rows it wrote are read back and compared with a snapshot taken just
+before it; the baseline then writes exactly those differences into the snapshot with the plain
+driver's executemany (INSERT of the new rows, UPDATE ... WHERE sys_id = ? of the changed
+columns) in one transaction, and that is timed. So the baseline pays for the same rows, the
+same indexes and the same commit, and nothing else: no validation, rules, numbering or progress.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+
+@dataclass
+class NetWrites:
+    inserts: dict[str, list[tuple]] = field(default_factory=dict)  # table -> rows (columns in `columns`)
+    columns: dict[str, list[str]] = field(default_factory=dict)
+    updates: dict[tuple[str, tuple[str, ...]], list[tuple]] = field(default_factory=lambda: defaultdict(list))
+
+    @property
+    def rows(self) -> int:
+        return sum(map(len, self.inserts.values())) + sum(map(len, self.updates.values()))
+
+
+def net_writes(after, before, tables: list[str], since, mark: str) -> NetWrites:
+    """What changed in `tables` between the snapshot (`before`) and now (`after`): rows whose
+    sys_updated_on is at or after `since` (both plain DB-API connections)."""
+    writes = NetWrites()
+    for table in tables:
+        cur = after.cursor()
+        cur.execute(f'SELECT * FROM "{table}" WHERE sys_updated_on >= {mark}', (since,))
+        columns = [d[0] for d in cur.description]
+        rows = cur.fetchall()
+        if not rows:
+            continue
+        key = columns.index("sys_id")
+        old = _rows_by_id(before, table, [r[key] for r in rows], mark)
+        new_rows = [r for r in rows if r[key] not in old]
+        if new_rows:
+            writes.inserts[table], writes.columns[table] = new_rows, columns
+        for row in rows:
+            previous = old.get(row[key])
+            if previous is None:
+                continue
+            changed = tuple(c for c, a, b in zip(columns, row, previous, strict=True) if a != b)
+            if changed:
+                writes.updates[(table, changed)].append(
+                    tuple(row[columns.index(c)] for c in changed) + (row[key],))
+    return writes
+
+
+def _rows_by_id(conn, table: str, ids: list, mark: str) -> dict:
+    found = {}
+    cur = conn.cursor()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        cur.execute(f'SELECT * FROM "{table}" WHERE sys_id IN ({", ".join([mark] * len(chunk))})', chunk)
+        columns = [d[0] for d in cur.description]
+        key = columns.index("sys_id")
+        found.update((r[key], r) for r in cur.fetchall())
+    return found
+
+
+def replay(conn, writes: NetWrites, mark: str) -> float:
+    """Write `writes` into `conn` (a snapshot) with executemany in one transaction; seconds taken."""
+    cur = conn.cursor()
+    started = time.perf_counter()
+    cur.execute("BEGIN")
+    for table, rows in writes.inserts.items():
+        columns = writes.columns[table]
+        names = ", ".join(f'"{c}"' for c in columns)
+        cur.executemany(f'INSERT INTO "{table}" ({names}) VALUES ({", ".join([mark] * len(columns))})', rows)
+    for (table, changed), rows in writes.updates.items():
+        sets = ", ".join(f'"{c}" = {mark}' for c in changed)
+        cur.executemany(f'UPDATE "{table}" SET {sets} WHERE sys_id = {mark}', rows)
+    cur.execute("COMMIT")
+    return time.perf_counter() - started

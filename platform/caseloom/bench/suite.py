@@ -1,0 +1,230 @@
+"""`caseloom bench`: the application's bench scenario (its `bench:` definition), run end to end
+in a scratch database, each step beside a baseline doing the same database work the plainest way."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import secrets
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from ..access import SYSTEM
+from ..actions import run_action
+from ..bootstrap import initialise, refresh_statistics
+from ..config import Config
+from ..definitions.model import Definitions
+from ..demo import generated_rows, generator_count
+from ..jobs import execute_job
+from ..memberlists import lists_for
+from ..query import Query, Selection
+from ..runtime import Runtime
+from ..users import add_user
+from . import http
+from .database import ScratchDatabase
+from .memory import peak_rss
+from .replay import net_writes, replay
+
+JOURNAL, AUDIT = "sys_journal_field", "sys_audit"
+
+
+@dataclass
+class Result:
+    name: str
+    n: int
+    seconds: float
+    baseline_seconds: float
+    notes: dict = field(default_factory=dict)
+
+    def as_json(self) -> dict:
+        """The contract's line; the derived figures come from the rounded ones, so they agree."""
+        seconds, baseline = round(self.seconds, 6), round(self.baseline_seconds, 6)
+        return {"name": self.name, "n": self.n, "seconds": seconds,
+                "per_second": round(self.n / seconds, 1) if seconds else None,
+                "baseline_seconds": baseline, "ratio": round(seconds / baseline, 2) if baseline else None}
+
+
+class BenchRun:
+    """One run of the suite at one scale, on SQLite (default) or a PostgreSQL server."""
+
+    def __init__(self, defs: Definitions, config: Config, scale: int, server_url: str | None,
+                 say: Callable[[str], None]):
+        if defs.bench is None:
+            raise ValueError("the definitions declare no `bench:` scenario (see the README, Performance)")
+        self.defs, self.bench, self.scale, self.say = defs, defs.bench, scale, say
+        self.folder = Path(tempfile.mkdtemp(prefix="caseloom-bench-"))
+        self.db = ScratchDatabase(self.folder, server_url)
+        self.config = Config(database_url=self.db.url, definitions=config.definitions, scripts=config.scripts,
+                             queue=f"sqlite:///{self.folder / 'queue.db'}", instance=str(self.folder),
+                             ui=config.ui, secret_key=secrets.token_hex(16))
+        self.runtime = Runtime(self.config, defs)
+        self.password = secrets.token_urlsafe(12)
+
+    def run(self) -> Iterator[Result]:
+        try:
+            self.setup()
+            yield self.recipients_condition()
+            yield self.create_child_cases()
+            yield self.update_parent("sync_children", self.bench.sync_values)
+            yield self.update_parent("close_major_case", self.bench.close_values)
+            yield from self.pages()
+        finally:
+            self.runtime.engine.dispose()
+            self.db.drop()
+
+    # -- data ---------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        started = time.perf_counter()
+        initialise(self.config, self.defs, runtime=self.runtime)
+        counts = {g.name: generator_count(g, self.scale) for g in self.bench.generators}
+        stamp = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        with self.runtime.transaction() as service:
+            add_user(service, "bench", self.password, ["admin"], {"name": "Bench"})
+            for name, value in self.bench.properties.items():
+                table = service.storage.physical("sys_properties")
+                sys_id = service.conn.execute(sa.select(table.c.sys_id).where(table.c.name == name)).scalar_one()
+                service.update("sys_properties", sys_id, {"value": value if isinstance(value, str) else str(value).lower()})
+            with service.deferred_references():
+                for gen in self.bench.generators:
+                    service.insert_many(gen.table, generated_rows(gen, counts, {}, stamp))
+        refresh_statistics(self.runtime.engine)
+        rows = sum(counts.values())
+        self.say(f"setup: {rows:,} rows generated on {self.db.label} in {time.perf_counter() - started:.1f} s")
+
+    # -- the write benchmarks -------------------------------------------------------------
+
+    def measured(self, name: str, tables: list[str], work: Callable[[], int], extra: str = "") -> Result:
+        """Run `work` (returning n) against the live database, then replay its net writes to
+        `tables` into a snapshot taken just before it."""
+        self.runtime.engine.dispose()
+        snapshot = self.db.snapshot()
+        since = self._stamp()
+        with peak_rss() as memory:
+            started = time.perf_counter()
+            n = work()
+            seconds = time.perf_counter() - started
+        self.runtime.engine.dispose()
+        after, before = self.db.connect(), self.db.connect(snapshot)
+        try:
+            writes = net_writes(after, before, tables, since, self.db.placeholder)
+            baseline = replay(before, writes, self.db.placeholder) + (self._plain_query(before, extra) if extra else 0.0)
+        finally:
+            after.close()
+            before.close()
+            self.db.drop_snapshot(snapshot)
+        self.say(f"{name}: {n:,} in {seconds:.2f} s, peak memory {memory['peak_mb']:.0f} MB; "
+                 f"baseline {baseline:.2f} s for the same {writes.rows:,} rows")
+        return Result(name, n, seconds, baseline, {"rows": writes.rows, "peak_mb": memory["peak_mb"]})
+
+    def recipients_condition(self) -> Result:
+        b = self.bench
+        with self.runtime.transaction() as service:
+            self.list_id = service.insert(b.list_table, dict(b.list_values))["sys_id"]
+            lists = lists_for(service, b.list_table)
+            record = lists.record(self.list_id)
+            mtype, query = lists.mtype(record), lists.condition(record)
+            members = service.storage.physical(mtype.members).name
+            scanned = service.count(mtype.table, Query())
+            selection = Selection(service.storage, mtype.table)
+            plain = selection.select(selection.base.c.sys_id, where=query.where)
+            sql = str(plain.compile(dialect=service.conn.dialect, compile_kwargs={"literal_binds": True}))
+
+        def work() -> int:
+            with self.runtime.transaction(SYSTEM) as service:
+                run_action(service, b.list_table, self.list_id, b.list_action, {})
+            return scanned
+
+        return self.measured("recipients_condition", [members], work, extra=sql)
+
+    def create_child_cases(self) -> Result:
+        b = self.bench
+        with self.runtime.transaction() as service:
+            self.parent_id = service.insert(b.parent_table, {**b.parent_values, b.list_field: self.list_id})["sys_id"]
+            table = service.storage.physical(b.parent_table).name
+
+        def work() -> int:
+            with self.runtime.transaction(SYSTEM) as service:
+                job = run_action(service, b.parent_table, self.parent_id, b.create_action, dict(b.create_inputs)).job
+            done = execute_job(self.runtime, job)
+            if done is None or done.state != "done":
+                raise RuntimeError(f"the {b.create_action} job did not finish: {done}")
+            return done.done
+
+        result = self.measured("create_child_cases", [table, JOURNAL], work)
+        self.children = result.n
+        return result
+
+    def update_parent(self, name: str, values: dict) -> Result:
+        b = self.bench
+        table = self.runtime.storage.physical(b.parent_table).name
+
+        def work() -> int:
+            with self.runtime.transaction(SYSTEM) as service:
+                service.update(b.parent_table, self.parent_id, dict(values))
+            return self.children
+
+        return self.measured(name, [table, JOURNAL, AUDIT], work)
+
+    def _plain_query(self, conn, sql: str) -> float:
+        started = time.perf_counter()
+        cur = conn.cursor()
+        cur.execute(sql)
+        cur.fetchall()
+        return time.perf_counter() - started
+
+    def _stamp(self):
+        # a hair before now: the clock of the rows written next is the same clock
+        stamp = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(milliseconds=1)
+        return stamp.strftime("%Y-%m-%d %H:%M:%S.%f") if self.db.kind == "sqlite" else stamp
+
+    # -- pages and API --------------------------------------------------------------------
+
+    def pages(self) -> Iterator[Result]:
+        from ..web import create_app
+
+        table = self.bench.views_table
+        with self.runtime.transaction() as service:
+            total = service.count(table, Query())
+            physical = service.storage.physical(table)
+            ids = list(service.conn.execute(sa.select(physical.c.sys_id).order_by(physical.c.sys_id)
+                                            .limit(50)).scalars())
+        self.runtime.engine.dispose()
+        list_paths = [f"/{table}_list.do"] * 30 + [f"/{table}_list.do?sysparm_first_row=21"] * 10
+        form_paths = [f"/{table}.do?sys_id={i}" for i in ids]
+        api_path = f"/api/now/table/{table}/{ids[0]}"
+        app = create_app(self.config, self.defs)
+        plain = self.db.connect()
+        env = {"CASELOOM_DATABASE_URL": self.db.url, "CASELOOM_INSTANCE": str(self.folder),
+               "CASELOOM_QUEUE": self.config.queue, "CASELOOM_SECRET_KEY": self.config.secret_key,
+               "CASELOOM_DEFINITIONS": str(Path(self.config.definitions).resolve()),
+               "CASELOOM_UI": str(Path(self.config.ui).resolve())}
+        try:
+            with http.gunicorn(env) as port:
+                browser = http.Browser(port, "bench", self.password)
+                for name, paths in (("list_view", list_paths), ("form_view", form_paths)):
+                    median = browser.median(paths)
+                    sql = http.capture_sql(app, paths[0], "bench", self.password)
+                    baseline = http.replay_median(plain, sql)
+                    self.say(f"{name}: median {median * 1000:.1f} ms over {len(paths)} requests with {total:,} "
+                             f"records; the same {len(sql)} statements by the plain driver {baseline * 1000:.2f} ms")
+                    yield Result(name, total, median, baseline)
+                token = base64.b64encode(f"bench:{self.password}".encode()).decode()
+                load = http.wrk(port, api_path, {"Authorization": f"Basic {token}", "Accept": "application/json"},
+                                seconds=max(2, min(10, self.scale // 10_000)))
+                sql = http.capture_sql(app, api_path, "bench", self.password)
+                baseline = http.replay_median(plain, sql) * load["requests"]
+                self.say(f"api_get: {load['requests'] / load['seconds']:.0f} requests/s, no errors "
+                         f"(gunicorn, 2 workers, wrk on loopback)")
+                yield Result("api_get", load["requests"], load["seconds"], baseline)
+        finally:
+            plain.close()
+            with app.app_context():
+                from ..web import db
+
+                db.engine.dispose()

@@ -1,0 +1,77 @@
+"""The `bench:` kind: what `caseloom bench` measures, named in the application's own terms."""
+
+from __future__ import annotations
+
+from .model import BenchDef, DemoGenerator, TableDef, frozen_map
+from .yamlsource import DefinitionError, SourceDocument
+
+
+def build_bench(docs: list[SourceDocument], tables: dict[str, TableDef], actions: list, properties: dict,
+                errors: list[DefinitionError]) -> BenchDef | None:
+    if not docs:
+        return None
+    for extra in docs[1:]:
+        errors.append(extra.error(("bench",), f"only one bench file is allowed (the first is {docs[0].path})"))
+    doc = docs[0]
+    spec = doc.data["bench"]
+    check = _Checker(doc, tables, errors)
+    names = {g["name"] for g in spec["generate"]}
+    generators = []
+    for i, gen in enumerate(spec["generate"]):
+        if check.values(("bench", "generate", i), gen["table"], gen["values"]):
+            for field_name, value in gen["values"].items():
+                if isinstance(value, dict) and "ref" in value and value["ref"] not in names:
+                    errors.append(doc.error(("bench", "generate", i, "values", field_name),
+                                            f"unknown generator {value['ref']!r}"))
+        generators.append(DemoGenerator(gen["name"], gen["table"], frozen_map(gen["values"]), None, gen["per_unit"]))
+    listed, parent = spec["list"], spec["parent"]
+    check.values(("bench", "list"), listed["table"], listed["values"])
+    check.action(("bench", "list", "action"), listed["table"], listed["action"], actions)
+    if check.values(("bench", "parent"), parent["table"], parent["values"]):
+        field = tables[parent["table"]].field(parent["list_field"])
+        if field is None or field.reference != listed["table"]:
+            errors.append(doc.error(("bench", "parent", "list_field"),
+                                    f"{parent['list_field']!r} is not a reference from {parent['table']!r} "
+                                    f"to {listed['table']!r}"))
+    check.action(("bench", "create_children", "action"), parent["table"], spec["create_children"]["action"], actions)
+    check.values(("bench", "sync"), parent["table"], spec["sync"]["values"])
+    check.values(("bench", "close"), parent["table"], spec["close"]["values"])
+    for name in spec.get("properties") or {}:
+        if name not in properties:
+            errors.append(doc.error(("bench", "properties", name), f"unknown system property {name!r}"))
+    if spec["views"]["table"] not in tables:
+        errors.append(doc.error(("bench", "views", "table"), f"unknown table {spec['views']['table']!r}"))
+    return BenchDef(
+        generators=tuple(generators),
+        list_table=listed["table"], list_values=frozen_map(listed["values"]), list_action=listed["action"],
+        parent_table=parent["table"], parent_values=frozen_map(parent["values"]), list_field=parent["list_field"],
+        create_action=spec["create_children"]["action"],
+        create_inputs=frozen_map(spec["create_children"].get("inputs") or {}),
+        sync_values=frozen_map(spec["sync"]["values"]), close_values=frozen_map(spec["close"]["values"]),
+        views_table=spec["views"]["table"], properties=frozen_map(spec.get("properties") or {}),
+    )
+
+
+class _Checker:
+    def __init__(self, doc: SourceDocument, tables: dict[str, TableDef], errors: list[DefinitionError]):
+        self.doc, self.tables, self.errors = doc, tables, errors
+
+    def values(self, where: tuple, table: str, values: dict) -> bool:
+        """The table exists and every value names one of its fields."""
+        tdef = self.tables.get(table)
+        if tdef is None:
+            self.errors.append(self.doc.error(where + ("table",), f"unknown table {table!r}"))
+            return False
+        for name in values:
+            if tdef.field(name) is None:
+                self.errors.append(self.doc.error(where + ("values", name), f"table {table!r} has no field {name!r}"))
+        return True
+
+    def action(self, where: tuple, table: str, name: str, actions: list) -> None:
+        tables = {table}
+        tdef = self.tables.get(table)
+        while tdef is not None and tdef.extends:
+            tables.add(tdef.extends)
+            tdef = self.tables.get(tdef.extends)
+        if not any(a.name == name and a.table in tables for a in actions):
+            self.errors.append(self.doc.error(where, f"table {table!r} has no action {name!r}"))

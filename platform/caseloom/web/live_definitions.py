@@ -1,0 +1,78 @@
+"""The definition set a server process runs, switched without a restart.
+
+A change applied here (from the definitions API or the Definitions area, one path) is
+committed, written back to the definitions folder and installed in this process at once;
+every other process sharing the database sees the generation move and loads the stored set
+at the start of its next request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from pathlib import Path
+
+from flask import Flask, current_app, g
+
+from ..definitions import load_sources
+from ..definitions.changes import ChangePlan, apply_change, plan_change
+from ..definitions.store import DISPLAY_ROOT, DefinitionStore, write_to_folder
+from ..properties import seed_properties
+from ..runtime import Runtime
+from . import db
+from .auth import connection, runtime
+
+GENERATION = "caseloom_generation"
+
+
+def store() -> DefinitionStore:
+    """The definition files of this request's database."""
+    return DefinitionStore(runtime().storage, connection())
+
+
+def plan(changes: Mapping[str, str | None], bases: Mapping[str, str] | None = None) -> ChangePlan:
+    """The dry run of a change (see definitions.changes.plan_change)."""
+    return plan_change(store(), changes, bases)
+
+
+def apply(changes: Mapping[str, str | None], *, force: bool = False, accepted: Collection[str] = (),
+          bases: Mapping[str, str] | None = None, action: str | None = None) -> ChangePlan:
+    """Apply a change as the signed-in user, commit it, write it to the definitions folder and
+    switch this process to the new set; raises what definitions.changes.apply_change raises.
+    Declared properties get their sys_properties rows in the same transaction, as at init."""
+    definition_store = store()
+    done = apply_change(definition_store, changes, g.actor.user_name, force=force, accepted=accepted,
+                        bases=bases, action=action)
+    if done.empty:
+        return done
+    current = runtime()
+    new_runtime = Runtime(current.config, done.defs, engine=current.engine)
+    seed_properties(new_runtime.records(connection(), g.actor))
+    generation = definition_store.generation()
+    db.session.commit()
+    folder = Path(current.config.definitions)
+    for change in done.files:
+        write_to_folder(folder, change.path, change.new)
+    install(current_app, new_runtime, generation)
+    return done
+
+
+def install(app: Flask, new_runtime: Runtime, generation: int | None) -> None:
+    app.extensions["caseloom"] = new_runtime
+    app.extensions[GENERATION] = generation
+
+
+def register(app: Flask) -> None:
+    @app.before_request
+    def _follow_definitions() -> None:
+        """Another process changed the definitions: load the new set before serving."""
+        rt: Runtime = app.extensions["caseloom"]
+        definition_store = DefinitionStore(rt.storage, connection())
+        generation = definition_store.generation()
+        if generation != app.extensions.get(GENERATION):
+            texts = definition_store.texts()
+            if texts:
+                defs = load_sources(sorted(texts.items()), display_root=DISPLAY_ROOT)
+                install(app, Runtime(rt.config, defs, engine=rt.engine), generation)
+            else:
+                app.extensions[GENERATION] = generation
+        g.runtime = app.extensions["caseloom"]

@@ -1,0 +1,53 @@
+"""`caseloom bench` runs end to end at a small scale and prints one well-formed line per benchmark.
+
+The figures themselves are measured by the command, never asserted here (contract section 10)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import POSTGRES_URL, ROOT
+
+BENCHMARKS = ["recipients_condition", "create_child_cases", "sync_children", "close_major_case",
+              "list_view", "form_view", "api_get"]
+KEYS = {"name", "n", "seconds", "per_second", "baseline_seconds", "ratio"}
+
+pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
+
+
+def run_bench(*extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CASELOOM_DEFINITIONS": str(ROOT / "definitions"), "CASELOOM_UI": str(ROOT / "ui")}
+    return subprocess.run([sys.executable, "-m", "caseloom.cli", "bench", "--scale", "1000", "--json", *extra],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+
+
+def check_lines(done: subprocess.CompletedProcess) -> None:
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["name"] for line in lines] == BENCHMARKS
+    for line in lines:
+        assert set(line) == KEYS, line
+        assert line["n"] > 0 and line["seconds"] > 0 and line["baseline_seconds"] > 0, line
+        assert line["ratio"] == round(line["seconds"] / line["baseline_seconds"], 2), line
+        assert line["per_second"] == round(line["n"] / line["seconds"], 1), line
+    by_name = {line["name"]: line for line in lines}
+    assert by_name["create_child_cases"]["n"] == 1000  # one child per account of the list
+    assert by_name["recipients_condition"]["n"] == 10_000  # the condition ran over every account
+    assert by_name["list_view"]["n"] == 10_001  # 9,000 generated cases, 1,000 children and their major case
+    # the progress notes go to stderr, so stdout stays machine-readable
+    assert "# create_child_cases: 1,000 in" in done.stderr
+
+
+def test_bench_on_sqlite_prints_one_json_line_per_benchmark():
+    check_lines(run_bench())
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="CASELOOM_TEST_POSTGRES_URL is not set")
+def test_bench_on_postgresql_prints_one_json_line_per_benchmark():
+    check_lines(run_bench("--database", POSTGRES_URL))
