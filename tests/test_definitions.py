@@ -321,3 +321,21 @@ def test_validate_reads_the_folder_from_the_environment(tmp_path, monkeypatch):
     assert ERROR_LINE.match(result.stderr.splitlines()[0]), result.stderr
     monkeypatch.setenv("CASELOOM_DEFINITIONS", str(DEFINITIONS))
     assert CliRunner().invoke(main, ["validate"]).exit_code == 0
+
+
+def test_a_bench_scenario_naming_unknown_tables_fields_and_actions_is_located(tmp_path):
+    """`caseloom bench` runs the application's own scenario: a bad one is caught by `validate`."""
+    import shutil
+
+    folder = tmp_path / "defs"
+    shutil.copytree(DEFINITIONS, folder)
+    text = (folder / "bench.yaml").read_text()
+    text = text.replace("action: create_child_cases", "action: create_kids")
+    text = text.replace("table: customer_contact\n", "table: customer_contactz\n", 1)
+    text = text.replace("list_field: recipient_list", "list_field: short_description")
+    (folder / "bench.yaml").write_text(text)
+    messages = [e.split(": ", 1)[1] for e in errors_of(folder) if e.startswith("bench.yaml:")]
+    assert "unknown table 'customer_contactz'" in messages
+    assert "table 'sn_customerservice_case' has no action 'create_kids'" in messages
+    assert ("'short_description' is not a reference from 'sn_customerservice_case' to "
+            "'sn_publications_recipients_list'") in messages

@@ -68,10 +68,10 @@ class BenchRun:
     def run(self) -> Iterator[Result]:
         try:
             self.setup()
-            yield self.recipients_condition()
-            yield self.create_child_cases()
-            yield self.update_parent("sync_children", self.bench.sync_values)
-            yield self.update_parent("close_major_case", self.bench.close_values)
+            yield self.build_list()
+            yield self.create_children()
+            yield self.update_parent(self.bench.names["sync"], self.bench.sync_values)
+            yield self.update_parent(self.bench.names["close"], self.bench.close_values)
             yield from self.pages()
         finally:
             self.runtime.engine.dispose()
@@ -122,7 +122,8 @@ class BenchRun:
                  f"baseline {baseline:.2f} s for the same {writes.rows:,} rows")
         return Result(name, n, seconds, baseline, {"rows": writes.rows, "peak_mb": memory["peak_mb"]})
 
-    def recipients_condition(self) -> Result:
+    def build_list(self) -> Result:
+        """The member list built by its condition over every record of the member table."""
         b = self.bench
         with self.runtime.transaction() as service:
             self.list_id = service.insert(b.list_table, dict(b.list_values))["sys_id"]
@@ -140,9 +141,10 @@ class BenchRun:
                 run_action(service, b.list_table, self.list_id, b.list_action, {})
             return scanned
 
-        return self.measured("recipients_condition", [members], work, extra=sql)
+        return self.measured(b.names["list"], [members], work, extra=sql)
 
-    def create_child_cases(self) -> Result:
+    def create_children(self) -> Result:
+        """One child per member, through the background job of the parent's action."""
         b = self.bench
         with self.runtime.transaction() as service:
             self.parent_id = service.insert(b.parent_table, {**b.parent_values, b.list_field: self.list_id})["sys_id"]
@@ -156,7 +158,7 @@ class BenchRun:
                 raise RuntimeError(f"the {b.create_action} job did not finish: {done}")
             return done.done
 
-        result = self.measured("create_child_cases", [table, JOURNAL], work)
+        result = self.measured(b.names["create"], [table, JOURNAL], work)
         self.children = result.n
         return result
 

@@ -49,6 +49,8 @@ def build_bench(docs: list[SourceDocument], tables: dict[str, TableDef], actions
         create_inputs=frozen_map(spec["create_children"].get("inputs") or {}),
         sync_values=frozen_map(spec["sync"]["values"]), close_values=frozen_map(spec["close"]["values"]),
         views_table=spec["views"]["table"], properties=frozen_map(spec.get("properties") or {}),
+        names=frozen_map({"list": listed["benchmark"], "create": spec["create_children"]["benchmark"],
+                          "sync": spec["sync"]["benchmark"], "close": spec["close"]["benchmark"]}),
     )
 
 

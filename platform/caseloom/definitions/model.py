@@ -333,6 +333,7 @@ class BenchDef:
     close_values: Mapping[str, Any]
     views_table: str
     properties: Mapping[str, Any] = field(default_factory=frozen_map)
+    names: Mapping[str, str] = field(default_factory=frozen_map)  # step (list, create, sync, close) -> benchmark
 
 
 @dataclass(frozen=True)
