@@ -101,6 +101,14 @@ def config(database_url, tmp_path):
 
 
 @pytest.fixture
+def definitions_copy(tmp_path) -> Path:
+    """A copy of the shipped definitions folder, for tests that change definitions (and their files)."""
+    target = tmp_path / "definitions"
+    shutil.copytree(DEFINITIONS, target)
+    return target
+
+
+@pytest.fixture
 def runtime(config, definitions):
     rt = Runtime(config, definitions)
     yield rt

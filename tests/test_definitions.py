@@ -323,12 +323,9 @@ def test_validate_reads_the_folder_from_the_environment(tmp_path, monkeypatch):
     assert CliRunner().invoke(main, ["validate"]).exit_code == 0
 
 
-def test_a_bench_scenario_naming_unknown_tables_fields_and_actions_is_located(tmp_path):
+def test_a_bench_scenario_naming_unknown_tables_fields_and_actions_is_located(definitions_copy):
     """`caseloom bench` runs the application's own scenario: a bad one is caught by `validate`."""
-    import shutil
-
-    folder = tmp_path / "defs"
-    shutil.copytree(DEFINITIONS, folder)
+    folder = definitions_copy
     text = (folder / "bench.yaml").read_text()
     text = text.replace("action: create_child_cases", "action: create_kids")
     text = text.replace("table: customer_contact\n", "table: customer_contactz\n", 1)

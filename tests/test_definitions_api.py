@@ -1,13 +1,12 @@
 """The definitions API: validate a whole new set, migrate, record history, reload everywhere."""
 
-import shutil
 from dataclasses import replace
 
 import pytest
 import sqlalchemy as sa
 
 from caseloom.web import create_app
-from conftest import DEFINITIONS, basic
+from conftest import basic
 
 WIDGET = """table: u_widget
 label: Widget
@@ -19,15 +18,8 @@ fields:
 
 
 @pytest.fixture
-def folder(tmp_path):
-    target = tmp_path / "definitions"
-    shutil.copytree(DEFINITIONS, target)
-    return target
-
-
-@pytest.fixture
-def admin_client(config, definitions, folder):
-    app = create_app(replace(config, definitions=str(folder)), definitions, testing=True)
+def admin_client(config, definitions, definitions_copy):
+    app = create_app(replace(config, definitions=str(definitions_copy)), definitions, testing=True)
     client = app.test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = basic("admin")["Authorization"]
     return client, app
@@ -43,12 +35,12 @@ def test_list_and_read_definition_files(admin_client):
     assert text.startswith("table: sn_customerservice_case")
 
 
-def test_put_new_table_migrates_and_serves_it_on_the_next_request(admin_client, folder, config):
+def test_put_new_table_migrates_and_serves_it_on_the_next_request(admin_client, definitions_copy, config):
     client, app = admin_client
     r = client.put("/api/caseloom/definitions/tables/u_widget.yaml", data=WIDGET, content_type="application/yaml")
     assert r.status_code == 200, r.json
     assert "create table u_widget" in r.json["result"]["schema_changes"]
-    assert (folder / "tables/u_widget.yaml").read_text() == WIDGET
+    assert (definitions_copy / "tables/u_widget.yaml").read_text() == WIDGET
     created = client.post("/api/now/table/u_widget", json={"name": "Sprocket"})
     assert created.status_code == 201 and created.json["result"]["size"] == "s"
     # a second server process sharing the database picks the new set up on its next request
@@ -60,7 +52,7 @@ def test_put_new_table_migrates_and_serves_it_on_the_next_request(admin_client, 
     assert history[0]["action"] == "create"
 
 
-def test_invalid_definition_is_422_with_located_errors_and_changes_nothing(admin_client, folder):
+def test_invalid_definition_is_422_with_located_errors_and_changes_nothing(admin_client, definitions_copy):
     client, _ = admin_client
     bad = WIDGET + "  owner: {type: reference, to: nowhere}\n"
     r = client.put("/api/caseloom/definitions/tables/u_widget.yaml", data=bad, content_type="application/yaml")
@@ -68,7 +60,7 @@ def test_invalid_definition_is_422_with_located_errors_and_changes_nothing(admin
     detail = r.json["error"]["detail"]
     assert detail == [{"path": "definitions/tables/u_widget.yaml", "line": 7, "column": 32,
                        "message": "reference to unknown table 'nowhere'"}]
-    assert not (folder / "tables/u_widget.yaml").exists()
+    assert not (definitions_copy / "tables/u_widget.yaml").exists()
     assert client.get("/api/now/table/u_widget").status_code == 404
     r = client.put("/api/caseloom/definitions/tables/broken.yaml", data="table: [unclosed", content_type="application/yaml")
     assert r.status_code == 422 and "YAML syntax error" in r.json["error"]["detail"][0]["message"]

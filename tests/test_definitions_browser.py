@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from dataclasses import replace
 import pytest
 
 import test_browser
-from conftest import DEFINITIONS, ROOT, basic, free_port
+from conftest import ROOT, basic, free_port
 
 # The browser, the live server (of the `app` fixture, so of this module's `config`) and the sign-in
 # of the agent UI's browser tests.
@@ -32,15 +31,8 @@ TIER_LINE = "  u_tier: {type: choice, label: Tier, choices: {gold: Gold, silver:
 
 
 @pytest.fixture
-def folder(tmp_path):
-    target = tmp_path / "definitions"
-    shutil.copytree(DEFINITIONS, target)
-    return target
-
-
-@pytest.fixture
-def config(config, folder):
-    return replace(config, definitions=str(folder))
+def config(config, definitions_copy):
+    return replace(config, definitions=str(definitions_copy))
 
 
 def api_get(base: str, path: str, user: str = "admin"):
@@ -66,7 +58,7 @@ def add_tier_in_the_browser(page, server: str) -> None:
     assert "add field customer_account.u_tier" in page.get_by_role("status").first.inner_text()
 
 
-def test_add_a_field_in_the_browser_and_use_it_on_the_form_and_in_the_table_api(login, server, folder):
+def test_add_a_field_in_the_browser_and_use_it_on_the_form_and_in_the_table_api(login, server, definitions_copy):
     page = login("admin")
     add_tier_in_the_browser(page, server)
     page.locator("#f_name").fill("Tiered Industries")
@@ -77,7 +69,7 @@ def test_add_a_field_in_the_browser_and_use_it_on_the_form_and_in_the_table_api(
     found = api_get(server, "/api/now/table/customer_account?sysparm_query=name=Tiered%20Industries"
                             "&sysparm_fields=name,u_tier")["result"]
     assert found == [{"name": "Tiered Industries", "u_tier": "silver"}]
-    assert TIER_LINE in (folder / ACCOUNT).read_text()  # written back to the definitions folder
+    assert TIER_LINE in (definitions_copy / ACCOUNT).read_text()  # written back to the definitions folder
 
 
 def open_in_editor(page, server: str, path: str) -> None:
@@ -92,7 +84,7 @@ def editor_line(page, text: str) -> int:
     return page.evaluate("t => definitionEditor.getValue().split('\\n').findIndex(l => l.includes(t))", text)
 
 
-def test_a_broken_edit_shows_its_error_at_its_line_and_nothing_is_applied(login, server, folder):
+def test_a_broken_edit_shows_its_error_at_its_line_and_nothing_is_applied(login, server, definitions_copy):
     page = login("admin")
     open_in_editor(page, server, ACCOUNT)
     line = editor_line(page, "primary_contact:")
@@ -110,7 +102,7 @@ def test_a_broken_edit_shows_its_error_at_its_line_and_nothing_is_applied(login,
     assert "Not valid: nothing was applied" in page.get_by_role("alert").first.inner_text()
     assert page.locator("#problems li").first.inner_text().startswith(f"Line {line + 1}, column 42:")
     assert "customer_contactx" in page.evaluate("definitionEditor.getValue()")  # what was typed is kept
-    assert "customer_contactx" not in (folder / ACCOUNT).read_text()
+    assert "customer_contactx" not in (definitions_copy / ACCOUNT).read_text()
     stored = page.request.get(f"{server}/api/caseloom/definitions/{ACCOUNT}").text()
     assert "customer_contactx" not in stored and "to: customer_contact}" in stored
 
@@ -161,10 +153,10 @@ def test_a_data_losing_change_is_confirmed_then_an_earlier_version_is_restored(l
 
 
 @pytest.fixture
-def second_server(database_url, folder, tmp_path):
+def second_server(database_url, definitions_copy, tmp_path):
     """`caseloom serve` in its own process on the same database."""
     port = free_port()
-    env = {**os.environ, "CASELOOM_DATABASE_URL": database_url, "CASELOOM_DEFINITIONS": str(folder),
+    env = {**os.environ, "CASELOOM_DATABASE_URL": database_url, "CASELOOM_DEFINITIONS": str(definitions_copy),
            "CASELOOM_SCRIPTS": str(ROOT / "scripts"), "CASELOOM_UI": str(ROOT / "ui"),
            "CASELOOM_INSTANCE": str(tmp_path / "instance2"), "CASELOOM_QUEUE": f"sqlite:///{tmp_path / 'queue2.db'}",
            "CASELOOM_SECRET_KEY": "second-process"}

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import html as html_lib
 import re
-import shutil
 from dataclasses import replace
 
 import pytest
@@ -23,15 +22,8 @@ ACCOUNTS_API = "/api/now/table/customer_account"
 
 
 @pytest.fixture
-def folder(tmp_path):
-    target = tmp_path / "definitions"
-    shutil.copytree(DEFINITIONS, target)
-    return target
-
-
-@pytest.fixture
-def config(config, folder):
-    return replace(config, definitions=str(folder))
+def config(config, definitions_copy):
+    return replace(config, definitions=str(definitions_copy))
 
 
 def csrf_token(html: str) -> str:
@@ -130,7 +122,7 @@ def test_check_as_you_type_locates_each_error_in_this_file_and_elsewhere(admin):
     assert admin.check(ACCOUNT, "table: [unclosed").json["errors"][0]["message"].startswith("YAML syntax error")
 
 
-def test_review_shows_the_diff_and_the_schema_changes_and_applies_nothing(admin, folder):
+def test_review_shows_the_diff_and_the_schema_changes_and_applies_nothing(admin, definitions_copy):
     old = stored(admin, ACCOUNT)
     page = admin.change("review", ACCOUNT, with_tier(old), version_of(old))
     html = page.get_data(as_text=True)
@@ -139,14 +131,14 @@ def test_review_shows_the_diff_and_the_schema_changes_and_applies_nothing(admin,
     assert "<li>add field customer_account.u_tier</li>" in html
     assert "This change loses data" not in html
     assert "u_tier" not in account_fields(admin)
-    assert (folder / ACCOUNT).read_text() == old and stored(admin, ACCOUNT) == old
+    assert (definitions_copy / ACCOUNT).read_text() == old and stored(admin, ACCOUNT) == old
 
 
-def test_apply_migrates_writes_the_folder_records_history_and_serves_the_field(admin, folder):
+def test_apply_migrates_writes_the_folder_records_history_and_serves_the_field(admin, definitions_copy):
     before = len(history(admin))
     new = add_tier(admin)
     assert "u_tier" in account_fields(admin)
-    assert (folder / ACCOUNT).read_text() == new
+    assert (definitions_copy / ACCOUNT).read_text() == new
     entry = history(admin)[0]
     assert len(history(admin)) == before + 1 and entry["path"] == ACCOUNT and entry["user"] == "admin"
     assert entry["action"] == "update"
@@ -156,7 +148,7 @@ def test_apply_migrates_writes_the_folder_records_history_and_serves_the_field(a
     assert 'id="f_u_tier"' not in form  # on the table, not yet on the form
 
 
-def test_an_invalid_change_returns_to_the_editor_with_its_errors_and_changes_nothing(admin, folder):
+def test_an_invalid_change_returns_to_the_editor_with_its_errors_and_changes_nothing(admin, definitions_copy):
     old = stored(admin, ACCOUNT)
     broken = old.replace(NOTES_LINE, NOTES_LINE + "  owner: {type: reference, to: nowhere}\n")
     for step in ("review", "apply"):
@@ -165,7 +157,7 @@ def test_an_invalid_change_returns_to_the_editor_with_its_errors_and_changes_not
         assert page.status_code == 422
         assert "Line 16, column 32</a>: reference to unknown table &#39;nowhere&#39;" in html
         assert "owner: {type: reference, to: nowhere}" in html  # what was typed is kept
-    assert (folder / ACCOUNT).read_text() == old and stored(admin, ACCOUNT) == old
+    assert (definitions_copy / ACCOUNT).read_text() == old and stored(admin, ACCOUNT) == old
     assert "owner" not in account_fields(admin)
 
 
@@ -205,7 +197,7 @@ def test_a_change_made_from_a_version_someone_replaced_is_refused(admin):
     assert f"<del>-{TIER_LINE.rstrip()}</del>" in html
 
 
-def test_an_earlier_version_is_restored_through_the_same_review(admin, folder):
+def test_an_earlier_version_is_restored_through_the_same_review(admin, definitions_copy):
     original = stored(admin, ACCOUNT)
     add_tier(admin)
     entry = history(admin)[0]
@@ -222,14 +214,14 @@ def test_an_earlier_version_is_restored_through_the_same_review(admin, folder):
 
     r = admin.change("apply", ACCOUNT, original, version_of(with_tier(original)), action="restore")
     assert r.status_code == 302
-    assert stored(admin, ACCOUNT) == original == (folder / ACCOUNT).read_text()
+    assert stored(admin, ACCOUNT) == original == (definitions_copy / ACCOUNT).read_text()
     assert history(admin)[0]["action"] == "restore"
     assert "u_tier" not in account_fields(admin)
 
 
-def test_a_file_edited_on_disk_is_shown_and_applied_the_same_way(admin, folder):
-    (folder / ACCOUNT).write_text(with_tier((folder / ACCOUNT).read_text()))
-    (folder / "tables/u_gadget.yaml").write_text("table: u_gadget\nfields:\n  name: {type: string}\n")
+def test_a_file_edited_on_disk_is_shown_and_applied_the_same_way(admin, definitions_copy):
+    (definitions_copy / ACCOUNT).write_text(with_tier((definitions_copy / ACCOUNT).read_text()))
+    (definitions_copy / "tables/u_gadget.yaml").write_text("table: u_gadget\nfields:\n  name: {type: string}\n")
     index = admin.get("/ui/definitions").get_data(as_text=True)
     assert "<code>tables/customer_account.yaml</code>: changed on disk" in index
     assert "<code>tables/u_gadget.yaml</code>: new on disk" in index
@@ -238,7 +230,7 @@ def test_a_file_edited_on_disk_is_shown_and_applied_the_same_way(admin, folder):
     review = admin.get("/ui/definitions/disk").get_data(as_text=True)
     assert "<li>add field customer_account.u_tier</li>" in review and "<li>create table u_gadget</li>" in review
     files = re.findall(r'name="path" value="([^"]+)"', review)
-    texts = [(folder / p).read_text() for p in files]
+    texts = [(definitions_copy / p).read_text() for p in files]
     bases = re.findall(r'name="base" value="([^"]*)"', review)
     r = admin.post("/ui/definitions/apply", {"path": files, "base": bases, "text": texts})
     assert r.status_code == 302
@@ -264,7 +256,7 @@ def apply_reviewed(admin, html: str):
     return admin.post("/ui/definitions/apply", fields)
 
 
-def test_the_list_layout_editor_reorders_adds_and_removes_columns(admin, folder):
+def test_the_list_layout_editor_reorders_adds_and_removes_columns(admin, definitions_copy):
     url = "/ui/layout/customer_account/list"
     page = admin.get(url).get_data(as_text=True)
     columns = re.findall(r'name="col" value="([^"]+)"', page)
@@ -285,7 +277,7 @@ def test_the_list_layout_editor_reorders_adds_and_removes_columns(admin, folder)
     headings = re.findall(r'<th scope="col" [^>]*>\s*<a [^>]*>([^<]+)</a>',
                           admin.get("/customer_account_list.do").get_data(as_text=True))
     assert [h.strip() for h in headings] == ["Name", "Number", "Primary contact", "Country", "Industry", "City"]
-    assert "list: [name, number, primary_contact, country, industry, city]" in (folder / ACCOUNT).read_text()
+    assert "list: [name, number, primary_contact, country, industry, city]" in (definitions_copy / ACCOUNT).read_text()
 
 
 def test_the_form_layout_editor_moves_fields_into_a_new_section(admin):
@@ -310,7 +302,7 @@ def test_the_form_layout_editor_moves_fields_into_a_new_section(admin):
     assert 'id="f_city"' in location and 'id="f_country"' in location and 'id="f_notes"' not in form
 
 
-def test_add_a_field_from_a_form_and_see_it_there_and_in_the_api(admin, folder):
+def test_add_a_field_from_a_form_and_see_it_there_and_in_the_api(admin, definitions_copy):
     form = admin.get("/customer_account.do?sys_id=-1").get_data(as_text=True)
     assert "/ui/layout/customer_account/field?back=" in form and "Configure the form" in form
     page = admin.get("/ui/layout/customer_account/field?back=/customer_account.do?sys_id%3D-1").get_data(as_text=True)
@@ -325,7 +317,7 @@ def test_add_a_field_from_a_form_and_see_it_there_and_in_the_api(admin, folder):
     form = admin.get("/customer_account.do?sys_id=-1").get_data(as_text=True)
     assert '<label for="f_u_tier">Tier</label>' in form and '<option value="silver" >Silver</option>' in form
     assert "u_tier" in account_fields(admin)
-    text = (folder / ACCOUNT).read_text()
+    text = (definitions_copy / ACCOUNT).read_text()
     assert TIER_LINE in text and "list: [number, name, primary_contact, country, industry, active, u_tier]" in text
 
 
@@ -337,12 +329,12 @@ def test_add_a_field_from_a_form_and_see_it_there_and_in_the_api(admin, folder):
     ({"name": "u_tier", "type": "choice", "choices": " \n"}, "choices", "A choice field needs choices"),
     ({"name": "u_owner", "type": "reference", "to": "nowhere"}, "to", "Choose the table the field refers to"),
 ])
-def test_a_bad_new_field_is_refused_at_its_input(admin, folder, data, field, message):
+def test_a_bad_new_field_is_refused_at_its_input(admin, definitions_copy, data, field, message):
     page = admin.post("/ui/layout/customer_account/field", data)
     html = page.get_data(as_text=True)
     assert page.status_code == 422
     assert re.search(rf'<p class="field-error" id="e-{field}" role="alert">[^<]*{re.escape(message)}', html.replace("&#39;", "'"))
-    assert (folder / ACCOUNT).read_text() == (DEFINITIONS / ACCOUNT).read_text()
+    assert (definitions_copy / ACCOUNT).read_text() == (DEFINITIONS / ACCOUNT).read_text()
 
 
 def test_layout_editors_are_for_application_tables_and_administrators(admin, client):
@@ -354,7 +346,7 @@ def test_layout_editors_are_for_application_tables_and_administrators(admin, cli
     assert "Configure the form" not in agent.get("/sn_customerservice_case.do?sys_id=-1").get_data(as_text=True)
 
 
-def test_a_property_declaration_is_edited_through_the_review(admin, folder):
+def test_a_property_declaration_is_edited_through_the_review(admin, definitions_copy):
     name = "sn_customerservice.parent_child_case_sync"
     properties = admin.get("/ui/properties").get_data(as_text=True)
     assert f'href="/ui/properties/{name}/declaration"' in properties
@@ -367,7 +359,7 @@ def test_a_property_declaration_is_edited_through_the_review(admin, folder):
                     {"type": "string", "default": "off", "choices": "off\nchildren\nall", "description": "How far to sync."})
     assert "<li>" not in review.split("Schema changes")[1].split("</section>")[0]
     assert apply_reviewed(admin, review).status_code == 302
-    text = (folder / "properties/major_issue.yaml").read_text()
+    text = (definitions_copy / "properties/major_issue.yaml").read_text()
     declared = "    type: string\n    default: 'off'\n    description: How far to sync.\n    choices: ['off', children, all]\n"
     assert f"  {name}:\n{declared}" in text
     assert "description: Fields of a major case copied" in text  # the other property is untouched

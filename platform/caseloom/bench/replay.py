@@ -45,10 +45,10 @@ def net_writes(after, before, tables: list[str], since, mark: str) -> NetWrites:
             previous = old.get(row[key])
             if previous is None:
                 continue
-            changed = tuple(c for c, a, b in zip(columns, row, previous, strict=True) if a != b)
+            changed = [i for i, (a, b) in enumerate(zip(row, previous, strict=True)) if a != b]
             if changed:
-                writes.updates[(table, changed)].append(
-                    tuple(row[columns.index(c)] for c in changed) + (row[key],))
+                names = tuple(columns[i] for i in changed)
+                writes.updates[(table, names)].append(tuple(row[i] for i in changed) + (row[key],))
     return writes
 
 

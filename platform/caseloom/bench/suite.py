@@ -22,7 +22,10 @@ from ..definitions.model import Definitions
 from ..demo import generated_rows, generator_count
 from ..jobs import execute_job
 from ..memberlists import lists_for
+from ..properties import TABLE as PROPERTIES
+from ..properties import render_value
 from ..query import Query, Selection
+from ..records import now
 from ..runtime import Runtime
 from ..users import add_user
 from . import http
@@ -83,13 +86,13 @@ class BenchRun:
         started = time.perf_counter()
         initialise(self.config, self.defs, runtime=self.runtime)
         counts = {g.name: generator_count(g, self.scale) for g in self.bench.generators}
-        stamp = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        stamp = now()
         with self.runtime.transaction() as service:
             add_user(service, "bench", self.password, ["admin"], {"name": "Bench"})
+            table = service.storage.physical(PROPERTIES)
             for name, value in self.bench.properties.items():
-                table = service.storage.physical("sys_properties")
                 sys_id = service.conn.execute(sa.select(table.c.sys_id).where(table.c.name == name)).scalar_one()
-                service.update("sys_properties", sys_id, {"value": value if isinstance(value, str) else str(value).lower()})
+                service.update(PROPERTIES, sys_id, {"value": render_value(self.defs.properties[name].type, value)})
             with service.deferred_references():
                 for gen in self.bench.generators:
                     service.insert_many(gen.table, generated_rows(gen, counts, {}, stamp))
@@ -182,7 +185,7 @@ class BenchRun:
 
     def _stamp(self):
         # a hair before now: the clock of the rows written next is the same clock
-        stamp = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(milliseconds=1)
+        stamp = now() - dt.timedelta(milliseconds=1)
         return stamp.strftime("%Y-%m-%d %H:%M:%S.%f") if self.db.kind == "sqlite" else stamp
 
     # -- pages and API --------------------------------------------------------------------
