@@ -76,7 +76,12 @@ def open_in_editor(page, server: str, path: str) -> None:
     page.goto(f"{server}/")
     page.get_by_role("link", name="Definitions", exact=True).click()
     page.get_by_role("link", name=path, exact=True).click()
-    page.locator(".CodeMirror").wait_for()
+    editor_ready(page)
+
+
+def editor_ready(page) -> None:
+    """Wait until the page's code editor is built (its script runs after the page is shown)."""
+    page.wait_for_function("window.definitionEditor !== undefined")
 
 
 def editor_line(page, text: str) -> int:
@@ -101,6 +106,7 @@ def test_a_broken_edit_shows_its_error_at_its_line_and_nothing_is_applied(login,
     page.get_by_role("button", name="Review changes…").click()
     assert "Not valid: nothing was applied" in page.get_by_role("alert").first.inner_text()
     assert page.locator("#problems li").first.inner_text().startswith(f"Line {line + 1}, column 42:")
+    editor_ready(page)
     assert "customer_contactx" in page.evaluate("definitionEditor.getValue()")  # what was typed is kept
     assert "customer_contactx" not in (definitions_copy / ACCOUNT).read_text()
     stored = page.request.get(f"{server}/api/caseloom/definitions/{ACCOUNT}").text()
@@ -147,6 +153,7 @@ def test_a_data_losing_change_is_confirmed_then_an_earlier_version_is_restored(l
     page.wait_for_url(re.compile(rf"/ui/definitions/file/{ACCOUNT}$"))
     restored = api_get(server, f"/api/now/table/customer_account/{account['sys_id']}")["result"]
     assert restored["u_tier"] == ""  # the field is back; its values were lost, as confirmed
+    editor_ready(page)
     assert page.evaluate("definitionEditor.getValue()").count("u_tier") == 1
     history = api_get(server, "/api/caseloom/definitions/history")["result"]
     assert [h["action"] for h in history[:3]] == ["restore", "update", "update"]
