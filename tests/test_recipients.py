@@ -164,7 +164,7 @@ def test_a_major_case_list_must_hold_accounts_or_consumers(as_user):
     assert r.status_code == 400 and r.json["error"]["detail"]["field"] == "recipient_list"
 
 
-MEMBERS = 40_000  # a job long enough to commit progress (about once a second) before it ends
+MEMBERS = 40_000  # two batches of the job: it commits the first, then is killed in the second
 
 
 def test_a_killed_worker_resumes_and_every_member_ends_with_exactly_one_child(config, definitions, runtime, tmp_path):
@@ -189,7 +189,8 @@ def test_a_killed_worker_resumes_and_every_member_ends_with_exactly_one_child(co
     queue = JobQueue(type(runtime)(config, definitions))
     queue.enqueue_job(outcome.job)
     env = {**os.environ, "CASELOOM_DATABASE_URL": config.database_url, "CASELOOM_DEFINITIONS": str(DEFINITIONS),
-           "CASELOOM_QUEUE": config.queue, "CASELOOM_INSTANCE": str(tmp_path / "instance")}
+           "CASELOOM_QUEUE": config.queue, "CASELOOM_INSTANCE": str(tmp_path / "instance"),
+           "CASELOOM_JOB_COMMIT_SECONDS": "0"}  # commit after every batch, so there is a middle to kill it in
 
     def job_row():
         from caseloom.jobs import get_job

@@ -133,13 +133,10 @@ def _start_in_background(service: RecordService, tdef: TableDef, record: dict, a
     return ActionOutcome(record, [f"{action.label} started"], {}, job_id)
 
 
-COMMIT_EVERY = 1.0  # seconds: a background action commits its work and progress at most this often
-
-
 def run_in_job(run) -> str:
     """A background action's effects, run by its job: the batches an effect reports commit with the
-    job's progress about once a second (each commit costs SQLite a checkpoint), so a crash loses at
-    most a second of work and a re-run resumes (effects pick their work by the state of the data)."""
+    job's progress at most every CASELOOM_JOB_COMMIT_SECONDS (1 s), so a crash loses at most that
+    much work and a re-run resumes (effects pick their work by the state of the data)."""
     from .database import WRITE_LOCK
 
     params = run.params
@@ -161,7 +158,7 @@ def run_in_job(run) -> str:
 
             def progress(done: int, total: int):
                 nonlocal transaction, last_commit
-                if time.monotonic() - last_commit < COMMIT_EVERY and done < total:
+                if time.monotonic() - last_commit < runtime.config.job_commit_seconds and done < total:
                     return service  # the batch joins the next commit
                 run.progress(conn, done, total, f"{done} of {total}")
                 transaction.commit()

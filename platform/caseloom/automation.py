@@ -64,6 +64,42 @@ class Automation:
                         resolve=self._resolver(service, tdef, record)):
                 self.send(service, note, tdef, record, journal)
 
+    def insert_set_plan(self, service: RecordService, tdef: TableDef, values: dict, record: dict,
+                        entries: dict, varying: set[str], in_sql: set[str]) -> InsertSetPlan | None:
+        """What runs around a set-based insert of records that share `values` (`record`: with the
+        defaults; `entries`: journal entries) and differ only in the `varying` fields, when it
+        cannot depend on them (`in_sql`: they and the fields the database computes, such as the
+        number): before-rules whose conditions do not read them and whose effects
+        only refuse; a lifecycle whose field and mandatory fields are not among them; no
+        after-insert rules; notifications whose conditions do not read them, addressed to one
+        field's e-mail or to roles, with plain-substitution texts (rendered in SQL). Else None."""
+        if self.defs.rules_for(tdef.name, "after", "insert"):
+            return None
+        rules = self.defs.rules_for(tdef.name, "before", "insert")
+        if any(_reads(rule.condition) & varying for rule in rules) \
+                or any(e.kind != "refuse" for rule in rules for e in rule.effects):
+            return None
+        lifecycle = self.defs.lifecycle(tdef.name)
+        if lifecycle is not None:
+            state = lifecycle.state(values.get(lifecycle.field))
+            if lifecycle.field in varying or (state is not None and set(state.mandatory) & varying):
+                return None
+        props = self._properties(service)
+        with_journal = {**record, **entries}
+        emails = []
+        for note in self.defs.notifications.values():
+            if "insert" not in note.on or note.table not in (tdef.name, *self.defs.ancestors(tdef.name)):
+                continue
+            if _reads(note.condition) & varying:
+                return None
+            if not self._holds(service, note.condition, tdef, with_journal, None, props):
+                continue
+            email = _email_sql(service, note, tdef, record, entries, in_sql, self._role_emails(service, note.roles))
+            if email is None:
+                return None
+            emails.append(email)
+        return InsertSetPlan(self, service, tdef, values, rules, emails)
+
     def after_insert_batch(self, service: RecordService, tdef: TableDef, records: list[dict],
                            entries_of: list[dict]) -> None:
         """After a batch insert: rules record by record; notifications for the whole batch at once
@@ -235,7 +271,7 @@ class Automation:
         where = sa.and_(selection.condition(All(tuple(parts))), email.is_not(None))
         stamp, user = sa.literal(now(), sa.DateTime), sa.literal(service.actor.user_name)
         columns = {
-            "sys_id": new_sys_id_sql(service.conn.dialect.name), "sys_class_name": sa.literal("sys_email"),
+            "sys_id": new_sys_id_sql(service.conn.dialect.name, selection.base), "sys_class_name": sa.literal("sys_email"),
             "sys_created_on": stamp, "sys_updated_on": stamp, "sys_created_by": user, "sys_updated_by": user,
             "sys_mod_count": sa.literal(0), "recipients": email, "subject": sa.literal(subject),
             "body": sa.literal(body, sa.Text), "state": sa.literal("ready"),
@@ -276,6 +312,110 @@ class Automation:
             return service.lookups[key]
 
         return resolve
+
+
+def _reads(condition) -> set[str]:
+    """The fields of the record a condition reads (the first step of each dot-walk)."""
+    return set() if condition is None else {f.split(".")[0] for f in fields_of(condition)}
+
+
+class InsertSetPlan:
+    """The hooks of one set-based insert (Automation.insert_set_plan): `before` once for all the
+    rows, `after` writes the notifications' e-mails for the new rows in SQL."""
+
+    def __init__(self, automation: Automation, service: RecordService, tdef: TableDef, values: dict, rules,
+                 emails: list):
+        self.automation, self.service, self.tdef, self.values = automation, service, tdef, values
+        self.rules, self.emails = rules, emails
+
+    def before(self) -> None:
+        service, tdef = self.service, self.tdef
+        props = self.automation._properties(service)
+        for rule in self.rules:
+            if self.automation._holds(service, rule.condition, tdef, dict(self.values), None, props):
+                run_effects(EffectContext(service, tdef, dict(self.values), None, pending={}, properties=props.get),
+                            rule.effects)
+        self.automation._check_lifecycle(service, tdef, dict(self.values), None)
+
+    def after(self, low: str, high: str) -> None:
+        for email in self.emails:
+            email(low, high)
+
+
+# Field types whose stored value renders in SQL as Python's str() renders it in a template.
+_SQL_TEXT_TYPES = {"string", "text", "email", "url", "reference", "choice", "integer"}
+
+
+def _email_sql(service: RecordService, note: NotificationDef, tdef: TableDef, record: dict, entries: dict,
+               in_sql: set[str], role_emails: list[str]):
+    """A function writing the notification's sys_email rows for the new records (sys_ids between
+    two bounds), as Automation._send_many would: one per record with an address, the texts
+    rendered in SQL from the shared values and the `in_sql` fields. None when that needs Python."""
+    from .query import Selection
+    from .records import now
+    from .setwrite import new_sys_id_sql
+    from .templates import substitution_parts
+
+    if len(note.fields) > 1 or (note.fields and role_emails):
+        return None
+    selection = Selection(service.storage, tdef.name)
+    base = selection.base
+    shared = {**record, **entries}
+
+    def text(template: str) -> sa.ColumnElement | None:
+        parts = substitution_parts(template)
+        if parts is None:
+            return None
+        out: list[sa.ColumnElement] = [sa.literal("", sa.Text)]
+        for part in parts:
+            if isinstance(part, str):
+                out.append(sa.literal(part, sa.Text))
+                continue
+            holder, key = part
+            field = tdef.field(key)
+            if holder != "record" or field is None:
+                return None
+            if key in in_sql:
+                if field.type not in _SQL_TEXT_TYPES and key != "sys_id":
+                    return None
+                out.append(sa.func.coalesce(sa.cast(base.c[key], sa.Text), "None"))
+            elif key in shared and isinstance(shared[key], (str, int, bool, type(None))):
+                out.append(sa.literal(str(shared[key]), sa.Text))
+            else:
+                return None
+        joined = out[0]
+        for item in out[1:]:
+            joined = joined.concat(item)  # ||
+        return joined
+
+    subject, body = text(note.subject), text(note.body)
+    if subject is None or body is None:
+        return None
+    if note.fields:
+        path = note.fields[0]
+        field = tdef.field(path)
+        recipients, _ = selection.column(f"{path}.email" if field is not None and field.type == "reference" else path)
+        has_address = sa.and_(recipients.is_not(None), recipients != "")
+    elif role_emails:
+        recipients, has_address = sa.literal(",".join(sorted(set(role_emails)))), sa.true()
+    else:
+        return lambda low, high: None
+
+    def write(low: str, high: str) -> None:
+        stamp, user = sa.literal(now(), sa.DateTime), sa.literal(service.actor.user_name)
+        columns = {
+            "sys_id": new_sys_id_sql(service.conn.dialect.name, base), "sys_class_name": sa.literal("sys_email"),
+            "sys_created_on": stamp, "sys_updated_on": stamp, "sys_created_by": user, "sys_updated_by": user,
+            "sys_mod_count": sa.literal(0), "recipients": recipients, "subject": sa.func.substr(subject, 1, 255),
+            "body": body, "state": sa.literal("ready"), "error": sa.null(), "target_table": sa.literal(tdef.name),
+            "instance": base.c.sys_id,
+        }
+        select = (sa.select(*columns.values()).select_from(selection.from_clause)
+                  .where(base.c.sys_id.between(low, high), has_address))
+        service.conn.execute(sa.insert(service.storage.physical("sys_email")).from_select(list(columns), select))
+        service.written.add("sys_email")
+
+    return write
 
 
 def action_allows(actor, action) -> bool:

@@ -23,6 +23,8 @@ class Config:
     smtp_password: str | None = None
     smtp_from: str = "caseloom@localhost"
     smtp_starttls: str = "auto"  # auto (when the server offers it), true (required), false
+    # how often a background action commits its work and progress: a crash redoes at most this much
+    job_commit_seconds: float = 1.0
 
     @classmethod
     def from_env(cls, **overrides) -> Config:
@@ -42,6 +44,8 @@ class Config:
             smtp_from=env.get("CASELOOM_SMTP_FROM") or cls.smtp_from,
             smtp_starttls=_choice("CASELOOM_SMTP_STARTTLS", env.get("CASELOOM_SMTP_STARTTLS"), cls.smtp_starttls,
                                   ("auto", "true", "false")),
+            job_commit_seconds=_seconds("CASELOOM_JOB_COMMIT_SECONDS", env.get("CASELOOM_JOB_COMMIT_SECONDS"),
+                                        cls.job_commit_seconds),
         )
         return replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -71,3 +75,15 @@ def _choice(name: str, raw: str | None, default: str, allowed: tuple[str, ...]) 
     if raw.lower() not in allowed:
         raise ValueError(f"{name}={raw!r}: expected one of {', '.join(allowed)}")
     return raw.lower()
+
+
+def _seconds(name: str, raw: str | None, default: float) -> float:
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:
+        raise ValueError(f"{name}={raw!r}: expected a number of seconds from 0 to 3600, e.g. 1 or 0.5")
+    return value

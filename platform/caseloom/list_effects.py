@@ -73,22 +73,38 @@ def _create_children_from_list(ctx: EffectContext, args: dict) -> None:
     done = 0
     total = _remaining(ctx, args, list_id, mtype, member_field)
     progress = ctx.progress
+    shared = {**values, **journal, args["reference"]: ctx.record["sys_id"]}
+    set_based = True  # until the table says its rows need Python one by one
     after = ""  # a keyset cursor over the members: each batch starts where the last one stopped
     while True:
-        batch, after = _next_members(ctx, args, list_id, mtype, member_field, lookups, after)
-        if after is None:
-            break
-        if not batch:
-            continue
-        rows = [{**values, **journal, args["reference"]: ctx.record["sys_id"], member_field: member,
-                 **{child: found for child, found in extra.items() if found}} for member, extra in batch]
-        # the members and their looked-up values were just read from the database
-        service.insert_many(ctx.table.name, rows, batch=BATCH, known_references=(member_field, *lookups))
-        done += len(rows)
+        if set_based:
+            upto = _slice_end(ctx, list_id, mtype, after)
+            if upto is None:
+                break
+            select, fields, order = _members_select(ctx, args, list_id, mtype, member_field, lookups, after, upto)
+            # the members and their looked-up values are read from the database by the INSERT itself
+            added = service.insert_select(ctx.table.name, shared, select, fields, source=_members(ctx, mtype),
+                                          order_by=order)
+            if added is None:
+                set_based = False
+                continue
+            after = upto
+        else:
+            batch, after = _next_members(ctx, args, list_id, mtype, member_field, lookups, after)
+            if after is None:
+                break
+            if not batch:
+                continue
+            rows = [{**shared, member_field: member, **{child: found for child, found in extra.items() if found}}
+                    for member, extra in batch]
+            # the members and their looked-up values were just read from the database
+            service.insert_many(ctx.table.name, rows, batch=BATCH, known_references=(member_field, *lookups))
+            added = len(rows)
+        done += added
         if progress is not None:
             service = progress(done, total) or service  # a background job commits here and goes on in a new unit
             ctx.service = service
-    if args.get("lock"):
+    if args.get("lock") and not service.get(list_table, list_id).get(args["lock"]):  # a re-run finds it locked
         service.update(list_table, list_id, {args["lock"]: True})
     ctx.result["children_created"] = done
     ctx.messages.append(f"{done} child records created")
@@ -108,6 +124,44 @@ def _remaining(ctx, args, list_id, mtype, member_field) -> int:
                                   children.c[member_field] == members.c[mtype.member_field])
     stmt = sa.select(sa.func.count()).select_from(members).where(members.c[mtype.list_field] == list_id, ~has_child)
     return ctx.service.conn.execute(stmt).scalar_one()
+
+
+SET_BATCH = 20_000  # members per INSERT ... SELECT: progress and commits about once a second
+
+
+def _members(ctx, mtype) -> sa.Table:
+    return ctx.service.storage.physical(mtype.members)
+
+
+def _slice_end(ctx, list_id, mtype, after: str) -> str | None:
+    """The member that ends the next slice of SET_BATCH members after `after` (None: no more)."""
+    members = _members(ctx, mtype)
+    member = members.c[mtype.member_field]
+    base = sa.select(member).where(members.c[mtype.list_field] == list_id, member > after).order_by(member)
+    conn = ctx.service.conn
+    return (conn.execute(base.offset(SET_BATCH - 1).limit(1)).scalar()
+            or conn.execute(sa.select(sa.func.max(member)).where(members.c[mtype.list_field] == list_id,
+                                                                 member > after)).scalar())
+
+
+def _members_select(ctx, args, list_id, mtype, member_field, lookups, after: str, upto: str):
+    """SELECT of the members in (after, upto] with no child of this record yet, and the values
+    their children take from them: the member, then each lookup."""
+    storage = ctx.service.storage
+    members = _members(ctx, mtype)
+    member = members.c[mtype.member_field]
+    target = Selection(storage, mtype.table)
+    children = storage.physical(ctx.table.name)
+    columns, fields = [member], [member_field]
+    for child, path in lookups.items():
+        columns.append(target.column(path.split(".", 1)[1])[0])
+        fields.append(child)
+    has_child = sa.exists().where(children.c[args["reference"]] == ctx.record["sys_id"],
+                                  children.c[member_field] == member)
+    select = (sa.select(*columns)
+              .select_from(members.join(target.from_clause, target.base.c.sys_id == member))
+              .where(members.c[mtype.list_field] == list_id, member > after, member <= upto, ~has_child))
+    return select, fields, member
 
 
 def _next_members(ctx, args, list_id, mtype, member_field, lookups, after: str

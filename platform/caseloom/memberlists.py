@@ -3,7 +3,8 @@
 A list's type names the table its members come from and the table that holds them. Members
 added by a condition or a script are marked dynamic: a refresh re-evaluates them and keeps
 the ones added by hand or by import. Conditions are evaluated in SQL; new members are
-written in batches through the record service, streamed from the database.
+written by the record service in one INSERT ... SELECT (or, when the member table has rules
+of its own, in batches streamed from the database).
 """
 
 from __future__ import annotations
@@ -116,7 +117,6 @@ class MemberLists:
         report = BuildReport()
         if query is None:
             return report
-        report.identified = self.service.count(mtype.table, Query(query.where))
         self._replace_dynamic(sys_id, mtype, report, where=query.where)
         return report
 
@@ -145,17 +145,30 @@ class MemberLists:
         for member_row in conn.execute(sa.select(members.c.sys_id).where(*stale_filter)).scalars().all():
             self.service.delete(mtype.members, member_row)
             report.removed += 1
-        # newly identified records join, streamed in batches; never one already a member
+        # newly identified records join, in one INSERT ... SELECT when the member table allows it,
+        # else streamed in batches; never one already a member
         existing = self.member_ids(sys_id, mtype).scalar_subquery()
         if wanted is not None:
-            new = conn.execute(wanted.where(selection.base.c.sys_id.not_in(existing))).scalars()
-            report.added += self._add(sys_id, mtype, new, dynamic=True)
+            kept = self.count_members(sys_id)
+            new = wanted.where(selection.base.c.sys_id.not_in(existing))
+            added = self.service.insert_select(mtype.members, {mtype.list_field: sys_id, **self._dynamic(True)},
+                                               new, [mtype.member_field], source=selection.base)
+            if added is None:
+                added = self._add(sys_id, mtype, conn.execute(new).scalars(), dynamic=True)
+            report.added += added
+            # every record the condition identifies is a member now: the new ones and the kept ones
+            # that match (none to count on a first build)
+            report.identified = added + (kept and conn.execute(sa.select(sa.func.count()).select_from(
+                wanted.where(selection.base.c.sys_id.in_(existing)).subquery())).scalar_one())
         else:
             have = set(conn.execute(self.member_ids(sys_id, mtype)).scalars())
             report.added += self._add(sys_id, mtype, (i for i in ids if i not in have), dynamic=True)
 
+    def _dynamic(self, dynamic: bool) -> dict:
+        return {self.mdef.dynamic_field: dynamic} if self.mdef.dynamic_field else {}
+
     def _add(self, sys_id: str, mtype: MemberType, ids, dynamic: bool) -> int:
-        extra = {self.mdef.dynamic_field: dynamic} if self.mdef.dynamic_field else {}
+        extra = self._dynamic(dynamic)
 
         def rows() -> Iterator[dict]:
             for member in ids:

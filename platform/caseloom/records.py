@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
+import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -60,10 +60,11 @@ def now() -> dt.datetime:
 
 
 def new_sys_id() -> str:
-    """32 hex digits, as ServiceNow's sys_ids: the time in milliseconds, then 80 random bits. New
+    """32 hex digits, as ServiceNow's sys_ids: the time in milliseconds, then 80 random bits (from
+    `random`, which Python reseeds in every forked process; a sys_id is a name, not a secret). New
     records sort after older ones, so a bulk insert appends to the primary key's index instead of
     touching a random page of it per row (what keeps a hundred thousand inserts cheap)."""
-    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+    return f"{time.time_ns() // 1_000_000:012x}{random.getrandbits(80):020x}"
 
 
 # Table validators: platform features that check a record before it is written,
@@ -206,6 +207,14 @@ class RecordService:
                 self._insert_batch(tdef, chunk, first_row=total + 1, known_references=known_references)
                 total += len(chunk)
         return total
+
+    def insert_select(self, table: str, values: dict, select: sa.Select, fields: Sequence[str],
+                      source: sa.FromClause | None = None, order_by: Any = None) -> int | None:
+        """Insert one record per row of `select` in one INSERT ... SELECT when nothing around the
+        insert needs the rows one by one; None when the caller must use insert_many (see setinsert)."""
+        from .setinsert import insert_select
+
+        return insert_select(self, table, values, select, fields, source, order_by)
 
     def _insert_batch(self, tdef: TableDef, rows: list[dict], first_row: int | None = None,
                       known_references: Collection[str] = ()) -> list[dict]:

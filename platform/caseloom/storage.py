@@ -27,6 +27,15 @@ def index_name(table: str, columns: tuple[str, ...], prefix: str = "ix") -> str:
     return f"{name[:51]}_{digest}"
 
 
+def _partial_index(table: sa.Table, cols: tuple[str, ...]) -> None:
+    """An index of the rows whose first column has a value. Most references and choices are empty
+    on most rows (a case's parent), and an index full of NULLs is both bigger and, by its
+    statistics, useless to the planner; `col = ?` implies the condition, so lookups use it."""
+    first = table.c[cols[0]]
+    sa.Index(index_name(table.name, cols, "ixn"), *(table.c[c] for c in cols),
+             sqlite_where=first.is_not(None), postgresql_where=first.is_not(None))
+
+
 def _indexed(field: FieldDef, table: TableDef) -> bool:
     return field.index or field.type in ("reference", "choice") or (table.display == field.name)
 
@@ -81,15 +90,20 @@ class Storage:
                 if _indexed(field, tdef) and not field.system:
                     index_columns[field.name] = tdef
         table = sa.Table(root, self.metadata, *columns.values())
-        sa.Index(index_name(root, ("sys_class_name",)), table.c.sys_class_name)
+        if len(self.defs.descendants(root)) > 1:  # rows of several classes share the table
+            sa.Index(index_name(root, ("sys_class_name",)), table.c.sys_class_name)
+        # A declared index that starts with an indexed column serves that column's lookups too,
+        # so the column gets no index of its own: one index less to write on every insert.
+        leading = {cols[0] for cols in extra_indexes if len(cols) > 1}
         for column in sorted(index_columns):
-            # Partial: most references and choices are empty on most rows (a case's parent), and a full
-            # index full of NULLs gives the planner statistics that say the index is useless.
-            col = table.c[column]
-            sa.Index(index_name(root, (column,), "ixn"), col, sqlite_where=col.is_not(None),
-                     postgresql_where=col.is_not(None))
-        for cols in extra_indexes:
-            if len(cols) > 1 or cols[0] not in index_columns:
+            if column not in leading:
+                _partial_index(table, (column,))
+        for cols in dict.fromkeys(extra_indexes):
+            if len(cols) == 1 and cols[0] in index_columns:
+                continue
+            if cols[0] in index_columns:
+                _partial_index(table, cols)
+            else:
                 sa.Index(index_name(root, cols), *(table.c[c] for c in cols))
 
     @staticmethod

@@ -79,6 +79,14 @@ def _substitution(text: str) -> _Substitution | None:
     return _Substitution(parts)
 
 
+def substitution_parts(text: str) -> list | None:
+    """A plain-substitution template as its parts: strings, and (name, key) for `{{ name.key }}`;
+    None for any other template (for rendering it in SQL, where Python's str() of each value is
+    the database's text of it)."""
+    found = _substitution(text)
+    return None if found is None else list(found.parts)
+
+
 def render_value(value: Any, context: dict[str, Any]) -> Any:
     """Render strings that contain a template; leave every other value as it is."""
     if isinstance(value, str) and ("{{" in value or "{%" in value):

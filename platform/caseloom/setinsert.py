@@ -1,0 +1,123 @@
+"""Set-based inserts: one record per row of a SELECT, written by one INSERT ... SELECT.
+
+The record service writes new records row by row in Python (insert_many) because rules,
+lifecycles and notifications may look at each row. When a batch's rows differ only in
+fields the database supplies (a list's members, values looked up through them) and nothing
+that runs around the insert reads those fields, the outcome is the same for every row: the
+checks run once, and the rows, their numbers, journal entries and notification e-mails are
+written in SQL. `insert_select` decides, and returns None when the rows must go one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from .setwrite import new_sys_id_sql, sys_id_prefix
+
+if TYPE_CHECKING:
+    from .records import RecordService
+
+
+def insert_select(service: RecordService, table: str, values: dict, select: sa.Select, fields: Sequence[str],
+                  source: sa.FromClause | None = None, order_by: Any = None) -> int | None:
+    """Insert one `table` record per row of `select`, whose columns are the values of `fields`
+    (references read from their tables in this unit of work, so not looked up again), with the
+    same other `values` (input values: parsed, checked and defaulted as insert_many does).
+    `source`: the table of `select` that yields at most one row per inserted record; `order_by`:
+    the order numbers are given in. Returns how many records were inserted, or None when the
+    table's inserts need each row in Python (validators, rules or notifications that read one of
+    `fields`, effects other than refusals, templates that are not plain substitutions)."""
+    from .records import VALIDATORS, RecordError, _insert_plan, now, reserve_numbers
+
+    tdef = service.table(table, "create")
+    plan = _insert_plan(service.storage, tdef)
+    varying = set(fields)
+    if (VALIDATORS.get(tdef.name) or service._deferred is not None or varying & set(values)
+            or any(tdef.field(f) is None or not tdef.field(f).stored for f in fields)):
+        return None
+    parsed, entries = service._parse(tdef, values)
+    for name, default in plan.journal_defaults:
+        entries.setdefault(name, default)
+    record = plan.defaults | parsed
+    numbered = tdef.number is not None and tdef.field("number") is not None and record.get("number") is None
+    hooks = service._hooks(tdef.name, "insert")
+    effects = None
+    if hooks is not None:
+        in_sql = varying | {"sys_id"} | ({"number"} if numbered else set())
+        effects = hooks.insert_set_plan(service, tdef, values, record, entries, varying, in_sql)
+        if effects is None:
+            return None
+    for name in plan.mandatory:
+        if name not in varying and record.get(name) is None and not entries.get(name):
+            raise RecordError(name, "is mandatory")
+    service._check_references(tdef, [record | {"sys_id": ""}], known=tuple(fields))
+
+    conn, storage = service.conn, service.storage
+    dialect = conn.dialect.name
+    physical = storage.physical(tdef.name)
+    stamp, user = now(), service.actor.user_name
+    prefix = sys_id_prefix()
+    columns: dict[str, sa.ColumnElement] = {"sys_id": new_sys_id_sql(dialect, source, prefix)}
+    for name, column in zip(fields, select.selected_columns, strict=True):
+        default = plan.defaults.get(name)  # a value looked up as empty leaves the field's default
+        columns[name] = column if default is None else sa.func.coalesce(column, sa.literal(default, physical.c[name].type))
+    if numbered:
+        count = conn.execute(sa.select(sa.func.count()).select_from(select.subquery())).scalar_one()
+        if not count:
+            return 0
+        first = reserve_numbers(conn, storage, tdef, count)
+        columns["number"] = _number_sql(dialect, tdef.number, first - 1 + sa.func.row_number().over(order_by=order_by))
+    constants = record | {"sys_class_name": tdef.name, "sys_created_on": stamp, "sys_updated_on": stamp,
+                          "sys_created_by": user, "sys_updated_by": user, "sys_mod_count": 0}
+    columns |= {name: sa.literal(value, physical.c[name].type) for name, value in constants.items()
+                if name not in columns and name in physical.c}
+    with conn.begin_nested():
+        statement = sa.insert(physical).from_select(
+            list(columns), select.with_only_columns(*columns.values(), maintain_column_froms=True))
+        inserted = conn.execute(statement.execution_options(preserve_rowcount=True)).rowcount
+        if not inserted:
+            return 0
+        if numbered and inserted > count:
+            raise RecordError("number", "the rows to insert changed while they were numbered; try again")
+        low, high = prefix + "0" * 12, prefix + "f" * 12
+        new = physical.c.sys_id.between(low, high)  # exactly this statement's rows
+        for name in plan.mandatory:
+            if name in varying and conn.execute(sa.select(physical.c.sys_id).where(
+                    new, physical.c[name].is_(None)).limit(1)).first() is not None:
+                raise RecordError(name, "is mandatory")
+        if effects is not None:
+            effects.before()  # a refusal rolls the rows back
+        _journal(service, tdef, physical, new, entries, stamp)
+        if effects is not None:
+            effects.after(low, high)
+    service.written.add(tdef.name)
+    return inserted
+
+
+def _number_sql(dialect: str, spec, value: sa.ColumnElement) -> sa.ColumnElement:
+    """The numbers records.assign_numbers gives: prefix, then the counter zero-padded to `digits`."""
+    if dialect == "sqlite":
+        return sa.func.printf(spec.prefix.replace("%", "%%") + f"%0{spec.digits}d", value)
+    text = sa.cast(value, sa.Text)
+    return sa.literal(spec.prefix) + sa.func.lpad(text, sa.func.greatest(spec.digits, sa.func.length(text)), "0")
+
+
+def _journal(service: RecordService, tdef, physical: sa.Table, new: sa.ColumnElement, entries: dict,
+             stamp) -> None:
+    """The journal entries of the new records (the same text on each), as records._write_journal."""
+    journal = service.storage.physical("sys_journal_field")
+    user = sa.literal(service.actor.user_name)
+    for element, text in entries.items():
+        columns = {"sys_id": new_sys_id_sql(service.conn.dialect.name, physical),
+                   "sys_class_name": sa.literal("sys_journal_field"), "sys_created_on": sa.literal(stamp, sa.DateTime),
+                   "sys_updated_on": sa.literal(stamp, sa.DateTime), "sys_created_by": user, "sys_updated_by": user,
+                   "sys_mod_count": sa.literal(0), "name": sa.literal(tdef.name), "element_id": physical.c.sys_id,
+                   "element": sa.literal(element), "value": sa.literal(text, sa.Text)}
+        service.conn.execute(sa.insert(journal).from_select(list(columns), sa.select(*columns.values()).where(new)))
+        service.written.add("sys_journal_field")
+
+
+__all__ = ["insert_select"]

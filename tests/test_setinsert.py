@@ -1,0 +1,164 @@
+"""Set-based inserts (one INSERT ... SELECT) write exactly what the row-by-row path writes.
+
+Child cases from a recipients list and the members of a condition list go through
+`RecordService.insert_select` when nothing around the insert needs each row in Python. These
+tests build the same children both ways and compare every value a user can see: the case's
+fields, its number, its journal entries and the e-mail to its contact. They also check that a
+rule that does read the varying field sends the rows one by one, with the same outcome."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from caseloom import setinsert
+from caseloom.access import SYSTEM
+from caseloom.actions import run_action
+from caseloom.jobs.registry import execute_job
+from caseloom.memberlists import lists_for
+from caseloom.query import parse_encoded
+
+CASE = "sn_customerservice_case"
+SKIP = {"sys_id", "sys_created_on", "sys_updated_on", "parent", "number", "opened_at"}
+
+
+def make_children(runtime, tag: str) -> tuple[str, list[dict], list[dict], list[dict]]:
+    """A list of 30 accounts (a third without a primary contact), a major case, its children."""
+    with runtime.transaction() as service:
+        contacts = [service.insert("customer_contact", {"name": f"{tag} contact {i}", "email": f"{tag}{i}@example.com"})
+                    for i in range(20)]
+        service.insert_many("customer_account", (
+            {"name": f"{tag} account {i}", "country": "XQ" if tag == "a" else "XR",
+             **({"primary_contact": contacts[i]["sys_id"]} if i < 20 else {})} for i in range(30)))
+        list_id = service.insert("sn_publications_recipients_list", {
+            "name": f"{tag} list", "type": "accounts", "conditions": f"country={'XQ' if tag == 'a' else 'XR'}"})["sys_id"]
+        report = lists_for(service, "sn_publications_recipients_list").refresh(list_id)
+        assert (report.identified, report.added) == (30, 30)
+        major = service.insert(CASE, {"short_description": "Storage <outage> & 'quotes'", "state": 10, "priority": 1,
+                                      "major_case_state": "accepted", "recipient_list": list_id})
+        outcome = run_action(service, CASE, major["sys_id"], "create_child_cases", {"comments": "We are on it.\nMore soon."})
+    job = execute_job(runtime, outcome.job)
+    assert (job.state, job.done) == ("done", 30)
+    with runtime.transaction(SYSTEM) as service:
+        children = service.query(CASE, parse_encoded(f"parent={major['sys_id']}^ORDERBYnumber"))
+        journal = [service.journal(CASE, c["sys_id"]) for c in children]
+        emails = service.query("sys_email", parse_encoded("instanceIN" + ",".join(c["sys_id"] for c in children)))
+    return major["sys_id"], children, journal, emails
+
+
+def comparable(children, journal, emails):
+    """What a user sees of the children, with what differs by construction (ids, numbers, the
+    tag in names and addresses) taken out."""
+    by_id = {c["sys_id"]: c for c in children}
+    cases = [{k: v for k, v in c.items() if k not in SKIP | {"account", "contact"}} for c in children]
+    entries = [[(e["element"], e["value"], e["name"], e["sys_created_by"]) for e in j] for j in journal]
+    mail = sorted((re.sub(r"^[ab]", "<tag>", e["recipients"]),
+                   e["subject"].replace(by_id[e["instance"]]["number"], "<number>"),
+                   e["body"].replace(by_id[e["instance"]]["number"], "<number>"), e["state"], e["target_table"])
+                  for e in emails)
+    return cases, entries, mail
+
+
+def test_children_written_set_based_equal_children_written_row_by_row(runtime, monkeypatch):
+    calls = []
+    real = setinsert.insert_select
+
+    def spy(service, table, *args, **kwargs):
+        calls.append((table, real(service, table, *args, **kwargs)))
+        return calls[-1][1]
+
+    monkeypatch.setattr(setinsert, "insert_select", spy)
+    _, set_children, set_journal, set_emails = make_children(runtime, "a")
+    assert [table for table, result in calls if result is not None] == [
+        "sn_publications_recipientslist_account_m2m", CASE]  # the set-based path wrote the members and children
+
+    monkeypatch.setattr(setinsert, "insert_select", lambda *args, **kwargs: None)
+    _, row_children, row_journal, row_emails = make_children(runtime, "b")
+
+    assert len(set_children) == len(row_children) == 30
+    for children in (set_children, row_children):  # numbers follow on, in the members' order
+        numbers = [int(re.fullmatch(r"CS(\d{7})", c["number"]).group(1)) for c in children]
+        assert numbers == list(range(numbers[0], numbers[0] + 30))
+        assert len({c["sys_id"] for c in children}) == 30 and all(re.fullmatch(r"[0-9a-f]{32}", c["sys_id"])
+                                                                    for c in children)
+    set_cases, set_entries, set_mail = comparable(set_children, set_journal, set_emails)
+    row_cases, row_entries, row_mail = comparable(row_children, row_journal, row_emails)
+    assert set_cases == row_cases
+    assert sum(1 for c in set_children if c["contact"]) == sum(1 for c in row_children if c["contact"]) == 20
+    for children in (set_children, row_children):  # each child's contact is its account's primary contact
+        with runtime.transaction(SYSTEM) as service:
+            for child in children:
+                account = service.get("customer_account", child["account"])
+                assert child["contact"] == account["primary_contact"]
+    assert set_entries == row_entries and set_entries[0] == [("comments", "We are on it.\nMore soon.", CASE, "system")]
+    assert set_mail == row_mail and len(set_mail) == 20  # one e-mail per child whose contact has an address
+    assert set_mail[0][1] == "We are working on an issue that affects you: <number>"
+    assert set_mail[0][2].startswith("We have opened case <number> for you: Storage <outage> & 'quotes'.")
+
+
+def test_a_second_run_adds_no_second_child(runtime):
+    major_id, children, _, _ = make_children(runtime, "a")
+    with runtime.transaction() as service:
+        outcome = run_action(service, CASE, major_id, "create_child_cases", {"comments": "again"})
+    assert execute_job(runtime, outcome.job).state == "done"
+    with runtime.transaction(SYSTEM) as service:
+        assert service.count(CASE, parse_encoded(f"parent={major_id}")) == len(children) == 30
+
+
+def children_with_rule(config, definitions_copy, rule_condition: str) -> tuple[object, str]:
+    """Run create_child_cases with an extra before-insert rule on cases that refuses when it holds."""
+    from dataclasses import replace
+
+    from caseloom.definitions import load_folder
+    from caseloom.runtime import Runtime
+
+    (definitions_copy / "rules" / "refuse_child.yaml").write_text(
+        "rules:\n"
+        "  - name: refuse_child\n"
+        f"    table: {CASE}\n"
+        "    when: before\n"
+        "    on: [insert]\n"
+        f"    condition: {rule_condition}\n"
+        "    effects:\n"
+        "      - refuse: {field: account, message: this account takes no child cases}\n")
+    runtime = Runtime(replace(config, definitions=str(definitions_copy)), load_folder(definitions_copy))
+    try:
+        with runtime.transaction() as service:
+            service.insert_many("customer_account", ({"name": f"r account {i}", "country": "XS"} for i in range(10)))
+            list_id = service.insert("sn_publications_recipients_list", {
+                "name": "r list", "type": "accounts", "conditions": "country=XS"})["sys_id"]
+            lists_for(service, "sn_publications_recipients_list").refresh(list_id)
+            major = service.insert(CASE, {"short_description": "Refused", "state": 10,
+                                          "major_case_state": "accepted", "recipient_list": list_id})
+            outcome = run_action(service, CASE, major["sys_id"], "create_child_cases", {"comments": "hello"})
+        job = execute_job(runtime, outcome.job)
+        with runtime.transaction(SYSTEM) as service:
+            return job, service.count(CASE, parse_encoded(f"parent={major['sys_id']}"))
+    finally:
+        runtime.engine.dispose()
+
+
+@pytest.mark.parametrize("condition, per_row", [
+    ("{field: account.name, op: eq, value: r account 7}", True),  # reads the member: row by row
+    ("{field: parent, op: notempty}", False),  # the same for every child: checked once
+])
+def test_a_refusing_rule_stops_the_job_and_writes_no_child(config, definitions_copy, monkeypatch, condition, per_row):
+    calls = []
+    real = setinsert.insert_select
+
+
+    def spy(service, table, *args, **kwargs):
+        try:
+            calls.append((table, real(service, table, *args, **kwargs)))
+        except Exception:
+            calls.append((table, "refused"))
+            raise
+        return calls[-1][1]
+
+    monkeypatch.setattr(setinsert, "insert_select", spy)
+    job, children = children_with_rule(config, definitions_copy, condition)
+    assert job.state == "failed" and "this account takes no child cases" in job.message
+    assert children == 0
+    # row by row: the set-based path declined; else it ran the rule once and refused
+    assert [result for table, result in calls if table == CASE] == [None if per_row else "refused"]
