@@ -483,3 +483,19 @@ def test_typed_values_round_trip(gadgets):
     assert Decimal(got["price"]) == Decimal("19.99")
     assert got["in_stock"] is True and got["quantity"] == 3 and got["colour"] == "blue"
     assert got["contact_email"] == "w@example.com" and got["homepage"] == "https://example.com"
+
+
+@pytest.mark.parametrize("limit", [10_000, 2])
+def test_an_unfiltered_count_of_a_class_sharing_its_table_is_exact(runtime, monkeypatch, limit):
+    """Cases share the task table: a case list's count is the table's count minus the other
+    classes' rows when those are few (under the cap), else counted directly; both exact."""
+    from caseloom.query import Query
+    from caseloom.query import compile as query_compile
+
+    monkeypatch.setattr(query_compile, "COUNT_OTHERS_LIMIT", limit)
+    with runtime.transaction() as service:
+        before_tasks, before_cases = service.count("task", Query()), service.count("sn_customerservice_case", Query())
+        service.insert_many("task", ({"short_description": f"task {i}"} for i in range(4)))
+        service.insert_many("sn_customerservice_case", ({"short_description": f"case {i}", "state": 1} for i in range(3)))
+        assert service.count("task", Query()) == before_tasks + 7
+        assert service.count("sn_customerservice_case", Query()) == before_cases + 3

@@ -16,13 +16,14 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 # WAL: readers never wait for the writer; NORMAL: a commit does not wait for the disk (WAL keeps it
-# safe from corruption); a 64 MB page cache for lists over a million rows. Commits do not run the
+# safe from corruption); a page cache of up to 256 MB per connection (allocated as pages are used),
+# so a change to a hundred thousand records is done in memory and written once. Commits do not run the
 # WAL checkpoint themselves (copying the pages they wrote into the database file, with an fsync):
 # a background thread does it after them (`Checkpointer`), as SQLite's WAL documentation suggests
 # for applications that care about commit latency. A commit still checkpoints if the WAL reaches
 # 1 GiB, should the background thread fall behind.
 SQLITE_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=30000",
-                  "PRAGMA cache_size=-65536", "PRAGMA wal_autocheckpoint=262144")
+                  "PRAGMA cache_size=-262144", "PRAGMA wal_autocheckpoint=262144")
 DB_FILE = "caseloom_sqlite_file"  # connection info: the database file, for its checkpointer
 
 

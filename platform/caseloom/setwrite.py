@@ -59,12 +59,18 @@ def update_where(service: RecordService, tdef: TableDef, where: Any, values: dic
     physical = storage.physical(tdef.name)
     selection = Selection(storage, tdef.name)
     base = selection.condition(where)
+    if selection.from_clause is selection.base:  # no dot-walks: the condition goes on the table itself
+        selection = Selection(storage, tdef.name, alias=False)
+        base = selection.condition(where)
     differs = [selection.base.c[name].is_distinct_from(value) for name, value in values.items()]
     if not differs and not journal:
         return 0
     changed = sa.and_(base, sa.or_(*differs)) if differs and not journal else base
-    ids = sa.select(selection.base.c.sys_id).select_from(selection.from_clause).where(changed)
-    row_filter = physical.c.sys_id.in_(ids.scalar_subquery())
+    if selection.base is physical:
+        row_filter = changed if changed is not None else sa.true()
+    else:  # rows found through joins: by their sys_ids
+        ids = sa.select(selection.base.c.sys_id).select_from(selection.from_clause).where(changed)
+        row_filter = physical.c.sys_id.in_(ids.scalar_subquery())
     stamp = _stamp()
     audit = storage.physical("sys_audit")
     journal_table = storage.physical("sys_journal_field")

@@ -20,13 +20,14 @@ from .operators import operator
 class Selection:
     """A SELECT over one logical table, with the joins its dot-walked paths need."""
 
-    def __init__(self, storage: Storage, table: str):
+    def __init__(self, storage: Storage, table: str, alias: bool = True):
+        """`alias=False`: the base is the physical table itself, for an UPDATE's WHERE."""
         self.storage = storage
         self.defs = storage.defs
         if table not in self.defs.tables:
             raise QueryError(f"unknown table {table!r}")
         self.table: TableDef = self.defs.tables[table]
-        self.base = storage.physical(table).alias("t0")
+        self.base = storage.physical(table).alias("t0") if alias else storage.physical(table)
         self._joins: dict[str, tuple[sa.FromClause, TableDef]] = {"": (self.base, self.table)}
         self._from: sa.FromClause = self.base
 
@@ -162,8 +163,32 @@ def select_rows(storage: Storage, table: str, query: Query, columns: list[str] |
     return stmt, sel
 
 
+COUNT_OTHERS_LIMIT = 10_000
+
+
 def count_rows(storage: Storage, table: str, query: Query) -> sa.Select:
     sel = Selection(storage, table)
     where = sel.condition(query.where)
     stmt = sa.select(sa.func.count()).select_from(sel.from_clause)
+    if query.where is None and where is not None:
+        return _count_class(storage, table, stmt.where(where))
     return stmt.where(where) if where is not None else stmt
+
+
+def _count_class(storage: Storage, table: str, direct: sa.Select) -> sa.Select:
+    """Every record of a table that shares its physical table with other classes (a list with no
+    filter). Counting the rows of the class reads an index entry per row (30 ms a million on
+    SQLite); counting the whole table is nearly free there (SQLite counts B-tree pages), so when
+    the other classes have few rows (found by range seeks on the class index, with a cap) the
+    count is the table's count minus theirs; otherwise it is the direct count."""
+    physical = storage.physical(table)
+    column = physical.c.sys_class_name
+    mine = sorted(storage.classes(table))
+    ranges = [column < mine[0], column > mine[-1]]
+    ranges += [sa.and_(column > low, column < high) for low, high in zip(mine, mine[1:], strict=False)]
+    others = sa.or_(*ranges)
+    few = sa.select(sa.literal(1)).select_from(physical).where(others).limit(COUNT_OTHERS_LIMIT).subquery()
+    few_others = sa.select(sa.func.count()).select_from(few).scalar_subquery() < COUNT_OTHERS_LIMIT
+    total = sa.select(sa.func.count()).select_from(physical).scalar_subquery()
+    other_rows = sa.select(sa.func.count()).select_from(physical).where(others).scalar_subquery()
+    return sa.select(sa.case((few_others, total - other_rows), else_=direct.scalar_subquery()))
