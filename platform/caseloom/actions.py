@@ -137,11 +137,11 @@ def run_in_job(run) -> str:
     """A background action's effects, run by its job: the batches an effect reports commit with the
     job's progress at most every CASELOOM_JOB_COMMIT_SECONDS (1 s), so a crash loses at most that
     much work and a re-run resumes (effects pick their work by the state of the data)."""
-    from .database import WRITE_LOCK
+    from .database import WRITE_LOCK, job_cache
 
     params = run.params
     runtime = run.runtime
-    with runtime.engine.connect() as conn:
+    with runtime.engine.connect() as conn, job_cache(conn):
         conn.execution_options(**{WRITE_LOCK: True})
         transaction = conn.begin()
         service = runtime.records(conn, run.actor)

@@ -34,7 +34,7 @@ def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
     """INSERT every row (all rows have the same keys) with one executemany."""
     if not rows:
         return
-    _keep_statistics_fresh(conn, table, len(rows))
+    keep_statistics_fresh(conn, table, len(rows))
     sql, order, positional, processors = _plan(table, tuple(rows[0]), conn.dialect)
     pairs = [(name, p and _memoized(p)) for name, p in zip(order, processors, strict=True)]
     if positional:
@@ -61,7 +61,7 @@ def _memoized(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return convert
 
 
-def _keep_statistics_fresh(conn: sa.Connection, table: sa.Table, count: int) -> None:
+def keep_statistics_fresh(conn: sa.Connection, table: sa.Table, count: int) -> None:
     """A bulk load that grows a table from a few rows to many leaves PostgreSQL planning with the
     old statistics (autovacuum catches up later), so a job that inserts and then looks up what it
     inserted slows down quadratically. Re-ANALYZE the table every ANALYZE_EVERY rows written."""

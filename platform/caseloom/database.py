@@ -22,8 +22,9 @@ from sqlalchemy.engine import Engine
 # a background thread does it after them (`Checkpointer`), as SQLite's WAL documentation suggests
 # for applications that care about commit latency. A commit still checkpoints if the WAL reaches
 # 1 GiB, should the background thread fall behind.
+SQLITE_CACHE_KB, SQLITE_JOB_CACHE_KB = 262_144, 65_536
 SQLITE_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=30000",
-                  "PRAGMA cache_size=-262144", "PRAGMA wal_autocheckpoint=262144")
+                  f"PRAGMA cache_size=-{SQLITE_CACHE_KB}", "PRAGMA wal_autocheckpoint=262144")
 DB_FILE = "caseloom_sqlite_file"  # connection info: the database file, for its checkpointer
 
 
@@ -100,6 +101,22 @@ class Checkpointer:
 
 
 WRITE_LOCK = "caseloom_write_lock"  # an execution option: begin with the write lock held
+
+
+@contextmanager
+def job_cache(conn: sa.Connection) -> Iterator[None]:
+    """A background job's connection keeps a 64 MB page cache while the job runs: it commits
+    about once a second, so a bigger cache buys it little, and a worker's memory stays bounded
+    whatever the size of the job."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    raw = conn.connection.dbapi_connection  # outside any transaction: a pragma, not a statement of one
+    raw.execute(f"PRAGMA cache_size=-{SQLITE_JOB_CACHE_KB}")
+    try:
+        yield
+    finally:
+        raw.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KB}")
 
 
 @event.listens_for(Engine, "begin")

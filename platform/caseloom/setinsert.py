@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from .bulk import keep_statistics_fresh
 from .setwrite import new_sys_id_sql, sys_id_prefix
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ def insert_select(service: RecordService, table: str, values: dict, select: sa.S
         inserted = conn.execute(statement.execution_options(preserve_rowcount=True)).rowcount
         if not inserted:
             return 0
+        keep_statistics_fresh(conn, physical, inserted)
         if numbered and inserted > count:
             raise RecordError("number", "the rows to insert changed while they were numbered; try again")
         low, high = prefix + "0" * 12, prefix + "f" * 12
@@ -116,7 +118,9 @@ def _journal(service: RecordService, tdef, physical: sa.Table, new: sa.ColumnEle
                    "sys_updated_on": sa.literal(stamp, sa.DateTime), "sys_created_by": user, "sys_updated_by": user,
                    "sys_mod_count": sa.literal(0), "name": sa.literal(tdef.name), "element_id": physical.c.sys_id,
                    "element": sa.literal(element), "value": sa.literal(text, sa.Text)}
-        service.conn.execute(sa.insert(journal).from_select(list(columns), sa.select(*columns.values()).where(new)))
+        statement = sa.insert(journal).from_select(list(columns), sa.select(*columns.values()).where(new))
+        written = service.conn.execute(statement.execution_options(preserve_rowcount=True)).rowcount
+        keep_statistics_fresh(service.conn, journal, written)
         service.written.add("sys_journal_field")
 
 
