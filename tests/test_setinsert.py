@@ -106,13 +106,40 @@ def test_a_second_run_adds_no_second_child(runtime):
         assert service.count(CASE, parse_encoded(f"parent={major_id}")) == len(children) == 30
 
 
-def children_with_rule(config, definitions_copy, rule_condition: str) -> tuple[object, str]:
-    """Run create_child_cases with an extra before-insert rule on cases that refuses when it holds."""
+def run_children(config, definitions_copy) -> tuple[object, list[dict], list[dict]]:
+    """create_child_cases over 10 accounts (6 with a primary contact) with the definitions in
+    `definitions_copy`: the job, the children, and the e-mails about them."""
     from dataclasses import replace
 
     from caseloom.definitions import load_folder
     from caseloom.runtime import Runtime
 
+    runtime = Runtime(replace(config, definitions=str(definitions_copy)), load_folder(definitions_copy))
+    try:
+        with runtime.transaction() as service:
+            contacts = [service.insert("customer_contact", {"name": f"r contact {i}", "email": f"r{i}@example.com"})
+                        for i in range(6)]
+            service.insert_many("customer_account", (
+                {"name": f"r account {i}", "country": "XS", **({"primary_contact": contacts[i]["sys_id"]} if i < 6 else {})}
+                for i in range(10)))
+            list_id = service.insert("sn_publications_recipients_list", {
+                "name": "r list", "type": "accounts", "conditions": "country=XS"})["sys_id"]
+            lists_for(service, "sn_publications_recipients_list").refresh(list_id)
+            major = service.insert(CASE, {"short_description": "Refused", "state": 10,
+                                          "major_case_state": "accepted", "recipient_list": list_id})
+            outcome = run_action(service, CASE, major["sys_id"], "create_child_cases", {"comments": "hello"})
+        job = execute_job(runtime, outcome.job)
+        with runtime.transaction(SYSTEM) as service:
+            children = service.query(CASE, parse_encoded(f"parent={major['sys_id']}"))
+            emails = service.query("sys_email", parse_encoded("instanceIN" + ",".join(c["sys_id"] for c in children))) \
+                if children else []
+        return job, children, emails
+    finally:
+        runtime.engine.dispose()
+
+
+def children_with_rule(config, definitions_copy, rule_condition: str) -> tuple[object, int]:
+    """Run create_child_cases with an extra before-insert rule on cases that refuses when it holds."""
     (definitions_copy / "rules" / "refuse_child.yaml").write_text(
         "rules:\n"
         "  - name: refuse_child\n"
@@ -122,21 +149,8 @@ def children_with_rule(config, definitions_copy, rule_condition: str) -> tuple[o
         f"    condition: {rule_condition}\n"
         "    effects:\n"
         "      - refuse: {field: account, message: this account takes no child cases}\n")
-    runtime = Runtime(replace(config, definitions=str(definitions_copy)), load_folder(definitions_copy))
-    try:
-        with runtime.transaction() as service:
-            service.insert_many("customer_account", ({"name": f"r account {i}", "country": "XS"} for i in range(10)))
-            list_id = service.insert("sn_publications_recipients_list", {
-                "name": "r list", "type": "accounts", "conditions": "country=XS"})["sys_id"]
-            lists_for(service, "sn_publications_recipients_list").refresh(list_id)
-            major = service.insert(CASE, {"short_description": "Refused", "state": 10,
-                                          "major_case_state": "accepted", "recipient_list": list_id})
-            outcome = run_action(service, CASE, major["sys_id"], "create_child_cases", {"comments": "hello"})
-        job = execute_job(runtime, outcome.job)
-        with runtime.transaction(SYSTEM) as service:
-            return job, service.count(CASE, parse_encoded(f"parent={major['sys_id']}"))
-    finally:
-        runtime.engine.dispose()
+    job, children, _ = run_children(config, definitions_copy)
+    return job, len(children)
 
 
 @pytest.mark.parametrize("condition, per_row", [
@@ -162,3 +176,39 @@ def test_a_refusing_rule_stops_the_job_and_writes_no_child(config, definitions_c
     assert children == 0
     # row by row: the set-based path declined; else it ran the rule once and refused
     assert [result for table, result in calls if table == CASE] == [None if per_row else "refused"]
+
+
+def spy_on_cases(monkeypatch) -> list:
+    """What each set-based insert of cases returned (None: it declined, the rows went one by one)."""
+    calls: list = []
+    real = setinsert.insert_select
+
+    def spy(service, table, *args, **kwargs):
+        result = real(service, table, *args, **kwargs)
+        if table == CASE:
+            calls.append(result)
+        return result
+
+    monkeypatch.setattr(setinsert, "insert_select", spy)
+    return calls
+
+
+def test_a_notification_on_the_number_sends_each_child_its_mail_row_by_row(config, definitions_copy, monkeypatch):
+    """The number is given when the row is written: a notification whose condition reads it
+    cannot be decided once for the slice, so the rows go one by one and every mail is sent."""
+    (definitions_copy / "notifications" / "numbered.yaml").write_text(
+        "notifications:\n"
+        "  numbered_child:\n"
+        f"    table: {CASE}\n"
+        "    on: [insert]\n"
+        "    condition: {field: number, op: startswith, value: CS}\n"
+        "    recipients: {fields: [contact]}\n"
+        "    subject: 'Numbered {{ record.number }}'\n"
+        "    body: 'Case {{ record.number }}'\n")
+    calls = spy_on_cases(monkeypatch)
+    job, children, emails = run_children(config, definitions_copy)
+    assert job.state == "done" and len(children) == 10
+    assert calls == [None]
+    numbered = sorted(e["subject"] for e in emails if e["subject"].startswith("Numbered"))
+    assert numbered == sorted(f"Numbered {c['number']}" for c in children if c["contact"])
+    assert len(numbered) == 6 and len(emails) == 12  # and the application's own child_case_created mail

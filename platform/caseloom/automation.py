@@ -90,7 +90,8 @@ class Automation:
         for note in self.defs.notifications.values():
             if "insert" not in note.on or note.table not in (tdef.name, *self.defs.ancestors(tdef.name)):
                 continue
-            if _reads(note.condition) & varying:
+            reads = _reads(note.condition)  # the number and sys fields are not known yet: row by row
+            if reads & in_sql or reads - set(with_journal):
                 return None
             if not self._holds(service, note.condition, tdef, with_journal, None, props):
                 continue
