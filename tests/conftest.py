@@ -8,8 +8,10 @@ set) and copied for each test, so a fresh database costs milliseconds.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import shutil
+import sqlite3
 import uuid
 from pathlib import Path
 
@@ -67,6 +69,9 @@ def templates(tmp_path_factory, definitions):
         runtime = Runtime(config, definitions)
         initialise(config, definitions, demo=True, accounts=DEMO_ACCOUNTS, runtime=runtime)
         runtime.engine.dispose()
+        if backend == "sqlite":  # tests copy the file alone: everything in it, none in its WAL
+            with contextlib.closing(sqlite3.connect(f"{base}/template.db")) as conn:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         made[backend] = url
     yield made
     if POSTGRES_URL:

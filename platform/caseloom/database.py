@@ -59,8 +59,8 @@ class Checkpointer:
     _running: dict[tuple[int, str], Checkpointer] = {}
     _lock = threading.Lock()
 
-    def __init__(self, path: str):
-        self.path = path
+    def __init__(self, key: tuple[int, str]):
+        self.key, self.path = key, key[1]
         self.wake = threading.Event()
         self.thread: threading.Thread | None = None
 
@@ -70,7 +70,7 @@ class Checkpointer:
         with cls._lock:
             checkpointer = cls._running.get(key)
             if checkpointer is None:
-                checkpointer = cls._running[key] = cls(path)
+                checkpointer = cls._running[key] = cls(key)
             checkpointer.wake.set()
             if checkpointer.thread is None:
                 checkpointer.thread = threading.Thread(target=checkpointer._run, name="sqlite-checkpoint", daemon=True)
@@ -81,7 +81,7 @@ class Checkpointer:
             if not self.wake.wait(self.IDLE):
                 with self._lock:
                     if not self.wake.is_set():
-                        self.thread = None
+                        self._running.pop(self.key, None)
                         return
             self.wake.clear()
             time.sleep(self.SETTLE)
