@@ -83,6 +83,9 @@ def test_refresh_follows_the_condition_and_keeps_manual_members(as_user):
     assert author.patch(f"{LISTS}/{lst['sys_id']}", json={"conditions": "country=FR"}).status_code == 200
     report = refresh(author, list_id).json["details"]
     assert report["removed"] > 0 and report["added"] > 0
+    assert report["identified"] == report["added"]  # every FR account is new; the US one is kept, not identified
+    again = refresh(author, list_id).json["details"]
+    assert (again["identified"], again["added"], again["removed"]) == (report["added"], 0, 0)
     countries = {author.get(f"/api/now/table/customer_account/{m['account']}").json["result"]["country"]
                  for m in members(author, list_id)}
     assert countries == {"FR", "US"}  # DE left with the condition; the imported US account stays

@@ -262,25 +262,14 @@ class Automation:
         """One sys_email per child record whose contact has an email, in one INSERT ... SELECT."""
         from .query import Selection
         from .query.conditions import All
-        from .records import now
-        from .setwrite import new_sys_id_sql
 
         reference, field, only = note.children
         selection = Selection(service.storage, tdef.name)
         email, _ = selection.column(f"{field}.email")
         parts = [Term(reference, "eq", record["sys_id"])] + ([only] if only is not None else [])
         where = sa.and_(selection.condition(All(tuple(parts))), email.is_not(None))
-        stamp, user = sa.literal(now(), sa.DateTime), sa.literal(service.actor.user_name)
-        columns = {
-            "sys_id": new_sys_id_sql(service.conn.dialect.name, selection.base), "sys_class_name": sa.literal("sys_email"),
-            "sys_created_on": stamp, "sys_updated_on": stamp, "sys_created_by": user, "sys_updated_by": user,
-            "sys_mod_count": sa.literal(0), "recipients": email, "subject": sa.literal(subject),
-            "body": sa.literal(body, sa.Text), "state": sa.literal("ready"),
-            "target_table": selection.base.c.sys_class_name, "instance": selection.base.c.sys_id,
-        }
-        select = sa.select(*columns.values()).select_from(selection.from_clause).where(where)
-        service.conn.execute(sa.insert(service.storage.physical("sys_email")).from_select(list(columns), select))
-        service.written.add("sys_email")
+        _insert_emails(service, selection, where, email, sa.literal(subject), sa.literal(body, sa.Text),
+                       selection.base.c.sys_class_name)
 
     @staticmethod
     def _role_emails(service: RecordService, roles: tuple[str, ...]) -> list[str]:
@@ -353,8 +342,6 @@ def _email_sql(service: RecordService, note: NotificationDef, tdef: TableDef, re
     two bounds), as Automation._send_many would: one per record with an address, the texts
     rendered in SQL from the shared values and the `in_sql` fields. None when that needs Python."""
     from .query import Selection
-    from .records import now
-    from .setwrite import new_sys_id_sql
     from .templates import substitution_parts
 
     if len(note.fields) > 1 or (note.fields and role_emails):
@@ -403,20 +390,28 @@ def _email_sql(service: RecordService, note: NotificationDef, tdef: TableDef, re
         return lambda low, high: None
 
     def write(low: str, high: str) -> None:
-        stamp, user = sa.literal(now(), sa.DateTime), sa.literal(service.actor.user_name)
-        columns = {
-            "sys_id": new_sys_id_sql(service.conn.dialect.name, base), "sys_class_name": sa.literal("sys_email"),
-            "sys_created_on": stamp, "sys_updated_on": stamp, "sys_created_by": user, "sys_updated_by": user,
-            "sys_mod_count": sa.literal(0), "recipients": recipients, "subject": sa.func.substr(subject, 1, 255),
-            "body": body, "state": sa.literal("ready"), "error": sa.null(), "target_table": sa.literal(tdef.name),
-            "instance": base.c.sys_id,
-        }
-        select = (sa.select(*columns.values()).select_from(selection.from_clause)
-                  .where(base.c.sys_id.between(low, high), has_address))
-        service.conn.execute(sa.insert(service.storage.physical("sys_email")).from_select(list(columns), select))
-        service.written.add("sys_email")
+        _insert_emails(service, selection, sa.and_(base.c.sys_id.between(low, high), has_address), recipients,
+                       sa.func.substr(subject, 1, 255), body, sa.literal(tdef.name))
 
     return write
+
+
+def _insert_emails(service: RecordService, selection, where: sa.ColumnElement, recipients: sa.ColumnElement,
+                   subject: sa.ColumnElement, body: sa.ColumnElement, target_table: sa.ColumnElement) -> None:
+    """One sys_email (state ready) per record of `selection` matching `where`, in one INSERT ... SELECT."""
+    from .records import now
+    from .setwrite import new_sys_id_sql
+
+    stamp, user = sa.literal(now(), sa.DateTime), sa.literal(service.actor.user_name)
+    columns = {
+        "sys_id": new_sys_id_sql(service.conn.dialect.name, selection.base), "sys_class_name": sa.literal("sys_email"),
+        "sys_created_on": stamp, "sys_updated_on": stamp, "sys_created_by": user, "sys_updated_by": user,
+        "sys_mod_count": sa.literal(0), "recipients": recipients, "subject": subject, "body": body,
+        "state": sa.literal("ready"), "target_table": target_table, "instance": selection.base.c.sys_id,
+    }
+    select = sa.select(*columns.values()).select_from(selection.from_clause).where(where)
+    service.conn.execute(sa.insert(service.storage.physical("sys_email")).from_select(list(columns), select))
+    service.written.add("sys_email")
 
 
 def action_allows(actor, action) -> bool:

@@ -74,8 +74,8 @@ class MemberLists:
         members = self.service.storage.physical(mtype.members)
         return sa.select(members.c[mtype.member_field]).where(members.c[mtype.list_field] == sys_id)
 
-    def count_members(self, sys_id: str) -> int:
-        mtype = self.mtype(self.record(sys_id))
+    def count_members(self, sys_id: str, mtype: MemberType | None = None) -> int:
+        mtype = mtype or self.mtype(self.record(sys_id))
         members = self.service.storage.physical(mtype.members)
         return self.service.conn.execute(sa.select(sa.func.count()).select_from(members)
                                          .where(members.c[mtype.list_field] == sys_id)).scalar_one()
@@ -90,13 +90,13 @@ class MemberLists:
             sample_ids = ids[:SAMPLE]
             sample = self.service.query(mtype.table, Query(Term("sys_id", "in", sample_ids)), self._sample_columns(target))
             return {"source": "script", "count": len(ids), "sample": sample, "log": report.log,
-                    "rejected": len(report.rejected), "members": self.count_members(sys_id)}
+                    "rejected": len(report.rejected), "members": self.count_members(sys_id, mtype)}
         query = self.condition(record)
         if query is None:
-            return {"source": "import", "count": 0, "sample": [], "members": self.count_members(sys_id)}
+            return {"source": "import", "count": 0, "sample": [], "members": self.count_members(sys_id, mtype)}
         count = self.service.count(mtype.table, Query(query.where))
         sample = self.service.query(mtype.table, Query(query.where, query.order), self._sample_columns(target), SAMPLE)
-        return {"source": "condition", "count": count, "sample": sample, "members": self.count_members(sys_id)}
+        return {"source": "condition", "count": count, "sample": sample, "members": self.count_members(sys_id, mtype)}
 
     @staticmethod
     def _sample_columns(target) -> list[str]:
@@ -149,17 +149,16 @@ class MemberLists:
         # else streamed in batches; never one already a member
         existing = self.member_ids(sys_id, mtype).scalar_subquery()
         if wanted is not None:
-            kept = self.count_members(sys_id)
+            kept = self.count_members(sys_id, mtype)
             new = wanted.where(selection.base.c.sys_id.not_in(existing))
             added = self.service.insert_select(mtype.members, {mtype.list_field: sys_id, **self._dynamic(True)},
                                                new, [mtype.member_field], source=selection.base)
             if added is None:
                 added = self._add(sys_id, mtype, conn.execute(new).scalars(), dynamic=True)
             report.added += added
-            # every record the condition identifies is a member now: the new ones and the kept ones
-            # that match (none to count on a first build)
-            report.identified = added + (kept and conn.execute(sa.select(sa.func.count()).select_from(
-                wanted.where(selection.base.c.sys_id.in_(existing)).subquery())).scalar_one())
+            # what the condition identifies: on a first build, exactly what was added; else counted
+            report.identified = added if not kept else conn.execute(
+                sa.select(sa.func.count()).select_from(wanted.subquery())).scalar_one()
         else:
             have = set(conn.execute(self.member_ids(sys_id, mtype)).scalars())
             report.added += self._add(sys_id, mtype, (i for i in ids if i not in have), dynamic=True)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from .bulk import keep_statistics_fresh
-from .setwrite import new_sys_id_sql, sys_id_prefix
+from .setwrite import journal_columns, new_sys_id_sql, sys_id_prefix
 
 if TYPE_CHECKING:
     from .records import RecordService
@@ -92,7 +92,7 @@ def insert_select(service: RecordService, table: str, values: dict, select: sa.S
                 raise RecordError(name, "is mandatory")
         if effects is not None:
             effects.before()  # a refusal rolls the rows back
-        _journal(service, tdef, physical, new, entries, stamp)
+        _journal(service, physical, new, entries, stamp)
         if effects is not None:
             effects.after(low, high)
     service.written.add(tdef.name)
@@ -107,17 +107,12 @@ def _number_sql(dialect: str, spec, value: sa.ColumnElement) -> sa.ColumnElement
     return sa.literal(spec.prefix) + sa.func.lpad(text, sa.func.greatest(spec.digits, sa.func.length(text)), "0")
 
 
-def _journal(service: RecordService, tdef, physical: sa.Table, new: sa.ColumnElement, entries: dict,
-             stamp) -> None:
+def _journal(service: RecordService, physical: sa.Table, new: sa.ColumnElement, entries: dict, stamp) -> None:
     """The journal entries of the new records (the same text on each), as records._write_journal."""
     journal = service.storage.physical("sys_journal_field")
-    user = sa.literal(service.actor.user_name)
     for element, text in entries.items():
-        columns = {"sys_id": new_sys_id_sql(service.conn.dialect.name, physical),
-                   "sys_class_name": sa.literal("sys_journal_field"), "sys_created_on": sa.literal(stamp, sa.DateTime),
-                   "sys_updated_on": sa.literal(stamp, sa.DateTime), "sys_created_by": user, "sys_updated_by": user,
-                   "sys_mod_count": sa.literal(0), "name": sa.literal(tdef.name), "element_id": physical.c.sys_id,
-                   "element": sa.literal(element), "value": sa.literal(text, sa.Text)}
+        columns = journal_columns(False, element, text, physical, service,
+                                  new_sys_id_sql(service.conn.dialect.name, physical), sa.literal(stamp, sa.DateTime))
         statement = sa.insert(journal).from_select(list(columns), sa.select(*columns.values()).where(new))
         written = service.conn.execute(statement.execution_options(preserve_rowcount=True)).rowcount
         keep_statistics_fresh(service.conn, journal, written)

@@ -9,8 +9,6 @@ of journal entries per journal field. Rules do not fire again on each matched re
 
 from __future__ import annotations
 
-import random
-import time
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -23,9 +21,11 @@ if TYPE_CHECKING:
 
 
 def sys_id_prefix() -> str:
-    """The first 20 hex digits of the sys_ids of one INSERT ... SELECT: the time in milliseconds
-    and 32 random bits, as `records.new_sys_id`."""
-    return f"{time.time_ns() // 1_000_000:012x}{random.getrandbits(32):08x}"
+    """The first 20 hex digits of the sys_ids of one INSERT ... SELECT: those of a new sys_id
+    (the time in milliseconds, then 32 random bits)."""
+    from .records import new_sys_id
+
+    return new_sys_id()[:20]
 
 
 def new_sys_id_sql(dialect: str, source: sa.FromClause | None = None, prefix: str | None = None) -> sa.ColumnElement:
@@ -94,7 +94,7 @@ def update_where(service: RecordService, tdef: TableDef, where: Any, values: dic
     for name, text in journal.items():
         for target in (journal_table, audit):
             new_id = new_sys_id_sql(dialect, physical)
-            cols = _journal_columns(target is audit, name, text, physical, service, new_id, stamp)
+            cols = journal_columns(target is audit, name, text, physical, service, new_id, stamp)
             conn.execute(sa.insert(target).from_select(list(cols), sa.select(*cols.values()).where(row_filter)))
     result = conn.execute(sa.update(physical).where(row_filter).values(
         **values, sys_updated_on=stamp, sys_updated_by=actor.user_name,
@@ -103,7 +103,9 @@ def update_where(service: RecordService, tdef: TableDef, where: Any, values: dic
     return result.rowcount
 
 
-def _journal_columns(for_audit: bool, name: str, text: str, physical: sa.Table, service, new_id, stamp) -> dict:
+def journal_columns(for_audit: bool, name: str, text: str, physical: sa.Table, service, new_id, stamp) -> dict:
+    """The columns of an INSERT ... SELECT from `physical` of one journal entry `text` in field
+    `name` per selected record (or, `for_audit`, of the audit row of that entry)."""
     user = service.actor.user_name
     common = {"sys_id": new_id, "sys_class_name": sa.literal("sys_audit" if for_audit else "sys_journal_field"),
               "sys_created_on": stamp, "sys_updated_on": stamp, "sys_created_by": sa.literal(user),
@@ -123,4 +125,4 @@ def _stamp() -> sa.ColumnElement:
     return sa.literal(now(), sa.DateTime)
 
 
-__all__ = ["update_where", "new_sys_id_sql", "sys_id_prefix"]
+__all__ = ["update_where", "new_sys_id_sql", "sys_id_prefix", "journal_columns"]

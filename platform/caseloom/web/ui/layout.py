@@ -57,9 +57,13 @@ def _moved(items: list, op: str) -> list:
     return items
 
 
+def _placeable(field) -> bool:
+    """A field a form or list can show (not a sys field, a password or a journal)."""
+    return not field.system and field.type not in ("password", "journal")
+
+
 def _choosable(tdef: TableDef, taken: list[str]) -> list[tuple[str, str]]:
-    return [(name, f.label) for name, f in tdef.fields.items()
-            if not f.system and f.type not in ("password", "journal") and name not in taken]
+    return [(name, f.label) for name, f in tdef.fields.items() if _placeable(f) and name not in taken]
 
 
 @blueprint.route("/ui/layout/<table>/list", methods=["GET", "POST"], endpoint="layout_list")
@@ -84,7 +88,7 @@ def list_layout(table: str):
 def _form_entries(tdef: TableDef) -> list[str]:
     """A form's layout as one sequence: `section:Title` starts a section, `field:name` places a field."""
     if not tdef.form:
-        return [f"field:{n}" for n, f in tdef.fields.items() if not f.system and f.type not in ("journal", "password")]
+        return [f"field:{n}" for n, f in tdef.fields.items() if _placeable(f)]
     entries = []
     for section in tdef.form:
         entries += [f"section:{section.title}"] if section.title else []
