@@ -25,6 +25,16 @@ class Config:
     smtp_starttls: str = "auto"  # auto (when the server offers it), true (required), false
     # how often a background action commits its work and progress: a crash redoes at most this much
     job_commit_seconds: float = 1.0
+    # -- security (README: Security) --------------------------------------------------------------
+    base_url: str | None = None  # links in API answers and e-mails; unset: the request's own URL
+    proxies: int = 0  # reverse proxies in front of the server whose X-Forwarded-* headers are trusted
+    max_request_bytes: int = 32 * 1024 * 1024  # a larger body is refused with 413
+    max_batch_requests: int = 100  # sub-requests in one Batch API call
+    max_import_rows: int = 1_000_000  # rows in one CSV import
+    login_failures_per_user: int = 5  # failed sign-ins of one user name before a pause
+    login_failures_per_address: int = 20  # failed sign-ins from one client address before a pause
+    login_lockout_seconds: int = 300  # how long the pause lasts (429 with Retry-After)
+    script_cpu_budget_seconds: float = 60.0  # CPU time of sandboxed scripts per user per hour
 
     @classmethod
     def from_env(cls, **overrides) -> Config:
@@ -46,6 +56,24 @@ class Config:
                                   ("auto", "true", "false")),
             job_commit_seconds=_seconds("CASELOOM_JOB_COMMIT_SECONDS", env.get("CASELOOM_JOB_COMMIT_SECONDS"),
                                         cls.job_commit_seconds),
+            base_url=_base_url(env.get("CASELOOM_BASE_URL")),
+            proxies=_count("CASELOOM_PROXIES", env.get("CASELOOM_PROXIES"), cls.proxies, 0, 10),
+            max_request_bytes=_count("CASELOOM_MAX_REQUEST_BYTES", env.get("CASELOOM_MAX_REQUEST_BYTES"),
+                                     cls.max_request_bytes, 1024, 2**40),
+            max_batch_requests=_count("CASELOOM_MAX_BATCH_REQUESTS", env.get("CASELOOM_MAX_BATCH_REQUESTS"),
+                                      cls.max_batch_requests, 1, 100_000),
+            max_import_rows=_count("CASELOOM_MAX_IMPORT_ROWS", env.get("CASELOOM_MAX_IMPORT_ROWS"),
+                                   cls.max_import_rows, 1, 10**9),
+            login_failures_per_user=_count("CASELOOM_LOGIN_FAILURES_PER_USER", env.get("CASELOOM_LOGIN_FAILURES_PER_USER"),
+                                           cls.login_failures_per_user, 1, 10**6),
+            login_failures_per_address=_count("CASELOOM_LOGIN_FAILURES_PER_ADDRESS",
+                                              env.get("CASELOOM_LOGIN_FAILURES_PER_ADDRESS"),
+                                              cls.login_failures_per_address, 1, 10**6),
+            login_lockout_seconds=_count("CASELOOM_LOGIN_LOCKOUT_SECONDS", env.get("CASELOOM_LOGIN_LOCKOUT_SECONDS"),
+                                         cls.login_lockout_seconds, 1, 86_400),
+            script_cpu_budget_seconds=_seconds("CASELOOM_SCRIPT_CPU_BUDGET_SECONDS",
+                                               env.get("CASELOOM_SCRIPT_CPU_BUDGET_SECONDS"),
+                                               cls.script_cpu_budget_seconds),
         )
         return replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -87,3 +115,23 @@ def _seconds(name: str, raw: str | None, default: float) -> float:
     if not 0 <= value <= 3600:
         raise ValueError(f"{name}={raw!r}: expected a number of seconds from 0 to 3600, e.g. 1 or 0.5")
     return value
+
+
+def _count(name: str, raw: str | None, default: int, low: int, high: int) -> int:
+    if not raw:
+        return default
+    if not raw.strip().isdigit() or not low <= int(raw) <= high:
+        raise ValueError(f"{name}={raw!r}: expected a whole number from {low} to {high}")
+    return int(raw)
+
+
+def _base_url(raw: str | None) -> str | None:
+    """CASELOOM_BASE_URL, with one trailing slash; an http(s) URL without query or fragment."""
+    if not raw:
+        return None
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError(f"CASELOOM_BASE_URL={raw!r}: expected an http(s) URL such as https://cases.example.com/")
+    return raw.strip().rstrip("/") + "/"
