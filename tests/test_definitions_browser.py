@@ -81,7 +81,8 @@ def open_in_editor(page, server: str, path: str) -> None:
 
 def editor_ready(page) -> None:
     """Wait until the page's code editor is built (its script runs after the page is shown)."""
-    page.wait_for_function("window.definitionEditor !== undefined")
+    # built in the same task that sets window.definitionEditor; never wait_for_function, whose eval the CSP refuses
+    page.locator(".CodeMirror").wait_for()
 
 
 def editor_line(page, text: str) -> int:

@@ -3,12 +3,16 @@ the jobs API, and `caseloom worker` in a real subprocess."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import dataclasses
 import datetime as dt
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,17 +26,27 @@ from caseloom.jobs import (
     FAILED,
     QUEUED,
     RUNNING,
+    ClaimLost,
     JobQueue,
     claim_job,
     create_job,
+    execute_job,
     finish_job,
     get_job,
     job,
+    liveness,
     make_huey,
+    registry,
+    release_job,
     report_progress,
 )
+from caseloom.jobs.liveness import DEFAULT_LOST_SECONDS
+from caseloom.jobs.progress import STALE_AFTER, hold, resume_lost
+from caseloom.migrate import migrate
 from caseloom.query import Query, Term
+from caseloom.records import now
 from caseloom.runtime import Runtime
+from caseloom.users import add_user
 from conftest import DEFINITIONS, ROOT, basic
 
 GROUPS = ["Alpha", "Bravo", "Charlie", "Delta", "Echo"]
@@ -93,25 +107,134 @@ def test_an_unusable_queue_url_is_refused_naming_the_variable(url):
         make_huey(url)
 
 
-# -- sys_job ----------------------------------------------------------------------------------------
+# -- sys_job: claiming, holding, losing ------------------------------------------------------------
+
+ELSEWHERE = "elsewhere.example:4242:0a0b0c0d"  # a run on another machine: only its heartbeat tells
+SILENT = dt.timedelta(seconds=DEFAULT_LOST_SECONDS + 5)
 
 
-def test_a_job_is_claimed_once_and_a_stale_or_failed_one_again(runtime):
-    storage = runtime.storage
+def stamp(runtime: Runtime, job_id: str, **values) -> None:
+    table = runtime.storage.internal("sys_job")
     with runtime.engine.begin() as conn:
-        job_id = create_job(conn, storage, "test_make_groups", created_by="admin", total=5)
+        conn.execute(sa.update(table).where(table.c.id == job_id).values(**values))
+
+
+def new_job(runtime: Runtime, name: str = "test_make_groups", **kw) -> str:
+    with runtime.engine.begin() as conn:
+        return create_job(conn, runtime.storage, name, created_by="admin", **kw)
+
+
+def dead_worker() -> str:
+    """The worker id of a process of this machine that has ended (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return f"{liveness.node()}:{child.pid}:deadbeef"
+
+
+def test_a_job_is_claimed_once_and_a_lost_or_failed_one_again(runtime):
+    storage = runtime.storage
+    job_id = new_job(runtime, total=5)
+    with runtime.engine.begin() as conn:
         assert get_job(conn, storage, job_id).state == QUEUED
-        assert claim_job(conn, storage, job_id) is True
-        assert claim_job(conn, storage, job_id) is False  # running, and reporting: nobody else runs it
-        report_progress(conn, storage, job_id, 2, message="two down")
+        assert claim_job(conn, storage, job_id, ELSEWHERE) is True
+        assert claim_job(conn, storage, job_id, "other:1:1") is False  # running, heard from: nobody else runs it
+        hold(conn, storage, job_id, ELSEWHERE)
+        report_progress(conn, storage, job_id, 2, message="two down", worker=ELSEWHERE)
         assert get_job(conn, storage, job_id).as_result() == {"state": RUNNING, "done": 2, "total": 5, "message": "two down"}
-        table = storage.internal("sys_job")
-        silent = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(hours=1)
-        conn.execute(sa.update(table).where(table.c.id == job_id).values(updated_on=silent))
-        assert claim_job(conn, storage, job_id) is True  # its worker went silent: a re-run may take it
-        finish_job(conn, storage, job_id, "all done", done=5)
-        assert claim_job(conn, storage, job_id) is False  # done is done
+    stamp(runtime, job_id, heartbeat_on=now() - SILENT)
+    with runtime.engine.begin() as conn:
+        assert claim_job(conn, storage, job_id, "other:1:1") is True  # its worker went silent: a new run takes it
+        assert get_job(conn, storage, job_id).worker == "other:1:1"
+    with runtime.engine.begin() as conn:  # the first run, should it come back, can commit nothing more
+        with pytest.raises(ClaimLost, match="no longer holds the job"):
+            hold(conn, storage, job_id, ELSEWHERE)
+        with pytest.raises(ClaimLost):
+            report_progress(conn, storage, job_id, 3, worker=ELSEWHERE)
+        assert finish_job(conn, storage, job_id, "mine", worker=ELSEWHERE) is False
+        assert finish_job(conn, storage, job_id, "all done", done=5, worker="other:1:1") is True
+        assert claim_job(conn, storage, job_id, "third:1:1") is False  # done is done
         assert get_job(conn, storage, "f" * 32) is None
+
+
+def _this_process_unknown_run() -> str:
+    return f"{liveness.node()}:{os.getpid()}:00000000"  # this pid, but no run of this process: a reused pid
+
+
+LOSTNESS = {
+    "another machine, heard from": (lambda: ELSEWHERE, dt.timedelta(0), None),
+    "another machine, silent": (lambda: ELSEWHERE, SILENT, "had not been heard from for 30 s"),
+    "this machine, process gone": (dead_worker, dt.timedelta(0), "had stopped"),
+    "this machine, process alive": (lambda: f"{liveness.node()}:{os.getppid()}:0", dt.timedelta(0), None),
+    "this machine, process alive but silent": (lambda: f"{liveness.node()}:{os.getppid()}:0", SILENT,
+                                               "had not been heard from"),
+    "this process, a run it does not know": (_this_process_unknown_run, dt.timedelta(0), "had stopped"),
+    "this process, one of its runs": ("own", dt.timedelta(0), None),
+    "another pid namespace of this host": (lambda: f"{liveness.node()}9:1:0", dt.timedelta(0), None),
+}
+
+
+@pytest.mark.parametrize("worker, silence, reason", LOSTNESS.values(), ids=LOSTNESS.keys())
+def test_a_running_job_is_lost_when_silent_or_its_process_is_gone(runtime, worker, silence, reason):
+    job_id = new_job(runtime)
+    own = liveness.new_worker_id()
+    worker_id = own if worker == "own" else worker()
+    with liveness.running(own):
+        with runtime.engine.begin() as conn:
+            assert claim_job(conn, runtime.storage, job_id, worker_id)
+        if silence:
+            stamp(runtime, job_id, heartbeat_on=now() - silence)
+        with runtime.engine.begin() as conn:
+            released = release_job(conn, runtime.storage, get_job(conn, runtime.storage, job_id))
+            job_row = get_job(conn, runtime.storage, job_id)
+    if reason is None:
+        assert released is None and (job_row.state, job_row.worker) == (RUNNING, worker_id)
+    else:
+        assert reason in released and job_row.state == QUEUED and job_row.worker is None
+        assert job_row.message == f"resumed: {released}"
+        assert liveness.describe_worker(worker_id) in released  # host:pid, as people read it
+
+
+def test_the_reaper_resumes_lost_jobs_once_and_leaves_live_ones(runtime, queue):
+    lost, alive, forgotten = new_job(runtime), new_job(runtime), new_job(runtime)
+    for job_id, worker in ((lost, dead_worker()), (alive, ELSEWHERE)):
+        with runtime.engine.begin() as conn:
+            claim_job(conn, runtime.storage, job_id, worker)
+    stamp(runtime, forgotten, updated_on=now() - STALE_AFTER * 2)  # queued, its task message lost
+    with runtime.engine.begin() as conn:  # the job's params: what test_make_groups makes
+        table = runtime.storage.internal("sys_job")
+        conn.execute(sa.update(table).values(params='{"names": ["Alpha"]}'))
+
+    assert sorted(resume_lost(runtime.engine, runtime.storage)) == sorted([lost, forgotten])
+    assert resume_lost(runtime.engine, runtime.storage) == []  # a second reaper finds nothing left to take
+    stamp(runtime, lost, state=RUNNING, worker=dead_worker())  # lost again; this time the queue's reaper runs it
+    assert queue.reap() == [lost]
+    assert load(runtime, lost).state == DONE and load(runtime, alive).state == RUNNING
+
+
+def test_migrating_an_older_database_adds_the_worker_and_heartbeat_of_jobs(runtime):
+    """A database made before jobs had a worker and a heartbeat gets them from `caseloom init`
+    (the migration), and the jobs it holds keep working."""
+    job_id = new_job(runtime)
+    with runtime.engine.begin() as conn:
+        conn.execute(sa.text("DROP INDEX ix_sys_job_state"))
+        conn.execute(sa.text("ALTER TABLE sys_job DROP COLUMN worker"))
+        conn.execute(sa.text("ALTER TABLE sys_job DROP COLUMN heartbeat_on"))
+    assert migrate(runtime.engine, runtime.storage) == [
+        "add field sys_job.worker", "add field sys_job.heartbeat_on", "create index ix_sys_job_state on sys_job"]
+    with runtime.engine.begin() as conn:
+        assert claim_job(conn, runtime.storage, job_id, ELSEWHERE)
+        assert get_job(conn, runtime.storage, job_id).worker == ELSEWHERE
+
+
+def test_a_bad_lost_seconds_setting_is_refused_naming_the_variable(runtime, monkeypatch):
+    monkeypatch.setenv("CASELOOM_JOB_LOST_SECONDS", "soon")
+    with pytest.raises(ValueError, match="CASELOOM_JOB_LOST_SECONDS='soon': expected a number of seconds"):
+        JobQueue(runtime, make_huey(runtime.config.queue)).consumer()
+    monkeypatch.setenv("CASELOOM_JOB_LOST_SECONDS", "6")
+    assert (liveness.timing().heartbeat, liveness.timing().reap_every) == (1, 2)
+
+
+# -- runs: a re-run does no work twice; a run that lost its job commits nothing -------------------
 
 
 def test_a_rerun_after_a_crash_does_no_work_twice(runtime, queue):
@@ -131,6 +254,83 @@ def test_a_rerun_after_a_crash_does_no_work_twice(runtime, queue):
     queue.enqueue_job(job_id)  # a done job runs no more
     assert load(runtime, job_id) == rerun
     assert len(groups(runtime)) == 5
+
+
+# test_tick pauses once after its second tick, between units ("between"), or inside its third unit
+# before it commits ("inside"): it sets the event, then waits for PAUSE["resume"]
+PAUSE: dict[str, threading.Event] = {}
+
+
+def _pause(where: str) -> None:
+    if where in PAUSE:
+        PAUSE.pop(where).set()
+        PAUSE["resume"].wait(30)
+
+
+@job("test_tick")
+def tick(run) -> str:
+    """Not idempotent by itself: it trusts the progress committed with its work (`done`) to know
+    where to go on. Two runs that both committed would write some tick twice."""
+    names = run.params["names"]
+    for i in range(run.job.done, len(names)):
+        with run.transaction() as service:
+            service.insert("sys_user_group", {"name": names[i], "description": run.worker})
+            if i == 2:
+                _pause("inside")
+            run.progress(service.conn, i + 1, len(names))
+        if i == 1:
+            _pause("between")
+    return f"{len(names)} ticks"
+
+
+def test_a_run_wrongly_taken_for_lost_cannot_commit_after_another_took_its_job(runtime, monkeypatch):
+    """The first run is alive but silent (as a frozen process would be); a second run takes the job
+    over and finishes it. When the first goes on, its next unit finds it no longer holds the job:
+    it rolls back and stops, and every tick is written exactly once."""
+    monkeypatch.setattr(registry, "heartbeat", lambda beat, every: contextlib.nullcontext())  # silent runs
+    job_id = new_job(runtime, "test_tick", params={"names": GROUPS})
+    PAUSE.update(between=threading.Event(), resume=threading.Event())
+    paused = PAUSE["between"]
+    first = concurrent.futures.ThreadPoolExecutor(1).submit(execute_job, runtime, job_id)
+    try:
+        assert paused.wait(30), "the first run should pause after two ticks"
+        first_worker = load(runtime, job_id).worker
+        assert load(runtime, job_id).done == 2
+        assert execute_job(runtime, job_id).state == RUNNING  # alive and heard from: not taken
+        stamp(runtime, job_id, heartbeat_on=now() - SILENT)
+        second = execute_job(runtime, job_id)  # silent too long: taken over, done
+        assert (second.state, second.done, second.message) == (DONE, 5, "5 ticks")
+    finally:
+        PAUSE["resume"].set()
+    assert first.result(30).state == DONE  # the first run stopped and left the job as the second ended it
+    made = groups(runtime)
+    assert sorted(g["name"] for g in made) == GROUPS  # each tick once
+    by = {g["name"]: g["description"] for g in made}
+    assert {by["Alpha"], by["Bravo"]} == {first_worker} and first_worker not in {by[n] for n in GROUPS[2:]}
+    assert load(runtime, job_id).worker != first_worker
+
+
+def test_on_postgresql_a_unit_of_work_in_progress_keeps_its_job(runtime, monkeypatch):
+    """A run inside a unit of work holds its job's row locked: however long the unit lasts, no
+    other run can take the job (on SQLite the unit holds the write lock, so nobody even looks)."""
+    if runtime.engine.dialect.name != "postgresql":
+        pytest.skip("on SQLite a unit of work holds the write lock: another claimer waits for it to end")
+    monkeypatch.setattr(registry, "heartbeat", lambda beat, every: contextlib.nullcontext())
+    monkeypatch.setenv("CASELOOM_JOB_LOST_SECONDS", "0.3")
+    job_id = new_job(runtime, "test_tick", params={"names": GROUPS})
+    PAUSE.update(inside=threading.Event(), resume=threading.Event())
+    first = concurrent.futures.ThreadPoolExecutor(1).submit(execute_job, runtime, job_id)
+    try:
+        assert PAUSE["inside"].wait(30)
+        time.sleep(0.5)  # its last sign of life is older than the 0.3 s allowed
+        looked = time.monotonic()
+        assert execute_job(runtime, job_id).state == RUNNING  # yet its row is locked: it is not taken,
+        assert resume_lost(runtime.engine, runtime.storage) == []
+        assert time.monotonic() - looked < 5  # and nobody waits for the unit to end to find that out
+    finally:
+        PAUSE["resume"].set()
+    assert (first.result(30).state, load(runtime, job_id).done) == (DONE, 5)
+    assert sorted(g["name"] for g in groups(runtime)) == GROUPS
 
 
 def test_starting_a_unique_job_twice_returns_the_active_one(runtime):
@@ -156,18 +356,23 @@ def test_a_job_that_cannot_run_fails_saying_why(runtime, queue, name, created_by
     assert groups(runtime) == []
 
 
-# -- the jobs API -----------------------------------------------------------------------------------
+# -- the jobs API and the progress fragment ---------------------------------------------------------
+
+
+def a_case(runtime: Runtime) -> str:
+    with runtime.transaction() as service:
+        return service.insert("sn_customerservice_case", {"short_description": "Jobs on me"})["sys_id"]
 
 
 def test_the_jobs_api_shows_progress(app, client, as_user):
     rt = app.extensions["caseloom"]
-    with rt.engine.begin() as conn:
-        job_id = create_job(conn, rt.storage, "test_make_groups", created_by="agent")
+    case = a_case(rt)
+    job_id = new_job(rt, target_table="sn_customerservice_case", target_sys_id=case)
     url = f"/api/caseloom/jobs/{job_id}"
     assert as_user("agent").get(url).json == {"result": {"state": "queued", "done": 0, "total": 0, "message": None}}
 
     with rt.engine.begin() as conn:
-        claim_job(conn, rt.storage, job_id)
+        claim_job(conn, rt.storage, job_id, ELSEWHERE)
         report_progress(conn, rt.storage, job_id, 40, 120, "40 of 120 children")
     assert as_user("agent").get(url).json == {
         "result": {"state": "running", "done": 40, "total": 120, "message": "40 of 120 children"}}
@@ -185,6 +390,67 @@ def test_the_jobs_api_needs_a_user_and_says_404_for_an_unknown_job(client, as_us
     assert missing.json["status"] == "failure" and "no job with id" in missing.json["error"]["detail"]
     assert client.get("/api/caseloom/jobs/" + "0" * 32).status_code == 401
     assert client.get("/api/caseloom/jobs/x", headers=basic("agent", "wrong")).status_code == 401
+
+
+ROLES = ["agent", "mim", "author", "admin", "norole"]
+# who sees which job: a case's job (read access to cases), jobs without a target record
+# (admins and who started them), and a job whose case was deleted (admins only: they see every job)
+SEES = {
+    "a case's job": ("case", "mim", {"agent", "mim", "admin"}),
+    "e-mail delivery, started by the system": (None, "system", {"admin"}),
+    "a job without a target, started by the author": (None, "author", {"author", "admin"}),
+    "a job without a target, started by the user with no roles": (None, "norole", {"norole", "admin"}),
+    "the job of a deleted case": ("deleted", "mim", {"admin"}),
+}
+
+
+@pytest.fixture
+def jobs_to_see(app) -> dict[str, str]:
+    """One job for each case of SEES (its key -> job id); the user 'norole' (no roles at all) exists."""
+    rt = app.extensions["caseloom"]
+    with rt.transaction() as service:
+        add_user(service, "norole", "norole", [])
+    made = {}
+    for key, (target, created_by, _) in SEES.items():
+        values = {}
+        if target:
+            case = a_case(rt)
+            values = {"target_table": "sn_customerservice_case", "target_sys_id": case}
+            if target == "deleted":
+                with rt.transaction() as service:
+                    service.delete("sn_customerservice_case", case)
+        with rt.engine.begin() as conn:
+            made[key] = create_job(conn, rt.storage, "action:create_child_cases", created_by=created_by, **values)
+    return made
+
+
+def sign_in(client, user: str) -> None:
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page) or re.search(r'name="csrf-token" content="([^"]+)"', page)
+    answer = client.post("/login", data={"user_name": user, "user_password": user, "csrf_token": token.group(1)})
+    assert answer.status_code == 302, answer.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("user", ROLES)
+def test_only_who_may_read_a_jobs_record_sees_the_job(client, jobs_to_see, user):
+    """The jobs API and the progress fragment answer alike: 200 to who may see the job, else 403."""
+    for key, job_id in jobs_to_see.items():
+        sees = user in SEES[key][2]
+        r = client.get(f"/api/caseloom/jobs/{job_id}", headers=basic(user, user))
+        if sees:
+            assert r.status_code == 200 and r.json["result"]["state"] == "queued", key
+        else:
+            assert r.status_code == 403, (key, r.json)
+            assert r.json["status"] == "failure" and r.json["error"]["message"] == "User Not Authorized"
+            assert f"user {user!r} may not see job {job_id}" in r.json["error"]["detail"]
+            assert "queued" not in r.get_data(as_text=True)
+    sign_in(client, user)
+    for key, job_id in jobs_to_see.items():
+        sees = user in SEES[key][2]
+        r = client.get(f"/ui/job/{job_id}")
+        assert r.status_code == (200 if sees else 403), key
+        assert ("queued" in r.get_data(as_text=True)) == sees, key
+    assert client.get(f"/ui/job/{'0' * 32}").status_code == 404
 
 
 # -- `caseloom worker` ----------------------------------------------------------------------------

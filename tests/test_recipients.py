@@ -125,9 +125,13 @@ def major_with_list(as_user):
     manager = as_user("manager")
     list_id = new_list(as_user("author"), conditions="active=true")
     refresh(as_user("author"), list_id)
-    major = manager.post(CASES, json={"short_description": "Storage outage", "major_case_state": "accepted",
-                                      "proactive": "true", "state": "10", "priority": "1",
-                                      "recipient_list": list_id}).json["result"]
+    # a candidate created directly, accepted: it becomes the major case (read-only major_case_state moves by actions)
+    major = manager.post(CASES, json={"short_description": "Storage outage", "major_case_state": "proposed",
+                                      "priority": "1"}).json["result"]
+    for action in ("accept_major_case", "open_case"):
+        assert manager.post(f"/api/caseloom/actions/sn_customerservice_case/{major['sys_id']}/{action}",
+                            json={}).status_code == 200
+    assert manager.patch(f"{CASES}/{major['sys_id']}", json={"recipient_list": list_id}).status_code == 200
     return major["sys_id"], list_id
 
 
@@ -178,7 +182,7 @@ def test_a_killed_worker_resumes_and_every_member_ends_with_exactly_one_child(co
                                  {"name": "ZZ", "type": "accounts", "conditions": "country=ZZ"})["sys_id"]
     from caseloom.memberlists import lists_for
 
-    with runtime.transaction() as service:
+    with runtime.transaction() as service, service.by_definitions():  # an accepted major case, as accepting makes it
         lists_for(service, "sn_publications_recipients_list").refresh(list_id)
         major = service.insert("sn_customerservice_case", {"short_description": "Big one", "state": 10,
                                                             "major_case_state": "accepted", "recipient_list": list_id})
@@ -246,7 +250,7 @@ def test_a_hundred_thousand_accounts_become_a_hundred_thousand_children(runtime)
         service.insert_many("customer_account", ({"name": f"Customer {i}", "country": "QQ"} for i in range(100_000)))
         list_id = service.insert("sn_publications_recipients_list",
                                  {"name": "Everyone in QQ", "type": "accounts", "conditions": "country=QQ"})["sys_id"]
-    with runtime.transaction() as service:
+    with runtime.transaction() as service, service.by_definitions():  # an accepted major case, as accepting makes it
         assert lists_for(service, "sn_publications_recipients_list").refresh(list_id).added == 100_000
         major = service.insert("sn_customerservice_case", {"short_description": "Region down", "state": 10,
                                                             "major_case_state": "accepted", "recipient_list": list_id})

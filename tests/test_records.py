@@ -79,8 +79,19 @@ def test_insert_applies_defaults_and_sets_sys_fields(runtime, definitions):
     assert stored["sys_mod_count"] == 0
 
 
-def test_sys_fields_in_the_input_are_ignored(runtime):
-    case = new_case(runtime, sys_created_by="mallory", sys_mod_count=42, sys_created_on="2001-01-01 00:00:00")
+@pytest.mark.parametrize("values", [{"sys_created_by": "mallory"}, {"sys_mod_count": 42},
+                                    {"sys_created_on": "2001-01-01 00:00:00"}, {"sys_class_name": "task"}])
+def test_sys_fields_in_the_input_are_refused(runtime, values):
+    """The platform sets them: a client's value is refused naming the field (issue 11: read-only fields)."""
+    with pytest.raises(RecordError) as caught:
+        new_case(runtime, **values)
+    assert caught.value.field == next(iter(values)) and "read-only" in caught.value.message
+
+
+def test_sys_fields_written_by_definitions_are_still_the_platforms(runtime):
+    with runtime.transaction() as service, service.by_definitions():
+        case = service.insert(CASE, {"short_description": "x", "sys_created_by": "mallory", "sys_mod_count": 42,
+                                     "sys_created_on": "2001-01-01 00:00:00"})
     assert case["sys_created_by"] == "system" and case["sys_mod_count"] == 0
     assert case["sys_created_on"].year != 2001
 

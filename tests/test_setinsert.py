@@ -35,8 +35,9 @@ def make_children(runtime, tag: str) -> tuple[str, list[dict], list[dict], list[
             "name": f"{tag} list", "type": "accounts", "conditions": f"country={'XQ' if tag == 'a' else 'XR'}"})["sys_id"]
         report = lists_for(service, "sn_publications_recipients_list").refresh(list_id)
         assert (report.identified, report.added) == (30, 30)
-        major = service.insert(CASE, {"short_description": "Storage <outage> & 'quotes'", "state": 10, "priority": 1,
-                                      "major_case_state": "accepted", "recipient_list": list_id})
+        with service.by_definitions():  # an accepted major case, as accepting makes it
+            major = service.insert(CASE, {"short_description": "Storage <outage> & 'quotes'", "state": 10, "priority": 1,
+                                          "major_case_state": "accepted", "recipient_list": list_id})
         outcome = run_action(service, CASE, major["sys_id"], "create_child_cases", {"comments": "We are on it.\nMore soon."})
     job = execute_job(runtime, outcome.job)
     assert (job.state, job.done) == ("done", 30)
@@ -125,8 +126,9 @@ def run_children(config, definitions_copy) -> tuple[object, list[dict], list[dic
             list_id = service.insert("sn_publications_recipients_list", {
                 "name": "r list", "type": "accounts", "conditions": "country=XS"})["sys_id"]
             lists_for(service, "sn_publications_recipients_list").refresh(list_id)
-            major = service.insert(CASE, {"short_description": "Refused", "state": 10,
-                                          "major_case_state": "accepted", "recipient_list": list_id})
+            with service.by_definitions():  # an accepted major case, as accepting makes it
+                major = service.insert(CASE, {"short_description": "Refused", "state": 10,
+                                              "major_case_state": "accepted", "recipient_list": list_id})
             outcome = run_action(service, CASE, major["sys_id"], "create_child_cases", {"comments": "hello"})
         job = execute_job(runtime, outcome.job)
         with runtime.transaction(SYSTEM) as service:

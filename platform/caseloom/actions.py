@@ -61,13 +61,13 @@ def run_action(service: RecordService, table: str, sys_id: str, name: str, input
             values[action.field] = action.to_state
         previous = dict(record)
         if values:
-            with service.transitions_by_action():
+            with service.by_definitions():
                 record = service.update(record_tdef.name, sys_id, values)
         declared = {i.name: None for i in action.inputs}  # an omitted optional input is empty, not undefined
         ctx = EffectContext(service, record_tdef, dict(record), previous, inputs={**declared, **free, **values},
                             journal={k: v for k, v in values.items() if _is_journal(record_tdef, k)},
                             properties=props.get, notify=Automation(service.defs).notifier(service))
-        with service.transitions_by_action():
+        with service.by_definitions():
             run_effects(ctx, action.effects)
         ctx.reload()
         return ActionOutcome(ctx.record, ctx.messages, ctx.result)
@@ -120,12 +120,16 @@ def _read_inputs(action: ActionDef, given: dict) -> tuple[dict[str, Any], dict[s
 def _start_in_background(service: RecordService, tdef: TableDef, record: dict, action: ActionDef,
                          inputs: dict) -> ActionOutcome:
     """Checked now (roles, state, inputs); done by a job. The caller enqueues the job after commit.
-    A second start while one is queued or running for the record returns that one."""
-    from .jobs.progress import active_job, create_job
+    A second start while one is queued or running for the record returns that one; if the worker
+    running it is lost, that job is put back in the queue (resumed, with the inputs it started with)."""
+    from .jobs.progress import active_job, create_job, release_job
 
     running = active_job(service.conn, service.storage, f"action:{action.name}", tdef.name, record["sys_id"])
     if running is not None:
-        return ActionOutcome(record, [f"{action.label} is already running"], {}, running.id)
+        why = release_job(service.conn, service.storage, running)
+        said = (f"{action.label} resumed, with the inputs it was started with: {why}" if why
+                else f"{action.label} is already {running.state}")
+        return ActionOutcome(record, [said], {}, running.id)
     job_id = create_job(service.conn, service.storage, f"action:{action.name}", created_by=service.actor.user_name,
                         target_table=tdef.name, target_sys_id=record["sys_id"],
                         params={"table": tdef.name, "sys_id": record["sys_id"], "action": action.name,
@@ -136,7 +140,9 @@ def _start_in_background(service: RecordService, tdef: TableDef, record: dict, a
 def run_in_job(run) -> str:
     """A background action's effects, run by its job: the batches an effect reports commit with the
     job's progress at most every CASELOOM_JOB_COMMIT_SECONDS (1 s), so a crash loses at most that
-    much work and a re-run resumes (effects pick their work by the state of the data)."""
+    much work and a re-run resumes (effects pick their work by the state of the data). Each unit
+    begins and ends holding the job (`run.hold`, guarded progress): a run that lost it to another
+    worker rolls back its unit and stops, so no batch is ever committed by two runs."""
     from .database import WRITE_LOCK, job_cache
 
     params = run.params
@@ -146,6 +152,7 @@ def run_in_job(run) -> str:
         transaction = conn.begin()
         service = runtime.records(conn, run.actor)
         try:
+            run.hold(conn)
             action = service.defs.action(params["table"], params["action"])
             record = service.get(params["table"], params["sys_id"])
             if action is None or record is None:
@@ -164,14 +171,16 @@ def run_in_job(run) -> str:
                 transaction.commit()
                 runtime.committed(service)
                 transaction = conn.begin()
+                run.hold(conn)
                 last_commit = time.monotonic()
                 return service
 
             ctx = EffectContext(service, tdef, dict(record), dict(record), inputs={**declared, **params["inputs"]},
                                 properties=props.get, notify=Automation(service.defs).notifier(service),
                                 progress=progress)
-            with service.transitions_by_action():
+            with service.by_definitions():
                 run_effects(ctx, action.effects)
+            run.hold(conn)
             transaction.commit()
             runtime.committed(service)
         except BaseException:

@@ -17,7 +17,7 @@ from .properties import Properties
 from .query import Query, Term
 from .query.conditions import fields_of
 from .query.evaluate import evaluate
-from .records import Conflict, RecordError, RecordService
+from .records import AccessDenied, Conflict, RecordError, RecordService
 from .templates import TemplateProblem, render
 
 
@@ -211,12 +211,13 @@ class Automation:
         old_state = lifecycle.state((previous or {}).get(lifecycle.field)) if previous else None
         new_state = lifecycle.state(merged.get(lifecycle.field))
         field = lifecycle.field
-        if previous is not None and field in pending and str(pending[field]) != str(previous.get(field)):
-            if service.enforce_transitions and not self._transition_allowed(service, tdef, previous, pending[field]):
-                label = old_state.label if old_state else previous.get(field)
-                target = new_state.label if new_state else pending[field]
-                raise Conflict(f"a {tdef.label.lower()} in state {label} cannot move to {target}")
-        if old_state is not None and service.enforce_transitions:
+        if not service.trusted and field in pending:
+            # a new record starts in the field's default state, so a client creating one in another state
+            # makes the transition from there
+            before = previous if previous is not None else {field: tdef.field(field).default}
+            if before[field] is not None and str(pending[field]) != str(before[field]):
+                self._check_direct_transition(service, tdef, lifecycle, before, pending, merged)
+        if old_state is not None and not service.trusted:
             for name in old_state.read_only:
                 if name in pending and str(pending[name] or "") != str(previous.get(name) or ""):
                     raise RecordError(name, f"is read-only while the {tdef.label.lower()} is {old_state.label}")
@@ -225,12 +226,44 @@ class Automation:
                 if merged.get(name) in (None, "") and not pending.get(name):
                     raise RecordError(name, f"is mandatory when the {tdef.label.lower()} is {new_state.label}")
 
-    def _transition_allowed(self, service: RecordService, tdef: TableDef, record: dict, target: Any) -> bool:
-        for action in self.defs.actions_for(tdef.name):
-            if action.field and str(action.to_state) == str(target) and action_allows(service.actor, action) \
-                    and (action.from_states is None or str(record.get(action.field)) in map(str, action.from_states)):
-                return True
-        return False
+    def _check_direct_transition(self, service: RecordService, tdef: TableDef, lifecycle, previous: dict,
+                                 pending: dict, merged: dict) -> None:
+        """A client changing the lifecycle field directly (a form, PATCH) does what one of the lifecycle's
+        transitions does, so it must pass that transition's checks as the action would: the state it
+        starts from (409), its roles (403), its condition (409) and its mandatory inputs (400 naming the
+        first missing one). Journal inputs need an entry in this write; field inputs a value after it."""
+        field = lifecycle.field
+        old = lifecycle.state(previous.get(field))
+        new = lifecycle.state(pending[field])
+        moving = (f"a {tdef.label.lower()} in state {old.label if old else previous.get(field)} "
+                  f"cannot move to {new.label if new else pending[field]}")
+        candidates = [a for a in self.defs.actions_for(tdef.name)
+                      if a.field == field and str(a.to_state) == str(pending[field])
+                      and (a.from_states is None or str(previous.get(field)) in map(str, a.from_states))]
+        if not candidates:
+            raise Conflict(moving)
+        permitted = [a for a in candidates if action_allows(service.actor, a)]
+        if not permitted:
+            roles = sorted({r for a in candidates for r in a.roles})
+            raise AccessDenied(f"user {service.actor.user_name!r} may not {candidates[0].label.lower()} this "
+                               f"{tdef.label.lower()} (needs one of the roles {', '.join(roles)})")
+        props = self._properties(service)
+        possible = [a for a in permitted if a.condition is None
+                    or evaluate(a.condition, merged, properties=props.get, resolve=self._resolver(service, tdef, merged))]
+        if not possible:
+            raise Conflict(permitted[0].refusal or moving)
+        shortest = None
+        for action in possible:
+            missing = [i for i in action.inputs if i.mandatory and not _input_given(tdef, i, pending, merged)]
+            if not missing:
+                return
+            if shortest is None or len(missing) < len(shortest[1]):
+                shortest = (action, missing)
+        action, missing = shortest
+        names = ", ".join(i.name for i in missing)
+        raise RecordError(missing[0].name, f"is needed to {action.label.lower()}: changing {field} to "
+                                           f"{new.label if new else pending[field]} is the {action.label} transition, "
+                                           f"which needs {names} (or use the {action.name} action)")
 
     # -- notifications ---------------------------------------------------------------------------
 
@@ -302,6 +335,18 @@ class Automation:
             return service.lookups[key]
 
         return resolve
+
+
+def _input_given(tdef: TableDef, spec, pending: dict, merged: dict) -> bool:
+    """Whether a direct write supplies a transition's input: a new entry for a journal field, a value
+    after the write for another field. A free input (a reason that only the action's effects use)
+    cannot be given this way."""
+    if not spec.field:
+        return False
+    field = tdef.field(spec.name)
+    if field is not None and field.type == "journal":
+        return bool(pending.get(spec.name))
+    return merged.get(spec.name) not in (None, "")
 
 
 def _reads(condition) -> set[str]:
@@ -416,4 +461,4 @@ def _insert_emails(service: RecordService, selection, where: sa.ColumnElement, r
 
 def action_allows(actor, action) -> bool:
     """Whether the actor's roles allow an action (no roles declared: anyone who may write)."""
-    return not action.roles or actor.is_admin or bool(actor.roles.intersection(action.roles))
+    return not action.roles or any(actor.has_role(role) for role in action.roles)

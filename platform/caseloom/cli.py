@@ -72,8 +72,12 @@ def serve(host: str, port: int) -> None:
     app = create_app(config)
     consumer = None
     if is_embedded(config.queue):
-        consumer = queue(app).consumer(workers=2, embedded=True)
-        consumer.start()
+        try:
+            consumer = queue(app).consumer(workers=2, embedded=True)
+        except ValueError as exc:  # a setting the job queue cannot use
+            click.echo(f"caseloom serve: {exc}", err=True)
+            sys.exit(1)
+        consumer.start()  # its reaper resumes at once the jobs this server was running when it last stopped
         click.echo(f"background jobs: run in this process, from {config.queue}")
     else:
         click.echo(f"background jobs: queued on {config.queue}; run `caseloom worker` to process them")
@@ -116,7 +120,7 @@ def user() -> None:
 @click.option("--role", "roles", multiple=True, required=True, help="A role; repeat for several.")
 def user_add(name: str, password: str, roles: tuple[str, ...]) -> None:
     """Add a user or update an existing one (password and roles)."""
-    from .records import RecordError
+    from .records import Conflict, RecordError
     from .runtime import Runtime
     from .users import add_user
 
@@ -125,7 +129,7 @@ def user_add(name: str, password: str, roles: tuple[str, ...]) -> None:
     try:
         with runtime.transaction() as service:
             add_user(service, name, password, list(roles))
-    except RecordError as exc:
+    except (RecordError, Conflict) as exc:
         click.echo(f"caseloom user add: {exc}", err=True)
         sys.exit(1)
     except Exception as exc:

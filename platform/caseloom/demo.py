@@ -46,7 +46,7 @@ def load_demo(service: RecordService, accounts: int = 200) -> dict[str, int]:
     counts = {g.name: generator_count(g, accounts) for g in demo.generators}
     written: dict[str, int] = {}
     stamp = now()
-    with service.deferred_references():
+    with service.deferred_references(), service.by_definitions():  # declared data: any field, any state
         for gen in demo.generators:
             written[gen.name] = service.insert_many(gen.table, generated_rows(gen, counts, user_ids, stamp))
     meta = service.storage.internal("sys_meta")

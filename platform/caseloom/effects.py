@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .access import AccessDenied
 from .definitions.model import TableDef
 from .definitions.tables import resolve_path
 from .fieldtypes import FieldValueError
@@ -18,6 +19,7 @@ from .query import Term
 from .query.conditions import All, QueryError, from_data
 from .query.evaluate import evaluate
 from .records import RecordError, RecordService
+from .scriptbudget import BudgetExhausted
 from .setwrite import update_where
 from .templates import TemplateProblem, render_value
 
@@ -316,15 +318,18 @@ def _branch(ctx: EffectContext, args: dict) -> None:
 
 
 def run_effects(ctx: EffectContext, effects) -> None:
-    """Run effects in order; a failure names the effect and rolls back with the caller's savepoint."""
-    for item in effects:
-        spec = EFFECTS[item.kind]
-        try:
-            spec.run(ctx, item.args)
-        except (RecordError, EffectFailed):
-            raise
-        except Exception as exc:  # an effect that breaks must not leave half a change behind
-            raise EffectFailed(f"effect {item.kind} failed: {exc}") from exc
+    """Run effects in order; a failure names the effect and rolls back with the caller's savepoint.
+    Effects are declared in the definitions, so their writes may set read-only fields and move a
+    lifecycle field (`RecordService.by_definitions`)."""
+    with ctx.service.by_definitions():
+        for item in effects:
+            spec = EFFECTS[item.kind]
+            try:
+                spec.run(ctx, item.args)
+            except (RecordError, EffectFailed, AccessDenied, BudgetExhausted):  # they name what to fix: 400, 403, 429
+                raise
+            except Exception as exc:  # an effect that breaks must not leave half a change behind
+                raise EffectFailed(f"effect {item.kind} failed: {exc}") from exc
 
 
 from . import list_effects  # noqa: E402,F401  (more primitives, registered like the ones above)

@@ -28,7 +28,8 @@ class FieldType:
     column: Callable[[Any], sa.types.TypeEngine] | None  # None: not stored in the row
     parse: Callable[[Any, Any], Any]
     render: Callable[[Any], str] = lambda v: "" if v is None else str(v)
-    prepare: Callable[[Any], Any] = lambda v: v  # parsed value -> stored value
+    prepare: Callable[[Any], Any] = lambda v: v  # parsed value -> stored value (hashed: see `hashed`)
+    hashed: bool = False  # a secret: stored as `prepare` makes it (a hash), never rendered
     input: str = "text"  # the HTML input the UI uses
     searchable: bool = False  # included in quick search (LIKE)
 
@@ -48,6 +49,9 @@ def _empty(value: Any) -> bool:
 # Column sizes of the text types when a field declares no max_length; input longer than the
 # column is refused here, so PostgreSQL never truncates-with-an-error and SQLite never overfills.
 STRING_LENGTH, EMAIL_LENGTH, URL_LENGTH = 255, 100, 1024
+# Text and journal values have no column size; this keeps one value from filling the database or a
+# page (a field may declare its own max_length instead). Passwords are hashed: the hash's cost grows with them.
+TEXT_LENGTH, PASSWORD_LENGTH = 65_536, 128
 INTEGER_MIN, INTEGER_MAX = -(2**31), 2**31 - 1  # sa.Integer: a 4-byte integer column
 DECIMAL_PRECISION, DECIMAL_SCALE = 20, 6
 
@@ -57,7 +61,7 @@ def _parse_string(field: Any, value: Any, default_limit: int | None = None) -> A
         limit = field.max_length or default_limit  # fast path: the common case of plain, trimmed text
         if limit and len(value) > limit:
             raise FieldValueError(f"is {len(value)} characters long; the maximum is {limit}")
-        return value
+        return value if value.isascii() and "\x00" not in value else valid_text(value)
     if _empty(value):
         return None
     if isinstance(value, (dict, list)):
@@ -66,6 +70,18 @@ def _parse_string(field: Any, value: Any, default_limit: int | None = None) -> A
     limit = getattr(field, "max_length", None) or default_limit
     if limit and len(text) > limit:
         raise FieldValueError(f"is {len(text)} characters long; the maximum is {limit}")
+    return valid_text(text)
+
+
+def valid_text(text: str) -> str:
+    """Text that can be stored: a lone surrogate (JSON's "\\ud800") or a NUL character is refused."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise FieldValueError(f"contains {text[exc.start]!r} at character {exc.start + 1}, which is not valid "
+                              "Unicode text (a lone surrogate)") from None
+    if "\x00" in text:
+        raise FieldValueError(f"contains a NUL character at character {text.index(chr(0)) + 1}")
     return text
 
 
@@ -161,7 +177,10 @@ def _parse_datetime(field: Any, value: Any) -> Any:
         except ValueError:
             raise FieldValueError(f"expected a date and time YYYY-MM-DD HH:MM:SS, got {value!r}") from None
     if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+        try:
+            parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+        except OverflowError:
+            raise FieldValueError(f"{value!r} is out of range once moved to UTC (years 1 to 9999)") from None
     return parsed.replace(microsecond=0)
 
 
@@ -237,7 +256,10 @@ def _parse_journal(field: Any, value: Any) -> Any:
         return None
     if not isinstance(value, str):
         raise FieldValueError("expected text")
-    return value
+    limit = field.max_length or TEXT_LENGTH
+    if len(value) > limit:
+        raise FieldValueError(f"is {len(value)} characters long; the maximum is {limit}")
+    return valid_text(value)
 
 
 def _string_column(field: Any) -> sa.types.TypeEngine:
@@ -245,7 +267,8 @@ def _string_column(field: Any) -> sa.types.TypeEngine:
 
 
 register(FieldType("string", _string_column, lambda f, v: _parse_string(f, v, STRING_LENGTH), searchable=True))
-register(FieldType("text", lambda f: sa.Text(), _parse_string, input="textarea", searchable=True))
+register(FieldType("text", lambda f: sa.Text(), lambda f, v: _parse_string(f, v, TEXT_LENGTH), input="textarea",
+                   searchable=True))
 register(FieldType("integer", lambda f: sa.Integer(), _parse_integer, input="number"))
 register(FieldType("decimal", lambda f: sa.Numeric(DECIMAL_PRECISION, DECIMAL_SCALE), _parse_decimal, _render_decimal,
                    input="decimal"))
@@ -258,5 +281,5 @@ register(FieldType("journal", None, _parse_journal, input="journal"))
 register(FieldType("email", lambda f: sa.String(f.max_length or EMAIL_LENGTH), _parse_email, input="email", searchable=True))
 register(FieldType("url", lambda f: sa.String(f.max_length or URL_LENGTH), _parse_url, input="url"))
 # A secret: stored hashed by the record service, never rendered by any API or page.
-register(FieldType("password", lambda f: sa.String(255), _parse_string, lambda v: "",
-                   prepare=generate_password_hash, input="password"))
+register(FieldType("password", lambda f: sa.String(255), lambda f, v: _parse_string(f, v, PASSWORD_LENGTH),
+                   lambda v: "", prepare=generate_password_hash, input="password", hashed=True))

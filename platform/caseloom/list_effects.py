@@ -31,7 +31,7 @@ def _refresh_members(ctx: EffectContext, args: Any) -> None:
     report = lists_for(ctx.service, ctx.table.name).refresh(ctx.record["sys_id"])
     ctx.result.update(report.as_dict())
     ctx.messages.append(f"{report.identified} identified, {report.added} added, {report.removed} removed, "
-                        f"{len(report.rejected)} rejected")
+                        f"{report.rejected_total} rejected")
 
 
 def _check_children_from_list(tables, table, args) -> list[str]:

@@ -11,17 +11,24 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TextIO
 
 import sqlalchemy as sa
 
+from .access import SYSTEM, Actor
 from .definitions.model import MemberListDef, MemberType
 from .query import Query, QueryError, Selection, Term, parse_encoded
-from .records import NotFound, RecordError, RecordService
+from .records import Conflict, NotFound, RecordError, RecordService
+from .users import actor_for
 
 BATCH = 2000
 SAMPLE = 10
+IMPORT_SLICE = 5000  # CSV rows read, looked up and added at a time
+MAX_IMPORT_ROWS = 1_000_000
+REJECTED_SHOWN = 1000  # rejected rows reported one by one; the rest are counted
 
 
 @dataclass
@@ -31,12 +38,19 @@ class BuildReport:
     identified: int = 0
     added: int = 0
     removed: int = 0
-    rejected: list[dict] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)  # the first REJECTED_SHOWN, with rows and reasons
+    rejected_total: int = 0
     log: list[str] = field(default_factory=list)
+
+    def reject(self, item: dict) -> None:
+        self.rejected_total += 1
+        if len(self.rejected) < REJECTED_SHOWN:
+            self.rejected.append(item)
 
     def as_dict(self) -> dict:
         return {"identified": self.identified, "added": self.added, "removed": self.removed,
-                "rejected": self.rejected, **({"log": self.log} if self.log else {})}
+                "rejected": self.rejected, "rejected_total": max(self.rejected_total, len(self.rejected)),
+                **({"log": self.log} if self.log else {})}
 
 
 class MemberLists:
@@ -81,7 +95,9 @@ class MemberLists:
                                          .where(members.c[mtype.list_field] == sys_id)).scalar_one()
 
     def preview(self, sys_id: str) -> dict:
-        """How many records the list's condition or script identifies now, and a sample; nothing is written."""
+        """How many records the list's condition or script identifies now, and a sample; nothing is written.
+        Only for users who may change the list: a preview runs its script (and spends their CPU budget)."""
+        self.service.table(self.mdef.table, "write")
         record = self.record(sys_id)
         mtype = self.mtype(record)
         target = self.service.defs.tables[mtype.table]
@@ -90,7 +106,7 @@ class MemberLists:
             sample_ids = ids[:SAMPLE]
             sample = self.service.query(mtype.table, Query(Term("sys_id", "in", sample_ids)), self._sample_columns(target))
             return {"source": "script", "count": len(ids), "sample": sample, "log": report.log,
-                    "rejected": len(report.rejected), "members": self.count_members(sys_id, mtype)}
+                    "rejected": report.rejected_total, "members": self.count_members(sys_id, mtype)}
         query = self.condition(record)
         if query is None:
             return {"source": "import", "count": 0, "sample": [], "members": self.count_members(sys_id, mtype)}
@@ -109,6 +125,7 @@ class MemberLists:
         """Re-evaluate the dynamic members (condition or script); manual and imported ones stay."""
         record = self.record(sys_id)
         mtype = self.mtype(record)
+        self.service.table(mtype.table, "read")  # the condition reads the type's table as the user
         if self._uses_script(record):
             ids, report = self._script_ids(record, mtype)
             self._replace_dynamic(sys_id, mtype, report, ids=ids)
@@ -129,7 +146,7 @@ class MemberLists:
         storage, conn = self.service.storage, self.service.conn
         members = storage.physical(mtype.members)
         dynamic = self.mdef.dynamic_field
-        selection = Selection(storage, mtype.table)
+        selection = Selection(storage, mtype.table, readable=self.service.readable)  # the condition's dot-walks too
         if ids is None:
             wanted = selection.select(selection.base.c.sys_id, where=where)
         else:
@@ -178,14 +195,11 @@ class MemberLists:
 
     def _script_ids(self, record: dict, mtype: MemberType) -> tuple[list[str], BuildReport]:
         """Run the list's script in the sandbox; keep the sys_ids that are records of the type's table."""
-        from .properties import Properties
-        from .sandbox import require_scripts_enabled, run_script, script_source, service_data
+        from .sandbox import script_source
 
-        require_scripts_enabled(Properties(self.service.defs, self.service.storage, self.service.conn))
         source, filename = script_source(self.service, record.get(self.mdef.script_field) or "",
                                          f"{self.mdef.table}:{record['sys_id']}")
-        data = service_data(self.service)
-        outcome = run_script(source, filename, data, params={"list": record.get("name") or record["sys_id"]})
+        outcome = self.run_script(record, source, filename, self.script_author(record))
         raw = outcome.result
         if isinstance(raw, dict) and mtype.result_key in raw:
             candidates = [str(i) for i in raw[mtype.result_key]]
@@ -198,8 +212,47 @@ class MemberLists:
             if candidate in found:
                 ids.append(candidate)
             else:
-                report.rejected.append({"row": i + 1, "sys_id": candidate, "reason": f"not a {mtype.table} record"})
+                report.reject({"row": i + 1, "sys_id": candidate, "reason": f"not a {mtype.table} record"})
         return ids, report
+
+    def run_script(self, record: dict, source: str, filename: str, author: Actor):
+        """Run a script for a list in the sandbox, for the service's user: scripts must be on (the kill
+        switch), the user's CPU budget must not be spent (its use is charged), and the script reads
+        with the access of its author, never more than the user running it (no confused deputy: a
+        manager's Refresh does not lend the manager's rights to an author's script)."""
+        from .properties import Properties
+        from .records import RecordService
+        from .sandbox import require_scripts_enabled, run_script, service_data
+
+        service = self.service
+        require_scripts_enabled(Properties(service.defs, service.storage, service.conn))
+        meter = service.script_meter
+        if meter is not None:
+            meter.require(service.conn, service.storage)
+        reader = RecordService(service.storage, service.conn, service.actor.within(author), service.check_access,
+                               service.automation)
+        return run_script(source, filename, service_data(reader), params={"list": record.get("name") or record["sys_id"]},
+                          on_cpu=meter.add if meter is not None else None)
+
+    def script_author(self, record: dict) -> Actor:
+        """Who wrote the list's script: the user who last changed its text, as the audit trail has it,
+        else who created the list; with their roles as they are now. A script
+        whose author is gone or inactive does not run until someone saves it again."""
+        storage, conn = self.service.storage, self.service.conn
+        audit = storage.physical("sys_audit")
+        name = conn.execute(sa.select(audit.c.user).where(
+            audit.c.documentkey == record["sys_id"], audit.c.tablename.in_(self.service.defs.lineage(self.mdef.table)),
+            audit.c.fieldname == self.mdef.script_field).order_by(audit.c.sys_created_on.desc(), audit.c.sys_id.desc())
+            .limit(1)).scalar() or record.get("sys_created_by")
+        if name in (None, SYSTEM.user_name):
+            return SYSTEM
+        users = storage.physical("sys_user")
+        sys_id = conn.execute(sa.select(users.c.sys_id).where(users.c.user_name == name)).scalar()
+        author = actor_for(storage, conn, sys_id) if sys_id else None
+        if author is None:
+            raise Conflict(f"the script's author {name!r} no longer exists or is inactive; "
+                           "save the script again to run it with your access")
+        return author
 
     # -- importing ---------------------------------------------------------------------------
 
@@ -208,20 +261,46 @@ class MemberLists:
         mtype = self.mtype(self.record(sys_id))
         return ",".join(mtype.match) + "\n"
 
-    def import_csv(self, sys_id: str, text: str) -> BuildReport:
+    def import_csv(self, sys_id: str, text: str | TextIO, max_rows: int = MAX_IMPORT_ROWS) -> BuildReport:
         """Add the records a CSV names (by sys_id, then the type's other keys); report each rejected
-        row with its line number and why. A record already in the list is never added twice."""
+        row with its line number and why (the first REJECTED_SHOWN of them; `rejected_total` counts
+        all). A record already in the list is never added twice. The file is read as a stream, in
+        slices of IMPORT_SLICE rows, so a large one is never held whole; more than `max_rows` rows
+        refuse the whole import. A file that is not UTF-8 text is refused naming where."""
         record = self.record(sys_id)
         mtype = self.mtype(record)
         report = BuildReport()
-        reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
-        columns = [c for c in (reader.fieldnames or []) if c and c.strip() in mtype.match]
-        if not columns:
-            raise RecordError("file", f"the CSV needs a column named one of: {', '.join(mtype.match)}")
-        rows = [(line, {k.strip(): (v or "").strip() for k, v in row.items() if k}) for line, row in
-                enumerate(reader, start=2)]
+        stream = io.StringIO(text) if isinstance(text, str) else text
+        try:
+            reader = csv.DictReader(_without_bom(stream))
+            if reader.fieldnames is None:
+                raise RecordError("file", "the CSV is empty: send it as the request body (Content-Type: text/csv)")
+            columns = [c for c in reader.fieldnames if c and c.strip() in mtype.match]
+            if not columns:
+                raise RecordError("file", f"the CSV needs a column named one of: {', '.join(mtype.match)}")
+            line = 1
+            while slice_ := list(itertools.islice(reader, IMPORT_SLICE)):
+                rows = [(line + i, {k.strip(): (v or "").strip() for k, v in row.items() if isinstance(k, str)})
+                        for i, row in enumerate(slice_, start=1)]
+                line += len(rows)
+                if line - 1 > max_rows:
+                    raise RecordError("file", f"the CSV has more than {max_rows:,} rows (CASELOOM_MAX_IMPORT_ROWS); "
+                                              "split it into several imports")
+                report.added += self._import_slice(sys_id, mtype, rows, report)
+        except UnicodeDecodeError as exc:
+            raise RecordError("file", f"the file is not UTF-8 text: byte 0x{exc.object[exc.start]:02x} cannot be "
+                                      "read (save it as CSV UTF-8)") from None
+        except csv.Error as exc:
+            raise RecordError("file", f"line {reader.line_num}: not a CSV row the import can read: {exc}") from None
+        return report
+
+    def _import_slice(self, sys_id: str, mtype: MemberType, rows: list[tuple[int, dict]], report: BuildReport) -> int:
+        """Look up and add one slice of an import; rejected rows go to the report."""
         lookups = self._lookup(mtype, rows)
-        have = set(self.service.conn.execute(self.member_ids(sys_id, mtype)).scalars())
+        candidates = {i for key in mtype.match for i in lookups[key].values()}
+        members = self.service.storage.physical(mtype.members)
+        have = set(self.service.conn.execute(self.member_ids(sys_id, mtype).where(
+            members.c[mtype.member_field].in_(sorted(candidates)))).scalars()) if candidates else set()
         adding: list[str] = []
         for line, row in rows:
             report.identified += 1
@@ -234,14 +313,13 @@ class MemberLists:
                     if found:
                         break
             if not found:
-                report.rejected.append({"row": line, "reason": reason})
+                report.reject({"row": line, "reason": reason})
             elif found in have:
-                report.rejected.append({"row": line, "reason": "already a member of this list"})
+                report.reject({"row": line, "reason": "already a member of this list"})
             else:
                 have.add(found)
                 adding.append(found)
-        report.added = self._add(sys_id, mtype, adding, dynamic=False)
-        return report
+        return self._add(sys_id, mtype, adding, dynamic=False)
 
     def _lookup(self, mtype: MemberType, rows: list[tuple[int, dict]]) -> dict[str, dict[str, str]]:
         """For each match key, the values the file uses mapped to sys_ids, a few queries per 500 values."""
@@ -260,6 +338,14 @@ class MemberLists:
                     stmt = stmt.where(class_filter)
                 found[key].update({str(k): i for k, i in self.service.conn.execute(stmt)})
         return found
+
+
+def _without_bom(stream: TextIO) -> Iterator[str]:
+    """The lines of a text stream, without the byte-order mark a spreadsheet may start a CSV with."""
+    first = True
+    for line in stream:
+        yield line.lstrip("\ufeff") if first else line
+        first = False
 
 
 def lists_for(service: RecordService, table: str) -> MemberLists:
@@ -289,7 +375,7 @@ def apply_declared(service: RecordService) -> list[str]:
             values[mdef.script_flag_field] = bool(declared.script)
         lists = MemberLists(service, mdef)
         try:
-            with service.conn.begin_nested():
+            with service.conn.begin_nested(), service.by_definitions():  # declared in YAML
                 if existing:
                     sys_id = existing[0]["sys_id"]
                     service.update(mdef.table, sys_id, values)
@@ -301,5 +387,5 @@ def apply_declared(service: RecordService) -> list[str]:
             lines.append(f"  {declared.name}: not built: {exc}")
             continue
         lines.append(f"  {declared.name}: {report.identified} identified, {report.added} added, "
-                     f"{report.removed} removed, {len(report.rejected)} rejected")
+                     f"{report.removed} removed, {report.rejected_total} rejected")
     return lines

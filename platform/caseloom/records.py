@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .access import SYSTEM, Actor, allowed
+from .access import SYSTEM, AccessDenied, Actor, allowed
 from .bulk import insert_rows
 from .definitions.model import SYS_FIELDS, FieldDef, TableDef
 from .fieldtypes import SYS_ID, FieldValueError
@@ -43,10 +43,6 @@ class RecordError(Exception):
 
 class NotFound(Exception):
     """No such table or record (HTTP 404)."""
-
-
-class AccessDenied(Exception):
-    """The actor's roles do not allow this (HTTP 403)."""
 
 
 class Conflict(Exception):
@@ -71,11 +67,22 @@ def new_sys_id() -> str:
 # e.g. system properties checking a value against the property's type.
 Validator = Callable[["RecordService", TableDef, dict, dict | None], None]
 VALIDATORS: dict[str, list[Validator]] = defaultdict(list)
+# Deletion guards: platform features that may refuse the deletion of a record (the last administrator).
+DeletionGuard = Callable[["RecordService", TableDef, dict], None]
+DELETE_GUARDS: dict[str, list[DeletionGuard]] = defaultdict(list)
 
 
 def validator(table: str) -> Callable[[Validator], Validator]:
     def register(fn: Validator) -> Validator:
         VALIDATORS[table].append(fn)
+        return fn
+
+    return register
+
+
+def deletion_guard(table: str) -> Callable[[DeletionGuard], DeletionGuard]:
+    def register(fn: DeletionGuard) -> DeletionGuard:
+        DELETE_GUARDS[table].append(fn)
         return fn
 
     return register
@@ -103,21 +110,26 @@ class RecordService:
         self.actor = actor
         self.check_access = check_access
         self.automation = automation  # lifecycles, rules, notifications (caseloom.automation)
-        self.enforce_transitions = True  # a direct change of a lifecycle field must be an allowed transition
+        # False: values come from a client, who may not write read-only fields and may change a lifecycle
+        # field only as one of its transitions allows; True inside `by_definitions` (actions, effects, rules)
+        self.trusted = False
+        self.script_meter: Any = None  # a caseloom.scriptbudget.ScriptMeter: the actor's script CPU budget
         self.lookups: dict = {}  # dot-walks of rule conditions in this unit of work; emptied by any update
         self.transaction = new_sys_id()  # groups the audit rows of this unit of work
         self.written: set[str] = set()  # tables this unit of work wrote: follow-ups run after commit (caseloom.jobs)
         self._deferred: dict[str, dict[str, str]] | None = None  # table -> {sys_id: field}
 
     @contextmanager
-    def transitions_by_action(self) -> Iterator[None]:
-        """Inside an action the action itself is the transition: its writes skip the check that a
-        direct change of the lifecycle field is an allowed transition."""
-        outer, self.enforce_transitions = self.enforce_transitions, False
+    def by_definitions(self) -> Iterator[None]:
+        """Writes declared in the definitions (an action and its effects, rules, demo data, declared
+        lists): they may set read-only fields, and an action is itself the transition of the lifecycle
+        field it moves. Everything else a client sends is held to both (see `_refuse_read_only` and
+        the lifecycle check in caseloom.automation)."""
+        outer, self.trusted = self.trusted, True
         try:
             yield
         finally:
-            self.enforce_transitions = outer
+            self.trusted = outer
 
     def _hooks(self, table: str, event: str):
         automation = self.automation
@@ -153,6 +165,26 @@ class RecordService:
     def can(self, table: str, operation: str) -> bool:
         return not self.check_access or allowed(self.defs, self.actor, table, operation)
 
+    @property
+    def readable(self) -> Callable[[str], bool] | None:
+        """The read check every dot-walk of this actor's queries passes (None: no checks)."""
+        if not self.check_access or self.actor.is_admin:
+            return None
+        return lambda table: allowed(self.defs, self.actor, table, "read")
+
+    def can_read_path(self, table: str, path: str) -> bool:
+        """Whether each table a dot-walked path such as `account.primary_contact.email` passes through may be read."""
+        readable = self.readable
+        tdef = self.defs.tables[table]
+        for part in path.split(".")[:-1]:
+            field = tdef.field(part)
+            if field is None or field.type != "reference":
+                return False
+            tdef = self.defs.tables[field.reference]
+            if readable is not None and not readable(tdef.name):
+                return False
+        return True
+
     # -- reading ------------------------------------------------------------------------
 
     def get(self, table: str, sys_id: str, *, for_update: bool = False) -> dict | None:
@@ -169,18 +201,19 @@ class RecordService:
     def query(self, table: str, query: Query, columns: list[str] | None = None,
               limit: int | None = None, offset: int = 0) -> list[dict]:
         self.table(table, "read")
-        stmt, _ = select_rows(self.storage, table, query, columns, limit, offset)
+        stmt, _ = select_rows(self.storage, table, query, columns, limit, offset, self.readable)
         return [dict(r) for r in self.conn.execute(stmt).mappings()]
 
     def count(self, table: str, query: Query) -> int:
         self.table(table, "read")
-        return self.conn.execute(count_rows(self.storage, table, query)).scalar_one()
+        return self.conn.execute(count_rows(self.storage, table, query, self.readable)).scalar_one()
 
     def journal(self, table: str, sys_id: str, element: str | None = None) -> list[dict]:
-        """Journal entries of a record, newest first."""
+        """Journal entries of a record, newest first: those of this key written for this table, a table
+        it extends or one extending it (the same record, read through a parent), never another's."""
         self.table(table, "read")
         jt = self.storage.physical("sys_journal_field")
-        stmt = sa.select(jt).where(jt.c.element_id == sys_id)
+        stmt = sa.select(jt).where(jt.c.element_id == sys_id, jt.c.name.in_(self.defs.lineage(table)))
         if element:
             stmt = stmt.where(jt.c.element == element)
         stmt = stmt.order_by(jt.c.sys_created_on.desc(), jt.c.sys_id.desc())
@@ -220,18 +253,25 @@ class RecordService:
                       known_references: Collection[str] = ()) -> list[dict]:
         stamp = now()
         records, journals, entries_of = [], [], []
+        chosen: set[str] = set()  # sys_ids the caller gave
         hooks = self._hooks(tdef.name, "insert")
         parsed_values: dict = {}  # the rows of a batch share most values: each is parsed once
         for i, values in enumerate(rows):
             row_no = None if first_row is None else first_row + i
-            if hooks is not None:
-                values = dict(values)
-                hooks.before(self, tdef, "insert", values, None)
-            record, entries = self._prepare_insert(tdef, values, stamp, row_no, parsed_values)
+            parsed, entries = self._parse(tdef, values, row_no, allow_sys_id=True, memo=parsed_values)
+            if not self.trusted:
+                self._refuse_read_only(tdef, values, parsed, entries, None, row_no)
+            if hooks is not None:  # rules see parsed values, never what a client typed
+                pending = {**parsed, **entries}
+                hooks.before(self, tdef, "insert", pending, None)
+                parsed, entries = self._parse(tdef, pending, row_no, allow_sys_id=True, memo=parsed_values)
+            if parsed.get("sys_id"):
+                chosen.add(parsed["sys_id"])
+            record, entries = self._prepare_insert(tdef, parsed, entries, stamp, row_no)
             records.append(record)
             entries_of.append(entries)
-            journals.extend((record["sys_id"], field, text) for field, text in entries.items())
-        self._check_new_ids(tdef, records, first_row)
+            journals.extend((tdef.name, record["sys_id"], field, text) for field, text in entries.items())
+        self._check_new_ids(tdef, records, first_row, chosen)
         self._check_references(tdef, records, first_row, known_references)
         self._assign_numbers(tdef, records)
         for record in records:
@@ -239,16 +279,16 @@ class RecordService:
                 check(self, tdef, record, None)
         insert_rows(self.conn, self.storage.physical(tdef.name), records)
         self.written.add(tdef.name)
-        self._write_journal(tdef, journals, stamp)
+        self._write_journal(journals, stamp)
         if hooks is not None:
             hooks.after_insert_batch(self, tdef, records, entries_of)
         return records
 
-    def _prepare_insert(self, tdef: TableDef, values: dict, stamp: dt.datetime,
-                        row: int | None, memo: dict | None = None) -> tuple[dict, dict]:
-        parsed, entries = self._parse(tdef, values, row, allow_sys_id=True, memo=memo)
+    def _prepare_insert(self, tdef: TableDef, parsed: dict, entries: dict, stamp: dt.datetime,
+                        row: int | None) -> tuple[dict, dict]:
+        """A new record from parsed values: defaults, mandatory fields, sys fields, secrets hashed."""
         plan = _insert_plan(self.storage, tdef)
-        record = plan.defaults | parsed
+        record = plan.defaults | _prepared(self.storage, tdef, parsed)
         for name, default in plan.journal_defaults:
             entries.setdefault(name, default)
         for name in plan.mandatory:
@@ -308,7 +348,7 @@ class RecordService:
             allowed_values = ", ".join(str(v) for v, _ in field.choices)
             raise RecordError(name, f"{raw!r} is not one of the choices ({allowed_values})", row)
         else:
-            parsed[name] = field.ftype.prepare(value)
+            parsed[name] = value  # stored as is, but for secrets (see _prepared): parsing twice is harmless
 
     def _parse_sys_id(self, tdef: TableDef, raw: Any, row: int | None) -> str:
         field = tdef.field("sys_id")
@@ -317,10 +357,43 @@ class RecordService:
             raise RecordError(field.name, f"expected 32 hex characters, got {raw!r}", row)
         return text
 
-    def _check_new_ids(self, tdef: TableDef, records: list[dict], first_row: int | None) -> None:
-        """Given sys_ids must be new: one query per batch, not one per row."""
+    def _refuse_read_only(self, tdef: TableDef, values: dict, parsed: dict, entries: dict, current: dict | None,
+                          row: int | None = None) -> None:
+        """A client may not write a read-only or system field: a value that would change one is a
+        RecordError naming it. Sending a record back whole is no change (its values equal the stored
+        ones); a new record may leave such a field at its default, or give one of its `create_values`
+        (and choose its sys_id)."""
+        for name in _guarded(self.storage, tdef).intersection(values):
+            field = tdef.fields[name]
+            if field.system and current is None and name == "sys_id":
+                continue
+            if name in entries:
+                raise RecordError(name, "is read-only: it takes no new entries", row)
+            if field.system:
+                try:
+                    value = field.parse(values[name])
+                except FieldValueError:
+                    raise RecordError(name, "is read-only: the platform sets it", row) from None
+            else:
+                value = parsed.get(name)
+            if current is not None:
+                if _differs(current.get(name), value):
+                    raise RecordError(name, _read_only_reason(field), row)
+            elif value is not None and _differs(_insert_plan(self.storage, tdef).defaults.get(name), value) \
+                    and not any(not _differs(allowed, value) for allowed in field.create_values):
+                allowed = ", ".join(map(str, field.create_values))
+                raise RecordError(name, _read_only_reason(field) + (f"; a new record may take {allowed}" if allowed
+                                                                    else ""), row)
+
+    def _check_new_ids(self, tdef: TableDef, records: list[dict], first_row: int | None, chosen: set[str]) -> None:
+        """Given sys_ids must be new in the whole database, not only in this table: history, journal and
+        references find a record by its sys_id. One query per physical table and batch, not one per row;
+        generated ids (time-ordered, random) are not looked up."""
         ids = [r["sys_id"] for r in records]
         taken = self.existing_ids(tdef.root, set(ids))
+        if chosen:
+            for root in {t.root for t in self.defs.tables.values()} - {tdef.root}:
+                taken |= self.existing_ids(root, chosen)
         if len(set(ids)) != len(ids):
             taken |= {i for i in ids if ids.count(i) > 1}
         if taken:
@@ -381,11 +454,12 @@ class RecordService:
         for offset, record in enumerate(need):
             record["number"] = f"{spec.prefix}{first + offset:0{spec.digits}d}"
 
-    def _write_journal(self, tdef: TableDef, entries: list[tuple[str, str, str]], stamp: dt.datetime) -> None:
+    def _write_journal(self, entries: list[tuple[str, str, str, str]], stamp: dt.datetime) -> None:
+        """Journal entries (table, sys_id, field, text); the table is the record's own class."""
         if not entries:
             return
-        rows = [{"name": tdef.name, "element_id": sys_id, "element": element, "value": text}
-                for sys_id, element, text in entries]
+        rows = [{"name": table, "element_id": sys_id, "element": element, "value": text}
+                for table, sys_id, element, text in entries]
         self._system_insert("sys_journal_field", rows, stamp)
 
     def _system_insert(self, table: str, rows: list[dict], stamp: dt.datetime | None = None) -> None:
@@ -438,16 +512,20 @@ class RecordService:
         changes: list[Change] = []
         by_columns: dict[tuple[str, ...], list[dict]] = defaultdict(list)
         audits: list[tuple[dict, list]] = []
-        journals: list[tuple[str, str, str]] = []
+        journals: list[tuple[str, str, str, str]] = []
         after: list[tuple[TableDef, dict, dict]] = []
+        classes: dict[str, TableDef] = {}  # sys_id -> the record's own table
         for current, values in items:
-            record_tdef = self.defs.tables.get(current.get("sys_class_name"), tdef)
+            record_tdef = classes[current["sys_id"]] = self.defs.tables.get(current.get("sys_class_name"), tdef)
             parsed, entries = self._parse(record_tdef, values)
+            if not self.trusted:
+                self._refuse_read_only(record_tdef, values, parsed, entries, current)
             hooks = self._hooks(record_tdef.name, "update")
             if hooks is not None:
                 pending = {k: v for k, v in parsed.items() if _differs(current.get(k), v)} | entries
                 hooks.before(self, record_tdef, "update", pending, current)
                 parsed, entries = self._parse(record_tdef, pending)
+            parsed = _prepared(self.storage, record_tdef, parsed)
             fields = {k: (current.get(k), v) for k, v in parsed.items() if _differs(current.get(k), v)}
             if not fields and not entries:
                 changes.append(Change({}, {}))
@@ -463,12 +541,17 @@ class RecordService:
                 {**{f"v_{k}": new for k, (_, new) in fields.items()}, "k_sys_id": current["sys_id"]})
             audits.append((current, [(k, old, new) for k, (old, new) in fields.items()]
                            + [(k, None, text) for k, text in entries.items()]))
-            journals.extend((current["sys_id"], k, text) for k, text in entries.items())
+            journals.extend((record_tdef.name, current["sys_id"], k, text) for k, text in entries.items())
             sys_after = {"sys_updated_on": stamp, "sys_updated_by": self.actor.user_name,
                          "sys_mod_count": checkpoint}
             changes.append(Change(fields | {k: (current.get(k), v) for k, v in sys_after.items()}, entries))
-        self._check_references(tdef, [{k: new for k, (_, new) in c.fields.items()} | {"sys_id": cur["sys_id"]}
-                                      for c, (cur, _) in zip(changes, items, strict=True) if c.fields])
+        changed_rows: dict[str, list[dict]] = defaultdict(list)  # per class: a parent table's rows have more fields
+        for change, (cur, _) in zip(changes, items, strict=True):
+            if change.fields:
+                changed_rows[classes[cur["sys_id"]].name].append(
+                    {k: new for k, (_, new) in change.fields.items()} | {"sys_id": cur["sys_id"]})
+        for name, rows in changed_rows.items():
+            self._check_references(self.defs.tables[name], rows)
         physical = self.storage.physical(tdef.name)
         for columns, params in by_columns.items():
             stmt = sa.update(physical).where(physical.c.sys_id == sa.bindparam("k_sys_id")).values(
@@ -479,7 +562,7 @@ class RecordService:
         if by_columns:
             self.written.add(tdef.name)
         self._audit_many(audits, stamp)
-        self._write_journal(tdef, journals, stamp)
+        self._write_journal(journals, stamp)
         by_id = {cur["sys_id"]: change for change, (cur, _) in zip(changes, items, strict=True)}
         for record_tdef, current, entries in after:
             record = current | {k: new for k, (_, new) in by_id[current["sys_id"]].fields.items()}
@@ -511,41 +594,76 @@ class RecordService:
     # -- deleting -----------------------------------------------------------------------
 
     def delete(self, table: str, sys_id: str) -> None:
-        """Delete one record; references to it are cleared and the deletion is audited."""
+        """Delete one record, audited; what referred to it is cleared, deleted or keeps it from being
+        deleted, as each reference field's `on_delete` says."""
         tdef = self.table(table, "delete")
         with self.conn.begin_nested():
             current = self._load(tdef, sys_id, for_update=True)
             if current is None:
                 raise NotFound(f"no {table} record with sys_id {sys_id}")
+            self._delete_rows(tdef, [current])
+
+    def _delete_rows(self, tdef: TableDef, rows: list[dict]) -> None:
+        """Delete loaded records of one table (any of its classes): guards and before-rules per record,
+        one audit row each, one DELETE, then their references (`_cascade`), then after-rules."""
+        self.lookups.clear()
+        audits, after = [], []
+        for current in rows:
             record_tdef = self.defs.tables[current["sys_class_name"]]
-            self.lookups.clear()
+            for guard in DELETE_GUARDS.get(record_tdef.name, ()):
+                guard(self, record_tdef, current)
             hooks = self._hooks(record_tdef.name, "delete")
             if hooks is not None:
                 hooks.before(self, record_tdef, "delete", {}, current)
+                after.append((hooks, record_tdef, current))
             snapshot = {k: _audit_text(record_tdef.field(k), v) for k, v in current.items()
                         if record_tdef.field(k) is not None and record_tdef.field(k).type != "password"}
-            self._system_insert("sys_audit", self._audit_rows(
-                record_tdef, sys_id, (current["sys_mod_count"] or 0) + 1,
-                [("DELETED", json.dumps(snapshot, sort_keys=True), None)]))
-            physical = self.storage.physical(tdef.name)
-            self.conn.execute(sa.delete(physical).where(physical.c.sys_id == sys_id))
-            self.written.add(tdef.name)
-            self._clear_references(record_tdef, sys_id)
-            if hooks is not None:
-                hooks.after(self, record_tdef, "delete", current, current, {})
+            audits.extend(self._audit_rows(record_tdef, current["sys_id"], (current["sys_mod_count"] or 0) + 1,
+                                           [("DELETED", json.dumps(snapshot, sort_keys=True), None)]))
+        self._system_insert("sys_audit", audits)
+        ids = [r["sys_id"] for r in rows]
+        physical = self.storage.physical(tdef.name)
+        for start in range(0, len(ids), 500):
+            self.conn.execute(sa.delete(physical).where(physical.c.sys_id.in_(ids[start:start + 500])))
+        self.written.add(tdef.name)
+        self._cascade(tdef, ids)
+        for hooks, record_tdef, current in after:
+            hooks.after(self, record_tdef, "delete", current, current, {})
 
-    def _clear_references(self, tdef: TableDef, sys_id: str) -> None:
-        """Empty every reference to a deleted record (ServiceNow's 'clear' cascade), set-based."""
-        targets = {tdef.name, *self.defs.ancestors(tdef.name)}
-        done: set[tuple[str, str]] = set()
+    def _cascade(self, tdef: TableDef, ids: list[str]) -> None:
+        """What happens to the records that referred to deleted ones, by the reference field's
+        `on_delete`: `clear` empties the field (ServiceNow's default), `delete` deletes them too (a
+        membership or role row cannot outlive what it joins), `restrict` refuses the deletion (409)."""
+        for other, field in self._referrers(tdef):
+            physical = self.storage.physical(other.name)
+            for start in range(0, len(ids), 500):
+                pointing = physical.c[field.name].in_(ids[start:start + 500])
+                if field.on_delete == "clear":
+                    self.conn.execute(sa.update(physical).where(pointing).values({field.name: None}))
+                    continue
+                found = self.conn.execute(sa.select(physical.c.sys_id, physical.c.sys_class_name).where(pointing)).all()
+                if found and field.on_delete == "restrict":
+                    raise Conflict(f"this {tdef.label.lower()} cannot be deleted: {len(found)} {other.label} record(s) "
+                                   f"refer to it through {field.label} (on_delete: restrict); change or delete them first")
+                by_class: dict[str, list[str]] = defaultdict(list)
+                for sys_id, class_name in found:
+                    by_class[class_name].append(sys_id)
+                for class_name, class_ids in by_class.items():  # each loaded with its own class's fields
+                    for chunk in range(0, len(class_ids), BATCH):
+                        stmt, _ = select_rows(self.storage, class_name,
+                                              Query(Term("sys_id", "in", class_ids[chunk:chunk + BATCH])))
+                        self._delete_rows(self.defs.tables[class_name],
+                                          [dict(r) for r in self.conn.execute(stmt).mappings()])
+
+    def _referrers(self, tdef: TableDef) -> list[tuple[TableDef, FieldDef]]:
+        """The reference fields that may hold a record of `tdef` (one per physical column)."""
+        targets = set(self.defs.lineage(tdef.name))
+        found: dict[tuple[str, str], tuple[TableDef, FieldDef]] = {}
         for other in self.defs.tables.values():
             for field in other.stored_fields:
-                key = (other.root, field.name)
-                if field.type == "reference" and field.reference in targets and key not in done:
-                    done.add(key)
-                    physical = self.storage.physical(other.name)
-                    self.conn.execute(sa.update(physical).where(physical.c[field.name] == sys_id)
-                                      .values({field.name: None}))
+                if field.type == "reference" and field.reference in targets:
+                    found.setdefault((other.root, field.name), (other, field))
+        return list(found.values())
 
 
 @dataclass(frozen=True)
@@ -566,6 +684,32 @@ def _insert_plan(storage: Storage, tdef: TableDef) -> _InsertPlan:
             tuple(f.name for f in tdef.fields.values() if f.mandatory),
         )
     return plan
+
+
+def _guarded(storage: Storage, tdef: TableDef) -> frozenset[str]:
+    """The fields of a table a client may not change: read-only and system fields."""
+    key = ("guarded", tdef.name)
+    names = storage.cache.get(key)
+    if names is None:
+        names = storage.cache[key] = frozenset(f.name for f in tdef.fields.values() if f.read_only or f.system)
+    return names
+
+
+def _read_only_reason(field: FieldDef) -> str:
+    if field.system:
+        return "is read-only: the platform sets it"
+    return "is read-only: only the record's actions and rules change it"
+
+
+def _prepared(storage: Storage, tdef: TableDef, parsed: dict) -> dict:
+    """Parsed values as stored: secrets (password fields) hashed, everything else as it is."""
+    key = ("prepared", tdef.name)
+    names = storage.cache.get(key)
+    if names is None:
+        names = storage.cache[key] = tuple(f.name for f in tdef.stored_fields if f.ftype.hashed)
+    if not names or not any(name in parsed for name in names):
+        return parsed
+    return {k: (tdef.fields[k].ftype.prepare(v) if k in names and v is not None else v) for k, v in parsed.items()}
 
 
 def reserve_numbers(conn: sa.Connection, storage: Storage, tdef: TableDef, count: int) -> int:
@@ -609,4 +753,4 @@ def _chunks(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
 
 
 __all__ = ["AccessDenied", "Conflict", "NotFound", "QueryError", "RecordError", "RecordService", "SYS_FIELDS",
-           "now", "reserve_numbers", "validator"]
+           "deletion_guard", "now", "reserve_numbers", "validator"]

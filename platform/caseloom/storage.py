@@ -16,7 +16,8 @@ import sqlalchemy as sa
 from .definitions.model import Definitions, FieldDef, TableDef
 
 # Platform bookkeeping that is not a definition table.
-INTERNAL_TABLES = ("sys_number_counter", "sys_meta", "sys_definition_file", "sys_definition_history", "sys_job")
+INTERNAL_TABLES = ("sys_number_counter", "sys_meta", "sys_definition_file", "sys_definition_history", "sys_job",
+                   "sys_session", "sys_signin_failure", "sys_script_usage")
 
 
 def index_name(table: str, columns: tuple[str, ...], prefix: str = "ix") -> str:
@@ -156,5 +157,35 @@ class Storage:
             sa.Column("created_by", sa.String(40)),
             sa.Column("target_table", sa.String(80)),
             sa.Column("target_sys_id", sa.String(32)),
+            # the run that holds a running job, "host/pid-namespace:pid:token" (caseloom.jobs.liveness),
+            # and when it last said it was alive: a job whose run is gone is resumed by another worker
+            sa.Column("worker", sa.String(160)),
+            sa.Column("heartbeat_on", sa.DateTime),
         )
         sa.Index("ix_sys_job_target", job.c.target_table, job.c.target_sys_id)
+        sa.Index("ix_sys_job_state", job.c.state)  # the reaper's look for queued and running jobs
+        user_session = sa.Table(
+            "sys_session", self.metadata,  # signed-in browser sessions (caseloom.sessions)
+            sa.Column("token_hash", sa.String(64), primary_key=True),  # SHA-256 of the cookie's token
+            sa.Column("user_sys_id", sa.String(32), nullable=False),
+            sa.Column("created_on", sa.DateTime, nullable=False),
+            sa.Column("last_seen", sa.DateTime, nullable=False),
+            sa.Column("address", sa.String(64)),  # the client's address at sign-in
+        )
+        sa.Index("ix_sys_session_user", user_session.c.user_sys_id)
+        sa.Index("ix_sys_session_last_seen", user_session.c.last_seen)
+        signin_failure = sa.Table(
+            "sys_signin_failure", self.metadata,  # failed sign-ins per user name and address (caseloom.signin)
+            sa.Column("kind", sa.String(10), primary_key=True),  # user | address
+            sa.Column("name", sa.String(255), primary_key=True),
+            sa.Column("failures", sa.Integer, nullable=False),
+            sa.Column("window_start", sa.DateTime, nullable=False),
+            sa.Column("locked_until", sa.DateTime),
+        )
+        sa.Index("ix_sys_signin_failure_window", signin_failure.c.window_start)
+        sa.Table(
+            "sys_script_usage", self.metadata,  # CPU seconds of sandboxed scripts per user and hour (caseloom.scriptbudget)
+            sa.Column("user_name", sa.String(40), primary_key=True),
+            sa.Column("hour", sa.DateTime, primary_key=True),
+            sa.Column("cpu_seconds", sa.Float, nullable=False),
+        )

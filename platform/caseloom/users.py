@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 import threading
 from collections import OrderedDict
+from functools import cache
 
 import sqlalchemy as sa
-from werkzeug.security import check_password_hash
+from werkzeug.security import check_password_hash, generate_password_hash
 
-from .access import Actor
-from .records import RecordError, RecordService
+from . import sessions
+from .access import ADMIN, Actor
+from .definitions.model import TableDef
+from .records import Conflict, RecordError, RecordService, deletion_guard, validator
 from .storage import Storage
 
 USERS, USER_ROLES = "sys_user", "sys_user_has_role"
@@ -38,11 +42,12 @@ def add_user(service: RecordService, user_name: str, password: str | None, roles
 def set_roles(service: RecordService, user_sys_id: str, roles: list[str]) -> None:
     table = service.storage.physical(USER_ROLES)
     rows = service.conn.execute(sa.select(table.c.sys_id, table.c.role).where(table.c.user == user_sys_id)).all()
+    have = {role for _, role in rows}
+    # new roles first, then old ones go: a user moving from one admin role to another stays an admin throughout
+    service.insert_many(USER_ROLES, [{"user": user_sys_id, "role": r} for r in roles if r not in have])
     for sys_id, role in rows:
         if role not in roles:
             service.delete(USER_ROLES, sys_id)
-    have = {role for _, role in rows}
-    service.insert_many(USER_ROLES, [{"user": user_sys_id, "role": r} for r in roles if r not in have])
 
 
 def actor_for(storage: Storage, conn: sa.Connection, user_sys_id: str) -> Actor | None:
@@ -88,13 +93,94 @@ class _VerifiedCache:
 _verified = _VerifiedCache()
 
 
+@cache
+def _dummy_hash() -> str:
+    """A hash of a random password, made as stored passwords are (the field type's default)."""
+    return generate_password_hash(secrets.token_hex(16))
+
+
 def authenticate(storage: Storage, conn: sa.Connection, user_name: str, password: str) -> Actor | None:
-    """The Actor for a user name and password, or None when they do not match an active user."""
+    """The Actor for a user name and password, or None when they do not match an active user.
+    An unknown or inactive user, or one without a password, costs the same hash as a wrong
+    password (against a dummy hash), so the answer time does not tell which names exist."""
     users = storage.physical(USERS)
     row = conn.execute(sa.select(users.c.sys_id, users.c.user_password, users.c.active)
                        .where(users.c.user_name == user_name)).first()
     if row is None or not row.user_password or row.active is False:
+        check_password_hash(_dummy_hash(), password)
         return None
     if not _verified.check(user_name, password, row.user_password):
         return None
     return actor_for(storage, conn, row.sys_id)
+
+
+@validator(USERS)
+def _end_sessions_on_new_credentials(service: RecordService, tdef: TableDef, record: dict,
+                                     before: dict | None) -> None:
+    """A new password or a deactivation signs the user out everywhere, in the same transaction."""
+    if before is None:
+        return
+    deactivated = record.get("active") is False and before.get("active") is not False
+    if deactivated or record.get("user_password") != before.get("user_password"):
+        sessions.end_all(service.storage, service.conn, record["sys_id"])
+
+
+# -- the last administrator ------------------------------------------------------------------------
+
+def admin_roles(service: RecordService) -> list[str]:
+    """The roles that make a user an administrator: admin, and every declared role containing it."""
+    return sorted({ADMIN} | {r for r in service.defs.roles if ADMIN in service.defs.role_closure({r})})
+
+
+def active_admins(service: RecordService, *, user: str | None = None, except_user: str | None = None,
+                  except_role_row: str | None = None) -> int:
+    """How many active administrators there are: only `user` (a sys_user sys_id) counted, or all
+    but `except_user`, or counting without one role assignment (`except_role_row`)."""
+    users, has_role = service.storage.physical(USERS), service.storage.physical(USER_ROLES)
+    stmt = (sa.select(sa.func.count(sa.distinct(users.c.sys_id))).select_from(users)
+            .join(has_role, has_role.c.user == users.c.sys_id)
+            .where(has_role.c.role.in_(admin_roles(service)), users.c.active.is_not(False)))
+    for column, value, keep in ((users.c.sys_id, user, True), (users.c.sys_id, except_user, False),
+                                (has_role.c.sys_id, except_role_row, False)):
+        if value is not None:
+            stmt = stmt.where(column == value if keep else column != value)
+    return service.conn.execute(stmt).scalar_one()
+
+
+def _last_admin(service: RecordService, user: str | None, **without: str) -> bool:
+    """Whether `user` is an active administrator and none would be left `without` (see active_admins)."""
+    return bool(user) and active_admins(service, user=user) > 0 and active_admins(service, **without) == 0
+
+
+LAST_ADMIN = "the last active administrator cannot be {what}: give another active user the admin role first"
+
+
+@deletion_guard(USERS)
+def _keep_the_last_admin(service: RecordService, tdef: TableDef, current: dict) -> None:
+    if _last_admin(service, current["sys_id"], except_user=current["sys_id"]):
+        raise Conflict(LAST_ADMIN.format(what="deleted"))
+
+
+@validator(USERS)
+def _keep_the_last_admin_active(service: RecordService, tdef: TableDef, record: dict, before: dict | None) -> None:
+    if before is None or record.get("active") is not False or before.get("active") is False:
+        return
+    if _last_admin(service, record["sys_id"], except_user=record["sys_id"]):
+        raise Conflict(LAST_ADMIN.format(what="deactivated"))
+
+
+@deletion_guard(USER_ROLES)
+def _keep_the_last_admins_role(service: RecordService, tdef: TableDef, current: dict) -> None:
+    if current.get("role") in admin_roles(service) and _last_admin(service, current.get("user"),
+                                                                   except_role_row=current["sys_id"]):
+        raise Conflict(LAST_ADMIN.format(what="stripped of the admin role"))
+
+
+@validator(USER_ROLES)
+def _keep_the_last_admins_role_on_update(service: RecordService, tdef: TableDef, record: dict,
+                                         before: dict | None) -> None:
+    if before is None or before.get("role") not in admin_roles(service):
+        return
+    if (record.get("role") != before.get("role") or record.get("user") != before.get("user")) \
+            and _last_admin(service, before.get("user"), except_role_row=before["sys_id"]):
+        raise Conflict(LAST_ADMIN.format(what="stripped of the admin role"))

@@ -45,6 +45,17 @@ document.addEventListener("keydown", (event) => {
   }
 });
 
+// A form (or its submit button) with data-confirm asks before it is sent: the inline
+// onsubmit="return confirm(...)" the Content-Security-Policy forbids. Listening in the capture
+// phase, a "no" stops the submission before any other handler (htmx's included) sees it.
+document.addEventListener("submit", (event) => {
+  const question = event.submitter?.dataset.confirm || event.target.dataset.confirm;
+  if (question && !window.confirm(question)) {
+    event.preventDefault();
+    event.stopPropagation();
+  }
+}, true);
+
 // Typing over a picked reference clears the stored value until a match is picked again.
 document.addEventListener("input", (event) => {
   const display = event.target.closest("[data-ref-display]");

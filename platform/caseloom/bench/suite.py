@@ -96,7 +96,7 @@ class BenchRun:
             for name, value in self.bench.properties.items():
                 sys_id = service.conn.execute(sa.select(table.c.sys_id).where(table.c.name == name)).scalar_one()
                 service.update(PROPERTIES, sys_id, {"value": render_value(self.defs.properties[name].type, value)})
-            with service.deferred_references():
+            with service.deferred_references(), service.by_definitions():  # declared in bench.yaml
                 for gen in self.bench.generators:
                     service.insert_many(gen.table, generated_rows(gen, counts, {}, stamp))
         refresh_statistics(self.runtime.engine)
@@ -133,7 +133,7 @@ class BenchRun:
     def build_list(self) -> Result:
         """The member list built by its condition over every record of the member table."""
         b = self.bench
-        with self.runtime.transaction() as service:
+        with self.runtime.transaction() as service, service.by_definitions():
             self.list_id = service.insert(b.list_table, dict(b.list_values))["sys_id"]
             lists = lists_for(service, b.list_table)
             record = lists.record(self.list_id)
@@ -154,7 +154,7 @@ class BenchRun:
     def create_children(self) -> Result:
         """One child per member, through the background job of the parent's action."""
         b = self.bench
-        with self.runtime.transaction() as service:
+        with self.runtime.transaction() as service, service.by_definitions():
             self.parent_id = service.insert(b.parent_table, {**b.parent_values, b.list_field: self.list_id})["sys_id"]
             table = service.storage.physical(b.parent_table).name
 

@@ -41,6 +41,8 @@ class FieldDef:
     description: str = ""
     index: bool = False
     system: bool = False
+    create_values: tuple[Any, ...] = ()  # read-only fields: values a client may give when it creates a record
+    on_delete: str = "clear"  # references: when the referenced record is deleted, clear | delete | restrict
 
     @cached_property
     def ftype(self) -> FieldType:
@@ -393,6 +395,10 @@ class Definitions:
             if candidate.name != name and name in self.ancestors(candidate.name):
                 found.append(candidate.name)
         return tuple(found)
+
+    def lineage(self, name: str) -> tuple[str, ...]:
+        """The tables one record of `name` may be known as: the table, those it extends and those extending it."""
+        return (*self.descendants(name), *self.ancestors(name))
 
     def ancestors(self, name: str) -> tuple[str, ...]:
         chain = []

@@ -134,7 +134,11 @@ def _build_field(doc: SourceDocument, table: str, name: str, spec: dict, errors:
         reference=spec.get("to"),
         description=spec.get("description", ""),
         index=bool(spec.get("index")),
+        on_delete=spec.get("on_delete") or ("delete" if spec.get("mandatory") else "clear"),
     )
+    field = _with_create_values(doc, field, spec, errors)
+    if "on_delete" in spec and field.type != "reference":
+        errors.append(doc.error(where + ("on_delete",), "on_delete applies to reference fields only"))
     if "default" not in spec:
         return field
     try:
@@ -146,6 +150,30 @@ def _build_field(doc: SourceDocument, table: str, name: str, spec: dict, errors:
         allowed = ", ".join(str(v) for v, _ in choices)
         errors.append(doc.error(where + ("default",), f"default {spec['default']!r} is not among the choices ({allowed})"))
     return replace(field, default=default)
+
+
+def _with_create_values(doc: SourceDocument, field: FieldDef, spec: dict, errors: list) -> FieldDef:
+    """`create_values`: what a client may give a read-only field when it creates a record (a candidate
+    created directly as `proposed`), parsed and checked against the choices."""
+    if "create_values" not in spec:
+        return field
+    where = ("fields", field.name, "create_values")
+    if not field.read_only:
+        errors.append(doc.error(where, "create_values applies to read-only fields (add read_only: true)"))
+        return field
+    values = []
+    for i, raw in enumerate(spec["create_values"]):
+        try:
+            value = field.parse(raw)
+        except FieldValueError as exc:
+            errors.append(doc.error(where + (i,), f"create value {raw!r}: {exc}"))
+            continue
+        if field.choices and field.choice_label(value) is None:
+            allowed = ", ".join(str(v) for v, _ in field.choices)
+            errors.append(doc.error(where + (i,), f"create value {raw!r} is not among the choices ({allowed})"))
+            continue
+        values.append(value)
+    return replace(field, create_values=tuple(values))
 
 
 def _build_form(items: Any) -> tuple[tuple[FormSection, ...], tuple[RelatedList, ...]]:

@@ -1,5 +1,7 @@
 """Background jobs: a huey queue built from CASELOOM_QUEUE, job progress in sys_job (visible to
-every process), and e-mail delivery. The core of the platform: no Flask here."""
+every process), runs that hold their job while they work and are resumed by another worker when
+they are lost (`liveness`), who may see a job (`visibility`), and e-mail delivery. The core of
+the platform: no Flask here."""
 
 from .email import deliver_email, deliver_pending
 from .progress import (
@@ -8,6 +10,7 @@ from .progress import (
     QUEUED,
     RUNNING,
     STATES,
+    ClaimLost,
     Job,
     active_job,
     claim_job,
@@ -15,13 +18,16 @@ from .progress import (
     fail_job,
     finish_job,
     get_job,
+    release_job,
     report_progress,
 )
-from .queue import FOLLOW_UPS, EmbeddedConsumer, JobQueue, is_embedded, make_huey
+from .queue import FOLLOW_UPS, EmbeddedConsumer, JobConsumer, JobQueue, is_embedded, make_huey
 from .registry import JOBS, JobRefused, JobRun, execute_job, job
+from .visibility import job_refusal
 
 __all__ = [
-    "DONE", "FAILED", "FOLLOW_UPS", "JOBS", "QUEUED", "RUNNING", "STATES", "EmbeddedConsumer", "Job", "JobQueue",
-    "JobRefused", "JobRun", "active_job", "claim_job", "create_job", "deliver_email", "deliver_pending",
-    "execute_job", "fail_job", "finish_job", "get_job", "is_embedded", "job", "make_huey", "report_progress",
+    "DONE", "FAILED", "FOLLOW_UPS", "JOBS", "QUEUED", "RUNNING", "STATES", "ClaimLost", "EmbeddedConsumer", "Job",
+    "JobConsumer", "JobQueue", "JobRefused", "JobRun", "active_job", "claim_job", "create_job", "deliver_email",
+    "deliver_pending", "execute_job", "fail_job", "finish_job", "get_job", "is_embedded", "job", "job_refusal",
+    "make_huey", "release_job", "report_progress",
 ]

@@ -69,9 +69,13 @@ def deliver_email(run: JobRun) -> str:
         outcomes = send(config, rows)
         sent += sum(1 for state, _ in outcomes.values() if state == SENT)
         failed += sum(1 for state, _ in outcomes.values() if state == ERROR)
+        # Marked whether or not this run still holds the job: the messages went out, and their own
+        # claim (state sending) is what keeps them from going out twice. Progress is the run's.
         with write_transaction(runtime.engine) as conn:  # reads then writes: on SQLite, take the lock first
             mark(runtime.records(conn), outcomes)
-            run.progress(conn, sent + failed, sent + failed + waiting(conn, runtime.storage), _summary(sent, failed))
+            left = waiting(conn, runtime.storage)
+        with runtime.engine.begin() as conn:
+            run.progress(conn, sent + failed, sent + failed + left, _summary(sent, failed))
     with runtime.engine.begin() as conn:
         run.progress(conn, sent + failed, sent + failed)
     return _summary(sent, failed)

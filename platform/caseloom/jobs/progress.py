@@ -1,10 +1,16 @@
 """The sys_job table: one row per background job, so every process sees its progress.
 
-A job moves queued -> running -> done | failed. Claiming is one guarded UPDATE, so two
-workers handed the same job never both run it; a failed job, or a running one whose
-worker stopped reporting for `STALE_AFTER`, may be claimed again (a re-run), and a done
-job never is. Progress is written in the caller's transaction, so the counts a client
-reads always match the work committed with them.
+A job moves queued -> running -> done | failed. A run claims it with one guarded UPDATE that
+writes its worker id (see `liveness`), so two workers handed the same job never both run it;
+a failed job may be claimed again (a re-run), a done job never is. A running job whose run is
+lost (silent heartbeat, or its process gone) is released back to queued, again by one guarded
+UPDATE, and any worker may claim it.
+
+A run commits its work only while it still holds the job: each unit of work takes `hold`
+first (the guarded UPDATE locks the job's row on PostgreSQL until the unit commits; on SQLite
+the unit already holds the write lock), and progress is written by a guarded UPDATE in the same
+transaction as the work it counts. A run that lost the job gets `ClaimLost` and its unit rolls
+back, so even a run wrongly thought lost never commits beside the run that took over.
 """
 
 from __future__ import annotations
@@ -16,12 +22,22 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..database import write_transaction
 from ..records import new_sys_id, now
 from ..storage import Storage
+from .liveness import describe_worker, process_gone, timing
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 STATES = (QUEUED, RUNNING, DONE, FAILED)
-STALE_AFTER = dt.timedelta(minutes=10)  # a running job silent this long is taken to have lost its worker
+STALE_AFTER = dt.timedelta(minutes=10)  # a job queued this long has lost its task message: enqueue it again
+
+
+class ClaimLost(Exception):
+    """This run no longer holds its job (it was found lost and another run took it over): nothing
+    more of this run may commit."""
+
+    def __init__(self, job_id: str, worker: str):
+        super().__init__(f"job {job_id}: run {worker} no longer holds the job; another worker took it over")
 
 
 @dataclass(frozen=True)
@@ -38,6 +54,8 @@ class Job:
     created_by: str | None
     target_table: str | None
     target_sys_id: str | None
+    worker: str | None = None  # the run that holds it while it is running
+    heartbeat_on: dt.datetime | None = None
 
     @property
     def finished(self) -> bool:
@@ -50,6 +68,19 @@ class Job:
 
 def _table(storage: Storage) -> sa.Table:
     return storage.internal("sys_job")
+
+
+def clock(conn: sa.Connection) -> Any:
+    """Now, for heartbeats: the database's clock on PostgreSQL, so workers on several machines
+    compare one clock; on SQLite (one machine) this process's."""
+    if conn.dialect.name == "postgresql":
+        return sa.func.timezone("UTC", sa.func.clock_timestamp(), type_=sa.DateTime())
+    return now()
+
+
+def _now(conn: sa.Connection) -> dt.datetime:
+    """The value of `clock` now."""
+    return conn.execute(sa.select(clock(conn))).scalar_one() if conn.dialect.name == "postgresql" else now()
 
 
 def create_job(conn: sa.Connection, storage: Storage, name: str, *, created_by: str | None = None,
@@ -79,49 +110,170 @@ def active_job(conn: sa.Connection, storage: Storage, name: str, target_table: s
     return _job(row) if row else None
 
 
-def claim_job(conn: sa.Connection, storage: Storage, job_id: str, stale_after: dt.timedelta = STALE_AFTER) -> bool:
-    """Mark a job running if it may run now: queued, failed (a re-run), or running but silent for
-    `stale_after` (its worker died). One guarded UPDATE: of two claimers, one wins."""
-    table, stamp = _table(storage), now()
-    runnable = sa.or_(table.c.state.in_((QUEUED, FAILED)),
-                      sa.and_(table.c.state == RUNNING, table.c.updated_on < stamp - stale_after))
-    result = conn.execute(sa.update(table).where(table.c.id == job_id, runnable)
-                          .values(state=RUNNING, message=None, updated_on=stamp))
+# -- claiming, holding, releasing -----------------------------------------------------------------
+
+
+def claim_job(conn: sa.Connection, storage: Storage, job_id: str, worker: str) -> bool:
+    """Mark a job running under `worker` if it may run now: queued, failed (a re-run), or running
+    but lost (released first). Guarded UPDATEs: of two claimers, one wins. On SQLite, call it in
+    a `write_transaction`, so the lost check and the claim see the same state."""
+    if _claim(conn, storage, job_id, worker):
+        return True
+    job = get_job(conn, storage, job_id)
+    return job is not None and release_job(conn, storage, job) is not None and _claim(conn, storage, job_id, worker)
+
+
+def _claim(conn: sa.Connection, storage: Storage, job_id: str, worker: str) -> bool:
+    table = _table(storage)
+    result = conn.execute(sa.update(table).where(table.c.id == job_id, table.c.state.in_((QUEUED, FAILED)))
+                          .values(state=RUNNING, worker=worker, heartbeat_on=clock(conn), message=None,
+                                  updated_on=now()))
     return result.rowcount == 1
 
 
+def _held(table: sa.Table, job_id: str, worker: str) -> sa.ColumnElement:
+    return sa.and_(table.c.id == job_id, table.c.worker == worker, table.c.state == RUNNING)
+
+
+def hold(conn: sa.Connection, storage: Storage, job_id: str, worker: str) -> None:
+    """Start a unit of a run's work: stamp the heartbeat if the run still holds the job, else raise
+    ClaimLost. On PostgreSQL the job's row stays locked until the unit ends, so it cannot be
+    released in between (a release skips locked rows: a unit in progress is a sign of life)."""
+    table = _table(storage)
+    result = conn.execute(sa.update(table).where(_held(table, job_id, worker)).values(heartbeat_on=clock(conn)))
+    if result.rowcount != 1:
+        raise ClaimLost(job_id, worker)
+
+
+def beat(engine: sa.Engine, storage: Storage, job_id: str, worker: str) -> None:
+    """The heartbeat: stamp the job while `worker` holds it. A row locked by the run's own unit of
+    work is skipped (PostgreSQL): that unit stamps it when it commits."""
+    table = _table(storage)
+    with write_transaction(engine) as conn:
+        where = _unlocked(conn, table, _held(table, job_id, worker))
+        conn.execute(sa.update(table).where(where).values(heartbeat_on=clock(conn)))
+
+
+def _unlocked(conn: sa.Connection, table: sa.Table, where: sa.ColumnElement) -> sa.ColumnElement:
+    """`where`, less the rows another transaction holds locked (PostgreSQL; SQLite's writer is alone)."""
+    if conn.dialect.name != "postgresql":
+        return where
+    return table.c.id.in_(sa.select(table.c.id).where(where).with_for_update(skip_locked=True).scalar_subquery())
+
+
+def lost_reason(job: Job, at: dt.datetime) -> str | None:
+    """Why a running job's run is taken to be lost at `at`, or None while it seems alive."""
+    return _lost(job, at)[0]
+
+
+def _lost(job: Job, at: dt.datetime) -> tuple[str | None, bool]:
+    """(why the run is lost or None, whether that is because its process is known to be gone)."""
+    if job.state != RUNNING:
+        return None, False
+    who = describe_worker(job.worker) if job.worker else "its worker"
+    if process_gone(job.worker):
+        return f"the worker running it ({who}) had stopped", True
+    limit = timing().lost_after
+    if (job.heartbeat_on or job.updated_on) < at - dt.timedelta(seconds=limit):
+        return f"the worker running it ({who}) had not been heard from for {limit:g} s", False
+    return None, False
+
+
+def release_job(conn: sa.Connection, storage: Storage, job: Job) -> str | None:
+    """Put a running job whose run is lost back in the queue; returns why, or None when its run
+    still seems alive or it changed meanwhile. The UPDATE checks again what `job` showed (same
+    run, still running, still silent) and skips a row locked by a unit of its work."""
+    at = _now(conn)
+    reason, gone = _lost(job, at)
+    if reason is None:
+        return None
+    table = _table(storage)
+    where = sa.and_(table.c.id == job.id, table.c.state == RUNNING, table.c.worker.is_not_distinct_from(job.worker))
+    if not gone:
+        cutoff = at - dt.timedelta(seconds=timing().lost_after)
+        where = sa.and_(where, sa.func.coalesce(table.c.heartbeat_on, table.c.updated_on) < cutoff)
+    result = conn.execute(sa.update(table).where(_unlocked(conn, table, where)).values(
+        state=QUEUED, worker=None, heartbeat_on=None, message=f"resumed: {reason}", updated_on=now()))
+    return reason if result.rowcount == 1 else None
+
+
+def resume_lost(engine: sa.Engine, storage: Storage) -> list[str]:
+    """The reaper's round: release every running job whose run is lost, and take the jobs queued
+    for longer than STALE_AFTER (their task message was lost); returns the ids to enqueue. Each
+    release is a guarded UPDATE of its own, so of several reapers one takes each job."""
+    table = _table(storage)
+    with engine.connect() as conn:
+        running = [_job(row) for row in conn.execute(sa.select(table).where(table.c.state == RUNNING)).mappings()]
+        at = _now(conn)
+    resumed = []
+    for job in running:
+        if lost_reason(job, at) is None:  # most rounds find every run alive: no write, no lock
+            continue
+        with write_transaction(engine) as conn:
+            current = get_job(conn, storage, job.id)
+            if current is not None and release_job(conn, storage, current):
+                resumed.append(job.id)
+    return resumed + _forgotten(engine, table)
+
+
+def _forgotten(engine: sa.Engine, table: sa.Table) -> list[str]:
+    """Jobs queued for longer than STALE_AFTER, stamped so that other reapers leave them alone for
+    another STALE_AFTER (a job still waiting behind others in a busy queue is enqueued twice at
+    most every STALE_AFTER; claiming runs it once)."""
+    cutoff = now() - STALE_AFTER
+    stale = sa.and_(table.c.state == QUEUED, table.c.updated_on < cutoff)
+    with engine.connect() as conn:
+        if conn.execute(sa.select(table.c.id).where(stale).limit(1)).first() is None:
+            return []  # the usual round: a read, no write lock
+    with write_transaction(engine) as conn:
+        waiting = list(conn.execute(sa.select(table.c.id).where(stale).order_by(table.c.created_on)).scalars())
+        conn.execute(sa.update(table).where(table.c.id.in_(waiting), stale).values(updated_on=now()))
+    return waiting
+
+
+# -- progress and the end -------------------------------------------------------------------------
+
+
 def report_progress(conn: sa.Connection, storage: Storage, job_id: str, done: int, total: int | None = None,
-                    message: str | None = None) -> None:
-    """Record how far a running job is (also its heartbeat: a job reporting is not stale)."""
+                    message: str | None = None, worker: str | None = None) -> None:
+    """Record how far a running job is, in the transaction of the work it counts. With `worker`,
+    only while that run holds the job (else ClaimLost, and the caller's transaction rolls back)."""
     values: dict[str, Any] = {"done": done, "updated_on": now()}
     if total is not None:
         values["total"] = total
     if message is not None:
         values["message"] = message
     table = _table(storage)
-    conn.execute(sa.update(table).where(table.c.id == job_id).values(**values))
+    where = table.c.id == job_id
+    if worker is not None:
+        where, values["heartbeat_on"] = _held(table, job_id, worker), clock(conn)
+    result = conn.execute(sa.update(table).where(where).values(**values))
+    if worker is not None and result.rowcount != 1:
+        raise ClaimLost(job_id, worker)
 
 
 def finish_job(conn: sa.Connection, storage: Storage, job_id: str, message: str | None = None,
-               done: int | None = None, total: int | None = None) -> None:
-    """Mark a job done; `done` and `total` are its final counts when given."""
-    _end(conn, storage, job_id, DONE, message, done, total)
+               done: int | None = None, total: int | None = None, worker: str | None = None) -> bool:
+    """Mark a job done; `done` and `total` are its final counts when given. With `worker`, only
+    while that run holds it; returns whether the job was marked."""
+    return _end(conn, storage, job_id, DONE, message, done, total, worker)
 
 
-def fail_job(conn: sa.Connection, storage: Storage, job_id: str, message: str) -> None:
+def fail_job(conn: sa.Connection, storage: Storage, job_id: str, message: str, worker: str | None = None) -> bool:
     """Mark a job failed with the reason; its counts stay where the work stopped."""
-    _end(conn, storage, job_id, FAILED, message, None, None)
+    return _end(conn, storage, job_id, FAILED, message, None, None, worker)
 
 
 def _end(conn: sa.Connection, storage: Storage, job_id: str, state: str, message: str | None,
-         done: int | None, total: int | None) -> None:
+         done: int | None, total: int | None, worker: str | None) -> bool:
     values: dict[str, Any] = {"state": state, "message": message, "updated_on": now()}
     if done is not None:
         values["done"] = done
     if total is not None:
         values["total"] = total
     table = _table(storage)
-    conn.execute(sa.update(table).where(table.c.id == job_id).values(**values))
+    where = _held(table, job_id, worker) if worker is not None else table.c.id == job_id
+    return conn.execute(sa.update(table).where(where).values(**values)).rowcount == 1
 
 
 def _job(row) -> Job:

@@ -1,18 +1,19 @@
 """The huey queue of CASELOOM_QUEUE, with the platform's tasks registered on it.
 
 Tasks carry only ids; the work and its progress live in the database (sys_job), so any
-process can answer how far a job is, and a lost task message loses no work: the periodic
-sweep enqueues queued jobs that waited too long and running jobs whose worker went silent.
+process can answer how far a job is, and a lost worker or task message loses no work: every
+consumer runs a reaper (see `liveness`) that, when it starts and then every few seconds,
+puts running jobs whose run is lost back in the queue, and enqueues again the jobs that have
+waited queued for too long.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
 from huey import Huey, RedisHuey, SqliteHuey, crontab
 from huey.api import TaskWrapper
 from huey.consumer import Consumer
@@ -20,9 +21,10 @@ from sqlalchemy.exc import DBAPIError
 
 from ..access import SYSTEM, Actor
 from ..database import absolute_url
-from ..records import RecordService, now
+from ..records import RecordService
 from .email import deliver_pending
-from .progress import QUEUED, RUNNING, STALE_AFTER, active_job, create_job
+from .liveness import Ticker, reaper, timing
+from .progress import active_job, create_job, resume_lost
 from .registry import execute_job
 
 if TYPE_CHECKING:
@@ -52,7 +54,25 @@ def is_embedded(url: str) -> bool:
     return url.startswith(SQLITE)
 
 
-class EmbeddedConsumer(Consumer):
+class JobConsumer(Consumer):
+    """A huey consumer that also runs the reaper: lost jobs are resumed when it starts (a worker
+    started again after a crash takes up the jobs of the one that died at once) and every few
+    seconds after."""
+
+    def __init__(self, huey: Huey, reap: Callable[[], object], **options):
+        super().__init__(huey, **options)
+        self.reaper: Ticker = reaper(reap)
+
+    def start(self) -> None:
+        super().start()
+        self.reaper.start()
+
+    def stop(self, graceful: bool = False) -> None:
+        self.reaper.stop()
+        super().stop(graceful=graceful)
+
+
+class EmbeddedConsumer(JobConsumer):
     """A consumer that runs beside a server in the same process: the server keeps its signal
     handlers (huey's would swallow Ctrl-C), and stopping is the server's to do."""
 
@@ -90,10 +110,12 @@ class JobQueue:
                 self._huey = huey
             return self._huey, self._tasks
 
-    def consumer(self, workers: int = 2, embedded: bool = False) -> Consumer:
-        """A huey consumer of this queue with `workers` threads; periodic tasks (the sweep) on."""
-        factory = EmbeddedConsumer if embedded else Consumer
-        return factory(self.huey, workers=workers, worker_type="thread", periodic=True,
+    def consumer(self, workers: int = 2, embedded: bool = False) -> JobConsumer:
+        """A huey consumer of this queue with `workers` threads, its reaper, and periodic tasks (the
+        sweep) on. Raises ValueError for a CASELOOM_QUEUE or CASELOOM_JOB_LOST_SECONDS it cannot use."""
+        timing()  # refuse a bad setting now, not in the reaper's thread
+        factory = EmbeddedConsumer if embedded else JobConsumer
+        return factory(self.huey, self.reap, workers=workers, worker_type="thread", periodic=True,
                        initial_delay=0.1, backoff=1.15, max_delay=2.0, shutdown_timeout=30)
 
     def enqueue(self, task: str, *args) -> None:
@@ -142,14 +164,18 @@ class JobQueue:
         deliver_pending(self.runtime())
 
     def _sweep(self) -> None:
-        """Every minute: deliver waiting e-mail, and enqueue jobs whose task message was lost
-        (queued for long) or whose worker died (running, silent); claiming keeps a job that is
-        in fact still going from running twice."""
+        """Every minute: deliver waiting e-mail (whatever a lost follow-up left behind)."""
+        deliver_pending(self.runtime())
+
+    def reap(self) -> list[str]:
+        """Resume lost jobs: release the running jobs whose run is lost, and enqueue them with the
+        jobs queued for too long; returns their ids. Claiming keeps a job from running twice."""
         runtime = self.runtime()
-        deliver_pending(runtime)
-        for job_id in lost_jobs(runtime):
-            log.warning("re-enqueueing job %s", job_id)
+        resumed = resume_lost(runtime.engine, runtime.storage)
+        for job_id in resumed:
+            log.warning("resuming job %s: its worker was lost (or its task message was)", job_id)
             self.enqueue_job(job_id)
+        return resumed
 
     # -- definitions ------------------------------------------------------------------------------
 
@@ -176,11 +202,3 @@ class JobQueue:
             self._generation = generation
             return self._runtime
 
-
-def lost_jobs(runtime: Runtime) -> list[str]:
-    """Jobs queued for longer than STALE_AFTER, or running without a report for that long."""
-    table = runtime.storage.internal("sys_job")
-    cutoff = now() - STALE_AFTER
-    with runtime.engine.connect() as conn:
-        return list(conn.execute(sa.select(table.c.id).where(
-            table.c.state.in_((QUEUED, RUNNING)), table.c.updated_on < cutoff).order_by(table.c.created_on)).scalars())

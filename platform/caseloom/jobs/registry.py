@@ -5,22 +5,28 @@ actor it runs for), does its work in transactions of its own (`run.transaction()
 progress in them (`run.progress(...)`), and returns a closing message. It must be idempotent:
 a re-run, after a failure or a lost worker, picks up what is still to do (it selects the
 work by its state, never by a list made before) so nothing is done twice.
+
+A run holds its job while it works (see `progress`): `run.transaction()` starts with `run.hold`
+and `run.progress` is guarded, so once another run has taken the job over, this one's next
+unit raises ClaimLost, rolls back, and the run stops without marking the job.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from ..access import SYSTEM, Actor
+from ..database import write_transaction
 from ..records import AccessDenied, Conflict, NotFound, RecordError, RecordService
 from ..users import USERS, actor_for
-from .progress import Job, claim_job, fail_job, finish_job, get_job, report_progress
+from .liveness import heartbeat, new_worker_id, running, timing
+from .progress import ClaimLost, Job, beat, claim_job, fail_job, finish_job, get_job, hold, report_progress
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -54,45 +60,80 @@ class JobRun:
     job: Job
     runtime: Runtime
     actor: Actor
+    worker: str  # this run's worker id: its work commits only while the job is held under it
 
     @property
     def params(self) -> dict[str, Any]:
         return self.job.params
 
-    def transaction(self) -> AbstractContextManager[RecordService]:
-        """A unit of work for the job's user; its follow-ups (e.g. e-mail delivery) run after commit.
-        It holds SQLite's write lock from the start: a job runs beside requests that write too."""
-        return self.runtime.transaction(self.actor, write_lock=True)
+    @contextmanager
+    def transaction(self) -> Iterator[RecordService]:
+        """A unit of work for the job's user, begun by `hold`; its follow-ups (e.g. e-mail delivery)
+        run after commit. It holds SQLite's write lock from the start: a job runs beside requests
+        that write too."""
+        with self.runtime.transaction(self.actor, write_lock=True) as service:
+            self.hold(service.conn)
+            yield service
+
+    def hold(self, conn: sa.Connection) -> None:
+        """Begin a unit of work in `conn`'s transaction: ClaimLost when another run took the job over."""
+        hold(conn, self.runtime.storage, self.job.id, self.worker)
 
     def progress(self, conn: sa.Connection, done: int, total: int | None = None, message: str | None = None) -> None:
-        """Report progress inside the transaction that did the work, so both commit together."""
-        report_progress(conn, self.runtime.storage, self.job.id, done, total, message)
+        """Report progress inside the transaction that did the work, so both commit together
+        (ClaimLost, and nothing commits, when another run took the job over)."""
+        report_progress(conn, self.runtime.storage, self.job.id, done, total, message, worker=self.worker)
 
 
 def execute_job(runtime: Runtime, job_id: str) -> Job | None:
-    """Run a job if it may run now (queued, failed, or stale; see claim_job) and return it as it
-    ended. A done job, or one another worker is running, is returned untouched: running a job
-    twice never does its work twice."""
-    storage = runtime.storage
-    with runtime.engine.begin() as conn:
-        claimed = claim_job(conn, storage, job_id)
-        job_row = get_job(conn, storage, job_id)
-    if job_row is None or not claimed:
-        return job_row
+    """Run a job if it may run now (queued, failed, or running but lost; see claim_job) and return
+    it as it ended. A done job, or one another worker is running, is returned untouched: running
+    a job twice never does its work twice."""
+    storage, worker = runtime.storage, new_worker_id()
+    with running(worker):  # counted as this process's before the claim, so no reaper here takes it for lost
+        with write_transaction(runtime.engine) as conn:
+            claimed = claim_job(conn, storage, job_id, worker)
+            job_row = get_job(conn, storage, job_id)
+        if job_row is None or not claimed:
+            return job_row
+        with heartbeat(lambda: beat(runtime.engine, storage, job_id, worker), timing().heartbeat):
+            _run(runtime, job_row, worker)
+    with runtime.engine.connect() as conn:
+        return get_job(conn, storage, job_id)
+
+
+def _run(runtime: Runtime, job_row: Job, worker: str) -> None:
+    """Run a claimed job's function, then mark the job done or failed (if this run still holds it)."""
     try:
         function = job_function(job_row.name)
         if function is None:
             raise JobRefused(f"no job named {job_row.name!r} is registered; known: {', '.join(sorted(JOBS))}")
-        message = function(JobRun(job_row, runtime, _actor(runtime, job_row)))
+        message = function(JobRun(job_row, runtime, _actor(runtime, job_row), worker))
     except Exception as exc:
-        log.exception("job %s (%s) failed", job_id, job_row.name)
+        if _claim_lost(exc):
+            log.warning("job %s (%s): another worker took it over; this run stopped, its last unit undone",
+                        job_row.id, job_row.name)
+            return
+        log.exception("job %s (%s) failed", job_row.id, job_row.name)
+        outcome, reason = "failed", describe(exc)
         with runtime.engine.begin() as conn:
-            fail_job(conn, storage, job_id, describe(exc))
+            ended = fail_job(conn, runtime.storage, job_row.id, reason, worker=worker)
     else:
+        outcome = "done"
         with runtime.engine.begin() as conn:
-            finish_job(conn, storage, job_id, message)
-    with runtime.engine.connect() as conn:
-        return get_job(conn, storage, job_id)
+            ended = finish_job(conn, runtime.storage, job_row.id, message, worker=worker)
+    if not ended:
+        log.warning("job %s (%s): this run ended (%s) after another worker took the job over; left to that one",
+                    job_row.id, job_row.name, outcome)
+
+
+def _claim_lost(exc: BaseException | None) -> bool:
+    """Whether the run stopped because it lost its job (possibly wrapped, e.g. by a failing effect)."""
+    while exc is not None:
+        if isinstance(exc, ClaimLost):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def describe(exc: BaseException) -> str:

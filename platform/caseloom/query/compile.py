@@ -6,24 +6,32 @@ Nothing here evaluates rows in Python: a condition becomes one WHERE clause, and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
 
+from ..access import AccessDenied
 from ..definitions.model import FieldDef, TableDef
 from ..fieldtypes import SYS_ID, FieldValueError
 from ..storage import Storage
 from .conditions import All, AnyOf, Node, Not, Query, QueryError, Term
 from .operators import operator
 
+Readable = Callable[[str], bool]  # a table name -> whether the user may read its records
+MAX_OFFSET = 10**12  # far beyond any table, well inside the 64-bit integers databases take
+
 
 class Selection:
     """A SELECT over one logical table, with the joins its dot-walked paths need."""
 
-    def __init__(self, storage: Storage, table: str, alias: bool = True):
-        """`alias=False`: the base is the physical table itself, for an UPDATE's WHERE."""
+    def __init__(self, storage: Storage, table: str, alias: bool = True, readable: Readable | None = None):
+        """`alias=False`: the base is the physical table itself, for an UPDATE's WHERE. `readable`: the
+        user's read access; a path that walks into a table it refuses raises AccessDenied (None: the
+        platform's own queries, which read everything)."""
         self.storage = storage
         self.defs = storage.defs
+        self.readable = readable
         if table not in self.defs.tables:
             raise QueryError(f"unknown table {table!r}")
         self.table: TableDef = self.defs.tables[table]
@@ -51,6 +59,8 @@ class Selection:
     def _join(self, prefix: str, parent: sa.FromClause, field: FieldDef) -> tuple[sa.FromClause, TableDef]:
         if prefix not in self._joins:
             target = self.defs.tables[field.reference]
+            if self.readable is not None and not self.readable(target.name):
+                raise AccessDenied(f"{prefix}: no read access to {target.name!r}, so it cannot be dot-walked")
             alias = self.storage.physical(target.name).alias(f"t{len(self._joins)}")
             self._from = self._from.outerjoin(alias, alias.c.sys_id == parent.c[field.name])
             self._joins[prefix] = (alias, target)
@@ -94,6 +104,9 @@ class Selection:
         op = operator(term.op)
         if op is None:
             raise QueryError(f"{term.field}: unknown operator {term.op!r}")
+        if op.change is not None:
+            raise QueryError(f"{term.field}{op.token}: {op.token} compares a record before and after a write, so it "
+                             "works in rule conditions only, not in a query")
         column, field = self.column(term.field)
         _refuse_password(term.field, field)
         if not op.takes_value:
@@ -147,9 +160,12 @@ def coerce(field: FieldDef, path: str, value: Any, is_list: bool = False) -> Any
 
 
 def select_rows(storage: Storage, table: str, query: Query, columns: list[str] | None = None,
-                limit: int | None = None, offset: int = 0) -> tuple[sa.Select, Selection]:
-    """A SELECT of `columns` (paths; default every stored field) of the matching rows."""
-    sel = Selection(storage, table)
+                limit: int | None = None, offset: int = 0, readable: Readable | None = None) -> tuple[sa.Select, Selection]:
+    """A SELECT of `columns` (paths; default every stored field) of the matching rows; every
+    dot-walk (in columns, condition and order) through tables `readable` allows."""
+    if not 0 <= offset <= MAX_OFFSET:
+        raise QueryError(f"offset {offset} is out of range (0 to {MAX_OFFSET})")
+    sel = Selection(storage, table, readable=readable)
     paths = columns or [f.name for f in sel.table.stored_fields]
     cols = [sel.column(p)[0].label(p) for p in paths]
     where = sel.condition(query.where)
@@ -166,8 +182,8 @@ def select_rows(storage: Storage, table: str, query: Query, columns: list[str] |
 COUNT_OTHERS_LIMIT = 10_000
 
 
-def count_rows(storage: Storage, table: str, query: Query) -> sa.Select:
-    sel = Selection(storage, table)
+def count_rows(storage: Storage, table: str, query: Query, readable: Readable | None = None) -> sa.Select:
+    sel = Selection(storage, table, readable=readable)
     where = sel.condition(query.where)
     stmt = sa.select(sa.func.count()).select_from(sel.from_clause)
     if query.where is None and where is not None:

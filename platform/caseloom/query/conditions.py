@@ -59,6 +59,9 @@ class Query:
 
 
 FIELD = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*")
+# What one encoded query may hold: databases refuse deeper expressions (SQLite: 1,000) and more bound
+# values (PostgreSQL: 65,535) than this, with an error instead of an answer.
+MAX_TERMS, MAX_VALUES = 500, 10_000
 
 
 def parse_encoded(text: str | None) -> Query:
@@ -67,6 +70,9 @@ def parse_encoded(text: str | None) -> Query:
         return Query()
     queries: list[Node] = []
     order: list[tuple[str, bool]] = []
+    terms = text.count("^") + 1
+    if terms > MAX_TERMS:
+        raise QueryError(f"the query has {terms} terms; at most {MAX_TERMS} (use IN for a list of values)")
     for part in text.split("^NQ"):
         groups: list[list[Node]] = []
         for raw in part.split("^"):
@@ -109,6 +115,8 @@ def parse_term(raw: str) -> Term:
                 value = None
             elif op.list_value:
                 value = [v for v in value.split(",") if v != ""]
+                if len(value) > MAX_VALUES:
+                    raise QueryError(f"query term {field}{token}...: {len(value)} values; at most {MAX_VALUES}")
             return Term(field, op.name, value)
     raise QueryError(f"query term {raw!r} has no known operator after {field!r} "
                      f"(known: {', '.join(sorted(BY_TOKEN))})")

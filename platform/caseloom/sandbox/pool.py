@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from .result import ScriptFailed
 from .standins import SCALARS
 
 STARTUP_SECONDS = 30
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 MAX_RUNS = 500  # then a worker is replaced, so nothing a long life accumulates can matter
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder that holds `caseloom`
 
@@ -87,6 +89,16 @@ class Worker:
     def send(self, message: Any, deadline: float) -> None:
         wire.send(self.proc.stdin.fileno(), wire.encode(message), deadline)
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time the process has used so far (user and system, from /proc), or None when it is gone
+        or the system has no /proc."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime: fields 14 and 15 of stat
+
     def exit_signal(self) -> int | None:
         """The signal that ended the process (it must have ended: its pipe closed), if any."""
         try:
@@ -138,12 +150,15 @@ class WorkerPool:
         for _ in range(size):
             self._idle.put(Worker())
 
-    def run(self, job: dict, data: DataSource, limits: Limits, filename: str) -> tuple[dict, int]:
+    def run(self, job: dict, data: DataSource, limits: Limits, filename: str,
+            on_cpu: Callable[[float], None] | None = None) -> tuple[dict, int]:
         """Run a job on an idle worker; returns the worker's reply and the milliseconds it took.
-        Raises ScriptFailed for a limit the worker could not report itself (CPU, wall clock, size)."""
+        Raises ScriptFailed for a limit the worker could not report itself (CPU, wall clock, size).
+        `on_cpu` hears the CPU seconds the run used, however it ended (a budget counts them)."""
         worker = self._acquire()
         healthy = False
         started = time.monotonic()
+        cpu_before = worker.cpu_seconds() if on_cpu is not None else None
         try:
             reply = worker.run(job, data, limits)
             healthy = not (isinstance(reply.get("failed"), dict) and reply["failed"].get("limit") == "memory")
@@ -160,6 +175,8 @@ class WorkerPool:
         except (ProtocolError, ValueError) as exc:  # ValueError: a reply that is not JSON
             raise ScriptFailed(f"{filename}: the sandbox worker misbehaved: {exc}") from None
         finally:
+            if on_cpu is not None:
+                on_cpu(_cpu_used(worker, cpu_before, time.monotonic() - started, limits))
             self._release(worker, healthy)
 
     def _acquire(self) -> Worker:
@@ -195,6 +212,15 @@ class WorkerPool:
                 self._idle.get_nowait().stop()
             except queue.Empty:
                 return
+
+
+def _cpu_used(worker: Worker, before: float | None, wall: float, limits: Limits) -> float:
+    """The CPU seconds a run used: measured when the worker lives on; when it was killed (its CPU
+    limit, or the wall clock), at most the wall-clock time it ran, never more than its CPU limit."""
+    after = worker.cpu_seconds() if worker.proc.poll() is None else None
+    if before is not None and after is not None:
+        return max(after - before, 0.0)
+    return min(wall, float(limits.cpu_seconds))
 
 
 def _limit(filename: str, limits: Limits, limit: str) -> ScriptFailed:

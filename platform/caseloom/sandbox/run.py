@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from . import wire
@@ -13,11 +14,13 @@ from .result import ResultShapeError, ScriptFailed, ScriptRefused, ScriptResult,
 
 
 def run_script(source: str, filename: str, data: DataSource, params: dict | None = None,
-               limits: Limits | None = None, *, pool: WorkerPool | None = None) -> ScriptResult:
+               limits: Limits | None = None, *, pool: WorkerPool | None = None,
+               on_cpu: Callable[[float], None] | None = None) -> ScriptResult:
     """Run a recipient script in the sandbox and return what it assigned to `result`.
 
     Raises ScriptRefused (syntax or policy, before anything ran) or ScriptFailed (an error
-    while running, or a limit). Callers check `scripts_enabled` first (the kill switch)."""
+    while running, or a limit). Callers check `scripts_enabled` first (the kill switch).
+    `on_cpu` hears the CPU seconds the run used, whatever its outcome."""
     limits = limits or Limits()
     if not isinstance(params, (dict, type(None))):
         raise TypeError(f"params must be a dict, not {type(params).__name__}")
@@ -26,7 +29,7 @@ def run_script(source: str, filename: str, data: DataSource, params: dict | None
     except TypeError as exc:
         raise TypeError(f"params must be plain data: {exc}") from None
     job = {"source": source, "filename": filename, "params": params, "limits": limits.to_wire()}
-    reply, elapsed_ms = (pool or default_pool()).run(job, data, limits, filename)
+    reply, elapsed_ms = (pool or default_pool()).run(job, data, limits, filename, on_cpu)
     try:
         return _outcome(reply, filename, limits, elapsed_ms)
     except (KeyError, TypeError, AttributeError) as exc:

@@ -7,11 +7,13 @@ from pathlib import Path
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ..config import Config
 from ..database import absolute_url, engine_options
 from ..definitions import Definitions, load_folder
 from ..runtime import Runtime
+from ..sessions import SessionPolicy
 
 db = SQLAlchemy()
 csrf = CSRFProtect()
@@ -32,22 +34,32 @@ def create_app(config: Config | None = None, defs: Definitions | None = None, te
         SQLALCHEMY_ENGINE_OPTIONS=engine_options(config.database_url),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=(config.base_url or "").startswith("https://"),  # else per request (auth.SessionCookies)
+        PERMANENT_SESSION_LIFETIME=SessionPolicy().lifetime,
         WTF_CSRF_TIME_LIMIT=None,
+        MAX_CONTENT_LENGTH=config.max_request_bytes,  # a larger body is a 413 (CASELOOM_MAX_REQUEST_BYTES)
+        MAX_FORM_MEMORY_SIZE=min(config.max_request_bytes, 8 * 1024 * 1024),  # form fields held in memory
         TESTING=testing,
         JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False
+    if config.proxies:  # the client's address, scheme and host as the trusted proxies saw them
+        n = config.proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)  # type: ignore[method-assign]
     db.init_app(app)
     csrf.init_app(app)
     with app.app_context():
         app.extensions["caseloom"] = Runtime(config, defs, engine=db.engine)
 
-    from . import api, auth, definitions_api, errors, jobs_api
+    from . import api, auth, budget, definitions_api, errors, headers, jobs_api
 
     errors.register(app)
+    budget.register(app)
+    headers.register(app)
     definitions_api.register(app)
     jobs_api.register(app)
     auth.register(app)
+    app.session_interface = auth.SessionCookies()
     app.register_blueprint(api.blueprint)
     _register_ui(app, ui)
     for blueprint in (api.blueprint, definitions_api.blueprint, jobs_api.blueprint):

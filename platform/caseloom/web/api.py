@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
+import json
+import time
 from urllib.parse import urlencode
 
 from flask import Blueprint, current_app, g, jsonify, request, url_for
 
 from ..query import Query, Term, parse_encoded
+from ..query.compile import MAX_OFFSET
 from ..records import NotFound
 from . import db
 from .auth import api_actor, records, runtime
 from .errors import ApiError
-from .serialize import Shape, make_shape, render_record
+from .serialize import Shape, base_url, make_shape, render_record
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 MAX_LIMIT = 10000
+MAX_DEPTH = 32  # how deeply a request body's objects and lists may nest
 
 
 @blueprint.before_request
@@ -22,31 +29,59 @@ def _authenticate() -> None:
     g.actor = api_actor()
 
 
-def _int_param(name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
+def _int_param(name: str, default: int, minimum: int = 0, maximum: int | None = None, clamp: bool = False) -> int:
+    """A whole-number query parameter; out of range is a 400 naming it (or, with `clamp`, the maximum)."""
     raw = request.args.get(name)
     if raw in (None, ""):
         return default
     try:
-        value = int(raw)
+        value = int(raw) if len(raw) <= 30 else None
     except ValueError:
-        raise ApiError(400, f"{name} must be a whole number", f"got {raw!r}") from None
+        value = None
+    if value is None:
+        raise ApiError(400, f"{name} must be a whole number", f"got {raw[:40]!r}")
     if value < minimum:
         raise ApiError(400, f"{name} must be at least {minimum}", f"got {value}")
-    return min(value, maximum) if maximum else value
+    if maximum is not None and value > maximum:
+        if clamp:
+            return maximum
+        raise ApiError(400, f"{name} must be at most {maximum}", f"got {value}")
+    return value
 
 
 def _shape(table: str) -> Shape:
     rt = runtime()
     return make_shape(rt.defs.tables, rt.defs.tables[table], request.args.get("sysparm_fields"),
                       request.args.get("sysparm_display_value"),
-                      request.args.get("sysparm_exclude_reference_link"), request.url_root)
+                      request.args.get("sysparm_exclude_reference_link"), base_url(), records().readable)
 
 
-def _body() -> dict:
-    body = request.get_json(silent=True)
+def _body(empty: dict | None = None) -> dict:
+    """The request's JSON object (`empty` when there is no body and that is allowed). Not JSON, not an
+    object, or nested deeper than MAX_DEPTH is a 400 saying which."""
+    data = request.get_data(cache=True)
+    if not data.strip() and empty is not None:
+        return empty
+    try:
+        body = json.loads(data)
+    except RecursionError:
+        body = None
+        raise ApiError(400, "Request body is nested too deeply", f"at most {MAX_DEPTH} levels of objects and lists") from None
+    except ValueError as exc:
+        raise ApiError(400, "Request body is not valid JSON", str(exc)[:200]) from None
     if not isinstance(body, dict):
         raise ApiError(400, "Request body must be a JSON object", "send Content-Type: application/json")
+    if _depth(body) > MAX_DEPTH:
+        raise ApiError(400, "Request body is nested too deeply", f"at most {MAX_DEPTH} levels of objects and lists")
     return body
+
+
+def _depth(value, level: int = 0) -> int:
+    """How deeply objects and lists nest in a JSON value (counting stops past MAX_DEPTH)."""
+    if not isinstance(value, (dict, list)) or level > MAX_DEPTH:
+        return level
+    items = value.values() if isinstance(value, dict) else value
+    return max((_depth(item, level + 1) for item in items), default=level + 1)
 
 
 def _one(table: str, sys_id: str, shape: Shape) -> dict:
@@ -61,8 +96,8 @@ def list_records(table: str):
     service = records()
     service.table(table, "read")
     query = parse_encoded(request.args.get("sysparm_query"))
-    limit = _int_param("sysparm_limit", MAX_LIMIT, minimum=1, maximum=MAX_LIMIT)
-    offset = _int_param("sysparm_offset", 0)
+    limit = _int_param("sysparm_limit", MAX_LIMIT, minimum=1, maximum=MAX_LIMIT, clamp=True)
+    offset = _int_param("sysparm_offset", 0, maximum=MAX_OFFSET)
     shape = _shape(table)
     rows = service.query(table, query, shape.columns(), limit, offset)
     response = jsonify({"result": [render_record(shape, row) for row in rows]})
@@ -74,7 +109,7 @@ def list_records(table: str):
 
 
 def _links(table: str, total: int, limit: int, offset: int) -> str:
-    base = url_for("api.list_records", table=table, _external=True)
+    base = base_url() + url_for("api.list_records", table=table).lstrip("/")
 
     def link(at: int, rel: str) -> str:
         args = {k: v for k, v in request.args.items() if k not in ("sysparm_offset", "sysparm_limit")}
@@ -107,7 +142,7 @@ def create_record(table: str):
     db.session.commit()
     response = jsonify({"result": result})
     response.status_code = 201
-    response.headers["Location"] = url_for("api.get_record", table=table, sys_id=record["sys_id"], _external=True)
+    response.headers["Location"] = base_url() + url_for("api.get_record", table=table, sys_id=record["sys_id"]).lstrip("/")
     return response
 
 
@@ -135,10 +170,7 @@ def run_action_api(table: str, sys_id: str, action: str):
     roles do not allow it, 409 when the record's state does not (saying why)."""
     from ..actions import run_action
 
-    body = request.get_json(silent=True) if request.data else {}
-    if body is None or not isinstance(body, dict):
-        raise ApiError(400, "Request body must be a JSON object of the action's inputs", "")
-    outcome = run_action(records(), table, sys_id, action, body)
+    outcome = run_action(records(), table, sys_id, action, _body(empty={}))
     if outcome.job is not None:  # done in the background: 202 and the job to follow
         db.session.commit()
         from .jobs_api import queue
@@ -168,30 +200,29 @@ def openapi_json():
 def batch():
     """ServiceNow's Batch API: several Table API requests in one call, each run as the caller
     (clients such as pysnc use it for update_multiple and delete_multiple)."""
-    import base64
-    import time
-
-    from flask import current_app
-
     body = _body()
     requests_ = body.get("rest_requests")
     if not isinstance(requests_, list):
         raise ApiError(400, "rest_requests must be a list", "")
+    most = runtime().config.max_batch_requests
+    if len(requests_) > most:
+        raise ApiError(400, f"rest_requests: {len(requests_)} requests; at most {most} in one batch",
+                       "CASELOOM_MAX_BATCH_REQUESTS")
     passthrough = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "cookie", "x-csrftoken")}
     client = current_app.test_client()
     db.session.rollback()  # the batch itself writes nothing; each sub-request is its own unit of work
     serviced, unserviced = [], []
     for item in requests_:
-        url = str(item.get("url", ""))
-        if not url.startswith("/api/now/table/") or not isinstance(item.get("id"), (str, int)):
-            unserviced.append(item.get("id"))
+        sub_request = _sub_request(item)
+        if sub_request is None:  # not a Table API request we can read: ServiceNow leaves it unserviced too
+            unserviced.append(item.get("id") if isinstance(item, dict) and isinstance(item.get("id"), (str, int))
+                              else None)
             continue
+        url, method, headers, data = sub_request
         started = time.perf_counter()
-        headers = {h["name"]: h["value"] for h in item.get("headers", []) if isinstance(h, dict) and "name" in h}
         headers.update(passthrough)
-        data = base64.b64decode(item["body"]) if item.get("body") else None
         with current_app.app_context():  # its own unit of work: a fresh session and g, committed on its own
-            response = client.open(url, method=str(item.get("method", "GET")).upper(), headers=headers, data=data)
+            response = client.open(url, method=method, headers=headers, data=data)
         serviced.append({
             "id": str(item["id"]), "status_code": response.status_code, "status_text": response.status.split(" ", 1)[-1],
             "headers": [{"name": k, "value": v} for k, v in response.headers.items()],
@@ -200,6 +231,28 @@ def batch():
         })
     return jsonify({"batch_request_id": str(body.get("batch_request_id", "")), "serviced_requests": serviced,
                     "unserviced_requests": unserviced})
+
+
+BATCH_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _sub_request(item) -> tuple[str, str, dict, bytes | None] | None:
+    """(url, method, headers, body) of one Batch API item, or None when it is not one we can run."""
+    if not isinstance(item, dict) or not isinstance(item.get("id"), (str, int)):
+        return None
+    url, method = item.get("url"), str(item.get("method", "GET")).upper()
+    if not isinstance(url, str) or not url.startswith("/api/now/table/") or method not in BATCH_METHODS:
+        return None
+    headers = item.get("headers", [])
+    if not isinstance(headers, list) or not all(isinstance(h, dict) and isinstance(h.get("name"), str)
+                                                and isinstance(h.get("value"), str)
+                                                and h["name"].isprintable() and h["value"].isprintable() for h in headers):
+        return None
+    try:
+        data = base64.b64decode(item["body"], validate=True) if item.get("body") else None
+    except (binascii.Error, TypeError, ValueError):
+        return None
+    return url, method, {h["name"]: h["value"] for h in headers}, data
 
 
 
@@ -218,12 +271,16 @@ def import_members(name: str, sys_id: str):
     row is reported with its line and why; a record already in the list is never added twice."""
     lists = _member_lists(name)
     records().table(lists.mdef.table, "write")
-    text = request.get_data(as_text=True)
-    if not text.strip():
-        raise ApiError(400, "empty CSV", "send the CSV as the request body (Content-Type: text/csv)")
-    report = lists.import_csv(sys_id, text)
+    report = lists.import_csv(sys_id, text_stream(request.stream), runtime().config.max_import_rows)
     db.session.commit()
-    return jsonify({"result": {"added": report.added, "rejected": report.rejected, "identified": report.identified}})
+    return jsonify({"result": {"added": report.added, "rejected": report.rejected,
+                               "rejected_total": report.rejected_total, "identified": report.identified}})
+
+
+def text_stream(binary) -> io.TextIOWrapper:
+    """A request body or an uploaded file read as UTF-8 text line by line, never held whole (CSV imports)."""
+    return io.TextIOWrapper(io.BufferedReader(binary) if isinstance(binary, io.RawIOBase) else binary,
+                            encoding="utf-8", errors="strict", newline="")
 
 
 @blueprint.get("/caseloom/<name>/<sys_id>/preview")

@@ -1,20 +1,36 @@
-"""Who is asking: HTTP Basic for API clients, a session cookie for the browser."""
+"""Who is asking: HTTP Basic for API clients, a session cookie for the browser.
+
+The cookie (Flask's signed session) carries a random token of a server-side session
+(caseloom.sessions): signing out ends it for every copy of the cookie. Password sign-ins, by
+the form or HTTP Basic, are throttled (caseloom.signin)."""
 
 from __future__ import annotations
 
-from flask import Flask, current_app, flash, g, redirect, render_template, request, session, url_for
+import unicodedata
+from collections.abc import Callable
+from typing import TypeVar
+from urllib.parse import unquote, urlsplit
+
+import sqlalchemy as sa
+from flask import Flask, current_app, flash, g, has_request_context, redirect, render_template, request, session, url_for
+from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError
 
+from .. import sessions
 from ..access import Actor
 from ..database import WRITE_LOCK
 from ..properties import Properties
 from ..records import RecordService
 from ..runtime import Runtime
-from ..users import actor_for, authenticate
+from ..signin import Attempt, ThrottlePolicy, TooManyFailures, sign_in
+from ..users import actor_for
 from . import csrf, db
+from .budget import script_meter
 from .errors import ApiError
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+SESSION_TOKEN = "session_token"  # the cookie's key for the server-side session's token
+T = TypeVar("T")
 
 
 def runtime() -> Runtime:
@@ -37,6 +53,7 @@ def records() -> RecordService:
     """The record service of this request, for the signed-in actor."""
     if "records" not in g:
         g.records = runtime().records(connection(), g.actor)
+        g.records.script_meter = script_meter()
     return g.records
 
 
@@ -54,24 +71,70 @@ def properties() -> Properties:
     return g.properties
 
 
+def apart(write: Callable[[sa.Connection], T]) -> T:
+    """Run `write` in a transaction of its own, committed at once: sign-in bookkeeping (failure
+    counters, sessions) must stand whatever the request then does, as an error answer rolls the
+    request back. It runs before the request writes anything; it takes the SQLite write lock
+    from its start (a read transaction upgraded to a writer fails if another one committed)."""
+    service = g.get("records")
+    if service is not None and service.written:
+        raise RuntimeError("sign-in bookkeeping runs before the request writes anything")
+    rollback()
+    result = write(db.session.connection(execution_options={WRITE_LOCK: True}))
+    db.session.commit()
+    g.pop("records", None)
+    g.pop("properties", None)
+    return result
+
+
+def session_policy() -> sessions.SessionPolicy:
+    """How long sessions last: 2 hours idle, 12 hours at most (create_app gives the cookie the same lifetime)."""
+    return sessions.SessionPolicy()
+
+
 def session_actor() -> Actor | None:
-    user = session.get("user")
-    if not user:
+    """The signed-in actor of the browser session, or None (no session, or it ended or expired).
+    Checked against the server's sessions once per request."""
+    if "session_actor" not in g:
+        g.session_actor = _session_actor()
+    return g.session_actor
+
+
+def _session_actor() -> Actor | None:
+    token = session.get(SESSION_TOKEN)
+    if not isinstance(token, str):
         return None
-    rt = runtime()
-    actor = actor_for(rt.storage, connection(), user)
+    rt, policy = runtime(), session_policy()
+    found = sessions.find(rt.storage, connection(), token, policy)
+    actor = actor_for(rt.storage, connection(), found.user_sys_id) if found else None
     if actor is None:
-        session.clear()
+        session.pop(SESSION_TOKEN, None)
+        if found is not None:  # the user is gone or inactive
+            apart(lambda conn: sessions.end(rt.storage, conn, token))
+        return None
+    if found.stale:
+        apart(lambda conn: sessions.touch(rt.storage, conn, token))
     return actor
+
+
+def password_sign_in(user_name: str, password: str) -> Actor | None:
+    """The actor for a user name and password (form or HTTP Basic), or None; raises
+    TooManyFailures while the name or the client's address is locked out."""
+    rt = runtime()
+    return sign_in(rt.storage, ThrottlePolicy.from_config(rt.config), connection(),
+                   Attempt(user_name, request.remote_addr), password, apart)
 
 
 def api_actor() -> Actor:
     """The actor of an API request: HTTP Basic first, then the browser session (whose unsafe
-    requests must carry the CSRF token, e.g. htmx's X-CSRFToken header). Raises 401."""
+    requests must carry the CSRF token, e.g. htmx's X-CSRFToken header). Raises 401, or 429
+    while sign-ins of the name or address are locked out."""
     auth = request.authorization
     if auth is not None and auth.type == "basic":
-        rt = runtime()
-        actor = authenticate(rt.storage, connection(), auth.username or "", auth.password or "")
+        try:
+            actor = password_sign_in(auth.username or "", auth.password or "")
+        except TooManyFailures as exc:
+            raise ApiError(429, "Too many failed sign-ins", str(exc), {"Retry-After": str(exc.retry_after)}) from None
         if actor is None:
             raise ApiError(401, "User Not Authenticated", "wrong user name or password",
                            {"WWW-Authenticate": 'Basic realm="Caseloom"'})
@@ -88,25 +151,64 @@ def api_actor() -> Actor:
     return actor
 
 
+def safe_path(target: str | None) -> str | None:
+    """`target` when it is a path on this site (for a redirect after sign-in or a save), else None.
+    Refused: a scheme or host, a start other than one `/`, and anywhere a backslash (browsers
+    read `/\\` as `//`), a control, space or invisible character (browsers drop a tab or newline,
+    so `/<tab>/evil` is `//evil`), also when percent-encoded in the path."""
+    if not target or not target.startswith("/"):
+        return None
+    path = urlsplit(target).path
+    for text in (target, unquote(path)):
+        if any(unicodedata.category(ch)[0] in "CZ" or ch == "\\" for ch in text):
+            return None
+        if text.startswith("//") or not text.startswith("/"):
+            return None
+        parts = urlsplit(text)
+        if parts.scheme or parts.netloc:
+            return None
+    return target
+
+
+class SessionCookies(SecureCookieSessionInterface):
+    """Flask's signed session cookie (HttpOnly, SameSite=Lax), marked Secure whenever the request
+    came over HTTPS: directly, or through the proxies CASELOOM_PROXIES trusts (ProxyFix). With an
+    https CASELOOM_BASE_URL, SESSION_COOKIE_SECURE makes it Secure always."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return super().get_cookie_secure(app) or (has_request_context() and request.is_secure)
+
+
+def _login_page(error: str | None, status: int, target: str | None, headers: dict | None = None):
+    return render_template("login.html", error=error, next_path=target), status, headers or {}
+
+
 def register(app: Flask) -> None:
     @app.route("/login", methods=["GET", "POST"])
     def login():
-        error = None
-        if request.method == "POST":
-            rt = runtime()
-            user_name = request.form.get("user_name", "").strip()
-            actor = authenticate(rt.storage, connection(), user_name, request.form.get("user_password", ""))
-            if actor is not None:
-                session.clear()
-                session["user"] = actor.sys_id
-                session.permanent = True
-                target = request.args.get("next", "")
-                return redirect(target if target.startswith("/") and not target.startswith("//") else url_for("home"))
-            error = "Wrong user name or password."
-        return render_template("login.html", error=error), (401 if error else 200)
+        target = safe_path(request.args.get("next"))
+        if request.method != "POST":
+            return _login_page(None, 200, target)
+        try:
+            actor = password_sign_in(request.form.get("user_name", "").strip(), request.form.get("user_password", ""))
+        except TooManyFailures as exc:
+            return _login_page(f"Too many failed sign-ins. Try again in {exc.wait}.", 429, target,
+                               {"Retry-After": str(exc.retry_after)})
+        if actor is None:
+            return _login_page("Wrong user name or password.", 401, target)
+        storage, policy = runtime().storage, session_policy()
+        token = apart(lambda conn: sessions.start(storage, conn, actor.sys_id, request.remote_addr, policy))
+        session.clear()  # a new session: nothing of the anonymous one (e.g. its CSRF token) carries over
+        session[SESSION_TOKEN] = token
+        session.permanent = True
+        return redirect(target or url_for("home"))
 
-    @app.route("/logout", methods=["GET", "POST"])
+    @app.post("/logout")
     def logout():
+        token = session.get(SESSION_TOKEN)
+        if isinstance(token, str):
+            storage = runtime().storage
+            apart(lambda conn: sessions.end(storage, conn, token))
         session.clear()
         flash("You are signed out.")
         return redirect(url_for("login"))

@@ -1,14 +1,15 @@
-"""Background jobs over HTTP: `GET /api/caseloom/jobs/<id>` (contract section 7), and the
-hook that enqueues follow-up tasks (e-mail delivery) once a request's writes have committed."""
+"""Background jobs over HTTP: `GET /api/caseloom/jobs/<id>` (contract section 7), shown only to
+users who may see the job (see caseloom.jobs.visibility), and the hook that enqueues follow-up
+tasks (e-mail delivery) once a request's writes have committed."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Flask, current_app, g, has_app_context, jsonify
 from sqlalchemy import event
 
-from ..jobs import JobQueue, get_job
+from ..jobs import JobQueue, get_job, job_refusal
 from . import db
-from .auth import api_actor, connection, runtime
+from .auth import api_actor, connection, records, runtime
 from .errors import ApiError
 
 blueprint = Blueprint("jobs_api", __name__, url_prefix="/api/caseloom/jobs")
@@ -25,6 +26,9 @@ def get(job_id: str):
     job = get_job(connection(), runtime().storage, job_id)
     if job is None:
         raise ApiError(404, "No Record found", f"no job with id {job_id}")
+    refusal = job_refusal(records(), job)
+    if refusal:
+        raise ApiError(403, "User Not Authorized", refusal)
     return jsonify({"result": job.as_result()})
 
 

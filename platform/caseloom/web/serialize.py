@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ..definitions.model import FieldDef, TableDef
@@ -22,6 +22,7 @@ class Shape:
     display: str = "false"
     links: bool = True
     base_url: str = ""
+    readable: Callable[[str], bool] | None = None  # the user's read access: display values only from readable tables
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -40,14 +41,18 @@ class Shape:
         return list(dict.fromkeys(cols))
 
     def display_path(self, path: str, field: FieldDef) -> str | None:
+        """The path of a reference's display value; None when there is none, or the user may not read
+        the referenced table (its records' display values are theirs to hide: the value stays a sys_id)."""
         if field.type != "reference":
             return None
         target = self.tables.get(field.reference)
-        return f"{path}.{target.display}" if target and target.display else None
+        if target is None or not target.display or (self.readable is not None and not self.readable(target.name)):
+            return None
+        return f"{path}.{target.display}"
 
 
 def make_shape(tables: Mapping[str, TableDef], table: TableDef, fields_param: str | None, display: str | None,
-               exclude_links: str | None, base_url: str) -> Shape:
+               exclude_links: str | None, base_url: str, readable: Callable[[str], bool] | None = None) -> Shape:
     """A Shape from the sysparm_fields / sysparm_display_value / sysparm_exclude_reference_link
     parameters; unknown fields raise QueryError naming them."""
     display = (display or "false").lower()
@@ -63,7 +68,7 @@ def make_shape(tables: Mapping[str, TableDef], table: TableDef, fields_param: st
         if field is None:
             raise QueryError(f"sysparm_fields: {path!r} is not a field of {table.name!r}")
         resolved[path] = field
-    return Shape(table, resolved, tables, display, (exclude_links or "false").lower() != "true", base_url)
+    return Shape(table, resolved, tables, display, (exclude_links or "false").lower() != "true", base_url, readable)
 
 
 def render_record(shape: Shape, row: dict) -> dict:
@@ -97,3 +102,10 @@ def _render_value(shape: Shape, path: str, field: FieldDef, raw: str, row: dict)
     if shape.display == "true":
         return display_text
     return {"display_value": display_text, "value": raw}
+
+
+def base_url() -> str:
+    """Where absolute links point: CASELOOM_BASE_URL, or else the URL this request came to."""
+    from flask import current_app, request
+
+    return current_app.extensions["caseloom"].config.base_url or request.url_root

@@ -15,7 +15,7 @@ from ...definitions.store import BadPath, candidate_set, check_path, version_of
 from ...definitions.yamledit import YamlEditError
 from ...migrate import DataLossRefused
 from .. import live_definitions
-from ..auth import rollback, runtime
+from ..auth import rollback, runtime, safe_path
 from . import admin_required, blueprint
 
 # The Definitions area's tree: a heading per kind of file, in this order.
@@ -44,10 +44,6 @@ def _path(path: str) -> str:
         return check_path(path)
     except BadPath as exc:
         abort(400, str(exc))
-
-
-def _safe_next(url: str | None) -> str | None:
-    return url if url and url.startswith("/") and not url.startswith("//") else None
 
 
 def _located(exc: DefinitionErrors) -> list[dict]:
@@ -174,9 +170,9 @@ def review(changes: Mapping[str, str | None], bases: Mapping[str, str], *, actio
             return _editor(path, text or "", bases.get(path, version_of(stored)), stored, errors,
                            "Not valid: nothing was applied. Fix the errors below, then review again.", 422)
         return render_template("definition_review.html", plan=None, errors=errors, files=_hidden(changes, bases),
-                               action=action, next_url=_safe_next(next_url), message=message), 422
+                               action=action, next_url=safe_path(next_url), message=message), 422
     return render_template("definition_review.html", plan=plan, errors=[], files=_hidden(changes, bases),
-                           action=action, next_url=_safe_next(next_url), message=message), status
+                           action=action, next_url=safe_path(next_url), message=message), status
 
 
 def review_rewrite(path: str, text: str, rewrite: Callable[[str], str], next_url: str, page: Callable[[int], object]):
@@ -206,7 +202,7 @@ def _hidden(changes: Mapping[str, str | None], bases: Mapping[str, str]) -> list
 def apply_posted():
     changes, bases = _posted()
     action = "restore" if request.form.get("action") == "restore" else None
-    next_url = _safe_next(request.form.get("next"))
+    next_url = safe_path(request.form.get("next"))
     try:
         done = live_definitions.apply(changes, accepted=request.form.getlist("accept"), bases=bases, action=action)
     except DataLossRefused as exc:

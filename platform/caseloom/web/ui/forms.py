@@ -14,9 +14,9 @@ from ...query import Query, Term
 from ...records import AccessDenied, Conflict, NotFound, RecordError
 from .. import db
 from ..auth import connection, records, rollback, runtime
-from ..serialize import make_shape, render_record
+from ..serialize import base_url, make_shape, render_record
 from . import blueprint, login_required
-from .lists import list_columns
+from .lists import list_columns, row_number
 from .members import member_panel, running_job
 
 RELATED_PAGE = 10
@@ -92,7 +92,7 @@ def _sections(tdef: TableDef, widgets: dict[str, Widget]) -> list[tuple[str, lis
 
 def _load(tdef: TableDef, sys_id: str) -> tuple[dict, dict]:
     defs = runtime().defs
-    shape = make_shape(defs.tables, tdef, None, "all", "true", request.url_root)
+    shape = make_shape(defs.tables, tdef, None, "all", "true", base_url(), records().readable)
     rows = records().query(tdef.name, Query(Term("sys_id", "eq", sys_id)), shape.columns(), 1)
     if not rows:
         abort(404)
@@ -183,19 +183,19 @@ def save(table: str):
         tdef = defs.tables.get(record["sys_class_name"], tdef)
     values = _form_values(tdef, record)
     typed = {k: v for k, v in values.items() if tdef.field(k).type != "journal"}
+    expected = request.form.get("sys_mod_count", "")
     try:
         if sys_id == "-1":
             saved = service.insert(tdef.name, values)
         else:
-            expected = request.form.get("sys_mod_count")
             saved = service.update(tdef.name, sys_id, values,
-                                   expected_mod_count=int(expected) if expected not in (None, "") else None)
+                                   expected_mod_count=int(expected) if expected.isdigit() else None)
     except RecordError as exc:
         rollback()
         return form(table, typed, {exc.field or "__all__": exc.message}, status=422)
     except Conflict as exc:
         rollback()
-        since = int(request.form.get("sys_mod_count") or 0)
+        since = int(expected) if expected.isdigit() else 0
         return form(table, typed, {}, {"message": str(exc), "changes": _history(tdef, sys_id, after=since)}, status=409)
     except AccessDenied:
         abort(403)
@@ -212,7 +212,7 @@ def _activity(tdef: TableDef, sys_id: str) -> list[dict]:
 
 def _history(tdef: TableDef, sys_id: str, after: int | None = None) -> list[dict]:
     audit = runtime().storage.physical("sys_audit")
-    stmt = sa.select(audit).where(audit.c.documentkey == sys_id)
+    stmt = sa.select(audit).where(audit.c.documentkey == sys_id, audit.c.tablename.in_(runtime().defs.lineage(tdef.name)))
     if after is not None:
         stmt = stmt.where(audit.c.record_checkpoint > after)
     rows = connection().execute(stmt.order_by(audit.c.sys_created_on.desc()).limit(100)).mappings()
@@ -232,8 +232,8 @@ def _related(tdef: TableDef, record: dict, index: int, first: int = 1) -> dict:
     if not service.can(other.name, "read"):
         return info
     query = Query(Term(spec.field, "eq", record["sys_id"]))
-    columns = [c for c in list_columns(other) if c != spec.field]
-    shape = make_shape(defs.tables, other, ",".join(columns), "all", "true", request.url_root)
+    columns = [c for c in list_columns(other) if c != spec.field and service.can_read_path(other.name, c)]
+    shape = make_shape(defs.tables, other, ",".join(columns), "all", "true", base_url(), service.readable)
     info["columns"] = [(c, shape.fields[c]) for c in columns]
     rows = service.query(other.name, query, shape.columns(), RELATED_PAGE, first - 1)
     info["rows"] = [render_record(shape, r) | {"sys_id": r["sys_id"]} for r in rows]
@@ -263,7 +263,7 @@ def related_page(table: str, sys_id: str, index: int):
         abort(404)
     record = records().get(table, sys_id) or abort(404)
     tdef = defs.tables[record["sys_class_name"]]
-    first = max(int(request.args.get("first", "1") or 1), 1)
+    first = row_number(request.args.get("first"))
     return render_template("_related.html", rl=_related(tdef, record, index, first))
 
 
@@ -317,7 +317,7 @@ def action(table: str, sys_id: str, action: str):
         from ..jobs_api import queue
 
         queue(current_app).enqueue_job(outcome.job)
-        flash(f"{spec.label}: started; its progress shows below.")
+        flash(f"{'; '.join(outcome.messages) or spec.label + ' started'}; its progress shows below.")
         return redirect(back)
     message = f"{spec.label}: done."
     if outcome.messages:

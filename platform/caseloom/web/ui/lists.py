@@ -9,14 +9,24 @@ from flask import abort, flash, g, redirect, render_template, request, url_for
 from ...definitions.model import TableDef
 from ...definitions.tables import resolve_path
 from ...query import OPERATORS, AnyOf, Query, QueryError, Term, parse_encoded, to_encoded
+from ...query.compile import MAX_OFFSET
 from ...query.conditions import All
 from ...records import AccessDenied, Conflict, NotFound, RecordError
 from .. import db
-from ..auth import records, runtime
-from ..serialize import make_shape, render_record
+from ..auth import records, runtime, safe_path
+from ..serialize import base_url, make_shape, render_record
 from . import blueprint, login_required
 
 PAGE = 20
+
+
+def row_number(raw: str | None) -> int:
+    """A 1-based row to start a page at, from a URL: anything that is not a row number starts at 1."""
+    try:
+        value = int(raw) if raw and len(raw) <= 15 else 1
+    except ValueError:
+        return 1
+    return min(max(value, 1), MAX_OFFSET)
 
 
 def list_columns(tdef: TableDef) -> list[str]:
@@ -114,7 +124,7 @@ def list_view(table: str):
     if request.method == "POST":
         return _apply_filter(tdef)
     encoded = request.args.get("sysparm_query", "")
-    columns = list_columns(tdef)
+    columns = [c for c in list_columns(tdef) if service.can_read_path(table, c)]  # dot-walks the user may follow
     error = None
     try:
         query = parse_encoded(encoded)
@@ -124,13 +134,13 @@ def list_view(table: str):
             query = Query(query.where, ((order_by.lstrip("-"), desc),))
         search = request.args.get("sysparm_search", "").strip()
         effective = _combined(query, _quick_search(tdef, columns, search) if search else None)
-        first = max(int(request.args.get("sysparm_first_row", "1") or 1), 1)
-        shape = make_shape(defs.tables, tdef, ",".join(columns), "all", "true", request.url_root)
+        first = row_number(request.args.get("sysparm_first_row"))
+        shape = make_shape(defs.tables, tdef, ",".join(columns), "all", "true", base_url(), service.readable)
         rows = service.query(table, effective, shape.columns(), PAGE, first - 1)
         total = service.count(table, effective)
-    except (QueryError, ValueError) as exc:
+    except (QueryError, ValueError, AccessDenied) as exc:
         error, rows, total, first, query, search = str(exc), [], 0, 1, Query(), ""
-        shape = make_shape(defs.tables, tdef, ",".join(columns), "all", "true", request.url_root)
+        shape = make_shape(defs.tables, tdef, ",".join(columns), "all", "true", base_url(), service.readable)
     context = {
         "tdef": tdef, "columns": [(c, shape.fields[c]) for c in columns],
         "rows": [render_record(shape, r) | {"sys_id": r["sys_id"]} for r in rows],
@@ -195,7 +205,7 @@ def bulk_edit(table: str):
     field = request.form.get("bulk_field", "")
     if tdef.field(field) is None or tdef.field(field).system:
         flash(f"Bulk edit: choose a field of {tdef.label}.")
-        return redirect(request.form.get("back") or _list_url(table))
+        return redirect(safe_path(request.form.get("back")) or _list_url(table))
     value = request.form.get("bulk_value", "")
     if request.form.get("scope") == "filter":
         query = parse_encoded(request.form.get("sysparm_query", ""))
@@ -218,7 +228,7 @@ def bulk_edit(table: str):
     if refused:
         message += f"; {len(refused)} refused: " + "; ".join(refused[:5]) + (" …" if len(refused) > 5 else "")
     flash(message)
-    return redirect(request.form.get("back") or _list_url(table))
+    return redirect(safe_path(request.form.get("back")) or _list_url(table))
 
 
-__all__ = ["list_columns", "list_view", "query_from_rows", "filter_rows", "url_for"]
+__all__ = ["list_columns", "list_view", "query_from_rows", "filter_rows", "row_number", "url_for"]

@@ -6,12 +6,12 @@ import time
 
 from flask import abort, flash, g, redirect, render_template, request, url_for
 
-from ...jobs import get_job
+from ...jobs import get_job, job_refusal
 from ...jobs.progress import active_job
 from ...memberlists import MemberLists
-from ...properties import Properties
 from ...records import AccessDenied, NotFound, RecordError
 from .. import db
+from ..api import text_stream
 from ..auth import connection, records, rollback, runtime
 from . import blueprint, login_required
 
@@ -68,6 +68,8 @@ def running_job(table: str, sys_id: str):
 def preview(table: str, sys_id: str):
     try:
         result = _lists(table).preview(sys_id)
+    except AccessDenied:
+        abort(403)
     except (RecordError, NotFound) as exc:
         return render_template("_preview.html", error=str(exc))
     except Exception as exc:  # a script refused or failed: show why, with its line
@@ -80,10 +82,10 @@ def preview(table: str, sys_id: str):
 def import_csv(table: str, sys_id: str):
     lists = _lists(table)
     upload = request.files.get("file")
-    text = upload.read().decode("utf-8-sig") if upload else request.form.get("csv", "")
+    source = text_stream(upload.stream) if upload else request.form.get("csv", "")
     try:
         records().table(table, "write")
-        report = lists.import_csv(sys_id, text)
+        report = lists.import_csv(sys_id, source, runtime().config.max_import_rows)
     except (RecordError, AccessDenied) as exc:
         rollback()
         flash(f"Import refused: {exc}", "error")
@@ -126,14 +128,11 @@ def script_editor(table: str, sys_id: str):
 
 
 def _run(lists: MemberLists, record: dict, source: str):
-    from ...sandbox import require_scripts_enabled, run_script, service_data
-
     service = records()
     started = time.perf_counter()
-    try:
-        require_scripts_enabled(Properties(service.defs, service.storage, service.conn))
-        result = run_script(source, "script", service_data(service), params={"list": record.get("name")})
-    except Exception as exc:  # refused (FILE:LINE: why), failed or past a limit: the message says which
+    try:  # the text being edited is the user's own: it reads with the user's access
+        result = lists.run_script(record, source, "script", service.actor)
+    except Exception as exc:  # refused (FILE:LINE: why), failed, past a limit or the budget: the message says which
         return None, str(exc)
     mtype = lists.mtype(record)
     found = service.existing_ids(mtype.table, set(result.sys_ids))
@@ -151,8 +150,11 @@ def _run(lists: MemberLists, record: dict, source: str):
 @blueprint.get("/ui/job/<job_id>")
 @login_required
 def job_progress(job_id: str):
-    """The progress fragment; it polls itself while the job runs."""
+    """The progress fragment; it polls itself while the job runs. Only for users who may see the
+    job (who may read its target record; for a job without one, admins and who started it)."""
     job = get_job(connection(), runtime().storage, job_id)
     if job is None:
         abort(404)
+    if job_refusal(records(), job):
+        abort(403)
     return render_template("_job.html", job=job)

@@ -1,0 +1,31 @@
+"""Who may see a job: its progress and message say things about its target record.
+
+A job with a target record is visible to whoever may read that record through the record
+service (access to its table, and the record still there). A job without one (e-mail
+delivery, maintenance) is visible to the user who started it. Administrators see every job.
+"""
+
+from __future__ import annotations
+
+from ..records import AccessDenied, NotFound, RecordService
+from .progress import Job
+
+
+def job_refusal(service: RecordService, job: Job) -> str | None:
+    """Why the service's actor may not see `job`, or None when they may."""
+    actor = service.actor
+    if actor.is_admin:  # administrators see every job, a deleted record's too
+        return None
+    if not job.target_table or not job.target_sys_id:
+        if (actor.user_name and actor.user_name == job.created_by):
+            return None
+        return (f"user {actor.user_name!r} may not see job {job.id}: a job without a target record is shown "
+                "only to admins and to the user who started it")
+    target = f"{job.target_table} {job.target_sys_id}"
+    try:
+        record = service.get(job.target_table, job.target_sys_id)
+    except (AccessDenied, NotFound):
+        return f"user {actor.user_name!r} may not see job {job.id}: it works on {target}, which they may not read"
+    if record is None:
+        return f"user {actor.user_name!r} may not see job {job.id}: its target record {target} no longer exists"
+    return None
