@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Slow tests (schemathesis over the whole API) run in CI (CI=true) or with SLOW=1; a local `make test` skips them.
+SLOW_TESTS := $(if $(or $(CI),$(SLOW)),,-m "not slow")
 
 .PHONY: run test setup lint ui clean screenshots
 
@@ -28,7 +30,7 @@ run: setup
 test: setup
 	$(BIN)/ruff check platform tests
 	$(BIN)/caseloom validate
-	$(BIN)/python -m pytest -n auto --dist loadfile tests
+	$(BIN)/python -m pytest -n auto --dist loadfile $(SLOW_TESTS) tests
 
 lint: setup
 	$(BIN)/ruff check platform tests

@@ -215,3 +215,10 @@ def test_the_forms_history_shows_only_the_records_own_changes(client, runtime, a
     sign_in(client, "agent", "agent")
     page = client.get(f"/sn_customerservice_case.do?sys_id={case['sys_id']}").get_data(as_text=True)
     assert "Ours to see" in page and "Someone else&#39;s" not in page and "Someone else's" not in page
+
+
+def test_a_record_cannot_refer_to_itself(as_user):
+    agent = as_user("agent")
+    case = first(agent, CASES, "state=10^parentISEMPTY")
+    r = agent.patch(f"{CASES}/{case['sys_id']}", json={"parent": {"value": case["sys_id"]}})
+    assert refused(r, "parent") and "itself" in r.json["error"]["message"]

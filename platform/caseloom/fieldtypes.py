@@ -185,7 +185,8 @@ def _parse_datetime(field: Any, value: Any) -> Any:
 
 
 def _render_datetime(value: Any) -> str:
-    return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
+    """YYYY-MM-DD HH:MM:SS, the year always four digits (strftime's %Y does not pad before 1000 on glibc)."""
+    return "" if value is None else f"{value.year:04d}-{value:%m-%d %H:%M:%S}"
 
 
 def _render_boolean(value: Any) -> str:

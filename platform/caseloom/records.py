@@ -409,13 +409,18 @@ class RecordService:
 
     def _check_references(self, tdef: TableDef, records: list[dict], first_row: int | None = None,
                           known: Collection[str] = ()) -> None:
-        """Every reference must point at an existing record of the referenced table (set-based)."""
+        """Every reference must point at an existing record of the referenced table (set-based), and
+        never at the record itself (a case its own parent)."""
         for field in tdef.stored_fields:
             if field.type != "reference" or field.name in known:
                 continue
             wanted = {r[field.name] for r in records if r.get(field.name)}
             if not wanted:
                 continue
+            own = next((i for i, r in enumerate(records) if r.get(field.name) == r.get("sys_id")), None)
+            if own is not None:
+                raise RecordError(field.name, "cannot refer to the record itself",
+                                  None if first_row is None else first_row + own)
             if self._deferred is not None:
                 self._deferred[field.reference].update(dict.fromkeys(wanted, field.name))
                 continue

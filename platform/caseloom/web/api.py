@@ -192,7 +192,7 @@ def run_action_api(table: str, sys_id: str, action: str):
 def openapi_json():
     from .openapi import document
 
-    return jsonify(document(runtime().defs, request.url_root))
+    return jsonify(document(runtime().defs, base_url()))
 
 
 @blueprint.post("/now/batch")
@@ -215,8 +215,7 @@ def batch():
     for item in requests_:
         sub_request = _sub_request(item)
         if sub_request is None:  # not a Table API request we can read: ServiceNow leaves it unserviced too
-            unserviced.append(item.get("id") if isinstance(item, dict) and isinstance(item.get("id"), (str, int))
-                              else None)
+            unserviced.append(_batch_id(item) if isinstance(item, dict) else None)
             continue
         url, method, headers, data = sub_request
         started = time.perf_counter()
@@ -236,9 +235,15 @@ def batch():
 BATCH_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
+def _batch_id(item: dict) -> str | int | None:
+    """A Batch API item's id: a string or a whole number (not a boolean), else None."""
+    value = item.get("id")
+    return value if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+
+
 def _sub_request(item) -> tuple[str, str, dict, bytes | None] | None:
     """(url, method, headers, body) of one Batch API item, or None when it is not one we can run."""
-    if not isinstance(item, dict) or not isinstance(item.get("id"), (str, int)):
+    if not isinstance(item, dict) or _batch_id(item) is None:
         return None
     url, method = item.get("url"), str(item.get("method", "GET")).upper()
     if not isinstance(url, str) or not url.startswith("/api/now/table/") or method not in BATCH_METHODS:

@@ -17,6 +17,7 @@ from . import live_definitions
 from .errors import ApiError
 
 blueprint = Blueprint("definitions_api", __name__, url_prefix="/api/caseloom/definitions")
+MAX_ENTRY_ID = 2**31 - 1  # history ids are 32-bit integers: a larger one names no entry
 
 
 @blueprint.before_request
@@ -50,7 +51,7 @@ def history():
 
 @blueprint.post("/history/<int:entry_id>/restore")
 def restore(entry_id: int):
-    entry = live_definitions.store().entry(entry_id)
+    entry = live_definitions.store().entry(entry_id) if entry_id <= MAX_ENTRY_ID else None
     if entry is None:
         raise ApiError(404, "No Record found", f"no definitions history entry {entry_id}")
     return _change(entry.path, entry.restored_text, action="restore")

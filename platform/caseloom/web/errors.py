@@ -86,4 +86,5 @@ def register(app: Flask) -> None:
     def http_error(exc: HTTPException):
         if not _wants_json():
             return exc
-        return error_response(exc.code or 500, exc.name, exc.description)
+        headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}  # e.g. a 405's Allow
+        return error_response(exc.code or 500, exc.name, exc.description, headers)

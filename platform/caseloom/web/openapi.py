@@ -1,132 +1,526 @@
-"""An OpenAPI 3 document of the API, generated from the definitions."""
+"""An OpenAPI 3 document of the whole API, generated from the definitions (contract section 7).
+
+Every route under /api/ is here (tests/test_openapi.py checks the app's url_map against it, and
+runs schemathesis against the server). Tables, declared actions and member lists get operations
+of their own, so that a request body can say which fields are mandatory and which choices its
+class has, and a response can say what its rows really hold: a parent table's rows include its
+child classes, so their choice values are allowed there too.
+"""
 
 from __future__ import annotations
 
-from ..definitions.model import Definitions, TableDef
+from collections.abc import Iterable
+
+from ..definitions.model import ActionDef, Definitions, FieldDef, InputDef, TableDef
+from ..fieldtypes import (
+    DECIMAL_PRECISION,
+    DECIMAL_SCALE,
+    EMAIL_LENGTH,
+    INTEGER_MAX,
+    INTEGER_MIN,
+    PASSWORD_LENGTH,
+    STRING_LENGTH,
+    TEXT_LENGTH,
+    URL_LENGTH,
+)
 from ..query import OPERATORS
+from ..query.compile import MAX_OFFSET
 
-ERROR = {"$ref": "#/components/schemas/Error"}
+SYS_ID = "^[0-9a-f]{32}$"
+DATETIME = ("^([0-9]{3}[1-9]|[0-9]{2}[1-9][0-9]|[0-9][1-9][0-9]{2}|[1-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+            "[ T]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]$")  # YYYY-MM-DD HH:MM:SS, years 1 to 9999
 
 
-def _record_schema(table: TableDef) -> dict:
-    properties = {}
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _any_of(*schemas: dict, description: str = "") -> dict:
+    out: dict = {"anyOf": list(schemas)}
+    return out | ({"description": description} if description else {})
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+# status -> (component name, description); every error has the Error schema.
+ERRORS = {
+    "400": ("BadRequest", "Bad input: the message names the field or parameter"),
+    "401": ("Unauthorized", "No credentials, or wrong ones"),
+    "403": ("Forbidden", "Not allowed for the user's roles (or a browser session without its CSRF token)"),
+    "404": ("NotFound", "No such record"),
+    "405": ("MethodNotAllowed", "The path names another route (e.g. an id that is not a whole number)"),
+    "409": ("Conflict", "The record's state does not allow it, or the change would lose data; the message says why"),
+    "413": ("PayloadTooLarge", "The request body is larger than the server accepts"),
+    "422": ("Unprocessable", "A rule, an effect, a script or a definition failed; nothing was changed"),
+    "429": ("TooManyRequests", "Too many failed sign-ins, or the user's script CPU budget is spent: wait Retry-After seconds"),
+}
+READ = ("400", "401", "403", "429")
+WRITE = ("400", "401", "403", "409", "413", "422", "429")
+
+
+def _error_responses() -> dict:
+    headers = {"401": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+               "429": {"Retry-After": {"schema": {"type": "integer"}}}}
+    return {name: {"description": text, "content": {"application/json": {"schema": _ref("Error")}}}
+            | ({"headers": headers[code]} if code in headers else {}) for code, (name, text) in ERRORS.items()}
+
+
+def _responses(ok: dict[str, dict], errors: Iterable[str]) -> dict:
+    out = dict(ok)
+    for code in sorted(set(errors)):
+        out[code] = {"$ref": f"#/components/responses/{ERRORS[code][0]}"}
+    return out
+
+
+def _json(schema: dict, description: str = "OK", **extra) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}, **extra}
+
+
+def _result(schema: dict, **properties: dict) -> dict:
+    return {"type": "object", "required": ["result"], "properties": {"result": schema, **properties}}
+
+
+def _operation(summary: str, tags: list[str], responses: dict, *, parameters: list | None = None,
+               body: dict | None = None, operation_id: str | None = None) -> dict:
+    op: dict = {"summary": summary, "tags": tags}
+    if operation_id:
+        op["operationId"] = operation_id
+    if parameters:
+        op["parameters"] = parameters
+    if body:
+        op["requestBody"] = body
+    op["responses"] = responses
+    return op
+
+
+def _path_param(name: str, schema: dict, description: str = "") -> dict:
+    return {"name": name, "in": "path", "required": True, "schema": schema} | (
+        {"description": description} if description else {})
+
+
+SYS_ID_PARAM = _path_param("sys_id", {"type": "string", "pattern": SYS_ID}, "The record's sys_id (32 hex characters)")
+
+
+# -- values a client sends ---------------------------------------------------------------------
+
+def _text(limit: int | None) -> dict:
+    text = {"type": "string"} | ({"maxLength": limit} if limit else {})
+    return _any_of(text, {"type": "number"}, {"type": "boolean"})
+
+
+# Field type -> the JSON a client may send for it. Strings as ServiceNow clients send them,
+# or the native JSON value; "" (or null) clears a field.
+INPUT = {
+    "string": lambda f: _text(f.max_length or STRING_LENGTH),
+    "text": lambda f: _text(f.max_length or TEXT_LENGTH),
+    "password": lambda f: {"type": "string", "maxLength": f.max_length or PASSWORD_LENGTH, "writeOnly": True},
+    "journal": lambda f: {"type": "string", "maxLength": f.max_length or TEXT_LENGTH, "description": "Adds a journal entry"},
+    "email": lambda f: _any_of({"type": "string", "format": "email", "maxLength": f.max_length or EMAIL_LENGTH},
+                                     {"type": "string", "enum": [""]}),
+    "url": lambda f: {"type": "string", "pattern": "^(https?://.*)?$", "maxLength": f.max_length or URL_LENGTH},
+    "integer": lambda f: _any_of({"type": "integer", "minimum": INTEGER_MIN, "maximum": INTEGER_MAX},
+                                       {"type": "string", "pattern": "^ *(-?[0-9]{1,9})? *$"}),
+    "decimal": lambda f: _any_of(
+        {"type": "number", "exclusiveMinimum": True, "minimum": -10 ** (DECIMAL_PRECISION - DECIMAL_SCALE),
+         "exclusiveMaximum": True, "maximum": 10 ** (DECIMAL_PRECISION - DECIMAL_SCALE)},
+        {"type": "string", "pattern": f"^(-?[0-9]{{1,{DECIMAL_PRECISION - DECIMAL_SCALE}}}(\\.[0-9]+)?)?$"}),
+    "boolean": lambda f: _any_of({"type": "boolean"},
+                                       {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no", "on", "off", ""]}),
+    "date": lambda f: _any_of({"type": "string", "format": "date"}, {"type": "string", "enum": [""]}),
+    "datetime": lambda f: _any_of({"type": "string", "pattern": DATETIME}, {"type": "string", "enum": [""]},
+                                        description="YYYY-MM-DD HH:MM:SS (UTC)"),
+    "reference": lambda f: _any_of(
+        {"type": "string", "pattern": "^([0-9a-f]{32})?$"},
+        {"type": "object", "required": ["value"], "properties": {"value": {"type": "string", "pattern": SYS_ID}}},
+        description=f"A sys_id of {f.reference}, or the reference as the API returns it"),
+}
+
+
+def _enum(field: FieldDef, values: Iterable, empty: bool) -> dict:
+    """Choice values as strings (and as numbers, for numeric choices); "" clears the field."""
+    values = list(values)
+    schema = {"type": "string", "enum": [str(v) for v in values] + ([""] if empty else [])}
+    if field.choice_kind == "integer" and all(isinstance(v, int) for v in values):
+        schema = _any_of(schema, {"type": "integer", "enum": values})
+    return schema
+
+
+def _input_value(field: FieldDef, mandatory: bool = False) -> dict:
+    if field.choices:
+        schema = _enum(field, (v for v, _ in field.choices), empty=not mandatory)
+    else:
+        schema = INPUT.get(field.type, lambda f: {"type": "string"})(field)
+    return {**schema, "description": _describe(field, schema)}
+
+
+def _describe(field: FieldDef, schema: dict) -> str:
+    text = field.label + (f": {field.description}" if field.description else "")
+    if field.choices:
+        text += " (" + ", ".join(f"{v} {label}" for v, label in field.choices) + ")"
+    return text + (f"; {schema['description']}" if schema.get("description") else "")
+
+
+def _read_only(field: FieldDef) -> bool:
+    """Read-only in requests: sys fields are the platform's to set, but a create may name its sys_id."""
+    return (field.read_only or field.system) and field.name != "sys_id"
+
+
+def _request_schema(table: TableDef, create: bool) -> dict:
+    """A create (mandatory fields required) or update (nothing required) body of one table."""
+    properties: dict = {}
     for name, field in table.fields.items():
-        if field.type == "password":
-            continue
-        schema: dict = {"type": "string", "description": field.label}
-        if field.type == "reference":
-            schema = {"oneOf": [{"type": "string"}, {"$ref": "#/components/schemas/Reference"}],
-                      "description": f"{field.label} (reference to {field.reference})"}
-        elif field.choices:
-            schema["enum"] = [str(v) for v, _ in field.choices] + [""]
-        if field.max_length and field.type in ("string", "email", "url"):
-            schema["maxLength"] = field.max_length
-        if field.read_only or field.system:
+        schema = _input_value(field, mandatory=create and field.mandatory)
+        if create and field.create_values:  # read-only, but a new record may take these
+            schema = _enum(field, field.create_values, empty=True) | {
+                "description": f"{field.label}: a new record may take {', '.join(map(str, field.create_values))}"}
+        elif _read_only(field) or (name == "sys_id" and not create):
             schema["readOnly"] = True
+        elif name == "sys_id":
+            schema = {"type": "string", "pattern": SYS_ID, "description": "A new record's sys_id; generated when omitted"}
         properties[name] = schema
-    required = [n for n, f in table.fields.items() if f.mandatory]
-    out = {"type": "object", "description": table.description or table.label, "properties": properties}
+    required = [n for n, f in table.fields.items()
+                if create and f.mandatory and f.default is None and not _read_only(f) and not f.system]
+    out = {"type": "object", "description": f"{'A new' if create else 'Changes to a'} {table.label} record",
+           "properties": properties, "additionalProperties": False}
     return out | ({"required": required} if required else {})
 
 
-def _responses(ok: str, schema: dict | None) -> dict:
-    responses = {ok: {"description": "OK"}}
-    if schema is not None:
-        responses[ok]["content"] = {"application/json": {"schema": schema}}
-    for code, text in (("400", "Bad input, naming the field"), ("401", "No credentials"),
-                       ("403", "Not allowed for the user's roles"), ("404", "No such table or record")):
-        responses[code] = {"description": text, "content": {"application/json": {"schema": ERROR}}}
-    return responses
+# -- values the server answers -----------------------------------------------------------------
+
+# Field type -> the string the Table API renders for it ("" when empty).
+OUTPUT = {
+    "boolean": {"type": "string", "enum": ["true", "false", ""]},
+    "integer": {"type": "string", "pattern": "^(-?[0-9]+)?$"},
+    "decimal": {"type": "string", "pattern": r"^(-?[0-9]+(\.[0-9]+)?)?$"},
+    "date": {"type": "string", "pattern": "^([0-9]{4}-[0-9]{2}-[0-9]{2})?$"},
+    "datetime": {"type": "string", "pattern": "^([0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2})?$"},
+    "journal": {"type": "string", "enum": [""], "description": "Journal fields read as \"\"; entries live in sys_journal_field"},
+}
 
 
-def _table_paths(table: TableDef) -> dict:
-    ref = {"$ref": f"#/components/schemas/{table.name}"}
-    one = {"type": "object", "properties": {"result": ref}}
-    many = {"type": "object", "properties": {"result": {"type": "array", "items": ref}}}
-    params = [{"$ref": f"#/components/parameters/{p}"} for p in
-              ("sysparm_fields", "sysparm_display_value", "sysparm_exclude_reference_link")]
-    sys_id = {"name": "sys_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
-    body = {"required": True, "content": {"application/json": {"schema": ref}}}
-    tag = [table.label]
+def _output_value(defs: Definitions, table: TableDef, field: FieldDef) -> dict:
+    """One field as the Table API renders it, in every sysparm_display_value mode. The rows of
+    a table include its child classes, so a choice allows every class's values."""
+    if field.type == "reference":
+        return _any_of({"type": "string"}, _ref("Reference"), _ref("ReferenceDisplay"),
+                             description=f"{field.label} (reference to {field.reference})")
+    value = OUTPUT.get(field.type, {"type": "string"})
+    shown = {"type": "string"}
+    if field.name == "sys_id":
+        value = shown = {"type": "string", "pattern": SYS_ID}
+    elif field.choices:
+        values = {str(v) for cls in defs.descendants(table.name)
+                  if (f := defs.tables[cls].field(field.name)) is not None for v, _ in f.choices} | {""}
+        value = {"type": "string", "enum": sorted(values)}
+        shown = {"type": "string", "enum": sorted(values | {label for _, label in field.choices})}
+    elif field.type in ("boolean", "integer", "decimal", "date", "datetime", "journal"):
+        shown = value
+    display = {"type": "object", "required": ["display_value", "value"], "additionalProperties": False,
+               "properties": {"display_value": shown, "value": value}}
+    return _any_of(shown, display, description=_describe(field, {}))
+
+
+def _record_schema(defs: Definitions, table: TableDef) -> dict:
+    properties = {}
+    for name, field in table.fields.items():
+        if field.type == "password":
+            continue  # never rendered
+        schema = _output_value(defs, table, field)
+        if field.read_only or field.system:
+            schema["readOnly"] = True
+        properties[name] = schema
+    return {"type": "object", "description": table.description or table.label, "properties": properties,
+            "additionalProperties": _ref("AnyValue")}  # dot-walked sysparm_fields such as account.name
+
+
+# -- the Table API ------------------------------------------------------------------------------
+
+def _record_links(defs: Definitions, table: TableDef) -> dict:
+    """From a created record to what takes its sys_id: the record, its actions and its member lists
+    (OpenAPI links, which stateful clients such as schemathesis follow)."""
+    targets = [f"{table.name}.{op}" for op in ("get", "put", "patch", "delete")]
+    targets += [f"{table.name}.{a.name}" for a in defs.actions_for(table.name)]
+    targets += [f"{m.name}.{op}" for m in defs.member_lists.values() if m.table == table.name
+                for op in ("import", "preview", "template")]
+    return {target.replace(".", "_"): {"operationId": target, "parameters": {"sys_id": "$response.body#/result/sys_id"}}
+            for target in targets}
+
+
+def _table_paths(defs: Definitions, table: TableDef) -> dict:
+    name, tag = table.name, [table.label]
+    record = _ref(name)
+    shape = [{"$ref": f"#/components/parameters/{p}"} for p in
+             ("sysparm_fields", "sysparm_display_value", "sysparm_exclude_reference_link")]
+    listing = [{"$ref": f"#/components/parameters/{p}"} for p in
+               ("sysparm_query", "sysparm_limit", "sysparm_offset", "sysparm_suppress_pagination_header")]
+    body = {n: {"required": True, "content": {"application/json": {"schema": _ref(f"{name}.{n}")}}}
+            for n in ("create", "update")}
+    one = _json(_result(record))
+    many = _json(_result({"type": "array", "items": record}), headers={
+        "X-Total-Count": {"required": True, "schema": {"type": "integer", "minimum": 0},
+                          "description": "How many records the query matches"},
+        "Link": {"schema": {"type": "string"}, "description": "first, prev, next and last pages"}})
+    created = _json(_result(record), "Created", headers={"Location": {"schema": {"type": "string"}}},
+                    links=_record_links(defs, table))
     return {
-        f"/api/now/table/{table.name}": {
-            "get": {"summary": f"List {table.label} records", "tags": tag, "responses": _responses("200", many),
-                    "parameters": params + [{"$ref": f"#/components/parameters/{p}"} for p in
-                                            ("sysparm_query", "sysparm_limit", "sysparm_offset")]},
-            "post": {"summary": f"Create a {table.label} record", "tags": tag, "parameters": params,
-                     "requestBody": body, "responses": _responses("201", one)},
+        f"/api/now/table/{name}": {
+            "get": _operation(f"List {table.label} records", tag, _responses({"200": many}, READ),
+                              parameters=listing + shape, operation_id=f"{name}.list"),
+            "post": _operation(f"Create a {table.label} record", tag, _responses({"201": created}, WRITE),
+                               parameters=shape, body=body["create"], operation_id=f"{name}.create"),
         },
-        f"/api/now/table/{table.name}/{{sys_id}}": {
-            "get": {"summary": f"One {table.label} record", "tags": tag, "parameters": [sys_id, *params],
-                    "responses": _responses("200", one)},
-            "put": {"summary": f"Update a {table.label} record", "tags": tag, "parameters": [sys_id, *params],
-                    "requestBody": body, "responses": _responses("200", one)},
-            "patch": {"summary": f"Update a {table.label} record", "tags": tag, "parameters": [sys_id, *params],
-                      "requestBody": body, "responses": _responses("200", one)},
-            "delete": {"summary": f"Delete a {table.label} record", "tags": tag, "parameters": [sys_id],
-                       "responses": _responses("204", None)},
+        f"/api/now/table/{name}/{{sys_id}}": {
+            "get": _operation(f"One {table.label} record", tag, _responses({"200": one}, (*READ, "404")),
+                              parameters=[SYS_ID_PARAM, *shape], operation_id=f"{name}.get"),
+            "put": _operation(f"Update a {table.label} record", tag, _responses({"200": one}, (*WRITE, "404")),
+                              parameters=[SYS_ID_PARAM, *shape], body=body["update"], operation_id=f"{name}.put"),
+            "patch": _operation(f"Update a {table.label} record", tag, _responses({"200": one}, (*WRITE, "404")),
+                                parameters=[SYS_ID_PARAM, *shape], body=body["update"], operation_id=f"{name}.patch"),
+            "delete": _operation(f"Delete a {table.label} record", tag,
+                                 _responses({"204": {"description": "Deleted"}}, (*WRITE, "404")),
+                                 parameters=[SYS_ID_PARAM], operation_id=f"{name}.delete"),
         },
     }
 
 
+def _batch_paths() -> dict:
+    op = _operation("Several Table API requests in one call, each run as the caller (ServiceNow's Batch API)",
+                    ["Batch"], _responses({"200": _json(_ref("BatchResponse"))}, ("400", "401", "403", "413", "429")),
+                    body={"required": True, "content": {"application/json": {"schema": _ref("BatchRequest")}}})
+    return {"/api/now/batch": {"post": op | {"operationId": "batch"}},
+            "/api/now/v1/batch": {"post": op | {"operationId": "batch.v1"}}}
+
+
+# -- actions, jobs and member lists ---------------------------------------------------------------
+
+# Input type (of a free input) -> the JSON a client may send for it.
+FREE_INPUT = {
+    "boolean": lambda i: INPUT["boolean"](None),
+    "records": lambda i: _any_of(
+        {"type": "array", "items": {"type": "string", "pattern": SYS_ID}},
+        {"type": "string", "description": "sys_ids separated by commas"},
+        description=f"Records of {i.table}" if i.table else ""),
+}
+
+
+def _action_input(table: TableDef, spec: InputDef) -> dict:
+    field = table.field(spec.name) if spec.field else None
+    if field is not None:
+        schema = _input_value(field, mandatory=spec.mandatory)
+    elif spec.choices:
+        schema = {"type": "string", "enum": [str(v) for v, _ in spec.choices]}
+    else:
+        schema = FREE_INPUT.get(spec.type, lambda i: {"type": "string"})(spec)
+    return {**schema, "description": spec.label}
+
+
+def _action_operation(table: TableDef, action: ActionDef) -> dict:
+    inputs = {"type": "object", "additionalProperties": False,
+              "properties": {i.name: _action_input(table, i) for i in action.inputs}}
+    required = [i.name for i in action.inputs if i.mandatory]
+    if required:
+        inputs["required"] = required
+    ok = {"200": _json(_result(_ref(table.name), message={"type": "string"}, details={"type": "object"}),
+                       "Done: the record after")}
+    if action.background:
+        ok["202"] = _json(_result(_ref("JobStarted"), message={"type": "string"}), "Started in the background",
+                          links={"job": {"operationId": "job", "parameters": {"id": "$response.body#/result/job"}}})
+    roles = f" (roles: {', '.join(action.roles)})" if action.roles else ""
+    summary = f"{action.label}{roles}" + (f": {action.refusal}" if action.refusal else "")
+    return _operation(summary, [table.label], _responses(ok, (*WRITE, "404")), parameters=[SYS_ID_PARAM],
+                      operation_id=f"{table.name}.{action.name}",
+                      body={"required": bool(required), "content": {"application/json": {"schema": inputs}}})
+
+
+def _action_paths(defs: Definitions, table: TableDef) -> dict:
+    return {f"/api/caseloom/actions/{table.name}/{{sys_id}}/{action.name}": {"post": _action_operation(table, action)}
+            for action in defs.actions_for(table.name)}
+
+
+def _job_paths() -> dict:
+    job_id = _path_param("id", {"type": "string"}, "The job id a 202 answer gave")
+    return {"/api/caseloom/jobs/{id}": {"get": _operation(
+        "A background job's progress", ["Jobs"], _responses({"200": _json(_result(_ref("Job")))}, ("401", "403", "404", "429")),
+        parameters=[job_id], operation_id="job")}}
+
+
+def _member_list_paths(defs: Definitions) -> dict:
+    paths = {}
+    for mdef in defs.member_lists.values():
+        base, tag = f"/api/caseloom/{mdef.name}/{{sys_id}}", [defs.tables[mdef.table].label]
+        keys = sorted({k for t in mdef.types.values() for k in t.match})
+        csv = {"required": True, "content": {"text/csv": {"schema": {"type": "string"}}},
+               "description": f"A header row naming one of the columns {', '.join(keys)}, then one record a row"}
+        paths[f"{base}/import"] = {"post": _operation(
+            f"Add members from a CSV (columns {', '.join(keys)})", tag,
+            _responses({"200": _json(_result(_ref("ImportReport")))}, (*WRITE, "404")), parameters=[SYS_ID_PARAM],
+            body=csv, operation_id=f"{mdef.name}.import")}
+        paths[f"{base}/preview"] = {"get": _operation(
+            "How many records the list's condition or script identifies now, with a sample; writes nothing", tag,
+            _responses({"200": _json(_result(_ref("MemberPreview")))}, (*READ, "404", "409", "422")),
+            parameters=[SYS_ID_PARAM], operation_id=f"{mdef.name}.preview")}
+        paths[f"{base}/template"] = {"get": _operation(
+            "The CSV header an import of this list's type accepts", tag,
+            _responses({"200": {"description": "CSV", "content": {"text/csv": {"schema": {"type": "string"}}}}},
+                       (*READ, "404")), parameters=[SYS_ID_PARAM], operation_id=f"{mdef.name}.template")}
+    return paths
+
+
+# -- definitions and this document -----------------------------------------------------------------
+
 def _definition_paths() -> dict:
-    path = {"name": "path", "in": "path", "required": True, "schema": {"type": "string"}}
-    yaml_body = {"required": True, "content": {"application/yaml": {"schema": {"type": "string"}}}}
+    path = _path_param("path", {"type": "string", "pattern": r"^[A-Za-z0-9_./-]+\.(yaml|yml|csv)$"},
+                       "A file under the definitions folder, e.g. tables/task.yaml")
+    force = {"name": "force", "in": "query", "schema": {"type": "boolean"},
+             "description": "true: accept a change that loses data"}
+    change = _json(_result(_ref("DefinitionChange")))
     tag = ["Definitions"]
+    admin = ("401", "403", "429")
     return {
-        "/api/caseloom/definitions": {"get": {"summary": "Every definition file with its path and version",
-                                              "tags": tag, "responses": _responses("200", None)}},
-        "/api/caseloom/definitions/history": {"get": {"summary": "Who changed which definition file, when",
-                                                      "tags": tag, "responses": _responses("200", None)}},
-        "/api/caseloom/definitions/history/{id}/restore": {"post": {
-            "summary": "Restore a file to the text of a history entry", "tags": tag,
-            "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
-            "responses": _responses("200", None)}},
+        "/api/caseloom/definitions": {"get": _operation(
+            "Every definition file with its path and version", tag,
+            _responses({"200": _json(_result({"type": "array", "items": _ref("DefinitionFile")}))}, admin),
+            operation_id="definitions.list")},
+        "/api/caseloom/definitions/history": {"get": _operation(
+            "Who changed which definition file, when", tag,
+            _responses({"200": _json(_result({"type": "array", "items": _ref("DefinitionHistory")}))}, admin),
+            operation_id="definitions.history")},
+        "/api/caseloom/definitions/history/{id}/restore": {"post": _operation(
+            "Restore a file to the text of a history entry", tag,
+            _responses({"200": change}, (*admin, "404", "405", "409", "422")),
+            parameters=[_path_param("id", {"type": "integer", "minimum": 0, "maximum": INTEGER_MAX}), force],
+            operation_id="definitions.restore")},
         "/api/caseloom/definitions/{path}": {
-            "get": {"summary": "The YAML text of a file", "tags": tag, "parameters": [path],
-                    "responses": _responses("200", None)},
-            "put": {"summary": "Add or replace a file: validated, schema migrated, used from the next request",
-                    "tags": tag, "parameters": [path], "requestBody": yaml_body,
-                    "responses": _responses("200", None) | {"422": {"description": "Invalid: every error located"}}},
-            "delete": {"summary": "Remove a file", "tags": tag, "parameters": [path],
-                       "responses": _responses("200", None)},
+            "get": _operation("The YAML text of a file", tag, _responses(
+                {"200": {"description": "YAML", "content": {"application/yaml": {"schema": {"type": "string"}}}}},
+                (*admin, "400", "404")), parameters=[path], operation_id="definitions.get"),
+            "put": _operation(
+                "Add or replace a file: validated as a whole set, the schema migrated, used from the next request",
+                tag, _responses({"200": change}, (*admin, "400", "409", "413", "422")), parameters=[path, force],
+                body={"required": True, "content": {"application/yaml": {"schema": {"type": "string"}}}},
+                operation_id="definitions.put"),
+            "delete": _operation("Remove a file", tag, _responses({"200": change}, (*admin, "400", "404", "409", "422")),
+                                 parameters=[path, force], operation_id="definitions.delete"),
         },
+    }
+
+
+def _document_paths() -> dict:
+    return {"/api/caseloom/openapi.json": {"get": _operation(
+        "This document", ["Caseloom"], _responses({"200": _json({"type": "object"})}, ("401", "429")),
+        operation_id="openapi")}}
+
+
+# -- components ---------------------------------------------------------------------------------
+
+def _parameters() -> dict:
+    operators = ", ".join(f"{op.token} ({op.label})" for op in OPERATORS.values() if op.change is None)
+    query = {"in": "query"}
+    return {
+        "sysparm_query": query | {"name": "sysparm_query", "schema": {"type": "string"}, "description":
+                                  f"Encoded query; ^ AND, ^OR, ^NQ, ORDERBY/ORDERBYDESC; operators: {operators}"},
+        "sysparm_limit": query | {"name": "sysparm_limit", "schema": {"type": "integer", "minimum": 1},
+                                  "description": "At most this many records (larger values are capped at 10000)"},
+        "sysparm_offset": query | {"name": "sysparm_offset", "schema": {"type": "integer", "minimum": 0,
+                                                                        "maximum": MAX_OFFSET}},
+        "sysparm_fields": query | {"name": "sysparm_fields", "schema": {"type": "string"},
+                                   "description": "Comma-separated fields; dot-walk with a.b"},
+        "sysparm_display_value": query | {"name": "sysparm_display_value",
+                                          "schema": {"type": "string", "enum": ["false", "true", "all"]},
+                                          "description": "true: display values; all: {display_value, value}"},
+        "sysparm_exclude_reference_link": query | {"name": "sysparm_exclude_reference_link",
+                                                   "schema": {"type": "boolean"},
+                                                   "description": "true: references as plain sys_ids"},
+        "sysparm_suppress_pagination_header": query | {"name": "sysparm_suppress_pagination_header",
+                                                       "schema": {"type": "boolean"}, "description": "true: no Link header"},
+    }
+
+
+def _object(required: Iterable[str], **properties: dict) -> dict:
+    return {"type": "object", "required": list(required), "properties": properties}
+
+
+STRING, INTEGER = {"type": "string"}, {"type": "integer"}
+STAMP = {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$"}
+HEADERS = {"type": "array", "items": _object(  # HTTP's own rules: a token, then visible text
+    ("name", "value"), name={"type": "string", "pattern": "^[-!#$%&'*+.^_`|~0-9A-Za-z]+$"},
+    value={"type": "string", "pattern": "^[\\t\\x20-\\x7e]*$"})}
+
+
+def _shared_schemas() -> dict:
+    return {
+        "Error": _object(("error", "status"), error=_object(("message", "detail"), message=STRING, detail={}),
+                         status={"type": "string", "enum": ["failure"]}),
+        "AnyValue": _any_of(STRING, _ref("Reference"), _ref("ReferenceDisplay"), _ref("DisplayValue")),
+        "Reference": _object(("link", "value"), link=STRING, value={"type": "string", "pattern": SYS_ID})
+        | {"additionalProperties": False},
+        "ReferenceDisplay": _object(("display_value", "value"), display_value=STRING, link=STRING,
+                                    value={"type": "string", "pattern": "^([0-9a-f]{32})?$"})
+        | {"additionalProperties": False},
+        "DisplayValue": _object(("display_value", "value"), display_value=STRING, value=STRING)
+        | {"additionalProperties": False},
+        "JobStarted": _object(("job",), job=STRING),
+        "Job": _object(("state", "done", "total", "message"),
+                       state={"type": "string", "enum": ["queued", "running", "done", "failed"]},
+                       done=INTEGER, total=INTEGER, message={"type": "string", "nullable": True}),
+        "ImportReport": _object(("added", "rejected", "identified"), added=INTEGER, identified=INTEGER,
+                                rejected_total={"type": "integer", "description": "rejected rows, of which a sample is listed"},
+                                rejected={"type": "array", "items": _object(("row", "reason"), row=INTEGER, reason=STRING)}),
+        "MemberPreview": _object(("source", "count", "sample", "members"),
+                                 source={"type": "string", "enum": ["condition", "script", "import"]},
+                                 count=INTEGER, members=INTEGER, rejected=INTEGER,
+                                 log={"type": "array", "items": STRING},
+                                 sample={"type": "array", "items": {"type": "object", "additionalProperties": STRING}}),
+        "BatchRequest": _object(("rest_requests",), batch_request_id=STRING, rest_requests={
+            "type": "array", "description": "At most CASELOOM_MAX_BATCH_REQUESTS (100) requests", "items": _object(
+            ("id", "url"), id=_any_of(STRING, INTEGER), url={"type": "string", "pattern": "^/api/now/table/"},
+            method={"type": "string", "enum": ["GET", "POST", "PUT", "PATCH", "DELETE"]}, headers=HEADERS,
+            body={"type": "string", "format": "byte", "description": "The request body, base64"})}),
+        "BatchResponse": _object(
+            ("batch_request_id", "serviced_requests", "unserviced_requests"), batch_request_id=STRING,
+            serviced_requests={"type": "array", "items": _object(
+                ("id", "status_code", "status_text", "headers", "body", "execution_time"), id=STRING,
+                status_code=INTEGER, status_text=STRING, headers=HEADERS, execution_time=INTEGER,
+                body={"type": "string", "format": "byte", "description": "The response body, base64"})},
+            unserviced_requests={"type": "array", "description": "ids of requests not run (null: an item without one)",
+                                 "items": {"anyOf": [STRING, INTEGER], "nullable": True}}),
+        "DefinitionFile": _object(("path", "version", "updated_on"), path=STRING, version=STRING, updated_on=STAMP,
+                                  updated_by={"type": "string", "nullable": True}),
+        "DefinitionHistory": _object(("id", "path", "action", "user", "created_on"), id=INTEGER, path=STRING,
+                                     action=STRING, user={"type": "string", "nullable": True}, created_on=STAMP),
+        "DefinitionChange": _object(("path", "action", "version", "schema_changes"), path=STRING, action=STRING,
+                                    version={"type": "string", "nullable": True},
+                                    schema_changes={"type": "array", "items": STRING}),
     }
 
 
 def document(defs: Definitions, server: str) -> dict:
+    """The OpenAPI 3 document of this definition set, served at GET /api/caseloom/openapi.json."""
+    tables = sorted(defs.tables.values(), key=lambda t: t.name)
     paths: dict = {}
-    for table in sorted(defs.tables.values(), key=lambda t: t.name):
-        paths.update(_table_paths(table))
-    paths.update(_definition_paths())
-    operators = ", ".join(f"{op.token} ({op.label})" for op in OPERATORS.values())
+    for table in tables:
+        paths.update(_table_paths(defs, table))
+        paths.update(_action_paths(defs, table))
+    for part in (_batch_paths(), _member_list_paths(defs), _job_paths(), _definition_paths(), _document_paths()):
+        paths.update(part)
+    schemas = _shared_schemas()
+    for table in tables:
+        schemas[table.name] = _record_schema(defs, table)
+        schemas[f"{table.name}.create"] = _request_schema(table, create=True)
+        schemas[f"{table.name}.update"] = _request_schema(table, create=False)
     return {
         "openapi": "3.0.3",
-        "info": {"title": "Caseloom API", "version": "1",
-                 "description": "ServiceNow-compatible Table API generated from the definitions."},
+        "info": {"title": "Caseloom API", "version": "1", "description": (
+            "ServiceNow-compatible Table and Batch APIs, actions, background jobs, member lists and definitions, "
+            "generated from the definitions. Values are strings as ServiceNow returns them; errors are "
+            '{"error": {"message", "detail"}, "status": "failure"}.')},
         "servers": [{"url": server.rstrip("/")}],
         "security": [{"basic": []}],
         "paths": paths,
         "components": {
             "securitySchemes": {"basic": {"type": "http", "scheme": "basic"}},
-            "parameters": {
-                "sysparm_query": {"name": "sysparm_query", "in": "query", "schema": {"type": "string"},
-                                  "description": f"Encoded query; ^ AND, ^OR, ^NQ, ORDERBY/ORDERBYDESC; operators: {operators}"},
-                "sysparm_limit": {"name": "sysparm_limit", "in": "query", "schema": {"type": "integer", "maximum": 10000}},
-                "sysparm_offset": {"name": "sysparm_offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-                "sysparm_fields": {"name": "sysparm_fields", "in": "query", "schema": {"type": "string"},
-                                   "description": "Comma-separated fields; dot-walk with a.b"},
-                "sysparm_display_value": {"name": "sysparm_display_value", "in": "query",
-                                          "schema": {"type": "string", "enum": ["false", "true", "all"]}},
-                "sysparm_exclude_reference_link": {"name": "sysparm_exclude_reference_link", "in": "query",
-                                                   "schema": {"type": "boolean"}},
-            },
-            "schemas": {
-                "Error": {"type": "object", "properties": {
-                    "error": {"type": "object", "properties": {"message": {"type": "string"}, "detail": {}}},
-                    "status": {"type": "string", "enum": ["failure"]}}},
-                "Reference": {"type": "object", "properties": {"link": {"type": "string"}, "value": {"type": "string"}}},
-                **{t.name: _record_schema(t) for t in defs.tables.values()},
-            },
+            "parameters": _parameters(),
+            "responses": _error_responses(),
+            "schemas": schemas,
         },
     }
