@@ -18,11 +18,11 @@ from typing import TextIO
 
 import sqlalchemy as sa
 
-from .access import SYSTEM, Actor
+from .access import Actor
 from .definitions.model import MemberListDef, MemberType
 from .query import Query, QueryError, Selection, Term, parse_encoded
 from .records import Conflict, NotFound, RecordError, RecordService
-from .users import actor_for
+from .users import actor_named
 
 BATCH = 2000
 SAMPLE = 10
@@ -244,11 +244,7 @@ class MemberLists:
             audit.c.documentkey == record["sys_id"], audit.c.tablename.in_(self.service.defs.lineage(self.mdef.table)),
             audit.c.fieldname == self.mdef.script_field).order_by(audit.c.sys_created_on.desc(), audit.c.sys_id.desc())
             .limit(1)).scalar() or record.get("sys_created_by")
-        if name in (None, SYSTEM.user_name):
-            return SYSTEM
-        users = storage.physical("sys_user")
-        sys_id = conn.execute(sa.select(users.c.sys_id).where(users.c.user_name == name)).scalar()
-        author = actor_for(storage, conn, sys_id) if sys_id else None
+        author = actor_named(storage, conn, name)
         if author is None:
             raise Conflict(f"the script's author {name!r} no longer exists or is inactive; "
                            "save the script again to run it with your access")

@@ -123,8 +123,8 @@ class Throttle:
 
     def succeeded(self, conn: sa.Connection, attempt: Attempt) -> None:
         """Forget the user name's failures."""
-        t = self.table
-        conn.execute(sa.delete(t).where(_keys_clause(t, attempt.keys()[:1])))
+        t, (kind, name) = self.table, attempt.keys()[0]
+        conn.execute(sa.delete(t).where(t.c.kind == kind, t.c.name == name))
 
     def _count(self, dialect: str, kind: str, name: str, at: dt.datetime) -> sa.Executable:
         """One statement, atomic under concurrent failures: insert the counter or add one to it
@@ -144,10 +144,6 @@ def _lookup(t: sa.Table, keys: int) -> sa.Select:
     in with HTTP Basic asks it, so it must cost no more than the read itself."""
     return sa.select(t.c.kind, t.c.locked_until).where(sa.or_(*(
         sa.and_(t.c.kind == sa.bindparam(f"kind{i}"), t.c.name == sa.bindparam(f"name{i}")) for i in range(keys))))
-
-
-def _keys_clause(t: sa.Table, keys: list[tuple[str, str]]) -> sa.ColumnElement[bool]:
-    return sa.or_(*(sa.and_(t.c.kind == kind, t.c.name == name) for kind, name in keys))
 
 
 Write = Callable[[Callable[[sa.Connection], None]], None]

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from . import sessions
-from .access import ADMIN, Actor
+from .access import ADMIN, SYSTEM, Actor
 from .definitions.model import TableDef
 from .records import Conflict, RecordError, RecordService, deletion_guard, validator
 from .storage import Storage
@@ -60,6 +60,16 @@ def actor_for(storage: Storage, conn: sa.Connection, user_sys_id: str) -> Actor 
     table = storage.physical(USER_ROLES)
     roles = conn.execute(sa.select(table.c.role).where(table.c.user == user_sys_id)).scalars().all()
     return Actor(row.user_name, storage.defs.role_closure(roles), user_sys_id)
+
+
+def actor_named(storage: Storage, conn: sa.Connection, user_name: str | None) -> Actor | None:
+    """The Actor of a user by name, as actor_for: SYSTEM for the platform's own name (or none);
+    None when no active user has it (who started a job, who wrote a script)."""
+    if user_name in (None, SYSTEM.user_name):
+        return SYSTEM
+    users = storage.physical(USERS)
+    sys_id = conn.execute(sa.select(users.c.sys_id).where(users.c.user_name == user_name)).scalar()
+    return actor_for(storage, conn, sys_id) if sys_id else None
 
 
 class _VerifiedCache:

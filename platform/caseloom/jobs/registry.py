@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from ..access import SYSTEM, Actor
+from ..access import Actor
 from ..database import write_transaction
 from ..records import AccessDenied, Conflict, NotFound, RecordError, RecordService
-from ..users import USERS, actor_for
+from ..users import actor_named
 from .liveness import heartbeat, new_worker_id, running, timing
 from .progress import ClaimLost, Job, beat, claim_job, fail_job, finish_job, get_job, hold, report_progress
 
@@ -145,12 +145,8 @@ def describe(exc: BaseException) -> str:
 
 def _actor(runtime: Runtime, job_row: Job) -> Actor:
     """The user the job was started by, with their roles as they are now."""
-    if job_row.created_by in (None, SYSTEM.user_name):
-        return SYSTEM
-    users = runtime.storage.physical(USERS)
     with runtime.engine.connect() as conn:
-        sys_id = conn.execute(sa.select(users.c.sys_id).where(users.c.user_name == job_row.created_by)).scalar()
-        actor = actor_for(runtime.storage, conn, sys_id) if sys_id else None
+        actor = actor_named(runtime.storage, conn, job_row.created_by)
     if actor is None:
         raise JobRefused(f"user {job_row.created_by!r}, who started the job, no longer exists or is inactive")
     return actor

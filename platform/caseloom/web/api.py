@@ -65,7 +65,6 @@ def _body(empty: dict | None = None) -> dict:
     try:
         body = json.loads(data)
     except RecursionError:
-        body = None
         raise ApiError(400, "Request body is nested too deeply", f"at most {MAX_DEPTH} levels of objects and lists") from None
     except ValueError as exc:
         raise ApiError(400, "Request body is not valid JSON", str(exc)[:200]) from None

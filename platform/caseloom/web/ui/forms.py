@@ -16,7 +16,7 @@ from .. import db
 from ..auth import connection, records, rollback, runtime
 from ..serialize import base_url, make_shape, render_record
 from . import blueprint, login_required
-from .lists import list_columns, row_number
+from .lists import readable_columns, row_number
 from .members import member_panel, running_job
 
 RELATED_PAGE = 10
@@ -232,7 +232,7 @@ def _related(tdef: TableDef, record: dict, index: int, first: int = 1) -> dict:
     if not service.can(other.name, "read"):
         return info
     query = Query(Term(spec.field, "eq", record["sys_id"]))
-    columns = [c for c in list_columns(other) if c != spec.field and service.can_read_path(other.name, c)]
+    columns = [c for c in readable_columns(service, other) if c != spec.field]
     shape = make_shape(defs.tables, other, ",".join(columns), "all", "true", base_url(), service.readable)
     info["columns"] = [(c, shape.fields[c]) for c in columns]
     rows = service.query(other.name, query, shape.columns(), RELATED_PAGE, first - 1)

@@ -36,6 +36,11 @@ def list_columns(tdef: TableDef) -> list[str]:
     return names[:6] or ["sys_id"]
 
 
+def readable_columns(service, tdef: TableDef) -> list[str]:
+    """The table's list columns, less those that dot-walk through a table the user may not read."""
+    return [c for c in list_columns(tdef) if service.can_read_path(tdef.name, c)]
+
+
 def _quick_search(tdef: TableDef, columns: list[str], text: str) -> Term | AnyOf | None:
     tables = runtime().defs.tables
     terms = []
@@ -124,7 +129,7 @@ def list_view(table: str):
     if request.method == "POST":
         return _apply_filter(tdef)
     encoded = request.args.get("sysparm_query", "")
-    columns = [c for c in list_columns(tdef) if service.can_read_path(table, c)]  # dot-walks the user may follow
+    columns = readable_columns(service, tdef)
     error = None
     try:
         query = parse_encoded(encoded)
