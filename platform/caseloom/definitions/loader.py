@@ -19,15 +19,14 @@ import jsonschema
 from ..fieldtypes import FIELD_TYPES, FieldValueError
 from .behaviour import (
     build_actions,
-    build_declared_lists,
     build_lifecycles,
-    build_member_lists,
     build_menu,
     build_notifications,
     build_rules,
     check_unique_actions,
 )
 from .bench import build_bench
+from .lists import build_declared_lists, build_member_lists
 from .model import (
     AccessRule,
     DefinitionFile,
