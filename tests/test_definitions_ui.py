@@ -91,7 +91,7 @@ def test_the_definitions_area_shows_the_files_by_kind_to_administrators_only(adm
     page = admin.get("/ui/definitions")
     html = page.get_data(as_text=True)
     assert page.status_code == 200
-    for heading in ("Tables", "Properties", "Lifecycles", "Rules", "Recipients", "Notifications", "Roles and access",
+    for heading in ("Tables", "Properties", "Lifecycles", "Rules", "Member lists", "Notifications", "Roles and access",
                     "Menus"):
         assert f"<h2>{heading} <span" in html
     assert 'href="/ui/definitions/file/tables/task.yaml"' in html

@@ -25,9 +25,9 @@ import urllib.request
 import pytest
 import sqlalchemy as sa
 
-from caseloom import list_effects
 from caseloom.access import SYSTEM
 from caseloom.actions import run_action
+from caseloom.effects import lists as list_effects
 from caseloom.jobs import DONE, QUEUED, RUNNING, claim_job, execute_job, get_job, liveness, registry
 from caseloom.memberlists import lists_for
 from caseloom.query import parse_encoded

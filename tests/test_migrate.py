@@ -64,8 +64,10 @@ def short_description(length: int) -> list[tuple[str, str]]:
     files = shipped()
     old = "short_description: {type: string, max_length: 160"
     new = f"short_description: {{type: string, max_length: {length}"
-    return changed({name: edit(files[name], (old, new))
-                    for name in ("tables/task.yaml", "tables/sn_customerservice_case.yaml")})
+    sources = changed({name: edit(files[name], (old, new))
+                       for name in ("tables/task.yaml", "tables/sn_customerservice_case.yaml")})
+    # the demo data's descriptions would not fit a narrower field, and validate says so: the migration is the subject
+    return [(path, text) for path, text in sources if not path.startswith("demo/")] if length < 160 else sources
 
 
 @pytest.fixture

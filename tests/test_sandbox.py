@@ -254,7 +254,7 @@ def test_result_shapes(run, source, sys_ids):
 @pytest.mark.parametrize("source,message", [
     ("x = 1", "the script did not set `result`"),
     ("result = 5", "`result` must be a list of sys_ids"),
-    ("result = {'people': []}", "got a dict with keys people"),
+    ("result = {'people': [], 'places': []}", "got a dict with keys people, places"),
     ("result = [1]", "result item 0 is 1"),
     ("result = [{'name': 'x'}]", "result item 0 is a record without a sys_id"),
     ("result = [records]", "`result` is not plain data"),

@@ -1,17 +1,21 @@
 """Running actions: lifecycle transitions and declared actions, for the API and the UI alike.
 
-An action is checked (roles: 403; state and condition: 409 saying why; inputs: 400 naming
-the input), then its field inputs and target state are written as one update and its
-effects run in order, all inside one savepoint: if anything fails, nothing changed.
+An action is checked (its roles and write access to its table: 403; state and condition: 409
+saying why; inputs: 400 naming the input), then its field inputs and target state are written
+as one update and its effects run in order, all inside one savepoint: if anything fails,
+nothing changed. A background action is checked when it is started and again by its job,
+which then writes the update and runs the effects in its first unit of work.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .automation import Automation, action_allows
+from .automation.conditions import resolver
 from .definitions.model import ActionDef, TableDef
 from .effects import EffectContext, run_effects
 from .properties import Properties
@@ -28,54 +32,91 @@ class ActionOutcome:
 
 
 def available_actions(service: RecordService, table: str, record: dict) -> list[ActionDef]:
-    """The actions the record's state and the actor's roles allow now (what the UI shows)."""
+    """The actions the actor may run on the record now (what the UI shows): its roles, write access
+    to the table (every action changes its record) and the record's state and condition allow them."""
     tdef = service.table(table)
+    if not service.can(tdef.name, "write"):
+        return []
     props = Properties(service.defs, service.storage, service.conn)
     return [a for a in service.defs.actions_for(tdef.name)
             if action_allows(service.actor, a) and _refusal(service, tdef, a, record, props) is None]
 
 
 def run_action(service: RecordService, table: str, sys_id: str, name: str, inputs: dict | None) -> ActionOutcome:
-    service.table(table, "read")
-    action = service.defs.action(table, name)
-    if action is None:
-        raise NotFound(f"table {table!r} has no action {name!r}")
-    if not action_allows(service.actor, action):
-        raise AccessDenied(f"user {service.actor.user_name!r} may not {action.label.lower()} "
-                           f"(needs one of the roles {', '.join(action.roles)})")
-    if not service.can(table, "write"):
-        raise AccessDenied(f"user {service.actor.user_name!r} may not change records of {table!r}")
+    action = _authorised(service, table, name)
     with service.conn.begin_nested():
-        record = service.get(table, sys_id, for_update=True)
-        if record is None:
-            raise NotFound(f"no {table} record with sys_id {sys_id}")
-        record_tdef = service.defs.tables[record["sys_class_name"]]
         props = Properties(service.defs, service.storage, service.conn)
-        refusal = _refusal(service, record_tdef, action, record, props)
-        if refusal:
-            raise Conflict(refusal)
+        record_tdef, record = _checked_record(service, table, sys_id, action, props)
         values, free = _read_inputs(action, inputs or {})
         if action.background:
             return _start_in_background(service, record_tdef, record, action, inputs or {})
-        if action.to_state is not None:
-            values[action.field] = action.to_state
         previous = dict(record)
-        if values:
-            with service.by_definitions():
-                record = service.update(record_tdef.name, sys_id, values)
-        declared = {i.name: None for i in action.inputs}  # an omitted optional input is empty, not undefined
-        ctx = EffectContext(service, record_tdef, dict(record), previous, inputs={**declared, **free, **values},
-                            journal={k: v for k, v in values.items() if _is_journal(record_tdef, k)},
-                            properties=props.get, notify=Automation(service.defs).notifier(service))
+        written = _written(action, values)
+        record = _update(service, record_tdef, record, written)
+        ctx = _context(service, record_tdef, record, previous, action, written, free, props)
         with service.by_definitions():
             run_effects(ctx, action.effects)
         ctx.reload()
         return ActionOutcome(ctx.record, ctx.messages, ctx.result)
 
 
+def _authorised(service: RecordService, table: str, name: str) -> ActionDef:
+    """The action, if the actor may run it: one of its roles, and write access to the table. As in
+    ServiceNow, an action's roles decide who is offered it; the change it makes to the record still
+    needs the table's write access (403 naming the table when it is missing)."""
+    service.table(table, "read")
+    action = service.defs.action(table, name)
+    if action is None:
+        raise NotFound(f"table {table!r} has no action {name!r}")
+    refused = f"user {service.actor.user_name!r} may not {action.label.lower()}"
+    if not action_allows(service.actor, action):
+        raise AccessDenied(f"{refused} (needs one of the roles {', '.join(action.roles)})")
+    if not service.can(table, "write"):
+        raise AccessDenied(f"{refused}: an action changes its record, and the user "
+                           f"may not write records of {table!r} (an action needs one of its roles and write access "
+                           "to its table)")
+    return action
+
+
+def _checked_record(service: RecordService, table: str, sys_id: str, action: ActionDef,
+                    props: Properties) -> tuple[TableDef, dict]:
+    """The record, locked for the update, if its state and the action's condition allow the action (else 409)."""
+    record = service.get(table, sys_id, for_update=True)
+    if record is None:
+        raise NotFound(f"no {table} record with sys_id {sys_id}")
+    record_tdef = service.defs.tables[record["sys_class_name"]]
+    refusal = _refusal(service, record_tdef, action, record, props)
+    if refusal:
+        raise Conflict(refusal)
+    return record_tdef, record
+
+
+def _written(action: ActionDef, values: dict[str, Any]) -> dict[str, Any]:
+    """What the action writes to its record: its field inputs, and its target state."""
+    return values if action.to_state is None else {**values, action.field: action.to_state}
+
+
+def _update(service: RecordService, tdef: TableDef, record: dict, written: dict[str, Any]) -> dict:
+    """Write the action's values as one update, as the definitions (read-only fields and the lifecycle
+    field may move), with every check of the write path: lifecycle, mandatory fields, rules."""
+    if not written:
+        return record
+    with service.by_definitions():
+        return service.update(tdef.name, record["sys_id"], written)
+
+
+def _context(service: RecordService, tdef: TableDef, record: dict, previous: dict, action: ActionDef,
+             written: dict[str, Any], free: dict[str, Any], props: Properties,
+             progress: Callable[[int, int], RecordService | None] | None = None) -> EffectContext:
+    declared = {i.name: None for i in action.inputs}  # an omitted optional input is empty, not undefined
+    return EffectContext(service, tdef, dict(record), previous, inputs={**declared, **free, **written},
+                         journal={k: v for k, v in written.items() if _is_journal(tdef, k)},
+                         properties=props.get, notify=Automation(service.defs).notifier(service), progress=progress)
+
+
 def _is_journal(tdef: TableDef, name: str) -> bool:
     f = tdef.field(name)
-    return f is not None and f.type == "journal"
+    return f is not None and f.ftype.journal
 
 
 def _refusal(service: RecordService, tdef: TableDef, action: ActionDef, record: dict, props: Properties) -> str | None:
@@ -87,7 +128,8 @@ def _refusal(service: RecordService, tdef: TableDef, action: ActionDef, record: 
             label = lifecycle_field.choice_label(current) if lifecycle_field else current
             allowed = ", ".join(lifecycle_field.choice_label(s) or str(s) for s in action.from_states)
             return f"cannot {action.label.lower()}: the {tdef.label.lower()} is {label} (allowed from {allowed})"
-    if action.condition is not None and not evaluate(action.condition, record, properties=props.get):
+    if action.condition is not None and not evaluate(action.condition, record, properties=props.get,
+                                                     resolve=resolver(service, tdef, record)):
         return action.refusal or f"cannot {action.label.lower()} this {tdef.label.lower()} in its current state"
     return None
 
@@ -137,15 +179,21 @@ def _start_in_background(service: RecordService, tdef: TableDef, record: dict, a
     return ActionOutcome(record, [f"{action.label} started"], {}, job_id)
 
 
+# A job parameter: the action's update has committed (with its first unit of work), so a re-run goes on
+# with the effects instead of checking the state again (which the update has moved).
+APPLIED = "applied"
+
+
 def run_in_job(run) -> str:
-    """A background action's effects, run by its job: the batches an effect reports commit with the
-    job's progress at most every CASELOOM_JOB_COMMIT_SECONDS (1 s), so a crash loses at most that
-    much work and a re-run resumes (effects pick their work by the state of the data). Each unit
-    begins and ends holding the job (`run.hold`, guarded progress): a run that lost it to another
-    worker rolls back its unit and stops, so no batch is ever committed by two runs."""
+    """A background action, run by its job: the checks of a foreground action (roles, write access,
+    state, condition, inputs), then its field inputs and target state, then its effects, all in the
+    first unit of work. The batches an effect reports commit with the job's progress at most every
+    CASELOOM_JOB_COMMIT_SECONDS (1 s), so a crash loses at most that much work and a re-run resumes
+    (effects pick their work by the state of the data). Each unit begins and ends holding the job
+    (`run.hold`, guarded progress): a run that lost it to another worker rolls back its unit and
+    stops, so no batch is ever committed by two runs."""
     from .database import WRITE_LOCK, job_cache
 
-    params = run.params
     runtime = run.runtime
     with runtime.engine.connect() as conn, job_cache(conn):
         conn.execution_options(**{WRITE_LOCK: True})
@@ -153,14 +201,7 @@ def run_in_job(run) -> str:
         service = runtime.records(conn, run.actor)
         try:
             run.hold(conn)
-            action = service.defs.action(params["table"], params["action"])
-            record = service.get(params["table"], params["sys_id"])
-            if action is None or record is None:
-                raise NotFound(f"{params['table']} {params['sys_id']} or its action {params['action']} is gone")
-            tdef = service.defs.tables[record["sys_class_name"]]
-            props = Properties(service.defs, service.storage, conn)
-            declared = {i.name: None for i in action.inputs}
-
+            action, ctx = _start_job(service, run)
             last_commit = time.monotonic()
 
             def progress(done: int, total: int):
@@ -175,9 +216,7 @@ def run_in_job(run) -> str:
                 last_commit = time.monotonic()
                 return service
 
-            ctx = EffectContext(service, tdef, dict(record), dict(record), inputs={**declared, **params["inputs"]},
-                                properties=props.get, notify=Automation(service.defs).notifier(service),
-                                progress=progress)
+            ctx.progress = progress
             with service.by_definitions():
                 run_effects(ctx, action.effects)
             run.hold(conn)
@@ -187,3 +226,25 @@ def run_in_job(run) -> str:
             transaction.rollback()
             raise
     return "; ".join(ctx.messages) or "done"
+
+
+def _start_job(service: RecordService, run) -> tuple[ActionDef, EffectContext]:
+    """The first run: check as run_action does and apply the update, noting in the job (same unit of
+    work) that it is applied. A re-run after that unit committed: the record as it is now."""
+    params = run.params
+    props = Properties(service.defs, service.storage, service.conn)
+    if not params.get(APPLIED):
+        action = _authorised(service, params["table"], params["action"])
+        tdef, record = _checked_record(service, params["table"], params["sys_id"], action, props)
+        values, free = _read_inputs(action, params["inputs"])
+        written = _written(action, values)
+        previous, record = dict(record), _update(service, tdef, record, written)
+        run.remember(service.conn, **{APPLIED: True})
+        return action, _context(service, tdef, record, previous, action, written, free, props)
+    action = service.defs.action(params["table"], params["action"])
+    record = service.get(params["table"], params["sys_id"])
+    if action is None or record is None:
+        raise NotFound(f"{params['table']} {params['sys_id']} or its action {params['action']} is gone")
+    tdef = service.defs.tables[record["sys_class_name"]]
+    values, free = _read_inputs(action, params["inputs"])
+    return action, _context(service, tdef, record, dict(record), action, _written(action, values), free, props)

@@ -8,7 +8,7 @@ from pathlib import Path
 from .config import Config
 from .definitions import Definitions
 from .definitions.store import DefinitionStore
-from .demo import demo_loaded, load_demo
+from .demo import DemoError, demo_loaded, load_demo, locate
 from .migrate import migrate
 from .properties import seed_properties
 from .runtime import Runtime
@@ -43,8 +43,15 @@ class InitReport:
         return out
 
 
+DEFAULT_SCALE = 200
+
+
 def initialise(config: Config, defs: Definitions, force: bool = False, demo: bool = False,
-               accounts: int = 200, runtime: Runtime | None = None) -> InitReport:
+               scale: int = DEFAULT_SCALE, runtime: Runtime | None = None, *, accounts: int | None = None) -> InitReport:
+    """Migrate the schema, seed properties, store the definitions, load the demo data at `scale`
+    (`accounts`: the same, by the name `caseloom init --accounts` gives it) and build the declared lists.
+    Raises DemoError or DeclaredListError, each naming what could not be made."""
+    scale = scale if accounts is None else accounts
     runtime = runtime or Runtime(config, defs)
     report = InitReport(migrated=migrate(runtime.engine, runtime.storage, force=force))
     with runtime.transaction() as service:
@@ -55,7 +62,10 @@ def initialise(config: Config, defs: Definitions, force: bool = False, demo: boo
             if demo_loaded(service):
                 report.demo_skipped = True
             else:
-                report.demo = load_demo(service, accounts)
+                try:
+                    report.demo = load_demo(service, scale)
+                except DemoError as exc:
+                    raise locate(exc, config.definitions, defs.files) from None
         report.demo_users = [(u.user_name, u.password, u.roles) for u in defs.demo.users]
     if defs.declared_lists:
         from .memberlists import apply_declared

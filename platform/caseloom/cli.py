@@ -37,20 +37,30 @@ def validate(folder: str | None) -> None:
 
 
 @main.command()
-@click.option("--demo", is_flag=True, help="Add demo users, accounts, contacts, consumers and cases.")
-@click.option("--accounts", type=click.IntRange(min=0), default=None, help="Demo customer accounts (default 200).")
+@click.option("--demo", is_flag=True, help="Add the demo users and the rows the definitions' demo generators make.")
+@click.option("--scale", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Demo scale: a generator with per_scale: k makes k x N rows (default 200). Implies --demo.")
+@click.option("--accounts", type=click.IntRange(min=0), default=None, metavar="N", help="The same as --scale.")
 @click.option("--force", is_flag=True, help="Apply changes that lose data (dropped fields, narrowed types).")
-def init(demo: bool, accounts: int | None, force: bool) -> None:
-    """Create or migrate the database to match the definitions."""
-    from .bootstrap import initialise
+def init(demo: bool, scale: int | None, accounts: int | None, force: bool) -> None:
+    """Create or migrate the database to match the definitions; build the declared lists."""
+    from .bootstrap import DEFAULT_SCALE, initialise
+    from .demo import DemoError
 
+    if scale is not None and accounts is not None and scale != accounts:
+        click.echo(f"caseloom init: --accounts is the same as --scale: give one (got {accounts} and {scale})", err=True)
+        sys.exit(1)
+    scale = scale if scale is not None else accounts
     config = Config.from_env()
     defs = _load_or_exit(config.definitions)
     started = time.perf_counter()
     try:
-        report = initialise(config, defs, force=force, demo=demo or accounts is not None,
-                            accounts=200 if accounts is None else accounts)
-    except Exception as exc:  # a refused migration or a database error: say it, exit 1
+        report = initialise(config, defs, force=force, demo=demo or scale is not None,
+                            scale=DEFAULT_SCALE if scale is None else scale)
+    except DemoError as exc:  # located like a definition error: PATH:LINE:COL: demo: generator ...
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    except Exception as exc:  # a refused migration, a list that cannot be built, a database error: say it, exit 1
         click.echo(f"caseloom init: {exc}", err=True)
         sys.exit(1)
     for line in report.lines():

@@ -1,4 +1,8 @@
-"""Engines for SQLite and PostgreSQL, with SQLite set up for real transactions."""
+"""Engines for SQLite and PostgreSQL, with SQLite set up for real transactions.
+
+The set-up is SQLAlchemy event listeners attached to the engines Caseloom makes (`make_engine`,
+and the web app's engine through `prepare_engine`), never to the Engine class: another engine
+in the same process (a library's, a test's) keeps SQLite's defaults."""
 
 from __future__ import annotations
 
@@ -13,7 +17,6 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
 
 # WAL: readers never wait for the writer; NORMAL: a commit does not wait for the disk (WAL keeps it
 # safe from corruption); a page cache of up to 256 MB per connection (allocated as pages are used),
@@ -28,7 +31,6 @@ SQLITE_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGM
 DB_FILE = "caseloom_sqlite_file"  # connection info: the database file, for its checkpointer
 
 
-@event.listens_for(Engine, "connect")
 def _sqlite_connect(dbapi_connection, connection_record):
     if isinstance(dbapi_connection, sqlite3.Connection):
         # Let SQLAlchemy emit BEGIN itself so SAVEPOINTs work (pysqlite's own handling breaks them).
@@ -42,7 +44,6 @@ def _sqlite_connect(dbapi_connection, connection_record):
             connection_record.info[DB_FILE] = path
 
 
-@event.listens_for(Engine, "commit")
 def _sqlite_commit(conn):
     path = conn.info.get(DB_FILE)
     if path:
@@ -119,10 +120,23 @@ def job_cache(conn: sa.Connection) -> Iterator[None]:
         raw.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KB}")
 
 
-@event.listens_for(Engine, "begin")
 def _sqlite_begin(conn):
-    if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE_LOCK) else "BEGIN")
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE_LOCK) else "BEGIN")
+
+
+# SQLite's set-up, event by event: pragmas on connect, BEGIN (IMMEDIATE under WRITE_LOCK), the
+# checkpointer after commit.
+SQLITE_LISTENERS = (("connect", _sqlite_connect), ("begin", _sqlite_begin), ("commit", _sqlite_commit))
+
+
+def prepare_engine(engine: sa.Engine) -> sa.Engine:
+    """Set up an engine Caseloom uses (SQLite: pragmas, transactions SAVEPOINTs work in, the WAL
+    checkpointer); call it before the engine's first connection. Idempotent; other dialects as they are."""
+    if engine.dialect.name == "sqlite":
+        for name, listener in SQLITE_LISTENERS:
+            if not event.contains(engine, name, listener):
+                event.listen(engine, name, listener)
+    return engine
 
 
 @contextmanager
@@ -155,4 +169,4 @@ def absolute_url(url: str) -> str:
 
 def make_engine(url: str) -> sa.Engine:
     url = absolute_url(url)
-    return sa.create_engine(url, **engine_options(url))
+    return prepare_engine(sa.create_engine(url, **engine_options(url)))

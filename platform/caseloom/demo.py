@@ -1,34 +1,55 @@
-"""Demo data from the definitions' `demo:` files, scaled by --accounts, written set-based.
+"""Demo data from the definitions' `demo:` files, scaled by `caseloom init --scale N`, written set-based.
 
 Generated rows get deterministic sys_ids, so a generator can reference another's rows
-by index before they exist (accounts and their primary contacts point at each other);
-reference checks are deferred to the end of the load.
+by index before they exist (two tables whose records point at each other); reference
+checks are deferred to the end of the load. A value that cannot be written stops the load
+with a DemoError naming the generator, the row (1 is the first) and the field.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable, Iterator
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from .definitions.model import DemoGenerator
-from .records import RecordService, now
+from .definitions.model import DefinitionFile, DemoGenerator
+from .definitions.yamlsource import DefinitionError, parse_yaml
+from .records import RecordError, RecordService, now
 from .users import add_user
 
 MARKER = "demo_loaded"
+DANGLING_SLICE = 500  # rows whose references are looked up at a time, when a load failed on one
 
 
 def demo_sys_id(generator: str, index: int) -> str:
     return hashlib.md5(f"caseloom-demo:{generator}:{index}".encode()).hexdigest()
 
 
-def generator_count(gen: DemoGenerator, accounts: int) -> int:
+class DemoError(Exception):
+    """A demo generator's value that cannot be written: which generator, row and field, and why;
+    `location` is where the definition says it (PATH:LINE:COL), when known."""
+
+    def __init__(self, generator: str, row: int | None, field: str | None, why: str, location: str | None = None):
+        self.generator, self.row, self.field, self.why, self.location = generator, row, field, why, location
+        where = f"{location}: " if location else ""
+        row_text = f" row {row}" if row is not None else ""
+        field_text = f"{field}: " if field else ""
+        super().__init__(f"{where}demo: generator {generator!r}{row_text}: {field_text}{why}")
+
+    def at(self, location: str | None) -> DemoError:
+        return DemoError(self.generator, self.row, self.field, self.why, location)
+
+
+def generator_count(gen: DemoGenerator, scale: int) -> int:
+    """Rows of a generator: its `count`, or `per_scale` rows per unit of the scale (at least one)."""
     if gen.count is not None:
         return gen.count
-    return max(1, int(accounts * gen.per_account)) if accounts > 0 else 0
+    return max(1, int(scale * gen.per_account)) if scale > 0 else 0
 
 
 def demo_loaded(service: RecordService) -> bool:
@@ -36,32 +57,108 @@ def demo_loaded(service: RecordService) -> bool:
     return service.conn.execute(sa.select(meta.c.value).where(meta.c.name == MARKER)).scalar() is not None
 
 
-def load_demo(service: RecordService, accounts: int = 200) -> dict[str, int]:
-    """Create the demo users and generated rows; returns rows written per generator."""
+def load_demo(service: RecordService, scale: int = 200) -> dict[str, int]:
+    """Create the demo users and generated rows; returns rows written per generator. Raises
+    DemoError naming the generator, row and field of the first value that cannot be written."""
     demo = service.defs.demo
     user_ids = {}
     for user in demo.users:
         record = add_user(service, user.user_name, user.password, list(user.roles), dict(user.values))
         user_ids[user.user_name] = record["sys_id"]
-    counts = {g.name: generator_count(g, accounts) for g in demo.generators}
+    counts = {g.name: generator_count(g, scale) for g in demo.generators}
     written: dict[str, int] = {}
     stamp = now()
-    with service.deferred_references(), service.by_definitions():  # declared data: any field, any state
-        for gen in demo.generators:
-            written[gen.name] = service.insert_many(gen.table, generated_rows(gen, counts, user_ids, stamp))
+    try:
+        with service.deferred_references(), service.by_definitions():  # declared data: any field, any state
+            for gen in demo.generators:
+                try:
+                    written[gen.name] = service.insert_many(gen.table, generated_rows(gen, counts, user_ids, stamp))
+                except RecordError as exc:
+                    raise DemoError(gen.name, exc.row, exc.field, exc.message) from None
+    except RecordError as exc:  # a reference to a record that is not there, found once every row is in
+        dangling = _dangling(service, demo.generators, counts, user_ids, stamp)
+        raise dangling or DemoError("(a reference)", None, exc.field, exc.message) from None
     meta = service.storage.internal("sys_meta")
     if not demo_loaded(service):
-        service.conn.execute(sa.insert(meta).values(name=MARKER, value=str(accounts)))
+        service.conn.execute(sa.insert(meta).values(name=MARKER, value=str(scale)))
     return written
 
 
 def generated_rows(gen: DemoGenerator, counts: dict, users: dict, stamp: dt.datetime) -> Iterator[dict]:
-    makers = [(name, _maker(spec, counts, users, stamp)) for name, spec in gen.values.items()]
+    makers = []
+    for name, spec in gen.values.items():
+        try:
+            makers.append((name, _maker(spec, counts, users, stamp)))
+        except (KeyError, ValueError) as exc:
+            raise DemoError(gen.name, None, name, f"cannot make values from {spec!r}: {_why(exc)}") from None
     prefix = f"caseloom-demo:{gen.name}:"
     for i in range(counts[gen.name]):
-        row = {name: make(i) for name, make in makers}
+        try:
+            row = {name: make(i) for name, make in makers}
+        except Exception:  # whatever a value spec raised: find which field, and name it
+            raise _failing_value(gen, makers, i) from None
         row["sys_id"] = hashlib.md5(f"{prefix}{i}".encode()).hexdigest()
         yield row
+
+
+def _failing_value(gen: DemoGenerator, makers: list, i: int) -> DemoError:
+    """The error of the first value of row `i` that cannot be made (each maker is run again, alone)."""
+    for name, make in makers:
+        try:
+            make(i)
+        except Exception as exc:  # the one that fails alone
+            return DemoError(gen.name, i + 1, name, _why(exc))
+    return DemoError(gen.name, i + 1, None, "a value could not be made")
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError) else str(exc)
+
+
+def _dangling(service: RecordService, generators, counts: dict, users: dict, stamp: dt.datetime) -> DemoError | None:
+    """The first generated reference (generator, row, field) to a record that does not exist,
+    looked for again row by row (in slices of DANGLING_SLICE) once the load has failed."""
+    for gen in generators:
+        tdef = service.defs.tables[gen.table]
+        fields = [tdef.fields[name] for name in gen.values if tdef.fields[name].type == "reference"]
+        rows = enumerate(generated_rows(gen, counts, users, stamp), start=1)
+        while fields and (chunk := list(itertools.islice(rows, DANGLING_SLICE))):
+            for field in fields:
+                found = service.existing_ids(field.reference, {r[field.name] for _, r in chunk if r[field.name]})
+                row, value = next(((n, r[field.name]) for n, r in chunk if r[field.name] and r[field.name] not in found),
+                                  (None, None))
+                if row is not None:
+                    return DemoError(gen.name, row, field.name, f"no {field.reference} record has sys_id {value}")
+    return None
+
+
+def locate(error: DemoError, folder: str | Path, files: Iterable[DefinitionFile]) -> DemoError:
+    """The error with the place its generator's value is declared (PATH:LINE:COL), read from the
+    demo files of the definitions folder; a cycle's item is the one the row used."""
+    for file in files:
+        if file.kind != "demo":
+            continue
+        path = Path(folder) / file.path
+        try:
+            doc = parse_yaml(path.read_text(encoding="utf-8"), str(path))
+        except (OSError, UnicodeDecodeError, DefinitionError):
+            continue  # changed since the definitions loaded: the message stands without a place
+        demo = doc.data.get("demo") if isinstance(doc.data, dict) else None
+        for k, spec in enumerate((demo or {}).get("generate") or ()):
+            if isinstance(spec, dict) and spec.get("name") == error.generator:
+                return error.at(str(doc.where(*_value_keys(("demo", "generate", k), spec, error))))
+    return error
+
+
+def _value_keys(where: tuple, spec: dict, error: DemoError) -> tuple:
+    """The keys of the value that made the failing row's field (a cycle's item: the one the row used)."""
+    values = spec.get("values") or {}
+    if error.field not in values:
+        return where
+    value = values[error.field]
+    if isinstance(value, dict) and value.get("cycle") and error.row:
+        return where + ("values", error.field, "cycle", (error.row - 1) % len(value["cycle"]))
+    return where + ("values", error.field)
 
 
 def _maker(spec: Any, counts: dict, users: dict, stamp: dt.datetime) -> Callable[[int], Any]:

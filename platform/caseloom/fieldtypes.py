@@ -2,7 +2,9 @@
 
 Each type knows its SQL column type, how to turn input (a string from a form or the
 API, or a native value from YAML/JSON) into the stored value, and how to render the
-stored value as the string ServiceNow's API returns.
+stored value as the string ServiceNow's API returns. Its capability flags say what the
+rest of the platform may do with a field of the type (read it back, filter, sort, list
+it); code asks the flag, never the type's name.
 """
 
 from __future__ import annotations
@@ -29,15 +31,36 @@ class FieldType:
     parse: Callable[[Any, Any], Any]
     render: Callable[[Any], str] = lambda v: "" if v is None else str(v)
     prepare: Callable[[Any], Any] = lambda v: v  # parsed value -> stored value (hashed: see `hashed`)
-    hashed: bool = False  # a secret: stored as `prepare` makes it (a hash), never rendered
+    hashed: bool = False  # a secret: stored as `prepare` makes it (a hash)
     input: str = "text"  # the HTML input the UI uses
     searchable: bool = False  # included in quick search (LIKE)
+    # -- capabilities -------------------------------------------------------------------------
+    # Never read back by any surface: Table API, lists, forms, audit values, templates, scripts.
+    hidden: bool = False
+    queryable: bool = True  # may be filtered on: encoded queries, conditions, the list filter
+    sortable: bool = True  # may be ordered by
+    listable: bool = True  # a list column when a table declares no `list:`
+    journal: bool = False  # a written value is an entry in sys_journal_field, not a column value
+
+    def problems(self) -> list[str]:
+        """Flags that contradict each other (a hidden value that could still be probed by a query)."""
+        out = []
+        if self.hidden:
+            out += [f"a hidden type cannot be {flag}" for flag in ("queryable", "sortable", "listable", "searchable")
+                    if getattr(self, flag)]
+        if self.column is None:
+            out += [f"a type with no column cannot be {flag}" for flag in ("queryable", "sortable", "listable")
+                    if getattr(self, flag)]
+        return out
 
 
 FIELD_TYPES: dict[str, FieldType] = {}
 
 
 def register(ftype: FieldType) -> FieldType:
+    problems = ftype.problems()
+    if problems:
+        raise ValueError(f"field type {ftype.name!r}: {'; '.join(problems)}")
     FIELD_TYPES[ftype.name] = ftype
     return ftype
 
@@ -269,7 +292,7 @@ def _string_column(field: Any) -> sa.types.TypeEngine:
 
 register(FieldType("string", _string_column, lambda f, v: _parse_string(f, v, STRING_LENGTH), searchable=True))
 register(FieldType("text", lambda f: sa.Text(), lambda f, v: _parse_string(f, v, TEXT_LENGTH), input="textarea",
-                   searchable=True))
+                   searchable=True, listable=False))
 register(FieldType("integer", lambda f: sa.Integer(), _parse_integer, input="number"))
 register(FieldType("decimal", lambda f: sa.Numeric(DECIMAL_PRECISION, DECIMAL_SCALE), _parse_decimal, _render_decimal,
                    input="decimal"))
@@ -278,9 +301,12 @@ register(FieldType("date", lambda f: sa.Date(), _parse_date, lambda v: "" if v i
 register(FieldType("datetime", lambda f: sa.DateTime(), _parse_datetime, _render_datetime, input="datetime-local"))
 register(FieldType("choice", _choice_column, _parse_choice, input="select"))
 register(FieldType("reference", lambda f: sa.String(32), _parse_reference, input="reference"))
-register(FieldType("journal", None, _parse_journal, input="journal"))
+register(FieldType("journal", None, _parse_journal, input="journal", journal=True, queryable=False, sortable=False,
+                   listable=False))
 register(FieldType("email", lambda f: sa.String(f.max_length or EMAIL_LENGTH), _parse_email, input="email", searchable=True))
 register(FieldType("url", lambda f: sa.String(f.max_length or URL_LENGTH), _parse_url, input="url"))
-# A secret: stored hashed by the record service, never rendered by any API or page.
+# A secret: stored hashed by the record service, never read back; not queryable either (a STARTSWITH
+# probe would read the hash out one character at a time).
 register(FieldType("password", lambda f: sa.String(255), lambda f, v: _parse_string(f, v, PASSWORD_LENGTH),
-                   lambda v: "", prepare=generate_password_hash, input="password", hashed=True))
+                   lambda v: "", prepare=generate_password_hash, input="password", hashed=True, hidden=True,
+                   queryable=False, sortable=False, listable=False))

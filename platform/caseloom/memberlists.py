@@ -1,4 +1,4 @@
-"""Member lists (recipients lists): records of one table gathered by condition, script or import.
+"""Member lists: records of one table gathered by condition, script or import (e.g. recipients lists).
 
 A list's type names the table its members come from and the table that holds them. Members
 added by a condition or a script are marked dynamic: a refresh re-evaluates them and keeps
@@ -200,11 +200,7 @@ class MemberLists:
         source, filename = script_source(self.service, record.get(self.mdef.script_field) or "",
                                          f"{self.mdef.table}:{record['sys_id']}")
         outcome = self.run_script(record, source, filename, self.script_author(record))
-        raw = outcome.result
-        if isinstance(raw, dict) and mtype.result_key in raw:
-            candidates = [str(i) for i in raw[mtype.result_key]]
-        else:
-            candidates = outcome.sys_ids
+        candidates = outcome.sys_ids
         found = self.service.existing_ids(mtype.table, set(candidates))
         report = BuildReport(identified=len(candidates), log=list(outcome.log))
         ids = []
@@ -219,7 +215,8 @@ class MemberLists:
         """Run a script for a list in the sandbox, for the service's user: scripts must be on (the kill
         switch), the user's CPU budget must not be spent (its use is charged), and the script reads
         with the access of its author, never more than the user running it (no confused deputy: a
-        manager's Refresh does not lend the manager's rights to an author's script)."""
+        manager's Refresh does not lend the manager's rights to an author's script). Its result is a
+        list of sys_ids or records, or `{result_key: [...]}` with the list type's own `result_key`."""
         from .properties import Properties
         from .records import RecordService
         from .sandbox import require_scripts_enabled, run_script, service_data
@@ -231,8 +228,10 @@ class MemberLists:
             meter.require(service.conn, service.storage)
         reader = RecordService(service.storage, service.conn, service.actor.within(author), service.check_access,
                                service.automation)
+        mtype = self.mtype(record)
         return run_script(source, filename, service_data(reader), params={"list": record.get("name") or record["sys_id"]},
-                          on_cpu=meter.add if meter is not None else None)
+                          on_cpu=meter.add if meter is not None else None,
+                          result_keys=(mtype.result_key,) if mtype.result_key else ())
 
     def script_author(self, record: dict) -> Actor:
         """Who wrote the list's script: the user who last changed its text, as the audit trail has it,
@@ -351,9 +350,14 @@ def lists_for(service: RecordService, table: str) -> MemberLists:
     return MemberLists(service, mdef)
 
 
+class DeclaredListError(Exception):
+    """A list declared in YAML that `caseloom init` could not build; the message names it and says why."""
+
+
 def apply_declared(service: RecordService) -> list[str]:
     """Create or update every list declared in YAML and build it (condition or script: refresh;
-    import: add the file's records, never twice). Returns one line per list for `caseloom init`."""
+    import: add the file's records, never twice). Returns one line per list for `caseloom init`;
+    raises DeclaredListError naming the first list that cannot be built (init then fails)."""
     lines = []
     for declared in service.defs.declared_lists:
         mdef = service.defs.member_lists[declared.member_list]
@@ -379,9 +383,9 @@ def apply_declared(service: RecordService) -> list[str]:
                     sys_id = service.insert(mdef.table, values)["sys_id"]
                 report = (lists.import_csv(sys_id, declared.import_text) if declared.import_text is not None
                           else lists.refresh(sys_id))
-        except Exception as exc:  # one list that cannot be built must not stop init; say why
-            lines.append(f"  {declared.name}: not built: {exc}")
-            continue
+        except Exception as exc:  # whatever stopped it (a refused script, a rule, a bad row): name the list
+            raise DeclaredListError(f"declared list {declared.name!r} of member list {declared.member_list!r} "
+                                    f"cannot be built: {exc}") from exc
         lines.append(f"  {declared.name}: {report.identified} identified, {report.added} added, "
                      f"{report.removed} removed, {report.rejected_total} rejected")
     return lines

@@ -21,6 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from . import stamps
 from .access import SYSTEM, AccessDenied, Actor, allowed
 from .bulk import insert_rows
 from .definitions.model import SYS_FIELDS, FieldDef, TableDef
@@ -103,8 +104,11 @@ class RecordService:
     """
 
     def __init__(self, storage: Storage, conn: sa.Connection, actor: Actor = SYSTEM,
-                 check_access: bool = True, automation: Any = None):
+                 check_access: bool = True, automation: Any = None, set_based: bool = True):
         self.storage = storage
+        # False: bulk inserts take the row-by-row path even where one INSERT ... SELECT could do them (to
+        # compare the two, and to measure what set-based work saves)
+        self.set_based = set_based
         self.defs = storage.defs
         self.conn = conn
         self.actor = actor
@@ -295,8 +299,7 @@ class RecordService:
             if record.get(name) is None and not entries.get(name):
                 raise RecordError(name, "is mandatory", row)
         sys_id = parsed.get("sys_id") or new_sys_id()
-        record.update(sys_id=sys_id, sys_class_name=tdef.name, sys_created_on=stamp, sys_updated_on=stamp,
-                      sys_created_by=self.actor.user_name, sys_updated_by=self.actor.user_name, sys_mod_count=0)
+        record.update(stamps.new_row(tdef.name, self.actor.user_name, stamp, sys_id))
         return record, entries
 
     def _parse(self, tdef: TableDef, values: dict, row: int | None = None,
@@ -339,7 +342,7 @@ class RecordService:
             value = field.ftype.parse(field, raw)
         except FieldValueError as exc:
             raise RecordError(name, str(exc), row) from None
-        if field.type == "journal":
+        if field.ftype.journal:
             if value is not None:  # an empty journal value adds no entry (and is no column)
                 entries[name] = value
         elif value is None:
@@ -472,8 +475,7 @@ class RecordService:
         stamp = stamp or now()
         user = self.actor.user_name
         for row in rows:
-            row.update(sys_id=new_sys_id(), sys_class_name=table, sys_created_on=stamp, sys_updated_on=stamp,
-                       sys_created_by=user, sys_updated_by=user, sys_mod_count=0)
+            row.update(stamps.new_row(table, user, stamp, new_sys_id()))
         insert_rows(self.conn, self.storage.physical(table), rows)
         self.written.add(table)
 
@@ -547,8 +549,7 @@ class RecordService:
             audits.append((current, [(k, old, new) for k, (old, new) in fields.items()]
                            + [(k, None, text) for k, text in entries.items()]))
             journals.extend((record_tdef.name, current["sys_id"], k, text) for k, text in entries.items())
-            sys_after = {"sys_updated_on": stamp, "sys_updated_by": self.actor.user_name,
-                         "sys_mod_count": checkpoint}
+            sys_after = stamps.touched(self.actor.user_name, stamp, checkpoint)
             changes.append(Change(fields | {k: (current.get(k), v) for k, v in sys_after.items()}, entries))
         changed_rows: dict[str, list[dict]] = defaultdict(list)  # per class: a parent table's rows have more fields
         for change, (cur, _) in zip(changes, items, strict=True):
@@ -561,8 +562,7 @@ class RecordService:
         for columns, params in by_columns.items():
             stmt = sa.update(physical).where(physical.c.sys_id == sa.bindparam("k_sys_id")).values(
                 {**{c: sa.bindparam(f"v_{c}") for c in columns},
-                 "sys_updated_on": stamp, "sys_updated_by": self.actor.user_name,
-                 "sys_mod_count": physical.c.sys_mod_count + 1})
+                 **stamps.touched_sql(physical, self.actor.user_name, stamp)})
             self.conn.execute(stmt, params)
         if by_columns:
             self.written.add(tdef.name)
@@ -587,13 +587,10 @@ class RecordService:
         rows = []
         for name, old, new in changes:
             field = tdef.field(name)
-            if field is not None and field.type == "password":
+            if field is not None and field.ftype.hidden:
                 old, new = ("*" if old else None), "*"
-            rows.append({
-                "tablename": tdef.name, "documentkey": sys_id, "fieldname": name,
-                "oldvalue": _audit_text(field, old), "newvalue": _audit_text(field, new),
-                "user": self.actor.user_name, "record_checkpoint": checkpoint, "transaction": self.transaction,
-            })
+            rows.append(stamps.audit_row(tdef.name, sys_id, checkpoint, name, _audit_text(field, old),
+                                         _audit_text(field, new), self.actor.user_name, self.transaction))
         return rows
 
     # -- deleting -----------------------------------------------------------------------
@@ -622,7 +619,7 @@ class RecordService:
                 hooks.before(self, record_tdef, "delete", {}, current)
                 after.append((hooks, record_tdef, current))
             snapshot = {k: _audit_text(record_tdef.field(k), v) for k, v in current.items()
-                        if record_tdef.field(k) is not None and record_tdef.field(k).type != "password"}
+                        if record_tdef.field(k) is not None and not record_tdef.field(k).ftype.hidden}
             audits.extend(self._audit_rows(record_tdef, current["sys_id"], (current["sys_mod_count"] or 0) + 1,
                                            [("DELETED", json.dumps(snapshot, sort_keys=True), None)]))
         self._system_insert("sys_audit", audits)

@@ -21,8 +21,10 @@ from .users import USERS  # noqa: F401  (registers the checks on users and roles
 class Runtime:
     """Everything a unit of work needs, built once per process from the configuration."""
 
-    def __init__(self, config: Config, defs: Definitions | None = None, engine: sa.Engine | None = None):
+    def __init__(self, config: Config, defs: Definitions | None = None, engine: sa.Engine | None = None,
+                 set_based: bool = True):
         self.config = config
+        self.set_based = set_based  # False: bulk work row by row (RecordService.set_based)
         self.defs = defs or load_folder(config.definitions)
         self.storage = Storage(self.defs)
         self.automation = Automation(self.defs)
@@ -36,7 +38,7 @@ class Runtime:
         return cls(Config.from_env(**overrides))
 
     def records(self, conn: sa.Connection, actor: Actor = SYSTEM, check_access: bool = True) -> RecordService:
-        return RecordService(self.storage, conn, actor, check_access, self.automation)
+        return RecordService(self.storage, conn, actor, check_access, self.automation, self.set_based)
 
     @contextmanager
     def transaction(self, actor: Actor = SYSTEM, check_access: bool = True,

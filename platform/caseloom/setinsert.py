@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from . import stamps
 from .bulk import keep_statistics_fresh
 from .setwrite import journal_columns, new_sys_id_sql, sys_id_prefix
 
@@ -32,6 +33,9 @@ def insert_select(service: RecordService, table: str, values: dict, select: sa.S
     table's inserts need each row in Python (validators, rules or notifications that read one of
     `fields`, effects other than refusals, templates that are not plain substitutions)."""
     from .records import VALIDATORS, RecordError, _insert_plan, now, reserve_numbers
+
+    if not service.set_based:
+        return None
 
     tdef = service.table(table, "create")
     plan = _insert_plan(service.storage, tdef)
@@ -71,8 +75,7 @@ def insert_select(service: RecordService, table: str, values: dict, select: sa.S
             return 0
         first = reserve_numbers(conn, storage, tdef, count)
         columns["number"] = _number_sql(dialect, tdef.number, first - 1 + sa.func.row_number().over(order_by=order_by))
-    constants = record | {"sys_class_name": tdef.name, "sys_created_on": stamp, "sys_updated_on": stamp,
-                          "sys_created_by": user, "sys_updated_by": user, "sys_mod_count": 0}
+    constants = record | stamps.new_row(tdef.name, user, stamp)
     columns |= {name: sa.literal(value, physical.c[name].type) for name, value in constants.items()
                 if name not in columns and name in physical.c}
     with conn.begin_nested():

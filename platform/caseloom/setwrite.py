@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from . import stamps
 from .definitions.model import TableDef
 from .query import Selection
 
@@ -80,25 +81,18 @@ def update_where(service: RecordService, tdef: TableDef, where: Any, values: dic
         field = tdef.field(name)
         rendered = None if value is None else field.render(value)
         column = physical.c[name]
-        select = sa.select(
-            new_sys_id_sql(dialect, physical), sa.literal("sys_audit"), stamp, stamp,
-            sa.literal(actor.user_name), sa.literal(actor.user_name),
-            sa.literal(0), physical.c.sys_class_name, physical.c.sys_id, sa.literal(name), _as_text(column, field.type),
-            sa.literal(rendered, sa.Text), sa.literal(actor.user_name), physical.c.sys_mod_count + 1,
-            sa.literal(service.transaction),
-        ).where(row_filter, column.is_distinct_from(value))
-        conn.execute(sa.insert(audit).from_select(
-            ["sys_id", "sys_class_name", "sys_created_on", "sys_updated_on", "sys_created_by", "sys_updated_by",
-             "sys_mod_count", "tablename", "documentkey", "fieldname", "oldvalue", "newvalue", "user",
-             "record_checkpoint", "transaction"], select))
+        columns = (stamps.new_rows_sql("sys_audit", actor.user_name, stamp, new_sys_id_sql(dialect, physical))
+                   | stamps.audit_columns_sql(physical, name, _as_text(column, field.type),
+                                              sa.literal(rendered, sa.Text), actor.user_name, service.transaction))
+        select = sa.select(*columns.values()).where(row_filter, column.is_distinct_from(value))
+        conn.execute(sa.insert(audit).from_select(list(columns), select))
     for name, text in journal.items():
         for target in (journal_table, audit):
             new_id = new_sys_id_sql(dialect, physical)
             cols = journal_columns(target is audit, name, text, physical, service, new_id, stamp)
             conn.execute(sa.insert(target).from_select(list(cols), sa.select(*cols.values()).where(row_filter)))
     result = conn.execute(sa.update(physical).where(row_filter).values(
-        **values, sys_updated_on=stamp, sys_updated_by=actor.user_name,
-        sys_mod_count=physical.c.sys_mod_count + 1))
+        **values, **stamps.touched_sql(physical, actor.user_name, stamp)))
     service.written.add(tdef.name)
     return result.rowcount
 
@@ -107,14 +101,10 @@ def journal_columns(for_audit: bool, name: str, text: str, physical: sa.Table, s
     """The columns of an INSERT ... SELECT from `physical` of one journal entry `text` in field
     `name` per selected record (or, `for_audit`, of the audit row of that entry)."""
     user = service.actor.user_name
-    common = {"sys_id": new_id, "sys_class_name": sa.literal("sys_audit" if for_audit else "sys_journal_field"),
-              "sys_created_on": stamp, "sys_updated_on": stamp, "sys_created_by": sa.literal(user),
-              "sys_updated_by": sa.literal(user), "sys_mod_count": sa.literal(0)}
+    common = stamps.new_rows_sql("sys_audit" if for_audit else "sys_journal_field", user, stamp, new_id)
     if for_audit:
-        return common | {"tablename": physical.c.sys_class_name, "documentkey": physical.c.sys_id,
-                         "fieldname": sa.literal(name), "oldvalue": sa.null(), "newvalue": sa.literal(text, sa.Text),
-                         "user": sa.literal(user), "record_checkpoint": physical.c.sys_mod_count + 1,
-                         "transaction": sa.literal(service.transaction)}
+        return common | stamps.audit_columns_sql(physical, name, sa.null(), sa.literal(text, sa.Text), user,
+                                                 service.transaction)
     return common | {"name": physical.c.sys_class_name, "element_id": physical.c.sys_id,
                      "element": sa.literal(name), "value": sa.literal(text, sa.Text)}
 

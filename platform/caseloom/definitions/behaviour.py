@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..query.conditions import QueryError, fields_of, from_data
+from ..query.conditions import QueryError, fields_of
 from .model import (
     ActionDef,
     EffectDef,
@@ -26,8 +26,16 @@ from .yamlsource import SourceDocument
 class _Checker:
     """Cross-reference checks that report located errors."""
 
-    def __init__(self, doc: SourceDocument, tables: dict[str, TableDef], roles: dict[str, RoleDef], errors: list):
+    def __init__(self, doc: SourceDocument, tables: dict[str, TableDef], roles: dict[str, RoleDef], errors: list,
+                 properties: dict | None = None):
         self.doc, self.tables, self.roles, self.errors = doc, tables, roles, errors
+        self.properties = properties or {}
+
+    def builder(self, table: TableDef, names: tuple[str, ...] | None = None, inputs: dict | None = None):
+        from ..effects import Builder
+        from ..effects.build import EFFECT_NAMES
+
+        return Builder(self.tables, table, self.properties, self.doc, self.errors, names or EFFECT_NAMES, inputs)
 
     def error(self, where: tuple, message: str) -> None:
         self.errors.append(self.doc.error(where, message))
@@ -44,6 +52,14 @@ class _Checker:
             self.error(where, f"{path!r} is not a field of {table.name!r}")
         return field
 
+    def address(self, table: TableDef, path: str, where: tuple) -> None:
+        """A recipients path: it must end on an e-mail (a user or contact reference ends on its `email`)."""
+        from ..automation import recipient_path_problem
+
+        problem = recipient_path_problem(self.tables, table, path)
+        if problem:
+            self.error(where, problem)
+
     def roles_of(self, names: list, where: tuple) -> tuple[str, ...]:
         for i, role in enumerate(names):
             if role not in self.roles:
@@ -51,31 +67,15 @@ class _Checker:
         return tuple(names)
 
     def condition(self, table: TableDef, data: Any, where: tuple):
-        if data is None:
-            return None
-        try:
-            node = from_data(data)
-        except QueryError as exc:
-            self.error(where, f"condition: {exc}")
-            return None
-        for path in fields_of(node):
-            self.field(table, path, where)
-        return node
+        """A condition Node, every field, property and choice value in it checked at its place."""
+        return self.builder(table).condition(data, where)
 
-    def effects(self, table: TableDef, items: list, where: tuple) -> tuple[EffectDef, ...]:
-        from ..effects import EFFECTS  # the registry (imported late: it uses the record service)
+    def effects(self, table: TableDef, items: list, where: tuple, inputs: dict | None = None
+                ) -> tuple[EffectDef, ...]:
+        """Effects (`inputs`: an action's inputs by name, which its effects may name)."""
+        from ..effects import parse_effects
 
-        built = []
-        for i, item in enumerate(items or ()):
-            kind, args = next(iter(item.items()))
-            effect = EFFECTS.get(kind)
-            if effect is None:
-                self.error(where + (i,), f"unknown effect {kind!r}; known: {', '.join(sorted(EFFECTS))}")
-                continue
-            for problem in effect.check(self.tables, table, args):
-                self.error(where + (i, kind), problem)
-            built.append(EffectDef(kind, args, self.doc.where(*where, i)))
-        return tuple(built)
+        return parse_effects(self.builder(table, inputs=inputs), items, where)
 
 
 def _inputs(check: _Checker, table: TableDef, items: list, where: tuple) -> tuple[InputDef, ...]:
@@ -108,26 +108,32 @@ def _action(check: _Checker, table: TableDef, spec: dict, where: tuple, field: s
                 check.error(where + ("from", i), f"{value!r} is not a state of the lifecycle")
     if "to" in spec and states is not None and str(spec["to"]) not in states:
         check.error(where + ("to",), f"{spec['to']!r} is not a state of the lifecycle")
+    for key in ("from", "to"):
+        if key in spec and field is None:
+            check.error(where + (key,), f"{key!r} belongs to lifecycle transitions; an action changes fields with "
+                                        f"a `set` effect and checks the state with a `condition`")
     style = spec.get("style") or ("primary" if field else "secondary")
+    inputs = _inputs(check, table, spec.get("inputs"), where + ("inputs",))
     return ActionDef(
         name=spec["name"], table=table.name, label=spec.get("label") or label_from_name(spec["name"]),
         roles=check.roles_of(spec.get("roles", []), where + ("roles",)),
         from_states=from_states, to_state=spec.get("to"), field=field if "to" in spec else None,
         condition=check.condition(table, spec.get("condition"), where + ("condition",)),
         refusal=spec.get("refusal", ""),
-        inputs=_inputs(check, table, spec.get("inputs"), where + ("inputs",)),
-        effects=check.effects(table, spec.get("effects"), where + ("effects",)),
+        inputs=inputs,
+        effects=check.effects(table, spec.get("effects"), where + ("effects",), {i.name: i for i in inputs}),
         background=bool(spec.get("background")), style=style, order=spec.get("order", 100),
         location=check.doc.where(*where),
     )
 
 
-def build_lifecycles(docs: list[SourceDocument], tables: dict, roles: dict, errors: list
+def build_lifecycles(docs: list[SourceDocument], tables: dict, roles: dict, errors: list,
+                     properties: dict | None = None
                      ) -> tuple[dict[str, LifecycleDef], list[ActionDef]]:
     lifecycles: dict[str, LifecycleDef] = {}
     actions: list[ActionDef] = []
     for doc in docs:
-        check = _Checker(doc, tables, roles, errors)
+        check = _Checker(doc, tables, roles, errors, properties)
         data = doc.data
         table = check.table(data["table"], ("table",))
         if table is None:
@@ -155,10 +161,11 @@ def build_lifecycles(docs: list[SourceDocument], tables: dict, roles: dict, erro
     return lifecycles, actions
 
 
-def build_actions(docs: list[SourceDocument], tables: dict, roles: dict, errors: list) -> list[ActionDef]:
+def build_actions(docs: list[SourceDocument], tables: dict, roles: dict, errors: list,
+                  properties: dict | None = None) -> list[ActionDef]:
     actions = []
     for doc in docs:
-        check = _Checker(doc, tables, roles, errors)
+        check = _Checker(doc, tables, roles, errors, properties)
         for i, spec in enumerate(doc.data["actions"]):
             table = check.table(spec.get("table"), ("actions", i, "table"))
             if table is not None:
@@ -178,10 +185,11 @@ def check_unique_actions(actions: list[ActionDef], errors: list, docs: list[Sour
         seen[key] = action
 
 
-def build_rules(docs: list[SourceDocument], tables: dict, roles: dict, errors: list) -> list[RuleDef]:
+def build_rules(docs: list[SourceDocument], tables: dict, roles: dict, errors: list,
+                properties: dict | None = None) -> list[RuleDef]:
     rules = []
     for doc in docs:
-        check = _Checker(doc, tables, roles, errors)
+        check = _Checker(doc, tables, roles, errors, properties)
         for i, spec in enumerate(doc.data["rules"]):
             where = ("rules", i)
             table = check.table(spec["table"], where + ("table",))
@@ -194,11 +202,16 @@ def build_rules(docs: list[SourceDocument], tables: dict, roles: dict, errors: l
     return rules
 
 
-def build_notifications(docs: list[SourceDocument], tables: dict, roles: dict, errors: list
+# The names a notification's subject and body may use.
+NOTIFICATION_NAMES = ("record", "table", "notification", "user", "now")
+
+
+def build_notifications(docs: list[SourceDocument], tables: dict, roles: dict, errors: list,
+                        properties: dict | None = None
                         ) -> dict[str, NotificationDef]:
     notifications: dict[str, NotificationDef] = {}
     for doc in docs:
-        check = _Checker(doc, tables, roles, errors)
+        check = _Checker(doc, tables, roles, errors, properties)
         for name, spec in doc.data["notifications"].items():
             where = ("notifications", name)
             if name in notifications:
@@ -210,14 +223,17 @@ def build_notifications(docs: list[SourceDocument], tables: dict, roles: dict, e
             recipients = spec.get("recipients") or {}
             roles_ = check.roles_of(recipients.get("roles", []), where + ("recipients", "roles"))
             for i, path in enumerate(recipients.get("fields", [])):
-                check.field(table, path, where + ("recipients", "fields", i))
+                check.address(table, path, where + ("recipients", "fields", i))
             children = None
             if "children" in recipients:
                 kids = recipients["children"]
                 at = where + ("recipients", "children")
                 check.field(table, kids["reference"], at + ("reference",))
-                check.field(table, kids["field"], at + ("field",))
+                check.address(table, kids["field"], at + ("field",))
                 children = (kids["reference"], kids["field"], check.condition(table, kids.get("only"), at + ("only",)))
+            texts = check.builder(table, NOTIFICATION_NAMES)
+            for key in ("subject", "body"):
+                texts.template(spec[key], where + (key,))
             notifications[name] = NotificationDef(
                 name, table.name, spec["subject"], spec["body"], tuple(spec.get("on", ())),
                 check.condition(table, spec.get("condition"), where + ("condition",)), roles_,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from functools import cache
 from importlib import resources
@@ -41,9 +42,10 @@ from .model import (
 from .tables import build_tables
 from .yamlsource import DefinitionError, SourceDocument, parse_yaml
 
-# The top-level key of a file names its kind; each kind has one JSON Schema.
+# The top-level key of a file names its kind; each kind has one JSON Schema. A declared list names
+# its member list with a `member_list:` key, so the declared-list kinds come before `member_list`.
 KINDS = ("table", "properties", "roles", "access", "demo", "lifecycle", "actions", "rules", "notifications", "menu",
-         "member_list", "recipients_list", "bench")
+         "declared_list", "recipients_list", "member_list", "bench")
 SYSTEM_DIR = Path(__file__).resolve().parent.parent / "system"
 SYSTEM_PREFIX = "<caseloom>/"
 
@@ -93,11 +95,12 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
     documents: dict[str, list[SourceDocument]] = {kind: [] for kind in KINDS}
     files: list[DefinitionFile] = []
     system = read_sources(SYSTEM_DIR, SYSTEM_PREFIX)
+    broken = _Broken()
     for rel_path, text in [*system, *sources]:
         if rel_path.endswith(".csv"):
             continue  # data a definition points at (a list's import), read through `texts`
         shown = rel_path if rel_path.startswith(SYSTEM_PREFIX) else f"{display_root}/{rel_path}"
-        doc = _parse_one(shown, text, errors)
+        doc = _parse_one(shown, text, errors, broken)
         if doc is None:
             continue
         kind = next(iter(k for k in KINDS if k in doc.data and k != "table"), "table")
@@ -109,19 +112,20 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
     properties = _build_properties(documents["properties"], errors)
     access = _build_access(documents["access"], tables, roles, errors)
     demo = _build_demo(documents["demo"], tables, roles, errors)
-    lifecycles, actions = build_lifecycles(documents["lifecycle"], tables, roles, errors)
-    actions += build_actions(documents["actions"], tables, roles, errors)
+    lifecycles, actions = build_lifecycles(documents["lifecycle"], tables, roles, errors, properties)
+    actions += build_actions(documents["actions"], tables, roles, errors, properties)
     check_unique_actions(actions, errors, documents["actions"])
-    rules = build_rules(documents["rules"], tables, roles, errors)
-    notifications = build_notifications(documents["notifications"], tables, roles, errors)
+    rules = build_rules(documents["rules"], tables, roles, errors, properties)
+    notifications = build_notifications(documents["notifications"], tables, roles, errors, properties)
     _check_notify_effects(actions, rules, notifications, errors)
     menu = build_menu(documents["menu"], tables, roles, errors)
     member_lists = build_member_lists(documents["member_list"], tables, roles, errors)
-    declared_lists = build_declared_lists(documents["recipients_list"], member_lists, errors,
-                                          lambda yaml_path, name: texts.get(_sibling(yaml_path, name)))
+    declared_lists = build_declared_lists([*documents["recipients_list"], *documents["declared_list"]], member_lists,
+                                          errors, lambda yaml_path, name: texts.get(_sibling(yaml_path, name)),
+                                          tables=tables)
     bench = build_bench(documents["bench"], tables, actions, properties, errors)
     if errors:
-        raise DefinitionErrors(errors)
+        raise DefinitionErrors(broken.without_follow_ons(errors))
     return Definitions(
         tables=frozen_map(tables),
         properties=frozen_map(properties),
@@ -147,10 +151,20 @@ def _sibling(yaml_path: str, name: str) -> str:
 
 
 def _check_notify_effects(actions, rules, notifications, errors) -> None:
+    from ..effects.builtin import BranchArgs, NotifyArgs
+
+    def check(effects) -> None:
+        for effect in effects:
+            if isinstance(effect.args, NotifyArgs) and effect.args.name not in notifications:
+                known = ", ".join(sorted(notifications)) or "none are declared"
+                errors.append(DefinitionError(effect.args.location or effect.location,
+                                              f"notify: unknown notification {effect.args.name!r} (known: {known})"))
+            elif isinstance(effect.args, BranchArgs):
+                check(effect.args.then)
+                check(effect.args.otherwise)
+
     for owner in (*actions, *rules):
-        for effect in owner.effects:
-            if effect.kind == "notify" and effect.args not in notifications:
-                errors.append(DefinitionError(effect.location, f"notify: unknown notification {effect.args!r}"))
+        check(owner.effects)
 
 
 def _nowhere(path: str):
@@ -159,18 +173,63 @@ def _nowhere(path: str):
     return Location(path, 1, 1)
 
 
-def _parse_one(path: str, text: str, errors: list[DefinitionError]) -> SourceDocument | None:
+class _Broken:
+    """Names whose definitions could not be read, so that a mistake is reported once: where it is,
+    not again at every place that names what it broke ("unknown table 'x'" in every file after
+    x's file failed its schema)."""
+
+    # the kinds of name a cross-check reports as unknown, by the key that declares them
+    KINDS = {"table": "table", "roles": "role", "properties": "system property", "notifications": "notification"}
+    UNKNOWN = re.compile(r"unknown (table|role|system property|notification) '([^']*)'")
+
+    def __init__(self):
+        self.names: dict[str, set[str]] = {kind: set() for kind in self.KINDS.values()}
+        self.unreadable = False  # a file that is not YAML: what it declares is not known at all
+
+    def document(self, data: dict) -> None:
+        """A document dropped whole: every name it declares."""
+        for key, kind in self.KINDS.items():
+            value = data.get(key)
+            if key == "table" and isinstance(value, str):
+                self.names[kind].add(value)
+            elif key != "table" and isinstance(value, dict):
+                self.names[kind].update(map(str, value))
+
+    def entry(self, data: dict, path: tuple) -> None:
+        """One entry pruned from a document (`properties.NAME`, `notifications.NAME`, ...)."""
+        kind = self.KINDS.get(path[0])
+        if kind is not None and path[0] != "table":
+            self.names[kind].add(str(path[1]))
+
+    def without_follow_ons(self, errors: list[DefinitionError]) -> list[DefinitionError]:
+        def follows(error: DefinitionError) -> bool:
+            match = self.UNKNOWN.search(error.message)
+            return match is not None and (self.unreadable or match.group(2) in self.names[match.group(1)])
+
+        kept = [e for e in errors if not follows(e)]
+        return kept or errors
+
+
+# Collections of named entries: a schema mistake inside one entry drops that entry, not the file.
+_NAMED_ENTRIES = ("fields", "properties", "notifications", "roles", "states")
+
+
+def _parse_one(path: str, text: str, errors: list[DefinitionError], broken: _Broken) -> SourceDocument | None:
     try:
         doc = parse_yaml(text, path)
     except DefinitionError as exc:
         errors.append(exc)
+        broken.unreadable = True
         return None
+    errors.extend(doc.problems)
     if not isinstance(doc.data, dict):
         errors.append(doc.error((), "a definition file must be a mapping with one of the keys: " + ", ".join(KINDS)))
         return None
     kinds = [k for k in KINDS if k in doc.data]
     if len(kinds) > 1 and "table" in kinds:  # other kinds name their table with a `table:` key
         kinds.remove("table")
+    if "member_list" in kinds and kinds[0] in ("declared_list", "recipients_list"):  # names its member list
+        kinds.remove("member_list")
     if len(kinds) != 1:
         found = ", ".join(kinds) if kinds else ", ".join(map(str, doc.data)) or "nothing"
         errors.append(doc.error((), f"cannot tell what this file defines (found {found}); "
@@ -178,9 +237,52 @@ def _parse_one(path: str, text: str, errors: list[DefinitionError]) -> SourceDoc
         return None
     validator = jsonschema.Draft202012Validator(schema_for(kinds[0]))
     problems = sorted(validator.iter_errors(doc.data), key=lambda e: list(map(str, e.absolute_path)))
-    for problem in problems:
+    for problem in reported(problems):
         errors.append(DefinitionError(_schema_location(doc, problem), _schema_message(problem)))
-    return None if problems else doc
+    return _pruned(doc, problems, broken)
+
+
+def reported(problems: list[jsonschema.ValidationError]) -> list[jsonschema.ValidationError]:
+    """The problems to report: a misspelled required key (`feild:` for `field:`) is one mistake, so
+    "'field' is a required property" is left out where the same mapping has an unknown key."""
+    unknown_at = {tuple(p.absolute_path) for p in problems if p.validator == "additionalProperties"}
+    return [p for p in problems if not (p.validator == "required" and tuple(p.absolute_path) in unknown_at)]
+
+
+def _pruned(doc: SourceDocument, problems: list, broken: _Broken) -> SourceDocument | None:
+    """The document without what its schema problems touch, so the rest still loads: unknown keys
+    are left out, an entry of a named collection with a mistake in it is dropped (a field, a
+    property, a notification); any other mistake drops the whole document."""
+    if not problems:
+        return doc
+    entries, keys_out = set(), set()
+    for problem in problems:
+        keys = tuple(problem.absolute_path)
+        if problem.validator == "additionalProperties" and isinstance(problem.instance, dict):
+            continue
+        if len(keys) >= 3 and keys[0] == "fields" and isinstance(doc.data["fields"].get(keys[1]), dict):
+            keys_out.add(keys[:3])  # a field keeps its other keys (a bad type: read as a string meanwhile)
+            continue
+        if len(keys) >= 2 and keys[0] in _NAMED_ENTRIES and isinstance(doc.data.get(keys[0]), dict):
+            entries.add(keys[:2])
+            continue
+        broken.document(doc.data)
+        return None
+    for problem in problems:  # unknown keys: the mapping keeps the ones the schema knows
+        if problem.validator == "additionalProperties" and isinstance(problem.instance, dict):
+            known = problem.schema.get("properties", {})
+            for key in [k for k in problem.instance if k not in known]:
+                problem.instance.pop(key, None)
+    for _, name, key in keys_out:
+        spec = doc.data["fields"][name]
+        if key == "type":
+            spec["type"] = "string"
+        else:
+            spec.pop(key, None)
+    for collection, name in entries:
+        doc.data[collection].pop(name, None)
+        broken.entry(doc.data, (collection, name))
+    return doc
 
 
 def _schema_location(doc: SourceDocument, problem: jsonschema.ValidationError):
@@ -291,6 +393,28 @@ def _build_demo(docs: list[SourceDocument], tables: dict, roles: dict, errors: l
     users: list[DemoUser] = []
     generators: list[DemoGenerator] = []
     user_table = tables.get("sys_user")
+
+    def check_constant(doc: SourceDocument, at: tuple, field, value: Any) -> None:
+        """A literal value (not a "{i}" template, which varies by row) parses as its field's type."""
+        if isinstance(value, dict) or (isinstance(value, str) and "{i}" in value) or field.ftype.journal:
+            return
+        try:
+            parsed = field.parse(value)
+        except FieldValueError as exc:
+            errors.append(doc.error(at, f"{value!r} is not a value of {field.type} field {field.name!r}: {exc}"))
+            return
+        if parsed is not None and field.choices and field.choice_label(parsed) is None:
+            errors.append(doc.error(at, f"{value!r} is not one of the choices of {field.name!r} "
+                                        f"({', '.join(str(v) for v, _ in field.choices)})"))
+
+    def is_a(name: str, wanted: str | None) -> bool:
+        """Whether records of table `name` are records of `wanted` (the same table, or one it extends)."""
+        seen = set()
+        while name in tables and name != wanted and name not in seen:  # `seen`: a cycle is reported elsewhere
+            seen.add(name)
+            name = tables[name].extends
+        return name == wanted
+
     for doc in docs:
         spec = doc.data["demo"]
         for i, user in enumerate(spec.get("users", ())):
@@ -304,23 +428,36 @@ def _build_demo(docs: list[SourceDocument], tables: dict, roles: dict, errors: l
             users.append(DemoUser(user["user_name"], user["password"], tuple(user["roles"]),
                                   frozen_map(user.get("values"))))
     user_names = {u.user_name for u in users}
+    made = {g["name"]: g["table"] for doc in docs for g in doc.data["demo"].get("generate", ())}
     for doc in docs:
-        gen_specs = doc.data["demo"].get("generate", ())
-        names = {g["name"] for g in gen_specs} | {g.name for g in generators}
-        for i, gen in enumerate(gen_specs):
+        for i, gen in enumerate(doc.data["demo"].get("generate", ())):
             where = ("demo", "generate", i)
             table = tables.get(gen["table"])
             if table is None:
                 errors.append(doc.error(where + ("table",), f"unknown table {gen['table']!r}"))
                 continue
+            if "per_scale" in gen and "per_account" in gen:
+                errors.append(doc.error(where + ("per_account",), "per_account is the same as per_scale: give one"))
             for field_name, value in gen["values"].items():
                 at = where + ("values", field_name)
-                if table.field(field_name) is None:
+                field = table.field(field_name)
+                if field is None:
                     errors.append(doc.error(at, f"table {table.name!r} has no field {field_name!r}"))
-                elif isinstance(value, dict) and "ref" in value and value["ref"] not in names:
-                    errors.append(doc.error(at, f"unknown generator {value['ref']!r}"))
+                elif isinstance(value, dict) and "ref" in value:
+                    ref_table = made.get(value["ref"])
+                    if ref_table is None:
+                        errors.append(doc.error(at + ("ref",), f"unknown generator {value['ref']!r}"))
+                    elif field.type != "reference" or not is_a(ref_table, field.reference):
+                        to = f"a reference to {field.reference!r}" if field.type == "reference" else field.type
+                        errors.append(doc.error(at, f"generator {value['ref']!r} makes {ref_table!r} records; "
+                                                    f"field {field_name!r} is {to}"))
                 elif isinstance(value, dict) and "user" in value and value["user"] not in user_names:
-                    errors.append(doc.error(at, f"unknown demo user {value['user']!r}"))
+                    errors.append(doc.error(at + ("user",), f"unknown demo user {value['user']!r}"))
+                elif isinstance(value, dict) and "cycle" in value:
+                    for j, item in enumerate(value["cycle"]):
+                        check_constant(doc, at + ("cycle", j), field, item)
+                else:
+                    check_constant(doc, at, field, value)
             generators.append(DemoGenerator(gen["name"], gen["table"], frozen_map(gen["values"]),
-                                            gen.get("count"), gen.get("per_account")))
+                                            gen.get("count"), gen.get("per_scale", gen.get("per_account"))))
     return DemoSet(tuple(users), tuple(generators))

@@ -119,7 +119,7 @@ class TableDef:
 
     @cached_property
     def journal_fields(self) -> tuple[FieldDef, ...]:
-        return tuple(f for f in self.fields.values() if f.type == "journal")
+        return tuple(f for f in self.fields.values() if f.ftype.journal)
 
 
 @dataclass(frozen=True)

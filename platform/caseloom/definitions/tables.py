@@ -48,7 +48,19 @@ def build_tables(docs: list[SourceDocument], errors: list) -> dict[str, TableDef
         tables[name] = _build_table(doc, spec, parent, errors)
     for name in order:
         _check_references(specs[name][0], tables[name], tables, errors)
+    _check_addresses(specs, errors)
     return tables
+
+
+def _check_addresses(specs: dict, errors: list) -> None:
+    """`/{table}_list.do` is a table's list and `/{table}.do` a form, so a table named `x_list`
+    when `x` exists would share its address with x's list: one of the two pages could not be reached."""
+    for name, (doc, _) in specs.items():
+        if name.endswith("_list") and name[:-len("_list")] in specs:
+            other = name[:-len("_list")]
+            errors.append(doc.error(("table",), f"table name {name!r} is ambiguous: /{name}.do would be both its form "
+                                                f"and the list of table {other!r} (defined at "
+                                                f"{specs[other][0].where('table')}); choose another name"))
 
 
 def _inheritance_order(specs: dict, errors: list) -> list[str]:
@@ -217,8 +229,12 @@ def _check_references(doc: SourceDocument, table: TableDef, tables: dict, errors
             errors.append(doc.error(("fields", name, "to"), f"reference to unknown table {target!r}"))
     if spec.get("number") and table.field("number") is None:
         errors.append(doc.error(("number",), f"numbering needs a field named 'number' in {table.name!r} or a table it extends"))
-    if spec.get("display") and table.field(spec["display"]) is None:
+    shown = table.field(spec["display"]) if spec.get("display") else None
+    if spec.get("display") and shown is None:
         errors.append(doc.error(("display",), f"display field {spec['display']!r} is not a field of {table.name!r}"))
+    elif shown is not None and (shown.ftype.hidden or not shown.stored):
+        errors.append(doc.error(("display",), f"display field {shown.name!r} is a {shown.type} field, which is "
+                                              f"never shown"))
     for i, path in enumerate(spec.get("list") or ()):
         if resolve_path(tables, table, path) is None:
             errors.append(doc.error(("list", i), f"list column {path!r} is not a field of {table.name!r}"))

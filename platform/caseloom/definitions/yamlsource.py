@@ -40,10 +40,12 @@ class DefinitionError(Exception):
 class SourceDocument:
     """A parsed YAML document with a position for every value in it."""
 
-    def __init__(self, path: str, data: Any, positions: dict[tuple, tuple[int, int]]):
+    def __init__(self, path: str, data: Any, positions: dict[tuple, tuple[int, int]],
+                 problems: list[DefinitionError] | None = None):
         self.path = path
         self.data = data
         self._positions = positions
+        self.problems = problems or []  # mistakes found while reading it that do not stop it loading
 
     def where(self, *keys: Any) -> Location:
         """The location of the value at `keys`, or of its nearest located parent."""
@@ -79,21 +81,26 @@ _Loader.add_implicit_resolver(
 KEY = object()  # positions[(*path, KEY)]: where the mapping key at the end of `path` is written
 
 
-def _to_python(node: yaml.Node, path: tuple, positions: dict, source: str) -> Any:
+def _to_python(node: yaml.Node, path: tuple, positions: dict, source: str, problems: list) -> Any:
+    """The node as Python data. A key given twice is one problem, reported at the second one; the
+    first value stays, so the rest of the file (and every file that refers to it) loads as written."""
     positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
         result: dict = {}
         for key_node, value_node in node.value:
-            key = _to_python(key_node, path + ("<key>",), {}, source)
+            key = _to_python(key_node, path + ("<key>",), {}, source, problems)
             if isinstance(key, (dict, list)):
                 raise DefinitionError(_mark(source, key_node), "a mapping key must be a plain value")
             if key in result:
-                raise DefinitionError(_mark(source, key_node), f"duplicate key {key!r}")
+                first = positions[path + (key, KEY)]
+                problems.append(DefinitionError(_mark(source, key_node), f"duplicate key {key!r} (first at line "
+                                                                         f"{first[0]}; the first one is used)"))
+                continue
             positions[path + (key, KEY)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            result[key] = _to_python(value_node, path + (key,), positions, source)
+            result[key] = _to_python(value_node, path + (key,), positions, source, problems)
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_to_python(item, path + (i,), positions, source) for i, item in enumerate(node.value)]
+        return [_to_python(item, path + (i,), positions, source, problems) for i, item in enumerate(node.value)]
     return _scalar.construct_object(node, deep=True)
 
 
@@ -113,5 +120,6 @@ def parse_yaml(text: str, path: str) -> SourceDocument:
     except yaml.YAMLError as exc:
         raise DefinitionError(Location(path, 1, 1), f"YAML error: {exc}") from None
     positions: dict[tuple, tuple[int, int]] = {}
-    data = None if node is None else _to_python(node, (), positions, path)
-    return SourceDocument(path, data, positions)
+    problems: list[DefinitionError] = []
+    data = None if node is None else _to_python(node, (), positions, path, problems)
+    return SourceDocument(path, data, positions, problems)

@@ -252,6 +252,16 @@ def report_progress(conn: sa.Connection, storage: Storage, job_id: str, done: in
         raise ClaimLost(job_id, worker)
 
 
+def remember_params(conn: sa.Connection, storage: Storage, job_id: str, params: dict[str, Any], worker: str) -> None:
+    """Replace a running job's params in the transaction of the work they describe, while `worker`
+    holds it (else ClaimLost, and the caller's transaction rolls back)."""
+    table = _table(storage)
+    result = conn.execute(sa.update(table).where(_held(table, job_id, worker)).values(
+        params=json.dumps(params, sort_keys=True), heartbeat_on=clock(conn)))
+    if result.rowcount != 1:
+        raise ClaimLost(job_id, worker)
+
+
 def finish_job(conn: sa.Connection, storage: Storage, job_id: str, message: str | None = None,
                done: int | None = None, total: int | None = None, worker: str | None = None) -> bool:
     """Mark a job done; `done` and `total` are its final counts when given. With `worker`, only

@@ -16,17 +16,29 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from ..access import Actor
 from ..database import write_transaction
+from ..query import acting_as
 from ..records import AccessDenied, Conflict, NotFound, RecordError, RecordService
 from ..users import actor_named
 from .liveness import heartbeat, new_worker_id, running, timing
-from .progress import ClaimLost, Job, beat, claim_job, fail_job, finish_job, get_job, hold, report_progress
+from .progress import (
+    ClaimLost,
+    Job,
+    beat,
+    claim_job,
+    fail_job,
+    finish_job,
+    get_job,
+    hold,
+    remember_params,
+    report_progress,
+)
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -79,6 +91,13 @@ class JobRun:
         """Begin a unit of work in `conn`'s transaction: ClaimLost when another run took the job over."""
         hold(conn, self.runtime.storage, self.job.id, self.worker)
 
+    def remember(self, conn: sa.Connection, **params: Any) -> None:
+        """Add to the job's params in the transaction of the work they describe, so both commit
+        together: what a re-run must know of the work done so far (ClaimLost as `progress`)."""
+        merged = {**self.job.params, **params}
+        remember_params(conn, self.runtime.storage, self.job.id, merged, self.worker)
+        self.job = replace(self.job, params=merged)
+
     def progress(self, conn: sa.Connection, done: int, total: int | None = None, message: str | None = None) -> None:
         """Report progress inside the transaction that did the work, so both commit together
         (ClaimLost, and nothing commits, when another run took the job over)."""
@@ -108,7 +127,9 @@ def _run(runtime: Runtime, job_row: Job, worker: str) -> None:
         function = job_function(job_row.name)
         if function is None:
             raise JobRefused(f"no job named {job_row.name!r} is registered; known: {', '.join(sorted(JOBS))}")
-        message = function(JobRun(job_row, runtime, _actor(runtime, job_row), worker))
+        actor = _actor(runtime, job_row)
+        with acting_as(actor.sys_id, actor.user_name):  # dynamic values in conditions stand for the job's starter
+            message = function(JobRun(job_row, runtime, actor, worker))
     except Exception as exc:
         if _claim_lost(exc):
             log.warning("job %s (%s): another worker took it over; this run stopped, its last unit undone",

@@ -13,10 +13,14 @@ import sqlalchemy as sa
 
 from ..access import AccessDenied
 from ..definitions.model import FieldDef, TableDef
-from ..fieldtypes import SYS_ID, FieldValueError
 from ..storage import Storage
-from .conditions import All, AnyOf, Node, Not, Query, QueryError, Term
+from .dynamic import resolve_dynamic
+from .meaning import Check, coerce, display_of, meaning
+from .nodes import All, AnyOf, Node, Not, Query, QueryError, Term
 from .operators import operator
+from .sqltext import ordered, text_of
+
+__all__ = ["MAX_OFFSET", "Readable", "Selection", "coerce", "count_rows", "select_rows"]
 
 Readable = Callable[[str], bool]  # a table name -> whether the user may read its records
 MAX_OFFSET = 10**12  # far beyond any table, well inside the 64-bit integers databases take
@@ -84,6 +88,7 @@ class Selection:
         class_filter = self.storage.class_filter(self.table.name, self.base)
         if class_filter is not None:
             clauses.append(class_filter)
+        node = resolve_dynamic(node)
         if node is not None:
             clauses.append(self._compile(node))
         return sa.and_(*clauses) if clauses else None
@@ -95,10 +100,10 @@ class Selection:
             return sa.not_(self._compile(node.item))
         parts = [self._compile(item) for item in node.items]
         if isinstance(node, All):
-            return sa.and_(*parts)
+            return sa.and_(sa.true(), *parts)
         if isinstance(node, AnyOf):
-            return sa.or_(*parts)
-        raise QueryError(f"cannot compile {node!r}")
+            return sa.or_(sa.false(), *parts)
+        raise QueryError(f"{node!r} cannot be part of a query (a property condition works in rules only)")
 
     def _term(self, term: Term) -> sa.ColumnElement:
         op = operator(term.op)
@@ -107,29 +112,26 @@ class Selection:
         if op.change is not None:
             raise QueryError(f"{term.field}{op.token}: {op.token} compares a record before and after a write, so it "
                              "works in rule conditions only, not in a query")
-        column, field = self.column(term.field)
-        _refuse_password(term.field, field)
-        if not op.takes_value:
-            return op.sql(column, None)
-        if field.type == "reference" and not op.text_only and _is_display_value(term.value, op.list_value):
-            column, field = self._display_column(term.field, field)
-        if op.text_only:
-            return op.sql(sa.cast(column, sa.String) if field.type not in ("string", "text") else column,
-                          "" if term.value is None else str(term.value))
-        return op.sql(column, coerce(field, term.field, term.value, op.list_value))
+        _, field = self.column(term.field)
+        found = meaning(term, field, display_of(self.defs.tables, field))
+        parts = [self._check(check) for check in found.checks]
+        if len(parts) == 1:
+            return parts[0]
+        return sa.or_(*parts) if found.any else sa.and_(*parts)
 
-    def _display_column(self, path: str, field: FieldDef) -> tuple[sa.ColumnElement, FieldDef]:
-        """`account=Acme` compares the account's display field, as ServiceNow does."""
-        target = self.defs.tables[field.reference]
-        if not target.display:
-            raise QueryError(f"{path}: expected a sys_id; table {target.name!r} has no display field")
-        return self.column(f"{path}.{target.display}")
+    def _check(self, check: Check) -> sa.ColumnElement:
+        column, _ = self.column(check.path)
+        if check.text:
+            column = text_of(column)
+        elif check.op.ordered:
+            column = ordered(column)
+        return check.op.sql(column, check.value)
 
     def order_by(self, order: tuple[tuple[str, bool], ...]) -> list[sa.ColumnElement]:
         clauses = []
         for path, descending in order:
             column, field = self.column(path)
-            _refuse_password(path, field)
+            _refuse(path, field, "sorted on", field.ftype.sortable)
             clauses.append(column.desc() if descending else column.asc())
         if not clauses:
             clauses.append(self.base.c.sys_id.asc())  # a stable order for paging when none is asked for
@@ -137,30 +139,17 @@ class Selection:
         return clauses
 
 
-def _refuse_password(path: str, field: FieldDef) -> None:
-    """A password hash is never returned, so it cannot be filtered or sorted on either
-    (a STARTSWITH probe would read it out one character at a time)."""
-    if field.type == "password":
-        raise QueryError(f"{path}: password fields cannot be queried")
-
-
-def _is_display_value(value: Any, is_list: bool) -> bool:
-    values = value if is_list else [value]
-    return any(v not in (None, "") and not SYS_ID.match(str(v)) for v in values)
-
-
-def coerce(field: FieldDef, path: str, value: Any, is_list: bool = False) -> Any:
-    """A query value in the field's stored type; raises QueryError naming the field."""
-    try:
-        if is_list:
-            return [field.parse(v) for v in (value or [])]
-        return field.parse(value)
-    except FieldValueError as exc:
-        raise QueryError(f"{path}: {exc}") from None
+def _refuse(path: str, field: FieldDef, use: str, allowed: bool) -> None:
+    """A field whose type does not allow this use (its `queryable` or `sortable` flag): a password
+    hash is never returned, so it cannot be filtered or sorted on either (a STARTSWITH probe would
+    read it out one character at a time)."""
+    if not allowed:
+        raise QueryError(f"{path}: {field.type} fields cannot be {use}")
 
 
 def select_rows(storage: Storage, table: str, query: Query, columns: list[str] | None = None,
-                limit: int | None = None, offset: int = 0, readable: Readable | None = None) -> tuple[sa.Select, Selection]:
+                limit: int | None = None, offset: int = 0,
+                readable: Readable | None = None) -> tuple[sa.Select, Selection]:
     """A SELECT of `columns` (paths; default every stored field) of the matching rows; every
     dot-walk (in columns, condition and order) through tables `readable` allows."""
     if not 0 <= offset <= MAX_OFFSET:

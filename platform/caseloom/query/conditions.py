@@ -8,54 +8,14 @@ is ORed with the previous ones, and `ORDERBY`/`ORDERBYDESC` terms.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
+from .dynamic import recognise
+from .nodes import All, AnyOf, Node, Not, PropertyTerm, Query, QueryError, Term
 from .operators import BY_TOKEN, TOKENS_LONGEST_FIRST, operator
 
-
-class QueryError(ValueError):
-    """An encoded query or condition that cannot be understood; the message says where."""
-
-
-@dataclass(frozen=True)
-class Term:
-    field: str
-    op: str  # an operator's YAML name
-    value: Any = None
-
-
-@dataclass(frozen=True)
-class All:
-    items: tuple[Node, ...]
-
-
-@dataclass(frozen=True)
-class AnyOf:
-    items: tuple[Node, ...]
-
-
-@dataclass(frozen=True)
-class Not:
-    item: Node
-
-
-@dataclass(frozen=True)
-class PropertyTerm:
-    """A condition on a system property's current value (rules and actions, not queries)."""
-
-    name: str
-    op: str
-    value: Any = None
-
-
-Node = Term | All | AnyOf | Not | PropertyTerm
-
-
-@dataclass(frozen=True)
-class Query:
-    where: Node | None = None
-    order: tuple[tuple[str, bool], ...] = ()  # (field path, descending)
+__all__ = ["All", "AnyOf", "Node", "Not", "PropertyTerm", "Query", "QueryError", "Term", "fields_of", "from_data",
+           "parse_encoded", "parse_term", "to_encoded"]
 
 
 FIELD = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*")
@@ -117,7 +77,7 @@ def parse_term(raw: str) -> Term:
                 value = [v for v in value.split(",") if v != ""]
                 if len(value) > MAX_VALUES:
                     raise QueryError(f"query term {field}{token}...: {len(value)} values; at most {MAX_VALUES}")
-            return Term(field, op.name, value)
+            return Term(field, op.name, _recognised(value, f"query term {raw!r}"))
     raise QueryError(f"query term {raw!r} has no known operator after {field!r} "
                      f"(known: {', '.join(sorted(BY_TOKEN))})")
 
@@ -185,7 +145,7 @@ def from_data(data: Any, where: str = "condition") -> Node:
         op = operator(str(data.get("op", "eq")))
         if op is None or op.change is not None:
             raise QueryError(f"{where}: unknown operator {data.get('op')!r}")
-        return PropertyTerm(str(data["property"]), op.name, data.get("value"))
+        return PropertyTerm(str(data["property"]), op.name, _recognised(data.get("value"), f"{where}.value"))
     if "field" not in data or "op" not in data:
         raise QueryError(f"{where}: a condition needs field and op, property, or all/any/not")
     op = operator(str(data["op"]))
@@ -194,7 +154,15 @@ def from_data(data: Any, where: str = "condition") -> Node:
     value = data.get("value")
     if op.list_value and not isinstance(value, list):
         value = [value]
-    return Term(str(data["field"]), op.name, value)
+    return Term(str(data["field"]), op.name, _recognised(value, f"{where}.value"))
+
+
+def _recognised(value: Any, where: str) -> Any:
+    """The value with `javascript:` dynamic values recognised (and refused, naming `where`, when unknown)."""
+    try:
+        return recognise(value)
+    except QueryError as exc:
+        raise QueryError(f"{where}: {exc}") from None
 
 
 def fields_of(node: Node | None) -> list[str]:

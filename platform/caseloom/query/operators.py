@@ -2,7 +2,37 @@
 
 One row per operator: its YAML name, its encoded-query token, how it compiles to SQL,
 how it tests one value in Python, and the words a person sees. Adding an operator is
-adding a row.
+adding a row (the parity test in tests/test_condition_parity.py then runs it over every
+field type, in SQL and in Python).
+
+Both `sql(column, value)` and `test(stored, value)` receive the value already in the
+field's stored type (`query.meaning` parses it with the field, as a record's value is
+parsed), or None for an empty one; the text operators receive the field's text as the
+API renders it and the value as text. The exact meaning, identical in SQL and in Python:
+
+- `=` (eq): `x` equals the value; an empty value (None, "", blanks) matches an empty `x`.
+- `!=` (ne): the negation of `=`: an empty `x` matches unless the value is empty.
+- `<` `<=` `>` `>=`: numbers and dates by value, booleans false < true, text by Unicode code
+  point (on PostgreSQL too, whatever its collation); an empty `x` or value matches nothing.
+- `LIKE` `STARTSWITH` `ENDSWITH`: `x`'s text contains / starts / ends with the value's text,
+  ignoring case (ASCII letters only on SQLite, whose lower() folds no others); never an empty `x`.
+- `NOTLIKE`: the negation of `LIKE`: an empty `x` always matches.
+- `IN`: `x` equals one of the values as `=` compares each (an empty item matches an empty `x`);
+  no values: nothing. `NOTIN`: its negation.
+- `ISEMPTY` / `ISNOTEMPTY`: `x` is / is not empty.
+
+Per field type: strings, text, e-mail, URL and string choices compare exactly (case and
+spaces count; a choice compares its value, never its label); integers, decimals (`1.50`
+equals `1.5`; SQLite stores decimals as 64-bit floats, exact to 15 significant digits),
+booleans (`true`/`1`/`yes`), dates and date-times (`2024-01-02 03:04:05`; a date-time
+compared with a date value is at midnight) compare as values, the condition's value parsed
+as a form's would be (a value the field would refuse is a QueryError naming the field). A
+reference compares its sys_id with a sys_id, and the referenced record's display field with
+anything else (`account=Acme`, per item in `IN`); its text (LIKE) is the display value. The
+text of a value is what the API shows: `true`/`false`, `1.5`, `2024-01-02 03:04:05`, a
+choice's value. Password and journal fields cannot be queried. `changes`, `changesto` and
+`changesfrom` compare a record before and after a write, values as `=` compares them: rules
+only. A value may be dynamic (`javascript:gs.getUserID()`): see `query.dynamic`.
 """
 
 from __future__ import annotations
@@ -24,36 +54,56 @@ class Operator:
     takes_value: bool = True
     list_value: bool = False
     text_only: bool = False  # LIKE and friends: compare as text
+    ordered: bool = False  # < and friends: text compares by code point
+    negative: bool = False  # the negation of another operator: holds where it does not
     # Rules only: compares the value before and after a write (`changes`, `changesto`).
     change: Callable[[Any, Any, Any], bool] | None = None
-
-
-def _is_empty(value: Any) -> bool:
-    return value is None or value == ""
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
 
 
 def _like_escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def _like(pattern: Callable[[str], str]) -> Callable[[sa.ColumnElement, Any], sa.ColumnElement]:
+    """`lower(x) LIKE lower(pattern)`: both sides folded by the same function, so a value matches
+    itself on SQLite too, whose lower() folds ASCII letters only."""
+    def sql(col, v):
+        return sa.func.lower(col).like(sa.func.lower(sa.literal(pattern(_like_escape(v)), sa.String)), escape="\\")
+
+    return sql
+
+
 def _contains(col, v):
-    return sa.func.lower(col).like(f"%{_like_escape(str(v).lower())}%", escape="\\")
+    return _like(lambda v: f"%{v}%")(col, v)
 
 
-def _ordered(py_op):
+def _ordered(py_op, sql_op):
+    def sql(col, v):  # a literal typed as the column: SQLAlchemy takes no `x < True`
+        return sa.false() if v is None else sql_op(col, sa.literal(v, col.type))
+
     def test(a, b):
-        if _is_empty(a) or _is_empty(b):
-            return False
-        try:
-            return py_op(a, b)
-        except TypeError:
-            return py_op(str(a), str(b))
+        return a is not None and b is not None and py_op(a, b)
 
-    return test
+    return sql, test
+
+
+def _eq(a, b) -> bool:
+    return a is None if b is None else a is not None and a == b
+
+
+def _in_sql(col, values):
+    present = [v for v in values if v is not None]
+    parts = [col.in_(present)] if present else []
+    if len(present) < len(values):
+        parts.append(col.is_(None))
+    return sa.or_(*parts) if parts else sa.false()
+
+
+def _not_in_sql(col, values):
+    present = [v for v in values if v is not None]
+    if len(present) < len(values):
+        return sa.and_(col.is_not(None), col.not_in(present)) if present else col.is_not(None)
+    return sa.or_(col.not_in(present), col.is_(None)) if present else sa.true()
 
 
 OPERATORS: dict[str, Operator] = {}
@@ -64,45 +114,42 @@ def register(op: Operator) -> Operator:
     return op
 
 
-register(Operator("eq", "=", "is", lambda c, v: c.is_(None) if v is None else c == v,
-                  lambda a, b: _text(a) == _text(b)))
+register(Operator("eq", "=", "is", lambda c, v: c.is_(None) if v is None else c == v, _eq))
 register(Operator("ne", "!=", "is not", lambda c, v: c.is_not(None) if v is None else sa.or_(c != v, c.is_(None)),
-                  lambda a, b: _text(a) != _text(b)))
-register(Operator("lt", "<", "less than", lambda c, v: c < v, _ordered(lambda a, b: a < b)))
-register(Operator("le", "<=", "at most", lambda c, v: c <= v, _ordered(lambda a, b: a <= b)))
-register(Operator("gt", ">", "greater than", lambda c, v: c > v, _ordered(lambda a, b: a > b)))
-register(Operator("ge", ">=", "at least", lambda c, v: c >= v, _ordered(lambda a, b: a >= b)))
+                  lambda a, b: not _eq(a, b), negative=True))
+for _name, _token, _label, _op in (("lt", "<", "less than", lambda a, b: a < b),
+                                   ("le", "<=", "at most", lambda a, b: a <= b),
+                                   ("gt", ">", "greater than", lambda a, b: a > b),
+                                   ("ge", ">=", "at least", lambda a, b: a >= b)):
+    register(Operator(_name, _token, _label, *_ordered(_op, _op), ordered=True))
 register(Operator("like", "LIKE", "contains", _contains,
-                  lambda a, b: _text(b).lower() in _text(a).lower(), text_only=True))
+                  lambda a, b: a is not None and b.lower() in a.lower(), text_only=True))
 register(Operator("notlike", "NOTLIKE", "does not contain", lambda c, v: sa.or_(~_contains(c, v), c.is_(None)),
-                  lambda a, b: _text(b).lower() not in _text(a).lower(), text_only=True))
-register(Operator("startswith", "STARTSWITH", "starts with",
-                  lambda c, v: sa.func.lower(c).like(f"{_like_escape(str(v).lower())}%", escape="\\"),
-                  lambda a, b: _text(a).lower().startswith(_text(b).lower()), text_only=True))
-register(Operator("endswith", "ENDSWITH", "ends with",
-                  lambda c, v: sa.func.lower(c).like(f"%{_like_escape(str(v).lower())}", escape="\\"),
-                  lambda a, b: _text(a).lower().endswith(_text(b).lower()), text_only=True))
-register(Operator("in", "IN", "is one of", lambda c, v: c.in_(v),
-                  lambda a, b: _text(a) in {_text(x) for x in b}, list_value=True))
-register(Operator("notin", "NOTIN", "is not one of", lambda c, v: sa.or_(c.not_in(v), c.is_(None)),
-                  lambda a, b: _text(a) not in {_text(x) for x in b}, list_value=True))
+                  lambda a, b: a is None or b.lower() not in a.lower(), text_only=True, negative=True))
+register(Operator("startswith", "STARTSWITH", "starts with", _like(lambda v: f"{v}%"),
+                  lambda a, b: a is not None and a.lower().startswith(b.lower()), text_only=True))
+register(Operator("endswith", "ENDSWITH", "ends with", _like(lambda v: f"%{v}"),
+                  lambda a, b: a is not None and a.lower().endswith(b.lower()), text_only=True))
+register(Operator("in", "IN", "is one of", _in_sql, lambda a, b: any(_eq(a, v) for v in b), list_value=True))
+register(Operator("notin", "NOTIN", "is not one of", _not_in_sql, lambda a, b: not any(_eq(a, v) for v in b),
+                  list_value=True, negative=True))
 register(Operator("empty", "ISEMPTY", "is empty", lambda c, v: c.is_(None),
-                  lambda a, b: _is_empty(a), takes_value=False))
+                  lambda a, b: a is None, takes_value=False))
 register(Operator("notempty", "ISNOTEMPTY", "is not empty", lambda c, v: c.is_not(None),
-                  lambda a, b: not _is_empty(a), takes_value=False))
-
+                  lambda a, b: a is not None, takes_value=False, negative=True))
 
 
 def _no_sql(column, value):
     raise ValueError("change operators compare a record before and after a write; they work in rules only")
 
 
+# (old, new, value) in the field's stored type, as `=` compares them
 register(Operator("changes", "VALCHANGES", "changes", _no_sql, lambda a, b: False, takes_value=False,
-                  change=lambda old, new, v: _text(old) != _text(new)))
+                  change=lambda old, new, v: not _eq(old, new)))
 register(Operator("changesto", "CHANGESTO", "changes to", _no_sql, lambda a, b: False,
-                  change=lambda old, new, v: _text(old) != _text(new) and _text(new) == _text(v)))
+                  change=lambda old, new, v: not _eq(old, new) and _eq(new, v)))
 register(Operator("changesfrom", "CHANGESFROM", "changes from", _no_sql, lambda a, b: False,
-                  change=lambda old, new, v: _text(old) != _text(new) and _text(old) == _text(v)))
+                  change=lambda old, new, v: not _eq(old, new) and _eq(old, v)))
 
 # Encoded tokens, longest first so `<=` wins over `<` and `NOTLIKE` over `LIKE`.
 BY_TOKEN: dict[str, Operator] = {op.token: op for op in OPERATORS.values()}

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-# ServiceNow's recipients script shape: {"accounts": [sys_id, ...]} (or consumers, contacts).
-RESULT_KINDS = ("accounts", "consumers", "contacts")
-RESULT_SHAPES = 'a list of sys_ids, a list of records with a sys_id, or {"accounts": [sys_id, ...]}'
+PLAIN_SHAPES = "a list of sys_ids or a list of records with a sys_id"
 
 
 class ScriptRefused(Exception):
@@ -39,25 +38,40 @@ class ScriptResult:
 
 
 class ResultShapeError(ValueError):
-    """`result` is not one of the shapes a recipients script may return."""
+    """`result` is not one of the shapes a member-list script may return."""
 
 
-def result_items(raw: Any) -> list:
-    """The items of a result in any accepted shape (sys_ids or records), before they are checked."""
+def result_items(raw: Any, result_keys: Collection[str] | None = None) -> list:
+    """The items of a result in any accepted shape (sys_ids or records), before they are checked.
+
+    Besides a plain list, a script may answer ServiceNow's keyed shape `{key: [sys_id, ...]}`,
+    where the key is the list type's own `result_key` (`result_keys`, given by the member-list
+    code; empty when the type declares none). None: no list type is known (a run from the
+    command line), so a mapping of one key to a list is accepted whatever the key."""
     if isinstance(raw, list):
         return raw
-    if isinstance(raw, dict) and raw and set(raw) <= set(RESULT_KINDS):
-        items = []
-        for kind in RESULT_KINDS:
-            value = raw.get(kind)
-            if value is not None and not isinstance(value, list):
-                raise ResultShapeError(f'result["{kind}"] must be a list of sys_ids, not {type(value).__name__}')
-            items.extend(value or [])
-        return items
     if raw is None:
-        raise ResultShapeError(f"the script did not set `result`; assign {RESULT_SHAPES}")
-    what = f"a dict with keys {', '.join(sorted(map(str, raw)))}" if isinstance(raw, dict) else type(raw).__name__
-    raise ResultShapeError(f"`result` must be {RESULT_SHAPES}; got {what}")
+        raise ResultShapeError(f"the script did not set `result`; assign {_shapes(result_keys)}")
+    if isinstance(raw, dict) and len(raw) == 1:
+        key, value = next(iter(raw.items()))
+        if result_keys is None or key in result_keys:
+            if not isinstance(value, list):
+                raise ResultShapeError(f'result["{key}"] must be a list of sys_ids, not {type(value).__name__}')
+            return value
+    if isinstance(raw, dict):
+        got = f"a dict with keys {', '.join(sorted(map(str, raw)))}" if raw else "an empty dict"
+        raise ResultShapeError(f"`result` must be {_shapes(result_keys)}; got {got}")
+    raise ResultShapeError(f"`result` must be {_shapes(result_keys)}; got {type(raw).__name__}")
+
+
+def _shapes(result_keys: Collection[str] | None) -> str:
+    """The shapes a result may take, for a message: the keyed shape names the expected key."""
+    if result_keys is None:
+        return PLAIN_SHAPES + ', or {"<key>": [sys_id, ...]}'
+    if not result_keys:
+        return PLAIN_SHAPES + " (the list's type declares no result_key, so no keyed shape)"
+    keyed = " or ".join(f'{{"{key}": [sys_id, ...]}}' for key in sorted(result_keys))
+    return f"{PLAIN_SHAPES}, or {keyed} (the list type's result_key)"
 
 
 def sys_ids_of(items: list) -> list[str]:

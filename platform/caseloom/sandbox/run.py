@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from . import wire
@@ -15,12 +15,14 @@ from .result import ResultShapeError, ScriptFailed, ScriptRefused, ScriptResult,
 
 def run_script(source: str, filename: str, data: DataSource, params: dict | None = None,
                limits: Limits | None = None, *, pool: WorkerPool | None = None,
-               on_cpu: Callable[[float], None] | None = None) -> ScriptResult:
-    """Run a recipient script in the sandbox and return what it assigned to `result`.
+               on_cpu: Callable[[float], None] | None = None,
+               result_keys: Collection[str] | None = None) -> ScriptResult:
+    """Run a member-list script in the sandbox and return what it assigned to `result`.
 
     Raises ScriptRefused (syntax or policy, before anything ran) or ScriptFailed (an error
     while running, or a limit). Callers check `scripts_enabled` first (the kill switch).
-    `on_cpu` hears the CPU seconds the run used, whatever its outcome."""
+    `on_cpu` hears the CPU seconds the run used, whatever its outcome. `result_keys`: the keys
+    a keyed result `{key: [sys_id, ...]}` may use (the list type's `result_key`; see result_items)."""
     limits = limits or Limits()
     if not isinstance(params, (dict, type(None))):
         raise TypeError(f"params must be a dict, not {type(params).__name__}")
@@ -31,12 +33,13 @@ def run_script(source: str, filename: str, data: DataSource, params: dict | None
     job = {"source": source, "filename": filename, "params": params, "limits": limits.to_wire()}
     reply, elapsed_ms = (pool or default_pool()).run(job, data, limits, filename, on_cpu)
     try:
-        return _outcome(reply, filename, limits, elapsed_ms)
+        return _outcome(reply, filename, limits, elapsed_ms, result_keys)
     except (KeyError, TypeError, AttributeError) as exc:
         raise ScriptFailed(f"{filename}: the sandbox worker sent a reply we cannot read ({exc!r})") from None
 
 
-def _outcome(reply: dict, filename: str, limits: Limits, elapsed_ms: int) -> ScriptResult:
+def _outcome(reply: dict, filename: str, limits: Limits, elapsed_ms: int,
+             result_keys: Collection[str] | None) -> ScriptResult:
     if "refused" in reply:
         refused = reply["refused"]
         raise ScriptRefused(filename, int(refused["line"]), str(refused["why"]))
@@ -53,7 +56,7 @@ def _outcome(reply: dict, filename: str, limits: Limits, elapsed_ms: int) -> Scr
         raise _limit(filename, limits, "output")
     raw = done["result"]
     try:
-        items = result_items(raw)
+        items = result_items(raw, result_keys)
         if len(items) > limits.result_items:
             raise _limit(filename, limits, "result")
         sys_ids = sys_ids_of(items)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ..config import Config
-from ..database import absolute_url, engine_options
+from ..database import absolute_url, engine_options, prepare_engine
 from ..definitions import Definitions, load_folder
 from ..runtime import Runtime
 from ..sessions import SessionPolicy
@@ -18,14 +19,21 @@ from ..sessions import SessionPolicy
 db = SQLAlchemy()
 csrf = CSRFProtect()
 
+PAGE_TEMPLATE = "base.html"  # every page extends it: without it the UI can render nothing
+
+
+class StartupError(click.ClickException):
+    """A server that cannot start as configured. `caseloom serve` prints the message as one line and
+    exits 1 (a ClickException); anywhere else it is an ordinary exception saying what to fix."""
+
 
 def create_app(config: Config | None = None, defs: Definitions | None = None, testing: bool = False) -> Flask:
     """Build the app for a configuration; definitions are validated first, so a server never
-    starts on an invalid definition set."""
+    starts on an invalid definition set, nor without its UI templates."""
     config = config or Config.from_env()
+    ui = ui_folder(config)
     given = defs is not None
     defs = defs or load_folder(config.definitions)
-    ui = Path(config.ui).resolve()
     app = Flask(__name__, root_path=str(ui), instance_path=str(Path(config.instance).resolve()),
                 template_folder="templates", static_folder="static")
     app.config.update(
@@ -49,7 +57,7 @@ def create_app(config: Config | None = None, defs: Definitions | None = None, te
     db.init_app(app)
     csrf.init_app(app)
     with app.app_context():
-        app.extensions["caseloom"] = Runtime(config, defs, engine=db.engine)
+        app.extensions["caseloom"] = Runtime(config, defs, engine=prepare_engine(db.engine))
 
     from . import api, auth, budget, definitions_api, errors, headers, jobs_api
 
@@ -68,7 +76,18 @@ def create_app(config: Config | None = None, defs: Definitions | None = None, te
     return app
 
 
-def _register_ui(app: Flask, ui_folder: Path) -> None:
+def ui_folder(config: Config) -> Path:
+    """The UI folder (CASELOOM_UI), if its templates are there: a server without them would answer
+    every page with a 500, so it refuses to start instead."""
+    ui = Path(config.ui).resolve()
+    if not (ui / "templates" / PAGE_TEMPLATE).is_file():
+        raise StartupError(f"CASELOOM_UI={config.ui!r}: no UI templates in {ui / 'templates'} (expected "
+                           f"{PAGE_TEMPLATE} there); set CASELOOM_UI to the folder that holds templates/ and "
+                           "static/ (the repository's ui/)")
+    return ui
+
+
+def _register_ui(app: Flask, ui: Path) -> None:
     """The browser UI, and the front-end packages installed from npm into ui/node_modules."""
     from flask import send_from_directory
 
@@ -77,7 +96,7 @@ def _register_ui(app: Flask, ui_folder: Path) -> None:
 
     app.register_blueprint(blueprint)
     app.jinja_env.globals.update(menu_for=menu_for, table_file=table_file)
-    vendor = ui_folder / "node_modules"
+    vendor = ui / "node_modules"
 
     @app.get("/ui/vendor/<path:filename>", endpoint="ui_vendor")
     def ui_vendor(filename: str):

@@ -9,13 +9,13 @@ import json
 import time
 from urllib.parse import urlencode
 
-from flask import Blueprint, current_app, g, jsonify, request, url_for
+from flask import Blueprint, current_app, jsonify, request, url_for
 
 from ..query import Query, Term, parse_encoded
 from ..query.compile import MAX_OFFSET
 from ..records import NotFound
 from . import db
-from .auth import api_actor, records, runtime
+from .auth import act_as, api_actor, records, runtime
 from .errors import ApiError
 from .serialize import Shape, base_url, make_shape, render_record
 
@@ -26,7 +26,7 @@ MAX_DEPTH = 32  # how deeply a request body's objects and lists may nest
 
 @blueprint.before_request
 def _authenticate() -> None:
-    g.actor = api_actor()
+    act_as(api_actor())
 
 
 def _int_param(name: str, default: int, minimum: int = 0, maximum: int | None = None, clamp: bool = False) -> int:
@@ -271,8 +271,9 @@ def _member_lists(name: str):
 
 @blueprint.post("/caseloom/<name>/<sys_id>/import")
 def import_members(name: str, sys_id: str):
-    """Add members from a CSV (columns sys_id or the type's keys, e.g. number or email); each rejected
-    row is reported with its line and why; a record already in the list is never added twice."""
+    """Add members to a list of the member list `name` from a CSV (columns: the list type's `match` keys,
+    sys_id first); each rejected row is reported with its line and why; a record already in the list is
+    never added twice."""
     lists = _member_lists(name)
     records().table(lists.mdef.table, "write")
     report = lists.import_csv(sys_id, text_stream(request.stream), runtime().config.max_import_rows)

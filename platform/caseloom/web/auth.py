@@ -20,6 +20,7 @@ from .. import sessions
 from ..access import Actor
 from ..database import WRITE_LOCK
 from ..properties import Properties
+from ..query import bind_acting, unbind_acting
 from ..records import RecordService
 from ..runtime import Runtime
 from ..signin import Attempt, ThrottlePolicy, TooManyFailures, sign_in
@@ -85,6 +86,21 @@ def apart(write: Callable[[sa.Connection], T]) -> T:
     g.pop("records", None)
     g.pop("properties", None)
     return result
+
+
+def act_as(actor: Actor) -> Actor:
+    """The request works for `actor`: views read it as g.actor, and conditions' dynamic values
+    (`javascript:gs.getUserID()`) stand for it until the request ends."""
+    g.actor = actor
+    if "acting" not in g:
+        g.acting = bind_acting(actor.sys_id, actor.user_name)
+    return actor
+
+
+def _stop_acting(_exc) -> None:
+    token = g.pop("acting", None)
+    if token is not None:
+        unbind_acting(token)
 
 
 def session_policy() -> sessions.SessionPolicy:
@@ -213,10 +229,12 @@ def register(app: Flask) -> None:
         flash("You are signed out.")
         return redirect(url_for("login"))
 
+    app.teardown_request(_stop_acting)
+
     @app.route("/")
     def home():
         actor = session_actor()
         if actor is None:
             return redirect(url_for("login", next=request.path))
-        g.actor = actor
+        act_as(actor)
         return render_template("home.html", actor=actor)

@@ -22,9 +22,9 @@ MAX_ENTRY_ID = 2**31 - 1  # history ids are 32-bit integers: a larger one names 
 
 @blueprint.before_request
 def _admin_only() -> None:
-    from .auth import api_actor
+    from .auth import act_as, api_actor
 
-    g.actor = api_actor()
+    act_as(api_actor())
     if not g.actor.is_admin:
         raise ApiError(403, "User Not Authorized", "the definitions API needs the admin role")
 

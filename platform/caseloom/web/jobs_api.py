@@ -9,7 +9,7 @@ from sqlalchemy import event
 
 from ..jobs import JobQueue, get_job, job_refusal
 from . import db
-from .auth import api_actor, connection, records, runtime
+from .auth import act_as, api_actor, connection, records, runtime
 from .errors import ApiError
 
 blueprint = Blueprint("jobs_api", __name__, url_prefix="/api/caseloom/jobs")
@@ -18,7 +18,7 @@ EXTENSION = "caseloom_jobs"
 
 @blueprint.before_request
 def _authenticate() -> None:
-    g.actor = api_actor()
+    act_as(api_actor())
 
 
 @blueprint.get("/<job_id>")

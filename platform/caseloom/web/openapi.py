@@ -113,7 +113,7 @@ def _text(limit: int | None) -> dict:
 INPUT = {
     "string": lambda f: _text(f.max_length or STRING_LENGTH),
     "text": lambda f: _text(f.max_length or TEXT_LENGTH),
-    "password": lambda f: {"type": "string", "maxLength": f.max_length or PASSWORD_LENGTH, "writeOnly": True},
+    "password": lambda f: {"type": "string", "maxLength": f.max_length or PASSWORD_LENGTH},
     "journal": lambda f: {"type": "string", "maxLength": f.max_length or TEXT_LENGTH, "description": "Adds a journal entry"},
     "email": lambda f: _any_of({"type": "string", "format": "email", "maxLength": f.max_length or EMAIL_LENGTH},
                                      {"type": "string", "enum": [""]}),
@@ -150,7 +150,8 @@ def _input_value(field: FieldDef, mandatory: bool = False) -> dict:
         schema = _enum(field, (v for v, _ in field.choices), empty=not mandatory)
     else:
         schema = INPUT.get(field.type, lambda f: {"type": "string"})(field)
-    return {**schema, "description": _describe(field, schema)}
+    hidden = {"writeOnly": True} if field.ftype.hidden else {}  # sent, never read back
+    return {**schema, **hidden, "description": _describe(field, schema)}
 
 
 def _describe(field: FieldDef, schema: dict) -> str:
@@ -208,12 +209,12 @@ def _output_value(defs: Definitions, table: TableDef, field: FieldDef) -> dict:
     shown = {"type": "string"}
     if field.name == "sys_id":
         value = shown = {"type": "string", "pattern": SYS_ID}
-    elif field.choices:
-        values = {str(v) for cls in defs.descendants(table.name)
-                  if (f := defs.tables[cls].field(field.name)) is not None for v, _ in f.choices} | {""}
+    elif field.choices:  # each row shows its own class's labels
+        classes = [f for cls in defs.descendants(table.name) if (f := defs.tables[cls].field(field.name)) is not None]
+        values = {str(v) for f in classes for v, _ in f.choices} | {""}
         value = {"type": "string", "enum": sorted(values)}
-        shown = {"type": "string", "enum": sorted(values | {label for _, label in field.choices})}
-    elif field.type in ("boolean", "integer", "decimal", "date", "datetime", "journal"):
+        shown = {"type": "string", "enum": sorted(values | {label for f in classes for _, label in f.choices})}
+    elif field.type in OUTPUT:  # a fixed shape: the display value is the value
         shown = value
     display = {"type": "object", "required": ["display_value", "value"], "additionalProperties": False,
                "properties": {"display_value": shown, "value": value}}
@@ -223,8 +224,8 @@ def _output_value(defs: Definitions, table: TableDef, field: FieldDef) -> dict:
 def _record_schema(defs: Definitions, table: TableDef) -> dict:
     properties = {}
     for name, field in table.fields.items():
-        if field.type == "password":
-            continue  # never rendered
+        if field.ftype.hidden:
+            continue  # never read back
         schema = _output_value(defs, table, field)
         if field.read_only or field.system:
             schema["readOnly"] = True
@@ -345,24 +346,28 @@ def _job_paths() -> dict:
 
 
 def _member_list_paths(defs: Definitions) -> dict:
+    """The routes of every member list, under its own name: /api/caseloom/{member list}/{sys_id}/..."""
     paths = {}
     for mdef in defs.member_lists.values():
-        base, tag = f"/api/caseloom/{mdef.name}/{{sys_id}}", [defs.tables[mdef.table].label]
-        keys = sorted({k for t in mdef.types.values() for k in t.match})
+        label = defs.tables[mdef.table].label
+        base, tag = f"/api/caseloom/{mdef.name}/{{sys_id}}", [label]
+        sys_id = _path_param("sys_id", SYS_ID_PARAM["schema"], f"The sys_id of a {mdef.table} record (a {label})")
+        columns = "; ".join(f"{t.name} ({t.table}): {', '.join(t.match)}" for t in mdef.types.values())
         csv = {"required": True, "content": {"text/csv": {"schema": {"type": "string"}}},
-               "description": f"A header row naming one of the columns {', '.join(keys)}, then one record a row"}
+               "description": f"A header row naming one of the columns the list's type matches records by "
+                              f"({columns}), then one record a row"}
         paths[f"{base}/import"] = {"post": _operation(
-            f"Add members from a CSV (columns {', '.join(keys)})", tag,
-            _responses({"200": _json(_result(_ref("ImportReport")))}, (*WRITE, "404")), parameters=[SYS_ID_PARAM],
+            f"Add members to a {label} from a CSV", tag,
+            _responses({"200": _json(_result(_ref("ImportReport")))}, (*WRITE, "404")), parameters=[sys_id],
             body=csv, operation_id=f"{mdef.name}.import")}
         paths[f"{base}/preview"] = {"get": _operation(
-            "How many records the list's condition or script identifies now, with a sample; writes nothing", tag,
+            f"How many records a {label}'s condition or script identifies now, with a sample; writes nothing", tag,
             _responses({"200": _json(_result(_ref("MemberPreview")))}, (*READ, "404", "409", "422")),
-            parameters=[SYS_ID_PARAM], operation_id=f"{mdef.name}.preview")}
+            parameters=[sys_id], operation_id=f"{mdef.name}.preview")}
         paths[f"{base}/template"] = {"get": _operation(
-            "The CSV header an import of this list's type accepts", tag,
+            f"The CSV header an import into this {label} accepts (its type's columns: {columns})", tag,
             _responses({"200": {"description": "CSV", "content": {"text/csv": {"schema": {"type": "string"}}}}},
-                       (*READ, "404")), parameters=[SYS_ID_PARAM], operation_id=f"{mdef.name}.template")}
+                       (*READ, "404")), parameters=[sys_id], operation_id=f"{mdef.name}.template")}
     return paths
 
 

@@ -32,23 +32,43 @@ class Shape:
         """The paths to SELECT: stored fields asked for, plus display paths of references."""
         cols: list[str] = []
         for path, field in self.fields.items():
-            if field.stored:
+            if field.stored and not field.ftype.hidden:
                 cols.append(path)
                 display = self.display_path(path, field) if self.display != "false" else None
                 if display:
                     cols.append(display)
         cols.append("sys_id")
+        if self.display != "false" and self.relabelled:
+            cols.append("sys_class_name")  # a child class's own choice labels
         return list(dict.fromkeys(cols))
+
+    @property
+    def relabelled(self) -> bool:
+        """Whether a class below this table declares other choices for a choice field asked for."""
+        own = [(path, f) for path, f in self.fields.items() if "." not in path and f.choices]
+        return bool(own) and any(
+            t.field(path) is not None and t.field(path).choices != f.choices
+            for t in self.tables.values() if t.root == self.table.root and t.name != self.table.name
+            for path, f in own)
+
+    def choice_field(self, path: str, field: FieldDef, row: dict) -> FieldDef:
+        """The field whose choices label a value: the record's own class's, on a list of a base table."""
+        cls = row.get("sys_class_name")
+        if "." in path or not cls or cls == self.table.name or cls not in self.tables:
+            return field
+        return self.tables[cls].field(path) or field
 
     def display_path(self, path: str, field: FieldDef) -> str | None:
         """The path of a reference's display value; None when there is none, or the user may not read
-        the referenced table (its records' display values are theirs to hide: the value stays a sys_id)."""
+        the referenced table (its records' display values are theirs to hide: the value stays a sys_id),
+        or the display field is hidden."""
         if field.type != "reference":
             return None
         target = self.tables.get(field.reference)
         if target is None or not target.display or (self.readable is not None and not self.readable(target.name)):
             return None
-        return f"{path}.{target.display}"
+        shown = target.field(target.display)
+        return f"{path}.{target.display}" if shown is not None and not shown.ftype.hidden else None
 
 
 def make_shape(tables: Mapping[str, TableDef], table: TableDef, fields_param: str | None, display: str | None,
@@ -61,7 +81,7 @@ def make_shape(tables: Mapping[str, TableDef], table: TableDef, fields_param: st
     if fields_param:
         paths = list(dict.fromkeys(p.strip() for p in fields_param.split(",") if p.strip()))
     else:
-        paths = [name for name, f in table.fields.items() if f.type != "password"]
+        paths = [name for name, f in table.fields.items() if not f.ftype.hidden]
     resolved: dict[str, FieldDef] = {}
     for path in paths:
         field = resolve_path(tables, table, path)
@@ -74,8 +94,8 @@ def make_shape(tables: Mapping[str, TableDef], table: TableDef, fields_param: st
 def render_record(shape: Shape, row: dict) -> dict:
     out = {}
     for path, field in shape.fields.items():
-        if field.type == "password":
-            continue
+        if field.ftype.hidden:
+            continue  # never read back, even when sysparm_fields names it
         value = row.get(path) if field.stored else None
         raw = field.render(value) if value is not None else ""
         out[path] = _render_value(shape, path, field, raw, row)
@@ -98,7 +118,10 @@ def _render_value(shape: Shape, path: str, field: FieldDef, raw: str, row: dict)
         return {"link": link, "value": raw} if shape.links and raw else raw
     if shape.display == "false":
         return raw
-    display_text = (field.choice_label(raw) or raw) if field.choices and raw != "" else raw
+    if field.choices and raw != "":
+        display_text = shape.choice_field(path, field, row).choice_label(raw) or field.choice_label(raw) or raw
+    else:
+        display_text = raw
     if shape.display == "true":
         return display_text
     return {"display_value": display_text, "value": raw}

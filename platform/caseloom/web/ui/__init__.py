@@ -11,7 +11,7 @@ from functools import wraps
 
 from flask import Blueprint, abort, g, redirect, request, url_for
 
-from ..auth import runtime, session_actor
+from ..auth import act_as, runtime, session_actor
 
 blueprint = Blueprint("ui", __name__)
 
@@ -28,7 +28,7 @@ def login_required(view):
         actor = session_actor()
         if actor is None:
             return redirect(url_for("login", next=request.full_path.rstrip("?")))
-        g.actor = actor
+        act_as(actor)
         return view(*args, **kwargs)
 
     return wrapper

@@ -25,7 +25,7 @@ KIND_GROUPS = (
     ("Lifecycles", ("lifecycle",)),
     ("Rules", ("rules",)),
     ("Actions", ("actions",)),
-    ("Recipients", ("recipients_list", "member_list", "data")),
+    ("Member lists", ("recipients_list", "declared_list", "member_list", "data")),
     ("Notifications", ("notifications",)),
     ("Roles and access", ("roles", "access")),
     ("Menus", ("menu",)),

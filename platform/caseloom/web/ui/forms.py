@@ -59,7 +59,7 @@ def _input_value(field: FieldDef, cell) -> tuple[str, str]:
         raw, display = cell.get("value", ""), cell.get("display_value", "")
     else:
         raw = display = cell or ""
-    if field.type == "datetime" and raw:
+    if field.ftype.input == "datetime-local" and raw:
         raw = raw.replace(" ", "T")[:16]
     return raw, display
 
@@ -69,8 +69,8 @@ def _widgets(tdef: TableDef, rendered: dict, record: dict, new: bool, can_write:
     read_only, mandatory, hidden, lifecycle_field = _lifecycle_flags(tdef, record)
     widgets = {}
     for name, field in tdef.fields.items():
-        if field.type == "password":
-            continue
+        if field.ftype.hidden:
+            continue  # never read back: a password has no widget to show it in
         raw, display = _input_value(field, rendered.get(name, ""))
         if typed is not None and name in typed:
             raw = display = typed[name]
@@ -83,10 +83,10 @@ def _widgets(tdef: TableDef, rendered: dict, record: dict, new: bool, can_write:
 
 def _sections(tdef: TableDef, widgets: dict[str, Widget]) -> list[tuple[str, list[Widget]]]:
     if tdef.form:
-        sections = [(s.title, [widgets[f] for f in s.fields if f in widgets and widgets[f].input != "journal"])
+        sections = [(s.title, [widgets[f] for f in s.fields if f in widgets and not widgets[f].field.ftype.journal])
                     for s in tdef.form]
     else:
-        sections = [("", [w for w in widgets.values() if not w.field.system and w.input != "journal"])]
+        sections = [("", [w for w in widgets.values() if not w.field.system and not w.field.ftype.journal])]
     return [(title, items) for title, items in sections if items]
 
 
@@ -129,7 +129,7 @@ def form(table: str, typed: dict | None = None, errors: dict | None = None, conf
     widgets = _widgets(tdef, rendered, record, new, can_write, typed, errors)
     context = {
         "tdef": tdef, "record": record, "rendered": rendered, "new": new, "sections": _sections(tdef, widgets),
-        "journal_widgets": [w for w in widgets.values() if w.input == "journal"] if can_write else [],
+        "journal_widgets": [w for w in widgets.values() if w.field.ftype.journal] if can_write else [],
         "can_write": can_write, "errors": errors or {}, "conflict": conflict, "actor": g.actor,
         "actions": [] if new else available_actions(service, tdef.name, record),
         "activity": [] if new else _activity(tdef, sys_id),
@@ -149,7 +149,7 @@ def _form_values(tdef: TableDef, record: dict) -> dict:
     values = {}
     new = not record
     for name, field in tdef.fields.items():
-        if field.system or field.read_only or field.type == "password" or name in read_only:
+        if field.system or field.read_only or field.ftype.hidden or name in read_only:
             continue
         if name == lifecycle_field and not new:
             continue
@@ -158,7 +158,7 @@ def _form_values(tdef: TableDef, record: dict) -> dict:
         value = request.form.getlist(name)[-1]  # checkboxes post a hidden "false" before "true"
         if field.type == "reference" and not value and request.form.get(f"{name}__display"):
             value = _resolve_display(field, request.form[f"{name}__display"]) or request.form[f"{name}__display"]
-        if field.type == "journal" and not value.strip():
+        if field.ftype.journal and not value.strip():
             continue
         values[name] = value
     return values
@@ -182,7 +182,7 @@ def save(table: str):
     if record:
         tdef = defs.tables.get(record["sys_class_name"], tdef)
     values = _form_values(tdef, record)
-    typed = {k: v for k, v in values.items() if tdef.field(k).type != "journal"}
+    typed = {k: v for k, v in values.items() if not tdef.field(k).ftype.journal}
     expected = request.form.get("sys_mod_count", "")
     try:
         if sys_id == "-1":

@@ -58,8 +58,9 @@ def _moved(items: list, op: str) -> list:
 
 
 def _placeable(field) -> bool:
-    """A field a form or list can show (not a sys field, a password or a journal)."""
-    return not field.system and field.type not in ("password", "journal")
+    """A field a form or list can show (not a sys field, a hidden one such as a password, or a journal:
+    the form shows journals in its activity)."""
+    return not field.system and not field.ftype.hidden and not field.ftype.journal
 
 
 def _choosable(tdef: TableDef, taken: list[str]) -> list[tuple[str, str]]:

@@ -32,13 +32,20 @@ def row_number(raw: str | None) -> int:
 def list_columns(tdef: TableDef) -> list[str]:
     if tdef.list_columns:
         return list(tdef.list_columns)
-    names = [n for n, f in tdef.fields.items() if not f.system and f.stored and f.type not in ("text", "password")]
+    names = [n for n, f in tdef.fields.items() if not f.system and f.ftype.listable]
     return names[:6] or ["sys_id"]
 
 
 def readable_columns(service, tdef: TableDef) -> list[str]:
-    """The table's list columns, less those that dot-walk through a table the user may not read."""
-    return [c for c in list_columns(tdef) if service.can_read_path(tdef.name, c)]
+    """The table's list columns, less those that dot-walk through a table the user may not read
+    and hidden ones (a password named in a declared `list:` shows no column at all)."""
+    tables = runtime().defs.tables
+    return [c for c in list_columns(tdef) if service.can_read_path(tdef.name, c) and _shown(tables, tdef, c)]
+
+
+def _shown(tables, tdef: TableDef, path: str) -> bool:
+    field = resolve_path(tables, tdef, path)
+    return field is not None and not field.ftype.hidden
 
 
 def _quick_search(tdef: TableDef, columns: list[str], text: str) -> Term | AnyOf | None:
@@ -101,7 +108,7 @@ def query_from_rows(form) -> Query:
 
 
 def filter_fields(tdef: TableDef) -> list[tuple[str, str]]:
-    return [(name, f.label) for name, f in tdef.fields.items() if f.stored and f.type != "password"]
+    return [(name, f.label) for name, f in tdef.fields.items() if f.ftype.queryable]
 
 
 @blueprint.route("/<path:name>.do", methods=["GET", "POST"])

@@ -1,79 +1,52 @@
-"""Effects over member lists: refresh a list, create one child record per member, refuse a write.
+"""Running the effects over member lists: refresh a list, create one child record per member, refuse a write.
 
-Registered in the same effect registry as every other primitive (see effects.py).
+Declared with the other built-in effects in builtin.py.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlalchemy as sa
 
-from .definitions.tables import resolve_path
-from .effects import EffectContext, effect
-from .memberlists import BATCH, lists_for
-from .query import Selection
-from .records import RecordError
+from ..memberlists import BATCH, lists_for
+from ..query import Selection
+from ..records import RecordError
+from .builtin import ChildrenFromListArgs, NoArgs, RefuseArgs
+from .run import EffectContext
 
 
-@effect("refuse", "Refuse the write with a message naming a field (in before-rules).")
-def _refuse(ctx: EffectContext, args: dict) -> None:
-    raise RecordError(args.get("field"), ctx.render(args["message"]))
+def refuse(ctx: EffectContext, args: RefuseArgs) -> None:
+    raise RecordError(args.field, ctx.render(args.message))
 
 
-def _check_refresh(tables, table, args) -> list[str]:
-    return [] if args in (None, {}, True) else ["takes no arguments: refresh_members: {}"]
-
-
-@effect("refresh_members", "Re-evaluate a member list's condition or script: dynamic members follow it, "
-                           "members added by hand or import stay.", _check_refresh)
-def _refresh_members(ctx: EffectContext, args: Any) -> None:
+def refresh_members(ctx: EffectContext, args: NoArgs) -> None:
     report = lists_for(ctx.service, ctx.table.name).refresh(ctx.record["sys_id"])
     ctx.result.update(report.as_dict())
     ctx.messages.append(f"{report.identified} identified, {report.added} added, {report.removed} removed, "
                         f"{report.rejected_total} rejected")
 
 
-def _check_children_from_list(tables, table, args) -> list[str]:
-    if not isinstance(args, dict) or not {"list_field", "reference", "member_fields"} <= set(args):
-        return ["expected {list_field, reference, member_fields: {type: child field}, values, lookups, journal, lock}"]
-    problems = []
-    for name in [args["list_field"], args["reference"], *args["member_fields"].values(), *args.get("values", {}),
-                 *args.get("lookups", {}), *args.get("journal", {})]:
-        if resolve_path(tables, table, name) is None:
-            problems.append(f"{name!r} is not a field of {table.name!r}")
-    return problems
-
-
-@effect("create_children_from_list", "Create one child record per member of the list this record points at "
-                                     "(never two for one member, even when run again or after a crash), "
-                                     "streamed in batches with progress; set-based inserts through the write path.",
-        _check_children_from_list)
-def _create_children_from_list(ctx: EffectContext, args: dict) -> None:
+def create_children_from_list(ctx: EffectContext, args: ChildrenFromListArgs) -> None:
     service = ctx.service
-    list_id = ctx.record.get(args["list_field"])
+    list_id = ctx.record.get(args.list_field)
     if not list_id:
-        raise RecordError(args["list_field"], "no list is attached")
-    list_table = ctx.table.field(args["list_field"]).reference
-    lists = lists_for(service, list_table)
+        raise RecordError(args.list_field, "no list is attached")
+    lists = lists_for(service, args.list_table)
     mtype = lists.mtype(lists.record(list_id))
-    member_field = args["member_fields"].get(mtype.name)
+    member_field = dict(args.member_fields).get(mtype.name)
     if member_field is None:
-        raise RecordError(args["list_field"], f"lists of type {mtype.name} cannot make children here "
-                                              f"(types: {', '.join(args['member_fields'])})")
-    values = {k: ctx.render(v) for k, v in (args.get("values") or {}).items()}
-    for name in args.get("copy_fields", []) + _property_fields(ctx, args):
+        raise RecordError(args.list_field, f"lists of type {mtype.name} cannot make children here "
+                                           f"(types: {', '.join(t for t, _ in args.member_fields)})")
+    values = ctx.rendered(args.values)
+    for name in [*args.copy_fields, *_property_fields(ctx, args)]:
         f = ctx.table.field(name)
         if f is not None and f.stored and not f.system and name not in values:
             values[name] = ctx.record.get(name)
-    journal = {k: ctx.render(v) for k, v in (args.get("journal") or {}).items()}
-    journal = {k: v for k, v in journal.items() if v}
-    lookups = {child: path for child, path in (args.get("lookups") or {}).items()
-               if path.split(".")[0] == member_field}
+    journal = {k: v for k, v in ((name, ctx.render(text)) for name, text in args.journal) if v}
+    lookups = {child: path for child, path in args.lookups if path.split(".")[0] == member_field}
     done = 0
     total = _remaining(ctx, args, list_id, mtype, member_field)
     progress = ctx.progress
-    shared = {**values, **journal, args["reference"]: ctx.record["sys_id"]}
+    shared = {**values, **journal, args.reference: ctx.record["sys_id"]}
     set_based = True  # until the table says its rows need Python one by one
     after = ""  # a keyset cursor over the members: each batch starts where the last one stopped
     while True:
@@ -104,14 +77,14 @@ def _create_children_from_list(ctx: EffectContext, args: dict) -> None:
         if progress is not None:
             service = progress(done, total) or service  # a background job commits here and goes on in a new unit
             ctx.service = service
-    if args.get("lock") and not service.get(list_table, list_id).get(args["lock"]):  # a re-run finds it locked
-        service.update(list_table, list_id, {args["lock"]: True})
+    if args.lock and not service.get(args.list_table, list_id).get(args.lock):  # a re-run finds it locked
+        service.update(args.list_table, list_id, {args.lock: True})
     ctx.result["children_created"] = done
     ctx.messages.append(f"{done} child records created")
 
 
-def _property_fields(ctx: EffectContext, args: dict) -> list[str]:
-    name = args.get("copy_fields_property")
+def _property_fields(ctx: EffectContext, args: ChildrenFromListArgs) -> list[str]:
+    name = args.copy_fields_property
     return list(ctx.properties(name)) if name and ctx.properties else []
 
 
@@ -120,7 +93,7 @@ def _remaining(ctx, args, list_id, mtype, member_field) -> int:
     storage = ctx.service.storage
     members = storage.physical(mtype.members)
     children = storage.physical(ctx.table.name)
-    has_child = sa.exists().where(children.c[args["reference"]] == ctx.record["sys_id"],
+    has_child = sa.exists().where(children.c[args.reference] == ctx.record["sys_id"],
                                   children.c[member_field] == members.c[mtype.member_field])
     stmt = sa.select(sa.func.count()).select_from(members).where(members.c[mtype.list_field] == list_id, ~has_child)
     return ctx.service.conn.execute(stmt).scalar_one()
@@ -156,7 +129,7 @@ def _members_select(ctx, args, list_id, mtype, member_field, lookups, after: str
     for child, path in lookups.items():
         columns.append(target.column(path.split(".", 1)[1])[0])
         fields.append(child)
-    has_child = sa.exists().where(children.c[args["reference"]] == ctx.record["sys_id"],
+    has_child = sa.exists().where(children.c[args.reference] == ctx.record["sys_id"],
                                   children.c[member_field] == member)
     select = (sa.select(*columns)
               .select_from(members.join(target.from_clause, target.base.c.sys_id == member))
@@ -185,5 +158,5 @@ def _next_members(ctx, args, list_id, mtype, member_field, lookups, after: str
     children = storage.physical(ctx.table.name)
     ids = [r["member"] for r in rows]
     done = set(conn.execute(sa.select(children.c[member_field]).where(
-        children.c[args["reference"]] == ctx.record["sys_id"], children.c[member_field].in_(ids))).scalars())
+        children.c[args.reference] == ctx.record["sys_id"], children.c[member_field].in_(ids))).scalars())
     return [(r["member"], {k: r[k] for k in lookups}) for r in rows if r["member"] not in done], ids[-1]

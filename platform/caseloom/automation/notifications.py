@@ -1,0 +1,266 @@
+"""Notifications: the sys_email rows (state ready) a write leaves for the worker to deliver.
+
+Each e-mail is filed under the record it is about (`target_table`, `instance`): the notified
+record for its roles and recipient paths, each child for the `children` option. A batch of
+new records is addressed with one query and written with one executemany; a set-based insert
+(caseloom.setinsert) writes its e-mails with one INSERT ... SELECT when the texts are plain
+substitutions (`email_sql`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlalchemy as sa
+
+from .. import stamps
+from ..definitions.model import Definitions, NotificationDef, TableDef
+from ..effects.walks import template_user, timestamp, walk_values
+from ..properties import Properties
+from ..query import Query, Selection, Term, select_rows
+from ..query.conditions import All
+from ..records import RecordError, RecordService, now
+from ..setwrite import new_sys_id_sql
+from ..templates import TemplateProblem, compile_template, substitution_parts
+from .addresses import address_path, recipient_path_problem
+from .conditions import Conditions, fields_read, unit_properties
+
+EmailWriter = Callable[[str, str], None]  # writes the e-mails of the new records whose sys_ids are between two bounds
+
+
+class Notifications:
+    """Sends a table's notifications around its writes and on a `notify` effect."""
+
+    def __init__(self, defs: Definitions, conditions: Conditions):
+        self.defs, self.conditions = defs, conditions
+        self._for_event: dict[tuple[str, str], tuple[NotificationDef, ...]] = {}
+
+    def for_event(self, table: str, event: str) -> tuple[NotificationDef, ...]:
+        """The notifications a write of `table` may send (those of the table and the tables it extends;
+        asked per record: memoized)."""
+        key = (table, event)
+        if key not in self._for_event:
+            tables = (table, *self.defs.ancestors(table))
+            self._for_event[key] = tuple(n for n in self.defs.notifications.values()
+                                         if event in n.on and n.table in tables)
+        return self._for_event[key]
+
+    def after(self, service: RecordService, tdef: TableDef, event: str, record: dict, previous: dict | None,
+              journal: dict[str, str], props: Properties) -> None:
+        """After one write: each notification whose condition holds."""
+        with_journal = {**record, **journal}
+        for note in self.for_event(tdef.name, event):
+            if self.conditions.holds(service, note.condition, tdef, with_journal, previous, props):
+                self.send(service, note, tdef, record, journal)
+
+    def after_batch(self, service: RecordService, tdef: TableDef, records: list[dict], entries_of: list[dict],
+                    props: Properties) -> None:
+        """After a batch insert: per notification, one query for the addresses of all the records whose
+        condition holds and one executemany of their e-mails."""
+        for note in self.for_event(tdef.name, "insert"):
+            matching = [(r, j) for r, j in zip(records, entries_of, strict=True)
+                        if self.conditions.holds(service, note.condition, tdef, {**r, **j}, None, props)]
+            if matching:
+                self._send_many(service, note, tdef, matching)
+
+    def notifier(self, service: RecordService) -> Callable[[str, TableDef, dict], None]:
+        """The `notify` effect's way to send a declared notification by name."""
+        def notify(name: str, tdef: TableDef, record: dict) -> None:
+            self.send(service, self.defs.notifications[name], tdef, record, {})
+
+        return notify
+
+    def send(self, service: RecordService, note: NotificationDef, tdef: TableDef, record: dict,
+             journal: dict[str, str]) -> None:
+        """Write the notification's sys_email rows (state ready) for the worker to deliver."""
+        if note.children is not None:
+            subject, body = rendered(service, note, tdef, [(record, journal)])[0]
+            _send_to_children(service, note, tdef, record, subject, body)
+        self._send_many(service, note, tdef, [(record, journal)])
+
+    def _send_many(self, service: RecordService, note: NotificationDef, tdef: TableDef,
+                   matching: list[tuple[dict, dict]]) -> None:
+        """One e-mail per record with at least one address (its roles' users and its recipient paths)."""
+        role_emails = set(role_addresses(service, note.roles))
+        addresses = _path_addresses(service, tdef, [r["sys_id"] for r, _ in matching], note)
+        addressed, recipients_of = [], []
+        for record, journal in matching:
+            recipients = sorted(role_emails | set(addresses.get(record["sys_id"], ())))
+            if recipients:
+                addressed.append((record, journal))
+                recipients_of.append(",".join(recipients))
+        if not addressed:
+            return
+        texts = rendered(service, note, tdef, addressed)
+        service._system_insert("sys_email", [
+            {"recipients": recipients, "subject": subject, "body": body, "state": "ready", "error": None,
+             "target_table": tdef.name, "instance": record["sys_id"]}
+            for (record, _), recipients, (subject, body) in zip(addressed, recipients_of, texts, strict=True)])
+
+    def set_insert_emails(self, service: RecordService, tdef: TableDef, record: dict, entries: dict,
+                          in_sql: set[str]) -> list[EmailWriter] | None:
+        """The e-mail writers of a set-based insert of records sharing `record` and `entries`, whose
+        `in_sql` fields the database computes: one per notification whose condition holds, None when
+        one of them needs the rows one by one (a condition reading an `in_sql` or unknown field, or
+        an e-mail `email_sql` cannot write)."""
+        props = unit_properties(service)
+        with_journal = {**record, **entries}
+        writers = []
+        for note in self.for_event(tdef.name, "insert"):
+            reads = fields_read(note.condition)  # the number and sys fields are not known yet: row by row
+            if reads & in_sql or reads - set(with_journal):
+                return None
+            if not self.conditions.holds(service, note.condition, tdef, with_journal, None, props):
+                continue
+            writer = email_sql(service, note, tdef, record, entries, in_sql, role_addresses(service, note.roles))
+            if writer is None:
+                return None
+            writers.append(writer)
+        return writers
+
+
+def role_addresses(service: RecordService, roles: tuple[str, ...]) -> list[str]:
+    """The addresses of the active users who have one of `roles` (or a role containing one)."""
+    if not roles:
+        return []
+    users = service.storage.physical("sys_user")
+    has_role = service.storage.physical("sys_user_has_role")
+    granted = [r for r in service.defs.roles if set(roles) & service.defs.role_closure({r})]
+    rows = service.conn.execute(
+        sa.select(users.c.email).distinct().join(has_role, has_role.c.user == users.c.sys_id)
+        .where(has_role.c.role.in_(granted), users.c.email.is_not(None), users.c.active.is_not(False)))
+    return [r.email for r in rows]
+
+
+def _path_addresses(service: RecordService, tdef: TableDef, ids: list[str], note: NotificationDef
+                    ) -> dict[str, list[str]]:
+    """sys_id -> the addresses the notification's recipient paths reach from that record, dot-walks
+    joined in SQL, 500 records a query."""
+    if not note.fields:
+        return {}
+    paths = [address_path(service.defs.tables, tdef, path) for path in note.fields]
+    found: dict[str, list[str]] = {}
+    for start in range(0, len(ids), 500):
+        stmt, _ = select_rows(service.storage, tdef.name, Query(Term("sys_id", "in", ids[start:start + 500])),
+                              ["sys_id", *paths])
+        for row in service.conn.execute(stmt).mappings():
+            found[row["sys_id"]] = [row[p] for p in paths if row[p]]
+    return found
+
+
+def rendered(service: RecordService, note: NotificationDef, tdef: TableDef, items: list[tuple[dict, dict]]
+             ) -> list[tuple[str, str]]:
+    """The subject (at most 255 characters) and body of the notification for each (record, journal
+    entries): the dot-walks the texts read are read for all the records at once, the acting user
+    and the time once."""
+    subject, body = compile_template(note.subject), compile_template(note.body)
+    walks = tuple(dict.fromkeys(subject.walks + body.walks))
+    walked = walk_values(service, tdef, [record for record, _ in items], walks) if walks else [{}] * len(items)
+    names = subject.names | body.names
+    context = {"table": tdef.label, "notification": note.name}
+    if "user" in names:
+        context["user"] = template_user(service)
+    if "now" in names:
+        context["now"] = timestamp()
+    texts = []
+    for (record, journal), values in zip(items, walked, strict=True):
+        context["record"] = {**record, **journal, **values}
+        try:
+            texts.append((subject.render(context)[:255], body.render(context)))
+        except TemplateProblem as exc:
+            raise RecordError(None, f"notification {note.name}: {exc}") from None
+    return texts
+
+
+def _send_to_children(service: RecordService, note: NotificationDef, tdef: TableDef, record: dict,
+                      subject: str, body: str) -> None:
+    """One sys_email per child record with an address, filed under the child, in one INSERT ... SELECT."""
+    reference, field, only = note.children
+    selection = Selection(service.storage, tdef.name)
+    email, _ = selection.column(address_path(service.defs.tables, tdef, field))
+    parts = [Term(reference, "eq", record["sys_id"])] + ([only] if only is not None else [])
+    where = sa.and_(selection.condition(All(tuple(parts))), email.is_not(None))
+    _insert_emails(service, selection, where, email, sa.literal(subject), sa.literal(body, sa.Text),
+                   selection.base.c.sys_class_name)
+
+
+# Field types whose stored value renders in SQL as Python's str() renders it in a template.
+_SQL_TEXT_TYPES = {"string", "text", "email", "url", "reference", "choice", "integer"}
+
+
+def email_sql(service: RecordService, note: NotificationDef, tdef: TableDef, record: dict, entries: dict,
+              in_sql: set[str], role_emails: list[str]) -> EmailWriter | None:
+    """A function writing the notification's sys_email rows for the new records (sys_ids between
+    two bounds), as Notifications._send_many would: one per record with an address, the texts
+    rendered in SQL from the shared values and the `in_sql` fields. None when that needs Python
+    (several address sources, a recipient path that does not end on an address, a template
+    that is not plain substitution)."""
+    if len(note.fields) > 1 or (note.fields and role_emails):
+        return None
+    if note.fields and recipient_path_problem(service.defs.tables, tdef, note.fields[0]) is not None:
+        return None
+    selection = Selection(service.storage, tdef.name)
+    shared = {**record, **entries}
+    subject, body = (_sql_text(template, tdef, selection, shared, in_sql) for template in (note.subject, note.body))
+    if subject is None or body is None:
+        return None
+    if note.fields:
+        recipients, _ = selection.column(address_path(service.defs.tables, tdef, note.fields[0]))
+        has_address = sa.and_(recipients.is_not(None), recipients != "")
+    elif role_emails:
+        recipients, has_address = sa.literal(",".join(sorted(set(role_emails)))), sa.true()
+    else:
+        return lambda low, high: None
+
+    def write(low: str, high: str) -> None:
+        _insert_emails(service, selection, sa.and_(selection.base.c.sys_id.between(low, high), has_address),
+                       recipients, sa.func.substr(subject, 1, 255), body, sa.literal(tdef.name))
+
+    return write
+
+
+def _sql_text(template: str, tdef: TableDef, selection: Selection, shared: dict,
+              in_sql: set[str]) -> sa.ColumnElement | None:
+    """A plain-substitution template as an SQL expression over the new rows; None for any other."""
+    parts = substitution_parts(template)
+    if parts is None:
+        return None
+    joined: sa.ColumnElement = sa.literal("", sa.Text)
+    for part in parts:
+        item = sa.literal(part, sa.Text) if isinstance(part, str) else _sql_value(part, tdef, selection, shared, in_sql)
+        if item is None:
+            return None
+        joined = joined.concat(item)  # ||
+    return joined
+
+
+def _sql_value(part: tuple[str, str], tdef: TableDef, selection: Selection, shared: dict,
+               in_sql: set[str]) -> sa.ColumnElement | None:
+    """`{{ record.key }}` in SQL: the column of a field the database computes, or the shared value."""
+    holder, key = part
+    field = tdef.field(key)
+    if holder != "record" or field is None:
+        return None
+    if key in in_sql:
+        if field.type not in _SQL_TEXT_TYPES and key != "sys_id":
+            return None
+        return sa.func.coalesce(sa.cast(selection.base.c[key], sa.Text), "None")
+    if key in shared and isinstance(shared[key], (str, int, bool, type(None))):
+        return sa.literal(str(shared[key]), sa.Text)
+    return None
+
+
+def _insert_emails(service: RecordService, selection: Selection, where: sa.ColumnElement,
+                   recipients: sa.ColumnElement, subject: sa.ColumnElement, body: sa.ColumnElement,
+                   target_table: sa.ColumnElement) -> None:
+    """One sys_email (state ready) per record of `selection` matching `where`, filed under that
+    record (`instance`), in one INSERT ... SELECT."""
+    new_id = new_sys_id_sql(service.conn.dialect.name, selection.base)
+    columns = {
+        **stamps.new_rows_sql("sys_email", service.actor.user_name, now(), new_id),
+        "recipients": recipients, "subject": subject, "body": body, "state": sa.literal("ready"),
+        "target_table": target_table, "instance": selection.base.c.sys_id,
+    }
+    select = sa.select(*columns.values()).select_from(selection.from_clause).where(where)
+    service.conn.execute(sa.insert(service.storage.physical("sys_email")).from_select(list(columns), select))
+    service.written.add("sys_email")

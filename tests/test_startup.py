@@ -1,0 +1,131 @@
+"""Starting a server: it refuses to start without its UI templates (CASELOOM_UI), saying so in one
+line; and its SQLite set-up (pragmas, BEGIN, the WAL checkpointer) is on its own engines only."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sqlite3
+from dataclasses import replace
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+from sqlalchemy import event
+
+from caseloom import database
+from caseloom.cli import main
+from caseloom.database import SQLITE_CACHE_KB, SQLITE_LISTENERS, Checkpointer, make_engine
+from conftest import DEFINITIONS, ROOT
+
+# -- CASELOOM_UI --------------------------------------------------------------------------------
+
+
+def _no_templates(tmp_path):
+    return tmp_path / "nowhere"
+
+
+def _empty_templates(tmp_path):
+    (tmp_path / "ui" / "templates").mkdir(parents=True)
+    return tmp_path / "ui"
+
+
+def _a_file(tmp_path):
+    (tmp_path / "ui").write_text("not a folder")
+    return tmp_path / "ui"
+
+
+@pytest.mark.parametrize("make_ui", [_no_templates, _empty_templates, _a_file])
+def test_an_app_without_its_templates_refuses_to_start_naming_the_folder_and_the_variable(config, tmp_path, make_ui):
+    from caseloom.web import StartupError, create_app
+
+    ui = make_ui(tmp_path)
+    with pytest.raises(StartupError) as info:
+        create_app(replace(config, ui=str(ui)), testing=True)
+    assert info.value.message == (
+        f"CASELOOM_UI={str(ui)!r}: no UI templates in {ui / 'templates'} (expected base.html there); set "
+        "CASELOOM_UI to the folder that holds templates/ and static/ (the repository's ui/)")
+
+
+def test_caseloom_serve_refuses_to_start_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default, ui, is a folder of the working directory: none here
+    monkeypatch.setenv("CASELOOM_DEFINITIONS", str(DEFINITIONS))
+    monkeypatch.setenv("CASELOOM_DATABASE_URL", f"sqlite:///{tmp_path / 'serve.db'}")
+    monkeypatch.setenv("CASELOOM_QUEUE", f"sqlite:///{tmp_path / 'queue.db'}")
+    monkeypatch.setenv("CASELOOM_INSTANCE", str(tmp_path / "instance"))
+    monkeypatch.delenv("CASELOOM_UI", raising=False)
+    result = CliRunner().invoke(main, ["serve", "--port", "1"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines() == [
+        f"Error: CASELOOM_UI='ui': no UI templates in {tmp_path / 'ui' / 'templates'} (expected base.html there); "
+        "set CASELOOM_UI to the folder that holds templates/ and static/ (the repository's ui/)"]
+
+
+def test_an_app_serves_pages_from_the_ui_folder_it_is_given(config, tmp_path):
+    from caseloom.web import create_app, db
+
+    shutil.copytree(ROOT / "ui" / "templates", tmp_path / "elsewhere" / "templates")
+    app = create_app(replace(config, ui=str(tmp_path / "elsewhere")), testing=True)
+    try:
+        page = app.test_client().get("/login")
+        assert page.status_code == 200 and 'name="user_password"' in page.get_data(as_text=True)
+    finally:
+        with app.app_context():
+            db.engine.dispose()
+
+
+# -- SQLite listeners on Caseloom's engines only -----------------------------------------------------
+
+
+def _settings(engine: sa.Engine) -> dict:
+    with engine.connect() as conn:
+        raw = conn.connection.dbapi_connection
+        return {"busy_timeout": raw.execute("PRAGMA busy_timeout").fetchone()[0],
+                "cache_size": raw.execute("PRAGMA cache_size").fetchone()[0],
+                "isolation_level": raw.isolation_level}
+
+
+OURS = {"busy_timeout": 30000, "cache_size": -SQLITE_CACHE_KB, "isolation_level": None}
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///{tmp}/foreign.db"])
+def test_a_foreign_sqlite_engine_keeps_sqlites_defaults(tmp_path, url):
+    ours = make_engine(f"sqlite:///{tmp_path}/ours.db")
+    foreign = sa.create_engine(url.format(tmp=tmp_path))
+    try:
+        assert _settings(ours) == OURS
+        with contextlib.closing(sqlite3.connect(":memory:")) as plain:  # what SQLite and pysqlite give anyone
+            defaults = {"busy_timeout": 5000, "cache_size": plain.execute("PRAGMA cache_size").fetchone()[0],
+                        "isolation_level": ""}
+        assert _settings(foreign) == defaults
+        for name, listener in SQLITE_LISTENERS:
+            assert event.contains(ours, name, listener) and not event.contains(foreign, name, listener)
+            assert not event.contains(sa.Engine, name, listener)
+    finally:
+        ours.dispose()
+        foreign.dispose()
+
+
+def test_a_foreign_engines_commit_starts_no_checkpointer(tmp_path, monkeypatch):
+    started = []
+    monkeypatch.setattr(Checkpointer, "after_commit", classmethod(lambda cls, path: started.append(path)))
+    foreign = sa.create_engine(f"sqlite:///{tmp_path}/foreign.db")
+    ours = make_engine(f"sqlite:///{tmp_path}/ours.db")
+    try:
+        for engine in (foreign, ours):
+            with engine.begin() as conn:
+                conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        assert started == [str(tmp_path / "ours.db")]
+    finally:
+        foreign.dispose()
+        ours.dispose()
+
+
+def test_the_web_apps_engine_is_set_up_like_the_cli_and_workers(app):
+    from caseloom.web import db
+
+    if app.extensions["caseloom"].engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's set-up; PostgreSQL's engines need none")
+    with app.app_context():
+        assert _settings(db.engine) == OURS
+    assert database.prepare_engine(app.extensions["caseloom"].engine) is app.extensions["caseloom"].engine
