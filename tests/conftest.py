@@ -13,6 +13,7 @@ import os
 import shutil
 import sqlite3
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -51,51 +52,67 @@ def _pg_url(name: str) -> str:
     return sa.engine.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
 
 
-@pytest.fixture(scope="session")
-def templates(tmp_path_factory, definitions):
-    """One initialised database per backend and worker: schema, properties and small demo data."""
+def build_templates(base: Path, prefix: str, initialise_at: Callable[[str], None]) -> dict[str, str]:
+    """One initialised database per backend and worker, named `prefix`: `initialise_at(url)` fills it."""
     made = {}
-    base = tmp_path_factory.mktemp("templates")
     for backend in BACKENDS:
         if backend == "sqlite":
-            url = f"sqlite:///{base}/template.db"
+            url = f"sqlite:///{base}/{prefix}.db"
         else:
-            name = f"caseloom_tpl_{_worker()}"
+            name = f"{prefix}_tpl_{_worker()}"
             with _pg_admin().connect() as conn:
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
                 conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
             url = _pg_url(name)
-        config = Config(database_url=url, definitions=str(DEFINITIONS), instance=str(base / "instance"))
-        runtime = Runtime(config, definitions)
-        initialise(config, definitions, demo=True, accounts=DEMO_ACCOUNTS, runtime=runtime)
-        runtime.engine.dispose()
+        initialise_at(url)
         if backend == "sqlite":  # tests copy the file alone: everything in it, none in its WAL
-            with contextlib.closing(sqlite3.connect(f"{base}/template.db")) as conn:
+            with contextlib.closing(sqlite3.connect(f"{base}/{prefix}.db")) as conn:
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         made[backend] = url
-    yield made
+    return made
+
+
+def drop_templates(prefix: str) -> None:
     if POSTGRES_URL:
         with _pg_admin().connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "caseloom_tpl_{_worker()}" WITH (FORCE)'))
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{prefix}_tpl_{_worker()}" WITH (FORCE)'))
 
 
-@pytest.fixture(params=BACKENDS)
-def database_url(request, templates, tmp_path):
-    """A fresh copy of the template database for one test."""
-    backend = request.param
+def database_copy(templates: dict[str, str], backend: str, tmp_path: Path, prefix: str) -> Iterator[str]:
+    """A fresh copy of a template database for one test (a file copy, or PostgreSQL's CREATE ... TEMPLATE)."""
     if backend == "sqlite":
-        source = templates["sqlite"][len("sqlite:///"):]
-        target = tmp_path / "caseloom.db"
-        shutil.copyfile(source, target)
+        target = tmp_path / f"{prefix}.db"
+        shutil.copyfile(templates["sqlite"][len("sqlite:///"):], target)
         yield f"sqlite:///{target}"
         return
-    name = f"caseloom_t_{_worker()}_{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}_t_{_worker()}_{uuid.uuid4().hex[:8]}"
     template = sa.engine.make_url(templates["postgresql"]).database
     with _pg_admin().connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
     yield _pg_url(name)
     with _pg_admin().connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def templates(tmp_path_factory, definitions):
+    """One initialised database per backend and worker: schema, properties and small demo data."""
+    base = tmp_path_factory.mktemp("templates")
+
+    def initialise_at(url: str) -> None:
+        config = Config(database_url=url, definitions=str(DEFINITIONS), instance=str(base / "instance"))
+        runtime = Runtime(config, definitions)
+        initialise(config, definitions, demo=True, accounts=DEMO_ACCOUNTS, runtime=runtime)
+        runtime.engine.dispose()
+
+    yield build_templates(base, "caseloom", initialise_at)
+    drop_templates("caseloom")
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request, templates, tmp_path):
+    """A fresh copy of the template database for one test."""
+    yield from database_copy(templates, request.param, tmp_path, "caseloom")
 
 
 @pytest.fixture

@@ -225,7 +225,7 @@ BAD = {
     "demo generator referencing an unknown generator": (
         {"tables/a.yaml": TABLE_A + "  r: {type: reference, to: a}\n",
          "demo/d.yaml": "demo:\n  generate:\n    - {name: rows, table: a, count: 1, values: {r: {ref: others}}}\n"},
-        "demo/d.yaml:3:52", "unknown generator 'others'"),
+        "demo/d.yaml:3:58", "unknown generator 'others'"),
     "demo user with an unknown role": (
         {"demo/d.yaml": "demo:\n  users:\n    - {user_name: u, password: p, roles: [ghost]}\n"},
         "demo/d.yaml:3:43", "unknown role 'ghost'"),

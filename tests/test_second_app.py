@@ -9,16 +9,11 @@ on a fresh copy of an initialised demo database, on SQLite and (when configured)
 
 from __future__ import annotations
 
-import contextlib
 import html
 import re
-import shutil
-import sqlite3
-import uuid
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from click.testing import CliRunner
 
 from caseloom.bootstrap import initialise
@@ -27,7 +22,7 @@ from caseloom.config import Config
 from caseloom.definitions import load_folder
 from caseloom.jobs.registry import execute_job
 from caseloom.runtime import Runtime
-from conftest import BACKENDS, ROOT, _pg_admin, _pg_url, _worker, basic
+from conftest import BACKENDS, ROOT, basic, build_templates, database_copy, drop_templates
 
 LOANS = ROOT / "tests" / "apps" / "loans"
 SCRIPTS = LOANS / "scripts"
@@ -59,46 +54,22 @@ def loans_config(url: str, tmp: Path) -> Config:
 @pytest.fixture(scope="module")
 def loans_templates(tmp_path_factory, loans_definitions):
     """`caseloom init --demo` once per backend: schema, properties, demo data, declared pools."""
-    made = {}
     base = tmp_path_factory.mktemp("loans")
-    for backend in BACKENDS:
-        if backend == "sqlite":
-            url = f"sqlite:///{base}/loans.db"
-        else:
-            name = f"loans_tpl_{_worker()}"
-            with _pg_admin().connect() as conn:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-            url = _pg_url(name)
+
+    def initialise_at(url: str) -> None:
         config = loans_config(url, base)
         runtime = Runtime(config, loans_definitions)
         report = initialise(config, loans_definitions, demo=True, runtime=runtime)
         runtime.engine.dispose()
         assert not any("not built" in line for line in report.lists), report.lists
-        if backend == "sqlite":
-            with contextlib.closing(sqlite3.connect(f"{base}/loans.db")) as conn:
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        made[backend] = url
-    yield made
-    if "postgresql" in made:
-        with _pg_admin().connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "loans_tpl_{_worker()}" WITH (FORCE)'))
+
+    yield build_templates(base, "loans", initialise_at)
+    drop_templates("loans")
 
 
 @pytest.fixture(params=BACKENDS)
 def loans_url(request, loans_templates, tmp_path):
-    if request.param == "sqlite":
-        target = tmp_path / "loans.db"
-        shutil.copyfile(loans_templates["sqlite"][len("sqlite:///"):], target)
-        yield f"sqlite:///{target}"
-        return
-    name = f"loans_t_{_worker()}_{uuid.uuid4().hex[:8]}"
-    template = sa.engine.make_url(loans_templates["postgresql"]).database
-    with _pg_admin().connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
-    yield _pg_url(name)
-    with _pg_admin().connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    yield from database_copy(loans_templates, request.param, tmp_path, "loans")
 
 
 @pytest.fixture

@@ -198,7 +198,7 @@ class MemberLists:
         from .sandbox import script_source
 
         source, filename = script_source(self.service, record.get(self.mdef.script_field) or "",
-                                         f"{self.mdef.table}:{record['sys_id']}")
+                                         f"{self.mdef.table}:{record['sys_id']}", self.service.scripts_dir)
         outcome = self.run_script(record, source, filename, self.script_author(record))
         candidates = outcome.sys_ids
         found = self.service.existing_ids(mtype.table, set(candidates))

@@ -6,7 +6,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .definitions.loader import parse_property_value
+from .definitions.basics import parse_property_value
 from .definitions.model import Definitions, PropertyDef, TableDef
 from .fieldtypes import FieldValueError
 from .records import RecordError, RecordService, validator

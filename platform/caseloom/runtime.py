@@ -38,7 +38,9 @@ class Runtime:
         return cls(Config.from_env(**overrides))
 
     def records(self, conn: sa.Connection, actor: Actor = SYSTEM, check_access: bool = True) -> RecordService:
-        return RecordService(self.storage, conn, actor, check_access, self.automation, self.set_based)
+        service = RecordService(self.storage, conn, actor, check_access, self.automation, self.set_based)
+        service.scripts_dir = self.config.scripts  # where script paths in records are read from
+        return service
 
     @contextmanager
     def transaction(self, actor: Actor = SYSTEM, check_access: bool = True,

@@ -72,12 +72,13 @@ def _member_type(check: _Checker, table: TableDef, data: dict, name: str, spec: 
 
 def build_declared_lists(docs: list[SourceDocument], member_lists: dict[str, MemberListDef], errors: list,
                          read_file: Callable[[str, str], str | None], *, tables: dict[str, TableDef] | None = None,
-                         scripts_dir: str | Path | None = None) -> list[DeclaredList]:
+                         scripts_dir: str | Path | None = None, root: str | None = None) -> list[DeclaredList]:
     """Lists declared in YAML (`declared_list:`, or its first name `recipients_list:`), each checked
     against its member list: the type, the fields its `conditions` read (when `tables` is given),
     its `script` file and its `import` file (a CSV next to the YAML, read with `read_file`). A
     script file is looked for in the scripts folder (`scripts_dir`, else CASELOOM_SCRIPTS, as the
-    runtime reads it), then next to the YAML."""
+    runtime reads it), then in the definitions folder `root` (an application's own `scripts/`), then next
+    to the YAML; found in either of the last two, the list holds the script's text."""
     declared: list[DeclaredList] = []
     seen: dict[tuple[str, str], str] = {}
     for doc in docs:
@@ -97,7 +98,7 @@ def build_declared_lists(docs: list[SourceDocument], member_lists: dict[str, Mem
                                                  f"declared at {first}"))
             continue
         seen[(mdef.name, data[name_key])] = str(doc.where(name_key))
-        built = _sources(doc, mdef, mtype, errors, read_file, tables, scripts_dir)
+        built = _sources(doc, mdef, mtype, errors, read_file, tables, scripts_dir, root)
         if built is not None:
             conditions, script, text = built
             declared.append(DeclaredList(data[name_key], mdef.name, data["type"], conditions, script, text,
@@ -149,7 +150,8 @@ def _broken_member_lists(doc: SourceDocument, errors: list, read_file) -> set[st
 
 
 def _sources(doc: SourceDocument, mdef: MemberListDef, mtype: MemberType, errors: list, read_file,
-             tables: dict | None, scripts_dir) -> tuple[str | None, str | None, str | None] | None:
+             tables: dict | None, scripts_dir, root: str | None = None
+             ) -> tuple[str | None, str | None, str | None] | None:
     """(conditions, script, import text) of a declared list, each checked; None after an error."""
     data, count = doc.data, len(errors)
     for key, field in (("conditions", mdef.conditions_field), ("script", mdef.script_field)):
@@ -163,7 +165,7 @@ def _sources(doc: SourceDocument, mdef: MemberListDef, mtype: MemberType, errors
             parse_encoded(data["conditions"])
         except QueryError as exc:
             errors.append(doc.error(("conditions",), str(exc)))
-    script = _script(doc, errors, scripts_dir) if "script" in data else None
+    script = _script(doc, errors, scripts_dir, root) if "script" in data else None
     text = None
     if "import" in data:
         text = read_file(doc.path, data["import"])
@@ -186,7 +188,7 @@ def _check_conditions(doc: SourceDocument, tables: dict, table: TableDef, errors
         check.field(table, path, ("conditions",))
 
 
-def _script(doc: SourceDocument, errors: list, scripts_dir) -> str | None:
+def _script(doc: SourceDocument, errors: list, scripts_dir, root: str | None = None) -> str | None:
     """A declared list's script: its text as written, a path into the scripts folder (kept as a
     path: the runtime reads the file at each build), or a file next to the YAML (read now: the
     list then holds the script's text). A path found in neither place is an error; a scripts
@@ -201,19 +203,19 @@ def _script(doc: SourceDocument, errors: list, scripts_dir) -> str | None:
         return text
     except ScriptRefused as exc:
         outside = "inside the scripts folder" in exc.why
-    beside = Path(doc.path).parent
-    path = (beside / text).resolve()
-    if path.is_relative_to(beside.resolve()) and path.is_file():
-        try:
-            return path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            errors.append(doc.error(("script",), f"cannot read the script {path}: {exc}"))
-            return None
+    for beside in (Path(doc.path).parent, *((Path(root),) if root else ())):  # next to the YAML, or in the app
+        path = (beside / text).resolve()
+        if path.is_relative_to(beside.resolve()) and path.is_file():
+            try:
+                return path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                errors.append(doc.error(("script",), f"cannot read the script {path}: {exc}"))
+                return None
     if outside:
         errors.append(doc.error(("script",), f"script path {text!r} leaves the scripts folder {folder}"))
     elif folder.is_dir():
-        errors.append(doc.error(("script",), f"script file {text!r} not found: not in the scripts folder {folder} "
-                                             f"nor next to {doc.path}"))
+        errors.append(doc.error(("script",), f"script file {text!r} not found: not in the scripts folder {folder}, "
+                                             f"the definitions folder {root or '.'} nor next to {doc.path}"))
     return text
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
+from ..definitions.basics import parse_property_value
 from ..definitions.model import FieldDef, PropertyDef, TableDef
 from ..definitions.tables import resolve_path
 from ..definitions.yamlsource import KEY, Location, SourceDocument
@@ -219,8 +220,6 @@ class Builder:
         if isinstance(term, PropertyTerm):
             prop = self.property(term.name, name_at)
             if prop is not None and term.value is not None:
-                from ..definitions.loader import parse_property_value
-
                 try:
                     parse_property_value(prop.type, term.value)
                 except FieldValueError as exc:

@@ -132,7 +132,7 @@ register(EffectKind(
              "refuse": {"type": "array", "items": _object({"condition": _CONDITION, "reason": {"type": "string"}},
                                                           ("condition", "reason"))}}, ("input", "field")),
     _parse_reparent, RUN + "reparent",
-    "reparent: {input: cases, field: parent, noun: cases, refuse: [{condition: self, reason: it is this case}]}"))
+    "reparent: {input: orders, field: parent, noun: orders, refuse: [{condition: self, reason: it is this order}]}"))
 
 
 # -- children: copy, cascade (in this table or another) ---------------------------------------------
@@ -267,7 +267,7 @@ class NotifyArgs:
 
 register(EffectKind(
     "notify", "Send a declared notification about this record.", _NAME,
-    lambda b, args, at: NotifyArgs(args, b.location(at)), RUN + "notify", "notify: major_case_accepted"))
+    lambda b, args, at: NotifyArgs(args, b.location(at)), RUN + "notify", "notify: work_order_completed"))
 
 
 @dataclass(frozen=True)
@@ -306,7 +306,7 @@ register(EffectKind(
     "refuse", "Refuse the write (in before-rules) with a message naming a field: 400.",
     _object({"field": _NAME, "message": {"type": "string", "minLength": 1}}, ("message",)),
     _parse_refuse, LISTS + "refuse",
-    "refuse: {field: assigned_to, message: \"assign the case before resolving it\"}"))
+    "refuse: {field: assigned_to, message: \"assign the order before completing it\"}"))
 
 
 @dataclass(frozen=True)
@@ -371,5 +371,5 @@ register(EffectKind(
              "lock": _NAME, "copy_fields": _NAMES, "copy_fields_property": _NAME},
             ("list_field", "reference", "member_fields")),
     _parse_children_from_list, LISTS + "create_children_from_list",
-    "create_children_from_list: {list_field: recipient_list, reference: parent, member_fields: {accounts: account}, "
-    "lookups: {contact: account.primary_contact}, lock: locked}"))
+    "create_children_from_list: {list_field: asset_list, reference: parent, member_fields: {assets: asset}, "
+    "lookups: {owner: asset.owner}, lock: locked}"))

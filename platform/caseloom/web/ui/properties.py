@@ -6,8 +6,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from flask import abort, flash, g, redirect, render_template, request, url_for
 
+from ...definitions.basics import parse_property_value
 from ...definitions.changes import declaring_file
-from ...definitions.loader import parse_property_value
 from ...definitions.yamledit import set_entry
 from ...fieldtypes import FieldValueError
 from ...properties import render_value
