@@ -429,6 +429,10 @@ BAD = {
     "script file missing": (
         {"lists/x.yaml": LIST + "script: scripts/pools/missing.py\n"},
         "lists/x.yaml:4:9", "script file 'scripts/pools/missing.py' not found: not in the scripts folder "),
+    "script on a member list that never runs scripts": (
+        {"member_lists/pools.yaml": MEMBER_LISTS["member_lists/pools.yaml"].replace("script_flag_field: scripted\n", ""),
+         "lists/x.yaml": LIST + "script: result = []\n"},
+        "lists/x.yaml:4:9", "member list 'pools' has no script_flag_field, so a list's script never runs"),
     "script path leaving the scripts folder": (
         {"lists/x.yaml": LIST + "script: ../../etc/passwd.py\n"},
         "lists/x.yaml:4:9", "script path '../../etc/passwd.py' leaves the scripts folder"),

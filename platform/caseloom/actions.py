@@ -18,6 +18,7 @@ from .automation import Automation, action_allows
 from .automation.conditions import resolver
 from .definitions.model import ActionDef, TableDef
 from .effects import EffectContext, run_effects
+from .fieldtypes import FieldValueError
 from .properties import Properties
 from .query.evaluate import evaluate
 from .records import AccessDenied, Conflict, NotFound, RecordError, RecordService
@@ -155,8 +156,26 @@ def _read_inputs(action: ActionDef, given: dict) -> tuple[dict[str, Any], dict[s
         elif spec.field:
             values[spec.name] = value
         else:
-            free[spec.name] = value
+            free[spec.name] = _free_value(spec, value)
     return values, free
+
+
+def _free_value(spec, value: Any) -> Any:
+    """A free input's value as its declared type takes it: a choice among its choices, a boolean."""
+    from .fieldtypes import parse_boolean
+
+    if spec.choices:
+        for choice, label in spec.choices:
+            if str(value) in (str(choice), label):
+                return choice
+        raise RecordError(spec.name, f"{value!r} is not one of the choices "
+                                     f"({', '.join(f'{c}: {label}' for c, label in spec.choices)})")
+    if spec.type == "boolean":
+        try:
+            return parse_boolean(value)
+        except FieldValueError as exc:
+            raise RecordError(spec.name, str(exc)) from None
+    return value
 
 
 def _start_in_background(service: RecordService, tdef: TableDef, record: dict, action: ActionDef,

@@ -98,6 +98,19 @@ def _inputs(check: _Checker, table: TableDef, items: list, where: tuple) -> tupl
     return tuple(inputs)
 
 
+CHANGE_OPERATORS = ("changes", "changesto", "changesfrom")
+
+
+def _operators(node) -> list[str]:
+    from ..query.conditions import All, AnyOf, Not, Term
+
+    if isinstance(node, (All, AnyOf)):
+        return [op for item in node.items for op in _operators(item)]
+    if isinstance(node, Not):
+        return _operators(node.item)
+    return [node.op] if isinstance(node, Term) else []
+
+
 def _action(check: _Checker, table: TableDef, spec: dict, where: tuple, field: str | None = None,
             states: dict | None = None) -> ActionDef:
     from_states = None
@@ -112,13 +125,18 @@ def _action(check: _Checker, table: TableDef, spec: dict, where: tuple, field: s
         if key in spec and field is None:
             check.error(where + (key,), f"{key!r} belongs to lifecycle transitions; an action changes fields with "
                                         f"a `set` effect and checks the state with a `condition`")
+    condition = check.condition(table, spec.get("condition"), where + ("condition",))
+    for op in _operators(condition):
+        if op in CHANGE_OPERATORS:
+            check.error(where + ("condition",), f"{op!r} compares a write with the record before it: an action's "
+                                                f"condition sees the record as it is (use it in a rule)")
     style = spec.get("style") or ("primary" if field else "secondary")
     inputs = _inputs(check, table, spec.get("inputs"), where + ("inputs",))
     return ActionDef(
         name=spec["name"], table=table.name, label=spec.get("label") or label_from_name(spec["name"]),
         roles=check.roles_of(spec.get("roles", []), where + ("roles",)),
         from_states=from_states, to_state=spec.get("to"), field=field if "to" in spec else None,
-        condition=check.condition(table, spec.get("condition"), where + ("condition",)),
+        condition=condition,
         refusal=spec.get("refusal", ""),
         inputs=inputs,
         effects=check.effects(table, spec.get("effects"), where + ("effects",), {i.name: i for i in inputs}),

@@ -158,6 +158,9 @@ def _sources(doc: SourceDocument, mdef: MemberListDef, mtype: MemberType, errors
         if key in data and not field:
             errors.append(doc.error((key,), f"member list {mdef.name!r} has no {key}_field, so its lists "
                                             f"cannot be built by {key}"))
+    if "script" in data and mdef.script_field and not mdef.script_flag_field:
+        errors.append(doc.error(("script",), f"member list {mdef.name!r} has no script_flag_field, so a list's "
+                                             f"script never runs"))
     if "conditions" in data and tables is not None and mtype.table in tables:
         _check_conditions(doc, tables, tables[mtype.table], errors)
     elif "conditions" in data:
