@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from small_app import small_app
 from test_background_actions import FILES, USERS, act, new_ticket
 
