@@ -168,29 +168,31 @@ def test_a_refusing_rule_stops_the_job_and_writes_no_child(config, definitions_c
 
     def spy(service, table, *args, **kwargs):
         try:
-            calls.append((table, real(service, table, *args, **kwargs)))
+            result = real(service, table, *args, **kwargs)
         except Exception:
             calls.append((table, "refused"))
             raise
-        return calls[-1][1]
+        calls.append((table, result if result is not None else service.row_by_row[table]))  # declined: why
+        return result
 
     monkeypatch.setattr(setinsert, "insert_select", spy)
     job, children = children_with_rule(config, definitions_copy, condition)
     assert job.state == "failed" and "this account takes no child cases" in job.message
     assert children == 0
     # row by row: the set-based path declined; else it ran the rule once and refused
-    assert [result for table, result in calls if table == CASE] == [None if per_row else "refused"]
+    declined = "before-insert rule 'refuse_child' reads account, which differ by row"
+    assert [result for table, result in calls if table == CASE] == [declined if per_row else "refused"]
 
 
 def spy_on_cases(monkeypatch) -> list:
-    """What each set-based insert of cases returned (None: it declined, the rows went one by one)."""
+    """What each set-based insert of cases returned, or why it declined (the rows went one by one)."""
     calls: list = []
     real = setinsert.insert_select
 
     def spy(service, table, *args, **kwargs):
         result = real(service, table, *args, **kwargs)
         if table == CASE:
-            calls.append(result)
+            calls.append(result if result is not None else service.row_by_row[table])  # declined: its reason
         return result
 
     monkeypatch.setattr(setinsert, "insert_select", spy)
@@ -212,7 +214,7 @@ def test_a_notification_on_the_number_sends_each_child_its_mail_row_by_row(confi
     calls = spy_on_cases(monkeypatch)
     job, children, emails = run_children(config, definitions_copy)
     assert job.state == "done" and len(children) == 10
-    assert calls == [None]
+    assert calls == ["notification 'numbered_child': its condition reads number, which differ by row"]
     numbered = sorted(e["subject"] for e in emails if e["subject"].startswith("Numbered"))
     assert numbered == sorted(f"Numbered {c['number']}" for c in children if c["contact"])
     assert len(numbered) == 6 and len(emails) == 12  # and the application's own child_case_created mail

@@ -109,6 +109,7 @@ class RecordService:
         # False: bulk inserts take the row-by-row path even where one INSERT ... SELECT could do them (to
         # compare the two, and to measure what set-based work saves)
         self.set_based = set_based
+        self.row_by_row: dict[str, str] = {}  # table -> why its last bulk insert could not run set-based
         self.scripts_dir: str | None = None  # the scripts folder (the runtime's CASELOOM_SCRIPTS); None: the environment's
         self.defs = storage.defs
         self.conn = conn

@@ -10,6 +10,7 @@ written in SQL. `insert_select` decides, and returns None when the rows must go 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,32 @@ if TYPE_CHECKING:
     from .records import RecordService
 
 
+log = logging.getLogger(__name__)
+
+
+def _declines(service: RecordService, tdef, values: dict, varying: set[str], validators: dict) -> str | None:
+    """Why the record service itself needs the rows one by one, or None."""
+    if not service.set_based:
+        return "set-based work is switched off (RecordService.set_based)"
+    if validators.get(tdef.name):
+        return f"table {tdef.name!r} has a validator, which runs per record"
+    if service._deferred is not None:
+        return "references are deferred in this unit of work"
+    if varying & set(values):
+        return f"{', '.join(sorted(varying & set(values)))} given both as shared values and per row"
+    unstored = [f for f in sorted(varying) if tdef.field(f) is None or not tdef.field(f).stored]
+    if unstored:
+        return f"{', '.join(unstored)} not stored in the row"
+    return None
+
+
+def row_by_row(service: RecordService, tdef, reason: str) -> None:
+    """The insert goes row by row; the unit of work remembers why (`service.row_by_row`, by table)."""
+    service.row_by_row[tdef.name] = reason
+    log.debug("inserts into %s go row by row: %s", tdef.name, reason)
+    return None
+
+
 def insert_select(service: RecordService, table: str, values: dict, select: sa.Select, fields: Sequence[str],
                   source: sa.FromClause | None = None, order_by: Any = None) -> int | None:
     """Insert one `table` record per row of `select`, whose columns are the values of `fields`
@@ -34,15 +61,12 @@ def insert_select(service: RecordService, table: str, values: dict, select: sa.S
     `fields`, effects other than refusals, templates that are not plain substitutions)."""
     from .records import VALIDATORS, RecordError, _insert_plan, now, reserve_numbers
 
-    if not service.set_based:
-        return None
-
     tdef = service.table(table, "create")
     plan = _insert_plan(service.storage, tdef)
     varying = set(fields)
-    if (VALIDATORS.get(tdef.name) or service._deferred is not None or varying & set(values)
-            or any(tdef.field(f) is None or not tdef.field(f).stored for f in fields)):
-        return None
+    reason = _declines(service, tdef, values, varying, VALIDATORS)
+    if reason:
+        return row_by_row(service, tdef, reason)
     parsed, entries = service._parse(tdef, values)
     for name, default in plan.journal_defaults:
         entries.setdefault(name, default)
@@ -53,8 +77,8 @@ def insert_select(service: RecordService, table: str, values: dict, select: sa.S
     if hooks is not None:
         in_sql = varying | {"sys_id"} | ({"number"} if numbered else set())
         effects = hooks.insert_set_plan(service, tdef, values, record, entries, varying, in_sql)
-        if effects is None:
-            return None
+        if isinstance(effects, str):
+            return row_by_row(service, tdef, effects)
     for name in plan.mandatory:
         if name not in varying and record.get(name) is None and not entries.get(name):
             raise RecordError(name, "is mandatory")

@@ -61,28 +61,35 @@ class Automation:
         return bool(self.rules.of(table, "after", event) or self.notifications.for_event(table, event))
 
     def insert_set_plan(self, service: RecordService, tdef: TableDef, values: dict, record: dict,
-                        entries: dict, varying: set[str], in_sql: set[str]) -> InsertSetPlan | None:
+                        entries: dict, varying: set[str], in_sql: set[str]) -> InsertSetPlan | str:
         """What runs around a set-based insert of records that share `values` (`record`: with the
         defaults; `entries`: journal entries) and differ only in the `varying` fields, when it
         cannot depend on them (`in_sql`: they and the fields the database computes, such as the
         number): before-rules whose conditions do not read them and whose effects
         only refuse; a lifecycle whose field and mandatory fields are not among them; no
         after-insert rules; notifications whose conditions do not read them, addressed to one
-        recipient path or to roles, with plain-substitution texts (rendered in SQL). Else None."""
-        if self.rules.of(tdef.name, "after", "insert"):
-            return None
+        recipient path or to roles, with plain-substitution texts (rendered in SQL). Else why not: each
+        part of the write says what keeps it from running once for all the rows."""
+        for rule in self.rules.of(tdef.name, "after", "insert"):
+            return f"after-insert rule {rule.name!r} runs for each record"
         rules = self.rules.of(tdef.name, "before", "insert")
-        if any(fields_read(rule.condition) & varying for rule in rules) \
-                or any(e.kind != "refuse" for rule in rules for e in rule.effects):
-            return None
+        for rule in rules:
+            if fields_read(rule.condition) & varying:
+                return (f"before-insert rule {rule.name!r} reads "
+                        f"{', '.join(sorted(fields_read(rule.condition) & varying))}, which differ by row")
+            changing = [e.kind for e in rule.effects if e.kind != "refuse"]
+            if changing:
+                return f"before-insert rule {rule.name!r} has a {changing[0]!r} effect (only refusals run once)"
         lifecycle = self.defs.lifecycle(tdef.name)
         if lifecycle is not None:
             state = lifecycle.state(values.get(lifecycle.field))
-            if lifecycle.field in varying or (state is not None and set(state.mandatory) & varying):
-                return None
+            if lifecycle.field in varying:
+                return f"the lifecycle field {lifecycle.field!r} differs by row"
+            if state is not None and set(state.mandatory) & varying:
+                return f"state {state.label}'s mandatory fields include fields that differ by row"
         emails = self.notifications.set_insert_emails(service, tdef, record, entries, in_sql)
-        if emails is None:
-            return None
+        if isinstance(emails, str):
+            return emails
         return InsertSetPlan(self, service, tdef, values, rules, emails)
 
     def notifier(self, service: RecordService):

@@ -98,9 +98,9 @@ class Notifications:
             for (record, _), recipients, (subject, body) in zip(addressed, recipients_of, texts, strict=True)])
 
     def set_insert_emails(self, service: RecordService, tdef: TableDef, record: dict, entries: dict,
-                          in_sql: set[str]) -> list[EmailWriter] | None:
+                          in_sql: set[str]) -> list[EmailWriter] | str:
         """The e-mail writers of a set-based insert of records sharing `record` and `entries`, whose
-        `in_sql` fields the database computes: one per notification whose condition holds, None when
+        `in_sql` fields the database computes: one per notification whose condition holds; or why
         one of them needs the rows one by one (a condition reading an `in_sql` or unknown field, or
         an e-mail `email_sql` cannot write)."""
         props = unit_properties(service)
@@ -109,12 +109,14 @@ class Notifications:
         for note in self.for_event(tdef.name, "insert"):
             reads = fields_read(note.condition)  # the number and sys fields are not known yet: row by row
             if reads & in_sql or reads - set(with_journal):
-                return None
+                return (f"notification {note.name!r}: its condition reads "
+                        f"{', '.join(sorted(reads & in_sql or reads - set(with_journal)))}, which differ by row")
             if not self.conditions.holds(service, note.condition, tdef, with_journal, None, props):
                 continue
             writer = email_sql(service, note, tdef, record, entries, in_sql, role_addresses(service, note.roles))
             if writer is None:
-                return None
+                return (f"notification {note.name!r}: its recipients or texts need each record in Python "
+                        f"(more than one recipient path, or a template that is not plain substitution)")
             writers.append(writer)
         return writers
 
