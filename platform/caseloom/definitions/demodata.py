@@ -10,45 +10,11 @@ from .yamlsource import SourceDocument
 
 
 def build_demo(docs: list[SourceDocument], tables: dict, roles: dict, errors: list) -> DemoSet:
-    users: list[DemoUser] = []
-    generators: list[DemoGenerator] = []
-    user_table = tables.get("sys_user")
-
-    def check_constant(doc: SourceDocument, at: tuple, field, value: Any) -> None:
-        """A literal value (not a "{i}" template, which varies by row) parses as its field's type."""
-        if isinstance(value, dict) or (isinstance(value, str) and "{i}" in value) or field.ftype.journal:
-            return
-        try:
-            parsed = field.parse(value)
-        except FieldValueError as exc:
-            errors.append(doc.error(at, f"{value!r} is not a value of {field.type} field {field.name!r}: {exc}"))
-            return
-        if parsed is not None and field.choices and field.choice_label(parsed) is None:
-            errors.append(doc.error(at, f"{value!r} is not one of the choices of {field.name!r} "
-                                        f"({', '.join(str(v) for v, _ in field.choices)})"))
-
-    def is_a(name: str, wanted: str | None) -> bool:
-        """Whether records of table `name` are records of `wanted` (the same table, or one it extends)."""
-        seen = set()
-        while name in tables and name != wanted and name not in seen:  # `seen`: a cycle is reported elsewhere
-            seen.add(name)
-            name = tables[name].extends
-        return name == wanted
-
-    for doc in docs:
-        spec = doc.data["demo"]
-        for i, user in enumerate(spec.get("users", ())):
-            for j, role in enumerate(user["roles"]):
-                if role not in roles:
-                    errors.append(doc.error(("demo", "users", i, "roles", j), f"unknown role {role!r}"))
-            for field_name in user.get("values") or {}:
-                if user_table is not None and user_table.field(field_name) is None:
-                    errors.append(doc.error(("demo", "users", i, "values", field_name),
-                                            f"table 'sys_user' has no field {field_name!r}"))
-            users.append(DemoUser(user["user_name"], user["password"], tuple(user["roles"]),
-                                  frozen_map(user.get("values"))))
+    """Demo users and generators, every name and literal value checked at its line."""
+    users = _users(docs, tables, roles, errors)
     user_names = {u.user_name for u in users}
     made = {g["name"]: g["table"] for doc in docs for g in doc.data["demo"].get("generate", ())}
+    generators = []
     for doc in docs:
         for i, gen in enumerate(doc.data["demo"].get("generate", ())):
             where = ("demo", "generate", i)
@@ -59,25 +25,72 @@ def build_demo(docs: list[SourceDocument], tables: dict, roles: dict, errors: li
             if "per_scale" in gen and "per_account" in gen:
                 errors.append(doc.error(where + ("per_account",), "per_account is the same as per_scale: give one"))
             for field_name, value in gen["values"].items():
-                at = where + ("values", field_name)
-                field = table.field(field_name)
-                if field is None:
-                    errors.append(doc.error(at, f"table {table.name!r} has no field {field_name!r}"))
-                elif isinstance(value, dict) and "ref" in value:
-                    ref_table = made.get(value["ref"])
-                    if ref_table is None:
-                        errors.append(doc.error(at + ("ref",), f"unknown generator {value['ref']!r}"))
-                    elif field.type != "reference" or not is_a(ref_table, field.reference):
-                        to = f"a reference to {field.reference!r}" if field.type == "reference" else field.type
-                        errors.append(doc.error(at, f"generator {value['ref']!r} makes {ref_table!r} records; "
-                                                    f"field {field_name!r} is {to}"))
-                elif isinstance(value, dict) and "user" in value and value["user"] not in user_names:
-                    errors.append(doc.error(at + ("user",), f"unknown demo user {value['user']!r}"))
-                elif isinstance(value, dict) and "cycle" in value:
-                    for j, item in enumerate(value["cycle"]):
-                        check_constant(doc, at + ("cycle", j), field, item)
-                else:
-                    check_constant(doc, at, field, value)
+                _check_value(doc, where + ("values", field_name), tables, table, field_name, value, made, user_names,
+                             errors)
             generators.append(DemoGenerator(gen["name"], gen["table"], frozen_map(gen["values"]),
                                             gen.get("count"), gen.get("per_scale", gen.get("per_account"))))
     return DemoSet(tuple(users), tuple(generators))
+
+
+def _users(docs: list[SourceDocument], tables: dict, roles: dict, errors: list) -> list[DemoUser]:
+    users = []
+    user_table = tables.get("sys_user")
+    for doc in docs:
+        for i, user in enumerate(doc.data["demo"].get("users", ())):
+            for j, role in enumerate(user["roles"]):
+                if role not in roles:
+                    errors.append(doc.error(("demo", "users", i, "roles", j), f"unknown role {role!r}"))
+            for field_name in user.get("values") or {}:
+                if user_table is not None and user_table.field(field_name) is None:
+                    errors.append(doc.error(("demo", "users", i, "values", field_name),
+                                            f"table 'sys_user' has no field {field_name!r}"))
+            users.append(DemoUser(user["user_name"], user["password"], tuple(user["roles"]),
+                                  frozen_map(user.get("values"))))
+    return users
+
+
+def _check_value(doc: SourceDocument, at: tuple, tables: dict, table, field_name: str, value: Any,
+                 made: dict[str, str], user_names: set[str], errors: list) -> None:
+    """One generator value: a field of the table; a `ref` to a generator of the table it points at, a
+    known `user`, or literals (a cycle's too) its field's type takes."""
+    field = table.field(field_name)
+    if field is None:
+        errors.append(doc.error(at, f"table {table.name!r} has no field {field_name!r}"))
+    elif isinstance(value, dict) and "ref" in value:
+        ref_table = made.get(value["ref"])
+        if ref_table is None:
+            errors.append(doc.error(at + ("ref",), f"unknown generator {value['ref']!r}"))
+        elif field.type != "reference" or not _is_a(tables, ref_table, field.reference):
+            to = f"a reference to {field.reference!r}" if field.type == "reference" else field.type
+            errors.append(doc.error(at, f"generator {value['ref']!r} makes {ref_table!r} records; "
+                                        f"field {field_name!r} is {to}"))
+    elif isinstance(value, dict) and "user" in value and value["user"] not in user_names:
+        errors.append(doc.error(at + ("user",), f"unknown demo user {value['user']!r}"))
+    elif isinstance(value, dict) and "cycle" in value:
+        for j, item in enumerate(value["cycle"]):
+            _check_constant(doc, at + ("cycle", j), field, item, errors)
+    else:
+        _check_constant(doc, at, field, value, errors)
+
+
+def _check_constant(doc: SourceDocument, at: tuple, field, value: Any, errors: list) -> None:
+    """A literal value (not a "{i}" template, which varies by row) parses as its field's type."""
+    if isinstance(value, dict) or (isinstance(value, str) and "{i}" in value) or field.ftype.journal:
+        return
+    try:
+        parsed = field.parse(value)
+    except FieldValueError as exc:
+        errors.append(doc.error(at, f"{value!r} is not a value of {field.type} field {field.name!r}: {exc}"))
+        return
+    if parsed is not None and field.choices and field.choice_label(parsed) is None:
+        errors.append(doc.error(at, f"{value!r} is not one of the choices of {field.name!r} "
+                                    f"({', '.join(str(v) for v, _ in field.choices)})"))
+
+
+def _is_a(tables: dict, name: str, wanted: str | None) -> bool:
+    """Whether records of table `name` are records of `wanted` (the same table, or one it extends)."""
+    seen = set()
+    while name in tables and name != wanted and name not in seen:  # `seen`: a cycle is reported elsewhere
+        seen.add(name)
+        name = tables[name].extends
+    return name == wanted
