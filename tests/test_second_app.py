@@ -77,21 +77,10 @@ def config(loans_url, tmp_path):
     return loans_config(loans_url, tmp_path)
 
 
-@pytest.fixture
-def runtime(config, loans_definitions):
-    rt = Runtime(config, loans_definitions)
-    yield rt
-    rt.engine.dispose()
-
-
-@pytest.fixture
-def client(config, loans_definitions):
-    from caseloom.web import create_app, db
-
-    app = create_app(config, loans_definitions, testing=True)
-    yield app.test_client()
-    with app.app_context():
-        db.engine.dispose()
+@pytest.fixture(scope="module")
+def definitions(loans_definitions):
+    """conftest's `runtime`, `app` and `client` run the loans app here."""
+    return loans_definitions
 
 
 class User:
