@@ -330,9 +330,11 @@ def test_a_bench_scenario_naming_unknown_tables_fields_and_actions_is_located(de
     text = text.replace("action: create_child_cases", "action: create_kids")
     text = text.replace("table: customer_contact\n", "table: customer_contactz\n", 1)
     text = text.replace("list_field: recipient_list", "list_field: short_description")
+    text = text.replace("industry: {cycle: [technology, finance, retail, healthcare, manufacturing]}", "industry: {user: admin}")
     (folder / "bench.yaml").write_text(text)
     messages = [e.split(": ", 1)[1] for e in errors_of(folder) if e.startswith("bench.yaml:")]
     assert "unknown table 'customer_contactz'" in messages
     assert "table 'sn_customerservice_case' has no action 'create_kids'" in messages
     assert ("'short_description' is not a reference from 'sn_customerservice_case' to "
             "'sn_publications_recipients_list'") in messages
+    assert "the bench has no demo users: give a literal value" in messages

@@ -64,9 +64,12 @@ class _Checker:
         if tdef is None:
             self.errors.append(self.doc.error(where + ("table",), f"unknown table {table!r}"))
             return False
-        for name in values:
+        for name, value in values.items():
             if tdef.field(name) is None:
                 self.errors.append(self.doc.error(where + ("values", name), f"table {table!r} has no field {name!r}"))
+            elif isinstance(value, dict) and "user" in value:  # the bench makes no demo users
+                self.errors.append(self.doc.error(where + ("values", name, "user"),
+                                                  "the bench has no demo users: give a literal value"))
         return True
 
     def action(self, where: tuple, table: str, name: str, actions: list) -> None:
