@@ -228,3 +228,22 @@ def mailbox():
     box.port = controller.port
     yield box
     controller.stop()
+
+
+def ui_sign_in(client, user: str, password: str | None = None) -> None:
+    """A browser session for `user` on the test client (the sign-in form with its CSRF token)."""
+    import re
+
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+    answer = client.post("/login", data={"user_name": user, "user_password": password or PASSWORDS[user],
+                                         "csrf_token": token})
+    assert answer.status_code == 302, answer.get_data(as_text=True)
+
+
+def form_token(client, url: str) -> str:
+    """The CSRF token of a page, for a form post as the browser would make it."""
+    import re
+
+    return re.search(r'name="csrf-token" content="([^"]+)"', client.get(url).get_data(as_text=True)).group(1)
+

@@ -168,7 +168,7 @@ def test_an_action_with_a_dialog(login, server):
     dialog.get_by_label("Resolution code").select_option("solved_remotely")
     dialog.get_by_label("Close notes").fill("Restarted the service")
     dialog.get_by_role("button", name="Resolve").click()
-    assert "Resolve: done." in page.get_by_role("status").first.inner_text()
+    assert re.match(r"Case CS\d{7} is now Resolved\.", page.get_by_role("status").first.inner_text())
     assert page.locator("#f_state").inner_text() == "Resolved"
     # a Resolved case offers the customer's answers, not Resolve again
     assert page.get_by_role("button", name="Reject solution…").is_visible()

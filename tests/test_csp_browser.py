@@ -155,7 +155,7 @@ def test_agent_pages_and_fragments_pass_the_policy(watch, account_with_cases):
     dialog.get_by_label("Resolution code").select_option("solved_remotely")
     dialog.get_by_label("Close notes").fill("Restarted the service")
     dialog.get_by_role("button", name="Resolve").click()
-    assert "Resolve: done." in page.get_by_role("status").first.inner_text()
+    assert re.match(r"Case CS\d{7} is now Resolved\.", page.get_by_role("status").first.inner_text())
 
     # a new record's form
     watch.visit(page, f"/{CASES}.do?sys_id=-1")

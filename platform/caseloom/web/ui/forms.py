@@ -215,9 +215,45 @@ def _history(tdef: TableDef, sys_id: str, after: int | None = None) -> list[dict
     stmt = sa.select(audit).where(audit.c.documentkey == sys_id, audit.c.tablename.in_(runtime().defs.lineage(tdef.name)))
     if after is not None:
         stmt = stmt.where(audit.c.record_checkpoint > after)
-    rows = connection().execute(stmt.order_by(audit.c.sys_created_on.desc()).limit(100)).mappings()
-    return [{**r, "label": tdef.field(r["fieldname"]).label if tdef.field(r["fieldname"]) else r["fieldname"]}
-            for r in rows]
+    rows = list(connection().execute(stmt.order_by(audit.c.sys_created_on.desc()).limit(100)).mappings())
+    names = _display_names(tdef, rows)
+    out = []
+    for r in rows:
+        field = tdef.field(r["fieldname"])
+        out.append({**r, "label": field.label if field else r["fieldname"],
+                    "old_shown": _audit_word(field, r["oldvalue"], names), "new_shown": _audit_word(field, r["newvalue"], names)})
+    return out
+
+
+def _audit_word(field: FieldDef | None, value: str | None, names: dict[tuple[str, str], str]) -> str:
+    """What a person reads for an audited value: a choice's label, the referenced record's display value."""
+    if value in (None, "") or field is None:
+        return value or ""
+    if field.choices:
+        return field.choice_label(value) or value
+    if field.type == "reference":
+        return names.get((field.reference, value), value)
+    return value
+
+
+def _display_names(tdef: TableDef, rows: list) -> dict[tuple[str, str], str]:
+    """(table, sys_id) -> display value of every record the audit rows' references name, one query per table
+    the user may read."""
+    defs, service = runtime().defs, records()
+    wanted: dict[str, set[str]] = {}
+    for r in rows:
+        field = tdef.field(r["fieldname"])
+        if field is not None and field.type == "reference" and field.reference in defs.tables:
+            wanted.setdefault(field.reference, set()).update(v for v in (r["oldvalue"], r["newvalue"]) if v)
+    names = {}
+    for table, ids in wanted.items():
+        target = defs.tables[table]
+        if not target.display or not service.can(table, "read"):
+            continue
+        for row in service.query(table, Query(Term("sys_id", "in", sorted(ids))), ["sys_id", target.display]):
+            if row.get(target.display) not in (None, ""):
+                names[(table, row["sys_id"])] = str(row[target.display])
+    return names
 
 
 def _related(tdef: TableDef, record: dict, index: int, first: int = 1) -> dict:
@@ -312,6 +348,7 @@ def action(table: str, sys_id: str, action: str):
         rollback()
         flash(f"{spec.label}: not done. {exc}", "error")
         return redirect(back)
+    message = None if outcome.job is not None else _done_message(spec, table, sys_id, outcome)  # read in this unit
     db.session.commit()
     if outcome.job is not None:
         from ..jobs_api import queue
@@ -319,15 +356,39 @@ def action(table: str, sys_id: str, action: str):
         queue(current_app).enqueue_job(outcome.job)
         flash(f"{'; '.join(outcome.messages) or spec.label + ' started'}; its progress shows below.")
         return redirect(back)
-    message = f"{spec.label}: done."
+    flash(message)
+    return redirect(back)
+
+
+def _done_message(spec, table: str, sys_id: str, outcome) -> str:
+    """What an action did, in words: the record by its number or name, its new state, what it created."""
+    defs, service = runtime().defs, records()
+    record = service.get(table, sys_id) or {}
+    tdef = defs.tables.get(record.get("sys_class_name"), defs.tables[table])
+    name = record_name(tdef, record)
+    lifecycle = defs.lifecycle(tdef.name)
+    if spec.to_state is not None and lifecycle is not None and lifecycle.state(spec.to_state) is not None:
+        message = f"{tdef.label} {name} is now {lifecycle.state(spec.to_state).label}."
+    else:
+        message = f"{spec.label}: done on {tdef.label.lower()} {name}."
     if outcome.messages:
         message += " " + "; ".join(outcome.messages) + "."
     for refused in outcome.result.get("refused", []):
         message += f" {refused.get('number') or refused['sys_id']}: {refused['reason']}."
     for created in outcome.result.get("created", []):
-        message += f" Created {created['table']} record {created['sys_id'][:8]}…"
-    flash(message)
-    return redirect(back)
+        made = defs.tables.get(created["table"])
+        row = service.get(created["table"], created["sys_id"]) if made and service.can(made.name, "read") else None
+        message += f" Created {made.label.lower() if made else created['table']} {record_name(made, row or created)}."
+    return message
+
+
+def record_name(tdef: TableDef | None, record: dict) -> str:
+    """How a person names a record: its number, else its display value, else a short sys_id."""
+    if tdef is not None:
+        for key in ("number", tdef.display):
+            if key and record.get(key) not in (None, ""):
+                return str(record[key])
+    return f"{str(record.get('sys_id', ''))[:8]}…"
 
 
 def _records_input(table: str, text: str) -> list[str]:

@@ -10,7 +10,7 @@ from ...definitions.model import TableDef
 from ...definitions.tables import resolve_path
 from ...query import OPERATORS, AnyOf, Query, QueryError, Term, parse_encoded, to_encoded
 from ...query.compile import MAX_OFFSET
-from ...query.conditions import All
+from ...query.conditions import All, Not
 from ...records import AccessDenied, Conflict, NotFound, RecordError
 from .. import db
 from ..auth import records, runtime, safe_path
@@ -86,6 +86,68 @@ def filter_rows(tdef: TableDef, query: Query) -> list[dict]:
     return rows
 
 
+# What ServiceNow's dynamic values read as in a sentence.
+DYNAMIC_WORDS = {"gs.getuserid()": "me", "gs.getusername()": "me", "gs.nowdatetime()": "now",
+                 "gs.beginningoftoday()": "the start of today", "gs.endoftoday()": "the end of today"}
+
+
+def filter_sentence(tdef: TableDef, query: Query) -> str:
+    """The filter as a person reads it: fields by label, choices by label, references by display value
+    ("State is one of New, Open and Priority is 1 - Critical")."""
+    def phrase(node, top: bool = False) -> str:
+        if isinstance(node, All):
+            return " and ".join(phrase(item) for item in node.items)
+        if isinstance(node, AnyOf):
+            text = " or ".join(phrase(item) for item in node.items)
+            return text if top else f"({text})"
+        if isinstance(node, Not):
+            return f"not ({phrase(node.item, True)})"
+        if not isinstance(node, Term):
+            return ""
+        field, label = _path_words(tdef, node.field)
+        op = OPERATORS.get(node.op)
+        words = op.label if op is not None else node.op
+        if op is None or not op.takes_value:
+            return f"{label} {words}"
+        values = node.value if isinstance(node.value, (list, tuple)) else [node.value]
+        return f"{label} {words} {', '.join(_value_words(field, v) for v in values)}"
+
+    text = phrase(query.where, True) if query.where is not None else ""
+    for path, descending in query.order:
+        _, label = _path_words(tdef, path)
+        text += f"{'; ' if text else ''}ordered by {label}{' (descending)' if descending else ''}"
+    return text[:1].upper() + text[1:]
+
+
+def _path_words(tdef: TableDef, path: str):
+    """The field a path ends at, and its labels joined as a person reads a dot-walk (`Account › Name`)."""
+    defs = runtime().defs
+    labels, current, field = [], tdef, None
+    for part in path.split("."):
+        field = current.field(part) if current is not None else None
+        labels.append(field.label if field is not None else part)
+        current = defs.tables.get(field.reference) if field is not None and field.reference else None
+    return field, " › ".join(labels)
+
+
+def _value_words(field, value) -> str:
+    text = "" if value is None else str(value)
+    if text.lower().startswith("javascript:"):
+        return DYNAMIC_WORDS.get(text[len("javascript:"):].strip().lower(), text)
+    if field is None or text == "":
+        return text or "(empty)"
+    if field.choices:
+        return field.choice_label(text) or text
+    if field.type == "reference" and len(text) == 32:
+        target = runtime().defs.tables.get(field.reference)
+        service = records()
+        if target is not None and target.display and service.can(target.name, "read"):
+            rows = service.query(target.name, Query(Term("sys_id", "eq", text)), ["sys_id", target.display], 1)
+            if rows and rows[0].get(target.display) not in (None, ""):
+                return str(rows[0][target.display])
+    return text
+
+
 def query_from_rows(form) -> Query:
     """The Query the filter builder's rows describe (the inverse of filter_rows)."""
     groups: list[list[Term]] = []
@@ -159,6 +221,7 @@ def list_view(table: str):
         "total": total, "first": first, "page": PAGE, "encoded": encoded, "error": error,
         "order": query.order[0] if query.order else None, "search": search,
         "filter_rows": filter_rows(tdef, query), "fields": filter_fields(tdef), "operators": list(OPERATORS.values()),
+        "sentence": filter_sentence(tdef, parse_encoded(encoded)) if encoded and not error else "",
         "can_create": service.can(table, "create"), "can_write": service.can(table, "write"),
         "list_url": _list_url, "actor": g.actor,
         "condition_for": _condition_target(request.args.get("condition_for", ""), encoded),
@@ -191,8 +254,10 @@ def _apply_filter(tdef: TableDef):
             request.form.getlist("f_join"), request.form.getlist("f_field"), request.form.getlist("f_op"),
             request.form.getlist("f_value"), strict=False)]
         rows.append({"join": request.form["add_row"], "field": "", "op": "eq", "value": ""})
+        # the page's own parameters stay (a member list's condition being built: `condition_for`)
         return render_template("_filter.html", tdef=tdef, filter_rows=rows, fields=filter_fields(tdef),
-                               operators=list(OPERATORS.values()), encoded="", standalone=True, actor=g.actor)
+                               operators=list(OPERATORS.values()), encoded="", standalone=True, actor=g.actor,
+                               condition_for=_condition_target(request.args.get("condition_for", ""), ""))
     try:
         query = query_from_rows(request.form)
         encoded = to_encoded(query)
@@ -226,6 +291,7 @@ def bulk_edit(table: str):
         ids = request.form.getlist("sys_id")
     changed, refused = 0, []
     for sys_id in ids:
+        before = None
         try:
             with service.conn.begin_nested():
                 before = service.get(table, sys_id)
@@ -233,14 +299,21 @@ def bulk_edit(table: str):
                 if before and after.get("sys_mod_count") != before.get("sys_mod_count"):
                     changed += 1
         except (RecordError, Conflict, AccessDenied, NotFound) as exc:
-            refused.append(f"{sys_id[:8]}…: {exc}")
+            refused.append(f"{_name(tdef, before) if before else sys_id[:8] + '…'}: {exc}")
     db.session.commit()
     label = tdef.field(field).label
     message = f"Bulk edit of {label}: {changed} of {len(ids)} records changed"
     if refused:
         message += f"; {len(refused)} refused: " + "; ".join(refused[:5]) + (" …" if len(refused) > 5 else "")
-    flash(message)
+    # a green banner only when something changed and nothing was refused
+    flash(message, "warning" if refused or (ids and not changed) else "message")
     return redirect(safe_path(request.form.get("back")) or _list_url(table))
 
 
 __all__ = ["list_columns", "list_view", "query_from_rows", "filter_rows", "row_number", "url_for"]
+
+
+def _name(tdef: TableDef, record: dict) -> str:
+    from .forms import record_name
+
+    return record_name(tdef, record)

@@ -1,0 +1,92 @@
+"""The UI names things in words: history in labels and display values, actions say what happened to
+which record, and a bulk edit that changed nothing is not reported as a success."""
+
+from __future__ import annotations
+
+import html
+import re
+
+from conftest import basic, form_token, ui_sign_in
+
+CASE = "sn_customerservice_case"
+CASES = f"/api/now/table/{CASE}"
+
+
+def a_case(client, query: str) -> dict:
+    rows = client.get(f"{CASES}?sysparm_query={query}&sysparm_limit=1", headers=basic("admin")).json["result"]
+    return rows[0]
+
+
+def flashes(page: str) -> list[tuple[str, str]]:
+    return [(cls, html.unescape(text)) for cls, text in re.findall(r'<p class="flash ([a-z]+)"[^>]*>([^<]*)</p>', page)]
+
+
+def test_history_reads_choice_labels_and_display_values(client):
+    case = a_case(client, "priority=4^accountISNOTEMPTY")
+    account = client.get("/api/now/table/customer_account?sysparm_query=nameISNOTEMPTY&sysparm_limit=2",
+                         headers=basic("admin")).json["result"][-1]
+    r = client.patch(f"{CASES}/{case['sys_id']}", json={"priority": "1", "account": account["sys_id"]},
+                     headers=basic("agent"))
+    assert r.status_code == 200, r.json
+    ui_sign_in(client, "agent")
+    page = html.unescape(client.get(f"/{CASE}.do?sys_id={case['sys_id']}").get_data(as_text=True))
+    history = page[page.index('<details class="history card">'):]
+    history = history[:history.index("</details>")]
+    assert "<td>Priority</td><td>4 - Low</td><td>1 - Critical</td>" in history
+    assert f"<td>{account['name']}</td>" in history
+    assert account["sys_id"] not in history
+
+
+def test_an_action_says_what_it_did_to_which_record(client):
+    case = a_case(client, "state=10^parentISEMPTY^major_case_stateISEMPTY")
+    ui_sign_in(client, "agent")
+    url = f"/{CASE}.do?sys_id={case['sys_id']}"
+    token = form_token(client, url)
+    r = client.post(f"/ui/action/{CASE}/{case['sys_id']}/propose_major_case",
+                    data={"reason": "Many customers", "csrf_token": token})
+    assert r.status_code == 302
+    shown = flashes(client.get(url).get_data(as_text=True))
+    assert shown == [("message", f"Propose major case: done on case {case['number']}.")]
+
+
+def test_a_bulk_edit_that_changed_nothing_is_a_warning(client):
+    ids = [c["sys_id"] for c in client.get(f"{CASES}?sysparm_query=priority=2&sysparm_limit=2",
+                                           headers=basic("admin")).json["result"]]
+    ui_sign_in(client, "agent")
+    token = form_token(client, f"/{CASE}_list.do")
+    back = f"/{CASE}_list.do"
+    client.post(f"/ui/bulk/{CASE}", data={"bulk_field": "priority", "bulk_value": "2", "sys_id": ids,
+                                          "back": back, "csrf_token": token})
+    assert flashes(client.get(back).get_data(as_text=True)) == [
+        ("warning", f"Bulk edit of Priority: 0 of {len(ids)} records changed")]
+    client.post(f"/ui/bulk/{CASE}", data={"bulk_field": "priority", "bulk_value": "3", "sys_id": ids,
+                                          "back": back, "csrf_token": token})
+    assert flashes(client.get(back).get_data(as_text=True)) == [
+        ("message", f"Bulk edit of Priority: {len(ids)} of {len(ids)} records changed")]
+
+
+def test_adding_a_filter_row_keeps_the_member_list_the_condition_is_for(client):
+    lists = client.get("/api/now/table/sn_publications_recipients_list?sysparm_query=type=accounts&sysparm_limit=1",
+                       headers=basic("admin")).json["result"]
+    target = f"sn_publications_recipients_list:{lists[0]['sys_id']}"
+    ui_sign_in(client, "admin")
+    url = f"/customer_account_list.do?condition_for={target}&sysparm_query=country=DE"
+    token = form_token(client, url)
+    fragment = client.post(f"/customer_account_list.do?condition_for={target}", headers={"HX-Request": "true"},
+                           data={"f_join": "and", "f_field": "country", "f_op": "eq", "f_value": "DE",
+                                 "add_row": "or", "csrf_token": token}).get_data(as_text=True)
+    wanted = f"/customer_account_list.do?condition_for={target}"
+    assert f'action="{wanted}"' in fragment and fragment.count(f'hx-post="{wanted}"') == 2
+    assert fragment.count('name="f_field"') == 2  # the row typed so far, and the new OR row
+
+
+def test_the_applied_filter_reads_as_a_sentence_with_the_encoded_query_to_copy(client):
+    account = client.get("/api/now/table/customer_account?sysparm_query=nameISNOTEMPTY&sysparm_limit=1",
+                         headers=basic("admin")).json["result"][0]
+    ui_sign_in(client, "agent")
+    encoded = f"stateIN1,10,18^priority=1^ORaccount={account['sys_id']}^ORDERBYDESCnumber"
+    page = html.unescape(client.get(f"/{CASE}_list.do?sysparm_query={encoded}").get_data(as_text=True))
+    sentence = re.search(r'<span class="filter-sentence">([^<]*)</span>', page).group(1)
+    assert sentence == (f"State is one of New, Open, Awaiting Info and (Priority is 1 - Critical or Account is "
+                        f"{account['name']}); ordered by Number (descending)")
+    assert f'readonly value="{encoded}"' in page
