@@ -90,3 +90,14 @@ def test_the_applied_filter_reads_as_a_sentence_with_the_encoded_query_to_copy(c
     assert sentence == (f"State is one of New, Open, Awaiting Info and (Priority is 1 - Critical or Account is "
                         f"{account['name']}); ordered by Number (descending)")
     assert f'readonly value="{encoded}"' in page
+
+
+def test_a_reference_typed_by_a_name_no_record_has_is_named_in_words(client):
+    case = a_case(client, "state=10")
+    ui_sign_in(client, "agent")
+    url = f"/{CASE}.do?sys_id={case['sys_id']}"
+    token = form_token(client, url)
+    r = client.post(url, data={"account": "", "account__display": "Acme 999", "csrf_token": token})
+    page = html.unescape(r.get_data(as_text=True))
+    assert r.status_code == 422 and "no account named 'Acme 999'" in page
+    assert "32 hex" not in page

@@ -157,20 +157,26 @@ def _form_values(tdef: TableDef, record: dict) -> dict:
             continue
         value = request.form.getlist(name)[-1]  # checkboxes post a hidden "false" before "true"
         if field.type == "reference" and not value and request.form.get(f"{name}__display"):
-            value = _resolve_display(field, request.form[f"{name}__display"]) or request.form[f"{name}__display"]
+            value = _resolve_display(field, request.form[f"{name}__display"])
         if field.ftype.journal and not value.strip():
             continue
         values[name] = value
     return values
 
 
-def _resolve_display(field: FieldDef, text: str) -> str | None:
-    """A reference typed by its display value (no JavaScript): the one record that has it."""
+def _resolve_display(field: FieldDef, text: str) -> str:
+    """A reference typed by its display value (no JavaScript): the one record that has it; else a
+    RecordError that says so in words ("no account named 'Acme 999'")."""
     target = runtime().defs.tables[field.reference]
+    noun = target.label.lower()
     if not target.display:
-        return None
+        raise RecordError(field.name, f"choose the {noun} from the list")
     rows = records().query(target.name, Query(Term(target.display, "eq", text.strip())), ["sys_id"], 2)
-    return rows[0]["sys_id"] if len(rows) == 1 else None
+    if not rows:
+        raise RecordError(field.name, f"no {noun} named {text.strip()!r}")
+    if len(rows) > 1:
+        raise RecordError(field.name, f"more than one {noun} is named {text.strip()!r}: choose one from the list")
+    return rows[0]["sys_id"]
 
 
 def save(table: str):
@@ -181,7 +187,11 @@ def save(table: str):
     record = {} if sys_id == "-1" else (service.get(table, sys_id) or abort(404))
     if record:
         tdef = defs.tables.get(record["sys_class_name"], tdef)
-    values = _form_values(tdef, record)
+    try:
+        values = _form_values(tdef, record)
+    except RecordError as exc:  # a reference typed by a name no record has
+        typed = {k: v for k, v in request.form.items() if tdef.field(k) and not tdef.field(k).ftype.journal}
+        return form(table, typed, {exc.field or "__all__": exc.message}, status=422)
     typed = {k: v for k, v in values.items() if not tdef.field(k).ftype.journal}
     expected = request.form.get("sys_mod_count", "")
     try:
