@@ -101,3 +101,26 @@ def test_a_reference_typed_by_a_name_no_record_has_is_named_in_words(client):
     page = html.unescape(r.get_data(as_text=True))
     assert r.status_code == 422 and "no account named 'Acme 999'" in page
     assert "32 hex" not in page
+
+
+def test_an_action_with_inputs_works_without_javascript(client):
+    """The action's button submits a GET to the action's own page; its form posts as the dialog does."""
+    case = a_case(client, "state=10^parentISEMPTY^major_case_stateISEMPTY")
+    ui_sign_in(client, "agent")
+    url = f"/{CASE}.do?sys_id={case['sys_id']}"
+    form = client.get(url).get_data(as_text=True)
+    page_url = f"/ui/action/{CASE}/{case['sys_id']}/propose_major_case"
+    assert f'<form class="inline" method="get" action="{page_url}">' in form
+    page = client.get(page_url)
+    text = html.unescape(page.get_data(as_text=True))
+    assert page.status_code == 200 and '<label for="action-reason">Why is this a major issue?' in text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', text).group(1)
+    r = client.post(page_url, data={"reason": "Many customers", "csrf_token": token})
+    assert r.status_code == 302 and r.headers["Location"].endswith(url)
+    assert flashes(client.get(url).get_data(as_text=True)) == [
+        ("message", f"Propose major case: done on case {case['number']}.")]
+    # proposed already: the page says so instead of offering it again
+    r = client.get(page_url)
+    assert r.status_code == 302
+    assert flashes(client.get(url).get_data(as_text=True)) == [
+        ("error", "Propose major case: not available for this case now.")]

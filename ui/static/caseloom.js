@@ -2,6 +2,7 @@
 document.addEventListener("click", (event) => {
   const opener = event.target.closest("[data-dialog]");
   if (opener) {
+    event.preventDefault(); // the button's own form opens the action's page when there is no script
     document.getElementById(opener.dataset.dialog).showModal();
     return;
   }

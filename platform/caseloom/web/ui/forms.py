@@ -338,6 +338,31 @@ def reference_search(table: str, field: str):
     return render_template("_ref_options.html", options=options, field=field, text=text)
 
 
+@blueprint.get("/ui/action/<table>/<sys_id>/<action>")
+@login_required
+def action_page(table: str, sys_id: str, action: str):
+    """An action's inputs on a page of their own: what the form's dialog shows, without JavaScript."""
+    defs = runtime().defs
+    if table not in defs.tables:
+        abort(404)
+    service = records()
+    try:
+        record = service.get(table, sys_id)
+    except AccessDenied:
+        abort(403)
+    if record is None:
+        abort(404)
+    tdef = defs.tables.get(record.get("sys_class_name"), defs.tables[table])
+    offered = {a.name: a for a in available_actions(service, tdef.name, record)}
+    spec = offered.get(action)
+    if spec is None:
+        known = defs.action(table, action)
+        flash(f"{known.label if known else action}: not available for this {tdef.label.lower()} now.", "error")
+        return redirect(url_for("ui.dispatch", name=table, sys_id=sys_id))
+    return render_template("action.html", a=spec, tdef=tdef, record=record, name=record_name(tdef, record),
+                           actor=g.actor)
+
+
 @blueprint.post("/ui/action/<table>/<sys_id>/<action>")
 @login_required
 def action(table: str, sys_id: str, action: str):
