@@ -205,3 +205,15 @@ def test_lifecycle_roles_are_enforced(as_user):
     author = as_user("author")
     case = cases(as_user("agent"), "state=1")[0]
     assert act(author, case["sys_id"], "open_case").status_code == 403
+
+
+def test_a_closed_major_case_is_not_canceled_afterwards(as_user, runtime):
+    """The CSM app declares it: Cancel major case is not offered, and refused, once the case is closed."""
+    major = as_user("agent").post(CASES, json={"short_description": "Outage", "major_case_state": "proposed"}).json
+    with runtime.transaction() as service, service.by_definitions():
+        service.update("sn_customerservice_case", major["result"]["sys_id"], {
+            "major_case_state": "accepted", "state": 3, "close_notes": "Fixed", "resolution_code": "solved_permanently"})
+    r = act(as_user("mim"), major["result"]["sys_id"], "cancel_major_case", reason="Too late")
+    assert r.status_code == 409
+    assert r.json["error"]["message"] == ("Only a proposed or accepted major case that is not closed or canceled "
+                                          "can be canceled")
