@@ -124,3 +124,18 @@ def test_an_action_with_inputs_works_without_javascript(client):
     assert r.status_code == 302
     assert flashes(client.get(url).get_data(as_text=True)) == [
         ("error", "Propose major case: not available for this case now.")]
+
+
+def test_a_child_record_links_up_to_its_parent(client):
+    agent = {"headers": basic("agent")}
+    parent = client.post(CASES, json={"short_description": "Storage outage", "major_case_state": "proposed"},
+                         **agent).json["result"]
+    child = client.post(CASES, json={"short_description": "My storage is down", "parent": parent["sys_id"]},
+                        **agent).json["result"]
+    ui_sign_in(client, "agent")
+    page = html.unescape(client.get(f"/{CASE}.do?sys_id={child['sys_id']}").get_data(as_text=True))
+    banner = re.search(r'<p class="parent-banner">(.*?)</p>', page).group(1)
+    assert banner == (f'Part of case <a href="/{CASE}.do?sys_id={parent["sys_id"]}">{parent["number"]}</a>: '
+                      f"Storage outage")
+    own = html.unescape(client.get(f"/{CASE}.do?sys_id={parent['sys_id']}").get_data(as_text=True))
+    assert 'class="parent-banner"' not in own

@@ -135,6 +135,7 @@ def form(table: str, typed: dict | None = None, errors: dict | None = None, conf
         "activity": [] if new else _activity(tdef, sys_id),
         "history": [] if new else _history(tdef, sys_id),
         "related": [] if new else [_related(tdef, record, i) for i in range(len(tdef.related_lists))],
+        "parents": [] if new else _parents(tdef, record),
         "can_delete": not new and service.can(tdef.name, "delete"),
         "job": None if new else running_job(tdef.name, sys_id),
         "members": None if new else member_panel(tdef.name, record),
@@ -212,6 +213,38 @@ def save(table: str):
     db.session.commit()
     flash(f"{tdef.label} {saved.get('number') or saved.get(tdef.display or 'sys_id') or ''} saved.")
     return redirect(url_for("ui.dispatch", name=tdef.name, sys_id=saved["sys_id"]))
+
+
+def _parents(tdef: TableDef, record: dict) -> list[dict]:
+    """The records this one is a child of, through a table's own related list of children (a case's
+    child cases: `parent`): shown as a banner that links up ("Part of case CS0001234: Outage")."""
+    defs, service = runtime().defs, records()
+    lineage = set(defs.lineage(tdef.name))
+    out = []
+    for owner in (defs.tables[name] for name in defs.lineage(tdef.name)):
+        for spec in owner.related_lists:
+            parent_id = record.get(spec.field)
+            if spec.table not in lineage or not parent_id or any(p["sys_id"] == parent_id for p in out):
+                continue
+            try:
+                parent = service.get(owner.name, parent_id)
+            except AccessDenied:
+                continue
+            if parent is None:
+                continue
+            ptdef = defs.tables.get(parent.get("sys_class_name"), owner)
+            out.append({"sys_id": parent_id, "table": ptdef.name, "label": ptdef.label.lower(),
+                        "name": record_name(ptdef, parent), "title": _title(ptdef, parent)})
+    return out
+
+
+def _title(tdef: TableDef, record: dict) -> str:
+    """A record's title: the first text column of its list that is not its display field."""
+    for name in tdef.list_columns:
+        field = tdef.field(name)
+        if field is not None and field.type in ("string", "text") and name not in ("number", tdef.display):
+            return str(record.get(name) or "")
+    return ""
 
 
 def _activity(tdef: TableDef, sys_id: str) -> list[dict]:
