@@ -139,3 +139,20 @@ def test_a_child_record_links_up_to_its_parent(client):
                       f"Storage outage")
     own = html.unescape(client.get(f"/{CASE}.do?sys_id={parent['sys_id']}").get_data(as_text=True))
     assert 'class="parent-banner"' not in own
+
+
+def test_accepting_a_customers_case_lands_on_the_new_major_case(client):
+    case = a_case(client, "state=10^parentISEMPTY^major_case_stateISEMPTY^accountISNOTEMPTY")
+    r = client.post(f"/api/caseloom/actions/{CASE}/{case['sys_id']}/propose_major_case", json={"reason": "Many"},
+                    headers=basic("agent"))
+    assert r.status_code == 200, r.json
+    ui_sign_in(client, "mim")
+    url = f"/{CASE}.do?sys_id={case['sys_id']}"
+    r = client.post(f"/ui/action/{CASE}/{case['sys_id']}/accept_major_case", data={"csrf_token": form_token(client, url)})
+    assert r.status_code == 302
+    child = client.get(f"{CASES}/{case['sys_id']}?sysparm_fields=parent&sysparm_exclude_reference_link=true",
+                       headers=basic("admin")).json["result"]
+    assert child["parent"] and r.headers["Location"].endswith(f"/{CASE}.do?sys_id={child['parent']}")
+    major = client.get(f"{CASES}/{child['parent']}?sysparm_fields=number", headers=basic("admin")).json["result"]
+    assert flashes(client.get(r.headers["Location"]).get_data(as_text=True)) == [
+        ("message", f"Accept major case: done on case {case['number']}. Created case {major['number']}.")]

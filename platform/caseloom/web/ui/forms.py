@@ -425,7 +425,17 @@ def action(table: str, sys_id: str, action: str):
         flash(f"{'; '.join(outcome.messages) or spec.label + ' started'}; its progress shows below.")
         return redirect(back)
     flash(message)
-    return redirect(back)
+    return redirect(_landing(table, outcome) or back)
+
+
+def _landing(table: str, outcome) -> str | None:
+    """Where the user goes after an action that made one new record of the same kind (accepting a
+    customer's case as a major case makes the major case: the user lands on it)."""
+    lineage = set(runtime().defs.lineage(table))
+    made = [c for c in outcome.result.get("created", []) if c["table"] in lineage]
+    if len(made) != 1:
+        return None
+    return url_for("ui.dispatch", name=made[0]["table"], sys_id=made[0]["sys_id"])
 
 
 def _done_message(spec, table: str, sys_id: str, outcome) -> str:
