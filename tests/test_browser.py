@@ -186,10 +186,10 @@ def test_propose_and_accept_shows_the_major_case_with_its_child_cases(login, ser
     manager.goto(case_url)
     manager.get_by_role("button", name="Accept major case…").click()
     manager.get_by_role("dialog", name="Accept major case").get_by_role("button", name="Accept major case").click()
-    parent_id = manager.locator("input[name=parent]").get_attribute("value")
-    assert re.fullmatch(r"[0-9a-f]{32}", parent_id)
-    manager.goto(f"{server}/sn_customerservice_case.do?sys_id={parent_id}")
+    # the manager lands on the new major case; the customer's case is its first child
     assert manager.locator("#f_major_case_state").inner_text() == "Accepted"
+    assert manager.url != case_url and re.search(r"sys_id=[0-9a-f]{32}$", manager.url)
+    assert "Created case CS" in manager.get_by_role("status").first.inner_text()
     related = manager.locator(".related").filter(has_text="Child cases")
     assert related.locator(".badge").inner_text() == "1"
     assert "Awaiting Info: 1" in related.locator(".counts").inner_text()
