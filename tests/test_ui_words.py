@@ -156,3 +156,15 @@ def test_accepting_a_customers_case_lands_on_the_new_major_case(client):
     major = client.get(f"{CASES}/{child['parent']}?sysparm_fields=number", headers=basic("admin")).json["result"]
     assert flashes(client.get(r.headers["Location"]).get_data(as_text=True)) == [
         ("message", f"Accept major case: done on case {case['number']}. Created case {major['number']}.")]
+
+
+def test_a_member_preview_shows_the_members_declared_columns_in_words(client):
+    lists = client.get("/api/now/table/sn_publications_recipients_list?sysparm_query=type=accounts^conditionsISNOTEMPTY"
+                       "&sysparm_limit=1", headers=basic("admin")).json["result"]
+    ui_sign_in(client, "admin")
+    fragment = html.unescape(client.get(f"/ui/members/sn_publications_recipients_list/{lists[0]['sys_id']}/preview")
+                             .get_data(as_text=True))
+    headers = re.findall(r'<th scope="col">([^<]*)</th>', fragment)
+    assert headers == ["Number", "Name", "Primary contact", "Country", "Industry", "Active"]  # the declared list
+    assert re.search(r'<td><a href="/customer_account\.do\?sys_id=[0-9a-f]{32}">[^<]+</a></td>', fragment)
+    assert not re.search(r"<td>[0-9a-f]{32}</td>", fragment)

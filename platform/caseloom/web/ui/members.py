@@ -66,15 +66,33 @@ def running_job(table: str, sys_id: str):
 @blueprint.get("/ui/members/<table>/<sys_id>/preview")
 @login_required
 def preview(table: str, sys_id: str):
+    lists = _lists(table)
     try:
-        result = _lists(table).preview(sys_id)
+        result = lists.preview(sys_id)
+        target = runtime().defs.tables[lists.mtype(lists.record(sys_id)).table]
     except AccessDenied:
         abort(403)
     except (RecordError, NotFound) as exc:
         return render_template("_preview.html", error=str(exc))
     except Exception as exc:  # a script refused or failed: show why, with its line
         return render_template("_preview.html", error=str(exc))
-    return render_template("_preview.html", preview=result)
+    columns, rows = _sample(target, [r["sys_id"] for r in result["sample"]])
+    return render_template("_preview.html", preview=result, target=target, columns=columns, rows=rows)
+
+
+def _sample(target, ids: list[str]) -> tuple[list, list[dict]]:
+    """A preview's sample as a list of the members' table shows it: its declared columns, in words."""
+    from ...query import Query, Term
+    from ..serialize import base_url, make_shape, render_record
+    from .lists import readable_columns
+
+    service = records()
+    columns = readable_columns(service, target)
+    shape = make_shape(runtime().defs.tables, target, ",".join(columns), "all", "true", base_url(), service.readable)
+    found = {r["sys_id"]: r for r in service.query(target.name, Query(Term("sys_id", "in", ids)), shape.columns())} \
+        if ids else {}
+    rows = [render_record(shape, found[i]) | {"sys_id": i} for i in ids if i in found]
+    return [(c, shape.fields[c]) for c in columns], rows
 
 
 @blueprint.post("/ui/members/<table>/<sys_id>/import")
