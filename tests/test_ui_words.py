@@ -168,3 +168,22 @@ def test_a_member_preview_shows_the_members_declared_columns_in_words(client):
     assert headers == ["Number", "Name", "Primary contact", "Country", "Industry", "Active"]  # the declared list
     assert re.search(r'<td><a href="/customer_account\.do\?sys_id=[0-9a-f]{32}">[^<]+</a></td>', fragment)
     assert not re.search(r"<td>[0-9a-f]{32}</td>", fragment)
+
+
+def test_a_finished_job_reloads_the_records_related_lists(client):
+    from caseloom.jobs.progress import create_job, finish_job
+
+    case = a_case(client, "state=10^parentISEMPTY")
+    rt = client.application.extensions["caseloom"]
+    with rt.engine.begin() as conn:
+        job = create_job(conn, rt.storage, "action:create_child_cases", created_by="admin",
+                         target_table=CASE, target_sys_id=case["sys_id"])
+    ui_sign_in(client, "admin")
+    running = client.get(f"/ui/job/{job}")
+    assert running.status_code == 200 and "HX-Trigger" not in running.headers
+    with rt.engine.begin() as conn:
+        finish_job(conn, rt.storage, job, "3 child records created", done=3, total=3)
+    done = client.get(f"/ui/job/{job}")
+    assert done.headers["HX-Trigger"] == "job-finished"
+    form = client.get(f"/{CASE}.do?sys_id={case['sys_id']}").get_data(as_text=True)
+    assert f'hx-get="/ui/related/{CASE}/{case["sys_id"]}/0?first=1" hx-trigger="job-finished from:body"' in form

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from flask import abort, flash, g, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, g, redirect, render_template, request, url_for
 
 from ...jobs import get_job, job_refusal
 from ...jobs.progress import active_job
@@ -175,4 +175,7 @@ def job_progress(job_id: str):
         abort(404)
     if job_refusal(records(), job):
         abort(403)
-    return render_template("_job.html", job=job)
+    response = current_app.make_response(render_template("_job.html", job=job))
+    if job.finished:  # the record's related lists reload: the children the job made show at once
+        response.headers["HX-Trigger"] = "job-finished"
+    return response
