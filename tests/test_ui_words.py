@@ -187,3 +187,15 @@ def test_a_finished_job_reloads_the_records_related_lists(client):
     assert done.headers["HX-Trigger"] == "job-finished"
     form = client.get(f"/{CASE}.do?sys_id={case['sys_id']}").get_data(as_text=True)
     assert f'hx-get="/ui/related/{CASE}/{case["sys_id"]}/0?first=1" hx-trigger="job-finished from:body"' in form
+
+
+def test_a_form_shows_every_field_error_at_once(client):
+    ui_sign_in(client, "agent")
+    url = f"/{CASE}.do?sys_id=-1"
+    token = form_token(client, url)
+    r = client.post(url, data={"short_description": "", "priority": "9", "csrf_token": token})
+    page = html.unescape(r.get_data(as_text=True))
+    assert r.status_code == 422
+    errors = re.findall(r'<p class="field-error"[^>]*>([^<]*)</p>', page)
+    assert len(errors) >= 2, errors
+    assert any("mandatory" in e for e in errors) and any("'9'" in e for e in errors), errors

@@ -165,6 +165,34 @@ def _form_values(tdef: TableDef, record: dict) -> dict:
     return values
 
 
+def _field_problems(tdef: TableDef, values: dict, record: dict) -> dict[str, str]:
+    """What is wrong with each value a form posted, field by field: a value its type refuses, and a
+    mandatory field left empty (the write path checks them again, and everything else, when it saves)."""
+    from ...fieldtypes import FieldValueError
+
+    problems = {}
+    for name, value in values.items():
+        field = tdef.field(name)
+        if field is None or field.ftype.journal:
+            continue
+        try:
+            parsed = field.parse(value)
+        except FieldValueError as exc:
+            problems[name] = str(exc)
+            continue
+        if field.choices and parsed not in (None, "") and field.choice_label(parsed) is None:
+            problems[name] = f"{value!r} is not one of the choices ({', '.join(label for _, label in field.choices)})"
+        elif field.mandatory and parsed in (None, "") and (not record or name in values):
+            problems[name] = "is mandatory"
+    if not record:  # a new record: mandatory fields the form did not post at all
+        for name, field in tdef.fields.items():
+            numbered = tdef.number is not None and name == "number"
+            if field.mandatory and not (field.system or field.read_only or field.ftype.journal or numbered) \
+                    and name not in values and field.default is None:
+                problems.setdefault(name, "is mandatory")
+    return problems
+
+
 def _resolve_display(field: FieldDef, text: str) -> str:
     """A reference typed by its display value (no JavaScript): the one record that has it; else a
     RecordError that says so in words ("no account named 'Acme 999'")."""
@@ -194,6 +222,9 @@ def save(table: str):
         typed = {k: v for k, v in request.form.items() if tdef.field(k) and not tdef.field(k).ftype.journal}
         return form(table, typed, {exc.field or "__all__": exc.message}, status=422)
     typed = {k: v for k, v in values.items() if not tdef.field(k).ftype.journal}
+    problems = _field_problems(tdef, values, record)
+    if problems:  # every field's mistake at once, before anything is written
+        return form(table, typed, problems, status=422)
     expected = request.form.get("sys_mod_count", "")
     try:
         if sys_id == "-1":
