@@ -199,3 +199,18 @@ def test_a_form_shows_every_field_error_at_once(client):
     errors = re.findall(r'<p class="field-error"[^>]*>([^<]*)</p>', page)
     assert len(errors) >= 2, errors
     assert any("mandatory" in e for e in errors) and any("'9'" in e for e in errors), errors
+
+
+def test_a_list_takes_a_page_size_and_a_page_to_go_to(client, runtime):
+    with runtime.transaction() as service:  # enough rows for three pages of 20
+        service.insert_many(CASE, [{"short_description": f"Paging {i}"} for i in range(50)])
+    total = int(client.get(f"{CASES}?sysparm_limit=1", headers=basic("admin")).headers["X-Total-Count"])
+    ui_sign_in(client, "agent")
+    page = html.unescape(client.get(f"/{CASE}_list.do?sysparm_limit=50&sysparm_query=ORDERBYnumber")
+                         .get_data(as_text=True))
+    assert page.count('name="sys_id" value="') == 50
+    assert '<option value="50" selected>' in page and f"of {(total + 49) // 50}</label>" in page
+    assert "sysparm_limit=50" in re.search(r'href="([^"]+)"[^>]*rel="next"', page).group(1)  # the next page too
+    second = html.unescape(client.get(f"/{CASE}_list.do?sysparm_limit=20&page=2&sysparm_query=ORDERBYnumber")
+                           .get_data(as_text=True))
+    assert f"21–40 of <strong class=\"total\">{total}</strong>" in second

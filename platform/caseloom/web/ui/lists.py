@@ -18,6 +18,7 @@ from ..serialize import base_url, make_shape, render_record
 from . import blueprint, login_required
 
 PAGE = 20
+PAGE_SIZES = (20, 50, 100)  # rows per page a person may choose (`sysparm_limit`)
 
 
 def row_number(raw: str | None) -> int:
@@ -198,6 +199,7 @@ def list_view(table: str):
     if request.method == "POST":
         return _apply_filter(tdef)
     encoded = request.args.get("sysparm_query", "")
+    page = _page_size(request.args.get("sysparm_limit"))
     columns = readable_columns(service, tdef)
     error = None
     try:
@@ -209,8 +211,10 @@ def list_view(table: str):
         search = request.args.get("sysparm_search", "").strip()
         effective = _combined(query, _quick_search(tdef, columns, search) if search else None)
         first = row_number(request.args.get("sysparm_first_row"))
+        if request.args.get("page", "").isdigit():  # "go to page N"
+            first = (max(int(request.args["page"]), 1) - 1) * page + 1
         shape = make_shape(defs.tables, tdef, ",".join(columns), "all", "true", base_url(), service.readable)
-        rows = service.query(table, effective, shape.columns(), PAGE, first - 1)
+        rows = service.query(table, effective, shape.columns(), page, first - 1)
         total = service.count(table, effective)
     except (QueryError, ValueError, AccessDenied) as exc:
         error, rows, total, first, query, search = str(exc), [], 0, 1, Query(), ""
@@ -218,7 +222,7 @@ def list_view(table: str):
     context = {
         "tdef": tdef, "columns": [(c, shape.fields[c]) for c in columns],
         "rows": [render_record(shape, r) | {"sys_id": r["sys_id"]} for r in rows],
-        "total": total, "first": first, "page": PAGE, "encoded": encoded, "error": error,
+        "total": total, "first": first, "page": page, "page_sizes": PAGE_SIZES, "encoded": encoded, "error": error,
         "order": query.order[0] if query.order else None, "search": search,
         "filter_rows": filter_rows(tdef, query), "fields": filter_fields(tdef), "operators": list(OPERATORS.values()),
         "sentence": filter_sentence(tdef, parse_encoded(encoded)) if encoded and not error else "",
@@ -241,7 +245,7 @@ def _condition_target(value: str, encoded: str) -> dict | None:
 
 def _list_url(table: str, **params) -> str:
     args = {k: v for k, v in request.args.items()
-            if k in ("sysparm_query", "sysparm_orderby", "sysparm_search", "condition_for")}
+            if k in ("sysparm_query", "sysparm_orderby", "sysparm_search", "condition_for", "sysparm_limit")}
     args.update({k: v for k, v in params.items() if v is not None})
     args = {k: v for k, v in args.items() if v != ""}
     return f"/{table}_list.do" + (f"?{urlencode(args)}" if args else "")
@@ -317,3 +321,7 @@ def _name(tdef: TableDef, record: dict) -> str:
     from .forms import record_name
 
     return record_name(tdef, record)
+
+
+def _page_size(value: str | None) -> int:
+    return int(value) if value and value.isdigit() and int(value) in PAGE_SIZES else PAGE
