@@ -214,3 +214,16 @@ def test_a_list_takes_a_page_size_and_a_page_to_go_to(client, runtime):
     second = html.unescape(client.get(f"/{CASE}_list.do?sysparm_limit=20&page=2&sysparm_query=ORDERBYnumber")
                            .get_data(as_text=True))
     assert f"21–40 of <strong class=\"total\">{total}</strong>" in second
+
+
+def test_the_activity_stream_shows_the_emails_sent_about_the_record(client):
+    agent = {"headers": basic("agent")}
+    parent = client.post(CASES, json={"short_description": "Outage", "major_case_state": "proposed"}, **agent).json
+    contact = client.get("/api/now/table/customer_contact?sysparm_query=emailISNOTEMPTY&sysparm_limit=1",
+                         **agent).json["result"][0]
+    child = client.post(CASES, json={"short_description": "Outage for you", "parent": parent["result"]["sys_id"],
+                                     "contact": contact["sys_id"]}, **agent).json["result"]
+    ui_sign_in(client, "agent")
+    page = html.unescape(client.get(f"/{CASE}.do?sys_id={child['sys_id']}").get_data(as_text=True))
+    entry = re.search(r'<li class="entry email">(.*?)</li>', page, re.S).group(1)
+    assert "E-mail · Ready" in entry and f"to {contact['email']}" in entry and child["number"] in entry

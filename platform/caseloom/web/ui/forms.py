@@ -279,9 +279,31 @@ def _title(tdef: TableDef, record: dict) -> str:
 
 
 def _activity(tdef: TableDef, sys_id: str) -> list[dict]:
+    """The record's activity stream, newest first: its journal entries and the e-mails sent about it."""
     labels = {f.name: f.label for f in tdef.journal_fields}
-    return [{**entry, "label": labels.get(entry["element"], entry["element"])}
-            for entry in records().journal(tdef.name, sys_id)]
+    entries = [{**entry, "label": labels.get(entry["element"], entry["element"])}
+               for entry in records().journal(tdef.name, sys_id)]
+    entries += _emails(tdef, sys_id)
+    return sorted(entries, key=lambda e: e["sys_created_on"], reverse=True)
+
+
+EMAILS_SHOWN = 50
+
+
+def _emails(tdef: TableDef, sys_id: str) -> list[dict]:
+    """The e-mails filed under the record (sys_email `instance`), as ServiceNow's activity stream shows
+    them to who may read the record: when, to whom, the subject, and whether it was sent or failed."""
+    defs = runtime().defs
+    if "sys_email" not in defs.tables:
+        return []
+    email = runtime().storage.physical("sys_email")
+    stmt = (sa.select(email.c.sys_created_on, email.c.sys_created_by, email.c.recipients, email.c.subject,
+                      email.c.state, email.c.error)
+            .where(email.c.instance == sys_id, email.c.target_table.in_(defs.lineage(tdef.name)))
+            .order_by(email.c.sys_created_on.desc()).limit(EMAILS_SHOWN))
+    states = defs.tables["sys_email"].field("state")
+    return [{**row, "element": "email", "label": f"E-mail · {states.choice_label(row['state']) or row['state']}",
+             "value": row["subject"]} for row in connection().execute(stmt).mappings()]
 
 
 def _history(tdef: TableDef, sys_id: str, after: int | None = None) -> list[dict]:
