@@ -70,8 +70,9 @@ class Automation:
         after-insert rules; notifications whose conditions do not read them, addressed to one
         recipient path or to roles, with plain-substitution texts (rendered in SQL). Else why not: each
         part of the write says what keeps it from running once for all the rows."""
-        for rule in self.rules.of(tdef.name, "after", "insert"):
-            return f"after-insert rule {rule.name!r} runs for each record"
+        after = self.rules.of(tdef.name, "after", "insert")
+        if after:
+            return f"after-insert rule {after[0].name!r} runs for each record"
         rules = self.rules.of(tdef.name, "before", "insert")
         for rule in rules:
             if fields_read(rule.condition) & varying:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..query.conditions import QueryError, fields_of
+from ..query.conditions import QueryError, fields_of, terms_of
 from .model import (
     ActionDef,
     EffectDef,
@@ -101,16 +101,6 @@ def _inputs(check: _Checker, table: TableDef, items: list, where: tuple) -> tupl
 CHANGE_OPERATORS = ("changes", "changesto", "changesfrom")
 
 
-def _operators(node) -> list[str]:
-    from ..query.conditions import All, AnyOf, Not, Term
-
-    if isinstance(node, (All, AnyOf)):
-        return [op for item in node.items for op in _operators(item)]
-    if isinstance(node, Not):
-        return _operators(node.item)
-    return [node.op] if isinstance(node, Term) else []
-
-
 def _action(check: _Checker, table: TableDef, spec: dict, where: tuple, field: str | None = None,
             states: dict | None = None) -> ActionDef:
     from_states = None
@@ -126,7 +116,7 @@ def _action(check: _Checker, table: TableDef, spec: dict, where: tuple, field: s
             check.error(where + (key,), f"{key!r} belongs to lifecycle transitions; an action changes fields with "
                                         f"a `set` effect and checks the state with a `condition`")
     condition = check.condition(table, spec.get("condition"), where + ("condition",))
-    for op in _operators(condition):
+    for op in [t.op for t in terms_of(condition)]:
         if op in CHANGE_OPERATORS:
             check.error(where + ("condition",), f"{op!r} compares a write with the record before it: an action's "
                                                 f"condition sees the record as it is (use it in a rule)")

@@ -74,7 +74,7 @@ class Broken:
             elif key != "table" and isinstance(value, dict):
                 self.names[kind].update(map(str, value))
 
-    def entry(self, data: dict, path: tuple) -> None:
+    def entry(self, path: tuple) -> None:
         """One entry pruned from a document (`properties.NAME`, `notifications.NAME`, ...)."""
         kind = self.KINDS.get(path[0])
         if kind is not None and path[0] != "table":
@@ -160,7 +160,7 @@ def _pruned(doc: SourceDocument, problems: list, broken: Broken) -> SourceDocume
             spec.pop(key, None)
     for collection, name in entries:
         doc.data[collection].pop(name, None)
-        broken.entry(doc.data, (collection, name))
+        broken.entry((collection, name))
     return doc
 
 

@@ -16,7 +16,7 @@ from ..definitions.model import FieldDef, PropertyDef, TableDef
 from ..definitions.tables import resolve_path
 from ..definitions.yamlsource import KEY, Location, SourceDocument
 from ..fieldtypes import FieldValueError
-from ..query.conditions import All, AnyOf, Not, PropertyTerm, QueryError, Term, from_data, parse_encoded
+from ..query.conditions import All, AnyOf, Not, PropertyTerm, QueryError, Term, from_data, parse_encoded, terms_of
 from ..query.meaning import bind_fields
 from ..templates import Template, TemplateProblem, compile_template, is_template, template_problems
 
@@ -32,10 +32,11 @@ class Builder:
 
     def __init__(self, tables: Mapping[str, TableDef], table: TableDef, properties: Mapping[str, PropertyDef],
                  doc: SourceDocument, errors: list, names: tuple[str, ...] = EFFECT_NAMES,
-                 inputs: Mapping[str, Any] | None = None):
+                 inputs: Mapping[str, Any] | None = None, template_table: TableDef | None = None):
         self.tables, self.table, self.properties = tables, table, properties
         self.doc, self.errors, self.names = doc, errors, names
         self.inputs = inputs  # an action's inputs by name (InputDef); None where effects have none (rules)
+        self.template_table = template_table or table  # the table `record` in templates is a record of
 
     def error(self, at: tuple, message: str) -> None:
         self.errors.append(self.doc.error(at, message))
@@ -48,17 +49,8 @@ class Builder:
 
     def on(self, table: TableDef) -> Builder:
         """The same checks for effects that work on another table's records (templates still read this one)."""
-        other = Builder(self.tables, table, self.properties, self.doc, self.errors, self.names, self.inputs)
-        other.template_table = self.template_table
-        return other
-
-    @property
-    def template_table(self) -> TableDef:
-        return getattr(self, "_template_table", self.table)
-
-    @template_table.setter
-    def template_table(self, table: TableDef) -> None:
-        self._template_table = table
+        return Builder(self.tables, table, self.properties, self.doc, self.errors, self.names, self.inputs,
+                       self.template_table)
 
     # -- names ---------------------------------------------------------------------------------
 
@@ -205,7 +197,7 @@ class Builder:
     def _check(self, data: Any, node, at: tuple, table: TableDef, templates: bool) -> bool:
         if isinstance(data, str):  # an encoded query: its terms are located at the string
             query = parse_encoded(data)
-            ok = all(self._check_term(t, at, at, table, templates) for t in _terms(query.where))
+            ok = all(self._check_term(t, at, at, table, templates) for t in terms_of(query.where))
             return ok and all(self.field(path, at, table) is not None for path, _ in query.order)
         if isinstance(node, (All, AnyOf)):
             key = "all" if isinstance(node, All) else "any"
@@ -277,18 +269,6 @@ def _culprit(data: Any, at: tuple) -> tuple:
                 if "operator" in str(exc):
                     return at + ("op",)
     return at
-
-
-def _terms(node):
-    if node is None:
-        return
-    if isinstance(node, (All, AnyOf)):
-        for item in node.items:
-            yield from _terms(item)
-    elif isinstance(node, Not):
-        yield from _terms(node.item)
-    else:
-        yield node
 
 
 def _lineage(tables: Mapping[str, TableDef], name: str | None) -> tuple[str, ...]:

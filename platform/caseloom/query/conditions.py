@@ -165,14 +165,17 @@ def _recognised(value: Any, where: str) -> Any:
         raise QueryError(f"{where}: {exc}") from None
 
 
-def fields_of(node: Node | None) -> list[str]:
-    """Every field path a condition reads."""
+def terms_of(node: Node | None) -> list[Term | PropertyTerm]:
+    """Every term of a condition, in order."""
     if node is None:
         return []
-    if isinstance(node, Term):
-        return [node.field]
-    if isinstance(node, PropertyTerm):
-        return []
+    if isinstance(node, (Term, PropertyTerm)):
+        return [node]
     if isinstance(node, Not):
-        return fields_of(node.item)
-    return [f for item in node.items for f in fields_of(item)]
+        return terms_of(node.item)
+    return [t for item in node.items for t in terms_of(item)]
+
+
+def fields_of(node: Node | None) -> list[str]:
+    """Every field path a condition reads."""
+    return [t.field for t in terms_of(node) if isinstance(t, Term)]

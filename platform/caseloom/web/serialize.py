@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 from ..definitions.model import FieldDef, TableDef
 from ..definitions.tables import resolve_path
@@ -42,7 +43,7 @@ class Shape:
             cols.append("sys_class_name")  # a child class's own choice labels
         return list(dict.fromkeys(cols))
 
-    @property
+    @cached_property
     def relabelled(self) -> bool:
         """Whether a class below this table declares other choices for a choice field asked for."""
         own = [(path, f) for path, f in self.fields.items() if "." not in path and f.choices]
@@ -125,6 +126,31 @@ def _render_value(shape: Shape, path: str, field: FieldDef, raw: str, row: dict)
     if shape.display == "true":
         return display_text
     return {"display_value": display_text, "value": raw}
+
+
+def record_name(tdef: TableDef | None, record: dict) -> str:
+    """How a person names a record: its number, else its display value, else a short sys_id."""
+    if tdef is not None:
+        for key in ("number", tdef.display):
+            if key and record.get(key) not in (None, ""):
+                return str(record[key])
+    return f"{str(record.get('sys_id', ''))[:8]}…"
+
+
+def display_names(service, wanted: Mapping[str, set[str]]) -> dict[tuple[str, str], str]:
+    """(table, sys_id) -> the display value of each record `wanted` names (table -> sys_ids): one
+    query per table the user may read; records of other tables, or without a display value, are left out."""
+    from ..query import Query, Term
+
+    names = {}
+    for table, ids in wanted.items():
+        target = service.defs.tables.get(table)
+        if target is None or not target.display or not ids or not service.can(table, "read"):
+            continue
+        for row in service.query(table, Query(Term("sys_id", "in", sorted(ids))), ["sys_id", target.display]):
+            if row.get(target.display) not in (None, ""):
+                names[(table, row["sys_id"])] = str(row[target.display])
+    return names
 
 
 def base_url() -> str:

@@ -14,7 +14,7 @@ from ...query import Query, Term
 from ...records import AccessDenied, Conflict, NotFound, RecordError
 from .. import db
 from ..auth import connection, records, rollback, runtime
-from ..serialize import base_url, make_shape, render_record
+from ..serialize import base_url, display_names, make_shape, record_name, render_record
 from . import blueprint, login_required
 from .lists import readable_columns, row_number
 from .members import member_panel, running_job
@@ -247,8 +247,8 @@ def save(table: str):
 
 
 def _parents(tdef: TableDef, record: dict) -> list[dict]:
-    """The records this one is a child of, through a table's own related list of children (a case's
-    child cases: `parent`): shown as a banner that links up ("Part of case CS0001234: Outage")."""
+    """The records this one is a child of, through a table's own related list of children (a work
+    order's sub-orders: `parent`): shown as a banner that links up ("Part of work order WO0001234: Leak")."""
     defs, service = runtime().defs, records()
     lineage = set(defs.lineage(tdef.name))
     out = []
@@ -333,23 +333,13 @@ def _audit_word(field: FieldDef | None, value: str | None, names: dict[tuple[str
 
 
 def _display_names(tdef: TableDef, rows: list) -> dict[tuple[str, str], str]:
-    """(table, sys_id) -> display value of every record the audit rows' references name, one query per table
-    the user may read."""
-    defs, service = runtime().defs, records()
+    """(table, sys_id) -> display value of every record the audit rows' references name."""
     wanted: dict[str, set[str]] = {}
     for r in rows:
         field = tdef.field(r["fieldname"])
-        if field is not None and field.type == "reference" and field.reference in defs.tables:
+        if field is not None and field.type == "reference":
             wanted.setdefault(field.reference, set()).update(v for v in (r["oldvalue"], r["newvalue"]) if v)
-    names = {}
-    for table, ids in wanted.items():
-        target = defs.tables[table]
-        if not target.display or not service.can(table, "read"):
-            continue
-        for row in service.query(table, Query(Term("sys_id", "in", sorted(ids))), ["sys_id", target.display]):
-            if row.get(target.display) not in (None, ""):
-                names[(table, row["sys_id"])] = str(row[target.display])
-    return names
+    return display_names(records(), wanted)
 
 
 def _related(tdef: TableDef, record: dict, index: int, first: int = 1) -> dict:
@@ -482,8 +472,8 @@ def action(table: str, sys_id: str, action: str):
 
 
 def _landing(table: str, outcome) -> str | None:
-    """Where the user goes after an action that made one new record of the same kind (accepting a
-    customer's case as a major case makes the major case: the user lands on it)."""
+    """Where the user goes after an action that made one new record of the same kind (an action that
+    splits a record into a new parent and its child lands on the new parent)."""
     lineage = set(runtime().defs.lineage(table))
     made = [c for c in outcome.result.get("created", []) if c["table"] in lineage]
     if len(made) != 1:
@@ -511,15 +501,6 @@ def _done_message(spec, table: str, sys_id: str, outcome) -> str:
         row = service.get(created["table"], created["sys_id"]) if made and service.can(made.name, "read") else None
         message += f" Created {made.label.lower() if made else created['table']} {record_name(made, row or created)}."
     return message
-
-
-def record_name(tdef: TableDef | None, record: dict) -> str:
-    """How a person names a record: its number, else its display value, else a short sys_id."""
-    if tdef is not None:
-        for key in ("number", tdef.display):
-            if key and record.get(key) not in (None, ""):
-                return str(record[key])
-    return f"{str(record.get('sys_id', ''))[:8]}…"
 
 
 def _records_input(table: str, text: str) -> list[str]:

@@ -10,11 +10,11 @@ from ...definitions.model import TableDef
 from ...definitions.tables import resolve_path
 from ...query import OPERATORS, AnyOf, Query, QueryError, Term, parse_encoded, to_encoded
 from ...query.compile import MAX_OFFSET
-from ...query.conditions import All, Not
+from ...query.conditions import All, Not, terms_of
 from ...records import AccessDenied, Conflict, NotFound, RecordError
 from .. import db
 from ..auth import records, runtime, safe_path
-from ..serialize import base_url, make_shape, render_record
+from ..serialize import base_url, display_names, make_shape, record_name, render_record
 from . import blueprint, login_required
 
 PAGE = 20
@@ -111,8 +111,9 @@ def filter_sentence(tdef: TableDef, query: Query) -> str:
         if op is None or not op.takes_value:
             return f"{label} {words}"
         values = node.value if isinstance(node.value, (list, tuple)) else [node.value]
-        return f"{label} {words} {', '.join(_value_words(field, v) for v in values)}"
+        return f"{label} {words} {', '.join(_value_words(field, v, names) for v in values)}"
 
+    names = display_names(records(), _referenced(tdef, query))  # every sys_id the filter names, read at once
     text = phrase(query.where, True) if query.where is not None else ""
     for path, descending in query.order:
         _, label = _path_words(tdef, path)
@@ -131,7 +132,18 @@ def _path_words(tdef: TableDef, path: str):
     return field, " › ".join(labels)
 
 
-def _value_words(field, value) -> str:
+def _referenced(tdef: TableDef, query: Query) -> dict[str, set[str]]:
+    """The sys_ids a filter compares references with, by the table they belong to."""
+    wanted: dict[str, set[str]] = {}
+    for term in terms_of(query.where):
+        field = _path_words(tdef, term.field)[0] if isinstance(term, Term) else None
+        if field is not None and field.type == "reference":
+            values = term.value if isinstance(term.value, (list, tuple)) else [term.value]
+            wanted.setdefault(field.reference, set()).update(str(v) for v in values if v and len(str(v)) == 32)
+    return wanted
+
+
+def _value_words(field, value, names: dict[tuple[str, str], str]) -> str:
     text = "" if value is None else str(value)
     if text.lower().startswith("javascript:"):
         return DYNAMIC_WORDS.get(text[len("javascript:"):].strip().lower(), text)
@@ -139,13 +151,8 @@ def _value_words(field, value) -> str:
         return text or "(empty)"
     if field.choices:
         return field.choice_label(text) or text
-    if field.type == "reference" and len(text) == 32:
-        target = runtime().defs.tables.get(field.reference)
-        service = records()
-        if target is not None and target.display and service.can(target.name, "read"):
-            rows = service.query(target.name, Query(Term("sys_id", "eq", text)), ["sys_id", target.display], 1)
-            if rows and rows[0].get(target.display) not in (None, ""):
-                return str(rows[0][target.display])
+    if field.type == "reference":
+        return names.get((field.reference, text), text)
     return text
 
 
@@ -303,7 +310,7 @@ def bulk_edit(table: str):
                 if before and after.get("sys_mod_count") != before.get("sys_mod_count"):
                     changed += 1
         except (RecordError, Conflict, AccessDenied, NotFound) as exc:
-            refused.append(f"{_name(tdef, before) if before else sys_id[:8] + '…'}: {exc}")
+            refused.append(f"{record_name(tdef, before) if before else sys_id[:8] + '…'}: {exc}")
     db.session.commit()
     label = tdef.field(field).label
     message = f"Bulk edit of {label}: {changed} of {len(ids)} records changed"
@@ -315,12 +322,6 @@ def bulk_edit(table: str):
 
 
 __all__ = ["list_columns", "list_view", "query_from_rows", "filter_rows", "row_number", "url_for"]
-
-
-def _name(tdef: TableDef, record: dict) -> str:
-    from .forms import record_name
-
-    return record_name(tdef, record)
 
 
 def _page_size(value: str | None) -> int:
