@@ -140,7 +140,7 @@ def test_agent_pages_and_fragments_pass_the_policy(watch, account_with_cases):
     page.locator(".pager .count", has_text="1–20 of 25").wait_for()
 
     # a form: type-ahead options, an action dialog opened, cancelled, then used
-    page.locator("table.list tbody tr").first.locator("a").click()
+    page.locator("table.list tbody tr").first.locator("a").first.click()
     page.wait_for_url(re.compile(rf"{CASES}\.do\?sys_id=[0-9a-f]{{32}}"))
     picker = page.get_by_role("combobox", name="Assignment group")
     picker.fill("")
@@ -149,7 +149,7 @@ def test_agent_pages_and_fragments_pass_the_policy(watch, account_with_cases):
     assert picker.input_value() == "Network Operations"
     page.get_by_role("button", name="Resolve…").click()
     dialog = page.get_by_role("dialog", name="Resolve")
-    dialog.get_by_role("button", name="Cancel").click()
+    dialog.get_by_role("button", name="Go back").click()
     assert not dialog.is_visible()
     page.get_by_role("button", name="Resolve…").click()
     dialog.get_by_label("Resolution code").select_option("solved_remotely")
@@ -269,6 +269,7 @@ def test_recipients_list_preview_import_script_and_job_pass_the_policy(watch, ru
     dialog = page.get_by_role("dialog", name="Create child cases")
     dialog.get_by_label("Message to the affected customers").fill("We are on it")
     dialog.get_by_role("button", name="Create child cases").click()
+    page.get_by_role("button", name="Yes, create child cases").click()  # the confirmation with its numbers
     job = page.locator("section.job")
     execute_job(runtime, job.get_attribute("id").removeprefix("job-"))
     page.locator("section.job h2", has_text="done").wait_for()

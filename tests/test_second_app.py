@@ -631,6 +631,31 @@ def test_lend_pool_runs_in_the_background_one_loan_per_asset_once(users, ids, ru
     assert r.status_code == 400 and r.json["error"]["detail"]["field"] == "pool"
 
 
+def test_a_bulk_loan_is_a_workspace_with_its_loans_by_state_and_its_pool(client, users, ids, runtime):
+    """The loans app declares its own workspace (workspaces/bulk_loan.yaml): nothing of CSM in it."""
+    mona = users["mona"]
+    spare = pool(mona, "Spare laptops")
+    expected = members(mona, spare["sys_id"])
+    bulk = new_request(mona, ids, "ThinkPad T14 #1", pool=spare["sys_id"], short_description="Summer school")
+    r = mona.act("loan_request", bulk["sys_id"], "lend_pool", instructions="Monday at the desk")
+    execute_job(runtime, r.json["result"]["job"])
+    sign_in(client, "mona")
+    page = html.unescape(client.get("/loan_request.do", query_string={"sys_id": bulk["sys_id"]}).get_data(as_text=True))
+    ws = re.sub(r"\s+", " ", page[page.index('<section class="workspace card"'):page.index('<section class="ws-timeline"')])
+    assert "Bulk loan at a glance" in ws and f'id="ws-children-total">{len(expected)}</span>' in ws
+    assert f'<span class="ws-count">{len(expected)}</span> Requested</a>' in ws
+    assert "<h3 id=\"ws-members-title\">Assets in the pool</h3>" in ws and "Spare laptops</a>: " in ws
+    assert f"<strong>{len(expected)}</strong> members" in ws
+    assert "Lend the whole pool started" in page and "Lend the whole pool done" in page
+    plain = new_request(mona, ids, "MacBook Air #2")  # no pool: not a bulk loan, no workspace
+    other = client.get("/loan_request.do", query_string={"sys_id": plain["sys_id"]}).get_data(as_text=True)
+    assert 'class="workspace card"' not in other
+    listing = html.unescape(client.get("/loan_request_list.do", query_string={
+        "sysparm_query": "poolISNOTEMPTY", "sysparm_view": "bulk_loan"}).get_data(as_text=True))
+    row = listing[listing.index(f"sys_id={bulk['sys_id']}"):]
+    assert f"<td>{len(expected)}</td>" in row[:row.index("</tr>")]
+
+
 def test_a_pool_of_locations_cannot_lend(users, ids, runtime):
     mona = users["mona"]
     desks = pool(mona, "Locations with a loan desk")

@@ -149,6 +149,55 @@ def user_add(name: str, password: str, roles: tuple[str, ...]) -> None:
 
 
 @main.group()
+def job() -> None:
+    """Stop a background job, or undo what it created (README: "Stopping and undoing a job")."""
+
+
+@job.command("cancel")
+@click.argument("job_id")
+@click.option("--user", "user_name", help="Act as this user (default: the system, an administrator).")
+def job_cancel(job_id: str, user_name: str | None) -> None:
+    """Stop a queued or running job at its next unit of work; what it did so far stays."""
+    from .jobs import stop_job
+
+    job = _as_user("caseloom job cancel", user_name, lambda service: stop_job(service, job_id))
+    click.echo(f"job {job_id}: {job.message}")
+
+
+@job.command("undo")
+@click.argument("job_id")
+@click.option("--user", "user_name", help="Act as this user (default: the system, an administrator).")
+def job_undo(job_id: str, user_name: str | None) -> None:
+    """Remove the records a finished or stopped job created that nobody has touched, in one transaction."""
+    from .jobs import undo_job
+
+    done = _as_user("caseloom job undo", user_name, lambda service: undo_job(service, job_id))
+    click.echo(done.sentence())
+
+
+def _as_user(command: str, user_name: str | None, work):
+    """Run `work(service)` in one transaction as `user_name` (the system when None); errors exit 1."""
+    from .access import SYSTEM
+    from .records import AccessDenied, Conflict, NotFound
+    from .runtime import Runtime
+    from .users import actor_named
+
+    config = Config.from_env()
+    runtime = Runtime(config, _load_or_exit(config.definitions))
+    with runtime.engine.connect() as conn:
+        actor = actor_named(runtime.storage, conn, user_name) if user_name else SYSTEM
+    if actor is None:
+        click.echo(f"{command}: no active user named {user_name!r}", err=True)
+        sys.exit(1)
+    try:
+        with runtime.transaction(actor, write_lock=True) as service:
+            return work(service)
+    except (AccessDenied, Conflict, NotFound) as exc:
+        click.echo(f"{command}: {exc}", err=True)
+        sys.exit(1)
+
+
+@main.group()
 def script() -> None:
     """Run sandboxed scripts."""
 

@@ -123,6 +123,8 @@ class RecordService:
         self.lookups: dict = {}  # dot-walks of rule conditions in this unit of work; emptied by any update
         self.transaction = new_sys_id()  # groups the audit rows of this unit of work
         self.written: set[str] = set()  # tables this unit of work wrote: follow-ups run after commit (caseloom.jobs)
+        # the rows this unit of work inserted: table -> sys_id ranges (low, high) and how many (`made`)
+        self.made: dict[str, list[tuple[str, str, int]]] = defaultdict(list)
         self._deferred: dict[str, dict[str, str]] | None = None  # table -> {sys_id: field}
 
     @contextmanager
@@ -285,6 +287,7 @@ class RecordService:
                 check(self, tdef, record, None)
         insert_rows(self.conn, self.storage.physical(tdef.name), records)
         self.written.add(tdef.name)
+        self.note_made(tdef.name, [r["sys_id"] for r in records])
         self._write_journal(journals, stamp)
         if hooks is not None:
             hooks.after_insert_batch(self, tdef, records, entries_of)
@@ -480,6 +483,16 @@ class RecordService:
             row.update(stamps.new_row(table, user, stamp, new_sys_id()))
         insert_rows(self.conn, self.storage.physical(table), rows)
         self.written.add(table)
+        self.note_made(table, [r["sys_id"] for r in rows])
+
+    def note_made(self, table: str, ids: list[str] | tuple[str, str, int]) -> None:
+        """Remember rows this unit inserted (sys_ids, or a (low, high, count) range of one INSERT ...
+        SELECT): what an action would do is read from them (`caseloom.actions.footprint`). The ids a
+        batch generates ascend, so its range holds exactly its rows."""
+        if isinstance(ids, tuple):
+            self.made[table].append(ids)
+        elif ids:
+            self.made[table].append((min(ids), max(ids), len(ids)))
 
     # -- updating -----------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ def chromium_path() -> str:
 
 
 def _first_row(page) -> None:
-    page.locator("table.list tbody tr").first.locator("a").click()
+    page.locator("table.list tbody tr").first.locator("a").first.click()
     page.wait_for_load_state()
 
 
@@ -63,14 +63,42 @@ def take(base_url: str, shots: list[Shot], out: Path, passwords: dict[str, str])
     return written
 
 
+def _steps(name: str, steps: list[dict], first_row: bool) -> Callable:
+    """What a person does before the picture, by what they read: `click` a button or link by its
+    name, `fill` inputs by their labels, `select` options by label, `open` a <details> by its summary."""
+    def run(page) -> None:
+        if first_row:
+            _first_row(page)
+        for step in steps:
+            if "click" in step:
+                target = page.get_by_role("button", name=step["click"], exact=True)
+                if not target.count():
+                    target = page.get_by_role("link", name=step["click"], exact=True)
+                target.first.click()
+            elif "fill" in step:
+                for label, value in step["fill"].items():
+                    page.get_by_label(label, exact=True).last.fill(str(value))
+            elif "select" in step:
+                for label, option in step["select"].items():
+                    page.get_by_label(label, exact=True).last.select_option(label=str(option))
+            elif "open" in step:
+                page.locator("summary", has_text=step["open"]).first.click()
+            else:
+                raise SystemExit(f"screenshot {name!r}: unknown step {step!r} (click, fill, select or open)")
+            page.wait_for_load_state()
+
+    return run
+
+
 def plan_shots(plan: list[dict], module_paths: dict[str, str]) -> list[Shot]:
-    """Shots from a plan (a list of {name, user, module | path, open_first, full_page}); a module is a
-    menu module's label, photographed as its list."""
+    """Shots from a plan (a list of {name, user, module | path, open_first, full_page, steps}); a module
+    is a menu module's label, photographed as its list (or its first record with `open_first`), after
+    the `steps` a person would take."""
     shots = []
     for item in plan:
         path = item.get("path") or module_paths.get(item.get("module", ""))
         if not path:
             raise SystemExit(f"screenshot {item.get('name')!r}: no menu module {item.get('module')!r} and no path")
-        shots.append(Shot(item["name"], item["user"], path, _first_row if item.get("open_first") else None,
-                          bool(item.get("full_page"))))
+        prepare = _steps(item["name"], item.get("steps") or [], bool(item.get("open_first")))
+        shots.append(Shot(item["name"], item["user"], path, prepare, bool(item.get("full_page"))))
     return shots

@@ -4,6 +4,11 @@ The browser's cookie carries a random token; the table keeps only its SHA-256, s
 table signs nobody in. A session ends when its user signs out, after `SessionPolicy.idle`
 without a request, `SessionPolicy.lifetime` after sign-in, or when the user's password changes
 or the user is deactivated or deleted (caseloom.users ends them in the same transaction).
+
+An administrator viewing as another user (impersonation) adds a second row, for the impersonated
+user, keyed by a digest derived from the same token: the session's own row says who signed in,
+the linked row whom they view as. Signing out removes both; the impersonated user's deactivation,
+deletion or new password removes the linked row (their sessions end), which ends the impersonation.
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from .records import now
+from . import stamps
+from .records import new_sys_id, now
 from .storage import Storage
 
 TABLE = "sys_session"
+IMPERSONATION = "impersonation"  # the fieldname of the audit rows of impersonations, on the sys_user record
 
 
 @dataclass(frozen=True)
@@ -37,11 +44,17 @@ class Session:
 
     user_sys_id: str
     stale: bool
+    impersonating: str | None = None  # the user this session views as (an administrator impersonating)
 
 
 def digest(token: str) -> str:
     """What the table keeps of a token: its SHA-256 (the token is random, so no salt is needed)."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _linked(token: str) -> str:
+    """The key of a session's impersonation row: nobody holds a token for it, so it signs nobody in."""
+    return digest(f"{token}\0impersonation")
 
 
 def start(storage: Storage, conn: sa.Connection, user_sys_id: str, address: str | None = None,
@@ -59,24 +72,55 @@ def start(storage: Storage, conn: sa.Connection, user_sys_id: str, address: str 
 def find(storage: Storage, conn: sa.Connection, token: str, policy: SessionPolicy = SessionPolicy()) -> Session | None:
     """The live session of a token, or None when it ended, expired or never was."""
     table = storage.internal(TABLE)
-    row = conn.execute(sa.select(table.c.user_sys_id, table.c.created_on, table.c.last_seen)
-                       .where(table.c.token_hash == digest(token))).first()
-    at = now()
+    own, linked = digest(token), _linked(token)
+    rows = {r.token_hash: r for r in conn.execute(
+        sa.select(table.c.token_hash, table.c.user_sys_id, table.c.created_on, table.c.last_seen)
+        .where(table.c.token_hash.in_((own, linked))))}
+    row, at = rows.get(own), now()
     if row is None or row.last_seen <= at - policy.idle or row.created_on <= at - policy.lifetime:
         return None
-    return Session(row.user_sys_id, stale=row.last_seen <= at - policy.touch_every)
+    viewing = rows[linked].user_sys_id if linked in rows else None
+    return Session(row.user_sys_id, stale=row.last_seen <= at - policy.touch_every, impersonating=viewing)
 
 
 def touch(storage: Storage, conn: sa.Connection, token: str) -> None:
-    """Record a request of the session now (it stays alive for another idle period)."""
+    """Record a request of the session now (it stays alive for another idle period, and so does
+    its impersonation: both rows age together)."""
     table = storage.internal(TABLE)
-    conn.execute(sa.update(table).where(table.c.token_hash == digest(token)).values(last_seen=now()))
+    conn.execute(sa.update(table).where(table.c.token_hash.in_((digest(token), _linked(token)))).values(last_seen=now()))
 
 
 def end(storage: Storage, conn: sa.Connection, token: str) -> None:
-    """Sign out: the token stops working, on every copy of the cookie."""
+    """Sign out: the token stops working, on every copy of the cookie, and its impersonation ends."""
     table = storage.internal(TABLE)
-    conn.execute(sa.delete(table).where(table.c.token_hash == digest(token)))
+    conn.execute(sa.delete(table).where(table.c.token_hash.in_((digest(token), _linked(token)))))
+
+
+def impersonate(storage: Storage, conn: sa.Connection, token: str, user_sys_id: str) -> None:
+    """The session of `token` views as another user from now on (replacing whom it viewed as)."""
+    table = storage.internal(TABLE)
+    at = now()
+    conn.execute(sa.delete(table).where(table.c.token_hash == _linked(token)))
+    conn.execute(sa.insert(table).values(token_hash=_linked(token), user_sys_id=user_sys_id, created_on=at,
+                                         last_seen=at, address=None))
+
+
+def stop_impersonating(storage: Storage, conn: sa.Connection, token: str) -> str | None:
+    """The session of `token` is its own user's again; returns whom it viewed as (None: nobody)."""
+    table = storage.internal(TABLE)
+    linked = _linked(token)
+    viewed = conn.execute(sa.select(table.c.user_sys_id).where(table.c.token_hash == linked)).scalar()
+    conn.execute(sa.delete(table).where(table.c.token_hash == linked))
+    return viewed
+
+
+def audit_impersonation(storage: Storage, conn: sa.Connection, by: str, user_sys_id: str, text: str) -> None:
+    """A sys_audit row on the impersonated user's record (field `impersonation`): who (`by`, the
+    administrator's user name), whom (the record), when (its sys_created_on) and what (`text`)."""
+    users = storage.physical("sys_user")
+    checkpoint = conn.execute(sa.select(users.c.sys_mod_count).where(users.c.sys_id == user_sys_id)).scalar() or 0
+    row = stamps.audit_row("sys_user", user_sys_id, checkpoint, IMPERSONATION, None, text, by, new_sys_id())
+    conn.execute(sa.insert(storage.physical("sys_audit")).values(row | stamps.new_row("sys_audit", by, now(), new_sys_id())))
 
 
 def end_all(storage: Storage, conn: sa.Connection, user_sys_id: str) -> int:
@@ -86,7 +130,7 @@ def end_all(storage: Storage, conn: sa.Connection, user_sys_id: str) -> int:
 
 
 def count(storage: Storage, conn: sa.Connection, user_sys_id: str) -> int:
-    """How many sessions a user has (ended ones not yet removed included)."""
+    """How many sessions a user has (ended ones not yet removed, and impersonations of the user, included)."""
     table = storage.internal(TABLE)
     return conn.execute(sa.select(sa.func.count()).select_from(table)
                         .where(table.c.user_sys_id == user_sys_id)).scalar() or 0

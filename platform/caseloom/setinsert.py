@@ -11,7 +11,8 @@ written in SQL. `insert_select` decides, and returns None when the rows must go 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -25,6 +26,19 @@ if TYPE_CHECKING:
 
 
 log = logging.getLogger(__name__)
+
+# Told of the rows each statement inserted: (connection, table, sys_id prefix, count). A background
+# job listens (caseloom.jobs.undo) to remember, in the same unit of work, exactly what it created:
+# the rows of one statement are the sys_ids prefix + 000000000000 .. prefix + ffffffffffff.
+INSERTED: ContextVar[Callable[[sa.Connection, str, str, int], None] | None] = ContextVar(
+    "caseloom_inserted", default=None)
+
+
+def tell_inserted(conn: sa.Connection, table: str, prefix: str, count: int) -> None:
+    """Say that `count` new records of `table` have sys_ids starting with `prefix` (see INSERTED)."""
+    listener = INSERTED.get()
+    if listener is not None and count:
+        listener(conn, table, prefix, count)
 
 
 def _declines(service: RecordService, tdef, values: dict, varying: set[str], validators: dict) -> str | None:
@@ -123,6 +137,8 @@ def insert_select(service: RecordService, table: str, values: dict, select: sa.S
         if effects is not None:
             effects.after(low, high)
     service.written.add(tdef.name)
+    tell_inserted(conn, tdef.name, prefix, inserted)
+    service.note_made(tdef.name, (prefix + "0" * 12, prefix + "f" * 12, inserted))
     return inserted
 
 
@@ -146,4 +162,4 @@ def _journal(service: RecordService, physical: sa.Table, new: sa.ColumnElement, 
         service.written.add("sys_journal_field")
 
 
-__all__ = ["insert_select"]
+__all__ = ["INSERTED", "insert_select", "tell_inserted"]

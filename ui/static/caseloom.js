@@ -65,3 +65,70 @@ document.addEventListener("input", (event) => {
     display.setAttribute("aria-expanded", "true");
   }
 });
+
+// -- Lists (caseloom.web.ui.lists) --------------------------------------------------------------
+// A reference picker whose input is not named `<field>__display` (a filter row's) sends what was
+// typed as the parameter its data-ref-query names, which the type-ahead endpoint reads.
+document.addEventListener("htmx:configRequest", (event) => {
+  const param = event.detail.elt.dataset?.refQuery;
+  if (param) event.detail.parameters[param] = event.detail.elt.value;
+});
+
+// "Select all on this page", and once every row is ticked, the offer to select all matching the
+// filter (it chooses the bulk edit's "All N matching" scope). Without script the bulk edit's own
+// radio buttons do the same.
+document.addEventListener("change", (event) => {
+  const form = event.target.closest("#list-form");
+  if (!form || event.target.type !== "checkbox") return;
+  const rows = Array.from(form.querySelectorAll("input[name=sys_id]"));
+  const all = form.querySelector("[data-select-page]");
+  if (event.target === all) rows.forEach((box) => { box.checked = all.checked; });
+  const ticked = rows.length > 0 && rows.every((box) => box.checked);
+  if (all) all.checked = ticked;
+  const offer = form.querySelector("[data-select-matching]");
+  if (offer) offer.hidden = !ticked;
+  if (!ticked && offer) { // back to the page's own rows
+    chooseScope("selected");
+    const note = offer.querySelector("[data-select-note]");
+    note.textContent = note.dataset.pageNote || note.textContent;
+    offer.querySelector("[data-select-all-matching]")?.removeAttribute("hidden");
+  }
+});
+
+document.addEventListener("click", (event) => {
+  const button = event.target.closest("[data-select-all-matching]");
+  if (!button) return;
+  chooseScope("filter");
+  const note = button.closest("[data-select-matching]").querySelector("[data-select-note]");
+  note.dataset.pageNote = note.textContent;
+  note.textContent = `All ${button.dataset.total} records matching the filter are selected.`;
+  button.hidden = true;
+  const bulk = document.getElementById("bulk");
+  if (bulk) bulk.open = true;
+});
+
+function chooseScope(scope) {
+  const radio = document.querySelector(scope === "filter" ? "[data-scope-filter]" : "[data-scope-selected]");
+  if (radio) radio.checked = true;
+}
+
+// Reference previews (role=tooltip, shown on hover or focus by CSS): Escape hides the one showing
+// until the pointer or the focus comes back to its link.
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Escape") return;
+  document.querySelectorAll(".ref-link:hover, .ref-link:focus-within").forEach((link) => link.classList.add("dismissed"));
+});
+for (const type of ["mouseover", "focusin"]) {
+  document.addEventListener(type, (event) => {
+    const link = event.target.closest?.(".ref-link.dismissed");
+    if (link && !link.contains(event.relatedTarget)) link.classList.remove("dismissed");
+  });
+}
+
+// A filter row's operator changed to one that takes another shape of value (none, one, a list):
+// the row is drawn again for it (its select listens for "redraw"); otherwise its value input stays.
+document.addEventListener("change", (event) => {
+  const op = event.target.closest(".filter-row select[name=f_op]");
+  if (!op || !window.htmx) return;
+  if (op.selectedOptions[0]?.dataset.shape !== op.closest(".filter-row").dataset.shape) htmx.trigger(op, "redraw");
+});

@@ -7,13 +7,34 @@
   const token = document.querySelector("meta[name=csrf-token]").content;
   const problems = document.getElementById("problems");
   const review = () => { editor.save(); textarea.form.requestSubmit(); };
+  const label = textarea.labels[0];
   const editor = CodeMirror.fromTextArea(textarea, {
     mode: "yaml", lineNumbers: true, indentUnit: 2, tabSize: 2, gutters: ["CodeMirror-lint-markers"],
     lint: {getAnnotations: check, async: true, delay: 400, highlightLines: true},
     extraKeys: {Tab: (cm) => cm.execCommand("insertSoftTab"), "Ctrl-Enter": review, "Cmd-Enter": review},
+    screenReaderLabel: label.textContent,  // CodeMirror types into a textarea of its own: it gets the label's name
   });
   window.definitionEditor = editor;
+  accessible(editor, label);
   if (textarea.dataset.line) jump(Number(textarea.dataset.line), 1);
+
+  // The label focuses the editor (it names the hidden textarea); the scrolling area is a named region
+  // a keyboard user can reach with Tab and scroll with the arrow keys without moving the cursor.
+  // Tab indents in the editor, so Esc then Tab (or Shift+Tab) leaves it: no keyboard trap.
+  function accessible(cm, label) {
+    label.addEventListener("click", (event) => { event.preventDefault(); cm.focus(); });
+    let leaving = false;
+    cm.on("keydown", (_, event) => {
+      if (event.key === "Escape") leaving = true;
+      else if (event.key === "Tab" && leaving) event.codemirrorIgnore = true;  // the browser moves the focus
+      else if (event.key !== "Shift") leaving = false;
+    });
+    cm.on("blur", () => { leaving = false; });
+    const scroller = cm.getScrollerElement();
+    scroller.tabIndex = 0;
+    scroller.setAttribute("role", "region");
+    scroller.setAttribute("aria-label", `${label.textContent}, scrolling view`);
+  }
 
   function check(text, update) {
     problems.dataset.state = "checking";

@@ -20,7 +20,7 @@ from ..properties import Properties
 from ..query import Query, Selection, Term, select_rows
 from ..query.conditions import All
 from ..records import RecordError, RecordService, now
-from ..setwrite import new_sys_id_sql
+from ..setwrite import new_sys_id_sql, sys_id_prefix
 from ..templates import TemplateProblem, compile_template, substitution_parts
 from .addresses import address_path, recipient_path_problem
 from .conditions import Conditions, fields_read, unit_properties
@@ -257,12 +257,15 @@ def _insert_emails(service: RecordService, selection: Selection, where: sa.Colum
                    target_table: sa.ColumnElement) -> None:
     """One sys_email (state ready) per record of `selection` matching `where`, filed under that
     record (`instance`), in one INSERT ... SELECT."""
-    new_id = new_sys_id_sql(service.conn.dialect.name, selection.base)
+    prefix = sys_id_prefix()
+    new_id = new_sys_id_sql(service.conn.dialect.name, selection.base, prefix)
     columns = {
         **stamps.new_rows_sql("sys_email", service.actor.user_name, now(), new_id),
         "recipients": recipients, "subject": subject, "body": body, "state": sa.literal("ready"),
         "target_table": target_table, "instance": selection.base.c.sys_id,
     }
     select = sa.select(*columns.values()).select_from(selection.from_clause).where(where)
-    service.conn.execute(sa.insert(service.storage.physical("sys_email")).from_select(list(columns), select))
+    inserted = service.conn.execute(sa.insert(service.storage.physical("sys_email")).from_select(
+        list(columns), select).execution_options(preserve_rowcount=True)).rowcount
     service.written.add("sys_email")
+    service.note_made("sys_email", (prefix + "0" * 12, prefix + "f" * 12, inserted))

@@ -19,6 +19,7 @@ from .model import (
     TableDef,
     frozen_map,
 )
+from .qualifiers import QUALIFIER_NAMES, query_condition
 from .tables import label_from_name, resolve_path
 from .yamlsource import SourceDocument
 
@@ -94,8 +95,27 @@ def _inputs(check: _Checker, table: TableDef, items: list, where: tuple) -> tupl
                 check.error(at + ("table",), f"unknown table {spec['table']!r}")
             choices = tuple((k, str(v)) for k, v in (spec.get("choices") or {}).items())
             inputs.append(InputDef(spec["name"], spec.get("label") or label_from_name(spec["name"]), kind,
-                                   bool(spec.get("mandatory")), False, spec.get("table"), choices))
+                                   bool(spec.get("mandatory")), False, spec.get("table"), choices,
+                                   _candidates(check, table, spec, at)))
     return tuple(inputs)
+
+
+def _candidates(check: _Checker, table: TableDef, spec: dict, at: tuple):
+    """A records input's `candidates`: the records a person may pick, a condition on the input's table
+    whose templates read the action's record (`{{ record.sys_id }}`)."""
+    if "candidates" not in spec:
+        return None
+    if spec.get("type") != "records":
+        check.error(at + ("candidates",), "candidates applies to inputs of type records only")
+        return None
+    target = check.tables.get(spec.get("table") or table.name)
+    if target is None:
+        return None  # its unknown table is reported
+    from ..effects import Builder
+
+    builder = Builder(check.tables, target, check.properties, check.doc, check.errors, QUALIFIER_NAMES,
+                      template_table=table)
+    return query_condition(builder, spec["candidates"], at + ("candidates",), "candidates condition")
 
 
 CHANGE_OPERATORS = ("changes", "changesto", "changesfrom")
@@ -130,7 +150,8 @@ def _action(check: _Checker, table: TableDef, spec: dict, where: tuple, field: s
         refusal=spec.get("refusal", ""),
         inputs=inputs,
         effects=check.effects(table, spec.get("effects"), where + ("effects",), {i.name: i for i in inputs}),
-        background=bool(spec.get("background")), style=style, order=spec.get("order", 100),
+        background=bool(spec.get("background")), confirm=bool(spec.get("confirm")), style=style,
+        order=spec.get("order", 100),
         location=check.doc.where(*where),
     )
 
@@ -249,7 +270,8 @@ def build_notifications(docs: list[SourceDocument], tables: dict, roles: dict, e
     return notifications
 
 
-def build_menu(docs: list[SourceDocument], tables: dict, roles: dict, errors: list) -> list[MenuApplication]:
+def build_menu(docs: list[SourceDocument], tables: dict, roles: dict, errors: list,
+               workspaces: dict | None = None, broken_views: frozenset = frozenset()) -> list[MenuApplication]:
     from ..query.conditions import parse_encoded
 
     applications = []
@@ -269,8 +291,15 @@ def build_menu(docs: list[SourceDocument], tables: dict, roles: dict, errors: li
                         else:
                             for path in fields_of(query.where) + [p for p, _ in query.order]:
                                 check.field(table, path, where + ("query",))
+                view = spec.get("view")
+                declared = workspaces or {}
+                if view is not None and view not in declared and view in broken_views:
+                    pass  # its workspace has a mistake of its own, reported there
+                elif view is not None and (view not in declared or declared[view].table != spec.get("table")):
+                    check.error(where + ("view",), f"unknown view {view!r}: a view is the `list` of a workspace of "
+                                                   f"table {spec.get('table')!r}")
                 modules.append(MenuModule(spec["label"], spec.get("table"), spec.get("query", ""), spec.get("page"),
-                                          check.roles_of(spec.get("roles", []), where + ("roles",))))
+                                          check.roles_of(spec.get("roles", []), where + ("roles",)), view))
             applications.append(MenuApplication(app["application"], tuple(modules),
                                                 check.roles_of(app.get("roles", []), ("menu", i, "roles")),
                                                 app.get("order", 100)))

@@ -24,7 +24,9 @@ from .demodata import build_demo
 from .documents import KINDS, Broken, read_document, schema_for
 from .lists import build_declared_lists, build_member_lists
 from .model import DefinitionFile, Definitions, frozen_map
+from .qualifiers import with_qualifiers
 from .tables import build_tables
+from .workspaces import build_workspaces
 from .yamlsource import DefinitionError, SourceDocument
 
 SYSTEM_DIR = Path(__file__).resolve().parent.parent / "system"
@@ -74,7 +76,7 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
         if not rel_path.startswith(SYSTEM_PREFIX):
             files.append(DefinitionFile(rel_path, kind, hashlib.sha256(text.encode()).hexdigest()[:16]))
     roles = build_roles(documents["roles"], errors)
-    tables = build_tables(documents["table"], errors)
+    tables = build_tables(documents["table"], errors, with_qualifiers)
     properties = build_properties(documents["properties"], errors)
     access = build_access(documents["access"], tables, roles, errors)
     demo = build_demo(documents["demo"], tables, roles, errors)
@@ -84,8 +86,10 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
     rules = build_rules(documents["rules"], tables, roles, errors, properties)
     notifications = build_notifications(documents["notifications"], tables, roles, errors, properties)
     _check_notify_effects(actions, rules, notifications, errors)
-    menu = build_menu(documents["menu"], tables, roles, errors)
     member_lists = build_member_lists(documents["member_list"], tables, roles, errors)
+    workspaces = build_workspaces(documents["workspace"], tables, roles, errors, properties, member_lists)
+    broken_views = frozenset(d.data["workspace"] for d in documents["workspace"]) - set(workspaces)
+    menu = build_menu(documents["menu"], tables, roles, errors, workspaces, broken_views)
     declared_lists = build_declared_lists([*documents["recipients_list"], *documents["declared_list"]], member_lists,
                                           errors, lambda yaml_path, name: texts.get(_sibling(yaml_path, name)),
                                           tables=tables, root=display_root)
@@ -107,6 +111,7 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
         member_lists=frozen_map(member_lists),
         declared_lists=tuple(declared_lists),
         bench=bench,
+        workspaces=frozen_map(workspaces),
     )
 
 

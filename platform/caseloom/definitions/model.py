@@ -43,6 +43,9 @@ class FieldDef:
     system: bool = False
     create_values: tuple[Any, ...] = ()  # read-only fields: values a client may give when it creates a record
     on_delete: str = "clear"  # references: when the referenced record is deleted, clear | delete | restrict
+    # references: which records of the referenced table may be picked (a condition Node whose values
+    # may be templates over the record being edited: `{{ record.account }}`), or None
+    qualifier: Any = None
 
     @cached_property
     def ftype(self) -> FieldType:
@@ -182,6 +185,9 @@ class InputDef:
     field: bool = False  # True: the value is written to the record's field of that name
     table: str | None = None  # records inputs: which table the sys_ids belong to
     choices: tuple[tuple[Any, str], ...] = ()
+    # records inputs: which records a person may pick (a condition Node on `table` whose values may be
+    # templates over the action's record), or None for any record of the table
+    candidates: Any = None
 
 
 @dataclass(frozen=True)
@@ -207,6 +213,7 @@ class ActionDef:
     inputs: tuple[InputDef, ...] = ()
     effects: tuple[EffectDef, ...] = ()
     background: bool = False
+    confirm: bool = False  # the browser says what it will do, in numbers, before it runs
     style: str = "secondary"
     order: int = 100
     location: Location | None = None
@@ -267,6 +274,30 @@ class MenuModule:
     query: str = ""
     page: str | None = None  # a built-in page instead of a list: properties | new (a new record form)
     roles: tuple[str, ...] = ()
+    view: str | None = None  # a workspace's list view (its columns)
+
+
+@dataclass(frozen=True)
+class WorkspaceDef:
+    """The page of a record that has children through a reference (a major case and its child cases):
+    its summary, its children counted by state, its affected customers, its communications and its
+    timeline at a glance; and a list view of such records (`list`, named by modules' `view:`)."""
+
+    name: str
+    table: str
+    label: str
+    children: str  # the children's reference field to this record
+    child_table: str
+    when: Any = None  # a condition Node: which records are workspaces (all when None)
+    summary: tuple[str, ...] = ()
+    members: str | None = None  # a reference field to a member-list record (CSM: the affected customers)
+    members_label: str | None = None
+    attention: str | None = None  # a boolean field of the children
+    communications: tuple[str, ...] = ()  # journal fields whose entries reach customers
+    timeline: tuple[str, ...] = ()
+    age_from: str = "sys_created_on"
+    columns: tuple[str, ...] = ()  # its list view (YAML `list`): field paths, `children` and `age`
+    location: Location | None = None
 
 
 @dataclass(frozen=True)
@@ -361,6 +392,15 @@ class Definitions:
     member_lists: Mapping[str, MemberListDef] = field(default_factory=frozen_map)
     declared_lists: tuple[DeclaredList, ...] = ()
     bench: BenchDef | None = None
+    workspaces: Mapping[str, WorkspaceDef] = field(default_factory=frozen_map)
+
+    def workspace_for(self, table: str) -> WorkspaceDef | None:
+        """The workspace declared for a table or the nearest table it extends."""
+        for name in (table, *self.ancestors(table)):
+            found = next((w for w in self.workspaces.values() if w.table == name), None)
+            if found is not None:
+                return found
+        return None
 
     def member_list_for(self, table: str) -> MemberListDef | None:
         return next((m for m in self.member_lists.values() if m.table == table), None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -31,7 +32,9 @@ def label_from_name(name: str) -> str:
     return name.replace("_", " ").strip().capitalize()
 
 
-def build_tables(docs: list[SourceDocument], errors: list) -> dict[str, TableDef]:
+def build_tables(docs: list[SourceDocument], errors: list, qualify: Callable | None = None) -> dict[str, TableDef]:
+    """The tables, each reference's `qualifier` parsed by `qualify` (definitions.qualifiers, which needs the
+    effects' condition builder: passed in, so the tables do not import the effects that import them)."""
     specs: dict[str, tuple[SourceDocument, dict]] = {}
     for doc in docs:
         name = doc.data["table"]
@@ -49,7 +52,7 @@ def build_tables(docs: list[SourceDocument], errors: list) -> dict[str, TableDef
     for name in order:
         _check_references(specs[name][0], tables[name], tables, errors)
     _check_addresses(specs, errors)
-    return tables
+    return qualify(specs, order, tables, errors) if qualify else tables
 
 
 def _check_addresses(specs: dict, errors: list) -> None:

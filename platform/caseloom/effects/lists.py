@@ -10,6 +10,8 @@ import sqlalchemy as sa
 from ..memberlists import BATCH, lists_for
 from ..query import Selection
 from ..records import RecordError
+from ..setinsert import tell_inserted
+from ..setwrite import sys_id_prefix
 from .builtin import ChildrenFromListArgs, NoArgs, RefuseArgs
 from .run import EffectContext
 
@@ -68,11 +70,14 @@ def create_children_from_list(ctx: EffectContext, args: ChildrenFromListArgs) ->
                 break
             if not batch:
                 continue
-            rows = [{**shared, member_field: member, **{child: found for child, found in extra.items() if found}}
-                    for member, extra in batch]
+            prefix = sys_id_prefix()  # the batch's sys_ids share it, as a set-based insert's do: a job can undo it
+            rows = [{**shared, "sys_id": f"{prefix}{i:012x}", member_field: member,
+                     **{child: found for child, found in extra.items() if found}}
+                    for i, (member, extra) in enumerate(batch, 1)]
             # the members and their looked-up values were just read from the database
             service.insert_many(ctx.table.name, rows, batch=BATCH, known_references=(member_field, *lookups))
             added = len(rows)
+            tell_inserted(service.conn, ctx.table.name, prefix, added)
         done += added
         if progress is not None:
             service = progress(done, total) or service  # a background job commits here and goes on in a new unit

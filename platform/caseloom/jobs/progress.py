@@ -1,6 +1,7 @@
 """The sys_job table: one row per background job, so every process sees its progress.
 
-A job moves queued -> running -> done | failed. A run claims it with one guarded UPDATE that
+A job moves queued -> running -> done | failed, or is canceled (queued or running -> canceled,
+see `cancel_job`). A run claims it with one guarded UPDATE that
 writes its worker id (see `liveness`), so two workers handed the same job never both run it;
 a failed job may be claimed again (a re-run), a done job never is. A running job whose run is
 lost (silent heartbeat, or its process gone) is released back to queued, again by one guarded
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,8 +28,9 @@ from ..records import new_sys_id, now
 from ..storage import Storage
 from .liveness import describe_worker, process_gone, timing
 
-QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
-STATES = (QUEUED, RUNNING, DONE, FAILED)
+QUEUED, RUNNING, DONE, FAILED, CANCELED = "queued", "running", "done", "failed", "canceled"
+STATES = (QUEUED, RUNNING, DONE, FAILED, CANCELED)
+FINISHED = (DONE, FAILED, CANCELED)
 STALE_AFTER = dt.timedelta(minutes=10)  # a job queued this long has lost its task message: enqueue it again
 
 
@@ -59,7 +61,7 @@ class Job:
 
     @property
     def finished(self) -> bool:
-        return self.state in (DONE, FAILED)
+        return self.state in FINISHED
 
     def as_result(self) -> dict:
         """What the jobs API returns (contract section 7)."""
@@ -107,6 +109,18 @@ def active_job(conn: sa.Connection, storage: Storage, name: str, target_table: s
     row = conn.execute(sa.select(table).where(
         table.c.name == name, table.c.target_table == target_table, table.c.target_sys_id == target_sys_id,
         table.c.state.in_((QUEUED, RUNNING))).order_by(table.c.created_on.desc()).limit(1)).mappings().first()
+    return _job(row) if row else None
+
+
+def latest_job(conn: sa.Connection, storage: Storage, names: list[str], target_table: str,
+               target_sys_id: str) -> Job | None:
+    """The newest job of one of these names for this record, whatever its state."""
+    if not names:
+        return None
+    table = _table(storage)
+    row = conn.execute(sa.select(table).where(
+        table.c.name.in_(names), table.c.target_table == target_table, table.c.target_sys_id == target_sys_id)
+        .order_by(table.c.created_on.desc()).limit(1)).mappings().first()
     return _job(row) if row else None
 
 
@@ -284,6 +298,43 @@ def _end(conn: sa.Connection, storage: Storage, job_id: str, state: str, message
     table = _table(storage)
     where = _held(table, job_id, worker) if worker is not None else table.c.id == job_id
     return conn.execute(sa.update(table).where(where).values(**values)).rowcount == 1
+
+
+def cancel_job(conn: sa.Connection, storage: Storage, job_id: str, by: str) -> Job | None:
+    """Cancel a queued or running job in the caller's transaction; returns it as canceled, or None
+    when it had already finished. A queued job never starts; a running one stops at its next unit
+    of work: its run no longer holds it (`hold` and guarded progress raise ClaimLost), so the unit in
+    progress rolls back and what earlier units committed stays. On PostgreSQL the UPDATE waits for
+    that unit to commit (it holds the job's row), so the counts said are the committed ones."""
+    table = _table(storage)
+    where = sa.and_(table.c.id == job_id, table.c.state.in_((QUEUED, RUNNING)))
+    current = get_job(conn, storage, job_id)
+    if current is None or conn.execute(sa.update(table).where(where).values(
+            state=CANCELED, updated_on=now())).rowcount != 1:
+        return None
+    job = get_job(conn, storage, job_id)  # the counts as the last committed unit left them
+    said = (f"canceled by {by} before it started" if current.state == QUEUED and not job.done
+            else f"stopped by {by} after {job.done} of {job.total}")
+    conn.execute(sa.update(table).where(table.c.id == job_id).values(message=said))
+    return replace(job, message=said)
+
+
+def write_params(conn: sa.Connection, storage: Storage, job_id: str, params: dict[str, Any]) -> None:
+    """Replace a finished job's params (what was done after it ended, e.g. an undo of its work)."""
+    table = _table(storage)
+    conn.execute(sa.update(table).where(table.c.id == job_id).values(
+        params=json.dumps(params, sort_keys=True), updated_on=now()))
+
+
+def lock_job(conn: sa.Connection, storage: Storage, job_id: str) -> Job | None:
+    """The job, its row locked until the caller's transaction ends (PostgreSQL; on SQLite the
+    caller holds the write lock): two undos of one job run one after the other."""
+    table = _table(storage)
+    stmt = sa.select(table).where(table.c.id == job_id)
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    row = conn.execute(stmt).mappings().first()
+    return _job(row) if row else None
 
 
 def _job(row) -> Job:

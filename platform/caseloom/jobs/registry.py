@@ -7,8 +7,9 @@ a re-run, after a failure or a lost worker, picks up what is still to do (it sel
 work by its state, never by a list made before) so nothing is done twice.
 
 A run holds its job while it works (see `progress`): `run.transaction()` starts with `run.hold`
-and `run.progress` is guarded, so once another run has taken the job over, this one's next
-unit raises ClaimLost, rolls back, and the run stops without marking the job.
+and `run.progress` is guarded, so once another run has taken the job over, or the job was
+canceled (`cancel`), this one's next unit raises ClaimLost, rolls back, and the run stops without
+marking the job. What the run creates is noted in the job as it goes (`undo.recording`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ..records import AccessDenied, Conflict, NotFound, RecordError, RecordServi
 from ..users import actor_named
 from .liveness import heartbeat, new_worker_id, running, timing
 from .progress import (
+    CANCELED,
     ClaimLost,
     Job,
     beat,
@@ -39,6 +41,7 @@ from .progress import (
     remember_params,
     report_progress,
 )
+from .undo import recording
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -128,12 +131,12 @@ def _run(runtime: Runtime, job_row: Job, worker: str) -> None:
         if function is None:
             raise JobRefused(f"no job named {job_row.name!r} is registered; known: {', '.join(sorted(JOBS))}")
         actor = _actor(runtime, job_row)
-        with acting_as(actor.sys_id, actor.user_name):  # dynamic values in conditions stand for the job's starter
-            message = function(JobRun(job_row, runtime, actor, worker))
+        run = JobRun(job_row, runtime, actor, worker)
+        with acting_as(actor.sys_id, actor.user_name), recording(run):  # conditions' dynamic values: the starter
+            message = function(run)
     except Exception as exc:
         if _claim_lost(exc):
-            log.warning("job %s (%s): another worker took it over; this run stopped, its last unit undone",
-                        job_row.id, job_row.name)
+            _stopped(runtime, job_row)
             return
         log.exception("job %s (%s) failed", job_row.id, job_row.name)
         outcome, reason = "failed", describe(exc)
@@ -146,6 +149,17 @@ def _run(runtime: Runtime, job_row: Job, worker: str) -> None:
     if not ended:
         log.warning("job %s (%s): this run ended (%s) after another worker took the job over; left to that one",
                     job_row.id, job_row.name, outcome)
+
+
+def _stopped(runtime: Runtime, job_row: Job) -> None:
+    """Say why a run stopped on ClaimLost: its job was canceled, or another worker took it over."""
+    with runtime.engine.connect() as conn:
+        current = get_job(conn, runtime.storage, job_row.id)
+    if current is not None and current.state == CANCELED:
+        log.info("job %s (%s) %s; its unit in progress was rolled back", job_row.id, job_row.name, current.message)
+    else:
+        log.warning("job %s (%s): another worker took it over; this run stopped, its last unit undone",
+                    job_row.id, job_row.name)
 
 
 def _claim_lost(exc: BaseException | None) -> bool:

@@ -2,12 +2,15 @@
 
 The cookie (Flask's signed session) carries a random token of a server-side session
 (caseloom.sessions): signing out ends it for every copy of the cookie. Password sign-ins, by
-the form or HTTP Basic, are throttled (caseloom.signin)."""
+the form or HTTP Basic, are throttled (caseloom.signin). An administrator's browser session may
+view as another user (impersonation, web.ui.impersonate): every request of that session then
+works for that user; HTTP Basic never does."""
 
 from __future__ import annotations
 
 import unicodedata
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -24,13 +27,16 @@ from ..query import bind_acting, unbind_acting
 from ..records import RecordService
 from ..runtime import Runtime
 from ..signin import Attempt, ThrottlePolicy, TooManyFailures, sign_in
-from ..users import actor_for
+from ..users import USERS, actor_for
 from . import csrf, db
 from .budget import script_meter
 from .errors import ApiError
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 SESSION_TOKEN = "session_token"  # the cookie's key for the server-side session's token
+# The cookie's note of whom the session views as: not trusted for anything (the server's session
+# says), only to audit an impersonation the server ended on its own (the user deactivated).
+VIEWING_AS = "viewing_as"
 T = TypeVar("T")
 
 
@@ -108,12 +114,29 @@ def session_policy() -> sessions.SessionPolicy:
     return sessions.SessionPolicy()
 
 
+@dataclass(frozen=True)
+class Impersonation:
+    """A session viewing as another user: the administrator really signed in, the user viewed as,
+    and both their names as people read them (the banner on every page)."""
+
+    admin: Actor
+    user: Actor
+    admin_name: str
+    user_name: str
+
+
 def session_actor() -> Actor | None:
-    """The signed-in actor of the browser session, or None (no session, or it ended or expired).
-    Checked against the server's sessions once per request."""
+    """The actor of the browser session, or None (no session, or it ended or expired): the user an
+    administrator views as while impersonating. Checked against the server's sessions once per request."""
     if "session_actor" not in g:
         g.session_actor = _session_actor()
     return g.session_actor
+
+
+def impersonation() -> Impersonation | None:
+    """Whom this request's browser session views as, and who really signed in; None when it does not."""
+    session_actor()
+    return g.get("impersonation")
 
 
 def _session_actor() -> Actor | None:
@@ -130,7 +153,41 @@ def _session_actor() -> Actor | None:
         return None
     if found.stale:
         apart(lambda conn: sessions.touch(rt.storage, conn, token))
+    if found.impersonating is not None:
+        g.impersonation = _viewing_as(actor, found.impersonating, token)
+        if g.impersonation is not None:
+            return g.impersonation.user
+    elif isinstance(session.get(VIEWING_AS), str):
+        _ended_elsewhere(actor, session.pop(VIEWING_AS))
     return actor
+
+
+def _ended_elsewhere(admin: Actor, user_sys_id: str) -> None:
+    """Audit the end of an impersonation whose linked session ended with the user's sessions."""
+    storage = runtime().storage
+    apart(lambda conn: sessions.audit_impersonation(
+        storage, conn, admin.user_name, user_sys_id,
+        f"{admin.user_name} stopped viewing as this user (their sessions ended: deactivated or new password)"))
+
+
+def _viewing_as(admin: Actor, user_sys_id: str, token: str) -> Impersonation | None:
+    """The impersonation of a session, while its user is an administrator and the user viewed as is
+    active; otherwise it ends here (audited) and the session is its own user's again."""
+    rt = runtime()
+    user = actor_for(rt.storage, connection(), user_sys_id) if admin.is_admin else None
+    if user is None:
+        session.pop(VIEWING_AS, None)
+
+        def end(conn: sa.Connection) -> None:
+            sessions.stop_impersonating(rt.storage, conn, token)
+            sessions.audit_impersonation(rt.storage, conn, admin.user_name, user_sys_id,
+                                         f"{admin.user_name} stopped viewing as this user (no longer allowed)")
+        apart(end)
+        return None
+    users = rt.storage.physical(USERS)
+    names = dict(connection().execute(sa.select(users.c.sys_id, users.c.name)
+                                      .where(users.c.sys_id.in_((admin.sys_id, user.sys_id)))).all())
+    return Impersonation(admin, user, names.get(admin.sys_id) or admin.user_name, names.get(user.sys_id) or user.user_name)
 
 
 def password_sign_in(user_name: str, password: str) -> Actor | None:
@@ -223,8 +280,14 @@ def register(app: Flask) -> None:
     def logout():
         token = session.get(SESSION_TOKEN)
         if isinstance(token, str):
-            storage = runtime().storage
-            apart(lambda conn: sessions.end(storage, conn, token))
+            storage, viewing = runtime().storage, impersonation()
+
+            def end(conn: sa.Connection) -> None:
+                sessions.end(storage, conn, token)
+                if viewing is not None:  # signing out ends the impersonation too
+                    sessions.audit_impersonation(storage, conn, viewing.admin.user_name, viewing.user.sys_id,
+                                                 f"{viewing.admin.user_name} signed out while viewing as this user")
+            apart(end)
         session.clear()
         flash("You are signed out.")
         return redirect(url_for("login"))

@@ -19,6 +19,8 @@ class ApiError(Exception):
 
 def error_response(status: int, message: str, detail=None, headers: dict | None = None):
     db.session.rollback()
+    if not _wants_json():  # a person in a browser reads a page in words, never raw JSON
+        return error_page(status, message, detail if isinstance(detail, str) else "", headers)
     body = {"error": {"message": message, "detail": detail if detail is not None else ""}, "status": "failure"}
     response = jsonify(body)
     response.status_code = status
@@ -29,6 +31,35 @@ def error_response(status: int, message: str, detail=None, headers: dict | None 
 
 def _wants_json() -> bool:
     return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
+
+
+# What a person reads for an error in the browser: a heading and what to do next.
+PAGES = {
+    400: ("This request could not be used", "Go back, check what you entered and try again."),
+    401: ("Please sign in", "Your session has ended: sign in again."),
+    403: ("You may not open this page", "Your roles do not give access to it. Ask an administrator if you need it."),
+    404: ("Not found", "The page or record does not exist, or it was deleted."),
+    405: ("This page cannot be used that way", "Go back and use the page's own buttons."),
+    409: ("Not done: the record changed", "Reload the record and try again."),
+    413: ("Too large", "What you sent is larger than the server accepts."),
+    422: ("Not done", "Nothing was changed."),
+    429: ("Too many attempts", "Wait a moment and try again."),
+}
+CSRF_WORDS = ("The form had expired or did not come from this site, so nothing was done. Go back, reload the page and "
+              "try again.")
+
+
+def error_page(status: int, message: str, detail: str = "", headers: dict | None = None):
+    """The error as a page of the UI (the top bar and the menu, a heading, what happened, a way on)."""
+    from flask import g, render_template
+
+    title, advice = PAGES.get(status, ("Something went wrong", "Go back and try again."))
+    said = detail or message
+    if "CSRF" in said:
+        said, advice = CSRF_WORDS, ""
+    page = render_template("error.html", status=status, title=title, message=said, advice=advice,
+                           actor=g.get("actor"))
+    return page, status, {k: v for k, v in (headers or {}).items() if k.lower() != "content-type"}
 
 
 def register(app: Flask) -> None:
@@ -85,6 +116,8 @@ def register(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         if not _wants_json():
-            return exc
+            if exc.code in (301, 302, 303, 307, 308) or exc.code is None:
+                return exc
+            return error_page(exc.code, exc.name, exc.description or "", dict(exc.get_headers()))
         headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}  # e.g. a 405's Allow
         return error_response(exc.code or 500, exc.name, exc.description, headers)

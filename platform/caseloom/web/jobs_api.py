@@ -1,13 +1,15 @@
 """Background jobs over HTTP: `GET /api/caseloom/jobs/<id>` (contract section 7), shown only to
-users who may see the job (see caseloom.jobs.visibility), and the hook that enqueues follow-up
-tasks (e-mail delivery) once a request's writes have committed."""
+users who may see the job (see caseloom.jobs.visibility); `POST .../<id>/cancel` to stop it (see
+caseloom.jobs.cancel); `GET` and `POST .../<id>/undo` for what undoing its creations would do, and
+to do it (see caseloom.jobs.undo); and the hook that enqueues follow-up tasks (e-mail delivery)
+once a request's writes have committed."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Flask, current_app, g, has_app_context, jsonify
 from sqlalchemy import event
 
-from ..jobs import JobQueue, get_job, job_refusal
+from ..jobs import JobQueue, find_undo, get_job, job_refusal, stop_job, undo_job
 from . import db
 from .auth import act_as, api_actor, connection, records, runtime
 from .errors import ApiError
@@ -30,6 +32,33 @@ def get(job_id: str):
     if refusal:
         raise ApiError(403, "User Not Authorized", refusal)
     return jsonify({"result": job.as_result()})
+
+
+@blueprint.post("/<job_id>/cancel")
+def cancel(job_id: str):
+    """Stop a queued or running job: 200 and the job as canceled; 403 for who may not (see
+    caseloom.jobs.cancel), 409 when it has already finished."""
+    job = stop_job(records(), job_id)
+    db.session.commit()
+    return jsonify({"result": job.as_result()})
+
+
+@blueprint.get("/<job_id>/undo")
+def undo_plan(job_id: str):
+    """What undoing the job's creations would do now (counts, and the records that would stay), or
+    why it cannot (`refusal`): nothing is written."""
+    _, plan, why = find_undo(records(), job_id)
+    return jsonify({"result": {**(plan.as_dict() if plan else {}), "refusal": why}})
+
+
+@blueprint.post("/<job_id>/undo")
+def undo(job_id: str):
+    """Remove the records the job created that nobody touched, cancel their unsent e-mails, audited,
+    in one transaction: 200 and what was done; 403 without delete access; 409 when there is nothing
+    (left) to undo or the job still runs."""
+    done = undo_job(records(), job_id)  # an error answer rolls the request back: nothing is half-done
+    db.session.commit()
+    return jsonify({"result": done.as_dict()})
 
 
 def queue(app: Flask) -> JobQueue:

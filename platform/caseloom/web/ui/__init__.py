@@ -71,11 +71,12 @@ def menu_for(actor) -> list[dict]:
                     modules.append({"label": module.label, "url": url_for("ui.dispatch", name=module.table, sys_id="-1")})
                 continue
             query = module.query.replace("{me}", actor.sys_id or "")
-            url = url_for("ui.dispatch", name=f"{module.table}_list", sysparm_query=query)
+            url = url_for("ui.dispatch", name=f"{module.table}_list", sysparm_query=query,
+                          **({"sysparm_view": module.view} if module.view else {}))
             modules.append({"label": module.label, "url": url})
         if modules:
             apps.append({"label": app.label, "modules": modules})
     return apps
 
 
-from . import definitions, forms, layout, lists, members, properties  # noqa: E402,F401  (routes register on the blueprint)
+from . import actions, definitions, forms, impersonate, layout, lists, members, properties, references, workspace  # noqa: E402,F401  (routes register on the blueprint)

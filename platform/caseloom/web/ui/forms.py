@@ -1,23 +1,26 @@
-"""Forms of any table: inputs per field type, activity, related lists, history, actions, saving."""
+"""Forms of any table: inputs per field type, activity, related lists, history, saving (actions from the
+form: web.ui.actions; references and pickers: web.ui.references)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from flask import abort, current_app, flash, g, redirect, render_template, request, url_for
+from flask import abort, flash, g, redirect, render_template, request, url_for
 
-from ...actions import available_actions, run_action
+from ...actions import available_actions, footprint
 from ...definitions.model import FieldDef, TableDef
-from ...effects import EffectFailed
 from ...query import Query, Term
 from ...records import AccessDenied, Conflict, NotFound, RecordError
 from .. import db
 from ..auth import connection, records, rollback, runtime
 from ..serialize import base_url, display_names, make_shape, record_name, render_record
 from . import blueprint, login_required
+from .actions import _confirmation, _too_many
 from .lists import readable_columns, row_number
 from .members import member_panel, running_job
+from .references import _resolve_display
+from .workspace import workspace_panel
 
 RELATED_PAGE = 10
 
@@ -127,6 +130,7 @@ def form(table: str, typed: dict | None = None, errors: dict | None = None, conf
         tdef = defs.tables.get(record.get("sys_class_name"), tdef)
     can_write = service.can(tdef.name, "create" if new else "write")
     widgets = _widgets(tdef, rendered, record, new, can_write, typed, errors)
+    job = None if new else running_job(tdef.name, sys_id)
     context = {
         "tdef": tdef, "record": record, "rendered": rendered, "new": new, "sections": _sections(tdef, widgets),
         "journal_widgets": [w for w in widgets.values() if w.field.ftype.journal] if can_write else [],
@@ -137,8 +141,9 @@ def form(table: str, typed: dict | None = None, errors: dict | None = None, conf
         "related": [] if new else [_related(tdef, record, i) for i in range(len(tdef.related_lists))],
         "parents": [] if new else _parents(tdef, record),
         "can_delete": not new and service.can(tdef.name, "delete"),
-        "job": None if new else running_job(tdef.name, sys_id),
+        "job": job,
         "members": None if new else member_panel(tdef.name, record),
+        "workspace": None if new else workspace_panel(tdef, record, rendered, job),
         "member_list_name": getattr(runtime().defs.member_list_for(tdef.name), "name", ""),
     }
     return render_template("form.html", **context), status
@@ -193,21 +198,6 @@ def _field_problems(tdef: TableDef, values: dict, record: dict) -> dict[str, str
     return problems
 
 
-def _resolve_display(field: FieldDef, text: str) -> str:
-    """A reference typed by its display value (no JavaScript): the one record that has it; else a
-    RecordError that says so in words ("no account named 'Acme 999'")."""
-    target = runtime().defs.tables[field.reference]
-    noun = target.label.lower()
-    if not target.display:
-        raise RecordError(field.name, f"choose the {noun} from the list")
-    rows = records().query(target.name, Query(Term(target.display, "eq", text.strip())), ["sys_id"], 2)
-    if not rows:
-        raise RecordError(field.name, f"no {noun} named {text.strip()!r}")
-    if len(rows) > 1:
-        raise RecordError(field.name, f"more than one {noun} is named {text.strip()!r}: choose one from the list")
-    return rows[0]["sys_id"]
-
-
 def save(table: str):
     service = records()
     defs = runtime().defs
@@ -226,6 +216,7 @@ def save(table: str):
     if problems:  # every field's mistake at once, before anything is written
         return form(table, typed, problems, status=422)
     expected = request.form.get("sys_mod_count", "")
+    service.made.clear()
     try:
         if sys_id == "-1":
             saved = service.insert(tdef.name, values)
@@ -241,6 +232,12 @@ def save(table: str):
         return form(table, typed, {}, {"message": str(exc), "changes": _history(tdef, sys_id, after=since)}, status=409)
     except AccessDenied:
         abort(403)
+    if request.form.get("confirmed") != "1":
+        did = footprint(service)
+        if _too_many(did):  # a save that would e-mail many people says how many first
+            rollback()
+            return _confirmation(tdef.name, saved["sys_id"] if sys_id != "-1" else None, "Save", "primary", did,
+                                 request.full_path.rstrip("?"))
     db.session.commit()
     flash(f"{tdef.label} {saved.get('number') or saved.get(tdef.display or 'sys_id') or ''} saved.")
     return redirect(url_for("ui.dispatch", name=tdef.name, sys_id=saved["sys_id"]))
@@ -387,135 +384,6 @@ def related_page(table: str, sys_id: str, index: int):
     tdef = defs.tables[record["sys_class_name"]]
     first = row_number(request.args.get("first"))
     return render_template("_related.html", rl=_related(tdef, record, index, first))
-
-
-@blueprint.get("/ui/reference/<table>/<field>")
-@login_required
-def reference_search(table: str, field: str):
-    """Type-ahead for a reference field: records of the referenced table whose display value
-    (or number) contains what was typed."""
-    defs = runtime().defs
-    tdef = defs.tables.get(table) or abort(404)
-    fdef = tdef.field(field)
-    if fdef is None or fdef.type != "reference":
-        abort(404)
-    target = defs.tables[fdef.reference]
-    text = request.args.get(f"{field}__display", request.args.get("q", "")).strip()
-    options = []
-    if target.display and records().can(target.name, "read"):
-        terms = [Term(target.display, "like", text)] if text else []
-        if text and target.field("number") is not None and target.display != "number":
-            from ...query import AnyOf
-
-            terms = [AnyOf((terms[0], Term("number", "like", text)))]
-        query = Query(terms[0] if terms else None, ((target.display, False),))
-        rows = records().query(target.name, query, ["sys_id", target.display], 10)
-        options = [{"sys_id": r["sys_id"], "display": r[target.display]} for r in rows]
-    return render_template("_ref_options.html", options=options, field=field, text=text)
-
-
-@blueprint.get("/ui/action/<table>/<sys_id>/<action>")
-@login_required
-def action_page(table: str, sys_id: str, action: str):
-    """An action's inputs on a page of their own: what the form's dialog shows, without JavaScript."""
-    defs = runtime().defs
-    if table not in defs.tables:
-        abort(404)
-    service = records()
-    try:
-        record = service.get(table, sys_id)
-    except AccessDenied:
-        abort(403)
-    if record is None:
-        abort(404)
-    tdef = defs.tables.get(record.get("sys_class_name"), defs.tables[table])
-    offered = {a.name: a for a in available_actions(service, tdef.name, record)}
-    spec = offered.get(action)
-    if spec is None:
-        known = defs.action(table, action)
-        flash(f"{known.label if known else action}: not available for this {tdef.label.lower()} now.", "error")
-        return redirect(url_for("ui.dispatch", name=table, sys_id=sys_id))
-    return render_template("action.html", a=spec, tdef=tdef, record=record, name=record_name(tdef, record),
-                           actor=g.actor)
-
-
-@blueprint.post("/ui/action/<table>/<sys_id>/<action>")
-@login_required
-def action(table: str, sys_id: str, action: str):
-    """Run an action from its button or dialog, through the same service as the action API."""
-    defs = runtime().defs
-    spec = defs.action(table, action) or abort(404)
-    inputs = {}
-    for item in spec.inputs:
-        value = request.form.get(item.name, "")
-        if item.type == "records":
-            inputs[item.name] = _records_input(item.table or table, value)
-        elif value.strip():
-            inputs[item.name] = value
-    back = url_for("ui.dispatch", name=table, sys_id=sys_id)
-    try:
-        outcome = run_action(records(), table, sys_id, action, inputs)
-    except (RecordError, Conflict, AccessDenied, EffectFailed, NotFound) as exc:
-        rollback()
-        flash(f"{spec.label}: not done. {exc}", "error")
-        return redirect(back)
-    message = None if outcome.job is not None else _done_message(spec, table, sys_id, outcome)  # read in this unit
-    db.session.commit()
-    if outcome.job is not None:
-        from ..jobs_api import queue
-
-        queue(current_app).enqueue_job(outcome.job)
-        flash(f"{'; '.join(outcome.messages) or spec.label + ' started'}; its progress shows below.")
-        return redirect(back)
-    flash(message)
-    return redirect(_landing(table, outcome) or back)
-
-
-def _landing(table: str, outcome) -> str | None:
-    """Where the user goes after an action that made one new record of the same kind (an action that
-    splits a record into a new parent and its child lands on the new parent)."""
-    lineage = set(runtime().defs.lineage(table))
-    made = [c for c in outcome.result.get("created", []) if c["table"] in lineage]
-    if len(made) != 1:
-        return None
-    return url_for("ui.dispatch", name=made[0]["table"], sys_id=made[0]["sys_id"])
-
-
-def _done_message(spec, table: str, sys_id: str, outcome) -> str:
-    """What an action did, in words: the record by its number or name, its new state, what it created."""
-    defs, service = runtime().defs, records()
-    record = service.get(table, sys_id) or {}
-    tdef = defs.tables.get(record.get("sys_class_name"), defs.tables[table])
-    name = record_name(tdef, record)
-    lifecycle = defs.lifecycle(tdef.name)
-    if spec.to_state is not None and lifecycle is not None and lifecycle.state(spec.to_state) is not None:
-        message = f"{tdef.label} {name} is now {lifecycle.state(spec.to_state).label}."
-    else:
-        message = f"{spec.label}: done on {tdef.label.lower()} {name}."
-    if outcome.messages:
-        message += " " + "; ".join(outcome.messages) + "."
-    for refused in outcome.result.get("refused", []):
-        message += f" {refused.get('number') or refused['sys_id']}: {refused['reason']}."
-    for created in outcome.result.get("created", []):
-        made = defs.tables.get(created["table"])
-        row = service.get(created["table"], created["sys_id"]) if made and service.can(made.name, "read") else None
-        message += f" Created {made.label.lower() if made else created['table']} {record_name(made, row or created)}."
-    return message
-
-
-def _records_input(table: str, text: str) -> list[str]:
-    """Record references typed as numbers, display values or sys_ids, separated by commas or lines."""
-    tdef = runtime().defs.tables[table]
-    tokens = [t.strip() for t in text.replace("\n", ",").split(",") if t.strip()]
-    ids = []
-    for token in tokens:
-        if len(token) == 32 and all(c in "0123456789abcdef" for c in token):
-            ids.append(token)
-            continue
-        key = "number" if tdef.field("number") is not None else tdef.display
-        rows = records().query(table, Query(Term(key, "eq", token)), ["sys_id"], 1) if key else []
-        ids.append(rows[0]["sys_id"] if rows else token)
-    return ids
 
 
 @blueprint.post("/ui/delete/<table>/<sys_id>")

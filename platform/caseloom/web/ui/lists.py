@@ -1,24 +1,42 @@
-"""Lists of any table: columns, sort, paging with the total, filter builder, quick search, bulk edit."""
+"""Lists of any table: columns, sort, paging with the total, the filter builder (an input per field type),
+quick search, group-by with counts, saved filters, bulk edit and select-all-matching."""
 
 from __future__ import annotations
 
 from urllib.parse import urlencode
 
+import sqlalchemy as sa
 from flask import abort, flash, g, redirect, render_template, request, url_for
 
-from ...definitions.model import TableDef
+from ...definitions.model import FieldDef, TableDef
 from ...definitions.tables import resolve_path
-from ...query import OPERATORS, AnyOf, Query, QueryError, Term, parse_encoded, to_encoded
+from ...jobs.email import TABLE as EMAIL_TABLE
+from ...query import AnyOf, Query, QueryError, Selection, Term, parse_encoded, to_encoded
 from ...query.compile import MAX_OFFSET
-from ...query.conditions import All, Not, terms_of
+from ...query.conditions import All
 from ...records import AccessDenied, Conflict, NotFound, RecordError
 from .. import db
-from ..auth import records, runtime, safe_path
+from ..auth import connection, records, runtime, safe_path
 from ..serialize import base_url, display_names, make_shape, record_name, render_record
 from . import blueprint, login_required
+from .filters import (
+    _posted_rows,
+    _redrawn,
+    filter_fields,
+    filter_rows,
+    filter_sentence,
+    query_from_rows,
+    row_views,
+    typed_value,
+)
+from .workspace import COMPUTED_COLUMNS, Computed, computed_cells, list_view_of, view_columns
 
 PAGE = 20
 PAGE_SIZES = (20, 50, 100)  # rows per page a person may choose (`sysparm_limit`)
+# The page's own parameters, kept by every link, filter and form of the list.
+PAGE_PARAMS = ("sysparm_query", "sysparm_orderby", "sysparm_search", "condition_for", "sysparm_limit",
+               "sysparm_group_by", "sysparm_view")
+SAVED_FILTERS = "sys_filter"
 
 
 def row_number(raw: str | None) -> int:
@@ -70,116 +88,118 @@ def _combined(query: Query, extra) -> Query:
     return Query(where, query.order)
 
 
-def filter_rows(tdef: TableDef, query: Query) -> list[dict]:
-    """The filter builder's rows for a query: [{join, field, op, value}], AND groups of OR terms."""
-    node = query.where
-    if node is None:
-        return []
-    groups = list(node.items) if isinstance(node, All) else [node]
-    rows = []
-    for group in groups:
-        terms = list(group.items) if isinstance(group, AnyOf) else [group]
-        for i, term in enumerate(terms):
-            if not isinstance(term, Term):
-                return []  # not expressible as rows (e.g. ^NQ); the encoded text is still shown
-            value = ",".join(map(str, term.value)) if isinstance(term.value, list) else (term.value or "")
-            rows.append({"join": "or" if i else "and", "field": term.field, "op": term.op, "value": value})
-    return rows
+# -- the filter builder: operators and an input per kind of field ---------------------------------
 
 
-# What ServiceNow's dynamic values read as in a sentence.
-DYNAMIC_WORDS = {"gs.getuserid()": "me", "gs.getusername()": "me", "gs.nowdatetime()": "now",
-                 "gs.beginningoftoday()": "the start of today", "gs.endoftoday()": "the end of today"}
+# -- the applied filter as a sentence ----------------------------------------------------------------
 
 
-def filter_sentence(tdef: TableDef, query: Query) -> str:
-    """The filter as a person reads it: fields by label, choices by label, references by display value
-    ("State is one of New, Open and Priority is 1 - Critical")."""
-    def phrase(node, top: bool = False) -> str:
-        if isinstance(node, All):
-            return " and ".join(phrase(item) for item in node.items)
-        if isinstance(node, AnyOf):
-            text = " or ".join(phrase(item) for item in node.items)
-            return text if top else f"({text})"
-        if isinstance(node, Not):
-            return f"not ({phrase(node.item, True)})"
-        if not isinstance(node, Term):
-            return ""
-        field, label = _path_words(tdef, node.field)
-        op = OPERATORS.get(node.op)
-        words = op.label if op is not None else node.op
-        if op is None or not op.takes_value:
-            return f"{label} {words}"
-        values = node.value if isinstance(node.value, (list, tuple)) else [node.value]
-        return f"{label} {words} {', '.join(_value_words(field, v, names) for v in values)}"
 
-    names = display_names(records(), _referenced(tdef, query))  # every sys_id the filter names, read at once
-    text = phrase(query.where, True) if query.where is not None else ""
-    for path, descending in query.order:
-        _, label = _path_words(tdef, path)
-        text += f"{'; ' if text else ''}ordered by {label}{' (descending)' if descending else ''}"
-    return text[:1].upper() + text[1:]
+# -- group by, with counts -----------------------------------------------------------------------------
+
+def group_fields(tdef: TableDef) -> list[tuple[str, str]]:
+    """Fields a list may be grouped by: choices and references first, then other queryable ones."""
+    usable = [(n, f) for n, f in tdef.fields.items()
+              if f.stored and f.ftype.queryable and f.ftype.sortable and f.ftype.input != "textarea"]
+    first = [(n, f.label) for n, f in usable if f.choices or f.type == "reference"]
+    return first + [(n, f.label) for n, f in usable if not (f.choices or f.type == "reference")]
 
 
-def _path_words(tdef: TableDef, path: str):
-    """The field a path ends at, and its labels joined as a person reads a dot-walk (`Account › Name`)."""
-    defs = runtime().defs
-    labels, current, field = [], tdef, None
-    for part in path.split("."):
-        field = current.field(part) if current is not None else None
-        labels.append(field.label if field is not None else part)
-        current = defs.tables.get(field.reference) if field is not None and field.reference else None
-    return field, " › ".join(labels)
+def group_counts(service, tdef: TableDef, query: Query, path: str) -> list[dict]:
+    """The list's records counted per value of `path` in one GROUP BY, through the same Selection and
+    read access as the list's own count (`RecordService.count`): [{label, count, query}], each with
+    the encoded query of the list filtered to that group."""
+    service.table(tdef.name, "read")
+    selection = Selection(runtime().storage, tdef.name, readable=service.readable)
+    column, field = selection.column(path)
+    stmt = selection.select(column, sa.func.count(), where=query.where).group_by(column)
+    counts = [(value, n) for value, n in service.conn.execute(stmt)]
+    names = display_names(service, {field.reference: {str(v) for v, _ in counts if v}} if field.reference else {})
+    order = {str(value): i for i, (value, _) in enumerate(field.choices)}
+    groups = []
+    for value, n in counts:
+        text = field.ftype.render(value) if value is not None else ""
+        term = Term(path, "eq", text) if text else Term(path, "empty", None)
+        groups.append({"value": text, "label": _group_label(field, text, names), "count": n,
+                       "query": to_encoded(_combined(query, term))})
+    return sorted(groups, key=lambda grp: (grp["value"] == "", order.get(grp["value"], len(order)), grp["label"]))
 
 
-def _referenced(tdef: TableDef, query: Query) -> dict[str, set[str]]:
-    """The sys_ids a filter compares references with, by the table they belong to."""
-    wanted: dict[str, set[str]] = {}
-    for term in terms_of(query.where):
-        field = _path_words(tdef, term.field)[0] if isinstance(term, Term) else None
-        if field is not None and field.type == "reference":
-            values = term.value if isinstance(term.value, (list, tuple)) else [term.value]
-            wanted.setdefault(field.reference, set()).update(str(v) for v in values if v and len(str(v)) == 32)
-    return wanted
-
-
-def _value_words(field, value, names: dict[tuple[str, str], str]) -> str:
-    text = "" if value is None else str(value)
-    if text.lower().startswith("javascript:"):
-        return DYNAMIC_WORDS.get(text[len("javascript:"):].strip().lower(), text)
-    if field is None or text == "":
-        return text or "(empty)"
+def _group_label(field: FieldDef, text: str, names: dict) -> str:
+    if text == "":
+        return "(empty)"
     if field.choices:
         return field.choice_label(text) or text
     if field.type == "reference":
-        return names.get((field.reference, text), text)
+        return names.get((field.reference, text), "(a record you may not read)")
     return text
 
 
-def query_from_rows(form) -> Query:
-    """The Query the filter builder's rows describe (the inverse of filter_rows)."""
-    groups: list[list[Term]] = []
-    for join, field, op_name, value in zip(form.getlist("f_join"), form.getlist("f_field"), form.getlist("f_op"),
-                                           form.getlist("f_value"), strict=False):
-        if not field:
-            continue
-        op = OPERATORS.get(op_name)
-        if op is None:
-            raise QueryError(f"unknown operator {op_name!r}")
-        term_value = None if not op.takes_value else ([v.strip() for v in value.split(",") if v.strip()]
-                                                       if op.list_value else value)
-        term = Term(field, op.name, term_value)
-        if join == "or" and groups:
-            groups[-1].append(term)
-        else:
-            groups.append([term])
-    nodes = [g[0] if len(g) == 1 else AnyOf(tuple(g)) for g in groups]
-    return Query(None if not nodes else nodes[0] if len(nodes) == 1 else All(tuple(nodes)))
+# -- saved filters (sys_filter): a user's own and the shared ones ----------------------------------------
+
+def _filter_records():
+    """The record service for sys_filter: no role is granted the table (the Table API serves it to
+    administrators only); this page applies its rule itself: your own and the shared ones."""
+    return runtime().records(connection(), g.actor, check_access=False)
 
 
-def filter_fields(tdef: TableDef) -> list[tuple[str, str]]:
-    return [(name, f.label) for name, f in tdef.fields.items() if f.ftype.queryable]
+def may_share(actor) -> bool:
+    """Who may save a filter for everyone: administrators."""
+    return actor.is_admin
 
+
+def saved_filters(table: str) -> list[dict]:
+    """The filters saved for a table that this user may use: their own, then the shared ones."""
+    mine = AnyOf((Term("user", "eq", g.actor.sys_id or ""), Term("user", "empty", None)))
+    query = Query(All((Term("table", "eq", table), mine)), (("title", False),))
+    rows = _filter_records().query(SAVED_FILTERS, query, ["sys_id", "title", "filter", "group_by", "user"], 100)
+    return sorted(rows, key=lambda r: (not r["user"], r["title"].casefold()))
+
+
+@blueprint.post("/ui/filters/<table>")
+@login_required
+def save_filter(table: str):
+    """Save the list's filter under a title, for this user or (who may) for everyone."""
+    if table not in runtime().defs.tables or not records().can(table, "read"):
+        abort(404)
+    encoded, group_by = request.form.get("sysparm_query", ""), request.form.get("sysparm_group_by", "")
+    back = _list_url(table, sysparm_query=encoded, sysparm_group_by=group_by)
+    title = request.form.get("title", "").strip()
+    shared = request.form.get("share") == "true"
+    if shared and not may_share(g.actor):
+        abort(403)
+    try:
+        parse_encoded(encoded)
+        if not title:
+            raise RecordError("title", "give the filter a title")
+        _filter_records().insert(SAVED_FILTERS, {"title": title, "table": table, "filter": encoded,
+                                                 "group_by": group_by, "user": "" if shared else g.actor.sys_id})
+    except (RecordError, QueryError) as exc:
+        db.session.rollback()
+        flash(f"Filter not saved: {exc}", "error")
+        return redirect(back)
+    db.session.commit()
+    flash(f"Saved filter {title!r}{' for everyone' if shared else ''}.")
+    return redirect(back)
+
+
+@blueprint.post("/ui/filters/<table>/<sys_id>/delete")
+@login_required
+def delete_filter(table: str, sys_id: str):
+    """Delete a saved filter: your own, or (who may share) a shared one; another's is not there for you."""
+    service = _filter_records()
+    row = service.get(SAVED_FILTERS, sys_id)
+    mine = row is not None and row["table"] == table and (
+        row["user"] == g.actor.sys_id or (not row["user"] and may_share(g.actor)))
+    if not mine:
+        abort(404)
+    service.delete(SAVED_FILTERS, sys_id)
+    db.session.commit()
+    flash(f"Deleted saved filter {row['title']!r}.")
+    return redirect(_list_url(table))
+
+
+# -- the list page ----------------------------------------------------------------------------------
 
 @blueprint.route("/<path:name>.do", methods=["GET", "POST"])
 @login_required
@@ -205,41 +225,84 @@ def list_view(table: str):
     tdef = defs.tables[table]
     if request.method == "POST":
         return _apply_filter(tdef)
-    encoded = request.args.get("sysparm_query", "")
-    page = _page_size(request.args.get("sysparm_limit"))
-    columns = readable_columns(service, tdef)
-    error = None
-    try:
-        query = parse_encoded(encoded)
-        order_by = request.args.get("sysparm_orderby")
-        if order_by:
-            desc = order_by.startswith("-")
-            query = Query(query.where, ((order_by.lstrip("-"), desc),))
-        search = request.args.get("sysparm_search", "").strip()
-        effective = _combined(query, _quick_search(tdef, columns, search) if search else None)
-        first = row_number(request.args.get("sysparm_first_row"))
-        if request.args.get("page", "").isdigit():  # "go to page N"
-            first = (max(int(request.args["page"]), 1) - 1) * page + 1
-        shape = make_shape(defs.tables, tdef, ",".join(columns), "all", "true", base_url(), service.readable)
-        rows = service.query(table, effective, shape.columns(), page, first - 1)
-        total = service.count(table, effective)
-    except (QueryError, ValueError, AccessDenied) as exc:
-        error, rows, total, first, query, search = str(exc), [], 0, 1, Query(), ""
-        shape = make_shape(defs.tables, tdef, ",".join(columns), "all", "true", base_url(), service.readable)
-    context = {
-        "tdef": tdef, "columns": [(c, shape.fields[c]) for c in columns],
-        "rows": [render_record(shape, r) | {"sys_id": r["sys_id"]} for r in rows],
-        "total": total, "first": first, "page": page, "page_sizes": PAGE_SIZES, "encoded": encoded, "error": error,
-        "order": query.order[0] if query.order else None, "search": search,
-        "filter_rows": filter_rows(tdef, query), "fields": filter_fields(tdef), "operators": list(OPERATORS.values()),
-        "sentence": filter_sentence(tdef, parse_encoded(encoded)) if encoded and not error else "",
-        "can_create": service.can(table, "create"), "can_write": service.can(table, "write"),
-        "list_url": _list_url, "actor": g.actor,
-        "condition_for": _condition_target(request.args.get("condition_for", ""), encoded),
-    }
+    if request.headers.get("HX-Request") and request.headers.get("HX-Target") == "bulk-value":
+        return _bulk_value_input(tdef, request.args.get("bulk_field", ""))
+    context = _list_context(tdef)
     if request.headers.get("HX-Request") and request.headers.get("HX-Target") == "list-body":
         return render_template("_list_body.html", **context)
     return render_template("list.html", **context)
+
+
+def _list_context(tdef: TableDef, rows_typed: list[dict] | None = None, filter_error: str | None = None) -> dict:
+    """Everything list.html draws, from the page's parameters (`_args`); `rows_typed`: the filter's rows as
+    posted (shown again with `filter_error` when they could not be applied)."""
+    service, defs, args = records(), runtime().defs, _args()
+    table = tdef.name
+    encoded = args.get("sysparm_query", "")
+    page = _page_size(args.get("sysparm_limit"))
+    columns = readable_columns(service, tdef)
+    view = list_view_of(tdef, args.get("sysparm_view"))  # a workspace's list view: its columns, computed ones too
+    shown = columns
+    if view is not None:
+        columns, shown = view_columns(view)
+    shape = make_shape(defs.tables, tdef, ",".join(columns), "all", "true", base_url(), service.readable)
+    selected = list(dict.fromkeys(shape.columns() + ([view.age_from, "sys_created_on"] if view else [])))
+    group_by = args.get("sysparm_group_by", "")
+    error, groups = None, None
+    try:
+        query = parse_encoded(encoded)
+        order_by = args.get("sysparm_orderby")
+        if order_by:
+            query = Query(query.where, ((order_by.lstrip("-"), order_by.startswith("-")),))
+        search = args.get("sysparm_search", "").strip()
+        effective = _combined(query, _quick_search(tdef, columns, search) if search else None)
+        first = row_number(args.get("sysparm_first_row"))
+        if args.get("page", "").isdigit():  # "go to page N"
+            first = (max(int(args["page"]), 1) - 1) * page + 1
+        rows = service.query(table, effective, selected, page, first - 1)
+        total = service.count(table, effective)
+        if group_by:
+            groups = group_counts(service, tdef, effective, group_by)
+    except (QueryError, ValueError, AccessDenied) as exc:
+        error, rows, total, first, query, search, groups = str(exc), [], 0, 1, Query(), "", None
+    typed = rows_typed if rows_typed is not None else filter_rows(tdef, query)
+    computed = computed_cells(view, rows) if view is not None else {}
+    return {
+        "tdef": tdef, "columns": [(c, shape.fields[c] if c in shape.fields else Computed(c, COMPUTED_COLUMNS[c]))
+                                  for c in shown],
+        "rows": [render_record(shape, r) | computed.get(r["sys_id"], {}) | {"sys_id": r["sys_id"]} for r in rows],
+        "total": total, "first": first, "page": page, "page_sizes": PAGE_SIZES, "encoded": encoded,
+        "error": error, "filter_error": filter_error, "search": search,
+        "order": query.order[0] if query.order else None, "order_encoded": to_encoded(Query(None, query.order)),
+        "filter_rows": row_views(tdef, typed or [_blank_row()]), "filter_open": bool(typed),
+        "fields": filter_fields(tdef),
+        "sentence": filter_sentence(tdef, parse_encoded(encoded)) if encoded and not error else "",
+        "can_create": service.can(table, "create"), "can_write": service.can(table, "write"),
+        "list_url": _list_url, "filter_url": _filter_url(table), "actor": g.actor, "args": args,
+        "condition_for": _condition_target(args.get("condition_for", ""), encoded),
+        "group_by": group_by if groups is not None else "", "groups": groups, "group_fields": group_fields(tdef),
+        "saved_filters": saved_filters(table), "may_share": may_share(g.actor),
+        "bulk_fields": [(n, f.label) for n, f in tdef.fields.items() if not f.system and f.ftype.queryable],
+        "outbox": _outbox(service) if table == EMAIL_TABLE and g.actor.is_admin else None,
+    }
+
+
+def _blank_row() -> dict:
+    return {"join": "and", "field": "", "op": "eq", "value": ""}
+
+
+def _args() -> dict:
+    """The page's parameters: the URL's, and on a filter post the list's query the form carried."""
+    args = dict(request.args.items())
+    if request.method == "POST" and "sysparm_query" in request.form:
+        args["sysparm_query"] = request.form["sysparm_query"]
+    return args
+
+
+def _outbox(service) -> dict:
+    """What the admin's e-mail list says about sending: configured or not, and how many wait."""
+    waiting = service.count(EMAIL_TABLE, Query(Term("state", "eq", "ready")))
+    return {"configured": bool(runtime().config.smtp_host), "waiting": waiting}
 
 
 def _condition_target(value: str, encoded: str) -> dict | None:
@@ -251,33 +314,56 @@ def _condition_target(value: str, encoded: str) -> dict | None:
 
 
 def _list_url(table: str, **params) -> str:
-    args = {k: v for k, v in request.args.items()
-            if k in ("sysparm_query", "sysparm_orderby", "sysparm_search", "condition_for", "sysparm_limit")}
+    args = {k: v for k, v in _args().items() if k in PAGE_PARAMS}
     args.update({k: v for k, v in params.items() if v is not None})
     args = {k: v for k, v in args.items() if v != ""}
-    return f"/{table}_list.do" + (f"?{urlencode(args)}" if args else "")
+    return f"/{table}_list.do" + (f"?{urlencode(args, safe=':')}" if args else "")  # `condition_for=table:id`
+
+
+def _filter_url(table: str) -> str:
+    """Where the filter form posts: the list's URL with every page parameter but the query it replaces."""
+    return _list_url(table, sysparm_query="", sysparm_orderby="")
 
 
 def _apply_filter(tdef: TableDef):
-    """The filter builder posts its rows; the list moves to the URL of their encoded query."""
-    if request.form.get("add_row"):
-        rows = [{"join": j, "field": f, "op": o, "value": v} for j, f, o, v in zip(
-            request.form.getlist("f_join"), request.form.getlist("f_field"), request.form.getlist("f_op"),
-            request.form.getlist("f_value"), strict=False)]
-        rows.append({"join": request.form["add_row"], "field": "", "op": "eq", "value": ""})
-        # the page's own parameters stay (a member list's condition being built: `condition_for`)
-        return render_template("_filter.html", tdef=tdef, filter_rows=rows, fields=filter_fields(tdef),
-                               operators=list(OPERATORS.values()), encoded="", standalone=True, actor=g.actor,
-                               condition_for=_condition_target(request.args.get("condition_for", ""), ""))
+    """The filter builder posts its rows: one row redrawn for its field (`row_for`), a row added or
+    removed, or the list moved to the URL of their encoded query."""
+    form, asked = request.form, request.values  # htmx names the row in the URL (`?row_for=2`), a button in the form
+    rows = _posted_rows(form)
+    if asked.get("row_for", "").isdigit() and int(asked["row_for"]) < len(rows):
+        index = int(asked["row_for"])
+        view = row_views(tdef, [_redrawn(tdef, rows[index])], start=index)[0]
+        return render_template("_filter_row.html", r=view, tdef=tdef, fields=filter_fields(tdef),
+                               filter_url=_filter_url(tdef.name))
+    if asked.get("remove_row", "").isdigit():
+        del rows[int(asked["remove_row"]):int(asked["remove_row"]) + 1]
+    if form.get("add_row"):
+        rows.append(_blank_row() | {"join": form["add_row"]})
+    if form.get("add_row") or asked.get("remove_row"):
+        return _filter_page(tdef, rows or [_blank_row()])
     try:
-        query = query_from_rows(request.form)
+        query = query_from_rows(tdef, rows, parse_encoded(form.get("f_order", "")).order)
         encoded = to_encoded(query)
         parse_encoded(encoded)
     except QueryError as exc:
-        flash(f"Filter not applied: {exc}")
-        return redirect(_list_url(tdef.name))
-    return redirect(_list_url(tdef.name, sysparm_query=encoded, sysparm_first_row=None,
-                              condition_for=request.args.get("condition_for")))
+        return _filter_page(tdef, rows, f"Filter not applied: {exc}"), 422
+    return redirect(_list_url(tdef.name, sysparm_query=encoded, sysparm_first_row=None))
+
+
+def _filter_page(tdef: TableDef, rows: list[dict], error: str | None = None):
+    """The filter with `rows` drawn again: the fragment for htmx, else the whole list page."""
+    context = _list_context(tdef, rows, error)
+    if request.headers.get("HX-Request") and not error:
+        return render_template("_filter.html", **context)
+    return render_template("list.html", **context | {"filter_open": True})
+
+
+# -- bulk edit ---------------------------------------------------------------------------------------
+
+def _bulk_value_input(tdef: TableDef, name: str):
+    """The bulk edit's value input for the chosen field: its choices, a reference picker, true/false."""
+    field = tdef.field(name)
+    return render_template("_list_bulk_value.html", tdef=tdef, field=field if field and not field.system else None)
 
 
 @blueprint.post("/ui/bulk/<table>")
@@ -291,10 +377,16 @@ def bulk_edit(table: str):
         abort(404)
     tdef = defs.tables[table]
     field = request.form.get("bulk_field", "")
+    back = safe_path(request.form.get("back")) or _list_url(table)
     if tdef.field(field) is None or tdef.field(field).system:
         flash(f"Bulk edit: choose a field of {tdef.label}.")
-        return redirect(safe_path(request.form.get("back")) or _list_url(table))
-    value = request.form.get("bulk_value", "")
+        return redirect(back)
+    fdef = tdef.field(field)
+    try:
+        value = _bulk_value(fdef, request.form)
+    except QueryError as exc:
+        flash(f"Bulk edit not done: {exc}", "error")
+        return redirect(back)
     if request.form.get("scope") == "filter":
         query = parse_encoded(request.form.get("sysparm_query", ""))
         ids = [r["sys_id"] for r in service.query(table, Query(query.where), ["sys_id"])]
@@ -312,16 +404,24 @@ def bulk_edit(table: str):
         except (RecordError, Conflict, AccessDenied, NotFound) as exc:
             refused.append(f"{record_name(tdef, before) if before else sys_id[:8] + '…'}: {exc}")
     db.session.commit()
-    label = tdef.field(field).label
-    message = f"Bulk edit of {label}: {changed} of {len(ids)} records changed"
+    message = f"Bulk edit of {fdef.label}: {changed} of {len(ids)} records changed"
     if refused:
         message += f"; {len(refused)} refused: " + "; ".join(refused[:5]) + (" …" if len(refused) > 5 else "")
     # a green banner only when something changed and nothing was refused
     flash(message, "warning" if refused or (ids and not changed) else "message")
-    return redirect(safe_path(request.form.get("back")) or _list_url(table))
+    return redirect(back)
 
 
-__all__ = ["list_columns", "list_view", "query_from_rows", "filter_rows", "row_number", "url_for"]
+def _bulk_value(field: FieldDef, form) -> str:
+    """The value a bulk edit sets: a choice by value or label, a reference by sys_id or by the name typed
+    (the picker's `<field>__display` when nothing was picked); QueryError naming field and value."""
+    value = form.get("bulk_value", "")
+    if field.type == "reference" and not value.strip():
+        value = form.get(f"{field.name}__display", "")
+    return typed_value(field, value)
+
+
+__all__ = ["filter_rows", "list_columns", "list_view", "query_from_rows", "row_number", "typed_value", "url_for"]
 
 
 def _page_size(value: str | None) -> int:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from flask import abort, current_app, flash, g, redirect, render_template, request, url_for
 
-from ...jobs import get_job, job_refusal
-from ...jobs.progress import active_job
+from ...jobs import Job, find_undo, get_job, job_refusal, stop_job, undo_job
+from ...jobs.cancel import cancel_refusal, job_action
+from ...jobs.progress import active_job, latest_job
+from ...jobs.undo import UNDONE, created_count, created_noun, undo_conflict, undo_refusal
 from ...memberlists import MemberLists
-from ...records import AccessDenied, NotFound, RecordError
+from ...records import AccessDenied, Conflict, NotFound, RecordError
 from .. import db
 from ..api import text_stream
 from ..auth import connection, records, rollback, runtime
@@ -54,13 +57,46 @@ def use_condition(table: str, sys_id: str):
     return redirect(url_for("ui.dispatch", name=table, sys_id=sys_id))
 
 
-def running_job(table: str, sys_id: str):
-    """A queued or running job for this record, if any (its progress shows on the form)."""
-    for name in [f"action:{a.name}" for a in runtime().defs.actions_for(table) if a.background]:
+def running_job(table: str, sys_id: str) -> JobPanel | None:
+    """The job panel of a record's form: its background action's job while it is queued or running
+    (with Stop), else its last one if it created records it has not undone (with Undo)."""
+    names = [f"action:{a.name}" for a in runtime().defs.actions_for(table) if a.background]
+    for name in names:
         job = active_job(connection(), runtime().storage, name, table, sys_id)
         if job is not None:
-            return job
-    return None
+            return job_panel(job)
+    job = latest_job(connection(), runtime().storage, names, table, sys_id)
+    if job is None or not created_count(job) or job.params.get(UNDONE):
+        return None
+    return job_panel(job)
+
+
+@dataclass(frozen=True)
+class JobPanel:
+    """A job as its panel shows it (`_job.html`): the job's own attributes, its action's label, and
+    what the user may do with it now."""
+
+    job: Job
+    label: str
+    can_cancel: bool
+    undo_offer: str | None  # "Undo: remove the 40 cases it created", for who may undo it now
+
+    def __getattr__(self, name: str):
+        if name == "job":  # not set yet (a copy being made): no recursion
+            raise AttributeError(name)
+        return getattr(self.job, name)
+
+
+def job_panel(job: Job) -> JobPanel:
+    service = records()
+    action = job_action(service, job)
+    label = action.label if action is not None else job.name.replace("_", " ").capitalize()
+    can_cancel = not job.finished and cancel_refusal(service, job) is None
+    offer = None
+    count = created_count(job)
+    if job.finished and count and undo_conflict(job) is None and undo_refusal(service, job) is None:
+        offer = f"Undo: remove the {count} {created_noun(service, job, count)} it created"
+    return JobPanel(job, label, can_cancel, offer)
 
 
 @blueprint.get("/ui/members/<table>/<sys_id>/preview")
@@ -175,7 +211,66 @@ def job_progress(job_id: str):
         abort(404)
     if job_refusal(records(), job):
         abort(403)
-    response = current_app.make_response(render_template("_job.html", job=job))
+    response = current_app.make_response(render_template("_job.html", job=job_panel(job)))
     if job.finished:  # the record's related lists reload: the children the job made show at once
         response.headers["HX-Trigger"] = "job-finished"
     return response
+
+
+def _job_or_404(job_id: str) -> Job:
+    job = get_job(connection(), runtime().storage, job_id)
+    if job is None:
+        abort(404)
+    if job_refusal(records(), job):
+        abort(403)
+    return job
+
+
+def _back(job: Job) -> str:
+    """Where the job's controls return to: its record's form (the home page for a job without one)."""
+    if job.target_table and job.target_sys_id:
+        return url_for("ui.dispatch", name=job.target_table, sys_id=job.target_sys_id)
+    return url_for("home")
+
+
+@blueprint.post("/ui/job/<job_id>/cancel")
+@login_required
+def job_cancel(job_id: str):
+    """Stop a queued or running job from its panel (a plain form post: no JavaScript needed)."""
+    job = _job_or_404(job_id)
+    label = job_panel(job).label
+    try:
+        stopped = stop_job(records(), job_id)
+    except (AccessDenied, Conflict) as exc:
+        rollback()
+        flash(f"{label}: not stopped. {exc}", "error")
+        return redirect(_back(job))
+    db.session.commit()
+    flash(f"{label} {stopped.message}. What it did so far stays; running it again does the rest.")
+    return redirect(_back(job))
+
+
+@blueprint.get("/ui/job/<job_id>/undo")
+@login_required
+def job_undo_page(job_id: str):
+    """The confirmation of an undo, with its numbers: what would be removed, what stays and why."""
+    job = _job_or_404(job_id)
+    _, plan, why = find_undo(records(), job_id)
+    return render_template("job_undo.html", job=job_panel(job), plan=plan, why=why, back=_back(job), actor=g.actor)
+
+
+@blueprint.post("/ui/job/<job_id>/undo")
+@login_required
+def job_undo(job_id: str):
+    """Undo what the job created (caseloom.jobs.undo), in this request's one transaction."""
+    job = _job_or_404(job_id)
+    label = job_panel(job).label
+    try:
+        done = undo_job(records(), job_id)
+    except (AccessDenied, Conflict, NotFound) as exc:
+        rollback()
+        flash(f"Undo {label.lower()}: not done. {exc}", "error")
+        return redirect(_back(job))
+    db.session.commit()
+    flash(f"Undo {label.lower()}: {done.sentence()}")
+    return redirect(_back(job))

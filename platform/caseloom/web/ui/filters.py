@@ -1,0 +1,295 @@
+"""The filter builder of lists: the operators and the input of each kind of field, rows to and from a
+query (a label or a name typed without JavaScript becomes the stored value), and the applied filter
+read as a sentence in labels and display values."""
+
+from __future__ import annotations
+
+from ...definitions.model import FieldDef, TableDef
+from ...fieldtypes import SYS_ID
+from ...query import OPERATORS, AnyOf, Query, QueryError, Term
+from ...query.conditions import All, Not, terms_of
+from ...query.dynamic import is_dynamic
+from ...query.operators import Operator
+from ..auth import records, runtime
+from ..serialize import display_names
+
+# What ServiceNow's dynamic values read as in a sentence.
+DYNAMIC_WORDS = {"gs.getuserid()": "me", "gs.getusername()": "me", "gs.nowdatetime()": "now",
+                 "gs.beginningoftoday()": "the start of today", "gs.endoftoday()": "the end of today"}
+
+
+# The operators offered per kind of field, in the order shown (names in caseloom.query OPERATORS; the
+# query layer has no BETWEEN: a range is two rows). Adding a kind is one row here and one in INPUT_KINDS.
+KIND_OPERATORS = {
+    "choice": ("eq", "ne", "in", "notin", "empty", "notempty"),
+    "number_choice": ("eq", "ne", "in", "notin", "lt", "le", "gt", "ge", "empty", "notempty"),
+    "reference": ("eq", "ne", "in", "notin", "empty", "notempty"),
+    "text": ("like", "notlike", "startswith", "endswith", "eq", "ne", "empty", "notempty"),
+    "number": ("eq", "ne", "lt", "le", "gt", "ge", "empty", "notempty"),
+    "date": ("eq", "ne", "lt", "le", "gt", "ge", "empty", "notempty"),
+    "boolean": ("eq", "ne"),
+}
+
+
+# A field type's input (FieldType.input) -> its kind of filter row; any other input is text.
+INPUT_KINDS = {"reference": "reference", "number": "number", "decimal": "number", "date": "date",
+               "datetime-local": "date", "checkbox": "boolean"}
+
+
+ANY_FIELD = tuple(name for name, op in OPERATORS.items() if op.change is None)  # a row with no field yet
+
+
+def field_kind(field: FieldDef | None) -> str:
+    """The kind of filter row a field gets: its operators and its value input follow from it."""
+    if field is None:
+        return ""
+    if field.choices:
+        return "number_choice" if field.choice_kind == "integer" else "choice"  # ordered, as ServiceNow offers
+    return INPUT_KINDS.get(field.ftype.input, "text")
+
+
+def operators_for(field: FieldDef | None) -> list[Operator]:
+    return [OPERATORS[name] for name in KIND_OPERATORS.get(field_kind(field), ANY_FIELD)]
+
+
+def filter_rows(tdef: TableDef, query: Query) -> list[dict]:
+    """The filter builder's rows for a query: [{join, field, op, value}], AND groups of OR terms."""
+    node = query.where
+    if node is None:
+        return []
+    groups = list(node.items) if isinstance(node, All) else [node]
+    rows = []
+    for group in groups:
+        terms = list(group.items) if isinstance(group, AnyOf) else [group]
+        for i, term in enumerate(terms):
+            if not isinstance(term, Term):
+                return []  # not expressible as rows (e.g. ^NQ); the encoded text is still shown
+            value = ",".join(map(str, term.value)) if isinstance(term.value, list) else (term.value or "")
+            rows.append({"join": "or" if i else "and", "field": term.field, "op": term.op, "value": value})
+    return rows
+
+
+def _posted_rows(form) -> list[dict]:
+    """The rows as the filter form posted them. Aligned lists (one per row): f_join, f_field, f_op,
+    f_value; by row index: f_values_<i> (the ticked choices of "is one of"), f_display_<i> (a reference
+    typed by name) and f_for_<i> (the field the row's inputs were drawn for)."""
+    rows = []
+    for i, (join, field, op, value) in enumerate(zip(form.getlist("f_join"), form.getlist("f_field"),
+                                                     form.getlist("f_op"), form.getlist("f_value"), strict=False)):
+        rows.append({"join": join, "field": field, "op": op, "value": value, "values": form.getlist(f"f_values_{i}"),
+                     "display": form.get(f"f_display_{i}", ""), "for": form.get(f"f_for_{i}")})
+    return rows
+
+
+def _redrawn(tdef: TableDef, row: dict) -> dict:
+    """A row whose field was changed: an operator the new field offers and no value of the old one."""
+    if row.get("for") is None or row["for"] == row["field"]:
+        return row
+    ops = [op.name for op in operators_for(_field_at(tdef, row["field"]))]
+    return row | {"op": row["op"] if row["op"] in ops else ops[0], "value": "", "values": [], "display": ""}
+
+
+def row_views(tdef: TableDef, rows: list[dict], start: int = 0) -> list[dict]:
+    """What the template draws per row: the operators and the value input its field's kind calls for,
+    references by display value (read at once for every row)."""
+    wanted: dict[str, set[str]] = {}
+    for row in rows:
+        field = _field_at(tdef, row["field"])
+        if field is not None and field.type == "reference":
+            wanted.setdefault(field.reference, set()).update(v for v in _items(row["value"]) if SYS_ID.match(v))
+    names = display_names(records(), wanted)
+    return [_row_view(tdef, start + i, row, names) for i, row in enumerate(rows)]
+
+
+def _row_view(tdef: TableDef, index: int, row: dict, names: dict) -> dict:
+    field = _field_at(tdef, row["field"])
+    ops = operators_for(field)
+    op = OPERATORS.get(row["op"])
+    if op is None or op.change is not None:
+        op = ops[0]
+    elif op not in ops:  # a query may use any operator (`numberIN...`): the row offers it too
+        ops = [*ops, op]
+    view = dict(row, index=index, fdef=field, ops=ops, op=op.name, input=_input_of(field, op),
+                label=_path_words(tdef, row["field"])[1] if row["field"] else "")
+    if field is not None and field.choices:
+        picked = (row.get("values") or _items(row["value"])) if op.list_value else [row["value"]]
+        view["selected"] = {_quietly(field, v) for v in picked}
+    elif field is not None and field.type == "reference":
+        ids = _items(row["value"])
+        view["display"] = row.get("display") or ", ".join(names.get((field.reference, v), v) for v in ids)
+        view["value"] = row["value"] if all(SYS_ID.match(v) for v in ids) else ""  # a typed name: resolved on run
+    elif view["input"] == "datetime-local":
+        view["value"] = str(row["value"]).replace(" ", "T")
+    return view
+
+
+def _input_of(field: FieldDef | None, op: Operator) -> str:
+    """The value input a row draws: none, select, multiselect, reference, references, boolean or an
+    HTML input type."""
+    if not op.takes_value:
+        return "none"
+    kind = field_kind(field)
+    if kind in ("choice", "number_choice"):
+        return "multiselect" if op.list_value else "select"
+    if kind == "reference":
+        return "references" if op.list_value else "reference"
+    if kind == "boolean":
+        return "boolean"
+    if kind == "number" and not op.list_value:
+        return "number"
+    if kind == "date" and not op.list_value:
+        return field.ftype.input
+    return "text"
+
+
+def _items(value) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return [v.strip() for v in str(value or "").split(",") if v.strip()]
+
+
+def _quietly(field: FieldDef, text: str) -> str:
+    """A choice's value for a typed value or label, or the text as it is (to show, not to query)."""
+    try:
+        return typed_value(field, text)
+    except QueryError:
+        return text
+
+
+def _field_at(tdef: TableDef, path: str) -> FieldDef | None:
+    return _path_words(tdef, path)[0] if path else None
+
+
+def typed_value(field: FieldDef, text: str) -> str:
+    """The stored value a person means by what they chose or typed: a choice by its value or label
+    ("1 - Critical"), a reference by its sys_id or display value ("Alex Agent"); QueryError naming the
+    field and the value when nothing has it. Other values stay as typed (their type is checked later)."""
+    text = "" if text is None else str(text).strip()
+    if not text or is_dynamic(text):
+        return text
+    if field.choices:
+        for value, label in field.choices:
+            if text == str(value) or text.casefold() == str(label).casefold():
+                return str(value)
+        labels = ", ".join(str(label) for _, label in field.choices)
+        raise QueryError(f"{field.label}: {text!r} is not one of the choices ({labels})")
+    if field.type == "reference" and not SYS_ID.match(text):
+        return _record_named(field, text)
+    return text
+
+
+def _record_named(field: FieldDef, text: str) -> str:
+    """The sys_id of the one record of a reference's table whose display value is `text` (any record the
+    user may read: a filter or a bulk edit names records, unlike a form's picker, no qualifier narrows)."""
+    target = runtime().defs.tables[field.reference]
+    noun = target.label.lower()
+    if not target.display:
+        raise QueryError(f"{field.label}: choose the {noun} from the list")
+    rows = records().query(target.name, Query(Term(target.display, "eq", text)), ["sys_id"], 2)
+    if not rows:
+        raise QueryError(f"{field.label}: no {noun} named {text!r}")
+    if len(rows) > 1:
+        raise QueryError(f"{field.label}: more than one {noun} is named {text!r}: choose one from the list")
+    return rows[0]["sys_id"]
+
+
+def _term_value(field: FieldDef | None, op: Operator, row: dict):
+    """A row's value for its term: None, one value, or a list for "is one of"."""
+    if not op.takes_value:
+        return None
+    if op.list_value:
+        items = row.get("values") or _items(row["value"])
+        if field is not None and field.type == "reference" and not row["value"] and row.get("display"):
+            items = _items(row["display"])
+        return [typed_value(field, v) if field is not None else v for v in items]
+    text = row["value"]
+    if field is not None and field.type == "reference" and not text and row.get("display", "").strip():
+        text = row["display"]
+    return typed_value(field, text) if field is not None else text
+
+
+def query_from_rows(tdef: TableDef, rows: list[dict], order: tuple = ()) -> Query:
+    """The Query the filter builder's rows describe (the inverse of filter_rows): choices by label and
+    references by name resolved to their values; QueryError naming the field otherwise."""
+    groups: list[list[Term]] = []
+    for row in rows:
+        if not row["field"]:
+            continue
+        op = OPERATORS.get(row["op"])
+        if op is None or op.change is not None:
+            raise QueryError(f"unknown operator {row['op']!r}")
+        term = Term(row["field"], op.name, _term_value(_field_at(tdef, row["field"]), op, row))
+        if row["join"] == "or" and groups:
+            groups[-1].append(term)
+        else:
+            groups.append([term])
+    nodes = [g[0] if len(g) == 1 else AnyOf(tuple(g)) for g in groups]
+    return Query(None if not nodes else nodes[0] if len(nodes) == 1 else All(tuple(nodes)), order)
+
+
+def filter_fields(tdef: TableDef) -> list[tuple[str, str]]:
+    return [(name, f.label) for name, f in tdef.fields.items() if f.ftype.queryable]
+
+
+def filter_sentence(tdef: TableDef, query: Query) -> str:
+    """The filter as a person reads it: fields by label, choices by label, references by display value
+    ("State is one of New, Open and Priority is 1 - Critical")."""
+    def phrase(node, top: bool = False) -> str:
+        if isinstance(node, All):
+            return " and ".join(phrase(item) for item in node.items)
+        if isinstance(node, AnyOf):
+            text = " or ".join(phrase(item) for item in node.items)
+            return text if top else f"({text})"
+        if isinstance(node, Not):
+            return f"not ({phrase(node.item, True)})"
+        if not isinstance(node, Term):
+            return ""
+        field, label = _path_words(tdef, node.field)
+        op = OPERATORS.get(node.op)
+        words = op.label if op is not None else node.op
+        if op is None or not op.takes_value:
+            return f"{label} {words}"
+        values = node.value if isinstance(node.value, (list, tuple)) else [node.value]
+        return f"{label} {words} {', '.join(_value_words(field, v, names) for v in values)}"
+
+    names = display_names(records(), _referenced(tdef, query))  # every sys_id the filter names, read at once
+    text = phrase(query.where, True) if query.where is not None else ""
+    for path, descending in query.order:
+        _, label = _path_words(tdef, path)
+        text += f"{'; ' if text else ''}ordered by {label}{' (descending)' if descending else ''}"
+    return text[:1].upper() + text[1:]
+
+
+def _path_words(tdef: TableDef, path: str):
+    """The field a path ends at, and its labels joined as a person reads a dot-walk (`Account › Name`)."""
+    defs = runtime().defs
+    labels, current, field = [], tdef, None
+    for part in path.split("."):
+        field = current.field(part) if current is not None else None
+        labels.append(field.label if field is not None else part)
+        current = defs.tables.get(field.reference) if field is not None and field.reference else None
+    return field, " › ".join(labels)
+
+
+def _referenced(tdef: TableDef, query: Query) -> dict[str, set[str]]:
+    """The sys_ids a filter compares references with, by the table they belong to."""
+    wanted: dict[str, set[str]] = {}
+    for term in terms_of(query.where):
+        field = _path_words(tdef, term.field)[0] if isinstance(term, Term) else None
+        if field is not None and field.type == "reference":
+            values = term.value if isinstance(term.value, (list, tuple)) else [term.value]
+            wanted.setdefault(field.reference, set()).update(str(v) for v in values if v and len(str(v)) == 32)
+    return wanted
+
+
+def _value_words(field, value, names: dict[tuple[str, str], str]) -> str:
+    text = "" if value is None else str(value)
+    if text.lower().startswith("javascript:"):
+        return DYNAMIC_WORDS.get(text[len("javascript:"):].strip().lower(), text)
+    if field is None or text == "":
+        return text or "(empty)"
+    if field.choices:
+        return field.choice_label(text) or text
+    if field.type == "reference":
+        return names.get((field.reference, text), text)
+    return text

@@ -1,0 +1,305 @@
+"""The workspace of a record that has children through a declared reference (a major case): its
+summary, its children counted by state, who needs attention, its affected customers, what was sent
+to them, and its timeline, at a glance; refreshed while a job works on it. Declared per table in a
+`workspace:` definition, so any application can have one."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from flask import abort, render_template
+
+from ...definitions.model import TableDef, WorkspaceDef
+from ...query import All, Query, Selection, Term
+from ...query.evaluate import evaluate
+from ...records import AccessDenied
+from ..auth import connection, records, runtime
+from ..serialize import display_names, record_name
+from . import blueprint, login_required
+
+TIMELINE_SHOWN = 40
+ATTENTION_SHOWN = 10
+
+
+def workspace_for(tdef: TableDef, record: dict) -> WorkspaceDef | None:
+    """The workspace a record's page shows, if its table declares one and the record meets its `when`."""
+    ws = runtime().defs.workspace_for(tdef.name)
+    if ws is None or not record:
+        return None
+    if ws.when is not None and not evaluate(ws.when, record):
+        return None
+    return ws
+
+
+def workspace_panel(tdef: TableDef, record: dict, rendered: dict, job=None) -> dict | None:
+    ws = workspace_for(tdef, record)
+    if ws is None:
+        return None
+    service = records()
+    children = runtime().defs.tables[ws.child_table]
+    panel = {
+        "ws": ws, "table": tdef.name, "sys_id": record["sys_id"], "live": job is not None and not job.finished,
+        "summary": [(tdef.field(name).label, _shown(rendered.get(name)), _link(tdef.field(name), record.get(name)))
+                    for name in ws.summary if tdef.field(name) is not None and name in rendered],
+        "age": age_words(record.get(ws.age_from) or record.get("sys_created_on")),
+        "children": None, "members": None, "communications": None,
+    }
+    if service.can(children.name, "read"):
+        panel["children"] = _children(ws, children, record["sys_id"])
+    panel["members"] = _members(ws, tdef, record)
+    panel["communications"] = _communications(ws, tdef, children, record["sys_id"])
+    panel["timeline"] = _timeline(ws, tdef, children, record)
+    return panel
+
+
+def _shown(cell) -> str:
+    if isinstance(cell, dict):
+        return cell.get("display_value") or ""
+    return "" if cell is None else str(cell)
+
+
+def _link(field, value) -> str | None:
+    if field is None or field.type != "reference" or not value:
+        return None
+    return f"/{field.reference}.do?sys_id={value}"
+
+
+def age_words(since) -> str:
+    """How long ago, in the largest whole unit ("3 days", "5 hours", "under a minute")."""
+    if not isinstance(since, dt.datetime):
+        return ""
+    seconds = max(int((dt.datetime.now(dt.UTC).replace(tzinfo=None) - since).total_seconds()), 0)
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = seconds // size
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return "under a minute"
+
+
+def _children(ws: WorkspaceDef, children: TableDef, parent_id: str) -> dict:
+    """The children counted by their lifecycle state (one GROUP BY, with the reader's access), and
+    those flagged as needing attention."""
+    service = records()
+    where = Term(ws.children, "eq", parent_id)
+    total = service.count(children.name, Query(where))
+    out = {"total": total, "label": children.label, "by_state": [], "attention": [], "attention_total": 0,
+           "list_url": f"/{children.name}_list.do?sysparm_query={ws.children}={parent_id}"}
+    lifecycle = runtime().defs.lifecycle(children.name)
+    if lifecycle is not None and total:
+        selection = Selection(runtime().storage, children.name, readable=service.readable)
+        column, field = selection.column(lifecycle.field)
+        stmt = selection.select(column, sa.func.count(), where=where).group_by(column)
+        counts = {str(value): n for value, n in connection().execute(stmt)}
+        out["by_state"] = [(label, counts[str(value)],
+                            f"{out['list_url']}^{lifecycle.field}={value}")
+                           for value, label in field.choices if str(value) in counts]
+    if ws.attention and total:
+        flagged = Query(All((where, Term(ws.attention, "eq", True))))
+        out["attention_total"] = service.count(children.name, flagged)
+        shown = [c for c in ("number", children.display) if c and children.field(c) is not None]
+        rows = service.query(children.name, Query(flagged.where, (("sys_updated_on", True),)),
+                             ["sys_id", *dict.fromkeys(shown)], ATTENTION_SHOWN)
+        out["attention"] = [{"sys_id": r["sys_id"], "name": record_name(children, r),
+                             "url": f"/{children.name}.do?sys_id={r['sys_id']}"} for r in rows]
+        out["attention_url"] = f"{out['list_url']}^{ws.attention}=true"
+    return out
+
+
+def _members(ws: WorkspaceDef, tdef: TableDef, record: dict) -> dict | None:
+    """Whom the record concerns (CSM: the affected customers): the member list it names, how many, a link."""
+    if not ws.members:
+        return None
+    field = tdef.field(ws.members)
+    heading = ws.members_label or field.label
+    if not record.get(ws.members):
+        return {"missing": True, "heading": heading, "label": field.label}
+    from .members import member_panel
+
+    target = runtime().defs.tables[field.reference]
+    try:
+        listed = records().get(target.name, record[ws.members])
+    except AccessDenied:
+        return None
+    if listed is None:
+        return None
+    members = member_panel(target.name, listed)
+    return {"missing": False, "heading": heading, "label": field.label, "name": record_name(target, listed),
+            "url": f"/{target.name}.do?sys_id={listed['sys_id']}", "count": members["count"] if members else None}
+
+
+def _communications(ws: WorkspaceDef, tdef: TableDef, children: TableDef, parent_id: str) -> dict | None:
+    """What reached customers: the record's entries in its communication journal fields, and the
+    e-mails about it and its children, by state (delivered, failed, waiting)."""
+    defs, service = runtime().defs, records()
+    out = {"entries": [], "emails": None}
+    if ws.communications:
+        journal = runtime().storage.physical("sys_journal_field")
+        child_rows = runtime().storage.physical(children.name)
+        kids = sa.select(child_rows.c.sys_id).where(child_rows.c[ws.children] == parent_id)
+        stmt = (sa.select(journal.c.element, sa.func.count())  # on the record and on its children
+                .where(sa.or_(journal.c.element_id == parent_id, journal.c.element_id.in_(kids)),
+                       journal.c.name.in_({*defs.lineage(tdef.name), *defs.lineage(children.name)}),
+                       journal.c.element.in_(ws.communications))
+                .group_by(journal.c.element))
+        counts = dict(connection().execute(stmt).all())
+        out["entries"] = [(tdef.field(name).label, counts.get(name, 0)) for name in ws.communications]
+    if "sys_email" in defs.tables and service.can(children.name, "read"):  # as the activity stream shows them
+        email = runtime().storage.physical("sys_email")
+        child_rows = runtime().storage.physical(children.name)
+        kids = sa.select(child_rows.c.sys_id).where(child_rows.c[ws.children] == parent_id)
+        stmt = (sa.select(email.c.state, sa.func.count())
+                .where(sa.or_(email.c.instance == parent_id, email.c.instance.in_(kids)))
+                .group_by(email.c.state))
+        by_state = dict(connection().execute(stmt).all())
+        states = defs.tables["sys_email"].field("state")
+        sent = by_state.pop("sent", 0)
+        failed = by_state.pop("error", 0)
+        out["emails"] = {"total": sent + failed + sum(by_state.values()), "sent": sent, "failed": failed,
+                         "waiting": sum(n for s, n in by_state.items() if s in ("ready", "sending")),
+                         "other": [(states.choice_label(s) or s, n) for s, n in by_state.items()
+                                   if s not in ("ready", "sending")]}
+    return out
+
+
+def _timeline(ws: WorkspaceDef, tdef: TableDef, children: TableDef, record: dict) -> list[dict]:
+    """What happened, oldest first: created; each save that changed a timeline field (who, what, from
+    what to what, in words); children added (grouped per save); the jobs that worked on it."""
+    from .forms import _audit_word
+
+    defs = runtime().defs
+    audit = runtime().storage.physical("sys_audit")
+    events = [{"when": record.get("sys_created_on"), "who": record.get("sys_created_by"),
+               "what": f"{tdef.label} {record_name(tdef, record)} created"}]
+    for name in ws.timeline:  # a date-time field is a moment of its own ("Proposed on" -> "Proposed")
+        field = tdef.field(name)
+        if field.type in ("datetime", "date") and record.get(name):
+            events.append({"when": record[name], "who": "", "what": re.sub(r" (on|at)$", "", field.label)})
+    if ws.timeline:
+        rows = list(connection().execute(
+            sa.select(audit.c.fieldname, audit.c.oldvalue, audit.c.newvalue, audit.c.user, audit.c.sys_created_on,
+                      audit.c.record_checkpoint)
+            .where(audit.c.documentkey == record["sys_id"], audit.c.tablename.in_(defs.lineage(tdef.name)),
+                   audit.c.fieldname.in_(ws.timeline))
+            .order_by(audit.c.sys_created_on.desc()).limit(TIMELINE_SHOWN * 3)).mappings())
+        wanted: dict[str, set[str]] = {}
+        for r in rows:
+            field = tdef.field(r["fieldname"])
+            if field is not None and field.type == "reference":
+                wanted.setdefault(field.reference, set()).update(v for v in (r["oldvalue"], r["newvalue"]) if v)
+        names = display_names(records(), wanted)
+        saves: dict[tuple, list] = {}
+        for r in rows:
+            saves.setdefault((r["record_checkpoint"], r["user"]), []).append(r)
+        for (_, who), changes in saves.items():
+            parts = []
+            for r in sorted(changes, key=lambda r: ws.timeline.index(r["fieldname"])):
+                field = tdef.field(r["fieldname"])
+                old, new = _audit_word(field, r["oldvalue"], names), _audit_word(field, r["newvalue"], names)
+                label = field.label if field else r["fieldname"]
+                parts.append(f"{label} {old} → {new}" if old else f"{label} set to {new}")
+            events.append({"when": changes[0]["sys_created_on"], "who": who, "what": "; ".join(parts)})
+    added = list(connection().execute(
+        sa.select(audit.c.user, audit.c.sys_created_on, sa.func.count())
+        .where(audit.c.fieldname == ws.children, audit.c.newvalue == record["sys_id"],
+               audit.c.tablename.in_(defs.lineage(children.name)))
+        .group_by(audit.c.user, audit.c.sys_created_on)
+        .order_by(audit.c.sys_created_on.desc()).limit(TIMELINE_SHOWN)))
+    for who, when, n in added:
+        noun = children.label.lower() + ("s" if n != 1 else "")
+        events.append({"when": when, "who": who, "what": f"{n} {noun} added as children"})
+    jobs = runtime().storage.internal("sys_job")
+    for job in connection().execute(
+            sa.select(jobs).where(jobs.c.target_table.in_(defs.lineage(tdef.name)),
+                                  jobs.c.target_sys_id == record["sys_id"])
+            .order_by(jobs.c.created_on.desc()).limit(TIMELINE_SHOWN)).mappings():
+        label = _job_label(tdef, job["name"])
+        events.append({"when": job["created_on"], "who": job["created_by"], "what": f"{label} started"})
+        if job["state"] not in ("queued", "running"):
+            events.append({"when": job["updated_on"], "who": job["created_by"],
+                           "what": f"{label} {job['state']}" + (f": {job['message']}" if job["message"] else "")})
+    events = [e for e in events if e["when"] is not None]
+    return sorted(events, key=lambda e: e["when"])[-TIMELINE_SHOWN:]
+
+
+def _job_label(tdef: TableDef, name: str) -> str:
+    if name.startswith("action:"):
+        action = runtime().defs.action(tdef.name, name.removeprefix("action:"))
+        if action is not None:
+            return action.label
+    return name.replace("_", " ").capitalize()
+
+
+@blueprint.get("/ui/workspace/<table>/<sys_id>")
+@login_required
+def workspace_part(table: str, sys_id: str):
+    """The workspace alone (htmx refreshes it while a job works on the record, and when it ends)."""
+    from .forms import _load
+    from .members import running_job
+
+    defs = runtime().defs
+    if table not in defs.tables:
+        abort(404)
+    try:
+        records().table(table, "read")
+    except AccessDenied:
+        abort(403)
+    rendered, record = _load(defs.tables[table], sys_id)
+    tdef = defs.tables.get(record.get("sys_class_name"), defs.tables[table])
+    panel = workspace_panel(tdef, record, rendered, running_job(tdef.name, sys_id))
+    if panel is None:
+        abort(404)
+    return render_template("_workspace.html", workspace=panel)
+
+
+# -- the list view of a workspace (`sysparm_view=NAME`, named by menu modules' `view:`) ---------------
+
+@dataclass(frozen=True)
+class Computed:
+    """A column the workspace computes: how many children a row has, or its age."""
+
+    name: str
+    label: str
+    computed: bool = True
+
+
+COMPUTED_COLUMNS = {"children": "Children", "age": "Age"}
+
+
+def list_view_of(tdef: TableDef, view: str | None) -> WorkspaceDef | None:
+    """The workspace whose list view `sysparm_view` names, when it is one of this table's lineage."""
+    defs = runtime().defs
+    ws = defs.workspaces.get(view or "")
+    if ws is None or ws.table not in (tdef.name, *defs.ancestors(tdef.name)):
+        return None
+    return ws
+
+
+def view_columns(ws: WorkspaceDef) -> tuple[list[str], list[str]]:
+    """(the view's stored columns the reader may see, all its columns in order, computed ones included)."""
+    service = records()
+    fields = [c for c in ws.columns if c not in COMPUTED_COLUMNS and service.can_read_path(ws.table, c)]
+    return fields, [c for c in ws.columns if c in COMPUTED_COLUMNS or c in fields]
+
+
+def computed_cells(ws: WorkspaceDef, raw_rows: list[dict]) -> dict[str, dict[str, str]]:
+    """sys_id -> {column: text} for the view's computed columns, for one page of rows: the children
+    counted in one GROUP BY (with the reader's access to the children's table), the age in words."""
+    out: dict[str, dict[str, str]] = {r["sys_id"]: {} for r in raw_rows}
+    if "children" in ws.columns and raw_rows:
+        service = records()
+        counts: dict[str, int] = {}
+        if service.can(ws.child_table, "read"):
+            selection = Selection(runtime().storage, ws.child_table, readable=service.readable)
+            column, _ = selection.column(ws.children)
+            stmt = selection.select(column, sa.func.count(),
+                                    where=Term(ws.children, "in", [r["sys_id"] for r in raw_rows])).group_by(column)
+            counts = {str(parent): n for parent, n in connection().execute(stmt)}
+        for sys_id in out:
+            out[sys_id]["children"] = str(counts.get(sys_id, 0))
+    if "age" in ws.columns:
+        for r in raw_rows:
+            out[r["sys_id"]]["age"] = age_words(r.get(ws.age_from) or r.get("sys_created_on"))
+    return out

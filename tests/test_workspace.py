@@ -1,0 +1,101 @@
+"""The major case workspace (declared in definitions/workspaces): a record with children through a
+declared reference shows its summary, children by state, who needs attention, its affected customers,
+what was sent to them and its timeline, in words; the Candidates and Major cases lists show child
+counts, who proposed it, why, and age."""
+
+from __future__ import annotations
+
+import html
+import re
+
+import pytest
+from conftest import basic, ui_sign_in
+
+from caseloom.jobs.registry import execute_job
+
+CASE = "sn_customerservice_case"
+CASES = f"/api/now/table/{CASE}"
+ACTIONS = f"/api/caseloom/actions/{CASE}"
+
+
+def section(page: str, start: str, end: str = "</section>") -> str:
+    page = html.unescape(page)
+    at = page.index(start)
+    return re.sub(r"\s+", " ", page[at:page.index(end, at)])
+
+
+@pytest.fixture
+def major(client, runtime):
+    """An accepted major case proposed from a customer's case, with a recipients list and its children."""
+    case = client.get(f"{CASES}?sysparm_query=state=10^accountISNOTEMPTY^parentISEMPTY^major_case_stateISEMPTY"
+                      "&sysparm_limit=1", headers=basic("admin")).json["result"][0]
+    r = client.post(f"{ACTIONS}/{case['sys_id']}/propose_major_case", json={"reason": "Storage down in Frankfurt"},
+                    headers=basic("agent"))
+    assert r.status_code == 200, r.json
+    r = client.post(f"{ACTIONS}/{case['sys_id']}/accept_major_case", json={}, headers=basic("mim"))
+    major_id = r.json["details"]["created"][0]["sys_id"]
+    lists = client.get("/api/now/table/sn_publications_recipients_list?sysparm_query=type=accounts"
+                       "&sysparm_limit=1", headers=basic("admin")).json["result"]
+    assert client.patch(f"{CASES}/{major_id}", json={"recipient_list": lists[0]["sys_id"]},
+                        headers=basic("mim")).status_code == 200
+    r = client.post(f"{ACTIONS}/{major_id}/create_child_cases", json={"comments": "We are on it."},
+                    headers=basic("mim"))
+    assert r.status_code == 202, r.json
+    execute_job(runtime, r.json["result"]["job"])
+    return {"sys_id": major_id, "first_child": case, "list": lists[0]}
+
+
+def test_the_major_case_page_is_a_workspace_in_words(client, major):
+    children = client.get(f"{CASES}?sysparm_query=parent={major['sys_id']}&sysparm_fields=state",
+                          headers=basic("admin")).json["result"]
+    ui_sign_in(client, "mim")
+    page = client.get(f"/{CASE}.do?sys_id={major['sys_id']}").get_data(as_text=True)
+    ws = section(page, '<section class="workspace card"', '<section class="ws-timeline"')
+    assert "Major case at a glance" in ws
+    assert re.search(r"<dt>State</dt><dd>Open</dd>", ws)
+    assert "<dt>Proposed by</dt><dd><a href=\"/sys_user.do?sys_id=" in ws
+    assert f'id="ws-children-total">{len(children)}</span>' in ws
+    by_state = re.findall(r'<span class="ws-count">(\d+)</span> ([A-Za-z ]+)</a>', ws)
+    assert sum(int(n) for n, _ in by_state) == len(children) and {label for _, label in by_state} <= {
+        "New", "Open", "Awaiting Info", "Resolved", "Closed", "Canceled"}
+    assert f"{major['list']['name']}</a>: " in ws
+    assert re.search(r"\d+ e-mails: \d+ delivered, \d+ failed, \d+ waiting", ws)
+    timeline = section(page, '<section class="ws-timeline"')
+    assert "Create child cases started" in timeline and "Create child cases done" in timeline
+    assert "</time> · Proposed</li>" in timeline and "Recipients list set to " in timeline
+    assert not re.search(r"[0-9a-f]{32}", re.sub(r'(href|hx-get)="[^"]*"', "", ws + timeline))  # no sys_id is read
+
+
+def test_a_child_commented_on_by_someone_else_needs_attention(client, major):
+    child = major["first_child"]
+    assert client.patch(f"{CASES}/{child['sys_id']}", json={"comments": "Still broken here"},
+                        headers=basic("admin")).status_code == 200
+    ui_sign_in(client, "mim")
+    ws = section(client.get(f"/{CASE}.do?sys_id={major['sys_id']}").get_data(as_text=True),
+                 '<section class="workspace card"', '<section class="ws-timeline"')
+    assert "1 needs attention" in ws and f">{child['number']}</a>" in ws
+
+
+def test_the_workspace_refreshes_alone_and_only_where_declared(client, major):
+    ui_sign_in(client, "mim")
+    part = client.get(f"/ui/workspace/{CASE}/{major['sys_id']}")
+    assert part.status_code == 200 and 'hx-trigger="job-finished from:body"' in part.get_data(as_text=True)
+    plain = client.get(f"{CASES}?sysparm_query=major_case_stateISEMPTY^parentISEMPTY&sysparm_limit=1",
+                       headers=basic("admin")).json["result"][0]
+    assert client.get(f"/ui/workspace/{CASE}/{plain['sys_id']}").status_code == 404
+    assert 'class="workspace card"' not in client.get(f"/{CASE}.do?sys_id={plain['sys_id']}").get_data(as_text=True)
+
+
+def test_the_major_cases_list_shows_children_who_proposed_why_and_age(client, major):
+    ui_sign_in(client, "mim")
+    home = client.get("/").get_data(as_text=True)
+    link = html.unescape(re.search(r'<a href="([^"]*)"[^>]*>Major cases</a>', home).group(1))
+    assert "sysparm_view=major_case" in link
+    page = html.unescape(client.get(link).get_data(as_text=True))
+    headers = re.findall(r'<th scope="col"[^>]*>\s*(?:<a[^>]*>)?([^<▲▼]+?)\s*(?:[▲▼])?\s*(?:</a>)?\s*</th>', page)
+    assert headers[-4:] == ["Children", "Proposed by", "Why a major issue", "Age"]
+    count = client.get(f"{CASES}?sysparm_query=parent={major['sys_id']}&sysparm_limit=1",
+                       headers=basic("admin")).headers["X-Total-Count"]
+    row = page[page.index(f"sys_id={major['sys_id']}"):]
+    row = row[:row.index("</tr>")]
+    assert f"<td>{count}</td>" in row and "Storage down in Frankfurt" in row
