@@ -8,6 +8,7 @@ import html
 import re
 
 import pytest
+
 from conftest import basic, form_token, ui_sign_in
 
 CASE = "sn_customerservice_case"

@@ -9,9 +9,9 @@ import html
 import re
 
 import pytest
-from conftest import basic, ui_sign_in
 
 from caseloom.jobs.registry import execute_job
+from conftest import basic, ui_sign_in
 
 CASE = "sn_customerservice_case"
 CASES = f"/api/now/table/{CASE}"

@@ -212,7 +212,7 @@ def undo_job(service: RecordService, job_id: str) -> Undo:
         service.table(tdef.name, "delete")
         _lock(service, tdef, batches)
         planned = _count(service, tdef, batches)
-        emails = _cancel_emails(service, _removable(service, tdef, batches))
+        emails = _cancel_emails(service, _removable_ids(service, tdef, batches))
         removed = _delete(service, tdef, batches)
         tables.append(replace(planned, removable=removed, emails_waiting=emails))
     done = Undo(job.id, tuple(tables), done=True)
@@ -236,26 +236,33 @@ def _physical(service: RecordService, tdef: TableDef) -> sa.Table:
     return service.storage.physical(tdef.name)
 
 
-def _created(physical: sa.Table, batches: list[Batch]) -> sa.ColumnElement:
+def _created(physical: sa.FromClause, batches: list[Batch]) -> sa.ColumnElement:
     return sa.or_(*(b.holds(physical.c.sys_id) for b in batches))
 
 
-def _touched(service: RecordService, tdef: TableDef, physical: sa.Table) -> sa.ColumnElement:
-    """The module docstring's definition, as SQL over `physical`'s rows."""
+def _untouched(service: RecordService, tdef: TableDef, physical: sa.FromClause) -> sa.ColumnElement:
+    """The module docstring's definition, negated, as SQL over `physical`'s rows: a conjunction of
+    NOT EXISTS, which PostgreSQL plans as anti-joins (an OR of EXISTS would be a subplan per row)."""
     journal = service.storage.physical("sys_journal_field")
-    signs = [physical.c.sys_mod_count > 0,
-             sa.exists().where(journal.c.element_id == physical.c.sys_id,
-                               journal.c.sys_created_on > physical.c.sys_created_on)]
+    unchanged = [physical.c.sys_mod_count == 0,
+                 ~sa.exists().where(journal.c.element_id == physical.c.sys_id,
+                                    journal.c.sys_created_on > physical.c.sys_created_on)]
     for i, (other, field) in enumerate(service._referrers(tdef)):
         referrer = service.storage.physical(other.name).alias(f"referrer_{i}")
-        signs.append(sa.exists().where(referrer.c[field.name] == physical.c.sys_id))
-    return sa.or_(*signs)
+        unchanged.append(~sa.exists().where(referrer.c[field.name] == physical.c.sys_id))
+    return sa.and_(*unchanged)
 
 
-def _removable(service: RecordService, tdef: TableDef, batches: list[Batch]) -> sa.Select:
-    """The sys_ids of the records the job created that nobody has touched."""
-    physical = _physical(service, tdef)
-    return sa.select(physical.c.sys_id).where(_created(physical, batches), ~_touched(service, tdef, physical))
+def _removable(service: RecordService, tdef: TableDef, batches: list[Batch],
+               physical: sa.FromClause | None = None) -> sa.ColumnElement:
+    """The records the job created that nobody has touched (of `physical`, or an alias of it)."""
+    physical = _physical(service, tdef) if physical is None else physical
+    return sa.and_(_created(physical, batches), _untouched(service, tdef, physical))
+
+
+def _removable_ids(service: RecordService, tdef: TableDef, batches: list[Batch]) -> sa.Select:
+    removable = _physical(service, tdef).alias("removable")
+    return sa.select(removable.c.sys_id).where(_removable(service, tdef, batches, removable))
 
 
 def _lock(service: RecordService, tdef: TableDef, batches: list[Batch]) -> None:
@@ -270,14 +277,15 @@ def _lock(service: RecordService, tdef: TableDef, batches: list[Batch]) -> None:
 
 def _count(service: RecordService, tdef: TableDef, batches: list[Batch]) -> TableUndo:
     conn, physical = service.conn, _physical(service, tdef)
-    created, touched = _created(physical, batches), _touched(service, tdef, physical)
-    existing, changed = conn.execute(sa.select(
-        sa.func.count(), sa.func.coalesce(sa.func.sum(sa.case((touched, 1), else_=0)), 0)).where(created)).one()
-    name = physical.c[_name_field(tdef)]
-    names = conn.execute(sa.select(name).where(created, touched).order_by(name).limit(NAMES_SHOWN)).scalars().all()
-    waiting, sent = _emails(service, _removable(service, tdef, batches))
+    created = _created(physical, batches)
+    existing = conn.execute(sa.select(sa.func.count()).where(created)).scalar_one()
+    removable = conn.execute(sa.select(sa.func.count()).where(_removable(service, tdef, batches))).scalar_one()
+    name, ids = physical.c[_name_field(tdef)], _removable_ids(service, tdef, batches).subquery()
+    kept = sa.and_(created, ~sa.exists().where(ids.c.sys_id == physical.c.sys_id))
+    names = conn.execute(sa.select(name).where(kept).order_by(name).limit(NAMES_SHOWN)).scalars().all()
+    waiting, sent = _emails(service, _removable_ids(service, tdef, batches))
     total = sum(b.count for b in batches)
-    return TableUndo(tdef.name, tdef.label, total, existing - changed, changed, max(total - existing, 0),
+    return TableUndo(tdef.name, tdef.label, total, removable, existing - removable, max(total - existing, 0),
                      tuple(str(n) for n in names), waiting, sent)
 
 
@@ -320,16 +328,15 @@ def _delete(service: RecordService, tdef: TableDef, batches: list[Batch]) -> int
     """Delete the untouched records: set-based, or one by one where rules or guards must see each."""
     conn, physical = service.conn, _physical(service, tdef)
     removable = _removable(service, tdef, batches)
-    classes = conn.execute(sa.select(physical.c.sys_class_name).where(
-        physical.c.sys_id.in_(removable.scalar_subquery())).distinct()).scalars().all()
+    classes = conn.execute(sa.select(physical.c.sys_class_name).where(removable).distinct()).scalars().all()
     if any(_one_by_one(service, name) for name in classes):
-        found = conn.execute(removable.add_columns(physical.c.sys_class_name)).all()
+        found = conn.execute(sa.select(physical.c.sys_id, physical.c.sys_class_name).where(removable)).all()
         for sys_id, class_name in found:  # the rules and guards of each record run
             service.delete(class_name, sys_id)
         return len(found)
     for name in classes:
         _audit_deletions(service, physical, service.defs.tables[name], removable)
-    deleted = conn.execute(sa.delete(physical).where(physical.c.sys_id.in_(removable.scalar_subquery()))).rowcount
+    deleted = conn.execute(sa.delete(physical).where(removable)).rowcount
     service.written.update({tdef.name, "sys_audit"})
     return deleted
 
@@ -340,7 +347,7 @@ def _one_by_one(service: RecordService, table: str) -> bool:
     return hooked or bool(DELETE_GUARDS.get(table))
 
 
-def _audit_deletions(service: RecordService, physical: sa.Table, tdef: TableDef, removable: sa.Select) -> None:
+def _audit_deletions(service: RecordService, physical: sa.Table, tdef: TableDef, removable: sa.ColumnElement) -> None:
     """One `DELETED` audit row per removable record of class `tdef`, its values as JSON (as
     RecordService.delete writes, the values as the database renders them as text)."""
     conn, user = service.conn, service.actor.user_name
@@ -348,7 +355,7 @@ def _audit_deletions(service: RecordService, physical: sa.Table, tdef: TableDef,
                                              for f in tdef.stored_fields if not f.ftype.hidden and f.name in physical.c])
     columns = (stamps.new_rows_sql("sys_audit", user, now(), new_sys_id_sql(conn.dialect.name, physical))
                | stamps.audit_columns_sql(physical, "DELETED", snapshot, sa.null(), user, service.transaction))
-    where = sa.and_(physical.c.sys_id.in_(removable.scalar_subquery()), physical.c.sys_class_name == tdef.name)
+    where = sa.and_(removable, physical.c.sys_class_name == tdef.name)
     conn.execute(sa.insert(service.storage.physical("sys_audit")).from_select(
         list(columns), sa.select(*columns.values()).where(where)))
 
@@ -399,8 +406,8 @@ def find_undo(service: RecordService, job_id: str) -> tuple[Job, Undo | None, st
     unseen = job_refusal(service, job)
     if unseen:
         raise AccessDenied(unseen)
-    why = undo_conflict(job) or undo_refusal(service, job)
-    return job, (None if undo_conflict(job) else plan_undo(service, job)), why
+    conflict = undo_conflict(job)
+    return job, (None if conflict else plan_undo(service, job)), conflict or undo_refusal(service, job)
 
 
 __all__ = ["CREATED", "UNDONE", "Batch", "TableUndo", "Undo", "created_batches", "created_count", "created_noun",
