@@ -99,3 +99,25 @@ def test_the_major_cases_list_shows_children_who_proposed_why_and_age(client, ma
     row = page[page.index(f"sys_id={major['sys_id']}"):]
     row = row[:row.index("</tr>")]
     assert f"<td>{count}</td>" in row and "Storage down in Frankfurt" in row
+
+
+def test_a_child_of_a_major_case_says_so_in_its_banner(client, major):
+    number = client.get(f"{CASES}/{major['sys_id']}?sysparm_fields=number", headers=basic("admin")).json["result"]
+    ui_sign_in(client, "agent")
+    page = html.unescape(client.get(f"/{CASE}.do?sys_id={major['first_child']['sys_id']}").get_data(as_text=True))
+    banner = re.search(r'<p class="parent-banner">(.*?)</p>', page).group(1)
+    assert banner.startswith(f'Part of major case <a href="/{CASE}.do?sys_id={major["sys_id"]}">{number["number"]}</a>: ')
+
+
+def test_an_unassigned_child_commented_on_needs_attention_and_its_assignee_clears_it(client, major):
+    child = client.get(f"{CASES}?sysparm_query=parent={major['sys_id']}^assigned_toISEMPTY&sysparm_limit=1"
+                       "&sysparm_fields=sys_id", headers=basic("admin")).json["result"][0]
+    assert client.patch(f"{CASES}/{child['sys_id']}", json={"comments": "Any news?"},
+                        headers=basic("admin")).status_code == 200
+    flagged = client.get(f"{CASES}/{child['sys_id']}?sysparm_fields=needs_attention", headers=basic("admin")).json
+    assert flagged["result"]["needs_attention"] == "true"
+    agent = client.get("/api/now/table/sys_user?sysparm_query=user_name=agent", headers=basic("admin")).json["result"][0]
+    client.patch(f"{CASES}/{child['sys_id']}", json={"assigned_to": agent["sys_id"]}, headers=basic("admin"))
+    client.patch(f"{CASES}/{child['sys_id']}", json={"comments": "A fix is coming"}, headers=basic("agent"))
+    cleared = client.get(f"{CASES}/{child['sys_id']}?sysparm_fields=needs_attention", headers=basic("admin")).json
+    assert cleared["result"]["needs_attention"] == "false"

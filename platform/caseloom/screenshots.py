@@ -77,10 +77,10 @@ def _steps(name: str, steps: list[dict], first_row: bool) -> Callable:
                 target.first.click()
             elif "fill" in step:
                 for label, value in step["fill"].items():
-                    page.get_by_label(label, exact=True).last.fill(str(value))
+                    page.get_by_label(label).last.fill(str(value))
             elif "select" in step:
                 for label, option in step["select"].items():
-                    page.get_by_label(label, exact=True).last.select_option(label=str(option))
+                    page.get_by_label(label).last.select_option(label=str(option))
             elif "open" in step:
                 page.locator("summary", has_text=step["open"]).first.click()
             else:

@@ -13,24 +13,15 @@ from .. import db
 from ..auth import properties, records, rollback, runtime
 from ..serialize import record_name
 from . import blueprint, login_required
-from .references import _picker
+from .references import _picker, record_or_abort
 
 
 @blueprint.get("/ui/action/<table>/<sys_id>/<action>")
 @login_required
 def action_page(table: str, sys_id: str, action: str):
     """An action's inputs on a page of their own: what the form's dialog shows, without JavaScript."""
-    defs = runtime().defs
-    if table not in defs.tables:
-        abort(404)
-    service = records()
-    try:
-        record = service.get(table, sys_id)
-    except AccessDenied:
-        abort(403)
-    if record is None:
-        abort(404)
-    tdef = defs.tables.get(record.get("sys_class_name"), defs.tables[table])
+    defs, service = runtime().defs, records()
+    tdef, record = record_or_abort(table, sys_id)
     offered = {a.name: a for a in available_actions(service, tdef.name, record)}
     spec = offered.get(action)
     if spec is None:

@@ -20,7 +20,7 @@ from .actions import _confirmation, _too_many
 from .lists import readable_columns, row_number
 from .members import member_panel, running_job
 from .references import _resolve_display
-from .workspace import workspace_panel
+from .workspace import workspace_for, workspace_panel
 
 RELATED_PAGE = 10
 
@@ -245,7 +245,8 @@ def save(table: str):
 
 def _parents(tdef: TableDef, record: dict) -> list[dict]:
     """The records this one is a child of, through a table's own related list of children (a work
-    order's sub-orders: `parent`): shown as a banner that links up ("Part of work order WO0001234: Leak")."""
+    order's sub-orders: `parent`): shown as a banner that links up ("Part of work order WO0001234: Leak"; a
+    parent shown as a workspace by the workspace's label: "Part of major case CS0001234: Storage outage")."""
     defs, service = runtime().defs, records()
     lineage = set(defs.lineage(tdef.name))
     out = []
@@ -261,7 +262,8 @@ def _parents(tdef: TableDef, record: dict) -> list[dict]:
             if parent is None:
                 continue
             ptdef = defs.tables.get(parent.get("sys_class_name"), owner)
-            out.append({"sys_id": parent_id, "table": ptdef.name, "label": ptdef.label.lower(),
+            hub = workspace_for(ptdef, parent)  # a parent shown as a workspace is named as one ("major case")
+            out.append({"sys_id": parent_id, "table": ptdef.name, "label": (hub.label if hub else ptdef.label).lower(),
                         "name": record_name(ptdef, parent), "title": _title(ptdef, parent)})
     return out
 

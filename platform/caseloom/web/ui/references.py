@@ -181,20 +181,26 @@ def _shown(cell) -> str:
     return cell.get("display_value", "") if isinstance(cell, dict) else (cell or "")
 
 
-@blueprint.get("/ui/pick/<table>/<sys_id>/<action>/<name>")
-@login_required
-def pick(table: str, sys_id: str, action: str, name: str):
-    """A page of a records input's picker (its search, its next page), for htmx in the action's dialog."""
-    defs, service = runtime().defs, records()
+def record_or_abort(table: str, sys_id: str) -> tuple[TableDef, dict]:
+    """A record the actor may read, with its own class's table; 404 (no such table or record) or 403."""
+    defs = runtime().defs
     if table not in defs.tables:
         abort(404)
     try:
-        record = service.get(table, sys_id)
+        record = records().get(table, sys_id)
     except AccessDenied:
         abort(403)
     if record is None:
         abort(404)
-    tdef = defs.tables.get(record.get("sys_class_name"), defs.tables[table])
+    return defs.tables.get(record.get("sys_class_name"), defs.tables[table]), record
+
+
+@blueprint.get("/ui/pick/<table>/<sys_id>/<action>/<name>")
+@login_required
+def pick(table: str, sys_id: str, action: str, name: str):
+    """A page of a records input's picker (its search, its next page), for htmx in the action's dialog."""
+    service = records()
+    tdef, record = record_or_abort(table, sys_id)
     spec = next((a for a in available_actions(service, tdef.name, record) if a.name == action), None)
     item = next((i for i in spec.inputs if i.name == name and i.type == "records"), None) if spec else None
     if item is None:

@@ -208,8 +208,9 @@ def _timeline(ws: WorkspaceDef, tdef: TableDef, children: TableDef, record: dict
         .group_by(audit.c.user, audit.c.sys_created_on)
         .order_by(audit.c.sys_created_on.desc()).limit(TIMELINE_SHOWN)))
     for who, when, n in added:
-        noun = children.label.lower() + ("s" if n != 1 else "")
-        events.append({"when": when, "who": who, "what": f"{n} {noun} added as children"})
+        noun = children.label.lower()
+        events.append({"when": when, "who": who,
+                       "what": f"1 {noun} added as a child" if n == 1 else f"{n} {noun}s added as children"})
     jobs = runtime().storage.internal("sys_job")
     for job in connection().execute(
             sa.select(jobs).where(jobs.c.target_table.in_(defs.lineage(tdef.name)),
