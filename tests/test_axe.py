@@ -335,6 +335,10 @@ def test_the_definition_editor_is_named_and_reachable_by_keyboard(browser, serve
         region = page.get_by_role("region", name="YAML, scrolling view")
         assert region.evaluate("e => e === document.activeElement")
         page.keyboard.press("PageDown")
-        assert region.evaluate("e => e.scrollTop") > 0  # the keyboard scrolls it
+        for _ in range(50):  # the keyboard scrolls it (smoothly: the position moves over a few frames)
+            if region.evaluate("e => e.scrollTop") > 0:
+                break
+            page.wait_for_timeout(100)
+        assert region.evaluate("e => e.scrollTop") > 0
     finally:
         page.context.close()

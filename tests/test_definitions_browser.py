@@ -50,11 +50,13 @@ def add_tier_in_the_browser(page, server: str) -> None:
     page.get_by_label("Type").select_option("choice")
     page.get_by_label("Choices (choice fields)").fill("gold = Gold\nsilver = Silver")
     assert page.get_by_label("On the form").input_value() == "0"  # the form's last section: Account
-    page.get_by_role("button", name="Review and apply…").click()
+    # the review dry-runs the migration and applying migrates: on a loaded CI machine (PostgreSQL, two workers)
+    # either may take longer than the default 10 s
+    page.get_by_role("button", name="Review and apply…").click(timeout=60000)
     assert "add field customer_account.u_tier" in page.locator(".schema-changes").inner_text()
     assert TIER_LINE in page.locator("pre.diff ins").all_inner_texts()[0]
-    page.get_by_role("button", name="Apply", exact=True).click()
-    page.wait_for_url(re.compile(r"/customer_account\.do\?sys_id=-1$"))
+    page.get_by_role("button", name="Apply", exact=True).click(timeout=60000)
+    page.wait_for_url(re.compile(r"/customer_account\.do\?sys_id=-1$"), timeout=60000)
     assert "add field customer_account.u_tier" in page.get_by_role("status").first.inner_text()
 
 

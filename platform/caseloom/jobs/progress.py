@@ -64,8 +64,10 @@ class Job:
         return self.state in FINISHED
 
     def as_result(self) -> dict:
-        """What the jobs API returns (contract section 7)."""
-        return {"state": self.state, "done": self.done, "total": self.total, "message": self.message}
+        """What the jobs API returns (contract section 7, whose states are queued, running, done and failed:
+        a stopped job did not finish its work, so it reads `failed`, its message saying who stopped it)."""
+        state = FAILED if self.state == CANCELED else self.state
+        return {"state": state, "done": self.done, "total": self.total, "message": self.message}
 
 
 def _table(storage: Storage) -> sa.Table:

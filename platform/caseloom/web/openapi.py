@@ -340,9 +340,29 @@ def _action_paths(defs: Definitions, table: TableDef) -> dict:
 
 def _job_paths() -> dict:
     job_id = _path_param("id", {"type": "string"}, "The job id a 202 answer gave")
-    return {"/api/caseloom/jobs/{id}": {"get": _operation(
-        "A background job's progress", ["Jobs"], _responses({"200": _json(_result(_ref("Job")))}, ("401", "403", "404", "429")),
-        parameters=[job_id], operation_id="job")}}
+    undo = _result(_ref("JobUndo"))
+    return {
+        "/api/caseloom/jobs/{id}": {"get": _operation(
+            "A background job's progress", ["Jobs"],
+            _responses({"200": _json(_result(_ref("Job")))}, ("401", "403", "404", "429")),
+            parameters=[job_id], operation_id="job")},
+        "/api/caseloom/jobs/{id}/cancel": {"post": _operation(
+            "Stop a queued or running job at its next unit of work (who started it, an administrator, or who may "
+            "run its action now); 409 when it has finished", ["Jobs"],
+            _responses({"200": _json(_result(_ref("Job")), "The job, stopped (state failed, message 'stopped by …')")},
+                       ("401", "403", "404", "409", "429")),
+            parameters=[job_id], operation_id="job.cancel")},
+        "/api/caseloom/jobs/{id}/undo": {
+            "get": _operation(
+                "What undoing the records the job created would do now, or why it cannot (`refusal`); nothing is "
+                "written", ["Jobs"], _responses({"200": _json(undo)}, ("401", "403", "404", "429")),
+                parameters=[job_id], operation_id="job.undo_plan"),
+            "post": _operation(
+                "Remove the records the job created that nobody has touched, cancel their unsent e-mails, audited, in "
+                "one transaction (needs delete access to them); 409 when it runs or nothing is left to undo", ["Jobs"],
+                _responses({"200": _json(undo, "What was done")}, ("401", "403", "404", "409", "429")),
+                parameters=[job_id], operation_id="job.undo")},
+    }
 
 
 def _member_list_paths(defs: Definitions) -> dict:
@@ -465,8 +485,17 @@ def _shared_schemas() -> dict:
         "DisplayValue": _object(("display_value", "value"), display_value=STRING, value=STRING)
         | {"additionalProperties": False},
         "JobStarted": _object(("job",), job=STRING),
+        "JobUndo": {"type": "object", "properties": dict(
+            job=STRING, done={"type": "boolean", "description": "true: done; false: what it would do"},
+            created=INTEGER, removed=INTEGER, message=STRING,
+            refusal={"type": "string", "nullable": True, "description": "why it cannot be undone (GET only)"},
+            tables={"type": "array", "items": _object(
+                ("table", "created", "removable", "touched"), table=STRING, label=STRING, created=INTEGER,
+                removable=INTEGER, touched=INTEGER, gone=INTEGER, touched_names={"type": "array", "items": STRING},
+                emails_waiting=INTEGER, emails_sent=INTEGER)})},
         "Job": _object(("state", "done", "total", "message"),
-                       state={"type": "string", "enum": ["queued", "running", "done", "failed"]},
+                       state={"type": "string", "enum": ["queued", "running", "done", "failed"],
+                              "description": "a stopped job reads failed, its message saying who stopped it"},
                        done=INTEGER, total=INTEGER, message={"type": "string", "nullable": True}),
         "ImportReport": _object(("added", "rejected", "identified"), added=INTEGER, identified=INTEGER,
                                 rejected_total={"type": "integer", "description": "rejected rows, of which a sample is listed"},
