@@ -58,6 +58,20 @@ def login(browser, server):
         context.close()
 
 
+SWAPPING = ".htmx-request, .htmx-swapping, .htmx-added, .htmx-settling"
+
+
+def settled(page, selector: str) -> None:
+    """Wait until `selector` finds something and htmx has finished every request and swap: new content's
+    triggers are live only then (a change made before would be lost, as no person is that quick)."""
+    page.locator(selector).wait_for()
+    for _ in range(200):
+        if not page.locator(SWAPPING).count():
+            return
+        page.wait_for_timeout(50)
+    raise AssertionError(f"htmx still busy after 10 s: {page.locator(SWAPPING).count()} elements")
+
+
 def open_first_case(page, server, query):
     page.goto(f"{server}/sn_customerservice_case_list.do?sysparm_query={query}")
     page.locator("table.list tbody tr").first.locator("a").first.click()
@@ -95,7 +109,7 @@ def test_filter_a_list_keeps_the_query_in_the_url_and_pages(login, server, runti
     total_all = int(page.locator(".pager .total").inner_text())
     page.locator("#filter summary").click()
     page.get_by_label("Field").first.select_option("priority")
-    page.locator("#filter-row-0[data-field=priority]").wait_for()  # the row is drawn again for a choice field
+    settled(page, "#filter-row-0[data-field=priority]")  # the row is drawn again for a choice field
     page.get_by_label("Operator").first.select_option("le")
     page.get_by_label("Value").first.select_option(label="3 - Moderate")
     page.get_by_role("button", name="Run filter").click()
@@ -351,7 +365,7 @@ def test_a_list_condition_built_with_the_filter_builder(login, server, runtime):
     page.get_by_role("link", name="Build the condition").click()
     page.locator("#filter summary").click()
     page.get_by_label("Field").first.select_option("country")
-    page.locator("#filter-row-0[data-field=country]").wait_for()
+    settled(page, "#filter-row-0[data-field=country]")
     page.get_by_label("Operator").first.select_option("eq")
     page.get_by_label("Value").first.fill("DE")
     page.get_by_role("button", name="Run filter").click()

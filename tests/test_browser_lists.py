@@ -11,6 +11,7 @@ import pytest
 import test_browser
 
 browser, server, login = test_browser.browser, test_browser.server, test_browser.login
+settled = test_browser.settled
 pytestmark = pytest.mark.skipif(test_browser.CHROMIUM is None, reason="no Chromium (set CASELOOM_CHROMIUM or install chromium)")
 
 CASE = "sn_customerservice_case"
@@ -26,16 +27,16 @@ def test_a_filter_built_from_labels_grouped_saved_and_applied_again(login, serve
     page.locator("#filter summary").click()
     # State is one of New, Open
     page.get_by_label("Field").first.select_option(label="State")
-    page.locator("#filter-row-0[data-field=state]").wait_for()
+    settled(page, "#filter-row-0[data-field=state]")
     page.get_by_label("Operator").first.select_option(label="is one of")
-    page.locator("#filter-row-0[data-op=in]").wait_for()  # drawn again: several values now
+    settled(page, "#filter-row-0[data-op=in]")  # drawn again: several values now
     page.get_by_label("Value").first.select_option(label=["New", "Open"])
     # OR Priority is 1 - Critical
     page.get_by_role("button", name="+ OR").click()
-    page.locator("#filter-row-1").wait_for()
+    settled(page, "#filter-row-1")
     row = page.locator("#filter-row-1")
     row.get_by_label("Field").select_option(label="Priority")
-    page.locator("#filter-row-1[data-field=priority]").wait_for()
+    settled(page, "#filter-row-1[data-field=priority]")
     row.get_by_label("Value").select_option(label="1 - Critical")
     page.get_by_role("button", name="Run filter").click()
     page.wait_for_url(re.compile(r"sysparm_query="))
@@ -97,7 +98,7 @@ def test_a_reference_row_picks_by_name(login, server):
     page.goto(f"{server}/{CASE}_list.do")
     page.locator("#filter summary").click()
     page.get_by_label("Field").first.select_option(label="Assigned to")
-    page.locator("#filter-row-0[data-field=assigned_to]").wait_for()
+    settled(page, "#filter-row-0[data-field=assigned_to]")
     picker = page.get_by_role("combobox", name="Value")
     picker.press_sequentially("Alex", delay=30)
     page.get_by_role("option", name="Alex Agent").click()

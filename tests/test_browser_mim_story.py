@@ -14,7 +14,7 @@ import pytest
 import test_browser
 from caseloom.jobs.registry import execute_job
 
-browser, server = test_browser.browser, test_browser.server
+browser, server, settled = test_browser.browser, test_browser.server, test_browser.settled
 pytestmark = pytest.mark.skipif(test_browser.CHROMIUM is None, reason="no Chromium (set CASELOOM_CHROMIUM or install chromium)")
 
 CASE = "sn_customerservice_case"
@@ -71,12 +71,6 @@ def run_dialog(page, action: str, fill: dict | None = None, select: dict | None 
     page.wait_for_load_state()
 
 
-def settled(page, selector: str) -> None:
-    """Wait until htmx has swapped in and settled what `selector` finds (its triggers are live then)."""
-    page.locator(f"{selector}:not(.htmx-added):not(.htmx-settling)").wait_for()
-    page.locator("#filter.htmx-request, .filter-row.htmx-request").wait_for(state="detached")
-
-
 def workspace_total(page) -> int:
     return int(page.locator("#ws-children-total").inner_text())
 
@@ -122,7 +116,7 @@ def test_the_major_issue_story_in_words_with_javascript(people, runtime, server)
     author.get_by_label("Value").first.select_option(label=["Technology", "Finance"])
     author.get_by_role("button", name="+ OR").click()
     row = author.locator("#filter-row-1")
-    row.wait_for()
+    settled(author, "#filter-row-1")
     row.get_by_label("Field").select_option(label="Country")
     settled(author, "#filter-row-1[data-field=country]")
     row.get_by_label("Value").fill("DE")
