@@ -227,3 +227,16 @@ def test_the_activity_stream_shows_the_emails_sent_about_the_record(client):
     page = html.unescape(client.get(f"/{CASE}.do?sys_id={child['sys_id']}").get_data(as_text=True))
     entry = re.search(r'<li class="entry email">(.*?)</li>', page, re.S).group(1)
     assert "E-mail · Ready" in entry and f"to {contact['email']}" in entry and child["number"] in entry
+
+
+def test_a_related_list_pages_without_javascript_on_the_records_own_page(client):
+    account = client.get("/api/now/table/customer_account?sysparm_limit=1", headers=basic("admin")).json["result"][0]
+    ui_sign_in(client, "agent")
+    fragment = client.get(f"/ui/related/customer_account/{account['sys_id']}/1?first=11", headers={"HX-Request": "true"})
+    assert fragment.status_code == 200 and "<html" not in fragment.get_data(as_text=True)
+    plain = client.get(f"/ui/related/customer_account/{account['sys_id']}/1?first=11")  # a link, no JavaScript
+    assert plain.status_code == 302
+    assert plain.headers["Location"].endswith(f"/customer_account.do?sys_id={account['sys_id']}&related1_first=11"
+                                              "#related-1")
+    page = client.get(plain.headers["Location"]).get_data(as_text=True)
+    assert "<html" in page and 'id="related-1"' in page

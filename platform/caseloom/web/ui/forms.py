@@ -138,7 +138,8 @@ def form(table: str, typed: dict | None = None, errors: dict | None = None, conf
         "actions": [] if new else available_actions(service, tdef.name, record),
         "activity": [] if new else _activity(tdef, sys_id),
         "history": [] if new else _history(tdef, sys_id),
-        "related": [] if new else [_related(tdef, record, i) for i in range(len(tdef.related_lists))],
+        "related": [] if new else [_related(tdef, record, i, row_number(request.args.get(f"related{i}_first")))
+                                   for i in range(len(tdef.related_lists))],
         "parents": [] if new else _parents(tdef, record),
         "can_delete": not new and service.can(tdef.name, "delete"),
         "job": job,
@@ -385,6 +386,9 @@ def related_page(table: str, sys_id: str, index: int):
     record = records().get(table, sys_id) or abort(404)
     tdef = defs.tables[record["sys_class_name"]]
     first = row_number(request.args.get("first"))
+    if not request.headers.get("HX-Request"):  # a link followed without JavaScript: the form, at that page
+        return redirect(url_for("ui.dispatch", name=tdef.name, sys_id=sys_id, **{f"related{index}_first": first})
+                        + f"#related-{index}")
     return render_template("_related.html", rl=_related(tdef, record, index, first))
 
 
