@@ -308,9 +308,10 @@ def footprint(service: RecordService) -> Footprint:
     if service.made.get("sys_email"):
         email = service.storage.physical("sys_email")
         within = sa.or_(*(email.c.sys_id.between(low, high) for low, high, _ in service.made["sys_email"]))
-        addresses: set[str] = set()
-        for (recipients,) in service.conn.execute(sa.select(email.c.recipients).where(within)):
-            out.emails += 1
+        addresses: set[str] = set()  # one row per distinct recipients text: e-mails to one contact group in SQL
+        for recipients, n in service.conn.execute(
+                sa.select(email.c.recipients, sa.func.count()).where(within).group_by(email.c.recipients)):
+            out.emails += n
             addresses.update(a.strip().lower() for a in (recipients or "").split(",") if a.strip())
         out.recipients = len(addresses)
     return out

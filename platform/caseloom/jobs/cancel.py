@@ -14,10 +14,10 @@ import sqlalchemy as sa
 
 from ..automation.lifecycle import action_allows
 from ..definitions.model import ActionDef
-from ..records import AccessDenied, Conflict, NotFound, RecordService
+from ..records import Conflict, RecordService
 from ..users import USERS
 from .progress import Job, cancel_job, get_job
-from .visibility import job_refusal
+from .visibility import allowed_job, job_refusal
 
 
 def job_action(service: RecordService, job: Job) -> ActionDef | None:
@@ -47,12 +47,7 @@ def stop_job(service: RecordService, job_id: str) -> Job:
     """Stop a queued or running job in the service's transaction (NotFound, AccessDenied as
     `cancel_refusal`, Conflict when it has already finished); returns it as canceled, its message
     naming the user by their name."""
-    job = get_job(service.conn, service.storage, job_id)
-    if job is None:
-        raise NotFound(f"no job with id {job_id}")
-    refusal = cancel_refusal(service, job)
-    if refusal:
-        raise AccessDenied(refusal)
+    job = allowed_job(service, get_job(service.conn, service.storage, job_id), job_id, cancel_refusal)
     if job.finished:
         raise Conflict(_finished(job))
     canceled = cancel_job(service.conn, service.storage, job_id, user_words(service))

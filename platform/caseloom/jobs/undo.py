@@ -34,11 +34,11 @@ import sqlalchemy as sa
 
 from .. import stamps
 from ..definitions.model import TableDef
-from ..records import DELETE_GUARDS, AccessDenied, Conflict, NotFound, RecordService, now
+from ..records import DELETE_GUARDS, Conflict, RecordService, now
 from ..setinsert import INSERTED
 from ..setwrite import _as_text, new_sys_id_sql
 from .progress import FINISHED, Job, get_job, lock_job, write_params
-from .visibility import job_refusal
+from .visibility import allowed_job, job_refusal
 
 if TYPE_CHECKING:
     from .registry import JobRun
@@ -198,12 +198,7 @@ def undo_job(service: RecordService, job_id: str) -> Undo:
     """Remove the untouched records job `job_id` created, cancel their unsent e-mails and audit it,
     in the service's transaction (commit it, or roll it back on error: nothing is half-done).
     NotFound, AccessDenied (`undo_refusal`), Conflict (`undo_conflict`)."""
-    job = lock_job(service.conn, service.storage, job_id)
-    if job is None:
-        raise NotFound(f"no job with id {job_id}")
-    refusal = undo_refusal(service, job)
-    if refusal:
-        raise AccessDenied(refusal)
+    job = allowed_job(service, lock_job(service.conn, service.storage, job_id), job_id, undo_refusal)
     conflict = undo_conflict(job)
     if conflict:
         raise Conflict(conflict)
@@ -400,12 +395,7 @@ def _noun(label: str, count: int) -> str:
 def find_undo(service: RecordService, job_id: str) -> tuple[Job, Undo | None, str | None]:
     """A job, what undoing it would do now (None when there is nothing to undo), and why the actor
     may not or there is nothing (None when they may): what an undo's confirmation shows."""
-    job = get_job(service.conn, service.storage, job_id)
-    if job is None:
-        raise NotFound(f"no job with id {job_id}")
-    unseen = job_refusal(service, job)
-    if unseen:
-        raise AccessDenied(unseen)
+    job = allowed_job(service, get_job(service.conn, service.storage, job_id), job_id)
     conflict = undo_conflict(job)
     return job, (None if conflict else plan_undo(service, job)), conflict or undo_refusal(service, job)
 

@@ -7,6 +7,8 @@ delivery, maintenance) is visible to the user who started it. Administrators see
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..records import AccessDenied, NotFound, RecordService
 from .progress import Job
 
@@ -29,3 +31,15 @@ def job_refusal(service: RecordService, job: Job) -> str | None:
     if record is None:
         return f"user {actor.user_name!r} may not see job {job.id}: its target record {target} no longer exists"
     return None
+
+
+def allowed_job(service: RecordService, job: Job | None, job_id: str,
+                refusal: Callable[[RecordService, Job], str | None] = job_refusal) -> Job:
+    """The job read for `job_id`, if there is one and `refusal` (seeing it, by default) has nothing
+    against the service's actor: NotFound or AccessDenied (saying why) otherwise."""
+    if job is None:
+        raise NotFound(f"no job with id {job_id}")
+    why = refusal(service, job)
+    if why:
+        raise AccessDenied(why)
+    return job

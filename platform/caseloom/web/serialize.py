@@ -128,6 +128,18 @@ def _render_value(shape: Shape, path: str, field: FieldDef, raw: str, row: dict)
     return {"display_value": display_text, "value": raw}
 
 
+def value_words(field: FieldDef | None, value: str | None, names: dict[tuple[str, str], str]) -> str:
+    """What a person reads for a stored value: a choice's label, the referenced record's display value
+    (`names`: display_names for the references), else the value itself."""
+    if value in (None, "") or field is None:
+        return value or ""
+    if field.choices:
+        return field.choice_label(value) or value
+    if field.type == "reference":
+        return names.get((field.reference, value), value)
+    return value
+
+
 def record_name(tdef: TableDef | None, record: dict) -> str:
     """How a person names a record: its number, else its display value, else a short sys_id."""
     if tdef is not None:

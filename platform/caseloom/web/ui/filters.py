@@ -11,7 +11,7 @@ from ...query.conditions import All, Not, terms_of
 from ...query.dynamic import is_dynamic
 from ...query.operators import Operator
 from ..auth import records, runtime
-from ..serialize import display_names
+from ..serialize import display_names, value_words
 
 # What ServiceNow's dynamic values read as in a sentence.
 DYNAMIC_WORDS = {"gs.getuserid()": "me", "gs.getusername()": "me", "gs.nowdatetime()": "now",
@@ -286,10 +286,4 @@ def _value_words(field, value, names: dict[tuple[str, str], str]) -> str:
     text = "" if value is None else str(value)
     if text.lower().startswith("javascript:"):
         return DYNAMIC_WORDS.get(text[len("javascript:"):].strip().lower(), text)
-    if field is None or text == "":
-        return text or "(empty)"
-    if field.choices:
-        return field.choice_label(text) or text
-    if field.type == "reference":
-        return names.get((field.reference, text), text)
-    return text
+    return value_words(field, text, names) if text else "(empty)"

@@ -14,7 +14,7 @@ from ...query import Query, Term
 from ...records import AccessDenied, Conflict, NotFound, RecordError
 from .. import db
 from ..auth import connection, records, rollback, runtime
-from ..serialize import base_url, display_names, make_shape, record_name, render_record
+from ..serialize import base_url, display_names, make_shape, record_name, render_record, value_words
 from . import blueprint, login_required
 from .actions import _confirmation, _too_many
 from .lists import readable_columns, row_number
@@ -317,19 +317,8 @@ def _history(tdef: TableDef, sys_id: str, after: int | None = None) -> list[dict
     for r in rows:
         field = tdef.field(r["fieldname"])
         out.append({**r, "label": field.label if field else r["fieldname"],
-                    "old_shown": _audit_word(field, r["oldvalue"], names), "new_shown": _audit_word(field, r["newvalue"], names)})
+                    "old_shown": value_words(field, r["oldvalue"], names), "new_shown": value_words(field, r["newvalue"], names)})
     return out
-
-
-def _audit_word(field: FieldDef | None, value: str | None, names: dict[tuple[str, str], str]) -> str:
-    """What a person reads for an audited value: a choice's label, the referenced record's display value."""
-    if value in (None, "") or field is None:
-        return value or ""
-    if field.choices:
-        return field.choice_label(value) or value
-    if field.type == "reference":
-        return names.get((field.reference, value), value)
-    return value
 
 
 def _display_names(tdef: TableDef, rows: list) -> dict[tuple[str, str], str]:

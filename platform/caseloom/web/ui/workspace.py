@@ -17,7 +17,7 @@ from ...query import All, Query, Selection, Term
 from ...query.evaluate import evaluate
 from ...records import AccessDenied
 from ..auth import connection, records, runtime
-from ..serialize import display_names, record_name
+from ..serialize import display_names, record_name, value_words
 from . import blueprint, login_required
 
 TIMELINE_SHOWN = 40
@@ -135,10 +135,10 @@ def _communications(ws: WorkspaceDef, tdef: TableDef, children: TableDef, parent
     e-mails about it and its children, by state (delivered, failed, waiting)."""
     defs, service = runtime().defs, records()
     out = {"entries": [], "emails": None}
+    child_rows = runtime().storage.physical(children.name)
+    kids = sa.select(child_rows.c.sys_id).where(child_rows.c[ws.children] == parent_id)  # the children's ids
     if ws.communications:
         journal = runtime().storage.physical("sys_journal_field")
-        child_rows = runtime().storage.physical(children.name)
-        kids = sa.select(child_rows.c.sys_id).where(child_rows.c[ws.children] == parent_id)
         stmt = (sa.select(journal.c.element, sa.func.count())  # on the record and on its children
                 .where(sa.or_(journal.c.element_id == parent_id, journal.c.element_id.in_(kids)),
                        journal.c.name.in_({*defs.lineage(tdef.name), *defs.lineage(children.name)}),
@@ -148,8 +148,6 @@ def _communications(ws: WorkspaceDef, tdef: TableDef, children: TableDef, parent
         out["entries"] = [(tdef.field(name).label, counts.get(name, 0)) for name in ws.communications]
     if "sys_email" in defs.tables and service.can(children.name, "read"):  # as the activity stream shows them
         email = runtime().storage.physical("sys_email")
-        child_rows = runtime().storage.physical(children.name)
-        kids = sa.select(child_rows.c.sys_id).where(child_rows.c[ws.children] == parent_id)
         stmt = (sa.select(email.c.state, sa.func.count())
                 .where(sa.or_(email.c.instance == parent_id, email.c.instance.in_(kids)))
                 .group_by(email.c.state))
@@ -167,8 +165,6 @@ def _communications(ws: WorkspaceDef, tdef: TableDef, children: TableDef, parent
 def _timeline(ws: WorkspaceDef, tdef: TableDef, children: TableDef, record: dict) -> list[dict]:
     """What happened, oldest first: created; each save that changed a timeline field (who, what, from
     what to what, in words); children added (grouped per save); the jobs that worked on it."""
-    from .forms import _audit_word
-
     defs = runtime().defs
     audit = runtime().storage.physical("sys_audit")
     events = [{"when": record.get("sys_created_on"), "who": record.get("sys_created_by"),
@@ -197,7 +193,7 @@ def _timeline(ws: WorkspaceDef, tdef: TableDef, children: TableDef, record: dict
             parts = []
             for r in sorted(changes, key=lambda r: ws.timeline.index(r["fieldname"])):
                 field = tdef.field(r["fieldname"])
-                old, new = _audit_word(field, r["oldvalue"], names), _audit_word(field, r["newvalue"], names)
+                old, new = value_words(field, r["oldvalue"], names), value_words(field, r["newvalue"], names)
                 label = field.label if field else r["fieldname"]
                 parts.append(f"{label} {old} → {new}" if old else f"{label} set to {new}")
             events.append({"when": changes[0]["sys_created_on"], "who": who, "what": "; ".join(parts)})
