@@ -24,6 +24,7 @@ SAMPLES = {
     "string": ("{type: string}", "Str-7f3a", "Str-7f3a", "Str-7f3a"),
     "text": ("{type: text}", "Text-7f3a", "Text-7f3a", "Text-7f3a"),
     "integer": ("{type: integer}", 73519, "73519", "73519"),
+    "duration": ("{type: duration}", "2h 30m", "9000", "2 Hours 30 Minutes"),
     "decimal": ("{type: decimal}", "8642.5", "8642.5", "8642.5"),
     "boolean": ("{type: boolean}", True, "true", "true"),
     "date": ("{type: date}", "2031-04-05", "2031-04-05", "2031-04-05"),

@@ -404,6 +404,11 @@ BAD_VALUES = [
     ("integer", "1.5"),
     ("integer", "seven"),
     ("integer", True),
+    ("duration", "-5"),
+    ("duration", "soon"),
+    ("duration", "3 fortnights"),
+    ("duration", "1970-13-01 00:00:00"),
+    ("duration", True),
     ("reference", "not-a-sys-id"),
     ("journal", ["a", "list"]),
     ("string", {"an": "object"}),
@@ -428,6 +433,10 @@ def test_field_types_refuse_values_that_do_not_fit(type_name, raw):
     ("boolean", "TRUE", True, "true"),
     ("boolean", "0", False, "false"),
     ("integer", " 42 ", 42, "42"),
+    ("duration", "1h 30m", 5400, "5400"),
+    ("duration", "2 days, 4 hours", 187200, "187200"),
+    ("duration", "1970-01-02 04:00:00", 100800, "100800"),
+    ("duration", 3600, 3600, "3600"),
     ("string", "", None, ""),
 ])
 def test_field_types_parse_and_render(type_name, raw, parsed, rendered):

@@ -12,12 +12,14 @@ from .demo import DemoError, demo_loaded, load_demo, locate
 from .migrate import migrate
 from .properties import seed_properties
 from .runtime import Runtime
+from .timing.seed import seed_timing
 
 
 @dataclass
 class InitReport:
     migrated: list[str] = field(default_factory=list)
     properties: int = 0
+    timing: int = 0  # declared schedules and SLA definitions added or changed
     definitions: int = 0
     lists: list[str] = field(default_factory=list)
     demo: dict[str, int] | None = None
@@ -28,6 +30,8 @@ class InitReport:
         out = [f"schema: {len(self.migrated)} change(s)"] + [f"  {m}" for m in self.migrated]
         if self.definitions:
             out.append(f"definitions: {self.definitions} file(s) stored for the server processes")
+        if self.timing:
+            out.append(f"schedules and SLA definitions: {self.timing} added or changed")
         if self.properties:
             out.append(f"properties: {self.properties} added with their defaults")
         if self.demo is not None:
@@ -56,6 +60,7 @@ def initialise(config: Config, defs: Definitions, force: bool = False, demo: boo
     report = InitReport(migrated=migrate(runtime.engine, runtime.storage, force=force))
     with runtime.transaction() as service:
         report.properties = seed_properties(service)
+        report.timing = seed_timing(service)
         report.definitions = DefinitionStore(runtime.storage, service.conn).sync_folder(Path(config.definitions))
     if demo:
         with runtime.transaction() as service:

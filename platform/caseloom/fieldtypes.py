@@ -41,6 +41,7 @@ class FieldType:
     sortable: bool = True  # may be ordered by
     listable: bool = True  # a list column when a table declares no `list:`
     journal: bool = False  # a written value is an entry in sys_journal_field, not a column value
+    words: Callable[[Any], str] | None = None  # the display value a person reads, when not the rendered value
 
     def problems(self) -> list[str]:
         """Flags that contradict each other (a hidden value that could still be probed by a query)."""
@@ -233,6 +234,56 @@ def _parse_choice(field: Any, value: Any) -> Any:
     return _plain(value).strip()
 
 
+# Durations are whole seconds (the Table API takes and answers seconds, as the contract says). Input
+# may also be "8h 30m", "2 days 4 hours", "45 minutes" or ServiceNow's "1970-01-02 04:00:00" (epoch-relative).
+_DURATION_UNITS = {"d": 86400, "day": 86400, "days": 86400, "h": 3600, "hour": 3600, "hours": 3600, "hr": 3600,
+                   "hrs": 3600, "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60, "s": 1, "sec": 1,
+                   "secs": 1, "second": 1, "seconds": 1}
+_DURATION_PART = re.compile(r"\s*(\d+)\s*([a-z]+)\s*,?", re.IGNORECASE)
+_EPOCH = dt.datetime(1970, 1, 1)
+
+
+def _parse_duration(field: Any, value: Any) -> Any:
+    if _empty(value):
+        return None
+    if isinstance(value, (int, str)) and str(value).strip().lstrip("-").isdigit():
+        seconds = _parse_integer(field, value)
+    elif isinstance(value, str) and value.strip().startswith("1970-"):
+        try:
+            seconds = int((dt.datetime.fromisoformat(value.strip()) - _EPOCH).total_seconds())
+        except ValueError:
+            raise FieldValueError(f"expected a duration such as 3600, '8h 30m' or '1970-01-01 08:30:00', "
+                                  f"got {value!r}") from None
+    else:
+        seconds = _duration_words(value)
+    if seconds < 0:
+        raise FieldValueError(f"a duration cannot be negative ({seconds} seconds)")
+    if seconds > INTEGER_MAX:
+        raise FieldValueError(f"{seconds} seconds is too long (at most {INTEGER_MAX})")
+    return seconds
+
+
+def _duration_words(value: Any) -> int:
+    text = str(value).strip().lower() if isinstance(value, str) else ""
+    parts = _DURATION_PART.findall(text)
+    if not text or _DURATION_PART.sub("", text).strip() or any(u not in _DURATION_UNITS for _, u in parts):
+        raise FieldValueError(f"expected a duration such as 3600 (seconds), '8h 30m' or '2 days', got {value!r}")
+    return sum(int(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
+def duration_words(seconds: Any) -> str:
+    """A duration as a person reads it: '2 Days 4 Hours 30 Minutes' (ServiceNow's display value)."""
+    if seconds is None or seconds == "":
+        return ""
+    left = int(seconds)
+    out = []
+    for unit, size in (("Day", 86400), ("Hour", 3600), ("Minute", 60), ("Second", 1)):
+        count, left = divmod(left, size)
+        if count:
+            out.append(f"{count} {unit}{'s' if count != 1 else ''}")
+    return " ".join(out) or "0 Seconds"
+
+
 def _choice_column(field: Any) -> sa.types.TypeEngine:
     return sa.Integer() if field.choice_kind == "integer" else sa.String(40)
 
@@ -301,6 +352,7 @@ register(FieldType("date", lambda f: sa.Date(), _parse_date, lambda v: "" if v i
 register(FieldType("datetime", lambda f: sa.DateTime(), _parse_datetime, _render_datetime, input="datetime-local"))
 register(FieldType("choice", _choice_column, _parse_choice, input="select"))
 register(FieldType("reference", lambda f: sa.String(32), _parse_reference, input="reference"))
+register(FieldType("duration", lambda f: sa.Integer(), _parse_duration, words=duration_words))
 register(FieldType("journal", None, _parse_journal, input="journal", journal=True, queryable=False, sortable=False,
                    listable=False))
 register(FieldType("email", lambda f: sa.String(f.max_length or EMAIL_LENGTH), _parse_email, input="email", searchable=True))

@@ -121,6 +121,7 @@ class RecordService:
         self.trusted = False
         self.script_meter: Any = None  # a caseloom.scriptbudget.ScriptMeter: the actor's script CPU budget
         self.lookups: dict = {}  # dot-walks of rule conditions in this unit of work; emptied by any update
+        self.memo: dict = {}  # records read as definitions in this unit of work (SLAs); kept across updates
         self.transaction = new_sys_id()  # groups the audit rows of this unit of work
         self.written: set[str] = set()  # tables this unit of work wrote: follow-ups run after commit (caseloom.jobs)
         # the rows this unit of work inserted: table -> sys_id ranges (low, high) and how many (`made`)

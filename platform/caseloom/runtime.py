@@ -15,6 +15,7 @@ from .database import make_engine, write_transaction
 from .definitions import Definitions, load_folder
 from .records import RecordService
 from .storage import Storage
+from .timing import records as _timing_records  # noqa: F401  (registers the checks on schedules and SLAs)
 from .users import USERS  # noqa: F401  (registers the checks on users and roles: sessions, the last admin)
 
 

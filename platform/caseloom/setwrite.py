@@ -9,6 +9,8 @@ of journal entries per journal field. Rules do not fire again on each matched re
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -91,10 +93,30 @@ def update_where(service: RecordService, tdef: TableDef, where: Any, values: dic
             new_id = new_sys_id_sql(dialect, physical)
             cols = journal_columns(target is audit, name, text, physical, service, new_id, stamp)
             conn.execute(sa.insert(target).from_select(list(cols), sa.select(*cols.values()).where(row_filter)))
-    result = conn.execute(sa.update(physical).where(row_filter).values(
-        **values, **stamps.touched_sql(physical, actor.user_name, stamp)))
+    update = sa.update(physical).where(row_filter).values(**values, **stamps.touched_sql(physical, actor.user_name, stamp))
+    automation = service.automation
+    if automation is None or not automation.has_slas(service, tdef.name):
+        result = conn.execute(update)
+    else:  # the records' SLAs follow their new values (caseloom.timing), found before the values change
+        with touched_ids(conn, sa.select(physical.c.sys_id).where(row_filter)) as touched:
+            result = conn.execute(update)
+            automation.after_set_update(service, tdef, touched)
     service.written.add(tdef.name)
     return result.rowcount
+
+
+@contextmanager
+def touched_ids(conn: sa.Connection, select: sa.Select) -> Iterator[sa.Select]:
+    """The sys_ids `select` finds now, kept in a temporary table for the statements that follow (an
+    UPDATE changes the values that found them). Yields a SELECT of them."""
+    table = sa.Table(f"touched_{sys_id_prefix()[-8:]}", sa.MetaData(), sa.Column("sys_id", sa.String(32), primary_key=True),
+                     prefixes=["TEMPORARY"])
+    table.create(conn)
+    try:
+        conn.execute(sa.insert(table).from_select(["sys_id"], select))
+        yield sa.select(table.c.sys_id)
+    finally:
+        table.drop(conn)
 
 
 def journal_columns(for_audit: bool, name: str, text: str, physical: sa.Table, service, new_id, stamp) -> dict:
@@ -115,4 +137,4 @@ def _stamp() -> sa.ColumnElement:
     return sa.literal(now(), sa.DateTime)
 
 
-__all__ = ["update_where", "new_sys_id_sql", "sys_id_prefix", "journal_columns"]
+__all__ = ["update_where", "new_sys_id_sql", "sys_id_prefix", "journal_columns", "touched_ids"]

@@ -7,6 +7,8 @@ their effects on the stored record, in the same transaction, then notifications 
 
 from __future__ import annotations
 
+import sqlalchemy as sa
+
 from ..definitions.model import Definitions, RuleDef, TableDef
 from ..effects import EffectContext
 from ..properties import Properties
@@ -15,6 +17,24 @@ from .conditions import Conditions, fields_read, unit_properties
 from .lifecycle import LifecycleCheck
 from .notifications import EmailWriter, Notifications
 from .rules import Rules
+
+
+def timing_enabled(defs: Definitions, table: str) -> bool:
+    from ..timing.slas import enabled
+
+    return enabled(defs, table)
+
+
+def timing_rows(service: RecordService, tdef: TableDef, records: list[dict]) -> None:
+    from ..timing.engine import after_rows
+
+    after_rows(service, tdef, records)
+
+
+def timing_where(service: RecordService, tdef: TableDef, touched) -> None:
+    from ..timing.setbased import after_where
+
+    after_where(service, tdef, touched)
 
 
 class Automation:
@@ -37,7 +57,10 @@ class Automation:
 
     def after(self, service: RecordService, tdef: TableDef, event: str, record: dict, previous: dict | None,
               journal: dict[str, str]) -> None:
-        """After an update or delete: after-rules, then notifications."""
+        """After an update or delete: the record's SLAs, after-rules, then notifications. SLAs go first:
+        an after-rule that updates the record again has them evaluated on its newer values."""
+        if event == "update" and self.timed(tdef.name):
+            timing_rows(service, tdef, [record])
         if not self._acts_after(tdef.name, event):
             return
         props = Properties(self.defs, service.storage, service.conn)  # fresh: this write may be to sys_properties
@@ -48,6 +71,8 @@ class Automation:
                            entries_of: list[dict]) -> None:
         """After a batch insert: rules record by record; notifications for the whole batch at once
         (one query for the recipients' addresses, one executemany of sys_email rows)."""
+        if self.timed(tdef.name):
+            timing_rows(service, tdef, records)
         if not self._acts_after(tdef.name, "insert"):
             return
         props = unit_properties(service)
@@ -55,6 +80,22 @@ class Automation:
         for record, journal in zip(records, entries_of, strict=True):
             self.rules.run_after(service, tdef, "insert", record, None, journal, props, notify)
         self.notifications.after_batch(service, tdef, records, entries_of, props)
+
+    def timed(self, table: str) -> bool:
+        """Whether records of `table` may have SLAs (caseloom.timing)."""
+        return timing_enabled(self.defs, table)
+
+    def has_slas(self, service: RecordService, table: str) -> bool:
+        """Whether records of `table` have active SLA definitions to follow now."""
+        if not self.timed(table):
+            return False
+        from ..timing.slas import slas_for
+
+        return bool(slas_for(service, table))
+
+    def after_set_update(self, service: RecordService, tdef: TableDef, touched) -> None:
+        """After a set-based update (caseloom.setwrite) of the records `touched` selects: their SLAs."""
+        timing_where(service, tdef, touched)
 
     def _acts_after(self, table: str, event: str) -> bool:
         """Whether an after-rule or a notification may act after a write of `table`."""
@@ -107,6 +148,7 @@ class Automation:
     def _find_hooks(self, table: str, event: str) -> bool:
         tables = (table, *self.defs.ancestors(table))
         return (any(r.table in tables and event in r.on for r in self.defs.rules)
+                or (event != "delete" and self.timed(table))
                 or any(n.table in tables and event in n.on for n in self.defs.notifications.values())
                 or (event != "delete" and self.defs.lifecycle(table) is not None))
 
@@ -130,5 +172,9 @@ class InsertSetPlan:
         automation.lifecycle.check(service, tdef, dict(self.values), None)
 
     def after(self, low: str, high: str) -> None:
+        if self.automation.timed(self.tdef.name):
+            physical = self.service.storage.physical(self.tdef.name)
+            timing_where(self.service, self.tdef,
+                         sa.select(physical.c.sys_id).where(physical.c.sys_id.between(low, high)))
         for email in self.emails:
             email(low, high)

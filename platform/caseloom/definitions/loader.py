@@ -26,6 +26,7 @@ from .lists import build_declared_lists, build_member_lists
 from .model import DefinitionFile, Definitions, frozen_map
 from .qualifiers import with_qualifiers
 from .tables import build_tables
+from .timing import build_schedules, build_slas, timing_tables
 from .workspaces import build_workspaces
 from .yamlsource import DefinitionError, SourceDocument
 
@@ -76,7 +77,8 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
         if not rel_path.startswith(SYSTEM_PREFIX):
             files.append(DefinitionFile(rel_path, kind, hashlib.sha256(text.encode()).hexdigest()[:16]))
     roles = build_roles(documents["roles"], errors)
-    tables = build_tables(documents["table"], errors, with_qualifiers)
+    table_docs, sla_root = timing_tables(documents["table"], errors)
+    tables = build_tables(table_docs, errors, with_qualifiers)
     properties = build_properties(documents["properties"], errors)
     access = build_access(documents["access"], tables, roles, errors)
     demo = build_demo(documents["demo"], tables, roles, errors)
@@ -94,6 +96,9 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
                                           errors, lambda yaml_path, name: texts.get(_sibling(yaml_path, name)),
                                           tables=tables, root=display_root)
     bench = build_bench(documents["bench"], tables, actions, properties, errors)
+    schedules = build_schedules(documents["schedules"], errors)
+    slas = build_slas(documents["slas"], tables, roles, errors, properties, schedules, sla_root)
+    _check_notify_effects((), [e for sla in slas.values() for e in sla.escalations], notifications, errors)
     if errors:
         raise DefinitionErrors(broken.without_follow_ons(errors))
     return Definitions(
@@ -112,6 +117,9 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
         declared_lists=tuple(declared_lists),
         bench=bench,
         workspaces=frozen_map(workspaces),
+        sla_root=sla_root,
+        schedules=frozen_map(schedules),
+        slas=frozen_map(slas),
     )
 
 

@@ -370,6 +370,49 @@ class BenchDef:
 
 
 @dataclass(frozen=True)
+class ScheduleDecl:
+    """A business schedule declared in the definitions (`schedules:`), written to a cmn_schedule record."""
+
+    name: str
+    label: str
+    time_zone: str
+    windows: str  # the text form (caseloom.timing.schedule): one line per weekday range
+    holidays: str
+    location: Location | None = None
+
+
+@dataclass(frozen=True)
+class Escalation:
+    at: int  # a percentage of the SLA's duration
+    effects: tuple[EffectDef, ...]
+
+
+@dataclass(frozen=True)
+class SlaDecl:
+    """An SLA definition declared in the definitions (`slas:`), written to a contract_sla record; its
+    escalations live only here (the record names it)."""
+
+    name: str
+    table: str
+    duration: int  # seconds
+    start: str  # encoded queries
+    stop: str = ""
+    pause: str = ""
+    resume: str = ""
+    cancel: str = ""
+    reset: str = ""
+    schedule: str | None = None
+    timezone_source: str = "schedule"
+    timezone: str = ""
+    when_to_cancel: str = "no_match"
+    when_to_resume: str = "no_match"
+    retroactive: str | None = None  # a date-time field the SLA starts from
+    active: bool = True
+    escalations: tuple[Escalation, ...] = ()
+    location: Location | None = None
+
+
+@dataclass(frozen=True)
 class DefinitionFile:
     path: str  # relative to its folder
     kind: str
@@ -393,6 +436,9 @@ class Definitions:
     declared_lists: tuple[DeclaredList, ...] = ()
     bench: BenchDef | None = None
     workspaces: Mapping[str, WorkspaceDef] = field(default_factory=frozen_map)
+    sla_root: str | None = None  # the table declaring `sla: true`: SLAs attach to it and the tables extending it
+    schedules: Mapping[str, ScheduleDecl] = field(default_factory=frozen_map)
+    slas: Mapping[str, SlaDecl] = field(default_factory=frozen_map)
 
     def workspace_for(self, table: str) -> WorkspaceDef | None:
         """The workspace declared for a table or the nearest table it extends."""

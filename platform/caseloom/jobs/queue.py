@@ -59,16 +59,21 @@ class JobConsumer(Consumer):
     started again after a crash takes up the jobs of the one that died at once) and every few
     seconds after."""
 
-    def __init__(self, huey: Huey, reap: Callable[[], object], **options):
+    def __init__(self, huey: Huey, reap: Callable[[], object], clock: Ticker | None = None, **options):
         super().__init__(huey, **options)
         self.reaper: Ticker = reaper(reap)
+        self.clock = clock  # the SLA clock's tick (caseloom.timing.tick)
 
     def start(self) -> None:
         super().start()
         self.reaper.start()
+        if self.clock is not None:
+            self.clock.start()
 
     def stop(self, graceful: bool = False) -> None:
         self.reaper.stop()
+        if self.clock is not None:
+            self.clock.stop()
         super().stop(graceful=graceful)
 
 
@@ -115,7 +120,8 @@ class JobQueue:
         sweep) on. Raises ValueError for a CASELOOM_QUEUE or CASELOOM_JOB_LOST_SECONDS it cannot use."""
         timing()  # refuse a bad setting now, not in the reaper's thread
         factory = EmbeddedConsumer if embedded else JobConsumer
-        return factory(self.huey, self.reap, workers=workers, worker_type="thread", periodic=True,
+        clock = Ticker("sla-clock", self.clock_tick, self.clock_every) if self._runtime.defs.sla_root else None
+        return factory(self.huey, self.reap, clock, workers=workers, worker_type="thread", periodic=True,
                        initial_delay=0.1, backoff=1.15, max_delay=2.0, shutdown_timeout=30)
 
     def enqueue(self, task: str, *args) -> None:
@@ -166,6 +172,26 @@ class JobQueue:
     def _sweep(self) -> None:
         """Every minute: deliver waiting e-mail (whatever a lost follow-up left behind)."""
         deliver_pending(self.runtime())
+
+    def clock_tick(self) -> None:
+        """Fire the SLA escalations that are due (caseloom.timing.tick)."""
+        from ..timing.tick import tick
+
+        report = tick(self.runtime())
+        if report.escalated:
+            log.info("SLA clock: %d escalation(s), %d breach(es)", report.escalated, report.breached)
+
+    def clock_every(self) -> float:
+        """Seconds between two ticks: the property caseloom.sla.tick_seconds (1 to 60)."""
+        from ..properties import Properties
+
+        runtime = self.runtime()
+        try:
+            with runtime.engine.connect() as conn:
+                value = Properties(runtime.defs, runtime.storage, conn).get("caseloom.sla.tick_seconds")
+        except Exception:  # the database is away: the default rhythm
+            value = None
+        return float(min(max(int(value or 5), 1), 60))
 
     def reap(self) -> list[str]:
         """Resume lost jobs: release the running jobs whose run is lost, and enqueue them with the

@@ -18,6 +18,7 @@ from ..definitions.changes import ChangePlan, apply_change, plan_change
 from ..definitions.store import DISPLAY_ROOT, DefinitionStore, write_to_folder
 from ..properties import seed_properties
 from ..runtime import Runtime
+from ..timing.seed import seed_timing
 from . import db
 from .auth import connection, runtime
 
@@ -46,7 +47,9 @@ def apply(changes: Mapping[str, str | None], *, force: bool = False, accepted: C
         return done
     current = runtime()
     new_runtime = Runtime(current.config, done.defs, engine=current.engine)
-    seed_properties(new_runtime.records(connection(), g.actor))
+    service = new_runtime.records(connection(), g.actor)
+    seed_properties(service)
+    seed_timing(service)
     generation = definition_store.generation()
     db.session.commit()
     folder = Path(current.config.definitions)

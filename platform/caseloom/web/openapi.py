@@ -120,6 +120,9 @@ INPUT = {
     "url": lambda f: {"type": "string", "pattern": "^(https?://.*)?$", "maxLength": f.max_length or URL_LENGTH},
     "integer": lambda f: _any_of({"type": "integer", "minimum": INTEGER_MIN, "maximum": INTEGER_MAX},
                                        {"type": "string", "pattern": "^ *(-?[0-9]{1,9})? *$"}),
+    "duration": lambda f: _any_of({"type": "integer", "minimum": 0, "maximum": INTEGER_MAX},
+                                  {"type": "string", "maxLength": 100},
+                                  description="Seconds, or words such as '8h 30m' or '2 days'"),
     "decimal": lambda f: _any_of(
         {"type": "number", "exclusiveMinimum": True, "minimum": -10 ** (DECIMAL_PRECISION - DECIMAL_SCALE),
          "exclusiveMaximum": True, "maximum": 10 ** (DECIMAL_PRECISION - DECIMAL_SCALE)},
@@ -192,6 +195,7 @@ def _request_schema(table: TableDef, create: bool) -> dict:
 OUTPUT = {
     "boolean": {"type": "string", "enum": ["true", "false", ""]},
     "integer": {"type": "string", "pattern": "^(-?[0-9]+)?$"},
+    "duration": {"type": "string", "pattern": "^([0-9]+)?$", "description": "seconds"},
     "decimal": {"type": "string", "pattern": r"^(-?[0-9]+(\.[0-9]+)?)?$"},
     "date": {"type": "string", "pattern": "^([0-9]{4}-[0-9]{2}-[0-9]{2})?$"},
     "datetime": {"type": "string", "pattern": "^([0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2})?$"},

@@ -121,6 +121,8 @@ def _render_value(shape: Shape, path: str, field: FieldDef, raw: str, row: dict)
         return raw
     if field.choices and raw != "":
         display_text = shape.choice_field(path, field, row).choice_label(raw) or field.choice_label(raw) or raw
+    elif field.ftype.words is not None and raw != "":
+        display_text = field.ftype.words(row.get(path))
     else:
         display_text = raw
     if shape.display == "true":
@@ -137,6 +139,11 @@ def value_words(field: FieldDef | None, value: str | None, names: dict[tuple[str
         return field.choice_label(value) or value
     if field.type == "reference":
         return names.get((field.reference, value), value)
+    if field.ftype.words is not None:
+        try:
+            return field.ftype.words(field.parse(value))
+        except ValueError:
+            return value
     return value
 
 

@@ -1,0 +1,250 @@
+"""Time in the definitions: the table SLAs attach to, declared schedules and SLA definitions.
+
+A table declares `sla: true` to be the one SLAs attach to (ServiceNow's task): task_sla.task refers to
+it and contract_sla.collection offers it and the tables extending it. Without such a table the SLA
+tables do not exist. Declared schedules and SLAs are checked here and written to their records by
+`caseloom.timing.seed`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from ..fieldtypes import FIELD_TYPES, FieldValueError
+from ..query.conditions import parse_encoded, terms_of
+from ..query.nodes import QueryError
+from ..query.operators import operator
+from .behaviour import _Checker
+from .model import Escalation, ScheduleDecl, SlaDecl, TableDef
+from .tables import label_from_name, resolve_path
+from .yamlsource import SourceDocument
+
+SLA_TABLES = ("contract_sla", "task_sla")
+CONDITIONS = ("start", "stop", "pause", "resume", "cancel", "reset")
+
+
+def sla_root(table_docs: list[SourceDocument], errors: list) -> str | None:
+    """The table declaring `sla: true`, or None; two hierarchies declaring it is an error."""
+    declaring = [d for d in table_docs if d.data.get("sla") is True]
+    parents = {d.data["table"]: d.data.get("extends") for d in table_docs}
+
+    def root_of(name: str) -> str:
+        seen = set()
+        while parents.get(name) and name not in seen:
+            seen.add(name)
+            name = parents[name]
+        return name
+
+    roots = {root_of(d.data["table"]) for d in declaring}
+    if len(roots) > 1:
+        first = declaring[0]
+        for doc in declaring[1:]:
+            if root_of(doc.data["table"]) != root_of(first.data["table"]):
+                errors.append(doc.error(("sla",), f"SLAs attach to one table and the tables extending it; "
+                                                  f"{first.data['table']!r} ({first.where('sla')}) already declares "
+                                                  f"sla: true and {doc.data['table']!r} does not extend it"))
+        return None
+    if not declaring:
+        return None
+    # the highest declaring table of the hierarchy
+    names = {d.data["table"] for d in declaring}
+    for doc in declaring:
+        name, above = doc.data["table"], doc.data["table"]
+        while parents.get(above):
+            above = parents[above]
+            if above in names:
+                break
+        else:
+            return name
+    return declaring[0].data["table"]
+
+
+def timing_tables(table_docs: list[SourceDocument], errors: list) -> tuple[list[SourceDocument], str | None]:
+    """The table documents with the SLA tables bound to the SLA table (task_sla.task refers to it,
+    contract_sla.collection offers it and its descendants), or without them when no table declares
+    `sla: true`."""
+    root = sla_root(table_docs, errors)
+    out = []
+    for doc in table_docs:
+        name = doc.data.get("table")
+        if name in SLA_TABLES and doc.path.startswith("<caseloom>/"):
+            if root is None:
+                continue
+            data = _bound(doc.data, root, table_docs)
+            doc = SourceDocument(doc.path, data, doc._positions, doc.problems)
+        out.append(doc)
+    return out, root
+
+
+def _bound(data: dict, root: str, table_docs: list[SourceDocument]) -> dict:
+    fields = dict(data["fields"])
+    if data["table"] == "task_sla":
+        fields["task"] = {**fields["task"], "to": root}
+    else:
+        parents = {d.data["table"]: (d.data.get("extends"), d.data.get("label")) for d in table_docs}
+        choices = {}
+        for name, (_, label) in parents.items():
+            above = name
+            while above and above != root:
+                above = parents.get(above, (None, None))[0]
+            if above == root:
+                choices[name] = label or label_from_name(name)
+        fields["collection"] = {**fields["collection"], "type": "choice", "choices": choices}
+        fields["collection"].pop("max_length", None)
+    return {**data, "fields": fields}
+
+
+# -- schedules ------------------------------------------------------------------------------------
+
+def build_schedules(docs: list[SourceDocument], errors: list) -> dict[str, ScheduleDecl]:
+    if not docs:
+        return {}
+    from ..timing.schedule import parse_schedule, schedule_problems
+
+    schedules: dict[str, ScheduleDecl] = {}
+    for doc in docs:
+        for name, spec in doc.data["schedules"].items():
+            where = ("schedules", name)
+            if name in schedules:
+                errors.append(doc.error(where, f"schedule {name!r} is declared twice"))
+                continue
+            holidays = spec.get("holidays")
+            if isinstance(holidays, dict):
+                holidays = {(k.isoformat() if isinstance(k, dt.date) else str(k)): v for k, v in holidays.items()}
+            problems = schedule_problems(spec["time_zone"], spec["windows"], holidays)
+            for problem in problems:
+                at = where + (problem.field,) + ((problem.key,) if problem.key is not None else ())
+                errors.append(doc.error(at, f"schedule {name!r}: {problem}"))
+            if problems:
+                continue
+            parsed = parse_schedule(name, spec["time_zone"], spec["windows"], holidays)
+            schedules[name] = ScheduleDecl(name, spec.get("label") or name, spec["time_zone"], parsed.windows_text(),
+                                           parsed.holidays_text(), doc.where(*where))
+    return schedules
+
+
+# -- SLA definitions -------------------------------------------------------------------------------
+
+def build_slas(docs: list[SourceDocument], tables: dict[str, TableDef], roles: dict, errors: list,
+               properties: dict, schedules: dict[str, ScheduleDecl], root: str | None) -> dict[str, SlaDecl]:
+    slas: dict[str, SlaDecl] = {}
+    for doc in docs:
+        check = _Checker(doc, tables, roles, errors, properties)
+        for name, spec in doc.data["slas"].items():
+            where = ("slas", name)
+            if name in slas:
+                check.error(where, f"SLA {name!r} is declared twice")
+                continue
+            sla = _sla(check, tables, name, spec, where, schedules, root)
+            if sla is not None:
+                slas[name] = sla
+    return slas
+
+
+def _sla(check: _Checker, tables: dict, name: str, spec: dict, where: tuple, schedules: dict,
+         root: str | None) -> SlaDecl | None:
+    table = check.table(spec["table"], where + ("table",))
+    if table is None:
+        return None
+    if root is None or root not in (table.name, *_ancestors(tables, table.name)):
+        check.error(where + ("table",), f"SLAs attach to the table that declares `sla: true` and the tables "
+                                        f"extending it; {table.name!r} is not one of them"
+                                        + (f" ({root!r} declares it)" if root else " (no table declares it)"))
+        return None
+    ok = True
+    try:
+        duration = FIELD_TYPES["duration"].parse(None, spec["duration"])
+    except FieldValueError as exc:
+        check.error(where + ("duration",), f"duration: {exc}")
+        duration, ok = None, False
+    if spec.get("schedule") is not None and spec["schedule"] not in schedules:
+        known = ", ".join(sorted(schedules)) or "none are declared"
+        check.error(where + ("schedule",), f"unknown schedule {spec['schedule']!r} (known: {known})")
+        ok = False
+    conditions = {}
+    for key in CONDITIONS:
+        text = spec.get(key)
+        if text is None:
+            conditions[key] = ""
+            continue
+        problem = condition_problem(tables, table, text)
+        if problem:
+            check.error(where + (key,), f"{key}: {problem}")
+            ok = False
+        conditions[key] = text if isinstance(text, str) else ""
+    retro = spec.get("retroactive")
+    if retro is not None:
+        field = table.field(retro)
+        if field is None or field.type not in ("datetime", "date"):
+            check.error(where + ("retroactive",), f"retroactive: {retro!r} is not a date or date-time field of "
+                                                  f"{table.name!r}")
+            ok = False
+    if spec.get("timezone_source") == "definition":
+        problem = _zone_problem(spec.get("timezone"))
+        if problem:
+            check.error(where + ("timezone",), problem)
+            ok = False
+    escalations = []
+    for i, item in enumerate(spec.get("escalations") or ()):
+        effects = check.effects(table, item["effects"], where + ("escalations", i, "effects"))
+        escalations.append(Escalation(item["at"], effects))
+    ats = [e.at for e in escalations]
+    if len(set(ats)) != len(ats):
+        check.error(where + ("escalations",), "two escalations at the same percentage")
+        ok = False
+    if not ok or duration is None:
+        return None
+    return SlaDecl(name, table.name, duration, conditions["start"], conditions["stop"], conditions["pause"],
+                   conditions["resume"], conditions["cancel"], conditions["reset"], spec.get("schedule"),
+                   spec.get("timezone_source", "schedule"), spec.get("timezone", ""),
+                   spec.get("when_to_cancel", "no_match"), spec.get("when_to_resume", "no_match"), retro,
+                   spec.get("active", True), tuple(sorted(escalations, key=lambda e: e.at)),
+                   check.doc.where(*where))
+
+
+def condition_problem(tables: dict, table: TableDef, text: Any) -> str | None:
+    """What is wrong with an SLA condition (an encoded query over `table`'s records), or None.
+    SLA conditions read the record's values as they are: operators about changes are refused."""
+    if not isinstance(text, str):
+        return "expected an encoded query such as priority=1^state!=6"
+    if not text.strip():
+        return None
+    try:
+        query = parse_encoded(text)
+    except QueryError as exc:
+        return str(exc)
+    for term in terms_of(query.where):
+        field = resolve_path(tables, table, term.field)
+        if field is None:
+            return f"{term.field!r} is not a field of {table.name!r}"
+        if field.ftype.hidden or not field.ftype.queryable:
+            return f"{term.field!r}: {field.type} fields cannot be used in a condition"
+        if operator(term.op).change is not None:
+            return (f"{term.field}: the operator {term.op!r} is about a change; SLA conditions are read on the "
+                    "record's values as they are")
+    if query.order:
+        return "an SLA condition has no order (remove ORDERBY)"
+    return None
+
+
+def _zone_problem(name: Any) -> str | None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(str(name))
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"unknown time zone {name!r} (an IANA name such as Europe/London)"
+    return None
+
+
+def _ancestors(tables: dict, name: str) -> tuple[str, ...]:
+    chain, parent = [], tables[name].extends
+    while parent:
+        chain.append(parent)
+        parent = tables[parent].extends
+    return tuple(chain)
+
+
+__all__ = ["CONDITIONS", "SLA_TABLES", "build_schedules", "build_slas", "condition_problem", "sla_root",
+           "timing_tables"]

@@ -1,0 +1,1 @@
+"""Time: business schedules, SLAs and timers."""

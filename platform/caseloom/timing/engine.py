@@ -1,0 +1,211 @@
+"""The SLA engine: after every write of a record that may have SLAs, each active SLA definition is
+evaluated on the record as stored, in ServiceNow's order:
+
+1. an SLA running or paused on the record completes when its stop condition matches;
+2. it completes and a new one attaches when its reset condition matches;
+3. it is cancelled when its start condition no longer matches (`when_to_cancel: no_match`, the
+   default) or its cancel condition matches (`cancel_condition`);
+4. a running one pauses when its pause condition matches;
+5. a paused one resumes when its pause condition no longer matches (`when_to_resume: no_match`) or
+   its resume condition matches (`resume_condition`);
+6. with none running or paused, one attaches when the start condition matches and the stop
+   condition does not (paused at once when the pause condition matches too).
+
+Two paths, one outcome: `after_rows` evaluates conditions in Python on records the record service
+has in hand; `after_where` does the same in SQL for every record a set-based write touched (a
+hundred thousand children), with a fixed number of statements per SLA definition. Each stage change
+is audited on the task_sla record (field `stage`) in the writer's transaction, which is how the
+timeline tells which change of the record started, paused, resumed or stopped it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from typing import Any
+
+import sqlalchemy as sa
+
+from .. import stamps
+from ..automation.conditions import resolver
+from ..query.dynamic import now as clock_now
+from ..query.evaluate import evaluate
+from ..records import new_sys_id
+from .measure import ACTIVE, CANCELLED, COMPLETED, PAUSED, RUNNING, State, measure
+from .slas import TASK_SLA, Sla, slas_for
+
+TIMING = ("duration", "business_duration", "pause_duration", "business_pause_duration", "percentage",
+          "business_percentage", "time_left", "business_time_left", "planned_end_time", "has_breached", "timing_at",
+          "next_threshold", "threshold_due")
+
+
+def moment() -> dt.datetime:
+    """Now, as SLAs count it: whole seconds, and the fixed clock when a test sets one
+    (caseloom.query.dynamic.fixed_clock)."""
+    return clock_now()
+
+
+def state_of(row: dict) -> State:
+    return State(row["stage"], row["start_time"], row["pause_time"], row["pause_duration"] or 0,
+                 row["business_pause_duration"] or 0, row["end_time"], row["next_threshold"])
+
+
+# -- the row path ---------------------------------------------------------------------------------
+
+class Changes:
+    """The task_sla rows a unit of work adds and changes, written at once (`write`)."""
+
+    def __init__(self):
+        self.new: list[dict] = []
+        self.updated: list[dict] = []
+        self.audits: list[tuple[str, int, str | None, str]] = []  # (task_sla sys_id, checkpoint, old, new stage)
+
+    def attach(self, sla: Sla, record: dict, at: dt.datetime, paused: bool) -> None:
+        start = _start(sla, record, at)
+        state = State(RUNNING, start)
+        if paused:
+            state = State(PAUSED, start, pause_time=at)
+        values = measure(sla.clock, state, at)
+        sys_id = new_sys_id()
+        self.new.append({"sys_id": sys_id, "task": record["sys_id"], "sla": sla.sys_id, "stage": state.stage,
+                         "start_time": start, "pause_time": state.pause_time, "end_time": None,
+                         **values, "pause_duration": 0, "business_pause_duration": 0})
+        self.audits.append((sys_id, 0, None, state.stage))
+
+    def move(self, sla: Sla, row: dict, stage: str, at: dt.datetime) -> None:
+        """Change a running or paused SLA's stage at `at` (or only its timing, when `stage` is its own)."""
+        self.updated.append({"sys_id": row["sys_id"], **moved(sla, row, stage, at)})
+        if stage != row["stage"]:
+            self.audits.append((row["sys_id"], (row["sys_mod_count"] or 0) + 1, row["stage"], stage))
+
+    def write(self, service, at: dt.datetime) -> None:
+        if not (self.new or self.updated):
+            return
+        conn, user = service.conn, service.actor.user_name
+        physical = service.storage.physical(TASK_SLA)
+        stamp = service_stamp()
+        if self.new:
+            conn.execute(sa.insert(physical), [row | stamps.new_row(TASK_SLA, user, stamp) for row in self.new])
+            service.note_made(TASK_SLA, [r["sys_id"] for r in self.new])
+        by_columns: dict[tuple, list[dict]] = defaultdict(list)
+        for row in self.updated:
+            by_columns[tuple(sorted(k for k in row if k != "sys_id"))].append(
+                {f"v_{k}": v for k, v in row.items() if k != "sys_id"} | {"k_sys_id": row["sys_id"]})
+        for columns, params in by_columns.items():
+            conn.execute(sa.update(physical).where(physical.c.sys_id == sa.bindparam("k_sys_id")).values(
+                {**{c: sa.bindparam(f"v_{c}") for c in columns}, **stamps.touched_sql(physical, user, stamp)}), params)
+        if self.audits:
+            service._system_insert("sys_audit", [
+                stamps.audit_row(TASK_SLA, sys_id, checkpoint, "stage", old, new, user, service.transaction)
+                for sys_id, checkpoint, old, new in self.audits], stamp)
+        service.written.add(TASK_SLA)
+
+
+def moved(sla: Sla, row: dict, stage: str, at: dt.datetime) -> dict:
+    """The values of a running or paused task_sla `row` once moved to `stage` at `at` (its own stage:
+    only its timing as of `at`)."""
+    state = state_of(row)
+    if state.stage == PAUSED and stage != PAUSED:  # the pause ends: its time is counted in
+        measured = measure(sla.clock, state, at)
+        state = State(RUNNING, state.start_time, None, measured["pause_duration"], measured["business_pause_duration"],
+                      None, state.next_threshold)
+    if stage == PAUSED and state.stage == RUNNING:
+        state = State(PAUSED, state.start_time, at, state.pause_duration, state.business_pause_duration, None,
+                      state.next_threshold)
+    if stage in (CANCELLED, COMPLETED):
+        state = State(stage, state.start_time, None, state.pause_duration, state.business_pause_duration, at,
+                      state.next_threshold)
+    values = measure(sla.clock, state, at)
+    if stage in (CANCELLED, COMPLETED):
+        values |= {"threshold_due": None}
+    return {"stage": state.stage, "pause_time": state.pause_time, "end_time": state.end_time, **values}
+
+
+def service_stamp() -> dt.datetime:
+    from ..records import now
+
+    return now()
+
+
+def _start(sla: Sla, record: dict, at: dt.datetime) -> dt.datetime:
+    """When an attaching SLA starts: now, or (retroactive) the record's date-time field when it has one."""
+    if sla.retroactive:
+        value = record.get(sla.retroactive)
+        if isinstance(value, dt.datetime):
+            return value.replace(microsecond=0)
+        if isinstance(value, dt.date):
+            return dt.datetime(value.year, value.month, value.day)
+    return at
+
+
+def after_rows(service, tdef, records: list[dict]) -> None:
+    """Evaluate the SLAs of records the record service has just written (the row path)."""
+    slas = slas_for(service, tdef.name)
+    if not slas or not records:
+        return
+    at = moment()
+    active = _active(service, [r["sys_id"] for r in records])
+    changes = Changes()
+    for record in records:
+        resolve = resolver(service, tdef, record)
+
+        def holds(node: Any, record=record, resolve=resolve) -> bool:
+            return node is not None and evaluate(node, record, resolve=resolve)
+
+        for sla in slas:
+            step(sla, record, active.get((record["sys_id"], sla.sys_id)), holds, at, changes)
+    changes.write(service, at)
+
+
+def step(sla: Sla, record: dict, row: dict | None, holds, at: dt.datetime, changes: Changes) -> None:
+    """One SLA definition on one record, in the engine's order (see the module's docstring)."""
+    if row is not None:
+        if holds(sla.stop):
+            changes.move(sla, row, COMPLETED, at)
+            return
+        if holds(sla.reset):
+            changes.move(sla, row, COMPLETED, at)
+            row = None
+        elif _cancels(sla, holds):
+            changes.move(sla, row, CANCELLED, at)
+            return
+        elif row["stage"] == RUNNING and holds(sla.pause):
+            changes.move(sla, row, PAUSED, at)
+            return
+        elif row["stage"] == PAUSED and _resumes(sla, holds):
+            changes.move(sla, row, RUNNING, at)
+            return
+        else:
+            changes.move(sla, row, row["stage"], at)  # the timing as of now
+            return
+    if holds(sla.start) and not holds(sla.stop) and not (sla.when_to_cancel == "cancel_condition"
+                                                          and holds(sla.cancel)):
+        changes.attach(sla, record, at, paused=holds(sla.pause))
+
+
+def _cancels(sla: Sla, holds) -> bool:
+    if sla.when_to_cancel == "no_match":
+        return not holds(sla.start)
+    if sla.when_to_cancel == "cancel_condition":
+        return holds(sla.cancel)
+    return False
+
+
+def _resumes(sla: Sla, holds) -> bool:
+    if sla.when_to_resume == "resume_condition":
+        return holds(sla.resume)
+    return not holds(sla.pause)
+
+
+def _active(service, task_ids: list[str]) -> dict[tuple[str, str], dict]:
+    physical = service.storage.physical(TASK_SLA)
+    out = {}
+    for i in range(0, len(task_ids), 500):
+        chunk = task_ids[i:i + 500]
+        stmt = sa.select(physical).where(physical.c.task.in_(chunk), physical.c.stage.in_(ACTIVE))
+        for row in service.conn.execute(stmt).mappings():
+            out[(row["task"], row["sla"])] = dict(row)
+    return out
+
+
+__all__ = ["TIMING", "Changes", "after_rows", "moment", "moved", "state_of", "step"]

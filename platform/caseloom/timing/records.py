@@ -1,0 +1,58 @@
+"""Checks on the records that define time: a schedule's hours and an SLA definition's conditions are
+refused, naming the field and what is wrong, before they are written; a declared one is changed in
+the definitions, not here. Any write to them makes the unit of work read them again."""
+
+from __future__ import annotations
+
+from ..records import RecordError, validator
+from .schedule import schedule_problems
+from .slas import SCHEDULE, SLA, forget
+
+CONDITION_FIELDS = ("start_condition", "stop_condition", "pause_condition", "resume_condition", "cancel_condition",
+                    "reset_condition")
+
+
+def _declared(service, tdef, record: dict, current: dict | None) -> None:
+    if current is not None and current.get("source") and not service.trusted:
+        raise RecordError(None, f"this {tdef.label.lower()} is declared in {current['source']}; change it there "
+                                "(Definitions), not here")
+
+
+@validator(SCHEDULE)
+def check_schedule(service, tdef, record: dict, current: dict | None) -> None:
+    _declared(service, tdef, record, current)
+    problems = schedule_problems(record.get("time_zone") or "", record.get("windows") or "", record.get("holidays") or "")
+    if problems:
+        first = problems[0]
+        raise RecordError(first.field, str(first))
+    forget(service)
+
+
+@validator(SLA)
+def check_sla(service, tdef, record: dict, current: dict | None) -> None:
+    from ..definitions.timing import condition_problem
+
+    _declared(service, tdef, record, current)
+    table = service.defs.tables.get(record.get("collection"))
+    if table is None:
+        raise RecordError("collection", f"unknown table {record.get('collection')!r}")
+    if not record.get("duration"):
+        raise RecordError("duration", "must be at least one second")
+    for name in CONDITION_FIELDS:
+        problem = condition_problem(service.defs.tables, table, record.get(name) or "")
+        if problem:
+            raise RecordError(name, problem)
+    if not (record.get("start_condition") or "").strip():
+        raise RecordError("start_condition", "is mandatory: it says when the SLA attaches")
+    if record.get("retroactive"):
+        field = table.field(record.get("set_start_to") or "")
+        if field is None or field.type not in ("date", "datetime"):
+            raise RecordError("set_start_to", f"{record.get('set_start_to')!r} is not a date or date-time field of "
+                                              f"{table.name!r} (a retroactive start needs one)")
+    if record.get("timezone_source") == "definition":
+        from ..definitions.timing import _zone_problem
+
+        problem = _zone_problem(record.get("timezone"))
+        if problem:
+            raise RecordError("timezone", problem)
+    forget(service)
