@@ -31,10 +31,10 @@ def timing_rows(service: RecordService, tdef: TableDef, records: list[dict]) -> 
     after_rows(service, tdef, records)
 
 
-def timing_where(service: RecordService, tdef: TableDef, touched) -> None:
+def timing_where(service: RecordService, tdef: TableDef, touched, new: bool = False) -> None:
     from ..timing.setbased import after_where
 
-    after_where(service, tdef, touched)
+    after_where(service, tdef, touched, new)
 
 
 class Automation:
@@ -175,6 +175,6 @@ class InsertSetPlan:
         if self.automation.timed(self.tdef.name):
             physical = self.service.storage.physical(self.tdef.name)
             timing_where(self.service, self.tdef,
-                         sa.select(physical.c.sys_id).where(physical.c.sys_id.between(low, high)))
+                         sa.select(physical.c.sys_id).where(physical.c.sys_id.between(low, high)), new=True)
         for email in self.emails:
             email(low, high)

@@ -9,7 +9,9 @@ substitutions (`email_sql`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import sqlalchemy as sa
 
@@ -69,6 +71,25 @@ class Notifications:
             self.send(service, self.defs.notifications[name], tdef, record, {})
 
         return notify
+
+    @contextmanager
+    def batched(self, service: RecordService) -> Iterator[Callable[[str, TableDef, dict], None]]:
+        """A `notify` for many records at once (the SLA clock's escalations): it collects, and when the
+        block ends each notification's e-mails are written for all its records together (one query
+        for their addresses, one executemany)."""
+        pending: dict[tuple[str, str], list[dict]] = defaultdict(list)
+
+        def notify(name: str, tdef: TableDef, record: dict) -> None:
+            pending[(name, tdef.name)].append(record)
+
+        yield notify
+        for (name, table), records in pending.items():
+            note, tdef = self.defs.notifications[name], self.defs.tables[table]
+            if note.children is not None:
+                for record in records:
+                    self.send(service, note, tdef, record, {})
+            else:
+                self._send_many(service, note, tdef, [(record, {}) for record in records])
 
     def send(self, service: RecordService, note: NotificationDef, tdef: TableDef, record: dict,
              journal: dict[str, str]) -> None:
@@ -197,12 +218,21 @@ def email_sql(service: RecordService, note: NotificationDef, tdef: TableDef, rec
     rendered in SQL from the shared values and the `in_sql` fields. None when that needs Python
     (several address sources, a recipient path that does not end on an address, a template
     that is not plain substitution)."""
+    writer = email_writer(service, note, tdef, {**record, **entries}, in_sql, role_emails)
+    if writer is None:
+        return None
+    return lambda low, high: writer(lambda base: base.c.sys_id.between(low, high))
+
+
+def email_writer(service: RecordService, note: NotificationDef, tdef: TableDef, shared: dict, in_sql: set[str],
+                 role_emails: list[str]) -> Callable[[Callable[[sa.FromClause], sa.ColumnElement]], None] | None:
+    """A function writing the notification's sys_email rows, in one INSERT ... SELECT, for the records
+    a condition over the table selects (`where(base)`); None when that needs Python (see email_sql)."""
     if len(note.fields) > 1 or (note.fields and role_emails):
         return None
     if note.fields and recipient_path_problem(service.defs.tables, tdef, note.fields[0]) is not None:
         return None
     selection = Selection(service.storage, tdef.name)
-    shared = {**record, **entries}
     subject, body = (_sql_text(template, tdef, selection, shared, in_sql) for template in (note.subject, note.body))
     if subject is None or body is None:
         return None
@@ -212,10 +242,10 @@ def email_sql(service: RecordService, note: NotificationDef, tdef: TableDef, rec
     elif role_emails:
         recipients, has_address = sa.literal(",".join(sorted(set(role_emails)))), sa.true()
     else:
-        return lambda low, high: None
+        return lambda where: None
 
-    def write(low: str, high: str) -> None:
-        _insert_emails(service, selection, sa.and_(selection.base.c.sys_id.between(low, high), has_address),
+    def write(where: Callable[[sa.FromClause], sa.ColumnElement]) -> None:
+        _insert_emails(service, selection, sa.and_(where(selection.base), has_address),
                        recipients, sa.func.substr(subject, 1, 255), body, sa.literal(tdef.name))
 
     return write

@@ -35,8 +35,9 @@ from . import http
 from .database import ScratchDatabase
 from .memory import peak_rss
 from .replay import net_writes, replay
+from .timing import has_slas, sla_attach, sla_tick
 
-JOURNAL, AUDIT = "sys_journal_field", "sys_audit"
+JOURNAL, AUDIT, TASK_SLA = "sys_journal_field", "sys_audit", "task_sla"
 
 
 @dataclass
@@ -75,9 +76,14 @@ class BenchRun:
         try:
             self.setup()
             yield self.build_list()
-            yield self.create_children()
+            if has_slas(self):
+                yield from sla_attach(self)
+            else:
+                yield self.create_children()
             yield self.update_parent(self.bench.names["sync"], self.bench.sync_values)
             yield self.update_parent(self.bench.names["close"], self.bench.close_values)
+            if has_slas(self):
+                yield sla_tick(self)
             yield from self.pages()
         finally:
             self.runtime.engine.dispose()
@@ -91,7 +97,7 @@ class BenchRun:
         counts = {g.name: generator_count(g, self.scale) for g in self.bench.generators}
         stamp = now()
         with self.runtime.transaction() as service:
-            add_user(service, "bench", self.password, ["admin"], {"name": "Bench"})
+            add_user(service, "bench", self.password, ["admin"], {"name": "Bench", "email": "bench@example.com"})
             table = service.storage.physical(PROPERTIES)
             for name, value in self.bench.properties.items():
                 sys_id = service.conn.execute(sa.select(table.c.sys_id).where(table.c.name == name)).scalar_one()
@@ -151,8 +157,9 @@ class BenchRun:
 
         return self.measured(b.names["list"], [members], work, extra=sql)
 
-    def create_children(self) -> Result:
-        """One child per member, through the background job of the parent's action."""
+    def create_children(self, name: str | None = None) -> Result:
+        """One child per member, through the background job of the parent's action (`name`: the
+        benchmark's, when not the definitions')."""
         b = self.bench
         with self.runtime.transaction() as service, service.by_definitions():
             self.parent_id = service.insert(b.parent_table, {**b.parent_values, b.list_field: self.list_id})["sys_id"]
@@ -175,7 +182,8 @@ class BenchRun:
                 raise RuntimeError(f"the {b.create_action} job did not finish: {done['state']}: {done['message']}")
             return done["done"], done["seconds"], done["peak_mb"]
 
-        result = self.measured(b.names["create"], [table, JOURNAL], work)
+        tables = [table, JOURNAL] + ([TASK_SLA, AUDIT] if self.defs.sla_root else [])
+        result = self.measured(name or b.names["create"], tables, work)
         self.children = result.n
         return result
 
@@ -188,7 +196,7 @@ class BenchRun:
                 service.update(b.parent_table, self.parent_id, dict(values))
             return self.children
 
-        return self.measured(name, [table, JOURNAL, AUDIT], work)
+        return self.measured(name, [table, JOURNAL, AUDIT] + ([TASK_SLA] if self.defs.sla_root else []), work)
 
     def _plain_query(self, conn, sql: str) -> float:
         started = time.perf_counter()

@@ -13,9 +13,10 @@ evaluated on the record as stored, in ServiceNow's order:
 
 Two paths, one outcome: `after_rows` evaluates conditions in Python on records the record service
 has in hand; `after_where` does the same in SQL for every record a set-based write touched (a
-hundred thousand children), with a fixed number of statements per SLA definition. Each stage change
-is audited on the task_sla record (field `stage`) in the writer's transaction, which is how the
-timeline tells which change of the record started, paused, resumed or stopped it.
+hundred thousand children), with a fixed number of statements per SLA definition. A new task_sla
+keeps the unit of work that attached it (`transaction`) and each later stage change is audited on it
+(field `stage`) in the writer's transaction: the record's own audit rows of the same transaction are
+the change that started, paused, resumed or stopped it (the timeline).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from ..automation.conditions import resolver
 from ..query.dynamic import now as clock_now
 from ..query.evaluate import evaluate
 from ..records import new_sys_id
-from .measure import ACTIVE, CANCELLED, COMPLETED, PAUSED, RUNNING, State, measure
+from .measure import ACTIVE, CANCELLED, COMPLETED, PAUSED, RUNNING, State, first, measure
 from .slas import TASK_SLA, Sla, slas_for
 
 TIMING = ("duration", "business_duration", "pause_duration", "business_pause_duration", "percentage",
@@ -62,15 +63,13 @@ class Changes:
 
     def attach(self, sla: Sla, record: dict, at: dt.datetime, paused: bool) -> None:
         start = _start(sla, record, at)
-        state = State(RUNNING, start)
-        if paused:
-            state = State(PAUSED, start, pause_time=at)
+        state = State(PAUSED if paused else RUNNING, start, pause_time=at if paused else None,
+                      next_threshold=first(sla.clock))
         values = measure(sla.clock, state, at)
         sys_id = new_sys_id()
         self.new.append({"sys_id": sys_id, "task": record["sys_id"], "sla": sla.sys_id, "stage": state.stage,
                          "start_time": start, "pause_time": state.pause_time, "end_time": None,
-                         **values, "pause_duration": 0, "business_pause_duration": 0})
-        self.audits.append((sys_id, 0, None, state.stage))
+                         **values, "pause_duration": 0, "business_pause_duration": 0, "transaction": None})
 
     def move(self, sla: Sla, row: dict, stage: str, at: dt.datetime) -> None:
         """Change a running or paused SLA's stage at `at` (or only its timing, when `stage` is its own)."""
@@ -85,7 +84,8 @@ class Changes:
         physical = service.storage.physical(TASK_SLA)
         stamp = service_stamp()
         if self.new:
-            conn.execute(sa.insert(physical), [row | stamps.new_row(TASK_SLA, user, stamp) for row in self.new])
+            conn.execute(sa.insert(physical), [row | stamps.new_row(TASK_SLA, user, stamp)
+                                               | {"transaction": service.transaction} for row in self.new])
             service.note_made(TASK_SLA, [r["sys_id"] for r in self.new])
         by_columns: dict[tuple, list[dict]] = defaultdict(list)
         for row in self.updated:
@@ -116,6 +116,7 @@ def moved(sla: Sla, row: dict, stage: str, at: dt.datetime) -> dict:
         state = State(stage, state.start_time, None, state.pause_duration, state.business_pause_duration, at,
                       state.next_threshold)
     values = measure(sla.clock, state, at)
+    values["has_breached"] = values["has_breached"] or bool(row.get("has_breached"))  # a breach stays
     if stage in (CANCELLED, COMPLETED):
         values |= {"threshold_due": None}
     return {"stage": state.stage, "pause_time": state.pause_time, "end_time": state.end_time, **values}

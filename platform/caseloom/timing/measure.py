@@ -37,7 +37,7 @@ class State:
     pause_duration: int = 0
     business_pause_duration: int = 0
     end_time: dt.datetime | None = None
-    next_threshold: int | None = None
+    next_threshold: int | None = None  # the next escalation percentage to fire; None: all have fired
 
 
 def _elapsed(clock: Clock, state: State, at: dt.datetime) -> tuple[float, float, float, float]:
@@ -79,13 +79,18 @@ def measure(clock: Clock, state: State, at: dt.datetime) -> dict:
 
 
 def next_due(clock: Clock, state: State, business_percentage: float, business_pause: float) -> dict:
-    """The next escalation not reached yet and when it is due; none while not running. A threshold
-    already passed stays the next one until the tick fires it (see caseloom.timing.tick)."""
-    pending = [t for t in clock.thresholds if state.next_threshold is None or t >= state.next_threshold]
-    if state.stage != RUNNING or not pending:
-        return {"next_threshold": pending[0] if pending and state.stage == PAUSED else None, "threshold_due": None}
-    threshold = pending[0]
+    """The next escalation not fired yet (`state.next_threshold`; None once every one has fired) and
+    when it is due; no due time while not running. A threshold already passed stays the next one
+    until the tick fires it (caseloom.timing.tick)."""
+    threshold = state.next_threshold
+    if threshold is None or state.stage != RUNNING:
+        return {"next_threshold": threshold, "threshold_due": None}
     return {"next_threshold": threshold, "threshold_due": _ceil(due_at(clock, state, threshold, business_pause))}
+
+
+def first(clock: Clock) -> int | None:
+    """The first escalation of a new SLA."""
+    return clock.thresholds[0] if clock.thresholds else None
 
 
 def _percent(value: float) -> Decimal:
@@ -103,4 +108,5 @@ def _ceil(value: dt.datetime | None) -> dt.datetime | None:
     return value.replace(microsecond=0) + dt.timedelta(seconds=1)
 
 
-__all__ = ["ACTIVE", "CANCELLED", "COMPLETED", "PAUSED", "RUNNING", "Clock", "State", "due_at", "measure", "next_due"]
+__all__ = ["ACTIVE", "CANCELLED", "COMPLETED", "PAUSED", "RUNNING", "Clock", "State", "due_at", "first", "measure",
+           "next_due"]

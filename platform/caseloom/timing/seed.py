@@ -58,13 +58,18 @@ def _upsert(service, table: str, name: str, values: dict) -> tuple[str, int]:
 
 
 def _retire(service, declared: set[str]) -> int:
+    """Declared SLA records whose declaration is gone become inactive. Written directly: the record
+    may name a table the definitions no longer have, which its checks would refuse."""
+    from .. import stamps
+    from ..records import now
+
     physical = service.storage.physical(SLA)
-    gone = service.conn.execute(sa.select(physical.c.sys_id).where(
-        physical.c.source != "", physical.c.source.is_not(None), physical.c.active.is_(True),
-        physical.c.name.not_in(declared) if declared else sa.true())).scalars().all()
-    for sys_id in gone:
-        service.update(SLA, sys_id, {"active": False})
-    return len(gone)
+    gone = sa.and_(physical.c.source != "", physical.c.source.is_not(None), physical.c.active.is_(True),
+                   physical.c.name.not_in(declared) if declared else sa.true())
+    result = service.conn.execute(sa.update(physical).where(gone).values(
+        active=False, **stamps.touched_sql(physical, service.actor.user_name, now())))
+    service.written.add(SLA)
+    return result.rowcount
 
 
 def _text(value) -> str:

@@ -20,23 +20,25 @@ from ..query import Selection
 from ..query.nodes import Not
 from ..setwrite import new_sys_id_sql, sys_id_prefix
 from .engine import moment, moved, service_stamp
-from .measure import ACTIVE, CANCELLED, COMPLETED, PAUSED, RUNNING, State, measure
+from .measure import ACTIVE, CANCELLED, COMPLETED, PAUSED, RUNNING, State, first, measure
 from .slas import TASK_SLA, Sla, slas_for
 
-GROUPED = ("stage", "start_time", "pause_time", "pause_duration", "business_pause_duration", "next_threshold")
+GROUPED = ("stage", "start_time", "pause_time", "pause_duration", "business_pause_duration", "next_threshold",
+           "has_breached")
 
 
-def after_where(service, tdef, touched: sa.Select) -> None:
-    """Evaluate the SLAs of the `tdef` records whose sys_ids `touched` selects (the set path)."""
+def after_where(service, tdef, touched: sa.Select, new: bool = False) -> None:
+    """Evaluate the SLAs of the `tdef` records whose sys_ids `touched` selects (the set path); `new`:
+    records just inserted, which have no SLA yet to stop, cancel, pause or resume."""
     slas = slas_for(service, tdef.name)
     if not slas:
         return
     at = moment()
     for sla in slas:
-        _evaluate(service, tdef, sla, touched, at)
+        _evaluate(service, tdef, sla, touched, at, new)
 
 
-def _evaluate(service, tdef, sla: Sla, touched: sa.Select, at: dt.datetime) -> None:
+def _evaluate(service, tdef, sla: Sla, touched: sa.Select, at: dt.datetime, new: bool) -> None:
     storage = service.storage
     ts = storage.physical(TASK_SLA)
 
@@ -53,6 +55,10 @@ def _evaluate(service, tdef, sla: Sla, touched: sa.Select, at: dt.datetime) -> N
 
     def active(stages=ACTIVE, *conditions) -> sa.ColumnElement:
         return sa.and_(ts.c.sla == sla.sys_id, ts.c.stage.in_(stages), ts.c.task.in_(records(*conditions)))
+
+    if new:
+        attach_where(service, tdef, sla, records, at, new=True)
+        return
 
     if sla.stop is not None:
         move_where(service, sla, active(ACTIVE, sla.stop), COMPLETED, at)
@@ -95,8 +101,9 @@ def move_where(service, sla: Sla, target: sa.ColumnElement, stage: str, at: dt.d
     return moved_rows
 
 
-def attach_where(service, tdef, sla: Sla, records, at: dt.datetime) -> int:
-    """One INSERT ... SELECT of a new task_sla row for every touched record the SLA attaches to."""
+def attach_where(service, tdef, sla: Sla, records, at: dt.datetime, new: bool = False) -> int:
+    """One INSERT ... SELECT of a new task_sla row for every touched record the SLA attaches to
+    (`new`: the records were just inserted, so none has one yet)."""
     conn, storage, user = service.conn, service.storage, service.actor.user_name
     ts = storage.physical(TASK_SLA)
     conditions = [sla.start] + ([Not(sla.stop)] if sla.stop is not None else [])
@@ -106,8 +113,8 @@ def attach_where(service, tdef, sla: Sla, records, at: dt.datetime) -> int:
     base = selection.base
     candidates = records(*conditions)
     has_one = sa.exists().where(ts.c.task == base.c.sys_id, ts.c.sla == sla.sys_id, ts.c.stage.in_(ACTIVE))
-    running = measure(sla.clock, State(RUNNING, at), at)
-    paused_values = measure(sla.clock, State(PAUSED, at, pause_time=at), at)
+    running = measure(sla.clock, State(RUNNING, at, next_threshold=first(sla.clock)), at)
+    paused_values = measure(sla.clock, State(PAUSED, at, pause_time=at, next_threshold=first(sla.clock)), at)
     pause_sql = None
     if sla.pause is not None:
         pause_sql = sa.func.coalesce(selection.condition(sla.pause), sa.false())
@@ -124,25 +131,22 @@ def attach_where(service, tdef, sla: Sla, records, at: dt.datetime) -> int:
         start = sa.func.coalesce(base.c[sla.retroactive], start)
     columns = stamps.new_rows_sql(TASK_SLA, user, service_stamp(), new_sys_id_sql(conn.dialect.name, base, prefix)) | {
         "task": base.c.sys_id, "sla": sa.literal(sla.sys_id), "start_time": start,
+        "transaction": sa.literal(service.transaction),
         "stage": value("stage", RUNNING, PAUSED), "pause_time": value("pause_time", None, at),
         **{name: value(name, running[name], paused_values[name]) for name in running},
     }
     select = (sa.select(*columns.values()).select_from(selection.from_clause)
-              .where(base.c.sys_id.in_(candidates.scalar_subquery()), ~has_one))
+              .where(base.c.sys_id.in_(candidates.scalar_subquery()), *(() if new else (~has_one,))))
     inserted = conn.execute(sa.insert(ts).from_select(list(columns), select)
                             .execution_options(preserve_rowcount=True)).rowcount
     if not inserted:
         return 0
     keep_statistics_fresh(conn, ts, inserted)
     low, high = prefix + "0" * 12, prefix + "f" * 12
-    new = ts.c.sys_id.between(low, high)
-    audit = storage.physical("sys_audit")
-    cols = (stamps.new_rows_sql("sys_audit", user, service_stamp(), new_sys_id_sql(conn.dialect.name, ts))
-            | stamps.audit_columns_sql(ts, "stage", sa.null(), ts.c.stage, user, service.transaction))
-    conn.execute(sa.insert(audit).from_select(list(cols), sa.select(*cols.values()).where(new)))
     if sla.retroactive:  # each start has its own timing
+        inserted_rows = ts.c.sys_id.between(low, high)
         for stage in (RUNNING, PAUSED):
-            move_where(service, sla, sa.and_(new, ts.c.stage == stage), stage, at)
+            move_where(service, sla, sa.and_(inserted_rows, ts.c.stage == stage), stage, at)
     service.written.add(TASK_SLA)
     service.note_made(TASK_SLA, (low, high, inserted))
     return inserted

@@ -1,31 +1,38 @@
-"""The clock's tick: every running SLA whose next escalation is due (`threshold_due <= now`, one
-indexed query) escalates, once.
+"""The clock's tick: every running SLA whose next escalation is due (`threshold_due <= now`, an
+indexed condition) escalates, once.
 
-Each due threshold's effects run on the SLA's record, and the SLA moves on to its next threshold in
-the same transaction, so an escalation is never fired twice (a second worker's tick finds the row
-moved on; PostgreSQL's SKIP LOCKED keeps two ticks off the same rows) and never lost (a tick that
-comes late, after a restart, finds every threshold whose moment passed and fires each once, in
-order). Reaching 100 % marks the SLA breached.
+Per SLA definition and threshold, the escalation's effects run on the records of the due SLAs, then
+the SLAs move on to their next threshold, in one transaction: an escalation is never fired twice (a
+second worker's tick finds the rows moved on; on PostgreSQL one tick at a time holds the clock's
+lock) and never lost (a tick that comes late, after a restart, finds every threshold whose moment
+passed and fires each once, in order). Reaching 100 % marks the SLA breached.
+
+Set-based where the effects allow: a `notify` whose recipients are one field path and whose texts are
+plain substitutions is one INSERT ... SELECT of e-mails, and the SLAs move on with one UPDATE per
+group of rows sharing their timing. Other effects run record by record, as rules run them, with the
+e-mails of their notifications written together.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from ..definitions.model import TableDef
+from .. import stamps
+from ..definitions.model import EffectDef, TableDef
 from ..effects import EffectContext
 from ..effects.run import run_effects
-from .engine import moment
+from ..query import Query, Term, select_rows
+from ..query.dynamic import fixed_clock
+from .engine import moment, service_stamp
 from .measure import RUNNING, State, measure
 from .slas import SLA, TASK_SLA, Sla, slas_for
 
 log = logging.getLogger(__name__)
-BATCH = 10_000  # due thresholds handled per transaction
+LOCK = 0x5CA1E  # the PostgreSQL advisory lock of the clock
 
 
 @dataclass
@@ -36,101 +43,121 @@ class TickReport:
 
 
 def tick(runtime, at: dt.datetime | None = None, rounds: int = 20) -> TickReport:
-    """Fire every escalation due at `at` (now): as many transactions of BATCH as it takes (at most
-    `rounds`); a late tick catches up every threshold passed meanwhile, one round per threshold."""
+    """Fire every escalation due at `at` (now): one transaction per round, each round firing the
+    thresholds due (a late tick catches up one threshold per round, at most `rounds`)."""
     report = TickReport()
     if runtime.defs.sla_root is None:
         return report
-    at = at or moment()
-    for _ in range(rounds):
-        with runtime.transaction(write_lock=True) as service:
-            fired = escalate_due(service, at, report)
-        if not fired:
-            break
+    at = (at or moment()).replace(microsecond=0)
+    with fixed_clock(at):
+        for _ in range(rounds):
+            with runtime.transaction(write_lock=True) as service:
+                fired = escalate_due(service, at, report)
+            if not fired:
+                break
     return report
 
 
 def escalate_due(service, at: dt.datetime, report: TickReport) -> int:
-    """One transaction's share of the due thresholds; returns how many fired."""
+    """One round: each (SLA definition, threshold) with due SLAs escalates; returns how many fired."""
+    conn = service.conn
+    if conn.dialect.name == "postgresql" and not conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(LOCK))).scalar():
+        return 0  # another worker's tick holds the clock
     ts = service.storage.physical(TASK_SLA)
-    stmt = (sa.select(ts.c.sys_id, ts.c.task, ts.c.sla, ts.c.next_threshold, ts.c.start_time,
-                      ts.c.pause_duration, ts.c.business_pause_duration)
-            .where(ts.c.threshold_due <= at, ts.c.stage == RUNNING).order_by(ts.c.threshold_due).limit(BATCH))
-    if service.conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update(skip_locked=True)
-    due = service.conn.execute(stmt).mappings().all()
-    if not due:
-        return 0
-    slas = _definitions(service, {row["sla"] for row in due})
-    groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
-    for row in due:
-        groups[(row["sla"], row["next_threshold"])].append(dict(row))
-    for (sla_id, threshold), rows in groups.items():
+    due_now = sa.and_(ts.c.threshold_due <= at, ts.c.stage == RUNNING)
+    groups = conn.execute(sa.select(ts.c.sla, ts.c.next_threshold, sa.func.count())
+                          .where(due_now).group_by(ts.c.sla, ts.c.next_threshold)).all()
+    slas = _definitions(service, {sla_id for sla_id, _, _ in groups})
+    fired = 0
+    for sla_id, threshold, count in groups:
         sla = slas.get(sla_id)
-        if sla is None:
+        due = sa.and_(due_now, ts.c.sla == sla_id, ts.c.next_threshold == threshold)
+        if sla is None:  # its definition is inactive or gone: no escalation, and no longer due
+            conn.execute(sa.update(ts).where(due).values(threshold_due=None))
             continue
-        _advance(service, sla, threshold, rows, at)
-        _run_escalation(service, sla, threshold, [r["task"] for r in rows])
-        report.escalated += len(rows)
-        report.breached += len(rows) if threshold >= 100 else 0
-        report.by_threshold[(sla.name, threshold)] = report.by_threshold.get((sla.name, threshold), 0) + len(rows)
-    return len(due)
+        _run_escalation(service, sla, threshold, sa.select(ts.c.task).where(due))
+        _advance(service, sla, threshold, due, at)
+        fired += count
+        report.escalated += count
+        report.breached += count if threshold >= 100 else 0
+        report.by_threshold[(sla.name, threshold)] = report.by_threshold.get((sla.name, threshold), 0) + count
+    return fired
 
 
 def _definitions(service, ids: set[str]) -> dict[str, Sla]:
-    """The SLA definitions of the due rows, whatever their table."""
+    """The active SLA definitions among `ids`, whatever their table."""
+    if not ids:
+        return {}
     physical = service.storage.physical(SLA)
     tables = set(service.conn.execute(sa.select(physical.c.collection).where(physical.c.sys_id.in_(ids))).scalars())
     return {s.sys_id: s for table in tables for s in slas_for(service, table) if s.sys_id in ids}
 
 
-def _advance(service, sla: Sla, threshold: int, rows: list[dict], at: dt.datetime) -> None:
-    """Move the rows past `threshold`: their next threshold and when it is due, their timing as of now
-    (breached once past 100 %), one UPDATE per group of rows with the same timing."""
+def _advance(service, sla: Sla, threshold: int, due: sa.ColumnElement, at: dt.datetime) -> None:
+    """Move the due rows past `threshold`: their next threshold (None after the last) and when it is
+    due, their timing as of now (breached once at 100 %), one UPDATE per group sharing their timing."""
     ts = service.storage.physical(TASK_SLA)
     later = [t for t in sla.clock.thresholds if t > threshold]
-    by_timing: dict[tuple, list[str]] = defaultdict(list)
-    for row in rows:
-        by_timing[(row["start_time"], row["pause_duration"] or 0, row["business_pause_duration"] or 0)].append(
-            row["sys_id"])
-    user = service.actor.user_name
-    from .. import stamps
-    from .engine import service_stamp
-
-    stamp = service_stamp()
-    for (start, pause, business_pause), ids in by_timing.items():
-        state = State(RUNNING, start, None, pause, business_pause, None, later[0] if later else None)
+    timing = (ts.c.start_time, ts.c.pause_duration, ts.c.business_pause_duration, ts.c.has_breached)
+    user, stamp = service.actor.user_name, service_stamp()
+    for start, pause, business_pause, breached in service.conn.execute(
+            sa.select(*timing).where(due).group_by(*timing)).all():
+        state = State(RUNNING, start, None, pause or 0, business_pause or 0, None, later[0] if later else None)
         values = measure(sla.clock, state, at)
-        if not later:
-            values |= {"next_threshold": None, "threshold_due": None}
-        values["has_breached"] = values["has_breached"] or threshold >= 100
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            service.conn.execute(sa.update(ts).where(ts.c.sys_id.in_(chunk)).values(
-                **values, **stamps.touched_sql(ts, user, stamp)))
+        values["has_breached"] = bool(values["has_breached"] or breached or threshold >= 100)
+        same = sa.and_(due, *(c.is_(None) if v is None else c == v
+                              for c, v in zip(timing, (start, pause, business_pause, breached), strict=True)))
+        service.conn.execute(sa.update(ts).where(same).values(**values, **stamps.touched_sql(ts, user, stamp)))
     service.written.add(TASK_SLA)
 
 
-def _run_escalation(service, sla: Sla, threshold: int, task_ids: list[str]) -> None:
+def _run_escalation(service, sla: Sla, threshold: int, tasks: sa.Select) -> None:
+    """The escalation's effects on the records `tasks` selects."""
     escalation = sla.escalations.get(threshold)
     if escalation is None or not escalation.effects:
         return
-    defs = service.defs
-    from ..query import Query, Term, select_rows
+    tdef = service.defs.tables[sla.table]
+    in_sql = _notify_in_sql(service, tdef, escalation.effects)
+    if in_sql is not None:
+        for write in in_sql:
+            write(lambda base: base.c.sys_id.in_(tasks.scalar_subquery()))
+        return
+    _run_per_record(service, sla, threshold, escalation.effects, tasks)
 
+
+def _notify_in_sql(service, tdef: TableDef, effects: tuple[EffectDef, ...]) -> list | None:
+    """The e-mail writers of effects that are all notifications SQL can write; else None."""
+    from ..automation.notifications import email_writer, role_addresses
+    from ..effects.builtin import NotifyArgs
+
+    writers = []
+    for effect in effects:
+        if not isinstance(effect.args, NotifyArgs):
+            return None
+        note = service.defs.notifications[effect.args.name]
+        if note.children is not None:
+            return None
+        writer = email_writer(service, note, tdef, {}, set(tdef.fields), role_addresses(service, note.roles))
+        if writer is None:
+            return None
+        writers.append(writer)
+    return writers
+
+
+def _run_per_record(service, sla: Sla, threshold: int, effects, tasks: sa.Select) -> None:
+    """Effects record by record, as rules run them; the e-mails of `notify` are written together."""
+    defs, automation = service.defs, service.automation
     root = defs.tables[sla.table]
-    automation = service.automation
-    with service.by_definitions():
-        for i in range(0, len(task_ids), 500):
-            stmt, _ = select_rows(service.storage, root.name, Query(Term("sys_id", "in", task_ids[i:i + 500])))
-            for record in service.conn.execute(stmt).mappings():
+    ids = list(service.conn.execute(tasks).scalars())
+    properties = _properties(service)
+    with service.by_definitions(), automation.notifications.batched(service) as notify:
+        for i in range(0, len(ids), 500):
+            stmt, _ = select_rows(service.storage, root.name, Query(Term("sys_id", "in", ids[i:i + 500])))
+            for record in service.conn.execute(stmt).mappings().all():
                 record = dict(record)
                 tdef: TableDef = defs.tables.get(record.get("sys_class_name"), root)
-                ctx = EffectContext(service=service, table=tdef, record=record,
-                                    inputs={"sla": sla.name, "percentage": threshold},
-                                    properties=_properties(service),
-                                    notify=automation.notifier(service) if automation is not None else None)
-                run_effects(ctx, escalation.effects)
+                run_effects(EffectContext(service=service, table=tdef, record=record, properties=properties,
+                                          inputs={"sla": sla.name, "percentage": threshold}, notify=notify), effects)
 
 
 def _properties(service):
@@ -139,4 +166,4 @@ def _properties(service):
     return unit_properties(service).get
 
 
-__all__ = ["BATCH", "TickReport", "escalate_due", "tick"]
+__all__ = ["LOCK", "TickReport", "escalate_due", "tick"]

@@ -20,6 +20,7 @@ from .actions import _confirmation, _too_many
 from .lists import readable_columns, row_number
 from .members import member_panel, running_job
 from .references import _resolve_display
+from .slas import sla_panel
 from .workspace import workspace_for, workspace_panel
 
 RELATED_PAGE = 10
@@ -64,6 +65,8 @@ def _input_value(field: FieldDef, cell) -> tuple[str, str]:
         raw = display = cell or ""
     if field.ftype.input == "datetime-local" and raw:
         raw = raw.replace(" ", "T")[:16]
+    elif field.ftype.words is not None and display:
+        raw = display  # a duration reads "8 Hours 30 Minutes", which it also parses
     return raw, display
 
 
@@ -146,6 +149,7 @@ def form(table: str, typed: dict | None = None, errors: dict | None = None, conf
         "members": None if new else member_panel(tdef.name, record),
         "workspace": None if new else workspace_panel(tdef, record, rendered, job),
         "member_list_name": getattr(runtime().defs.member_list_for(tdef.name), "name", ""),
+        "slas": None if new else sla_panel(tdef, record),  # its SLA bars, live
     }
     return render_template("form.html", **context), status
 

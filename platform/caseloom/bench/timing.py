@@ -1,0 +1,147 @@
+"""The SLA benchmarks of `caseloom bench`, for an application whose tables have SLAs.
+
+`sla_attach`: the children of the parent's create action, each getting its SLAs in the same
+set-based pass, timed against the same children created with every SLA definition switched off
+(the ratio is with / without). `sla_tick`: ten running SLAs per unit of scale, one in a hundred
+past its next escalation, and one tick of the SLA clock that finds and escalates them, against the
+plain driver finding them and writing the same rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+from ..records import now
+from ..timing.slas import SLA, TASK_SLA
+from ..timing.tick import tick
+
+if TYPE_CHECKING:
+    from .suite import BenchRun, Result
+
+RUNNING_PER_UNIT, CROSSING_SHARE = 10, 100  # running SLAs per unit of scale; one in CROSSING_SHARE is due
+
+
+def has_slas(run: BenchRun) -> bool:
+    return run.defs.sla_root is not None and run.defs.bench.parent_table in run.defs.descendants(run.defs.sla_root)
+
+
+def sla_attach(run: BenchRun) -> Iterator[Result]:
+    """create_child_cases (with the SLAs), then sla_attach: its time against the same work with none."""
+    from .suite import Result
+
+    without = _without_slas(run)
+    since = now()
+    result = run.create_children()
+    per_child = _attached(run, since) / max(result.n, 1)
+    run.say(f"sla_attach: {result.seconds:.2f} s with {per_child:.1f} SLAs per child, "
+            f"{without:.2f} s for the same children with no SLA")
+    yield result
+    yield Result("sla_attach", result.n, result.seconds, without, {"slas_per_child": per_child})
+
+
+def _without_slas(run: BenchRun) -> float:
+    """The create action's time for a parent of its own with every SLA definition inactive; that
+    parent and its children are deleted afterwards, so the other benchmarks see the same data."""
+    storage = run.runtime.storage
+    slas, table = storage.physical(SLA), storage.physical(run.bench.parent_table)
+    journal, email = storage.physical("sys_journal_field"), storage.physical("sys_email")
+    since = now()
+    with run.runtime.engine.begin() as conn:
+        active = list(conn.execute(sa.select(slas.c.sys_id).where(slas.c.active.is_(True))).scalars())
+        conn.execute(sa.update(slas).values(active=False))
+    seconds = run.create_children("create_child_cases without SLAs").seconds
+    with run.runtime.engine.begin() as conn:
+        made = sa.select(table.c.sys_id).where(table.c.sys_created_on >= since).scalar_subquery()
+        conn.execute(sa.delete(journal).where(journal.c.element_id.in_(made)))
+        conn.execute(sa.delete(email).where(email.c.instance.in_(made)))
+        conn.execute(sa.delete(table).where(table.c.sys_created_on >= since))
+        conn.execute(sa.update(slas).where(slas.c.sys_id.in_(active)).values(active=True))
+    return seconds
+
+
+def _attached(run: BenchRun, since: dt.datetime) -> int:
+    """Task SLAs attached since `since`."""
+    ts = run.runtime.storage.physical(TASK_SLA)
+    with run.runtime.engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(ts).where(ts.c.sys_created_on >= since)).scalar_one()
+
+
+def sla_tick(run: BenchRun) -> Result:
+    """RUNNING_PER_UNIT x scale running SLAs, one in CROSSING_SHARE of them past its first escalation,
+    and one tick."""
+    running = RUNNING_PER_UNIT * run.scale
+    crossing = max(running // CROSSING_SHARE, 1)
+    at = now().replace(microsecond=0)
+    sla = _escalating_sla(run)
+    started = time.perf_counter()
+    _running_slas(run, sla, running, crossing, at)
+    run.say(f"sla_tick setup: {running:,} running SLAs, {crossing:,} of them due, in "
+            f"{time.perf_counter() - started:.1f} s")
+    ts = run.runtime.storage.physical(TASK_SLA)
+    finding = sa.select(ts.c.sys_id, ts.c.task, ts.c.sla, ts.c.next_threshold).where(
+        ts.c.threshold_due <= at, ts.c.stage == "in_progress")
+    with run.runtime.engine.connect() as conn:
+        sql = str(finding.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    tables = [TASK_SLA, "sys_email", "sys_journal_field", "sys_audit", run.runtime.storage.physical(
+        run.bench.parent_table).name]
+
+    def work() -> int:
+        report = tick(run.runtime, at)
+        if report.escalated != crossing:
+            raise RuntimeError(f"sla_tick: the tick escalated {report.escalated} SLAs, not the {crossing} due")
+        return report.escalated
+
+    result = run.measured("sla_tick", tables, work, extra=sql)
+    result.notes["running"] = running
+    return result
+
+
+def _escalating_sla(run: BenchRun) -> str:
+    """An active SLA definition of the parent's table that has escalations (declared in the definitions)."""
+    table = run.bench.parent_table
+    lineage = (table, *run.defs.ancestors(table))
+    declared = [s for s in run.defs.slas.values() if s.table in lineage and s.escalations and s.active]
+    if not declared:
+        raise RuntimeError(f"sla_tick: no declared SLA of {table!r} has escalations")
+    slas = run.runtime.storage.physical(SLA)
+    with run.runtime.engine.connect() as conn:
+        return conn.execute(sa.select(slas.c.sys_id).where(slas.c.name == declared[0].name)).scalar_one()
+
+
+def _running_slas(run: BenchRun, sla: str, running: int, crossing: int, at: dt.datetime) -> None:
+    """Task SLAs written by the plain driver on the parent table's records, in order: the first
+    `crossing` are due now (their records assigned to the bench user, so the escalation e-mails)."""
+    storage = run.runtime.storage
+    table, ts = storage.physical(run.bench.parent_table), storage.physical(TASK_SLA)
+    users = storage.physical("sys_user")
+    with run.runtime.engine.begin() as conn:
+        tasks = list(conn.execute(sa.select(table.c.sys_id).order_by(table.c.sys_id).limit(running)).scalars())
+        bench_user = conn.execute(sa.select(users.c.sys_id).where(users.c.user_name == "bench")).scalar_one()
+        for i in range(0, min(crossing, len(tasks)), 500):
+            conn.execute(sa.update(table).where(table.c.sys_id.in_(tasks[i:i + 500])).values(assigned_to=bench_user))
+        later, due = at + dt.timedelta(days=3), at - dt.timedelta(seconds=1)
+        start = at - dt.timedelta(hours=1)
+        rows = []
+        for i in range(running):
+            rows.append({"sys_id": f"{i:032x}", "sys_class_name": TASK_SLA, "sys_created_on": start,
+                         "sys_updated_on": start, "sys_created_by": "bench", "sys_updated_by": "bench",
+                         "sys_mod_count": 0, "task": tasks[i % len(tasks)], "sla": sla, "stage": "in_progress",
+                         "has_breached": False, "start_time": start, "pause_duration": 0,
+                         "business_pause_duration": 0, "next_threshold": 50,
+                         "threshold_due": due if i < crossing else later})
+            if len(rows) == 50_000:
+                conn.execute(sa.insert(ts), rows)
+                rows = []
+        if rows:
+            conn.execute(sa.insert(ts), rows)
+    from ..bootstrap import refresh_statistics
+
+    refresh_statistics(run.runtime.engine)
+
+
+__all__ = ["has_slas", "sla_attach", "sla_tick"]

@@ -1,0 +1,606 @@
+"""The SLA engine with a controlled clock: every condition and ServiceNow's evaluation order,
+business time across a weekend, a holiday and both daylight-saving changes, several SLAs on one record,
+a retroactive start, escalations that fire once each (also after a restart that missed them), the
+set-based paths against the row path, and bad SLA definitions refused with their location.
+
+The application is tests/sla_app.py's: tickets, an office schedule in Europe/London and SLAs that each
+start on their own category."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+
+import conftest
+from caseloom.bootstrap import initialise
+from caseloom.definitions import DefinitionErrors, load_folder, load_sources
+from caseloom.query import Query, Term, parse_encoded
+from caseloom.query.dynamic import fixed_clock
+from caseloom.runtime import Runtime
+from caseloom.setwrite import update_where
+from caseloom.timing.tick import tick
+from sla_app import FILES, HOUR, TICKET, USERS, at, one, stages, task_slas, write
+from small_app import small_app, write_folder
+
+MONDAY = at("2026-03-02 10:00")  # London is on GMT until 2026-03-29
+
+
+@pytest.fixture
+def fresh_config(config, tmp_path):
+    """The test's config on an empty database of its own: the shared template holds the CSM's SLAs,
+    which `caseloom init` cannot retire once their table is gone (see test_init_retires_slas_of_a_removed_table)."""
+    if config.database_url.startswith("sqlite"):
+        yield dataclasses.replace(config, database_url=f"sqlite:///{tmp_path / 'sla.db'}")
+        return
+    name = f"sla_{uuid.uuid4().hex[:12]}"
+    with conftest._pg_admin().connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield dataclasses.replace(config, database_url=conftest._pg_url(name))
+    with conftest._pg_admin().connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def app(fresh_config, tmp_path):
+    with small_app(fresh_config, tmp_path, FILES, USERS) as small:
+        yield small
+
+
+@pytest.fixture
+def runtime(app):
+    return app.runtime
+
+
+# -- 1. conditions and their order ----------------------------------------------------------------
+
+ORDER, RESUME, CANCEL, NEVER = ({"category": c, "priority": 1} for c in ("order", "resume", "cancel", "never"))
+R, P, C, X = "in_progress", "paused", "completed", "cancelled"
+
+CONDITIONS = [  # (SLA, [(values written, its stages afterwards)]): the first write inserts the ticket
+    ("order", [(ORDER, [R])]),
+    ("order", [({**ORDER, "priority": 2}, [])]),  # start does not match
+    ("order", [({**ORDER, "state": 5}, [])]),  # start and stop both true: never attaches
+    ("order", [({**ORDER, "state": 3}, [P]), ({"state": 2}, [R])]),  # start and pause: attaches paused
+    ("order", [(ORDER, [R]), ({"state": 3}, [P]), ({"title": "still waiting"}, [P]), ({"state": 2}, [R])]),
+    ("order", [(ORDER, [R]), ({"state": 5}, [C])]),  # stop wins over pause (pause is stateIN3,5)
+    ("order", [(ORDER, [R]), ({"state": 3}, [P]), ({"state": 5}, [C])]),  # a paused one stops
+    ("order", [(ORDER, [R]), ({"priority": 2}, [X])]),  # when_to_cancel no_match
+    ("order", [(ORDER, [R]), ({"state": 3}, [P]), ({"priority": 2}, [X])]),  # a paused one is cancelled
+    ("order", [(ORDER, [R]), ({"state": 7}, [C, R])]),  # reset: completes and re-attaches
+    ("order", [(ORDER, [R]), ({"state": 7, "priority": 2}, [C])]),  # reset, start gone: nothing re-attaches
+    ("resume", [(RESUME, [R]), ({"state": 3}, [P]), ({"state": 2}, [P]), ({"vip": True}, [R])]),
+    ("cancel", [(CANCEL, [R]), ({"priority": 2}, [R]), ({"state": 6}, [X])]),  # only the cancel condition
+    ("cancel", [(CANCEL, [R]), ({"state": 6}, [X])]),  # cancel before pause (pause is stateIN3,6)
+    ("cancel", [({**CANCEL, "state": 6}, [])]),  # the cancel condition keeps it from attaching
+    ("cancel", [(CANCEL, [R]), ({"state": 3}, [P]), ({"state": 2}, [R])]),
+    ("never", [(NEVER, [R]), ({"priority": 2}, [R]), ({"state": 3}, [R]), ({"state": 5}, [C])]),
+]
+
+
+def set_write(runtime, moment: dt.datetime, sys_id: str | None = None, **values) -> str:
+    """`write` through the set-based paths: an INSERT ... SELECT of one ticket, or setwrite.update_where."""
+    with fixed_clock(moment), runtime.transaction() as service:
+        tdef = service.defs.tables[TICKET]
+        if sys_id is None:
+            users = service.storage.physical("sys_user")
+            select = sa.select(users.c.sys_id).where(users.c.user_name == "ann")
+            tag = uuid.uuid4().hex
+            assert service.insert_select(TICKET, {**values, "title": tag}, select, ["assigned_to"]) == 1, service.row_by_row
+            return service.query(TICKET, parse_encoded(f"title={tag}"))[0]["sys_id"]
+        parsed, _ = service._parse(tdef, values)
+        assert update_where(service, tdef, Term("sys_id", "eq", sys_id), parsed) == 1
+        return sys_id
+
+
+PATHS = {"row": write, "set": set_write}
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(("sla", "steps"), CONDITIONS)
+def test_each_condition_in_servicenow_order(runtime, path, sla, steps):
+    written = PATHS[path]
+    ticket = None
+    for minute, (values, expected) in enumerate(steps):
+        ticket = written(runtime, MONDAY + dt.timedelta(minutes=10 * minute), ticket, **values)
+        assert stages(runtime, ticket, sla) == expected, (minute, values)
+
+
+def test_every_stage_change_is_audited_for_the_timeline(runtime):
+    """A task SLA keeps the unit of work that attached it; each later stage change is audited in the
+    transaction of the record's change that caused it."""
+    ticket = write(runtime, MONDAY, **ORDER)
+    write(runtime, MONDAY + dt.timedelta(minutes=5), ticket, state=3)
+    write(runtime, MONDAY + dt.timedelta(minutes=9), ticket, state=5)
+    row = one(runtime, ticket, "order")
+    with runtime.transaction() as service:
+        audit = service.query("sys_audit", parse_encoded(f"documentkey={row['sys_id']}^fieldname=stage^ORDERBYsys_created_on"))
+        causes = [service.query("sys_audit", parse_encoded(f"documentkey={ticket}^transaction={a['transaction']}"))
+                  for a in audit]
+    assert row["transaction"]
+    assert [(a["oldvalue"] or None, a["newvalue"]) for a in audit] == [(R, P), (P, C)]
+    assert [[(c["fieldname"], c["newvalue"]) for c in cause] for cause in causes] == [[("state", "3")], [("state", "5")]]
+
+
+# -- 2. timing across a weekend, a holiday and daylight saving -----------------------------------
+
+
+def timing(row: dict) -> dict:
+    keys = (
+        "stage",
+        "duration",
+        "business_duration",
+        "pause_duration",
+        "business_pause_duration",
+        "business_percentage",
+        "business_time_left",
+        "planned_end_time",
+    )
+    return {k: row[k] for k in keys}
+
+
+TIMINGS = [  # (moments of insert, pause, resume, a later write; expected timing of "office" then)
+    pytest.param(
+        "2026-03-06 16:00",
+        "2026-03-06 17:00",
+        "2026-03-09 10:00",
+        "2026-03-09 10:00",
+        {
+            "duration": HOUR,
+            "business_duration": HOUR,
+            "pause_duration": 65 * HOUR,
+            "business_pause_duration": 1.5 * HOUR,
+            "business_percentage": Decimal("12.5"),
+            "business_time_left": 7 * HOUR,
+            "planned_end_time": at("2026-03-10 09:30"),
+        },
+        id="weekend: paused Friday 17:00 (half an hour before closing) to Monday 10:00",
+    ),
+    pytest.param(
+        "2026-04-02 15:30",
+        "2026-04-02 17:00",
+        "2026-04-07 08:00",
+        "2026-04-07 09:00",
+        {
+            "duration": 2.5 * HOUR,
+            "business_duration": 2 * HOUR,
+            "pause_duration": 111 * HOUR,
+            "business_pause_duration": 0,
+            "business_percentage": Decimal(25),
+            "business_time_left": 6 * HOUR,
+            "planned_end_time": at("2026-04-07 16:00"),
+        },
+        id="Easter: Good Friday and Easter Monday count nothing (BST: 09:00 is 08:00 UTC)",
+    ),
+    pytest.param(
+        "2026-03-27 16:30",
+        "2026-03-27 17:00",
+        "2026-03-30 08:30",
+        "2026-03-30 08:30",
+        {
+            "duration": 1800,
+            "business_duration": 1800,
+            "pause_duration": 63.5 * HOUR,
+            "business_pause_duration": HOUR,
+            "business_percentage": Decimal("6.25"),
+            "business_time_left": 7.5 * HOUR,
+            "planned_end_time": at("2026-03-31 08:30"),
+        },
+        id="spring forward 2026-03-29: paused Friday GMT, resumed Monday 09:30 BST",
+    ),
+    pytest.param(
+        "2026-10-23 15:30",
+        "2026-10-23 16:30",
+        "2026-10-26 09:30",
+        "2026-10-26 09:30",
+        {
+            "duration": HOUR,
+            "business_duration": HOUR,
+            "pause_duration": 65 * HOUR,
+            "business_pause_duration": 1800,
+            "business_percentage": Decimal("12.5"),
+            "business_time_left": 7 * HOUR,
+            "planned_end_time": at("2026-10-26 17:30"),
+        },
+        id="fall back 2026-10-25: paused Friday 17:30 BST, resumed Monday 09:30 GMT",
+    ),
+]
+
+
+@pytest.mark.parametrize(("opened", "paused", "resumed", "seen", "expected"), TIMINGS)
+def test_business_time_across_weekends_holidays_and_daylight_saving(runtime, opened, paused, resumed, seen, expected):
+    ticket = write(runtime, at(opened), category="office", state=2)
+    write(runtime, at(paused), ticket, state=3)
+    assert one(runtime, ticket, "office")["pause_time"] == at(paused)
+    write(runtime, at(resumed), ticket, state=2)
+    write(runtime, at(seen), ticket, title="looked at")
+    row = one(runtime, ticket, "office")
+    assert timing(row) == {"stage": R, **{k: (int(v) if isinstance(v, float) else v) for k, v in expected.items()}}
+    assert row["pause_time"] is None and row["timing_at"] == at(seen)
+
+
+def test_a_paused_sla_counts_its_pause_so_far_and_its_breach_moves_with_it(runtime):
+    ticket = write(runtime, at("2026-03-06 16:00"), category="office", state=2)
+    write(runtime, at("2026-03-06 17:00"), ticket, state=3)
+    write(runtime, at("2026-03-09 11:00"), ticket, title="still waiting")  # Monday, paused since Friday
+    row = one(runtime, ticket, "office")
+    assert timing(row) == {
+        "stage": P,
+        "duration": HOUR,
+        "business_duration": HOUR,
+        "pause_duration": 66 * HOUR,
+        "business_pause_duration": 2.5 * HOUR,
+        "business_percentage": Decimal("12.5"),
+        "business_time_left": 7 * HOUR,
+        "planned_end_time": at("2026-03-10 10:30"),
+    }
+    assert (row["next_threshold"], row["threshold_due"]) == (100, None)
+
+
+def test_a_24x7_sla_counts_real_time_over_the_spring_change(runtime):
+    ticket = write(runtime, at("2026-03-28 23:00"), category="office", state=2)
+    write(runtime, at("2026-03-29 03:00"), ticket, title="overnight")  # 4 real hours, 5 on London's clocks
+    # office hours: 7.5 h on Monday from 09:00 BST (08:00 UTC), the last half hour on Tuesday
+    row = one(runtime, ticket, "office 24x7")
+    assert (row["duration"], row["business_duration"], row["business_percentage"], row["planned_end_time"]) == (
+        4 * HOUR,
+        4 * HOUR,
+        Decimal(50),
+        at("2026-03-29 07:00"),
+    )
+    office = one(runtime, ticket, "office")  # the weekend counts nothing in office hours
+    assert (office["business_duration"], office["planned_end_time"]) == (0, at("2026-03-31 08:30"))
+
+
+# -- 3. several SLAs on one record; 4. retroactive start --------------------------------------------
+
+
+def test_several_slas_run_on_one_record_each_with_its_own_stage(runtime):
+    ticket = write(runtime, at("2026-03-02 09:00"), category="office")
+    assert {r["name"]: r["stage"] for r in task_slas(runtime, ticket)} == {"office": R, "office response": R, "office 24x7": R}
+    write(runtime, at("2026-03-02 10:00"), ticket, state=2)
+    write(runtime, at("2026-03-02 11:00"), ticket, state=3)
+    rows = {r["name"]: r for r in task_slas(runtime, ticket)}
+    assert {n: r["stage"] for n, r in rows.items()} == {"office": P, "office response": C, "office 24x7": P}
+    response = rows["office response"]
+    assert (response["end_time"], response["business_percentage"], response["has_breached"]) == (
+        at("2026-03-02 10:00"),
+        Decimal(50),
+        False,
+    )
+    assert (rows["office"]["business_duration"], rows["office 24x7"]["duration"]) == (2 * HOUR, 2 * HOUR)
+    write(runtime, at("2026-03-02 12:00"), ticket, state=5)
+    assert {r["name"]: r["stage"] for r in task_slas(runtime, ticket)} == {"office": C, "office response": C, "office 24x7": C}
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_retroactive_sla_starts_at_the_records_date(runtime, path):
+    ticket = PATHS[path](runtime, at("2026-03-02 13:30"), category="retro", opened_at="2026-03-02 09:00:00")
+    row = one(runtime, ticket, "retro")
+    assert (row["start_time"], row["business_duration"], row["business_percentage"], row["planned_end_time"]) == (
+        at("2026-03-02 09:00"),
+        3.5 * HOUR,
+        Decimal("43.75"),
+        at("2026-03-03 09:30"),
+    )
+    assert row["duration"] == 4.5 * HOUR
+
+
+def test_a_retroactive_sla_without_the_date_starts_now(runtime):
+    ticket = write(runtime, at("2026-03-02 13:30"), category="retro")
+    assert one(runtime, ticket, "retro")["start_time"] == at("2026-03-02 13:30")
+
+
+# -- 5. escalations ------------------------------------------------------------------------------
+
+
+def escalating(runtime) -> str:
+    with runtime.transaction() as service:
+        users = {u["user_name"]: u["sys_id"] for u in service.query("sys_user", Query())}
+        service.update("sys_user", users["boss"], {"email": "boss@example.com"})
+        service.update("sys_user", users["ann"], {"email": "ann@example.com", "manager": users["boss"]})
+    return write(runtime, MONDAY, category="esc", assigned_to=users["ann"])
+
+
+def seen(runtime, ticket: str) -> dict:
+    """What a user sees of the ticket's escalations."""
+    row = one(runtime, ticket, "escalate")
+    with runtime.transaction() as service:
+        record = service.get(TICKET, ticket)
+        notes = [e["value"] for e in reversed(service.journal(TICKET, ticket, "work_notes"))]
+        mails = sorted((e["recipients"], e["subject"]) for e in service.query("sys_email", parse_encoded(f"instance={ticket}")))
+    return {
+        "priority": record["priority"],
+        "notes": notes,
+        "mails": mails,
+        "breached": row["has_breached"],
+        "next": (row["next_threshold"], row["threshold_due"]),
+    }
+
+
+def test_each_threshold_fires_once_at_its_moment(runtime):
+    ticket = escalating(runtime)
+    assert seen(runtime, ticket) == {
+        "priority": 4,
+        "notes": [],
+        "mails": [],
+        "breached": False,
+        "next": (50, at("2026-03-02 10:30")),
+    }
+    assert tick(runtime, at=at("2026-03-02 10:29:59")).escalated == 0
+    report = tick(runtime, at=at("2026-03-02 10:30"))
+    assert (report.escalated, report.by_threshold) == (1, {("escalate", 50): 1})
+    after = seen(runtime, ticket)
+    assert (
+        after["priority"] == 2 and after["notes"] == [] and after["mails"] == [] and after["next"] == (75, at("2026-03-02 10:45"))
+    )
+    assert tick(runtime, at=at("2026-03-02 10:30")).escalated == 0
+    assert tick(runtime, at=at("2026-03-02 10:44:59")).escalated == 0
+    assert tick(runtime, at=at("2026-03-02 10:45")).by_threshold == {("escalate", 75): 1}
+    assert seen(runtime, ticket)["notes"] == ["Three quarters of the time has gone"]
+    report = tick(runtime, at=at("2026-03-02 11:00"))
+    assert (report.escalated, report.breached) == (1, 1)
+    assert seen(runtime, ticket) == {
+        "priority": 2,
+        "notes": ["Three quarters of the time has gone", "Breached"],
+        "breached": True,
+        "mails": [("ann@example.com,boss@example.com", f"Breached: {number(runtime, ticket)}")],
+        "next": (None, None),
+    }
+
+
+def number(runtime, ticket: str) -> str:
+    with runtime.transaction() as service:
+        return service.get(TICKET, ticket)["number"]
+
+
+def test_a_tick_after_a_restart_fires_every_missed_threshold_once_in_order(runtime):
+    ticket = escalating(runtime)
+    assert tick(runtime, at=at("2026-03-02 10:31")).by_threshold == {("escalate", 50): 1}
+    report = tick(runtime, at=at("2026-03-02 11:05"))  # down from 10:31 to 11:05: 75 % and the breach missed
+    assert report.by_threshold == {("escalate", 75): 1, ("escalate", 100): 1}
+    assert (report.escalated, report.breached) == (2, 1)
+    after = seen(runtime, ticket)
+    assert after["notes"] == ["Three quarters of the time has gone", "Breached"]  # in order
+    assert after["breached"] is True and after["mails"] == [
+        ("ann@example.com,boss@example.com", f"Breached: {number(runtime, ticket)}")
+    ]
+    assert tick(runtime, at=at("2026-03-02 11:05")).escalated == 0
+    assert tick(runtime, at=at("2026-03-03 11:05")).escalated == 0
+    assert seen(runtime, ticket) == after
+
+
+def test_a_paused_sla_does_not_escalate_and_its_thresholds_move_by_the_pause(runtime):
+    ticket = escalating(runtime)
+    write(runtime, at("2026-03-02 10:20"), ticket, state=3)
+    assert one(runtime, ticket, "escalate")["threshold_due"] is None
+    assert tick(runtime, at=at("2026-03-02 11:10")).escalated == 0
+    write(runtime, at("2026-03-02 11:20"), ticket, state=2)  # paused one hour
+    row = one(runtime, ticket, "escalate")
+    assert (row["next_threshold"], row["threshold_due"], row["planned_end_time"]) == (
+        50,
+        at("2026-03-02 11:30"),
+        at("2026-03-02 12:00"),
+    )
+    assert tick(runtime, at=at("2026-03-02 11:29:59")).escalated == 0
+    assert tick(runtime, at=at("2026-03-02 11:30")).by_threshold == {("escalate", 50): 1}
+
+
+def test_a_stopped_sla_never_escalates(runtime):
+    ticket = escalating(runtime)
+    write(runtime, at("2026-03-02 10:10"), ticket, state=5)
+    assert tick(runtime, at=at("2026-03-02 12:00")).escalated == 0
+    row = one(runtime, ticket, "escalate")
+    assert (row["stage"], row["has_breached"], row["threshold_due"]) == (C, False, None)
+
+
+# -- 6. the set-based paths give what the row path gives -------------------------------------------
+
+SEEN = (
+    "stage",
+    "has_breached",
+    "percentage",
+    "business_percentage",
+    "start_time",
+    "end_time",
+    "planned_end_time",
+    "duration",
+    "business_duration",
+    "time_left",
+    "business_time_left",
+    "pause_duration",
+    "business_pause_duration",
+    "pause_time",
+    "next_threshold",
+    "threshold_due",
+    "timing_at",
+)
+
+
+def comparable(rows: list[dict]) -> list[tuple]:
+    return sorted(tuple(str(r.get(k)) for k in ("name", *SEEN)) for r in rows)
+
+
+SCENARIO = [  # (moment, values): every ticket written alike
+    ("2026-03-06 16:00", {"category": "office", "state": 2}),
+    ("2026-03-06 17:00", {"state": 3}),
+    ("2026-03-09 10:00", {"state": 2}),
+    ("2026-03-09 11:15", {"state": 5}),
+]
+
+
+def test_the_set_based_paths_write_what_the_row_path_writes(runtime):
+    outcome = {}
+    for path, written in PATHS.items():
+        tickets = [None] * 3
+        for moment, values in SCENARIO:
+            tickets = [written(runtime, at(moment), t, **values) for t in tickets]
+        retro = written(runtime, at("2026-03-09 11:15"), category="retro", opened_at="2026-03-06 16:30:00")
+        outcome[path] = comparable([r for t in [*tickets, retro] for r in task_slas(runtime, t)])
+    assert len(outcome["row"]) == 3 * 2 + 1  # office and office 24x7 on each ticket, and the retroactive one
+    assert outcome["set"] == outcome["row"]
+
+
+def test_csm_major_case_children_set_based_and_row_by_row_have_the_same_slas(config, definitions):
+    """CSM's real definitions: children created by create_child_cases (INSERT ... SELECT), moved to
+    Awaiting Info by the parent-child sync (a set-based UPDATE) and closed with their major case (a
+    set-based cascade) have exactly the task SLAs the row-by-row path gives them."""
+    from test_setinsert import CASE, make_children
+
+    outcome = {}
+    for set_based, tag in ((True, "a"), (False, "b")):
+        runtime = Runtime(config, definitions, set_based=set_based)
+        try:
+            with fixed_clock(at("2026-03-06 16:00")):
+                major, children, _, _ = make_children(runtime, tag)
+            with runtime.transaction() as service:
+                prop = service.query("sys_properties", parse_encoded("name=sn_customerservice.parent_child_case_sync"))
+                service.update("sys_properties", prop[0]["sys_id"], {"value": "true"})
+            with fixed_clock(at("2026-03-06 17:00")), runtime.transaction() as service:
+                service.update(CASE, major, {"state": 18, "comments": "Waiting for the logs."})
+            paused = [(r["name"], r["stage"]) for c in children for r in task_slas(runtime, c["sys_id"])]
+            with fixed_clock(at("2026-03-09 10:00")), runtime.transaction() as service:
+                service.update(CASE, major, {"state": 3, "close_notes": "Fixed", "resolution_code": "solved_remotely"})
+            rows = [r for c in children for r in task_slas(runtime, c["sys_id"])]
+        finally:
+            runtime.engine.dispose()
+        outcome[tag] = (sorted(paused), comparable(rows))
+    assert outcome["a"] == outcome["b"]
+    # every child's resolution SLA was paused by the sync, then completed with the major case
+    assert {stage for name, stage in outcome["a"][0] if name == "Case resolution P1"} == {P}
+    assert [row[1] for row in outcome["a"][1] if row[0] == "Case resolution P1"] == [C] * 30
+
+
+# -- 7. bad input ------------------------------------------------------------------------------------
+
+TABLE_API = "/api/now/table"
+GOOD_SLA = {"name": "made here", "collection": TICKET, "duration": 3600, "start_condition": "category=api"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "words"),
+    [
+        ({"start_condition": "nosuch=1"}, "start_condition", "'nosuch' is not a field of 'x_ticket'"),
+        ({"pause_condition": "stateCHANGESTO3"}, "pause_condition", "about a change"),
+        ({"duration": -5}, "duration", "cannot be negative"),
+        ({"duration": "soon"}, "duration", "expected a duration"),
+        ({"start_condition": ""}, "start_condition", ""),
+        ({"retroactive": True, "set_start_to": "title"}, "set_start_to", "not a date or date-time field"),
+        ({"timezone_source": "definition", "timezone": "Mars/Olympus"}, "timezone", "unknown time zone"),
+    ],
+)
+def test_a_bad_sla_definition_is_refused_naming_its_field(app, changes, field, words):
+    r = app.api("root").post(f"{TABLE_API}/contract_sla", json={**GOOD_SLA, **changes})
+    assert r.status_code == 400, r.json
+    message = str(r.json["error"])
+    assert field in message and words in message
+
+
+def test_an_sla_made_through_the_table_api_takes_duration_words_and_runs(app, runtime):
+    r = app.api("root").post(f"{TABLE_API}/contract_sla", json={**GOOD_SLA, "duration": "8h"})
+    assert r.status_code == 201, r.json
+    with runtime.transaction() as service:
+        assert service.get("contract_sla", r.json["result"]["sys_id"])["duration"] == 8 * HOUR
+    ticket = write(runtime, MONDAY, category="api")
+    assert (one(runtime, ticket, "made here")["planned_end_time"]) == MONDAY + dt.timedelta(hours=8)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "words"),
+    [
+        ({"windows": "mon-fri 09:00-12:00 11:00-13:00"}, "windows", "overlap"),
+        ({"windows": "mon-fri 17:00-09:00"}, "windows", ""),
+        ({"time_zone": "Europe/Londn"}, "time_zone", "did you mean Europe/London"),
+        ({"holidays": "2026-13-40 Nowhen"}, "holidays", ""),
+    ],
+)
+def test_a_bad_schedule_is_refused_naming_its_field(app, changes, field, words):
+    good = {"name": "made here", "time_zone": "Europe/London", "windows": "mon-fri 09:00-17:00"}
+    r = app.api("root").post(f"{TABLE_API}/cmn_schedule", json={**good, **changes})
+    assert r.status_code == 400, r.json
+    message = str(r.json["error"])
+    assert field in message and words in message
+
+
+BAD_YAML = [  # (file, text, line of the offending key, words)
+    (
+        "slas/bad.yaml",
+        "slas:\n  bad:\n    table: x_ticket\n    duration: 1h\n    start: nosuch=1\n",
+        5,
+        "'nosuch' is not a field",
+    ),
+    ("slas/bad.yaml", "slas:\n  bad:\n    table: x_ticket\n    duration: -60\n    start: category=x\n", 4, "cannot be negative"),
+    (
+        "slas/bad.yaml",
+        "slas:\n  bad:\n    table: x_ticket\n    duration: 1h\n    start: category=x\n    schedule: nowhere\n",
+        6,
+        "unknown schedule 'nowhere'",
+    ),
+    ("slas/bad.yaml", "slas:\n  bad:\n    table: sys_user\n    duration: 1h\n    start: active=true\n", 3, "not one of them"),
+    (
+        "slas/bad.yaml",
+        'schedules:\n  bad:\n    time_zone: Europe/London\n    windows:\n      mon-fri: ["09:00-12:00", "11:00-13:00"]\n',
+        5,
+        "overlap",
+    ),
+    (
+        "slas/bad.yaml",
+        'schedules:\n  bad:\n    time_zone: Mars/Olympus\n    windows: {mon: ["09:00-17:00"]}\n',
+        3,
+        "unknown time zone",
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "text", "line", "words"), BAD_YAML)
+def test_bad_sla_and_schedule_declarations_are_refused_at_their_place(path, text, line, words):
+    with pytest.raises(DefinitionErrors) as info:
+        load_sources([*FILES.items(), (path, text)])
+    assert [str(e).split(": ", 1)[0].rsplit(":", 1)[0] for e in info.value.errors] == [f"definitions/{path}:{line}"]
+    assert words in str(info.value)
+
+
+# -- 8. declared SLAs are the definitions' --------------------------------------------------------
+
+
+def test_a_declared_sla_is_changed_in_its_file_not_through_the_api(app, runtime):
+    with runtime.transaction() as service:
+        order = service.query("contract_sla", parse_encoded("name=order"))[0]
+    r = app.api("root").patch(f"{TABLE_API}/contract_sla/{order['sys_id']}", json={"duration": 7200})
+    assert r.status_code == 400, r.json
+    assert "slas/tickets.yaml" in str(r.json["error"])
+    with runtime.transaction() as service:
+        assert service.get("contract_sla", order["sys_id"])["duration"] == HOUR
+
+
+def test_init_twice_changes_nothing_and_a_removed_sla_goes_inactive(app, runtime, fresh_config, tmp_path):
+    folder = tmp_path / "small-definitions"
+    config = dataclasses.replace(fresh_config, definitions=str(folder))
+    assert initialise(config, load_folder(folder), runtime=runtime).timing == 0
+    slas = FILES["slas/tickets.yaml"]
+    write_folder(folder, {"slas/tickets.yaml": slas[: slas.index("  never:")] + slas[slas.index("  office:") :]})
+    defs = load_folder(folder)
+    runtime = Runtime(config, defs)
+    try:
+        assert initialise(config, defs, runtime=runtime).timing == 1
+        assert initialise(config, defs, runtime=runtime).timing == 0
+    finally:
+        runtime.engine.dispose()
+    runtime = app.runtime
+    with runtime.transaction() as service:
+        active = {r["name"]: r["active"] for r in service.query("contract_sla", Query())}
+    assert active.pop("never") is False and set(active.values()) == {True}
+    ticket = write(runtime, MONDAY, **NEVER)
+    assert stages(runtime, ticket, "never") == []
+
+
+def test_init_retires_slas_of_a_removed_table(config, tmp_path):
+    """The shared template holds CSM's declared SLAs on sn_customerservice_case; definitions without that
+    table must still initialise, leaving those SLAs inactive."""
+    with small_app(config, tmp_path, FILES, USERS) as small, small.runtime.transaction() as service:
+        gone = service.query("contract_sla", parse_encoded("collection=sn_customerservice_case"))
+        assert gone and not any(r["active"] for r in gone)
