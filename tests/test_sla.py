@@ -32,8 +32,7 @@ MONDAY = at("2026-03-02 10:00")  # London is on GMT until 2026-03-29
 
 @pytest.fixture
 def fresh_config(config, tmp_path):
-    """The test's config on an empty database of its own: the shared template holds the CSM's SLAs,
-    which `caseloom init` cannot retire once their table is gone (see test_init_retires_slas_of_a_removed_table)."""
+    """The test's config on an empty database of its own: only this application's tables and SLAs."""
     if config.database_url.startswith("sqlite"):
         yield dataclasses.replace(config, database_url=f"sqlite:///{tmp_path / 'sla.db'}")
         return

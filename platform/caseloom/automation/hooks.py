@@ -20,21 +20,24 @@ from .rules import Rules
 
 
 def timing_enabled(defs: Definitions, table: str) -> bool:
+    """Whether records of `table` may have SLAs or timers (caseloom.timing)."""
     from ..timing.slas import enabled
 
-    return enabled(defs, table)
+    return enabled(defs, table) or bool(defs.timers_for(table))
 
 
 def timing_rows(service: RecordService, tdef: TableDef, records: list[dict]) -> None:
-    from ..timing.engine import after_rows
+    from ..timing import engine, timers
 
-    after_rows(service, tdef, records)
+    engine.after_rows(service, tdef, records)
+    timers.after_rows(service, tdef, records)
 
 
 def timing_where(service: RecordService, tdef: TableDef, touched, new: bool = False) -> None:
-    from ..timing.setbased import after_where
+    from ..timing import setbased, timers
 
-    after_where(service, tdef, touched, new)
+    setbased.after_where(service, tdef, touched, new)
+    timers.after_where(service, tdef, touched)
 
 
 class Automation:
@@ -82,16 +85,16 @@ class Automation:
         self.notifications.after_batch(service, tdef, records, entries_of, props)
 
     def timed(self, table: str) -> bool:
-        """Whether records of `table` may have SLAs (caseloom.timing)."""
+        """Whether records of `table` may have SLAs or timers (caseloom.timing)."""
         return timing_enabled(self.defs, table)
 
     def has_slas(self, service: RecordService, table: str) -> bool:
-        """Whether records of `table` have active SLA definitions to follow now."""
+        """Whether records of `table` have active SLA definitions or timers to follow now."""
         if not self.timed(table):
             return False
         from ..timing.slas import slas_for
 
-        return bool(slas_for(service, table))
+        return bool(self.defs.timers_for(table) or slas_for(service, table))
 
     def after_set_update(self, service: RecordService, tdef: TableDef, touched) -> None:
         """After a set-based update (caseloom.setwrite) of the records `touched` selects: their SLAs."""

@@ -26,7 +26,7 @@ from .lists import build_declared_lists, build_member_lists
 from .model import DefinitionFile, Definitions, frozen_map
 from .qualifiers import with_qualifiers
 from .tables import build_tables
-from .timing import build_schedules, build_slas, timing_tables
+from .timing import build_schedules, build_slas, build_timers, timing_tables
 from .workspaces import build_workspaces
 from .yamlsource import DefinitionError, SourceDocument
 
@@ -98,7 +98,9 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
     bench = build_bench(documents["bench"], tables, actions, properties, errors)
     schedules = build_schedules(documents["schedules"], errors)
     slas = build_slas(documents["slas"], tables, roles, errors, properties, schedules, sla_root)
-    _check_notify_effects((), [e for sla in slas.values() for e in sla.escalations], notifications, errors)
+    timers = build_timers(documents["timers"], tables, roles, errors, properties, schedules)
+    _check_notify_effects((), [*(e for sla in slas.values() for e in sla.escalations), *timers.values()],
+                          notifications, errors)
     if errors:
         raise DefinitionErrors(broken.without_follow_ons(errors))
     return Definitions(
@@ -120,6 +122,7 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
         sla_root=sla_root,
         schedules=frozen_map(schedules),
         slas=frozen_map(slas),
+        timers=frozen_map(timers),
     )
 
 

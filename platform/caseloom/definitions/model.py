@@ -413,6 +413,23 @@ class SlaDecl:
 
 
 @dataclass(frozen=True)
+class TimerDef:
+    """Effects that run on a record once it has matched `condition` for `duration` (business time when
+    `schedule` is set), or at its `at` field's value plus `offset`; cancelled when the condition stops
+    matching (caseloom.timing.timers)."""
+
+    name: str
+    table: str
+    effects: tuple[EffectDef, ...]
+    condition: str = ""  # an encoded query
+    duration: int | None = None  # seconds, with `condition`
+    schedule: str | None = None
+    at: str | None = None  # a date or date-time field
+    offset: int = 0  # seconds, may be negative
+    location: Location | None = None
+
+
+@dataclass(frozen=True)
 class DefinitionFile:
     path: str  # relative to its folder
     kind: str
@@ -439,6 +456,12 @@ class Definitions:
     sla_root: str | None = None  # the table declaring `sla: true`: SLAs attach to it and the tables extending it
     schedules: Mapping[str, ScheduleDecl] = field(default_factory=frozen_map)
     slas: Mapping[str, SlaDecl] = field(default_factory=frozen_map)
+    timers: Mapping[str, TimerDef] = field(default_factory=frozen_map)
+
+    def timers_for(self, table: str) -> tuple[TimerDef, ...]:
+        """The timers watching records of `table` (declared on it or a table it extends)."""
+        tables = (table, *self.ancestors(table)) if table in self.tables else (table,)
+        return tuple(t for t in self.timers.values() if t.table in tables)
 
     def workspace_for(self, table: str) -> WorkspaceDef | None:
         """The workspace declared for a table or the nearest table it extends."""

@@ -16,7 +16,7 @@ from ..query.conditions import parse_encoded, terms_of
 from ..query.nodes import QueryError
 from ..query.operators import operator
 from .behaviour import _Checker
-from .model import Escalation, ScheduleDecl, SlaDecl, TableDef
+from .model import Escalation, ScheduleDecl, SlaDecl, TableDef, TimerDef
 from .tables import label_from_name, resolve_path
 from .yamlsource import SourceDocument
 
@@ -246,5 +246,77 @@ def _ancestors(tables: dict, name: str) -> tuple[str, ...]:
     return tuple(chain)
 
 
-__all__ = ["CONDITIONS", "SLA_TABLES", "build_schedules", "build_slas", "condition_problem", "sla_root",
-           "timing_tables"]
+# -- timers ------------------------------------------------------------------------------------------
+
+def build_timers(docs: list[SourceDocument], tables: dict[str, TableDef], roles: dict, errors: list,
+                 properties: dict, schedules: dict[str, ScheduleDecl]) -> dict[str, TimerDef]:
+    timers: dict[str, TimerDef] = {}
+    for doc in docs:
+        check = _Checker(doc, tables, roles, errors, properties)
+        for name, spec in doc.data["timers"].items():
+            where = ("timers", name)
+            if name in timers:
+                check.error(where, f"timer {name!r} is declared twice")
+                continue
+            timer = _timer(check, tables, name, spec, where, schedules)
+            if timer is not None:
+                timers[name] = timer
+    return timers
+
+
+def _timer(check: _Checker, tables: dict, name: str, spec: dict, where: tuple,
+           schedules: dict) -> TimerDef | None:
+    table = check.table(spec["table"], where + ("table",))
+    if table is None:
+        return None
+    ok, duration, offset = True, None, 0
+    if ("for" in spec) == ("at" in spec):
+        check.error(where, f"timer {name!r}: say either `for` (a condition held for a while) or `at` (a date-time "
+                           "field), one of the two")
+        return None
+    condition = spec.get("condition", "")
+    problem = condition_problem(tables, table, condition) if condition else None
+    if problem:
+        check.error(where + ("condition",), f"condition: {problem}")
+        ok = False
+    if "for" in spec:
+        if not condition:
+            check.error(where + ("for",), f"timer {name!r}: `for` counts how long `condition` has matched; give "
+                                          "the condition")
+            ok = False
+        duration = _seconds(check, spec["for"], where + ("for",))
+        ok &= duration is not None
+    if spec.get("schedule") is not None and spec["schedule"] not in schedules:
+        known = ", ".join(sorted(schedules)) or "none are declared"
+        check.error(where + ("schedule",), f"unknown schedule {spec['schedule']!r} (known: {known})")
+        ok = False
+    if "at" in spec:
+        field = table.field(spec["at"])
+        if field is None or field.type not in ("date", "datetime"):
+            check.error(where + ("at",), f"at: {spec['at']!r} is not a date or date-time field of {table.name!r}")
+            ok = False
+        if spec.get("schedule") is not None:
+            check.error(where + ("schedule",), "a schedule governs `for`, not `at`")
+            ok = False
+        raw = spec.get("offset", 0)
+        negative = isinstance(raw, str) and raw.strip().startswith("-")
+        offset = _seconds(check, raw.strip()[1:] if negative else raw, where + ("offset",))
+        ok &= offset is not None
+        offset = -(offset or 0) if negative else (offset or 0)
+    effects = check.effects(table, spec["effects"], where + ("effects",))
+    if not ok:
+        return None
+    return TimerDef(name, table.name, effects, condition, duration, spec.get("schedule"), spec.get("at"), offset,
+                    check.doc.where(*where))
+
+
+def _seconds(check: _Checker, raw: Any, at: tuple) -> int | None:
+    try:
+        return FIELD_TYPES["duration"].parse(None, raw)
+    except FieldValueError as exc:
+        check.error(at, f"{at[-1]}: {exc}")
+        return None
+
+
+__all__ = ["CONDITIONS", "SLA_TABLES", "build_schedules", "build_slas", "build_timers", "condition_problem",
+           "sla_root", "timing_tables"]

@@ -120,7 +120,8 @@ class JobQueue:
         sweep) on. Raises ValueError for a CASELOOM_QUEUE or CASELOOM_JOB_LOST_SECONDS it cannot use."""
         timing()  # refuse a bad setting now, not in the reaper's thread
         factory = EmbeddedConsumer if embedded else JobConsumer
-        clock = Ticker("sla-clock", self.clock_tick, self.clock_every) if self._runtime.defs.sla_root else None
+        defs = self._runtime.defs
+        clock = Ticker("sla-clock", self.clock_tick, self.clock_every) if defs.sla_root or defs.timers else None
         return factory(self.huey, self.reap, clock, workers=workers, worker_type="thread", periodic=True,
                        initial_delay=0.1, backoff=1.15, max_delay=2.0, shutdown_timeout=30)
 
@@ -174,12 +175,13 @@ class JobQueue:
         deliver_pending(self.runtime())
 
     def clock_tick(self) -> None:
-        """Fire the SLA escalations that are due (caseloom.timing.tick)."""
+        """Fire the SLA escalations and timers that are due (caseloom.timing.tick)."""
         from ..timing.tick import tick
 
         report = tick(self.runtime())
-        if report.escalated:
-            log.info("SLA clock: %d escalation(s), %d breach(es)", report.escalated, report.breached)
+        if report.escalated or report.timers:
+            log.info("clock: %d SLA escalation(s), %d breach(es), %d timer(s) fired", report.escalated,
+                     report.breached, report.timers)
 
     def clock_every(self) -> float:
         """Seconds between two ticks: the property caseloom.sla.tick_seconds (1 to 60)."""

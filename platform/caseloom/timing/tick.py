@@ -1,5 +1,5 @@
-"""The clock's tick: every running SLA whose next escalation is due (`threshold_due <= now`, an
-indexed condition) escalates, once.
+"""The clock's tick: the timers due fire (caseloom.timing.timers), and every running SLA whose next
+escalation is due (`threshold_due <= now`, an indexed condition) escalates, once.
 
 Per SLA definition and threshold, the escalation's effects run on the records of the due SLAs, then
 the SLAs move on to their next threshold, in one transaction: an escalation is never fired twice (a
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -27,6 +29,7 @@ from ..effects import EffectContext
 from ..effects.run import run_effects
 from ..query import Query, Term, select_rows
 from ..query.dynamic import fixed_clock
+from . import timers
 from .engine import moment, service_stamp
 from .measure import RUNNING, State, measure
 from .slas import SLA, TASK_SLA, Sla, slas_for
@@ -40,13 +43,14 @@ class TickReport:
     escalated: int = 0  # thresholds fired
     breached: int = 0  # of which breaches
     by_threshold: dict[tuple[str, int], int] = field(default_factory=dict)  # (SLA name, percentage) -> count
+    timers: int = 0  # timers fired
 
 
 def tick(runtime, at: dt.datetime | None = None, rounds: int = 20) -> TickReport:
     """Fire every escalation due at `at` (now): one transaction per round, each round firing the
     thresholds due (a late tick catches up one threshold per round, at most `rounds`)."""
     report = TickReport()
-    if runtime.defs.sla_root is None:
+    if runtime.defs.sla_root is None and not runtime.defs.timers:
         return report
     at = (at or moment()).replace(microsecond=0)
     with fixed_clock(at):
@@ -63,12 +67,18 @@ def escalate_due(service, at: dt.datetime, report: TickReport) -> int:
     conn = service.conn
     if conn.dialect.name == "postgresql" and not conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(LOCK))).scalar():
         return 0  # another worker's tick holds the clock
+    fired = 0
+    if service.defs.timers:
+        with _runner(service) as run_on:
+            fired, ran = timers.fire_due(service, at, run_on)
+        report.timers += ran
+    if service.defs.sla_root is None:
+        return fired
     ts = service.storage.physical(TASK_SLA)
     due_now = sa.and_(ts.c.threshold_due <= at, ts.c.stage == RUNNING)
     groups = conn.execute(sa.select(ts.c.sla, ts.c.next_threshold, sa.func.count())
                           .where(due_now).group_by(ts.c.sla, ts.c.next_threshold)).all()
     slas = _definitions(service, {sla_id for sla_id, _, _ in groups})
-    fired = 0
     for sla_id, threshold, count in groups:
         sla = slas.get(sla_id)
         due = sa.and_(due_now, ts.c.sla == sla_id, ts.c.next_threshold == threshold)
@@ -146,18 +156,29 @@ def _notify_in_sql(service, tdef: TableDef, effects: tuple[EffectDef, ...]) -> l
 
 def _run_per_record(service, sla: Sla, threshold: int, effects, tasks: sa.Select) -> None:
     """Effects record by record, as rules run them; the e-mails of `notify` are written together."""
-    defs, automation = service.defs, service.automation
+    defs = service.defs
     root = defs.tables[sla.table]
     ids = list(service.conn.execute(tasks).scalars())
-    properties = _properties(service)
-    with service.by_definitions(), automation.notifications.batched(service) as notify:
+    with _runner(service) as run_on:
         for i in range(0, len(ids), 500):
             stmt, _ = select_rows(service.storage, root.name, Query(Term("sys_id", "in", ids[i:i + 500])))
             for record in service.conn.execute(stmt).mappings().all():
                 record = dict(record)
                 tdef: TableDef = defs.tables.get(record.get("sys_class_name"), root)
-                run_effects(EffectContext(service=service, table=tdef, record=record, properties=properties,
-                                          inputs={"sla": sla.name, "percentage": threshold}, notify=notify), effects)
+                run_on(tdef, record, effects, {"sla": sla.name, "percentage": threshold})
+
+
+@contextmanager
+def _runner(service) -> Iterator:
+    """A function running effects on one record as rules run them (declared: trusted), whose
+    notifications' e-mails are written together when the block ends."""
+    properties = _properties(service)
+    with service.by_definitions(), service.automation.notifications.batched(service) as notify:
+        def run_on(tdef: TableDef, record: dict, effects, inputs: dict) -> None:
+            run_effects(EffectContext(service=service, table=tdef, record=record, properties=properties,
+                                      inputs=inputs, notify=notify), effects)
+
+        yield run_on
 
 
 def _properties(service):
