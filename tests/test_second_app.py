@@ -9,6 +9,7 @@ on a fresh copy of an initialised demo database, on SQLite and (when configured)
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import re
 from pathlib import Path
@@ -754,3 +755,44 @@ def test_requested_today_lists_a_request_made_now(client, users, ids):
     sign_in(client, "theo")
     total, page = module_list(client, "Requested today")
     assert request["number"] in page and total >= 1
+
+
+# -- time: desk hours in Paris, an approval SLA and an overdue-return timer (tests/apps/loans/time) --
+
+def test_a_request_waits_for_approval_in_paris_desk_hours_and_its_sla_breaches(users, ids, runtime):
+    from caseloom.timing.tick import tick
+
+    request = new_request(users["rita"], ids)
+    [sla] = users["rita"].rows("task_sla", f"task={request['sys_id']}", "sla,stage,planned_end_time,has_breached",
+                               display="true")
+    assert (sla["sla"], sla["stage"], sla["has_breached"]) == ("Loan approval", "In progress", "false")
+    report = tick(runtime, dt.datetime(2099, 1, 5, 12, 0))  # long after its four desk hours
+    assert report.by_threshold.get(("Loan approval", 100), 0) >= 1  # this request's, and the demo's waiting ones
+    assert tick(runtime, dt.datetime(2099, 1, 5, 12, 0)).escalated == 0
+    [sla] = users["rita"].rows("task_sla", f"task={request['sys_id']}", "has_breached")
+    assert sla["has_breached"] == "true"
+    assert "Approval is overdue: the request has waited 4 desk hours" in journal(users["theo"], request["sys_id"])
+
+
+def test_approving_completes_the_approval_sla(users, ids, approved):
+    [sla] = users["rita"].rows("task_sla", f"task={approved['sys_id']}", "stage,end_time", display="true")
+    assert sla["stage"] == "Completed" and NOW.fullmatch(sla["end_time"])
+
+
+def test_a_loan_kept_a_day_past_its_due_date_is_chased_once(users, ids, on_loan, runtime):
+    from caseloom.timing.tick import tick
+
+    admin = users["admin"]
+    [timer] = admin.rows("sys_timer", f"document={on_loan['sys_id']}", "timer,due,state")
+    assert timer == {"timer": "loan_overdue", "due": "2027-02-27 00:00:00", "state": "waiting"}
+    def state() -> str:
+        return admin.one("sys_timer", f"document={on_loan['sys_id']}", "state")["state"]
+
+    tick(runtime, dt.datetime(2027, 2, 26, 23, 59))  # the demo's loans due earlier may fire: not this one
+    assert state() == "waiting" and not emails(admin, on_loan["sys_id"], "Please return")
+    tick(runtime, dt.datetime(2027, 2, 27, 0, 0))
+    assert state() == "fired"
+    assert tick(runtime, dt.datetime(2027, 3, 27, 0, 0)).timers == 0
+    [mail] = emails(admin, on_loan["sys_id"], "Please return")
+    assert addresses(mail) == {"rita@loans.example"} and "due back on 2027-02-26" in mail["body"]
+    assert journal(admin, on_loan["sys_id"]).count("Not returned by its due date") == 1

@@ -603,3 +603,42 @@ def test_init_retires_slas_of_a_removed_table(config, tmp_path):
     with small_app(config, tmp_path, FILES, USERS) as small, small.runtime.transaction() as service:
         gone = service.query("contract_sla", parse_encoded("collection=sn_customerservice_case"))
         assert gone and not any(r["active"] for r in gone)
+
+
+# -- 9. `caseloom validate` warns about the known pitfalls -----------------------------------------
+
+PITFALL_TABLE = ("tables/x_t.yaml", "table: x_t\nlabel: T\nsla: true\nfields:\n"
+                 "  state: {type: choice, default: 1, choices: {1: New, 2: Open, 3: Waiting, 5: Done}}\n"
+                 "  owner: {type: reference, to: sys_user}\n")
+
+
+@pytest.mark.parametrize(("spec", "warned"), [
+    ("start: state=5\n    stop: stateIN3,5", "never attaches"),
+    ("start: state=2\n    stop: state!=1", "never attaches"),
+    ("start: stateIN1,2\n    pause: state=3", "cancelled where it was meant to pause"),
+    ("start: stateIN1,2,3\n    stop: state=5\n    pause: state=3", None),
+    ("start: state=1\n    stop: ownerISNOTEMPTY", None),
+    ("start: stateIN1,2\n    pause: state=3\n    when_to_cancel: never", None),
+    ("start: state=1^ORstate=2\n    stop: state=5", None),
+])
+def test_validate_warns_about_the_known_pitfalls(spec, warned):
+    defs = load_sources([PITFALL_TABLE, ("time/s.yaml", f"slas:\n  s:\n    table: x_t\n    duration: 1h\n    {spec}\n")])
+    messages = [f"{w.location}: {w.message}" for w in defs.warnings]
+    if warned is None:
+        assert messages == []
+    else:
+        assert len(messages) == 1 and messages[0].startswith("definitions/time/s.yaml:") and warned in messages[0]
+
+
+def test_caseloom_validate_prints_warnings_and_still_passes(tmp_path):
+    from click.testing import CliRunner
+
+    from caseloom.cli import main
+
+    folder = write_folder(tmp_path / "defs", {PITFALL_TABLE[0]: PITFALL_TABLE[1], "time/s.yaml":
+                                              "slas:\n  s:\n    table: x_t\n    duration: 1h\n    start: state=5\n"
+                                              "    stop: stateIN3,5\n"})
+    result = CliRunner().invoke(main, ["validate", str(folder)])
+    assert result.exit_code == 0
+    assert "time/s.yaml:6:11: warning: SLA 's' never attaches" in result.output
+    assert "valid, 1 warning(s)" in result.output

@@ -32,8 +32,11 @@ def validate(folder: str | None) -> None:
     """Check every definition file against its schema and cross-references."""
     folder = folder or Config.from_env().definitions
     defs = _load_or_exit(folder)
+    for warning in defs.warnings:  # PATH:LINE:COL: warning: ...
+        click.echo(f"{warning.location}: warning: {warning.message}", err=True)
     click.echo(f"{folder}: {len(defs.files)} files, {len(defs.tables)} tables, "
-               f"{len(defs.properties)} properties, {len(defs.roles)} roles: valid")
+               f"{len(defs.properties)} properties, {len(defs.roles)} roles: valid"
+               + (f", {len(defs.warnings)} warning(s)" if defs.warnings else ""))
 
 
 @main.command()

@@ -97,7 +97,8 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
                                           tables=tables, root=display_root)
     bench = build_bench(documents["bench"], tables, actions, properties, errors)
     schedules = build_schedules(documents["schedules"], errors)
-    slas = build_slas(documents["slas"], tables, roles, errors, properties, schedules, sla_root)
+    warnings: list[DefinitionError] = []
+    slas = build_slas(documents["slas"], tables, roles, errors, properties, schedules, sla_root, warnings)
     timers = build_timers(documents["timers"], tables, roles, errors, properties, schedules)
     _check_notify_effects((), [*(e for sla in slas.values() for e in sla.escalations), *timers.values()],
                           notifications, errors)
@@ -123,6 +124,7 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
         schedules=frozen_map(schedules),
         slas=frozen_map(slas),
         timers=frozen_map(timers),
+        warnings=tuple(sorted(warnings, key=lambda w: (w.location.path, w.location.line, w.location.column))),
     )
 
 

@@ -457,6 +457,7 @@ class Definitions:
     schedules: Mapping[str, ScheduleDecl] = field(default_factory=frozen_map)
     slas: Mapping[str, SlaDecl] = field(default_factory=frozen_map)
     timers: Mapping[str, TimerDef] = field(default_factory=frozen_map)
+    warnings: tuple = ()  # DefinitionErrors that do not stop the definitions loading: known pitfalls
 
     def timers_for(self, table: str) -> tuple[TimerDef, ...]:
         """The timers watching records of `table` (declared on it or a table it extends)."""

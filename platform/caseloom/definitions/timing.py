@@ -127,7 +127,9 @@ def build_schedules(docs: list[SourceDocument], errors: list) -> dict[str, Sched
 # -- SLA definitions -------------------------------------------------------------------------------
 
 def build_slas(docs: list[SourceDocument], tables: dict[str, TableDef], roles: dict, errors: list,
-               properties: dict, schedules: dict[str, ScheduleDecl], root: str | None) -> dict[str, SlaDecl]:
+               properties: dict, schedules: dict[str, ScheduleDecl], root: str | None,
+               warnings: list | None = None) -> dict[str, SlaDecl]:
+    """The declared SLAs, checked; the known pitfalls of each go to `warnings` (located)."""
     slas: dict[str, SlaDecl] = {}
     for doc in docs:
         check = _Checker(doc, tables, roles, errors, properties)
@@ -139,6 +141,9 @@ def build_slas(docs: list[SourceDocument], tables: dict[str, TableDef], roles: d
             sla = _sla(check, tables, name, spec, where, schedules, root)
             if sla is not None:
                 slas[name] = sla
+                for key, message in sla_pitfalls(tables, tables[sla.table], sla):
+                    if warnings is not None:
+                        warnings.append(doc.error(where + (key,), message))
     return slas
 
 
@@ -246,6 +251,76 @@ def _ancestors(tables: dict, name: str) -> tuple[str, ...]:
     return tuple(chain)
 
 
+# -- the known pitfalls (warnings: the definitions load, `caseloom validate` says them) ---------------
+
+def sla_pitfalls(tables: dict, table: TableDef, sla: SlaDecl) -> list[tuple[str, str]]:
+    """(key, message) for each known SLA pitfall: a start condition every record of which matches the
+    stop condition never attaches; start and pause conditions that cannot hold together cancel the SLA
+    (its start no longer matches) where it was meant to pause."""
+    from ..query.meaning import bind_fields
+
+    def bound(text: str):
+        return bind_fields(parse_encoded(text).where, tables, table) if text and text.strip() else None
+
+    start, stop, pause = bound(sla.start), bound(sla.stop), bound(sla.pause)
+    found = []
+    allowed = _allowed_values(start)
+    if stop is not None and allowed and _implied(stop, allowed):
+        found.append(("stop", f"SLA {sla.name!r} never attaches: every record its start condition matches also "
+                              f"matches its stop condition ({sla.start} / {sla.stop})"))
+    if pause is not None and sla.when_to_cancel == "no_match" and _excluded(pause, allowed):
+        found.append(("pause", f"SLA {sla.name!r} is cancelled where it was meant to pause: its start and pause "
+                               f"conditions cannot both match, so when the pause condition matches the start "
+                               f"condition no longer does ({sla.start} / {sla.pause}); add the paused values to "
+                               "the start condition, or set when_to_cancel"))
+    return found
+
+
+def _conjunction(node) -> list | None:
+    """The terms of a condition that is one term or an AND of terms (None for anything else)."""
+    from ..query.nodes import All, Term
+
+    if isinstance(node, Term):
+        return [node]
+    if isinstance(node, All) and all(isinstance(item, Term) for item in node.items):
+        return list(node.items)
+    return None
+
+
+def _allowed_values(node) -> dict[str, list]:
+    """field -> the only values a condition allows it (from its `=` and IN terms on plain fields)."""
+    out: dict[str, list] = {}
+    for term in _conjunction(node) or ():
+        if "." in term.field or term.target is None or term.op not in ("eq", "in"):
+            continue
+        values = term.value if isinstance(term.value, (list, tuple)) else [term.value]
+        try:
+            parsed = [term.target.parse(v) for v in values]
+        except ValueError:
+            continue
+        out[term.field] = [v for v in parsed if v is not None and (term.field not in out or v in out[term.field])]
+    return out
+
+
+def _holds_for(term, name: str, value) -> bool:
+    from ..query.evaluate import evaluate
+
+    return evaluate(term, {name: value})
+
+
+def _implied(node, allowed: dict[str, list]) -> bool:
+    """Whether every record with the `allowed` values matches `node` (an AND of terms on those fields)."""
+    terms = _conjunction(node)
+    return bool(terms) and all(t.field in allowed and allowed[t.field]
+                               and all(_holds_for(t, t.field, v) for v in allowed[t.field]) for t in terms)
+
+
+def _excluded(node, allowed: dict[str, list]) -> bool:
+    """Whether no record with the `allowed` values can match `node`."""
+    return any(t.field in allowed and allowed[t.field] and not any(_holds_for(t, t.field, v) for v in allowed[t.field])
+               for t in _conjunction(node) or ())
+
+
 # -- timers ------------------------------------------------------------------------------------------
 
 def build_timers(docs: list[SourceDocument], tables: dict[str, TableDef], roles: dict, errors: list,
@@ -319,4 +394,4 @@ def _seconds(check: _Checker, raw: Any, at: tuple) -> int | None:
 
 
 __all__ = ["CONDITIONS", "SLA_TABLES", "build_schedules", "build_slas", "build_timers", "condition_problem",
-           "sla_root", "timing_tables"]
+           "sla_pitfalls", "sla_root", "timing_tables"]
