@@ -96,10 +96,11 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
                                           errors, lambda yaml_path, name: texts.get(_sibling(yaml_path, name)),
                                           tables=tables, root=display_root)
     bench = build_bench(documents["bench"], tables, actions, properties, errors)
-    schedules = build_schedules(documents["schedules"], errors)
+    schedules, broken_schedules = build_schedules(documents["schedules"], errors)
+    named_schedules = {**schedules, **dict.fromkeys(broken_schedules)}  # broken: None, already reported
     warnings: list[DefinitionError] = []
-    slas = build_slas(documents["slas"], tables, roles, errors, properties, schedules, sla_root, warnings)
-    timers = build_timers(documents["timers"], tables, roles, errors, properties, schedules)
+    slas = build_slas(documents["slas"], tables, roles, errors, properties, named_schedules, sla_root, warnings)
+    timers = build_timers(documents["timers"], tables, roles, errors, properties, named_schedules)
     _check_notify_effects((), [*(e for sla in slas.values() for e in sla.escalations), *timers.values()],
                           notifications, errors)
     if errors:

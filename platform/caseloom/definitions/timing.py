@@ -97,12 +97,15 @@ def _bound(data: dict, root: str, table_docs: list[SourceDocument]) -> dict:
 
 # -- schedules ------------------------------------------------------------------------------------
 
-def build_schedules(docs: list[SourceDocument], errors: list) -> dict[str, ScheduleDecl]:
+def build_schedules(docs: list[SourceDocument], errors: list) -> tuple[dict[str, ScheduleDecl], set[str]]:
+    """The declared schedules, and the names of those with mistakes (reported here, so that an SLA or a
+    timer naming one does not report it again as unknown)."""
     if not docs:
-        return {}
+        return {}, set()
     from ..timing.schedule import parse_schedule, schedule_problems
 
     schedules: dict[str, ScheduleDecl] = {}
+    broken: set[str] = set()
     for doc in docs:
         for name, spec in doc.data["schedules"].items():
             where = ("schedules", name)
@@ -117,11 +120,12 @@ def build_schedules(docs: list[SourceDocument], errors: list) -> dict[str, Sched
                 at = where + (problem.field,) + ((problem.key,) if problem.key is not None else ())
                 errors.append(doc.error(at, f"schedule {name!r}: {problem}"))
             if problems:
+                broken.add(name)
                 continue
             parsed = parse_schedule(name, spec["time_zone"], spec["windows"], holidays)
             schedules[name] = ScheduleDecl(name, spec.get("label") or name, spec["time_zone"], parsed.windows_text(),
                                            parsed.holidays_text(), doc.where(*where))
-    return schedules
+    return schedules, broken
 
 
 # -- SLA definitions -------------------------------------------------------------------------------
@@ -163,10 +167,7 @@ def _sla(check: _Checker, tables: dict, name: str, spec: dict, where: tuple, sch
     except FieldValueError as exc:
         check.error(where + ("duration",), f"duration: {exc}")
         duration, ok = None, False
-    if spec.get("schedule") is not None and spec["schedule"] not in schedules:
-        known = ", ".join(sorted(schedules)) or "none are declared"
-        check.error(where + ("schedule",), f"unknown schedule {spec['schedule']!r} (known: {known})")
-        ok = False
+    ok &= _schedule_known(check, spec.get("schedule"), schedules, where)
     conditions = {}
     for key in CONDITIONS:
         text = spec.get(key)
@@ -206,6 +207,17 @@ def _sla(check: _Checker, tables: dict, name: str, spec: dict, where: tuple, sch
                    spec.get("when_to_cancel", "no_match"), spec.get("when_to_resume", "no_match"), retro,
                    spec.get("active", True), tuple(sorted(escalations, key=lambda e: e.at)),
                    check.doc.where(*where))
+
+
+def _schedule_known(check: _Checker, name: Any, schedules: dict, where: tuple) -> bool:
+    """Whether a named schedule is declared and sound; an unknown one is an error here, a declared one
+    with mistakes was reported where it is written (`schedules` holds its name as None)."""
+    if name is None or schedules.get(name) is not None:
+        return True
+    if name not in schedules:
+        known = ", ".join(sorted(n for n, s in schedules.items() if s is not None)) or "none are declared"
+        check.error(where + ("schedule",), f"unknown schedule {name!r} (known: {known})")
+    return False
 
 
 def condition_problem(tables: dict, table: TableDef, text: Any) -> str | None:
@@ -361,10 +373,7 @@ def _timer(check: _Checker, tables: dict, name: str, spec: dict, where: tuple,
             ok = False
         duration = _seconds(check, spec["for"], where + ("for",))
         ok &= duration is not None
-    if spec.get("schedule") is not None and spec["schedule"] not in schedules:
-        known = ", ".join(sorted(schedules)) or "none are declared"
-        check.error(where + ("schedule",), f"unknown schedule {spec['schedule']!r} (known: {known})")
-        ok = False
+    ok &= _schedule_known(check, spec.get("schedule"), schedules, where)
     if "at" in spec:
         field = table.field(spec["at"])
         if field is None or field.type not in ("date", "datetime"):
