@@ -14,8 +14,8 @@ import pytest
 
 from conftest import POSTGRES_URL, ROOT
 
-BENCHMARKS = ["recipients_condition", "create_child_cases", "sync_children", "close_major_case",
-              "list_view", "form_view", "api_get"]
+BENCHMARKS = ["recipients_condition", "create_child_cases", "sla_attach", "sync_children", "close_major_case",
+              "sla_tick", "list_view", "form_view", "api_get"]
 KEYS = {"name", "n", "seconds", "per_second", "baseline_seconds", "ratio"}
 
 pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
@@ -38,6 +38,10 @@ def check_lines(done: subprocess.CompletedProcess) -> None:
         assert line["per_second"] == round(line["n"] / line["seconds"], 1), line
     by_name = {line["name"]: line for line in lines}
     assert by_name["create_child_cases"]["n"] == 1000  # one child per account of the list
+    assert by_name["sla_attach"]["n"] == 1000  # the same children, against the same made with no SLA
+    assert by_name["sla_attach"]["seconds"] == by_name["create_child_cases"]["seconds"]
+    assert by_name["sla_tick"]["n"] == 100  # ten running SLAs per unit of scale, one in a hundred due
+    assert "# sla_attach: " in done.stderr and "with 2.0 SLAs per child" in done.stderr
     assert by_name["recipients_condition"]["n"] == 10_000  # the condition ran over every account
     assert by_name["list_view"]["n"] == 10_001  # 9,000 generated cases, 1,000 children and their major case
     # the progress notes go to stderr, so stdout stays machine-readable

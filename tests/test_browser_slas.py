@@ -36,7 +36,7 @@ def test_add_an_sla_in_the_browser_and_watch_it_breach(browser, server, runtime)
     page.get_by_role("button", name="Create").click()
     page.wait_for_url(re.compile(r"/contract_sla\.do\?sys_id=[0-9a-f]{32}"))
     assert "SLA definition Quick test saved." in page.locator(".flash").inner_text()
-    assert page.get_by_label("Duration").input_value() == str(DURATION)  # "4s" kept as seconds
+    assert page.get_by_label("Duration").input_value() == f"{DURATION} Seconds"  # "4s" kept, read in words
 
     page.goto(f"{server}/{CASE}.do?sys_id=-1")
     page.get_by_label("Short description").fill("Printer on fire")

@@ -77,6 +77,7 @@ STRING_LENGTH, EMAIL_LENGTH, URL_LENGTH = 255, 100, 1024
 # page (a field may declare its own max_length instead). Passwords are hashed: the hash's cost grows with them.
 TEXT_LENGTH, PASSWORD_LENGTH = 65_536, 128
 INTEGER_MIN, INTEGER_MAX = -(2**31), 2**31 - 1  # sa.Integer: a 4-byte integer column
+DURATION_MAX = 10**12  # seconds (about 31,700 years), in an 8-byte column: elapsed times may be long
 DECIMAL_PRECISION, DECIMAL_SCALE = 20, 6
 
 
@@ -247,7 +248,7 @@ def _parse_duration(field: Any, value: Any) -> Any:
     if _empty(value):
         return None
     if isinstance(value, (int, str)) and str(value).strip().lstrip("-").isdigit():
-        seconds = _parse_integer(field, value)
+        seconds = int(str(value).strip())
     elif isinstance(value, str) and value.strip().startswith("1970-"):
         try:
             seconds = int((dt.datetime.fromisoformat(value.strip()) - _EPOCH).total_seconds())
@@ -258,8 +259,8 @@ def _parse_duration(field: Any, value: Any) -> Any:
         seconds = _duration_words(value)
     if seconds < 0:
         raise FieldValueError(f"a duration cannot be negative ({seconds} seconds)")
-    if seconds > INTEGER_MAX:
-        raise FieldValueError(f"{seconds} seconds is too long (at most {INTEGER_MAX})")
+    if seconds > DURATION_MAX:
+        raise FieldValueError(f"{seconds} seconds is too long (at most {DURATION_MAX})")
     return seconds
 
 
@@ -352,7 +353,7 @@ register(FieldType("date", lambda f: sa.Date(), _parse_date, lambda v: "" if v i
 register(FieldType("datetime", lambda f: sa.DateTime(), _parse_datetime, _render_datetime, input="datetime-local"))
 register(FieldType("choice", _choice_column, _parse_choice, input="select"))
 register(FieldType("reference", lambda f: sa.String(32), _parse_reference, input="reference"))
-register(FieldType("duration", lambda f: sa.Integer(), _parse_duration, words=duration_words))
+register(FieldType("duration", lambda f: sa.BigInteger(), _parse_duration, words=duration_words))
 register(FieldType("journal", None, _parse_journal, input="journal", journal=True, queryable=False, sortable=False,
                    listable=False))
 register(FieldType("email", lambda f: sa.String(f.max_length or EMAIL_LENGTH), _parse_email, input="email", searchable=True))

@@ -135,20 +135,30 @@ def build_slas(docs: list[SourceDocument], tables: dict[str, TableDef], roles: d
                warnings: list | None = None) -> dict[str, SlaDecl]:
     """The declared SLAs, checked; the known pitfalls of each go to `warnings` (located)."""
     slas: dict[str, SlaDecl] = {}
+    for check, name, spec, where in _entries(docs, "slas", "SLA", tables, roles, errors, properties):
+        sla = _sla(check, tables, name, spec, where, schedules, root)
+        if sla is not None:
+            slas[name] = sla
+            for key, message in sla_pitfalls(tables, tables[sla.table], sla):
+                if warnings is not None:
+                    warnings.append(check.doc.error(where + (key,), message))
+    return slas
+
+
+def _entries(docs: list[SourceDocument], key: str, noun: str, tables: dict, roles: dict, errors: list,
+             properties: dict):
+    """(checker, name, spec, where) of every entry under `key` in the files; a name declared twice is
+    an error at its second place."""
+    seen: set[str] = set()
     for doc in docs:
         check = _Checker(doc, tables, roles, errors, properties)
-        for name, spec in doc.data["slas"].items():
-            where = ("slas", name)
-            if name in slas:
-                check.error(where, f"SLA {name!r} is declared twice")
+        for name, spec in doc.data[key].items():
+            where = (key, name)
+            if name in seen:
+                check.error(where, f"{noun} {name!r} is declared twice")
                 continue
-            sla = _sla(check, tables, name, spec, where, schedules, root)
-            if sla is not None:
-                slas[name] = sla
-                for key, message in sla_pitfalls(tables, tables[sla.table], sla):
-                    if warnings is not None:
-                        warnings.append(doc.error(where + (key,), message))
-    return slas
+            seen.add(name)
+            yield check, name, spec, where
 
 
 def _sla(check: _Checker, tables: dict, name: str, spec: dict, where: tuple, schedules: dict,
@@ -338,16 +348,10 @@ def _excluded(node, allowed: dict[str, list]) -> bool:
 def build_timers(docs: list[SourceDocument], tables: dict[str, TableDef], roles: dict, errors: list,
                  properties: dict, schedules: dict[str, ScheduleDecl]) -> dict[str, TimerDef]:
     timers: dict[str, TimerDef] = {}
-    for doc in docs:
-        check = _Checker(doc, tables, roles, errors, properties)
-        for name, spec in doc.data["timers"].items():
-            where = ("timers", name)
-            if name in timers:
-                check.error(where, f"timer {name!r} is declared twice")
-                continue
-            timer = _timer(check, tables, name, spec, where, schedules)
-            if timer is not None:
-                timers[name] = timer
+    for check, name, spec, where in _entries(docs, "timers", "timer", tables, roles, errors, properties):
+        timer = _timer(check, tables, name, spec, where, schedules)
+        if timer is not None:
+            timers[name] = timer
     return timers
 
 

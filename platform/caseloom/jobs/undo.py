@@ -10,7 +10,9 @@ in one transaction the records the job created that nobody has touched since. A 
   note, a sync from its parent: every update counts), or
 - a journal entry was written on it after its creation (the entries the job wrote with it are
   stamped with its creation time), or
-- another record refers to it through a reference field.
+- another record refers to it through a reference field (except the platform's own records about
+  it, which go with it: a system table's reference with `on_delete: delete`, such as an SLA running
+  on it).
 
 Untouched records are removed set-based: one audit row each (`DELETED` with a snapshot of its
 values, as RecordService.delete writes), their e-mails still waiting (state ready) canceled
@@ -243,9 +245,16 @@ def _untouched(service: RecordService, tdef: TableDef, physical: sa.FromClause) 
                  ~sa.exists().where(journal.c.element_id == physical.c.sys_id,
                                     journal.c.sys_created_on > physical.c.sys_created_on)]
     for i, (other, field) in enumerate(service._referrers(tdef)):
+        if _dependent(other, field):
+            continue
         referrer = service.storage.physical(other.name).alias(f"referrer_{i}")
         unchanged.append(~sa.exists().where(referrer.c[field.name] == physical.c.sys_id))
     return sa.and_(*unchanged)
+
+
+def _dependent(other: TableDef, field) -> bool:
+    """A platform record about the record (an SLA running on it): not a touch, and deleted with it."""
+    return other.system and field.on_delete == "delete"
 
 
 def _removable(service: RecordService, tdef: TableDef, batches: list[Batch],
@@ -331,6 +340,12 @@ def _delete(service: RecordService, tdef: TableDef, batches: list[Batch]) -> int
         return len(found)
     for name in classes:
         _audit_deletions(service, physical, service.defs.tables[name], removable)
+    ids = sa.select(physical.c.sys_id).where(removable).scalar_subquery()
+    for other, field in service._referrers(tdef):
+        if _dependent(other, field):
+            dependents = service.storage.physical(other.name)
+            conn.execute(sa.delete(dependents).where(dependents.c[field.name].in_(ids)))
+            service.written.add(other.name)
     deleted = conn.execute(sa.delete(physical).where(removable)).rowcount
     service.written.update({tdef.name, "sys_audit"})
     return deleted

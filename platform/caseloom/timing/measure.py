@@ -12,6 +12,7 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 
+from ..fieldtypes import DURATION_MAX
 from .schedule import Schedule, add_business, business_seconds
 
 RUNNING, PAUSED, CANCELLED, COMPLETED = "in_progress", "paused", "cancelled", "completed"
@@ -67,6 +68,8 @@ def measure(clock: Clock, state: State, at: dt.datetime) -> dict:
     planned = due_at(clock, state, 100, business_pause)
     if state.stage == PAUSED and planned is not None and state.pause_time is not None:
         planned = max(planned, at)  # as if it resumed now
+    actual, business = min(actual, DURATION_MAX), min(business, DURATION_MAX)
+    pause, business_pause = min(pause, DURATION_MAX), min(business_pause, DURATION_MAX)
     out = {
         "duration": round(actual), "business_duration": round(business),
         "pause_duration": round(pause), "business_pause_duration": round(business_pause),

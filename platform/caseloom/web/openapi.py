@@ -15,6 +15,7 @@ from ..definitions.model import ActionDef, Definitions, FieldDef, InputDef, Tabl
 from ..fieldtypes import (
     DECIMAL_PRECISION,
     DECIMAL_SCALE,
+    DURATION_MAX,
     EMAIL_LENGTH,
     INTEGER_MAX,
     INTEGER_MIN,
@@ -120,7 +121,7 @@ INPUT = {
     "url": lambda f: {"type": "string", "pattern": "^(https?://.*)?$", "maxLength": f.max_length or URL_LENGTH},
     "integer": lambda f: _any_of({"type": "integer", "minimum": INTEGER_MIN, "maximum": INTEGER_MAX},
                                        {"type": "string", "pattern": "^ *(-?[0-9]{1,9})? *$"}),
-    "duration": lambda f: _any_of({"type": "integer", "minimum": 0, "maximum": INTEGER_MAX},
+    "duration": lambda f: _any_of({"type": "integer", "minimum": 0, "maximum": DURATION_MAX},
                                   {"type": "string", "maxLength": 100},
                                   description="Seconds, or words such as '8h 30m' or '2 days'"),
     "decimal": lambda f: _any_of(
@@ -218,7 +219,7 @@ def _output_value(defs: Definitions, table: TableDef, field: FieldDef) -> dict:
         values = {str(v) for f in classes for v, _ in f.choices} | {""}
         value = {"type": "string", "enum": sorted(values)}
         shown = {"type": "string", "enum": sorted(values | {label for f in classes for _, label in f.choices})}
-    elif field.type in OUTPUT:  # a fixed shape: the display value is the value
+    elif field.type in OUTPUT and field.ftype.words is None:  # a fixed shape: the display value is the value
         shown = value
     display = {"type": "object", "required": ["display_value", "value"], "additionalProperties": False,
                "properties": {"display_value": shown, "value": value}}

@@ -15,7 +15,6 @@ from flask import abort, render_template
 from ...definitions.model import TableDef
 from ...fieldtypes import duration_words
 from ...query import Query, Term
-from ...records import AccessDenied
 from ...timing.engine import moment, state_of
 from ...timing.measure import ACTIVE, CANCELLED, COMPLETED, PAUSED, RUNNING, due_at, measure
 from ...timing.slas import SLA, TASK_SLA, Sla, enabled, slas_for
@@ -228,16 +227,10 @@ def _causes(tdef: TableDef, record: dict, transactions: set[str]) -> dict[str, s
 @login_required
 def slas_part(table: str, sys_id: str):
     """The SLA section alone, as of now (htmx refreshes it on the form while the page is open)."""
-    defs = runtime().defs
-    if table not in defs.tables:
-        abort(404)
-    try:
-        record = records().get(table, sys_id)
-    except AccessDenied:
-        abort(403)
-    if record is None:
-        abort(404)
-    panel = sla_panel(defs.tables.get(record.get("sys_class_name"), defs.tables[table]), record)
+    from .references import record_or_abort
+
+    tdef, record = record_or_abort(table, sys_id)
+    panel = sla_panel(tdef, record)
     if panel is None:
         abort(404)
     return render_template("_slas.html", slas=panel)
