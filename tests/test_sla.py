@@ -96,7 +96,19 @@ def set_write(runtime, moment: dt.datetime, sys_id: str | None = None, **values)
         return sys_id
 
 
-PATHS = {"row": write, "set": set_write}
+def sql_write(runtime, moment: dt.datetime, sys_id: str | None = None, **values) -> str:
+    """`set_write` with the conditions in SQL, as when the records touched have more than
+    MAX_GROUPS distinct sets of the values the conditions read."""
+    from caseloom.timing import setbased
+
+    kept, setbased.MAX_GROUPS = setbased.MAX_GROUPS, 0
+    try:
+        return set_write(runtime, moment, sys_id, **values)
+    finally:
+        setbased.MAX_GROUPS = kept
+
+
+PATHS = {"row": write, "set": set_write, "sql": sql_write}
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -441,7 +453,7 @@ def test_the_set_based_paths_write_what_the_row_path_writes(runtime):
         retro = written(runtime, at("2026-03-09 11:15"), category="retro", opened_at="2026-03-06 16:30:00")
         outcome[path] = comparable([r for t in [*tickets, retro] for r in task_slas(runtime, t)])
     assert len(outcome["row"]) == 3 * 2 + 1  # office and office 24x7 on each ticket, and the retroactive one
-    assert outcome["set"] == outcome["row"]
+    assert outcome["set"] == outcome["row"] and outcome["sql"] == outcome["row"]
 
 
 def test_csm_major_case_children_set_based_and_row_by_row_have_the_same_slas(config, definitions):

@@ -29,6 +29,7 @@ import sqlalchemy as sa
 
 from .. import stamps
 from ..automation.conditions import resolver
+from ..query.conditions import fields_of
 from ..query.dynamic import now as clock_now
 from ..query.evaluate import evaluate
 from ..records import new_sys_id
@@ -57,6 +58,7 @@ class Changes:
     """The task_sla rows a unit of work adds and changes, written at once (`write`)."""
 
     def __init__(self):
+        self._measured: dict[tuple, dict] = {}  # (SLA, start, paused) -> timing: a batch shares its moment
         self.new: list[dict] = []
         self.updated: list[dict] = []
         self.audits: list[tuple[str, int, str | None, str]] = []  # (task_sla sys_id, checkpoint, old, new stage)
@@ -65,7 +67,10 @@ class Changes:
         start = _start(sla, record, at)
         state = State(PAUSED if paused else RUNNING, start, pause_time=at if paused else None,
                       next_threshold=first(sla.clock))
-        values = measure(sla.clock, state, at)
+        key = (sla.sys_id, start, paused)
+        if key not in self._measured:
+            self._measured[key] = measure(sla.clock, state, at)
+        values = self._measured[key]
         sys_id = new_sys_id()
         self.new.append({"sys_id": sys_id, "task": record["sys_id"], "sla": sla.sys_id, "stage": state.stage,
                          "start_time": start, "pause_time": state.pause_time, "end_time": None,
@@ -147,11 +152,20 @@ def after_rows(service, tdef, records: list[dict]) -> None:
     at = moment()
     active = _active(service, [r["sys_id"] for r in records])
     changes = Changes()
+    answers: dict[tuple, bool] = {}  # a batch's records mostly share the values conditions read
     for record in records:
         resolve = resolver(service, tdef, record)
 
         def holds(node: Any, record=record, resolve=resolve) -> bool:
-            return node is not None and evaluate(node, record, resolve=resolve)
+            if node is None:
+                return False
+            reads = _reads(node)
+            if reads is None:  # a dot-walk: through the database, per record
+                return evaluate(node, record, resolve=resolve)
+            key = (id(node), *(record.get(f) for f in reads))
+            if key not in answers:
+                answers[key] = evaluate(node, record, resolve=resolve)
+            return answers[key]
 
         for sla in slas:
             step(sla, record, active.get((record["sys_id"], sla.sys_id)), holds, at, changes)
@@ -196,6 +210,20 @@ def _resumes(sla: Sla, holds) -> bool:
     if sla.when_to_resume == "resume_condition":
         return holds(sla.resume)
     return not holds(sla.pause)
+
+
+_READS: dict[int, tuple[str, ...] | None] = {}
+
+
+def _reads(node: Any) -> tuple[str, ...] | None:
+    """The fields of the record a bound condition reads, or None when it walks to other records."""
+    key = id(node)
+    if key not in _READS:
+        fields = tuple(dict.fromkeys(fields_of(node)))
+        _READS[key] = None if any("." in f for f in fields) else fields
+        if len(_READS) > 10_000:
+            _READS.clear()
+    return _READS[key]
 
 
 def _active(service, task_ids: list[str]) -> dict[tuple[str, str], dict]:

@@ -17,9 +17,11 @@ import sqlalchemy as sa
 from .. import stamps
 from ..bulk import keep_statistics_fresh
 from ..query import Selection
+from ..query.conditions import fields_of
+from ..query.evaluate import evaluate
 from ..query.nodes import Not
 from ..setwrite import new_sys_id_sql, sys_id_prefix
-from .engine import moment, moved, service_stamp
+from .engine import _cancels, _resumes, moment, moved, service_stamp
 from .measure import ACTIVE, CANCELLED, COMPLETED, PAUSED, RUNNING, State, first, measure
 from .slas import TASK_SLA, Sla, slas_for
 
@@ -27,15 +29,96 @@ GROUPED = ("stage", "start_time", "pause_time", "pause_duration", "business_paus
            "has_breached")
 
 
+MAX_GROUPS = 64  # distinct value sets of the touched records worked out in Python; more: all in SQL
+
+
 def after_where(service, tdef, touched: sa.Select, new: bool = False) -> None:
     """Evaluate the SLAs of the `tdef` records whose sys_ids `touched` selects (the set path); `new`:
-    records just inserted, which have no SLA yet to stop, cancel, pause or resume."""
+    records just inserted, which have no SLA yet to stop, cancel, pause or resume.
+
+    The records a set-based write touches mostly share the values the SLA conditions read (the
+    children of one major case): the conditions are evaluated once per distinct set of those values,
+    in Python, and only the transitions that happen are written, each for its group of records.
+    With more than MAX_GROUPS distinct sets, each step is one statement with the conditions in SQL."""
     slas = slas_for(service, tdef.name)
     if not slas:
         return
     at = moment()
-    for sla in slas:
-        _evaluate(service, tdef, sla, touched, at, new)
+    groups = _groups(service, tdef, slas, touched)
+    if groups is None:
+        for sla in slas:
+            _evaluate(service, tdef, sla, touched, at, new)
+        return
+    running = set() if new else _with_active(service, touched)
+    for values, ids in groups:
+        for sla in slas:
+            _decide(service, tdef, sla, values, ids, at, new, sla.sys_id in running)
+
+
+def _groups(service, tdef, slas: list[Sla], touched: sa.Select) -> list[tuple[dict, sa.Select]] | None:
+    """(values, the sys_ids of the touched records that have them) per distinct set of the values the
+    SLAs' conditions read; None when there are more than MAX_GROUPS."""
+    storage = service.storage
+    paths = sorted({path for sla in slas for node in _nodes(sla) for path in fields_of(node)})
+    selection = Selection(storage, tdef.name)
+    in_touched = selection.base.c.sys_id.in_(touched.scalar_subquery())
+    if not paths:
+        return [({}, sa.select(selection.base.c.sys_id).where(in_touched))]
+    columns = [selection.column(path)[0] for path in paths]
+    rows = service.conn.execute(sa.select(*columns).select_from(selection.from_clause).where(in_touched)
+                                .distinct().limit(MAX_GROUPS + 1)).all()
+    if len(rows) > MAX_GROUPS:
+        return None
+    out = []
+    for row in rows:
+        values = dict(zip(paths, row, strict=True))
+        group = Selection(storage, tdef.name)
+        same = [group.column(p)[0].is_(None) if v is None else group.column(p)[0] == v for p, v in values.items()]
+        out.append((values, sa.select(group.base.c.sys_id).select_from(group.from_clause).where(
+            group.base.c.sys_id.in_(touched.scalar_subquery()), *same)))
+    return out
+
+
+def _nodes(sla: Sla) -> list:
+    return [n for n in (sla.start, sla.stop, sla.pause, sla.resume, sla.cancel, sla.reset) if n is not None]
+
+
+def _with_active(service, touched: sa.Select) -> set[str]:
+    """The SLA definitions running or paused on any of the touched records (one indexed pass)."""
+    ts = service.storage.physical(TASK_SLA)
+    return set(service.conn.execute(sa.select(ts.c.sla).where(
+        ts.c.task.in_(touched.scalar_subquery()), ts.c.stage.in_(ACTIVE)).distinct()).scalars())
+
+
+def _decide(service, tdef, sla: Sla, values: dict, ids: sa.Select, at: dt.datetime, new: bool,
+            running: bool) -> None:
+    """One SLA definition on one group of records sharing `values`, in the engine's order
+    (caseloom.timing.engine.step): only the transitions that happen are written."""
+    def holds(node) -> bool:
+        return node is not None and evaluate(node, values, resolve=values.get)
+
+    ts = service.storage.physical(TASK_SLA)
+
+    def active(*stages: str) -> sa.ColumnElement:
+        return sa.and_(ts.c.sla == sla.sys_id, ts.c.stage.in_(stages), ts.c.task.in_(ids.scalar_subquery()))
+
+    if running:
+        if holds(sla.stop):
+            move_where(service, sla, active(*ACTIVE), COMPLETED, at)
+            return
+        if holds(sla.reset):
+            move_where(service, sla, active(*ACTIVE), COMPLETED, at)
+        elif _cancels(sla, holds):
+            move_where(service, sla, active(*ACTIVE), CANCELLED, at)
+            return
+        else:
+            if holds(sla.pause):
+                move_where(service, sla, active(RUNNING), PAUSED, at)
+            if _resumes(sla, holds):  # not the ones that have just paused
+                move_where(service, sla, sa.and_(active(PAUSED), ts.c.pause_time != at), RUNNING, at)
+    if holds(sla.start) and not holds(sla.stop) and not (sla.when_to_cancel == "cancel_condition"
+                                                          and holds(sla.cancel)):
+        attach_ids(service, tdef, sla, ids, at, paused=holds(sla.pause), new=new)
 
 
 def _evaluate(service, tdef, sla: Sla, touched: sa.Select, at: dt.datetime, new: bool) -> None:
@@ -101,6 +184,40 @@ def move_where(service, sla: Sla, target: sa.ColumnElement, stage: str, at: dt.d
     return moved_rows
 
 
+def attach_ids(service, tdef, sla: Sla, ids: sa.Select, at: dt.datetime, paused: bool, new: bool) -> int:
+    """One INSERT ... SELECT of a new task_sla row (paused at once when `paused`) for every record `ids`
+    selects that has none of this SLA running or paused (`new`: records just inserted have none)."""
+    conn, user = service.conn, service.actor.user_name
+    ts = service.storage.physical(TASK_SLA)
+    base = service.storage.physical(tdef.name)
+    state = State(PAUSED if paused else RUNNING, at, pause_time=at if paused else None,
+                  next_threshold=first(sla.clock))
+    values = measure(sla.clock, state, at)
+    prefix = sys_id_prefix()
+    start = sa.func.coalesce(base.c[sla.retroactive], sa.literal(at, sa.DateTime)) if sla.retroactive \
+        else sa.literal(at, sa.DateTime)
+    columns = stamps.new_rows_sql(TASK_SLA, user, service_stamp(), new_sys_id_sql(conn.dialect.name, base, prefix)) | {
+        "task": base.c.sys_id, "sla": sa.literal(sla.sys_id), "start_time": start,
+        "transaction": sa.literal(service.transaction), "stage": sa.literal(state.stage),
+        "pause_time": sa.literal(state.pause_time, sa.DateTime),
+        **{name: sa.literal(value, ts.c[name].type) for name, value in values.items()},
+    }
+    has_one = sa.exists().where(ts.c.task == base.c.sys_id, ts.c.sla == sla.sys_id, ts.c.stage.in_(ACTIVE))
+    select = sa.select(*columns.values()).where(base.c.sys_id.in_(ids.scalar_subquery()),
+                                                *(() if new else (~has_one,)))
+    inserted = conn.execute(sa.insert(ts).from_select(list(columns), select)
+                            .execution_options(preserve_rowcount=True)).rowcount
+    if not inserted:
+        return 0
+    keep_statistics_fresh(conn, ts, inserted)
+    low, high = prefix + "0" * 12, prefix + "f" * 12
+    if sla.retroactive:  # each start has its own timing
+        move_where(service, sla, sa.and_(ts.c.sys_id.between(low, high)), state.stage, at)
+    service.written.add(TASK_SLA)
+    service.note_made(TASK_SLA, (low, high, inserted))
+    return inserted
+
+
 def attach_where(service, tdef, sla: Sla, records, at: dt.datetime, new: bool = False) -> int:
     """One INSERT ... SELECT of a new task_sla row for every touched record the SLA attaches to
     (`new`: the records were just inserted, so none has one yet)."""
@@ -152,4 +269,4 @@ def attach_where(service, tdef, sla: Sla, records, at: dt.datetime, new: bool = 
     return inserted
 
 
-__all__ = ["after_where", "attach_where", "move_where"]
+__all__ = ["MAX_GROUPS", "after_where", "attach_ids", "attach_where", "move_where"]

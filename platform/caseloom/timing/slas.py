@@ -65,6 +65,11 @@ def slas_for(service, table: str) -> list[Sla]:
     return memo[table]
 
 
+def active_slas(service) -> list[Sla]:
+    """Every active SLA definition, whatever its table."""
+    return _all(service)
+
+
 def forget(service) -> None:
     """A write to an SLA definition or a schedule: read them again in this unit of work."""
     service.memo.pop(MEMO, None)
@@ -127,4 +132,4 @@ def condition(defs: Definitions, tdef: TableDef, text: str | None) -> Any:
     return bind_fields(parse_encoded(text).where, defs.tables, tdef)
 
 
-__all__ = ["SCHEDULE", "SLA", "TASK_SLA", "Sla", "condition", "enabled", "forget", "slas_for"]
+__all__ = ["SCHEDULE", "SLA", "TASK_SLA", "Sla", "active_slas", "condition", "enabled", "forget", "slas_for"]

@@ -1,5 +1,6 @@
 """The clock's tick: the timers due fire (caseloom.timing.timers), and every running SLA whose next
-escalation is due (`threshold_due <= now`, an indexed condition) escalates, once.
+escalation is due (`threshold_due <= now`: per SLA definition and threshold, an index seek on
+`(sla, next_threshold, threshold_due)`) escalates, once.
 
 Per SLA definition and threshold, the escalation's effects run on the records of the due SLAs, then
 the SLAs move on to their next threshold, in one transaction: an escalation is never fired twice (a
@@ -32,7 +33,7 @@ from ..query.dynamic import fixed_clock
 from . import timers
 from .engine import moment, service_stamp
 from .measure import RUNNING, State, measure
-from .slas import SLA, TASK_SLA, Sla, slas_for
+from .slas import TASK_SLA, Sla, active_slas
 
 log = logging.getLogger(__name__)
 LOCK = 0x5CA1E  # the PostgreSQL advisory lock of the clock
@@ -75,32 +76,20 @@ def escalate_due(service, at: dt.datetime, report: TickReport) -> int:
     if service.defs.sla_root is None:
         return fired
     ts = service.storage.physical(TASK_SLA)
-    due_now = sa.and_(ts.c.threshold_due <= at, ts.c.stage == RUNNING)
-    groups = conn.execute(sa.select(ts.c.sla, ts.c.next_threshold, sa.func.count())
-                          .where(due_now).group_by(ts.c.sla, ts.c.next_threshold)).all()
-    slas = _definitions(service, {sla_id for sla_id, _, _ in groups})
-    for sla_id, threshold, count in groups:
-        sla = slas.get(sla_id)
-        due = sa.and_(due_now, ts.c.sla == sla_id, ts.c.next_threshold == threshold)
-        if sla is None:  # its definition is inactive or gone: no escalation, and no longer due
-            conn.execute(sa.update(ts).where(due).values(threshold_due=None))
-            continue
-        _run_escalation(service, sla, threshold, sa.select(ts.c.task).where(due))
-        _advance(service, sla, threshold, due, at)
-        fired += count
-        report.escalated += count
-        report.breached += count if threshold >= 100 else 0
-        report.by_threshold[(sla.name, threshold)] = report.by_threshold.get((sla.name, threshold), 0) + count
+    for sla in active_slas(service):
+        for threshold in sla.clock.thresholds:  # each an index seek on (sla, next_threshold, threshold_due)
+            due = sa.and_(ts.c.sla == sla.sys_id, ts.c.next_threshold == threshold, ts.c.threshold_due <= at,
+                          ts.c.stage == RUNNING)
+            count = conn.execute(sa.select(sa.func.count()).where(due)).scalar_one()
+            if not count:
+                continue
+            _run_escalation(service, sla, threshold, sa.select(ts.c.task).where(due))
+            _advance(service, sla, threshold, due, at)
+            fired += count
+            report.escalated += count
+            report.breached += count if threshold >= 100 else 0
+            report.by_threshold[(sla.name, threshold)] = report.by_threshold.get((sla.name, threshold), 0) + count
     return fired
-
-
-def _definitions(service, ids: set[str]) -> dict[str, Sla]:
-    """The active SLA definitions among `ids`, whatever their table."""
-    if not ids:
-        return {}
-    physical = service.storage.physical(SLA)
-    tables = set(service.conn.execute(sa.select(physical.c.collection).where(physical.c.sys_id.in_(ids))).scalars())
-    return {s.sys_id: s for table in tables for s in slas_for(service, table) if s.sys_id in ids}
 
 
 def _advance(service, sla: Sla, threshold: int, due: sa.ColumnElement, at: dt.datetime) -> None:
