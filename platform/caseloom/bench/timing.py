@@ -124,8 +124,8 @@ def _running_slas(run: BenchRun, sla: str, running: int, crossing: int, at: dt.d
         bench_user = conn.execute(sa.select(users.c.sys_id).where(users.c.user_name == "bench")).scalar_one()
         for i in range(0, min(crossing, len(tasks)), 500):
             conn.execute(sa.update(table).where(table.c.sys_id.in_(tasks[i:i + 500])).values(assigned_to=bench_user))
-        later, due = at + dt.timedelta(days=3), at - dt.timedelta(seconds=1)
-        start = at - dt.timedelta(hours=1)
+        # started now, so only the first escalation is due (forced a second ago), whatever the hour
+        later, due, start = at + dt.timedelta(days=3), at - dt.timedelta(seconds=1), at
         rows = []
         for i in range(running):
             rows.append({"sys_id": f"{i:032x}", "sys_class_name": TASK_SLA, "sys_created_on": start,
