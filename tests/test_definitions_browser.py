@@ -140,8 +140,8 @@ def test_a_data_losing_change_is_confirmed_then_an_earlier_version_is_restored(l
     assert page.url.endswith("/ui/definitions/review")
     assert "u_tier" in api_get(server, "/api/now/table/customer_account?sysparm_limit=1")["result"][0]
     confirm.check()
-    apply.click()
-    page.wait_for_url(re.compile(rf"/ui/definitions/file/{ACCOUNT}$"))
+    apply.click(timeout=60000)  # the change migrates the schema: a loaded machine takes its time
+    page.wait_for_url(re.compile(rf"/ui/definitions/file/{ACCOUNT}$"), timeout=60000)
     assert "drop field customer_account.u_tier" in page.get_by_role("status").first.inner_text()
     assert "u_tier" not in api_get(server, "/api/now/table/customer_account?sysparm_limit=1")["result"][0]
 
@@ -152,8 +152,8 @@ def test_a_data_losing_change_is_confirmed_then_an_earlier_version_is_restored(l
     assert TIER_LINE in page.locator("pre.diff").inner_text()
     page.get_by_role("button", name="Restore this version…").click()
     assert "add field customer_account.u_tier" in page.locator(".schema-changes").inner_text()
-    page.get_by_role("button", name="Apply", exact=True).click()
-    page.wait_for_url(re.compile(rf"/ui/definitions/file/{ACCOUNT}$"))
+    page.get_by_role("button", name="Apply", exact=True).click(timeout=60000)
+    page.wait_for_url(re.compile(rf"/ui/definitions/file/{ACCOUNT}$"), timeout=60000)
     restored = api_get(server, f"/api/now/table/customer_account/{account['sys_id']}")["result"]
     assert restored["u_tier"] == ""  # the field is back; its values were lost, as confirmed
     editor_ready(page)
