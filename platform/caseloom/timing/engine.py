@@ -36,10 +36,6 @@ from ..records import new_sys_id
 from .measure import ACTIVE, CANCELLED, COMPLETED, PAUSED, RUNNING, State, first, measure
 from .slas import TASK_SLA, Sla, slas_for
 
-TIMING = ("duration", "business_duration", "pause_duration", "business_pause_duration", "percentage",
-          "business_percentage", "time_left", "business_time_left", "planned_end_time", "has_breached", "timing_at",
-          "next_threshold", "threshold_due")
-
 
 def moment() -> dt.datetime:
     """Now, as SLAs count it: whole seconds, and the fixed clock when a test sets one
@@ -237,4 +233,4 @@ def _active(service, task_ids: list[str]) -> dict[tuple[str, str], dict]:
     return out
 
 
-__all__ = ["TIMING", "Changes", "after_rows", "moment", "moved", "state_of", "step"]
+__all__ = ["Changes", "after_rows", "moment", "moved", "state_of", "step"]

@@ -205,17 +205,7 @@ def attach_ids(service, tdef, sla: Sla, ids: sa.Select, at: dt.datetime, paused:
     has_one = sa.exists().where(ts.c.task == base.c.sys_id, ts.c.sla == sla.sys_id, ts.c.stage.in_(ACTIVE))
     select = sa.select(*columns.values()).where(base.c.sys_id.in_(ids.scalar_subquery()),
                                                 *(() if new else (~has_one,)))
-    inserted = conn.execute(sa.insert(ts).from_select(list(columns), select)
-                            .execution_options(preserve_rowcount=True)).rowcount
-    if not inserted:
-        return 0
-    keep_statistics_fresh(conn, ts, inserted)
-    low, high = prefix + "0" * 12, prefix + "f" * 12
-    if sla.retroactive:  # each start has its own timing
-        move_where(service, sla, sa.and_(ts.c.sys_id.between(low, high)), state.stage, at)
-    service.written.add(TASK_SLA)
-    service.note_made(TASK_SLA, (low, high, inserted))
-    return inserted
+    return _inserted(service, sla, sa.insert(ts).from_select(list(columns), select), prefix, at, (state.stage,))
 
 
 def attach_where(service, tdef, sla: Sla, records, at: dt.datetime, new: bool = False) -> int:
@@ -254,16 +244,21 @@ def attach_where(service, tdef, sla: Sla, records, at: dt.datetime, new: bool = 
     }
     select = (sa.select(*columns.values()).select_from(selection.from_clause)
               .where(base.c.sys_id.in_(candidates.scalar_subquery()), *(() if new else (~has_one,))))
-    inserted = conn.execute(sa.insert(ts).from_select(list(columns), select)
-                            .execution_options(preserve_rowcount=True)).rowcount
+    return _inserted(service, sla, sa.insert(ts).from_select(list(columns), select), prefix, at, (RUNNING, PAUSED))
+
+
+def _inserted(service, sla: Sla, statement, prefix: str, at: dt.datetime, stages: tuple[str, ...]) -> int:
+    """Run one INSERT ... SELECT of task SLAs whose sys_ids start with `prefix`: the statistics kept
+    fresh, a retroactive SLA's rows given the timing of their own start, the rows noted as made."""
+    conn, ts = service.conn, service.storage.physical(TASK_SLA)
+    inserted = conn.execute(statement.execution_options(preserve_rowcount=True)).rowcount
     if not inserted:
         return 0
     keep_statistics_fresh(conn, ts, inserted)
     low, high = prefix + "0" * 12, prefix + "f" * 12
     if sla.retroactive:  # each start has its own timing
-        inserted_rows = ts.c.sys_id.between(low, high)
-        for stage in (RUNNING, PAUSED):
-            move_where(service, sla, sa.and_(inserted_rows, ts.c.stage == stage), stage, at)
+        for stage in stages:
+            move_where(service, sla, sa.and_(ts.c.sys_id.between(low, high), ts.c.stage == stage), stage, at)
     service.written.add(TASK_SLA)
     service.note_made(TASK_SLA, (low, high, inserted))
     return inserted
