@@ -144,6 +144,21 @@ def test_new_table_field_and_index_keep_existing_rows(runtime, runtime_for):
     assert planned(new) == []
 
 
+def test_index_false_drops_the_automatic_index_of_a_choice_and_keeps_its_values(runtime, runtime_for):
+    assert "ixn_customer_account_industry" in indexes(runtime.engine, "customer_account"), "choices are indexed"
+    industries = scalar(runtime.engine, "SELECT COUNT(*) FROM customer_account WHERE industry IS NOT NULL")
+    account = edit(shipped()["tables/customer_account.yaml"],
+                   ("  industry: {type: choice, ", "  industry: {type: choice, index: false, "))
+    new = runtime_for(changed({"tables/customer_account.yaml": account}))
+
+    done = migrate(new.engine, new.storage)
+
+    assert done == ["drop index ixn_customer_account_industry on customer_account"]
+    assert "ixn_customer_account_industry" not in indexes(new.engine, "customer_account")
+    assert scalar(new.engine, "SELECT COUNT(*) FROM customer_account WHERE industry IS NOT NULL") == industries
+    assert planned(new) == []
+
+
 def test_dropping_an_empty_table_needs_no_force(runtime, runtime_for):
     with_note = runtime_for(with_note_table())
     migrate(with_note.engine, with_note.storage)

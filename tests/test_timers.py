@@ -174,6 +174,20 @@ def test_the_set_based_path_sets_and_cancels_timers_as_the_row_path_does(runtime
     assert all(timers(runtime, t) for t in tasks[1:])
 
 
+def test_the_set_based_path_keeps_a_fired_timer_and_sets_a_dated_one_as_the_row_path_does(runtime):
+    tasks = [write(runtime, MONDAY, title=f"Job {i}", state=2) for i in range(3)]
+    assert tick(runtime, dt.datetime(2026, 3, 2, 12, 0)).timers == 3
+    with fixed_clock(MONDAY + dt.timedelta(hours=3)), runtime.transaction() as service:
+        update_where(service, service.defs.tables[JOB], Term("title", "startswith", "Job"),
+                     {"due_on": dt.datetime(2026, 3, 4, 15, 0)})
+    row_path = write(runtime, MONDAY, title="Row path", state=2)
+    tick(runtime, dt.datetime(2026, 3, 2, 12, 0))
+    write(runtime, MONDAY + dt.timedelta(hours=3), row_path, due_on=dt.datetime(2026, 3, 4, 15, 0))
+    expected = {"waiting_too_long": ("fired", dt.datetime(2026, 3, 2, 12, 0)),
+                "due_soon": ("waiting", dt.datetime(2026, 3, 4, 14, 0))}
+    assert {t: timers(runtime, t) for t in [*tasks, row_path]} == {t: expected for t in [*tasks, row_path]}
+
+
 def test_a_timer_row_follows_its_record_when_the_record_is_deleted(runtime):
     task = write(runtime, MONDAY, title="Gone", state=2)
     with runtime.transaction() as service:

@@ -38,7 +38,9 @@ def _partial_index(table: sa.Table, cols: tuple[str, ...]) -> None:
 
 
 def _indexed(field: FieldDef, table: TableDef) -> bool:
-    return field.index or field.type in ("reference", "choice") or (table.display == field.name)
+    if field.index is not None:  # declared: `index: false` keeps a choice with few values unindexed
+        return field.index
+    return field.type in ("reference", "choice") or (table.display == field.name)
 
 
 class Storage:

@@ -7,12 +7,11 @@ their effects on the stored record, in the same transaction, then notifications 
 
 from __future__ import annotations
 
-import sqlalchemy as sa
-
 from ..definitions.model import Definitions, RuleDef, TableDef
 from ..effects import EffectContext
 from ..properties import Properties
 from ..records import RecordService
+from ..setwrite import Touched
 from .conditions import Conditions, fields_read, unit_properties
 from .lifecycle import LifecycleCheck
 from .notifications import EmailWriter, Notifications
@@ -33,11 +32,11 @@ def timing_rows(service: RecordService, tdef: TableDef, records: list[dict]) -> 
     timers.after_rows(service, tdef, records)
 
 
-def timing_where(service: RecordService, tdef: TableDef, touched, new: bool = False) -> None:
+def timing_where(service: RecordService, tdef: TableDef, touched: Touched, new: bool = False) -> None:
     from ..timing import setbased, timers
 
     setbased.after_where(service, tdef, touched, new)
-    timers.after_where(service, tdef, touched)
+    timers.after_where(service, tdef, touched, new)
 
 
 class Automation:
@@ -96,7 +95,7 @@ class Automation:
 
         return bool(self.defs.timers_for(table) or slas_for(service, table))
 
-    def after_set_update(self, service: RecordService, tdef: TableDef, touched) -> None:
+    def after_set_update(self, service: RecordService, tdef: TableDef, touched: Touched) -> None:
         """After a set-based update (caseloom.setwrite) of the records `touched` selects: their SLAs."""
         timing_where(service, tdef, touched)
 
@@ -176,8 +175,6 @@ class InsertSetPlan:
 
     def after(self, low: str, high: str) -> None:
         if self.automation.timed(self.tdef.name):
-            physical = self.service.storage.physical(self.tdef.name)
-            timing_where(self.service, self.tdef,
-                         sa.select(physical.c.sys_id).where(physical.c.sys_id.between(low, high)), new=True)
+            timing_where(self.service, self.tdef, Touched(low, high), new=True)
         for email in self.emails:
             email(low, high)

@@ -127,13 +127,15 @@ class BenchRun:
         after, before = self.db.connect(), self.db.connect(snapshot)
         try:
             writes = net_writes(after, before, tables, since, self.db.placeholder)
-            baseline = replay(before, writes, self.db.placeholder) + (self._plain_query(before, extra) if extra else 0.0)
+            query = self._plain_query(before, extra) if extra else 0.0
+            baseline = replay(before, writes, self.db.placeholder) + query
         finally:
             after.close()
             before.close()
             self.db.drop_snapshot(snapshot)
+        alone = f" (its query alone {query:.3f} s)" if extra else ""
         self.say(f"{name}: {n:,} in {seconds:.2f} s, peak memory {memory['peak_mb']:.0f} MB; "
-                 f"baseline {baseline:.2f} s for the same {writes.rows:,} rows")
+                 f"baseline {baseline:.2f} s for the same {writes.rows:,} rows{alone}")
         return Result(name, n, seconds, baseline, {"rows": writes.rows, "peak_mb": memory["peak_mb"]})
 
     def build_list(self) -> Result:

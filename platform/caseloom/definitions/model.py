@@ -39,7 +39,7 @@ class FieldDef:
     choices: tuple[tuple[Any, str], ...] = ()
     reference: str | None = None
     description: str = ""
-    index: bool = False
+    index: bool | None = None  # None: automatic (references, choices and the display field are indexed)
     system: bool = False
     create_values: tuple[Any, ...] = ()  # read-only fields: values a client may give when it creates a record
     on_delete: str = "clear"  # references: when the referenced record is deleted, clear | delete | restrict

@@ -148,7 +148,7 @@ def _build_field(doc: SourceDocument, table: str, name: str, spec: dict, errors:
         choices=choices,
         reference=spec.get("to"),
         description=spec.get("description", ""),
-        index=bool(spec.get("index")),
+        index=spec.get("index"),
         on_delete=spec.get("on_delete") or ("delete" if spec.get("mandatory") else "clear"),
     )
     field = _with_create_values(doc, field, spec, errors)

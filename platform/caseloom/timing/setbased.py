@@ -11,6 +11,7 @@ new values are worked out once in Python (business time needs the schedule).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 import sqlalchemy as sa
 
@@ -20,7 +21,7 @@ from ..query import Selection
 from ..query.conditions import fields_of
 from ..query.evaluate import evaluate
 from ..query.nodes import Not
-from ..setwrite import new_sys_id_sql, sys_id_prefix
+from ..setwrite import Touched, new_sys_id_sql, sys_id_prefix
 from .engine import _cancels, _resumes, moment, moved, service_stamp
 from .measure import ACTIVE, CANCELLED, COMPLETED, PAUSED, RUNNING, State, first, measure
 from .slas import TASK_SLA, Sla, slas_for
@@ -32,8 +33,8 @@ GROUPED = ("stage", "start_time", "pause_time", "pause_duration", "business_paus
 MAX_GROUPS = 64  # distinct value sets of the touched records worked out in Python; more: all in SQL
 
 
-def after_where(service, tdef, touched: sa.Select, new: bool = False) -> None:
-    """Evaluate the SLAs of the `tdef` records whose sys_ids `touched` selects (the set path); `new`:
+def after_where(service, tdef, touched: Touched, new: bool = False) -> None:
+    """Evaluate the SLAs of the `tdef` records a set-based write touched (the set path); `new`:
     records just inserted, which have no SLA yet to stop, cancel, pause or resume.
 
     The records a set-based write touches mostly share the values the SLA conditions read (the
@@ -50,47 +51,55 @@ def after_where(service, tdef, touched: sa.Select, new: bool = False) -> None:
             _evaluate(service, tdef, sla, touched, at, new)
         return
     running = set() if new else _with_active(service, touched)
-    for values, ids in groups:
+    for values, group in groups:
         for sla in slas:
-            _decide(service, tdef, sla, values, ids, at, new, sla.sys_id in running)
+            _decide(service, tdef, sla, values, group, at, new, sla.sys_id in running)
 
 
-def _groups(service, tdef, slas: list[Sla], touched: sa.Select) -> list[tuple[dict, sa.Select]] | None:
-    """(values, the sys_ids of the touched records that have them) per distinct set of the values the
-    SLAs' conditions read; None when there are more than MAX_GROUPS."""
-    storage = service.storage
+Group = Callable[[Selection], list[sa.ColumnElement]]  # the WHERE clauses of one group's records
+
+
+def _groups(service, tdef, slas: list[Sla], touched: Touched) -> list[tuple[dict, Group]] | None:
+    """(values, the clauses that select the touched records that have them) per distinct set of the
+    values the SLAs' conditions read; None when there are more than MAX_GROUPS."""
     paths = sorted({path for sla in slas for node in _nodes(sla) for path in fields_of(node)})
-    selection = Selection(storage, tdef.name)
-    in_touched = selection.base.c.sys_id.in_(touched.scalar_subquery())
     if not paths:
-        return [({}, sa.select(selection.base.c.sys_id).where(in_touched))]
+        return [({}, lambda selection: [touched.where(selection.base)])]
+    selection = Selection(service.storage, tdef.name)
     columns = [selection.column(path)[0] for path in paths]
-    rows = service.conn.execute(sa.select(*columns).select_from(selection.from_clause).where(in_touched)
-                                .distinct().limit(MAX_GROUPS + 1)).all()
+    rows = service.conn.execute(sa.select(*columns).select_from(selection.from_clause)
+                                .where(touched.where(selection.base)).distinct().limit(MAX_GROUPS + 1)).all()
     if len(rows) > MAX_GROUPS:
         return None
-    out = []
-    for row in rows:
-        values = dict(zip(paths, row, strict=True))
-        group = Selection(storage, tdef.name)
-        same = [group.column(p)[0].is_(None) if v is None else group.column(p)[0] == v for p, v in values.items()]
-        out.append((values, sa.select(group.base.c.sys_id).select_from(group.from_clause).where(
-            group.base.c.sys_id.in_(touched.scalar_subquery()), *same)))
-    return out
+
+    def group(values: dict) -> Group:
+        def where(selection: Selection) -> list[sa.ColumnElement]:
+            return [touched.where(selection.base), *(
+                selection.column(p)[0].is_(None) if v is None else selection.column(p)[0] == v
+                for p, v in values.items())]
+        return where
+
+    return [(values, group(values)) for values in (dict(zip(paths, row, strict=True)) for row in rows)]
 
 
 def _nodes(sla: Sla) -> list:
     return [n for n in (sla.start, sla.stop, sla.pause, sla.resume, sla.cancel, sla.reset) if n is not None]
 
 
-def _with_active(service, touched: sa.Select) -> set[str]:
+def _with_active(service, touched: Touched) -> set[str]:
     """The SLA definitions running or paused on any of the touched records (one indexed pass)."""
     ts = service.storage.physical(TASK_SLA)
     return set(service.conn.execute(sa.select(ts.c.sla).where(
-        ts.c.task.in_(touched.scalar_subquery()), ts.c.stage.in_(ACTIVE)).distinct()).scalars())
+        touched.of(ts.c.task), ts.c.stage.in_(ACTIVE)).distinct()).scalars())
 
 
-def _decide(service, tdef, sla: Sla, values: dict, ids: sa.Select, at: dt.datetime, new: bool,
+def _ids(service, tdef, where: Group) -> sa.Select:
+    selection = Selection(service.storage, tdef.name)
+    clauses = where(selection)  # before the FROM: the joins its dot-walks need are part of it
+    return sa.select(selection.base.c.sys_id).select_from(selection.from_clause).where(*clauses)
+
+
+def _decide(service, tdef, sla: Sla, values: dict, group: Group, at: dt.datetime, new: bool,
             running: bool) -> None:
     """One SLA definition on one group of records sharing `values`, in the engine's order
     (caseloom.timing.engine.step): only the transitions that happen are written."""
@@ -100,7 +109,8 @@ def _decide(service, tdef, sla: Sla, values: dict, ids: sa.Select, at: dt.dateti
     ts = service.storage.physical(TASK_SLA)
 
     def active(*stages: str) -> sa.ColumnElement:
-        return sa.and_(ts.c.sla == sla.sys_id, ts.c.stage.in_(stages), ts.c.task.in_(ids.scalar_subquery()))
+        return sa.and_(ts.c.sla == sla.sys_id, ts.c.stage.in_(stages),
+                       ts.c.task.in_(_ids(service, tdef, group).scalar_subquery()))
 
     if running:
         if holds(sla.stop):
@@ -118,29 +128,32 @@ def _decide(service, tdef, sla: Sla, values: dict, ids: sa.Select, at: dt.dateti
                 move_where(service, sla, sa.and_(active(PAUSED), ts.c.pause_time != at), RUNNING, at)
     if holds(sla.start) and not holds(sla.stop) and not (sla.when_to_cancel == "cancel_condition"
                                                           and holds(sla.cancel)):
-        attach_ids(service, tdef, sla, ids, at, paused=holds(sla.pause), new=new)
+        attach_ids(service, tdef, sla, group, at, paused=holds(sla.pause), new=new)
 
 
-def _evaluate(service, tdef, sla: Sla, touched: sa.Select, at: dt.datetime, new: bool) -> None:
+def _matching(selection: Selection, touched: Touched, conditions) -> list[sa.ColumnElement]:
+    """The WHERE clauses of the touched records where all `conditions` (Nodes; Not(...) allowed) hold."""
+    clauses = [touched.where(selection.base)]
+    for node in conditions:
+        negate = isinstance(node, Not)
+        clause = selection.condition(node.item if negate else node)
+        clause = sa.func.coalesce(clause, sa.false()) if clause is not None else sa.true()
+        clauses.append(sa.not_(clause) if negate else clause)
+    return clauses
+
+
+def _evaluate(service, tdef, sla: Sla, touched: Touched, at: dt.datetime, new: bool) -> None:
     storage = service.storage
     ts = storage.physical(TASK_SLA)
 
-    def records(*conditions) -> sa.Select:
-        """The sys_ids of touched records where all `conditions` (Nodes; Not(...) allowed) hold."""
-        selection = Selection(storage, tdef.name)
-        clauses = [selection.base.c.sys_id.in_(touched.scalar_subquery())]
-        for node in conditions:
-            negate = isinstance(node, Not)
-            clause = selection.condition(node.item if negate else node)
-            clause = sa.func.coalesce(clause, sa.false()) if clause is not None else sa.true()
-            clauses.append(sa.not_(clause) if negate else clause)
-        return sa.select(selection.base.c.sys_id).select_from(selection.from_clause).where(*clauses)
-
     def active(stages=ACTIVE, *conditions) -> sa.ColumnElement:
-        return sa.and_(ts.c.sla == sla.sys_id, ts.c.stage.in_(stages), ts.c.task.in_(records(*conditions)))
+        selection = Selection(storage, tdef.name)
+        clauses = _matching(selection, touched, conditions)
+        records = sa.select(selection.base.c.sys_id).select_from(selection.from_clause).where(*clauses)
+        return sa.and_(ts.c.sla == sla.sys_id, ts.c.stage.in_(stages), ts.c.task.in_(records.scalar_subquery()))
 
     if new:
-        attach_where(service, tdef, sla, records, at, new=True)
+        attach_where(service, tdef, sla, touched, at, new=True)
         return
 
     if sla.stop is not None:
@@ -156,7 +169,7 @@ def _evaluate(service, tdef, sla: Sla, touched: sa.Select, at: dt.datetime, new:
         resume = sla.resume if sla.when_to_resume == "resume_condition" else Not(sla.pause)
         if resume is not None:
             move_where(service, sla, active((PAUSED,), resume), RUNNING, at)
-    attach_where(service, tdef, sla, records, at)
+    attach_where(service, tdef, sla, touched, at)
 
 
 def move_where(service, sla: Sla, target: sa.ColumnElement, stage: str, at: dt.datetime) -> int:
@@ -184,12 +197,13 @@ def move_where(service, sla: Sla, target: sa.ColumnElement, stage: str, at: dt.d
     return moved_rows
 
 
-def attach_ids(service, tdef, sla: Sla, ids: sa.Select, at: dt.datetime, paused: bool, new: bool) -> int:
-    """One INSERT ... SELECT of a new task_sla row (paused at once when `paused`) for every record `ids`
-    selects that has none of this SLA running or paused (`new`: records just inserted have none)."""
+def attach_ids(service, tdef, sla: Sla, group: Group, at: dt.datetime, paused: bool, new: bool) -> int:
+    """One INSERT ... SELECT of a new task_sla row (paused at once when `paused`) for every record of
+    the group that has none of this SLA running or paused (`new`: records just inserted have none)."""
     conn, user = service.conn, service.actor.user_name
     ts = service.storage.physical(TASK_SLA)
-    base = service.storage.physical(tdef.name)
+    selection = Selection(service.storage, tdef.name)
+    base = selection.base
     state = State(PAUSED if paused else RUNNING, at, pause_time=at if paused else None,
                   next_threshold=first(sla.clock))
     values = measure(sla.clock, state, at)
@@ -203,12 +217,13 @@ def attach_ids(service, tdef, sla: Sla, ids: sa.Select, at: dt.datetime, paused:
         **{name: sa.literal(value, ts.c[name].type) for name, value in values.items()},
     }
     has_one = sa.exists().where(ts.c.task == base.c.sys_id, ts.c.sla == sla.sys_id, ts.c.stage.in_(ACTIVE))
-    select = sa.select(*columns.values()).where(base.c.sys_id.in_(ids.scalar_subquery()),
-                                                *(() if new else (~has_one,)))
+    clauses = group(selection)
+    select = sa.select(*columns.values()).select_from(selection.from_clause).where(
+        *clauses, *(() if new else (~has_one,)))
     return _inserted(service, sla, sa.insert(ts).from_select(list(columns), select), prefix, at, (state.stage,))
 
 
-def attach_where(service, tdef, sla: Sla, records, at: dt.datetime, new: bool = False) -> int:
+def attach_where(service, tdef, sla: Sla, touched: Touched, at: dt.datetime, new: bool = False) -> int:
     """One INSERT ... SELECT of a new task_sla row for every touched record the SLA attaches to
     (`new`: the records were just inserted, so none has one yet)."""
     conn, storage, user = service.conn, service.storage, service.actor.user_name
@@ -218,7 +233,6 @@ def attach_where(service, tdef, sla: Sla, records, at: dt.datetime, new: bool = 
         conditions.append(Not(sla.cancel))
     selection = Selection(storage, tdef.name)
     base = selection.base
-    candidates = records(*conditions)
     has_one = sa.exists().where(ts.c.task == base.c.sys_id, ts.c.sla == sla.sys_id, ts.c.stage.in_(ACTIVE))
     running = measure(sla.clock, State(RUNNING, at, next_threshold=first(sla.clock)), at)
     paused_values = measure(sla.clock, State(PAUSED, at, pause_time=at, next_threshold=first(sla.clock)), at)
@@ -242,8 +256,9 @@ def attach_where(service, tdef, sla: Sla, records, at: dt.datetime, new: bool = 
         "stage": value("stage", RUNNING, PAUSED), "pause_time": value("pause_time", None, at),
         **{name: value(name, running[name], paused_values[name]) for name in running},
     }
+    clauses = _matching(selection, touched, conditions)
     select = (sa.select(*columns.values()).select_from(selection.from_clause)
-              .where(base.c.sys_id.in_(candidates.scalar_subquery()), *(() if new else (~has_one,))))
+              .where(*clauses, *(() if new else (~has_one,))))
     return _inserted(service, sla, sa.insert(ts).from_select(list(columns), select), prefix, at, (RUNNING, PAUSED))
 
 

@@ -23,6 +23,7 @@ from ..definitions.model import TableDef, TimerDef
 from ..query import Query, Selection, Term, select_rows
 from ..query.evaluate import evaluate
 from ..records import new_sys_id
+from ..setwrite import Touched, new_sys_id_sql, sys_id_prefix
 from .engine import moment, service_stamp
 from .schedule import add_business
 from .slas import condition
@@ -46,9 +47,12 @@ def after_rows(service, tdef: TableDef, records: list[dict]) -> None:
     _apply(service, tdef, wanted, at)
 
 
-def after_where(service, tdef: TableDef, touched: sa.Select) -> None:
-    """The same for every record a set-based write touched: per timer, one SELECT of whether each
-    record matches (in SQL) and of its date, then the timer rows written together."""
+def after_where(service, tdef: TableDef, touched: Touched, new: bool = False) -> None:
+    """The same for every record a set-based write touched (`new`: just inserted, so with no timer
+    yet). A timer of a duration is due at the same moment for them all: its rows are one DELETE of
+    those whose record stopped matching and one INSERT ... SELECT for those that came to match. A
+    timer at a date is due at each record's own date: one SELECT of whether each record matches and
+    of its date, then its rows written together."""
     timers = service.defs.timers_for(tdef.name)
     if not timers:
         return
@@ -58,11 +62,41 @@ def after_where(service, tdef: TableDef, touched: sa.Select) -> None:
         selection = Selection(service.storage, tdef.name)
         node = _condition(service, tdef, timer)
         holds = sa.true() if node is None else sa.func.coalesce(selection.condition(node), sa.false())
-        date = selection.base.c[timer.at] if timer.at else sa.null()
-        stmt = (sa.select(selection.base.c.sys_id, holds, date).select_from(selection.from_clause)
-                .where(selection.base.c.sys_id.in_(touched.scalar_subquery())))
+        if not timer.at:
+            _duration_where(service, tdef, timer, selection, holds, touched, at, new)
+            continue
+        stmt = (sa.select(selection.base.c.sys_id, holds, selection.base.c[timer.at])
+                .select_from(selection.from_clause).where(touched.where(selection.base)))
         wanted.extend((sys_id, timer, bool(match), value) for sys_id, match, value in service.conn.execute(stmt))
-    _apply(service, tdef, wanted, at)
+    if wanted:
+        _apply(service, tdef, wanted, at)
+
+
+def _duration_where(service, tdef: TableDef, timer: TimerDef, selection: Selection, holds: sa.ColumnElement,
+                    touched: Touched, at: dt.datetime, new: bool) -> None:
+    """A duration timer's rows for the touched records, in SQL: dropped where the condition no longer
+    holds, set where it holds and there is none (a fired one stays fired until it stops holding)."""
+    conn, physical = service.conn, service.storage.physical(TIMER)
+    base = selection.base
+    mine = sa.and_(physical.c.timer == timer.name, touched.of(physical.c.document))
+    written = 0
+    if not new:
+        matching = sa.select(base.c.sys_id).select_from(selection.from_clause).where(touched.where(base), holds)
+        written += conn.execute(sa.delete(physical).where(
+            mine, physical.c.document.not_in(matching.scalar_subquery()))).rowcount
+    due = due_time(service, timer, at, None)
+    if due is not None:
+        columns = stamps.new_rows_sql(TIMER, service.actor.user_name, service_stamp(),
+                                      new_sys_id_sql(conn.dialect.name, base, sys_id_prefix())) | {
+            "timer": sa.literal(timer.name), "table_name": sa.literal(tdef.name), "document": base.c.sys_id,
+            "due": sa.literal(due, sa.DateTime), "state": sa.literal(WAITING)}
+        has_one = sa.exists().where(physical.c.document == base.c.sys_id, physical.c.timer == timer.name)
+        select = sa.select(*columns.values()).select_from(selection.from_clause).where(
+            touched.where(base), holds, *(() if new else (~has_one,)))
+        written += conn.execute(sa.insert(physical).from_select(list(columns), select)
+                                .execution_options(preserve_rowcount=True)).rowcount
+    if written:
+        service.written.add(TIMER)
 
 
 def _condition(service, tdef: TableDef, timer: TimerDef) -> Any:
