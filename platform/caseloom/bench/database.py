@@ -70,6 +70,12 @@ class ScratchDatabase:
         url = self.server.set(drivername="postgresql", database=name or BENCH_DB)
         return psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
 
+    def url_of(self, name: str | None = None) -> str:
+        """The SQLAlchemy URL of the database or one of its snapshots."""
+        if self.kind == "sqlite":
+            return f"sqlite:///{name or self.path}"
+        return self.server.set(database=name or BENCH_DB).render_as_string(hide_password=False)
+
     @property
     def placeholder(self) -> str:
         return "?" if self.kind == "sqlite" else "%s"

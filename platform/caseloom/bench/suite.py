@@ -163,31 +163,38 @@ class BenchRun:
         """One child per member, through the background job of the parent's action (`name`: the
         benchmark's, when not the definitions')."""
         b = self.bench
-        with self.runtime.transaction() as service, service.by_definitions():
-            self.parent_id = service.insert(b.parent_table, {**b.parent_values, b.list_field: self.list_id})["sys_id"]
-            table = service.storage.physical(b.parent_table).name
-
-        def work() -> tuple[int, float, float]:
-            with self.runtime.transaction(SYSTEM) as service:
-                job = run_action(service, b.parent_table, self.parent_id, b.create_action, dict(b.create_inputs)).job
-            # in a fresh process, as a worker runs it: its time and its own peak memory
-            env = {**os.environ, "CASELOOM_DATABASE_URL": self.config.database_url,
-                   "CASELOOM_DEFINITIONS": self.config.definitions, "CASELOOM_SCRIPTS": self.config.scripts,
-                   "CASELOOM_QUEUE": self.config.queue, "CASELOOM_INSTANCE": self.config.instance,
-                   "CASELOOM_UI": self.config.ui, "CASELOOM_SECRET_KEY": self.config.secret_key}
-            ran = subprocess.run([sys.executable, "-m", "caseloom.bench.worker", job], env=env, capture_output=True,
-                                 text=True, timeout=3600)
-            if ran.returncode != 0:
-                raise RuntimeError(f"the {b.create_action} job's process failed: {ran.stderr.strip()[-2000:]}")
-            done = json.loads(ran.stdout.strip().splitlines()[-1])
-            if done["state"] != "done":
-                raise RuntimeError(f"the {b.create_action} job did not finish: {done['state']}: {done['message']}")
-            return done["done"], done["seconds"], done["peak_mb"]
-
+        self.parent_id = self.new_parent(self.runtime)
+        table = self.runtime.storage.physical(b.parent_table).name
         tables = [table, JOURNAL] + ([TASK_SLA, AUDIT] if self.defs.sla_root else [])
-        result = self.measured(name or b.names["create"], tables, work)
+        result = self.measured(name or b.names["create"], tables,
+                               lambda: self.run_create(self.runtime, self.config, self.parent_id))
         self.children = result.n
         return result
+
+    def new_parent(self, runtime: Runtime) -> str:
+        """A new parent record for the create action, its member list the one built_list made."""
+        b = self.bench
+        with runtime.transaction() as service, service.by_definitions():
+            return service.insert(b.parent_table, {**b.parent_values, b.list_field: self.list_id})["sys_id"]
+
+    def run_create(self, runtime: Runtime, config: Config, parent_id: str) -> tuple[int, float, float]:
+        """The parent's create action, its job run in a fresh process as a worker runs it: (children
+        made, the job's seconds, the process's peak memory in MB)."""
+        b = self.bench
+        with runtime.transaction(SYSTEM) as service:
+            job = run_action(service, b.parent_table, parent_id, b.create_action, dict(b.create_inputs)).job
+        env = {**os.environ, "CASELOOM_DATABASE_URL": config.database_url,
+               "CASELOOM_DEFINITIONS": config.definitions, "CASELOOM_SCRIPTS": config.scripts,
+               "CASELOOM_QUEUE": config.queue, "CASELOOM_INSTANCE": config.instance,
+               "CASELOOM_UI": config.ui, "CASELOOM_SECRET_KEY": config.secret_key}
+        ran = subprocess.run([sys.executable, "-m", "caseloom.bench.worker", job], env=env, capture_output=True,
+                             text=True, timeout=3600)
+        if ran.returncode != 0:
+            raise RuntimeError(f"the {b.create_action} job's process failed: {ran.stderr.strip()[-2000:]}")
+        done = json.loads(ran.stdout.strip().splitlines()[-1])
+        if done["state"] != "done":
+            raise RuntimeError(f"the {b.create_action} job did not finish: {done['state']}: {done['message']}")
+        return done["done"], done["seconds"], done["peak_mb"]
 
     def update_parent(self, name: str, values: dict) -> Result:
         b = self.bench
