@@ -796,3 +796,30 @@ def test_a_loan_kept_a_day_past_its_due_date_is_chased_once(users, ids, on_loan,
     [mail] = emails(admin, on_loan["sys_id"], "Please return")
     assert addresses(mail) == {"rita@loans.example"} and "due back on 2027-02-26" in mail["body"]
     assert journal(admin, on_loan["sys_id"]).count("Not returned by its due date") == 1
+
+
+# -- attachments: access follows each table's rules ---------------------------------------------
+
+def test_attachments_follow_the_loans_access_rules(users, ids):
+    rita, theo, mona = users["rita"], users["theo"], users["mona"]
+    request = new_request(rita, ids)
+    pool = mona.rows("loan_pool", fields="sys_id")[0]["sys_id"]
+
+    def attach(user: User, table: str, sys_id: str, name: str):
+        return user.client.post(f"/api/now/attachment/file?table_name={table}&table_sys_id={sys_id}&file_name={name}",
+                                data=b"%PDF-1.4", headers={**user.headers, "Content-Type": "application/pdf"})
+
+    receipt = attach(rita, "loan_request", request["sys_id"], "receipt.pdf")  # her request: she writes it
+    assert receipt.status_code == 201, receipt.json
+    assert theo.get(f"/api/now/attachment/{receipt.json['result']['sys_id']}/file").data == b"%PDF-1.4"
+    assert attach(rita, "loan_asset", ids["MacBook Air #2"], "photo.pdf").status_code == 403  # assets: agents write
+    photo = attach(theo, "loan_asset", ids["MacBook Air #2"], "photo.pdf")
+    assert photo.status_code == 201
+    assert rita.get(f"/api/now/attachment/{photo.json['result']['sys_id']}").status_code == 200  # she reads assets
+    plan = attach(mona, "loan_pool", pool, "plan.pdf")  # pools: the managers write, agents read
+    assert plan.status_code == 201
+    assert rita.get(f"/api/now/attachment/{plan.json['result']['sys_id']}").status_code == 404
+    seen = {row["file_name"] for row in rita.get("/api/now/attachment?sysparm_query=file_nameENDSWITH.pdf").json["result"]}
+    assert seen == {"receipt.pdf", "photo.pdf"}
+    assert theo.delete(f"/api/now/attachment/{plan.json['result']['sys_id']}").status_code == 403
+    assert mona.delete(f"/api/now/attachment/{plan.json['result']['sys_id']}").status_code == 204

@@ -17,7 +17,7 @@ from .definitions.model import Definitions, FieldDef, TableDef
 
 # Platform bookkeeping that is not a definition table.
 INTERNAL_TABLES = ("sys_number_counter", "sys_meta", "sys_definition_file", "sys_definition_history", "sys_job",
-                   "sys_session", "sys_signin_failure", "sys_script_usage")
+                   "sys_session", "sys_signin_failure", "sys_script_usage", "sys_attachment_doc")
 
 
 def index_name(table: str, columns: tuple[str, ...], prefix: str = "ix") -> str:
@@ -185,6 +185,11 @@ class Storage:
             sa.Column("locked_until", sa.DateTime),
         )
         sa.Index("ix_sys_signin_failure_window", signin_failure.c.window_start)
+        sa.Table(
+            "sys_attachment_doc", self.metadata,  # the bytes of each sys_attachment (caseloom.attachments)
+            sa.Column("sys_id", sa.String(32), primary_key=True),  # the attachment's
+            sa.Column("data", sa.LargeBinary, nullable=False),
+        )
         sa.Table(
             "sys_script_usage", self.metadata,  # CPU seconds of sandboxed scripts per user and hour (caseloom.scriptbudget)
             sa.Column("user_name", sa.String(40), primary_key=True),

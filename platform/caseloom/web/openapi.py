@@ -52,6 +52,7 @@ ERRORS = {
     "405": ("MethodNotAllowed", "The path names another route (e.g. an id that is not a whole number)"),
     "409": ("Conflict", "The record's state does not allow it, or the change would lose data; the message says why"),
     "413": ("PayloadTooLarge", "The request body is larger than the server accepts"),
+    "415": ("UnsupportedMediaType", "An attachment's content type is not allowed (caseloom.attachment.content_types)"),
     "422": ("Unprocessable", "A rule, an effect, a script or a definition failed; nothing was changed"),
     "429": ("TooManyRequests", "Too many failed sign-ins, or the user's script CPU budget is spent: wait Retry-After seconds"),
 }
@@ -435,6 +436,42 @@ def _definition_paths() -> dict:
     }
 
 
+def _attachment_paths() -> dict:
+    """ServiceNow's Attachment API: access follows the record a file belongs to."""
+    one = _json(_result(_ref("Attachment")))
+    query = {"in": "query", "required": True}
+    upload = [query | {"name": "table_name", "schema": {"type": "string"}, "description": "The record's table"},
+              query | {"name": "table_sys_id", "schema": {"type": "string"}, "description": "The record's sys_id"},
+              query | {"name": "file_name", "schema": {"type": "string"}, "description": "The file's name"}]
+    tag = ["Attachments"]
+    return {
+        "/api/now/attachment/file": {"post": _operation(
+            "Attach the request body to a record the user may write (size and type as the caseloom.attachment "
+            "properties allow)", tag,
+            _responses({"201": one | {"description": "Attached"}}, ("400", "401", "403", "404", "413", "415", "429")),
+            parameters=upload, operation_id="attachment.upload",
+            body={"required": True, "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}})},
+        "/api/now/attachment": {"get": _operation(
+            "Attachments of records the user may read", tag,
+            _responses({"200": _json(_result({"type": "array", "items": _ref("Attachment")}),
+                                     headers={"X-Total-Count": {"schema": {"type": "integer"}}})}, READ),
+            parameters=[{"$ref": "#/components/parameters/sysparm_query"},
+                        {"$ref": "#/components/parameters/sysparm_limit"},
+                        {"$ref": "#/components/parameters/sysparm_offset"}], operation_id="attachment.list")},
+        "/api/now/attachment/{sys_id}": {
+            "get": _operation("An attachment's metadata", tag, _responses({"200": one}, (*READ, "404")),
+                              parameters=[SYS_ID_PARAM], operation_id="attachment.get"),
+            "delete": _operation("Delete an attachment of a record the user may write", tag,
+                                 _responses({"204": {"description": "Deleted"}}, (*READ, "404")),
+                                 parameters=[SYS_ID_PARAM], operation_id="attachment.delete")},
+        "/api/now/attachment/{sys_id}/file": {"get": _operation(
+            "The file, as a download", tag,
+            _responses({"200": {"description": "The file's bytes, in its content type", "content": {
+                "*/*": {"schema": {"type": "string", "format": "binary"}}}}}, (*READ, "404")),
+            parameters=[SYS_ID_PARAM], operation_id="attachment.file")},
+    }
+
+
 def _document_paths() -> dict:
     return {"/api/caseloom/openapi.json": {"get": _operation(
         "This document", ["Caseloom"], _responses({"200": _json({"type": "object"})}, ("401", "429")),
@@ -490,6 +527,8 @@ def _shared_schemas() -> dict:
         "DisplayValue": _object(("display_value", "value"), display_value=STRING, value=STRING)
         | {"additionalProperties": False},
         "JobStarted": _object(("job",), job=STRING),
+        "Attachment": {"allOf": [_ref("sys_attachment"), _object(
+            ("sys_id", "file_name", "download_link"), download_link={"type": "string", "description": "GET it for the file"})]},
         "JobUndo": {"type": "object", "properties": dict(
             job=STRING, done={"type": "boolean", "description": "true: done; false: what it would do"},
             created=INTEGER, removed=INTEGER, message=STRING,
@@ -540,7 +579,8 @@ def document(defs: Definitions, server: str) -> dict:
     for table in tables:
         paths.update(_table_paths(defs, table))
         paths.update(_action_paths(defs, table))
-    for part in (_batch_paths(), _member_list_paths(defs), _job_paths(), _definition_paths(), _document_paths()):
+    for part in (_batch_paths(), _attachment_paths(), _member_list_paths(defs), _job_paths(), _definition_paths(),
+                 _document_paths()):
         paths.update(part)
     schemas = _shared_schemas()
     for table in tables:

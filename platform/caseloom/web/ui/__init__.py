@@ -79,4 +79,17 @@ def menu_for(actor) -> list[dict]:
     return apps
 
 
-from . import actions, definitions, forms, impersonate, layout, lists, members, properties, references, slas, workspace  # noqa: E402,F401  (routes register on the blueprint)
+from . import (  # noqa: E402,F401  (routes register on the blueprint)
+    actions,
+    attachments,
+    definitions,
+    forms,
+    impersonate,
+    layout,
+    lists,
+    members,
+    properties,
+    references,
+    slas,
+    workspace,
+)

@@ -17,6 +17,7 @@ from ..auth import connection, records, rollback, runtime
 from ..serialize import base_url, display_names, make_shape, record_name, render_record, value_words
 from . import blueprint, login_required
 from .actions import _confirmation, _too_many
+from .attachments import attachment_panel
 from .lists import readable_columns, row_number
 from .members import member_panel, running_job
 from .references import _resolve_display
@@ -150,6 +151,7 @@ def form(table: str, typed: dict | None = None, errors: dict | None = None, conf
         "workspace": None if new else workspace_panel(tdef, record, rendered, job),
         "member_list_name": getattr(runtime().defs.member_list_for(tdef.name), "name", ""),
         "slas": None if new else sla_panel(tdef, record),  # its SLA bars, live
+        "attachments": None if new else attachment_panel(tdef, record),
     }
     return render_template("form.html", **context), status
 
