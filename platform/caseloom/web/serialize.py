@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -145,6 +145,28 @@ def value_words(field: FieldDef | None, value: str | None, names: dict[tuple[str
         except ValueError:
             return value
     return value
+
+
+def audit_names(service, tdef: TableDef, rows: Iterable[Mapping]) -> dict[tuple[str, str], str]:
+    """The display values of the records that audit rows' old and new values of references name (for
+    change_words), in one query per referenced table."""
+    wanted: dict[str, set[str]] = {}
+    for r in rows:
+        field = tdef.field(r["fieldname"])
+        if field is not None and field.type == "reference":
+            wanted.setdefault(field.reference, set()).update(v for v in (r["oldvalue"], r["newvalue"]) if v)
+    return display_names(service, wanted)
+
+
+def change_words(tdef: TableDef, row: Mapping, names: dict[tuple[str, str], str]) -> str:
+    """One audited change in words: "State changed from Open to Awaiting Info", "Assigned to set to
+    Alex Agent", "Assigned to emptied (was Alex Agent)"."""
+    field = tdef.field(row["fieldname"])
+    label = field.label if field is not None else row["fieldname"]
+    old, new = value_words(field, row["oldvalue"], names), value_words(field, row["newvalue"], names)
+    if not new:
+        return f"{label} emptied (was {old})"
+    return f"{label} changed from {old} to {new}" if old else f"{label} set to {new}"
 
 
 def record_name(tdef: TableDef | None, record: dict) -> str:

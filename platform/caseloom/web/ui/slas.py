@@ -19,7 +19,7 @@ from ...timing.engine import moment, state_of
 from ...timing.measure import ACTIVE, CANCELLED, COMPLETED, PAUSED, RUNNING, due_at, measure
 from ...timing.slas import SLA, TASK_SLA, Sla, enabled, slas_for
 from ..auth import connection, records, runtime
-from ..serialize import display_names, value_words
+from ..serialize import audit_names, change_words, display_names
 from . import blueprint, login_required
 
 SHOWN = 20  # task SLAs on one form, newest first
@@ -204,22 +204,13 @@ def _causes(tdef: TableDef, record: dict, transactions: set[str]) -> dict[str, s
         .where(audit.c.documentkey == record["sys_id"], audit.c.tablename.in_(defs.lineage(tdef.name)),
                audit.c.transaction.in_(transactions))
         .order_by(audit.c.sys_created_on)).mappings())
-    wanted: dict[str, set[str]] = {}
-    for r in rows:
-        field = tdef.field(r["fieldname"])
-        if field is not None and field.type == "reference":
-            wanted.setdefault(field.reference, set()).update(v for v in (r["oldvalue"], r["newvalue"]) if v)
-    names = display_names(records(), wanted)
+    names = audit_names(records(), tdef, rows)
     out: dict[str, list[str]] = {}
     for r in rows:
         field = tdef.field(r["fieldname"])
         if field is None or field.ftype.journal or field.system:
             continue
-        old, new = value_words(field, r["oldvalue"], names), value_words(field, r["newvalue"], names)
-        words = f"{field.label} changed from {old} to {new}" if old else f"{field.label} set to {new}"
-        if not new:
-            words = f"{field.label} emptied (was {old})"
-        out.setdefault(r["transaction"], []).append(words)
+        out.setdefault(r["transaction"], []).append(change_words(tdef, r, names))
     return {t: "; ".join(parts) for t, parts in out.items()}
 
 

@@ -17,7 +17,7 @@ from ...query import All, Query, Selection, Term
 from ...query.evaluate import evaluate
 from ...records import AccessDenied
 from ..auth import connection, records, runtime
-from ..serialize import display_names, record_name, value_words
+from ..serialize import audit_names, change_words, record_name
 from . import blueprint, login_required
 
 TIMELINE_SHOWN = 40
@@ -180,22 +180,12 @@ def _timeline(ws: WorkspaceDef, tdef: TableDef, children: TableDef, record: dict
             .where(audit.c.documentkey == record["sys_id"], audit.c.tablename.in_(defs.lineage(tdef.name)),
                    audit.c.fieldname.in_(ws.timeline))
             .order_by(audit.c.sys_created_on.desc()).limit(TIMELINE_SHOWN * 3)).mappings())
-        wanted: dict[str, set[str]] = {}
-        for r in rows:
-            field = tdef.field(r["fieldname"])
-            if field is not None and field.type == "reference":
-                wanted.setdefault(field.reference, set()).update(v for v in (r["oldvalue"], r["newvalue"]) if v)
-        names = display_names(records(), wanted)
+        names = audit_names(records(), tdef, rows)
         saves: dict[tuple, list] = {}
         for r in rows:
             saves.setdefault((r["record_checkpoint"], r["user"]), []).append(r)
         for (_, who), changes in saves.items():
-            parts = []
-            for r in sorted(changes, key=lambda r: ws.timeline.index(r["fieldname"])):
-                field = tdef.field(r["fieldname"])
-                old, new = value_words(field, r["oldvalue"], names), value_words(field, r["newvalue"], names)
-                label = field.label if field else r["fieldname"]
-                parts.append(f"{label} {old} → {new}" if old else f"{label} set to {new}")
+            parts = [change_words(tdef, r, names) for r in sorted(changes, key=lambda r: ws.timeline.index(r["fieldname"]))]
             events.append({"when": changes[0]["sys_created_on"], "who": who, "what": "; ".join(parts)})
     added = list(connection().execute(
         sa.select(audit.c.user, audit.c.sys_created_on, sa.func.count())
