@@ -17,7 +17,7 @@ MEMBERS = "/api/now/table/sn_publications_recipientslist_account_m2m"
 CASE_READER = """accounts = [c["account"] for c in records.query("sn_customerservice_case") if c["account"]]
 result = {"accounts": sorted(set(accounts))}
 """
-BURNER = "total = 0\nfor i in range(400000):\n    total += i\nresult = []\n"
+BURNER = "total = 0\nfor i in range(2000000):\n    total += i\nresult = []\n"  # well over the 0.05 s budget below, on any machine
 
 
 def refresh(api, list_id):
