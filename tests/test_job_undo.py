@@ -240,6 +240,18 @@ def test_undo_keeps_and_names_the_children_touched_since(runtime, as_user):
     assert emails(runtime, [c["sys_id"] for c in touched]) == {"ready": 4}  # theirs still go out
 
 
+def test_a_child_with_a_file_attached_is_touched_and_kept(runtime, as_user):
+    from caseloom.attachments import attach
+
+    job_id, made = created_children(runtime, as_user, major_with_customers(runtime))
+    with runtime.transaction() as service:
+        attach(service, CASE, made[0]["sys_id"], "screenshot.png", "image/png", b"\x89PNG")
+    plan = as_user("manager").get(f"/api/caseloom/jobs/{job_id}/undo").json["result"]
+    cases = next(t for t in plan["tables"] if t["table"] == CASE)
+    assert (cases["removable"], cases["touched_names"]) == (MEMBERS - 1, [made[0]["number"]])
+    assert f"could not be undone because it was changed since ({made[0]['number']})" in plan["message"]
+
+
 @pytest.mark.parametrize("user, message", [
     ("mim", "user 'mim' may not undo job {job}: undo deletes the case records it created, and the user may not "
             "delete records of 'sn_customerservice_case'"),

@@ -148,8 +148,8 @@ def content(service: RecordService, sys_id: str) -> File:
 
 def delete(service: RecordService, sys_id: str) -> dict:
     """Delete an attachment of a record the user may write (audited as a sys_attachment deletion)."""
-    record = get(service, sys_id)
-    _writable_record(service, record["table_name"], record["table_sys_id"])
+    record = get(service, sys_id)  # its record is readable, or this is a NotFound
+    service.table(record["table_name"], "write")
     with service.unchecked():
         service.delete(TABLE, sys_id)
     return record

@@ -159,14 +159,13 @@ class BenchRun:
 
         return self.measured(b.names["list"], [members], work, extra=sql)
 
-    def create_children(self, name: str | None = None) -> Result:
-        """One child per member, through the background job of the parent's action (`name`: the
-        benchmark's, when not the definitions')."""
+    def create_children(self) -> Result:
+        """One child per member, through the background job of the parent's action."""
         b = self.bench
         self.parent_id = self.new_parent(self.runtime)
         table = self.runtime.storage.physical(b.parent_table).name
         tables = [table, JOURNAL] + ([TASK_SLA, AUDIT] if self.defs.sla_root else [])
-        result = self.measured(name or b.names["create"], tables,
+        result = self.measured(b.names["create"], tables,
                                lambda: self.run_create(self.runtime, self.config, self.parent_id))
         self.children = result.n
         return result

@@ -10,6 +10,7 @@ in one transaction the records the job created that nobody has touched since. A 
   note, a sync from its parent: every update counts), or
 - a journal entry was written on it after its creation (the entries the job wrote with it are
   stamped with its creation time), or
+- a file was attached to it, or
 - another record refers to it through a reference field (except the platform's own records about
   it, which go with it: a system table's reference with `on_delete: delete`, such as an SLA running
   on it).
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from .. import stamps
+from ..attachments import TABLE as ATTACHMENTS
 from ..definitions.model import TableDef
 from ..records import DELETE_GUARDS, Conflict, RecordService, now
 from ..setinsert import INSERTED
@@ -244,6 +246,9 @@ def _untouched(service: RecordService, tdef: TableDef, physical: sa.FromClause) 
     unchanged = [physical.c.sys_mod_count == 0,
                  ~sa.exists().where(journal.c.element_id == physical.c.sys_id,
                                     journal.c.sys_created_on > physical.c.sys_created_on)]
+    if ATTACHMENTS in service.defs.tables:  # a file someone attached to it (caseloom.attachments)
+        attached = service.storage.physical(ATTACHMENTS)
+        unchanged.append(~sa.exists().where(attached.c.table_sys_id == physical.c.sys_id))
     for i, (other, field) in enumerate(service._referrers(tdef)):
         if _dependent(other, field):
             continue

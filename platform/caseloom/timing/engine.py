@@ -149,13 +149,16 @@ def after_rows(service, tdef, records: list[dict]) -> None:
     active = _active(service, [r["sys_id"] for r in records])
     changes = Changes()
     answers: dict[tuple, bool] = {}  # a batch's records mostly share the values conditions read
+    reads_of: dict[int, tuple[str, ...] | None] = {}  # per condition, for this batch (its nodes live through it)
     for record in records:
         resolve = resolver(service, tdef, record)
 
         def holds(node: Any, record=record, resolve=resolve) -> bool:
             if node is None:
                 return False
-            reads = _reads(node)
+            if id(node) not in reads_of:
+                reads_of[id(node)] = _reads(node)
+            reads = reads_of[id(node)]
             if reads is None:  # a dot-walk: through the database, per record
                 return evaluate(node, record, resolve=resolve)
             key = (id(node), *(record.get(f) for f in reads))
@@ -208,18 +211,10 @@ def _resumes(sla: Sla, holds) -> bool:
     return not holds(sla.pause)
 
 
-_READS: dict[int, tuple[str, ...] | None] = {}
-
-
 def _reads(node: Any) -> tuple[str, ...] | None:
     """The fields of the record a bound condition reads, or None when it walks to other records."""
-    key = id(node)
-    if key not in _READS:
-        fields = tuple(dict.fromkeys(fields_of(node)))
-        _READS[key] = None if any("." in f for f in fields) else fields
-        if len(_READS) > 10_000:
-            _READS.clear()
-    return _READS[key]
+    fields = tuple(dict.fromkeys(fields_of(node)))
+    return None if any("." in f for f in fields) else fields
 
 
 def _active(service, task_ids: list[str]) -> dict[tuple[str, str], dict]:

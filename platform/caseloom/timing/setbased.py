@@ -93,10 +93,17 @@ def _with_active(service, touched: Touched) -> set[str]:
         touched.of(ts.c.task), ts.c.stage.in_(ACTIVE)).distinct()).scalars())
 
 
-def _ids(service, tdef, where: Group) -> sa.Select:
+def _records(service, tdef, where: Group) -> sa.Select:
+    """The sys_ids of the `tdef` records `where` selects."""
     selection = Selection(service.storage, tdef.name)
     clauses = where(selection)  # before the FROM: the joins its dot-walks need are part of it
     return sa.select(selection.base.c.sys_id).select_from(selection.from_clause).where(*clauses)
+
+
+def _of(service, sla: Sla, stages, records: sa.Select) -> sa.ColumnElement:
+    """The task_sla rows of `sla` in one of `stages` on the records `records` selects."""
+    ts = service.storage.physical(TASK_SLA)
+    return sa.and_(ts.c.sla == sla.sys_id, ts.c.stage.in_(stages), ts.c.task.in_(records.scalar_subquery()))
 
 
 def _decide(service, tdef, sla: Sla, values: dict, group: Group, at: dt.datetime, new: bool,
@@ -109,8 +116,7 @@ def _decide(service, tdef, sla: Sla, values: dict, group: Group, at: dt.datetime
     ts = service.storage.physical(TASK_SLA)
 
     def active(*stages: str) -> sa.ColumnElement:
-        return sa.and_(ts.c.sla == sla.sys_id, ts.c.stage.in_(stages),
-                       ts.c.task.in_(_ids(service, tdef, group).scalar_subquery()))
+        return _of(service, sla, stages, _records(service, tdef, group))
 
     if running:
         if holds(sla.stop):
@@ -143,14 +149,8 @@ def _matching(selection: Selection, touched: Touched, conditions) -> list[sa.Col
 
 
 def _evaluate(service, tdef, sla: Sla, touched: Touched, at: dt.datetime, new: bool) -> None:
-    storage = service.storage
-    ts = storage.physical(TASK_SLA)
-
     def active(stages=ACTIVE, *conditions) -> sa.ColumnElement:
-        selection = Selection(storage, tdef.name)
-        clauses = _matching(selection, touched, conditions)
-        records = sa.select(selection.base.c.sys_id).select_from(selection.from_clause).where(*clauses)
-        return sa.and_(ts.c.sla == sla.sys_id, ts.c.stage.in_(stages), ts.c.task.in_(records.scalar_subquery()))
+        return _of(service, sla, stages, _records(service, tdef, lambda s: _matching(s, touched, conditions)))
 
     if new:
         attach_where(service, tdef, sla, touched, at, new=True)
@@ -198,53 +198,42 @@ def move_where(service, sla: Sla, target: sa.ColumnElement, stage: str, at: dt.d
 
 
 def attach_ids(service, tdef, sla: Sla, group: Group, at: dt.datetime, paused: bool, new: bool) -> int:
-    """One INSERT ... SELECT of a new task_sla row (paused at once when `paused`) for every record of
-    the group that has none of this SLA running or paused (`new`: records just inserted have none)."""
-    conn, user = service.conn, service.actor.user_name
-    ts = service.storage.physical(TASK_SLA)
+    """A new task_sla row (paused at once when `paused`) for every record of the group that has none
+    of this SLA running or paused (`new`: records just inserted have none)."""
     selection = Selection(service.storage, tdef.name)
-    base = selection.base
-    state = State(PAUSED if paused else RUNNING, at, pause_time=at if paused else None,
-                  next_threshold=first(sla.clock))
-    values = measure(sla.clock, state, at)
-    prefix = sys_id_prefix()
-    start = sa.func.coalesce(base.c[sla.retroactive], sa.literal(at, sa.DateTime)) if sla.retroactive \
-        else sa.literal(at, sa.DateTime)
-    columns = stamps.new_rows_sql(TASK_SLA, user, service_stamp(), new_sys_id_sql(conn.dialect.name, base, prefix)) | {
-        "task": base.c.sys_id, "sla": sa.literal(sla.sys_id), "start_time": start,
-        "transaction": sa.literal(service.transaction), "stage": sa.literal(state.stage),
-        "pause_time": sa.literal(state.pause_time, sa.DateTime),
-        **{name: sa.literal(value, ts.c[name].type) for name, value in values.items()},
-    }
-    has_one = sa.exists().where(ts.c.task == base.c.sys_id, ts.c.sla == sla.sys_id, ts.c.stage.in_(ACTIVE))
-    clauses = group(selection)
-    select = sa.select(*columns.values()).select_from(selection.from_clause).where(
-        *clauses, *(() if new else (~has_one,)))
-    return _inserted(service, sla, sa.insert(ts).from_select(list(columns), select), prefix, at, (state.stage,))
+    return _attach(service, sla, selection, group(selection), paused, at, new)
 
 
 def attach_where(service, tdef, sla: Sla, touched: Touched, at: dt.datetime, new: bool = False) -> int:
-    """One INSERT ... SELECT of a new task_sla row for every touched record the SLA attaches to
-    (`new`: the records were just inserted, so none has one yet)."""
-    conn, storage, user = service.conn, service.storage, service.actor.user_name
-    ts = storage.physical(TASK_SLA)
+    """A new task_sla row for every touched record the SLA attaches to, paused at once where its
+    pause condition holds (`new`: the records were just inserted, so none has one yet)."""
     conditions = [sla.start] + ([Not(sla.stop)] if sla.stop is not None else [])
     if sla.when_to_cancel == "cancel_condition" and sla.cancel is not None:
         conditions.append(Not(sla.cancel))
-    selection = Selection(storage, tdef.name)
-    base = selection.base
-    has_one = sa.exists().where(ts.c.task == base.c.sys_id, ts.c.sla == sla.sys_id, ts.c.stage.in_(ACTIVE))
-    running = measure(sla.clock, State(RUNNING, at, next_threshold=first(sla.clock)), at)
-    paused_values = measure(sla.clock, State(PAUSED, at, pause_time=at, next_threshold=first(sla.clock)), at)
-    pause_sql = None
-    if sla.pause is not None:
-        pause_sql = sa.func.coalesce(selection.condition(sla.pause), sa.false())
+    selection = Selection(service.storage, tdef.name)
+    paused = sa.func.coalesce(selection.condition(sla.pause), sa.false()) if sla.pause is not None else False
+    return _attach(service, sla, selection, _matching(selection, touched, conditions), paused, at, new)
 
-    def value(name: str, run, pause) -> sa.ColumnElement:
-        column_type = ts.c[name].type
-        if pause_sql is None or run == pause:
-            return sa.literal(run, column_type)
-        return sa.case((pause_sql, sa.literal(pause, column_type)), else_=sa.literal(run, column_type))
+
+def _attach(service, sla: Sla, selection: Selection, clauses: list[sa.ColumnElement],
+            paused: bool | sa.ColumnElement, at: dt.datetime, new: bool) -> int:
+    """One INSERT ... SELECT of a new task_sla row for every record of `selection` that `clauses`
+    select and that has none of this SLA running or paused (unless `new`), started at `at` (or at its
+    retroactive date); paused at once where `paused` holds: for them all (a bool), or per record (an
+    SQL condition). `clauses` are resolved already, so the FROM holds the joins they need."""
+    conn, user = service.conn, service.actor.user_name
+    ts = service.storage.physical(TASK_SLA)
+    base = selection.base
+    timing = {stage: measure(sla.clock, State(stage, at, pause_time=at if stage == PAUSED else None,
+                                              next_threshold=first(sla.clock)), at)
+                     | {"stage": stage, "pause_time": at if stage == PAUSED else None}
+              for stage in (RUNNING, PAUSED)}
+
+    def value(name: str) -> sa.ColumnElement:
+        run, pause, column_type = timing[RUNNING][name], timing[PAUSED][name], ts.c[name].type
+        if isinstance(paused, bool) or run == pause:
+            return sa.literal(pause if paused is True else run, column_type)
+        return sa.case((paused, sa.literal(pause, column_type)), else_=sa.literal(run, column_type))
 
     prefix = sys_id_prefix()
     start = sa.literal(at, sa.DateTime)
@@ -252,14 +241,13 @@ def attach_where(service, tdef, sla: Sla, touched: Touched, at: dt.datetime, new
         start = sa.func.coalesce(base.c[sla.retroactive], start)
     columns = stamps.new_rows_sql(TASK_SLA, user, service_stamp(), new_sys_id_sql(conn.dialect.name, base, prefix)) | {
         "task": base.c.sys_id, "sla": sa.literal(sla.sys_id), "start_time": start,
-        "transaction": sa.literal(service.transaction),
-        "stage": value("stage", RUNNING, PAUSED), "pause_time": value("pause_time", None, at),
-        **{name: value(name, running[name], paused_values[name]) for name in running},
+        "transaction": sa.literal(service.transaction), **{name: value(name) for name in timing[RUNNING]},
     }
-    clauses = _matching(selection, touched, conditions)
+    has_one = sa.exists().where(ts.c.task == base.c.sys_id, ts.c.sla == sla.sys_id, ts.c.stage.in_(ACTIVE))
     select = (sa.select(*columns.values()).select_from(selection.from_clause)
               .where(*clauses, *(() if new else (~has_one,))))
-    return _inserted(service, sla, sa.insert(ts).from_select(list(columns), select), prefix, at, (RUNNING, PAUSED))
+    stages = (RUNNING, PAUSED) if not isinstance(paused, bool) else (PAUSED,) if paused else (RUNNING,)
+    return _inserted(service, sla, sa.insert(ts).from_select(list(columns), select), prefix, at, stages)
 
 
 def _inserted(service, sla: Sla, statement, prefix: str, at: dt.datetime, stages: tuple[str, ...]) -> int:

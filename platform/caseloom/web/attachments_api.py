@@ -15,7 +15,7 @@ from . import db
 from .api import MAX_LIMIT, _int_param
 from .auth import act_as, api_actor, records, runtime
 from .errors import ApiError
-from .serialize import base_url, make_shape, render_record
+from .serialize import Shape, base_url, make_shape, render_record
 
 blueprint = Blueprint("attachments_api", __name__, url_prefix="/api/now/attachment")
 
@@ -25,14 +25,16 @@ def _authenticate() -> None:
     act_as(api_actor())
 
 
-def render(record: dict) -> dict:
+def render(record: dict, shape: Shape | None = None) -> dict:
     """An attachment as ServiceNow returns it: its fields as strings, and where to download it."""
-    rt = runtime()
-    tdef = rt.defs.tables[attachments.TABLE]
-    shape = make_shape(rt.defs.tables, tdef, None, None, "true", base_url())
-    out = render_record(shape, record)
+    out = render_record(shape or _shape(), record)
     out["download_link"] = f"{base_url().rstrip('/')}/api/now/attachment/{record['sys_id']}/file"
     return out
+
+
+def _shape() -> Shape:
+    rt = runtime()
+    return make_shape(rt.defs.tables, rt.defs.tables[attachments.TABLE], None, None, "true", base_url())
 
 
 def _refused(exc: attachments.Refused) -> ApiError:
@@ -65,7 +67,8 @@ def list_attachments():
     limit = _int_param("sysparm_limit", MAX_LIMIT, minimum=1, maximum=MAX_LIMIT, clamp=True)
     offset = _int_param("sysparm_offset", 0, maximum=MAX_OFFSET)
     rows, total = attachments.find(records(), parse_encoded(request.args.get("sysparm_query")), limit, offset)
-    response = jsonify({"result": [render(row) for row in rows]})
+    shape = _shape()
+    response = jsonify({"result": [render(row, shape) for row in rows]})
     response.headers["X-Total-Count"] = str(total)
     return response
 

@@ -14,7 +14,7 @@ from ...query import Query, Term
 from ...records import AccessDenied, Conflict, NotFound, RecordError
 from .. import db
 from ..auth import connection, records, rollback, runtime
-from ..serialize import base_url, display_names, make_shape, record_name, render_record, value_words
+from ..serialize import audit_names, base_url, make_shape, record_name, render_record, value_words
 from . import blueprint, login_required
 from .actions import _confirmation, _too_many
 from .attachments import attachment_panel
@@ -318,23 +318,13 @@ def _history(tdef: TableDef, sys_id: str, after: int | None = None) -> list[dict
     if after is not None:
         stmt = stmt.where(audit.c.record_checkpoint > after)
     rows = list(connection().execute(stmt.order_by(audit.c.sys_created_on.desc()).limit(100)).mappings())
-    names = _display_names(tdef, rows)
+    names = audit_names(records(), tdef, rows)
     out = []
     for r in rows:
         field = tdef.field(r["fieldname"])
         out.append({**r, "label": field.label if field else r["fieldname"],
                     "old_shown": value_words(field, r["oldvalue"], names), "new_shown": value_words(field, r["newvalue"], names)})
     return out
-
-
-def _display_names(tdef: TableDef, rows: list) -> dict[tuple[str, str], str]:
-    """(table, sys_id) -> display value of every record the audit rows' references name."""
-    wanted: dict[str, set[str]] = {}
-    for r in rows:
-        field = tdef.field(r["fieldname"])
-        if field is not None and field.type == "reference":
-            wanted.setdefault(field.reference, set()).update(v for v in (r["oldvalue"], r["newvalue"]) if v)
-    return display_names(records(), wanted)
 
 
 def _related(tdef: TableDef, record: dict, index: int, first: int = 1) -> dict:
