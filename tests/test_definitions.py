@@ -199,6 +199,48 @@ BAD = {
     "access rule with an unknown operation": (
         {"tables/a.yaml": TABLE_A, "access/a.yaml": "access:\n  - {table: a, operations: [read, burn], roles: [admin]}\n"},
         "access/a.yaml:2:35", "access.0.operations.1: 'burn' is not one of read, create, write, delete"),
+    "field rule naming an unknown field": (
+        {"tables/a.yaml": TABLE_A, "access/a.yaml": "access:\n  - table: a.nope\n    operations: [read]\n    roles: [admin]\n"},
+        "access/a.yaml:2:12", "table 'a' has no field 'nope'"),
+    "access condition on an unknown field": (
+        {"tables/a.yaml": TABLE_A,
+         "access/a.yaml": "access:\n  - table: a\n    operations: [read]\n    roles: [admin]\n    condition: m=1\n"},
+        "access/a.yaml:5:16", "condition: m: table 'a' has no field 'm'"),
+    "access condition with a value its field refuses": (
+        {"tables/a.yaml": TABLE_A,
+         "access/a.yaml": "access:\n  - table: a\n    operations: [read]\n    roles: [admin]\n    condition: n=lots\n"},
+        "access/a.yaml:5:16", "condition: "),
+    "access condition reading a user field that does not exist": (
+        {"tables/a.yaml": TABLE_A,
+         "access/a.yaml": "access:\n  - table: a\n    operations: [read]\n    roles: [admin]\n"
+                          "    condition: \"n=javascript:gs.getUser().getRecord().getValue('shoe_size')\"\n"},
+        "access/a.yaml:5:16", "table 'sys_user' has no field 'shoe_size'"),
+    "access condition with an unknown dynamic value": (
+        {"tables/a.yaml": TABLE_A,
+         "access/a.yaml": "access:\n  - table: a\n    operations: [read]\n    roles: [admin]\n"
+                          "    condition: \"n=javascript:gs.getUser().getCompanyID()\"\n"},
+        "access/a.yaml:5:16", "is not a dynamic value Caseloom knows"),
+    "field rule with a condition": (
+        {"tables/a.yaml": TABLE_A,
+         "access/a.yaml": "access:\n  - table: a.n\n    operations: [read]\n    roles: [admin]\n    condition: n=1\n"},
+        "access/a.yaml:5:16", "a field rule takes roles only"),
+    "allow rule with neither roles nor condition": (
+        {"tables/a.yaml": TABLE_A, "access/a.yaml": "access:\n  - table: a\n    operations: [read]\n"},
+        "access/a.yaml:2:5", "an allow_if rule needs roles or a condition"),
+    "access rule with an unknown decision": (
+        {"tables/a.yaml": TABLE_A,
+         "access/a.yaml": "access:\n  - table: a\n    operations: [read]\n    roles: [admin]\n    decision: maybe\n"},
+        "access/a.yaml:5:15", "'maybe' is not one of allow_if, deny_unless"),
+    "application changing a platform table's flag": (
+        {"tables/u.yaml": "table: sys_user\nlabel: People\nfields:\n  shoe: {type: integer}\n"},
+        "tables/u.yaml:2:8", "an application may add fields to it and set its list and form, not 'label'"),
+    "application redefining a platform field": (
+        {"tables/u.yaml": "table: sys_user\nfields:\n  email: {type: integer}\n"},
+        "tables/u.yaml:3:10", "'sys_user' already has a field 'email'"),
+    "demo user taking a row of an unknown generator": (
+        {"tables/u.yaml": "table: sys_user\nfields:\n  buddy: {type: reference, to: sys_user}\n",
+         "demo/d.yaml": "demo:\n  users:\n    - {user_name: u, password: p, roles: [], values: {buddy: {ref: pals}}}\n"},
+        "demo/d.yaml:3:", "unknown generator 'pals'"),
     "role containing an unknown role": (
         {"roles.yaml": "roles:\n  agent: {}\n  lead:\n    contains: [agent, ghost]\n"},
         "roles.yaml:4:23", "unknown role 'ghost'"),
@@ -238,7 +280,7 @@ BAD = {
 @pytest.mark.parametrize("files, where, message", BAD.values(), ids=BAD.keys())
 def test_bad_definition_is_located_and_named(tmp_path, files, where, message):
     errors = errors_of(write(tmp_path, files))
-    located = [e for e in errors if e.startswith(where + ": ")]
+    located = [e for e in errors if e.startswith(where + ("" if where.endswith(":") else ": "))]
     assert located, f"no error at {where}: {errors}"
     assert message in located[0], errors
 

@@ -87,6 +87,7 @@ def _checked_record(service: RecordService, table: str, sys_id: str, action: Act
     if record is None:
         raise NotFound(f"no {table} record with sys_id {sys_id}")
     record_tdef = service.defs.tables[record["sys_class_name"]]
+    service.check_rows(record_tdef, [sys_id], "write")  # the write rule's condition, for this record
     refusal = _refusal(service, record_tdef, action, record, props)
     if refusal:
         raise Conflict(refusal)

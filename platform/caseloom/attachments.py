@@ -21,10 +21,9 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from .access import allowed
 from .properties import Properties
-from .query import All, Query, Term
-from .query.compile import count_rows, select_rows
+from .query import Query, Selection, Term
+from .query.compile import select_rows
 from .records import NotFound, RecordService
 
 TABLE, DOC = "sys_attachment", "sys_attachment_doc"
@@ -108,25 +107,35 @@ def type_allowed(ctype: str, allowed_types: list[str]) -> bool:
     return False
 
 
-def readable_tables(service: RecordService) -> list[str] | None:
-    """The tables whose records' attachments the user may read (None: every table)."""
-    if not service.check_access or service.actor.is_admin:
+def _readable_scope(service: RecordService, attachments: sa.FromClause) -> sa.ColumnElement | None:
+    """The attachments of records the user may read, as SQL (None: every one): per table, all of its
+    records, or those its read rule's condition matches."""
+    reader = service.readable
+    if reader is None:
         return None
-    return sorted(t for t in service.defs.tables if allowed(service.defs, service.actor, t, "read"))
+    parts = []
+    for table in sorted(service.defs.tables):
+        verdict = reader.rows(table)
+        if verdict is False:
+            continue
+        mine = attachments.c.table_name == table
+        if verdict is not True:
+            records = Selection(service.storage, table)
+            mine = sa.and_(mine, attachments.c.table_sys_id.in_(records.select(records.base.c.sys_id, where=verdict)))
+        parts.append(mine)
+    return sa.or_(sa.false(), *parts)
 
 
 def find(service: RecordService, query: Query, limit: int, offset: int) -> tuple[list[dict], int]:
     """The attachments matching `query` of records the user may read, and how many there are in all."""
-    tables = readable_tables(service)
-    where = query.where
-    if tables is not None:
-        mine = Term("table_name", "in", tables or ["-"])
-        where = mine if where is None else All((mine, where))
-    scoped = Query(where, query.order or (("sys_created_on", False), ("sys_id", False)))
-    stmt, _ = select_rows(service.storage, TABLE, scoped, limit=limit, offset=offset)
-    rows = [dict(r) for r in service.conn.execute(stmt).mappings()]
-    total = service.conn.execute(count_rows(service.storage, TABLE, Query(where))).scalar_one()
-    return rows, total
+    scoped = Query(query.where, query.order or (("sys_created_on", False), ("sys_id", False)))
+    stmt, sel = select_rows(service.storage, TABLE, scoped, offset=offset)
+    scope = _readable_scope(service, sel.base)
+    if scope is not None:
+        stmt = stmt.where(scope)
+    counted = sa.select(sa.func.count()).select_from(stmt.order_by(None).offset(None).subquery())
+    rows = [dict(r) for r in service.conn.execute(stmt.limit(limit)).mappings()]
+    return rows, service.conn.execute(counted).scalar_one()
 
 
 def get(service: RecordService, sys_id: str) -> dict:
@@ -149,7 +158,7 @@ def content(service: RecordService, sys_id: str) -> File:
 def delete(service: RecordService, sys_id: str) -> dict:
     """Delete an attachment of a record the user may write (audited as a sys_attachment deletion)."""
     record = get(service, sys_id)  # its record is readable, or this is a NotFound
-    service.table(record["table_name"], "write")
+    _writable_record(service, record["table_name"], record["table_sys_id"])
     with service.unchecked():
         service.delete(TABLE, sys_id)
     return record
@@ -197,8 +206,9 @@ def _writable_record(service: RecordService, table: str, sys_id: str) -> None:
         raise NotFound(f"table {table!r} does not exist")
     if not _readable_record(service, table, sys_id or ""):
         raise NotFound(f"no {table} record with sys_id {sys_id}")
-    service.table(table, "write")
+    tdef = service.table(table, "write")
+    service.check_rows(tdef, [sys_id], "write")
 
 
 __all__ = ["CONTENT_TYPES", "DOC", "MAX_BYTES", "TABLE", "File", "Refused", "attach", "clean_name", "content",
-           "content_type_of", "delete", "find", "forget", "get", "of_record", "readable_tables", "type_allowed"]
+           "content_type_of", "delete", "find", "forget", "get", "of_record", "type_allowed"]

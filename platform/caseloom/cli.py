@@ -131,8 +131,10 @@ def user() -> None:
 @click.argument("name")
 @click.option("--password", required=True)
 @click.option("--role", "roles", multiple=True, required=True, help="A role; repeat for several.")
-def user_add(name: str, password: str, roles: tuple[str, ...]) -> None:
-    """Add a user or update an existing one (password and roles)."""
+@click.option("--set", "values", multiple=True, metavar="FIELD=VALUE",
+              help="A field of the user's record (e.g. contact=<sys_id> for a customer's login); repeat for several.")
+def user_add(name: str, password: str, roles: tuple[str, ...], values: tuple[str, ...]) -> None:
+    """Add a user or update an existing one (password, roles and any --set fields)."""
     from .records import Conflict, RecordError
     from .runtime import Runtime
     from .users import add_user
@@ -140,8 +142,14 @@ def user_add(name: str, password: str, roles: tuple[str, ...]) -> None:
     config = Config.from_env()
     runtime = Runtime(config, _load_or_exit(config.definitions))
     try:
+        fields = {}
+        for item in values:
+            field, sep, value = item.partition("=")
+            if not sep or not field.strip():
+                raise RecordError(None, f"--set {item!r}: expected FIELD=VALUE")
+            fields[field.strip()] = value
         with runtime.transaction() as service:
-            add_user(service, name, password, list(roles))
+            add_user(service, name, password, list(roles), fields)
     except (RecordError, Conflict) as exc:
         click.echo(f"caseloom user add: {exc}", err=True)
         sys.exit(1)

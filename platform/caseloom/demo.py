@@ -61,10 +61,14 @@ def load_demo(service: RecordService, scale: int = 200) -> dict[str, int]:
     """Create the demo users and generated rows; returns rows written per generator. Raises
     DemoError naming the generator, row and field of the first value that cannot be written."""
     demo = service.defs.demo
-    user_ids = {}
+    user_ids, later = {}, {}
     for user in demo.users:
-        record = add_user(service, user.user_name, user.password, list(user.roles), dict(user.values))
+        plain = {k: v for k, v in user.values.items() if not isinstance(v, dict)}
+        record = add_user(service, user.user_name, user.password, list(user.roles), plain)
         user_ids[user.user_name] = record["sys_id"]
+        refs = {k: v for k, v in user.values.items() if isinstance(v, dict)}
+        if refs:  # generated records: given once the generators have made them
+            later[record["sys_id"]] = {k: demo_sys_id(v["ref"], v.get("row", 1) - 1) for k, v in refs.items()}
     counts = {g.name: generator_count(g, scale) for g in demo.generators}
     written: dict[str, int] = {}
     stamp = now()
@@ -78,6 +82,9 @@ def load_demo(service: RecordService, scale: int = 200) -> dict[str, int]:
     except RecordError as exc:  # a reference to a record that is not there, found once every row is in
         dangling = _dangling(service, demo.generators, counts, user_ids, stamp)
         raise dangling or DemoError("(a reference)", None, exc.field, exc.message) from None
+    with service.by_definitions():
+        for sys_id, values in later.items():
+            service.update("sys_user", sys_id, values)
     meta = service.storage.internal("sys_meta")
     if not demo_loaded(service):
         service.conn.execute(sa.insert(meta).values(name=MARKER, value=str(scale)))

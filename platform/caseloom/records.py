@@ -22,12 +22,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import stamps
-from .access import SYSTEM, AccessDenied, Actor, allowed
+from .access import SYSTEM, AccessDenied, Actor, Reader, allowed, field_allowed, row_rule
 from .bulk import insert_rows
 from .definitions.model import SYS_FIELDS, FieldDef, TableDef
 from .fieldtypes import SYS_ID, FieldValueError
-from .query import Query, QueryError, count_rows, select_rows
+from .query import Query, QueryError, Selection, count_rows, select_rows
 from .query.conditions import Term
+from .query.nodes import All
 from .storage import Storage
 
 BATCH = 2000
@@ -127,6 +128,7 @@ class RecordService:
         # the rows this unit of work inserted: table -> sys_id ranges (low, high) and how many (`made`)
         self.made: dict[str, list[tuple[str, str, int]]] = defaultdict(list)
         self._deferred: dict[str, dict[str, str]] | None = None  # table -> {sys_id: field}
+        self._reader: Reader | None = None
 
     @contextmanager
     def by_definitions(self) -> Iterator[None]:
@@ -185,30 +187,102 @@ class RecordService:
         return not self.check_access or allowed(self.defs, self.actor, table, operation)
 
     @property
-    def readable(self) -> Callable[[str], bool] | None:
-        """The read check every dot-walk of this actor's queries passes (None: no checks)."""
+    def readable(self) -> Reader | None:
+        """This actor's read access, which every query of theirs passes to the compiler: the tables
+        and fields they may read, and the row conditions put into the SQL (None: no checks)."""
         if not self.check_access or self.actor.is_admin:
             return None
-        return lambda table: allowed(self.defs, self.actor, table, "read")
+        reader = self._reader
+        if reader is None or reader.actor is not self.actor or reader.defs is not self.defs:
+            reader = self._reader = Reader(self.defs, self.actor)
+        return reader
 
     def can_read_path(self, table: str, path: str) -> bool:
-        """Whether each table a dot-walked path such as `account.primary_contact.email` passes through may be read."""
+        """Whether each table a dot-walked path such as `account.primary_contact.email` passes through,
+        and each field on the way, may be read."""
         readable = self.readable
         tdef = self.defs.tables[table]
-        for part in path.split(".")[:-1]:
+        parts = path.split(".")
+        for i, part in enumerate(parts):
             field = tdef.field(part)
-            if field is None or field.type != "reference":
+            if field is None:
+                return False
+            if readable is not None and part not in ("sys_id", "sys_class_name") and not readable.field(tdef.name, part):
+                return False
+            if i == len(parts) - 1:
+                return True
+            if field.type != "reference":
                 return False
             tdef = self.defs.tables[field.reference]
             if readable is not None and not readable(tdef.name):
                 return False
         return True
 
+    def can_read_field(self, table: str, field: str) -> bool:
+        """Whether the actor may read this field of the table's records (its field rules)."""
+        readable = self.readable
+        return readable is None or readable.field(table, field)
+
+    def can_write_field(self, table: str, field: str, operation: str = "write") -> bool:
+        """Whether the actor's field rules let them give this field a value (`create` or `write`)."""
+        return not self.check_access or field_allowed(self.defs, self.actor, table, field, operation)
+
+    def check_rows(self, tdef: TableDef, ids: Sequence[str], operation: str) -> None:
+        """Refuse the operation unless the actor's rule for it matches each of these records (a rule's
+        condition tested in SQL, as lists apply it): NotFound for a record they may not even read,
+        AccessDenied for one they may read but not change."""
+        if not self.check_access or not ids:
+            return
+        verdict = row_rule(self.defs, self.actor, tdef.name, operation)
+        if verdict is True:
+            return
+        refused = sorted(set(ids)) if verdict is False else self._outside(tdef, ids, verdict)
+        if not refused:
+            return
+        read = row_rule(self.defs, self.actor, tdef.name, "read") if operation != "create" else True
+        hidden = refused if read is False else (self._outside(tdef, refused, read) if read is not True else [])
+        if hidden:
+            raise NotFound(f"no {tdef.name} record with sys_id {hidden[0]}")
+        raise AccessDenied(f"user {self.actor.user_name!r} may not {operation} {tdef.name} record {refused[0]} "
+                           "(no access rule allows it for this record)")
+
+    def _outside(self, tdef: TableDef, ids: Sequence[str], rule: Any) -> list[str]:
+        """Which of `ids` a rule's condition does not match."""
+        wanted = sorted(set(ids))
+        inside: set[str] = set()
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            sel = Selection(self.storage, tdef.name)
+            where = rule if rule is True else All((Term("sys_id", "in", chunk), rule))
+            inside.update(self.conn.execute(sel.select(sel.base.c.sys_id, where=where)).scalars())
+        return [i for i in wanted if i not in inside]
+
+    def _refuse_unwritable(self, tdef: TableDef, names: Iterable[str], operation: str, row: int | None = None) -> None:
+        """A client's values for fields its field rules do not let it write (create: `create` rules,
+        else `write` ones) are refused, naming the field (403)."""
+        if not self.check_access or self.actor.is_admin:
+            return
+        for name in names:
+            field = tdef.field(name)
+            if field is None or field.system:
+                continue
+            if not field_allowed(self.defs, self.actor, tdef.name, name, operation):
+                where = f"row {row}: " if row is not None else ""
+                raise AccessDenied(f"{where}{name}: user {self.actor.user_name!r} may not {operation} field "
+                                   f"{tdef.name}.{name}")
+
     # -- reading ------------------------------------------------------------------------
 
     def get(self, table: str, sys_id: str, *, for_update: bool = False) -> dict | None:
+        """A record the actor may read (its table's read rule matches it), or None. Whole: what the
+        actor may see of it is for the page or the API to choose (`can_read_field`)."""
         tdef = self.table(table, "read")
-        return self._load(tdef, sys_id, for_update)
+        record = self._load(tdef, sys_id, for_update)
+        readable = self.readable
+        if record is None or readable is None:
+            return record
+        verdict = readable.rows(tdef.name)
+        return record if verdict is True or not self._outside(tdef, [sys_id], verdict) else None
 
     def _load(self, tdef: TableDef, sys_id: str, for_update: bool = False) -> dict | None:
         stmt, _ = select_rows(self.storage, tdef.name, Query(Term("sys_id", "eq", sys_id)))
@@ -236,7 +310,13 @@ class RecordService:
         if element:
             stmt = stmt.where(jt.c.element == element)
         stmt = stmt.order_by(jt.c.sys_created_on.desc(), jt.c.sys_id.desc())
-        return [dict(r) for r in self.conn.execute(stmt).mappings()]
+        found = [dict(r) for r in self.conn.execute(stmt).mappings()]
+        if self.readable is None:
+            return found
+        if self.get(table, sys_id) is None:  # a record the actor may not read has no journal for them
+            return []
+        return [e for e in found if self.can_read_field(e["name"] if e["name"] in self.defs.tables else table,
+                                                        e["element"])]
 
     # -- inserting ----------------------------------------------------------------------
 
@@ -244,7 +324,9 @@ class RecordService:
         """Insert one record; returns it as stored."""
         tdef = self.table(table, "create")
         with self.conn.begin_nested():
-            return self._insert_batch(tdef, [values])[0]
+            record = self._insert_batch(tdef, [values])[0]
+            self._check_created(tdef, [record["sys_id"]])
+            return record
 
     def insert_many(self, table: str, rows: Iterable[dict], batch: int = BATCH,
                     known_references: Collection[str] = ()) -> int:
@@ -256,9 +338,16 @@ class RecordService:
         total = 0
         with self.conn.begin_nested():
             for chunk in _chunks(rows, batch):
-                self._insert_batch(tdef, chunk, first_row=total + 1, known_references=known_references)
+                made = self._insert_batch(tdef, chunk, first_row=total + 1, known_references=known_references)
+                self._check_created(tdef, [r["sys_id"] for r in made])
                 total += len(chunk)
         return total
+
+    def _check_created(self, tdef: TableDef, ids: list[str]) -> None:
+        """A create rule with a condition is tested on the new records as written (the savepoint
+        around the insert undoes them when it refuses)."""
+        if self.check_access and not self.trusted and row_rule(self.defs, self.actor, tdef.name, "create") is not True:
+            self.check_rows(tdef, ids, "create")
 
     def insert_select(self, table: str, values: dict, select: sa.Select, fields: Sequence[str],
                       source: sa.FromClause | None = None, order_by: Any = None) -> int | None:
@@ -280,6 +369,7 @@ class RecordService:
             parsed, entries = self._parse(tdef, values, row_no, allow_sys_id=True, memo=parsed_values)
             if not self.trusted:
                 self._refuse_read_only(tdef, values, parsed, entries, None, row_no)
+                self._refuse_unwritable(tdef, [k for k, v in values.items() if v not in (None, "")], "create", row_no)
             if hooks is not None:  # rules see parsed values, never what a client typed
                 pending = {**parsed, **entries}
                 hooks.before(self, tdef, "insert", pending, None)
@@ -516,6 +606,8 @@ class RecordService:
             current = self._load(tdef, sys_id, for_update=True)
             if current is None:
                 raise NotFound(f"no {table} record with sys_id {sys_id}")
+            if not self.trusted:
+                self.check_rows(tdef, [sys_id], "write")
             if expected_mod_count is not None and current["sys_mod_count"] != expected_mod_count:
                 raise Conflict(f"this {tdef.label.lower()} was changed by {current['sys_updated_by']} at "
                                f"{current['sys_updated_on']} after you opened it")
@@ -536,6 +628,8 @@ class RecordService:
                 missing = [i for i in ids if i not in current]
                 if missing:
                     raise NotFound(f"no {table} record with sys_id {missing[0]}")
+                if not self.trusted:
+                    self.check_rows(tdef, ids, "write")
                 changes = self._update_batch(tdef, [(current[sys_id], values) for sys_id, values in chunk])
                 changed += sum(1 for c in changes if c.fields or c.journal)
         return changed
@@ -554,6 +648,8 @@ class RecordService:
             parsed, entries = self._parse(record_tdef, values)
             if not self.trusted:
                 self._refuse_read_only(record_tdef, values, parsed, entries, current)
+                self._refuse_unwritable(record_tdef, [*(k for k, v in parsed.items() if _differs(current.get(k), v)),
+                                                      *entries], "write")
             hooks = self._hooks(record_tdef.name, "update")
             if hooks is not None:
                 pending = {k: v for k, v in parsed.items() if _differs(current.get(k), v)} | entries
@@ -630,6 +726,8 @@ class RecordService:
             current = self._load(tdef, sys_id, for_update=True)
             if current is None:
                 raise NotFound(f"no {table} record with sys_id {sys_id}")
+            if not self.trusted:
+                self.check_rows(tdef, [sys_id], "delete")
             self._delete_rows(tdef, [current])
 
     def _delete_rows(self, tdef: TableDef, rows: list[dict]) -> None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from . import stamps
+from .access import row_rule
 from .bulk import keep_statistics_fresh
 from .setwrite import journal_columns, new_sys_id_sql, sys_id_prefix
 
@@ -49,6 +50,8 @@ def _declines(service: RecordService, tdef, values: dict, varying: set[str], val
         return f"table {tdef.name!r} has a validator, which runs per record"
     if service._deferred is not None:
         return "references are deferred in this unit of work"
+    if service.check_access and not service.trusted and row_rule(service.defs, service.actor, tdef.name, "create") is not True:
+        return f"the actor's create rule on {tdef.name!r} has a condition, tested on each record"
     if varying & set(values):
         return f"{', '.join(sorted(varying & set(values)))} given both as shared values and per row"
     unstored = [f for f in sorted(varying) if tdef.field(f) is None or not tdef.field(f).stored]

@@ -6,7 +6,10 @@ import hashlib
 import secrets
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from functools import cache
+from typing import Any
 
 import sqlalchemy as sa
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -14,10 +17,12 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from . import sessions
 from .access import ADMIN, SYSTEM, Actor
 from .definitions.model import TableDef
+from .query import Query, Term, select_rows
+from .query.dynamic import USER_GROUPS
 from .records import Conflict, RecordError, RecordService, deletion_guard, validator
 from .storage import Storage
 
-USERS, USER_ROLES = "sys_user", "sys_user_has_role"
+USERS, USER_ROLES, GROUP_MEMBERS = "sys_user", "sys_user_has_role", "sys_user_grmember"
 
 
 def add_user(service: RecordService, user_name: str, password: str | None, roles: list[str],
@@ -48,6 +53,32 @@ def set_roles(service: RecordService, user_sys_id: str, roles: list[str]) -> Non
     for sys_id, role in rows:
         if role not in roles:
             service.delete(USER_ROLES, sys_id)
+
+
+def user_lookup(storage: Storage, connect: Callable[[], AbstractContextManager[sa.Connection]],
+                user_sys_id: str | None) -> Callable[[str], Any]:
+    """What a condition's `gs.getUser().getRecord().getValue('path')` and `getMyGroups()` read (see
+    caseloom.query.dynamic): a path of the user's own record, or USER_GROUPS, each read once, with
+    the platform's access (a rule may walk where the user cannot). `connect` gives a connection to
+    read with, as a context manager."""
+    memo: dict[str, Any] = {}
+
+    def lookup(path: str) -> Any:
+        if path not in memo:
+            with connect() as conn:
+                memo[path] = _user_value(storage, conn, user_sys_id, path)
+        return memo[path]
+
+    return lookup
+
+
+def _user_value(storage: Storage, conn: sa.Connection, user_sys_id: str | None, path: str) -> Any:
+    if path == USER_GROUPS:
+        members = storage.physical(GROUP_MEMBERS)
+        return tuple(conn.execute(sa.select(members.c.group).where(members.c.user == user_sys_id)
+                                  .order_by(members.c.group)).scalars())
+    stmt, _ = select_rows(storage, USERS, Query(Term("sys_id", "eq", user_sys_id)), [path], limit=1)
+    return conn.execute(stmt).scalar()
 
 
 def actor_for(storage: Storage, conn: sa.Connection, user_sys_id: str) -> Actor | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..fieldtypes import FieldValueError
+from ..query.nodes import QueryError
 from .model import AccessRule, PropertyDef, RoleDef
 from .yamlsource import SourceDocument
 
@@ -81,10 +82,62 @@ def build_access(docs: list[SourceDocument], tables: dict, roles: dict, errors: 
     rules = []
     for doc in docs:
         for i, spec in enumerate(doc.data["access"]):
-            if spec["table"] not in tables:
-                errors.append(doc.error(("access", i, "table"), f"unknown table {spec['table']!r}"))
-            for j, role in enumerate(spec["roles"]):
-                if role not in roles:
-                    errors.append(doc.error(("access", i, "roles", j), f"unknown role {role!r}"))
-            rules.append(AccessRule(spec["table"], tuple(spec["operations"]), tuple(spec["roles"])))
+            rule = _access_rule(doc, i, spec, tables, roles, errors)
+            if rule is not None:
+                rules.append(rule)
     return rules
+
+
+def _access_rule(doc: SourceDocument, i: int, spec: dict, tables: dict, roles: dict, errors: list) -> AccessRule | None:
+    where = ("access", i)
+    table, _, field = spec["table"].partition(".")
+    tdef = tables.get(table)
+    if tdef is None:
+        errors.append(doc.error(where + ("table",), f"unknown table {table!r}"))
+    elif field and field != "*" and tdef.field(field) is None:
+        errors.append(doc.error(where + ("table",), f"table {table!r} has no field {field!r} (a field rule names "
+                                                   "`table.field`, or `table.*` for every field)"))
+    for j, role in enumerate(spec.get("roles", ())):
+        if role not in roles:
+            errors.append(doc.error(where + ("roles", j), f"unknown role {role!r}"))
+    decision = spec.get("decision", "allow_if")
+    text = (spec.get("condition") or "").strip()
+    if decision == "allow_if" and not spec.get("roles") and not text:
+        errors.append(doc.error(where, "an allow_if rule needs roles or a condition: with neither it would let "
+                                       "every user in (name the roles, or write `roles: [admin]`)"))
+    condition = None
+    if text and field:
+        errors.append(doc.error(where + ("condition",), "a field rule takes roles only: put the condition on the "
+                                                        f"table rule of {table!r} (rows), or on a rule of its own"))
+    elif text and tdef is not None:
+        condition = _access_condition(doc, where + ("condition",), text, tables, tdef, errors)
+        if condition is None:
+            return None
+    return AccessRule(table, tuple(spec["operations"]), tuple(spec.get("roles", ())), field or None, decision,
+                      condition, text, doc.where(*where))
+
+
+def _access_condition(doc: SourceDocument, where: tuple, text: str, tables: dict, tdef, errors: list):
+    """A rule's condition, parsed and checked against its table; the user's own fields it reads
+    (`gs.getUser().getRecord().getValue('path')`) checked against sys_user."""
+    from ..query.conditions import parse_encoded, terms_of
+    from ..query.dynamic import Dynamic, recognise
+    from ..query.meaning import bind_fields, field_at
+
+    try:
+        query = parse_encoded(text)
+        if query.order:
+            raise QueryError("a rule's condition takes no ORDERBY")
+        bind_fields(query.where, tables, tdef)
+        for term in terms_of(query.where):
+            values = term.value if isinstance(term.value, (list, tuple)) else [term.value]
+            for value in values:
+                found = recognise(value)
+                if isinstance(found, Dynamic) and found.user_path:
+                    if "sys_user" not in tables:
+                        raise QueryError(f"{found}: there is no sys_user table")
+                    field_at(tables, tables["sys_user"], found.user_path)
+    except QueryError as exc:
+        errors.append(doc.error(where, f"condition: {exc}"))
+        return None
+    return query.where

@@ -40,13 +40,31 @@ def _users(docs: list[SourceDocument], tables: dict, roles: dict, errors: list) 
             for j, role in enumerate(user["roles"]):
                 if role not in roles:
                     errors.append(doc.error(("demo", "users", i, "roles", j), f"unknown role {role!r}"))
-            for field_name in user.get("values") or {}:
-                if user_table is not None and user_table.field(field_name) is None:
-                    errors.append(doc.error(("demo", "users", i, "values", field_name),
-                                            f"table 'sys_user' has no field {field_name!r}"))
+            made = {g["name"]: g["table"] for d in docs for g in d.data["demo"].get("generate", ())}
+            for field_name, value in (user.get("values") or {}).items():
+                at = ("demo", "users", i, "values", field_name)
+                field = user_table.field(field_name) if user_table is not None else None
+                if user_table is not None and field is None:
+                    errors.append(doc.error(at, f"table 'sys_user' has no field {field_name!r}"))
+                elif isinstance(value, dict) and field is not None:
+                    _check_user_ref(doc, at, tables, field, value, made, errors)
             users.append(DemoUser(user["user_name"], user["password"], tuple(user["roles"]),
                                   frozen_map(user.get("values"))))
     return users
+
+
+def _check_user_ref(doc: SourceDocument, at: tuple, tables: dict, field, value: dict, made: dict,
+                    errors: list) -> None:
+    """A demo user's `{ref: generator, row: N}`: one generated record (the user is given it once the
+    generators have run)."""
+    ref_table = made.get(value.get("ref"))
+    if set(value) - {"ref", "row"} or not isinstance(value.get("row", 1), int) or value.get("row", 1) < 1:
+        errors.append(doc.error(at, "a demo user's value is a literal or {ref: generator, row: N} (N from 1)"))
+    elif ref_table is None:
+        errors.append(doc.error(at + ("ref",), f"unknown generator {value.get('ref')!r}"))
+    elif field.type != "reference" or not _is_a(tables, ref_table, field.reference):
+        errors.append(doc.error(at, f"generator {value['ref']!r} makes {ref_table!r} records; field "
+                                    f"{field.name!r} is {field.type}"))
 
 
 def _check_value(doc: SourceDocument, at: tuple, tables: dict, table, field_name: str, value: Any,

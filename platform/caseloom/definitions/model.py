@@ -144,9 +144,23 @@ class RoleDef:
 
 @dataclass(frozen=True)
 class AccessRule:
+    """One access rule (ServiceNow's ACL): on a table, or one of its fields (`field_name`; "*": every
+    field), for some operations; a user needs one of `roles` (none: any user) and, for a table
+    rule, the record must match `condition`. `decision`: allow_if, or deny_unless (must pass too)."""
+
     table: str
     operations: tuple[str, ...]
     roles: tuple[str, ...]
+    field_name: str | None = None
+    decision: str = "allow_if"
+    condition: Any = field(default=None, compare=False)  # a query Node (None: every record)
+    condition_text: str = ""
+    location: Location | None = field(default=None, compare=False)
+
+    @property
+    def name(self) -> str:
+        """As ServiceNow names an ACL: `table`, `table.field` or `table.*`."""
+        return self.table if self.field_name is None else f"{self.table}.{self.field_name}"
 
 
 @dataclass(frozen=True)

@@ -36,10 +36,15 @@ def build_tables(docs: list[SourceDocument], errors: list, qualify: Callable | N
     """The tables, each reference's `qualifier` parsed by `qualify` (definitions.qualifiers, which needs the
     effects' condition builder: passed in, so the tables do not import the effects that import them)."""
     specs: dict[str, tuple[SourceDocument, dict]] = {}
+    additions: dict[str, list[SourceDocument]] = {}
     for doc in docs:
         name = doc.data["table"]
         if name in specs:
             first = specs[name][0].where("table")
+            if specs[name][1].get("system") and not doc.data.get("system"):
+                if _addition(doc, first, errors):
+                    additions.setdefault(name, []).append(doc)
+                continue
             errors.append(doc.error(("table",), f"table {name!r} is already defined at {first}"))
             continue
         specs[name] = (doc, doc.data)
@@ -48,11 +53,40 @@ def build_tables(docs: list[SourceDocument], errors: list, qualify: Callable | N
     for name in order:
         doc, spec = specs[name]
         parent = tables.get(spec.get("extends")) if spec.get("extends") else None
-        tables[name] = _build_table(doc, spec, parent, errors)
+        tables[name] = _add_fields(_build_table(doc, spec, parent, errors), additions.get(name, ()), errors)
     for name in order:
         _check_references(specs[name][0], tables[name], tables, errors)
     _check_addresses(specs, errors)
     return qualify(specs, order, tables, errors) if qualify else tables
+
+
+ADDABLE = frozenset({"table", "fields", "list", "form"})  # what an application may give a platform table
+
+
+def _addition(doc: SourceDocument, first: str, errors: list) -> bool:
+    """An application's document naming a platform table adds fields to it (and may set its list and
+    form); anything else it says is an error naming the key."""
+    extra = sorted(set(doc.data) - ADDABLE)
+    for key in extra:
+        errors.append(doc.error((key,), f"{doc.data['table']!r} is a platform table (defined at {first}): an "
+                                        f"application may add fields to it and set its list and form, not {key!r}"))
+    return not extra
+
+
+def _add_fields(tdef: TableDef, docs, errors: list) -> TableDef:
+    """A platform table with the fields (list, form) applications add to it."""
+    for doc in docs:
+        fields = dict(tdef.fields)
+        for field_name, fspec in (doc.data.get("fields") or {}).items():
+            if field_name in fields:
+                errors.append(doc.error(("fields", field_name), f"{tdef.name!r} already has a field {field_name!r}: "
+                                                                "an application adds fields, it does not change them"))
+                continue
+            fields[field_name] = _build_field(doc, tdef.name, field_name, fspec, errors)
+        form, related = _build_form(doc.data.get("form") or ())
+        tdef = replace(tdef, fields=frozen_map(fields), list_columns=tuple(doc.data.get("list") or tdef.list_columns),
+                       form=form or tdef.form, related_lists=related or tdef.related_lists)
+    return tdef
 
 
 def _check_addresses(specs: dict, errors: list) -> None:

@@ -26,7 +26,7 @@ from ..access import Actor
 from ..database import write_transaction
 from ..query import acting_as
 from ..records import AccessDenied, Conflict, NotFound, RecordError, RecordService
-from ..users import actor_named
+from ..users import actor_named, user_lookup
 from .liveness import heartbeat, new_worker_id, running, timing
 from .progress import (
     CANCELED,
@@ -132,7 +132,8 @@ def _run(runtime: Runtime, job_row: Job, worker: str) -> None:
             raise JobRefused(f"no job named {job_row.name!r} is registered; known: {', '.join(sorted(JOBS))}")
         actor = _actor(runtime, job_row)
         run = JobRun(job_row, runtime, actor, worker)
-        with acting_as(actor.sys_id, actor.user_name), recording(run):  # conditions' dynamic values: the starter
+        lookup = user_lookup(runtime.storage, runtime.engine.connect, actor.sys_id)
+        with acting_as(actor.sys_id, actor.user_name, lookup), recording(run):  # conditions' dynamic values: the starter
             message = function(run)
     except Exception as exc:
         if _claim_lost(exc):

@@ -31,8 +31,10 @@ class Selection:
 
     def __init__(self, storage: Storage, table: str, alias: bool = True, readable: Readable | None = None):
         """`alias=False`: the base is the physical table itself, for an UPDATE's WHERE. `readable`: the
-        user's read access; a path that walks into a table it refuses raises AccessDenied (None: the
-        platform's own queries, which read everything)."""
+        user's read access; a path that walks into a table or field it refuses raises AccessDenied
+        (None: the platform's own queries, which read everything). When it is an access.Reader, its
+        row conditions are part of the SQL: the base table's in the WHERE, a dot-walked table's in
+        its join (a record the user may not read walks to nothing)."""
         self.storage = storage
         self.defs = storage.defs
         self.readable = readable
@@ -42,33 +44,60 @@ class Selection:
         self.base = storage.physical(table).alias("t0") if alias else storage.physical(table)
         self._joins: dict[str, tuple[sa.FromClause, TableDef]] = {"": (self.base, self.table)}
         self._from: sa.FromClause = self.base
+        self._root = ""  # where paths start: "" the base table; RULE... while an access rule compiles
+        self.rows_ruled = False  # whether the user's access rule limits the rows (a count cannot take shortcuts)
 
     def column(self, path: str) -> tuple[sa.ColumnElement, FieldDef]:
         """The SQL column for a field path such as `state` or `account.primary_contact.email`."""
+        root = self._root
+        trusted = self.readable is None or root.startswith(RULE)
         parts = path.split(".")
-        alias, tdef = self._joins[""]
+        alias, tdef = self._joins[root]
         for i, part in enumerate(parts):
             field = tdef.field(part)
             if field is None:
                 raise QueryError(f"{path}: table {tdef.name!r} has no field {part!r}")
+            if not trusted and not _field_readable(self.readable, tdef.name, part):
+                raise AccessDenied(f"{path}: no read access to field {tdef.name}.{part}, so it cannot be read, "
+                                   "filtered or sorted on")
             if i == len(parts) - 1:
                 if not field.stored:
                     raise QueryError(f"{path}: {field.type} fields cannot be queried")
                 return alias.c[part], field
             if field.type != "reference":
                 raise QueryError(f"{path}: {part!r} is not a reference, so it cannot be dot-walked")
-            alias, tdef = self._join(".".join(parts[: i + 1]), alias, field)
+            prefix = ".".join(parts[: i + 1])
+            alias, tdef = self._join(f"{root}.{prefix}" if root else prefix, alias, field, trusted)
         raise QueryError(f"empty field path {path!r}")
 
-    def _join(self, prefix: str, parent: sa.FromClause, field: FieldDef) -> tuple[sa.FromClause, TableDef]:
+    def _join(self, prefix: str, parent: sa.FromClause, field: FieldDef,
+              trusted: bool = False) -> tuple[sa.FromClause, TableDef]:
         if prefix not in self._joins:
             target = self.defs.tables[field.reference]
-            if self.readable is not None and not self.readable(target.name):
-                raise AccessDenied(f"{prefix}: no read access to {target.name!r}, so it cannot be dot-walked")
+            rule: Any = True
+            if not trusted:
+                rule = _rows(self.readable, target.name)
+                if rule is False:
+                    raise AccessDenied(f"{prefix}: no read access to {target.name!r}, so it cannot be dot-walked")
             alias = self.storage.physical(target.name).alias(f"t{len(self._joins)}")
-            self._from = self._from.outerjoin(alias, alias.c.sys_id == parent.c[field.name])
+            on = alias.c.sys_id == parent.c[field.name]
+            if rule is not True:
+                on = sa.and_(on, self._rule_on(alias, target, rule))
+            self._from = self._from.outerjoin(alias, on)
             self._joins[prefix] = (alias, target)
         return self._joins[prefix]
+
+    def _rule_on(self, alias: sa.FromClause, target: TableDef, rule: Node) -> sa.ColumnElement:
+        """A dot-walked table's access condition, for its join: on its own columns when it reads
+        only them, else as `sys_id IN (the records it matches)` (a join's ON cannot reach later joins)."""
+        resolved = resolve_dynamic(rule)
+        if all("." not in t.field for t in _terms(resolved)):
+            inner = Selection(self.storage, target.name, alias=False)
+            inner.base = alias
+            inner._joins[""] = (alias, target)
+            return inner._compile(resolved)
+        inner = Selection(self.storage, target.name)
+        return alias.c.sys_id.in_(inner.select(inner.base.c.sys_id, where=resolved))
 
     @property
     def from_clause(self) -> sa.FromClause:
@@ -88,6 +117,17 @@ class Selection:
         class_filter = self.storage.class_filter(self.table.name, self.base)
         if class_filter is not None:
             clauses.append(class_filter)
+        rule = _rows(self.readable, self.table.name) if self.readable is not None else True
+        if rule is False:
+            raise AccessDenied(f"no read access to {self.table.name!r}")
+        if rule is not True:  # compiled as the platform: the rule's own dot-walks need no access
+            self.rows_ruled = True
+            outer, self._root = self._root, RULE
+            self._joins[RULE] = self._joins[""]
+            try:
+                clauses.append(self._compile(resolve_dynamic(rule)))
+            finally:
+                self._root = outer
         node = resolve_dynamic(node)
         if node is not None:
             clauses.append(self._compile(node))
@@ -139,6 +179,35 @@ class Selection:
         return clauses
 
 
+RULE = "\0rule"  # the join namespace of access rules' own dot-walks (never checked, never shared with the user's)
+
+
+def _rows(readable: Readable | None, table: str) -> Any:
+    """The user's row condition on a table: True (all), False (none) or a condition Node."""
+    if readable is None:
+        return True
+    rows = getattr(readable, "rows", None)  # an access.Reader; a plain callable decides per table only
+    return rows(table) if rows is not None else bool(readable(table))
+
+
+def _field_readable(readable: Readable, table: str, field: str) -> bool:
+    check = getattr(readable, "field", None)
+    return check is None or field in ALWAYS_READABLE or check(table, field)
+
+
+ALWAYS_READABLE = frozenset({"sys_id", "sys_class_name"})  # what every list, link and form needs
+
+
+def _terms(node: Node | None) -> list:
+    if node is None:
+        return []
+    if isinstance(node, Term):
+        return [node]
+    if isinstance(node, Not):
+        return _terms(node.item)
+    return [t for item in getattr(node, "items", ()) for t in _terms(item)]
+
+
 def _refuse(path: str, field: FieldDef, use: str, allowed: bool) -> None:
     """A field whose type does not allow this use (its `queryable` or `sortable` flag): a password
     hash is never returned, so it cannot be filtered or sorted on either (a STARTSWITH probe would
@@ -155,7 +224,8 @@ def select_rows(storage: Storage, table: str, query: Query, columns: list[str] |
     if not 0 <= offset <= MAX_OFFSET:
         raise QueryError(f"offset {offset} is out of range (0 to {MAX_OFFSET})")
     sel = Selection(storage, table, readable=readable)
-    paths = columns or [f.name for f in sel.table.stored_fields]
+    paths = columns or [f.name for f in sel.table.stored_fields
+                        if readable is None or _field_readable(readable, table, f.name)]
     cols = [sel.column(p)[0].label(p) for p in paths]
     where = sel.condition(query.where)
     order = sel.order_by(query.order)
@@ -175,7 +245,7 @@ def count_rows(storage: Storage, table: str, query: Query, readable: Readable | 
     sel = Selection(storage, table, readable=readable)
     where = sel.condition(query.where)
     stmt = sa.select(sa.func.count()).select_from(sel.from_clause)
-    if query.where is None and where is not None:
+    if query.where is None and where is not None and not sel.rows_ruled:
         return _count_class(storage, table, stmt.where(where))
     return stmt.where(where) if where is not None else stmt
 

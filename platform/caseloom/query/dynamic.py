@@ -18,9 +18,12 @@ Python, from the acting user bound with `acting_as` and the clock (UTC, whole se
 | `gs.daysAgoStart(N)` | 00:00:00 of the day N days ago |
 | `gs.hoursAgo(N)` | now minus N hours |
 | `gs.minutesAgo(N)` | now minus N minutes |
+| `gs.getUser().getMyGroups()` (or `getMyGroups()`) | the sys_ids of the acting user's groups |
+| `gs.getUser().getRecord().getValue('path')` | a field of the acting user's record (dot-walks allowed) |
 
 With no user bound (the platform's own work), a term whose value is the user's id or name
-matches nothing, whatever its operator; in an IN list, that one value matches nothing.
+matches nothing, whatever its operator; in an IN list, that one value matches nothing. So does
+a user field that is empty, and the groups of a user in none.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .nodes import All, AnyOf, Node, Not, PropertyTerm, QueryError, Term
@@ -44,27 +47,33 @@ class Acting:
 
     sys_id: str | None
     user_name: str | None
+    # the value at a path of the user's own record (USER_GROUPS: their groups' sys_ids), read when a
+    # condition first needs it; None: no record to read (the user's fields are then empty)
+    lookup: Callable[[str], Any] | None = field(default=None, compare=False, repr=False)
 
+
+USER_GROUPS = "@groups"  # the lookup's name for the user's groups
 
 _ACTING: ContextVar[Acting | None] = ContextVar("caseloom_acting", default=None)
 _CLOCK: ContextVar[dt.datetime | None] = ContextVar("caseloom_clock", default=None)
 
 
 @contextmanager
-def acting_as(sys_id: str | None, user_name: str | None) -> Iterator[Acting]:
+def acting_as(sys_id: str | None, user_name: str | None,
+              lookup: Callable[[str], Any] | None = None) -> Iterator[Acting]:
     """Bind the user that dynamic values in conditions stand for, for the block (this thread or
-    task only: a context variable)."""
-    token = bind_acting(sys_id, user_name)
+    task only: a context variable); `lookup` reads their own record's fields (see Acting)."""
+    token = bind_acting(sys_id, user_name, lookup)
     try:
         yield _ACTING.get()
     finally:
         unbind_acting(token)
 
 
-def bind_acting(sys_id: str | None, user_name: str | None) -> Token:
+def bind_acting(sys_id: str | None, user_name: str | None, lookup: Callable[[str], Any] | None = None) -> Token:
     """`acting_as` for hooks that cannot wrap a block (a request's before and teardown hooks):
     binds the user and returns the token `unbind_acting` takes."""
-    return _ACTING.set(Acting(sys_id or None, user_name or None))
+    return _ACTING.set(Acting(sys_id or None, user_name or None, lookup))
 
 
 def unbind_acting(token: Token) -> None:
@@ -118,6 +127,17 @@ def _user(attribute: str) -> Callable[[int | None], Any]:
     return value
 
 
+def _user_value(path: str) -> Any:
+    """A field of the acting user's record (USER_GROUPS: their groups), NO_USER when there is none."""
+    user = _ACTING.get()
+    if user is None or user.sys_id is None or user.lookup is None:
+        return NO_USER
+    found = user.lookup(path)
+    if path == USER_GROUPS:
+        return list(found) or NO_USER
+    return NO_USER if found in (None, "") else found
+
+
 # name -> (takes a whole-number argument, how its value is made)
 TOKENS: dict[str, tuple[bool, Callable[[int | None], Any]]] = {
     "getUserID": (False, _user("sys_id")),
@@ -131,6 +151,8 @@ TOKENS: dict[str, tuple[bool, Callable[[int | None], Any]]] = {
     "minutesAgo": (True, lambda n: now() - dt.timedelta(minutes=n)),
 }
 _CALL = re.compile(r"\s*gs\.([A-Za-z]+)\(\s*([^)]*?)\s*\)\s*;?\s*")
+_GROUPS = re.compile(r"\s*(?:gs\.getUser\(\)\.)?getMyGroups\(\)\s*;?\s*")
+_USER_FIELD = re.compile(r"\s*gs\.getUser\(\)\.getRecord\(\)\.getValue\(\s*(['\"])([a-z][a-z0-9_.]{0,200})\1\s*\)\s*;?\s*")
 _NUMBER = re.compile(r"[+-]?\d{1,6}")  # a million days is far beyond any date a database stores
 
 
@@ -140,22 +162,41 @@ class Dynamic:
 
     name: str
     arg: int | None = None
+    path: str | None = None  # getValue's field path on the user's record; USER_GROUPS for getMyGroups
 
     def __str__(self) -> str:
+        if self.path == USER_GROUPS:
+            return f"{PREFIX}gs.getUser().getMyGroups()"
+        if self.path is not None:
+            return f"{PREFIX}gs.getUser().getRecord().getValue('{self.path}')"
         return f"{PREFIX}gs.{self.name}({'' if self.arg is None else self.arg})"
 
     def value(self) -> Any:
         """Its value now, for the bound user (NO_USER when the token needs a user and none is bound)."""
+        if self.path is not None:
+            return _user_value(self.path)
         return TOKENS[self.name][1](self.arg)
+
+    @property
+    def user_path(self) -> str | None:
+        """The field path on the user's record this value reads (None: not a user field)."""
+        return self.path if self.path not in (None, USER_GROUPS) else None
 
 
 def known() -> str:
-    return ", ".join(f"gs.{name}({'N' if takes else ''})" for name, (takes, _) in TOKENS.items())
+    return ", ".join([*(f"gs.{name}({'N' if takes else ''})" for name, (takes, _) in TOKENS.items()),
+                      "gs.getUser().getMyGroups()", "gs.getUser().getRecord().getValue('field.path')"])
 
 
 def parse_dynamic(text: str) -> Dynamic:
     """The Dynamic a `javascript:...` value names; a QueryError naming it when it is not one of TOKENS."""
-    call = _CALL.fullmatch(text[len(PREFIX):]) if text.startswith(PREFIX) else None
+    body = text[len(PREFIX):] if text.startswith(PREFIX) else None
+    if body is not None and _GROUPS.fullmatch(body):
+        return Dynamic("getMyGroups", path=USER_GROUPS)
+    user_field = _USER_FIELD.fullmatch(body) if body is not None else None
+    if user_field is not None:
+        return Dynamic("getValue", path=user_field.group(2))
+    call = _CALL.fullmatch(body) if body is not None else None
     if call is None or call.group(1) not in TOKENS:
         raise QueryError(f"{text!r} is not a dynamic value Caseloom knows (scripts are never run); known: {known()}")
     name, arg = call.group(1), call.group(2)
@@ -213,8 +254,13 @@ def resolve_dynamic(node: Node | None) -> Node | None:
     if not isinstance(node, (Term, PropertyTerm)) or not is_dynamic(node.value):
         return node
     value = value_now(node.value)
-    if isinstance(value, list):
-        value = [v for v in value if v is not NO_USER]
+    if isinstance(node.value, (list, tuple)):  # an IN list: a group list's items join it
+        value = [item for v in value for item in (v if isinstance(v, list) else [v]) if item is not NO_USER]
     elif value is NO_USER:
         return NOTHING
+    elif isinstance(value, list):  # `=javascript:getMyGroups()`: one of them, as ServiceNow reads it
+        return replace(node, op=_AS_LIST.get(node.op, node.op), value=value)
     return replace(node, value=value)
+
+
+_AS_LIST = {"eq": "in", "ne": "notin"}  # a term comparing with a list of groups

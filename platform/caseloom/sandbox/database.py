@@ -50,7 +50,7 @@ class DatabaseData:
         with self._service() as service:
             try:
                 tdef = service.table(table, "read")
-                rows = service.query(table, Query(where), [f.name for f in _readable(tdef)])
+                rows = service.query(table, Query(where), [f.name for f in _readable(tdef, service)])
             except REFUSALS as exc:
                 raise DataError(f"records.query({table!r}): {exc}") from None
         return [plain_record(tdef, row) for row in rows]
@@ -59,7 +59,8 @@ class DatabaseData:
         with self._service() as service:
             try:
                 tdef = service.table(table, "read")
-                rows = service.query(table, Query(Term("sys_id", "eq", sys_id)), [f.name for f in _readable(tdef)])
+                rows = service.query(table, Query(Term("sys_id", "eq", sys_id)),
+                                     [f.name for f in _readable(tdef, service)])
             except REFUSALS as exc:
                 raise DataError(f"records.get({table!r}): {exc}") from None
         return plain_record(tdef, rows[0]) if rows else None
@@ -70,13 +71,15 @@ def service_data(service: RecordService) -> DatabaseData:
     return DatabaseData(service=service)
 
 
-def _readable(tdef: TableDef) -> list[FieldDef]:
-    return [f for f in tdef.stored_fields if f.type != "password"]
+def _readable(tdef: TableDef, service: RecordService | None = None) -> list[FieldDef]:
+    """The fields a script may read: never a password; only those the actor's field rules allow."""
+    return [f for f in tdef.stored_fields if f.type != "password"
+            and (service is None or service.can_read_field(tdef.name, f.name))]
 
 
 def plain_record(tdef: TableDef, row: dict) -> dict:
-    """A row as a script sees it: str, int, float, bool or None for every readable field."""
-    return {f.name: plain_value(f, row.get(f.name)) for f in _readable(tdef)}
+    """A row as a script sees it: str, int, float, bool or None for every readable field it holds."""
+    return {f.name: plain_value(f, row.get(f.name)) for f in _readable(tdef) if f.name in row}
 
 
 def plain_value(field: FieldDef, value: Any) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import unquote, urlsplit
@@ -27,7 +28,7 @@ from ..query import bind_acting, unbind_acting
 from ..records import RecordService
 from ..runtime import Runtime
 from ..signin import Attempt, ThrottlePolicy, TooManyFailures, sign_in
-from ..users import USERS, actor_for
+from ..users import USERS, actor_for, user_lookup
 from . import csrf, db
 from .budget import script_meter
 from .errors import ApiError
@@ -99,7 +100,8 @@ def act_as(actor: Actor) -> Actor:
     (`javascript:gs.getUserID()`) stand for it until the request ends."""
     g.actor = actor
     if "acting" not in g:
-        g.acting = bind_acting(actor.sys_id, actor.user_name)
+        lookup = user_lookup(runtime().storage, lambda: nullcontext(connection()), actor.sys_id) if actor.sys_id else None
+        g.acting = bind_acting(actor.sys_id, actor.user_name, lookup)
     return actor
 
 

@@ -88,8 +88,24 @@ def make_shape(tables: Mapping[str, TableDef], table: TableDef, fields_param: st
         field = resolve_path(tables, table, path)
         if field is None:
             raise QueryError(f"sysparm_fields: {path!r} is not a field of {table.name!r}")
-        resolved[path] = field
+        if readable is None or _readable_path(tables, table, path, readable):
+            resolved[path] = field  # a field the user may not read is left out, as ServiceNow does
     return Shape(table, resolved, tables, display, (exclude_links or "false").lower() != "true", base_url, readable)
+
+
+def _readable_path(tables: Mapping[str, TableDef], table: TableDef, path: str, readable: Callable) -> bool:
+    """Whether every field on a path may be read (its field rules); tables are checked where it is queried."""
+    check = getattr(readable, "field", None)
+    if check is None:
+        return True
+    tdef = table
+    for part in path.split("."):
+        field = tdef.field(part)
+        if field is None or (part not in ("sys_id", "sys_class_name") and not check(tdef.name, part)):
+            return False
+        if field.type == "reference" and field.reference in tables:
+            tdef = tables[field.reference]
+    return True
 
 
 def render_record(shape: Shape, row: dict) -> dict:

@@ -74,15 +74,17 @@ def _input_value(field: FieldDef, cell) -> tuple[str, str]:
 def _widgets(tdef: TableDef, rendered: dict, record: dict, new: bool, can_write: bool,
              typed: dict | None = None, errors: dict | None = None) -> dict[str, Widget]:
     read_only, mandatory, hidden, lifecycle_field = _lifecycle_flags(tdef, record)
+    service = records()
     widgets = {}
     for name, field in tdef.fields.items():
-        if field.ftype.hidden:
-            continue  # never read back: a password has no widget to show it in
+        if field.ftype.hidden or not service.can_read_field(tdef.name, name):
+            continue  # never read back (a password), or the user's field rules hide it
         raw, display = _input_value(field, rendered.get(name, ""))
         if typed is not None and name in typed:
             raw = display = typed[name]
         locked = (field.system or field.read_only or name in read_only or not can_write
-                  or (name == lifecycle_field and not new))
+                  or (name == lifecycle_field and not new)
+                  or not service.can_write_field(tdef.name, name, "create" if new else "write"))
         widgets[name] = Widget(field, raw, display, locked, field.mandatory or name in mandatory, name in hidden,
                                (errors or {}).get(name))
     return widgets
@@ -137,7 +139,7 @@ def form(table: str, typed: dict | None = None, errors: dict | None = None, conf
     job = None if new else running_job(tdef.name, sys_id)
     context = {
         "tdef": tdef, "record": record, "rendered": rendered, "new": new, "sections": _sections(tdef, widgets),
-        "journal_widgets": [w for w in widgets.values() if w.field.ftype.journal] if can_write else [],
+        "journal_widgets": [w for w in widgets.values() if w.field.ftype.journal and not w.read_only] if can_write else [],
         "can_write": can_write, "errors": errors or {}, "conflict": conflict, "actor": g.actor,
         "actions": [] if new else available_actions(service, tdef.name, record),
         "activity": [] if new else _activity(tdef, sys_id),
@@ -317,8 +319,10 @@ def _history(tdef: TableDef, sys_id: str, after: int | None = None) -> list[dict
     stmt = sa.select(audit).where(audit.c.documentkey == sys_id, audit.c.tablename.in_(runtime().defs.lineage(tdef.name)))
     if after is not None:
         stmt = stmt.where(audit.c.record_checkpoint > after)
-    rows = list(connection().execute(stmt.order_by(audit.c.sys_created_on.desc()).limit(100)).mappings())
-    names = audit_names(records(), tdef, rows)
+    service = records()
+    rows = [r for r in connection().execute(stmt.order_by(audit.c.sys_created_on.desc()).limit(100)).mappings()
+            if tdef.field(r["fieldname"]) is None or service.can_read_field(tdef.name, r["fieldname"])]
+    names = audit_names(service, tdef, rows)
     out = []
     for r in rows:
         field = tdef.field(r["fieldname"])
@@ -355,7 +359,7 @@ def _related(tdef: TableDef, record: dict, index: int, first: int = 1) -> dict:
 def _counts_by(tdef: TableDef, group_field: str, reference: str, parent_id: str) -> list[tuple[str, int]]:
     from ...query import Selection
 
-    selection = Selection(runtime().storage, tdef.name)
+    selection = Selection(runtime().storage, tdef.name, readable=records().readable)  # the user's rows only
     column, field = selection.column(group_field)
     stmt = selection.select(column, sa.func.count(), where=Term(reference, "eq", parent_id)).group_by(column)
     counts = {str(value): n for value, n in connection().execute(stmt)}

@@ -178,7 +178,7 @@ def _timeline(ws: WorkspaceDef, tdef: TableDef, children: TableDef, record: dict
             sa.select(audit.c.fieldname, audit.c.oldvalue, audit.c.newvalue, audit.c.user, audit.c.sys_created_on,
                       audit.c.record_checkpoint)
             .where(audit.c.documentkey == record["sys_id"], audit.c.tablename.in_(defs.lineage(tdef.name)),
-                   audit.c.fieldname.in_(ws.timeline))
+                   audit.c.fieldname.in_([f for f in ws.timeline if records().can_read_field(tdef.name, f)]))
             .order_by(audit.c.sys_created_on.desc()).limit(TIMELINE_SHOWN * 3)).mappings())
         names = audit_names(records(), tdef, rows)
         saves: dict[tuple, list] = {}
