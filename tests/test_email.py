@@ -65,7 +65,9 @@ def test_ready_messages_are_delivered_once_and_marked_sent(runtime, queue, mailb
     by_subject = {str(m["Subject"]): (sender, rcpts, m) for sender, rcpts, m in mailbox.messages}
     sender, rcpts, message = by_subject["Case CS001 opened"]
     assert (sender, rcpts, message["To"]) == ("caseloom@example.test", ["ann@example.test"], "ann@example.test")
-    assert message.get_payload(decode=True).decode().replace("\r\n", "\n").strip() == "Hello Ann,\nyour case."
+    # the body, then the watermark a reply quotes back (contract section 11)
+    assert message.get_payload(decode=True).decode().replace("\r\n", "\n").strip() == \
+        f"Hello Ann,\nyour case.\n\nRef:MSG{ids[0]}"
     assert message["Message-ID"] == f"<{ids[0]}@example.test>"
     assert by_subject["Major issue"][1] == ["bob@example.test", "cid@example.test"]
     assert {r["state"] for r in emails(runtime, ids).values()} == {"sent"}

@@ -22,6 +22,7 @@ from .behaviour import (
 from .bench import build_bench
 from .demodata import build_demo
 from .documents import KINDS, Broken, read_document, schema_for
+from .inbound import build_inbound
 from .lists import build_declared_lists, build_member_lists
 from .model import DefinitionFile, Definitions, frozen_map
 from .qualifiers import with_qualifiers
@@ -103,6 +104,7 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
     timers = build_timers(documents["timers"], tables, roles, errors, properties, named_schedules)
     _check_notify_effects((), [*(e for sla in slas.values() for e in sla.escalations), *timers.values()],
                           notifications, errors)
+    inbound = build_inbound(documents["inbound_email"], tables, roles, errors, properties)
     if errors:
         raise DefinitionErrors(broken.without_follow_ons(errors))
     return Definitions(
@@ -125,6 +127,7 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
         schedules=frozen_map(schedules),
         slas=frozen_map(slas),
         timers=frozen_map(timers),
+        inbound_email=inbound,
         warnings=tuple(sorted(warnings, key=lambda w: (w.location.path, w.location.line, w.location.column))),
     )
 

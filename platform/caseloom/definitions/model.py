@@ -164,6 +164,37 @@ class AccessRule:
 
 
 @dataclass(frozen=True)
+class SenderDef:
+    """Who a new e-mail is from: the record of `table` whose `email` field is the sender's address,
+    and the values it gives the new record (templates over `sender`)."""
+
+    table: str
+    email: str
+    values: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class InboundActionDef:
+    """What an e-mail received does (ServiceNow's inbound e-mail actions): `new` creates a record of
+    `table` from it; `reply` adds it to the record it answers as an entry of the journal field
+    `comment`. The first action by `order` whose `condition` (on the sys_email row) holds runs."""
+
+    name: str
+    table: str
+    type: str  # new | reply
+    order: int = 100
+    condition: Any = field(default=None, compare=False)
+    comment: str | None = None
+    senders: tuple[SenderDef, ...] = ()
+    values: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    closed: Any = field(default=None, compare=False)  # a reply to a record matching it: (condition, reopen, link)
+    closed_reopen: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    closed_link: str | None = None
+    effects: tuple = ()
+    location: Location | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
 class DemoUser:
     user_name: str
     password: str
@@ -472,6 +503,7 @@ class Definitions:
     slas: Mapping[str, SlaDecl] = field(default_factory=frozen_map)
     timers: Mapping[str, TimerDef] = field(default_factory=frozen_map)
     warnings: tuple = ()  # DefinitionErrors that do not stop the definitions loading: known pitfalls
+    inbound_email: tuple[InboundActionDef, ...] = ()  # by order
 
     def timers_for(self, table: str) -> tuple[TimerDef, ...]:
         """The timers watching records of `table` (declared on it or a table it extends)."""

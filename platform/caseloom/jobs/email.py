@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from ..access import SYSTEM
 from ..config import Config
 from ..database import write_transaction
+from ..properties import Properties
 from ..query import Query, Term
 from ..records import RecordService, now
 from ..storage import Storage
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 JOB = "deliver_email"
 TABLE = "sys_email"
 READY, SENDING, SENT, ERROR = "ready", "sending", "sent", "error"
+INBOUND_ADDRESS = "caseloom.email.inbound_address"
 BATCH = 50
 SENDING_LEASE = dt.timedelta(minutes=15)
 SMTP_TIMEOUT = 30  # seconds for connecting and for each SMTP command
@@ -118,14 +120,35 @@ def claim_in(service: RecordService, limit: int | None = None) -> list[dict]:
     if not ids:
         return []
     service.update_many(TABLE, [(sys_id, {"state": SENDING}) for sys_id in ids])
-    rows = service.query(TABLE, Query(Term("sys_id", "in", ids)), ["sys_id", "recipients", "subject", "body"])
+    rows = service.query(TABLE, Query(Term("sys_id", "in", ids)),
+                         ["sys_id", "recipients", "subject", "body", "target_table", "instance"])
+    _threading(service, rows)
     order = {sys_id: i for i, sys_id in enumerate(ids)}
     return sorted(rows, key=lambda r: order[r["sys_id"]])
 
 
+def _threading(service: RecordService, rows: list[dict]) -> None:
+    """What lets a reply find its record: the record's number (for the subject) and the address
+    replies go to (the caseloom.email.inbound_address property, as Reply-To)."""
+    reply_to = Properties(service.defs, service.storage, service.conn).get(INBOUND_ADDRESS)
+    by_table: dict[str, list[dict]] = {}
+    for row in rows:
+        row["reply_to"] = reply_to
+        tdef = service.defs.tables.get(row.get("target_table") or "")
+        if tdef is not None and tdef.number is not None and tdef.field("number") is not None and row.get("instance"):
+            by_table.setdefault(tdef.name, []).append(row)
+    for table, items in by_table.items():
+        physical = service.storage.physical(table)
+        numbers = dict(service.conn.execute(sa.select(physical.c.sys_id, physical.c.number).where(
+            physical.c.sys_id.in_([r["instance"] for r in items]))).all())
+        for row in items:
+            row["number"] = numbers.get(row["instance"])
+
+
 def mark(service: RecordService, outcomes: dict[str, Outcome]) -> None:
     """Mark a sent batch: one update_many through the record service (audited like any write)."""
-    service.update_many(TABLE, [(sys_id, {"state": state, "error": error})
+    service.update_many(TABLE, [(sys_id, {"state": state, "error": error,
+                                          "type": "sent" if state == SENT else "send-failed"})
                                 for sys_id, (state, error) in outcomes.items()])
 
 
@@ -196,12 +219,23 @@ def message(config: Config, row: dict, recipients: list[str]) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = config.smtp_from
     msg["To"] = ", ".join(recipients)
-    msg["Subject"] = " ".join((row["subject"] or "").split())  # no line breaks in a header
+    subject = " ".join((row["subject"] or "").split())  # no line breaks in a header
+    number = row.get("number")
+    if number and number.lower() not in subject.lower():  # a reply finds its record by the number too
+        subject = f"{subject} [{number}]" if subject else number
+    msg["Subject"] = subject
     msg["Date"] = formatdate(usegmt=True)
     domain = config.smtp_from.rpartition("@")[2].strip("> ") or "caseloom"
     msg["Message-ID"] = f"<{row['sys_id']}@{domain}>"
-    msg.set_content(row["body"] or "")
+    if row.get("reply_to"):
+        msg["Reply-To"] = row["reply_to"]
+    msg.set_content(f"{(row['body'] or '').rstrip()}\n\n{watermark(row['sys_id'])}\n")
     return msg
+
+
+def watermark(sys_id: str) -> str:
+    """The line a reply quotes back, naming the e-mail it answers (and so its record)."""
+    return f"Ref:MSG{sys_id}"
 
 
 def _reason(exc: BaseException) -> str:

@@ -59,7 +59,7 @@ def create_app(config: Config | None = None, defs: Definitions | None = None, te
     with app.app_context():
         app.extensions["caseloom"] = Runtime(config, defs, engine=prepare_engine(db.engine))
 
-    from . import api, attachments_api, auth, budget, definitions_api, errors, headers, jobs_api
+    from . import api, attachments_api, auth, budget, definitions_api, email_api, errors, headers, jobs_api
 
     errors.register(app)
     budget.register(app)
@@ -70,6 +70,7 @@ def create_app(config: Config | None = None, defs: Definitions | None = None, te
     app.session_interface = auth.SessionCookies()
     app.register_blueprint(api.blueprint)
     attachments_api.register(app)
+    email_api.register(app)
     _register_ui(app, ui)
     for blueprint in (api.blueprint, definitions_api.blueprint, jobs_api.blueprint):
         csrf.exempt(blueprint)  # API requests check CSRF themselves for cookie sessions (auth.api_actor)

@@ -306,12 +306,20 @@ def _emails(tdef: TableDef, sys_id: str) -> list[dict]:
         return []
     email = runtime().storage.physical("sys_email")
     stmt = (sa.select(email.c.sys_created_on, email.c.sys_created_by, email.c.recipients, email.c.subject,
-                      email.c.state, email.c.error)
+                      email.c.state, email.c.error, email.c.type, email.c.sender)
             .where(email.c.instance == sys_id, email.c.target_table.in_(defs.lineage(tdef.name)))
             .order_by(email.c.sys_created_on.desc()).limit(EMAILS_SHOWN))
     states = defs.tables["sys_email"].field("state")
-    return [{**row, "element": "email", "label": f"E-mail · {states.choice_label(row['state']) or row['state']}",
-             "value": row["subject"]} for row in connection().execute(stmt).mappings()]
+    out = []
+    for row in connection().execute(stmt).mappings():
+        if row["type"] in ("received", "received-ignored"):  # an e-mail in: from whom, and what it did
+            label = "E-mail received" + (" · ignored" if row["type"] == "received-ignored" else "")
+            out.append({**row, "element": "email", "label": label, "value": row["subject"],
+                        "recipients": f"from {row['sender']}"})  # the template says "from", not "to"
+        else:
+            out.append({**row, "element": "email", "value": row["subject"],
+                        "label": f"E-mail · {states.choice_label(row['state']) or row['state']}"})
+    return out
 
 
 def _history(tdef: TableDef, sys_id: str, after: int | None = None) -> list[dict]:

@@ -1,0 +1,254 @@
+"""One received e-mail, read from its raw RFC 822 bytes into what the platform acts on.
+
+Real mail is messy: headers in odd charsets, a charset Python does not know, broken MIME,
+HTML with no text part, Outlook's winmail.dat. Everything here is read defensively: a part that
+cannot be decoded as its charset says is decoded as Latin-1 (every byte is a character there)
+and the problem is noted; an HTML-only message becomes plain text (scripts, styles and markup
+dropped); only bytes that are not an e-mail at all (no header block, no sender) are refused.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from dataclasses import dataclass, field
+from email.message import EmailMessage, Message
+from email.utils import getaddresses, parseaddr
+
+SUBJECT_LENGTH = 255
+BODY_LENGTH = 200_000  # characters of text kept from one message (a description or a comment)
+HEADERS_LENGTH = 16_000
+MESSAGE_ID = re.compile(r"<([^<>\s]{1,250})>")
+BOUNCE_SENDERS = ("mailer-daemon", "postmaster")
+BULK_PRECEDENCE = ("bulk", "junk", "list", "auto_reply")
+
+
+class NotAnEmail(ValueError):
+    """Bytes that cannot be read as an e-mail (400): the message says why."""
+
+
+@dataclass
+class Attachment:
+    name: str
+    content_type: str
+    data: bytes
+
+
+@dataclass
+class Inbound:
+    """What the platform needs of a received message."""
+
+    sender: str  # the address, lower case
+    sender_name: str
+    recipients: str
+    subject: str
+    message_id: str | None
+    in_reply_to: list[str]  # In-Reply-To then References, ids without brackets, nearest first
+    body: str  # the text: the text/plain part, or the HTML part as text
+    headers: str
+    auto: str | None = None  # why it is an automatic reply (None: a person wrote it)
+    bounce: bool = False
+    attachments: list[Attachment] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what could not be read as the message said
+    original_ids: list[str] = field(default_factory=list)  # a bounce: the Message-IDs of what bounced
+
+
+def parse(raw: bytes) -> Inbound:
+    """Read a raw message; NotAnEmail when it is not one."""
+    if not raw or not raw.strip():
+        raise NotAnEmail("the message is empty")
+    try:
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+    except Exception as exc:  # the parser is lenient; anything it still raises is a broken message
+        raise NotAnEmail(f"the message cannot be parsed: {exc}") from None
+    problems: list[str] = []
+    sender_header = _header(msg, "From", problems)
+    name, address = parseaddr(sender_header)
+    if not address or "@" not in address:
+        raise NotAnEmail("the message has no sender: a From header with an e-mail address is required"
+                         + (f" (found {sender_header[:80]!r})" if sender_header else ""))
+    inbound = Inbound(
+        sender=address.strip().lower()[:255], sender_name=name.strip()[:100],
+        recipients=", ".join(a for _, a in getaddresses([_header(msg, "To", problems), _header(msg, "Cc", problems)])
+                             if a)[:4000],
+        subject=" ".join(_header(msg, "Subject", problems).split())[:SUBJECT_LENGTH],
+        message_id=_first_id(_header(msg, "Message-ID", problems)),
+        in_reply_to=_ids(_header(msg, "In-Reply-To", problems)) + _ids(_header(msg, "References", problems))[::-1],
+        body="", headers=_headers_text(msg)[:HEADERS_LENGTH], problems=problems,
+    )
+    inbound.auto = _automatic(msg, problems)
+    local = inbound.sender.partition("@")[0]
+    report = msg.get_content_type() == "multipart/report"
+    inbound.bounce = local in BOUNCE_SENDERS or (report and "delivery-status" in str(msg.get_param("report-type") or ""))
+    text, html = _bodies(msg, inbound)
+    inbound.body = (text if text.strip() or not html else html_to_text(html))[:BODY_LENGTH]
+    if msg.defects:
+        problems.append("malformed MIME: " + "; ".join(sorted({type(d).__name__ for d in msg.defects}))[:200])
+    return inbound
+
+
+def _header(msg: Message, name: str, problems: list[str]) -> str:
+    """A header as text: decoded words decoded; an undecodable one read as it was sent."""
+    try:
+        value = msg.get(name)
+    except Exception as exc:  # a header the policy cannot parse: its raw text
+        problems.append(f"{name} header unreadable ({type(exc).__name__}), read as sent")
+        raw = next((v for k, v in msg.raw_items() if k.lower() == name.lower()), "")
+        return _clean(str(raw), problems, name)
+    return "" if value is None else _clean(str(value), problems, name)
+
+
+def _clean(text: str, problems: list[str] | None = None, name: str = "") -> str:
+    """Header text with raw 8-bit bytes (kept by the parser as surrogates) read as UTF-8, or as
+    Latin-1 when they are not UTF-8; control characters other than tab and newline dropped."""
+    if any("\udc80" <= c <= "\udcff" for c in text):
+        raw = text.encode("utf-8", "surrogateescape")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("latin-1")
+            if problems is not None:
+                problems.append(f"{name} header not UTF-8, read as Latin-1")
+    return "".join(c for c in text if c in "\t\n" or (c >= " " and not "\ud800" <= c <= "\udfff"))
+
+
+def _first_id(value: str) -> str | None:
+    found = MESSAGE_ID.search(value or "")
+    return found.group(1) if found else ((value or "").strip()[:250] or None)
+
+
+def _ids(value: str) -> list[str]:
+    return MESSAGE_ID.findall(value or "")
+
+
+def _headers_text(msg: Message) -> str:
+    lines = []
+    for key, value in msg.raw_items():
+        lines.append(_clean(f"{key}: {' '.join(str(value).split())}"))
+    return "\n".join(lines)
+
+
+def _automatic(msg: Message, problems: list[str]) -> str | None:
+    """Why a message is an automatic one (RFC 3834's Auto-Submitted, the de facto X-Autoreply and
+    Precedence headers), or None."""
+    submitted = _header(msg, "Auto-Submitted", problems).strip().lower()
+    if submitted and submitted != "no":
+        return f"auto-reply (Auto-Submitted: {submitted[:40]})"
+    for name in ("X-Autoreply", "X-Autorespond", "X-Auto-Response-Suppress"):
+        value = _header(msg, name, problems).strip()
+        if value and not (name == "X-Auto-Response-Suppress"):
+            return f"auto-reply ({name}: {value[:40]})"
+    precedence = _header(msg, "Precedence", problems).strip().lower()
+    if precedence in BULK_PRECEDENCE:
+        return f"auto-reply (Precedence: {precedence})"
+    return None
+
+
+def _bodies(msg: Message, inbound: Inbound) -> tuple[str, str]:
+    """The first text/plain and text/html parts that are not attachments; the rest are attachments.
+    A bounce's returned message gives the Message-IDs of what bounced."""
+    text, html = "", ""
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        ctype = part.get_content_type()
+        disposition = (part.get_content_disposition() or "").lower()
+        filename = _filename(part, inbound.problems)
+        if ctype in ("message/rfc822", "text/rfc822-headers") or ctype == "message/delivery-status":
+            inbound.original_ids += _ids(_part_text(part, inbound.problems))
+        if ctype == "text/plain" and disposition != "attachment" and not filename and not text:
+            text = _part_text(part, inbound.problems)
+        elif ctype == "text/html" and disposition != "attachment" and not filename and not html:
+            html = _part_text(part, inbound.problems)
+        elif filename or disposition in ("attachment", "inline") and not ctype.startswith("text/"):
+            data = _part_bytes(part)
+            if data:
+                inbound.attachments.append(Attachment(filename or f"attachment-{len(inbound.attachments) + 1}",
+                                                      ctype, data))
+    for part in msg.walk():  # a returned message inside a bounce (message/rfc822 is multipart to the walker)
+        if part.get_content_type() == "message/rfc822":
+            payload = part.get_payload()
+            inner = payload[0] if isinstance(payload, list) and payload else None
+            if isinstance(inner, Message):
+                inbound.original_ids += _ids(str(inner.get("Message-ID") or ""))
+    return text, html
+
+
+def _filename(part: Message, problems: list[str]) -> str:
+    try:
+        name = part.get_filename() or ""
+    except Exception:
+        problems.append("an attachment's name could not be read")
+        name = ""
+    return " ".join(str(name).replace("/", "_").replace("\\", "_").split())[:255]
+
+
+def _part_bytes(part: Message) -> bytes:
+    try:
+        data = part.get_payload(decode=True)
+    except Exception:
+        return b""
+    return data if isinstance(data, bytes) else b""
+
+
+def _part_text(part: Message, problems: list[str]) -> str:
+    """A text part decoded by its charset; an unknown or lying charset read as Latin-1, noted."""
+    data = _part_bytes(part)
+    charset = (part.get_content_charset() or "us-ascii").lower()
+    try:
+        return _clean(data.decode(charset))
+    except LookupError:
+        problems.append(f"unknown charset {charset[:40]!r}, read as Latin-1")
+    except UnicodeDecodeError:
+        if charset in ("us-ascii", "ascii"):
+            try:
+                return _clean(data.decode("utf-8"))
+            except UnicodeDecodeError:
+                pass
+        problems.append(f"text not valid {charset[:40]}, read as Latin-1")
+    return _clean(data.decode("latin-1"))
+
+
+def html_to_text(html: str) -> str:
+    """An HTML body as safe plain text: no script, style or head; block elements on lines of their
+    own; runs of blank lines collapsed (Beautiful Soup, with Python's own HTML parser)."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(html, "html.parser")
+    for tag in soup(["script", "style", "head", "title", "noscript", "template", "iframe", "object"]):
+        tag.decompose()
+    for tag in soup.find_all("br"):
+        tag.replace_with("\n")
+    for tag in soup.find_all(["p", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre"]):
+        tag.insert_after("\n")
+    text = soup.get_text()
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    out: list[str] = []
+    for line in lines:
+        if line or (out and out[-1]):
+            out.append(line)
+    return "\n".join(out).strip()
+
+
+QUOTE_STARTS = (re.compile(r"^\s*On .{5,200} wrote:\s*$"), re.compile(r"^\s*-{2,}\s*Original Message\s*-{2,}", re.I),
+                re.compile(r"^\s*From: .+"), re.compile(r"^\s*Am .{5,200} schrieb .{1,200}:\s*$"),
+                re.compile(r"^\s*Le .{5,200} a écrit\s*:\s*$"))
+
+
+def reply_text(body: str) -> str:
+    """What the person wrote in a reply: the text above the quoted message (the first line that
+    starts a quote: "On … wrote:", "-----Original Message-----", a From: header, or ">" lines).
+    The whole body when nothing is above it."""
+    kept: list[str] = []
+    for line in body.splitlines():
+        if line.lstrip().startswith(">") or any(p.match(line) for p in QUOTE_STARTS) or "Ref:MSG" in line:
+            break
+        kept.append(line)
+    text = "\n".join(kept).strip()
+    return text or body.strip()
+
+
+def as_message(raw: bytes) -> EmailMessage:
+    """The parsed message (for tests and tools)."""
+    return email.message_from_bytes(raw, policy=email.policy.default)

@@ -1,0 +1,278 @@
+"""What a received e-mail does: ignored (and why), a comment on the record it answers, or a new
+record, as the definitions' inbound e-mail actions say. Every message is kept in sys_email
+(type `received`, or `received-ignored` with the reason), filed under the record it touched.
+
+The order, as ServiceNow's: a duplicate (its Message-ID seen before) and our own message coming
+back are ignored first, then automatic replies, then bounces (which mark the outbound e-mail that
+bounced as failed), then senders over the rate limit (a loop); then the record the message
+answers is looked for (the watermark `Ref:MSG…` in the body, the In-Reply-To and References
+headers, a record number in the subject); the first inbound action by order whose condition
+holds, of the reply type when a record was found and of the new type otherwise, runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from ..access import SYSTEM
+from ..definitions.model import InboundActionDef, TableDef
+from ..properties import Properties
+from ..query import Query, Term, select_rows
+from ..query.evaluate import evaluate
+from ..records import RecordError, RecordService, now
+from ..templates import render_value
+from .message import Inbound, parse, reply_text
+
+TABLE = "sys_email"
+WATERMARK = re.compile(r"Ref:MSG([0-9a-f]{32})\b")
+OUR_ID = re.compile(r"^([0-9a-f]{32})@")
+REPLY_TO_CLOSED = "caseloom.email.inbound.reply_to_closed"
+UNKNOWN_SENDER = "caseloom.email.inbound.unknown_sender"
+PER_SENDER = "caseloom.email.inbound.per_sender_per_hour"
+MAX_BYTES = "caseloom.email.inbound.max_bytes"
+
+
+@dataclass
+class Outcome:
+    """What a message did: `action` created, commented or ignored; the record (`table`, `sys_id`)
+    it created or commented on; `reason` why it was ignored; `email` the sys_email row kept."""
+
+    action: str
+    table: str | None = None
+    sys_id: str | None = None
+    reason: str | None = None
+    email: str | None = None
+
+    def as_json(self) -> dict:
+        return {"action": self.action, "table": self.table or "", "sys_id": self.sys_id or "",
+                "reason": self.reason or "", "email": self.email or ""}
+
+
+def receive(service: RecordService, raw: bytes) -> Outcome:
+    """Act on one raw message inside the caller's transaction (NotAnEmail when it is not one)."""
+    inbound = parse(raw)
+    props = Properties(service.defs, service.storage, service.conn)
+    system = service.__class__(service.storage, service.conn, SYSTEM, automation=service.automation)
+    with system.conn.begin_nested():
+        outcome = _decide(system, props, inbound)
+        outcome.email = _keep(system, inbound, outcome)
+    return outcome
+
+
+def _decide(service: RecordService, props: Properties, inbound: Inbound) -> Outcome:
+    ignored = _ignored_before_threading(service, props, inbound)
+    if ignored is not None:
+        return ignored
+    found = _answered_record(service, inbound)
+    email_row = _as_row(inbound)
+    for action in service.defs.inbound_email:
+        if (action.type == "reply") != (found is not None):
+            continue
+        if found is not None and not _handles(service, action, found[0]):
+            continue
+        if action.condition is not None and not evaluate(action.condition, email_row,
+                                                          table=service.defs.tables[TABLE], tables=service.defs.tables):
+            continue
+        if found is not None:
+            return _reply(service, props, action, inbound, *found)
+        return _new(service, props, action, inbound)
+    if found is not None:
+        return Outcome("ignored", found[0].name, found[1]["sys_id"],
+                       f"it answers {found[0].label.lower()} {_name(found[0], found[1])}, which no reply action handles")
+    return Outcome("ignored", reason="no inbound e-mail action takes a new message like this one")
+
+
+def _ignored_before_threading(service: RecordService, props: Properties, inbound: Inbound) -> Outcome | None:
+    emails = service.storage.physical(TABLE)
+    conn = service.conn
+    if inbound.message_id:
+        ours = OUR_ID.match(inbound.message_id)
+        if ours and conn.execute(sa.select(emails.c.sys_id).where(emails.c.sys_id == ours.group(1))).first():
+            return Outcome("ignored", reason="a loop: it is our own outbound message coming back")
+        seen = conn.execute(sa.select(emails.c.sys_id).where(
+            emails.c.message_id == inbound.message_id, emails.c.type.in_(("received", "received-ignored")))
+            .limit(1)).scalar()
+        if seen:
+            return Outcome("ignored", reason=f"a duplicate: Message-ID <{inbound.message_id}> was received before "
+                                             f"(sys_email {seen})")
+    if inbound.bounce:
+        return _bounce(service, inbound)
+    if inbound.auto:
+        return Outcome("ignored", reason=inbound.auto)
+    limit = props.get(PER_SENDER)
+    if limit > 0:
+        since = now() - dt.timedelta(hours=1)
+        recent = conn.execute(sa.select(sa.func.count()).select_from(emails).where(
+            emails.c.sender == inbound.sender, emails.c.type.in_(("received", "received-ignored")),
+            emails.c.sys_created_on >= since)).scalar_one()
+        if recent >= limit:
+            return Outcome("ignored", reason=f"a loop or a flood: {recent} messages from {inbound.sender} in the last "
+                                             f"hour (the {PER_SENDER} property allows {limit})")
+    return None
+
+
+def _bounce(service: RecordService, inbound: Inbound) -> Outcome:
+    """A delivery failure report: the outbound e-mail it returns (by its Message-ID, the headers or
+    the watermark) is marked failed with the report's first lines."""
+    emails = service.storage.physical(TABLE)
+    candidates = [m.group(1) for i in (*inbound.original_ids, *inbound.in_reply_to) if (m := OUR_ID.match(i))]
+    candidates += WATERMARK.findall(inbound.body)
+    ids = list(dict.fromkeys(candidates))
+    found = service.conn.execute(sa.select(emails.c.sys_id).where(
+        emails.c.sys_id.in_(ids or ["-"]), emails.c.type.notin_(("received", "received-ignored")))).scalars().all()
+    summary = " ".join(inbound.body.split())[:300] or inbound.subject
+    if found:
+        service.update_many(TABLE, [(sys_id, {"state": "error", "type": "send-failed",
+                                              "error": f"bounced: {summary}"}) for sys_id in found])
+        return Outcome("ignored", reason=f"a bounce: marked {len(found)} outbound e-mail(s) failed ({', '.join(found)})")
+    return Outcome("ignored", reason="a bounce for no e-mail of ours")
+
+
+def _answered_record(service: RecordService, inbound: Inbound) -> tuple[TableDef, dict] | None:
+    """The record a reply answers: by the watermark, then In-Reply-To/References, then a number."""
+    emails = service.storage.physical(TABLE)
+    conn = service.conn
+    ids = WATERMARK.findall(inbound.body)
+    for sys_id in ids:
+        found = _record_of_email(service, emails.c.sys_id == sys_id)
+        if found:
+            return found
+    for message_id in inbound.in_reply_to:
+        ours = OUR_ID.match(message_id)
+        condition = emails.c.sys_id == ours.group(1) if ours else emails.c.message_id == message_id
+        found = _record_of_email(service, condition)
+        if found:
+            return found
+    for action in service.defs.inbound_email:
+        tdef = service.defs.tables[action.table]
+        if action.type != "reply" or tdef.number is None:
+            continue
+        for number in re.findall(rf"\b{re.escape(tdef.number.prefix)}\d{{{tdef.number.digits}}}\b", inbound.subject,
+                                 flags=re.IGNORECASE):
+            stmt, _ = select_rows(service.storage, tdef.name, Query(Term("number", "eq", number.upper())), limit=1)
+            row = conn.execute(stmt).mappings().first()
+            if row:
+                return service.defs.tables[row["sys_class_name"]], dict(row)
+    return None
+
+
+def _record_of_email(service: RecordService, condition) -> tuple[TableDef, dict] | None:
+    emails = service.storage.physical(TABLE)
+    row = service.conn.execute(sa.select(emails.c.target_table, emails.c.instance).where(condition)
+                               .where(emails.c.instance.is_not(None)).limit(1)).first()
+    if row is None or row.target_table not in service.defs.tables:
+        return None
+    stmt, _ = select_rows(service.storage, row.target_table, Query(Term("sys_id", "eq", row.instance)), limit=1)
+    record = service.conn.execute(stmt).mappings().first()
+    if record is None:
+        return None
+    return service.defs.tables[record["sys_class_name"]], dict(record)
+
+
+def _handles(service: RecordService, action: InboundActionDef, tdef: TableDef) -> bool:
+    return action.table in (tdef.name, *service.defs.ancestors(tdef.name))
+
+
+def _reply(service: RecordService, props: Properties, action: InboundActionDef, inbound: Inbound,
+           tdef: TableDef, record: dict) -> Outcome:
+    text = f"reply from: {inbound.sender}\n\n{reply_text(inbound.body)}"
+    closed = action.closed is not None and evaluate(action.closed, record, table=tdef, tables=service.defs.tables)
+    if closed and props.get(REPLY_TO_CLOSED) == "new":
+        new_action = next((a for a in service.defs.inbound_email if a.type == "new" and a.table == action.table), None)
+        if new_action is not None:
+            link = {action.closed_link: record["sys_id"]} if action.closed_link else {}
+            return _new(service, props, new_action, inbound, link, follows=(tdef, record))
+    values = {action.comment: text}
+    if closed:
+        values.update(action.closed_reopen)
+    with service.by_definitions():
+        service.update(tdef.name, record["sys_id"], values)
+    _attach(service, tdef.name, record["sys_id"], inbound)
+    _effects(service, action, tdef, record["sys_id"])
+    return Outcome("commented", tdef.name, record["sys_id"],
+                   f"reopened {tdef.label.lower()} {_name(tdef, record)}" if closed else None)
+
+
+def _new(service: RecordService, props: Properties, action: InboundActionDef, inbound: Inbound,
+         extra: dict | None = None, follows: tuple[TableDef, dict] | None = None) -> Outcome:
+    sender_values, known = _sender(service, action, inbound)
+    if action.senders and not known and props.get(UNKNOWN_SENDER) != "create":
+        return Outcome("ignored", reason=f"unknown sender {inbound.sender} (the {UNKNOWN_SENDER} property is ignore)")
+    context = {"email": _as_row(inbound) | {"body": inbound.body}, "sender": known or {}}
+    tdef = service.defs.tables[action.table]
+    values = {}
+    for name, value in action.values.items():
+        values[name] = render_value(value, context)
+    values.update(sender_values)
+    values.update(extra or {})
+    with service.by_definitions():
+        try:
+            record = service.insert(tdef.name, values)
+        except RecordError as exc:
+            return Outcome("ignored", reason=f"the {tdef.label.lower()} could not be created: {exc}")
+    _attach(service, tdef.name, record["sys_id"], inbound)
+    _effects(service, action, tdef, record["sys_id"])
+    why = f"a reply to closed {follows[0].label.lower()} {_name(*follows)}" if follows else None
+    return Outcome("created", tdef.name, record["sys_id"], why)
+
+
+def _sender(service: RecordService, action: InboundActionDef, inbound: Inbound) -> tuple[dict, dict | None]:
+    """The values the first known sender gives the new record, and that sender's record."""
+    for sender in action.senders:
+        stmt, _ = select_rows(service.storage, sender.table, Query(Term(sender.email, "eq", inbound.sender)), limit=1)
+        row = service.conn.execute(stmt).mappings().first()
+        if row is None:  # an address stored with capitals
+            table = service.storage.physical(sender.table)
+            found = service.conn.execute(sa.select(table.c.sys_id).where(
+                sa.func.lower(table.c[sender.email]) == inbound.sender).limit(1)).scalar()
+            if found:
+                stmt, _ = select_rows(service.storage, sender.table, Query(Term("sys_id", "eq", found)), limit=1)
+                row = service.conn.execute(stmt).mappings().first()
+        if row is not None:
+            record = {k: ("" if v is None else v) for k, v in dict(row).items()}
+            return {k: render_value(v, {"sender": record, "email": _as_row(inbound)})
+                    for k, v in sender.values.items()}, record
+    return {}, None
+
+
+def _attach(service: RecordService, table: str, sys_id: str, inbound: Inbound) -> None:
+    """The message's files, on the record; one the attachment properties refuse is noted, not fatal."""
+    from ..attachments import Refused, attach
+
+    for item in inbound.attachments:
+        try:
+            attach(service, table, sys_id, item.name, item.content_type, item.data)
+        except Refused as exc:
+            inbound.problems.append(f"attachment {item.name!r} not kept: {exc.message}")
+
+
+def _effects(service: RecordService, action: InboundActionDef, tdef: TableDef, sys_id: str) -> None:
+    if not action.effects:
+        return
+    from ..effects.run import EffectContext, run_effects
+
+    record = service.get(tdef.name, sys_id)
+    props = Properties(service.defs, service.storage, service.conn)
+    run_effects(EffectContext(service=service, table=tdef, record=record, properties=props.get), action.effects)
+
+
+def _keep(service: RecordService, inbound: Inbound, outcome: Outcome) -> str:
+    row = {**_as_row(inbound), "type": "received-ignored" if outcome.action == "ignored" else "received",
+           "state": "ignored" if outcome.action == "ignored" else "processed",
+           "reason": "; ".join(filter(None, [outcome.reason, *inbound.problems])) or None,
+           "target_table": outcome.table, "instance": outcome.sys_id, "headers": inbound.headers}
+    service._system_insert(TABLE, [row])
+    return row["sys_id"]
+
+
+def _as_row(inbound: Inbound) -> dict:
+    return {"subject": inbound.subject, "body": inbound.body, "sender": inbound.sender,
+            "recipients": inbound.recipients, "message_id": inbound.message_id}
+
+
+def _name(tdef: TableDef, record: dict) -> str:
+    return str(record.get("number") or record.get(tdef.display or "sys_id") or record["sys_id"])

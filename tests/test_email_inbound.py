@@ -1,0 +1,289 @@
+"""E-mail in (contract section 11): `POST /api/caseloom/email/inbound` with a raw message. A new
+message from a known contact or consumer opens a case; a reply (watermark, then In-Reply-To /
+References, then the number in the subject) becomes a comment "reply from: …"; auto-replies,
+bounces, loops and duplicates are kept as received-ignored with the reason; odd and broken
+messages are read or refused, never a crash."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+
+import pytest
+import sqlalchemy as sa
+
+from caseloom.inbound import html_to_text, parse, reply_text
+from conftest import basic
+
+INBOUND = "/api/caseloom/email/inbound"
+CASES = "/api/now/table/sn_customerservice_case"
+
+
+def mail(sender="contact1@example.com", subject="Printer on fire", body="It is on fire.", headers=None,
+         html=None, attachments=()) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = "support@caseloom.example"
+    msg["Subject"] = subject
+    for key, value in (headers or {}).items():
+        msg[key] = value
+    if body is not None:
+        msg.set_content(body)
+    if html is not None:
+        if body is None:
+            msg.set_content(html, subtype="html")
+        else:
+            msg.add_alternative(html, subtype="html")
+    for name, ctype, data in attachments:
+        main, sub = ctype.split("/")
+        msg.add_attachment(data, maintype=main, subtype=sub, filename=name)
+    return bytes(msg)
+
+
+def post(client, raw: bytes, user="admin", ctype="message/rfc822"):
+    return client.post(INBOUND, data=raw, headers={**basic(user), "Content-Type": ctype})
+
+
+def received(client, outcome) -> dict:
+    r = client.get(f"/api/now/table/sys_email/{outcome['email']}", headers=basic("admin"))
+    return r.json["result"]
+
+
+def case(client, sys_id, fields="number,short_description,description,contact,consumer,account,state,comments"):
+    r = client.get(f"{CASES}/{sys_id}?sysparm_fields={fields}&sysparm_exclude_reference_link=true",
+                   headers=basic("admin"))
+    return r.json["result"]
+
+
+def comments(client, sys_id) -> list[str]:
+    r = client.get(f"/api/now/table/sys_journal_field?sysparm_query=element_id={sys_id}^element=comments"
+                   "^ORDERBYDESCsys_created_on", headers=basic("admin"))
+    return [e["value"] for e in r.json["result"]]
+
+
+def test_a_new_message_from_a_known_contact_opens_a_case_for_them(client):
+    r = post(client, mail(attachments=[("photo.png", "image/png", b"\x89PNG fire")]))
+    assert r.status_code == 200, r.json
+    out = r.json["result"]
+    assert out["action"] == "created" and out["table"] == "sn_customerservice_case"
+    made = case(client, out["sys_id"])
+    contact = client.get("/api/now/table/customer_contact?sysparm_query=email=contact1@example.com"
+                         "&sysparm_fields=sys_id,account&sysparm_exclude_reference_link=true",
+                         headers=basic("admin")).json["result"][0]
+    assert made["short_description"] == "Printer on fire" and made["description"].strip() == "It is on fire."
+    assert made["contact"] == contact["sys_id"] and made["account"] == contact["account"]
+    files = client.get(f"/api/now/attachment?sysparm_query=table_sys_id={out['sys_id']}", headers=basic("admin"))
+    assert [f["file_name"] for f in files.json["result"]] == ["photo.png"]
+    kept = received(client, out)
+    assert kept["type"] == "received" and kept["sender"] == "contact1@example.com"
+    assert kept["instance"] == out["sys_id"] and kept["target_table"] == "sn_customerservice_case"
+
+
+def test_a_consumer_gets_a_case_too_and_the_sender_is_matched_whatever_its_case(client):
+    out = post(client, mail(sender="Pat <Consumer1@Example.com>", subject="Refund")).json["result"]
+    assert out["action"] == "created"
+    assert case(client, out["sys_id"])["consumer"]
+
+
+def _outbound(runtime, case_id: str) -> str:
+    """An e-mail the platform sent about the case (as a notification would file it)."""
+    with runtime.transaction() as service:
+        return service.insert("sys_email", {"recipients": "contact1@example.com", "subject": "Your case",
+                                            "body": "We are on it.", "state": "sent", "type": "sent",
+                                            "target_table": "sn_customerservice_case", "instance": case_id})["sys_id"]
+
+
+@pytest.mark.parametrize("how", ["watermark", "in_reply_to", "references", "number"])
+def test_a_reply_becomes_a_comment_on_its_case_however_it_is_found(client, runtime, how):
+    opened = post(client, mail()).json["result"]["sys_id"]
+    sent = _outbound(runtime, opened)
+    number = case(client, opened)["number"]
+    body, headers, subject = "Still burning.", {}, "Re: Your case"
+    if how == "watermark":
+        body += f"\n\nOn Monday Support wrote:\n> We are on it.\n> Ref:MSG{sent}"
+    elif how == "in_reply_to":
+        headers["In-Reply-To"] = f"<{sent}@caseloom.example>"
+    elif how == "references":
+        headers["References"] = f"<unrelated@x> <{sent}@caseloom.example>"
+    else:
+        subject = f"Re: {number.lower()} printer"
+    out = post(client, mail(subject=subject, body=body, headers=headers)).json["result"]
+    assert out == {**out, "action": "commented", "table": "sn_customerservice_case", "sys_id": opened}
+    assert comments(client, opened)[0] == "reply from: contact1@example.com\n\nStill burning."
+
+
+def test_replies_of_the_same_thread_find_the_case_through_an_earlier_inbound_message(client):
+    first = post(client, mail(headers={"Message-ID": "<first@customer.example>"})).json["result"]
+    out = post(client, mail(subject="more", body="Also smoke.",
+                            headers={"In-Reply-To": "<first@customer.example>"})).json["result"]
+    assert out["action"] == "commented" and out["sys_id"] == first["sys_id"]
+
+
+@pytest.mark.parametrize("setting, action", [("reopen", "commented"), ("new", "created")])
+def test_a_reply_to_a_closed_case_follows_the_property(client, runtime, setting, action):
+    opened = post(client, mail()).json["result"]["sys_id"]
+    with runtime.transaction() as service, service.by_definitions():
+        service.update("sn_customerservice_case", opened, {"state": 3, "close_notes": "done",
+                                                            "resolution_code": "solved_permanently"})
+        service.update("sys_properties", _property(service, "caseloom.email.inbound.reply_to_closed"),
+                       {"value": setting})
+    number = case(client, opened)["number"]
+    out = post(client, mail(subject=f"Re: {number}", body="It is back.")).json["result"]
+    assert out["action"] == action, out
+    if setting == "reopen":
+        assert case(client, opened)["state"] == "10" and out["reason"].startswith("reopened")
+    else:
+        assert out["sys_id"] != opened and case(client, opened)["state"] == "3"
+        assert case(client, out["sys_id"], "follow_up_of")["follow_up_of"] == opened
+
+
+def _property(service, name: str) -> str:
+    from caseloom.query import Query, Term
+
+    return service.query("sys_properties", Query(Term("name", "eq", name)), ["sys_id"])[0]["sys_id"]
+
+
+@pytest.mark.parametrize("setting, action", [("ignore", "ignored"), ("create", "created")])
+def test_an_unknown_sender_follows_the_property(client, runtime, setting, action):
+    with runtime.transaction() as service:
+        service.update("sys_properties", _property(service, "caseloom.email.inbound.unknown_sender"), {"value": setting})
+    out = post(client, mail(sender="stranger@nowhere.example")).json["result"]
+    assert out["action"] == action
+    if action == "ignored":
+        assert "unknown sender stranger@nowhere.example" in out["reason"]
+        assert received(client, out)["type"] == "received-ignored"
+    else:
+        made = case(client, out["sys_id"])
+        assert made["contact"] == "" and made["consumer"] == ""
+
+
+@pytest.mark.parametrize("headers, reason", [
+    ({"Auto-Submitted": "auto-replied"}, "Auto-Submitted: auto-replied"),
+    ({"X-Autoreply": "yes"}, "X-Autoreply: yes"),
+    ({"Precedence": "bulk"}, "Precedence: bulk"),
+])
+def test_automatic_replies_are_kept_as_ignored_with_the_reason(client, headers, reason):
+    before = client.get(f"{CASES}?sysparm_limit=1", headers=basic("admin")).headers["X-Total-Count"]
+    out = post(client, mail(subject="Out of office", headers=headers)).json["result"]
+    assert out["action"] == "ignored" and reason in out["reason"]
+    assert received(client, out)["type"] == "received-ignored" and reason in received(client, out)["reason"]
+    assert client.get(f"{CASES}?sysparm_limit=1", headers=basic("admin")).headers["X-Total-Count"] == before
+
+
+def test_the_same_message_id_twice_creates_nothing_twice(client):
+    raw = mail(headers={"Message-ID": "<once@customer.example>"})
+    first, second = post(client, raw).json["result"], post(client, raw).json["result"]
+    assert first["action"] == "created"
+    assert second["action"] == "ignored" and "duplicate" in second["reason"]
+
+
+def test_a_bounce_marks_the_outbound_email_failed(client, runtime):
+    opened = post(client, mail()).json["result"]["sys_id"]
+    sent = _outbound(runtime, opened)
+    bounce = (f"From: MAILER-DAEMON@mx.example\r\nTo: support@caseloom.example\r\nSubject: Undelivered Mail\r\n"
+              f"Content-Type: multipart/report; report-type=delivery-status; boundary=XX\r\n\r\n--XX\r\n"
+              f"Content-Type: text/plain\r\n\r\n550 5.1.1 <contact1@example.com>: mailbox unavailable\r\n--XX\r\n"
+              f"Content-Type: message/rfc822\r\n\r\nMessage-ID: <{sent}@caseloom.example>\r\nSubject: Your case\r\n\r\n"
+              f"We are on it.\r\n--XX--\r\n").encode()
+    out = post(client, bounce).json["result"]
+    assert out["action"] == "ignored" and "bounce" in out["reason"] and sent in out["reason"]
+    row = client.get(f"/api/now/table/sys_email/{sent}", headers=basic("admin")).json["result"]
+    assert row["state"] == "error" and row["type"] == "send-failed" and "mailbox unavailable" in row["error"]
+
+
+def test_a_flood_from_one_sender_is_cut_at_the_rate_limit(client, runtime):
+    with runtime.transaction() as service:
+        service.update("sys_properties", _property(service, "caseloom.email.inbound.per_sender_per_hour"), {"value": "3"})
+    actions = [post(client, mail(subject=f"loop {i}")).json["result"]["action"] for i in range(5)]
+    assert actions == ["created"] * 3 + ["ignored"] * 2
+
+
+def test_our_own_message_coming_back_is_a_loop(client, runtime):
+    opened = post(client, mail()).json["result"]["sys_id"]
+    sent = _outbound(runtime, opened)
+    out = post(client, mail(headers={"Message-ID": f"<{sent}@caseloom.example>"})).json["result"]
+    assert out["action"] == "ignored" and "loop" in out["reason"]
+
+
+# -- odd and broken messages: read or refused with the reason, never a crash -------------------------
+
+CORPUS = {
+    "multipart/alternative": mail(body="Plain words.", html="<p>Rich <b>words</b>.</p>"),
+    "html only": mail(body=None, html="<html><head><style>p{}</style><script>alert(1)</script></head>"
+                                      "<body><p>Hello</p><p>from <i>HTML</i></p></body></html>"),
+    "inline image": mail(html="<p>see <img src='cid:x'></p>", attachments=[("x.png", "image/png", b"\x89PNG")]),
+    "iso-8859-1 quoted-printable": (b"From: contact1@example.com\r\nTo: s@x\r\nSubject: =?iso-8859-1?q?Caf=E9?=\r\n"
+                                    b"Content-Type: text/plain; charset=iso-8859-1\r\n"
+                                    b"Content-Transfer-Encoding: quoted-printable\r\n\r\nCaf=E9 cr=E8me\r\n"),
+    "unknown charset": (b"From: contact1@example.com\r\nSubject: odd\r\nContent-Type: text/plain; charset=x-klingon\r\n"
+                        b"\r\nQapla\xe9\r\n"),
+    "winmail.dat": mail(attachments=[("winmail.dat", "application/ms-tnef", b"\x78\x9f\x3e\x22tnef")]),
+    "missing headers": b"From: contact1@example.com\r\n\r\nJust a body, no subject, no date, no id.\r\n",
+    "broken multipart": (b"From: contact1@example.com\r\nSubject: broken\r\nMIME-Version: 1.0\r\n"
+                         b"Content-Type: multipart/mixed; boundary=NOPE\r\n\r\n--WRONG\r\nhello\r\n"),
+    "8-bit utf-8 without a charset": b"From: contact1@example.com\r\nSubject: caf\xc3\xa9\r\n\r\nna\xc3\xafve\r\n",
+}
+
+
+@pytest.mark.parametrize("name", CORPUS)
+def test_a_corpus_of_real_world_messages_ingests_without_a_crash(client, name):
+    r = post(client, CORPUS[name])
+    assert r.status_code == 200, r.json
+    out = r.json["result"]
+    assert out["action"] == "created", out
+    made = case(client, out["sys_id"])
+    assert made["short_description"]
+    assert "<script" not in made["description"] and "alert(1)" not in made["description"]
+
+
+def test_html_becomes_safe_text_and_charsets_are_read():
+    assert html_to_text("<p>Hello<br>there</p><script>x()</script><ul><li>a</li><li>b</li></ul>") == \
+        "Hello\nthere\na\nb"
+    assert parse(CORPUS["iso-8859-1 quoted-printable"]).body.strip() == "Café crème"
+    assert parse(CORPUS["iso-8859-1 quoted-printable"]).subject == "Café"
+    odd = parse(CORPUS["unknown charset"])
+    assert odd.body.strip() == "Qaplaé" and "unknown charset" in odd.problems[0]
+    assert reply_text("Yes.\n\nOn Mon, 1 Jan 2026 Support wrote:\n> old") == "Yes."
+
+
+@pytest.mark.parametrize("raw, ctype, status, words", [
+    (b"", "message/rfc822", 400, "empty"),
+    (b"Subject: no sender\r\n\r\nbody", "message/rfc822", 400, "no sender"),
+    (b"\x00\x01\x02 binary junk", "message/rfc822", 400, "no sender"),
+    (b"From: a@b.c\r\n\r\nx", "application/json", 415, "not an e-mail"),
+])
+def test_bad_input_is_refused_with_the_reason(client, raw, ctype, status, words):
+    r = post(client, raw, ctype=ctype)
+    assert r.status_code == status, r.json
+    assert words in (r.json["error"]["message"] + r.json["error"]["detail"])
+
+
+def test_an_oversized_message_is_refused(client, runtime):
+    with runtime.transaction() as service:
+        service.update("sys_properties", _property(service, "caseloom.email.inbound.max_bytes"), {"value": "1000"})
+    r = post(client, mail(body="x" * 5000))
+    assert r.status_code == 413 and "1,000 bytes" in r.json["error"]["message"]
+
+
+@pytest.mark.parametrize("user, status", [("agent", 403), ("customer", 403), ("admin", 200)])
+def test_only_who_may_create_emails_may_post_one(client, user, status):
+    assert post(client, mail(), user=user).status_code == status
+
+
+def test_outbound_mail_threads_replies(runtime):
+    from caseloom.jobs.email import message
+
+    config = type("C", (), {"smtp_from": "support@caseloom.example"})()
+    msg = message(config, {"sys_id": "a" * 32, "subject": "Your case", "body": "Hi", "number": "CS0001234",
+                           "reply_to": "support@caseloom.example"}, ["x@y.z"])
+    assert msg["Subject"] == "Your case [CS0001234]" and msg["Reply-To"] == "support@caseloom.example"
+    assert msg.get_content().rstrip().endswith("Ref:MSG" + "a" * 32)
+    assert msg["Message-ID"] == f"<{'a' * 32}@caseloom.example>"
+
+
+def test_inbound_messages_are_in_sys_email_with_their_type(client, runtime):
+    post(client, mail(headers={"Auto-Submitted": "auto-generated"}))
+    post(client, mail(subject="real"))
+    emails = runtime.storage.physical("sys_email")
+    with runtime.engine.connect() as conn:
+        types = sorted(conn.execute(sa.select(emails.c.type).where(emails.c.sender == "contact1@example.com")).scalars())
+    assert types == ["received", "received-ignored"]
