@@ -160,6 +160,32 @@ def user_add(name: str, password: str, roles: tuple[str, ...], values: tuple[str
 
 
 @main.group()
+def email() -> None:
+    """Inbound e-mail: read the mailbox now (the worker does it every CASELOOM_IMAP_POLL_SECONDS)."""
+
+
+@email.command("poll")
+def email_poll() -> None:
+    """Act on the unseen messages of CASELOOM_IMAP_URL once, and say what each did."""
+    import imaplib
+
+    from .inbound.imap import poll
+    from .runtime import Runtime
+
+    config = Config.from_env()
+    if not config.imap_url:
+        click.echo("caseloom email poll: CASELOOM_IMAP_URL is not set (imap://user:password@host/INBOX)", err=True)
+        sys.exit(1)
+    runtime = Runtime(config, _load_or_exit(config.definitions))
+    try:
+        report = poll(runtime)
+    except (OSError, imaplib.IMAP4.error) as exc:
+        click.echo(f"caseloom email poll: the mailbox could not be read: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"read {report}")
+
+
+@main.group()
 def job() -> None:
     """Stop a background job, or undo what it created (README: "Stopping and undoing a job")."""
 

@@ -23,6 +23,8 @@ class Config:
     smtp_password: str | None = None
     smtp_from: str = "caseloom@localhost"
     smtp_starttls: str = "auto"  # auto (when the server offers it), true (required), false
+    imap_url: str | None = None  # a mailbox the worker polls for inbound e-mail (caseloom.inbound.imap)
+    imap_poll_seconds: float = 30.0
     # how often a background action commits its work and progress: a crash redoes at most this much
     job_commit_seconds: float = 1.0
     # -- security (README: Security) --------------------------------------------------------------
@@ -54,6 +56,9 @@ class Config:
             smtp_from=env.get("CASELOOM_SMTP_FROM") or cls.smtp_from,
             smtp_starttls=_choice("CASELOOM_SMTP_STARTTLS", env.get("CASELOOM_SMTP_STARTTLS"), cls.smtp_starttls,
                                   ("auto", "true", "false")),
+            imap_url=_imap_url(env.get("CASELOOM_IMAP_URL")),
+            imap_poll_seconds=_seconds("CASELOOM_IMAP_POLL_SECONDS", env.get("CASELOOM_IMAP_POLL_SECONDS"),
+                                       cls.imap_poll_seconds),
             job_commit_seconds=_seconds("CASELOOM_JOB_COMMIT_SECONDS", env.get("CASELOOM_JOB_COMMIT_SECONDS"),
                                         cls.job_commit_seconds),
             base_url=_base_url(env.get("CASELOOM_BASE_URL")),
@@ -123,6 +128,16 @@ def _count(name: str, raw: str | None, default: int, low: int, high: int) -> int
     if not raw.strip().isdigit() or not low <= int(raw) <= high:
         raise ValueError(f"{name}={raw!r}: expected a whole number from {low} to {high}")
     return int(raw)
+
+
+def _imap_url(raw: str | None) -> str | None:
+    """CASELOOM_IMAP_URL, checked now (a bad one stops the process starting, naming what is wrong)."""
+    if not raw or not raw.strip():
+        return None
+    from .inbound.imap import mailbox_of
+
+    mailbox_of(raw)
+    return raw.strip()
 
 
 def _base_url(raw: str | None) -> str | None:

@@ -59,21 +59,25 @@ class JobConsumer(Consumer):
     started again after a crash takes up the jobs of the one that died at once) and every few
     seconds after."""
 
-    def __init__(self, huey: Huey, reap: Callable[[], object], clock: Ticker | None = None, **options):
+    def __init__(self, huey: Huey, reap: Callable[[], object], clock: Ticker | None = None,
+                 mail: Ticker | None = None, **options):
         super().__init__(huey, **options)
         self.reaper: Ticker = reaper(reap)
         self.clock = clock  # the SLA clock's tick (caseloom.timing.tick)
+        self.mail = mail  # the inbound mailbox's poll (caseloom.inbound.imap), when CASELOOM_IMAP_URL is set
 
     def start(self) -> None:
         super().start()
         self.reaper.start()
-        if self.clock is not None:
-            self.clock.start()
+        for ticker in (self.clock, self.mail):
+            if ticker is not None:
+                ticker.start()
 
     def stop(self, graceful: bool = False) -> None:
         self.reaper.stop()
-        if self.clock is not None:
-            self.clock.stop()
+        for ticker in (self.clock, self.mail):
+            if ticker is not None:
+                ticker.stop()
         super().stop(graceful=graceful)
 
 
@@ -122,8 +126,10 @@ class JobQueue:
         factory = EmbeddedConsumer if embedded else JobConsumer
         defs = self._runtime.defs
         clock = Ticker("sla-clock", self.clock_tick, self.clock_every) if defs.sla_root or defs.timers else None
+        config = self._runtime.config
+        mail = Ticker("mail-in", self.mail_poll, lambda: config.imap_poll_seconds) if config.imap_url else None
         return factory(self.huey, self.reap, clock, workers=workers, worker_type="thread", periodic=True,
-                       initial_delay=0.1, backoff=1.15, max_delay=2.0, shutdown_timeout=30)
+                       initial_delay=0.1, backoff=1.15, max_delay=2.0, shutdown_timeout=30, mail=mail)
 
     def enqueue(self, task: str, *args) -> None:
         self._registered()[1][task](*args)
@@ -173,6 +179,14 @@ class JobQueue:
     def _sweep(self) -> None:
         """Every minute: deliver waiting e-mail (whatever a lost follow-up left behind)."""
         deliver_pending(self.runtime())
+
+    def mail_poll(self) -> None:
+        """Act on what has arrived in the inbound mailbox (caseloom.inbound.imap)."""
+        from ..inbound.imap import poll
+
+        report = poll(self.runtime())
+        if report.read:
+            log.info("mail-in: %s", report)
 
     def clock_tick(self) -> None:
         """Fire the SLA escalations and timers that are due (caseloom.timing.tick)."""
