@@ -823,3 +823,25 @@ def test_attachments_follow_the_loans_access_rules(users, ids):
     assert seen == {"receipt.pdf", "photo.pdf"}
     assert theo.delete(f"/api/now/attachment/{plan.json['result']['sys_id']}").status_code == 403
     assert mona.delete(f"/api/now/attachment/{plan.json['result']['sys_id']}").status_code == 204
+
+
+def test_email_opens_a_loan_request_for_a_known_user_and_a_reply_comments_it(users, ids):
+    """The loans application's own inbound e-mail actions (tests/apps/loans/email/inbound.yaml)."""
+    from test_email_inbound import mail
+
+    admin = users["admin"]
+
+    def post(raw: bytes) -> dict:
+        r = admin.client.post("/api/caseloom/email/inbound", data=raw,
+                              headers={**admin.headers, "Content-Type": "message/rfc822"})
+        assert r.status_code == 200, r.json
+        return r.json["result"]
+
+    out = post(mail(sender="Rita <rita@loans.example>", subject="Loan of a projector", body="For Friday."))
+    assert out["action"] == "created" and out["table"] == "loan_request"
+    made = admin.record("loan_request", out["sys_id"])
+    assert made["requested_for"] == ids["rita"] and made["short_description"] == "Loan of a projector"
+    assert post(mail(sender="rita@loans.example", subject="Lunch?"))["action"] == "ignored"  # no action's condition
+    reply = post(mail(sender="rita@loans.example", subject=f"Re: {made['number']}", body="Make it Monday."))
+    assert (reply["action"], reply["sys_id"]) == ("commented", out["sys_id"])
+    assert journal(admin, out["sys_id"], "comments") == ["reply from: rita@loans.example\n\nMake it Monday."]
