@@ -45,7 +45,7 @@ def sign_in(browser, server: str, user: str | None):
         page.get_by_label("User name").fill(user)
         page.get_by_label("Password").fill(user)
         page.get_by_role("button", name="Sign in").click()
-        page.wait_for_url(f"{server}/")
+        page.wait_for_url(re.compile(rf"{re.escape(server)}/(csm)?$"))  # a customer lands on the portal
     return page
 
 
@@ -241,6 +241,24 @@ def with_children(runtime) -> dict:
     return data
 
 
+def customer_case(runtime) -> dict:
+    """The portal user `customer`'s first case, resolved (a solution to accept or reject), with a
+    comment, a file, an e-mail and a major issue's public update on it."""
+    from caseloom.demo import demo_sys_id
+    from caseloom.query import parse_encoded
+
+    with runtime.transaction() as service, service.by_definitions():
+        case = service.query(CASES, parse_encoded(f"contact={demo_sys_id('contacts', 0)}"), ["sys_id"], 1)[0]["sys_id"]
+        major = service.insert(CASES, {"short_description": "Storage outage", "major_case_state": "accepted"})
+        service.update(CASES, major["sys_id"], {"comments": "Engineers are restoring the array"})
+        service.update(CASES, case, {"parent": major["sys_id"], "comments": "We restarted the service",
+                                     "state": 6, "resolution_code": "solved_remotely", "close_notes": "Restarted"})
+        service.insert("sys_email", {"recipients": "contact1@example.com", "subject": "Your case was updated",
+                                     "body": "Hello", "state": "sent", "type": "sent", "target_table": CASES,
+                                     "instance": case})
+    return {"case": case}
+
+
 PAGES = [
     Page("login", None, go("/login")),
     Page("home", "agent", go("/")),
@@ -283,6 +301,11 @@ PAGES = [
     Page("list with a reference preview", "agent", go(f"/{CASES}_list.do?sysparm_query=accountISNOTEMPTY",
                                                       hover_reference)),
     Page("outbox", "admin", go("/sys_email_list.do?sysparm_query=state=ready")),
+    Page("portal: my cases", "customer", go("/csm"), customer_case),
+    Page("portal: a case with its activity and a solution to accept", "customer", go("/csm/record/{case}"),
+         customer_case),
+    Page("portal: a new case", "customer", go("/csm/new")),
+    Page("portal: an account admin's cases", "customer_admin", go("/csm")),
     Page("not found", "agent", go("/no_such_table_list.do"), status=404),
     Page("forbidden", "agent", go("/ui/properties"), status=403),
 ]

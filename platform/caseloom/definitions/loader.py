@@ -25,6 +25,7 @@ from .documents import KINDS, Broken, read_document, schema_for
 from .inbound import build_inbound
 from .lists import build_declared_lists, build_member_lists
 from .model import DefinitionFile, Definitions, frozen_map
+from .portals import build_portals
 from .qualifiers import with_qualifiers
 from .tables import build_tables
 from .timing import build_schedules, build_slas, build_timers, timing_tables
@@ -105,6 +106,7 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
     _check_notify_effects((), [*(e for sla in slas.values() for e in sla.escalations), *timers.values()],
                           notifications, errors)
     inbound = build_inbound(documents["inbound_email"], tables, roles, errors, properties)
+    portals = build_portals(documents["portal"], tables, roles, errors, actions, properties)
     if errors:
         raise DefinitionErrors(broken.without_follow_ons(errors))
     return Definitions(
@@ -128,6 +130,7 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
         slas=frozen_map(slas),
         timers=frozen_map(timers),
         inbound_email=inbound,
+        portals=frozen_map(portals),
         warnings=tuple(sorted(warnings, key=lambda w: (w.location.path, w.location.line, w.location.column))),
     )
 

@@ -195,6 +195,28 @@ class InboundActionDef:
 
 
 @dataclass(frozen=True)
+class PortalDef:
+    """A portal at /`name` for users whose roles are `roles` (customers): their records of `table`
+    (as their access rules allow), each with the entries of one journal field (`comment`)."""
+
+    name: str
+    title: str
+    roles: tuple[str, ...]
+    table: str
+    comment: str
+    list_columns: tuple[str, ...] = ()
+    open: Any = field(default=None, compare=False)  # which records are open (None: every one)
+    action_needed: Any = field(default=None, compare=False)  # which wait for the user, shown first
+    show: tuple[str, ...] = ()
+    create_fields: tuple[str, ...] = ()  # none: the portal creates no records
+    create_values: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    actions: tuple[str, ...] = ()
+    parent: str | None = None  # a reference to the record whose `comment` entries show here too
+    description: str = ""
+    location: Location | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
 class DemoUser:
     user_name: str
     password: str
@@ -504,6 +526,17 @@ class Definitions:
     timers: Mapping[str, TimerDef] = field(default_factory=frozen_map)
     warnings: tuple = ()  # DefinitionErrors that do not stop the definitions loading: known pitfalls
     inbound_email: tuple[InboundActionDef, ...] = ()  # by order
+    portals: Mapping[str, PortalDef] = field(default_factory=frozen_map)
+
+    def portal_of(self, roles: frozenset[str]) -> PortalDef | None:
+        """The portal of a user all of whose roles are a portal's (a customer, not staff): None for
+        everyone else, admin included."""
+        if "admin" in roles or not roles:
+            return None
+        for portal in self.portals.values():
+            if roles <= self.role_closure(portal.roles):
+                return portal
+        return None
 
     def timers_for(self, table: str) -> tuple[TimerDef, ...]:
         """The timers watching records of `table` (declared on it or a table it extends)."""

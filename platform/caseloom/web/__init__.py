@@ -59,7 +59,7 @@ def create_app(config: Config | None = None, defs: Definitions | None = None, te
     with app.app_context():
         app.extensions["caseloom"] = Runtime(config, defs, engine=prepare_engine(db.engine))
 
-    from . import api, attachments_api, auth, budget, definitions_api, email_api, errors, headers, jobs_api
+    from . import api, attachments_api, auth, budget, definitions_api, email_api, errors, headers, jobs_api, portal
 
     errors.register(app)
     budget.register(app)
@@ -72,6 +72,7 @@ def create_app(config: Config | None = None, defs: Definitions | None = None, te
     attachments_api.register(app)
     email_api.register(app)
     _register_ui(app, ui)
+    portal.register(app)
     for blueprint in (api.blueprint, definitions_api.blueprint, jobs_api.blueprint):
         csrf.exempt(blueprint)  # API requests check CSRF themselves for cookie sessions (auth.api_actor)
     _remember_generation(app, given)

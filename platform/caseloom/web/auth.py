@@ -302,4 +302,7 @@ def register(app: Flask) -> None:
         if actor is None:
             return redirect(url_for("login", next=request.path))
         act_as(actor)
+        portal = runtime().defs.portal_of(actor.roles)
+        if portal is not None:  # a portal's user (a customer) starts there
+            return redirect(url_for("portal.home", name=portal.name))
         return render_template("home.html", actor=actor)

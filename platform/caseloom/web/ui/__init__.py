@@ -29,6 +29,9 @@ def login_required(view):
         if actor is None:
             return redirect(url_for("login", next=request.full_path.rstrip("?")))
         act_as(actor)
+        portal = runtime().defs.portal_of(actor.roles)
+        if portal is not None:  # a customer: the staff pages are not theirs; their portal is
+            return redirect(url_for("portal.home", name=portal.name))
         return view(*args, **kwargs)
 
     return wrapper
