@@ -287,3 +287,37 @@ def test_inbound_messages_are_in_sys_email_with_their_type(client, runtime):
     with runtime.engine.connect() as conn:
         types = sorted(conn.execute(sa.select(emails.c.type).where(emails.c.sender == "contact1@example.com")).scalars())
     assert types == ["received", "received-ignored"]
+
+
+@pytest.mark.parametrize("how", ["email", "portal"])
+def test_a_customers_reply_on_a_major_issue_child_is_flagged_and_counted_on_the_major_case(client, runtime, how):
+    """MIM with customers in the loop: the reply lands on the customer's own child case, and the
+    major case's workspace counts it among the children needing attention."""
+    from conftest import ui_sign_in
+
+    child = post(client, mail(subject="Storage slow")).json["result"]["sys_id"]
+    with runtime.transaction() as service, service.by_definitions():
+        major = service.insert("sn_customerservice_case", {"short_description": "Storage outage EU", "state": 10,
+                                                            "major_case_state": "accepted"})["sys_id"]
+        service.update("sn_customerservice_case", child, {"parent": major, "needs_attention": False})
+        # the major issue's update as the notification to children files it: one e-mail per child
+        sent = service.insert("sys_email", {"recipients": "contact1@example.com", "subject": "Update on the outage",
+                                            "body": "Restoring", "state": "sent", "type": "sent",
+                                            "target_table": "sn_customerservice_case", "instance": child})["sys_id"]
+    if how == "email":
+        out = post(client, mail(subject="Re: Update on the outage", body=f"Still down here.\n> Ref:MSG{sent}")).json
+        assert (out["result"]["action"], out["result"]["sys_id"]) == ("commented", child)
+    else:
+        ui_sign_in(client, "customer")
+        page = client.get(f"/csm/record/{child}").get_data(as_text=True)
+        import re
+
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        assert client.post(f"/csm/record/{child}/comment", data={"text": "Still down here.",
+                                                                 "csrf_token": token}).status_code == 302
+        client.post("/logout", data={"csrf_token": token})
+    assert case(client, child, "needs_attention")["needs_attention"] == "true"
+    assert comments(client, child)[0].endswith("Still down here.")
+    ui_sign_in(client, "manager")
+    page = client.get(f"/sn_customerservice_case.do?sys_id={major}").get_data(as_text=True)
+    assert "1 needs attention" in page

@@ -52,7 +52,8 @@ ERRORS = {
     "405": ("MethodNotAllowed", "The path names another route (e.g. an id that is not a whole number)"),
     "409": ("Conflict", "The record's state does not allow it, or the change would lose data; the message says why"),
     "413": ("PayloadTooLarge", "The request body is larger than the server accepts"),
-    "415": ("UnsupportedMediaType", "An attachment's content type is not allowed (caseloom.attachment.content_types)"),
+    "415": ("UnsupportedMediaType", "An attachment's content type is not allowed (caseloom.attachment.content_types), "
+                                    "or a body is not of the type the operation takes"),
     "422": ("Unprocessable", "A rule, an effect, a script or a definition failed; nothing was changed"),
     "429": ("TooManyRequests", "Too many failed sign-ins, or the user's script CPU budget is spent: wait Retry-After seconds"),
 }
@@ -472,6 +473,22 @@ def _attachment_paths() -> dict:
     }
 
 
+def _email_paths() -> dict:
+    """E-mail in: a raw message handed over by a mail server or gateway."""
+    outcome = {"type": "object", "required": ["action", "table", "sys_id", "reason", "email"], "properties": {
+        "action": {"type": "string", "enum": ["created", "commented", "ignored"]},
+        "table": {"type": "string", "description": "The table of the record created or commented on ('' if none)"},
+        "sys_id": {"type": "string", "description": "That record's sys_id ('' if none)"},
+        "reason": {"type": "string", "description": "Why it was ignored, or what else happened ('' if nothing)"},
+        "email": {"type": "string", "description": "The sys_email row the message is kept as"}}}
+    return {"/api/caseloom/email/inbound": {"post": _operation(
+        "Act on a received e-mail (the raw RFC 822 message as the body): a new record, a comment on the record it "
+        "answers, or ignored with the reason; kept in sys_email. Needs create access to sys_email", ["E-mail"],
+        _responses({"200": _json(_result(outcome))}, ("400", "401", "403", "413", "415", "429")),
+        operation_id="email.inbound",
+        body={"required": True, "content": {"message/rfc822": {"schema": {"type": "string", "format": "binary"}}}})}}
+
+
 def _document_paths() -> dict:
     return {"/api/caseloom/openapi.json": {"get": _operation(
         "This document", ["Caseloom"], _responses({"200": _json({"type": "object"})}, ("401", "429")),
@@ -579,8 +596,8 @@ def document(defs: Definitions, server: str) -> dict:
     for table in tables:
         paths.update(_table_paths(defs, table))
         paths.update(_action_paths(defs, table))
-    for part in (_batch_paths(), _attachment_paths(), _member_list_paths(defs), _job_paths(), _definition_paths(),
-                 _document_paths()):
+    for part in (_batch_paths(), _attachment_paths(), _email_paths(), _member_list_paths(defs), _job_paths(),
+                 _definition_paths(), _document_paths()):
         paths.update(part)
     schemas = _shared_schemas()
     for table in tables:

@@ -16,6 +16,7 @@ from werkzeug.routing import BaseConverter
 from .. import attachments
 from ..actions import available_actions, run_action
 from ..definitions.model import PortalDef, TableDef
+from ..definitions.portals import RESERVED
 from ..effects import EffectFailed
 from ..query import All, Query, Term
 from ..query.dynamic import NO_USER, recognise, value_now
@@ -266,7 +267,10 @@ def new(name: str):
 
 
 class PortalName(BaseConverter):
-    regex = r"[a-z][a-z0-9_]{1,30}"
+    """A name that may be a portal's: never one of the platform's own first segments (GET /logout
+    must stay the sign-out route's 405, not a portal's 404)."""
+
+    regex = rf"(?!(?:{'|'.join(sorted(RESERVED))})\b)[a-z][a-z0-9_]{{1,30}}"
 
 
 def register(app) -> None:
