@@ -17,7 +17,7 @@ import pytest
 from conftest import POSTGRES_URL, ROOT
 
 BENCHMARKS = ["recipients_condition", "create_child_cases", "sla_attach", "sync_children", "close_major_case",
-              "sla_tick", "list_view", "form_view", "api_get"]
+              "sla_tick", "email_ingest", "list_view", "form_view", "api_get", "row_rule_list", "portal_list"]
 KEYS = {"name", "n", "seconds", "per_second", "baseline_seconds", "ratio"}
 
 pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
@@ -53,7 +53,11 @@ def check_lines(done: subprocess.CompletedProcess) -> None:
     assert by_name["sla_tick"]["n"] == 100  # ten running SLAs per unit of scale, one in a hundred due
     assert "# sla_attach: " in done.stderr and "with 2.0 SLAs per child" in done.stderr
     assert by_name["recipients_condition"]["n"] == 10_000  # the condition ran over every account
-    assert by_name["list_view"]["n"] == 10_001  # 9,000 generated cases, 1,000 children and their major case
+    assert by_name["email_ingest"]["n"] == 2000  # 1,000 new messages, each with a reply
+    assert "# email_ingest: 1,000 commented, 1,000 created" in done.stderr
+    # the inbound cases count too: 9,000 generated, 1,000 children, their major case, 1,000 by e-mail
+    assert by_name["list_view"]["n"] == 11_001
+    assert by_name["row_rule_list"]["n"] == by_name["portal_list"]["n"] == 11_001
     # the progress notes go to stderr, so stdout stays machine-readable
     assert "# create_child_cases: 1,000 in" in done.stderr
 

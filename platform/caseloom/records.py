@@ -285,7 +285,10 @@ class RecordService:
         return record if verdict is True or not self._outside(tdef, [sys_id], verdict) else None
 
     def _load(self, tdef: TableDef, sys_id: str, for_update: bool = False) -> dict | None:
-        stmt, _ = select_rows(self.storage, tdef.name, Query(Term("sys_id", "eq", sys_id)))
+        stmt = self.storage.cache.get(("load", tdef.name))
+        if stmt is None:  # built once per definitions set: every update and delete loads its record
+            stmt = self.storage.cache[("load", tdef.name)] = record_by(self.storage, tdef.name, "sys_id")
+        stmt = stmt.params(key=sys_id)
         if for_update and self.conn.dialect.name != "sqlite":
             stmt = stmt.with_for_update(of=None)
         row = self.conn.execute(stmt).mappings().first()
@@ -794,6 +797,16 @@ class RecordService:
                 if field.type == "reference" and field.reference in targets:
                     found.setdefault((other.root, field.name), (other, field))
         return list(found.values())
+
+
+def record_by(storage: Storage, table: str, field: str) -> sa.Select:
+    """The SELECT of a table's records (every stored field, its classes only) whose `field` is the
+    bound parameter `key`: built once and reused, as building it costs more than running it."""
+    sel = Selection(storage, table)
+    columns = [sel.column(f.name)[0].label(f.name) for f in sel.table.stored_fields]
+    where = sel.condition(None)
+    stmt = sa.select(*columns).select_from(sel.from_clause).where(sel.base.c[field] == sa.bindparam("key"))
+    return stmt if where is None else stmt.where(where)
 
 
 @dataclass(frozen=True)

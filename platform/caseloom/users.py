@@ -17,7 +17,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from . import sessions
 from .access import ADMIN, SYSTEM, Actor
 from .definitions.model import TableDef
-from .query import Query, Term, select_rows
+from .query import Selection
 from .query.dynamic import USER_GROUPS
 from .records import Conflict, RecordError, RecordService, deletion_guard, validator
 from .storage import Storage
@@ -77,8 +77,14 @@ def _user_value(storage: Storage, conn: sa.Connection, user_sys_id: str | None, 
         members = storage.physical(GROUP_MEMBERS)
         return tuple(conn.execute(sa.select(members.c.group).where(members.c.user == user_sys_id)
                                   .order_by(members.c.group)).scalars())
-    stmt, _ = select_rows(storage, USERS, Query(Term("sys_id", "eq", user_sys_id)), [path], limit=1)
-    return conn.execute(stmt).scalar()
+    key = ("user value", path)  # built once per definitions set and path: a rule reads it on every request
+    stmt = storage.cache.get(key)
+    if stmt is None:
+        sel = Selection(storage, USERS)
+        column, _ = sel.column(path)
+        stmt = storage.cache[key] = sa.select(column).select_from(sel.from_clause).where(
+            sel.base.c.sys_id == sa.bindparam("user")).limit(1)
+    return conn.execute(stmt, {"user": user_sys_id}).scalar()
 
 
 def actor_for(storage: Storage, conn: sa.Connection, user_sys_id: str) -> Actor | None:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import sqlalchemy as sa
 
@@ -37,7 +38,8 @@ from .memory import peak_rss
 from .replay import net_writes, replay
 from .timing import has_slas, sla_attach, sla_tick
 
-JOURNAL, AUDIT, TASK_SLA = "sys_journal_field", "sys_audit", "task_sla"
+JOURNAL, AUDIT, TASK_SLA, EMAIL = "sys_journal_field", "sys_audit", "task_sla", "sys_email"
+CUSTOMER = "bench_customer"  # the login of the access-rule benchmarks
 
 
 @dataclass
@@ -84,6 +86,8 @@ class BenchRun:
             yield self.update_parent(self.bench.names["close"], self.bench.close_values)
             if has_slas(self):
                 yield sla_tick(self)
+            if self.bench.email_count:
+                yield self.email_ingest()
             yield from self.pages()
         finally:
             self.runtime.engine.dispose()
@@ -105,6 +109,17 @@ class BenchRun:
             with service.deferred_references(), service.by_definitions():  # declared in bench.yaml
                 for gen in self.bench.generators:
                     service.insert_many(gen.table, generated_rows(gen, counts, {}, stamp))
+            if self.bench.customer_roles:  # the access-rule benchmarks' login
+                from ..demo import demo_sys_id
+
+                values = {k: demo_sys_id(v["ref"], v.get("row", 1) - 1) if isinstance(v, dict) else v
+                          for k, v in self.bench.customer_values.items()}
+                add_user(service, CUSTOMER, self.password, list(self.bench.customer_roles), {"name": "Bench customer"})
+                with service.by_definitions():
+                    users = service.storage.physical("sys_user")
+                    user_id = service.conn.execute(sa.select(users.c.sys_id).where(users.c.user_name == CUSTOMER)
+                                                   ).scalar_one()
+                    service.update("sys_user", user_id, values)
         refresh_statistics(self.runtime.engine)
         rows = sum(counts.values())
         self.say(f"setup: {rows:,} rows generated on {self.db.label} in {time.perf_counter() - started:.1f} s")
@@ -206,6 +221,65 @@ class BenchRun:
 
         return self.measured(name, [table, JOURNAL, AUDIT] + ([TASK_SLA] if self.defs.sla_root else []), work)
 
+    def email_ingest(self) -> Result:
+        """Inbound e-mail: new messages from the sender generator's rows (one per row), each followed
+        by a reply to it (threaded by In-Reply-To), acted on one transaction each as the IMAP poll does;
+        the baseline replays the same net rows."""
+        from email.message import EmailMessage
+
+        from ..demo import demo_sys_id
+        from ..inbound import receive
+
+        b = self.bench
+        generator, field_name = b.email_sender
+        table = next(g.table for g in b.generators if g.name == generator)
+        pairs = b.email_count // 2
+        with self.runtime.transaction() as service:
+            physical = service.storage.physical(table)
+            ids = [demo_sys_id(generator, i) for i in range(pairs)]
+            found = dict(service.conn.execute(sa.select(physical.c.sys_id, physical.c[field_name])
+                                              .where(physical.c.sys_id.in_(ids))).all())
+        messages = []
+        for i, sys_id in enumerate(ids):
+            for reply in (False, True):
+                msg = EmailMessage()
+                msg["From"], msg["To"] = found.get(sys_id) or f"nobody{i}@example.com", "support@bench.example"
+                msg["Subject"] = f"{'Re: ' if reply else ''}Bench message {i}"
+                msg["Message-ID"] = f"<bench-{i}-{int(reply)}@bench.example>"
+                if reply:
+                    msg["In-Reply-To"] = f"<bench-{i}-0@bench.example>"
+                msg.set_content("Thanks, that helped." if reply else f"Something is wrong (message {i}).")
+                messages.append(bytes(msg))
+        outcomes: dict[str, int] = {}
+
+        def work() -> int:
+            for raw in messages:
+                with self.runtime.transaction() as service:
+                    action = receive(service, raw).action
+                outcomes[action] = outcomes.get(action, 0) + 1
+            return len(messages)
+
+        tables = [self.runtime.storage.physical(b.views_table).name, JOURNAL, AUDIT, EMAIL] + \
+            ([TASK_SLA] if self.defs.sla_root else [])
+        result = self.measured(b.names["email"], tables, work)
+        self.say(f"{b.names['email']}: " + ", ".join(f"{n:,} {k}" for k, n in sorted(outcomes.items())))
+        return result
+
+    def _customer_query(self, table: str) -> str:
+        """The customer's read rule on `table` as the encoded query it stands for now (their own values
+        in it): the same rows, asked for without the rule."""
+        from ..access import row_rule
+        from ..query import acting_as, resolve_dynamic, to_encoded
+        from ..users import actor_named, user_lookup
+
+        with self.runtime.engine.connect() as conn:
+            actor = actor_named(self.runtime.storage, conn, CUSTOMER)
+        rule = row_rule(self.defs, actor, table, "read")
+        with acting_as(actor.sys_id, actor.user_name, user_lookup(self.runtime.storage, self.runtime.engine.connect,
+                                                                   actor.sys_id)):
+            resolved = _without_nothing(resolve_dynamic(rule))
+        return to_encoded(Query(resolved))
+
     def _plain_query(self, conn, sql: str) -> float:
         started = time.perf_counter()
         cur = conn.cursor()
@@ -219,6 +293,27 @@ class BenchRun:
         return stamp.strftime("%Y-%m-%d %H:%M:%S.%f") if self.db.kind == "sqlite" else stamp
 
     # -- pages and API --------------------------------------------------------------------
+
+    def customer_pages(self, port: int, app, plain, staff: http.Browser, table: str, total: int) -> Iterator[Result]:
+        """What a row rule costs: the customer's list through the API against the administrator's list
+        of the same rows asked for by the rule's own query (row_rule_list), and the portal's home page
+        (portal_list) against the plain driver replaying its SQL."""
+        customer = http.Browser(port, CUSTOMER, self.password)
+        fields = "sysparm_limit=20&sysparm_fields=sys_id,number,short_description,state"
+        api = f"/api/now/table/{table}?{fields}"
+        same = f"{api}&sysparm_query={quote(self._customer_query(table))}"
+        mine, theirs = customer.median([api] * 40), staff.median([same] * 40)
+        self.say(f"row_rule_list: the customer's list {mine * 1000:.1f} ms (median of 40), the same rows asked for "
+                 f"by the administrator without a rule {theirs * 1000:.1f} ms; {total:,} records")
+        yield Result("row_rule_list", total, mine, theirs)
+        if self.bench.portal:
+            path = f"/{self.bench.portal}"
+            median = customer.median([path] * 30)
+            sql = http.capture_sql(app, path, CUSTOMER, self.password)
+            baseline = http.replay_median(plain, sql)
+            self.say(f"portal_list: median {median * 1000:.1f} ms over 30 requests with {total:,} records; the same "
+                     f"{len(sql)} statements by the plain driver {baseline * 1000:.2f} ms")
+            yield Result("portal_list", total, median, baseline)
 
     def pages(self) -> Iterator[Result]:
         from ..web import create_app
@@ -257,9 +352,26 @@ class BenchRun:
                 self.say(f"api_get: {load['requests'] / load['seconds']:.0f} requests/s, no errors "
                          f"(gunicorn, 2 workers, wrk on loopback)")
                 yield Result("api_get", load["requests"], load["seconds"], baseline)
+                if self.bench.customer_roles:
+                    yield from self.customer_pages(port, app, plain, browser, table, total)
         finally:
             plain.close()
             with app.app_context():
                 from ..web import db
 
                 db.engine.dispose()
+
+
+def _without_nothing(node):
+    """A resolved condition without the parts that match nothing (a user value that is empty), so it
+    can be written as an encoded query."""
+    from ..query.nodes import All, AnyOf, Not
+
+    if isinstance(node, AnyOf):
+        items = tuple(i for i in (_without_nothing(x) for x in node.items) if not (isinstance(i, AnyOf) and not i.items))
+        return items[0] if len(items) == 1 else AnyOf(items)
+    if isinstance(node, All):
+        return All(tuple(_without_nothing(x) for x in node.items))
+    if isinstance(node, Not):
+        return Not(_without_nothing(node.item))
+    return node

@@ -7,13 +7,14 @@ from .yamlsource import DefinitionError, SourceDocument
 
 
 def build_bench(docs: list[SourceDocument], tables: dict[str, TableDef], actions: list, properties: dict,
-                errors: list[DefinitionError]) -> BenchDef | None:
+                errors: list[DefinitionError], roles: dict | None = None) -> BenchDef | None:
     if not docs:
         return None
     for extra in docs[1:]:
         errors.append(extra.error(("bench",), f"only one bench file is allowed (the first is {docs[0].path})"))
     doc = docs[0]
     spec = doc.data["bench"]
+    roles = roles or {}
     check = _Checker(doc, tables, errors)
     names = {g["name"] for g in spec["generate"]}
     generators = []
@@ -41,6 +42,27 @@ def build_bench(docs: list[SourceDocument], tables: dict[str, TableDef], actions
             errors.append(doc.error(("bench", "properties", name), f"unknown system property {name!r}"))
     if spec["views"]["table"] not in tables:
         errors.append(doc.error(("bench", "views", "table"), f"unknown table {spec['views']['table']!r}"))
+    customer = spec.get("customer") or {}
+    for j, role in enumerate(customer.get("roles", ())):
+        if role not in roles:
+            errors.append(doc.error(("bench", "customer", "roles", j), f"unknown role {role!r}"))
+    for name, value in (customer.get("values") or {}).items():
+        if "sys_user" in tables and tables["sys_user"].field(name) is None:
+            errors.append(doc.error(("bench", "customer", "values", name), f"table 'sys_user' has no field {name!r}"))
+        elif isinstance(value, dict) and value.get("ref") not in names:
+            errors.append(doc.error(("bench", "customer", "values", name), f"unknown generator {value.get('ref')!r}"))
+    portal = spec["views"].get("portal")
+    if portal is not None and not customer:
+        errors.append(doc.error(("bench", "views", "portal"), "a portal benchmark needs a `customer` login to open it"))
+    email = spec.get("email") or {}
+    sender = email.get("sender")
+    if sender:
+        made = next((g for g in spec["generate"] if g["name"] == sender["ref"]), None)
+        if made is None:
+            errors.append(doc.error(("bench", "email", "sender", "ref"), f"unknown generator {sender['ref']!r}"))
+        elif made["table"] in tables and tables[made["table"]].field(sender["field"]) is None:
+            errors.append(doc.error(("bench", "email", "sender", "field"),
+                                    f"table {made['table']!r} has no field {sender['field']!r}"))
     return BenchDef(
         generators=tuple(generators),
         list_table=listed["table"], list_values=frozen_map(listed["values"]), list_action=listed["action"],
@@ -50,7 +72,11 @@ def build_bench(docs: list[SourceDocument], tables: dict[str, TableDef], actions
         sync_values=frozen_map(spec["sync"]["values"]), close_values=frozen_map(spec["close"]["values"]),
         views_table=spec["views"]["table"], properties=frozen_map(spec.get("properties") or {}),
         names=frozen_map({"list": listed["benchmark"], "create": spec["create_children"]["benchmark"],
-                          "sync": spec["sync"]["benchmark"], "close": spec["close"]["benchmark"]}),
+                          "sync": spec["sync"]["benchmark"], "close": spec["close"]["benchmark"],
+                          **({"email": email["benchmark"]} if email else {})}),
+        portal=portal, customer_roles=tuple(customer.get("roles", ())),
+        customer_values=frozen_map(customer.get("values") or {}),
+        email_count=email.get("count", 0), email_sender=(sender["ref"], sender["field"]) if sender else None,
     )
 
 

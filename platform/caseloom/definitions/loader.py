@@ -97,7 +97,7 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
     declared_lists = build_declared_lists([*documents["recipients_list"], *documents["declared_list"]], member_lists,
                                           errors, lambda yaml_path, name: texts.get(_sibling(yaml_path, name)),
                                           tables=tables, root=display_root)
-    bench = build_bench(documents["bench"], tables, actions, properties, errors)
+    bench = build_bench(documents["bench"], tables, actions, properties, errors, roles)
     schedules, broken_schedules = build_schedules(documents["schedules"], errors)
     named_schedules = {**schedules, **dict.fromkeys(broken_schedules)}  # broken: None, already reported
     warnings: list[DefinitionError] = []

@@ -434,6 +434,11 @@ class BenchDef:
     views_table: str
     properties: Mapping[str, Any] = field(default_factory=frozen_map)
     names: Mapping[str, str] = field(default_factory=frozen_map)  # step (list, create, sync, close) -> benchmark
+    portal: str | None = None  # a portal whose home page the customer login opens (portal_list)
+    customer_roles: tuple[str, ...] = ()  # a login for the access-rule benchmarks (none: they do not run)
+    customer_values: Mapping[str, Any] = field(default_factory=frozen_map)  # {ref: generator, row: N} allowed
+    email_count: int = 0  # inbound e-mails (email_ingest): half new, half replies; 0: not run
+    email_sender: tuple[str, str] | None = None  # (generator, its e-mail field): message i is from row i
 
 
 @dataclass(frozen=True)

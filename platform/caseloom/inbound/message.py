@@ -13,6 +13,7 @@ import email
 import email.policy
 import re
 from dataclasses import dataclass, field
+from email.header import Header, decode_header, make_header
 from email.message import EmailMessage, Message
 from email.utils import getaddresses, parseaddr
 
@@ -58,8 +59,8 @@ def parse(raw: bytes) -> Inbound:
     """Read a raw message; NotAnEmail when it is not one."""
     if not raw or not raw.strip():
         raise NotAnEmail("the message is empty")
-    try:
-        msg = email.message_from_bytes(raw, policy=email.policy.default)
+    try:  # compat32: headers as sent, decoded here once (the default policy re-parses a header per read)
+        msg = email.message_from_bytes(raw, policy=email.policy.compat32)
     except Exception as exc:  # the parser is lenient; anything it still raises is a broken message
         raise NotAnEmail(f"the message cannot be parsed: {exc}") from None
     problems: list[str] = []
@@ -89,20 +90,26 @@ def parse(raw: bytes) -> Inbound:
 
 
 def _header(msg: Message, name: str, problems: list[str]) -> str:
-    """A header as text: decoded words decoded; an undecodable one read as it was sent."""
+    """A header as text: encoded words (RFC 2047) decoded; one that cannot be, read as it was sent."""
+    value = msg.get(name)
+    if value is None:
+        return ""
+    if isinstance(value, Header):
+        value = str(value)
+    text = _clean(str(value), problems, name)
+    if "=?" not in text:
+        return " ".join(text.split())
     try:
-        value = msg.get(name)
-    except Exception as exc:  # a header the policy cannot parse: its raw text
-        problems.append(f"{name} header unreadable ({type(exc).__name__}), read as sent")
-        raw = next((v for k, v in msg.raw_items() if k.lower() == name.lower()), "")
-        return _clean(str(raw), problems, name)
-    return "" if value is None else _clean(str(value), problems, name)
+        return _clean(str(make_header(decode_header(text))), problems, name)
+    except Exception as exc:  # an unknown charset or a broken encoded word: the text as sent
+        problems.append(f"{name} header not decodable ({type(exc).__name__}), read as sent")
+        return text
 
 
 def _clean(text: str, problems: list[str] | None = None, name: str = "") -> str:
     """Header text with raw 8-bit bytes (kept by the parser as surrogates) read as UTF-8, or as
     Latin-1 when they are not UTF-8; control characters other than tab and newline dropped."""
-    if any("\udc80" <= c <= "\udcff" for c in text):
+    if _RAW_BYTES.search(text):
         raw = text.encode("utf-8", "surrogateescape")
         try:
             text = raw.decode("utf-8")
@@ -110,7 +117,11 @@ def _clean(text: str, problems: list[str] | None = None, name: str = "") -> str:
             text = raw.decode("latin-1")
             if problems is not None:
                 problems.append(f"{name} header not UTF-8, read as Latin-1")
-    return "".join(c for c in text if c in "\t\n" or (c >= " " and not "\ud800" <= c <= "\udfff"))
+    return _CONTROL.sub("", text)
+
+
+_RAW_BYTES = re.compile("[\udc80-\udcff]")  # bytes the parser could not decode, kept as surrogates
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")  # all but tab and newline
 
 
 def _first_id(value: str) -> str | None:

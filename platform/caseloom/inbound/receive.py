@@ -21,9 +21,8 @@ import sqlalchemy as sa
 from ..access import SYSTEM
 from ..definitions.model import InboundActionDef, TableDef
 from ..properties import Properties
-from ..query import Query, Term, select_rows
 from ..query.evaluate import evaluate
-from ..records import RecordError, RecordService, now
+from ..records import RecordError, RecordService, now, record_by
 from ..templates import render_value
 from .message import Inbound, parse, reply_text
 
@@ -135,7 +134,6 @@ def _bounce(service: RecordService, inbound: Inbound) -> Outcome:
 def _answered_record(service: RecordService, inbound: Inbound) -> tuple[TableDef, dict] | None:
     """The record a reply answers: by the watermark, then In-Reply-To/References, then a number."""
     emails = service.storage.physical(TABLE)
-    conn = service.conn
     ids = WATERMARK.findall(inbound.body)
     for sys_id in ids:
         found = _record_of_email(service, emails.c.sys_id == sys_id)
@@ -153,10 +151,9 @@ def _answered_record(service: RecordService, inbound: Inbound) -> tuple[TableDef
             continue
         for number in re.findall(rf"\b{re.escape(tdef.number.prefix)}\d{{{tdef.number.digits}}}\b", inbound.subject,
                                  flags=re.IGNORECASE):
-            stmt, _ = select_rows(service.storage, tdef.name, Query(Term("number", "eq", number.upper())), limit=1)
-            row = conn.execute(stmt).mappings().first()
+            row = _one(service, tdef.name, "number", number.upper())
             if row:
-                return service.defs.tables[row["sys_class_name"]], dict(row)
+                return service.defs.tables[row["sys_class_name"]], row
     return None
 
 
@@ -166,11 +163,20 @@ def _record_of_email(service: RecordService, condition) -> tuple[TableDef, dict]
                                .where(emails.c.instance.is_not(None)).limit(1)).first()
     if row is None or row.target_table not in service.defs.tables:
         return None
-    stmt, _ = select_rows(service.storage, row.target_table, Query(Term("sys_id", "eq", row.instance)), limit=1)
-    record = service.conn.execute(stmt).mappings().first()
+    record = _one(service, row.target_table, "sys_id", row.instance)
     if record is None:
         return None
-    return service.defs.tables[record["sys_class_name"]], dict(record)
+    return service.defs.tables[record["sys_class_name"]], record
+
+
+def _one(service: RecordService, table: str, field: str, value) -> dict | None:
+    """The first record of `table` whose `field` is `value` (its statement built once per definitions)."""
+    key = ("inbound", table, field)
+    stmt = service.storage.cache.get(key)
+    if stmt is None:
+        stmt = service.storage.cache[key] = record_by(service.storage, table, field).limit(1)
+    row = service.conn.execute(stmt, {"key": value}).mappings().first()
+    return dict(row) if row else None
 
 
 def _handles(service: RecordService, action: InboundActionDef, tdef: TableDef) -> bool:
@@ -190,9 +196,9 @@ def _reply(service: RecordService, props: Properties, action: InboundActionDef, 
     if closed:
         values.update(action.closed_reopen)
     with service.by_definitions():
-        service.update(tdef.name, record["sys_id"], values)
+        record = service.update(tdef.name, record["sys_id"], values)
     _attach(service, tdef.name, record["sys_id"], inbound)
-    _effects(service, action, tdef, record["sys_id"])
+    _effects(service, props, action, tdef, record)
     return Outcome("commented", tdef.name, record["sys_id"],
                    f"reopened {tdef.label.lower()} {_name(tdef, record)}" if closed else None)
 
@@ -215,7 +221,7 @@ def _new(service: RecordService, props: Properties, action: InboundActionDef, in
         except RecordError as exc:
             return Outcome("ignored", reason=f"the {tdef.label.lower()} could not be created: {exc}")
     _attach(service, tdef.name, record["sys_id"], inbound)
-    _effects(service, action, tdef, record["sys_id"])
+    _effects(service, props, action, tdef, record)
     why = f"a reply to closed {follows[0].label.lower()} {_name(*follows)}" if follows else None
     return Outcome("created", tdef.name, record["sys_id"], why)
 
@@ -223,17 +229,14 @@ def _new(service: RecordService, props: Properties, action: InboundActionDef, in
 def _sender(service: RecordService, action: InboundActionDef, inbound: Inbound) -> tuple[dict, dict | None]:
     """The values the first known sender gives the new record, and that sender's record."""
     for sender in action.senders:
-        stmt, _ = select_rows(service.storage, sender.table, Query(Term(sender.email, "eq", inbound.sender)), limit=1)
-        row = service.conn.execute(stmt).mappings().first()
+        row = _one(service, sender.table, sender.email, inbound.sender)
         if row is None:  # an address stored with capitals
             table = service.storage.physical(sender.table)
             found = service.conn.execute(sa.select(table.c.sys_id).where(
                 sa.func.lower(table.c[sender.email]) == inbound.sender).limit(1)).scalar()
-            if found:
-                stmt, _ = select_rows(service.storage, sender.table, Query(Term("sys_id", "eq", found)), limit=1)
-                row = service.conn.execute(stmt).mappings().first()
+            row = _one(service, sender.table, "sys_id", found) if found else None
         if row is not None:
-            record = {k: ("" if v is None else v) for k, v in dict(row).items()}
+            record = {k: ("" if v is None else v) for k, v in row.items()}
             return {k: render_value(v, {"sender": record, "email": _as_row(inbound)})
                     for k, v in sender.values.items()}, record
     return {}, None
@@ -250,13 +253,13 @@ def _attach(service: RecordService, table: str, sys_id: str, inbound: Inbound) -
             inbound.problems.append(f"attachment {item.name!r} not kept: {exc.message}")
 
 
-def _effects(service: RecordService, action: InboundActionDef, tdef: TableDef, sys_id: str) -> None:
+def _effects(service: RecordService, props: Properties, action: InboundActionDef, tdef: TableDef,
+             record: dict) -> None:
+    """The action's effects, on the record as the message left it."""
     if not action.effects:
         return
     from ..effects.run import EffectContext, run_effects
 
-    record = service.get(tdef.name, sys_id)
-    props = Properties(service.defs, service.storage, service.conn)
     run_effects(EffectContext(service=service, table=tdef, record=record, properties=props.get), action.effects)
 
 

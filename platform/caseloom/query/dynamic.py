@@ -247,7 +247,14 @@ def resolve_dynamic(node: Node | None) -> Node | None:
         return None
     if isinstance(node, (All, AnyOf)):
         items = tuple(resolve_dynamic(item) for item in node.items)
-        return node if all(a is b for a, b in zip(items, node.items, strict=True)) else type(node)(items)
+        if all(a is b for a, b in zip(items, node.items, strict=True)):
+            return node
+        # a part that matches nothing (an empty user value) leaves an OR and empties an AND, so the SQL
+        # keeps only what can use an index (`contact = X OR 0 = 1` would make SQLite scan the table)
+        if isinstance(node, AnyOf):
+            kept = tuple(item for item in items if item != NOTHING)
+            return kept[0] if len(kept) == 1 else AnyOf(kept)
+        return NOTHING if NOTHING in items else All(items)
     if isinstance(node, Not):
         item = resolve_dynamic(node.item)
         return node if item is node.item else Not(item)
