@@ -41,6 +41,31 @@ class _Checker:
     def error(self, where: tuple, message: str) -> None:
         self.errors.append(self.doc.error(where, message))
 
+    def ancestors(self, tdef: TableDef) -> list[str]:
+        """The tables `tdef` extends, nearest first."""
+        found = []
+        while tdef.extends:
+            found.append(tdef.extends)
+            tdef = self.tables[tdef.extends]
+        return found
+
+    def encoded(self, table: TableDef | None, text: Any, where: tuple):
+        """An encoded-query condition on `table`, its fields and values checked (None: none given, or wrong)."""
+        from ..query.conditions import parse_encoded
+        from ..query.meaning import bind_fields
+
+        if not text or table is None:
+            return None
+        try:
+            query = parse_encoded(text)
+            if query.order:
+                raise QueryError("a condition takes no ORDERBY")
+            bind_fields(query.where, self.tables, table)
+        except QueryError as exc:
+            self.error(where, f"condition: {exc}")
+            return None
+        return query.where
+
     def table(self, name: Any, where: tuple) -> TableDef | None:
         if name not in self.tables:
             self.error(where, f"unknown table {name!r}")

@@ -3,9 +3,6 @@ template checked where it is written."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from ..query.nodes import QueryError
 from .behaviour import _Checker
 from .model import InboundActionDef, SenderDef, TableDef, frozen_map
 from .yamlsource import SourceDocument
@@ -39,7 +36,7 @@ def _action(check: _Checker, doc: SourceDocument, where: tuple, spec: dict, tabl
     if table is None:
         return None
     email_table = tables.get(EMAIL_TABLE)
-    condition = _condition(check, tables, email_table, spec.get("condition"), where + ("condition",))
+    condition = check.encoded(email_table, spec.get("condition"), where + ("condition",))
     comment = spec.get("comment")
     if spec["type"] == "reply":
         field = table.field(comment) if comment else None
@@ -56,48 +53,19 @@ def _action(check: _Checker, doc: SourceDocument, where: tuple, spec: dict, tabl
     if "closed" in spec:
         if spec["type"] != "reply":
             check.error(where + ("closed",), "`closed` says what a reply to a closed record does: reply actions only")
-        closed = _condition(check, tables, table, spec["closed"]["condition"], where + ("closed", "condition"))
+        closed = check.encoded(table, spec["closed"]["condition"], where + ("closed", "condition"))
         reopen = _values(check, table, spec["closed"].get("reopen") or {}, where + ("closed", "reopen"))
         link = spec["closed"].get("link")
         if link is not None:
             field = table.field(link)
             if field is None or field.type != "reference" or field.reference not in tables or \
-                    table.name not in (field.reference, *_descendants(tables, field.reference)):
+                    field.reference not in (table.name, *check.ancestors(table)):
                 check.error(where + ("closed", "link"), f"{link!r} is not a reference of {table.name!r} to its own "
                                                         "table (the new record's link to the closed one)")
     effects = check.effects(table, spec["effects"], where + ("effects",)) if spec.get("effects") else ()
     return InboundActionDef(spec["name"], table.name, spec["type"], spec.get("order", 100), condition, comment,
                             senders, frozen_map(values), closed, frozen_map(reopen), link, tuple(effects),
                             doc.where(*where))
-
-
-def _descendants(tables: dict, name: str) -> list[str]:
-    return [t.name for t in tables.values() if name in _ancestors(tables, t)]
-
-
-def _ancestors(tables: dict, tdef: TableDef) -> list[str]:
-    found = []
-    while tdef.extends:
-        found.append(tdef.extends)
-        tdef = tables[tdef.extends]
-    return found
-
-
-def _condition(check: _Checker, tables: dict, table: TableDef | None, text: Any, where: tuple):
-    from ..query.conditions import parse_encoded
-    from ..query.meaning import bind_fields
-
-    if not text or table is None:
-        return None
-    try:
-        query = parse_encoded(text)
-        if query.order:
-            raise QueryError("a condition takes no ORDERBY")
-        bind_fields(query.where, tables, table)
-    except QueryError as exc:
-        check.error(where, f"condition: {exc}")
-        return None
-    return query.where
 
 
 def _sender(check: _Checker, tables: dict, table: TableDef, spec: dict, where: tuple) -> SenderDef:

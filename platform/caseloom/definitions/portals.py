@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from ..query.nodes import QueryError
 from .behaviour import _Checker
-from .model import PortalDef, TableDef, frozen_map
+from .model import PortalDef, frozen_map
 from .yamlsource import SourceDocument
 
 RESERVED = frozenset({"api", "ui", "login", "logout", "static", "health", "metrics", "home"})
@@ -45,7 +42,7 @@ def build_portals(docs: list[SourceDocument], tables: dict, roles: dict, errors:
         for field_name in create.get("values") or {}:
             if table.field(field_name) is None:
                 check.error(where + ("create", "values", field_name), f"{field_name!r} is not a field of {table.name!r}")
-        declared = {a.name for a in actions if a.table in (table.name, *_ancestors(tables, table))}
+        declared = {a.name for a in actions if a.table in (table.name, *check.ancestors(table))}
         for i, action in enumerate(spec.get("actions", ())):
             if action not in declared:
                 check.error(where + ("actions", i), f"unknown action {action!r} of {table.name!r}")
@@ -57,31 +54,8 @@ def build_portals(docs: list[SourceDocument], tables: dict, roles: dict, errors:
         portals[name] = PortalDef(
             name, spec["title"], tuple(spec["roles"]), table.name, spec["comment"],
             tuple(spec.get("list") or table.list_columns),
-            _condition(check, tables, table, spec.get("open"), where + ("open",)),
-            _condition(check, tables, table, spec.get("action_needed"), where + ("action_needed",)),
+            check.encoded(table, spec.get("open"), where + ("open",)),
+            check.encoded(table, spec.get("action_needed"), where + ("action_needed",)),
             tuple(spec.get("show") or ()), tuple(create.get("fields", ())), frozen_map(create.get("values") or {}),
             tuple(spec.get("actions", ())), parent, spec.get("description", ""), doc.where(*where))
     return portals
-
-
-def _ancestors(tables: dict, tdef: TableDef) -> list[str]:
-    found = []
-    while tdef.extends:
-        found.append(tdef.extends)
-        tdef = tables[tdef.extends]
-    return found
-
-
-def _condition(check: _Checker, tables: dict, table: TableDef, text: Any, where: tuple):
-    from ..query.conditions import parse_encoded
-    from ..query.meaning import bind_fields
-
-    if not text:
-        return None
-    try:
-        query = parse_encoded(text)
-        bind_fields(query.where, tables, table)
-    except QueryError as exc:
-        check.error(where, f"condition: {exc}")
-        return None
-    return query.where
