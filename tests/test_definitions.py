@@ -241,6 +241,14 @@ BAD = {
         {"tables/u.yaml": "table: sys_user\nfields:\n  buddy: {type: reference, to: sys_user}\n",
          "demo/d.yaml": "demo:\n  users:\n    - {user_name: u, password: p, roles: [], values: {buddy: {ref: pals}}}\n"},
         "demo/d.yaml:3:", "unknown generator 'pals'"),
+    "e-mail carrying a restricted field to contacts": (
+        {"tables/p.yaml": "table: p\nfields:\n  email: {type: email}\n",
+         "tables/a.yaml": "table: a\nfields:\n  who: {type: reference, to: p}\n  notes: {type: journal}\n",
+         "roles.yaml": "roles:\n  staff: {}\n",
+         "access/a.yaml": "access:\n  - {table: a.notes, operations: [read], roles: [staff]}\n",
+         "notifications/n.yaml": "notifications:\n  tell:\n    table: a\n    recipients: {fields: [who]}\n"
+                                 "    subject: hi\n    body: \"{{ record.notes }}\"\n"},
+        "notifications/n.yaml:6:11", "e-mails record.notes to who (people outside the platform"),
     "role containing an unknown role": (
         {"roles.yaml": "roles:\n  agent: {}\n  lead:\n    contains: [agent, ghost]\n"},
         "roles.yaml:4:23", "unknown role 'ghost'"),

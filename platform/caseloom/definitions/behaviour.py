@@ -261,7 +261,7 @@ NOTIFICATION_NAMES = ("record", "table", "notification", "user", "now")
 
 
 def build_notifications(docs: list[SourceDocument], tables: dict, roles: dict, errors: list,
-                        properties: dict | None = None
+                        properties: dict | None = None, access: list | None = None
                         ) -> dict[str, NotificationDef]:
     notifications: dict[str, NotificationDef] = {}
     for doc in docs:
@@ -288,11 +288,56 @@ def build_notifications(docs: list[SourceDocument], tables: dict, roles: dict, e
             texts = check.builder(table, NOTIFICATION_NAMES)
             for key in ("subject", "body"):
                 texts.template(spec[key], where + (key,))
+            outside = [p for p in recipients.get("fields", []) if _address_table(tables, table, p) != "sys_user"]
+            if "children" in recipients:
+                outside.append(f"the children's {recipients['children']['field']}")
+            if outside and access:
+                _hidden_fields_mailed(check, table, spec, where, outside, access)
             notifications[name] = NotificationDef(
                 name, table.name, spec["subject"], spec["body"], tuple(spec.get("on", ())),
                 check.condition(table, spec.get("condition"), where + ("condition",)), roles_,
                 tuple(recipients.get("fields", [])), children)
     return notifications
+
+
+def _address_table(tables: dict, table: TableDef, path: str) -> str | None:
+    """The table of the people a recipients path reaches (`contact`: customer_contact; `assigned_to`:
+    sys_user; `contact.email`: customer_contact)."""
+    tdef = table
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        field = tdef.field(part)
+        if field is None:
+            return None
+        if field.type != "reference" or field.reference not in tables:
+            return tdef.name
+        if i == len(parts) - 1:
+            return field.reference
+        tdef = tables[field.reference]
+    return tdef.name
+
+
+def _hidden_fields_mailed(check: _Checker, table: TableDef, spec: dict, where: tuple, outside: list,
+                          access: list) -> None:
+    """An e-mail to people outside the platform (contacts, consumers: no access rule covers them)
+    may not carry a field whose field rules limit who reads it (a case's work notes)."""
+    from ..templates import TemplateProblem, compile_template
+
+    lineage = (table.name, *check.ancestors(table))
+    restricted = {r.field_name: r for r in access if r.table in lineage and r.field_name and "read" in r.operations}
+    for key in ("subject", "body"):
+        try:
+            paths = compile_template(spec[key]).paths
+        except TemplateProblem:
+            continue  # reported by the template check
+        for root, path, _ in paths:
+            first = path.split(".")[0]
+            rule = restricted.get(first)
+            if root == "record" and rule is not None:
+                check.error(where + (key,), f"e-mails record.{path} to {', '.join(outside)} (people outside the "
+                                            f"platform, whom no access rule covers), but field rules limit who may "
+                                            f"read {table.name}.{first} ({rule.location}): leave it out of the "
+                                            "e-mail, or send it to users")
 
 
 def build_menu(docs: list[SourceDocument], tables: dict, roles: dict, errors: list,

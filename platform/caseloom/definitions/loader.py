@@ -88,7 +88,7 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
     actions += build_actions(documents["actions"], tables, roles, errors, properties)
     check_unique_actions(actions, errors, documents["actions"])
     rules = build_rules(documents["rules"], tables, roles, errors, properties)
-    notifications = build_notifications(documents["notifications"], tables, roles, errors, properties)
+    notifications = build_notifications(documents["notifications"], tables, roles, errors, properties, access)
     _check_notify_effects(actions, rules, notifications, errors)
     member_lists = build_member_lists(documents["member_list"], tables, roles, errors)
     workspaces = build_workspaces(documents["workspace"], tables, roles, errors, properties, member_lists)
