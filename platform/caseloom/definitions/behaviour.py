@@ -302,19 +302,11 @@ def build_notifications(docs: list[SourceDocument], tables: dict, roles: dict, e
 
 def _address_table(tables: dict, table: TableDef, path: str) -> str | None:
     """The table of the people a recipients path reaches (`contact`: customer_contact; `assigned_to`:
-    sys_user; `contact.email`: customer_contact)."""
-    tdef = table
-    parts = path.split(".")
-    for i, part in enumerate(parts):
-        field = tdef.field(part)
-        if field is None:
-            return None
-        if field.type != "reference" or field.reference not in tables:
-            return tdef.name
-        if i == len(parts) - 1:
-            return field.reference
-        tdef = tables[field.reference]
-    return tdef.name
+    sys_user; `contact.email`: customer_contact, or the table it extends that declares `email`)."""
+    field = resolve_path(tables, table, path)
+    if field is None:
+        return None
+    return field.reference if field.type == "reference" else field.table
 
 
 def _hidden_fields_mailed(check: _Checker, table: TableDef, spec: dict, where: tuple, outside: list,
