@@ -39,7 +39,7 @@ def sign_in(browser, server: str, user: str | None):
     context = browser.new_context(viewport={"width": 1300, "height": 900})
     context.add_init_script(path=str(AXE))
     page = context.new_page()
-    page.set_default_timeout(10000)
+    page.set_default_timeout(test_browser.TIMEOUT_MS)
     if user is not None:
         page.goto(f"{server}/login")
         page.get_by_label("User name").fill(user)

@@ -14,6 +14,9 @@ from werkzeug.serving import make_server
 CHROMIUM = os.environ.get("CASELOOM_CHROMIUM") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (set CASELOOM_CHROMIUM or install chromium)")
 
+# How long a page may take to answer or an element to appear. Generous: CI runs the browser tests beside
+# the PostgreSQL half and the benchmarks on two cores, where a page has once stalled past 10 s.
+TIMEOUT_MS = 30_000
 ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
         "--disable-background-networking", "--disable-component-update"]
 
@@ -45,7 +48,7 @@ def login(browser, server):
         context = browser.new_context(viewport={"width": 1300, "height": 900})
         contexts.append(context)
         page = context.new_page()
-        page.set_default_timeout(10000)
+        page.set_default_timeout(TIMEOUT_MS)
         page.goto(f"{server}/login")
         page.get_by_label("User name").fill(user)
         page.get_by_label("Password").fill(user)

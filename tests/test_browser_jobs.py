@@ -14,7 +14,7 @@ import pytest
 
 from caseloom.effects import lists as list_effects
 from caseloom.jobs import CANCELED, execute_job
-from test_browser import CHROMIUM, browser, server  # noqa: F401  (fixtures)
+from test_browser import CHROMIUM, TIMEOUT_MS, browser, server  # noqa: F401  (fixtures)
 from test_job_undo import children, major_with_customers
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (set CASELOOM_CHROMIUM or install chromium)")
@@ -34,7 +34,7 @@ def small_units(monkeypatch):
 def signed_in(chromium, base: str, user: str, javascript: bool):
     context = chromium.new_context(viewport={"width": 1300, "height": 900}, java_script_enabled=javascript)
     page = context.new_page()
-    page.set_default_timeout(10000)
+    page.set_default_timeout(TIMEOUT_MS)
     page.goto(f"{base}/login")
     page.get_by_label("User name").fill(user)
     page.get_by_label("Password").fill(user)

@@ -30,7 +30,7 @@ def people(browser, server):
         context = browser.new_context(viewport={"width": 1300, "height": 900}, java_script_enabled=script)
         contexts.append(context)
         page = context.new_page()
-        page.set_default_timeout(10000)
+        page.set_default_timeout(test_browser.TIMEOUT_MS)
         page.goto(f"{server}/login")
         page.get_by_label("User name").fill(user)
         page.get_by_label("Password").fill(user)

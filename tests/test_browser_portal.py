@@ -20,7 +20,7 @@ def sign_in(browser, server: str, user: str, phone: bool = False):
     viewport = {"width": 390, "height": 844} if phone else {"width": 1300, "height": 900}
     context = browser.new_context(viewport=viewport)
     page = context.new_page()
-    page.set_default_timeout(10000)
+    page.set_default_timeout(test_browser.TIMEOUT_MS)
     page.goto(f"{server}/login")
     page.get_by_label("User name").fill(user)
     page.get_by_label("Password").fill(user)

@@ -104,7 +104,7 @@ def test_add_child_cases_without_javascript(browser, server, major):
     context = browser.new_context(java_script_enabled=False)
     try:
         page = context.new_page()
-        page.set_default_timeout(10000)
+        page.set_default_timeout(test_browser.TIMEOUT_MS)
         page.goto(f"{server}/login")
         page.get_by_label("User name").fill("agent")
         page.get_by_label("Password").fill("agent")

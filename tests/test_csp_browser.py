@@ -57,7 +57,7 @@ class Watch:
         context.expose_binding("cspViolation", lambda source, text: self.violations.append(f"{source['frame'].url}: {text}"))
         context.add_init_script(LISTENER)
         page = context.new_page()
-        page.set_default_timeout(10000)
+        page.set_default_timeout(test_browser.TIMEOUT_MS)
         page.on("console", lambda m: m.type == "error" and is_refusal(m.text) and self.refusals.append(f"{page.url}: {m.text}"))
         page.on("pageerror", lambda exc: self.errors.append(f"{page.url}: {exc}"))
         page.goto(f"{self.server}/login")
