@@ -301,8 +301,8 @@ def build_notifications(docs: list[SourceDocument], tables: dict, roles: dict, e
 
 
 def _address_table(tables: dict, table: TableDef, path: str) -> str | None:
-    """The table of the people a recipients path reaches (`contact`: customer_contact; `assigned_to`:
-    sys_user; `contact.email`: customer_contact, or the table it extends that declares `email`)."""
+    """The table of the people a recipients path reaches: a reference's table (`assigned_to`: sys_user),
+    or the table that declares the e-mail field a path ends on."""
     field = resolve_path(tables, table, path)
     if field is None:
         return None
