@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # access is imported by the query compiler, which the definit
 OPERATIONS = ("read", "create", "write", "delete")
 ADMIN = "admin"
 ALLOW_IF, DENY_UNLESS = "allow_if", "deny_unless"
+ALWAYS_READABLE = frozenset({"sys_id", "sys_class_name"})  # what every list, link and form needs
 
 
 class AccessDenied(Exception):
@@ -176,6 +177,8 @@ class Reader:
         return self._rows[table]
 
     def field(self, table: str, field: str) -> bool:
+        if field in ALWAYS_READABLE:
+            return True
         key = (table, field)
         if key not in self._fields:
             self._fields[key] = field_allowed(self.defs, self.actor, table, field, "read")

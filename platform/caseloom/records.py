@@ -207,7 +207,7 @@ class RecordService:
             field = tdef.field(part)
             if field is None:
                 return False
-            if readable is not None and part not in ("sys_id", "sys_class_name") and not readable.field(tdef.name, part):
+            if readable is not None and not readable.field(tdef.name, part):
                 return False
             if i == len(parts) - 1:
                 return True

@@ -192,10 +192,7 @@ def _rows(readable: Readable | None, table: str) -> Any:
 
 def _field_readable(readable: Readable, table: str, field: str) -> bool:
     check = getattr(readable, "field", None)
-    return check is None or field in ALWAYS_READABLE or check(table, field)
-
-
-ALWAYS_READABLE = frozenset({"sys_id", "sys_class_name"})  # what every list, link and form needs
+    return check is None or check(table, field)
 
 
 def _terms(node: Node | None) -> list:

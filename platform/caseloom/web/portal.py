@@ -10,6 +10,7 @@ entries there too: its public updates, read by the platform for the user, nothin
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from werkzeug.routing import BaseConverter
 
@@ -149,8 +150,6 @@ def _activity(portal: PortalDef, tdef: TableDef, record: dict) -> list[dict]:
 
 
 def _emails(tdef: TableDef, record: dict) -> list[dict]:
-    import sqlalchemy as sa
-
     rt = runtime()
     if "sys_email" not in rt.defs.tables:
         return []

@@ -101,7 +101,7 @@ def _readable_path(tables: Mapping[str, TableDef], table: TableDef, path: str, r
     tdef = table
     for part in path.split("."):
         field = tdef.field(part)
-        if field is None or (part not in ("sys_id", "sys_class_name") and not check(tdef.name, part)):
+        if field is None or not check(tdef.name, part):
             return False
         if field.type == "reference" and field.reference in tables:
             tdef = tables[field.reference]
