@@ -18,6 +18,7 @@ fields:
   group: {type: reference, to: sys_user_group}
   active: {type: boolean, default: true}
   notes: {type: string}
+  watcher: {type: email}
 list: [title, team, group, active, notes]
 form: [title, team, group, active, notes]
 """,
@@ -34,6 +35,16 @@ access:
   - {table: x_team.secret, operations: [read], roles: [x_lead], decision: deny_unless}
   - {table: x_team.secret, operations: [read], roles: [x_lead]}
   - {table: sys_user_group, operations: [read], roles: [x_worker]}
+""",
+    # an e-mail that reads limited fields, to the workers (a lead is one) and to a plain address
+    "notifications/x.yaml": """
+notifications:
+  ticket_changed:
+    table: x_ticket
+    on: [update]
+    recipients: {roles: [x_worker], fields: [watcher]}
+    subject: "{{ record.title }} changed"
+    body: "notes: {{ record.notes }}; team code: {{ record.team.secret }}"
 """,
 }
 USERS = {"worker": ["x_worker"], "lead": ["x_lead"], "admin": ["admin"]}
@@ -106,3 +117,22 @@ def test_the_ui_list_and_form_follow_the_rules(small):
     text = form.get_data(as_text=True)
     assert "note on blue one" not in text and 'name="notes"' not in text
     assert small.client.get(f"/x_ticket.do?sys_id={small.ids['red one']}").status_code == 404
+
+
+def test_an_e_mail_leaves_out_what_each_recipient_may_not_read(small):
+    """Field rules hide a field in e-mails too: the recipients are matched to their users, and each
+    audience gets its own e-mail (an address no user has reads as a user with no roles)."""
+    admin = small.api("admin")
+    for name in ("worker", "lead"):
+        user = admin.get(f"/api/now/table/sys_user?sysparm_query=user_name={name}").json["result"][0]["sys_id"]
+        assert admin.patch(f"/api/now/table/sys_user/{user}", {"email": f"{name}@example.com"}).status_code == 200
+    one = small.ids["blue one"]
+    assert admin.patch(f"{TICKETS}/{one}", {"title": "blue first", "watcher": "someone@example.net"}).status_code == 200
+    rows = admin.get("/api/now/table/sys_email?sysparm_fields=recipients,subject,body"
+                     f"&sysparm_query=instance={one}^ORDERBYrecipients").json["result"]
+    assert rows == [
+        {"recipients": "lead@example.com", "subject": "blue first changed",
+         "body": "notes: note on blue one; team code: Open code"},
+        {"recipients": "someone@example.net,worker@example.com", "subject": "blue first changed",
+         "body": "notes: ; team code: "},
+    ]

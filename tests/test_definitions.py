@@ -241,14 +241,6 @@ BAD = {
         {"tables/u.yaml": "table: sys_user\nfields:\n  buddy: {type: reference, to: sys_user}\n",
          "demo/d.yaml": "demo:\n  users:\n    - {user_name: u, password: p, roles: [], values: {buddy: {ref: pals}}}\n"},
         "demo/d.yaml:3:", "unknown generator 'pals'"),
-    "e-mail carrying a restricted field to contacts": (
-        {"tables/p.yaml": "table: p\nfields:\n  email: {type: email}\n",
-         "tables/a.yaml": "table: a\nfields:\n  who: {type: reference, to: p}\n  notes: {type: journal}\n",
-         "roles.yaml": "roles:\n  staff: {}\n",
-         "access/a.yaml": "access:\n  - {table: a.notes, operations: [read], roles: [staff]}\n",
-         "notifications/n.yaml": "notifications:\n  tell:\n    table: a\n    recipients: {fields: [who]}\n"
-                                 "    subject: hi\n    body: \"{{ record.notes }}\"\n"},
-        "notifications/n.yaml:6:11", "e-mails record.notes to who (people outside the platform"),
     "role containing an unknown role": (
         {"roles.yaml": "roles:\n  agent: {}\n  lead:\n    contains: [agent, ghost]\n"},
         "roles.yaml:4:23", "unknown role 'ghost'"),
@@ -388,3 +380,27 @@ def test_a_bench_scenario_naming_unknown_tables_fields_and_actions_is_located(de
     assert ("'short_description' is not a reference from 'sn_customerservice_case' to "
             "'sn_publications_recipients_list'") in messages
     assert "the bench has no demo users: give a literal value" in messages
+
+
+@pytest.mark.parametrize("recipients, warned", [
+    ("{fields: [who]}", True),  # a contact: no access rule covers them, so they get the notes empty
+    ("{fields: [owner]}", False),  # a user: each gets what their roles may read
+])
+def test_validate_warns_of_a_limited_field_mailed_outside_the_platform(recipients, warned):
+    from caseloom.definitions.loader import load_sources
+
+    defs = load_sources([
+        ("tables/p.yaml", "table: p\nfields:\n  email: {type: email}\n"),
+        ("tables/a.yaml", "table: a\nfields:\n  who: {type: reference, to: p}\n  owner: {type: reference, to: sys_user}"
+                          "\n  notes: {type: journal}\n"),
+        ("roles.yaml", "roles:\n  staff: {}\n"),
+        ("access/a.yaml", "access:\n  - {table: a.notes, operations: [read], roles: [staff]}\n"),
+        ("notifications/n.yaml", f"notifications:\n  tell:\n    table: a\n    recipients: {recipients}\n"
+                                 "    subject: hi\n    body: \"{{ record.notes }}\"\n")])
+    messages = [f"{w.location}: {w.message}" for w in defs.warnings]
+    if not warned:
+        assert messages == []
+        return
+    assert len(messages) == 1
+    assert messages[0].startswith("definitions/notifications/n.yaml:6:11: e-mails record.notes to who (people outside")
+    assert "they get it empty" in messages[0] and "access/a.yaml:2:5" in messages[0]

@@ -36,9 +36,11 @@ class Properties:
 
     def _load(self) -> dict[str, tuple[str | None, str | None]]:
         if self._rows is None:
-            table = self.storage.physical(TABLE)
-            rows = self.conn.execute(sa.select(table.c.name, table.c.value, table.c.type))
-            self._rows = {name: (value, ptype) for name, value, ptype in rows}
+            stmt = self.storage.cache.get(("properties", "all"))
+            if stmt is None:  # built once per definitions set: every unit of work reads the properties
+                table = self.storage.physical(TABLE)
+                stmt = self.storage.cache[("properties", "all")] = sa.select(table.c.name, table.c.value, table.c.type)
+            self._rows = {name: (value, ptype) for name, value, ptype in self.conn.execute(stmt)}
         return self._rows
 
     def get(self, name: str) -> Any:

@@ -288,10 +288,9 @@ class RecordService:
         stmt = self.storage.cache.get(("load", tdef.name))
         if stmt is None:  # built once per definitions set: every update and delete loads its record
             stmt = self.storage.cache[("load", tdef.name)] = record_by(self.storage, tdef.name, "sys_id")
-        stmt = stmt.params(key=sys_id)
         if for_update and self.conn.dialect.name != "sqlite":
             stmt = stmt.with_for_update(of=None)
-        row = self.conn.execute(stmt).mappings().first()
+        row = self.conn.execute(stmt, {"key": sys_id}).mappings().first()  # the built statement, not a copy
         return dict(row) if row else None
 
     def query(self, table: str, query: Query, columns: list[str] | None = None,
@@ -549,15 +548,18 @@ class RecordService:
 
     def existing_ids(self, table: str, ids: set[str]) -> set[str]:
         """Which of `ids` are records of `table` (and its children), a query per 500 ids."""
-        physical = self.storage.physical(table)
-        found: set[str] = set()
-        ordered = sorted(ids)
-        class_filter = self.storage.class_filter(table)
-        for start in range(0, len(ordered), 500):
-            stmt = sa.select(physical.c.sys_id).where(physical.c.sys_id.in_(ordered[start:start + 500]))
+        stmt = self.storage.cache.get(("existing", table))
+        if stmt is None:  # built once per definitions set: every insert of a reference asks it
+            physical = self.storage.physical(table)
+            stmt = sa.select(physical.c.sys_id).where(physical.c.sys_id.in_(sa.bindparam("ids", expanding=True)))
+            class_filter = self.storage.class_filter(table)
             if class_filter is not None:
                 stmt = stmt.where(class_filter)
-            found.update(self.conn.execute(stmt).scalars())
+            self.storage.cache[("existing", table)] = stmt
+        found: set[str] = set()
+        ordered = sorted(ids)
+        for start in range(0, len(ordered), 500):
+            found.update(self.conn.execute(stmt, {"ids": ordered[start:start + 500]}).scalars())
         return found
 
     def _assign_numbers(self, tdef: TableDef, records: list[dict]) -> None:

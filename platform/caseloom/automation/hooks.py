@@ -25,11 +25,12 @@ def timing_enabled(defs: Definitions, table: str) -> bool:
     return enabled(defs, table) or bool(defs.timers_for(table))
 
 
-def timing_rows(service: RecordService, tdef: TableDef, records: list[dict]) -> None:
+def timing_rows(service: RecordService, tdef: TableDef, records: list[dict], new: bool = False) -> None:
+    """The SLAs and timers of records just written (`new`: just inserted, so with neither yet)."""
     from ..timing import engine, timers
 
-    engine.after_rows(service, tdef, records)
-    timers.after_rows(service, tdef, records)
+    engine.after_rows(service, tdef, records, new)
+    timers.after_rows(service, tdef, records, new)
 
 
 def timing_where(service: RecordService, tdef: TableDef, touched: Touched, new: bool = False) -> None:
@@ -74,7 +75,7 @@ class Automation:
         """After a batch insert: rules record by record; notifications for the whole batch at once
         (one query for the recipients' addresses, one executemany of sys_email rows)."""
         if self.timed(tdef.name):
-            timing_rows(service, tdef, records)
+            timing_rows(service, tdef, records, new=True)
         if not self._acts_after(tdef.name, "insert"):
             return
         props = unit_properties(service)

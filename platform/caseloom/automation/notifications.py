@@ -16,6 +16,7 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 
 from .. import stamps
+from ..access import Actor, field_allowed
 from ..definitions.model import Definitions, NotificationDef, TableDef
 from ..effects.walks import template_user, timestamp, walk_values
 from ..properties import Properties
@@ -94,25 +95,33 @@ class Notifications:
     def send(self, service: RecordService, note: NotificationDef, tdef: TableDef, record: dict,
              journal: dict[str, str]) -> None:
         """Write the notification's sys_email rows (state ready) for the worker to deliver."""
-        if note.children is not None:
-            subject, body = rendered(service, note, tdef, [(record, journal)])[0]
+        if note.children is not None:  # to the children's people, each with the access of no role at least
+            subject, body = rendered(service, note, tdef, [(record, journal)],
+                                     [frozenset(restricted_paths(service, note, tdef))])[0]
             _send_to_children(service, note, tdef, record, subject, body)
         self._send_many(service, note, tdef, [(record, journal)])
 
     def _send_many(self, service: RecordService, note: NotificationDef, tdef: TableDef,
                    matching: list[tuple[dict, dict]]) -> None:
-        """One e-mail per record with at least one address (its roles' users and its recipient paths)."""
+        """One e-mail per record with at least one address (its roles' users and its recipient paths);
+        when its texts read a limited field, one per audience (the recipients who may read the same)."""
         role_emails = set(role_addresses(service, note.roles))
         addresses = _path_addresses(service, tdef, [r["sys_id"] for r, _ in matching], note)
-        addressed, recipients_of = [], []
+        restricted = restricted_paths(service, note, tdef)
+        hidden_of = _hidden_by_address(service, tdef, restricted, role_emails.union(*addresses.values())) \
+            if restricted else {}
+        addressed, recipients_of, hidden = [], [], []
         for record, journal in matching:
-            recipients = sorted(role_emails | set(addresses.get(record["sys_id"], ())))
-            if recipients:
+            audiences: dict[frozenset[str], list[str]] = defaultdict(list)
+            for address in sorted(role_emails | set(addresses.get(record["sys_id"], ()))):
+                audiences[hidden_of.get(address, frozenset())].append(address)
+            for paths, recipients in audiences.items():
                 addressed.append((record, journal))
                 recipients_of.append(",".join(recipients))
+                hidden.append(paths)
         if not addressed:
             return
-        texts = rendered(service, note, tdef, addressed)
+        texts = rendered(service, note, tdef, addressed, hidden)
         service._system_insert("sys_email", [
             {"recipients": recipients, "subject": subject, "body": body, "state": "ready", "error": None,
              "target_table": tdef.name, "instance": record["sys_id"]}
@@ -171,11 +180,73 @@ def _path_addresses(service: RecordService, tdef: TableDef, ids: list[str], note
     return found
 
 
-def rendered(service: RecordService, note: NotificationDef, tdef: TableDef, items: list[tuple[dict, dict]]
-             ) -> list[tuple[str, str]]:
+NOBODY = Actor("", frozenset())  # whom an address no user has is shown a record as
+
+
+def restricted_paths(service: RecordService, note: NotificationDef, tdef: TableDef) -> tuple[str, ...]:
+    """The record paths the notification's texts read through a field whose field rules limit who
+    may read it (a case's work notes, `parent.work_notes`): shown only to recipients who may."""
+    key = ("notifications.restricted", note.name, tdef.name)
+    found = service.storage.cache.get(key)
+    if found is None:
+        paths = []
+        for text in (note.subject, note.body):
+            try:
+                template = compile_template(text)
+            except TemplateProblem:
+                continue
+            paths += [path for root, path, _ in template.paths
+                      if root == "record" and not path_readable(service.defs, NOBODY, tdef, path)]
+        found = service.storage.cache[key] = tuple(dict.fromkeys(paths))
+    return found
+
+
+def path_readable(defs: Definitions, actor: Actor, tdef: TableDef, path: str) -> bool:
+    """Whether the field rules let `actor` read each field along a record path."""
+    table = tdef
+    for part in path.split("."):
+        field = table.field(part)
+        if field is None:
+            return True
+        if not field_allowed(defs, actor, table.name, part, "read"):
+            return False
+        if field.type != "reference" or field.reference not in defs.tables:
+            return True
+        table = defs.tables[field.reference]
+    return True
+
+
+def _hidden_by_address(service: RecordService, tdef: TableDef, restricted: tuple[str, ...],
+                       addresses: set[str]) -> dict[str, frozenset[str]]:
+    """address -> the restricted paths its reader may not read: the user's roles who has the address
+    (every one of them, when several share it), no role for an address no active user has."""
+    users, has_role = service.storage.physical("sys_user"), service.storage.physical("sys_user_has_role")
+    ordered, owners = sorted(addresses), defaultdict(list)
+    for start in range(0, len(ordered), 500):
+        for address, sys_id, user_name in service.conn.execute(
+                sa.select(users.c.email, users.c.sys_id, users.c.user_name).where(
+                    users.c.email.in_(ordered[start:start + 500]), users.c.active.is_not(False))):
+            owners[address].append((sys_id, user_name))
+    ids = [sys_id for found in owners.values() for sys_id, _ in found]
+    roles: dict[str, list[str]] = defaultdict(list)
+    for start in range(0, len(ids), 500):
+        for user, role in service.conn.execute(sa.select(has_role.c.user, has_role.c.role)
+                                               .where(has_role.c.user.in_(ids[start:start + 500]))):
+            roles[user].append(role)
+    hidden = {}
+    for address in addresses:
+        readers = [Actor(name, service.defs.role_closure(roles[sys_id]), sys_id) for sys_id, name in owners[address]]
+        hidden[address] = frozenset(path for path in restricted
+                                    if not all(path_readable(service.defs, reader, tdef, path)
+                                               for reader in readers or [NOBODY]))
+    return hidden
+
+
+def rendered(service: RecordService, note: NotificationDef, tdef: TableDef, items: list[tuple[dict, dict]],
+             hidden: list[frozenset[str]] | None = None) -> list[tuple[str, str]]:
     """The subject (at most 255 characters) and body of the notification for each (record, journal
-    entries): the dot-walks the texts read are read for all the records at once, the acting user
-    and the time once."""
+    entries), the `hidden` paths of each left empty: the dot-walks the texts read are read for all
+    the records at once, the acting user and the time once."""
     subject, body = compile_template(note.subject), compile_template(note.body)
     walks = tuple(dict.fromkeys(subject.walks + body.walks))
     walked = walk_values(service, tdef, [record for record, _ in items], walks) if walks else [{}] * len(items)
@@ -186,8 +257,8 @@ def rendered(service: RecordService, note: NotificationDef, tdef: TableDef, item
     if "now" in names:
         context["now"] = timestamp()
     texts = []
-    for (record, journal), values in zip(items, walked, strict=True):
-        context["record"] = {**record, **journal, **values}
+    for (record, journal), values, paths in zip(items, walked, hidden or [frozenset()] * len(items), strict=True):
+        context["record"] = {**record, **journal, **values, **dict.fromkeys(paths, "")}
         try:
             texts.append((subject.render(context)[:255], body.render(context)))
         except TemplateProblem as exc:
@@ -228,8 +299,8 @@ def email_writer(service: RecordService, note: NotificationDef, tdef: TableDef, 
                  role_emails: list[str]) -> Callable[[Callable[[sa.FromClause], sa.ColumnElement]], None] | None:
     """A function writing the notification's sys_email rows, in one INSERT ... SELECT, for the records
     a condition over the table selects (`where(base)`); None when that needs Python (see email_sql)."""
-    if len(note.fields) > 1 or (note.fields and role_emails):
-        return None
+    if len(note.fields) > 1 or (note.fields and role_emails) or restricted_paths(service, note, tdef):
+        return None  # (a limited field: rendered per audience, in Python)
     if note.fields and recipient_path_problem(service.defs.tables, tdef, note.fields[0]) is not None:
         return None
     selection = Selection(service.storage, tdef.name)

@@ -261,8 +261,8 @@ NOTIFICATION_NAMES = ("record", "table", "notification", "user", "now")
 
 
 def build_notifications(docs: list[SourceDocument], tables: dict, roles: dict, errors: list,
-                        properties: dict | None = None, access: list | None = None
-                        ) -> dict[str, NotificationDef]:
+                        properties: dict | None = None, access: list | None = None,
+                        warnings: list | None = None) -> dict[str, NotificationDef]:
     notifications: dict[str, NotificationDef] = {}
     for doc in docs:
         check = _Checker(doc, tables, roles, errors, properties)
@@ -291,8 +291,8 @@ def build_notifications(docs: list[SourceDocument], tables: dict, roles: dict, e
             outside = [p for p in recipients.get("fields", []) if _address_table(tables, table, p) != "sys_user"]
             if "children" in recipients:
                 outside.append(f"the children's {recipients['children']['field']}")
-            if outside and access:
-                _hidden_fields_mailed(check, table, spec, where, outside, access)
+            if outside and access and warnings is not None:
+                _hidden_fields_mailed(check, table, spec, where, outside, access, warnings)
             notifications[name] = NotificationDef(
                 name, table.name, spec["subject"], spec["body"], tuple(spec.get("on", ())),
                 check.condition(table, spec.get("condition"), where + ("condition",)), roles_,
@@ -310,9 +310,10 @@ def _address_table(tables: dict, table: TableDef, path: str) -> str | None:
 
 
 def _hidden_fields_mailed(check: _Checker, table: TableDef, spec: dict, where: tuple, outside: list,
-                          access: list) -> None:
-    """An e-mail to people outside the platform (contacts, consumers: no access rule covers them)
-    may not carry a field whose field rules limit who reads it (a case's work notes)."""
+                          access: list, warnings: list) -> None:
+    """A known pitfall (a warning): an e-mail to people outside the platform (contacts, consumers: no
+    access rule covers them, so they read as a user with no roles) that carries a field whose field
+    rules limit who reads it (a case's work notes) reaches them with that field left empty."""
     from ..templates import TemplateProblem, compile_template
 
     lineage = (table.name, *check.ancestors(table))
@@ -326,10 +327,11 @@ def _hidden_fields_mailed(check: _Checker, table: TableDef, spec: dict, where: t
             first = path.split(".")[0]
             rule = restricted.get(first)
             if root == "record" and rule is not None:
-                check.error(where + (key,), f"e-mails record.{path} to {', '.join(outside)} (people outside the "
-                                            f"platform, whom no access rule covers), but field rules limit who may "
-                                            f"read {table.name}.{first} ({rule.location}): leave it out of the "
-                                            "e-mail, or send it to users")
+                warnings.append(check.doc.error(
+                    where + (key,), f"e-mails record.{path} to {', '.join(outside)} (people outside the platform, "
+                                    f"whom no access rule covers), but field rules limit who may read "
+                                    f"{table.name}.{first} ({rule.location}): they get it empty; leave it out "
+                                    "of the e-mail, or send it to users"))
 
 
 def build_menu(docs: list[SourceDocument], tables: dict, roles: dict, errors: list,

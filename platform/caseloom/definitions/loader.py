@@ -88,7 +88,9 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
     actions += build_actions(documents["actions"], tables, roles, errors, properties)
     check_unique_actions(actions, errors, documents["actions"])
     rules = build_rules(documents["rules"], tables, roles, errors, properties)
-    notifications = build_notifications(documents["notifications"], tables, roles, errors, properties, access)
+    warnings: list[DefinitionError] = []
+    notifications = build_notifications(documents["notifications"], tables, roles, errors, properties, access,
+                                        warnings)
     _check_notify_effects(actions, rules, notifications, errors)
     member_lists = build_member_lists(documents["member_list"], tables, roles, errors)
     workspaces = build_workspaces(documents["workspace"], tables, roles, errors, properties, member_lists)
@@ -100,7 +102,6 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
     bench = build_bench(documents["bench"], tables, actions, properties, errors, roles)
     schedules, broken_schedules = build_schedules(documents["schedules"], errors)
     named_schedules = {**schedules, **dict.fromkeys(broken_schedules)}  # broken: None, already reported
-    warnings: list[DefinitionError] = []
     slas = build_slas(documents["slas"], tables, roles, errors, properties, named_schedules, sla_root, warnings)
     timers = build_timers(documents["timers"], tables, roles, errors, properties, named_schedules)
     _check_notify_effects((), [*(e for sla in slas.values() for e in sla.escalations), *timers.values()],

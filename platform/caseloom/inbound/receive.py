@@ -85,16 +85,36 @@ def _decide(service: RecordService, props: Properties, inbound: Inbound) -> Outc
     return Outcome("ignored", reason="no inbound e-mail action takes a new message like this one")
 
 
+RECEIVED = ("received", "received-ignored")
+STATEMENTS = {
+    "ours": lambda emails: sa.select(emails.c.sys_id).where(emails.c.sys_id == sa.bindparam("key")),
+    "seen": lambda emails: sa.select(emails.c.sys_id).where(
+        emails.c.message_id == sa.bindparam("key"), emails.c.type.in_(RECEIVED)).limit(1),
+    "recent": lambda emails: sa.select(sa.func.count()).select_from(emails).where(
+        emails.c.sender == sa.bindparam("key"), emails.c.type.in_(RECEIVED),
+        emails.c.sys_created_on >= sa.bindparam("since")),
+    "by_id": lambda emails: sa.select(emails.c.target_table, emails.c.instance).where(
+        emails.c.sys_id == sa.bindparam("key"), emails.c.instance.is_not(None)).limit(1),
+    "by_message_id": lambda emails: sa.select(emails.c.target_table, emails.c.instance).where(
+        emails.c.message_id == sa.bindparam("key"), emails.c.instance.is_not(None)).limit(1),
+}
+
+
+def _ask(service: RecordService, name: str, **params) -> sa.CursorResult:
+    """Run one of the statements above, built once per definitions set (building costs more than running)."""
+    key = ("inbound", name)
+    stmt = service.storage.cache.get(key)
+    if stmt is None:
+        stmt = service.storage.cache[key] = STATEMENTS[name](service.storage.physical(TABLE))
+    return service.conn.execute(stmt, params)
+
+
 def _ignored_before_threading(service: RecordService, props: Properties, inbound: Inbound) -> Outcome | None:
-    emails = service.storage.physical(TABLE)
-    conn = service.conn
     if inbound.message_id:
         ours = OUR_ID.match(inbound.message_id)
-        if ours and conn.execute(sa.select(emails.c.sys_id).where(emails.c.sys_id == ours.group(1))).first():
+        if ours and _ask(service, "ours", key=ours.group(1)).first():
             return Outcome("ignored", reason="a loop: it is our own outbound message coming back")
-        seen = conn.execute(sa.select(emails.c.sys_id).where(
-            emails.c.message_id == inbound.message_id, emails.c.type.in_(("received", "received-ignored")))
-            .limit(1)).scalar()
+        seen = _ask(service, "seen", key=inbound.message_id).scalar()
         if seen:
             return Outcome("ignored", reason=f"a duplicate: Message-ID <{inbound.message_id}> was received before "
                                              f"(sys_email {seen})")
@@ -104,10 +124,7 @@ def _ignored_before_threading(service: RecordService, props: Properties, inbound
         return Outcome("ignored", reason=inbound.auto)
     limit = props.get(PER_SENDER)
     if limit > 0:
-        since = now() - dt.timedelta(hours=1)
-        recent = conn.execute(sa.select(sa.func.count()).select_from(emails).where(
-            emails.c.sender == inbound.sender, emails.c.type.in_(("received", "received-ignored")),
-            emails.c.sys_created_on >= since)).scalar_one()
+        recent = _ask(service, "recent", key=inbound.sender, since=now() - dt.timedelta(hours=1)).scalar_one()
         if recent >= limit:
             return Outcome("ignored", reason=f"a loop or a flood: {recent} messages from {inbound.sender} in the last "
                                              f"hour (the {PER_SENDER} property allows {limit})")
@@ -122,7 +139,7 @@ def _bounce(service: RecordService, inbound: Inbound) -> Outcome:
     candidates += WATERMARK.findall(inbound.body)
     ids = list(dict.fromkeys(candidates))
     found = service.conn.execute(sa.select(emails.c.sys_id).where(
-        emails.c.sys_id.in_(ids or ["-"]), emails.c.type.notin_(("received", "received-ignored")))).scalars().all()
+        emails.c.sys_id.in_(ids or ["-"]), emails.c.type.notin_(RECEIVED))).scalars().all()
     summary = " ".join(inbound.body.split())[:300] or inbound.subject
     if found:
         service.update_many(TABLE, [(sys_id, {"state": "error", "type": "send-failed",
@@ -133,16 +150,15 @@ def _bounce(service: RecordService, inbound: Inbound) -> Outcome:
 
 def _answered_record(service: RecordService, inbound: Inbound) -> tuple[TableDef, dict] | None:
     """The record a reply answers: by the watermark, then In-Reply-To/References, then a number."""
-    emails = service.storage.physical(TABLE)
     ids = WATERMARK.findall(inbound.body)
     for sys_id in ids:
-        found = _record_of_email(service, emails.c.sys_id == sys_id)
+        found = _record_of_email(service, "by_id", sys_id)
         if found:
             return found
     for message_id in inbound.in_reply_to:
         ours = OUR_ID.match(message_id)
-        condition = emails.c.sys_id == ours.group(1) if ours else emails.c.message_id == message_id
-        found = _record_of_email(service, condition)
+        found = _record_of_email(service, "by_id", ours.group(1)) if ours else \
+            _record_of_email(service, "by_message_id", message_id)
         if found:
             return found
     for action in service.defs.inbound_email:
@@ -157,10 +173,8 @@ def _answered_record(service: RecordService, inbound: Inbound) -> tuple[TableDef
     return None
 
 
-def _record_of_email(service: RecordService, condition) -> tuple[TableDef, dict] | None:
-    emails = service.storage.physical(TABLE)
-    row = service.conn.execute(sa.select(emails.c.target_table, emails.c.instance).where(condition)
-                               .where(emails.c.instance.is_not(None)).limit(1)).first()
+def _record_of_email(service: RecordService, statement: str, key: str) -> tuple[TableDef, dict] | None:
+    row = _ask(service, statement, key=key).first()
     if row is None or row.target_table not in service.defs.tables:
         return None
     record = _one(service, row.target_table, "sys_id", row.instance)

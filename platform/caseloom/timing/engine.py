@@ -140,13 +140,14 @@ def _start(sla: Sla, record: dict, at: dt.datetime) -> dt.datetime:
     return at
 
 
-def after_rows(service, tdef, records: list[dict]) -> None:
-    """Evaluate the SLAs of records the record service has just written (the row path)."""
+def after_rows(service, tdef, records: list[dict], new: bool = False) -> None:
+    """Evaluate the SLAs of records the record service has just written (the row path; `new`: just
+    inserted, so with no task SLA yet)."""
     slas = slas_for(service, tdef.name)
     if not slas or not records:
         return
     at = moment()
-    active = _active(service, [r["sys_id"] for r in records])
+    active = {} if new else _active(service, [r["sys_id"] for r in records])
     changes = Changes()
     answers: dict[tuple, bool] = {}  # a batch's records mostly share the values conditions read
     reads_of: dict[int, tuple[str, ...] | None] = {}  # per condition, for this batch (its nodes live through it)
@@ -217,13 +218,18 @@ def _reads(node: Any) -> tuple[str, ...] | None:
     return None if any("." in f for f in fields) else fields
 
 
+ACTIVE_KEY = ("timing.engine", "active")
+
+
 def _active(service, task_ids: list[str]) -> dict[tuple[str, str], dict]:
-    physical = service.storage.physical(TASK_SLA)
+    stmt = service.storage.cache.get(ACTIVE_KEY)
+    if stmt is None:  # built once per definitions set: every write of a task asks it
+        physical = service.storage.physical(TASK_SLA)
+        stmt = service.storage.cache[ACTIVE_KEY] = sa.select(physical).where(
+            physical.c.task.in_(sa.bindparam("tasks", expanding=True)), physical.c.stage.in_(ACTIVE))
     out = {}
     for i in range(0, len(task_ids), 500):
-        chunk = task_ids[i:i + 500]
-        stmt = sa.select(physical).where(physical.c.task.in_(chunk), physical.c.stage.in_(ACTIVE))
-        for row in service.conn.execute(stmt).mappings():
+        for row in service.conn.execute(stmt, {"tasks": task_ids[i:i + 500]}).mappings():
             out[(row["task"], row["sla"])] = dict(row)
     return out
 

@@ -19,7 +19,7 @@ import datetime as dt
 import difflib
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
@@ -420,15 +420,22 @@ class _Calendar:
         self.holiday_set = frozenset(self.holidays)
         self.nominal = tuple(dt.timedelta(minutes=sum(end - start for start, end in day)) for day in self.windows)
         self.week = sum(self.nominal, _ZERO)
+        self._days: dict[dt.date, tuple[tuple[dt.datetime, dt.datetime], ...]] = {}  # intervals, as asked
+        self._offsets: dict[dt.date, dt.timedelta | None] = {}
 
     def local_date(self, instant: dt.datetime) -> dt.date:
         return instant.replace(tzinfo=dt.UTC).astimezone(self.zone).date()
 
-    def intervals(self, day: dt.date) -> list[tuple[dt.datetime, dt.datetime]]:
-        """A local date's business intervals in naive UTC, in order (none on a holiday)."""
-        if day in self.holiday_set:
-            return []
-        return [(self.instant(day, start), self.instant(day, end)) for start, end in self.windows[day.weekday()]]
+    def intervals(self, day: dt.date) -> tuple[tuple[dt.datetime, dt.datetime], ...]:
+        """A local date's business intervals in naive UTC, in order (none on a holiday); worked out once
+        per date (every SLA attached or moved on one day asks for the same few dates)."""
+        found = self._days.get(day)
+        if found is None:
+            if len(self._days) > 4096:
+                self._days.clear()
+            found = self._days[day] = () if day in self.holiday_set else tuple(
+                (self.instant(day, start), self.instant(day, end)) for start, end in self.windows[day.weekday()])
+        return found
 
     def instant(self, day: dt.date, minute: int) -> dt.datetime:
         """The naive UTC instant of a local wall-clock time; the first occurrence of an ambiguous one, the end of
@@ -453,9 +460,13 @@ class _Calendar:
                 before = middle
         return dt.datetime.fromtimestamp(after, dt.UTC)
 
-    def offset(self, day: dt.date) -> dt.timedelta:
-        """The UTC offset at a local date's midnight."""
-        return dt.datetime(day.year, day.month, day.day, tzinfo=self.zone).utcoffset()
+    def offset(self, day: dt.date) -> dt.timedelta | None:
+        """The UTC offset at a local date's midnight (worked out once per date)."""
+        if day not in self._offsets:
+            if len(self._offsets) > 4096:
+                self._offsets.clear()
+            self._offsets[day] = dt.datetime(day.year, day.month, day.day, tzinfo=self.zone).utcoffset()
+        return self._offsets[day]
 
     def day_total(self, day: dt.date) -> dt.timedelta:
         if day in self.holiday_set:
@@ -503,12 +514,12 @@ class _Calendar:
         return found
 
 
-def _overlap(intervals: list[tuple[dt.datetime, dt.datetime]], low: dt.datetime, high: dt.datetime) -> dt.timedelta:
+def _overlap(intervals: Sequence[tuple[dt.datetime, dt.datetime]], low: dt.datetime, high: dt.datetime) -> dt.timedelta:
     return sum((max(_ZERO, min(end, high) - max(start, low)) for start, end in intervals), _ZERO)
 
 
 def _spend(
-    intervals: list[tuple[dt.datetime, dt.datetime]], low: dt.datetime, left: dt.timedelta
+    intervals: Sequence[tuple[dt.datetime, dt.datetime]], low: dt.datetime, left: dt.timedelta
 ) -> tuple[dt.datetime | None, dt.timedelta]:
     """Spend business time from `low` on: the instant it runs out (a window's end when exactly), else what is left."""
     for start, end in intervals:

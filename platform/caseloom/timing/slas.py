@@ -44,7 +44,7 @@ class Sla:
     escalations: Mapping[int, Escalation] = dataclasses.field(default_factory=dict)
 
 
-_PARSED: dict[tuple, Any] = {}  # (id of the definitions, sys_id, sys_mod_count) -> Sla or Schedule
+_PARSED: dict[tuple, Any] = {}  # (id of the definitions, sys_id, sys_mod_count, sys_updated_on) -> Sla or Schedule
 
 
 def enabled(defs: Definitions, table: str) -> bool:
@@ -79,12 +79,36 @@ def forget(service) -> None:
 def _all(service) -> list[Sla]:
     memo = service.memo
     if MEMO + ".all" not in memo:
-        storage, conn = service.storage, service.conn
-        slas = storage.physical(SLA)
-        rows = conn.execute(sa.select(slas).where(slas.c.active.is_(True))).mappings().all()
-        schedules = _schedules(service, {r["schedule"] for r in rows if r["schedule"]})
-        memo[MEMO + ".all"] = [s for s in (_sla(service.defs, dict(r), schedules) for r in rows) if s is not None]
+        memo[MEMO + ".all"] = _read(service)
     return memo[MEMO + ".all"]
+
+
+VERSION_KEY, READ_KEY = ("timing.slas", "version"), ("timing.slas", "read")
+
+
+def _read(service) -> list[Sla]:
+    """Every active SLA definition, parsed. One small query asks which definitions (and their
+    schedules) there are and when each last changed; their rows are read and parsed again only when
+    that differs from the last read in this process, as after a write here or in another process."""
+    storage, conn = service.storage, service.conn
+    stmt = storage.cache.get(VERSION_KEY)
+    if stmt is None:  # built once per definitions set
+        slas, schedules = storage.physical(SLA), storage.physical(SCHEDULE)
+        active = slas.c.active.is_(True)
+        stmt = storage.cache[VERSION_KEY] = sa.union_all(
+            sa.select(slas.c.sys_id, slas.c.sys_mod_count, slas.c.sys_updated_on).where(active),
+            sa.select(schedules.c.sys_id, schedules.c.sys_mod_count, schedules.c.sys_updated_on)
+            .where(schedules.c.sys_id.in_(sa.select(slas.c.schedule).where(active))))
+    version = frozenset(tuple(row) for row in conn.execute(stmt))
+    known = storage.cache.get(READ_KEY)
+    if known is not None and known[0] == version:
+        return known[1]
+    slas = storage.physical(SLA)
+    rows = conn.execute(sa.select(slas).where(slas.c.active.is_(True))).mappings().all()
+    schedules = _schedules(service, {r["schedule"] for r in rows if r["schedule"]})
+    parsed = [s for s in (_sla(service.defs, dict(r), schedules) for r in rows) if s is not None]
+    storage.cache[READ_KEY] = (version, parsed)
+    return parsed
 
 
 def _schedules(service, ids: set[str]) -> dict[str, Schedule]:
@@ -93,7 +117,7 @@ def _schedules(service, ids: set[str]) -> dict[str, Schedule]:
     table = service.storage.physical(SCHEDULE)
     out = {}
     for row in service.conn.execute(sa.select(table).where(table.c.sys_id.in_(ids))).mappings():
-        key = (id(service.defs), row["sys_id"], row["sys_mod_count"])
+        key = (id(service.defs), row["sys_id"], row["sys_mod_count"], row["sys_updated_on"])
         if key not in _PARSED:
             _PARSED[key] = parse_schedule(row["name"], row["time_zone"], row["windows"], row["holidays"] or "")
         out[row["sys_id"]] = _PARSED[key]
@@ -101,7 +125,8 @@ def _schedules(service, ids: set[str]) -> dict[str, Schedule]:
 
 
 def _sla(defs: Definitions, row: dict, schedules: dict[str, Schedule]) -> Sla | None:
-    key = (id(defs), row["sys_id"], row["sys_mod_count"], row["schedule"] and id(schedules.get(row["schedule"])))
+    key = (id(defs), row["sys_id"], row["sys_mod_count"], row["sys_updated_on"],
+           row["schedule"] and id(schedules.get(row["schedule"])))
     if key in _PARSED:
         return _PARSED[key]
     tdef = defs.tables.get(row["collection"])

@@ -31,8 +31,9 @@ from .slas import condition
 TIMER, WAITING, FIRED = "sys_timer", "waiting", "fired"
 
 
-def after_rows(service, tdef: TableDef, records: list[dict]) -> None:
-    """Set, move or remove the timers of records the record service has just written."""
+def after_rows(service, tdef: TableDef, records: list[dict], new: bool = False) -> None:
+    """Set, move or remove the timers of records the record service has just written (`new`: just
+    inserted, so with no timer yet)."""
     timers = service.defs.timers_for(tdef.name)
     if not timers or not records:
         return
@@ -44,7 +45,7 @@ def after_rows(service, tdef: TableDef, records: list[dict]) -> None:
             node = _condition(service, tdef, timer)
             holds = node is None or evaluate(node, record, resolve=resolve)
             wanted.append((record["sys_id"], timer, holds, record.get(timer.at) if timer.at else None))
-    _apply(service, tdef, wanted, at)
+    _apply(service, tdef, wanted, at, new)
 
 
 def after_where(service, tdef: TableDef, touched: Touched, new: bool = False) -> None:
@@ -69,7 +70,7 @@ def after_where(service, tdef: TableDef, touched: Touched, new: bool = False) ->
                 .select_from(selection.from_clause).where(touched.where(selection.base)))
         wanted.extend((sys_id, timer, bool(match), value) for sys_id, match, value in service.conn.execute(stmt))
     if wanted:
-        _apply(service, tdef, wanted, at)
+        _apply(service, tdef, wanted, at, new)
 
 
 def _duration_where(service, tdef: TableDef, timer: TimerDef, selection: Selection, holds: sa.ColumnElement,
@@ -130,10 +131,11 @@ def _schedule(service, timer: TimerDef):
     return next(iter(found.values()), None)
 
 
-def _apply(service, tdef: TableDef, wanted: list[tuple[str, TimerDef, bool, Any]], at: dt.datetime) -> None:
+def _apply(service, tdef: TableDef, wanted: list[tuple[str, TimerDef, bool, Any]], at: dt.datetime,
+           new_records: bool = False) -> None:
     """Write the timer rows `wanted` calls for: (record, timer, whether its condition holds, its date)."""
     physical = service.storage.physical(TIMER)
-    existing = _existing(service, {sys_id for sys_id, *_ in wanted})
+    existing = {} if new_records else _existing(service, {sys_id for sys_id, *_ in wanted})
     new, moved, gone = [], [], []
     dues: dict[tuple[str, Any], dt.datetime | None] = {}
     for sys_id, timer, holds, value in wanted:
@@ -167,14 +169,20 @@ def _apply(service, tdef: TableDef, wanted: list[tuple[str, TimerDef, bool, Any]
         service.written.add(TIMER)
 
 
+EXISTING_KEY = ("timing.timers", "existing")
+
+
 def _existing(service, ids: Iterable[str]) -> dict[tuple[str, str], dict]:
-    physical = service.storage.physical(TIMER)
+    stmt = service.storage.cache.get(EXISTING_KEY)
+    if stmt is None:  # built once per definitions set: every write of a timed record asks it
+        physical = service.storage.physical(TIMER)
+        stmt = service.storage.cache[EXISTING_KEY] = sa.select(
+            physical.c.sys_id, physical.c.document, physical.c.timer, physical.c.due, physical.c.state
+        ).where(physical.c.document.in_(sa.bindparam("documents", expanding=True)))
     ids = list(ids)
     out = {}
     for i in range(0, len(ids), 500):
-        stmt = sa.select(physical.c.sys_id, physical.c.document, physical.c.timer, physical.c.due, physical.c.state
-                         ).where(physical.c.document.in_(ids[i:i + 500]))
-        for row in service.conn.execute(stmt).mappings():
+        for row in service.conn.execute(stmt, {"documents": ids[i:i + 500]}).mappings():
             out[(row["document"], row["timer"])] = dict(row)
     return out
 
