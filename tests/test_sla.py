@@ -520,6 +520,27 @@ def test_an_sla_made_through_the_table_api_takes_duration_words_and_runs(app, ru
     assert (one(runtime, ticket, "made here")["planned_end_time"]) == MONDAY + dt.timedelta(hours=8)
 
 
+def test_an_sla_changed_elsewhere_is_read_again_and_a_rolled_back_change_never_is(app, runtime):
+    """The parsed definitions are kept between units of work and read again when their version (each
+    row's key, modification count and time) differs: a change in another process counts at once,
+    and a change that was rolled back never stands in for a later one of the same count."""
+    sla = app.api("root").post(f"{TABLE_API}/contract_sla", json={**GOOD_SLA, "duration": "8h"}).json["result"]
+    ticket = write(runtime, MONDAY, category="api")  # read (and kept) with 8 hours
+    assert one(runtime, ticket, "made here")["planned_end_time"] == MONDAY + dt.timedelta(hours=8)
+    table = runtime.storage.physical("contract_sla")
+    with pytest.raises(RuntimeError), fixed_clock(MONDAY), runtime.transaction() as service:
+        service.update("contract_sla", sla["sys_id"], {"duration": 2 * HOUR})
+        service.insert(TICKET, {"category": "api"})  # read with 2 hours inside this unit, then undone
+        raise RuntimeError("rolled back")
+    other = sa.create_engine(runtime.config.database_url)  # another process, in plain SQL
+    with other.begin() as conn:
+        conn.execute(sa.update(table).where(table.c.sys_id == sla["sys_id"]).values(
+            duration=4 * HOUR, sys_mod_count=table.c.sys_mod_count + 1, sys_updated_on=dt.datetime(2031, 1, 1)))
+    other.dispose()
+    ticket = write(runtime, MONDAY, category="api")
+    assert one(runtime, ticket, "made here")["planned_end_time"] == MONDAY + dt.timedelta(hours=4)
+
+
 @pytest.mark.parametrize(
     ("changes", "field", "words"),
     [
