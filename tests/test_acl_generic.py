@@ -19,8 +19,9 @@ fields:
   active: {type: boolean, default: true}
   notes: {type: string}
   watcher: {type: email}
-list: [title, team, group, active, notes]
-form: [title, team, group, active, notes]
+  budget: {type: integer}
+list: [title, team, group, active, notes, budget]
+form: [title, team, group, active, notes, budget]
 """,
     "roles.yaml": "roles:\n  x_worker: {}\n  x_lead: {contains: [x_worker]}\n",
     "access/x.yaml": """
@@ -35,6 +36,12 @@ access:
   - {table: x_team.secret, operations: [read], roles: [x_lead], decision: deny_unless}
   - {table: x_team.secret, operations: [read], roles: [x_lead]}
   - {table: sys_user_group, operations: [read], roles: [x_worker]}
+  # field rules with conditions on the record: the budget is read and written on some tickets only
+  - {table: x_ticket.budget, operations: [read], roles: [x_worker], condition: "title=blue one^ORtitle=new"}
+  - {table: x_ticket.budget, operations: [write], roles: [x_worker], condition: "title=blue one"}
+  - {table: x_ticket.budget, operations: [create], roles: [x_lead], condition: "budget<100"}
+  - {table: x_ticket.group, operations: [read], roles: [x_worker], condition: "title!=blue two"}
+  - {table: x_ticket.group, operations: [read, write, create], roles: [x_lead]}
 """,
     # an e-mail that reads limited fields, to the workers (a lead is one) and to a plain address
     "notifications/x.yaml": """
@@ -65,7 +72,7 @@ def small(config, tmp_path):
         for title, group, team, active in [("blue one", 0, 0, True), ("blue two", 0, 1, True),
                                            ("blue old", 0, 0, False), ("red one", 1, 0, True)]:
             r = admin.post(TICKETS, {"title": title, "group": groups[group], "team": teams[team],
-                                     "active": active, "notes": f"note on {title}"})
+                                     "active": active, "notes": f"note on {title}", "budget": len(title)})
             made.ids[title] = r.json["result"]["sys_id"]
         yield made
 
@@ -136,3 +143,61 @@ def test_an_e_mail_leaves_out_what_each_recipient_may_not_read(small):
         {"recipients": "someone@example.net,worker@example.com", "subject": "blue first changed",
          "body": "notes: ; team code: "},
     ]
+
+
+def _budgets(small, user, query="ORDERBYtitle"):
+    r = small.api(user).get(f"{TICKETS}?sysparm_fields=title,budget&sysparm_query={query}")
+    assert r.status_code == 200, r.json
+    return [(row["title"], row["budget"]) for row in r.json["result"]]
+
+
+@pytest.mark.parametrize("user, seen", [
+    ("worker", [("blue one", "8"), ("blue two", "")]),  # read where the condition matches, empty elsewhere
+    ("lead", [("blue one", "8"), ("blue two", ""), ("red one", "")]),  # a lead is a worker: the same rule
+    ("admin", [("blue old", "8"), ("blue one", "8"), ("blue two", "8"), ("red one", "7")]),
+])
+def test_a_field_rule_with_a_condition_reads_the_field_on_matching_records_only(small, user, seen):
+    assert _budgets(small, user) == seen
+    # filtering and sorting see the same: the field is empty where it may not be read
+    assert _budgets(small, user, "budget=8^ORDERBYtitle") == [row for row in seen if row[1] == "8"]
+    by_budget = _budgets(small, user, "ORDERBYDESCbudget^ORDERBYtitle")  # (where empty ones go is the database's)
+    assert sorted(by_budget) == sorted(seen)
+    assert [row for row in by_budget if row[1]] == sorted((row for row in seen if row[1]), key=lambda r: -int(r[1]))
+
+
+def test_a_dot_walk_through_a_conditionally_readable_reference_is_empty_where_it_may_not_be_read(small):
+    """A reference read under a condition: walking it from a record that does not match walks to nothing
+    (and a filter on the walk matches nothing there); a single record reads the same as a list."""
+    worker = small.api("worker")
+    r = worker.get(f"{TICKETS}?sysparm_fields=title,group,group.name&sysparm_query=ORDERBYtitle")
+    assert [(row["title"], row["group"] != "", row["group.name"]) for row in r.json["result"]] == [
+        ("blue one", True, "Blue"), ("blue two", False, "")]
+    assert _titles(small, "worker", "group.name=Blue^") == (["blue one"], 1)
+    assert _titles(small, "lead", "group.name=Blue^") == (["blue one", "blue two"], 2)  # their own rule: every ticket
+    one = worker.get(f"{TICKETS}/{small.ids['blue two']}?sysparm_fields=budget,group.name")
+    assert one.json["result"] == {"budget": "", "group.name": ""}
+
+
+def test_a_field_rule_with_a_condition_on_the_form_and_in_the_history(small):
+    admin = small.api("admin")
+    assert admin.patch(f"{TICKETS}/{small.ids['blue two']}", {"budget": 4242}).status_code == 200
+    small.sign_in("worker")
+    one = small.client.get(f"/x_ticket.do?sys_id={small.ids['blue one']}").get_data(as_text=True)
+    assert 'name="budget"' in one
+    two = small.client.get(f"/x_ticket.do?sys_id={small.ids['blue two']}").get_data(as_text=True)
+    assert 'name="budget"' not in two and "4242" not in two  # neither the field nor its history
+
+
+def test_a_field_rule_with_a_condition_on_writes_and_creates(small):
+    worker, lead = small.api("worker"), small.api("lead")
+    assert worker.patch(f"{TICKETS}/{small.ids['blue one']}", {"budget": 9}).status_code == 200
+    r = worker.patch(f"{TICKETS}/{small.ids['blue two']}", {"budget": 9})
+    assert r.status_code == 403, r.json
+    assert "budget" in r.json["error"]["detail"] and "on this record" in r.json["error"]["detail"]
+    assert worker.patch(f"{TICKETS}/{small.ids['blue two']}", {"title": "blue second"}).status_code == 200
+    # a create is tested on the new record as written: refused, it leaves nothing behind
+    r = lead.post(TICKETS, {"title": "new", "budget": 50})
+    assert r.status_code == 201 and r.json["result"]["budget"] == "50"
+    r = lead.post(TICKETS, {"title": "new", "budget": 500})
+    assert r.status_code == 403 and "budget" in r.json["error"]["detail"]
+    assert [t for t, _ in _budgets(small, "admin", "title=new")] == ["new"]

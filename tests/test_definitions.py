@@ -220,10 +220,10 @@ BAD = {
          "access/a.yaml": "access:\n  - table: a\n    operations: [read]\n    roles: [admin]\n"
                           "    condition: \"n=javascript:gs.getUser().getCompanyID()\"\n"},
         "access/a.yaml:5:16", "is not a dynamic value Caseloom knows"),
-    "field rule with a condition": (
+    "field rule whose condition names an unknown field": (
         {"tables/a.yaml": TABLE_A,
-         "access/a.yaml": "access:\n  - table: a.n\n    operations: [read]\n    roles: [admin]\n    condition: n=1\n"},
-        "access/a.yaml:5:16", "a field rule takes roles only"),
+         "access/a.yaml": "access:\n  - table: a.n\n    operations: [read]\n    roles: [admin]\n    condition: m=1\n"},
+        "access/a.yaml:5:16", "condition: "),
     "allow rule with neither roles nor condition": (
         {"tables/a.yaml": TABLE_A, "access/a.yaml": "access:\n  - table: a\n    operations: [read]\n"},
         "access/a.yaml:2:5", "an allow_if rule needs roles or a condition"),

@@ -139,14 +139,17 @@ def allowed(defs: Definitions, actor: Actor, table: str, operation: str) -> bool
     return row_rule(defs, actor, table, operation) is not False
 
 
-def field_allowed(defs: Definitions, actor: Actor, table: str, field: str, operation: str) -> bool:
+def field_rule(defs: Definitions, actor: Actor, table: str, field: str, operation: str) -> Verdict:
     """Field rules, once the table rule has passed: `table.field`, then the same field on each
     ancestor, then `table.*` and each ancestor's; the first that has rules for the operation decides
-    (a field with no create rules anywhere: its write rules). No field rule: the table rule is enough."""
-    if actor.ceiling is not None and not field_allowed(defs, actor.ceiling, table, field, operation):
+    (a field with no create rules anywhere: its write rules). No field rule: the table rule is enough.
+    True (on every record the table rule allows), False, or a condition on the record: a rule's
+    condition, which the field's value is read or written under only where the record matches it."""
+    limit = field_rule(defs, actor.ceiling, table, field, operation) if actor.ceiling is not None else True
+    if limit is False:
         return False
     if ADMIN in actor.roles:
-        return True
+        return limit
     index = _index(defs)
     lineage = (table, *defs.ancestors(table))
     keys = (*((name, field) for name in lineage), *((name, "*") for name in lineage))
@@ -154,19 +157,26 @@ def field_allowed(defs: Definitions, actor: Actor, table: str, field: str, opera
         for key in keys:
             found = index.get((*key, op))
             if found:
-                return _decide(actor, found) is True
-    return True
+                return _both(_decide(actor, found), limit)
+    return limit
+
+
+def field_allowed(defs: Definitions, actor: Actor, table: str, field: str, operation: str) -> bool:
+    """Whether the field rules let the actor `operation` the field on some records at least (all of
+    them, or those a rule's condition matches: see field_rule)."""
+    return field_rule(defs, actor, table, field, operation) is not False
 
 
 class Reader:
     """One actor's read access, handed to the query compiler: callable with a table name (may the
     actor read any of its records), with `rows` (which ones: True, or the condition compiled into
-    the SQL) and `field` (may it read that field)."""
+    the SQL), `field` (may it read that field, on some records at least) and `field_rule` (on which:
+    True, or a condition the compiler puts around the field's column)."""
 
     def __init__(self, defs: Definitions, actor: Actor):
         self.defs, self.actor = defs, actor
         self._rows: dict[str, Verdict] = {}
-        self._fields: dict[tuple[str, str], bool] = {}
+        self._fields: dict[tuple[str, str], Verdict] = {}
 
     def __call__(self, table: str) -> bool:
         return self.rows(table) is not False
@@ -177,9 +187,12 @@ class Reader:
         return self._rows[table]
 
     def field(self, table: str, field: str) -> bool:
+        return self.field_rule(table, field) is not False
+
+    def field_rule(self, table: str, field: str) -> Verdict:
         if field in ALWAYS_READABLE:
             return True
         key = (table, field)
         if key not in self._fields:
-            self._fields[key] = field_allowed(self.defs, self.actor, table, field, "read")
+            self._fields[key] = field_rule(self.defs, self.actor, table, field, "read")
         return self._fields[key]

@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import stamps
-from .access import SYSTEM, AccessDenied, Actor, Reader, allowed, field_allowed, row_rule
+from .access import SYSTEM, AccessDenied, Actor, Reader, allowed, field_rule, row_rule
 from .bulk import insert_rows
 from .definitions.model import SYS_FIELDS, FieldDef, TableDef
 from .fieldtypes import SYS_ID, FieldValueError
@@ -218,14 +218,28 @@ class RecordService:
                 return False
         return True
 
-    def can_read_field(self, table: str, field: str) -> bool:
-        """Whether the actor may read this field of the table's records (its field rules)."""
+    def can_read_field(self, table: str, field: str, record: dict | None = None) -> bool:
+        """Whether the actor may read this field (its field rules): of `record` (a rule's condition
+        tested on it, in SQL), else of some records of the table at least."""
         readable = self.readable
-        return readable is None or readable.field(table, field)
+        if readable is None:
+            return True
+        return self._on_record(table, readable.field_rule(table, field), record)
 
-    def can_write_field(self, table: str, field: str, operation: str = "write") -> bool:
-        """Whether the actor's field rules let them give this field a value (`create` or `write`)."""
-        return not self.check_access or field_allowed(self.defs, self.actor, table, field, operation)
+    def can_write_field(self, table: str, field: str, operation: str = "write", record: dict | None = None) -> bool:
+        """Whether the actor's field rules let them give this field a value (`create` or `write`): on
+        `record` (a stored one: a rule's condition tested on it), else on some records at least."""
+        if not self.check_access:
+            return True
+        return self._on_record(table, field_rule(self.defs, self.actor, table, field, operation), record)
+
+    def _on_record(self, table: str, verdict: Any, record: dict | None) -> bool:
+        if verdict is True or verdict is False or record is None or not record.get("sys_id"):
+            return verdict is not False
+        key = ("field rule", table, record["sys_id"], record.get("sys_mod_count"), id(verdict))
+        if key not in self.memo:  # a form asks per field; fields share their rules
+            self.memo[key] = (verdict, not self._outside(self.defs.tables[table], [record["sys_id"]], verdict))
+        return self.memo[key][1]
 
     def check_rows(self, tdef: TableDef, ids: Sequence[str], operation: str) -> None:
         """Refuse the operation unless the actor's rule for it matches each of these records (a rule's
@@ -257,19 +271,29 @@ class RecordService:
             inside.update(self.conn.execute(sel.select(sel.base.c.sys_id, where=where)).scalars())
         return [i for i in wanted if i not in inside]
 
-    def _refuse_unwritable(self, tdef: TableDef, names: Iterable[str], operation: str, row: int | None = None) -> None:
+    def _refuse_unwritable(self, tdef: TableDef, names: Iterable[str], operation: str, row: int | None = None,
+                           current: dict | None = None) -> list[tuple[str, Any]]:
         """A client's values for fields its field rules do not let it write (create: `create` rules,
-        else `write` ones) are refused, naming the field (403)."""
+        else `write` ones) are refused, naming the field (403). A rule with a condition is tested on
+        the stored record (`current`) of a write; for a create, the (field, condition) pairs are
+        returned, to be tested on the new record once written (`_check_created`)."""
         if not self.check_access or self.actor.is_admin:
-            return
+            return []
+        later = []
         for name in names:
             field = tdef.field(name)
             if field is None or field.system:
                 continue
-            if not field_allowed(self.defs, self.actor, tdef.name, name, operation):
+            verdict = field_rule(self.defs, self.actor, tdef.name, name, operation)
+            if verdict is not True and verdict is not False and current is None:
+                later.append((name, verdict))
+                continue
+            if verdict is False or (verdict is not True and self._outside(tdef, [current["sys_id"]], verdict)):
                 where = f"row {row}: " if row is not None else ""
+                also = "" if verdict is False else " on this record (no field rule's condition matches it)"
                 raise AccessDenied(f"{where}{name}: user {self.actor.user_name!r} may not {operation} field "
-                                   f"{tdef.name}.{name}")
+                                   f"{tdef.name}.{name}{also}")
+        return later
 
     # -- reading ------------------------------------------------------------------------
 
@@ -318,7 +342,7 @@ class RecordService:
         if self.get(table, sys_id) is None:  # a record the actor may not read has no journal for them
             return []
         return [e for e in found if self.can_read_field(e["name"] if e["name"] in self.defs.tables else table,
-                                                        e["element"])]
+                                                        e["element"], {"sys_id": sys_id})]
 
     # -- inserting ----------------------------------------------------------------------
 
@@ -366,12 +390,14 @@ class RecordService:
         chosen: set[str] = set()  # sys_ids the caller gave
         hooks = self._hooks(tdef.name, "insert")
         parsed_values: dict = {}  # the rows of a batch share most values: each is parsed once
+        field_checks: list[tuple[int, str, Any]] = []  # (row, field, its create rule's condition)
         for i, values in enumerate(rows):
             row_no = None if first_row is None else first_row + i
             parsed, entries = self._parse(tdef, values, row_no, allow_sys_id=True, memo=parsed_values)
             if not self.trusted:
                 self._refuse_read_only(tdef, values, parsed, entries, None, row_no)
-                self._refuse_unwritable(tdef, [k for k, v in values.items() if v not in (None, "")], "create", row_no)
+                field_checks.extend((i, *check) for check in self._refuse_unwritable(
+                    tdef, [k for k, v in values.items() if v not in (None, "")], "create", row_no))
             if hooks is not None:  # rules see parsed values, never what a client typed
                 pending = {**parsed, **entries}
                 hooks.before(self, tdef, "insert", pending, None)
@@ -389,12 +415,29 @@ class RecordService:
             for check in VALIDATORS.get(tdef.name, ()):
                 check(self, tdef, record, None)
         insert_rows(self.conn, self.storage.physical(tdef.name), records)
+        if field_checks:
+            self._check_created_fields(tdef, records, field_checks, first_row)
         self.written.add(tdef.name)
         self.note_made(tdef.name, [r["sys_id"] for r in records])
         self._write_journal(journals, stamp)
         if hooks is not None:
             hooks.after_insert_batch(self, tdef, records, entries_of)
         return records
+
+    def _check_created_fields(self, tdef: TableDef, records: list[dict], checks: list[tuple[int, str, Any]],
+                              first_row: int | None) -> None:
+        """A field rule with a condition, on each field a new record was given: tested on the record as
+        written, one query per condition (the caller's savepoint undoes the batch when one refuses)."""
+        by_rule: dict[int, tuple[Any, list[tuple[int, str]]]] = {}
+        for i, name, verdict in checks:
+            by_rule.setdefault(id(verdict), (verdict, []))[1].append((i, name))
+        for verdict, items in by_rule.values():
+            outside = set(self._outside(tdef, [records[i]["sys_id"] for i, _ in items], verdict))
+            for i, name in items:
+                if records[i]["sys_id"] in outside:
+                    where = f"row {first_row + i}: " if first_row is not None else ""
+                    raise AccessDenied(f"{where}{name}: user {self.actor.user_name!r} may not create field "
+                                       f"{tdef.name}.{name} on this record (no field rule's condition matches it)")
 
     def _prepare_insert(self, tdef: TableDef, parsed: dict, entries: dict, stamp: dt.datetime,
                         row: int | None) -> tuple[dict, dict]:
@@ -654,7 +697,7 @@ class RecordService:
             if not self.trusted:
                 self._refuse_read_only(record_tdef, values, parsed, entries, current)
                 self._refuse_unwritable(record_tdef, [*(k for k, v in parsed.items() if _differs(current.get(k), v)),
-                                                      *entries], "write")
+                                                      *entries], "write", current=current)
             hooks = self._hooks(record_tdef.name, "update")
             if hooks is not None:
                 pending = {k: v for k, v in parsed.items() if _differs(current.get(k), v)} | entries

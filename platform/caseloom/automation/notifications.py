@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 
 from .. import stamps
-from ..access import Actor, field_allowed
+from ..access import Actor, field_rule
 from ..definitions.model import Definitions, NotificationDef, TableDef
 from ..effects.walks import template_user, timestamp, walk_values
 from ..properties import Properties
@@ -202,13 +202,14 @@ def restricted_paths(service: RecordService, note: NotificationDef, tdef: TableD
 
 
 def path_readable(defs: Definitions, actor: Actor, tdef: TableDef, path: str) -> bool:
-    """Whether the field rules let `actor` read each field along a record path."""
+    """Whether the field rules let `actor` read each field along a record path, on every record (a
+    rule with a condition counts as no: an e-mail is not held back to test it on the record)."""
     table = tdef
     for part in path.split("."):
         field = table.field(part)
         if field is None:
             return True
-        if not field_allowed(defs, actor, table.name, part, "read"):
+        if field_rule(defs, actor, table.name, part, "read") is not True:
             return False
         if field.type != "reference" or field.reference not in defs.tables:
             return True

@@ -106,10 +106,7 @@ def _access_rule(doc: SourceDocument, i: int, spec: dict, tables: dict, roles: d
         errors.append(doc.error(where, "an allow_if rule needs roles or a condition: with neither it would let "
                                        "every user in (name the roles, or write `roles: [admin]`)"))
     condition = None
-    if text and field:
-        errors.append(doc.error(where + ("condition",), "a field rule takes roles only: put the condition on the "
-                                                        f"table rule of {table!r} (rows), or on a rule of its own"))
-    elif text and tdef is not None:
+    if text and tdef is not None:
         condition = _access_condition(doc, where + ("condition",), text, tables, tdef, errors)
         if condition is None:
             return None

@@ -57,21 +57,25 @@ class Selection:
             field = tdef.field(part)
             if field is None:
                 raise QueryError(f"{path}: table {tdef.name!r} has no field {part!r}")
-            if not trusted and not _field_readable(self.readable, tdef.name, part):
+            rule = True if trusted else _field_rule(self.readable, tdef.name, part)
+            if rule is False:
                 raise AccessDenied(f"{path}: no read access to field {tdef.name}.{part}, so it cannot be read, "
                                    "filtered or sorted on")
+            # a field rule with a condition: the field reads as empty on the records it does not match
+            # (in lists, filters and sorts alike), and a dot-walk through it walks to nothing there
+            guard = None if rule is True else self._rule_on(alias, tdef, rule)
             if i == len(parts) - 1:
                 if not field.stored:
                     raise QueryError(f"{path}: {field.type} fields cannot be queried")
-                return alias.c[part], field
+                return (alias.c[part] if guard is None else sa.case((guard, alias.c[part]))), field
             if field.type != "reference":
                 raise QueryError(f"{path}: {part!r} is not a reference, so it cannot be dot-walked")
             prefix = ".".join(parts[: i + 1])
-            alias, tdef = self._join(f"{root}.{prefix}" if root else prefix, alias, field, trusted)
+            alias, tdef = self._join(f"{root}.{prefix}" if root else prefix, alias, field, trusted, guard)
         raise QueryError(f"empty field path {path!r}")
 
-    def _join(self, prefix: str, parent: sa.FromClause, field: FieldDef,
-              trusted: bool = False) -> tuple[sa.FromClause, TableDef]:
+    def _join(self, prefix: str, parent: sa.FromClause, field: FieldDef, trusted: bool = False,
+              guard: sa.ColumnElement | None = None) -> tuple[sa.FromClause, TableDef]:
         if prefix not in self._joins:
             target = self.defs.tables[field.reference]
             rule: Any = True
@@ -83,6 +87,8 @@ class Selection:
             on = alias.c.sys_id == parent.c[field.name]
             if rule is not True:
                 on = sa.and_(on, self._rule_on(alias, target, rule))
+            if guard is not None:
+                on = sa.and_(on, guard)
             self._from = self._from.outerjoin(alias, on)
             self._joins[prefix] = (alias, target)
         return self._joins[prefix]
@@ -191,8 +197,13 @@ def _rows(readable: Readable | None, table: str) -> Any:
 
 
 def _field_readable(readable: Readable, table: str, field: str) -> bool:
-    check = getattr(readable, "field", None)
-    return check is None or check(table, field)
+    return _field_rule(readable, table, field) is not False
+
+
+def _field_rule(readable: Readable, table: str, field: str) -> Any:
+    """The user's field rule: True, False or the condition a record must match for its value to be read."""
+    rule = getattr(readable, "field_rule", None)  # an access.Reader; a plain callable decides per table only
+    return True if rule is None else rule(table, field)
 
 
 def _terms(node: Node | None) -> list:

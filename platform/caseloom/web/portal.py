@@ -119,7 +119,7 @@ def record_page(name: str, sys_id: str, status: int = 200, errors: dict | None =
     return render_template("portal/record.html", portal=portal, tdef=tdef, record=record,
                            title=record_name(tdef, record), details=details, activity=_activity(portal, tdef, record),
                            actions=offered, files=attachments.of_record(service, tdef.name, sys_id),
-                           can_comment=service.can_write_field(tdef.name, portal.comment),
+                           can_comment=service.can_write_field(tdef.name, portal.comment, record=record),
                            errors=errors or {}), status
 
 

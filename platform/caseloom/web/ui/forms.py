@@ -77,14 +77,14 @@ def _widgets(tdef: TableDef, rendered: dict, record: dict, new: bool, can_write:
     service = records()
     widgets = {}
     for name, field in tdef.fields.items():
-        if field.ftype.hidden or not service.can_read_field(tdef.name, name):
+        if field.ftype.hidden or not service.can_read_field(tdef.name, name, record):
             continue  # never read back (a password), or the user's field rules hide it
         raw, display = _input_value(field, rendered.get(name, ""))
         if typed is not None and name in typed:
             raw = display = typed[name]
         locked = (field.system or field.read_only or name in read_only or not can_write
                   or (name == lifecycle_field and not new)
-                  or not service.can_write_field(tdef.name, name, "create" if new else "write"))
+                  or not service.can_write_field(tdef.name, name, "create" if new else "write", None if new else record))
         widgets[name] = Widget(field, raw, display, locked, field.mandatory or name in mandatory, name in hidden,
                                (errors or {}).get(name))
     return widgets
@@ -329,7 +329,7 @@ def _history(tdef: TableDef, sys_id: str, after: int | None = None) -> list[dict
         stmt = stmt.where(audit.c.record_checkpoint > after)
     service = records()
     rows = [r for r in connection().execute(stmt.order_by(audit.c.sys_created_on.desc()).limit(100)).mappings()
-            if tdef.field(r["fieldname"]) is None or service.can_read_field(tdef.name, r["fieldname"])]
+            if tdef.field(r["fieldname"]) is None or service.can_read_field(tdef.name, r["fieldname"], {"sys_id": sys_id})]
     names = audit_names(service, tdef, rows)
     out = []
     for r in rows:

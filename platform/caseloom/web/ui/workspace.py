@@ -169,7 +169,8 @@ def _timeline(ws: WorkspaceDef, tdef: TableDef, children: TableDef, record: dict
     audit = runtime().storage.physical("sys_audit")
     events = [{"when": record.get("sys_created_on"), "who": record.get("sys_created_by"),
                "what": f"{tdef.label} {record_name(tdef, record)} created"}]
-    for name in ws.timeline:  # a date-time field is a moment of its own ("Proposed on" -> "Proposed")
+    readable = [f for f in ws.timeline if records().can_read_field(tdef.name, f, record)]
+    for name in readable:  # a date-time field is a moment of its own ("Proposed on" -> "Proposed")
         field = tdef.field(name)
         if field.type in ("datetime", "date") and record.get(name):
             events.append({"when": record[name], "who": "", "what": re.sub(r" (on|at)$", "", field.label)})
@@ -178,7 +179,7 @@ def _timeline(ws: WorkspaceDef, tdef: TableDef, children: TableDef, record: dict
             sa.select(audit.c.fieldname, audit.c.oldvalue, audit.c.newvalue, audit.c.user, audit.c.sys_created_on,
                       audit.c.record_checkpoint)
             .where(audit.c.documentkey == record["sys_id"], audit.c.tablename.in_(defs.lineage(tdef.name)),
-                   audit.c.fieldname.in_([f for f in ws.timeline if records().can_read_field(tdef.name, f)]))
+                   audit.c.fieldname.in_(readable))
             .order_by(audit.c.sys_created_on.desc()).limit(TIMELINE_SHOWN * 3)).mappings())
         names = audit_names(records(), tdef, rows)
         saves: dict[tuple, list] = {}
