@@ -276,7 +276,7 @@ class RecordService:
         """A client's values for fields its field rules do not let it write (create: `create` rules,
         else `write` ones) are refused, naming the field (403). A rule with a condition is tested on
         the stored record (`current`) of a write; for a create, the (field, condition) pairs are
-        returned, to be tested on the new record once written (`_check_created`)."""
+        returned, to be tested on the new record once written (`_check_created_fields`)."""
         if not self.check_access or self.actor.is_admin:
             return []
         later = []

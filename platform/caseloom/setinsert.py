@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from . import stamps
-from .access import row_rule
+from .access import field_rule, row_rule
 from .bulk import keep_statistics_fresh
 from .setwrite import journal_columns, new_sys_id_sql, sys_id_prefix
 
@@ -52,6 +52,11 @@ def _declines(service: RecordService, tdef, values: dict, varying: set[str], val
         return "references are deferred in this unit of work"
     if service.check_access and not service.trusted and row_rule(service.defs, service.actor, tdef.name, "create") is not True:
         return f"the actor's create rule on {tdef.name!r} has a condition, tested on each record"
+    if service.check_access and not service.trusted and not service.actor.is_admin:
+        ruled = sorted(f for f in {*values, *varying} if tdef.field(f) is not None
+                       and field_rule(service.defs, service.actor, tdef.name, f, "create") is not True)
+        if ruled:
+            return f"the actor's field rules on {', '.join(ruled)} are tested on each record"
     if varying & set(values):
         return f"{', '.join(sorted(varying & set(values)))} given both as shared values and per row"
     unstored = [f for f in sorted(varying) if tdef.field(f) is None or not tdef.field(f).stored]
