@@ -201,3 +201,20 @@ def test_a_field_rule_with_a_condition_on_writes_and_creates(small):
     r = lead.post(TICKETS, {"title": "new", "budget": 500})
     assert r.status_code == 403 and "budget" in r.json["error"]["detail"]
     assert [t for t, _ in _budgets(small, "admin", "title=new")] == ["new"]
+
+
+@pytest.mark.parametrize("user, count, budget_sum, groups", [
+    # their group's active tickets; blue two's budget and group they may not read: empty there
+    ("worker", "2", "8", {"Blue": "1", "": "1"}),
+    ("lead", "3", "8", {"Blue": "2", "Red": "1"}),
+    ("admin", "4", "31", {"Blue": "3", "Red": "1"}),
+])
+def test_aggregates_count_only_what_each_user_may_read(small, user, count, budget_sum, groups):
+    """The Aggregate API on an application of the test's own: the row rules and a field read under a
+    condition apply to counts and sums as they do to lists."""
+    api = small.api(user)
+    r = api.get("/api/now/stats/x_ticket?sysparm_count=true&sysparm_sum_fields=budget")
+    assert r.status_code == 200, r.json
+    assert r.json["result"]["stats"] == {"count": count, "sum": {"budget": budget_sum}}
+    r = api.get("/api/now/stats/x_ticket?sysparm_count=true&sysparm_group_by=group.name")
+    assert {g["groupby_fields"][0]["value"]: g["stats"]["count"] for g in r.json["result"]} == groups

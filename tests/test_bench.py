@@ -17,7 +17,8 @@ import pytest
 from conftest import POSTGRES_URL, ROOT
 
 BENCHMARKS = ["recipients_condition", "create_child_cases", "sla_attach", "sync_children", "close_major_case",
-              "sla_tick", "email_ingest", "list_view", "form_view", "api_get", "row_rule_list", "portal_list"]
+              "sla_tick", "email_ingest", "list_view", "form_view", "api_get", "stats_group_by", "row_rule_list",
+              "portal_list"]
 KEYS = {"name", "n", "seconds", "per_second", "baseline_seconds", "ratio"}
 
 pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
@@ -57,7 +58,8 @@ def check_lines(done: subprocess.CompletedProcess) -> None:
     assert "# email_ingest: 1,000 commented, 1,000 created" in done.stderr
     # the inbound cases count too: 9,000 generated, 1,000 children, their major case, 1,000 by e-mail
     assert by_name["list_view"]["n"] == 11_001
-    assert by_name["row_rule_list"]["n"] == by_name["portal_list"]["n"] == 11_001
+    assert by_name["row_rule_list"]["n"] == by_name["portal_list"]["n"] == by_name["stats_group_by"]["n"] == 11_001
+    assert "(count by state, priority); its GROUP BY by the plain driver" in done.stderr
     # the progress notes go to stderr, so stdout stays machine-readable
     assert "# create_child_cases: 1,000 in" in done.stderr
 

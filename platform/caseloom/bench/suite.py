@@ -294,6 +294,18 @@ class BenchRun:
 
     # -- pages and API --------------------------------------------------------------------
 
+    def stats_group_by(self, app, plain, staff: http.Browser, table: str, total: int) -> Result:
+        """The Aggregate API's count of every record by the declared fields (median of 20 requests),
+        against the plain driver running the same GROUP BY."""
+        path = f"/api/now/stats/{table}?sysparm_count=true&sysparm_group_by={','.join(self.bench.group_by)}"
+        median = staff.median([path] * 20)
+        grouped = [(sql, params) for sql, params in http.capture_sql(app, path, "bench", self.password)
+                   if "GROUP BY" in sql]
+        baseline = http.replay_median(plain, grouped, rounds=10)
+        self.say(f"stats_group_by: median {median * 1000:.1f} ms over 20 requests with {total:,} records "
+                 f"(count by {', '.join(self.bench.group_by)}); its GROUP BY by the plain driver {baseline * 1000:.1f} ms")
+        return Result("stats_group_by", total, median, baseline)
+
     def customer_pages(self, port: int, app, plain, staff: http.Browser, table: str, total: int) -> Iterator[Result]:
         """What a row rule costs: the customer's list through the API against the administrator's list
         of the same rows asked for by the rule's own query (row_rule_list), and the portal's home page
@@ -352,6 +364,8 @@ class BenchRun:
                 self.say(f"api_get: {load['requests'] / load['seconds']:.0f} requests/s, no errors "
                          f"(gunicorn, 2 workers, wrk on loopback)")
                 yield Result("api_get", load["requests"], load["seconds"], baseline)
+                if self.bench.group_by:
+                    yield self.stats_group_by(app, plain, browser, table, total)
                 if self.bench.customer_roles:
                     yield from self.customer_pages(port, app, plain, browser, table, total)
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .model import BenchDef, DemoGenerator, TableDef, frozen_map
+from .tables import resolve_path
 from .yamlsource import DefinitionError, SourceDocument
 
 
@@ -51,6 +52,11 @@ def build_bench(docs: list[SourceDocument], tables: dict[str, TableDef], actions
             errors.append(doc.error(("bench", "customer", "values", name), f"table 'sys_user' has no field {name!r}"))
         elif isinstance(value, dict) and value.get("ref") not in names:
             errors.append(doc.error(("bench", "customer", "values", name), f"unknown generator {value.get('ref')!r}"))
+    views_table = tables.get(spec["views"]["table"])
+    for j, path in enumerate(spec["views"].get("group_by", ())):
+        if views_table is not None and resolve_path(tables, views_table, path) is None:
+            errors.append(doc.error(("bench", "views", "group_by", j),
+                                    f"table {views_table.name!r} has no field {path!r}"))
     portal = spec["views"].get("portal")
     if portal is not None and not customer:
         errors.append(doc.error(("bench", "views", "portal"), "a portal benchmark needs a `customer` login to open it"))
@@ -74,7 +80,7 @@ def build_bench(docs: list[SourceDocument], tables: dict[str, TableDef], actions
         names=frozen_map({"list": listed["benchmark"], "create": spec["create_children"]["benchmark"],
                           "sync": spec["sync"]["benchmark"], "close": spec["close"]["benchmark"],
                           **({"email": email["benchmark"]} if email else {})}),
-        portal=portal, customer_roles=tuple(customer.get("roles", ())),
+        portal=portal, group_by=tuple(spec["views"].get("group_by", ())), customer_roles=tuple(customer.get("roles", ())),
         customer_values=frozen_map(customer.get("values") or {}),
         email_count=email.get("count", 0), email_sender=(sender["ref"], sender["field"]) if sender else None,
     )

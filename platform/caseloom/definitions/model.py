@@ -437,6 +437,7 @@ class BenchDef:
     portal: str | None = None  # a portal whose home page the customer login opens (portal_list)
     customer_roles: tuple[str, ...] = ()  # a login for the access-rule benchmarks (none: they do not run)
     customer_values: Mapping[str, Any] = field(default_factory=frozen_map)  # {ref: generator, row: N} allowed
+    group_by: tuple[str, ...] = ()  # what the Aggregate API counts the views table by (stats_group_by); (): not run
     email_count: int = 0  # inbound e-mails (email_ingest): half new, half replies; 0: not run
     email_sender: tuple[str, str] | None = None  # (generator, its e-mail field): message i is from row i
 

@@ -12,12 +12,14 @@ from urllib.parse import urlencode
 from flask import Blueprint, current_app, jsonify, request, url_for
 
 from ..query import Query, Term, parse_encoded
+from ..query.aggregate import aggregate
 from ..query.compile import MAX_OFFSET
 from ..records import NotFound
 from . import db
 from .auth import act_as, api_actor, records, runtime
 from .errors import ApiError
 from .serialize import Shape, base_url, make_shape, render_record
+from .stats import parse_request, render
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 MAX_LIMIT = 10000
@@ -129,6 +131,20 @@ def _links(table: str, total: int, limit: int, offset: int) -> str:
 def get_record(table: str, sys_id: str):
     records().table(table, "read")
     return jsonify({"result": _one(table, sys_id, _shape(table))})
+
+
+@blueprint.get("/now/stats/<table>")
+def stats(table: str):
+    """ServiceNow's Aggregate API: counts, averages, sums, minimums and maximums, grouped or not, in
+    one SQL statement through the user's read access (web/stats.py has the shapes)."""
+    service = records()
+    tdef = service.table(table, "read")
+    query, display = parse_request(request.args)
+    rt = runtime()
+    if not query.group_by and not (query.measures or query.having):
+        return jsonify({"result": {"stats": {}}})  # nothing asked: ServiceNow answers no aggregate
+    groups, answers = aggregate(rt.storage, service.conn, table, query, service.readable)
+    return jsonify({"result": render(rt.defs.tables, tdef, query, groups, answers, display)})
 
 
 @blueprint.post("/now/table/<table>")

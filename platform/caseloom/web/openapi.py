@@ -489,6 +489,37 @@ def _email_paths() -> dict:
         body={"required": True, "content": {"message/rfc822": {"schema": {"type": "string", "format": "binary"}}}})}}
 
 
+def _stats_paths(defs: Definitions) -> dict:
+    """ServiceNow's Aggregate API, one path for every table (the table a path parameter)."""
+    numbers = {"type": "object", "additionalProperties": STRING, "description": "field -> the value, as a string"}
+    stats = {"type": "object", "properties": {
+        "count": STRING, **{name: numbers for name in ("avg", "min", "max", "sum")}}}
+    group = _object(("field", "value", "display_value"), field=STRING, value=STRING, display_value=STRING)
+    grouped = _object(("stats", "groupby_fields"), stats=stats, groupby_fields={"type": "array", "items": group})
+    query = {"in": "query"}
+    text = {"type": "string", "maxLength": 4000}
+    parameters = [
+        _path_param("table", {"type": "string", "enum": sorted(defs.tables)}, "The table"),
+        {"$ref": "#/components/parameters/sysparm_query"},
+        {"$ref": "#/components/parameters/sysparm_display_value"},
+        query | {"name": "sysparm_count", "schema": {"type": "boolean"}, "description": "true: count the records"},
+        *(query | {"name": f"sysparm_{fn}_fields", "schema": text,
+                   "description": f"Comma-separated fields to {fn} ({'numbers' if fn in ('avg', 'sum') else 'any'})"}
+          for fn in ("avg", "min", "max", "sum")),
+        query | {"name": "sysparm_group_by", "schema": text, "description": "Comma-separated fields; dot-walks allowed"},
+        query | {"name": "sysparm_having", "schema": text,
+                 "description": "Comma-separated aggregate^field^operator^value, as count^priority^>^3"},
+        query | {"name": "sysparm_orderby", "schema": text,
+                 "description": "Comma-separated grouped fields or AGGREGATE^field, each optionally ^DESC"},
+    ]
+    return {"/api/now/stats/{table}": {"get": _operation(
+        "Counts, averages, sums, minimums and maximums of the records the user may read, grouped or not "
+        "(ServiceNow's Aggregate API)", ["Aggregate"],
+        _responses({"200": _json(_result(_any_of(_object(("stats",), stats=stats),
+                                                 {"type": "array", "items": grouped})))}, (*READ, "404")),
+        parameters=parameters, operation_id="stats")}}
+
+
 def _document_paths() -> dict:
     return {"/api/caseloom/openapi.json": {"get": _operation(
         "This document", ["Caseloom"], _responses({"200": _json({"type": "object"})}, ("401", "429")),
@@ -596,7 +627,7 @@ def document(defs: Definitions, server: str) -> dict:
     for table in tables:
         paths.update(_table_paths(defs, table))
         paths.update(_action_paths(defs, table))
-    for part in (_batch_paths(), _attachment_paths(), _email_paths(), _member_list_paths(defs), _job_paths(),
+    for part in (_batch_paths(), _attachment_paths(), _email_paths(), _stats_paths(defs), _member_list_paths(defs), _job_paths(),
                  _definition_paths(), _document_paths()):
         paths.update(part)
     schemas = _shared_schemas()

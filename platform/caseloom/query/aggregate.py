@@ -1,0 +1,238 @@
+"""Aggregates of a table's records (ServiceNow's GlideAggregate and Aggregate API): a count and the
+average, sum, minimum and maximum of fields, for all the records a condition selects or per group
+of values (dot-walks allowed), filtered on the aggregates themselves (HAVING) and ordered by them.
+
+One SELECT ... GROUP BY, through the user's read access as every list is: the row rules in the
+WHERE, a dot-walked table's rule in its join, a field read under a condition empty where the
+record does not match it, so a user counts only what they may read. Each part of a request names
+where it came from (`source`: a parameter), and every error says it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import operator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..access import AccessDenied
+from ..definitions.model import FieldDef
+from ..storage import Storage
+from .compile import Readable, Selection
+from .nodes import Node, QueryError
+
+FUNCTIONS = ("count", "avg", "sum", "min", "max")
+NUMERIC_TYPES = ("integer", "decimal", "duration")
+COMPARISONS = {"=": operator.eq, "!=": operator.ne, ">": operator.gt, ">=": operator.ge, "<": operator.lt,
+               "<=": operator.le}
+MAX_GROUP_FIELDS = 10
+MAX_MEASURES = 50
+MAX_GROUPS = 10_000  # groups one call answers; more is an error naming the grouping
+
+
+class AggregateError(QueryError):
+    """A part of an aggregate request that cannot be computed; the message starts with its source."""
+
+
+@dataclass(frozen=True)
+class Measure:
+    """An aggregate: `function` of the field at `path` (count: of records when `path` is None)."""
+
+    function: str
+    path: str | None
+    source: str  # where it was asked for (a parameter), for errors
+
+    @property
+    def key(self) -> tuple[str, str | None]:
+        return self.function, self.path
+
+
+@dataclass(frozen=True)
+class Having:
+    measure: Measure
+    comparison: str  # one of COMPARISONS
+    value: float
+
+
+@dataclass(frozen=True)
+class Order:
+    """By a grouped field (`path`) or an aggregate (`measure`)."""
+
+    descending: bool
+    source: str
+    path: str | None = None
+    measure: Measure | None = None
+
+
+@dataclass(frozen=True)
+class AggregateQuery:
+    where: Node | None
+    group_by: tuple[str, ...] = ()
+    measures: tuple[Measure, ...] = ()  # what each answer reports
+    having: tuple[Having, ...] = ()
+    order: tuple[Order, ...] = ()
+    group_source: str = "group_by"
+    where_source: str = "query"
+
+
+@dataclass(frozen=True)
+class Group:
+    path: str
+    field: FieldDef
+    display: bool  # whether the SELECT carries the referenced record's display value after the value
+
+
+@dataclass
+class Answer:
+    """One row: the grouped values (stored, and the display of a reference when read) and the measures."""
+
+    values: list[tuple[Any, Any]]  # (stored value, display value or None) per group
+    measures: dict[tuple[str, str | None], Any]
+
+
+def aggregate(storage: Storage, conn: sa.Connection, table: str, query: AggregateQuery,
+              readable: Readable | None = None) -> tuple[list[Group], list[Answer]]:
+    """Run the aggregate in one statement: the groups' fields and one Answer per group (one for the
+    whole selection when ungrouped), in the asked order (else by the grouped values)."""
+    stmt, groups, measures = compile_aggregate(storage, table, query, readable)
+    width = sum(2 if g.display else 1 for g in groups)
+    answers = []
+    for row in conn.execute(stmt):
+        values, i = [], 0
+        for group in groups:
+            values.append((row[i], row[i + 1] if group.display else None))
+            i += 2 if group.display else 1
+        answers.append(Answer(values, {key: row[width + j] for j, key in enumerate(measures)}))
+    if groups and len(answers) > MAX_GROUPS:
+        raise AggregateError(f"{query.group_source}: more than {MAX_GROUPS:,} groups; narrow the query or group "
+                             "by fewer fields")
+    return groups, answers
+
+
+def compile_aggregate(storage: Storage, table: str, query: AggregateQuery, readable: Readable | None = None
+                      ) -> tuple[sa.Select, list[Group], list[tuple[str, str | None]]]:
+    """The SELECT: the grouped columns (each reference followed by its display value), then one column
+    per distinct measure of `query.measures`, in their order; HAVING and ORDER BY as asked."""
+    if len(query.group_by) > MAX_GROUP_FIELDS:
+        raise AggregateError(f"{query.group_source}: at most {MAX_GROUP_FIELDS} fields")
+    sel = Selection(storage, table, readable=readable)
+    columns: list[sa.ColumnElement] = []
+    groups: list[Group] = []
+    grouped: dict[str, sa.ColumnElement] = {}
+    for path in query.group_by:
+        column, field = _column(sel, path, query.group_source)
+        if not (field.ftype.queryable and field.ftype.sortable):
+            raise AggregateError(f"{query.group_source}: {path}: {field.type} fields cannot be grouped by")
+        display = _display_column(sel, path, field)
+        columns.append(column)
+        grouped[path] = column
+        if display is not None:
+            columns.append(display)
+        groups.append(Group(path, field, display is not None))
+    measured: dict[tuple[str, str | None], sa.ColumnElement] = {}
+    everything = [*query.measures, *(h.measure for h in query.having), *(o.measure for o in query.order if o.measure)]
+    if len(everything) > MAX_MEASURES:
+        raise AggregateError(f"at most {MAX_MEASURES} aggregates in one request")
+    for measure in everything:
+        if measure.key not in measured:
+            measured[measure.key] = _measure(sel, measure)
+    reported = list(dict.fromkeys(m.key for m in query.measures))
+    try:
+        where = sel.condition(query.where)
+    except (QueryError, AccessDenied) as exc:
+        raise type(exc)(f"{query.where_source}: {exc}") from None
+    stmt = sa.select(*columns, *(measured[key] for key in reported)).select_from(sel.from_clause)
+    if where is not None:
+        stmt = stmt.where(where)
+    if columns:
+        stmt = stmt.group_by(*columns)
+    if query.having:
+        stmt = stmt.having(sa.and_(*(_having(measured[h.measure.key], h) for h in query.having)))
+    order = []
+    for item in query.order:
+        if item.path is not None and item.path not in grouped:
+            raise AggregateError(f"{item.source}: {item.path} is not a grouped field "
+                                 f"({', '.join(query.group_by) or 'nothing is grouped'})")
+        column = grouped[item.path] if item.path is not None else measured[item.measure.key]
+        order.append(column.desc() if item.descending else column.asc())
+    named = {item.path for item in query.order}
+    order += [column.asc() for path, column in grouped.items() if path not in named]  # then by the values
+    if order:
+        stmt = stmt.order_by(*order)
+    if groups:
+        stmt = stmt.limit(MAX_GROUPS + 1)
+    return stmt, groups, reported
+
+
+def _column(sel: Selection, path: str, source: str) -> tuple[sa.ColumnElement, FieldDef]:
+    try:
+        return sel.column(path)
+    except AccessDenied as exc:
+        raise AccessDenied(f"{source}: {exc}") from None
+    except QueryError as exc:
+        raise AggregateError(f"{source}: {exc}") from None
+
+
+def _display_column(sel: Selection, path: str, field: FieldDef) -> sa.ColumnElement | None:
+    """A reference's display value, joined in the same statement; None when it has none or the user
+    may not read it (the value then stands for itself, as in the Table API)."""
+    target = sel.defs.tables.get(field.reference) if field.type == "reference" else None
+    if target is None or not target.display:
+        return None
+    try:
+        column, shown = sel.column(f"{path}.{target.display}")
+    except (AccessDenied, QueryError):
+        return None
+    return None if shown.ftype.hidden else column
+
+
+def numeric(field: FieldDef) -> bool:
+    """Whether averages and sums of the field mean something: numbers and durations, and choices
+    stored as whole numbers (a priority, a state)."""
+    return field.type in NUMERIC_TYPES or (field.type == "choice" and field.choice_kind == "integer")
+
+
+def _measure(sel: Selection, measure: Measure) -> sa.ColumnElement:
+    if measure.function not in FUNCTIONS:
+        raise AggregateError(f"{measure.source}: unknown aggregate {measure.function!r} "
+                             f"(one of {', '.join(FUNCTIONS)})")
+    if measure.path is None:
+        if measure.function != "count":
+            raise AggregateError(f"{measure.source}: {measure.function} needs a field")
+        return sa.func.count()
+    column, field = _column(sel, measure.path, measure.source)
+    if measure.function in ("avg", "sum") and not numeric(field):
+        raise AggregateError(f"{measure.source}: {measure.path} is a {field.type} field; {measure.function} takes "
+                             f"numbers ({', '.join(NUMERIC_TYPES)}, or a choice stored as a number)")
+    if measure.function in ("min", "max") and not field.ftype.sortable:
+        raise AggregateError(f"{measure.source}: {measure.path}: {field.type} fields have no {measure.function}")
+    if measure.function == "avg":
+        return sa.func.avg(sa.cast(column, sa.Float))  # the same number on both databases
+    return getattr(sa.func, measure.function)(column)
+
+
+def _having(expression: sa.ColumnElement, having: Having) -> sa.ColumnElement:
+    return COMPARISONS[having.comparison](expression, having.value)
+
+
+def number_text(value: Any) -> str:
+    """An aggregate's number as ServiceNow writes it, a string: whole numbers without a fraction,
+    others with at most four decimals ("1.5", "2", "0.3333")."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, Decimal, float)):
+        rounded = round(Decimal(str(value)), 4)
+        text = format(rounded.normalize(), "f")
+        return "0" if text in ("-0", "") else text
+    if isinstance(value, dt.datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)
+
+
+__all__ = ["AggregateError", "AggregateQuery", "Answer", "COMPARISONS", "FUNCTIONS", "Group", "Having", "MAX_GROUPS",
+           "Measure", "Order", "aggregate", "compile_aggregate", "number_text", "numeric"]
