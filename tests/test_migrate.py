@@ -159,6 +159,21 @@ def test_index_false_drops_the_automatic_index_of_a_choice_and_keeps_its_values(
     assert planned(new) == []
 
 
+def test_an_index_led_by_the_class_stands_for_the_class_index(runtime, runtime_for):
+    """A declared index that starts with sys_class_name replaces the class index of a shared table, on
+    an existing database too; taking it out brings the class index back."""
+    assert {"ix_task_sys_class_name_state_priority"} <= indexes(runtime.engine, "task")
+    assert "ix_task_sys_class_name" not in indexes(runtime.engine, "task")
+    case = edit(shipped()["tables/sn_customerservice_case.yaml"], ("  - [sys_class_name, state, priority]\n", ""))
+    new = runtime_for(changed({"tables/sn_customerservice_case.yaml": case}))
+
+    done = migrate(new.engine, new.storage)
+
+    assert sorted(done) == ["create index ix_task_sys_class_name on task",
+                            "drop index ix_task_sys_class_name_state_priority on task"]
+    assert planned(new) == []
+
+
 def test_dropping_an_empty_table_needs_no_force(runtime, runtime_for):
     with_note = runtime_for(with_note_table())
     migrate(with_note.engine, with_note.storage)

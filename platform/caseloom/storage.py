@@ -93,7 +93,8 @@ class Storage:
                 if _indexed(field, tdef) and not field.system:
                     index_columns[field.name] = tdef
         table = sa.Table(root, self.metadata, *columns.values())
-        if len(self.defs.descendants(root)) > 1:  # rows of several classes share the table
+        classed = any(cols[0] == "sys_class_name" for cols in extra_indexes)  # a declared one serves it
+        if len(self.defs.descendants(root)) > 1 and not classed:  # rows of several classes share the table
             sa.Index(index_name(root, ("sys_class_name",)), table.c.sys_class_name)
         # A declared index that starts with an indexed column serves that column's lookups too,
         # so the column gets no index of its own: one index less to write on every insert.
