@@ -105,15 +105,16 @@ WRITE_LOCK = "caseloom_write_lock"  # an execution option: begin with the write 
 
 
 @contextmanager
-def job_cache(conn: sa.Connection) -> Iterator[None]:
+def job_cache(conn: sa.Connection, kb: int = SQLITE_JOB_CACHE_KB) -> Iterator[None]:
     """A background job's connection keeps a 64 MB page cache while the job runs: it commits
     about once a second, so a bigger cache buys it little, and a worker's memory stays bounded
-    whatever the size of the job."""
+    whatever the size of the job. A long read that passes over every row once (an export) asks for
+    less (`kb`): its pages are not read again."""
     if conn.dialect.name != "sqlite":
         yield
         return
     raw = conn.connection.dbapi_connection  # outside any transaction: a pragma, not a statement of one
-    raw.execute(f"PRAGMA cache_size=-{SQLITE_JOB_CACHE_KB}")
+    raw.execute(f"PRAGMA cache_size=-{kb}")
     try:
         yield
     finally:

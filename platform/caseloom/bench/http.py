@@ -25,12 +25,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def gunicorn(env: dict[str, str], workers: int = 2):
-    """`caseloom`'s app under gunicorn on a free loopback port; yields the port."""
+def gunicorn(env: dict[str, str], workers: int = 2, timeout: int = 30, started: list | None = None):
+    """`caseloom`'s app under gunicorn on a free loopback port; yields the port. `timeout`: seconds a
+    request may take; `started` gets the master process appended (its workers are its children)."""
     port = free_port()
     command = [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind", f"127.0.0.1:{port}",
-               "--log-level", "warning", "caseloom.web:create_app()"]
+               "--timeout", str(timeout), "--log-level", "warning", "caseloom.web:create_app()"]
     process = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if started is not None:
+        started.append(process)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -116,9 +119,54 @@ def capture_sql(app, path: str, user: str, password: str) -> list[tuple[str, obj
         response = client.get(path, headers=auth if path.startswith("/api/") else {})
     finally:
         sa.event.remove(engine, "before_cursor_execute", record)
+    response.close()  # a streamed body is not read: its cursor is let go
     if response.status_code != 200:
         raise RuntimeError(f"GET {path} in-process: HTTP {response.status_code}")
     return statements
+
+
+def download(port: int, path: str, user: str, password: str) -> tuple[int, float]:
+    """GET `path` with HTTP Basic and read the whole body in pieces: (bytes, seconds)."""
+    import base64
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    started = time.perf_counter()
+    conn.request("GET", path, headers={"Authorization": f"Basic {token}"})
+    response = conn.getresponse()
+    size = 0
+    while piece := response.read(1 << 16):
+        size += len(piece)
+    seconds = time.perf_counter() - started
+    conn.close()
+    if response.status != 200:
+        raise RuntimeError(f"GET {path}: HTTP {response.status}")
+    return size, seconds
+
+
+def replay_csv(conn, statements: list[tuple[str, object]]) -> float:
+    """Seconds for the plain driver to run the same statements, fetching in batches of 2,000 and
+    writing every row as CSV to nowhere (after one warm-up run)."""
+    import csv
+    import io
+
+    times = []
+    for _ in range(2):
+        started = time.perf_counter()
+        cur = conn.cursor()
+        sink = io.StringIO()
+        writer = csv.writer(sink)
+        for statement, parameters in statements:
+            cur.execute(statement, parameters)
+            if cur.description is None:
+                continue
+            while rows := cur.fetchmany(2000):
+                writer.writerows(rows)
+                sink.seek(0)
+                sink.truncate()
+        cur.close()
+        times.append(time.perf_counter() - started)
+    return times[-1]
 
 
 def replay_median(conn, statements: list[tuple[str, object]], rounds: int = 30) -> float:

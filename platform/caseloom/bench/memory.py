@@ -10,22 +10,28 @@ from contextlib import contextmanager
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
+def rss_bytes(pid: int | str = "self") -> int:
+    with open(f"/proc/{pid}/statm") as statm:
         return int(statm.read().split()[1]) * PAGE
 
 
+def children(pid: int) -> list[int]:
+    """The processes `pid` started (a gunicorn master's workers)."""
+    with open(f"/proc/{pid}/task/{pid}/children") as found:
+        return [int(p) for p in found.read().split()]
+
+
 @contextmanager
-def peak_rss(every: float = 0.01) -> Iterator[dict]:
-    """Yields a dict whose "peak_mb" holds, once the block ends, the highest resident set size
-    seen while it ran."""
+def peak_rss(every: float = 0.01, pid: int | str = "self") -> Iterator[dict]:
+    """Yields a dict whose "peak_mb" holds, once the block ends, the highest resident set size of the
+    process (this one, or `pid`) seen while it ran."""
     found = {"peak_mb": 0.0}
     stop = threading.Event()
-    peak = [rss_bytes()]
+    peak = [rss_bytes(pid)]
 
     def sample() -> None:
         while not stop.wait(every):
-            peak[0] = max(peak[0], rss_bytes())
+            peak[0] = max(peak[0], rss_bytes(pid))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -34,4 +40,4 @@ def peak_rss(every: float = 0.01) -> Iterator[dict]:
     finally:
         stop.set()
         sampler.join()
-        found["peak_mb"] = max(peak[0], rss_bytes()) / 2**20
+        found["peak_mb"] = max(peak[0], rss_bytes(pid)) / 2**20

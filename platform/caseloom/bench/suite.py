@@ -34,7 +34,7 @@ from ..runtime import Runtime
 from ..users import add_user
 from . import http
 from .database import ScratchDatabase
-from .memory import peak_rss
+from .memory import children, peak_rss, rss_bytes
 from .replay import net_writes, replay
 from .timing import has_slas, sla_attach, sla_tick
 
@@ -327,6 +327,24 @@ class BenchRun:
                      f"{len(sql)} statements by the plain driver {baseline * 1000:.2f} ms")
             yield Result("portal_list", total, median, baseline)
 
+    def export_csv(self, env: dict, app, plain, table: str, total: int) -> Result:
+        """The views table's whole list as CSV (`?CSV`) from a gunicorn worker of its own, downloaded
+        over loopback, with the worker's peak memory; against the plain driver running the same
+        statements and writing the rows as CSV."""
+        path = f"/{table}_list.do?CSV"
+        started: list = []
+        with http.gunicorn(env, workers=1, timeout=900, started=started) as port:
+            worker = children(started[0].pid)[0]
+            http.download(port, f"/{table}_list.do?CSV&sysparm_query=sys_id=nothing", "bench", self.password)  # warm
+            before = rss_bytes(worker) / 2**20
+            with peak_rss(every=0.05, pid=worker) as memory:
+                size, seconds = http.download(port, path, "bench", self.password)
+        baseline = http.replay_csv(plain, http.capture_sql(app, path, "bench", self.password))
+        self.say(f"export_csv: {total:,} records, {size / 2**20:.0f} MB of CSV in {seconds:.2f} s "
+                 f"({total / seconds:,.0f} rows/s), the worker's peak memory {memory['peak_mb']:.0f} MB "
+                 f"({before:.0f} MB before); the same statements by the plain driver writing CSV {baseline:.2f} s")
+        return Result("export_csv", total, seconds, baseline, {"peak_mb": memory["peak_mb"], "bytes": size})
+
     def pages(self) -> Iterator[Result]:
         from ..web import create_app
 
@@ -368,6 +386,7 @@ class BenchRun:
                     yield self.stats_group_by(app, plain, browser, table, total)
                 if self.bench.customer_roles:
                     yield from self.customer_pages(port, app, plain, browser, table, total)
+            yield self.export_csv(env, app, plain, table, total)
         finally:
             plain.close()
             with app.app_context():

@@ -19,6 +19,7 @@ from .. import db
 from ..auth import connection, records, runtime, safe_path
 from ..serialize import base_url, display_names, make_shape, record_name, render_record
 from . import blueprint, login_required
+from .export import export_format, export_list, with_basic_auth
 from .filters import (
     _posted_rows,
     _redrawn,
@@ -202,11 +203,21 @@ def delete_filter(table: str, sys_id: str):
 # -- the list page ----------------------------------------------------------------------------------
 
 @blueprint.route("/<path:name>.do", methods=["GET", "POST"])
-@login_required
 def dispatch(name: str):
     # `x_list.do` is the list of x, unless a table is itself named x_list (sn_..._recipients_list.do is a form)
     tables = runtime().defs.tables
-    if name.endswith("_list") and (name not in tables or name[: -len("_list")] in tables):
+    listed = name.endswith("_list") and (name not in tables or name[: -len("_list")] in tables)
+    kind = export_format(request.args) if listed and request.method == "GET" else None
+    if kind and request.authorization is not None:  # a script's export: `curl -u user:pw '.../x_list.do?CSV'`
+        return with_basic_auth(name[: -len("_list")], kind)
+    return _page(name, listed, kind)
+
+
+@login_required
+def _page(name: str, listed: bool, kind: str | None):
+    if kind:
+        return export_list(name[: -len("_list")], kind)
+    if listed:
         return list_view(name[: -len("_list")])
     from .forms import form
 
@@ -250,12 +261,7 @@ def _list_context(tdef: TableDef, rows_typed: list[dict] | None = None, filter_e
     group_by = args.get("sysparm_group_by", "")
     error, groups = None, None
     try:
-        query = parse_encoded(encoded)
-        order_by = args.get("sysparm_orderby")
-        if order_by:
-            query = Query(query.where, ((order_by.lstrip("-"), order_by.startswith("-")),))
-        search = args.get("sysparm_search", "").strip()
-        effective = _combined(query, _quick_search(tdef, columns, search) if search else None)
+        query, effective, search = list_query(tdef, args, columns)
         first = row_number(args.get("sysparm_first_row"))
         if args.get("page", "").isdigit():  # "go to page N"
             first = (max(int(args["page"]), 1) - 1) * page + 1
@@ -285,6 +291,18 @@ def _list_context(tdef: TableDef, rows_typed: list[dict] | None = None, filter_e
         "bulk_fields": [(n, f.label) for n, f in tdef.fields.items() if not f.system and f.ftype.queryable],
         "outbox": _outbox(service) if table == EMAIL_TABLE and g.actor.is_admin else None,
     }
+
+
+def list_query(tdef: TableDef, args, columns: list[str]) -> tuple[Query, Query, str]:
+    """(the filter, the filter with the quick search the list applies, the search text) from a list's
+    parameters: `sysparm_query`, `sysparm_orderby` (`-` first: descending), `sysparm_search` over
+    `columns`. QueryError names what is wrong."""
+    query = parse_encoded(args.get("sysparm_query", ""))
+    order_by = args.get("sysparm_orderby")
+    if order_by:
+        query = Query(query.where, ((order_by.lstrip("-"), order_by.startswith("-")),))
+    search = args.get("sysparm_search", "").strip()
+    return query, _combined(query, _quick_search(tdef, columns, search) if search else None), search
 
 
 def _blank_row() -> dict:
