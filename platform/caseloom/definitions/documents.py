@@ -23,7 +23,7 @@ from .yamlsource import DefinitionError, SourceDocument, parse_yaml
 # its member list with a `member_list:` key, so the declared-list kinds come before `member_list`.
 KINDS = ("table", "properties", "roles", "access", "demo", "lifecycle", "actions", "rules", "notifications", "menu",
          "declared_list", "recipients_list", "member_list", "bench", "workspace", "schedules", "slas", "timers",
-         "inbound_email", "portal")
+         "inbound_email", "portal", "reports", "dashboard")
 @cache
 def schema_for(kind: str) -> dict:
     text = resources.files("caseloom.definitions").joinpath(f"schemas/{kind}.schema.json").read_text()
@@ -45,8 +45,9 @@ class Broken:
     x's file failed its schema)."""
 
     # the kinds of name a cross-check reports as unknown, by the key that declares them
-    KINDS = {"table": "table", "roles": "role", "properties": "system property", "notifications": "notification"}
-    UNKNOWN = re.compile(r"unknown (table|role|system property|notification) '([^']*)'")
+    KINDS = {"table": "table", "roles": "role", "properties": "system property", "notifications": "notification",
+             "reports": "report"}
+    UNKNOWN = re.compile(r"unknown (table|role|system property|notification|report) '([^']*)'")
 
     def __init__(self):
         self.names: dict[str, set[str]] = {kind: set() for kind in self.KINDS.values()}
@@ -91,7 +92,7 @@ class Broken:
 
 
 # Collections of named entries: a schema mistake inside one entry drops that entry, not the file.
-_NAMED_ENTRIES = ("fields", "properties", "notifications", "roles", "states")
+_NAMED_ENTRIES = ("fields", "properties", "notifications", "roles", "states", "reports")
 
 
 def read_document(path: str, text: str, errors: list[DefinitionError], broken: Broken) -> SourceDocument | None:

@@ -23,6 +23,7 @@ from .bench import build_bench
 from .demodata import build_demo
 from .documents import KINDS, Broken, read_document, schema_for
 from .inbound import build_inbound
+from .insight import build_dashboards, build_reports
 from .lists import build_declared_lists, build_member_lists
 from .model import DefinitionFile, Definitions, frozen_map
 from .portals import build_portals
@@ -108,6 +109,10 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
                           notifications, errors)
     inbound = build_inbound(documents["inbound_email"], tables, roles, errors, properties)
     portals = build_portals(documents["portal"], tables, roles, errors, actions, properties)
+    reports = build_reports(documents["reports"], tables, roles, errors, properties)
+    declared_reports = {name for doc in documents["reports"] for name in doc.data["reports"]}
+    dashboards = build_dashboards(documents["dashboard"], tables, roles, errors, reports,
+                                  declared_reports - set(reports))
     if errors:
         raise DefinitionErrors(broken.without_follow_ons(errors))
     return Definitions(
@@ -132,6 +137,8 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
         timers=frozen_map(timers),
         inbound_email=inbound,
         portals=frozen_map(portals),
+        reports=frozen_map(reports),
+        dashboards=frozen_map(dashboards),
         warnings=tuple(sorted(warnings, key=lambda w: (w.location.path, w.location.line, w.location.column))),
     )
 

@@ -217,6 +217,47 @@ class PortalDef:
 
 
 @dataclass(frozen=True)
+class ReportDef:
+    """A chart, a single score or a list over the records of `table` that match `condition`: counted (or
+    summed, averaged, ...) per value of `group_by` (and `stack_by`), per period of `trend`, or listed."""
+
+    name: str
+    title: str
+    table: str
+    kind: str  # bar, horizontal_bar, stacked_bar, pie, donut, line, area, score, list
+    condition: Any = field(default=None, compare=False)  # a condition node (None: every record)
+    condition_text: str = ""
+    group_by: str | None = None
+    stack_by: str | None = None
+    trend: str | None = None  # a date or date-time field: the time axis of a line or area
+    per: str = "day"  # the trend's period: day, week or month
+    date_field: str = "sys_created_on"  # what a dashboard's date range filters on
+    function: str = "count"
+    measured: str | None = None  # the aggregated field (count: none)
+    span: tuple[str, str] | None = None  # an aggregated duration: seconds from the first field to the second
+    columns: tuple[str, ...] = ()  # a list's
+    order_by: str | None = None  # a list's sort (`-` first: descending)
+    limit: int = 10  # a list's rows; a chart's groups beyond it are summed as "Other"
+    roles: tuple[str, ...] = ()  # who may open it, besides read access to its table (none: anyone with that)
+    description: str = ""
+    location: Location | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class DashboardDef:
+    """A grid of reports with one date range (`range`: days, or "all"), the home page of `roles` when `home`."""
+
+    name: str
+    title: str
+    roles: tuple[str, ...]
+    reports: tuple[str, ...]
+    home: bool = False
+    range: int | str = 30
+    description: str = ""
+    location: Location | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
 class DemoUser:
     user_name: str
     password: str
@@ -533,6 +574,19 @@ class Definitions:
     warnings: tuple = ()  # DefinitionErrors that do not stop the definitions loading: known pitfalls
     inbound_email: tuple[InboundActionDef, ...] = ()  # by order
     portals: Mapping[str, PortalDef] = field(default_factory=frozen_map)
+    reports: Mapping[str, ReportDef] = field(default_factory=frozen_map)
+    dashboards: Mapping[str, DashboardDef] = field(default_factory=frozen_map)
+
+    def dashboards_of(self, roles: frozenset[str]) -> list[DashboardDef]:
+        """The dashboards a user with `roles` may open (admin: every one), their home ones first."""
+        held = self.role_closure(roles)
+        found = [d for d in self.dashboards.values() if "admin" in roles or set(d.roles) & held]
+
+        def senior(d: DashboardDef) -> int:  # the role of the user's that contains the most others
+            return max((len(self.role_closure({r})) for r in d.roles if r in held), default=0)
+
+        # a dashboard of the user's most senior role first: a manager's before that of a role it contains
+        return sorted(found, key=lambda d: (not d.home, -senior(d), d.title))
 
     def portal_of(self, roles: frozenset[str]) -> PortalDef | None:
         """The portal of a user all of whose roles are a portal's (a customer, not staff): None for

@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
 
 from ..access import AccessDenied
 from ..definitions.model import FieldDef
@@ -39,15 +40,69 @@ class AggregateError(QueryError):
 
 @dataclass(frozen=True)
 class Measure:
-    """An aggregate: `function` of the field at `path` (count: of records when `path` is None)."""
+    """An aggregate: `function` of the field at `path` (count: of records when `path` is None), or of
+    a duration: the seconds from one date-time field to another (`span`, as "time to resolve")."""
 
     function: str
     path: str | None
     source: str  # where it was asked for (a parameter), for errors
+    span: tuple[str, str] | None = None
 
     @property
     def key(self) -> tuple[str, str | None]:
-        return self.function, self.path
+        return self.function, self.path if self.span is None else "->".join(self.span)
+
+
+class Seconds(sa.sql.expression.ColumnElement):
+    """The seconds from one date-time column to another (NULL when either is empty)."""
+
+    inherit_cache = True
+    type = sa.Float()
+
+    def __init__(self, start: sa.ColumnElement, end: sa.ColumnElement):
+        self.start, self.end = start, end
+
+
+@compiles(Seconds, "sqlite")
+def _seconds_sqlite(element: Seconds, compiler, **kw) -> str:
+    return (f"((julianday({compiler.process(element.end, **kw)}) - julianday({compiler.process(element.start, **kw)}))"
+            " * 86400.0)")
+
+
+@compiles(Seconds)
+def _seconds_postgresql(element: Seconds, compiler, **kw) -> str:
+    return f"EXTRACT(EPOCH FROM ({compiler.process(element.end, **kw)} - {compiler.process(element.start, **kw)}))"
+
+
+class Period(sa.sql.expression.ColumnElement):
+    """The first day of the day, ISO week (from Monday) or month a date-time column falls in, as the
+    text YYYY-MM-DD: a time axis's bucket, the same on both databases."""
+
+    inherit_cache = True
+    type = sa.String()
+
+    def __init__(self, column: sa.ColumnElement, per: str):
+        if per not in PERIODS:
+            raise QueryError(f"a period is one of {', '.join(PERIODS)}, not {per!r}")
+        self.column, self.per = column, per
+
+
+PERIODS = ("day", "week", "month")
+
+
+@compiles(Period, "sqlite")
+def _period_sqlite(element: Period, compiler, **kw) -> str:
+    column = compiler.process(element.column, **kw)
+    if element.per == "day":
+        return f"date({column})"
+    if element.per == "week":
+        return f"date({column}, '-6 days', 'weekday 1')"
+    return f"date({column}, 'start of month')"
+
+
+@compiles(Period)
+def _period_postgresql(element: Period, compiler, **kw) -> str:
+    return f"to_char(date_trunc('{element.per}', {compiler.process(element.column, **kw)}), 'YYYY-MM-DD')"
 
 
 @dataclass(frozen=True)
@@ -199,6 +254,17 @@ def _measure(sel: Selection, measure: Measure) -> sa.ColumnElement:
     if measure.function not in FUNCTIONS:
         raise AggregateError(f"{measure.source}: unknown aggregate {measure.function!r} "
                              f"(one of {', '.join(FUNCTIONS)})")
+    if measure.span is not None:
+        if measure.function not in ("avg", "sum", "min", "max"):
+            raise AggregateError(f"{measure.source}: a duration takes avg, sum, min or max, not {measure.function}")
+        ends = []
+        for path in measure.span:
+            column, field = _column(sel, path, measure.source)
+            if field.type != "datetime":
+                raise AggregateError(f"{measure.source}: {path} is a {field.type} field, not a date-time")
+            ends.append(column)
+        seconds = Seconds(*ends)
+        return getattr(sa.func, measure.function)(seconds)
     if measure.path is None:
         if measure.function != "count":
             raise AggregateError(f"{measure.source}: {measure.function} needs a field")
@@ -235,4 +301,5 @@ def number_text(value: Any) -> str:
 
 
 __all__ = ["AggregateError", "AggregateQuery", "Answer", "COMPARISONS", "FUNCTIONS", "Group", "Having", "MAX_GROUPS",
-           "Measure", "Order", "aggregate", "compile_aggregate", "number_text", "numeric"]
+           "Measure", "Order", "PERIODS", "Period", "Seconds", "aggregate", "compile_aggregate", "number_text",
+           "numeric"]

@@ -147,6 +147,22 @@ def stats(table: str):
     return jsonify({"result": render(rt.defs.tables, tdef, query, groups, answers, display)})
 
 
+@blueprint.get("/caseloom/report/<name>")
+def report_data(name: str):
+    """A declared report's numbers (definitions kind `reports`) for this user over `range` (7, 30, 90
+    or 365 days, or all): each with its display value and the encoded query of its records."""
+    from ..insight import RANGES, run_report
+    from .ui.reports import may_open
+
+    found = runtime().defs.reports.get(name)
+    if found is None or not may_open(found):
+        raise ApiError(404, "No such report", f"no report named {name!r} that you may open")
+    days = request.args.get("range", "30")
+    if days not in RANGES:
+        raise ApiError(400, "Invalid range", f"range: one of {', '.join(RANGES)}, not {days[:20]!r}")
+    return jsonify({"result": run_report(records(), found, days).as_json()})
+
+
 @blueprint.post("/now/table/<table>")
 def create_record(table: str):
     service = records()

@@ -305,4 +305,9 @@ def register(app: Flask) -> None:
         portal = runtime().defs.portal_of(actor.roles)
         if portal is not None:  # a portal's user (a customer) starts there
             return redirect(url_for("portal.home", name=portal.name))
-        return render_template("home.html", actor=actor)
+        from .ui.reports import home_dashboard, render_dashboard
+
+        board = home_dashboard()
+        if board is not None:  # a role with a dashboard declared as its home page
+            return render_dashboard(board)
+        return render_template("home.html", actor=actor, dashboards=runtime().defs.dashboards_of(actor.roles))

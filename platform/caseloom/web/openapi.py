@@ -520,6 +520,29 @@ def _stats_paths(defs: Definitions) -> dict:
         parameters=parameters, operation_id="stats")}}
 
 
+def _report_paths(defs: Definitions) -> dict:
+    """A declared report's numbers (definitions kind `reports`)."""
+    from ..insight import RANGES
+
+    cell = _object(("value", "display_value", "query"), value=STRING, display_value=STRING, query=STRING)
+    value = _object(("value", "display_value"), value=STRING, display_value=STRING)
+    group = {"type": "object", "required": ["group"], "properties": {
+        "group": value, **cell["properties"], "series": {"type": "array", "items": cell | {
+            "required": ["group", "value", "display_value", "query"],
+            "properties": {"group": value, **cell["properties"]}}}}}
+    result = _object(("name", "title", "type", "table", "measure", "range", "query"), name=STRING, title=STRING,
+                     type=STRING, table=STRING, measure=STRING, range=STRING, query=STRING, score=cell,
+                     previous=cell | {"nullable": True}, groups={"type": "array", "items": group})
+    names = {"type": "string", "enum": sorted(defs.reports)} if defs.reports else STRING
+    parameters = [_path_param("name", names, "A declared report"),
+                  {"in": "query", "name": "range", "schema": {"type": "string", "enum": list(RANGES)},
+                   "description": "The last 7, 30, 90 or 365 days, or all (default 30)"}]
+    return {"/api/caseloom/report/{name}": {"get": _operation(
+        "A declared report's numbers for this user, each with its display value and the encoded query of its "
+        "records", ["Reports"], _responses({"200": _json(_result(result))}, (*READ, "404")),
+        parameters=parameters, operation_id="report")}}
+
+
 def _document_paths() -> dict:
     return {"/api/caseloom/openapi.json": {"get": _operation(
         "This document", ["Caseloom"], _responses({"200": _json({"type": "object"})}, ("401", "429")),
@@ -627,8 +650,8 @@ def document(defs: Definitions, server: str) -> dict:
     for table in tables:
         paths.update(_table_paths(defs, table))
         paths.update(_action_paths(defs, table))
-    for part in (_batch_paths(), _attachment_paths(), _email_paths(), _stats_paths(defs), _member_list_paths(defs), _job_paths(),
-                 _definition_paths(), _document_paths()):
+    for part in (_batch_paths(), _attachment_paths(), _email_paths(), _stats_paths(defs), _report_paths(defs),
+                 _member_list_paths(defs), _job_paths(), _definition_paths(), _document_paths()):
         paths.update(part)
     schemas = _shared_schemas()
     for table in tables:

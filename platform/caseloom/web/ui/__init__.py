@@ -93,6 +93,7 @@ from . import (  # noqa: E402,F401  (routes register on the blueprint)
     members,
     properties,
     references,
+    reports,
     slas,
     workspace,
 )

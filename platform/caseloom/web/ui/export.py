@@ -18,13 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import xlsxwriter
-from flask import Response, abort, request
+from flask import Response, request
 
 from ...database import job_cache
 from ...definitions.model import TableDef
 from ...query import Query, QueryError
 from ...query.compile import select_rows
-from ...records import AccessDenied
 from .. import db
 from ..auth import act_as, api_actor, properties, records, runtime
 from ..errors import ApiError
@@ -73,16 +72,10 @@ def with_basic_auth(table: str, kind: str):
 def export_list(table: str, kind: str):
     """The response: the whole list as a CSV or XLSX download; a bad parameter is a 400 naming it,
     more records than the caseloom.export.max_rows property allows a 400 saying how many."""
-    from .lists import list_query, readable_columns
+    from .lists import list_query, readable_columns, readable_table
 
     service, defs = records(), runtime().defs
-    if table not in defs.tables:
-        abort(404)
-    try:
-        service.table(table, "read")
-    except AccessDenied:
-        abort(403)
-    tdef = defs.tables[table]
+    tdef = readable_table(table)
     args = request.args
     listed = readable_columns(service, tdef)
     try:

@@ -224,16 +224,20 @@ def _page(name: str, listed: bool, kind: str | None):
     return form(name)
 
 
-def list_view(table: str):
-    service = records()
+def readable_table(table: str) -> TableDef:
+    """The table a list page shows: 404 when there is none, 403 when the user may not read it."""
     defs = runtime().defs
     if table not in defs.tables:
         abort(404)
     try:
-        service.table(table, "read")
+        records().table(table, "read")
     except AccessDenied:
         abort(403)
-    tdef = defs.tables[table]
+    return defs.tables[table]
+
+
+def list_view(table: str):
+    tdef = readable_table(table)
     if request.method == "POST":
         return _apply_filter(tdef)
     if request.headers.get("HX-Request") and request.headers.get("HX-Target") == "bulk-value":

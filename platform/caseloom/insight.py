@@ -1,0 +1,297 @@
+"""Reports run (definitions kind `reports`): a chart's groups, a trend's periods, a single score
+against the previous period, each value with the encoded query of exactly the records it counts, so
+clicking it opens that list. One aggregate statement per chart through the user's read access (the
+Aggregate API's compiler: row rules in the WHERE, field rules around their columns), so a user counts
+only what they may read, and a drill-down list shows the same records as the number."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from .definitions.insight import TRENDS
+from .definitions.model import FieldDef, ReportDef
+from .definitions.tables import resolve_path
+from .fieldtypes import duration_words
+from .query import Query, Term, parse_encoded, to_encoded
+from .query.aggregate import AggregateQuery, Measure, Period, aggregate, number_text
+from .query.compile import Selection
+from .query.conditions import All
+from .query.dynamic import now
+
+RANGES = ("7", "30", "90", "365", "all")  # a dashboard's date range: the last N days, or everything
+OTHER = "(other)"
+
+
+@dataclass
+class Cell:
+    """One number of a report: its value, as people read it, and the records it counts."""
+
+    value: float
+    text: str
+    query: str  # the encoded query of its records
+
+
+@dataclass
+class ReportResult:
+    report: ReportDef
+    measure: str  # what the numbers are ("Count", "Average of Priority", "Average Opened to Closed")
+    range: str
+    query: str  # the report's own records: its condition and the date range
+    categories: list[tuple[str, str]] = field(default_factory=list)  # (value, label): bars, slices, periods
+    series: list[tuple[str, str]] = field(default_factory=list)  # (value, label) of a stack; one ("", "") else
+    cells: dict[tuple[str, str], Cell] = field(default_factory=dict)  # (category, series) -> its number
+    score: Cell | None = None
+    previous: Cell | None = None  # a score's value over the period before
+    duration: bool = False  # the numbers are seconds, read as a duration in words
+
+    def cell(self, category: str, series: str = "") -> Cell | None:
+        return self.cells.get((category, series))
+
+    @property
+    def total(self) -> float:
+        return sum(c.value for c in self.cells.values())
+
+    def as_json(self) -> dict:
+        out: dict[str, Any] = {"name": self.report.name, "title": self.report.title, "type": self.report.kind,
+                               "table": self.report.table, "measure": self.measure, "range": self.range,
+                               "query": self.query}
+        if self.score is not None:
+            out["score"] = _cell_json(self.score)
+            out["previous"] = _cell_json(self.previous) if self.previous else None
+            return out
+        out["groups"] = []
+        for value, label in self.categories:
+            group = {"group": {"value": value, "display_value": label}}
+            if self.report.stack_by:
+                group["series"] = [{"group": {"value": sv, "display_value": sl}, **_cell_json(self.cells[(value, sv)])}
+                                   for sv, sl in self.series if (value, sv) in self.cells]
+            else:
+                group.update(_cell_json(self.cells.get((value, "")) or Cell(0, "0", "")))
+            out["groups"].append(group)
+        return out
+
+
+def _cell_json(cell: Cell) -> dict:
+    return {"value": number_text(cell.value), "display_value": cell.text, "query": cell.query}
+
+
+def range_condition(report: ReportDef, days: str):
+    """The date range as a condition on the report's date field (None: all time)."""
+    if days == "all":
+        return None
+    return parse_encoded(f"{report.date_field}>=javascript:gs.daysAgoStart({int(days)})").where
+
+
+def run_report(service, report: ReportDef, days: str) -> ReportResult:
+    """The report's numbers for the user of `service` (a RecordService) over the last `days` days."""
+    if days not in RANGES:
+        raise ValueError(f"range: one of {', '.join(RANGES)}, not {days!r}")
+    service.table(report.table, "read")
+    tdef = service.defs.tables[report.table]
+    where = _and(report.condition, range_condition(report, days))
+    result = ReportResult(report, measure_label(service.defs.tables, report), days, to_encoded(Query(where)))
+    measured = resolve_path(service.defs.tables, tdef, report.measured) if report.measured else None
+    result.duration = report.span is not None or (measured is not None and measured.type == "duration"
+                                                  and report.function != "count")
+    if report.kind == "list":
+        return result
+    if report.kind == "score":
+        return _score(service, report, result, where, days)
+    if report.kind in TRENDS:
+        return _trend(service, report, result, where, days)
+    groups = tuple(p for p in (report.group_by, report.stack_by) if p)
+    query = AggregateQuery(where, groups, (_measure(report),), group_source=f"report {report.name}")
+    found, answers = aggregate(service.storage, service.conn, report.table, query, service.readable)
+    categories: dict[str, str] = {}
+    series: dict[str, str] = {}
+    for answer in answers:
+        (value, label), *stack = [_group_text(g.field, v, shown) for g, (v, shown) in zip(found, answer.values,
+                                                                                       strict=True)]
+        stacked = stack[0] if stack else ("", "")
+        categories.setdefault(value, label)
+        series.setdefault(*stacked)
+        terms = [_group_term(report.group_by, value)] + ([_group_term(report.stack_by, stacked[0])] if stack else [])
+        number = answer.measures[_measure(report).key]
+        result.cells[(value, stacked[0])] = _cell(result, number, _and(where, *terms))
+    order = _choice_order(found[0].field) if found else {}
+    result.categories = sorted(categories.items(), key=lambda c: _category_key(c, order, result, report))
+    if report.kind != "stacked_bar" and len(result.categories) > report.limit:
+        result.categories = _with_other(result, report, where)
+    stack_order = _choice_order(found[1].field) if len(found) > 1 else {}
+    result.series = sorted(series.items(), key=lambda s: (s[0] == "", stack_order.get(s[0], len(stack_order)), s[1]))
+    return result
+
+
+def _score(service, report: ReportDef, result: ReportResult, where, days: str) -> ReportResult:
+    value = _single(service, report, where)
+    result.score = _cell(result, value, where)
+    if days != "all":
+        earlier = parse_encoded(f"{report.date_field}>=javascript:gs.daysAgoStart({2 * int(days)})"
+                                f"^{report.date_field}<javascript:gs.daysAgoStart({int(days)})").where
+        before = _and(report.condition, earlier)
+        result.previous = _cell(result, _single(service, report, before), before)
+    return result
+
+
+def _single(service, report: ReportDef, where) -> float | None:
+    measure = _measure(report)
+    _, answers = aggregate(service.storage, service.conn, report.table, AggregateQuery(where, (), (measure,)),
+                           service.readable)
+    return answers[0].measures[measure.key] if answers else None
+
+
+def _trend(service, report: ReportDef, result: ReportResult, where, days: str) -> ReportResult:
+    """Per day, week or month of the trend field, every period of the range shown (an empty one as 0)."""
+    sel = Selection(service.storage, report.table, readable=service.readable)
+    column, _ = sel.column(report.trend)
+    bucket = Period(column, report.per)
+    from .query.aggregate import _measure as measure_column
+
+    measured = measure_column(sel, _measure(report))
+    condition = sel.condition(where)
+    stmt = sa.select(bucket, measured).select_from(sel.from_clause)
+    if condition is not None:
+        stmt = stmt.where(condition)
+    stmt = stmt.where(column.is_not(None)).group_by(bucket).order_by(bucket)
+    found = {str(day): number for day, number in service.conn.execute(stmt)}
+    first = _period_start(now() - dt.timedelta(days=int(days)), report.per) if days != "all" else None
+    if first is None and found:
+        first = dt.date.fromisoformat(min(found))
+    periods = _periods(first, _period_start(now(), report.per), report.per) if first else []
+    periods = sorted(set(periods) | set(found))
+    for start in periods:
+        end = _next(dt.date.fromisoformat(start), report.per).isoformat()
+        span = [Term(report.trend, "ge", f"{start} 00:00:00"), Term(report.trend, "lt", f"{end} 00:00:00")]
+        result.categories.append((start, _period_label(start, report.per)))
+        number = found.get(start)
+        result.cells[(start, "")] = _cell(result, number if number is not None else
+                                          (0 if report.function in ("count", "sum") else None),
+                                          _and(report.condition, *span))
+    return result
+
+
+def _period_start(moment: dt.datetime | dt.date, per: str) -> dt.date:
+    day = moment.date() if isinstance(moment, dt.datetime) else moment
+    if per == "week":
+        return day - dt.timedelta(days=day.weekday())
+    if per == "month":
+        return day.replace(day=1)
+    return day
+
+
+def _next(day: dt.date, per: str) -> dt.date:
+    if per == "day":
+        return day + dt.timedelta(days=1)
+    if per == "week":
+        return day + dt.timedelta(days=7)
+    return (day.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+
+
+def _periods(first: dt.date, last: dt.date, per: str) -> list[str]:
+    out, day = [], first
+    while day <= last and len(out) < 1000:
+        out.append(day.isoformat())
+        day = _next(day, per)
+    return out
+
+
+def _period_label(start: str, per: str) -> str:
+    day = dt.date.fromisoformat(start)
+    if per == "month":
+        return f"{day:%b %Y}"
+    return f"{'Week of ' if per == 'week' else ''}{day:%d %b %Y}".lstrip("0")
+
+
+def _measure(report: ReportDef) -> Measure:
+    return Measure(report.function, report.measured, f"report {report.name}", report.span)
+
+
+def measure_label(tables, report: ReportDef) -> str:
+    names = {"count": "Count", "sum": "Sum", "avg": "Average", "min": "Minimum", "max": "Maximum"}
+    if report.function == "count":
+        return "Count"
+    tdef = tables[report.table]
+    if report.span is not None:
+        start, end = (resolve_path(tables, tdef, p) for p in report.span)
+        return f"{names[report.function]} time from {start.label} to {end.label}"
+    return f"{names[report.function]} of {resolve_path(tables, tdef, report.measured).label}"
+
+
+def _cell(result: ReportResult, number: Any, where) -> Cell:
+    """A number as people read it: a duration in words, a count whole, others to two places."""
+    value = float(number) if number is not None else 0.0
+    if number is None:
+        text = "–"
+    elif result.duration:
+        text = duration_words(int(round(value))) if round(value) else "0 seconds"
+    elif result.report.function == "count":
+        text = f"{int(value):,}"
+    else:
+        text = number_text(round(value, 2))
+    return Cell(value, text, to_encoded(Query(where)))
+
+
+def _group_text(field: FieldDef, value: Any, shown: Any) -> tuple[str, str]:
+    text = "" if value is None else field.ftype.render(value)
+    if not text:
+        return "", "(empty)"
+    if field.choices:
+        return text, field.choice_label(text) or text
+    if field.type == "boolean":
+        return text, f"{field.label}: {'yes' if text == 'true' else 'no'}"
+    if field.type == "reference":
+        return text, "(a record you may not read)" if shown is None else str(shown)
+    if field.ftype.words is not None:
+        return text, field.ftype.words(value)
+    return text, text
+
+
+def _group_term(path: str, value: str) -> Term:
+    return Term(path, "eq", value) if value else Term(path, "empty", None)
+
+
+def _choice_order(field: FieldDef) -> dict[str, int]:
+    return {str(value): i for i, (value, _) in enumerate(field.choices)}
+
+
+def _category_key(category: tuple[str, str], order: dict[str, int], result: ReportResult, report: ReportDef):
+    value, label = category
+    if order:  # choices in their declared order
+        return (value == "", order.get(value, len(order)), label)
+    # others biggest first (a bar chart of agents, accounts), the empty group last
+    return (value == "", -sum(c.value for (v, _), c in result.cells.items() if v == value), label)
+
+
+def _with_other(result: ReportResult, report: ReportDef, where) -> list[tuple[str, str]]:
+    """A chart of many groups: the `limit` biggest, the rest summed as one "(other)" group (counts and
+    sums only: an average of averages would mean nothing, so those keep only the biggest)."""
+    ranked = sorted(result.categories, key=lambda c: -(result.cells[(c[0], "")].value))
+    kept, rest = ranked[:report.limit], ranked[report.limit:]
+    shown = [c for c in result.categories if c in kept]
+    if report.function in ("count", "sum") and rest:
+        values = [v for v, _ in kept if v]
+        terms = [Term(report.group_by, "notin", values)] if values else []  # NOT IN keeps the empty ones
+        if len(values) < len(kept):  # the empty group is one of those shown
+            terms.append(Term(report.group_by, "notempty", None))
+        others = _and(where, *terms)
+        total = sum(result.cells[(v, "")].value for v, _ in rest)
+        result.cells[(OTHER, "")] = _cell(result, total, others)
+        shown.append((OTHER, "Other"))
+    for value, _ in rest:
+        result.cells.pop((value, ""), None)
+    return shown
+
+
+def _and(*parts):
+    """The parts all holding, as one flat AND (so it can be written as an encoded query)."""
+    items = tuple(i for p in parts if p is not None for i in (p.items if isinstance(p, All) else (p,)))
+    if not items:
+        return None
+    return items[0] if len(items) == 1 else All(items)
+
+
+__all__ = ["RANGES", "Cell", "ReportResult", "measure_label", "range_condition", "run_report"]

@@ -1,0 +1,190 @@
+"""Reports and dashboards in the browser: `/dashboard/<name>` (a grid of reports, each fetched on its
+own by htmx so a slow one holds up nothing, with one date range), `/report/<name>` (one report, a page
+of its own that needs no script), the home page of the roles a dashboard is declared for, and a
+report's numbers as CSV or XLSX (`?CSV`, `?XLSX`)."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import xlsxwriter
+from flask import Response, abort, g, render_template, request
+
+from ...access import AccessDenied
+from ...definitions.model import DashboardDef, ReportDef
+from ...insight import RANGES, ReportResult, run_report
+from ...query import QueryError, parse_encoded
+from ..auth import records, runtime
+from ..charts import chart, drill_url
+from ..serialize import base_url, make_shape, render_record
+from . import blueprint, login_required
+from .export import CONTENT_TYPES, NUMBER, export_format, neutral
+
+RANGE_LABELS = {"7": "Last 7 days", "30": "Last 30 days", "90": "Last 90 days", "365": "Last 12 months",
+                "all": "All time"}
+
+
+@blueprint.context_processor
+def _report_helpers() -> dict:
+    return {"data_table": table_rows, "drill": drill_url}
+
+
+def may_open(report: ReportDef) -> bool:
+    """The user reads the report's table and, when it names roles, holds one of them."""
+    actor = g.actor
+    if report.roles and not actor.is_admin and not set(report.roles) & actor.roles:
+        return False
+    return records().can(report.table, "read")
+
+
+def may_see(dashboard: DashboardDef) -> bool:
+    return g.actor.is_admin or bool(set(dashboard.roles) & g.actor.roles)
+
+
+def chosen_range(default: int | str) -> str:
+    """The `range` parameter (the last 7, 30, 90 or 365 days, or all), else the dashboard's own."""
+    raw = request.args.get("range") or str(default)
+    if raw not in RANGES:
+        abort(400, description=f"range: one of {', '.join(RANGES)}, not {raw[:20]!r}")
+    return raw
+
+
+def home_dashboard() -> DashboardDef | None:
+    """The dashboard that is the home page of the signed-in user (the first declared `home: true` one of
+    their most senior role), or None."""
+    found = [d for d in runtime().defs.dashboards_of(g.actor.roles) if d.home]
+    if g.actor.is_admin:  # an administrator's home stays the menu: every dashboard is a link there
+        return None
+    return found[0] if found else None
+
+
+@blueprint.get("/dashboard/<name>")
+@login_required
+def dashboard(name: str):
+    board = runtime().defs.dashboards.get(name)
+    if board is None or not may_see(board):
+        abort(404)
+    return render_dashboard(board)
+
+
+def render_dashboard(board: DashboardDef):
+    days = chosen_range(board.range)
+    reports = [runtime().defs.reports[r] for r in board.reports]
+    return render_template("dashboard.html", board=board, range=days, ranges=RANGE_LABELS,
+                           reports=[r for r in reports if may_open(r)],
+                           others=[d for d in runtime().defs.dashboards_of(g.actor.roles) if d.name != board.name])
+
+
+@blueprint.get("/report/<name>")
+@login_required
+def report(name: str):
+    """One report: a page of its own, or (htmx) the card a dashboard swaps in."""
+    found = runtime().defs.reports.get(name)
+    if found is None or not may_open(found):
+        abort(404)
+    days = chosen_range(30)
+    kind = export_format(request.args)
+    try:
+        result = run_report(records(), found, days)
+        rows = _list_rows(found, result) if found.kind == "list" else None
+    except (QueryError, AccessDenied) as exc:
+        return render_template("_report.html" if request.headers.get("HX-Request") else "report.html",
+                               report=found, error=str(exc), range=days, ranges=RANGE_LABELS), 200
+    if kind:
+        return _export(result, rows, kind)
+    context = {"report": found, "result": result, "chart": chart(result), "rows": rows, "range": days,
+               "ranges": RANGE_LABELS, "list_url": drill_url(found.table, result.query), "error": None,
+               "change": _change(result)}
+    if request.headers.get("HX-Request"):
+        return render_template("_report.html", **context)
+    return render_template("report.html", **context)
+
+
+def _list_rows(report: ReportDef, result: ReportResult) -> dict:
+    """A list report's rows: its columns the user may read, as display values, with links."""
+    service, defs = records(), runtime().defs
+    tdef = defs.tables[report.table]
+    columns = [c for c in report.columns if service.can_read_path(report.table, c)]
+    shape = make_shape(defs.tables, tdef, ",".join(columns), "true", "true", base_url(), service.readable)
+    query = parse_encoded(result.query + (f"^ORDERBY{'DESC' if report.order_by.startswith('-') else ''}"
+                                          f"{report.order_by.lstrip('-')}" if report.order_by else ""))
+    found = service.query(report.table, query, shape.columns(), report.limit)
+    total = service.count(report.table, query)
+    return {"columns": [(c, shape.fields[c].label) for c in columns],
+            "rows": [render_record(shape, r) | {"sys_id": r["sys_id"]} for r in found], "total": total}
+
+
+def _change(result: ReportResult) -> dict | None:
+    """A score against the period before: up, down or level, by how much."""
+    if result.score is None or result.previous is None:
+        return None
+    now, before = result.score.value, result.previous.value
+    if before == now:
+        return {"direction": "level", "text": "no change"}
+    direction = "up" if now > before else "down"
+    if before:
+        words = f"{abs(now - before) / before * 100:.0f} %"
+    else:
+        words = "from none"
+    return {"direction": direction, "text": f"{'up' if direction == 'up' else 'down'} {words}"}
+
+
+def table_rows(result: ReportResult, rows: dict | None) -> tuple[list[str], list[list[str]]]:
+    """The report's numbers as a table: a category per row, a column per series (the data table under a
+    chart, and the export)."""
+    report = result.report
+    if rows is not None:
+        return [label for _, label in rows["columns"]], [[r.get(c, "") for c, _ in rows["columns"]]
+                                                          for r in rows["rows"]]
+    if result.score is not None:
+        header = ["Period", result.measure]
+        out = [[RANGE_LABELS[result.range], result.score.text]]
+        if result.previous is not None:
+            out.append(["The period before", result.previous.text])
+        return header, out
+    by = runtime().defs.tables[report.table]
+    first = "Period" if report.trend else _label(by, report.group_by)
+    if report.stack_by:
+        return ([first, *(label for _, label in result.series)],
+                [[label, *((result.cell(value, s).text if result.cell(value, s) else "") for s, _ in result.series)]
+                 for value, label in result.categories])
+    return [first, result.measure], [[label, result.cell(value).text if result.cell(value) else ""]
+                                     for value, label in result.categories]
+
+
+def _label(tdef, path: str | None) -> str:
+    from ...definitions.tables import resolve_path
+
+    field = resolve_path(runtime().defs.tables, tdef, path) if path else None
+    return field.label if field is not None else (path or "")
+
+
+def _export(result: ReportResult, rows: dict | None, kind: str):
+    header, body = table_rows(result, rows)
+    name = f"{result.report.name}.{kind}"
+    headers = {"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"}
+    out = io.BytesIO()
+    if kind == "csv":
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\r\n")
+        writer.writerow(header)
+        writer.writerows([[neutral(v) for v in row] for row in body])
+        out.write(text.getvalue().encode())
+    else:
+        book = xlsxwriter.Workbook(out, {"in_memory": True, "strings_to_formulas": False, "strings_to_numbers": False,
+                                         "strings_to_urls": False})
+        sheet = book.add_worksheet(result.report.title[:31].replace("/", " "))
+        sheet.write_row(0, 0, header, book.add_format({"bold": True}))
+        for i, row in enumerate(body, start=1):
+            for j, value in enumerate(row):
+                number = value.replace(",", "")
+                if NUMBER.match(number):
+                    sheet.write_number(i, j, float(number))
+                else:
+                    sheet.write_string(i, j, value)
+        book.close()
+    return Response(out.getvalue(), content_type=CONTENT_TYPES[kind], headers=headers)
+
+
+__all__ = ["home_dashboard", "render_dashboard", "table_rows"]

@@ -1,0 +1,347 @@
+"""Reports and dashboards (definitions kinds `reports` and `dashboard`): every number is what the user may
+read, and its drill-down query lists exactly the records it counts; trends show every period of the
+range, a score its change against the period before; dashboards are the home page of their roles;
+mistakes in the YAML are named where they are written. On CSM and on an application of the test's own."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from urllib.parse import quote
+
+import openpyxl
+import pytest
+
+from caseloom.definitions import DefinitionErrors, load_folder
+from conftest import basic, ui_sign_in
+from small_app import small_app, write_folder
+
+CSM_REPORTS = ["new_cases_per_day", "new_cases", "backlog_by_state_and_priority", "average_time_to_resolve",
+               "cases_per_agent", "sla_compliance", "open_major_cases", "children_by_state", "affected_customers",
+               "notifications_by_state"]
+
+
+def report_json(api, name: str, days: str = "all") -> dict:
+    r = api.get(f"/api/caseloom/report/{name}?range={days}")
+    assert r.status_code == 200, r.json
+    return r.json["result"]
+
+
+def total(api, table: str, query: str) -> int:
+    r = api.get(f"/api/now/table/{table}?sysparm_limit=1&sysparm_query={quote(query)}")
+    assert r.status_code == 200, (query, r.json)
+    return int(r.headers["X-Total-Count"])
+
+
+def cells(result: dict) -> list[dict]:
+    """Every number of a chart (stacked ones per series)."""
+    return [s for g in result.get("groups", ()) for s in g.get("series", [g])]
+
+
+# -- CSM ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", CSM_REPORTS)
+def test_every_csm_report_opens_for_the_manager_as_a_page_and_through_the_api(client, as_user, name):
+    report_json(as_user("manager"), name)
+    ui_sign_in(client, "manager")
+    page = client.get(f"/report/{name}?range=all")
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    assert "This report cannot be shown" not in text
+    assert client.get(f"/report/{name}", headers={"HX-Request": "true"}).status_code == 200
+
+
+@pytest.mark.parametrize("name", ["backlog_by_state_and_priority", "cases_per_agent", "sla_compliance",
+                                  "new_cases_per_day", "new_cases"])
+def test_each_number_lists_exactly_the_records_it_counts(as_user, name):
+    api = as_user("manager")
+    result = report_json(api, name, "30")
+    numbers = cells(result) or [result["score"]]
+    assert sum(int(c["value"]) for c in numbers) > 0, result
+    for cell in numbers:
+        assert total(api, result["table"], cell["query"]) == int(cell["value"]), cell
+
+
+def test_the_backlog_counts_what_the_table_api_lists(as_user):
+    api = as_user("manager")
+    result = report_json(api, "backlog_by_state_and_priority")
+    r = api.get("/api/now/table/sn_customerservice_case?sysparm_query=active=true&sysparm_fields=state,priority"
+                "&sysparm_limit=1000")
+    expected: dict[tuple[str, str], int] = {}
+    for row in r.json["result"]:
+        expected[(row["state"], row["priority"])] = expected.get((row["state"], row["priority"]), 0) + 1
+    got = {(g["group"]["value"], s["group"]["value"]): int(s["value"]) for g in result["groups"] for s in g["series"]}
+    assert got == expected
+    states = [g["group"]["display_value"] for g in result["groups"]]
+    declared = ["New", "Open", "Awaiting Info", "Resolved", "Closed", "Canceled"]
+    assert states == [s for s in declared if s in states]  # choices in their declared order
+
+
+def test_a_trend_shows_every_period_of_the_range_an_empty_one_as_zero(as_user):
+    result = report_json(as_user("manager"), "new_cases_per_day", "7")
+    today = dt.datetime.now(dt.UTC).date()
+    days = [(today - dt.timedelta(days=7 - i)).isoformat() for i in range(8)]
+    assert [g["query"].split("^")[0] for g in result["groups"]] == [f"sys_created_on>={d} 00:00:00" for d in days]
+    values = [int(g["value"]) for g in result["groups"]]
+    assert values[:-1] == [0] * 7 and values[-1] > 0  # the demo's cases were all made today
+
+
+def test_a_score_against_the_period_before(as_user):
+    result = report_json(as_user("manager"), "new_cases", "30")
+    assert result["score"]["query"] == "sys_created_on>=javascript:gs.daysAgoStart(30)"
+    assert result["previous"] == {"value": "0", "display_value": "0", "query": (
+        "sys_created_on>=javascript:gs.daysAgoStart(60)^sys_created_on<javascript:gs.daysAgoStart(30)")}
+
+
+@pytest.mark.parametrize("user, home", [
+    ("manager", "Customer service"), ("mim", "Major issues"), ("agent", None), ("admin", None)])
+def test_a_dashboard_is_the_home_page_of_its_roles(client, user, home):
+    ui_sign_in(client, user)
+    page = client.get("/").get_data(as_text=True)
+    if home is None:
+        assert "dashboard-grid" not in page and "Welcome" in page
+    else:
+        assert f"<h1>{home}</h1>" in page and 'hx-get="/report/' in page
+    if user == "admin":  # every dashboard is a link on the administrator's home
+        assert 'href="/dashboard/support_manager"' in page and 'href="/dashboard/major_issues"' in page
+
+
+def test_the_date_range_is_shared_by_every_report_of_a_dashboard(client):
+    ui_sign_in(client, "manager")
+    page = client.get("/dashboard/support_manager?range=90").get_data(as_text=True)
+    assert page.count("?range=90") >= 6 and "?range=30" not in page
+    assert client.get("/dashboard/support_manager?range=12").status_code == 400
+
+
+@pytest.mark.parametrize("user, path, status", [
+    ("agent", "/dashboard/support_manager", 404),  # not their role
+    ("agent", "/dashboard/nope", 404),
+    ("manager", "/report/nope", 404),
+    ("manager", "/report/new_cases?range=x", 400),
+])
+def test_who_opens_what(client, user, path, status):
+    ui_sign_in(client, user)
+    assert client.get(path).status_code == status
+
+
+def test_a_report_exports_its_numbers(client):
+    ui_sign_in(client, "manager")
+    r = client.get("/report/backlog_by_state_and_priority?range=all&CSV")
+    rows = list(csv.reader(io.StringIO(r.get_data(as_text=True))))
+    assert rows[0][:2] == ["State", "1 - Critical"] or rows[0][0] == "State"
+    assert rows[1][0] == "New"
+    r = client.get("/report/cases_per_agent?range=all&XLSX")
+    sheet = openpyxl.load_workbook(io.BytesIO(r.data)).active
+    assert [c.value for c in sheet[1]] == ["Assigned to", "Count"]
+    assert isinstance(sheet.cell(row=2, column=2).value, int | float)
+
+
+# -- an application of the test's own -------------------------------------------------------------
+
+FILES = {
+    "tables/x_team.yaml": "table: x_team\ndisplay: name\nfields:\n  name: {type: string}\n",
+    "tables/x_job.yaml": """
+table: x_job
+display: title
+fields:
+  title: {type: string}
+  team: {type: reference, to: x_team}
+  kind: {type: choice, choices: {fix: Fix, visit: Visit, call: Call}}
+  hours: {type: integer}
+  started: {type: datetime}
+  finished: {type: datetime}
+""",
+    "roles.yaml": "roles:\n  x_tech: {}\n  x_boss: {contains: [x_tech]}\n",
+    "access/x.yaml": """
+access:
+  - {table: x_job, operations: [read], roles: [x_tech], condition: "team.name=Red"}
+  - {table: x_job, operations: [read, create, write], roles: [x_boss]}
+  - {table: x_team, operations: [read], roles: [x_tech]}
+""",
+    "reports/x.yaml": """
+reports:
+  jobs_by_kind: {title: Jobs by kind, table: x_job, type: bar, group_by: kind, date_field: started}
+  hours_by_team: {title: Hours by team, table: x_job, type: horizontal_bar, group_by: team, date_field: started,
+                  aggregate: {function: sum, field: hours}, limit: 2}
+  kinds_by_team: {title: Kinds by team, table: x_job, type: stacked_bar, group_by: team, stack_by: kind,
+                  date_field: started}
+  kind_share: {title: Share, table: x_job, type: pie, group_by: kind, date_field: started}
+  jobs_per_week: {title: Jobs per week, table: x_job, type: area, trend: {field: started, per: week}}
+  jobs_per_month: {title: Jobs per month, table: x_job, type: line, trend: {field: started, per: month}}
+  time_to_finish: {title: Time to finish, table: x_job, type: score, date_field: started,
+                   aggregate: {function: avg, from: started, to: finished}}
+  longest: {title: Longest, table: x_job, type: score, date_field: started, aggregate: {function: max, field: hours}}
+  recent: {title: Recent jobs, table: x_job, type: list, columns: [title, team, hours], order_by: -hours, limit: 3,
+           date_field: started}
+  boss_only: {title: Boss only, table: x_job, type: score, roles: [x_boss]}
+""",
+    "dashboards/boss.yaml": """
+dashboard: {name: boss, title: Boss board, roles: [x_boss], home: true, range: 90,
+            reports: [jobs_by_kind, hours_by_team, kinds_by_team, kind_share, jobs_per_week, time_to_finish, boss_only]}
+""",
+    "dashboards/tech.yaml": """
+dashboard: {name: tech, title: Tech board, roles: [x_tech], home: true, reports: [jobs_by_kind, recent, boss_only]}
+""",
+}
+USERS = {"tech": ["x_tech"], "boss": ["x_boss"], "admin": ["admin"]}
+NOW = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+
+
+def ago(days: float) -> str:
+    return (NOW - dt.timedelta(days=days)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+# (title, team, kind, hours, started days ago, hours to finish)
+JOBS = [("a", "Red", "fix", 4, 1, 2), ("b", "Red", "fix", 6, 2, 4), ("c", "Red", "visit", 1, 3, None),
+        ("d", "Blue", "call", 2, 5, 1), ("e", "Blue", "fix", 8, 40, 10), ("f", "Green", "visit", 3, 50, None),
+        ("g", None, "call", 5, 200, None)]
+
+
+@pytest.fixture
+def jobs(config, tmp_path):
+    with small_app(config, tmp_path, FILES, USERS) as made:
+        boss = made.api("boss")
+        teams = {n: boss.client.post("/api/now/table/x_team", json={"name": n}, headers=basic("admin", "admin")
+                                     ).json["result"]["sys_id"] for n in ("Red", "Blue", "Green")}
+        for title, team, kind, hours, days, finish in JOBS:
+            r = boss.post("/api/now/table/x_job", {
+                "title": title, "team": teams.get(team, ""), "kind": kind, "hours": hours, "started": ago(days),
+                "finished": ago(days - finish / 24) if finish else ""})
+            assert r.status_code == 201, r.json
+        yield made
+
+
+def _by_label(result: dict) -> dict[str, int | float]:
+    return {g["group"]["display_value"]: float(g["value"]) for g in result["groups"]}
+
+
+@pytest.mark.parametrize("user, days, expected", [
+    ("boss", "30", {"Fix": 2, "Visit": 1, "Call": 1}),
+    ("boss", "all", {"Fix": 3, "Visit": 2, "Call": 2}),
+    ("tech", "all", {"Fix": 2, "Visit": 1}),  # the tech reads the Red team's jobs only
+])
+def test_a_bar_chart_counts_what_each_user_may_read_in_the_range(jobs, user, days, expected):
+    result = report_json(jobs.api(user), "jobs_by_kind", days)
+    assert _by_label(result) == expected
+    for cell in cells(result):
+        assert total(jobs.api(user), "x_job", cell["query"]) == int(cell["value"])
+
+
+def test_a_sum_keeps_the_biggest_groups_and_sums_the_rest_as_other(jobs):
+    result = report_json(jobs.api("boss"), "hours_by_team", "all")
+    assert _by_label(result) == {"Red": 11, "Blue": 10, "Other": 8}  # Green 3 and no team 5
+    other = result["groups"][-1]
+    assert other["group"]["value"] == "(other)"
+    r = jobs.api("boss").get(f"/api/now/table/x_job?sysparm_query={quote(other['query'])}&sysparm_fields=title")
+    assert sorted(row["title"] for row in r.json["result"]) == ["f", "g"]
+
+
+def test_a_stacked_bar_and_a_pie(jobs):
+    stacked = report_json(jobs.api("boss"), "kinds_by_team", "all")
+    got = {(g["group"]["display_value"], s["group"]["display_value"]): int(s["value"])
+           for g in stacked["groups"] for s in g["series"]}
+    assert got == {("Red", "Fix"): 2, ("Red", "Visit"): 1, ("Blue", "Call"): 1, ("Blue", "Fix"): 1,
+                   ("Green", "Visit"): 1, ("(empty)", "Call"): 1}
+    pie = report_json(jobs.api("boss"), "kind_share", "90")
+    assert _by_label(pie) == {"Fix": 3, "Visit": 2, "Call": 1}
+
+
+@pytest.mark.parametrize("name, days, periods", [("jobs_per_week", "90", None), ("jobs_per_month", "365", None)])
+def test_trends_by_week_and_month_cover_the_range(jobs, name, days, periods):
+    result = report_json(jobs.api("boss"), name, days)
+    starts = [dt.date.fromisoformat(g["query"].split("^")[0].split(">=")[1][:10]) for g in result["groups"]]
+    if name == "jobs_per_week":
+        assert all(d.weekday() == 0 for d in starts)  # weeks start on Monday
+        assert all((b - a).days == 7 for a, b in zip(starts, starts[1:], strict=False))
+    else:
+        assert all(d.day == 1 for d in starts)
+    in_range = [j for j in JOBS if j[4] <= int(days)]
+    assert sum(int(g["value"]) for g in result["groups"]) >= len(in_range)
+    for g in result["groups"]:
+        assert total(jobs.api("boss"), "x_job", g["query"]) == int(g["value"])
+
+
+def test_a_duration_score_reads_in_words_with_its_change(jobs):
+    result = report_json(jobs.api("boss"), "time_to_finish", "30")
+    assert result["score"]["value"] == "8400"  # (2 + 4 + 1) hours / 3 finished jobs, in seconds
+    assert result["score"]["display_value"] == "2 Hours 20 Minutes"
+    assert result["previous"]["display_value"] == "10 Hours"  # job e, 30 to 60 days ago
+    longest = report_json(jobs.api("boss"), "longest", "all")
+    assert longest["score"]["value"] == "8"
+
+
+def test_a_list_report_shows_the_top_rows_it_may_read(jobs):
+    jobs.sign_in("tech")
+    page = jobs.client.get("/report/recent?range=all").get_data(as_text=True)
+    assert page.index(">b<") < page.index(">a<") < page.index(">c<")  # by hours, most first
+    assert "3 of 3" in page
+
+
+def test_roles_and_dashboards_of_the_second_application(jobs):
+    assert jobs.api("tech").get("/api/caseloom/report/boss_only").status_code == 404
+    assert report_json(jobs.api("boss"), "boss_only")["score"]["value"] == str(len(JOBS))
+    jobs.sign_in("tech")
+    page = jobs.client.get("/").get_data(as_text=True)
+    assert "<h1>Tech board</h1>" in page and "report-boss_only" not in page  # a report not theirs is left out
+    assert jobs.client.get("/dashboard/boss").status_code == 404
+    jobs.sign_in("boss")
+    page = jobs.client.get("/").get_data(as_text=True)
+    assert "<h1>Boss board</h1>" in page and 'hx-get="/report/jobs_by_kind?range=90"' in page
+
+
+def test_every_chart_draws_links_to_its_records(jobs):
+    jobs.sign_in("boss")
+    for name in ("jobs_by_kind", "hours_by_team", "kinds_by_team", "kind_share", "jobs_per_week"):
+        page = jobs.client.get(f"/report/{name}?range=all").get_data(as_text=True)
+        assert '<svg class="chart"' in page and '<a href="/x_job_list.do?sysparm_query=' in page, name
+        assert "<summary>Data table</summary>" in page
+
+
+# -- mistakes in the YAML ---------------------------------------------------------------------------
+
+BASE = {"tables/x_job.yaml": FILES["tables/x_job.yaml"], "tables/x_team.yaml": FILES["tables/x_team.yaml"],
+        "roles.yaml": FILES["roles.yaml"]}
+BAD = {
+    "unknown table": ("reports:\n  r: {title: R, table: nope, type: bar, group_by: kind}\n", "r.yaml:2:",
+                      "unknown table 'nope'"),
+    "unknown field": ("reports:\n  r: {title: R, table: x_job, type: bar, group_by: kid}\n", "r.yaml:2:",
+                      "'kid' is not a field of 'x_job'"),
+    "bar without group_by": ("reports:\n  r: {title: R, table: x_job, type: bar}\n", "r.yaml:2:",
+                             "a bar report needs `group_by`"),
+    "stack on a pie": ("reports:\n  r: {title: R, table: x_job, type: pie, group_by: kind, stack_by: team}\n",
+                       "r.yaml:2:", "a pie report takes no `stack_by`"),
+    "trend on a text field": ("reports:\n  r: {title: R, table: x_job, type: line, trend: {field: title}}\n",
+                              "r.yaml:2:", "'title' is a string field, not a date or date-time"),
+    "average of text": ("reports:\n  r: {title: R, table: x_job, type: score, aggregate: {function: avg, field: title}}\n",
+                        "r.yaml:2:", "avg takes numbers or durations"),
+    "duration of integers": ("reports:\n  r: {title: R, table: x_job, type: score,\n"
+                             "      aggregate: {function: avg, from: hours, to: finished}}\n",
+                             "r.yaml:3:", "'hours' is a integer field, not a date-time"),
+    "bad condition": ("reports:\n  r: {title: R, table: x_job, type: score, condition: nope=1}\n", "r.yaml:2:",
+                      "condition:"),
+    "unknown type": ("reports:\n  r: {title: R, table: x_job, type: gauge}\n", "r.yaml:2:", "'gauge' is not one of"),
+    "unknown role": ("reports:\n  r: {title: R, table: x_job, type: score, roles: [ghost]}\n", "r.yaml:2:",
+                     "unknown role 'ghost'"),
+    "list without columns": ("reports:\n  r: {title: R, table: x_job, type: list}\n", "r.yaml:2:",
+                             "a list report needs `columns`"),
+}
+
+
+@pytest.mark.parametrize("text, where, message", BAD.values(), ids=BAD.keys())
+def test_a_mistake_in_a_report_is_located_and_named(tmp_path, text, where, message):
+    folder = write_folder(tmp_path, {**BASE, "r.yaml": text})
+    with pytest.raises(DefinitionErrors) as info:
+        load_folder(folder)
+    errors = [str(e).replace(f"{folder}/", "", 1) for e in info.value.errors]
+    assert any(e.startswith(where) and message in e for e in errors), errors
+
+
+def test_a_dashboard_naming_an_unknown_report_or_role(tmp_path):
+    folder = write_folder(tmp_path, {**BASE, "d.yaml": "dashboard:\n  name: d\n  title: D\n  roles: [ghost]\n"
+                                                       "  reports: [nope]\n"})
+    with pytest.raises(DefinitionErrors) as info:
+        load_folder(folder)
+    errors = [str(e).replace(f"{folder}/", "", 1) for e in info.value.errors]
+    assert any(e.startswith("d.yaml:4:") and "unknown role 'ghost'" in e for e in errors), errors
+    assert any(e.startswith("d.yaml:5:") and "unknown report 'nope'" in e for e in errors), errors
