@@ -17,8 +17,8 @@ import pytest
 from conftest import POSTGRES_URL, ROOT
 
 BENCHMARKS = ["recipients_condition", "create_child_cases", "sla_attach", "sync_children", "close_major_case",
-              "sla_tick", "email_ingest", "list_view", "form_view", "api_get", "stats_group_by", "row_rule_list",
-              "portal_list", "export_csv"]
+              "sla_tick", "email_ingest", "list_view", "form_view", "api_get", "stats_group_by", "dashboard_view",
+              "row_rule_list", "portal_list", "export_csv"]
 KEYS = {"name", "n", "seconds", "per_second", "baseline_seconds", "ratio"}
 
 pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
@@ -60,6 +60,8 @@ def check_lines(done: subprocess.CompletedProcess) -> None:
     assert by_name["list_view"]["n"] == 11_001
     assert by_name["row_rule_list"]["n"] == by_name["portal_list"]["n"] == by_name["stats_group_by"]["n"] == 11_001
     assert "(count by state, priority); its GROUP BY by the plain driver" in done.stderr
+    assert by_name["dashboard_view"]["n"] == 11_001
+    assert "# dashboard_view: 'support_manager' with 6 reports, median " in done.stderr
     assert by_name["export_csv"]["n"] == 11_001  # the whole list, every row
     assert re.search(r"# export_csv: 11,001 records, \d+ MB of CSV in [\d.]+ s \([\d,]+ rows/s\), the worker's "
                      r"peak memory \d+ MB", done.stderr)

@@ -87,6 +87,12 @@ def test_a_trend_shows_every_period_of_the_range_an_empty_one_as_zero(as_user):
     assert values[:-1] == [0] * 7 and values[-1] > 0  # the demo's cases were all made today
 
 
+def test_a_backlog_ignores_the_date_range(as_user):
+    result = report_json(as_user("manager"), "backlog_by_state_and_priority", "7")
+    assert result["query"] == "active=true" and result["range"] == "all"
+    assert result == report_json(as_user("manager"), "backlog_by_state_and_priority", "all")
+
+
 def test_a_score_against_the_period_before(as_user):
     result = report_json(as_user("manager"), "new_cases", "30")
     assert result["score"]["query"] == "sys_created_on>=javascript:gs.daysAgoStart(30)"
@@ -323,6 +329,8 @@ BAD = {
     "unknown type": ("reports:\n  r: {title: R, table: x_job, type: gauge}\n", "r.yaml:2:", "'gauge' is not one of"),
     "unknown role": ("reports:\n  r: {title: R, table: x_job, type: score, roles: [ghost]}\n", "r.yaml:2:",
                      "unknown role 'ghost'"),
+    "a trend outside the date range": ("reports:\n  r: {title: R, table: x_job, type: line, trend: {field: started},\n"
+                                       "      date_range: false}\n", "r.yaml:3:", "has no `trend` or `date_field`"),
     "list without columns": ("reports:\n  r: {title: R, table: x_job, type: list}\n", "r.yaml:2:",
                              "a list report needs `columns`"),
 }
@@ -345,3 +353,33 @@ def test_a_dashboard_naming_an_unknown_report_or_role(tmp_path):
     errors = [str(e).replace(f"{folder}/", "", 1) for e in info.value.errors]
     assert any(e.startswith("d.yaml:4:") and "unknown role 'ghost'" in e for e in errors), errors
     assert any(e.startswith("d.yaml:5:") and "unknown report 'nope'" in e for e in errors), errors
+
+
+# -- edited in the Definitions area, like every other kind --------------------------------------------
+
+@pytest.fixture
+def admin_client(config, definitions, definitions_copy):
+    from dataclasses import replace
+
+    from caseloom.web import create_app
+
+    app = create_app(replace(config, definitions=str(definitions_copy)), definitions, testing=True)
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = basic("admin")["Authorization"]
+    return client
+
+
+def test_a_report_added_through_the_definitions_api_runs_at_once(admin_client):
+    text = ("reports:\n  cases_by_account:\n    title: Cases by account\n    table: sn_customerservice_case\n"
+            "    type: horizontal_bar\n    group_by: account\n")
+    r = admin_client.put("/api/caseloom/definitions/reports/extra.yaml", data=text, content_type="application/yaml")
+    assert r.status_code == 200, r.json
+    result = admin_client.get("/api/caseloom/report/cases_by_account?range=all").json["result"]
+    assert result["type"] == "horizontal_bar" and sum(int(g["value"]) for g in result["groups"]) > 0
+    bad = text.replace("group_by: account", "group_by: acount")
+    r = admin_client.put("/api/caseloom/definitions/reports/extra.yaml", data=bad, content_type="application/yaml")
+    assert r.status_code == 422
+    assert "'acount' is not a field of 'sn_customerservice_case'" in str(r.json["error"]["detail"])
+    ui_sign_in(admin_client, "admin")
+    page = admin_client.get("/ui/definitions").get_data(as_text=True)
+    assert "Reports and dashboards" in page and "reports/csm.yaml" in page

@@ -81,7 +81,7 @@ def _cell_json(cell: Cell) -> dict:
 
 def range_condition(report: ReportDef, days: str):
     """The date range as a condition on the report's date field (None: all time)."""
-    if days == "all":
+    if days == "all" or not report.ranged:
         return None
     return parse_encoded(f"{report.date_field}>=javascript:gs.daysAgoStart({int(days)})").where
 
@@ -93,7 +93,8 @@ def run_report(service, report: ReportDef, days: str) -> ReportResult:
     service.table(report.table, "read")
     tdef = service.defs.tables[report.table]
     where = _and(report.condition, range_condition(report, days))
-    result = ReportResult(report, measure_label(service.defs.tables, report), days, to_encoded(Query(where)))
+    result = ReportResult(report, measure_label(service.defs.tables, report), days if report.ranged else "all",
+                          to_encoded(Query(where)))
     measured = resolve_path(service.defs.tables, tdef, report.measured) if report.measured else None
     result.duration = report.span is not None or (measured is not None and measured.type == "duration"
                                                   and report.function != "count")
@@ -129,7 +130,7 @@ def run_report(service, report: ReportDef, days: str) -> ReportResult:
 def _score(service, report: ReportDef, result: ReportResult, where, days: str) -> ReportResult:
     value = _single(service, report, where)
     result.score = _cell(result, value, where)
-    if days != "all":
+    if days != "all" and report.ranged:
         earlier = parse_encoded(f"{report.date_field}>=javascript:gs.daysAgoStart({2 * int(days)})"
                                 f"^{report.date_field}<javascript:gs.daysAgoStart({int(days)})").where
         before = _and(report.condition, earlier)

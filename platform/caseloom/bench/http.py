@@ -67,8 +67,8 @@ class Browser:
         if response.status not in (302, 303):
             raise RuntimeError(f"signing in as {user} failed: HTTP {response.status}")
 
-    def get(self, path: str) -> str:
-        self.conn.request("GET", path, headers={"Cookie": self.cookie} if self.cookie else {})
+    def get(self, path: str, headers: dict | None = None) -> str:
+        self.conn.request("GET", path, headers=({"Cookie": self.cookie} if self.cookie else {}) | (headers or {}))
         response = self.conn.getresponse()
         body = response.read().decode()
         self._keep_cookie(response)

@@ -306,6 +306,43 @@ class BenchRun:
                  f"(count by {', '.join(self.bench.group_by)}); its GROUP BY by the plain driver {baseline * 1000:.1f} ms")
         return Result("stats_group_by", total, median, baseline)
 
+    def dashboard_view(self, port: int, app, plain, staff: http.Browser, total: int) -> Result:
+        """A dashboard as a browser opens it: its page, then every report's card at once, as htmx asks
+        for them (a browser keeps up to six connections to a server; the server here has two workers);
+        the median of 10 openings until the last card has come, against the plain driver running the
+        same statements one after the other."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        board = self.defs.dashboards[self.bench.dashboard]
+        cards = [f"/report/{r}?range={board.range}" for r in board.reports]
+        tabs = [http.Browser(port, "bench", self.password) for _ in cards[:6]]
+        hx = {"HX-Request": "true"}
+
+        def card(i: int) -> None:
+            for path in cards[i::len(tabs)]:
+                tabs[i].get(path, hx)
+
+        times = []
+        with ThreadPoolExecutor(len(tabs)) as pool:
+            for round_no in range(12):
+                started = time.perf_counter()
+                staff.get(f"/dashboard/{board.name}")
+                list(pool.map(card, range(len(tabs))))
+                if round_no >= 2:  # two warm-up rounds
+                    times.append(time.perf_counter() - started)
+        median = sorted(times)[len(times) // 2]
+        one_by_one = []
+        for path in cards:
+            started = time.perf_counter()
+            staff.get(path, hx)
+            one_by_one.append(f"{path.split('?')[0].rsplit('/', 1)[1]} {(time.perf_counter() - started) * 1000:.0f}")
+        sql = [s for path in [f"/dashboard/{board.name}", *cards] for s in http.capture_sql(app, path, "bench", self.password)]
+        baseline = http.replay_median(plain, sql, rounds=10)
+        self.say(f"dashboard_view: {board.name!r} with {len(board.reports)} reports, median {median * 1000:.0f} ms "
+                 f"over 10 openings with {total:,} records (each card alone, ms: {', '.join(one_by_one)}); the same "
+                 f"{len(sql)} statements by the plain driver one after the other {baseline * 1000:.0f} ms")
+        return Result("dashboard_view", total, median, baseline)
+
     def customer_pages(self, port: int, app, plain, staff: http.Browser, table: str, total: int) -> Iterator[Result]:
         """What a row rule costs: the customer's list through the API against the administrator's list
         of the same rows asked for by the rule's own query (row_rule_list), and the portal's home page
@@ -384,6 +421,8 @@ class BenchRun:
                 yield Result("api_get", load["requests"], load["seconds"], baseline)
                 if self.bench.group_by:
                     yield self.stats_group_by(app, plain, browser, table, total)
+                if self.bench.dashboard:
+                    yield self.dashboard_view(port, app, plain, browser, total)
                 if self.bench.customer_roles:
                     yield from self.customer_pages(port, app, plain, browser, table, total)
             yield self.export_csv(env, app, plain, table, total)

@@ -81,6 +81,7 @@ def build_bench(docs: list[SourceDocument], tables: dict[str, TableDef], actions
                           "sync": spec["sync"]["benchmark"], "close": spec["close"]["benchmark"],
                           **({"email": email["benchmark"]} if email else {})}),
         portal=portal, group_by=tuple(spec["views"].get("group_by", ())), customer_roles=tuple(customer.get("roles", ())),
+        dashboard=spec["views"].get("dashboard"),
         customer_values=frozen_map(customer.get("values") or {}),
         email_count=email.get("count", 0), email_sender=(sender["ref"], sender["field"]) if sender else None,
     )

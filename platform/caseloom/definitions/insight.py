@@ -78,10 +78,13 @@ def _report(check: _Checker, table: TableDef, name: str, spec: dict, where: tupl
     function, field, span = _aggregate(check, table, spec.get("aggregate"), kind, where + ("aggregate",))
     condition = check.encoded(table, spec.get("condition"), where + ("condition",))
     date_field = spec.get("date_field") or trend.get("field") or "sys_created_on"
+    ranged = spec.get("date_range", True)
+    if not ranged and (kind in TRENDS or spec.get("date_field")):
+        check.error(where + ("date_range",), "a report outside the date range has no `trend` or `date_field`")
     if len(check.errors) > before:
         return None
     return ReportDef(name, spec["title"], table.name, kind, condition, spec.get("condition", ""), group_by, stack_by,
-                     trend.get("field"), trend.get("per", "day"), date_field, function, field, span,
+                     trend.get("field"), trend.get("per", "day"), date_field, ranged, function, field, span,
                      tuple(spec.get("columns", ())), order, spec.get("limit", 10), tuple(spec.get("roles", ())),
                      spec.get("description", ""), check.doc.where(*where))
 

@@ -113,6 +113,10 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
     declared_reports = {name for doc in documents["reports"] for name in doc.data["reports"]}
     dashboards = build_dashboards(documents["dashboard"], tables, roles, errors, reports,
                                   declared_reports - set(reports))
+    if bench is not None and bench.dashboard is not None and bench.dashboard not in dashboards:
+        doc = documents["bench"][0]
+        errors.append(doc.error(("bench", "views", "dashboard"), f"unknown dashboard {bench.dashboard!r} "
+                                f"(known: {', '.join(sorted(dashboards)) or 'none are declared'})"))
     if errors:
         raise DefinitionErrors(broken.without_follow_ons(errors))
     return Definitions(

@@ -232,6 +232,7 @@ class ReportDef:
     trend: str | None = None  # a date or date-time field: the time axis of a line or area
     per: str = "day"  # the trend's period: day, week or month
     date_field: str = "sys_created_on"  # what a dashboard's date range filters on
+    ranged: bool = True  # False: the date range does not apply (a backlog: every open record)
     function: str = "count"
     measured: str | None = None  # the aggregated field (count: none)
     span: tuple[str, str] | None = None  # an aggregated duration: seconds from the first field to the second
@@ -479,6 +480,7 @@ class BenchDef:
     customer_roles: tuple[str, ...] = ()  # a login for the access-rule benchmarks (none: they do not run)
     customer_values: Mapping[str, Any] = field(default_factory=frozen_map)  # {ref: generator, row: N} allowed
     group_by: tuple[str, ...] = ()  # what the Aggregate API counts the views table by (stats_group_by); (): not run
+    dashboard: str | None = None  # a dashboard opened with every report on it (dashboard_view); None: not run
     email_count: int = 0  # inbound e-mails (email_ingest): half new, half replies; 0: not run
     email_sender: tuple[str, str] | None = None  # (generator, its e-mail field): message i is from row i
 

@@ -29,6 +29,7 @@ KIND_GROUPS = (
     ("Notifications", ("notifications",)),
     ("Roles and access", ("roles", "access")),
     ("Menus", ("menu",)),
+    ("Reports and dashboards", ("reports", "dashboard")),
     ("Demo data", ("demo",)),
 )
 # What a new file starts as, by its folder.
@@ -36,6 +37,7 @@ SKELETONS = {
     "tables": "table: {name}\nlabel: {label}\nfields:\n  name: {{type: string, max_length: 100, mandatory: true}}\n"
               "list: [name]\n",
     "properties": "properties:\n  {name}.enabled: {{type: boolean, default: false, description: What it turns on.}}\n",
+    "reports": "reports:\n  {name}:\n    title: {label}\n    table: sys_user\n    type: bar\n    group_by: active\n",
 }
 
 
