@@ -41,7 +41,7 @@ def listed(client, user: str, query: str, fields: str) -> list[list[str]]:
     return [[row[f] for f in fields.split(",")] for row in r.json["result"]]
 
 
-QUERIES = ["", "active=true^ORDERBYnumber", "priority<=2^ORDERBYDESCsys_created_on", "account.nameSTARTSWITHA"]
+QUERIES = ["", "active=true^ORDERBYnumber", "priority<=2^ORDERBYDESCpriority^ORDERBYnumber", "account.nameSTARTSWITHA"]
 
 
 @pytest.mark.parametrize("query", QUERIES)
