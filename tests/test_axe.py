@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import pytest
 
 import test_browser
+import test_browser_dashboards
 from conftest import ROOT
 
 browser, server = test_browser.browser, test_browser.server
@@ -228,6 +229,16 @@ def hover_reference(page, server, data):
     page.locator(".ref-preview:not(:empty)").first.wait_for()
 
 
+def reports_loaded(page, server, data):
+    """Every report card of the dashboard swapped in by htmx."""
+    test_browser_dashboards.all_cards_loaded(page)
+
+
+def open_data_table(page, server, data):
+    page.locator(".data-table summary").click()
+    page.locator(".data-table table").wait_for()
+
+
 def with_children(runtime) -> dict:
     """The major case with three child cases (one needing attention) and a finished creation job."""
     from caseloom.query import parse_encoded
@@ -306,6 +317,10 @@ PAGES = [
          customer_case),
     Page("portal: a new case", "customer", go("/csm/new")),
     Page("portal: an account admin's cases", "customer_admin", go("/csm")),
+    Page("support manager's dashboard", "manager", go("/", reports_loaded)),
+    Page("major issue manager's dashboard", "mim", go("/", reports_loaded), with_children),
+    Page("a report's own page with its data table", "manager",
+         go("/report/backlog_by_state_and_priority?range=all", open_data_table)),
     Page("not found", "agent", go("/no_such_table_list.do"), status=404),
     Page("forbidden", "agent", go("/ui/properties"), status=403),
 ]

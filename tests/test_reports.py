@@ -109,6 +109,7 @@ def test_a_dashboard_is_the_home_page_of_its_roles(client, user, home):
         assert "dashboard-grid" not in page and "Welcome" in page
     else:
         assert f"<h1>{home}</h1>" in page and 'hx-get="/report/' in page
+        assert '<nav class="menu" aria-label="Applications">' in page  # the menu stays beside it
     if user == "admin":  # every dashboard is a link on the administrator's home
         assert 'href="/dashboard/support_manager"' in page and 'href="/dashboard/major_issues"' in page
 

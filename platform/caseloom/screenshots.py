@@ -55,6 +55,7 @@ def take(base_url: str, shots: list[Shot], out: Path, passwords: dict[str, str])
             page.goto(f"{base_url}{shot.path}")
             if shot.prepare:
                 shot.prepare(page)
+            page.wait_for_load_state("networkidle")  # what htmx fetches after the page (a dashboard's cards)
             target = out / f"{shot.name}.png"
             page.screenshot(path=str(target), full_page=shot.full_page)
             written.append(target)

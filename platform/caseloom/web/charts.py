@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import date
 from urllib.parse import urlencode
 
 from ..insight import OTHER, ReportResult
@@ -14,6 +15,7 @@ from ..insight import OTHER, ReportResult
 # Okabe and Ito's palette, told apart by people with every common colour-vision deficiency
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#8C6D31", "#555555")
 WIDTH, HEIGHT = 480, 240
+CHAR = 6.5  # the width of a character of an 11-unit label, about
 LEFT, RIGHT, TOP, BOTTOM = 44, 12, 16, 48
 
 
@@ -202,7 +204,9 @@ def _trend(result: ReportResult, area: bool) -> Chart:
     _axis(chart, TOP, bottom, LEFT, WIDTH - RIGHT, top, result)
     step = (WIDTH - LEFT - RIGHT) / max(n - 1, 1)
     points = []
-    every = max(1, math.ceil(n / 8))  # at most eight period labels
+    ticks = [_period_tick(value, result.report.per) for value, _ in result.categories]
+    widest = max((len(t) for t in ticks), default=1) * CHAR + 12  # a label and a gap, in the SVG's units
+    every = max(1, math.ceil(widest / step)) if n > 1 else 1  # as many labels as fit side by side
     for i, (value, label) in enumerate(result.categories):
         cell = result.cell(value)
         x = LEFT + step * i if n > 1 else (LEFT + WIDTH - RIGHT) / 2
@@ -212,13 +216,19 @@ def _trend(result: ReportResult, area: bool) -> Chart:
             chart.marks.append(Mark("circle", {"cx": _r(x), "cy": _r(y), "r": 4 if n <= 62 else 2.5},
                                     drill_url(result.report.table, cell.query), f"{label}: {cell.text}", PALETTE[0]))
         if i % every == 0:
-            chart.texts.append(Text(_r(x), bottom + 14, label.replace("Week of ", ""), css="category"))
+            chart.texts.append(Text(_r(x), bottom + 14, ticks[i], css="category"))
     line = " ".join(f"{_r(x)},{_r(y)}" for x, y in points)
     fill = None
     if area and points:
         fill = f"{_r(points[0][0])},{bottom} {line} {_r(points[-1][0])},{bottom}"
     chart.polyline = {"points": line, "area": fill, "color": PALETTE[0]}
     return chart
+
+
+def _period_tick(value: str, per: str) -> str:
+    """A period's short label under the axis: "31 Oct" (a day, a week's Monday), "Oct 2026" (a month)."""
+    day = date.fromisoformat(value)
+    return f"{day:%b %Y}" if per == "month" else f"{day.day} {day:%b}"
 
 
 def _r(value: float) -> float:

@@ -71,7 +71,8 @@ def dashboard(name: str):
 def render_dashboard(board: DashboardDef):
     days = chosen_range(board.range)
     reports = [runtime().defs.reports[r] for r in board.reports]
-    return render_template("dashboard.html", board=board, range=days, ranges=RANGE_LABELS,
+    # `actor` given here too: the home page (an app route) renders this without the blueprint's context
+    return render_template("dashboard.html", actor=g.actor, board=board, range=days, ranges=RANGE_LABELS,
                            reports=[r for r in reports if may_open(r)],
                            others=[d for d in runtime().defs.dashboards_of(g.actor.roles) if d.name != board.name])
 
