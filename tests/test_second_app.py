@@ -845,3 +845,37 @@ def test_email_opens_a_loan_request_for_a_known_user_and_a_reply_comments_it(use
     reply = post(mail(sender="rita@loans.example", subject=f"Re: {made['number']}", body="Make it Monday."))
     assert (reply["action"], reply["sys_id"]) == ("commented", out["sys_id"])
     assert journal(admin, out["sys_id"], "comments") == ["reply from: rita@loans.example\n\nMake it Monday."]
+
+
+# -- reports and a dashboard of the loans app's own (tests/apps/loans/reports, dashboards) ----------
+
+LOAN_REPORTS = ["requests_by_state", "requests_by_location", "assets_by_category", "requests_per_week",
+                "time_to_hand_over", "on_loan_now"]
+
+
+@pytest.mark.parametrize("name", LOAN_REPORTS)
+def test_each_loans_report_counts_exactly_what_its_numbers_open(users, name):
+    mona = users["mona"]
+    r = mona.get(f"/api/caseloom/report/{name}?range=all")
+    assert r.status_code == 200, r.json
+    result = r.json["result"]
+    cells = [s for g in result.get("groups", ()) for s in g.get("series", [g])]
+    for cell in cells:  # a bar, a slice, a period
+        listed = mona.get(f"{TABLE}/{result['table']}", query_string={"sysparm_query": cell["query"], "sysparm_limit": 1})
+        assert int(listed.headers["X-Total-Count"]) == int(cell["value"]), cell
+    if name == "requests_by_state":
+        assert sum(int(c["value"]) for c in cells) == len(mona.rows("loan_request"))
+        labels = [g["group"]["display_value"] for g in result["groups"]]
+        order = ["Requested", "Approved", "On loan", "Returned", "Rejected"]
+        assert labels == [s for s in order if s in labels]  # the class's own labels, in their order
+
+
+def test_the_loans_manager_lands_on_the_loans_dashboard_and_a_requester_cannot_open_it(client):
+    sign_in(client, "mona")
+    page = client.get("/").get_data(as_text=True)
+    assert "<h1>Loans</h1>" in page and 'hx-get="/report/requests_by_state?range=90"' in page
+    card = client.get("/report/requests_by_location?range=90", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert '<svg class="chart"' in card and '<a href="/loan_request_list.do?sysparm_query=' in card
+    sign_in(client, "rita")
+    assert client.get("/dashboard/loans").status_code == 404
+    assert "<h1>Loans</h1>" not in client.get("/").get_data(as_text=True)
