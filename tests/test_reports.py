@@ -87,6 +87,23 @@ def test_a_trend_shows_every_period_of_the_range_an_empty_one_as_zero(as_user):
     assert values[:-1] == [0] * 7 and values[-1] > 0  # the demo's cases were all made today
 
 
+def test_a_reassignment_is_counted_and_a_first_assignment_is_not(as_user):
+    """First-contact resolution reads reassignment_count: CSM's rule adds one when a case passes from one
+    agent to another."""
+    agent = as_user("agent")
+    case = agent.post("/api/now/table/sn_customerservice_case", {"short_description": "Printer jams"}).json["result"]
+    users = {u["user_name"]: u["sys_id"] for u in as_user("admin").get(
+        "/api/now/table/sys_user?sysparm_fields=user_name,sys_id&sysparm_query=user_nameINagent,manager").json["result"]}
+    path = f"/api/now/table/sn_customerservice_case/{case['sys_id']}"
+    counts = []
+    for who in ("agent", "manager", "manager", "agent"):
+        counts.append(agent.patch(path, {"assigned_to": users[who]}).json["result"]["reassignment_count"])
+    assert counts == ["0", "1", "1", "2"]
+    result = report_json(as_user("manager"), "first_contact_resolution")
+    labels = [g["group"]["display_value"] for g in result["groups"]]
+    assert labels and all(label.startswith("Reassignment count ") for label in labels)
+
+
 def test_a_backlog_ignores_the_date_range(as_user):
     result = report_json(as_user("manager"), "backlog_by_state_and_priority", "7")
     assert result["query"] == "active=true" and result["range"] == "all"
@@ -177,7 +194,12 @@ reports:
   jobs_per_week: {title: Jobs per week, table: x_job, type: area, trend: {field: started, per: week}}
   jobs_per_month: {title: Jobs per month, table: x_job, type: line, trend: {field: started, per: month}}
   time_to_finish: {title: Time to finish, table: x_job, type: score, date_field: started,
-                   aggregate: {function: avg, from: started, to: finished}}
+                   aggregate: {function: avg, from: started, to: finished},
+                   also: {function: median, from: started, to: finished}}
+  median_finish: {title: Median finish, table: x_job, type: score, date_field: started,
+                  aggregate: {function: median, from: started, to: finished}}
+  median_hours: {title: Median hours, table: x_job, type: score, date_field: started,
+                 aggregate: {function: median, field: hours}}
   longest: {title: Longest, table: x_job, type: score, date_field: started, aggregate: {function: max, field: hours}}
   recent: {title: Recent jobs, table: x_job, type: list, columns: [title, team, hours], order_by: -hours, limit: 3,
            date_field: started}
@@ -274,8 +296,21 @@ def test_a_duration_score_reads_in_words_with_its_change(jobs):
     assert result["score"]["value"] == "8400"  # (2 + 4 + 1) hours / 3 finished jobs, in seconds
     assert result["score"]["display_value"] == "2 Hours 20 Minutes"
     assert result["previous"]["display_value"] == "10 Hours"  # job e, 30 to 60 days ago
+    assert result["also"] == {"measure": "Median time from Started to Finished", "value": "7200",
+                              "display_value": "2 Hours", "query": result["score"]["query"]}
     longest = report_json(jobs.api("boss"), "longest", "all")
     assert longest["score"]["value"] == "8"
+
+
+@pytest.mark.parametrize("user, name, days, value, words", [
+    ("boss", "median_finish", "30", "7200", "2 Hours"),  # 1, 2 and 4 hours: the middle one
+    ("boss", "median_finish", "all", "10800", "3 Hours"),  # 1, 2, 4 and 10: the mean of the middle two
+    ("tech", "median_finish", "all", "10800", "3 Hours"),  # the Red team's finished ones: 2 and 4 hours
+    ("boss", "median_hours", "all", "4", "4"),  # 1, 2, 3, 4, 5, 6, 8
+])
+def test_a_median_score(jobs, user, name, days, value, words):
+    result = report_json(jobs.api(user), name, days)
+    assert (result["score"]["value"], result["score"]["display_value"]) == (value, words)
 
 
 def test_a_list_report_shows_the_top_rows_it_may_read(jobs):
@@ -332,6 +367,10 @@ BAD = {
                      "unknown role 'ghost'"),
     "a trend outside the date range": ("reports:\n  r: {title: R, table: x_job, type: line, trend: {field: started},\n"
                                        "      date_range: false}\n", "r.yaml:3:", "has no `trend` or `date_field`"),
+    "also on a chart": ("reports:\n  r: {title: R, table: x_job, type: bar, group_by: kind,\n"
+                        "      also: {function: max, field: hours}}\n", "r.yaml:3:", "a bar report takes no `also`"),
+    "a median on a chart": ("reports:\n  r: {title: R, table: x_job, type: bar, group_by: kind,\n"
+                            "      aggregate: {function: median, field: hours}}\n", "r.yaml:3:", "a median is a single score"),
     "list without columns": ("reports:\n  r: {title: R, table: x_job, type: list}\n", "r.yaml:2:",
                              "a list report needs `columns`"),
 }

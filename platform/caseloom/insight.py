@@ -7,7 +7,7 @@ only what they may read, and a drill-down list shows the same records as the num
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,7 +17,7 @@ from .definitions.model import FieldDef, ReportDef
 from .definitions.tables import resolve_path
 from .fieldtypes import duration_words
 from .query import Query, Term, parse_encoded, to_encoded
-from .query.aggregate import AggregateQuery, Measure, Period, aggregate, number_text
+from .query.aggregate import AggregateQuery, Measure, Period, aggregate, median, number_text
 from .query.compile import Selection
 from .query.conditions import All
 from .query.dynamic import now
@@ -47,6 +47,8 @@ class ReportResult:
     score: Cell | None = None
     previous: Cell | None = None  # a score's value over the period before
     duration: bool = False  # the numbers are seconds, read as a duration in words
+    also: Cell | None = None  # a score's second number (`also:`), and what it is
+    also_measure: str = ""
 
     def cell(self, category: str, series: str = "") -> Cell | None:
         return self.cells.get((category, series))
@@ -62,6 +64,8 @@ class ReportResult:
         if self.score is not None:
             out["score"] = _cell_json(self.score)
             out["previous"] = _cell_json(self.previous) if self.previous else None
+            if self.also is not None:
+                out["also"] = {"measure": self.also_measure, **_cell_json(self.also)}
             return out
         out["groups"] = []
         for value, label in self.categories:
@@ -130,6 +134,11 @@ def run_report(service, report: ReportDef, days: str) -> ReportResult:
 def _score(service, report: ReportDef, result: ReportResult, where, days: str) -> ReportResult:
     value = _single(service, report, where)
     result.score = _cell(result, value, where)
+    if report.also is not None:  # a second number of the same records: a median beside an average
+        function, measured, span = report.also
+        second = replace(report, function=function, measured=measured, span=span, also=None)
+        result.also_measure = measure_label(service.defs.tables, second)
+        result.also = _cell(result, _single(service, second, where), where)
     if days != "all" and report.ranged:
         earlier = parse_encoded(f"{report.date_field}>=javascript:gs.daysAgoStart({2 * int(days)})"
                                 f"^{report.date_field}<javascript:gs.daysAgoStart({int(days)})").where
@@ -140,6 +149,8 @@ def _score(service, report: ReportDef, result: ReportResult, where, days: str) -
 
 def _single(service, report: ReportDef, where) -> float | None:
     measure = _measure(report)
+    if report.function == "median":
+        return median(service.storage, service.conn, report.table, where, measure, service.readable)
     _, answers = aggregate(service.storage, service.conn, report.table, AggregateQuery(where, (), (measure,)),
                            service.readable)
     return answers[0].measures[measure.key] if answers else None
@@ -212,7 +223,7 @@ def _measure(report: ReportDef) -> Measure:
 
 
 def measure_label(tables, report: ReportDef) -> str:
-    names = {"count": "Count", "sum": "Sum", "avg": "Average", "min": "Minimum", "max": "Maximum"}
+    names = {"count": "Count", "sum": "Sum", "avg": "Average", "min": "Minimum", "max": "Maximum", "median": "Median"}
     if report.function == "count":
         return "Count"
     tdef = tables[report.table]
@@ -244,6 +255,8 @@ def _group_text(field: FieldDef, value: Any, shown: Any) -> tuple[str, str]:
         return text, field.choice_label(text) or text
     if field.type == "boolean":
         return text, f"{field.label}: {'yes' if text == 'true' else 'no'}"
+    if field.type in ("integer", "decimal"):  # a number alone says little: "Reassignment count 0"
+        return text, f"{field.label} {text}"
     if field.type == "reference":
         return text, "(a record you may not read)" if shown is None else str(shown)
     if field.ftype.words is not None:

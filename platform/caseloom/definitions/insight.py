@@ -76,6 +76,11 @@ def _report(check: _Checker, table: TableDef, name: str, spec: dict, where: tupl
             if groupable_order is not None and not groupable_order.ftype.sortable:
                 check.error(where + ("order_by",), f"{order!r}: {groupable_order.type} fields cannot be sorted on")
     function, field, span = _aggregate(check, table, spec.get("aggregate"), kind, where + ("aggregate",))
+    also = None
+    if spec.get("also") is not None:
+        if kind != "score":
+            check.error(where + ("also",), f"a {kind} report takes no `also` (a score's second number)")
+        also = _aggregate(check, table, spec["also"], kind, where + ("also",))
     condition = check.encoded(table, spec.get("condition"), where + ("condition",))
     date_field = spec.get("date_field") or trend.get("field") or "sys_created_on"
     ranged = spec.get("date_range", True)
@@ -86,7 +91,7 @@ def _report(check: _Checker, table: TableDef, name: str, spec: dict, where: tupl
     return ReportDef(name, spec["title"], table.name, kind, condition, spec.get("condition", ""), group_by, stack_by,
                      trend.get("field"), trend.get("per", "day"), date_field, ranged, function, field, span,
                      tuple(spec.get("columns", ())), order, spec.get("limit", 10), tuple(spec.get("roles", ())),
-                     spec.get("description", ""), check.doc.where(*where))
+                     spec.get("description", ""), check.doc.where(*where), also)
 
 
 def _aggregate(check: _Checker, table: TableDef, spec: dict | None, kind: str, where: tuple):
@@ -97,6 +102,9 @@ def _aggregate(check: _Checker, table: TableDef, spec: dict | None, kind: str, w
         check.error(where, "a list report takes no `aggregate` (it lists records)")
         return "count", None, None
     function, path = spec["function"], spec.get("field")
+    if function == "median" and kind != "score":
+        check.error(where + ("function",), f"a median is a single score: a {kind} report takes count, sum, avg, "
+                                           "min or max")
     span = (spec["from"], spec["to"]) if "from" in spec and "to" in spec else None
     if ("from" in spec) != ("to" in spec):
         check.error(where, "a duration needs both `from` and `to` (two date-time fields)")
@@ -108,7 +116,7 @@ def _aggregate(check: _Checker, table: TableDef, spec: dict | None, kind: str, w
         check.error(where, f"{function} needs either `field` or a duration `from` and `to`")
         return function, None, None
     if span is not None:
-        if function not in ("avg", "sum", "min", "max"):
+        if function not in ("avg", "sum", "min", "max", "median"):
             return function, None, None
         for key, end in zip(("from", "to"), span, strict=True):
             field = check.field(table, end, where + (key,))
@@ -118,7 +126,7 @@ def _aggregate(check: _Checker, table: TableDef, spec: dict | None, kind: str, w
     field = resolve_path(check.tables, table, path)
     if field is None:
         check.error(where + ("field",), f"{path!r} is not a field of {table.name!r}")
-    elif function in ("avg", "sum") and not (field.type in NUMERIC or (field.type == "choice"
+    elif function in ("avg", "sum", "median") and not (field.type in NUMERIC or (field.type == "choice"
                                                                        and field.choice_kind == "integer")):
         check.error(where + ("field",), f"{path!r} is a {field.type} field: {function} takes numbers or durations")
     elif not (field.stored and field.ftype.sortable):

@@ -242,6 +242,7 @@ class ReportDef:
     roles: tuple[str, ...] = ()  # who may open it, besides read access to its table (none: anyone with that)
     description: str = ""
     location: Location | None = field(default=None, compare=False)
+    also: tuple[str, str | None, tuple[str, str] | None] | None = None  # a score's second number: (function, field, span)
 
 
 @dataclass(frozen=True)

@@ -280,6 +280,40 @@ def _measure(sel: Selection, measure: Measure) -> sa.ColumnElement:
     return getattr(sa.func, measure.function)(column)
 
 
+def median(storage: Storage, conn: sa.Connection, table: str, where: Node | None, measure: Measure,
+           readable: Readable | None = None) -> float | None:
+    """The median of a field (a number, a duration) or of a duration between two date-time fields
+    (`measure.span`) over the records `where` selects, through the user's read access: the middle
+    value, or the mean of the two middle ones (None when there is none). SQLite has no median or
+    percentile function, so on both databases it is the count, then the one or two middle values
+    read in order (by an index where there is one)."""
+    sel = Selection(storage, table, readable=readable)
+    if measure.span is not None:
+        ends = []
+        for path in measure.span:
+            column, field = _column(sel, path, measure.source)
+            if field.type != "datetime":
+                raise AggregateError(f"{measure.source}: {path} is a {field.type} field, not a date-time")
+            ends.append(column)
+        value: sa.ColumnElement = Seconds(*ends)
+    else:
+        value, field = _column(sel, measure.path or "", measure.source)
+        if not numeric(field):
+            raise AggregateError(f"{measure.source}: {measure.path} is a {field.type} field; a median takes numbers")
+    try:
+        condition = sel.condition(where)
+    except (QueryError, AccessDenied) as exc:
+        raise type(exc)(f"{measure.source}: {exc}") from None
+    present = value.is_not(None) if condition is None else sa.and_(condition, value.is_not(None))
+    count = conn.execute(sa.select(sa.func.count()).select_from(sel.from_clause).where(present)).scalar_one()
+    if not count:
+        return None
+    middle = (sa.select(sa.cast(value, sa.Float)).select_from(sel.from_clause).where(present).order_by(value)
+              .limit(2 - count % 2).offset((count - 1) // 2))
+    values = [float(v) for v in conn.execute(middle).scalars()]
+    return sum(values) / len(values)
+
+
 def _having(expression: sa.ColumnElement, having: Having) -> sa.ColumnElement:
     return COMPARISONS[having.comparison](expression, having.value)
 
@@ -301,5 +335,5 @@ def number_text(value: Any) -> str:
 
 
 __all__ = ["AggregateError", "AggregateQuery", "Answer", "COMPARISONS", "FUNCTIONS", "Group", "Having", "MAX_GROUPS",
-           "Measure", "Order", "PERIODS", "Period", "Seconds", "aggregate", "compile_aggregate", "number_text",
-           "numeric"]
+           "Measure", "Order", "PERIODS", "Period", "Seconds", "aggregate", "compile_aggregate", "median",
+           "number_text", "numeric"]
