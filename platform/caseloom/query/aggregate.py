@@ -257,14 +257,7 @@ def _measure(sel: Selection, measure: Measure) -> sa.ColumnElement:
     if measure.span is not None:
         if measure.function not in ("avg", "sum", "min", "max"):
             raise AggregateError(f"{measure.source}: a duration takes avg, sum, min or max, not {measure.function}")
-        ends = []
-        for path in measure.span:
-            column, field = _column(sel, path, measure.source)
-            if field.type != "datetime":
-                raise AggregateError(f"{measure.source}: {path} is a {field.type} field, not a date-time")
-            ends.append(column)
-        seconds = Seconds(*ends)
-        return getattr(sa.func, measure.function)(seconds)
+        return getattr(sa.func, measure.function)(_seconds(sel, measure))
     if measure.path is None:
         if measure.function != "count":
             raise AggregateError(f"{measure.source}: {measure.function} needs a field")
@@ -280,6 +273,17 @@ def _measure(sel: Selection, measure: Measure) -> sa.ColumnElement:
     return getattr(sa.func, measure.function)(column)
 
 
+def _seconds(sel: Selection, measure: Measure) -> Seconds:
+    """The seconds of a measure's duration, between its two date-time fields (`span`)."""
+    ends = []
+    for path in measure.span or ():
+        column, field = _column(sel, path, measure.source)
+        if field.type != "datetime":
+            raise AggregateError(f"{measure.source}: {path} is a {field.type} field, not a date-time")
+        ends.append(column)
+    return Seconds(*ends)
+
+
 def median(storage: Storage, conn: sa.Connection, table: str, where: Node | None, measure: Measure,
            readable: Readable | None = None) -> float | None:
     """The median of a field (a number, a duration) or of a duration between two date-time fields
@@ -289,13 +293,7 @@ def median(storage: Storage, conn: sa.Connection, table: str, where: Node | None
     read in order (by an index where there is one)."""
     sel = Selection(storage, table, readable=readable)
     if measure.span is not None:
-        ends = []
-        for path in measure.span:
-            column, field = _column(sel, path, measure.source)
-            if field.type != "datetime":
-                raise AggregateError(f"{measure.source}: {path} is a {field.type} field, not a date-time")
-            ends.append(column)
-        value: sa.ColumnElement = Seconds(*ends)
+        value: sa.ColumnElement = _seconds(sel, measure)
     else:
         value, field = _column(sel, measure.path or "", measure.source)
         if not numeric(field):
