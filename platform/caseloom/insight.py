@@ -17,7 +17,7 @@ from .definitions.model import FieldDef, ReportDef
 from .definitions.tables import resolve_path
 from .fieldtypes import duration_words
 from .query import Query, Term, parse_encoded, to_encoded
-from .query.aggregate import AggregateQuery, Measure, Period, aggregate, median, number_text
+from .query.aggregate import AggregateQuery, Measure, Period, aggregate, measure_sql, median, number_text
 from .query.compile import Selection
 from .query.conditions import All
 from .query.dynamic import now
@@ -52,10 +52,6 @@ class ReportResult:
 
     def cell(self, category: str, series: str = "") -> Cell | None:
         return self.cells.get((category, series))
-
-    @property
-    def total(self) -> float:
-        return sum(c.value for c in self.cells.values())
 
     def as_json(self) -> dict:
         out: dict[str, Any] = {"name": self.report.name, "title": self.report.title, "type": self.report.kind,
@@ -109,7 +105,8 @@ def run_report(service, report: ReportDef, days: str) -> ReportResult:
     if report.kind in TRENDS:
         return _trend(service, report, result, where, days)
     groups = tuple(p for p in (report.group_by, report.stack_by) if p)
-    query = AggregateQuery(where, groups, (_measure(report),), group_source=f"report {report.name}")
+    measure = _measure(report)
+    query = AggregateQuery(where, groups, (measure,), group_source=f"report {report.name}")
     found, answers = aggregate(service.storage, service.conn, report.table, query, service.readable)
     categories: dict[str, str] = {}
     series: dict[str, str] = {}
@@ -120,10 +117,13 @@ def run_report(service, report: ReportDef, days: str) -> ReportResult:
         categories.setdefault(value, label)
         series.setdefault(*stacked)
         terms = [_group_term(report.group_by, value)] + ([_group_term(report.stack_by, stacked[0])] if stack else [])
-        number = answer.measures[_measure(report).key]
+        number = answer.measures[measure.key]
         result.cells[(value, stacked[0])] = _cell(result, number, _and(where, *terms))
     order = _choice_order(found[0].field) if found else {}
-    result.categories = sorted(categories.items(), key=lambda c: _category_key(c, order, result, report))
+    totals: dict[str, float] = {}  # a category's number, its stack's summed
+    for (value, _), cell in result.cells.items():
+        totals[value] = totals.get(value, 0) + cell.value
+    result.categories = sorted(categories.items(), key=lambda c: _category_key(c, order, totals))
     if report.kind != "stacked_bar" and len(result.categories) > report.limit:
         result.categories = _with_other(result, report, where)
     stack_order = _choice_order(found[1].field) if len(found) > 1 else {}
@@ -161,9 +161,7 @@ def _trend(service, report: ReportDef, result: ReportResult, where, days: str) -
     sel = Selection(service.storage, report.table, readable=service.readable)
     column, _ = sel.column(report.trend)
     bucket = Period(column, report.per)
-    from .query.aggregate import _measure as measure_column
-
-    measured = measure_column(sel, _measure(report))
+    measured = measure_sql(sel, _measure(report))
     condition = sel.condition(where)
     stmt = sa.select(bucket, measured).select_from(sel.from_clause)
     if condition is not None:
@@ -215,7 +213,7 @@ def _period_label(start: str, per: str) -> str:
     day = dt.date.fromisoformat(start)
     if per == "month":
         return f"{day:%b %Y}"
-    return f"{'Week of ' if per == 'week' else ''}{day:%d %b %Y}".lstrip("0")
+    return f"{'Week of ' if per == 'week' else ''}{day.day} {day:%b %Y}"
 
 
 def _measure(report: ReportDef) -> Measure:
@@ -272,12 +270,12 @@ def _choice_order(field: FieldDef) -> dict[str, int]:
     return {str(value): i for i, (value, _) in enumerate(field.choices)}
 
 
-def _category_key(category: tuple[str, str], order: dict[str, int], result: ReportResult, report: ReportDef):
+def _category_key(category: tuple[str, str], order: dict[str, int], totals: dict[str, float]):
     value, label = category
     if order:  # choices in their declared order
         return (value == "", order.get(value, len(order)), label)
     # others biggest first (a bar chart of agents, accounts), the empty group last
-    return (value == "", -sum(c.value for (v, _), c in result.cells.items() if v == value), label)
+    return (value == "", -totals[value], label)
 
 
 def _with_other(result: ReportResult, report: ReportDef, where) -> list[tuple[str, str]]:

@@ -193,7 +193,7 @@ def compile_aggregate(storage: Storage, table: str, query: AggregateQuery, reada
         raise AggregateError(f"at most {MAX_MEASURES} aggregates in one request")
     for measure in everything:
         if measure.key not in measured:
-            measured[measure.key] = _measure(sel, measure)
+            measured[measure.key] = measure_sql(sel, measure)
     reported = list(dict.fromkeys(m.key for m in query.measures))
     try:
         where = sel.condition(query.where)
@@ -250,7 +250,8 @@ def numeric(field: FieldDef) -> bool:
     return field.type in NUMERIC_TYPES or (field.type == "choice" and field.choice_kind == "integer")
 
 
-def _measure(sel: Selection, measure: Measure) -> sa.ColumnElement:
+def measure_sql(sel: Selection, measure: Measure) -> sa.ColumnElement:
+    """The SQL of one aggregate over `sel`'s rows (its errors name `measure.source`)."""
     if measure.function not in FUNCTIONS:
         raise AggregateError(f"{measure.source}: unknown aggregate {measure.function!r} "
                              f"(one of {', '.join(FUNCTIONS)})")
@@ -333,5 +334,5 @@ def number_text(value: Any) -> str:
 
 
 __all__ = ["AggregateError", "AggregateQuery", "Answer", "COMPARISONS", "FUNCTIONS", "Group", "Having", "MAX_GROUPS",
-           "Measure", "Order", "PERIODS", "Period", "Seconds", "aggregate", "compile_aggregate", "median",
+           "Measure", "Order", "PERIODS", "Period", "Seconds", "aggregate", "compile_aggregate", "measure_sql", "median",
            "number_text", "numeric"]

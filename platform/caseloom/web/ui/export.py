@@ -15,6 +15,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import xlsxwriter
@@ -97,7 +98,8 @@ def export_list(table: str, kind: str):
     if kind == "csv":
         body = csv_chunks(list(shape.fields), rows)
     else:
-        path = write_xlsx(shape, rows)
+        numeric = [f.type in NUMERIC and not f.choices for f in shape.fields.values()]
+        path = write_xlsx(shape.table.label, labels(shape), _numbers(rows, numeric))
         headers["Content-Length"] = str(path.stat().st_size)
         body = file_chunks(path)
     return Response(body, content_type=CONTENT_TYPES[kind], headers=headers)
@@ -128,18 +130,18 @@ def _rows(service, table: str, query: Query, shape: Shape) -> Iterator[list[str]
     statement is built and run now, for this request's user; its rows are read on a connection of
     its own as the response is sent, after the request's own has gone back to the pool."""
     stmt, _ = select_rows(service.storage, table, query, shape.columns(), None, 0, service.readable)
-    conn = db.engine.connect()
-    cache = job_cache(conn, CACHE_KB)  # SQLite's page cache: each page is read once, so a small one
-    cache.__enter__()
+    held = ExitStack()  # the connection, then its page cache: given back in the reverse order
+    conn = held.enter_context(db.engine.connect())
+    held.enter_context(job_cache(conn, CACHE_KB))  # SQLite's page cache: each page is read once, so a small one
     try:
         result = conn.execute(stmt, execution_options={"stream_results": True, "yield_per": BATCH})
     except BaseException:
-        _let_go(conn, cache)
+        _let_go(conn, held)
         raise
-    return _rendered(conn, cache, result, shape)
+    return _rendered(conn, held, result, shape)
 
 
-def _rendered(conn, cache, result, shape: Shape) -> Iterator[list[str]]:
+def _rendered(conn, held: ExitStack, result, shape: Shape) -> Iterator[list[str]]:
     paths = list(shape.fields)
     try:
         for row in result.mappings():
@@ -147,13 +149,18 @@ def _rendered(conn, cache, result, shape: Shape) -> Iterator[list[str]]:
             yield [shown.get(p, "") for p in paths]
     finally:
         result.close()
-        _let_go(conn, cache)
+        _let_go(conn, held)
 
 
-def _let_go(conn, cache) -> None:
+def _let_go(conn, held: ExitStack) -> None:
     conn.rollback()  # the read ends before the page cache is given its size back
-    cache.__exit__(None, None, None)
-    conn.close()
+    held.close()
+
+
+def _numbers(rows: Iterator[list[str]], numeric: list[bool]) -> Iterator[list[str | float]]:
+    """The rows with the values of number columns as numbers (an empty one stays empty text)."""
+    for row in rows:
+        yield [float(v) if numeric[i] and v != "" else v for i, v in enumerate(row)]
 
 
 def csv_chunks(header: list[str], rows: Iterator[list[str]]) -> Iterator[bytes]:
@@ -183,10 +190,11 @@ def labels(shape: Shape) -> list[str]:
     return out
 
 
-def write_xlsx(shape: Shape, rows: Iterator[list[str]]) -> Path:
-    """The rows in a new XLSX file (a temporary one the caller streams and removes): a bold header of
-    labels, numbers as numbers, all other values as strings; a sheet per 1,048,575 rows."""
-    numeric = [f.type in NUMERIC and not f.choices for f in shape.fields.values()]
+def write_xlsx(title: str, heading: list[str], rows: Iterator[list[str | float]]) -> Path:
+    """The rows in a new XLSX file (a temporary one the caller streams and removes): a bold header,
+    numbers (floats) as numbers, every other value as a string, never a formula; a sheet per
+    1,048,575 rows, each named after `title`."""
+    name_of = title[:25].replace("/", " ")  # a sheet's name: at most 31 characters, no `/`
     handle, name = tempfile.mkstemp(prefix="caseloom-export-", suffix=".xlsx")
     os.close(handle)
     path = Path(name)
@@ -194,23 +202,22 @@ def write_xlsx(shape: Shape, rows: Iterator[list[str]]) -> Path:
         workbook = xlsxwriter.Workbook(name, {"constant_memory": True, "strings_to_formulas": False,
                                               "strings_to_numbers": False, "strings_to_urls": False})
         bold = workbook.add_format({"bold": True})
-        heading = labels(shape)
         sheet, row_no, sheets = None, SHEET_ROWS, 0
         for row in rows:
             if row_no == SHEET_ROWS:
                 sheets += 1
-                sheet = workbook.add_worksheet(shape.table.label[:25] + (f" {sheets}" if sheets > 1 else ""))
+                sheet = workbook.add_worksheet(name_of + (f" {sheets}" if sheets > 1 else ""))
                 sheet.write_row(0, 0, heading, bold)
                 sheet.freeze_panes(1, 0)
                 row_no = 1
             for col, value in enumerate(row):
-                if numeric[col] and value != "":
-                    sheet.write_number(row_no, col, float(value))
+                if isinstance(value, float):
+                    sheet.write_number(row_no, col, value)
                 else:
                     sheet.write_string(row_no, col, value)
             row_no += 1
         if sheet is None:  # nothing matched: the header alone
-            workbook.add_worksheet(shape.table.label[:25]).write_row(0, 0, heading, bold)
+            workbook.add_worksheet(name_of).write_row(0, 0, heading, bold)
         workbook.close()
     except BaseException:
         path.unlink(missing_ok=True)

@@ -5,21 +5,17 @@ report's numbers as CSV or XLSX (`?CSV`, `?XLSX`)."""
 
 from __future__ import annotations
 
-import csv
-import io
-
-import xlsxwriter
 from flask import Response, abort, g, render_template, request
 
 from ...access import AccessDenied
 from ...definitions.model import DashboardDef, ReportDef
 from ...insight import RANGES, ReportResult, run_report
-from ...query import QueryError, parse_encoded
+from ...query import Query, QueryError, parse_encoded
 from ..auth import records, runtime
 from ..charts import chart, drill_url
 from ..serialize import base_url, make_shape, render_record
 from . import blueprint, login_required
-from .export import CONTENT_TYPES, NUMBER, export_format, neutral
+from .export import CONTENT_TYPES, NUMBER, csv_chunks, export_format, file_chunks, write_xlsx
 
 RANGE_LABELS = {"7": "Last 7 days", "30": "Last 30 days", "90": "Last 90 days", "365": "Last 12 months",
                 "all": "All time"}
@@ -39,7 +35,7 @@ def may_open(report: ReportDef) -> bool:
 
 
 def may_see(dashboard: DashboardDef) -> bool:
-    return g.actor.is_admin or bool(set(dashboard.roles) & g.actor.roles)
+    return dashboard in runtime().defs.dashboards_of(g.actor.roles)
 
 
 def chosen_range(default: int | str) -> str:
@@ -53,10 +49,9 @@ def chosen_range(default: int | str) -> str:
 def home_dashboard() -> DashboardDef | None:
     """The dashboard that is the home page of the signed-in user (the first declared `home: true` one of
     their most senior role), or None."""
-    found = [d for d in runtime().defs.dashboards_of(g.actor.roles) if d.home]
     if g.actor.is_admin:  # an administrator's home stays the menu: every dashboard is a link there
         return None
-    return found[0] if found else None
+    return next((d for d in runtime().defs.dashboards_of(g.actor.roles) if d.home), None)
 
 
 @blueprint.get("/dashboard/<name>")
@@ -108,8 +103,8 @@ def _list_rows(report: ReportDef, result: ReportResult) -> dict:
     tdef = defs.tables[report.table]
     columns = [c for c in report.columns if service.can_read_path(report.table, c)]
     shape = make_shape(defs.tables, tdef, ",".join(columns), "true", "true", base_url(), service.readable)
-    query = parse_encoded(result.query + (f"^ORDERBY{'DESC' if report.order_by.startswith('-') else ''}"
-                                          f"{report.order_by.lstrip('-')}" if report.order_by else ""))
+    order = ((report.order_by.lstrip("-"), report.order_by.startswith("-")),) if report.order_by else ()
+    query = Query(parse_encoded(result.query).where, order)
     found = service.query(report.table, query, shape.columns(), report.limit)
     total = service.count(report.table, query)
     return {"columns": [(c, shape.fields[c].label) for c in columns],
@@ -162,30 +157,21 @@ def _label(tdef, path: str | None) -> str:
 
 
 def _export(result: ReportResult, rows: dict | None, kind: str):
+    """The report's table as a CSV or XLSX download, through the lists' writers (export.py)."""
     header, body = table_rows(result, rows)
     name = f"{result.report.name}.{kind}"
     headers = {"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"}
-    out = io.BytesIO()
     if kind == "csv":
-        text = io.StringIO()
-        writer = csv.writer(text, lineterminator="\r\n")
-        writer.writerow(header)
-        writer.writerows([[neutral(v) for v in row] for row in body])
-        out.write(text.getvalue().encode())
-    else:
-        book = xlsxwriter.Workbook(out, {"in_memory": True, "strings_to_formulas": False, "strings_to_numbers": False,
-                                         "strings_to_urls": False})
-        sheet = book.add_worksheet(result.report.title[:31].replace("/", " "))
-        sheet.write_row(0, 0, header, book.add_format({"bold": True}))
-        for i, row in enumerate(body, start=1):
-            for j, value in enumerate(row):
-                number = value.replace(",", "")
-                if NUMBER.match(number):
-                    sheet.write_number(i, j, float(number))
-                else:
-                    sheet.write_string(i, j, value)
-        book.close()
-    return Response(out.getvalue(), content_type=CONTENT_TYPES[kind], headers=headers)
+        return Response(b"".join(csv_chunks(header, body)), content_type=CONTENT_TYPES[kind], headers=headers)
+    numbers = [[_number(value) for value in row] for row in body]
+    return Response(file_chunks(write_xlsx(result.report.title, header, numbers)), content_type=CONTENT_TYPES[kind],
+                    headers=headers)
+
+
+def _number(text: str) -> str | float:
+    """A number as shown ("1,234", "2.5") as a number for a spreadsheet; other text as it is."""
+    plain = text.replace(",", "")
+    return float(plain) if NUMBER.match(plain) else text
 
 
 __all__ = ["home_dashboard", "render_dashboard", "table_rows"]
