@@ -66,7 +66,8 @@ def test_the_major_issue_manager_lands_on_major_issues(login, server):
     all_cards_loaded(page)
     titles = page.locator(f"{CARDS} > h2").all_inner_texts()
     assert titles == ["Open major cases and candidates", "Children of each major case by state",
-                      "Customers told through a child case", "Notifications sent, waiting and failed"]
+                      "Customers told through a child case", "Notifications sent, waiting and failed",
+                      "Time from acceptance to every customer notified", "Customers not yet notified"]
 
 
 def test_a_chart_is_reached_and_opened_by_keyboard(login, server):

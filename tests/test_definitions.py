@@ -271,6 +271,14 @@ BAD = {
     "demo user with an unknown role": (
         {"demo/d.yaml": "demo:\n  users:\n    - {user_name: u, password: p, roles: [ghost]}\n"},
         "demo/d.yaml:3:43", "unknown role 'ghost'"),
+    "notification sent_field that is not a field": (
+        {"tables/a.yaml": TABLE_A, "notifications/n.yaml": "notifications:\n  tell:\n    table: a\n"
+                                                           "    sent_field: told_on\n    subject: hi\n    body: hi\n"},
+        "notifications/n.yaml:4:17", "'told_on' is not a field of 'a'"),
+    "notification sent_field that is not a date-time": (
+        {"tables/a.yaml": TABLE_A, "notifications/n.yaml": "notifications:\n  tell:\n    table: a\n"
+                                                           "    sent_field: n\n    subject: hi\n    body: hi\n"},
+        "notifications/n.yaml:4:17", "sent_field 'n' must be a datetime field, not integer"),
     "demo user with an unknown field": (
         {"demo/d.yaml": "demo:\n  users:\n    - {user_name: u, password: p, roles: [admin], values: {shoe_size: 44}}\n"},
         "demo/d.yaml:3:71", "table 'sys_user' has no field 'shoe_size'"),

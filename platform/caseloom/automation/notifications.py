@@ -124,7 +124,7 @@ class Notifications:
         texts = rendered(service, note, tdef, addressed, hidden)
         service._system_insert("sys_email", [
             {"recipients": recipients, "subject": subject, "body": body, "state": "ready", "error": None,
-             "target_table": tdef.name, "instance": record["sys_id"]}
+             "target_table": tdef.name, "instance": record["sys_id"], "notification": note.name}
             for (record, _), recipients, (subject, body) in zip(addressed, recipients_of, texts, strict=True)])
 
     def set_insert_emails(self, service: RecordService, tdef: TableDef, record: dict, entries: dict,
@@ -276,7 +276,7 @@ def _send_to_children(service: RecordService, note: NotificationDef, tdef: Table
     parts = [Term(reference, "eq", record["sys_id"])] + ([only] if only is not None else [])
     where = sa.and_(selection.condition(All(tuple(parts))), email.is_not(None))
     _insert_emails(service, selection, where, email, sa.literal(subject), sa.literal(body, sa.Text),
-                   selection.base.c.sys_class_name)
+                   selection.base.c.sys_class_name, note.name)
 
 
 # Field types whose stored value renders in SQL as Python's str() renders it in a template.
@@ -318,7 +318,7 @@ def email_writer(service: RecordService, note: NotificationDef, tdef: TableDef, 
 
     def write(where: Callable[[sa.FromClause], sa.ColumnElement]) -> None:
         _insert_emails(service, selection, sa.and_(where(selection.base), has_address),
-                       recipients, sa.func.substr(subject, 1, 255), body, sa.literal(tdef.name))
+                       recipients, sa.func.substr(subject, 1, 255), body, sa.literal(tdef.name), note.name)
 
     return write
 
@@ -356,15 +356,16 @@ def _sql_value(part: tuple[str, str], tdef: TableDef, selection: Selection, shar
 
 def _insert_emails(service: RecordService, selection: Selection, where: sa.ColumnElement,
                    recipients: sa.ColumnElement, subject: sa.ColumnElement, body: sa.ColumnElement,
-                   target_table: sa.ColumnElement) -> None:
-    """One sys_email (state ready) per record of `selection` matching `where`, filed under that
-    record (`instance`), in one INSERT ... SELECT."""
+                   target_table: sa.ColumnElement, notification: str) -> None:
+    """One sys_email (state ready) of `notification` per record of `selection` matching `where`,
+    filed under that record (`instance`), in one INSERT ... SELECT."""
     prefix = sys_id_prefix()
     new_id = new_sys_id_sql(service.conn.dialect.name, selection.base, prefix)
     columns = {
         **stamps.new_rows_sql("sys_email", service.actor.user_name, now(), new_id),
         "recipients": recipients, "subject": subject, "body": body, "state": sa.literal("ready"),
         "target_table": target_table, "instance": selection.base.c.sys_id,
+        "notification": sa.literal(notification),
     }
     select = sa.select(*columns.values()).select_from(selection.from_clause).where(where)
     inserted = service.conn.execute(sa.insert(service.storage.physical("sys_email")).from_select(

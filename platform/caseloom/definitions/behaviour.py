@@ -293,10 +293,19 @@ def build_notifications(docs: list[SourceDocument], tables: dict, roles: dict, e
                 outside.append(f"the children's {recipients['children']['field']}")
             if outside and access and warnings is not None:
                 _hidden_fields_mailed(check, table, spec, where, outside, access, warnings)
+            sent_field = spec.get("sent_field")
+            if sent_field is not None and "." in sent_field:
+                check.error(where + ("sent_field",), f"sent_field {sent_field!r} must be a field of {table.name!r} "
+                                                     "itself, not a dot-walk")
+            elif sent_field is not None:
+                field = check.field(table, sent_field, where + ("sent_field",))
+                if field is not None and field.type != "datetime":
+                    check.error(where + ("sent_field",), f"sent_field {sent_field!r} must be a datetime field, "
+                                                         f"not {field.type}")
             notifications[name] = NotificationDef(
                 name, table.name, spec["subject"], spec["body"], tuple(spec.get("on", ())),
                 check.condition(table, spec.get("condition"), where + ("condition",)), roles_,
-                tuple(recipients.get("fields", [])), children)
+                tuple(recipients.get("fields", [])), children, sent_field)
     return notifications
 
 

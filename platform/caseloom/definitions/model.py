@@ -375,6 +375,7 @@ class NotificationDef:
     roles: tuple[str, ...] = ()
     fields: tuple[str, ...] = ()  # reference paths to users, contacts... whose email receives it
     children: Any = None  # (reference, field, only-condition): one email to each child record's contact
+    sent_field: str | None = None  # a date-time field of the record an e-mail is filed under, set when one is sent
 
 
 @dataclass(frozen=True)

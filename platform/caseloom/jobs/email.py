@@ -25,7 +25,7 @@ from ..access import SYSTEM
 from ..config import Config
 from ..database import write_transaction
 from ..properties import Properties
-from ..query import Query, Term
+from ..query import All, Query, Term
 from ..records import RecordService, now
 from ..storage import Storage
 from .progress import Job, create_job
@@ -146,10 +146,35 @@ def _threading(service: RecordService, rows: list[dict]) -> None:
 
 
 def mark(service: RecordService, outcomes: dict[str, Outcome]) -> None:
-    """Mark a sent batch: one update_many through the record service (audited like any write)."""
+    """Mark a sent batch: one update_many through the record service (audited like any write);
+    then the records the sent e-mails are filed under whose notification declares a `sent_field`
+    get the time in it, where it is still empty."""
     service.update_many(TABLE, [(sys_id, {"state": state, "error": error,
                                           "type": "sent" if state == SENT else "send-failed"})
                                 for sys_id, (state, error) in outcomes.items()])
+    stamping = {name: note.sent_field for name, note in service.defs.notifications.items() if note.sent_field}
+    sent = [sys_id for sys_id, (state, _) in outcomes.items() if state == SENT]
+    if stamping and sent:
+        _stamp_sent(service, stamping, sent)
+
+
+def _stamp_sent(service: RecordService, stamping: dict[str, str], sent: list[str]) -> None:
+    """Set each stamping notification's `sent_field` on the records its sent e-mails are filed
+    under: one set-based update per table and field (caseloom.setwrite, audited, no rules)."""
+    from ..setwrite import update_where
+
+    table = service.storage.physical(TABLE)
+    targets: dict[tuple[str, str], list[str]] = {}
+    for target_table, instance, notification in service.conn.execute(
+            sa.select(table.c.target_table, table.c.instance, table.c.notification)
+            .where(table.c.sys_id.in_(sent), table.c.notification.in_(list(stamping)))):
+        tdef = service.defs.tables.get(target_table or "")
+        if tdef is not None and instance and tdef.field(stamping[notification]) is not None:
+            targets.setdefault((tdef.name, stamping[notification]), []).append(instance)
+    when = now()
+    for (name, field), ids in targets.items():
+        update_where(service, service.defs.tables[name],
+                     All((Term("sys_id", "in", ids), Term(field, "empty"))), {field: when})
 
 
 # -- SMTP -----------------------------------------------------------------------------------------
