@@ -150,9 +150,19 @@ def test_a_reassignment_is_counted_and_a_first_assignment_is_not(as_user):
     for who in ("agent", "manager", "manager", "agent"):
         counts.append(agent.patch(path, {"assigned_to": users[who]}).json["result"]["reassignment_count"])
     assert counts == ["0", "1", "1", "2"]
-    result = report_json(as_user("manager"), "first_contact_resolution")
-    labels = [g["group"]["display_value"] for g in result["groups"]]
-    assert labels and all(label.startswith("Reassignment count ") for label in labels)
+
+
+def test_first_contact_resolution_is_the_share_resolved_never_reassigned(as_user):
+    """A percent score: of the resolved and closed cases, those with reassignment_count 0; the score
+    opens exactly those, and the period before is compared in points."""
+    api = as_user("manager")
+    result = report_json(api, "first_contact_resolution", "30")
+    assert result["measure"] == "Percent resolved by the first agent"
+    closed = total(api, "sn_customerservice_case", result["query"])
+    first = total(api, "sn_customerservice_case", result["score"]["query"])
+    assert closed > 0 and result["score"]["query"] == result["query"] + "^reassignment_count=0"
+    assert float(result["score"]["value"]) == pytest.approx(100 * first / closed)
+    assert result["score"]["display_value"] == f"{round(100 * first / closed, 1):g} %"
 
 
 def test_a_backlog_ignores_the_date_range(as_user):
@@ -247,6 +257,9 @@ reports:
   time_to_finish: {title: Time to finish, table: x_job, type: score, date_field: started,
                    aggregate: {function: avg, from: started, to: finished},
                    also: {function: median, from: started, to: finished}}
+  finished_share: {title: Finished, table: x_job, type: score, date_field: started,
+                   aggregate: {function: percent, where: finishedISNOTEMPTY, label: finished},
+                   also: {function: avg, from: started, to: finished}}
   median_finish: {title: Median finish, table: x_job, type: score, date_field: started,
                   aggregate: {function: median, from: started, to: finished}}
   median_hours: {title: Median hours, table: x_job, type: score, date_field: started,
@@ -364,6 +377,29 @@ def test_a_median_score(jobs, user, name, days, value, words):
     assert (result["score"]["value"], result["score"]["display_value"]) == (value, words)
 
 
+@pytest.mark.parametrize("user, days, value, words, previous", [
+    ("boss", "30", 75, "75 %", "50 %"),  # a, b and d of a-d finished; e of e and f the 30 days before
+    ("tech", "30", 200 / 3, "66.7 %", None),  # the Red team's a and b of a-c; none of theirs before
+    ("boss", "all", 400 / 7, "57.1 %", None),  # 4 of 7
+])
+def test_a_percent_score_is_the_share_meeting_its_condition(jobs, user, days, value, words, previous):
+    result = report_json(jobs.api(user), "finished_share", days)
+    assert result["measure"] == "Percent finished"
+    assert float(result["score"]["value"]) == pytest.approx(value) and result["score"]["display_value"] == words
+    assert result["score"]["query"].endswith("finishedISNOTEMPTY")  # opens the finished ones
+    assert total(jobs.api(user), "x_job", result["score"]["query"]) == \
+        round(float(result["score"]["value"]) * total(jobs.api(user), "x_job", result["query"]) / 100)
+    if days != "all":
+        assert (result["previous"] or {}).get("display_value", "–") == (previous or "–")
+        assert result["also"]["measure"] == "Average time from Started to Finished"
+
+
+def test_a_percent_score_changes_by_points(jobs):
+    jobs.sign_in("boss")
+    page = jobs.client.get("/report/finished_share?range=30").get_data(as_text=True)
+    assert "up 25 points" in page and "75 %" in page
+
+
 def test_a_list_report_shows_the_top_rows_it_may_read(jobs):
     jobs.sign_in("tech")
     page = jobs.client.get("/report/recent?range=all").get_data(as_text=True)
@@ -422,6 +458,20 @@ BAD = {
                         "      also: {function: max, field: hours}}\n", "r.yaml:3:", "a bar report takes no `also`"),
     "a median on a chart": ("reports:\n  r: {title: R, table: x_job, type: bar, group_by: kind,\n"
                             "      aggregate: {function: median, field: hours}}\n", "r.yaml:3:", "a median is a single score"),
+    "a percent on a chart": ("reports:\n  r: {title: R, table: x_job, type: bar, group_by: kind,\n"
+                             "      aggregate: {function: percent, where: hours>2}}\n", "r.yaml:3:",
+                             "a percent is a single score"),
+    "a percent without where": ("reports:\n  r: {title: R, table: x_job, type: score,\n"
+                                "      aggregate: {function: percent}}\n", "r.yaml:3:", "percent needs `where`"),
+    "a percent of a field": ("reports:\n  r: {title: R, table: x_job, type: score,\n"
+                             "      aggregate: {function: percent, field: hours, where: hours>2}}\n", "r.yaml:3:",
+                             "it takes no `field`"),
+    "a percent where naming no field": ("reports:\n  r: {title: R, table: x_job, type: score,\n"
+                                        "      aggregate: {function: percent, where: nope=1}}\n", "r.yaml:3:",
+                                        "nope"),
+    "where on an average": ("reports:\n  r: {title: R, table: x_job, type: score,\n"
+                            "      aggregate: {function: avg, field: hours, where: hours>2}}\n", "r.yaml:3:",
+                            "`where` belongs to percent, not avg"),
     "list without columns": ("reports:\n  r: {title: R, table: x_job, type: list}\n", "r.yaml:2:",
                              "a list report needs `columns`"),
 }

@@ -91,13 +91,10 @@ def run_report(service, report: ReportDef, days: str) -> ReportResult:
     if days not in RANGES:
         raise ValueError(f"range: one of {', '.join(RANGES)}, not {days!r}")
     service.table(report.table, "read")
-    tdef = service.defs.tables[report.table]
     where = _and(report.condition, range_condition(report, days))
     result = ReportResult(report, measure_label(service.defs.tables, report), days if report.ranged else "all",
                           to_encoded(Query(where)))
-    measured = resolve_path(service.defs.tables, tdef, report.measured) if report.measured else None
-    result.duration = report.span is not None or (measured is not None and measured.type == "duration"
-                                                  and report.function != "count")
+    result.duration = _in_seconds(service.defs.tables, report)
     if report.kind == "list":
         return result
     if report.kind == "score":
@@ -133,27 +130,57 @@ def run_report(service, report: ReportDef, days: str) -> ReportResult:
 
 def _score(service, report: ReportDef, result: ReportResult, where, days: str) -> ReportResult:
     value = _single(service, report, where)
-    result.score = _cell(result, value, where)
+    result.score = _cell(result, value, _share_of(report, where))
     if report.also is not None:  # a second number of the same records: a median beside an average
-        function, measured, span = report.also
-        second = replace(report, function=function, measured=measured, span=span, also=None)
+        also = report.also
+        second = replace(report, function=also.function, measured=also.measured, span=also.span, share=also.share,
+                         share_label=also.share_label, also=None)
         result.also_measure = measure_label(service.defs.tables, second)
-        result.also = _cell(result, _single(service, second, where), where)
+        result.also = _cell(result, _single(service, second, where), _share_of(second, where), second.function,
+                            _in_seconds(service.defs.tables, second))
     if days != "all" and report.ranged:
         earlier = parse_encoded(f"{report.date_field}>=javascript:gs.daysAgoStart({2 * int(days)})"
                                 f"^{report.date_field}<javascript:gs.daysAgoStart({int(days)})").where
         before = _and(report.condition, earlier)
-        result.previous = _cell(result, _single(service, report, before), before)
+        result.previous = _cell(result, _single(service, report, before), _share_of(report, before))
     return result
 
 
+def _in_seconds(tables, report: ReportDef) -> bool:
+    """Whether the report's numbers are seconds of a duration (read in words)."""
+    if report.function in ("count", "percent"):
+        return False
+    measured = resolve_path(tables, tables[report.table], report.measured) if report.measured else None
+    return report.span is not None or (measured is not None and measured.type == "duration")
+
+
+def _share_of(report: ReportDef, where):
+    """The records a score's number opens: for a percent, those counted as the share."""
+    return _and(where, report.share) if report.function == "percent" else where
+
+
 def _single(service, report: ReportDef, where) -> float | None:
+    if report.function == "percent":
+        return _percent(service, report, where)
     measure = _measure(report)
     if report.function == "median":
         return median(service.storage, service.conn, report.table, where, measure, service.readable)
     _, answers = aggregate(service.storage, service.conn, report.table, AggregateQuery(where, (), (measure,)),
                            service.readable)
     return answers[0].measures[measure.key] if answers else None
+
+
+def _percent(service, report: ReportDef, where) -> float | None:
+    """The share of the records `where` selects that also meet the report's `share` condition, in
+    percent, in one statement through the user's read access (None: no records)."""
+    sel = Selection(service.storage, report.table, readable=service.readable)
+    condition = sel.condition(where)
+    share = sel.condition(report.share)
+    stmt = sa.select(sa.func.count(), sa.func.sum(sa.case((share, 1), else_=0))).select_from(sel.from_clause)
+    if condition is not None:
+        stmt = stmt.where(condition)
+    records, shared = service.conn.execute(stmt).one()
+    return 100.0 * (shared or 0) / records if records else None
 
 
 def _trend(service, report: ReportDef, result: ReportResult, where, days: str) -> ReportResult:
@@ -224,6 +251,8 @@ def measure_label(tables, report: ReportDef) -> str:
     names = {"count": "Count", "sum": "Sum", "avg": "Average", "min": "Minimum", "max": "Maximum", "median": "Median"}
     if report.function == "count":
         return "Count"
+    if report.function == "percent":
+        return f"Percent {report.share_label}"
     tdef = tables[report.table]
     if report.span is not None:
         start, end = (resolve_path(tables, tdef, p) for p in report.span)
@@ -231,14 +260,20 @@ def measure_label(tables, report: ReportDef) -> str:
     return f"{names[report.function]} of {resolve_path(tables, tdef, report.measured).label}"
 
 
-def _cell(result: ReportResult, number: Any, where) -> Cell:
-    """A number as people read it: a duration in words, a count whole, others to two places."""
+def _cell(result: ReportResult, number: Any, where, function: str | None = None,
+          duration: bool | None = None) -> Cell:
+    """A number as people read it: a duration in words, a count whole, a percent to one place, others to
+    two places (as the report's own number unless `function` and `duration` say otherwise)."""
+    function = function or result.report.function
+    duration = result.duration if duration is None else duration
     value = float(number) if number is not None else 0.0
     if number is None:
         text = "–"
-    elif result.duration:
+    elif function == "percent":
+        text = f"{number_text(round(value, 1))} %"
+    elif duration:
         text = duration_words(int(round(value))) if round(value) else "0 seconds"
-    elif result.report.function == "count":
+    elif function == "count":
         text = f"{int(value):,}"
     else:
         text = number_text(round(value, 2))

@@ -4,7 +4,7 @@ condition and aggregate checked where it is written."""
 from __future__ import annotations
 
 from .behaviour import _Checker
-from .model import DashboardDef, ReportDef, TableDef
+from .model import Aggregate, DashboardDef, ReportDef, TableDef
 from .tables import resolve_path
 from .yamlsource import SourceDocument
 
@@ -75,7 +75,7 @@ def _report(check: _Checker, table: TableDef, name: str, spec: dict, where: tupl
             groupable_order = check.field(table, order.lstrip("-"), where + ("order_by",))
             if groupable_order is not None and not groupable_order.ftype.sortable:
                 check.error(where + ("order_by",), f"{order!r}: {groupable_order.type} fields cannot be sorted on")
-    function, field, span = _aggregate(check, table, spec.get("aggregate"), kind, where + ("aggregate",))
+    measure = _aggregate(check, table, spec.get("aggregate"), kind, where + ("aggregate",))
     also = None
     if spec.get("also") is not None:
         if kind != "score":
@@ -89,40 +89,51 @@ def _report(check: _Checker, table: TableDef, name: str, spec: dict, where: tupl
     if len(check.errors) > before:
         return None
     return ReportDef(name, spec["title"], table.name, kind, condition, spec.get("condition", ""), group_by, stack_by,
-                     trend.get("field"), trend.get("per", "day"), date_field, ranged, function, field, span,
-                     tuple(spec.get("columns", ())), order, spec.get("limit", 10), tuple(spec.get("roles", ())),
-                     spec.get("description", ""), check.doc.where(*where), also)
+                     trend.get("field"), trend.get("per", "day"), date_field, ranged, measure.function,
+                     measure.measured, measure.span, tuple(spec.get("columns", ())), order, spec.get("limit", 10),
+                     tuple(spec.get("roles", ())), spec.get("description", ""), check.doc.where(*where), also,
+                     measure.share, measure.share_label)
 
 
-def _aggregate(check: _Checker, table: TableDef, spec: dict | None, kind: str, where: tuple):
-    """(function, field, span) of `aggregate:`; count of records when there is none."""
+def _aggregate(check: _Checker, table: TableDef, spec: dict | None, kind: str, where: tuple) -> Aggregate:
+    """The number of `aggregate:` (or `also:`); a count of records when there is none."""
     if spec is None:
-        return "count", None, None
+        return Aggregate()
     if kind == "list":
         check.error(where, "a list report takes no `aggregate` (it lists records)")
-        return "count", None, None
+        return Aggregate()
     function, path = spec["function"], spec.get("field")
-    if function == "median" and kind != "score":
-        check.error(where + ("function",), f"a median is a single score: a {kind} report takes count, sum, avg, "
+    if function in ("median", "percent") and kind != "score":
+        check.error(where + ("function",), f"a {function} is a single score: a {kind} report takes count, sum, avg, "
                                            "min or max")
+    if function == "percent":
+        if path is not None or "from" in spec or "to" in spec:
+            check.error(where, "percent is the share of the records that also meet `where`: it takes no `field`, "
+                               "`from` or `to`")
+        if not spec.get("where"):
+            check.error(where, "percent needs `where`: the condition of the records counted as the share")
+            return Aggregate(function)
+        share = check.encoded(table, spec["where"], where + ("where",))
+        return Aggregate(function, share=share, share_label=spec.get("label") or f"meeting {spec['where']}")
+    for key in ("where", "label"):
+        if key in spec:
+            check.error(where + (key,), f"`{key}` belongs to percent, not {function}")
     span = (spec["from"], spec["to"]) if "from" in spec and "to" in spec else None
     if ("from" in spec) != ("to" in spec):
         check.error(where, "a duration needs both `from` and `to` (two date-time fields)")
     if function == "count":
         if path is not None or "from" in spec:
             check.error(where, "count counts records: it takes no `field`, `from` or `to`")
-        return "count", None, None
+        return Aggregate()
     if (path is None) == (span is None):
         check.error(where, f"{function} needs either `field` or a duration `from` and `to`")
-        return function, None, None
+        return Aggregate(function)
     if span is not None:
-        if function not in ("avg", "sum", "min", "max", "median"):
-            return function, None, None
         for key, end in zip(("from", "to"), span, strict=True):
             field = check.field(table, end, where + (key,))
             if field is not None and field.type != "datetime":
                 check.error(where + (key,), f"{end!r} is a {field.type} field, not a date-time")
-        return function, None, span
+        return Aggregate(function, span=span)
     field = resolve_path(check.tables, table, path)
     if field is None:
         check.error(where + ("field",), f"{path!r} is not a field of {table.name!r}")
@@ -131,7 +142,7 @@ def _aggregate(check: _Checker, table: TableDef, spec: dict | None, kind: str, w
         check.error(where + ("field",), f"{path!r} is a {field.type} field: {function} takes numbers or durations")
     elif not (field.stored and field.ftype.sortable):
         check.error(where + ("field",), f"{path!r}: {field.type} fields have no {function}")
-    return function, path, None
+    return Aggregate(function, measured=path)
 
 
 def build_dashboards(docs: list[SourceDocument], tables: dict, roles: dict, errors: list,

@@ -217,6 +217,18 @@ class PortalDef:
 
 
 @dataclass(frozen=True)
+class Aggregate:
+    """A report's number: `function` of a field (`measured`), of a duration between two date-time fields
+    (`span`), or, for percent, the share of the records that also meet `share`."""
+
+    function: str = "count"
+    measured: str | None = None
+    span: tuple[str, str] | None = None
+    share: Any = field(default=None, compare=False)
+    share_label: str = ""
+
+
+@dataclass(frozen=True)
 class ReportDef:
     """A chart, a single score or a list over the records of `table` that match `condition`: counted (or
     summed, averaged, ...) per value of `group_by` (and `stack_by`), per period of `trend`, or listed."""
@@ -242,7 +254,9 @@ class ReportDef:
     roles: tuple[str, ...] = ()  # who may open it, besides read access to its table (none: anyone with that)
     description: str = ""
     location: Location | None = field(default=None, compare=False)
-    also: tuple[str, str | None, tuple[str, str] | None] | None = None  # a score's second number: (function, field, span)
+    also: Aggregate | None = None  # a score's second number
+    share: Any = field(default=None, compare=False)  # percent: the condition node of the records counted as the share
+    share_label: str = ""  # percent: what the share is, in words ("resolved by the first agent")
 
 
 @dataclass(frozen=True)

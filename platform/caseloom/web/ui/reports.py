@@ -11,6 +11,7 @@ from ...access import AccessDenied
 from ...definitions.model import DashboardDef, ReportDef
 from ...insight import RANGES, ReportResult, run_report
 from ...query import Query, QueryError, parse_encoded
+from ...query.aggregate import number_text
 from ..auth import records, runtime
 from ..charts import chart, drill_url
 from ..serialize import base_url, make_shape, render_record
@@ -119,7 +120,10 @@ def _change(result: ReportResult) -> dict | None:
     if before == now:
         return {"direction": "level", "text": "no change"}
     direction = "up" if now > before else "down"
-    if before:
+    if result.report.function == "percent":  # a share changes by points, not by a percent of itself
+        points = round(abs(now - before), 1)
+        words = f"{number_text(points)} point{'' if points == 1 else 's'}"
+    elif before:
         words = f"{abs(now - before) / before * 100:.0f} %"
     else:
         words = "from none"
