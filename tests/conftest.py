@@ -29,7 +29,7 @@ DEFINITIONS = ROOT / "definitions"
 POSTGRES_URL = os.environ.get("CASELOOM_TEST_POSTGRES_URL")
 DEMO_ACCOUNTS = 6
 
-PASSWORDS = {"admin": "admin", "agent": "agent", "manager": "manager", "mim": "mim", "author": "author",
+PASSWORDS = {"admin": "admin", "agent": "agent", "manager": "manager", "mim": "mim", "author": "author", "monitor": "monitor",
              "customer": "customer", "customer_admin": "customer_admin", "consumer": "consumer"}
 
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])

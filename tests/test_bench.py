@@ -17,7 +17,7 @@ import pytest
 from conftest import POSTGRES_URL, ROOT
 
 BENCHMARKS = ["recipients_condition", "create_child_cases", "sla_attach", "sync_children", "close_major_case",
-              "sla_tick", "email_ingest", "list_view", "form_view", "api_get", "stats_group_by", "dashboard_view",
+              "sla_tick", "email_ingest", "event_ingest", "list_view", "form_view", "api_get", "stats_group_by", "dashboard_view",
               "row_rule_list", "portal_list", "export_csv"]
 KEYS = {"name", "n", "seconds", "per_second", "baseline_seconds", "ratio"}
 
@@ -56,6 +56,8 @@ def check_lines(done: subprocess.CompletedProcess) -> None:
     assert by_name["recipients_condition"]["n"] == 10_000  # the condition ran over every account
     assert by_name["email_ingest"]["n"] == 2000  # 1,000 new messages, each with a reply
     assert "# email_ingest: 1,000 commented, 1,000 created" in done.stderr
+    assert by_name["event_ingest"]["n"] == 20_000  # in batches of 1,000 over 200 nodes
+    assert "# event_ingest: 200 alerts opened, " in done.stderr
     # the inbound cases count too: 9,000 generated, 1,000 children, their major case, 1,000 by e-mail
     assert by_name["list_view"]["n"] == 11_001
     assert by_name["row_rule_list"]["n"] == by_name["portal_list"]["n"] == by_name["stats_group_by"]["n"] == 11_001

@@ -749,6 +749,8 @@ class RecordService:
         rows = []
         for current, fields in audits:
             tdef = self.defs.tables[current["sys_class_name"]]
+            if not tdef.audit:
+                continue
             rows.extend(self._audit_rows(tdef, current["sys_id"], (current.get("sys_mod_count") or 0) + 1, fields))
         if rows:
             self._system_insert("sys_audit", rows, stamp)
@@ -793,9 +795,11 @@ class RecordService:
                 after.append((hooks, record_tdef, current))
             snapshot = {k: _audit_text(record_tdef.field(k), v) for k, v in current.items()
                         if record_tdef.field(k) is not None and not record_tdef.field(k).ftype.hidden}
-            audits.extend(self._audit_rows(record_tdef, current["sys_id"], (current["sys_mod_count"] or 0) + 1,
-                                           [("DELETED", json.dumps(snapshot, sort_keys=True), None)]))
-        self._system_insert("sys_audit", audits)
+            if record_tdef.audit:
+                audits.extend(self._audit_rows(record_tdef, current["sys_id"], (current["sys_mod_count"] or 0) + 1,
+                                               [("DELETED", json.dumps(snapshot, sort_keys=True), None)]))
+        if audits:
+            self._system_insert("sys_audit", audits)
         ids = [r["sys_id"] for r in rows]
         physical = self.storage.physical(tdef.name)
         for start in range(0, len(ids), 500):

@@ -80,7 +80,7 @@ def update_where(service: RecordService, tdef: TableDef, where: Any, values: dic
     journal_table = storage.physical("sys_journal_field")
     dialect = conn.dialect.name
     # Audit and journal rows first: they read the old values of exactly the rows about to change.
-    for name, value in values.items():
+    for name, value in (values if tdef.audit else {}).items():
         field = tdef.field(name)
         rendered = None if value is None else field.render(value)
         column = physical.c[name]

@@ -88,6 +88,8 @@ class BenchRun:
                 yield sla_tick(self)
             if self.bench.email_count:
                 yield self.email_ingest()
+            if self.bench.event_count:
+                yield self.event_ingest()
             yield from self.pages()
         finally:
             self.runtime.engine.dispose()
@@ -263,6 +265,48 @@ class BenchRun:
             ([TASK_SLA] if self.defs.sla_root else [])
         result = self.measured(b.names["email"], tables, work)
         self.say(f"{b.names['email']}: " + ", ".join(f"{n:,} {k}" for k, n in sorted(outcomes.items())))
+        return result
+
+    def event_ingest(self) -> Result:
+        """Monitoring events posted to /api/global/em/jsonv2 in batches (one request and transaction each,
+        through the Flask app in this process), over `keys` nodes: the first events open an alert per node, the
+        rest update them; every tenth round over the nodes is Clear events, which close the alerts, and
+        the next round reopens them.
+        The baseline is the plain driver inserting the same event rows."""
+        from ..web import create_app, db
+
+        b = self.bench
+        token = base64.b64encode(f"bench:{self.password}".encode()).decode()
+        headers = {"Authorization": f"Basic {token}", "Accept": "application/json"}
+        batches = []
+        for start in range(0, b.event_count, b.event_batch):
+            batches.append(json.dumps({"records": [
+                {"source": "Bench", "node": f"node-{i % b.event_keys:05d}", "type": "Disk", "resource": "/data",
+                 "metric_name": "usage", "severity": "0" if (i // b.event_keys) % 10 == 9 else str(1 + i % 4),
+                 "description": f"Disk usage event {i}", "additional_info": f'{{"sample": {i}}}'}
+                for i in range(start, min(start + b.event_batch, b.event_count))]}))
+        app = create_app(self.config, self.defs)
+        with app.app_context():
+            db.engine.dispose()  # no connection open while the database is copied for the baseline
+        outcome = {"alerts_opened": 0, "alerts_updated": 0, "ignored": 0}
+
+        def work() -> int:
+            client = app.test_client()
+            for body in batches:
+                r = client.post("/api/global/em/jsonv2", data=body, content_type="application/json", headers=headers)
+                if r.status_code != 200 or r.json["result"]["errors"]:
+                    raise RuntimeError(f"event_ingest: {r.status_code} {r.get_data(as_text=True)[:500]}")
+                for key in outcome:
+                    outcome[key] += r.json["result"][key]
+            return b.event_count
+
+        try:
+            result = self.measured(b.names["events"], [self.runtime.storage.physical("em_event").name], work)
+        finally:
+            with app.app_context():
+                db.engine.dispose()
+        self.say(f"{b.names['events']}: {outcome['alerts_opened']:,} alerts opened, {outcome['alerts_updated']:,} "
+                 f"updates to alerts, {outcome['ignored']:,} Clear events with nothing to clear")
         return result
 
     def _customer_query(self, table: str) -> str:

@@ -69,6 +69,7 @@ def build_bench(docs: list[SourceDocument], tables: dict[str, TableDef], actions
         elif made["table"] in tables and tables[made["table"]].field(sender["field"]) is None:
             errors.append(doc.error(("bench", "email", "sender", "field"),
                                     f"table {made['table']!r} has no field {sender['field']!r}"))
+    events = spec.get("events") or {}
     return BenchDef(
         generators=tuple(generators),
         list_table=listed["table"], list_values=frozen_map(listed["values"]), list_action=listed["action"],
@@ -79,11 +80,13 @@ def build_bench(docs: list[SourceDocument], tables: dict[str, TableDef], actions
         views_table=spec["views"]["table"], properties=frozen_map(spec.get("properties") or {}),
         names=frozen_map({"list": listed["benchmark"], "create": spec["create_children"]["benchmark"],
                           "sync": spec["sync"]["benchmark"], "close": spec["close"]["benchmark"],
-                          **({"email": email["benchmark"]} if email else {})}),
+                          **({"email": email["benchmark"]} if email else {}),
+                          **({"events": events["benchmark"]} if events else {})}),
         portal=portal, group_by=tuple(spec["views"].get("group_by", ())), customer_roles=tuple(customer.get("roles", ())),
         dashboard=spec["views"].get("dashboard"),
         customer_values=frozen_map(customer.get("values") or {}),
         email_count=email.get("count", 0), email_sender=(sender["ref"], sender["field"]) if sender else None,
+        event_count=events.get("count", 0), event_keys=events.get("keys", 100), event_batch=events.get("batch", 1000),
     )
 
 

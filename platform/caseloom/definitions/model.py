@@ -94,6 +94,7 @@ class RelatedList:
     table: str
     field: str
     label: str
+    on: str | None = None  # a field of this record: the related records are those whose `field` holds its value
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ class TableDef:
     indexes: tuple[tuple[str, ...], ...] = ()
     description: str = ""
     system: bool = False
+    audit: bool = True  # its changes and deletions are kept in sys_audit (history); false for machine records
     location: Location | None = None
 
     def field(self, name: str) -> FieldDef | None:
@@ -499,6 +501,9 @@ class BenchDef:
     dashboard: str | None = None  # a dashboard opened with every report on it (dashboard_view); None: not run
     email_count: int = 0  # inbound e-mails (email_ingest): half new, half replies; 0: not run
     email_sender: tuple[str, str] | None = None  # (generator, its e-mail field): message i is from row i
+    event_count: int = 0  # events sent in (event_ingest); 0: not run
+    event_keys: int = 100  # distinct message keys (nodes) they fold into
+    event_batch: int = 1000  # events per request
 
 
 @dataclass(frozen=True)

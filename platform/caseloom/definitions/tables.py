@@ -157,6 +157,7 @@ def _build_table(doc: SourceDocument, spec: dict, parent: TableDef | None, error
         indexes=tuple(tuple(ix) for ix in spec.get("indexes", ())),
         description=spec.get("description", ""),
         system=bool(spec.get("system")),
+        audit=spec.get("audit", parent.audit if parent else True),
         location=doc.where("table"),
     )
 
@@ -236,7 +237,8 @@ def _build_form(items: Any) -> tuple[tuple[FormSection, ...], tuple[RelatedList,
             sections.append(FormSection(item["section"], tuple(item["fields"])))
         else:
             rl = item["related_list"]
-            related.append(RelatedList(rl["table"], rl["field"], rl.get("label") or label_from_name(rl["table"])))
+            related.append(RelatedList(rl["table"], rl["field"], rl.get("label") or label_from_name(rl["table"]),
+                                       rl.get("on")))
     if loose:
         sections.insert(0, FormSection("", tuple(loose)))
     return tuple(sections), tuple(related)
@@ -296,7 +298,19 @@ def _check_form_item(doc, table, tables, item, i, errors) -> None:
             errors.append(doc.error(("form", i, "related_list", "table"), f"unknown table {rl['table']!r}"))
             return
         field = other.field(rl["field"])
-        if field is None or field.type != "reference":
+        if "on" in rl:  # matched on a value of this record's: the two fields hold the same kind of value
+            mine = table.field(rl["on"])
+            if mine is None or not mine.stored:
+                errors.append(doc.error(("form", i, "related_list", "on"),
+                                        f"{rl['on']!r} is not a stored field of {table.name!r}"))
+            elif field is None or not field.stored:
+                errors.append(doc.error(("form", i, "related_list", "field"),
+                                        f"{rl['field']!r} is not a stored field of {other.name!r}"))
+            elif (field.type, field.reference) != (mine.type, mine.reference):
+                errors.append(doc.error(("form", i, "related_list", "field"),
+                                        f"{other.name}.{rl['field']} ({field.type}) cannot match "
+                                        f"{table.name}.{rl['on']} ({mine.type}): the two must be of one type"))
+        elif field is None or field.type != "reference":
             errors.append(doc.error(("form", i, "related_list", "field"),
                                     f"{rl['field']!r} is not a reference field of {other.name!r}"))
         return

@@ -59,7 +59,7 @@ def create_app(config: Config | None = None, defs: Definitions | None = None, te
     with app.app_context():
         app.extensions["caseloom"] = Runtime(config, defs, engine=prepare_engine(db.engine))
 
-    from . import api, attachments_api, auth, budget, definitions_api, email_api, errors, headers, jobs_api, portal
+    from . import api, attachments_api, auth, budget, definitions_api, email_api, errors, events_api, headers, jobs_api, portal
 
     errors.register(app)
     budget.register(app)
@@ -71,6 +71,7 @@ def create_app(config: Config | None = None, defs: Definitions | None = None, te
     app.register_blueprint(api.blueprint)
     attachments_api.register(app)
     email_api.register(app)
+    events_api.register(app)
     _register_ui(app, ui)
     portal.register(app)
     for blueprint in (api.blueprint, definitions_api.blueprint, jobs_api.blueprint):

@@ -489,6 +489,31 @@ def _email_paths() -> dict:
         body={"required": True, "content": {"message/rfc822": {"schema": {"type": "string", "format": "binary"}}}})}}
 
 
+def _event_paths() -> dict:
+    """Events in (ServiceNow's Event Management web service)."""
+    text = {"type": "string"}
+    event = {"type": "object", "required": ["source", "node", "severity"], "additionalProperties": False,
+             "properties": {
+                 **{name: text for name in ("source", "event_class", "node", "type", "resource", "metric_name",
+                                            "message_key", "description")},
+                 "severity": {"oneOf": [{"type": "string", "enum": ["0", "1", "2", "3", "4", "5"]},
+                                        {"type": "integer", "minimum": 0, "maximum": 5}],
+                              "description": "0 Clear, 1 Critical, 2 Major, 3 Minor, 4 Warning, 5 OK"},
+                 "additional_info": {"oneOf": [text, {"type": "object"}], "description": "extra values, a JSON object"},
+                 "time_of_event": {"type": "string", "description": "yyyy-MM-dd HH:mm:ss, UTC"}}}
+    error = _object(("index", "reason"), index=INTEGER, reason=STRING)
+    outcome = _object(("Default Bulk Endpoint", "inserted", "alerts_opened", "alerts_updated", "ignored", "errors"),
+                      **{"Default Bulk Endpoint": STRING}, inserted=INTEGER, alerts_opened=INTEGER,
+                      alerts_updated=INTEGER, ignored=INTEGER, errors={"type": "array", "items": error})
+    body = {"type": "object", "required": ["records"], "properties": {"records": {"type": "array", "items": event}}}
+    return {"/api/global/em/jsonv2": {"post": _operation(
+        "Send monitoring events: each is checked on its own (a bad one listed by its index and reason, the good ones "
+        "kept) and folded into the alert of its message key (em_alert). Needs create access to em_event", ["Events"],
+        _responses({"200": _json(_result(outcome))}, ("400", "401", "403", "413", "415", "429")),
+        operation_id="events.jsonv2",
+        body={"required": True, "content": {"application/json": {"schema": body}}})}}
+
+
 def _stats_paths(defs: Definitions) -> dict:
     """ServiceNow's Aggregate API, one path for every table (the table a path parameter)."""
     numbers = {"type": "object", "additionalProperties": STRING, "description": "field -> the value, as a string"}
@@ -650,7 +675,7 @@ def document(defs: Definitions, server: str) -> dict:
     for table in tables:
         paths.update(_table_paths(defs, table))
         paths.update(_action_paths(defs, table))
-    for part in (_batch_paths(), _attachment_paths(), _email_paths(), _stats_paths(defs), _report_paths(defs),
+    for part in (_batch_paths(), _attachment_paths(), _email_paths(), _event_paths(), _stats_paths(defs), _report_paths(defs),
                  _member_list_paths(defs), _job_paths(), _definition_paths(), _document_paths()):
         paths.update(part)
     schemas = _shared_schemas()

@@ -262,7 +262,7 @@ def _parents(tdef: TableDef, record: dict) -> list[dict]:
     for owner in (defs.tables[name] for name in defs.lineage(tdef.name)):
         for spec in owner.related_lists:
             parent_id = record.get(spec.field)
-            if spec.table not in lineage or not parent_id or any(p["sys_id"] == parent_id for p in out):
+            if spec.on or spec.table not in lineage or not parent_id or any(p["sys_id"] == parent_id for p in out):
                 continue
             try:
                 parent = service.get(owner.name, parent_id)
@@ -340,27 +340,29 @@ def _history(tdef: TableDef, sys_id: str, after: int | None = None) -> list[dict
 
 
 def _related(tdef: TableDef, record: dict, index: int, first: int = 1) -> dict:
-    """One related list (records of another table pointing at this one), a page of it, and
-    counts by the related table's lifecycle state."""
+    """One related list (records of another table pointing at this one, or holding this one's `on`
+    value), a page of it, and counts by the related table's lifecycle state."""
     defs = runtime().defs
     spec = tdef.related_lists[index]
     other = defs.tables[spec.table]
     service = records()
     info = {"index": index, "label": spec.label, "table": other, "field": spec.field, "rows": [], "total": 0,
             "first": first, "page": RELATED_PAGE, "counts": [], "parent": record["sys_id"], "parent_table": tdef.name}
-    if not service.can(other.name, "read"):
+    value = record.get(spec.on) if spec.on else record["sys_id"]
+    if not service.can(other.name, "read") or value in (None, ""):
         return info
-    query = Query(Term(spec.field, "eq", record["sys_id"]))
+    value = other.field(spec.field).render(value) if spec.on else value
+    query = Query(Term(spec.field, "eq", value))
     columns = [c for c in readable_columns(service, other) if c != spec.field]
     shape = make_shape(defs.tables, other, ",".join(columns), "all", "true", base_url(), service.readable)
     info["columns"] = [(c, shape.fields[c]) for c in columns]
     rows = service.query(other.name, query, shape.columns(), RELATED_PAGE, first - 1)
     info["rows"] = [render_record(shape, r) | {"sys_id": r["sys_id"]} for r in rows]
     info["total"] = service.count(other.name, query)
-    info["query"] = f"{spec.field}={record['sys_id']}"
+    info["query"] = f"{spec.field}={value}"
     lifecycle = defs.lifecycle(other.name)
     if lifecycle is not None and info["total"]:
-        info["counts"] = _counts_by(other, lifecycle.field, spec.field, record["sys_id"])
+        info["counts"] = _counts_by(other, lifecycle.field, spec.field, value)
     return info
 
 

@@ -110,7 +110,8 @@ def _form_value(tdef: TableDef, entries: list[str]) -> list:
             items.append(value)  # fields before the first section: the untitled top of the form
         else:
             section["fields"].append(value)
-    return items + [{"related_list": {"table": r.table, "field": r.field, "label": r.label}} for r in tdef.related_lists]
+    return items + [{"related_list": {"table": r.table, "field": r.field, "label": r.label,
+                                      **({"on": r.on} if r.on else {})}} for r in tdef.related_lists]
 
 
 def _placed(entries: list[str], name: str, section: int) -> list[str]:
