@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from .records import new_sys_id, now
 
 if TYPE_CHECKING:
+    from .properties import Properties
     from .records import RecordService
 
 EVENTS, ALERTS = "em_event", "em_alert"
@@ -66,6 +67,7 @@ class Outcome:
     alerts_updated: int = 0
     ignored: int = 0
     rejected: list[Rejected] = field(default_factory=list)
+    jobs: list[str] = field(default_factory=list)  # started by the alert rules' actions: enqueued after commit
 
     def as_json(self) -> dict:
         # "Default Bulk Endpoint" is what ServiceNow's endpoint answers; the rest says what became of the batch
@@ -137,9 +139,13 @@ def checked(index: int, raw: Any, received: dt.datetime) -> dict | Rejected:
     return row
 
 
-def ingest(service: RecordService, records: list, reopen_seconds: int) -> Outcome:
-    """Keep the good events of a batch and fold them into alerts; the bad ones are listed by index.
-    The caller has checked create access to em_event and commits."""
+def ingest(service: RecordService, records: list, props: Properties) -> Outcome:
+    """Keep the good events of a batch and fold them into alerts, then run the alert rules on the alerts
+    it opened or changed (caseloom.alerting); the bad events are listed by index. The caller has checked
+    create access to em_event, commits, and then enqueues `outcome.jobs`."""
+    from .alerting import apply_alert_rules
+
+    reopen_seconds = props.get(REOPEN_SECONDS)
     received = now()
     outcome = Outcome()
     events: list[dict] = []
@@ -197,6 +203,10 @@ def ingest(service: RecordService, records: list, reopen_seconds: int) -> Outcom
         event.setdefault("alert", None)
     service._system_insert(EVENTS, events, received)
     outcome.inserted, outcome.alerts_opened, outcome.alerts_updated = len(events), len(opened), len(changed)
+    still_open = [i for i, a in opened.items() if a["state"] != CLOSED] + \
+        [i for i, c in changed.items() if c.get("state", OPEN) != CLOSED]
+    closed_now = [i for i, c in changed.items() if c.get("state") == CLOSED]
+    outcome.jobs = apply_alert_rules(service, props, still_open, closed_now)
     return outcome
 
 

@@ -180,6 +180,12 @@ class MemberLists:
             have = set(conn.execute(self.member_ids(sys_id, mtype)).scalars())
             report.added += self._add(sys_id, mtype, (i for i in ids if i not in have), dynamic=True)
 
+    def add_members(self, sys_id: str, ids: list[str]) -> int:
+        """Add records of the list's type (sys_ids its caller has just read from the type's table) as
+        members added by hand (not dynamic): a list made by a rule, fixed at what it found."""
+        mtype = self.mtype(self.record(sys_id))
+        return self._add(sys_id, mtype, ids, dynamic=False)
+
     def _dynamic(self, dynamic: bool) -> dict:
         return {self.mdef.dynamic_field: dynamic} if self.mdef.dynamic_field else {}
 

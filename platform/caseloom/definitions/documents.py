@@ -23,7 +23,7 @@ from .yamlsource import DefinitionError, SourceDocument, parse_yaml
 # its member list with a `member_list:` key, so the declared-list kinds come before `member_list`.
 KINDS = ("table", "properties", "roles", "access", "demo", "lifecycle", "actions", "rules", "notifications", "menu",
          "declared_list", "recipients_list", "member_list", "bench", "workspace", "schedules", "slas", "timers",
-         "inbound_email", "portal", "reports", "dashboard")
+         "inbound_email", "portal", "reports", "dashboard", "alert_rules")
 @cache
 def schema_for(kind: str) -> dict:
     text = resources.files("caseloom.definitions").joinpath(f"schemas/{kind}.schema.json").read_text()

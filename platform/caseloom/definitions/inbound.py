@@ -48,13 +48,13 @@ def _action(check: _Checker, doc: SourceDocument, where: tuple, spec: dict, tabl
         check.error(where + ("comment",), "`comment` is for reply actions; a new record takes `values`")
     senders = tuple(_sender(check, tables, table, s, where + ("senders", j))
                     for j, s in enumerate(spec.get("senders", ())))
-    values = _values(check, table, spec.get("values") or {}, where + ("values",))
+    values = field_values(check, table, spec.get("values") or {}, where + ("values",))
     closed, reopen, link = None, {}, None
     if "closed" in spec:
         if spec["type"] != "reply":
             check.error(where + ("closed",), "`closed` says what a reply to a closed record does: reply actions only")
         closed = check.encoded(table, spec["closed"]["condition"], where + ("closed", "condition"))
-        reopen = _values(check, table, spec["closed"].get("reopen") or {}, where + ("closed", "reopen"))
+        reopen = field_values(check, table, spec["closed"].get("reopen") or {}, where + ("closed", "reopen"))
         link = spec["closed"].get("link")
         if link is not None:
             field = table.field(link)
@@ -74,12 +74,13 @@ def _sender(check: _Checker, tables: dict, table: TableDef, spec: dict, where: t
         field = source.field(spec["email"])
         if field is None or not field.stored:
             check.error(where + ("email",), f"{spec['email']!r} is not a field of {source.name!r}")
-    return SenderDef(spec["table"], spec["email"], frozen_map(_values(check, table, spec.get("values") or {},
+    return SenderDef(spec["table"], spec["email"], frozen_map(field_values(check, table, spec.get("values") or {},
                                                                       where + ("values",))))
 
 
-def _values(check: _Checker, table: TableDef, values: dict, where: tuple) -> dict:
-    """Field values of the target table: literals, or templates naming `email` and `sender`."""
+def field_values(check: _Checker, table: TableDef, values: dict, where: tuple,
+                 names: tuple = TEMPLATE_NAMES) -> dict:
+    """Field values of the target table: literals, or templates naming `names` (`email` and `sender`)."""
     from ..templates import is_template, template_problems
 
     for name, value in values.items():
@@ -89,6 +90,6 @@ def _values(check: _Checker, table: TableDef, values: dict, where: tuple) -> dic
         elif field.system:
             check.error(where + (name,), f"{name!r} is set by the platform")
         elif isinstance(value, str) and is_template(value):
-            for problem in template_problems(value, TEMPLATE_NAMES):
+            for problem in template_problems(value, names):
                 check.error(where + (name,), problem)
     return values

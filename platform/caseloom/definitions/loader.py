@@ -10,6 +10,7 @@ import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
+from .alerting import build_alert_rules
 from .basics import EMPTY_PROPERTY, build_access, build_properties, build_roles, parse_property_value
 from .behaviour import (
     build_actions,
@@ -117,6 +118,7 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
         doc = documents["bench"][0]
         errors.append(doc.error(("bench", "views", "dashboard"), f"unknown dashboard {bench.dashboard!r} "
                                 f"(known: {', '.join(sorted(dashboards)) or 'none are declared'})"))
+    alert_rules = build_alert_rules(documents["alert_rules"], tables, roles, errors, properties, actions, member_lists)
     if errors:
         raise DefinitionErrors(broken.without_follow_ons(errors))
     return Definitions(
@@ -143,6 +145,7 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
         portals=frozen_map(portals),
         reports=frozen_map(reports),
         dashboards=frozen_map(dashboards),
+        alert_rules=alert_rules,
         warnings=tuple(sorted(warnings, key=lambda w: (w.location.path, w.location.line, w.location.column))),
     )
 

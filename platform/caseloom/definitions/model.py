@@ -176,6 +176,44 @@ class SenderDef:
 
 
 @dataclass(frozen=True)
+class AlertMake:
+    """A record an alert rule creates: its table and values (templates naming `alert`, `affected`,
+    `count` and `priority`), a member list of the affected set on its `list_field`, and an action run on it."""
+
+    table: str
+    values: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    list_field: str | None = None
+    list_values: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    action: str | None = None
+    inputs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class AlertRuleDef:
+    """What an open alert makes for the people it affects (the distinct `who` of the `affected` table's
+    records on the alert's node): at least `threshold` of them, the `major` record (with a member list of
+    them); fewer, the `single` record for the one. The record goes in the alert's `link` reference, once.
+    When the alert closes, the linked record gets the `cleared` journal entry and action."""
+
+    name: str
+    link: str
+    affected_table: str
+    affected_node: str
+    affected_who: str
+    major: AlertMake
+    condition: Any = field(default=None, compare=False)
+    affected_condition: Any = field(default=None, compare=False)
+    threshold: int = 2
+    threshold_property: str | None = None
+    priority: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    single: AlertMake | None = None
+    cleared_journal: tuple[str, str] | None = None
+    cleared_action: str | None = None
+    cleared_inputs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    location: Location | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
 class InboundActionDef:
     """What an e-mail received does (ServiceNow's inbound e-mail actions): `new` creates a record of
     `table` from it; `reply` adds it to the record it answers as an entry of the journal field
@@ -598,6 +636,7 @@ class Definitions:
     inbound_email: tuple[InboundActionDef, ...] = ()  # by order
     portals: Mapping[str, PortalDef] = field(default_factory=frozen_map)
     reports: Mapping[str, ReportDef] = field(default_factory=frozen_map)
+    alert_rules: tuple[AlertRuleDef, ...] = ()
     dashboards: Mapping[str, DashboardDef] = field(default_factory=frozen_map)
 
     def dashboards_of(self, roles: frozenset[str]) -> list[DashboardDef]:

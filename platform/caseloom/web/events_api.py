@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 
-from ..events import EVENTS, MAX_BYTES, MAX_RECORDS, REOPEN_SECONDS, EventError, ingest, records_of
+from ..events import EVENTS, MAX_BYTES, MAX_RECORDS, EventError, ingest, records_of
 from ..properties import Properties
 from . import db
 from .auth import act_as, api_actor, connection, records, runtime
 from .errors import ApiError
+from .jobs_api import queue
 
 blueprint = Blueprint("events_api", __name__, url_prefix="/api/global/em")
 
@@ -53,10 +54,12 @@ def jsonv2():
     except EventError as exc:
         status = 413 if str(exc).endswith(f"({MAX_RECORDS})") else 400
         raise ApiError(status, "The body is not a batch of events", str(exc)) from None
-    outcome = ingest(service, batch, props.get(REOPEN_SECONDS))
+    outcome = ingest(service, batch, props)
     if batch and not outcome.inserted:
         raise ApiError(400, "No event of the batch could be kept", [r.as_json() for r in outcome.rejected])
     db.session.commit()
+    for job in outcome.jobs:  # the alert rules' background actions (child cases for every customer)
+        queue(current_app).enqueue_job(job)
     return jsonify({"result": outcome.as_json()})
 
 

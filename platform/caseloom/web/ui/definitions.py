@@ -27,6 +27,7 @@ KIND_GROUPS = (
     ("Actions", ("actions",)),
     ("Member lists", ("recipients_list", "declared_list", "member_list", "data")),
     ("Notifications", ("notifications",)),
+    ("Alert rules", ("alert_rules",)),
     ("Roles and access", ("roles", "access")),
     ("Menus", ("menu",)),
     ("Reports and dashboards", ("reports", "dashboard")),

@@ -1,0 +1,184 @@
+"""Alert rules at work (definitions kind `alert_rules`): what the alerts a batch of events opened or
+changed make for the people they affect, and what an alert's clearing does to what it made.
+
+For the alerts that are open and not yet linked, rule by rule (set-based: one query for the rule's
+condition, one for the distinct `who` of the `affected` table's records on their nodes), the first
+rule whose condition an alert meets and whose nodes someone uses makes its record. With at least the
+threshold of them the rule creates its `major` record, with a member list of exactly them on its
+`list` field (members added by hand, so the list stays what the alert found) and then runs its
+action (CSM: create_child_cases, a job); with fewer, its `single` record for each. The record goes
+in the alert's `link` field, so a later event on the alert makes nothing more. An alert a batch closed
+gives its linked record the `cleared` journal entry and runs the `cleared` action (refused: a work
+note says why). All as the system (the sender of events holds none of the roles the actions need),
+in the batch's transaction: nothing half made.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from .access import SYSTEM
+from .definitions.model import AlertMake, AlertRuleDef
+from .query import All, Selection, Term
+from .records import RecordService, now
+from .templates import render_value
+
+if TYPE_CHECKING:
+    from .properties import Properties
+
+ALERTS = "em_alert"
+CLOSED = "Closed"
+
+
+def apply_alert_rules(service: RecordService, props: Properties, opened: list[str], closed: list[str]) -> list[str]:
+    """Run the alert rules on the alerts a batch opened or changed (`opened`: still open; `closed`: closed
+    by it); returns the ids of the jobs the actions started, for the caller to enqueue after commit."""
+    rules = service.defs.alert_rules
+    if not rules or not (opened or closed):
+        return []
+    system = RecordService(service.storage, service.conn, SYSTEM, automation=service.automation,
+                           set_based=service.set_based)
+    system.scripts_dir = service.scripts_dir
+    jobs: list[str] = []
+    alerts = _alerts(system, opened + closed)
+    for alert in alerts:  # cleared first: what an alert made hears of its clearing
+        if alert["state"] == CLOSED and alert["sys_id"] in closed:
+            for rule in rules:
+                if alert.get(rule.link):
+                    jobs += _cleared(system, rule, alert, alert[rule.link])
+    waiting = [a for a in alerts if a["state"] != CLOSED]
+    for rule in rules:  # set-based: one query for the rule's condition, one for who uses the nodes
+        pending = [a for a in waiting if not any(a.get(r.link) for r in rules)]
+        if not pending:
+            break
+        applies = _applying(system, rule, [a["sys_id"] for a in pending])
+        users = affected(system, rule, sorted({a.get("node") or "" for a in pending if a["sys_id"] in applies}))
+        for alert in pending:
+            who = users.get(alert.get("node") or "")
+            if alert["sys_id"] not in applies or not who:
+                continue
+            made = _make_for(system, props, rule, alert, who, jobs)
+            if made is not None:
+                alert[rule.link] = made
+                with system.by_definitions():
+                    system.update(ALERTS, alert["sys_id"], {rule.link: made})
+    service.written |= system.written
+    for table, ranges in system.made.items():
+        service.made[table].extend(ranges)
+    return jobs
+
+
+def _alerts(service: RecordService, ids: list[str]) -> list[dict]:
+    table = service.storage.physical(ALERTS)
+    found = service.conn.execute(sa.select(table).where(table.c.sys_id.in_(ids))
+                                 .order_by(table.c.sys_created_on, table.c.sys_id)).mappings()
+    return [dict(row) for row in found]
+
+
+def _applying(service: RecordService, rule: AlertRuleDef, ids: list[str]) -> set[str]:
+    """The alerts among `ids` that meet the rule's condition, in one query."""
+    if rule.condition is None:
+        return set(ids)
+    selection = Selection(service.storage, ALERTS)
+    where = selection.condition(All((Term("sys_id", "in", ids), rule.condition)))
+    stmt = sa.select(selection.base.c.sys_id).select_from(selection.from_clause).where(where)
+    return set(service.conn.execute(stmt).scalars())
+
+
+def affected(service: RecordService, rule: AlertRuleDef, nodes: list[str]) -> dict[str, list[str]]:
+    """Node -> the distinct `who` of the affected table's records on it (meeting the rule's condition),
+    for every node of `nodes` in one query."""
+    if not nodes:
+        return {}
+    selection = Selection(service.storage, rule.affected_table)
+    node, _ = selection.column(rule.affected_node)
+    who, _ = selection.column(rule.affected_who)
+    parts = (Term(rule.affected_node, "in", nodes),) + ((rule.affected_condition,) if rule.affected_condition else ())
+    where = selection.condition(All(parts))
+    stmt = (sa.select(node, who).distinct().select_from(selection.from_clause).where(where, who.is_not(None))
+            .order_by(node, who))
+    found: dict[str, list[str]] = {}
+    for name, value in service.conn.execute(stmt):
+        if value:
+            found.setdefault(name, []).append(value)
+    return found
+
+
+def _make_for(service: RecordService, props: Properties, rule: AlertRuleDef, alert: dict, who: list[str],
+              jobs: list[str]) -> str | None:
+    """The record the rule makes for the alert's affected `who` (None: fewer than the threshold and no
+    `single`)."""
+    threshold = props.get(rule.threshold_property) if rule.threshold_property else rule.threshold
+    severity = str(alert.get("severity") or "")
+    context = {"alert": _text_values(alert), "count": len(who), "priority": rule.priority.get(severity, severity),
+               "now": now().strftime("%Y-%m-%d %H:%M:%S"), "affected": {}}
+    if len(who) >= max(threshold, 1):
+        return _make(service, rule.major, context, who, jobs)
+    if rule.single is None:
+        return None
+    target = service.defs.tables[rule.affected_table].field(rule.affected_who).reference
+    made = []
+    for one in who:  # below the threshold: one record each (with the default threshold of 2, the one)
+        context["affected"] = _text_values(service.get(target, one) or {"sys_id": one})
+        made.append(_make(service, rule.single, context, [], jobs))
+    return made[0]
+
+
+def _make(service: RecordService, make: AlertMake, context: dict, members: list[str], jobs: list[str]) -> str:
+    from .actions import run_action
+    from .memberlists import lists_for
+
+    values = {name: render_value(value, context) for name, value in make.values.items()}
+    with service.by_definitions():
+        if make.list_field is not None:
+            list_table = service.defs.tables[make.table].field(make.list_field).reference
+            made_list = service.insert(list_table, {k: render_value(v, context) for k, v in make.list_values.items()})
+            lists_for(service, list_table).add_members(made_list["sys_id"], members)
+            values[make.list_field] = made_list["sys_id"]
+        record = service.insert(make.table, values)
+    if make.action:
+        inputs = {k: render_value(v, context) for k, v in make.inputs.items()}
+        outcome = run_action(service, make.table, record["sys_id"], make.action, inputs)
+        if outcome.job:
+            jobs.append(outcome.job)
+    return record["sys_id"]
+
+
+def _cleared(service: RecordService, rule: AlertRuleDef, alert: dict, linked: str) -> list[str]:
+    """The alert closed: its record's journal entry, then the cleared action (a refusal is noted there)."""
+    from .actions import run_action
+    from .records import AccessDenied, Conflict, RecordError
+
+    tdef = service.defs.tables[rule.major.table]
+    record = service.get(tdef.name, linked)
+    if record is None:
+        return []
+    tdef = service.defs.tables.get(record.get("sys_class_name"), tdef)
+    context = {"alert": _text_values(alert), "now": now().strftime("%Y-%m-%d %H:%M:%S"), "count": 0,
+               "priority": "", "affected": {}}
+    if rule.cleared_journal is not None:
+        field, text = rule.cleared_journal
+        with service.by_definitions():
+            service.update(tdef.name, linked, {field: render_value(text, context)})
+    if not rule.cleared_action:
+        return []
+    inputs = {k: render_value(v, context) for k, v in rule.cleared_inputs.items()}
+    try:
+        with service.conn.begin_nested():
+            outcome = run_action(service, tdef.name, linked, rule.cleared_action, inputs)
+    except (AccessDenied, Conflict, RecordError) as exc:
+        if rule.cleared_journal is not None:
+            with service.by_definitions():
+                service.update(tdef.name, linked, {rule.cleared_journal[0]: f"{rule.cleared_action} was not run: {exc}"})
+        return []
+    return [outcome.job] if outcome.job else []
+
+
+def _text_values(record: dict[str, Any]) -> dict[str, Any]:
+    """A record's values as templates read them: dates as text, nothing missing as None."""
+    return {k: (v.strftime("%Y-%m-%d %H:%M:%S") if hasattr(v, "strftime") else v) for k, v in record.items()}
+
+
+__all__ = ["affected", "apply_alert_rules"]
