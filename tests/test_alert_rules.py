@@ -181,3 +181,85 @@ def test_a_mistake_in_an_alert_rule_is_located_and_named(definitions_copy, old, 
         load_folder(definitions_copy)
     errors = [f"{e.location}: {e.message}" for e in caught.value.errors]
     assert any(where in e and message in e for e in errors), errors
+
+
+# -- an application of the test's own: sites on shared routers get outage tickets ---------------------
+
+SMALL = {
+    "tables/x_site.yaml": "table: x_site\ndisplay: name\nfields:\n  name: {type: string}\n  manager: {type: string}\n",
+    "tables/x_router.yaml": "table: x_router\nfields:\n  host: {type: string}\n  site: {type: reference, to: x_site}\n",
+    "tables/x_outage.yaml": """
+table: x_outage
+number: {prefix: OUT, digits: 4}
+fields:
+  number: {type: string, read_only: true}
+  title: {type: string}
+  site: {type: reference, to: x_site}
+  sites_hit: {type: integer}
+  urgency: {type: integer}
+  notes: {type: journal}
+  state: {type: choice, choices: {open: Open, done: Done}, default: open}
+""",
+    "tables/em_alert.yaml": "table: em_alert\nfields:\n  outage: {type: reference, to: x_outage}\n",
+    "roles.yaml": "roles:\n  x_probe: {}\n  x_ops: {}\n",
+    "access/x.yaml": """
+access:
+  - {table: em_event, operations: [create], roles: [x_probe]}
+  - {table: x_outage, operations: [read, write], roles: [x_ops]}
+""",
+    "actions/x.yaml": """
+actions:
+  - name: finish
+    table: x_outage
+    label: Finish
+    roles: [x_ops]
+    condition: {field: state, op: eq, value: open}
+    effects:
+      - set: {state: done}
+""",
+    "alerts/x.yaml": """
+alert_rules:
+  - name: outages
+    link: outage
+    affected: {table: x_router, node: host, who: site}
+    threshold: 3
+    priority: {"1": 1, "2": 1, "3": 2, "4": 3}
+    major:
+      table: x_outage
+      values: {title: "{{ alert.node }} down", sites_hit: "{{ count }}", urgency: "{{ priority }}"}
+    single:
+      table: x_outage
+      values: {title: "{{ alert.node }} down at {{ affected.name }}", site: "{{ affected.sys_id }}",
+               urgency: "{{ priority }}"}
+    cleared:
+      journal: {field: notes, text: "{{ alert.number }} cleared"}
+      action: finish
+""",
+}
+
+
+def test_alert_rules_of_a_second_application(config, tmp_path):
+    from small_app import small_app
+
+    with small_app(config, tmp_path, SMALL, {"probe": ["x_probe"], "ops": ["x_ops"]}) as made:
+        ops = made.api("ops")
+        with made.runtime.transaction() as service:
+            sites = [service.insert("x_site", {"name": f"Site {i}"})["sys_id"] for i in range(4)]
+            for i, site in enumerate(sites):
+                service.insert("x_router", {"host": "core-1" if i < 3 else "edge-9", "site": site})
+        probe = made.api("probe")
+        for host, severity in (("core-1", "2"), ("edge-9", "3")):
+            r = probe.post("/api/global/em/jsonv2", {"records": [{"source": "Nagios", "node": host,
+                                                                   "severity": severity}]})
+            assert r.status_code == 200, r.json
+        outages = ops.get("/api/now/table/x_outage?sysparm_query=ORDERBYtitle&sysparm_exclude_reference_link=true"
+                            ).json["result"]
+        assert [(o["title"], o["sites_hit"], o["urgency"], o["site"]) for o in outages] == [
+            ("core-1 down", "3", "1", ""), ("edge-9 down at Site 3", "", "2", sites[3])]
+        r = probe.post("/api/global/em/jsonv2", {"records": [{"source": "Nagios", "node": "core-1", "severity": "0"}]})
+        assert r.status_code == 200
+        core = ops.get(f"/api/now/table/x_outage/{outages[0]['sys_id']}").json["result"]
+        assert core["state"] == "done"
+        with made.runtime.transaction() as service:
+            entries = service.journal("x_outage", outages[0]["sys_id"], "notes")
+        assert [e["value"] for e in entries][-1].endswith("cleared")
