@@ -115,6 +115,10 @@ BAD = {
                  "time_of_event 'yesterday' is not a date and time"),
     "node too long": ({"source": "x", "node": "n" * 256, "severity": "1"}, "node is longer than 255 characters"),
     "node a list": ({"source": "x", "node": ["a"], "severity": "1"}, "node must be text, not list"),
+    "a NUL in a key": ({"source": "x", "node": "n", "severity": "1", "message_key": "a\x00b"},
+                       "message_key contains a NUL character"),
+    "a NUL in additional_info": ({"source": "x", "node": "n", "severity": "1", "additional_info": "{\"a\": \"\x00\"}"},
+                                 "additional_info contains a NUL character"),
 }
 
 

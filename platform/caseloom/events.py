@@ -42,6 +42,7 @@ KEY_FIELDS = ("source", "node", "type", "resource", "metric_name")
 TEXT_FIELDS = {"source": 100, "event_class": 100, "node": 255, "type": 100, "resource": 255, "metric_name": 255,
                "message_key": 1024, "description": 65536}
 FIELDS = (*TEXT_FIELDS, "severity", "additional_info", "time_of_event")
+KNOWN = frozenset(FIELDS)
 REQUIRED = ("source", "node", "severity")
 ADDITIONAL_MAX = 65536
 CHUNK = 500  # message keys per IN list
@@ -92,8 +93,8 @@ def checked(index: int, raw: Any, received: dt.datetime) -> dict | Rejected:
     """One event's row for em_event, or why it is refused (naming the field)."""
     if not isinstance(raw, dict):
         return Rejected(index, f"an event is a JSON object, not {type(raw).__name__}")
-    unknown = sorted(set(raw) - set(FIELDS))
-    if unknown:
+    if not raw.keys() <= KNOWN:
+        unknown = sorted(set(raw) - KNOWN)
         return Rejected(index, f"unknown field {unknown[0]!r}: extra values go in additional_info")
     for name in REQUIRED:
         if raw.get(name) in (None, ""):
@@ -103,6 +104,15 @@ def checked(index: int, raw: Any, received: dt.datetime) -> dict | Rejected:
         value = raw.get(name)
         if value is None:
             row[name] = ""
+            continue
+        if type(value) is str:  # the usual case, checked first
+            if len(value) > longest:
+                return Rejected(index, f"{name} is longer than {longest:,} characters")
+            if not value.isascii() or "\x00" in value:
+                problem = _unstorable(value)
+                if problem:
+                    return Rejected(index, f"{name} {problem}")
+            row[name] = value
             continue
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             return Rejected(index, f"{name} must be text, not {type(value).__name__}")
@@ -122,6 +132,9 @@ def checked(index: int, raw: Any, received: dt.datetime) -> dict | Rejected:
         text = info if isinstance(info, str) else json.dumps(info, ensure_ascii=False, sort_keys=True)
         if len(text) > ADDITIONAL_MAX:
             return Rejected(index, f"additional_info is longer than {ADDITIONAL_MAX:,} characters")
+        problem = _unstorable(text)
+        if problem:
+            return Rejected(index, f"additional_info {problem}")
         row["additional_info"] = text
     when = raw.get("time_of_event")
     if when in (None, ""):
@@ -137,6 +150,17 @@ def checked(index: int, raw: Any, received: dt.datetime) -> dict | Rejected:
     if not row["message_key"]:
         row["message_key"] = "_".join(row[name] for name in KEY_FIELDS)
     return row
+
+
+def _unstorable(text: str) -> str | None:
+    """Why a text cannot be stored (a NUL character, a lone surrogate), or None."""
+    from .fieldtypes import FieldValueError, valid_text
+
+    try:
+        valid_text(text)
+    except FieldValueError as exc:
+        return str(exc)
+    return None
 
 
 def ingest(service: RecordService, records: list, props: Properties) -> Outcome:
@@ -186,12 +210,11 @@ def ingest(service: RecordService, records: list, props: Properties) -> Outcome:
             alert["state"], alert["closed_at"] = CLOSED, when
             target.update(state=CLOSED, closed_at=when)
         alert["event_count"] = (alert.get("event_count") or 0) + 1
-        target.update(event_count=alert["event_count"], last_event_time=when, severity=severity,
-                      **{name: event[name] for name in KEY_FIELDS})
-        if event["description"]:
-            target["description"] = event["description"]
-        if event["additional_info"]:
-            target["additional_info"] = event["additional_info"]
+        target.update(event_count=alert["event_count"], last_event_time=when, severity=severity)
+        for name in (*KEY_FIELDS, "description", "additional_info"):  # what the event changes (its text, if any)
+            value = event[name]
+            if (value or name in KEY_FIELDS) and value != alert.get(name):
+                target[name] = alert[name] = value
         event.update(state="processed", processing_notes="", alert=alert["sys_id"])
     # alerts are the platform's work for whoever may send events: their read-only fields are its to set
     with service.unchecked(), service.by_definitions():
@@ -230,7 +253,8 @@ def _latest_alerts(service: RecordService, keys: list[str]) -> dict[str, dict]:
     table = service.storage.physical(ALERTS)
     found: dict[str, dict] = {}
     columns = [table.c.sys_id, table.c.message_key, table.c.state, table.c.closed_at, table.c.event_count,
-               table.c.reopen_count]
+               table.c.reopen_count, table.c.description, table.c.additional_info,
+               *(table.c[name] for name in KEY_FIELDS)]
     for start in range(0, len(keys), CHUNK):
         chunk = keys[start:start + CHUNK]
         rows = service.conn.execute(sa.select(*columns).where(table.c.message_key.in_(chunk))
