@@ -151,7 +151,7 @@ def _cleared(service: RecordService, rule: AlertRuleDef, alert: dict, linked: st
     from .actions import run_action
     from .records import AccessDenied, Conflict, RecordError
 
-    tdef = service.defs.tables[rule.major.table]
+    tdef = service.defs.tables[service.defs.tables[ALERTS].field(rule.link).reference]
     record = service.get(tdef.name, linked)
     if record is None:
         return []
