@@ -524,3 +524,16 @@ def test_a_report_added_through_the_definitions_api_runs_at_once(admin_client):
     ui_sign_in(admin_client, "admin")
     page = admin_client.get("/ui/definitions").get_data(as_text=True)
     assert "Reports and dashboards" in page and "reports/csm.yaml" in page
+
+
+@pytest.mark.parametrize("user, name, days, words", [
+    ("boss", "finished_share", "30", "up 25 points against the period before (50 %)"),
+    ("tech", "finished_share", "30", "new: none in the period before"),  # none of the Red team's before
+    ("boss", "time_to_finish", "7", "new: none in the period before"),  # a, b and d this week, none the week before
+])
+def test_a_score_without_records_on_one_side_says_so(jobs, user, name, days, words):
+    import re
+
+    jobs.sign_in(user)
+    page = jobs.client.get(f"/report/{name}?range={days}").get_data(as_text=True)
+    assert words in re.sub(r"<[^>]+>", "", re.sub(r"\s+", " ", page))

@@ -117,6 +117,12 @@ def _change(result: ReportResult) -> dict | None:
     if result.score is None or result.previous is None:
         return None
     now, before = result.score.value, result.previous.value
+    missing = (result.score.text == "–", result.previous.text == "–")  # no records to measure
+    if any(missing):
+        text, after = {(True, True): ("nothing to compare", ": none in this period or the one before"),
+                       (False, True): ("new", ": none in the period before"),
+                       (True, False): ("none in this period", f", {result.previous.text} in the period before")}[missing]
+        return {"direction": "level", "text": text, "after": after}
     if before == now:
         return {"direction": "level", "text": "no change"}
     direction = "up" if now > before else "down"
