@@ -17,6 +17,7 @@ from alembic.migration import MigrationContext
 from alembic.operations import Operations
 from alembic.operations import ops as aops
 
+from . import textindex
 from .storage import Storage
 
 MANAGED = "managed_tables"
@@ -54,6 +55,8 @@ def plan(conn: sa.Connection, storage: Storage) -> list[Step]:
     def include(obj, name, type_, reflected, compare_to):
         if type_ == "table":
             return name in managed
+        if type_ == "column" and name == textindex.PG_COLUMN or type_ == "index" and (name or "").startswith("tx_"):
+            return False  # a text index's own (caseloom.textindex), made after the migration
         return True
 
     context = MigrationContext.configure(conn, opts={"include_object": include, "compare_type": True})
@@ -148,14 +151,18 @@ def migrate_connection(conn: sa.Connection, storage: Storage, force: bool = Fals
     losses = [s.loss for s in steps if s.loss]
     if losses and not force:
         raise DataLossRefused(losses)
-    apply_steps(conn, storage, steps)
-    return [s.description for s in steps]
+    made = apply_steps(conn, storage, steps)
+    return [s.description for s in steps] + made
 
 
-def apply_steps(conn: sa.Connection, storage: Storage, steps: list[Step]) -> None:
-    """Run steps from `plan` (already checked for data loss by the caller) in the caller's transaction."""
+def apply_steps(conn: sa.Connection, storage: Storage, steps: list[Step]) -> list[str]:
+    """Run steps from `plan` (already checked for data loss by the caller) in the caller's transaction,
+    then make the text indexes what the definitions say (returns what that did)."""
+    altered = {s.table for s in steps if isinstance(s.op, (aops.AlterColumnOp, aops.DropColumnOp))}
+    textindex.before_altering(conn, storage, altered & set(sa.inspect(conn).get_table_names()))
     _apply(conn, steps)
     _remember_tables(conn, storage)
+    return textindex.ensure(conn, storage)
 
 
 def _apply(conn: sa.Connection, steps: list[Step]) -> None:

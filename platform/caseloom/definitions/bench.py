@@ -83,7 +83,7 @@ def build_bench(docs: list[SourceDocument], tables: dict[str, TableDef], actions
                           **({"email": email["benchmark"]} if email else {}),
                           **({"events": events["benchmark"]} if events else {})}),
         portal=portal, group_by=tuple(spec["views"].get("group_by", ())), customer_roles=tuple(customer.get("roles", ())),
-        dashboard=spec["views"].get("dashboard"),
+        dashboard=spec["views"].get("dashboard"), search=spec["views"].get("search"),
         customer_values=frozen_map(customer.get("values") or {}),
         email_count=email.get("count", 0), email_sender=(sender["ref"], sender["field"]) if sender else None,
         event_count=events.get("count", 0), event_keys=events.get("keys", 100), event_batch=events.get("batch", 1000),

@@ -113,6 +113,7 @@ class TableDef:
     description: str = ""
     system: bool = False
     audit: bool = True  # its changes and deletions are kept in sys_audit (history); false for machine records
+    text_index: tuple[str, ...] = ()  # text fields in a full-text index (quick search, 123TEXTQUERY321, similar)
     location: Location | None = None
 
     def field(self, name: str) -> FieldDef | None:
@@ -537,6 +538,7 @@ class BenchDef:
     customer_values: Mapping[str, Any] = field(default_factory=frozen_map)  # {ref: generator, row: N} allowed
     group_by: tuple[str, ...] = ()  # what the Aggregate API counts the views table by (stats_group_by); (): not run
     dashboard: str | None = None  # a dashboard opened with every report on it (dashboard_view); None: not run
+    search: str | None = None  # a list's quick search for these words (quick_search); None: not run
     email_count: int = 0  # inbound e-mails (email_ingest): half new, half replies; 0: not run
     email_sender: tuple[str, str] | None = None  # (generator, its e-mail field): message i is from row i
     event_count: int = 0  # events sent in (event_ingest); 0: not run

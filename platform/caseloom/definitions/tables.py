@@ -158,6 +158,7 @@ def _build_table(doc: SourceDocument, spec: dict, parent: TableDef | None, error
         description=spec.get("description", ""),
         system=bool(spec.get("system")),
         audit=spec.get("audit", parent.audit if parent else True),
+        text_index=tuple(spec.get("text_index") or (parent.text_index if parent else ())),
         location=doc.where("table"),
     )
 
@@ -279,6 +280,11 @@ def _check_references(doc: SourceDocument, table: TableDef, tables: dict, errors
             errors.append(doc.error(("list", i), f"list column {path!r} is not a field of {table.name!r}"))
     for i, item in enumerate(spec.get("form") or ()):
         _check_form_item(doc, table, tables, item, i, errors)
+    for i, name in enumerate(spec.get("text_index") or ()):
+        field = table.field(name)
+        if field is None or not field.stored or field.type not in ("string", "text"):
+            errors.append(doc.error(("text_index", i), f"text_index field {name!r} is not a string or text field of "
+                                                       f"{table.name!r}"))
     for i, index in enumerate(spec.get("indexes") or ()):
         for j, column in enumerate(index):
             field = table.field(column)

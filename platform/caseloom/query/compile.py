@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from ..access import AccessDenied
 from ..definitions.model import FieldDef, TableDef
 from ..storage import Storage
+from .conditions import TEXT_QUERY
 from .dynamic import resolve_dynamic
 from .meaning import Check, coerce, display_of, meaning
 from .nodes import All, AnyOf, Node, Not, Query, QueryError, Term
@@ -152,6 +153,8 @@ class Selection:
         raise QueryError(f"{node!r} cannot be part of a query (a property condition works in rules only)")
 
     def _term(self, term: Term) -> sa.ColumnElement:
+        if term.field == TEXT_QUERY:
+            return self._text_search(term)
         op = operator(term.op)
         if op is None:
             raise QueryError(f"{term.field}: unknown operator {term.op!r}")
@@ -164,6 +167,17 @@ class Selection:
         if len(parts) == 1:
             return parts[0]
         return sa.or_(*parts) if found.any else sa.and_(*parts)
+
+    def _text_search(self, term: Term) -> sa.ColumnElement:
+        """`123TEXTQUERY321=words`: the record has every word (each as a prefix) in its text index."""
+        from .. import textindex
+
+        if term.op != "eq":
+            raise QueryError(f"{TEXT_QUERY}: a keyword search takes = and the words")
+        if not self.table.text_index:
+            raise QueryError(f"{TEXT_QUERY}: table {self.table.name!r} has no text index (`text_index:` in its "
+                             "definition), so it cannot be searched by keyword")
+        return textindex.match(self.storage, self.base, self.table.name, str(term.value or ""))
 
     def _check(self, check: Check) -> sa.ColumnElement:
         column, _ = self.column(check.path)

@@ -59,8 +59,14 @@ def _order_field(name: str) -> str:
     return name
 
 
+TEXT_QUERY = "123TEXTQUERY321"  # ServiceNow's keyword search: every word in a table's text index
+
+
 def parse_term(raw: str) -> Term:
-    """One `field OP value` term, e.g. `priority<=2` or `account.nameLIKEacme`."""
+    """One `field OP value` term, e.g. `priority<=2` or `account.nameLIKEacme`; ServiceNow's keyword
+    search `123TEXTQUERY321=words` is a term of the pseudo-field TEXT_QUERY (caseloom.textindex)."""
+    if raw.startswith(TEXT_QUERY + "="):
+        return Term(TEXT_QUERY, "eq", raw[len(TEXT_QUERY) + 1:])
     match = FIELD.match(raw)
     if not match:
         raise QueryError(f"query term {raw!r} does not start with a field name")

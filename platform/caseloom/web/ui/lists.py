@@ -13,7 +13,7 @@ from ...definitions.tables import resolve_path
 from ...jobs.email import TABLE as EMAIL_TABLE
 from ...query import AnyOf, Query, QueryError, Selection, Term, parse_encoded, to_encoded
 from ...query.compile import MAX_OFFSET
-from ...query.conditions import All
+from ...query.conditions import TEXT_QUERY, All
 from ...records import AccessDenied, Conflict, NotFound, RecordError
 from .. import db
 from ..auth import connection, records, runtime, safe_path
@@ -69,7 +69,14 @@ def _shown(tables, tdef: TableDef, path: str) -> bool:
 
 
 def _quick_search(tdef: TableDef, columns: list[str], text: str) -> Term | AnyOf | None:
+    """A list's quick search: on a table with a text index, its words in the index (every word, each as a
+    prefix) or the text as the record's number or display value (both indexed); else the text anywhere in
+    the list's text columns and references' display values (LIKE, a scan)."""
     tables = runtime().defs.tables
+    if tdef.text_index:
+        exact = [Term(name, "eq", text) for name in dict.fromkeys(("number", tdef.display))
+                 if name and tdef.field(name) is not None and tdef.field(name).type == "string"]
+        return AnyOf((Term(TEXT_QUERY, "eq", text), *exact)) if exact else Term(TEXT_QUERY, "eq", text)
     terms = []
     for path in columns:
         field = resolve_path(tables, tdef, path)

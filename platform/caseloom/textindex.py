@@ -1,0 +1,173 @@
+"""Full-text indexes (a table's `text_index:`): the words of some text fields, kept current by the
+database itself, so every write path keeps them current, set-based ones included.
+
+- **SQLite:** an FTS5 table `<table>_text` (porter stemming over unicode61) with the physical table
+  as its external content, and three triggers (after insert, update of the indexed fields, delete).
+- **PostgreSQL:** a generated column `sys_text` (`to_tsvector('english', ...)` of the fields, stored)
+  and a GIN index on it.
+
+The physical table of a hierarchy (task) holds the union of the fields its tables index. A query asks
+for it with ServiceNow's keyword term `123TEXTQUERY321=words` (every word, each as a prefix: "stor
+slow" finds "Storage volume is slow"); a list's quick search uses it where a table has one. `ensure`
+runs after every migration: it makes what is missing, and rebuilds an index whose fields changed or
+whose table SQLite rebuilt (a dropped or altered column: the triggers are gone and row ids may move).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+
+from .query.conditions import TEXT_QUERY
+from .storage import Storage
+
+PG_COLUMN = "sys_text"
+LANGUAGE = "english"
+META = "text_index:"  # sys_meta rows: the fields each physical table's index holds
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def indexed_fields(storage: Storage, root: str) -> tuple[str, ...]:
+    """The fields the physical table `root` indexes: those its tables' `text_index` name, in order."""
+    fields: dict[str, None] = {}
+    for name in storage.defs.descendants(root):
+        fields.update(dict.fromkeys(storage.defs.tables[name].text_index))
+    return tuple(fields)
+
+
+def has_index(storage: Storage, table: str) -> bool:
+    return bool(storage.defs.tables[table].text_index)
+
+
+def words(text: str) -> list[str]:
+    """The words of a search, lower-cased (anything else in it, quotes and operators, is dropped)."""
+    return [w.lower() for w in _WORD.findall(text)][:32]
+
+
+class TextMatch(sa.sql.expression.ColumnElement):
+    """The row of `base` (the physical table, or its alias) has every word, each as a prefix, in its
+    physical table's text index; compiled for each database."""
+
+    inherit_cache = False
+    type = sa.Boolean()
+
+    def __init__(self, base: str, root: str, found: list[str]):
+        self.base, self.root, self.found = base, root, found
+
+
+@compiles(TextMatch, "sqlite")
+def _match_sqlite(element: TextMatch, compiler, **kw) -> str:
+    query = compiler.process(sa.literal(" ".join(f'"{w}"*' for w in element.found)), **kw)
+    fts = f"{element.root}_text"
+    return f'"{element.base}".rowid IN (SELECT rowid FROM "{fts}" WHERE "{fts}" MATCH {query})'
+
+
+@compiles(TextMatch)
+def _match_postgresql(element: TextMatch, compiler, **kw) -> str:
+    query = compiler.process(sa.literal(" & ".join(f"{w}:*" for w in element.found)), **kw)
+    return f"\"{element.base}\".{PG_COLUMN} @@ to_tsquery('{LANGUAGE}', {query})"
+
+
+def match(storage: Storage, base: sa.FromClause, table: str, text: str) -> sa.ColumnElement:
+    """The SQL condition: the row of `base` has every word of `text` (each as a prefix) in the text index
+    of `table`'s physical table (false for a search with no words)."""
+    found = words(text)
+    if not found:
+        return sa.false()
+    return TextMatch(base.name, storage.defs.tables[table].root, found)
+
+
+def ensure(conn: sa.Connection, storage: Storage) -> list[str]:
+    """Make or rebuild what the definitions' text indexes need; returns what it did."""
+    done = []
+    roots = sorted({t.root for t in storage.defs.tables.values()})
+    for root in roots:
+        fields = indexed_fields(storage, root)
+        stored = _stored(conn, storage, root)
+        if conn.dialect.name == "postgresql":
+            done += _ensure_pg(conn, root, fields, stored)
+        else:
+            done += _ensure_sqlite(conn, root, fields, stored)
+        if tuple(stored or ()) != fields:
+            _remember(conn, storage, root, fields)
+    return done
+
+
+def before_altering(conn: sa.Connection, storage: Storage, tables: set[str]) -> None:
+    """On PostgreSQL, drop the text index of tables whose columns a migration alters or drops (a column a
+    generated column reads cannot change type); `ensure` makes it again afterwards."""
+    if conn.dialect.name != "postgresql":
+        return
+    for root in sorted(tables):
+        conn.exec_driver_sql(f'ALTER TABLE "{root}" DROP COLUMN IF EXISTS {PG_COLUMN}')
+        _remember(conn, storage, root, ())
+
+
+def _stored(conn: sa.Connection, storage: Storage, root: str) -> list[str] | None:
+    meta = storage.internal("sys_meta")
+    value = conn.execute(sa.select(meta.c.value).where(meta.c.name == META + root)).scalar()
+    return json.loads(value) if value else None
+
+
+def _remember(conn: sa.Connection, storage: Storage, root: str, fields: tuple[str, ...]) -> None:
+    meta = storage.internal("sys_meta")
+    conn.execute(sa.delete(meta).where(meta.c.name == META + root))
+    if fields:
+        conn.execute(sa.insert(meta).values(name=META + root, value=json.dumps(list(fields))))
+
+
+def _ensure_sqlite(conn: sa.Connection, root: str, fields: tuple[str, ...], stored: list[str] | None) -> list[str]:
+    fts = f"{root}_text"
+    names = [f"{root}_text_{kind}" for kind in ("insert", "update", "delete")]
+    exists = conn.execute(sa.text("SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger') AND name IN "
+                                  "(:a, :b, :c, :d)"), {"a": fts, "b": names[0], "c": names[1], "d": names[2]}
+                          ).scalars().all()
+    if not fields:
+        if exists:
+            for trigger in names:
+                conn.exec_driver_sql(f'DROP TRIGGER IF EXISTS "{trigger}"')
+            conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{fts}"')
+            return [f"drop the text index of {root}"]
+        return []
+    if fts in exists and len(exists) == 4 and list(fields) == (stored or []):
+        return []
+    for trigger in names:
+        conn.exec_driver_sql(f'DROP TRIGGER IF EXISTS "{trigger}"')
+    conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{fts}"')
+    cols = ", ".join(f'"{f}"' for f in fields)
+    new = ", ".join(f'new."{f}"' for f in fields)
+    old = ", ".join(f'old."{f}"' for f in fields)
+    conn.exec_driver_sql(f'CREATE VIRTUAL TABLE "{fts}" USING fts5({cols}, content="{root}", content_rowid="rowid", '
+                         f"tokenize='porter unicode61')")
+    conn.exec_driver_sql(f'CREATE TRIGGER "{names[0]}" AFTER INSERT ON "{root}" BEGIN '
+                         f'INSERT INTO "{fts}"(rowid, {cols}) VALUES (new.rowid, {new}); END')
+    conn.exec_driver_sql(f'CREATE TRIGGER "{names[1]}" AFTER UPDATE OF {cols} ON "{root}" BEGIN '
+                         f'INSERT INTO "{fts}"("{fts}", rowid, {cols}) VALUES (\'delete\', old.rowid, {old}); '
+                         f'INSERT INTO "{fts}"(rowid, {cols}) VALUES (new.rowid, {new}); END')
+    conn.exec_driver_sql(f'CREATE TRIGGER "{names[2]}" AFTER DELETE ON "{root}" BEGIN '
+                         f'INSERT INTO "{fts}"("{fts}", rowid, {cols}) VALUES (\'delete\', old.rowid, {old}); END')
+    conn.exec_driver_sql(f'INSERT INTO "{fts}"("{fts}") VALUES (\'rebuild\')')
+    return [f"build the text index of {root} ({', '.join(fields)})"]
+
+
+def _ensure_pg(conn: sa.Connection, root: str, fields: tuple[str, ...], stored: list[str] | None) -> list[str]:
+    has_column = conn.execute(sa.text("SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+                                      "AND table_name = :t AND column_name = :c"), {"t": root, "c": PG_COLUMN}
+                              ).first() is not None
+    if has_column and list(fields) == (stored or []):
+        return []
+    if has_column:
+        conn.exec_driver_sql(f'ALTER TABLE "{root}" DROP COLUMN {PG_COLUMN}')  # its index goes with it
+    if not fields:
+        return [f"drop the text index of {root}"] if has_column else []
+    text = " || ' ' || ".join(f"coalesce(\"{f}\", '')" for f in fields)
+    conn.exec_driver_sql(f'ALTER TABLE "{root}" ADD COLUMN {PG_COLUMN} tsvector GENERATED ALWAYS AS '
+                         f"(to_tsvector('{LANGUAGE}'::regconfig, {text})) STORED")
+    conn.exec_driver_sql(f'CREATE INDEX "tx_{root}" ON "{root}" USING gin ({PG_COLUMN})')
+    return [f"build the text index of {root} ({', '.join(fields)})"]
+
+
+__all__ = ["TEXT_QUERY", "TextMatch", "ensure", "has_index", "indexed_fields", "match", "words"]
