@@ -10,7 +10,7 @@ from ..inbound import MAX_BYTES, NotAnEmail, receive
 from ..properties import Properties
 from . import db
 from .auth import act_as, api_actor, connection, records, runtime
-from .errors import ApiError
+from .errors import ApiError, bounded_body
 
 blueprint = Blueprint("email_api", __name__, url_prefix="/api/caseloom/email")
 TYPES = ("message/rfc822", "text/plain", "application/octet-stream")
@@ -33,12 +33,7 @@ def inbound():
         raise ApiError(415, f"Content-Type {ctype or '(none)'} is not an e-mail",
                        "send the raw message as the body with Content-Type: message/rfc822")
     rt = runtime()
-    limit = Properties(rt.defs, rt.storage, connection()).get(MAX_BYTES)
-    if (request.content_length or 0) > limit:
-        raise ApiError(413, f"The message is larger than {limit:,} bytes", f"the {MAX_BYTES} property")
-    raw = request.get_data(cache=False)
-    if len(raw) > limit:
-        raise ApiError(413, f"The message is larger than {limit:,} bytes", f"the {MAX_BYTES} property")
+    raw = bounded_body(Properties(rt.defs, rt.storage, connection()).get(MAX_BYTES), MAX_BYTES, "The message")
     try:
         outcome = receive(service, raw)
     except NotAnEmail as exc:

@@ -17,6 +17,19 @@ class ApiError(Exception):
         self.status, self.message, self.detail, self.headers = status, message, detail, headers or {}
 
 
+def bounded_body(limit: int, setting: str, what: str = "The body") -> bytes:
+    """The request's body, or a 413 naming the `setting` that bounds it: refused before reading when its
+    Content-Length says it is too large, and after when it turns out so."""
+    from flask import request
+
+    if (request.content_length or 0) > limit:
+        raise ApiError(413, f"{what} is larger than {limit:,} bytes", f"the {setting} property")
+    raw = request.get_data(cache=False)
+    if len(raw) > limit:
+        raise ApiError(413, f"{what} is larger than {limit:,} bytes", f"the {setting} property")
+    return raw
+
+
 def error_response(status: int, message: str, detail=None, headers: dict | None = None):
     db.session.rollback()
     if not _wants_json():  # a person in a browser reads a page in words, never raw JSON

@@ -15,7 +15,7 @@ from ..events import EVENTS, MAX_BYTES, MAX_RECORDS, EventError, ingest, records
 from ..properties import Properties
 from . import db
 from .auth import act_as, api_actor, connection, records, runtime
-from .errors import ApiError
+from .errors import ApiError, bounded_body
 from .jobs_api import queue
 
 blueprint = Blueprint("events_api", __name__, url_prefix="/api/global/em")
@@ -39,12 +39,7 @@ def jsonv2():
                        "send the events as a JSON body with Content-Type: application/json")
     rt = runtime()
     props = Properties(rt.defs, rt.storage, connection())
-    limit = props.get(MAX_BYTES)
-    if (request.content_length or 0) > limit:
-        raise ApiError(413, f"The body is larger than {limit:,} bytes", f"the {MAX_BYTES} property")
-    raw = request.get_data(cache=False)
-    if len(raw) > limit:
-        raise ApiError(413, f"The body is larger than {limit:,} bytes", f"the {MAX_BYTES} property")
+    raw = bounded_body(props.get(MAX_BYTES), MAX_BYTES)
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
