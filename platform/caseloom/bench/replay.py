@@ -32,8 +32,7 @@ def net_writes(after, before, tables: list[str], since, mark: str) -> NetWrites:
     for table in tables:
         cur = after.cursor()
         cur.execute(f'SELECT * FROM "{table}" WHERE sys_updated_on >= {mark}', (since,))
-        columns = [d[0] for d in cur.description]
-        rows = cur.fetchall()
+        columns, rows = _written_columns(cur.description, cur.fetchall())
         if not rows:
             continue
         key = columns.index("sys_id")
@@ -52,15 +51,27 @@ def net_writes(after, before, tables: list[str], since, mark: str) -> NetWrites:
     return writes
 
 
+def _written_columns(description, rows: list) -> tuple[list[str], list[tuple]]:
+    """The columns a write sets and the rows' values of them: a generated column (PostgreSQL's text
+    index, caseloom.textindex) is the database's to compute, on the baseline's writes too."""
+    from ..textindex import PG_COLUMN
+
+    names = [d[0] for d in description]
+    kept = [i for i, name in enumerate(names) if name != PG_COLUMN]
+    if len(kept) == len(names):
+        return names, rows
+    return [names[i] for i in kept], [tuple(r[i] for i in kept) for r in rows]
+
+
 def _rows_by_id(conn, table: str, ids: list, mark: str) -> dict:
     found = {}
     cur = conn.cursor()
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
         cur.execute(f'SELECT * FROM "{table}" WHERE sys_id IN ({", ".join([mark] * len(chunk))})', chunk)
-        columns = [d[0] for d in cur.description]
+        columns, rows = _written_columns(cur.description, cur.fetchall())
         key = columns.index("sys_id")
-        found.update((r[key], r) for r in cur.fetchall())
+        found.update((r[key], r) for r in rows)
     return found
 
 
