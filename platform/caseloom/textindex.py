@@ -38,10 +38,6 @@ def indexed_fields(storage: Storage, root: str) -> tuple[str, ...]:
     return tuple(fields)
 
 
-def has_index(storage: Storage, table: str) -> bool:
-    return bool(storage.defs.tables[table].text_index)
-
-
 def words(text: str) -> list[str]:
     """The words of a search, lower-cased (anything else in it, quotes and operators, is dropped)."""
     return [w.lower() for w in _WORD.findall(text)][:32]
@@ -170,4 +166,4 @@ def _ensure_pg(conn: sa.Connection, root: str, fields: tuple[str, ...], stored: 
     return [f"build the text index of {root} ({', '.join(fields)})"]
 
 
-__all__ = ["TEXT_QUERY", "TextMatch", "ensure", "has_index", "indexed_fields", "match", "words"]
+__all__ = ["TEXT_QUERY", "TextMatch", "ensure", "indexed_fields", "match", "words"]
