@@ -252,7 +252,7 @@ BAD = {
         "properties/p.yaml:2:35", "default 'c' is not among the choices"),
     "property of an unknown type": (
         {"properties/p.yaml": "properties:\n  x.when: {type: date}\n"},
-        "properties/p.yaml:2:18", "x.when.type: 'date' is not one of boolean, integer, string, list"),
+        "properties/p.yaml:2:18", "x.when.type: 'date' is not one of boolean, integer, decimal, string, list"),
     "same table defined twice": (
         {"tables/a.yaml": TABLE_A, "tables/again.yaml": "table: a\n"},
         "tables/again.yaml:1:8", "table 'a' is already defined at "),

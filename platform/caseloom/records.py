@@ -129,6 +129,9 @@ class RecordService:
         self.made: dict[str, list[tuple[str, str, int]]] = defaultdict(list)
         self._deferred: dict[str, dict[str, str]] | None = None  # table -> {sys_id: field}
         self._reader: Reader | None = None
+        # True while `insert` writes one record (a form's, the API's, an e-mail's): what a similar list's
+        # suggestion looks at (caseloom.similar), never a bulk insert's rows
+        self.one_at_a_time = False
 
     @contextmanager
     def by_definitions(self) -> Iterator[None]:
@@ -349,10 +352,14 @@ class RecordService:
     def insert(self, table: str, values: dict) -> dict:
         """Insert one record; returns it as stored."""
         tdef = self.table(table, "create")
-        with self.conn.begin_nested():
-            record = self._insert_batch(tdef, [values])[0]
-            self._check_created(tdef, [record["sys_id"]])
-            return record
+        outer, self.one_at_a_time = self.one_at_a_time, True
+        try:
+            with self.conn.begin_nested():
+                record = self._insert_batch(tdef, [values])[0]
+                self._check_created(tdef, [record["sys_id"]])
+                return record
+        finally:
+            self.one_at_a_time = outer
 
     def insert_many(self, table: str, rows: Iterable[dict], batch: int = BATCH,
                     known_references: Collection[str] = ()) -> int:
@@ -362,11 +369,15 @@ class RecordService:
         referenced table in this unit of work (a list's members), so they are not looked up again."""
         tdef = self.table(table, "create")
         total = 0
-        with self.conn.begin_nested():
-            for chunk in _chunks(rows, batch):
-                made = self._insert_batch(tdef, chunk, first_row=total + 1, known_references=known_references)
-                self._check_created(tdef, [r["sys_id"] for r in made])
-                total += len(chunk)
+        outer, self.one_at_a_time = self.one_at_a_time, False
+        try:
+            with self.conn.begin_nested():
+                for chunk in _chunks(rows, batch):
+                    made = self._insert_batch(tdef, chunk, first_row=total + 1, known_references=known_references)
+                    self._check_created(tdef, [r["sys_id"] for r in made])
+                    total += len(chunk)
+        finally:
+            self.one_at_a_time = outer
         return total
 
     def _check_created(self, tdef: TableDef, ids: list[str]) -> None:

@@ -7,8 +7,9 @@ database itself, so every write path keeps them current, set-based ones included
   and a GIN index on it.
 
 The physical table of a hierarchy (task) holds the union of the fields its tables index. A query asks
-for it with ServiceNow's keyword term `123TEXTQUERY321=words` (every word, each as a prefix: "stor
-slow" finds "Storage volume is slow"); a list's quick search uses it where a table has one. `ensure`
+for it with ServiceNow's keyword term `123TEXTQUERY321=words` (every word, the last one as typed so far:
+"storage sl" finds "Storage volume is slow"; the others whole, as the index stems them, so a common word
+is looked up, never every word it begins); a list's quick search uses it where a table has one. `ensure`
 runs after every migration: it makes what is missing, and rebuilds an index whose fields changed or
 whose table SQLite rebuilt (a dropped or altered column: the triggers are gone and row ids may move).
 """
@@ -44,11 +45,14 @@ def words(text: str) -> list[str]:
 
 
 class TextMatch(sa.sql.expression.ColumnElement):
-    """The row of `base` (the physical table, or its alias) has every word, each as a prefix, in its
+    """The row of `base` (the physical table, or its alias) has every word (the last as a prefix) in its
     physical table's text index; compiled for each database."""
 
     inherit_cache = False
     type = sa.Boolean()
+    # a condition already: never compared with 1 (SQLite's `x = 1` for a boolean would keep the planner
+    # from looking the rows up by the index's row ids, so a list in some order would scan the table)
+    _is_implicitly_boolean = True
 
     def __init__(self, base: str, root: str, found: list[str]):
         self.base, self.root, self.found = base, root, found
@@ -56,19 +60,21 @@ class TextMatch(sa.sql.expression.ColumnElement):
 
 @compiles(TextMatch, "sqlite")
 def _match_sqlite(element: TextMatch, compiler, **kw) -> str:
-    query = compiler.process(sa.literal(" ".join(f'"{w}"*' for w in element.found)), **kw)
+    words = [f'"{w}"' for w in element.found[:-1]] + [f'"{element.found[-1]}"*']
+    query = compiler.process(sa.literal(" ".join(words)), **kw)
     fts = f"{element.root}_text"
     return f'"{element.base}".rowid IN (SELECT rowid FROM "{fts}" WHERE "{fts}" MATCH {query})'
 
 
 @compiles(TextMatch)
 def _match_postgresql(element: TextMatch, compiler, **kw) -> str:
-    query = compiler.process(sa.literal(" & ".join(f"{w}:*" for w in element.found)), **kw)
+    words = [*element.found[:-1], f"{element.found[-1]}:*"]
+    query = compiler.process(sa.literal(" & ".join(words)), **kw)
     return f"\"{element.base}\".{PG_COLUMN} @@ to_tsquery('{LANGUAGE}', {query})"
 
 
 def match(storage: Storage, base: sa.FromClause, table: str, text: str) -> sa.ColumnElement:
-    """The SQL condition: the row of `base` has every word of `text` (each as a prefix) in the text index
+    """The SQL condition: the row of `base` has every word of `text` (the last as a prefix) in the text index
     of `table`'s physical table (false for a search with no words)."""
     found = words(text)
     if not found:

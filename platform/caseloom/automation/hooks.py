@@ -53,10 +53,15 @@ class Automation:
 
     def before(self, service: RecordService, tdef: TableDef, event: str, pending: dict,
                previous: dict | None) -> None:
-        """Before a write: before-rules (which may change `pending`), then lifecycle checks."""
+        """Before a write: before-rules (which may change `pending`), then lifecycle checks; before an
+        insert of one record, the suggestions of the table's similar lists (caseloom.similar)."""
         self.rules.run_before(service, tdef, event, pending, previous)
         if event != "delete":
             self.lifecycle.check(service, tdef, pending, previous)
+        if event == "insert" and service.one_at_a_time and any(s.suggest is not None for s in tdef.similar):
+            from ..similar import suggest_on_insert
+
+            suggest_on_insert(service, tdef, pending, unit_properties(service))
 
     def after(self, service: RecordService, tdef: TableDef, event: str, record: dict, previous: dict | None,
               journal: dict[str, str]) -> None:
@@ -153,7 +158,8 @@ class Automation:
         return (any(r.table in tables and event in r.on for r in self.defs.rules)
                 or (event != "delete" and self.timed(table))
                 or any(n.table in tables and event in n.on for n in self.defs.notifications.values())
-                or (event != "delete" and self.defs.lifecycle(table) is not None))
+                or (event != "delete" and self.defs.lifecycle(table) is not None)
+                or (event == "insert" and any(s.suggest is not None for s in self.defs.tables[table].similar)))
 
 
 class InsertSetPlan:

@@ -361,6 +361,19 @@ class BenchRun:
                  f"{total:,} records; the same {len(sql)} statements by the plain driver {baseline * 1000:.2f} ms")
         return Result("quick_search", total, median, baseline)
 
+    def similar_cases(self, app, plain, staff: http.Browser, table: str, ids: list[str], total: int) -> Result:
+        """The records most like one (the similar API with the declared similar list: what a form's panel
+        runs), the median over 20 different records, against the plain driver running the same statements."""
+        paths = [f"/api/caseloom/similar/{table}/{i}?sysparm_list={quote(self.bench.similar)}" for i in ids[:20]]
+        staff.median(paths[:3])  # warm
+        median = staff.median(paths)
+        sql = http.capture_sql(app, paths[0], "bench", self.password)
+        baseline = http.replay_median(plain, sql)
+        self.say(f"similar_cases: median {median * 1000:.1f} ms over {len(paths)} records' similar "
+                 f"{self.bench.similar!r} among {total:,} records; the same {len(sql)} statements by the plain "
+                 f"driver {baseline * 1000:.2f} ms")
+        return Result("similar_cases", total, median, baseline)
+
     def dashboard_view(self, port: int, app, plain, staff: http.Browser, total: int) -> Result:
         """A dashboard as a browser opens it: its page, then every report's card at once, as htmx asks
         for them (a browser keeps up to six connections to a server; the server here has two workers);
@@ -480,6 +493,8 @@ class BenchRun:
                     yield self.dashboard_view(port, app, plain, browser, total)
                 if self.bench.search:
                     yield self.quick_search(app, plain, browser, table, total)
+                if self.bench.similar:
+                    yield self.similar_cases(app, plain, browser, table, ids, total)
                 if self.bench.customer_roles:
                     yield from self.customer_pages(port, app, plain, browser, table, total)
             yield self.export_csv(env, app, plain, table, total)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ..fieldtypes import FieldValueError
@@ -26,7 +27,7 @@ def build_roles(docs: list[SourceDocument], errors: list) -> dict[str, RoleDef]:
 
 
 # The value of a property declared without a default.
-EMPTY_PROPERTY = {"boolean": False, "integer": 0, "string": "", "list": []}
+EMPTY_PROPERTY = {"boolean": False, "integer": 0, "decimal": 0.0, "string": "", "list": []}
 
 
 def parse_property_value(ptype: str, value: Any) -> Any:
@@ -45,6 +46,16 @@ def parse_property_value(ptype: str, value: Any) -> Any:
             return int(str(value).strip())
         except ValueError:
             raise FieldValueError(f"expected a whole number, got {value!r}") from None
+    if ptype == "decimal":
+        if isinstance(value, bool):
+            raise FieldValueError("expected a number")
+        try:
+            number = float(str(value).strip())
+        except ValueError:
+            raise FieldValueError(f"expected a number such as 0.75, got {value!r}") from None
+        if not math.isfinite(number):
+            raise FieldValueError(f"expected a finite number, got {value!r}")
+        return number
     if ptype == "list":
         if isinstance(value, (list, tuple)):
             return [str(v).strip() for v in value]

@@ -57,6 +57,10 @@ def build_bench(docs: list[SourceDocument], tables: dict[str, TableDef], actions
         if views_table is not None and resolve_path(tables, views_table, path) is None:
             errors.append(doc.error(("bench", "views", "group_by", j),
                                     f"table {views_table.name!r} has no field {path!r}"))
+    similar = spec["views"].get("similar")
+    if views_table is not None and similar is not None and similar not in {s.name for s in views_table.similar}:
+        errors.append(doc.error(("bench", "views", "similar"), f"{views_table.name!r} has no similar list {similar!r} "
+                                f"(it has: {', '.join(s.name for s in views_table.similar) or 'none'})"))
     portal = spec["views"].get("portal")
     if portal is not None and not customer:
         errors.append(doc.error(("bench", "views", "portal"), "a portal benchmark needs a `customer` login to open it"))
@@ -84,6 +88,7 @@ def build_bench(docs: list[SourceDocument], tables: dict[str, TableDef], actions
                           **({"events": events["benchmark"]} if events else {})}),
         portal=portal, group_by=tuple(spec["views"].get("group_by", ())), customer_roles=tuple(customer.get("roles", ())),
         dashboard=spec["views"].get("dashboard"), search=spec["views"].get("search"),
+        similar=spec["views"].get("similar"),
         customer_values=frozen_map(customer.get("values") or {}),
         email_count=email.get("count", 0), email_sender=(sender["ref"], sender["field"]) if sender else None,
         event_count=events.get("count", 0), event_keys=events.get("keys", 100), event_batch=events.get("batch", 1000),

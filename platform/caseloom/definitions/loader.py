@@ -29,6 +29,7 @@ from .lists import build_declared_lists, build_member_lists
 from .model import DefinitionFile, Definitions, frozen_map
 from .portals import build_portals
 from .qualifiers import with_qualifiers
+from .similarity import build_similar
 from .tables import build_tables
 from .timing import build_schedules, build_slas, build_timers, timing_tables
 from .workspaces import build_workspaces
@@ -89,6 +90,7 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
     lifecycles, actions = build_lifecycles(documents["lifecycle"], tables, roles, errors, properties)
     actions += build_actions(documents["actions"], tables, roles, errors, properties)
     check_unique_actions(actions, errors, documents["actions"])
+    tables = build_similar(table_docs, tables, roles, errors, properties, actions)
     rules = build_rules(documents["rules"], tables, roles, errors, properties)
     warnings: list[DefinitionError] = []
     notifications = build_notifications(documents["notifications"], tables, roles, errors, properties, access,

@@ -98,6 +98,47 @@ class RelatedList:
 
 
 @dataclass(frozen=True)
+class Setting:
+    """A number a definition gives, or the system property that holds it (its value the default)."""
+
+    value: float
+    property: str | None = None
+
+
+@dataclass(frozen=True)
+class SimilarSuggest:
+    """When a record of a similar list's kind arrives (and on its form): at least `min_records` similar
+    records from at least `min_groups` distinct `group_by` values since the start of the day
+    `since_days` ago raise `message`, kept in the record's `field` (for a list) and offering `action`."""
+
+    group_by: str
+    min_records: Setting
+    min_groups: Setting
+    since_days: Setting
+    message: str
+    action: str | None = None
+    field: str | None = None
+
+
+@dataclass(frozen=True)
+class SimilarDef:
+    """A table's similar list (`similar:`): on the forms of its records matching `when`, the records
+    matching `condition` whose text is most similar, with a score of at least `min_score`."""
+
+    name: str
+    label: str
+    table: str
+    condition: Any = None  # a condition Node on the table: which records are candidates
+    when: Any = None  # a condition Node: on which records' forms (and inserts) it applies
+    min_score: Setting = Setting(0.7)
+    limit: int = 5
+    add_action: str | None = None  # an action of the shown record adding one candidate (`add_input`: its input)
+    add_input: str | None = None
+    suggest: SimilarSuggest | None = None
+    location: Location | None = None
+
+
+@dataclass(frozen=True)
 class TableDef:
     name: str
     label: str
@@ -114,6 +155,7 @@ class TableDef:
     system: bool = False
     audit: bool = True  # its changes and deletions are kept in sys_audit (history); false for machine records
     text_index: tuple[str, ...] = ()  # text fields in a full-text index (quick search, 123TEXTQUERY321, similar)
+    similar: tuple[SimilarDef, ...] = ()  # its similar lists (caseloom.similar)
     location: Location | None = None
 
     def field(self, name: str) -> FieldDef | None:
@@ -539,6 +581,7 @@ class BenchDef:
     group_by: tuple[str, ...] = ()  # what the Aggregate API counts the views table by (stats_group_by); (): not run
     dashboard: str | None = None  # a dashboard opened with every report on it (dashboard_view); None: not run
     search: str | None = None  # a list's quick search for these words (quick_search); None: not run
+    similar: str | None = None  # a similar list of the views table (similar_cases); None: not run
     email_count: int = 0  # inbound e-mails (email_ingest): half new, half replies; 0: not run
     email_sender: tuple[str, str] | None = None  # (generator, its e-mail field): message i is from row i
     event_count: int = 0  # events sent in (event_ingest); 0: not run

@@ -14,9 +14,10 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 from ..query import Query, Term, parse_encoded
 from ..query.aggregate import aggregate
 from ..query.compile import MAX_OFFSET
+from ..query.nodes import All
 from ..records import NotFound
 from . import db
-from .auth import act_as, api_actor, records, runtime
+from .auth import act_as, api_actor, properties, records, runtime
 from .errors import ApiError
 from .serialize import Shape, base_url, make_shape, render_record
 from .stats import parse_request, render
@@ -131,6 +132,62 @@ def _links(table: str, total: int, limit: int, offset: int) -> str:
 def get_record(table: str, sys_id: str):
     records().table(table, "read")
     return jsonify({"result": _one(table, sys_id, _shape(table))})
+
+
+@blueprint.get("/caseloom/similar/<table>/<sys_id>")
+def similar_records(table: str, sys_id: str):
+    """The records most like one (contract section 11): `{"result": [{"sys_id", "number", "score", ...}]}`,
+    best first, scores from 0 to 1 against the record itself (caseloom.similar). `sysparm_list` names one of
+    the table's similar lists (its condition, minimum score and limit); `sysparm_query` narrows the
+    candidates; `sysparm_min_score` and `sysparm_limit` override; `sysparm_fields` and
+    `sysparm_display_value` shape each record as the Table API does."""
+    from .. import similar
+
+    service = records()
+    tdef = service.table(table, "read")
+    if not tdef.text_index:
+        raise ApiError(400, "No text index", f"table {table!r} has no text index (`text_index:` in its definition), "
+                                             "so similar records cannot be found")
+    name = request.args.get("sysparm_list")
+    listed = next((s for s in tdef.similar if s.name == name), None) if name else None
+    if name and listed is None:
+        raise ApiError(400, "Unknown similar list", f"sysparm_list: {table!r} has no similar list {name[:80]!r} "
+                                                    f"(it has: {', '.join(s.name for s in tdef.similar) or 'none'})")
+    where = parse_encoded(request.args.get("sysparm_query")).where
+    if listed is not None and listed.condition is not None:
+        where = listed.condition if where is None else All((listed.condition, where))
+    props = properties()
+    min_score = _score_param(similar.setting(props, listed.min_score) if listed else 0.0)
+    limit = _int_param("sysparm_limit", listed.limit if listed else 10, minimum=1, maximum=100)
+    fields = request.args.get("sysparm_fields") or ",".join(
+        dict.fromkeys(["sys_id", *(["number"] if tdef.field("number") else []), *tdef.list_columns, *tdef.text_index]))
+    rt = runtime()
+    shape = make_shape(rt.defs.tables, tdef, fields, request.args.get("sysparm_display_value"),
+                       request.args.get("sysparm_exclude_reference_link"), base_url(), service.readable)
+    _one(table, sys_id, shape)  # the record itself, through the user's access: a 404 otherwise
+    text = similar.record_text(rt.storage, service.conn, table, sys_id) or ""
+    columns = list(dict.fromkeys([*shape.columns(), *(["number"] if tdef.field("number") else [])]))
+    found = similar.find(rt.storage, service.conn, table, text, exclude=sys_id, where=where, min_score=min_score,
+                         limit=limit, columns=columns, readable=service.readable)
+    result = []
+    for match in found:
+        shown = render_record(shape, match.row)
+        result.append({"sys_id": match.sys_id, "number": match.row.get("number", ""), "score": match.score, **shown})
+    return jsonify({"result": result})
+
+
+def _score_param(default: float) -> float:
+    raw = request.args.get("sysparm_min_score")
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ApiError(400, "Invalid sysparm_min_score", f"sysparm_min_score: a number from 0 to 1, not {raw[:40]!r}") \
+            from None
+    if not 0.0 <= value <= 1.0:
+        raise ApiError(400, "Invalid sysparm_min_score", f"sysparm_min_score: a number from 0 to 1, not {raw[:40]!r}")
+    return value
 
 
 @blueprint.get("/now/stats/<table>")

@@ -568,6 +568,33 @@ def _report_paths(defs: Definitions) -> dict:
         parameters=parameters, operation_id="report")}}
 
 
+def _similar_paths(defs: Definitions) -> dict:
+    """The records most like one (caseloom.similar), on every table with a text index."""
+    indexed = sorted(t.name for t in defs.tables.values() if t.text_index)
+    lists = sorted({s.name for t in defs.tables.values() for s in t.similar})
+    query = {"in": "query"}
+    item = {"type": "object", "required": ["sys_id", "number", "score"], "additionalProperties": True, "properties": {
+        "sys_id": STRING, "number": STRING,
+        "score": {"type": "number", "minimum": 0, "maximum": 1, "description": "0 to 1 against the record itself"}}}
+    parameters = [
+        _path_param("table", {"type": "string", "enum": indexed} if indexed else STRING, "A table with a text index"),
+        _path_param("sys_id", {"type": "string", "maxLength": 32}, "The record whose similar records are wanted"),
+        query | {"name": "sysparm_list", "schema": {"type": "string", "enum": lists} if lists else STRING,
+                 "description": "One of the table's similar lists: its condition, minimum score and limit"},
+        {"$ref": "#/components/parameters/sysparm_query"},
+        query | {"name": "sysparm_min_score", "schema": {"type": "number", "minimum": 0, "maximum": 1},
+                 "description": "The lowest score (default: the list's, else 0)"},
+        query | {"name": "sysparm_limit", "schema": {"type": "integer", "minimum": 1, "maximum": 100},
+                 "description": "How many, best first (default: the list's, else 10)"},
+        {"$ref": "#/components/parameters/sysparm_fields"},
+        {"$ref": "#/components/parameters/sysparm_display_value"},
+    ]
+    return {"/api/caseloom/similar/{table}/{sys_id}": {"get": _operation(
+        "The records most like one, best first, each with a score from 0 to 1 against the record itself",
+        ["Similar"], _responses({"200": _json(_result({"type": "array", "items": item}))}, (*READ, "404")),
+        parameters=parameters, operation_id="similar")}}
+
+
 def _document_paths() -> dict:
     return {"/api/caseloom/openapi.json": {"get": _operation(
         "This document", ["Caseloom"], _responses({"200": _json({"type": "object"})}, ("401", "429")),
@@ -676,7 +703,7 @@ def document(defs: Definitions, server: str) -> dict:
         paths.update(_table_paths(defs, table))
         paths.update(_action_paths(defs, table))
     for part in (_batch_paths(), _attachment_paths(), _email_paths(), _event_paths(), _stats_paths(defs), _report_paths(defs),
-                 _member_list_paths(defs), _job_paths(), _definition_paths(), _document_paths()):
+                 _similar_paths(defs), _member_list_paths(defs), _job_paths(), _definition_paths(), _document_paths()):
         paths.update(part)
     schemas = _shared_schemas()
     for table in tables:

@@ -30,8 +30,10 @@ def action_page(table: str, sys_id: str, action: str):
         return redirect(url_for("ui.dispatch", name=table, sys_id=sys_id))
     pickers = {i.name: _picker(tdef, record, spec, i, request.args, "action") for i in spec.inputs
                if i.type == "records"}
+    prefill = {i.name: request.args[i.name][:2000] for i in spec.inputs  # a link's suggested text (a similar list's)
+               if i.type in ("text", "string") and request.args.get(i.name)}
     return render_template("action.html", a=spec, tdef=tdef, record=record, name=record_name(tdef, record),
-                           actor=g.actor, pickers=pickers)
+                           actor=g.actor, pickers=pickers, prefill=prefill)
 
 
 @blueprint.post("/ui/action/<table>/<sys_id>/<action>")

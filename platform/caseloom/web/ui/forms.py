@@ -21,6 +21,7 @@ from .attachments import attachment_panel
 from .lists import readable_columns, row_number
 from .members import member_panel, running_job
 from .references import _resolve_display
+from .similar import similar_panels
 from .slas import sla_panel
 from .workspace import workspace_for, workspace_panel
 
@@ -137,11 +138,13 @@ def form(table: str, typed: dict | None = None, errors: dict | None = None, conf
     can_write = service.can(tdef.name, "create" if new else "write")
     widgets = _widgets(tdef, rendered, record, new, can_write, typed, errors)
     job = None if new else running_job(tdef.name, sys_id)
+    actions = [] if new else available_actions(service, tdef.name, record)
+    similar, suggestions = ([], []) if new else similar_panels(tdef, record, actions)
     context = {
         "tdef": tdef, "record": record, "rendered": rendered, "new": new, "sections": _sections(tdef, widgets),
         "journal_widgets": [w for w in widgets.values() if w.field.ftype.journal and not w.read_only] if can_write else [],
         "can_write": can_write, "errors": errors or {}, "conflict": conflict, "actor": g.actor,
-        "actions": [] if new else available_actions(service, tdef.name, record),
+        "actions": actions, "similar": similar, "suggestions": suggestions,
         "activity": [] if new else _activity(tdef, sys_id),
         "history": [] if new else _history(tdef, sys_id),
         "related": [] if new else [_related(tdef, record, i, row_number(request.args.get(f"related{i}_first")))

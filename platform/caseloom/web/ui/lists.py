@@ -69,7 +69,7 @@ def _shown(tables, tdef: TableDef, path: str) -> bool:
 
 
 def _quick_search(tdef: TableDef, columns: list[str], text: str) -> Term | AnyOf | None:
-    """A list's quick search: on a table with a text index, its words in the index (every word, each as a
+    """A list's quick search: on a table with a text index, its words in the index (every word, the last as a
     prefix) or the text as the record's number or display value (both indexed); else the text anywhere in
     the list's text columns and references' display values (LIKE, a scan)."""
     tables = runtime().defs.tables

@@ -17,7 +17,7 @@ from ..auth import connection, properties, records, rollback, runtime
 from . import admin_required, blueprint
 from .definitions import review_rewrite
 
-PROPERTY_TYPES = ("boolean", "integer", "string", "list")
+PROPERTY_TYPES = ("boolean", "integer", "decimal", "string", "list")
 
 TABLE = "sys_properties"
 

@@ -1,0 +1,235 @@
+"""Similar records: the records whose indexed text (the table's `text_index`) shares the most, by
+rarity, of one record's words, each with a score from 0 to 1 against the record itself.
+
+A raw bm25 or ts_rank value depends on the query, so it cannot be compared between two records'
+searches or held to a threshold. The score here can:
+
+- The record's **terms** are the distinct words of its indexed fields, without English stop words
+  (PostgreSQL's list, used on both databases so both weigh the same words), at most 32.
+- Each term's **weight** is its rarity among the other records: `ln(1 + WINDOW / n)`, where `n` is how
+  many other records have it (counted by the text index, up to WINDOW). A term no other record has
+  tells nothing about which records are alike, so it is left out.
+- A record's **score** is the weight of the terms it shares over the weight of all of them: 1 for a
+  record with every term (the record against itself), 0 for one with none.
+
+Each term's postings are read from the text index newest first, at most WINDOW of them, so a search
+costs at most terms × WINDOW index entries whatever the table's size; a record older than the
+WINDOW newest holders of a term is not credited with it. The candidates are then filtered in SQL by
+the caller's condition and the user's read access, scored, and the best returned.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from . import textindex
+from .definitions.model import Setting, SimilarDef, TableDef
+from .query import Selection
+from .query.nodes import All, Node, Term
+from .storage import Storage
+from .templates import render
+
+WINDOW = 2000  # postings read per term, newest first; also where a term's count stops
+MAX_TERMS = 32
+MAX_SUGGESTION_COUNT = 1000  # similar records a suggestion counts, at most
+
+# PostgreSQL's English stop words (tsearch_data/english.stop): dropped on both databases
+STOPWORDS = frozenset("""
+i me my myself we our ours ourselves you your yours yourself yourselves he him his himself she her hers herself it
+its itself they them their theirs themselves what which who whom this that these those am is are was were be been
+being have has had having do does did doing a an the and but if or because as until while of at by for with about
+against between into through during before after above below to from up down in out on off over under again further
+then once here there when where why how all any both each few more most other some such no nor not only own same so
+than too very s t can will just don should now
+""".split())
+
+
+@dataclass(frozen=True)
+class Match:
+    sys_id: str
+    score: float
+    row: dict  # the columns asked for, by path
+
+
+def terms(text: str) -> list[str]:
+    """The distinct words of `text` a similarity search weighs: lower-cased, no stop words, at most 32."""
+    found = dict.fromkeys(w for w in textindex.words(text + " ") if w not in STOPWORDS)
+    return list(found)[:MAX_TERMS]
+
+
+def record_text(storage: Storage, conn: sa.Connection, table: str, sys_id: str) -> str | None:
+    """The indexed text of one record (every field its physical table indexes), or None if it does not exist."""
+    root = storage.defs.tables[table].root
+    fields = textindex.indexed_fields(storage, root)
+    physical = storage.physical(root)
+    row = conn.execute(sa.select(*(physical.c[f] for f in fields)).where(physical.c.sys_id == sys_id)).first()
+    if row is None:
+        return None
+    return " ".join(str(v) for v in row if v)
+
+
+def weights(storage: Storage, conn: sa.Connection, table: str, found: Sequence[str], indexed: bool) -> dict[str, float]:
+    """Each term's weight among the records other than the one the text is from (`indexed`: that record
+    is in the index, so every count includes it once); terms no other record has are left out."""
+    if not found:
+        return {}
+    root = storage.defs.tables[table].root
+    params: dict = {"sim_cap": WINDOW + 1}
+    parts = []
+    for i, term in enumerate(found):
+        params[f"sim_q{i}"] = _query_text(conn, term)
+        parts.append(f"({_count_sql(conn, root, i)}) AS c{i}")
+    counts = conn.execute(sa.text("SELECT " + ", ".join(parts)), params).one()
+    out = {}
+    for term, count in zip(found, counts, strict=True):
+        others = count - 1 if indexed and count else count
+        if others >= 1:
+            out[term] = math.log(1 + WINDOW / min(others, WINDOW))
+    return out
+
+
+def find(storage: Storage, conn: sa.Connection, table: str, text: str, *, exclude: str | None = None,
+         where: Node | None = None, min_score: float = 0.0, limit: int = 10, columns: Sequence[str] = (),
+         readable=None) -> list[Match]:
+    """The records of `table` most similar to `text` (the text of record `exclude` when it is given, which
+    is then never among them), those matching `where` and readable by `readable` (None: every record),
+    with a score of at least `min_score`; best first, then newest; with the `columns` asked for."""
+    weighted = weights(storage, conn, table, terms(text), indexed=exclude is not None)
+    total = sum(weighted.values())
+    if not weighted or limit <= 0:
+        return []
+    root = storage.defs.tables[table].root
+    params: dict = {"sim_cap": WINDOW, "sim_floor": max(min_score, 0.0) * total - 1e-9}
+    hits = []
+    for i, (term, weight) in enumerate(weighted.items()):
+        params[f"sim_q{i}"] = _query_text(conn, term)
+        params[f"sim_w{i}"] = weight
+        hits.append(_hits_sql(conn, root, i))
+    scores = (sa.text(f"SELECT rid, sum(w) AS s FROM ({' UNION ALL '.join(hits)}) AS u GROUP BY rid "
+                      "HAVING sum(w) >= :sim_floor")
+              .bindparams(**params).columns(sa.column("rid"), sa.column("s", sa.Float)).subquery("similar_scores"))
+    sel = Selection(storage, table, readable=readable)
+    if exclude is not None:
+        where = All((where, Term("sys_id", "ne", exclude))) if where is not None else Term("sys_id", "ne", exclude)
+    condition = sel.condition(where)
+    cols = [sel.column(path)[0].label(path) for path in columns if path != "sys_id"]
+    key = sa.literal_column(f"{sel.base.name}.rowid") if conn.dialect.name == "sqlite" else sel.base.c.sys_id
+    stmt = (sa.select(sel.base.c.sys_id.label("sys_id"), scores.c.s.label("similar_score"), *cols)
+            .select_from(sel.from_clause.join(scores, key == scores.c.rid))
+            .order_by(scores.c.s.desc(), sel.base.c.sys_created_on.desc(), sel.base.c.sys_id).limit(limit))
+    if condition is not None:
+        stmt = stmt.where(condition)
+    out = []
+    for row in conn.execute(stmt).mappings():
+        values = dict(row)
+        raw = values.pop("similar_score")
+        out.append(Match(values["sys_id"], round(min(1.0, raw / total), 4), values))
+    return out
+
+
+def _query_text(conn: sa.Connection, term: str) -> str:
+    return f'"{term}"' if conn.dialect.name == "sqlite" else term
+
+
+def _count_sql(conn: sa.Connection, root: str, i: int) -> str:
+    if conn.dialect.name == "sqlite":
+        fts = f"{root}_text"
+        return f'SELECT count(*) FROM (SELECT 1 FROM "{fts}" WHERE "{fts}" MATCH :sim_q{i} LIMIT :sim_cap)'
+    return (f'SELECT count(*) FROM (SELECT 1 FROM "{root}" WHERE {textindex.PG_COLUMN} @@ '
+            f"plainto_tsquery('{textindex.LANGUAGE}', :sim_q{i}) LIMIT :sim_cap) AS n{i}")
+
+
+def _hits_sql(conn: sa.Connection, root: str, i: int) -> str:
+    """Term i's newest WINDOW holders, each with the term's weight."""
+    if conn.dialect.name == "sqlite":
+        fts = f"{root}_text"
+        return (f'SELECT rowid AS rid, :sim_w{i} AS w FROM (SELECT rowid FROM "{fts}" WHERE "{fts}" MATCH :sim_q{i} '
+                f"ORDER BY rowid DESC LIMIT :sim_cap)")
+    return (f'SELECT sys_id AS rid, CAST(:sim_w{i} AS double precision) AS w FROM (SELECT sys_id FROM "{root}" '
+            f"WHERE {textindex.PG_COLUMN} @@ plainto_tsquery('{textindex.LANGUAGE}', :sim_q{i}) "
+            f"ORDER BY sys_created_on DESC LIMIT :sim_cap) AS h{i}")
+
+
+# -- a table's similar lists (SimilarDef): the form's panels, the API's default, suggestions ----------------------
+
+def setting(props, value: Setting) -> float:
+    """A definition's number, or its system property's value now."""
+    return props.get(value.property) if value.property else value.value
+
+
+def day_start(days: int) -> dt.datetime:
+    """The start (UTC) of the day `days` before today: 0 today, 1 yesterday."""
+    today = dt.datetime.now(dt.UTC).replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0)
+    return today - dt.timedelta(days=max(int(days), 0))
+
+
+def text_of(storage: Storage, table: str, values: dict) -> str:
+    """The indexed text of a record's values (a pending insert's, a form's)."""
+    fields = textindex.indexed_fields(storage, storage.defs.tables[table].root)
+    return " ".join(str(values[f]) for f in fields if values.get(f))
+
+
+def listed(storage: Storage, conn: sa.Connection, sdef: SimilarDef, record: dict, props, readable=None,
+           columns: Sequence[str] = ()) -> list[Match]:
+    """The records a similar list shows for `record` (a stored one): its condition, score and limit."""
+    return find(storage, conn, sdef.table, text_of(storage, sdef.table, record), exclude=record.get("sys_id"),
+                where=sdef.condition, min_score=setting(props, sdef.min_score), limit=sdef.limit, columns=columns,
+                readable=readable)
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    count: int  # similar records since the start of the day `days` ago
+    groups: int  # their distinct `group_by` values
+    days: int
+    message: str
+    action: str | None
+    holder: str | None = None  # the similar record already holding a suggestion (kept in `field`), if any
+
+
+def suggestion(storage: Storage, conn: sa.Connection, sdef: SimilarDef, values: dict, props, readable=None,
+               exclude: str | None = None) -> Suggestion | None:
+    """The suggestion a record with `values` raises, when enough similar records from enough groups arrived
+    since the start of the day `since_days` ago; None when not (or the list has none)."""
+    rule = sdef.suggest
+    if rule is None:
+        return None
+    days = int(setting(props, rule.since_days))
+    recent = Term("sys_created_on", "ge", day_start(days).strftime("%Y-%m-%d %H:%M:%S"))
+    where = All((sdef.condition, recent)) if sdef.condition is not None else recent
+    columns = [rule.group_by, *([rule.field] if rule.field else [])]
+    hits = find(storage, conn, sdef.table, text_of(storage, sdef.table, values), exclude=exclude, where=where,
+                min_score=setting(props, sdef.min_score), limit=MAX_SUGGESTION_COUNT, columns=columns,
+                readable=readable)
+    groups = {m.row[rule.group_by] for m in hits if m.row[rule.group_by] not in (None, "")}
+    if len(hits) < setting(props, rule.min_records) or len(groups) < setting(props, rule.min_groups):
+        return None
+    message = render(rule.message, {"count": len(hits), "groups": len(groups), "days": days, "record": values})
+    holder = next((m.sys_id for m in hits if rule.field and m.row[rule.field]), None)
+    return Suggestion(len(hits), len(groups), days, message, rule.action, holder)
+
+
+def suggest_on_insert(service, tdef: TableDef, pending: dict, props) -> None:
+    """Before a record is inserted: each similar list's suggestion it raises is kept in the list's `field`,
+    on the similar record already holding one (its counts brought up to date) or else on this one."""
+    from .query.evaluate import evaluate
+    from .setwrite import update_where
+
+    record = {name: f.default for name, f in tdef.fields.items() if f.default is not None} | pending
+    for sdef in tdef.similar:
+        rule = sdef.suggest
+        if rule is None or rule.field is None or (sdef.when is not None and not evaluate(sdef.when, record)):
+            continue
+        found = suggestion(service.storage, service.conn, sdef, record, props)
+        if found is None:
+            continue
+        if found.holder is None:
+            pending[rule.field] = found.message
+        else:
+            update_where(service, service.defs.tables[sdef.table], Term("sys_id", "eq", found.holder),
+                         {rule.field: found.message})

@@ -1,0 +1,53 @@
+"""A form's similar lists (a table's `similar:`; caseloom.similar): the records most like this one, each
+with its score, an Add button where the list names an action, and the suggestion a list raises."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from ... import similar
+from ...definitions.model import TableDef
+from ...query.evaluate import evaluate
+from ..auth import properties, records, runtime
+from ..serialize import base_url, make_shape, render_record
+from .lists import readable_columns
+
+
+def similar_panels(tdef: TableDef, record: dict, offered: list) -> tuple[list[dict], list[dict]]:
+    """The similar lists shown on `record`'s form (those whose `when` it meets) and the suggestions they
+    raise, each through the user's read access."""
+    if not tdef.similar or not tdef.text_index:
+        return [], []
+    service, rt, props = records(), runtime(), properties()
+    actions = {a.name for a in offered}
+    panels, suggestions = [], []
+    for sdef in tdef.similar:
+        if sdef.when is not None and not evaluate(sdef.when, record):
+            continue
+        other = rt.defs.tables[sdef.table]
+        if not service.can(other.name, "read"):
+            continue
+        columns = readable_columns(service, other)
+        shape = make_shape(rt.defs.tables, other, ",".join(["sys_id", *columns]), "all", "true", base_url(),
+                           service.readable)
+        found = similar.listed(rt.storage, service.conn, sdef, record, props, service.readable, shape.columns())
+        panels.append({
+            "def": sdef, "table": other, "min_score": similar.setting(props, sdef.min_score),
+            "columns": [(c, shape.fields[c]) for c in columns],
+            "rows": [render_record(shape, m.row) | {"sys_id": m.sys_id, "score": m.score} for m in found],
+            "add": sdef.add_action if sdef.add_action in actions else None,
+        })
+        found_suggestion = similar.suggestion(rt.storage, service.conn, sdef, record, props, service.readable,
+                                              exclude=record["sys_id"])
+        if found_suggestion is not None:
+            action = found_suggestion.action if found_suggestion.action in actions else None
+            link = None
+            if action is not None:
+                spec = next(a for a in offered if a.name == action)
+                text_input = next((i.name for i in spec.inputs if i.type in ("text", "string")), None)
+                query = urlencode({text_input: found_suggestion.message}) if text_input else ""
+                link = f"/ui/action/{tdef.name}/{record['sys_id']}/{action}" + (f"?{query}" if query else "")
+            suggestions.append({"message": found_suggestion.message, "link": link,
+                                "label": next((a.label for a in offered if a.name == action), None),
+                                "list": sdef.name})
+    return panels, suggestions
