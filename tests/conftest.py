@@ -153,6 +153,20 @@ def client(app):
     return app.test_client()
 
 
+def errors_after_edit(folder: Path, path: str, old: str, new: str) -> list[str]:
+    """The located errors ("file:line:col: message") of a definitions folder once `old` in its file `path`
+    is replaced by `new` (which must be there); the folder must no longer load."""
+    from caseloom.definitions import DefinitionErrors
+
+    target = folder / path
+    text = target.read_text()
+    assert old in text, f"{old!r} is not in {path}"
+    target.write_text(text.replace(old, new, 1))
+    with pytest.raises(DefinitionErrors) as caught:
+        load_folder(folder)
+    return [f"{e.location}: {e.message}" for e in caught.value.errors]
+
+
 def basic(user: str, password: str | None = None) -> dict:
     token = base64.b64encode(f"{user}:{password or PASSWORDS[user]}".encode()).decode()
     return {"Authorization": f"Basic {token}"}

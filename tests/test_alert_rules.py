@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from caseloom.jobs.registry import execute_job
-from conftest import basic
+from conftest import basic, errors_after_edit
 
 URL = "/api/global/em/jsonv2"
 CASES = "/api/now/table/sn_customerservice_case"
@@ -171,15 +171,7 @@ BAD = {
 
 @pytest.mark.parametrize("old, new, where, message", BAD.values(), ids=BAD.keys())
 def test_a_mistake_in_an_alert_rule_is_located_and_named(definitions_copy, old, new, where, message):
-    from caseloom.definitions import DefinitionErrors, load_folder
-
-    path = definitions_copy / "alerts" / "proactive.yaml"
-    text = path.read_text()
-    assert old in text
-    path.write_text(text.replace(old, new, 1))
-    with pytest.raises(DefinitionErrors) as caught:
-        load_folder(definitions_copy)
-    errors = [f"{e.location}: {e.message}" for e in caught.value.errors]
+    errors = errors_after_edit(definitions_copy, "alerts/proactive.yaml", old, new)
     assert any(where in e and message in e for e in errors), errors
 
 

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from caseloom import similar
-from conftest import basic, ui_sign_in
+from conftest import basic, errors_after_edit, ui_sign_in
 
 CASES = "/api/now/table/sn_customerservice_case"
 CASE = "sn_customerservice_case"
@@ -55,9 +55,14 @@ def weight(others: int) -> float:
 
 
 def form(client, sys_id: str) -> str:
+    """A case's form with its similar lists, as htmx completes it once the form has loaded."""
     r = client.get(f"/{CASE}.do?sys_id={sys_id}")
     assert r.status_code == 200
-    return r.get_data(as_text=True)
+    page = r.get_data(as_text=True)
+    assert f'hx-get="/ui/similar/{CASE}/{sys_id}" hx-trigger="load"' in page  # asked for after the form
+    r = client.get(f"/ui/similar/{CASE}/{sys_id}", headers={"HX-Request": "true"})
+    assert r.status_code == 200
+    return page + r.get_data(as_text=True)
 
 
 def panel(html: str, name: str) -> str | None:
@@ -150,6 +155,18 @@ def test_which_lists_a_form_shows(client):
     assert panel(html, "suggested_child_cases") and not panel(html, "similar_cases")
     child = create(client, TEXT, parent=major)
     assert "class=\"related similar" not in form(client, child)
+
+
+def test_without_javascript_a_link_shows_the_form_with_its_similar_lists(client):
+    case = create(client, TEXT)
+    twin = create(client, TEXT)
+    ui_sign_in(client, "agent")
+    r = client.get(f"/ui/similar/{CASE}/{case}")
+    assert r.status_code == 302 and r.headers["Location"].endswith(f"sys_id={case}&similar=1")
+    page = client.get(r.headers["Location"]).get_data(as_text=True)
+    assert twin in panel(page, "similar_cases") and 'hx-trigger="load"' not in page
+    assert client.get(f"/ui/similar/{CASE}/{'0' * 32}", headers={"HX-Request": "true"}).status_code == 404
+    assert client.get(f"/ui/similar/customer_account/{case}", headers={"HX-Request": "true"}).status_code == 404
 
 
 def test_suggested_child_cases_are_added_in_one_click(client):
@@ -294,15 +311,7 @@ BAD = {
 
 @pytest.mark.parametrize("old, new, message", BAD.values(), ids=BAD.keys())
 def test_a_mistake_in_a_similar_list_is_located_and_named(definitions_copy, old, new, message):
-    from caseloom.definitions import DefinitionErrors, load_folder
-
-    path = definitions_copy / "tables" / "sn_customerservice_case.yaml"
-    text = path.read_text()
-    assert old in text
-    path.write_text(text.replace(old, new, 1))
-    with pytest.raises(DefinitionErrors) as caught:
-        load_folder(definitions_copy)
-    errors = [f"{e.location}: {e.message}" for e in caught.value.errors]
+    errors = errors_after_edit(definitions_copy, "tables/sn_customerservice_case.yaml", old, new)
     assert any("sn_customerservice_case.yaml:" in e and message in e for e in errors), errors
 
 

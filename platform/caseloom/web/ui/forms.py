@@ -139,12 +139,16 @@ def form(table: str, typed: dict | None = None, errors: dict | None = None, conf
     widgets = _widgets(tdef, rendered, record, new, can_write, typed, errors)
     job = None if new else running_job(tdef.name, sys_id)
     actions = [] if new else available_actions(service, tdef.name, record)
-    similar, suggestions = ([], []) if new else similar_panels(tdef, record, actions)
+    # the similar lists come after the form (htmx asks for them as it loads); without JavaScript, a link
+    # shows the form with them (`similar=1`)
+    inline = not new and request.args.get("similar") == "1"
+    similar, suggestions = similar_panels(tdef, record, actions) if inline else ([], [])
     context = {
         "tdef": tdef, "record": record, "rendered": rendered, "new": new, "sections": _sections(tdef, widgets),
         "journal_widgets": [w for w in widgets.values() if w.field.ftype.journal and not w.read_only] if can_write else [],
         "can_write": can_write, "errors": errors or {}, "conflict": conflict, "actor": g.actor,
         "actions": actions, "similar": similar, "suggestions": suggestions,
+        "similar_later": not new and not inline and bool(tdef.similar and tdef.text_index),
         "activity": [] if new else _activity(tdef, sys_id),
         "history": [] if new else _history(tdef, sys_id),
         "related": [] if new else [_related(tdef, record, i, row_number(request.args.get(f"related{i}_first")))

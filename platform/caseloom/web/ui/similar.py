@@ -5,12 +5,17 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
+from flask import abort, redirect, render_template, request, url_for
+
 from ... import similar
+from ...actions import available_actions
 from ...definitions.model import TableDef
 from ...query.evaluate import evaluate
 from ..auth import properties, records, runtime
 from ..serialize import base_url, make_shape, render_record
+from . import blueprint, login_required
 from .lists import readable_columns
+from .references import record_or_abort
 
 
 def similar_panels(tdef: TableDef, record: dict, offered: list) -> tuple[list[dict], list[dict]]:
@@ -51,3 +56,17 @@ def similar_panels(tdef: TableDef, record: dict, offered: list) -> tuple[list[di
                                 "label": next((a.label for a in offered if a.name == action), None),
                                 "list": sdef.name})
     return panels, suggestions
+
+
+@blueprint.get("/ui/similar/<table>/<sys_id>")
+@login_required
+def similar_page(table: str, sys_id: str):
+    """A form's similar lists and suggestions, asked for by htmx once the form has loaded (the suggestions
+    swapped in above the form); followed without JavaScript, the form with them."""
+    tdef, record = record_or_abort(table, sys_id)
+    if not request.headers.get("HX-Request"):
+        return redirect(url_for("ui.dispatch", name=tdef.name, sys_id=sys_id, similar=1))
+    if not tdef.similar:
+        abort(404)
+    panels, suggestions = similar_panels(tdef, record, available_actions(records(), tdef.name, record))
+    return render_template("_similar_all.html", tdef=tdef, record=record, similar=panels, suggestions=suggestions)
