@@ -27,7 +27,24 @@ SUGGESTION = re.compile(r"(\d+) similar cases from (\d+) accounts since yesterda
 def create(client, text: str, user: str = "agent", **values) -> str:
     r = client.post(CASES, json={"short_description": text, **values}, headers=basic(user))
     assert r.status_code == 201, r.json
+    worker(client.application)
     return r.json["result"]["sys_id"]
+
+
+def worker(app) -> None:
+    """What a worker does with the similar-list suggestions the app queued after its writes (at once, as
+    a worker of an idle queue does)."""
+    from caseloom.web.jobs_api import queue
+
+    huey = queue(app).huey
+    waiting = []
+    while (task := huey.dequeue()) is not None:
+        if task.name == "similar_suggest":
+            huey.execute(task)
+        else:
+            waiting.append(task)  # e-mail to deliver: not this test's
+    for task in waiting:
+        huey.enqueue(task)
 
 
 def similar_to(client, sys_id: str, query: str = "", user: str = "agent") -> list[dict]:
@@ -261,6 +278,8 @@ def test_a_bulk_insert_raises_no_suggestion(client, runtime):
     cluster(client, 10, 3)
     with runtime.transaction() as service:
         service.insert_many(CASE, [{"short_description": TEXT} for _ in range(3)])
+        assert service.follow_ups == []
+    worker(client.application)
     assert holders(client) == []
 
 
@@ -379,8 +398,10 @@ def test_similar_lists_of_a_second_application(config, tmp_path):
             r = desk.post("/api/now/table/x_ticket", {"title": "Badge reader rejects cards", "site": site})
             assert r.status_code == 201, r.json
             ids.append(r.json["result"]["sys_id"])
+        worker(made.app)
         r = desk.post("/api/now/table/x_ticket", {"title": "Badge reader rejects cards", "body": "lobby", "site": "east"})
-        fourth = r.json["result"]
+        worker(made.app)
+        fourth = desk.get(f"/api/now/table/x_ticket/{r.json['result']['sys_id']}").json["result"]
         assert fourth["hint"] == "3 alike from 2 sites today"
         found = desk.get(f"/api/caseloom/similar/x_ticket/{ids[0]}?sysparm_list=alike").json["result"]
         assert {f["sys_id"] for f in found} == {ids[1], ids[2], fourth["sys_id"]}

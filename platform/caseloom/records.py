@@ -130,8 +130,9 @@ class RecordService:
         self._deferred: dict[str, dict[str, str]] | None = None  # table -> {sys_id: field}
         self._reader: Reader | None = None
         # True while `insert` writes one record (a form's, the API's, an e-mail's): what a similar list's
-        # suggestion looks at (caseloom.similar), never a bulk insert's rows
+        # suggestion is looked for after (caseloom.similar), never a bulk insert's rows
         self.one_at_a_time = False
+        self.follow_ups: list[tuple[str, tuple]] = []  # (task, its arguments): enqueued once the unit commits
 
     @contextmanager
     def by_definitions(self) -> Iterator[None]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from . import textindex
-from .definitions.model import Setting, SimilarDef, TableDef
+from .definitions.model import Setting, SimilarDef
 from .query import Selection
 from .query.nodes import All, Node, Term
 from .storage import Storage
@@ -214,22 +214,25 @@ def suggestion(storage: Storage, conn: sa.Connection, sdef: SimilarDef, values: 
     return Suggestion(len(hits), len(groups), days, message, rule.action, holder)
 
 
-def suggest_on_insert(service, tdef: TableDef, pending: dict, props) -> None:
-    """Before a record is inserted: each similar list's suggestion it raises is kept in the list's `field`,
-    on the similar record already holding one (its counts brought up to date) or else on this one."""
+def suggest_after_insert(runtime, table: str, sys_id: str) -> None:
+    """Once a record made one at a time is committed (a queued task): each similar list's suggestion it
+    raises is kept in the list's `field`, on the similar record already holding one (its counts brought
+    up to date) or else on this one. As the system: the counts are of every record."""
+    from .automation.conditions import unit_properties
     from .query.evaluate import evaluate
     from .setwrite import update_where
 
-    record = {name: f.default for name, f in tdef.fields.items() if f.default is not None} | pending
-    for sdef in tdef.similar:
-        rule = sdef.suggest
-        if rule is None or rule.field is None or (sdef.when is not None and not evaluate(sdef.when, record)):
-            continue
-        found = suggestion(service.storage, service.conn, sdef, record, props)
-        if found is None:
-            continue
-        if found.holder is None:
-            pending[rule.field] = found.message
-        else:
-            update_where(service, service.defs.tables[sdef.table], Term("sys_id", "eq", found.holder),
-                         {rule.field: found.message})
+    with runtime.transaction(write_lock=True) as service:
+        tdef = service.defs.tables.get(table)
+        record = service.get(table, sys_id) if tdef is not None else None
+        if record is None:
+            return  # gone since, or its table with it
+        tdef = service.defs.tables.get(record.get("sys_class_name"), tdef)
+        for sdef in tdef.similar:
+            rule = sdef.suggest
+            if rule is None or rule.field is None or (sdef.when is not None and not evaluate(sdef.when, record)):
+                continue
+            found = suggestion(service.storage, service.conn, sdef, record, unit_properties(service), exclude=sys_id)
+            if found is not None:
+                update_where(service, service.defs.tables[sdef.table], Term("sys_id", "eq", found.holder or sys_id),
+                             {rule.field: found.message})

@@ -53,15 +53,10 @@ class Automation:
 
     def before(self, service: RecordService, tdef: TableDef, event: str, pending: dict,
                previous: dict | None) -> None:
-        """Before a write: before-rules (which may change `pending`), then lifecycle checks; before an
-        insert of one record, the suggestions of the table's similar lists (caseloom.similar)."""
+        """Before a write: before-rules (which may change `pending`), then lifecycle checks."""
         self.rules.run_before(service, tdef, event, pending, previous)
         if event != "delete":
             self.lifecycle.check(service, tdef, pending, previous)
-        if event == "insert" and service.one_at_a_time and any(s.suggest is not None for s in tdef.similar):
-            from ..similar import suggest_on_insert
-
-            suggest_on_insert(service, tdef, pending, unit_properties(service))
 
     def after(self, service: RecordService, tdef: TableDef, event: str, record: dict, previous: dict | None,
               journal: dict[str, str]) -> None:
@@ -78,9 +73,13 @@ class Automation:
     def after_insert_batch(self, service: RecordService, tdef: TableDef, records: list[dict],
                            entries_of: list[dict]) -> None:
         """After a batch insert: rules record by record; notifications for the whole batch at once
-        (one query for the recipients' addresses, one executemany of sys_email rows)."""
+        (one query for the recipients' addresses, one executemany of sys_email rows); a record made one at
+        a time, the search for its similar lists' suggestions, after commit (caseloom.similar)."""
         if self.timed(tdef.name):
             timing_rows(service, tdef, records, new=True)
+        if service.one_at_a_time and any(s.suggest is not None and s.suggest.field for s in tdef.similar):
+            # a record made one at a time may raise a similar list's suggestion: looked for once committed
+            service.follow_ups += [("similar_suggest", (tdef.name, r["sys_id"])) for r in records]
         if not self._acts_after(tdef.name, "insert"):
             return
         props = unit_properties(service)

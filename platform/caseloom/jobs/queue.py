@@ -114,6 +114,7 @@ class JobQueue:
                 self._tasks = {
                     "run_job": huey.task(name="run_job")(self._run_job),
                     "deliver_email": huey.task(name="deliver_email")(self._deliver_email),
+                    "similar_suggest": huey.task(name="similar_suggest")(self._similar_suggest),
                     "sweep": huey.periodic_task(crontab(minute="*"), name="sweep")(self._sweep),
                 }
                 self._huey = huey
@@ -158,7 +159,13 @@ class JobQueue:
     def follow_up(self, service: RecordService) -> None:
         """After a unit of work committed: enqueue the tasks its writes call for (FOLLOW_UPS)."""
         written, service.written = set(service.written), set()
+        follow_ups, service.follow_ups = list(service.follow_ups), []
         self.after_commit(written)
+        for task, args in follow_ups:
+            try:
+                self.enqueue(task, *args)
+            except Exception:  # the queue is down: what it would have done is not essential
+                log.exception("could not enqueue %s after commit", task)
 
     def after_commit(self, written: Iterable[str]) -> None:
         tasks = sorted({FOLLOW_UPS[t] for t in written if t in FOLLOW_UPS})
@@ -172,6 +179,11 @@ class JobQueue:
 
     def _run_job(self, job_id: str) -> None:
         execute_job(self.runtime(), job_id)
+
+    def _similar_suggest(self, table: str, sys_id: str) -> None:
+        from ..similar import suggest_after_insert
+
+        suggest_after_insert(self.runtime(), table, sys_id)
 
     def _deliver_email(self) -> None:
         deliver_pending(self.runtime())
