@@ -18,7 +18,7 @@ from conftest import POSTGRES_URL, ROOT
 
 BENCHMARKS = ["recipients_condition", "create_child_cases", "sla_attach", "sync_children", "close_major_case",
               "sla_tick", "email_ingest", "event_ingest", "list_view", "form_view", "api_get", "stats_group_by",
-              "dashboard_view", "quick_search", "row_rule_list", "portal_list", "export_csv"]
+              "dashboard_view", "quick_search", "similar_cases", "row_rule_list", "portal_list", "export_csv"]
 KEYS = {"name", "n", "seconds", "per_second", "baseline_seconds", "ratio"}
 
 pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")

@@ -84,7 +84,7 @@ def form(client, sys_id: str) -> str:
 
 def panel(html: str, name: str) -> str | None:
     """The similar list `name` of a form page, or None when the form does not show it."""
-    found = re.search(rf'<section class="related similar card" id="similar-{name}".*?</section>', html, re.S)
+    found = re.search(rf'<section class="similar card" id="similar-{name}".*?</section>', html, re.S)
     return found.group(0) if found else None
 
 
@@ -171,7 +171,7 @@ def test_which_lists_a_form_shows(client):
     html = form(client, major)
     assert panel(html, "suggested_child_cases") and not panel(html, "similar_cases")
     child = create(client, TEXT, parent=major)
-    assert "class=\"related similar" not in form(client, child)
+    assert "class=\"similar card" not in form(client, child)
 
 
 def test_without_javascript_a_link_shows_the_form_with_its_similar_lists(client):
