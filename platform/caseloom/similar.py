@@ -20,7 +20,6 @@ the caller's condition and the user's read access, scored, and the best returned
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ import sqlalchemy as sa
 
 from . import textindex
 from .definitions.model import Setting, SimilarDef
-from .query import Selection
+from .query import Selection, parse_encoded
 from .query.nodes import All, Node, Term
 from .storage import Storage
 from .templates import render
@@ -62,17 +61,6 @@ def terms(text: str) -> list[str]:
     return list(found)[:MAX_TERMS]
 
 
-def record_text(storage: Storage, conn: sa.Connection, table: str, sys_id: str) -> str | None:
-    """The indexed text of one record (every field its physical table indexes), or None if it does not exist."""
-    root = storage.defs.tables[table].root
-    fields = textindex.indexed_fields(storage, root)
-    physical = storage.physical(root)
-    row = conn.execute(sa.select(*(physical.c[f] for f in fields)).where(physical.c.sys_id == sys_id)).first()
-    if row is None:
-        return None
-    return " ".join(str(v) for v in row if v)
-
-
 def weights(storage: Storage, conn: sa.Connection, table: str, found: Sequence[str], indexed: bool) -> dict[str, float]:
     """Each term's weight among the records other than the one the text is from (`indexed`: that record
     is in the index, so every count includes it once); terms no other record has are left out."""
@@ -95,11 +83,13 @@ def weights(storage: Storage, conn: sa.Connection, table: str, found: Sequence[s
 
 def find(storage: Storage, conn: sa.Connection, table: str, text: str, *, exclude: str | None = None,
          where: Node | None = None, min_score: float = 0.0, limit: int = 10, columns: Sequence[str] = (),
-         readable=None) -> list[Match]:
+         readable=None, weighted: dict[str, float] | None = None) -> list[Match]:
     """The records of `table` most similar to `text` (the text of record `exclude` when it is given, which
     is then never among them), those matching `where` and readable by `readable` (None: every record),
-    with a score of at least `min_score`; best first, then newest; with the `columns` asked for."""
-    weighted = weights(storage, conn, table, terms(text), indexed=exclude is not None)
+    with a score of at least `min_score`; best first, then newest; with the `columns` asked for.
+    `weighted`: the text's weights when the caller has them already (several lists of one record)."""
+    if weighted is None:
+        weighted = weights(storage, conn, table, terms(text), indexed=exclude is not None)
     total = sum(weighted.values())
     if not weighted or limit <= 0:
         return []
@@ -162,24 +152,23 @@ def setting(props, value: Setting) -> float:
     return props.get(value.property) if value.property else value.value
 
 
-def day_start(days: int) -> dt.datetime:
-    """The start (UTC) of the day `days` before today: 0 today, 1 yesterday."""
-    today = dt.datetime.now(dt.UTC).replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0)
-    return today - dt.timedelta(days=max(int(days), 0))
-
-
 def text_of(storage: Storage, table: str, values: dict) -> str:
     """The indexed text of a record's values (a pending insert's, a form's)."""
     fields = textindex.indexed_fields(storage, storage.defs.tables[table].root)
     return " ".join(str(values[f]) for f in fields if values.get(f))
 
 
+def weights_of(storage: Storage, conn: sa.Connection, table: str, record: dict) -> dict[str, float]:
+    """The weights of a stored record's words: what each of its similar lists' searches share."""
+    return weights(storage, conn, table, terms(text_of(storage, table, record)), indexed=True)
+
+
 def listed(storage: Storage, conn: sa.Connection, sdef: SimilarDef, record: dict, props, readable=None,
-           columns: Sequence[str] = ()) -> list[Match]:
+           columns: Sequence[str] = (), weighted: dict[str, float] | None = None) -> list[Match]:
     """The records a similar list shows for `record` (a stored one): its condition, score and limit."""
     return find(storage, conn, sdef.table, text_of(storage, sdef.table, record), exclude=record.get("sys_id"),
                 where=sdef.condition, min_score=setting(props, sdef.min_score), limit=sdef.limit, columns=columns,
-                readable=readable)
+                readable=readable, weighted=weighted)
 
 
 @dataclass(frozen=True)
@@ -193,19 +182,19 @@ class Suggestion:
 
 
 def suggestion(storage: Storage, conn: sa.Connection, sdef: SimilarDef, values: dict, props, readable=None,
-               exclude: str | None = None) -> Suggestion | None:
+               exclude: str | None = None, weighted: dict[str, float] | None = None) -> Suggestion | None:
     """The suggestion a record with `values` raises, when enough similar records from enough groups arrived
     since the start of the day `since_days` ago; None when not (or the list has none)."""
     rule = sdef.suggest
     if rule is None:
         return None
     days = int(setting(props, rule.since_days))
-    recent = Term("sys_created_on", "ge", day_start(days).strftime("%Y-%m-%d %H:%M:%S"))
+    recent = parse_encoded(f"sys_created_on>=javascript:gs.daysAgoStart({max(days, 0)})").where
     where = All((sdef.condition, recent)) if sdef.condition is not None else recent
     columns = [rule.group_by, *([rule.field] if rule.field else [])]
     hits = find(storage, conn, sdef.table, text_of(storage, sdef.table, values), exclude=exclude, where=where,
                 min_score=setting(props, sdef.min_score), limit=MAX_SUGGESTION_COUNT, columns=columns,
-                readable=readable)
+                readable=readable, weighted=weighted)
     groups = {m.row[rule.group_by] for m in hits if m.row[rule.group_by] not in (None, "")}
     if len(hits) < setting(props, rule.min_records) or len(groups) < setting(props, rule.min_groups):
         return None
@@ -228,11 +217,14 @@ def suggest_after_insert(runtime, table: str, sys_id: str) -> None:
         if record is None:
             return  # gone since, or its table with it
         tdef = service.defs.tables.get(record.get("sys_class_name"), tdef)
+        weighted = None
         for sdef in tdef.similar:
             rule = sdef.suggest
             if rule is None or rule.field is None or (sdef.when is not None and not evaluate(sdef.when, record)):
                 continue
-            found = suggestion(service.storage, service.conn, sdef, record, unit_properties(service), exclude=sys_id)
+            weighted = weighted if weighted is not None else weights_of(service.storage, service.conn, table, record)
+            found = suggestion(service.storage, service.conn, sdef, record, unit_properties(service), exclude=sys_id,
+                               weighted=weighted)
             if found is not None:
                 update_where(service, service.defs.tables[sdef.table], Term("sys_id", "eq", found.holder or sys_id),
                              {rule.field: found.message})

@@ -77,7 +77,7 @@ class Automation:
         a time, the search for its similar lists' suggestions, after commit (caseloom.similar)."""
         if self.timed(tdef.name):
             timing_rows(service, tdef, records, new=True)
-        if service.one_at_a_time and any(s.suggest is not None and s.suggest.field for s in tdef.similar):
+        if service.one_at_a_time and tdef.keeps_suggestions:
             # a record made one at a time may raise a similar list's suggestion: looked for once committed
             service.follow_ups += [("similar_suggest", (tdef.name, r["sys_id"])) for r in records]
         if not self._acts_after(tdef.name, "insert"):
@@ -158,7 +158,7 @@ class Automation:
                 or (event != "delete" and self.timed(table))
                 or any(n.table in tables and event in n.on for n in self.defs.notifications.values())
                 or (event != "delete" and self.defs.lifecycle(table) is not None)
-                or (event == "insert" and any(s.suggest is not None for s in self.defs.tables[table].similar)))
+                or (event == "insert" and self.defs.tables[table].keeps_suggestions))
 
 
 class InsertSetPlan:

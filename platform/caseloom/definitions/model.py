@@ -166,6 +166,12 @@ class TableDef:
         return tuple(f for f in self.fields.values() if f.stored)
 
     @cached_property
+    def keeps_suggestions(self) -> bool:
+        """Whether a similar list keeps a suggestion in a field: a record made one at a time is searched
+        for it after commit (caseloom.similar)."""
+        return any(s.suggest is not None and s.suggest.field for s in self.similar)
+
+    @cached_property
     def journal_fields(self) -> tuple[FieldDef, ...]:
         return tuple(f for f in self.fields.values() if f.ftype.journal)
 

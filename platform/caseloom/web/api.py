@@ -6,6 +6,7 @@ import base64
 import binascii
 import io
 import json
+import math
 import time
 from urllib.parse import urlencode
 
@@ -164,8 +165,10 @@ def similar_records(table: str, sys_id: str):
     rt = runtime()
     shape = make_shape(rt.defs.tables, tdef, fields, request.args.get("sysparm_display_value"),
                        request.args.get("sysparm_exclude_reference_link"), base_url(), service.readable)
-    _one(table, sys_id, shape)  # the record itself, through the user's access: a 404 otherwise
-    text = similar.record_text(rt.storage, service.conn, table, sys_id) or ""
+    record = service.get(table, sys_id)  # through the user's access: a 404 otherwise
+    if record is None:
+        raise NotFound(f"no {table} record with sys_id {sys_id}")
+    text = similar.text_of(rt.storage, table, record)
     columns = list(dict.fromkeys([*shape.columns(), *(["number"] if tdef.field("number") else [])]))
     found = similar.find(rt.storage, service.conn, table, text, exclude=sys_id, where=where, min_score=min_score,
                          limit=limit, columns=columns, readable=service.readable)
@@ -183,9 +186,8 @@ def _score_param(default: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ApiError(400, "Invalid sysparm_min_score", f"sysparm_min_score: a number from 0 to 1, not {raw[:40]!r}") \
-            from None
-    if not 0.0 <= value <= 1.0:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:  # NaN included
         raise ApiError(400, "Invalid sysparm_min_score", f"sysparm_min_score: a number from 0 to 1, not {raw[:40]!r}")
     return value
 

@@ -24,7 +24,8 @@ def similar_panels(tdef: TableDef, record: dict, offered: list) -> tuple[list[di
     if not tdef.similar or not tdef.text_index:
         return [], []
     service, rt, props = records(), runtime(), properties()
-    actions = {a.name for a in offered}
+    actions = {a.name: a for a in offered}
+    weighted = similar.weights_of(rt.storage, service.conn, tdef.name, record)  # shared by every list's search
     panels, suggestions = [], []
     for sdef in tdef.similar:
         if sdef.when is not None and not evaluate(sdef.when, record):
@@ -35,7 +36,8 @@ def similar_panels(tdef: TableDef, record: dict, offered: list) -> tuple[list[di
         columns = readable_columns(service, other)
         shape = make_shape(rt.defs.tables, other, ",".join(["sys_id", *columns]), "all", "true", base_url(),
                            service.readable)
-        found = similar.listed(rt.storage, service.conn, sdef, record, props, service.readable, shape.columns())
+        found = similar.listed(rt.storage, service.conn, sdef, record, props, service.readable, shape.columns(),
+                               weighted)
         panels.append({
             "def": sdef, "table": other, "min_score": similar.setting(props, sdef.min_score),
             "columns": [(c, shape.fields[c]) for c in columns],
@@ -43,18 +45,16 @@ def similar_panels(tdef: TableDef, record: dict, offered: list) -> tuple[list[di
             "add": sdef.add_action if sdef.add_action in actions else None,
         })
         found_suggestion = similar.suggestion(rt.storage, service.conn, sdef, record, props, service.readable,
-                                              exclude=record["sys_id"])
+                                              exclude=record["sys_id"], weighted=weighted)
         if found_suggestion is not None:
-            action = found_suggestion.action if found_suggestion.action in actions else None
+            spec = actions.get(found_suggestion.action or "")
             link = None
-            if action is not None:
-                spec = next(a for a in offered if a.name == action)
+            if spec is not None:
                 text_input = next((i.name for i in spec.inputs if i.type in ("text", "string")), None)
                 query = urlencode({text_input: found_suggestion.message}) if text_input else ""
-                link = f"/ui/action/{tdef.name}/{record['sys_id']}/{action}" + (f"?{query}" if query else "")
+                link = f"/ui/action/{tdef.name}/{record['sys_id']}/{spec.name}" + (f"?{query}" if query else "")
             suggestions.append({"message": found_suggestion.message, "link": link,
-                                "label": next((a.label for a in offered if a.name == action), None),
-                                "list": sdef.name})
+                                "label": spec.label if spec is not None else None, "list": sdef.name})
     return panels, suggestions
 
 
