@@ -21,6 +21,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -76,9 +77,27 @@ def wait_for(check, timeout: float, step: float = 0.02):
 
 
 def run_by(runtime: Runtime, job_id: str, pid: int) -> bool:
-    """Whether the job is running (or done) under a run of process `pid`."""
+    """Whether the job is running (or done) under a run of process `pid` or one of its children (the
+    worker process `caseloom serve` runs beside gunicorn)."""
     job = job_row(runtime, job_id)
-    return job.state in (RUNNING, DONE) and f":{pid}:" in (job.worker or "")
+    return job.state in (RUNNING, DONE) and any(f":{p}:" in (job.worker or "") for p in family(pid))
+
+
+def family(pid: int) -> set[int]:
+    """`pid` and its descendants, from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, grew = {pid}, True
+    while grew:
+        more = {child for child, parent in parents.items() if parent in found} - found
+        found |= more
+        grew = bool(more)
+    return found
 
 
 def start_action(api, major: str, comments: str):

@@ -74,14 +74,53 @@ def init(demo: bool, scale: int | None, accounts: int | None, force: bool) -> No
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
-def serve(host: str, port: int) -> None:
-    """Serve the web UI and the API; with the embedded (SQLite) queue, run background jobs too."""
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64),
+              help="Server processes (gunicorn workers); each opens its own database pool.")
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64),
+              help="Threads per server process.")
+@click.option("--timeout", default=60, show_default=True, type=click.IntRange(5, 3600),
+              help="Seconds a server process may stay silent before it is replaced.")
+@click.option("--dev", is_flag=True, help="Flask's development server in one process (jobs in its threads) instead.")
+def serve(host: str, port: int, workers: int, threads: int, timeout: int, dev: bool) -> None:
+    """Serve the web UI and the API with gunicorn; with the embedded (SQLite) queue, run background jobs too."""
+    from .jobs import is_embedded
+
+    config = Config.from_env()
+    _load_or_exit(config.definitions)
+    if dev:
+        _serve_dev(config, host, port)
+        return
+    from .serving import ServeOptions, Server, start_worker, stop_worker
+    from .web import create_app
+
+    create_app(config)  # refuse now, with its message, what would stop every server process (e.g. no UI)
+    options = ServeOptions(host=host, port=port, workers=workers, threads=threads, timeout=timeout)
+    worker = None
+    if is_embedded(config.queue):
+        from .jobs.liveness import timing
+
+        try:
+            timing()  # the worker's settings, refused here rather than in its process
+        except ValueError as exc:
+            click.echo(f"caseloom serve: {exc}", err=True)
+            sys.exit(1)
+        worker = start_worker()
+        click.echo(f"background jobs: run by this server's worker process {worker.pid}, from {config.queue}")
+    else:
+        click.echo(f"background jobs: queued on {config.queue}; run `caseloom worker` to process them")
+    click.echo(f"serving http://{host}:{port} with {workers} process(es) x {threads} thread(s) (gunicorn)")
+    try:
+        Server(lambda: create_app(config), options).run()
+    finally:
+        stop_worker(worker)
+
+
+def _serve_dev(config: Config, host: str, port: int) -> None:
+    """Flask's development server, with the embedded queue's jobs run in this process."""
     from .jobs import is_embedded
     from .web import create_app
     from .web.jobs_api import queue
 
-    config = Config.from_env()
-    _load_or_exit(config.definitions)
     app = create_app(config)
     consumer = None
     if is_embedded(config.queue):

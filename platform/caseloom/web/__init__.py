@@ -100,6 +100,7 @@ def _register_ui(app: Flask, ui: Path) -> None:
 
     app.register_blueprint(blueprint)
     app.jinja_env.globals.update(menu_for=menu_for, table_file=table_file)
+    _static_caching(app, ui / "static")
     vendor = ui / "node_modules"
 
     @app.get("/ui/vendor/<path:filename>", endpoint="ui_vendor")
@@ -107,6 +108,49 @@ def _register_ui(app: Flask, ui: Path) -> None:
         if not filename.endswith((".js", ".css", ".map")):
             return "", 404
         return send_from_directory(vendor, filename, max_age=3600)
+
+
+STATIC_VERSIONED_MAX_AGE = 365 * 24 * 3600  # a URL with ?v=<content hash> never changes: cached for a year
+STATIC_MAX_AGE = 300
+
+
+def _static_caching(app: Flask, folder: Path) -> None:
+    """Static files are linked with `?v=` and a hash of their content, and such a URL is cached for a
+    year (`immutable`): a new file gets a new URL, so browsers and proxies never serve a stale one.
+    Without `v`, five minutes."""
+    import hashlib
+
+    from flask import request
+
+    versions: dict[str, tuple[float, str]] = {}
+
+    def version(filename: str) -> str | None:
+        path = folder / filename
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            return None
+        known = versions.get(filename)
+        if known is None or known[0] != mtime:
+            known = (mtime, hashlib.sha256(path.read_bytes()).hexdigest()[:12])
+            versions[filename] = known
+        return known[1]
+
+    @app.url_defaults
+    def static_version(endpoint: str, values: dict) -> None:
+        if endpoint == "static" and "v" not in values and (v := version(str(values.get("filename", "")))):
+            values["v"] = v
+
+    def max_age(filename: str | None) -> int:
+        return STATIC_VERSIONED_MAX_AGE if request.args.get("v") else STATIC_MAX_AGE
+
+    app.get_send_file_max_age = max_age  # type: ignore[method-assign]
+
+    @app.after_request
+    def immutable(response):
+        if request.endpoint == "static" and request.args.get("v") and response.status_code == 200:
+            response.cache_control.immutable = True
+        return response
 
 
 def _remember_generation(app: Flask, given: bool) -> None:

@@ -1,0 +1,101 @@
+"""`caseloom serve`: the app under gunicorn, a production WSGI server.
+
+gunicorn's master forks `workers` processes, each building its own app (and its own database
+pool) after the fork, each answering with `threads` threads. The master restarts a worker that
+dies or stops answering within `timeout`, replaces the workers one by one on SIGHUP (a graceful
+restart: each finishes its requests first), and stops on SIGTERM or Ctrl-C, giving requests in
+progress `graceful_timeout` seconds. Every process works on the shared database only, so several
+processes (here or on other machines) behave as one: sessions, definition switches, job claims
+and numbers all live in the database.
+
+With the embedded queue (a SQLite file), the server also runs a `caseloom worker` process of its
+own, which dies with it; with Redis, workers are started separately (`caseloom worker`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gunicorn.app.base import BaseApplication
+
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    host: str = "127.0.0.1"
+    port: int = 5000
+    workers: int = 2
+    threads: int = 4
+    timeout: int = 60  # a worker silent this long (a request stuck in Python) is killed and replaced
+    graceful_timeout: int = 30  # requests in progress at a stop or restart get this long to finish
+    keepalive: int = 5
+    max_requests: int = 20_000  # a worker is replaced after this many requests (with jitter): bounded memory
+    embedded_worker: bool = False  # start a `caseloom worker` beside the server (the embedded queue)
+
+    def settings(self) -> dict:
+        return {
+            "bind": f"{self.host}:{self.port}",
+            "workers": self.workers,
+            "threads": self.threads,
+            "worker_class": "gthread",
+            "timeout": self.timeout,
+            "graceful_timeout": self.graceful_timeout,
+            "keepalive": self.keepalive,
+            "max_requests": self.max_requests,
+            "max_requests_jitter": self.max_requests // 10,
+            "preload_app": False,  # each worker opens its own database connections after the fork
+            "accesslog": None,  # requests are logged by the app (caseloom.web.operations), as JSON on request
+            "errorlog": "-",
+            "loglevel": "info",
+            "proc_name": "caseloom",
+            "forwarded_allow_ips": "127.0.0.1",
+            "control_socket_disable": True,  # gunicorn 27's shared per-user socket: several servers run on one machine
+        }
+
+
+class Server(BaseApplication):
+    """gunicorn with the app built by `factory` in every worker process."""
+
+    def __init__(self, factory: Callable[[], object], options: ServeOptions, hooks: dict | None = None):
+        self.factory, self.options, self.hooks = factory, options, hooks or {}
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in {**self.options.settings(), **self.hooks}.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        return self.factory()
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the worker gets SIGTERM when the server's process ends, however it ends (kill -9 too)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def start_worker(threads: int = 2) -> subprocess.Popen:
+    """A `caseloom worker` for the embedded queue, with this process's environment."""
+    return subprocess.Popen([sys.executable, "-m", "caseloom.cli", "worker", "--workers", str(threads)],
+                            env=os.environ.copy(), preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+
+
+def stop_worker(process: subprocess.Popen | None) -> None:
+    """Stop the server's worker: SIGTERM lets its jobs finish their unit (huey's graceful stop), then kill."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=35)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
