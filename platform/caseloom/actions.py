@@ -214,6 +214,7 @@ def run_in_job(run) -> str:
     (`run.hold`, guarded progress): a run that lost it to another worker rolls back its unit and
     stops, so no batch is ever committed by two runs."""
     from .database import WRITE_LOCK, job_cache
+    from .jobs.slices import Slicer
 
     runtime = run.runtime
     with runtime.engine.connect() as conn, job_cache(conn):
@@ -237,14 +238,29 @@ def run_in_job(run) -> str:
                 last_commit = time.monotonic()
                 return service
 
+            def commit() -> None:
+                nonlocal transaction
+                transaction.commit()
+                runtime.committed(service)
+                transaction = None
+
+            def begin() -> RecordService:
+                nonlocal transaction, last_commit
+                transaction = conn.begin()
+                run.hold(conn)
+                last_commit = time.monotonic()
+                return service
+
             ctx.progress = progress
+            ctx.slicer = Slicer(run, commit, begin, service)
             with service.by_definitions():
                 run_effects(ctx, action.effects)
             run.hold(conn)
             transaction.commit()
             runtime.committed(service)
         except BaseException:
-            transaction.rollback()
+            if transaction is not None:
+                transaction.rollback()
             raise
     return "; ".join(ctx.messages) or "done"
 

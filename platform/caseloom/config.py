@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,6 +28,8 @@ class Config:
     imap_poll_seconds: float = 30.0
     # how often a background action commits its work and progress: a crash redoes at most this much
     job_commit_seconds: float = 1.0
+    # members per slice of a child-creation job on PostgreSQL: idle workers claim slices concurrently
+    job_slice_rows: int = 25_000
     # -- security (README: Security) --------------------------------------------------------------
     base_url: str | None = None  # links in API answers and e-mails; unset: the request's own URL
     proxies: int = 0  # reverse proxies in front of the server whose X-Forwarded-* headers are trusted
@@ -37,6 +40,8 @@ class Config:
     login_failures_per_address: int = 20  # failed sign-ins from one client address before a pause
     login_lockout_seconds: int = 300  # how long the pause lasts (429 with Retry-After)
     script_cpu_budget_seconds: float = 60.0  # CPU time of sandboxed scripts per user per hour
+    # -- operations (README: Operations) ----------------------------------------------------------
+    log_format: str = "text"  # text | json: one JSON object per log line (server, worker, CLI)
 
     @classmethod
     def from_env(cls, **overrides) -> Config:
@@ -61,6 +66,8 @@ class Config:
                                        cls.imap_poll_seconds),
             job_commit_seconds=_seconds("CASELOOM_JOB_COMMIT_SECONDS", env.get("CASELOOM_JOB_COMMIT_SECONDS"),
                                         cls.job_commit_seconds),
+            job_slice_rows=_count("CASELOOM_JOB_SLICE_ROWS", env.get("CASELOOM_JOB_SLICE_ROWS"), cls.job_slice_rows,
+                                  100, 10_000_000),
             base_url=_base_url(env.get("CASELOOM_BASE_URL")),
             proxies=_count("CASELOOM_PROXIES", env.get("CASELOOM_PROXIES"), cls.proxies, 0, 10),
             max_request_bytes=_count("CASELOOM_MAX_REQUEST_BYTES", env.get("CASELOOM_MAX_REQUEST_BYTES"),
@@ -79,6 +86,7 @@ class Config:
             script_cpu_budget_seconds=_seconds("CASELOOM_SCRIPT_CPU_BUDGET_SECONDS",
                                                env.get("CASELOOM_SCRIPT_CPU_BUDGET_SECONDS"),
                                                cls.script_cpu_budget_seconds),
+            log_format=log_format(env),
         )
         return replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -92,6 +100,15 @@ class Config:
             path.write_text(secrets.token_hex(32))
             path.chmod(0o600)
         return path.read_text().strip()
+
+
+LOG_FORMATS = ("text", "json")
+
+
+def log_format(env: Mapping[str, str] = os.environ) -> str:
+    """CASELOOM_LOG_FORMAT: `text` (the default) or `json`. Read alone by the CLI, which sets up logging
+    before a command reads the rest of the configuration."""
+    return _choice("CASELOOM_LOG_FORMAT", env.get("CASELOOM_LOG_FORMAT"), Config.log_format, LOG_FORMATS)
 
 
 def _port(raw: str | None, default: int) -> int:

@@ -81,7 +81,7 @@ def insert_select(service: RecordService, table: str, values: dict, select: sa.S
     the order numbers are given in. Returns how many records were inserted, or None when the
     table's inserts need each row in Python (validators, rules or notifications that read one of
     `fields`, effects other than refusals, templates that are not plain substitutions)."""
-    from .records import VALIDATORS, RecordError, _insert_plan, now, reserve_numbers
+    from .records import VALIDATORS, RecordError, _insert_plan, now
 
     tdef = service.table(table, "create")
     plan = _insert_plan(service.storage, tdef)
@@ -119,7 +119,7 @@ def insert_select(service: RecordService, table: str, values: dict, select: sa.S
         count = conn.execute(sa.select(sa.func.count()).select_from(select.subquery())).scalar_one()
         if not count:
             return 0
-        first = reserve_numbers(conn, storage, tdef, count)
+        first = _reserve(conn, storage, tdef, count)
         columns["number"] = _number_sql(dialect, tdef.number, first - 1 + sa.func.row_number().over(order_by=order_by))
     constants = record | stamps.new_row(tdef.name, user, stamp)
     columns |= {name: sa.literal(value, physical.c[name].type) for name, value in constants.items()
@@ -148,6 +148,19 @@ def insert_select(service: RecordService, table: str, values: dict, select: sa.S
     tell_inserted(conn, tdef.name, prefix, inserted)
     service.note_made(tdef.name, (prefix + "0" * 12, prefix + "f" * 12, inserted))
     return inserted
+
+
+def _reserve(conn: sa.Connection, storage, tdef, count: int) -> int:
+    """Numbers for `count` records: in this unit of work, or, on a connection marked NUMBERS_APART
+    (a slice of a job on PostgreSQL), in a transaction of its own, so that slices inserting at once
+    do not queue on the counter's row until each commits (a unit that rolls back leaves a gap)."""
+    from .jobs.slices import NUMBERS_APART
+    from .records import reserve_numbers
+
+    if conn.info.get(NUMBERS_APART) and conn.dialect.name == "postgresql":
+        with conn.engine.begin() as apart:
+            return reserve_numbers(apart, storage, tdef, count)
+    return reserve_numbers(conn, storage, tdef, count)
 
 
 def _number_sql(dialect: str, spec, value: sa.ColumnElement) -> sa.ColumnElement:

@@ -5,11 +5,16 @@ Declared with the other built-in effects in builtin.py.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 import sqlalchemy as sa
 
+from ..jobs.slices import bounds, decode, encode, in_units, worth_slicing
 from ..memberlists import BATCH, lists_for
 from ..query import Selection
-from ..records import RecordError
+from ..records import RecordError, RecordService
 from ..setinsert import tell_inserted
 from ..setwrite import sys_id_prefix
 from .builtin import ChildrenFromListArgs, NoArgs, RefuseArgs
@@ -25,6 +30,30 @@ def refresh_members(ctx: EffectContext, args: NoArgs) -> None:
     ctx.result.update(report.as_dict())
     ctx.messages.append(f"{report.identified} identified, {report.added} added, {report.removed} removed, "
                         f"{report.rejected_total} rejected")
+
+
+@dataclass(frozen=True)
+class Children:
+    """One record's children for the members of one list: all a batch, or a slice job, needs."""
+
+    table: str  # the children's table
+    parent: str  # the record's sys_id
+    reference: str  # the child field that refers to the record
+    list_table: str
+    list_id: str
+    member_field: str  # the child field that takes the member
+    lookups: dict[str, str]  # child field -> path from the member field
+    shared: dict[str, Any]  # the values every child gets
+
+    def params(self) -> dict[str, Any]:
+        return {"table": self.table, "parent": self.parent, "reference": self.reference, "list_table": self.list_table,
+                "list_id": self.list_id, "member_field": self.member_field, "lookups": self.lookups,
+                "shared": encode(self.shared)}
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> Children:
+        return cls(params["table"], params["parent"], params["reference"], params["list_table"], params["list_id"],
+                   params["member_field"], dict(params["lookups"]), decode(params["shared"]))
 
 
 def create_children_from_list(ctx: EffectContext, args: ChildrenFromListArgs) -> None:
@@ -45,47 +74,89 @@ def create_children_from_list(ctx: EffectContext, args: ChildrenFromListArgs) ->
             values[name] = ctx.record.get(name)
     journal = {k: v for k, v in ((name, ctx.render(text)) for name, text in args.journal) if v}
     lookups = {child: path for child, path in args.lookups if path.split(".")[0] == member_field}
-    done = 0
-    total = _remaining(ctx, args, list_id, mtype, member_field)
-    progress = ctx.progress
-    shared = {**values, **journal, args.reference: ctx.record["sys_id"]}
+    spec = Children(ctx.table.name, ctx.record["sys_id"], args.reference, args.list_table, list_id, member_field,
+                    lookups, {**values, **journal, args.reference: ctx.record["sys_id"]})
+    total = _remaining(service, spec, mtype)
+    slicer, key = ctx.slicer, f"slices:{list_id}"
+    # once planned, always in slices: a re-run must not do a range a slice may be doing now
+    if slicer is not None and (slicer.planned(key) or worth_slicing(service.conn, total, slicer.size)):
+        members = _members(service, mtype)
+        where = members.c[mtype.list_field] == list_id
+        done = slicer.run_slices(SLICE, key, spec.params(),
+                                 lambda: bounds(service.conn, members.c[mtype.member_field], where, slicer.size), total)
+        service = ctx.service = slicer.service
+    else:
+        done = 0
+        progress = ctx.progress
+
+        def batch_done(added: int) -> None:
+            nonlocal done
+            done += added
+            if progress is not None:
+                ctx.service = progress(done, total) or ctx.service  # a background job commits here
+
+        _fill(service, spec, mtype, "", None, batch_done)
+        service = ctx.service
+    if args.lock and not service.get(args.list_table, list_id).get(args.lock):  # a re-run finds it locked
+        service.update(args.list_table, list_id, {args.lock: True})
+    ctx.result["children_created"] = done
+    ctx.messages.append(f"{done} child records created")
+
+
+SLICE = "children_from_list"  # the slice kind (caseloom.jobs.slices.KINDS)
+
+
+def children_slice(run) -> str:
+    """A slice job: the children of the members in its range (after, upto] that have none yet."""
+    spec = Children.from_params(run.params)
+    after, upto = run.params["after"], run.params["upto"]
+
+    def work(service: RecordService, batch_done) -> None:
+        lists = lists_for(service, spec.list_table)
+        _fill(service, spec, lists.mtype(lists.record(spec.list_id)), after, upto, batch_done)
+
+    with run.runtime.engine.connect() as conn:
+        service = run.runtime.records(conn, run.actor)
+        lists = lists_for(service, spec.list_table)
+        total = _remaining(service, spec, lists.mtype(lists.record(spec.list_id)), after, upto)
+    done = in_units(run, work, total)
+    return f"{done} child records created"
+
+
+def _fill(service: RecordService, spec: Children, mtype, after: str, end: str | None,
+          batch_done: Callable[[int], None]) -> None:
+    """Create the children of the members in (after, end] (end None: to the last) that have none yet,
+    batch by batch, calling batch_done(n) after each (a background job commits there). Set-based
+    (INSERT ... SELECT) unless the table needs each row in Python; then row by row in batches."""
     set_based = True  # until the table says its rows need Python one by one
-    after = ""  # a keyset cursor over the members: each batch starts where the last one stopped
-    while True:
+    while True:  # a keyset cursor over the members: each batch starts where the last one stopped
         if set_based:
-            upto = _slice_end(ctx, list_id, mtype, after)
+            upto = _slice_end(service, spec, mtype, after, end)
             if upto is None:
                 break
-            select, fields, order = _members_select(ctx, args, list_id, mtype, member_field, lookups, after, upto)
+            select, fields, order = _members_select(service, spec, mtype, after, upto)
             # the members and their looked-up values are read from the database by the INSERT itself
-            added = service.insert_select(ctx.table.name, shared, select, fields, source=_members(ctx, mtype),
+            added = service.insert_select(spec.table, spec.shared, select, fields, source=_members(service, mtype),
                                           order_by=order)
             if added is None:
                 set_based = False
                 continue
             after = upto
         else:
-            batch, after = _next_members(ctx, args, list_id, mtype, member_field, lookups, after)
+            batch, after = _next_members(service, spec, mtype, after, end)
             if after is None:
                 break
             if not batch:
                 continue
             prefix = sys_id_prefix()  # the batch's sys_ids share it, as a set-based insert's do: a job can undo it
-            rows = [{**shared, "sys_id": f"{prefix}{i:012x}", member_field: member,
+            rows = [{**spec.shared, "sys_id": f"{prefix}{i:012x}", spec.member_field: member,
                      **{child: found for child, found in extra.items() if found}}
                     for i, (member, extra) in enumerate(batch, 1)]
             # the members and their looked-up values were just read from the database
-            service.insert_many(ctx.table.name, rows, batch=BATCH, known_references=(member_field, *lookups))
+            service.insert_many(spec.table, rows, batch=BATCH, known_references=(spec.member_field, *spec.lookups))
             added = len(rows)
-            tell_inserted(service.conn, ctx.table.name, prefix, added)
-        done += added
-        if progress is not None:
-            service = progress(done, total) or service  # a background job commits here and goes on in a new unit
-            ctx.service = service
-    if args.lock and not service.get(args.list_table, list_id).get(args.lock):  # a re-run finds it locked
-        service.update(args.list_table, list_id, {args.lock: True})
-    ctx.result["children_created"] = done
-    ctx.messages.append(f"{done} child records created")
+            tell_inserted(service.conn, spec.table, prefix, added)
+        batch_done(added)
 
 
 def _property_fields(ctx: EffectContext, args: ChildrenFromListArgs) -> list[str]:
@@ -93,75 +164,79 @@ def _property_fields(ctx: EffectContext, args: ChildrenFromListArgs) -> list[str
     return list(ctx.properties(name)) if name and ctx.properties else []
 
 
-def _remaining(ctx, args, list_id, mtype, member_field) -> int:
-    """Members of the list with no child of this record yet (the work left, for progress)."""
-    storage = ctx.service.storage
+def _in_range(column: sa.ColumnElement, after: str, end: str | None) -> sa.ColumnElement:
+    return column > after if end is None else sa.and_(column > after, column <= end)
+
+
+def _remaining(service: RecordService, spec: Children, mtype, after: str = "", end: str | None = None) -> int:
+    """Members of the list in (after, end] with no child of this record yet (the work left, for progress)."""
+    storage = service.storage
     members = storage.physical(mtype.members)
-    children = storage.physical(ctx.table.name)
-    has_child = sa.exists().where(children.c[args.reference] == ctx.record["sys_id"],
-                                  children.c[member_field] == members.c[mtype.member_field])
-    stmt = sa.select(sa.func.count()).select_from(members).where(members.c[mtype.list_field] == list_id, ~has_child)
-    return ctx.service.conn.execute(stmt).scalar_one()
+    children = storage.physical(spec.table)
+    member = members.c[mtype.member_field]
+    has_child = sa.exists().where(children.c[spec.reference] == spec.parent, children.c[spec.member_field] == member)
+    stmt = sa.select(sa.func.count()).select_from(members).where(
+        members.c[mtype.list_field] == spec.list_id, _in_range(member, after, end), ~has_child)
+    return service.conn.execute(stmt).scalar_one()
 
 
 SET_BATCH = 20_000  # members per INSERT ... SELECT: progress and commits about once a second
 
 
-def _members(ctx, mtype) -> sa.Table:
-    return ctx.service.storage.physical(mtype.members)
+def _members(service: RecordService, mtype) -> sa.Table:
+    return service.storage.physical(mtype.members)
 
 
-def _slice_end(ctx, list_id, mtype, after: str) -> str | None:
-    """The member that ends the next slice of SET_BATCH members after `after` (None: no more)."""
-    members = _members(ctx, mtype)
+def _slice_end(service: RecordService, spec: Children, mtype, after: str, end: str | None) -> str | None:
+    """The member that ends the next batch of SET_BATCH members in (after, end] (None: no more)."""
+    members = _members(service, mtype)
     member = members.c[mtype.member_field]
-    base = sa.select(member).where(members.c[mtype.list_field] == list_id, member > after).order_by(member)
-    conn = ctx.service.conn
-    return (conn.execute(base.offset(SET_BATCH - 1).limit(1)).scalar()
-            or conn.execute(sa.select(sa.func.max(member)).where(members.c[mtype.list_field] == list_id,
-                                                                 member > after)).scalar())
+    where = sa.and_(members.c[mtype.list_field] == spec.list_id, _in_range(member, after, end))
+    conn = service.conn
+    return (conn.execute(sa.select(member).where(where).order_by(member).offset(SET_BATCH - 1).limit(1)).scalar()
+            or conn.execute(sa.select(sa.func.max(member)).where(where)).scalar())
 
 
-def _members_select(ctx, args, list_id, mtype, member_field, lookups, after: str, upto: str):
+def _members_select(service: RecordService, spec: Children, mtype, after: str, upto: str):
     """SELECT of the members in (after, upto] with no child of this record yet, and the values
     their children take from them: the member, then each lookup."""
-    storage = ctx.service.storage
-    members = _members(ctx, mtype)
+    storage = service.storage
+    members = _members(service, mtype)
     member = members.c[mtype.member_field]
     target = Selection(storage, mtype.table)
-    children = storage.physical(ctx.table.name)
-    columns, fields = [member], [member_field]
-    for child, path in lookups.items():
+    children = storage.physical(spec.table)
+    columns, fields = [member], [spec.member_field]
+    for child, path in spec.lookups.items():
         columns.append(target.column(path.split(".", 1)[1])[0])
         fields.append(child)
-    has_child = sa.exists().where(children.c[args.reference] == ctx.record["sys_id"],
-                                  children.c[member_field] == member)
+    has_child = sa.exists().where(children.c[spec.reference] == spec.parent, children.c[spec.member_field] == member)
     select = (sa.select(*columns)
               .select_from(members.join(target.from_clause, target.base.c.sys_id == member))
-              .where(members.c[mtype.list_field] == list_id, member > after, member <= upto, ~has_child))
+              .where(members.c[mtype.list_field] == spec.list_id, member > after, member <= upto, ~has_child))
     return select, fields, member
 
 
-def _next_members(ctx, args, list_id, mtype, member_field, lookups, after: str
+def _next_members(service: RecordService, spec: Children, mtype, after: str, end: str | None
                   ) -> tuple[list[tuple[str, dict]], str | None]:
-    """The next slice of members (keyset on the member's sys_id) without a child of this record yet,
-    and where the slice ended (None when the list is done). Checking the slice against existing
-    children makes the effect idempotent and resumable: a re-run skips what is done."""
-    storage, conn = ctx.service.storage, ctx.service.conn
+    """The next batch of members in (after, end] (keyset on the member's sys_id) without a child of
+    this record yet, and where the batch ended (None when the range is done). Checking the batch
+    against existing children makes the effect idempotent and resumable: a re-run skips what is done."""
+    storage, conn = service.storage, service.conn
     members = storage.physical(mtype.members)
     target = Selection(storage, mtype.table)
-    columns = [members.c[mtype.member_field].label("member")]
-    for child, path in lookups.items():
+    member = members.c[mtype.member_field]
+    columns = [member.label("member")]
+    for child, path in spec.lookups.items():
         columns.append(target.column(path.split(".", 1)[1])[0].label(child))
     stmt = (sa.select(*columns)
-            .select_from(members.join(target.from_clause, target.base.c.sys_id == members.c[mtype.member_field]))
-            .where(members.c[mtype.list_field] == list_id, members.c[mtype.member_field] > after)
-            .order_by(members.c[mtype.member_field]).limit(BATCH))
+            .select_from(members.join(target.from_clause, target.base.c.sys_id == member))
+            .where(members.c[mtype.list_field] == spec.list_id, _in_range(member, after, end))
+            .order_by(member).limit(BATCH))
     rows = conn.execute(stmt).mappings().all()
     if not rows:
         return [], None
-    children = storage.physical(ctx.table.name)
+    children = storage.physical(spec.table)
     ids = [r["member"] for r in rows]
-    done = set(conn.execute(sa.select(children.c[member_field]).where(
-        children.c[args.reference] == ctx.record["sys_id"], children.c[member_field].in_(ids))).scalars())
-    return [(r["member"], {k: r[k] for k in lookups}) for r in rows if r["member"] not in done], ids[-1]
+    done = set(conn.execute(sa.select(children.c[spec.member_field]).where(
+        children.c[spec.reference] == spec.parent, children.c[spec.member_field].in_(ids))).scalars())
+    return [(r["member"], {k: r[k] for k in spec.lookups}) for r in rows if r["member"] not in done], ids[-1]

@@ -318,6 +318,10 @@ def cancel_job(conn: sa.Connection, storage: Storage, job_id: str, by: str) -> J
     said = (f"canceled by {by} before it started" if current.state == QUEUED and not job.done
             else f"stopped by {by} after {job.done} of {job.total}")
     conn.execute(sa.update(table).where(table.c.id == job_id).values(message=said))
+    # its slices (caseloom.jobs.slices) stop with it
+    conn.execute(sa.update(table).where(table.c.target_table == "sys_job", table.c.target_sys_id == job_id,
+                                        table.c.state.in_((QUEUED, RUNNING)))
+                 .values(state=CANCELED, updated_on=now(), message=f"stopped with its job by {by}"))
     return replace(job, message=said)
 
 

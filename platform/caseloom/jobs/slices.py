@@ -1,0 +1,276 @@
+"""One job's work in slices that several workers run at once.
+
+A job whose work is big and splits by key ranges (creating one child per member of a list) plans
+slices: one sys_job row each (job `slice`, its target the parent job: `target_table` sys_job,
+`target_sys_id` the parent's id), created with a note of their ids in the parent's params in one
+unit of work, and enqueued when it commits. Every idle worker claims one; so does the parent's
+own run, which then waits for the ones others run and adds their progress up into its own.
+
+A slice is an ordinary job: it is claimed by one guarded UPDATE, holds its row while it works,
+beats, and is resumed by any worker's reaper when its worker dies. Its work must be idempotent
+over its range (it picks what is left by the state of the data), so whatever dies when, every
+unit of work is done once. A re-run of the parent finds its slices in its params and goes on
+waiting; a failed slice is run again by that re-run. Stopping the parent stops its slices
+(`progress.cancel_job`). What the slices created is added to the parent's record of what it
+created, so undoing the parent undoes them too.
+
+Slices are worth it where writers run side by side: PostgreSQL. On SQLite one writer holds the
+database at a time, and the parent does the work alone, in one piece.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import importlib
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from ..records import RecordService
+from .progress import CANCELED, DONE, FAILED, QUEUED, RUNNING, ClaimLost, Job, create_job, get_job, report_progress
+from .registry import JobRun, execute_job, job
+from .undo import CREATED
+
+if TYPE_CHECKING:
+    from ..runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+JOB = "slice"
+PARENT = "sys_job"  # a slice's target_table: its target_sys_id is the parent job
+POLL_SECONDS = 0.2
+SliceFunction = Callable[[JobRun], str | None]
+# What a slice of each kind does: a function of its JobRun (params: the parent's keys, `kind`,
+# `after` and `upto`), idempotent over its range, reporting progress; "module:function" is
+# imported on first use, so a worker process loads it only when it runs such a slice.
+KINDS: dict[str, SliceFunction | str] = {
+    "children_from_list": "caseloom.effects.lists:children_slice",
+}
+
+
+@job(JOB)
+def run_slice(run: JobRun) -> str | None:
+    kind = run.params.get("kind")
+    function = KINDS.get(kind)
+    if function is None:
+        raise ValueError(f"no slice kind {kind!r} is registered; known: {', '.join(sorted(KINDS))}")
+    if isinstance(function, str):
+        module, _, name = function.partition(":")
+        function = KINDS[kind] = getattr(importlib.import_module(module), name)
+    return function(run)
+
+
+def worth_slicing(conn: sa.Connection, rows: int, size: int) -> bool:
+    """Whether `rows` of work are worth slices of `size`: on PostgreSQL, at least two of them."""
+    return conn.dialect.name == "postgresql" and rows >= 2 * size
+
+
+def bounds(conn: sa.Connection, key: sa.ColumnElement, where: sa.ColumnElement, size: int) -> list[tuple[str, str | None]]:
+    """Key ranges (after, upto] of `size` rows each over the rows `where` picks, in `key` order; the
+    last is open-ended (upto None), so rows added after planning are not left out."""
+    numbered = sa.select(key.label("k"), sa.func.row_number().over(order_by=key).label("n"),
+                         sa.func.count().over().label("rows")).where(where).subquery()
+    cuts = conn.execute(sa.select(numbered.c.k).where(numbered.c.n % size == 0, numbered.c.n < numbered.c.rows)
+                        .order_by(numbered.c.k)).scalars().all()
+    edges: list[str | None] = ["", *cuts]
+    ranges = [(edges[i], edges[i + 1]) for i in range(len(edges) - 1)]
+    return [*ranges, (edges[-1] or "", None)]
+
+
+class Slicer:
+    """A background job's sliced work, from inside the parent's run (see the module docstring).
+    `commit` ends the run's unit of work (its follow-ups enqueued) and `begin` starts the next one
+    (holding the job); both are given by the run's unit loop."""
+
+    def __init__(self, run: JobRun, commit: Callable[[], None], begin: Callable[[], RecordService],
+                 service: RecordService):
+        self.run, self.commit, self.begin, self.service = run, commit, begin, service
+
+    @property
+    def size(self) -> int:
+        return self.run.runtime.config.job_slice_rows
+
+    def planned(self, key: str) -> bool:
+        """Whether this job has planned slices under `key` (in an earlier run)."""
+        return key in self.run.params
+
+    def run_slices(self, kind: str, key: str, params: dict[str, Any], ranges: Callable[[], list], total: int) -> int:
+        """Plan the slices (once per job: a re-run finds them), run them with every idle worker,
+        and return the sum of their `done`. Back in a unit of work when it returns (`self.service`)."""
+        run = self.run
+        ids = run.params.get(key)
+        if ids is None:
+            ids = self._plan(kind, key, params, ranges(), total)
+        else:  # a re-run: what the slices did before counts in the total, as it does in the sum
+            total += sum(j.done for j in _jobs(run.runtime, ids))
+        self.commit()
+        try:
+            done = self._wait(ids, total)
+        finally:
+            self.service = self.begin()
+        self._adopt(ids)
+        return done
+
+    def _plan(self, kind: str, key: str, params: dict, ranges: list, total: int) -> list[str]:
+        run, service = self.run, self.service
+        ids = [create_job(service.conn, service.storage, JOB, created_by=run.job.created_by, target_table=PARENT,
+                          target_sys_id=run.job.id, params={**params, "kind": kind, "after": after, "upto": upto,
+                                                            "slice": i, "slices": len(ranges)})
+               for i, (after, upto) in enumerate(ranges, 1)]
+        run.remember(service.conn, **{key: ids})
+        run.progress(service.conn, 0, total, f"0 of {total} in {len(ids)} slices")
+        service.follow_ups.extend(("run_job", (slice_id,)) for slice_id in ids)
+        log.info("job %s: %d slices of about %d", run.job.id, len(ids), self.size)
+        return ids
+
+    def _wait(self, ids: list[str], total: int) -> int:
+        """Run queued slices here, wait for the others; the parent's progress is their sum."""
+        runtime, run = self.run.runtime, self.run
+        retry = {j.id for j in _jobs(runtime, ids) if j.state == FAILED}  # a re-run tries failed slices once more
+        tried: set[str] = set()
+        reported = -1
+        while True:
+            slices = _jobs(runtime, ids)
+            self._still_held()
+            failed = [j for j in slices if j.state == FAILED and (j.id in tried or j.id not in retry)]
+            stopped = [j for j in slices if j.state == CANCELED]
+            if failed or stopped:
+                bad = (failed or stopped)[0]
+                raise SliceFailed(f"slice {bad.params.get('slice')} of {len(ids)} "
+                                  f"{'failed' if failed else 'was stopped'}: {bad.message}")
+            done = sum(j.done for j in slices)
+            if done != reported:
+                with runtime.engine.begin() as conn:
+                    finished = sum(1 for j in slices if j.state == DONE)
+                    report_progress(conn, runtime.storage, run.job.id, done, total,
+                                    f"{done} of {total} ({finished} of {len(ids)} slices done)", worker=run.worker)
+                reported = done
+            if all(j.state == DONE for j in slices):
+                return done
+            ready = [j for j in slices if j.state == QUEUED or (j.state == FAILED and j.id in retry - tried)]
+            if ready:
+                tried.add(ready[0].id)
+                execute_job(runtime, ready[0].id)  # claimed by another worker first: returns at once
+            else:
+                time.sleep(POLL_SECONDS)  # the rest are running elsewhere (or lost: a reaper requeues them)
+
+    def _still_held(self) -> None:
+        runtime, run = self.run.runtime, self.run
+        with runtime.engine.connect() as conn:
+            current = get_job(conn, runtime.storage, run.job.id)
+        if current is None or current.state != RUNNING or current.worker != run.worker:
+            raise ClaimLost(run.job.id, run.worker)
+
+    def _adopt(self, ids: list[str]) -> None:
+        """Note what the slices created as the parent's own (an undo of the parent removes it)."""
+        run = self.run
+        slices = _jobs(run.runtime, ids)
+        known = {tuple(b) for b in run.params.get(CREATED, [])}
+        merged = [*run.params.get(CREATED, [])]
+        for one in slices:
+            for batch in one.params.get(CREATED, []):
+                if tuple(batch) not in known:
+                    known.add(tuple(batch))
+                    merged.append(batch)
+        run.remember(self.service.conn, **{CREATED: merged})
+
+
+class SliceFailed(Exception):
+    """A slice of the job failed or was stopped; the job fails with its reason (a re-run retries it)."""
+
+
+def _jobs(runtime: Runtime, ids: list[str]) -> list[Job]:
+    with runtime.engine.connect() as conn:
+        found = {j.id: j for j in (get_job(conn, runtime.storage, i) for i in ids) if j is not None}
+    return [found[i] for i in ids if i in found]
+
+
+def slices_of(table: sa.Table, job_id: str) -> sa.ColumnElement:
+    """The WHERE of a job's slices in sys_job."""
+    return sa.and_(table.c.target_table == PARENT, table.c.target_sys_id == job_id)
+
+
+# -- values a slice carries: JSON with the types records hold ---------------------------------------------
+
+def encode(values: dict[str, Any]) -> dict[str, Any]:
+    """Record values as JSON: datetimes, dates and decimals tagged, so `decode` gives them back."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if isinstance(value, dt.datetime):
+            value = {"$datetime": value.isoformat()}
+        elif isinstance(value, dt.date):
+            value = {"$date": value.isoformat()}
+        elif isinstance(value, decimal.Decimal):
+            value = {"$decimal": str(value)}
+        out[name] = value
+    return out
+
+
+def decode(values: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if isinstance(value, dict) and len(value) == 1:
+            (tag, text), = value.items()
+            if tag == "$datetime":
+                value = dt.datetime.fromisoformat(text)
+            elif tag == "$date":
+                value = dt.date.fromisoformat(text)
+            elif tag == "$decimal":
+                value = decimal.Decimal(text)
+        out[name] = value
+    return out
+
+
+def in_units(run: JobRun, work: Callable[[RecordService, Callable[[int], None]], None], total: int) -> int:
+    """Run a slice's `work(service, batch_done)` in units of work and return how much it did:
+    `batch_done(n)` counts n and commits the unit with the slice's progress (at most every
+    CASELOOM_JOB_COMMIT_SECONDS), the next unit going on in the same service. Each unit holds the
+    slice's job: a run that lost it rolls its unit back (ClaimLost)."""
+    from ..database import WRITE_LOCK, job_cache
+
+    runtime = run.runtime
+    with runtime.engine.connect() as conn, job_cache(conn):
+        conn.execution_options(**{WRITE_LOCK: True})
+        conn.info[NUMBERS_APART] = True
+        transaction = conn.begin()
+        service = runtime.records(conn, run.actor)
+        done, last = 0, time.monotonic()
+        try:
+            run.hold(conn)
+
+            def batch_done(added: int) -> None:
+                nonlocal transaction, done, last
+                done += added
+                if time.monotonic() - last < runtime.config.job_commit_seconds:
+                    return
+                run.progress(conn, done, total, f"{done} of {total}")
+                transaction.commit()
+                runtime.committed(service)
+                transaction = conn.begin()
+                run.hold(conn)
+                last = time.monotonic()
+
+            with service.by_definitions():
+                work(service, batch_done)
+            run.progress(conn, done, total, f"{done} of {total}")
+            transaction.commit()
+            runtime.committed(service)
+        except BaseException:
+            transaction.rollback()
+            raise
+        finally:
+            conn.info.pop(NUMBERS_APART, None)
+    return done
+
+
+# Set on a connection whose set-based inserts take their numbers in a transaction of their own
+# (PostgreSQL): two slices inserting at once do not wait on the table's number counter.
+NUMBERS_APART = "caseloom_numbers_apart"
+
+
+__all__ = ["JOB", "KINDS", "NUMBERS_APART", "PARENT", "SliceFailed", "Slicer", "bounds", "decode", "encode",
+           "in_units", "run_slice", "slices_of", "worth_slicing"]
