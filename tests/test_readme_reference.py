@@ -201,3 +201,24 @@ def test_section_stops_at_the_next_heading_of_its_level_or_higher_outside_code_b
     assert section(section(text, 2, "A"), 3, "c") == "c text\n"
     with pytest.raises(AssertionError, match="no heading `### e`"):
         section(text, 3, "e")
+
+
+def cli_commands(group, prefix: str = "caseloom") -> list[str]:
+    """Every command of the `caseloom` CLI as it is typed (`caseloom job undo`), groups walked."""
+    import click
+
+    found = []
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            found += cli_commands(command, f"{prefix} {name}")
+        else:
+            found.append(f"{prefix} {name}")
+    return found
+
+
+def test_every_cli_command_is_in_the_command_line_section(readme):
+    from caseloom.cli import main
+
+    text = section(readme, 2, "Command line")
+    missing = [c for c in cli_commands(main) if not re.search(rf"^{re.escape(c)}(?= |$)", text, re.MULTILINE)]
+    assert not missing, f"README, ## Command line: these commands have no line of their own: {', '.join(missing)}"

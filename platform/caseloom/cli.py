@@ -415,5 +415,43 @@ def screenshots(url: str, out: str, plan: str) -> None:
         click.echo(f"wrote {written}")
 
 
+@main.command()
+@click.argument("file")
+def backup(file: str) -> None:
+    """Write a consistent copy of the CASELOOM_DATABASE_URL database to FILE, safe while a server writes.
+
+    SQLite: an online backup (a SQLite file). PostgreSQL: a pg_dump custom archive. FILE appears only
+    when complete; a failure leaves no FILE (and an older FILE as it was)."""
+    from .backup import BackupError
+    from .backup import backup as write_backup
+
+    try:
+        done = write_backup(Config.from_env().database_url, file)
+    except BackupError as exc:
+        click.echo(f"caseloom backup: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"wrote {done.file} ({done.size:,} bytes), a backup of {done.database}")
+
+
+@main.command()
+@click.argument("file")
+def restore(file: str) -> None:
+    """Replace EVERYTHING in the CASELOOM_DATABASE_URL database with the backup in FILE.
+
+    All records, users and definitions there now are replaced by those in FILE (no confirmation
+    is asked). FILE must be a `caseloom backup` of the same kind of database; it is checked first,
+    and a restore that fails leaves the database as it was. Stop `caseloom serve` and `caseloom
+    worker` while it runs."""
+    from .backup import BackupError
+    from .backup import restore as read_backup
+
+    try:
+        done = read_backup(Config.from_env().database_url, file)
+    except BackupError as exc:
+        click.echo(f"caseloom restore: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"restored {done.database} from {done.file} ({done.size:,} bytes)")
+
+
 if __name__ == "__main__":
     main()
