@@ -37,6 +37,7 @@ from .database import ScratchDatabase
 from .memory import children, peak_rss, rss_bytes
 from .replay import net_writes, replay
 from .timing import has_slas, sla_attach, sla_tick
+from .workers import workers_speedup
 
 JOURNAL, AUDIT, TASK_SLA, EMAIL = "sys_journal_field", "sys_audit", "task_sla", "sys_email"
 CUSTOMER = "bench_customer"  # the login of the access-rule benchmarks
@@ -70,7 +71,9 @@ class BenchRun:
         self.db = ScratchDatabase(self.folder, server_url)
         self.config = Config(database_url=self.db.url, definitions=config.definitions, scripts=config.scripts,
                              queue=f"sqlite:///{self.folder / 'queue.db'}", instance=str(self.folder),
-                             ui=config.ui, secret_key=secrets.token_hex(16))
+                             ui=config.ui, secret_key=secrets.token_hex(16),
+                             # at least four slices at any scale, so two workers always have work to share
+                             job_slice_rows=min(config.job_slice_rows, max(100, scale // 4)))
         self.runtime = Runtime(self.config, defs)
         self.password = secrets.token_urlsafe(12)
 
@@ -78,10 +81,10 @@ class BenchRun:
         try:
             self.setup()
             yield self.build_list()
-            if has_slas(self):
-                yield from sla_attach(self)
-            else:
-                yield self.create_children()
+            created = list(sla_attach(self)) if has_slas(self) else [self.create_children()]
+            yield from created
+            if self.db.kind == "postgresql":  # the job is sliced there: two workers share it
+                yield workers_speedup(self, created[0])
             yield self.update_parent(self.bench.names["sync"], self.bench.sync_values)
             yield self.update_parent(self.bench.names["close"], self.bench.close_values)
             if has_slas(self):

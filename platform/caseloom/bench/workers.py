@@ -1,0 +1,97 @@
+"""create_child_cases with one and with two `caseloom worker` processes on one job (PostgreSQL, where
+the job is sliced): each run on its own copy of the database as it is now, so both start alike."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from ..access import SYSTEM
+from ..actions import run_action
+from ..jobs import JobQueue, get_job
+from ..runtime import Runtime
+
+if TYPE_CHECKING:
+    from .suite import BenchRun, Result
+
+POLL = 0.05
+
+
+def workers_speedup(run: BenchRun, created: Result) -> Result:
+    """The create action's job run by two worker processes, against the same run by one; the
+    result's baseline is the create benchmark's (the same rows written the plainest way)."""
+    from .suite import Result
+
+    one = run_on_copy(run, 1)
+    two = run_on_copy(run, 2)
+    name = f"{run.bench.names['create']}_2_workers"
+    speedup = one[1] / two[1] if two[1] else 0.0
+    run.say(f"{name}: {two[0]:,} in {two[1]:.2f} s with two worker processes, {one[1]:.2f} s with one "
+            f"(speed-up {speedup:.2f}); peak memory per worker {two[2]:.0f} MB (one worker: {one[2]:.0f} MB); "
+            f"slices of {run.config.job_slice_rows:,}")
+    return Result(name, two[0], two[1], created.baseline_seconds,
+                  {"one_worker_seconds": one[1], "speedup": speedup, "peak_mb": two[2]})
+
+
+def run_on_copy(run: BenchRun, workers: int) -> tuple[int, float, float]:
+    run.runtime.engine.dispose()
+    copy = run.db.snapshot()
+    config = dataclasses.replace(run.config, database_url=run.db.url_of(copy),
+                                 queue=f"sqlite:///{run.folder / f'queue-{copy}.db'}")
+    runtime = Runtime(config, run.defs)
+    try:
+        return run_with_workers(run, runtime, run.new_parent(runtime), workers)
+    finally:
+        runtime.engine.dispose()
+        run.db.drop_snapshot(copy)
+
+
+def run_with_workers(run: BenchRun, runtime: Runtime, parent_id: str, workers: int) -> tuple[int, float, float]:
+    """Start `workers` worker processes, queue the parent's create job, wait for it: (children made,
+    seconds from queueing to done, the largest peak memory of a worker in MB)."""
+    b, config = run.bench, runtime.config
+    with runtime.transaction(SYSTEM) as service:
+        job_id = run_action(service, b.parent_table, parent_id, b.create_action, dict(b.create_inputs)).job
+    env = {**os.environ, "CASELOOM_DATABASE_URL": config.database_url, "CASELOOM_DEFINITIONS": config.definitions,
+           "CASELOOM_SCRIPTS": config.scripts, "CASELOOM_QUEUE": config.queue, "CASELOOM_INSTANCE": config.instance,
+           "CASELOOM_UI": config.ui, "CASELOOM_SECRET_KEY": config.secret_key or "bench",
+           "CASELOOM_JOB_SLICE_ROWS": str(config.job_slice_rows)}
+    processes = [subprocess.Popen([sys.executable, "-m", "caseloom.cli", "worker", "--workers", "1"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(workers)]
+    try:
+        time.sleep(1.5)  # started and listening, as workers of a running system are
+        started = time.perf_counter()
+        JobQueue(runtime).enqueue_job(job_id)
+        deadline = started + 3600
+        while True:
+            with runtime.engine.connect() as conn:
+                job = get_job(conn, runtime.storage, job_id)
+            if job.finished or time.perf_counter() > deadline:
+                break
+            time.sleep(POLL)
+        seconds = time.perf_counter() - started
+        peak = max(_peak_mb(p.pid) for p in processes)
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGINT)
+        for process in processes:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    if job.state != "done":
+        raise RuntimeError(f"the {b.create_action} job with {workers} worker(s) did not finish: {job.state}: {job.message}")
+    return job.done, seconds, peak
+
+
+def _peak_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
