@@ -1,0 +1,162 @@
+"""`caseloom serve`: gunicorn with several processes on one database behaves as one server.
+
+Each test starts the real command in its own process on a copy of the test database (SQLite, and
+PostgreSQL when set), signs in once, and talks to it over HTTP: sessions, numbering and jobs are
+shared through the database, a graceful restart (SIGHUP) drops no request, and static files are
+linked by their content and cached for a year."""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import http.cookiejar
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from conftest import DEFINITIONS, ROOT, free_port
+from test_job_recovery import family
+
+
+@pytest.fixture
+def served(config, tmp_path):
+    """`caseloom serve --workers 2 --threads 2` on the test's database; yields (base URL, process)."""
+    port = free_port()
+    env = {**os.environ, "CASELOOM_DATABASE_URL": config.database_url, "CASELOOM_DEFINITIONS": str(DEFINITIONS),
+           "CASELOOM_SCRIPTS": str(ROOT / "scripts"), "CASELOOM_UI": str(ROOT / "ui"),
+           "CASELOOM_INSTANCE": str(tmp_path / "instance"), "CASELOOM_QUEUE": config.queue,
+           "CASELOOM_SECRET_KEY": "serving-test"}
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115  (closed below)
+    process = subprocess.Popen([sys.executable, "-m", "caseloom.cli", "serve", "--port", str(port), "--workers", "2",
+                                "--threads", "2"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(base + "/login", timeout=2).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                log.close()
+                pytest.fail("the server did not start:\n" + (tmp_path / "serve.log").read_text())
+            time.sleep(0.2)
+    yield base, process
+    process.terminate()
+    try:
+        process.wait(timeout=40)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    log.close()
+
+
+def basic(user: str) -> dict:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{user}".encode()).decode()}
+
+
+def call(method: str, url: str, body: dict | None = None, headers: dict | None = None) -> tuple[int, dict, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, method=method, data=data,
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, dict(answer.headers), json.loads(answer.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), json.loads(error.read() or b"{}")
+
+
+def test_two_server_processes_answer_and_number_as_one(served):
+    base, process = served
+    assert len(family(process.pid)) >= 4  # the master, two server processes and the queue's worker
+
+    def create(i: int) -> str:
+        status, _, body = call("POST", f"{base}/api/now/table/sn_customerservice_case",
+                               {"short_description": f"Printer {i} is on fire"}, basic("agent"))
+        assert status == 201, body
+        return body["result"]["number"]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        numbers = list(pool.map(create, range(40)))
+    assert len(set(numbers)) == 40  # no number given twice across processes
+    values = sorted(int(re.sub(r"\D", "", n)) for n in numbers)
+    assert values == list(range(values[0], values[0] + 40))  # and none skipped
+
+
+def test_a_session_signed_in_on_one_process_is_known_to_the_other(served):
+    base, _ = served
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    page = opener.open(f"{base}/login", timeout=30).read().decode()
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page)[1]
+    form = urllib.parse.urlencode({"csrf_token": token, "user_name": "agent", "user_password": "agent"}).encode()
+    opener.open(urllib.request.Request(f"{base}/login", data=form), timeout=30).read()
+    for _ in range(30):  # keep-alive off: each request is a new connection, to either process
+        request = urllib.request.Request(f"{base}/sn_customerservice_case_list.do", headers={"Connection": "close"})
+        with opener.open(request, timeout=30) as answer:
+            assert answer.status == 200 and answer.url.endswith("_list.do"), answer.url  # not sent to /login
+
+
+def test_a_graceful_restart_drops_no_request(served):
+    base, process = served
+    failures, done = [], []
+
+    def ask(i: int) -> None:
+        status, _, _ = call("GET", f"{base}/api/now/table/sn_customerservice_case?sysparm_limit=5", headers=basic("agent"))
+        (done if status == 200 else failures).append(status)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(ask, i) for i in range(20)]
+        process.send_signal(signal.SIGHUP)  # gunicorn replaces its processes one by one
+        futures += [pool.submit(ask, i) for i in range(20, 80)]
+        for future in futures:
+            future.result()
+    assert failures == [] and len(done) == 80
+
+
+def test_static_files_are_linked_by_their_content_and_cached_for_a_year(served):
+    base, _ = served
+    page = urllib.request.urlopen(f"{base}/login", timeout=30).read().decode()
+    css = re.search(r'href="(/static/caseloom\.css\?v=([0-9a-f]{12}))"', page)
+    assert css, page[:2000]
+    with urllib.request.urlopen(base + css[1], timeout=30) as answer:
+        assert answer.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        body = answer.read()
+    import hashlib
+
+    assert hashlib.sha256(body).hexdigest()[:12] == css[2]  # a new file gets a new address
+    with urllib.request.urlopen(f"{base}/static/caseloom.css", timeout=30) as answer:
+        assert answer.headers["Cache-Control"] == "public, max-age=300"
+
+
+def test_serve_dev_runs_flasks_server(config, tmp_path):
+    port = free_port()
+    env = {**os.environ, "CASELOOM_DATABASE_URL": config.database_url, "CASELOOM_DEFINITIONS": str(DEFINITIONS),
+           "CASELOOM_SCRIPTS": str(ROOT / "scripts"), "CASELOOM_UI": str(ROOT / "ui"),
+           "CASELOOM_INSTANCE": str(tmp_path / "instance"), "CASELOOM_QUEUE": config.queue,
+           "CASELOOM_SECRET_KEY": "serving-test"}
+    process = subprocess.Popen([sys.executable, "-m", "caseloom.cli", "serve", "--dev", "--port", str(port)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=2).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert family(process.pid) == {process.pid}  # one process: jobs run in its threads
+    finally:
+        process.terminate()
+        out, _ = process.communicate(timeout=30)
+    assert "background jobs: run in this process" in out
+    assert "development server" in out.lower()
