@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from . import stamps
 from .access import SYSTEM, AccessDenied, Actor, Reader, allowed, field_rule, row_rule
@@ -32,7 +33,7 @@ from .query.nodes import All
 from .storage import Storage
 
 BATCH = 2000
-
+ARRAY_IDS = 10_000  # sys_ids per array parameter of an existence check (PostgreSQL)
 
 class RecordError(Exception):
     """Bad input for one field (HTTP 400); `field` names it."""
@@ -558,8 +559,7 @@ class RecordService:
         ids = [r["sys_id"] for r in records]
         taken = self.existing_ids(tdef.root, set(ids))
         if chosen:
-            for root in {t.root for t in self.defs.tables.values()} - {tdef.root}:
-                taken |= self.existing_ids(root, chosen)
+            taken |= self._existing_elsewhere(tdef.root, chosen)
         if len(set(ids)) != len(ids):
             taken |= {i for i in ids if ids.count(i) > 1}
         if taken:
@@ -601,8 +601,50 @@ class RecordService:
                 raise RecordError(field.name, f"no {field.reference} record has sys_id {bad}",
                                   None if first_row is None else first_row + row)
 
+    def _existing_elsewhere(self, root: str, ids: set[str]) -> set[str]:
+        """Which of `ids` are records of any table but those under `root`: on PostgreSQL one UNION ALL
+        of every other root table, the ids one array parameter; elsewhere a query per table."""
+        others = sorted({t.root for t in self.defs.tables.values()} - {root})
+        if self.conn.dialect.name != "postgresql" or not others:
+            found: set[str] = set()
+            for other in others:
+                found |= self.existing_ids(other, ids)
+            return found
+        key = ("existing_elsewhere", root)
+        stmt = self.storage.cache.get(key)
+        if stmt is None:
+            wanted = sa.bindparam("ids", type_=postgresql.ARRAY(sa.String))
+            parts = []
+            for other in others:
+                physical = self.storage.physical(other)
+                part = sa.select(physical.c.sys_id).where(physical.c.sys_id == sa.any_(wanted))
+                class_filter = self.storage.class_filter(other)
+                parts.append(part if class_filter is None else part.where(class_filter))
+            stmt = self.storage.cache[key] = sa.union_all(*parts)
+        ordered = sorted(ids)
+        found = set()
+        for start in range(0, len(ordered), ARRAY_IDS):
+            found.update(self.conn.execute(stmt, {"ids": ordered[start:start + ARRAY_IDS]}).scalars())
+        return found
+
     def existing_ids(self, table: str, ids: set[str]) -> set[str]:
-        """Which of `ids` are records of `table` (and its children), a query per 500 ids."""
+        """Which of `ids` are records of `table` (and its children): on PostgreSQL a query per 10,000
+        ids, given as one array parameter (one statement, compiled once); elsewhere per 500 ids."""
+        if self.conn.dialect.name == "postgresql":
+            stmt = self.storage.cache.get(("existing_any", table))
+            if stmt is None:
+                physical = self.storage.physical(table)
+                stmt = sa.select(physical.c.sys_id).where(
+                    physical.c.sys_id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.String))))
+                class_filter = self.storage.class_filter(table)
+                if class_filter is not None:
+                    stmt = stmt.where(class_filter)
+                self.storage.cache[("existing_any", table)] = stmt
+            found_pg: set[str] = set()
+            ordered_pg = sorted(ids)
+            for start in range(0, len(ordered_pg), ARRAY_IDS):
+                found_pg.update(self.conn.execute(stmt, {"ids": ordered_pg[start:start + ARRAY_IDS]}).scalars())
+            return found_pg
         stmt = self.storage.cache.get(("existing", table))
         if stmt is None:  # built once per definitions set: every insert of a reference asks it
             physical = self.storage.physical(table)
