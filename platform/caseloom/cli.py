@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 import time
 
 import click
 
-from .config import Config
+from .config import Config, log_format
 from .definitions import DefinitionErrors, load_folder
+
+log = logging.getLogger("caseloom.cli")
 
 
 def _load_or_exit(folder: str):
@@ -21,9 +25,27 @@ def _load_or_exit(folder: str):
         sys.exit(1)
 
 
+def _log_as_configured(level: int) -> None:
+    """Log records of `level` and above in the CASELOOM_LOG_FORMAT format; a bad value stops the command."""
+    from .logs import setup
+
+    try:
+        setup(log_format(), level)
+    except ValueError as exc:
+        click.echo(f"caseloom: {exc}", err=True)
+        sys.exit(1)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Caseloom: a low-code case-management platform."""
+    try:
+        json_logs = log_format() == "json"
+    except ValueError as exc:
+        click.echo(f"caseloom: {exc}", err=True)
+        sys.exit(1)
+    if json_logs:  # with text, a command's warnings keep Python's plain form
+        _log_as_configured(logging.WARNING)
 
 
 @main.command()
@@ -84,17 +106,26 @@ def init(demo: bool, scale: int | None, accounts: int | None, force: bool) -> No
 def serve(host: str, port: int, workers: int, threads: int, timeout: int, dev: bool) -> None:
     """Serve the web UI and the API with gunicorn; with the embedded (SQLite) queue, run background jobs too."""
     from .jobs import is_embedded
+    from .web import ui_folder
 
+    if not dev and "CASELOOM_DB_POOL_SIZE" not in os.environ:  # for every server process: one per thread, two spare
+        os.environ["CASELOOM_DB_POOL_SIZE"] = str(threads + 2)
     config = Config.from_env()
     _load_or_exit(config.definitions)
+    ui_folder(config)  # refuse now, in one line, what would stop every server process
+    _log_as_configured(logging.INFO)
     if dev:
         _serve_dev(config, host, port)
         return
-    from .serving import ServeOptions, Server, start_worker, stop_worker
+    from .logs import redacted
+    from .serving import ServeOptions, Server, metrics_hooks, prepare_metrics, start_worker, stop_worker
+
+    prepare_metrics(config.instance)  # before the app is built: prometheus_client reads it when first imported
     from .web import create_app
 
-    create_app(config)  # refuse now, with its message, what would stop every server process (e.g. no UI)
-    options = ServeOptions(host=host, port=port, workers=workers, threads=threads, timeout=timeout)
+    create_app(config)  # refuse now, with its message, anything else that would stop every server process
+    options = ServeOptions(host=host, port=port, workers=workers, threads=threads, timeout=timeout,
+                           log_format=config.log_format)
     worker = None
     if is_embedded(config.queue):
         from .jobs.liveness import timing
@@ -105,12 +136,12 @@ def serve(host: str, port: int, workers: int, threads: int, timeout: int, dev: b
             click.echo(f"caseloom serve: {exc}", err=True)
             sys.exit(1)
         worker = start_worker()
-        click.echo(f"background jobs: run by this server's worker process {worker.pid}, from {config.queue}")
+        log.info("background jobs: run by this server's worker process %s, from %s", worker.pid, config.queue)
     else:
-        click.echo(f"background jobs: queued on {config.queue}; run `caseloom worker` to process them")
-    click.echo(f"serving http://{host}:{port} with {workers} process(es) x {threads} thread(s) (gunicorn)")
+        log.info("background jobs: queued on %s; run `caseloom worker` to process them", redacted(config.queue))
+    log.info("serving http://%s:%s with %s process(es) x %s thread(s) (gunicorn)", host, port, workers, threads)
     try:
-        Server(lambda: create_app(config), options).run()
+        Server(lambda: create_app(config), options, hooks=metrics_hooks()).run()
     finally:
         stop_worker(worker)
 
@@ -118,8 +149,10 @@ def serve(host: str, port: int, workers: int, threads: int, timeout: int, dev: b
 def _serve_dev(config: Config, host: str, port: int) -> None:
     """Flask's development server, with the embedded queue's jobs run in this process."""
     from .jobs import is_embedded
+    from .logs import redacted
     from .web import create_app
     from .web.jobs_api import queue
+    from .web.operations import QuietRequestHandler
 
     app = create_app(config)
     consumer = None
@@ -130,11 +163,11 @@ def _serve_dev(config: Config, host: str, port: int) -> None:
             click.echo(f"caseloom serve: {exc}", err=True)
             sys.exit(1)
         consumer.start()  # its reaper resumes at once the jobs this server was running when it last stopped
-        click.echo(f"background jobs: run in this process, from {config.queue}")
+        log.info("background jobs: run in this process, from %s", config.queue)
     else:
-        click.echo(f"background jobs: queued on {config.queue}; run `caseloom worker` to process them")
-    try:
-        app.run(host=host, port=port, threaded=True, use_reloader=False)
+        log.info("background jobs: queued on %s; run `caseloom worker` to process them", redacted(config.queue))
+    try:  # requests are logged by the app (caseloom.web.operations), not by the development server
+        app.run(host=host, port=port, threaded=True, use_reloader=False, request_handler=QuietRequestHandler)
     finally:
         if consumer is not None:
             consumer.stop(graceful=True)
@@ -144,20 +177,21 @@ def _serve_dev(config: Config, host: str, port: int) -> None:
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="Worker threads.")
 def worker(workers: int) -> None:
     """Run background jobs from CASELOOM_QUEUE until stopped (Ctrl-C lets running jobs finish)."""
-    import logging
-
     from .jobs import JobQueue
+    from .logs import redacted
     from .runtime import Runtime
 
+    _log_as_configured(logging.INFO)
+    if "CASELOOM_DB_POOL_SIZE" not in os.environ:  # one per thread, and the heartbeats', reaper's and clock's
+        os.environ["CASELOOM_DB_POOL_SIZE"] = str(workers + 3)
     config = Config.from_env()
     runtime = Runtime(config, _load_or_exit(config.definitions))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         consumer = JobQueue(runtime).consumer(workers=workers)
     except ValueError as exc:  # a CASELOOM_QUEUE we cannot use
         click.echo(f"caseloom worker: {exc}", err=True)
         sys.exit(1)
-    click.echo(f"caseloom worker: {workers} thread(s) on {config.queue}", err=True)
+    log.info("caseloom worker: %s thread(s) on %s", workers, redacted(config.queue))
     consumer.run()
 
 

@@ -30,6 +30,8 @@ class Config:
     job_commit_seconds: float = 1.0
     # members per slice of a child-creation job on PostgreSQL: idle workers claim slices concurrently
     job_slice_rows: int = 25_000
+    # connections each process keeps to a server database (as many more at a peak)
+    db_pool_size: int = 10
     # -- security (README: Security) --------------------------------------------------------------
     base_url: str | None = None  # links in API answers and e-mails; unset: the request's own URL
     proxies: int = 0  # reverse proxies in front of the server whose X-Forwarded-* headers are trusted
@@ -66,6 +68,7 @@ class Config:
                                        cls.imap_poll_seconds),
             job_commit_seconds=_seconds("CASELOOM_JOB_COMMIT_SECONDS", env.get("CASELOOM_JOB_COMMIT_SECONDS"),
                                         cls.job_commit_seconds),
+            db_pool_size=_count("CASELOOM_DB_POOL_SIZE", env.get("CASELOOM_DB_POOL_SIZE"), cls.db_pool_size, 1, 1000),
             job_slice_rows=_count("CASELOOM_JOB_SLICE_ROWS", env.get("CASELOOM_JOB_SLICE_ROWS"), cls.job_slice_rows,
                                   100, 10_000_000),
             base_url=_base_url(env.get("CASELOOM_BASE_URL")),

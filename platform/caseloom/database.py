@@ -151,10 +151,13 @@ def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
             yield conn
 
 
-def engine_options(url: str) -> dict:
+def engine_options(url: str, pool_size: int = 10) -> dict:
+    """Engine settings: SQLite waits up to 30 s for the write lock; a server database keeps a pool
+    of `pool_size` connections (CASELOOM_DB_POOL_SIZE; `caseloom serve` and `caseloom worker` size it
+    from their threads) and opens up to as many more at a peak."""
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 30, "check_same_thread": False}}
-    return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 10}
+    return {"pool_pre_ping": True, "pool_size": pool_size, "max_overflow": pool_size}
 
 
 def absolute_url(url: str) -> str:
@@ -168,6 +171,6 @@ def absolute_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> sa.Engine:
+def make_engine(url: str, pool_size: int = 10) -> sa.Engine:
     url = absolute_url(url)
-    return prepare_engine(sa.create_engine(url, **engine_options(url)))
+    return prepare_engine(sa.create_engine(url, **engine_options(url, pool_size)))

@@ -29,7 +29,7 @@ class Runtime:
         self.defs = defs or load_folder(config.definitions)
         self.storage = Storage(self.defs)
         self.automation = Automation(self.defs)
-        self.engine = engine or make_engine(config.database_url)
+        self.engine = engine or make_engine(config.database_url, config.db_pool_size)
         # Called with the RecordService of each unit of work that committed, e.g. to enqueue the
         # delivery of the e-mail it wrote (caseloom.jobs); a failing hook is logged, never raised.
         self.commit_hooks: list[Callable[[RecordService], None]] = []

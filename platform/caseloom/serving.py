@@ -10,6 +10,11 @@ and numbers all live in the database.
 
 With the embedded queue (a SQLite file), the server also runs a `caseloom worker` process of its
 own, which dies with it; with Redis, workers are started separately (`caseloom worker`).
+
+Metrics: each process counts the requests it answers into files of a folder under the instance
+folder (prometheus_client's multiprocess mode, `prepare_metrics`), so /metrics answered by any
+process sums them all; the master removes a dead worker's live gauges (`metrics_hooks`). Logs:
+gunicorn's lines and the app's go to stderr in the CASELOOM_LOG_FORMAT format (caseloom.logs).
 """
 
 from __future__ import annotations
@@ -21,10 +26,16 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
 
+from .logs import gunicorn_config
+
 PR_SET_PDEATHSIG = 1
+# prometheus_client's setting, read once when it is first imported: set before the app is built
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+METRICS_FOLDER = "metrics"  # under the instance folder
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,7 @@ class ServeOptions:
     keepalive: int = 5
     max_requests: int = 20_000  # a worker is replaced after this many requests (with jitter): bounded memory
     embedded_worker: bool = False  # start a `caseloom worker` beside the server (the embedded queue)
+    log_format: str = "text"  # CASELOOM_LOG_FORMAT: text | json
 
     def settings(self) -> dict:
         return {
@@ -54,6 +66,7 @@ class ServeOptions:
             "accesslog": None,  # requests are logged by the app (caseloom.web.operations), as JSON on request
             "errorlog": "-",
             "loglevel": "info",
+            "logconfig_dict": gunicorn_config(self.log_format),
             "proc_name": "caseloom",
             "forwarded_allow_ips": "127.0.0.1",
             "control_socket_disable": True,  # gunicorn 27's shared per-user socket: several servers run on one machine
@@ -75,6 +88,30 @@ class Server(BaseApplication):
         return self.factory()
 
 
+def prepare_metrics(instance: str | Path) -> Path:
+    """The folder where the server's processes keep their metrics, `METRICS_FOLDER` under the instance
+    folder, emptied of an earlier run's files (counters start again from zero, as Prometheus expects
+    of a restart) and named in PROMETHEUS_MULTIPROC_DIR. Call it before the app is first built."""
+    folder = Path(instance).resolve() / METRICS_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink()
+    os.environ[MULTIPROC_DIR] = str(folder)
+    return folder
+
+
+def metrics_hooks() -> dict:
+    """gunicorn hooks for the multiprocess metrics: a worker process that exits leaves no live gauges."""
+    return {"child_exit": _child_exit}
+
+
+def _child_exit(server, worker) -> None:  # runs in gunicorn's master
+    # imported here: this module is imported before prepare_metrics sets the folder prometheus_client reads
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     """Linux: the worker gets SIGTERM when the server's process ends, however it ends (kill -9 too)."""
     try:
@@ -85,8 +122,9 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 def start_worker(threads: int = 2) -> subprocess.Popen:
     """A `caseloom worker` for the embedded queue, with this process's environment."""
+    env = {k: v for k, v in os.environ.items() if k != MULTIPROC_DIR}  # it counts no requests
     return subprocess.Popen([sys.executable, "-m", "caseloom.cli", "worker", "--workers", str(threads)],
-                            env=os.environ.copy(), preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                            env=env, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
 
 
 def stop_worker(process: subprocess.Popen | None) -> None:

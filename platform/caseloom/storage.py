@@ -17,7 +17,7 @@ from .definitions.model import Definitions, FieldDef, TableDef
 
 # Platform bookkeeping that is not a definition table.
 INTERNAL_TABLES = ("sys_number_counter", "sys_meta", "sys_definition_file", "sys_definition_history", "sys_job",
-                   "sys_session", "sys_signin_failure", "sys_script_usage", "sys_attachment_doc")
+                   "sys_worker", "sys_session", "sys_signin_failure", "sys_script_usage", "sys_attachment_doc")
 
 
 def index_name(table: str, columns: tuple[str, ...], prefix: str = "ix") -> str:
@@ -167,6 +167,15 @@ class Storage:
         )
         sa.Index("ix_sys_job_target", job.c.target_table, job.c.target_sys_id)
         sa.Index("ix_sys_job_state", job.c.state)  # the reaper's look for queued and running jobs
+        sa.Table(
+            "sys_worker", self.metadata,  # job consumers, stamped every heartbeat while alive (caseloom.jobs.workers)
+            sa.Column("id", sa.String(160), primary_key=True),  # its worker id, "host/pid-namespace:pid:token"
+            sa.Column("node", sa.String(160), nullable=False),  # "host/pid-namespace"
+            sa.Column("pid", sa.Integer, nullable=False),
+            sa.Column("threads", sa.Integer, nullable=False),
+            sa.Column("started_on", sa.DateTime, nullable=False),
+            sa.Column("seen_on", sa.DateTime, nullable=False),
+        )
         user_session = sa.Table(
             "sys_session", self.metadata,  # signed-in browser sessions (caseloom.sessions)
             sa.Column("token_hash", sa.String(64), primary_key=True),  # SHA-256 of the cookie's token

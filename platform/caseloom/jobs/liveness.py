@@ -89,15 +89,23 @@ def describe_worker(worker: str) -> str:
     return f"{where.split('/')[0]}:{rest}" if where else worker
 
 
+def worker_place(worker: str | None) -> tuple[str, int] | None:
+    """The node and the pid a worker id names; None for a text that is not a worker id."""
+    try:
+        where, pid_text, _ = (worker or "").rsplit(":", 2)
+        return where, int(pid_text)
+    except ValueError:
+        return None
+
+
 def process_gone(worker: str | None) -> bool:
     """Whether the run `worker` names is known to have ended: its node is this one and its process
     no longer exists (or is a zombie), or it is this process and the run is not one of its own
     (the pid was reused, e.g. a consumer that restarted itself). Elsewhere only the heartbeat tells."""
-    try:
-        where, pid_text, _ = (worker or "").rsplit(":", 2)
-        pid = int(pid_text)
-    except ValueError:
+    place = worker_place(worker)
+    if place is None:
         return False
+    where, pid = place
     if where != node():
         return False
     if pid == os.getpid():

@@ -26,6 +26,7 @@ from .email import deliver_pending
 from .liveness import Ticker, reaper, timing
 from .progress import active_job, create_job, resume_lost
 from .registry import execute_job
+from .workers import Presence
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -57,19 +58,21 @@ def is_embedded(url: str) -> bool:
 class JobConsumer(Consumer):
     """A huey consumer that also runs the reaper: lost jobs are resumed when it starts (a worker
     started again after a crash takes up the jobs of the one that died at once) and every few
-    seconds after."""
+    seconds after. With a `presence`, it says in sys_worker that it is alive (caseloom.jobs.workers)
+    from its start until it stops."""
 
     def __init__(self, huey: Huey, reap: Callable[[], object], clock: Ticker | None = None,
-                 mail: Ticker | None = None, **options):
+                 mail: Ticker | None = None, presence: Presence | None = None, **options):
         super().__init__(huey, **options)
         self.reaper: Ticker = reaper(reap)
         self.clock = clock  # the SLA clock's tick (caseloom.timing.tick)
         self.mail = mail  # the inbound mailbox's poll (caseloom.inbound.imap), when CASELOOM_IMAP_URL is set
+        self.presence = presence
 
     def start(self) -> None:
         super().start()
         self.reaper.start()
-        for ticker in (self.clock, self.mail):
+        for ticker in (self.clock, self.mail, self.presence):
             if ticker is not None:
                 ticker.start()
 
@@ -79,6 +82,8 @@ class JobConsumer(Consumer):
             if ticker is not None:
                 ticker.stop()
         super().stop(graceful=graceful)
+        if self.presence is not None:  # last: a consumer finishing its jobs is still alive
+            self.presence.stop()
 
 
 class EmbeddedConsumer(JobConsumer):
@@ -120,17 +125,29 @@ class JobQueue:
                 self._huey = huey
             return self._huey, self._tasks
 
+    @property
+    def kind(self) -> str:
+        """`sqlite` (the embedded queue, a file) or `redis`."""
+        return "sqlite" if is_embedded(self._runtime.config.queue) else "redis"
+
+    def pending(self) -> int:
+        """How many task messages wait in the queue; raises when the queue cannot be reached."""
+        return self.huey.pending_count()
+
     def consumer(self, workers: int = 2, embedded: bool = False) -> JobConsumer:
-        """A huey consumer of this queue with `workers` threads, its reaper, and periodic tasks (the
-        sweep) on. Raises ValueError for a CASELOOM_QUEUE or CASELOOM_JOB_LOST_SECONDS it cannot use."""
+        """A huey consumer of this queue with `workers` threads, its reaper, its row in sys_worker, and
+        periodic tasks (the sweep) on. Raises ValueError for a CASELOOM_QUEUE or CASELOOM_JOB_LOST_SECONDS
+        it cannot use."""
         timing()  # refuse a bad setting now, not in the reaper's thread
         factory = EmbeddedConsumer if embedded else JobConsumer
         defs = self._runtime.defs
         clock = Ticker("sla-clock", self.clock_tick, self.clock_every) if defs.sla_root or defs.timers else None
         config = self._runtime.config
         mail = Ticker("mail-in", self.mail_poll, lambda: config.imap_poll_seconds) if config.imap_url else None
+        presence = Presence(self._runtime.engine, self._runtime.storage, workers)
         return factory(self.huey, self.reap, clock, workers=workers, worker_type="thread", periodic=True,
-                       initial_delay=0.1, backoff=1.15, max_delay=2.0, shutdown_timeout=30, mail=mail)
+                       initial_delay=0.1, backoff=1.15, max_delay=2.0, shutdown_timeout=30, mail=mail,
+                       presence=presence)
 
     def enqueue(self, task: str, *args) -> None:
         self._registered()[1][task](*args)

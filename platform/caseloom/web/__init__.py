@@ -39,7 +39,7 @@ def create_app(config: Config | None = None, defs: Definitions | None = None, te
     app.config.update(
         SECRET_KEY=config.session_secret(),
         SQLALCHEMY_DATABASE_URI=absolute_url(config.database_url),
-        SQLALCHEMY_ENGINE_OPTIONS=engine_options(config.database_url),
+        SQLALCHEMY_ENGINE_OPTIONS=engine_options(config.database_url, config.db_pool_size),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=(config.base_url or "").startswith("https://"),  # else per request (auth.SessionCookies)
@@ -59,8 +59,22 @@ def create_app(config: Config | None = None, defs: Definitions | None = None, te
     with app.app_context():
         app.extensions["caseloom"] = Runtime(config, defs, engine=prepare_engine(db.engine))
 
-    from . import api, attachments_api, auth, budget, definitions_api, email_api, errors, events_api, headers, jobs_api, portal
+    from . import (
+        api,
+        attachments_api,
+        auth,
+        budget,
+        definitions_api,
+        email_api,
+        errors,
+        events_api,
+        headers,
+        jobs_api,
+        operations,
+        portal,
+    )
 
+    operations.register(app)  # first: a request's time includes every other hook; /health reads nothing before
     errors.register(app)
     budget.register(app)
     headers.register(app)

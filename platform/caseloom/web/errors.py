@@ -42,8 +42,11 @@ def error_response(status: int, message: str, detail=None, headers: dict | None 
     return response
 
 
+MACHINE_PATHS = ("/api/", "/health", "/metrics")  # asked by programs: errors in JSON, never a page
+
+
 def _wants_json() -> bool:
-    return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
+    return request.path.startswith(MACHINE_PATHS) or request.accept_mimetypes.best == "application/json"
 
 
 # What a person reads for an error in the browser: a heading and what to do next.

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
-from flask import Flask, current_app, g
+from flask import Flask, current_app, g, request
 
 from ..definitions import load_sources
 from ..definitions.changes import ChangePlan, apply_change, plan_change
@@ -23,6 +23,9 @@ from . import db
 from .auth import connection, runtime
 
 GENERATION = "caseloom_generation"
+# app.extensions: the endpoints answered without reading the database first (/health must answer
+# when the database is down)
+STANDALONE = "caseloom_standalone_endpoints"
 
 
 def store() -> DefinitionStore:
@@ -64,10 +67,17 @@ def install(app: Flask, new_runtime: Runtime, generation: int | None) -> None:
     app.extensions[GENERATION] = generation
 
 
+def standalone(app: Flask, endpoint: str) -> None:
+    """Serve `endpoint` with the definitions this process has, without asking the database first."""
+    app.extensions.setdefault(STANDALONE, set()).add(endpoint)
+
+
 def register(app: Flask) -> None:
     @app.before_request
     def _follow_definitions() -> None:
         """Another process changed the definitions: load the new set before serving."""
+        if request.endpoint in app.extensions.get(STANDALONE, ()):
+            return
         rt: Runtime = app.extensions["caseloom"]
         definition_store = DefinitionStore(rt.storage, connection())
         generation = definition_store.generation()
