@@ -99,18 +99,18 @@ def test_a_failed_slice_fails_the_job_and_a_rerun_finishes_it(pg_config, definit
         broken = {"on": True}
         from caseloom.effects import lists
 
-        real = lists._fill
+        real = lists.fill_children
 
         def fill(service, spec, mtype, after, end, batch_done):
             if broken["on"] and after:  # every slice but the first
                 raise RuntimeError("disk full")
             return real(service, spec, mtype, after, end, batch_done)
 
-        lists._fill = fill
+        lists.fill_children = fill
         try:
             job = execute_job(runtime, job_id)
         finally:
-            lists._fill = real
+            lists.fill_children = real
         assert job.state == "failed" and "slice 2 of 3 failed: RuntimeError: disk full" in job.message
         assert children(runtime, major) == (100, 100)
         broken["on"] = False

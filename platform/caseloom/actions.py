@@ -214,7 +214,6 @@ def run_in_job(run) -> str:
     (`run.hold`, guarded progress): a run that lost it to another worker rolls back its unit and
     stops, so no batch is ever committed by two runs."""
     from .database import WRITE_LOCK, job_cache
-    from .jobs.slices import Slicer
 
     runtime = run.runtime
     with runtime.engine.connect() as conn, job_cache(conn):
@@ -252,7 +251,7 @@ def run_in_job(run) -> str:
                 return service
 
             ctx.progress = progress
-            ctx.slicer = Slicer(run, commit, begin, service)
+            ctx.slicer = run.slicer(commit, begin, service)
             with service.by_definitions():
                 run_effects(ctx, action.effects)
             run.hold(conn)

@@ -150,11 +150,15 @@ def insert_select(service: RecordService, table: str, values: dict, select: sa.S
     return inserted
 
 
+# Set on a connection whose set-based inserts take their numbers in a transaction of their own
+# (PostgreSQL): two slices inserting at once do not wait on the table's number counter.
+NUMBERS_APART = "caseloom_numbers_apart"
+
+
 def _reserve(conn: sa.Connection, storage, tdef, count: int) -> int:
     """Numbers for `count` records: in this unit of work, or, on a connection marked NUMBERS_APART
     (a slice of a job on PostgreSQL), in a transaction of its own, so that slices inserting at once
     do not queue on the counter's row until each commits (a unit that rolls back leaves a gap)."""
-    from .jobs.slices import NUMBERS_APART
     from .records import reserve_numbers
 
     if conn.info.get(NUMBERS_APART) and conn.dialect.name == "postgresql":

@@ -11,12 +11,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..jobs.slices import bounds, decode, encode, in_units, worth_slicing
 from ..memberlists import BATCH, lists_for
 from ..query import Selection
 from ..records import RecordError, RecordService
 from ..setinsert import tell_inserted
 from ..setwrite import sys_id_prefix
+from ..slicing import bounds, decode, encode, worth_slicing
 from .builtin import ChildrenFromListArgs, NoArgs, RefuseArgs
 from .run import EffectContext
 
@@ -76,7 +76,7 @@ def create_children_from_list(ctx: EffectContext, args: ChildrenFromListArgs) ->
     lookups = {child: path for child, path in args.lookups if path.split(".")[0] == member_field}
     spec = Children(ctx.table.name, ctx.record["sys_id"], args.reference, args.list_table, list_id, member_field,
                     lookups, {**values, **journal, args.reference: ctx.record["sys_id"]})
-    total = _remaining(service, spec, mtype)
+    total = remaining_members(service, spec, mtype)
     slicer, key = ctx.slicer, f"slices:{list_id}"
     # once planned, always in slices: a re-run must not do a range a slice may be doing now
     if slicer is not None and (slicer.planned(key) or worth_slicing(service.conn, total, slicer.size)):
@@ -95,7 +95,7 @@ def create_children_from_list(ctx: EffectContext, args: ChildrenFromListArgs) ->
             if progress is not None:
                 ctx.service = progress(done, total) or ctx.service  # a background job commits here
 
-        _fill(service, spec, mtype, "", None, batch_done)
+        fill_children(service, spec, mtype, "", None, batch_done)
         service = ctx.service
     if args.lock and not service.get(args.list_table, list_id).get(args.lock):  # a re-run finds it locked
         service.update(args.list_table, list_id, {args.lock: True})
@@ -103,27 +103,10 @@ def create_children_from_list(ctx: EffectContext, args: ChildrenFromListArgs) ->
     ctx.messages.append(f"{done} child records created")
 
 
-SLICE = "children_from_list"  # the slice kind (caseloom.jobs.slices.KINDS)
+SLICE = "children_from_list"  # the slice kind (caseloom.jobs.slices.KINDS, run by caseloom.jobs.children)
 
 
-def children_slice(run) -> str:
-    """A slice job: the children of the members in its range (after, upto] that have none yet."""
-    spec = Children.from_params(run.params)
-    after, upto = run.params["after"], run.params["upto"]
-
-    def work(service: RecordService, batch_done) -> None:
-        lists = lists_for(service, spec.list_table)
-        _fill(service, spec, lists.mtype(lists.record(spec.list_id)), after, upto, batch_done)
-
-    with run.runtime.engine.connect() as conn:
-        service = run.runtime.records(conn, run.actor)
-        lists = lists_for(service, spec.list_table)
-        total = _remaining(service, spec, lists.mtype(lists.record(spec.list_id)), after, upto)
-    done = in_units(run, work, total)
-    return f"{done} child records created"
-
-
-def _fill(service: RecordService, spec: Children, mtype, after: str, end: str | None,
+def fill_children(service: RecordService, spec: Children, mtype, after: str, end: str | None,
           batch_done: Callable[[int], None]) -> None:
     """Create the children of the members in (after, end] (end None: to the last) that have none yet,
     batch by batch, calling batch_done(n) after each (a background job commits there). Set-based
@@ -168,7 +151,7 @@ def _in_range(column: sa.ColumnElement, after: str, end: str | None) -> sa.Colum
     return column > after if end is None else sa.and_(column > after, column <= end)
 
 
-def _remaining(service: RecordService, spec: Children, mtype, after: str = "", end: str | None = None) -> int:
+def remaining_members(service: RecordService, spec: Children, mtype, after: str = "", end: str | None = None) -> int:
     """Members of the list in (after, end] with no child of this record yet (the work left, for progress)."""
     storage = service.storage
     members = storage.physical(mtype.members)

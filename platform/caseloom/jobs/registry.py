@@ -101,6 +101,12 @@ class JobRun:
         remember_params(conn, self.runtime.storage, self.job.id, merged, self.worker)
         self.job = replace(self.job, params=merged)
 
+    def slicer(self, commit: Callable[[], None], begin: Callable[[], RecordService], service: RecordService):
+        """What splits this run's big work into slices that other workers run too (caseloom.jobs.slices)."""
+        from .slices import Slicer
+
+        return Slicer(self, commit, begin, service)
+
     def progress(self, conn: sa.Connection, done: int, total: int | None = None, message: str | None = None) -> None:
         """Report progress inside the transaction that did the work, so both commit together
         (ClaimLost, and nothing commits, when another run took the job over)."""

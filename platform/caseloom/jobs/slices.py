@@ -20,8 +20,6 @@ database at a time, and the parent does the work alone, in one piece.
 
 from __future__ import annotations
 
-import datetime as dt
-import decimal
 import importlib
 import logging
 import time
@@ -31,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from ..records import RecordService
+from ..setinsert import NUMBERS_APART
 from .progress import CANCELED, DONE, FAILED, QUEUED, RUNNING, ClaimLost, Job, create_job, get_job, report_progress
 from .registry import JobRun, execute_job, job
 from .undo import CREATED
@@ -48,7 +47,7 @@ SliceFunction = Callable[[JobRun], str | None]
 # `after` and `upto`), idempotent over its range, reporting progress; "module:function" is
 # imported on first use, so a worker process loads it only when it runs such a slice.
 KINDS: dict[str, SliceFunction | str] = {
-    "children_from_list": "caseloom.effects.lists:children_slice",
+    "children_from_list": "caseloom.jobs.children:children_slice",
 }
 
 
@@ -62,23 +61,6 @@ def run_slice(run: JobRun) -> str | None:
         module, _, name = function.partition(":")
         function = KINDS[kind] = getattr(importlib.import_module(module), name)
     return function(run)
-
-
-def worth_slicing(conn: sa.Connection, rows: int, size: int) -> bool:
-    """Whether `rows` of work are worth slices of `size`: on PostgreSQL, at least two of them."""
-    return conn.dialect.name == "postgresql" and rows >= 2 * size
-
-
-def bounds(conn: sa.Connection, key: sa.ColumnElement, where: sa.ColumnElement, size: int) -> list[tuple[str, str | None]]:
-    """Key ranges (after, upto] of `size` rows each over the rows `where` picks, in `key` order; the
-    last is open-ended (upto None), so rows added after planning are not left out."""
-    numbered = sa.select(key.label("k"), sa.func.row_number().over(order_by=key).label("n"),
-                         sa.func.count().over().label("rows")).where(where).subquery()
-    cuts = conn.execute(sa.select(numbered.c.k).where(numbered.c.n % size == 0, numbered.c.n < numbered.c.rows)
-                        .order_by(numbered.c.k)).scalars().all()
-    edges: list[str | None] = ["", *cuts]
-    ranges = [(edges[i], edges[i + 1]) for i in range(len(edges) - 1)]
-    return [*ranges, (edges[-1] or "", None)]
 
 
 class Slicer:
@@ -194,37 +176,6 @@ def slices_of(table: sa.Table, job_id: str) -> sa.ColumnElement:
     return sa.and_(table.c.target_table == PARENT, table.c.target_sys_id == job_id)
 
 
-# -- values a slice carries: JSON with the types records hold ---------------------------------------------
-
-def encode(values: dict[str, Any]) -> dict[str, Any]:
-    """Record values as JSON: datetimes, dates and decimals tagged, so `decode` gives them back."""
-    out: dict[str, Any] = {}
-    for name, value in values.items():
-        if isinstance(value, dt.datetime):
-            value = {"$datetime": value.isoformat()}
-        elif isinstance(value, dt.date):
-            value = {"$date": value.isoformat()}
-        elif isinstance(value, decimal.Decimal):
-            value = {"$decimal": str(value)}
-        out[name] = value
-    return out
-
-
-def decode(values: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, value in values.items():
-        if isinstance(value, dict) and len(value) == 1:
-            (tag, text), = value.items()
-            if tag == "$datetime":
-                value = dt.datetime.fromisoformat(text)
-            elif tag == "$date":
-                value = dt.date.fromisoformat(text)
-            elif tag == "$decimal":
-                value = decimal.Decimal(text)
-        out[name] = value
-    return out
-
-
 def in_units(run: JobRun, work: Callable[[RecordService, Callable[[int], None]], None], total: int) -> int:
     """Run a slice's `work(service, batch_done)` in units of work and return how much it did:
     `batch_done(n)` counts n and commits the unit with the slice's progress (at most every
@@ -267,10 +218,6 @@ def in_units(run: JobRun, work: Callable[[RecordService, Callable[[int], None]],
     return done
 
 
-# Set on a connection whose set-based inserts take their numbers in a transaction of their own
-# (PostgreSQL): two slices inserting at once do not wait on the table's number counter.
-NUMBERS_APART = "caseloom_numbers_apart"
 
 
-__all__ = ["JOB", "KINDS", "NUMBERS_APART", "PARENT", "SliceFailed", "Slicer", "bounds", "decode", "encode",
-           "in_units", "run_slice", "slices_of", "worth_slicing"]
+__all__ = ["JOB", "KINDS", "PARENT", "SliceFailed", "Slicer", "in_units", "run_slice", "slices_of"]
