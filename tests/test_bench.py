@@ -17,7 +17,7 @@ import pytest
 from conftest import POSTGRES_URL, ROOT
 
 BENCHMARKS = ["recipients_condition", "create_child_cases", "sla_attach", "sync_children", "close_major_case",
-              "sla_tick", "email_ingest", "event_ingest", "list_view", "form_view", "api_get", "stats_group_by",
+              "sla_tick", "email_ingest", "event_ingest", "email_delivery", "list_view", "form_view", "api_get", "stats_group_by",
               "dashboard_view", "quick_search", "similar_cases", "row_rule_list", "portal_list", "export_csv"]
 KEYS = {"name", "n", "seconds", "per_second", "baseline_seconds", "ratio"}
 
@@ -58,6 +58,8 @@ def check_lines(done: subprocess.CompletedProcess, names: list[str] = BENCHMARKS
     assert "# email_ingest: 1,000 commented, 1,000 created" in done.stderr
     assert by_name["event_ingest"]["n"] == 20_000  # in batches of 1,000 over 200 nodes
     assert "# event_ingest: 200 alerts opened, " in done.stderr
+    assert by_name["email_delivery"]["n"] == 1000  # one notification per child, sent by two workers over SMTP
+    assert re.search(r"# email_delivery: 1,000 e-mails in [\d.]+ s by 2 worker processes \([\d,]+/s\)", done.stderr)
     # the inbound cases count too: 9,000 generated, 1,000 children, their major case, 1,000 by e-mail
     assert by_name["list_view"]["n"] == 11_001
     assert by_name["row_rule_list"]["n"] == by_name["portal_list"]["n"] == by_name["stats_group_by"]["n"] == 11_001

@@ -101,15 +101,18 @@ def test_refused_recipients_mark_error_with_the_servers_reason(runtime, queue, m
     assert delivery_jobs(runtime)[0].message == "2 sent, 1 failed"
 
 
-def test_unreachable_server_marks_error_and_a_message_without_recipients_fails(config, definitions):
+def test_an_unreachable_server_is_a_temporary_failure_tried_again_later(config, definitions):
     rt = smtp_runtime(config, definitions, free_port())  # nothing listens there
     try:
-        [sys_id] = add_emails(rt, {"recipients": "ann@example.test", "subject": "s", "body": "b"})
-        delivery.deliver_pending(rt)
-        row = emails(rt, [sys_id])[sys_id]
-        assert row["state"] == "error"
-        assert row["error"].startswith(f"could not connect to the SMTP server 127.0.0.1:{rt.config.smtp_port}: ")
-        assert "refused" in row["error"].lower()
+        ids = add_emails(rt, *({"recipients": "ann@example.test", "subject": f"s{i}", "body": "b"} for i in range(3)))
+        job = delivery.deliver_pending(rt)
+        with rt.transaction() as service:
+            rows = service.query("sys_email", Query(Term("sys_id", "in", ids)), ["state", "error", "attempts"])
+        assert {(r["state"], r["attempts"]) for r in rows} == {("ready", 1)}  # one connection refused, for all
+        assert all(r["error"].startswith(f"could not connect to the SMTP server 127.0.0.1:{rt.config.smtp_port}: ")
+                   and "refused" in r["error"].lower() for r in rows)
+        assert job.message.startswith("0 sent, 0 failed, 3 to retry; stopped: could not connect")
+        assert delivery.deliver_pending(rt) is None  # not due yet: no run, no job
     finally:
         rt.engine.dispose()
 

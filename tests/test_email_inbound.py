@@ -176,7 +176,7 @@ def test_the_same_message_id_twice_creates_nothing_twice(client):
     assert second["action"] == "ignored" and "duplicate" in second["reason"]
 
 
-def test_a_bounce_marks_the_outbound_email_failed(client, runtime):
+def test_a_bounce_marks_the_outbound_email_bounced(client, runtime):
     opened = post(client, mail()).json["result"]["sys_id"]
     sent = _outbound(runtime, opened)
     bounce = (f"From: MAILER-DAEMON@mx.example\r\nTo: support@caseloom.example\r\nSubject: Undelivered Mail\r\n"
@@ -187,7 +187,7 @@ def test_a_bounce_marks_the_outbound_email_failed(client, runtime):
     out = post(client, bounce).json["result"]
     assert out["action"] == "ignored" and "bounce" in out["reason"] and sent in out["reason"]
     row = client.get(f"/api/now/table/sys_email/{sent}", headers=basic("admin")).json["result"]
-    assert row["state"] == "error" and row["type"] == "send-failed" and "mailbox unavailable" in row["error"]
+    assert row["state"] == "bounced" and row["type"] == "send-failed" and "mailbox unavailable" in row["error"]
 
 
 def test_a_flood_from_one_sender_is_cut_at_the_rate_limit(client, runtime):

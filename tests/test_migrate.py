@@ -403,3 +403,27 @@ def test_init_reports_bad_definitions(fresh_env, tmp_path, monkeypatch):
     assert result.exit_code == 1
     assert f"{tmp_path}/bad/tables/a.yaml:2:10: extends unknown table 'nowhere'" in result.stderr.splitlines()
     assert not sa.inspect(fresh_env).has_table("customer_account")
+
+
+def test_an_existing_database_gets_the_delivery_fields_of_sys_email(runtime):
+    """A database made before e-mail retries (no attempts, next_attempt, sent_on) is brought up to date by
+    `caseloom init`'s migration, its e-mails kept, and they are then delivered as any other."""
+    with runtime.transaction() as service:
+        kept = service.insert("sys_email", {"recipients": "a@example.test", "subject": "old", "state": "ready"})["sys_id"]
+    new = ("attempts", "next_attempt", "sent_on")
+    with runtime.engine.begin() as conn:
+        for index in sa.inspect(conn).get_indexes("sys_email"):
+            if set(index["column_names"]) & set(new):
+                conn.execute(sa.text(f'DROP INDEX "{index["name"]}"'))
+        for column in new:
+            conn.execute(sa.text(f'ALTER TABLE sys_email DROP COLUMN "{column}"'))
+    assert {f"add field sys_email.{c}" for c in new} <= set(planned(runtime))
+    done = migrate(runtime.engine, runtime.storage)
+    assert {f"add field sys_email.{c}" for c in new} <= set(done)
+    assert any(step.startswith("create index") and "sent_on" in step for step in done)
+    assert planned(runtime) == []
+    assert set(new) <= set(columns(runtime.engine, "sys_email"))
+    from caseloom.jobs.email import claim
+
+    [row] = claim(runtime)  # attempts is empty on the old row: its first try
+    assert (row["sys_id"], row["attempts"]) == (kept, None)

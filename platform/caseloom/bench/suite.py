@@ -34,6 +34,7 @@ from ..runtime import Runtime
 from ..users import add_user
 from . import http
 from .database import ScratchDatabase
+from .mail import email_delivery
 from .memory import children, peak_rss, rss_bytes
 from .replay import net_writes, replay
 from .timing import has_slas, sla_attach, sla_tick
@@ -93,6 +94,7 @@ class BenchRun:
                 yield self.email_ingest()
             if self.bench.event_count:
                 yield self.event_ingest()
+            yield email_delivery(self)
             yield from self.pages()
         finally:
             self.runtime.engine.dispose()

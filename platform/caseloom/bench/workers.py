@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..access import SYSTEM
 from ..actions import run_action
+from ..config import Config
 from ..jobs import JobQueue, get_job
 from ..runtime import Runtime
 
@@ -57,14 +58,8 @@ def run_with_workers(run: BenchRun, runtime: Runtime, parent_id: str, workers: i
     b, config = run.bench, runtime.config
     with runtime.transaction(SYSTEM) as service:
         job_id = run_action(service, b.parent_table, parent_id, b.create_action, dict(b.create_inputs)).job
-    env = {**os.environ, "CASELOOM_DATABASE_URL": config.database_url, "CASELOOM_DEFINITIONS": config.definitions,
-           "CASELOOM_SCRIPTS": config.scripts, "CASELOOM_QUEUE": config.queue, "CASELOOM_INSTANCE": config.instance,
-           "CASELOOM_UI": config.ui, "CASELOOM_SECRET_KEY": config.secret_key or "bench",
-           "CASELOOM_JOB_SLICE_ROWS": str(config.job_slice_rows)}
-    processes = [subprocess.Popen([sys.executable, "-m", "caseloom.cli", "worker", "--workers", "1"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(workers)]
+    processes = start_workers(config, workers)
     try:
-        time.sleep(1.5)  # started and listening, as workers of a running system are
         started = time.perf_counter()
         JobQueue(runtime).enqueue_job(job_id)
         deadline = started + 3600
@@ -73,23 +68,44 @@ def run_with_workers(run: BenchRun, runtime: Runtime, parent_id: str, workers: i
                 job = get_job(conn, runtime.storage, job_id)
             if job.finished or time.perf_counter() > deadline:
                 break
+            if all(p.poll() is not None for p in processes):
+                raise RuntimeError(f"every worker process of the {b.create_action} job exited "
+                                   f"(exit codes {[p.returncode for p in processes]})")
             time.sleep(POLL)
         seconds = time.perf_counter() - started
-        peak = max(_peak_mb(p.pid) for p in processes)
+        peak = max(peak_mb_of(p.pid) for p in processes)
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGINT)
-        for process in processes:
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_workers(processes)
     if job.state != "done":
         raise RuntimeError(f"the {b.create_action} job with {workers} worker(s) did not finish: {job.state}: {job.message}")
     return job.done, seconds, peak
 
 
-def _peak_mb(pid: int) -> float:
+def start_workers(config: Config, count: int, **env: str) -> list[subprocess.Popen]:
+    """`count` `caseloom worker` processes of one thread each on the run's database and queue (`env`:
+    more CASELOOM_* settings), started and listening, as the workers of a running system are."""
+    env = {**os.environ, "CASELOOM_DATABASE_URL": config.database_url, "CASELOOM_DEFINITIONS": config.definitions,
+           "CASELOOM_SCRIPTS": config.scripts, "CASELOOM_QUEUE": config.queue, "CASELOOM_INSTANCE": config.instance,
+           "CASELOOM_UI": config.ui, "CASELOOM_SECRET_KEY": config.secret_key or "bench",
+           "CASELOOM_JOB_SLICE_ROWS": str(config.job_slice_rows), **env}
+    processes = [subprocess.Popen([sys.executable, "-m", "caseloom.cli", "worker", "--workers", "1"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(count)]
+    time.sleep(1.5)
+    return processes
+
+
+def stop_workers(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        process.send_signal(signal.SIGINT)
+    for process in processes:
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def peak_mb_of(pid: int) -> float:
+    """A running process's peak resident memory (VmHWM) in MB."""
     with open(f"/proc/{pid}/status") as status:
         for line in status:
             if line.startswith("VmHWM:"):

@@ -53,6 +53,7 @@ class Inbound:
     attachments: list[Attachment] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # what could not be read as the message said
     original_ids: list[str] = field(default_factory=list)  # a bounce: the Message-IDs of what bounced
+    delivery_status: str | None = None  # a bounce's report (RFC 3464): "5.1.1 smtp; 550 ..." of its first failure
 
 
 def parse(raw: bytes) -> Inbound:
@@ -178,12 +179,29 @@ def _bodies(msg: Message, inbound: Inbound) -> tuple[str, str]:
                 inbound.attachments.append(Attachment(filename or f"attachment-{len(inbound.attachments) + 1}",
                                                       ctype, data))
     for part in msg.walk():  # a returned message inside a bounce (message/rfc822 is multipart to the walker)
+        if part.get_content_type() == "message/delivery-status" and inbound.delivery_status is None:
+            inbound.delivery_status = delivery_status(part)
         if part.get_content_type() == "message/rfc822":
             payload = part.get_payload()
             inner = payload[0] if isinstance(payload, list) and payload else None
             if isinstance(inner, Message):
                 inbound.original_ids += _ids(str(inner.get("Message-ID") or ""))
     return text, html
+
+
+def delivery_status(part: Message) -> str | None:
+    """The Status and Diagnostic-Code of a delivery status report's first failed recipient (RFC 3464:
+    the report's first block is about the message, each further one about a recipient)."""
+    blocks = [b for b in (part.get_payload() or []) if isinstance(b, Message)]
+    recipients = [b for b in blocks if b.get("Status") or b.get("Final-Recipient")] or blocks
+    failed = next((b for b in recipients if str(b.get("Action") or "").strip().lower() == "failed"), None)
+    block = failed or (recipients[0] if recipients else None)
+    if block is None:
+        return None
+    status = " ".join(str(block.get("Status") or "").split())
+    diagnostic = " ".join(str(block.get("Diagnostic-Code") or "").split())
+    text = " ".join(filter(None, [status, f"({diagnostic})" if diagnostic and status else diagnostic]))
+    return _clean(text)[:1000] or None
 
 
 def _filename(part: Message, problems: list[str]) -> str:

@@ -4,7 +4,7 @@ record, as the definitions' inbound e-mail actions say. Every message is kept in
 
 The order, as ServiceNow's: a duplicate (its Message-ID seen before) and our own message coming
 back are ignored first, then automatic replies, then bounces (which mark the outbound e-mail that
-bounced as failed), then senders over the rate limit (a loop); then the record the message
+bounced `bounced`), then senders over the rate limit (a loop); then the record the message
 answers is looked for (the watermark `Ref:MSG…` in the body, the In-Reply-To and References
 headers, a record number in the subject); the first inbound action by order whose condition
 holds, of the reply type when a record was found and of the new type otherwise, runs.
@@ -133,19 +133,20 @@ def _ignored_before_threading(service: RecordService, props: Properties, inbound
 
 def _bounce(service: RecordService, inbound: Inbound) -> Outcome:
     """A delivery failure report: the outbound e-mail it returns (by its Message-ID, the headers or
-    the watermark) is marked failed with the report's first lines."""
+    the watermark) is marked bounced with the report's Status and Diagnostic-Code (RFC 3464), or
+    its first lines when it has no delivery status part."""
     emails = service.storage.physical(TABLE)
     candidates = [m.group(1) for i in (*inbound.original_ids, *inbound.in_reply_to) if (m := OUR_ID.match(i))]
     candidates += WATERMARK.findall(inbound.body)
     ids = list(dict.fromkeys(candidates))
     found = service.conn.execute(sa.select(emails.c.sys_id).where(
         emails.c.sys_id.in_(ids or ["-"]), emails.c.type.notin_(RECEIVED))).scalars().all()
-    summary = " ".join(inbound.body.split())[:300] or inbound.subject
+    summary = inbound.delivery_status or " ".join(inbound.body.split())[:300] or inbound.subject
     if found:
-        service.update_many(TABLE, [(sys_id, {"state": "error", "type": "send-failed",
+        service.update_many(TABLE, [(sys_id, {"state": "bounced", "type": "send-failed", "next_attempt": None,
                                               "error": f"bounced: {summary}"}) for sys_id in found])
-        return Outcome("ignored", reason=f"a bounce: marked {len(found)} outbound e-mail(s) failed ({', '.join(found)})")
-    return Outcome("ignored", reason="a bounce for no e-mail of ours")
+        return Outcome("ignored", reason=f"a bounce of {', '.join(found)}: {summary}"[:1000])
+    return Outcome("ignored", reason=f"a bounce for no e-mail of ours: {summary}"[:1000])
 
 
 def _answered_record(service: RecordService, inbound: Inbound) -> tuple[TableDef, dict] | None:

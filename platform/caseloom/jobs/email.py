@@ -1,5 +1,5 @@
-"""E-mail delivery: every sys_email row in state ready goes out over SMTP and is marked sent,
-or error with the server's reason.
+"""E-mail delivery: every sys_email row in state ready goes out over SMTP and is marked sent; a
+temporary failure is tried again later, a permanent one is marked error with the server's reason.
 
 Messages are claimed before they are sent: a batch moves from ready to sending in a
 transaction that holds the write lock (SQLite) or locks its rows, skipping rows another
@@ -8,103 +8,170 @@ batch is marked through the record service. A run finds only ready rows, so runn
 again sends nothing twice. A message left in sending by a worker that died is claimed
 again after SENDING_LEASE: it may then go out twice (with the same Message-ID), never not
 at all. With no SMTP host configured nothing is claimed: messages stay ready.
+
+A run keeps one SMTP session for all its batches (caseloom.jobs.smtp). A temporary failure
+(a 4xx, a lost connection, a timeout) puts the message back to ready with `attempts` counted
+and `next_attempt` one minute later, doubling each time up to an hour; after MAX_ATTEMPTS it is
+an error. The property caseloom.email.rate_per_minute caps what all workers together send in
+any 60 seconds: a claim takes at most what is left of it (caseloom.jobs.mailrate).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import smtplib
-import ssl
-from email.message import EmailMessage
-from email.utils import formatdate
+import time
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from ..access import SYSTEM
-from ..config import Config
 from ..database import write_transaction
 from ..properties import Properties
 from ..query import All, Query, Term
 from ..records import RecordService, now
 from ..storage import Storage
+from . import mailrate
 from .progress import Job, create_job
 from .registry import JobRun, execute_job, job
+from .smtp import ERROR, RETRY, SENT, Outcome, Session, message, watermark
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
 
+__all__ = ["deliver_email", "deliver_pending", "message", "watermark"]
+
 JOB = "deliver_email"
 TABLE = "sys_email"
-READY, SENDING, SENT, ERROR = "ready", "sending", "sent", "error"
+READY, SENDING = "ready", "sending"
 INBOUND_ADDRESS = "caseloom.email.inbound_address"
-BATCH = 50
+BATCH = 250  # messages claimed, sent and marked together
 SENDING_LEASE = dt.timedelta(minutes=15)
-SMTP_TIMEOUT = 30  # seconds for connecting and for each SMTP command
-
-Outcome = tuple[str, str | None]  # (state, error text)
+MAX_ATTEMPTS = 5  # tries of a message with temporary failures before it is an error
+FIRST_RETRY, LAST_RETRY = dt.timedelta(minutes=1), dt.timedelta(hours=1)
+RATE_WAIT = 5.0  # seconds a run waits at most for the rate limit to let one more go; longer: the run ends
+RATE_PATIENCE = 60.0  # seconds a run waits for the rate limit in all; the minute's sweep goes on from there
+CLAIMED = ["sys_id", "recipients", "subject", "body", "target_table", "instance", "attempts"]
 
 
 def deliver_pending(runtime: Runtime) -> Job | None:
-    """The `deliver_email` task: when an SMTP host is configured and e-mail is waiting, run a
-    deliver_email job for it (a job row only when there is work, so idle sweeps leave no trace)."""
+    """The `deliver_email` task: when an SMTP host is configured and e-mail is waiting (and the rate
+    limit lets some go), run a deliver_email job for it (a job row only when there is work, so idle
+    sweeps leave no trace)."""
     if not runtime.config.smtp_host:
         return None
+    table = runtime.storage.physical(TABLE)
     with runtime.engine.connect() as conn:
         if not waiting(conn, runtime.storage):
+            return None
+        if mailrate.budget(runtime.records(conn), table, _in_flight(table)).left == 0:
             return None
     with runtime.engine.begin() as conn:
         job_id = create_job(conn, runtime.storage, JOB, created_by=SYSTEM.user_name)
     return execute_job(runtime, job_id)
 
 
+class Tally:
+    """What a run came to, message by message."""
+
+    def __init__(self) -> None:
+        self.counts = {SENT: 0, RETRY: 0, ERROR: 0}
+
+    def add(self, outcomes: dict[str, Outcome]) -> None:
+        for state, _ in outcomes.values():
+            self.counts[state] += 1
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts.values())
+
+    def __str__(self) -> str:
+        retry = self.counts[RETRY]
+        return f"{self.counts[SENT]} sent, {self.counts[ERROR]} failed" + (f", {retry} to retry" if retry else "")
+
+
 @job(JOB)
 def deliver_email(run: JobRun) -> str:
-    """Claim, send and mark batches until no message is waiting; progress counts messages."""
+    """Claim, send and mark batches over one SMTP session until no message is waiting (or the rate
+    limit or an unreachable server ends the run); progress counts messages."""
     runtime, config = run.runtime, run.runtime.config
     if not config.smtp_host:
         with runtime.engine.connect() as conn:
             left = waiting(conn, runtime.storage)
         return f"no SMTP host configured (CASELOOM_SMTP_HOST): {left} message(s) left ready"
-    sent = failed = 0
-    while rows := claim(runtime):
-        outcomes = send(config, rows)
-        sent += sum(1 for state, _ in outcomes.values() if state == SENT)
-        failed += sum(1 for state, _ in outcomes.values() if state == ERROR)
-        # Marked whether or not this run still holds the job: the messages went out, and their own
-        # claim (state sending) is what keeps them from going out twice. Progress is the run's.
-        with write_transaction(runtime.engine) as conn:  # reads then writes: on SQLite, take the lock first
-            mark(runtime.records(conn), outcomes)
-            left = waiting(conn, runtime.storage)
-        with runtime.engine.begin() as conn:
-            run.progress(conn, sent + failed, sent + failed + left, _summary(sent, failed))
+    tally, session = Tally(), Session(config)
+    try:
+        ended = _deliver(run, session, tally)
+    finally:
+        session.close()
     with runtime.engine.begin() as conn:
-        run.progress(conn, sent + failed, sent + failed)
-    return _summary(sent, failed)
+        run.progress(conn, tally.done, tally.done)
+    return f"{tally}{ended}"
 
 
-def _summary(sent: int, failed: int) -> str:
-    return f"{sent} sent, {failed} failed"
+def _deliver(run: JobRun, session: Session, tally: Tally) -> str:
+    """The run's batches; returns why it ended early ("" when nothing is left waiting)."""
+    runtime, waited = run.runtime, 0.0
+    while True:
+        rows, allowed = _claim(runtime)
+        if rows:
+            outcomes = {row["sys_id"]: session.send(row) for row in rows}
+            tally.add(outcomes)
+            # Marked whether or not this run still holds the job: the messages went out, and their own
+            # claim (state sending) is what keeps them from going out twice. Progress is the run's.
+            with write_transaction(runtime.engine) as conn:  # reads then writes: on SQLite, take the lock first
+                mark(runtime.records(conn), rows, outcomes)
+                left = waiting(conn, runtime.storage)
+            with runtime.engine.begin() as conn:
+                run.progress(conn, tally.done, tally.done + left, str(tally))
+            if session.failed is not None:
+                return f"; stopped: {session.failed[1]}"
+            continue
+        if allowed.left != 0:
+            return ""
+        if allowed.free_in > RATE_WAIT or waited >= RATE_PATIENCE:
+            with runtime.engine.connect() as conn:
+                left = waiting(conn, runtime.storage)
+            return (f"; the rate limit ({mailrate.RATE} = {allowed.rate} a minute) is reached: "
+                    f"{left} message(s) left ready for a later run") if left else ""
+        time.sleep(allowed.free_in)
+        waited += allowed.free_in
 
 
 # -- claiming and marking -----------------------------------------------------------------------
 
 
 def _claimable(table: sa.Table) -> sa.ColumnElement:
-    stale = now() - SENDING_LEASE
-    return sa.or_(table.c.state == READY, sa.and_(table.c.state == SENDING, table.c.sys_updated_on < stale))
+    moment = now()
+    due = sa.or_(table.c.next_attempt.is_(None), table.c.next_attempt <= moment)
+    stale = sa.and_(table.c.state == SENDING, table.c.sys_updated_on < moment - SENDING_LEASE)
+    return sa.or_(sa.and_(table.c.state == READY, due), stale)
+
+
+def _in_flight(table: sa.Table) -> sa.ColumnElement:
+    """Claimed by a run that is sending them now (not a lost run's, whose lease is over)."""
+    return sa.and_(table.c.state == SENDING, table.c.sys_updated_on >= now() - SENDING_LEASE)
 
 
 def waiting(conn: sa.Connection, storage: Storage) -> int:
-    """How many messages a run would claim now."""
+    """How many messages a run would claim now (the rate limit aside)."""
     table = storage.physical(TABLE)
     return conn.execute(sa.select(sa.func.count()).select_from(table).where(_claimable(table))).scalar_one()
 
 
 def claim(runtime: Runtime, limit: int | None = None) -> list[dict]:
-    """Move up to `limit` (BATCH) waiting messages to sending, in a transaction of their own, and return them."""
+    """Move up to `limit` (BATCH) waiting messages to sending, within the rate limit, in a
+    transaction of their own, and return them."""
+    return _claim(runtime, limit)[0]
+
+
+def _claim(runtime: Runtime, limit: int | None = None) -> tuple[list[dict], mailrate.Budget]:
     with write_transaction(runtime.engine) as conn:
-        return claim_in(runtime.records(conn), limit)
+        service = runtime.records(conn)
+        table = runtime.storage.physical(TABLE)
+        allowed = mailrate.budget(service, table, _in_flight(table))
+        if allowed.left == 0:
+            return [], allowed
+        return claim_in(service, min(limit or BATCH, allowed.left or BATCH)), allowed
 
 
 def claim_in(service: RecordService, limit: int | None = None) -> list[dict]:
@@ -120,8 +187,7 @@ def claim_in(service: RecordService, limit: int | None = None) -> list[dict]:
     if not ids:
         return []
     service.update_many(TABLE, [(sys_id, {"state": SENDING}) for sys_id in ids])
-    rows = service.query(TABLE, Query(Term("sys_id", "in", ids)),
-                         ["sys_id", "recipients", "subject", "body", "target_table", "instance"])
+    rows = service.query(TABLE, Query(Term("sys_id", "in", ids)), CLAIMED)
     _threading(service, rows)
     order = {sys_id: i for i, sys_id in enumerate(ids)}
     return sorted(rows, key=lambda r: order[r["sys_id"]])
@@ -145,17 +211,33 @@ def _threading(service: RecordService, rows: list[dict]) -> None:
             row["number"] = numbers.get(row["instance"])
 
 
-def mark(service: RecordService, outcomes: dict[str, Outcome]) -> None:
+def mark(service: RecordService, rows: list[dict], outcomes: dict[str, Outcome]) -> None:
     """Mark a sent batch: one update_many through the record service (audited like any write);
     then the records the sent e-mails are filed under whose notification declares a `sent_field`
     get the time in it, where it is still empty."""
-    service.update_many(TABLE, [(sys_id, {"state": state, "error": error,
-                                          "type": "sent" if state == SENT else "send-failed"})
-                                for sys_id, (state, error) in outcomes.items()])
+    when = now()
+    tries = {row["sys_id"]: (row.get("attempts") or 0) + 1 for row in rows}
+    service.update_many(TABLE, [(sys_id, marked(outcome, tries[sys_id], when)) for sys_id, outcome in outcomes.items()])
     stamping = {name: note.sent_field for name, note in service.defs.notifications.items() if note.sent_field}
     sent = [sys_id for sys_id, (state, _) in outcomes.items() if state == SENT]
     if stamping and sent:
         _stamp_sent(service, stamping, sent)
+
+
+def marked(outcome: Outcome, tries: int, when: dt.datetime) -> dict:
+    """A message's values after its `tries`-th try came to `outcome`: sent; back to ready for a
+    temporary failure, `next_attempt` FIRST_RETRY later, doubling per try up to LAST_RETRY; an
+    error for a permanent failure or the MAX_ATTEMPTS-th temporary one."""
+    state, reason = outcome
+    if state == SENT:
+        return {"state": SENT, "type": "sent", "error": reason, "attempts": tries, "sent_on": when,
+                "next_attempt": None}
+    if state == RETRY and tries < MAX_ATTEMPTS:
+        return {"state": READY, "type": "send-ready", "error": reason, "attempts": tries,
+                "next_attempt": when + min(FIRST_RETRY * 2 ** (tries - 1), LAST_RETRY)}
+    if state == RETRY:
+        reason = f"gave up after {tries} attempts: {reason}"
+    return {"state": ERROR, "type": "send-failed", "error": reason, "attempts": tries, "next_attempt": None}
 
 
 def _stamp_sent(service: RecordService, stamping: dict[str, str], sent: list[str]) -> None:
@@ -177,103 +259,3 @@ def _stamp_sent(service: RecordService, stamping: dict[str, str], sent: list[str
                      All((Term("sys_id", "in", ids), Term(field, "empty"))), {field: when})
 
 
-# -- SMTP -----------------------------------------------------------------------------------------
-
-
-def send(config: Config, rows: list[dict]) -> dict[str, Outcome]:
-    """Send each message over one SMTP connection; returns sys_id -> (sent | error, reason)."""
-    try:
-        smtp = connect(config)
-    except (OSError, smtplib.SMTPException) as exc:
-        reason = f"could not connect to the SMTP server {config.smtp_host}:{config.smtp_port}: {_reason(exc)}"
-        return {row["sys_id"]: (ERROR, reason) for row in rows}
-    try:
-        return {row["sys_id"]: _send_one(smtp, config, row) for row in rows}
-    finally:
-        _quit(smtp)
-
-
-def _quit(smtp: smtplib.SMTP) -> None:
-    """End the session; the messages are already accepted, so a failing QUIT changes nothing."""
-    try:
-        smtp.quit()
-    except (OSError, smtplib.SMTPException):
-        smtp.close()
-
-
-def connect(config: Config) -> smtplib.SMTP:
-    """An SMTP session: implicit TLS on port 465, else STARTTLS as CASELOOM_SMTP_STARTTLS says
-    (auto: when the server offers it), then login when a user is configured."""
-    implicit_tls = config.smtp_port == 465
-    factory = smtplib.SMTP_SSL if implicit_tls else smtplib.SMTP
-    smtp = factory(config.smtp_host, config.smtp_port, timeout=SMTP_TIMEOUT)
-    try:
-        if not implicit_tls and config.smtp_starttls != "false":
-            smtp.ehlo()
-            if smtp.has_extn("starttls"):
-                smtp.starttls(context=ssl.create_default_context())
-                smtp.ehlo()
-            elif config.smtp_starttls == "true":
-                raise smtplib.SMTPNotSupportedError("the server does not offer STARTTLS (CASELOOM_SMTP_STARTTLS=true)")
-        if config.smtp_user:
-            smtp.login(config.smtp_user, config.smtp_password or "")
-    except BaseException:
-        smtp.close()
-        raise
-    return smtp
-
-
-def _send_one(smtp: smtplib.SMTP, config: Config, row: dict) -> Outcome:
-    recipients = [a.strip() for a in (row["recipients"] or "").split(",") if a.strip()]
-    if not recipients:
-        return ERROR, "no recipients"
-    try:
-        refused = smtp.send_message(message(config, row, recipients), config.smtp_from, recipients)
-    except smtplib.SMTPRecipientsRefused as exc:
-        return ERROR, "every recipient was refused: " + _refusals(exc.recipients)
-    except (OSError, smtplib.SMTPException, ValueError) as exc:
-        return ERROR, _reason(exc)
-    if refused:
-        return SENT, "some recipients were refused: " + _refusals(refused)
-    return SENT, None
-
-
-def message(config: Config, row: dict, recipients: list[str]) -> EmailMessage:
-    """The message of a sys_email row. Its Message-ID comes from the row, so a copy sent again
-    after a lost worker is recognisably the same message."""
-    msg = EmailMessage()
-    msg["From"] = config.smtp_from
-    msg["To"] = ", ".join(recipients)
-    subject = " ".join((row["subject"] or "").split())  # no line breaks in a header
-    number = row.get("number")
-    if number and number.lower() not in subject.lower():  # a reply finds its record by the number too
-        subject = f"{subject} [{number}]" if subject else number
-    msg["Subject"] = subject
-    msg["Date"] = formatdate(usegmt=True)
-    domain = config.smtp_from.rpartition("@")[2].strip("> ") or "caseloom"
-    msg["Message-ID"] = f"<{row['sys_id']}@{domain}>"
-    if row.get("reply_to"):
-        msg["Reply-To"] = row["reply_to"]
-    msg.set_content(f"{(row['body'] or '').rstrip()}\n\n{watermark(row['sys_id'])}\n")
-    return msg
-
-
-def watermark(sys_id: str) -> str:
-    """The line a reply quotes back, naming the e-mail it answers (and so its record)."""
-    return f"Ref:MSG{sys_id}"
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, smtplib.SMTPSenderRefused):
-        return f"sender {exc.sender} refused: {exc.smtp_code} {_text(exc.smtp_error)}"
-    if isinstance(exc, smtplib.SMTPResponseException):
-        return f"{exc.smtp_code} {_text(exc.smtp_error)}"
-    return str(exc) or type(exc).__name__
-
-
-def _refusals(refused: dict) -> str:
-    return "; ".join(f"{address}: {code} {_text(text)}" for address, (code, text) in sorted(refused.items()))
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

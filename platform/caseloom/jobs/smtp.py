@@ -1,0 +1,169 @@
+"""The SMTP side of e-mail delivery: one session per delivery run, and what each message's try came to.
+
+A `Session` connects on its first message and is kept for every batch of the run (connecting
+costs more than sending). When the server drops it mid-run (its own per-session message limit,
+a 421, a restart) it connects again and sends that message once more. Each try is told apart as
+sent, a temporary failure to try again later (a 4xx reply for the message or for all of its
+recipients, a lost connection, a timeout) or a permanent one (a 5xx reply, no recipients).
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from email.message import EmailMessage
+from email.utils import formatdate
+
+from ..config import Config
+
+SENT, RETRY, ERROR = "sent", "retry", "error"
+SMTP_TIMEOUT = 30  # seconds for connecting and for each SMTP command
+CLOSING = 421  # the server is closing the session: connect again
+
+Outcome = tuple[str, str | None]  # (SENT | RETRY | ERROR, reason)
+
+
+class Session:
+    """An SMTP session shared by every message of one delivery run. Once the server cannot be
+    reached, `failed` is what every further message of the run comes to at once (no second wait
+    for a timeout): a temporary failure, or an error when the server refused the session for good
+    (a 5xx to the login)."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.smtp: smtplib.SMTP | None = None
+        self.failed: Outcome | None = None
+        self.connections = 0  # sessions opened by this run (1, plus one per drop)
+
+    def send(self, row: dict) -> Outcome:
+        """Send one sys_email row (with `reply_to` and `number` from the claim)."""
+        recipients = [a.strip() for a in (row["recipients"] or "").split(",") if a.strip()]
+        if not recipients:
+            return ERROR, "no recipients"
+        try:
+            msg = message(self.config, row, recipients)
+        except ValueError as exc:  # a header that cannot be written (an address with a line break)
+            return ERROR, str(exc)
+        outcome = self._try(msg, recipients, last=False)
+        return outcome if outcome is not None else self._try(msg, recipients, last=True)
+
+    def _try(self, msg: EmailMessage, recipients: list[str], last: bool) -> Outcome | None:
+        """One try over the session; None when the session was lost and one more try is due."""
+        smtp = self._connected()
+        if smtp is None:
+            return self.failed
+        try:
+            refused = smtp.send_message(msg, self.config.smtp_from, recipients)
+        except smtplib.SMTPRecipientsRefused as exc:
+            temporary = all(_temporary(code) for code, _ in exc.recipients.values())
+            return RETRY if temporary else ERROR, "every recipient was refused: " + _refusals(exc.recipients)
+        except smtplib.SMTPServerDisconnected as exc:
+            return self._lost(exc, last)
+        except smtplib.SMTPResponseException as exc:
+            if exc.smtp_code == CLOSING:
+                return self._lost(exc, last)
+            return RETRY if _temporary(exc.smtp_code) else ERROR, _reason(exc)
+        except (smtplib.SMTPException, ValueError) as exc:  # before OSError: SMTPException is one
+            return ERROR, _reason(exc)
+        except OSError as exc:  # the connection broke or timed out
+            return self._lost(exc, last)
+        if refused:
+            return SENT, "some recipients were refused: " + _refusals(refused)
+        return SENT, None
+
+    def _lost(self, exc: BaseException, last: bool) -> Outcome | None:
+        self._drop()
+        return (RETRY, f"the SMTP session was lost: {_reason(exc)}") if last else None
+
+    def _connected(self) -> smtplib.SMTP | None:
+        if self.smtp is None and self.failed is None:
+            try:
+                self.smtp = connect(self.config)
+                self.connections += 1
+            except (OSError, smtplib.SMTPException) as exc:
+                permanent = isinstance(exc, smtplib.SMTPResponseException) and not _temporary(exc.smtp_code)
+                self.failed = (ERROR if permanent else RETRY, f"could not connect to the SMTP server "
+                               f"{self.config.smtp_host}:{self.config.smtp_port}: {_reason(exc)}")
+        return self.smtp
+
+    def _drop(self) -> None:
+        if self.smtp is not None:
+            self.smtp.close()
+            self.smtp = None
+
+    def close(self) -> None:
+        """End the session; the messages are already accepted, so a failing QUIT changes nothing."""
+        if self.smtp is None:
+            return
+        try:
+            self.smtp.quit()
+        except (OSError, smtplib.SMTPException):
+            self.smtp.close()
+        self.smtp = None
+
+
+def connect(config: Config) -> smtplib.SMTP:
+    """An SMTP session: implicit TLS on port 465, else STARTTLS as CASELOOM_SMTP_STARTTLS says
+    (auto: when the server offers it), then login when a user is configured."""
+    implicit_tls = config.smtp_port == 465
+    factory = smtplib.SMTP_SSL if implicit_tls else smtplib.SMTP
+    smtp = factory(config.smtp_host, config.smtp_port, timeout=SMTP_TIMEOUT)
+    try:
+        if not implicit_tls and config.smtp_starttls != "false":
+            smtp.ehlo()
+            if smtp.has_extn("starttls"):
+                smtp.starttls(context=ssl.create_default_context())
+                smtp.ehlo()
+            elif config.smtp_starttls == "true":
+                raise smtplib.SMTPNotSupportedError("the server does not offer STARTTLS (CASELOOM_SMTP_STARTTLS=true)")
+        if config.smtp_user:
+            smtp.login(config.smtp_user, config.smtp_password or "")
+    except BaseException:
+        smtp.close()
+        raise
+    return smtp
+
+
+def message(config: Config, row: dict, recipients: list[str]) -> EmailMessage:
+    """The message of a sys_email row. Its Message-ID comes from the row, so a copy sent again
+    after a lost worker is recognisably the same message (and a bounce finds the row by it)."""
+    msg = EmailMessage()
+    msg["From"] = config.smtp_from
+    msg["To"] = ", ".join(recipients)
+    subject = " ".join((row["subject"] or "").split())  # no line breaks in a header
+    number = row.get("number")
+    if number and number.lower() not in subject.lower():  # a reply finds its record by the number too
+        subject = f"{subject} [{number}]" if subject else number
+    msg["Subject"] = subject
+    msg["Date"] = formatdate(usegmt=True)
+    domain = config.smtp_from.rpartition("@")[2].strip("> ") or "caseloom"
+    msg["Message-ID"] = f"<{row['sys_id']}@{domain}>"
+    if row.get("reply_to"):
+        msg["Reply-To"] = row["reply_to"]
+    msg.set_content(f"{(row['body'] or '').rstrip()}\n\n{watermark(row['sys_id'])}\n")
+    return msg
+
+
+def watermark(sys_id: str) -> str:
+    """The line a reply quotes back, naming the e-mail it answers (and so its record)."""
+    return f"Ref:MSG{sys_id}"
+
+
+def _temporary(code: int) -> bool:
+    return 400 <= code < 500
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, smtplib.SMTPSenderRefused):
+        return f"sender {exc.sender} refused: {exc.smtp_code} {_text(exc.smtp_error)}"
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f"{exc.smtp_code} {_text(exc.smtp_error)}"
+    return str(exc) or type(exc).__name__
+
+
+def _refusals(refused: dict) -> str:
+    return "; ".join(f"{address}: {code} {_text(text)}" for address, (code, text) in sorted(refused.items()))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
