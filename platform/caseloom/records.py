@@ -30,6 +30,7 @@ from .fieldtypes import SYS_ID, FieldValueError
 from .query import Query, QueryError, Selection, count_rows, select_rows
 from .query.conditions import Term
 from .query.nodes import All
+from .query.total import Total, total_rows
 from .storage import Storage
 
 BATCH = 2000
@@ -331,6 +332,12 @@ class RecordService:
     def count(self, table: str, query: Query) -> int:
         self.table(table, "read")
         return self.conn.execute(count_rows(self.storage, table, query, self.readable)).scalar_one()
+
+    def total(self, table: str, query: Query, exact_up_to: int) -> Total:
+        """A list's total: `count` up to `exact_up_to` records, above it an estimate where the database
+        gives one (query/total.py), through the same read access."""
+        self.table(table, "read")
+        return total_rows(self.conn, self.storage, table, query, self.readable, exact_up_to)
 
     def journal(self, table: str, sys_id: str, element: str | None = None) -> list[dict]:
         """Journal entries of a record, newest first: those of this key written for this table, a table

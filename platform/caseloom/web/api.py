@@ -16,6 +16,7 @@ from ..query import Query, Term, parse_encoded
 from ..query.aggregate import aggregate
 from ..query.compile import MAX_OFFSET
 from ..query.nodes import All
+from ..query.total import EXACT_COUNT_LIMIT, Total
 from ..records import NotFound
 from . import db
 from .auth import act_as, api_actor, properties, records, runtime
@@ -104,14 +105,34 @@ def list_records(table: str):
     shape = _shape(table)
     rows = service.query(table, query, shape.columns(), limit, offset)
     response = jsonify({"result": [render_record(shape, row) for row in rows]})
-    total = service.count(table, query)
-    response.headers["X-Total-Count"] = str(total)  # ServiceNow always sends it; clients such as pysnc rely on it
+    total = _total(table, query)
+    response.headers["X-Total-Count"] = str(total.rows)  # ServiceNow always sends it; clients such as pysnc rely on it
+    if total.estimated:
+        response.headers["X-Total-Count-Estimated"] = "true"
+    if _wants_estimate():
+        response.headers["Preference-Applied"] = "count=estimated"
     if request.args.get("sysparm_suppress_pagination_header", "").lower() != "true":
-        response.headers["Link"] = _links(table, total, limit, offset)
+        response.headers["Link"] = _links(table, total, limit, offset, len(rows))
     return response
 
 
-def _links(table: str, total: int, limit: int, offset: int) -> str:
+def _wants_estimate() -> bool:
+    """`Prefer: count=estimated` (PostgREST's word): the client takes an estimated total above the
+    exact-count limit. Without it X-Total-Count is exact, as ServiceNow's: pysnc stops paging at
+    X-Total-Count, so an estimate below the truth would silently drop records."""
+    return any(part.strip().lower() == "count=estimated"
+               for value in request.headers.getlist("Prefer") for part in value.split(","))
+
+
+def _total(table: str, query: Query) -> Total:
+    if not _wants_estimate():
+        return Total(records().count(table, query))
+    return records().total(table, query, properties().get(EXACT_COUNT_LIMIT))
+
+
+def _links(table: str, total: Total, limit: int, offset: int, shown: int) -> str:
+    """first, prev, next and last; from an estimated total no last (it would be a guess), and next
+    while the page is full."""
     base = base_url() + url_for("api.list_records", table=table).lstrip("/")
 
     def link(at: int, rel: str) -> str:
@@ -119,13 +140,13 @@ def _links(table: str, total: int, limit: int, offset: int) -> str:
         args.update(sysparm_limit=limit, sysparm_offset=max(at, 0))
         return f'<{base}?{urlencode(args)}>;rel="{rel}"'
 
-    last = max(((total - 1) // limit) * limit, 0)
     parts = [link(0, "first")]
     if offset > 0:
         parts.append(link(offset - limit, "prev"))
-    if offset + limit < total:
+    if (shown == limit) if total.estimated else (offset + limit < total.rows):
         parts.append(link(offset + limit, "next"))
-    parts.append(link(last, "last"))
+    if not total.estimated:
+        parts.append(link(max(((total.rows - 1) // limit) * limit, 0), "last"))
     return ",".join(parts)
 
 

@@ -266,8 +266,13 @@ def _table_paths(defs: Definitions, table: TableDef) -> dict:
     one = _json(_result(record))
     many = _json(_result({"type": "array", "items": record}), headers={
         "X-Total-Count": {"required": True, "schema": {"type": "integer", "minimum": 0},
-                          "description": "How many records the query matches"},
-        "Link": {"schema": {"type": "string"}, "description": "first, prev, next and last pages"}})
+                          "description": "How many records the query matches (exact unless the request sent "
+                                         "`Prefer: count=estimated` and X-Total-Count-Estimated says true)"},
+        "X-Total-Count-Estimated": {"schema": {"type": "string", "enum": ["true"]},
+                                    "description": "X-Total-Count is the database's estimate: more than "
+                                                   "caseloom.list.exact_count_limit records match"},
+        "Link": {"schema": {"type": "string"}, "description": "first, prev, next and last pages (no last "
+                                                              "from an estimated total)"}})
     created = _json(_result(record), "Created", headers={"Location": {"schema": {"type": "string"}}},
                     links=_record_links(defs, table))
     return {

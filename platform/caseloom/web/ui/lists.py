@@ -14,9 +14,10 @@ from ...jobs.email import TABLE as EMAIL_TABLE
 from ...query import AnyOf, Query, QueryError, Selection, Term, parse_encoded, to_encoded
 from ...query.compile import MAX_OFFSET
 from ...query.conditions import TEXT_QUERY, All
+from ...query.total import EXACT_COUNT_LIMIT, Total
 from ...records import AccessDenied, Conflict, NotFound, RecordError
 from .. import db
-from ..auth import connection, records, runtime, safe_path
+from ..auth import connection, properties, records, runtime, safe_path
 from ..serialize import base_url, display_names, make_shape, record_name, render_record
 from . import blueprint, login_required
 from .export import export_format, export_list, with_basic_auth
@@ -277,18 +278,19 @@ def _list_context(tdef: TableDef, rows_typed: list[dict] | None = None, filter_e
         if args.get("page", "").isdigit():  # "go to page N"
             first = (max(int(args["page"]), 1) - 1) * page + 1
         rows = service.query(table, effective, selected, page, first - 1)
-        total = service.count(table, effective)
+        total = _shown_total(service.total(table, effective, properties().get(EXACT_COUNT_LIMIT)), first, rows)
         if group_by:
             groups = group_counts(service, tdef, effective, group_by)
     except (QueryError, ValueError, AccessDenied) as exc:
-        error, rows, total, first, query, search, groups = str(exc), [], 0, 1, Query(), "", None
+        error, rows, total, first, query, search, groups = str(exc), [], Total(0), 1, Query(), "", None
     typed = rows_typed if rows_typed is not None else filter_rows(tdef, query)
     computed = computed_cells(view, rows) if view is not None else {}
     return {
         "tdef": tdef, "columns": [(c, shape.fields[c] if c in shape.fields else Computed(c, COMPUTED_COLUMNS[c]))
                                   for c in shown],
         "rows": [render_record(shape, r) | computed.get(r["sys_id"], {}) | {"sys_id": r["sys_id"]} for r in rows],
-        "total": total, "first": first, "page": page, "page_sizes": PAGE_SIZES, "encoded": encoded,
+        "total": total.rows, "estimated": total.estimated, "total_text": total_text(total),
+        "first": first, "page": page, "page_sizes": PAGE_SIZES, "encoded": encoded,
         "error": error, "filter_error": filter_error, "search": search,
         "order": query.order[0] if query.order else None, "order_encoded": to_encoded(Query(None, query.order)),
         "filter_rows": row_views(tdef, typed or [_blank_row()]), "filter_open": bool(typed),
@@ -302,6 +304,16 @@ def _list_context(tdef: TableDef, rows_typed: list[dict] | None = None, filter_e
         "bulk_fields": [(n, f.label) for n, f in tdef.fields.items() if not f.system and f.ftype.queryable],
         "outbox": _outbox(service) if table == EMAIL_TABLE and g.actor.is_admin else None,
     }
+
+
+def _shown_total(total: Total, first: int, rows: list) -> Total:
+    """An estimated total never says fewer records than the page itself shows."""
+    return Total(max(total.rows, first - 1 + len(rows)), True) if total.estimated else total
+
+
+def total_text(total: Total) -> str:
+    """A total as a list says it: "1,234", or "about 1,000,000" when it is the planner's estimate."""
+    return f"{'about ' if total.estimated else ''}{total.rows:,}"
 
 
 def list_query(tdef: TableDef, args, columns: list[str]) -> tuple[Query, Query, str]:
