@@ -229,11 +229,7 @@ def run_in_job(run) -> str:
                 nonlocal transaction, last_commit
                 if time.monotonic() - last_commit < runtime.config.job_commit_seconds and done < total:
                     return service  # the batch joins the next commit
-                run.progress(conn, done, total, f"{done} of {total}")
-                transaction.commit()
-                runtime.committed(service)
-                transaction = conn.begin()
-                run.hold(conn)
+                transaction = run.next_unit(conn, transaction, service, done, total)
                 last_commit = time.monotonic()
                 return service
 

@@ -610,7 +610,7 @@ class RecordService:
 
     def _existing_elsewhere(self, root: str, ids: set[str]) -> set[str]:
         """Which of `ids` are records of any table but those under `root`: on PostgreSQL one UNION ALL
-        of every other root table, the ids one array parameter; elsewhere a query per table."""
+        of every other root table; elsewhere a query per table."""
         others = sorted({t.root for t in self.defs.tables.values()} - {root})
         if self.conn.dialect.name != "postgresql" or not others:
             found: set[str] = set()
@@ -620,50 +620,34 @@ class RecordService:
         key = ("existing_elsewhere", root)
         stmt = self.storage.cache.get(key)
         if stmt is None:
-            wanted = sa.bindparam("ids", type_=postgresql.ARRAY(sa.String))
-            parts = []
-            for other in others:
-                physical = self.storage.physical(other)
-                part = sa.select(physical.c.sys_id).where(physical.c.sys_id == sa.any_(wanted))
-                class_filter = self.storage.class_filter(other)
-                parts.append(part if class_filter is None else part.where(class_filter))
-            stmt = self.storage.cache[key] = sa.union_all(*parts)
-        ordered = sorted(ids)
-        found = set()
-        for start in range(0, len(ordered), ARRAY_IDS):
-            found.update(self.conn.execute(stmt, {"ids": ordered[start:start + ARRAY_IDS]}).scalars())
-        return found
+            stmt = self.storage.cache[key] = sa.union_all(*(self._sys_ids_in(other, True) for other in others))
+        return self._found(stmt, ids, ARRAY_IDS)
 
     def existing_ids(self, table: str, ids: set[str]) -> set[str]:
         """Which of `ids` are records of `table` (and its children): on PostgreSQL a query per 10,000
         ids, given as one array parameter (one statement, compiled once); elsewhere per 500 ids."""
-        if self.conn.dialect.name == "postgresql":
-            stmt = self.storage.cache.get(("existing_any", table))
-            if stmt is None:
-                physical = self.storage.physical(table)
-                stmt = sa.select(physical.c.sys_id).where(
-                    physical.c.sys_id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.String))))
-                class_filter = self.storage.class_filter(table)
-                if class_filter is not None:
-                    stmt = stmt.where(class_filter)
-                self.storage.cache[("existing_any", table)] = stmt
-            found_pg: set[str] = set()
-            ordered_pg = sorted(ids)
-            for start in range(0, len(ordered_pg), ARRAY_IDS):
-                found_pg.update(self.conn.execute(stmt, {"ids": ordered_pg[start:start + ARRAY_IDS]}).scalars())
-            return found_pg
-        stmt = self.storage.cache.get(("existing", table))
+        array = self.conn.dialect.name == "postgresql"
+        key = ("existing", table, array)
+        stmt = self.storage.cache.get(key)
         if stmt is None:  # built once per definitions set: every insert of a reference asks it
-            physical = self.storage.physical(table)
-            stmt = sa.select(physical.c.sys_id).where(physical.c.sys_id.in_(sa.bindparam("ids", expanding=True)))
-            class_filter = self.storage.class_filter(table)
-            if class_filter is not None:
-                stmt = stmt.where(class_filter)
-            self.storage.cache[("existing", table)] = stmt
+            stmt = self.storage.cache[key] = self._sys_ids_in(table, array)
+        return self._found(stmt, ids, ARRAY_IDS if array else 500)
+
+    def _sys_ids_in(self, table: str, array: bool) -> sa.Select:
+        """SELECT sys_id of `table`'s records (its class only) among the parameter `ids`: an array
+        (PostgreSQL's `= ANY`) or an expanding IN list."""
+        physical = self.storage.physical(table)
+        wanted = (physical.c.sys_id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.String))) if array
+                  else physical.c.sys_id.in_(sa.bindparam("ids", expanding=True)))
+        stmt = sa.select(physical.c.sys_id).where(wanted)
+        class_filter = self.storage.class_filter(table)
+        return stmt if class_filter is None else stmt.where(class_filter)
+
+    def _found(self, stmt: sa.Executable, ids: set[str], per_query: int) -> set[str]:
         found: set[str] = set()
         ordered = sorted(ids)
-        for start in range(0, len(ordered), 500):
-            found.update(self.conn.execute(stmt, {"ids": ordered[start:start + 500]}).scalars())
+        for start in range(0, len(ordered), per_query):
+            found.update(self.conn.execute(stmt, {"ids": ordered[start:start + per_query]}).scalars())
         return found
 
     def _assign_numbers(self, tdef: TableDef, records: list[dict]) -> None:

@@ -113,9 +113,11 @@ def _child_exit(server, worker) -> None:  # runs in gunicorn's master
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: the worker gets SIGTERM when the server's process ends, however it ends (kill -9 too)."""
+    """Linux: the worker is killed when the server's process ends without stopping it (kill -9), as
+    jobs run in the server's own process would be: its unit in progress rolls back, and the next
+    server's worker resumes the job. A server that stops normally stops it first (`stop_worker`)."""
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError:
         pass
 
@@ -128,7 +130,7 @@ def start_worker(threads: int = 2) -> subprocess.Popen:
 
 
 def stop_worker(process: subprocess.Popen | None) -> None:
-    """Stop the server's worker: SIGTERM lets its jobs finish their unit (huey's graceful stop), then kill."""
+    """Stop the server's worker: SIGINT lets its jobs finish their unit (huey's graceful stop), then kill."""
     if process is None or process.poll() is not None:
         return
     process.send_signal(signal.SIGINT)

@@ -101,6 +101,17 @@ class JobRun:
         remember_params(conn, self.runtime.storage, self.job.id, merged, self.worker)
         self.job = replace(self.job, params=merged)
 
+    def next_unit(self, conn: sa.Connection, transaction: sa.RootTransaction, service: RecordService, done: int,
+                  total: int) -> sa.RootTransaction:
+        """Commit the unit in progress with the run's progress (its follow-ups run after the commit),
+        and begin the next one holding the job; returns its transaction."""
+        self.progress(conn, done, total, f"{done} of {total}")
+        transaction.commit()
+        self.runtime.committed(service)
+        transaction = conn.begin()
+        self.hold(conn)
+        return transaction
+
     def slicer(self, commit: Callable[[], None], begin: Callable[[], RecordService], service: RecordService):
         """What splits this run's big work into slices that other workers run too (caseloom.jobs.slices)."""
         from .slices import Slicer

@@ -198,11 +198,7 @@ def in_units(run: JobRun, work: Callable[[RecordService, Callable[[int], None]],
                 done += added
                 if time.monotonic() - last < runtime.config.job_commit_seconds:
                     return
-                run.progress(conn, done, total, f"{done} of {total}")
-                transaction.commit()
-                runtime.committed(service)
-                transaction = conn.begin()
-                run.hold(conn)
+                transaction = run.next_unit(conn, transaction, service, done, total)
                 last = time.monotonic()
 
             with service.by_definitions():
