@@ -254,7 +254,7 @@ def run_in_job(run) -> str:
             transaction.commit()
             runtime.committed(service)
         except BaseException:
-            if transaction is not None:
+            if transaction is not None and transaction.is_active:  # else a unit that failed to begin, rolled back
                 transaction.rollback()
             raise
     return "; ".join(ctx.messages) or "done"

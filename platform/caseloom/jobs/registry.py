@@ -109,7 +109,11 @@ class JobRun:
         transaction.commit()
         self.runtime.committed(service)
         transaction = conn.begin()
-        self.hold(conn)
+        try:
+            self.hold(conn)
+        except BaseException:
+            transaction.rollback()
+            raise
         return transaction
 
     def slicer(self, commit: Callable[[], None], begin: Callable[[], RecordService], service: RecordService):

@@ -207,7 +207,8 @@ def in_units(run: JobRun, work: Callable[[RecordService, Callable[[int], None]],
             transaction.commit()
             runtime.committed(service)
         except BaseException:
-            transaction.rollback()
+            if transaction.is_active:  # else the next unit failed to begin, rolled back
+                transaction.rollback()
             raise
         finally:
             conn.info.pop(NUMBERS_APART, None)
