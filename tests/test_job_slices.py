@@ -158,6 +158,22 @@ def redis_queue(request) -> str:
     return url
 
 
+@pytest.fixture
+def on_redis(pg_config, definitions, request):
+    """(config, runtime) on the test's PostgreSQL database with a Redis queue of its own."""
+    config = dataclasses.replace(pg_config, queue=redis_queue(request))
+    runtime = Runtime(config, definitions)
+    yield config, runtime
+    runtime.engine.dispose()
+
+
+def started_job(runtime: Runtime, country: str) -> tuple[str, str]:
+    """(major case, its create_child_cases job, queued) over MEMBERS new accounts of `country`."""
+    major = major_with_members(runtime, MEMBERS, country)
+    with runtime.transaction() as service:
+        return major, run_action(service, CASE, major, "create_child_cases", {"comments": "hello"}).job
+
+
 def pids(runtime: Runtime, job_id: str) -> set[int]:
     return {int(j.worker.split(":")[-2]) for j in slices(runtime, job_id) if j.worker}
 
@@ -168,60 +184,45 @@ SLICE_ROWS = "1000"
 
 @needs_postgres
 @needs_redis
-def test_two_workers_share_one_job(pg_config, definitions, tmp_path, request):
-    queue = redis_queue(request)
-    config = dataclasses.replace(pg_config, queue=queue)
-    runtime = Runtime(config, definitions)
-    try:
-        major = major_with_members(runtime, MEMBERS, "TW")
-        with runtime.transaction() as service:
-            job_id = run_action(service, CASE, major, "create_child_cases", {"comments": "hello"}).job
-        env = environment(config, tmp_path, CASELOOM_JOB_SLICE_ROWS=SLICE_ROWS, CASELOOM_JOB_COMMIT_SECONDS="1")
-        with processes() as start:
-            workers = [start("worker", "--workers", "1", env=env, cwd=tmp_path) for _ in range(2)]
-            JobQueue(runtime).enqueue_job(job_id)
-            assert wait_for(lambda: job_row(runtime, job_id).state == DONE, 180, 0.2), job_row(runtime, job_id)
-            assert pids(runtime, job_id) == {w.pid for w in workers}  # both ran slices
-        assert job_row(runtime, job_id).done == MEMBERS
-        assert children(runtime, major) == (MEMBERS, MEMBERS)
-        assert len(set(numbers(runtime, major))) == MEMBERS
-    finally:
-        runtime.engine.dispose()
+def test_two_workers_share_one_job(on_redis, tmp_path):
+    config, runtime = on_redis
+    major, job_id = started_job(runtime, "TW")
+    env = environment(config, tmp_path, CASELOOM_JOB_SLICE_ROWS=SLICE_ROWS, CASELOOM_JOB_COMMIT_SECONDS="1")
+    with processes() as start:
+        workers = [start("worker", "--workers", "1", env=env, cwd=tmp_path) for _ in range(2)]
+        JobQueue(runtime).enqueue_job(job_id)
+        assert wait_for(lambda: job_row(runtime, job_id).state == DONE, 180, 0.2), job_row(runtime, job_id)
+        assert pids(runtime, job_id) == {w.pid for w in workers}  # both ran slices
+    assert job_row(runtime, job_id).done == MEMBERS
+    assert children(runtime, major) == (MEMBERS, MEMBERS)
+    assert len(set(numbers(runtime, major))) == MEMBERS
 
 
 @needs_postgres
 @needs_redis
 @pytest.mark.parametrize("victim", ["parent", "other"], ids=["the worker running the parent", "the other worker"])
-def test_killing_one_of_two_workers_mid_job_leaves_one_child_per_member(pg_config, definitions, tmp_path, request,
-                                                                        victim):
-    queue = redis_queue(request)
-    config = dataclasses.replace(pg_config, queue=queue)
-    runtime = Runtime(config, definitions)
-    try:
-        major = major_with_members(runtime, MEMBERS, "KW")
-        with runtime.transaction() as service:
-            job_id = run_action(service, CASE, major, "create_child_cases", {"comments": "hello"}).job
-        env = environment(config, tmp_path, CASELOOM_JOB_SLICE_ROWS=SLICE_ROWS, CASELOOM_JOB_LOST_SECONDS="3")
-        with processes() as start:
-            workers = {w.pid: w for w in (start("worker", "--workers", "1", env=env, cwd=tmp_path) for _ in range(2))}
-            JobQueue(runtime).enqueue_job(job_id)
-            # both at work, some children committed, far from done
-            assert wait_for(lambda: len(pids(runtime, job_id)) == 2 and 0 < job_row(runtime, job_id).done, 120, 0.05), \
-                job_row(runtime, job_id)
-            parent_pid = int(job_row(runtime, job_id).worker.split(":")[-2])
-            killed = parent_pid if victim == "parent" else next(p for p in workers if p != parent_pid)
-            os.kill(killed, signal.SIGKILL)
-            workers[killed].wait(timeout=10)
-            assert children(runtime, major)[0] < MEMBERS, "killed in the middle"
-            started = time.monotonic()
-            assert wait_for(lambda: job_row(runtime, job_id).state == DONE, 180, 0.2), job_row(runtime, job_id)
-            print(f"\n[slices] one of two workers killed ({victim}): the survivor finished in "
-                  f"{time.monotonic() - started:.1f} s")
-        assert children(runtime, major) == (MEMBERS, MEMBERS)
-        assert len(set(numbers(runtime, major))) == MEMBERS
-        assert job_row(runtime, job_id).done == MEMBERS
-        assert {j.state for j in slices(runtime, job_id)} == {DONE}
-        with runtime.transaction(SYSTEM) as service:
-            assert undo_job(service, job_id).removable == MEMBERS  # the slices' work is the job's
-    finally:
-        runtime.engine.dispose()
+def test_killing_one_of_two_workers_mid_job_leaves_one_child_per_member(on_redis, tmp_path, victim):
+    config, runtime = on_redis
+    major, job_id = started_job(runtime, "KW")
+    env = environment(config, tmp_path, CASELOOM_JOB_SLICE_ROWS=SLICE_ROWS, CASELOOM_JOB_LOST_SECONDS="3")
+    with processes() as start:
+        workers = {w.pid: w for w in (start("worker", "--workers", "1", env=env, cwd=tmp_path) for _ in range(2))}
+        JobQueue(runtime).enqueue_job(job_id)
+        # both at work, some children committed, far from done
+        assert wait_for(lambda: len(pids(runtime, job_id)) == 2 and 0 < job_row(runtime, job_id).done, 120, 0.05), \
+            job_row(runtime, job_id)
+        parent_pid = int(job_row(runtime, job_id).worker.split(":")[-2])
+        killed = parent_pid if victim == "parent" else next(p for p in workers if p != parent_pid)
+        os.kill(killed, signal.SIGKILL)
+        workers[killed].wait(timeout=10)
+        assert children(runtime, major)[0] < MEMBERS, "killed in the middle"
+        started = time.monotonic()
+        assert wait_for(lambda: job_row(runtime, job_id).state == DONE, 180, 0.2), job_row(runtime, job_id)
+        print(f"\n[slices] one of two workers killed ({victim}): the survivor finished in "
+              f"{time.monotonic() - started:.1f} s")
+    assert children(runtime, major) == (MEMBERS, MEMBERS)
+    assert len(set(numbers(runtime, major))) == MEMBERS
+    assert job_row(runtime, job_id).done == MEMBERS
+    assert {j.state for j in slices(runtime, job_id)} == {DONE}
+    with runtime.transaction(SYSTEM) as service:
+        assert undo_job(service, job_id).removable == MEMBERS  # the slices' work is the job's

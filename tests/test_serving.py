@@ -11,7 +11,6 @@ import base64
 import concurrent.futures
 import http.cookiejar
 import json
-import os
 import re
 import signal
 import subprocess
@@ -23,18 +22,15 @@ import urllib.request
 
 import pytest
 
-from conftest import DEFINITIONS, ROOT, free_port
-from test_job_recovery import family
+from conftest import free_port
+from test_job_recovery import environment, family
 
 
 @pytest.fixture
 def served(config, tmp_path):
     """`caseloom serve --workers 2 --threads 2` on the test's database; yields (base URL, process)."""
     port = free_port()
-    env = {**os.environ, "CASELOOM_DATABASE_URL": config.database_url, "CASELOOM_DEFINITIONS": str(DEFINITIONS),
-           "CASELOOM_SCRIPTS": str(ROOT / "scripts"), "CASELOOM_UI": str(ROOT / "ui"),
-           "CASELOOM_INSTANCE": str(tmp_path / "instance"), "CASELOOM_QUEUE": config.queue,
-           "CASELOOM_SECRET_KEY": "serving-test"}
+    env = environment(config, tmp_path)
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115  (closed below)
     process = subprocess.Popen([sys.executable, "-m", "caseloom.cli", "serve", "--port", str(port), "--workers", "2",
                                 "--threads", "2"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
@@ -140,10 +136,7 @@ def test_static_files_are_linked_by_their_content_and_cached_for_a_year(served):
 
 def test_serve_dev_runs_flasks_server(config, tmp_path):
     port = free_port()
-    env = {**os.environ, "CASELOOM_DATABASE_URL": config.database_url, "CASELOOM_DEFINITIONS": str(DEFINITIONS),
-           "CASELOOM_SCRIPTS": str(ROOT / "scripts"), "CASELOOM_UI": str(ROOT / "ui"),
-           "CASELOOM_INSTANCE": str(tmp_path / "instance"), "CASELOOM_QUEUE": config.queue,
-           "CASELOOM_SECRET_KEY": "serving-test"}
+    env = environment(config, tmp_path)
     process = subprocess.Popen([sys.executable, "-m", "caseloom.cli", "serve", "--dev", "--port", str(port)], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
     try:

@@ -31,6 +31,7 @@ from .liveness import describe_worker, process_gone, timing
 QUEUED, RUNNING, DONE, FAILED, CANCELED = "queued", "running", "done", "failed", "canceled"
 STATES = (QUEUED, RUNNING, DONE, FAILED, CANCELED)
 FINISHED = (DONE, FAILED, CANCELED)
+SLICE_PARENT = "sys_job"  # the target_table of a job's slices, whose target_sys_id is the job (jobs.slices)
 STALE_AFTER = dt.timedelta(minutes=10)  # a job queued this long has lost its task message: enqueue it again
 
 
@@ -97,6 +98,13 @@ def create_job(conn: sa.Connection, storage: Storage, name: str, *, created_by: 
         params=json.dumps(params or {}, sort_keys=True), created_on=stamp, updated_on=stamp,
         created_by=created_by, target_table=target_table, target_sys_id=target_sys_id))
     return job_id
+
+
+def get_jobs(conn: sa.Connection, storage: Storage, job_ids: list[str]) -> list[Job]:
+    """The jobs of these ids that exist, in the order given: one query."""
+    table = _table(storage)
+    found = {row["id"]: _job(row) for row in conn.execute(sa.select(table).where(table.c.id.in_(job_ids))).mappings()}
+    return [found[i] for i in job_ids if i in found]
 
 
 def get_job(conn: sa.Connection, storage: Storage, job_id: str) -> Job | None:
@@ -319,7 +327,7 @@ def cancel_job(conn: sa.Connection, storage: Storage, job_id: str, by: str) -> J
             else f"stopped by {by} after {job.done} of {job.total}")
     conn.execute(sa.update(table).where(table.c.id == job_id).values(message=said))
     # its slices (caseloom.jobs.slices) stop with it
-    conn.execute(sa.update(table).where(table.c.target_table == "sys_job", table.c.target_sys_id == job_id,
+    conn.execute(sa.update(table).where(table.c.target_table == SLICE_PARENT, table.c.target_sys_id == job_id,
                                         table.c.state.in_((QUEUED, RUNNING)))
                  .values(state=CANCELED, updated_on=now(), message=f"stopped with its job by {by}"))
     return replace(job, message=said)

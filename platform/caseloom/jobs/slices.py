@@ -26,11 +26,22 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
 from ..records import RecordService
 from ..setinsert import NUMBERS_APART
-from .progress import CANCELED, DONE, FAILED, QUEUED, RUNNING, ClaimLost, Job, create_job, get_job, report_progress
+from .progress import (
+    CANCELED,
+    DONE,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SLICE_PARENT,
+    ClaimLost,
+    Job,
+    create_job,
+    get_job,
+    get_jobs,
+    report_progress,
+)
 from .registry import JobRun, execute_job, job
 from .undo import CREATED
 
@@ -40,7 +51,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JOB = "slice"
-PARENT = "sys_job"  # a slice's target_table: its target_sys_id is the parent job
 POLL_SECONDS = 0.2
 SliceFunction = Callable[[JobRun], str | None]
 # What a slice of each kind does: a function of its JobRun (params: the parent's keys, `kind`,
@@ -99,7 +109,7 @@ class Slicer:
 
     def _plan(self, kind: str, key: str, params: dict, ranges: list, total: int) -> list[str]:
         run, service = self.run, self.service
-        ids = [create_job(service.conn, service.storage, JOB, created_by=run.job.created_by, target_table=PARENT,
+        ids = [create_job(service.conn, service.storage, JOB, created_by=run.job.created_by, target_table=SLICE_PARENT,
                           target_sys_id=run.job.id, params={**params, "kind": kind, "after": after, "upto": upto,
                                                             "slice": i, "slices": len(ranges)})
                for i, (after, upto) in enumerate(ranges, 1)]
@@ -167,13 +177,7 @@ class SliceFailed(Exception):
 
 def _jobs(runtime: Runtime, ids: list[str]) -> list[Job]:
     with runtime.engine.connect() as conn:
-        found = {j.id: j for j in (get_job(conn, runtime.storage, i) for i in ids) if j is not None}
-    return [found[i] for i in ids if i in found]
-
-
-def slices_of(table: sa.Table, job_id: str) -> sa.ColumnElement:
-    """The WHERE of a job's slices in sys_job."""
-    return sa.and_(table.c.target_table == PARENT, table.c.target_sys_id == job_id)
+        return get_jobs(conn, runtime.storage, ids)
 
 
 def in_units(run: JobRun, work: Callable[[RecordService, Callable[[int], None]], None], total: int) -> int:
@@ -217,4 +221,4 @@ def in_units(run: JobRun, work: Callable[[RecordService, Callable[[int], None]],
 
 
 
-__all__ = ["JOB", "KINDS", "PARENT", "SliceFailed", "Slicer", "in_units", "run_slice", "slices_of"]
+__all__ = ["JOB", "KINDS", "SliceFailed", "Slicer", "in_units", "run_slice"]
