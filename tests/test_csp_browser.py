@@ -251,6 +251,8 @@ def test_recipients_list_preview_import_script_and_job_pass_the_policy(watch, ru
     page.get_by_role("button", name="Preview").click()
     assert "records identified by the condition" in page.locator(".preview").inner_text()
     page.get_by_role("link", name="Build the condition").click()
+    page.wait_for_url(re.compile(r"customer_account_list\.do\?.*condition_for="))
+    page.locator(".use-condition").wait_for()  # the click only waits for the navigation to start
     assert page.locator(".use-condition").is_visible()
     page.go_back()
     csv_file = tmp_path / "members.csv"
