@@ -13,6 +13,7 @@ from caseloom.jobs import email as delivery
 from caseloom.query import Query, Term
 from caseloom.records import now
 from conftest import Mailbox, basic
+from test_workspace import major  # noqa: F401  (a fixture: an accepted major case with its children)
 from test_email import add_emails, smtp_runtime
 
 INBOUND = "/api/caseloom/email/inbound"
@@ -259,3 +260,61 @@ def test_a_delivery_status_notification_marks_its_message_bounced(app, client, h
     stats = client.get("/api/now/stats/sys_email?sysparm_count=true&sysparm_group_by=state&sysparm_query=type!=received-"
                        "ignored", headers=headers).json["result"]
     assert {g["groupby_fields"][0]["value"]: g["stats"]["count"] for g in stats} == {"bounced": "1", "sent": "1"}
+
+
+# -- progress on the major case --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def delivered(runtime, mailbox):
+    """Whatever the demo data had waiting is sent first: the scripted replies then meet the major case's."""
+    delivery.deliver_pending(runtime)
+    mailbox.messages.clear()
+
+
+def test_the_major_case_shows_how_far_its_e_mails_have_got(runtime, client, mailbox, delivered, major):
+    import html
+    import re
+
+    from conftest import ui_sign_in
+    from test_workspace import CASE
+
+    ui_sign_in(client, "mim")
+
+    def progress() -> tuple[str, str, str]:
+        part = html.unescape(client.get(f"/ui/workspace/{CASE}/{major['sys_id']}").get_data(as_text=True))
+        line = re.sub(r"\s+", " ", re.search(r"<li>(\d+ e-mails: [^<]*)", part).group(1)).strip()
+        bar = re.search(r'<progress class="ws-email-progress" max="(\d+)" value="(\d+)"', part)
+        return line, f"{bar[2]} of {bar[1]}", re.search(r'hx-trigger="([^"]*)"', part).group(1)
+
+    for update in ("We are on it.", "A fix is being rolled out."):  # each update tells every child's contact
+        assert client.patch(f"/api/now/table/{CASE}/{major['sys_id']}", json={"comments": update},
+                            headers=basic("mim")).status_code == 200
+    line, bar, refresh = progress()
+    total = int(line.split()[0])
+    assert total >= 4  # one customer per child case told of it, then of each update
+    assert (line, bar) == (f"{total} e-mails: 0 delivered, 0 failed, {total} waiting", f"0 of {total}")
+    assert refresh == "every 5s, job-finished from:body"  # it refreshes itself while e-mails wait
+
+    mailbox.data += ["451 4.7.1 greylisted, come back later", "554 5.7.1 message rejected as spam"]  # one message each
+    delivery.deliver_pending(runtime)
+    line, bar, refresh = progress()
+    assert line == f"{total} e-mails: {total - 2} delivered, 1 failed, 1 waiting (1 to retry after a temporary failure)"
+    assert bar == f"{total - 1} of {total}" and refresh.startswith("every 5s")
+
+    children = client.get(f"/api/now/table/{CASE}?sysparm_query=parent={major['sys_id']}&sysparm_fields=sys_id",
+                          headers=basic("admin")).json["result"]
+    sent = client.get("/api/now/table/sys_email?sysparm_fields=sys_id&sysparm_limit=1&sysparm_query=state=sent^instanceIN"
+                      + ",".join(c["sys_id"] for c in children), headers=basic("admin")).json["result"][0]
+    client.post(INBOUND, data=dsn(f"{sent['sys_id']}@example.test", "rfc822"),
+                headers={**basic("admin"), "Content-Type": "message/rfc822"})
+    assert progress()[0].endswith(", 1 bounced")
+
+    table = runtime.storage.physical("sys_email")
+    with runtime.engine.connect() as conn:
+        waiting = conn.execute(sa.select(table.c.sys_id).where(table.c.state == "ready")).scalars().all()
+    make_due(runtime, waiting)
+    delivery.deliver_pending(runtime)
+    line, bar, refresh = progress()
+    assert line == f"{total} e-mails: {total - 2} delivered, 1 failed, 0 waiting, 1 bounced"
+    assert bar == f"{total} of {total}" and refresh == "job-finished from:body"  # all settled: no more polling

@@ -22,6 +22,10 @@ from . import blueprint, login_required
 
 TIMELINE_SHOWN = 40
 ATTENTION_SHOWN = 10
+WAITING = ("ready", "sending")  # e-mails not yet delivered, failed or bounced
+# how often the workspace refreshes itself: while a job works on the record, and (less often) while
+# e-mails about it are still waiting for delivery
+REFRESH_JOB, REFRESH_EMAIL = "2s", "5s"
 
 
 def workspace_for(tdef: TableDef, record: dict) -> WorkspaceDef | None:
@@ -51,6 +55,8 @@ def workspace_panel(tdef: TableDef, record: dict, rendered: dict, job=None) -> d
         panel["children"] = _children(ws, children, record["sys_id"])
     panel["members"] = _members(ws, tdef, record)
     panel["communications"] = _communications(ws, tdef, children, record["sys_id"])
+    emails = (panel["communications"] or {}).get("emails")
+    panel["refresh"] = REFRESH_JOB if panel["live"] else REFRESH_EMAIL if emails and emails["waiting"] else None
     panel["timeline"] = _timeline(ws, tdef, children, record)
     return panel
 
@@ -132,7 +138,8 @@ def _members(ws: WorkspaceDef, tdef: TableDef, record: dict) -> dict | None:
 
 def _communications(ws: WorkspaceDef, tdef: TableDef, children: TableDef, parent_id: str) -> dict | None:
     """What reached customers: the record's entries in its communication journal fields, and the
-    e-mails about it and its children, by state (delivered, failed, waiting)."""
+    e-mails about it and its children, by state (delivered, failed, waiting: of which retrying after
+    a temporary failure; bounced and the rest by their label)."""
     defs, service = runtime().defs, records()
     out = {"entries": [], "emails": None}
     child_rows = runtime().storage.physical(children.name)
@@ -148,17 +155,20 @@ def _communications(ws: WorkspaceDef, tdef: TableDef, children: TableDef, parent
         out["entries"] = [(tdef.field(name).label, counts.get(name, 0)) for name in ws.communications]
     if "sys_email" in defs.tables and service.can(children.name, "read"):  # as the activity stream shows them
         email = runtime().storage.physical("sys_email")
-        stmt = (sa.select(email.c.state, sa.func.count())
+        tried = sa.func.sum(sa.case((email.c.attempts > 0, 1), else_=0))  # a ready one tried before: retrying
+        stmt = (sa.select(email.c.state, sa.func.count(), tried)
                 .where(sa.or_(email.c.instance == parent_id, email.c.instance.in_(kids)))
                 .group_by(email.c.state))
-        by_state = dict(connection().execute(stmt).all())
+        found = connection().execute(stmt).all()
+        by_state = {state: n for state, n, _ in found}
         states = defs.tables["sys_email"].field("state")
         sent = by_state.pop("sent", 0)
         failed = by_state.pop("error", 0)
-        out["emails"] = {"total": sent + failed + sum(by_state.values()), "sent": sent, "failed": failed,
-                         "waiting": sum(n for s, n in by_state.items() if s in ("ready", "sending")),
-                         "other": [(states.choice_label(s) or s, n) for s, n in by_state.items()
-                                   if s not in ("ready", "sending")]}
+        total = sent + failed + sum(by_state.values())
+        out["emails"] = {"total": total, "sent": sent, "failed": failed,
+                         "waiting": sum(n for s, n in by_state.items() if s in WAITING),
+                         "retrying": sum(int(t or 0) for s, _, t in found if s == "ready"),
+                         "other": [(states.choice_label(s) or s, n) for s, n in by_state.items() if s not in WAITING]}
     return out
 
 
