@@ -110,12 +110,25 @@ def update_where(service: RecordService, tdef: TableDef, where: Any, values: dic
 def touched_ids(conn: sa.Connection, select: sa.Select) -> Iterator[Touched]:
     """The sys_ids `select` finds now, kept in a temporary table for the statements that follow (an
     UPDATE changes the values that found them)."""
-    table = sa.Table(f"touched_{sys_id_prefix()[-8:]}", sa.MetaData(), sa.Column("sys_id", sa.String(32), primary_key=True),
-                     prefixes=["TEMPORARY"])
+    with kept_rows(conn, select, "touched") as table:
+        yield Touched(ids=sa.select(table.c.sys_id))
+
+
+@contextmanager
+def kept_rows(conn: sa.Connection, select: sa.Select, name: str) -> Iterator[sa.Table]:
+    """The rows `select` finds now (its first column a sys_id, the key), kept in a temporary table
+    for the statements that follow: found once, however many statements then read them. On
+    PostgreSQL the table is analyzed (autovacuum never sees a temporary table), so the planner knows
+    how many rows the statements that join it will meet."""
+    first, *rest = select.selected_columns
+    table = sa.Table(f"{name}_{sys_id_prefix()[-8:]}", sa.MetaData(), sa.Column(first.name, sa.String(32), primary_key=True),
+                     *(sa.Column(c.name, c.type) for c in rest), prefixes=["TEMPORARY"])
     table.create(conn)
     try:
-        conn.execute(sa.insert(table).from_select(["sys_id"], select))
-        yield Touched(ids=sa.select(table.c.sys_id))
+        conn.execute(sa.insert(table).from_select([c.name for c in table.c], select))
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text(f"ANALYZE {table.name}"))
+        yield table
     finally:
         table.drop(conn)
 
@@ -163,4 +176,4 @@ def _stamp() -> sa.ColumnElement:
     return sa.literal(now(), sa.DateTime)
 
 
-__all__ = ["Touched", "update_where", "new_sys_id_sql", "sys_id_prefix", "journal_columns", "touched_ids"]
+__all__ = ["Touched", "update_where", "new_sys_id_sql", "sys_id_prefix", "journal_columns", "touched_ids", "kept_rows"]

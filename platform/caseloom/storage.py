@@ -57,6 +57,19 @@ class Storage:
     def physical(self, table: str) -> sa.Table:
         return self.metadata.tables[self.defs.tables[table].root]
 
+    def alias(self, table: str, name: str) -> sa.Alias:
+        """The physical table of `table` aliased as `name`, made once: an alias builds its column
+        collection on first use (a third of the Python time of a one-record read), and an
+        alias is immutable, so statements may share it (not a statement and its subquery: see
+        Selection's `shared`)."""
+        key = ("alias", self.defs.tables[table].root, name)
+        found = self.cache.get(key)
+        if found is None:
+            found = self.physical(table).alias(name)
+            found.c  # noqa: B018  (its columns made now, not by two threads at once later)
+            self.cache[key] = found
+        return found
+
     def internal(self, name: str) -> sa.Table:
         return self.metadata.tables[name]
 

@@ -87,16 +87,30 @@ def _user_value(storage: Storage, conn: sa.Connection, user_sys_id: str | None, 
     return conn.execute(stmt, {"user": user_sys_id}).scalar()
 
 
+def _statement(storage: Storage, name: str, build: Callable[[], sa.Select]) -> sa.Select:
+    """A statement of this module, built once per definitions set (each request signs in with them)."""
+    key = ("users", name)
+    stmt = storage.cache.get(key)
+    if stmt is None:
+        stmt = storage.cache[key] = build()
+    return stmt
+
+
 def actor_for(storage: Storage, conn: sa.Connection, user_sys_id: str) -> Actor | None:
     """The Actor of an active user by sys_id, with the roles their roles contain."""
     users = storage.physical(USERS)
-    row = conn.execute(sa.select(users.c.user_name, users.c.active)
-                       .where(users.c.sys_id == user_sys_id)).first()
+    row = conn.execute(_statement(storage, "by sys_id", lambda: sa.select(users.c.user_name, users.c.active).where(
+        users.c.sys_id == sa.bindparam("user"))), {"user": user_sys_id}).first()
     if row is None or row.active is False:
         return None
+    return _with_roles(storage, conn, row.user_name, user_sys_id)
+
+
+def _with_roles(storage: Storage, conn: sa.Connection, user_name: str, user_sys_id: str) -> Actor:
     table = storage.physical(USER_ROLES)
-    roles = conn.execute(sa.select(table.c.role).where(table.c.user == user_sys_id)).scalars().all()
-    return Actor(row.user_name, storage.defs.role_closure(roles), user_sys_id)
+    roles = conn.execute(_statement(storage, "roles", lambda: sa.select(table.c.role).where(
+        table.c.user == sa.bindparam("user"))), {"user": user_sys_id}).scalars().all()
+    return Actor(user_name, storage.defs.role_closure(roles), user_sys_id)
 
 
 def actor_named(storage: Storage, conn: sa.Connection, user_name: str | None) -> Actor | None:
@@ -151,14 +165,15 @@ def authenticate(storage: Storage, conn: sa.Connection, user_name: str, password
     An unknown or inactive user, or one without a password, costs the same hash as a wrong
     password (against a dummy hash), so the answer time does not tell which names exist."""
     users = storage.physical(USERS)
-    row = conn.execute(sa.select(users.c.sys_id, users.c.user_password, users.c.active)
-                       .where(users.c.user_name == user_name)).first()
+    row = conn.execute(_statement(storage, "by name", lambda: sa.select(
+        users.c.sys_id, users.c.user_name, users.c.user_password, users.c.active).where(
+        users.c.user_name == sa.bindparam("name"))), {"name": user_name}).first()
     if row is None or not row.user_password or row.active is False:
         check_password_hash(_dummy_hash(), password)
         return None
     if not _verified.check(user_name, password, row.user_password):
         return None
-    return actor_for(storage, conn, row.sys_id)
+    return _with_roles(storage, conn, row.user_name, row.sys_id)
 
 
 @validator(USERS)

@@ -11,6 +11,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from urllib.parse import urlencode
@@ -24,30 +25,55 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+SERVE = [sys.executable, "-c", "from caseloom.cli import main; main()", "serve"]  # `caseloom serve`, this interpreter's
+
+
+@contextmanager
+def serve(env: dict[str, str], workers: int = 2):
+    """`caseloom serve --workers N` (its production server: gunicorn, threads as it defaults) on a
+    free loopback port; yields the port."""
+    port = free_port()
+    with _listening([*SERVE, "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)], env, port):
+        yield port
+
+
 @contextmanager
 def gunicorn(env: dict[str, str], workers: int = 2, timeout: int = 30, started: list | None = None):
-    """`caseloom`'s app under gunicorn on a free loopback port; yields the port. `timeout`: seconds a
-    request may take; `started` gets the master process appended (its workers are its children)."""
+    """`caseloom`'s app under plain gunicorn (one sync worker process per request at a time) on a
+    free loopback port; yields the port. `timeout`: seconds a request may take; `started` gets the
+    master process appended (its workers are its children, and nothing else is)."""
     port = free_port()
     command = [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind", f"127.0.0.1:{port}",
                "--timeout", str(timeout), "--log-level", "warning", "caseloom.web:create_app()"]
-    process = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    if started is not None:
-        started.append(process)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("gunicorn did not start: " + process.stderr.read().decode()[-2000:]) from None
-                time.sleep(0.2)
+    with _listening(command, env, port, started):
         yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+
+
+@contextmanager
+def _listening(command: list[str], env: dict[str, str], port: int, started: list | None = None):
+    """Run `command` until it listens on `port`; stopped (SIGTERM: gracefully) at the end. Its
+    output (the server's log: a line per request) goes to a file, as a deployment's goes to its
+    journal, so it never waits on a full pipe."""
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+        if started is not None:
+            started.append(process)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=1):
+                        break
+                except OSError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        log.seek(0)
+                        said = log.read().decode(errors="replace")[-2000:]
+                        raise RuntimeError(f"the server did not start ({' '.join(command[3:])}): {said}") from None
+                    time.sleep(0.2)
+            yield port
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
 
 
 class Browser:

@@ -475,7 +475,7 @@ class BenchRun:
                "CASELOOM_DEFINITIONS": str(Path(self.config.definitions).resolve()),
                "CASELOOM_UI": str(Path(self.config.ui).resolve())}
         try:
-            with http.gunicorn(env) as port:
+            with http.serve(env) as port:  # `caseloom serve --workers 2`, as deployed
                 browser = http.Browser(port, "bench", self.password)
                 for name, paths in (("list_view", list_paths), ("form_view", form_paths)):
                     median = browser.median(paths)
@@ -490,7 +490,7 @@ class BenchRun:
                 sql = http.capture_sql(app, api_path, "bench", self.password)
                 baseline = http.replay_median(plain, sql) * load["requests"]
                 self.say(f"api_get: {load['requests'] / load['seconds']:.0f} requests/s, no errors "
-                         f"(gunicorn, 2 workers, wrk on loopback)")
+                         f"(caseloom serve --workers 2, wrk on loopback)")
                 yield Result("api_get", load["requests"], load["seconds"], baseline)
                 if self.bench.group_by:
                     yield self.stats_group_by(app, plain, browser, table, total)

@@ -90,6 +90,7 @@ class DefinitionStore:
         self.files = storage.internal("sys_definition_file")
         self.history_table = storage.internal("sys_definition_history")
         self.meta = storage.internal("sys_meta")
+        self.cache = storage.cache
 
     def texts(self) -> dict[str, str]:
         rows = self.conn.execute(sa.select(self.files.c.path, self.files.c.text).order_by(self.files.c.path))
@@ -101,7 +102,11 @@ class DefinitionStore:
         return [dict(r) for r in self.conn.execute(stmt).mappings()]
 
     def generation(self) -> int:
-        value = self.conn.execute(sa.select(self.meta.c.value).where(self.meta.c.name == GENERATION)).scalar()
+        """The set's generation (read before every request: the statement is built once per storage)."""
+        stmt = self.cache.get(GENERATION)
+        if stmt is None:
+            stmt = self.cache[GENERATION] = sa.select(self.meta.c.value).where(self.meta.c.name == GENERATION)
+        value = self.conn.execute(stmt).scalar()
         return int(value or 0)
 
     def candidate(self, changes: Mapping[str, str | None]) -> Definitions:

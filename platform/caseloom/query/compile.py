@@ -30,8 +30,12 @@ MAX_OFFSET = 10**12  # far beyond any table, well inside the 64-bit integers dat
 class Selection:
     """A SELECT over one logical table, with the joins its dot-walked paths need."""
 
-    def __init__(self, storage: Storage, table: str, alias: bool = True, readable: Readable | None = None):
-        """`alias=False`: the base is the physical table itself, for an UPDATE's WHERE. `readable`: the
+    def __init__(self, storage: Storage, table: str, alias: bool = True, readable: Readable | None = None,
+                 shared: bool = False):
+        """`alias=False`: the base is the physical table itself, for an UPDATE's WHERE. `shared`: the
+        aliases are the storage's, made once (Storage.alias) rather than per statement: only for a
+        statement no other Selection nests in, since a subquery over the very same alias object
+        would be correlated to it (select_rows, the outermost SELECT of a read). `readable`: the
         user's read access; a path that walks into a table or field it refuses raises AccessDenied
         (None: the platform's own queries, which read everything). When it is an access.Reader, its
         row conditions are part of the SQL: the base table's in the WHERE, a dot-walked table's in
@@ -42,7 +46,8 @@ class Selection:
         if table not in self.defs.tables:
             raise QueryError(f"unknown table {table!r}")
         self.table: TableDef = self.defs.tables[table]
-        self.base = storage.physical(table).alias("t0") if alias else storage.physical(table)
+        self.shared = shared
+        self.base = self._alias(table, "t0") if alias else storage.physical(table)
         self._joins: dict[str, tuple[sa.FromClause, TableDef]] = {"": (self.base, self.table)}
         self._from: sa.FromClause = self.base
         self._root = ""  # where paths start: "" the base table; RULE... while an access rule compiles
@@ -84,7 +89,7 @@ class Selection:
                 rule = _rows(self.readable, target.name)
                 if rule is False:
                     raise AccessDenied(f"{prefix}: no read access to {target.name!r}, so it cannot be dot-walked")
-            alias = self.storage.physical(target.name).alias(f"t{len(self._joins)}")
+            alias = self._alias(target.name, f"t{len(self._joins)}")
             on = alias.c.sys_id == parent.c[field.name]
             if rule is not True:
                 on = sa.and_(on, self._rule_on(alias, target, rule))
@@ -93,6 +98,9 @@ class Selection:
             self._from = self._from.outerjoin(alias, on)
             self._joins[prefix] = (alias, target)
         return self._joins[prefix]
+
+    def _alias(self, table: str, name: str) -> sa.FromClause:
+        return self.storage.alias(table, name) if self.shared else self.storage.physical(table).alias(name)
 
     def _rule_on(self, alias: sa.FromClause, target: TableDef, rule: Node) -> sa.ColumnElement:
         """A dot-walked table's access condition, for its join: on its own columns when it reads
@@ -245,7 +253,7 @@ def select_rows(storage: Storage, table: str, query: Query, columns: list[str] |
     dot-walk (in columns, condition and order) through tables `readable` allows."""
     if not 0 <= offset <= MAX_OFFSET:
         raise QueryError(f"offset {offset} is out of range (0 to {MAX_OFFSET})")
-    sel = Selection(storage, table, readable=readable)
+    sel = Selection(storage, table, readable=readable, shared=True)
     paths = columns or [f.name for f in sel.table.stored_fields
                         if readable is None or _field_readable(readable, table, f.name)]
     cols = [sel.column(p)[0].label(p) for p in paths]

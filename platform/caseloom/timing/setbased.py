@@ -21,7 +21,7 @@ from ..query import Selection
 from ..query.conditions import fields_of
 from ..query.evaluate import evaluate
 from ..query.nodes import Not
-from ..setwrite import Touched, new_sys_id_sql, sys_id_prefix
+from ..setwrite import Touched, kept_rows, new_sys_id_sql, sys_id_prefix
 from .engine import _cancels, _resumes, moment, moved, service_stamp
 from .measure import ACTIVE, CANCELLED, COMPLETED, PAUSED, RUNNING, State, first, measure
 from .slas import TASK_SLA, Sla, slas_for
@@ -177,21 +177,25 @@ def move_where(service, sla: Sla, target: sa.ColumnElement, stage: str, at: dt.d
     their timing, each stage change audited. Returns how many rows moved."""
     conn, user = service.conn, service.actor.user_name
     ts = service.storage.physical(TASK_SLA)
-    columns = [ts.c[name] for name in GROUPED]
-    groups = conn.execute(sa.select(*columns).where(target).group_by(*columns)).all()
-    stamp = service_stamp()
-    moved_rows = 0
-    for group in groups:
-        row = dict(zip(GROUPED, group, strict=True)) | {"end_time": None}
-        same = sa.and_(target, *(c.is_(None) if v is None else c == v for c, v in zip(columns, group, strict=True)))
-        values = moved(sla, row, stage, at)
-        if stage != row["stage"]:
-            audit = service.storage.physical("sys_audit")
-            cols = (stamps.new_rows_sql("sys_audit", user, stamp, new_sys_id_sql(conn.dialect.name, ts))
-                    | stamps.audit_columns_sql(ts, "stage", ts.c.stage, sa.literal(stage), user, service.transaction))
-            conn.execute(sa.insert(audit).from_select(list(cols), sa.select(*cols.values()).where(same)))
-        result = conn.execute(sa.update(ts).where(same).values(**values, **stamps.touched_sql(ts, user, stamp)))
-        moved_rows += result.rowcount
+    # `target` is found once (it joins the touched records, their values and the task SLAs): the
+    # rows and their timing are kept, and each group's statements read only its own rows by key
+    with kept_rows(conn, sa.select(ts.c.sys_id, *(ts.c[name] for name in GROUPED)).where(target), "moving") as moving:
+        columns = [moving.c[name] for name in GROUPED]
+        groups = conn.execute(sa.select(*columns).group_by(*columns)).all()
+        stamp = service_stamp()
+        moved_rows = 0
+        for group in groups:
+            row = dict(zip(GROUPED, group, strict=True)) | {"end_time": None}
+            same = ts.c.sys_id.in_(sa.select(moving.c.sys_id).where(
+                *(c.is_(None) if v is None else c == v for c, v in zip(columns, group, strict=True))).scalar_subquery())
+            values = moved(sla, row, stage, at)
+            if stage != row["stage"]:
+                audit = service.storage.physical("sys_audit")
+                cols = (stamps.new_rows_sql("sys_audit", user, stamp, new_sys_id_sql(conn.dialect.name, ts))
+                        | stamps.audit_columns_sql(ts, "stage", ts.c.stage, sa.literal(stage), user, service.transaction))
+                conn.execute(sa.insert(audit).from_select(list(cols), sa.select(*cols.values()).where(same)))
+            result = conn.execute(sa.update(ts).where(same).values(**values, **stamps.touched_sql(ts, user, stamp)))
+            moved_rows += result.rowcount
     if groups:
         service.written.add(TASK_SLA)
     return moved_rows
