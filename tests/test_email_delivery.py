@@ -13,8 +13,8 @@ from caseloom.jobs import email as delivery
 from caseloom.query import Query, Term
 from caseloom.records import now
 from conftest import Mailbox, basic
-from test_workspace import major  # noqa: F401  (a fixture: an accepted major case with its children)
 from test_email import add_emails, smtp_runtime
+from test_workspace import accepted_major
 
 INBOUND = "/api/caseloom/email/inbound"
 
@@ -272,7 +272,12 @@ def delivered(runtime, mailbox):
     mailbox.messages.clear()
 
 
-def test_the_major_case_shows_how_far_its_e_mails_have_got(runtime, client, mailbox, delivered, major):
+@pytest.fixture
+def major(client, runtime, delivered):
+    return accepted_major(client, runtime)
+
+
+def test_the_major_case_shows_how_far_its_e_mails_have_got(runtime, client, mailbox, major):
     import html
     import re
 

@@ -26,6 +26,10 @@ def section(page: str, start: str, end: str = "</section>") -> str:
 
 @pytest.fixture
 def major(client, runtime):
+    return accepted_major(client, runtime)
+
+
+def accepted_major(client, runtime) -> dict:
     """An accepted major case proposed from a customer's case, with a recipients list and its children."""
     case = client.get(f"{CASES}?sysparm_query=state=10^accountISNOTEMPTY^parentISEMPTY^major_case_stateISEMPTY"
                       "&sysparm_limit=1", headers=basic("admin")).json["result"][0]
