@@ -20,6 +20,7 @@ BENCHMARKS = ["recipients_condition", "create_child_cases", "sla_attach", "sync_
               "sla_tick", "email_ingest", "event_ingest", "email_delivery", "list_view", "form_view", "api_get", "stats_group_by",
               "dashboard_view", "quick_search", "similar_cases", "row_rule_list", "portal_list", "export_csv"]
 KEYS = {"name", "n", "seconds", "per_second", "baseline_seconds", "ratio"}
+WHERE = {"database", "machine"}  # where the figures came from, on every line beside the contract's keys
 
 pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
 
@@ -30,12 +31,15 @@ def run_bench(*extra: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
 
 
-def check_lines(done: subprocess.CompletedProcess, names: list[str] = BENCHMARKS) -> None:
+def check_lines(done: subprocess.CompletedProcess, names: list[str] = BENCHMARKS, database: str = "SQLite") -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert [line["name"] for line in lines] == names
+    cpus = os.cpu_count()
     for line in lines:
-        assert set(line) == KEYS, line
+        assert set(line) == KEYS | WHERE, line
+        assert re.fullmatch(rf"{database} \d+\.\d+(\.\d+)?", line["database"]), line
+        assert line["machine"].startswith(f"{cpus} CPU") and f"Python {sys.version.split()[0]}" in line["machine"], line
         assert line["n"] > 0 and line["seconds"] > 0 and line["baseline_seconds"] > 0, line
         assert line["ratio"] == round(line["seconds"] / line["baseline_seconds"], 2), line
         assert line["per_second"] == round(line["n"] / line["seconds"], 1), line
@@ -69,6 +73,7 @@ def check_lines(done: subprocess.CompletedProcess, names: list[str] = BENCHMARKS
     assert by_name["export_csv"]["n"] == 11_001  # the whole list, every row
     assert re.search(r"# export_csv: 11,001 records, \d+ MB of CSV in [\d.]+ s \([\d,]+ rows/s\), the worker's "
                      r"peak memory \d+ MB", done.stderr)
+    assert f"# machine: {lines[0]['machine']}" in done.stderr.splitlines()
     # the progress notes go to stderr, so stdout stays machine-readable
     assert "# create_child_cases: 1,000 in" in done.stderr
 
@@ -82,7 +87,7 @@ def test_bench_on_postgresql_prints_one_json_line_per_benchmark():
     done = run_bench("--database", POSTGRES_URL)
     # PostgreSQL slices the create job: two worker processes share it, against one (each on a copy)
     names = [*BENCHMARKS[:3], "create_child_cases_2_workers", *BENCHMARKS[3:]]
-    check_lines(done, names)
+    check_lines(done, names, "PostgreSQL")
     two = next(json.loads(line) for line in done.stdout.splitlines() if "_2_workers" in line)
     assert two["n"] == 1000
     assert re.search(r"# create_child_cases_2_workers: 1,000 in [\d.]+ s with two worker processes, [\d.]+ s with "

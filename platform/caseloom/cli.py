@@ -415,10 +415,12 @@ def bench(scale: int, as_json: bool, database: str | None) -> None:
         run = BenchRun(defs, config, scale, database, say)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    say(f"caseloom bench --scale {scale} on {run.db.label}")
+    say(f"caseloom bench --scale {scale} on {run.where['database']}")
+    say(f"machine: {run.where['machine']}")
     for result in run.run():
         line = result.as_json()
         if as_json:
+            line |= run.where  # each figure says where it came from
             click.echo(json.dumps(line))
             sys.stdout.flush()
         else:

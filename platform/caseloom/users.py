@@ -164,16 +164,19 @@ def authenticate(storage: Storage, conn: sa.Connection, user_name: str, password
     """The Actor for a user name and password, or None when they do not match an active user.
     An unknown or inactive user, or one without a password, costs the same hash as a wrong
     password (against a dummy hash), so the answer time does not tell which names exist."""
-    users = storage.physical(USERS)
-    row = conn.execute(_statement(storage, "by name", lambda: sa.select(
-        users.c.sys_id, users.c.user_name, users.c.user_password, users.c.active).where(
-        users.c.user_name == sa.bindparam("name"))), {"name": user_name}).first()
+    users, roles = storage.physical(USERS), storage.physical(USER_ROLES)
+    rows = conn.execute(_statement(storage, "by name, with roles", lambda: sa.select(  # one round trip: a row per role
+        users.c.sys_id, users.c.user_name, users.c.user_password, users.c.active, roles.c.role)
+        .select_from(users.outerjoin(roles, roles.c.user == users.c.sys_id))
+        .where(users.c.user_name == sa.bindparam("name"))), {"name": user_name}).all()
+    row = rows[0] if rows else None
     if row is None or not row.user_password or row.active is False:
         check_password_hash(_dummy_hash(), password)
         return None
     if not _verified.check(user_name, password, row.user_password):
         return None
-    return _with_roles(storage, conn, row.user_name, row.sys_id)
+    held = [r.role for r in rows if r.sys_id == row.sys_id and r.role is not None]
+    return Actor(row.user_name, storage.defs.role_closure(held), row.sys_id)
 
 
 @validator(USERS)

@@ -8,6 +8,7 @@ at the start of its next request.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from . import db
 from .auth import connection, runtime
 
 GENERATION = "caseloom_generation"
+_loading = threading.Lock()  # a process's threads load a new definition set once between them
 # app.extensions: the endpoints answered without reading the database first (/health must answer
 # when the database is down)
 STANDALONE = "caseloom_standalone_endpoints"
@@ -82,10 +84,12 @@ def register(app: Flask) -> None:
         definition_store = DefinitionStore(rt.storage, connection())
         generation = definition_store.generation()
         if generation != app.extensions.get(GENERATION):
-            texts = definition_store.texts()
-            if texts:
-                defs = load_sources(sorted(texts.items()), display_root=DISPLAY_ROOT)
-                install(app, Runtime(rt.config, defs, engine=rt.engine), generation)
-            else:
-                app.extensions[GENERATION] = generation
+            with _loading:  # one thread of the process loads the set; the others wait for it, not parse it too
+                if generation != app.extensions.get(GENERATION):
+                    texts = definition_store.texts()
+                    if texts:
+                        defs = load_sources(sorted(texts.items()), display_root=DISPLAY_ROOT)
+                        install(app, Runtime(rt.config, defs, engine=rt.engine), generation)
+                    else:
+                        app.extensions[GENERATION] = generation
         g.runtime = app.extensions["caseloom"]
