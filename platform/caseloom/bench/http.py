@@ -94,8 +94,16 @@ class Browser:
             raise RuntimeError(f"signing in as {user} failed: HTTP {response.status}")
 
     def get(self, path: str, headers: dict | None = None) -> str:
-        self.conn.request("GET", path, headers=({"Cookie": self.cookie} if self.cookie else {}) | (headers or {}))
-        response = self.conn.getresponse()
+        """GET `path` over the kept-alive connection; one the server closed while it was idle (its
+        keep-alive timeout) is opened again and the GET sent again, as a browser does."""
+        sent = {"Cookie": self.cookie} if self.cookie else {}
+        try:
+            self.conn.request("GET", path, headers=sent | (headers or {}))
+            response = self.conn.getresponse()
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            self.conn.close()
+            self.conn.request("GET", path, headers=sent | (headers or {}))
+            response = self.conn.getresponse()
         body = response.read().decode()
         self._keep_cookie(response)
         if response.status != 200:
