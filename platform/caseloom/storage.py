@@ -9,11 +9,15 @@ rows without a join; a query on a child adds `sys_class_name IN (...)`.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Hashable
 from functools import cached_property
+from typing import TypeVar
 
 import sqlalchemy as sa
 
 from .definitions.model import Definitions, FieldDef, TableDef
+
+T = TypeVar("T")
 
 # Platform bookkeeping that is not a definition table.
 INTERNAL_TABLES = ("sys_number_counter", "sys_meta", "sys_definition_file", "sys_definition_history", "sys_job",
@@ -57,18 +61,25 @@ class Storage:
     def physical(self, table: str) -> sa.Table:
         return self.metadata.tables[self.defs.tables[table].root]
 
+    def cached(self, key: Hashable, build: Callable[[], T]) -> T:
+        """What `build` makes, made once per storage (per definitions set) and kept under `key`: a
+        statement or plan a hot path would otherwise build on every call."""
+        found = self.cache.get(key)
+        if found is None:
+            found = self.cache[key] = build()
+        return found
+
     def alias(self, table: str, name: str) -> sa.Alias:
         """The physical table of `table` aliased as `name`, made once: an alias builds its column
         collection on first use (a third of the Python time of a one-record read), and an
         alias is immutable, so statements may share it (not a statement and its subquery: see
         Selection's `shared`)."""
-        key = ("alias", self.defs.tables[table].root, name)
-        found = self.cache.get(key)
-        if found is None:
-            found = self.physical(table).alias(name)
-            found.c  # noqa: B018  (its columns made now, not by two threads at once later)
-            self.cache[key] = found
-        return found
+        def build() -> sa.Alias:
+            made = self.physical(table).alias(name)
+            made.c  # noqa: B018  (its columns made now, not by two threads at once later)
+            return made
+
+        return self.cached(("alias", self.defs.tables[table].root, name), build)
 
     def internal(self, name: str) -> sa.Table:
         return self.metadata.tables[name]

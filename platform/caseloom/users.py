@@ -87,19 +87,10 @@ def _user_value(storage: Storage, conn: sa.Connection, user_sys_id: str | None, 
     return conn.execute(stmt, {"user": user_sys_id}).scalar()
 
 
-def _statement(storage: Storage, name: str, build: Callable[[], sa.Select]) -> sa.Select:
-    """A statement of this module, built once per definitions set (each request signs in with them)."""
-    key = ("users", name)
-    stmt = storage.cache.get(key)
-    if stmt is None:
-        stmt = storage.cache[key] = build()
-    return stmt
-
-
 def actor_for(storage: Storage, conn: sa.Connection, user_sys_id: str) -> Actor | None:
     """The Actor of an active user by sys_id, with the roles their roles contain."""
     users = storage.physical(USERS)
-    row = conn.execute(_statement(storage, "by sys_id", lambda: sa.select(users.c.user_name, users.c.active).where(
+    row = conn.execute(storage.cached(("users", "by sys_id"), lambda: sa.select(users.c.user_name, users.c.active).where(
         users.c.sys_id == sa.bindparam("user"))), {"user": user_sys_id}).first()
     if row is None or row.active is False:
         return None
@@ -108,7 +99,7 @@ def actor_for(storage: Storage, conn: sa.Connection, user_sys_id: str) -> Actor 
 
 def _with_roles(storage: Storage, conn: sa.Connection, user_name: str, user_sys_id: str) -> Actor:
     table = storage.physical(USER_ROLES)
-    roles = conn.execute(_statement(storage, "roles", lambda: sa.select(table.c.role).where(
+    roles = conn.execute(storage.cached(("users", "roles"), lambda: sa.select(table.c.role).where(
         table.c.user == sa.bindparam("user"))), {"user": user_sys_id}).scalars().all()
     return Actor(user_name, storage.defs.role_closure(roles), user_sys_id)
 
@@ -165,7 +156,7 @@ def authenticate(storage: Storage, conn: sa.Connection, user_name: str, password
     An unknown or inactive user, or one without a password, costs the same hash as a wrong
     password (against a dummy hash), so the answer time does not tell which names exist."""
     users, roles = storage.physical(USERS), storage.physical(USER_ROLES)
-    rows = conn.execute(_statement(storage, "by name, with roles", lambda: sa.select(  # one round trip: a row per role
+    rows = conn.execute(storage.cached(("users", "by name, with roles"), lambda: sa.select(  # one round trip: a row per role
         users.c.sys_id, users.c.user_name, users.c.user_password, users.c.active, roles.c.role)
         .select_from(users.outerjoin(roles, roles.c.user == users.c.sys_id))
         .where(users.c.user_name == sa.bindparam("name"))), {"name": user_name}).all()

@@ -90,7 +90,7 @@ class DefinitionStore:
         self.files = storage.internal("sys_definition_file")
         self.history_table = storage.internal("sys_definition_history")
         self.meta = storage.internal("sys_meta")
-        self.cache = storage.cache
+        self.storage = storage
 
     def texts(self) -> dict[str, str]:
         rows = self.conn.execute(sa.select(self.files.c.path, self.files.c.text).order_by(self.files.c.path))
@@ -103,9 +103,7 @@ class DefinitionStore:
 
     def generation(self) -> int:
         """The set's generation (read before every request: the statement is built once per storage)."""
-        stmt = self.cache.get(GENERATION)
-        if stmt is None:
-            stmt = self.cache[GENERATION] = sa.select(self.meta.c.value).where(self.meta.c.name == GENERATION)
+        stmt = self.storage.cached(GENERATION, lambda: sa.select(self.meta.c.value).where(self.meta.c.name == GENERATION))
         value = self.conn.execute(stmt).scalar()
         return int(value or 0)
 

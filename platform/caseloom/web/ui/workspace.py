@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from flask import abort, render_template
 
 from ...definitions.model import TableDef, WorkspaceDef
+from ...jobs.email import READY, SENDING
 from ...query import All, Query, Selection, Term
 from ...query.evaluate import evaluate
 from ...records import AccessDenied
@@ -22,7 +23,7 @@ from . import blueprint, login_required
 
 TIMELINE_SHOWN = 40
 ATTENTION_SHOWN = 10
-WAITING = ("ready", "sending")  # e-mails not yet delivered, failed or bounced
+WAITING = (READY, SENDING)  # e-mails not yet delivered, failed or bounced
 # how often the workspace refreshes itself: while a job works on the record, and (less often) while
 # e-mails about it are still waiting for delivery
 REFRESH_JOB, REFRESH_EMAIL = "2s", "5s"
@@ -167,7 +168,7 @@ def _communications(ws: WorkspaceDef, tdef: TableDef, children: TableDef, parent
         total = sent + failed + sum(by_state.values())
         out["emails"] = {"total": total, "sent": sent, "failed": failed,
                          "waiting": sum(n for s, n in by_state.items() if s in WAITING),
-                         "retrying": sum(int(t or 0) for s, _, t in found if s == "ready"),
+                         "retrying": sum(int(t or 0) for s, _, t in found if s == READY),
                          "other": [(states.choice_label(s) or s, n) for s, n in by_state.items() if s not in WAITING]}
     return out
 
