@@ -130,13 +130,43 @@ def _sqlite_begin(conn):
 SQLITE_LISTENERS = (("connect", _sqlite_connect), ("begin", _sqlite_begin), ("commit", _sqlite_commit))
 
 
+# A server database's pooled connection is pinged before use only when it sat idle in the pool for
+# longer than this: one that came back a moment ago is almost surely alive, and the ping is a round
+# trip (a tenth of a one-record API read). One that died after its last use (the server restarted
+# within that moment) fails its next statement; SQLAlchemy then sees the disconnect and replaces
+# every connection of the pool, as after a failed ping.
+PING_IDLE_SECONDS = 1.0
+RETURNED = "caseloom_returned"  # connection info: when it went back to the pool (time.monotonic)
+
+
+def _returned(dbapi_connection, connection_record) -> None:
+    connection_record.info[RETURNED] = time.monotonic()
+
+
+def _ping_when_idle(dialect: sa.Dialect):
+    def ping(dbapi_connection, connection_record, connection_proxy) -> None:
+        if time.monotonic() - connection_record.info.get(RETURNED, 0.0) <= PING_IDLE_SECONDS:
+            return
+        try:
+            alive = dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # the driver's error for a dead connection: the pool opens another
+            raise sa.exc.DisconnectionError(str(exc)) from exc
+        if not alive:
+            raise sa.exc.DisconnectionError("the database connection did not answer a ping")
+    return ping
+
+
 def prepare_engine(engine: sa.Engine) -> sa.Engine:
     """Set up an engine Caseloom uses (SQLite: pragmas, transactions SAVEPOINTs work in, the WAL
-    checkpointer); call it before the engine's first connection. Idempotent; other dialects as they are."""
+    checkpointer; a server database: connections pinged when they were idle, PING_IDLE_SECONDS);
+    call it before the engine's first connection. Idempotent."""
     if engine.dialect.name == "sqlite":
         for name, listener in SQLITE_LISTENERS:
             if not event.contains(engine, name, listener):
                 event.listen(engine, name, listener)
+    elif not event.contains(engine, "checkin", _returned):
+        event.listen(engine, "checkin", _returned)
+        event.listen(engine, "checkout", _ping_when_idle(engine.dialect))
     return engine
 
 
@@ -157,7 +187,7 @@ def engine_options(url: str, pool_size: int = 10) -> dict:
     from their threads) and opens up to as many more at a peak."""
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 30, "check_same_thread": False}}
-    return {"pool_pre_ping": True, "pool_size": pool_size, "max_overflow": pool_size}
+    return {"pool_size": pool_size, "max_overflow": pool_size}  # pinged when idle: prepare_engine
 
 
 def absolute_url(url: str) -> str:

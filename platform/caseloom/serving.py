@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger
 
 from .logs import gunicorn_config
 
@@ -67,10 +68,21 @@ class ServeOptions:
             "errorlog": "-",
             "loglevel": "info",
             "logconfig_dict": gunicorn_config(self.log_format),
+            "logger_class": ServerLogger,
             "proc_name": "caseloom",
             "forwarded_allow_ips": "127.0.0.1",
             "control_socket_disable": True,  # gunicorn 27's shared per-user socket: several servers run on one machine
         }
+
+
+class ServerLogger(Logger):
+    """gunicorn's logger without access lines: the app logs each request itself (logs.gunicorn_config
+    silences `gunicorn.access`, but gunicorn would still build every line's fields first)."""
+
+    access_log_enabled = False
+
+    def access(self, resp, req, environ, request_time) -> None:
+        pass
 
 
 class Server(BaseApplication):

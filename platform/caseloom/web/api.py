@@ -12,14 +12,14 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, current_app, jsonify, request, url_for
 
-from ..query import Query, Term, parse_encoded
+from ..query import Query, parse_encoded
 from ..query.aggregate import aggregate
 from ..query.compile import MAX_OFFSET
 from ..query.nodes import All
 from ..query.total import EXACT_COUNT_LIMIT, Total
 from ..records import NotFound
 from . import db
-from .auth import act_as, api_actor, properties, records, runtime
+from .auth import act_as, api_actor, properties, read_only, records, runtime
 from .errors import ApiError
 from .serialize import Shape, base_url, make_shape, render_record
 from .stats import parse_request, render
@@ -89,10 +89,10 @@ def _depth(value, level: int = 0) -> int:
 
 
 def _one(table: str, sys_id: str, shape: Shape) -> dict:
-    rows = records().query(table, Query(Term("sys_id", "eq", sys_id)), shape.columns(), limit=1)
-    if not rows:
+    row = records().one(table, sys_id, shape.columns())
+    if row is None:
         raise NotFound(f"no {table} record with sys_id {sys_id}")
-    return render_record(shape, rows[0])
+    return render_record(shape, row)
 
 
 @blueprint.get("/now/table/<table>")
@@ -154,6 +154,10 @@ def _links(table: str, total: Total, limit: int, offset: int, shown: int) -> str
 def get_record(table: str, sys_id: str):
     records().table(table, "read")
     return jsonify({"result": _one(table, sys_id, _shape(table))})
+
+
+# the Table API's reads write nothing: on PostgreSQL without a transaction (auth.connection)
+blueprint.record_once(lambda state: read_only(state.app, "api.get_record", "api.list_records"))
 
 
 @blueprint.get("/caseloom/similar/<table>/<sys_id>")

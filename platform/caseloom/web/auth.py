@@ -48,12 +48,32 @@ def runtime() -> Runtime:
     return g.runtime
 
 
+# app.extensions: the endpoints that only read, answered on PostgreSQL without a transaction (see
+# `connection`)
+READ_ONLY = "caseloom_read_only_endpoints"
+AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
+
+
+def read_only(app: Flask, *endpoints: str) -> None:
+    """These endpoints never write: on PostgreSQL their statements run without BEGIN and ROLLBACK
+    (see `connection`). Sign-in bookkeeping still commits in a transaction of its own (`apart`)."""
+    if app.extensions["caseloom"].engine.dialect.name == "postgresql":
+        app.extensions.setdefault(READ_ONLY, set()).update(endpoints)
+
+
 def connection():
     """This request's connection. A request that may write (POST, PUT, PATCH, DELETE) holds the
     SQLite write lock from its first statement, so reading then writing never meets another
-    writer's commit in between ("database is locked"); PostgreSQL ignores the option."""
-    if request.method not in SAFE_METHODS and not db.session().in_transaction():
+    writer's commit in between ("database is locked"); PostgreSQL ignores the option. A read-only
+    endpoint (`read_only`) on PostgreSQL runs in autocommit: under READ COMMITTED every statement
+    takes its own snapshot inside a transaction too, so it reads the same, without the BEGIN and
+    ROLLBACK round trips (two of a one-record API read's seven)."""
+    if db.session().in_transaction():
+        return db.session.connection()
+    if request.method not in SAFE_METHODS:
         return db.session.connection(execution_options={WRITE_LOCK: True})
+    if request.endpoint in current_app.extensions.get(READ_ONLY, ()):
+        return db.session.connection(execution_options=AUTOCOMMIT)
     return db.session.connection()
 
 

@@ -1,0 +1,121 @@
+"""A request's round trips to PostgreSQL: a pooled connection is pinged only after it sat idle, and
+the Table API's reads run without BEGIN and ROLLBACK. What a client sees stays the same: a
+connection the server ended is replaced, and a reader limited by a rule still reads only what the
+rule allows."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from conftest import _pg_admin, basic
+
+from caseloom import database
+
+CASES = "/api/now/table/sn_customerservice_case"
+
+
+@pytest.fixture
+def pg_app(app, database_url):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's round trips: SQLite has none")
+    return app
+
+
+def _end_server_sessions(database_url: str) -> int:
+    """End every other session on this test's database, as a server restart would."""
+    name = sa.engine.make_url(database_url).database
+    with _pg_admin().connect() as conn:
+        return len(conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                         "WHERE datname = :name AND pid <> pg_backend_pid()"), {"name": name}).all())
+
+
+def _case_id(client) -> str:
+    return client.get(f"{CASES}?sysparm_limit=1&sysparm_fields=sys_id", headers=basic("admin")).json["result"][0]["sys_id"]
+
+
+def _pings(monkeypatch, engine: sa.Engine) -> list[int]:
+    counted: list[int] = []
+    real = engine.dialect.do_ping
+    monkeypatch.setattr(engine.dialect, "do_ping", lambda dbapi_connection: counted.append(1) or real(dbapi_connection))
+    return counted
+
+
+def test_a_connection_back_in_use_at_once_is_not_pinged_one_that_sat_idle_is(pg_app, monkeypatch):
+    from caseloom.web import db
+
+    client = pg_app.test_client()
+    case = _case_id(client)
+    with pg_app.app_context():
+        pings = _pings(monkeypatch, db.engine)
+    for _ in range(3):
+        assert client.get(f"{CASES}/{case}", headers=basic("admin")).status_code == 200
+    assert pings == []
+    monkeypatch.setattr(database, "PING_IDLE_SECONDS", -1.0)  # every connection has now sat idle too long
+    assert client.get(f"{CASES}/{case}", headers=basic("admin")).status_code == 200
+    assert pings == [1]
+
+
+def test_a_connection_the_server_ended_while_it_sat_idle_is_replaced(pg_app, database_url, monkeypatch):
+    client = pg_app.test_client()
+    case = _case_id(client)
+    assert _end_server_sessions(database_url) >= 1  # the pooled connection of the request above
+    monkeypatch.setattr(database, "PING_IDLE_SECONDS", -1.0)
+    r = client.get(f"{CASES}/{case}", headers=basic("admin"))
+    assert r.status_code == 200, r.json
+    assert r.json["result"]["sys_id"] == case
+
+
+def _autocommit_per_statement(engine: sa.Engine) -> list[bool]:
+    seen: list[bool] = []
+    sa.event.listen(engine, "before_cursor_execute",
+                    lambda conn, cursor, statement, params, context, many:
+                    seen.append(conn.connection.dbapi_connection.autocommit))
+    return seen
+
+
+@pytest.mark.parametrize(("method", "path", "body", "autocommit"), [
+    ("get", "{cases}/{case}", None, True),
+    ("get", "{cases}?sysparm_limit=5", None, True),
+    ("patch", "{cases}/{case}", {"short_description": "Changed in a transaction"}, False),
+    ("get", "/api/now/stats/sn_customerservice_case?sysparm_count=true", None, False),  # not declared read-only
+])
+def test_the_table_apis_reads_run_without_a_transaction_and_its_writes_in_one(pg_app, method, path, body, autocommit):
+    from caseloom.web import db
+
+    client = pg_app.test_client()
+    case = _case_id(client)
+    with pg_app.app_context():
+        seen = _autocommit_per_statement(db.engine)
+    r = getattr(client, method)(path.format(cases=CASES, case=case), headers=basic("admin"), json=body)
+    assert r.status_code == 200, r.json
+    assert seen and set(seen) == {autocommit}
+
+
+def test_a_failed_sign_in_is_still_counted_on_a_read(pg_app):
+    """Sign-in bookkeeping commits in a transaction of its own, also on a read-only endpoint."""
+    client = pg_app.test_client()
+    case = _case_id(client)
+    for _ in range(2):
+        assert client.get(f"{CASES}/{case}", headers=basic("agent", "wrong")).status_code == 401
+    from caseloom.web import db
+
+    with pg_app.app_context(), db.engine.connect() as conn:
+        failures = conn.execute(sa.text("SELECT failures FROM sys_signin_failure WHERE kind = 'user' AND name = 'agent'"))
+        assert failures.scalar_one() == 2
+
+
+def test_a_record_the_administrator_read_first_is_still_refused_to_a_customer(client):
+    """The one-record read kept for readers without conditions is never used for one with them."""
+    def ids(user: str) -> set[str]:
+        r = client.get(f"{CASES}?sysparm_fields=sys_id&sysparm_limit=10000", headers=basic(user))
+        return {row["sys_id"] for row in r.json["result"]}
+
+    theirs = ids("customer")
+    other, mine = sorted(ids("admin") - theirs)[0], sorted(theirs)[0]
+    fields = "?sysparm_fields=number,short_description,work_notes"
+    numbers = {case: client.get(f"{CASES}/{case}{fields}", headers=basic("admin")).json["result"]["number"]
+               for case in (other, mine)}
+    assert client.get(f"{CASES}/{other}{fields}", headers=basic("customer")).status_code == 404
+    r = client.get(f"{CASES}/{mine}{fields}", headers=basic("customer"))
+    assert r.status_code == 200 and r.json["result"]["number"] == numbers[mine]
+    assert "work_notes" not in r.json["result"]  # a field rule with a condition: not for customers
