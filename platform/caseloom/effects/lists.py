@@ -151,15 +151,26 @@ def _in_range(column: sa.ColumnElement, after: str, end: str | None) -> sa.Colum
     return column > after if end is None else sa.and_(column > after, column <= end)
 
 
+def _has_child(children: sa.Table, spec: Children, member: sa.ColumnElement, after: str,
+               end: str | None) -> sa.Exists:
+    """Whether `member` has a child of this record already. The children are looked for in the
+    members' own range too: whatever plan the database picks, it reads only the children of that
+    range (none, unless a job resumes), never every child made so far. Statistics taken before
+    the job estimate the record's children at one row, and a nested loop over all of them for each
+    member made the 100,000 children of the bench take two minutes instead of six seconds."""
+    field = children.c[spec.member_field]
+    return sa.exists().where(children.c[spec.reference] == spec.parent, field == member, _in_range(field, after, end))
+
+
 def remaining_members(service: RecordService, spec: Children, mtype, after: str = "", end: str | None = None) -> int:
     """Members of the list in (after, end] with no child of this record yet (the work left, for progress)."""
     storage = service.storage
     members = storage.physical(mtype.members)
     children = storage.physical(spec.table)
     member = members.c[mtype.member_field]
-    has_child = sa.exists().where(children.c[spec.reference] == spec.parent, children.c[spec.member_field] == member)
     stmt = sa.select(sa.func.count()).select_from(members).where(
-        members.c[mtype.list_field] == spec.list_id, _in_range(member, after, end), ~has_child)
+        members.c[mtype.list_field] == spec.list_id, _in_range(member, after, end),
+        ~_has_child(children, spec, member, after, end))
     return service.conn.execute(stmt).scalar_one()
 
 
@@ -192,10 +203,10 @@ def _members_select(service: RecordService, spec: Children, mtype, after: str, u
     for child, path in spec.lookups.items():
         columns.append(target.column(path.split(".", 1)[1])[0])
         fields.append(child)
-    has_child = sa.exists().where(children.c[spec.reference] == spec.parent, children.c[spec.member_field] == member)
     select = (sa.select(*columns)
               .select_from(members.join(target.from_clause, target.base.c.sys_id == member))
-              .where(members.c[mtype.list_field] == spec.list_id, member > after, member <= upto, ~has_child))
+              .where(members.c[mtype.list_field] == spec.list_id, member > after, member <= upto,
+                     ~_has_child(children, spec, member, after, upto)))
     return select, fields, member
 
 
