@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
-from conftest import _pg_admin, basic
 
 from caseloom import database
+from conftest import _pg_admin, basic
 
 CASES = "/api/now/table/sn_customerservice_case"
 
