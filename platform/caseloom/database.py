@@ -132,9 +132,9 @@ SQLITE_LISTENERS = (("connect", _sqlite_connect), ("begin", _sqlite_begin), ("co
 
 # A server database's pooled connection is pinged before use only when it sat idle in the pool for
 # longer than this: one that came back a moment ago is almost surely alive, and the ping is a round
-# trip (a tenth of a one-record API read). One that died after its last use (the server restarted
-# within that moment) fails its next statement; SQLAlchemy then sees the disconnect and replaces
-# every connection of the pool, as after a failed ping.
+# trip (one of the seven a one-record API read made). One that died after its last use (the
+# server restarted within that moment) fails its next statement; SQLAlchemy then sees the
+# disconnect and replaces every connection of the pool, as after a failed ping.
 PING_IDLE_SECONDS = 1.0
 RETURNED = "caseloom_returned"  # connection info: when it went back to the pool (time.monotonic)
 

@@ -37,6 +37,7 @@ BATCH = 2000
 ARRAY_IDS = 10_000  # sys_ids per array parameter of an existence check (PostgreSQL)
 ONE_STATEMENTS = 64  # column sets per table whose one-record read is kept (`one`; sysparm_fields varies by client)
 
+
 class RecordError(Exception):
     """Bad input for one field (HTTP 400); `field` names it."""
 
