@@ -322,9 +322,8 @@ class RecordService:
         return record if verdict is True or not self._outside(tdef, [sys_id], verdict) else None
 
     def _load(self, tdef: TableDef, sys_id: str, for_update: bool = False) -> dict | None:
-        stmt = self.storage.cache.get(("load", tdef.name))
-        if stmt is None:  # built once per definitions set: every update and delete loads its record
-            stmt = self.storage.cache[("load", tdef.name)] = record_by(self.storage, tdef.name, "sys_id")
+        # built once per definitions set: every update and delete loads its record
+        stmt = self.storage.cached(("load", tdef.name), lambda: record_by(self.storage, tdef.name, "sys_id"))
         if for_update and self.conn.dialect.name != "sqlite":
             stmt = stmt.with_for_update(of=None)
         row = self.conn.execute(stmt, {"key": sys_id}).mappings().first()  # the built statement, not a copy
@@ -646,20 +645,16 @@ class RecordService:
             for other in others:
                 found |= self.existing_ids(other, ids)
             return found
-        key = ("existing_elsewhere", root)
-        stmt = self.storage.cache.get(key)
-        if stmt is None:
-            stmt = self.storage.cache[key] = sa.union_all(*(self._sys_ids_in(other, True) for other in others))
+        stmt = self.storage.cached(("existing_elsewhere", root),
+                                   lambda: sa.union_all(*(self._sys_ids_in(other, True) for other in others)))
         return self._found(stmt, ids, ARRAY_IDS)
 
     def existing_ids(self, table: str, ids: set[str]) -> set[str]:
         """Which of `ids` are records of `table` (and its children): on PostgreSQL a query per 10,000
         ids, given as one array parameter (one statement, compiled once); elsewhere per 500 ids."""
         array = self.conn.dialect.name == "postgresql"
-        key = ("existing", table, array)
-        stmt = self.storage.cache.get(key)
-        if stmt is None:  # built once per definitions set: every insert of a reference asks it
-            stmt = self.storage.cache[key] = self._sys_ids_in(table, array)
+        # built once per definitions set: every insert of a reference asks it
+        stmt = self.storage.cached(("existing", table, array), lambda: self._sys_ids_in(table, array))
         return self._found(stmt, ids, ARRAY_IDS if array else 500)
 
     def _sys_ids_in(self, table: str, array: bool) -> sa.Select:
@@ -941,24 +936,17 @@ class _InsertPlan:
 
 def _insert_plan(storage: Storage, tdef: TableDef) -> _InsertPlan:
     """What every insert into a table needs, worked out once per definitions set."""
-    key = ("insert", tdef.name)
-    plan = storage.cache.get(key)
-    if plan is None:
-        plan = storage.cache[key] = _InsertPlan(
-            {f.name: f.default for f in tdef.stored_fields if not f.system},
-            tuple((f.name, f.default) for f in tdef.journal_fields if f.default),
-            tuple(f.name for f in tdef.fields.values() if f.mandatory),
-        )
-    return plan
+    return storage.cached(("insert", tdef.name), lambda: _InsertPlan(
+        {f.name: f.default for f in tdef.stored_fields if not f.system},
+        tuple((f.name, f.default) for f in tdef.journal_fields if f.default),
+        tuple(f.name for f in tdef.fields.values() if f.mandatory),
+    ))
 
 
 def _guarded(storage: Storage, tdef: TableDef) -> frozenset[str]:
     """The fields of a table a client may not change: read-only and system fields."""
-    key = ("guarded", tdef.name)
-    names = storage.cache.get(key)
-    if names is None:
-        names = storage.cache[key] = frozenset(f.name for f in tdef.fields.values() if f.read_only or f.system)
-    return names
+    return storage.cached(("guarded", tdef.name),
+                          lambda: frozenset(f.name for f in tdef.fields.values() if f.read_only or f.system))
 
 
 def _read_only_reason(field: FieldDef) -> str:
@@ -969,10 +957,7 @@ def _read_only_reason(field: FieldDef) -> str:
 
 def _prepared(storage: Storage, tdef: TableDef, parsed: dict) -> dict:
     """Parsed values as stored: secrets (password fields) hashed, everything else as it is."""
-    key = ("prepared", tdef.name)
-    names = storage.cache.get(key)
-    if names is None:
-        names = storage.cache[key] = tuple(f.name for f in tdef.stored_fields if f.ftype.hashed)
+    names = storage.cached(("prepared", tdef.name), lambda: tuple(f.name for f in tdef.stored_fields if f.ftype.hashed))
     if not names or not any(name in parsed for name in names):
         return parsed
     return {k: (tdef.fields[k].ftype.prepare(v) if k in names and v is not None else v) for k, v in parsed.items()}
