@@ -456,6 +456,31 @@ def test_the_set_based_paths_write_what_the_row_path_writes(runtime):
     assert outcome["set"] == outcome["row"] and outcome["sql"] == outcome["row"]
 
 
+def test_one_set_based_write_moves_each_group_of_task_slas_by_its_own_timing(runtime):
+    """Tickets whose SLAs started at three different times (three groups of task_sla rows) paused,
+    resumed and completed by one set-based write each: every row gets its own group's values, as the
+    row path gives each ticket."""
+    starts = ["2026-03-06 09:00", "2026-03-06 11:30", "2026-03-06 14:45"]
+    steps = [("2026-03-06 17:00", {"state": 3}), ("2026-03-09 10:00", {"state": 2}), ("2026-03-09 11:15", {"state": 5})]
+    outcome = {}
+    for path in ("row", "set"):
+        tickets = [write(runtime, at(moment), category="office", state=2) for moment in starts]
+        for moment, values in steps:
+            if path == "row":
+                for ticket in tickets:
+                    write(runtime, at(moment), ticket, **values)
+                continue
+            with fixed_clock(at(moment)), runtime.transaction() as service:
+                tdef = service.defs.tables[TICKET]
+                parsed, _ = service._parse(tdef, values)
+                where = parse_encoded("sys_idIN" + ",".join(tickets)).where
+                assert update_where(service, tdef, where, parsed) == len(tickets)
+        outcome[path] = comparable([r for t in tickets for r in task_slas(runtime, t)])
+    assert len(outcome["row"]) == 3 * 2
+    assert len({row[SEEN.index("start_time") + 1] for row in outcome["row"]}) == 3  # three groups
+    assert outcome["set"] == outcome["row"]
+
+
 def test_csm_major_case_children_set_based_and_row_by_row_have_the_same_slas(config, definitions):
     """CSM's real definitions: children created by create_child_cases (INSERT ... SELECT), moved to
     Awaiting Info by the parent-child sync (a set-based UPDATE) and closed with their major case (a

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
 
 from . import stamps
 from .definitions.model import TableDef
@@ -121,16 +122,63 @@ def kept_rows(conn: sa.Connection, select: sa.Select, name: str) -> Iterator[sa.
     PostgreSQL the table is analyzed (autovacuum never sees a temporary table), so the planner knows
     how many rows the statements that join it will meet."""
     first, *rest = select.selected_columns
-    table = sa.Table(f"{name}_{sys_id_prefix()[-8:]}", sa.MetaData(), sa.Column(first.name, sa.String(32), primary_key=True),
-                     *(sa.Column(c.name, c.type) for c in rest), prefixes=["TEMPORARY"])
+    with _temporary(conn, name, sa.Column(first.name, sa.String(32), primary_key=True),
+                    *(sa.Column(c.name, c.type) for c in rest)) as table:
+        conn.execute(sa.insert(table).from_select([c.name for c in table.c], select))
+        yield _analyzed(conn, table)
+
+
+@contextmanager
+def kept_values(conn: sa.Connection, name: str, key: sa.Column, columns: list[sa.Column],
+                rows: list[dict]) -> Iterator[sa.Table]:
+    """`rows` (worked out in Python) in a temporary table with the primary key `key` and `columns`,
+    for one statement to join instead of one statement per row."""
+    with _temporary(conn, name, key, *columns) as table:
+        conn.execute(sa.insert(table), rows)
+        yield _analyzed(conn, table)
+
+
+@contextmanager
+def _temporary(conn: sa.Connection, name: str, *columns: sa.Column) -> Iterator[sa.Table]:
+    table = sa.Table(f"{name}_{sys_id_prefix()[-8:]}", sa.MetaData(), *columns, prefixes=["TEMPORARY"])
     table.create(conn)
     try:
-        conn.execute(sa.insert(table).from_select([c.name for c in table.c], select))
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.text(f"ANALYZE {table.name}"))
         yield table
     finally:
         table.drop(conn)
+
+
+def _analyzed(conn: sa.Connection, table: sa.Table) -> sa.Table:
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text(f"ANALYZE {table.name}"))
+    return table
+
+
+class _OneOf(sa.sql.expression.ColumnElement):
+    """`column` is one of the sys_ids `ids` selects. On PostgreSQL `column = ANY(ARRAY(SELECT ...))`: the
+    ids are read first, and the table is probed by its index for each, whatever the planner estimates for
+    the join (a join with the ids let it scan the whole table: a million cases for a hundred thousand
+    touched). Elsewhere `column IN (SELECT ...)`."""
+
+    inherit_cache = True
+    type = sa.Boolean()
+    _is_implicitly_boolean = True
+
+    def __init__(self, column: sa.ColumnElement, ids: sa.Select):
+        self.column, self.ids = column, ids
+
+    _traverse_internals = [("column", sa.sql.visitors.InternalTraversal.dp_clauseelement),
+                           ("ids", sa.sql.visitors.InternalTraversal.dp_clauseelement)]
+
+
+@compiles(_OneOf)
+def _one_of_default(element: _OneOf, compiler, **kw) -> str:
+    return compiler.process(element.column.in_(element.ids.scalar_subquery()), **kw)
+
+
+@compiles(_OneOf, "postgresql")
+def _one_of_postgresql(element: _OneOf, compiler, **kw) -> str:
+    return f"{compiler.process(element.column, **kw)} = ANY(ARRAY({compiler.process(element.ids, **kw)}))"
 
 
 @dataclass(frozen=True)
@@ -150,7 +198,7 @@ class Touched:
     def of(self, column: sa.ColumnElement) -> sa.ColumnElement:
         """`column` (a sys_id, or a reference to the records) is one of the touched records'."""
         if self.ids is not None:
-            return column.in_(self.ids.scalar_subquery())
+            return _OneOf(column, self.ids)
         return column.between(self.low, self.high)
 
     def where(self, table: sa.FromClause) -> sa.ColumnElement:
@@ -176,4 +224,5 @@ def _stamp() -> sa.ColumnElement:
     return sa.literal(now(), sa.DateTime)
 
 
-__all__ = ["Touched", "update_where", "new_sys_id_sql", "sys_id_prefix", "journal_columns", "touched_ids", "kept_rows"]
+__all__ = ["Touched", "update_where", "new_sys_id_sql", "sys_id_prefix", "journal_columns", "touched_ids", "kept_rows",
+           "kept_values"]

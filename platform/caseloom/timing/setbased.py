@@ -3,9 +3,9 @@ SELECT of a hundred thousand children, caseloom.setwrite's sync and cascades).
 
 The same order and outcome as the row path (caseloom.timing.engine), with a fixed number of
 statements per SLA definition: the conditions are compiled to SQL over the touched records, new
-task_sla rows are one INSERT ... SELECT, and a stage change is one UPDATE per group of rows that share
-their timing (children created together share their start, and paused together, their pause), whose
-new values are worked out once in Python (business time needs the schedule).
+task_sla rows are one INSERT ... SELECT, and a stage change is one UPDATE, its new values worked out
+in Python (business time needs the schedule) once per group of rows that share their timing (children
+created together share their start, and paused together, their pause).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ..query import Selection
 from ..query.conditions import fields_of
 from ..query.evaluate import evaluate
 from ..query.nodes import Not
-from ..setwrite import Touched, kept_rows, new_sys_id_sql, sys_id_prefix
+from ..setwrite import Touched, kept_rows, kept_values, new_sys_id_sql, sys_id_prefix
 from .engine import _cancels, _resumes, moment, moved, service_stamp
 from .measure import ACTIVE, CANCELLED, COMPLETED, PAUSED, RUNNING, State, first, measure
 from .slas import TASK_SLA, Sla, slas_for
@@ -173,32 +173,39 @@ def _evaluate(service, tdef, sla: Sla, touched: Touched, at: dt.datetime, new: b
 
 
 def move_where(service, sla: Sla, target: sa.ColumnElement, stage: str, at: dt.datetime) -> int:
-    """Move the task_sla rows `target` selects to `stage` at `at`: one UPDATE per group of rows sharing
-    their timing, each stage change audited. Returns how many rows moved."""
+    """Move the task_sla rows `target` selects to `stage` at `at`, each stage change audited: the new
+    values are worked out once per group of rows sharing their timing, and written by one UPDATE for
+    every group (a statement per group would read the task SLAs once per group: on PostgreSQL, a scan
+    of the whole table each). Returns how many rows moved."""
     conn, user = service.conn, service.actor.user_name
     ts = service.storage.physical(TASK_SLA)
     # `target` is found once (it joins the touched records, their values and the task SLAs): the
-    # rows and their timing are kept, and each group's statements read only its own rows by key
-    with kept_rows(conn, sa.select(ts.c.sys_id, *(ts.c[name] for name in GROUPED)).where(target), "moving") as moving:
-        columns = [moving.c[name] for name in GROUPED]
-        groups = conn.execute(sa.select(*columns).group_by(*columns)).all()
-        stamp = service_stamp()
-        moved_rows = 0
-        for group in groups:
-            row = dict(zip(GROUPED, group, strict=True)) | {"end_time": None}
-            same = ts.c.sys_id.in_(sa.select(moving.c.sys_id).where(
-                *(c.is_(None) if v is None else c == v for c, v in zip(columns, group, strict=True))).scalar_subquery())
-            values = moved(sla, row, stage, at)
-            if stage != row["stage"]:
+    # rows are kept with their timing and the number of their group
+    group_of = sa.func.dense_rank().over(order_by=[ts.c[name] for name in GROUPED]).label("grp")
+    with kept_rows(conn, sa.select(ts.c.sys_id, group_of, *(ts.c[name] for name in GROUPED)).where(target),
+                   "moving") as moving:
+        groups = conn.execute(sa.select(moving.c.grp, *(moving.c[name] for name in GROUPED)).distinct()).all()
+        if not groups:
+            return 0
+        moves = {grp: moved(sla, dict(zip(GROUPED, timing, strict=True)) | {"end_time": None}, stage, at)
+                 for grp, *timing in groups}
+        names = list(next(iter(moves.values())))
+        columns = [sa.Column(name, ts.c[name].type) for name in names]
+        rows = [{"grp": grp, **values} for grp, values in moves.items()]
+        key = sa.Column("grp", sa.Integer, primary_key=True, autoincrement=False)
+        with kept_values(conn, "moves", key, columns, rows) as new:
+            stamp = service_stamp()
+            mine = ts.c.sys_id == moving.c.sys_id
+            if any(row.stage != stage for row in groups):
                 audit = service.storage.physical("sys_audit")
                 cols = (stamps.new_rows_sql("sys_audit", user, stamp, new_sys_id_sql(conn.dialect.name, ts))
                         | stamps.audit_columns_sql(ts, "stage", ts.c.stage, sa.literal(stage), user, service.transaction))
-                conn.execute(sa.insert(audit).from_select(list(cols), sa.select(*cols.values()).where(same)))
-            result = conn.execute(sa.update(ts).where(same).values(**values, **stamps.touched_sql(ts, user, stamp)))
-            moved_rows += result.rowcount
-    if groups:
-        service.written.add(TASK_SLA)
-    return moved_rows
+                conn.execute(sa.insert(audit).from_select(list(cols), sa.select(*cols.values()).select_from(
+                    ts.join(moving, mine)).where(moving.c.stage != stage)))
+            result = conn.execute(sa.update(ts).where(mine, moving.c.grp == new.c.grp).values(
+                **{name: new.c[name] for name in names}, **stamps.touched_sql(ts, user, stamp)))
+    service.written.add(TASK_SLA)
+    return result.rowcount
 
 
 def attach_ids(service, tdef, sla: Sla, group: Group, at: dt.datetime, paused: bool, new: bool) -> int:
