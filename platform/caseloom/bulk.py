@@ -69,7 +69,9 @@ def keep_statistics_fresh(conn: sa.Connection, table: sa.Table, count: int) -> N
     factor does): a table growing from nothing is analysed about a dozen times on its way to a
     million rows, and a table of a million rows not at all for its first 250,000 more. (Each ANALYZE
     of a big table costs a sample of 30,000 rows: every 20,000 rows written, that was a third of
-    a million-child job on PostgreSQL.)"""
+    a million-child job on PostgreSQL.) A table autovacuum is working on is skipped (`SKIP_LOCKED`):
+    its statistics are being made fresh already, and waiting for its lock held the job a second or
+    more (until autovacuum gives way, after `deadlock_timeout`)."""
     if conn.dialect.name != "postgresql":
         return
     written = conn.info.setdefault("caseloom_bulk_rows", {})
@@ -82,6 +84,6 @@ def keep_statistics_fresh(conn: sa.Connection, table: sa.Table, count: int) -> N
             "SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)", (table.name,)).scalar() or 0), 0.0)
     if so_far >= held[table.name] / 4:
         written[table.name] = 0
-        conn.exec_driver_sql(f"ANALYZE {conn.dialect.identifier_preparer.quote(table.name)}")
+        conn.exec_driver_sql(f"ANALYZE (SKIP_LOCKED) {conn.dialect.identifier_preparer.quote(table.name)}")
         held[table.name] = float(conn.exec_driver_sql(
             "SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)", (table.name,)).scalar() or 0)

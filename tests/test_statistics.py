@@ -1,0 +1,53 @@
+"""Statistics during bulk loads on PostgreSQL (caseloom.bulk.keep_statistics_fresh): a table a job
+grows is analysed again as it grows, and a table autovacuum holds is skipped, not waited for."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from caseloom import bulk
+
+
+@pytest.fixture
+def pg_engine(database_url):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's statistics: SQLite's ANALYZE is run once, after a load")
+    engine = sa.create_engine(database_url)
+    table = sa.Table("stats_probe", sa.MetaData(), sa.Column("n", sa.Integer))
+    table.create(engine)
+    try:
+        yield engine, table
+    finally:
+        table.drop(engine)
+        engine.dispose()
+
+
+def _load(conn: sa.Connection, table: sa.Table, rows: int) -> None:
+    conn.execute(sa.text(f"INSERT INTO {table.name} SELECT g FROM generate_series(1, {rows}) AS g"))
+    bulk.keep_statistics_fresh(conn, table, rows)
+
+
+def _reltuples(conn: sa.Connection, table: sa.Table) -> float:
+    return float(conn.exec_driver_sql("SELECT reltuples FROM pg_class WHERE relname = %s", (table.name,)).scalar())
+
+
+def test_a_table_a_job_grows_is_analysed_again(pg_engine):
+    engine, table = pg_engine
+    with engine.begin() as conn:
+        _load(conn, table, bulk.ANALYZE_EVERY - 1)  # below the mark: left to autovacuum
+        assert _reltuples(conn, table) <= 0
+        _load(conn, table, 1)
+        assert _reltuples(conn, table) == bulk.ANALYZE_EVERY
+
+
+def test_a_table_autovacuum_holds_is_skipped_not_waited_for(pg_engine):
+    engine, table = pg_engine
+    with engine.connect() as vacuum, engine.begin() as conn:
+        vacuum.exec_driver_sql(f"LOCK TABLE {table.name} IN SHARE UPDATE EXCLUSIVE MODE")  # as (auto)VACUUM holds it
+        conn.exec_driver_sql("SET LOCAL lock_timeout = '3s'")  # waiting for it would fail the load
+        _load(conn, table, bulk.ANALYZE_EVERY)
+        assert _reltuples(conn, table) <= 0  # not analysed this time
+        vacuum.rollback()
+        _load(conn, table, bulk.ANALYZE_EVERY)  # the next mark, once the lock is gone
+        assert _reltuples(conn, table) == 2 * bulk.ANALYZE_EVERY
