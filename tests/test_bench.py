@@ -93,3 +93,26 @@ def test_bench_on_postgresql_prints_one_json_line_per_benchmark():
     assert re.search(r"# create_child_cases_2_workers: 1,000 in [\d.]+ s with two worker processes, [\d.]+ s with "
                      r"one \(speed-up [\d.]+\); peak memory per worker \d+ MB \(one worker: \d+ MB\); "
                      r"slices of 250", done.stderr), done.stderr
+
+
+WRITES = ["recipients_condition", "create_child_cases", "sla_attach", "sync_children", "close_major_case"]
+
+
+@pytest.mark.parametrize("database", ["SQLite", pytest.param("PostgreSQL", marks=pytest.mark.skipif(
+    not POSTGRES_URL, reason="CASELOOM_TEST_POSTGRES_URL is not set"))])
+def test_bench_writes_runs_the_write_benchmarks_on_the_data_they_need(database):
+    """`--writes` (implied above the default scale, as `--scale 1000000` runs it): the write benchmarks
+    alone, on the member list's accounts and the contacts they reference; no generated case."""
+    done = run_bench("--writes", *(["--database", POSTGRES_URL] if database == "PostgreSQL" else []))
+    assert done.returncode == 0, done.stderr[-3000:]
+    names = [*WRITES[:3], "create_child_cases_2_workers", *WRITES[3:]] if database == "PostgreSQL" else WRITES
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["name"] for line in lines] == names
+    by_name = {line["name"]: line for line in lines}
+    assert by_name["recipients_condition"]["n"] == 10_000  # the condition still runs over every account
+    assert by_name["create_child_cases"]["n"] == by_name["sync_children"]["n"] == by_name["close_major_case"]["n"] == 1000
+    for line in lines:
+        assert line["seconds"] > 0 and line["baseline_seconds"] > 0, line
+    assert "(the write benchmarks only)" in done.stderr.splitlines()[0]
+    # 10,000 accounts and 1,000 contacts; the 9,000 cases of the page benchmarks are not generated
+    assert re.search(rf"# setup: 11,000 rows generated on {database} in [\d.]+ s", done.stderr), done.stderr

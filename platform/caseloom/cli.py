@@ -401,21 +401,24 @@ def _scripts_switch(config: Config, runtime=None, offline: bool = False) -> bool
 @click.option("--database", metavar="URL", default=None,
               help="A PostgreSQL server to run on (a scratch database is created there and dropped); "
                    "default: a SQLite file in a temporary folder.")
-def bench(scale: int, as_json: bool, database: str | None) -> None:
+@click.option("--writes", is_flag=True,
+              help="Only the write benchmarks, on only the data they need; implied by a scale above 100,000.")
+def bench(scale: int, as_json: bool, database: str | None, writes: bool) -> None:
     """Run the performance suite: each benchmark beside its plain baseline (README: Performance)."""
     import json
     import sys
 
-    from .bench import BenchRun
+    from .bench import DEFAULT_SCALE, BenchRun
 
     config = Config.from_env()
     defs = _load_or_exit(config.definitions)
     say = (lambda line: click.echo(f"# {line}", err=True)) if as_json else click.echo
     try:
-        run = BenchRun(defs, config, scale, database, say)
+        run = BenchRun(defs, config, scale, database, say, writes_only=writes or scale > DEFAULT_SCALE)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    say(f"caseloom bench --scale {scale} on {run.where['database']}")
+    only = " (the write benchmarks only)" if run.writes_only else ""
+    say(f"caseloom bench --scale {scale} on {run.where['database']}{only}")
     say(f"machine: {run.where['machine']}")
     for result in run.run():
         line = result.as_json()

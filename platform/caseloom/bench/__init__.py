@@ -1,5 +1,5 @@
 """The performance suite (`caseloom bench`, contract section 10)."""
 
-from .suite import BenchRun, Result
+from .suite import DEFAULT_SCALE, BenchRun, Result
 
-__all__ = ["BenchRun", "Result"]
+__all__ = ["DEFAULT_SCALE", "BenchRun", "Result"]

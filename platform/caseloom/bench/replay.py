@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+CHUNK = 20_000  # rows of a written table read and compared at a time
 
 
 @dataclass
@@ -27,28 +30,45 @@ class NetWrites:
 
 def net_writes(after, before, tables: list[str], since, mark: str) -> NetWrites:
     """What changed in `tables` between the snapshot (`before`) and now (`after`): rows whose
-    sys_updated_on is at or after `since` (both plain DB-API connections)."""
+    sys_updated_on is at or after `since` (both plain DB-API connections). The rows are read and
+    compared CHUNK at a time, so only the differences are held: a million children's close reads
+    millions of wide rows."""
     writes = NetWrites()
     for table in tables:
-        cur = after.cursor()
-        cur.execute(f'SELECT * FROM "{table}" WHERE sys_updated_on >= {mark}', (since,))
-        columns, rows = _written_columns(cur.description, cur.fetchall())
-        if not rows:
-            continue
-        key = columns.index("sys_id")
-        old = _rows_by_id(before, table, [r[key] for r in rows], mark)
-        new_rows = [r for r in rows if r[key] not in old]
-        if new_rows:
-            writes.inserts[table], writes.columns[table] = new_rows, columns
-        for row in rows:
-            previous = old.get(row[key])
-            if previous is None:
-                continue
-            changed = [i for i, (a, b) in enumerate(zip(row, previous, strict=True)) if a != b]
-            if changed:
-                names = tuple(columns[i] for i in changed)
-                writes.updates[(table, names)].append(tuple(row[i] for i in changed) + (row[key],))
+        for columns, rows in _chunks(after, f'SELECT * FROM "{table}" WHERE sys_updated_on >= {mark}', (since,)):
+            key = columns.index("sys_id")
+            old = _rows_by_id(before, table, [r[key] for r in rows], mark)
+            new_rows = [r for r in rows if r[key] not in old]
+            if new_rows:
+                writes.inserts.setdefault(table, []).extend(new_rows)
+                writes.columns[table] = columns
+            for row in rows:
+                previous = old.get(row[key])
+                if previous is None:
+                    continue
+                changed = [i for i, (a, b) in enumerate(zip(row, previous, strict=True)) if a != b]
+                if changed:
+                    names = tuple(columns[i] for i in changed)
+                    writes.updates[(table, names)].append(tuple(row[i] for i in changed) + (row[key],))
     return writes
+
+
+def _chunks(conn, sql: str, params: tuple) -> Iterator[tuple[list[str], list[tuple]]]:
+    """The rows of a query CHUNK at a time, with the columns a write sets. On PostgreSQL through a
+    server-side cursor, so neither the driver nor the client holds the whole result."""
+    if hasattr(conn, "transaction"):  # psycopg: a named cursor lives in a transaction
+        with conn.transaction(), conn.cursor(name="net_writes") as cur:
+            cur.execute(sql, params)
+            yield from _fetched(cur)
+    else:
+        cur = conn.cursor()
+        cur.execute(sql, params)
+        yield from _fetched(cur)
+
+
+def _fetched(cur) -> Iterator[tuple[list[str], list[tuple]]]:
+    while rows := cur.fetchmany(CHUNK):
+        yield _written_columns(cur.description, rows)
 
 
 def _written_columns(description, rows: list) -> tuple[list[str], list[tuple]]:

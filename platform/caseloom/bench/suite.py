@@ -44,6 +44,7 @@ from .workers import workers_speedup
 
 JOURNAL, AUDIT, TASK_SLA, EMAIL = "sys_journal_field", "sys_audit", "task_sla", "sys_email"
 CUSTOMER = "bench_customer"  # the login of the access-rule benchmarks
+DEFAULT_SCALE = 100_000  # the scale the read benchmarks' data is sized for; above it, the writes alone
 
 
 @dataclass
@@ -66,10 +67,11 @@ class BenchRun:
     """One run of the suite at one scale, on SQLite (default) or a PostgreSQL server."""
 
     def __init__(self, defs: Definitions, config: Config, scale: int, server_url: str | None,
-                 say: Callable[[str], None]):
+                 say: Callable[[str], None], writes_only: bool = False):
         if defs.bench is None:
             raise ValueError("the definitions declare no `bench:` scenario (see the README, Performance)")
         self.defs, self.bench, self.scale, self.say = defs, defs.bench, scale, say
+        self.writes_only = writes_only
         self.folder = Path(tempfile.mkdtemp(prefix="caseloom-bench-"))
         self.db = ScratchDatabase(self.folder, server_url)
         self.config = Config(database_url=self.db.url, definitions=config.definitions, scripts=config.scripts,
@@ -92,6 +94,8 @@ class BenchRun:
                 yield workers_speedup(self, created[0])
             yield self.update_parent(self.bench.names["sync"], self.bench.sync_values)
             yield self.update_parent(self.bench.names["close"], self.bench.close_values)
+            if self.writes_only:
+                return
             if has_slas(self):
                 yield sla_tick(self)
             if self.bench.email_count:
@@ -110,6 +114,7 @@ class BenchRun:
         started = time.perf_counter()
         initialise(self.config, self.defs, runtime=self.runtime)
         counts = {g.name: generator_count(g, self.scale) for g in self.bench.generators}
+        kept = write_generators(self.defs) if self.writes_only else set(counts)
         stamp = now()
         with self.runtime.transaction() as service:
             add_user(service, "bench", self.password, ["admin"], {"name": "Bench", "email": "bench@example.com"})
@@ -119,8 +124,9 @@ class BenchRun:
                 service.update(PROPERTIES, sys_id, {"value": render_value(self.defs.properties[name].type, value)})
             with service.deferred_references(), service.by_definitions():  # declared in bench.yaml
                 for gen in self.bench.generators:
-                    service.insert_many(gen.table, generated_rows(gen, counts, {}, stamp))
-            if self.bench.customer_roles:  # the access-rule benchmarks' login
+                    if gen.name in kept:
+                        service.insert_many(gen.table, generated_rows(gen, counts, {}, stamp))
+            if self.bench.customer_roles and not self.writes_only:  # the access-rule benchmarks' login
                 from ..demo import demo_sys_id
 
                 values = {k: demo_sys_id(v["ref"], v.get("row", 1) - 1) if isinstance(v, dict) else v
@@ -132,7 +138,7 @@ class BenchRun:
                                                    ).scalar_one()
                     service.update("sys_user", user_id, values)
         refresh_statistics(self.runtime.engine)
-        rows = sum(counts.values())
+        rows = sum(n for name, n in counts.items() if name in kept)
         self.say(f"setup: {rows:,} rows generated on {self.db.label} in {time.perf_counter() - started:.1f} s")
 
     # -- the write benchmarks -------------------------------------------------------------
@@ -517,6 +523,24 @@ class BenchRun:
                 from ..web import db
 
                 db.engine.dispose()
+
+
+def write_generators(defs: Definitions) -> set[str]:
+    """The generators the write benchmarks need: those of the member list's member table (every
+    generator when that is not known from the list's values) and, in turn, those they reference."""
+    b = defs.bench
+    by_name = {g.name: g for g in b.generators}
+    mdef = defs.member_list_for(b.list_table)
+    mtype = mdef.types.get(b.list_values.get(mdef.type_field)) if mdef is not None else None
+    todo = [g.name for g in b.generators if mtype is None or g.table == mtype.table]
+    kept: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in kept or name not in by_name:
+            continue
+        kept.add(name)
+        todo += [v["ref"] for v in by_name[name].values.values() if isinstance(v, dict) and "ref" in v]
+    return kept
 
 
 def _without_nothing(node):
