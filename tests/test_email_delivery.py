@@ -119,6 +119,61 @@ def test_a_server_that_ends_sessions_is_connected_to_again_and_nothing_goes_twic
     assert {r["state"] for r in rows(runtime, ids)} == {"sent"}
 
 
+@pytest.mark.parametrize(("connections", "count", "sessions"), [
+    (4, 100, [25, 25, 25, 25]),  # a batch of 100 dealt out over four sessions, sent side by side
+    (4, 60, [20, 20, 20]),  # as many sessions as the batch has 25 messages, rounded up
+    (4, 20, [20]),  # a small batch opens one
+    (1, 100, [100]),  # CASELOOM_SMTP_CONNECTIONS=1: one session, one message at a time
+])
+def test_a_batch_goes_over_several_sessions_side_by_side(config, definitions, mailbox, connections, count, sessions):
+    rt = smtp_runtime(config, definitions, mailbox.port, smtp_connections=connections)
+    try:
+        ids = messages(rt, count)
+        job = delivery.deliver_pending(rt)
+    finally:
+        rt.engine.dispose()
+    assert job.message == f"{count} sent, 0 failed"
+    assert sorted(mailbox.sessions.values()) == sessions
+    assert mailbox.subjects() == [f"m{i:03d}" for i in range(count)]  # every message, each once
+    assert {(r["state"], r["attempts"]) for r in rows(rt, ids)} == {("sent", 1)}
+
+
+def test_sessions_side_by_side_that_the_server_ends_are_connected_to_again(config, definitions, mailbox):
+    mailbox.per_session = 7  # each of the four sessions is ended after 7 of its 25 messages, again and again
+    rt = smtp_runtime(config, definitions, mailbox.port, smtp_connections=4)
+    try:
+        ids = messages(rt, 100)
+        job = delivery.deliver_pending(rt)
+    finally:
+        rt.engine.dispose()
+    assert job.message == "100 sent, 0 failed"
+    assert sorted(mailbox.sessions.values()) == [4] * 4 + [7] * 12  # 25 = 7 + 7 + 7 + 4, four times
+    assert mailbox.subjects() == [f"m{i:03d}" for i in range(100)]
+    assert {r["state"] for r in rows(rt, ids)} == {"sent"}
+
+
+def test_one_session_that_cannot_connect_stops_the_run_and_its_share_waits(config, definitions):
+    from conftest import free_port
+
+    rt = smtp_runtime(config, definitions, free_port(), smtp_connections=4)  # nothing listens there
+    try:
+        ids = messages(rt, 100)
+        job = delivery.deliver_pending(rt)
+    finally:
+        rt.engine.dispose()
+    assert job.message.startswith("0 sent, 0 failed, 100 to retry; stopped: could not connect to the SMTP server")
+    assert {(r["state"], r["attempts"]) for r in rows(rt, ids)} == {("ready", 1)}
+
+
+@pytest.mark.parametrize("raw", ["0", "33", "four", "-1"])
+def test_a_bad_smtp_connections_setting_is_named(monkeypatch, raw):
+    from caseloom.config import Config
+
+    monkeypatch.setenv("CASELOOM_SMTP_CONNECTIONS", raw)
+    with pytest.raises(ValueError, match=f"CASELOOM_SMTP_CONNECTIONS='{raw}': expected a whole number from 1 to 32"):
+        Config.from_env()
+
+
 # -- what a reply comes to ------------------------------------------------------------------------------
 
 REPLIES = [  # (where, the server's reply, the message's state after one run, the error it keeps)

@@ -24,6 +24,7 @@ class Config:
     smtp_password: str | None = None
     smtp_from: str = "caseloom@localhost"
     smtp_starttls: str = "auto"  # auto (when the server offers it), true (required), false
+    smtp_connections: int = 4  # SMTP sessions a delivery run sends over side by side
     imap_url: str | None = None  # a mailbox the worker polls for inbound e-mail (caseloom.inbound.imap)
     imap_poll_seconds: float = 30.0
     # how often a background action commits its work and progress: a crash redoes at most this much
@@ -63,6 +64,8 @@ class Config:
             smtp_from=env.get("CASELOOM_SMTP_FROM") or cls.smtp_from,
             smtp_starttls=_choice("CASELOOM_SMTP_STARTTLS", env.get("CASELOOM_SMTP_STARTTLS"), cls.smtp_starttls,
                                   ("auto", "true", "false")),
+            smtp_connections=_count("CASELOOM_SMTP_CONNECTIONS", env.get("CASELOOM_SMTP_CONNECTIONS"),
+                                    cls.smtp_connections, 1, 32),
             imap_url=_imap_url(env.get("CASELOOM_IMAP_URL")),
             imap_poll_seconds=_seconds("CASELOOM_IMAP_POLL_SECONDS", env.get("CASELOOM_IMAP_POLL_SECONDS"),
                                        cls.imap_poll_seconds),

@@ -9,7 +9,8 @@ again sends nothing twice. A message left in sending by a worker that died is cl
 again after SENDING_LEASE: it may then go out twice (with the same Message-ID), never not
 at all. With no SMTP host configured nothing is claimed: messages stay ready.
 
-A run keeps one SMTP session for all its batches (caseloom.jobs.smtp). A temporary failure
+A run keeps its SMTP sessions for all its batches, and sends each batch over up to
+CASELOOM_SMTP_CONNECTIONS of them side by side (caseloom.jobs.smtp). A temporary failure
 (a 4xx, a lost connection, a timeout) puts the message back to ready with `attempts` counted
 and `next_attempt` one minute later, doubling each time up to an hour; after MAX_ATTEMPTS it is
 an error. The property caseloom.email.rate_per_minute caps what all workers together send in
@@ -33,7 +34,7 @@ from ..storage import Storage
 from . import mailrate
 from .progress import Job, create_job
 from .registry import JobRun, execute_job, job
-from .smtp import ERROR, RETRY, SENT, Outcome, Session, message, watermark
+from .smtp import ERROR, RETRY, SENT, Outcome, Sessions, message, watermark
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -91,14 +92,14 @@ class Tally:
 
 @job(JOB)
 def deliver_email(run: JobRun) -> str:
-    """Claim, send and mark batches over one SMTP session until no message is waiting (or the rate
-    limit or an unreachable server ends the run); progress counts messages."""
+    """Claim, send and mark batches over the run's SMTP sessions until no message is waiting (or the
+    rate limit or an unreachable server ends the run); progress counts messages."""
     runtime, config = run.runtime, run.runtime.config
     if not config.smtp_host:
         with runtime.engine.connect() as conn:
             left = waiting(conn, runtime.storage)
         return f"no SMTP host configured (CASELOOM_SMTP_HOST): {left} message(s) left ready"
-    tally, session = Tally(), Session(config)
+    tally, session = Tally(), Sessions(config)
     try:
         ended = _deliver(run, session, tally)
     finally:
@@ -108,13 +109,13 @@ def deliver_email(run: JobRun) -> str:
     return f"{tally}{ended}"
 
 
-def _deliver(run: JobRun, session: Session, tally: Tally) -> str:
+def _deliver(run: JobRun, session: Sessions, tally: Tally) -> str:
     """The run's batches; returns why it ended early ("" when nothing is left waiting)."""
     runtime, waited = run.runtime, 0.0
     while True:
         rows, allowed = _claim(runtime)
         if rows:
-            outcomes = {row["sys_id"]: session.send(row) for row in rows}
+            outcomes = session.send(rows)
             tally.add(outcomes)
             # Marked whether or not this run still holds the job: the messages went out, and their own
             # claim (state sending) is what keeps them from going out twice. Progress is the run's.

@@ -1,7 +1,9 @@
-"""The SMTP side of e-mail delivery: one session per delivery run, and what each message's try came to.
+"""The SMTP side of e-mail delivery: a few sessions per delivery run, and what each message's try came to.
 
 A `Session` connects on its first message and is kept for every batch of the run (connecting
-costs more than sending). When the server drops it mid-run (its own per-session message limit,
+costs more than sending). `Sessions` sends a batch over up to CASELOOM_SMTP_CONNECTIONS of them
+side by side, one thread each: a session spends most of its time waiting for the server's reply
+to each of the four commands a message takes, and the others send meanwhile. When the server drops it mid-run (its own per-session message limit,
 a 421, a restart) it connects again and sends that message once more. Each try is told apart as
 sent, a temporary failure to try again later (a 4xx reply for the message or for all of its
 recipients, a lost connection, a timeout) or a permanent one (a 5xx reply, no recipients).
@@ -9,8 +11,10 @@ recipients, a lost connection, a timeout) or a permanent one (a 5xx reply, no re
 
 from __future__ import annotations
 
+import math
 import smtplib
 import ssl
+from concurrent.futures import ThreadPoolExecutor
 from email.message import EmailMessage
 from email.utils import formatdate
 
@@ -19,6 +23,7 @@ from ..config import Config
 SENT, RETRY, ERROR = "sent", "retry", "error"
 SMTP_TIMEOUT = 30  # seconds for connecting and for each SMTP command
 CLOSING = 421  # the server is closing the session: connect again
+SHARE = 25  # messages of a batch per session at least: a small batch opens no more sessions than it needs
 
 Outcome = tuple[str, str | None]  # (SENT | RETRY | ERROR, reason)
 
@@ -100,6 +105,46 @@ class Session:
         except (OSError, smtplib.SMTPException):
             self.smtp.close()
         self.smtp = None
+
+
+class Sessions:
+    """The sessions of one delivery run: a batch is dealt out over as many of them as it has SHARE
+    messages, up to the configured number, and sent side by side. Each session stays with its own
+    thread's share, so no session is used by two threads at once."""
+
+    def __init__(self, config: Config):
+        self.sessions = [Session(config) for _ in range(config.smtp_connections)]
+        self.pool = ThreadPoolExecutor(len(self.sessions), "smtp") if len(self.sessions) > 1 else None
+
+    def send(self, rows: list[dict]) -> dict[str, Outcome]:
+        """Each row's outcome by sys_id."""
+        used = min(len(self.sessions), max(1, math.ceil(len(rows) / SHARE)))
+        if used == 1 or self.pool is None:
+            return {row["sys_id"]: self.sessions[0].send(row) for row in rows}
+        shares = [rows[i::used] for i in range(used)]
+        outcomes: dict[str, Outcome] = {}
+        for sent in self.pool.map(_send_share, self.sessions[:used], shares):
+            outcomes.update(sent)
+        return outcomes
+
+    @property
+    def failed(self) -> Outcome | None:
+        """The first session's lasting failure, when one cannot reach the server."""
+        return next((s.failed for s in self.sessions if s.failed is not None), None)
+
+    @property
+    def connections(self) -> int:
+        return sum(s.connections for s in self.sessions)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+        for session in self.sessions:
+            session.close()
+
+
+def _send_share(session: Session, rows: list[dict]) -> dict[str, Outcome]:
+    return {row["sys_id"]: session.send(row) for row in rows}
 
 
 def connect(config: Config) -> smtplib.SMTP:
