@@ -3,10 +3,11 @@
 A `Session` connects on its first message and is kept for every batch of the run (connecting
 costs more than sending). `Sessions` sends a batch over up to CASELOOM_SMTP_CONNECTIONS of them
 side by side, one thread each: a session spends most of its time waiting for the server's reply
-to each of the four commands a message takes, and the others send meanwhile. When the server drops it mid-run (its own per-session message limit,
-a 421, a restart) it connects again and sends that message once more. Each try is told apart as
-sent, a temporary failure to try again later (a 4xx reply for the message or for all of its
-recipients, a lost connection, a timeout) or a permanent one (a 5xx reply, no recipients).
+to each of the four commands a message takes, and the others send meanwhile. When the server
+drops a session mid-run (its own per-session message limit, a 421, a restart) it connects again
+and sends that message once more. Each try is told apart as sent, a temporary failure to try
+again later (a 4xx reply for the message or for all of its recipients, a lost connection, a
+timeout) or a permanent one (a 5xx reply, no recipients).
 """
 
 from __future__ import annotations
