@@ -58,15 +58,13 @@ def _chunks(conn, sql: str, params: tuple) -> Iterator[tuple[list[str], list[tup
     server-side cursor, so neither the driver nor the client holds the whole result."""
     if hasattr(conn, "transaction"):  # psycopg: a named cursor lives in a transaction
         with conn.transaction(), conn.cursor(name="net_writes") as cur:
-            cur.execute(sql, params)
-            yield from _fetched(cur)
+            yield from _fetched(cur, sql, params)
     else:
-        cur = conn.cursor()
-        cur.execute(sql, params)
-        yield from _fetched(cur)
+        yield from _fetched(conn.cursor(), sql, params)
 
 
-def _fetched(cur) -> Iterator[tuple[list[str], list[tuple]]]:
+def _fetched(cur, sql: str, params: tuple) -> Iterator[tuple[list[str], list[tuple]]]:
+    cur.execute(sql, params)
     while rows := cur.fetchmany(CHUNK):
         yield _written_columns(cur.description, rows)
 

@@ -99,23 +99,23 @@ def deliver_email(run: JobRun) -> str:
         with runtime.engine.connect() as conn:
             left = waiting(conn, runtime.storage)
         return f"no SMTP host configured (CASELOOM_SMTP_HOST): {left} message(s) left ready"
-    tally, session = Tally(), Sessions(config)
+    tally, sessions = Tally(), Sessions(config)
     try:
-        ended = _deliver(run, session, tally)
+        ended = _deliver(run, sessions, tally)
     finally:
-        session.close()
+        sessions.close()
     with runtime.engine.begin() as conn:
         run.progress(conn, tally.done, tally.done)
     return f"{tally}{ended}"
 
 
-def _deliver(run: JobRun, session: Sessions, tally: Tally) -> str:
+def _deliver(run: JobRun, sessions: Sessions, tally: Tally) -> str:
     """The run's batches; returns why it ended early ("" when nothing is left waiting)."""
     runtime, waited = run.runtime, 0.0
     while True:
         rows, allowed = _claim(runtime)
         if rows:
-            outcomes = session.send(rows)
+            outcomes = sessions.send(rows)
             tally.add(outcomes)
             # Marked whether or not this run still holds the job: the messages went out, and their own
             # claim (state sending) is what keeps them from going out twice. Progress is the run's.
@@ -124,8 +124,8 @@ def _deliver(run: JobRun, session: Sessions, tally: Tally) -> str:
                 left = waiting(conn, runtime.storage)
             with runtime.engine.begin() as conn:
                 run.progress(conn, tally.done, tally.done + left, str(tally))
-            if session.failed is not None:
-                return f"; stopped: {session.failed[1]}"
+            if sessions.failed is not None:
+                return f"; stopped: {sessions.failed[1]}"
             continue
         if allowed.left != 0:
             return ""

@@ -120,8 +120,8 @@ class Sessions:
     def send(self, rows: list[dict]) -> dict[str, Outcome]:
         """Each row's outcome by sys_id."""
         used = min(len(self.sessions), max(1, math.ceil(len(rows) / SHARE)))
-        if used == 1 or self.pool is None:
-            return {row["sys_id"]: self.sessions[0].send(row) for row in rows}
+        if used == 1:
+            return _send_share(self.sessions[0], rows)
         shares = [rows[i::used] for i in range(used)]
         outcomes: dict[str, Outcome] = {}
         for sent in self.pool.map(_send_share, self.sessions[:used], shares):
@@ -132,10 +132,6 @@ class Sessions:
     def failed(self) -> Outcome | None:
         """The first session's lasting failure, when one cannot reach the server."""
         return next((s.failed for s in self.sessions if s.failed is not None), None)
-
-    @property
-    def connections(self) -> int:
-        return sum(s.connections for s in self.sessions)
 
     def close(self) -> None:
         if self.pool is not None:
