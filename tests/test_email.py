@@ -81,6 +81,47 @@ def test_ready_messages_are_delivered_once_and_marked_sent(runtime, queue, mailb
     assert len(delivery_jobs(runtime)) == 1  # an idle run leaves no job behind
 
 
+RENDERED = {  # (subject, body): what a recipient reads must be what was stored, however it is encoded
+    "ASCII": ("Case CS001 opened", "Hello Ann,\nyour case."),
+    "a long subject, folded": (" ".join(f"word{i}" for i in range(30)), "x"),
+    "a subject outside ASCII": ("Störung – Düsseldorf", "x"),
+    "a body outside ASCII": ("Umlauts", "Grüße aus Köln\n— das Team"),
+    "a body line over 998 characters": ("Long", "y" * 1500),
+    "an empty body": ("Nothing", ""),
+}
+
+
+@pytest.mark.parametrize("subject, body", RENDERED.values(), ids=RENDERED.keys())
+def test_a_delivered_message_reads_as_stored(runtime, queue, mailbox, subject, body):
+    """The fast rendering (the legacy API, for ASCII addresses) against what `EmailMessage` makes of
+    the same row: the recipient's parser reads the same headers and text."""
+    import email
+    from email import policy
+
+    from caseloom.jobs.smtp import message
+
+    [sys_id] = add_emails(runtime, {"recipients": "ann@example.test", "subject": subject, "body": body})
+    queue.enqueue("deliver_email")
+
+    [(sender, rcpts, received)] = mailbox.messages
+    got = email.message_from_bytes(received.as_bytes(), policy=policy.default)
+    row = {"sys_id": sys_id, "subject": subject, "body": body}
+    expected = message(runtime.config, row, ["ann@example.test"])
+    for header in ("From", "To", "Subject", "Message-ID"):
+        assert str(got[header]) == str(expected[header]), header
+    assert got.get_content().replace("\r\n", "\n") == expected.get_content()
+    assert emails(runtime, [sys_id])[sys_id]["state"] == "sent"
+
+
+def test_a_line_break_in_an_address_is_an_error_not_a_header(runtime, queue, mailbox):
+    [sys_id] = add_emails(runtime, {"recipients": "ann@example.test\nBcc: eve@example.test", "subject": "x", "body": "y"})
+    queue.enqueue("deliver_email")
+
+    assert mailbox.messages == []
+    row = emails(runtime, [sys_id])[sys_id]
+    assert (row["state"], row["error"]) == ("error", "Header values may not contain linefeed or carriage return characters")
+
+
 def test_refused_recipients_mark_error_with_the_servers_reason(runtime, queue, mailbox):
     mailbox.refuse = {"gone@example.test"}
     gone, partly, fine = add_emails(

@@ -8,6 +8,12 @@ drops a session mid-run (its own per-session message limit, a 421, a restart) it
 and sends that message once more. Each try is told apart as sent, a temporary failure to try
 again later (a 4xx reply for the message or for all of its recipients, a lost connection, a
 timeout) or a permanent one (a 5xx reply, no recipients).
+
+A message whose addresses are ASCII (nearly all) is rendered with the standard library's legacy
+API (`compat32`), which stores header values as given: the modern `EmailMessage` parses every
+header it is given, which cost two thirds of a delivery worker's time per message (3 ms of 4.5 on
+the bench's machine). Both render the same headers, checked the same way; a message with an
+address outside ASCII is an `EmailMessage`, sent with SMTPUTF8 where the server needs it.
 """
 
 from __future__ import annotations
@@ -16,7 +22,10 @@ import math
 import smtplib
 import ssl
 from concurrent.futures import ThreadPoolExecutor
+from email import charset, policy
+from email.header import Header
 from email.message import EmailMessage
+from email.mime.text import MIMEText
 from email.utils import formatdate
 
 from ..config import Config
@@ -27,6 +36,11 @@ CLOSING = 421  # the server is closing the session: connect again
 SHARE = 25  # messages of a batch per session at least: a small batch opens no more sessions than it needs
 
 Outcome = tuple[str, str | None]  # (SENT | RETRY | ERROR, reason)
+ADDRESSES = ("From", "To", "Reply-To")
+UTF8_QP = charset.Charset("utf-8")
+UTF8_QP.header_encoding, UTF8_QP.body_encoding = charset.QP, charset.QP
+WIRE = policy.compat32.clone(linesep="\r\n")
+LONGEST_LINE = 998  # characters in a line of a 7bit body (RFC 5322)
 
 
 class Session:
@@ -47,19 +61,22 @@ class Session:
         if not recipients:
             return ERROR, "no recipients"
         try:
-            msg = message(self.config, row, recipients)
+            msg = wire(self.config, row, recipients)
         except ValueError as exc:  # a header that cannot be written (an address with a line break)
             return ERROR, str(exc)
         outcome = self._try(msg, recipients, last=False)
         return outcome if outcome is not None else self._try(msg, recipients, last=True)
 
-    def _try(self, msg: EmailMessage, recipients: list[str], last: bool) -> Outcome | None:
+    def _try(self, msg: bytes | EmailMessage, recipients: list[str], last: bool) -> Outcome | None:
         """One try over the session; None when the session was lost and one more try is due."""
         smtp = self._connected()
         if smtp is None:
             return self.failed
         try:
-            refused = smtp.send_message(msg, self.config.smtp_from, recipients)
+            if isinstance(msg, bytes):
+                refused = smtp.sendmail(self.config.smtp_from, recipients, msg)
+            else:
+                refused = smtp.send_message(msg, self.config.smtp_from, recipients)
         except smtplib.SMTPRecipientsRefused as exc:
             temporary = all(_temporary(code) for code, _ in exc.recipients.values())
             return RETRY if temporary else ERROR, "every recipient was refused: " + _refusals(exc.recipients)
@@ -166,24 +183,49 @@ def connect(config: Config) -> smtplib.SMTP:
     return smtp
 
 
-def message(config: Config, row: dict, recipients: list[str]) -> EmailMessage:
-    """The message of a sys_email row. Its Message-ID comes from the row, so a copy sent again
-    after a lost worker is recognisably the same message (and a bounce finds the row by it)."""
-    msg = EmailMessage()
-    msg["From"] = config.smtp_from
-    msg["To"] = ", ".join(recipients)
+def headers(config: Config, row: dict, recipients: list[str]) -> list[tuple[str, str]]:
+    """The headers of a sys_email row's message. Its Message-ID comes from the row, so a copy sent
+    again after a lost worker is recognisably the same message (and a bounce finds the row by it)."""
     subject = " ".join((row["subject"] or "").split())  # no line breaks in a header
     number = row.get("number")
     if number and number.lower() not in subject.lower():  # a reply finds its record by the number too
         subject = f"{subject} [{number}]" if subject else number
-    msg["Subject"] = subject
-    msg["Date"] = formatdate(usegmt=True)
     domain = config.smtp_from.rpartition("@")[2].strip("> ") or "caseloom"
-    msg["Message-ID"] = f"<{row['sys_id']}@{domain}>"
+    values = [("From", config.smtp_from), ("To", ", ".join(recipients)), ("Subject", subject),
+              ("Date", formatdate(usegmt=True)), ("Message-ID", f"<{row['sys_id']}@{domain}>")]
     if row.get("reply_to"):
-        msg["Reply-To"] = row["reply_to"]
-    msg.set_content(f"{(row['body'] or '').rstrip()}\n\n{watermark(row['sys_id'])}\n")
+        values.append(("Reply-To", row["reply_to"]))
+    return values
+
+
+def body(row: dict) -> str:
+    return f"{(row['body'] or '').rstrip()}\n\n{watermark(row['sys_id'])}\n"
+
+
+def message(config: Config, row: dict, recipients: list[str]) -> EmailMessage:
+    """The message of a sys_email row, as an `EmailMessage`."""
+    msg = EmailMessage()
+    for name, value in headers(config, row, recipients):
+        msg[name] = value
+    msg.set_content(body(row))
     return msg
+
+
+def wire(config: Config, row: dict, recipients: list[str]) -> bytes | EmailMessage:
+    """The message of a sys_email row as it goes over the wire: its bytes, rendered by the legacy
+    API, when its addresses are ASCII; else the `EmailMessage` (for SMTPUTF8). A header value with a
+    line break is a ValueError either way, as `EmailMessage` has it."""
+    values = headers(config, row, recipients)
+    if not all(value.isascii() for name, value in values if name in ADDRESSES):
+        return message(config, row, recipients)
+    text = body(row)
+    plain = text.isascii() and all(len(line) <= LONGEST_LINE for line in text.splitlines())
+    msg = MIMEText(text, "plain", "us-ascii" if plain else UTF8_QP)
+    for name, value in values:
+        if "\n" in value or "\r" in value:
+            raise ValueError("Header values may not contain linefeed or carriage return characters")
+        msg[name] = value if value.isascii() else Header(value, UTF8_QP, header_name=name)
+    return msg.as_bytes(policy=WIRE)
 
 
 def watermark(sys_id: str) -> str:
