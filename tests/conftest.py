@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gc
 import os
 import shutil
 import sqlite3
@@ -34,6 +35,17 @@ PASSWORDS = {"admin": "admin", "agent": "agent", "manager": "manager", "mim": "m
 
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 
+# Every test builds an app and runtimes (tens of thousands of objects in reference cycles), so the
+# collector's default thresholds ran a full collection every few tests, each one scanning all that the
+# imports and the definitions left: a quarter of a test file's time. Collected less often, with what
+# exists once the tests are collected set aside for good, a file runs 25 % faster for 15 % more memory.
+gc.set_threshold(50_000, 20, 20)
+
+
+def pytest_collection_finish(session):
+    gc.collect()
+    gc.freeze()
+
 
 @pytest.fixture(scope="session")
 def definitions():
@@ -53,6 +65,14 @@ def _pg_url(name: str) -> str:
     return sa.engine.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
 
 
+def create_database(conn: sa.Connection, name: str, template: str | None = None) -> None:
+    """A PostgreSQL database for tests (a copy of `template`, or empty) whose commits do not wait
+    for the WAL to reach the disk: a test's database is thrown away, and on CI's disk each flush
+    took 3 ms (0.2 ms without), thousands of times a test file."""
+    conn.execute(sa.text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
+    conn.execute(sa.text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
+
+
 def build_templates(base: Path, prefix: str, initialise_at: Callable[[str], None]) -> dict[str, str]:
     """One initialised database per backend and worker, named `prefix`: `initialise_at(url)` fills it."""
     made = {}
@@ -63,7 +83,7 @@ def build_templates(base: Path, prefix: str, initialise_at: Callable[[str], None
             name = f"{prefix}_tpl_{_worker()}"
             with _pg_admin().connect() as conn:
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+                create_database(conn, name)
             url = _pg_url(name)
         initialise_at(url)
         if backend == "sqlite":  # tests copy the file alone: everything in it, none in its WAL
@@ -89,7 +109,7 @@ def database_copy(templates: dict[str, str], backend: str, tmp_path: Path, prefi
     name = f"{prefix}_t_{_worker()}_{uuid.uuid4().hex[:8]}"
     template = sa.engine.make_url(templates["postgresql"]).database
     with _pg_admin().connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+        create_database(conn, name, template)
     yield _pg_url(name)
     with _pg_admin().connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

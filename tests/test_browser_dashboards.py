@@ -95,10 +95,13 @@ def test_the_date_range_reloads_every_card(login, server):
     for link in page.locator(f"{CARDS} > h2 a").all():
         assert link.get_attribute("href").endswith("?range=all")
     expect(page.locator("#report-average_time_to_resolve")).to_contain_text("all time")
-    point = page.locator(f"#report-new_cases_per_day {CHART_LINK}").last  # all time: from the first case's day
-    expected = value_of(point.get_attribute("aria-label"))
+    # all time: from the first case's day to today. The busiest day is the one the demo's cases were
+    # made on, which is not today when the run passes midnight after the template database was built
+    points = page.locator(f"#report-new_cases_per_day {CHART_LINK}")
+    counts = [value_of(label) for label in points.evaluate_all("marks => marks.map(m => m.getAttribute('aria-label'))")]
+    expected = max(counts)
     assert expected > 0
-    point.click()
+    points.nth(counts.index(expected)).click()
     assert list_total(page) == expected
 
 

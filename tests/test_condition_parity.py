@@ -28,7 +28,7 @@ from caseloom.query import OPERATORS, Query, QueryError, from_data, parse_encode
 from caseloom.query.evaluate import evaluate
 from caseloom.query.meaning import bind_fields
 from caseloom.runtime import Runtime
-from conftest import BACKENDS, _pg_admin, _pg_url, _worker
+from conftest import BACKENDS, _pg_admin, _pg_url, _worker, create_database
 
 ITEM, TARGET = "pq_item", "pq_target"
 QUERY_OPERATORS = sorted(name for name, op in OPERATORS.items() if op.change is None)
@@ -128,7 +128,7 @@ def database(backend: str, base: Path):
         return f"sqlite:///{base / 'parity.db'}", lambda: None
     name = f"caseloom_parity_{_worker()}_{uuid.uuid4().hex[:8]}"
     with _pg_admin().connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        create_database(conn, name)
 
     def drop():
         with _pg_admin().connect() as conn:

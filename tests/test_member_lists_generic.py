@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from caseloom.cli import main
 from caseloom.config import Config
 from caseloom.definitions import DefinitionErrors, load_folder
-from conftest import BACKENDS, ROOT, _pg_admin, _pg_url, _worker, basic
+from conftest import BACKENDS, ROOT, _pg_admin, _pg_url, _worker, basic, create_database
 
 TABLES = {
     "tables/u_site.yaml": """\
@@ -198,7 +198,7 @@ def database(request, tmp_path):
         return
     name = f"caseloom_pools_{_worker()}_{uuid.uuid4().hex[:8]}"
     with _pg_admin().connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        create_database(conn, name)
     yield _pg_url(name)
     with _pg_admin().connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -38,7 +38,7 @@ def fresh_config(config, tmp_path):
         return
     name = f"sla_{uuid.uuid4().hex[:12]}"
     with conftest._pg_admin().connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        conftest.create_database(conn, name)
     yield dataclasses.replace(config, database_url=conftest._pg_url(name))
     with conftest._pg_admin().connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
