@@ -1,17 +1,15 @@
 """`email_delivery`: N ready e-mails delivered by two `caseloom worker` processes to a local SMTP
-server (aiosmtpd, in a process of its own), from queueing to the last one marked; the baseline sends
-the same messages, rendered beforehand, with smtplib over one connection to the same server.
-
-The server runs apart from the bench so that neither the figure nor the baseline shares an
-interpreter (and its lock) with it: in the bench's own process, smtplib and the server took turns
-on one core."""
+server (aiosmtpd, in a process of its own: `caseloom.bench.smtpd`), from queueing to the last one
+marked; the baseline sends the same messages, rendered beforehand, with smtplib over one connection
+to the same server."""
 
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 import smtplib
 import socket
+import subprocess
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -31,31 +29,8 @@ WORKERS = 2
 POLL = 0.1
 
 
-class Counter:
-    """An aiosmtpd handler that accepts every message and only counts them (in memory shared with
-    the bench)."""
-
-    def __init__(self, messages) -> None:
-        self.messages = messages
-
-    async def handle_DATA(self, server, session, envelope) -> str:
-        self.messages.value += 1  # one event loop: no other writer
-        return "250 OK"
-
-
-def _serve(port: int, messages, ready, stop) -> None:
-    """The SMTP server process: listens on `port` until `stop` is set."""
-    from aiosmtpd.controller import Controller
-
-    server = Controller(Counter(messages), hostname="127.0.0.1", port=port)
-    server.start()
-    ready.set()
-    stop.wait()
-    server.stop()
-
-
 class Server:
-    """The counting SMTP server, in a process of its own."""
+    """The counting SMTP server (`caseloom.bench.smtpd`), in a process of its own."""
 
     def __init__(self) -> None:
         try:
@@ -63,20 +38,24 @@ class Server:
         except ImportError:
             raise RuntimeError(f"{NAME} needs aiosmtpd for its SMTP server (pip install aiosmtpd, a test "
                                "dependency)") from None
-        context = multiprocessing.get_context("spawn")
         self.port = _free_port()
-        self.messages = context.Value("q", 0, lock=False)
-        self._stop, ready = context.Event(), context.Event()
-        self._process = context.Process(target=_serve, args=(self.port, self.messages, ready, self._stop), daemon=True)
-        self._process.start()
-        if not ready.wait(30):
+        self._process = subprocess.Popen([sys.executable, "-m", "caseloom.bench.smtpd", str(self.port)],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if self._process.stdout.readline().strip() != "ready":
             self.close()
             raise RuntimeError(f"{NAME}: the SMTP server did not start on port {self.port}")
 
+    def received(self) -> int:
+        """The messages it has accepted so far."""
+        self._process.stdin.write("count\n")
+        self._process.stdin.flush()
+        return int(self._process.stdout.readline())
+
     def close(self) -> None:
-        self._stop.set()
-        self._process.join(10)
-        if self._process.is_alive():
+        try:
+            self._process.stdin.close()
+            self._process.wait(10)
+        except (OSError, subprocess.TimeoutExpired):
             self._process.kill()
 
 
@@ -89,8 +68,9 @@ def email_delivery(run: BenchRun) -> Result:
     port = server.port
     try:
         seconds, peak = _delivered(run, n, port)
-        if server.messages.value != n:
-            raise RuntimeError(f"{NAME}: the SMTP server received {server.messages.value:,} messages, not {n:,}")
+        received = server.received()
+        if received != n:
+            raise RuntimeError(f"{NAME}: the SMTP server received {received:,} messages, not {n:,}")
         baseline = _plain_send(run, rows, port)
     finally:
         server.close()
