@@ -51,3 +51,23 @@ def test_a_table_autovacuum_holds_is_skipped_not_waited_for(pg_engine):
         vacuum.rollback()
         _load(conn, table, bulk.ANALYZE_EVERY)  # the next mark, once the lock is gone
         assert _reltuples(conn, table) == 2 * bulk.ANALYZE_EVERY
+
+
+def test_a_bulk_insert_plan_lives_no_longer_than_its_table(database_url):
+    """The compiled INSERT is kept with the table, and used again: once the table (and its MetaData) is
+    let go, nothing of the bulk writer keeps it alive, as a module-level cache of tables did (each
+    test's and each change of definitions' whole MetaData, up to 512 of them)."""
+    import gc
+    import weakref
+
+    engine = sa.create_engine(database_url)
+    metadata = sa.MetaData()
+    table = sa.Table("plan_probe", metadata, sa.Column("n", sa.Integer), sa.Column("label", sa.String(20)))
+    plan = bulk._plan(table, ("n", "label"), engine.dialect)
+    assert bulk._plan(table, ("n", "label"), engine.dialect) is plan
+    assert "INSERT INTO plan_probe" in plan[0]
+    gone = weakref.ref(metadata)
+    del table, metadata
+    gc.collect()
+    assert gone() is None
+    engine.dispose()

@@ -8,14 +8,25 @@ does the same conversion at a fraction of the cost.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
 
+PLANS = "caseloom_insert_plans"
 
-@lru_cache(maxsize=512)
+
 def _plan(table: sa.Table, columns: tuple[str, ...], dialect: sa.Dialect) -> tuple[str, tuple, bool, tuple]:
+    """The table's compiled INSERT of `columns`, kept on the table itself (its `info`): a cache of its
+    own would keep every table it had seen alive, and each table its whole MetaData, long after a
+    change of definitions (or a test) had let the runtime go."""
+    plans = table.info.setdefault(PLANS, {})
+    plan = plans.get((columns, dialect))
+    if plan is None:
+        plan = plans[(columns, dialect)] = _compiled(table, columns, dialect)
+    return plan
+
+
+def _compiled(table: sa.Table, columns: tuple[str, ...], dialect: sa.Dialect) -> tuple[str, tuple, bool, tuple]:
     stmt = sa.insert(table).values({name: sa.bindparam(name) for name in columns})
     compiled = stmt.compile(dialect=dialect)
     order = tuple(compiled.positiontup) if compiled.positional else columns
