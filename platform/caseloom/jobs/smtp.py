@@ -53,7 +53,6 @@ class Session:
         self.config = config
         self.smtp: smtplib.SMTP | None = None
         self.failed: Outcome | None = None
-        self.connections = 0  # sessions opened by this run (1, plus one per drop)
 
     def send(self, row: dict) -> Outcome:
         """Send one sys_email row (with `reply_to` and `number` from the claim)."""
@@ -102,7 +101,6 @@ class Session:
         if self.smtp is None and self.failed is None:
             try:
                 self.smtp = connect(self.config)
-                self.connections += 1
             except (OSError, smtplib.SMTPException) as exc:
                 permanent = isinstance(exc, smtplib.SMTPResponseException) and not _temporary(exc.smtp_code)
                 self.failed = (ERROR if permanent else RETRY, f"could not connect to the SMTP server "
@@ -204,10 +202,14 @@ def body(row: dict) -> str:
 
 def message(config: Config, row: dict, recipients: list[str]) -> EmailMessage:
     """The message of a sys_email row, as an `EmailMessage`."""
+    return _email_message(headers(config, row, recipients), body(row))
+
+
+def _email_message(values: list[tuple[str, str]], text: str) -> EmailMessage:
     msg = EmailMessage()
-    for name, value in headers(config, row, recipients):
+    for name, value in values:
         msg[name] = value
-    msg.set_content(body(row))
+    msg.set_content(text)
     return msg
 
 
@@ -215,10 +217,9 @@ def wire(config: Config, row: dict, recipients: list[str]) -> bytes | EmailMessa
     """The message of a sys_email row as it goes over the wire: its bytes, rendered by the legacy
     API, when its addresses are ASCII; else the `EmailMessage` (for SMTPUTF8). A header value with a
     line break is a ValueError either way, as `EmailMessage` has it."""
-    values = headers(config, row, recipients)
+    values, text = headers(config, row, recipients), body(row)
     if not all(value.isascii() for name, value in values if name in ADDRESSES):
-        return message(config, row, recipients)
-    text = body(row)
+        return _email_message(values, text)
     plain = text.isascii() and all(len(line) <= LONGEST_LINE for line in text.splitlines())
     msg = MIMEText(text, "plain", "us-ascii" if plain else UTF8_QP)
     for name, value in values:
