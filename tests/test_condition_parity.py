@@ -11,13 +11,11 @@ Runs on SQLite and, with CASELOOM_TEST_POSTGRES_URL, on PostgreSQL.
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from caseloom.automation.conditions import resolver
 from caseloom.bootstrap import initialise
@@ -28,7 +26,7 @@ from caseloom.query import OPERATORS, Query, QueryError, from_data, parse_encode
 from caseloom.query.evaluate import evaluate
 from caseloom.query.meaning import bind_fields
 from caseloom.runtime import Runtime
-from conftest import BACKENDS, _pg_admin, _pg_url, _worker, create_database
+from conftest import BACKENDS, _pg_url, pg_pool
 
 ITEM, TARGET = "pq_item", "pq_target"
 QUERY_OPERATORS = sorted(name for name, op in OPERATORS.items() if op.change is None)
@@ -126,15 +124,8 @@ def database(backend: str, base: Path):
     """A fresh empty database on `backend`: (url, drop)."""
     if backend == "sqlite":
         return f"sqlite:///{base / 'parity.db'}", lambda: None
-    name = f"caseloom_parity_{_worker()}_{uuid.uuid4().hex[:8]}"
-    with _pg_admin().connect() as conn:
-        create_database(conn, name)
-
-    def drop():
-        with _pg_admin().connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-    return _pg_url(name), drop
+    name = pg_pool().acquire()
+    return _pg_url(name), lambda: pg_pool().release(name)
 
 
 def make_records() -> list[dict]:

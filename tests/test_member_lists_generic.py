@@ -7,17 +7,15 @@ init --scale`, and demo data errors that name the generator, the row and the fie
 from __future__ import annotations
 
 import re
-import uuid
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from click.testing import CliRunner
 
 from caseloom.cli import main
 from caseloom.config import Config
 from caseloom.definitions import DefinitionErrors, load_folder
-from conftest import BACKENDS, ROOT, _pg_admin, _pg_url, _worker, basic, create_database
+from conftest import BACKENDS, ROOT, basic, pg_database
 
 TABLES = {
     "tables/u_site.yaml": """\
@@ -196,12 +194,8 @@ def database(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'pools.db'}"
         return
-    name = f"caseloom_pools_{_worker()}_{uuid.uuid4().hex[:8]}"
-    with _pg_admin().connect() as conn:
-        create_database(conn, name)
-    yield _pg_url(name)
-    with _pg_admin().connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with pg_database() as url:
+        yield url
 
 
 @pytest.fixture

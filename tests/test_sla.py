@@ -36,12 +36,8 @@ def fresh_config(config, tmp_path):
     if config.database_url.startswith("sqlite"):
         yield dataclasses.replace(config, database_url=f"sqlite:///{tmp_path / 'sla.db'}")
         return
-    name = f"sla_{uuid.uuid4().hex[:12]}"
-    with conftest._pg_admin().connect() as conn:
-        conftest.create_database(conn, name)
-    yield dataclasses.replace(config, database_url=conftest._pg_url(name))
-    with conftest._pg_admin().connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with conftest.pg_database() as url:
+        yield dataclasses.replace(config, database_url=url)
 
 
 @pytest.fixture
