@@ -1,7 +1,10 @@
 """Statistics during bulk loads on PostgreSQL (caseloom.bulk.keep_statistics_fresh): a table a job
-grows is analysed again as it grows, and a table autovacuum holds is skipped, not waited for."""
+grows is analysed again as it grows, a table autovacuum holds is skipped, not waited for, and a
+table other connections filled is analysed before a job plans on it (refresh_if_stale)."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -51,6 +54,40 @@ def test_a_table_autovacuum_holds_is_skipped_not_waited_for(pg_engine):
         vacuum.rollback()
         _load(conn, table, bulk.ANALYZE_EVERY)  # the next mark, once the lock is gone
         assert _reltuples(conn, table) == 2 * bulk.ANALYZE_EVERY
+
+
+STALE = [  # (rows the statistics counted, rows another connection wrote since, analysed now)
+    (0, bulk.STALE_ROWS - 1, False),
+    (0, bulk.STALE_ROWS, True),
+    (10_000, 1_999, False),  # under a fifth of what was counted
+    (10_000, 2_000, True),
+]
+
+
+@pytest.mark.parametrize(("counted", "written", "analysed"), STALE)
+def test_a_table_other_workers_filled_is_analysed_before_a_job_plans_on_it(pg_engine, counted, written, analysed):
+    """A resumed job counts the members still without a child, among children the slices of other
+    workers made, each in its own connection (too few each for keep_statistics_fresh)."""
+    engine, table = pg_engine
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"INSERT INTO {table.name} SELECT g FROM generate_series(1, {counted}) AS g"))
+        conn.exec_driver_sql("SELECT pg_stat_force_next_flush()")
+    with engine.begin() as conn:  # counted by the server before ANALYZE, so that ANALYZE takes them off
+        conn.exec_driver_sql(f"ANALYZE {table.name}")
+    with engine.begin() as other:
+        other.execute(sa.text(f"INSERT INTO {table.name} SELECT g FROM generate_series(1, {written}) AS g"))
+        other.exec_driver_sql("SELECT pg_stat_force_next_flush()")  # its count, as the server knows it, now
+    for _ in range(100):
+        with engine.connect() as conn:
+            if conn.exec_driver_sql("SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE relname = %s",
+                                    (table.name,)).scalar() == written:
+                break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"the server never counted the {written} rows written")
+    with engine.begin() as conn:
+        assert bulk.refresh_if_stale(conn, table) is analysed
+        assert _reltuples(conn, table) == (counted + written if analysed else counted)
 
 
 def test_a_bulk_insert_plan_lives_no_longer_than_its_table(database_url):

@@ -11,6 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..bulk import refresh_if_stale
 from ..memberlists import BATCH, lists_for
 from ..query import Selection
 from ..records import RecordError, RecordService
@@ -76,6 +77,8 @@ def create_children_from_list(ctx: EffectContext, args: ChildrenFromListArgs) ->
     lookups = {child: path for child, path in args.lookups if path.split(".")[0] == member_field}
     spec = Children(ctx.table.name, ctx.record["sys_id"], args.reference, args.list_table, list_id, member_field,
                     lookups, {**values, **journal, args.reference: ctx.record["sys_id"]})
+    for table in (service.storage.physical(spec.table), _members(service, mtype)):
+        refresh_if_stale(service.conn, table)  # a re-run counts what other workers made: plan on it
     total = remaining_members(service, spec, mtype)
     slicer, key = ctx.slicer, f"slices:{list_id}"
     # once planned, always in slices: a re-run must not do a range a slice may be doing now
