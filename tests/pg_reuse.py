@@ -176,10 +176,14 @@ class Pool:
         self.templates.pop(template, None)
 
     def close(self) -> None:
+        """Drop every database of the pool, those a failed test never gave back too."""
         for copies in self.spare.values():
             for copy in copies:
                 self._drop(copy.name)
+        for name in self.busy:
+            self._drop(name)
         self.spare.clear()
+        self.busy.clear()
 
     def _template(self, name: str) -> Template:
         if name in self.templates:
