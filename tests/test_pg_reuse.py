@@ -4,6 +4,9 @@ whose schema a test changed is never given out again."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import psycopg
 import pytest
 import sqlalchemy as sa
@@ -35,6 +38,22 @@ def _template(templates) -> str:
     return sa.engine.make_url(templates["postgresql"]).database
 
 
+@contextmanager
+def changed_and_given_again(template: str | None, *changes: str) -> Iterator[tuple[str, str]]:
+    """(the database a test had, the one the next test gets): the first got `changes` and was
+    given back, the second is given back when done."""
+    name = pg_pool().acquire(template)
+    with psycopg.connect(pg_pool().conninfo, dbname=name, autocommit=True) as conn:
+        for change in changes:
+            conn.execute(change)
+    pg_pool().release(name)
+    again = pg_pool().acquire(template)
+    try:
+        yield name, again
+    finally:
+        pg_pool().release(again)
+
+
 CHANGES = [  # what a test did to its database, in SQL
     "UPDATE sys_user SET email = 'changed@example.com' WHERE user_name = 'agent'",
     "DELETE FROM sys_user_has_role",
@@ -51,16 +70,9 @@ CHANGES = [  # what a test did to its database, in SQL
 def test_a_database_put_back_holds_what_the_template_holds(templates, change):
     template = _template(templates)
     expected = _state(template)
-    name = pg_pool().acquire(template)
-    with psycopg.connect(pg_pool().conninfo, dbname=name, autocommit=True) as conn:
-        conn.execute(change)
-    pg_pool().release(name)
-    again = pg_pool().acquire(template)
-    try:
+    with changed_and_given_again(template, change) as (name, again):
         assert again == name  # put back, not copied afresh
         assert _state(again) == expected
-    finally:
-        pg_pool().release(again)
 
 
 SCHEMA_CHANGES = [
@@ -76,34 +88,19 @@ SCHEMA_CHANGES = [
 @pytest.mark.parametrize("change", SCHEMA_CHANGES)
 def test_a_database_whose_schema_a_test_changed_is_dropped(templates, change):
     template = _template(templates)
-    name = pg_pool().acquire(template)
-    with psycopg.connect(pg_pool().conninfo, dbname=name, autocommit=True) as conn:
-        conn.execute(change)
-    pg_pool().release(name)
-    again = pg_pool().acquire(template)
-    try:
+    with changed_and_given_again(template, change) as (name, again):
         assert again != name
         with psycopg.connect(pg_pool().conninfo, dbname=pg_pool().admin) as conn:
             assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s", [name]).fetchone()[0] == 0
         assert _state(again) == _state(template)
-    finally:
-        pg_pool().release(again)
 
 
-def test_an_empty_database_is_given_back_empty(tmp_path):
-    name = pg_pool().acquire()
-    with psycopg.connect(pg_pool().conninfo, dbname=name, autocommit=True) as conn:
-        conn.execute("CREATE TABLE probe (n int PRIMARY KEY)")
-        conn.execute("CREATE SCHEMA elsewhere")
-        conn.execute("CREATE TABLE elsewhere.probe (n int)")
-    pg_pool().release(name)
-    again = pg_pool().acquire()
-    try:
+def test_an_empty_database_is_given_back_empty():
+    with changed_and_given_again(None, "CREATE TABLE probe (n int PRIMARY KEY)", "CREATE SCHEMA elsewhere",
+                                 "CREATE TABLE elsewhere.probe (n int)") as (name, again):
         assert again == name
         with psycopg.connect(pg_pool().conninfo, dbname=again) as conn:
             assert conn.execute("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                                 "WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'").fetchone()[0] == 0
             assert [n for n, in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' "
                                              "AND nspname <> 'information_schema'")] == ["public"]
-    finally:
-        pg_pool().release(again)

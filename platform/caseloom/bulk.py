@@ -95,7 +95,7 @@ def keep_statistics_fresh(conn: sa.Connection, table: sa.Table, count: int) -> N
             "SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)", (table.name,)).scalar() or 0), 0.0)
     if so_far >= held[table.name] / 4:
         written[table.name] = 0
-        conn.exec_driver_sql(f"ANALYZE (SKIP_LOCKED) {conn.dialect.identifier_preparer.quote(table.name)}")
+        _analyse(conn, table)
         held[table.name] = float(conn.exec_driver_sql(
             "SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)", (table.name,)).scalar() or 0)
 
@@ -122,5 +122,9 @@ def refresh_if_stale(conn: sa.Connection, table: sa.Table) -> bool:
     changed, counted = row
     if changed < max(STALE_ROWS, STALE_SHARE * max(counted, 0)):
         return False
-    conn.exec_driver_sql(f"ANALYZE (SKIP_LOCKED) {conn.dialect.identifier_preparer.quote(table.name)}")
+    _analyse(conn, table)
     return True
+
+
+def _analyse(conn: sa.Connection, table: sa.Table) -> None:
+    conn.exec_driver_sql(f"ANALYZE (SKIP_LOCKED) {conn.dialect.identifier_preparer.quote(table.name)}")
