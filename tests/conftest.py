@@ -95,6 +95,14 @@ def pg_database(template: str | None = None) -> Iterator[str]:
         pg_pool().release(name)
 
 
+def settle_sqlite(path: Path) -> None:
+    """Move everything in a SQLite database's WAL into its file, for tests that copy the file alone.
+    Closing the last connection does it too, but a connection left open (an engine not yet
+    collected) keeps committed rows in the WAL, and a copy of the file then lacks them."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
 def build_templates(base: Path, prefix: str, initialise_at: Callable[[str], None]) -> dict[str, str]:
     """One initialised database per backend and worker, named `prefix`: `initialise_at(url)` fills it."""
     made = {}
@@ -108,9 +116,8 @@ def build_templates(base: Path, prefix: str, initialise_at: Callable[[str], None
             pg_pool().make(name)
             url = _pg_url(name)
         initialise_at(url)
-        if backend == "sqlite":  # tests copy the file alone: everything in it, none in its WAL
-            with contextlib.closing(sqlite3.connect(f"{base}/{prefix}.db")) as conn:
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if backend == "sqlite":
+            settle_sqlite(base / f"{prefix}.db")
         made[backend] = url
     return made
 

@@ -14,7 +14,7 @@ from caseloom.bootstrap import initialise
 from caseloom.config import Config
 from caseloom.definitions import load_folder
 from caseloom.runtime import Runtime
-from conftest import ROOT, basic, form_token, ui_sign_in
+from conftest import ROOT, basic, form_token, settle_sqlite, ui_sign_in
 
 CASE = "sn_customerservice_case"
 CASES = f"/api/now/table/{CASE}"
@@ -273,6 +273,7 @@ def loans_database(tmp_path_factory):
     runtime = Runtime(config, definitions)
     initialise(config, definitions, demo=True, runtime=runtime)
     runtime.engine.dispose()
+    settle_sqlite(base / "loans.db")
     return base / "loans.db", definitions
 
 
