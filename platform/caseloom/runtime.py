@@ -27,7 +27,7 @@ class Runtime:
         self.config = config
         self.set_based = set_based  # False: bulk work row by row (RecordService.set_based)
         self.defs = defs or load_folder(config.definitions)
-        self.storage = Storage(self.defs)
+        self.storage = Storage.of(self.defs)
         self.automation = Automation(self.defs)
         self.engine = engine or make_engine(config.database_url, config.db_pool_size)
         # Called with the RecordService of each unit of work that committed, e.g. to enqueue the

@@ -93,7 +93,7 @@ def _plan(store: DefinitionStore, changes: Mapping[str, str | None],
     if not files:
         return ChangePlan((), None), [], None
     defs = store.candidate({f.path: f.new for f in files})
-    storage = Storage(defs)
+    storage = Storage.of(defs)
     steps = plan(store.conn, storage)
     return (ChangePlan(files, defs, tuple(s.description for s in steps), tuple(s.loss for s in steps if s.loss)),
             steps, storage)

@@ -690,6 +690,12 @@ class Definitions:
     alert_rules: tuple[AlertRuleDef, ...] = ()
     dashboards: Mapping[str, DashboardDef] = field(default_factory=frozen_map)
 
+    @cached_property
+    def derived(self) -> dict:
+        """What other modules build from these definitions alone, once, keyed by the builder (the
+        storage's MetaData): it lives as long as the definitions, shared by every runtime on them."""
+        return {}
+
     def dashboards_of(self, roles: frozenset[str]) -> list[DashboardDef]:
         """The dashboards a user with `roles` may open (admin: every one), their home ones first."""
         held = self.role_closure(roles)

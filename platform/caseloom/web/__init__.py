@@ -15,9 +15,18 @@ from ..database import absolute_url, engine_options, prepare_engine
 from ..definitions import Definitions, load_folder
 from ..runtime import Runtime
 from ..sessions import SessionPolicy
+from .compiled import TEMPLATE_CODE, Rule
 
 db = SQLAlchemy()
 csrf = CSRFProtect()
+
+class App(Flask):
+    """Flask, with its templates and URL builders compiled once per process, not once per app
+    (see `compiled`)."""
+
+    url_rule_class = Rule
+    jinja_options = {**Flask.jinja_options, "bytecode_cache": TEMPLATE_CODE}
+
 
 PAGE_TEMPLATE = "base.html"  # every page extends it: without it the UI can render nothing
 
@@ -34,7 +43,7 @@ def create_app(config: Config | None = None, defs: Definitions | None = None, te
     ui = ui_folder(config)
     given = defs is not None
     defs = defs or load_folder(config.definitions)
-    app = Flask(__name__, root_path=str(ui), instance_path=str(Path(config.instance).resolve()),
+    app = App(__name__, root_path=str(ui), instance_path=str(Path(config.instance).resolve()),
                 template_folder="templates", static_folder="static")
     app.config.update(
         SECRET_KEY=config.session_secret(),
