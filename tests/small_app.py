@@ -4,17 +4,20 @@ show, from a few lines of YAML. `caseloom init --force` replaces the template's 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from werkzeug.security import generate_password_hash
+
 from caseloom.bootstrap import initialise
 from caseloom.config import Config
 from caseloom.definitions import load_folder
 from caseloom.runtime import Runtime
-from caseloom.users import add_user
+from caseloom.users import USERS, add_user
 from conftest import Api, basic
 
 
@@ -56,6 +59,13 @@ class UserApi(Api):
         self.client, self.headers = client, basic(user, user)
 
 
+@functools.cache
+def _hash(password: str) -> str:
+    """A user's stored password (its name), hashed once per test process: each hash is a deliberately
+    slow scrypt, and a test only needs the user to be able to sign in."""
+    return generate_password_hash(password)
+
+
 @contextmanager
 def small_app(config: Config, tmp_path: Path, files: dict[str, str],
               users: dict[str, list[str]]) -> Iterator[SmallApp]:
@@ -70,8 +80,10 @@ def small_app(config: Config, tmp_path: Path, files: dict[str, str],
     try:
         initialise(config, defs, force=True, runtime=runtime)
         with runtime.transaction() as service:
+            table = service.storage.physical(USERS)
             for name, roles in users.items():
-                add_user(service, name, name, roles)
+                add_user(service, name, None, roles)
+                service.conn.execute(table.update().where(table.c.user_name == name).values(user_password=_hash(name)))
     finally:
         runtime.engine.dispose()
     app = create_app(config, defs, testing=True)

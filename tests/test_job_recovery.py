@@ -290,10 +290,11 @@ def serving(base: str) -> bool:
 
 def test_a_restarted_embedded_server_resumes_its_job_at_once(config, runtime, tmp_path):
     """`caseloom serve` runs jobs in-process with the embedded queue: kill -9 it mid-job, start it
-    again, and the job goes on as soon as it is up."""
+    again, and the job goes on as soon as it is up (its process is gone from this node), not once the
+    job is lost (CASELOOM_JOB_LOST_SECONDS, ten minutes here, so a slow start cannot be mistaken)."""
     major = major_with_members(runtime, MEMBERS, "SS")
     port = free_port()
-    base, env = f"http://127.0.0.1:{port}", environment(config, tmp_path)
+    base, env = f"http://127.0.0.1:{port}", environment(config, tmp_path, CASELOOM_JOB_LOST_SECONDS="600")
     with processes() as start:
         server = start("serve", "--port", str(port), env=env, cwd=tmp_path)
         assert wait_for(lambda: serving(base), 60, 0.2)
@@ -307,7 +308,7 @@ def test_a_restarted_embedded_server_resumes_its_job_at_once(config, runtime, tm
         assert wait_for(lambda: run_by(runtime, job_id, again.pid), 60), job_row(runtime, job_id)
         resumed = time.monotonic()
         report("embedded server killed and started again: resumed after the restart", resumed - killed)
-        assert resumed - killed < 20
+        assert resumed - killed < 60
         assert wait_for(lambda: job_row(runtime, job_id).state == DONE, 120, 0.1), job_row(runtime, job_id)
         status, body = http("GET", f"{base}/api/caseloom/jobs/{job_id}", "mim")
         assert status == 200 and body["result"]["state"] == "done"
