@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import gc
 import os
 import shutil
@@ -196,6 +197,24 @@ def app(config, definitions):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def make_app(config, definitions):
+    """Apps with some settings changed: `make_app(proxies=1).test_client()`."""
+    from caseloom.web import create_app, db
+
+    made = []
+
+    def make(**changes):
+        app = create_app(dataclasses.replace(config, **changes), definitions, testing=True)
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        with app.app_context():
+            db.engine.dispose()
 
 
 def errors_after_edit(folder: Path, path: str, old: str, new: str) -> list[str]:

@@ -3,30 +3,13 @@ builders), and an app still shows what its own definitions and templates say."""
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 
 import pytest
 
 from caseloom.definitions import load_folder
 from caseloom.runtime import Runtime
-from caseloom.web import create_app, db
 from conftest import DEFINITIONS, ROOT
-
-
-@pytest.fixture
-def make_app(config, definitions):
-    made = []
-
-    def make(**changes):
-        app = create_app(dataclasses.replace(config, **changes), definitions, testing=True)
-        made.append(app)
-        return app
-
-    yield make
-    for app in made:
-        with app.app_context():
-            db.engine.dispose()
 
 
 def test_runtimes_on_the_same_definitions_share_one_storage_and_other_definitions_get_their_own(config, definitions):

@@ -3,7 +3,6 @@ password sign-ins (form and HTTP Basic), equal work for unknown users, no open r
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import hashlib
 import re
@@ -14,7 +13,6 @@ import sqlalchemy as sa
 from caseloom import records as records_module
 from caseloom import sessions, signin, users
 from caseloom.users import add_user
-from caseloom.web import create_app, db
 from caseloom.web.auth import SESSION_TOKEN, safe_path
 from conftest import basic
 
@@ -81,22 +79,6 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch):
     return Clock(monkeypatch)
-
-
-@pytest.fixture
-def make_app(config, definitions):
-    """An app with some settings changed: `make_app(proxies=1).test_client()`."""
-    made = []
-
-    def make(**changes):
-        app = create_app(dataclasses.replace(config, **changes), definitions, testing=True)
-        made.append(app)
-        return app
-
-    yield make
-    for app in made:
-        with app.app_context():
-            db.engine.dispose()
 
 
 # -- server-side sessions ---------------------------------------------------------------------
