@@ -20,6 +20,7 @@ from .compiled import TEMPLATE_CODE, Rule
 db = SQLAlchemy()
 csrf = CSRFProtect()
 
+
 class App(Flask):
     """Flask, with its templates and URL builders compiled once per process, not once per app
     (see `compiled`)."""

@@ -48,7 +48,7 @@ class Rule(_Rule):
     _lock = threading.Lock()
 
     def _compile_builder(self, append_unknown: bool = True):  # type: ignore[override]
-        if self.defaults or not hasattr(self, "_trace"):
+        if self.defaults:
             return super()._compile_builder(append_unknown)
         key = (self.rule, self.subdomain, self.host, tuple(self._trace), append_unknown)
         built = self._builders.get(key)
