@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import shutil
 import uuid
 from decimal import Decimal
 
@@ -649,6 +650,18 @@ def test_init_twice_changes_nothing_and_a_removed_sla_goes_inactive(app, runtime
     assert active.pop("never") is False and set(active.values()) == {True}
     ticket = write(runtime, MONDAY, **NEVER)
     assert stages(runtime, ticket, "never") == []
+
+
+def test_moving_the_definitions_folder_changes_no_declared_sla(app, runtime, fresh_config, tmp_path):
+    """A declaration's record names its file inside the folder, whatever path the folder was read from."""
+    moved = tmp_path / "elsewhere" / "defs"
+    shutil.copytree(tmp_path / "small-definitions", moved)
+    config = dataclasses.replace(fresh_config, definitions=str(moved))
+    assert initialise(config, load_folder(moved), runtime=runtime).timing == 0
+    with runtime.transaction() as service:
+        sources = {r["name"]: r["source"] for r in service.query("contract_sla", Query())}
+        schedules = {r["source"] for r in service.query("cmn_schedule", Query())}
+    assert sources["order"] == "definitions/slas/tickets.yaml" and schedules == {"definitions/slas/schedule.yaml"}
 
 
 def test_init_retires_slas_of_a_removed_table(config, tmp_path):

@@ -148,6 +148,7 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
         reports=frozen_map(reports),
         dashboards=frozen_map(dashboards),
         alert_rules=alert_rules,
+        root=display_root,
         warnings=tuple(sorted(warnings, key=lambda w: (w.location.path, w.location.line, w.location.column))),
     )
 

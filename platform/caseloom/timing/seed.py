@@ -21,29 +21,29 @@ def seed_timing(service) -> int:
         ids = {}
         for decl in defs.schedules.values():
             values = {"label": decl.label, "time_zone": decl.time_zone, "windows": decl.windows,
-                      "holidays": decl.holidays, "source": _source(decl.location)}
+                      "holidays": decl.holidays, "source": _source(defs, decl.location)}
             ids[decl.name], n = _upsert(service, SCHEDULE, decl.name, values)
             changed += n
         if SLA in defs.tables:
             for decl in defs.slas.values():
-                _, n = _upsert(service, SLA, decl.name, _sla_values(decl, ids))
+                _, n = _upsert(service, SLA, decl.name, _sla_values(defs, decl, ids))
                 changed += n
             changed += _retire(service, set(defs.slas))
     forget(service)
     return changed
 
 
-def _sla_values(decl: SlaDecl, schedules: dict[str, str]) -> dict:
+def _sla_values(defs, decl: SlaDecl, schedules: dict[str, str]) -> dict:
     return {"collection": decl.table, "duration": decl.duration, "schedule": schedules.get(decl.schedule),
             "timezone_source": decl.timezone_source, "timezone": decl.timezone, "start_condition": decl.start,
             "stop_condition": decl.stop, "pause_condition": decl.pause, "resume_condition": decl.resume,
             "cancel_condition": decl.cancel, "reset_condition": decl.reset, "when_to_cancel": decl.when_to_cancel,
             "when_to_resume": decl.when_to_resume, "retroactive": decl.retroactive is not None,
-            "set_start_to": decl.retroactive or "", "active": decl.active, "source": _source(decl.location)}
+            "set_start_to": decl.retroactive or "", "active": decl.active, "source": _source(defs, decl.location)}
 
 
-def _source(location) -> str:
-    return location.path if location is not None else ""
+def _source(defs, location) -> str:
+    return defs.portable(location.path) if location is not None else ""
 
 
 def _upsert(service, table: str, name: str, values: dict) -> tuple[str, int]:
