@@ -108,3 +108,41 @@ def test_a_bulk_insert_plan_lives_no_longer_than_its_table(database_url):
     gc.collect()
     assert gone() is None
     engine.dispose()
+
+
+def _plan_nodes(plan: dict):
+    yield plan
+    for child in plan.get("Plans", ()):
+        yield from _plan_nodes(child)
+
+
+def test_the_records_a_set_update_touched_are_joined_never_compared_with_every_id(pg_engine):
+    """After an UPDATE sets a value the statistics have never seen, a condition on it looks selective
+    to the planner. The touched records were `sys_id = ANY(ARRAY(SELECT ...))`: beside that condition it
+    became a filter comparing each row with every touched id (quadratic: 2.2 s for 10,000). They are a
+    semi-join now, with no merge join (which walked the whole primary key) while they are read; the
+    setting is as it was afterwards."""
+    from caseloom.setwrite import touched_ids
+
+    engine, _ = pg_engine
+    probe = sa.Table("touched_probe", sa.MetaData(), sa.Column("sys_id", sa.String(32), primary_key=True),
+                     sa.Column("state", sa.Integer, index=True))
+    probe.create(engine)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO touched_probe SELECT md5(g::text), 1 FROM generate_series(1, 20000) g")
+            conn.exec_driver_sql("ANALYZE touched_probe")
+            conn.exec_driver_sql("UPDATE touched_probe SET state = 18 WHERE sys_id IN "
+                                 "(SELECT md5(g::text) FROM generate_series(1, 20000, 10) g)")
+            with touched_ids(conn, sa.select(probe.c.sys_id).where(probe.c.state == 18)) as touched:
+                assert conn.exec_driver_sql("SHOW enable_mergejoin").scalar() == "off"
+                count = sa.select(sa.func.count()).select_from(probe).where(touched.where(probe), probe.c.state == 18)
+                sql = count.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+                plan = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {sql}").scalar()[0]["Plan"]
+                nodes = list(_plan_nodes(plan))
+                assert not any("ANY" in node.get("Filter", "") for node in nodes), plan
+                assert any(node.get("Join Type") == "Semi" or node["Node Type"] == "Nested Loop" for node in nodes)
+                assert conn.execute(count).scalar_one() == 2000
+            assert conn.exec_driver_sql("SHOW enable_mergejoin").scalar() == "on"
+    finally:
+        probe.drop(engine)
