@@ -44,21 +44,21 @@ ANALYZE_EVERY = 20_000  # rows bulk-inserted into one table before PostgreSQL's 
 
 
 def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
-    """INSERT every row (all rows have the same keys) with one executemany."""
+    """INSERT every row (all rows have the same keys) with one executemany, or one COPY (above)."""
     if not rows:
         return
     keep_statistics_fresh(conn, table, len(rows))
     sql, order, positional, processors = _plan(table, tuple(rows[0]), conn.dialect)
     pairs = [(name, p and _memoized(p)) for name, p in zip(order, processors, strict=True)]
-    if conn.dialect.name == "postgresql" and len(rows) >= COPY_FROM:
-        _copy(conn, table, [tuple(row[n] if p is None or row[n] is None else p(row[n]) for n, p in pairs)
-                            for row in rows], order)
-        return
-    if positional:
+    copy = conn.dialect.name == "postgresql" and len(rows) >= COPY_FROM
+    if copy or positional:
         params: list = [tuple(row[n] if p is None or row[n] is None else p(row[n]) for n, p in pairs) for row in rows]
     else:
         params = [{n: (row[n] if p is None or row[n] is None else p(row[n])) for n, p in pairs} for row in rows]
-    conn.exec_driver_sql(sql, params)
+    if copy:
+        _copy(conn, table, params, order)
+    else:
+        conn.exec_driver_sql(sql, params)
 
 
 COPY_FROM = 50  # rows from which a PostgreSQL insert is one COPY rather than an executemany

@@ -11,6 +11,8 @@ from typing import Any
 from ..fieldtypes import FIELD_TYPES, FieldType
 from .yamlsource import Location
 
+ROOT = "definitions"  # the definitions folder, as file locations name it wherever the folder is
+
 SYS_FIELDS = (
     "sys_id",
     "sys_class_name",
@@ -689,13 +691,13 @@ class Definitions:
     reports: Mapping[str, ReportDef] = field(default_factory=frozen_map)
     alert_rules: tuple[AlertRuleDef, ...] = ()
     dashboards: Mapping[str, DashboardDef] = field(default_factory=frozen_map)
-    root: str = "definitions"  # what the application's files' locations begin with: the folder as it was given
+    root: str = ROOT  # what the application's files' locations begin with: the folder as it was given
 
     def portable(self, path: str) -> str:
         """A location's file as `definitions/<path in the folder>`, wherever the folder was read from (the
         system's own files as they are): what records store, so moving the folder changes none of them."""
         prefix = f"{self.root}/"
-        return f"definitions/{path[len(prefix):]}" if path.startswith(prefix) else path
+        return f"{ROOT}/{path[len(prefix):]}" if path.startswith(prefix) else path
 
     @cached_property
     def derived(self) -> dict:

@@ -18,10 +18,10 @@ import sqlalchemy as sa
 
 from ..storage import Storage
 from .loader import load_sources, read_sources
-from .model import Definitions
+from .model import ROOT, Definitions
 
 GENERATION = "definitions_generation"
-DISPLAY_ROOT = "definitions"  # stored files are named definitions/<path> in error locations
+DISPLAY_ROOT = ROOT  # stored files are named definitions/<path> in error locations
 
 
 class BadPath(ValueError):
