@@ -146,7 +146,8 @@ def test_a_run_that_lost_its_job_commits_no_batch_of_children(config, definition
             assert execute_job(runtime, job_id).state == RUNNING  # heard from lately: left alone
             stamp(runtime, job_id, heartbeat_on=now() - dt.timedelta(minutes=1))
             second = execute_job(runtime, job_id)
-            assert (second.state, second.message) == (DONE, "6 child records created")
+            # the second run made six; its counts go on from the two the first one committed
+            assert (second.state, second.done, second.total, second.message) == (DONE, 8, 8, "8 child records created")
         finally:
             resume.set()
         assert first.result(30).state == DONE and job_row(runtime, job_id).worker != first_worker

@@ -123,6 +123,60 @@ def test_a_failed_slice_fails_the_job_and_a_rerun_finishes_it(pg_config, definit
 
 
 @needs_postgres
+@pytest.mark.parametrize("dies", ["after its last unit", "after its first unit"])
+def test_a_slice_run_again_after_dying_counts_what_its_first_run_made(pg_config, definitions, monkeypatch, dies):
+    """A worker dies after a slice's units committed (its children and its progress) but before the
+    slice was marked done. The slice's next run finds less or nothing left; its count, and the
+    job's, go on from what the first run committed, so the job ends with every member counted."""
+    from caseloom.effects import lists
+    from caseloom.jobs import slices as slicing
+    from caseloom.jobs.children import children_slice
+
+    monkeypatch.setattr(lists, "SET_BATCH", 40)
+    runtime = Runtime(dataclasses.replace(pg_config, job_slice_rows=100, job_commit_seconds=0), definitions)
+    try:
+        major = major_with_members(runtime, 300, "SD")
+        with runtime.transaction() as service:
+            job_id = run_action(service, CASE, major, "create_child_cases", {"comments": "hello"}).job
+        died = []
+
+        def dying(run):  # the second slice's first run: its work commits, then the worker is gone
+            if run.params["slice"] != 2 or died:
+                return children_slice(run)
+            died.append(run.job.id)
+            if dies == "after its first unit":
+                fill = lists.fill_children
+
+                def one_unit(service, spec, mtype, after, end, batch_done):
+                    def done_then_gone(added):
+                        batch_done(added)  # commits this unit with the slice's progress
+                        raise RuntimeError("the worker is gone")
+                    return fill(service, spec, mtype, after, end, done_then_gone)
+
+                monkeypatch.setattr(lists, "fill_children", one_unit)
+                try:
+                    children_slice(run)
+                finally:
+                    monkeypatch.setattr(lists, "fill_children", fill)
+            children_slice(run)
+            raise RuntimeError("the worker is gone")
+
+        monkeypatch.setitem(slicing.KINDS, "children_from_list", dying)
+        job = execute_job(runtime, job_id)
+        assert job.state == "failed" and "slice 2 of 3 failed" in job.message
+        made = 100 if dies == "after its last unit" else 40
+        assert slices(runtime, job_id)[1].done == made
+        assert children(runtime, major) == (100 + made, 100 + made)  # the third slice has not run
+        job = execute_job(runtime, job_id)  # a re-run: the failed slice runs again
+        assert (job.state, job.done, job.total) == (DONE, 300, 300)
+        assert [j.done for j in slices(runtime, job_id)] == [100, 100, 100]
+        assert slices(runtime, job_id)[1].message == "100 child records created"
+        assert children(runtime, major) == (300, 300)
+    finally:
+        runtime.engine.dispose()
+
+
+@needs_postgres
 def test_stopping_the_job_stops_its_queued_slices(pg_config, definitions):
     runtime = Runtime(dataclasses.replace(pg_config, job_slice_rows=100), definitions)
     try:

@@ -246,7 +246,7 @@ def run_in_job(run) -> str:
                 last_commit = time.monotonic()
                 return service
 
-            ctx.progress = progress
+            ctx.progress, ctx.earlier = progress, run.job.done
             ctx.slicer = run.slicer(commit, begin, service)
             with service.by_definitions():
                 run_effects(ctx, action.effects)

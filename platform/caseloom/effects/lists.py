@@ -88,8 +88,9 @@ def create_children_from_list(ctx: EffectContext, args: ChildrenFromListArgs) ->
         done = slicer.run_slices(SLICE, key, spec.params(),
                                  lambda: bounds(service.conn, members.c[mtype.member_field], where, slicer.size), total)
         service = ctx.service = slicer.service
-    else:
-        done = 0
+    else:  # a re-run's counts go on from what its earlier runs did
+        done = ctx.earlier
+        total += done
         progress = ctx.progress
 
         def batch_done(added: int) -> None:

@@ -59,6 +59,8 @@ class EffectContext:
     # In a background job: called after each batch with (done, total); commits the work so far and
     # returns the record service of the next unit of work.
     progress: Callable[[int, int], RecordService | None] | None = None
+    # In a background job's re-run: the progress its earlier runs committed, which its counts go on from
+    earlier: int = 0
     # In a background job: splits big work into slices other workers run too (caseloom.jobs.slices)
     slicer: Any = None
 

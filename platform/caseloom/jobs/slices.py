@@ -95,32 +95,35 @@ class Slicer:
         and return the sum of their `done`. Back in a unit of work when it returns (`self.service`)."""
         run = self.run
         ids = run.params.get(key)
-        if ids is None:
-            ids = self._plan(kind, key, params, ranges(), total)
+        if ids is None:  # what earlier runs did before the work was sliced counts in both
+            base = run.job.done
+            ids = self._plan(kind, key, params, ranges(), base + total, base)
         else:  # a re-run: what the slices did before counts in the total, as it does in the sum
-            total += sum(j.done for j in _jobs(run.runtime, ids))
+            base = run.params.get(f"{key}:before", 0)
+            total += base + sum(j.done for j in _jobs(run.runtime, ids))
         self.commit()
         try:
-            done = self._wait(ids, total)
+            done = self._wait(ids, total, base)
         finally:
             self.service = self.begin()
         self._adopt(ids)
         return done
 
-    def _plan(self, kind: str, key: str, params: dict, ranges: list, total: int) -> list[str]:
+    def _plan(self, kind: str, key: str, params: dict, ranges: list, total: int, base: int) -> list[str]:
         run, service = self.run, self.service
         ids = [create_job(service.conn, service.storage, JOB, created_by=run.job.created_by, target_table=SLICE_PARENT,
                           target_sys_id=run.job.id, params={**params, "kind": kind, "after": after, "upto": upto,
                                                             "slice": i, "slices": len(ranges)})
                for i, (after, upto) in enumerate(ranges, 1)]
-        run.remember(service.conn, **{key: ids})
-        run.progress(service.conn, 0, total, f"0 of {total} in {len(ids)} slices")
+        run.remember(service.conn, **{key: ids, f"{key}:before": base})
+        run.progress(service.conn, base, total, f"{base} of {total} in {len(ids)} slices")
         service.follow_ups.extend(("run_job", (slice_id,)) for slice_id in ids)
         log.info("job %s: %d slices of about %d", run.job.id, len(ids), self.size)
         return ids
 
-    def _wait(self, ids: list[str], total: int) -> int:
-        """Run queued slices here, wait for the others; the parent's progress is their sum."""
+    def _wait(self, ids: list[str], total: int, base: int) -> int:
+        """Run queued slices here, wait for the others; the parent's progress is their sum (and
+        `base`, what its runs did before it was sliced)."""
         runtime, run = self.run.runtime, self.run
         retry = {j.id for j in _jobs(runtime, ids) if j.state == FAILED}  # a re-run tries failed slices once more
         tried: set[str] = set()
@@ -134,7 +137,7 @@ class Slicer:
                 bad = (failed or stopped)[0]
                 raise SliceFailed(f"slice {bad.params.get('slice')} of {len(ids)} "
                                   f"{'failed' if failed else 'was stopped'}: {bad.message}")
-            done = sum(j.done for j in slices)
+            done = base + sum(j.done for j in slices)
             if done != reported:
                 with runtime.engine.begin() as conn:
                     finished = sum(1 for j in slices if j.state == DONE)
@@ -184,7 +187,8 @@ def in_units(run: JobRun, work: Callable[[RecordService, Callable[[int], None]],
     """Run a slice's `work(service, batch_done)` in units of work and return how much it did:
     `batch_done(n)` counts n and commits the unit with the slice's progress (at most every
     CASELOOM_JOB_COMMIT_SECONDS), the next unit going on in the same service. Each unit holds the
-    slice's job: a run that lost it rolls its unit back (ClaimLost)."""
+    slice's job: a run that lost it rolls its unit back (ClaimLost). `total` is what is left to do;
+    a re-run's counts go on from the progress its earlier runs committed with their work."""
     from ..database import WRITE_LOCK, job_cache
 
     runtime = run.runtime
@@ -193,7 +197,8 @@ def in_units(run: JobRun, work: Callable[[RecordService, Callable[[int], None]],
         conn.info[NUMBERS_APART] = True
         transaction = conn.begin()
         service = runtime.records(conn, run.actor)
-        done, last = 0, time.monotonic()
+        done, last = run.job.done, time.monotonic()
+        total += done
         try:
             run.hold(conn)
 
