@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from caseloom import database
-from conftest import _pg_admin, basic
+from conftest import _pg_admin, basic, ui_sign_in
 
 CASES = "/api/now/table/sn_customerservice_case"
 
@@ -119,3 +119,47 @@ def test_a_record_the_administrator_read_first_is_still_refused_to_a_customer(cl
     r = client.get(f"{CASES}/{mine}{fields}", headers=basic("customer"))
     assert r.status_code == 200 and r.json["result"]["number"] == numbers[mine]
     assert "work_notes" not in r.json["result"]  # a field rule with a condition: not for customers
+
+
+def _statements(engine: sa.Engine) -> list[str]:
+    seen: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute",
+                    lambda conn, cursor, statement, params, context, many: seen.append(statement))
+    return seen
+
+
+def _reading(statements: list[str], *tables: str) -> list[str]:
+    return [s for s in statements if any(f"FROM {t}" in s or f"JOIN {t}" in s for t in tables)]
+
+
+@pytest.mark.parametrize("password", ["right", "wrong"])
+def test_a_basic_sign_in_reads_its_throttle_user_and_roles_in_one_statement(app, password):
+    """The throttle's counters, the user and their roles: one round trip a request, right password or wrong."""
+    from caseloom.web import db
+
+    client = app.test_client()
+    case = _case_id(client)
+    with app.app_context():
+        seen = _statements(db.engine)
+    headers = basic("agent") if password == "right" else basic("agent", "wrong")
+    r = client.get(f"{CASES}/{case}", headers=headers)
+    assert r.status_code == (200 if password == "right" else 401)
+    reads = [s for s in _reading(seen, "sys_user", "sys_signin_failure") if s.lstrip().startswith("SELECT")]
+    assert len(reads) == 1, reads
+    assert all(t in reads[0] for t in ("sys_user", "sys_user_has_role", "sys_signin_failure"))
+    if password == "right":  # the definitions' generation, the sign-in and the record
+        assert len([s for s in seen if s.lstrip().startswith("SELECT")]) == 3, seen
+
+
+def test_a_browser_page_reads_its_session_user_and_roles_in_one_statement(app):
+    from caseloom.web import db
+
+    client = app.test_client()
+    ui_sign_in(client, "agent")
+    assert client.get("/sn_customerservice_case_list.do").status_code == 200
+    with app.app_context():
+        seen = _statements(db.engine)
+    assert client.get("/sn_customerservice_case_list.do").status_code == 200
+    reads = _reading(seen, "sys_session", "sys_user_has_role")  # (the list's rows join sys_user for names)
+    assert len(reads) == 1, reads
+    assert all(t in reads[0] for t in ("sys_session", "sys_user", "sys_user_has_role"))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -72,14 +73,25 @@ def start(storage: Storage, conn: sa.Connection, user_sys_id: str, address: str 
 def find(storage: Storage, conn: sa.Connection, token: str, policy: SessionPolicy = SessionPolicy()) -> Session | None:
     """The live session of a token, or None when it ended, expired or never was."""
     table = storage.internal(TABLE)
-    own, linked = digest(token), _linked(token)
-    rows = {r.token_hash: r for r in conn.execute(
-        sa.select(table.c.token_hash, table.c.user_sys_id, table.c.created_on, table.c.last_seen)
-        .where(table.c.token_hash.in_((own, linked))))}
-    row, at = rows.get(own), now()
+    rows = conn.execute(sa.select(table.c.token_hash, table.c.user_sys_id, table.c.created_on, table.c.last_seen)
+                        .where(table.c.token_hash.in_(keys(token)))).all()
+    return judge(rows, token, policy)
+
+
+def keys(token: str) -> tuple[str, str]:
+    """The table's keys of a session's rows: its own, and its impersonation's."""
+    return digest(token), _linked(token)
+
+
+def judge(rows: Iterable, token: str, policy: SessionPolicy) -> Session | None:
+    """`find`'s answer from the table's rows of `keys(token)` (columns token_hash, user_sys_id,
+    created_on, last_seen; other columns and repeated rows are ignored)."""
+    own, linked = keys(token)
+    found = {r.token_hash: r for r in rows}
+    row, at = found.get(own), now()
     if row is None or row.last_seen <= at - policy.idle or row.created_on <= at - policy.lifetime:
         return None
-    viewing = rows[linked].user_sys_id if linked in rows else None
+    viewing = found[linked].user_sys_id if linked in found else None
     return Session(row.user_sys_id, stale=row.last_seen <= at - policy.touch_every, impersonating=viewing)
 
 

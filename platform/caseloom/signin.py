@@ -24,7 +24,7 @@ from .access import Actor
 from .config import Config
 from .records import now
 from .storage import Storage
-from .users import authenticate
+from .users import Alongside, credentials, verify
 
 TABLE = "sys_signin_failure"
 USER, ADDRESS = "user", "address"
@@ -101,14 +101,23 @@ class Throttle:
     def check(self, conn: sa.Connection, attempt: Attempt) -> bool:
         """Raises TooManyFailures while a key of the attempt is locked out; otherwise whether the
         user name has failures on record (a success then clears them). One indexed read."""
-        at, keys = now(), attempt.keys()
+        at, alongside = now(), self.alongside(attempt)
+        return self.judge(conn.execute(sa.select(*alongside.columns), alongside.params).one(), at)
+
+    def alongside(self, attempt: Attempt) -> Alongside:
+        """The counters of the attempt's keys as two columns, for a statement of their own (`check`)
+        or the sign-in's own (`users.credentials`): the latest lockout among them, and whether the
+        user name has failures on record. Built once per number of keys."""
+        keys = attempt.keys()
         params = {f"{part}{i}": value for i, key in enumerate(keys) for part, value in zip(("kind", "name"), key, strict=True)}
-        rows = conn.execute(_lookup(self.table, len(keys)), params).all()
-        waits = [(row.locked_until - at).total_seconds() for row in rows
-                 if row.locked_until is not None and row.locked_until > at]
-        if waits:
-            raise TooManyFailures(max(1, math.ceil(max(waits))))
-        return any(row.kind == USER for row in rows)
+        return Alongside(("throttle", len(keys)), _counters(self.table, len(keys)), params)
+
+    def judge(self, row: sa.Row, at: dt.datetime) -> bool:
+        """`check`'s answer from a row with the `alongside` columns, read at `at` or just after."""
+        locked_until = row.throttle_locked_until
+        if locked_until is not None and locked_until > at:
+            raise TooManyFailures(max(1, math.ceil((locked_until - at).total_seconds())))
+        return bool(row.throttle_had_failures)
 
     def failed(self, conn: sa.Connection, attempt: Attempt) -> None:
         """Count a failure under each key of the attempt; a key reaching its limit is locked out."""
@@ -139,11 +148,12 @@ class Throttle:
 
 
 @functools.lru_cache(maxsize=16)
-def _lookup(t: sa.Table, keys: int) -> sa.Select:
-    """The counters of `keys` (kind, name) pairs, as one statement built once: every request signing
-    in with HTTP Basic asks it, so it must cost no more than the read itself."""
-    return sa.select(t.c.kind, t.c.locked_until).where(sa.or_(*(
-        sa.and_(t.c.kind == sa.bindparam(f"kind{i}"), t.c.name == sa.bindparam(f"name{i}")) for i in range(keys))))
+def _counters(t: sa.Table, keys: int) -> tuple[sa.ColumnElement, ...]:
+    """The columns of `Throttle.alongside` for `keys` (kind, name) pairs, built once: every request
+    signing in with HTTP Basic reads them, so they must cost no more than the read itself."""
+    matches = [sa.and_(t.c.kind == sa.bindparam(f"kind{i}"), t.c.name == sa.bindparam(f"name{i}")) for i in range(keys)]
+    latest = sa.select(sa.func.max(t.c.locked_until)).where(sa.or_(*matches)).scalar_subquery()
+    return (latest.label("throttle_locked_until"), sa.exists().where(matches[0]).label("throttle_had_failures"))
 
 
 Write = Callable[[Callable[[sa.Connection], None]], None]
@@ -155,9 +165,10 @@ def sign_in(storage: Storage, policy: ThrottlePolicy, conn: sa.Connection, attem
     Reads on `conn`; counter changes go through `write`, which must run them in a transaction of
     their own and commit it (a failure counts even though the request that made it fails).
     A correct sign-in with no failures on record writes nothing."""
-    throttle = Throttle(storage, policy)
-    had_failures = throttle.check(conn, attempt)
-    actor = authenticate(storage, conn, attempt.user_name, password)
+    throttle, at = Throttle(storage, policy), now()
+    rows = credentials(storage, conn, attempt.user_name, throttle.alongside(attempt))  # one round trip
+    had_failures = throttle.judge(rows[0], at)
+    actor = verify(storage, rows, attempt.user_name, password)
     if actor is None:
         write(lambda c: throttle.failed(c, attempt))
     elif had_failures:

@@ -6,8 +6,9 @@ import hashlib
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -88,20 +89,37 @@ def _user_value(storage: Storage, conn: sa.Connection, user_sys_id: str | None, 
 
 
 def actor_for(storage: Storage, conn: sa.Connection, user_sys_id: str) -> Actor | None:
-    """The Actor of an active user by sys_id, with the roles their roles contain."""
-    users = storage.physical(USERS)
-    row = conn.execute(storage.cached(("users", "by sys_id"), lambda: sa.select(users.c.user_name, users.c.active).where(
-        users.c.sys_id == sa.bindparam("user"))), {"user": user_sys_id}).first()
-    if row is None or row.active is False:
+    """The Actor of an active user by sys_id, with the roles their roles contain (one round trip:
+    a row per role, every request of a browser session asks it)."""
+    users, roles = storage.physical(USERS), storage.physical(USER_ROLES)
+    rows = conn.execute(storage.cached(("users", "by sys_id, with roles"), lambda: sa.select(
+        users.c.user_name, users.c.active, roles.c.role)
+        .select_from(users.outerjoin(roles, roles.c.user == users.c.sys_id))
+        .where(users.c.sys_id == sa.bindparam("user"))), {"user": user_sys_id}).all()
+    if not rows or rows[0].active is False:
         return None
-    return _with_roles(storage, conn, row.user_name, user_sys_id)
+    return Actor(rows[0].user_name, storage.defs.role_closure([r.role for r in rows if r.role is not None]), user_sys_id)
 
 
-def _with_roles(storage: Storage, conn: sa.Connection, user_name: str, user_sys_id: str) -> Actor:
-    table = storage.physical(USER_ROLES)
-    roles = conn.execute(storage.cached(("users", "roles"), lambda: sa.select(table.c.role).where(
-        table.c.user == sa.bindparam("user"))), {"user": user_sys_id}).scalars().all()
-    return Actor(user_name, storage.defs.role_closure(roles), user_sys_id)
+def signed_in(storage: Storage, conn: sa.Connection, token: str,
+              policy: sessions.SessionPolicy) -> tuple[sessions.Session | None, dict[str, Actor]]:
+    """The live session of a browser token (see sessions.find) and the active users its rows name,
+    by sys_id (its own user, and whom it views as), with their roles: one round trip, every
+    request of a browser session asks it."""
+    table, users, roles = storage.internal(sessions.TABLE), storage.physical(USERS), storage.physical(USER_ROLES)
+    rows = conn.execute(storage.cached(("users", "of a session, with roles"), lambda: sa.select(
+        table.c.token_hash, table.c.user_sys_id, table.c.created_on, table.c.last_seen,
+        users.c.user_name, users.c.active, roles.c.role)
+        .select_from(table.outerjoin(users, users.c.sys_id == table.c.user_sys_id)
+                     .outerjoin(roles, roles.c.user == users.c.sys_id))
+        .where(table.c.token_hash.in_((sa.bindparam("own"), sa.bindparam("linked"))))),
+        dict(zip(("own", "linked"), sessions.keys(token), strict=True))).all()
+    held: dict[str, tuple[str, list[str]]] = {}
+    for row in rows:
+        if row.user_name is not None and row.active is not False:
+            held.setdefault(row.user_sys_id, (row.user_name, []))[1].extend([row.role] if row.role is not None else [])
+    actors = {sys_id: Actor(name, storage.defs.role_closure(set(names)), sys_id) for sys_id, (name, names) in held.items()}
+    return sessions.judge(rows, token, policy), actors
 
 
 def actor_named(storage: Storage, conn: sa.Connection, user_name: str | None) -> Actor | None:
@@ -151,23 +169,49 @@ def _dummy_hash() -> str:
     return generate_password_hash(secrets.token_hex(16))
 
 
-def authenticate(storage: Storage, conn: sa.Connection, user_name: str, password: str) -> Actor | None:
-    """The Actor for a user name and password, or None when they do not match an active user.
-    An unknown or inactive user, or one without a password, costs the same hash as a wrong
-    password (against a dummy hash), so the answer time does not tell which names exist."""
+@dataclass(frozen=True)
+class Alongside:
+    """Columns another part computes in the sign-in's own statement (the throttle's counters), so a
+    sign-in costs one round trip: `key` names them in the statement cache, `params` binds them."""
+
+    key: Hashable
+    columns: tuple[sa.ColumnElement, ...]
+    params: dict[str, Any]
+
+
+def credentials(storage: Storage, conn: sa.Connection, user_name: str, alongside: Alongside | None = None) -> list[sa.Row]:
+    """The rows of the user named `user_name`, one per role, with `alongside`'s columns: always at
+    least one row (its user columns NULL when no user has the name), so those columns come back."""
     users, roles = storage.physical(USERS), storage.physical(USER_ROLES)
-    rows = conn.execute(storage.cached(("users", "by name, with roles"), lambda: sa.select(  # one round trip: a row per role
-        users.c.sys_id, users.c.user_name, users.c.user_password, users.c.active, roles.c.role)
-        .select_from(users.outerjoin(roles, roles.c.user == users.c.sys_id))
-        .where(users.c.user_name == sa.bindparam("name"))), {"name": user_name}).all()
+    extra = alongside or Alongside(None, (), {})
+
+    def build() -> sa.Select:
+        anchor = sa.select(sa.literal_column("1").label("one")).subquery("anchor")
+        return (sa.select(users.c.sys_id, users.c.user_name, users.c.user_password, users.c.active, roles.c.role,
+                          *extra.columns)
+                .select_from(anchor.outerjoin(users, users.c.user_name == sa.bindparam("name"))
+                             .outerjoin(roles, roles.c.user == users.c.sys_id)))
+    stmt = storage.cached(("users", "by name, with roles", extra.key), build)
+    return conn.execute(stmt, {**extra.params, "name": user_name}).all()
+
+
+def verify(storage: Storage, rows: list[sa.Row], user_name: str, password: str) -> Actor | None:
+    """The Actor for `credentials`' rows and a password, or None when they do not match an active
+    user. An unknown or inactive user, or one without a password, costs the same hash as a wrong
+    password (against a dummy hash), so the answer time does not tell which names exist."""
     row = rows[0] if rows else None
-    if row is None or not row.user_password or row.active is False:
+    if row is None or row.sys_id is None or not row.user_password or row.active is False:
         check_password_hash(_dummy_hash(), password)
         return None
     if not _verified.check(user_name, password, row.user_password):
         return None
     held = [r.role for r in rows if r.sys_id == row.sys_id and r.role is not None]
     return Actor(row.user_name, storage.defs.role_closure(held), row.sys_id)
+
+
+def authenticate(storage: Storage, conn: sa.Connection, user_name: str, password: str) -> Actor | None:
+    """The Actor for a user name and password, or None (see `verify`); one round trip."""
+    return verify(storage, credentials(storage, conn, user_name), user_name, password)
 
 
 @validator(USERS)

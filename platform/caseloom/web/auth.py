@@ -28,7 +28,7 @@ from ..query import bind_acting, unbind_acting
 from ..records import RecordService
 from ..runtime import Runtime
 from ..signin import Attempt, ThrottlePolicy, TooManyFailures, sign_in
-from ..users import USERS, actor_for, user_lookup
+from ..users import USERS, signed_in, user_lookup
 from . import csrf, db
 from .budget import script_meter
 from .errors import ApiError
@@ -166,8 +166,8 @@ def _session_actor() -> Actor | None:
     if not isinstance(token, str):
         return None
     rt, policy = runtime(), session_policy()
-    found = sessions.find(rt.storage, connection(), token, policy)
-    actor = actor_for(rt.storage, connection(), found.user_sys_id) if found else None
+    found, users = signed_in(rt.storage, connection(), token, policy)
+    actor = users.get(found.user_sys_id) if found else None
     if actor is None:
         session.pop(SESSION_TOKEN, None)
         if found is not None:  # the user is gone or inactive
@@ -176,7 +176,7 @@ def _session_actor() -> Actor | None:
     if found.stale:
         apart(lambda conn: sessions.touch(rt.storage, conn, token))
     if found.impersonating is not None:
-        g.impersonation = _viewing_as(actor, found.impersonating, token)
+        g.impersonation = _viewing_as(actor, found.impersonating, token, users.get(found.impersonating))
         if g.impersonation is not None:
             return g.impersonation.user
     elif isinstance(session.get(VIEWING_AS), str):
@@ -192,11 +192,12 @@ def _ended_elsewhere(admin: Actor, user_sys_id: str) -> None:
         f"{admin.user_name} stopped viewing as this user (their sessions ended: deactivated or new password)"))
 
 
-def _viewing_as(admin: Actor, user_sys_id: str, token: str) -> Impersonation | None:
-    """The impersonation of a session, while its user is an administrator and the user viewed as is
-    active; otherwise it ends here (audited) and the session is its own user's again."""
+def _viewing_as(admin: Actor, user_sys_id: str, token: str, viewed: Actor | None) -> Impersonation | None:
+    """The impersonation of a session, while its user is an administrator and the user viewed as
+    (`viewed`: None when not active) is active; otherwise it ends here (audited) and the session is
+    its own user's again."""
     rt = runtime()
-    user = actor_for(rt.storage, connection(), user_sys_id) if admin.is_admin else None
+    user = viewed if admin.is_admin else None
     if user is None:
         session.pop(VIEWING_AS, None)
 
