@@ -197,6 +197,19 @@ def test_a_flood_from_one_sender_is_cut_at_the_rate_limit(client, runtime):
     assert actions == ["created"] * 3 + ["ignored"] * 2
 
 
+def test_the_checks_before_threading_are_one_statement(app, client):
+    """Our own message coming back, the Message-ID seen before and the sender's rate: one round trip."""
+    from caseloom.web import db
+
+    seen: list[str] = []
+    with app.app_context():
+        sa.event.listen(db.engine, "before_cursor_execute",
+                        lambda conn, cursor, statement, *rest: seen.append(statement))
+    assert post(client, mail(headers={"Message-ID": "<checked@customer.example>"})).json["result"]["action"] == "created"
+    reads = [s for s in seen if s.lstrip().startswith("SELECT") and "FROM sys_email" in s]
+    assert len(reads) == 1, reads
+
+
 def test_our_own_message_coming_back_is_a_loop(client, runtime):
     opened = post(client, mail()).json["result"]["sys_id"]
     sent = _outbound(runtime, opened)

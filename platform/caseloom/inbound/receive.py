@@ -87,12 +87,15 @@ def _decide(service: RecordService, props: Properties, inbound: Inbound) -> Outc
 
 RECEIVED = ("received", "received-ignored")
 STATEMENTS = {
-    "ours": lambda emails: sa.select(emails.c.sys_id).where(emails.c.sys_id == sa.bindparam("key")),
-    "seen": lambda emails: sa.select(emails.c.sys_id).where(
-        emails.c.message_id == sa.bindparam("key"), emails.c.type.in_(RECEIVED)).limit(1),
-    "recent": lambda emails: sa.select(sa.func.count()).select_from(emails).where(
-        emails.c.sender == sa.bindparam("key"), emails.c.type.in_(RECEIVED),
-        emails.c.sys_created_on >= sa.bindparam("since")),
+    # the checks before threading, in one round trip: our own message coming back (by its sys_id),
+    # the Message-ID received before, and the sender's messages since `since`
+    "checks": lambda emails: sa.select(
+        sa.select(emails.c.sys_id).where(emails.c.sys_id == sa.bindparam("ours")).scalar_subquery().label("ours"),
+        sa.select(emails.c.sys_id).where(emails.c.message_id == sa.bindparam("message_id"),
+                                         emails.c.type.in_(RECEIVED)).limit(1).scalar_subquery().label("seen"),
+        sa.select(sa.func.count()).select_from(emails).where(
+            emails.c.sender == sa.bindparam("sender"), emails.c.type.in_(RECEIVED),
+            emails.c.sys_created_on >= sa.bindparam("since")).scalar_subquery().label("recent")),
     "by_id": lambda emails: sa.select(emails.c.target_table, emails.c.instance).where(
         emails.c.sys_id == sa.bindparam("key"), emails.c.instance.is_not(None)).limit(1),
     "by_message_id": lambda emails: sa.select(emails.c.target_table, emails.c.instance).where(
@@ -110,24 +113,22 @@ def _ask(service: RecordService, name: str, **params) -> sa.CursorResult:
 
 
 def _ignored_before_threading(service: RecordService, props: Properties, inbound: Inbound) -> Outcome | None:
-    if inbound.message_id:
-        ours = OUR_ID.match(inbound.message_id)
-        if ours and _ask(service, "ours", key=ours.group(1)).first():
-            return Outcome("ignored", reason="a loop: it is our own outbound message coming back")
-        seen = _ask(service, "seen", key=inbound.message_id).scalar()
-        if seen:
-            return Outcome("ignored", reason=f"a duplicate: Message-ID <{inbound.message_id}> was received before "
-                                             f"(sys_email {seen})")
+    ours = OUR_ID.match(inbound.message_id or "")
+    checks = _ask(service, "checks", ours=ours.group(1) if ours else None, message_id=inbound.message_id or None,
+                  sender=inbound.sender, since=now() - dt.timedelta(hours=1)).one()
+    if checks.ours is not None:
+        return Outcome("ignored", reason="a loop: it is our own outbound message coming back")
+    if checks.seen is not None:
+        return Outcome("ignored", reason=f"a duplicate: Message-ID <{inbound.message_id}> was received before "
+                                         f"(sys_email {checks.seen})")
     if inbound.bounce:
         return _bounce(service, inbound)
     if inbound.auto:
         return Outcome("ignored", reason=inbound.auto)
     limit = props.get(PER_SENDER)
-    if limit > 0:
-        recent = _ask(service, "recent", key=inbound.sender, since=now() - dt.timedelta(hours=1)).scalar_one()
-        if recent >= limit:
-            return Outcome("ignored", reason=f"a loop or a flood: {recent} messages from {inbound.sender} in the last "
-                                             f"hour (the {PER_SENDER} property allows {limit})")
+    if limit > 0 and checks.recent >= limit:
+        return Outcome("ignored", reason=f"a loop or a flood: {checks.recent} messages from {inbound.sender} in the last "
+                                         f"hour (the {PER_SENDER} property allows {limit})")
     return None
 
 
