@@ -193,9 +193,9 @@ def _ended_elsewhere(admin: Actor, user_sys_id: str) -> None:
 
 
 def _viewing_as(admin: Actor, user_sys_id: str, token: str, viewed: Actor | None) -> Impersonation | None:
-    """The impersonation of a session, while its user is an administrator and the user viewed as
-    (`viewed`: None when not active) is active; otherwise it ends here (audited) and the session is
-    its own user's again."""
+    """The impersonation of a session, while its user is an administrator and the user viewed as is
+    active (`viewed`: that user's Actor, None when not an active user); otherwise it ends here
+    (audited) and the session is its own user's again."""
     rt = runtime()
     user = viewed if admin.is_admin else None
     if user is None:
