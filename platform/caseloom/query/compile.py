@@ -278,7 +278,8 @@ COUNT_OTHERS_LIMIT = 10_000
 
 
 def count_rows(storage: Storage, table: str, query: Query, readable: Readable | None = None) -> sa.Select:
-    sel = Selection(storage, table, readable=readable)
+    """A count of the matching rows, an outermost statement (so its aliases are the storage's: Selection's `shared`)."""
+    sel = Selection(storage, table, readable=readable, shared=True)
     where = sel.condition(query.where)
     stmt = sa.select(sa.func.count()).select_from(sel.from_clause)
     if query.where is None and where is not None and not sel.rows_ruled:

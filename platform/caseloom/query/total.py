@@ -54,7 +54,9 @@ def total_rows(conn: sa.Connection, storage: Storage, table: str, query: Query, 
     `exact_up_to` (0 or less: always exact), above it the estimate where the database has one."""
     if exact_up_to <= 0 or conn.dialect.name != "postgresql":
         return Total(conn.execute(count_rows(storage, table, query, readable)).scalar_one())
-    matching = Selection(storage, table, readable=readable).select(sa.literal(1), where=query.where)
+    # the probe and its plan are outermost statements (the probe a FROM of its count, not correlated),
+    # so their aliases are the storage's, made once (Selection's `shared`)
+    matching = Selection(storage, table, readable=readable, shared=True).select(sa.literal(1), where=query.where)
     probe = matching.limit(exact_up_to + 1).subquery()
     found = conn.execute(sa.select(sa.func.count()).select_from(probe)).scalar_one()
     if found <= exact_up_to:
