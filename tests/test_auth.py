@@ -158,7 +158,7 @@ def test_sessions_end_in_the_same_transaction_as_the_users_write(runtime):
         assert sessions.count(runtime.storage, service.conn, agent) == 0
         raise RuntimeError("the write fails after the change")
     with runtime.engine.connect() as conn:  # rolled back together: the session lives on
-        assert sessions.find(runtime.storage, conn, token) == sessions.Session(agent, stale=False)
+        assert users.signed_in(runtime.storage, conn, token, sessions.SessionPolicy())[0] == sessions.Session(agent, stale=False)
 
 
 def test_sessions_expire_when_idle_and_after_their_lifetime(client, clock):

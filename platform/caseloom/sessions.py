@@ -70,22 +70,15 @@ def start(storage: Storage, conn: sa.Connection, user_sys_id: str, address: str 
     return token
 
 
-def find(storage: Storage, conn: sa.Connection, token: str, policy: SessionPolicy = SessionPolicy()) -> Session | None:
-    """The live session of a token, or None when it ended, expired or never was."""
-    table = storage.internal(TABLE)
-    rows = conn.execute(sa.select(table.c.token_hash, table.c.user_sys_id, table.c.created_on, table.c.last_seen)
-                        .where(table.c.token_hash.in_(keys(token)))).all()
-    return judge(rows, token, policy)
-
-
 def keys(token: str) -> tuple[str, str]:
     """The table's keys of a session's rows: its own, and its impersonation's."""
     return digest(token), _linked(token)
 
 
 def judge(rows: Iterable, token: str, policy: SessionPolicy) -> Session | None:
-    """`find`'s answer from the table's rows of `keys(token)` (columns token_hash, user_sys_id,
-    created_on, last_seen; other columns and repeated rows are ignored)."""
+    """The live session of a token, or None when it ended, expired or never was, from the table's
+    rows of `keys(token)` (columns token_hash, user_sys_id, created_on, last_seen; other columns and
+    repeated rows are ignored). `users.signed_in` reads them with the session's users."""
     own, linked = keys(token)
     found = {r.token_hash: r for r in rows}
     row, at = found.get(own), now()

@@ -103,7 +103,7 @@ def actor_for(storage: Storage, conn: sa.Connection, user_sys_id: str) -> Actor 
 
 def signed_in(storage: Storage, conn: sa.Connection, token: str,
               policy: sessions.SessionPolicy) -> tuple[sessions.Session | None, dict[str, Actor]]:
-    """The live session of a browser token (see sessions.find) and the active users its rows name,
+    """The live session of a browser token (see sessions.judge) and the active users its rows name,
     by sys_id (its own user, and whom it views as), with their roles: one round trip, every
     request of a browser session asks it."""
     table, users, roles = storage.internal(sessions.TABLE), storage.physical(USERS), storage.physical(USER_ROLES)
@@ -114,11 +114,13 @@ def signed_in(storage: Storage, conn: sa.Connection, token: str,
                      .outerjoin(roles, roles.c.user == users.c.sys_id))
         .where(table.c.token_hash.in_((sa.bindparam("own"), sa.bindparam("linked"))))),
         dict(zip(("own", "linked"), sessions.keys(token), strict=True))).all()
-    held: dict[str, tuple[str, list[str]]] = {}
+    held: dict[str, tuple[str, set[str]]] = {}  # an active user's sys_id: their name and roles
     for row in rows:
         if row.user_name is not None and row.active is not False:
-            held.setdefault(row.user_sys_id, (row.user_name, []))[1].extend([row.role] if row.role is not None else [])
-    actors = {sys_id: Actor(name, storage.defs.role_closure(set(names)), sys_id) for sys_id, (name, names) in held.items()}
+            roles_held = held.setdefault(row.user_sys_id, (row.user_name, set()))[1]
+            if row.role is not None:
+                roles_held.add(row.role)
+    actors = {sys_id: Actor(name, storage.defs.role_closure(names), sys_id) for sys_id, (name, names) in held.items()}
     return sessions.judge(rows, token, policy), actors
 
 
