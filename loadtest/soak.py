@@ -5,9 +5,9 @@
 It builds a scratch system and drives it with a realistic mix, then reports:
 
 - the system: a scratch database (a SQLite file, or a database it creates on the PostgreSQL server
-  given and drops at the end) with the demo data at `--scale`, `caseloom serve --workers 2 --threads 4`,
-  `caseloom worker` processes on the queue (the SQLite file, or the Redis given), and a local SMTP
-  server (aiosmtpd) that accepts every message;
+  given and drops at the end) with the demo data at `--scale`, `caseloom serve --workers 2` (one
+  thread each, its default; `--threads N` for more), `caseloom worker` processes on the queue (the SQLite file, or the Redis
+  given), and a local SMTP server (aiosmtpd) that accepts every message;
 - the mix, for `--minutes`: agents browsing case lists (a filter, a page, a sort) and forms, and saving
   a case (the Table API's PATCH, as the form's save does); API clients reading and creating cases; and,
   at the start, a major case's child-creation job over a recipients list of `--children` new accounts,
@@ -58,6 +58,7 @@ def main() -> int:
     parser.add_argument("--agents", type=int, default=6, help="browsing agents")
     parser.add_argument("--clients", type=int, default=3, help="API clients")
     parser.add_argument("--workers", type=int, default=2, help="`caseloom worker` processes")
+    parser.add_argument("--threads", type=int, default=1, help="threads of each `caseloom serve` process")
     args = parser.parse_args()
     with System(args) as system:
         report = Mix(system, args).run()
@@ -106,7 +107,7 @@ class System:
         say(f"initialising {url.split('@')[-1]} at demo scale {args.scale}")
         self._run("init", "--demo", "--scale", str(args.scale))
         self.major = self._major(args.children)
-        self.server = self._start("serve", "--port", str(self.port), "--workers", "2", "--threads", "4")
+        self.server = self._start("serve", "--port", str(self.port), "--workers", "2", "--threads", str(args.threads))
         if args.redis:
             self.workers = [self._start("worker", "--workers", "2") for _ in range(args.workers)]
         else:

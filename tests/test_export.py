@@ -11,6 +11,7 @@ import openpyxl
 import pytest
 
 import test_acl_generic
+from caseloom import serving
 from caseloom.web.ui import export
 from conftest import basic, ui_sign_in
 
@@ -121,6 +122,22 @@ def test_many_batches_and_sheets_stream_every_row(client, monkeypatch):
     assert len(sheets) == -(-len(numbers) // 3)
     assert all(sheet[0] == ["Number"] for sheet in sheets)
     assert [row[0] for sheet in sheets for row in sheet[1:]] == numbers
+
+
+@pytest.mark.parametrize("kind", ["CSV", "XLSX"])
+def test_an_export_tells_the_server_it_is_still_working(client, monkeypatch, kind):
+    """A sync server process is killed when it stays silent for `--timeout`: a long export says it is
+    still working as it goes (every piece of CSV sent; every BEAT_ROWS rows of XLSX written, and every
+    piece of the file sent)."""
+    beats = []
+    monkeypatch.setattr(serving, "_heartbeat", lambda: beats.append(1))
+    monkeypatch.setattr(export, "CHUNK", 10)
+    monkeypatch.setattr(export, "BEAT_ROWS", 2)
+    response = client.get(f"{LIST}?{kind}&sysparm_query=ORDERBYnumber&sysparm_fields=number", headers=basic("agent"))
+    assert response.status_code == 200
+    rows = len(listed(client, "agent", "ORDERBYnumber", "number"))
+    pieces = -(-len(response.data) // 10)
+    assert len(beats) >= (rows - 1 if kind == "CSV" else rows // 2 + pieces - 1)
 
 
 def test_nothing_matched_is_the_header_alone(client):

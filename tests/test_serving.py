@@ -26,14 +26,15 @@ from conftest import free_port
 from test_job_recovery import environment, family
 
 
-@pytest.fixture
-def served(config, tmp_path):
-    """`caseloom serve --workers 2 --threads 2` on the test's database; yields (base URL, process)."""
+@pytest.fixture(params=[1, 2], ids=["sync", "gthread"])
+def served(config, tmp_path, request):
+    """`caseloom serve --workers 2 --threads N` on the test's database, with each kind of gunicorn worker
+    (one thread: `sync`, the default; two: `gthread`); yields (base URL, process)."""
     port = free_port()
     env = environment(config, tmp_path)
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115  (closed below)
     process = subprocess.Popen([sys.executable, "-m", "caseloom.cli", "serve", "--port", str(port), "--workers", "2",
-                                "--threads", "2"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+                                "--threads", str(request.param)], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:

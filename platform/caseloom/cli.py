@@ -98,8 +98,9 @@ def init(demo: bool, scale: int | None, accounts: int | None, force: bool) -> No
 @click.option("--port", default=5000, show_default=True, type=int)
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64),
               help="Server processes (gunicorn workers); each opens its own database pool.")
-@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64),
-              help="Threads per server process.")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Threads per server process: 1 is gunicorn's sync worker (a request at a time, the "
+                   "fastest), more its gthread worker (that many at once).")
 @click.option("--timeout", default=60, show_default=True, type=click.IntRange(5, 3600),
               help="Seconds a server process may stay silent before it is replaced.")
 @click.option("--dev", is_flag=True, help="Flask's development server in one process (jobs in its threads) instead.")

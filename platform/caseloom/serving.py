@@ -1,12 +1,15 @@
 """`caseloom serve`: the app under gunicorn, a production WSGI server.
 
 gunicorn's master forks `workers` processes, each building its own app (and its own database
-pool) after the fork, each answering with `threads` threads. The master restarts a worker that
-dies or stops answering within `timeout`, replaces the workers one by one on SIGHUP (a graceful
-restart: each finishes its requests first), and stops on SIGTERM or Ctrl-C, giving requests in
-progress `graceful_timeout` seconds. Every process works on the shared database only, so several
-processes (here or on other machines) behave as one: sessions, definition switches, job claims
-and numbers all live in the database.
+pool) after the fork. With one thread (the default) a process is gunicorn's `sync` worker,
+answering a request at a time; with more it is the `gthread` worker, answering `threads` at once
+(they share one interpreter lock, so each is slower, and the hand-offs cost CPU: README,
+*Performance*). The master restarts a worker that dies or stops answering within `timeout` (a sync
+worker's request running longer than that, unless it says it is still working: `still_working`),
+replaces the workers one by one on SIGHUP (a graceful restart: each finishes its requests first),
+and stops on SIGTERM or Ctrl-C, giving requests in progress `graceful_timeout` seconds. Every
+process works on the shared database only, so several processes (here or on other machines)
+behave as one: sessions, definition switches, job claims and numbers all live in the database.
 
 With the embedded queue (a SQLite file), the server also runs a `caseloom worker` process of its
 own, which dies with it; with Redis, workers are started separately (`caseloom worker`).
@@ -57,7 +60,8 @@ class ServeOptions:
             "bind": f"{self.host}:{self.port}",
             "workers": self.workers,
             "threads": self.threads,
-            "worker_class": "gthread",
+            "worker_class": "sync" if self.threads == 1 else "gthread",
+            "post_worker_init": _beating,
             "timeout": self.timeout,
             "graceful_timeout": self.graceful_timeout,
             "keepalive": self.keepalive,
@@ -73,6 +77,22 @@ class ServeOptions:
             "forwarded_allow_ips": "127.0.0.1",
             "control_socket_disable": True,  # gunicorn 27's shared per-user socket: several servers run on one machine
         }
+
+
+_heartbeat: Callable[[], None] | None = None  # this server process's gunicorn worker's `notify`
+
+
+def _beating(worker) -> None:  # gunicorn's post_worker_init: runs in each server process, once ready
+    global _heartbeat
+    _heartbeat = worker.notify
+
+
+def still_working() -> None:
+    """Tell the server's master that this process is busy, not stuck: a response that goes on making
+    progress (an export streaming a million rows) is not killed at `--timeout`. Cheap (it touches a
+    file's time); nothing outside a `caseloom serve` process."""
+    if _heartbeat is not None:
+        _heartbeat()
 
 
 class ServerLogger(Logger):

@@ -25,6 +25,7 @@ from ...database import job_cache
 from ...definitions.model import TableDef
 from ...query import Query, QueryError
 from ...query.compile import select_rows
+from ...serving import still_working
 from .. import db
 from ..auth import act_as, api_actor, properties, records, runtime
 from ..errors import ApiError
@@ -36,6 +37,7 @@ MAX_ROWS = "caseloom.export.max_rows"
 BATCH = 2_000  # rows fetched per round trip of the streaming cursor
 CACHE_KB = 8_192  # SQLite's page cache for the export's connection (the platform's default is 256 MB)
 CHUNK = 64 * 1024  # bytes per piece of the response
+BEAT_ROWS = 10_000  # an XLSX file being written tells the server it is still working this often
 SHEET_ROWS = 1_048_576  # an XLSX worksheet's rows, its header's included; more go on to the next sheet
 NUMERIC = ("integer", "decimal")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -171,6 +173,7 @@ def csv_chunks(header: list[str], rows: Iterator[list[str]]) -> Iterator[bytes]:
     for row in rows:
         writer.writerow([neutral(v) for v in row])
         if buffer.tell() >= CHUNK:
+            still_working()  # a sync server process is not stuck while it streams (`--timeout`)
             yield buffer.getvalue().encode()
             buffer.seek(0)
             buffer.truncate()
@@ -210,6 +213,8 @@ def write_xlsx(title: str, heading: list[str], rows: Iterator[list[str | float]]
                 sheet.write_row(0, 0, heading, bold)
                 sheet.freeze_panes(1, 0)
                 row_no = 1
+            if row_no % BEAT_ROWS == 0:
+                still_working()
             for col, value in enumerate(row):
                 if isinstance(value, float):
                     sheet.write_number(row_no, col, value)
@@ -230,6 +235,7 @@ def file_chunks(path: Path) -> Iterator[bytes]:
     try:
         with path.open("rb") as handle:
             while piece := handle.read(CHUNK):
+                still_working()
                 yield piece
     finally:
         path.unlink(missing_ok=True)
