@@ -52,6 +52,23 @@ def test_put_new_table_migrates_and_serves_it_on_the_next_request(admin_client, 
     assert history[0]["action"] == "create"
 
 
+def test_a_role_changed_elsewhere_counts_from_the_next_basic_sign_in(admin_client, config):
+    """Another process changes what a role contains. This process's next HTTP Basic request reads the
+    definitions' generation in its sign-in's statement, and expands the user's roles by the new set."""
+    client, _ = admin_client
+    other = create_app(config, None, testing=True).test_client()
+    cases = "/api/now/table/sn_customerservice_case?sysparm_limit=1"
+    assert other.get(cases, headers=basic("monitor")).status_code == 403  # an integration, not an agent
+    roles = client.get("/api/caseloom/definitions/roles.yaml").get_data(as_text=True)
+    line = "  evt_mgmt_integration:\n"
+    assert line in roles
+    wider = roles.replace(line, line + "    contains: [sn_customerservice_agent]\n")
+    r = client.put("/api/caseloom/definitions/roles.yaml", data=wider, content_type="application/yaml")
+    assert r.status_code == 200, r.json
+    seen = other.get(cases, headers=basic("monitor"))
+    assert seen.status_code == 200 and len(seen.json["result"]) == 1, seen.json
+
+
 def test_invalid_definition_is_422_with_located_errors_and_changes_nothing(admin_client, definitions_copy):
     client, _ = admin_client
     bad = WIDGET + "  owner: {type: reference, to: nowhere}\n"

@@ -159,14 +159,28 @@ def _counters(t: sa.Table, keys: int) -> tuple[sa.ColumnElement, ...]:
 Write = Callable[[Callable[[sa.Connection], None]], None]
 
 
+@dataclass(frozen=True)
+class Carried:
+    """What another part reads in the sign-in's statement (the definitions' generation): its
+    columns, and `then`, given the first row before the user is judged, answering the storage the
+    sign-in goes on with (a new definition set's, when the row says the set changed)."""
+
+    alongside: Alongside
+    then: Callable[[sa.Row], Storage]
+
+
 def sign_in(storage: Storage, policy: ThrottlePolicy, conn: sa.Connection, attempt: Attempt, password: str,
-            write: Write) -> Actor | None:
+            write: Write, also: Carried | None = None) -> Actor | None:
     """The Actor for a user name and password, or None; raises TooManyFailures while locked out.
     Reads on `conn`; counter changes go through `write`, which must run them in a transaction of
     their own and commit it (a failure counts even though the request that made it fails).
-    A correct sign-in with no failures on record writes nothing."""
+    A correct sign-in with no failures on record writes nothing. `also`: more columns for the
+    same statement, handed over before anything is judged."""
     throttle, at = Throttle(storage, policy), now()
-    rows = credentials(storage, conn, attempt.user_name, throttle.alongside(attempt))  # one round trip
+    alongside = throttle.alongside(attempt)
+    rows = credentials(storage, conn, attempt.user_name, alongside + also.alongside if also else alongside)  # one round trip
+    if also is not None:
+        storage = also.then(rows[0])
     had_failures = throttle.judge(rows[0], at)
     actor = verify(storage, rows, attempt.user_name, password)
     if actor is None:

@@ -180,6 +180,9 @@ class Alongside:
     columns: tuple[sa.ColumnElement, ...]
     params: dict[str, Any]
 
+    def __add__(self, other: Alongside) -> Alongside:
+        return Alongside((self.key, other.key), self.columns + other.columns, {**self.params, **other.params})
+
 
 def credentials(storage: Storage, conn: sa.Connection, user_name: str, alongside: Alongside | None = None) -> list[sa.Row]:
     """The rows of the user named `user_name`, one per role, with `alongside`'s columns: always at

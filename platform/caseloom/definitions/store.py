@@ -82,6 +82,19 @@ class HistoryEntry:
         return self.new_text if self.new_text is not None else self.old_text
 
 
+def generation_column(storage: Storage) -> sa.Label:
+    """The set's generation as a column (labelled `definitions_generation`) another statement can
+    carry, so a request reads it without a round trip of its own; built once per storage."""
+    meta = storage.internal("sys_meta")
+    return storage.cached((GENERATION, "column"), lambda: sa.select(meta.c.value).where(meta.c.name == GENERATION)
+                          .scalar_subquery().label(GENERATION))
+
+
+def generation_of(value: object) -> int:
+    """The generation as stored (text; nothing before the first change) as a number."""
+    return int(value or 0)
+
+
 class DefinitionStore:
     """Read and change the definition files held in the database."""
 
@@ -104,8 +117,7 @@ class DefinitionStore:
     def generation(self) -> int:
         """The set's generation (read before every request: the statement is built once per storage)."""
         stmt = self.storage.cached(GENERATION, lambda: sa.select(self.meta.c.value).where(self.meta.c.name == GENERATION))
-        value = self.conn.execute(stmt).scalar()
-        return int(value or 0)
+        return generation_of(self.conn.execute(stmt).scalar())
 
     def candidate(self, changes: Mapping[str, str | None]) -> Definitions:
         """The stored set with some files replaced (see `candidate_set`)."""

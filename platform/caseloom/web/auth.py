@@ -23,12 +23,13 @@ from flask_wtf.csrf import CSRFError
 from .. import sessions
 from ..access import Actor
 from ..database import WRITE_LOCK
+from ..definitions.store import GENERATION, generation_column, generation_of
 from ..properties import Properties
 from ..query import bind_acting, unbind_acting
 from ..records import RecordService
 from ..runtime import Runtime
-from ..signin import Attempt, ThrottlePolicy, TooManyFailures, sign_in
-from ..users import USERS, signed_in, user_lookup
+from ..signin import Attempt, Carried, ThrottlePolicy, TooManyFailures, sign_in
+from ..users import USERS, Alongside, signed_in, user_lookup
 from . import csrf, db
 from .budget import script_meter
 from .errors import ApiError
@@ -41,9 +42,20 @@ VIEWING_AS = "viewing_as"
 T = TypeVar("T")
 
 
+# g: this request has not read the definitions' generation yet (set by live_definitions before each
+# request). The first statement that can carry it does (an HTTP Basic sign-in's); else `runtime()`,
+# when first asked, reads it on its own.
+DEFINITIONS_UNCHECKED = "definitions_unchecked"
+# app.extensions: live_definitions.follow, which checks the generation (read alongside, or now)
+FOLLOW_DEFINITIONS = "caseloom_follow_definitions"
+
+
 def runtime() -> Runtime:
-    """The runtime this request started with (definitions may be swapped between requests)."""
+    """The runtime of this request: the definition set the database holds as the request starts
+    (another process may have changed it since the last request), the same to its end."""
     if "runtime" not in g:
+        if g.pop(DEFINITIONS_UNCHECKED, False):
+            return current_app.extensions[FOLLOW_DEFINITIONS](None)
         g.runtime = current_app.extensions["caseloom"]
     return g.runtime
 
@@ -215,10 +227,18 @@ def _viewing_as(admin: Actor, user_sys_id: str, token: str, viewed: Actor | None
 
 def password_sign_in(user_name: str, password: str) -> Actor | None:
     """The actor for a user name and password (form or HTTP Basic), or None; raises
-    TooManyFailures while the name or the client's address is locked out."""
-    rt = runtime()
+    TooManyFailures while the name or the client's address is locked out. The first statement of
+    the request, it carries the definitions' check (`DEFINITIONS_UNCHECKED`): the roles the user
+    holds are expanded by the set the check finds."""
+    rt, also = g.get("runtime"), None
+    if rt is None and g.get(DEFINITIONS_UNCHECKED):
+        rt = current_app.extensions["caseloom"]
+        follow = current_app.extensions[FOLLOW_DEFINITIONS]
+        also = Carried(Alongside(GENERATION, (generation_column(rt.storage),), {}),
+                       lambda row: follow(generation_of(row.definitions_generation)).storage)
+    rt = rt or runtime()
     return sign_in(rt.storage, ThrottlePolicy.from_config(rt.config), connection(),
-                   Attempt(user_name, request.remote_addr), password, apart)
+                   Attempt(user_name, request.remote_addr), password, apart, also)
 
 
 def api_actor() -> Actor:

@@ -21,7 +21,7 @@ from ..properties import seed_properties
 from ..runtime import Runtime
 from ..timing.seed import seed_timing
 from . import db
-from .auth import connection, runtime
+from .auth import DEFINITIONS_UNCHECKED, FOLLOW_DEFINITIONS, connection, runtime
 
 GENERATION = "caseloom_generation"
 _loading = threading.Lock()  # a process's threads load a new definition set once between them
@@ -74,22 +74,35 @@ def standalone(app: Flask, endpoint: str) -> None:
     app.extensions.setdefault(STANDALONE, set()).add(endpoint)
 
 
+def follow(generation: int | None) -> Runtime:
+    """This request's runtime, once the definitions' generation is checked: `generation` as another
+    statement read it alongside (`auth.password_sign_in`), or None to read it now. When another
+    process changed the set, the stored one is loaded first."""
+    app = current_app._get_current_object()
+    rt: Runtime = app.extensions["caseloom"]
+    definition_store = DefinitionStore(rt.storage, connection())
+    if generation is None:
+        generation = definition_store.generation()
+    if generation != app.extensions.get(GENERATION):
+        with _loading:  # one thread of the process loads the set; the others wait for it, not parse it too
+            if generation != app.extensions.get(GENERATION):
+                texts = definition_store.texts()
+                if texts:
+                    defs = load_sources(sorted(texts.items()), display_root=DISPLAY_ROOT)
+                    install(app, Runtime(rt.config, defs, engine=rt.engine), generation)
+                else:
+                    app.extensions[GENERATION] = generation
+    g.pop(DEFINITIONS_UNCHECKED, None)
+    g.runtime = app.extensions["caseloom"]
+    return g.runtime
+
+
 def register(app: Flask) -> None:
+    app.extensions[FOLLOW_DEFINITIONS] = follow
+
     @app.before_request
     def _follow_definitions() -> None:
-        """Another process changed the definitions: load the new set before serving."""
-        if request.endpoint in app.extensions.get(STANDALONE, ()):
-            return
-        rt: Runtime = app.extensions["caseloom"]
-        definition_store = DefinitionStore(rt.storage, connection())
-        generation = definition_store.generation()
-        if generation != app.extensions.get(GENERATION):
-            with _loading:  # one thread of the process loads the set; the others wait for it, not parse it too
-                if generation != app.extensions.get(GENERATION):
-                    texts = definition_store.texts()
-                    if texts:
-                        defs = load_sources(sorted(texts.items()), display_root=DISPLAY_ROOT)
-                        install(app, Runtime(rt.config, defs, engine=rt.engine), generation)
-                    else:
-                        app.extensions[GENERATION] = generation
-        g.runtime = app.extensions["caseloom"]
+        """Another process may have changed the definitions: the request checks before it reads
+        anything else, with its first statement (`auth.runtime`, `auth.password_sign_in`)."""
+        if request.endpoint not in app.extensions.get(STANDALONE, ()):
+            setattr(g, DEFINITIONS_UNCHECKED, True)
