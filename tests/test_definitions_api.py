@@ -69,6 +69,28 @@ def test_a_role_changed_elsewhere_counts_from_the_next_basic_sign_in(admin_clien
     assert seen.status_code == 200 and len(seen.json["result"]) == 1, seen.json
 
 
+def test_a_role_changed_elsewhere_counts_from_a_browser_session_s_next_page(admin_client, config):
+    """The same for a browser session: its statement reads the generation before the session's user
+    is judged. A request whose cookie names no live session still checks it."""
+    client, _ = admin_client
+    other = create_app(config, None, testing=True)
+    other.config["WTF_CSRF_ENABLED"] = False
+    browser, stranger = other.test_client(), other.test_client()
+    browser.post("/login", data={"user_name": "monitor", "user_password": "monitor"})
+    assert browser.get("/sn_customerservice_case_list.do").status_code == 403
+    with stranger.session_transaction() as cookie:
+        cookie["session_token"] = "no-such-session"
+    assert stranger.get("/sn_customerservice_case_list.do").status_code == 302  # to the sign-in page
+    roles = client.get("/api/caseloom/definitions/roles.yaml").get_data(as_text=True)
+    line = "  evt_mgmt_integration:\n"
+    wider = roles.replace(line, line + "    contains: [sn_customerservice_agent]\n")
+    widget = client.put("/api/caseloom/definitions/tables/u_widget.yaml", data=WIDGET, content_type="application/yaml")
+    assert widget.status_code == 200, widget.json
+    assert stranger.get("/u_widget_list.do").status_code == 302  # known now: a sign-in page, not a 404
+    assert client.put("/api/caseloom/definitions/roles.yaml", data=wider, content_type="application/yaml").status_code == 200
+    assert browser.get("/sn_customerservice_case_list.do").status_code == 200
+
+
 def test_invalid_definition_is_422_with_located_errors_and_changes_nothing(admin_client, definitions_copy):
     client, _ = admin_client
     bad = WIDGET + "  owner: {type: reference, to: nowhere}\n"

@@ -163,4 +163,5 @@ def test_a_browser_page_reads_its_session_user_and_roles_in_one_statement(app):
     assert client.get("/sn_customerservice_case_list.do").status_code == 200
     reads = _reading(seen, "sys_session", "sys_user_has_role")  # (the list's rows join sys_user for names)
     assert len(reads) == 1, reads
-    assert all(t in reads[0] for t in ("sys_session", "sys_user", "sys_user_has_role"))
+    assert all(t in reads[0] for t in ("sys_session", "sys_user", "sys_user_has_role", "sys_meta"))
+    assert len(_reading(seen, "sys_meta")) == 1  # the definitions' generation: in that statement, not one of its own

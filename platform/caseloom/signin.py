@@ -24,7 +24,7 @@ from .access import Actor
 from .config import Config
 from .records import now
 from .storage import Storage
-from .users import Alongside, credentials, verify
+from .users import Alongside, Carried, credentials, verify
 
 TABLE = "sys_signin_failure"
 USER, ADDRESS = "user", "address"
@@ -157,16 +157,6 @@ def _counters(t: sa.Table, keys: int) -> tuple[sa.ColumnElement, ...]:
 
 
 Write = Callable[[Callable[[sa.Connection], None]], None]
-
-
-@dataclass(frozen=True)
-class Carried:
-    """What another part reads in the sign-in's statement (the definitions' generation): its
-    columns, and `then`, given the first row before the user is judged, answering the storage the
-    sign-in goes on with (a new definition set's, when the row says the set changed)."""
-
-    alongside: Alongside
-    then: Callable[[sa.Row], Storage]
 
 
 def sign_in(storage: Storage, policy: ThrottlePolicy, conn: sa.Connection, attempt: Attempt, password: str,

@@ -101,19 +101,28 @@ def actor_for(storage: Storage, conn: sa.Connection, user_sys_id: str) -> Actor 
     return Actor(rows[0].user_name, storage.defs.role_closure([r.role for r in rows if r.role is not None]), user_sys_id)
 
 
-def signed_in(storage: Storage, conn: sa.Connection, token: str,
-              policy: sessions.SessionPolicy) -> tuple[sessions.Session | None, dict[str, Actor]]:
+def signed_in(storage: Storage, conn: sa.Connection, token: str, policy: sessions.SessionPolicy,
+              also: Carried | None = None) -> tuple[sessions.Session | None, dict[str, Actor]]:
     """The live session of a browser token (see sessions.judge) and the active users its rows name,
     by sys_id (its own user, and whom it views as), with their roles: one round trip, every
-    request of a browser session asks it."""
+    request of a browser session asks it. Always at least one row (its session columns NULL when
+    the token has none), so `also`'s columns come back; they are handed over before the session
+    and its users are judged."""
     table, users, roles = storage.internal(sessions.TABLE), storage.physical(USERS), storage.physical(USER_ROLES)
-    rows = conn.execute(storage.cached(("users", "of a session, with roles"), lambda: sa.select(
-        table.c.token_hash, table.c.user_sys_id, table.c.created_on, table.c.last_seen,
-        users.c.user_name, users.c.active, roles.c.role)
-        .select_from(table.outerjoin(users, users.c.sys_id == table.c.user_sys_id)
-                     .outerjoin(roles, roles.c.user == users.c.sys_id))
-        .where(table.c.token_hash.in_((sa.bindparam("own"), sa.bindparam("linked"))))),
-        dict(zip(("own", "linked"), sessions.keys(token), strict=True))).all()
+    extra = also.alongside if also is not None else Alongside(None, (), {})
+
+    def build() -> sa.Select:
+        anchor = sa.select(sa.literal_column("1").label("one")).subquery("anchor")
+        mine = table.c.token_hash.in_((sa.bindparam("own"), sa.bindparam("linked")))
+        return (sa.select(table.c.token_hash, table.c.user_sys_id, table.c.created_on, table.c.last_seen,
+                          users.c.user_name, users.c.active, roles.c.role, *extra.columns)
+                .select_from(anchor.outerjoin(table, mine)
+                             .outerjoin(users, users.c.sys_id == table.c.user_sys_id)
+                             .outerjoin(roles, roles.c.user == users.c.sys_id)))
+    keys = dict(zip(("own", "linked"), sessions.keys(token), strict=True))
+    rows = conn.execute(storage.cached(("users", "of a session, with roles", extra.key), build), {**extra.params, **keys}).all()
+    if also is not None:
+        storage = also.then(rows[0])
     held: dict[str, tuple[str, set[str]]] = {}  # an active user's sys_id: their name and roles
     for row in rows:
         if row.user_name is not None and row.active is not False:
@@ -182,6 +191,16 @@ class Alongside:
 
     def __add__(self, other: Alongside) -> Alongside:
         return Alongside((self.key, other.key), self.columns + other.columns, {**self.params, **other.params})
+
+
+@dataclass(frozen=True)
+class Carried:
+    """What another part reads in a sign-in's statement (the definitions' generation): its columns,
+    and `then`, given the first row before anyone is judged, answering the storage the sign-in goes
+    on with (a new definition set's, when the row says the set changed)."""
+
+    alongside: Alongside
+    then: Callable[[sa.Row], Storage]
 
 
 def credentials(storage: Storage, conn: sa.Connection, user_name: str, alongside: Alongside | None = None) -> list[sa.Row]:

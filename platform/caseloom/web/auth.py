@@ -28,8 +28,8 @@ from ..properties import Properties
 from ..query import bind_acting, unbind_acting
 from ..records import RecordService
 from ..runtime import Runtime
-from ..signin import Attempt, Carried, ThrottlePolicy, TooManyFailures, sign_in
-from ..users import USERS, Alongside, signed_in, user_lookup
+from ..signin import Attempt, ThrottlePolicy, TooManyFailures, sign_in
+from ..users import USERS, Alongside, Carried, signed_in, user_lookup
 from . import csrf, db
 from .budget import script_meter
 from .errors import ApiError
@@ -177,8 +177,10 @@ def _session_actor() -> Actor | None:
     token = session.get(SESSION_TOKEN)
     if not isinstance(token, str):
         return None
-    rt, policy = runtime(), session_policy()
-    found, users = signed_in(rt.storage, connection(), token, policy)
+    rt, also = _checking_definitions()
+    policy = session_policy()
+    found, users = signed_in(rt.storage, connection(), token, policy, also)
+    rt = runtime()  # the set the check found
     actor = users.get(found.user_sys_id) if found else None
     if actor is None:
         session.pop(SESSION_TOKEN, None)
@@ -225,18 +227,23 @@ def _viewing_as(admin: Actor, user_sys_id: str, token: str, viewed: Actor | None
     return Impersonation(admin, user, names.get(admin.sys_id) or admin.user_name, names.get(user.sys_id) or user.user_name)
 
 
+def _checking_definitions() -> tuple[Runtime, Carried | None]:
+    """The runtime a sign-in reads with, and, while the request has not checked the definitions'
+    generation (`DEFINITIONS_UNCHECKED`), the column that checks it in the sign-in's own statement:
+    the check runs before anyone is judged, so roles are expanded by the set it finds."""
+    rt = g.get("runtime")
+    if rt is not None or not g.get(DEFINITIONS_UNCHECKED):
+        return rt or runtime(), None
+    rt, follow = current_app.extensions["caseloom"], current_app.extensions[FOLLOW_DEFINITIONS]
+    return rt, Carried(Alongside(GENERATION, (generation_column(rt.storage),), {}),
+                       lambda row: follow(generation_of(row.definitions_generation)).storage)
+
+
 def password_sign_in(user_name: str, password: str) -> Actor | None:
     """The actor for a user name and password (form or HTTP Basic), or None; raises
-    TooManyFailures while the name or the client's address is locked out. The first statement of
-    the request, it carries the definitions' check (`DEFINITIONS_UNCHECKED`): the roles the user
-    holds are expanded by the set the check finds."""
-    rt, also = g.get("runtime"), None
-    if rt is None and g.get(DEFINITIONS_UNCHECKED):
-        rt = current_app.extensions["caseloom"]
-        follow = current_app.extensions[FOLLOW_DEFINITIONS]
-        also = Carried(Alongside(GENERATION, (generation_column(rt.storage),), {}),
-                       lambda row: follow(generation_of(row.definitions_generation)).storage)
-    rt = rt or runtime()
+    TooManyFailures while the name or the client's address is locked out. One statement, which
+    also checks the definitions' generation (`_checking_definitions`)."""
+    rt, also = _checking_definitions()
     return sign_in(rt.storage, ThrottlePolicy.from_config(rt.config), connection(),
                    Attempt(user_name, request.remote_addr), password, apart, also)
 

@@ -17,7 +17,7 @@ from ...query.conditions import TEXT_QUERY, All
 from ...query.total import EXACT_COUNT_LIMIT, Total
 from ...records import AccessDenied, Conflict, NotFound, RecordError
 from .. import db
-from ..auth import connection, properties, records, runtime, safe_path
+from ..auth import connection, properties, records, runtime, safe_path, session_actor
 from ..serialize import base_url, display_names, make_shape, record_name, render_record
 from . import blueprint, login_required
 from .export import export_format, export_list, with_basic_auth
@@ -212,6 +212,8 @@ def delete_filter(table: str, sys_id: str):
 
 @blueprint.route("/<path:name>.do", methods=["GET", "POST"])
 def dispatch(name: str):
+    if request.authorization is None:
+        session_actor()  # first: its statement checks the definitions' generation too (auth._checking_definitions)
     # `x_list.do` is the list of x, unless a table is itself named x_list (sn_..._recipients_list.do is a form)
     tables = runtime().defs.tables
     listed = name.endswith("_list") and (name not in tables or name[: -len("_list")] in tables)
