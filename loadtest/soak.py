@@ -6,8 +6,8 @@ It builds a scratch system and drives it with a realistic mix, then reports:
 
 - the system: a scratch database (a SQLite file, or a database it creates on the PostgreSQL server
   given and drops at the end) with the demo data at `--scale`, `caseloom serve --workers 2` (one
-  thread each, its default; `--threads N` for more), `caseloom worker` processes on the queue (the SQLite file, or the Redis
-  given), and a local SMTP server (aiosmtpd) that accepts every message;
+  thread each, its default; `--threads N` for more), `caseloom worker` processes on the queue (the
+  SQLite file, or the Redis given), and a local SMTP server (aiosmtpd) that accepts every message;
 - the mix, for `--minutes`: agents browsing case lists (a filter, a page, a sort) and forms, and saving
   a case (the Table API's PATCH, as the form's save does); API clients reading and creating cases; and,
   at the start, a major case's child-creation job over a recipients list of `--children` new accounts,

@@ -82,12 +82,16 @@ class HistoryEntry:
         return self.new_text if self.new_text is not None else self.old_text
 
 
+def _generation(storage: Storage) -> sa.Select:
+    """The SELECT of the set's generation, built once per storage."""
+    meta = storage.internal("sys_meta")
+    return storage.cached(GENERATION, lambda: sa.select(meta.c.value).where(meta.c.name == GENERATION))
+
+
 def generation_column(storage: Storage) -> sa.Label:
     """The set's generation as a column (labelled `definitions_generation`) another statement can
     carry, so a request reads it without a round trip of its own; built once per storage."""
-    meta = storage.internal("sys_meta")
-    return storage.cached((GENERATION, "column"), lambda: sa.select(meta.c.value).where(meta.c.name == GENERATION)
-                          .scalar_subquery().label(GENERATION))
+    return storage.cached((GENERATION, "column"), lambda: _generation(storage).scalar_subquery().label(GENERATION))
 
 
 def generation_of(value: object) -> int:
@@ -116,8 +120,7 @@ class DefinitionStore:
 
     def generation(self) -> int:
         """The set's generation (read before every request: the statement is built once per storage)."""
-        stmt = self.storage.cached(GENERATION, lambda: sa.select(self.meta.c.value).where(self.meta.c.name == GENERATION))
-        return generation_of(self.conn.execute(stmt).scalar())
+        return generation_of(self.conn.execute(_generation(self.storage)).scalar())
 
     def candidate(self, changes: Mapping[str, str | None]) -> Definitions:
         """The stored set with some files replaced (see `candidate_set`)."""
@@ -126,7 +129,7 @@ class DefinitionStore:
     def lock(self) -> None:
         """Serialise changes to the set: the generation row stays locked until the caller's
         transaction ends (FOR UPDATE on PostgreSQL; SQLite writers already hold its write lock)."""
-        self.conn.execute(sa.select(self.meta.c.value).where(self.meta.c.name == GENERATION).with_for_update())
+        self.conn.execute(_generation(self.storage).with_for_update())
 
     def write(self, path: str, text: str | None, user: str, action: str | None = None) -> None:
         """Store (or delete) one file, record it in the history, and bump the generation."""

@@ -43,8 +43,8 @@ T = TypeVar("T")
 
 
 # g: this request has not read the definitions' generation yet (set by live_definitions before each
-# request). The first statement that can carry it does (an HTTP Basic sign-in's); else `runtime()`,
-# when first asked, reads it on its own.
+# request). A sign-in's statement carries it (HTTP Basic, or the browser session's:
+# `_checking_definitions`); else `runtime()`, when first asked, reads it on its own.
 DEFINITIONS_UNCHECKED = "definitions_unchecked"
 # app.extensions: live_definitions.follow, which checks the generation (read alongside, or now)
 FOLLOW_DEFINITIONS = "caseloom_follow_definitions"
@@ -54,7 +54,7 @@ def runtime() -> Runtime:
     """The runtime of this request: the definition set the database holds as the request starts
     (another process may have changed it since the last request), the same to its end."""
     if "runtime" not in g:
-        if g.pop(DEFINITIONS_UNCHECKED, False):
+        if g.get(DEFINITIONS_UNCHECKED):
             return current_app.extensions[FOLLOW_DEFINITIONS](None)
         g.runtime = current_app.extensions["caseloom"]
     return g.runtime

@@ -76,7 +76,7 @@ def standalone(app: Flask, endpoint: str) -> None:
 
 def follow(generation: int | None) -> Runtime:
     """This request's runtime, once the definitions' generation is checked: `generation` as another
-    statement read it alongside (`auth.password_sign_in`), or None to read it now. When another
+    statement read it alongside (a sign-in's: `auth._checking_definitions`), or None to read it now. When another
     process changed the set, the stored one is loaded first."""
     app = current_app._get_current_object()
     rt: Runtime = app.extensions["caseloom"]
@@ -103,6 +103,6 @@ def register(app: Flask) -> None:
     @app.before_request
     def _follow_definitions() -> None:
         """Another process may have changed the definitions: the request checks before it reads
-        anything else, with its first statement (`auth.runtime`, `auth.password_sign_in`)."""
+        anything else, with its first statement (`auth.runtime`, `auth._checking_definitions`)."""
         if request.endpoint not in app.extensions.get(STANDALONE, ()):
             setattr(g, DEFINITIONS_UNCHECKED, True)
