@@ -478,6 +478,30 @@ def test_one_set_based_write_moves_each_group_of_task_slas_by_its_own_timing(run
     assert outcome["set"] == outcome["row"]
 
 
+@pytest.mark.parametrize("path", ["row", "set"])
+def test_one_set_based_write_over_tickets_in_different_stages(runtime, path):
+    """One write gives three tickets the same values: the one whose SLA runs keeps it (nothing new
+    attaches), the paused one resumes, and the one without gets one attached, as the row path does.
+    The set path knows beforehand which stages the touched tickets' SLAs are in, and that not every
+    ticket has one: it must still look for each of these."""
+    running = write(runtime, MONDAY, **ORDER)
+    paused = write(runtime, MONDAY, **ORDER)
+    write(runtime, MONDAY + dt.timedelta(minutes=5), paused, state=3)
+    without = write(runtime, MONDAY, **{**ORDER, "priority": 2})
+    tickets = [running, paused, without]
+    assert [stages(runtime, t, "order") for t in tickets] == [[R], [P], []]
+    later = MONDAY + dt.timedelta(minutes=10)
+    if path == "row":
+        for ticket in tickets:
+            write(runtime, later, ticket, priority=1, state=2)
+    else:
+        with fixed_clock(later), runtime.transaction() as service:
+            tdef = service.defs.tables[TICKET]
+            parsed, _ = service._parse(tdef, {"priority": 1, "state": 2})
+            assert update_where(service, tdef, parse_encoded("sys_idIN" + ",".join(tickets)).where, parsed) == 3
+    assert [stages(runtime, t, "order") for t in tickets] == [[R], [R], [R]]
+
+
 def test_csm_major_case_children_set_based_and_row_by_row_have_the_same_slas(config, definitions):
     """CSM's real definitions: children created by create_child_cases (INSERT ... SELECT), moved to
     Awaiting Info by the parent-child sync (a set-based UPDATE) and closed with their major case (a

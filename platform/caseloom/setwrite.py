@@ -209,6 +209,12 @@ class Touched:
         """The rows of `table` (the records' physical table or an alias of it) that were touched."""
         return self.of(table.c.sys_id)
 
+    def count(self, table: sa.FromClause) -> sa.Select:
+        """How many records were touched (`table`: their physical table)."""
+        if self.ids is not None:
+            return sa.select(sa.func.count()).select_from(self.ids.subquery())
+        return sa.select(sa.func.count()).select_from(table).where(self.where(table))
+
 
 def journal_columns(for_audit: bool, name: str, text: str, physical: sa.Table, service, new_id, stamp) -> dict:
     """The columns of an INSERT ... SELECT from `physical` of one journal entry `text` in field

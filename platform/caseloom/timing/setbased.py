@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 
@@ -50,10 +51,10 @@ def after_where(service, tdef, touched: Touched, new: bool = False) -> None:
         for sla in slas:
             _evaluate(service, tdef, sla, touched, at, new)
         return
-    running = set() if new else _with_active(service, touched)
+    active = {} if new else _active(service, tdef, touched)
     for values, group in groups:
         for sla in slas:
-            _decide(service, tdef, sla, values, group, at, new, sla.sys_id in running)
+            _decide(service, tdef, sla, values, group, at, new, active.get(sla.sys_id, NONE_ACTIVE))
 
 
 Group = Callable[[Selection], list[sa.ColumnElement]]  # the WHERE clauses of one group's records
@@ -71,6 +72,10 @@ def _groups(service, tdef, slas: list[Sla], touched: Touched) -> list[tuple[dict
                                 .where(touched.where(selection.base)).distinct().limit(MAX_GROUPS + 1)).all()
     if len(rows) > MAX_GROUPS:
         return None
+    if len(rows) == 1:  # every touched record has these values: the group is the touched records, and
+        # saying so alone keeps the planner from estimating it by statistics taken before the write (on
+        # PostgreSQL, one row for a state no record had then: nested loops over 100,000 rows)
+        return [(dict(zip(paths, rows[0], strict=True)), lambda selection: [touched.where(selection.base)])]
 
     def group(values: dict) -> Group:
         def where(selection: Selection) -> list[sa.ColumnElement]:
@@ -86,11 +91,31 @@ def _nodes(sla: Sla) -> list:
     return [n for n in (sla.start, sla.stop, sla.pause, sla.resume, sla.cancel, sla.reset) if n is not None]
 
 
-def _with_active(service, touched: Touched) -> set[str]:
-    """The SLA definitions running or paused on any of the touched records (one indexed pass)."""
+@dataclass(frozen=True)
+class Active:
+    """One SLA definition's task SLAs on the touched records before the write: the stages of those
+    running or paused, and whether every touched record has one running or paused."""
+
+    stages: frozenset[str] = frozenset()
+    everywhere: bool = False
+
+
+NONE_ACTIVE = Active()
+
+
+def _active(service, tdef, touched: Touched) -> dict[str, Active]:
+    """Per SLA definition running or paused on any of the touched records, what `Active` tells (one
+    indexed pass, and a count of the touched records when there is any). A transition whose stage no
+    touched record has, or an attachment every touched record has already, is then not looked for."""
     ts = service.storage.physical(TASK_SLA)
-    return set(service.conn.execute(sa.select(ts.c.sla).where(
-        touched.of(ts.c.task), ts.c.stage.in_(ACTIVE)).distinct()).scalars())
+    has = {stage: sa.func.max(sa.case((ts.c.stage == stage, 1), else_=0)) for stage in ACTIVE}
+    rows = service.conn.execute(sa.select(ts.c.sla, sa.func.count(ts.c.task.distinct()), *has.values()).where(
+        touched.of(ts.c.task), ts.c.stage.in_(ACTIVE)).group_by(ts.c.sla)).all()
+    if not rows:
+        return {}
+    records = service.conn.execute(touched.count(service.storage.physical(tdef.name))).scalar_one()
+    return {sla: Active(frozenset(stage for stage, found in zip(has, flags, strict=True) if found), tasks >= records)
+            for sla, tasks, *flags in rows}
 
 
 def _records(service, tdef, where: Group) -> sa.Select:
@@ -107,9 +132,10 @@ def _of(service, sla: Sla, stages, records: sa.Select) -> sa.ColumnElement:
 
 
 def _decide(service, tdef, sla: Sla, values: dict, group: Group, at: dt.datetime, new: bool,
-            running: bool) -> None:
+            before: Active) -> None:
     """One SLA definition on one group of records sharing `values`, in the engine's order
-    (caseloom.timing.engine.step): only the transitions that happen are written."""
+    (caseloom.timing.engine.step): only the transitions that happen are written, and only those
+    `before` allows are looked for."""
     def holds(node) -> bool:
         return node is not None and evaluate(node, values, resolve=values.get)
 
@@ -118,23 +144,26 @@ def _decide(service, tdef, sla: Sla, values: dict, group: Group, at: dt.datetime
     def active(*stages: str) -> sa.ColumnElement:
         return _of(service, sla, stages, _records(service, tdef, group))
 
-    if running:
+    ended = False  # the group's running or paused task SLAs of this definition were completed
+    if before.stages:
         if holds(sla.stop):
             move_where(service, sla, active(*ACTIVE), COMPLETED, at)
             return
         if holds(sla.reset):
             move_where(service, sla, active(*ACTIVE), COMPLETED, at)
+            ended = True
         elif _cancels(sla, holds):
             move_where(service, sla, active(*ACTIVE), CANCELLED, at)
             return
         else:
-            if holds(sla.pause):
+            if holds(sla.pause) and RUNNING in before.stages:
                 move_where(service, sla, active(RUNNING), PAUSED, at)
-            if _resumes(sla, holds):  # not the ones that have just paused
+            if _resumes(sla, holds) and PAUSED in before.stages:  # not the ones that have just paused
                 move_where(service, sla, sa.and_(active(PAUSED), ts.c.pause_time != at), RUNNING, at)
     if holds(sla.start) and not holds(sla.stop) and not (sla.when_to_cancel == "cancel_condition"
                                                           and holds(sla.cancel)):
-        attach_ids(service, tdef, sla, group, at, paused=holds(sla.pause), new=new)
+        if ended or not before.everywhere:  # otherwise every record has one running or paused already
+            attach_ids(service, tdef, sla, group, at, paused=holds(sla.pause), new=new)
 
 
 def _matching(selection: Selection, touched: Touched, conditions) -> list[sa.ColumnElement]:
