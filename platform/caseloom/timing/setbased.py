@@ -63,9 +63,12 @@ Group = Callable[[Selection], list[sa.ColumnElement]]  # the WHERE clauses of on
 def _groups(service, tdef, slas: list[Sla], touched: Touched) -> list[tuple[dict, Group]] | None:
     """(values, the clauses that select the touched records that have them) per distinct set of the
     values the SLAs' conditions read; None when there are more than MAX_GROUPS."""
+    def all_touched(selection: Selection) -> list[sa.ColumnElement]:
+        return [touched.where(selection.base)]
+
     paths = sorted({path for sla in slas for node in _nodes(sla) for path in fields_of(node)})
     if not paths:
-        return [({}, lambda selection: [touched.where(selection.base)])]
+        return [({}, all_touched)]
     selection = Selection(service.storage, tdef.name)
     columns = [selection.column(path)[0] for path in paths]
     rows = service.conn.execute(sa.select(*columns).select_from(selection.from_clause)
@@ -75,11 +78,11 @@ def _groups(service, tdef, slas: list[Sla], touched: Touched) -> list[tuple[dict
     if len(rows) == 1:  # every touched record has these values: the group is the touched records, and
         # saying so alone keeps the planner from estimating it by statistics taken before the write (on
         # PostgreSQL, one row for a state no record had then: nested loops over 100,000 rows)
-        return [(dict(zip(paths, rows[0], strict=True)), lambda selection: [touched.where(selection.base)])]
+        return [(dict(zip(paths, rows[0], strict=True)), all_touched)]
 
     def group(values: dict) -> Group:
         def where(selection: Selection) -> list[sa.ColumnElement]:
-            return [touched.where(selection.base), *(
+            return [*all_touched(selection), *(
                 selection.column(p)[0].is_(None) if v is None else selection.column(p)[0] == v
                 for p, v in values.items())]
         return where
