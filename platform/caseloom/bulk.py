@@ -98,16 +98,18 @@ def _memoized(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 
 def keep_statistics_fresh(conn: sa.Connection, table: sa.Table, count: int) -> None:
-    """A bulk load that grows a table from a few rows to many leaves PostgreSQL planning with the
-    old statistics (autovacuum catches up later), so a job that inserts and then looks up what it
+    """A bulk load of rows in batches (insert_rows: the record service's insert_many, the bench's
+    and demo's loads) that grows a table from a few rows to many leaves PostgreSQL planning with the
+    old statistics (autovacuum catches up later), so a load that inserts and then looks up what it
     inserted slows down quadratically. Re-ANALYZE the table once the rows written since its last
     ANALYZE here reach ANALYZE_EVERY and a quarter of the rows it held then (as autovacuum's scale
     factor does): a table growing from nothing is analysed about a dozen times on its way to a
     million rows, and a table of a million rows not at all for its first 250,000 more. (Each ANALYZE
     of a big table costs a sample of 30,000 rows: every 20,000 rows written, that was a third of
-    a million-child job on PostgreSQL.) A table autovacuum is working on is skipped (`SKIP_LOCKED`):
-    its statistics are being made fresh already, and waiting for its lock held the job a second or
-    more (until autovacuum gives way, after `deadlock_timeout`)."""
+    a million-child job on PostgreSQL.) Set-based inserts do without it (caseloom.setinsert): what
+    they run next reads their rows by key range. A table autovacuum is working on is skipped
+    (`SKIP_LOCKED`): its statistics are being made fresh already, and waiting for its lock held the
+    job a second or more (until autovacuum gives way, after `deadlock_timeout`)."""
     if conn.dialect.name != "postgresql":
         return
     written = conn.info.setdefault("caseloom_bulk_rows", {})

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from .. import stamps
-from ..bulk import keep_statistics_fresh
 from ..query import Selection
 from ..query.conditions import fields_of
 from ..query.evaluate import evaluate
@@ -294,13 +293,13 @@ def _attach(service, sla: Sla, selection: Selection, clauses: list[sa.ColumnElem
 
 
 def _inserted(service, sla: Sla, statement, prefix: str, at: dt.datetime, stages: tuple[str, ...]) -> int:
-    """Run one INSERT ... SELECT of task SLAs whose sys_ids start with `prefix`: the statistics kept
-    fresh, a retroactive SLA's rows given the timing of their own start, the rows noted as made."""
+    """Run one INSERT ... SELECT of task SLAs whose sys_ids start with `prefix`: a retroactive SLA's
+    rows given the timing of their own start, the rows noted as made. The statistics are left to
+    autovacuum, as for every set-based insert (caseloom.setinsert)."""
     conn, ts = service.conn, service.storage.physical(TASK_SLA)
     inserted = conn.execute(statement.execution_options(preserve_rowcount=True)).rowcount
     if not inserted:
         return 0
-    keep_statistics_fresh(conn, ts, inserted)
     low, high = prefix + "0" * 12, prefix + "f" * 12
     if sla.retroactive:  # each start has its own timing
         for stage in stages:
