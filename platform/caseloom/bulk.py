@@ -106,8 +106,8 @@ def keep_statistics_fresh(conn: sa.Connection, table: sa.Table, count: int) -> N
     factor does): a table growing from nothing is analysed about a dozen times on its way to a
     million rows, and a table of a million rows not at all for its first 250,000 more. (Each ANALYZE
     of a big table costs a sample of 30,000 rows: every 20,000 rows written, that was a third of
-    a million-child job on PostgreSQL.) Set-based inserts do without it (caseloom.setinsert): what
-    they run next reads their rows by key range. A table autovacuum is working on is skipped
+    a million-child job on PostgreSQL.) The tables a set-based insert writes alongside its own
+    do without it (caseloom.setinsert). A table autovacuum is working on is skipped
     (`SKIP_LOCKED`): its statistics are being made fresh already, and waiting for its lock held the
     job a second or more (until autovacuum gives way, after `deadlock_timeout`)."""
     if conn.dialect.name != "postgresql":

@@ -295,7 +295,7 @@ def _attach(service, sla: Sla, selection: Selection, clauses: list[sa.ColumnElem
 def _inserted(service, sla: Sla, statement, prefix: str, at: dt.datetime, stages: tuple[str, ...]) -> int:
     """Run one INSERT ... SELECT of task SLAs whose sys_ids start with `prefix`: a retroactive SLA's
     rows given the timing of their own start, the rows noted as made. The statistics are left to
-    autovacuum, as for every set-based insert (caseloom.setinsert)."""
+    autovacuum: what reads the rows next is keyed by their tasks (caseloom.setinsert)."""
     conn, ts = service.conn, service.storage.physical(TASK_SLA)
     inserted = conn.execute(statement.execution_options(preserve_rowcount=True)).rowcount
     if not inserted:
