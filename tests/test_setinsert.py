@@ -109,6 +109,48 @@ def test_a_second_run_adds_no_second_child(runtime):
         assert service.count(CASE, parse_encoded(f"parent={major_id}")) == len(children) == 30
 
 
+def test_a_batch_looks_for_existing_children_only_where_its_range_has_some(runtime, monkeypatch):
+    """Each batch's INSERT ... SELECT skips the members that have a child already only when a probe
+    finds children in its range (a resumed job, children added by hand): a range without them is
+    inserted without reading the children's index, which the same statement writes to (on stale
+    statistics, a loop over the members reading the range's children grew with the square of the
+    batch). Either way each member ends with exactly one child."""
+    import sqlalchemy as sa
+
+    from caseloom.effects import lists
+
+    monkeypatch.setattr(lists, "SET_BATCH", 10)  # 30 members: three batches
+    with runtime.transaction() as service:
+        service.insert_many("customer_account", ({"name": f"c account {i}", "country": "XT"} for i in range(30)))
+        list_id = service.insert("sn_publications_recipients_list", {
+            "name": "c list", "type": "accounts", "conditions": "country=XT"})["sys_id"]
+        lists_for(service, "sn_publications_recipients_list").refresh(list_id)
+        with service.by_definitions():
+            major = service.insert(CASE, {"short_description": "Outage", "state": 10,
+                                          "major_case_state": "accepted", "recipient_list": list_id})["sys_id"]
+        accounts = sorted(a["sys_id"] for a in service.query("customer_account", parse_encoded("country=XT"), ["sys_id"]))
+        for account in (accounts[0], accounts[-1]):  # reported already: one in the first batch, one in the last
+            service.insert(CASE, {"short_description": "Reported", "parent": major, "account": account})
+        outcome = run_action(service, CASE, major, "create_child_cases", {"comments": "hello"})
+    cases = runtime.storage.physical(CASE).name
+    inserts = []
+
+    def spy(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith(f"INSERT INTO {cases} (") and " SELECT " in statement:
+            inserts.append(statement)
+
+    sa.event.listen(runtime.engine, "before_cursor_execute", spy)
+    try:
+        job = execute_job(runtime, outcome.job)
+    finally:
+        sa.event.remove(runtime.engine, "before_cursor_execute", spy)
+    assert (job.state, job.done) == ("done", 28)
+    assert ["EXISTS" in statement for statement in inserts] == [True, False, True]
+    with runtime.transaction(SYSTEM) as service:
+        children = service.query(CASE, parse_encoded(f"parent={major}"), ["account"])
+    assert sorted(c["account"] for c in children) == accounts
+
+
 def run_children(config, definitions_copy) -> tuple[object, list[dict], list[dict]]:
     """create_child_cases over 10 accounts (6 with a primary contact) with the definitions in
     `definitions_copy`: the job, the children, and the e-mails about them."""

@@ -167,7 +167,9 @@ class MemberLists:
         existing = self.member_ids(sys_id, mtype).scalar_subquery()
         if wanted is not None:
             kept = self.count_members(sys_id, mtype)
-            new = wanted.where(selection.base.c.sys_id.not_in(existing))
+            # a list with no member left (a first build) is filled without looking among its members,
+            # which the same statement is inserting
+            new = wanted.where(selection.base.c.sys_id.not_in(existing)) if kept else wanted
             added = self.service.insert_select(mtype.members, {mtype.list_field: sys_id, **self._dynamic(True)},
                                                new, [mtype.member_field], source=selection.base)
             if added is None:

@@ -197,7 +197,14 @@ def _slice_end(service: RecordService, spec: Children, mtype, after: str, end: s
 
 def _members_select(service: RecordService, spec: Children, mtype, after: str, upto: str):
     """SELECT of the members in (after, upto] with no child of this record yet, and the values
-    their children take from them: the member, then each lookup."""
+    their children take from them: the member, then each lookup.
+
+    Whether the range has children already is asked first, in one probe of the children's index:
+    only a resumed job's range has any. A range without them is selected without looking for
+    them, so the INSERT ... SELECT never reads the children's index while it writes to it. Looked
+    for in the same statement, on statistics that knew no member, the planner looped over the
+    members with a scan of the range's children, the rows being inserted among them: invisible
+    to the statement but read, 53.5 s for a batch of 20,000 instead of half a second."""
     storage = service.storage
     members = _members(service, mtype)
     member = members.c[mtype.member_field]
@@ -207,10 +214,14 @@ def _members_select(service: RecordService, spec: Children, mtype, after: str, u
     for child, path in spec.lookups.items():
         columns.append(target.column(path.split(".", 1)[1])[0])
         fields.append(child)
+    where = [members.c[mtype.list_field] == spec.list_id, member > after, member <= upto]
+    field = children.c[spec.member_field]
+    if service.conn.execute(sa.select(field).where(
+            children.c[spec.reference] == spec.parent, _in_range(field, after, upto)).limit(1)).first() is not None:
+        where.append(~_has_child(children, spec, member, after, upto))
     select = (sa.select(*columns)
               .select_from(members.join(target.from_clause, target.base.c.sys_id == member))
-              .where(members.c[mtype.list_field] == spec.list_id, member > after, member <= upto,
-                     ~_has_child(children, spec, member, after, upto)))
+              .where(*where))
     return select, fields, member
 
 
