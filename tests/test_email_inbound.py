@@ -334,3 +334,40 @@ def test_a_customers_reply_on_a_major_issue_child_is_flagged_and_counted_on_the_
     ui_sign_in(client, "manager")
     page = client.get(f"/sn_customerservice_case.do?sys_id={major}").get_data(as_text=True)
     assert "1 needs attention" in page
+
+
+
+def test_a_message_refused_after_its_case_is_written_leaves_nothing(config, definitions_copy):
+    """A message is one unit: when an inbound action's effect refuses it after its case was created,
+    the route answers 400 with the reason and nothing of the message stays: no case, no e-mail
+    row. The next message is taken as usual."""
+    import dataclasses
+
+    from caseloom.definitions import load_folder
+    from caseloom.web import create_app, db
+
+    inbound = definitions_copy / "email" / "inbound.yaml"
+    inbound.write_text(inbound.read_text().replace("inbound_email:\n", (
+        "inbound_email:\n"
+        "  - name: case_a_refused\n"  # actions run in name order: before case_new
+        "    table: sn_customerservice_case\n"
+        "    type: new\n"
+        "    condition: subject=Please refuse\n"
+        "    values: {short_description: \"{{ email.subject }}\"}\n"
+        "    effects:\n"
+        "      - refuse: {field: short_description, message: this message is not kept}\n"), 1))
+    app = create_app(dataclasses.replace(config, definitions=str(definitions_copy)), load_folder(definitions_copy),
+                     testing=True)
+    try:
+        client = app.test_client()
+        r = post(client, mail(subject="Please refuse"))
+        assert r.status_code == 400, r.json
+        assert "this message is not kept" in str(r.json["error"])
+        for url in (f"{CASES}?sysparm_query=short_description=Please refuse",
+                    "/api/now/table/sys_email?sysparm_query=subject=Please refuse"):
+            assert client.get(url, headers=basic("admin")).json["result"] == [], url
+        r = post(client, mail(subject="Printer still on fire"))
+        assert r.status_code == 200 and r.json["result"]["action"] == "created", r.json
+    finally:
+        with app.app_context():
+            db.engine.dispose()
