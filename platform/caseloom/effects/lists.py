@@ -200,11 +200,12 @@ def _members_select(service: RecordService, spec: Children, mtype, after: str, u
     their children take from them: the member, then each lookup.
 
     Whether the range has children already is asked first, in one probe of the children's index:
-    only a resumed job's range has any. A range without them is selected without looking for
-    them, so the INSERT ... SELECT never reads the children's index while it writes to it. Looked
-    for in the same statement, on statistics that knew no member, the planner looped over the
-    members with a scan of the range's children, the rows being inserted among them: invisible
-    to the statement but read, 53.5 s for a batch of 20,000 instead of half a second."""
+    only the range of a resumed job, a re-run or records made children by hand has any. A range
+    without them is selected without looking for them, so the INSERT ... SELECT never reads the
+    children's index while it writes to it. Looked for in the same statement, on statistics that
+    knew no member, the planner looped over the members with a scan of the range's children, the
+    rows being inserted among them: invisible to the statement but read, 53.5 s for a batch of
+    20,000 instead of half a second."""
     storage = service.storage
     members = _members(service, mtype)
     member = members.c[mtype.member_field]
