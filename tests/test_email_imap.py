@@ -157,6 +157,34 @@ def test_caseloom_email_poll_reads_the_mailbox(database_url, imap_url, monkeypat
     assert "1 message(s): 1 created" in result.output
 
 
+def test_a_message_the_definitions_refuse_is_kept_as_ignored_flagged_and_the_poll_goes_on(config, definitions_copy,
+                                                                                         imap_url, client):
+    """An inbound action's effect refuses the first message after its case was written: its work is
+    rolled back, it is kept as received-ignored with the reason and flagged for a person, and the
+    message after it is taken in the same poll; neither comes back at the next poll."""
+    from caseloom.definitions import load_folder
+    from test_email_inbound import refusing
+
+    refusing(definitions_copy)
+    rt = Runtime(dataclasses.replace(config, imap_url=imap_url, definitions=str(definitions_copy)),
+                 load_folder(definitions_copy))
+    try:
+        deliver(imap_url, mail(subject="Please refuse"), mail(subject="Printer on fire"))
+        report = poll(rt)
+        assert report.outcomes == ["refused", "created"]
+        assert str(report) == "2 message(s): 1 refused, 1 created"
+        first, second = flags(imap_url)
+        assert b"\\Seen" in first and b"\\Flagged" in first and b"\\Seen" in second and b"\\Flagged" not in second
+        assert poll(rt).read == 0
+    finally:
+        rt.engine.dispose()
+    kept = client.get("/api/now/table/sys_email?sysparm_query=subject=Please refuse&sysparm_fields=type,reason",
+                      headers=basic("admin")).json["result"]
+    assert kept == [{"type": "received-ignored", "reason": "refused: short_description: this message is not kept"}]
+    assert client.get(f"{CASES}?sysparm_query=short_description=Please refuse",
+                      headers=basic("admin")).json["result"] == []
+
+
 @pytest.mark.parametrize("url, words", [
     ("pop3://u:p@host/", "expected imap://"),
     ("imap://host/INBOX", "user name is missing"),

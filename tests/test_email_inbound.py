@@ -7,6 +7,7 @@ messages are read or refused, never a crash."""
 from __future__ import annotations
 
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -337,16 +338,10 @@ def test_a_customers_reply_on_a_major_issue_child_is_flagged_and_counted_on_the_
 
 
 
-def test_a_message_refused_after_its_case_is_written_leaves_nothing(config, definitions_copy):
-    """A message is one unit: when an inbound action's effect refuses it after its case was created,
-    the route answers 400 with the reason and nothing of the message stays: no case, no e-mail
-    row. The next message is taken as usual."""
-    import dataclasses
-
-    from caseloom.definitions import load_folder
-    from caseloom.web import create_app, db
-
-    inbound = definitions_copy / "email" / "inbound.yaml"
+def refusing(definitions: Path) -> Path:
+    """`definitions` with an inbound action that creates the case of a message whose subject is
+    "Please refuse", then refuses it (an effect raising after the case was written)."""
+    inbound = definitions / "email" / "inbound.yaml"
     inbound.write_text(inbound.read_text().replace("inbound_email:\n", (
         "inbound_email:\n"
         "  - name: case_a_refused\n"  # actions run in name order: before case_new
@@ -356,6 +351,19 @@ def test_a_message_refused_after_its_case_is_written_leaves_nothing(config, defi
         "    values: {short_description: \"{{ email.subject }}\"}\n"
         "    effects:\n"
         "      - refuse: {field: short_description, message: this message is not kept}\n"), 1))
+    return definitions
+
+
+def test_a_message_refused_after_its_case_is_written_leaves_nothing(config, definitions_copy):
+    """A message is one unit: when an inbound action's effect refuses it after its case was created,
+    the route answers 400 with the reason and nothing of the message stays: no case, no e-mail
+    row. The next message is taken as usual."""
+    import dataclasses
+
+    from caseloom.definitions import load_folder
+    from caseloom.web import create_app, db
+
+    refusing(definitions_copy)
     app = create_app(dataclasses.replace(config, definitions=str(definitions_copy)), load_folder(definitions_copy),
                      testing=True)
     try:

@@ -5,7 +5,9 @@ transaction of its own (caseloom.inbound.receive), then flags it \\Seen on the s
 A message is flagged only after its work has committed; a worker that dies in between leaves it
 unseen, and the next poll reads it again, when its Message-ID makes it a duplicate (kept as
 received-ignored, nothing done twice). A message that cannot be read as an e-mail at all is flagged
-\\Seen and \\Flagged (for a person to look at) and logged, so it does not come back every poll.
+\\Seen and \\Flagged (for a person to look at) and logged, so it does not come back every poll. So
+is one the definitions refuse (a rule or an effect raising): its work is rolled back and it is kept
+as received-ignored with the reason.
 """
 
 from __future__ import annotations
@@ -17,14 +19,21 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
+from ..access import AccessDenied
 from ..database import write_transaction
+from ..effects.run import EffectFailed
+from ..records import Conflict, RecordError
 from .message import NotAnEmail
-from .receive import receive
+from .receive import keep_refused, receive
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
 
 log = logging.getLogger(__name__)
+# what the definitions refuse a message with (a rule, an effect, access): rolled back, then kept as
+# received-ignored with the reason and flagged for a person, instead of stopping every later poll
+# at it. Anything else (the database gone) stops the poll and leaves the message unseen for the next.
+REFUSALS = (RecordError, EffectFailed, AccessDenied, Conflict)
 BATCH = 200  # messages read per poll at most; the rest wait for the next
 TIMEOUT = 30
 
@@ -117,6 +126,14 @@ def poll(runtime: Runtime, limit: int = BATCH) -> PollReport:
                 report.outcomes.append(outcome.action)
             except NotAnEmail as exc:
                 log.warning("IMAP message %s is not an e-mail, flagged for a person: %s", uid.decode(), exc)
+                report.outcomes.append("refused")
+                flags = "(\\Seen \\Flagged)"
+            except REFUSALS as exc:  # the definitions refuse it: the same at every poll, so not read again
+                reason = f"refused: {exc}"
+                log.warning("IMAP message %s was refused, kept as ignored and flagged for a person: %s",
+                            uid.decode(), reason)
+                with write_transaction(runtime.engine) as conn:
+                    keep_refused(runtime.records(conn), raw, reason)
                 report.outcomes.append("refused")
                 flags = "(\\Seen \\Flagged)"
             client.uid("store", uid, "+FLAGS", flags)

@@ -63,6 +63,13 @@ def receive(service: RecordService, raw: bytes) -> Outcome:
     return outcome
 
 
+def keep_refused(service: RecordService, raw: bytes, reason: str) -> str:
+    """Keep a message whose work was refused and rolled back as received-ignored with `reason`, in
+    the caller's (new) transaction; the sys_email row's sys_id."""
+    system = service.__class__(service.storage, service.conn, SYSTEM, automation=service.automation)
+    return _keep(system, parse(raw), Outcome("ignored", reason=reason))
+
+
 def _decide(service: RecordService, props: Properties, inbound: Inbound) -> Outcome:
     ignored = _ignored_before_threading(service, props, inbound)
     if ignored is not None:
