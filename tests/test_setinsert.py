@@ -109,10 +109,14 @@ def test_a_second_run_adds_no_second_child(runtime):
         assert service.count(CASE, parse_encoded(f"parent={major_id}")) == len(children) == 30
 
 
-def test_a_batch_looks_for_existing_children_only_where_its_range_has_some(runtime, monkeypatch):
-    """Each batch's INSERT ... SELECT skips the members that have a child already only when a probe
-    finds children in its range (a resumed job, children added by hand): a range without them is
-    inserted without reading the children's index, which the same statement writes to (on stale
+@pytest.mark.parametrize("by_value, looks", [
+    (None, "NOT IN ("),  # the range's children are read first, then left out by value
+    (0, "EXISTS"),  # more than MADE_BY_VALUE of them: looked for in the statement
+])
+def test_a_batch_looks_for_existing_children_only_where_its_range_has_some(runtime, monkeypatch, by_value, looks):
+    """Each batch's INSERT ... SELECT leaves out the members that have a child already only where
+    its range has children (a resumed job, children added by hand), and then by value, read before
+    the statement: no statement reads the children's index while it inserts into it (on stale
     statistics, a loop over the members reading the range's children grew with the square of the
     batch). Either way each member ends with exactly one child."""
     import sqlalchemy as sa
@@ -120,6 +124,8 @@ def test_a_batch_looks_for_existing_children_only_where_its_range_has_some(runti
     from caseloom.effects import lists
 
     monkeypatch.setattr(lists, "SET_BATCH", 10)  # 30 members: three batches
+    if by_value is not None:
+        monkeypatch.setattr(lists, "MADE_BY_VALUE", by_value)
     with runtime.transaction() as service:
         service.insert_many("customer_account", ({"name": f"c account {i}", "country": "XT"} for i in range(30)))
         list_id = service.insert("sn_publications_recipients_list", {
@@ -145,7 +151,8 @@ def test_a_batch_looks_for_existing_children_only_where_its_range_has_some(runti
     finally:
         sa.event.remove(runtime.engine, "before_cursor_execute", spy)
     assert (job.state, job.done) == ("done", 28)
-    assert ["EXISTS" in statement for statement in inserts] == [True, False, True]
+    assert [[word for word in ("NOT IN (", "EXISTS") if word in statement] for statement in inserts] == [
+        [looks], [], [looks]]
     with runtime.transaction(SYSTEM) as service:
         children = service.query(CASE, parse_encoded(f"parent={major}"), ["account"])
     assert sorted(c["account"] for c in children) == accounts
