@@ -57,7 +57,7 @@ def receive(service: RecordService, raw: bytes) -> Outcome:
     route's request), so no savepoint of its own is needed: two round trips a message fewer."""
     inbound = parse(raw)
     props = Properties(service.defs, service.storage, service.conn)
-    system = service.__class__(service.storage, service.conn, SYSTEM, automation=service.automation)
+    system = _as_system(service)
     outcome = _decide(system, props, inbound)
     outcome.email = _keep(system, inbound, outcome)
     return outcome
@@ -66,8 +66,12 @@ def receive(service: RecordService, raw: bytes) -> Outcome:
 def keep_refused(service: RecordService, raw: bytes, reason: str) -> str:
     """Keep a message whose work was refused and rolled back as received-ignored with `reason`, in
     the caller's (new) transaction; the sys_email row's sys_id."""
-    system = service.__class__(service.storage, service.conn, SYSTEM, automation=service.automation)
-    return _keep(system, parse(raw), Outcome("ignored", reason=reason))
+    return _keep(_as_system(service), parse(raw), Outcome("ignored", reason=reason))
+
+
+def _as_system(service: RecordService) -> RecordService:
+    """The caller's unit of work, acted on as the system: a message's work is the definitions'."""
+    return service.__class__(service.storage, service.conn, SYSTEM, automation=service.automation)
 
 
 def _decide(service: RecordService, props: Properties, inbound: Inbound) -> Outcome:
