@@ -158,6 +158,57 @@ def test_a_batch_looks_for_existing_children_only_where_its_range_has_some(runti
     assert sorted(c["account"] for c in children) == accounts
 
 
+def test_a_batch_counts_its_members_alone_and_a_member_whose_record_is_gone_leaves_a_gap(runtime, monkeypatch):
+    """The numbers of a batch are reserved for its members counted from the members' table alone
+    (an index range), not from the join with their records that the INSERT reads values through:
+    that count hashed every account of a million, twice a batch. A member whose record is gone
+    (removed outside the platform) is counted but gets no child: its number is left unused, and
+    every number stays unique."""
+    import sqlalchemy as sa
+
+    from caseloom.effects import lists
+
+    monkeypatch.setattr(lists, "SET_BATCH", 10)  # 30 members: three batches
+    with runtime.transaction() as service:
+        service.insert_many("customer_account", ({"name": f"g account {i}", "country": "XG"} for i in range(30)))
+        list_id = service.insert("sn_publications_recipients_list", {
+            "name": "g list", "type": "accounts", "conditions": "country=XG"})["sys_id"]
+        lists_for(service, "sn_publications_recipients_list").refresh(list_id)
+        with service.by_definitions():
+            major = service.insert(CASE, {"short_description": "Outage", "state": 10,
+                                          "major_case_state": "accepted", "recipient_list": list_id})["sys_id"]
+        accounts = sorted(a["sys_id"] for a in service.query("customer_account", parse_encoded("country=XG"), ["sys_id"]))
+        gone = accounts[14]  # in the second batch
+        table = runtime.storage.physical("customer_account")
+        service.conn.execute(sa.delete(table).where(table.c.sys_id == gone))
+        outcome = run_action(service, CASE, major, "create_child_cases", {"comments": "hello"})
+    accounts_table = runtime.storage.physical("customer_account").name
+    counts = []
+
+    def spy(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("SELECT count(*)"):
+            counts.append(statement)
+
+    sa.event.listen(runtime.engine, "before_cursor_execute", spy)
+    try:
+        job = execute_job(runtime, outcome.job)
+    finally:
+        sa.event.remove(runtime.engine, "before_cursor_execute", spy)
+    assert (job.state, job.message) == ("done", "29 child records created")
+    members_table = runtime.storage.physical("sn_publications_recipientslist_account_m2m").name
+    batch_counts = [s for s in counts if members_table in s and "EXISTS" not in s]  # not the job's first count
+    assert len(batch_counts) == 3 and not [s for s in batch_counts if accounts_table in s]
+    with runtime.transaction(SYSTEM) as service:
+        children = service.query(CASE, parse_encoded(f"parent={major}"), ["account", "number"])
+        with service.by_definitions():
+            after = service.insert(CASE, {"short_description": "Next"})["number"]
+    assert sorted(c["account"] for c in children) == [a for a in accounts if a != gone]
+    numbers = sorted(int(c["number"][2:]) for c in children)
+    assert len(set(numbers)) == 29
+    assert numbers[-1] - numbers[0] == 29  # 30 numbers reserved, the gone member's unused
+    assert int(after[2:]) > numbers[-1]
+
+
 def run_children(config, definitions_copy) -> tuple[object, list[dict], list[dict]]:
     """create_child_cases over 10 accounts (6 with a primary contact) with the definitions in
     `definitions_copy`: the job, the children, and the e-mails about them."""

@@ -424,12 +424,13 @@ class RecordService:
             self.check_rows(tdef, ids, "create")
 
     def insert_select(self, table: str, values: dict, select: sa.Select, fields: Sequence[str],
-                      source: sa.FromClause | None = None, order_by: Any = None) -> int | None:
+                      source: sa.FromClause | None = None, order_by: Any = None,
+                      count: sa.Select | None = None) -> int | None:
         """Insert one record per row of `select` in one INSERT ... SELECT when nothing around the
         insert needs the rows one by one; None when the caller must use insert_many (see setinsert)."""
         from .setinsert import insert_select
 
-        return insert_select(self, table, values, select, fields, source, order_by)
+        return insert_select(self, table, values, select, fields, source, order_by, count)
 
     def _insert_batch(self, tdef: TableDef, rows: list[dict], first_row: int | None = None,
                       known_references: Collection[str] = ()) -> list[dict]:

@@ -80,12 +80,16 @@ def row_by_row(service: RecordService, tdef, reason: str) -> None:
 
 
 def insert_select(service: RecordService, table: str, values: dict, select: sa.Select, fields: Sequence[str],
-                  source: sa.FromClause | None = None, order_by: Any = None) -> int | None:
+                  source: sa.FromClause | None = None, order_by: Any = None,
+                  count: sa.Select | None = None) -> int | None:
     """Insert one `table` record per row of `select`, whose columns are the values of `fields`
     (references read from their tables in this unit of work, so not looked up again), with the
     same other `values` (input values: parsed, checked and defaulted as insert_many does).
     `source`: the table of `select` that yields at most one row per inserted record; `order_by`:
-    the order numbers are given in. Returns how many records were inserted, or None when the
+    the order numbers are given in. `count`: a SELECT of a number at least the rows of `select`,
+    cheaper to run than counting them (the source's rows without the joins that read values for
+    them); a numbered table's numbers are reserved for it, and those the insert leaves unused are
+    a gap. Returns how many records were inserted, or None when the
     table's inserts need each row in Python (validators, rules or notifications that read one of
     `fields`, effects other than refusals, templates that are not plain substitutions)."""
     from .records import VALIDATORS, RecordError, _insert_plan, now
@@ -123,10 +127,11 @@ def insert_select(service: RecordService, table: str, values: dict, select: sa.S
         default = plan.defaults.get(name)  # a value looked up as empty leaves the field's default
         columns[name] = column if default is None else sa.func.coalesce(column, sa.literal(default, physical.c[name].type))
     if numbered:
-        count = conn.execute(sa.select(sa.func.count()).select_from(select.subquery())).scalar_one()
-        if not count:
+        reserved = conn.execute(count if count is not None
+                                else sa.select(sa.func.count()).select_from(select.subquery())).scalar_one()
+        if not reserved:
             return 0
-        first = _reserve(conn, storage, tdef, count)
+        first = _reserve(conn, storage, tdef, reserved)
         columns["number"] = _number_sql(dialect, tdef.number, first - 1 + sa.func.row_number().over(order_by=order_by))
     constants = record | stamps.new_row(tdef.name, user, stamp)
     columns |= {name: sa.literal(value, physical.c[name].type) for name, value in constants.items()
@@ -138,7 +143,7 @@ def insert_select(service: RecordService, table: str, values: dict, select: sa.S
         if not inserted:
             return 0
         keep_statistics_fresh(conn, physical, inserted)
-        if numbered and inserted > count:
+        if numbered and inserted > reserved:
             raise RecordError("number", "the rows to insert changed while they were numbered; try again")
         low, high = prefix + "0" * 12, prefix + "f" * 12
         new = physical.c.sys_id.between(low, high)  # exactly this statement's rows
