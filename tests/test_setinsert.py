@@ -109,6 +109,38 @@ def test_a_second_run_adds_no_second_child(runtime):
         assert service.count(CASE, parse_encoded(f"parent={major_id}")) == len(children) == 30
 
 
+def major_of_thirty(service, tag: str, country: str) -> tuple[str, list[str]]:
+    """An accepted major case whose recipients list holds 30 new accounts of `country`: the major
+    case's sys_id and the accounts' sys_ids, sorted (the order of the job's batches)."""
+    service.insert_many("customer_account", ({"name": f"{tag} account {i}", "country": country} for i in range(30)))
+    list_id = service.insert("sn_publications_recipients_list", {
+        "name": f"{tag} list", "type": "accounts", "conditions": f"country={country}"})["sys_id"]
+    lists_for(service, "sn_publications_recipients_list").refresh(list_id)
+    with service.by_definitions():
+        major = service.insert(CASE, {"short_description": "Outage", "state": 10,
+                                      "major_case_state": "accepted", "recipient_list": list_id})["sys_id"]
+    accounts = sorted(a["sys_id"] for a in service.query("customer_account", parse_encoded(f"country={country}"),
+                                                          ["sys_id"]))
+    return major, accounts
+
+
+def run_seeing(runtime, job_id: str, keep) -> tuple[object, list[str]]:
+    """Run the job `job_id`: its end state, and the SQL statements it sent for which keep(statement) holds."""
+    import sqlalchemy as sa
+
+    seen = []
+
+    def spy(conn, cursor, statement, parameters, context, executemany):
+        if keep(statement):
+            seen.append(statement)
+
+    sa.event.listen(runtime.engine, "before_cursor_execute", spy)
+    try:
+        return execute_job(runtime, job_id), seen
+    finally:
+        sa.event.remove(runtime.engine, "before_cursor_execute", spy)
+
+
 @pytest.mark.parametrize("by_value, looks", [
     (None, "NOT IN ("),  # the range's children are read first, then left out by value
     (0, "EXISTS"),  # more than MADE_BY_VALUE of them: looked for in the statement
@@ -119,37 +151,19 @@ def test_a_batch_looks_for_existing_children_only_where_its_range_has_some(runti
     the statement: no statement reads the children's index while it inserts into it (on stale
     statistics, a loop over the members reading the range's children grew with the square of the
     batch). Either way each member ends with exactly one child."""
-    import sqlalchemy as sa
-
     from caseloom.effects import lists
 
     monkeypatch.setattr(lists, "SET_BATCH", 10)  # 30 members: three batches
     if by_value is not None:
         monkeypatch.setattr(lists, "MADE_BY_VALUE", by_value)
     with runtime.transaction() as service:
-        service.insert_many("customer_account", ({"name": f"c account {i}", "country": "XT"} for i in range(30)))
-        list_id = service.insert("sn_publications_recipients_list", {
-            "name": "c list", "type": "accounts", "conditions": "country=XT"})["sys_id"]
-        lists_for(service, "sn_publications_recipients_list").refresh(list_id)
-        with service.by_definitions():
-            major = service.insert(CASE, {"short_description": "Outage", "state": 10,
-                                          "major_case_state": "accepted", "recipient_list": list_id})["sys_id"]
-        accounts = sorted(a["sys_id"] for a in service.query("customer_account", parse_encoded("country=XT"), ["sys_id"]))
+        major, accounts = major_of_thirty(service, "c", "XT")
         for account in (accounts[0], accounts[-1]):  # reported already: one in the first batch, one in the last
             service.insert(CASE, {"short_description": "Reported", "parent": major, "account": account})
         outcome = run_action(service, CASE, major, "create_child_cases", {"comments": "hello"})
     cases = runtime.storage.physical(CASE).name
-    inserts = []
-
-    def spy(conn, cursor, statement, parameters, context, executemany):
-        if statement.startswith(f"INSERT INTO {cases} (") and " SELECT " in statement:
-            inserts.append(statement)
-
-    sa.event.listen(runtime.engine, "before_cursor_execute", spy)
-    try:
-        job = execute_job(runtime, outcome.job)
-    finally:
-        sa.event.remove(runtime.engine, "before_cursor_execute", spy)
+    job, inserts = run_seeing(runtime, outcome.job,
+                              lambda statement: statement.startswith(f"INSERT INTO {cases} (") and " SELECT " in statement)
     assert (job.state, job.done) == ("done", 28)
     assert [[word for word in ("NOT IN (", "EXISTS") if word in statement] for statement in inserts] == [
         [looks], [], [looks]]
@@ -170,30 +184,13 @@ def test_a_batch_counts_its_members_alone_and_a_member_whose_record_is_gone_leav
 
     monkeypatch.setattr(lists, "SET_BATCH", 10)  # 30 members: three batches
     with runtime.transaction() as service:
-        service.insert_many("customer_account", ({"name": f"g account {i}", "country": "XG"} for i in range(30)))
-        list_id = service.insert("sn_publications_recipients_list", {
-            "name": "g list", "type": "accounts", "conditions": "country=XG"})["sys_id"]
-        lists_for(service, "sn_publications_recipients_list").refresh(list_id)
-        with service.by_definitions():
-            major = service.insert(CASE, {"short_description": "Outage", "state": 10,
-                                          "major_case_state": "accepted", "recipient_list": list_id})["sys_id"]
-        accounts = sorted(a["sys_id"] for a in service.query("customer_account", parse_encoded("country=XG"), ["sys_id"]))
+        major, accounts = major_of_thirty(service, "g", "XG")
         gone = accounts[14]  # in the second batch
         table = runtime.storage.physical("customer_account")
         service.conn.execute(sa.delete(table).where(table.c.sys_id == gone))
         outcome = run_action(service, CASE, major, "create_child_cases", {"comments": "hello"})
     accounts_table = runtime.storage.physical("customer_account").name
-    counts = []
-
-    def spy(conn, cursor, statement, parameters, context, executemany):
-        if statement.startswith("SELECT count(*)"):
-            counts.append(statement)
-
-    sa.event.listen(runtime.engine, "before_cursor_execute", spy)
-    try:
-        job = execute_job(runtime, outcome.job)
-    finally:
-        sa.event.remove(runtime.engine, "before_cursor_execute", spy)
+    job, counts = run_seeing(runtime, outcome.job, lambda statement: statement.startswith("SELECT count(*)"))
     assert (job.state, job.message) == ("done", "29 child records created")
     members_table = runtime.storage.physical("sn_publications_recipientslist_account_m2m").name
     batch_counts = [s for s in counts if members_table in s and "EXISTS" not in s]  # not the job's first count
