@@ -89,9 +89,9 @@ def insert_select(service: RecordService, table: str, values: dict, select: sa.S
     the order numbers are given in. `count`: a SELECT of a number at least the rows of `select`,
     cheaper to run than counting them (the source's rows without the joins that read values for
     them); a numbered table's numbers are reserved for it, and those the insert leaves unused are
-    a gap. Returns how many records were inserted, or None when the
-    table's inserts need each row in Python (validators, rules or notifications that read one of
-    `fields`, effects other than refusals, templates that are not plain substitutions)."""
+    a gap. Returns how many records were inserted, or None when the table's inserts need each row
+    in Python (validators, rules or notifications that read one of `fields`, effects other than
+    refusals, templates that are not plain substitutions)."""
     from .records import VALIDATORS, RecordError, _insert_plan, now
 
     tdef = service.table(table, "create")
