@@ -107,6 +107,17 @@ def test_the_score_is_against_the_case_itself_and_the_same_on_both_databases(cli
     assert similar_to(client, part)[0]["score"] == 1.0  # all of its weighed words (zorblax, quuxite)
 
 
+def test_a_word_is_credited_to_its_newest_holders_only(client, monkeypatch):
+    """Each word's holders are read newest first, at most WINDOW of them (by sys_id on PostgreSQL, by
+    row on SQLite: the primary key read backwards, whatever the cases' creation times): an older
+    holder of a common word is not among the similar cases for it."""
+    monkeypatch.setattr(similar, "WINDOW", 3)
+    holders = [create(client, "Zorblax at the depot") for _ in range(3)]  # the oldest first
+    case = create(client, "Zorblax quuxite flarnwick")
+    # the word's three newest holders: the case itself and the two newest others
+    assert {r["sys_id"] for r in similar_to(client, case)} == set(holders[1:])
+
+
 def test_the_api_narrows_shapes_and_refuses_bad_parameters(client):
     case = create(client, TEXT)
     other = create(client, TEXT, state=10)
