@@ -157,9 +157,9 @@ def _keyed_columns(table: sa.Table) -> list[str]:
     """The columns of `table`'s primary key and indexes: those the lookups after a load find rows
     by and join on. A load's ANALYZE samples the rows once whatever it analyses, but the
     statistics of every other column (long texts, the text search's words) took a third of it
-    more on a table of cases. The other columns keep their statistics until autovacuum analyses
-    the whole table: an ANALYZE of some columns leaves the count of rows changed since the last
-    whole one as it was, so autovacuum still sees the load."""
+    more on the bench's largest table. The other columns keep their statistics until autovacuum
+    analyses the whole table: an ANALYZE of some columns leaves the count of rows changed since
+    the last whole one as it was, so autovacuum still sees the load."""
     names = dict.fromkeys(column.name for column in table.primary_key.columns)
     for index in sorted(table.indexes, key=lambda i: i.name or ""):
         names.update(dict.fromkeys(column.name for column in index.columns))

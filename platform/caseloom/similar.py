@@ -138,8 +138,8 @@ def _hits_sql(conn: sa.Connection, root: str, i: int) -> str:
     """Term i's newest WINDOW holders, each with the term's weight. Newest by sys_id on PostgreSQL
     (new sys_ids sort after older ones, see records.new_sys_id), as by rowid on SQLite: the primary
     key read backwards stops at a common term's WINDOW newest holders. By `sys_created_on`, which
-    no index of the table orders alone, every holder was fetched and sorted first: a word that a
-    quarter of a million cases have took a second, and the similar cases of one case five."""
+    no index of the table orders alone, every holder was fetched and sorted first: 0.2 to 0.5 s for
+    a word that a quarter of a million records or more have, 5 s for one record's similar list."""
     if conn.dialect.name == "sqlite":
         fts = f"{root}_text"
         return (f'SELECT rowid AS rid, :sim_w{i} AS w FROM (SELECT rowid FROM "{fts}" WHERE "{fts}" MATCH :sim_q{i} '

@@ -213,7 +213,7 @@ def _members_select(service: RecordService, spec: Children, mtype, after: str, u
     The members' own rows are counted (their numbers are reserved for that many), not the join
     with their table: the same rows but for a member whose record is gone, read from the members'
     index alone. The join is told the range on the members' table too (the member is its key): on
-    PostgreSQL's default costs the planner hashed every row of that table, a million accounts, for
+    PostgreSQL's default costs the planner hashed every row of that table, a million of them, for
     each batch of 20,000 members, in the count and in the INSERT."""
     storage = service.storage
     members = _members(service, mtype)
