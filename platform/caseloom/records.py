@@ -36,6 +36,7 @@ from .storage import Storage
 BATCH = 2000
 ARRAY_IDS = 10_000  # sys_ids per array parameter of an existence check (PostgreSQL)
 ONE_STATEMENTS = 64  # column sets per table whose one-record read is kept (`one`; sysparm_fields varies by client)
+FEW_MATCHES = 1000  # a counted condition matching at most this many: its page is read from the matches (`query`)
 
 
 class RecordError(Exception):
@@ -330,9 +331,15 @@ class RecordService:
         return dict(row) if row else None
 
     def query(self, table: str, query: Query, columns: list[str] | None = None,
-              limit: int | None = None, offset: int = 0) -> list[dict]:
+              limit: int | None = None, offset: int = 0, matching: int | None = None) -> list[dict]:
+        """The records of `table` matching `query` that the actor may read, `columns` (paths) of each.
+        `matching`: how many match, when the caller has just counted them (a list's total). On
+        PostgreSQL, when that is FEW_MATCHES or fewer, the page is read from the matches, found
+        first (query/compile.py, `_page_from_matches`): the planner's guess of how many match
+        cannot then make it walk the whole table in the list's order."""
         self.table(table, "read")
-        stmt, _ = select_rows(self.storage, table, query, columns, limit, offset, self.readable)
+        few = matching is not None and matching <= FEW_MATCHES and self.conn.dialect.name == "postgresql"
+        stmt, _ = select_rows(self.storage, table, query, columns, limit, offset, self.readable, from_matches=few)
         return [dict(r) for r in self.conn.execute(stmt).mappings()]
 
     def one(self, table: str, sys_id: str, columns: list[str]) -> dict | None:

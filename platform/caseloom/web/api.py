@@ -103,9 +103,9 @@ def list_records(table: str):
     limit = _int_param("sysparm_limit", MAX_LIMIT, minimum=1, maximum=MAX_LIMIT, clamp=True)
     offset = _int_param("sysparm_offset", 0, maximum=MAX_OFFSET)
     shape = _shape(table)
-    rows = service.query(table, query, shape.columns(), limit, offset)
+    total = _total(table, query)  # first: few matches are read from themselves (RecordService.query)
+    rows = service.query(table, query, shape.columns(), limit, offset, matching=None if total.estimated else total.rows)
     response = jsonify({"result": [render_record(shape, row) for row in rows]})
-    total = _total(table, query)
     response.headers["X-Total-Count"] = str(total.rows)  # ServiceNow always sends it; clients such as pysnc rely on it
     if total.estimated:
         response.headers["X-Total-Count-Estimated"] = "true"

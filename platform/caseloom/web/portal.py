@@ -66,8 +66,8 @@ def _rows(portal: PortalDef, tdef: TableDef, where, limit: int = SHOWN) -> tuple
     columns = [c for c in portal.list_columns if service.can_read_path(tdef.name, c)]
     shape = make_shape(runtime().defs.tables, tdef, ",".join(columns), "all", "true", "", service.readable)
     query = Query(where, (("sys_updated_on", True),))
-    rows = service.query(tdef.name, query, shape.columns(), limit)
-    total = service.count(tdef.name, Query(where))
+    total = service.count(tdef.name, Query(where))  # first: few matches are read from themselves
+    rows = service.query(tdef.name, query, shape.columns(), limit, matching=total)
     return [render_record(shape, r) | {"sys_id": r["sys_id"]} for r in rows], total, list(shape.fields.items())
 
 

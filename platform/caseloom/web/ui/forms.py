@@ -363,9 +363,9 @@ def _related(tdef: TableDef, record: dict, index: int, first: int = 1) -> dict:
     columns = [c for c in readable_columns(service, other) if c != spec.field]
     shape = make_shape(defs.tables, other, ",".join(columns), "all", "true", base_url(), service.readable)
     info["columns"] = [(c, shape.fields[c]) for c in columns]
-    rows = service.query(other.name, query, shape.columns(), RELATED_PAGE, first - 1)
+    info["total"] = service.count(other.name, query)  # first: few matches are read from themselves
+    rows = service.query(other.name, query, shape.columns(), RELATED_PAGE, first - 1, matching=info["total"])
     info["rows"] = [render_record(shape, r) | {"sys_id": r["sys_id"]} for r in rows]
-    info["total"] = service.count(other.name, query)
     info["query"] = f"{spec.field}={value}"
     lifecycle = defs.lifecycle(other.name)
     if lifecycle is not None and info["total"]:

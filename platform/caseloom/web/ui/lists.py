@@ -279,8 +279,10 @@ def _list_context(tdef: TableDef, rows_typed: list[dict] | None = None, filter_e
         first = row_number(args.get("sysparm_first_row"))
         if args.get("page", "").isdigit():  # "go to page N"
             first = (max(int(args["page"]), 1) - 1) * page + 1
-        rows = service.query(table, effective, selected, page, first - 1)
-        total = _shown_total(service.total(table, effective, properties().get(EXACT_COUNT_LIMIT)), first, rows)
+        counted = service.total(table, effective, properties().get(EXACT_COUNT_LIMIT))  # first: few matches
+        rows = service.query(table, effective, selected, page, first - 1,  # are read from themselves
+                             matching=None if counted.estimated else counted.rows)
+        total = _shown_total(counted, first, rows)
         if group_by:
             groups = group_counts(service, tdef, effective, group_by)
     except (QueryError, ValueError, AccessDenied) as exc:

@@ -234,9 +234,9 @@ def _picker(tdef: TableDef, record: dict, spec, item, args, prefix: str) -> dict
     where = _all_of(offered, _pick_search(target, columns, q), Term("sys_id", "notin", chosen) if chosen else None)
     order = (("number", True),) if target.field("number") is not None else ()
     wanted = list(dict.fromkeys(["sys_id", *shape.columns()]))
-    rows = service.query(target.name, Query(where, order), wanted, PICK_PAGE, first - 1)
+    picker["total"] = service.count(target.name, Query(where))  # first: few matches are read from themselves
+    rows = service.query(target.name, Query(where, order), wanted, PICK_PAGE, first - 1, matching=picker["total"])
     picker["rows"] = [render_record(shape, r) | {"sys_id": r["sys_id"]} for r in rows]
-    picker["total"] = service.count(target.name, Query(where))
     if chosen:
         kept = service.query(target.name, Query(_all_of(offered, Term("sys_id", "in", chosen))), wanted)
         picker["selected"] = [render_record(shape, r) | {"sys_id": r["sys_id"]} for r in kept]

@@ -106,8 +106,8 @@ def _list_rows(report: ReportDef, result: ReportResult) -> dict:
     shape = make_shape(defs.tables, tdef, ",".join(columns), "true", "true", base_url(), service.readable)
     order = ((report.order_by.lstrip("-"), report.order_by.startswith("-")),) if report.order_by else ()
     query = Query(parse_encoded(result.query).where, order)
-    found = service.query(report.table, query, shape.columns(), report.limit)
-    total = service.count(report.table, query)
+    total = service.count(report.table, query)  # first: few matches are read from themselves
+    found = service.query(report.table, query, shape.columns(), report.limit, matching=total)
     return {"columns": [(c, shape.fields[c].label) for c in columns],
             "rows": [render_record(shape, r) | {"sys_id": r["sys_id"]} for r in found], "total": total}
 
