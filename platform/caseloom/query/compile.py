@@ -281,7 +281,7 @@ def _page_from_matches(sel: Selection, query: Query, paths: list[str], limit: in
     A page is otherwise one SELECT ordered and limited, and PostgreSQL may read it by walking the
     index of the order and testing each row until the page is full. That is right when the matches
     are many. When they are few and the planner expects many (a keyword search's estimate is a
-    guess: "case" and a word beginning "4242" were expected in 18,000 of a million cases and are in
+    guess: "case" and a word beginning "4242" were expected in 18,000 of a million records and are in
     111), the walk reads most of the table: 600 ms for a page whose count took 2 ms. Here the
     matches' keys and sort values are found first, in a subquery whose `OFFSET 0` keeps the planner
     from merging it with the order and the limit (so it is planned as the count is), sorted and
