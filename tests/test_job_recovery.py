@@ -220,7 +220,21 @@ def kill_mid_job(runtime: Runtime, job_id: str, process: subprocess.Popen, total
         job_row(runtime, job_id)
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=10)
+    assert wait_for(lambda: not job_locked(runtime, job_id), 60), "the killed worker's transaction never ended"
     assert 0 < children(runtime, job_row(runtime, job_id).target_sys_id)[0] < total, "killed in the middle"
+
+
+def job_locked(runtime: Runtime, job_id: str) -> bool:
+    """Whether another transaction holds the job's row. On PostgreSQL the killed worker's server
+    process goes on with its statement (a batch of children) until it finds its client gone, and
+    its transaction holds the row till then: a new start of the action meanwhile rightly says the
+    job is already running. SQLite's locks go with the process."""
+    if runtime.engine.dialect.name != "postgresql":
+        return False
+    table = runtime.storage.internal("sys_job")
+    with runtime.engine.begin() as conn:
+        mine = sa.select(table.c.id).where(table.c.id == job_id).with_for_update(skip_locked=True)
+        return conn.execute(mine).first() is None
 
 
 @pytest.mark.parametrize("start_again", [False, True], ids=["a new worker alone", "the action started again"])
