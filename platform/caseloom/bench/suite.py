@@ -458,8 +458,9 @@ class BenchRun:
         baseline = http.replay_csv(plain, http.capture_sql(app, path, "bench", self.password))
         started: list = []
         with http.gunicorn(env, workers=1, timeout=900, started=started) as port:
+            # warm; and the master listens before it forks its worker: once a request is answered, the worker is there
+            http.download(port, f"/{table}_list.do?CSV&sysparm_query=sys_id=nothing", "bench", self.password)
             worker = children(started[0].pid)[0]
-            http.download(port, f"/{table}_list.do?CSV&sysparm_query=sys_id=nothing", "bench", self.password)  # warm
             before = rss_bytes(worker) / 2**20
             with peak_rss(every=0.05, pid=worker) as memory:
                 size, seconds = http.download(port, path, "bench", self.password)
