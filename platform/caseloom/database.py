@@ -156,10 +156,33 @@ def _ping_when_idle(dialect: sa.Dialect):
     return ping
 
 
+# PostgreSQL goes on with a statement whose client has died (a worker killed mid-batch, a server
+# process its master replaced after a timeout) until the statement ends, holding its transaction's
+# row locks; from PostgreSQL 14 on, a connection that checks its client this often while a statement
+# runs ends it within that time of the client's death. Set for each connection Caseloom opens.
+CLIENT_CHECK_MS = 1000
+
+
+def _check_client(dbapi_connection, connection_record) -> None:
+    info = getattr(dbapi_connection, "info", None)  # psycopg 3; psycopg2 has server_version itself
+    version = getattr(info, "server_version", None) or getattr(dbapi_connection, "server_version", 0)
+    if version < 140000:
+        return
+    autocommit = dbapi_connection.autocommit
+    dbapi_connection.autocommit = True  # no transaction left open by the SET
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"SET client_connection_check_interval = {CLIENT_CHECK_MS}")
+    finally:
+        cursor.close()
+        dbapi_connection.autocommit = autocommit
+
+
 def prepare_engine(engine: sa.Engine) -> sa.Engine:
     """Set up an engine Caseloom uses (SQLite: pragmas, transactions SAVEPOINTs work in, the WAL
-    checkpointer; a server database: connections pinged when they were idle, PING_IDLE_SECONDS);
-    call it before the engine's first connection. Idempotent."""
+    checkpointer; PostgreSQL: connections pinged when they were idle, PING_IDLE_SECONDS, and checking
+    their client while a statement runs, CLIENT_CHECK_MS); call it before the engine's first
+    connection. Idempotent."""
     if engine.dialect.name == "sqlite":
         for name, listener in SQLITE_LISTENERS:
             if not event.contains(engine, name, listener):
@@ -167,6 +190,8 @@ def prepare_engine(engine: sa.Engine) -> sa.Engine:
     elif not event.contains(engine, "checkin", _returned):
         event.listen(engine, "checkin", _returned)
         event.listen(engine, "checkout", _ping_when_idle(engine.dialect))
+        if engine.dialect.name == "postgresql":
+            event.listen(engine, "connect", _check_client)
     return engine
 
 
