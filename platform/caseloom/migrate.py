@@ -17,7 +17,7 @@ from alembic.migration import MigrationContext
 from alembic.operations import Operations
 from alembic.operations import ops as aops
 
-from . import textindex
+from . import containsindex, textindex
 from .storage import Storage
 
 MANAGED = "managed_tables"
@@ -57,6 +57,8 @@ def plan(conn: sa.Connection, storage: Storage) -> list[Step]:
             return name in managed
         if type_ == "column" and name == textindex.PG_COLUMN or type_ == "index" and (name or "").startswith("tx_"):
             return False  # a text index's own (caseloom.textindex), made after the migration
+        if type_ == "index" and (name or "").startswith(containsindex.PREFIX + "_"):
+            return False  # a contains index (caseloom.containsindex), made after the migration
         return True
 
     context = MigrationContext.configure(conn, opts={"include_object": include, "compare_type": True})
@@ -157,12 +159,12 @@ def migrate_connection(conn: sa.Connection, storage: Storage, force: bool = Fals
 
 def apply_steps(conn: sa.Connection, storage: Storage, steps: list[Step]) -> list[str]:
     """Run steps from `plan` (already checked for data loss by the caller) in the caller's transaction,
-    then make the text indexes what the definitions say (returns what that did)."""
+    then make the text and contains indexes what the definitions say (returns what that did)."""
     altered = {s.table for s in steps if isinstance(s.op, (aops.AlterColumnOp, aops.DropColumnOp))}
     textindex.before_altering(conn, storage, altered & set(sa.inspect(conn).get_table_names()))
     _apply(conn, steps)
     _remember_tables(conn, storage)
-    return textindex.ensure(conn, storage)
+    return textindex.ensure(conn, storage) + containsindex.ensure(conn, storage)
 
 
 def _apply(conn: sa.Connection, steps: list[Step]) -> None:

@@ -157,6 +157,7 @@ class TableDef:
     system: bool = False
     audit: bool = True  # its changes and deletions are kept in sys_audit (history); false for machine records
     text_index: tuple[str, ...] = ()  # text fields in a full-text index (quick search, 123TEXTQUERY321, similar)
+    contains_index: tuple[str, ...] = ()  # fields whose "contains" searches an index serves (caseloom.containsindex)
     similar: tuple[SimilarDef, ...] = ()  # its similar lists (caseloom.similar)
     location: Location | None = None
 

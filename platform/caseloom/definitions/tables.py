@@ -159,6 +159,7 @@ def _build_table(doc: SourceDocument, spec: dict, parent: TableDef | None, error
         system=bool(spec.get("system")),
         audit=spec.get("audit", parent.audit if parent else True),
         text_index=tuple(spec.get("text_index") or (parent.text_index if parent else ())),
+        contains_index=tuple(spec.get("contains_index") or ()),
         location=doc.where("table"),
     )
 
@@ -285,6 +286,11 @@ def _check_references(doc: SourceDocument, table: TableDef, tables: dict, errors
         if field is None or not field.stored or field.type not in ("string", "text"):
             errors.append(doc.error(("text_index", i), f"text_index field {name!r} is not a string or text field of "
                                                        f"{table.name!r}"))
+    for i, name in enumerate(spec.get("contains_index") or ()):
+        field = table.field(name)
+        if field is None or not field.stored or field.type not in ("string", "text"):
+            errors.append(doc.error(("contains_index", i), f"contains_index field {name!r} is not a string or text "
+                                                           f"field of {table.name!r}"))
     for i, index in enumerate(spec.get("indexes") or ()):
         for j, column in enumerate(index):
             field = table.field(column)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
 
+from ..containsindex import ExtensionMissing
 from ..definitions.store import BadPath, check_path, version_of
 from ..migrate import DataLossRefused
 from . import live_definitions
@@ -87,6 +88,8 @@ def _change(path: str, text: str | None, action: str | None = None):
         done = live_definitions.apply({path: text}, force=force, action=action)
     except DataLossRefused as exc:
         raise ApiError(409, "the change would lose data; nothing was changed", exc.losses) from None
+    except ExtensionMissing as exc:
+        raise ApiError(409, "the database cannot make what the change needs; nothing was changed", str(exc)) from None
     return jsonify({"result": {"path": path, "action": action or ("delete" if text is None else "save"),
                                "version": version_of(text) or None, "schema_changes": list(done.schema_changes)}})
 

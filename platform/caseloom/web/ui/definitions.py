@@ -9,6 +9,7 @@ from pathlib import Path
 
 from flask import abort, flash, jsonify, redirect, render_template, request, url_for
 
+from ...containsindex import ExtensionMissing
 from ...definitions import DefinitionErrors
 from ...definitions.changes import ChangePlan, FileChange, StaleChange, stored_path
 from ...definitions.store import BadPath, candidate_set, check_path, version_of
@@ -213,6 +214,10 @@ def apply_posted():
         message = ("Nothing was changed: this change loses data. Tick each loss to confirm it: "
                    + "; ".join(exc.losses))
         return review(changes, bases, action=action, next_url=next_url, message=message, status=409)
+    except ExtensionMissing as exc:
+        rollback()
+        return review(changes, bases, action=action, next_url=next_url, message=f"Nothing was changed: {exc}",
+                      status=409)
     except (StaleChange, DefinitionErrors):
         rollback()
         return review(changes, bases, action=action, next_url=next_url)

@@ -39,9 +39,12 @@ def _resolve_display(field: FieldDef, text: str) -> str:
 @blueprint.get("/ui/reference/<table>/<field>")
 @login_required
 def reference_search(table: str, field: str):
-    """Type-ahead for a reference field: records of the referenced table whose display value
-    (or number) contains what was typed, among those its qualifier allows for the values the form
-    holds now (sent along, over the stored record named by `sys_id`)."""
+    """Type-ahead for a reference field: the first ten records, by display value, of the referenced
+    table whose display value (or number) contains what was typed, among those its qualifier allows
+    for the values the form holds now (sent along, over the stored record named by `sys_id`). A record
+    without a display value is never offered (it would be an empty option): saying so lets the
+    database walk the display field's index, which holds only records with one, in the options'
+    order, and stop at the tenth (a table's `contains_index` serves the rare matches)."""
     defs = runtime().defs
     tdef = defs.tables.get(table) or abort(404)
     fdef = tdef.field(field)
@@ -57,7 +60,8 @@ def reference_search(table: str, field: str):
 
             terms = [AnyOf((terms[0], Term("number", "like", text)))]
         offered = qualifier_for(fdef, tdef.name, request.args)
-        query = Query(_all_of(terms[0] if terms else None, offered), ((target.display, False),))
+        named = Term(target.display, "notempty", None)
+        query = Query(_all_of(named, terms[0] if terms else None, offered), ((target.display, False),))
         rows = records().query(target.name, query, ["sys_id", target.display], 10)
         options = [{"sys_id": r["sys_id"], "display": r[target.display]} for r in rows]
     return render_template("_ref_options.html", options=options, field=field, text=text)
