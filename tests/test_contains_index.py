@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from caseloom.cli import main
 from caseloom.definitions import load_folder
+from caseloom.definitions.store import version_of
 from caseloom.migrate import migrate
 from caseloom.query import parse_encoded
 from caseloom.query.compile import select_rows
@@ -200,8 +201,9 @@ def test_without_the_right_to_create_pg_trgm_init_changes_nothing_and_says_who_c
 
 
 def test_a_definitions_change_needing_pg_trgm_that_cannot_be_made_is_refused_in_words(config, tmp_path):
-    """The Definitions API, as an app whose database user may use the tables but not create extensions:
-    a table given a contains_index is refused (409) with the words `caseloom init` says; nothing changed."""
+    """The Definitions API and the Definitions area's Apply, as an app whose database user may use the
+    tables but not create extensions: a table given a contains_index is refused (409) with the words
+    `caseloom init` says; nothing changed."""
     if not config.database_url.startswith("postgresql"):
         pytest.skip("a PostgreSQL matter")
     from caseloom.web import create_app, db
@@ -228,6 +230,15 @@ def test_a_definitions_change_needing_pg_trgm_that_cannot_be_made_is_refused_in_
             said = answer.get_json()["error"]
             assert "nothing was changed" in said["message"], said
             assert "pg_trgm" in said["detail"] and "CREATE EXTENSION pg_trgm;" in said["detail"], said
+            # the Definitions area's Apply: the review again, with the words, and nothing changed
+            token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True))
+            client.post("/login", data={"user_name": "boss", "user_password": "boss", "csrf_token": token.group(1)})
+            token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/").get_data(as_text=True))
+            page = client.post("/ui/definitions/apply", data={
+                "path": "tables/x_shop.yaml", "base": version_of(plain_shop), "text": SHOP, "csrf_token": token.group(1)})
+            text = html.unescape(page.get_data(as_text=True))
+            assert page.status_code == 409, text
+            assert "Nothing was changed: a contains_index needs PostgreSQL's pg_trgm extension" in text, text
             assert client.get("/api/caseloom/definitions/tables/x_shop.yaml", headers=boss).get_data(
                 as_text=True) == plain_shop
         finally:
