@@ -33,10 +33,7 @@ class ExtensionMissing(Exception):
 
 def indexed_fields(storage: Storage, root: str) -> tuple[str, ...]:
     """The fields the physical table `root` keeps a contains index of: those its tables name, in order."""
-    fields: dict[str, None] = {}
-    for name in storage.defs.descendants(root):
-        fields.update(dict.fromkeys(storage.defs.tables[name].contains_index))
-    return tuple(fields)
+    return storage.declared_over(root, lambda table: table.contains_index)
 
 
 def name_of(root: str, field: str) -> str:

@@ -164,9 +164,7 @@ CLIENT_CHECK_MS = 1000
 
 
 def _check_client(dbapi_connection, connection_record) -> None:
-    info = getattr(dbapi_connection, "info", None)  # psycopg 3; psycopg2 has server_version itself
-    version = getattr(info, "server_version", None) or getattr(dbapi_connection, "server_version", 0)
-    if version < 140000:
+    if dbapi_connection.info.server_version < 140000:  # psycopg's connection: the server's version
         return
     autocommit = dbapi_connection.autocommit
     dbapi_connection.autocommit = True  # no transaction left open by the SET

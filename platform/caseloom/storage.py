@@ -102,6 +102,14 @@ class Storage:
         """The sys_class_name values a query on `table` sees."""
         return self._classes[table]
 
+    def declared_over(self, root: str, names: Callable[[TableDef], tuple[str, ...]]) -> tuple[str, ...]:
+        """The fields the tables stored in physical table `root` name, each once, in order: what an index of
+        the physical table covers when each table declares some (`text_index`, `contains_index`)."""
+        fields: dict[str, None] = {}
+        for name in self.defs.descendants(root):
+            fields.update(dict.fromkeys(names(self.defs.tables[name])))
+        return tuple(fields)
+
     def class_filter(self, table: str, physical: sa.FromClause | None = None) -> sa.ColumnElement | None:
         """A WHERE clause restricting the physical table to `table` and its children, if needed."""
         tdef = self.defs.tables[table]

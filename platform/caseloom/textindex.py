@@ -33,10 +33,7 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 
 def indexed_fields(storage: Storage, root: str) -> tuple[str, ...]:
     """The fields the physical table `root` indexes: those its tables' `text_index` name, in order."""
-    fields: dict[str, None] = {}
-    for name in storage.defs.descendants(root):
-        fields.update(dict.fromkeys(storage.defs.tables[name].text_index))
-    return tuple(fields)
+    return storage.declared_over(root, lambda table: table.text_index)
 
 
 def words(text: str) -> list[str]:
