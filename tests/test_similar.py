@@ -107,15 +107,59 @@ def test_the_score_is_against_the_case_itself_and_the_same_on_both_databases(cli
     assert similar_to(client, part)[0]["score"] == 1.0  # all of its weighed words (zorblax, quuxite)
 
 
-def test_a_word_is_credited_to_its_newest_holders_only(client, monkeypatch):
+def walk_common_words(runtime, monkeypatch) -> list:
+    """On PostgreSQL, the common words' newest holders read by one walk down the primary key (every word
+    the statistics know counts as common); the list of the walks' searches, to check one was walked."""
+    if runtime.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's text index gives a word's newest holders directly: nothing is walked")
+    with runtime.engine.begin() as conn:
+        conn.exec_driver_sql("ANALYZE task")  # the statistics name the common words
+    monkeypatch.setattr(similar, "WALK_SHARE", 0.0)
+    walked: list = []
+    scores = similar._pg_scores
+    monkeypatch.setattr(similar, "_pg_scores", lambda *args: walked.append(args[4]) or scores(*args))
+    return walked
+
+
+@pytest.mark.parametrize("walk", [False, True], ids=["by_index", "walked"])
+def test_a_word_is_credited_to_its_newest_holders_only(client, runtime, monkeypatch, walk):
     """Each word's holders are read newest first, at most WINDOW of them (by sys_id on PostgreSQL, by
     row on SQLite: the primary key read backwards, whatever the cases' creation times): an older
-    holder of a common word is not among the similar cases for it."""
+    holder of a common word is not among the similar cases for it. Alike when PostgreSQL reads the
+    common words' holders in one walk."""
     monkeypatch.setattr(similar, "WINDOW", 3)
     holders = [create(client, "Zorblax at the depot") for _ in range(3)]  # the oldest first
     case = create(client, "Zorblax quuxite flarnwick")
+    walked = walk_common_words(runtime, monkeypatch) if walk else []
     # the word's three newest holders: the case itself and the two newest others
     assert {r["sys_id"] for r in similar_to(client, case)} == set(holders[1:])
+    if walk:
+        assert walked and "zorblax" in walked[0]
+
+
+@pytest.mark.parametrize("walk", [False, True], ids=["by_index", "walked"])
+@pytest.mark.parametrize("min_score, found", [("0", ["recent", "old", "newest_depot"]), ("0.5", ["recent", "old"])])
+def test_with_a_threshold_each_case_is_credited_as_without_one(client, runtime, monkeypatch, min_score, found, walk):
+    """With a minimum score, a word too light to reach it alone (zorblax: common) is read only as far back
+    as the oldest holder of the others (quuxite): the cases found are credited as when every word's
+    newest holders are read, the old case not with zorblax (older than its three newest holders)."""
+    monkeypatch.setattr(similar, "WINDOW", 3)
+    made = {"old": create(client, "Zorblax quuxite")}
+    for i in range(3):
+        made[f"depot{i}"] = create(client, "Zorblax depot")
+    made["newest_depot"] = made.pop("depot2")
+    made["recent"] = create(client, "Zorblax quuxite")
+    case = create(client, "Zorblax quuxite")
+    walked = walk_common_words(runtime, monkeypatch) if walk else []
+    results = similar_to(client, case, f"?sysparm_min_score={min_score}")
+    if walk:
+        assert walked and "zorblax" in walked[0]
+    names = {sys_id: name for name, sys_id in made.items()}
+    assert [names[r["sys_id"]] for r in results] == found
+    # zorblax: five others, capped at 3; quuxite: two others
+    zorblax, quuxite = math.log(2), math.log(1 + 3 / 2)
+    assert [r["score"] for r in results] == pytest.approx(
+        [1.0, quuxite / (zorblax + quuxite), zorblax / (zorblax + quuxite)][:len(found)], abs=1e-4)
 
 
 def test_the_api_narrows_shapes_and_refuses_bad_parameters(client):

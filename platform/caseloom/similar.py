@@ -34,6 +34,8 @@ from .storage import Storage
 from .templates import render
 
 WINDOW = 2000  # postings read per term, newest first; also where a term's count stops
+CAPPED = math.log(2) + 1e-12  # the weight of a term with WINDOW other holders or more
+WALK_SHARE = 0.02  # PostgreSQL: a common term held by this share of the records is read by walking them
 MAX_TERMS = 32
 MAX_SUGGESTION_COUNT = 1000  # similar records a suggestion counts, at most
 
@@ -94,15 +96,47 @@ def find(storage: Storage, conn: sa.Connection, table: str, text: str, *, exclud
     if not weighted or limit <= 0:
         return []
     root = storage.defs.tables[table].root
-    params: dict = {"sim_cap": WINDOW, "sim_floor": max(min_score, 0.0) * total - 1e-9}
-    hits = []
+    floor = max(min_score, 0.0) * total - 1e-9
+    optional = _optional(weighted, floor)
+    walked = _walked(conn, root, weighted) if conn.dialect.name == "postgresql" else {}
+    if walked:
+        scored = _pg_scores(conn, root, weighted, optional, walked, floor)
+        if not scored:
+            return []
+        scores = (sa.text("SELECT rid, s FROM unnest(CAST(:sim_ids AS varchar[]), CAST(:sim_scores AS double precision[])) "
+                          "AS sim(rid, s)").bindparams(sim_ids=list(scored), sim_scores=list(scored.values()))
+                  .columns(sa.column("rid"), sa.column("s", sa.Float)).subquery("similar_scores"))
+    else:
+        scores = _scores_sql(conn, root, weighted, optional, floor)
+    return _best(storage, conn, table, scores, total, exclude=exclude, where=where, limit=limit, columns=columns,
+                 readable=readable)
+
+
+def _scores_sql(conn: sa.Connection, root: str, weighted: dict[str, float], optional: set[str], floor: float):
+    """The records scoring at least `floor` (rid, s), in SQL: each term's newest holders by the text index,
+    the optional terms' only as far back as the oldest of the others'."""
+    params: dict = {"sim_cap": WINDOW, "sim_floor": floor}
+    hits, later = [], []
     for i, (term, weight) in enumerate(weighted.items()):
         params[f"sim_q{i}"] = _query_text(conn, term)
         params[f"sim_w{i}"] = weight
-        hits.append(_hits_sql(conn, root, i))
-    scores = (sa.text(f"SELECT rid, sum(w) AS s FROM ({' UNION ALL '.join(hits)}) AS u GROUP BY rid "
-                      "HAVING sum(w) >= :sim_floor")
-              .bindparams(**params).columns(sa.column("rid"), sa.column("s", sa.Float)).subquery("similar_scores"))
+        if term in optional:
+            later.append(_hits_sql(conn, root, i, since="(SELECT lo FROM sim_lo)"))
+        else:
+            hits.append(_hits_sql(conn, root, i))
+    if later:  # the other terms' holders, read only as far back as the oldest candidate
+        sql = (f"WITH sim_e AS ({' UNION ALL '.join(hits)}), sim_lo AS (SELECT min(rid) AS lo FROM sim_e) "
+               f"SELECT rid, sum(w) AS s FROM (SELECT rid, w FROM sim_e UNION ALL {' UNION ALL '.join(later)}) AS u "
+               "GROUP BY rid HAVING sum(w) >= :sim_floor")
+    else:
+        sql = f"SELECT rid, sum(w) AS s FROM ({' UNION ALL '.join(hits)}) AS u GROUP BY rid HAVING sum(w) >= :sim_floor"
+    return (sa.text(sql).bindparams(**params).columns(sa.column("rid"), sa.column("s", sa.Float))
+            .subquery("similar_scores"))
+
+
+def _best(storage: Storage, conn: sa.Connection, table: str, scores, total: float, *, exclude, where, limit,
+          columns, readable) -> list[Match]:
+    """The best `limit` of the scored records (`scores`: rid, s) that match `where` and `readable` may read."""
     sel = Selection(storage, table, readable=readable)
     if exclude is not None:
         where = All((where, Term("sys_id", "ne", exclude))) if where is not None else Term("sys_id", "ne", exclude)
@@ -134,18 +168,127 @@ def _count_sql(conn: sa.Connection, root: str, i: int) -> str:
             f"plainto_tsquery('{textindex.LANGUAGE}', :sim_q{i}) LIMIT :sim_cap) AS n{i}")
 
 
-def _hits_sql(conn: sa.Connection, root: str, i: int) -> str:
-    """Term i's newest WINDOW holders, each with the term's weight. Newest by sys_id on PostgreSQL
-    (new sys_ids sort after older ones, see records.new_sys_id), as by rowid on SQLite: the primary
-    key read backwards stops at a common term's WINDOW newest holders. By `sys_created_on`, which
-    no index of the table orders alone, every holder was fetched and sorted first: 0.2 to 0.5 s for
-    a word that a quarter of a million records or more have, 5 s for one record's similar list."""
+def _walked(conn: sa.Connection, root: str, weighted: dict[str, float]) -> dict[str, str]:
+    """The terms (PostgreSQL) whose newest holders one walk down the primary key reads for all of them at
+    once, each with its tsquery: those with more than WINDOW holders that the table's statistics count
+    in at least WALK_SHARE of its records (ANALYZE's most common elements of the text column). Each
+    term's walk of its own reads the same newest records again, and a walk reads every record on its
+    way: after a major case's 100,000 children, that is 100,000 records per common word. A rarer term's
+    holders are fewer to read by the text index."""
+    common = [t for t, w in weighted.items() if w <= CAPPED]
+    if not common:
+        return {}
+    parts = ", ".join(f"plainto_tsquery('{textindex.LANGUAGE}', :w{i})::text" for i in range(len(common)))
+    row = conn.execute(sa.text(
+        f"SELECT (SELECT most_common_elems::text::text[] FROM pg_stats WHERE schemaname = current_schema() "
+        f"AND tablename = :t AND attname = '{textindex.PG_COLUMN}'), "
+        f"(SELECT most_common_elem_freqs FROM pg_stats WHERE schemaname = current_schema() AND tablename = :t "
+        f"AND attname = '{textindex.PG_COLUMN}'), {parts}"),
+        {"t": root, **{f"w{i}": t for i, t in enumerate(common)}}).one()
+    elems, freqs, queries = row[0] or [], row[1] or [], row[2:]
+    share = dict(zip(elems, freqs, strict=False))  # the frequencies list ends with three summary numbers
+    out = {}
+    for term, query in zip(common, queries, strict=True):
+        lexeme = query[1:-1] if query.count("'") == 2 else None  # one lexeme: 'word'
+        if lexeme is not None and share.get(lexeme, 0.0) >= WALK_SHARE:
+            out[term] = query
+    return out
+
+
+def _pg_scores(conn: sa.Connection, root: str, weighted: dict[str, float], optional: set[str],
+               walked: dict[str, str], floor: float) -> dict[str, float]:
+    """The records scoring at least `floor`, with their scores: the terms not walked by the text index (one
+    statement), the walked ones by one walk down the primary key, newest first, in chunks, each record read
+    once for all of them, until each has its WINDOW newest holders (an optional term: or the walk has
+    reached the oldest candidate). Keys are compared by the database only (its collation orders them)."""
+    terms = list(weighted)
+    index = {t: i for i, t in enumerate(terms)}
+    held: dict[str, int] = {}  # each record's terms, as bits in `terms` order
+    oldest_rest = None  # the oldest holder of an essential term not walked
+    rest = [i for i, t in enumerate(terms) if t not in walked]
+    if rest:
+        params: dict = {"sim_cap": WINDOW, "sim_essential": [i for i in rest if terms[i] not in optional]}
+        parts = []
+        for i in rest:
+            params[f"sim_q{i}"] = terms[i]
+            parts.append(f'SELECT {i} AS t, sys_id FROM (SELECT sys_id FROM "{root}" WHERE {textindex.PG_COLUMN} @@ '
+                         f"plainto_tsquery('{textindex.LANGUAGE}', :sim_q{i}) ORDER BY sys_id DESC LIMIT :sim_cap) AS h{i}")
+        sql = (f"SELECT t, sys_id, min(CASE WHEN t = ANY(CAST(:sim_essential AS integer[])) THEN sys_id END) OVER () "
+               f"FROM ({' UNION ALL '.join(parts)}) AS u")
+        for row in conn.execute(sa.text(sql), params):
+            i, rid, oldest_rest = row
+            held[rid] = held.get(rid, 0) | (1 << i)
+    got = dict.fromkeys(walked, 0)
+    essential = [t for t in walked if t not in optional]
+    oldest_walked = None  # the last (oldest) holder of an essential term the walk met
+    after, size = None, WINDOW
+    while wanted := [t for t in walked if got[t] < WINDOW]:
+        params = {f"wq{index[t]}": walked[t] for t in wanted}
+        mask = " + ".join(f"(CASE WHEN {textindex.PG_COLUMN} @@ CAST(:wq{index[t]} AS tsquery) THEN {1 << index[t]} "
+                          "ELSE 0 END)" for t in wanted)
+        any_of = " || ".join(f"CAST(:wq{index[t]} AS tsquery)" for t in wanted)
+        where = [f"{textindex.PG_COLUMN} @@ ({any_of})"]
+        if after is not None:
+            where.append("sys_id < :after")
+            params["after"] = after
+        if all(got[t] >= WINDOW for t in essential):  # what is left: optional terms, back to the oldest candidate
+            if oldest_rest is None and oldest_walked is None:
+                break
+            where.append("sys_id >= LEAST(CAST(:rest AS varchar), CAST(:walked AS varchar))")
+            params.update(rest=oldest_rest, walked=oldest_walked)
+        params["size"] = size
+        rows = conn.execute(sa.text(f'SELECT sys_id, {mask} AS m FROM "{root}" WHERE {" AND ".join(where)} '
+                                    "ORDER BY sys_id DESC LIMIT :size"), params).all()
+        for rid, bits in rows:
+            for t in wanted:
+                i = index[t]
+                if bits & (1 << i) and got[t] < WINDOW:
+                    got[t] += 1
+                    held[rid] = held.get(rid, 0) | (1 << i)
+                    if t not in optional:
+                        oldest_walked = rid
+        if len(rows) < size:
+            break  # the walk reached the first record, or the oldest candidate
+        after, size = rows[-1][0], size * 2
+    out = {}
+    for rid, bits in held.items():
+        score = sum(weighted[t] for i, t in enumerate(terms) if bits & (1 << i))  # in one order: equal sets, equal sums
+        if score >= floor:
+            out[rid] = score
+    return out
+
+
+def _optional(weighted: dict[str, float], floor: float) -> set[str]:
+    """The lightest terms whose weights together stay under `floor`: a record having only these cannot
+    score enough, so every record found has one of the others (MaxScore, as search engines prune). Only
+    the others' holders make the candidates; these are read as far back as the oldest candidate only
+    (a common word's WINDOW newest holders are mostly older than it), which credits each record the
+    same as reading them all. Empty when every record counts (`floor` 0)."""
+    out: set[str] = set()
+    so_far = 0.0
+    for term, weight in sorted(weighted.items(), key=lambda item: item[1]):
+        if so_far + weight >= floor:
+            break
+        so_far += weight
+        out.add(term)
+    return out
+
+
+def _hits_sql(conn: sa.Connection, root: str, i: int, since: str | None = None) -> str:
+    """Term i's newest WINDOW holders, each with the term's weight; with `since` (an SQL expression), only
+    those from that key on. Newest by sys_id on PostgreSQL (new sys_ids sort after older ones, see
+    records.new_sys_id), as by rowid on SQLite: the primary key read backwards stops at a common term's
+    WINDOW newest holders. By `sys_created_on`, which no index of the table orders alone, every holder
+    was fetched and sorted first: 0.2 to 0.5 s for a word that a quarter of a million records or more
+    have, 5 s for one record's similar list."""
     if conn.dialect.name == "sqlite":
         fts = f"{root}_text"
-        return (f'SELECT rowid AS rid, :sim_w{i} AS w FROM (SELECT rowid FROM "{fts}" WHERE "{fts}" MATCH :sim_q{i} '
-                f"ORDER BY rowid DESC LIMIT :sim_cap)")
+        after = f" AND rowid >= {since}" if since else ""
+        return (f'SELECT rowid AS rid, :sim_w{i} AS w FROM (SELECT rowid FROM "{fts}" WHERE "{fts}" MATCH :sim_q{i}'
+                f"{after} ORDER BY rowid DESC LIMIT :sim_cap)")
+    after = f" AND sys_id >= {since}" if since else ""
     return (f'SELECT sys_id AS rid, CAST(:sim_w{i} AS double precision) AS w FROM (SELECT sys_id FROM "{root}" '
-            f"WHERE {textindex.PG_COLUMN} @@ plainto_tsquery('{textindex.LANGUAGE}', :sim_q{i}) "
+            f"WHERE {textindex.PG_COLUMN} @@ plainto_tsquery('{textindex.LANGUAGE}', :sim_q{i}){after} "
             f"ORDER BY sys_id DESC LIMIT :sim_cap) AS h{i}")
 
 
