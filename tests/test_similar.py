@@ -137,6 +137,27 @@ def test_a_word_is_credited_to_its_newest_holders_only(client, runtime, monkeypa
         assert walked and "zorblax" in walked[0]
 
 
+def test_one_walk_credits_every_word_as_the_text_index_does(client, runtime, monkeypatch):
+    """PostgreSQL: three common words read in one walk, each credited to its own three newest holders
+    (one word's third holder comes before another's in a chunk of the walk), give the same cases and
+    scores at every threshold as each word read by the text index."""
+    monkeypatch.setattr(similar, "WINDOW", 3)
+    for text in ["Zorblax depot", "Zorblax quuxite", "Depot quuxite", "Zorblax depot quuxite", "Zorblax", "Depot",
+                 "Zorblax depot", "Quuxite depot", "Zorblax quuxite depot", "Quuxite"]:
+        create(client, text)
+    case = create(client, "Zorblax quuxite depot")
+    monkeypatch.setattr(similar, "WALK_SHARE", 2.0)  # no word is that common: each is read by the text index
+    thresholds = ["0", "0.4", "0.7", "1"]
+    by_index = {t: similar_to(client, case, f"?sysparm_min_score={t}&sysparm_limit=20") for t in thresholds}
+    # each word's three newest holders: the case, "Zorblax quuxite depot" and one more each
+    assert [len(by_index[t]) for t in thresholds] == [4, 1, 1, 1]
+    assert [r["score"] for r in by_index["0"]] == pytest.approx([1.0, 1 / 3, 1 / 3, 1 / 3], abs=1e-4)
+    walked = walk_common_words(runtime, monkeypatch)
+    for t in thresholds:
+        assert similar_to(client, case, f"?sysparm_min_score={t}&sysparm_limit=20") == by_index[t], t
+    assert set(walked[0]) == {"zorblax", "quuxite", "depot"}
+
+
 @pytest.mark.parametrize("walk", [False, True], ids=["by_index", "walked"])
 @pytest.mark.parametrize("min_score, found", [("0", ["recent", "old", "newest_depot"]), ("0.5", ["recent", "old"])])
 def test_with_a_threshold_each_case_is_credited_as_without_one(client, runtime, monkeypatch, min_score, found, walk):

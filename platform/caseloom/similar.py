@@ -16,6 +16,11 @@ Each term's postings are read from the text index newest first, at most WINDOW o
 costs at most terms × WINDOW index entries whatever the table's size; a record older than the
 WINDOW newest holders of a term is not credited with it. The candidates are then filtered in SQL by
 the caller's condition and the user's read access, scored, and the best returned.
+
+Two ways of reading less give the same results: with a threshold, the lightest terms are read only
+as far back as the oldest record holding one of the others (`_optional`); on PostgreSQL, whose text
+index has no order, the common terms' newest holders come from one walk down the primary key for
+all of them (`_walked`, `_pg_scores`).
 """
 
 from __future__ import annotations
@@ -103,8 +108,10 @@ def find(storage: Storage, conn: sa.Connection, table: str, text: str, *, exclud
         scored = _pg_scores(conn, root, weighted, optional, walked, floor)
         if not scored:
             return []
-        scores = (sa.text("SELECT rid, s FROM unnest(CAST(:sim_ids AS varchar[]), CAST(:sim_scores AS double precision[])) "
-                          "AS sim(rid, s)").bindparams(sim_ids=list(scored), sim_scores=list(scored.values()))
+        # the keys as one text (sys_ids are hex): an array of 2,000 strings is quoted one by one
+        scores = (sa.text("SELECT rid, s FROM unnest(string_to_array(CAST(:sim_ids AS text), ','), "
+                          "CAST(:sim_scores AS double precision[])) AS sim(rid, s)")
+                  .bindparams(sim_ids=",".join(scored), sim_scores=list(scored.values()))
                   .columns(sa.column("rid"), sa.column("s", sa.Float)).subquery("similar_scores"))
     else:
         scores = _scores_sql(conn, root, weighted, optional, floor)
@@ -220,42 +227,70 @@ def _pg_scores(conn: sa.Connection, root: str, weighted: dict[str, float], optio
             held[rid] = held.get(rid, 0) | (1 << i)
     got = dict.fromkeys(walked, 0)
     essential = [t for t in walked if t not in optional]
+    essential_bits = sum(1 << index[t] for t in essential)
     oldest_walked = None  # the last (oldest) holder of an essential term the walk met
     after, size = None, WINDOW
     while wanted := [t for t in walked if got[t] < WINDOW]:
-        params = {f"wq{index[t]}": walked[t] for t in wanted}
-        mask = " + ".join(f"(CASE WHEN {textindex.PG_COLUMN} @@ CAST(:wq{index[t]} AS tsquery) THEN {1 << index[t]} "
-                          "ELSE 0 END)" for t in wanted)
-        any_of = " || ".join(f"CAST(:wq{index[t]} AS tsquery)" for t in wanted)
-        where = [f"{textindex.PG_COLUMN} @@ ({any_of})"]
-        if after is not None:
-            where.append("sys_id < :after")
-            params["after"] = after
+        bound = None
         if all(got[t] >= WINDOW for t in essential):  # what is left: optional terms, back to the oldest candidate
-            if oldest_rest is None and oldest_walked is None:
-                break
-            where.append("sys_id >= LEAST(CAST(:rest AS varchar), CAST(:walked AS varchar))")
-            params.update(rest=oldest_rest, walked=oldest_walked)
-        params["size"] = size
-        rows = conn.execute(sa.text(f'SELECT sys_id, {mask} AS m FROM "{root}" WHERE {" AND ".join(where)} '
-                                    "ORDER BY sys_id DESC LIMIT :size"), params).all()
-        for rid, bits in rows:
-            for t in wanted:
-                i = index[t]
-                if bits & (1 << i) and got[t] < WINDOW:
-                    got[t] += 1
-                    held[rid] = held.get(rid, 0) | (1 << i)
-                    if t not in optional:
-                        oldest_walked = rid
-        if len(rows) < size:
+            if oldest_rest is None:
+                break  # the walk is past every candidate it found (they are the only ones)
+            bound = (oldest_rest, oldest_walked)
+        rows = conn.execute(*_walk_sql(root, [(index[t], walked[t], got[t]) for t in wanted], after, size,
+                                       bound)).all()
+        if not rows:
+            break
+        for rid, bits, _totals, _walked, _last in rows:
+            if bits:
+                held[rid] = held.get(rid, 0) | bits
+                if bits & essential_bits:
+                    oldest_walked = rid
+        _, _, totals, walked_rows, last = rows[0]
+        for t, total in zip(wanted, totals, strict=True):
+            got[t] = min(WINDOW, got[t] + total)
+        if walked_rows < size:
             break  # the walk reached the first record, or the oldest candidate
-        after, size = rows[-1][0], size * 2
+        after, size = last, size * 2
     out = {}
+    scores: dict[int, float] = {}  # by the set of terms held, summed in one order: equal sets, equal sums
     for rid, bits in held.items():
-        score = sum(weighted[t] for i, t in enumerate(terms) if bits & (1 << i))  # in one order: equal sets, equal sums
+        score = scores.get(bits)
+        if score is None:
+            score = scores[bits] = sum(weighted[t] for i, t in enumerate(terms) if bits & (1 << i))
         if score >= floor:
             out[rid] = score
     return out
+
+
+def _walk_sql(root: str, wanted: list[tuple[int, str, int]], after: str | None, size: int,
+              bound: tuple[str | None, str | None] | None) -> tuple[sa.TextClause, dict]:
+    """One chunk of the walk: the next `size` records, newest first (before `after`), holding one of the
+    `wanted` terms (bit, tsquery, holders credited so far), from the older of `bound` on when given.
+    Each row: its key; the terms credited to it, as bits (a term is credited to its holders until it has
+    WINDOW of them); and, the same on every row, each term's holders in the chunk, the chunk's size and
+    its last key. Only the rows credited with a term come back, and the first (for those totals)."""
+    col = textindex.PG_COLUMN
+    params: dict = {"size": size, "sim_cap": WINDOW}
+    holds, credit, totals = [], [], []
+    for i, query, got in wanted:
+        params[f"wq{i}"], params[f"wg{i}"] = query, got
+        holds.append(f"{col} @@ CAST(:wq{i} AS tsquery) AS b{i}")
+        credit.append(f"(CASE WHEN b{i} AND :wg{i} + count(*) FILTER (WHERE b{i}) OVER w <= :sim_cap "
+                      f"THEN {1 << i} ELSE 0 END)")
+        totals.append(f"count(*) FILTER (WHERE b{i}) OVER ()")
+    where = [f"{col} @@ ({' || '.join(f'CAST(:wq{i} AS tsquery)' for i, _, _ in wanted)})"]
+    if after is not None:
+        where.append("sys_id < :after")
+        params["after"] = after
+    if bound is not None:
+        where.append("sys_id >= LEAST(CAST(:rest AS varchar), CAST(:walked AS varchar))")
+        params["rest"], params["walked"] = bound
+    sql = (f"SELECT sys_id, m, CASE WHEN r = 1 THEN totals END, n, last FROM (SELECT sys_id, {' + '.join(credit)} AS m, "
+           f"ARRAY[{', '.join(totals)}] AS totals, count(*) OVER () AS n, min(sys_id) OVER () AS last, "
+           f"row_number() OVER w AS r FROM (SELECT sys_id, {', '.join(holds)} FROM \"{root}\" "
+           f"WHERE {' AND '.join(where)} ORDER BY sys_id DESC LIMIT :size) AS chunk WINDOW w AS (ORDER BY sys_id DESC)) "
+           "AS credited WHERE m <> 0 OR r = 1 ORDER BY sys_id DESC")
+    return sa.text(sql), params
 
 
 def _optional(weighted: dict[str, float], floor: float) -> set[str]:
