@@ -68,23 +68,38 @@ def terms(text: str) -> list[str]:
     return list(found)[:MAX_TERMS]
 
 
-def weights(storage: Storage, conn: sa.Connection, table: str, found: Sequence[str], indexed: bool) -> dict[str, float]:
+class Weights(dict):
+    """Terms and their weights; on PostgreSQL also which terms one walk reads (`walkable`: their tsqueries),
+    found by the statement that counted them."""
+
+    walkable: dict[str, str] | None = None
+
+
+def weights(storage: Storage, conn: sa.Connection, table: str, found: Sequence[str], indexed: bool) -> Weights:
     """Each term's weight among the records other than the one the text is from (`indexed`: that record
     is in the index, so every count includes it once); terms no other record has are left out."""
+    out = Weights()
     if not found:
-        return {}
+        return out
     root = storage.defs.tables[table].root
     params: dict = {"sim_cap": WINDOW + 1}
     parts = []
     for i, term in enumerate(found):
         params[f"sim_q{i}"] = _query_text(conn, term)
         parts.append(f"({_count_sql(conn, root, i)}) AS c{i}")
-    counts = conn.execute(sa.text("SELECT " + ", ".join(parts)), params).one()
-    out = {}
-    for term, count in zip(found, counts, strict=True):
+    postgresql = conn.dialect.name == "postgresql"
+    if postgresql:  # each term's tsquery, and the statistics that tell which terms to walk
+        params["sim_root"] = root
+        parts += [f"plainto_tsquery('{textindex.LANGUAGE}', :sim_q{i})::text" for i in range(len(found))]
+        parts += _STATISTICS
+    row = conn.execute(sa.text("SELECT " + ", ".join(parts)), params).one()
+    for term, count in zip(found, row[:len(found)], strict=True):
         others = count - 1 if indexed and count else count
         if others >= 1:
             out[term] = math.log(1 + WINDOW / min(others, WINDOW))
+    if postgresql:
+        queries = dict(zip(found, row[len(found):2 * len(found)], strict=True))
+        out.walkable = _walkable(out, queries, *row[2 * len(found):])
     return out
 
 
@@ -103,7 +118,9 @@ def find(storage: Storage, conn: sa.Connection, table: str, text: str, *, exclud
     root = storage.defs.tables[table].root
     floor = max(min_score, 0.0) * total - 1e-9
     optional = _optional(weighted, floor)
-    walked = _walked(conn, root, weighted) if conn.dialect.name == "postgresql" else {}
+    walked: dict[str, str] = {}
+    if conn.dialect.name == "postgresql":
+        walked = weighted.walkable if getattr(weighted, "walkable", None) is not None else _walked(conn, root, weighted)
     if walked:
         scored = _pg_scores(conn, root, weighted, optional, walked, floor)
         if not scored:
@@ -175,29 +192,39 @@ def _count_sql(conn: sa.Connection, root: str, i: int) -> str:
             f"plainto_tsquery('{textindex.LANGUAGE}', :sim_q{i}) LIMIT :sim_cap) AS n{i}")
 
 
+# the text column's most common lexemes and their shares of the records, as ANALYZE found them (:sim_root)
+_STATISTICS = [
+    f"(SELECT most_common_elems::text::text[] FROM pg_stats WHERE schemaname = current_schema() "
+    f"AND tablename = :sim_root AND attname = '{textindex.PG_COLUMN}')",
+    f"(SELECT most_common_elem_freqs FROM pg_stats WHERE schemaname = current_schema() "
+    f"AND tablename = :sim_root AND attname = '{textindex.PG_COLUMN}')"]
+
+
 def _walked(conn: sa.Connection, root: str, weighted: dict[str, float]) -> dict[str, str]:
+    """`_walkable` for weights that do not carry it (a caller's own): one statement."""
+    common = [t for t, w in weighted.items() if w <= CAPPED]
+    if not common:
+        return {}
+    queries = [f"plainto_tsquery('{textindex.LANGUAGE}', :sim_q{i})::text" for i in range(len(common))]
+    row = conn.execute(sa.text("SELECT " + ", ".join(queries + _STATISTICS)),
+                       {"sim_root": root, **{f"sim_q{i}": t for i, t in enumerate(common)}}).one()
+    return _walkable(weighted, dict(zip(common, row[:len(common)], strict=True)), *row[len(common):])
+
+
+def _walkable(weighted: dict[str, float], queries: dict[str, str], elems: list | None,
+              shares: list | None) -> dict[str, str]:
     """The terms (PostgreSQL) whose newest holders one walk down the primary key reads for all of them at
     once, each with its tsquery: those with more than WINDOW holders that the table's statistics count
     in at least WALK_SHARE of its records (ANALYZE's most common elements of the text column). Each
     term's walk of its own reads the same newest records again, and a walk reads every record on its
     way: after a major case's 100,000 children, that is 100,000 records per common word. A rarer term's
     holders are fewer to read by the text index."""
-    common = [t for t, w in weighted.items() if w <= CAPPED]
-    if not common:
-        return {}
-    parts = ", ".join(f"plainto_tsquery('{textindex.LANGUAGE}', :w{i})::text" for i in range(len(common)))
-    row = conn.execute(sa.text(
-        f"SELECT (SELECT most_common_elems::text::text[] FROM pg_stats WHERE schemaname = current_schema() "
-        f"AND tablename = :t AND attname = '{textindex.PG_COLUMN}'), "
-        f"(SELECT most_common_elem_freqs FROM pg_stats WHERE schemaname = current_schema() AND tablename = :t "
-        f"AND attname = '{textindex.PG_COLUMN}'), {parts}"),
-        {"t": root, **{f"w{i}": t for i, t in enumerate(common)}}).one()
-    elems, freqs, queries = row[0] or [], row[1] or [], row[2:]
-    share = dict(zip(elems, freqs, strict=False))  # the frequencies list ends with three summary numbers
+    share = dict(zip(elems or [], shares or [], strict=False))  # the shares end with three summary numbers
     out = {}
-    for term, query in zip(common, queries, strict=True):
+    for term, weight in weighted.items():
+        query = queries.get(term) or ""
         lexeme = query[1:-1] if query.count("'") == 2 else None  # one lexeme: 'word'
-        if lexeme is not None and share.get(lexeme, 0.0) >= WALK_SHARE:
+        if weight <= CAPPED and lexeme is not None and share.get(lexeme, 0.0) >= WALK_SHARE:
             out[term] = query
     return out
 
@@ -340,7 +367,7 @@ def text_of(storage: Storage, table: str, values: dict) -> str:
     return " ".join(str(values[f]) for f in fields if values.get(f))
 
 
-def weights_of(storage: Storage, conn: sa.Connection, table: str, record: dict) -> dict[str, float]:
+def weights_of(storage: Storage, conn: sa.Connection, table: str, record: dict) -> Weights:
     """The weights of a stored record's words: what each of its similar lists' searches share."""
     return weights(storage, conn, table, terms(text_of(storage, table, record)), indexed=True)
 
