@@ -20,7 +20,7 @@ the caller's condition and the user's read access, scored, and the best returned
 Two ways of reading less give the same results: with a threshold, the lightest terms are read only
 as far back as the oldest record holding one of the others (`_optional`); on PostgreSQL, whose text
 index has no order, the common terms' newest holders come from one walk down the primary key for
-all of them (`_walked`, `_pg_scores`).
+all of them (`_walkable`, `_pg_scores`).
 """
 
 from __future__ import annotations
@@ -66,6 +66,14 @@ def terms(text: str) -> list[str]:
     """The distinct words of `text` a similarity search weighs: lower-cased, no stop words, at most 32."""
     found = dict.fromkeys(w for w in textindex.words(text + " ") if w not in STOPWORDS)
     return list(found)[:MAX_TERMS]
+
+
+# the text column's most common lexemes and their shares of the records, as ANALYZE found them (:sim_root)
+_STATISTICS = [
+    f"(SELECT most_common_elems::text::text[] FROM pg_stats WHERE schemaname = current_schema() "
+    f"AND tablename = :sim_root AND attname = '{textindex.PG_COLUMN}')",
+    f"(SELECT most_common_elem_freqs FROM pg_stats WHERE schemaname = current_schema() "
+    f"AND tablename = :sim_root AND attname = '{textindex.PG_COLUMN}')"]
 
 
 class Weights(dict):
@@ -118,9 +126,7 @@ def find(storage: Storage, conn: sa.Connection, table: str, text: str, *, exclud
     root = storage.defs.tables[table].root
     floor = max(min_score, 0.0) * total - 1e-9
     optional = _optional(weighted, floor)
-    walked: dict[str, str] = {}
-    if conn.dialect.name == "postgresql":
-        walked = weighted.walkable if getattr(weighted, "walkable", None) is not None else _walked(conn, root, weighted)
+    walked = getattr(weighted, "walkable", None) or {}  # PostgreSQL's, found with the counts (`weights`)
     if walked:
         scored = _pg_scores(conn, root, weighted, optional, walked, floor)
         if not scored:
@@ -192,25 +198,6 @@ def _count_sql(conn: sa.Connection, root: str, i: int) -> str:
             f"plainto_tsquery('{textindex.LANGUAGE}', :sim_q{i}) LIMIT :sim_cap) AS n{i}")
 
 
-# the text column's most common lexemes and their shares of the records, as ANALYZE found them (:sim_root)
-_STATISTICS = [
-    f"(SELECT most_common_elems::text::text[] FROM pg_stats WHERE schemaname = current_schema() "
-    f"AND tablename = :sim_root AND attname = '{textindex.PG_COLUMN}')",
-    f"(SELECT most_common_elem_freqs FROM pg_stats WHERE schemaname = current_schema() "
-    f"AND tablename = :sim_root AND attname = '{textindex.PG_COLUMN}')"]
-
-
-def _walked(conn: sa.Connection, root: str, weighted: dict[str, float]) -> dict[str, str]:
-    """`_walkable` for weights that do not carry it (a caller's own): one statement."""
-    common = [t for t, w in weighted.items() if w <= CAPPED]
-    if not common:
-        return {}
-    queries = [f"plainto_tsquery('{textindex.LANGUAGE}', :sim_q{i})::text" for i in range(len(common))]
-    row = conn.execute(sa.text("SELECT " + ", ".join(queries + _STATISTICS)),
-                       {"sim_root": root, **{f"sim_q{i}": t for i, t in enumerate(common)}}).one()
-    return _walkable(weighted, dict(zip(common, row[:len(common)], strict=True)), *row[len(common):])
-
-
 def _walkable(weighted: dict[str, float], queries: dict[str, str], elems: list | None,
               shares: list | None) -> dict[str, str]:
     """The terms (PostgreSQL) whose newest holders one walk down the primary key reads for all of them at
@@ -245,8 +232,7 @@ def _pg_scores(conn: sa.Connection, root: str, weighted: dict[str, float], optio
         parts = []
         for i in rest:
             params[f"sim_q{i}"] = terms[i]
-            parts.append(f'SELECT {i} AS t, sys_id FROM (SELECT sys_id FROM "{root}" WHERE {textindex.PG_COLUMN} @@ '
-                         f"plainto_tsquery('{textindex.LANGUAGE}', :sim_q{i}) ORDER BY sys_id DESC LIMIT :sim_cap) AS h{i}")
+            parts.append(f"SELECT {i} AS t, sys_id FROM ({_newest_pg(root, i)}) AS h{i}")
         sql = (f"SELECT t, sys_id, min(CASE WHEN t = ANY(CAST(:sim_essential AS integer[])) THEN sys_id END) OVER () "
                f"FROM ({' UNION ALL '.join(parts)}) AS u")
         for row in conn.execute(sa.text(sql), params):
@@ -348,10 +334,14 @@ def _hits_sql(conn: sa.Connection, root: str, i: int, since: str | None = None) 
         after = f" AND rowid >= {since}" if since else ""
         return (f'SELECT rowid AS rid, :sim_w{i} AS w FROM (SELECT rowid FROM "{fts}" WHERE "{fts}" MATCH :sim_q{i}'
                 f"{after} ORDER BY rowid DESC LIMIT :sim_cap)")
+    return f"SELECT sys_id AS rid, CAST(:sim_w{i} AS double precision) AS w FROM ({_newest_pg(root, i, since)}) AS h{i}"
+
+
+def _newest_pg(root: str, i: int, since: str | None = None) -> str:
+    """PostgreSQL: the sys_ids of term i's (`:sim_q{i}`) WINDOW newest holders (`:sim_cap`), from `since` on."""
     after = f" AND sys_id >= {since}" if since else ""
-    return (f'SELECT sys_id AS rid, CAST(:sim_w{i} AS double precision) AS w FROM (SELECT sys_id FROM "{root}" '
-            f"WHERE {textindex.PG_COLUMN} @@ plainto_tsquery('{textindex.LANGUAGE}', :sim_q{i}){after} "
-            f"ORDER BY sys_id DESC LIMIT :sim_cap) AS h{i}")
+    return (f'SELECT sys_id FROM "{root}" WHERE {textindex.PG_COLUMN} @@ '
+            f"plainto_tsquery('{textindex.LANGUAGE}', :sim_q{i}){after} ORDER BY sys_id DESC LIMIT :sim_cap")
 
 
 # -- a table's similar lists (SimilarDef): the form's panels, the API's default, suggestions ----------------------
