@@ -91,6 +91,47 @@ def test_a_role_changed_elsewhere_counts_from_a_browser_session_s_next_page(admi
     assert browser.get("/sn_customerservice_case_list.do").status_code == 200
 
 
+REPEAT = 8  # more than psycopg's prepare_threshold (5): a statement run this often is prepared
+
+
+def test_a_column_altered_by_a_switch_of_definitions_breaks_no_prepared_statement(admin_client, config):
+    """A list page, a form and a one-record read, each run often enough to be prepared on PostgreSQL, in
+    this process and in another sharing the database; then a wider max_length alters the column's type
+    ("cached plan must not change result type" for a statement prepared before). Every page still
+    answers, in both processes, with the new length in force."""
+    client, app = admin_client
+    assert client.put("/api/caseloom/definitions/tables/u_widget.yaml", data=WIDGET,
+                      content_type="application/yaml").status_code == 200
+    sys_id = client.post("/api/now/table/u_widget", json={"name": "Sprocket"}).json["result"]["sys_id"]
+    other = create_app(config, None, testing=True)
+    other.config["WTF_CSRF_ENABLED"] = False
+    browser, api = other.test_client(), other.test_client()
+    assert browser.post("/login", data={"user_name": "admin", "user_password": "admin"}).status_code == 302
+    app.config["WTF_CSRF_ENABLED"] = False
+    mine = app.test_client()
+    assert mine.post("/login", data={"user_name": "admin", "user_password": "admin"}).status_code == 302
+    pages = ("/u_widget_list.do", f"/u_widget.do?sys_id={sys_id}")
+    record = f"/api/now/table/u_widget/{sys_id}"
+    for _ in range(REPEAT):
+        for who in (browser, mine):
+            assert all(who.get(page).status_code == 200 for page in pages)
+        assert api.get(record, headers=basic("admin")).status_code == 200
+        assert client.get(record).status_code == 200
+    wider = WIDGET.replace("max_length: 40", "max_length: 80")
+    assert client.put("/api/caseloom/definitions/tables/u_widget.yaml", data=wider,
+                      content_type="application/yaml").status_code == 200
+    long_name = "S" * 70
+    assert client.patch(record, json={"name": long_name}).status_code == 200
+    for _ in range(2):
+        for who in (browser, mine):
+            seen = [who.get(page) for page in pages]
+            assert [r.status_code for r in seen] == [200, 200]
+            assert all(long_name in r.get_data(as_text=True) for r in seen)
+        for who, headers in ((api, basic("admin")), (client, {})):
+            r = who.get(record, headers=headers)
+            assert r.status_code == 200 and r.json["result"]["name"] == long_name
+
+
 def test_invalid_definition_is_422_with_located_errors_and_changes_nothing(admin_client, definitions_copy):
     client, _ = admin_client
     bad = WIDGET + "  owner: {type: reference, to: nowhere}\n"

@@ -165,3 +165,72 @@ def test_a_browser_page_reads_its_session_user_and_roles_in_one_statement(app):
     assert len(reads) == 1, reads
     assert all(t in reads[0] for t in ("sys_session", "sys_user", "sys_user_has_role", "sys_meta"))
     assert len(_reading(seen, "sys_meta")) == 1  # the definitions' generation: in that statement, not one of its own
+
+
+# -- a transaction that only read ends with COMMIT: psycopg keeps what it prepared -----------------------
+
+def _prepared(engine: sa.Engine) -> list[tuple[str, int]]:
+    """The statements this engine's (one) pooled connection has prepared: (text, generic plans run)."""
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT statement, generic_plans FROM pg_prepared_statements").all()
+    return [(statement, plans) for statement, plans in rows]
+
+
+@pytest.mark.parametrize("page", ["/sn_customerservice_case_list.do", "/sn_customerservice_case.do?sys_id={case}"])
+def test_a_page_that_only_reads_runs_its_statements_prepared(pg_app, page):
+    """A browser page is a transaction that only reads. Ended with a rollback, psycopg would forget its
+    prepared statements each time, and every statement would be planned again on every page (1.5 ms
+    for a form's record read with its display values). Ended with a commit, a page shown often runs
+    them prepared, planned once."""
+    from caseloom.web import db
+
+    client = pg_app.test_client()
+    path = page.format(case=_case_id(client))
+    ui_sign_in(client, "agent")
+    for _ in range(12):  # psycopg prepares from the sixth run; PostgreSQL plans generically from the sixth
+        assert client.get(path).status_code == 200
+    with pg_app.app_context():
+        prepared = _prepared(db.engine)
+    cases = [plans for statement, plans in prepared if "FROM task AS t0" in statement]
+    assert cases and all(plans > 0 for plans in cases), prepared
+
+
+def _insert_meta(conn: sa.Connection, table: sa.Table) -> None:
+    conn.execute(sa.insert(table).values(name="plain-read-test", value="written"))
+
+
+def _update_meta(conn: sa.Connection, table: sa.Table) -> None:
+    conn.exec_driver_sql("UPDATE sys_meta SET value = 'changed' WHERE name = 'definitions_generation'")
+
+
+def _copy_meta(conn: sa.Connection, table: sa.Table) -> None:
+    from caseloom.bulk import COPY_FROM, insert_rows
+
+    insert_rows(conn, table, [{"name": f"plain-read-test-{i}", "value": "copied"} for i in range(COPY_FROM + 10)])
+
+
+def _in_savepoint(conn: sa.Connection, table: sa.Table) -> None:
+    with conn.begin_nested():
+        _insert_meta(conn, table)
+
+
+def _writable_cte(conn: sa.Connection, table: sa.Table) -> None:
+    conn.exec_driver_sql("WITH moved AS (UPDATE sys_meta SET value = 'changed' RETURNING name) SELECT count(*) FROM moved")
+
+
+@pytest.mark.parametrize("write", [_insert_meta, _update_meta, _copy_meta, _in_savepoint, _writable_cte],
+                         ids=["insert", "update", "copy", "savepoint", "writable CTE"])
+def test_a_transaction_that_wrote_is_still_rolled_back(runtime, write):
+    """Reads, then a write of each kind, then the transaction is abandoned: nothing of it stays, on
+    either database (on PostgreSQL the end of a transaction that only read is a COMMIT)."""
+    if write is _writable_cte and runtime.engine.dialect.name == "sqlite":
+        pytest.skip("SQLite has no UPDATE in a WITH")
+    table = runtime.storage.internal("sys_meta")
+    with runtime.engine.connect() as conn:
+        before = conn.execute(sa.select(table.c.name, table.c.value).order_by(table.c.name)).all()
+    with pytest.raises(RuntimeError), runtime.engine.connect() as conn:
+        conn.execute(sa.select(table.c.value)).all()
+        write(conn, table)
+        raise RuntimeError("abandoned")  # the connection's close rolls the transaction back
+    with runtime.engine.connect() as conn:
+        assert conn.execute(sa.select(table.c.name, table.c.value).order_by(table.c.name)).all() == before

@@ -14,6 +14,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .database import written
+
 PLANS = "caseloom_insert_plans"
 
 
@@ -71,6 +73,7 @@ def _copy(conn: sa.Connection, table: sa.Table, rows: list[tuple], columns: tupl
     quote = conn.dialect.identifier_preparer.quote
     sql = f"COPY {quote(table.name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
     raw = conn.connection.dbapi_connection
+    written(conn)  # a write the engine's events do not see
     try:
         with raw.cursor() as cursor, cursor.copy(sql) as copy:
             for row in rows:

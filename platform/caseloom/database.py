@@ -11,6 +11,7 @@ import sqlite3
 import threading
 import time
 import urllib.parse
+import weakref
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -176,11 +177,82 @@ def _check_client(dbapi_connection, connection_record) -> None:
         dbapi_connection.autocommit = autocommit
 
 
+# psycopg forgets every statement it prepared at each ROLLBACK (and deallocates them on the server: a
+# rolled-back DDL statement could have left them wrong), so a connection whose transactions end in a
+# rollback never runs a prepared statement: each statement is planned every time, 1.5 ms for a
+# form's record read with its display values (ten tables joined) against 0.2 ms prepared. A
+# transaction that has only read (its statements all SELECT, or EXPLAIN without ANALYZE) ends with
+# COMMIT instead: the same for the data (nothing was written; its locks and settings are the
+# transaction's either way), and psycopg keeps its statements. A write, a SET, a savepoint or a
+# COPY (`written`) makes the transaction's end the ROLLBACK it was; so does an error in it.
+PLAIN = "caseloom_plain_read"  # connection info: the transaction has only read so far
+READS = ("SELECT", "EXPLAIN (FORMAT JSON)")
+
+
+def written(conn: sa.Connection) -> None:
+    """The transaction wrote in a way the engine's events do not see (COPY through the driver): its
+    rollback must roll back."""
+    conn.info[PLAIN] = False
+
+
+def _plain_begin(conn: sa.Connection) -> None:
+    conn.info[PLAIN] = True
+
+
+def _plain_statement(conn, cursor, statement, parameters, context, executemany) -> None:
+    if conn.info.get(PLAIN) and not statement.lstrip().upper().startswith(READS):
+        conn.info[PLAIN] = False
+
+
+def _plain_end(conn: sa.Connection) -> None:
+    """A rollback of a transaction that only read: commit it first, and the rollback finds nothing to do."""
+    if not conn.info.pop(PLAIN, False) or conn.invalidated:
+        return
+    from psycopg.pq import TransactionStatus
+
+    raw = conn.connection.dbapi_connection
+    if raw is not None and raw.info.transaction_status == TransactionStatus.INTRANS:
+        raw.commit()
+
+
+# A statement psycopg prepared reads the columns as they were: after a change of definitions alters a
+# column's type (a string's max_length too), running it again fails ("cached plan must not change
+# result type"). A process that takes up a new set of definitions (`forget_statements`) has each of its
+# engine's connections replaced at its next checkout, and stops preparing on the one it holds.
+EPOCHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> how many sets it has taken up
+EPOCH = "caseloom_epoch"  # connection info: the engine's epoch when the connection was opened
+
+
+def forget_statements(engine: sa.Engine, holding: sa.Connection | None = None) -> None:
+    """The database's tables may have changed: no connection of `engine` runs a statement it prepared
+    before. Those in the pool are replaced when next checked out; `holding`, the caller's own, stops
+    preparing for the rest of its use (it is replaced when it comes back)."""
+    if engine.dialect.driver != "psycopg":
+        return
+    EPOCHS[engine] = EPOCHS.get(engine, 0) + 1
+    raw = holding.connection.dbapi_connection if holding is not None and not holding.invalidated else None
+    if raw is not None:
+        raw.prepare_threshold = None  # psycopg's documented switch: run every statement unprepared
+
+
+def _opened_in_epoch(engine: sa.Engine):
+    def opened(dbapi_connection, connection_record) -> None:
+        connection_record.info[EPOCH] = EPOCHS.get(engine, 0)
+    return opened
+
+
+def _replace_if_stale(engine: sa.Engine):
+    def check(dbapi_connection, connection_record, connection_proxy) -> None:
+        if connection_record.info.get(EPOCH, 0) != EPOCHS.get(engine, 0):
+            raise sa.exc.DisconnectionError("the definitions changed: a new connection, no statement prepared")
+    return check
+
+
 def prepare_engine(engine: sa.Engine) -> sa.Engine:
     """Set up an engine Caseloom uses (SQLite: pragmas, transactions SAVEPOINTs work in, the WAL
-    checkpointer; PostgreSQL: connections pinged when they were idle, PING_IDLE_SECONDS, and checking
-    their client while a statement runs, CLIENT_CHECK_MS); call it before the engine's first
-    connection. Idempotent."""
+    checkpointer; PostgreSQL: connections pinged when they were idle, PING_IDLE_SECONDS, checking
+    their client while a statement runs, CLIENT_CHECK_MS, and transactions that only read ending
+    with a COMMIT, PLAIN); call it before the engine's first connection. Idempotent."""
     if engine.dialect.name == "sqlite":
         for name, listener in SQLITE_LISTENERS:
             if not event.contains(engine, name, listener):
@@ -190,6 +262,12 @@ def prepare_engine(engine: sa.Engine) -> sa.Engine:
         event.listen(engine, "checkout", _ping_when_idle(engine.dialect))
         if engine.dialect.name == "postgresql":
             event.listen(engine, "connect", _check_client)
+            if engine.dialect.driver == "psycopg":
+                event.listen(engine, "connect", _opened_in_epoch(engine))
+                event.listen(engine, "checkout", _replace_if_stale(engine))
+                event.listen(engine, "begin", _plain_begin)
+                event.listen(engine, "before_cursor_execute", _plain_statement)
+                event.listen(engine, "rollback", _plain_end)
     return engine
 
 

@@ -20,7 +20,7 @@ from huey.consumer import Consumer
 from sqlalchemy.exc import DBAPIError
 
 from ..access import SYSTEM, Actor
-from ..database import absolute_url
+from ..database import absolute_url, forget_statements
 from ..records import RecordService
 from .email import deliver_pending
 from .liveness import Ticker, reaper, timing
@@ -268,6 +268,7 @@ class JobQueue:
             except DBAPIError:
                 return current  # not initialised yet (`caseloom init`)
             if texts:
+                forget_statements(current.engine)  # the tables may have changed with the set
                 self._runtime = Runtime(current.config, load_sources(sorted(texts.items())), engine=current.engine)
                 self._runtime.commit_hooks.append(self.follow_up)
             self._generation = generation

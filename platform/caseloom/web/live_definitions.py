@@ -14,6 +14,7 @@ from pathlib import Path
 
 from flask import Flask, current_app, g, request
 
+from ..database import forget_statements
 from ..definitions import load_sources
 from ..definitions.changes import ChangePlan, apply_change, plan_change
 from ..definitions.store import DISPLAY_ROOT, DefinitionStore, write_to_folder
@@ -65,6 +66,9 @@ def apply(changes: Mapping[str, str | None], *, force: bool = False, accepted: C
 
 
 def install(app: Flask, new_runtime: Runtime, generation: int | None) -> None:
+    """Serve `new_runtime` from now on; the tables may have changed with it, so no connection runs a
+    statement prepared before (`database.forget_statements`), this request's included."""
+    forget_statements(new_runtime.engine, connection())
     app.extensions["caseloom"] = new_runtime
     app.extensions[GENERATION] = generation
 
