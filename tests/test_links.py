@@ -3,6 +3,7 @@ after a bulk edit go only to paths of this site."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import pytest
@@ -53,3 +54,30 @@ def test_a_bulk_edit_redirects_only_within_the_site(client, as_user, back, lands
         "bulk_field": "priority", "bulk_value": "2", "sys_id": case["sys_id"], "back": back, "csrf_token": token})
     assert r.status_code == 302
     assert r.headers["Location"] == lands
+
+
+def _menu_links(client, path: str = "/sn_customerservice_case_list.do", root: str = "") -> dict[str, str]:
+    page = client.get(path, base_url=f"http://localhost{root}").get_data(as_text=True)
+    nav = page[page.index("<nav"):page.index("</nav>")]
+    return {label: href.replace("&amp;", "&") for href, label in re.findall(r'<a href="([^"]+)"[^>]*>([^<]+)</a>', nav)}
+
+
+def test_each_user_s_menu_links_to_their_own_lists_under_the_site_s_path(app):
+    """A menu's links are built once per process (every page draws the whole menu), yet each stays
+    the user's own ("My cases" names whoever is signed in) and follows the path the site is served under."""
+    from conftest import ui_sign_in
+
+    links = {}
+    for user in ("agent", "manager"):
+        client = app.test_client()
+        ui_sign_in(client, user)
+        links[user] = _menu_links(client)
+        links[f"{user} under /support"] = _menu_links(client, root="/support")
+    ids = {}
+    for user in ("agent", "manager"):
+        mine = links[user]["My cases"]
+        assert mine.startswith("/sn_customerservice_case_list.do?sysparm_query=assigned_to%3D")
+        ids[user] = mine.split("assigned_to%3D", 1)[1].split("%5E", 1)[0]
+        assert links[f"{user} under /support"]["My cases"] == "/support" + mine
+        assert all(href.startswith("/support/") for href in links[f"{user} under /support"].values())
+    assert ids["agent"] != ids["manager"] and all(len(i) == 32 for i in ids.values())

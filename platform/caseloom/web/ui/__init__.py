@@ -49,6 +49,25 @@ def admin_required(view):
     return login_required(wrapper)
 
 
+MENU_URLS = "caseloom_menu_urls"  # app.extensions: a module's link by (script root, table, query, view)
+
+
+def _module_url(table: str, query: str, view: str | None) -> str:
+    """A list module's link. Building one with url_for costs about as much as a small statement, and
+    every page draws the whole menu (dozens of links): each is built once per process."""
+    from flask import current_app
+
+    urls = current_app.extensions.setdefault(MENU_URLS, {})
+    key = (request.script_root, table, query, view)
+    url = urls.get(key)
+    if url is None:
+        if len(urls) >= 10_000:  # `{me}` makes one link per user: bounded
+            urls.clear()
+        url = urls[key] = url_for("ui.dispatch", name=f"{table}_list", sysparm_query=query,
+                                  **({"sysparm_view": view} if view else {}))
+    return url
+
+
 def menu_for(actor) -> list[dict]:
     """The applications and modules this actor may see, with their links."""
     from ..auth import records
@@ -74,9 +93,7 @@ def menu_for(actor) -> list[dict]:
                     modules.append({"label": module.label, "url": url_for("ui.dispatch", name=module.table, sys_id="-1")})
                 continue
             query = module.query.replace("{me}", actor.sys_id or "")
-            url = url_for("ui.dispatch", name=f"{module.table}_list", sysparm_query=query,
-                          **({"sysparm_view": module.view} if module.view else {}))
-            modules.append({"label": module.label, "url": url})
+            modules.append({"label": module.label, "url": _module_url(module.table, query, module.view)})
         if modules:
             apps.append({"label": app.label, "modules": modules})
     return apps
