@@ -172,8 +172,7 @@ def test_a_browser_page_reads_its_session_user_and_roles_in_one_statement(app):
 def _prepared(engine: sa.Engine) -> list[tuple[str, int]]:
     """The statements this engine's (one) pooled connection has prepared: (text, generic plans run)."""
     with engine.connect() as conn:
-        rows = conn.exec_driver_sql("SELECT statement, generic_plans FROM pg_prepared_statements").all()
-    return [(statement, plans) for statement, plans in rows]
+        return [tuple(row) for row in conn.exec_driver_sql("SELECT statement, generic_plans FROM pg_prepared_statements")]
 
 
 @pytest.mark.parametrize("page", ["/sn_customerservice_case_list.do", "/sn_customerservice_case.do?sys_id={case}"])

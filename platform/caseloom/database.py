@@ -187,6 +187,7 @@ def _check_client(dbapi_connection, connection_record) -> None:
 # COPY (`written`) makes the transaction's end the ROLLBACK it was; so does an error in it.
 PLAIN = "caseloom_plain_read"  # connection info: the transaction has only read so far
 READS = ("SELECT", "EXPLAIN (FORMAT JSON)")
+HEAD = 32  # characters of a statement enough to see which of READS it begins with (after some blanks)
 
 
 def written(conn: sa.Connection) -> None:
@@ -200,7 +201,7 @@ def _plain_begin(conn: sa.Connection) -> None:
 
 
 def _plain_statement(conn, cursor, statement, parameters, context, executemany) -> None:
-    if conn.info.get(PLAIN) and not statement.lstrip().upper().startswith(READS):
+    if conn.info.get(PLAIN) and not statement[:HEAD].lstrip().upper().startswith(READS):
         conn.info[PLAIN] = False
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import wraps
 
-from flask import Blueprint, abort, g, redirect, request, url_for
+from flask import Blueprint, abort, current_app, g, redirect, request, url_for
 
 from ..auth import act_as, runtime, session_actor
 
@@ -55,8 +55,6 @@ MENU_URLS = "caseloom_menu_urls"  # app.extensions: a module's link by (script r
 def _module_url(table: str, query: str, view: str | None) -> str:
     """A list module's link. Building one with url_for costs about as much as a small statement, and
     every page draws the whole menu (dozens of links): each is built once per process."""
-    from flask import current_app
-
     urls = current_app.extensions.setdefault(MENU_URLS, {})
     key = (request.script_root, table, query, view)
     url = urls.get(key)
