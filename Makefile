@@ -28,12 +28,12 @@ run: setup
 	$(BIN)/caseloom serve
 
 test: setup
-	$(BIN)/ruff check platform tests
+	$(BIN)/ruff check platform tests loadtest
 	$(BIN)/caseloom validate
 	$(BIN)/python -m pytest -n auto --dist loadfile $(SLOW_TESTS) tests
 
 lint: setup
-	$(BIN)/ruff check platform tests
+	$(BIN)/ruff check platform tests loadtest
 
 clean:
 	rm -rf $(VENV) ui/node_modules instance .pytest_cache

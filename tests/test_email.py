@@ -195,6 +195,43 @@ def test_a_second_claimer_never_gets_a_claimed_message(runtime):
     assert sorted(r["state"] for r in states.values()) == ["ready"] * 2 + ["sending"] * 8
 
 
+def test_a_claim_takes_a_lost_runs_messages_then_the_oldest_due_ones(runtime):
+    """What a claim takes and in which order; each of its statements walks sys_email's (state,
+    sys_created_on, sys_id) index and stops at the batch, sorting nothing."""
+    import datetime as dt
+
+    names = ["lost", "fresh claim", "old", "retry later", "retry now", "new", "newer"]
+    ids = dict(zip(names, add_emails(runtime, *({"recipients": "a@example.test", "subject": n, "body": "b"}
+                                                for n in names)), strict=True))
+    table, moment = runtime.storage.physical("sys_email"), delivery.now()
+    created = {name: moment - dt.timedelta(minutes=60 - i) for i, name in enumerate(names)}
+    changes = {"lost": {"state": "sending", "sys_updated_on": moment - delivery.SENDING_LEASE - dt.timedelta(minutes=1)},
+               "fresh claim": {"state": "sending", "sys_updated_on": moment},
+               "retry later": {"next_attempt": moment + dt.timedelta(minutes=5)},
+               "retry now": {"next_attempt": moment - dt.timedelta(seconds=1)}}
+    with runtime.engine.begin() as conn:
+        for name, sys_id in ids.items():
+            conn.execute(sa.update(table).where(table.c.sys_id == sys_id)
+                         .values(sys_created_on=created[name], **changes.get(name, {})))
+    subjects = [r["subject"] for r in delivery.claim(runtime, 4)]
+    assert subjects == ["lost", "old", "retry now", "new"]
+    assert [r["subject"] for r in delivery.claim(runtime, 4)] == ["newer"]
+    assert delivery.claim(runtime, 4) == []
+
+    with runtime.engine.connect() as conn:
+        for part in delivery._claimable_parts(table, moment):
+            stmt = sa.select(table.c.sys_id).where(part).order_by(table.c.sys_created_on, table.c.sys_id).limit(250)
+            sql = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+            if conn.dialect.name == "sqlite":
+                plan = " | ".join(row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+                assert "USING INDEX ixn_sys_email_state_sys_created_on_sys_id (state=?)" in plan, plan
+                assert "TEMP B-TREE" not in plan, plan
+            else:
+                conn.exec_driver_sql("SET LOCAL enable_seqscan = off")  # a handful of rows: scanning them wins
+                plan = "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + sql))
+                assert "ixn_sys_email_state_sys_created_on_sys_id" in plan and "Sort" not in plan, plan
+
+
 def test_two_workers_delivering_at_once_send_each_message_once(runtime, mailbox, monkeypatch):
     monkeypatch.setattr(delivery, "BATCH", 3)
     ids = add_emails(runtime, *({"recipients": "a@example.test", "subject": f"m{i:02d}", "body": "b"} for i in range(24)))

@@ -15,7 +15,15 @@ from sqlalchemy import event
 
 from caseloom import database
 from caseloom.cli import main
-from caseloom.database import SQLITE_CACHE_KB, SQLITE_LISTENERS, Checkpointer, make_engine
+from caseloom.database import (
+    SQLITE_CACHE_KB,
+    SQLITE_JOB_CACHE_KB,
+    SQLITE_LISTENERS,
+    Checkpointer,
+    job_cache,
+    make_engine,
+    worker_engine,
+)
 from conftest import DEFINITIONS, ROOT
 
 # -- CASELOOM_UI --------------------------------------------------------------------------------
@@ -104,6 +112,22 @@ def test_a_foreign_sqlite_engine_keeps_sqlites_defaults(tmp_path, url):
     finally:
         ours.dispose()
         foreign.dispose()
+
+
+def test_a_workers_connections_keep_a_jobs_page_cache_and_a_job_gives_it_back(tmp_path):
+    server, worker = make_engine(f"sqlite:///{tmp_path}/db.db"), worker_engine(f"sqlite:///{tmp_path}/db.db", 4)
+    try:
+        assert _settings(server) == OURS
+        assert _settings(worker) == {**OURS, "cache_size": -SQLITE_JOB_CACHE_KB}
+        for engine, own in ((server, SQLITE_CACHE_KB), (worker, SQLITE_JOB_CACHE_KB)):
+            with engine.connect() as conn:
+                raw = conn.connection.dbapi_connection
+                with job_cache(conn, 8_192):  # an export's smaller cache, while it reads
+                    assert raw.execute("PRAGMA cache_size").fetchone()[0] == -8_192
+                assert raw.execute("PRAGMA cache_size").fetchone()[0] == -own  # the engine's own again
+    finally:
+        server.dispose()
+        worker.dispose()
 
 
 def test_a_foreign_engines_commit_starts_no_checkpointer(tmp_path, monkeypatch):

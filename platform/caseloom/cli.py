@@ -178,6 +178,7 @@ def _serve_dev(config: Config, host: str, port: int) -> None:
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="Worker threads.")
 def worker(workers: int) -> None:
     """Run background jobs from CASELOOM_QUEUE until stopped (Ctrl-C lets running jobs finish)."""
+    from .database import worker_engine
     from .jobs import JobQueue
     from .logs import redacted
     from .runtime import Runtime
@@ -186,7 +187,8 @@ def worker(workers: int) -> None:
     if "CASELOOM_DB_POOL_SIZE" not in os.environ:  # one per thread, and the heartbeats', reaper's and clock's
         os.environ["CASELOOM_DB_POOL_SIZE"] = str(workers + 3)
     config = Config.from_env()
-    runtime = Runtime(config, _load_or_exit(config.definitions))
+    runtime = Runtime(config, _load_or_exit(config.definitions),
+                      engine=worker_engine(config.database_url, config.db_pool_size))
     try:
         consumer = JobQueue(runtime).consumer(workers=workers)
     except ValueError as exc:  # a CASELOOM_QUEUE we cannot use

@@ -50,6 +50,7 @@ SENDING_LEASE = dt.timedelta(minutes=15)
 MAX_ATTEMPTS = 5  # tries of a message with temporary failures before it is an error
 FIRST_RETRY, LAST_RETRY = dt.timedelta(minutes=1), dt.timedelta(hours=1)
 RATE_WAIT = 5.0  # seconds a run waits at most for the rate limit to let one more go; longer: the run ends
+COUNT_SECONDS = 1.0  # a run counts the messages left (its progress's total) at most this often
 RATE_PATIENCE = 60.0  # seconds a run waits for the rate limit in all; the minute's sweep goes on from there
 CLAIMED = ["sys_id", "recipients", "subject", "body", "target_table", "instance", "attempts"]
 
@@ -112,6 +113,7 @@ def deliver_email(run: JobRun) -> str:
 def _deliver(run: JobRun, sessions: Sessions, tally: Tally) -> str:
     """The run's batches; returns why it ended early ("" when nothing is left waiting)."""
     runtime, waited = run.runtime, 0.0
+    left, counted = 0, float("-inf")
     while True:
         rows, allowed = _claim(runtime)
         if rows:
@@ -121,7 +123,12 @@ def _deliver(run: JobRun, sessions: Sessions, tally: Tally) -> str:
             # claim (state sending) is what keeps them from going out twice. Progress is the run's.
             with write_transaction(runtime.engine) as conn:  # reads then writes: on SQLite, take the lock first
                 mark(runtime.records(conn), rows, outcomes)
-                left = waiting(conn, runtime.storage)
+                # what is left, counted again at most every COUNT_SECONDS (the count reads every waiting
+                # message: 40 ms with 100,000 of them, as long as sending a batch), less this run's since
+                if time.monotonic() - counted >= COUNT_SECONDS:
+                    left, counted = waiting(conn, runtime.storage), time.monotonic()
+                else:
+                    left = max(left - len(rows), 0)
             with runtime.engine.begin() as conn:
                 run.progress(conn, tally.done, tally.done + left, str(tally))
             if sessions.failed is not None:
@@ -142,10 +149,15 @@ def _deliver(run: JobRun, sessions: Sessions, tally: Tally) -> str:
 
 
 def _claimable(table: sa.Table) -> sa.ColumnElement:
-    moment = now()
-    due = sa.or_(table.c.next_attempt.is_(None), table.c.next_attempt <= moment)
+    return sa.or_(*_claimable_parts(table, now()))
+
+
+def _claimable_parts(table: sa.Table, moment: dt.datetime) -> tuple[sa.ColumnElement, sa.ColumnElement]:
+    """What a run may claim: a lost run's claims (sending, the lease over), and ready messages that
+    are due (never tried, or their retry's time has come)."""
     stale = sa.and_(table.c.state == SENDING, table.c.sys_updated_on < moment - SENDING_LEASE)
-    return sa.or_(sa.and_(table.c.state == READY, due), stale)
+    due = sa.or_(table.c.next_attempt.is_(None), table.c.next_attempt <= moment)
+    return stale, sa.and_(table.c.state == READY, due)
 
 
 def _in_flight(table: sa.Table) -> sa.ColumnElement:
@@ -179,15 +191,26 @@ def claim_in(service: RecordService, limit: int | None = None) -> list[dict]:
     """Claim inside the caller's transaction, which must be a `write_transaction`: on SQLite it
     holds the write lock, on PostgreSQL the rows read here stay locked (others skip them) until
     it commits, when they are no longer ready."""
-    table = service.storage.physical(TABLE)
-    stmt = (sa.select(table.c.sys_id).where(_claimable(table))
-            .order_by(table.c.sys_created_on, table.c.sys_id).limit(limit or BATCH))
-    if service.conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update(skip_locked=True)
-    ids = list(service.conn.execute(stmt).scalars())
+    table, limit, moment = service.storage.physical(TABLE), limit or BATCH, now()
+    found: list[list[str]] = []
+    # A lost run's claims first, then the oldest due messages: each part an ordered walk of sys_email's
+    # (state, sys_created_on, sys_id) index that stops at the limit. (One statement with both parts
+    # in an OR read and sorted every ready message for each batch: 34 ms a batch with 100,000 waiting.)
+    for part in _claimable_parts(table, moment):
+        stmt = sa.select(table.c.sys_id).where(part).order_by(table.c.sys_created_on, table.c.sys_id)
+        stmt = stmt.limit(limit - sum(map(len, found)))
+        if service.conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True)
+        found.append(list(service.conn.execute(stmt).scalars()))
+        if sum(map(len, found)) >= limit:
+            break
+    ids = [sys_id for part in found for sys_id in part]
     if not ids:
         return []
     service.update_many(TABLE, [(sys_id, {"state": SENDING}) for sys_id in ids])
+    if found[0]:  # a lost run's, already sending, which that write leaves as it was: their lease starts again
+        service.conn.execute(sa.update(table).where(table.c.sys_id.in_(found[0]))
+                             .values(sys_updated_on=moment, sys_mod_count=table.c.sys_mod_count + 1))
     rows = service.query(TABLE, Query(Term("sys_id", "in", ids)), CLAIMED)
     _threading(service, rows)
     order = {sys_id: i for i, sys_id in enumerate(ids)}
