@@ -303,17 +303,19 @@ class Mix:
             kinds[kind] = {"requests": len(values), "errors": len(self.errors.get(kind, [])),
                            "p50_ms": _pct(ordered, 50), "p95_ms": _pct(ordered, 95), "p99_ms": _pct(ordered, 99),
                            "max_ms": round(ordered[-1] * 1000, 1), "mean_ms": round(statistics.fmean(values) * 1000, 1)}
-        memory, flat = {}, None  # None: no process was sampled twice after its first minute, nothing to judge
+        memory, growths = {}, []
         for pid, samples in sorted(self.memory.items()):
             after_a_minute = [rss for t, rss, _ in samples if t >= 60]
             if len(after_a_minute) < 2:
                 continue
             first, last, peak = after_a_minute[0], after_a_minute[-1], max(rss for _, rss, _ in samples)
             grew = last / first
-            flat = (flat is not False) and grew <= GROWTH
+            growths.append(grew)
             memory[str(pid)] = {"kind": samples[0][2], "after_1_min_mb": round(first / 1024, 1),
                                 "end_mb": round(last / 1024, 1), "peak_mb": round(peak / 1024, 1),
                                 "growth": round(grew, 3)}
+        # None: no process was sampled twice after its first minute, nothing to judge
+        flat = all(grew <= GROWTH for grew in growths) if growths else None
         job = getattr(self, "job_state", None)
         if job and job["state"] != "done":  # the job the mix started is part of the load: its failure is an error
             self.errors["child-creation job"].append(f"{job['state']}: {str(job)[:200]}")

@@ -4,6 +4,7 @@ and are marked sent or error; two workers never send one message twice."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import threading
 
 import pytest
@@ -198,8 +199,6 @@ def test_a_second_claimer_never_gets_a_claimed_message(runtime):
 def test_a_claim_takes_a_lost_runs_messages_then_the_oldest_due_ones(runtime):
     """What a claim takes and in which order; each of its statements walks sys_email's (state,
     sys_created_on, sys_id) index and stops at the batch, sorting nothing."""
-    import datetime as dt
-
     names = ["lost", "fresh claim", "old", "retry later", "retry now", "new", "newer"]
     ids = dict(zip(names, add_emails(runtime, *({"recipients": "a@example.test", "subject": n, "body": "b"}
                                                 for n in names)), strict=True))
