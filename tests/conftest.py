@@ -81,9 +81,16 @@ def pg_pool() -> pg_reuse.Pool:
     return _POOL
 
 
+@pytest.hookimpl(trylast=True)  # after the session's fixtures are torn down
 def pytest_sessionfinish(session):
     if _POOL is not None:
         _POOL.close()
+    # What the tests left in reference cycles is collected here, while the session is still ours.
+    # Left to pytest's unraisable-exception plugin, which collects once at unconfigure, it ran after the
+    # xdist worker had said it was finished: that collection (the thresholds above let it grow to
+    # seconds of work) outlasted the 5 s execnet gives a finished worker, which then interrupted it
+    # (a KeyboardInterrupt in a weakref callback, reported as a warning at the end of the run).
+    gc.collect()
 
 
 @contextlib.contextmanager
