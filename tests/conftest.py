@@ -85,12 +85,13 @@ def pg_pool() -> pg_reuse.Pool:
 def pytest_sessionfinish(session):
     if _POOL is not None:
         _POOL.close()
-    # What the tests left in reference cycles is collected here, while the session is still ours.
-    # Left to pytest's unraisable-exception plugin, which collects once at unconfigure, it ran after the
-    # xdist worker had said it was finished: that collection (the thresholds above let it grow to
-    # seconds of work) outlasted the 5 s execnet gives a finished worker, which then interrupted it
-    # (a KeyboardInterrupt in a weakref callback, reported as a warning at the end of the run).
+    # pytest's unraisable-exception plugin runs a full collection at unconfigure, after the xdist worker
+    # has said it is finished; over a whole run's heap that took more than the 5 s execnet gives a
+    # finished worker, which then interrupted it (a KeyboardInterrupt in a weakref callback, reported
+    # as a warning at the end of the run). Collected here, while the session is still the worker's, and
+    # what is left frozen, that last collection has only what unconfigure itself lets go.
     gc.collect()
+    gc.freeze()
 
 
 @contextlib.contextmanager
