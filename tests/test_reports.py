@@ -121,19 +121,11 @@ def test_sla_compliance_is_counted_from_an_index_in_its_grouped_order(runtime, d
     from caseloom.insight import run_report
 
     statements = []
-
-    def seen(conn, cursor, statement, parameters, context, executemany):
-        statements.append((statement, parameters))
-
-    sa.event.listen(runtime.engine, "before_cursor_execute", seen)
-    try:
-        with runtime.engine.connect() as conn:
-            result = run_report(runtime.records(conn), definitions.reports["sla_compliance"], "30")
-    finally:
-        sa.event.remove(runtime.engine, "before_cursor_execute", seen)
-    assert sum(cell.value for cell in result.cells.values()) > 0
-    [(sql, parameters)] = [s for s in statements if "task_sla" in s[0]]
     with runtime.engine.begin() as conn:
+        sa.event.listen(conn, "before_cursor_execute", lambda *args: statements.append(args[2:4]))
+        result = run_report(runtime.records(conn), definitions.reports["sla_compliance"], "30")
+        assert sum(cell.value for cell in result.cells.values()) > 0
+        [(sql, parameters)] = [s for s in statements if "task_sla" in s[0]]
         if conn.dialect.name == "sqlite":
             plan = " | ".join(row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, parameters))
             assert "USING COVERING INDEX ix_task_sla_has_breached_stage_start_time" in plan, plan
