@@ -9,6 +9,7 @@ import json
 import threading
 
 import pytest
+import sqlalchemy as sa
 
 from conftest import basic
 
@@ -101,6 +102,28 @@ def test_two_batches_at_once_open_one_alert_for_a_new_key(app):
     assert results == [200] * 4
     found = alerts(app.test_client(), "message_keySTARTSWITHk^")
     assert len(found) == 20 and {a["event_count"] for a in found} == {"4"}
+
+
+def test_a_batch_holds_every_key_lock_to_its_end_taken_in_one_statement(runtime):
+    """On PostgreSQL a batch locks each of its message keys (advisory locks, in key order) with one
+    statement, and holds them until it commits: another transaction cannot take any of them."""
+    if runtime.engine.dialect.name != "postgresql":
+        pytest.skip("advisory locks are PostgreSQL's; SQLite's batch holds the write lock throughout")
+    from caseloom.events import _key_lock, _lock
+
+    keys = sorted(f"key-{i}" for i in range(300))
+    statements = []
+    with runtime.engine.connect() as holder, runtime.engine.connect() as other:
+        listen = lambda *args: statements.append(args[2])  # noqa: E731
+        sa.event.listen(holder, "before_cursor_execute", listen)
+        with holder.begin():
+            _lock(holder, keys)
+            taken = [other.execute(sa.select(sa.func.pg_try_advisory_xact_lock(_key_lock(k)))).scalar()
+                     for k in keys]
+            other.rollback()
+        assert len(statements) == 1 and not any(taken)
+        assert other.execute(sa.select(sa.func.pg_try_advisory_xact_lock(_key_lock(keys[0])))).scalar()
+        other.rollback()
 
 
 BAD = {

@@ -530,6 +530,69 @@ def test_a_big_batch_stores_what_one_insert_stores(gadgets):
     assert batch["Widget 2"]["quantity"] == -28 and batch["Widget 1"]["nickname"] == "line\nbreak"
 
 
+def test_a_big_batch_update_stores_what_one_update_stores(gadgets):
+    """update_many writes a batch at once: one executemany, or on PostgreSQL (from 20 rows) one UPDATE
+    from an array of each field's values. Every field type, emptied values and awkward text read back
+    as the same records updated one at a time, each with one change counted, audited alike."""
+    from caseloom import bulk
+
+    count = bulk.ARRAYS_FROM + 10
+    before = {"nickname": "initial", "homepage": "https://initial.example", "released": "2020-01-01",
+              "last_seen": "2020-01-01 00:00:00", "price": "0.5", "in_stock": None, "quantity": "1000"}
+    with gadgets.transaction() as service:
+        service.insert_many("gadget", [{"name": f"Widget {i:03d}", **before} for i in range(2 * count)])
+        ids = [r["sys_id"] for r in service.query("gadget", parse_encoded("ORDERBYname"), ["sys_id"])]
+    batch_ids, alone_ids = ids[:count], ids[count:]
+    # every row changes every field (so the batch is one set of columns), some of them to empty
+    values = [{"nickname": AWKWARD[i % len(AWKWARD)], "homepage": "https://example.com/a?b=1&c=\\d" if i % 2 else None,
+               "released": "2024-02-29" if i % 3 else "", "last_seen": f"2024-03-01 08:09:{i % 60:02d}" if i % 3 else None,
+               "price": f"{i}.125", "in_stock": i % 2 == 0, "quantity": i - 12 if i % 4 else None,
+               "colour": ("red", "blue")[i % 2]} for i in range(count)]
+    updates: list[tuple[str, bool]] = []
+
+    def listen(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("UPDATE GADGET"):
+            updates.append((statement, executemany))
+
+    sa.event.listen(gadgets.engine, "before_cursor_execute", listen)
+    try:
+        with gadgets.transaction() as service:
+            assert service.update_many("gadget", list(zip(batch_ids, values, strict=True))) == count
+            batch_updates = list(updates)
+            for sys_id, row in zip(alone_ids, values, strict=True):
+                service.update("gadget", sys_id, row)
+    finally:
+        sa.event.remove(gadgets.engine, "before_cursor_execute", listen)
+    [(statement, executemany)] = batch_updates
+    if gadgets.engine.dialect.name == "postgresql":
+        assert "unnest(" in statement and not executemany
+    else:
+        assert executemany
+    fields = [f for f in gadgets.defs.tables["gadget"].fields if not f.startswith("sys_") and f != "name"]
+    with gadgets.transaction() as service:
+        for i, (one_id, many_id) in enumerate(zip(alone_ids, batch_ids, strict=True)):
+            one, many = service.get("gadget", one_id), service.get("gadget", many_id)
+            assert {f: many[f] for f in fields} == {f: one[f] for f in fields}, i
+            assert many["sys_mod_count"] == one["sys_mod_count"] == 1 and many["sys_updated_by"] == "system"
+            assert [(a["fieldname"], a["oldvalue"], a["newvalue"]) for a in audit_of(service, many_id)] == \
+                [(a["fieldname"], a["oldvalue"], a["newvalue"]) for a in audit_of(service, one_id)]
+        first = service.get("gadget", batch_ids[1])
+    assert (first["nickname"], first["quantity"], first["in_stock"]) == ("line\nbreak", -11, False)
+
+
+def test_a_batch_update_naming_a_record_twice_applies_both_in_turn(gadgets):
+    from caseloom import bulk
+
+    with gadgets.transaction() as service:
+        one = service.insert("gadget", {"name": "Twice", "quantity": "1"})["sys_id"]
+        others = [service.insert("gadget", {"name": f"Other {i}"})["sys_id"] for i in range(bulk.ARRAYS_FROM)]
+        service.update_many("gadget", [(one, {"quantity": "2"}), *((o, {"quantity": "5"}) for o in others),
+                                       (one, {"quantity": "3"})])
+    with gadgets.transaction() as service:
+        assert service.get("gadget", one)["quantity"] == 3
+        assert {service.get("gadget", o)["quantity"] for o in others} == {5}
+
+
 @pytest.mark.parametrize("limit", [10_000, 2])
 def test_an_unfiltered_count_of_a_class_sharing_its_table_is_exact(runtime, monkeypatch, limit):
     """Cases share the task table: a case list's count is the table's count minus the other

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from .access import SYSTEM
+from .database import dict_rows
 from .definitions.model import AlertMake, AlertRuleDef
 from .query import All, Selection, Term
 from .records import RecordService, now
@@ -72,9 +73,8 @@ def apply_alert_rules(service: RecordService, props: Properties, opened: list[st
 
 def _alerts(service: RecordService, ids: list[str]) -> list[dict]:
     table = service.storage.physical(ALERTS)
-    found = service.conn.execute(sa.select(table).where(table.c.sys_id.in_(ids))
-                                 .order_by(table.c.sys_created_on, table.c.sys_id)).mappings()
-    return [dict(row) for row in found]
+    return dict_rows(service.conn.execute(sa.select(table).where(table.c.sys_id.in_(ids))
+                                          .order_by(table.c.sys_created_on, table.c.sys_id)))
 
 
 def _applying(service: RecordService, rule: AlertRuleDef, ids: list[str]) -> set[str]:

@@ -191,6 +191,13 @@ READS = ("SELECT", "EXPLAIN (FORMAT JSON)")
 HEAD = 32  # characters of a statement enough to see which of READS it begins with (after some blanks)
 
 
+def dict_rows(result: sa.CursorResult) -> list[dict]:
+    """A result's rows as dicts of their columns: all fetched at once and zipped with the keys, about
+    half the cost of turning each RowMapping into a dict (which counts when a batch reads hundreds)."""
+    keys = tuple(result.keys())
+    return [dict(zip(keys, row, strict=True)) for row in result.all()]
+
+
 def written(conn: sa.Connection) -> None:
     """The transaction wrote in a way the engine's events do not see (COPY through the driver): its
     rollback must roll back."""

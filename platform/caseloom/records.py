@@ -24,7 +24,8 @@ from sqlalchemy.dialects import postgresql
 
 from . import stamps
 from .access import SYSTEM, AccessDenied, Actor, Reader, allowed, field_rule, row_rule
-from .bulk import insert_rows
+from .bulk import insert_rows, update_rows
+from .database import dict_rows
 from .definitions.model import SYS_FIELDS, FieldDef, TableDef
 from .fieldtypes import SYS_ID, FieldValueError
 from .query import Query, QueryError, Selection, count_rows, select_rows
@@ -610,12 +611,6 @@ class RecordService:
             raise RecordError("sys_id", f"a record with sys_id {records[bad]['sys_id']} already exists",
                               None if first_row is None else first_row + bad)
 
-    @staticmethod
-    def _check_mandatory(tdef: TableDef, record: dict, entries: dict, row: int | None) -> None:
-        for field in tdef.fields.values():
-            if field.mandatory and record.get(field.name) is None and not entries.get(field.name):
-                raise RecordError(field.name, "is mandatory", row)
-
     def _check_references(self, tdef: TableDef, records: list[dict], first_row: int | None = None,
                           known: Collection[str] = ()) -> None:
         """Every reference must point at an existing record of the referenced table (set-based), and
@@ -703,10 +698,10 @@ class RecordService:
 
     def _system_insert(self, table: str, rows: list[dict], stamp: dt.datetime | None = None) -> None:
         """Rows the platform writes about other writes (audit, journal): trusted, not re-validated."""
-        stamp = stamp or now()
-        user = self.actor.user_name
+        system = stamps.new_row(table, self.actor.user_name, stamp or now())
         for row in rows:
-            row.update(stamps.new_row(table, user, stamp, new_sys_id()))
+            row["sys_id"] = new_sys_id()
+            row.update(system)
         insert_rows(self.conn, self.storage.physical(table), rows)
         self.written.add(table)
         if table not in ("sys_audit", "sys_journal_field"):  # rows about rows: no one counts them
@@ -739,17 +734,21 @@ class RecordService:
             changes = self._update_batch(tdef, [(current, values)])
             return current | {k: new for k, (_, new) in changes[0].fields.items()}
 
-    def update_many(self, table: str, updates: Iterable[tuple[str, dict]], batch: int = BATCH) -> int:
+    def update_many(self, table: str, updates: Iterable[tuple[str, dict]], batch: int = BATCH,
+                    loaded: dict[str, dict] | None = None) -> int:
         """Update many records, each with its own values, set-based: rows are read with one query
         per batch and written with one executemany per set of changed fields. Returns how many
-        records changed."""
+        records changed. `loaded`: the records as `rows` read them, by sys_id, read by the caller in
+        this transaction and held since (its locks): they are not read again."""
         tdef = self.table(table, "write")
         changed = 0
         with self.conn.begin_nested():
             for chunk in _chunks(updates, batch):
                 ids = [sys_id for sys_id, _ in chunk]
-                stmt, _ = select_rows(self.storage, table, Query(Term("sys_id", "in", ids)))
-                current = {r["sys_id"]: dict(r) for r in self.conn.execute(stmt).mappings()}
+                current = {i: loaded[i] for i in ids if i in loaded} if loaded else {}
+                if len(current) < len(ids):
+                    stmt, _ = select_rows(self.storage, table, Query(Term("sys_id", "in", ids)))
+                    current.update((r["sys_id"], r) for r in dict_rows(self.conn.execute(stmt)))
                 missing = [i for i in ids if i not in current]
                 if missing:
                     raise NotFound(f"no {table} record with sys_id {missing[0]}")
@@ -768,9 +767,10 @@ class RecordService:
         journals: list[tuple[str, str, str, str]] = []
         after: list[tuple[TableDef, dict, dict]] = []
         classes: dict[str, TableDef] = {}  # sys_id -> the record's own table
+        memos: dict[str, dict] = defaultdict(dict)  # per class: the values parsed so far (shared by many rows)
         for current, values in items:
             record_tdef = classes[current["sys_id"]] = self.defs.tables.get(current.get("sys_class_name"), tdef)
-            parsed, entries = self._parse(record_tdef, values)
+            parsed, entries = self._parse(record_tdef, values, memo=memos[record_tdef.name])
             if not self.trusted:
                 self._refuse_read_only(record_tdef, values, parsed, entries, current)
                 self._refuse_unwritable(record_tdef, [*(k for k, v in parsed.items() if _differs(current.get(k), v)),
@@ -786,14 +786,16 @@ class RecordService:
                 changes.append(Change({}, {}))
                 continue
             merged = current | {k: new for k, (_, new) in fields.items()}
-            self._check_mandatory(record_tdef, merged, entries, None)
+            for name in _insert_plan(self.storage, record_tdef).mandatory:
+                if merged.get(name) is None and not entries.get(name):
+                    raise RecordError(name, "is mandatory", None)
             for check in VALIDATORS.get(record_tdef.name, ()):
                 check(self, record_tdef, merged, current)
             checkpoint = (current.get("sys_mod_count") or 0) + 1
             if hooks is not None:
                 after.append((record_tdef, current, entries))
             by_columns[tuple(sorted(fields))].append(
-                {**{f"v_{k}": new for k, (_, new) in fields.items()}, "k_sys_id": current["sys_id"]})
+                {**{k: new for k, (_, new) in fields.items()}, "sys_id": current["sys_id"]})
             audits.append((current, [(k, old, new) for k, (old, new) in fields.items()]
                            + [(k, None, text) for k, text in entries.items()]))
             journals.extend((record_tdef.name, current["sys_id"], k, text) for k, text in entries.items())
@@ -801,17 +803,16 @@ class RecordService:
             changes.append(Change(fields | {k: (current.get(k), v) for k, v in sys_after.items()}, entries))
         changed_rows: dict[str, list[dict]] = defaultdict(list)  # per class: a parent table's rows have more fields
         for change, (cur, _) in zip(changes, items, strict=True):
-            if change.fields:
-                changed_rows[classes[cur["sys_id"]].name].append(
-                    {k: new for k, (_, new) in change.fields.items()} | {"sys_id": cur["sys_id"]})
+            record_tdef = classes[cur["sys_id"]]
+            references = _references(self.storage, record_tdef).intersection(change.fields)
+            if references:  # the changed references, to check they point at records
+                changed_rows[record_tdef.name].append({k: change.fields[k][1] for k in references} |
+                                                      {"sys_id": cur["sys_id"]})
         for name, rows in changed_rows.items():
             self._check_references(self.defs.tables[name], rows)
         physical = self.storage.physical(tdef.name)
-        for columns, params in by_columns.items():
-            stmt = sa.update(physical).where(physical.c.sys_id == sa.bindparam("k_sys_id")).values(
-                {**{c: sa.bindparam(f"v_{c}") for c in columns},
-                 **stamps.touched_sql(physical, self.actor.user_name, stamp)})
-            self.conn.execute(stmt, params)
+        for columns, rows in by_columns.items():
+            update_rows(self.conn, physical, columns, rows, stamps.touched_sql, self.actor.user_name, stamp)
         if by_columns:
             self.written.add(tdef.name)
         self._audit_many(audits, stamp)
@@ -951,6 +952,12 @@ def _insert_plan(storage: Storage, tdef: TableDef) -> _InsertPlan:
     ))
 
 
+def _references(storage: Storage, tdef: TableDef) -> frozenset[str]:
+    """The reference fields of a table."""
+    return storage.cached(("references", tdef.name),
+                          lambda: frozenset(f.name for f in tdef.stored_fields if f.type == "reference"))
+
+
 def _guarded(storage: Storage, tdef: TableDef) -> frozenset[str]:
     """The fields of a table a client may not change: read-only and system fields."""
     return storage.cached(("guarded", tdef.name),
@@ -987,9 +994,11 @@ def reserve_numbers(conn: sa.Connection, storage: Storage, tdef: TableDef, count
 def _differs(old: Any, new: Any) -> bool:
     if old is None or new is None:
         return old is not new
-    if isinstance(old, dt.datetime) and isinstance(new, dt.datetime):
+    if old == new:
+        return False
+    if isinstance(old, dt.datetime) and isinstance(new, dt.datetime):  # stored to the second on some databases
         return old.replace(microsecond=0) != new.replace(microsecond=0)
-    return old != new
+    return True
 
 
 def _audit_text(field: FieldDef | None, value: Any) -> str | None:
