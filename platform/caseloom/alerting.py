@@ -43,12 +43,14 @@ def apply_alert_rules(service: RecordService, props: Properties, opened: list[st
                            set_based=service.set_based)
     system.scripts_dir = service.scripts_dir
     jobs: list[str] = []
-    alerts = _alerts(system, opened + closed)
-    for alert in alerts:  # cleared first: what an alert made hears of its clearing
-        if alert["state"] == CLOSED and alert["sys_id"] in closed:
-            for rule in rules:
-                if alert.get(rule.link):
-                    jobs += _cleared(system, rule, alert, alert[rule.link])
+    links = tuple(dict.fromkeys(rule.link for rule in rules))
+    alerts = _alerts(system, opened + closed, ("sys_id", "state", "node", *links))  # what choosing reads
+    cleared = [a for a in alerts if a["state"] == CLOSED and a["sys_id"] in closed and any(a.get(k) for k in links)]
+    whole = _whole(system, cleared)  # the alerts a record is made or cleared for: all their values, for templates
+    for alert in cleared:  # cleared first: what an alert made hears of its clearing
+        for rule in rules:
+            if alert.get(rule.link):
+                jobs += _cleared(system, rule, whole[alert["sys_id"]], alert[rule.link])
     waiting = [a for a in alerts if a["state"] != CLOSED]
     for rule in rules:  # set-based: one query for the rule's condition, one for who uses the nodes
         pending = [a for a in waiting if not any(a.get(r.link) for r in rules)]
@@ -56,11 +58,10 @@ def apply_alert_rules(service: RecordService, props: Properties, opened: list[st
             break
         applies = _applying(system, rule, [a["sys_id"] for a in pending])
         users = affected(system, rule, sorted({a.get("node") or "" for a in pending if a["sys_id"] in applies}))
-        for alert in pending:
-            who = users.get(alert.get("node") or "")
-            if alert["sys_id"] not in applies or not who:
-                continue
-            made = _make_for(system, props, rule, alert, who, jobs)
+        making = [a for a in pending if a["sys_id"] in applies and users.get(a.get("node") or "")]
+        whole = _whole(system, making)
+        for alert in making:
+            made = _make_for(system, props, rule, whole[alert["sys_id"]], users[alert.get("node") or ""], jobs)
             if made is not None:
                 alert[rule.link] = made
                 with system.by_definitions():
@@ -71,10 +72,18 @@ def apply_alert_rules(service: RecordService, props: Properties, opened: list[st
     return jobs
 
 
-def _alerts(service: RecordService, ids: list[str]) -> list[dict]:
+def _alerts(service: RecordService, ids: list[str], columns: tuple[str, ...] | None = None) -> list[dict]:
+    """The alerts `ids` in the order they were opened: `columns` of them, or whole. (A batch's alerts are
+    hundreds, and most make nothing: reading every value of each cost more than the rules' queries.)"""
     table = service.storage.physical(ALERTS)
-    return dict_rows(service.conn.execute(sa.select(table).where(table.c.sys_id.in_(ids))
+    selected = [table.c[name] for name in columns] if columns else [table]
+    return dict_rows(service.conn.execute(sa.select(*selected).where(table.c.sys_id.in_(ids))
                                           .order_by(table.c.sys_created_on, table.c.sys_id)))
+
+
+def _whole(service: RecordService, alerts: list[dict]) -> dict[str, dict]:
+    """Sys_id -> every value of each of `alerts` (none read when there are none)."""
+    return {a["sys_id"]: a for a in _alerts(service, [a["sys_id"] for a in alerts])} if alerts else {}
 
 
 def _applying(service: RecordService, rule: AlertRuleDef, ids: list[str]) -> set[str]:
