@@ -239,8 +239,9 @@ def ingest(service: RecordService, records: list, props: Properties) -> Outcome:
 
 
 # Each key's lock taken in turn, in the order given, by one statement (one round trip, not one a key:
-# those took half a batch's time). The aggregate reads the ordered subquery in its order; the lock
-# function is parallel-unsafe, so no parallel plan takes the rows apart.
+# those took half a batch's time). The aggregate reads the ordered subquery in its order, in the one
+# process: a function's rows are never split among parallel workers, and the lock function is
+# parallel-restricted (it runs only in the leader) besides.
 LOCK_KEYS = sa.text(
     "SELECT count(pg_advisory_xact_lock(n)) FROM "
     "(SELECT n FROM unnest(CAST(:numbers AS bigint[])) WITH ORDINALITY AS given(n, place) ORDER BY place) AS keys")

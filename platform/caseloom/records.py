@@ -738,8 +738,8 @@ class RecordService:
                     loaded: dict[str, dict] | None = None) -> int:
         """Update many records, each with its own values, set-based: rows are read with one query
         per batch and written with one executemany per set of changed fields. Returns how many
-        records changed. `loaded`: the records as `rows` read them, by sys_id, read by the caller in
-        this transaction and held since (its locks): they are not read again."""
+        records changed. `loaded`: records by sys_id, whole as `select_rows` reads them, read by the
+        caller in this transaction and unchanged since (its locks): they are not read again."""
         tdef = self.table(table, "write")
         changed = 0
         with self.conn.begin_nested():
