@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from .database import written
 
@@ -138,8 +139,6 @@ def _compiled_update(table: sa.Table, columns: tuple[str, ...], touched: Callabl
                      sa.bindparam("t_stamp", type_=table.c.sys_updated_on.type))
     keys = {"k_sys_id": "sys_id", **{f"v_{c}": c for c in columns}}
     if arrays:
-        from sqlalchemy.dialects.postgresql import ARRAY
-
         types = {name: table.c[key].type for name, key in keys.items()}
         given = sa.func.unnest(*(sa.cast(sa.bindparam(n), ARRAY(t)) for n, t in types.items())).table_valued(
             *(sa.column(n, t) for n, t in types.items())).render_derived().alias("given")

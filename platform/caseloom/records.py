@@ -503,9 +503,7 @@ class RecordService:
         record = plan.defaults | _prepared(self.storage, tdef, parsed)
         for name, default in plan.journal_defaults:
             entries.setdefault(name, default)
-        for name in plan.mandatory:
-            if record.get(name) is None and not entries.get(name):
-                raise RecordError(name, "is mandatory", row)
+        _check_mandatory(self.storage, tdef, record, entries, row)
         sys_id = parsed.get("sys_id") or new_sys_id()
         record.update(stamps.new_row(tdef.name, self.actor.user_name, stamp, sys_id))
         return record, entries
@@ -786,9 +784,7 @@ class RecordService:
                 changes.append(Change({}, {}))
                 continue
             merged = current | {k: new for k, (_, new) in fields.items()}
-            for name in _insert_plan(self.storage, record_tdef).mandatory:
-                if merged.get(name) is None and not entries.get(name):
-                    raise RecordError(name, "is mandatory", None)
+            _check_mandatory(self.storage, record_tdef, merged, entries, None)
             for check in VALIDATORS.get(record_tdef.name, ()):
                 check(self, record_tdef, merged, current)
             checkpoint = (current.get("sys_mod_count") or 0) + 1
@@ -950,6 +946,13 @@ def _insert_plan(storage: Storage, tdef: TableDef) -> _InsertPlan:
         tuple((f.name, f.default) for f in tdef.journal_fields if f.default),
         tuple(f.name for f in tdef.fields.values() if f.mandatory),
     ))
+
+
+def _check_mandatory(storage: Storage, tdef: TableDef, record: dict, entries: dict, row: int | None) -> None:
+    """A record as it would be stored must have each mandatory field (a journal field: an entry)."""
+    for name in _insert_plan(storage, tdef).mandatory:
+        if record.get(name) is None and not entries.get(name):
+            raise RecordError(name, "is mandatory", row)
 
 
 def _references(storage: Storage, tdef: TableDef) -> frozenset[str]:
