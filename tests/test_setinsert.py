@@ -206,24 +206,26 @@ def test_a_batch_counts_its_members_alone_and_a_member_whose_record_is_gone_leav
     assert int(after[2:]) > numbers[-1]
 
 
-def run_children(config, definitions_copy) -> tuple[object, list[dict], list[dict]]:
-    """create_child_cases over 10 accounts (6 with a primary contact) with the definitions in
-    `definitions_copy`: the job, the children, and the e-mails about them."""
+def run_children(config, definitions_copy, country: str = "XS", set_based: bool = True
+                 ) -> tuple[object, list[dict], list[dict]]:
+    """create_child_cases over 10 new accounts of `country` (6 with a primary contact) with the
+    definitions in `definitions_copy`: the job, the children, and the e-mails about them."""
     from dataclasses import replace
 
     from caseloom.definitions import load_folder
     from caseloom.runtime import Runtime
 
     runtime = Runtime(replace(config, definitions=str(definitions_copy)), load_folder(definitions_copy))
+    runtime.set_based = set_based
     try:
         with runtime.transaction() as service:
             contacts = [service.insert("customer_contact", {"name": f"r contact {i}", "email": f"r{i}@example.com"})
                         for i in range(6)]
             service.insert_many("customer_account", (
-                {"name": f"r account {i}", "country": "XS", **({"primary_contact": contacts[i]["sys_id"]} if i < 6 else {})}
+                {"name": f"r account {i}", "country": country, **({"primary_contact": contacts[i]["sys_id"]} if i < 6 else {})}
                 for i in range(10)))
             list_id = service.insert("sn_publications_recipients_list", {
-                "name": "r list", "type": "accounts", "conditions": "country=XS"})["sys_id"]
+                "name": "r list", "type": "accounts", "conditions": f"country={country}"})["sys_id"]
             lists_for(service, "sn_publications_recipients_list").refresh(list_id)
             with service.by_definitions():  # an accepted major case, as accepting makes it
                 major = service.insert(CASE, {"short_description": "Refused", "state": 10,
@@ -315,3 +317,59 @@ def test_a_notification_on_the_number_sends_each_child_its_mail_row_by_row(confi
     numbered = sorted(e["subject"] for e in emails if e["subject"].startswith("Numbered"))
     assert numbered == sorted(f"Numbered {c['number']}" for c in children if c["contact"])
     assert len(numbered) == 6 and len(emails) == 12  # and the application's own child_case_created mail
+
+
+MANAGER = "sn_majorissue_mgt.major_issue_manager"
+MANAGERS = ["a.manager@example.com", "manager@example.com", "mim@example.com", "z.manager@example.com"]
+WITH_MANAGERS = ",".join([*MANAGERS[:3], "r{i}@example.com", MANAGERS[3]])  # a contact's address among them
+
+
+@pytest.mark.parametrize("recipients, with_contact, without", [
+    # the child's contact is its account's primary contact: the same address by two paths, once
+    ("{fields: [contact, account.primary_contact]}", "r{i}@example.com", None),
+    # an address and the role's users (the two the test adds, and the application's own): merged in order, each once
+    (f"{{fields: [contact], roles: [{MANAGER}]}}", WITH_MANAGERS, ",".join(MANAGERS)),
+    (f"{{fields: [account.primary_contact, contact, assigned_to], roles: [{MANAGER}]}}", WITH_MANAGERS,
+     ",".join(MANAGERS)),
+], ids=["one person by two paths", "a path and a role", "three paths and a role"])
+def test_a_notification_to_several_addresses_is_written_set_based_as_row_by_row(
+        config, definitions, definitions_copy, monkeypatch, recipients, with_contact, without):
+    """Several recipient paths, or paths and roles: one e-mail per child with an address, to each
+    address once, in order, written by the set-based insert as the rows one by one write it."""
+    from caseloom.runtime import Runtime
+    from caseloom.users import add_user
+
+    (definitions_copy / "notifications" / "several.yaml").write_text(
+        "notifications:\n"
+        "  several:\n"
+        f"    table: {CASE}\n"
+        "    on: [insert]\n"
+        "    condition: {field: parent, op: notempty}\n"
+        f"    recipients: {recipients}\n"
+        "    subject: 'About {{ record.short_description }}'\n"
+        "    body: 'Case {{ record.number }} for you'\n")
+    runtime = Runtime(config, definitions)
+    with runtime.transaction() as service:  # the role's users, whose addresses sort around the contacts'
+        for name in ("z.manager", "a.manager"):
+            add_user(service, name, None, [MANAGER], {"email": f"{name}@example.com"})
+    runtime.engine.dispose()
+    calls = []
+    real = setinsert.insert_select
+
+    def spy(service, table, *args, **kwargs):
+        result = real(service, table, *args, **kwargs)
+        if table == CASE:
+            calls.append(result is not None)
+        return result
+
+    monkeypatch.setattr(setinsert, "insert_select", spy)
+    sent = {}
+    for set_based, country in ((True, "XS"), (False, "XT")):
+        job, children, emails = run_children(config, definitions_copy, country, set_based)
+        assert job.state == "done" and len(children) == 10
+        number = {c["sys_id"]: c["number"] for c in children}
+        sent[set_based] = sorted((e["recipients"], e["body"].replace(number[e["instance"]], "<number>"))
+                                 for e in emails if e["notification"] == "several")
+    assert calls == [True, False]  # the first run inserted its children in one statement; the second, one by one
+    expected = [with_contact.format(i=i) for i in range(6)] + ([without] * 4 if without else [])
+    assert sent[True] == sent[False] == sorted((r, "Case <number> for you") for r in expected)

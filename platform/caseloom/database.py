@@ -30,6 +30,14 @@ SQLITE_CACHE_KB, SQLITE_JOB_CACHE_KB = 262_144, 65_536
 SQLITE_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=30000",
                   f"PRAGMA cache_size=-{SQLITE_CACHE_KB}", "PRAGMA wal_autocheckpoint=262144")
 DB_FILE = "caseloom_sqlite_file"  # connection info: the database file, for its checkpointer
+# SQL functions of every SQLite connection, for what SQLite's own cannot say (see setwrite.joined_set)
+JOINED_SET = "caseloom_joined_set"
+
+
+def _joined_set(*texts: object) -> str | None:
+    """The distinct non-empty texts given, sorted and joined by commas; NULL when there are none."""
+    found = sorted({str(text) for text in texts if text not in (None, "")})
+    return ",".join(found) if found else None
 
 
 def _sqlite_connect(dbapi_connection, connection_record):
@@ -39,6 +47,7 @@ def _sqlite_connect(dbapi_connection, connection_record):
         cursor = dbapi_connection.cursor()
         for pragma in SQLITE_PRAGMAS:
             cursor.execute(pragma)
+        dbapi_connection.create_function(JOINED_SET, -1, _joined_set, deterministic=True)
         path = cursor.execute("PRAGMA database_list").fetchone()[2]
         cursor.close()
         if path:  # not an in-memory database

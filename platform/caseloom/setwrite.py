@@ -47,6 +47,25 @@ def new_sys_id_sql(dialect: str, source: sa.FromClause | None = None, prefix: st
     return sa.literal(prefix) + sa.func.lpad(sa.func.to_hex(sa.func.row_number().over()), 12, "0")
 
 
+def joined_set(dialect: str, values: list[sa.ColumnElement]) -> sa.ColumnElement:
+    """The distinct non-empty texts of `values` (expressions of one row), sorted by code point and
+    joined by commas, or NULL when there are none: what `",".join(sorted({...}))` makes of them in
+    Python (an e-mail's recipients from several addresses). On PostgreSQL an ordered aggregate over
+    the values, compared byte by byte (`COLLATE "C"`, Python's order whatever the database's
+    collation); SQLite (before 3.44) has no ordered aggregate, so there it is a function every
+    connection has (`database.JOINED_SET`)."""
+    from .database import JOINED_SET
+
+    if dialect == "sqlite":
+        return getattr(sa.func, JOINED_SET)(*values)
+    from sqlalchemy.dialects.postgresql import aggregate_order_by, array
+
+    value = sa.func.unnest(array([sa.cast(v, sa.Text) for v in values])).column_valued("value")
+    ordered = value.collate("C")
+    return sa.select(sa.func.string_agg(sa.distinct(ordered), aggregate_order_by(sa.literal(",", sa.Text), ordered))
+                     ).where(value != "").scalar_subquery()
+
+
 def _as_text(column: sa.ColumnElement, field_type: str) -> sa.ColumnElement:
     if field_type == "boolean":
         return sa.case((column.is_(None), None), (column, "true"), else_="false")

@@ -23,7 +23,7 @@ from ..properties import Properties
 from ..query import Query, Selection, Term, select_rows
 from ..query.conditions import All
 from ..records import RecordError, RecordService, now
-from ..setwrite import new_sys_id_sql, sys_id_prefix
+from ..setwrite import joined_set, new_sys_id_sql, sys_id_prefix
 from ..templates import TemplateProblem, compile_template, substitution_parts
 from .addresses import address_path, recipient_path_problem
 from .conditions import Conditions, fields_read, unit_properties
@@ -146,7 +146,7 @@ class Notifications:
             writer = email_sql(service, note, tdef, record, entries, in_sql, role_addresses(service, note.roles))
             if writer is None:
                 return (f"notification {note.name!r}: its recipients or texts need each record in Python "
-                        f"(more than one recipient path, or a template that is not plain substitution)")
+                        f"(texts some recipients may not read, or a template that is not plain substitution)")
             writers.append(writer)
         return writers
 
@@ -288,8 +288,8 @@ def email_sql(service: RecordService, note: NotificationDef, tdef: TableDef, rec
     """A function writing the notification's sys_email rows for the new records (sys_ids between
     two bounds), as Notifications._send_many would: one per record with an address, the texts
     rendered in SQL from the shared values and the `in_sql` fields. None when that needs Python
-    (several address sources, a recipient path that does not end on an address, a template
-    that is not plain substitution)."""
+    (texts reading a field some recipients may not read, a recipient path that does not end on an
+    address, a template that is not plain substitution)."""
     writer = email_writer(service, note, tdef, {**record, **entries}, in_sql, role_emails)
     if writer is None:
         return None
@@ -300,17 +300,22 @@ def email_writer(service: RecordService, note: NotificationDef, tdef: TableDef, 
                  role_emails: list[str]) -> Callable[[Callable[[sa.FromClause], sa.ColumnElement]], None] | None:
     """A function writing the notification's sys_email rows, in one INSERT ... SELECT, for the records
     a condition over the table selects (`where(base)`); None when that needs Python (see email_sql)."""
-    if len(note.fields) > 1 or (note.fields and role_emails) or restricted_paths(service, note, tdef):
+    if restricted_paths(service, note, tdef):
         return None  # (a limited field: rendered per audience, in Python)
-    if note.fields and recipient_path_problem(service.defs.tables, tdef, note.fields[0]) is not None:
+    if any(recipient_path_problem(service.defs.tables, tdef, path) is not None for path in note.fields):
         return None
     selection = Selection(service.storage, tdef.name)
     subject, body = (_sql_text(template, tdef, selection, shared, in_sql) for template in (note.subject, note.body))
     if subject is None or body is None:
         return None
-    if note.fields:
+    if len(note.fields) == 1 and not role_emails:
         recipients, _ = selection.column(address_path(service.defs.tables, tdef, note.fields[0]))
         has_address = sa.and_(recipients.is_not(None), recipients != "")
+    elif note.fields:  # several addresses: each record's own, with the roles', sorted and each once (_send_many)
+        addresses = [selection.column(address_path(service.defs.tables, tdef, path))[0] for path in note.fields]
+        recipients = joined_set(service.conn.dialect.name,
+                                [*addresses, *(sa.literal(a, sa.Text) for a in sorted(set(role_emails)))])
+        has_address = recipients.is_not(None)
     elif role_emails:
         recipients, has_address = sa.literal(",".join(sorted(set(role_emails)))), sa.true()
     else:
