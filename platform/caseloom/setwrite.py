@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import aggregate_order_by, array
 
 from . import stamps
+from .database import JOINED_SET
 from .definitions.model import TableDef
 from .query import Selection
 
@@ -54,12 +56,8 @@ def joined_set(dialect: str, values: list[sa.ColumnElement]) -> sa.ColumnElement
     the values, compared byte by byte (`COLLATE "C"`, Python's order whatever the database's
     collation); SQLite (before 3.44) has no ordered aggregate, so there it is a function every
     connection has (`database.JOINED_SET`)."""
-    from .database import JOINED_SET
-
     if dialect == "sqlite":
         return getattr(sa.func, JOINED_SET)(*values)
-    from sqlalchemy.dialects.postgresql import aggregate_order_by, array
-
     value = sa.func.unnest(array([sa.cast(v, sa.Text) for v in values])).column_valued("value")
     ordered = value.collate("C")
     return sa.select(sa.func.string_agg(sa.distinct(ordered), aggregate_order_by(sa.literal(",", sa.Text), ordered))

@@ -160,7 +160,8 @@ def role_addresses(service: RecordService, roles: tuple[str, ...]) -> list[str]:
     granted = [r for r in service.defs.roles if set(roles) & service.defs.role_closure({r})]
     rows = service.conn.execute(
         sa.select(users.c.email).distinct().join(has_role, has_role.c.user == users.c.sys_id)
-        .where(has_role.c.role.in_(granted), users.c.email.is_not(None), users.c.active.is_not(False)))
+        .where(has_role.c.role.in_(granted), users.c.email.is_not(None), users.c.email != "",
+               users.c.active.is_not(False)))
     return [r.email for r in rows]
 
 
