@@ -10,6 +10,7 @@ import datetime as dt
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -36,6 +37,7 @@ from caseloom.jobs import (
     job,
     liveness,
     make_huey,
+    progress,
     registry,
     release_job,
     report_progress,
@@ -331,6 +333,37 @@ def test_on_postgresql_a_unit_of_work_in_progress_keeps_its_job(runtime, monkeyp
         PAUSE["resume"].set()
     assert (first.result(30).state, load(runtime, job_id).done) == (DONE, 5)
     assert sorted(g["name"] for g in groups(runtime)) == GROUPS
+
+
+def test_on_sqlite_a_heartbeat_skips_its_beat_while_another_connection_writes(runtime):
+    """A long job on SQLite holds the write lock from one commit to the next. Its heartbeat does not
+    wait the connection's 30 s for the lock and then fail (the unit stamps the job when it commits):
+    it skips that beat, and the next one, the lock free, stamps the job."""
+    if runtime.engine.dialect.name != "sqlite":
+        pytest.skip("on PostgreSQL a beat leaves out the job's row while the run's unit holds it locked")
+    job_id = new_job(runtime)
+    before = now() - dt.timedelta(seconds=20)
+    stamp(runtime, job_id, state=RUNNING, worker=ELSEWHERE, heartbeat_on=before)
+    writer = sqlite3.connect(runtime.engine.url.database, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # as a run's unit of work holds it
+    try:
+        asked = time.monotonic()
+        progress.beat(runtime.engine, runtime.storage, job_id, ELSEWHERE)  # no "database is locked"
+        assert time.monotonic() - asked < 10  # not the connection's 30 s
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert heartbeat_of(runtime, job_id) == before
+    progress.beat(runtime.engine, runtime.storage, job_id, ELSEWHERE)
+    assert heartbeat_of(runtime, job_id) > before
+    with runtime.engine.connect() as conn:  # the connection waits its 30 s again for other work
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
+
+
+def heartbeat_of(runtime: Runtime, job_id: str) -> dt.datetime:
+    table = runtime.storage.internal("sys_job")
+    with runtime.engine.connect() as conn:
+        return conn.execute(sa.select(table.c.heartbeat_on).where(table.c.id == job_id)).scalar_one()
 
 
 def test_starting_a_unique_job_twice_returns_the_active_one(runtime):

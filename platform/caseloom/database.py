@@ -27,7 +27,8 @@ from sqlalchemy import event
 # for applications that care about commit latency. A commit still checkpoints if the WAL reaches
 # 1 GiB, should the background thread fall behind.
 SQLITE_CACHE_KB, SQLITE_JOB_CACHE_KB = 262_144, 65_536
-SQLITE_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=30000",
+SQLITE_BUSY_MS = 30_000  # how long a connection waits for the write lock
+SQLITE_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", f"PRAGMA busy_timeout={SQLITE_BUSY_MS}",
                   f"PRAGMA cache_size=-{SQLITE_CACHE_KB}", "PRAGMA wal_autocheckpoint=262144")
 DB_FILE = "caseloom_sqlite_file"  # connection info: the database file, for its checkpointer
 # SQL functions of every SQLite connection, for what SQLite's own cannot say (see setwrite.joined_set)
@@ -290,14 +291,36 @@ def prepare_engine(engine: sa.Engine) -> sa.Engine:
 
 
 @contextmanager
-def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+def write_transaction(engine: sa.Engine, wait: float | None = None) -> Iterator[sa.Connection]:
     """A transaction for claiming work: on SQLite it holds the write lock from its first statement
     (BEGIN IMMEDIATE), so rows it reads stay unclaimed until it commits and a second claimer waits;
-    on PostgreSQL it is a plain transaction whose reads lock rows with FOR UPDATE SKIP LOCKED."""
+    on PostgreSQL it is a plain transaction whose reads lock rows with FOR UPDATE SKIP LOCKED.
+    `wait`: on SQLite, the seconds it waits for the write lock at most (30 otherwise); still held
+    by another connection after that, it raises an OperationalError that `is_busy` tells."""
     with engine.connect() as conn:
         conn.execution_options(**{WRITE_LOCK: True})
-        with conn.begin():
+        with _lock_wait(conn, wait), conn.begin():
             yield conn
+
+
+@contextmanager
+def _lock_wait(conn: sa.Connection, wait: float | None) -> Iterator[None]:
+    if wait is None or conn.dialect.name != "sqlite":
+        yield
+        return
+    raw = conn.connection.dbapi_connection  # outside any transaction: a pragma, not a statement of one
+    raw.execute(f"PRAGMA busy_timeout={max(0, round(wait * 1000))}")
+    try:
+        yield
+    finally:
+        raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether `exc` is SQLite's "database is locked": another connection held the write lock for
+    longer than this one would wait."""
+    orig = getattr(exc, "orig", exc)
+    return isinstance(orig, sqlite3.OperationalError) and (getattr(orig, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_BUSY
 
 
 def engine_options(url: str, pool_size: int = 10) -> dict:

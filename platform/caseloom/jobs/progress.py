@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
 
-from ..database import write_transaction
+from ..database import is_busy, write_transaction
 from ..records import new_sys_id, now
 from ..storage import Storage
 from .liveness import describe_worker, process_gone, timing
+
+log = logging.getLogger(__name__)
 
 QUEUED, RUNNING, DONE, FAILED, CANCELED = "queued", "running", "done", "failed", "canceled"
 STATES = (QUEUED, RUNNING, DONE, FAILED, CANCELED)
@@ -169,13 +172,24 @@ def hold(conn: sa.Connection, storage: Storage, job_id: str, worker: str) -> Non
         raise ClaimLost(job_id, worker)
 
 
+BEAT_WAIT = 1.0  # seconds a heartbeat waits for SQLite's write lock before it skips its beat
+
+
 def beat(engine: sa.Engine, storage: Storage, job_id: str, worker: str) -> None:
-    """The heartbeat: stamp the job while `worker` holds it. A row locked by the run's own unit of
-    work is skipped (PostgreSQL): that unit stamps it when it commits."""
+    """The heartbeat: stamp the job while `worker` holds it. The run's own unit of work stamps it
+    when it commits, so a beat that would wait for that unit skips: a row it holds locked is left
+    out (PostgreSQL), and a write lock not had within BEAT_WAIT is not waited for (SQLite, where a
+    long job's units hold the lock from one commit to the next, and a beat waiting its 30 s would
+    fail). Five beats may be skipped before the run counts as lost."""
     table = _table(storage)
-    with write_transaction(engine) as conn:
-        where = _unlocked(conn, table, _held(table, job_id, worker))
-        conn.execute(sa.update(table).where(where).values(heartbeat_on=clock(conn)))
+    try:
+        with write_transaction(engine, wait=BEAT_WAIT) as conn:
+            where = _unlocked(conn, table, _held(table, job_id, worker))
+            conn.execute(sa.update(table).where(where).values(heartbeat_on=clock(conn)))
+    except sa.exc.OperationalError as exc:
+        if not is_busy(exc):
+            raise
+        log.debug("the heartbeat of job %s skipped: the database is busy writing", job_id)
 
 
 def _unlocked(conn: sa.Connection, table: sa.Table, where: sa.ColumnElement) -> sa.ColumnElement:
