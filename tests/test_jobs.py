@@ -41,6 +41,7 @@ from caseloom.jobs import (
     registry,
     release_job,
     report_progress,
+    workers,
 )
 from caseloom.jobs.liveness import DEFAULT_LOST_SECONDS
 from caseloom.jobs.progress import STALE_AFTER, hold, resume_lost
@@ -358,6 +359,55 @@ def test_on_sqlite_a_heartbeat_skips_its_beat_while_another_connection_writes(ru
     assert heartbeat_of(runtime, job_id) > before
     with runtime.engine.connect() as conn:  # the connection waits its 30 s again for other work
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
+
+
+def test_on_sqlite_a_jobs_units_keep_their_worker_present(runtime, monkeypatch):
+    """Through a long job on SQLite the worker's presence thread seldom has the write lock, and
+    /health would count the busy worker as gone: the job's units stamp it, and the thread skips a
+    beat it cannot have at once instead of waiting 30 s and failing."""
+    if runtime.engine.dialect.name != "sqlite":
+        pytest.skip("on PostgreSQL the presence thread is not held up by a unit of work")
+    monkeypatch.setenv("CASELOOM_JOB_LOST_SECONDS", "3600")  # the presence thread stamps once, at start
+    presence = workers.Presence(runtime.engine, runtime.storage, 2)
+    presence.start()
+    try:
+        assert wait_for(lambda: presence_seen(runtime, presence.worker_id) is not None)
+        long_ago = now() - dt.timedelta(minutes=5)
+        table = runtime.storage.internal("sys_worker")
+        with runtime.engine.begin() as conn:
+            conn.execute(sa.update(table).where(table.c.id == presence.worker_id).values(seen_on=long_ago))
+        job_id = new_job(runtime, params={"names": GROUPS})
+        assert execute_job(runtime, job_id).state == DONE
+        assert presence_seen(runtime, presence.worker_id) > long_ago  # stamped by the job's units
+        writer = sqlite3.connect(runtime.engine.url.database, isolation_level=None)
+        writer.execute("BEGIN IMMEDIATE")  # as a job's unit of work holds it
+        try:
+            asked = time.monotonic()
+            presence.stamp()  # no "database is locked"
+            assert time.monotonic() - asked < 10
+        finally:
+            writer.execute("ROLLBACK")
+            writer.close()
+    finally:
+        presence.stop()
+    assert presence_seen(runtime, presence.worker_id) is None  # a graceful stop removes its row
+    assert execute_job(runtime, new_job(runtime, params={"names": GROUPS})).state == DONE
+    assert presence_seen(runtime, presence.worker_id) is None  # and jobs no longer stamp it
+
+
+def presence_seen(runtime: Runtime, worker_id: str) -> dt.datetime | None:
+    table = runtime.storage.internal("sys_worker")
+    with runtime.engine.connect() as conn:
+        return conn.execute(sa.select(table.c.seen_on).where(table.c.id == worker_id)).scalar()
+
+
+def wait_for(condition, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def heartbeat_of(runtime: Runtime, job_id: str) -> dt.datetime:

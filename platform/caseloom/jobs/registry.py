@@ -42,6 +42,7 @@ from .progress import (
     report_progress,
 )
 from .undo import recording
+from .workers import touch
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -91,8 +92,10 @@ class JobRun:
             yield service
 
     def hold(self, conn: sa.Connection) -> None:
-        """Begin a unit of work in `conn`'s transaction: ClaimLost when another run took the job over."""
+        """Begin a unit of work in `conn`'s transaction: ClaimLost when another run took the job over.
+        On SQLite the unit also stamps this process's worker as present (`workers.touch`)."""
         hold(conn, self.runtime.storage, self.job.id, self.worker)
+        touch(conn, self.runtime.storage)
 
     def remember(self, conn: sa.Connection, **params: Any) -> None:
         """Add to the job's params in the transaction of the work they describe, so both commit

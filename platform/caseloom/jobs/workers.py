@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from ..database import is_busy, write_transaction
 from ..storage import Storage
 from .liveness import Ticker, new_worker_id, timing, worker_place
-from .progress import _now, clock
+from .progress import BEAT_WAIT, _now, clock
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +48,44 @@ class SeenWorker:
                 "last_seen_seconds": round(self.last_seen_seconds, 1)}
 
 
-def stamp(engine: sa.Engine, storage: Storage, worker_id: str, threads: int) -> None:
+def stamp(engine: sa.Engine, storage: Storage, worker_id: str, threads: int, wait: float | None = None) -> None:
     """Say that the consumer `worker_id` (a worker id, `node:pid:token`) is alive now (its row is
-    made on the first stamp), and delete the rows of consumers silent for longer than FORGET_AFTER."""
+    made on the first stamp), and delete the rows of consumers silent for longer than FORGET_AFTER.
+    `wait`: on SQLite, the seconds to wait for the write lock before giving up (`write_transaction`)."""
     place = worker_place(worker_id)
     if place is None:
         raise ValueError(f"{worker_id!r} is not a worker id (node:pid:token)")
     table = _table(storage)
-    with engine.begin() as conn:
-        seen = clock(conn)
-        if not conn.execute(sa.update(table).where(table.c.id == worker_id).values(seen_on=seen)).rowcount:
-            conn.execute(sa.insert(table).values(id=worker_id, node=place[0], pid=place[1], threads=threads,
-                                                 started_on=seen, seen_on=seen))
+    with write_transaction(engine, wait) as conn:
+        _stamp(conn, table, worker_id, threads)
         conn.execute(sa.delete(table).where(table.c.seen_on < _now(conn) - FORGET_AFTER))
+
+
+def _stamp(conn: sa.Connection, table: sa.Table, worker_id: str, threads: int) -> None:
+    node, pid = worker_place(worker_id)
+    seen = clock(conn)
+    if not conn.execute(sa.update(table).where(table.c.id == worker_id).values(seen_on=seen)).rowcount:
+        conn.execute(sa.insert(table).values(id=worker_id, node=node, pid=pid, threads=threads,
+                                             started_on=seen, seen_on=seen))
+
+
+# The consumers of this process whose presence threads run (id: threads): a job's units stamp them too.
+_PRESENT: dict[str, int] = {}
+_PRESENT_LOCK = threading.Lock()
+
+
+def touch(conn: sa.Connection, storage: Storage) -> None:
+    """In a job's unit of work on SQLite, stamp this process's consumers as alive. Through a long job
+    the units hold the write lock from one commit to the next, so a presence thread asking for it
+    seldom has it, and /health would count the busy worker as gone. On PostgreSQL the presence
+    thread is not held up, and a row stamped here would stay locked to the unit's end for every job
+    thread of the process: nothing is done there."""
+    if conn.dialect.name != "sqlite":
+        return
+    with _PRESENT_LOCK:
+        present = dict(_PRESENT)
+    for worker_id, threads in present.items():
+        _stamp(conn, _table(storage), worker_id, threads)
 
 
 def forget(engine: sa.Engine, storage: Storage, worker_id: str) -> None:
@@ -95,13 +122,24 @@ class Presence:
         self._ticker = Ticker("worker-presence", self.stamp, lambda: timing().heartbeat)
 
     def stamp(self) -> None:
-        stamp(self.engine, self.storage, self.worker_id, self.threads)
+        """A beat of the presence thread. On SQLite it waits at most BEAT_WAIT for the write lock and
+        skips when a job's unit of work holds it: that unit stamps this consumer (`touch`)."""
+        try:
+            stamp(self.engine, self.storage, self.worker_id, self.threads, wait=BEAT_WAIT)
+        except sa.exc.OperationalError as exc:
+            if not is_busy(exc):
+                raise
+            log.debug("worker-presence: %s skipped a beat: the database is busy writing", self.worker_id)
 
     def start(self) -> None:
+        with _PRESENT_LOCK:
+            _PRESENT[self.worker_id] = self.threads
         self._ticker.start()
 
     def stop(self) -> None:
         self._ticker.stop(wait=5.0)  # a stamp under way lands before the row is deleted, not after
+        with _PRESENT_LOCK:
+            _PRESENT.pop(self.worker_id, None)
         try:
             forget(self.engine, self.storage, self.worker_id)
         except Exception as exc:  # the database is away: the row ages and stops counting as alive
