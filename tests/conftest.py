@@ -296,6 +296,44 @@ class Mailbox:
         return sorted(str(message["Subject"]) for _, _, message in self.messages)
 
 
+# A long job's units of work on SQLite, in a process of its own as `caseloom worker` runs them: each
+# holds the write lock for a while and the next begins as soon as it commits.
+LONG_JOB = """
+import sys, time
+from caseloom.database import WRITE_LOCK, make_engine
+url, unit, limit = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+with make_engine(url).connect() as conn:
+    conn.execution_options(**{WRITE_LOCK: True})
+    units, end = 0, time.monotonic() + limit
+    transaction = conn.begin()
+    print("begun", flush=True)
+    while time.monotonic() < end:
+        time.sleep(unit)
+        transaction.commit()
+        units += 1
+        transaction = conn.begin()
+    transaction.commit()
+print(units, flush=True)
+"""
+
+
+@contextlib.contextmanager
+def long_job_on_sqlite(url: str, unit: float = 0.3, limit: float = 20.0) -> Iterator[Callable[[], bool]]:
+    """Units of `unit` seconds, one after the other, for `limit` seconds at most; yields whether
+    they still run."""
+    import subprocess
+    import sys
+
+    job = subprocess.Popen([sys.executable, "-c", LONG_JOB, url, str(unit), str(limit)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert job.stdout.readline().strip() == "begun"
+        yield lambda: job.poll() is None
+    finally:
+        job.kill()
+        job.wait()
+        job.stdout.close()
+
+
 def free_port() -> int:
     import socket
 

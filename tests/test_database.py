@@ -1,5 +1,5 @@
-"""SQLite commits leave the WAL checkpoint to a background thread of the process; PostgreSQL
-connections end a statement whose client died."""
+"""SQLite commits leave the WAL checkpoint to a background thread of the process, and its writers
+take turns; PostgreSQL connections end a statement whose client died."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from caseloom.database import Checkpointer
+from caseloom.database import Checkpointer, write_transaction
+from conftest import long_job_on_sqlite
 
 
 def checkpointed_count(path: str, table: str) -> int:
@@ -40,6 +41,60 @@ def test_a_commit_returns_before_the_checkpoint_and_a_background_thread_runs_it(
             time.sleep(0.05)
     assert copied == total
     assert any(key[1] == path for key in Checkpointer._running)  # the thread that did it waits for the next commit
+
+
+def test_on_sqlite_writers_get_their_turn_between_a_long_jobs_units(as_user, runtime, database_url):
+    """A long job on SQLite begins each unit of work as soon as the last one commits. SQLite's busy
+    handler is not fair: a save that waited for the job failed after 30 s with "database is locked"
+    (or waited for the whole job). Writers take turns: the job's next unit gives way to those that
+    came during its last one, in this process or another."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("a SQLite matter: PostgreSQL's writers wait only for the rows they change")
+    with long_job_on_sqlite(database_url) as running:
+        for name in ("Night shift", "Weekend shift"):
+            asked = time.monotonic()
+            created = as_user("admin").post("/api/now/table/sys_user_group", json={"name": name})
+            assert created.status_code == 201, created.json
+            assert running() and time.monotonic() - asked < 10  # in between the job's units
+        asked = time.monotonic()
+        with write_transaction(runtime.engine) as conn:  # a worker's claim, the SLA clock
+            conn.exec_driver_sql("CREATE TABLE turns_taken (n INTEGER)")
+        assert running() and time.monotonic() - asked < 10
+    names = {g["name"] for g in as_user("admin").get("/api/now/table/sys_user_group?sysparm_fields=name").json["result"]}
+    assert {"Night shift", "Weekend shift"} <= names
+
+
+@pytest.mark.parametrize("method", ["post", "patch", "delete"])
+def test_a_write_that_cannot_have_the_database_is_503_and_changes_nothing(app, as_user, database_url, method):
+    """A write that waited its whole time for SQLite's write lock (a connection that holds it, not
+    a job's units, which give way) is answered 503 with Retry-After, its transaction rolled back,
+    never a 500; once the lock is free the same request succeeds."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's write lock")
+    admin = as_user("admin")
+    group = admin.post("/api/now/table/sys_user_group", json={"name": "Before"}).json["result"]["sys_id"]
+    engine = app.extensions["caseloom"].engine
+    engine.dispose()  # the pool's connections are opened again, waiting 0.2 s for the lock, not 30 s
+    sa.event.listen(engine, "connect", lambda raw, record: raw.execute("PRAGMA busy_timeout=200"))
+    path = "/api/now/table/sys_user_group" + ("" if method == "post" else f"/{group}")
+    send = (lambda: admin.post(path, json={"name": "During"})) if method == "post" else (
+        (lambda: admin.patch(path, json={"name": "During"})) if method == "patch" else (lambda: admin.delete(path)))
+    holder = sqlite3.connect(database_url[len("sqlite:///"):], isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        busy = send()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert busy.status_code == 503, busy.get_data(as_text=True)
+    assert busy.headers["Retry-After"] == "5"
+    assert busy.json["error"]["message"] == "The database is busy: try again in a moment"
+    assert "nothing was changed" in busy.json["error"]["detail"]
+    names = lambda: sorted(g["name"] for g in admin.get("/api/now/table/sys_user_group?sysparm_fields=name"  # noqa: E731
+                                                      "&sysparm_query=nameINBefore,During").json["result"])
+    assert names() == ["Before"]
+    assert send().status_code in (200, 201, 204)
+    assert names() == {"post": ["Before", "During"], "patch": ["During"], "delete": []}[method]
 
 
 def test_a_statement_whose_process_died_ends_within_seconds_on_postgresql(runtime, database_url):

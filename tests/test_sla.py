@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import shutil
+import sqlite3
+import time
 import uuid
 from decimal import Decimal
 
@@ -359,6 +361,29 @@ def test_each_threshold_fires_once_at_its_moment(runtime):
         "mails": [("ann@example.com,boss@example.com", f"Breached: {number(runtime, ticket)}")],
         "next": (None, None),
     }
+
+
+def test_on_sqlite_the_clock_ticks_through_a_long_job(runtime):
+    """A tick with nothing due only reads, so it does not wait for the write lock; one with an
+    escalation due gets its turn between a long job's units instead of failing after 30 s."""
+    url = runtime.config.database_url
+    if not url.startswith("sqlite"):
+        pytest.skip("a SQLite matter: on PostgreSQL the clock waits only for the rows it changes")
+    ticket = escalating(runtime)
+    writer = sqlite3.connect(runtime.engine.url.database, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # a writer that keeps the lock
+    try:
+        asked = time.monotonic()
+        assert tick(runtime, at=at("2026-03-02 10:29:59")).escalated == 0
+        assert time.monotonic() - asked < 10
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    with conftest.long_job_on_sqlite(url) as running:
+        asked = time.monotonic()
+        assert tick(runtime, at=at("2026-03-02 10:30")).by_threshold == {("escalate", 50): 1}
+        assert running() and time.monotonic() - asked < 10  # in between the job's units
+    assert seen(runtime, ticket)["next"] == (75, at("2026-03-02 10:45"))
 
 
 def number(runtime, ticket: str) -> str:

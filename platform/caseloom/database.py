@@ -16,6 +16,11 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # not a POSIX system: SQLite's writers do not take turns (see `Turns`)
+    fcntl = None  # type: ignore[assignment]
+
 import sqlalchemy as sa
 from sqlalchemy import event
 
@@ -133,8 +138,74 @@ def job_cache(conn: sa.Connection, kb: int = SQLITE_JOB_CACHE_KB) -> Iterator[No
         raw.execute(f"PRAGMA cache_size={before}")
 
 
+# SQLite has one writer at a time, and its busy handler is not fair: a connection waiting for the
+# write lock sleeps and tries again (every 100 ms once it has waited a while), so a job that commits
+# a unit of work and at once begins the next one keeps the lock for as long as it runs, and every
+# other writer (a request's save, the SLA clock) fails after SQLITE_BUSY_MS. Writers take turns
+# instead (`Turns`): a transaction that begins with the write lock says so while its BEGIN IMMEDIATE
+# waits, and first gives way, for GIVE_WAY seconds at most, while another one says so. A job's next
+# unit so lets in the writers that came during its last one: they wait one unit at most.
+TURNS = "caseloom_turns"  # connection info: the connection's `Turns`, or False (in-memory, not POSIX)
+TAKE_TURN = "caseloom_take_turn"  # an execution option: False for a writer that would rather skip
+
+
+class Turns:
+    """A connection's handle on the database's `-writers` file, beside its WAL: a writer about to
+    wait for the write lock holds a shared flock on it (one per connection, each its own open file,
+    released when the process dies); a writer that can take an exclusive one knows nobody waits."""
+
+    POLL = 0.005  # seconds between two looks while giving way
+    GIVE_WAY = 1.0  # seconds a writer gives way at most (a waiter may itself wait for a third)
+
+    def __init__(self, path: str):
+        self.file = open(path + "-writers", "a+b")  # open as long as the connection (closed with it, by GC)
+
+    @classmethod
+    def of(cls, conn: sa.Connection) -> Turns | None:
+        turns = conn.info.get(TURNS)
+        if turns is None:
+            path = conn.info.get(DB_FILE)
+            try:
+                turns = conn.info[TURNS] = cls(path) if path and fcntl is not None else False
+            except OSError:  # a directory it cannot write in: no turns, as before
+                turns = conn.info[TURNS] = False
+        return turns or None
+
+    def give_way(self) -> None:
+        """Return when no other writer waits for the lock, or after GIVE_WAY seconds."""
+        deadline = time.monotonic() + self.GIVE_WAY
+        while True:
+            try:
+                fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return
+                time.sleep(self.POLL)
+                continue
+            fcntl.flock(self.file, fcntl.LOCK_UN)
+            return
+
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        fcntl.flock(self.file, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(self.file, fcntl.LOCK_UN)
+
+
 def _sqlite_begin(conn):
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE_LOCK) else "BEGIN")
+    options = conn.get_execution_options()
+    if not options.get(WRITE_LOCK):
+        conn.exec_driver_sql("BEGIN")
+        return
+    turns = Turns.of(conn) if options.get(TAKE_TURN, True) else None
+    if turns is None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        return
+    turns.give_way()
+    with turns.waiting():
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 # SQLite's set-up, event by event: pragmas on connect, BEGIN (IMMEDIATE under WRITE_LOCK), the
@@ -296,9 +367,11 @@ def write_transaction(engine: sa.Engine, wait: float | None = None) -> Iterator[
     (BEGIN IMMEDIATE), so rows it reads stay unclaimed until it commits and a second claimer waits;
     on PostgreSQL it is a plain transaction whose reads lock rows with FOR UPDATE SKIP LOCKED.
     `wait`: on SQLite, the seconds it waits for the write lock at most (30 otherwise); still held
-    by another connection after that, it raises an OperationalError that `is_busy` tells."""
+    by another connection after that, it raises an OperationalError that `is_busy` tells. A writer
+    with a `wait` would rather skip its work than wait for it (a heartbeat): it does not take a turn
+    (`Turns`), so a job's next unit does not give way to it."""
     with engine.connect() as conn:
-        conn.execution_options(**{WRITE_LOCK: True})
+        conn.execution_options(**{WRITE_LOCK: True, TAKE_TURN: wait is None})
         with _lock_wait(conn, wait), conn.begin():
             yield conn
 
@@ -321,6 +394,18 @@ def is_busy(exc: BaseException) -> bool:
     longer than this one would wait."""
     orig = getattr(exc, "orig", exc)
     return isinstance(orig, sqlite3.OperationalError) and (getattr(orig, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_BUSY
+
+
+# PostgreSQL's errors that mean "try again": a serialization failure, a deadlock, a lock not available
+RETRY_STATES = frozenset({"40001", "40P01", "55P03"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether `exc` says the database could not do the work now, not that it was wrong: SQLite's
+    write lock held too long (`is_busy`), or PostgreSQL's RETRY_STATES. Its transaction is rolled back
+    whole; the same work may succeed a moment later."""
+    orig = getattr(exc, "orig", exc)
+    return is_busy(exc) or getattr(orig, "sqlstate", None) in RETRY_STATES
 
 
 def engine_options(url: str, pool_size: int = 10) -> dict:

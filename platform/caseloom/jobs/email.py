@@ -67,7 +67,7 @@ def deliver_pending(runtime: Runtime) -> Job | None:
             return None
         if mailrate.budget(runtime.records(conn), table, _in_flight(table)).left == 0:
             return None
-    with runtime.engine.begin() as conn:
+    with write_transaction(runtime.engine) as conn:
         job_id = create_job(conn, runtime.storage, JOB, created_by=SYSTEM.user_name)
     return execute_job(runtime, job_id)
 
@@ -105,7 +105,7 @@ def deliver_email(run: JobRun) -> str:
         ended = _deliver(run, sessions, tally)
     finally:
         sessions.close()
-    with runtime.engine.begin() as conn:
+    with write_transaction(runtime.engine) as conn:
         run.progress(conn, tally.done, tally.done)
     return f"{tally}{ended}"
 
@@ -129,7 +129,7 @@ def _deliver(run: JobRun, sessions: Sessions, tally: Tally) -> str:
                     left, counted = waiting(conn, runtime.storage), time.monotonic()
                 else:
                     left = max(left - len(rows), 0)
-            with runtime.engine.begin() as conn:
+            with write_transaction(runtime.engine) as conn:
                 run.progress(conn, tally.done, tally.done + left, str(tally))
             if sessions.failed is not None:
                 return f"; stopped: {sessions.failed[1]}"

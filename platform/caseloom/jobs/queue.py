@@ -20,7 +20,7 @@ from huey.consumer import Consumer
 from sqlalchemy.exc import DBAPIError
 
 from ..access import SYSTEM, Actor
-from ..database import absolute_url, forget_statements
+from ..database import absolute_url, forget_statements, write_transaction
 from ..records import RecordService
 from .email import deliver_pending
 from .liveness import Ticker, reaper, timing
@@ -160,7 +160,7 @@ class JobQueue:
         """Create a job (its own transaction) and enqueue it; returns its id. With `unique`, a queued
         or running job of the same name for the same record is returned instead of a second one."""
         runtime = self.runtime()
-        with runtime.engine.begin() as conn:
+        with write_transaction(runtime.engine) as conn:  # reads, then writes: on SQLite, the lock first
             existing = active_job(conn, runtime.storage, name, target_table, target_sys_id) if unique else None
             if existing is not None:
                 return existing.id

@@ -165,11 +165,11 @@ def _run(runtime: Runtime, job_row: Job, worker: str) -> None:
             return
         log.exception("job %s (%s) failed", job_row.id, job_row.name)
         outcome, reason = "failed", describe(exc)
-        with runtime.engine.begin() as conn:
+        with write_transaction(runtime.engine) as conn:
             ended = fail_job(conn, runtime.storage, job_row.id, reason, worker=worker)
     else:
         outcome = "done"
-        with runtime.engine.begin() as conn:
+        with write_transaction(runtime.engine) as conn:
             ended = finish_job(conn, runtime.storage, job_row.id, message, worker=worker)
     if not ended:
         log.warning("job %s (%s): this run ended (%s) after another worker took the job over; left to that one",

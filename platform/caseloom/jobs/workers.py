@@ -91,7 +91,7 @@ def touch(conn: sa.Connection, storage: Storage) -> None:
 def forget(engine: sa.Engine, storage: Storage, worker_id: str) -> None:
     """The consumer `worker_id` has stopped: its row goes."""
     table = _table(storage)
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         conn.execute(sa.delete(table).where(table.c.id == worker_id))
 
 

@@ -56,11 +56,32 @@ def tick(runtime, at: dt.datetime | None = None, rounds: int = 20) -> TickReport
     at = (at or moment()).replace(microsecond=0)
     with fixed_clock(at):
         for _ in range(rounds):
+            with runtime.engine.connect() as conn:  # most ticks find nothing due: a read, no write lock
+                if not anything_due(runtime.records(conn), at):
+                    break
             with runtime.transaction(write_lock=True) as service:
                 fired = escalate_due(service, at, report)
             if not fired:
                 break
     return report
+
+
+def anything_due(service, at: dt.datetime) -> bool:
+    """Whether a timer or an SLA's escalation is due at `at` (each look an index seek)."""
+    if service.defs.timers and timers.any_due(service, at):
+        return True
+    return service.defs.sla_root is not None and any(
+        service.conn.execute(sa.select(sa.literal(1)).where(due).limit(1)).first() is not None
+        for _, _, due in _due(service, at))
+
+
+def _due(service, at: dt.datetime) -> Iterator[tuple[Sla, int, sa.ColumnElement]]:
+    """Per active SLA definition and threshold, the condition of its SLAs due at `at`."""
+    ts = service.storage.physical(TASK_SLA)
+    for sla in active_slas(service):
+        for threshold in sla.clock.thresholds:  # each an index seek on (sla, next_threshold, threshold_due)
+            yield sla, threshold, sa.and_(ts.c.sla == sla.sys_id, ts.c.next_threshold == threshold,
+                                          ts.c.threshold_due <= at, ts.c.stage == RUNNING)
 
 
 def escalate_due(service, at: dt.datetime, report: TickReport) -> int:
@@ -76,19 +97,16 @@ def escalate_due(service, at: dt.datetime, report: TickReport) -> int:
     if service.defs.sla_root is None:
         return fired
     ts = service.storage.physical(TASK_SLA)
-    for sla in active_slas(service):
-        for threshold in sla.clock.thresholds:  # each an index seek on (sla, next_threshold, threshold_due)
-            due = sa.and_(ts.c.sla == sla.sys_id, ts.c.next_threshold == threshold, ts.c.threshold_due <= at,
-                          ts.c.stage == RUNNING)
-            count = conn.execute(sa.select(sa.func.count()).where(due)).scalar_one()
-            if not count:
-                continue
-            _run_escalation(service, sla, threshold, sa.select(ts.c.task).where(due))
-            _advance(service, sla, threshold, due, at)
-            fired += count
-            report.escalated += count
-            report.breached += count if threshold >= 100 else 0
-            report.by_threshold[(sla.name, threshold)] = report.by_threshold.get((sla.name, threshold), 0) + count
+    for sla, threshold, due in _due(service, at):
+        count = conn.execute(sa.select(sa.func.count()).where(due)).scalar_one()
+        if not count:
+            continue
+        _run_escalation(service, sla, threshold, sa.select(ts.c.task).where(due))
+        _advance(service, sla, threshold, due, at)
+        fired += count
+        report.escalated += count
+        report.breached += count if threshold >= 100 else 0
+        report.by_threshold[(sla.name, threshold)] = report.by_threshold.get((sla.name, threshold), 0) + count
     return fired
 
 
@@ -176,4 +194,4 @@ def _properties(service):
     return unit_properties(service).get
 
 
-__all__ = ["LOCK", "TickReport", "escalate_due", "tick"]
+__all__ = ["LOCK", "TickReport", "anything_due", "escalate_due", "tick"]

@@ -187,6 +187,13 @@ def _existing(service, ids: Iterable[str]) -> dict[tuple[str, str], dict]:
     return out
 
 
+def any_due(service, at: dt.datetime) -> bool:
+    """Whether a timer is due at `at`."""
+    physical = service.storage.physical(TIMER)
+    return service.conn.execute(sa.select(physical.c.sys_id).where(physical.c.state == WAITING, physical.c.due <= at)
+                                .limit(1)).first() is not None
+
+
 def fire_due(service, at: dt.datetime, run_effects_on) -> tuple[int, int]:
     """Fire the timers due at `at` (at most 10,000 a call): their effects on each record
     (`run_effects_on(tdef, record, effects, inputs)`), then the rows marked fired. Returns how many

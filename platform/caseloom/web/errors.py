@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from ..database import is_busy, is_transient
 from ..definitions import DefinitionErrors
 from ..query import QueryError
 from ..records import AccessDenied, Conflict, NotFound, RecordError
@@ -60,7 +62,9 @@ PAGES = {
     413: ("Too large", "What you sent is larger than the server accepts."),
     422: ("Not done", "Nothing was changed."),
     429: ("Too many attempts", "Wait a moment and try again."),
+    503: ("Busy: nothing was changed", "Wait a moment and try again."),
 }
+BUSY_RETRY_SECONDS = 5
 CSRF_WORDS = ("The form had expired or did not come from this site, so nothing was done. Go back, reload the page and "
               "try again.")
 
@@ -105,6 +109,19 @@ def register(app: Flask) -> None:
     @app.errorhandler(Conflict)
     def conflict(exc: Conflict):
         return error_response(409, str(exc), "")
+
+    @app.errorhandler(sa.exc.OperationalError)
+    def busy(exc: sa.exc.OperationalError):
+        """The database could not do the work now (another write held it too long, a deadlock):
+        503 with Retry-After, the request's transaction rolled back whole. Any other error of the
+        database is a fault of the server, answered 500 as before."""
+        if not is_transient(exc):
+            raise exc
+        detail = ("the database is busy: another write held it for longer than this request waits; nothing was "
+                  "changed" if is_busy(exc) else f"the database stopped this write to let another one finish "
+                  f"({getattr(exc.orig, 'sqlstate', '')}); nothing was changed")
+        return error_response(503, "The database is busy: try again in a moment", detail,
+                              {"Retry-After": str(BUSY_RETRY_SECONDS)})
 
     from ..effects import EffectFailed
     from ..sandbox import ScriptFailed, ScriptRefused, ScriptsDisabled
