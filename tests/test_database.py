@@ -7,13 +7,14 @@ import contextlib
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
 import pytest
 import sqlalchemy as sa
 
-from caseloom.database import Checkpointer, write_transaction
+from caseloom.database import WRITE_LOCK, Checkpointer, write_transaction
 from conftest import long_job_on_sqlite
 
 
@@ -62,6 +63,33 @@ def test_on_sqlite_writers_get_their_turn_between_a_long_jobs_units(as_user, run
         assert running() and time.monotonic() - asked < 10
     names = {g["name"] for g in as_user("admin").get("/api/now/table/sys_user_group?sysparm_fields=name").json["result"]}
     assert {"Night shift", "Weekend shift"} <= names
+
+
+def test_on_sqlite_two_jobs_take_turns_unit_by_unit(runtime, database_url):
+    """Two jobs on SQLite, each beginning its next unit as soon as the last commits: before, one
+    kept the lock and the other waited for it to end; now they alternate."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("a SQLite matter")
+    with runtime.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE turns_taken (job INTEGER)")
+    units: dict[int, int] = {}
+
+    def job(number: int) -> None:
+        with runtime.engine.connect() as conn:
+            conn.execution_options(**{WRITE_LOCK: True})
+            end = time.monotonic() + 2
+            while time.monotonic() < end:
+                with conn.begin():
+                    conn.exec_driver_sql(f"INSERT INTO turns_taken VALUES ({number})")
+                    time.sleep(0.05)
+                units[number] = units.get(number, 0) + 1
+
+    jobs = [threading.Thread(target=job, args=(number,)) for number in (1, 2)]
+    for thread in jobs:
+        thread.start()
+    for thread in jobs:
+        thread.join()
+    assert min(units.values()) >= 8, units  # about 20 each; before, 39 and 1
 
 
 @pytest.mark.parametrize("method", ["post", "patch", "delete"])
