@@ -56,14 +56,14 @@ def initialise(config: Config, defs: Definitions, force: bool = False, demo: boo
     (`accounts`: the same, by the name `caseloom init --accounts` gives it) and build the declared lists.
     Raises DemoError or DeclaredListError, each naming what could not be made."""
     scale = scale if accounts is None else accounts
-    runtime = runtime or Runtime(config, defs)
+    runtime = runtime or Runtime(config, defs)  # each transaction reads, then writes: the write lock first
     report = InitReport(migrated=migrate(runtime.engine, runtime.storage, force=force))
-    with runtime.transaction() as service:
+    with runtime.transaction(write_lock=True) as service:
         report.properties = seed_properties(service)
         report.timing = seed_timing(service)
         report.definitions = DefinitionStore(runtime.storage, service.conn).sync_folder(Path(config.definitions))
     if demo:
-        with runtime.transaction() as service:
+        with runtime.transaction(write_lock=True) as service:
             if demo_loaded(service):
                 report.demo_skipped = True
             else:
@@ -75,7 +75,7 @@ def initialise(config: Config, defs: Definitions, force: bool = False, demo: boo
     if defs.declared_lists:
         from .memberlists import apply_declared
 
-        with runtime.transaction() as service:
+        with runtime.transaction(write_lock=True) as service:
             report.lists = apply_declared(service)
     refresh_statistics(runtime.engine)
     return report

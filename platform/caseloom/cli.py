@@ -224,7 +224,7 @@ def user_add(name: str, password: str, roles: tuple[str, ...], values: tuple[str
             if not sep or not field.strip():
                 raise RecordError(None, f"--set {item!r}: expected FIELD=VALUE")
             fields[field.strip()] = value
-        with runtime.transaction() as service:
+        with runtime.transaction(write_lock=True) as service:  # reads, then writes, beside a running server
             add_user(service, name, password, list(roles), fields)
     except (RecordError, Conflict) as exc:
         click.echo(f"caseloom user add: {exc}", err=True)
