@@ -4,6 +4,8 @@ take turns; PostgreSQL connections end a statement whose client died."""
 from __future__ import annotations
 
 import contextlib
+import html
+import re
 import sqlite3
 import subprocess
 import sys
@@ -14,8 +16,8 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from caseloom.database import WRITE_LOCK, Checkpointer, write_transaction
-from conftest import long_job_on_sqlite
+from caseloom.database import WRITE_LOCK, Checkpointer, is_transient, write_transaction
+from conftest import form_token, long_job_on_sqlite, ui_sign_in
 
 
 def checkpointed_count(path: str, table: str) -> int:
@@ -92,6 +94,32 @@ def test_on_sqlite_two_jobs_take_turns_unit_by_unit(runtime, database_url):
     assert min(units.values()) >= 8, units  # about 20 each; before, 39 and 1
 
 
+def test_a_lock_not_had_is_transient_and_a_wrong_statement_is_not(runtime, database_url):
+    """What the API answers 503 (try again) rather than 500: SQLite's write lock not had in time,
+    PostgreSQL's lock not available (and its deadlock and serialization failure, SQLSTATE 40P01 and
+    40001, which `is_transient` reads the same way)."""
+    with runtime.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE transient_rows (n INTEGER PRIMARY KEY)")
+        conn.exec_driver_sql("INSERT INTO transient_rows VALUES (1)")
+    with runtime.engine.connect() as holder, runtime.engine.connect() as other:
+        holder.begin()
+        holder.exec_driver_sql("UPDATE transient_rows SET n = 1")
+        with pytest.raises(sa.exc.OperationalError) as refused:
+            if database_url.startswith("sqlite"):
+                other.connection.dbapi_connection.execute("PRAGMA busy_timeout=0")  # no transaction begun
+                other.execution_options(**{WRITE_LOCK: True}).begin()
+            else:
+                other.begin()
+                other.exec_driver_sql("SELECT n FROM transient_rows FOR UPDATE NOWAIT")
+        assert is_transient(refused.value)
+        holder.rollback()
+        if database_url.startswith("sqlite"):
+            other.connection.dbapi_connection.execute("PRAGMA busy_timeout=30000")
+    with runtime.engine.connect() as conn, pytest.raises(sa.exc.DBAPIError) as wrong:
+        conn.exec_driver_sql("SELECT no_such_column FROM transient_rows")
+    assert not is_transient(wrong.value)
+
+
 @pytest.mark.parametrize("method", ["post", "patch", "delete"])
 def test_a_write_that_cannot_have_the_database_is_503_and_changes_nothing(app, as_user, database_url, method):
     """A write that waited its whole time for SQLite's write lock (a connection that holds it, not
@@ -123,6 +151,45 @@ def test_a_write_that_cannot_have_the_database_is_503_and_changes_nothing(app, a
     assert names() == ["Before"]
     assert send().status_code in (200, 201, 204)
     assert names() == {"post": ["Before", "During"], "patch": ["During"], "delete": []}[method]
+
+
+def test_a_form_save_refused_as_busy_shows_the_form_again_with_what_was_typed(app, client, as_user, database_url):
+    """In the browser, a save the database refused as busy is the form again (503), with the values
+    and the work note typed and a sentence saying nothing was saved; a save refused for a bad value
+    (422) keeps the typed work note too."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's write lock")
+    case = as_user("agent").get("/api/now/table/sn_customerservice_case?sysparm_query=state=10&sysparm_limit=1"
+                                "&sysparm_fields=sys_id,short_description").json["result"][0]
+    ui_sign_in(client, "agent")
+    url = f"/sn_customerservice_case.do?sys_id={case['sys_id']}"
+    token = form_token(client, url)
+    engine = app.extensions["caseloom"].engine
+    engine.dispose()
+    sa.event.listen(engine, "connect", lambda raw, record: raw.execute("PRAGMA busy_timeout=200"))
+    typed = {"short_description": "Typed while the database was busy", "work_notes": "A note worth keeping",
+             "csrf_token": token}
+    holder = sqlite3.connect(database_url[len("sqlite:///"):], isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        busy = client.post(url, data=typed)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    page = html.unescape(busy.get_data(as_text=True))
+    assert busy.status_code == 503
+    assert "The database is busy, so nothing was saved. What you typed is still here" in page
+    assert 'value="Typed while the database was busy"' in page
+    assert re.search(r'<textarea id="f_work_notes"[^>]*>A note worth keeping</textarea>', page)
+    after = as_user("agent").get(f"/api/now/table/sn_customerservice_case/{case['sys_id']}"
+                                 "?sysparm_fields=short_description").json["result"]
+    assert after["short_description"] == case["short_description"]
+    refused = client.post(url, data={**typed, "account": "", "account__display": "Acme 999"})
+    page = html.unescape(refused.get_data(as_text=True))
+    assert refused.status_code == 422 and "no account named 'Acme 999'" in page
+    assert re.search(r'<textarea id="f_work_notes"[^>]*>A note worth keeping</textarea>', page)
+    saved = client.post(url, data=typed)
+    assert saved.status_code == 302
 
 
 def test_a_statement_whose_process_died_ends_within_seconds_on_postgresql(runtime, database_url):

@@ -160,7 +160,9 @@ class Turns:
     GIVE_WAY = 1.0  # seconds a writer gives way at most (a waiter may itself wait for a third)
 
     def __init__(self, path: str):
-        self.file = open(path + "-writers", "a+b")  # open as long as the connection (closed with it, by GC)
+        # read-only is enough for a flock, so a process of another user may share the file; open as
+        # long as the connection (closed with it, by GC)
+        self.file = os.fdopen(os.open(path + "-writers", os.O_RDONLY | os.O_CREAT, 0o666), "rb")
 
     @classmethod
     def of(cls, conn: sa.Connection) -> Turns | None:

@@ -82,11 +82,21 @@ def connection():
     ROLLBACK round trips (two of a one-record API read's seven)."""
     if db.session().in_transaction():
         return db.session.connection()
-    if request.method not in SAFE_METHODS:
+    if request.method not in SAFE_METHODS and not g.get(READ_ONLY_NOW):
         return db.session.connection(execution_options={WRITE_LOCK: True})
     if request.endpoint in current_app.extensions.get(READ_ONLY, ()):
         return db.session.connection(execution_options=AUTOCOMMIT)
     return db.session.connection()
+
+
+READ_ONLY_NOW = "caseloom_read_only_now"  # g: the request gave up writing (`only_read_from_now`)
+
+
+def only_read_from_now() -> None:
+    """The request's write was refused as busy: roll it back, and read what is left to show (the form
+    again) without waiting for the write lock a second time."""
+    rollback()
+    g.setdefault(READ_ONLY_NOW, True)
 
 
 def records() -> RecordService:
@@ -187,7 +197,7 @@ def _session_actor() -> Actor | None:
         if found is not None:  # the user is gone or inactive
             apart(lambda conn: sessions.end(rt.storage, conn, token))
         return None
-    if found.stale:
+    if found.stale and not g.get(READ_ONLY_NOW):  # a request that gave up writing touches it next time
         apart(lambda conn: sessions.touch(rt.storage, conn, token))
     if found.impersonating is not None:
         g.impersonation = _viewing_as(actor, found.impersonating, token, users.get(found.impersonating))

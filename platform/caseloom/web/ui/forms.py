@@ -13,7 +13,7 @@ from ...definitions.model import FieldDef, TableDef
 from ...query import Query, Term
 from ...records import AccessDenied, Conflict, NotFound, RecordError
 from .. import db
-from ..auth import connection, records, rollback, runtime
+from ..auth import connection, only_read_from_now, records, rollback, runtime
 from ..serialize import audit_names, base_url, make_shape, record_name, render_record, value_words
 from . import blueprint, login_required
 from .actions import _confirmation, _too_many
@@ -39,6 +39,7 @@ class Widget:
     mandatory: bool
     hidden: bool
     error: str | None = None
+    kept: str = ""  # a journal entry typed into a form that was not saved, shown again
 
     @property
     def name(self) -> str:
@@ -86,8 +87,9 @@ def _widgets(tdef: TableDef, rendered: dict, record: dict, new: bool, can_write:
         locked = (field.system or field.read_only or name in read_only or not can_write
                   or (name == lifecycle_field and not new)
                   or not service.can_write_field(tdef.name, name, "create" if new else "write", None if new else record))
+        kept = str(typed.get(name) or "") if typed is not None and field.ftype.journal else ""
         widgets[name] = Widget(field, raw, display, locked, field.mandatory or name in mandatory, name in hidden,
-                               (errors or {}).get(name))
+                               (errors or {}).get(name), kept)
     return widgets
 
 
@@ -225,9 +227,8 @@ def save(table: str):
     try:
         values = _form_values(tdef, record)
     except RecordError as exc:  # a reference typed by a name no record has
-        typed = {k: v for k, v in request.form.items() if tdef.field(k) and not tdef.field(k).ftype.journal}
-        return form(table, typed, {exc.field or "__all__": exc.message}, status=422)
-    typed = {k: v for k, v in values.items() if not tdef.field(k).ftype.journal}
+        return form(table, _typed(tdef, request.form), {exc.field or "__all__": exc.message}, status=422)
+    typed = dict(values)
     problems = _field_problems(tdef, values, record)
     if problems:  # every field's mistake at once, before anything is written
         return form(table, typed, problems, status=422)
@@ -257,6 +258,24 @@ def save(table: str):
     db.session.commit()
     flash(f"{tdef.label} {saved.get('number') or saved.get(tdef.display or 'sys_id') or ''} saved.")
     return redirect(url_for("ui.dispatch", name=tdef.name, sys_id=saved["sys_id"]))
+
+
+BUSY_WORDS = "The database is busy, so nothing was saved. What you typed is still here: save again in a moment."
+
+
+def busy_form(table: str):
+    """A form's save the database refused as busy (`is_transient`): the form again (503), with what
+    was typed and BUSY_WORDS, read without the write lock (`only_read_from_now`)."""
+    only_read_from_now()
+    tdef = runtime().defs.tables.get(table)
+    if tdef is None:
+        abort(404)
+    return form(table, _typed(tdef, request.form), {"__all__": BUSY_WORDS}, status=503)
+
+
+def _typed(tdef: TableDef, posted) -> dict:
+    """What a form posted for the table's fields, to show again when it was not saved."""
+    return {k: v for k, v in posted.items() if tdef.field(k)}
 
 
 def _parents(tdef: TableDef, record: dict) -> list[dict]:

@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 import sqlalchemy as sa
 from flask import abort, flash, g, redirect, render_template, request, url_for
 
+from ...database import is_transient
 from ...definitions.model import FieldDef, TableDef
 from ...definitions.tables import resolve_path
 from ...jobs.email import TABLE as EMAIL_TABLE
@@ -212,6 +213,18 @@ def delete_filter(table: str, sys_id: str):
 
 @blueprint.route("/<path:name>.do", methods=["GET", "POST"])
 def dispatch(name: str):
+    try:
+        return _dispatch(name)
+    except sa.exc.OperationalError as exc:  # a form's save the database refused as busy: the form again
+        if request.method != "POST" or name.endswith("_list") or not is_transient(exc):
+            raise
+    from .forms import busy_form
+
+    g.pop("session_actor", None)  # the session is read again, without the write lock
+    return login_required(busy_form)(name)
+
+
+def _dispatch(name: str):
     if request.authorization is None:
         session_actor()  # first: its statement checks the definitions' generation too (auth._checking_definitions)
     # `x_list.do` is the list of x, unless a table is itself named x_list (sn_..._recipients_list.do is a form)
