@@ -16,6 +16,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
+from caseloom import database
 from caseloom.database import WRITE_LOCK, Checkpointer, is_transient, write_transaction
 from conftest import form_token, long_job_on_sqlite, ui_sign_in
 
@@ -120,28 +121,65 @@ def test_a_lock_not_had_is_transient_and_a_wrong_statement_is_not(runtime, datab
     assert not is_transient(wrong.value)
 
 
+@contextlib.contextmanager
+def database_held(app, database_url: str, monkeypatch, table: str, sys_id: str | None = None):
+    """The server's requests wait 0.2 s for a lock (their pool opened again), while another connection
+    holds one: on SQLite the write lock; on PostgreSQL `sys_id`'s row of `table` (FOR UPDATE), or the
+    whole table against writes (SHARE ROW EXCLUSIVE: reads go on, inserts wait)."""
+    engine = app.extensions["caseloom"].engine
+    if database_url.startswith("sqlite"):
+        engine.dispose()
+        sa.event.listen(engine, "connect", lambda raw, record: raw.execute("PRAGMA busy_timeout=200"))
+        holder = sqlite3.connect(database_url[len("sqlite:///"):], isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        return
+    monkeypatch.setattr(database, "REQUEST_LOCK_WAIT_MS", 200)  # the server's own setting, shortened
+    engine.dispose()
+    with sa.create_engine(database_url, poolclass=sa.pool.NullPool).connect() as holder:
+        holder.begin()
+        # should a request wait regardless (no lock wait limit), the server ends the holder in 10 s
+        holder.exec_driver_sql("SET idle_in_transaction_session_timeout = '10s'")
+        if sys_id:
+            holder.exec_driver_sql(f'SELECT sys_id FROM "{table}" WHERE sys_id = %(s)s FOR UPDATE', {"s": sys_id})
+        else:
+            holder.exec_driver_sql(f'LOCK TABLE "{table}" IN SHARE ROW EXCLUSIVE MODE')
+        try:
+            yield
+        finally:
+            with contextlib.suppress(sa.exc.DBAPIError):  # ended by the server: its lock is gone anyway
+                holder.rollback()
+
+
+def test_the_servers_requests_wait_for_a_lock_as_long_as_on_sqlite_and_workers_as_long_as_it_takes(app, runtime,
+                                                                                                   database_url):
+    """On PostgreSQL a request gives up a lock it could not have in 30 s (503), as on SQLite; a worker
+    or the command line (`make_engine`) waits for it."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite waits 30 s for its write lock on every connection (busy_timeout)")
+    with app.extensions["caseloom"].engine.connect() as served, runtime.engine.connect() as worker:
+        assert served.exec_driver_sql("SHOW lock_timeout").scalar() == "30s"
+        assert worker.exec_driver_sql("SHOW lock_timeout").scalar() == "0"
+
+
 @pytest.mark.parametrize("method", ["post", "patch", "delete"])
-def test_a_write_that_cannot_have_the_database_is_503_and_changes_nothing(app, as_user, database_url, method):
-    """A write that waited its whole time for SQLite's write lock (a connection that holds it, not
-    a job's units, which give way) is answered 503 with Retry-After, its transaction rolled back,
-    never a 500; once the lock is free the same request succeeds."""
-    if not database_url.startswith("sqlite"):
-        pytest.skip("SQLite's write lock")
+def test_a_write_that_cannot_have_the_database_is_503_and_changes_nothing(app, as_user, database_url, method,
+                                                                          monkeypatch):
+    """A write that waited its whole time for a lock (SQLite's write lock held by a connection, not a
+    job's units, which give way; on PostgreSQL the table held against writes) is answered 503 with
+    Retry-After, its transaction rolled back, never a 500; once the lock is free the same request
+    succeeds."""
     admin = as_user("admin")
     group = admin.post("/api/now/table/sys_user_group", json={"name": "Before"}).json["result"]["sys_id"]
-    engine = app.extensions["caseloom"].engine
-    engine.dispose()  # the pool's connections are opened again, waiting 0.2 s for the lock, not 30 s
-    sa.event.listen(engine, "connect", lambda raw, record: raw.execute("PRAGMA busy_timeout=200"))
     path = "/api/now/table/sys_user_group" + ("" if method == "post" else f"/{group}")
     send = (lambda: admin.post(path, json={"name": "During"})) if method == "post" else (
         (lambda: admin.patch(path, json={"name": "During"})) if method == "patch" else (lambda: admin.delete(path)))
-    holder = sqlite3.connect(database_url[len("sqlite:///"):], isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
-    try:
+    with database_held(app, database_url, monkeypatch, "sys_user_group"):
         busy = send()
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
     assert busy.status_code == 503, busy.get_data(as_text=True)
     assert busy.headers["Retry-After"] == "5"
     assert busy.json["error"]["message"] == "The database is busy: try again in a moment"
@@ -153,31 +191,22 @@ def test_a_write_that_cannot_have_the_database_is_503_and_changes_nothing(app, a
     assert names() == {"post": ["Before", "During"], "patch": ["During"], "delete": []}[method]
 
 
-def test_a_form_save_refused_as_busy_shows_the_form_again_with_what_was_typed(app, client, as_user, database_url):
+def test_a_form_save_refused_as_busy_shows_the_form_again_with_what_was_typed(app, client, as_user, database_url,
+                                                                             monkeypatch):
     """In the browser, a save the database refused as busy is the form again (503), with the values
     and the work note typed and a sentence saying nothing was saved; a save refused for a bad value
-    (422) keeps the typed work note too."""
-    if not database_url.startswith("sqlite"):
-        pytest.skip("SQLite's write lock")
+    (422) keeps the typed work note too. On PostgreSQL the case's row is held by another transaction."""
     case = as_user("agent").get("/api/now/table/sn_customerservice_case?sysparm_query=state=10&sysparm_limit=1"
                                 "&sysparm_fields=sys_id,short_description").json["result"][0]
     ui_sign_in(client, "agent")
     url = f"/sn_customerservice_case.do?sys_id={case['sys_id']}"
     token = form_token(client, url)
-    engine = app.extensions["caseloom"].engine
-    engine.dispose()
-    sa.event.listen(engine, "connect", lambda raw, record: raw.execute("PRAGMA busy_timeout=200"))
     typed = {"short_description": "Typed while the database was busy", "work_notes": "A note worth keeping",
              "csrf_token": token}
-    holder = sqlite3.connect(database_url[len("sqlite:///"):], isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
-    try:
+    with database_held(app, database_url, monkeypatch, "task", case["sys_id"]):
         busy = client.post(url, data=typed)
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
     page = html.unescape(busy.get_data(as_text=True))
-    assert busy.status_code == 503
+    assert busy.status_code == 503, page
     assert "The database is busy, so nothing was saved. What you typed is still here" in page
     assert 'value="Typed while the database was busy"' in page
     assert re.search(r'<textarea id="f_work_notes"[^>]*>A note worth keeping</textarea>', page)
@@ -190,6 +219,55 @@ def test_a_form_save_refused_as_busy_shows_the_form_again_with_what_was_typed(ap
     assert re.search(r'<textarea id="f_work_notes"[^>]*>A note worth keeping</textarea>', page)
     saved = client.post(url, data=typed)
     assert saved.status_code == 302
+
+
+def _resend_form(page: str) -> tuple[str, dict]:
+    """The busy page's form that sends again what was sent: its action and its hidden fields."""
+    form = re.search(r'<form method="post" action="([^"]+)" class="resend">(.*?)</form>', page, re.S)
+    assert form, page
+    fields = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form.group(2))
+    return html.unescape(form.group(1)), {html.unescape(k): html.unescape(v) for k, v in fields}
+
+
+def test_a_portal_comment_refused_as_busy_is_kept_on_the_page_to_send_again(app, client, as_user, database_url,
+                                                                          monkeypatch):
+    """Any other form of the browser refused as busy (here a customer's comment in the portal) is a
+    503 page that shows what was sent and sends it again unchanged with one button; nothing was
+    saved the first time, and the button saves it once."""
+    case = as_user("customer").get("/api/now/table/sn_customerservice_case?sysparm_limit=1&sysparm_fields=sys_id"
+                                   ).json["result"][0]["sys_id"]
+    ui_sign_in(client, "customer")
+    url = f"/csm/record/{case}"
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get(url).get_data(as_text=True)).group(1)
+    sent = {"text": "Still down <b>here</b>,\nsince 9:00", "csrf_token": token}
+    comments = lambda: [e["value"] for e in as_user("admin").get(  # noqa: E731
+        f"/api/now/table/sys_journal_field?sysparm_query=element_id={case}^element=comments").json["result"]]
+    with database_held(app, database_url, monkeypatch, "task", case):
+        busy = client.post(f"{url}/comment", data=sent)
+    page = busy.get_data(as_text=True)
+    assert busy.status_code == 503, page
+    assert busy.headers["Retry-After"] == "5"
+    assert "Busy: nothing was changed" in page and "What you sent is kept below: send it again in a moment." in page
+    assert "Still down &lt;b&gt;here&lt;/b&gt;,\nsince 9:00</pre>" in page  # shown, as text
+    assert "Still down <b>here</b>" not in comments()
+    action, fields = _resend_form(page)
+    assert (action, fields) == (f"{url}/comment", sent)
+    again = client.post(action, data=fields)
+    assert again.status_code == 302, again.get_data(as_text=True)
+    assert comments().count("Still down <b>here</b>,\nsince 9:00") == 1
+
+
+def test_a_sign_in_refused_as_busy_never_shows_the_password_back(app, client, database_url, monkeypatch):
+    """A form with a password (a sign-in, whose failure is counted) refused as busy is the 503 page
+    without what was sent."""
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+    with database_held(app, database_url, monkeypatch, "sys_signin_failure"):
+        busy = client.post("/login", data={"user_name": "agent", "user_password": "agent-Secret-42",
+                                           "csrf_token": token})
+    page = busy.get_data(as_text=True)
+    assert busy.status_code == 503, page
+    assert "agent-Secret-42" not in page and 'class="resend"' not in page
 
 
 def test_a_statement_whose_process_died_ends_within_seconds_on_postgresql(runtime, database_url):

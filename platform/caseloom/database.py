@@ -266,14 +266,41 @@ CLIENT_CHECK_MS = 1000
 def _check_client(dbapi_connection, connection_record) -> None:
     if dbapi_connection.info.server_version < 140000:  # psycopg's connection: the server's version
         return
+    _session_setting(dbapi_connection, f"SET client_connection_check_interval = {CLIENT_CHECK_MS}")
+
+
+def _session_setting(dbapi_connection, statement: str) -> None:
+    """A SET for the connection's whole life, run outside any transaction."""
     autocommit = dbapi_connection.autocommit
     dbapi_connection.autocommit = True  # no transaction left open by the SET
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute(f"SET client_connection_check_interval = {CLIENT_CHECK_MS}")
+        cursor.execute(statement)
     finally:
         cursor.close()
         dbapi_connection.autocommit = autocommit
+
+
+# How long a request of the server waits for one lock on PostgreSQL (a row another transaction is
+# changing, a table a definition change alters) before the statement fails with 55P03, which the
+# server answers 503 with nothing changed (`is_transient`): as long as a request waits for SQLite's
+# write lock (SQLITE_BUSY_MS). Without it a request waits for as long as the holder runs (a major
+# case's close cascading to a million children holds their rows for minutes), and a definition
+# change's ALTER TABLE waiting for its lock holds up every request after it on that table.
+# Workers and the command line wait as long as it takes: a job would rather be late than fail.
+REQUEST_LOCK_WAIT_MS = SQLITE_BUSY_MS
+
+
+def requests_engine(engine: sa.Engine) -> sa.Engine:
+    """The server's engine (`prepare_engine` first): on PostgreSQL each of its connections waits at
+    most REQUEST_LOCK_WAIT_MS for a lock. Idempotent."""
+    if engine.dialect.name == "postgresql" and not event.contains(engine, "connect", _request_lock_wait):
+        event.listen(engine, "connect", _request_lock_wait)
+    return engine
+
+
+def _request_lock_wait(dbapi_connection, connection_record) -> None:
+    _session_setting(dbapi_connection, f"SET lock_timeout = {REQUEST_LOCK_WAIT_MS}")
 
 
 # psycopg forgets every statement it prepared at each ROLLBACK (and deallocates them on the server: a

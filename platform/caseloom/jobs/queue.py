@@ -55,6 +55,14 @@ def is_embedded(url: str) -> bool:
     return url.startswith(SQLITE)
 
 
+# An idle thread of a consumer of the embedded queue (a SQLite file, which has no blocking read) looks
+# for a task again after 0.1 s, then a little later each time, up to this: a slice of a job queued
+# while a worker idles is taken within it (with 2 s, the second of two workers joined a child-creation
+# job half a second after the first, a tenth of its time). A look is one short read of the queue file.
+# On Redis a thread waits on the queue itself and takes a task the moment it is queued.
+IDLE_POLL_SECONDS = 0.25
+
+
 class JobConsumer(Consumer):
     """A huey consumer that also runs the reaper: lost jobs are resumed when it starts (a worker
     started again after a crash takes up the jobs of the one that died at once) and every few
@@ -146,7 +154,7 @@ class JobQueue:
         mail = Ticker("mail-in", self.mail_poll, lambda: config.imap_poll_seconds) if config.imap_url else None
         presence = Presence(self._runtime.engine, self._runtime.storage, workers)
         return factory(self.huey, self.reap, clock, workers=workers, worker_type="thread", periodic=True,
-                       initial_delay=0.1, backoff=1.15, max_delay=2.0, shutdown_timeout=30, mail=mail,
+                       initial_delay=0.1, backoff=1.15, max_delay=IDLE_POLL_SECONDS, shutdown_timeout=30, mail=mail,
                        presence=presence)
 
     def enqueue(self, task: str, *args) -> None:

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JOB = "slice"
-POLL_SECONDS = 0.2
+POLL_SECONDS = 0.05  # how often a parent looks at its slices run elsewhere: the job ends this soon after its last
 SliceFunction = Callable[[JobRun], str | None]
 # What a slice of each kind does: a function of its JobRun (params: the parent's keys, `kind`,
 # `after` and `upto`), idempotent over its range, reporting progress; "module:function" is

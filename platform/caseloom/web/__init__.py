@@ -11,7 +11,7 @@ from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ..config import Config
-from ..database import absolute_url, engine_options, prepare_engine
+from ..database import absolute_url, engine_options, prepare_engine, requests_engine
 from ..definitions import Definitions, load_folder
 from ..runtime import Runtime
 from ..sessions import SessionPolicy
@@ -67,7 +67,7 @@ def create_app(config: Config | None = None, defs: Definitions | None = None, te
     db.init_app(app)
     csrf.init_app(app)
     with app.app_context():
-        app.extensions["caseloom"] = Runtime(config, defs, engine=prepare_engine(db.engine))
+        app.extensions["caseloom"] = Runtime(config, defs, engine=requests_engine(prepare_engine(db.engine)))
 
     from . import (
         api,

@@ -65,21 +65,41 @@ PAGES = {
     503: ("Busy: nothing was changed", "Wait a moment and try again."),
 }
 BUSY_RETRY_SECONDS = 5
+RESEND_WORDS = "What you sent is kept below: send it again in a moment."
+# a form sending a field so named is not kept on the busy page: what it holds is never shown back
+SECRET_FIELD_WORDS = ("password", "secret")
 CSRF_WORDS = ("The form had expired or did not come from this site, so nothing was done. Go back, reload the page and "
               "try again.")
 
 
-def error_page(status: int, message: str, detail: str = "", headers: dict | None = None):
-    """The error as a page of the UI (the top bar and the menu, a heading, what happened, a way on)."""
+def error_page(status: int, message: str, detail: str = "", headers: dict | None = None, resend: dict | None = None):
+    """The error as a page of the UI (the top bar and the menu, a heading, what happened, a way on);
+    `resend`: what a refused form sent, to send again from the page (`_resend`)."""
     from flask import g, render_template
 
     title, advice = PAGES.get(status, ("Something went wrong", "Go back and try again."))
     said = detail or message
     if "CSRF" in said:
         said, advice = CSRF_WORDS, ""
+    if resend:
+        advice = RESEND_WORDS
     page = render_template("error.html", status=status, title=title, message=said, advice=advice,
-                           actor=g.get("actor"))
+                           actor=g.get("actor"), resend=resend)
     return page, status, {k: v for k, v in (headers or {}).items() if k.lower() != "content-type"}
+
+
+def _resend() -> dict | None:
+    """What a browser's form sent, for the busy page to send again unchanged (nothing was changed, so
+    sending it again is safe; its CSRF token is the session's, which still holds) and to show, so
+    nothing typed is lost: none for htmx's partial requests, a sign-in, a form with a password or a
+    secret (never shown back), or one with a file (not kept: it is chosen again)."""
+    if request.headers.get("HX-Request") or request.endpoint == "login" or request.files:
+        return None
+    fields = list(request.form.items(multi=True))
+    if any(word in name.lower() for name, _ in fields for word in SECRET_FIELD_WORDS):
+        return None
+    typed = [(name, value) for name, value in fields if value.strip() and name != "csrf_token"]
+    return {"action": request.full_path.rstrip("?"), "fields": fields, "typed": typed}
 
 
 def register(app: Flask) -> None:
@@ -120,8 +140,11 @@ def register(app: Flask) -> None:
         detail = ("the database is busy: another write held it for longer than this request waits; nothing was "
                   "changed" if is_busy(exc) else f"the database stopped this write to let another one finish "
                   f"({getattr(exc.orig, 'sqlstate', '')}); nothing was changed")
-        return error_response(503, "The database is busy: try again in a moment", detail,
-                              {"Retry-After": str(BUSY_RETRY_SECONDS)})
+        headers = {"Retry-After": str(BUSY_RETRY_SECONDS)}
+        if request.method == "POST" and not _wants_json():  # a form's post: what it sent, to send again
+            db.session.rollback()
+            return error_page(503, "The database is busy: try again in a moment", detail, headers, _resend())
+        return error_response(503, "The database is busy: try again in a moment", detail, headers)
 
     from ..effects import EffectFailed
     from ..sandbox import ScriptFailed, ScriptRefused, ScriptsDisabled
