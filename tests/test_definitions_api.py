@@ -1,10 +1,13 @@
 """The definitions API: validate a whole new set, migrate, record history, reload everywhere."""
 
+import threading
+import time
 from dataclasses import replace
 
 import pytest
 import sqlalchemy as sa
 
+from caseloom import migrate
 from caseloom.web import create_app
 from conftest import basic
 
@@ -158,6 +161,90 @@ def test_dropping_a_field_with_data_is_refused_then_restored_from_history(admin_
     assert r.status_code == 409  # the table holds a row
     entry = client.get("/api/caseloom/definitions/history").json["result"][0]
     assert client.post(f"/api/caseloom/definitions/history/{entry['id']}/restore").status_code == 200
+
+
+@pytest.fixture
+def table_in_use(database_url):
+    """On PostgreSQL: `use(table)` reads `table` in a transaction left open (its ACCESS SHARE lock
+    held) until `release()`; `waiting()` says whether a schema change waits for a lock."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("a PostgreSQL matter: on SQLite a schema change holds the write lock, and readers go on")
+    engine = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
+    held = engine.connect()
+    watcher = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+
+    class Use:
+        def use(self, table: str) -> None:
+            held.begin()
+            held.exec_driver_sql("SET idle_in_transaction_session_timeout = '60s'")  # a failing test ends it
+            held.exec_driver_sql(f'SELECT count(*) FROM "{table}"')
+
+        def release(self) -> None:
+            held.rollback()
+
+        def waiting(self) -> bool:
+            return bool(watcher.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE 'ALTER TABLE%%'"
+            ).scalar())
+
+    yield Use()
+    held.close()
+    watcher.close()
+    engine.dispose()
+
+
+def test_a_schema_change_gives_way_to_a_long_reader_and_never_holds_up_the_reads_behind_it(admin_client,
+                                                                                           table_in_use):
+    """On PostgreSQL an ALTER TABLE waits for the transactions using its table, and every statement after
+    it waits behind it. A change of definitions waits 2 s at most a try, and between tries the reads
+    queued behind it run: a list read while a long transaction holds the table answers; the change is
+    made once that transaction ends."""
+    client, app = admin_client
+    assert client.put("/api/caseloom/definitions/tables/u_widget.yaml", data=WIDGET,
+                      content_type="application/yaml").status_code == 200
+    assert client.post("/api/now/table/u_widget", json={"name": "Sprocket"}).status_code == 201
+    table_in_use.use("u_widget")
+    done = {}
+    coloured = WIDGET + "  colour: {type: string, max_length: 20}\n"
+    change = threading.Thread(target=lambda: done.setdefault("put", client.put(
+        "/api/caseloom/definitions/tables/u_widget.yaml", data=coloured, content_type="application/yaml")))
+    change.start()
+    deadline = time.monotonic() + 20
+    while not table_in_use.waiting() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert table_in_use.waiting(), "the change never waited for the table"
+    reader = app.test_client()
+    listed = reader.get("/api/now/table/u_widget?sysparm_fields=name", headers=basic("admin"))
+    assert listed.status_code == 200 and [r["name"] for r in listed.json["result"]] == ["Sprocket"]
+    assert change.is_alive(), "the change was made while the table was in use"
+    table_in_use.release()
+    change.join(60)
+    assert done["put"].status_code == 200, done["put"].get_data(as_text=True)
+    made = client.post("/api/now/table/u_widget", json={"name": "Gear", "colour": "red"})
+    assert made.status_code == 201 and made.json["result"]["colour"] == "red"
+
+
+def test_a_schema_change_whose_table_stays_in_use_is_503_and_changes_nothing(admin_client, table_in_use,
+                                                                            monkeypatch):
+    """Through every try the table stays in use: 503 with Retry-After, naming the table; the definition
+    file and the table are as they were."""
+    client, app = admin_client
+    assert client.put("/api/caseloom/definitions/tables/u_widget.yaml", data=WIDGET,
+                      content_type="application/yaml").status_code == 200
+    monkeypatch.setattr(migrate, "DDL_LOCK_WAIT_MS", 100)
+    monkeypatch.setattr(migrate, "DDL_TRIES", 3)
+    table_in_use.use("u_widget")
+    try:
+        refused = client.put("/api/caseloom/definitions/tables/u_widget.yaml",
+                             data=WIDGET + "  colour: {type: string, max_length: 20}\n", content_type="application/yaml")
+    finally:
+        table_in_use.release()
+    assert refused.status_code == 503, refused.get_data(as_text=True)
+    assert refused.headers["Retry-After"] == "5"
+    assert "other transactions kept using u_widget through 3 tries of 0.1 s" in refused.json["error"]["detail"]
+    assert "nothing was changed" in refused.json["error"]["detail"]
+    assert client.get("/api/caseloom/definitions/tables/u_widget.yaml").get_data(as_text=True) == WIDGET
+    assert client.post("/api/now/table/u_widget", json={"name": "Gear", "colour": "red"}).status_code == 400
 
 
 def test_definitions_api_is_admin_only(client):

@@ -9,6 +9,7 @@ change that would not fit the values already stored, is refused unless forced.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -21,6 +22,15 @@ from . import containsindex, textindex
 from .storage import Storage
 
 MANAGED = "managed_tables"
+# A schema change on PostgreSQL takes its table's ACCESS EXCLUSIVE lock, and while it waits for it
+# (behind a long read, an export, a job's unit on the table) every statement after it on that table
+# waits too: a live system would stand still for as long as the oldest transaction on the table runs.
+# So each try waits at most DDL_LOCK_WAIT_MS for a lock, then rolls back to its savepoint (what had
+# queued behind it runs), pauses a little longer each time, and tries again: DDL_TRIES in all, about
+# 26 s, before it gives up with TablesInUse and nothing changed.
+DDL_LOCK_WAIT_MS = 2000
+DDL_TRIES = 8
+DDL_PAUSES = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 3.0)  # seconds between tries
 
 
 class DataLossRefused(Exception):
@@ -30,6 +40,11 @@ class DataLossRefused(Exception):
         self.losses = losses
         super().__init__("refusing to migrate, this would lose data:\n  " + "\n  ".join(losses)
                          + "\nrun again with --force to accept the loss")
+
+
+class TablesInUse(Exception):
+    """Other transactions kept a table a schema change alters in use through every try; nothing was
+    changed (the API and the UI answer 503: try again)."""
 
 
 @dataclass
@@ -159,7 +174,36 @@ def migrate_connection(conn: sa.Connection, storage: Storage, force: bool = Fals
 
 def apply_steps(conn: sa.Connection, storage: Storage, steps: list[Step]) -> list[str]:
     """Run steps from `plan` (already checked for data loss by the caller) in the caller's transaction,
-    then make the text and contains indexes what the definitions say (returns what that did)."""
+    then make the text and contains indexes what the definitions say (returns what that did). On
+    PostgreSQL in tries that give way to the transactions using the tables (DDL_LOCK_WAIT_MS)."""
+    if conn.dialect.name != "postgresql":
+        return _apply_steps(conn, storage, steps)
+    before = conn.exec_driver_sql("SHOW lock_timeout").scalar()
+    tried = 0
+    while True:
+        tried += 1
+        savepoint = conn.begin_nested()
+        try:
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {DDL_LOCK_WAIT_MS}")
+            made = _apply_steps(conn, storage, steps)
+        except sa.exc.OperationalError as exc:
+            savepoint.rollback()
+            if getattr(exc.orig, "sqlstate", None) != "55P03":  # not a lock it waited for
+                raise
+            if tried == DDL_TRIES:
+                tables = ", ".join(sorted({s.table for s in steps})) or "the tables' indexes"
+                raise TablesInUse(
+                    f"other transactions kept using {tables} through {DDL_TRIES} tries of "
+                    f"{DDL_LOCK_WAIT_MS / 1000:g} s to change it; nothing was changed. Try again once the long "
+                    f"work on it has ended (PostgreSQL's pg_stat_activity shows what runs)") from exc
+            time.sleep(DDL_PAUSES[min(tried, len(DDL_PAUSES)) - 1])
+        else:
+            savepoint.commit()
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{before}'")  # the rest of the transaction as it was
+            return made
+
+
+def _apply_steps(conn: sa.Connection, storage: Storage, steps: list[Step]) -> list[str]:
     altered = {s.table for s in steps if isinstance(s.op, (aops.AlterColumnOp, aops.DropColumnOp))}
     textindex.before_altering(conn, storage, altered & set(sa.inspect(conn).get_table_names()))
     _apply(conn, steps)

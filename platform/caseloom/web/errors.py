@@ -8,6 +8,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..database import is_busy, is_transient
 from ..definitions import DefinitionErrors
+from ..migrate import TablesInUse
 from ..query import QueryError
 from ..records import AccessDenied, Conflict, NotFound, RecordError
 from . import db
@@ -88,6 +89,16 @@ def error_page(status: int, message: str, detail: str = "", headers: dict | None
     return page, status, {k: v for k, v in (headers or {}).items() if k.lower() != "content-type"}
 
 
+def _busy(detail: str):
+    """503 with Retry-After: the database could not do it now, and nothing was changed. A form's post
+    is answered with a page that keeps what it sent, to send again."""
+    headers = {"Retry-After": str(BUSY_RETRY_SECONDS)}
+    if request.method == "POST" and not _wants_json():
+        db.session.rollback()
+        return error_page(503, "The database is busy: try again in a moment", detail, headers, _resend())
+    return error_response(503, "The database is busy: try again in a moment", detail, headers)
+
+
 def _resend() -> dict | None:
     """What a browser's form sent, for the busy page to send again unchanged (nothing was changed, so
     sending it again is safe; its CSRF token is the session's, which still holds) and to show, so
@@ -137,14 +148,13 @@ def register(app: Flask) -> None:
         database is a fault of the server, answered 500 as before."""
         if not is_transient(exc):
             raise exc
-        detail = ("the database is busy: another write held it for longer than this request waits; nothing was "
-                  "changed" if is_busy(exc) else f"the database stopped this write to let another one finish "
-                  f"({getattr(exc.orig, 'sqlstate', '')}); nothing was changed")
-        headers = {"Retry-After": str(BUSY_RETRY_SECONDS)}
-        if request.method == "POST" and not _wants_json():  # a form's post: what it sent, to send again
-            db.session.rollback()
-            return error_page(503, "The database is busy: try again in a moment", detail, headers, _resend())
-        return error_response(503, "The database is busy: try again in a moment", detail, headers)
+        return _busy("the database is busy: another write held it for longer than this request waits; nothing was "
+                     "changed" if is_busy(exc) else f"the database stopped this write to let another one finish "
+                     f"({getattr(exc.orig, 'sqlstate', '')}); nothing was changed")
+
+    @app.errorhandler(TablesInUse)
+    def tables_in_use(exc: TablesInUse):
+        return _busy(str(exc))
 
     from ..effects import EffectFailed
     from ..sandbox import ScriptFailed, ScriptRefused, ScriptsDisabled
