@@ -148,9 +148,11 @@ def register(app: Flask) -> None:
         database is a fault of the server, answered 500 as before."""
         if not is_transient(exc):
             raise exc
-        return _busy("the database is busy: another write held it for longer than this request waits; nothing was "
-                     "changed" if is_busy(exc) else f"the database stopped this write to let another one finish "
-                     f"({getattr(exc.orig, 'sqlstate', '')}); nothing was changed")
+        state = getattr(exc.orig, "sqlstate", None)
+        if is_busy(exc) or state == "55P03":  # SQLite's write lock, or a lock on PostgreSQL, not had in time
+            return _busy("the database is busy: another write held what this request needed for longer than it "
+                         f"waits{f' ({state})' if state else ''}; nothing was changed")
+        return _busy(f"the database stopped this write to let another one finish ({state}); nothing was changed")
 
     @app.errorhandler(TablesInUse)
     def tables_in_use(exc: TablesInUse):
