@@ -23,6 +23,7 @@ import pytest
 import sqlalchemy as sa
 
 import pg_reuse
+from caseloom import database
 from caseloom.bootstrap import initialise
 from caseloom.config import Config
 from caseloom.definitions import load_folder
@@ -372,3 +373,36 @@ def form_token(client, url: str) -> str:
 
     return re.search(r'name="csrf-token" content="([^"]+)"', client.get(url).get_data(as_text=True)).group(1)
 
+
+@contextlib.contextmanager
+def database_held(app, database_url: str, monkeypatch, table: str, sys_id: str | None = None):
+    """The server's requests wait 0.2 s for a lock (their pool opened again), while another connection
+    holds one: on SQLite the write lock; on PostgreSQL `sys_id`'s row of `table` (FOR UPDATE), or the
+    whole table against writes (SHARE ROW EXCLUSIVE: reads go on, inserts wait)."""
+    engine = app.extensions["caseloom"].engine
+    if database_url.startswith("sqlite"):
+        engine.dispose()
+        sa.event.listen(engine, "connect", lambda raw, record: raw.execute("PRAGMA busy_timeout=200"))
+        holder = sqlite3.connect(database_url[len("sqlite:///"):], isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        return
+    monkeypatch.setattr(database, "REQUEST_LOCK_WAIT_MS", 200)  # the server's own setting, shortened
+    engine.dispose()
+    with sa.create_engine(database_url, poolclass=sa.pool.NullPool).connect() as holder:
+        holder.begin()
+        # should a request wait regardless (no lock wait limit), the server ends the holder in 10 s
+        holder.exec_driver_sql("SET idle_in_transaction_session_timeout = '10s'")
+        if sys_id:
+            holder.exec_driver_sql(f'SELECT sys_id FROM "{table}" WHERE sys_id = %(s)s FOR UPDATE', {"s": sys_id})
+        else:
+            holder.exec_driver_sql(f'LOCK TABLE "{table}" IN SHARE ROW EXCLUSIVE MODE')
+        try:
+            yield
+        finally:
+            with contextlib.suppress(sa.exc.DBAPIError):  # ended by the server: its lock is gone anyway
+                holder.rollback()

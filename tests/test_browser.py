@@ -9,7 +9,10 @@ import re
 import threading
 
 import pytest
+import sqlalchemy as sa
 from werkzeug.serving import make_server
+
+from conftest import database_held
 
 CHROMIUM = os.environ.get("CASELOOM_CHROMIUM") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (set CASELOOM_CHROMIUM or install chromium)")
@@ -380,3 +383,37 @@ def test_a_list_condition_built_with_the_filter_builder(login, server, runtime):
     assert page.get_by_label("Conditions").input_value() == "country=DE"
     page.get_by_role("button", name="Preview").click()
     assert f"{total} records identified by the condition" in page.locator(".preview").inner_text()
+
+
+def test_a_comment_refused_by_a_busy_database_is_sent_again_with_one_click(browser, server, app, runtime,
+                                                                          database_url, monkeypatch):
+    """A customer's comment in the portal, sent while another connection holds the database (SQLite's
+    write lock, or the case's row on PostgreSQL): the page says nothing was changed and shows the
+    comment; once the database is free, *Send again* adds it, once."""
+    with runtime.transaction() as service:
+        user = service.conn.execute(sa.text("SELECT contact FROM sys_user WHERE user_name = 'customer'")).scalar()
+        case = service.conn.execute(sa.text("SELECT sys_id FROM task WHERE contact = :u AND active = :a ORDER BY number"),
+                                    {"u": user, "a": True}).scalar()
+    context = browser.new_context(viewport={"width": 1300, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(f"{server}/login")
+    page.get_by_label("User name").fill("customer")
+    page.get_by_label("Password").fill("customer")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/csm"))
+    page.goto(f"{server}/csm/record/{case}")
+    text = "Still down here since 9:00 <b>and</b> getting worse"
+    page.get_by_label("Add a comment").fill(text)
+    with database_held(app, database_url, monkeypatch, "task", case):
+        page.get_by_role("button", name="Send", exact=True).click()
+        page.get_by_role("heading", name="Busy: nothing was changed").wait_for()
+    assert page.locator("dl.resent pre").inner_text() == text
+    page.get_by_role("button", name="Send again").click()
+    page.wait_for_url(re.compile(rf"/csm/record/{case}$"))
+    assert page.get_by_text("Your comment was added.").is_visible()
+    with runtime.transaction() as service:
+        added = service.conn.execute(sa.text("SELECT count(*) FROM sys_journal_field WHERE element_id = :c AND value = :v"),
+                                     {"c": case, "v": text}).scalar()
+    assert added == 1
+    context.close()

@@ -16,9 +16,8 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from caseloom import database
 from caseloom.database import WRITE_LOCK, Checkpointer, is_transient, write_transaction
-from conftest import form_token, long_job_on_sqlite, ui_sign_in
+from conftest import database_held, form_token, long_job_on_sqlite, ui_sign_in
 
 
 def checkpointed_count(path: str, table: str) -> int:
@@ -119,40 +118,6 @@ def test_a_lock_not_had_is_transient_and_a_wrong_statement_is_not(runtime, datab
     with runtime.engine.connect() as conn, pytest.raises(sa.exc.DBAPIError) as wrong:
         conn.exec_driver_sql("SELECT no_such_column FROM transient_rows")
     assert not is_transient(wrong.value)
-
-
-@contextlib.contextmanager
-def database_held(app, database_url: str, monkeypatch, table: str, sys_id: str | None = None):
-    """The server's requests wait 0.2 s for a lock (their pool opened again), while another connection
-    holds one: on SQLite the write lock; on PostgreSQL `sys_id`'s row of `table` (FOR UPDATE), or the
-    whole table against writes (SHARE ROW EXCLUSIVE: reads go on, inserts wait)."""
-    engine = app.extensions["caseloom"].engine
-    if database_url.startswith("sqlite"):
-        engine.dispose()
-        sa.event.listen(engine, "connect", lambda raw, record: raw.execute("PRAGMA busy_timeout=200"))
-        holder = sqlite3.connect(database_url[len("sqlite:///"):], isolation_level=None)
-        holder.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        finally:
-            holder.execute("ROLLBACK")
-            holder.close()
-        return
-    monkeypatch.setattr(database, "REQUEST_LOCK_WAIT_MS", 200)  # the server's own setting, shortened
-    engine.dispose()
-    with sa.create_engine(database_url, poolclass=sa.pool.NullPool).connect() as holder:
-        holder.begin()
-        # should a request wait regardless (no lock wait limit), the server ends the holder in 10 s
-        holder.exec_driver_sql("SET idle_in_transaction_session_timeout = '10s'")
-        if sys_id:
-            holder.exec_driver_sql(f'SELECT sys_id FROM "{table}" WHERE sys_id = %(s)s FOR UPDATE', {"s": sys_id})
-        else:
-            holder.exec_driver_sql(f'LOCK TABLE "{table}" IN SHARE ROW EXCLUSIVE MODE')
-        try:
-            yield
-        finally:
-            with contextlib.suppress(sa.exc.DBAPIError):  # ended by the server: its lock is gone anyway
-                holder.rollback()
 
 
 def test_the_servers_requests_wait_for_a_lock_as_long_as_on_sqlite_and_workers_as_long_as_it_takes(app, runtime,

@@ -84,6 +84,7 @@ def error_page(status: int, message: str, detail: str = "", headers: dict | None
         said, advice = CSRF_WORDS, ""
     if resend:
         advice = RESEND_WORDS
+    said = said[:1].upper() + said[1:]  # a sentence of the page, whatever case the API's detail starts with
     page = render_template("error.html", status=status, title=title, message=said, advice=advice,
                            actor=g.get("actor"), resend=resend)
     return page, status, {k: v for k, v in (headers or {}).items() if k.lower() != "content-type"}
