@@ -13,7 +13,7 @@ from ...definitions.model import FieldDef, TableDef
 from ...query import Query, Term
 from ...records import AccessDenied, Conflict, NotFound, RecordError
 from .. import db
-from ..auth import connection, only_read_from_now, records, rollback, runtime
+from ..auth import connection, records, rollback, runtime
 from ..serialize import audit_names, base_url, make_shape, record_name, render_record, value_words
 from . import blueprint, login_required
 from .actions import _confirmation, _too_many
@@ -265,8 +265,7 @@ BUSY_WORDS = "The database is busy, so nothing was saved. What you typed is stil
 
 def busy_form(table: str):
     """A form's save the database refused as busy (`is_transient`): the form again (503), with what
-    was typed and BUSY_WORDS, read without the write lock (`only_read_from_now`)."""
-    only_read_from_now()
+    was typed and BUSY_WORDS; the request has given up writing first (`only_read_from_now`)."""
     tdef = runtime().defs.tables.get(table)
     if tdef is None:
         abort(404)

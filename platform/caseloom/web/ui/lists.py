@@ -18,7 +18,7 @@ from ...query.conditions import TEXT_QUERY, All
 from ...query.total import EXACT_COUNT_LIMIT, Total
 from ...records import AccessDenied, Conflict, NotFound, RecordError
 from .. import db
-from ..auth import connection, properties, records, runtime, safe_path, session_actor
+from ..auth import connection, only_read_from_now, properties, records, runtime, safe_path, session_actor
 from ..serialize import base_url, display_names, make_shape, record_name, render_record
 from . import blueprint, login_required
 from .export import export_format, export_list, with_basic_auth
@@ -220,7 +220,8 @@ def dispatch(name: str):
             raise
     from .forms import busy_form
 
-    g.pop("session_actor", None)  # the session is read again, without the write lock
+    only_read_from_now()  # rolled back first: the session and the form are read again without the write lock
+    g.pop("session_actor", None)
     return login_required(busy_form)(name)
 
 
