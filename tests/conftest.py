@@ -374,6 +374,41 @@ def form_token(client, url: str) -> str:
     return re.search(r'name="csrf-token" content="([^"]+)"', client.get(url).get_data(as_text=True)).group(1)
 
 
+@pytest.fixture
+def table_written(database_url):
+    """On PostgreSQL: `write(table)` inserts a row of `table` in a transaction left open (a writer of the
+    table, its ROW EXCLUSIVE lock held) until `release()`; `sql(...)` runs one statement in autocommit."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("a PostgreSQL matter: on SQLite an index is built under the write lock, as every write")
+    engine = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
+    held = engine.connect()
+    other = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+
+    class Writer:
+        def write(self, table: str) -> None:
+            held.begin()
+            held.exec_driver_sql("SET idle_in_transaction_session_timeout = '60s'")  # a failing test ends it
+            held.exec_driver_sql(f"INSERT INTO \"{table}\" (sys_id, sys_class_name, sys_created_on, sys_updated_on, "
+                                 f"sys_mod_count, name) VALUES ('{'a' * 32}', '{table}', now(), now(), 0, 'Held')")
+
+        def release(self) -> None:
+            held.rollback()
+
+        def sql(self, statement: str):
+            return other.exec_driver_sql(statement)
+
+        def index(self, name: str) -> str | None:
+            """'valid' or 'invalid' for an index of that name, None when there is none."""
+            valid = self.sql(f"SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                             f"WHERE c.relname = '{name}'").scalar()
+            return None if valid is None else "valid" if valid else "invalid"
+
+    yield Writer()
+    held.close()
+    other.close()
+    engine.dispose()
+
+
 @contextlib.contextmanager
 def database_held(app, database_url: str, monkeypatch, table: str, sys_id: str | None = None):
     """The server's requests wait 0.2 s for a lock (their pool opened again), while another connection

@@ -402,3 +402,31 @@ def test_a_file_that_cannot_be_rewritten_in_place_is_refused():
         set_entry("table: x\nfields: {name: {type: string}}\n", "fields", "colour", {"type": "string"})
     with pytest.raises(YamlEditError, match="does not parse"):
         set_top_level("table: [x\n", "list", ["a"])
+
+
+WIDGET = "table: u_widget\nlabel: Widget\ndisplay: name\nfields:\n  name: {type: string, max_length: 40}\n"
+
+
+def test_an_index_the_change_could_not_build_is_named_on_the_page(admin, table_written, monkeypatch):
+    """PostgreSQL: a new index of a table with rows is built after the change commits; when the table's
+    writers keep it from being built, the page says so, and the change is made all the same."""
+    from caseloom import indexbuild
+
+    api = {"headers": basic("admin"), "content_type": "application/yaml"}
+    assert admin.client.put("/api/caseloom/definitions/tables/u_widget.yaml", data=WIDGET, **api).status_code == 200
+    assert admin.client.post("/api/now/table/u_widget", json={"name": "Sprocket"},
+                             headers=basic("admin")).status_code == 201
+    indexed = WIDGET + "indexes:\n  - [sys_created_on, name]\n"
+    monkeypatch.setattr(indexbuild, "BUILD_LOCK_WAIT_MS", 200)
+    table_written.write("u_widget")
+    try:
+        applied = admin.change("apply", "tables/u_widget.yaml", indexed, version_of(WIDGET))
+    finally:
+        table_written.release()
+    assert applied.status_code == 302
+    page = html_lib.unescape(admin.get(applied.headers["Location"]).get_data(as_text=True))
+    assert ("Applied tables/u_widget.yaml (updated): create index ix_u_widget_sys_created_on_name on u_widget. "
+            "Every server process uses it from its next request. Not built yet: the index "
+            "ix_u_widget_sys_created_on_name of u_widget was not built (canceling statement due to lock timeout); "
+            "the change itself is made") in page
+    assert stored(admin, "tables/u_widget.yaml") == indexed

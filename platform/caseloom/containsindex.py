@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from . import indexbuild
 from .storage import Storage, index_name
 
 PREFIX = "cx"
@@ -40,8 +41,10 @@ def name_of(root: str, field: str) -> str:
     return index_name(root, (field,), PREFIX)
 
 
-def ensure(conn: sa.Connection, storage: Storage) -> list[str]:
-    """Make the contains indexes the definitions name and drop the others (PostgreSQL); returns what it did."""
+def ensure(conn: sa.Connection, storage: Storage, later: list[indexbuild.IndexBuild] | None = None) -> list[str]:
+    """Make the contains indexes the definitions name and drop the others (PostgreSQL); returns what it did.
+    The index of a table that holds rows is added to `later` (built after the commit, concurrently)
+    when `later` is given."""
     if conn.dialect.name != "postgresql":
         return []
     roots = sorted({t.root for t in storage.defs.tables.values()})
@@ -49,6 +52,9 @@ def ensure(conn: sa.Connection, storage: Storage) -> list[str]:
     existing = set(conn.execute(sa.text(
         "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND indexname LIKE :p"),
         {"p": PREFIX + "\\_%"}).scalars())
+    for name in sorted(existing & indexbuild.invalid(conn)):  # a concurrent build that did not finish
+        conn.exec_driver_sql(f'DROP INDEX "{name}"')
+        existing.discard(name)
     done = []
     for name in sorted(existing - set(wanted)):
         conn.exec_driver_sql(f'DROP INDEX "{name}"')
@@ -56,11 +62,19 @@ def ensure(conn: sa.Connection, storage: Storage) -> list[str]:
     missing = sorted(set(wanted) - existing)
     if missing:
         _extension(conn)
+    now = set()
     for name in missing:
         root, field = wanted[name]
-        conn.exec_driver_sql(f'CREATE INDEX "{name}" ON "{root}" USING gin (lower("{field}") gin_trgm_ops)')
+        create = f'CREATE INDEX "{name}" ON "{root}" USING gin (lower("{field}") gin_trgm_ops)'
+        if later is not None and indexbuild.has_rows(conn, root):
+            # the planner's statistics of the new expression come with the index
+            later.append(indexbuild.IndexBuild(name, root, create.replace("CREATE INDEX", "CREATE INDEX CONCURRENTLY", 1),
+                                               analyze=True))
+        else:
+            conn.exec_driver_sql(create)
+            now.add(root)
         done.append(f"build the contains index of {root}.{field}")
-    for root in sorted({wanted[name][0] for name in missing}):  # the planner's statistics of the new expressions
+    for root in sorted(now):  # the planner's statistics of the new expressions
         conn.exec_driver_sql(f'ANALYZE "{root}"')
     return done
 

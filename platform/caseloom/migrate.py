@@ -18,7 +18,7 @@ from alembic.migration import MigrationContext
 from alembic.operations import Operations
 from alembic.operations import ops as aops
 
-from . import containsindex, textindex
+from . import containsindex, indexbuild, textindex
 from .storage import Storage
 
 MANAGED = "managed_tables"
@@ -66,6 +66,10 @@ def _managed_tables(conn: sa.Connection, storage: Storage) -> set[str]:
 def plan(conn: sa.Connection, storage: Storage) -> list[Step]:
     """Every change the database needs, each with the data it would lose (if any)."""
     managed = _managed_tables(conn, storage) | set(storage.metadata.tables)
+    # an index a concurrent build left invalid (indexbuild) is as good as missing: built again if the
+    # definitions want it, dropped (as any other) if not
+    wanted = {index.name for table in storage.metadata.tables.values() for index in table.indexes}
+    broken = indexbuild.invalid(conn) & wanted if conn.dialect.name == "postgresql" else set()
 
     def include(obj, name, type_, reflected, compare_to):
         if type_ == "table":
@@ -76,7 +80,11 @@ def plan(conn: sa.Connection, storage: Storage) -> list[Step]:
             return False  # a contains index (caseloom.containsindex), made after the migration
         return True
 
-    context = MigrationContext.configure(conn, opts={"include_object": include, "compare_type": True})
+    def include_name(name, type_, parent_names):  # what is read from the database, before comparing
+        return not (type_ == "index" and name in broken)
+
+    context = MigrationContext.configure(conn, opts={"include_object": include, "include_name": include_name,
+                                                           "compare_type": True})
     script = produce_migrations(context, storage.metadata)
     steps: list[Step] = []
     for op in script.upgrade_ops.ops:
@@ -156,14 +164,19 @@ def _describe_alter(conn: sa.Connection, op: aops.AlterColumnOp, table: str) -> 
 
 
 def migrate(engine: sa.Engine, storage: Storage, force: bool = False) -> list[str]:
-    """Apply every planned change in one transaction; returns what was done."""
+    """Apply every planned change in one transaction, then build concurrently the new indexes of tables
+    that hold rows (indexbuild); returns what was done, and what could not be built."""
     with engine.begin() as conn:
-        return migrate_connection(conn, storage, force)
+        done = migrate_connection(conn, storage, force)
+        later = indexbuild.take_later(conn)
+    return done + indexbuild.build_later(engine, later)
 
 
 def migrate_connection(conn: sa.Connection, storage: Storage, force: bool = False) -> list[str]:
     """Apply every planned change inside the caller's transaction (DDL is transactional on
-    SQLite and PostgreSQL, so a later failure undoes the schema change too)."""
+    SQLite and PostgreSQL, so a later failure undoes the schema change too). On PostgreSQL the new
+    indexes of tables that hold rows are left for after the commit: `indexbuild.take_later(conn)`,
+    then `indexbuild.build_later`."""
     steps = plan(conn, storage)
     losses = [s.loss for s in steps if s.loss]
     if losses and not force:
@@ -175,9 +188,11 @@ def migrate_connection(conn: sa.Connection, storage: Storage, force: bool = Fals
 def apply_steps(conn: sa.Connection, storage: Storage, steps: list[Step]) -> list[str]:
     """Run steps from `plan` (already checked for data loss by the caller) in the caller's transaction,
     then make the text and contains indexes what the definitions say (returns what that did). On
-    PostgreSQL in tries that give way to the transactions using the tables (DDL_LOCK_WAIT_MS)."""
+    PostgreSQL in tries that give way to the transactions using the tables (DDL_LOCK_WAIT_MS), and the
+    new indexes of tables that hold rows kept for after the commit (`indexbuild.take_later`)."""
+    indexbuild.take_later(conn)  # what an earlier change on this connection, rolled back, left
     if conn.dialect.name != "postgresql":
-        return _apply_steps(conn, storage, steps)
+        return _apply_steps(conn, storage, steps, [])
     before = conn.exec_driver_sql("SHOW lock_timeout").scalar()
     tried = 0
     while True:
@@ -185,7 +200,8 @@ def apply_steps(conn: sa.Connection, storage: Storage, steps: list[Step]) -> lis
         savepoint = conn.begin_nested()
         try:
             conn.exec_driver_sql(f"SET LOCAL lock_timeout = {DDL_LOCK_WAIT_MS}")
-            made = _apply_steps(conn, storage, steps)
+            later: list[indexbuild.IndexBuild] = []
+            made = _apply_steps(conn, storage, steps, later)
         except sa.exc.OperationalError as exc:
             savepoint.rollback()
             if getattr(exc.orig, "sqlstate", None) != "55P03":  # not a lock it waited for
@@ -200,18 +216,20 @@ def apply_steps(conn: sa.Connection, storage: Storage, steps: list[Step]) -> lis
         else:
             savepoint.commit()
             conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{before}'")  # the rest of the transaction as it was
+            indexbuild.keep_for_later(conn, later)
             return made
 
 
-def _apply_steps(conn: sa.Connection, storage: Storage, steps: list[Step]) -> list[str]:
+def _apply_steps(conn: sa.Connection, storage: Storage, steps: list[Step], later: list[indexbuild.IndexBuild]
+                 ) -> list[str]:
     altered = {s.table for s in steps if isinstance(s.op, (aops.AlterColumnOp, aops.DropColumnOp))}
     textindex.before_altering(conn, storage, altered & set(sa.inspect(conn).get_table_names()))
-    _apply(conn, steps)
+    _apply(conn, steps, later)
     _remember_tables(conn, storage)
-    return textindex.ensure(conn, storage) + containsindex.ensure(conn, storage)
+    return textindex.ensure(conn, storage, later) + containsindex.ensure(conn, storage, later)
 
 
-def _apply(conn: sa.Connection, steps: list[Step]) -> None:
+def _apply(conn: sa.Connection, steps: list[Step], later: list[indexbuild.IndexBuild]) -> None:
     operations = Operations(MigrationContext.configure(conn))
     batch = conn.dialect.name == "sqlite"
     for step in steps:
@@ -221,8 +239,23 @@ def _apply(conn: sa.Connection, steps: list[Step]) -> None:
         if batch and isinstance(op, (aops.AlterColumnOp, aops.DropColumnOp)):
             with operations.batch_alter_table(step.table) as batch_ops:
                 batch_ops.invoke(op)
+        elif isinstance(op, aops.CreateIndexOp) and conn.dialect.name == "postgresql":
+            indexbuild.drop_if_invalid(conn, op.index_name)
+            if indexbuild.has_rows(conn, step.table):
+                later.append(indexbuild.IndexBuild(op.index_name, step.table, _concurrently(conn, op)))
+            else:
+                operations.invoke(op)
+        elif isinstance(op, aops.DropIndexOp) and conn.dialect.name == "postgresql" and indexbuild.has_rows(conn, step.table):
+            later.append(indexbuild.IndexBuild.drop(op.index_name, step.table))
         else:
             operations.invoke(op)
+
+
+def _concurrently(conn: sa.Connection, op: aops.CreateIndexOp) -> str:
+    """The CREATE INDEX CONCURRENTLY statement of `op` (a partial index's condition inline)."""
+    index = op.to_index()
+    index.dialect_options["postgresql"]["concurrently"] = True
+    return str(sa.schema.CreateIndex(index).compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
 
 
 def _remember_tables(conn: sa.Connection, storage: Storage) -> None:

@@ -22,6 +22,7 @@ import re
 import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 
+from . import indexbuild
 from .query.conditions import TEXT_QUERY
 from .storage import Storage
 
@@ -79,15 +80,17 @@ def match(storage: Storage, base: sa.FromClause, table: str, text: str) -> sa.Co
     return TextMatch(base.name, storage.defs.tables[table].root, found)
 
 
-def ensure(conn: sa.Connection, storage: Storage) -> list[str]:
-    """Make or rebuild what the definitions' text indexes need; returns what it did."""
+def ensure(conn: sa.Connection, storage: Storage, later: list[indexbuild.IndexBuild] | None = None) -> list[str]:
+    """Make or rebuild what the definitions' text indexes need; returns what it did. On PostgreSQL the
+    GIN index of a table that holds rows is added to `later` (built after the commit, concurrently)
+    when `later` is given."""
     done = []
     roots = sorted({t.root for t in storage.defs.tables.values()})
     for root in roots:
         fields = indexed_fields(storage, root)
         stored = _stored(conn, storage, root)
         if conn.dialect.name == "postgresql":
-            done += _ensure_pg(conn, root, fields, stored)
+            done += _ensure_pg(conn, root, fields, stored, later)
         else:
             done += _ensure_sqlite(conn, root, fields, stored)
         if tuple(stored or ()) != fields:
@@ -152,12 +155,20 @@ def _ensure_sqlite(conn: sa.Connection, root: str, fields: tuple[str, ...], stor
     return [f"build the text index of {root} ({', '.join(fields)})"]
 
 
-def _ensure_pg(conn: sa.Connection, root: str, fields: tuple[str, ...], stored: list[str] | None) -> list[str]:
+def _ensure_pg(conn: sa.Connection, root: str, fields: tuple[str, ...], stored: list[str] | None,
+               later: list[indexbuild.IndexBuild] | None) -> list[str]:
     has_column = conn.execute(sa.text("SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
                                       "AND table_name = :t AND column_name = :c"), {"t": root, "c": PG_COLUMN}
                               ).first() is not None
     if has_column and list(fields) == (stored or []):
-        return []
+        indexed = conn.execute(sa.text(
+            "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON "
+            "n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relname = :n AND i.indisvalid"),
+            {"n": f"tx_{root}"}).first() is not None
+        if indexed:
+            return []
+        _gin_index(conn, root, later)  # a concurrent build that did not finish: built again
+        return [f"build the text index of {root} ({', '.join(fields)})"]
     if has_column:
         conn.exec_driver_sql(f'ALTER TABLE "{root}" DROP COLUMN {PG_COLUMN}')  # its index goes with it
     if not fields:
@@ -165,8 +176,18 @@ def _ensure_pg(conn: sa.Connection, root: str, fields: tuple[str, ...], stored: 
     text = " || ' ' || ".join(f"coalesce(\"{f}\", '')" for f in fields)
     conn.exec_driver_sql(f'ALTER TABLE "{root}" ADD COLUMN {PG_COLUMN} tsvector GENERATED ALWAYS AS '
                          f"(to_tsvector('{LANGUAGE}'::regconfig, {text})) STORED")
-    conn.exec_driver_sql(f'CREATE INDEX "tx_{root}" ON "{root}" USING gin ({PG_COLUMN})')
+    _gin_index(conn, root, later)
     return [f"build the text index of {root} ({', '.join(fields)})"]
+
+
+def _gin_index(conn: sa.Connection, root: str, later: list[indexbuild.IndexBuild] | None) -> None:
+    name = f"tx_{root}"
+    indexbuild.drop_if_invalid(conn, name)
+    if later is not None and indexbuild.has_rows(conn, root):
+        later.append(indexbuild.IndexBuild(name, root, f'CREATE INDEX CONCURRENTLY "{name}" ON "{root}" '
+                                                       f"USING gin ({PG_COLUMN})"))
+    else:
+        conn.exec_driver_sql(f'CREATE INDEX "{name}" ON "{root}" USING gin ({PG_COLUMN})')
 
 
 __all__ = ["TEXT_QUERY", "TextMatch", "ensure", "indexed_fields", "match", "words"]

@@ -49,6 +49,7 @@ class ChangePlan:
     defs: Definitions | None  # the new set (None when nothing changes)
     schema_changes: tuple[str, ...] = ()
     losses: tuple[str, ...] = ()  # exactly what would be lost, e.g. "field x.y and its 37 values"
+    not_built: tuple[str, ...] = ()  # indexes a committed change could not build (caseloom.indexbuild)
 
     @property
     def empty(self) -> bool:

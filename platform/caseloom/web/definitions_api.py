@@ -91,7 +91,8 @@ def _change(path: str, text: str | None, action: str | None = None):
     except ExtensionMissing as exc:
         raise ApiError(409, "the database cannot make what the change needs; nothing was changed", str(exc)) from None
     return jsonify({"result": {"path": path, "action": action or ("delete" if text is None else "save"),
-                               "version": version_of(text) or None, "schema_changes": list(done.schema_changes)}})
+                               "version": version_of(text) or None, "schema_changes": list(done.schema_changes),
+                               "not_built": list(done.not_built)}})
 
 
 def register(app: Flask) -> None:

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from flask import Flask, current_app, g, request
 
+from .. import indexbuild
 from ..database import forget_statements
 from ..definitions import load_sources
 from ..definitions.changes import ChangePlan, apply_change, plan_change
 from ..definitions.store import DISPLAY_ROOT, DefinitionStore, write_to_folder
 from ..properties import seed_properties
 from ..runtime import Runtime
+from ..serving import still_working
 from ..timing.seed import seed_timing
 from . import db
 from .auth import DEFINITIONS_UNCHECKED, FOLLOW_DEFINITIONS, connection, runtime
@@ -45,7 +48,9 @@ def apply(changes: Mapping[str, str | None], *, force: bool = False, accepted: C
           bases: Mapping[str, str] | None = None, action: str | None = None) -> ChangePlan:
     """Apply a change as the signed-in user, commit it, write it to the definitions folder and
     switch this process to the new set; raises what definitions.changes.apply_change raises.
-    Declared properties get their sys_properties rows in the same transaction, as at init."""
+    Declared properties get their sys_properties rows in the same transaction, as at init. New
+    indexes of tables that hold rows are built after the commit, concurrently (`indexbuild`): what
+    could not be built is in the plan's `not_built`."""
     definition_store = store()
     done = apply_change(definition_store, changes, g.actor.user_name, force=force, accepted=accepted,
                         bases=bases, action=action)
@@ -57,11 +62,15 @@ def apply(changes: Mapping[str, str | None], *, force: bool = False, accepted: C
     seed_properties(service)
     seed_timing(service)
     generation = definition_store.generation()
+    later = indexbuild.take_later(definition_store.conn)
     db.session.commit()
     folder = Path(current.config.definitions)
     for change in done.files:
         write_to_folder(folder, change.path, change.new)
     install(current_app, new_runtime, generation)
+    if later:
+        db.session.commit()  # nothing of this request open while the indexes wait for the table's writers
+        done = replace(done, not_built=tuple(indexbuild.build_later(current.engine, later, beat=still_working)))
     return done
 
 

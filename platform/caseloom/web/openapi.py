@@ -696,7 +696,10 @@ def _shared_schemas() -> dict:
                                      action=STRING, user={"type": "string", "nullable": True}, created_on=STAMP),
         "DefinitionChange": _object(("path", "action", "version", "schema_changes"), path=STRING, action=STRING,
                                     version={"type": "string", "nullable": True},
-                                    schema_changes={"type": "array", "items": STRING}),
+                                    schema_changes={"type": "array", "items": STRING},
+                                    not_built={"type": "array", "items": STRING,
+                                               "description": "new indexes the committed change could not build "
+                                                              "yet (PostgreSQL: built by the next change)"}),
     }
 
 

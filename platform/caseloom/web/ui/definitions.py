@@ -233,7 +233,8 @@ def _summary(done: ChangePlan) -> str:
         return "Nothing to apply: the files are the same as the current versions."
     files = ", ".join(f"{f.path} ({f.action}d)" for f in done.files)
     schema = "; ".join(done.schema_changes) or "no schema change"
-    return f"Applied {files}: {schema}. Every server process uses it from its next request."
+    late = "".join(f" Not built yet: {note}." for note in done.not_built)
+    return f"Applied {files}: {schema}. Every server process uses it from its next request.{late}"
 
 
 @blueprint.get("/ui/definitions/disk", endpoint="definitions_disk")
