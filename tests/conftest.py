@@ -375,19 +375,28 @@ def form_token(client, url: str) -> str:
 
 
 @pytest.fixture
-def table_written(database_url):
-    """On PostgreSQL: `write(table)` inserts a row of `table` in a transaction left open (a writer of the
-    table, its ROW EXCLUSIVE lock held) until `release()`; `sql(...)` runs one statement in autocommit."""
+def table_held(database_url):
+    """On PostgreSQL, another transaction left open on a table until `release()`: `read(table)` reads it
+    (its ACCESS SHARE lock held), `write(table)` inserts a row of it (a writer, its ROW EXCLUSIVE lock
+    held). `waiting()` says whether an ALTER TABLE waits for a lock, `sql(...)` runs one statement in
+    autocommit, `index(name)` says whether an index is 'valid', 'invalid' or None (none)."""
     if database_url.startswith("sqlite"):
-        pytest.skip("a PostgreSQL matter: on SQLite an index is built under the write lock, as every write")
+        pytest.skip("a PostgreSQL matter: on SQLite a schema change holds the write lock, and readers go on")
     engine = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
     held = engine.connect()
     other = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
-    class Writer:
-        def write(self, table: str) -> None:
+    class Held:
+        def _begin(self) -> None:
             held.begin()
             held.exec_driver_sql("SET idle_in_transaction_session_timeout = '60s'")  # a failing test ends it
+
+        def read(self, table: str) -> None:
+            self._begin()
+            held.exec_driver_sql(f'SELECT count(*) FROM "{table}"')
+
+        def write(self, table: str) -> None:
+            self._begin()
             held.exec_driver_sql(f"INSERT INTO \"{table}\" (sys_id, sys_class_name, sys_created_on, sys_updated_on, "
                                  f"sys_mod_count, name) VALUES ('{'a' * 32}', '{table}', now(), now(), 0, 'Held')")
 
@@ -397,13 +406,16 @@ def table_written(database_url):
         def sql(self, statement: str):
             return other.exec_driver_sql(statement)
 
+        def waiting(self) -> bool:
+            return bool(self.sql("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                 "AND query ILIKE 'ALTER TABLE%%'").scalar())
+
         def index(self, name: str) -> str | None:
-            """'valid' or 'invalid' for an index of that name, None when there is none."""
             valid = self.sql(f"SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
                              f"WHERE c.relname = '{name}'").scalar()
             return None if valid is None else "valid" if valid else "invalid"
 
-    yield Writer()
+    yield Held()
     held.close()
     other.close()
     engine.dispose()

@@ -163,68 +163,42 @@ def test_dropping_a_field_with_data_is_refused_then_restored_from_history(admin_
     assert client.post(f"/api/caseloom/definitions/history/{entry['id']}/restore").status_code == 200
 
 
-@pytest.fixture
-def table_in_use(database_url):
-    """On PostgreSQL: `use(table)` reads `table` in a transaction left open (its ACCESS SHARE lock
-    held) until `release()`; `waiting()` says whether a schema change waits for a lock."""
-    if database_url.startswith("sqlite"):
-        pytest.skip("a PostgreSQL matter: on SQLite a schema change holds the write lock, and readers go on")
-    engine = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
-    held = engine.connect()
-    watcher = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-
-    class Use:
-        def use(self, table: str) -> None:
-            held.begin()
-            held.exec_driver_sql("SET idle_in_transaction_session_timeout = '60s'")  # a failing test ends it
-            held.exec_driver_sql(f'SELECT count(*) FROM "{table}"')
-
-        def release(self) -> None:
-            held.rollback()
-
-        def waiting(self) -> bool:
-            return bool(watcher.exec_driver_sql(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE 'ALTER TABLE%%'"
-            ).scalar())
-
-    yield Use()
-    held.close()
-    watcher.close()
-    engine.dispose()
+def widget_with_a_row(client) -> None:
+    assert client.put("/api/caseloom/definitions/tables/u_widget.yaml", data=WIDGET,
+                      content_type="application/yaml").status_code == 200
+    assert client.post("/api/now/table/u_widget", json={"name": "Sprocket"}).status_code == 201
 
 
 def test_a_schema_change_gives_way_to_a_long_reader_and_never_holds_up_the_reads_behind_it(admin_client,
-                                                                                           table_in_use):
+                                                                                           table_held):
     """On PostgreSQL an ALTER TABLE waits for the transactions using its table, and every statement after
     it waits behind it. A change of definitions waits 2 s at most a try, and between tries the reads
     queued behind it run: a list read while a long transaction holds the table answers; the change is
     made once that transaction ends."""
     client, app = admin_client
-    assert client.put("/api/caseloom/definitions/tables/u_widget.yaml", data=WIDGET,
-                      content_type="application/yaml").status_code == 200
-    assert client.post("/api/now/table/u_widget", json={"name": "Sprocket"}).status_code == 201
-    table_in_use.use("u_widget")
+    widget_with_a_row(client)
+    table_held.read("u_widget")
     done = {}
     coloured = WIDGET + "  colour: {type: string, max_length: 20}\n"
     change = threading.Thread(target=lambda: done.setdefault("put", client.put(
         "/api/caseloom/definitions/tables/u_widget.yaml", data=coloured, content_type="application/yaml")))
     change.start()
     deadline = time.monotonic() + 20
-    while not table_in_use.waiting() and time.monotonic() < deadline:
+    while not table_held.waiting() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert table_in_use.waiting(), "the change never waited for the table"
+    assert table_held.waiting(), "the change never waited for the table"
     reader = app.test_client()
     listed = reader.get("/api/now/table/u_widget?sysparm_fields=name", headers=basic("admin"))
     assert listed.status_code == 200 and [r["name"] for r in listed.json["result"]] == ["Sprocket"]
     assert change.is_alive(), "the change was made while the table was in use"
-    table_in_use.release()
+    table_held.release()
     change.join(60)
     assert done["put"].status_code == 200, done["put"].get_data(as_text=True)
     made = client.post("/api/now/table/u_widget", json={"name": "Gear", "colour": "red"})
     assert made.status_code == 201 and made.json["result"]["colour"] == "red"
 
 
-def test_a_schema_change_whose_table_stays_in_use_is_503_and_changes_nothing(admin_client, table_in_use,
+def test_a_schema_change_whose_table_stays_in_use_is_503_and_changes_nothing(admin_client, table_held,
                                                                             monkeypatch):
     """Through every try the table stays in use: 503 with Retry-After, naming the table; the definition
     file and the table are as they were."""
@@ -233,12 +207,12 @@ def test_a_schema_change_whose_table_stays_in_use_is_503_and_changes_nothing(adm
                       content_type="application/yaml").status_code == 200
     monkeypatch.setattr(migrate, "DDL_LOCK_WAIT_MS", 100)
     monkeypatch.setattr(migrate, "DDL_TRIES", 3)
-    table_in_use.use("u_widget")
+    table_held.read("u_widget")
     try:
         refused = client.put("/api/caseloom/definitions/tables/u_widget.yaml",
                              data=WIDGET + "  colour: {type: string, max_length: 20}\n", content_type="application/yaml")
     finally:
-        table_in_use.release()
+        table_held.release()
     assert refused.status_code == 503, refused.get_data(as_text=True)
     assert refused.headers["Retry-After"] == "5"
     assert "other transactions kept using u_widget through 3 tries of 0.1 s" in refused.json["error"]["detail"]
@@ -250,62 +224,58 @@ def test_a_schema_change_whose_table_stays_in_use_is_503_and_changes_nothing(adm
 INDEXED = WIDGET + "indexes:\n  - [name, size]\n"
 
 
-def test_a_new_index_of_a_table_with_rows_is_built_while_the_table_is_written(admin_client, table_written):
+def test_a_new_index_of_a_table_with_rows_is_built_while_the_table_is_written(admin_client, table_held):
     """A plain CREATE INDEX holds every write of its table for the whole build. A new index of a table that
     holds rows is built after the change commits, with CREATE INDEX CONCURRENTLY: the change is made at
     once, writes go on while the build waits for the table's writer, and the index is there at the end."""
     client, app = admin_client
-    assert client.put("/api/caseloom/definitions/tables/u_widget.yaml", data=WIDGET,
-                      content_type="application/yaml").status_code == 200
-    assert client.post("/api/now/table/u_widget", json={"name": "Sprocket"}).status_code == 201
-    table_written.write("u_widget")
+    widget_with_a_row(client)
+    table_held.write("u_widget")
     done = {}
     change = threading.Thread(target=lambda: done.setdefault("put", client.put(
         "/api/caseloom/definitions/tables/u_widget.yaml", data=INDEXED, content_type="application/yaml")))
     change.start()
     deadline = time.monotonic() + 20
     building = "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'CREATE INDEX CONCURRENTLY%%'"
-    while not table_written.sql(building).scalar() and time.monotonic() < deadline:
+    while not table_held.sql(building).scalar() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert table_written.sql(building).scalar(), "the index was not built concurrently"
+    assert table_held.sql(building).scalar(), "the index was not built concurrently"
     # the change is committed: another client reads the new file while the index waits for the writer
     reader = app.test_client()
     text = reader.get("/api/caseloom/definitions/tables/u_widget.yaml", headers=basic("admin")).get_data(as_text=True)
     assert text == INDEXED
     # a write of the table goes on without waiting (a plain CREATE INDEX's SHARE lock would hold it)
-    table_written.sql("SET lock_timeout = '1s'")
-    table_written.sql(f"INSERT INTO u_widget (sys_id, sys_class_name, sys_created_on, sys_updated_on, sys_mod_count, "
+    table_held.sql("SET lock_timeout = '1s'")
+    table_held.sql(f"INSERT INTO u_widget (sys_id, sys_class_name, sys_created_on, sys_updated_on, sys_mod_count, "
                       f"name) VALUES ('{'b' * 32}', 'u_widget', now(), now(), 0, 'Gear')")
     written = reader.post("/api/now/table/u_widget", json={"name": "Cog"}, headers=basic("admin"))
     assert written.status_code == 201, written.get_data(as_text=True)
-    assert change.is_alive() and table_written.index("ixn_u_widget_name_size") == "invalid"  # still building
-    table_written.release()
+    assert change.is_alive() and table_held.index("ixn_u_widget_name_size") == "invalid"  # still building
+    table_held.release()
     change.join(60)
     put = done["put"]
     assert put.status_code == 200, put.get_data(as_text=True)
     assert "create index ixn_u_widget_name_size on u_widget" in put.json["result"]["schema_changes"]
     assert put.json["result"]["not_built"] == []
-    assert table_written.index("ixn_u_widget_name_size") == "valid"
-    assert table_written.index("ixn_u_widget_name") is None  # the new index serves its lookups
+    assert table_held.index("ixn_u_widget_name_size") == "valid"
+    assert table_held.index("ixn_u_widget_name") is None  # the new index serves its lookups
 
 
-def test_an_index_not_built_is_reported_and_built_by_the_next_change(admin_client, table_written, monkeypatch):
+def test_an_index_not_built_is_reported_and_built_by_the_next_change(admin_client, table_held, monkeypatch):
     """The build waits for the table's writers at most BUILD_LOCK_WAIT_MS. One that could not happen is
     reported with the change (made and kept), and the next change builds it, dropping the invalid index
     the failed build left; so does the next change after a build whose process died."""
     from caseloom import indexbuild
 
     client, app = admin_client
-    assert client.put("/api/caseloom/definitions/tables/u_widget.yaml", data=WIDGET,
-                      content_type="application/yaml").status_code == 200
-    assert client.post("/api/now/table/u_widget", json={"name": "Sprocket"}).status_code == 201
+    widget_with_a_row(client)
     monkeypatch.setattr(indexbuild, "BUILD_LOCK_WAIT_MS", 200)
-    table_written.write("u_widget")
+    table_held.write("u_widget")
     try:
         put = client.put("/api/caseloom/definitions/tables/u_widget.yaml", data=INDEXED,
                          content_type="application/yaml")
     finally:
-        table_written.release()
+        table_held.release()
     assert put.status_code == 200, put.get_data(as_text=True)
     assert put.json["result"]["not_built"] == [
         "the index ixn_u_widget_name_size of u_widget was not built (canceling statement due to lock timeout); the "
@@ -314,25 +284,25 @@ def test_an_index_not_built_is_reported_and_built_by_the_next_change(admin_clien
         "the index ixn_u_widget_name of u_widget is kept until the index that replaces it is built"]
     assert client.get("/api/caseloom/definitions/tables/u_widget.yaml").get_data(as_text=True) == INDEXED
     # the half-built index could not be dropped either while the writer held on: the planner ignores it
-    assert table_written.index("ixn_u_widget_name_size") == "invalid"
-    assert table_written.index("ixn_u_widget_name") == "valid"  # the lookups keep the old one meanwhile
+    assert table_held.index("ixn_u_widget_name_size") == "invalid"
+    assert table_held.index("ixn_u_widget_name") == "valid"  # the lookups keep the old one meanwhile
     coloured = INDEXED.replace("indexes:", "  colour: {type: string, max_length: 20}\nindexes:")
     put = client.put("/api/caseloom/definitions/tables/u_widget.yaml", data=coloured, content_type="application/yaml")
     assert put.status_code == 200 and put.json["result"]["not_built"] == []
     assert "create index ixn_u_widget_name_size on u_widget" in put.json["result"]["schema_changes"]
-    assert table_written.index("ixn_u_widget_name_size") == "valid"
-    assert table_written.index("ixn_u_widget_name") is None
+    assert table_held.index("ixn_u_widget_name_size") == "valid"
+    assert table_held.index("ixn_u_widget_name") is None
     # a build that died half way (here: a unique index over two equal rows) leaves an invalid index
     assert client.post("/api/now/table/u_widget", json={"name": "Sprocket"}).status_code == 201
-    table_written.sql("DROP INDEX ixn_u_widget_name_size")
+    table_held.sql("DROP INDEX ixn_u_widget_name_size")
     with pytest.raises(sa.exc.IntegrityError):
-        table_written.sql("CREATE UNIQUE INDEX CONCURRENTLY ixn_u_widget_name_size ON u_widget (name, size)")
-    assert table_written.index("ixn_u_widget_name_size") == "invalid"
+        table_held.sql("CREATE UNIQUE INDEX CONCURRENTLY ixn_u_widget_name_size ON u_widget (name, size)")
+    assert table_held.index("ixn_u_widget_name_size") == "invalid"
     put = client.put("/api/caseloom/definitions/tables/u_widget.yaml", data=coloured.replace("20}", "30}"),
                      content_type="application/yaml")
     assert put.status_code == 200 and put.json["result"]["not_built"] == []
     assert "create index ixn_u_widget_name_size on u_widget" in put.json["result"]["schema_changes"]
-    assert table_written.index("ixn_u_widget_name_size") == "valid"
+    assert table_held.index("ixn_u_widget_name_size") == "valid"
 
 
 def test_definitions_api_is_admin_only(client):

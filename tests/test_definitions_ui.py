@@ -407,7 +407,7 @@ def test_a_file_that_cannot_be_rewritten_in_place_is_refused():
 WIDGET = "table: u_widget\nlabel: Widget\ndisplay: name\nfields:\n  name: {type: string, max_length: 40}\n"
 
 
-def test_an_index_the_change_could_not_build_is_named_on_the_page(admin, table_written, monkeypatch):
+def test_an_index_the_change_could_not_build_is_named_on_the_page(admin, table_held, monkeypatch):
     """PostgreSQL: a new index of a table with rows is built after the change commits; when the table's
     writers keep it from being built, the page says so, and the change is made all the same."""
     from caseloom import indexbuild
@@ -418,11 +418,11 @@ def test_an_index_the_change_could_not_build_is_named_on_the_page(admin, table_w
                              headers=basic("admin")).status_code == 201
     indexed = WIDGET + "indexes:\n  - [sys_created_on, name]\n"
     monkeypatch.setattr(indexbuild, "BUILD_LOCK_WAIT_MS", 200)
-    table_written.write("u_widget")
+    table_held.write("u_widget")
     try:
         applied = admin.change("apply", "tables/u_widget.yaml", indexed, version_of(WIDGET))
     finally:
-        table_written.release()
+        table_held.release()
     assert applied.status_code == 302
     page = html_lib.unescape(admin.get(applied.headers["Location"]).get_data(as_text=True))
     assert ("Applied tables/u_widget.yaml (updated): create index ix_u_widget_sys_created_on_name on u_widget. "

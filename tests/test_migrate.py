@@ -144,6 +144,35 @@ def test_new_table_field_and_index_keep_existing_rows(runtime, runtime_for):
     assert planned(new) == []
 
 
+def test_an_index_that_could_not_be_built_is_a_line_of_inits_report(runtime, runtime_for, table_held, monkeypatch):
+    """PostgreSQL: a new index of a table with rows is built after the migration commits; one the table's
+    writers keep from being built is named in `caseloom init`'s report, not counted as a change, and the
+    next migration builds it."""
+    from caseloom import indexbuild
+    from caseloom.bootstrap import InitReport
+
+    account = edit(shipped()["tables/customer_account.yaml"],
+                   ("  city: {type: string, max_length: 60}\n", "  city: {type: string, max_length: 60, index: true}\n"))
+    new = runtime_for(changed({"tables/customer_account.yaml": account}))
+    monkeypatch.setattr(indexbuild, "BUILD_LOCK_WAIT_MS", 200)
+    table_held.write("customer_account")
+    try:
+        report = InitReport()
+        report.migrated = migrate(new.engine, new.storage, not_built=report.not_built)
+    finally:
+        table_held.release()
+    assert report.lines()[:3] == [
+        "schema: 1 change(s)", "  create index ixn_customer_account_city on customer_account",
+        "  not built yet: the index ixn_customer_account_city of customer_account was not built (canceling statement "
+        "due to lock timeout); the change itself is made, and queries run without the index: the next change of "
+        "definitions or `caseloom init` builds it"]
+    assert table_held.index("ixn_customer_account_city") == "invalid"  # its writer still held the table
+    assert planned(new) == ["create index ixn_customer_account_city on customer_account"]
+    assert migrate(new.engine, new.storage) == ["create index ixn_customer_account_city on customer_account"]
+    assert table_held.index("ixn_customer_account_city") == "valid"
+    assert planned(new) == []
+
+
 def test_index_false_drops_the_automatic_index_of_a_choice_and_keeps_its_values(runtime, runtime_for):
     assert "ixn_customer_account_industry" in indexes(runtime.engine, "customer_account"), "choices are indexed"
     industries = scalar(runtime.engine, "SELECT COUNT(*) FROM customer_account WHERE industry IS NOT NULL")

@@ -18,6 +18,7 @@ from .timing.seed import seed_timing
 @dataclass
 class InitReport:
     migrated: list[str] = field(default_factory=list)
+    not_built: list[str] = field(default_factory=list)  # new indexes a build after the commit could not make
     properties: int = 0
     timing: int = 0  # declared schedules and SLA definitions added or changed
     definitions: int = 0
@@ -28,6 +29,7 @@ class InitReport:
 
     def lines(self) -> list[str]:
         out = [f"schema: {len(self.migrated)} change(s)"] + [f"  {m}" for m in self.migrated]
+        out += [f"  not built yet: {note}" for note in self.not_built]
         if self.definitions:
             out.append(f"definitions: {self.definitions} file(s) stored for the server processes")
         if self.timing:
@@ -57,7 +59,8 @@ def initialise(config: Config, defs: Definitions, force: bool = False, demo: boo
     Raises DemoError or DeclaredListError, each naming what could not be made."""
     scale = scale if accounts is None else accounts
     runtime = runtime or Runtime(config, defs)  # each transaction reads, then writes: the write lock first
-    report = InitReport(migrated=migrate(runtime.engine, runtime.storage, force=force))
+    report = InitReport()
+    report.migrated = migrate(runtime.engine, runtime.storage, force=force, not_built=report.not_built)
     with runtime.transaction(write_lock=True) as service:
         report.properties = seed_properties(service)
         report.timing = seed_timing(service)

@@ -163,13 +163,18 @@ def _describe_alter(conn: sa.Connection, op: aops.AlterColumnOp, table: str) -> 
     return Step(op, table, description, loss)
 
 
-def migrate(engine: sa.Engine, storage: Storage, force: bool = False) -> list[str]:
+def migrate(engine: sa.Engine, storage: Storage, force: bool = False, not_built: list[str] | None = None) -> list[str]:
     """Apply every planned change in one transaction, then build concurrently the new indexes of tables
-    that hold rows (indexbuild); returns what was done, and what could not be built."""
+    that hold rows (indexbuild); returns what was done. What could not be built is added to `not_built`
+    (without it, to what is returned)."""
     with engine.begin() as conn:
         done = migrate_connection(conn, storage, force)
         later = indexbuild.take_later(conn)
-    return done + indexbuild.build_later(engine, later)
+    notes = indexbuild.build_later(engine, later)
+    if not_built is None:
+        return done + notes
+    not_built.extend(notes)
+    return done
 
 
 def migrate_connection(conn: sa.Connection, storage: Storage, force: bool = False) -> list[str]:
