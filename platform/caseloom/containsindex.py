@@ -43,21 +43,26 @@ def name_of(root: str, field: str) -> str:
 
 def ensure(conn: sa.Connection, storage: Storage, later: list[indexbuild.IndexBuild] | None = None) -> list[str]:
     """Make the contains indexes the definitions name and drop the others (PostgreSQL); returns what it did.
-    The index of a table that holds rows is added to `later` (built after the commit, concurrently)
-    when `later` is given."""
+    An index of a table that holds rows is added to `later` (built or dropped after the commit,
+    concurrently) when `later` is given."""
     if conn.dialect.name != "postgresql":
         return []
     roots = sorted({t.root for t in storage.defs.tables.values()})
     wanted = {name_of(root, f): (root, f) for root in roots for f in indexed_fields(storage, root)}
-    existing = set(conn.execute(sa.text(
-        "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND indexname LIKE :p"),
-        {"p": PREFIX + "\\_%"}).scalars())
+    tables = dict(conn.execute(sa.text(  # index -> its table
+        "SELECT indexname, tablename FROM pg_indexes WHERE schemaname = current_schema() AND indexname LIKE :p"),
+        {"p": PREFIX + "\\_%"}).all())
+    existing = set(tables)
     for name in sorted(existing & indexbuild.invalid(conn)):  # a concurrent build that did not finish
         conn.exec_driver_sql(f'DROP INDEX "{name}"')
         existing.discard(name)
     done = []
     for name in sorted(existing - set(wanted)):
-        conn.exec_driver_sql(f'DROP INDEX "{name}"')
+        table = tables[name]
+        if later is not None and indexbuild.has_rows(conn, table):  # dropped after the commit, concurrently
+            later.append(indexbuild.IndexBuild.drop(name, table))
+        else:
+            conn.exec_driver_sql(f'DROP INDEX "{name}"')
         done.append(f"drop the contains index {name}")
     missing = sorted(set(wanted) - existing)
     if missing:
