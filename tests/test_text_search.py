@@ -159,3 +159,41 @@ def test_the_index_follows_the_definitions_through_migrations(config, tmp_path, 
                 assert not conn.execute(sa.text("SELECT name FROM sqlite_master WHERE name LIKE 'task_text%'")).all()
     finally:
         rt.engine.dispose()
+
+
+def test_a_field_altered_rebuilds_the_text_index_only_if_the_index_reads_it(config, definitions_copy):
+    """Widening a field the text index does not read changes only that field: on PostgreSQL the text
+    index's generated column stays as it is (adding it again would rewrite every case under the table's
+    lock). Widening one it reads rebuilds the index. Either way the words are found."""
+    case = definitions_copy / "tables" / "sn_customerservice_case.yaml"
+    original = case.read_text()
+
+    def migrated(text: str) -> list[str]:
+        case.write_text(text)
+        rt = Runtime(dataclasses.replace(config, definitions=str(definitions_copy)), load_folder(definitions_copy))
+        try:
+            done = migrate(rt.engine, rt.storage)
+            with rt.transaction() as service, service.by_definitions():
+                if not service.count("sn_customerservice_case", Query(Term("short_description", "eq", "Gravity well"))):
+                    service.insert("sn_customerservice_case", {"short_description": "Gravity well", "description": "Tides"})
+                assert service.count("sn_customerservice_case", Query(Term(textindex.TEXT_QUERY, "eq", "gravity tides"))) == 1
+                column = service.conn.execute(sa.text(
+                    "SELECT attnum FROM pg_attribute WHERE attrelid = 'task'::regclass AND attname = 'sys_text' "
+                    "AND NOT attisdropped")).scalar() if service.conn.dialect.name == "postgresql" else None
+            return done, column
+        finally:
+            rt.engine.dispose()
+
+    _, column = migrated(original)
+    other = original.replace("similar_suggestion: {type: string, max_length: 300,",
+                             "similar_suggestion: {type: string, max_length: 400,")
+    done, same = migrated(other)
+    assert "change field task.similar_suggestion from VARCHAR(300) to VARCHAR(400)" in done
+    if config.database_url.startswith("postgresql"):
+        assert not [step for step in done if "text index" in step], done
+        assert same == column  # the very column: not dropped and added again
+    done, rebuilt = migrated(other.replace("short_description: {type: string, max_length: 160,",
+                                           "short_description: {type: string, max_length: 200,"))
+    assert "build the text index of task (short_description, description)" in done
+    if config.database_url.startswith("postgresql"):
+        assert rebuilt != column

@@ -227,8 +227,12 @@ def apply_steps(conn: sa.Connection, storage: Storage, steps: list[Step]) -> lis
 
 def _apply_steps(conn: sa.Connection, storage: Storage, steps: list[Step], later: list[indexbuild.IndexBuild]
                  ) -> list[str]:
-    altered = {s.table for s in steps if isinstance(s.op, (aops.AlterColumnOp, aops.DropColumnOp))}
-    textindex.before_altering(conn, storage, altered & set(sa.inspect(conn).get_table_names()))
+    altered: dict[str, set[str]] = {}
+    for step in steps:
+        if isinstance(step.op, (aops.AlterColumnOp, aops.DropColumnOp)):
+            altered.setdefault(step.table, set()).add(step.op.column_name)
+    existing = set(sa.inspect(conn).get_table_names())
+    textindex.before_altering(conn, storage, {t: c for t, c in altered.items() if t in existing})
     _apply(conn, steps, later)
     _remember_tables(conn, storage)
     return textindex.ensure(conn, storage, later) + containsindex.ensure(conn, storage, later)

@@ -98,14 +98,17 @@ def ensure(conn: sa.Connection, storage: Storage, later: list[indexbuild.IndexBu
     return done
 
 
-def before_altering(conn: sa.Connection, storage: Storage, tables: set[str]) -> None:
-    """On PostgreSQL, drop the text index of tables whose columns a migration alters or drops (a column a
-    generated column reads cannot change type); `ensure` makes it again afterwards."""
+def before_altering(conn: sa.Connection, storage: Storage, columns: dict[str, set[str]]) -> None:
+    """On PostgreSQL, drop the text index of the tables (keys of `columns`) where a migration alters or drops
+    a column its generated column reads (such a column cannot change type or go while the generated column
+    reads it); `ensure` makes it again afterwards. Only then: adding the generated column again rewrites the
+    whole table under its lock, where widening another field changes nothing but the catalogue."""
     if conn.dialect.name != "postgresql":
         return
-    for root in sorted(tables):
-        conn.exec_driver_sql(f'ALTER TABLE "{root}" DROP COLUMN IF EXISTS {PG_COLUMN}')
-        _remember(conn, storage, root, ())
+    for root in sorted(columns):
+        if columns[root] & set(_stored(conn, storage, root) or ()):
+            conn.exec_driver_sql(f'ALTER TABLE "{root}" DROP COLUMN IF EXISTS {PG_COLUMN}')
+            _remember(conn, storage, root, ())
 
 
 def _stored(conn: sa.Connection, storage: Storage, root: str) -> list[str] | None:
