@@ -87,29 +87,43 @@ def build_later(engine: sa.Engine, builds: list[IndexBuild], beat: Callable[[], 
                 beat()
         beating = threading.Thread(target=_beat, name="index-build-beat", daemon=True)
         beating.start()
-    notes = []
+    notes: list[str] = []
+    left = list(builds)
     try:
         with engine.connect() as conn:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             before = conn.exec_driver_sql("SHOW lock_timeout").scalar()
             conn.exec_driver_sql(f"SET lock_timeout = {BUILD_LOCK_WAIT_MS}")
-            try:
-                failed = False
-                for build in builds:
-                    if build.create is None and build.name not in made and failed:
-                        notes.append(f"the index {build.name} of {build.table} is kept until the index that "
-                                     f"replaces it is built")  # its lookups keep an index meanwhile
-                        continue
-                    note = _build(conn, build)
-                    failed = failed or bool(note and build.create is not None)
-                    notes += note
-            finally:
-                conn.exec_driver_sql(f"SET lock_timeout = '{before}'")  # the pool's connection as it was
+            failed = False
+            while left:
+                build = left.pop(0)
+                if build.create is None and build.name not in made and failed:
+                    notes.append(f"the index {build.name} of {build.table} is kept until the index that "
+                                 f"replaces it is built")  # its lookups keep an index meanwhile
+                    continue
+                note = _build(conn, build)
+                failed = failed or bool(note and build.create is not None)
+                notes += note
+            conn.exec_driver_sql(f"SET lock_timeout = '{before}'")  # the pool's connection as it was
+    except sa.exc.DBAPIError as exc:  # the database itself went away: the change is made all the same
+        notes += [_not_done(build, _reason(exc)) for build in left]
     finally:
         done.set()
         if beating is not None:
             beating.join()
     return notes
+
+
+def _reason(exc: sa.exc.DBAPIError) -> str:
+    return str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+
+
+def _not_done(build: IndexBuild, reason: str) -> str:
+    if build.create is None:
+        return (f"the index {build.name} of {build.table} was not dropped ({reason}); the change itself is made: "
+                f"the next change of definitions or `caseloom init` drops it")
+    return (f"the index {build.name} of {build.table} was not built ({reason}); the change itself is made, and "
+            f"queries run without the index: the next change of definitions or `caseloom init` builds it")
 
 
 def _build(conn: sa.Connection, build: IndexBuild) -> list[str]:
@@ -118,9 +132,7 @@ def _build(conn: sa.Connection, build: IndexBuild) -> list[str]:
             conn.exec_driver_sql(f'DROP INDEX CONCURRENTLY IF EXISTS "{build.name}"')
             return []
         except sa.exc.DBAPIError as exc:
-            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-            return [f"the index {build.name} of {build.table} was not dropped ({reason}); the change itself is "
-                    f"made: the next change of definitions or `caseloom init` drops it"]
+            return [_not_done(build, _reason(exc))]
     try:
         drop_if_invalid(conn, build.name, concurrently=True)
         exists = conn.exec_driver_sql("SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() "
@@ -131,10 +143,8 @@ def _build(conn: sa.Connection, build: IndexBuild) -> list[str]:
             conn.exec_driver_sql(f'ANALYZE "{build.table}"')
         return []
     except sa.exc.DBAPIError as exc:
-        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
         try:
             drop_if_invalid(conn, build.name, concurrently=True)
         except sa.exc.DBAPIError:
             pass  # the next schema change drops it
-        return [f"the index {build.name} of {build.table} was not built ({reason}); the change itself is made, "
-                f"and queries run without the index: the next change of definitions or `caseloom init` builds it"]
+        return [_not_done(build, _reason(exc))]
