@@ -122,13 +122,16 @@ def test_check_as_you_type_locates_each_error_in_this_file_and_elsewhere(admin):
     assert admin.check(ACCOUNT, "table: [unclosed").json["errors"][0]["message"].startswith("YAML syntax error")
 
 
-def test_review_shows_the_diff_and_the_schema_changes_and_applies_nothing(admin, definitions_copy):
+def test_review_shows_the_diff_and_the_schema_changes_and_applies_nothing(admin, definitions_copy, database_url):
     old = stored(admin, ACCOUNT)
     page = admin.change("review", ACCOUNT, with_tier(old), version_of(old))
     html = page.get_data(as_text=True)
     assert page.status_code == 200
     assert f"<ins>+{TIER_LINE.rstrip()}</ins>" in html
     assert "<li>add field customer_account.u_tier</li>" in html
+    assert "<li>create index ixn_customer_account_u_tier on customer_account</li>" in html
+    built_later = "A new index of a table that holds rows is built once the change is applied,\n  without stopping"
+    assert (built_later in html) == database_url.startswith("postgresql")  # SQLite builds it in the change
     assert "This change loses data" not in html
     assert "u_tier" not in account_fields(admin)
     assert (definitions_copy / ACCOUNT).read_text() == old and stored(admin, ACCOUNT) == old

@@ -175,8 +175,10 @@ def review(changes: Mapping[str, str | None], bases: Mapping[str, str], *, actio
                            "Not valid: nothing was applied. Fix the errors below, then review again.", 422)
         return render_template("definition_review.html", plan=None, errors=errors, files=_hidden(changes, bases),
                                action=action, next_url=safe_path(next_url), message=message), 422
+    builds = runtime().engine.dialect.name == "postgresql" and any(
+        step.startswith(("create index", "build the")) for step in (plan.schema_changes if plan else ()))
     return render_template("definition_review.html", plan=plan, errors=[], files=_hidden(changes, bases),
-                           action=action, next_url=safe_path(next_url), message=message), status
+                           action=action, next_url=safe_path(next_url), message=message, builds_later=builds), status
 
 
 def review_rewrite(path: str, text: str, rewrite: Callable[[str], str], next_url: str, page: Callable[[int], object]):
