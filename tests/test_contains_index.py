@@ -118,6 +118,25 @@ def test_removing_a_contains_index_drops_it_and_declaring_it_again_builds_it(sho
     assert migrate(runtime.engine, Storage.of(load_folder(tmp_path / "with"))) == []  # nothing left to do
 
 
+def test_a_contains_index_a_build_left_invalid_is_built_again(shops, tmp_path):
+    """PostgreSQL: a concurrent build that failed or whose process died leaves an invalid index of the
+    name; the next migration drops it and builds the index again (after its commit: the table has rows)."""
+    runtime = shops.runtime
+    if runtime.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no contains index")
+    with runtime.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("DROP INDEX cx_x_shop_number")
+        with pytest.raises(sa.exc.IntegrityError):  # three shops a city: a unique index fails half way
+            conn.exec_driver_sql("CREATE UNIQUE INDEX CONCURRENTLY cx_x_shop_number ON x_shop (city)")
+        valid = "SELECT indisvalid FROM pg_index WHERE indexrelid = 'cx_x_shop_number'::regclass"
+        assert conn.exec_driver_sql(valid).scalar() is False
+        assert migrate(runtime.engine, Storage.of(load_folder(write_folder(tmp_path / "again", FILES)))) == [
+            "build the contains index of x_shop.number"]
+        assert conn.exec_driver_sql(valid).scalar() is True
+        assert "gin_trgm_ops" in contains_indexes(conn)["cx_x_shop_number"]
+    assert sorted(names_matching(shops, "numberLIKE1003")) == ["Paper Harbour"]
+
+
 def options(small, text: str) -> list[str]:
     page = small.client.get(f"/ui/reference/x_order/shop?q={text}").get_data(as_text=True)
     return [html.unescape(o) for o in re.findall(r'<li role="option"[^>]*>(.*?)</li>', page, re.S)]

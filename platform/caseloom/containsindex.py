@@ -53,9 +53,7 @@ def ensure(conn: sa.Connection, storage: Storage, later: list[indexbuild.IndexBu
         "SELECT indexname, tablename FROM pg_indexes WHERE schemaname = current_schema() AND indexname LIKE :p"),
         {"p": PREFIX + "\\_%"}).all())
     existing = set(tables)
-    for name in sorted(existing & indexbuild.invalid(conn)):  # a concurrent build that did not finish
-        conn.exec_driver_sql(f'DROP INDEX "{name}"')
-        existing.discard(name)
+    broken = existing & indexbuild.invalid(conn)  # a concurrent build that did not finish: built again
     done = []
     for name in sorted(existing - set(wanted)):
         table = tables[name]
@@ -64,7 +62,7 @@ def ensure(conn: sa.Connection, storage: Storage, later: list[indexbuild.IndexBu
         else:
             conn.exec_driver_sql(f'DROP INDEX "{name}"')
         done.append(f"drop the contains index {name}")
-    missing = sorted(set(wanted) - existing)
+    missing = sorted(set(wanted) - (existing - broken))
     if missing:
         _extension(conn)
     now = set()
@@ -72,10 +70,13 @@ def ensure(conn: sa.Connection, storage: Storage, later: list[indexbuild.IndexBu
         root, field = wanted[name]
         create = f'CREATE INDEX "{name}" ON "{root}" USING gin (lower("{field}") gin_trgm_ops)'
         if later is not None and indexbuild.has_rows(conn, root):
-            # the planner's statistics of the new expression come with the index
+            # the build drops an invalid one of its name first; the planner's statistics of the new
+            # expression come with the index
             later.append(indexbuild.IndexBuild(name, root, create.replace("CREATE INDEX", "CREATE INDEX CONCURRENTLY", 1),
                                                analyze=True))
         else:
+            if name in broken:
+                conn.exec_driver_sql(f'DROP INDEX "{name}"')
             conn.exec_driver_sql(create)
             now.add(root)
         done.append(f"build the contains index of {root}.{field}")

@@ -249,10 +249,10 @@ def _apply(conn: sa.Connection, steps: list[Step], later: list[indexbuild.IndexB
             with operations.batch_alter_table(step.table) as batch_ops:
                 batch_ops.invoke(op)
         elif isinstance(op, aops.CreateIndexOp) and conn.dialect.name == "postgresql":
-            indexbuild.drop_if_invalid(conn, op.index_name)
-            if indexbuild.has_rows(conn, step.table):
+            if indexbuild.has_rows(conn, step.table):  # the build drops an invalid one of its name first
                 later.append(indexbuild.IndexBuild(op.index_name, step.table, _concurrently(conn, op)))
             else:
+                indexbuild.drop_if_invalid(conn, op.index_name)
                 operations.invoke(op)
         elif isinstance(op, aops.DropIndexOp) and conn.dialect.name == "postgresql" and indexbuild.has_rows(conn, step.table):
             later.append(indexbuild.IndexBuild.drop(op.index_name, step.table))

@@ -185,11 +185,11 @@ def _ensure_pg(conn: sa.Connection, root: str, fields: tuple[str, ...], stored: 
 
 def _gin_index(conn: sa.Connection, root: str, later: list[indexbuild.IndexBuild] | None) -> None:
     name = f"tx_{root}"
-    indexbuild.drop_if_invalid(conn, name)
-    if later is not None and indexbuild.has_rows(conn, root):
+    if later is not None and indexbuild.has_rows(conn, root):  # the build drops an invalid one of its name first
         later.append(indexbuild.IndexBuild(name, root, f'CREATE INDEX CONCURRENTLY "{name}" ON "{root}" '
                                                        f"USING gin ({PG_COLUMN})"))
     else:
+        indexbuild.drop_if_invalid(conn, name)
         conn.exec_driver_sql(f'CREATE INDEX "{name}" ON "{root}" USING gin ({PG_COLUMN})')
 
 
