@@ -1,5 +1,6 @@
 """The definitions API: validate a whole new set, migrate, record history, reload everywhere."""
 
+import logging
 import threading
 import time
 from dataclasses import replace
@@ -224,10 +225,11 @@ def test_a_schema_change_whose_table_stays_in_use_is_503_and_changes_nothing(adm
 INDEXED = WIDGET + "indexes:\n  - [name, size]\n"
 
 
-def test_a_new_index_of_a_table_with_rows_is_built_while_the_table_is_written(admin_client, table_held):
+def test_a_new_index_of_a_table_with_rows_is_built_while_the_table_is_written(admin_client, table_held, caplog):
     """A plain CREATE INDEX holds every write of its table for the whole build. A new index of a table that
     holds rows is built after the change commits, with CREATE INDEX CONCURRENTLY: the change is made at
     once, writes go on while the build waits for the table's writer, and the index is there at the end."""
+    caplog.set_level(logging.INFO, logger="caseloom.indexbuild")
     client, app = admin_client
     widget_with_a_row(client)
     table_held.write("u_widget")
@@ -259,9 +261,15 @@ def test_a_new_index_of_a_table_with_rows_is_built_while_the_table_is_written(ad
     assert put.json["result"]["not_built"] == []
     assert table_held.index("ixn_u_widget_name_size") == "valid"
     assert table_held.index("ixn_u_widget_name") is None  # the new index serves its lookups
+    said = [r.getMessage() for r in caplog.records if r.name == "caseloom.indexbuild"]
+    expected = ["index-build: building ixn_u_widget_name_size of u_widget, concurrently",
+                "index-build: built ixn_u_widget_name_size of u_widget in ",
+                "index-build: dropping ixn_u_widget_name of u_widget, concurrently",
+                "index-build: dropped ixn_u_widget_name of u_widget in "]
+    assert len(said) == 4 and all(m.startswith(e) for m, e in zip(said, expected, strict=True)), said
 
 
-def test_an_index_not_built_is_reported_and_built_by_the_next_change(admin_client, table_held, monkeypatch):
+def test_an_index_not_built_is_reported_and_built_by_the_next_change(admin_client, table_held, monkeypatch, caplog):
     """The build waits for the table's writers at most BUILD_LOCK_WAIT_MS. One that could not happen is
     reported with the change (made and kept), and the next change builds it, dropping the invalid index
     the failed build left; so does the next change after a build whose process died."""
@@ -282,6 +290,8 @@ def test_an_index_not_built_is_reported_and_built_by_the_next_change(admin_clien
         "change itself is made, and queries run without the index: the next change of definitions or `caseloom "
         "init` builds it",
         "the index ixn_u_widget_name of u_widget is kept until the index that replaces it is built"]
+    warned = [r.getMessage() for r in caplog.records if r.name == "caseloom.indexbuild" and r.levelname == "WARNING"]
+    assert warned == ["index-build: " + put.json["result"]["not_built"][0]]  # in the server's log too
     assert client.get("/api/caseloom/definitions/tables/u_widget.yaml").get_data(as_text=True) == INDEXED
     # the half-built index could not be dropped either while the writer held on: the planner ignores it
     assert table_held.index("ixn_u_widget_name_size") == "invalid"

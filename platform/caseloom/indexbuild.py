@@ -19,12 +19,15 @@ whole database anyway.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+log = logging.getLogger(__name__)
 BUILD_LOCK_WAIT_MS = 30_000  # how long a concurrent build waits for the transactions writing to its table
 LATER = "caseloom_indexes_later"  # Connection.info: the builds a committed schema change leaves to do
 
@@ -101,12 +104,23 @@ def build_later(engine: sa.Engine, builds: list[IndexBuild], beat: Callable[[], 
                     notes.append(f"the index {build.name} of {build.table} is kept until the index that "
                                  f"replaces it is built")  # its lookups keep an index meanwhile
                     continue
+                started = time.monotonic()
+                log.info("index-build: %s %s of %s, concurrently", "building" if build.create else "dropping",
+                         build.name, build.table)
                 note = _build(conn, build)
+                if note:
+                    log.warning("index-build: %s", note[0])
+                else:
+                    log.info("index-build: %s %s of %s in %.1f s", "built" if build.create else "dropped",
+                             build.name, build.table, time.monotonic() - started)
                 failed = failed or bool(note and build.create is not None)
                 notes += note
             conn.exec_driver_sql(f"SET lock_timeout = '{before}'")  # the pool's connection as it was
     except sa.exc.DBAPIError as exc:  # the database itself went away: the change is made all the same
-        notes += [_not_done(build, _reason(exc)) for build in left]
+        lost = [_not_done(build, _reason(exc)) for build in left]
+        for note in lost:
+            log.warning("index-build: %s", note)
+        notes += lost
     finally:
         done.set()
         if beating is not None:
