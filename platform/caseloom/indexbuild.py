@@ -76,7 +76,7 @@ def take_later(conn: sa.Connection) -> list[IndexBuild]:
 def build_later(engine: sa.Engine, builds: list[IndexBuild], beat: Callable[[], None] | None = None) -> list[str]:
     """Build `builds` concurrently, each on a connection of its own outside any transaction, once the
     schema change that planned them has committed; returns a sentence for each index not built.
-    `beat` is called every few seconds while they build (a server process is busy, not stuck)."""
+    `beat` is called every second while they build (a server process is busy, not stuck)."""
     if not builds:
         return []
     # the new indexes first, so a lookup an old one served always has one; an old one of a new one's name before it
@@ -86,7 +86,7 @@ def build_later(engine: sa.Engine, builds: list[IndexBuild], beat: Callable[[], 
     beating = None
     if beat is not None:
         def _beat() -> None:
-            while not done.wait(5):
+            while not done.wait(1):
                 beat()
         beating = threading.Thread(target=_beat, name="index-build-beat", daemon=True)
         beating.start()
