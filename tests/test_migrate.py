@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from caseloom.cli import main
 from caseloom.definitions import load_folder, load_sources
-from caseloom.migrate import DataLossRefused, migrate, plan
+from caseloom.migrate import DataLossRefused, migrate, plan, planned_indexes
 from caseloom.runtime import Runtime
 
 DEFINITIONS = Path(__file__).resolve().parent.parent / "definitions"
@@ -170,6 +170,34 @@ def test_an_index_that_could_not_be_built_is_a_line_of_inits_report(runtime, run
     assert planned(new) == ["create index ixn_customer_account_city on customer_account"]
     assert migrate(new.engine, new.storage) == ["create index ixn_customer_account_city on customer_account"]
     assert table_held.index("ixn_customer_account_city") == "valid"
+    assert planned(new) == []
+
+
+CASE = "tables/sn_customerservice_case.yaml"
+TEXT_INDEX = "text_index: [short_description, description]\n"
+
+
+def case_edited(*replacements: tuple[str, str]) -> list[tuple[str, str]]:
+    return changed({CASE: edit(shipped()[CASE], *replacements)})
+
+
+@pytest.mark.parametrize("sources", [
+    lambda: case_edited((TEXT_INDEX, TEXT_INDEX + "contains_index: [short_description]\n")),
+    lambda: case_edited((TEXT_INDEX, "text_index: [short_description]\n")),
+    lambda: case_edited(("similar_suggestion: {type: string, max_length: 300,",
+                         "similar_suggestion: {type: string, max_length: 400,")),
+    lambda: short_description(200),
+    lambda: with_note_table(),
+], ids=["a contains index added", "the text index's fields changed", "a field the text index does not read widened",
+        "a field the text index reads widened", "a new table"])
+def test_the_dry_run_says_what_the_migration_then_does(runtime, runtime_for, sources):
+    """What a change's review lists (its steps, then what follows for the text and contains indexes) is
+    what applying it does, on either database."""
+    new = runtime_for(sources())
+    with new.engine.connect() as conn:
+        steps = plan(conn, new.storage)
+        said = [step.description for step in steps] + planned_indexes(conn, new.storage, steps)
+    assert migrate(new.engine, new.storage) == said
     assert planned(new) == []
 
 

@@ -47,13 +47,8 @@ def ensure(conn: sa.Connection, storage: Storage, later: list[indexbuild.IndexBu
     concurrently) when `later` is given."""
     if conn.dialect.name != "postgresql":
         return []
-    roots = sorted({t.root for t in storage.defs.tables.values()})
-    wanted = {name_of(root, f): (root, f) for root in roots for f in indexed_fields(storage, root)}
-    tables = dict(conn.execute(sa.text(  # index -> its table
-        "SELECT indexname, tablename FROM pg_indexes WHERE schemaname = current_schema() AND indexname LIKE :p"),
-        {"p": PREFIX + "\\_%"}).all())
+    wanted, tables, broken = _compare(conn, storage)
     existing = set(tables)
-    broken = existing & indexbuild.invalid(conn)  # a concurrent build that did not finish: built again
     done = []
     for name in sorted(existing - set(wanted)):
         table = tables[name]
@@ -83,6 +78,27 @@ def ensure(conn: sa.Connection, storage: Storage, later: list[indexbuild.IndexBu
     for root in sorted(now):  # the planner's statistics of the new expressions
         conn.exec_driver_sql(f'ANALYZE "{root}"')
     return done
+
+
+def _compare(conn: sa.Connection, storage: Storage) -> tuple[dict[str, tuple[str, str]], dict[str, str], set[str]]:
+    """The contains indexes the definitions want (name -> table, field), those there (name -> table), and
+    which of those a concurrent build left invalid (built again)."""
+    roots = sorted({t.root for t in storage.defs.tables.values()})
+    wanted = {name_of(root, f): (root, f) for root in roots for f in indexed_fields(storage, root)}
+    tables = dict(conn.execute(sa.text(
+        "SELECT indexname, tablename FROM pg_indexes WHERE schemaname = current_schema() AND indexname LIKE :p"),
+        {"p": PREFIX + "\\_%"}).all())
+    return wanted, tables, set(tables) & indexbuild.invalid(conn)
+
+
+def planned(conn: sa.Connection, storage: Storage) -> list[str]:
+    """What `ensure` will do, without doing it: the dry run's lines."""
+    if conn.dialect.name != "postgresql":
+        return []
+    wanted, tables, broken = _compare(conn, storage)
+    return ([f"drop the contains index {name}" for name in sorted(set(tables) - set(wanted))]
+            + [f"build the contains index of {wanted[name][0]}.{wanted[name][1]}"
+               for name in sorted(set(wanted) - (set(tables) - broken))])
 
 
 def _extension(conn: sa.Connection) -> None:

@@ -227,15 +227,26 @@ def apply_steps(conn: sa.Connection, storage: Storage, steps: list[Step]) -> lis
 
 def _apply_steps(conn: sa.Connection, storage: Storage, steps: list[Step], later: list[indexbuild.IndexBuild]
                  ) -> list[str]:
+    existing = set(sa.inspect(conn).get_table_names())
+    textindex.before_altering(conn, storage, {t: c for t, c in _altered(steps).items() if t in existing})
+    _apply(conn, steps, later)
+    _remember_tables(conn, storage)
+    return textindex.ensure(conn, storage, later) + containsindex.ensure(conn, storage, later)
+
+
+def _altered(steps: list[Step]) -> dict[str, set[str]]:
+    """The columns the steps alter or drop, by table."""
     altered: dict[str, set[str]] = {}
     for step in steps:
         if isinstance(step.op, (aops.AlterColumnOp, aops.DropColumnOp)):
             altered.setdefault(step.table, set()).add(step.op.column_name)
-    existing = set(sa.inspect(conn).get_table_names())
-    textindex.before_altering(conn, storage, {t: c for t, c in altered.items() if t in existing})
-    _apply(conn, steps, later)
-    _remember_tables(conn, storage)
-    return textindex.ensure(conn, storage, later) + containsindex.ensure(conn, storage, later)
+    return altered
+
+
+def planned_indexes(conn: sa.Connection, storage: Storage, steps: list[Step]) -> list[str]:
+    """What applying `steps` will then do to the text and contains indexes, without doing it (the dry
+    run's lines, after the steps' own)."""
+    return textindex.planned(conn, storage, _altered(steps)) + containsindex.planned(conn, storage)
 
 
 def _apply(conn: sa.Connection, steps: list[Step], later: list[indexbuild.IndexBuild]) -> None:

@@ -124,12 +124,19 @@ def _remember(conn: sa.Connection, storage: Storage, root: str, fields: tuple[st
         conn.execute(sa.insert(meta).values(name=META + root, value=json.dumps(list(fields))))
 
 
+def _sqlite_parts(conn: sa.Connection, root: str) -> list[str]:
+    """Which of the text index's table and three triggers are there (SQLite)."""
+    fts = f"{root}_text"
+    names = [f"{root}_text_{kind}" for kind in ("insert", "update", "delete")]
+    return conn.execute(sa.text("SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger') AND name IN "
+                                "(:a, :b, :c, :d)"), {"a": fts, "b": names[0], "c": names[1], "d": names[2]}
+                        ).scalars().all()
+
+
 def _ensure_sqlite(conn: sa.Connection, root: str, fields: tuple[str, ...], stored: list[str] | None) -> list[str]:
     fts = f"{root}_text"
     names = [f"{root}_text_{kind}" for kind in ("insert", "update", "delete")]
-    exists = conn.execute(sa.text("SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger') AND name IN "
-                                  "(:a, :b, :c, :d)"), {"a": fts, "b": names[0], "c": names[1], "d": names[2]}
-                          ).scalars().all()
+    exists = _sqlite_parts(conn, root)
     if not fields:
         if exists:
             for trigger in names:
@@ -158,17 +165,43 @@ def _ensure_sqlite(conn: sa.Connection, root: str, fields: tuple[str, ...], stor
     return [f"build the text index of {root} ({', '.join(fields)})"]
 
 
+def _pg_column(conn: sa.Connection, root: str) -> bool:
+    return conn.execute(sa.text("SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+                                "AND table_name = :t AND column_name = :c"), {"t": root, "c": PG_COLUMN}).first() is not None
+
+
+def _pg_indexed(conn: sa.Connection, root: str) -> bool:
+    """Whether the text index's GIN index is there and valid (a concurrent build may have failed)."""
+    return conn.execute(sa.text(
+        "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON "
+        "n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relname = :n AND i.indisvalid"),
+        {"n": f"tx_{root}"}).first() is not None
+
+
+def planned(conn: sa.Connection, storage: Storage, altered: dict[str, set[str]]) -> list[str]:
+    """What `ensure` will do after a migration that alters or drops the columns `altered` (table ->
+    columns), without doing it: the dry run's lines."""
+    said = []
+    for root in sorted({t.root for t in storage.defs.tables.values()}):
+        fields, stored = indexed_fields(storage, root), list(_stored(conn, storage, root) or ())
+        if conn.dialect.name == "postgresql":
+            present = _pg_column(conn, root) and not altered.get(root, set()) & set(stored)
+            current = present and list(fields) == stored and _pg_indexed(conn, root)
+        else:  # altering or dropping a column copies the table (batch mode): its triggers go
+            present = bool(_sqlite_parts(conn, root))
+            current = len(_sqlite_parts(conn, root)) == 4 and list(fields) == stored and root not in altered
+        if not fields:
+            said += [f"drop the text index of {root}"] if present else []
+        elif not current:
+            said.append(f"build the text index of {root} ({', '.join(fields)})")
+    return said
+
+
 def _ensure_pg(conn: sa.Connection, root: str, fields: tuple[str, ...], stored: list[str] | None,
                later: list[indexbuild.IndexBuild] | None) -> list[str]:
-    has_column = conn.execute(sa.text("SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
-                                      "AND table_name = :t AND column_name = :c"), {"t": root, "c": PG_COLUMN}
-                              ).first() is not None
+    has_column = _pg_column(conn, root)
     if has_column and list(fields) == (stored or []):
-        indexed = conn.execute(sa.text(
-            "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON "
-            "n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relname = :n AND i.indisvalid"),
-            {"n": f"tx_{root}"}).first() is not None
-        if indexed:
+        if _pg_indexed(conn, root):
             return []
         _gin_index(conn, root, later)  # a concurrent build that did not finish: built again
         return [f"build the text index of {root} ({', '.join(fields)})"]

@@ -13,7 +13,7 @@ import difflib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-from ..migrate import DataLossRefused, Step, apply_steps, plan
+from ..migrate import DataLossRefused, Step, apply_steps, plan, planned_indexes
 from ..storage import Storage
 from .loader import SYSTEM_PREFIX
 from .model import Definitions
@@ -96,8 +96,8 @@ def _plan(store: DefinitionStore, changes: Mapping[str, str | None],
     defs = store.candidate({f.path: f.new for f in files})
     storage = Storage.of(defs)
     steps = plan(store.conn, storage)
-    return (ChangePlan(files, defs, tuple(s.description for s in steps), tuple(s.loss for s in steps if s.loss)),
-            steps, storage)
+    described = [s.description for s in steps] + planned_indexes(store.conn, storage, steps)
+    return ChangePlan(files, defs, tuple(described), tuple(s.loss for s in steps if s.loss)), steps, storage
 
 
 def stored_path(location: Location) -> str:
