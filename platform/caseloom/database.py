@@ -441,7 +441,9 @@ def is_busy(exc: BaseException) -> bool:
 
 
 # PostgreSQL's errors that mean "try again": a serialization failure, a deadlock, a lock not available
-RETRY_STATES = frozenset({"40001", "40P01", "55P03"})
+# (a lock not had within `lock_timeout`)
+LOCK_NOT_AVAILABLE = "55P03"
+RETRY_STATES = frozenset({"40001", "40P01", LOCK_NOT_AVAILABLE})
 
 
 def is_transient(exc: BaseException) -> bool:

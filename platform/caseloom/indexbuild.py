@@ -57,11 +57,22 @@ def invalid(conn: sa.Connection) -> set[str]:
     ).scalars())
 
 
-def drop_if_invalid(conn: sa.Connection, name: str, concurrently: bool = False) -> None:
+def validity(conn: sa.Connection, name: str) -> bool | None:
+    """Whether the index `name` of the current schema is valid (False: a concurrent build left it
+    invalid), or None when there is none."""
+    return conn.execute(sa.text(
+        "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relname = :n"),
+        {"n": name}).scalar()
+
+
+def drop_if_invalid(conn: sa.Connection, name: str, concurrently: bool = False) -> bool:
     """Drop the index `name` if it is invalid (`concurrently`: outside a transaction, never holding up
-    the table's writes)."""
-    if name in invalid(conn):
+    the table's writes); returns whether a valid one is there."""
+    valid = validity(conn, name)
+    if valid is False:
         conn.exec_driver_sql(f'DROP INDEX {"CONCURRENTLY " if concurrently else ""}"{name}"')
+    return bool(valid)
 
 
 def keep_for_later(conn: sa.Connection, builds: list[IndexBuild]) -> None:
@@ -148,10 +159,7 @@ def _build(conn: sa.Connection, build: IndexBuild) -> list[str]:
         except sa.exc.DBAPIError as exc:
             return [_not_done(build, _reason(exc))]
     try:
-        drop_if_invalid(conn, build.name, concurrently=True)
-        exists = conn.exec_driver_sql("SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() "
-                                      "AND indexname = %(n)s", {"n": build.name}).first()
-        if exists is None:
+        if not drop_if_invalid(conn, build.name, concurrently=True):  # none there, or only a broken one
             conn.exec_driver_sql(build.create)
         if build.analyze:
             conn.exec_driver_sql(f'ANALYZE "{build.table}"')

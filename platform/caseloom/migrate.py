@@ -19,6 +19,7 @@ from alembic.operations import Operations
 from alembic.operations import ops as aops
 
 from . import containsindex, indexbuild, textindex
+from .database import LOCK_NOT_AVAILABLE
 from .storage import Storage
 
 MANAGED = "managed_tables"
@@ -209,7 +210,7 @@ def apply_steps(conn: sa.Connection, storage: Storage, steps: list[Step]) -> lis
             made = _apply_steps(conn, storage, steps, later)
         except sa.exc.OperationalError as exc:
             savepoint.rollback()
-            if getattr(exc.orig, "sqlstate", None) != "55P03":  # not a lock it waited for
+            if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:  # not a lock it waited for
                 raise
             if tried == DDL_TRIES:
                 tables = ", ".join(sorted({s.table for s in steps})) or "the tables' indexes"

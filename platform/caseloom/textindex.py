@@ -170,14 +170,6 @@ def _pg_column(conn: sa.Connection, root: str) -> bool:
                                 "AND table_name = :t AND column_name = :c"), {"t": root, "c": PG_COLUMN}).first() is not None
 
 
-def _pg_indexed(conn: sa.Connection, root: str) -> bool:
-    """Whether the text index's GIN index is there and valid (a concurrent build may have failed)."""
-    return conn.execute(sa.text(
-        "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON "
-        "n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relname = :n AND i.indisvalid"),
-        {"n": f"tx_{root}"}).first() is not None
-
-
 def planned(conn: sa.Connection, storage: Storage, altered: dict[str, set[str]]) -> list[str]:
     """What `ensure` will do after a migration that alters or drops the columns `altered` (table ->
     columns), without doing it: the dry run's lines."""
@@ -186,10 +178,11 @@ def planned(conn: sa.Connection, storage: Storage, altered: dict[str, set[str]])
         fields, stored = indexed_fields(storage, root), list(_stored(conn, storage, root) or ())
         if conn.dialect.name == "postgresql":
             present = _pg_column(conn, root) and not altered.get(root, set()) & set(stored)
-            current = present and list(fields) == stored and _pg_indexed(conn, root)
+            current = present and list(fields) == stored and bool(indexbuild.validity(conn, f"tx_{root}"))
         else:  # altering or dropping a column copies the table (batch mode): its triggers go
-            present = bool(_sqlite_parts(conn, root))
-            current = len(_sqlite_parts(conn, root)) == 4 and list(fields) == stored and root not in altered
+            parts = _sqlite_parts(conn, root)
+            present = bool(parts)
+            current = len(parts) == 4 and list(fields) == stored and root not in altered
         if not fields:
             said += [f"drop the text index of {root}"] if present else []
         elif not current:
@@ -201,7 +194,7 @@ def _ensure_pg(conn: sa.Connection, root: str, fields: tuple[str, ...], stored: 
                later: list[indexbuild.IndexBuild] | None) -> list[str]:
     has_column = _pg_column(conn, root)
     if has_column and list(fields) == (stored or []):
-        if _pg_indexed(conn, root):
+        if indexbuild.validity(conn, f"tx_{root}"):
             return []
         _gin_index(conn, root, later)  # a concurrent build that did not finish: built again
         return [f"build the text index of {root} ({', '.join(fields)})"]

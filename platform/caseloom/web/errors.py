@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from ..database import is_busy, is_transient
+from ..database import LOCK_NOT_AVAILABLE, is_busy, is_transient
 from ..definitions import DefinitionErrors
 from ..migrate import TablesInUse
 from ..query import QueryError
@@ -66,6 +66,7 @@ PAGES = {
     503: ("Busy: nothing was changed", "Wait a moment and try again."),
 }
 BUSY_RETRY_SECONDS = 5
+BUSY_MESSAGE = "The database is busy: try again in a moment"
 RESEND_WORDS = "What you sent is kept below: send it again in a moment."
 # a form sending a field so named is not kept on the busy page: what it holds is never shown back
 SECRET_FIELD_WORDS = ("password", "secret")
@@ -96,8 +97,8 @@ def _busy(detail: str):
     headers = {"Retry-After": str(BUSY_RETRY_SECONDS)}
     if request.method == "POST" and not _wants_json():
         db.session.rollback()
-        return error_page(503, "The database is busy: try again in a moment", detail, headers, _resend())
-    return error_response(503, "The database is busy: try again in a moment", detail, headers)
+        return error_page(503, BUSY_MESSAGE, detail, headers, _resend())
+    return error_response(503, BUSY_MESSAGE, detail, headers)
 
 
 def _resend() -> dict | None:
@@ -150,7 +151,7 @@ def register(app: Flask) -> None:
         if not is_transient(exc):
             raise exc
         state = getattr(exc.orig, "sqlstate", None)
-        if is_busy(exc) or state == "55P03":  # SQLite's write lock, or a lock on PostgreSQL, not had in time
+        if is_busy(exc) or state == LOCK_NOT_AVAILABLE:  # SQLite's write lock, or a lock on PostgreSQL, not had in time
             return _busy("the database is busy: another write held what this request needed for longer than it "
                          f"waits{f' ({state})' if state else ''}; nothing was changed")
         return _busy(f"the database stopped this write to let another one finish ({state}); nothing was changed")
