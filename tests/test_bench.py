@@ -11,6 +11,8 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -26,13 +28,22 @@ pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not 
 
 
 def run_bench(*extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CASELOOM_DEFINITIONS": str(ROOT / "definitions"), "CASELOOM_UI": str(ROOT / "ui")}
-    return subprocess.run([sys.executable, "-m", "caseloom.cli", "bench", "--scale", "1000", "--json", *extra],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    """The command's result; its `left` holds what the run left in the temporary folder (nothing)."""
+    temporary = tempfile.mkdtemp(prefix="bench-tmp-")
+    env = {**os.environ, "CASELOOM_DEFINITIONS": str(ROOT / "definitions"), "CASELOOM_UI": str(ROOT / "ui"),
+           "TMPDIR": temporary}
+    try:
+        done = subprocess.run([sys.executable, "-m", "caseloom.cli", "bench", "--scale", "1000", "--json", *extra],
+                              capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+        done.left = sorted(str(path.relative_to(temporary)) for path in Path(temporary).rglob("*"))
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    return done
 
 
 def check_lines(done: subprocess.CompletedProcess, names: list[str] = BENCHMARKS, database: str = "SQLite") -> None:
     assert done.returncode == 0, done.stderr[-3000:]
+    assert done.left == []  # the scratch folder, its database, snapshots and queue are removed
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert [line["name"] for line in lines] == names
     cpus = os.cpu_count()
@@ -105,6 +116,7 @@ def test_bench_writes_runs_the_write_benchmarks_on_the_data_they_need(database):
     alone, on the member list's accounts and the contacts they reference; no generated case."""
     done = run_bench("--writes", *(["--database", POSTGRES_URL] if database == "PostgreSQL" else []))
     assert done.returncode == 0, done.stderr[-3000:]
+    assert done.left == []
     names = [*WRITES[:3], "create_child_cases_2_workers", *WRITES[3:]] if database == "PostgreSQL" else WRITES
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert [line["name"] for line in lines] == names

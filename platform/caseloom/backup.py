@@ -23,10 +23,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
+from .database import SQLITE_SIDE_FILES
+
 # Every Caseloom database has this table (caseloom.storage): a file without it is some other database.
 MARKER_TABLE = "sys_meta"
-# What SQLite keeps beside a database file.
-SIDE_FILES = ("-wal", "-shm", "-journal")
 # Where Debian and Ubuntu install each PostgreSQL version's programs, when they are not on PATH.
 PG_BIN_DIRS = Path("/usr/lib/postgresql")
 # A URL's connection parameters as libpq's environment variables (query keys are libpq's own names).
@@ -140,8 +140,8 @@ class SQLiteDatabase:
     kind = "sqlite"
 
     def is_file(self, file: Path) -> bool:
-        """Whether `file` is the database's own file (or its -wal, -shm or -journal beside it)."""
-        return file.resolve() in {self.path, *(self.path.with_name(self.path.name + s) for s in SIDE_FILES)}
+        """Whether `file` is the database's own file (or a file SQLite keeps beside it)."""
+        return file.resolve() in {self.path, *(self.path.with_name(self.path.name + s) for s in SQLITE_SIDE_FILES)}
 
     def dump(self, part: Path) -> None:
         if not self.path.is_file():

@@ -147,6 +147,9 @@ def job_cache(conn: sa.Connection, kb: int = SQLITE_JOB_CACHE_KB) -> Iterator[No
 # lets in the writers that came during its last one: they wait one unit at most. A writer taking its
 # turn tries for the lock every POLL seconds rather than in the busy handler's 100 ms sleeps, so the
 # lock passes from one to the next within milliseconds.
+WRITERS_FILE = "-writers"  # beside a SQLite database: its writers' turns (see `Turns`)
+# What SQLite, and Caseloom's turns, keep beside a database file.
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal", WRITERS_FILE)
 TURNS = "caseloom_turns"  # connection info: the connection's `Turns`, or False (in-memory, not POSIX)
 TAKE_TURN = "caseloom_take_turn"  # an execution option: False for a writer that would rather skip
 
@@ -162,7 +165,7 @@ class Turns:
     def __init__(self, path: str):
         # read-only is enough for a flock, so a process of another user may share the file; open as
         # long as the connection (closed with it, by GC)
-        self.file = os.fdopen(os.open(path + "-writers", os.O_RDONLY | os.O_CREAT, 0o666), "rb")
+        self.file = os.fdopen(os.open(path + WRITERS_FILE, os.O_RDONLY | os.O_CREAT, 0o666), "rb")
 
     @classmethod
     def of(cls, conn: sa.Connection) -> Turns | None:

@@ -4,6 +4,7 @@ PostgreSQL server; snapshots of it, and plain driver connections for the baselin
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from ..database import SQLITE_PRAGMAS
+from ..database import SQLITE_PRAGMAS, SQLITE_SIDE_FILES
 
 BENCH_DB = f"caseloom_bench_{os.getpid()}"  # one per run: runs side by side never meet
 
@@ -70,7 +71,8 @@ class ScratchDatabase:
 
     def drop_snapshot(self, name: str) -> None:
         if self.kind == "sqlite":
-            Path(name).unlink(missing_ok=True)
+            for suffix in ("", *SQLITE_SIDE_FILES):  # the copy and the files beside it
+                Path(name + suffix).unlink(missing_ok=True)
         else:
             self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -97,8 +99,10 @@ class ScratchDatabase:
         return "?" if self.kind == "sqlite" else "%s"
 
     def drop(self) -> None:
+        """The database and the run's folder (a SQLite run's database, its queue and its logs) go."""
         if self.kind == "postgresql":
             self._admin(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     def _admin(self, *statements: str) -> None:
         engine = sa.create_engine(self.server, isolation_level="AUTOCOMMIT")
