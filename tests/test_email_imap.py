@@ -147,14 +147,29 @@ def test_what_is_not_an_email_is_flagged_for_a_person(mail_runtime, imap_url):
     assert b"\\Flagged" in flags(imap_url)[0]
 
 
-def test_caseloom_email_poll_reads_the_mailbox(database_url, imap_url, monkeypatch):
+# the contract's command (section 4), and its first name, kept for the scripts that use it
+MAIL_COMMANDS = [["mail", "fetch"], ["email", "poll"]]
+
+
+@pytest.mark.parametrize("command", MAIL_COMMANDS, ids=" ".join)
+def test_caseloom_mail_fetch_reads_the_mailbox(database_url, imap_url, monkeypatch, command):
     deliver(imap_url, mail(subject="From the command line"))
     monkeypatch.setenv("CASELOOM_DATABASE_URL", database_url)
     monkeypatch.setenv("CASELOOM_DEFINITIONS", str(DEFINITIONS))
     monkeypatch.setenv("CASELOOM_IMAP_URL", imap_url)
-    result = CliRunner().invoke(main, ["email", "poll"])
+    result = CliRunner().invoke(main, command)
     assert result.exit_code == 0, result.output
     assert "1 message(s): 1 created" in result.output
+
+
+@pytest.mark.parametrize("command", MAIL_COMMANDS, ids=" ".join)
+def test_mail_fetch_without_a_mailbox_says_what_to_set(database_url, monkeypatch, command):
+    monkeypatch.setenv("CASELOOM_DATABASE_URL", database_url)
+    monkeypatch.setenv("CASELOOM_DEFINITIONS", str(DEFINITIONS))
+    monkeypatch.delenv("CASELOOM_IMAP_URL", raising=False)
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 1
+    assert result.output == f"caseloom {' '.join(command)}: CASELOOM_IMAP_URL is not set (imap://user:password@host/INBOX)\n"
 
 
 def test_a_message_the_definitions_refuse_is_kept_as_ignored_flagged_and_the_poll_goes_on(config, definitions_copy,
@@ -205,5 +220,5 @@ def test_a_mailbox_that_cannot_be_reached_is_a_clear_error(database_url, monkeyp
     monkeypatch.setenv("CASELOOM_DATABASE_URL", database_url)
     monkeypatch.setenv("CASELOOM_DEFINITIONS", str(DEFINITIONS))
     monkeypatch.setenv("CASELOOM_IMAP_URL", f"imap://u:p@127.0.0.1:{free_port()}/INBOX")
-    result = CliRunner().invoke(main, ["email", "poll"])
-    assert result.exit_code == 1 and "could not be read" in result.output
+    result = CliRunner().invoke(main, ["mail", "fetch"])
+    assert result.exit_code == 1 and "caseloom mail fetch: the mailbox could not be read" in result.output

@@ -236,29 +236,39 @@ def user_add(name: str, password: str, roles: tuple[str, ...], values: tuple[str
 
 
 @main.group()
-def email() -> None:
+def mail() -> None:
     """Inbound e-mail: read the mailbox now (the worker does it every CASELOOM_IMAP_POLL_SECONDS)."""
 
 
-@email.command("poll")
-def email_poll() -> None:
+@main.group(hidden=True)
+def email() -> None:
+    """`caseloom email poll`: the first name of `caseloom mail fetch`, kept for scripts that use it."""
+
+
+@mail.command("fetch")
+def mail_fetch() -> None:
     """Act on the unseen messages of CASELOOM_IMAP_URL once, and say what each did."""
     import imaplib
 
     from .inbound.imap import poll
     from .runtime import Runtime
 
+    context = click.get_current_context()
+    name = f"caseloom {context.parent.info_name} {context.info_name}"
     config = Config.from_env()
     if not config.imap_url:
-        click.echo("caseloom email poll: CASELOOM_IMAP_URL is not set (imap://user:password@host/INBOX)", err=True)
+        click.echo(f"{name}: CASELOOM_IMAP_URL is not set (imap://user:password@host/INBOX)", err=True)
         sys.exit(1)
     runtime = Runtime(config, _load_or_exit(config.definitions))
     try:
         report = poll(runtime)
     except (OSError, imaplib.IMAP4.error) as exc:
-        click.echo(f"caseloom email poll: the mailbox could not be read: {exc}", err=True)
+        click.echo(f"{name}: the mailbox could not be read: {exc}", err=True)
         sys.exit(1)
     click.echo(f"read {report}")
+
+
+email.add_command(mail_fetch, "poll")
 
 
 @main.group()
