@@ -427,6 +427,15 @@ BAD = {
         {"member_lists/pools.yaml": MEMBER_LISTS["member_lists/pools.yaml"].replace("script_flag_field: scripted\n", ""),
          "lists/x.yaml": LIST + "script: result = []\n"},
         "lists/x.yaml:4:9", "member list 'pools' has no script_flag_field, so a list's script never runs"),
+    "script written in the YAML that does not compile": (
+        {"lists/x.yaml": LIST + "script: |\n  rows = records.query('u_device')\n  result = [\n"},
+        "lists/x.yaml:4:9", "the script's line 2: SyntaxError: '[' was never closed"),
+    "script written in the YAML that imports": (
+        {"lists/x.yaml": LIST + "script: |\n  result = []\n  import os\n"},
+        "lists/x.yaml:4:9", "the script's line 2: import is not allowed"),
+    "script next to the YAML that does not compile": (
+        {"lists/x.yaml": LIST + "script: broken.py\n", "lists/broken.py": "rows = []\nresult = {'machines': rows\n"},
+        "lists/x.yaml:4:9", "lists/broken.py:2: SyntaxError: '{' was never closed"),
     "script path leaving the scripts folder": (
         {"lists/x.yaml": LIST + "script: ../../etc/passwd.py\n"},
         "lists/x.yaml:4:9", "script path '../../etc/passwd.py' leaves the scripts folder"),
@@ -483,6 +492,22 @@ def test_a_broken_member_list_is_reported_once_not_at_each_of_its_lists(app_dirs
     pools = MEMBER_LISTS["member_lists/pools.yaml"].replace("    result_key: machines", "    reslt_key: machines")
     errors = errors_of(write(app_dirs[0], {"member_lists/pools.yaml": pools, **lists}))
     assert errors == ["member_lists/pools.yaml:15:5: types.devices: unknown key ('reslt_key' was unexpected)"]
+
+
+@pytest.mark.parametrize("source, message", [
+    ("rows = records.query('u_device')\nresult = {'machines': [r['sys_id'] for r in rows]\n",
+     "pools/printers.py:2: SyntaxError: '{' was never closed"),
+    ("import subprocess\nresult = {'machines': []}\n", "pools/printers.py:1: import is not allowed"),
+    ("result = {'machines': [].__class__.__subclasses__()}\n", "pools/printers.py:1: "),
+])
+def test_a_script_file_the_sandbox_would_refuse_is_an_error_at_its_list(app_dirs, source, message):
+    """The file in the scripts folder is compiled under the sandbox's policy, as a build would
+    compile it before running it: `caseloom init` never meets a script that cannot run."""
+    definitions, scripts = app_dirs
+    (scripts / "pools" / "printers.py").write_text(source)
+    errors = errors_of(definitions)
+    assert len(errors) == 1 and errors[0].startswith("lists/printers.yaml:4:9: "), errors
+    assert f"{scripts}/{message}" in errors[0], errors
 
 
 def test_caseloom_validate_lists_the_errors_and_exits_1(app_dirs):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..query.conditions import QueryError, fields_of, parse_encoded
+from ..sandbox.policy import compile_script
 from ..sandbox.result import ScriptRefused
 from ..sandbox.sources import SCRIPT_PATH, script_source
 from .behaviour import _Checker
@@ -195,14 +196,17 @@ def _script(doc: SourceDocument, errors: list, scripts_dir, root: str | None = N
     """A declared list's script: its text as written, a path into the scripts folder (kept as a
     path: the runtime reads the file at each build), or a file next to the YAML (read now: the
     list then holds the script's text). A path found in neither place is an error; a scripts
-    folder that is not there at all (a worker started elsewhere) cannot be checked."""
+    folder that is not there at all (a worker started elsewhere) cannot be checked. Whatever
+    text is found is compiled under the sandbox's policy, as a build would before running it."""
     value = doc.data["script"]
     text = value.strip()
     if "\n" in text or not SCRIPT_PATH.match(text):
+        _compiles(doc, errors, value, "the script")
         return value  # the script itself
     folder = Path(scripts_dir or Config.from_env().scripts)
     try:
-        script_source(None, text, doc.path, folder)
+        source, shown = script_source(None, text, doc.path, folder)
+        _compiles(doc, errors, source, shown)
         return text
     except ScriptRefused as exc:
         outside = "inside the scripts folder" in exc.why
@@ -210,16 +214,29 @@ def _script(doc: SourceDocument, errors: list, scripts_dir, root: str | None = N
         path = (beside / text).resolve()
         if path.is_relative_to(beside.resolve()) and path.is_file():
             try:
-                return path.read_text(encoding="utf-8")
+                source = path.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
                 errors.append(doc.error(("script",), f"cannot read the script {path}: {exc}"))
                 return None
+            _compiles(doc, errors, source, str(beside / text))
+            return source
     if outside:
         errors.append(doc.error(("script",), f"script path {text!r} leaves the scripts folder {folder}"))
     elif folder.is_dir():
         errors.append(doc.error(("script",), f"script file {text!r} not found: not in the scripts folder {folder}, "
                                              f"the definitions folder {root or '.'} nor next to {doc.path}"))
     return text
+
+
+def _compiles(doc: SourceDocument, errors: list, source: str, name: str) -> None:
+    """An error at the `script` key for a script the sandbox would refuse before running it (a syntax
+    error, an import, a name the policy forbids), naming its line: `the script's line 2: ...` for one
+    written in the YAML, `scripts/pools/printers.py:2: ...` for a file."""
+    try:
+        compile_script(source, name)
+    except ScriptRefused as exc:
+        where = f"the script's line {exc.line}" if name == "the script" else f"{exc.filename}:{exc.line}"
+        errors.append(doc.error(("script",), f"{where}: {exc.why}"))
 
 
 def _check_import_header(doc: SourceDocument, mtype: MemberType, text: str, errors: list) -> None:
