@@ -150,6 +150,28 @@ def test_invalid_definition_is_422_with_located_errors_and_changes_nothing(admin
     assert r.status_code == 422 and "YAML syntax error" in r.json["error"]["detail"][0]["message"]
 
 
+BOMB = "".join(f"{b}: &{b} [{', '.join([f'*{a}'] * 9) if a else ', '.join(['lol'] * 9)}]\n"
+               for a, b in zip(["", *"abcdefgh"], "abcdefghi"))  # nine levels of nine aliases: 9^9 values
+
+
+@pytest.mark.parametrize("text, line, message", [
+    (BOMB, 1, "the file holds more than 100,000 values once its aliases (*name) are expanded"),
+    ("table: u_deep\nlabel: " + "[" * 5000 + "]" * 5000 + "\n", 1, "values nested more than 64 levels deep"),
+    ("table: u_deep\nlabel: " + "[" * 70 + "]" * 70 + "\n", 2, "values nested more than 64 levels deep"),
+], ids=["aliases expanding to a billion values", "nested past the parser's recursion", "nested 70 deep"])
+def test_a_definition_too_big_to_read_is_422_at_once(admin_client, definitions_copy, text, line, message):
+    """A YAML file whose aliases expand to a billion values, or nested thousands deep, is refused as
+    soon as the count or the depth is passed, never read whole (it would take the process's memory, or
+    its stack: a 500)."""
+    client, _ = admin_client
+    r = client.put("/api/caseloom/definitions/tables/u_deep.yaml", data=text, content_type="application/yaml")
+    assert r.status_code == 422, r.get_data(as_text=True)[:500]
+    [error] = r.json["error"]["detail"]
+    assert error["path"] == "definitions/tables/u_deep.yaml" and error["line"] == line
+    assert error["message"].startswith(message)
+    assert not (definitions_copy / "tables/u_deep.yaml").exists()
+
+
 def test_dropping_a_field_with_data_is_refused_then_restored_from_history(admin_client):
     client, _ = admin_client
     client.put("/api/caseloom/definitions/tables/u_widget.yaml", data=WIDGET, content_type="application/yaml")

@@ -87,14 +87,30 @@ for _loader in (_Loader, _FastLoader):
 KEY = object()  # positions[(*path, KEY)]: where the mapping key at the end of `path` is written
 
 
-def _to_python(node: yaml.Node, path: tuple, positions: dict, source: str, problems: list) -> Any:
+# What a definition file may hold once its aliases are expanded: a few anchors each used a few times
+# are fine; nine nested levels of them ("billion laughs") would be a billion values.
+MAX_VALUES = 100_000
+MAX_DEPTH = 64
+
+
+def _to_python(node: yaml.Node, path: tuple, positions: dict, source: str, problems: list,
+               count: list | None = None) -> Any:
     """The node as Python data. A key given twice is one problem, reported at the second one; the
-    first value stays, so the rest of the file (and every file that refers to it) loads as written."""
+    first value stays, so the rest of the file (and every file that refers to it) loads as written.
+    Refuses a file nested deeper than MAX_DEPTH or holding more than MAX_VALUES values (aliases
+    counted each time they are used)."""
+    count = count if count is not None else [0]
+    count[0] += 1
+    if count[0] > MAX_VALUES:
+        raise DefinitionError(_mark(source, node), f"the file holds more than {MAX_VALUES:,} values once its aliases "
+                                                   f"(*name) are expanded; write it out without so many")
+    if len(path) > MAX_DEPTH:
+        raise DefinitionError(_mark(source, node), f"values nested more than {MAX_DEPTH} levels deep")
     positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
         result: dict = {}
         for key_node, value_node in node.value:
-            key = _to_python(key_node, path + ("<key>",), {}, source, problems)
+            key = _to_python(key_node, path + ("<key>",), {}, source, problems, count)
             if isinstance(key, (dict, list)):
                 raise DefinitionError(_mark(source, key_node), "a mapping key must be a plain value")
             if key in result:
@@ -103,10 +119,10 @@ def _to_python(node: yaml.Node, path: tuple, positions: dict, source: str, probl
                                                                          f"{first[0]}; the first one is used)"))
                 continue
             positions[path + (key, KEY)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            result[key] = _to_python(value_node, path + (key,), positions, source, problems)
+            result[key] = _to_python(value_node, path + (key,), positions, source, problems, count)
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_to_python(item, path + (i,), positions, source, problems) for i, item in enumerate(node.value)]
+        return [_to_python(item, path + (i,), positions, source, problems, count) for i, item in enumerate(node.value)]
     return _scalar.construct_object(node, deep=True)
 
 
@@ -128,6 +144,8 @@ def parse_yaml(text: str, path: str) -> SourceDocument:
         raise DefinitionError(Location(path, line, column), f"YAML syntax error: {problem}") from None
     except yaml.YAMLError as exc:
         raise DefinitionError(Location(path, 1, 1), f"YAML error: {exc}") from None
+    except RecursionError:  # the parser's own recursion, far past MAX_DEPTH
+        raise DefinitionError(Location(path, 1, 1), f"values nested more than {MAX_DEPTH} levels deep") from None
     positions: dict[tuple, tuple[int, int]] = {}
     problems: list[DefinitionError] = []
     data = None if node is None else _to_python(node, (), positions, path, problems)
