@@ -60,7 +60,9 @@ def _walk(tables: Mapping[str, TableDef], table: TableDef, path: str
             return None, f"{path!r}: table {current.name!r} has no field {part!r}"
         if i == len(parts) - 1:
             return (current, field), None
-        if field.type != "reference" or field.reference not in tables:
+        if field.type == "reference" and field.reference not in tables:
+            return None, f"{path!r}: {part!r} of {current.name!r} refers to {field.reference!r}, which is not a table"
+        if field.type != "reference":
             return None, f"{path!r}: {part!r} is a {field.type} field of {current.name!r}, not a reference, " \
                          "so it cannot be dot-walked"
         current = tables[field.reference]

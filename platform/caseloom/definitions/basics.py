@@ -13,10 +13,13 @@ from .yamlsource import SourceDocument
 
 def build_roles(docs: list[SourceDocument], errors: list) -> dict[str, RoleDef]:
     roles: dict[str, RoleDef] = {"admin": RoleDef("admin", "Full access to everything")}
+    seen: dict[str, object] = {}
     for doc in docs:
         for name, spec in doc.data["roles"].items():
-            if name in roles and name != "admin":
-                errors.append(doc.error(("roles", name), f"role {name!r} is declared twice"))
+            if name in seen:
+                errors.append(doc.error(("roles", name), f"role {name!r} is already declared at {seen[name]}"))
+            elif name != "admin":
+                seen[name] = doc.where("roles", name)
             roles[name] = RoleDef(name, spec.get("description", ""), tuple(spec.get("contains", ())))
     for doc in docs:
         for name, spec in doc.data["roles"].items():
@@ -71,7 +74,7 @@ def build_properties(docs: list[SourceDocument], errors: list) -> dict[str, Prop
         for name, spec in doc.data["properties"].items():
             where = ("properties", name)
             if name in properties:
-                errors.append(doc.error(where, f"property {name!r} is declared twice"))
+                errors.append(doc.error(where, f"property {name!r} is already declared at {properties[name].location}"))
                 continue
             try:
                 raw_default = spec.get("default", EMPTY_PROPERTY[spec["type"]])

@@ -242,6 +242,7 @@ def check_unique_actions(actions: list[ActionDef], errors: list, docs: list[Sour
 def build_rules(docs: list[SourceDocument], tables: dict, roles: dict, errors: list,
                 properties: dict | None = None) -> list[RuleDef]:
     rules = []
+    seen: dict[tuple[str, str], object] = {}  # (table, name): a rule's name says which one, in errors and logs
     for doc in docs:
         check = _Checker(doc, tables, roles, errors, properties)
         for i, spec in enumerate(doc.data["rules"]):
@@ -249,6 +250,11 @@ def build_rules(docs: list[SourceDocument], tables: dict, roles: dict, errors: l
             table = check.table(spec["table"], where + ("table",))
             if table is None:
                 continue
+            if (table.name, spec["name"]) in seen:
+                check.error(where + ("name",), f"rule {spec['name']!r} of {table.name!r} is already declared at "
+                                               f"{seen[table.name, spec['name']]}")
+                continue
+            seen[table.name, spec["name"]] = doc.where(*where, "name")
             rules.append(RuleDef(
                 spec["name"], table.name, spec["when"], tuple(spec["on"]),
                 check.condition(table, spec.get("condition"), where + ("condition",)),
@@ -264,13 +270,15 @@ def build_notifications(docs: list[SourceDocument], tables: dict, roles: dict, e
                         properties: dict | None = None, access: list | None = None,
                         warnings: list | None = None) -> dict[str, NotificationDef]:
     notifications: dict[str, NotificationDef] = {}
+    seen: dict[str, object] = {}
     for doc in docs:
         check = _Checker(doc, tables, roles, errors, properties)
         for name, spec in doc.data["notifications"].items():
             where = ("notifications", name)
-            if name in notifications:
-                check.error(where, f"notification {name!r} is declared twice")
+            if name in seen:
+                check.error(where, f"notification {name!r} is already declared at {seen[name]}")
                 continue
+            seen[name] = doc.where(*where)
             table = check.table(spec["table"], where + ("table",))
             if table is None:
                 continue

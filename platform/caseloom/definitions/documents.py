@@ -40,17 +40,45 @@ def schema_for(kind: str) -> dict:
 
 
 class Broken:
-    """Names whose definitions could not be read, so that a mistake is reported once: where it is,
-    not again at every place that names what it broke ("unknown table 'x'" in every file after
-    x's file failed its schema)."""
+    """What reported mistakes broke, so that a mistake is reported once: where it is, not again at
+    every place that names what it broke. Names whose definitions could not be read ("unknown table
+    'x'" in every file after x's file failed its schema, or x was declared twice, or extends a
+    table that is not there); fields and member types dropped for a mistake in them; references to
+    an unknown table (a path walking through one, a generator making records for one)."""
 
     # the kinds of name a cross-check reports as unknown, by the key that declares them
     KINDS = {"table": "table", "roles": "role", "properties": "system property", "notifications": "notification",
              "reports": "report"}
     UNKNOWN = re.compile(r"unknown (table|role|system property|notification|report) '([^']*)'")
 
+    # a dot-walked path ('location.name') and the tables a message names ('fac_work_order')
+    PATH = re.compile(r"'([a-z_][a-z0-9_]*(?:\.[A-Za-z0-9_]+)+)'")
+    NAME = re.compile(r"'([a-z_][a-z0-9_]*)'")
+    NOT_A_TYPE = re.compile(r"'([^']*)' is not a type of member list '([^']*)'")
+
     def __init__(self):
         self.names: dict[str, set[str]] = {kind: set() for kind in self.KINDS.values()}
+        self.targets: set[str] = set()  # unknown tables references point at (each reported at its `to:`)
+        self.fields: dict[str, set[str]] = {}  # table -> its fields dropped for a mistake in them
+        self.member_types: set[tuple[str, str]] = set()  # (member list, type) dropped for a mistake
+        self.sla = False  # a table declaring `sla: true` could not be read: the SLA tables are not made
+        self.built: dict = {}
+
+    def tables(self, declared: set[str], built: dict) -> None:
+        """After the tables are built: a declared table that could not be (its file's mistake, or a
+        parent's, already reported) is not reported again where it is named; nor is a reference to an
+        unknown table (reported at its `to:`) where a path walks through it or names its target."""
+        self.built = built
+        self.names["table"].update(declared - set(built))
+        for table in built.values():  # a child table lacks its parent's dropped fields too
+            parent = table
+            while parent is not None:
+                self.fields.setdefault(table.name, set()).update(self.fields.get(parent.name, ()))
+                parent = built.get(parent.extends) if parent.extends else None
+        for table in built.values():
+            for field in table.fields.values():
+                if field.type == "reference" and field.reference and field.reference not in built:
+                    self.targets.add(field.reference)
 
     def unreadable(self, text: str) -> None:
         """A file that is not YAML: the names it seems to declare, read line by line (`table: x`, or
@@ -58,17 +86,21 @@ class Broken:
         kind = None
         for line in text.splitlines():
             top = re.match(r"^([a-z_]+):\s*(\S*)", line)
+            if top and top.group(1) == "sla" and top.group(2) == "true":
+                self.sla = True
             if top:
                 kind = self.KINDS.get(top.group(1))
                 if top.group(1) == "table" and re.fullmatch(r"[a-z_][a-z0-9_]*", top.group(2)):
                     self.names["table"].add(top.group(2))
                 continue
-            entry = re.match(r"^ {1,4}([A-Za-z0-9_.\-]+)\s*:", line)
+            entry = re.match(r"^[ \t]{1,4}([A-Za-z0-9_.\-]+)\s*:", line)  # a tab is the mistake, often
             if entry and kind is not None and kind != "table":
                 self.names[kind].add(entry.group(1))
 
     def document(self, data: dict) -> None:
         """A document dropped whole: every name it declares."""
+        if data.get("sla") is True:
+            self.sla = True
         for key, kind in self.KINDS.items():
             value = data.get(key)
             if key == "table" and isinstance(value, str):
@@ -76,20 +108,55 @@ class Broken:
             elif key != "table" and isinstance(value, dict):
                 self.names[kind].update(map(str, value))
 
-    def entry(self, path: tuple) -> None:
-        """One entry pruned from a document (`properties.NAME`, `notifications.NAME`, ...)."""
+    def entry(self, path: tuple, table: str | None = None) -> None:
+        """One entry pruned from a document (`properties.NAME`, `notifications.NAME`, a table's
+        `fields.NAME`, ...)."""
+        if path[0] == "fields" and table is not None:
+            self.fields.setdefault(table, set()).add(str(path[1]))
         kind = self.KINDS.get(path[0])
         if kind is not None and path[0] != "table":
             self.names[kind].add(str(path[1]))
 
+    def _walks_broken(self, table: str, path: str) -> bool:
+        """Whether the dot-walked `path` from `table` passes through what a reported mistake broke: a
+        field dropped for it, or a reference to a table that is unknown or could not be built."""
+        current = self.built.get(table)
+        for part in path.split("."):
+            if current is None:
+                return False
+            if part in self.fields.get(current.name, ()):
+                return True
+            field = current.fields.get(part)
+            if field is None or field.type != "reference":
+                return False
+            if field.reference not in self.built:
+                return True
+            current = self.built[field.reference]
+        return False
+
     def without_follow_ons(self, errors: list[DefinitionError]) -> list[DefinitionError]:
         def follows(error: DefinitionError) -> bool:
-            match = self.UNKNOWN.search(error.message)
-            return match is not None and match.group(2) in self.names[match.group(1)]
+            message = error.message
+            if " is already defined at " in message:  # a declaration itself, never a follow-on
+                return False
+            match = self.UNKNOWN.search(message)
+            if match is not None:
+                return match.group(2) in self.names[match.group(1)]
+            named = set(self.NAME.findall(message))
+            if named & self.targets:
+                return True
+            not_a_type = self.NOT_A_TYPE.search(message)
+            if not_a_type is not None and (not_a_type.group(2), not_a_type.group(1)) in self.member_types:
+                return True
+            return any(self._walks_broken(table, path) for path in self.PATH.findall(message) for table in named) \
+                or any(name in self.fields.get(table, ()) for name in named for table in named)
 
         kept = [e for e in errors if not follows(e)]
         return kept or errors
 
+
+NAME_PATTERN = "^[a-z][a-z0-9_]*$"  # the schemas' pattern of a table's or a field's name
+PREFIX_PATTERN = "^[A-Za-z][A-Za-z0-9]{0,9}$"  # a table's number prefix (table.schema.json)
 
 # Collections of named entries: a schema mistake inside one entry drops that entry, not the file.
 _NAMED_ENTRIES = ("fields", "properties", "notifications", "roles", "states", "reports")
@@ -162,7 +229,7 @@ def _pruned(doc: SourceDocument, problems: list, broken: Broken) -> SourceDocume
             spec.pop(key, None)
     for collection, name in entries:
         doc.data[collection].pop(name, None)
-        broken.entry((collection, name))
+        broken.entry((collection, name), doc.data.get("table") if isinstance(doc.data.get("table"), str) else None)
     return doc
 
 
@@ -184,6 +251,13 @@ def _schema_message(problem: jsonschema.ValidationError) -> str:
         return prefix + problem.message.replace("Additional properties are not allowed", "unknown key")
     if problem.validator == "enum":
         return f"{prefix}{problem.instance!r} is not one of {', '.join(map(str, problem.validator_value))}"
+    if problem.validator == "pattern" and problem.validator_value == PREFIX_PATTERN:
+        return f"{prefix}{problem.instance!r} is not a number prefix: a letter, then at most 9 letters or digits"
+    if problem.validator == "pattern" and problem.validator_value == NAME_PATTERN:
+        return f"{prefix}{problem.instance!r} is not a name: a lower-case letter, then lower-case letters, digits or _"
+    if problem.validator == "not" and problem.validator_value == {"pattern": "^sys_"}:
+        return f"{prefix}{problem.instance!r}: a name beginning with sys_ is the platform's own (sys_id, " \
+               f"sys_created_on, ...); choose another"
     if problem.validator == "oneOf" and isinstance(problem.instance, (dict, str)):
         return f"{prefix}{problem.instance!r} does not match any of the allowed shapes"
     return prefix + problem.message

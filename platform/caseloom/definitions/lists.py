@@ -28,14 +28,18 @@ DECLARED_KEYS = ("declared_list", "recipients_list")
 
 def build_member_lists(docs: list[SourceDocument], tables: dict, roles: dict, errors: list) -> dict[str, MemberListDef]:
     lists: dict[str, MemberListDef] = {}
+    seen: dict[str, object] = {}
     for doc in docs:
         check = _Checker(doc, tables, roles, errors)
         data = doc.data
         if data["member_list"] in RESERVED_NAMES:
             check.error(("member_list",), f"{data['member_list']!r} is an API route (/api/caseloom/"
                                           f"{data['member_list']}); give the member list another name")
-        elif data["member_list"] in lists:
-            check.error(("member_list",), f"member list {data['member_list']!r} is declared twice")
+        elif data["member_list"] in seen:
+            check.error(("member_list",), f"member list {data['member_list']!r} is already declared at "
+                                          f"{seen[data['member_list']]}")
+        else:
+            seen[data["member_list"]] = doc.where("member_list")
         table = check.table(data["table"], ("table",))
         if table is None:
             continue

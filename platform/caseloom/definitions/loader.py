@@ -31,7 +31,7 @@ from .portals import build_portals
 from .qualifiers import with_qualifiers
 from .similarity import build_similar
 from .tables import build_tables
-from .timing import build_schedules, build_slas, build_timers, timing_tables
+from .timing import SLA_TABLES, build_schedules, build_slas, build_timers, timing_tables
 from .workspaces import build_workspaces
 from .yamlsource import DefinitionError, SourceDocument
 
@@ -84,6 +84,9 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
     roles = build_roles(documents["roles"], errors)
     table_docs, sla_root = timing_tables(documents["table"], errors)
     tables = build_tables(table_docs, errors, with_qualifiers)
+    broken.tables({doc.data["table"] for doc in table_docs}, tables)
+    if broken.sla and sla_root is None:  # the SLA tables belong to a table that could not be read
+        broken.names["table"].update(SLA_TABLES)
     properties = build_properties(documents["properties"], errors)
     access = build_access(documents["access"], tables, roles, errors)
     demo = build_demo(documents["demo"], tables, roles, errors)
@@ -97,6 +100,9 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
                                         warnings)
     _check_notify_effects(actions, rules, notifications, errors)
     member_lists = build_member_lists(documents["member_list"], tables, roles, errors)
+    broken.member_types.update((doc.data["member_list"], name) for doc in documents["member_list"]
+                               for name in doc.data["types"]
+                               if name not in getattr(member_lists.get(doc.data["member_list"]), "types", {}))
     workspaces = build_workspaces(documents["workspace"], tables, roles, errors, properties, member_lists)
     broken_views = frozenset(d.data["workspace"] for d in documents["workspace"]) - set(workspaces)
     menu = build_menu(documents["menu"], tables, roles, errors, workspaces, broken_views)

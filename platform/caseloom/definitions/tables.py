@@ -37,6 +37,7 @@ def build_tables(docs: list[SourceDocument], errors: list, qualify: Callable | N
     effects' condition builder: passed in, so the tables do not import the effects that import them)."""
     specs: dict[str, tuple[SourceDocument, dict]] = {}
     additions: dict[str, list[SourceDocument]] = {}
+    twice: set[str] = set()
     for doc in docs:
         name = doc.data["table"]
         if name in specs:
@@ -46,8 +47,11 @@ def build_tables(docs: list[SourceDocument], errors: list, qualify: Callable | N
                     additions.setdefault(name, []).append(doc)
                 continue
             errors.append(doc.error(("table",), f"table {name!r} is already defined at {first}"))
+            twice.add(name)
             continue
         specs[name] = (doc, doc.data)
+    for name in twice:  # neither is the table: what names it is not checked against either one
+        del specs[name]
     order = _inheritance_order(specs, errors)
     tables: dict[str, TableDef] = {}
     for name in order:

@@ -110,7 +110,7 @@ def build_schedules(docs: list[SourceDocument], errors: list) -> tuple[dict[str,
         for name, spec in doc.data["schedules"].items():
             where = ("schedules", name)
             if name in schedules:
-                errors.append(doc.error(where, f"schedule {name!r} is declared twice"))
+                errors.append(doc.error(where, f"schedule {name!r} is already declared at {schedules[name].location}"))
                 continue
             holidays = spec.get("holidays")
             if isinstance(holidays, dict):
@@ -149,15 +149,15 @@ def _entries(docs: list[SourceDocument], key: str, noun: str, tables: dict, role
              properties: dict):
     """(checker, name, spec, where) of every entry under `key` in the files; a name declared twice is
     an error at its second place."""
-    seen: set[str] = set()
+    seen: dict[str, object] = {}
     for doc in docs:
         check = _Checker(doc, tables, roles, errors, properties)
         for name, spec in doc.data[key].items():
             where = (key, name)
             if name in seen:
-                check.error(where, f"{noun} {name!r} is declared twice")
+                check.error(where, f"{noun} {name!r} is already declared at {seen[name]}")
                 continue
-            seen.add(name)
+            seen[name] = doc.where(*where)
             yield check, name, spec, where
 
 

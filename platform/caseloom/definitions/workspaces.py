@@ -13,15 +13,18 @@ COMPUTED = ("children", "age")  # list view columns the workspace computes
 def build_workspaces(docs: list[SourceDocument], tables: dict, roles: dict, errors: list, properties: dict,
                      member_lists: dict) -> dict[str, WorkspaceDef]:
     workspaces: dict[str, WorkspaceDef] = {}
+    seen: dict[str, object] = {}
     for doc in docs:
         data = doc.data
         check = _Checker(doc, tables, roles, errors, properties)
         table = check.table(data["table"], ("table",))
         if table is None:
             continue
-        if data["workspace"] in workspaces:
-            check.error(("workspace",), f"workspace {data['workspace']!r} is declared twice")
+        if data["workspace"] in seen:
+            check.error(("workspace",), f"workspace {data['workspace']!r} is already declared at "
+                                        f"{seen[data['workspace']]}")
             continue
+        seen[data["workspace"]] = doc.where("workspace")
         if any(w.table == table.name for w in workspaces.values()):
             check.error(("table",), f"table {table.name!r} already has a workspace")
             continue
