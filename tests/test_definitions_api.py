@@ -151,7 +151,7 @@ def test_invalid_definition_is_422_with_located_errors_and_changes_nothing(admin
 
 
 BOMB = "".join(f"{b}: &{b} [{', '.join([f'*{a}'] * 9) if a else ', '.join(['lol'] * 9)}]\n"
-               for a, b in zip(["", *"abcdefgh"], "abcdefghi"))  # nine levels of nine aliases: 9^9 values
+               for a, b in zip(["", *"abcdefgh"], "abcdefghi", strict=True))  # nine levels of nine aliases: 9^9 values
 
 
 @pytest.mark.parametrize("text, line, message", [
