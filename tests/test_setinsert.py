@@ -373,3 +373,23 @@ def test_a_notification_to_several_addresses_is_written_set_based_as_row_by_row(
     assert calls == [True, False]  # the first run inserted its children in one statement; the second, one by one
     expected = [with_contact.format(i=i) for i in range(6)] + ([without] * 4 if without else [])
     assert sent[True] == sent[False] == sorted((r, "Case <number> for you") for r in expected)
+
+
+@pytest.mark.parametrize("set_based", [True, False], ids=["set-based", "row by row"])
+def test_an_empty_value_in_a_notification_is_shown_as_nothing(config, definitions_copy, set_based):
+    """A field never set (the children's consumer) and a dot-walk through an empty reference (their
+    assigned_to) are shown as nothing, never as the word None: written in SQL for the set-based
+    children, rendered in Python row by row."""
+    (definitions_copy / "notifications" / "empty.yaml").write_text(
+        "notifications:\n"
+        "  empty_values:\n"
+        f"    table: {CASE}\n"
+        "    on: [insert]\n"
+        "    recipients: {fields: [contact]}\n"
+        "    subject: 'For [{{ record.consumer }}]'\n"
+        "    body: 'Assigned to [{{ record.assigned_to.name }}]'\n")
+    job, children, emails = run_children(config, definitions_copy, set_based=set_based)
+    assert job.state == "done" and not any(c["consumer"] or c["assigned_to"] for c in children)
+    mine = [e for e in emails if e["subject"].startswith("For [")]
+    assert len(mine) == 6
+    assert {(e["subject"], e["body"]) for e in mine} == {("For []", "Assigned to []")}

@@ -42,6 +42,14 @@ def test_template_problems_name_the_mistake(text, problem):
     assert len(problems) == 1 and problem in problems[0]
 
 
+@pytest.mark.parametrize("text", [
+    "[{{ record.location.name }}]",  # plain substitution, joined as strings
+    "[{{ record.location.name | trim if record.location.name is not none else record.location.name }}]",  # Jinja's path
+], ids=["substitution", "jinja"])
+def test_an_empty_value_is_shown_as_nothing_in_both_render_paths(text):
+    assert render(text, {"record": {"location.name": None}}) == "[]"
+
+
 def test_a_missing_value_is_a_template_problem_not_a_crash():
     with pytest.raises(TemplateProblem, match="record"):
         render("{{ record.location.name }}", {"record": {}})

@@ -18,7 +18,13 @@ from jinja2 import StrictUndefined, TemplateError, meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
-_env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+def _shown(value: Any) -> Any:
+    """What an output shows: an empty value (a reference with no record, a field never set) is
+    nothing, never the word None."""
+    return "" if value is None else value
+
+
+_env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, finalize=_shown)
 
 # The names a record's fields are read through: `record.field`, `record.reference.field`.
 RECORD_ROOTS = ("record", "previous")
@@ -161,7 +167,7 @@ class _Substitution:
             value = holder[part[1]]
             if not isinstance(value, self.PLAIN):
                 return None
-            out.append(value if isinstance(value, str) else str(value))
+            out.append(value if isinstance(value, str) else "" if value is None else str(value))
         return "".join(out)
 
 

@@ -354,9 +354,9 @@ def _sql_value(part: tuple[str, str], tdef: TableDef, selection: Selection, shar
     if key in in_sql:
         if field.type not in _SQL_TEXT_TYPES and key != "sys_id":
             return None
-        return sa.func.coalesce(sa.cast(selection.base.c[key], sa.Text), "None")
+        return sa.func.coalesce(sa.cast(selection.base.c[key], sa.Text), "")  # empty: nothing, as rendered
     if key in shared and isinstance(shared[key], (str, int, bool, type(None))):
-        return sa.literal(str(shared[key]), sa.Text)
+        return sa.literal("" if shared[key] is None else str(shared[key]), sa.Text)
     return None
 
 
