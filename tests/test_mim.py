@@ -126,6 +126,31 @@ def test_add_child_cases_reports_how_many_and_why_not(agent, major):
     assert children == {open_cases[0]["sys_id"], open_cases[1]["sys_id"], major["first_child"]}
 
 
+@pytest.mark.parametrize("action, inputs, message", [
+    ("propose_major_case", {"reason": {"a": 1}}, "reason: expected text, got an object"),
+    ("propose_major_case", {"reason": ["Storage", "outage"]}, "reason: expected text, got a list"),
+    ("add_child_cases", {"cases": {"a": 1}}, "cases: expected a list of sys_ids, got an object"),
+    ("add_child_cases", {"cases": 5}, "cases: expected a list of sys_ids, got int"),
+    ("add_child_cases", {"cases": [5, None, {}]}, "cases: 5 is not a sys_id (32 hexadecimal digits)"),
+    ("add_child_cases", {"cases": "notalist"}, "cases: 'notalist' is not a sys_id (32 hexadecimal digits)"),
+], ids=["text as an object", "text as a list", "records as an object", "records as a number",
+        "records of other values", "records as a word"])
+def test_an_action_input_of_the_wrong_kind_is_400_naming_it_and_nothing_is_written(agent, major, action, inputs,
+                                                                                    message):
+    """A free input is text, a choice or true/false, and a records input sys_ids: anything else is
+    refused naming the input, never written as Python's text of it, and the record is unchanged."""
+    target = major["sys_id"] if action == "add_child_cases" else \
+        cases(agent, "state=18^accountISNOTEMPTY^major_case_stateISEMPTY")[0]["sys_id"]
+    before = cases(agent, f"sys_id={target}")[0]
+    notes = journal(agent, target, "work_notes")
+    r = act(agent, target, action, **inputs)
+    assert r.status_code == 400, r.json
+    assert r.json["error"]["message"] == message
+    assert r.json["error"]["detail"]["field"] == message.split(":")[0]
+    assert cases(agent, f"sys_id={target}")[0] == before
+    assert journal(agent, target, "work_notes") == notes
+
+
 def _with_children(agent, major):
     free = cases(agent, "stateIN1,10^parentISEMPTY^major_case_stateISEMPTY")[:3]
     act(agent, major["sys_id"], "add_child_cases", cases=[c["sys_id"] for c in free])

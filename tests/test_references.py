@@ -248,6 +248,18 @@ def test_numbers_typed_the_old_way_are_still_accepted(client, major, separator):
     assert "2 of 3 selected cases were added" in message and "it is the major case itself" in message
 
 
+def test_a_typed_number_no_case_has_is_refused_naming_it_and_nothing_is_added(client, major):
+    chosen = addable(client, major)[:1]
+    ui_sign_in(client, "agent")
+    url = f"/{CASE}.do?sys_id={major['sys_id']}"
+    r = client.post(f"/ui/action/{CASE}/{major['sys_id']}/add_child_cases",
+                    data={"cases": f"{chosen[0]}, CS9999999", "csrf_token": form_token(client, url)})
+    assert r.status_code == 302
+    assert flashes(client.get(url).get_data(as_text=True)) == [
+        ("error", "Add child cases: not done. cases: no case numbered 'CS9999999'")]
+    assert chosen[0] not in [c["number"] for c in rows(client, CASE, f"parent={major['sys_id']}", "number")]
+
+
 def test_the_form_dialog_loads_its_picker_when_opened(client, major):
     ui_sign_in(client, "agent")
     form = text(client.get(f"/{CASE}.do?sys_id={major['sys_id']}"))

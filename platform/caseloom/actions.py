@@ -19,7 +19,7 @@ from .automation import Automation, action_allows
 from .automation.conditions import resolver
 from .definitions.model import ActionDef, TableDef
 from .effects import EffectContext, run_effects
-from .fieldtypes import FieldValueError
+from .fieldtypes import SYS_ID, FieldValueError
 from .properties import Properties
 from .query.evaluate import evaluate
 from .records import AccessDenied, Conflict, NotFound, RecordError, RecordService
@@ -153,8 +153,7 @@ def _read_inputs(action: ActionDef, given: dict) -> tuple[dict[str, Any], dict[s
         if empty:
             continue
         if spec.type == "records":
-            ids = value if isinstance(value, list) else [v.strip() for v in str(value).split(",") if v.strip()]
-            free[spec.name] = [str(v) for v in ids]
+            free[spec.name] = _sys_ids(spec, value)
         elif spec.field:
             values[spec.name] = value
         else:
@@ -162,9 +161,32 @@ def _read_inputs(action: ActionDef, given: dict) -> tuple[dict[str, Any], dict[s
     return values, free
 
 
+def _sys_ids(spec, value: Any) -> list[str]:
+    """A records input: a list of sys_ids, or one string of them separated by commas (a form's)."""
+    if isinstance(value, str):
+        ids = [v.strip() for v in value.split(",") if v.strip()]
+    elif isinstance(value, list):
+        ids = value
+    else:
+        raise RecordError(spec.name, f"expected a list of sys_ids, got {_kind(value)}")
+    for item in ids:
+        if not isinstance(item, str) or not SYS_ID.match(item):
+            raise RecordError(spec.name, f"{item!r} is not a sys_id (32 hexadecimal digits)")
+    return ids
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, in words, for a message."""
+    return {dict: "an object", list: "a list", bool: "true or false"}.get(type(value), type(value).__name__)
+
+
 def _free_value(spec, value: Any) -> Any:
-    """A free input's value as its declared type takes it: a choice among its choices, a boolean."""
+    """A free input's value as its declared type takes it: text, a choice among its choices, a boolean."""
     from .fieldtypes import parse_boolean
+
+    if isinstance(value, (dict, list)):  # JSON's object or array: never one value of a free input
+        raise RecordError(spec.name, f"expected {'true or false' if spec.type == 'boolean' else 'text'}, "
+                                     f"got {_kind(value)}")
 
     if spec.choices:
         for choice, label in spec.choices:

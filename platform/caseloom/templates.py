@@ -18,6 +18,7 @@ from jinja2 import StrictUndefined, TemplateError, meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
+
 def _shown(value: Any) -> Any:
     """What an output shows: an empty value (a reference with no record, a field never set) is
     nothing, never the word None."""

@@ -42,16 +42,16 @@ def action(table: str, sys_id: str, action: str):
     """Run an action from its button or dialog, through the same service as the action API."""
     defs = runtime().defs
     spec = defs.action(table, action) or abort(404)
-    inputs = {}
-    for item in spec.inputs:
-        value = request.form.get(item.name, "")
-        if item.type == "records":  # ticked in the picker (several values), or typed numbers (the old way)
-            inputs[item.name] = _records_input(item.table or table, request.form.getlist(item.name))
-        elif value.strip():
-            inputs[item.name] = value
     back = url_for("ui.dispatch", name=table, sys_id=sys_id)
     confirmed = request.form.get("confirmed") == "1"
     try:
+        inputs = {}
+        for item in spec.inputs:
+            value = request.form.get(item.name, "")
+            if item.type == "records":  # ticked in the picker (several values), or typed numbers (the old way)
+                inputs[item.name] = _records_input(item, item.table or table, request.form.getlist(item.name))
+            elif value.strip():
+                inputs[item.name] = value
         if not confirmed and (spec.confirm or spec.background):  # what it would do, before it does it
             would = preview_action(records(), table, sys_id, action, inputs)
             if spec.confirm or _too_many(would):
@@ -111,9 +111,10 @@ def _done_message(spec, table: str, sys_id: str, outcome) -> str:
     return message
 
 
-def _records_input(table: str, values: list[str]) -> list[str]:
+def _records_input(item, table: str, values: list[str]) -> list[str]:
     """Records ticked in a picker (sys_ids, one value each) or typed as numbers, display values or sys_ids
-    separated by commas or lines (the way before the picker, still accepted)."""
+    separated by commas or lines (the way before the picker, still accepted). A typed value no record
+    has is refused, naming it."""
     tdef = runtime().defs.tables[table]
     tokens = [t.strip() for text in values for t in text.replace("\n", ",").split(",") if t.strip()]
     ids = []
@@ -123,7 +124,10 @@ def _records_input(table: str, values: list[str]) -> list[str]:
             continue
         key = "number" if tdef.field("number") is not None else tdef.display
         rows = records().query(table, Query(Term(key, "eq", token)), ["sys_id"], 1) if key else []
-        ids.append(rows[0]["sys_id"] if rows else token)
+        if not rows:
+            what = f"numbered {token!r}" if key == "number" else f"named {token!r}"
+            raise RecordError(item.name, f"no {tdef.label.lower()} {what}")
+        ids.append(rows[0]["sys_id"])
     return ids
 
 
