@@ -142,6 +142,22 @@ def test_a_contact_typed_by_name_outside_the_account_is_refused_in_words(client,
     assert saved["contact"] == contacts["Jane Doe"]["sys_id"]
 
 
+def test_a_reference_typed_by_a_name_no_record_has_is_shown_with_every_other_mistake(client, contacts):
+    """Each field's mistake at its field, all at once: the unknown name does not hide the others."""
+    acme = contacts["acme"]
+    case = rows(client, CASE, f"account={acme['sys_id']}", "sys_id", 1)[0]
+    ui_sign_in(client, "agent")
+    url = f"/{CASE}.do?sys_id={case['sys_id']}"
+    r = client.post(url, data={"contact": "", "contact__display": "Jane Roe", "priority": "urgent",
+                               "short_description": "", "csrf_token": form_token(client, url)})
+    assert r.status_code == 422
+    errors = dict(re.findall(r'<p class="field-error" id="f_(\w+)__error" role="alert">([^<]*)</p>',
+                             r.get_data(as_text=True).replace("&#39;", "'")))
+    assert errors == {"contact": f"Contact no contact named 'Jane Roe' where Account is {acme['name']}",
+                      "priority": "Priority expected a whole number, got 'urgent'",
+                      "short_description": "Short description is mandatory"}
+
+
 def test_without_javascript_an_account_and_its_contact_typed_together_are_resolved(client, contacts):
     ui_sign_in(client, "agent")
     url = f"/{CASE}.do?sys_id=-1"

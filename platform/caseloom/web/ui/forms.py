@@ -167,8 +167,10 @@ def form(table: str, typed: dict | None = None, errors: dict | None = None, conf
     return render_template("form.html", **context), status
 
 
-def _form_values(tdef: TableDef, record: dict) -> dict:
-    """The values the form posted for fields a person may change."""
+def _form_values(tdef: TableDef, record: dict, problems: dict[str, str] | None = None) -> dict:
+    """The values the form posted for fields a person may change. A reference typed by a name no
+    record has is a problem of its field in `problems` (every one of them, not only the first),
+    and left out; without `problems`, the first raises its RecordError."""
     read_only, _, _, lifecycle_field = _lifecycle_flags(tdef, record)
     values = {}
     new = not record
@@ -181,7 +183,13 @@ def _form_values(tdef: TableDef, record: dict) -> dict:
             continue
         value = request.form.getlist(name)[-1]  # checkboxes post a hidden "false" before "true"
         if field.type == "reference" and not value and request.form.get(f"{name}__display"):
-            value = _resolve_display(field, request.form[f"{name}__display"])
+            try:
+                value = _resolve_display(field, request.form[f"{name}__display"])
+            except RecordError as exc:
+                if problems is None:
+                    raise
+                problems[exc.field or name] = exc.message
+                continue
         if field.ftype.journal and not value.strip():
             continue
         values[name] = value
@@ -224,14 +232,12 @@ def save(table: str):
     record = {} if sys_id == "-1" else (service.get(table, sys_id) or abort(404))
     if record:
         tdef = defs.tables.get(record["sys_class_name"], tdef)
-    try:
-        values = _form_values(tdef, record)
-    except RecordError as exc:  # a reference typed by a name no record has
-        return form(table, _typed(tdef, request.form), {exc.field or "__all__": exc.message}, status=422)
+    unnamed: dict[str, str] = {}  # references typed by a name no record has
+    values = _form_values(tdef, record, unnamed)
     typed = dict(values)
-    problems = _field_problems(tdef, values, record)
+    problems = {**_field_problems(tdef, values, record), **unnamed}
     if problems:  # every field's mistake at once, before anything is written
-        return form(table, typed, problems, status=422)
+        return form(table, _typed(tdef, request.form) if unnamed else typed, problems, status=422)
     expected = request.form.get("sys_mod_count", "")
     service.made.clear()
     try:
