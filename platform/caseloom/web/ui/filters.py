@@ -228,7 +228,10 @@ def query_from_rows(tdef: TableDef, rows: list[dict], order: tuple = ()) -> Quer
 
 
 def filter_fields(tdef: TableDef) -> list[tuple[str, str]]:
-    return [(name, f.label) for name, f in tdef.fields.items() if f.ftype.queryable]
+    """The fields the filter builder offers: those a query may name that the user may read."""
+    service = records()
+    return [(name, f.label) for name, f in tdef.fields.items()
+            if f.ftype.queryable and service.can_read_path(tdef.name, name)]
 
 
 def filter_sentence(tdef: TableDef, query: Query) -> str:

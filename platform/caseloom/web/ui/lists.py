@@ -108,9 +108,12 @@ def _combined(query: Query, extra) -> Query:
 # -- group by, with counts -----------------------------------------------------------------------------
 
 def group_fields(tdef: TableDef) -> list[tuple[str, str]]:
-    """Fields a list may be grouped by: choices and references first, then other queryable ones."""
+    """Fields a list may be grouped by (those the user may read): choices and references first, then
+    other queryable ones."""
+    service = records()
     usable = [(n, f) for n, f in tdef.fields.items()
-              if f.stored and f.ftype.queryable and f.ftype.sortable and f.ftype.input != "textarea"]
+              if f.stored and f.ftype.queryable and f.ftype.sortable and f.ftype.input != "textarea"
+              and service.can_read_path(tdef.name, n)]
     first = [(n, f.label) for n, f in usable if f.choices or f.type == "reference"]
     return first + [(n, f.label) for n, f in usable if not (f.choices or f.type == "reference")]
 
@@ -319,7 +322,8 @@ def _list_context(tdef: TableDef, rows_typed: list[dict] | None = None, filter_e
         "condition_for": _condition_target(args.get("condition_for", ""), encoded),
         "group_by": group_by if groups is not None else "", "groups": groups, "group_fields": group_fields(tdef),
         "saved_filters": saved_filters(table), "may_share": may_share(g.actor),
-        "bulk_fields": [(n, f.label) for n, f in tdef.fields.items() if not f.system and f.ftype.queryable],
+        "bulk_fields": [(n, f.label) for n, f in tdef.fields.items() if not f.system and f.ftype.queryable
+                        and service.can_read_field(table, n) and service.can_write_field(table, n)],
         "outbox": _outbox(service) if table == EMAIL_TABLE and g.actor.is_admin else None,
     }
 
