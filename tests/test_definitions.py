@@ -250,6 +250,18 @@ BAD = {
     "property default not among its choices": (
         {"properties/p.yaml": "properties:\n  x.mode: {type: string, default: c, choices: [a, b]}\n"},
         "properties/p.yaml:2:35", "default 'c' is not among the choices"),
+    "property default outside its range": (
+        {"properties/p.yaml": "properties:\n  x.limit: {type: integer, default: 0, min: 1, max: 60}\n"},
+        "properties/p.yaml:2:37", "default 0: must be from 1 to 60"),
+    "property range on a string": (
+        {"properties/p.yaml": "properties:\n  x.name: {type: string, min: 1}\n"},
+        "properties/p.yaml:2:31", "min and max are for integer and decimal properties, not string"),
+    "property range upside down": (
+        {"properties/p.yaml": "properties:\n  x.share: {type: decimal, default: 0.5, min: 0.9, max: 0.1}\n"},
+        "properties/p.yaml:2:57", "max 0.1 is below min 0.9"),
+    "integer property with a fractional bound": (
+        {"properties/p.yaml": "properties:\n  x.limit: {type: integer, default: 2, min: 1.5}\n"},
+        "properties/p.yaml:2:45", "an integer property's min and max are whole numbers"),
     "property of an unknown type": (
         {"properties/p.yaml": "properties:\n  x.when: {type: date}\n"},
         "properties/p.yaml:2:18", "x.when.type: 'date' is not one of boolean, integer, decimal, string, list"),

@@ -357,7 +357,7 @@ def test_a_property_declaration_is_edited_through_the_review(admin, definitions_
     page = admin.get(f"/ui/properties/{name}/declaration").get_data(as_text=True)
     assert "<option selected>boolean</option>" in page
     bad = admin.post(f"/ui/properties/{name}/declaration", {"type": "integer", "default": "many"})
-    assert bad.status_code == 422 and "Not a integer" in bad.get_data(as_text=True)
+    assert bad.status_code == 422 and "Not an integer" in bad.get_data(as_text=True)
     review = layout(admin, f"/ui/properties/{name}/declaration",
                     {"type": "string", "default": "off", "choices": "off\nchildren\nall", "description": "How far to sync."})
     assert "<li>" not in review.split("Schema changes")[1].split("</section>")[0]
@@ -371,6 +371,29 @@ def test_a_property_declaration_is_edited_through_the_review(admin, definitions_
     saved = admin.post("/ui/properties", {"name": name, "value": "children"})
     assert saved.status_code == 302, saved.get_data(as_text=True)
     assert "<option selected>children</option>" in admin.get("/ui/properties").get_data(as_text=True)
+
+
+def test_a_property_range_is_shown_kept_and_edited_through_the_declaration(admin, definitions_copy):
+    name = "sn_customerservice.similar_case_threshold"
+    assert "<span class=\"type\">decimal, 0 to 1</span>" in admin.get("/ui/properties").get_data(as_text=True)
+    page = admin.get(f"/ui/properties/{name}/declaration").get_data(as_text=True)
+    assert 'name="min" inputmode="decimal" value="0"' in page and 'name="max" inputmode="decimal" value="1"' in page
+    for form, key, message in [
+        ({"min": "0.8"}, "default", "The default is outside the range (minimum 0.8)."),
+        ({"max": "lots"}, "max", "Not a decimal: expected a number such as 0.75, got &#39;lots&#39;."),
+        ({"min": "0.9", "max": "0.1"}, "max", "The maximum is below the minimum (0.9)."),
+    ]:
+        bad = admin.post(f"/ui/properties/{name}/declaration", {"type": "decimal", "default": "0.7", **form})
+        assert bad.status_code == 422
+        assert re.search(rf'<p class="field-error" id="e-{key}" role="alert">{re.escape(message)}</p>',
+                         bad.get_data(as_text=True)), bad.get_data(as_text=True)
+    review = layout(admin, f"/ui/properties/{name}/declaration",
+                    {"type": "decimal", "default": "0.6", "min": "0.5", "max": "0.95", "description": "How alike."})
+    assert apply_reviewed(admin, review).status_code == 302
+    text = (definitions_copy / "properties/major_issue.yaml").read_text()
+    assert f"  {name}:\n    type: decimal\n    default: 0.6\n    description: How alike.\n    min: 0.5\n    max: 0.95\n" in text
+    assert admin.post("/ui/properties", {"name": name, "value": "0.97"}).status_code == 422
+    assert "<span class=\"type\">decimal, 0.5 to 0.95</span>" in admin.get("/ui/properties").get_data(as_text=True)
 
 
 # -- rewriting YAML as text ------------------------------------------------------------------------

@@ -129,6 +129,41 @@ def test_a_value_of_the_wrong_type_is_refused_and_nothing_changes(as_user, runti
         props.conn.close()
 
 
+MAX_BYTES, THRESHOLD = "caseloom.attachment.max_bytes", "sn_customerservice.similar_case_threshold"
+
+
+@pytest.mark.parametrize("name, value, message", [
+    (MAX_BYTES, "-5", "value: must be at least 1 for caseloom.attachment.max_bytes"),
+    (MAX_BYTES, "0", "value: must be at least 1 for caseloom.attachment.max_bytes"),
+    (MAX_BYTES, "", "value: not a valid integer for caseloom.attachment.max_bytes: expected a whole number, got nothing"),
+    (MAX_BYTES, "١٠", "value: not a valid integer for caseloom.attachment.max_bytes: expected a whole number, got '١٠'"),
+    (MAX_BYTES, "1_000", "value: not a valid integer for caseloom.attachment.max_bytes: expected a whole number, "
+                         "got '1_000'"),
+    ("caseloom.sla.tick_seconds", "61", "value: must be from 1 to 60 for caseloom.sla.tick_seconds"),
+    (THRESHOLD, "1.5", f"value: must be from 0 to 1 for {THRESHOLD}"),
+    (THRESHOLD, "-0.1", f"value: must be from 0 to 1 for {THRESHOLD}"),
+])
+def test_a_value_outside_the_declared_range_is_refused_naming_it(as_user, runtime, name, value, message):
+    """An integer or decimal property's `min` and `max`: a negative attachment size would refuse every
+    upload (`larger than -5 bytes`), so it is refused where it is set."""
+    api = as_user("admin")
+    row = api.get(f"{PROPS}?sysparm_query=name={name}").json["result"][0]
+    r = api.patch(f"{PROPS}/{row['sys_id']}", json={"value": value})
+    assert r.status_code == 400 and r.json["error"]["message"] == message
+    assert api.get(f"{PROPS}/{row['sys_id']}").json["result"] == row
+
+
+@pytest.mark.parametrize("name, value, stored", [
+    (SYNC, "yes", "true"), (SYNC, "0", "false"), (MAX_BYTES, "+2048", "2048"), (MAX_BYTES, " 1 ", "1"),
+    ("caseloom.sla.tick_seconds", "60", "60"), (THRESHOLD, "1", "1.0"), (THRESHOLD, "0.50", "0.5"),
+])
+def test_a_value_is_stored_as_its_type_writes_it(as_user, name, value, stored):
+    api = as_user("admin")
+    row = api.get(f"{PROPS}?sysparm_query=name={name}").json["result"][0]
+    r = api.patch(f"{PROPS}/{row['sys_id']}", json={"value": value})
+    assert r.status_code == 200 and r.json["result"]["value"] == stored
+
+
 def test_a_new_property_of_the_wrong_type_is_refused(as_user):
     api = as_user("admin")
     r = api.post(PROPS, json={"name": "x_custom.retries", "type": "integer", "value": "three"})

@@ -91,6 +91,8 @@ def _fitting(declared: PropertyDef, value: str | None) -> str:
         return render_value(declared.type, declared.default)
     if declared.choices and parsed not in declared.choices:
         return render_value(declared.type, declared.default)
+    if declared.type in ("integer", "decimal") and declared.out_of_range(parsed):
+        return render_value(declared.type, declared.default)
     return render_value(declared.type, parsed)
 
 
@@ -107,5 +109,7 @@ def _check_property_value(service: RecordService, tdef: TableDef, record: dict, 
         raise RecordError("value", f"not a valid {ptype} for {record.get('name')}: {exc}") from None
     if declared and declared.choices and ptype == "string" and parsed not in declared.choices:
         raise RecordError("value", f"must be one of {', '.join(declared.choices)}")
-    if ptype == "list" and declared is not None:
+    if declared and ptype in ("integer", "decimal") and (problem := declared.out_of_range(parsed)):
+        raise RecordError("value", f"{problem} for {declared.name}")
+    if declared is not None:  # kept as the type writes it: "yes" is stored as true, " 010" as 10
         record["value"] = render_value(ptype, parsed)

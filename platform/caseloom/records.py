@@ -72,7 +72,9 @@ def new_sys_id() -> str:
 
 
 # Table validators: platform features that check a record before it is written,
-# e.g. system properties checking a value against the property's type.
+# e.g. system properties checking a value against the property's type. A validator may also
+# normalise a value it is given (a property's `yes` kept as `true`): on insert the record, on
+# update the values of the fields being written.
 Validator = Callable[["RecordService", TableDef, dict, dict | None], None]
 VALIDATORS: dict[str, list[Validator]] = defaultdict(list)
 # Deletion guards: platform features that may refuse the deletion of a record (the last administrator).
@@ -787,6 +789,9 @@ class RecordService:
             _check_mandatory(self.storage, record_tdef, merged, entries, None)
             for check in VALIDATORS.get(record_tdef.name, ()):
                 check(self, record_tdef, merged, current)
+            for k, (old, new) in list(fields.items()):  # a validator may write a value as its type keeps it
+                if merged[k] is not new:
+                    fields[k] = (old, merged[k])
             checkpoint = (current.get("sys_mod_count") or 0) + 1
             if hooks is not None:
                 after.append((record_tdef, current, entries))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from ..fieldtypes import FieldValueError
@@ -29,6 +30,8 @@ def build_roles(docs: list[SourceDocument], errors: list) -> dict[str, RoleDef]:
     return roles
 
 
+WHOLE = re.compile(r"[+-]?[0-9]+")  # a whole number, in ASCII digits
+
 # The value of a property declared without a default.
 EMPTY_PROPERTY = {"boolean": False, "integer": 0, "decimal": 0.0, "string": "", "list": []}
 
@@ -45,10 +48,14 @@ def parse_property_value(ptype: str, value: Any) -> Any:
     if ptype == "integer":
         if isinstance(value, bool):
             raise FieldValueError("expected a whole number")
-        try:
-            return int(str(value).strip())
-        except ValueError:
-            raise FieldValueError(f"expected a whole number, got {value!r}") from None
+        if isinstance(value, int):
+            return value
+        text = "" if value is None else str(value).strip()
+        if not text:
+            raise FieldValueError("expected a whole number, got nothing")
+        if not WHOLE.fullmatch(text):  # int() would take other scripts' digits (١) and 1_000
+            raise FieldValueError(f"expected a whole number, got {value!r}")
+        return int(text)
     if ptype == "decimal":
         if isinstance(value, bool):
             raise FieldValueError("expected a number")
@@ -87,8 +94,24 @@ def build_properties(docs: list[SourceDocument], errors: list) -> dict[str, Prop
             choices = tuple(spec.get("choices", ()))
             if choices and spec["type"] == "string" and default not in choices:
                 errors.append(doc.error(where + ("default",), f"default {default!r} is not among the choices"))
-            properties[name] = PropertyDef(name, spec["type"], default, spec.get("description", ""),
-                                           choices, doc.where(*where))
+            bounds = {key: spec[key] for key in ("min", "max") if key in spec}
+            if bounds and spec["type"] not in ("integer", "decimal"):
+                errors.append(doc.error(where + (next(iter(bounds)),), f"min and max are for integer and decimal "
+                                                                        f"properties, not {spec['type']}"))
+                continue
+            if spec["type"] == "integer" and any(isinstance(b, float) for b in bounds.values()):
+                errors.append(doc.error(where + ("min" if isinstance(bounds.get("min"), float) else "max",),
+                                        "an integer property's min and max are whole numbers"))
+                continue
+            if len(bounds) == 2 and bounds["min"] > bounds["max"]:
+                errors.append(doc.error(where + ("max",), f"max {bounds['max']} is below min {bounds['min']}"))
+                continue
+            declared = PropertyDef(name, spec["type"], default, spec.get("description", ""), choices,
+                                   doc.where(*where), bounds.get("min"), bounds.get("max"))
+            if bounds and (problem := declared.out_of_range(default)):
+                errors.append(doc.error(where + ("default",), f"default {default}: {problem}"))
+                continue
+            properties[name] = declared
     return properties
 
 

@@ -187,6 +187,18 @@ class PropertyDef:
     description: str = ""
     choices: tuple[str, ...] = ()
     location: Location | None = None
+    minimum: float | None = None  # integer and decimal properties: the smallest value allowed
+    maximum: float | None = None
+
+    def out_of_range(self, value: Any) -> str | None:
+        """Why a parsed value is outside the declared range (`min`, `max`), or None."""
+        low, high = self.minimum, self.maximum
+        if (low is None or value >= low) and (high is None or value <= high):
+            return None
+        shown = [f"{bound:g}" if isinstance(bound, float) else str(bound) for bound in (low, high)]
+        if low is not None and high is not None:
+            return f"must be from {shown[0]} to {shown[1]}"
+        return f"must be at least {shown[0]}" if low is not None else f"must be at most {shown[1]}"
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,8 @@ def properties_page():
         declared = defs.properties.get(name)
         ptype = declared.type if declared else (stored.get(name, {}).get("type") or "string")
         value = typed.get(name, render_value(ptype, current.get(name)))
-        items.append({"name": name, "type": ptype, "value": value, "description": declared.description if declared
+        items.append({"name": name, "type": ptype, "value": value, "range": _range(declared),
+                      "description": declared.description if declared
                       else stored.get(name, {}).get("description") or "", "error": errors.get(name),
                       "choices": declared.choices if declared else (), "sys_id": stored.get(name, {}).get("sys_id"),
                       "file": declaring_file(defs, declared.location) if declared else None,
@@ -81,7 +82,8 @@ def declaration(name: str):
     text = live_definitions.store().texts()[path]
     values = request.form if request.method == "POST" else {
         "type": declared.type, "default": render_value(declared.type, declared.default),
-        "description": declared.description, "choices": "\n".join(declared.choices)}
+        "description": declared.description, "choices": "\n".join(declared.choices),
+        "min": _bound(declared.minimum), "max": _bound(declared.maximum)}
 
     def page(status: int = 200, errors: dict | None = None):
         return render_template("property_declaration.html", name=name, path=path, values=values, errors=errors or {},
@@ -106,10 +108,45 @@ def _declaration(form) -> tuple[dict, dict[str, str]]:
         try:
             spec["default"] = parse_property_value(ptype, form["default"].strip())
         except FieldValueError as exc:
-            return spec, {"default": f"Not a {ptype}: {exc}."}
+            return spec, {"default": f"Not {_a(ptype)}: {exc}."}
     if form.get("description", "").strip():
         spec["description"] = form["description"].strip()
     choices = [c.strip() for c in form.get("choices", "").splitlines() if c.strip()]
     if choices and ptype == "string":
         spec["choices"] = choices
-    return spec, {}
+    errors = {}
+    for key in ("min", "max"):
+        text = form.get(key, "").strip()
+        if not text:
+            continue
+        if ptype not in ("integer", "decimal"):
+            errors[key] = f"Only an integer or decimal property has a {key}imum."
+            continue
+        try:
+            spec[key] = parse_property_value(ptype, text)
+        except FieldValueError as exc:
+            errors[key] = f"Not {_a(ptype)}: {exc}."
+    if not errors and "min" in spec and "max" in spec and spec["min"] > spec["max"]:
+        errors["max"] = f"The maximum is below the minimum ({_bound(spec['min'])})."
+    for key, check in (("min", lambda d, b: d < b), ("max", lambda d, b: d > b)):
+        if not errors and key in spec and "default" in spec and check(spec["default"], spec[key]):
+            errors["default"] = f"The default is outside the range ({key}imum {_bound(spec[key])})."
+    return spec, errors
+
+
+def _bound(value) -> str:
+    """A range bound as the form shows it: empty when there is none, 0.5 and 10 as written."""
+    return "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _range(declared) -> str:
+    """`1 to 60`, `at least 0`, `at most 100`, or nothing: what the properties page says of a range."""
+    if declared is None or (declared.minimum is None and declared.maximum is None):
+        return ""
+    low, high = _bound(declared.minimum), _bound(declared.maximum)
+    return f"{low} to {high}" if low and high else f"at least {low}" if low else f"at most {high}"
+
+
+def _a(ptype: str) -> str:
+    """`an integer`, `a decimal`: a type with its article."""
+    return f"{'an' if ptype[0] in 'aeiou' else 'a'} {ptype}"
