@@ -83,6 +83,22 @@ def test_a_change_applies_to_the_next_properties_object_and_survives_seeding(run
         after.conn.close()
 
 
+def test_seeding_sets_a_stored_value_outside_a_new_range_back_to_the_default(runtime):
+    """A declaration given a range after a value was set: `caseloom init` puts a value outside it
+    back to the default, and keeps one inside it."""
+    with runtime.transaction(check_access=False) as service:
+        table = service.storage.physical("sys_properties")
+        for name, value in (("caseloom.email.rate_per_minute", "-3"), ("caseloom.export.max_rows", "500")):
+            service.conn.execute(table.update().where(table.c.name == name).values(value=value))  # set before the range
+        seed_properties(service)
+    props = fresh(runtime)
+    try:
+        assert props.get("caseloom.email.rate_per_minute") == 0  # the default: -3 is below its min of 0
+        assert props.get("caseloom.export.max_rows") == 500
+    finally:
+        props.conn.close()
+
+
 def test_admin_changes_a_property_through_the_table_api_without_restart(app, as_user, runtime):
     from caseloom.web.auth import properties
 

@@ -67,7 +67,8 @@ class Properties:
 def seed_properties(service: RecordService) -> int:
     """Add a sys_properties row for each declared property that has none, and bring rows whose
     declaration changed (type, description) in line; values are kept unless they no longer fit
-    the declared type, when the default replaces them. Returns the number of rows added."""
+    the declaration (its type, choices or range), when the default replaces them. Returns the
+    number of rows added."""
     table = service.storage.physical(TABLE)
     existing = {r.name: r for r in service.conn.execute(sa.select(table.c.sys_id, table.c.name, table.c.type,
                                                                      table.c.value, table.c.description))}
@@ -77,23 +78,29 @@ def seed_properties(service: RecordService) -> int:
     ]
     for p in service.defs.properties.values():
         row = existing.get(p.name)
-        if row is not None and (row.type, row.description or "") != (p.type, p.description):
+        if row is not None and ((row.type, row.description or "") != (p.type, p.description)
+                                or not _fits(p, row.value)):
             service.update(TABLE, row.sys_id, {"type": p.type, "description": p.description,
                                                "value": _fitting(p, row.value)})
     return service.insert_many(TABLE, rows) if rows else 0
 
 
-def _fitting(declared: PropertyDef, value: str | None) -> str:
-    """A stored value as the declared type renders it, or the default when it does not fit."""
+def _fits(declared: PropertyDef, value: str | None) -> bool:
+    """Whether a stored value is one the declaration allows: its type, its choices, its range."""
     try:
         parsed = parse_property_value(declared.type, value)
     except FieldValueError:
-        return render_value(declared.type, declared.default)
+        return False
     if declared.choices and parsed not in declared.choices:
+        return False
+    return not (declared.type in ("integer", "decimal") and declared.out_of_range(parsed))
+
+
+def _fitting(declared: PropertyDef, value: str | None) -> str:
+    """A stored value as the declared type renders it, or the default when it does not fit."""
+    if not _fits(declared, value):
         return render_value(declared.type, declared.default)
-    if declared.type in ("integer", "decimal") and declared.out_of_range(parsed):
-        return render_value(declared.type, declared.default)
-    return render_value(declared.type, parsed)
+    return render_value(declared.type, parse_property_value(declared.type, value))
 
 
 @validator(TABLE)
