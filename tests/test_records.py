@@ -412,6 +412,17 @@ BAD_VALUES = [
     ("reference", "not-a-sys-id"),
     ("journal", ["a", "list"]),
     ("string", {"an": "object"}),
+    # what Python's own parsers take but no one means: a NUL and what follows, ISO's basic and week
+    # forms, other scripts' digits, digit grouping
+    ("datetime", "2024-01-01 00:00:00\x00"),
+    ("datetime", "2024-01-01 00:00:00\x00garbage"),
+    ("datetime", "20240101T000000"),
+    ("date", "2024-W01-1"),
+    ("date", "20240101"),
+    ("integer", "\u0661"),
+    ("integer", "1_000"),
+    ("decimal", "\u0661.\u0665"),
+    ("decimal", "1_0.5"),
 ]
 
 

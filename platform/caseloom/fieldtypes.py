@@ -116,6 +116,11 @@ def _plain(value: Any) -> str:
     return str(value)
 
 
+# Numbers as text: ASCII digits only (int() and Decimal() also take other scripts' digits, ١٢, and 1_000).
+WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
+NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
 def _parse_integer(field: Any, value: Any) -> Any:
     if _empty(value):
         return None
@@ -124,10 +129,10 @@ def _parse_integer(field: Any, value: Any) -> Any:
     if isinstance(value, int):
         number = value
     else:
-        try:
-            number = int(str(value).strip())
-        except ValueError:
-            raise FieldValueError(f"expected a whole number, got {value!r}") from None
+        text = str(value).strip()
+        if not WHOLE_NUMBER.fullmatch(text):
+            raise FieldValueError(f"expected a whole number, got {value!r}")
+        number = int(text)
     if not INTEGER_MIN <= number <= INTEGER_MAX:
         raise FieldValueError(f"{number} is out of range ({INTEGER_MIN} to {INTEGER_MAX})")
     return number
@@ -138,8 +143,11 @@ def _parse_decimal(field: Any, value: Any) -> Any:
         return None
     if isinstance(value, bool):
         raise FieldValueError("expected a number")
+    text = value if isinstance(value, (int, float, Decimal)) else str(value).strip()
+    if isinstance(text, str) and not NUMBER.fullmatch(text):
+        raise FieldValueError(f"expected a number, got {value!r}")
     try:
-        number = Decimal(str(value).strip())
+        number = Decimal(str(text))
     except InvalidOperation:
         raise FieldValueError(f"expected a number, got {value!r}") from None
     digits = DECIMAL_PRECISION - DECIMAL_SCALE
@@ -171,6 +179,13 @@ def _parse_boolean(field: Any, value: Any) -> Any:
     return parse_boolean(value)
 
 
+# What a date or a date and time may be written as: ISO 8601's extended form, which Python's
+# fromisoformat reads among others it also takes (20240101, 2024-W01-1, and text past a NUL).
+ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+ISO_DATETIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}([ T][0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]{1,6})?)?)?"
+                          r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)?")
+
+
 def _parse_date(field: Any, value: Any) -> Any:
     if _empty(value):
         return None
@@ -180,13 +195,13 @@ def _parse_date(field: Any, value: Any) -> Any:
         return value
     text = str(value).strip()
     try:
-        return dt.date.fromisoformat(text)
+        if ISO_DATE.fullmatch(text):
+            return dt.date.fromisoformat(text)
+        if ISO_DATETIME.fullmatch(text):
+            return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).date()  # a date and time: its date
     except ValueError:
         pass
-    try:
-        return dt.datetime.fromisoformat(text).date()  # a date and time: its date
-    except ValueError:
-        raise FieldValueError(f"expected a date YYYY-MM-DD, got {value!r}") from None
+    raise FieldValueError(f"expected a date YYYY-MM-DD, got {value!r}")
 
 
 def _parse_datetime(field: Any, value: Any) -> Any:
@@ -197,8 +212,11 @@ def _parse_datetime(field: Any, value: Any) -> Any:
     elif isinstance(value, dt.date):
         parsed = dt.datetime(value.year, value.month, value.day)
     else:
+        text = str(value).strip()
         try:
-            parsed = dt.datetime.fromisoformat(str(value).strip().replace("T", " "))
+            if not ISO_DATETIME.fullmatch(text):
+                raise ValueError(text)
+            parsed = dt.datetime.fromisoformat(text.replace("T", " ").replace("Z", "+00:00"))
         except ValueError:
             raise FieldValueError(f"expected a date and time YYYY-MM-DD HH:MM:SS, got {value!r}") from None
     if parsed.tzinfo is not None:
