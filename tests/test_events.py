@@ -136,6 +136,11 @@ BAD = {
                       "unknown field 'colour': extra values go in additional_info"),
     "bad time": ({"source": "x", "node": "n", "severity": "1", "time_of_event": "yesterday"},
                  "time_of_event 'yesterday' is not a date and time"),
+    "a time with a NUL": ({"source": "x", "node": "n", "severity": "1", "time_of_event": "2026-01-01 10:00:00\x00x"},
+                          "time_of_event '2026-01-01 10:00:00\\x00x' is not a date and time"),
+    "additional_info not JSON": ({"source": "x", "node": "n", "severity": "1", "additional_info": "{bad"},
+                                 "additional_info is not JSON (Expecting property name enclosed in double quotes: "
+                                 "line 1 column 2 (char 1)): give a JSON object, or a string holding one"),
     "node too long": ({"source": "x", "node": "n" * 256, "severity": "1"}, "node is longer than 255 characters"),
     "node a list": ({"source": "x", "node": ["a"], "severity": "1"}, "node must be text, not list"),
     "a NUL in a key": ({"source": "x", "node": "n", "severity": "1", "message_key": "a\x00b"},

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from .database import dict_rows
-from .fieldtypes import FieldValueError, valid_text
+from .fieldtypes import ISO_DATETIME, FieldValueError, valid_text
 from .query import Query, select_rows
 from .query.conditions import Term
 from .records import new_sys_id, now
@@ -141,13 +141,21 @@ def checked(index: int, raw: Any, received: dt.datetime) -> dict | Rejected:
             problem = _unstorable(text)
             if problem:
                 return Rejected(index, f"additional_info {problem}")
+        if isinstance(info, str) and info.strip():
+            try:
+                json.loads(info)
+            except ValueError as exc:
+                return Rejected(index, f"additional_info is not JSON ({exc}): give a JSON object, or a string "
+                                       f"holding one")
         row["additional_info"] = text
     when = raw.get("time_of_event")
     if when in (None, ""):
         row["time_of_event"] = received
     else:
         try:
-            moment = dt.datetime.fromisoformat(str(when))
+            if not ISO_DATETIME.fullmatch(str(when).strip()):  # fromisoformat alone takes a NUL and what follows
+                raise ValueError(when)
+            moment = dt.datetime.fromisoformat(str(when).strip().replace("Z", "+00:00"))
         except ValueError:
             return Rejected(index, f"time_of_event {when!r} is not a date and time (yyyy-MM-dd HH:mm:ss, UTC)")
         if moment.tzinfo is not None:
