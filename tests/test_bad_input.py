@@ -3,7 +3,9 @@ bounded (size, batch, import rows, text length)."""
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 from dataclasses import replace
 
 import pytest
@@ -146,13 +148,41 @@ def test_a_batch_has_at_most_the_configured_number_of_requests(small):
     assert r.status_code == 400 and "at most 3" in r.json["error"]["message"]
 
 
-@pytest.mark.parametrize("item", [1, "x", None, {"id": [1]}, {"id": 1, "url": 5}, {"id": 1, "url": "/api/now/table/x",
-                                  "body": "%%%"}, {"id": 1, "url": "/api/now/table/x", "headers": "h"},
-                                  {"id": 1, "url": "/api/now/table/x", "headers": [{"name": "X", "value": "a\nb"}]},
-                                  {"id": 1, "url": "/api/now/table/x", "method": "TRACE"}])
-def test_a_malformed_batch_item_is_unserviced_not_a_500(as_user, item):
+@pytest.mark.parametrize("item", [1, "x", None, {"id": [1]}, {"id": True}, {"url": "/api/now/table/x"}])
+def test_a_batch_item_without_an_id_is_unserviced_not_a_500(as_user, item):
     r = as_user("admin").post("/api/now/batch", json={"rest_requests": [item]})
     assert r.status_code == 200 and r.json["serviced_requests"] == []
+    assert r.json["unserviced_requests"] == [None]
+
+
+@pytest.mark.parametrize("item, message", [
+    ({"id": 1}, "url is missing: a Table API path such as /api/now/table/incident"),
+    ({"id": 1, "url": 5}, "url is missing: a Table API path such as /api/now/table/incident"),
+    ({"id": 1, "url": "https://example.com/api/now/table/x"},
+     "url 'https://example.com/api/now/table/x': only Table API requests (/api/now/table/...) run in a batch"),
+    ({"id": 1, "url": "/api/now/v1/table/x"},
+     "url '/api/now/v1/table/x': only Table API requests (/api/now/table/...) run in a batch"),
+    ({"id": 1, "url": "/api/now/batch"}, "url '/api/now/batch': only Table API requests (/api/now/table/...) run in a batch"),
+    ({"id": 1, "url": "/api/now/table/x", "method": "TRACE"}, "method 'TRACE' is not one of GET, POST, PUT, PATCH, DELETE"),
+    ({"id": 1, "url": "/api/now/table/x", "method": 7}, "method 7 is not one of GET, POST, PUT, PATCH, DELETE"),
+    ({"id": 1, "url": "/api/now/table/x", "body": "%%%"}, "body is not base64"),
+    ({"id": 1, "url": "/api/now/table/x", "headers": "h"}, 'headers must be a list of {"name": ..., "value": ...} objects'),
+    ({"id": 1, "url": "/api/now/table/x", "headers": [{"name": "X", "value": "a\nb"}]},
+     'headers must be a list of {"name": ..., "value": ...} objects'),
+], ids=["no url", "url not text", "another site", "a versioned path", "a batch in a batch", "an unknown method",
+        "a method not text", "a body not base64", "headers not a list", "a header with a line break"])
+def test_a_malformed_batch_item_is_answered_as_a_400_saying_what_is_wrong(as_user, item, message):
+    """ServiceNow answers each request of a batch; a malformed one is its own 400 (never a 500, never
+    silently left out), and the good ones beside it are run."""
+    good = {"id": "2", "url": "/api/now/table/sys_user?sysparm_limit=1", "method": "GET"}
+    r = as_user("admin").post("/api/now/batch", json={"rest_requests": [item, good]})
+    assert r.status_code == 200 and r.json["unserviced_requests"] == []
+    bad, ok = r.json["serviced_requests"]
+    assert (bad["id"], bad["status_code"], bad["status_text"], ok["id"], ok["status_code"]) == ("1", 400, "Bad Request",
+                                                                                                "2", 200)
+    answer = json.loads(base64.b64decode(bad["body"]))
+    assert answer["status"] == "failure" and answer["error"]["detail"] == "rest_requests item 1"
+    assert answer["error"]["message"].startswith(message)
 
 
 def test_an_import_has_at_most_the_configured_number_of_rows(small):

@@ -318,7 +318,8 @@ def batch():
     body = _body()
     requests_ = body.get("rest_requests")
     if not isinstance(requests_, list):
-        raise ApiError(400, "rest_requests must be a list", "")
+        raise ApiError(400, "rest_requests must be a list", "the body is {\"batch_request_id\": ..., "
+                                                            "\"rest_requests\": [{\"id\", \"method\", \"url\", ...}]}")
     most = runtime().config.max_batch_requests
     if len(requests_) > most:
         raise ApiError(400, f"rest_requests: {len(requests_)} requests; at most {most} in one batch",
@@ -328,9 +329,16 @@ def batch():
     db.session.rollback()  # the batch itself writes nothing; each sub-request is its own unit of work
     serviced, unserviced = [], []
     for item in requests_:
-        sub_request = _sub_request(item)
-        if sub_request is None:  # not a Table API request we can read: ServiceNow leaves it unserviced too
+        if not isinstance(item, dict) or _batch_id(item) is None:  # nothing to answer it by: unserviced
             unserviced.append(_batch_id(item) if isinstance(item, dict) else None)
+            continue
+        sub_request = _sub_request(item)
+        if isinstance(sub_request, str):  # answered as its own 400, saying what is wrong with it
+            body_ = {"error": {"message": sub_request, "detail": f"rest_requests item {item['id']!r}"},
+                     "status": "failure"}
+            serviced.append({"id": str(item["id"]), "status_code": 400, "status_text": "Bad Request",
+                             "headers": [{"name": "Content-Type", "value": "application/json"}],
+                             "body": base64.b64encode(json.dumps(body_).encode()).decode(), "execution_time": 0})
             continue
         url, method, headers, data = sub_request
         started = time.perf_counter()
@@ -356,23 +364,25 @@ def _batch_id(item: dict) -> str | int | None:
     return value if isinstance(value, (str, int)) and not isinstance(value, bool) else None
 
 
-def _sub_request(item) -> tuple[str, str, dict, bytes | None] | None:
-    """(url, method, headers, body) of one Batch API item, or None when it is not one we can run."""
-    if not isinstance(item, dict) or _batch_id(item) is None:
-        return None
-    url, method = item.get("url"), str(item.get("method", "GET")).upper()
-    if not isinstance(url, str) or not url.startswith("/api/now/table/") or method not in BATCH_METHODS:
-        return None
+def _sub_request(item: dict) -> tuple[str, str, dict, bytes | None] | str:
+    """(url, method, headers, body) of one Batch API item, or what is wrong with it."""
+    url, method = item.get("url"), item.get("method", "GET")
+    if not isinstance(url, str) or not url:
+        return "url is missing: a Table API path such as /api/now/table/incident"
+    if not url.startswith("/api/now/table/"):
+        return f"url {url[:200]!r}: only Table API requests (/api/now/table/...) run in a batch"
+    if not isinstance(method, str) or method.upper() not in BATCH_METHODS:
+        return f"method {method!r} is not one of {', '.join(BATCH_METHODS)}"
     headers = item.get("headers", [])
     if not isinstance(headers, list) or not all(isinstance(h, dict) and isinstance(h.get("name"), str)
                                                 and isinstance(h.get("value"), str)
                                                 and h["name"].isprintable() and h["value"].isprintable() for h in headers):
-        return None
+        return "headers must be a list of {\"name\": ..., \"value\": ...} objects of printable text"
     try:
         data = base64.b64decode(item["body"], validate=True) if item.get("body") else None
     except (binascii.Error, TypeError, ValueError):
-        return None
-    return url, method, {h["name"]: h["value"] for h in headers}, data
+        return "body is not base64"
+    return url, method.upper(), {h["name"]: h["value"] for h in headers}, data
 
 
 
