@@ -100,7 +100,14 @@ def test_import_reports_each_rejected_row_and_never_duplicates(as_user):
                 f",{accounts[1]['number']}\n"
                 ",ACCT9999999\n"
                 ",\n"
-                f",{accounts[0]['number']}\n")
+                f",{accounts[0]['number']}\n"
+                f"{accounts[2]['sys_id']},ACCT9999999\n"  # two keys naming different records, or none
+                f"{accounts[2]['sys_id']},{accounts[1]['number']}\n")
+    for content_type in ("application/json", "application/x-www-form-urlencoded"):
+        refused = author.post(f"/api/caseloom/recipients/{list_id}/import", data=csv_text, content_type=content_type)
+        assert refused.status_code == 415 and refused.json["error"]["message"] == (
+            f"The body is {content_type}, not CSV: send the CSV itself as the body (Content-Type: text/csv)")
+        assert members(author, list_id) == []
     r = author.post(f"/api/caseloom/recipients/{list_id}/import", data=csv_text, content_type="text/csv")
     assert r.status_code == 200, r.json
     assert r.json["result"]["added"] == 2
@@ -108,6 +115,10 @@ def test_import_reports_each_rejected_row_and_never_duplicates(as_user):
         {"row": 4, "reason": "no customer_account record with number 'ACCT9999999'"},
         {"row": 5, "reason": "no value in any of the columns sys_id, number"},
         {"row": 6, "reason": "already a member of this list"},
+        {"row": 7, "reason": f"number 'ACCT9999999' does not name the customer_account record whose sys_id is "
+                             f"{accounts[2]['sys_id']!r}"},
+        {"row": 8, "reason": f"number {accounts[1]['number']!r} does not name the customer_account record whose "
+                             f"sys_id is {accounts[2]['sys_id']!r}"},
     ]
     again = author.post(f"/api/caseloom/recipients/{list_id}/import", data=f"number\n{accounts[2]['number']}\n"
                         f"{accounts[1]['number']}\n", content_type="text/csv").json["result"]

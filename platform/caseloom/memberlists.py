@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -299,7 +300,7 @@ class MemberLists:
 
     def _import_slice(self, sys_id: str, mtype: MemberType, rows: list[tuple[int, dict]], report: BuildReport) -> int:
         """Look up and add one slice of an import; rejected rows go to the report."""
-        lookups = self._lookup(mtype, rows)
+        lookups, every = self._lookup(mtype, rows)
         candidates = {i for key in mtype.match for i in lookups[key].values()}
         members = self.service.storage.physical(mtype.members)
         have = set(self.service.conn.execute(self.member_ids(sys_id, mtype).where(
@@ -307,14 +308,21 @@ class MemberLists:
         adding: list[str] = []
         for line, row in rows:
             report.identified += 1
-            found, reason = None, "no value in any of the columns " + ", ".join(mtype.match)
+            found, reason, by = None, "no value in any of the columns " + ", ".join(mtype.match), None
             for key in mtype.match:
                 value = row.get(key)
                 if value:
                     found = lookups[key].get(value.lower() if key != "sys_id" else value)
                     reason = f"no {mtype.table} record with {key} {value!r}"
                     if found:
+                        by = (key, value)
                         break
+            for key in mtype.match if found else ():  # every other key given must name the same record
+                value = row.get(key)
+                if value and key != by[0] and found not in every[key].get(value.lower() if key != "sys_id" else value, ()):
+                    found, reason = None, f"{key} {value!r} does not name the {mtype.table} record whose {by[0]} " \
+                                          f"is {by[1]!r}"
+                    break
             if not found:
                 report.reject({"row": line, "reason": reason})
             elif found in have:
@@ -324,23 +332,28 @@ class MemberLists:
                 adding.append(found)
         return self._add(sys_id, mtype, adding, dynamic=False)
 
-    def _lookup(self, mtype: MemberType, rows: list[tuple[int, dict]]) -> dict[str, dict[str, str]]:
-        """For each match key, the values the file uses mapped to sys_ids, a few queries per 500 values."""
+    def _lookup(self, mtype: MemberType, rows: list[tuple[int, dict]]
+                ) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, set[str]]]]:
+        """For each match key, the values the file uses mapped to a sys_id, and to every sys_id that has
+        the value (an e-mail two records share), a few queries per 500 values."""
         table = self.service.storage.physical(mtype.table)
         class_filter = self.service.storage.class_filter(mtype.table)
         found: dict[str, dict[str, str]] = {}
+        every: dict[str, dict[str, set[str]]] = {}
         for key in mtype.match:
             values = sorted({r[key] for _, r in rows if r.get(key)})
             column = table.c[key]
             compare = column if key == "sys_id" else sa.func.lower(column)
             wanted = values if key == "sys_id" else [v.lower() for v in values]
-            found[key] = {}
+            found[key], every[key] = {}, defaultdict(set)
             for start in range(0, len(wanted), 500):
                 stmt = sa.select(compare, table.c.sys_id).where(compare.in_(wanted[start:start + 500]))
                 if class_filter is not None:
                     stmt = stmt.where(class_filter)
-                found[key].update({str(k): i for k, i in self.service.conn.execute(stmt)})
-        return found
+                for value, record_id in self.service.conn.execute(stmt):
+                    found[key][str(value)] = record_id
+                    every[key][str(value)].add(record_id)
+        return found, every
 
 
 def _without_bom(stream: TextIO) -> Iterator[str]:

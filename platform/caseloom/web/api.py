@@ -395,6 +395,10 @@ def _member_lists(name: str):
     return MemberLists(records(), mdef)
 
 
+# What a CSV may be sent as: its own type, plain text, and what spreadsheets and browsers label one with.
+CSV_TYPES = ("text/csv", "text/plain", "application/csv", "application/vnd.ms-excel", "application/octet-stream")
+
+
 @blueprint.post("/caseloom/<name>/<sys_id>/import")
 def import_members(name: str, sys_id: str):
     """Add members to a list of the member list `name` from a CSV (columns: the list type's `match` keys,
@@ -402,6 +406,9 @@ def import_members(name: str, sys_id: str):
     never added twice."""
     lists = _member_lists(name)
     records().table(lists.mdef.table, "write")
+    if request.mimetype and request.mimetype not in CSV_TYPES:
+        raise ApiError(415, f"The body is {request.mimetype}, not CSV: send the CSV itself as the body "
+                            f"(Content-Type: text/csv)", "Content-Type")
     report = lists.import_csv(sys_id, text_stream(request.stream), runtime().config.max_import_rows)
     db.session.commit()
     return jsonify({"result": {"added": report.added, "rejected": report.rejected,
