@@ -320,10 +320,18 @@ def test_nobody_reads_or_changes_anothers_saved_filter(client):
     assert saved(client) == {}
 
 
-def test_a_filter_without_a_title_is_not_saved(client):
+@pytest.mark.parametrize("title, query, message", [
+    ("  ", "state=1", "title: give the filter a title"),
+    ("Probe", "nosuch=1", "nosuch: table 'sn_customerservice_case' has no field 'nosuch'"),
+    ("Probe", "state~~1", "state~~1"),
+    ("Probe", "work_notesLIKEx", "work_notes"),  # a field no one may filter on (a journal)
+])
+def test_a_filter_that_does_not_read_is_not_saved(client, title, query, message):
     ui_sign_in(client, "agent")
-    save(client, "  ", "state=1")
-    assert ("error", "Filter not saved: title: give the filter a title") in flashes(client)
+    save(client, title, query)
+    [(kind, text)] = flashes(client)
+    assert kind == "error" and text.startswith("Filter not saved: ") and message in text, text
+    assert saved(client) == {}
 
 
 # -- the admin's outbox ---------------------------------------------------------------------------------------

@@ -182,12 +182,12 @@ def save_filter(table: str):
     if shared and not may_share(g.actor):
         abort(403)
     try:
-        parse_encoded(encoded)
+        records().query(table, parse_encoded(encoded), ["sys_id"], 1)  # its fields and operators, as the list reads them
         if not title:
             raise RecordError("title", "give the filter a title")
         _filter_records().insert(SAVED_FILTERS, {"title": title, "table": table, "filter": encoded,
                                                  "group_by": group_by, "user": "" if shared else g.actor.sys_id})
-    except (RecordError, QueryError) as exc:
+    except (RecordError, QueryError, AccessDenied) as exc:
         db.session.rollback()
         flash(f"Filter not saved: {exc}", "error")
         return redirect(back)
