@@ -172,6 +172,23 @@ def test_a_definition_too_big_to_read_is_422_at_once(admin_client, definitions_c
     assert not (definitions_copy / "tables/u_deep.yaml").exists()
 
 
+@pytest.mark.parametrize("body, query, status, message", [
+    (b"table: u_utf\nlabel: caf\xe9\n", "", 400, "the body is not UTF-8 text: byte 0xe9 at offset 23 cannot be read"),
+    (f"table: u_{'x' * 60}\n".encode(), "", 422, "is longer than 48 characters: a table's or a field's name is a "
+                                                  "database name"),
+    (f"table: u_big\nlabel: {'x' * 1_048_576}\n".encode(), "", 422, "the file is larger than 1,048,576 characters"),
+    (b"table: u_ok\n", "?force=maybe", 400, "force: expected true or false, got 'maybe'"),
+], ids=["not UTF-8", "a name too long", "a file too large", "force neither true nor false"])
+def test_a_definition_put_that_cannot_be_taken_is_refused_naming_why(admin_client, definitions_copy, body, query,
+                                                                     status, message):
+    client, _ = admin_client
+    r = client.put(f"/api/caseloom/definitions/tables/u_new.yaml{query}", data=body, content_type="application/yaml")
+    assert r.status_code == status, r.get_data(as_text=True)[:300]
+    error = r.json["error"]
+    assert message in (error["message"] if status == 400 else error["detail"][0]["message"])
+    assert not (definitions_copy / "tables/u_new.yaml").exists()
+
+
 def test_dropping_a_field_with_data_is_refused_then_restored_from_history(admin_client):
     client, _ = admin_client
     client.put("/api/caseloom/definitions/tables/u_widget.yaml", data=WIDGET, content_type="application/yaml")

@@ -17,7 +17,7 @@ from importlib import resources
 import jsonschema
 
 from ..fieldtypes import FIELD_TYPES
-from .yamlsource import DefinitionError, SourceDocument, parse_yaml
+from .yamlsource import DefinitionError, Location, SourceDocument, parse_yaml
 
 # The top-level key of a file names its kind; each kind has one JSON Schema. A declared list names
 # its member list with a `member_list:` key, so the declared-list kinds come before `member_list`.
@@ -157,12 +157,21 @@ class Broken:
 
 NAME_PATTERN = "^[a-z][a-z0-9_]*$"  # the schemas' pattern of a table's or a field's name
 PREFIX_PATTERN = "^[A-Za-z][A-Za-z0-9]{0,9}$"  # a table's number prefix (table.schema.json)
+NAME_LENGTH = 48  # the longest table or field name (table.schema.json)
 
 # Collections of named entries: a schema mistake inside one entry drops that entry, not the file.
 _NAMED_ENTRIES = ("fields", "properties", "notifications", "roles", "states", "reports")
 
 
+MAX_FILE_CHARS = 1_048_576  # a definition file's size at most (the largest CSM file is 7 KB)
+
+
 def read_document(path: str, text: str, errors: list[DefinitionError], broken: Broken) -> SourceDocument | None:
+    if len(text) > MAX_FILE_CHARS:
+        errors.append(DefinitionError(Location(path, 1, 1), f"the file is larger than {MAX_FILE_CHARS:,} characters "
+                                                            f"({len(text):,}); split it into several files"))
+        broken.unreadable(text[:MAX_FILE_CHARS])
+        return None
     try:
         doc = parse_yaml(text, path)
     except DefinitionError as exc:
@@ -251,6 +260,9 @@ def _schema_message(problem: jsonschema.ValidationError) -> str:
         return prefix + problem.message.replace("Additional properties are not allowed", "unknown key")
     if problem.validator == "enum":
         return f"{prefix}{problem.instance!r} is not one of {', '.join(map(str, problem.validator_value))}"
+    if problem.validator == "maxLength" and problem.validator_value == NAME_LENGTH:
+        return f"{prefix}{problem.instance!r} is longer than {NAME_LENGTH} characters: a table's or a field's name " \
+               f"is a database name (PostgreSQL's hold 63 characters, and some get a suffix)"
     if problem.validator == "pattern" and problem.validator_value == PREFIX_PATTERN:
         return f"{prefix}{problem.instance!r} is not a number prefix: a letter, then at most 9 letters or digits"
     if problem.validator == "pattern" and problem.validator_value == NAME_PATTERN:

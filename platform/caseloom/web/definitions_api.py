@@ -68,7 +68,12 @@ def get_definition(path: str):
 
 @blueprint.put("/<path:path>")
 def put_definition(path: str):
-    text = request.get_data(as_text=True)
+    raw = request.get_data()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, f"the body is not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset {exc.start} cannot be "
+                            f"read", "send the YAML file as UTF-8") from None
     if not text.strip():
         raise ApiError(400, "empty definition", "send the YAML text as the request body")
     return _change(_path(path), text)
@@ -83,7 +88,10 @@ def delete_definition(path: str):
 
 
 def _change(path: str, text: str | None, action: str | None = None):
-    force = request.args.get("force", "").lower() == "true"
+    asked = request.args.get("force", "false").lower()
+    if asked not in ("true", "false"):
+        raise ApiError(400, f"force: expected true or false, got {request.args['force'][:50]!r}", "force")
+    force = asked == "true"
     try:
         done = live_definitions.apply({path: text}, force=force, action=action)
     except DataLossRefused as exc:
