@@ -120,6 +120,23 @@ def test_a_graceful_restart_drops_no_request(served):
     assert failures == [] and len(done) == 80
 
 
+def test_a_long_encoded_query_fits_the_request_line_and_a_longer_one_is_a_414(served):
+    """A GET of 7,100 bytes (a query of 700 numbers) is answered; one past 8,190 bytes is refused by the
+    server before the app (gunicorn's default was 4,094 bytes)."""
+    base, _ = served
+    path = "/api/now/table/sn_customerservice_case?sysparm_fields=number&sysparm_query=numberIN"
+    fits = path + ",".join(f"CS{i:07d}" for i in range(700))
+    assert 7_000 < len(f"GET {fits} HTTP/1.1") < 8_190
+    status, _, body = call("GET", base + fits, headers=basic("agent"))
+    assert status == 200 and isinstance(body["result"], list)
+    too_long = path + ",".join(f"CS{i:07d}" for i in range(900))
+    try:
+        urllib.request.urlopen(urllib.request.Request(base + too_long, headers=basic("agent")), timeout=30)
+        raise AssertionError("a request line past 8,190 bytes was answered")
+    except urllib.error.HTTPError as error:
+        assert error.code == 414
+
+
 def test_static_files_are_linked_by_their_content_and_cached_for_a_year(served):
     base, _ = served
     page = urllib.request.urlopen(f"{base}/login", timeout=30).read().decode()

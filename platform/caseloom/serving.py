@@ -65,6 +65,7 @@ class ServeOptions:
             "timeout": self.timeout,
             "graceful_timeout": self.graceful_timeout,
             "keepalive": self.keepalive,
+            "limit_request_line": REQUEST_LINE_BYTES,  # gunicorn's most: long encoded queries in a GET's URL
             "max_requests": self.max_requests,
             "max_requests_jitter": self.max_requests // 10,
             "preload_app": False,  # each worker opens its own database connections after the fork
@@ -78,6 +79,8 @@ class ServeOptions:
             "control_socket_disable": True,  # gunicorn 27's shared per-user socket: several servers run on one machine
         }
 
+
+REQUEST_LINE_BYTES = 8190  # a request's first line (method, path and query) at most; longer is gunicorn's 414
 
 _heartbeat: Callable[[], None] | None = None  # this server process's gunicorn worker's `notify`
 
