@@ -54,7 +54,12 @@ class NotFound(Exception):
 
 
 class Conflict(Exception):
-    """The record is not in a state that allows this (HTTP 409)."""
+    """The record is not in a state that allows this (HTTP 409); `field`, when one field's value is
+    what the state refuses (a lifecycle's field moved where no transition goes)."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 def now() -> dt.datetime:

@@ -50,7 +50,7 @@ class LifecycleCheck:
                       if a.field == field and str(a.to_state) == str(pending[field])
                       and (a.from_states is None or str(previous.get(field)) in map(str, a.from_states))]
         if not candidates:
-            raise Conflict(_moving(tdef, lifecycle, previous, pending))
+            raise Conflict(_moving(tdef, lifecycle, previous, pending), field=lifecycle.field)
         permitted = [a for a in candidates if action_allows(service.actor, a)]
         if not permitted:
             raise _denied(service, tdef, candidates)
@@ -59,7 +59,7 @@ class LifecycleCheck:
         if not possible:
             if applicable:
                 raise _denied(service, tdef, applicable)
-            raise Conflict(permitted[0].refusal or _moving(tdef, lifecycle, previous, pending))
+            raise Conflict(permitted[0].refusal or _moving(tdef, lifecycle, previous, pending), field=lifecycle.field)
         _check_inputs(tdef, lifecycle, possible, pending, merged)
 
     @staticmethod

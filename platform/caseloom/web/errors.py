@@ -141,7 +141,7 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Conflict)
     def conflict(exc: Conflict):
-        return error_response(409, str(exc), "")
+        return error_response(409, str(exc), {"field": exc.field, "reason": str(exc)} if exc.field else "")
 
     @app.errorhandler(sa.exc.OperationalError)
     def busy(exc: sa.exc.OperationalError):
