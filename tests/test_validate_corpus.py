@@ -100,3 +100,23 @@ def test_validate_reports_the_one_mistake_at_its_line_and_column(case, tmp_path)
     assert len(errors) == 1, f"{case.mistake}: expected one error at {where}, got:\n" + "\n".join(errors)
     assert errors[0].startswith(where), f"{case.mistake}: expected at {where}, got:\n{errors[0]}"
     assert case.word in errors[0][len(where):], f"{case.mistake}: the message should name {case.word!r}:\n{errors[0]}"
+
+
+@pytest.mark.parametrize("target, change, where, word", [
+    ("roles.yaml", lambda text: "roles: 5\n", "roles.yaml:1:8", "object"),
+    ("properties/loans.yaml", lambda text: "properties: [loans.require_approval]\n", "properties/loans.yaml:1:13",
+     "object"),
+    ("tables/loan_work.yaml", lambda text: text.replace("fields:\n", "fields:\n\tbroken: 1\n", 1), "tables/loan_work.yaml",
+     "YAML"),
+], ids=["roles not a mapping", "properties not a mapping", "a tab in the SLA table's file"])
+def test_a_file_that_cannot_be_read_at_all_is_one_error(tmp_path, target, change, where, word):
+    """A file whose names cannot be read (`roles: 5`, or YAML that does not parse) is the one error:
+    what names its roles, properties or tables (and the SLA tables its `sla: true` makes) is not
+    told again that they are unknown."""
+    app = tmp_path / "loans"
+    shutil.copytree(LOANS, app)
+    (app / target).write_text(change((app / target).read_text()))
+    result = validate(app, app / "scripts")
+    errors = [line for line in result.stderr.splitlines() if LOCATED.match(line)]
+    assert result.exit_code == 1 and len(errors) == 1, "\n".join(errors)
+    assert errors[0].startswith(f"{app}/{where}") and word in errors[0], errors[0]

@@ -55,6 +55,7 @@ class Broken:
     PATH = re.compile(r"'([a-z_][a-z0-9_]*(?:\.[A-Za-z0-9_]+)+)'")
     NAME = re.compile(r"'([a-z_][a-z0-9_]*)'")
     NOT_A_TYPE = re.compile(r"'([^']*)' is not a type of member list '([^']*)'")
+    HAS_NO = re.compile(r"table '([^']*)' has no ")  # "table 'x' has no action 'y'": x could not be read
 
     def __init__(self):
         self.names: dict[str, set[str]] = {kind: set() for kind in self.KINDS.values()}
@@ -62,6 +63,7 @@ class Broken:
         self.fields: dict[str, set[str]] = {}  # table -> its fields dropped for a mistake in them
         self.member_types: set[tuple[str, str]] = set()  # (member list, type) dropped for a mistake
         self.sla = False  # a table declaring `sla: true` could not be read: the SLA tables are not made
+        self.unknowable: set[str] = set()  # kinds a dropped file declared without a name to read (`roles: 5`)
         self.built: dict = {}
 
     def tables(self, declared: set[str], built: dict) -> None:
@@ -107,6 +109,8 @@ class Broken:
                 self.names[kind].add(value)
             elif key != "table" and isinstance(value, dict):
                 self.names[kind].update(map(str, value))
+            elif key != "table" and key in data:  # its names cannot be told: none of that kind is reported unknown
+                self.unknowable.add(kind)
 
     def entry(self, path: tuple, table: str | None = None) -> None:
         """One entry pruned from a document (`properties.NAME`, `notifications.NAME`, a table's
@@ -141,9 +145,12 @@ class Broken:
                 return False
             match = self.UNKNOWN.search(message)
             if match is not None:
-                return match.group(2) in self.names[match.group(1)]
+                return match.group(2) in self.names[match.group(1)] or match.group(1) in self.unknowable
             named = set(self.NAME.findall(message))
             if named & self.targets:
+                return True
+            has_no = self.HAS_NO.search(message)
+            if has_no is not None and has_no.group(1) in self.names["table"]:
                 return True
             not_a_type = self.NOT_A_TYPE.search(message)
             if not_a_type is not None and (not_a_type.group(2), not_a_type.group(1)) in self.member_types:
