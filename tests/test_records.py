@@ -17,7 +17,7 @@ from caseloom.definitions.loader import read_sources
 from caseloom.fieldtypes import FIELD_TYPES, FieldValueError
 from caseloom.migrate import migrate
 from caseloom.query import Query, parse_encoded
-from caseloom.records import NotFound, RecordError
+from caseloom.records import Conflict, NotFound, RecordError
 from caseloom.runtime import Runtime
 from conftest import DEFINITIONS
 
@@ -618,3 +618,14 @@ def test_an_unfiltered_count_of_a_class_sharing_its_table_is_exact(runtime, monk
         service.insert_many("sn_customerservice_case", ({"short_description": f"case {i}", "state": 1} for i in range(3)))
         assert service.count("task", Query()) == before_tasks + 7
         assert service.count("sn_customerservice_case", Query()) == before_cases + 3
+
+
+def test_a_change_made_since_the_record_was_read_is_refused_saying_who_and_when(runtime):
+    with runtime.transaction() as service:
+        case = service.insert(CASE, {"short_description": "read, then changed by another"})
+        service.update(CASE, case["sys_id"], {"short_description": "the other's change"})
+        with pytest.raises(Conflict) as caught:
+            service.update(CASE, case["sys_id"], {"short_description": "mine"},
+                           expected_mod_count=case["sys_mod_count"])
+    assert re.fullmatch(r"this case was changed by \S+ at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC after you opened it",
+                        str(caught.value)), str(caught.value)

@@ -735,7 +735,7 @@ class RecordService:
                 self.check_rows(tdef, [sys_id], "write")
             if expected_mod_count is not None and current["sys_mod_count"] != expected_mod_count:
                 raise Conflict(f"this {tdef.label.lower()} was changed by {current['sys_updated_by']} at "
-                               f"{current['sys_updated_on']} after you opened it")
+                               f"{current['sys_updated_on']:%Y-%m-%d %H:%M:%S} UTC after you opened it")
             changes = self._update_batch(tdef, [(current, values)])
             return current | {k: new for k, (_, new) in changes[0].fields.items()}
 

@@ -72,6 +72,7 @@ class ScriptPolicy(RestrictingNodeTransformer):
 
 
 LINE = re.compile(r"^Line (\d+|None): (.*)$", re.DOTALL)
+MORE_SHOWN = 3  # the problems named after the first, each with its line
 
 
 def compile_script(source: str, filename: str) -> CodeType:
@@ -85,9 +86,12 @@ def compile_script(source: str, filename: str) -> CodeType:
             match = LINE.match(error)
             line = int(match.group(1)) if match and match.group(1).isdigit() else 1
             problems.append((line, match.group(2) if match else error))
-        line, why = min(problems, key=lambda p: p[0])
-        more = len(problems) - 1
-        raise ScriptRefused(filename, line, why.rstrip(".") + (f" (and {more} more problem(s))" if more else ""))
+        problems.sort(key=lambda p: p[0])
+        (line, why), others = problems[0], problems[1:]
+        also = "; ".join(f"line {n}: {w.rstrip('.')}" for n, w in others[:MORE_SHOWN])
+        if len(others) > MORE_SHOWN:
+            also += f"; and {len(others) - MORE_SHOWN} more"
+        raise ScriptRefused(filename, line, why.rstrip(".") + (f" (also {also})" if also else ""))
     return result.code
 
 
