@@ -6,6 +6,8 @@ from __future__ import annotations
 import html
 import re
 
+import pytest
+
 from conftest import basic, form_token, ui_sign_in
 
 CASE = "sn_customerservice_case"
@@ -240,3 +242,17 @@ def test_a_related_list_pages_without_javascript_on_the_records_own_page(client)
                                               "#related-1")
     page = client.get(plain.headers["Location"]).get_data(as_text=True)
     assert "<html" in page and 'id="related-1"' in page
+
+
+@pytest.mark.parametrize("path, title, advice", [
+    ("/ui/properties", "You may not open this page", "Your roles do not give access to it."),
+    ("/no_such_table_list.do", "Not found", "The page or record does not exist, or it was deleted."),
+])
+def test_an_error_page_says_it_in_our_words_not_the_servers(client, path, title, advice):
+    """The page's title and advice, never werkzeug's stock sentence ("read-protected or not readable
+    by the server", "not found on the server")."""
+    ui_sign_in(client, "agent")
+    r = client.get(path)
+    page = html.unescape(r.get_data(as_text=True))
+    assert r.status_code in (403, 404) and title in page and advice in page
+    assert "server" not in page.split("<main", 1)[-1].split("</main>", 1)[0], page

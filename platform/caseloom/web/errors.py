@@ -188,6 +188,9 @@ def register(app: Flask) -> None:
         if not _wants_json():
             if exc.code in (301, 302, 303, 307, 308) or exc.code is None:
                 return exc
-            return error_page(exc.code, exc.name, exc.description or "", dict(exc.get_headers()))
+            # werkzeug's own sentence ("...read-protected or not readable by the server") is not ours:
+            # the page's title and advice say it; a description given with abort() is shown
+            said = exc.description if exc.description != type(exc).description else ""
+            return error_page(exc.code, "", said or "", dict(exc.get_headers()))
         headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}  # e.g. a 405's Allow
         return error_response(exc.code or 500, exc.name, exc.description, headers)
