@@ -42,6 +42,8 @@ def test_a_free_input_is_taken_as_its_type(small, inputs, entry):
 @pytest.mark.parametrize("inputs, field, message", [
     ({"urgency": "panic"}, "urgency", "'panic' is not one of the choices (high: High, low: Low)"),
     ({"urgency": "high", "page_someone": "perhaps"}, "page_someone", "expected true or false"),
+    ({"urgency": ["high"]}, "urgency", "expected one of the choices (high: High, low: Low), got a list"),
+    ({"urgency": "high", "page_someone": {"yes": True}}, "page_someone", "expected true or false, got an object"),
 ])
 def test_a_free_input_of_the_wrong_type_is_a_400_naming_it(small, inputs, field, message):
     ticket = new_ticket(small)

@@ -185,8 +185,9 @@ def _free_value(spec, value: Any) -> Any:
     from .fieldtypes import parse_boolean
 
     if isinstance(value, (dict, list)):  # JSON's object or array: never one value of a free input
-        raise RecordError(spec.name, f"expected {'true or false' if spec.type == 'boolean' else 'text'}, "
-                                     f"got {_kind(value)}")
+        wanted = "true or false" if spec.type == "boolean" else \
+            f"one of the choices ({', '.join(f'{c}: {label}' for c, label in spec.choices)})" if spec.choices else "text"
+        raise RecordError(spec.name, f"expected {wanted}, got {_kind(value)}")
 
     if spec.choices:
         for choice, label in spec.choices:
