@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from .database import dict_rows
-from .fieldtypes import ISO_DATETIME, FieldValueError, valid_text
+from .fieldtypes import FieldValueError, iso_datetime, valid_text
 from .query import Query, select_rows
 from .query.conditions import Term
 from .records import new_sys_id, now
@@ -153,14 +153,9 @@ def checked(index: int, raw: Any, received: dt.datetime) -> dict | Rejected:
         row["time_of_event"] = received
     else:
         try:
-            if not ISO_DATETIME.fullmatch(str(when).strip()):  # fromisoformat alone takes a NUL and what follows
-                raise ValueError(when)
-            moment = dt.datetime.fromisoformat(str(when).strip().replace("Z", "+00:00"))
-        except ValueError:
+            row["time_of_event"] = iso_datetime(str(when))
+        except (ValueError, OverflowError):
             return Rejected(index, f"time_of_event {when!r} is not a date and time (yyyy-MM-dd HH:mm:ss, UTC)")
-        if moment.tzinfo is not None:
-            moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
-        row["time_of_event"] = moment
     if not row["message_key"]:
         row["message_key"] = "_".join(row[name] for name in KEY_FIELDS)
     return row

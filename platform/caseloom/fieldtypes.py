@@ -186,6 +186,16 @@ ISO_DATETIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}([ T][0-9]{2}:[0-9]{2}(:[0
                           r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)?")
 
 
+def iso_datetime(text: str) -> dt.datetime:
+    """A date and time in ISO 8601's extended form (`Z` or an offset moved to UTC), naive, microseconds
+    kept; ValueError for any other text, OverflowError for one out of range once moved to UTC."""
+    text = text.strip()
+    if not ISO_DATETIME.fullmatch(text):
+        raise ValueError(text)
+    parsed = dt.datetime.fromisoformat(text.replace("T", " ").replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo is None else parsed.astimezone(dt.UTC).replace(tzinfo=None)
+
+
 def _parse_date(field: Any, value: Any) -> Any:
     if _empty(value):
         return None
@@ -207,23 +217,17 @@ def _parse_date(field: Any, value: Any) -> Any:
 def _parse_datetime(field: Any, value: Any) -> Any:
     if _empty(value):
         return None
-    if isinstance(value, dt.datetime):
-        parsed = value
-    elif isinstance(value, dt.date):
-        parsed = dt.datetime(value.year, value.month, value.day)
-    else:
-        text = str(value).strip()
-        try:
-            if not ISO_DATETIME.fullmatch(text):
-                raise ValueError(text)
-            parsed = dt.datetime.fromisoformat(text.replace("T", " ").replace("Z", "+00:00"))
-        except ValueError:
-            raise FieldValueError(f"expected a date and time YYYY-MM-DD HH:MM:SS, got {value!r}") from None
-    if parsed.tzinfo is not None:
-        try:
-            parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
-        except OverflowError:
-            raise FieldValueError(f"{value!r} is out of range once moved to UTC (years 1 to 9999)") from None
+    try:
+        if isinstance(value, dt.datetime):
+            parsed = value if value.tzinfo is None else value.astimezone(dt.UTC).replace(tzinfo=None)
+        elif isinstance(value, dt.date):
+            parsed = dt.datetime(value.year, value.month, value.day)
+        else:
+            parsed = iso_datetime(str(value))
+    except OverflowError:
+        raise FieldValueError(f"{value!r} is out of range once moved to UTC (years 1 to 9999)") from None
+    except ValueError:
+        raise FieldValueError(f"expected a date and time YYYY-MM-DD HH:MM:SS, got {value!r}") from None
     return parsed.replace(microsecond=0)
 
 

@@ -300,8 +300,13 @@ class MemberLists:
 
     def _import_slice(self, sys_id: str, mtype: MemberType, rows: list[tuple[int, dict]], report: BuildReport) -> int:
         """Look up and add one slice of an import; rejected rows go to the report."""
-        lookups, every = self._lookup(mtype, rows)
-        candidates = {i for key in mtype.match for i in lookups[key].values()}
+        lookups = self._lookup(mtype, rows)
+
+        def named(key: str, value: str) -> set[str]:
+            """The records whose `key` is `value` (sys_ids exactly, the other keys in any case)."""
+            return lookups[key].get(value if key == "sys_id" else value.lower(), set())
+
+        candidates = {i for key in mtype.match for ids in lookups[key].values() for i in ids}
         members = self.service.storage.physical(mtype.members)
         have = set(self.service.conn.execute(self.member_ids(sys_id, mtype).where(
             members.c[mtype.member_field].in_(sorted(candidates)))).scalars()) if candidates else set()
@@ -312,14 +317,13 @@ class MemberLists:
             for key in mtype.match:
                 value = row.get(key)
                 if value:
-                    found = lookups[key].get(value.lower() if key != "sys_id" else value)
                     reason = f"no {mtype.table} record with {key} {value!r}"
-                    if found:
-                        by = (key, value)
+                    if ids := named(key, value):
+                        found, by = min(ids), (key, value)
                         break
             for key in mtype.match if found else ():  # every other key given must name the same record
                 value = row.get(key)
-                if value and key != by[0] and found not in every[key].get(value.lower() if key != "sys_id" else value, ()):
+                if value and key != by[0] and found not in named(key, value):
                     found, reason = None, f"{key} {value!r} does not name the {mtype.table} record whose {by[0]} " \
                                           f"is {by[1]!r}"
                     break
@@ -332,28 +336,25 @@ class MemberLists:
                 adding.append(found)
         return self._add(sys_id, mtype, adding, dynamic=False)
 
-    def _lookup(self, mtype: MemberType, rows: list[tuple[int, dict]]
-                ) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, set[str]]]]:
-        """For each match key, the values the file uses mapped to a sys_id, and to every sys_id that has
-        the value (an e-mail two records share), a few queries per 500 values."""
+    def _lookup(self, mtype: MemberType, rows: list[tuple[int, dict]]) -> dict[str, dict[str, set[str]]]:
+        """For each match key, the values the file uses mapped to the sys_ids that have them (an e-mail
+        two records share names both), a few queries per 500 values."""
         table = self.service.storage.physical(mtype.table)
         class_filter = self.service.storage.class_filter(mtype.table)
-        found: dict[str, dict[str, str]] = {}
-        every: dict[str, dict[str, set[str]]] = {}
+        found: dict[str, dict[str, set[str]]] = {}
         for key in mtype.match:
             values = sorted({r[key] for _, r in rows if r.get(key)})
             column = table.c[key]
             compare = column if key == "sys_id" else sa.func.lower(column)
             wanted = values if key == "sys_id" else [v.lower() for v in values]
-            found[key], every[key] = {}, defaultdict(set)
+            found[key] = defaultdict(set)
             for start in range(0, len(wanted), 500):
                 stmt = sa.select(compare, table.c.sys_id).where(compare.in_(wanted[start:start + 500]))
                 if class_filter is not None:
                     stmt = stmt.where(class_filter)
                 for value, record_id in self.service.conn.execute(stmt):
-                    found[key][str(value)] = record_id
-                    every[key][str(value)].add(record_id)
-        return found, every
+                    found[key][str(value)].add(record_id)
+        return found
 
 
 def _without_bom(stream: TextIO) -> Iterator[str]:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
-from ..fieldtypes import FieldValueError
+from ..fieldtypes import WHOLE_NUMBER, FieldValueError
 from ..query.nodes import QueryError
 from .model import AccessRule, PropertyDef, RoleDef
 from .yamlsource import SourceDocument
@@ -30,8 +29,6 @@ def build_roles(docs: list[SourceDocument], errors: list) -> dict[str, RoleDef]:
     return roles
 
 
-WHOLE = re.compile(r"[+-]?[0-9]+")  # a whole number, in ASCII digits
-
 # The value of a property declared without a default.
 EMPTY_PROPERTY = {"boolean": False, "integer": 0, "decimal": 0.0, "string": "", "list": []}
 
@@ -53,7 +50,7 @@ def parse_property_value(ptype: str, value: Any) -> Any:
         text = "" if value is None else str(value).strip()
         if not text:
             raise FieldValueError("expected a whole number, got nothing")
-        if not WHOLE.fullmatch(text):  # int() would take other scripts' digits (١) and 1_000
+        if not WHOLE_NUMBER.fullmatch(text):  # int() would take other scripts' digits (١) and 1_000
             raise FieldValueError(f"expected a whole number, got {value!r}")
         return int(text)
     if ptype == "decimal":

@@ -190,15 +190,23 @@ class PropertyDef:
     minimum: float | None = None  # integer and decimal properties: the smallest value allowed
     maximum: float | None = None
 
+    @property
+    def range_words(self) -> str:
+        """`1 to 60`, `at least 0`, `at most 100`, or "" when no range is declared."""
+        low, high = bound_text(self.minimum), bound_text(self.maximum)
+        return f"{low} to {high}" if low and high else f"at least {low}" if low else f"at most {high}" if high else ""
+
     def out_of_range(self, value: Any) -> str | None:
         """Why a parsed value is outside the declared range (`min`, `max`), or None."""
         low, high = self.minimum, self.maximum
         if (low is None or value >= low) and (high is None or value <= high):
             return None
-        shown = [f"{bound:g}" if isinstance(bound, float) else str(bound) for bound in (low, high)]
-        if low is not None and high is not None:
-            return f"must be from {shown[0]} to {shown[1]}"
-        return f"must be at least {shown[0]}" if low is not None else f"must be at most {shown[1]}"
+        return f"must be {'from ' if low is not None and high is not None else ''}{self.range_words}"
+
+
+def bound_text(value: float | None) -> str:
+    """A range bound as written: 0.5, 10; "" for none."""
+    return "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 @dataclass(frozen=True)

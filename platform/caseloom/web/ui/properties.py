@@ -8,6 +8,7 @@ from flask import abort, flash, g, redirect, render_template, request, url_for
 
 from ...definitions.basics import parse_property_value
 from ...definitions.changes import declaring_file
+from ...definitions.model import bound_text
 from ...definitions.yamledit import set_entry
 from ...fieldtypes import FieldValueError
 from ...properties import render_value
@@ -60,7 +61,7 @@ def properties_page():
         declared = defs.properties.get(name)
         ptype = declared.type if declared else (stored.get(name, {}).get("type") or "string")
         value = typed.get(name, render_value(ptype, current.get(name)))
-        items.append({"name": name, "type": ptype, "value": value, "range": _range(declared),
+        items.append({"name": name, "type": ptype, "value": value, "range": declared.range_words if declared else "",
                       "description": declared.description if declared
                       else stored.get(name, {}).get("description") or "", "error": errors.get(name),
                       "choices": declared.choices if declared else (), "sys_id": stored.get(name, {}).get("sys_id"),
@@ -83,7 +84,7 @@ def declaration(name: str):
     values = request.form if request.method == "POST" else {
         "type": declared.type, "default": render_value(declared.type, declared.default),
         "description": declared.description, "choices": "\n".join(declared.choices),
-        "min": _bound(declared.minimum), "max": _bound(declared.maximum)}
+        "min": bound_text(declared.minimum), "max": bound_text(declared.maximum)}
 
     def page(status: int = 200, errors: dict | None = None):
         return render_template("property_declaration.html", name=name, path=path, values=values, errors=errors or {},
@@ -127,24 +128,11 @@ def _declaration(form) -> tuple[dict, dict[str, str]]:
         except FieldValueError as exc:
             errors[key] = f"Not {_a(ptype)}: {exc}."
     if not errors and "min" in spec and "max" in spec and spec["min"] > spec["max"]:
-        errors["max"] = f"The maximum is below the minimum ({_bound(spec['min'])})."
+        errors["max"] = f"The maximum is below the minimum ({bound_text(spec['min'])})."
     for key, check in (("min", lambda d, b: d < b), ("max", lambda d, b: d > b)):
         if not errors and key in spec and "default" in spec and check(spec["default"], spec[key]):
-            errors["default"] = f"The default is outside the range ({key}imum {_bound(spec[key])})."
+            errors["default"] = f"The default is outside the range ({key}imum {bound_text(spec[key])})."
     return spec, errors
-
-
-def _bound(value) -> str:
-    """A range bound as the form shows it: empty when there is none, 0.5 and 10 as written."""
-    return "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _range(declared) -> str:
-    """`1 to 60`, `at least 0`, `at most 100`, or nothing: what the properties page says of a range."""
-    if declared is None or (declared.minimum is None and declared.maximum is None):
-        return ""
-    low, high = _bound(declared.minimum), _bound(declared.maximum)
-    return f"{low} to {high}" if low and high else f"at least {low}" if low else f"at most {high}"
 
 
 def _a(ptype: str) -> str:
