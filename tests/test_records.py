@@ -443,6 +443,8 @@ def test_field_types_refuse_values_that_do_not_fit(type_name, raw):
     ("decimal", 3, Decimal(3), "3"),
     ("boolean", "TRUE", True, "true"),
     ("boolean", "0", False, "false"),
+    ("boolean", "", False, "false"),  # an empty boolean is false, as on ServiceNow
+    ("boolean", None, False, "false"),
     ("integer", " 42 ", 42, "42"),
     ("duration", "1h 30m", 5400, "5400"),
     ("duration", "2 days, 4 hours", 187200, "187200"),
@@ -471,6 +473,7 @@ fields:
   last_seen: {type: datetime}
   price: {type: decimal}
   in_stock: {type: boolean, default: true}
+  featured: {type: boolean}
   quantity: {type: integer}
   colour: {type: choice, choices: {red: Red, blue: Blue}}
 """
@@ -516,6 +519,30 @@ def test_typed_values_round_trip(gadgets):
     assert got["contact_email"] == "w@example.com" and got["homepage"] == "https://example.com"
 
 
+@pytest.mark.parametrize("empty", [None, "", "  "])
+def test_an_empty_boolean_is_stored_false(gadgets, empty):
+    """A boolean is true or false, never empty (ServiceNow's rule): set to nothing, or left out of a new
+    record that declares no default, it is false, so each record is in `=true` or `=false`."""
+    with gadgets.transaction() as service:
+        plain = service.insert("gadget", {"name": "Plain"})["sys_id"]
+        emptied = service.insert("gadget", {"name": "Emptied", "in_stock": empty, "featured": empty})["sys_id"]
+        updated = service.insert("gadget", {"name": "Updated", "featured": "true"})["sys_id"]
+        service.update("gadget", updated, {"in_stock": empty, "featured": empty})
+        batch = [service.insert("gadget", {"name": f"Batch {i}", "featured": "true"})["sys_id"] for i in range(30)]
+        service.update_many("gadget", [(sys_id, {"featured": empty}) for sys_id in batch])
+    with gadgets.transaction() as service:
+        rows = service.query("gadget", Query(), ["name", "in_stock", "featured"])
+        got = {r["name"]: (r["in_stock"], r["featured"]) for r in rows}
+        assert got.pop("Plain") == (True, False)  # in_stock's default, featured's false
+        assert (got.pop("Emptied"), got.pop("Updated")) == ((False, False), (False, False))
+        assert set(got.values()) == {(True, False)}  # the batch's
+        assert service.count("gadget", parse_encoded("featured=false")) == 33
+        assert service.count("gadget", parse_encoded("featuredISEMPTY")) == 0
+        assert service.count("gadget", parse_encoded("featured=")) == 0  # an empty condition is still "is empty"
+        falses = service.query("gadget", parse_encoded("featured=false"), ["sys_id"])
+        assert {plain, emptied, updated} <= {r["sys_id"] for r in falses}
+
+
 AWKWARD = ["tab\there", "line\nbreak", "back\\slash \\N", "quote ' and \"", "ünïcödé ✓", "\\.", "", None]
 
 
@@ -549,9 +576,10 @@ def test_a_big_batch_update_stores_what_one_update_stores(gadgets):
 
     count = bulk.ARRAYS_FROM + 10
     before = {"nickname": "initial", "homepage": "https://initial.example", "released": "2020-01-01",
-              "last_seen": "2020-01-01 00:00:00", "price": "0.5", "in_stock": None, "quantity": "1000"}
-    with gadgets.transaction() as service:
-        service.insert_many("gadget", [{"name": f"Widget {i:03d}", **before} for i in range(2 * count)])
+              "last_seen": "2020-01-01 00:00:00", "price": "0.5", "quantity": "1000"}
+    with gadgets.transaction() as service:  # in_stock starts as the opposite of what its row is given
+        service.insert_many("gadget", [{"name": f"Widget {i:03d}", **before, "in_stock": i % count % 2 == 1}
+                                       for i in range(2 * count)])
         ids = [r["sys_id"] for r in service.query("gadget", parse_encoded("ORDERBYname"), ["sys_id"])]
     batch_ids, alone_ids = ids[:count], ids[count:]
     # every row changes every field (so the batch is one set of columns), some of them to empty

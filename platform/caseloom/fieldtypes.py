@@ -66,7 +66,8 @@ def register(ftype: FieldType) -> FieldType:
     return ftype
 
 
-def _empty(value: Any) -> bool:
+def is_empty(value: Any) -> bool:
+    """None, or text of nothing but spaces: what every field type stores as empty (a boolean as false)."""
     return value is None or (isinstance(value, str) and value.strip() == "")
 
 
@@ -87,7 +88,7 @@ def _parse_string(field: Any, value: Any, default_limit: int | None = None) -> A
         if limit and len(value) > limit:
             raise FieldValueError(f"is {len(value)} characters long; the maximum is {limit}")
         return value if value.isascii() and "\x00" not in value else valid_text(value)
-    if _empty(value):
+    if is_empty(value):
         return None
     if isinstance(value, (dict, list)):
         raise FieldValueError("expected text")
@@ -122,7 +123,7 @@ NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 
 def _parse_integer(field: Any, value: Any) -> Any:
-    if _empty(value):
+    if is_empty(value):
         return None
     if isinstance(value, bool):
         raise FieldValueError("expected a whole number")
@@ -139,7 +140,7 @@ def _parse_integer(field: Any, value: Any) -> Any:
 
 
 def _parse_decimal(field: Any, value: Any) -> Any:
-    if _empty(value):
+    if is_empty(value):
         return None
     if isinstance(value, bool):
         raise FieldValueError("expected a number")
@@ -163,7 +164,7 @@ _FALSE = {"false", "0", "no", "off"}
 
 
 def parse_boolean(value: Any) -> bool | None:
-    if _empty(value):
+    if is_empty(value):
         return None
     if isinstance(value, bool):
         return value
@@ -176,7 +177,11 @@ def parse_boolean(value: Any) -> bool | None:
 
 
 def _parse_boolean(field: Any, value: Any) -> Any:
-    return parse_boolean(value)
+    """A boolean field stores an empty value as false, as ServiceNow does: a record is always in
+    either `active=true` or `active=false`. (A query's empty value is still "is empty": see
+    `query.meaning.coerce`.)"""
+    parsed = parse_boolean(value)
+    return False if parsed is None else parsed
 
 
 # What a date or a date and time may be written as: ISO 8601's extended form, which Python's
@@ -197,7 +202,7 @@ def iso_datetime(text: str) -> dt.datetime:
 
 
 def _parse_date(field: Any, value: Any) -> Any:
-    if _empty(value):
+    if is_empty(value):
         return None
     if isinstance(value, dt.datetime):
         return value.date()
@@ -215,7 +220,7 @@ def _parse_date(field: Any, value: Any) -> Any:
 
 
 def _parse_datetime(field: Any, value: Any) -> Any:
-    if _empty(value):
+    if is_empty(value):
         return None
     try:
         if isinstance(value, dt.datetime):
@@ -250,7 +255,7 @@ def _render_decimal(value: Any) -> str:
 def _parse_choice(field: Any, value: Any) -> Any:
     if type(value) is int and field.choice_kind == "integer":
         return value
-    if _empty(value):
+    if is_empty(value):
         return None
     if field.choice_kind == "integer":
         return _parse_integer(field, value)
@@ -267,7 +272,7 @@ _EPOCH = dt.datetime(1970, 1, 1)
 
 
 def _parse_duration(field: Any, value: Any) -> Any:
-    if _empty(value):
+    if is_empty(value):
         return None
     if isinstance(value, (int, str)) and str(value).strip().lstrip("-").isdigit():
         seconds = int(str(value).strip())
@@ -317,11 +322,11 @@ SYS_ID = re.compile(r"^[0-9a-f]{32}$")
 def _parse_reference(field: Any, value: Any) -> Any:
     if type(value) is str and len(value) == 32 and SYS_ID.match(value):
         return value
-    if _empty(value):
+    if is_empty(value):
         return None
     if isinstance(value, dict) and "value" in value:  # a reference as the API returns it
         value = value["value"]
-        if _empty(value):
+        if is_empty(value):
             return None
     text = str(value).strip()
     if not SYS_ID.match(text):
@@ -350,7 +355,7 @@ def _parse_url(field: Any, value: Any) -> Any:
 
 
 def _parse_journal(field: Any, value: Any) -> Any:
-    if _empty(value):
+    if is_empty(value):
         return None
     if not isinstance(value, str):
         raise FieldValueError("expected text")

@@ -952,7 +952,7 @@ class _InsertPlan:
 def _insert_plan(storage: Storage, tdef: TableDef) -> _InsertPlan:
     """What every insert into a table needs, worked out once per definitions set."""
     return storage.cached(("insert", tdef.name), lambda: _InsertPlan(
-        {f.name: f.default for f in tdef.stored_fields if not f.system},
+        {f.name: f.parse(None) if f.default is None else f.default for f in tdef.stored_fields if not f.system},
         tuple((f.name, f.default) for f in tdef.journal_fields if f.default),
         tuple(f.name for f in tdef.fields.values() if f.mandatory),
     ))

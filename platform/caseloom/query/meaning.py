@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from ..definitions.model import FieldDef, TableDef
-from ..fieldtypes import SYS_ID, FieldValueError
+from ..fieldtypes import SYS_ID, FieldValueError, is_empty
 from .dynamic import is_dynamic
 from .nodes import All, AnyOf, Not, QueryError, Term
 from .operators import Operator, operator
@@ -94,8 +94,8 @@ def coerce(fdef: FieldDef, path: str, value: Any, is_list: bool = False) -> Any:
     naming the field when the field would refuse it."""
     try:
         if is_list:
-            return [fdef.parse(v) for v in items_of(value)]
-        return fdef.parse(value)
+            return [None if is_empty(v) else fdef.parse(v) for v in items_of(value)]
+        return None if is_empty(value) else fdef.parse(value)  # empty is "is empty" (a boolean stores false)
     except FieldValueError as exc:
         raise QueryError(f"{path}: {exc}") from None
 
