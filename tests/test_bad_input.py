@@ -71,6 +71,7 @@ def test_every_field_type_takes_every_malformed_value_without_a_server_error(kin
     "^OR".join(f"number=CS{i:07d}" for i in range(2000)),
     "numberIN" + ",".join(f"CS{i:07d}" for i in range(20000)),
     "ORDERBYnope", "account.nope=1", "short_description.name=1", "=1", "state=1^ORDERBY",
+    "priority>=", "priority<", "sys_created_on>", "state=1^ORpriority<=",  # a comparison with nothing
 ])
 def test_a_query_the_database_cannot_answer_is_a_400_naming_it(as_user, query):
     r = as_user("agent").get(f"{CASES}?sysparm_query={query}")
@@ -81,7 +82,8 @@ def test_a_query_the_database_cannot_answer_is_a_400_naming_it(as_user, query):
 @pytest.mark.parametrize("param, value", [
     ("sysparm_offset", str(2**63)), ("sysparm_offset", str(2**63 - 1)), ("sysparm_offset", "-1"),
     ("sysparm_offset", "1e3"), ("sysparm_limit", "0"), ("sysparm_limit", "x"), ("sysparm_offset", "9" * 5000),
-    ("sysparm_display_value", "maybe"), ("sysparm_fields", "nope"),
+    ("sysparm_display_value", "maybe"), ("sysparm_fields", "nope"), ("sysparm_fields", ",,,"),
+    ("sysparm_exclude_reference_link", "maybe"), ("sysparm_exclude_reference_link", "2"),
 ])
 def test_paging_and_shape_parameters_out_of_range_are_a_400_naming_them(as_user, param, value):
     r = as_user("agent").get(f"{CASES}?{param}={value}")

@@ -157,6 +157,8 @@ def test_a_user_counts_only_what_they_may_read(as_user, user):
     ("sysparm_count=true&sysparm_group_by=state&sysparm_having=avg^short_description^>^1", 400,
      "sysparm_having: short_description is a string field"),
     ("sysparm_count=true&sysparm_group_by=state&sysparm_orderby=AVG", 400, "sysparm_orderby: 'AVG' is not"),
+    ("sysparm_count=true&sysparm_group_by=state&sysparm_orderby=COUNT^SIDEWAYS", 400,
+     "sysparm_orderby: 'COUNT^SIDEWAYS' is not AGGREGATE^field (COUNT takes none)"),
     ("sysparm_count=true&sysparm_group_by=state&sysparm_orderby=priority", 400,
      "sysparm_orderby: priority is not a grouped field"),
     ("sysparm_count=true&sysparm_display_value=maybe", 400, "sysparm_display_value must be one of"),

@@ -142,7 +142,10 @@ def meaning(term: Term, target: FieldDef, display: FieldDef | None) -> Meaning:
         display = _needed(term.field, target, display)
         value = coerce(display, term.field, term.value)
         return Meaning((Check(op, _display_path(term.field, display), display, value),))
-    return Meaning((Check(op, term.field, target, coerce(target, term.field, term.value)),))
+    value = coerce(target, term.field, term.value)
+    if value is None and op.ordered:  # `priority>=` compares with nothing: no record would match
+        raise QueryError(f"{term.field}{op.token}: {op.label} takes a value")
+    return Meaning((Check(op, term.field, target, value),))
 
 
 def _list_meaning(op: Operator, term: Term, target: FieldDef, display: FieldDef | None) -> Meaning:

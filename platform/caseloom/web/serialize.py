@@ -79,8 +79,13 @@ def make_shape(tables: Mapping[str, TableDef], table: TableDef, fields_param: st
     display = (display or "false").lower()
     if display not in DISPLAY_MODES:
         raise QueryError(f"sysparm_display_value must be one of {', '.join(DISPLAY_MODES)}, not {display!r}")
+    links = (exclude_links or "false").lower()
+    if links not in ("true", "false"):
+        raise QueryError(f"sysparm_exclude_reference_link must be true or false, not {exclude_links[:40]!r}")
     if fields_param:
         paths = list(dict.fromkeys(p.strip() for p in fields_param.split(",") if p.strip()))
+        if not paths:
+            raise QueryError(f"sysparm_fields names no field ({fields_param[:40]!r}); leave it out for every field")
     else:
         paths = [name for name, f in table.fields.items() if not f.ftype.hidden]
     resolved: dict[str, FieldDef] = {}
@@ -90,7 +95,7 @@ def make_shape(tables: Mapping[str, TableDef], table: TableDef, fields_param: st
             raise QueryError(f"sysparm_fields: {path!r} is not a field of {table.name!r}")
         if readable is None or _readable_path(tables, table, path, readable):
             resolved[path] = field  # a field the user may not read is left out, as ServiceNow does
-    return Shape(table, resolved, tables, display, (exclude_links or "false").lower() != "true", base_url, readable)
+    return Shape(table, resolved, tables, display, links != "true", base_url, readable)
 
 
 def _readable_path(tables: Mapping[str, TableDef], table: TableDef, path: str, readable: Callable) -> bool:

@@ -106,8 +106,8 @@ def _order(item: str) -> Order:
         raise ApiError(400, f"sysparm_orderby: {item[:80]!r} names nothing to order by", usage)
     if parts[0].lower() in FUNCTIONS:
         function, rest = parts[0].lower(), parts[1:]
-        if len(rest) > 1 or (function != "count" and not rest):
-            raise ApiError(400, f"sysparm_orderby: {item[:80]!r} is not AGGREGATE^field", usage)
+        if len(rest) > 1 or (function != "count" and not rest) or (function == "count" and rest not in ([], ["*"])):
+            raise ApiError(400, f"sysparm_orderby: {item[:80]!r} is not AGGREGATE^field (COUNT takes none)", usage)
         path = rest[0] if rest and function != "count" else None
         return Order(descending, "sysparm_orderby", measure=Measure(function, path, "sysparm_orderby"))
     if len(parts) > 1:
