@@ -105,6 +105,31 @@ def test_a_malformed_json_body_is_a_400(as_user, body):
     assert r.status_code == 400, r.get_data(as_text=True)[:300]
 
 
+@pytest.mark.parametrize("charset, body, short_description", [
+    ("latin-1", '{"short_description": "Café ½"}'.encode("latin-1"), "Café ½"),
+    ("UTF-16", '{"short_description": "Grüße"}'.encode("utf-16"), "Grüße"),
+    ("utf-8", '{"short_description": "Grüße"}'.encode(), "Grüße"),
+])
+def test_a_json_body_is_read_in_the_charset_it_declares(as_user, charset, body, short_description):
+    r = as_user("agent").client.post(CASES, data=body,
+                                     headers={**basic("agent"), "Content-Type": f"application/json; charset={charset}"})
+    assert r.status_code == 201, r.get_data(as_text=True)[:300]
+    assert r.json["result"]["short_description"] == short_description
+
+
+@pytest.mark.parametrize("charset, body, status, words", [
+    ("klingon", b'{"short_description": "x"}', 415, "charset 'klingon' is not a known character set"),
+    ("utf-8", b'{"short_description": "caf\xe9"}', 400, "The body is not utf-8: byte 0xe9 at offset 26"),
+])
+def test_a_json_body_not_in_its_charset_is_refused_naming_it(as_user, charset, body, status, words):
+    agent = as_user("agent")
+    before = agent.get(CASES + "?sysparm_limit=1").headers["X-Total-Count"]
+    r = agent.client.post(CASES, data=body,
+                          headers={**basic("agent"), "Content-Type": f"application/json; charset={charset}"})
+    assert (r.status_code, r.json["error"]["message"]) == (status, words)
+    assert agent.get(CASES + "?sysparm_limit=1").headers["X-Total-Count"] == before
+
+
 def test_a_reference_given_as_an_object_is_refused_before_any_rule_reads_it(as_user):
     """The case's before-rule dot-walks recipient_list.type: it must see a parsed value, never the object."""
     for value in ({"type": "accounts"}, ["a"], {"value": {"x": 1}}, 42):

@@ -20,7 +20,7 @@ from ..query.total import EXACT_COUNT_LIMIT, Total
 from ..records import NotFound
 from . import db
 from .auth import act_as, api_actor, properties, read_only, records, runtime
-from .errors import ApiError
+from .errors import ApiError, declared_text
 from .serialize import Shape, base_url, make_shape, render_record
 from .stats import parse_request, render
 
@@ -68,7 +68,7 @@ def _body(empty: dict | None = None) -> dict:
     if not data.strip() and empty is not None:
         return empty
     try:
-        body = json.loads(data)
+        body = json.loads(declared_text(data))
     except RecursionError:
         raise ApiError(400, "Request body is nested too deeply", f"at most {MAX_DEPTH} levels of objects and lists") from None
     except ValueError as exc:

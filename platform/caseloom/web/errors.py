@@ -33,6 +33,28 @@ def bounded_body(limit: int, setting: str, what: str = "The body") -> bytes:
     return raw
 
 
+def declared_text(raw: bytes) -> bytes | str:
+    """A JSON body as the request declares it: decoded from the Content-Type's `charset` when it names
+    one (a 415 when no codec has that name, a 400 naming the first byte that is not in it); without
+    one the bytes as they are, which json.loads reads as UTF-8 (or UTF-16/32 by their BOM)."""
+    import codecs
+
+    from flask import request
+
+    charset = request.mimetype_params.get("charset")
+    if not charset:
+        return raw
+    try:
+        codec = codecs.lookup(charset)
+    except LookupError:
+        raise ApiError(415, f"charset {charset[:40]!r} is not a known character set", "send the body as UTF-8") from None
+    try:
+        return raw.decode(codec.name)
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, f"The body is not {charset[:40]}: byte 0x{raw[exc.start]:02x} at offset {exc.start}",
+                       "send the body in the charset its Content-Type names") from None
+
+
 def error_response(status: int, message: str, detail=None, headers: dict | None = None):
     db.session.rollback()
     if not _wants_json():  # a person in a browser reads a page in words, never raw JSON

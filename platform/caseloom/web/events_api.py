@@ -15,7 +15,7 @@ from ..events import EVENTS, MAX_BYTES, MAX_RECORDS, EventError, ingest, records
 from ..properties import Properties
 from . import db
 from .auth import act_as, api_actor, connection, records, runtime
-from .errors import ApiError, bounded_body
+from .errors import ApiError, bounded_body, declared_text
 from .jobs_api import queue
 
 blueprint = Blueprint("events_api", __name__, url_prefix="/api/global/em")
@@ -41,7 +41,7 @@ def jsonv2():
     props = Properties(rt.defs, rt.storage, connection())
     raw = bounded_body(props.get(MAX_BYTES), MAX_BYTES)
     try:
-        body = json.loads(raw)
+        body = json.loads(declared_text(raw))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, "The body is not JSON", str(exc)) from None
     try:
