@@ -180,6 +180,19 @@ def test_a_major_case_list_must_hold_accounts_or_consumers(as_user):
     contacts = new_list(as_user("author"), type="contacts")
     r = as_user("manager").post(CASES, json={"short_description": "x", "recipient_list": contacts})
     assert r.status_code == 400 and r.json["error"]["detail"]["field"] == "recipient_list"
+    assert r.json["error"]["detail"]["reason"] == "must be a recipients list of accounts or consumers"
+
+
+def test_a_reference_to_no_record_says_so_before_a_rule_reads_through_it(as_user):
+    """The list-type rule walks recipient_list.type: a sys_id no list has is named as missing, on create
+    and on update, not refused as the wrong type of list."""
+    manager, nowhere = as_user("manager"), "0" * 31 + "1"
+    r = manager.post(CASES, json={"short_description": "x", "recipient_list": nowhere})
+    assert (r.status_code, r.json["error"]["detail"]) == (400, {
+        "field": "recipient_list", "reason": f"no sn_publications_recipients_list record has sys_id {nowhere}"})
+    case = manager.post(CASES, json={"short_description": "x"}).json["result"]["sys_id"]
+    r = manager.patch(f"{CASES}/{case}", json={"recipient_list": nowhere})
+    assert r.status_code == 400 and r.json["error"]["detail"]["reason"].startswith("no sn_publications_recipients_list")
 
 
 MEMBERS = 40_000  # two batches of the job: it commits the first, then is killed in the second

@@ -453,6 +453,8 @@ class RecordService:
         records, journals, entries_of = [], [], []
         chosen: set[str] = set()  # sys_ids the caller gave
         hooks = self._hooks(tdef.name, "insert")
+        if hooks is not None:
+            self._check_given_references(tdef, [(v.get("sys_id"), v) for v in rows], first_row, known_references)
         parsed_values: dict = {}  # the rows of a batch share most values: each is parsed once
         field_checks: list[tuple[int, str, Any]] = []  # (row, field, its create rule's condition)
         for i, values in enumerate(rows):
@@ -644,6 +646,27 @@ class RecordService:
                 raise RecordError(field.name, f"no {field.reference} record has sys_id {bad}",
                                   None if first_row is None else first_row + row)
 
+    def _check_given_references(self, tdef: TableDef, rows: list[tuple[str | None, dict]],
+                                first_row: int | None = None, known: Collection[str] = ()) -> None:
+        """The references a client gave (with each row's sys_id), checked before any rule reads through
+        them: a rule's dot-walk through a missing record reads empty, and would refuse the write for
+        that (`must be a list of accounts`) rather than say the record is missing. What the rules set
+        is checked after them, with the rest."""
+        names = _references(self.storage, tdef).difference(known)
+        given = [(sys_id, {k: v for k, v in values.items() if k in names and v}) for sys_id, values in rows]
+        if not any(values for _, values in given):
+            return
+        checked = []
+        for sys_id, values in given:
+            row = {"sys_id": sys_id or ""}  # no sys_id yet: never its own reference
+            for name, raw in values.items():
+                try:
+                    row[name] = tdef.fields[name].parse(raw)
+                except FieldValueError:
+                    continue  # not a sys_id: the write's own parse names it
+            checked.append(row)
+        self._check_references(tdef, checked, first_row)
+
     def _existing_elsewhere(self, root: str, ids: set[str]) -> set[str]:
         """Which of `ids` are records of any table but those under `root`: on PostgreSQL one UNION ALL
         of every other root table; elsewhere a query per table."""
@@ -773,6 +796,8 @@ class RecordService:
         after: list[tuple[TableDef, dict, dict]] = []
         classes: dict[str, TableDef] = {}  # sys_id -> the record's own table
         memos: dict[str, dict] = defaultdict(dict)  # per class: the values parsed so far (shared by many rows)
+        if self._hooks(tdef.name, "update") is not None:
+            self._check_given_references(tdef, [(current["sys_id"], values) for current, values in items])
         for current, values in items:
             record_tdef = classes[current["sys_id"]] = self.defs.tables.get(current.get("sys_class_name"), tdef)
             parsed, entries = self._parse(record_tdef, values, memo=memos[record_tdef.name])
