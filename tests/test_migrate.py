@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from caseloom.cli import main
 from caseloom.definitions import load_folder, load_sources
 from caseloom.migrate import DataLossRefused, migrate, plan, planned_indexes
+from caseloom.query import Query, parse_encoded
 from caseloom.runtime import Runtime
 
 DEFINITIONS = Path(__file__).resolve().parent.parent / "definitions"
@@ -141,6 +142,27 @@ def test_new_table_field_and_index_keep_existing_rows(runtime, runtime_for):
     with new.transaction() as service:
         assert service.get("customer_account", before["sys_id"])["tier"] == "gold"
         assert service.get("u_note", note["sys_id"])["account"] == before["sys_id"]
+    assert planned(new) == []
+
+
+@pytest.mark.parametrize("declared, existing", [("{type: boolean}", False), ("{type: boolean, default: true}", True)])
+def test_a_new_boolean_field_is_false_or_its_default_on_the_rows_a_table_already_has(runtime, runtime_for,
+                                                                                   declared, existing):
+    """A boolean is never empty: the records a table has when one is added hold its default (false when
+    it declares none), so `key_account=false` finds them; the migration is then complete."""
+    with runtime.transaction() as service:
+        before = service.insert("customer_account", {"name": "Before Migration Ltd"})["sys_id"]
+    account = edit(shipped()["tables/customer_account.yaml"],
+                   ("  city: {type: string, max_length: 60}\n",
+                    f"  city: {{type: string, max_length: 60}}\n  key_account: {declared}\n"))
+    new = runtime_for(changed({"tables/customer_account.yaml": account}))
+    assert "add field customer_account.key_account" in migrate(new.engine, new.storage)
+    with new.transaction() as service:
+        assert service.get("customer_account", before)["key_account"] is existing
+        assert service.count("customer_account", parse_encoded(f"key_account={str(existing).lower()}")) == \
+            service.count("customer_account", Query())
+        made = service.insert("customer_account", {"name": "After Migration Ltd"})["sys_id"]
+        assert service.get("customer_account", made)["key_account"] is existing
     assert planned(new) == []
 
 
