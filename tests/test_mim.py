@@ -114,12 +114,14 @@ def test_reject_writes_reason_and_makes_it_a_regular_case(agent, mim):
 def test_add_child_cases_reports_how_many_and_why_not(agent, major):
     open_cases = cases(agent, "state=1^parentISEMPTY^major_case_stateISEMPTY")
     closed = cases(agent, "state=3")[0]
-    wanted = [c["sys_id"] for c in open_cases[:2]] + [closed["sys_id"], major["first_child"], major["sys_id"]]
+    resolved = cases(agent, "state=6^parentISEMPTY")[0]
+    wanted = [c["sys_id"] for c in open_cases[:2]] + [closed["sys_id"], resolved["sys_id"], major["first_child"],
+                                                        major["sys_id"]]
     r = act(agent, major["sys_id"], "add_child_cases", cases=wanted)
     assert r.status_code == 200, r.json
-    assert r.json["message"] == "2 of 5 selected cases were added"
+    assert r.json["message"] == "2 of 6 selected cases were added"
     reasons = {x["sys_id"]: x["reason"] for x in r.json["details"]["refused"]}
-    assert reasons == {closed["sys_id"]: "it is closed",
+    assert reasons == {closed["sys_id"]: "it is closed", resolved["sys_id"]: "it is resolved",
                        major["first_child"]: "it is already a child of this major case",
                        major["sys_id"]: "it is the major case itself"}
     children = {c["sys_id"] for c in cases(agent, f"parent={major['sys_id']}")}
@@ -173,6 +175,7 @@ def test_sync_copies_fields_and_journal_to_open_children_when_the_property_is_on
     # each open child's contact hears of the customer-visible comment
     mails = as_user("admin").get("/api/now/table/sys_email?sysparm_query=subjectSTARTSWITHUpdate on").json["result"]
     assert {m["instance"] for m in mails} >= set(children[1:])
+    assert resolved not in {m["instance"] for m in mails}  # no word of an update its case did not get
 
 
 def test_no_sync_when_the_property_is_off(agent, major):
@@ -209,6 +212,10 @@ def test_closing_the_major_case_closes_open_children_in_one_audited_change(agent
     audit = as_user("manager").get("/api/now/table/sys_audit?sysparm_query=fieldname=state^newvalue=3"
                                    f"^documentkeyIN{','.join(children)}&sysparm_fields=transaction").json["result"]
     assert len(audit) == len(children) - 1 and len({a["transaction"] for a in audit}) == 1
+    # the customers of the children it closed hear of it; the resolved child's were told by their own case
+    mails = as_user("admin").get("/api/now/table/sys_email?sysparm_query=notification=major_case_closed"
+                                 "&sysparm_fields=instance&sysparm_exclude_reference_link=true").json["result"]
+    assert {m["instance"] for m in mails} == set(children) - {resolved}
 
 
 def test_a_transition_the_state_does_not_allow_is_409_and_changes_nothing(agent):

@@ -17,6 +17,7 @@ from caseloom.jobs import JobQueue
 from caseloom.jobs.registry import execute_job
 from caseloom.query import parse_encoded
 from conftest import DEFINITIONS
+from test_access import sign_in
 
 LISTS = "/api/now/table/sn_publications_recipients_list"
 CASES = "/api/now/table/sn_customerservice_case"
@@ -174,6 +175,21 @@ def test_create_child_cases_runs_as_a_job_one_child_per_member(as_user, major_wi
     assert refresh(as_user("author"), list_id).status_code == 409
     one = members(manager, list_id)[0]
     assert as_user("author").delete(f"{ACCOUNT_MEMBERS}/{one['sys_id']}").status_code == 400
+
+
+def test_a_major_cases_list_cannot_be_replaced_once_children_are_created_from_it(as_user, major_with_list, runtime,
+                                                                                  client):
+    manager, (major, list_id) = as_user("manager"), major_with_list
+    other = new_list(as_user("author"))
+    r = manager.post(f"/api/caseloom/actions/sn_customerservice_case/{major}/create_child_cases", json={"comments": "x"})
+    execute_job(runtime, r.json["result"]["job"])
+    for value in (other, ""):
+        r = manager.patch(f"{CASES}/{major}", json={"recipient_list": value})
+        assert r.status_code == 403 and r.json["error"]["detail"].startswith("recipient_list: "), r.json
+    assert manager.get(f"{CASES}/{major}?sysparm_exclude_reference_link=true").json["result"]["recipient_list"] == list_id
+    sign_in(client, "manager", "manager")  # the form shows it read-only
+    page = client.get(f"/sn_customerservice_case.do?sys_id={major}").get_data(as_text=True)
+    assert 'name="recipient_list"' not in page
 
 
 def test_a_major_case_list_must_hold_accounts_or_consumers(as_user):
