@@ -112,6 +112,51 @@ def test_a_reply_becomes_a_comment_on_its_case_however_it_is_found(client, runti
     assert comments(client, opened)[0] == "reply from: contact1@example.com\n\nStill burning."
 
 
+def _other_accounts_contact(client, case_id: str) -> str:
+    account = case(client, case_id)["account"]
+    r = client.get(f"/api/now/table/customer_contact?sysparm_query=account!={account}^emailISNOTEMPTY&sysparm_limit=1"
+                   "&sysparm_fields=email", headers=basic("admin"))
+    return r.json["result"][0]["email"]
+
+
+@pytest.mark.parametrize("sender, may", [
+    ("contact1@example.com", True),  # the case's contact
+    ("Contact1@EXAMPLE.com", True),
+    ("agent@example.com", True),  # a user whose access rules let them write its comments
+    ("copied@partner.example", True),  # one of our e-mails about the case went to them
+    ("stranger@evil.example", False),
+    ("author@example.com", False),  # a user who may not write cases
+    ("other account", False),  # another customer's contact
+])
+@pytest.mark.parametrize("how", ["number", "watermark"])
+def test_only_someone_the_case_concerns_may_reply_to_it(client, runtime, sender, may, how):
+    """A number in a subject is easily guessed, and a watermark may be forwarded: a reply is taken from an
+    address the case names, one its e-mails went to, or a user who may write its comments; anyone else's
+    is kept as ignored, with the reason, and the case is untouched (not reopened either)."""
+    opened = post(client, mail()).json["result"]["sys_id"]
+    sent = _outbound(runtime, opened)
+    with runtime.transaction() as service:  # our e-mail about the case to someone else besides the contact
+        service.insert("sys_email", {"recipients": "manager@example.com,copied@partner.example", "subject": "Your case",
+                                     "body": "Copied.", "state": "sent", "type": "sent",
+                                     "target_table": "sn_customerservice_case", "instance": opened})
+    with runtime.transaction() as service, service.by_definitions():
+        service.update("sn_customerservice_case", opened, {"state": 3})
+    sender = _other_accounts_contact(client, opened) if sender == "other account" else sender
+    number = case(client, opened)["number"]
+    raw = mail(sender=sender, subject=f"Re: {number}", body="Click http://evil.example") if how == "number" else \
+        mail(sender=sender, subject="Re: Your case", body=f"Click http://evil.example\n> Ref:MSG{sent}")
+    out = post(client, raw).json["result"]
+    if may:
+        assert (out["action"], out["sys_id"]) == ("commented", opened), out
+        assert comments(client, opened)[0].startswith(f"reply from: {sender.lower()}")
+        assert case(client, opened)["state"] == "10"  # reopened
+    else:
+        assert (out["action"], out["sys_id"]) == ("ignored", opened), out
+        assert out["reason"].startswith(f"{sender.lower()} may not comment on case {number}: not an address")
+        assert comments(client, opened) == [] and case(client, opened)["state"] == "3"
+        assert received(client, out)["type"] == "received-ignored"
+
+
 def test_replies_of_the_same_thread_find_the_case_through_an_earlier_inbound_message(client):
     first = post(client, mail(headers={"Message-ID": "<first@customer.example>"})).json["result"]
     out = post(client, mail(subject="more", body="Also smoke.",

@@ -213,6 +213,10 @@ def _handles(service: RecordService, action: InboundActionDef, tdef: TableDef) -
 
 def _reply(service: RecordService, props: Properties, action: InboundActionDef, inbound: Inbound,
            tdef: TableDef, record: dict) -> Outcome:
+    if not _may_reply(service, action, inbound.sender, tdef, record):
+        return Outcome("ignored", tdef.name, record["sys_id"],
+                       f"{inbound.sender} may not comment on {tdef.label.lower()} {_name(tdef, record)}: not an address "
+                       f"the record names, nor one its e-mails went to, nor a user who may write its {action.comment}")
     text = f"reply from: {inbound.sender}\n\n{reply_text(inbound.body)}"
     closed = action.closed is not None and evaluate(action.closed, record, table=tdef, tables=service.defs.tables)
     if closed and props.get(REPLY_TO_CLOSED) == "new":
@@ -229,6 +233,67 @@ def _reply(service: RecordService, props: Properties, action: InboundActionDef, 
     _effects(service, props, action, tdef, record)
     return Outcome("commented", tdef.name, record["sys_id"],
                    f"reopened {tdef.label.lower()} {_name(tdef, record)}" if closed else None)
+
+
+def _may_reply(service: RecordService, action: InboundActionDef, sender: str, tdef: TableDef, record: dict) -> bool:
+    """Whether a reply's sender may add to the record: an address the record names (an e-mail field of
+    its own, or of a record a reference points at: the case's contact), an address one of our e-mails
+    filed under it went to, or an active user with that address whose access rules let them write
+    its `comment` field on it. Anyone else (a number in a subject is easily guessed) is ignored."""
+    if sender in _named_addresses(service, tdef, record):
+        return True
+    emails = service.storage.physical(TABLE)
+    for recipients in service.conn.execute(sa.select(emails.c.recipients).where(
+            emails.c.instance == record["sys_id"], emails.c.type.notin_(RECEIVED),
+            sa.func.lower(emails.c.recipients).contains(sender, autoescape=True)).limit(50)).scalars():
+        if sender in {a.strip().lower() for a in recipients.split(",")}:
+            return True
+    return any(_user_may_write(service, actor, tdef, record, action.comment) for actor in _users_of(service, sender))
+
+
+def _named_addresses(service: RecordService, tdef: TableDef, record: dict) -> set[str]:
+    """The e-mail addresses a record names: its e-mail fields and those of the records its references
+    point at (one read, dot-walked)."""
+    key = ("inbound", "addresses of", tdef.name)
+    paths = service.storage.cache.get(key)
+    if paths is None:
+        tables, found = service.defs.tables, []
+        for name, field in tdef.fields.items():
+            if field.type == "email":
+                found.append(name)
+            elif field.type == "reference" and field.reference in tables:
+                found += [f"{name}.{n}" for n, f in tables[field.reference].fields.items() if f.type == "email"]
+        paths = service.storage.cache[key] = tuple(found)
+    if not paths:
+        return set()
+    from ..query import Query, Term
+
+    rows = service.query(tdef.name, Query(Term("sys_id", "eq", record["sys_id"])), list(paths))
+    return {str(v).strip().lower() for row in rows for p in paths if (v := row.get(p))}
+
+
+def _users_of(service: RecordService, sender: str) -> list:
+    """The active users whose e-mail is the address (any letter case), as actors with their roles."""
+    from ..users import actor_for
+
+    users = service.storage.physical("sys_user")
+    ids = service.conn.execute(sa.select(users.c.sys_id).where(
+        sa.func.lower(users.c.email) == sender, users.c.active.is_not(False)).limit(10)).scalars().all()
+    return [actor for sys_id in ids if (actor := actor_for(service.storage, service.conn, sys_id)) is not None]
+
+
+def _user_may_write(service: RecordService, actor, tdef: TableDef, record: dict, field: str) -> bool:
+    from ..access import AccessDenied
+    from ..records import NotFound
+
+    theirs = service.__class__(service.storage, service.conn, actor, automation=service.automation)
+    if not theirs.can(tdef.name, "write") or not theirs.can_write_field(tdef.name, field, "write", record):
+        return False
+    try:
+        theirs.check_rows(tdef, [record["sys_id"]], "write")
+    except (AccessDenied, NotFound):
+        return False
+    return True
 
 
 def _new(service: RecordService, props: Properties, action: InboundActionDef, inbound: Inbound,
