@@ -147,6 +147,25 @@ def test_what_is_not_an_email_is_flagged_for_a_person(mail_runtime, imap_url):
     assert b"\\Flagged" in flags(imap_url)[0]
 
 
+def test_a_message_larger_than_the_limit_is_not_read_but_kept_as_ignored_and_flagged(mail_runtime, imap_url, client):
+    """The mailbox holds the API's limit (`caseloom.email.inbound.max_bytes`): a larger message is read
+    no further than its headers (a 250 MiB one took 2.3 GB to read whole), kept as ignored with the
+    reason, flagged for a person; the message after it is read as usual."""
+    prop = client.get("/api/now/table/sys_properties?sysparm_query=name=caseloom.email.inbound.max_bytes",
+                      headers=basic("admin")).json["result"][0]
+    r = client.patch(f"/api/now/table/sys_properties/{prop['sys_id']}", json={"value": "5000"}, headers=basic("admin"))
+    assert r.status_code == 200, r.json
+    deliver(imap_url, mail(subject="Huge", body="x" * 20_000, headers={"Message-ID": "<huge@customer.example>"}),
+            mail(subject="Small one"))
+    report = poll(mail_runtime)
+    assert (report.read, report.outcomes) == (2, ["refused", "created"])
+    assert b"\\Flagged" in flags(imap_url)[0] and b"\\Seen" in flags(imap_url)[0]
+    kept = client.get("/api/now/table/sys_email?sysparm_query=subject=Huge", headers=basic("admin")).json["result"]
+    assert [(k["type"], k["body"]) for k in kept] == [("received-ignored", "")]
+    assert kept[0]["reason"].startswith("refused: the message is larger than 5,000 bytes (")
+    assert poll(mail_runtime).read == 0
+
+
 # the contract's command (section 4), and its first name, kept for the scripts that use it
 MAIL_COMMANDS = [["mail", "fetch"], ["email", "poll"]]
 

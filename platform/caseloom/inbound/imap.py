@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import imaplib
 import logging
+import re
 import ssl
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -22,9 +23,10 @@ from urllib.parse import unquote, urlsplit
 from ..access import AccessDenied
 from ..database import write_transaction
 from ..effects.run import EffectFailed
+from ..properties import Properties
 from ..records import Conflict, RecordError
 from .message import NotAnEmail
-from .receive import keep_refused, receive
+from .receive import MAX_BYTES, keep_refused, receive
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -109,11 +111,17 @@ def poll(runtime: Runtime, limit: int = BATCH) -> PollReport:
     url = runtime.config.imap_url
     if not url:
         return report
+    with runtime.engine.connect() as conn:
+        largest = Properties(runtime.defs, runtime.storage, conn).get(MAX_BYTES)
     client = connect(mailbox_of(url))
     try:
         typ, data = client.uid("search", None, "UNSEEN")
         uids = data[0].split()[:limit] if typ == "OK" and data and data[0] else []
+        sizes = _sizes(client, uids)
         for uid in uids:
+            if sizes.get(uid, 0) > largest:  # its headers only: never held whole (the API's 413 too)
+                _keep_oversized(runtime, client, uid, sizes[uid], largest, report)
+                continue
             typ, fetched = client.uid("fetch", uid, "(BODY.PEEK[])")
             raw = next((item[1] for item in fetched or () if isinstance(item, tuple)), None)
             if typ != "OK" or raw is None:
@@ -143,3 +151,39 @@ def poll(runtime: Runtime, limit: int = BATCH) -> PollReport:
         except (OSError, imaplib.IMAP4.error):
             client.shutdown()
     return report
+
+
+SIZE = re.compile(rb"UID (\d+)\b.*\bRFC822\.SIZE (\d+)|RFC822\.SIZE (\d+)\b.*\bUID (\d+)")
+
+
+def _sizes(client: imaplib.IMAP4, uids: list[bytes]) -> dict[bytes, int]:
+    """Each message's size in bytes, as the server counts it, in one command."""
+    if not uids:
+        return {}
+    typ, data = client.uid("fetch", b",".join(uids), "(RFC822.SIZE)")
+    sizes = {}
+    for item in data or () if typ == "OK" else ():
+        line = item[0] if isinstance(item, tuple) else item
+        found = SIZE.search(line or b"")
+        if found:
+            uid, size = (found.group(1), found.group(2)) if found.group(1) else (found.group(4), found.group(3))
+            sizes[uid] = int(size)
+    return sizes
+
+
+def _keep_oversized(runtime: Runtime, client: imaplib.IMAP4, uid: bytes, size: int, largest: int,
+                    report: PollReport) -> None:
+    """A message larger than the property allows: read no further than its headers, kept as
+    received-ignored with the reason, flagged for a person, so no poll reads it again."""
+    report.read += 1
+    report.outcomes.append("refused")
+    typ, fetched = client.uid("fetch", uid, "(BODY.PEEK[HEADER])")
+    head = next((item[1] for item in fetched or () if isinstance(item, tuple)), None) if typ == "OK" else None
+    reason = f"refused: the message is larger than {largest:,} bytes ({size:,}; the {MAX_BYTES} property)"
+    log.warning("IMAP message %s %s; flagged for a person", uid.decode(), reason)
+    try:
+        with write_transaction(runtime.engine) as conn:
+            keep_refused(runtime.records(conn), head or b"", reason)
+    except NotAnEmail:
+        pass  # headers without a sender: flagged all the same
+    client.uid("store", uid, "+FLAGS", "(\\Seen \\Flagged)")
