@@ -304,6 +304,24 @@ def test_html_becomes_safe_text_and_charsets_are_read():
     assert reply_text("Yes.\n\nOn Mon, 1 Jan 2026 Support wrote:\n> old") == "Yes."
 
 
+def test_a_long_subject_or_body_is_cut_to_its_field_and_noted_not_lost(client):
+    """The case's short description holds 160 characters, a description or a comment 65,536: a longer
+    subject or body is cut (with …), the cut noted in the kept e-mail's reason, which has it whole."""
+    subject, body = "Printer " + "very " * 40 + "broken", "Smoke. " * 12_000
+    out = post(client, mail(subject=subject, body=body)).json["result"]
+    assert out["action"] == "created", out
+    made = case(client, out["sys_id"])
+    assert len(made["short_description"]) == 160 and made["short_description"].endswith("…")
+    assert len(made["description"]) == 65_536 and made["description"].endswith("…")
+    kept = received(client, out)
+    assert "Short description cut to 160 characters (it was 214; the e-mail has it whole)" in kept["reason"]
+    assert out["reason"] == kept["reason"]  # the gateway is told too
+    assert kept["subject"] == subject and len(kept["body"].strip()) == len(body.strip())
+    reply = post(client, mail(subject=f"Re: {made['number']}", body=body)).json["result"]
+    assert (reply["action"], reply["sys_id"]) == ("commented", out["sys_id"])
+    assert len(comments(client, out["sys_id"])[0]) == 65_536
+
+
 def test_deeply_nested_html_is_read_in_one_pass(client):
     """100,000 nested elements (1.1 MB): read as it streams by. A parse tree of it took minutes, holding
     the database's write lock meanwhile."""

@@ -365,6 +365,16 @@ def _parse_journal(field: Any, value: Any) -> Any:
     return valid_text(value)
 
 
+_DEFAULT_LENGTHS = {"string": STRING_LENGTH, "text": TEXT_LENGTH, "email": EMAIL_LENGTH, "url": URL_LENGTH,
+                    "journal": TEXT_LENGTH}
+
+
+def length_limit(field: Any) -> int | None:
+    """How many characters a text field holds: its max_length, else its type's (None: not text)."""
+    default = _DEFAULT_LENGTHS.get(field.type)
+    return (field.max_length or default) if default is not None else None
+
+
 def _string_column(field: Any) -> sa.types.TypeEngine:
     return sa.String(field.max_length or STRING_LENGTH)
 

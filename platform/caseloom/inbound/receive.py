@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from ..access import SYSTEM
 from ..definitions.model import InboundActionDef, TableDef
+from ..fieldtypes import length_limit
 from ..properties import Properties
 from ..query.evaluate import evaluate
 from ..records import RecordError, RecordService, now, record_by
@@ -60,6 +61,7 @@ def receive(service: RecordService, raw: bytes) -> Outcome:
     system = _as_system(service)
     outcome = _decide(system, props, inbound)
     outcome.email = _keep(system, inbound, outcome)
+    outcome.reason = _reason(inbound, outcome)  # what was left out of it too (attachments, a cut subject)
     return outcome
 
 
@@ -224,7 +226,7 @@ def _reply(service: RecordService, props: Properties, action: InboundActionDef, 
         if new_action is not None:
             link = {action.closed_link: record["sys_id"]} if action.closed_link else {}
             return _new(service, props, new_action, inbound, link, follows=(tdef, record))
-    values = {action.comment: text}
+    values = {action.comment: _fitted(tdef, action.comment, text, inbound)}
     if closed:
         values.update(action.closed_reopen)
     with service.by_definitions():
@@ -305,7 +307,7 @@ def _new(service: RecordService, props: Properties, action: InboundActionDef, in
     tdef = service.defs.tables[action.table]
     values = {}
     for name, value in action.values.items():
-        values[name] = render_value(value, context)
+        values[name] = _fitted(tdef, name, render_value(value, context), inbound)
     values.update(sender_values)
     values.update(extra or {})
     with service.by_definitions():
@@ -317,6 +319,17 @@ def _new(service: RecordService, props: Properties, action: InboundActionDef, in
     _effects(service, props, action, tdef, record)
     why = f"a reply to closed {follows[0].label.lower()} {_name(*follows)}" if follows else None
     return Outcome("created", tdef.name, record["sys_id"], why)
+
+
+def _fitted(tdef: TableDef, name: str, value, inbound: Inbound):
+    """A text from the message cut to what its field holds, noted (the whole message is kept in
+    sys_email): a long subject must not lose the customer's mail."""
+    field = tdef.field(name)
+    limit = length_limit(field) if field is not None else None
+    if not isinstance(value, str) or limit is None or len(value) <= limit:
+        return value
+    inbound.problems.append(f"{field.label} cut to {limit:,} characters (it was {len(value):,}; the e-mail has it whole)")
+    return value[:limit - 1].rstrip() + "…"
 
 
 def _sender(service: RecordService, action: InboundActionDef, inbound: Inbound) -> tuple[dict, dict | None]:
@@ -359,10 +372,15 @@ def _effects(service: RecordService, props: Properties, action: InboundActionDef
 def _keep(service: RecordService, inbound: Inbound, outcome: Outcome) -> str:
     row = {**_as_row(inbound), "type": "received-ignored" if outcome.action == "ignored" else "received",
            "state": "ignored" if outcome.action == "ignored" else "processed",
-           "reason": "; ".join(filter(None, [outcome.reason, *inbound.problems])) or None,
+           "reason": _reason(inbound, outcome),
            "target_table": outcome.table, "instance": outcome.sys_id, "headers": inbound.headers}
     service._system_insert(TABLE, [row])
     return row["sys_id"]
+
+
+def _reason(inbound: Inbound, outcome: Outcome) -> str | None:
+    """Why a message was ignored, and what of it was not kept or read as sent."""
+    return "; ".join(filter(None, [outcome.reason, *inbound.problems])) or None
 
 
 def _as_row(inbound: Inbound) -> dict:
