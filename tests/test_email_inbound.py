@@ -256,6 +256,33 @@ def test_the_checks_before_threading_are_one_statement(app, client):
     assert len(reads) == 1, reads
 
 
+def test_at_most_the_propertys_number_of_attachments_is_kept(client):
+    files = [(f"log{i}.txt", "text/plain", f"line {i}".encode()) for i in range(53)]
+    out = post(client, mail(attachments=files)).json["result"]
+    assert out["action"] == "created"
+    kept = client.get(f"/api/now/attachment?sysparm_query=table_sys_id={out['sys_id']}&sysparm_limit=100",
+                      headers=basic("admin")).json["result"]
+    assert sorted(f["file_name"] for f in kept) == sorted(f"log{i}.txt" for i in range(50))
+    assert "3 of 53 attachments not kept (the caseloom.email.inbound.max_attachments property allows 50)" in out["reason"]
+
+
+@pytest.mark.parametrize("ours", ["smtp_from", "inbound_address"])
+def test_mail_from_our_own_address_is_a_loop(client, runtime, ours):
+    """A message from the address we send from (CASELOOM_SMTP_FROM), whatever its Message-ID and its
+    case number, is ours coming back (an auto-forward, a misrouted copy): it touches nothing."""
+    opened = post(client, mail()).json["result"]["sys_id"]
+    number = case(client, opened)["number"]
+    address = runtime.config.smtp_from
+    if ours == "inbound_address":
+        address = "support@caseloom.example"
+        prop = client.get("/api/now/table/sys_properties?sysparm_query=name=caseloom.email.inbound_address",
+                          headers=basic("admin")).json["result"][0]
+        client.patch(f"/api/now/table/sys_properties/{prop['sys_id']}", json={"value": address}, headers=basic("admin"))
+    out = post(client, mail(sender=f"Support <{address.upper()}>", subject=f"Re: {number}")).json["result"]
+    assert (out["action"], out["reason"]) == ("ignored", f"a loop: it comes from our own address {address}")
+    assert comments(client, opened) == []
+
+
 def test_our_own_message_coming_back_is_a_loop(client, runtime):
     opened = post(client, mail()).json["result"]["sys_id"]
     sent = _outbound(runtime, opened)

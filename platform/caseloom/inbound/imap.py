@@ -130,7 +130,7 @@ def poll(runtime: Runtime, limit: int = BATCH) -> PollReport:
             flags = "(\\Seen)"
             try:
                 with write_transaction(runtime.engine) as conn:
-                    outcome = receive(runtime.records(conn), raw)
+                    outcome = receive(runtime.records(conn), raw, runtime.config.smtp_from)
                 report.outcomes.append(outcome.action)
             except NotAnEmail as exc:
                 log.warning("IMAP message %s is not an e-mail, flagged for a person: %s", uid.decode(), exc)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
+from email.utils import parseaddr
 
 import sqlalchemy as sa
 
@@ -34,6 +35,8 @@ REPLY_TO_CLOSED = "caseloom.email.inbound.reply_to_closed"
 UNKNOWN_SENDER = "caseloom.email.inbound.unknown_sender"
 PER_SENDER = "caseloom.email.inbound.per_sender_per_hour"
 MAX_BYTES = "caseloom.email.inbound.max_bytes"
+MAX_ATTACHMENTS = "caseloom.email.inbound.max_attachments"
+INBOUND_ADDRESS = "caseloom.email.inbound_address"
 
 
 @dataclass
@@ -52,14 +55,19 @@ class Outcome:
                 "reason": self.reason or "", "email": self.email or ""}
 
 
-def receive(service: RecordService, raw: bytes) -> Outcome:
+def receive(service: RecordService, raw: bytes, own_address: str = "") -> Outcome:
     """Act on one raw message inside the caller's transaction (NotAnEmail when it is not one). When
     it raises, the caller rolls its transaction back (the IMAP poll's unit per message, the inbound
-    route's request), so no savepoint of its own is needed: two round trips a message fewer."""
+    route's request), so no savepoint of its own is needed: two round trips a message fewer.
+    `own_address`: the address our e-mails are sent from (CASELOOM_SMTP_FROM); mail from it is a loop."""
     inbound = parse(raw)
     props = Properties(service.defs, service.storage, service.conn)
     system = _as_system(service)
-    outcome = _decide(system, props, inbound)
+    ours = {parseaddr(a)[1].strip().lower() for a in (own_address, props.get(INBOUND_ADDRESS))} - {""}
+    if inbound.sender in ours:
+        outcome = Outcome("ignored", reason=f"a loop: it comes from our own address {inbound.sender}")
+    else:
+        outcome = _decide(system, props, inbound)
     outcome.email = _keep(system, inbound, outcome)
     outcome.reason = _reason(inbound, outcome)  # what was left out of it too (attachments, a cut subject)
     return outcome
@@ -349,10 +357,17 @@ def _sender(service: RecordService, action: InboundActionDef, inbound: Inbound) 
 
 
 def _attach(service: RecordService, table: str, sys_id: str, inbound: Inbound) -> None:
-    """The message's files, on the record; one the attachment properties refuse is noted, not fatal."""
+    """The message's files, on the record; one the attachment properties refuse is noted, not fatal,
+    and so are those past the number a message may bring."""
     from ..attachments import Refused, attach
 
-    for item in inbound.attachments:
+    if not inbound.attachments:
+        return
+    most = Properties(service.defs, service.storage, service.conn).get(MAX_ATTACHMENTS)
+    if len(inbound.attachments) > most:
+        inbound.problems.append(f"{len(inbound.attachments) - most:,} of {len(inbound.attachments):,} attachments not "
+                                f"kept (the {MAX_ATTACHMENTS} property allows {most:,})")
+    for item in inbound.attachments[:most]:
         try:
             attach(service, table, sys_id, item.name, item.content_type, item.data)
         except Refused as exc:

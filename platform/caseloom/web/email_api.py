@@ -35,7 +35,7 @@ def inbound():
     rt = runtime()
     raw = bounded_body(Properties(rt.defs, rt.storage, connection()).get(MAX_BYTES), MAX_BYTES, "The message")
     try:
-        outcome = receive(service, raw)
+        outcome = receive(service, raw, rt.config.smtp_from)
     except NotAnEmail as exc:
         raise ApiError(400, "The body is not an e-mail", str(exc)) from None
     db.session.commit()
