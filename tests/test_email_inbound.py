@@ -256,6 +256,46 @@ def test_the_checks_before_threading_are_one_statement(app, client):
     assert len(reads) == 1, reads
 
 
+def _with_part(disposition: str, ctype: str = "application/pdf", data: bytes = b"%PDF-1.4") -> bytes:
+    import base64
+
+    return (b"From: contact1@example.com\r\nSubject: files\r\nMIME-Version: 1.0\r\n"
+            b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n'
+            b"--B\r\nContent-Type: " + ctype.encode() + b"\r\nContent-Disposition: " + disposition.encode()
+            + b"\r\nContent-Transfer-Encoding: base64\r\n\r\n" + base64.b64encode(data) + b"\r\n--B--\r\n")
+
+
+@pytest.mark.parametrize("disposition, ctype, name", [
+    ('attachment; filename=""', "text/plain", "attachment-1"),  # an unnamed text attachment is kept, named
+    ('attachment; filename="=?utf-8?q?R=C3=A9sum=C3=A9.pdf?="', "application/pdf", "Résumé.pdf"),
+    ("attachment; filename*=utf-8''%E2%9C%93%20ok.pdf", "application/pdf", "✓ ok.pdf"),
+    ('attachment; filename="../../etc/passwd"', "application/pdf", ".._.._etc_passwd"),
+    (f'attachment; filename="{"a" * 300}.pdf"', "application/pdf", "a" * 250 + "….pdf"),  # keeps its extension
+])
+def test_an_attachments_name_is_read_as_a_person_would(disposition, ctype, name):
+    inbound = parse(_with_part(disposition, ctype))
+    assert [a.name for a in inbound.attachments] == [name] and inbound.body.strip() == "See attached."
+    assert len(name) <= 255
+
+
+@pytest.mark.parametrize("raw_subject, subject, problem", [
+    (b"R\xe9sum\xe9 \x00 nul", "Résumé nul", "Subject header not UTF-8, read as Latin-1"),  # raw Latin-1, a NUL
+    (b"R\xc3\xa9sum\xc3\xa9", "Résumé", None),  # raw UTF-8
+    (b"=?x-unknown?Q?hello?= =?utf-8?Q?caf=C3=A9?= and more", "hellocafé and more",
+     "Subject header not wholly decodable (LookupError): each encoded word read on its own"),
+    (b"=?utf-8?Q?caf=E9?= au lait", "café au lait", None),  # a lying charset: its word as Latin-1
+])
+def test_a_subject_is_read_as_far_as_it_goes(raw_subject, subject, problem):
+    inbound = parse(b"From: Jos\xe9 <a@b.example>\r\nSubject: " + raw_subject + b"\r\n\r\nbody\r\n")
+    assert inbound.subject == subject and inbound.sender_name == "José"
+    assert problem is None or problem in inbound.problems
+
+
+def test_an_empty_attachment_is_noted():
+    inbound = parse(_with_part('attachment; filename="empty.pdf"', data=b""))
+    assert inbound.attachments == [] and "attachment 'empty.pdf' is empty, not kept" in inbound.problems
+
+
 def test_at_most_the_propertys_number_of_attachments_is_kept(client):
     files = [(f"log{i}.txt", "text/plain", f"line {i}".encode()) for i in range(53)]
     out = post(client, mail(attachments=files)).json["result"]

@@ -96,16 +96,48 @@ def _header(msg: Message, name: str, problems: list[str]) -> str:
     value = msg.get(name)
     if value is None:
         return ""
-    if isinstance(value, Header):
-        value = str(value)
+    if isinstance(value, Header):  # raw 8-bit bytes (charset unknown-8bit): kept as surrogates for _clean
+        value = "".join(chunk.decode("ascii", "surrogateescape") if isinstance(chunk, bytes) else chunk
+                        for chunk, _ in decode_header(value))
     text = _clean(str(value), problems, name)
     if "=?" not in text:
         return " ".join(text.split())
     try:
         return _clean(str(make_header(decode_header(text))), problems, name)
-    except Exception as exc:  # an unknown charset or a broken encoded word: the text as sent
-        problems.append(f"{name} header not decodable ({type(exc).__name__}), read as sent")
-        return text
+    except Exception as exc:  # an unknown charset or a broken encoded word: each word on its own
+        problems.append(f"{name} header not wholly decodable ({type(exc).__name__}): each encoded word read on its own")
+        return " ".join(_words_decoded(text).split())
+
+
+ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+
+
+def _words_decoded(text: str) -> str:
+    """Each RFC 2047 encoded word decoded on its own, one that cannot be left as sent; the space
+    between two encoded words is dropped, as the RFC says."""
+    out, last, previous_word = [], 0, False
+    for found in ENCODED_WORD.finditer(text):
+        between = text[last:found.start()]
+        try:
+            word = "".join(_text_in(chunk, charset) for chunk, charset in decode_header(found.group(0)))
+        except Exception:  # not decodable at all (bad base64): as sent
+            word = None
+        if not (previous_word and word is not None and not between.strip()):
+            out.append(between)
+        out.append(found.group(0) if word is None else word)
+        last, previous_word = found.end(), word is not None
+    out.append(text[last:])
+    return _clean("".join(out))
+
+
+def _text_in(chunk: bytes | str, charset: str | None) -> str:
+    """An encoded word's bytes in its charset, or as Latin-1 when the charset is unknown or lies."""
+    if isinstance(chunk, str):
+        return chunk
+    try:
+        return chunk.decode(charset or "ascii")
+    except (LookupError, UnicodeDecodeError):
+        return chunk.decode("latin-1")
 
 
 def _clean(text: str, problems: list[str] | None = None, name: str = "") -> str:
@@ -174,11 +206,13 @@ def _bodies(msg: Message, inbound: Inbound) -> tuple[str, str]:
             text = _part_text(part, inbound.problems)
         elif ctype == "text/html" and disposition != "attachment" and not filename and not html:
             html = _part_text(part, inbound.problems)
-        elif filename or disposition in ("attachment", "inline") and not ctype.startswith("text/"):
+        elif filename or disposition == "attachment" or disposition == "inline" and not ctype.startswith("text/"):
             data = _part_bytes(part)
+            name = filename or f"attachment-{len(inbound.attachments) + 1}"
             if data:
-                inbound.attachments.append(Attachment(filename or f"attachment-{len(inbound.attachments) + 1}",
-                                                      ctype, data))
+                inbound.attachments.append(Attachment(name, ctype, data))
+            else:
+                inbound.problems.append(f"attachment {name!r} is empty, not kept")
     for part in msg.walk():  # a returned message inside a bounce (message/rfc822 is multipart to the walker)
         if part.get_content_type() == "message/delivery-status" and inbound.delivery_status is None:
             inbound.delivery_status = delivery_status(part)
@@ -205,13 +239,26 @@ def delivery_status(part: Message) -> str | None:
     return _clean(text)[:1000] or None
 
 
+NAME_LENGTH = 255
+
+
 def _filename(part: Message, problems: list[str]) -> str:
+    """An attachment's name as a person reads it: encoded words decoded (`=?utf-8?q?R=C3=A9sum=C3=A9.pdf?=`),
+    no folders, spaces collapsed, and a name too long cut before its extension, which it keeps."""
     try:
-        name = part.get_filename() or ""
+        name = str(part.get_filename() or "")
+        if "=?" in name:
+            name = str(make_header(decode_header(name)))
     except Exception:
         problems.append("an attachment's name could not be read")
         name = ""
-    return " ".join(str(name).replace("/", "_").replace("\\", "_").split())[:255]
+    name = " ".join(name.replace("/", "_").replace("\\", "_").split())
+    if len(name) <= NAME_LENGTH:
+        return name
+    stem, dot, extension = name.rpartition(".")
+    if not dot or len(extension) > 16:
+        return name[:NAME_LENGTH]
+    return stem[:NAME_LENGTH - len(extension) - 2] + "…." + extension
 
 
 def _part_bytes(part: Message) -> bytes:
