@@ -291,6 +291,16 @@ def test_a_subject_is_read_as_far_as_it_goes(raw_subject, subject, problem):
     assert problem is None or problem in inbound.problems
 
 
+@pytest.mark.parametrize("content_type, body, text", [
+    ('multipart/mixed; boundary="XYZ"', "--ABC\r\nContent-Type: text/plain\r\n\r\npart text\r\n--ABC--\r\n", "part text"),
+    ("multipart/mixed", "hello\r\n", "hello"),  # no boundary at all: its text
+])
+def test_a_multipart_whose_parts_cannot_be_found_is_read_as_far_as_it_goes(content_type, body, text):
+    inbound = parse(f"From: a@b.example\r\nSubject: x\r\nMIME-Version: 1.0\r\nContent-Type: {content_type}\r\n\r\n{body}"
+                    .encode())
+    assert inbound.body.strip() == text and any("MIME" in p or "boundary" in p for p in inbound.problems)
+
+
 def test_an_empty_attachment_is_noted():
     inbound = parse(_with_part('attachment; filename="empty.pdf"', data=b""))
     assert inbound.attachments == [] and "attachment 'empty.pdf' is empty, not kept" in inbound.problems

@@ -402,6 +402,9 @@ BAD_VALUES = [
     ("boolean", "perhaps"),
     ("boolean", "2"),
     ("integer", "1.5"),
+    ("email", "<x@y.example>"),  # a display name's brackets: mail from x@y.example would never match it
+    ("email", "x@y.example, z@y.example"),
+    ("email", '"x"@y.example'),
     ("integer", "seven"),
     ("integer", True),
     ("duration", "-5"),

@@ -334,7 +334,8 @@ def _parse_reference(field: Any, value: Any) -> Any:
     return text
 
 
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# an address as mail carries it: no display name's brackets, quotes, commas or spaces (`<x@y.z>` is not one)
+EMAIL = re.compile(r"^[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+\.[^@\s<>()\[\],;:\"]+$")
 
 
 def _parse_email(field: Any, value: Any) -> Any:

@@ -194,8 +194,13 @@ def _bodies(msg: Message, inbound: Inbound) -> tuple[str, str]:
     """The first text/plain and text/html parts that are not attachments; the rest are attachments.
     A bounce's returned message gives the Message-IDs of what bounced."""
     text, html = "", ""
+    if msg.get_content_maintype() == "multipart" and not msg.is_multipart():
+        msg = _repaired(msg, inbound.problems)
     for part in msg.walk():
         if part.is_multipart():
+            continue
+        if part.get_content_maintype() == "multipart":  # still no parts: its text is the body
+            text = text or _part_text(part, inbound.problems)
             continue
         ctype = part.get_content_type()
         disposition = (part.get_content_disposition() or "").lower()
@@ -222,6 +227,27 @@ def _bodies(msg: Message, inbound: Inbound) -> tuple[str, str]:
             if isinstance(inner, Message):
                 inbound.original_ids += _ids(str(inner.get("Message-ID") or ""))
     return text, html
+
+
+BOUNDARY_LINE = re.compile(r"^--([0-9A-Za-z'()+_,./:=?-]{1,70}?)(?:--)?[ \t\r]*$", re.MULTILINE)
+
+
+def _repaired(msg: Message, problems: list[str]) -> Message:
+    """A multipart message whose parts the parser could not find (no boundary, or not the one its
+    lines use): read again with the boundary its first `--` line has; as it was when none has one."""
+    payload = msg.get_payload()
+    found = BOUNDARY_LINE.search(payload) if isinstance(payload, str) else None
+    if found is None:
+        return msg
+    declared = msg.get_param("boundary")
+    msg.set_param("boundary", found.group(1))
+    again = email.message_from_string(msg.as_string(), policy=email.policy.compat32)
+    if not again.is_multipart():
+        return msg
+    problems.append(f"multipart boundary {declared!r} not in the message; read with the one its lines use "
+                    f"({found.group(1)!r})" if declared else "multipart without a boundary; read with the one its "
+                    f"lines use ({found.group(1)!r})")
+    return again
 
 
 def delivery_status(part: Message) -> str | None:
