@@ -156,6 +156,9 @@ MAX_BYTES, THRESHOLD = "caseloom.attachment.max_bytes", "sn_customerservice.simi
     (MAX_BYTES, "1_000", "value: not a valid integer for caseloom.attachment.max_bytes: expected a whole number, "
                          "got '1_000'"),
     ("caseloom.sla.tick_seconds", "61", "value: must be from 1 to 60 for caseloom.sla.tick_seconds"),
+    # no declared maximum: what an integer holds (a 23-digit reopen time made every event post a 500)
+    ("caseloom.em.reopen_seconds", "99999999999999999999999", "value: not a valid integer for caseloom.em.reopen_seconds: "
+     "99999999999999999999999 is out of range: a whole number from -2,147,483,648 to 2,147,483,647"),
     (THRESHOLD, "1.5", f"value: must be from 0 to 1 for {THRESHOLD}"),
     (THRESHOLD, "-0.1", f"value: must be from 0 to 1 for {THRESHOLD}"),
 ])

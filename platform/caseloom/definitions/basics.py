@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..fieldtypes import WHOLE_NUMBER, FieldValueError
+from ..fieldtypes import INTEGER_MAX, INTEGER_MIN, WHOLE_NUMBER, FieldValueError
 from ..query.nodes import QueryError
 from .model import AccessRule, PropertyDef, RoleDef
 from .yamlsource import SourceDocument
@@ -45,14 +45,16 @@ def parse_property_value(ptype: str, value: Any) -> Any:
     if ptype == "integer":
         if isinstance(value, bool):
             raise FieldValueError("expected a whole number")
-        if isinstance(value, int):
-            return value
-        text = "" if value is None else str(value).strip()
-        if not text:
-            raise FieldValueError("expected a whole number, got nothing")
-        if not WHOLE_NUMBER.fullmatch(text):  # int() would take other scripts' digits (١) and 1_000
-            raise FieldValueError(f"expected a whole number, got {value!r}")
-        return int(text)
+        if not isinstance(value, int):
+            text = "" if value is None else str(value).strip()
+            if not text:
+                raise FieldValueError("expected a whole number, got nothing")
+            if not WHOLE_NUMBER.fullmatch(text):  # int() would take other scripts' digits (١) and 1_000
+                raise FieldValueError(f"expected a whole number, got {value!r}")
+            value = int(text)
+        if not INTEGER_MIN <= value <= INTEGER_MAX:  # what an integer field holds; more overflows where it is used
+            raise FieldValueError(f"{value} is out of range: a whole number from {INTEGER_MIN:,} to {INTEGER_MAX:,}")
+        return value
     if ptype == "decimal":
         if isinstance(value, bool):
             raise FieldValueError("expected a number")
