@@ -298,7 +298,7 @@ def test_an_sla_added_in_the_form_attaches_then_breaches_after_the_tick(client, 
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
-    ("duration", "soon", "Duration expected a duration such as 3600"),
+    ("duration", "soon", "Duration: expected a duration such as 3600"),
     ("duration", "-5", "cannot be negative"),
     ("start_condition", "colour=red", "Start condition"),
     ("collection", "nowhere", "nowhere"),

@@ -28,6 +28,9 @@ from .workspace import workspace_for, workspace_panel
 RELATED_PAGE = 10
 
 
+CONTINUING = ("is ", "are ", "must ", "has ", "was ", "cannot ", "may ", "takes ")  # what reads on from a label
+
+
 @dataclass
 class Widget:
     """One field on a form: what to show and how."""
@@ -44,6 +47,13 @@ class Widget:
     @property
     def name(self) -> str:
         return self.field.name
+
+    @property
+    def error_text(self) -> str:
+        """The error as a sentence about the field: "Short description is mandatory", "Account: no
+        account named 'Acme 999'"."""
+        error = self.error or ""
+        return f"{self.field.label} {error}" if error.startswith(CONTINUING) else f"{self.field.label}: {error}"
 
     @property
     def input(self) -> str:
@@ -83,7 +93,10 @@ def _widgets(tdef: TableDef, rendered: dict, record: dict, new: bool, can_write:
             continue  # never read back (a password), or the user's field rules hide it
         raw, display = _input_value(field, rendered.get(name, ""))
         if typed is not None and name in typed:
+            stored, shown = raw, display
             raw = display = typed[name]
+            if field.type == "reference":  # the name typed or picked, not the sys_id it stands for
+                display = typed.get(f"{name}__display", shown if raw == stored else raw)
         locked = (field.system or field.read_only or name in read_only or not can_write
                   or (name == lifecycle_field and not new)
                   or not service.can_write_field(tdef.name, name, "create" if new else "write", None if new else record))
@@ -234,7 +247,7 @@ def save(table: str):
         tdef = defs.tables.get(record["sys_class_name"], tdef)
     unnamed: dict[str, str] = {}  # references typed by a name no record has
     values = _form_values(tdef, record, unnamed)
-    typed = dict(values)
+    typed = {**values, **_displays(tdef, request.form)}
     problems = {**_field_problems(tdef, values, record), **unnamed}
     if problems:  # every field's mistake at once, before anything is written
         return form(table, _typed(tdef, request.form) if unnamed else typed, problems, status=422)
@@ -279,8 +292,15 @@ def busy_form(table: str):
 
 
 def _typed(tdef: TableDef, posted) -> dict:
-    """What a form posted for the table's fields, to show again when it was not saved."""
-    return {k: v for k, v in posted.items() if tdef.field(k)}
+    """What a form posted for the table's fields, to show again when it was not saved (a reference's
+    name as typed too)."""
+    return {**{k: v for k, v in posted.items() if tdef.field(k)}, **_displays(tdef, posted)}
+
+
+def _displays(tdef: TableDef, posted) -> dict:
+    """The names a form's reference boxes held (`FIELD__display`): what a person typed or picked."""
+    return {k: v for k, v in posted.items()
+            if k.endswith("__display") and (f := tdef.field(k[:-9])) is not None and f.type == "reference"}
 
 
 def _parents(tdef: TableDef, record: dict) -> list[dict]:
