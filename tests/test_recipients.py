@@ -192,6 +192,30 @@ def test_a_major_cases_list_cannot_be_replaced_once_children_are_created_from_it
     assert 'name="recipient_list"' not in page
 
 
+@pytest.mark.parametrize("values, field, reason", [
+    ({"conditions": "countryy=DE"}, "conditions",
+     "countryy: table 'customer_account' has no field 'countryy' (a condition on customer_account)"),
+    ({"conditions": "country=DE^nameLIKE"}, None, None),  # a condition that parses and compiles is saved
+    ({"enable_script": True, "script": "import os\nresult = []"}, "script", "the script's line 1: import is not allowed"),
+    ({"enable_script": True, "script": "result = [\n"}, "script", "the script's line 1: "),
+    ({"type": "consumers", "conditions": "account.name=Acme"}, "conditions",
+     "account.name: table 'csm_consumer' has no field 'account' (a condition on csm_consumer)"),
+])
+def test_a_lists_condition_and_script_are_checked_when_saved(as_user, values, field, reason):
+    """As `caseloom validate` checks a declared list: a mistake is named where it is made, not by a
+    later Refresh (`effect refresh_members failed: ...`)."""
+    author = as_user("author")
+    r = author.post(LISTS, json={"name": "Checked", "type": "accounts", **values})
+    if field is None:
+        assert r.status_code == 201, r.json
+        return
+    assert r.status_code == 400, r.json
+    assert r.json["error"]["detail"]["field"] == field and r.json["error"]["detail"]["reason"].startswith(reason)
+    made = new_list(author)  # and on a change of an existing list
+    r = author.patch(f"{LISTS}/{made}", json=values)
+    assert r.status_code == 400 and r.json["error"]["detail"]["field"] == field, r.json
+
+
 def test_a_major_case_list_must_hold_accounts_or_consumers(as_user):
     contacts = new_list(as_user("author"), type="contacts")
     r = as_user("manager").post(CASES, json={"short_description": "x", "recipient_list": contacts})
@@ -322,9 +346,18 @@ def test_a_script_list_reports_identified_added_and_rejected(as_user):
     assert all(m["dynamically_added"] == "true" for m in members(author, list_id))
 
 
-def test_a_refused_script_says_where_and_changes_nothing(as_user):
+def test_a_refused_script_says_where_and_changes_nothing(as_user, runtime):
     author = as_user("author")
-    list_id = new_list(author, enable_script="true", script="x = 1\nimport os\nresult = []\n")
+    script = "x = 1\nimport os\nresult = []\n"
+    r = author.post(LISTS, json={"name": "Refused", "type": "accounts", "enable_script": "true", "script": script})
+    assert r.status_code == 400 and r.json["error"]["detail"]["field"] == "script"
+    assert r.json["error"]["detail"]["reason"].startswith("the script's line 2: import is not allowed")
+    assert author.get(f"{LISTS}?sysparm_query=name=Refused").json["result"] == []
+    # one stored before scripts were checked on save: its Refresh refuses it, naming the line
+    list_id = new_list(author, enable_script="true", script="result = []\n")
+    with runtime.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE sn_publications_recipients_list SET script = :script WHERE sys_id = :id"),
+                     {"script": script, "id": list_id})
     r = refresh(author, list_id)
     assert r.status_code == 422 and ":2:" in r.json["error"]["message"]
     assert members(author, list_id) == []

@@ -20,9 +20,9 @@ from typing import TextIO
 import sqlalchemy as sa
 
 from .access import Actor
-from .definitions.model import MemberListDef, MemberType
+from .definitions.model import MemberListDef, MemberType, TableDef
 from .query import Query, QueryError, Selection, Term, parse_encoded
-from .records import Conflict, NotFound, RecordError, RecordService
+from .records import Conflict, NotFound, RecordError, RecordService, kind_validator
 from .users import actor_named
 
 BATCH = 2000
@@ -135,7 +135,10 @@ class MemberLists:
         report = BuildReport()
         if query is None:
             return report
-        self._replace_dynamic(sys_id, mtype, report, where=query.where)
+        try:
+            self._replace_dynamic(sys_id, mtype, report, where=query.where)
+        except QueryError as exc:  # saved before conditions were checked, or the table changed since
+            raise RecordError(self.mdef.conditions_field, f"{exc} (a condition on {mtype.table})") from None
         return report
 
     def _uses_script(self, record: dict) -> bool:
@@ -363,6 +366,40 @@ def _without_bom(stream: TextIO) -> Iterator[str]:
     for line in stream:
         yield line.lstrip("\ufeff") if first else line
         first = False
+
+
+def _is_list_table(defs, table: str) -> bool:
+    return defs.member_list_for(table) is not None
+
+
+@kind_validator(_is_list_table)
+def check_list(service: RecordService, tdef: TableDef, record: dict, current: dict | None) -> None:
+    """A list's condition and script are checked when they are saved, naming the field (and the
+    script's line): an unknown field or a refused import was saved, and only its Refresh said so."""
+    mdef = service.defs.member_list_for(tdef.name)
+    mtype = mdef.types.get(record.get(mdef.type_field))
+    if mtype is None:
+        return
+    changed = current is None or current.get(mdef.type_field) != record.get(mdef.type_field)
+    name = mdef.conditions_field
+    text = record.get(name) if name else None
+    if text and (changed or current.get(name) != text):
+        try:
+            query = parse_encoded(text)
+            Selection(service.storage, mtype.table).condition(query.where)
+        except QueryError as exc:
+            raise RecordError(name, f"{exc} (a condition on {mtype.table})") from None
+    name = mdef.script_field
+    text = record.get(name) if name else None
+    if text and (current is None or current.get(name) != text):
+        from .sandbox import ScriptRefused, check_script, script_source
+
+        try:
+            source, filename = script_source(service, text, "the script", service.scripts_dir)
+            check_script(source, filename)
+        except ScriptRefused as exc:
+            where = f"the script's line {exc.line}" if exc.filename == "the script" else f"{exc.filename}:{exc.line}"
+            raise RecordError(name, f"{where}: {exc.why}") from None
 
 
 def lists_for(service: RecordService, table: str) -> MemberLists:

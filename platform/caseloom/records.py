@@ -87,12 +87,32 @@ DeletionGuard = Callable[["RecordService", TableDef, dict], None]
 DELETE_GUARDS: dict[str, list[DeletionGuard]] = defaultdict(list)
 
 
+# Validators of a kind of table the definitions declare (a member list's table), not of one name:
+# (whether a table is of the kind, the validator).
+KIND_VALIDATORS: list[tuple[Callable[[Any, str], bool], Validator]] = []
+
+
 def validator(table: str) -> Callable[[Validator], Validator]:
     def register(fn: Validator) -> Validator:
         VALIDATORS[table].append(fn)
         return fn
 
     return register
+
+
+def kind_validator(applies: Callable[[Any, str], bool]) -> Callable[[Validator], Validator]:
+    """A validator of every table `applies(defs, table)` says is of its kind."""
+    def register(fn: Validator) -> Validator:
+        KIND_VALIDATORS.append((applies, fn))
+        return fn
+
+    return register
+
+
+def validators_for(storage: Storage, table: str) -> tuple[Validator, ...]:
+    """The validators a table's records go through, worked out once per definitions set."""
+    return storage.cached(("validators", table), lambda: (
+        *VALIDATORS.get(table, ()), *(fn for applies, fn in KIND_VALIDATORS if applies(storage.defs, table))))
 
 
 def deletion_guard(table: str) -> Callable[[DeletionGuard], DeletionGuard]:
@@ -478,7 +498,7 @@ class RecordService:
         self._check_references(tdef, records, first_row, known_references)
         self._assign_numbers(tdef, records)
         for record in records:
-            for check in VALIDATORS.get(tdef.name, ()):
+            for check in validators_for(self.storage, tdef.name):
                 check(self, tdef, record, None)
         insert_rows(self.conn, self.storage.physical(tdef.name), records)
         if field_checks:
@@ -817,7 +837,7 @@ class RecordService:
                 continue
             merged = current | {k: new for k, (_, new) in fields.items()}
             _check_mandatory(self.storage, record_tdef, merged, entries, None)
-            for check in VALIDATORS.get(record_tdef.name, ()):
+            for check in validators_for(self.storage, record_tdef.name):
                 check(self, record_tdef, merged, current)
             for k, (old, new) in list(fields.items()):  # a validator may write a value as its type keeps it
                 if merged[k] is not new:

@@ -13,6 +13,7 @@ from .automation import Automation
 from .config import Config
 from .database import make_engine, write_transaction
 from .definitions import Definitions, load_folder
+from .memberlists import check_list as _check_list  # noqa: F401  (registers the checks on a list's condition and script)
 from .records import RecordService
 from .storage import Storage
 from .timing import records as _timing_records  # noqa: F401  (registers the checks on schedules and SLAs)

@@ -49,11 +49,11 @@ def tell_inserted(conn: sa.Connection, table: str, prefix: str, count: int) -> N
         listener(conn, table, prefix, count)
 
 
-def _declines(service: RecordService, tdef, values: dict, varying: set[str], validators: dict) -> str | None:
+def _declines(service: RecordService, tdef, values: dict, varying: set[str], validators: tuple) -> str | None:
     """Why the record service itself needs the rows one by one, or None."""
     if not service.set_based:
         return "set-based work is switched off (RecordService.set_based)"
-    if validators.get(tdef.name):
+    if validators:
         return f"table {tdef.name!r} has a validator, which runs per record"
     if service._deferred is not None:
         return "references are deferred in this unit of work"
@@ -92,12 +92,12 @@ def insert_select(service: RecordService, table: str, values: dict, select: sa.S
     a gap. Returns how many records were inserted, or None when the table's inserts need each row
     in Python (validators, rules or notifications that read one of `fields`, effects other than
     refusals, templates that are not plain substitutions)."""
-    from .records import VALIDATORS, RecordError, _insert_plan, now
+    from .records import RecordError, _insert_plan, now, validators_for
 
     tdef = service.table(table, "create")
     plan = _insert_plan(service.storage, tdef)
     varying = set(fields)
-    reason = _declines(service, tdef, values, varying, VALIDATORS)
+    reason = _declines(service, tdef, values, varying, validators_for(service.storage, tdef.name))
     if reason:
         return row_by_row(service, tdef, reason)
     parsed, entries = service._parse(tdef, values)
