@@ -143,3 +143,42 @@ def test_an_unknown_portal_is_not_found_and_signing_in_is_required(client):
     assert client.get("/csm").status_code == 302  # to the sign-in page
     ui_sign_in(client, "customer")
     assert client.get("/nowhere").status_code == 404
+
+
+def test_a_closed_case_takes_no_more_comments_and_says_how_to_get_help(customer, client, runtime):
+    """A comment on a closed case was taken without a word and the case stayed closed: the page now says
+    it is closed and offers a new case, and a post is refused with the same words, adding nothing."""
+    case = _mine(client, "customer")[0]
+    page = customer.get(f"/csm/record/{case['sys_id']}").get_data(as_text=True)
+    token = _form_token(page)
+    with runtime.transaction() as service, service.by_definitions():
+        service.update("sn_customerservice_case", case["sys_id"], {"state": 3})
+    page = customer.get(f"/csm/record/{case['sys_id']}").get_data(as_text=True)
+    assert "This case is closed" in page and 'href="/csm/new"' in page and 'name="text"' not in page
+    r = customer.post(f"/csm/record/{case['sys_id']}/comment", data={"text": "Still broken for us", "csrf_token": token})
+    assert r.status_code == 409
+    assert "This case is closed, so it takes no more comments. If you still need help, open a new one." in \
+        r.get_data(as_text=True)
+    entries = client.get(f"/api/now/table/sys_journal_field?sysparm_query=element_id={case['sys_id']}"
+                         "^element=comments", headers=basic("admin")).json["result"]
+    assert "Still broken for us" not in [e["value"] for e in entries]
+
+
+def test_the_emails_to_the_customers_contact_address_show_in_the_activity(customer, client, runtime):
+    """A customer's login and their contact may have different addresses: e-mails to either are theirs."""
+    case = _mine(client, "customer")[0]
+    user = client.get("/api/now/table/sys_user?sysparm_query=user_name=customer&sysparm_fields=sys_id,contact.email",
+                      headers=basic("admin")).json["result"][0]
+    r = client.patch(f"/api/now/table/sys_user/{user['sys_id']}", json={"email": "customer.login@example.com"},
+                     headers=basic("admin"))
+    assert r.status_code == 200 and user["contact.email"] not in ("", "customer.login@example.com")
+    with runtime.transaction() as service:
+        service.insert("sys_email", {"recipients": user["contact.email"], "subject": "We are working on it",
+                                     "body": "x", "state": "ready", "type": "send-ready",
+                                     "target_table": "sn_customerservice_case", "instance": case["sys_id"]})
+        service.insert("sys_email", {"recipients": "someone.else@example.com", "subject": "Not for the customer",
+                                     "body": "x", "state": "sent", "type": "sent",
+                                     "target_table": "sn_customerservice_case", "instance": case["sys_id"]})
+    page = customer.get(f"/csm/record/{case['sys_id']}").get_data(as_text=True)
+    assert "We are working on it" in page and "E-mail to you (sending)" in page
+    assert "Not for the customer" not in page

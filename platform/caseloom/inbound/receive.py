@@ -250,7 +250,7 @@ def _may_reply(service: RecordService, action: InboundActionDef, sender: str, td
     its own, or of a record a reference points at: the case's contact), an address one of our e-mails
     filed under it went to, or an active user with that address whose access rules let them write
     its `comment` field on it. Anyone else (a number in a subject is easily guessed) is ignored."""
-    if sender in _named_addresses(service, tdef, record):
+    if sender in named_addresses(service, tdef, record):
         return True
     emails = service.storage.physical(TABLE)
     for recipients in service.conn.execute(sa.select(emails.c.recipients).where(
@@ -261,17 +261,18 @@ def _may_reply(service: RecordService, action: InboundActionDef, sender: str, td
     return any(_user_may_write(service, actor, tdef, record, action.comment) for actor in _users_of(service, sender))
 
 
-def _named_addresses(service: RecordService, tdef: TableDef, record: dict) -> set[str]:
-    """The e-mail addresses a record names: its e-mail fields and those of the records its references
-    point at (one read, dot-walked)."""
+def named_addresses(service: RecordService, tdef: TableDef, record: dict) -> set[str]:
+    """The e-mail addresses a record names, lower-cased: its e-mail fields and those of the records its
+    references point at (a case's contact; a user's contact or consumer), in one read. Not through a
+    reference to its own kind of record (a case's parent, a user's manager): theirs are not its own."""
     key = ("inbound", "addresses of", tdef.name)
     paths = service.storage.cache.get(key)
     if paths is None:
-        tables, found = service.defs.tables, []
+        tables, found, own = service.defs.tables, [], {tdef.name, *service.defs.lineage(tdef.name)}
         for name, field in tdef.fields.items():
             if field.type == "email":
                 found.append(name)
-            elif field.type == "reference" and field.reference in tables:
+            elif field.type == "reference" and field.reference in tables and field.reference not in own:
                 found += [f"{name}.{n}" for n, f in tables[field.reference].fields.items() if f.type == "email"]
         paths = service.storage.cache[key] = tuple(found)
     if not paths:

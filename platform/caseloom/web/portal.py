@@ -120,6 +120,7 @@ def record_page(name: str, sys_id: str, status: int = 200, errors: dict | None =
                            title=record_name(tdef, record), details=details, activity=_activity(portal, tdef, record),
                            actions=offered, files=attachments.of_record(service, tdef.name, sys_id),
                            can_comment=service.can_write_field(tdef.name, portal.comment, record=record),
+                           closed=not _is_open(portal, tdef, record),
                            errors=errors or {}), status
 
 
@@ -153,14 +154,18 @@ def _emails(tdef: TableDef, record: dict) -> list[dict]:
     rt = runtime()
     if "sys_email" not in rt.defs.tables:
         return []
-    users = rt.storage.physical("sys_user")
+    from ..inbound.receive import named_addresses
+
     service = records()
-    address = service.conn.execute(sa.select(users.c.email).where(users.c.sys_id == g.actor.sys_id)).scalar()
-    if not address:
+    system = rt.records(service.conn)
+    user = system.get("sys_user", g.actor.sys_id) if g.actor.sys_id else None
+    # the user's own address and those of the contact or consumer their login belongs to
+    addresses = sorted(named_addresses(system, rt.defs.tables["sys_user"], user)) if user else []
+    if not addresses:
         return []
     email = rt.storage.physical("sys_email")
-    mine = sa.or_(sa.func.lower(email.c.sender) == address.lower(),
-                  sa.func.lower(email.c.recipients).contains(address.lower(), autoescape=True))
+    mine = sa.or_(*(sa.or_(sa.func.lower(email.c.sender) == address,
+                           sa.func.lower(email.c.recipients).contains(address, autoescape=True)) for address in addresses))
     stmt = (sa.select(email.c.sys_created_on, email.c.subject, email.c.type, email.c.state, email.c.body, email.c.sender)
             .where(email.c.instance == record["sys_id"], email.c.target_table.in_(rt.defs.lineage(tdef.name)), mine,
                    email.c.type != "received-ignored")
@@ -174,10 +179,22 @@ def _emails(tdef: TableDef, record: dict) -> list[dict]:
     return out
 
 
+def _is_open(portal: PortalDef, tdef: TableDef, record: dict) -> bool:
+    """Whether the record is one of the portal's open ones (its `open` condition): a closed one takes
+    no more comments or files here; the person opens a new one."""
+    return portal.open is None or records().count(
+        tdef.name, Query(_and(Term("sys_id", "eq", record["sys_id"]), portal.open))) > 0
+
+
+CLOSED_WORDS = "This {label} is closed, so it takes no more {what}. If you still need help, open a new one."
+
+
 @blueprint.post(f"/{NAME}/record/<sys_id>/comment")
 def comment(name: str, sys_id: str):
     portal = _portal(name)
-    tdef, _ = _record(portal, sys_id)
+    tdef, record = _record(portal, sys_id)
+    if not _is_open(portal, tdef, record):
+        return record_page(name, sys_id, 409, {"comment": CLOSED_WORDS.format(label=tdef.label.lower(), what="comments")})
     text = request.form.get("text", "").strip()
     if not text:
         return record_page(name, sys_id, 400, {"comment": "Write something first."})
@@ -218,7 +235,9 @@ def act(name: str, sys_id: str, action: str):
 @blueprint.post(f"/{NAME}/record/<sys_id>/attach")
 def attach(name: str, sys_id: str):
     portal = _portal(name)
-    tdef, _ = _record(portal, sys_id)
+    tdef, record = _record(portal, sys_id)
+    if not _is_open(portal, tdef, record):
+        return record_page(name, sys_id, 409, {"file": CLOSED_WORDS.format(label=tdef.label.lower(), what="files")})
     upload = request.files.get("file")
     if upload is None or not upload.filename:
         return record_page(name, sys_id, 400, {"file": "Choose a file first."})
