@@ -182,3 +182,18 @@ def test_the_emails_to_the_customers_contact_address_show_in_the_activity(custom
     page = customer.get(f"/csm/record/{case['sys_id']}").get_data(as_text=True)
     assert "We are working on it" in page and "E-mail to you (sending)" in page
     assert "Not for the customer" not in page
+
+
+def test_a_major_issue_update_copied_to_the_child_shows_once(customer, client, runtime):
+    """With sync on, the major case's comment is copied to its children: the child's page shows it once,
+    as the child's own entry, not again as the parent's."""
+    case = _mine(client, "customer")[0]
+    with runtime.transaction() as service, service.by_definitions():
+        major = service.insert("sn_customerservice_case", {"short_description": "Storage outage EU",
+                                                            "major_case_state": "accepted"})
+        service.update("sn_customerservice_case", case["sys_id"], {"parent": major["sys_id"]})
+        service.update("sn_customerservice_case", major["sys_id"], {"comments": "Only on the major case"})
+        service.update("sn_customerservice_case", major["sys_id"], {"comments": "Copied to every child"})
+        service.update("sn_customerservice_case", case["sys_id"], {"comments": "Copied to every child"})
+    page = customer.get(f"/csm/record/{case['sys_id']}").get_data(as_text=True)
+    assert page.count("Copied to every child") == 1 and page.count("Only on the major case") == 1

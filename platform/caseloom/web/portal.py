@@ -145,9 +145,17 @@ def _activity(portal: PortalDef, tdef: TableDef, record: dict) -> list[dict]:
         if parent is not None:
             ptdef = runtime().defs.tables[parent["sys_class_name"]]
             label = f"{parent_field.label} {record_name(ptdef, parent)}"
+            own = {e["text"]: e["when"] for e in entries if e["kind"] == "comment"}
             entries += [{"when": e["sys_created_on"], "who": label, "text": e["value"], "kind": "parent"}
-                        for e in system.journal(ptdef.name, parent_id, portal.comment)]
+                        for e in system.journal(ptdef.name, parent_id, portal.comment)
+                        if not _copied(own.get(e["value"]), e["sys_created_on"])]
     return sorted(entries, key=lambda e: e["when"], reverse=True)
+
+
+def _copied(own_when, parent_when) -> bool:
+    """Whether the parent's entry is one the case already shows: copied to it by a sync (the same text,
+    written within a minute of it)."""
+    return own_when is not None and abs((own_when - parent_when).total_seconds()) < 60
 
 
 def _emails(tdef: TableDef, record: dict) -> list[dict]:
