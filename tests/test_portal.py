@@ -197,3 +197,12 @@ def test_a_major_issue_update_copied_to_the_child_shows_once(customer, client, r
         service.update("sn_customerservice_case", case["sys_id"], {"comments": "Copied to every child"})
     page = customer.get(f"/csm/record/{case['sys_id']}").get_data(as_text=True)
     assert page.count("Copied to every child") == 1 and page.count("Only on the major case") == 1
+
+
+@pytest.mark.parametrize("path", ["/csm/record/" + "2c7d740d6b024e0cb09ec420dade5bd1", "/csm/record/nope/comment"])
+def test_a_customers_error_page_is_the_portals_own(customer, path):
+    """Another account's case is a 404 in the portal's own layout: no staff menu (Major cases, Accounts)."""
+    r = customer.get(path) if not path.endswith("comment") else customer.post(path, data={"text": "x"})
+    page = r.get_data(as_text=True)
+    assert r.status_code in (400, 404) and 'href="/csm"' in page
+    assert "Major cases" not in page and "Accounts" not in page and "portal.css" in page

@@ -108,9 +108,30 @@ def error_page(status: int, message: str, detail: str = "", headers: dict | None
     if resend:
         advice = RESEND_WORDS
     said = said[:1].upper() + said[1:]  # a sentence of the page, whatever case the API's detail starts with
+    portal = _portal_of_request(g.get("actor"))
+    if portal is not None and not resend:  # a customer stays in their portal's pages, never the staff menu
+        page = render_template("portal/error.html", status=status, title=title, message=said,
+                               advice="" if advice == PAGES.get(403, ("", ""))[1] else advice, actor=g.get("actor"),
+                               portal=portal)
+        return page, status, {k: v for k, v in (headers or {}).items() if k.lower() != "content-type"}
     page = render_template("error.html", status=status, title=title, message=said, advice=advice,
                            actor=g.get("actor"), resend=resend)
     return page, status, {k: v for k, v in (headers or {}).items() if k.lower() != "content-type"}
+
+
+def _portal_of_request(actor):
+    """The portal an error page belongs to: the one the request was for, or the one a user of no staff
+    page lands on (a customer); None for staff."""
+    from flask import current_app, g
+
+    rt = g.get("runtime") or current_app.extensions.get("caseloom")
+    if rt is None:
+        return None
+    defs = rt.defs
+    name = (request.view_args or {}).get("name") if request.blueprint == "portal" else None
+    if name in defs.portals:
+        return defs.portals[name]
+    return defs.portal_of(actor.roles) if actor is not None else None
 
 
 def _busy(detail: str):
