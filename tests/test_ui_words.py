@@ -94,6 +94,18 @@ def test_the_applied_filter_reads_as_a_sentence_with_the_encoded_query_to_copy(c
     assert f'readonly value="{encoded}"' in page
 
 
+@pytest.mark.parametrize("query, words", [
+    ("opened_at>2026-13-45", "Opened at: expected a date and time"),
+    ("priority=abc", "Priority: expected a whole number, got 'abc'"),
+    ("account.name>", "Account › Name: greater than takes a value"),
+])
+def test_a_filter_the_list_cannot_apply_names_the_field_by_its_label(client, query, words):
+    ui_sign_in(client, "agent")
+    page = html.unescape(client.get(f"/{CASE}_list.do", query_string={"sysparm_query": query}).get_data(as_text=True))
+    error = re.search(r'<p class="error" role="alert">([^<]*)</p>', page).group(1)
+    assert error.startswith(words), error
+
+
 def test_a_reference_typed_by_a_name_no_record_has_is_named_in_words(client):
     case = a_case(client, "state=10")
     ui_sign_in(client, "agent")

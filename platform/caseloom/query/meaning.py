@@ -144,7 +144,7 @@ def meaning(term: Term, target: FieldDef, display: FieldDef | None) -> Meaning:
         return Meaning((Check(op, _display_path(term.field, display), display, value),))
     value = coerce(target, term.field, term.value)
     if value is None and op.ordered:  # `priority>=` compares with nothing: no record would match
-        raise QueryError(f"{term.field}{op.token}: {op.label} takes a value")
+        raise QueryError(f"{term.field}: {op.label} takes a value")
     return Meaning((Check(op, term.field, target, value),))
 
 

@@ -290,3 +290,13 @@ def _value_words(field, value, names: dict[tuple[str, str], str]) -> str:
     if text.lower().startswith("javascript:"):
         return DYNAMIC_WORDS.get(text[len("javascript:"):].strip().lower(), text)
     return value_words(field, text, names) if text else "(empty)"
+
+
+def error_words(tdef: TableDef, message: str) -> str:
+    """A query's error as a list says it: its leading field path by label (`opened_at: expected a date`
+    as `Opened: expected a date`); any other message as it is."""
+    path, colon, rest = message.partition(": ")
+    if not colon or not path or " " in path or tdef.field(path.split(".")[0]) is None:
+        return message
+    field, label = _path_words(tdef, path)
+    return f"{label}: {rest}" if field is not None else message

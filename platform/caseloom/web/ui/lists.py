@@ -25,6 +25,7 @@ from .export import export_format, export_list, with_basic_auth
 from .filters import (
     _posted_rows,
     _redrawn,
+    error_words,
     filter_fields,
     filter_rows,
     filter_sentence,
@@ -303,7 +304,7 @@ def _list_context(tdef: TableDef, rows_typed: list[dict] | None = None, filter_e
         if group_by:
             groups = group_counts(service, tdef, effective, group_by)
     except (QueryError, ValueError, AccessDenied) as exc:
-        error, rows, total, first, query, search, groups = str(exc), [], Total(0), 1, Query(), "", None
+        error, rows, total, first, query, search, groups = error_words(tdef, str(exc)), [], Total(0), 1, Query(), "", None
     typed = rows_typed if rows_typed is not None else filter_rows(tdef, query)
     computed = computed_cells(view, rows) if view is not None else {}
     return {
