@@ -59,6 +59,29 @@ def test_choose_an_account_then_see_only_its_contacts(login, server, accounts):
     assert page.get_by_role("combobox", name="Contact").input_value() == "Jane Doe"
 
 
+def test_a_match_picked_with_the_keyboard_closes_the_list_and_tab_moves_on(login, server, accounts):
+    """ArrowDown, Enter: the box holds the match and its list closes (focus coming back to the box
+    does not open it again); Tab out of a box with its list open closes it too."""
+    page = login("agent")
+    page.goto(f"{server}/{CASE}.do?sys_id=-1")
+    account = page.get_by_role("combobox", name="Account")
+    account.press_sequentially("Acme Rock", delay=30)
+    expect(page.locator("#f_account__options [role=option]")).to_have_text(["Acme Rockets"])  # what was typed matches
+    account.press("ArrowDown")
+    page.keyboard.press("Enter")
+    expect(account).to_have_value("Acme Rockets")
+    expect(account).to_be_focused()
+    page.wait_for_timeout(400)  # what a focus request would have taken to come back
+    expect(page.locator("#f_account__options [role=option]")).to_have_count(0)
+    expect(account).to_have_attribute("aria-expanded", "false")
+    contact = page.get_by_role("combobox", name="Contact")
+    contact.press_sequentially("J", delay=30)
+    expect(page.locator("#f_contact__options [role=option]")).to_have_text(["Jane Doe", "Jim Doe"])
+    contact.press("Tab")
+    expect(page.locator("#f_contact__options [role=option]")).to_have_count(0)
+    expect(contact).not_to_be_focused()
+
+
 def test_a_reference_shows_a_preview_on_hover_and_focus(login, server, runtime, accounts):
     with runtime.transaction() as service:
         closed = service.insert(CASE, {"short_description": "Old rocket", "account": accounts["Acme Rockets"]["sys_id"],

@@ -19,10 +19,31 @@ function pick(option) {
   box.querySelector("[data-ref-value]").value = option.dataset.sysId;
   const display = box.querySelector("[data-ref-display]");
   display.value = option.dataset.display;
-  display.setAttribute("aria-expanded", "false");
-  option.closest(".options").innerHTML = "";
+  closeOptions(box);
+  display.dataset.picked = "1"; // focus comes back to the box: it must not open the matches again
   display.focus();
 }
+
+function closeOptions(box) {
+  box.querySelector("[data-ref-display]")?.setAttribute("aria-expanded", "false");
+  const options = box.querySelector(".options");
+  if (options) options.innerHTML = "";
+}
+
+// The matches a picked box would fetch on getting focus back are not asked for.
+document.addEventListener("htmx:confirm", (event) => {
+  const display = event.detail.elt;
+  if (display.dataset?.picked && event.detail.triggeringEvent?.type === "focus") {
+    event.preventDefault();
+    delete display.dataset.picked;
+  }
+});
+
+// Leaving a reference box (Tab to the next field, a click elsewhere) closes its matches.
+document.addEventListener("focusout", (event) => {
+  const box = event.target.closest?.(".reference");
+  if (box && !box.contains(event.relatedTarget)) closeOptions(box);
+});
 
 document.addEventListener("keydown", (event) => {
   const display = event.target.closest("[data-ref-display]");
@@ -61,6 +82,7 @@ document.addEventListener("submit", (event) => {
 document.addEventListener("input", (event) => {
   const display = event.target.closest("[data-ref-display]");
   if (display) {
+    delete display.dataset.picked;
     display.closest(".reference").querySelector("[data-ref-value]").value = "";
     display.setAttribute("aria-expanded", "true");
   }
