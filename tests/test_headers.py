@@ -163,3 +163,10 @@ def test_the_page_configures_htmx_for_the_policy(client):
     settings = json.loads(config.group(1))
     assert settings["includeIndicatorStyles"] is False and settings["allowEval"] is False
     assert settings["allowScriptTags"] is False and "style" not in settings["attributesToSettle"]
+
+
+def test_the_favicon_is_ours_without_signing_in(client):
+    r = client.get("/favicon.ico")
+    assert r.status_code == 301 and "/static/favicon.svg" in r.headers["Location"]
+    icon = client.get(r.headers["Location"])
+    assert icon.status_code == 200 and icon.mimetype == "image/svg+xml"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from flask import Flask
+from flask import Flask, redirect, url_for
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -126,6 +126,10 @@ def _register_ui(app: Flask, ui: Path) -> None:
     app.jinja_env.globals.update(menu_for=menu_for, table_file=table_file)
     _static_caching(app, ui / "static")
     vendor = ui / "node_modules"
+
+    @app.get("/favicon.ico", endpoint="favicon")
+    def favicon():  # what a browser asks for before it reads a page's <link rel="icon">
+        return redirect(url_for("static", filename="favicon.svg"), 301)
 
     @app.get("/ui/vendor/<path:filename>", endpoint="ui_vendor")
     def ui_vendor(filename: str):
