@@ -291,6 +291,28 @@ BAD = {
         {"tables/a.yaml": TABLE_A, "notifications/n.yaml": "notifications:\n  tell:\n    table: a\n"
                                                            "    sent_field: n\n    subject: hi\n    body: hi\n"},
         "notifications/n.yaml:4:17", "sent_field 'n' must be a datetime field, not integer"),
+    "notification reading child without children": (
+        {"tables/a.yaml": TABLE_A, "notifications/n.yaml": "notifications:\n  tell:\n    table: a\n"
+                                                           "    subject: 'On {{ child.n }}'\n    body: hi\n"},
+        "notifications/n.yaml:4:14", "unknown name 'child'"),
+    "notification filtering a child's field": (
+        {"tables/a.yaml": TABLE_A + "  up: {type: reference, to: a}\n  mail: {type: email}\n",
+         "notifications/n.yaml": "notifications:\n  tell:\n    table: a\n"
+                                 "    recipients: {children: {reference: up, field: mail}}\n"
+                                 "    subject: '{{ child.n | string | upper }}'\n    body: hi\n"},
+        "notifications/n.yaml:5:14", "child.FIELD is filled in for each child as it is"),
+    "notification reading a child's date-time": (
+        {"tables/a.yaml": TABLE_A + "  up: {type: reference, to: a}\n  mail: {type: email}\n  at: {type: datetime}\n",
+         "notifications/n.yaml": "notifications:\n  tell:\n    table: a\n"
+                                 "    recipients: {children: {reference: up, field: mail}}\n"
+                                 "    subject: 'At {{ child.at }}'\n    body: hi\n"},
+        "notifications/n.yaml:5:14", "child.at is a datetime field"),
+    "notification reading a child's unknown field": (
+        {"tables/a.yaml": TABLE_A + "  up: {type: reference, to: a}\n  mail: {type: email}\n",
+         "notifications/n.yaml": "notifications:\n  tell:\n    table: a\n"
+                                 "    recipients: {children: {reference: up, field: mail}}\n"
+                                 "    subject: 'On {{ child.nope }}'\n    body: hi\n"},
+        "notifications/n.yaml:5:14", "child.nope: 'nope' is not a field of 'a'"),
     "demo user with an unknown field": (
         {"demo/d.yaml": "demo:\n  users:\n    - {user_name: u, password: p, roles: [admin], values: {shoe_size: 44}}\n"},
         "demo/d.yaml:3:71", "table 'sys_user' has no field 'shoe_size'"),

@@ -176,6 +176,9 @@ def test_sync_copies_fields_and_journal_to_open_children_when_the_property_is_on
     mails = as_user("admin").get("/api/now/table/sys_email?sysparm_query=subjectSTARTSWITHUpdate on").json["result"]
     assert {m["instance"] for m in mails} >= set(children[1:])
     assert resolved not in {m["instance"] for m in mails}  # no word of an update its case did not get
+    # each names the customer's own case, as a reply finds it (contract: the record's number in the subject)
+    numbers = {c["sys_id"]: c["number"] for c in cases(agent, f"parent={major['sys_id']}")}
+    assert all(m["subject"].startswith(f"Update on your case {numbers[m['instance']]}: ") for m in mails), mails
 
 
 def test_no_sync_when_the_property_is_off(agent, major):

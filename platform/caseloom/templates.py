@@ -27,8 +27,9 @@ def _shown(value: Any) -> Any:
 
 _env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, finalize=_shown)
 
-# The names a record's fields are read through: `record.field`, `record.reference.field`.
-RECORD_ROOTS = ("record", "previous")
+# The names a record's fields are read through: `record.field`, `record.reference.field` (`child`: a
+# notification's child record, each child's own e-mail, see automation.notifications).
+RECORD_ROOTS = ("record", "previous", "child")
 
 
 class TemplateProblem(ValueError):
@@ -114,6 +115,19 @@ def compile_template(text: str) -> Template:
     jinja = _env.template_class.from_code(_env, _env.compile(tree), _env.make_globals(None), None)
     paths = tuple((root, path, line) for root, found in finder.paths.items() for path, line in found)
     return Template(text, names, paths, jinja, _substitution_parts(tree))
+
+
+def bare_uses(text: str, root: str) -> bool:
+    """Whether every read of `root` in the template is shown as it is (`{{ child.number }}`), never
+    tested, filtered or computed with: what may be filled in afterwards, in SQL."""
+    try:
+        tree = _FieldPaths().visit(_env.parse(text))
+    except TemplateError:
+        return True  # reported where the template is compiled
+    reads = [n for n in tree.find_all(nodes.Getitem) if isinstance(n.node, nodes.Name) and n.node.name == root]
+    shown = [n for out in tree.find_all(nodes.Output) for n in out.nodes
+             if isinstance(n, nodes.Getitem) and isinstance(n.node, nodes.Name) and n.node.name == root]
+    return len(reads) == len(shown)
 
 
 def is_template(value: Any) -> bool:

@@ -9,6 +9,7 @@ substitutions (`email_sql`).
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -97,7 +98,8 @@ class Notifications:
         """Write the notification's sys_email rows (state ready) for the worker to deliver."""
         if note.children is not None:  # to the children's people, each with the access of no role at least
             subject, body = rendered(service, note, tdef, [(record, journal)],
-                                     [frozenset(restricted_paths(service, note, tdef))])[0]
+                                     [frozenset(restricted_paths(service, note, tdef))],
+                                     {"child": _child_marks(service, note, tdef)}, cut=False)[0]
             _send_to_children(service, note, tdef, record, subject, body)
         self._send_many(service, note, tdef, [(record, journal)])
 
@@ -245,15 +247,18 @@ def _hidden_by_address(service: RecordService, tdef: TableDef, restricted: tuple
 
 
 def rendered(service: RecordService, note: NotificationDef, tdef: TableDef, items: list[tuple[dict, dict]],
-             hidden: list[frozenset[str]] | None = None) -> list[tuple[str, str]]:
-    """The subject (at most 255 characters) and body of the notification for each (record, journal
-    entries), the `hidden` paths of each left empty: the dot-walks the texts read are read for all
-    the records at once, the acting user and the time once."""
+             hidden: list[frozenset[str]] | None = None, extra: dict | None = None,
+             cut: bool = True) -> list[tuple[str, str]]:
+    """The subject (at most 255 characters, unless not `cut`) and body of the notification for each
+    (record, journal entries), the `hidden` paths of each left empty: the dot-walks the texts read are
+    read for all the records at once, the acting user and the time once. `extra`: more names."""
     subject, body = compile_template(note.subject), compile_template(note.body)
     walks = tuple(dict.fromkeys(subject.walks + body.walks))
     walked = walk_values(service, tdef, [record for record, _ in items], walks) if walks else [{}] * len(items)
     names = subject.names | body.names
-    context = {"table": tdef.label, "notification": note.name}
+    context = {"table": tdef.label, "notification": note.name, **(extra or {})}
+    if "child" in names and "child" not in context:  # the e-mails to its roles and fields: no child, empty
+        context["child"] = {path: "" for root, path, _ in (*subject.paths, *body.paths) if root == "child"}
     if "user" in names:
         context["user"] = template_user(service)
     if "now" in names:
@@ -262,22 +267,52 @@ def rendered(service: RecordService, note: NotificationDef, tdef: TableDef, item
     for (record, journal), values, paths in zip(items, walked, hidden or [frozenset()] * len(items), strict=True):
         context["record"] = {**record, **journal, **values, **dict.fromkeys(paths, "")}
         try:
-            texts.append((subject.render(context)[:255], body.render(context)))
+            shown = subject.render(context)
+            texts.append((shown[:255] if cut else shown, body.render(context)))
         except TemplateProblem as exc:
             raise RecordError(None, f"notification {note.name}: {exc}") from None
     return texts
 
 
+CHILD_MARK = re.compile("\x00child:([a-z0-9_.]+)\x00")
+
+
+def _child_marks(service: RecordService, note: NotificationDef, tdef: TableDef) -> dict[str, str]:
+    """`child.PATH` as a mark in the rendered text, filled in for each child in SQL (_filled); a path
+    a recipient with no role may not read stays empty, as the record's own limited fields do."""
+    marks = {}
+    for text in (note.subject, note.body):
+        for root, path, _ in compile_template(text).paths:
+            if root == "child":
+                readable = path_readable(service.defs, NOBODY, tdef, path)
+                marks[path] = f"\x00child:{path}\x00" if readable else ""
+    return marks
+
+
+def _filled(text: str, selection: Selection) -> sa.ColumnElement:
+    """A rendered text whose child marks become each child's values: a concatenation in SQL."""
+    joined: sa.ColumnElement = sa.literal("", sa.Text)
+    at = 0
+    for found in CHILD_MARK.finditer(text):
+        if found.start() > at:
+            joined = joined.concat(sa.literal(text[at:found.start()], sa.Text))
+        column, _ = selection.column(found.group(1))
+        joined = joined.concat(sa.func.coalesce(sa.cast(column, sa.Text), ""))
+        at = found.end()
+    return joined.concat(sa.literal(text[at:], sa.Text)) if at < len(text) else joined
+
+
 def _send_to_children(service: RecordService, note: NotificationDef, tdef: TableDef, record: dict,
                       subject: str, body: str) -> None:
-    """One sys_email per child record with an address, filed under the child, in one INSERT ... SELECT."""
+    """One sys_email per child record with an address, filed under the child, in one INSERT ... SELECT;
+    `child.PATH` in the texts is each child's own value."""
     reference, field, only = note.children
     selection = Selection(service.storage, tdef.name)
     email, _ = selection.column(address_path(service.defs.tables, tdef, field))
     parts = [Term(reference, "eq", record["sys_id"])] + ([only] if only is not None else [])
     where = sa.and_(selection.condition(All(tuple(parts))), email.is_not(None))
-    _insert_emails(service, selection, where, email, sa.literal(subject), sa.literal(body, sa.Text),
-                   selection.base.c.sys_class_name, note.name)
+    _insert_emails(service, selection, where, email, sa.func.substr(_filled(subject, selection), 1, 255),
+                   _filled(body, selection), selection.base.c.sys_class_name, note.name)
 
 
 # Field types whose stored value renders in SQL as Python's str() renders it in a template.

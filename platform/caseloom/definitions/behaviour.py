@@ -293,9 +293,11 @@ def build_notifications(docs: list[SourceDocument], tables: dict, roles: dict, e
                 check.field(table, kids["reference"], at + ("reference",))
                 check.address(table, kids["field"], at + ("field",))
                 children = (kids["reference"], kids["field"], check.condition(table, kids.get("only"), at + ("only",)))
-            texts = check.builder(table, NOTIFICATION_NAMES)
+            texts = check.builder(table, NOTIFICATION_NAMES + (("child",) if children is not None else ()))
             for key in ("subject", "body"):
-                texts.template(spec[key], where + (key,))
+                made = texts.template(spec[key], where + (key,))
+                if made is not None and children is not None:
+                    _check_child_reads(check, table, spec[key], made, where + (key,))
             outside = [p for p in recipients.get("fields", []) if _address_table(tables, table, p) != "sys_user"]
             if "children" in recipients:
                 outside.append(f"the children's {recipients['children']['field']}")
@@ -315,6 +317,27 @@ def build_notifications(docs: list[SourceDocument], tables: dict, roles: dict, e
                 check.condition(table, spec.get("condition"), where + ("condition",)), roles_,
                 tuple(recipients.get("fields", [])), children, sent_field)
     return notifications
+
+
+# What `child.FIELD` may read: the types whose stored value reads in SQL as the template shows it.
+CHILD_TYPES = ("string", "text", "email", "url", "reference", "choice", "integer")
+
+
+def _check_child_reads(check: _Checker, table: TableDef, text: str, template, at: tuple) -> None:
+    """`child.FIELD` in a children notification's text is filled in per child in SQL: only shown as it
+    is (no test or filter on it), and only fields whose value reads in SQL as in a template."""
+    from ..templates import bare_uses
+
+    if "child" not in template.names:
+        return
+    if not bare_uses(text, "child"):
+        check.error(at, "child.FIELD is filled in for each child as it is: show it ({{ child.number }}), "
+                        "without a filter, a test or arithmetic")
+    for root, path, _ in template.paths:
+        field = resolve_path(check.tables, table, path) if root == "child" else None
+        if field is not None and field.type not in CHILD_TYPES:
+            check.error(at, f"child.{path} is a {field.type} field; a child's fields in an e-mail are "
+                            f"{', '.join(CHILD_TYPES)} fields")
 
 
 def _address_table(tables: dict, table: TableDef, path: str) -> str | None:
