@@ -157,14 +157,14 @@ class Storage:
         if field.name == "sys_id":
             return sa.Column("sys_id", sa.String(32), primary_key=True)
         nullable = field.name not in ("sys_class_name", "sys_created_on", "sys_updated_on", "sys_mod_count")
-        # A type that is never empty (a boolean: false) is a column default too, so that the rows a table
-        # already has when the field is added hold it (PostgreSQL adds such a column without a rewrite).
+        # A type that is never empty (a boolean: false) has its default as the column's too, so that the
+        # rows a table already has when the field is added hold it (PostgreSQL adds it without a rewrite).
         empty = None if field.system else field.parse(None)
         if empty is None:
             return sa.Column(field.name, field.ftype.column(field), nullable=nullable)
         value = empty if field.default is None else field.default
         return sa.Column(field.name, field.ftype.column(field), nullable=nullable,
-                         server_default=sa.true() if value is True else sa.false() if value is False else str(value))
+                         server_default=sa.true() if value else sa.false())
 
     def _build_internal(self) -> None:
         sa.Table(

@@ -111,8 +111,7 @@ def error_page(status: int, message: str, detail: str = "", headers: dict | None
     portal = _portal_of_request(g.get("actor"))
     if portal is not None and not resend:  # a customer stays in their portal's pages, never the staff menu
         page = render_template("portal/error.html", status=status, title=title, message=said,
-                               advice="" if advice == PAGES.get(403, ("", ""))[1] else advice, actor=g.get("actor"),
-                               portal=portal)
+                               advice="" if status == 403 else advice, actor=g.get("actor"), portal=portal)
         return page, status, {k: v for k, v in (headers or {}).items() if k.lower() != "content-type"}
     page = render_template("error.html", status=status, title=title, message=said, advice=advice,
                            actor=g.get("actor"), resend=resend)
