@@ -473,8 +473,8 @@ class RecordService:
         records, journals, entries_of = [], [], []
         chosen: set[str] = set()  # sys_ids the caller gave
         hooks = self._hooks(tdef.name, "insert")
-        if hooks is not None:
-            self._check_given_references(tdef, [(v.get("sys_id"), v) for v in rows], first_row, known_references)
+        verified = {} if hooks is None else self._check_given_references(
+            tdef, [(v.get("sys_id"), v) for v in rows], first_row, known_references)
         parsed_values: dict = {}  # the rows of a batch share most values: each is parsed once
         field_checks: list[tuple[int, str, Any]] = []  # (row, field, its create rule's condition)
         for i, values in enumerate(rows):
@@ -495,7 +495,7 @@ class RecordService:
             entries_of.append(entries)
             journals.extend((tdef.name, record["sys_id"], field, text) for field, text in entries.items())
         self._check_new_ids(tdef, records, first_row, chosen)
-        self._check_references(tdef, records, first_row, known_references)
+        self._check_references(tdef, records, first_row, (*known_references, *_still(verified, records)))
         self._assign_numbers(tdef, records)
         for record in records:
             for check in validators_for(self.storage, tdef.name):
@@ -667,16 +667,16 @@ class RecordService:
                                   None if first_row is None else first_row + row)
 
     def _check_given_references(self, tdef: TableDef, rows: list[tuple[str | None, dict]],
-                                first_row: int | None = None, known: Collection[str] = ()) -> None:
+                                first_row: int | None = None, known: Collection[str] = ()) -> dict[str, set[str]]:
         """The references a client gave (with each row's sys_id), checked before any rule reads through
         them: a rule's dot-walk through a missing record reads empty, and would refuse the write for
-        that (`must be a list of accounts`) rather than say the record is missing. What the rules set
-        is checked after them, with the rest."""
+        that (`must be a list of accounts`) rather than say the record is missing. Returns the sys_ids
+        found, by field: what the rules leave as it was is not looked for again (_still)."""
         names = _references(self.storage, tdef).difference(known)
         given = [(sys_id, {k: v for k, v in values.items() if k in names and v}) for sys_id, values in rows]
         if not any(values for _, values in given):
-            return
-        checked = []
+            return {}
+        checked, verified = [], defaultdict(set)
         for sys_id, values in given:
             row = {"sys_id": sys_id or ""}  # no sys_id yet: never its own reference
             for name, raw in values.items():
@@ -684,8 +684,12 @@ class RecordService:
                     row[name] = tdef.fields[name].parse(raw)
                 except FieldValueError:
                     continue  # not a sys_id: the write's own parse names it
+                verified[name].add(row[name])
             checked.append(row)
+        if self._deferred is not None:
+            return {}  # checked when the deferral ends
         self._check_references(tdef, checked, first_row)
+        return verified
 
     def _existing_elsewhere(self, root: str, ids: set[str]) -> set[str]:
         """Which of `ids` are records of any table but those under `root`: on PostgreSQL one UNION ALL
@@ -816,8 +820,8 @@ class RecordService:
         after: list[tuple[TableDef, dict, dict]] = []
         classes: dict[str, TableDef] = {}  # sys_id -> the record's own table
         memos: dict[str, dict] = defaultdict(dict)  # per class: the values parsed so far (shared by many rows)
-        if self._hooks(tdef.name, "update") is not None:
-            self._check_given_references(tdef, [(current["sys_id"], values) for current, values in items])
+        verified = {} if self._hooks(tdef.name, "update") is None else self._check_given_references(
+            tdef, [(current["sys_id"], values) for current, values in items])
         for current, values in items:
             record_tdef = classes[current["sys_id"]] = self.defs.tables.get(current.get("sys_class_name"), tdef)
             parsed, entries = self._parse(record_tdef, values, memo=memos[record_tdef.name])
@@ -860,7 +864,7 @@ class RecordService:
                 changed_rows[record_tdef.name].append({k: change.fields[k][1] for k in references} |
                                                       {"sys_id": cur["sys_id"]})
         for name, rows in changed_rows.items():
-            self._check_references(self.defs.tables[name], rows)
+            self._check_references(self.defs.tables[name], rows, known=_still(verified, rows))
         physical = self.storage.physical(tdef.name)
         for columns, rows in by_columns.items():
             update_rows(self.conn, physical, columns, rows, stamps.touched_sql, self.actor.user_name, stamp)
@@ -1008,6 +1012,11 @@ def _check_mandatory(storage: Storage, tdef: TableDef, record: dict, entries: di
     for name in _insert_plan(storage, tdef).mandatory:
         if record.get(name) is None and not entries.get(name):
             raise RecordError(name, "is mandatory", row)
+
+
+def _still(verified: dict[str, set[str]], records: list[dict]) -> tuple[str, ...]:
+    """The reference fields whose values in `records` were all found before the rules ran."""
+    return tuple(name for name, ids in verified.items() if all(not r.get(name) or r[name] in ids for r in records))
 
 
 def _references(storage: Storage, tdef: TableDef) -> frozenset[str]:
