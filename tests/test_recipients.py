@@ -359,7 +359,8 @@ def test_a_refused_script_says_where_and_changes_nothing(as_user, runtime):
         conn.execute(sa.text("UPDATE sn_publications_recipients_list SET script = :script WHERE sys_id = :id"),
                      {"script": script, "id": list_id})
     r = refresh(author, list_id)
-    assert r.status_code == 422 and ":2:" in r.json["error"]["message"]
+    assert r.status_code == 422 and "the script of 'Affected customers':2: import" in r.json["error"]["message"]
+    assert list_id not in r.json["error"]["message"]  # the list by its name, not its sys_id
     assert members(author, list_id) == []
 
 

@@ -209,8 +209,10 @@ class MemberLists:
         """Run the list's script in the sandbox; keep the sys_ids that are records of the type's table."""
         from .sandbox import script_source
 
+        display = self.service.defs.tables[self.mdef.table].display
+        shown = record.get(display) if display else None
         source, filename = script_source(self.service, record.get(self.mdef.script_field) or "",
-                                         f"{self.mdef.table}:{record['sys_id']}", self.service.scripts_dir)
+                                         f"the script of {shown or record['sys_id']!r}", self.service.scripts_dir)
         outcome = self.run_script(record, source, filename, self.script_author(record))
         candidates = outcome.sys_ids
         found = self.service.existing_ids(mtype.table, set(candidates))
