@@ -39,6 +39,19 @@ def test_history_reads_choice_labels_and_display_values(client):
     assert account["sys_id"] not in history
 
 
+def test_history_names_a_deleted_record_in_words_not_by_its_sys_id(client):
+    case = a_case(client, "priority=4^accountISNOTEMPTY")
+    made = client.post("/api/now/table/customer_account", json={"name": "Short-lived Ltd"}, headers=basic("admin"))
+    account = made.json["result"]["sys_id"]
+    assert client.patch(f"{CASES}/{case['sys_id']}", json={"account": account}, headers=basic("agent")).status_code == 200
+    assert client.delete(f"/api/now/table/customer_account/{account}", headers=basic("admin")).status_code == 204
+    ui_sign_in(client, "agent")
+    page = html.unescape(client.get(f"/{CASE}.do?sys_id={case['sys_id']}").get_data(as_text=True))
+    history = page[page.index('<details class="history card">'):]
+    history = history[:history.index("</details>")]
+    assert "(a deleted record)" in history and account not in history
+
+
 def test_an_action_says_what_it_did_to_which_record(client):
     case = a_case(client, "state=10^parentISEMPTY^major_case_stateISEMPTY")
     ui_sign_in(client, "agent")

@@ -168,15 +168,25 @@ def value_words(field: FieldDef | None, value: str | None, names: dict[tuple[str
     return value
 
 
+NOT_READABLE, GONE = "(a record you may not read)", "(a deleted record)"
+
+
 def audit_names(service, tdef: TableDef, rows: Iterable[Mapping]) -> dict[tuple[str, str], str]:
     """The display values of the records that audit rows' old and new values of references name (for
-    change_words), in one query per referenced table."""
+    change_words), in one query per referenced table; a record the user may not read, or one since
+    deleted, in words, never its sys_id."""
     wanted: dict[str, set[str]] = {}
     for r in rows:
         field = tdef.field(r["fieldname"])
         if field is not None and field.type == "reference":
             wanted.setdefault(field.reference, set()).update(v for v in (r["oldvalue"], r["newvalue"]) if v)
-    return display_names(service, wanted)
+    names = display_names(service, wanted)
+    for table, ids in wanted.items():
+        unnamed = {i for i in ids if (table, i) not in names}
+        if unnamed and table in service.defs.tables:
+            there = service.existing_ids(table, unnamed)
+            names.update(((table, i), NOT_READABLE if i in there else GONE) for i in unnamed)
+    return names
 
 
 def change_words(tdef: TableDef, row: Mapping, names: dict[tuple[str, str], str]) -> str:

@@ -14,7 +14,7 @@ from ...query import Query, Term
 from ...records import AccessDenied, Conflict, NotFound, RecordError
 from .. import db
 from ..auth import connection, records, rollback, runtime
-from ..serialize import audit_names, base_url, make_shape, record_name, render_record, value_words
+from ..serialize import NOT_READABLE, audit_names, base_url, make_shape, record_name, render_record, value_words
 from . import blueprint, login_required
 from .actions import _confirmation, _too_many
 from .attachments import attachment_panel
@@ -74,6 +74,8 @@ def _input_value(field: FieldDef, cell) -> tuple[str, str]:
     """(raw value for the input, display text) from a rendered API cell."""
     if isinstance(cell, dict):
         raw, display = cell.get("value", ""), cell.get("display_value", "")
+        if field.type == "reference" and raw and not display:
+            display = NOT_READABLE  # the referenced table's or record's rules hide its name: never its sys_id
     else:
         raw = display = cell or ""
     if field.ftype.input == "datetime-local" and raw:

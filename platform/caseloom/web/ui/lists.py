@@ -19,7 +19,7 @@ from ...query.total import EXACT_COUNT_LIMIT, Total
 from ...records import AccessDenied, Conflict, NotFound, RecordError
 from .. import db
 from ..auth import connection, only_read_from_now, properties, records, runtime, safe_path, session_actor
-from ..serialize import base_url, display_names, make_shape, record_name, render_record
+from ..serialize import NOT_READABLE, base_url, display_names, make_shape, record_name, render_record
 from . import blueprint, login_required
 from .export import export_format, export_list, with_basic_auth
 from .filters import (
@@ -145,7 +145,7 @@ def _group_label(field: FieldDef, text: str, names: dict) -> str:
     if field.choices:
         return field.choice_label(text) or text
     if field.type == "reference":
-        return names.get((field.reference, text), "(a record you may not read)")
+        return names.get((field.reference, text), NOT_READABLE)
     return text
 
 
