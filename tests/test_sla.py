@@ -573,6 +573,11 @@ GOOD_SLA = {"name": "made here", "collection": TICKET, "duration": 3600, "start_
         ({"start_condition": ""}, "start_condition", ""),
         ({"retroactive": True, "set_start_to": "title"}, "set_start_to", "not a date or date-time field"),
         ({"timezone_source": "definition", "timezone": "Mars/Olympus"}, "timezone", "unknown time zone"),
+        ({"timezone_source": "definition", "timezone": ""}, "timezone", "is needed: an IANA name"),
+        # a value its field refuses: saved, it made every write of the table a 400
+        ({"stop_condition": "priority=high"}, "stop_condition", "priority: expected a whole number, got 'high'"),
+        ({"pause_condition": "vip=maybe"}, "pause_condition", "vip: expected true or false, got 'maybe'"),
+        ({"cancel_condition": "priorityIN1,x"}, "cancel_condition", "priority"),
     ],
 )
 def test_a_bad_sla_definition_is_refused_naming_its_field(app, changes, field, words):
@@ -580,6 +585,24 @@ def test_a_bad_sla_definition_is_refused_naming_its_field(app, changes, field, w
     assert r.status_code == 400, r.json
     message = str(r.json["error"])
     assert field in message and words in message
+
+
+def test_an_sla_with_history_or_declared_is_not_deleted_but_set_inactive(app, runtime):
+    """Deleting an SLA definition deleted its task SLAs, and the reports' figures with them; a declared
+    one came back at the next init. Both are refused, saying what to do instead."""
+    api = app.api("root")
+    made = api.post(f"{TABLE_API}/contract_sla", json=GOOD_SLA).json["result"]["sys_id"]
+    unused = api.post(f"{TABLE_API}/contract_sla", json={**GOOD_SLA, "name": "never used",
+                                                          "start_condition": "category=none"}).json["result"]["sys_id"]
+    write(runtime, MONDAY, category="api")
+    r = api.delete(f"{TABLE_API}/contract_sla/{made}")
+    assert r.status_code == 409 and "1 task SLAs were measured against this SLA definition: set it inactive" in \
+        r.json["error"]["message"], r.json
+    declared = api.get(f"{TABLE_API}/contract_sla?sysparm_query=sourceISNOTEMPTY&sysparm_limit=1").json["result"][0]
+    r = api.delete(f"{TABLE_API}/contract_sla/{declared['sys_id']}")
+    assert r.status_code == 409 and f"is declared in {declared['source']}" in r.json["error"]["message"]
+    assert api.delete(f"{TABLE_API}/contract_sla/{unused}").status_code == 204  # nothing measured: it goes
+    assert api.get(f"{TABLE_API}/task_sla?sysparm_query=sla={made}").json["result"]
 
 
 def test_an_sla_made_through_the_table_api_takes_duration_words_and_runs(app, runtime):

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..fieldtypes import FIELD_TYPES, FieldValueError
 from ..query.conditions import parse_encoded, terms_of
+from ..query.meaning import bind_fields
 from ..query.nodes import QueryError
 from ..query.operators import operator
 from .behaviour import _Checker
@@ -252,12 +253,18 @@ def condition_problem(tables: dict, table: TableDef, text: Any) -> str | None:
                     "record's values as they are")
     if query.order:
         return "an SLA condition has no order (remove ORDERBY)"
+    try:  # a value the field refuses (`priority=high` on an integer): every write of the table would fail
+        bind_fields(query.where, tables, table)
+    except QueryError as exc:
+        return str(exc)
     return None
 
 
 def _zone_problem(name: Any) -> str | None:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+    if not name:
+        return "is needed: an IANA name such as Europe/London"
     try:
         ZoneInfo(str(name))
     except (ZoneInfoNotFoundError, ValueError):

@@ -4,9 +4,11 @@ the definitions, not here. Any write to them makes the unit of work read them ag
 
 from __future__ import annotations
 
-from ..records import RecordError, validator
+import sqlalchemy as sa
+
+from ..records import Conflict, RecordError, deletion_guard, validator
 from .schedule import schedule_problems
-from .slas import SCHEDULE, SLA, forget
+from .slas import SCHEDULE, SLA, TASK_SLA, forget
 
 CONDITION_FIELDS = ("start_condition", "stop_condition", "pause_condition", "resume_condition", "cancel_condition",
                     "reset_condition")
@@ -56,3 +58,24 @@ def check_sla(service, tdef, record: dict, current: dict | None) -> None:
         if problem:
             raise RecordError("timezone", problem)
     forget(service)
+
+
+@deletion_guard(SLA)
+@deletion_guard(SCHEDULE)
+def keep_declared_and_measured(service, tdef, current: dict) -> None:
+    """A declared SLA or schedule is removed from its definitions, not deleted here (it would come back
+    at the next `caseloom init`, without the history); an SLA that task SLAs were measured against is
+    set inactive instead: deleting it would delete them, and every report's figures with them."""
+    if service.trusted:
+        return
+    if current.get("source"):
+        raise Conflict(f"this {tdef.label.lower()} is declared in {current['source']}; remove it there "
+                       "(Definitions), not here")
+    if tdef.name != SLA or TASK_SLA not in service.defs.tables:
+        return
+    task_slas = service.storage.physical(TASK_SLA)
+    measured = service.conn.execute(sa.select(sa.func.count()).select_from(task_slas)
+                                    .where(task_slas.c.sla == current["sys_id"])).scalar_one()
+    if measured:
+        raise Conflict(f"{measured:,} task SLAs were measured against this SLA definition: set it inactive "
+                       "instead, so that their history and the reports' figures stay")
