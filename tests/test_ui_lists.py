@@ -257,6 +257,20 @@ def test_group_by_a_reference_reads_display_values_and_counts_the_empty_ones(cli
     assert parse_qs(urlsplit(shown["(empty)"][1]).query)["sysparm_query"] == ["assigned_toISEMPTY"]
 
 
+def test_a_grouping_with_more_groups_than_shown_shows_the_largest_and_says_so(client, agent, monkeypatch):
+    from caseloom.web.ui import lists
+
+    monkeypatch.setattr(lists, "GROUPS_SHOWN", 2)
+    cases = api(client, f"{CASES}?sysparm_fields=state&sysparm_display_value=true&sysparm_limit=1000", "agent")
+    expected = Counter(c["state"] for c in cases)
+    assert len(expected) > 2
+    text = page_text(client.get(LIST, query_string={"sysparm_group_by": "state"}))
+    shown = groups(text)
+    largest = sorted(expected.values(), reverse=True)[:2]
+    assert sorted((count for count, _ in shown.values()), reverse=True) == largest
+    assert f"The 2 largest groups are shown; {len(expected) - 2} more have fewer records." in text
+
+
 def test_group_counts_follow_the_users_access(client):
     ui_sign_in(client, "author")  # may read accounts, not cases
     assert client.get(LIST, query_string={"sysparm_group_by": "state"}).status_code == 403

@@ -119,15 +119,24 @@ def group_fields(tdef: TableDef) -> list[tuple[str, str]]:
     return first + [(n, f.label) for n, f in usable if not (f.choices or f.type == "reference")]
 
 
-def group_counts(service, tdef: TableDef, query: Query, path: str) -> list[dict]:
+GROUPS_SHOWN = 500  # a grouping with more groups shows its largest; the filter finds the rest
+
+
+def group_counts(service, tdef: TableDef, query: Query, path: str) -> tuple[list[dict], int]:
     """The list's records counted per value of `path` in one GROUP BY, through the same Selection and
-    read access as the list's own count (`RecordService.count`): [{label, count, query}], each with
-    the encoded query of the list filtered to that group."""
+    read access as the list's own count (`RecordService.count`): ([{label, count, query}], how many
+    groups more than GROUPS_SHOWN there are), each with the encoded query of the list filtered to
+    that group; with more, the largest groups are shown (grouping 45,000 SLAs by case made a 4 MB page)."""
     service.table(tdef.name, "read")
     selection = Selection(runtime().storage, tdef.name, readable=service.readable)
     column, field = selection.column(path)
-    stmt = selection.select(column, sa.func.count(), where=query.where).group_by(column)
-    counts = [(value, n) for value, n in service.conn.execute(stmt)]
+    grouped = selection.select(column, sa.func.count().label("n"), where=query.where).group_by(column)
+    counts = [(value, n) for value, n in service.conn.execute(
+        grouped.order_by(sa.func.count().desc()).limit(GROUPS_SHOWN + 1))]
+    more = 0
+    if len(counts) > GROUPS_SHOWN:
+        counts = counts[:GROUPS_SHOWN]
+        more = service.conn.execute(sa.select(sa.func.count()).select_from(grouped.subquery())).scalar_one() - GROUPS_SHOWN
     names = display_names(service, {field.reference: {str(v) for v, _ in counts if v}} if field.reference else {})
     order = {str(value): i for i, (value, _) in enumerate(field.choices)}
     groups = []
@@ -136,7 +145,7 @@ def group_counts(service, tdef: TableDef, query: Query, path: str) -> list[dict]
         term = Term(path, "eq", text) if text else Term(path, "empty", None)
         groups.append({"value": text, "label": _group_label(field, text, names), "count": n,
                        "query": to_encoded(_combined(query, term))})
-    return sorted(groups, key=lambda grp: (grp["value"] == "", order.get(grp["value"], len(order)), grp["label"]))
+    return sorted(groups, key=lambda grp: (grp["value"] == "", order.get(grp["value"], len(order)), grp["label"])), more
 
 
 def _group_label(field: FieldDef, text: str, names: dict) -> str:
@@ -291,7 +300,7 @@ def _list_context(tdef: TableDef, rows_typed: list[dict] | None = None, filter_e
     shape = make_shape(defs.tables, tdef, ",".join(columns), "all", "true", base_url(), service.readable)
     selected = list(dict.fromkeys(shape.columns() + ([view.age_from, "sys_created_on"] if view else [])))
     group_by = args.get("sysparm_group_by", "")
-    error, groups = None, None
+    error, groups, groups_more = None, None, 0
     try:
         query, effective, search = list_query(tdef, args, columns)
         first = row_number(args.get("sysparm_first_row"))
@@ -302,7 +311,7 @@ def _list_context(tdef: TableDef, rows_typed: list[dict] | None = None, filter_e
                              matching=None if counted.estimated else counted.rows)
         total = _shown_total(counted, first, rows)
         if group_by:
-            groups = group_counts(service, tdef, effective, group_by)
+            groups, groups_more = group_counts(service, tdef, effective, group_by)
     except (QueryError, ValueError, AccessDenied) as exc:
         error, rows, total, first, query, search, groups = error_words(tdef, str(exc)), [], Total(0), 1, Query(), "", None
     typed = rows_typed if rows_typed is not None else filter_rows(tdef, query)
@@ -321,7 +330,8 @@ def _list_context(tdef: TableDef, rows_typed: list[dict] | None = None, filter_e
         "can_create": service.can(table, "create"), "can_write": service.can(table, "write"),
         "list_url": _list_url, "filter_url": _filter_url(table), "actor": g.actor, "args": args,
         "condition_for": _condition_target(args.get("condition_for", ""), encoded),
-        "group_by": group_by if groups is not None else "", "groups": groups, "group_fields": group_fields(tdef),
+        "group_by": group_by if groups is not None else "", "groups": groups, "groups_more": groups_more,
+        "group_fields": group_fields(tdef),
         "saved_filters": saved_filters(table), "may_share": may_share(g.actor),
         "bulk_fields": [(n, f.label) for n, f in tdef.fields.items() if not f.system and f.ftype.queryable
                         and service.can_read_field(table, n) and service.can_write_field(table, n)],
