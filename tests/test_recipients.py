@@ -216,6 +216,29 @@ def test_a_lists_condition_and_script_are_checked_when_saved(as_user, values, fi
     assert r.status_code == 400 and r.json["error"]["detail"]["field"] == field, r.json
 
 
+def test_init_leaves_a_declared_list_children_were_made_from_as_it_is(as_user, runtime):
+    """`caseloom init` builds the declared lists again at every start (the systemd unit runs it): one
+    that child cases were made from is read-only by CSM's rules, so init leaves it, says so, and goes
+    on; it failed, and with it every restart."""
+    from caseloom.memberlists import apply_declared
+
+    manager = as_user("manager")
+    declared = manager.get(f"{LISTS}?sysparm_query=name=EU storage customers").json["result"][0]["sys_id"]
+    major = manager.post(CASES, json={"short_description": "Storage outage", "major_case_state": "proposed"}).json
+    major = major["result"]["sys_id"]
+    for action in ("accept_major_case", "open_case"):
+        assert manager.post(f"/api/caseloom/actions/sn_customerservice_case/{major}/{action}", json={}).status_code == 200
+    assert manager.patch(f"{CASES}/{major}", json={"recipient_list": declared}).status_code == 200
+    r = manager.post(f"/api/caseloom/actions/sn_customerservice_case/{major}/create_child_cases", json={"comments": "x"})
+    execute_job(runtime, r.json["result"]["job"])
+    before = members(manager, declared)
+    with runtime.transaction() as service:
+        lines = apply_declared(service)
+    assert "  EU storage customers: left as it is (the list is read-only: child cases have been created from it)" \
+        in lines
+    assert members(manager, declared) == before
+
+
 def test_a_major_case_list_must_hold_accounts_or_consumers(as_user):
     contacts = new_list(as_user("author"), type="contacts")
     r = as_user("manager").post(CASES, json={"short_description": "x", "recipient_list": contacts})

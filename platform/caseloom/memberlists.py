@@ -444,6 +444,14 @@ def apply_declared(service: RecordService) -> list[str]:
                     sys_id = service.insert(mdef.table, values)["sys_id"]
                 report = (lists.import_csv(sys_id, declared.import_text) if declared.import_text is not None
                           else lists.refresh(sys_id))
+        except RecordError as exc:
+            if not existing:
+                raise DeclaredListError(f"declared list {declared.name!r} of member list {declared.member_list!r} "
+                                        f"cannot be built: {exc}") from exc
+            # a list the definitions' own rules keep as it is (a recipients list child cases were made
+            # from is read-only): left so, which is what those rules ask; init goes on
+            lines.append(f"  {declared.name}: left as it is ({exc.message})")
+            continue
         except Exception as exc:  # whatever stopped it (a refused script, a rule, a bad row): name the list
             raise DeclaredListError(f"declared list {declared.name!r} of member list {declared.member_list!r} "
                                     f"cannot be built: {exc}") from exc
