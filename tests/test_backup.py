@@ -142,8 +142,10 @@ def other_kind(tmp_path: Path, url: str, templates: dict) -> Path:
 
 def not_caseloom(tmp_path: Path, url: str, templates: dict) -> Path:
     """A backup of the right kind of some other database (for PostgreSQL: the server's maintenance database)."""
-    if not is_sqlite(url):
-        return backup(POSTGRES_URL, tmp_path / "maintenance.dump").file
+    if not is_sqlite(url):  # pg_dump's own archive of it (`caseloom backup` refuses a database not Caseloom's)
+        path = tmp_path / "maintenance.dump"
+        backup_module.database_for(POSTGRES_URL).dump(path)
+        return path
     path = tmp_path / "queue.db"
     with closing(sqlite3.connect(path)) as conn:
         conn.execute("CREATE TABLE task (id integer primary key, data blob)")
@@ -182,6 +184,26 @@ def test_a_bad_file_is_refused_and_the_database_stays_as_it_was(cli, runtime, da
     assert "sys_meta" in tables(runtime)
 
 
+def test_a_restore_under_a_running_worker_is_refused_unless_forced(cli, runtime, database_url, tmp_path):
+    """A restore replaces everything: with a server or worker seen on the database (its sys_worker row
+    is fresh), it is refused, naming it; --force restores all the same. A worker gone long ago is no bar."""
+    file = backup_file(tmp_path, database_url)
+    assert cli("backup", file).exit_code == 0
+    from caseloom.records import now
+
+    table = sa.table("sys_worker", sa.column("id"), sa.column("node"), sa.column("pid"), sa.column("threads"),
+                     sa.column("started_on"), sa.column("seen_on"))
+    with runtime.engine.begin() as conn:
+        conn.execute(sa.insert(table).values(id="w" * 32, node="app-1", pid=4242, threads=2, started_on=now(),
+                                             seen_on=now()))
+    refused = cli("restore", file)
+    assert refused.exit_code == 1
+    assert refused.output.startswith("caseloom restore: the database is in use (app-1 pid 4242, seen ")
+    assert "--force" in refused.output
+    forced = cli("restore", "--force", file)
+    assert forced.exit_code == 0, forced.output
+
+
 def test_restore_help_says_it_replaces_everything(cli):
     assert "replace everything" in cli("restore", "--help").output.lower()
 
@@ -216,8 +238,17 @@ def pg_dump_not_installed(tmp_path: Path, monkeypatch) -> str:
     return "postgresql+psycopg://caseloom:s3cret-pw@127.0.0.1:5432/caseloom"
 
 
+def sqlite_file_not_caseloom(tmp_path: Path, monkeypatch) -> str:
+    """A SQLite database `caseloom init` never ran on (a CASELOOM_DATABASE_URL pointing at the wrong file)."""
+    path = tmp_path / "other.db"
+    with closing(sqlite3.connect(path)) as other:
+        other.execute("CREATE TABLE notes (x text)")
+    return f"sqlite:///{path}"
+
+
 BAD_BACKUPS = [
     (sqlite_file_missing, "no database at"),
+    (sqlite_file_not_caseloom, "is not a Caseloom database (it has no sys_meta table): has `caseloom init` been run"),
     (sqlite_file_of_text, "file is not a database"),
     (unknown_kind, "know SQLite and PostgreSQL databases, not mysql"),
     (postgres_database_missing, 'database "caseloom_no_such_database" does not exist'),

@@ -153,3 +153,26 @@ def test_the_web_apps_engine_is_set_up_like_the_cli_and_workers(app):
     with app.app_context():
         assert _settings(db.engine) == OURS
     assert database.prepare_engine(app.extensions["caseloom"].engine) is app.extensions["caseloom"].engine
+
+
+@pytest.mark.parametrize("command", [["validate"], ["worker"], ["job", "cancel", "x" * 32]], ids=" ".join)
+def test_a_bad_setting_stops_every_command_in_one_line(command, monkeypatch):
+    """CASELOOM_JOB_SLICE_ROWS=5 printed a traceback in worker, serve and validate: every setting is
+    now checked once, before any command runs."""
+    from click.testing import CliRunner
+
+    from caseloom.cli import main
+
+    monkeypatch.setenv("CASELOOM_JOB_SLICE_ROWS", "5")
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 1
+    assert result.output == "caseloom: CASELOOM_JOB_SLICE_ROWS='5': expected a whole number from 100 to 10000000\n"
+
+
+def test_a_port_out_of_range_is_refused():
+    from click.testing import CliRunner
+
+    from caseloom.cli import main
+
+    result = CliRunner().invoke(main, ["serve", "--dev", "--port", "70000"])
+    assert result.exit_code == 2 and "'--port': 70000 is not in the range 1<=x<=65535" in result.output

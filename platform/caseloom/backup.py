@@ -8,6 +8,7 @@ command line or in a message."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import shutil
@@ -71,6 +72,7 @@ def backup(database_url: str, file: str | Path) -> Done:
         part.unlink(missing_ok=True)  # left by a backup that was killed
         _create_private(part)
         database.dump(part)
+        database.check(part)  # what a restore would refuse is no backup: never reported as one
         os.replace(part, target)
     finally:
         part.unlink(missing_ok=True)
@@ -153,6 +155,13 @@ class SQLiteDatabase:
         except sqlite3.Error as exc:
             raise BackupError(f"copying {self.path} to {part} failed: {exc}") from None
 
+    def check(self, part: Path) -> None:
+        with closing(_open_sqlite(part, "ro")) as copy:
+            if copy.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                            (MARKER_TABLE,)).fetchone() is None:
+                raise BackupError(f"{self.path} is not a Caseloom database (it has no {MARKER_TABLE} table): "
+                                  "has `caseloom init` been run on it? No backup was written")
+
     def load(self, file: Path) -> None:
         try:
             with closing(_open_sqlite(file, "ro")) as source:
@@ -189,6 +198,12 @@ class PostgresDatabase:
     def dump(self, part: Path) -> None:
         self._run("pg_dump", "--format=custom", "--no-password", f"--file={part.resolve()}",
                   failed=f"pg_dump of {self.label} failed")
+
+    def check(self, part: Path) -> None:
+        listing = self._run("pg_restore", "--list", str(part.resolve()), failed=f"pg_dump of {self.label} failed")
+        if not marked_schemas(listing):
+            raise BackupError(f"{self.label} is not a Caseloom database (it has no {MARKER_TABLE} table): "
+                              "has `caseloom init` been run on it? No backup was written")
 
     def load(self, file: Path) -> None:
         listing = self._run("pg_restore", "--list", str(file.resolve()),
@@ -282,3 +297,29 @@ def marked_schemas(listing: str) -> set[str]:
 def _conninfo_value(value: str) -> str:
     """A value for a libpq connection string, quoted (so a name with = or spaces stays a name)."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def live_workers(database_url: str) -> list[str]:
+    """The job workers (each a `caseloom serve` or `caseloom worker`) seen alive on the database now,
+    as `node pid N, seen S s ago`: what a restore would pull the data from under."""
+    from .database import absolute_url
+    from .jobs.liveness import timing
+    from .jobs.progress import _now
+
+    engine = sa.create_engine(absolute_url(database_url), poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table("sys_worker"):
+                return []
+            at, lost_after = _now(conn), timing().lost_after
+            rows = conn.execute(sa.text("SELECT node, pid, seen_on FROM sys_worker ORDER BY seen_on DESC")).all()
+    except sa.exc.SQLAlchemyError:
+        return []  # no database to read yet: nothing runs on it
+    finally:
+        engine.dispose()
+    seen = [(node, pid, (at - _as_datetime(on)).total_seconds()) for node, pid, on in rows]
+    return [f"{node} pid {pid}, seen {max(ago, 0):.0f} s ago" for node, pid, ago in seen if ago <= lost_after]
+
+
+def _as_datetime(value) -> dt.datetime:
+    return value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))

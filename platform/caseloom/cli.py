@@ -41,6 +41,7 @@ def main() -> None:
     """Caseloom: a low-code case-management platform."""
     try:
         json_logs = log_format() == "json"
+        Config.from_env()  # every CASELOOM_ setting checked once, for every command: one line, never a traceback
     except ValueError as exc:
         click.echo(f"caseloom: {exc}", err=True)
         sys.exit(1)
@@ -95,7 +96,7 @@ def init(demo: bool, scale: int | None, accounts: int | None, force: bool) -> No
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64),
               help="Server processes (gunicorn workers); each opens its own database pool.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 64),
@@ -487,18 +488,26 @@ def backup(file: str) -> None:
 
 @main.command()
 @click.argument("file")
-def restore(file: str) -> None:
+@click.option("--force", is_flag=True, help="Restore even while a server or worker is seen running on the database.")
+def restore(file: str, force: bool) -> None:
     """Replace EVERYTHING in the CASELOOM_DATABASE_URL database with the backup in FILE.
 
     All records, users and definitions there now are replaced by those in FILE (no confirmation
     is asked). FILE must be a `caseloom backup` of the same kind of database; it is checked first,
     and a restore that fails leaves the database as it was. Stop `caseloom serve` and `caseloom
-    worker` while it runs."""
-    from .backup import BackupError
+    worker` first: while one is seen running on the database, the restore is refused (--force
+    restores all the same)."""
+    from .backup import BackupError, live_workers
     from .backup import restore as read_backup
 
+    database_url = Config.from_env().database_url
+    running = [] if force else live_workers(database_url)
+    if running:
+        click.echo(f"caseloom restore: the database is in use ({'; '.join(running[:3])}): stop `caseloom serve` "
+                   "and `caseloom worker` first, or give --force to replace everything under them", err=True)
+        sys.exit(1)
     try:
-        done = read_backup(Config.from_env().database_url, file)
+        done = read_backup(database_url, file)
     except BackupError as exc:
         click.echo(f"caseloom restore: {exc}", err=True)
         sys.exit(1)
