@@ -11,6 +11,7 @@ import base64
 import concurrent.futures
 import http.cookiejar
 import json
+import os
 import re
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -171,3 +173,58 @@ def test_serve_dev_runs_flasks_server(config, tmp_path):
         out, _ = process.communicate(timeout=30)
     assert "background jobs: run in this process" in out
     assert "development server" in out.lower()
+
+
+def _job_workers(server_pid: int) -> set[int]:
+    """The server's `caseloom worker` processes: its descendants whose command line says worker."""
+    found = set()
+    for pid in family(server_pid) - {server_pid}:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"caseloom.cli" in command and b"worker" in command:
+            found.add(pid)
+    return found
+
+
+def test_the_servers_job_worker_is_started_again_when_it_dies(config, tmp_path):
+    """kill -9 of the embedded queue's worker left every job waiting, running, with no worker: the
+    server now starts another, and says so in its log."""
+    port = free_port()
+    env = environment(config, tmp_path)
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115  (closed below)
+    process = subprocess.Popen([sys.executable, "-m", "caseloom.cli", "serve", "--port", str(port), "--workers", "1"],
+                               env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while not _job_workers(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        [first] = _job_workers(process.pid)
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and not (_job_workers(process.pid) - {first}):
+            time.sleep(0.2)
+        assert _job_workers(process.pid) - {first}, (tmp_path / "serve.log").read_text()
+        assert f"the server's job worker (pid {first}) has stopped; starting another" in \
+            (tmp_path / "serve.log").read_text()
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+    assert not _job_workers(process.pid)
+
+
+def test_a_second_server_on_a_port_in_use_says_so_and_touches_nothing(config, tmp_path, served):
+    base, _ = served
+    port = int(base.rsplit(":", 1)[1])
+    env = environment(config, tmp_path)
+    ran = subprocess.run([sys.executable, "-m", "caseloom.cli", "serve", "--port", str(port)], env=env,
+                         capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert ran.returncode == 1
+    assert ran.stderr.strip().endswith(f"caseloom serve: port {port} on 127.0.0.1 is in use (another server?); "
+                                       "give another --port")

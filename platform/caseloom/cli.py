@@ -120,8 +120,11 @@ def serve(host: str, port: int, workers: int, threads: int, timeout: int, dev: b
         _serve_dev(config, host, port)
         return
     from .logs import redacted
-    from .serving import ServeOptions, Server, metrics_hooks, prepare_metrics, start_worker, stop_worker
+    from .serving import KeptWorker, ServeOptions, Server, metrics_hooks, port_in_use, prepare_metrics
 
+    if port_in_use(host, port):
+        click.echo(f"caseloom serve: port {port} on {host} is in use (another server?); give another --port", err=True)
+        sys.exit(1)
     prepare_metrics(config.instance)  # before the app is built: prometheus_client reads it when first imported
     from .web import create_app
 
@@ -137,15 +140,16 @@ def serve(host: str, port: int, workers: int, threads: int, timeout: int, dev: b
         except ValueError as exc:
             click.echo(f"caseloom serve: {exc}", err=True)
             sys.exit(1)
-        worker = start_worker()
-        log.info("background jobs: run by this server's worker process %s, from %s", worker.pid, config.queue)
+        worker = KeptWorker()  # started again if it exits while the server runs
+        log.info("background jobs: run by this server's worker process %s, from %s", worker.process.pid, config.queue)
     else:
         log.info("background jobs: queued on %s; run `caseloom worker` to process them", redacted(config.queue))
     log.info("serving http://%s:%s with %s process(es) x %s thread(s) (gunicorn)", host, port, workers, threads)
     try:
         Server(lambda: create_app(config), options, hooks=metrics_hooks()).run()
     finally:
-        stop_worker(worker)
+        if worker is not None:
+            worker.stop()
 
 
 def _serve_dev(config: Config, host: str, port: int) -> None:

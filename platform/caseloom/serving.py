@@ -23,10 +23,13 @@ gunicorn's lines and the app's go to stderr in the CASELOOM_LOG_FORMAT format (c
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +38,8 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 
 from .logs import gunicorn_config
+
+log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
 # prometheus_client's setting, read once when it is first imported: set before the app is built
@@ -161,7 +166,75 @@ def start_worker(threads: int = 2) -> subprocess.Popen:
     """A `caseloom worker` for the embedded queue, with this process's environment."""
     env = {k: v for k, v in os.environ.items() if k != MULTIPROC_DIR}  # it counts no requests
     return subprocess.Popen([sys.executable, "-m", "caseloom.cli", "worker", "--workers", str(threads)],
-                            env=env, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                            env=env, preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                            start_new_session=True)  # a Ctrl-C reaches the server, which stops it (KeptWorker)
+
+
+class KeptWorker:
+    """The server's `caseloom worker`, started again when it stops while the server runs (killed, out
+    of memory, a crash): its jobs would otherwise wait, running, for a worker that never comes. Only
+    the server stops it (`stop`): it runs in a session of its own, so a Ctrl-C at the terminal reaches
+    the server, which stops it in turn. A thread of the server's main process looks every
+    POLL_SECONDS (gunicorn's master reaps every child, so whether it is there is asked of the
+    system, not of its exit code); a worker that keeps dying is started at most once every
+    RESTART_SECONDS."""
+
+    POLL_SECONDS, RESTART_SECONDS = 2.0, 10.0
+
+    def __init__(self, threads: int = 2):
+        self.threads, self.process = threads, start_worker(threads)
+        self._stopping = threading.Event()
+        self._last_start = time.monotonic()
+        self._thread = threading.Thread(target=self._keep, name="worker-keeper", daemon=True)
+        self._thread.start()
+
+    def _keep(self) -> None:
+        while not self._stopping.wait(self.POLL_SECONDS):
+            if _running(self.process):
+                continue
+            wait = self.RESTART_SECONDS - (time.monotonic() - self._last_start)
+            if wait > 0 and self._stopping.wait(wait):
+                return
+            log.warning("the server's job worker (pid %s) has stopped; starting another", self.process.pid)
+            self.process, self._last_start = start_worker(self.threads), time.monotonic()
+            log.info("background jobs: run by this server's worker process %s", self.process.pid)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5)
+        stop_worker(self.process)
+
+
+def _running(process: subprocess.Popen) -> bool:
+    if process.poll() is not None:
+        return False
+    try:
+        os.kill(process.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z" \
+        if Path(f"/proc/{process.pid}/stat").exists() else True
+
+
+def port_in_use(host: str, port: int, tries: int = 5) -> bool:
+    """Whether another process listens on host:port, still after `tries` looks a second apart (as
+    gunicorn tries its bind: a killed server's processes let go of it within a moment): checked
+    before anything of this server's (its metrics folder) is touched, so a second server that cannot
+    start leaves the first one's alone."""
+    import socket
+
+    target = (host if host not in ("0.0.0.0", "::", "") else "127.0.0.1", port)
+    for attempt in range(tries):
+        try:
+            with socket.create_connection(target, timeout=1):
+                pass
+        except OSError:
+            return False
+        if attempt < tries - 1:
+            time.sleep(1)
+    return True
 
 
 def stop_worker(process: subprocess.Popen | None) -> None:
