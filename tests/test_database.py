@@ -267,3 +267,25 @@ def test_a_statement_whose_process_died_ends_within_seconds_on_postgresql(runtim
     while running() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not running(), "the dead process's statement still runs"
+
+
+def test_a_database_out_of_reach_is_told_from_one_that_refused_the_work(tmp_path):
+    """A server whose database is down answers 503 (try again) rather than 500; a database error of
+    another kind (a table that is not there) stays the server's fault."""
+    import sqlite3
+
+    from caseloom.database import is_unreachable
+
+    down = sa.create_engine("postgresql+psycopg://caseloom:secret@127.0.0.1:1/caseloom")
+    with pytest.raises(sa.exc.OperationalError) as refused:
+        down.connect()
+    down.dispose()
+    assert is_unreachable(refused.value)
+    with pytest.raises(sqlite3.OperationalError) as missing:
+        sqlite3.connect(f"file:{tmp_path / 'no' / 'such.db'}?mode=rw", uri=True)
+    assert is_unreachable(missing.value)
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    with pytest.raises(sa.exc.OperationalError) as wrong, engine.connect() as conn:
+        conn.exec_driver_sql("SELECT * FROM no_such_table")
+    engine.dispose()
+    assert not is_unreachable(wrong.value)

@@ -457,6 +457,21 @@ def is_transient(exc: BaseException) -> bool:
     return is_busy(exc) or getattr(orig, "sqlstate", None) in RETRY_STATES
 
 
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says the database could not be reached at all (PostgreSQL down or restarting, its
+    connection lost; SQLite's file not there to open): nothing was done, and the same request may
+    succeed once it is back."""
+    if getattr(exc, "connection_invalidated", False):
+        return True
+    orig = getattr(exc, "orig", exc)
+    state = getattr(orig, "sqlstate", None)
+    if state is not None:
+        return state.startswith("08") or state in ("57P01", "57P02", "57P03")  # connection exception, shutdown
+    text = str(orig).lower()
+    return any(words in text for words in ("connection refused", "connection failed", "could not connect",
+                                           "server closed the connection", "unable to open database file"))
+
+
 def engine_options(url: str, pool_size: int = 10) -> dict:
     """Engine settings: SQLite waits up to 30 s for the write lock; a server database keeps a pool
     of `pool_size` connections (CASELOOM_DB_POOL_SIZE; `caseloom serve` and `caseloom worker` size it

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from ..database import LOCK_NOT_AVAILABLE, is_busy, is_transient
+from ..database import LOCK_NOT_AVAILABLE, is_busy, is_transient, is_unreachable
 from ..definitions import DefinitionErrors
 from ..migrate import TablesInUse
 from ..query import QueryError
@@ -133,14 +133,17 @@ def _portal_of_request(actor):
     return defs.portal_of(actor.roles) if actor is not None else None
 
 
-def _busy(detail: str):
+UNREACHABLE_MESSAGE = "The database cannot be reached: try again in a moment"
+
+
+def _busy(detail: str, message: str = BUSY_MESSAGE):
     """503 with Retry-After: the database could not do it now, and nothing was changed. A form's post
     is answered with a page that keeps what it sent, to send again."""
     headers = {"Retry-After": str(BUSY_RETRY_SECONDS)}
     if request.method == "POST" and not _wants_json():
         db.session.rollback()
-        return error_page(503, BUSY_MESSAGE, detail, headers, _resend())
-    return error_response(503, BUSY_MESSAGE, detail, headers)
+        return error_page(503, message, detail, headers, _resend())
+    return error_response(503, message, detail, headers)
 
 
 def _resend() -> dict | None:
@@ -190,6 +193,8 @@ def register(app: Flask) -> None:
         """The database could not do the work now (another write held it too long, a deadlock):
         503 with Retry-After, the request's transaction rolled back whole. Any other error of the
         database is a fault of the server, answered 500 as before."""
+        if is_unreachable(exc):  # never its message: it may name the server and its user
+            return _busy("the database cannot be reached now; nothing was changed", UNREACHABLE_MESSAGE)
         if not is_transient(exc):
             raise exc
         state = getattr(exc.orig, "sqlstate", None)
