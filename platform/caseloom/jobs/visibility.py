@@ -23,13 +23,15 @@ def job_refusal(service: RecordService, job: Job) -> str | None:
             return None
         return (f"user {actor.user_name!r} may not see job {job.id}: a job without a target record is shown "
                 "only to admins and to the user who started it")
-    target = f"{job.target_table} {job.target_sys_id}"
+    hidden = f"user {actor.user_name!r} may not see job {job.id}: it works on a {job.target_table} record they may not read"
     try:
         record = service.get(job.target_table, job.target_sys_id)
     except (AccessDenied, NotFound):
-        return f"user {actor.user_name!r} may not see job {job.id}: it works on {target}, which they may not read"
-    if record is None:
-        return f"user {actor.user_name!r} may not see job {job.id}: its target record {target} no longer exists"
+        return hidden
+    if record is None:  # hidden by a row rule (never its sys_id, then), or deleted
+        gone = job.target_table in service.defs.tables and not service.existing_ids(job.target_table, {job.target_sys_id})
+        return (f"user {actor.user_name!r} may not see job {job.id}: its target record "
+                f"{job.target_table} {job.target_sys_id} no longer exists") if gone else hidden
     return None
 
 
