@@ -599,3 +599,24 @@ def test_the_platform_names_no_application_table():
     source += Path(ROOT / "platform" / "caseloom" / "web" / "jobs_api.py").read_text()
     for name in ("sn_customerservice", "customer_account", "major_case"):
         assert name not in source
+
+
+@pytest.mark.parametrize("database, says", [
+    ("sqlite:///{tmp}/never/made.db", "no database at {tmp}/never/made.db (run `caseloom init` first)"),
+    ("postgresql+psycopg://caseloom:s3cret@127.0.0.1:1/caseloom",
+     "the database postgresql+psycopg://caseloom:***@127.0.0.1:1/caseloom cannot be reached"),
+])
+@pytest.mark.parametrize("command", ["cancel", "undo"])
+def test_a_job_command_without_its_database_says_so_in_one_line(tmp_path, monkeypatch, database, says, command):
+    """It printed a traceback of 72 to 128 lines (and made an empty SQLite file)."""
+    from click.testing import CliRunner
+
+    from caseloom.cli import main
+    from conftest import DEFINITIONS
+
+    monkeypatch.setenv("CASELOOM_DATABASE_URL", database.format(tmp=tmp_path))
+    monkeypatch.setenv("CASELOOM_DEFINITIONS", str(DEFINITIONS))
+    result = CliRunner().invoke(main, ["job", command, "0" * 32])
+    assert result.exit_code == 1
+    assert result.output == f"caseloom job {command}: {says.format(tmp=tmp_path)}\n"
+    assert not (tmp_path / "never").exists()

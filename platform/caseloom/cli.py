@@ -305,23 +305,43 @@ def job_undo(job_id: str, user_name: str | None) -> None:
 
 def _as_user(command: str, user_name: str | None, work):
     """Run `work(service)` in one transaction as `user_name` (the system when None); errors exit 1."""
+    import sqlalchemy as sa
+
     from .access import SYSTEM
+    from .database import is_unreachable
+    from .logs import redacted
     from .records import AccessDenied, Conflict, NotFound
     from .runtime import Runtime
     from .users import actor_named
 
     config = Config.from_env()
+    _require_database(command, config.database_url)
     runtime = Runtime(config, _load_or_exit(config.definitions))
-    with runtime.engine.connect() as conn:
-        actor = actor_named(runtime.storage, conn, user_name) if user_name else SYSTEM
-    if actor is None:
-        click.echo(f"{command}: no active user named {user_name!r}", err=True)
-        sys.exit(1)
     try:
+        with runtime.engine.connect() as conn:
+            actor = actor_named(runtime.storage, conn, user_name) if user_name else SYSTEM
+        if actor is None:
+            click.echo(f"{command}: no active user named {user_name!r}", err=True)
+            sys.exit(1)
         with runtime.transaction(actor, write_lock=True) as service:
             return work(service)
     except (AccessDenied, Conflict, NotFound) as exc:
         click.echo(f"{command}: {exc}", err=True)
+        sys.exit(1)
+    except sa.exc.OperationalError as exc:  # the database out of reach, or not made by `caseloom init`
+        why = "cannot be reached" if is_unreachable(exc) else "is not a Caseloom database (run `caseloom init`)"
+        click.echo(f"{command}: the database {redacted(config.database_url)} {why}", err=True)
+        sys.exit(1)
+
+
+def _require_database(command: str, database_url: str) -> None:
+    """A SQLite database file that is not there is said, not created empty by opening it."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
+            and not os.path.exists(url.database):
+        click.echo(f"{command}: no database at {url.database} (run `caseloom init` first)", err=True)
         sys.exit(1)
 
 
