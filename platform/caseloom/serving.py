@@ -183,39 +183,49 @@ class KeptWorker:
 
     def __init__(self, threads: int = 2):
         self.threads, self.process = threads, start_worker(threads)
-        self._stopping = threading.Event()
+        self._stopping, self._stopped = threading.Event(), threading.Event()
         self._last_start = time.monotonic()
         self._thread = threading.Thread(target=self._keep, name="worker-keeper", daemon=True)
         self._thread.start()
 
     def _keep(self) -> None:
+        # A worker this thread started dies with the thread (PR_SET_PDEATHSIG is the starting thread's):
+        # once asked to stop, it waits until `stop` has stopped the worker gracefully.
         while not self._stopping.wait(self.POLL_SECONDS):
             if _running(self.process):
                 continue
             wait = self.RESTART_SECONDS - (time.monotonic() - self._last_start)
             if wait > 0 and self._stopping.wait(wait):
-                return
+                break
             log.warning("the server's job worker (pid %s) has stopped; starting another", self.process.pid)
             self.process, self._last_start = start_worker(self.threads), time.monotonic()
             log.info("background jobs: run by this server's worker process %s", self.process.pid)
+        self._stopped.wait()
 
     def stop(self) -> None:
         self._stopping.set()
-        self._thread.join(timeout=5)
-        stop_worker(self.process)
+        try:
+            stop_worker(self.process)
+        finally:
+            self._stopped.set()
+            self._thread.join(timeout=5)
 
 
 def _running(process: subprocess.Popen) -> bool:
+    """Whether the worker is still there: not by its exit code, which gunicorn's master may have
+    reaped, but by the system's process table (a zombie is not running)."""
     if process.poll() is not None:
         return False
     try:
-        os.kill(process.pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z" \
-        if Path(f"/proc/{process.pid}/stat").exists() else True
+        return Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:  # gone, or no /proc (not Linux): ask with signal 0
+        try:
+            os.kill(process.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
 
 
 def port_in_use(host: str, port: int, tries: int = 5) -> bool:
