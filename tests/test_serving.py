@@ -50,13 +50,18 @@ def served(config, tmp_path, request):
                 pytest.fail("the server did not start:\n" + (tmp_path / "serve.log").read_text())
             time.sleep(0.2)
     yield base, process
+    stop(process)
+    log.close()
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM (gunicorn's graceful stop), then kill what is left after 40 s."""
     process.terminate()
     try:
         process.wait(timeout=40)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-    log.close()
 
 
 def basic(user: str) -> dict:
@@ -209,12 +214,7 @@ def test_the_servers_job_worker_is_started_again_when_it_dies(config, tmp_path):
         assert f"the server's job worker (pid {first}) has stopped; starting another" in \
             (tmp_path / "serve.log").read_text()
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         log.close()
     assert not _job_workers(process.pid)
 

@@ -8,7 +8,6 @@ command line or in a message."""
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import re
 import shutil
@@ -301,25 +300,26 @@ def _conninfo_value(value: str) -> str:
 
 def live_workers(database_url: str) -> list[str]:
     """The job workers (each a `caseloom serve` or `caseloom worker`) seen alive on the database now,
-    as `node pid N, seen S s ago`: what a restore would pull the data from under."""
+    as `node pid N, seen S s ago`: what a restore would pull the data from under. Read without the
+    definitions (a restore needs none), as jobs.workers reads them, by its own liveness rule."""
     from .database import absolute_url
     from .jobs.liveness import timing
     from .jobs.progress import _now
+    from .jobs.workers import SeenWorker
 
+    table = sa.table("sys_worker", sa.column("id"), sa.column("node"), sa.column("pid"), sa.column("threads"),
+                     sa.column("seen_on", sa.DateTime))
     engine = sa.create_engine(absolute_url(database_url), poolclass=NullPool)
     try:
         with engine.connect() as conn:
             if not sa.inspect(conn).has_table("sys_worker"):
                 return []
-            at, lost_after = _now(conn), timing().lost_after
-            rows = conn.execute(sa.text("SELECT node, pid, seen_on FROM sys_worker ORDER BY seen_on DESC")).all()
+            at = _now(conn)
+            seen = [SeenWorker(r.id, r.node, r.pid, r.threads, max((at - r.seen_on).total_seconds(), 0.0))
+                    for r in conn.execute(sa.select(table).order_by(table.c.seen_on.desc()))]
     except sa.exc.SQLAlchemyError:
         return []  # no database to read yet: nothing runs on it
     finally:
         engine.dispose()
-    seen = [(node, pid, (at - _as_datetime(on)).total_seconds()) for node, pid, on in rows]
-    return [f"{node} pid {pid}, seen {max(ago, 0):.0f} s ago" for node, pid, ago in seen if ago <= lost_after]
-
-
-def _as_datetime(value) -> dt.datetime:
-    return value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+    lost_after = timing().lost_after
+    return [f"{w.node} pid {w.pid}, seen {w.last_seen_seconds:.0f} s ago" for w in seen if w.alive(lost_after)]

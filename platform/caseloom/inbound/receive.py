@@ -240,7 +240,7 @@ def _reply(service: RecordService, props: Properties, action: InboundActionDef, 
         values.update(action.closed_reopen)
     with service.by_definitions():
         record = service.update(tdef.name, record["sys_id"], values)
-    _attach(service, tdef.name, record["sys_id"], inbound)
+    _attach(service, props, tdef.name, record["sys_id"], inbound)
     _effects(service, props, action, tdef, record)
     return Outcome("commented", tdef.name, record["sys_id"],
                    f"reopened {tdef.label.lower()} {_name(tdef, record)}" if closed else None)
@@ -323,7 +323,7 @@ def _new(service: RecordService, props: Properties, action: InboundActionDef, in
             record = service.insert(tdef.name, values)
         except RecordError as exc:
             return Outcome("ignored", reason=f"the {tdef.label.lower()} could not be created: {exc}")
-    _attach(service, tdef.name, record["sys_id"], inbound)
+    _attach(service, props, tdef.name, record["sys_id"], inbound)
     _effects(service, props, action, tdef, record)
     why = f"a reply to closed {follows[0].label.lower()} {_name(*follows)}" if follows else None
     return Outcome("created", tdef.name, record["sys_id"], why)
@@ -356,14 +356,14 @@ def _sender(service: RecordService, action: InboundActionDef, inbound: Inbound) 
     return {}, None
 
 
-def _attach(service: RecordService, table: str, sys_id: str, inbound: Inbound) -> None:
+def _attach(service: RecordService, props: Properties, table: str, sys_id: str, inbound: Inbound) -> None:
     """The message's files, on the record; one the attachment properties refuse is noted, not fatal,
     and so are those past the number a message may bring."""
     from ..attachments import Refused, attach
 
     if not inbound.attachments:
         return
-    most = Properties(service.defs, service.storage, service.conn).get(MAX_ATTACHMENTS)
+    most = props.get(MAX_ATTACHMENTS)
     if len(inbound.attachments) > most:
         inbound.problems.append(f"{len(inbound.attachments) - most:,} of {len(inbound.attachments):,} attachments not "
                                 f"kept (the {MAX_ATTACHMENTS} property allows {most:,})")

@@ -108,13 +108,13 @@ def error_page(status: int, message: str, detail: str = "", headers: dict | None
     if resend:
         advice = RESEND_WORDS
     said = said[:1].upper() + said[1:]  # a sentence of the page, whatever case the API's detail starts with
-    portal = _portal_of_request(g.get("actor"))
-    if portal is not None and not resend:  # a customer stays in their portal's pages, never the staff menu
-        page = render_template("portal/error.html", status=status, title=title, message=said,
-                               advice="" if status == 403 else advice, actor=g.get("actor"), portal=portal)
-        return page, status, {k: v for k, v in (headers or {}).items() if k.lower() != "content-type"}
-    page = render_template("error.html", status=status, title=title, message=said, advice=advice,
-                           actor=g.get("actor"), resend=resend)
+    portal = None if resend else _portal_of_request(g.get("actor"))
+    if portal is not None:  # a customer stays in their portal's pages, never the staff menu (nor its advice)
+        template, advice = "portal/error.html", "" if status == 403 else advice
+    else:
+        template = "error.html"
+    page = render_template(template, status=status, title=title, message=said, advice=advice,
+                           actor=g.get("actor"), resend=resend, portal=portal)
     return page, status, {k: v for k, v in (headers or {}).items() if k.lower() != "content-type"}
 
 
