@@ -128,3 +128,26 @@ def test_bench_writes_runs_the_write_benchmarks_on_the_data_they_need(database):
     assert "(the write benchmarks only)" in done.stderr.splitlines()[0]
     # 10,000 accounts and 1,000 contacts; the 9,000 cases of the page benchmarks are not generated
     assert re.search(rf"# setup: 11,000 rows generated on {database} in [\d.]+ s", done.stderr), done.stderr
+
+
+def test_the_bench_data_sorts_by_sys_id_in_the_order_it_is_written():
+    """The bench's generated rows get ascending sys_ids, as records the platform creates do, and a
+    reference points at its row's; the demo keeps the hashed sys_ids definitions may name."""
+    import datetime as dt
+
+    from caseloom.definitions.model import DemoGenerator
+    from caseloom.demo import demo_sys_id, generated_rows, ordered_sys_id
+
+    counts = {"contacts": 30, "accounts": 300}
+    contacts = DemoGenerator("contacts", "customer_contact", {"name": "Contact {i}"})
+    accounts = DemoGenerator("accounts", "customer_account", {"name": "Account {i}",
+                                                               "primary_contact": {"ref": "contacts", "every": 10}})
+    stamp = dt.datetime(2026, 12, 5)
+    written = {g.name: list(generated_rows(g, counts, {}, stamp, ordered_sys_id)) for g in (contacts, accounts)}
+    for rows in written.values():
+        ids = [r["sys_id"] for r in rows]
+        assert ids == sorted(ids) and len(set(ids)) == len(ids) and all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+    contact_ids = [r["sys_id"] for r in written["contacts"]]
+    assert [r["primary_contact"] for r in written["accounts"]] == [contact_ids[i // 10] for i in range(300)]
+    demo = list(generated_rows(contacts, counts, {}, stamp))
+    assert demo[0]["sys_id"] == demo_sys_id("contacts", 0) == "edc878c8678f429dd0e18920ba5916d1"

@@ -9,6 +9,7 @@ with a DemoError naming the generator, the row (1 is the first) and the field.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import itertools
 from collections.abc import Callable, Iterable, Iterator
@@ -27,7 +28,25 @@ DANGLING_SLICE = 500  # rows whose references are looked up at a time, when a lo
 
 
 def demo_sys_id(generator: str, index: int) -> str:
+    """The sys_id of a generator's row `index` (0 is the first): a hash of both, the same on every
+    run, so another generator (or a definition) can name the row before it is written."""
     return hashlib.md5(f"caseloom-demo:{generator}:{index}".encode()).hexdigest()
+
+
+def ordered_sys_id(generator: str, index: int) -> str:
+    """The same row's sys_id in ascending order (the bench's data): 20 hex digits from the
+    generator's name, then the index in 12. The platform gives every record it creates an ascending
+    sys_id (`records.new_sys_id`), so a table's rows sort by sys_id in the order they were written;
+    hashed sys_ids scatter a read by sys_id over the whole table."""
+    return f"{_generator_prefix(generator)}{index:012x}"
+
+
+@functools.cache
+def _generator_prefix(generator: str) -> str:
+    return hashlib.md5(f"caseloom-demo:{generator}".encode()).hexdigest()[:20]
+
+
+SysIds = Callable[[str, int], str]  # a generator's name and a row's index to the row's sys_id
 
 
 class DemoError(Exception):
@@ -91,20 +110,20 @@ def load_demo(service: RecordService, scale: int = 200) -> dict[str, int]:
     return written
 
 
-def generated_rows(gen: DemoGenerator, counts: dict, users: dict, stamp: dt.datetime) -> Iterator[dict]:
+def generated_rows(gen: DemoGenerator, counts: dict, users: dict, stamp: dt.datetime,
+                   sys_ids: SysIds = demo_sys_id) -> Iterator[dict]:
     makers = []
     for name, spec in gen.values.items():
         try:
-            makers.append((name, _maker(spec, counts, users, stamp)))
+            makers.append((name, _maker(spec, counts, users, stamp, sys_ids)))
         except (KeyError, ValueError) as exc:
             raise DemoError(gen.name, None, name, f"cannot make values from {spec!r}: {_why(exc)}") from None
-    prefix = f"caseloom-demo:{gen.name}:"
     for i in range(counts[gen.name]):
         try:
             row = {name: make(i) for name, make in makers}
         except Exception:  # whatever a value spec raised: find which field, and name it
             raise _failing_value(gen, makers, i) from None
-        row["sys_id"] = hashlib.md5(f"{prefix}{i}".encode()).hexdigest()
+        row["sys_id"] = sys_ids(gen.name, i)
         yield row
 
 
@@ -168,7 +187,7 @@ def _value_keys(where: tuple, spec: dict, error: DemoError) -> tuple:
     return where + ("values", error.field)
 
 
-def _maker(spec: Any, counts: dict, users: dict, stamp: dt.datetime) -> Callable[[int], Any]:
+def _maker(spec: Any, counts: dict, users: dict, stamp: dt.datetime, sys_ids: SysIds) -> Callable[[int], Any]:
     """A function of the row index for one value spec, built once per generator."""
     if isinstance(spec, str) and "{i}" in spec:
         head, _, tail = spec.partition("{i}")
@@ -176,12 +195,12 @@ def _maker(spec: Any, counts: dict, users: dict, stamp: dt.datetime) -> Callable
     if not isinstance(spec, dict):
         return lambda i: spec
     if "cycle" in spec:
-        makers = [_maker(item, counts, users, stamp) for item in spec["cycle"]]
+        makers = [_maker(item, counts, users, stamp, sys_ids) for item in spec["cycle"]]
         return lambda i: makers[i % len(makers)](i)
     if "ref" in spec:
         total, every, name = counts[spec["ref"]], spec.get("every", 1), spec["ref"]
         ids: dict[int, str] = {}
-        return lambda i: (ids.setdefault((i // every) % total, demo_sys_id(name, (i // every) % total))
+        return lambda i: (ids.setdefault((i // every) % total, sys_ids(name, (i // every) % total))
                           if total else None)
     if "user" in spec:
         user = users[spec["user"]]

@@ -26,7 +26,7 @@ from ..bootstrap import initialise, refresh_statistics
 from ..config import Config
 from ..database import job_cache
 from ..definitions.model import Definitions
-from ..demo import generated_rows, generator_count
+from ..demo import generated_rows, generator_count, ordered_sys_id
 from ..memberlists import lists_for
 from ..properties import TABLE as PROPERTIES
 from ..properties import render_value
@@ -133,11 +133,9 @@ class BenchRun:
             with service.deferred_references(), service.by_definitions():  # declared in bench.yaml
                 for gen in self.bench.generators:
                     if gen.name in kept:
-                        service.insert_many(gen.table, generated_rows(gen, counts, {}, stamp))
+                        service.insert_many(gen.table, generated_rows(gen, counts, {}, stamp, ordered_sys_id))
             if self.bench.customer_roles and not self.writes_only:  # the access-rule benchmarks' login
-                from ..demo import demo_sys_id
-
-                values = {k: demo_sys_id(v["ref"], v.get("row", 1) - 1) if isinstance(v, dict) else v
+                values = {k: ordered_sys_id(v["ref"], v.get("row", 1) - 1) if isinstance(v, dict) else v
                           for k, v in self.bench.customer_values.items()}
                 add_user(service, CUSTOMER, self.password, list(self.bench.customer_roles), {"name": "Bench customer"})
                 with service.by_definitions():
@@ -254,7 +252,6 @@ class BenchRun:
         the baseline replays the same net rows."""
         from email.message import EmailMessage
 
-        from ..demo import demo_sys_id
         from ..inbound import receive
 
         b = self.bench
@@ -263,7 +260,7 @@ class BenchRun:
         pairs = b.email_count // 2
         with self.runtime.transaction() as service:
             physical = service.storage.physical(table)
-            ids = [demo_sys_id(generator, i) for i in range(pairs)]
+            ids = [ordered_sys_id(generator, i) for i in range(pairs)]
             found = dict(service.conn.execute(sa.select(physical.c.sys_id, physical.c[field_name])
                                               .where(physical.c.sys_id.in_(ids))).all())
         messages = []
