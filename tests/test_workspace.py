@@ -126,3 +126,18 @@ def test_an_unassigned_child_commented_on_needs_attention_and_its_assignee_clear
     client.patch(f"{CASES}/{child['sys_id']}", json={"comments": "A fix is coming"}, headers=basic("agent"))
     cleared = client.get(f"{CASES}/{child['sys_id']}?sysparm_fields=needs_attention", headers=basic("admin")).json
     assert cleared["result"]["needs_attention"] == "false"
+
+
+def test_cases_added_as_children_by_one_action_are_one_line_of_the_timeline(client, major):
+    """The timeline groups the children added per save: one action adding three cases is one line."""
+    cases = client.get(f"{CASES}?sysparm_query=stateIN1,10,18^parentISEMPTY^major_case_stateISEMPTY&sysparm_limit=3"
+                       "&sysparm_fields=sys_id", headers=basic("admin")).json["result"]
+    assert len(cases) == 3
+    r = client.post(f"{ACTIONS}/{major['sys_id']}/add_child_cases", json={"cases": [c["sys_id"] for c in cases]},
+                    headers=basic("mim"))
+    assert r.status_code == 200 and r.json["details"]["added"] == 3, r.json
+    ui_sign_in(client, "mim")
+    timeline = section(client.get(f"/{CASE}.do?sys_id={major['sys_id']}").get_data(as_text=True),
+                       '<section class="ws-timeline"')
+    assert timeline.count("3 cases added as children") == 1
+    assert timeline.count("1 case added as a child") == 1  # the case the major case was proposed from

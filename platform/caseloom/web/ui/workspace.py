@@ -199,12 +199,13 @@ def _timeline(ws: WorkspaceDef, tdef: TableDef, children: TableDef, record: dict
         for (_, who), changes in saves.items():
             parts = [change_words(tdef, r, names) for r in sorted(changes, key=lambda r: ws.timeline.index(r["fieldname"]))]
             events.append({"when": changes[0]["sys_created_on"], "who": who, "what": "; ".join(parts)})
-    added = list(connection().execute(
-        sa.select(audit.c.user, audit.c.sys_created_on, sa.func.count())
+    when = sa.func.min(audit.c.sys_created_on)
+    added = list(connection().execute(  # one line per unit of work (an action adding several is one)
+        sa.select(audit.c.user, when, sa.func.count())
         .where(audit.c.fieldname == ws.children, audit.c.newvalue == record["sys_id"],
                audit.c.tablename.in_(defs.lineage(children.name)))
-        .group_by(audit.c.user, audit.c.sys_created_on)
-        .order_by(audit.c.sys_created_on.desc()).limit(TIMELINE_SHOWN)))
+        .group_by(audit.c.user, audit.c.transaction)
+        .order_by(when.desc()).limit(TIMELINE_SHOWN)))
     for who, when, n in added:
         noun = children.label.lower()
         events.append({"when": when, "who": who,
