@@ -529,3 +529,35 @@ def test_a_message_refused_after_its_case_is_written_leaves_nothing(config, defi
     finally:
         with app.app_context():
             db.engine.dispose()
+
+
+def test_a_message_is_read_while_other_writers_go_on(client, database_url, monkeypatch):
+    """The route reads (parses) the message with no transaction open: on SQLite another writer can
+    take the write lock meanwhile, so a large message never holds up the rest of the system."""
+    import importlib
+    import sqlite3
+
+    from caseloom.web import email_api
+
+    receiving = importlib.import_module("caseloom.inbound.receive")  # the module (the package names the function)
+
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's write lock; PostgreSQL's writers lock rows, not the database")
+    took: list[bool] = []
+
+    def parse_beside_a_writer(raw: bytes):
+        other = sqlite3.connect(database_url[len("sqlite:///"):], isolation_level=None, timeout=0)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            took.append(True)
+        except sqlite3.OperationalError:
+            took.append(False)
+        finally:
+            other.close()
+        return parse(raw)
+
+    monkeypatch.setattr(email_api, "parse", parse_beside_a_writer, raising=False)
+    monkeypatch.setattr(receiving, "parse", parse_beside_a_writer)
+    assert post(client, mail(subject="Read beside a writer")).json["result"]["action"] == "created"
+    assert took == [True]

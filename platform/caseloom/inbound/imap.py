@@ -25,7 +25,7 @@ from ..database import write_transaction
 from ..effects.run import EffectFailed
 from ..properties import Properties
 from ..records import Conflict, RecordError
-from .message import NotAnEmail
+from .message import NotAnEmail, parse
 from .receive import MAX_BYTES, keep_refused, receive
 
 if TYPE_CHECKING:
@@ -129,8 +129,9 @@ def poll(runtime: Runtime, limit: int = BATCH) -> PollReport:
             report.read += 1
             flags = "(\\Seen)"
             try:
+                inbound = parse(raw)  # before the transaction: read without holding SQLite's write lock
                 with write_transaction(runtime.engine) as conn:
-                    outcome = receive(runtime.records(conn), raw, runtime.config.smtp_from)
+                    outcome = receive(runtime.records(conn), inbound, runtime.config.smtp_from)
                 report.outcomes.append(outcome.action)
             except NotAnEmail as exc:
                 log.warning("IMAP message %s is not an e-mail, flagged for a person: %s", uid.decode(), exc)
@@ -141,7 +142,7 @@ def poll(runtime: Runtime, limit: int = BATCH) -> PollReport:
                 log.warning("IMAP message %s was refused, kept as ignored and flagged for a person: %s",
                             uid.decode(), reason)
                 with write_transaction(runtime.engine) as conn:
-                    keep_refused(runtime.records(conn), raw, reason)
+                    keep_refused(runtime.records(conn), inbound, reason)
                 report.outcomes.append("refused")
                 flags = "(\\Seen \\Flagged)"
             client.uid("store", uid, "+FLAGS", flags)

@@ -56,12 +56,14 @@ class Outcome:
                 "reason": self.reason or "", "email": self.email or ""}
 
 
-def receive(service: RecordService, raw: bytes, own_address: str = "") -> Outcome:
-    """Act on one raw message inside the caller's transaction (NotAnEmail when it is not one). When
-    it raises, the caller rolls its transaction back (the IMAP poll's unit per message, the inbound
-    route's request), so no savepoint of its own is needed: two round trips a message fewer.
-    `own_address`: the address our e-mails are sent from (CASELOOM_SMTP_FROM); mail from it is a loop."""
-    inbound = parse(raw)
+def receive(service: RecordService, message: bytes | Inbound, own_address: str = "") -> Outcome:
+    """Act on one message inside the caller's transaction: raw (NotAnEmail when it is not one), or
+    already parsed, as the callers do before their transaction so that a large message is never
+    read with SQLite's write lock held. When it raises, the caller rolls its transaction back (the
+    IMAP poll's unit per message, the inbound route's request), so no savepoint of its own is
+    needed: two round trips a message fewer. `own_address`: the address our e-mails are sent from
+    (CASELOOM_SMTP_FROM); mail from it is a loop."""
+    inbound = message if isinstance(message, Inbound) else parse(message)
     props = Properties(service.defs, service.storage, service.conn)
     system = _as_system(service)
     ours = {parseaddr(a)[1].strip().lower() for a in (own_address, props.get(INBOUND_ADDRESS))} - {""}
@@ -74,10 +76,11 @@ def receive(service: RecordService, raw: bytes, own_address: str = "") -> Outcom
     return outcome
 
 
-def keep_refused(service: RecordService, raw: bytes, reason: str) -> str:
+def keep_refused(service: RecordService, message: bytes | Inbound, reason: str) -> str:
     """Keep a message whose work was refused and rolled back as received-ignored with `reason`, in
     the caller's (new) transaction; the sys_email row's sys_id."""
-    return _keep(_as_system(service), parse(raw), Outcome("ignored", reason=reason))
+    inbound = message if isinstance(message, Inbound) else parse(message)
+    return _keep(_as_system(service), inbound, Outcome("ignored", reason=reason))
 
 
 def _as_system(service: RecordService) -> RecordService:

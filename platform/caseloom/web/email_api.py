@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from ..inbound import MAX_BYTES, NotAnEmail, receive
+from ..inbound import MAX_BYTES, NotAnEmail, parse, receive
 from ..properties import Properties
 from . import db
-from .auth import act_as, api_actor, connection, records, runtime
+from .auth import act_as, api_actor, connection, records, rollback, runtime
 from .errors import ApiError, bounded_body
 
 blueprint = Blueprint("email_api", __name__, url_prefix="/api/caseloom/email")
@@ -34,10 +34,12 @@ def inbound():
                        "send the raw message as the body with Content-Type: message/rfc822")
     rt = runtime()
     raw = bounded_body(Properties(rt.defs, rt.storage, connection()).get(MAX_BYTES), MAX_BYTES, "The message")
+    rollback()  # the limit was read: the message is read with no transaction open (SQLite's write lock free)
     try:
-        outcome = receive(service, raw, rt.config.smtp_from)
+        inbound = parse(raw)
     except NotAnEmail as exc:
         raise ApiError(400, "The body is not an e-mail", str(exc)) from None
+    outcome = receive(records(), inbound, rt.config.smtp_from)
     db.session.commit()
     return jsonify({"result": outcome.as_json()})
 
