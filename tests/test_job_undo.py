@@ -331,6 +331,9 @@ def test_stop_and_undo_from_the_record_form_with_plain_form_posts(runtime, clien
     page = start_page.get_data(as_text=True)
     job_id = re.search(r'id="job-([0-9a-f]{32})"', page).group(1)
     assert f'action="/ui/job/{job_id}/cancel"' in page and ">Stop</button>" in page
+    card = page[page.index(f'id="job-{job_id}"'):]
+    card = card[:card.index("</section>")]
+    assert "<p>Starting: counting what there is to do</p>" in card and " of 0" not in card  # queued, not counted
 
     stop_after_first_unit(runtime, lambda: client.post(f"/ui/job/{job_id}/cancel",
                                                        data={"csrf_token": form_token(client, form_url)}))
