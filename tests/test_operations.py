@@ -533,3 +533,14 @@ def _gunicorn_children(master: int) -> list[int]:
         if int(fields[1]) == master and fields[0] not in ("Z", "X") and b"\x00worker\x00" not in cmdline:
             found.append(int(stat.parent.name))
     return found
+
+
+def test_a_request_refused_before_the_app_sees_it_is_timed_too(client):
+    """A form post without its CSRF token is refused by a check that runs before the request's own
+    code: its access line still has its time and request id (it had -0.0 ms)."""
+    with access_lines() as lines:
+        refused = client.post("/sn_customerservice_case.do?sys_id=-1", data={"short_description": "x"})
+    assert refused.status_code == 400 and len(lines) == 1
+    entry = json.loads(lines[0])
+    assert entry["status"] == 400 and entry["ms"] > 0 and entry["request_id"] == refused.headers["X-Request-ID"]
+    assert "-" not in entry["message"].split(" ms ")[0]

@@ -59,7 +59,8 @@ def _start() -> None:
 
 
 def _finish(response: Response) -> Response:
-    seconds = time.perf_counter() - g.get("request_started", time.perf_counter())
+    finished = time.perf_counter()
+    seconds = finished - g.get("request_started", finished)
     route = request.url_rule.rule if request.url_rule is not None else None
     current_app.extensions[METRICS].observe(request.method, route, response.status_code, seconds)
     request_id = g.get("request_id") or uuid.uuid4().hex
@@ -87,7 +88,8 @@ def register(app: Flask) -> None:
     """Register before everything else, so a request's time and the health check come first."""
     app.extensions[HEALTH] = Health()
     app.extensions[METRICS] = HttpMetrics()
-    app.before_request(_start)
+    # first of all, also before a check registered earlier (CSRF) that may end the request
+    app.before_request_funcs.setdefault(None, []).insert(0, _start)
     app.after_request(_finish)
     app.add_url_rule("/health", "health", health)
     live_definitions.standalone(app, "health")
