@@ -204,6 +204,27 @@ def test_a_restore_under_a_running_worker_is_refused_unless_forced(cli, runtime,
     assert forced.exit_code == 0, forced.output
 
 
+def test_a_restore_forgets_the_workers_of_the_database_the_backup_came_from(cli, runtime, database_url, tmp_path):
+    """The backup's sys_worker rows are another deployment's processes: after a restore /health and
+    the next restore's check see none of them."""
+    from caseloom.records import now
+
+    table = sa.table("sys_worker", sa.column("id"), sa.column("node"), sa.column("pid"), sa.column("threads"),
+                     sa.column("started_on"), sa.column("seen_on"))
+    with runtime.engine.begin() as conn:
+        conn.execute(sa.insert(table).values(id="o" * 32, node="old-app", pid=4242, threads=2, started_on=now(),
+                                             seen_on=now()))
+    file = backup_file(tmp_path, database_url)
+    assert cli("backup", file).exit_code == 0
+    with runtime.engine.begin() as conn:
+        conn.execute(sa.delete(table))
+    assert cli("restore", file).exit_code == 0
+    with runtime.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 0
+    again = cli("restore", file)
+    assert again.exit_code == 0, again.output
+
+
 def test_restore_help_says_it_replaces_everything(cli):
     assert "replace everything" in cli("restore", "--help").output.lower()
 

@@ -98,7 +98,23 @@ def restore(database_url: str, file: str | Path) -> Done:
         what = KIND_NAMES.get(kind, "neither a SQLite database nor a pg_dump archive")
         raise BackupError(f"{source} is {what}; the database {database.label} needs {KIND_NAMES[database.kind]}")
     database.load(source)
+    _forget_workers(database_url)
     return Done(source, source.stat().st_size, database.label)
+
+
+def _forget_workers(database_url: str) -> None:
+    """The restored `sys_worker` rows are the processes of the database the backup was taken from:
+    none of them works on this one (`/health` would count them, and their jobs would look claimed).
+    A worker running here stamps its row again at its next heartbeat."""
+    from .database import absolute_url
+
+    engine = sa.create_engine(absolute_url(database_url), poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            if sa.inspect(conn).has_table("sys_worker"):
+                conn.execute(sa.delete(sa.table("sys_worker")))
+    finally:
+        engine.dispose()
 
 
 def not_caseloom(file: Path, what: str) -> BackupError:
