@@ -42,6 +42,8 @@ class FieldType:
     listable: bool = True  # a list column when a table declares no `list:`
     journal: bool = False  # a written value is an entry in sys_journal_field, not a column value
     words: Callable[[Any], str] | None = None  # the display value a person reads, when not the rendered value
+    # `default: now`: a new record's value at the moment it is written (UTC); None: the type takes no such default
+    now: Callable[[dt.datetime], Any] | None = None
 
     def problems(self) -> list[str]:
         """Flags that contradict each other (a hidden value that could still be probed by a query)."""
@@ -387,8 +389,10 @@ register(FieldType("integer", lambda f: sa.Integer(), _parse_integer, input="num
 register(FieldType("decimal", lambda f: sa.Numeric(DECIMAL_PRECISION, DECIMAL_SCALE), _parse_decimal, _render_decimal,
                    input="decimal"))
 register(FieldType("boolean", lambda f: sa.Boolean(), _parse_boolean, _render_boolean, input="checkbox"))
-register(FieldType("date", lambda f: sa.Date(), _parse_date, lambda v: "" if v is None else v.isoformat(), input="date"))
-register(FieldType("datetime", lambda f: sa.DateTime(), _parse_datetime, _render_datetime, input="datetime-local"))
+register(FieldType("date", lambda f: sa.Date(), _parse_date, lambda v: "" if v is None else v.isoformat(), input="date",
+                   now=lambda moment: moment.date()))
+register(FieldType("datetime", lambda f: sa.DateTime(), _parse_datetime, _render_datetime, input="datetime-local",
+                   now=lambda moment: moment.replace(microsecond=0)))
 register(FieldType("choice", _choice_column, _parse_choice, input="select"))
 register(FieldType("reference", lambda f: sa.String(32), _parse_reference, input="reference"))
 register(FieldType("duration", lambda f: sa.BigInteger(), _parse_duration, words=duration_words))

@@ -470,6 +470,7 @@ class RecordService:
     def _insert_batch(self, tdef: TableDef, rows: list[dict], first_row: int | None = None,
                       known_references: Collection[str] = ()) -> list[dict]:
         stamp = now()
+        defaults = _insert_plan(self.storage, tdef).defaults_at(stamp)
         records, journals, entries_of = [], [], []
         chosen: set[str] = set()  # sys_ids the caller gave
         hooks = self._hooks(tdef.name, "insert")
@@ -490,7 +491,7 @@ class RecordService:
                 parsed, entries = self._parse(tdef, pending, row_no, allow_sys_id=True, memo=parsed_values)
             if parsed.get("sys_id"):
                 chosen.add(parsed["sys_id"])
-            record, entries = self._prepare_insert(tdef, parsed, entries, stamp, row_no)
+            record, entries = self._prepare_insert(tdef, defaults, parsed, entries, stamp, row_no)
             records.append(record)
             entries_of.append(entries)
             journals.extend((tdef.name, record["sys_id"], field, text) for field, text in entries.items())
@@ -525,11 +526,12 @@ class RecordService:
                     raise AccessDenied(f"{where}{name}: user {self.actor.user_name!r} may not create field "
                                        f"{tdef.name}.{name} on this record (no field rule's condition matches it)")
 
-    def _prepare_insert(self, tdef: TableDef, parsed: dict, entries: dict, stamp: dt.datetime,
+    def _prepare_insert(self, tdef: TableDef, defaults: dict, parsed: dict, entries: dict, stamp: dt.datetime,
                         row: int | None) -> tuple[dict, dict]:
-        """A new record from parsed values: defaults, mandatory fields, sys fields, secrets hashed."""
+        """A new record from parsed values: `defaults` (the plan's at `stamp`), mandatory fields, sys
+        fields, secrets hashed."""
         plan = _insert_plan(self.storage, tdef)
-        record = plan.defaults | _prepared(self.storage, tdef, parsed)
+        record = defaults | _prepared(self.storage, tdef, parsed)
         for name, default in plan.journal_defaults:
             entries.setdefault(name, default)
         _check_mandatory(self.storage, tdef, record, entries, row)
@@ -993,9 +995,17 @@ def record_by(storage: Storage, table: str, field: str) -> sa.Select:
 
 @dataclass(frozen=True)
 class _InsertPlan:
-    defaults: dict[str, Any]  # every stored, non-sys field with its default
+    defaults: dict[str, Any]  # every stored, non-sys field with its default (`default: now` ones: empty)
     journal_defaults: tuple[tuple[str, str], ...]
     mandatory: tuple[str, ...]
+    at_now: tuple[FieldDef, ...] = ()  # the fields declaring `default: now`
+
+    def defaults_at(self, moment: dt.datetime) -> dict[str, Any]:
+        """The defaults of a record written at `moment`: `default: now` fields hold it (one statement,
+        one batch: one moment, the records' sys_created_on)."""
+        if not self.at_now:
+            return self.defaults
+        return self.defaults | {f.name: f.initial(moment) for f in self.at_now}
 
 
 def _insert_plan(storage: Storage, tdef: TableDef) -> _InsertPlan:
@@ -1004,6 +1014,7 @@ def _insert_plan(storage: Storage, tdef: TableDef) -> _InsertPlan:
         {f.name: f.parse(None) if f.default is None else f.default for f in tdef.stored_fields if not f.system},
         tuple((f.name, f.default) for f in tdef.journal_fields if f.default),
         tuple(f.name for f in tdef.fields.values() if f.mandatory),
+        tuple(f for f in tdef.stored_fields if f.default_now),
     ))
 
 

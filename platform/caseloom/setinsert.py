@@ -103,7 +103,9 @@ def insert_select(service: RecordService, table: str, values: dict, select: sa.S
     parsed, entries = service._parse(tdef, values)
     for name, default in plan.journal_defaults:
         entries.setdefault(name, default)
-    record = plan.defaults | parsed
+    stamp, user = now(), service.actor.user_name
+    defaults = plan.defaults_at(stamp)  # `default: now` fields: the statement's moment, every row's sys_created_on
+    record = defaults | parsed
     numbered = tdef.number is not None and tdef.field("number") is not None and record.get("number") is None
     hooks = service._hooks(tdef.name, "insert")
     effects = None
@@ -120,11 +122,10 @@ def insert_select(service: RecordService, table: str, values: dict, select: sa.S
     conn, storage = service.conn, service.storage
     dialect = conn.dialect.name
     physical = storage.physical(tdef.name)
-    stamp, user = now(), service.actor.user_name
     prefix = sys_id_prefix()
     columns: dict[str, sa.ColumnElement] = {"sys_id": new_sys_id_sql(dialect, source, prefix)}
     for name, column in zip(fields, select.selected_columns, strict=True):
-        default = plan.defaults.get(name)  # a value looked up as empty leaves the field's default
+        default = defaults.get(name)  # a value looked up as empty leaves the field's default
         columns[name] = column if default is None else sa.func.coalesce(column, sa.literal(default, physical.c[name].type))
     if numbered:
         reserved = conn.execute(count if count is not None

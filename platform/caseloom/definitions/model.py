@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -38,6 +39,7 @@ class FieldDef:
     read_only: bool = False
     max_length: int | None = None
     default: Any = None
+    default_now: bool = False  # `default: now`: a new record takes the moment it is written (see `initial`)
     choices: tuple[tuple[Any, str], ...] = ()
     reference: str | None = None
     description: str = ""
@@ -73,6 +75,16 @@ class FieldDef:
 
     def parse(self, value: Any) -> Any:
         return self.ftype.parse(self, value)
+
+    @property
+    def has_default(self) -> bool:
+        """Whether a new record given no value takes one (a mandatory field need not be given then)."""
+        return self.default is not None or self.default_now
+
+    def initial(self, moment: dt.datetime) -> Any:
+        """The value a new record written at `moment` takes when it is given none: the declared default,
+        or with `default: now` the moment as the field's type holds it (a date: the day, UTC)."""
+        return self.ftype.now(moment) if self.default_now else self.default
 
     def render(self, value: Any) -> str:
         return self.ftype.render(value)

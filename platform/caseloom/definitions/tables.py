@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from ..fieldtypes import FieldValueError
+from ..fieldtypes import FIELD_TYPES, FieldValueError
 from .model import SYS_FIELDS, FieldDef, FormSection, NumberDef, RelatedList, TableDef, frozen_map
 from .yamlsource import SourceDocument
 
@@ -197,6 +197,8 @@ def _build_field(doc: SourceDocument, table: str, name: str, spec: dict, errors:
         errors.append(doc.error(where + ("on_delete",), "on_delete applies to reference fields only"))
     if "default" not in spec:
         return field
+    if spec["default"] == NOW:
+        return _default_now(doc, field, errors)
     try:
         default = field.parse(spec["default"])
     except FieldValueError as exc:
@@ -206,6 +208,20 @@ def _build_field(doc: SourceDocument, table: str, name: str, spec: dict, errors:
         allowed = ", ".join(str(v) for v, _ in choices)
         errors.append(doc.error(where + ("default",), f"default {spec['default']!r} is not among the choices ({allowed})"))
     return replace(field, default=default)
+
+
+NOW = "now"  # `default: now`: the moment a record is written, for the types that have one (FieldType.now)
+
+
+def _default_now(doc: SourceDocument, field: FieldDef, errors: list) -> FieldDef:
+    """`default: now` on a field whose type takes it (date, datetime); on any other, an error at the key."""
+    if field.ftype.now is not None:
+        return replace(field, default_now=True)
+    takers = " or ".join(sorted(name for name, ftype in FIELD_TYPES.items() if ftype.now is not None))
+    errors.append(doc.error(("fields", field.name, "default"),
+                            f"default: now (the moment a record is created) applies only to fields of type {takers}; "
+                            f"field {field.name!r} is of type {field.type}: give it a value of its type, or no default"))
+    return field
 
 
 def _with_create_values(doc: SourceDocument, field: FieldDef, spec: dict, errors: list) -> FieldDef:

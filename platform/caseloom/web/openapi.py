@@ -186,7 +186,7 @@ def _request_schema(table: TableDef, create: bool) -> dict:
             schema = {"type": "string", "pattern": SYS_ID, "description": "A new record's sys_id; generated when omitted"}
         properties[name] = schema
     required = [n for n, f in table.fields.items()
-                if create and f.mandatory and f.default is None and not _read_only(f) and not f.system]
+                if create and f.mandatory and not f.has_default and not _read_only(f) and not f.system]
     out = {"type": "object", "description": f"{'A new' if create else 'Changes to a'} {table.label} record",
            "properties": properties, "additionalProperties": False}
     return out | ({"required": required} if required else {})

@@ -11,7 +11,7 @@ from flask import abort, flash, g, redirect, render_template, request, url_for
 from ...actions import available_actions, footprint
 from ...definitions.model import FieldDef, TableDef
 from ...query import Query, Term
-from ...records import AccessDenied, Conflict, NotFound, RecordError
+from ...records import AccessDenied, Conflict, NotFound, RecordError, now
 from .. import db
 from ..auth import connection, records, rollback, runtime
 from ..serialize import NOT_READABLE, audit_names, base_url, make_shape, record_name, render_record, value_words
@@ -145,10 +145,12 @@ def form(table: str, typed: dict | None = None, errors: dict | None = None, conf
         if not service.can(table, "create"):
             abort(403)
         rendered, record = {}, {}
+        opened = now()  # a `default: now` field shows when the form was opened, as ServiceNow's does
         for name, field in tdef.fields.items():
-            if field.default is not None and not field.system:
-                rendered[name] = field.render(field.default)
-                record[name] = field.default
+            value = field.initial(opened)
+            if value is not None and not field.system:
+                rendered[name] = field.render(value)
+                record[name] = value
     else:
         rendered, record = _load(tdef, sys_id)
         tdef = defs.tables.get(record.get("sys_class_name"), tdef)
@@ -234,7 +236,7 @@ def _field_problems(tdef: TableDef, values: dict, record: dict) -> dict[str, str
         for name, field in tdef.fields.items():
             numbered = tdef.number is not None and name == "number"
             if field.mandatory and not (field.system or field.read_only or field.ftype.journal or numbered) \
-                    and name not in values and field.default is None:
+                    and name not in values and not field.has_default:
                 problems.setdefault(name, "is mandatory")
     return problems
 
