@@ -9,6 +9,7 @@ import csv
 import dataclasses
 import datetime as dt
 import io
+import re
 from urllib.parse import quote
 
 import openpyxl
@@ -155,10 +156,10 @@ def test_the_backlog_counts_what_the_table_api_lists(as_user):
 def test_a_trend_shows_every_period_of_the_range_an_empty_one_as_zero(as_user):
     result = report_json(as_user("manager"), "new_cases_per_day", "7")
     today = dt.datetime.now(dt.UTC).date()
-    days = [(today - dt.timedelta(days=7 - i)).isoformat() for i in range(8)]
+    days = [(today - dt.timedelta(days=6 - i)).isoformat() for i in range(7)]  # today and the 6 days before
     assert [g["query"].split("^")[0] for g in result["groups"]] == [f"sys_created_on>={d} 00:00:00" for d in days]
     values = [int(g["value"]) for g in result["groups"]]
-    assert values[:-1] == [0] * 7 and values[-1] > 0  # the demo's cases were all made today
+    assert values[:-1] == [0] * 6 and values[-1] > 0  # the demo's cases were all made today
 
 
 def test_a_reassignment_is_counted_and_a_first_assignment_is_not(as_user):
@@ -196,9 +197,9 @@ def test_a_backlog_ignores_the_date_range(as_user):
 
 def test_a_score_against_the_period_before(as_user):
     result = report_json(as_user("manager"), "new_cases", "30")
-    assert result["score"]["query"] == "sys_created_on>=javascript:gs.daysAgoStart(30)"
+    assert result["score"]["query"] == "sys_created_on>=javascript:gs.daysAgoStart(29)"  # today and 29 days before
     assert result["previous"] == {"value": "0", "display_value": "0", "query": (
-        "sys_created_on>=javascript:gs.daysAgoStart(60)^sys_created_on<javascript:gs.daysAgoStart(30)")}
+        "sys_created_on>=javascript:gs.daysAgoStart(59)^sys_created_on<javascript:gs.daysAgoStart(29)")}
 
 
 @pytest.mark.parametrize("user, home", [
@@ -555,8 +556,48 @@ def test_a_report_added_through_the_definitions_api_runs_at_once(admin_client):
     ("boss", "time_to_finish", "7", "new: none in the period before"),  # a, b and d this week, none the week before
 ])
 def test_a_score_without_records_on_one_side_says_so(jobs, user, name, days, words):
-    import re
-
     jobs.sign_in(user)
     page = jobs.client.get(f"/report/{name}?range={days}").get_data(as_text=True)
     assert words in re.sub(r"<[^>]+>", "", re.sub(r"\s+", " ", page))
+
+
+# -- the last N days: today and the N-1 days before, against the N days before them ----------------
+
+DAYS_FILES = {**{k: FILES[k] for k in ("tables/x_team.yaml", "tables/x_job.yaml", "roles.yaml", "access/x.yaml")},
+              "reports/x.yaml": """
+reports:
+  jobs_per_day: {title: Jobs per day, table: x_job, type: line, trend: {field: started, per: day}}
+  jobs_started: {title: Jobs started, table: x_job, type: score, date_field: started}
+"""}
+
+
+@pytest.mark.parametrize("days", ["7", "30", "90"])
+def test_the_last_n_days_are_n_daily_buckets_compared_with_the_n_days_before(config, tmp_path, days):
+    n = int(days)
+    today = dt.datetime.now(dt.UTC).date()
+
+    def day(ago: int, clock: str) -> str:
+        return f"{today - dt.timedelta(days=ago)} {clock}"
+
+    started = {"first day": day(n - 1, "00:00:00"), "today": day(0, "00:00:01"),  # the range
+               "just before": day(n, "23:59:59"), "first day before": day(2 * n - 1, "00:00:00"),  # the period before
+               "longer ago": day(2 * n, "23:59:59")}  # neither
+    with small_app(config, tmp_path, DAYS_FILES, {"boss": ["x_boss"]}) as made:
+        boss = made.api("boss")
+        for title, at in started.items():
+            assert boss.post("/api/now/table/x_job", {"title": title, "started": at}).status_code == 201
+        trend = report_json(boss, "jobs_per_day", days)
+        buckets = [g["group"]["value"] for g in trend["groups"]]
+        assert buckets == [str(today - dt.timedelta(days=n - 1 - i)) for i in range(n)]
+        assert [int(g["value"]) for g in trend["groups"]] == [1] + [0] * (n - 2) + [1]
+        score = report_json(boss, "jobs_started", days)
+        assert (score["score"]["value"], score["previous"]["value"]) == ("2", "2")
+        titles = {}
+        for key in ("score", "previous"):
+            r = boss.get(f"/api/now/table/x_job?sysparm_fields=title&sysparm_query={quote(score[key]['query'])}")
+            titles[key] = sorted(row["title"] for row in r.json["result"])
+        assert titles == {"score": ["first day", "today"], "previous": ["first day before", "just before"]}
+        made.sign_in("boss")
+        page = made.client.get(f"/report/jobs_started?range={days}").get_data(as_text=True)
+        words = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", page))
+        assert f"Count, last {days} days: no change against the period before (2)" in words

@@ -79,11 +79,24 @@ def _cell_json(cell: Cell) -> dict:
     return {"value": number_text(cell.value), "display_value": cell.text, "query": cell.query}
 
 
+def first_day_ago(days: str) -> int:
+    """How many days before today the last `days` days start: they are today and the days-1 before it
+    (the last 7 days: today and the 6 days before, 7 daily buckets)."""
+    return int(days) - 1
+
+
 def range_condition(report: ReportDef, days: str):
     """The date range as a condition on the report's date field (None: all time)."""
     if days == "all" or not report.ranged:
         return None
-    return parse_encoded(f"{report.date_field}>=javascript:gs.daysAgoStart({int(days)})").where
+    return parse_encoded(f"{report.date_field}>=javascript:gs.daysAgoStart({first_day_ago(days)})").where
+
+
+def earlier_condition(report: ReportDef, days: str):
+    """The period before the date range, as long as it: the `days` days before its first day."""
+    start, length = first_day_ago(days), int(days)
+    return parse_encoded(f"{report.date_field}>=javascript:gs.daysAgoStart({start + length})"
+                         f"^{report.date_field}<javascript:gs.daysAgoStart({start})").where
 
 
 def run_report(service, report: ReportDef, days: str) -> ReportResult:
@@ -139,9 +152,7 @@ def _score(service, report: ReportDef, result: ReportResult, where, days: str) -
         result.also = _cell(result, _single(service, second, where), _share_of(second, where), second.function,
                             _in_seconds(service.defs.tables, second))
     if days != "all" and report.ranged:
-        earlier = parse_encoded(f"{report.date_field}>=javascript:gs.daysAgoStart({2 * int(days)})"
-                                f"^{report.date_field}<javascript:gs.daysAgoStart({int(days)})").where
-        before = _and(report.condition, earlier)
+        before = _and(report.condition, earlier_condition(report, days))
         result.previous = _cell(result, _single(service, report, before), _share_of(report, before))
     return result
 
@@ -195,7 +206,7 @@ def _trend(service, report: ReportDef, result: ReportResult, where, days: str) -
         stmt = stmt.where(condition)
     stmt = stmt.where(column.is_not(None)).group_by(bucket).order_by(bucket)
     found = {str(day): number for day, number in service.conn.execute(stmt)}
-    first = _period_start(now() - dt.timedelta(days=int(days)), report.per) if days != "all" else None
+    first = _period_start(now() - dt.timedelta(days=first_day_ago(days)), report.per) if days != "all" else None
     if first is None and found:
         first = dt.date.fromisoformat(min(found))
     periods = _periods(first, _period_start(now(), report.per), report.per) if first else []
