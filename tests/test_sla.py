@@ -578,6 +578,13 @@ GOOD_SLA = {"name": "made here", "collection": TICKET, "duration": 3600, "start_
         ({"stop_condition": "priority=high"}, "stop_condition", "priority: expected a whole number, got 'high'"),
         ({"pause_condition": "vip=maybe"}, "pause_condition", "vip: expected true or false, got 'maybe'"),
         ({"cancel_condition": "priorityIN1,x"}, "cancel_condition", "priority"),
+        # a rule set to read a condition the SLA does not have: it would never fire
+        ({"pause_condition": "state=3", "when_to_resume": "resume_condition"}, "resume_condition",
+         "when_to_resume is resume_condition, but there is no resume condition: a paused SLA would never resume"),
+        ({"pause_condition": "state=3", "when_to_resume": "resume_condition", "resume_condition": "  "},
+         "resume_condition", "give a resume condition, or set when_to_resume to no_match"),
+        ({"when_to_cancel": "cancel_condition"}, "cancel_condition",
+         "when_to_cancel is cancel_condition, but there is no cancel condition: the SLA would never be cancelled"),
     ],
 )
 def test_a_bad_sla_definition_is_refused_naming_its_field(app, changes, field, words):
@@ -680,6 +687,30 @@ BAD_YAML = [  # (file, text, line of the offending key, words)
         "unknown time zone",
     ),
 ]
+
+
+@pytest.mark.parametrize(("rule", "line", "column", "words"), [
+    ("pause: state=3\n    when_to_resume: resume_condition", 7, 21,
+     "when_to_resume is resume_condition, but there is no `resume` condition: a paused SLA would never resume; "
+     "give a `resume` condition, or set when_to_resume to no_match (it resumes when the pause condition no longer "
+     "matches)"),
+    ("when_to_cancel: cancel_condition\n    cancel: ''", 6, 21,
+     "when_to_cancel is cancel_condition, but there is no `cancel` condition: the SLA would never be cancelled; "
+     "give a `cancel` condition, or set when_to_cancel to no_match (cancelled when the start condition no longer "
+     "matches) or never"),
+], ids=["resume", "cancel"])
+def test_validate_refuses_a_resume_or_cancel_rule_without_its_condition(tmp_path, rule, line, column, words):
+    """`when_to_resume: resume_condition` with no `resume` (a paused SLA would stay paused) and
+    `when_to_cancel: cancel_condition` with no `cancel` are errors at the rule, as the API refuses them."""
+    from click.testing import CliRunner
+
+    from caseloom.cli import main
+
+    folder = write_folder(tmp_path / "defs", {**FILES, "slas/bad.yaml": (
+        f"slas:\n  bad:\n    table: x_ticket\n    duration: 1h\n    start: category=x\n    {rule}\n")})
+    result = CliRunner().invoke(main, ["validate", str(folder)])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines()[:1] == [f"{folder}/slas/bad.yaml:{line}:{column}: {words}"]
 
 
 @pytest.mark.parametrize(("path", "text", "line", "words"), BAD_YAML)

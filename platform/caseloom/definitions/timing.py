@@ -9,6 +9,8 @@ tables do not exist. Declared schedules and SLAs are checked here and written to
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ..fieldtypes import FIELD_TYPES, FieldValueError
@@ -23,6 +25,37 @@ from .yamlsource import SourceDocument
 
 SLA_TABLES = ("contract_sla", "task_sla")
 CONDITIONS = ("start", "stop", "pause", "resume", "cancel", "reset")
+
+
+@dataclass(frozen=True)
+class ConditionRule:
+    """An SLA rule (`when_to_resume`, `when_to_cancel`) one of whose values reads a condition of its own:
+    set to it without the condition, the rule never fires, so the SLA is refused."""
+
+    rule: str  # when_to_resume
+    value: str  # resume_condition: the value that reads the condition
+    condition: str  # resume: the condition's key in YAML (its contract_sla field: `resume_condition`)
+    without: str  # what the SLA would do without it
+    instead: str  # the values that need no condition
+
+    def missing(self, rules: Mapping[str, Any], conditions: Mapping[str, Any]) -> bool:
+        """Whether `rules` (by rule name) set this rule to the value that reads a condition `conditions`
+        (by key: `resume`) does not have."""
+        return rules.get(self.rule) == self.value and not str(conditions.get(self.condition) or "").strip()
+
+    def words(self, condition: str) -> str:
+        """What is wrong and what to do, the condition named as its reader knows it (`resume`, `resume_condition`)."""
+        return (f"{self.rule} is {self.value}, but there is no {condition} condition: {self.without}; give a "
+                f"{condition} condition, or set {self.rule} to {self.instead}")
+
+
+# ServiceNow's "Resume conditions are met" and "Cancel conditions are met" (the README's SLA definitions)
+CONDITION_RULES = (
+    ConditionRule("when_to_resume", "resume_condition", "resume", "a paused SLA would never resume",
+                  "no_match (it resumes when the pause condition no longer matches)"),
+    ConditionRule("when_to_cancel", "cancel_condition", "cancel", "the SLA would never be cancelled",
+                  "no_match (cancelled when the start condition no longer matches) or never"),
+)
 
 
 def sla_root(table_docs: list[SourceDocument], errors: list) -> str | None:
@@ -210,6 +243,10 @@ def _sla(check: _Checker, tables: dict, name: str, spec: dict, where: tuple, sch
     if len(set(ats)) != len(ats):
         check.error(where + ("escalations",), "two escalations at the same percentage")
         ok = False
+    for rule in CONDITION_RULES:
+        if rule.missing(spec, conditions):
+            check.error(where + (rule.rule,), rule.words(f"`{rule.condition}`"))
+            ok = False
     if not ok or duration is None:
         return None
     return SlaDecl(name, table.name, duration, conditions["start"], conditions["stop"], conditions["pause"],
@@ -413,5 +450,5 @@ def _seconds(check: _Checker, raw: Any, at: tuple) -> int | None:
         return None
 
 
-__all__ = ["CONDITIONS", "SLA_TABLES", "build_schedules", "build_slas", "build_timers", "condition_problem",
-           "sla_pitfalls", "sla_root", "timing_tables"]
+__all__ = ["CONDITIONS", "CONDITION_RULES", "SLA_TABLES", "ConditionRule", "build_schedules", "build_slas",
+           "build_timers", "condition_problem", "sla_pitfalls", "sla_root", "timing_tables"]

@@ -32,7 +32,7 @@ def check_schedule(service, tdef, record: dict, current: dict | None) -> None:
 
 @validator(SLA)
 def check_sla(service, tdef, record: dict, current: dict | None) -> None:
-    from ..definitions.timing import condition_problem
+    from ..definitions.timing import CONDITION_RULES, condition_problem
 
     _declared(service, tdef, record, current)
     table = service.defs.tables.get(record.get("collection"))
@@ -46,6 +46,10 @@ def check_sla(service, tdef, record: dict, current: dict | None) -> None:
             raise RecordError(name, problem)
     if not (record.get("start_condition") or "").strip():
         raise RecordError("start_condition", "is mandatory: it says when the SLA attaches")
+    conditions = {name.removesuffix("_condition"): record.get(name) for name in CONDITION_FIELDS}
+    for rule in CONDITION_RULES:
+        if rule.missing(record, conditions):
+            raise RecordError(f"{rule.condition}_condition", rule.words(rule.condition))
     if record.get("retroactive"):
         field = table.field(record.get("set_start_to") or "")
         if field is None or field.type not in ("date", "datetime"):
