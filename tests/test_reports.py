@@ -390,6 +390,30 @@ def test_a_duration_score_reads_in_words_with_its_change(jobs):
     assert longest["score"]["value"] == "8"
 
 
+def exported(client, name: str, days: str, kind: str) -> list[list]:
+    """A report's export as rows of cells: the CSV's text, the XLSX's values."""
+    r = client.get(f"/report/{name}?range={days}&{kind}")
+    assert r.status_code == 200, r.get_data(as_text=True)
+    if kind == "CSV":
+        return list(csv.reader(io.StringIO(r.get_data(as_text=True))))
+    return [[c.value if c.value is not None else "" for c in row] for row in openpyxl.load_workbook(io.BytesIO(r.data)).active]
+
+
+@pytest.mark.parametrize("kind", ["CSV", "XLSX"])
+def test_a_score_exports_its_second_number_as_its_page_shows_it(jobs, kind):
+    """The page shows a median beside the average ("Median time from Started to Finished: 2 Hours"); the
+    export has it too, under the same words, in the row of the period it is of."""
+    jobs.sign_in("boss")
+    page = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", jobs.client.get("/report/time_to_finish?range=30").get_data(
+        as_text=True)))
+    assert "Median time from Started to Finished: 2 Hours" in page
+    assert exported(jobs.client, "time_to_finish", "30", kind) == [
+        ["Period", "Average time from Started to Finished", "Median time from Started to Finished"],
+        ["Last 30 days", "2 Hours 20 Minutes", "2 Hours"],
+        ["The period before", "10 Hours", ""],
+    ]
+
+
 @pytest.mark.parametrize("user, name, days, value, words", [
     ("boss", "median_finish", "30", "7200", "2 Hours"),  # 1, 2 and 4 hours: the middle one
     ("boss", "median_finish", "all", "10800", "3 Hours"),  # 1, 2, 4 and 10: the mean of the middle two
