@@ -166,6 +166,46 @@ def test_a_list_pages_and_counts_only_what_the_user_may_read(as_user):
     assert bad.status_code == 400 and "no_such_field" in json.dumps(bad.json)
 
 
+@pytest.mark.parametrize("params, expected", [
+    ("sysparm_fields=file_name,size_bytes", {"file_name": "log.txt", "size_bytes": "4"}),
+    ("sysparm_fields=file_name,table_name&sysparm_display_value=all",
+     {"file_name": {"display_value": "log.txt", "value": "log.txt"},
+      "table_name": {"display_value": "sn_customerservice_case", "value": "sn_customerservice_case"}}),
+    ("sysparm_fields=content_type&sysparm_display_value=true", {"content_type": "text/plain"}),
+])
+def test_the_list_and_one_attachment_have_the_fields_and_display_values_asked_for(as_user, params, expected):
+    """sysparm_fields and sysparm_display_value were ignored: every field came back, as values. They
+    shape an attachment as the Table API shapes its sys_attachment record; the download link stays."""
+    agent = as_user("agent")
+    made = upload(agent, "sn_customerservice_case", first(agent, CASES), "log.txt", b"disk").json["result"]
+    link = made["download_link"]
+
+    listed = agent.get(f"{FILES}?sysparm_query=sys_id={made['sys_id']}&{params}")
+    one = agent.get(f"{FILES}/{made['sys_id']}?{params}")
+
+    assert listed.status_code == 200 and listed.json["result"] == [{**expected, "download_link": link}]
+    assert one.status_code == 200 and one.json["result"] == {**expected, "download_link": link}
+    table_api = as_user("admin").get(f"/api/now/table/sys_attachment/{made['sys_id']}?{params}").json["result"]
+    assert one.json["result"] == {**table_api, "download_link": link}
+
+
+@pytest.mark.parametrize("params, words", [
+    ("sysparm_fields=no_such_field", "sysparm_fields: 'no_such_field' is not a field of 'sys_attachment'"),
+    ("sysparm_fields=,,,", "sysparm_fields names no field"),
+    ("sysparm_display_value=maybe", "sysparm_display_value must be one of false, true, all, not 'maybe'"),
+])
+@pytest.mark.parametrize("where", ["list", "one"])
+def test_a_bad_sysparm_fields_or_display_value_is_the_table_apis_400(as_user, params, words, where):
+    agent = as_user("agent")
+    made = upload(agent, "sn_customerservice_case", first(agent, CASES), "log.txt", b"disk").json["result"]
+    url = f"{FILES}?{params}" if where == "list" else f"{FILES}/{made['sys_id']}?{params}"
+
+    refused = agent.get(url)
+
+    assert refused.status_code == 400 and words in refused.json["error"]["message"]
+    assert refused.json == as_user("admin").get(f"/api/now/table/sys_attachment?{params}").json
+
+
 # -- on the form ------------------------------------------------------------------------------------------
 
 def test_on_the_form_an_agent_attaches_downloads_and_deletes_a_file(client, as_user):

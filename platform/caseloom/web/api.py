@@ -8,6 +8,7 @@ import io
 import json
 import math
 import time
+from collections.abc import Callable
 from urllib.parse import urlencode
 
 from flask import Blueprint, current_app, jsonify, request, url_for
@@ -55,10 +56,17 @@ def _int_param(name: str, default: int, minimum: int = 0, maximum: int | None = 
 
 
 def _shape(table: str) -> Shape:
+    return request_shape(table, records().readable)
+
+
+def request_shape(table: str, readable: Callable[[str], bool] | None) -> Shape:
+    """How the request's sysparm_fields, sysparm_display_value and sysparm_exclude_reference_link shape
+    records of `table` (a 400 naming a bad one); `readable`: the user's read access to fields and
+    referenced tables, None where the route checks access itself (the Attachment API)."""
     rt = runtime()
     return make_shape(rt.defs.tables, rt.defs.tables[table], request.args.get("sysparm_fields"),
                       request.args.get("sysparm_display_value"),
-                      request.args.get("sysparm_exclude_reference_link"), base_url(), records().readable)
+                      request.args.get("sysparm_exclude_reference_link"), base_url(), readable)
 
 
 def _body(empty: dict | None = None) -> dict:

@@ -12,7 +12,7 @@ from .. import attachments
 from ..query import parse_encoded
 from ..query.compile import MAX_OFFSET
 from . import db
-from .api import MAX_LIMIT, _int_param
+from .api import MAX_LIMIT, _int_param, request_shape
 from .auth import act_as, api_actor, records, runtime
 from .errors import ApiError
 from .serialize import Shape, base_url, make_shape, render_record
@@ -26,15 +26,23 @@ def _authenticate() -> None:
 
 
 def render(record: dict, shape: Shape | None = None) -> dict:
-    """An attachment as ServiceNow returns it: its fields as strings, and where to download it."""
+    """An attachment as ServiceNow returns it: its fields as strings, and where to download it (always,
+    whatever `shape` holds)."""
     out = render_record(shape or _shape(), record)
     out["download_link"] = f"{base_url().rstrip('/')}/api/now/attachment/{record['sys_id']}/file"
     return out
 
 
 def _shape() -> Shape:
+    """Every field, as values."""
     rt = runtime()
     return make_shape(rt.defs.tables, rt.defs.tables[attachments.TABLE], None, None, "true", base_url())
+
+
+def _asked_shape() -> Shape:
+    """The fields and display values the request asks for, read as the Table API reads them (its 400s
+    for an unknown field or mode too); access is the record's (caseloom.attachments), not field rules."""
+    return request_shape(attachments.TABLE, None)
 
 
 def _refused(exc: attachments.Refused) -> ApiError:
@@ -63,11 +71,12 @@ def upload():
 
 @blueprint.get("")
 def list_attachments():
-    """GET /api/now/attachment?sysparm_query=...: the attachments of records the user may read."""
+    """GET /api/now/attachment?sysparm_query=...: the attachments of records the user may read, with the
+    fields and display values `sysparm_fields` and `sysparm_display_value` ask for."""
     limit = _int_param("sysparm_limit", MAX_LIMIT, minimum=1, maximum=MAX_LIMIT, clamp=True)
     offset = _int_param("sysparm_offset", 0, maximum=MAX_OFFSET)
+    shape = _asked_shape()
     rows, total = attachments.find(records(), parse_encoded(request.args.get("sysparm_query")), limit, offset)
-    shape = _shape()
     response = jsonify({"result": [render(row, shape) for row in rows]})
     response.headers["X-Total-Count"] = str(total)
     return response
@@ -75,7 +84,8 @@ def list_attachments():
 
 @blueprint.get("/<sys_id>")
 def get_attachment(sys_id: str):
-    return jsonify({"result": render(attachments.get(records(), sys_id))})
+    shape = _asked_shape()
+    return jsonify({"result": render(attachments.get(records(), sys_id), shape)})
 
 
 @blueprint.get("/<sys_id>/file")

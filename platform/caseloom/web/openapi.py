@@ -450,6 +450,7 @@ def _attachment_paths() -> dict:
               query | {"name": "table_sys_id", "schema": {"type": "string"}, "description": "The record's sys_id"},
               query | {"name": "file_name", "schema": {"type": "string"}, "description": "The file's name"}]
     tag = ["Attachments"]
+    shape = [{"$ref": f"#/components/parameters/{p}"} for p in ("sysparm_fields", "sysparm_display_value")]
     return {
         "/api/now/attachment/file": {"post": _operation(
             "Attach the request body to a record the user may write (size and type as the caseloom.attachment "
@@ -463,10 +464,10 @@ def _attachment_paths() -> dict:
                                      headers={"X-Total-Count": {"schema": {"type": "integer"}}})}, READ),
             parameters=[{"$ref": "#/components/parameters/sysparm_query"},
                         {"$ref": "#/components/parameters/sysparm_limit"},
-                        {"$ref": "#/components/parameters/sysparm_offset"}], operation_id="attachment.list")},
+                        {"$ref": "#/components/parameters/sysparm_offset"}, *shape], operation_id="attachment.list")},
         "/api/now/attachment/{sys_id}": {
             "get": _operation("An attachment's metadata", tag, _responses({"200": one}, (*READ, "404")),
-                              parameters=[SYS_ID_PARAM], operation_id="attachment.get"),
+                              parameters=[SYS_ID_PARAM, *shape], operation_id="attachment.get"),
             "delete": _operation("Delete an attachment of a record the user may write", tag,
                                  _responses({"204": {"description": "Deleted"}}, (*READ, "404")),
                                  parameters=[SYS_ID_PARAM], operation_id="attachment.delete")},
@@ -655,8 +656,8 @@ def _shared_schemas() -> dict:
         "DisplayValue": _object(("display_value", "value"), display_value=STRING, value=STRING)
         | {"additionalProperties": False},
         "JobStarted": _object(("job",), job=STRING),
-        "Attachment": {"allOf": [_ref("sys_attachment"), _object(
-            ("sys_id", "file_name", "download_link"), download_link={"type": "string", "description": "GET it for the file"})]},
+        "Attachment": {"allOf": [_ref("sys_attachment"), _object(  # the fields as sysparm_fields asks; the link always
+            ("download_link",), download_link={"type": "string", "description": "GET it for the file"})]},
         "JobUndo": {"type": "object", "properties": dict(
             job=STRING, done={"type": "boolean", "description": "true: done; false: what it would do"},
             created=INTEGER, removed=INTEGER, message=STRING,
