@@ -31,6 +31,11 @@ RELATED_PAGE = 10
 CONTINUING = ("is ", "are ", "must ", "has ", "was ", "cannot ", "may ", "takes ")  # what reads on from a label
 
 
+def error_sentence(label: str, error: str) -> str:
+    """A field's error as a sentence that names it: "Priority is read-only", "Priority: expected a number"."""
+    return f"{label} {error}" if error.startswith(CONTINUING) else f"{label}: {error}"
+
+
 @dataclass
 class Widget:
     """One field on a form: what to show and how."""
@@ -52,8 +57,7 @@ class Widget:
     def error_text(self) -> str:
         """The error as a sentence about the field: "Short description is mandatory", "Account: no
         account named 'Acme 999'"."""
-        error = self.error or ""
-        return f"{self.field.label} {error}" if error.startswith(CONTINUING) else f"{self.field.label}: {error}"
+        return error_sentence(self.field.label, self.error or "")
 
     @property
     def input(self) -> str:
@@ -117,6 +121,31 @@ def _sections(tdef: TableDef, widgets: dict[str, Widget]) -> list[tuple[str, lis
     return [(title, items) for title, items in sections if items]
 
 
+def _journal_widgets(widgets: dict[str, Widget], can_write: bool) -> list[Widget]:
+    """The boxes that add to the activity (a work note, a comment): for who may write the record."""
+    return [w for w in widgets.values() if w.field.ftype.journal and not w.read_only] if can_write else []
+
+
+def _on_the_form(tdef: TableDef, widgets: dict[str, Widget], can_write: bool) -> dict[str, Widget]:
+    """The widgets the form shows, by field name: its sections' (read-only ones too) and the journal boxes."""
+    shown = {w.name: w for _, items in _sections(tdef, widgets) for w in items}
+    shown.update((w.name, w) for w in _journal_widgets(widgets, can_write))
+    return shown
+
+
+def _new_record(tdef: TableDef) -> tuple[dict, dict]:
+    """(rendered, record) of a new record's form: the fields' defaults; a `default: now` field
+    shows when the form was opened, as ServiceNow's does."""
+    rendered, record = {}, {}
+    opened = now()
+    for name, field in tdef.fields.items():
+        value = field.initial(opened)
+        if value is not None and not field.system:
+            rendered[name] = field.render(value)
+            record[name] = value
+    return rendered, record
+
+
 def _load(tdef: TableDef, sys_id: str) -> tuple[dict, dict]:
     defs = runtime().defs
     shape = make_shape(defs.tables, tdef, None, "all", "true", base_url(), records().readable)
@@ -144,18 +173,13 @@ def form(table: str, typed: dict | None = None, errors: dict | None = None, conf
     if new:
         if not service.can(table, "create"):
             abort(403)
-        rendered, record = {}, {}
-        opened = now()  # a `default: now` field shows when the form was opened, as ServiceNow's does
-        for name, field in tdef.fields.items():
-            value = field.initial(opened)
-            if value is not None and not field.system:
-                rendered[name] = field.render(value)
-                record[name] = value
+        rendered, record = _new_record(tdef)
     else:
         rendered, record = _load(tdef, sys_id)
         tdef = defs.tables.get(record.get("sys_class_name"), tdef)
     can_write = service.can(tdef.name, "create" if new else "write")
     widgets = _widgets(tdef, rendered, record, new, can_write, typed, errors)
+    shown = _on_the_form(tdef, widgets, can_write)
     job = None if new else running_job(tdef.name, sys_id)
     actions = [] if new else available_actions(service, tdef.name, record)
     # the similar lists come after the form (htmx asks for them as it loads); without JavaScript, a link
@@ -164,8 +188,9 @@ def form(table: str, typed: dict | None = None, errors: dict | None = None, conf
     similar, suggestions = similar_panels(tdef, record, actions) if inline else ([], [])
     context = {
         "tdef": tdef, "record": record, "rendered": rendered, "new": new, "sections": _sections(tdef, widgets),
-        "journal_widgets": [w for w in widgets.values() if w.field.ftype.journal and not w.read_only] if can_write else [],
+        "journal_widgets": _journal_widgets(widgets, can_write),
         "can_write": can_write, "errors": errors or {}, "conflict": conflict, "actor": g.actor,
+        "unplaced_errors": _unplaced_errors(tdef, errors or {}, shown),
         "actions": actions, "similar": similar, "suggestions": suggestions,
         "similar_later": not new and not inline and bool(tdef.similar and tdef.text_index),
         "activity": [] if new else _activity(tdef, sys_id),
@@ -182,6 +207,58 @@ def form(table: str, typed: dict | None = None, errors: dict | None = None, conf
         "attachments": None if new else attachment_panel(tdef, record),
     }
     return render_template("form.html", **context), status
+
+
+def _unplaced_errors(tdef: TableDef, errors: dict[str, str], shown: dict[str, Widget]) -> list[str]:
+    """The errors of names the form shows no field for (one it leaves out, a name no field has), as
+    sentences for the top of the form: every other error is shown at its field."""
+    return [error_sentence(field.label if (field := tdef.field(name)) is not None else repr(name), error)
+            for name, error in errors.items() if name != "__all__" and name not in shown]
+
+
+# What a form posts besides its fields: its CSRF token, the version it was read at, a confirmation's mark.
+BOOKKEEPING = ("csrf_token", "sys_mod_count", "confirmed")
+DISPLAY_SUFFIX = "__display"  # a reference box's typed name: FIELD__display
+
+
+def _not_on_the_form(tdef: TableDef, record: dict, new: bool, posted) -> dict[str, str]:
+    """What a post holds that its form does not send, as problems by field name: a field the form
+    leaves out or shows read-only (a lifecycle state's, the state itself), a name no field has. A
+    browser never sends them, so the post was made by hand or from a form since changed: it is
+    answered with the form and these errors, never saved without them."""
+    if new:
+        _, record = _new_record(tdef)
+    shown = _on_the_form(tdef, _widgets(tdef, {}, record, new, True), True)
+    inputs = {name for name, w in shown.items() if not w.read_only}
+    problems = {}
+    for name in posted:
+        if name in BOOKKEEPING:
+            continue
+        field = tdef.field(name)
+        if field is None and name.endswith(DISPLAY_SUFFIX):  # a reference box's name stands for its field
+            box = tdef.field(name[: -len(DISPLAY_SUFFIX)])
+            field = box if box is not None and box.type == "reference" else None
+        if field is None:
+            problems[name] = f"is not a field of {tdef.label}"
+        elif field.name in inputs:
+            continue
+        elif field.name in shown:
+            problems[field.name] = _read_only_why(tdef, field.name, record, new)
+        else:
+            problems[field.name] = "is not on this form"
+    return problems
+
+
+def _read_only_why(tdef: TableDef, name: str, record: dict, new: bool) -> str:
+    """Why a field the form shows cannot be changed from it: its lifecycle, or its own flags and rules."""
+    lifecycle = runtime().defs.lifecycle(tdef.name)
+    if lifecycle is not None:
+        state = lifecycle.state(record.get(lifecycle.field))
+        if name == lifecycle.field and not new:
+            return "is changed by the record's actions, not by saving the form"
+        if state is not None and name in state.read_only:
+            return f"is read-only while {tdef.field(lifecycle.field).label} is {state.label}"
+    return "is read-only"
 
 
 def _form_values(tdef: TableDef, record: dict, problems: dict[str, str] | None = None) -> dict:
@@ -249,12 +326,16 @@ def save(table: str):
     record = {} if sys_id == "-1" else (service.get(table, sys_id) or abort(404))
     if record:
         tdef = defs.tables.get(record["sys_class_name"], tdef)
+    stray = _not_on_the_form(tdef, record, not record, request.form) \
+        if service.can(tdef.name, "write" if record else "create") else {}  # without the right: a 403 below
     unnamed: dict[str, str] = {}  # references typed by a name no record has
-    values = _form_values(tdef, record, unnamed)
+    values = {k: v for k, v in _form_values(tdef, record, unnamed).items() if k not in stray}
     typed = {**values, **_displays(tdef, request.form)}
-    problems = {**_field_problems(tdef, values, record), **unnamed}
+    problems = {**_field_problems(tdef, values, record), **unnamed, **stray}
     if problems:  # every field's mistake at once, before anything is written
-        return form(table, _typed(tdef, request.form) if unnamed else typed, problems, status=422)
+        kept = _typed(tdef, request.form) if unnamed else typed
+        kept = {k: v for k, v in kept.items() if k.removesuffix(DISPLAY_SUFFIX) not in stray}  # stored values shown
+        return form(table, kept, problems, status=422)
     expected = request.form.get("sys_mod_count", "")
     service.made.clear()
     try:
