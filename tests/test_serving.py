@@ -219,12 +219,63 @@ def test_the_servers_job_worker_is_started_again_when_it_dies(config, tmp_path):
     assert not _job_workers(process.pid)
 
 
-def test_a_second_server_on_a_port_in_use_says_so_and_touches_nothing(config, tmp_path, served):
+@pytest.mark.parametrize("clash", ["port", "instance folder"])
+def test_a_second_server_on_its_port_or_its_instance_folder_says_so_and_touches_nothing(config, tmp_path, served,
+                                                                                       clash):
+    """A second `caseloom serve` with the same instance folder on another port emptied the first one's
+    metrics folder: the first server's counts were lost. It now finds the folder locked, says so in
+    one line and exits 1, leaving the files alone."""
     base, _ = served
     port = int(base.rsplit(":", 1)[1])
+    metrics = (tmp_path / "instance").resolve() / "metrics"
+    call("GET", base + "/health")
+    counted = {path.name for path in metrics.glob("*.db")}
+    assert counted  # the first server's processes count into files there
     env = environment(config, tmp_path)
-    ran = subprocess.run([sys.executable, "-m", "caseloom.cli", "serve", "--port", str(port)], env=env,
+    other = port if clash == "port" else free_port()
+    ran = subprocess.run([sys.executable, "-m", "caseloom.cli", "serve", "--port", str(other)], env=env,
                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert ran.returncode == 1
-    assert ran.stderr.strip().endswith(f"caseloom serve: port {port} on 127.0.0.1 is in use (another server?); "
-                                       "give another --port")
+    said = {"port": f"caseloom serve: port {port} on 127.0.0.1 is in use (another server?); give another --port",
+            "instance folder": f"caseloom serve: {metrics} is used by another `caseloom serve` (its metrics); stop "
+                               "that server, or give this one another instance folder (CASELOOM_INSTANCE)"}[clash]
+    assert ran.stderr.strip().splitlines()[-1] == said, ran.stderr
+    assert counted <= {path.name for path in metrics.glob("*.db")}
+    status, _, _ = call("GET", base + "/health")
+    assert status == 200
+
+
+HOLD = """import sys, time
+from caseloom.serving import MetricsFolderInUse, prepare_metrics
+try:
+    folder = prepare_metrics(sys.argv[1])
+except MetricsFolderInUse as exc:
+    sys.exit(str(exc))
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_the_metrics_folders_lock_goes_with_its_server_even_when_killed(tmp_path):
+    """The lock is the system's (flock): a server killed with -9 leaves nothing that stops the next."""
+    metrics = tmp_path.resolve() / "metrics"
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path), "120"], env=env, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        (metrics / "counter_1.db").write_bytes(b"")  # the holder's counts
+        second = subprocess.run([sys.executable, "-c", HOLD, str(tmp_path), "0"], env=env, capture_output=True,
+                                text=True, timeout=60)
+        assert second.returncode == 1
+        assert second.stderr.strip() == (f"{metrics} is used by another `caseloom serve` (its metrics); stop that "
+                                         "server, or give this one another instance folder (CASELOOM_INSTANCE)")
+        assert (metrics / "counter_1.db").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    third = subprocess.run([sys.executable, "-c", HOLD, str(tmp_path), "0"], env=env, capture_output=True,
+                           text=True, timeout=60)
+    assert third.returncode == 0 and third.stdout.strip() == "held", third.stderr
+    assert not (metrics / "counter_1.db").exists()  # a new start empties the folder

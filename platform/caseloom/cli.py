@@ -120,12 +120,16 @@ def serve(host: str, port: int, workers: int, threads: int, timeout: int, dev: b
         _serve_dev(config, host, port)
         return
     from .logs import redacted
-    from .serving import KeptWorker, ServeOptions, Server, metrics_hooks, port_in_use, prepare_metrics
+    from .serving import KeptWorker, MetricsFolderInUse, ServeOptions, Server, metrics_hooks, port_in_use, prepare_metrics
 
     if port_in_use(host, port):
         click.echo(f"caseloom serve: port {port} on {host} is in use (another server?); give another --port", err=True)
         sys.exit(1)
-    prepare_metrics(config.instance)  # before the app is built: prometheus_client reads it when first imported
+    try:
+        prepare_metrics(config.instance)  # before the app is built: prometheus_client reads it when first imported
+    except MetricsFolderInUse as exc:
+        click.echo(f"caseloom serve: {exc}", err=True)
+        sys.exit(1)
     from .web import create_app
 
     create_app(config)  # refuse now, with its message, anything else that would stop every server process

@@ -23,6 +23,7 @@ gunicorn's lines and the app's go to stderr in the CASELOOM_LOG_FORMAT format (c
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import logging
 import os
 import signal
@@ -45,6 +46,7 @@ PR_SET_PDEATHSIG = 1
 # prometheus_client's setting, read once when it is first imported: set before the app is built
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 METRICS_FOLDER = "metrics"  # under the instance folder
+LOCK_FILE = "serve.lock"  # in the metrics folder: the server using it holds an flock on it
 
 
 @dataclass(frozen=True)
@@ -128,16 +130,44 @@ class Server(BaseApplication):
         return self.factory()
 
 
+class MetricsFolderInUse(Exception):
+    """Another `caseloom serve` holds the metrics folder (its lock): emptying it would reset its counts."""
+
+    def __init__(self, folder: Path):
+        super().__init__(f"{folder} is used by another `caseloom serve` (its metrics); stop that server, or give "
+                         f"this one another instance folder (CASELOOM_INSTANCE)")
+        self.folder = folder
+
+
+_held_lock = None  # the metrics folder's lock file, open (and locked) for as long as this process lives
+
+
 def prepare_metrics(instance: str | Path) -> Path:
     """The folder where the server's processes keep their metrics, `METRICS_FOLDER` under the instance
-    folder, emptied of an earlier run's files (counters start again from zero, as Prometheus expects
-    of a restart) and named in PROMETHEUS_MULTIPROC_DIR. Call it before the app is first built."""
+    folder, locked for this server (MetricsFolderInUse when another server holds it: its files are
+    left alone), emptied of an earlier run's files (counters start again from zero, as Prometheus
+    expects of a restart) and named in PROMETHEUS_MULTIPROC_DIR. Call it before the app is first built."""
     folder = Path(instance).resolve() / METRICS_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
+    _lock(folder)
     for stale in folder.glob("*.db"):
         stale.unlink()
     os.environ[MULTIPROC_DIR] = str(folder)
     return folder
+
+
+def _lock(folder: Path) -> None:
+    """An exclusive flock on the folder's LOCK_FILE, held until the server's processes end: the system
+    lets go of it however they end (kill -9 included), so a lock left behind cannot stop the next
+    start. gunicorn's processes share it (forked); the job worker does not (its files are closed)."""
+    global _held_lock
+    handle = open(folder / LOCK_FILE, "a")  # noqa: SIM115  (kept open: closing it would let go of the lock)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise MetricsFolderInUse(folder) from None
+    _held_lock = handle
 
 
 def metrics_hooks() -> dict:
