@@ -169,6 +169,50 @@ def test_a_bad_setting_stops_every_command_in_one_line(command, monkeypatch):
     assert result.output == "caseloom: CASELOOM_JOB_SLICE_ROWS='5': expected a whole number from 100 to 10000000\n"
 
 
+FIX_THE_PATH = "create it, or correct the path (sqlite:///relative/path/queue.db, sqlite:////absolute/path/queue.db)"
+EXPECTED_URL = "expected sqlite:///path/to/queue.db or redis://host:port/db"
+
+
+@pytest.mark.parametrize("queue, said", [
+    ("sqlite:///{tmp}/no-such-folder/queue.db",
+     "CASELOOM_QUEUE='sqlite:///{tmp}/no-such-folder/queue.db': the folder {tmp}/no-such-folder does not exist; "
+     + FIX_THE_PATH),
+    ("sqlite:///instanse/queue.db",  # relative to the working directory
+     "CASELOOM_QUEUE='sqlite:///instanse/queue.db': the folder {tmp}/instanse does not exist; " + FIX_THE_PATH),
+    ("sqlite:/{tmp}/queue.db", "CASELOOM_QUEUE='sqlite:/{tmp}/queue.db': " + EXPECTED_URL),  # a slash short
+    ("redis:/127.0.0.1:6379/0", "CASELOOM_QUEUE='redis:/127.0.0.1:6379/0': " + EXPECTED_URL),
+    ("postgresql://queue:hunter2@db/queue", "CASELOOM_QUEUE='postgresql://queue:***@db/queue': " + EXPECTED_URL),
+    ("postgresql://queue:hunter2@db:54x2/queue", "CASELOOM_QUEUE='postgresql://***@db:54x2/queue': " + EXPECTED_URL),
+    ("sqlite:///:memory:", "CASELOOM_QUEUE='sqlite:///:memory:': " + EXPECTED_URL),
+])
+def test_a_mistyped_queue_stops_every_command_in_one_line_and_makes_nothing(tmp_path, monkeypatch, queue, said):
+    """A queue file in a folder that does not exist was made silently (the folder and all), and a URL of
+    no kind the queue takes failed only when a job was queued: both are refused at once, naming
+    CASELOOM_QUEUE (never a password in it) and the folder."""
+    tmp = tmp_path.resolve()
+    monkeypatch.chdir(tmp)
+    monkeypatch.setenv("CASELOOM_QUEUE", queue.format(tmp=tmp))
+
+    result = CliRunner().invoke(main, ["validate", str(DEFINITIONS)])
+
+    assert result.exit_code == 1
+    assert result.output == f"caseloom: {said.format(tmp=tmp)}\n"
+    assert sorted(tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize("queue", [None, "", "sqlite:///{tmp}/queue.db", "sqlite:///queue.db", "redis://127.0.0.1:6390/3",
+                                   "rediss://:secret@cache.example:6380/0", "unix:///run/redis.sock?db=1"])
+def test_a_queue_in_a_folder_that_exists_or_on_redis_or_the_default_is_taken(tmp_path, monkeypatch, queue):
+    from caseloom.config import Config
+
+    monkeypatch.chdir(tmp_path)
+    if queue is None:
+        monkeypatch.delenv("CASELOOM_QUEUE", raising=False)
+    else:
+        monkeypatch.setenv("CASELOOM_QUEUE", queue.format(tmp=tmp_path))
+    assert Config.from_env().queue == (queue.format(tmp=tmp_path) if queue else "sqlite:///instance/queue.db")
+
+
 def test_a_port_out_of_range_is_refused():
     from click.testing import CliRunner
 

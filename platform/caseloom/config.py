@@ -53,7 +53,7 @@ class Config:
             database_url=env.get("CASELOOM_DATABASE_URL", cls.database_url),
             definitions=env.get("CASELOOM_DEFINITIONS", cls.definitions),
             scripts=env.get("CASELOOM_SCRIPTS", cls.scripts),
-            queue=env.get("CASELOOM_QUEUE", cls.queue),
+            queue=_queue(env.get("CASELOOM_QUEUE")),
             secret_key=env.get("CASELOOM_SECRET_KEY"),
             instance=env.get("CASELOOM_INSTANCE", cls.instance),
             ui=env.get("CASELOOM_UI", cls.ui),
@@ -151,6 +151,44 @@ def _count(name: str, raw: str | None, default: int, low: int, high: int) -> int
     if not raw.strip().isdigit() or not low <= int(raw) <= high:
         raise ValueError(f"{name}={raw!r}: expected a whole number from {low} to {high}")
     return int(raw)
+
+
+SQLITE_QUEUE, REDIS_QUEUES = "sqlite:///", ("redis://", "rediss://", "unix://")
+
+
+def queue_kind(url: str) -> str:
+    """`sqlite` (a file, the embedded queue) or `redis` for a CASELOOM_QUEUE; a ValueError naming the
+    variable for anything else (an in-memory SQLite queue included: no other process would see it)."""
+    if url.startswith(SQLITE_QUEUE) and url != SQLITE_QUEUE + ":memory:":
+        return "sqlite"
+    if url.startswith(REDIS_QUEUES):
+        return "redis"
+    raise ValueError(f"CASELOOM_QUEUE={_no_password(url)!r}: expected sqlite:///path/to/queue.db or redis://host:port/db")
+
+
+def _no_password(url: str) -> str:
+    """A URL as it may be shown, its password as `***`, even when the URL does not parse."""
+    from .logs import redacted
+
+    try:
+        return redacted(url)
+    except ValueError:  # a port that is no number: whatever stands before the host goes
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://***@{rest.rpartition('@')[2]}" if "@" in rest else url
+
+
+def _queue(raw: str | None) -> str:
+    """CASELOOM_QUEUE, checked now: a URL of a kind the queue takes and, for a SQLite file, a folder
+    that exists (a mistyped path is named, not made). Unset, the default's folder is made when the
+    queue is first opened, as the default database's is."""
+    if not raw:
+        return Config.queue
+    if queue_kind(raw) == "sqlite":
+        folder = Path(raw[len(SQLITE_QUEUE):]).resolve().parent
+        if not folder.is_dir():
+            raise ValueError(f"CASELOOM_QUEUE={raw!r}: the folder {folder} does not exist; create it, or correct the "
+                             "path (sqlite:///relative/path/queue.db, sqlite:////absolute/path/queue.db)")
+    return raw
 
 
 def _imap_url(raw: str | None) -> str | None:

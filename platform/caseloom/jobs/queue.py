@@ -20,6 +20,7 @@ from huey.consumer import Consumer
 from sqlalchemy.exc import DBAPIError
 
 from ..access import SYSTEM, Actor
+from ..config import SQLITE_QUEUE, queue_kind
 from ..database import absolute_url, forget_statements, write_transaction
 from ..records import RecordService
 from .email import deliver_pending
@@ -34,25 +35,23 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NAME = "caseloom"
-SQLITE = "sqlite:///"
 # A committed write to the table enqueues the task: new e-mail is delivered right away.
 FOLLOW_UPS: dict[str, str] = {"sys_email": "deliver_email"}
 
 
 def make_huey(url: str, immediate: bool = False) -> Huey:
-    """A huey instance for CASELOOM_QUEUE: `sqlite:///path` (relative to the working directory,
-    folder created) or `redis://host:port/db`. `immediate` runs tasks at once, in memory (tests)."""
-    if url.startswith(SQLITE) and url != SQLITE + ":memory:":
-        path = absolute_url(url)[len(SQLITE):]
+    """A huey instance for CASELOOM_QUEUE (config.queue_kind): `sqlite:///path` (relative to the working
+    directory; Config.from_env has checked that a path given has its folder) or `redis://host:port/db`.
+    `immediate` runs tasks at once, in memory (tests)."""
+    if queue_kind(url) == "sqlite":
+        path = absolute_url(url)[len(SQLITE_QUEUE):]
         return SqliteHuey(NAME, filename=path, results=False, immediate=immediate)
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisHuey(NAME, url=url, results=False, immediate=immediate)
-    raise ValueError(f"CASELOOM_QUEUE={url!r}: expected sqlite:///path/to/queue.db or redis://host:port/db")
+    return RedisHuey(NAME, url=url, results=False, immediate=immediate)
 
 
 def is_embedded(url: str) -> bool:
     """Whether the queue is a SQLite file, which `caseloom serve` consumes in-process."""
-    return url.startswith(SQLITE)
+    return url.startswith(SQLITE_QUEUE)
 
 
 # An idle thread of a consumer of the embedded queue (a SQLite file, which has no blocking read) looks
