@@ -220,3 +220,20 @@ def test_a_port_out_of_range_is_refused():
 
     result = CliRunner().invoke(main, ["serve", "--dev", "--port", "70000"])
     assert result.exit_code == 2 and "'--port': 70000 is not in the range 1<=x<=65535" in result.output
+
+
+@pytest.mark.parametrize("instance", [None, "{tmp}/srv/instance"])
+def test_a_queue_in_the_instance_folder_not_made_yet_is_taken(tmp_path, monkeypatch, instance):
+    """The instance folder is the platform's to make (at the first init or serve): a queue file in it
+    is no mistyped path, even before it exists."""
+    from caseloom.config import Config
+
+    monkeypatch.chdir(tmp_path)
+    if instance is None:
+        monkeypatch.delenv("CASELOOM_INSTANCE", raising=False)
+        queue = "sqlite:///instance/queue.db"
+    else:
+        monkeypatch.setenv("CASELOOM_INSTANCE", instance.format(tmp=tmp_path))
+        queue = f"sqlite:///{instance.format(tmp=tmp_path)}/queue.db"
+    monkeypatch.setenv("CASELOOM_QUEUE", queue)
+    assert Config.from_env().queue == queue and not (tmp_path / "instance").exists()

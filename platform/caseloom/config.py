@@ -53,7 +53,7 @@ class Config:
             database_url=env.get("CASELOOM_DATABASE_URL", cls.database_url),
             definitions=env.get("CASELOOM_DEFINITIONS", cls.definitions),
             scripts=env.get("CASELOOM_SCRIPTS", cls.scripts),
-            queue=_queue(env.get("CASELOOM_QUEUE")),
+            queue=_queue(env.get("CASELOOM_QUEUE"), env.get("CASELOOM_INSTANCE", cls.instance)),
             secret_key=env.get("CASELOOM_SECRET_KEY"),
             instance=env.get("CASELOOM_INSTANCE", cls.instance),
             ui=env.get("CASELOOM_UI", cls.ui),
@@ -177,15 +177,16 @@ def _no_password(url: str) -> str:
         return f"{scheme}://***@{rest.rpartition('@')[2]}" if "@" in rest else url
 
 
-def _queue(raw: str | None) -> str:
+def _queue(raw: str | None, instance: str) -> str:
     """CASELOOM_QUEUE, checked now: a URL of a kind the queue takes and, for a SQLite file, a folder
-    that exists (a mistyped path is named, not made). Unset, the default's folder is made when the
-    queue is first opened, as the default database's is."""
+    that exists or is the instance folder, which the platform makes (a mistyped path is named, not
+    made). Unset, the default's folder is made when the queue is first opened, as the default
+    database's is."""
     if not raw:
         return Config.queue
     if queue_kind(raw) == "sqlite":
         folder = Path(raw[len(SQLITE_QUEUE):]).resolve().parent
-        if not folder.is_dir():
+        if not folder.is_dir() and folder != Path(instance).resolve():
             raise ValueError(f"CASELOOM_QUEUE={raw!r}: the folder {folder} does not exist; create it, or correct the "
                              "path (sqlite:///relative/path/queue.db, sqlite:////absolute/path/queue.db)")
     return raw
