@@ -124,3 +124,26 @@ def test_validate_refuses_default_now_on_other_field_types(tmp_path, field):
         f"{folder}/tables/x_visit.yaml:4:{column}: default: now (the moment a record is created) applies only to "
         f"fields of type date or datetime; field 'when' is of type {ftype}: give it a value of its type, or no default",
         f"1 error(s) in {folder}"]
+
+
+TICKETS = {
+    "tables/x_ticket.yaml": "table: x_ticket\nfields:\n  note: {type: string}\n  urgency: {type: integer, default: 3}\n"
+                            "  opened: {type: datetime, default: now}\n  seen: {type: string}\nform: [note, urgency]\n",
+    "rules/x.yaml": "rules:\n  - name: mark_defaulted\n    table: x_ticket\n    when: before\n    on: [insert]\n"
+                    "    condition:\n      all:\n        - {field: urgency, op: eq, value: 3}\n"
+                    "        - {field: opened, op: notempty}\n"
+                    "    effects:\n      - set: {seen: defaults}\n",
+    "roles.yaml": "roles:\n  x_user: {}\n",
+    "access/x.yaml": "access:\n  - {table: x_ticket, operations: [read, create, write], roles: [x_user]}\n",
+}
+
+
+@pytest.mark.parametrize("given, seen", [({}, "defaults"), ({"urgency": "3"}, "defaults"), ({"urgency": "1"}, "")])
+def test_a_before_insert_rule_sees_the_declared_defaults_of_fields_not_given(config, tmp_path, given, seen):
+    """As ServiceNow's new record has its defaults before its business rules run (and as the set-based
+    insert's rules see them), a before-insert rule's condition reads a field's default when the
+    record is given none."""
+    with small_app(config, tmp_path, TICKETS, {"tess": ["x_user"]}) as made:
+        ticket = made.api("tess").post("/api/now/table/x_ticket", {"note": "first", **given})
+        assert ticket.status_code == 201, ticket.get_data(as_text=True)
+        assert ticket.json["result"]["seen"] == seen

@@ -470,10 +470,12 @@ class RecordService:
     def _insert_batch(self, tdef: TableDef, rows: list[dict], first_row: int | None = None,
                       known_references: Collection[str] = ()) -> list[dict]:
         stamp = now()
-        defaults = _insert_plan(self.storage, tdef).defaults_at(stamp)
+        plan = _insert_plan(self.storage, tdef)
+        defaults = plan.defaults_at(stamp)
         records, journals, entries_of = [], [], []
         chosen: set[str] = set()  # sys_ids the caller gave
         hooks = self._hooks(tdef.name, "insert")
+        declared = {} if hooks is None else plan.declared_at(stamp)
         verified = {} if hooks is None else self._check_given_references(
             tdef, [(v.get("sys_id"), v) for v in rows], first_row, known_references)
         parsed_values: dict = {}  # the rows of a batch share most values: each is parsed once
@@ -485,8 +487,9 @@ class RecordService:
                 self._refuse_read_only(tdef, values, parsed, entries, None, row_no)
                 field_checks.extend((i, *check) for check in self._refuse_unwritable(
                     tdef, [k for k, v in values.items() if v not in (None, "")], "create", row_no))
-            if hooks is not None:  # rules see parsed values, never what a client typed
-                pending = {**parsed, **entries}
+            if hooks is not None:  # rules see parsed values, never what a client typed, and the declared
+                # defaults of the fields not given, as ServiceNow's new record has them (and a set-based insert)
+                pending = {**declared, **parsed, **entries}
                 hooks.before(self, tdef, "insert", pending, None)
                 parsed, entries = self._parse(tdef, pending, row_no, allow_sys_id=True, memo=parsed_values)
             if parsed.get("sys_id"):
@@ -999,6 +1002,11 @@ class _InsertPlan:
     journal_defaults: tuple[tuple[str, str], ...]
     mandatory: tuple[str, ...]
     at_now: tuple[FieldDef, ...] = ()  # the fields declaring `default: now`
+    declared: frozenset[str] = frozenset()  # the fields declaring a default (`now` included)
+
+    def declared_at(self, moment: dt.datetime) -> dict[str, Any]:
+        """The declared defaults alone (a field with none is left out) of a record written at `moment`."""
+        return {name: value for name, value in self.defaults_at(moment).items() if name in self.declared}
 
     def defaults_at(self, moment: dt.datetime) -> dict[str, Any]:
         """The defaults of a record written at `moment`: `default: now` fields hold it (one statement,
@@ -1015,6 +1023,7 @@ def _insert_plan(storage: Storage, tdef: TableDef) -> _InsertPlan:
         tuple((f.name, f.default) for f in tdef.journal_fields if f.default),
         tuple(f.name for f in tdef.fields.values() if f.mandatory),
         tuple(f for f in tdef.stored_fields if f.default_now),
+        frozenset(f.name for f in tdef.stored_fields if f.has_default and not f.system),
     ))
 
 
