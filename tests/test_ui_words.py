@@ -281,3 +281,14 @@ def test_an_error_page_says_it_in_our_words_not_the_servers(client, path, title,
     page = html.unescape(r.get_data(as_text=True))
     assert r.status_code in (403, 404) and title in page and advice in page
     assert "server" not in page.split("<main", 1)[-1].split("</main>", 1)[0], page
+
+
+@pytest.mark.parametrize("user, page", [("agent", f"/{CASE}_list.do"), ("customer", "/csm")])
+def test_every_page_says_its_times_are_utc(client, user, page):
+    """Dates and times are shown in UTC; the page's header says so, for staff and customers alike."""
+    ui_sign_in(client, user)
+    shown = client.get(page)
+    assert shown.status_code == 200, shown.status_code
+    header = shown.get_data(as_text=True).split("</header>")[0]
+    assert re.search(r'<abbr class="zone" title="Every date and time on these pages is in UTC[^"]*">Times in UTC</abbr>',
+                     header)
