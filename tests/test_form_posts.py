@@ -125,3 +125,27 @@ def test_what_a_browser_sends_from_the_form_still_saves(client, which):
     answer = client.post(url, data=MultiDict([*sent, ("confirmed", "1")]))
 
     assert answer.status_code == 302, html.unescape(answer.get_data(as_text=True))
+
+
+def test_a_form_read_before_the_record_changed_is_the_conflict_page_not_its_new_locks(client, runtime):
+    """A form read while the case was open, saved after someone closed it: the browser sends the fields
+    the closed state now locks. That is a stale form, answered as one (409, what changed since), not
+    with the locks of a state the person never saw."""
+    from caseloom.access import SYSTEM
+
+    case = a_case(client, "state=10")
+    ui_sign_in(client, "agent")
+    url = f"/{CASE}.do?sys_id={case['sys_id']}"
+    inputs = FormInputs()
+    inputs.feed(client.get(url).get_data(as_text=True))
+    assert "priority" in {k for k, _ in inputs.sent}
+    with runtime.transaction(SYSTEM) as service:
+        service.update(CASE, case["sys_id"], {"state": 3, "resolution_code": "solved_permanently",
+                                              "close_notes": "Closed meanwhile"})
+
+    answer = client.post(url, data=MultiDict([*inputs.sent, ("confirmed", "1")]))
+
+    page = html.unescape(answer.get_data(as_text=True))
+    assert answer.status_code == 409, page
+    assert "read-only while State is Closed" not in page
+    assert stored(client, case["sys_id"])["state"] == "3"

@@ -326,8 +326,12 @@ def save(table: str):
     record = {} if sys_id == "-1" else (service.get(table, sys_id) or abort(404))
     if record:
         tdef = defs.tables.get(record["sys_class_name"], tdef)
+    expected = request.form.get("sys_mod_count", "")
+    # a form read before the record last changed is answered by the conflict page below (what changed
+    # since), not by the fields its newer state locks; without the right to write: a 403 below
+    stale = bool(record) and expected.isdigit() and int(expected) != record.get("sys_mod_count")
     stray = _not_on_the_form(tdef, record, not record, request.form) \
-        if service.can(tdef.name, "write" if record else "create") else {}  # without the right: a 403 below
+        if not stale and service.can(tdef.name, "write" if record else "create") else {}
     unnamed: dict[str, str] = {}  # references typed by a name no record has
     values = {k: v for k, v in _form_values(tdef, record, unnamed).items() if k not in stray}
     typed = {**values, **_displays(tdef, request.form)}
@@ -336,7 +340,6 @@ def save(table: str):
         kept = _typed(tdef, request.form) if unnamed else typed
         kept = {k: v for k, v in kept.items() if k.removesuffix(DISPLAY_SUFFIX) not in stray}  # stored values shown
         return form(table, kept, problems, status=422)
-    expected = request.form.get("sys_mod_count", "")
     service.made.clear()
     try:
         if sys_id == "-1":
