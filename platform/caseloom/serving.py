@@ -47,6 +47,9 @@ PR_SET_PDEATHSIG = 1
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 METRICS_FOLDER = "metrics"  # under the instance folder
 LOCK_FILE = "serve.lock"  # in the metrics folder: the server using it holds an flock on it
+# how long a starting server waits for that lock: a server killed a moment ago (kill -9) holds it until
+# its worker processes have noticed and ended, about a second, and a restart then goes ahead
+LOCK_WAIT_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -162,11 +165,16 @@ def _lock(folder: Path) -> None:
     start. gunicorn's processes share it (forked); the job worker does not (its files are closed)."""
     global _held_lock
     handle = open(folder / LOCK_FILE, "a")  # noqa: SIM115  (kept open: closing it would let go of the lock)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise MetricsFolderInUse(folder) from None
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                handle.close()
+                raise MetricsFolderInUse(folder) from None
+            time.sleep(0.1)
     _held_lock = handle
 
 
