@@ -4,6 +4,7 @@ filters (own, shared, nobody else's) and the administrator's outbox banner."""
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import re
 from collections import Counter
@@ -246,6 +247,20 @@ def test_group_by_counts_each_group_and_links_to_it(client, agent):
     count, href = shown["Open"]
     linked = parse_qs(urlsplit(href).query)
     assert linked == {"sysparm_query": [f"{query}^state=10"]}
+    assert int(re.search(r'<strong class="total">(\d+)</strong>', page_text(client.get(href))).group(1)) == count
+
+
+def test_group_by_a_date_time_counts_each_day_and_links_to_that_day(client, agent):
+    """A date-time groups by its day (UTC), not by the second; a group's link is the list of that day."""
+    cases = api(client, f"{CASES}?sysparm_fields=opened_at&sysparm_limit=1000", "agent")
+    expected = Counter((c["opened_at"] or "")[:10] or "(empty)" for c in cases)
+    assert len(expected) > 1 and max(expected.values()) > 1
+    shown = groups(page_text(client.get(LIST, query_string={"sysparm_group_by": "opened_at"})))
+    assert {label: count for label, (count, _) in shown.items()} == dict(expected)
+    day = next(d for d in expected if d != "(empty)")
+    count, href = shown[day]
+    nxt = (dt.date.fromisoformat(day) + dt.timedelta(days=1)).isoformat()
+    assert parse_qs(urlsplit(href).query) == {"sysparm_query": [f"opened_at>={day} 00:00:00^opened_at<{nxt} 00:00:00"]}
     assert int(re.search(r'<strong class="total">(\d+)</strong>', page_text(client.get(href))).group(1)) == count
 
 

@@ -3,6 +3,7 @@ quick search, group-by with counts, saved filters, bulk edit and select-all-matc
 
 from __future__ import annotations
 
+import datetime as dt
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
@@ -130,6 +131,9 @@ def group_counts(service, tdef: TableDef, query: Query, path: str) -> tuple[list
     service.table(tdef.name, "read")
     selection = Selection(runtime().storage, tdef.name, readable=service.readable)
     column, field = selection.column(path)
+    by_day = field.type == "datetime"  # a date-time groups by its day (UTC), as a person reads a list by date
+    if by_day:
+        column = sa.func.date(column) if service.conn.dialect.name == "sqlite" else sa.cast(column, sa.Date)
     grouped = selection.select(column, sa.func.count().label("n"), where=query.where).group_by(column)
     counts = [(value, n) for value, n in service.conn.execute(
         grouped.order_by(sa.func.count().desc()).limit(GROUPS_SHOWN + 1))]
@@ -141,11 +145,21 @@ def group_counts(service, tdef: TableDef, query: Query, path: str) -> tuple[list
     order = {str(value): i for i, (value, _) in enumerate(field.choices)}
     groups = []
     for value, n in counts:
-        text = field.ftype.render(value) if value is not None else ""
-        term = Term(path, "eq", text) if text else Term(path, "empty", None)
+        if by_day:
+            text = str(value) if value is not None else ""  # YYYY-MM-DD (SQLite's date() text, PostgreSQL's date)
+            term = _day(path, text) if text else Term(path, "empty", None)
+        else:
+            text = field.ftype.render(value) if value is not None else ""
+            term = Term(path, "eq", text) if text else Term(path, "empty", None)
         groups.append({"value": text, "label": _group_label(field, text, names), "count": n,
                        "query": to_encoded(_combined(query, term))})
     return sorted(groups, key=lambda grp: (grp["value"] == "", order.get(grp["value"], len(order)), grp["label"])), more
+
+
+def _day(path: str, day: str) -> All:
+    """The records whose date-time `path` falls on `day` (YYYY-MM-DD, UTC): from its midnight to the next."""
+    start = dt.date.fromisoformat(day)
+    return All((Term(path, "ge", f"{start} 00:00:00"), Term(path, "lt", f"{start + dt.timedelta(days=1)} 00:00:00")))
 
 
 def _group_label(field: FieldDef, text: str, names: dict) -> str:
