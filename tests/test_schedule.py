@@ -334,6 +334,9 @@ def test_another_time_zone_gives_another_calendar():
 GOOD = "mon-fri 09:00-17:00"
 
 
+PAST_MIDNIGHT = "a window past midnight is two, 12:00-24:00 and 00:00-11:00 on the days after"
+
+
 @pytest.mark.parametrize(
     "time_zone, windows, holidays, field, line, key, message",
     [
@@ -344,7 +347,7 @@ GOOD = "mon-fri 09:00-17:00"
         ("", GOOD, None, "time_zone", None, None,
          "time_zone: a time zone is required: an IANA name such as Europe/London"),
         ("UTC", "mon-fri 09:00-17:00\nsat 12:00-11:00", None, "windows", 2, None,
-         "windows line 2: 12:00-11:00 ends before it starts"),
+         "windows line 2: 12:00-11:00 ends before it starts: " + PAST_MIDNIGHT),
         ("UTC", "mon 09:00-09:00", None, "windows", 1, None,
          "windows line 1: 09:00-09:00 is empty: it ends when it starts"),
         ("UTC", "mon 25:00-26:00", None, "windows", 1, None,
@@ -380,7 +383,7 @@ GOOD = "mon-fri 09:00-17:00"
         ("UTC", 42, None, "windows", None, None,
          "windows: expected text or a mapping of days to windows, not int"),
         ("UTC", {"mon-fri": ["12:00-11:00"]}, None, "windows", None, "mon-fri",
-         "windows 'mon-fri': 12:00-11:00 ends before it starts"),
+         "windows 'mon-fri': 12:00-11:00 ends before it starts: " + PAST_MIDNIGHT),
         ("UTC", {"mon": [540]}, None, "windows", None, "mon",
          "windows 'mon': 540 is not a window like 09:00-17:00 (quote it in YAML)"),
         ("UTC", {"funday": "09:00-17:00"}, None, "windows", None, "funday",
@@ -425,7 +428,8 @@ def test_every_problem_at_once():
         "time_zone: unknown time zone 'Europe/Londn': did you mean Europe/London?",
         "windows line 1: 11:00-13:00 overlaps 09:00-12:00 on mon-fri",
         "windows line 2: unknown day 'mnday': days are mon tue wed thu fri sat sun",
-        "windows line 3: 17:00-16:00 ends before it starts",
+        "windows line 3: 17:00-16:00 ends before it starts: a window past midnight is two, 17:00-24:00 and "
+        "00:00-16:00 on the days after",
         "holidays line 2: 'Christmas' is not a date: expected YYYY-MM-DD",
     ]
 

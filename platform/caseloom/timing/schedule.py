@@ -261,7 +261,8 @@ def _window(text: str, place: _Place, problems: list[ScheduleError]) -> Window |
     if not bad and start == _END_OF_DAY:
         bad.append(f"{text}: 24:00 can only end a window")
     elif not bad and end < start:
-        bad.append(f"{text} ends before it starts")
+        bad.append(f"{text} ends before it starts: a window past midnight is two, {start_text}-24:00 and "
+                   f"00:00-{end_text} on the days after")
     elif not bad and end == start:
         bad.append(f"{text} is empty: it ends when it starts")
     problems.extend(_problem("windows", place, message) for message in bad)
