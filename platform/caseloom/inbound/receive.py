@@ -63,7 +63,7 @@ def receive(service: RecordService, message: bytes | Inbound, own_address: str =
     IMAP poll's unit per message, the inbound route's request), so no savepoint of its own is
     needed: two round trips a message fewer. `own_address`: the address our e-mails are sent from
     (CASELOOM_SMTP_FROM); mail from it is a loop."""
-    inbound = message if isinstance(message, Inbound) else parse(message)
+    inbound = _read(message)
     props = Properties(service.defs, service.storage, service.conn)
     system = _as_system(service)
     ours = {parseaddr(a)[1].strip().lower() for a in (own_address, props.get(INBOUND_ADDRESS))} - {""}
@@ -79,8 +79,12 @@ def receive(service: RecordService, message: bytes | Inbound, own_address: str =
 def keep_refused(service: RecordService, message: bytes | Inbound, reason: str) -> str:
     """Keep a message whose work was refused and rolled back as received-ignored with `reason`, in
     the caller's (new) transaction; the sys_email row's sys_id."""
-    inbound = message if isinstance(message, Inbound) else parse(message)
-    return _keep(_as_system(service), inbound, Outcome("ignored", reason=reason))
+    return _keep(_as_system(service), _read(message), Outcome("ignored", reason=reason))
+
+
+def _read(message: bytes | Inbound) -> Inbound:
+    """A message as parsed: raw bytes are parsed here (NotAnEmail when they are not an e-mail)."""
+    return message if isinstance(message, Inbound) else parse(message)
 
 
 def _as_system(service: RecordService) -> RecordService:

@@ -14,6 +14,7 @@ from ...definitions.model import FieldDef, TableDef
 from ...definitions.tables import resolve_path
 from ...jobs.email import TABLE as EMAIL_TABLE
 from ...query import AnyOf, Query, QueryError, Selection, Term, parse_encoded, to_encoded
+from ...query.aggregate import Period
 from ...query.compile import MAX_OFFSET
 from ...query.conditions import TEXT_QUERY, All
 from ...query.total import EXACT_COUNT_LIMIT, Total
@@ -133,7 +134,7 @@ def group_counts(service, tdef: TableDef, query: Query, path: str) -> tuple[list
     column, field = selection.column(path)
     by_day = field.type == "datetime"  # a date-time groups by its day (UTC), as a person reads a list by date
     if by_day:
-        column = sa.func.date(column) if service.conn.dialect.name == "sqlite" else sa.cast(column, sa.Date)
+        column = Period(column, "day")  # the reports' daily bucket: YYYY-MM-DD on both databases
     grouped = selection.select(column, sa.func.count().label("n"), where=query.where).group_by(column)
     counts = [(value, n) for value, n in service.conn.execute(
         grouped.order_by(sa.func.count().desc()).limit(GROUPS_SHOWN + 1))]
@@ -146,7 +147,7 @@ def group_counts(service, tdef: TableDef, query: Query, path: str) -> tuple[list
     groups = []
     for value, n in counts:
         if by_day:
-            text = str(value) if value is not None else ""  # YYYY-MM-DD (SQLite's date() text, PostgreSQL's date)
+            text = value or ""
             term = _day(path, text) if text else Term(path, "empty", None)
         else:
             text = field.ftype.render(value) if value is not None else ""

@@ -9,7 +9,7 @@ from flask import Response, abort, g, render_template, request
 
 from ...access import AccessDenied
 from ...definitions.model import DashboardDef, ReportDef
-from ...insight import RANGES, Cell, ReportResult, run_report
+from ...insight import RANGES, ReportResult, run_report
 from ...query import Query, QueryError, parse_encoded
 from ...query.aggregate import number_text
 from ..auth import records, runtime
@@ -144,7 +144,7 @@ def table_rows(result: ReportResult, rows: dict | None) -> tuple[list[str], list
         return [label for _, label in rows["columns"]], [[r.get(c, "") for c, _ in rows["columns"]]
                                                           for r in rows["rows"]]
     if result.score is not None:
-        return _score_rows(result, result.score)
+        return _score_rows(result)
     by = runtime().defs.tables[report.table]
     first = "Period" if report.trend else _label(by, report.group_by)
     if report.stack_by:
@@ -155,10 +155,10 @@ def table_rows(result: ReportResult, rows: dict | None) -> tuple[list[str], list
                                      for value, label in result.categories]
 
 
-def _score_rows(result: ReportResult, score: Cell) -> tuple[list[str], list[list[str]]]:
+def _score_rows(result: ReportResult) -> tuple[list[str], list[list[str]]]:
     """A score as a table: its period's number and the period before's, and, as the page shows beside the
     score, its second number (`also:`, a median beside an average) in a column of its own, for its period."""
-    header, current = ["Period", result.measure], [RANGE_LABELS[result.range], score.text]
+    header, current = ["Period", result.measure], [RANGE_LABELS[result.range], result.score.text]
     before = ["The period before", result.previous.text] if result.previous is not None else None
     if result.also is not None:
         header.append(result.also_measure)
