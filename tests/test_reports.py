@@ -221,6 +221,10 @@ def test_the_date_range_is_shared_by_every_report_of_a_dashboard(client):
     page = client.get("/dashboard/support_manager?range=90").get_data(as_text=True)
     assert page.count("?range=90") >= 6 and "?range=30" not in page
     assert client.get("/dashboard/support_manager?range=12").status_code == 400
+    # each choice says what it counts: `365` is 365 days (contract section 11), not calendar months
+    assert re.findall(r'<option value="(\w+)"[^>]*>([^<]+)</option>', page) == [
+        ("7", "Last 7 days"), ("30", "Last 30 days"), ("90", "Last 90 days"), ("365", "Last 365 days"),
+        ("all", "All time")]
 
 
 @pytest.mark.parametrize("user, path, status", [

@@ -713,6 +713,28 @@ def test_validate_refuses_a_resume_or_cancel_rule_without_its_condition(tmp_path
     assert result.stderr.splitlines()[:1] == [f"{folder}/slas/bad.yaml:{line}:{column}: {words}"]
 
 
+@pytest.mark.parametrize(("rule", "line", "words"), [
+    ("pause: state=3\n    resume: state=1", 7,
+     "`resume` is given, but when_to_resume is no_match, which never reads it; set when_to_resume to "
+     "resume_condition, or remove `resume`"),
+    ("cancel: state=7\n    when_to_cancel: never", 6,
+     "`cancel` is given, but when_to_cancel is never, which never reads it; set when_to_cancel to "
+     "cancel_condition, or remove `cancel`"),
+], ids=["resume", "cancel"])
+def test_validate_refuses_a_resume_or_cancel_condition_its_rule_never_reads(tmp_path, rule, line, words):
+    """A `resume` condition while `when_to_resume` is `no_match` (the default), or a `cancel` one while
+    `when_to_cancel` is `no_match` or `never`, would be ignored without a word: an error at the condition."""
+    from click.testing import CliRunner
+
+    from caseloom.cli import main
+
+    folder = write_folder(tmp_path / "defs", {**FILES, "slas/bad.yaml": (
+        f"slas:\n  bad:\n    table: x_ticket\n    duration: 1h\n    start: category=x\n    {rule}\n")})
+    result = CliRunner().invoke(main, ["validate", str(folder)])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines()[:1] == [f"{folder}/slas/bad.yaml:{line}:13: {words}"]
+
+
 @pytest.mark.parametrize(("path", "text", "line", "words"), BAD_YAML)
 def test_bad_sla_and_schedule_declarations_are_refused_at_their_place(path, text, line, words):
     with pytest.raises(DefinitionErrors) as info:

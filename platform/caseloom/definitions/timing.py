@@ -48,6 +48,15 @@ class ConditionRule:
         return (f"{self.rule} is {self.value}, but there is no {condition} condition: {self.without}; give a "
                 f"{condition} condition, or set {self.rule} to {self.instead}")
 
+    def ignored(self, rules: Mapping[str, Any], conditions: Mapping[str, Any]) -> str | None:
+        """What is wrong when `conditions` give this rule's condition but `rules` set the rule to a value that
+        never reads it (ServiceNow ignores it without a word), else None."""
+        chosen = rules.get(self.rule) or "no_match"
+        if chosen == self.value or not str(conditions.get(self.condition) or "").strip():
+            return None
+        return (f"`{self.condition}` is given, but {self.rule} is {chosen}, which never reads it; set {self.rule} "
+                f"to {self.value}, or remove `{self.condition}`")
+
 
 # ServiceNow's "Resume conditions are met" and "Cancel conditions are met" (the README's SLA definitions)
 CONDITION_RULES = (
@@ -246,6 +255,10 @@ def _sla(check: _Checker, tables: dict, name: str, spec: dict, where: tuple, sch
     for rule in CONDITION_RULES:
         if rule.missing(spec, conditions):
             check.error(where + (rule.rule,), rule.words(f"`{rule.condition}`"))
+            ok = False
+        problem = rule.ignored(spec, conditions)
+        if problem:
+            check.error(where + (rule.condition,), problem)
             ok = False
     if not ok or duration is None:
         return None

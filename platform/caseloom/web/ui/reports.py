@@ -18,7 +18,7 @@ from ..serialize import base_url, make_shape, render_record
 from . import blueprint, login_required
 from .export import CONTENT_TYPES, NUMBER, csv_chunks, export_format, file_chunks, write_xlsx
 
-RANGE_LABELS = {"7": "Last 7 days", "30": "Last 30 days", "90": "Last 90 days", "365": "Last 12 months",
+RANGE_LABELS = {"7": "Last 7 days", "30": "Last 30 days", "90": "Last 90 days", "365": "Last 365 days",
                 "all": "All time"}
 
 
