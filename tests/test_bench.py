@@ -22,7 +22,7 @@ BENCHMARKS = ["recipients_condition", "create_child_cases", "sla_attach", "sync_
               "sla_tick", "email_ingest", "event_ingest", "email_delivery", "list_view", "form_view", "api_get", "stats_group_by",
               "dashboard_view", "quick_search", "similar_cases", "row_rule_list", "portal_list", "export_csv"]
 KEYS = {"name", "n", "seconds", "per_second", "baseline_seconds", "ratio"}
-WHERE = {"database", "machine"}  # where the figures came from, on every line beside the contract's keys
+WHERE = {"database", "machine", "settings"}  # where the figures came from, on every line beside the contract's keys
 
 pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
 
@@ -50,6 +50,8 @@ def check_lines(done: subprocess.CompletedProcess, names: list[str] = BENCHMARKS
     for line in lines:
         assert set(line) == KEYS | WHERE, line
         assert re.fullmatch(rf"{database} \d+\.\d+(\.\d+)?", line["database"]), line
+        assert line["settings"].startswith("journal_mode=WAL, synchronous=NORMAL" if database == "SQLite" else
+                                           "shared_buffers="), line
         assert line["machine"].startswith(f"{cpus} CPU") and f"Python {sys.version.split()[0]}" in line["machine"], line
         assert line["n"] > 0 and line["seconds"] > 0 and line["baseline_seconds"] > 0, line
         assert line["ratio"] == round(line["seconds"] / line["baseline_seconds"], 2), line

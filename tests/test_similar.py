@@ -338,11 +338,15 @@ def test_the_suggestion_at_its_edges(client, count, groups, suggested):
 
 
 def test_the_suggestion_counts_since_the_start_of_yesterday_and_follows_its_properties(client, runtime):
+    """CSM counts the cases by when they were opened (`date_field: opened_at`), not by when their record was
+    made: a case opened three days ago and loaded today (an import) is not new."""
     earlier = cluster(client, 10, 3)
-    with runtime.engine.begin() as conn:  # two of them arrived three days ago
+    three_days_ago = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(days=3)
+    with runtime.engine.begin() as conn:  # two of them were opened three days ago
         task = runtime.storage.physical(CASE)
-        conn.execute(sa.update(task).where(task.c.sys_id.in_(earlier[:2]))
-                     .values(sys_created_on=dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(days=3)))
+        conn.execute(sa.update(task).where(task.c.sys_id.in_(earlier[:2])).values(opened_at=three_days_ago))
+        # and one made three days ago but opened today still counts
+        conn.execute(sa.update(task).where(task.c.sys_id == earlier[2]).values(sys_created_on=three_days_ago))
     case = create(client, TEXT)
     ui_sign_in(client, "agent")
     assert SUGGESTION.search(form(client, case)) is None  # 8 since yesterday
@@ -403,6 +407,8 @@ BAD = {
     "add input not records": ("add: {action: add_child_cases, input: cases}",
                               "add: {action: propose_major_case, input: reason}", "has no records input 'reason'"),
     "group_by not a field": ("group_by: account", "group_by: colour", "'colour' is not a stored field"),
+    "date_field not a date": ("date_field: opened_at", "date_field: priority",
+                              "'priority' is not a stored date or date-time field"),
     "field not text": ("field: similar_suggestion", "field: priority", "'priority' is not a string or text field"),
     "unknown message name": ("{{ count }} similar cases", "{{ user }} similar cases", "unknown name 'user'"),
     "bad condition": ("condition: major_case_state=accepted^active=true", "condition: colour=red", "colour"),

@@ -462,6 +462,7 @@ def bench(scale: int, as_json: bool, database: str | None, writes: bool) -> None
     only = " (the write benchmarks only)" if run.writes_only else ""
     say(f"caseloom bench --scale {scale} on {run.where['database']}{only}")
     say(f"machine: {run.where['machine']}")
+    say(f"settings: {run.where['settings']}")
     for result in run.run():
         line = result.as_json()
         if as_json:

@@ -383,12 +383,12 @@ class Suggestion:
 def suggestion(storage: Storage, conn: sa.Connection, sdef: SimilarDef, values: dict, props, readable=None,
                exclude: str | None = None, weighted: dict[str, float] | None = None) -> Suggestion | None:
     """The suggestion a record with `values` raises, when enough similar records from enough groups arrived
-    since the start of the day `since_days` ago; None when not (or the list has none)."""
+    since the start of the day `since_days` ago (by the rule's `date_field`); None when not (or the list has none)."""
     rule = sdef.suggest
     if rule is None:
         return None
     days = int(setting(props, rule.since_days))
-    recent = parse_encoded(f"sys_created_on>=javascript:gs.daysAgoStart({max(days, 0)})").where
+    recent = parse_encoded(f"{rule.date_field}>=javascript:gs.daysAgoStart({max(days, 0)})").where
     where = All((sdef.condition, recent)) if sdef.condition is not None else recent
     columns = [rule.group_by, *([rule.field] if rule.field else [])]
     hits = find(storage, conn, sdef.table, text_of(storage, sdef.table, values), exclude=exclude, where=where,

@@ -50,4 +50,28 @@ def database(conn, kind: str) -> str:
         cursor.close()
 
 
-__all__ = ["database", "machine"]
+# PostgreSQL's settings that move the write benchmarks most (deploy/postgresql.conf sets them): the same code
+# on the same machine gives other figures with Debian's defaults, so a figure carries the ones it ran with
+PG_SETTINGS = ("shared_buffers", "wal_buffers", "max_wal_size", "wal_compression", "synchronous_commit",
+               "checkpoint_timeout")
+
+
+def settings(conn, kind: str) -> str:
+    """`shared_buffers=2GB, wal_buffers=64MB, ...` on PostgreSQL (as `SHOW` words them); on SQLite the
+    platform's own pragmas, which every connection sets (`journal_mode=WAL, synchronous=NORMAL, ...`)."""
+    if kind == "sqlite":
+        from ..database import SQLITE_PRAGMAS
+
+        return ", ".join(p.removeprefix("PRAGMA ") for p in SQLITE_PRAGMAS)
+    cursor = conn.cursor()
+    try:
+        found = []
+        for name in PG_SETTINGS:
+            cursor.execute(f"show {name}")
+            found.append(f"{name}={cursor.fetchone()[0]}")
+        return ", ".join(found)
+    finally:
+        cursor.close()
+
+
+__all__ = ["database", "machine", "settings"]

@@ -90,7 +90,8 @@ class BenchRun:
         self.runtime = Runtime(self.config, defs)
         self.password = secrets.token_urlsafe(12)
         with closing(self.db.connect()) as conn:
-            self.where = {"database": where.database(conn, self.db.kind), "machine": where.machine()}
+            self.where = {"database": where.database(conn, self.db.kind), "machine": where.machine(),
+                          "settings": where.settings(conn, self.db.kind)}
 
     def run(self) -> Iterator[Result]:
         try:

@@ -123,7 +123,8 @@ class Setting:
 class SimilarSuggest:
     """When a record of a similar list's kind arrives (and on its form): at least `min_records` similar
     records from at least `min_groups` distinct `group_by` values since the start of the day
-    `since_days` ago raise `message`, kept in the record's `field` (for a list) and offering `action`."""
+    `since_days` ago (by `date_field`) raise `message`, kept in the record's `field` (for a list) and
+    offering `action`."""
 
     group_by: str
     min_records: Setting
@@ -132,6 +133,7 @@ class SimilarSuggest:
     message: str
     action: str | None = None
     field: str | None = None
+    date_field: str = "sys_created_on"
 
 
 @dataclass(frozen=True)

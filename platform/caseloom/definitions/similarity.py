@@ -108,12 +108,17 @@ def _suggest(check: _Checker, table: TableDef, where: tuple, spec: dict, actions
         check.error((*where, "action"), f"unknown action {action!r} of {table.name!r}")
     for problem in template_problems(spec["message"], MESSAGE_NAMES):
         check.error((*where, "message"), problem)
+    date_field = spec.get("date_field", "sys_created_on")
+    dated = table.field(date_field) if isinstance(date_field, str) else None
+    if dated is None or not dated.stored or dated.type not in ("date", "datetime"):
+        check.error((*where, "date_field"), f"{date_field!r} is not a stored date or date-time field of "
+                                            f"{table.name!r} (the similar records since `since_days` are counted by it)")
     return SimilarSuggest(
         group_by,
         _setting(check, spec, "min_records", 10, "integer", where, (1, None)),
         _setting(check, spec, "min_groups", 3, "integer", where, (1, None)),
         _setting(check, spec, "since_days", 1, "integer", where, (0, None)),
-        spec["message"], action, keep)
+        spec["message"], action, keep, date_field if dated is not None else "sys_created_on")
 
 
 def _setting(check: _Checker, spec: dict, key: str, default: float, ptype: str, where: tuple,
