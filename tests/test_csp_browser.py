@@ -121,7 +121,7 @@ def test_the_watch_catches_what_the_policy_blocks(watch):
 
 def test_agent_pages_and_fragments_pass_the_policy(watch, account_with_cases):
     page = watch.sign_in("agent")
-    assert page.get_by_role("heading", name="Welcome, agent").is_visible()
+    assert page.get_by_role("heading", name="Welcome, Alex Agent").is_visible()
 
     # a list with a filter; the filter builder's add-row is an htmx swap of the whole filter
     watch.visit(page, f"/{CASES}_list.do?sysparm_query=account={account_with_cases['sys_id']}")

@@ -79,7 +79,7 @@ def test_start_shows_the_banner_and_the_users_pages_and_stop_returns_to_the_admi
     started = impersonate(admin, "agent")
     assert started.status_code == 302 and started.headers["Location"] == "/"
     home = admin.get("/").get_data(as_text=True)
-    assert "Welcome, agent" in home
+    assert "Welcome, Alex Agent" in home
     assert flashes(home) == ["You are now viewing as Alex Agent: you see and do what they would."]
     assert banner(admin) == BANNER
     assert "Impersonate user" not in home and ">Definitions<" not in home and ">Properties<" not in home
@@ -89,7 +89,7 @@ def test_start_shows_the_banner_and_the_users_pages_and_stop_returns_to_the_admi
     assert stopped.status_code == 302 and stopped.headers["Location"] == "/ui/impersonate"
     assert flashes(admin.get("/ui/impersonate").get_data(as_text=True)) == ["You are System Administrator again."]
     assert banner(admin) is None
-    assert "Welcome, admin" in admin.get("/").get_data(as_text=True)
+    assert "Welcome, System Administrator" in admin.get("/").get_data(as_text=True)
     assert audit(admin, "agent") == [("admin", "admin started viewing as this user"),
                                      ("admin", "admin stopped viewing as this user")]
 
@@ -215,13 +215,13 @@ def test_signing_out_ends_the_impersonation_and_the_session(admin):
     assert admin.get("/api/now/table/sys_user?sysparm_limit=1").status_code == 401
     assert audit(admin, "agent")[-1] == ("admin", "admin signed out while viewing as this user")
     ui_sign_in(admin, "admin")
-    assert banner(admin) is None and "Welcome, admin" in admin.get("/").get_data(as_text=True)
+    assert banner(admin) is None and "Welcome, System Administrator" in admin.get("/").get_data(as_text=True)
 
 
 def test_the_impersonation_ends_when_the_user_is_deactivated(admin, runtime):
     impersonate(admin, "author")
     deactivate(runtime, "author")
-    assert "Welcome, admin" in admin.get("/").get_data(as_text=True)
+    assert "Welcome, System Administrator" in admin.get("/").get_data(as_text=True)
     assert banner(admin) is None
     assert audit(admin, "author") == [
         ("admin", "admin started viewing as this user"),
@@ -236,7 +236,7 @@ def test_the_impersonation_ends_when_the_admin_loses_the_admin_role(admin, runti
     impersonate(admin, "agent")
     with runtime.transaction() as service:
         add_user(service, "admin", None, ["sn_customerservice_agent"])
-    assert "Welcome, admin" in admin.get("/").get_data(as_text=True)
+    assert "Welcome, System Administrator" in admin.get("/").get_data(as_text=True)
     assert banner(admin) is None
     assert audit(admin, "agent", reader="admin2")[-1] == ("admin", "admin stopped viewing as this user (no longer allowed)")
 

@@ -292,3 +292,21 @@ def test_every_page_says_its_times_are_utc(client, user, page):
     header = shown.get_data(as_text=True).split("</header>")[0]
     assert re.search(r'<abbr class="zone" title="Every date and time on these pages is in UTC[^"]*">Times in UTC</abbr>',
                      header)
+
+
+@pytest.mark.parametrize("user, path, shown", [
+    ("manager", "/", "Morgan Manager"),
+    ("agent", f"/{CASE}_list.do", "Alex Agent"),
+    ("customer", "/csm", "Jordan Lee 1"),
+])
+def test_the_header_names_the_person_signed_in_with_their_user_name_on_hover(client, user, path, shown):
+    """Pages greet a user by their name (sys_user.name), as ServiceNow's header does, not by their login;
+    the login is on hover. A user without a name is shown by their login."""
+    ui_sign_in(client, user)
+    page = client.get(path).get_data(as_text=True)
+    assert f'title="User name: {user}">{shown}</' in page
+    users = client.get(f"/api/now/table/sys_user?sysparm_query=user_name={user}&sysparm_fields=sys_id",
+                       headers=basic("admin")).json["result"]
+    assert client.patch(f"/api/now/table/sys_user/{users[0]['sys_id']}", json={"name": ""},
+                        headers=basic("admin")).status_code == 200
+    assert f'title="User name: {user}">{user}</' in client.get(path).get_data(as_text=True)

@@ -4,6 +4,7 @@ as a condition on the records (`rows`), which the query compiler puts into the S
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,12 +26,20 @@ class Actor:
     """The user a piece of work is done for: name, sys_id and effective roles.
 
     `ceiling`: another actor whose rights this one may not exceed (a script runs with the read
-    access of its author, never more than that of the user running it): every check asks both."""
+    access of its author, never more than that of the user running it): every check asks both.
+    `name`: the person's name, as pages greet them (a browser session's actor has it); no part of
+    any check."""
 
     user_name: str
     roles: frozenset[str]
     sys_id: str | None = None
     ceiling: Actor | None = None
+    name: str | None = dataclasses.field(default=None, compare=False)
+
+    @property
+    def shown(self) -> str:
+        """What a page calls this user: their name, else their user name."""
+        return self.name or self.user_name
 
     @property
     def is_admin(self) -> bool:
@@ -45,7 +54,7 @@ class Actor:
         if other == self:
             return self
         limit = other if self.ceiling is None else self.ceiling.within(other)
-        return Actor(self.user_name, self.roles, self.sys_id, limit)
+        return Actor(self.user_name, self.roles, self.sys_id, limit, self.name)
 
 
 SYSTEM = Actor("system", frozenset({ADMIN}))

@@ -115,7 +115,7 @@ def signed_in(storage: Storage, conn: sa.Connection, token: str, policy: session
         anchor = sa.select(sa.literal_column("1").label("one")).subquery("anchor")
         mine = table.c.token_hash.in_((sa.bindparam("own"), sa.bindparam("linked")))
         return (sa.select(table.c.token_hash, table.c.user_sys_id, table.c.created_on, table.c.last_seen,
-                          users.c.user_name, users.c.active, roles.c.role, *extra.columns)
+                          users.c.user_name, users.c.name, users.c.active, roles.c.role, *extra.columns)
                 .select_from(anchor.outerjoin(table, mine)
                              .outerjoin(users, users.c.sys_id == table.c.user_sys_id)
                              .outerjoin(roles, roles.c.user == users.c.sys_id)))
@@ -123,13 +123,14 @@ def signed_in(storage: Storage, conn: sa.Connection, token: str, policy: session
     rows = conn.execute(storage.cached(("users", "of a session, with roles", extra.key), build), {**extra.params, **keys}).all()
     if also is not None:
         storage = also.then(rows[0])
-    held: dict[str, tuple[str, set[str]]] = {}  # an active user's sys_id: their name and roles
+    held: dict[str, tuple[str, str | None, set[str]]] = {}  # an active user's sys_id: their names and roles
     for row in rows:
         if row.user_name is not None and row.active is not False:
-            roles_held = held.setdefault(row.user_sys_id, (row.user_name, set()))[1]
+            roles_held = held.setdefault(row.user_sys_id, (row.user_name, row.name, set()))[2]
             if row.role is not None:
                 roles_held.add(row.role)
-    actors = {sys_id: Actor(name, storage.defs.role_closure(names), sys_id) for sys_id, (name, names) in held.items()}
+    actors = {sys_id: Actor(user_name, storage.defs.role_closure(roles_of), sys_id, name=name)
+              for sys_id, (user_name, name, roles_of) in held.items()}
     return sessions.judge(rows, token, policy), actors
 
 
