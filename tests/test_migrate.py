@@ -1,5 +1,6 @@
 """Schema migration from changed definitions: additive changes apply, data loss is refused."""
 
+import datetime as dt
 import re
 import shutil
 from pathlib import Path
@@ -506,3 +507,37 @@ def test_an_existing_database_gets_the_delivery_fields_of_sys_email(runtime):
 
     [row] = claim(runtime)  # attempts is empty on the old row: its first try
     assert (row["sys_id"], row["attempts"]) == (kept, None)
+
+
+CASES_TABLE = "sn_customerservice_case"
+
+
+def test_rows_left_empty_before_a_default_now_or_a_boolean_rule_are_filled_once(runtime):
+    """A database made before `task.opened_at` declared `default: now` (its cases never opened), or before a
+    boolean was never empty, is filled by the next migration: an empty `opened_at` takes the case's own
+    `sys_created_on`, an empty boolean `false`. Values given are kept; the dry run says it first, and it
+    is done once: a value emptied later is the user's."""
+    with runtime.transaction() as service:
+        given = service.insert(CASES_TABLE, {"short_description": "Opened long ago", "opened_at": "2020-01-02 03:04:05"})
+        legacy = service.insert(CASES_TABLE, {"short_description": "Made before the default"})
+        plain = service.insert("task", {"short_description": "A task of no class of its own"})
+    made = dt.datetime(2021, 5, 6, 7, 8, 9)
+    task, meta = runtime.storage.physical(CASES_TABLE), runtime.storage.internal("sys_meta")
+    with runtime.engine.begin() as conn:  # as such a database holds them
+        conn.execute(sa.update(task).where(task.c.sys_id == legacy["sys_id"])
+                     .values(opened_at=None, proactive=None, sys_created_on=made))
+        conn.execute(sa.update(task).where(task.c.sys_id == plain["sys_id"]).values(opened_at=None))
+        conn.execute(sa.delete(meta).where(meta.c.name.startswith("filled:")))
+    with runtime.engine.connect() as conn:
+        said = planned_indexes(conn, runtime.storage, [])
+    assert said == ["fill 2 empty task.opened_at with sys_created_on", "fill 1 empty task.proactive with false"]
+    assert migrate(runtime.engine, runtime.storage) == [s.replace("fill ", "filled ", 1) for s in said]
+    with runtime.transaction() as service:
+        assert service.get(CASES_TABLE, legacy["sys_id"])["opened_at"] == made
+        assert service.get(CASES_TABLE, legacy["sys_id"])["proactive"] is False
+        assert service.get(CASES_TABLE, given["sys_id"])["opened_at"] == dt.datetime(2020, 1, 2, 3, 4, 5)
+        assert service.get("task", plain["sys_id"])["opened_at"] == plain["sys_created_on"]
+        service.update(CASES_TABLE, legacy["sys_id"], {"opened_at": ""})
+    assert migrate(runtime.engine, runtime.storage) == []  # once
+    with runtime.transaction() as service:
+        assert service.get(CASES_TABLE, legacy["sys_id"])["opened_at"] is None

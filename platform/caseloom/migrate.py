@@ -18,7 +18,7 @@ from alembic.migration import MigrationContext
 from alembic.operations import Operations
 from alembic.operations import ops as aops
 
-from . import containsindex, indexbuild, textindex
+from . import containsindex, emptyfill, indexbuild, textindex
 from .database import LOCK_NOT_AVAILABLE
 from .storage import Storage
 
@@ -232,7 +232,8 @@ def _apply_steps(conn: sa.Connection, storage: Storage, steps: list[Step], later
     textindex.before_altering(conn, storage, {t: c for t, c in _altered(steps).items() if t in existing})
     _apply(conn, steps, later)
     _remember_tables(conn, storage)
-    return textindex.ensure(conn, storage, later) + containsindex.ensure(conn, storage, later)
+    filled = emptyfill.fill(conn, storage)
+    return textindex.ensure(conn, storage, later) + containsindex.ensure(conn, storage, later) + filled
 
 
 def _altered(steps: list[Step]) -> dict[str, set[str]]:
@@ -245,9 +246,10 @@ def _altered(steps: list[Step]) -> dict[str, set[str]]:
 
 
 def planned_indexes(conn: sa.Connection, storage: Storage, steps: list[Step]) -> list[str]:
-    """What applying `steps` will then do to the text and contains indexes, without doing it (the dry
-    run's lines, after the steps' own)."""
-    return textindex.planned(conn, storage, _altered(steps)) + containsindex.planned(conn, storage)
+    """What applying `steps` will then do to the text and contains indexes and to the empty values older
+    rows lack (emptyfill), without doing it (the dry run's lines, after the steps' own)."""
+    return (textindex.planned(conn, storage, _altered(steps)) + containsindex.planned(conn, storage)
+            + emptyfill.planned(conn, storage))
 
 
 def _apply(conn: sa.Connection, steps: list[Step], later: list[indexbuild.IndexBuild]) -> None:

@@ -1,0 +1,111 @@
+"""Values older rows lack, filled once a field says what they are (part of every migration).
+
+- A field that declares `default: now` (a new record takes the moment it is created, its
+  `sys_created_on`) gives the rows it left empty before the default existed that same moment: their
+  `sys_created_on` (a date field: its day). So a report or a count by it sees the records made
+  before, as ServiceNow's `opened_at` is never empty.
+- A boolean is never empty (a `null` is stored `false`): rows stored empty before that rule get `false`.
+
+Each (physical table, field) is filled once, noted in `sys_meta` (`filled:<table>.<field>`), in the
+migration's transaction: a later empty value, which the write path does not allow, is not looked for
+again on every start. Rows of the classes that do not have the field (a sibling table's, stored in
+the same physical table) are left alone. No audit row or `sys_updated_on` change: as a column
+default filling existing rows, it is the schema's doing, not a user's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from .definitions.model import FieldDef
+from .storage import Storage
+
+PREFIX = "filled:"
+
+
+@dataclass(frozen=True)
+class Fill:
+    root: str  # the physical table
+    field: FieldDef
+    classes: tuple[str, ...] | None  # sys_class_name values that have the field; None: every row
+
+    @property
+    def key(self) -> str:
+        return f"{PREFIX}{self.root}.{self.field.name}"
+
+    @property
+    def source(self) -> str:
+        return "sys_created_on" if self.field.default_now else "false"
+
+
+def _wanted(storage: Storage) -> list[Fill]:
+    """Every field of a physical table with empty values to fill, and the classes that have it."""
+    defs, found = storage.defs, []
+    for root in sorted({t.root for t in defs.tables.values()}):
+        classes = defs.descendants(root)
+        by_field: dict[str, tuple[FieldDef, list[str]]] = {}
+        for name in classes:
+            for field in defs.tables[name].fields.values():
+                if field.system or not field.stored:
+                    continue
+                if field.default_now or field.type == "boolean":
+                    by_field.setdefault(field.name, (field, []))[1].append(name)
+        for field, having in by_field.values():
+            everyone = set(having) == set(classes) or "sys_class_name" not in storage.metadata.tables[root].c
+            found.append(Fill(root, field, None if everyone else tuple(sorted(having))))
+    return found
+
+
+def _pending(conn: sa.Connection, storage: Storage) -> list[Fill]:
+    meta = storage.internal("sys_meta")
+    done = set(conn.execute(sa.select(meta.c.name).where(meta.c.name.startswith(PREFIX))).scalars())
+    existing = set(sa.inspect(conn).get_table_names())
+    return [f for f in _wanted(storage) if f.key not in done and f.root in existing]
+
+
+def _where(storage: Storage, fill: Fill) -> tuple[sa.Table, sa.ColumnElement]:
+    table = storage.metadata.tables[fill.root]
+    where = table.c[fill.field.name].is_(None)
+    if fill.classes is not None:
+        where = sa.and_(where, table.c.sys_class_name.in_(fill.classes))
+    return table, where
+
+
+def fill(conn: sa.Connection, storage: Storage) -> list[str]:
+    """Fill what each field not yet filled left empty, note it as done, and say what was filled."""
+    said, meta = [], storage.internal("sys_meta")
+    for one in _pending(conn, storage):
+        table, where = _where(storage, one)
+        column = table.c[one.field.name]
+        if one.field.default_now:
+            created = table.c.sys_created_on
+            value = created if one.field.type == "datetime" else (
+                sa.func.date(created) if conn.dialect.name == "sqlite" else sa.cast(created, sa.Date))
+        else:
+            value = sa.false()
+        filled = conn.execute(sa.update(table).where(where).values({column: value})).rowcount
+        conn.execute(sa.insert(meta).values(name=one.key, value=one.source))
+        if filled:
+            said.append(f"filled {filled:,} empty {one.root}.{one.field.name} with {one.source}")
+    return said
+
+
+def planned(conn: sa.Connection, storage: Storage) -> list[str]:
+    """What `fill` would do now, without doing it (a dry run's lines)."""
+    said = []
+    existing = set(sa.inspect(conn).get_table_names())
+    if "sys_meta" not in existing:
+        return said
+    for one in _pending(conn, storage):
+        table, where = _where(storage, one)
+        if one.field.name not in {c["name"] for c in sa.inspect(conn).get_columns(one.root)}:
+            continue  # a column the migration adds: its rows take the column's default
+        count = conn.execute(sa.select(sa.func.count()).select_from(table).where(where)).scalar_one()
+        if count:
+            said.append(f"fill {count:,} empty {one.root}.{one.field.name} with {one.source}")
+    return said
+
+
+__all__ = ["fill", "planned"]
