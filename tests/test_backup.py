@@ -317,3 +317,27 @@ def test_a_backup_into_a_place_that_cannot_hold_it_is_refused(tmp_path, monkeypa
     assert parts(tmp_path) == []
     with closing(sqlite3.connect("caseloom.db")) as live:
         assert live.execute("SELECT value FROM sys_meta").fetchall() == [("yes",)]
+
+
+def test_a_restore_under_a_running_server_of_this_instance_is_refused_unless_forced(cli, runtime, database_url,
+                                                                                     tmp_path, monkeypatch):
+    """A `caseloom serve` on a Redis queue runs no job worker, so no sys_worker row names it: the restore
+    sees it by the lock it holds on its instance's metrics folder (on this machine), and names it."""
+    import fcntl
+
+    from caseloom.serving import LOCK_FILE, METRICS_FOLDER
+
+    file = backup_file(tmp_path, database_url)
+    assert cli("backup", file).exit_code == 0
+    instance = tmp_path / "instance"
+    (instance / METRICS_FOLDER).mkdir(parents=True)
+    (instance / METRICS_FOLDER / LOCK_FILE).touch()
+    monkeypatch.setenv("CASELOOM_INSTANCE", str(instance))
+    assert cli("restore", file).exit_code == 0  # a server that ran here once, and stopped: no bar
+    with open(instance / METRICS_FOLDER / LOCK_FILE, "a") as held:  # as the running server holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        refused = cli("restore", file)
+        assert refused.exit_code == 1
+        assert refused.output.startswith(f"caseloom restore: the database is in use (a `caseloom serve` of the "
+                                         f"instance folder {instance.resolve()} on this machine)")
+        assert cli("restore", "--force", file).exit_code == 0

@@ -528,9 +528,14 @@ def restore(file: str, force: bool) -> None:
     restores all the same)."""
     from .backup import BackupError, live_workers
     from .backup import restore as read_backup
+    from .serving import serving_here
 
-    database_url = Config.from_env().database_url
+    config = Config.from_env()
+    database_url = config.database_url
     running = [] if force else live_workers(database_url)
+    here = None if force else serving_here(config.instance)
+    if here is not None:  # seen by its lock: on Redis a server runs no job worker, so no sys_worker row names it
+        running.insert(0, f"a `caseloom serve` of the instance folder {here.parent} on this machine")
     if running:
         click.echo(f"caseloom restore: the database is in use ({'; '.join(running[:3])}): stop `caseloom serve` "
                    "and `caseloom worker` first, or give --force to replace everything under them", err=True)

@@ -178,6 +178,24 @@ def _lock(folder: Path) -> None:
     _held_lock = handle
 
 
+def serving_here(instance: str | Path) -> Path | None:
+    """The metrics folder of a `caseloom serve` of `instance` running now on this machine (it holds the
+    folder's lock), else None: what a restore must not pull the database from under, whatever queue it
+    uses (a server on Redis runs no job worker, so no `sys_worker` row says it is there)."""
+    lock = Path(instance).resolve() / METRICS_FOLDER / LOCK_FILE
+    try:
+        handle = open(lock)  # noqa: SIM115  (closed below; opening never creates it)
+    except OSError:
+        return None  # no server of this instance has ever run here
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return lock.parent
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
 def metrics_hooks() -> dict:
     """gunicorn hooks for the multiprocess metrics: a worker process that exits leaves no live gauges."""
     return {"child_exit": _child_exit}
