@@ -141,3 +141,34 @@ def test_cases_added_as_children_by_one_action_are_one_line_of_the_timeline(clie
                        '<section class="ws-timeline"')
     assert timeline.count("3 cases added as children") == 1
     assert timeline.count("1 case added as a child") == 1  # the case the major case was proposed from
+
+
+def timeline_steps(client, sys_id: str) -> list[str]:
+    timeline = section(client.get(f"/{CASE}.do?sys_id={sys_id}").get_data(as_text=True), '<section class="ws-timeline"')
+    return [re.sub(r"^[\d: -]+</time> · ", "", item) for item in re.findall(r"<li><time>(.*?)</li>", timeline)]
+
+
+def test_the_timeline_tells_each_step_once_in_the_order_it_happened(client, major):
+    """A case is created, then proposed (by whom), then accepted, in that order even within one second; a
+    moment the workspace shows on its own line ("Proposed", from `proposed_on`) is not told again in the save
+    that set it ("Proposed on set to ..."). A major case made from a customer's case starts with both (proposed
+    on that case)."""
+    ui_sign_in(client, "mim")
+    made = timeline_steps(client, major["sys_id"])
+    # proposed on the customer's case, the second before the major case was made or the same one
+    assert sorted(made[:2]) == sorted([f"mim · Case {number(client, major['sys_id'])} created", "Proposed"]), made
+    r = client.post(CASES, json={"short_description": "Storage outage in Frankfurt", "priority": "1"},
+                    headers=basic("agent"))
+    case = r.json["result"]["sys_id"]
+    assert client.post(f"{ACTIONS}/{case}/propose_major_case", json={"reason": "Many customers"},
+                       headers=basic("agent")).status_code == 200
+    r = client.post(f"{ACTIONS}/{case}/accept_major_case", json={}, headers=basic("mim"))
+    assert r.status_code == 200 and not r.json.get("details", {}).get("created"), r.json  # accepted as it is
+    steps = timeline_steps(client, case)
+    assert steps == [f"agent · Case {number(client, case)} created", "agent · Proposed",
+                     "agent · Major case state set to Proposed",
+                     "mim · Major case state changed from Proposed to Accepted"], steps
+
+
+def number(client, sys_id: str) -> str:
+    return client.get(f"{CASES}/{sys_id}?sysparm_fields=number", headers=basic("admin")).json["result"]["number"]

@@ -179,12 +179,17 @@ def _timeline(ws: WorkspaceDef, tdef: TableDef, children: TableDef, record: dict
     defs = runtime().defs
     audit = runtime().storage.physical("sys_audit")
     events = [{"when": record.get("sys_created_on"), "who": record.get("sys_created_by"),
-               "what": f"{tdef.label} {record_name(tdef, record)} created"}]
+               "what": f"{tdef.label} {record_name(tdef, record)} created", "rank": 0}]
     readable = [f for f in ws.timeline if records().can_read_field(tdef.name, f, record)]
+    moments: dict[str, dict] = {}
     for name in readable:  # a date-time field is a moment of its own ("Proposed on" -> "Proposed")
         field = tdef.field(name)
         if field.type in ("datetime", "date") and record.get(name):
-            events.append({"when": record[name], "who": "", "what": re.sub(r" (on|at)$", "", field.label)})
+            when = record[name]
+            if not isinstance(when, dt.datetime):  # a date: its day's start, to sort among the moments of the others
+                when = dt.datetime.combine(when, dt.time())
+            moments[name] = {"when": when, "who": "", "what": re.sub(r" (on|at)$", "", field.label), "rank": 1}
+    events.extend(moments.values())
     if ws.timeline:
         rows = list(connection().execute(
             sa.select(audit.c.fieldname, audit.c.oldvalue, audit.c.newvalue, audit.c.user, audit.c.sys_created_on,
@@ -197,8 +202,10 @@ def _timeline(ws: WorkspaceDef, tdef: TableDef, children: TableDef, record: dict
         for r in rows:
             saves.setdefault((r["record_checkpoint"], r["user"]), []).append(r)
         for (_, who), changes in saves.items():
-            parts = [change_words(tdef, r, names) for r in sorted(changes, key=lambda r: ws.timeline.index(r["fieldname"]))]
-            events.append({"when": changes[0]["sys_created_on"], "who": who, "what": "; ".join(parts)})
+            told = [r for r in changes if not _moment_set(moments, r, who)]  # a moment set says so on its own line
+            parts = [change_words(tdef, r, names) for r in sorted(told, key=lambda r: ws.timeline.index(r["fieldname"]))]
+            if parts:
+                events.append({"when": changes[0]["sys_created_on"], "who": who, "what": "; ".join(parts)})
     when = sa.func.min(audit.c.sys_created_on)
     added = list(connection().execute(  # one line per unit of work (an action adding several is one)
         sa.select(audit.c.user, when, sa.func.count())
@@ -221,7 +228,19 @@ def _timeline(ws: WorkspaceDef, tdef: TableDef, children: TableDef, record: dict
             events.append({"when": job["updated_on"], "who": job["created_by"],
                            "what": f"{label} {job['state']}" + (f": {job['message']}" if job["message"] else "")})
     events = [e for e in events if e["when"] is not None]
-    return sorted(events, key=lambda e: e["when"])[-TIMELINE_SHOWN:]
+    # in the second it happened (a moment is kept in whole seconds): the record's creation, then its moments, then
+    # the rest as they happened
+    return sorted(events, key=lambda e: (e["when"].replace(microsecond=0), e.get("rank", 2), e["when"]))[-TIMELINE_SHOWN:]
+
+
+def _moment_set(moments: dict[str, dict], row, who: str) -> bool:
+    """Whether an audit row set a moment the timeline shows on its own line (from empty to its value now):
+    that line then names who set it."""
+    moment = moments.get(row["fieldname"])
+    if moment is None or row["oldvalue"] not in (None, ""):
+        return False
+    moment["who"] = moment["who"] or who
+    return True
 
 
 def _job_label(tdef: TableDef, name: str) -> str:
