@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from .definitions.model import FieldDef
 from .storage import Storage
@@ -86,7 +87,9 @@ def fill(conn: sa.Connection, storage: Storage) -> list[str]:
         else:
             value = sa.false()
         filled = conn.execute(sa.update(table).where(where).values({column: value})).rowcount
-        conn.execute(sa.insert(meta).values(name=one.key, value=one.source))
+        insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(meta)
+        # a migration run at the same time by another process (two servers starting) noted it already
+        conn.execute(insert.values(name=one.key, value=one.source).on_conflict_do_nothing())
         if filled:
             said.append(f"filled {filled:,} empty {one.root}.{one.field.name} with {one.source}")
     return said
@@ -101,7 +104,9 @@ def planned(conn: sa.Connection, storage: Storage) -> list[str]:
     for one in _pending(conn, storage):
         table, where = _where(storage, one)
         if one.field.name not in {c["name"] for c in sa.inspect(conn).get_columns(one.root)}:
-            continue  # a column the migration adds: its rows take the column's default
+            if not one.field.default_now:
+                continue  # a boolean column the migration adds: its rows take the column's default
+            where = table.c.sys_class_name.in_(one.classes) if one.classes is not None else sa.true()
         count = conn.execute(sa.select(sa.func.count()).select_from(table).where(where)).scalar_one()
         if count:
             said.append(f"fill {count:,} empty {one.root}.{one.field.name} with {one.source}")
