@@ -415,6 +415,8 @@ def test_a_bench_scenario_naming_unknown_tables_fields_and_actions_is_located(de
     text = text.replace("table: customer_contact\n", "table: customer_contactz\n", 1)
     text = text.replace("list_field: recipient_list", "list_field: short_description")
     text = text.replace("industry: {cycle: [technology, finance, retail, healthcare, manufacturing]}", "industry: {user: admin}")
+    text = text.replace("priority: {cycle: [4, 3, 2, 4, 1]}", "priority: {cycle: [4, 3, 2, 4, 1]}\n"
+                        "        closed_at: {cycle: [null, {after: opened_at, within_hours: 72}]}")
     (folder / "bench.yaml").write_text(text)
     messages = [e.split(": ", 1)[1] for e in errors_of(folder) if e.startswith("bench.yaml:")]
     assert "unknown table 'customer_contactz'" in messages
@@ -422,6 +424,8 @@ def test_a_bench_scenario_naming_unknown_tables_fields_and_actions_is_located(de
     assert ("'short_description' is not a reference from 'sn_customerservice_case' to "
             "'sn_publications_recipients_list'") in messages
     assert "the bench has no demo users: give a literal value" in messages
+    assert ("after 'opened_at': 'opened_at' has no value in this generator, so no row has it yet when 'closed_at' is "
+            "made: give 'opened_at' a value above 'closed_at'") in messages  # the demo's `after`, checked alike
 
 
 @pytest.mark.parametrize("recipients, warned", [

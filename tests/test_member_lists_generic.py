@@ -2,19 +2,24 @@
 of users) declares its own member lists and lists in YAML, with no CSM name anywhere. Covers the
 `declared_list:` kind, script results keyed by the type's own `result_key`, the API routes and the
 OpenAPI document under the member list's name, the errors `caseloom validate` locates, `caseloom
-init --scale`, and demo data errors that name the generator, the row and the field."""
+init --scale`, demo data errors that name the generator, the row and the field, and the demo value
+`{after: FIELD, within_hours: H}`."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 
 from caseloom.cli import main
 from caseloom.config import Config
 from caseloom.definitions import DefinitionErrors, load_folder
+from caseloom.definitions.model import DemoGenerator
+from caseloom.demo import generated_rows
 from conftest import BACKENDS, ROOT, basic, pg_database
 
 TABLES = {
@@ -590,3 +595,145 @@ def test_a_demo_value_that_cannot_be_written_names_generator_row_and_field(init,
     assert ran.exit_code == 1, ran.output
     assert ran.stderr == f"{app_dirs[0]}/{message}\n"
     assert "demo data:" not in ran.stdout
+
+
+# -- {after: FIELD, within_hours: H}: a moment after another of the same row -------------------------
+
+DATED_DEVICE = TABLES["tables/u_device.yaml"] + ("  bought: {type: datetime}\n  retired: {type: datetime}\n"
+                                                 "  warranty: {type: date}\n")
+RETIRED = "        retired: {cycle: [null, {after: bought, within_hours: 48}]}\n"
+DATED_DEMO = DEMO + "        bought: {days_ago: 30}\n" + RETIRED  # lines 19 and 20
+
+
+def dated(demo: str = DATED_DEMO) -> dict[str, str]:
+    return {"tables/u_device.yaml": DATED_DEVICE, "demo/demo.yaml": demo}
+
+
+AFTER_SPEC = "{after: bought, within_hours: 48}"
+BAD_AFTER = {
+    "an unknown field": (
+        (AFTER_SPEC, "{after: nope, within_hours: 48}"),
+        "demo/demo.yaml:20:41", "after 'nope': table 'u_device' has no field 'nope'"),
+    "a field that is not a moment": (
+        (AFTER_SPEC, "{after: rank, within_hours: 48}"),
+        "demo/demo.yaml:20:41", "after 'rank': field 'rank' is integer, not date or datetime"),
+    "a field given below it": (
+        ("        bought: {days_ago: 30}\n" + RETIRED, RETIRED + "        bought: {days_ago: 30}\n"),
+        "demo/demo.yaml:19:41", "after 'bought': 'bought' is given below 'retired', so no row has it yet when "
+                                "'retired' is made: give 'bought' a value above 'retired'"),
+    "a field the generator gives no value": (
+        (AFTER_SPEC, "{after: warranty, within_hours: 48}"),
+        "demo/demo.yaml:20:41", "after 'warranty': 'warranty' has no value in this generator"),
+    "the field itself": (
+        (AFTER_SPEC, "{after: retired, within_hours: 48}"),
+        "demo/demo.yaml:20:41", "after 'retired': a field cannot come after itself"),
+    "a negative size": (
+        (AFTER_SPEC, "{after: bought, within_hours: -1}"),
+        "demo/demo.yaml:20:63", "within_hours: -1 is not a whole number of hours, 1 or more"),
+    "a size that is not a number": (
+        (AFTER_SPEC, "{after: bought, within_hours: soon}"),
+        "demo/demo.yaml:20:63", "within_hours: 'soon' is not a whole number of hours, 1 or more"),
+    "a size of no whole hours": (
+        (AFTER_SPEC, "{after: bought, within_hours: 1.5}"),
+        "demo/demo.yaml:20:63", "within_hours: 1.5 is not a whole number of hours, 1 or more"),
+    "no size": (
+        (AFTER_SPEC, "{after: bought}"),
+        "demo/demo.yaml:20:33", "after 'bought' needs within_hours: H, the most hours after it"),
+    "another key, outside a cycle": (
+        (RETIRED, "        retired: {after: bought, within_hours: 2, hours: 3}\n"),
+        "demo/demo.yaml:20:58", "unknown key 'hours': an `after` value takes after and within_hours"),
+    "a zero size, outside a cycle": (
+        (RETIRED, "        retired: {after: bought, within_hours: 0}\n"),
+        "demo/demo.yaml:20:48", "within_hours: 0 is not a whole number of hours, 1 or more"),
+    "a field that cannot hold a moment": (
+        ('        serial: "SN-{i}"\n', "        serial: {after: bought, within_hours: 2}\n"),
+        "demo/demo.yaml:14:17", "{after: ...} makes a date-time; field 'serial' is string, not date or datetime"),
+}
+
+
+@pytest.mark.parametrize("change, where, message", BAD_AFTER.values(), ids=BAD_AFTER.keys())
+def test_a_bad_after_value_is_located_and_named(app_dirs, change, where, message):
+    errors = errors_of(write(app_dirs[0], dated(DATED_DEMO.replace(*change))))
+    located = [e for e in errors if e.startswith(where + ": ")]
+    assert located, f"no error at {where}: {errors}"
+    assert message in located[0], errors
+
+
+def test_caseloom_validate_refuses_a_bad_after_value(app_dirs):
+    definitions = write(app_dirs[0], dated(DATED_DEMO.replace(AFTER_SPEC, "{after: nope, within_hours: 48}")))
+    ran = CliRunner().invoke(main, ["validate", str(definitions)])
+    assert ran.exit_code == 1
+    assert ran.stderr.splitlines() == [f"{definitions}/demo/demo.yaml:20:41: after 'nope': table 'u_device' has no "
+                                       f"field 'nope'", f"1 error(s) in {definitions}"]
+
+
+STAMP = dt.datetime(2026, 12, 5, 12, 0, 0)
+
+
+def rows_of(values: dict, count: int = 6) -> list[dict]:
+    gen = DemoGenerator("devices", "u_device", values, count)
+    return list(generated_rows(gen, {"devices": count}, {}, STAMP))
+
+
+@pytest.mark.parametrize("values, field, expected", [
+    # row i: (i × 37 mod H) hours and 1 + i mod 59 minutes after the field's value
+    ({"bought": "2026-01-01 08:00:00", "retired": {"after": "bought", "within_hours": 48}}, "retired",
+     ["2026-01-01 08:01:00", "2026-01-02 21:02:00", "2026-01-02 10:03:00", "2026-01-01 23:04:00",
+      "2026-01-01 12:05:00", "2026-01-03 01:06:00"]),
+    ({"warranty": "2026-01-01", "retired": {"after": "warranty", "within_hours": 1}}, "retired",  # a date: midnight
+     ["2026-01-01 00:01:00", "2026-01-01 00:02:00", "2026-01-01 00:03:00", "2026-01-01 00:04:00",
+      "2026-01-01 00:05:00", "2026-01-01 00:06:00"]),
+    ({"bought": "2026-01-01 08:00:00",  # in a cycle: the other rows stay empty
+      "retired": {"cycle": [None, None, {"after": "bought", "within_hours": 48}]}}, "retired",
+     [None, None, "2026-01-02 10:03:00", None, None, "2026-01-03 01:06:00"]),
+    ({"bought": {"cycle": [None, "2026-01-01 08:00:00"]},  # no value to follow: none
+      "retired": {"after": "bought", "within_hours": 48}}, "retired",
+     [None, "2026-01-02 21:02:00", None, "2026-01-01 23:04:00", None, "2026-01-03 01:06:00"]),
+    ({"bought": "2026-01-01 08:00:00", "retired": {"after": "bought", "within_hours": 48},  # after an `after`
+      "checked": {"after": "retired", "within_hours": 1}}, "checked",
+     ["2026-01-01 08:02:00", "2026-01-02 21:04:00", "2026-01-02 10:06:00", "2026-01-01 23:08:00",
+      "2026-01-01 12:10:00", "2026-01-03 01:12:00"]),
+    ({"bought": "2026-12-05 11:00:00", "retired": {"after": "bought", "within_hours": 48}}, "retired",
+     ["2026-12-05 11:01:00"] + ["2026-12-05 12:00:00"] * 5),  # never past the load's moment
+    ({"bought": "2026-12-24 08:00:00", "retired": {"after": "bought", "within_hours": 48}}, "retired",
+     ["2026-12-24 08:00:00"] * 6),  # a later start than the load: never before it
+])
+def test_an_after_value_is_within_its_hours_of_the_row_s_own_moment(values, field, expected):
+    made = [row[field] for row in rows_of(values)]
+    assert [None if v is None else f"{v:%Y-%m-%d %H:%M:%S}" for v in made] == expected
+    assert [row[field] for row in rows_of(values)] == made  # the same on every run
+
+
+def test_after_days_ago_is_later_within_its_hours_and_never_in_the_future():
+    values = {"bought": {"days_ago": 30}, "retired": {"after": "bought", "within_hours": 72}}
+    rows = rows_of(values, 200)
+    assert all(r["bought"] < r["retired"] <= min(r["bought"] + dt.timedelta(hours=72), STAMP)
+               for r in rows if r["bought"] < STAMP)
+    at_load = [r for r in rows if r["bought"] == STAMP]  # rows 1 and 121: bought at the load's moment
+    assert len(at_load) == 2 and all(r["retired"] == STAMP for r in at_load)
+    assert len({r["retired"] - r["bought"] for r in rows}) > 50  # spread, not one offset
+
+
+def test_init_writes_after_values_each_after_its_row_s_moment(init, app_dirs, database):
+    write(app_dirs[0], dated())
+    started = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+    ran = init("--scale", "5")
+    assert ran.exit_code == 0, ran.output
+    engine = sa.create_engine(database)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT name, bought, retired FROM u_device ORDER BY name")).all()
+    finally:
+        engine.dispose()
+    moments = {name: (_moment(bought), _moment(retired)) for name, bought, retired in rows}
+    assert len(moments) == 10
+    retired = {name: (b, r) for name, (b, r) in moments.items() if r is not None}
+    assert sorted(retired) == sorted(f"Device {n}" for n in (2, 4, 6, 8, 10))  # the cycle's second item
+    assert all(b < r <= dt.datetime.now(dt.UTC).replace(tzinfo=None) and r <= b + dt.timedelta(hours=48)
+               for b, r in retired.values()), retired
+    assert all(b >= started - dt.timedelta(days=30) for b, _ in moments.values())
+
+
+def _moment(value) -> dt.datetime | None:
+    """A date-time column as read back (SQLite gives text)."""
+    return dt.datetime.fromisoformat(str(value)) if value is not None else None

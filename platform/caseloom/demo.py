@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from .definitions.model import DefinitionFile, DemoGenerator
 from .definitions.yamlsource import DefinitionError, parse_yaml
+from .fieldtypes import FIELD_TYPES
 from .records import RecordError, RecordService, now
 from .users import add_user
 
@@ -112,6 +113,8 @@ def load_demo(service: RecordService, scale: int = 200) -> dict[str, int]:
 
 def generated_rows(gen: DemoGenerator, counts: dict, users: dict, stamp: dt.datetime,
                    sys_ids: SysIds = demo_sys_id) -> Iterator[dict]:
+    """The generator's rows, each row's values made in the order they are given (an `after` value
+    reads the row's values above it)."""
     makers = []
     for name, spec in gen.values.items():
         try:
@@ -119,22 +122,14 @@ def generated_rows(gen: DemoGenerator, counts: dict, users: dict, stamp: dt.date
         except (KeyError, ValueError) as exc:
             raise DemoError(gen.name, None, name, f"cannot make values from {spec!r}: {_why(exc)}") from None
     for i in range(counts[gen.name]):
+        row: dict[str, Any] = {}
         try:
-            row = {name: make(i) for name, make in makers}
-        except Exception:  # whatever a value spec raised: find which field, and name it
-            raise _failing_value(gen, makers, i) from None
+            for name, make in makers:
+                row[name] = make(i, row)
+        except Exception as exc:  # whatever a value spec raised: `name` is the field it was making
+            raise DemoError(gen.name, i + 1, name, _why(exc)) from None
         row["sys_id"] = sys_ids(gen.name, i)
         yield row
-
-
-def _failing_value(gen: DemoGenerator, makers: list, i: int) -> DemoError:
-    """The error of the first value of row `i` that cannot be made (each maker is run again, alone)."""
-    for name, make in makers:
-        try:
-            make(i)
-        except Exception as exc:  # the one that fails alone
-            return DemoError(gen.name, i + 1, name, _why(exc))
-    return DemoError(gen.name, i + 1, None, "a value could not be made")
 
 
 def _why(exc: BaseException) -> str:
@@ -187,25 +182,44 @@ def _value_keys(where: tuple, spec: dict, error: DemoError) -> tuple:
     return where + ("values", error.field)
 
 
-def _maker(spec: Any, counts: dict, users: dict, stamp: dt.datetime, sys_ids: SysIds) -> Callable[[int], Any]:
-    """A function of the row index for one value spec, built once per generator."""
+Maker = Callable[[int, dict], Any]  # a row's index and its values made so far, to one field's value
+
+
+def _maker(spec: Any, counts: dict, users: dict, stamp: dt.datetime, sys_ids: SysIds) -> Maker:
+    """A function of the row index (and of the row's values above this one) for one value spec, built
+    once per generator."""
     if isinstance(spec, str) and "{i}" in spec:
         head, _, tail = spec.partition("{i}")
-        return lambda i: f"{head}{i + 1}{tail}".replace("{i}", str(i + 1))
+        return lambda i, row: f"{head}{i + 1}{tail}".replace("{i}", str(i + 1))
     if not isinstance(spec, dict):
-        return lambda i: spec
+        return lambda i, row: spec
     if "cycle" in spec:
         makers = [_maker(item, counts, users, stamp, sys_ids) for item in spec["cycle"]]
-        return lambda i: makers[i % len(makers)](i)
+        return lambda i, row: makers[i % len(makers)](i, row)
     if "ref" in spec:
         total, every, name = counts[spec["ref"]], spec.get("every", 1), spec["ref"]
         ids: dict[int, str] = {}
-        return lambda i: (ids.setdefault((i // every) % total, sys_ids(name, (i // every) % total))
-                          if total else None)
+        return lambda i, row: (ids.setdefault((i // every) % total, sys_ids(name, (i // every) % total))
+                               if total else None)
     if "user" in spec:
         user = users[spec["user"]]
-        return lambda i: user
+        return lambda i, row: user
     if "days_ago" in spec:
         days = spec["days_ago"]
-        return lambda i: stamp - dt.timedelta(days=i % days, hours=i % 24, minutes=i % 60)
+        return lambda i, row: stamp - dt.timedelta(days=i % days, hours=i % 24, minutes=i % 60)
+    if "after" in spec:
+        start, hours = spec["after"], spec["within_hours"]
+        return lambda i, row: after(row[start], i, hours, stamp)
     raise ValueError(f"unknown demo value {spec!r}")
+
+
+def after(start: Any, i: int, hours: int, stamp: dt.datetime) -> dt.datetime | None:
+    """`{after: FIELD, within_hours: H}` for row `i` (0 is the first): FIELD's value (a date-time, a
+    date or its text) plus (i × 37 mod H) hours and 1 + i mod 59 minutes, so within H hours; never past
+    the load's moment `stamp` (nothing closes in the future), nor before FIELD's value. Empty when
+    FIELD is."""
+    begun = FIELD_TYPES["datetime"].parse(None, start)
+    if begun is None:
+        return None
+    later = begun + dt.timedelta(hours=i * 37 % hours, minutes=1 + i % 59)
+    return max(begun, min(later, stamp))

@@ -68,6 +68,12 @@ def register(ftype: FieldType) -> FieldType:
     return ftype
 
 
+def moment_types() -> str:
+    """The types whose values are moments, as a sentence: those that take `default: now` (date or
+    datetime)."""
+    return " or ".join(sorted(name for name, ftype in FIELD_TYPES.items() if ftype.now is not None))
+
+
 def is_empty(value: Any) -> bool:
     """None, or text of nothing but spaces: what every field type stores as empty (a boolean as false)."""
     return value is None or (isinstance(value, str) and value.strip() == "")

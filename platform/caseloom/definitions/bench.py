@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .demodata import check_after_values
 from .model import BenchDef, DemoGenerator, TableDef, frozen_map
 from .tables import resolve_path
 from .yamlsource import DefinitionError, SourceDocument
@@ -21,6 +22,7 @@ def build_bench(docs: list[SourceDocument], tables: dict[str, TableDef], actions
     generators = []
     for i, gen in enumerate(spec["generate"]):
         if check.values(("bench", "generate", i), gen["table"], gen["values"]):
+            check_after_values(doc, ("bench", "generate", i), tables[gen["table"]], gen["values"], errors)
             for field_name, value in gen["values"].items():
                 if isinstance(value, dict) and "ref" in value and value["ref"] not in names:
                     errors.append(doc.error(("bench", "generate", i, "values", field_name),

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from ..fieldtypes import FieldValueError
+from ..fieldtypes import FieldValueError, moment_types
 from .model import DemoGenerator, DemoSet, DemoUser, frozen_map
 from .yamlsource import SourceDocument
 
@@ -27,6 +28,7 @@ def build_demo(docs: list[SourceDocument], tables: dict, roles: dict, errors: li
             for field_name, value in gen["values"].items():
                 _check_value(doc, where + ("values", field_name), tables, table, field_name, value, made, user_names,
                              errors)
+            check_after_values(doc, where, table, gen["values"], errors)
             generators.append(DemoGenerator(gen["name"], gen["table"], frozen_map(gen["values"]),
                                             gen.get("count"), gen.get("per_scale", gen.get("per_account"))))
     return DemoSet(tuple(users), tuple(generators))
@@ -103,6 +105,59 @@ def _check_constant(doc: SourceDocument, at: tuple, field, value: Any, errors: l
     if parsed is not None and field.choices and field.choice_label(parsed) is None:
         errors.append(doc.error(at, f"{value!r} is not one of the choices of {field.name!r} "
                                     f"({', '.join(str(v) for v, _ in field.choices)})"))
+
+
+AFTER_KEYS = ("after", "within_hours")
+
+
+def check_after_values(doc: SourceDocument, where: tuple, table, values: Mapping, errors: list) -> None:
+    """Every `{after: FIELD, within_hours: H}` among a generator's values (a cycle's items too), each
+    problem at its key: a date or date-time made from a date or date-time FIELD that the row has a
+    value of before this one is made (given above it)."""
+    above: set[str] = set()
+    for name, value in values.items():
+        for keys, item in _items(value):
+            if isinstance(item, dict) and "after" in item:
+                for key, why in _after_problems(table, name, item, above, values):
+                    errors.append(doc.error(where + ("values", name) + keys + key, why))
+        above.add(name)
+
+
+def _items(value: Any) -> list[tuple[tuple, Any]]:
+    """A value's forms with their keys: a cycle's items, or the value itself."""
+    if isinstance(value, dict) and isinstance(value.get("cycle"), list):
+        return [(("cycle", j), item) for j, item in enumerate(value["cycle"])]
+    return [((), value)]
+
+
+def _after_problems(table, name: str, spec: dict, above: set[str], values: Mapping) -> list[tuple[tuple, str]]:
+    """What is wrong with field `name`'s `{after: FIELD, within_hours: H}`: each problem's keys, and why."""
+    problems = [((key,), f"unknown key {key!r}: an `after` value takes {' and '.join(AFTER_KEYS)}")
+                for key in spec if key not in AFTER_KEYS]
+    target = table.field(name)
+    if target is not None and target.ftype.now is None:
+        problems.append(((), f"{{after: ...}} makes a date-time; field {name!r} is {target.type}, not "
+                             f"{moment_types()}"))
+    start = spec["after"]
+    field = table.field(start) if isinstance(start, str) else None
+    if field is None:
+        problems.append((("after",), f"after {start!r}: table {table.name!r} has no field {start!r}"))
+    elif field.ftype.now is None:
+        problems.append((("after",), f"after {start!r}: field {start!r} is {field.type}, not {moment_types()}"))
+    elif start == name:
+        problems.append((("after",), f"after {start!r}: a field cannot come after itself; name the date or "
+                                     f"date-time field it follows"))
+    elif start not in above:
+        given = f"is given below {name!r}" if start in values else "has no value in this generator"
+        problems.append((("after",), f"after {start!r}: {start!r} {given}, so no row has it yet when {name!r} is "
+                                     f"made: give {start!r} a value above {name!r}"))
+    hours = spec.get("within_hours")
+    if "within_hours" not in spec:
+        problems.append(((), f"after {start!r} needs within_hours: H, the most hours after it (a whole number, "
+                             f"1 or more)"))
+    elif isinstance(hours, bool) or not isinstance(hours, int) or hours < 1:
+        problems.append((("within_hours",), f"within_hours: {hours!r} is not a whole number of hours, 1 or more"))
+    return problems
 
 
 def _is_a(tables: dict, name: str, wanted: str | None) -> bool:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from ..fieldtypes import FIELD_TYPES, FieldValueError
+from ..fieldtypes import FieldValueError, moment_types
 from .model import SYS_FIELDS, FieldDef, FormSection, NumberDef, RelatedList, TableDef, frozen_map
 from .yamlsource import SourceDocument
 
@@ -217,9 +217,9 @@ def _default_now(doc: SourceDocument, field: FieldDef, errors: list) -> FieldDef
     """`default: now` on a field whose type takes it (date, datetime); on any other, an error at the key."""
     if field.ftype.now is not None:
         return replace(field, default_now=True)
-    takers = " or ".join(sorted(name for name, ftype in FIELD_TYPES.items() if ftype.now is not None))
     errors.append(doc.error(("fields", field.name, "default"),
-                            f"default: now (the moment a record is created) applies only to fields of type {takers}; "
+                            f"default: now (the moment a record is created) applies only to fields of type "
+                            f"{moment_types()}; "
                             f"field {field.name!r} is of type {field.type}: give it a value of its type, or no default"))
     return field
 
