@@ -242,12 +242,12 @@ def test_index_false_drops_the_automatic_index_of_a_choice_and_keeps_its_values(
 def test_an_index_led_by_the_class_stands_for_the_class_index(runtime, runtime_for):
     """A declared index that starts with sys_class_name replaces the class index of a shared table, on
     an existing database too; taking it out brings the class index back."""
-    led = {"ix_task_sys_class_name_active_state_priority_assigned_to", "ix_task_sys_class_name_sys_created_on"}
+    led = {"ix_task_sys_class_name_active_state_priority_assigned_to", "ix_task_sys_class_name_opened_at"}
     assert led <= indexes(runtime.engine, "task")
     assert "ix_task_sys_class_name" not in indexes(runtime.engine, "task")
     case = edit(shipped()["tables/sn_customerservice_case.yaml"],
                 ("  - [sys_class_name, active, state, priority, assigned_to]\n", ""),
-                ("  - [sys_class_name, sys_created_on]\n", ""))
+                ("  - [sys_class_name, opened_at]\n", ""))
     new = runtime_for(changed({"tables/sn_customerservice_case.yaml": case}))
 
     done = migrate(new.engine, new.storage)

@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import io
 import re
+import statistics
 from urllib.parse import quote
 
 import openpyxl
@@ -153,13 +154,57 @@ def test_the_backlog_counts_what_the_table_api_lists(as_user):
     assert states == [s for s in declared if s in states]  # choices in their declared order
 
 
-def test_a_trend_shows_every_period_of_the_range_an_empty_one_as_zero(as_user):
-    result = report_json(as_user("manager"), "new_cases_per_day", "7")
+@pytest.mark.parametrize("days", [7, 30])
+def test_a_trend_shows_every_period_of_the_range_an_empty_one_as_zero(as_user, days):
+    """New cases per day, by opened_at: the demo's cases were opened over their last 60 days (row i, i days
+    and hours ago), so the test's dozen fall on the last dozen days and the older days of a month are 0."""
+    api = as_user("manager")
+    result = report_json(api, "new_cases_per_day", str(days))
     today = dt.datetime.now(dt.UTC).date()
-    days = [(today - dt.timedelta(days=6 - i)).isoformat() for i in range(7)]  # today and the 6 days before
-    assert [g["query"].split("^")[0] for g in result["groups"]] == [f"sys_created_on>={d} 00:00:00" for d in days]
+    starts = [(today - dt.timedelta(days=days - 1 - i)).isoformat() for i in range(days)]  # today and the days before
+    assert [g["query"].split("^")[0] for g in result["groups"]] == [f"opened_at>={d} 00:00:00" for d in starts]
     values = [int(g["value"]) for g in result["groups"]]
-    assert values[:-1] == [0] * 6 and values[-1] > 0  # the demo's cases were all made today
+    assert values == [total(api, CASE, g["query"]) for g in result["groups"]]
+    assert sum(1 for v in values if v) > 3  # opened on many days, not all on the day of `caseloom init`
+    if days == 30:
+        assert values[0] == 0  # 29 days ago: none opened, shown as 0
+
+
+def test_the_demo_s_closed_cases_give_the_time_to_resolve(as_user):
+    """The demo's closed and canceled cases closed after they were opened, never in the future; the time to
+    resolve is their average from opened_at to closed_at, the median beside it, and opens exactly them."""
+    api = as_user("manager")
+    result = report_json(api, "average_time_to_resolve", "30")
+    fields = "&sysparm_fields=number,state,opened_at,closed_at&sysparm_limit=1000"
+    closed = api.get(f"{CASES}?sysparm_query={quote(result['score']['query'])}{fields}").json["result"]
+    assert closed and {c["state"] for c in closed} <= {"3", "7"}
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    spans = []
+    for case in closed:
+        opened, ended = (dt.datetime.fromisoformat(case[f]) for f in ("opened_at", "closed_at"))
+        assert opened < ended <= now, case
+        spans.append((ended - opened).total_seconds())
+    assert float(result["score"]["value"]) == pytest.approx(sum(spans) / len(spans)) and float(result["score"]["value"]) > 0
+    assert result["score"]["display_value"] not in ("", "0")  # in words: "1 Day 3 Hours"
+    assert float(result["also"]["value"]) == pytest.approx(statistics.median(spans))
+    every = api.get(f"{CASES}?sysparm_query=stateIN3,7{fields}").json["result"]
+    assert every and all(c["closed_at"] for c in every)  # every closed and canceled demo case has its closing
+    resolved = api.get(f"{CASES}?sysparm_query=state=6{fields}").json["result"]
+    assert resolved and not any(c["closed_at"] for c in resolved)  # resolved: still active, not closed
+
+
+def test_a_closed_case_with_no_opened_at_has_no_time_to_resolve(as_user):
+    """A case whose opened_at is empty (one made before the field had a default, or imported without it)
+    neither moves the average nor is among the records the number opens."""
+    manager, agent = as_user("manager"), as_user("agent")
+    before = report_json(manager, "average_time_to_resolve", "30")
+    case = agent.post(CASES, json={"short_description": "Imported, never opened", "opened_at": ""}).json["result"]
+    assert case["opened_at"] == ""
+    assert agent.post(f"{ACTIONS}/{case['sys_id']}/close_case", json={"close_notes": "Done."}).status_code == 200
+    assert manager.get(f"{CASES}/{case['sys_id']}?sysparm_fields=closed_at").json["result"]["closed_at"]
+    after = report_json(manager, "average_time_to_resolve", "30")
+    assert after["score"] == before["score"] and after["also"] == before["also"]
+    assert total(manager, CASE, after["score"]["query"] + f"^sys_id={case['sys_id']}") == 0
 
 
 def test_a_reassignment_is_counted_and_a_first_assignment_is_not(as_user):
@@ -197,9 +242,10 @@ def test_a_backlog_ignores_the_date_range(as_user):
 
 def test_a_score_against_the_period_before(as_user):
     result = report_json(as_user("manager"), "new_cases", "30")
-    assert result["score"]["query"] == "sys_created_on>=javascript:gs.daysAgoStart(29)"  # today and 29 days before
+    assert result["score"]["query"] == "opened_at>=javascript:gs.daysAgoStart(29)"  # today and 29 days before
+    # the test's demo cases were opened in the last dozen days: none in the 30 before
     assert result["previous"] == {"value": "0", "display_value": "0", "query": (
-        "sys_created_on>=javascript:gs.daysAgoStart(59)^sys_created_on<javascript:gs.daysAgoStart(29)")}
+        "opened_at>=javascript:gs.daysAgoStart(59)^opened_at<javascript:gs.daysAgoStart(29)")}
 
 
 @pytest.mark.parametrize("user, home", [
