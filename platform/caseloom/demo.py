@@ -209,11 +209,11 @@ def _maker(spec: Any, counts: dict, users: dict, stamp: dt.datetime, sys_ids: Sy
         return lambda i, row: stamp - dt.timedelta(days=i % days, hours=i % 24, minutes=i % 60)
     if "after" in spec:
         start, hours = spec["after"], spec["within_hours"]
-        return lambda i, row: after(row[start], i, hours, stamp)
+        return lambda i, row: _after(row[start], i, hours, stamp)
     raise ValueError(f"unknown demo value {spec!r}")
 
 
-def after(start: Any, i: int, hours: int, stamp: dt.datetime) -> dt.datetime | None:
+def _after(start: Any, i: int, hours: int, stamp: dt.datetime) -> dt.datetime | None:
     """`{after: FIELD, within_hours: H}` for row `i` (0 is the first): FIELD's value (a date-time, a
     date or its text) plus (i × 37 mod H) hours and 1 + i mod 59 minutes, so within H hours; never past
     the load's moment `stamp` (nothing closes in the future), nor before FIELD's value. Empty when
