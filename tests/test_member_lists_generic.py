@@ -597,6 +597,38 @@ def test_a_demo_value_that_cannot_be_written_names_generator_row_and_field(init,
     assert "demo data:" not in ran.stdout
 
 
+BAD_VALUES = {  # each a value `caseloom validate` refuses at its place, before any row is written
+    "days_ago of a field that is not a moment": (
+        ('serial: "SN-{i}"', "serial: {days_ago: 30}"), "demo/demo.yaml:14:17",
+        "{days_ago: ...} makes a date-time; field 'serial' is string, not date or datetime"),
+    "an unknown generator in a cycle": (
+        ("site: {ref: sites}", "site: {cycle: [{ref: sites}, {ref: sitez}]}"), "demo/demo.yaml:18:44",
+        "unknown generator 'sitez'"),
+    "a generator of another table in a cycle": (
+        ("site: {ref: sites}", "site: {cycle: [{ref: sites}, {ref: devices}]}"), "demo/demo.yaml:18:38",
+        "generator 'devices' makes 'u_device' records; field 'site' is a reference to 'u_site'"),
+    "an unknown user in a cycle": (
+        ("site: {ref: sites}", "owner: {cycle: [{user: admin}, {user: nobody}]}"), "demo/demo.yaml:18:47",
+        "unknown demo user 'nobody'"),
+    "a user of a field that is no reference to users": (
+        ("site: {ref: sites}", "site: {user: admin}"), "demo/demo.yaml:18:15",
+        "{user: ...} is a sys_user record; field 'site' is a reference to 'u_site'"),
+    "a literal a cycle's field does not take": (
+        ("rank: {cycle: [1, 2]}", "rank: {cycle: [1, many]}"), "demo/demo.yaml:16:27",
+        "'many' is not a value of integer field 'rank'"),
+}
+
+
+@pytest.mark.parametrize("change, where, message", BAD_VALUES.values(), ids=BAD_VALUES.keys())
+def test_a_bad_demo_value_is_located_and_named_by_validate(app_dirs, change, where, message):
+    """Each value of a generator, a cycle's items too, is checked against its field when the definitions
+    are read: a `days_ago` of a text field, a `ref` or `user` that names nothing or the wrong table."""
+    errors = errors_of(write(app_dirs[0], {"demo/demo.yaml": DEMO.replace(*change)}))
+    located = [e for e in errors if e.startswith(where + ": ")]
+    assert located, f"no error at {where}: {errors}"
+    assert message in located[0], errors
+
+
 # -- {after: FIELD, within_hours: H}: a moment after another of the same row -------------------------
 
 DATED_DEVICE = TABLES["tables/u_device.yaml"] + ("  bought: {type: datetime}\n  retired: {type: datetime}\n"

@@ -72,23 +72,39 @@ def _check_user_ref(doc: SourceDocument, at: tuple, tables: dict, field, value: 
 def _check_value(doc: SourceDocument, at: tuple, tables: dict, table, field_name: str, value: Any,
                  made: dict[str, str], user_names: set[str], errors: list) -> None:
     """One generator value: a field of the table; a `ref` to a generator of the table it points at, a
-    known `user`, or literals (a cycle's too) its field's type takes."""
+    known `user`, a `days_ago` of a date or date-time field, or literals its field's type takes; a
+    cycle's items each the same way."""
     field = table.field(field_name)
     if field is None:
         errors.append(doc.error(at, f"table {table.name!r} has no field {field_name!r}"))
-    elif isinstance(value, dict) and "ref" in value:
+        return
+    if isinstance(value, dict) and "cycle" in value:
+        for j, item in enumerate(value["cycle"]):
+            _check_item(doc, at + ("cycle", j), tables, field, item, made, user_names, errors)
+    else:
+        _check_item(doc, at, tables, field, value, made, user_names, errors)
+
+
+def _check_item(doc: SourceDocument, at: tuple, tables: dict, field, value: Any, made: dict[str, str],
+                user_names: set[str], errors: list) -> None:
+    if isinstance(value, dict) and "ref" in value:
         ref_table = made.get(value["ref"])
         if ref_table is None:
             errors.append(doc.error(at + ("ref",), f"unknown generator {value['ref']!r}"))
         elif field.type != "reference" or not _is_a(tables, ref_table, field.reference):
             to = f"a reference to {field.reference!r}" if field.type == "reference" else field.type
             errors.append(doc.error(at, f"generator {value['ref']!r} makes {ref_table!r} records; "
-                                        f"field {field_name!r} is {to}"))
-    elif isinstance(value, dict) and "user" in value and value["user"] not in user_names:
-        errors.append(doc.error(at + ("user",), f"unknown demo user {value['user']!r}"))
-    elif isinstance(value, dict) and "cycle" in value:
-        for j, item in enumerate(value["cycle"]):
-            _check_constant(doc, at + ("cycle", j), field, item, errors)
+                                        f"field {field.name!r} is {to}"))
+    elif isinstance(value, dict) and "user" in value:
+        if value["user"] not in user_names:
+            errors.append(doc.error(at + ("user",), f"unknown demo user {value['user']!r}"))
+        elif field.type != "reference" or not _is_a(tables, "sys_user", field.reference):
+            to = f"a reference to {field.reference!r}" if field.type == "reference" else field.type
+            errors.append(doc.error(at, f"{{user: ...}} is a sys_user record; field {field.name!r} is {to}"))
+    elif isinstance(value, dict) and "days_ago" in value:
+        if field.type not in ("date", "datetime"):
+            errors.append(doc.error(at, f"{{days_ago: ...}} makes a date-time; field {field.name!r} is {field.type}, "
+                                        f"not date or datetime"))
     else:
         _check_constant(doc, at, field, value, errors)
 
