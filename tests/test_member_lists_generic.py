@@ -613,6 +613,16 @@ BAD_VALUES = {  # each a value `caseloom validate` refuses at its place, before 
     "a user of a field that is no reference to users": (
         ("site: {ref: sites}", "site: {user: admin}"), "demo/demo.yaml:18:15",
         "{user: ...} is a sys_user record; field 'site' is a reference to 'u_site'"),
+    "a mapping of no known form": (
+        ("site: {ref: sites}", "site: {reff: sites}"), "demo/demo.yaml:18:15",
+        "a mapping here is one of {cycle: ...}, {ref: ...}, {user: ...}, {days_ago: ...}, {after: ...} "
+        "(keys given: reff)"),
+    "a key the form does not take": (
+        ("site: {ref: sites}", "site: {ref: sites, evry: 2}"), "demo/demo.yaml:18:15",
+        "unknown key 'evry' in {ref: ...}, which takes ref, every"),
+    "a form's value out of range": (
+        ("rank: {cycle: [1, 2]}", "rank: {days_ago: 0}"), "demo/demo.yaml:16:15",
+        "days_ago: 0 is less than the minimum of 1"),
     "a literal a cycle's field does not take": (
         ("rank: {cycle: [1, 2]}", "rank: {cycle: [1, many]}"), "demo/demo.yaml:16:27",
         "'many' is not a value of integer field 'rank'"),

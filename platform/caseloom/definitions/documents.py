@@ -277,6 +277,33 @@ def _schema_message(problem: jsonschema.ValidationError) -> str:
     if problem.validator == "not" and problem.validator_value == {"pattern": "^sys_"}:
         return f"{prefix}{problem.instance!r}: a name beginning with sys_ is the platform's own (sys_id, " \
                f"sys_created_on, ...); choose another"
+    if problem.validator == "oneOf" and isinstance(problem.instance, dict):
+        told = _shape_message(problem)
+        if told:
+            return prefix + told
     if problem.validator == "oneOf" and isinstance(problem.instance, (dict, str)):
         return f"{prefix}{problem.instance!r} does not match any of the allowed shapes"
     return prefix + problem.message
+
+
+def _shape_message(problem: jsonschema.ValidationError) -> str | None:
+    """A mapping that is none of the shapes allowed, where each shape is a mapping known by a key it
+    requires (a demo value: `cycle`, `ref`, `user`, ...): the shape its keys name, and what is wrong with it;
+    or, when they name none, the keys that would."""
+    shapes = {i: alt["required"][0] for i, alt in enumerate(problem.validator_value)
+              if isinstance(alt, dict) and alt.get("type") == "object" and alt.get("required")}
+    if not shapes:
+        return None
+    named = [i for i, key in shapes.items() if key in problem.instance]
+    if not named:
+        got = ", ".join(map(str, problem.instance)) or "none"
+        return f"a mapping here is one of {', '.join('{' + key + ': ...}' for key in shapes.values())} (keys given: {got})"
+    inner = [e for e in problem.context or () if e.schema_path and e.schema_path[0] == named[0]]
+    if not inner:
+        return None
+    first = inner[0]
+    if first.validator == "additionalProperties":
+        known = first.schema.get("properties", {})
+        extra = ", ".join(repr(k) for k in problem.instance if k not in known)
+        return f"unknown key {extra} in {{{shapes[named[0]]}: ...}}, which takes {', '.join(known)}"
+    return f"{shapes[named[0]]}: {first.message}"
