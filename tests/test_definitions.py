@@ -123,6 +123,14 @@ BAD = {
     "yaml syntax error": (
         {"tables/a.yaml": "table: a\nfields:\n  x: {type: string\n  y: 1\n"},
         "tables/a.yaml:4:4", "YAML syntax error"),
+    "a date that is no date": (  # YAML reads 2027-02-30 as a date, which cannot be made: named, not a crash
+        {"tables/a.yaml": "table: a\nfields:\n  d: {type: date, default: 2027-02-30}\n"},
+        "tables/a.yaml:3:28", "'2027-02-30' is written as a date or time but is not one (day is out of range for "
+                              "month); write a real one, or quote it to mean the text"),
+    "a holiday key that is no date": (
+        {"schedules/a.yaml": "schedules:\n  s:\n    time_zone: UTC\n    windows: {mon: ['09:00-17:00']}\n"
+                             "    holidays: {2027-13-01: Nowhen}\n"},
+        "schedules/a.yaml:5:16", "'2027-13-01' is written as a date or time but is not one (month must be in 1..12)"),
     "unknown top-level kind": (
         {"tables/a.yaml": "tabel: a\n"},
         "tables/a.yaml:1:1", "cannot tell what this file defines (found tabel)"),

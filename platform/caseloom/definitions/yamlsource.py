@@ -123,7 +123,11 @@ def _to_python(node: yaml.Node, path: tuple, positions: dict, source: str, probl
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_to_python(item, path + (i,), positions, source, problems, count) for i, item in enumerate(node.value)]
-    return _scalar.construct_object(node, deep=True)
+    try:
+        return _scalar.construct_object(node, deep=True)
+    except ValueError as exc:  # written as a date or a time that cannot be one (2027-02-30, 25:00:00)
+        raise DefinitionError(_mark(source, node), f"{node.value!r} is written as a date or time but is not one "
+                                                   f"({exc}); write a real one, or quote it to mean the text") from None
 
 
 def _mark(source: str, node: yaml.Node) -> Location:
