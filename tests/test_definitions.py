@@ -131,6 +131,12 @@ BAD = {
         {"schedules/a.yaml": "schedules:\n  s:\n    time_zone: UTC\n    windows: {mon: ['09:00-17:00']}\n"
                              "    holidays: {2027-13-01: Nowhen}\n"},
         "schedules/a.yaml:5:16", "'2027-13-01' is written as a date or time but is not one (month must be in 1..12)"),
+    "a number that is no number": (  # YAML's .inf and .nan pass every range check; no count or score is one
+        {"tables/a.yaml": "table: a\nfields:\n  n: {type: decimal, default: .nan}\n"},
+        "tables/a.yaml:3:31", "'.nan' is not a finite number; write a number, or quote it to mean the text"),
+    "an infinite number": (
+        {"tables/a.yaml": "table: a\nfields:\n  n: {type: decimal, default: -.inf}\n"},
+        "tables/a.yaml:3:31", "'-.inf' is not a finite number"),
     "unknown top-level kind": (
         {"tables/a.yaml": "tabel: a\n"},
         "tables/a.yaml:1:1", "cannot tell what this file defines (found tabel)"),

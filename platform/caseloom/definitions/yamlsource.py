@@ -6,6 +6,7 @@ JSON path into the document, the line and column of the node that produced it.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -124,10 +125,14 @@ def _to_python(node: yaml.Node, path: tuple, positions: dict, source: str, probl
     if isinstance(node, yaml.SequenceNode):
         return [_to_python(item, path + (i,), positions, source, problems, count) for i, item in enumerate(node.value)]
     try:
-        return _scalar.construct_object(node, deep=True)
+        value = _scalar.construct_object(node, deep=True)
     except ValueError as exc:  # written as a date or a time that cannot be one (2027-02-30, 25:00:00)
         raise DefinitionError(_mark(source, node), f"{node.value!r} is written as a date or time but is not one "
                                                    f"({exc}); write a real one, or quote it to mean the text") from None
+    if isinstance(value, float) and not math.isfinite(value):  # .inf, .nan: no count, size or score is one
+        raise DefinitionError(_mark(source, node), f"{node.value!r} is not a finite number; write a number, or quote "
+                                                   f"it to mean the text")
+    return value
 
 
 def _mark(source: str, node: yaml.Node) -> Location:
