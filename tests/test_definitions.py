@@ -464,3 +464,18 @@ def test_validate_warns_of_a_limited_field_mailed_outside_the_platform(recipient
     assert len(messages) == 1
     assert messages[0].startswith("definitions/notifications/n.yaml:6:11: e-mails record.notes to who (people outside")
     assert "they get it empty" in messages[0] and "access/a.yaml:2:5" in messages[0]
+
+
+@pytest.mark.parametrize("file, line", [("rules/major_issue.yaml", 14), ("actions/major_issue.yaml", 147)])
+def test_a_field_list_property_naming_no_field_is_refused_where_it_is_read(definitions_copy, file, line):
+    """A list property whose default names fields to copy (`fields_property` of copy_to_children,
+    `copy_fields_property` of create_children_from_list) is checked against the table: a name it does not
+    have would be left out without a word at run time."""
+    from conftest import errors_after_edit
+
+    errors = errors_after_edit(definitions_copy, "properties/major_issue.yaml", "default: [priority, state, comments,",
+                               "default: [priority, stat, comments,")
+    located = [e for e in errors if f"/{file}:{line}:" in e]
+    assert located and located[0].endswith(
+        "system property 'sn_customerservice.case_fields_to_sync' lists 'stat' in its default, which is not a field "
+        "of 'sn_customerservice_case'"), errors

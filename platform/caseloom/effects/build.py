@@ -95,6 +95,19 @@ class Builder:
             self.error(at, f"system property {name!r} is a {prop.type}, not a {ptype}")
         return prop
 
+    def field_list_property(self, name: Any, at: tuple, table: TableDef | None = None) -> PropertyDef | None:
+        """A list property naming fields of `table` (this builder's unless given), each name of its declared
+        default checked: a field it does not have would be left out without a word at run time."""
+        prop = self.property(name, at, "list")
+        table = table or self.table
+        if prop is None or table is None:
+            return prop
+        for field in prop.default or ():
+            if table.field(str(field)) is None:
+                self.error(at, f"system property {name!r} lists {field!r} in its default, which is not a field of "
+                               f"{table.name!r}")
+        return prop
+
     # -- values --------------------------------------------------------------------------------
 
     def template(self, text: Any, at: tuple, names: tuple[str, ...] | None = None) -> Template | None:

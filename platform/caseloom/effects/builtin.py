@@ -172,7 +172,7 @@ def _parse_copy(b: Builder, args: dict, at: tuple) -> ChildrenArgs | None:
     for i, name in enumerate(args.get("fields", ())):
         _same_field(b, kids, name, at + ("fields", i))
     if "fields_property" in args:
-        b.property(args["fields_property"], at + ("fields_property",), "list")
+        b.field_list_property(args["fields_property"], at + ("fields_property",))
     for name, extra in (args.get("with") or {}).items():
         for j, other in enumerate([name, *extra]):
             _same_field(b, kids, other, at + ("with", name) + ((j - 1,) if j else ()))
@@ -349,7 +349,7 @@ def _parse_children_from_list(b: Builder, args: dict, at: tuple) -> ChildrenFrom
     for i, name in enumerate(args.get("copy_fields", ())):
         b.field(name, at + ("copy_fields", i), own=True)
     if "copy_fields_property" in args:
-        b.property(args["copy_fields_property"], at + ("copy_fields_property",), "list")
+        b.field_list_property(args["copy_fields_property"], at + ("copy_fields_property",))
     if list_ref is not None and "lock" in args:
         b.field(args["lock"], at + ("lock",), b.tables[list_ref.reference], own=True)
     if list_ref is None:
