@@ -102,6 +102,24 @@ def test_query_with_an_encoded_query(snc, runtime):
     assert got == [(w["number"], str(w["state"]), {1: "New", 10: "Open"}[w["state"]]) for w in want]
 
 
+def test_a_date_range_as_servicenow_s_list_filter_writes_it(snc, runtime):
+    """ServiceNow's filters write "on today" and "between" as ON and BETWEEN with dynamic ends: the same
+    records as the two comparisons they mean."""
+    today = "javascript:gs.beginningOfToday()@javascript:gs.endOfToday()"
+    want = {w["number"] for w in expected(runtime, "opened_at>=javascript:gs.beginningOfToday()"
+                                                   "^opened_at<=javascript:gs.endOfToday()")}
+    assert want  # the demo opens some cases today
+    for query in (f"opened_atONToday@{today}", f"opened_atBETWEEN{today}"):
+        gr = snc.GlideRecord(CASE)
+        gr.add_encoded_query(query)
+        gr.query()
+        assert {r.get_value("number") for r in gr} == want, query
+    gr = snc.GlideRecord(CASE)
+    gr.add_encoded_query(f"opened_atNOTONToday@{today}")
+    gr.query()
+    assert not want & {r.get_value("number") for r in gr} and len(gr) == len(expected(runtime, "")) - len(want)
+
+
 def test_query_pages_through_everything_in_batches(snc, server, runtime):
     want = {w["sys_id"] for w in expected(runtime, "")}
     assert len(want) > 7

@@ -95,6 +95,23 @@ AS_ALICE = [
     ("opened<javascript:gs.daysAgo(7)", {"bob-week-ago"}),
     ("due=javascript:gs.beginningOfToday()", {"alice-now"}),  # a date field: today's date
     ("due<javascript:gs.daysAgo(-1)", {"alice-now", "alice-yesterday", "bob-week-ago"}),
+    # ServiceNow's ranges (the list filter's "on", "between"): the two comparisons they make
+    ("openedBETWEENjavascript:gs.daysAgoStart(1)@javascript:gs.daysAgoEnd(1)", {"alice-yesterday"}),
+    ("openedONToday@javascript:gs.beginningOfToday()@javascript:gs.endOfToday()",
+     {"alice-now", "alice-midnight", "bob-hour-ago"}),
+    ("openedNOTONToday@javascript:gs.beginningOfToday()@javascript:gs.endOfToday()",
+     {"alice-yesterday", "bob-week-ago", "nobody-tomorrow"}),
+    ("openedONThis week@javascript:gs.beginningOfThisWeek()@javascript:gs.endOfThisWeek()",  # from Monday the 4th
+     {"alice-now", "alice-yesterday", "alice-midnight", "bob-hour-ago"}),
+    ("openedONLast week@javascript:gs.beginningOfLastWeek()@javascript:gs.endOfLastWeek()", {"bob-week-ago"}),
+    ("openedONTomorrow@javascript:gs.beginningOfTomorrow()@javascript:gs.endOfTomorrow()", {"nobody-tomorrow"}),
+    ("openedONThis month@javascript:gs.beginningOfThisMonth()@javascript:gs.endOfThisMonth()", EVERYONE),
+    ("openedONLast month@javascript:gs.beginningOfLastMonth()@javascript:gs.endOfLastMonth()", set()),
+    ("title=nobody-tomorrow^ORopenedBETWEEN2024-03-03 00:00:00@2024-03-03 23:59:59",
+     {"nobody-tomorrow", "bob-week-ago"}),
+    ("dueBETWEEN2024-03-09@2024-03-10", {"alice-now", "alice-yesterday"}),
+    ({"field": "opened", "op": "between",
+      "value": ["javascript:gs.beginningOfYesterday()", "javascript:gs.endOfYesterday()"]}, {"alice-yesterday"}),
     ({"field": "owner", "op": "eq", "value": "javascript:gs.getUserID()"}, ALICES),
     ({"field": "owner", "op": "in", "value": ["javascript:gs.getUserID()"]}, ALICES),
     ({"any": [{"field": "owner", "op": "eq", "value": "javascript:gs.getUserID()"},
@@ -155,6 +172,19 @@ def test_a_value_still_as_text_is_recognised_when_it_runs(world):
     ("gs.daysAgoStart(0)", dt.datetime(2024, 3, 10)),
     ("gs.hoursAgo(16)", dt.datetime(2024, 3, 9, 23, 30, 45)),
     ("gs.minutesAgo(31)", dt.datetime(2024, 3, 10, 14, 59, 45)),
+    ("gs.daysAgoEnd(2)", dt.datetime(2024, 3, 8, 23, 59, 59)),
+    ("gs.beginningOfYesterday()", dt.datetime(2024, 3, 9)),
+    ("gs.endOfTomorrow()", dt.datetime(2024, 3, 11, 23, 59, 59)),
+    ("gs.beginningOfThisWeek()", dt.datetime(2024, 3, 4)),  # Sunday the 10th is in the week from Monday the 4th
+    ("gs.endOfThisWeek()", dt.datetime(2024, 3, 10, 23, 59, 59)),
+    ("gs.beginningOfNextWeek()", dt.datetime(2024, 3, 11)),
+    ("gs.endOfLastWeek()", dt.datetime(2024, 3, 3, 23, 59, 59)),
+    ("gs.beginningOfLastMonth()", dt.datetime(2024, 2, 1)),
+    ("gs.endOfLastMonth()", dt.datetime(2024, 2, 29, 23, 59, 59)),  # a leap year
+    ("gs.endOfNextMonth()", dt.datetime(2024, 4, 30, 23, 59, 59)),
+    ("gs.beginningOfThisYear()", dt.datetime(2024, 1, 1)),
+    ("gs.endOfLastYear()", dt.datetime(2023, 12, 31, 23, 59, 59)),
+    ("gs.beginningOfNextYear()", dt.datetime(2025, 1, 1)),
     ("gs.getUserID()", ALICE),
     ("gs.getUserName()", "alice"),
 ])
@@ -169,6 +199,7 @@ def test_each_token_means_what_servicenow_means(token, value):
     "owner=javascript:gs.getUserID()",
     "opened>=javascript:gs.daysAgoStart(7)^ORopenedISEMPTY",
     "ownerINjavascript:gs.getUserID(),abc",
+    "title=x^ORopenedBETWEEN2024-03-03 00:00:00@javascript:gs.endOfLastWeek()",  # a range in an OR group
 ])
 def test_encoded_queries_keep_their_dynamic_values(text):
     assert to_encoded(parse_encoded(text)) == text
@@ -182,6 +213,12 @@ def test_encoded_queries_keep_their_dynamic_values(text):
     ("opened>javascript:gs.daysAgo(10000000)", "gs.daysAgo() takes a whole number"),
     ("owner=javascript:gs.getUserID(1)", "gs.getUserID() takes no argument"),
     ("ownerINabc,javascript:gs.nope()", "'javascript:gs.nope()' is not a dynamic value"),
+    ("openedBETWEENjavascript:gs.beginningOfToday()", "BETWEEN takes start@end"),
+    ("openedBETWEEN2024-01-01@2024-01-02@2024-01-03", "BETWEEN takes start@end"),
+    ("openedONjavascript:gs.beginningOfToday()@javascript:gs.endOfToday()", "ON takes label@start@end"),
+    ("openedNOTONToday@@javascript:gs.endOfToday()", "NOTON takes label@start@end"),
+    ("openedBETWEENjavascript:gs.beginningOfWeek()@javascript:gs.endOfToday()",
+     "'javascript:gs.beginningOfWeek()' is not a dynamic value"),
 ])
 def test_an_unknown_dynamic_value_is_refused_naming_it(written, named):
     with pytest.raises(QueryError) as found:

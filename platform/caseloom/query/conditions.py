@@ -43,9 +43,14 @@ def parse_encoded(text: str | None) -> Query:
             elif raw.startswith("ORDERBY"):
                 order.append((_order_field(raw[7:]), False))
             elif raw.startswith("OR") and groups:  # fields are lowercase, so "OR" is never a field
-                groups[-1].append(parse_term(raw[2:]))
+                node = parse_range(raw[2:]) or parse_term(raw[2:])
+                groups[-1].extend(node.items if isinstance(node, AnyOf) else [node])  # NOTON's ORs join the group
             else:
-                groups.append([parse_term(raw)])
+                node = parse_range(raw) or parse_term(raw)
+                if isinstance(node, All):  # a range's two ends are two terms of the AND, as two filter rows
+                    groups.extend([item] for item in node.items)
+                else:
+                    groups.append(list(node.items) if isinstance(node, AnyOf) else [node])
         nodes = [g[0] if len(g) == 1 else AnyOf(tuple(g)) for g in groups]
         if nodes:
             queries.append(nodes[0] if len(nodes) == 1 else All(tuple(nodes)))
@@ -60,6 +65,37 @@ def _order_field(name: str) -> str:
 
 
 TEXT_QUERY = "123TEXTQUERY321"  # ServiceNow's keyword search: every word in a table's text index
+
+# ServiceNow's ranges, written as the comparisons they make: `fieldBETWEENstart@end` is `field>=start^field<=end`,
+# `fieldONlabel@start@end` the same (the label, "Today", says which period the list filter chose), and
+# `fieldNOTONlabel@start@end` its negation (before, after, or empty). Each end may be a dynamic value.
+RANGES = {"BETWEEN": 2, "NOTON": 3, "ON": 3}  # token -> parts between its @ signs (NOTON before ON: longest first)
+
+
+def parse_range(raw: str) -> Node | None:
+    """A BETWEEN, ON or NOTON term as the comparisons it makes (see RANGES), or None for any other term."""
+    match = FIELD.match(raw)
+    if not match:
+        return None
+    field, rest = match.group(0), raw[match.end():]
+    token = next((t for t in RANGES if rest.startswith(t)), None)
+    if token is None or BY_TOKEN.get(_token_at(rest)) is not None and len(_token_at(rest)) > len(token):
+        return None
+    parts = rest[len(token):].split("@")
+    if len(parts) != RANGES[token] or not all(p.strip() for p in parts[-2:]):
+        shape = "start@end" if token == "BETWEEN" else "label@start@end"
+        raise QueryError(f"query term {raw!r}: {token} takes {shape} (e.g. {field}{token}"
+                         f"{'' if token == 'BETWEEN' else 'Today@'}javascript:gs.beginningOfToday()@"
+                         f"javascript:gs.endOfToday())")
+    start, end = (_recognised(p, f"query term {raw!r}") for p in parts[-2:])
+    if token == "NOTON":
+        return AnyOf((Term(field, "lt", start), Term(field, "gt", end), Term(field, "empty", None)))
+    return All((Term(field, "ge", start), Term(field, "le", end)))
+
+
+def _token_at(rest: str) -> str:
+    """The longest operator token `rest` starts with ("" when none)."""
+    return next((t for t in TOKENS_LONGEST_FIRST if rest.startswith(t)), "")
 
 
 def parse_term(raw: str) -> Term:
@@ -118,17 +154,39 @@ def _encode_node(node: Node, top: bool = False) -> str:
         return "^".join(_encode_group(item) for item in node.items)
     if isinstance(node, AnyOf) and top and all(not isinstance(i, Term) for i in node.items):
         return "^NQ".join(_encode_node(item) for item in node.items)
-    if isinstance(node, AnyOf) and all(isinstance(i, Term) for i in node.items):
-        return "^OR".join(_encode_term(i) for i in node.items)
+    if isinstance(node, AnyOf) and all(_one_term(i) for i in node.items):
+        return "^OR".join(_encode_item(i) for i in node.items)
     raise QueryError("this condition cannot be written as an encoded query")
 
 
 def _encode_group(node: Node) -> str:
     if isinstance(node, Term):
         return _encode_term(node)
-    if isinstance(node, AnyOf) and all(isinstance(i, Term) for i in node.items):
-        return "^OR".join(_encode_term(i) for i in node.items)
+    if isinstance(node, AnyOf) and all(_one_term(i) for i in node.items):
+        return "^OR".join(_encode_item(i) for i in node.items)
     raise QueryError("this condition cannot be written as an encoded query")
+
+
+def _range_of(node: Node) -> tuple[str, Any, Any] | None:
+    """(field, start, end) of the two comparisons a BETWEEN makes, or None."""
+    if isinstance(node, All) and len(node.items) == 2 and all(isinstance(i, Term) for i in node.items):
+        low, high = node.items
+        if (low.op, high.op) == ("ge", "le") and low.field == high.field:
+            return low.field, low.value, high.value
+    return None
+
+
+def _one_term(node: Node) -> bool:
+    """Whether a node is written as one encoded term: a term, or a range (BETWEEN) in an OR group."""
+    return isinstance(node, Term) or _range_of(node) is not None
+
+
+def _encode_item(node: Node) -> str:
+    found = _range_of(node)
+    if found is None:
+        return _encode_term(node)
+    field, start, end = found
+    return f"{field}BETWEEN{_encode_value(start)}@{_encode_value(end)}"
 
 
 def from_data(data: Any, where: str = "condition") -> Node:
@@ -154,6 +212,12 @@ def from_data(data: Any, where: str = "condition") -> Node:
         return PropertyTerm(str(data["property"]), op.name, _recognised(data.get("value"), f"{where}.value"))
     if "field" not in data or "op" not in data:
         raise QueryError(f"{where}: a condition needs field and op, property, or all/any/not")
+    if str(data["op"]).lower() == "between":  # {field, op: between, value: [start, end]}: BETWEEN's two comparisons
+        ends = data.get("value")
+        if not isinstance(ends, list) or len(ends) != 2 or any(e in (None, "") for e in ends):
+            raise QueryError(f"{where}: between takes value: [start, end]")
+        start, end = (_recognised(e, f"{where}.value") for e in ends)
+        return All((Term(str(data["field"]), "ge", start), Term(str(data["field"]), "le", end)))
     op = operator(str(data["op"]))
     if op is None:
         raise QueryError(f"{where}: unknown operator {data['op']!r}")

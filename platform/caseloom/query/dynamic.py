@@ -14,8 +14,10 @@ Python, from the acting user bound with `acting_as` and the clock (UTC, whole se
 | `gs.nowDateTime()` | now |
 | `gs.beginningOfToday()` | today at 00:00:00 |
 | `gs.endOfToday()` | today at 23:59:59 |
+| `gs.beginningOfYesterday()` ... `gs.endOfNextYear()` | the first / last second of a day, week (from Monday), month or year |
 | `gs.daysAgo(N)` | now minus N days (N may be negative: days ahead) |
 | `gs.daysAgoStart(N)` | 00:00:00 of the day N days ago |
+| `gs.daysAgoEnd(N)` | 23:59:59 of the day N days ago |
 | `gs.hoursAgo(N)` | now minus N hours |
 | `gs.minutesAgo(N)` | now minus N minutes |
 | `gs.getUser().getMyGroups()` (or `getMyGroups()`) | the sys_ids of the acting user's groups |
@@ -138,18 +140,53 @@ def _user_value(path: str) -> Any:
     return NO_USER if found in (None, "") else found
 
 
+_LAST_SECOND = dt.timedelta(seconds=1)  # a period's end is its last whole second, as ServiceNow's endOf...() are
+
+
+def _day_start(days_ago: int) -> dt.datetime:
+    return _midnight(now() - dt.timedelta(days=days_ago))
+
+
+def _week_start(weeks_ago: int) -> dt.datetime:
+    """00:00:00 of the Monday of the week so many weeks ago (ServiceNow's weeks begin on Monday)."""
+    today = _midnight(now())
+    return today - dt.timedelta(days=today.weekday(), weeks=weeks_ago)
+
+
+def _month_start(months_ago: int) -> dt.datetime:
+    today = now()
+    index = today.year * 12 + today.month - 1 - months_ago
+    return dt.datetime(index // 12, index % 12 + 1, 1)
+
+
+def _year_start(years_ago: int) -> dt.datetime:
+    return dt.datetime(now().year - years_ago, 1, 1)
+
+
+def _period(start: Callable[[int], dt.datetime], ago: int) -> tuple[Callable[[int | None], Any], Callable[[int | None], Any]]:
+    """A calendar period's beginningOf... and endOf... (the next one's start, less a second)."""
+    return (lambda _: start(ago)), (lambda _: start(ago - 1) - _LAST_SECOND)
+
+
 # name -> (takes a whole-number argument, how its value is made)
 TOKENS: dict[str, tuple[bool, Callable[[int | None], Any]]] = {
     "getUserID": (False, _user("sys_id")),
     "getUserName": (False, _user("user_name")),
     "nowDateTime": (False, lambda _: now()),
-    "beginningOfToday": (False, lambda _: _midnight(now())),
-    "endOfToday": (False, lambda _: _midnight(now()) + dt.timedelta(hours=23, minutes=59, seconds=59)),
     "daysAgo": (True, lambda n: now() - dt.timedelta(days=n)),
-    "daysAgoStart": (True, lambda n: _midnight(now() - dt.timedelta(days=n))),
+    "daysAgoStart": (True, lambda n: _day_start(n)),
+    "daysAgoEnd": (True, lambda n: _day_start(n - 1) - _LAST_SECOND),
     "hoursAgo": (True, lambda n: now() - dt.timedelta(hours=n)),
     "minutesAgo": (True, lambda n: now() - dt.timedelta(minutes=n)),
 }
+# the calendar periods a list filter's "on" and "between" name (`gs.beginningOfLastMonth()`, `gs.endOfThisWeek()`)
+for _when, _start, _ago in (("Today", _day_start, 0), ("Yesterday", _day_start, 1), ("Tomorrow", _day_start, -1),
+                            ("ThisWeek", _week_start, 0), ("LastWeek", _week_start, 1), ("NextWeek", _week_start, -1),
+                            ("ThisMonth", _month_start, 0), ("LastMonth", _month_start, 1),
+                            ("NextMonth", _month_start, -1), ("ThisYear", _year_start, 0),
+                            ("LastYear", _year_start, 1), ("NextYear", _year_start, -1)):
+    _begins, _ends = _period(_start, _ago)
+    TOKENS[f"beginningOf{_when}"], TOKENS[f"endOf{_when}"] = (False, _begins), (False, _ends)
 _CALL = re.compile(r"\s*gs\.([A-Za-z]+)\(\s*([^)]*?)\s*\)\s*;?\s*")
 _GROUPS = re.compile(r"\s*(?:gs\.getUser\(\)\.)?getMyGroups\(\)\s*;?\s*")
 _USER_FIELD = re.compile(r"\s*gs\.getUser\(\)\.getRecord\(\)\.getValue\(\s*(['\"])([a-z][a-z0-9_.]{0,200})\1\s*\)\s*;?\s*")

@@ -614,7 +614,8 @@ def _parameters() -> dict:
     query = {"in": "query"}
     return {
         "sysparm_query": query | {"name": "sysparm_query", "schema": {"type": "string"}, "description":
-                                  f"Encoded query; ^ AND, ^OR, ^NQ, ORDERBY/ORDERBYDESC; operators: {operators}"},
+                                  f"Encoded query; ^ AND, ^OR, ^NQ, ORDERBY/ORDERBYDESC; operators: {operators}; "
+                                  f"ranges: BETWEENstart@end, ONlabel@start@end, NOTONlabel@start@end"},
         "sysparm_limit": query | {"name": "sysparm_limit", "schema": {"type": "integer", "minimum": 1},
                                   "description": "At most this many records (larger values are capped at 10000)"},
         "sysparm_offset": query | {"name": "sysparm_offset", "schema": {"type": "integer", "minimum": 0,

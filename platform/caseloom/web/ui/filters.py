@@ -18,8 +18,9 @@ DYNAMIC_WORDS = {"gs.getuserid()": "me", "gs.getusername()": "me", "gs.nowdateti
                  "gs.beginningoftoday()": "the start of today", "gs.endoftoday()": "the end of today"}
 
 
-# The operators offered per kind of field, in the order shown (names in caseloom.query OPERATORS; the
-# query layer has no BETWEEN: a range is two rows). Adding a kind is one row here and one in INPUT_KINDS.
+# The operators offered per kind of field, in the order shown (names in caseloom.query OPERATORS; an
+# encoded BETWEEN or ON is read as its two comparisons: a range is two rows). Adding a kind is one row
+# here and one in INPUT_KINDS.
 KIND_OPERATORS = {
     "choice": ("eq", "ne", "in", "notin", "empty", "notempty"),
     "number_choice": ("eq", "ne", "in", "notin", "lt", "le", "gt", "ge", "empty", "notempty"),
