@@ -107,6 +107,23 @@ def test_the_applied_filter_reads_as_a_sentence_with_the_encoded_query_to_copy(c
     assert f'readonly value="{encoded}"' in page
 
 
+@pytest.mark.parametrize("query, sentence", [
+    ("opened_atONThis week@javascript:gs.beginningOfThisWeek()@javascript:gs.endOfThisWeek()",
+     "Opened at at least the start of this week and Opened at at most the end of this week"),
+    ("opened_atBETWEENjavascript:gs.daysAgoStart(7)@javascript:gs.daysAgoEnd(1)",
+     "Opened at at least the start of 7 days ago and Opened at at most the end of yesterday"),
+    ("opened_atNOTONLast month@javascript:gs.beginningOfLastMonth()@javascript:gs.endOfLastMonth()",
+     "Opened at less than the start of last month or Opened at greater than the end of last month or Opened at is "
+     "empty"),
+])
+def test_a_date_range_from_servicenow_s_filter_reads_as_its_period(client, query, sentence):
+    """ServiceNow's ON, BETWEEN and NOTON, pasted into a list's URL, read as the comparisons they make, their
+    dynamic ends in words."""
+    ui_sign_in(client, "agent")
+    page = html.unescape(client.get(f"/{CASE}_list.do", query_string={"sysparm_query": query}).get_data(as_text=True))
+    assert re.search(r'<span class="filter-sentence">([^<]*)</span>', page).group(1) == sentence
+
+
 @pytest.mark.parametrize("query, words", [
     ("opened_at>2026-13-45", "Opened at: expected a date and time"),
     ("priority=abc", "Priority: expected a whole number, got 'abc'"),

@@ -4,6 +4,8 @@ read as a sentence in labels and display values."""
 
 from __future__ import annotations
 
+import re
+
 from ...definitions.model import FieldDef, TableDef
 from ...fieldtypes import SYS_ID
 from ...query import OPERATORS, AnyOf, Query, QueryError, Term
@@ -289,8 +291,28 @@ def _referenced(tdef: TableDef, query: Query) -> dict[str, set[str]]:
 def _value_words(field, value, names: dict[tuple[str, str], str]) -> str:
     text = "" if value is None else str(value)
     if text.lower().startswith("javascript:"):
-        return DYNAMIC_WORDS.get(text[len("javascript:"):].strip().lower(), text)
+        call = text[len("javascript:"):].strip()
+        return DYNAMIC_WORDS.get(call.lower()) or _period_words(call) or text
     return value_words(field, text, names) if text else "(empty)"
+
+
+_PERIOD = re.compile(r"gs\.(beginningOf|endOf)([A-Z][a-z]+)([A-Z][a-z]+)?\(\)")
+_DAYS = re.compile(r"gs\.daysAgo(Start|End)\((-?\d+)\)")
+
+
+def _period_words(call: str) -> str | None:
+    """A calendar period's dynamic value in words: `gs.beginningOfLastWeek()` as "the start of last week",
+    `gs.daysAgoEnd(3)` as "the end of 3 days ago"."""
+    found = _PERIOD.fullmatch(call)
+    if found:
+        edge, *period = found.groups()
+        return f"the {'start' if edge == 'beginningOf' else 'end'} of {' '.join(p.lower() for p in period if p)}"
+    found = _DAYS.fullmatch(call)
+    if found:
+        days = int(found.group(2))
+        day = "today" if days == 0 else "yesterday" if days == 1 else f"{days} days ago"
+        return f"the {found.group(1).lower()} of {day}"
+    return None
 
 
 def error_words(tdef: TableDef, message: str) -> str:
