@@ -72,6 +72,8 @@ def test_every_field_type_takes_every_malformed_value_without_a_server_error(kin
     "numberIN" + ",".join(f"CS{i:07d}" for i in range(20000)),
     "ORDERBYnope", "account.nope=1", "short_description.name=1", "=1", "state=1^ORDERBY",
     "priority>=", "priority<", "sys_created_on>", "state=1^ORpriority<=",  # a comparison with nothing
+    "opened_at>javascript:gs.daysAgo(999999)", "opened_atRELATIVEGT@year@ago@999999",  # before the year 1
+    "opened_atBETWEEN2026-01-01", "opened_atRELATIVEGT@fortnight@ago@1",  # ServiceNow's ranges, misshapen
 ])
 def test_a_query_the_database_cannot_answer_is_a_400_naming_it(as_user, query):
     r = as_user("agent").get(f"{CASES}?sysparm_query={query}")

@@ -112,6 +112,11 @@ AS_ALICE = [
     ("dueBETWEEN2024-03-09@2024-03-10", {"alice-now", "alice-yesterday"}),
     ({"field": "opened", "op": "between",
       "value": ["javascript:gs.beginningOfYesterday()", "javascript:gs.endOfYesterday()"]}, {"alice-yesterday"}),
+    ("openedRELATIVEGT@hour@ago@2", {"alice-now", "bob-hour-ago", "nobody-tomorrow"}),  # after 13:30:45
+    ("openedRELATIVELT@day@ago@1", {"bob-week-ago"}),  # before yesterday 15:30:45 (not its 23:59:59)
+    ("openedRELATIVEGE@day@ahead@1", set()),  # from tomorrow 15:30:45 on
+    ("openedRELATIVELE@week@ago@1", {"bob-week-ago"}),
+    ("openedRELATIVEGT@month@ago@1", EVERYONE),
     ({"field": "owner", "op": "eq", "value": "javascript:gs.getUserID()"}, ALICES),
     ({"field": "owner", "op": "in", "value": ["javascript:gs.getUserID()"]}, ALICES),
     ({"any": [{"field": "owner", "op": "eq", "value": "javascript:gs.getUserID()"},
@@ -173,6 +178,9 @@ def test_a_value_still_as_text_is_recognised_when_it_runs(world):
     ("gs.hoursAgo(16)", dt.datetime(2024, 3, 9, 23, 30, 45)),
     ("gs.minutesAgo(31)", dt.datetime(2024, 3, 10, 14, 59, 45)),
     ("gs.daysAgoEnd(2)", dt.datetime(2024, 3, 8, 23, 59, 59)),
+    ("gs.monthsAgo(1)", dt.datetime(2024, 2, 10, 15, 30, 45)),
+    ("gs.monthsAgo(-10)", dt.datetime(2025, 1, 10, 15, 30, 45)),
+    ("gs.yearsAgo(1)", dt.datetime(2023, 3, 10, 15, 30, 45)),
     ("gs.beginningOfYesterday()", dt.datetime(2024, 3, 9)),
     ("gs.endOfTomorrow()", dt.datetime(2024, 3, 11, 23, 59, 59)),
     ("gs.beginningOfThisWeek()", dt.datetime(2024, 3, 4)),  # Sunday the 10th is in the week from Monday the 4th
@@ -193,6 +201,28 @@ def test_each_token_means_what_servicenow_means(token, value):
     assert isinstance(term.value, Dynamic)
     with acting_as(ALICE, "alice"), fixed_clock(NOW):
         assert resolve_dynamic(term).value == value
+
+
+@pytest.mark.parametrize(("token", "moment", "value"), [
+    ("gs.monthsAgo(1)", dt.datetime(2024, 3, 31, 9, 0), dt.datetime(2024, 2, 29, 9, 0)),  # no 31 February: its last day
+    ("gs.monthsAgo(1)", dt.datetime(2023, 3, 31, 9, 0), dt.datetime(2023, 2, 28, 9, 0)),
+    ("gs.yearsAgo(1)", dt.datetime(2024, 2, 29, 9, 0), dt.datetime(2023, 2, 28, 9, 0)),
+    ("gs.endOfThisMonth()", dt.datetime(2024, 12, 31, 23, 59, 59), dt.datetime(2024, 12, 31, 23, 59, 59)),
+    ("gs.beginningOfNextMonth()", dt.datetime(2024, 12, 15), dt.datetime(2025, 1, 1)),
+])
+def test_calendar_months_and_years_end_where_the_calendar_does(token, moment, value):
+    with fixed_clock(moment):
+        assert resolve_dynamic(parse_encoded(f"x=javascript:{token}").where).value == value
+
+
+@pytest.mark.parametrize("relative, encoded", [
+    ("openedRELATIVEGT@hour@ago@3", "opened>javascript:gs.hoursAgo(3)"),
+    ("openedRELATIVELE@quarter@ago@1", "opened<=javascript:gs.monthsAgo(3)"),
+    ("openedRELATIVELT@week@ahead@2", "opened<javascript:gs.daysAgo(-14)"),
+    ("openedRELATIVEGE@minute@ago@30", "opened>=javascript:gs.minutesAgo(30)"),
+])
+def test_a_relative_date_is_the_comparison_with_a_dynamic_value_it_means(relative, encoded):
+    assert to_encoded(parse_encoded(relative)) == encoded
 
 
 @pytest.mark.parametrize("text", [

@@ -43,10 +43,10 @@ def parse_encoded(text: str | None) -> Query:
             elif raw.startswith("ORDERBY"):
                 order.append((_order_field(raw[7:]), False))
             elif raw.startswith("OR") and groups:  # fields are lowercase, so "OR" is never a field
-                node = parse_range(raw[2:]) or parse_term(raw[2:])
+                node = parse_range(raw[2:]) or parse_relative(raw[2:]) or parse_term(raw[2:])
                 groups[-1].extend(node.items if isinstance(node, AnyOf) else [node])  # NOTON's ORs join the group
             else:
-                node = parse_range(raw) or parse_term(raw)
+                node = parse_range(raw) or parse_relative(raw) or parse_term(raw)
                 if isinstance(node, All):  # a range's two ends are two terms of the AND, as two filter rows
                     groups.extend([item] for item in node.items)
                 else:
@@ -91,6 +91,30 @@ def parse_range(raw: str) -> Node | None:
     if token == "NOTON":
         return AnyOf((Term(field, "lt", start), Term(field, "gt", end), Term(field, "empty", None)))
     return All((Term(field, "ge", start), Term(field, "le", end)))
+
+
+# ServiceNow's relative dates: `fieldRELATIVEGT@hour@ago@3` is `field>javascript:gs.hoursAgo(3)` (after 3 hours
+# ago), `@ahead@` the same ahead of now; the unit's dynamic value is read when the query runs
+RELATIVE = {"GT": "gt", "GE": "ge", "LT": "lt", "LE": "le"}
+RELATIVE_UNITS = {"minute": ("minutesAgo", 1), "hour": ("hoursAgo", 1), "day": ("daysAgo", 1), "week": ("daysAgo", 7),
+                  "month": ("monthsAgo", 1), "quarter": ("monthsAgo", 3), "year": ("yearsAgo", 1)}
+
+
+def parse_relative(raw: str) -> Term | None:
+    """A RELATIVEGT/GE/LT/LE term as the comparison with a dynamic value it makes, or None for another term."""
+    match = FIELD.match(raw)
+    rest = raw[match.end():] if match else ""
+    if not rest.startswith("RELATIVE"):
+        return None
+    field, parts = match.group(0), rest[len("RELATIVE"):].split("@")
+    unit = RELATIVE_UNITS.get(parts[1]) if len(parts) == 4 else None
+    if (len(parts) != 4 or parts[0] not in RELATIVE or unit is None or parts[2] not in ("ago", "ahead")
+            or not re.fullmatch(r"\d{1,6}", parts[3])):
+        raise QueryError(f"query term {raw!r}: RELATIVE takes GT, GE, LT or LE @unit@ago or ahead@N, the unit one of "
+                         f"{', '.join(RELATIVE_UNITS)} (e.g. {field}RELATIVEGT@hour@ago@3: after 3 hours ago)")
+    name, times = unit
+    amount = int(parts[3]) * times * (1 if parts[2] == "ago" else -1)
+    return Term(field, RELATIVE[parts[0]], _recognised(f"javascript:gs.{name}({amount})", f"query term {raw!r}"))
 
 
 def _token_at(rest: str) -> str:

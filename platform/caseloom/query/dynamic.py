@@ -20,6 +20,7 @@ Python, from the acting user bound with `acting_as` and the clock (UTC, whole se
 | `gs.daysAgoEnd(N)` | 23:59:59 of the day N days ago |
 | `gs.hoursAgo(N)` | now minus N hours |
 | `gs.minutesAgo(N)` | now minus N minutes |
+| `gs.monthsAgo(N)`, `gs.yearsAgo(N)` | now minus N calendar months or years (the month's last day when it is shorter) |
 | `gs.getUser().getMyGroups()` (or `getMyGroups()`) | the sys_ids of the acting user's groups |
 | `gs.getUser().getRecord().getValue('path')` | a field of the acting user's record (dot-walks allowed) |
 
@@ -163,6 +164,15 @@ def _year_start(years_ago: int) -> dt.datetime:
     return dt.datetime(now().year - years_ago, 1, 1)
 
 
+def _months_before(moment: dt.datetime, months: int) -> dt.datetime:
+    """The same day and time so many months before (negative: after), on the month's last day when it has
+    no such day (31 March less a month: 29 February in a leap year)."""
+    index = moment.year * 12 + moment.month - 1 - months
+    year, month = index // 12, index % 12 + 1
+    last = (dt.datetime(year + month // 12, month % 12 + 1, 1) - dt.timedelta(days=1)).day
+    return moment.replace(year=year, month=month, day=min(moment.day, last))
+
+
 def _period(start: Callable[[int], dt.datetime], ago: int) -> tuple[Callable[[int | None], Any], Callable[[int | None], Any]]:
     """A calendar period's beginningOf... and endOf... (the next one's start, less a second)."""
     return (lambda _: start(ago)), (lambda _: start(ago - 1) - _LAST_SECOND)
@@ -178,6 +188,8 @@ TOKENS: dict[str, tuple[bool, Callable[[int | None], Any]]] = {
     "daysAgoEnd": (True, lambda n: _day_start(n - 1) - _LAST_SECOND),
     "hoursAgo": (True, lambda n: now() - dt.timedelta(hours=n)),
     "minutesAgo": (True, lambda n: now() - dt.timedelta(minutes=n)),
+    "monthsAgo": (True, lambda n: _months_before(now(), n)),
+    "yearsAgo": (True, lambda n: _months_before(now(), 12 * n)),
 }
 # the calendar periods a list filter's "on" and "between" name (`gs.beginningOfLastMonth()`, `gs.endOfThisWeek()`)
 for _when, _start, _ago in (("Today", _day_start, 0), ("Yesterday", _day_start, 1), ("Tomorrow", _day_start, -1),
@@ -212,7 +224,10 @@ class Dynamic:
         """Its value now, for the bound user (NO_USER when the token needs a user and none is bound)."""
         if self.path is not None:
             return _user_value(self.path)
-        return TOKENS[self.name][1](self.arg)
+        try:
+            return TOKENS[self.name][1](self.arg)
+        except (OverflowError, ValueError):  # gs.daysAgo(999999): before the year 1
+            raise QueryError(f"{self}: a moment outside the years 1 to 9999, which no date field holds") from None
 
     @property
     def user_path(self) -> str | None:
