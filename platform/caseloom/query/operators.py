@@ -19,7 +19,8 @@ API renders it and the value as text. The exact meaning, identical in SQL and in
 - `NOTLIKE`: the negation of `LIKE`: an empty `x` always matches.
 - `IN`: `x` equals one of the values as `=` compares each (an empty item matches an empty `x`);
   no values: nothing. `NOTIN`: its negation.
-- `ISEMPTY` / `ISNOTEMPTY`: `x` is / is not empty.
+- `ISEMPTY` / `ISNOTEMPTY`: `x` is / is not empty. `EMPTYSTRING` is `ISEMPTY` (an empty text is stored
+  empty); `ANYTHING` holds for every record.
 
 Per field type: strings, text, e-mail, URL and string choices compare exactly (case and
 spaces count; a choice compares its value, never its label); integers, decimals (`1.50`
@@ -137,6 +138,12 @@ register(Operator("empty", "ISEMPTY", "is empty", lambda c, v: c.is_(None),
                   lambda a, b: a is None, takes_value=False))
 register(Operator("notempty", "ISNOTEMPTY", "is not empty", lambda c, v: c.is_not(None),
                   lambda a, b: a is not None, takes_value=False, negative=True))
+# ServiceNow's list filters also write these two: "is anything" (no condition on the field at all) and "is empty
+# string" (a value stored as an empty text: Caseloom stores none, an empty value is empty)
+register(Operator("anything", "ANYTHING", "is anything", lambda c, v: sa.true(), lambda a, b: True,
+                  takes_value=False))
+register(Operator("emptystring", "EMPTYSTRING", "is empty", lambda c, v: c.is_(None),
+                  lambda a, b: a is None, takes_value=False))
 
 
 def _no_sql(column, value):
