@@ -834,3 +834,16 @@ def test_caseloom_validate_prints_warnings_and_still_passes(tmp_path):
     assert result.exit_code == 0
     assert "time/s.yaml:6:11: warning: SLA 's' never attaches" in result.output
     assert "valid, 1 warning(s)" in result.output
+
+
+def test_a_schedule_file_that_cannot_be_read_is_one_error_not_one_per_sla_naming_it():
+    """A mistake is reported once, where it is written: the SLAs naming a schedule of a file that cannot be
+    read (an impossible date) are not also "unknown schedule"."""
+    schedules = ("schedules:\n  desk:\n    time_zone: Europe/London\n    windows: {mon-fri: ['09:00-17:00']}\n"
+                 "    holidays: {2027-02-30: Nowhen}\n")
+    slas = "slas:\n  one:\n    table: x_ticket\n    duration: 1h\n    start: category=x\n    schedule: desk\n"
+    with pytest.raises(DefinitionErrors) as info:
+        load_sources([*FILES.items(), ("schedules/desk.yaml", schedules), ("slas/one.yaml", slas)])
+    assert [str(e) for e in info.value.errors] == [
+        "definitions/schedules/desk.yaml:5:16: '2027-02-30' is written as a date or time but is not one (day is out "
+        "of range for month); write a real one, or quote it to mean the text"]

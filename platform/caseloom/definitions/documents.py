@@ -48,8 +48,8 @@ class Broken:
 
     # the kinds of name a cross-check reports as unknown, by the key that declares them
     KINDS = {"table": "table", "roles": "role", "properties": "system property", "notifications": "notification",
-             "reports": "report"}
-    UNKNOWN = re.compile(r"unknown (table|role|system property|notification|report) '([^']*)'")
+             "reports": "report", "schedules": "schedule"}
+    UNKNOWN = re.compile(r"unknown (table|role|system property|notification|report|schedule) '([^']*)'")
 
     # a dot-walked path ('location.name') and the tables a message names ('fac_work_order')
     PATH = re.compile(r"'([a-z_][a-z0-9_]*(?:\.[A-Za-z0-9_]+)+)'")
