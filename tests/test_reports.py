@@ -676,3 +676,33 @@ def test_the_last_n_days_are_n_daily_buckets_compared_with_the_n_days_before(con
         page = made.client.get(f"/report/jobs_started?range={days}").get_data(as_text=True)
         words = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", page))
         assert f"Count, last {days} days: no change against the period before (2)" in words
+
+
+@pytest.mark.parametrize("seconds, words", [
+    (90061.4, "1 Day 1 Hour 1 Minute"),  # from an hour on, to the minute
+    (3629, "1 Hour"), (3631, "1 Hour 1 Minute"),
+    (3599, "59 Minutes 59 Seconds"), (42, "42 Seconds"), (0.2, "0 seconds"),
+])
+def test_a_duration_reads_to_the_minute_from_an_hour_on(seconds, words):
+    """The time to resolve read "1 Day 1 Hour 12 Minutes 26 Seconds" over three lines of the dashboard."""
+    from caseloom.insight import ReportResult, _cell
+    from caseloom.query import All
+
+    result = ReportResult(report=None, measure="", range="30", query="", duration=True)
+    assert _cell(result, seconds, All(()), function="avg").text == words
+
+
+@pytest.mark.parametrize("now, before, text", [
+    (1000.0, 1004.0, "down less than 1 %"), (1004.0, 1000.0, "up less than 1 %"),
+    (1000.0, 1000.0, "no change"), (900.0, 1000.0, "down 10 %"),
+])
+def test_a_change_under_a_percent_is_not_zero(now, before, text):
+    """A score 0.4 % below the period before said "down 0 %"."""
+    from types import SimpleNamespace
+
+    from caseloom.insight import Cell, ReportResult
+    from caseloom.web.ui.reports import _change
+
+    result = ReportResult(report=SimpleNamespace(function="avg"), measure="", range="30", query="",
+                          score=Cell(now, "x", ""), previous=Cell(before, "y", ""))
+    assert _change(result)["text"] == text

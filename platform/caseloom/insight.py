@@ -282,8 +282,9 @@ def _cell(result: ReportResult, number: Any, where, function: str | None = None,
         text = "–"
     elif function == "percent":
         text = f"{number_text(round(value, 1))} %"
-    elif duration:
-        text = duration_words(int(round(value))) if round(value) else "0 seconds"
+    elif duration:  # from an hour on, to the minute: "1 Day 1 Hour 12 Minutes", not "... 26 Seconds"
+        seconds = int(round(value)) if value < 3600 else int(round(value / 60)) * 60
+        text = duration_words(seconds) if seconds else "0 seconds"
     elif function == "count":
         text = f"{int(value):,}"
     else:

@@ -130,7 +130,10 @@ def _change(result: ReportResult) -> dict | None:
         points = round(abs(now - before), 1)
         words = f"{number_text(points)} point{'' if points == 1 else 's'}"
     elif before:
-        words = f"{abs(now - before) / before * 100:.0f} %"
+        share = abs(now - before) / before * 100
+        if round(share) == 0:  # "down 0 %" says nothing: the change is there, under a percent
+            return {"direction": direction, "text": f"{'up' if direction == 'up' else 'down'} less than 1 %"}
+        words = f"{share:.0f} %"
     else:
         words = "from none"
     return {"direction": direction, "text": f"{'up' if direction == 'up' else 'down'} {words}"}
