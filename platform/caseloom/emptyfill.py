@@ -3,7 +3,7 @@
 - A field that declares `default: now` (a new record takes the moment it is created, its
   `sys_created_on`) gives the rows it left empty before the default existed that same moment: their
   `sys_created_on` (a date field: its day). So a report or a count by it sees the records made
-  before, as ServiceNow's `opened_at` is never empty.
+  before, as a record's moment of opening is never empty on ServiceNow.
 - A boolean is never empty (a `null` is stored `false`): rows stored empty before that rule get `false`.
 
 Each (physical table, field) is filled once, noted in `sys_meta` (`filled:<table>.<field>`), in the
@@ -97,13 +97,15 @@ def fill(conn: sa.Connection, storage: Storage) -> list[str]:
 
 def planned(conn: sa.Connection, storage: Storage) -> list[str]:
     """What `fill` would do now, without doing it (a dry run's lines)."""
-    said = []
-    existing = set(sa.inspect(conn).get_table_names())
-    if "sys_meta" not in existing:
+    said, inspector = [], sa.inspect(conn)
+    if not inspector.has_table("sys_meta"):
         return said
+    columns: dict[str, set[str]] = {}
     for one in _pending(conn, storage):
         table, where = _where(storage, one)
-        if one.field.name not in {c["name"] for c in sa.inspect(conn).get_columns(one.root)}:
+        if one.root not in columns:
+            columns[one.root] = {c["name"] for c in inspector.get_columns(one.root)}
+        if one.field.name not in columns[one.root]:
             if not one.field.default_now:
                 continue  # a boolean column the migration adds: its rows take the column's default
             where = table.c.sys_class_name.in_(one.classes) if one.classes is not None else sa.true()

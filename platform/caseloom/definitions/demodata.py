@@ -78,11 +78,8 @@ def _check_value(doc: SourceDocument, at: tuple, tables: dict, table, field_name
     if field is None:
         errors.append(doc.error(at, f"table {table.name!r} has no field {field_name!r}"))
         return
-    if isinstance(value, dict) and "cycle" in value:
-        for j, item in enumerate(value["cycle"]):
-            _check_item(doc, at + ("cycle", j), tables, field, item, made, user_names, errors)
-    else:
-        _check_item(doc, at, tables, field, value, made, user_names, errors)
+    for keys, item in _items(value):
+        _check_item(doc, at + keys, tables, field, item, made, user_names, errors)
 
 
 def _check_item(doc: SourceDocument, at: tuple, tables: dict, field, value: Any, made: dict[str, str],
@@ -92,21 +89,24 @@ def _check_item(doc: SourceDocument, at: tuple, tables: dict, field, value: Any,
         if ref_table is None:
             errors.append(doc.error(at + ("ref",), f"unknown generator {value['ref']!r}"))
         elif field.type != "reference" or not _is_a(tables, ref_table, field.reference):
-            to = f"a reference to {field.reference!r}" if field.type == "reference" else field.type
             errors.append(doc.error(at, f"generator {value['ref']!r} makes {ref_table!r} records; "
-                                        f"field {field.name!r} is {to}"))
+                                        f"field {field.name!r} is {_kind(field)}"))
     elif isinstance(value, dict) and "user" in value:
         if value["user"] not in user_names:
             errors.append(doc.error(at + ("user",), f"unknown demo user {value['user']!r}"))
         elif field.type != "reference" or not _is_a(tables, "sys_user", field.reference):
-            to = f"a reference to {field.reference!r}" if field.type == "reference" else field.type
-            errors.append(doc.error(at, f"{{user: ...}} is a sys_user record; field {field.name!r} is {to}"))
+            errors.append(doc.error(at, f"{{user: ...}} is a sys_user record; field {field.name!r} is {_kind(field)}"))
     elif isinstance(value, dict) and "days_ago" in value:
-        if field.type not in ("date", "datetime"):
+        if field.ftype.now is None:
             errors.append(doc.error(at, f"{{days_ago: ...}} makes a date-time; field {field.name!r} is {field.type}, "
-                                        f"not date or datetime"))
+                                        f"not {moment_types()}"))
     else:
         _check_constant(doc, at, field, value, errors)
+
+
+def _kind(field) -> str:
+    """What a field holds, for a value it cannot take: `a reference to 'u_site'`, or its type."""
+    return f"a reference to {field.reference!r}" if field.type == "reference" else field.type
 
 
 def _check_constant(doc: SourceDocument, at: tuple, field, value: Any, errors: list) -> None:

@@ -78,8 +78,8 @@ def parse_range(raw: str) -> Node | None:
     if not match:
         return None
     field, rest = match.group(0), raw[match.end():]
-    token = next((t for t in RANGES if rest.startswith(t)), None)
-    if token is None or BY_TOKEN.get(_token_at(rest)) is not None and len(_token_at(rest)) > len(token):
+    token = next((t for t in RANGES if rest.startswith(t)), None)  # no operator token starts like these
+    if token is None:
         return None
     parts = rest[len(token):].split("@")
     if len(parts) != RANGES[token] or not all(p.strip() for p in parts[-2:]):
@@ -115,11 +115,6 @@ def parse_relative(raw: str) -> Term | None:
     name, times = unit
     amount = int(parts[3]) * times * (1 if parts[2] == "ago" else -1)
     return Term(field, RELATIVE[parts[0]], _recognised(f"javascript:gs.{name}({amount})", f"query term {raw!r}"))
-
-
-def _token_at(rest: str) -> str:
-    """The longest operator token `rest` starts with ("" when none)."""
-    return next((t for t in TOKENS_LONGEST_FIRST if rest.startswith(t)), "")
 
 
 def parse_term(raw: str) -> Term:

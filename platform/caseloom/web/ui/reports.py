@@ -131,12 +131,10 @@ def _change(result: ReportResult) -> dict | None:
         words = f"{number_text(points)} point{'' if points == 1 else 's'}"
     elif before:
         share = abs(now - before) / before * 100
-        if round(share) == 0:  # "down 0 %" says nothing: the change is there, under a percent
-            return {"direction": direction, "text": f"{'up' if direction == 'up' else 'down'} less than 1 %"}
-        words = f"{share:.0f} %"
+        words = "less than 1 %" if round(share) == 0 else f"{share:.0f} %"  # not "down 0 %": it did change
     else:
         words = "from none"
-    return {"direction": direction, "text": f"{'up' if direction == 'up' else 'down'} {words}"}
+    return {"direction": direction, "text": f"{direction} {words}"}
 
 
 def table_rows(result: ReportResult, rows: dict | None) -> tuple[list[str], list[list[str]]]:

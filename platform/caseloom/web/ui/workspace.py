@@ -202,7 +202,13 @@ def _timeline(ws: WorkspaceDef, tdef: TableDef, children: TableDef, record: dict
         for r in rows:
             saves.setdefault((r["record_checkpoint"], r["user"]), []).append(r)
         for (_, who), changes in saves.items():
-            told = [r for r in changes if not _moment_set(moments, r, who)]  # a moment set says so on its own line
+            told = []
+            for r in changes:
+                moment = moments.get(r["fieldname"])
+                if moment is not None and r["oldvalue"] in (None, ""):  # a moment set: its own line names who
+                    moment["who"] = moment["who"] or who
+                else:
+                    told.append(r)
             parts = [change_words(tdef, r, names) for r in sorted(told, key=lambda r: ws.timeline.index(r["fieldname"]))]
             if parts:
                 events.append({"when": changes[0]["sys_created_on"], "who": who, "what": "; ".join(parts)})
@@ -231,16 +237,6 @@ def _timeline(ws: WorkspaceDef, tdef: TableDef, children: TableDef, record: dict
     # in the second it happened (a moment is kept in whole seconds): the record's creation, then its moments, then
     # the rest as they happened
     return sorted(events, key=lambda e: (e["when"].replace(microsecond=0), e.get("rank", 2), e["when"]))[-TIMELINE_SHOWN:]
-
-
-def _moment_set(moments: dict[str, dict], row, who: str) -> bool:
-    """Whether an audit row set a moment the timeline shows on its own line (from empty to its value now):
-    that line then names who set it."""
-    moment = moments.get(row["fieldname"])
-    if moment is None or row["oldvalue"] not in (None, ""):
-        return False
-    moment["who"] = moment["who"] or who
-    return True
 
 
 def _job_label(tdef: TableDef, name: str) -> str:
