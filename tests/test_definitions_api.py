@@ -264,6 +264,24 @@ def test_a_schema_change_whose_table_stays_in_use_is_503_and_changes_nothing(adm
 INDEXED = WIDGET + "indexes:\n  - [name, size]\n"
 
 
+def index_building(table_held, change: threading.Thread, done: dict) -> int | None:
+    """The server process of the CREATE INDEX CONCURRENTLY `change` (a thread putting a definition) runs, once
+    it runs. Before it, the change may wait out its schema change's tries (migrate.DDL_TRIES, about 26 s)."""
+    building = ("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND query ILIKE 'CREATE INDEX CONCURRENTLY%%'")
+    deadline = time.monotonic() + 90
+    while change.is_alive() and time.monotonic() < deadline:
+        pid = table_held.sql(building).scalar()
+        if pid:
+            return pid
+        time.sleep(0.05)
+    seen = table_held.sql("SELECT pid, state, wait_event_type, wait_event, left(query, 120) FROM pg_stat_activity "
+                          "WHERE datname = current_database()").all()
+    put = done.get("put")
+    raise AssertionError(f"no concurrent build while the change ran (alive: {change.is_alive()}, answer: "
+                         f"{put and put.get_data(as_text=True)}); sessions: {seen}")
+
+
 def test_a_new_index_of_a_table_with_rows_is_built_while_the_table_is_written(admin_client, table_held, caplog):
     """A plain CREATE INDEX holds every write of its table for the whole build. A new index of a table that
     holds rows is built after the change commits, with CREATE INDEX CONCURRENTLY: the change is made at
@@ -276,11 +294,7 @@ def test_a_new_index_of_a_table_with_rows_is_built_while_the_table_is_written(ad
     change = threading.Thread(target=lambda: done.setdefault("put", client.put(
         "/api/caseloom/definitions/tables/u_widget.yaml", data=INDEXED, content_type="application/yaml")))
     change.start()
-    deadline = time.monotonic() + 20
-    building = "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'CREATE INDEX CONCURRENTLY%%'"
-    while not table_held.sql(building).scalar() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert table_held.sql(building).scalar(), "the index was not built concurrently"
+    assert index_building(table_held, change, done), "the index was not built concurrently"
     # the change is committed: another client reads the new file while the index waits for the writer
     reader = app.test_client()
     text = reader.get("/api/caseloom/definitions/tables/u_widget.yaml", headers=basic("admin")).get_data(as_text=True)
@@ -352,6 +366,40 @@ def test_an_index_not_built_is_reported_and_built_by_the_next_change(admin_clien
     assert put.status_code == 200 and put.json["result"]["not_built"] == []
     assert "create index ixn_u_widget_name_size on u_widget" in put.json["result"]["schema_changes"]
     assert table_held.index("ixn_u_widget_name_size") == "valid"
+
+
+def test_a_build_whose_session_is_ended_is_reported_and_the_change_kept(admin_client, table_held, caplog):
+    """An administrator (or a failover) ends the session of a concurrent build half way: the change is made and
+    kept, the answer says which index was not built and why, and the next change builds it."""
+    client, _ = admin_client
+    widget_with_a_row(client)
+    table_held.write("u_widget")
+    done = {}
+    change = threading.Thread(target=lambda: done.setdefault("put", client.put(
+        "/api/caseloom/definitions/tables/u_widget.yaml", data=INDEXED, content_type="application/yaml")))
+    change.start()
+    try:
+        pid = index_building(table_held, change, done)
+        assert table_held.sql(f"SELECT pg_terminate_backend({pid})").scalar()
+        change.join(60)
+    finally:
+        table_held.release()
+    put = done["put"]
+    assert put.status_code == 200, put.get_data(as_text=True)
+    assert put.json["result"]["not_built"] == [
+        "the index ixn_u_widget_name_size of u_widget was not built (terminating connection due to administrator "
+        "command); the change itself is made, and queries run without the index: the next change of definitions or "
+        "`caseloom init` builds it",
+        "the index ixn_u_widget_name of u_widget was not dropped (terminating connection due to administrator "
+        "command); the change itself is made: the next change of definitions or `caseloom init` drops it"]
+    assert client.get("/api/caseloom/definitions/tables/u_widget.yaml").get_data(as_text=True) == INDEXED
+    assert table_held.index("ixn_u_widget_name_size") == "invalid"
+    assert table_held.index("ixn_u_widget_name") == "valid"
+    coloured = INDEXED.replace("indexes:", "  colour: {type: string, max_length: 20}\nindexes:")
+    put = client.put("/api/caseloom/definitions/tables/u_widget.yaml", data=coloured, content_type="application/yaml")
+    assert put.status_code == 200 and put.json["result"]["not_built"] == []
+    assert table_held.index("ixn_u_widget_name_size") == "valid"
+    assert table_held.index("ixn_u_widget_name") is None
 
 
 def test_definitions_api_is_admin_only(client):

@@ -343,7 +343,7 @@ def _plain_statement(conn, cursor, statement, parameters, context, executemany) 
 
 def _plain_end(conn: sa.Connection) -> None:
     """A rollback of a transaction that only read: commit it first, and the rollback finds nothing to do."""
-    if not conn.info.pop(PLAIN, False) or conn.invalidated:
+    if conn.invalidated or not conn.info.pop(PLAIN, False):  # a lost connection has nothing to commit
         return
     from psycopg.pq import TransactionStatus
 

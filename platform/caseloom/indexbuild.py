@@ -110,15 +110,17 @@ def build_later(engine: sa.Engine, builds: list[IndexBuild], beat: Callable[[], 
             conn.exec_driver_sql(f"SET lock_timeout = {BUILD_LOCK_WAIT_MS}")
             failed = False
             while left:
-                build = left.pop(0)
+                build = left[0]
                 if build.create is None and build.name not in made and failed:
+                    left.pop(0)
                     notes.append(f"the index {build.name} of {build.table} is kept until the index that "
                                  f"replaces it is built")  # its lookups keep an index meanwhile
                     continue
                 started = time.monotonic()
                 log.info("index-build: %s %s of %s, concurrently", "building" if build.create else "dropping",
                          build.name, build.table)
-                note = _build(conn, build)
+                note = _build(conn, build)  # raises when the connection itself is lost: this build is left
+                left.pop(0)
                 if note:
                     log.warning("index-build: %s", note[0])
                 else:
@@ -127,7 +129,7 @@ def build_later(engine: sa.Engine, builds: list[IndexBuild], beat: Callable[[], 
                 failed = failed or bool(note and build.create is not None)
                 notes += note
             conn.exec_driver_sql(f"SET lock_timeout = '{before}'")  # the pool's connection as it was
-    except sa.exc.DBAPIError as exc:  # the database itself went away: the change is made all the same
+    except sa.exc.DBAPIError as exc:  # the database or the connection went away: the change is made all the same
         lost = [_not_done(build, _reason(exc)) for build in left]
         for note in lost:
             log.warning("index-build: %s", note)
@@ -152,11 +154,15 @@ def _not_done(build: IndexBuild, reason: str) -> str:
 
 
 def _build(conn: sa.Connection, build: IndexBuild) -> list[str]:
+    """Build or drop one index; a sentence when that failed. A lost connection (the server ended the
+    session, or went away) is raised: nothing more can be done on it."""
     if build.create is None:
         try:
             conn.exec_driver_sql(f'DROP INDEX CONCURRENTLY IF EXISTS "{build.name}"')
             return []
         except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise
             return [_not_done(build, _reason(exc))]
     try:
         if not drop_if_invalid(conn, build.name, concurrently=True):  # none there, or only a broken one
@@ -165,6 +171,8 @@ def _build(conn: sa.Connection, build: IndexBuild) -> list[str]:
             conn.exec_driver_sql(f'ANALYZE "{build.table}"')
         return []
     except sa.exc.DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise  # the invalid index it leaves is dropped by the next schema change
         try:
             drop_if_invalid(conn, build.name, concurrently=True)
         except sa.exc.DBAPIError:
