@@ -106,3 +106,20 @@ def test_a_reference_row_picks_by_name(login, server):
     page.wait_for_url(re.compile(r"sysparm_query=assigned_to"))
     assert re.fullmatch(r"assigned_to=[0-9a-f]{32}", query_of(page.url))
     assert page.locator(".filter-sentence").inner_text() == "Assigned to is Alex Agent"
+
+
+def test_a_field_compared_with_another_field(login, server):
+    """"Greater than the field" draws a choice of the other date-times in place of the date input."""
+    page = login("agent")
+    page.goto(f"{server}/{CASE}_list.do")
+    page.locator("#filter summary").click()
+    page.get_by_label("Field").first.select_option(label="Closed at")
+    settled(page, "#filter-row-0[data-field=closed_at]")
+    page.get_by_label("Operator").first.select_option(label="greater than the field")
+    settled(page, "#filter-row-0[data-op=gt_field]")  # drawn again: another field, not a date
+    page.get_by_label("Other field").select_option(label="Opened at")
+    page.get_by_role("button", name="Run filter").click()
+    page.wait_for_url(re.compile(r"sysparm_query="))
+    assert query_of(page.url) == "closed_atGT_FIELDopened_at"
+    assert page.locator(".filter-sentence").inner_text() == "Closed at greater than the field Opened at"
+    assert page.locator("#filter-row-0 [aria-label='Other field']").input_value() == "opened_at"

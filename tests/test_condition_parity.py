@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -199,6 +200,11 @@ def conditions(path: str, op_name: str) -> list[tuple[str, object]]:
     """(how it was written, condition Node) for every tricky value of the field, encoded and native."""
     op = OPERATORS[op_name]
     spec = VALUES[path]
+    if op.field:  # compared with every other field (and itself): those of another kind are refused alike
+        others = list(VALUES)
+        return [(written, parse_encoded(written).where) for written in (f"{path}{op.token}{o}" for o in others)] + [
+            (f"{{field: {path}, op: {op_name}, value: {o}}}", from_data({"field": path, "op": op_name, "value": o}))
+            for o in others]
     if not op.takes_value:
         return [(f"{path}{op.token}", parse_encoded(f"{path}{op.token}").where)]
     if op.list_value:
@@ -270,7 +276,7 @@ def test_fields_that_cannot_be_queried_are_refused_alike(world, kind):
     runtime, records = world
     for op_name in QUERY_OPERATORS:
         op = OPERATORS[op_name]
-        value = None if not op.takes_value else ["x"] if op.list_value else "x"
+        value = None if not op.takes_value else ["x"] if op.list_value else "f_string" if op.field else "x"
         node = from_data({"field": f"f_{kind}", "op": op_name, "value": value})
         expected = f"QueryError: f_{kind}: {kind} fields cannot be queried"
         assert sql_outcome(runtime, node) == expected
@@ -333,3 +339,73 @@ def test_change_operators_compare_values_as_eq_does(world, path, before, after, 
     node = bind_fields(parse_encoded(condition).where, runtime.defs.tables, tdef)
     previous, record = {path: field.parse(before)}, {path: field.parse(after)}
     assert evaluate(node, record, previous=previous) is fires
+
+
+def values_of(records: list[dict], outcome, *paths: str) -> list[tuple]:
+    """The values at `paths` of the records in `outcome`, as text (a number as it reads: 1.5, not 1.500000)."""
+    def text(value) -> str:
+        if value is None or value == "":
+            return "-"
+        return str(value) if not isinstance(value, Decimal) else f"{value.normalize():f}"
+    return sorted(tuple(text(r.get(p)) for p in paths) for r in records if r["sys_id"] in outcome)
+
+
+@pytest.mark.parametrize(("condition", "expected"), [
+    # each side in its own type (0 is 0.0), and two empty values (-) are the same
+    ("f_integerSAMEASf_decimal", [("-", "-")] * 4 + [("0", "0")]),
+    ("f_integerGT_FIELDf_decimal", [("10", "2"), ("5", "0.000001"), ("9", "-0.5")]),
+    ("f_integerLT_OR_EQUALS_FIELDf_decimal", [("-1", "1.5"), ("0", "0"), ("1", "1.5"), ("7", "10")]),
+    ("f_stringSAMEASf_text", [(" abc", " abc"), ("-", "-"), ("0", "0"), ("10", "10"), ("9", "9"), ("ABC", "ABC"),
+                              ("a%b", "a%b"), ("a_b", "a_b"), ("abc", "abc"), ("abc ", "abc "), ("x,y", "x,y"),
+                              ("École", "École")]),
+    ("f_choice_intGT_FIELDf_integer", [("1", "0"), ("10", "-1"), ("2", "1")]),  # a choice by its value
+])
+def test_two_fields_of_a_record_compared(world, condition, expected):
+    """ServiceNow's SAMEAS, NSAMEAS, GT_FIELD, GT_OR_EQUALS_FIELD, LT_FIELD and LT_OR_EQUALS_FIELD compare two
+    fields of each record, in the list (SQL) and in a rule (Python) alike."""
+    runtime, records = world
+    node = parse_encoded(condition).where
+    paths = (node.field, node.value)
+    assert sorted(values_of(records, sql_outcome(runtime, node), *paths)) == sorted(expected)
+    assert python_outcome(runtime, records, node) == sql_outcome(runtime, node)
+    negated = parse_encoded(condition.replace("SAMEAS", "NSAMEAS")).where
+    if "SAMEAS" in condition:  # the negation: every other record
+        assert sql_outcome(runtime, negated) == {r["sys_id"] for r in records} - sql_outcome(runtime, node)
+
+
+@pytest.mark.parametrize(("condition", "error"), [
+    ("f_dateSAMEASf_datetime", "f_dateSAMEASf_datetime: f_date is a date and f_datetime is a date and time; only "
+                               "fields of one kind compare"),
+    ("f_stringGT_FIELDf_integer", "f_stringGT_FIELDf_integer: f_string is a text and f_integer is a number; only "
+                                  "fields of one kind compare"),
+    ("f_referenceSAMEASf_string", "f_referenceSAMEASf_string: f_reference is a reference to pq_target and f_string "
+                                  "is a text; only fields of one kind compare"),
+    ("f_referenceGT_FIELDf_reference", "f_referenceGT_FIELDf_reference: references have no order; compare them with "
+                                       "SAMEAS or NSAMEAS"),
+    ("f_integerSAMEASf_nothing", "f_nothing: table 'pq_item' has no field 'f_nothing'"),
+    ("f_integerSAMEASf_journal", "f_journal: journal fields cannot be queried"),
+])
+def test_fields_that_do_not_compare_are_refused_alike(world, condition, error):
+    runtime, records = world
+    node = parse_encoded(condition).where
+    assert str(sql_outcome(runtime, node)).startswith("QueryError: " + error)
+    assert str(python_outcome(runtime, records, node)).startswith("QueryError: " + error)
+
+
+@pytest.mark.parametrize(("written", "error"), [
+    ("f_integerSAMEASjavascript:gs.getUserID()", "f_integer: SAMEAS compares with another field; its value is that "
+     "field's name (e.g. f_integerSAMEASopened_at), not 'javascript:gs.getUserID()'"),
+    ("f_integerGT_FIELD", "f_integer: GT_FIELD compares with another field; its value "
+     "is that field's name (e.g. f_integerGT_FIELDopened_at), not ''"),
+    ({"field": "f_integer", "op": "sameas", "value": 3}, "condition.value: f_integer: SAMEAS compares with another "
+     "field; its value is that field's name (e.g. f_integerSAMEASopened_at), not '3'"),
+    ({"field": "f_integer", "op": "gt_or_equals_field", "value": "f_decimal"}, None),  # ServiceNow's name as an alias
+])
+def test_a_field_comparison_names_a_field(written, error):
+    """What is not a field's name is refused where the condition is read, before any query runs."""
+    if error is None:
+        assert from_data(written).op == "ge_field"
+        return
+    with pytest.raises(QueryError) as caught:
+        parse_encoded(written) if isinstance(written, str) else from_data(written)
+    assert str(caught.value) == error

@@ -45,6 +45,8 @@ def setting(config, definitions, definitions_copy):
     "sysparm_query=ORDERBYu_setting.value",
     "sysparm_query=ORDERBYDESCu_setting.value",
     "sysparm_query=u_setting=caseloom.scripts.enabled",  # a reference compared by display value
+    "sysparm_query=nameSAMEASu_setting.value",  # the other field of a comparison of two fields
+    "sysparm_query=u_setting.valueNSAMEASname",
 ])
 def test_a_dot_walk_into_an_unreadable_table_is_refused_in_the_api(setting, params):
     client, _, _ = setting

@@ -146,3 +146,18 @@ def test_bad_query_is_400_naming_the_field(as_user):
     assert r.status_code == 400 and "colour" in r.json["error"]["message"]
     r = as_user("agent").get(CASES + "?sysparm_fields=number,nope")
     assert r.status_code == 400 and "nope" in r.json["error"]["message"]
+
+
+@pytest.mark.parametrize(("query", "detail"), [
+    ("opened_atSAMEASpriority", "opened_atSAMEASpriority: opened_at is a date and time and priority is a number; "
+                                "only fields of one kind compare"),
+    ("accountSAMEASassigned_to", "accountSAMEASassigned_to: account is a reference to customer_account and "
+                                 "assigned_to is a reference to sys_user; only fields of one kind compare"),
+    ("opened_atGT_FIELDno_such", "no_such: table 'sn_customerservice_case' has no field 'no_such'"),
+    ("opened_atGT_FIELD2024-01-01", "opened_at: GT_FIELD compares with another field; its value is that field's "
+                                    "name (e.g. opened_atGT_FIELDopened_at), not '2024-01-01'"),
+])
+def test_a_comparison_of_two_fields_that_cannot_be_made_is_a_400(as_user, query, detail):
+    r = as_user("agent").get(f"{CASES}?sysparm_query={query}")
+    assert r.status_code == 400, r.get_data(as_text=True)
+    assert detail in r.json["error"]["detail"] or detail in r.json["error"]["message"], r.json

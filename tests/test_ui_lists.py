@@ -60,21 +60,24 @@ def agent(client):
 # -- operators and inputs per field type ---------------------------------------------------------------
 
 # integer choices are ordered too ("Priority at most 2 - High"), as ServiceNow offers them
+# and every kind compares with another field of the record (ServiceNow's "is same as", "greater than field")
+SAME = ["is the same as", "is different from"]
+ORDERED_FIELD = ["greater than the field", "at least the field", "less than the field", "at most the field"]
 INTEGER_CHOICE = ["is", "is not", "is one of", "is not one of", "less than", "at most", "greater than", "at least",
-                  "is empty", "is not empty"]
+                  "is empty", "is not empty", *SAME, *ORDERED_FIELD]
 
 @pytest.mark.parametrize(("field", "operators", "value_input"), [
     ("state", INTEGER_CHOICE, '<select name="f_value"'),
     ("priority", INTEGER_CHOICE, '<select name="f_value"'),
-    ("major_case_state", ["is", "is not", "is one of", "is not one of", "is empty", "is not empty"],
+    ("major_case_state", ["is", "is not", "is one of", "is not one of", "is empty", "is not empty", *SAME],
      '<select name="f_value"'),
-    ("assigned_to", ["is", "is not", "is one of", "is not one of", "is empty", "is not empty"],
+    ("assigned_to", ["is", "is not", "is one of", "is not one of", "is empty", "is not empty", *SAME],
      f'hx-get="/ui/reference/{CASE}/assigned_to"'),
     ("short_description", ["contains", "does not contain", "starts with", "ends with", "is", "is not", "is empty",
-                           "is not empty"], 'type="text"'),
-    ("opened_at", ["is", "is not", "less than", "at most", "greater than", "at least", "is empty", "is not empty"],
-     'type="datetime-local"'),
-    ("active", ["is", "is not"], '<option value="true"'),
+                           "is not empty", *SAME], 'type="text"'),
+    ("opened_at", ["is", "is not", "less than", "at most", "greater than", "at least", "is empty", "is not empty",
+                   *SAME, *ORDERED_FIELD], 'type="datetime-local"'),
+    ("active", ["is", "is not", *SAME], '<option value="true"'),
 ])
 def test_a_row_offers_the_operators_and_the_input_of_its_fields_type(client, agent, field, operators, value_input):
     row = drawn_row(client, agent, field)
@@ -83,6 +86,33 @@ def test_a_row_offers_the_operators_and_the_input_of_its_fields_type(client, age
     value = value[value.index("</select>"):]
     assert value_input in value
     assert 'aria-label="Value"' in value
+
+
+def test_a_field_comparison_row_offers_the_other_fields_of_its_kind(client, agent):
+    """"Is the same as" draws a choice of the other fields a value could equal: a user reference offers the
+    other user references, a date-time the other date-times; the value typed for "is" does not carry over."""
+    row = drawn_row(client, agent, "assigned_to", "sameas", was="assigned_to")
+    others = options(row, "f_value")
+    assert ("proposed_by", "Proposed by") in others and ("assigned_to", "Assigned to") not in others
+    assert all(name not in dict(others) for name in ("account", "short_description", "opened_at"))
+    later = drawn_row(client, agent, "opened_at", "gt_field", was="opened_at")
+    assert "closed_at" in dict(options(later, "f_value")) and "priority" not in dict(options(later, "f_value"))
+    assert 'aria-label="Other field"' in later and 'data-shape="field"' in later
+
+
+def test_a_field_comparison_filters_and_reads_as_a_sentence(client, agent):
+    query = applied_query(client.post(LIST, data=row_post(client, agent, "closed_at", "gt_field", "opened_at")))
+    assert query == "closed_atGT_FIELDopened_at"
+    page = page_text(client.get(f"{LIST}?sysparm_query=closed_atGT_FIELDopened_at^assigned_toNSAMEASproposed_by"))
+    assert "Closed at greater than the field Opened at and Assigned to is different from Proposed by" in page
+    listed = api(client, f"{CASES}?sysparm_query=closed_atGT_FIELDopened_at&sysparm_fields=opened_at,closed_at"
+                         f"&sysparm_limit=1000")
+    assert listed and all(c["closed_at"] > c["opened_at"] for c in listed)
+    everything = api(client, f"{CASES}?sysparm_query=closed_atISNOTEMPTY^opened_atISNOTEMPTY&sysparm_fields=sys_id"
+                             f"&sysparm_limit=1000")
+    not_later = api(client, f"{CASES}?sysparm_query=closed_atLT_OR_EQUALS_FIELDopened_at&sysparm_fields=sys_id"
+                            f"&sysparm_limit=1000")
+    assert len(listed) + len(not_later) == len(everything)  # an empty side is neither greater nor at most
 
 
 def test_a_choice_row_offers_labels_and_one_of_offers_several(client, agent):

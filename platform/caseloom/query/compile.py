@@ -16,9 +16,9 @@ from ..definitions.model import FieldDef, TableDef
 from ..storage import Storage
 from .conditions import TEXT_QUERY
 from .dynamic import resolve_dynamic
-from .meaning import Check, coerce, display_of, meaning
+from .meaning import Check, coerce, compared, display_of, meaning, other_path
 from .nodes import All, AnyOf, Node, Not, Query, QueryError, Term
-from .operators import operator
+from .operators import Operator, operator
 from .sqltext import ordered, text_of
 
 __all__ = ["MAX_OFFSET", "Readable", "Selection", "coerce", "count_rows", "select_rows"]
@@ -169,12 +169,23 @@ class Selection:
         if op.change is not None:
             raise QueryError(f"{term.field}{op.token}: {op.token} compares a record before and after a write, so it "
                              "works in rule conditions only, not in a query")
-        _, field = self.column(term.field)
+        column, field = self.column(term.field)
+        if op.field:
+            return self._compared(op, term, column, field)
         found = meaning(term, field, display_of(self.defs.tables, field))
         parts = [self._check(check) for check in found.checks]
         if len(parts) == 1:
             return parts[0]
         return sa.or_(*parts) if found.any else sa.and_(*parts)
+
+    def _compared(self, op: Operator, term: Term, column: sa.ColumnElement, field: FieldDef) -> sa.ColumnElement:
+        """A comparison of two fields of the record (`sameas`, `gt_field`): the other one read as any path is,
+        its dot-walks joined and its access checked."""
+        other_column, other = self.column(other_path(term))
+        compared(self.defs.tables, term, field, other)
+        if op.ordered:
+            column, other_column = ordered(column), ordered(other_column)
+        return op.sql(column, other_column)
 
     def _text_search(self, term: Term) -> sa.ColumnElement:
         """`123TEXTQUERY321=words`: the record has every word (each as a prefix) in its text index."""

@@ -11,14 +11,13 @@ import re
 from typing import Any
 
 from .dynamic import recognise
-from .nodes import All, AnyOf, Node, Not, PropertyTerm, Query, QueryError, Term
+from .nodes import FIELD, All, AnyOf, Node, Not, PropertyTerm, Query, QueryError, Term
 from .operators import BY_TOKEN, TOKENS_LONGEST_FIRST, operator
 
 __all__ = ["All", "AnyOf", "Node", "Not", "PropertyTerm", "Query", "QueryError", "Term", "fields_of", "from_data",
            "parse_encoded", "parse_term", "to_encoded"]
 
 
-FIELD = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*")
 # What one encoded query may hold: databases refuse deeper expressions (SQLite: 1,000) and more bound
 # values (PostgreSQL: 65,535) than this, with an error instead of an answer.
 MAX_TERMS, MAX_VALUES = 500, 10_000
@@ -138,9 +137,23 @@ def parse_term(raw: str) -> Term:
                 value = [v for v in value.split(",") if v != ""]
                 if len(value) > MAX_VALUES:
                     raise QueryError(f"query term {field}{token}...: {len(value)} values; at most {MAX_VALUES}")
-            return Term(field, op.name, _recognised(value, f"query term {raw!r}"))
+            term = Term(field, op.name, _recognised(value, f"query term {raw!r}"))
+            if op.field:
+                other_path(term)
+            return term
     raise QueryError(f"query term {raw!r} has no known operator after {field!r} "
                      f"(known: {', '.join(sorted(BY_TOKEN))})")
+
+
+def other_path(term: Term) -> str:
+    """The other field's path of a field comparison, checked to be a path (a QueryError naming the term)."""
+    value = term.value
+    if not isinstance(value, str) or not FIELD.fullmatch(value):
+        op = operator(term.op)
+        shown = "" if value is None else str(value)  # a dynamic value as it was written
+        raise QueryError(f"{term.field}: {op.token} compares with another field; its value is that field's name "
+                         f"(e.g. {term.field}{op.token}opened_at), not {shown!r}")
+    return value
 
 
 def to_encoded(query: Query) -> str:
@@ -243,7 +256,13 @@ def from_data(data: Any, where: str = "condition") -> Node:
     value = data.get("value")
     if op.list_value and not isinstance(value, list):
         value = [value]
-    return Term(str(data["field"]), op.name, _recognised(value, f"{where}.value"))
+    term = Term(str(data["field"]), op.name, _recognised(value, f"{where}.value"))
+    if op.field:
+        try:
+            other_path(term)
+        except QueryError as exc:
+            raise QueryError(f"{where}.value: {exc}") from None
+    return term
 
 
 def _recognised(value: Any, where: str) -> Any:
@@ -266,5 +285,12 @@ def terms_of(node: Node | None) -> list[Term | PropertyTerm]:
 
 
 def fields_of(node: Node | None) -> list[str]:
-    """Every field path a condition reads."""
-    return [t.field for t in terms_of(node) if isinstance(t, Term)]
+    """Every field path a condition reads (both of a field comparison's: `closed_atGT_FIELDopened_at`)."""
+    paths = []
+    for term in terms_of(node):
+        if isinstance(term, Term):
+            paths.append(term.field)
+            op = operator(term.op)
+            if op is not None and op.field and isinstance(term.value, str):
+                paths.append(term.value)
+    return paths

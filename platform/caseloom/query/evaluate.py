@@ -22,7 +22,7 @@ from typing import Any
 from ..definitions.model import TableDef
 from ..fieldtypes import FieldValueError, parse_boolean
 from .dynamic import resolve_dynamic
-from .meaning import Check, Meaning, Typed, bind_fields, coerce, items_of, meaning, rendered, stored, value_text
+from .meaning import Check, Meaning, Typed, bind_fields, coerce, items_of, meaning, other_path, rendered, stored, value_text
 from .nodes import All, AnyOf, Node, Not, PropertyTerm, QueryError, Term
 from .operators import Operator, operator
 
@@ -79,6 +79,8 @@ def _holds(node: Node, record: _Record) -> bool:
 
 def _typed(term: Typed, record: _Record) -> bool:
     op = operator(term.op)
+    if op.field:  # two fields of the record, each in its own type (their kinds checked when bound)
+        return op.test(stored(term.target, record.read(term.field)), stored(term.other, record.read(term.value)))
     if op.change is not None:
         new = stored(term.target, record.read(term.field))
         old = None if record.previous is None else stored(term.target, record.previous.get(term.field))
@@ -103,6 +105,8 @@ def _unbound(term: Term, record: _Record) -> bool:
     if op is None:
         raise QueryError(f"{term.field}: unknown operator {term.op!r}")
     value = record.read(term.field)
+    if op.field:  # unbound: the other field's value as this one's value would be compared with it
+        return _untyped(op, value, record.read(other_path(term)))
     if op.change is not None:
         before = None if record.previous is None else record.previous.get(term.field)
         sample = value if value is not None else before

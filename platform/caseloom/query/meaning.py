@@ -17,6 +17,7 @@ from typing import Any
 
 from ..definitions.model import FieldDef, TableDef
 from ..fieldtypes import SYS_ID, FieldValueError, is_empty
+from .conditions import other_path
 from .dynamic import is_dynamic
 from .nodes import All, AnyOf, Not, QueryError, Term
 from .operators import Operator, operator
@@ -50,6 +51,7 @@ class Typed(Term):
     target: FieldDef | None = field(default=None, compare=False, repr=False)
     display: FieldDef | None = field(default=None, compare=False, repr=False)
     meaning: Meaning | None = field(default=None, compare=False, repr=False)
+    other: FieldDef | None = field(default=None, compare=False, repr=False)  # a field comparison's other field
 
 
 def refuse_unqueryable(path: str, fdef: FieldDef) -> None:
@@ -98,6 +100,42 @@ def coerce(fdef: FieldDef, path: str, value: Any, is_list: bool = False) -> Any:
         return None if is_empty(value) else fdef.parse(value)  # empty is "is empty" (a boolean stores false)
     except FieldValueError as exc:
         raise QueryError(f"{path}: {exc}") from None
+
+
+# What a field compares as with another field (`sameas`, `gt_field`): fields of one kind compare, others not.
+# A choice compares as its values do; a reference as a sys_id of its table's hierarchy.
+KINDS = {"string": "text", "text": "text", "email": "text", "url": "text", "integer": "number", "decimal": "number"}
+KIND_WORDS = {"text": "a text", "number": "a number", "boolean": "a true/false", "date": "a date",
+              "datetime": "a date and time", "duration": "a duration"}
+
+
+def kind_of(tables: Mapping[str, TableDef], fdef: FieldDef) -> str:
+    """The kind a field compares as with another field: `text`, `number`, ..., `reference:<root table>`."""
+    if fdef.type == "reference":
+        target = tables.get(fdef.reference)
+        return f"reference:{target.root if target is not None else fdef.reference}"
+    if fdef.choices:
+        return "number" if fdef.choice_kind == "integer" else "text"
+    return KINDS.get(fdef.type, fdef.type)
+
+
+def _kind_words(kind: str) -> str:
+    return f"a reference to {kind.split(':', 1)[1]}" if kind.startswith("reference:") else KIND_WORDS.get(kind, kind)
+
+
+def compared(tables: Mapping[str, TableDef], term: Term, target: FieldDef, other: FieldDef) -> None:
+    """Refuse, naming both fields, a comparison of two fields (`term`, an operator with `field`) that no query
+    can make: a field of either side that cannot be queried, fields of two kinds, references ordered."""
+    op = operator(term.op)
+    refuse_unqueryable(term.field, target)
+    refuse_unqueryable(term.value, other)
+    mine, theirs = kind_of(tables, target), kind_of(tables, other)
+    if mine != theirs:
+        raise QueryError(f"{term.field}{op.token}{term.value}: {term.field} is {_kind_words(mine)} and "
+                         f"{term.value} is {_kind_words(theirs)}; only fields of one kind compare")
+    if op.ordered and mine.startswith("reference:"):
+        raise QueryError(f"{term.field}{op.token}{term.value}: references have no order; compare them with "
+                         f"SAMEAS or NSAMEAS")
 
 
 def value_text(value: Any) -> str:
@@ -191,6 +229,10 @@ def bind_fields(node: Any, tables: Mapping[str, TableDef], table: TableDef) -> A
     if op is None:
         raise QueryError(f"{node.field}: unknown operator {node.op!r}")
     target = field_at(tables, table, node.field)
+    if op.field:
+        other = field_at(tables, table, other_path(node))
+        compared(tables, node, target, other)
+        return Typed(node.field, node.op, node.value, target, None, None, other)
     display = display_of(tables, target)
     found = None
     later = is_dynamic(node.value) or not _plain(node.value)  # known when it runs: worked out then

@@ -21,6 +21,11 @@ API renders it and the value as text. The exact meaning, identical in SQL and in
   no values: nothing. `NOTIN`: its negation.
 - `ISEMPTY` / `ISNOTEMPTY`: `x` is / is not empty. `EMPTYSTRING` is `ISEMPTY` (an empty text is stored
   empty); `ANYTHING` holds for every record.
+- `SAMEAS` `NSAMEAS` `GT_FIELD` `GT_OR_EQUALS_FIELD` `LT_FIELD` `LT_OR_EQUALS_FIELD`: `x` compared with
+  another field `y` of the same record (the value is `y`'s path), as `=`, `!=`, `>`, `>=`, `<`, `<=`
+  compare `x` with `y`'s value: both empty are the same; an empty side is never ordered. The two
+  fields are of one kind (`query.meaning.KINDS`): text with text, numbers with numbers, a date
+  with a date, a reference with a reference to the same table (the same or not only).
 
 Per field type: strings, text, e-mail, URL and string choices compare exactly (case and
 spaces count; a choice compares its value, never its label); integers, decimals (`1.50`
@@ -59,6 +64,9 @@ class Operator:
     negative: bool = False  # the negation of another operator: holds where it does not
     # Rules only: compares the value before and after a write (`changes`, `changesto`).
     change: Callable[[Any, Any, Any], bool] | None = None
+    # Compares with another field of the same record (`sameas`, `gt_field`): the value is that field's path, and
+    # `sql(column, other_column)`, `test(value, other_value)` receive both sides (see `query.meaning.compared`).
+    field: bool = False
 
 
 def _like_escape(value: str) -> str:
@@ -146,6 +154,20 @@ register(Operator("emptystring", "EMPTYSTRING", "is empty", lambda c, v: c.is_(N
                   lambda a, b: a is None, takes_value=False))
 
 
+# ServiceNow's comparisons of two fields of a record: `assigned_toSAMEASopened_by`, `closed_atGT_FIELDdue_date`.
+# `sameas` holds where `=` would hold with the other field's value as its value (both empty: the same), and
+# `nsameas` is its negation; the ordered ones, like `<`, never hold where either side is empty.
+register(Operator("sameas", "SAMEAS", "is the same as", lambda c, o: c.is_not_distinct_from(o), _eq, field=True))
+register(Operator("nsameas", "NSAMEAS", "is different from", lambda c, o: c.is_distinct_from(o),
+                  lambda a, b: not _eq(a, b), field=True, negative=True))
+for _name, _token, _label, _op in (("lt_field", "LT_FIELD", "less than the field", lambda a, b: a < b),
+                                   ("le_field", "LT_OR_EQUALS_FIELD", "at most the field", lambda a, b: a <= b),
+                                   ("gt_field", "GT_FIELD", "greater than the field", lambda a, b: a > b),
+                                   ("ge_field", "GT_OR_EQUALS_FIELD", "at least the field", lambda a, b: a >= b)):
+    register(Operator(_name, _token, _label, _op, lambda a, b, _op=_op: a is not None and b is not None and _op(a, b),
+                      ordered=True, field=True))
+
+
 def _no_sql(column, value):
     raise ValueError("change operators compare a record before and after a write; they work in rules only")
 
@@ -162,7 +184,8 @@ register(Operator("changesfrom", "CHANGESFROM", "changes from", _no_sql, lambda 
 BY_TOKEN: dict[str, Operator] = {op.token: op for op in OPERATORS.values()}
 TOKENS_LONGEST_FIRST = sorted(BY_TOKEN, key=len, reverse=True)
 ALIASES = {"=": "eq", "==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge",
-           "isempty": "empty", "isnotempty": "notempty"}
+           "isempty": "empty", "isnotempty": "notempty", "lt_or_equals_field": "le_field",
+           "gt_or_equals_field": "ge_field"}
 
 
 def operator(name: str) -> Operator | None:

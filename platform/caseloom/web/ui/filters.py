@@ -11,6 +11,7 @@ from ...fieldtypes import SYS_ID
 from ...query import OPERATORS, AnyOf, Query, QueryError, Term
 from ...query.conditions import All, Not, terms_of
 from ...query.dynamic import is_dynamic
+from ...query.meaning import kind_of
 from ...query.operators import Operator
 from ..auth import records, runtime
 from ..serialize import display_names, value_words
@@ -23,14 +24,16 @@ DYNAMIC_WORDS = {"gs.getuserid()": "me", "gs.getusername()": "me", "gs.nowdateti
 # The operators offered per kind of field, in the order shown (names in caseloom.query OPERATORS; an
 # encoded BETWEEN or ON is read as its two comparisons: a range is two rows). Adding a kind is one row
 # here and one in INPUT_KINDS.
+SAME = ("sameas", "nsameas")  # compared with another field of the record, chosen from those of its kind
+ORDERED_FIELD = ("gt_field", "ge_field", "lt_field", "le_field")
 KIND_OPERATORS = {
-    "choice": ("eq", "ne", "in", "notin", "empty", "notempty"),
-    "number_choice": ("eq", "ne", "in", "notin", "lt", "le", "gt", "ge", "empty", "notempty"),
-    "reference": ("eq", "ne", "in", "notin", "empty", "notempty"),
-    "text": ("like", "notlike", "startswith", "endswith", "eq", "ne", "empty", "notempty"),
-    "number": ("eq", "ne", "lt", "le", "gt", "ge", "empty", "notempty"),
-    "date": ("eq", "ne", "lt", "le", "gt", "ge", "empty", "notempty"),
-    "boolean": ("eq", "ne"),
+    "choice": ("eq", "ne", "in", "notin", "empty", "notempty", *SAME),
+    "number_choice": ("eq", "ne", "in", "notin", "lt", "le", "gt", "ge", "empty", "notempty", *SAME, *ORDERED_FIELD),
+    "reference": ("eq", "ne", "in", "notin", "empty", "notempty", *SAME),
+    "text": ("like", "notlike", "startswith", "endswith", "eq", "ne", "empty", "notempty", *SAME),
+    "number": ("eq", "ne", "lt", "le", "gt", "ge", "empty", "notempty", *SAME, *ORDERED_FIELD),
+    "date": ("eq", "ne", "lt", "le", "gt", "ge", "empty", "notempty", *SAME, *ORDERED_FIELD),
+    "boolean": ("eq", "ne", *SAME),
 }
 
 
@@ -114,7 +117,12 @@ def _row_view(tdef: TableDef, index: int, row: dict, names: dict) -> dict:
         ops = [*ops, op]
     view = dict(row, index=index, fdef=field, ops=ops, op=op.name, input=_input_of(field, op),
                 label=_path_words(tdef, row["field"])[1] if row["field"] else "")
-    if field is not None and field.choices:
+    if op.field:  # a value that names no field (the row held another operator's): the first field offered
+        view["others"] = others = _comparable_fields(tdef, row["field"], field)
+        named = bool(row["value"]) and _field_at(tdef, str(row["value"])) is not None
+        view["value"] = row["value"] if named else others[0][0] if others else ""
+        view["other_label"] = _path_words(tdef, view["value"])[1] if view["value"] else ""
+    elif field is not None and field.choices:
         picked = (row.get("values") or _items(row["value"])) if op.list_value else [row["value"]]
         view["selected"] = {_quietly(field, v) for v in picked}
     elif field is not None and field.type == "reference":
@@ -126,11 +134,23 @@ def _row_view(tdef: TableDef, index: int, row: dict, names: dict) -> dict:
     return view
 
 
+def _comparable_fields(tdef: TableDef, path: str, field: FieldDef | None) -> list[tuple[str, str]]:
+    """The fields a row's field may be compared with (`sameas` and friends): the others of its kind the user may read."""
+    if field is None:
+        return []
+    tables = runtime().defs.tables
+    kind = kind_of(tables, field)
+    return [(name, label) for name, label in filter_fields(tdef)
+            if name != path and kind_of(tables, tdef.fields[name]) == kind]
+
+
 def _input_of(field: FieldDef | None, op: Operator) -> str:
-    """The value input a row draws: none, select, multiselect, reference, references, boolean or an
-    HTML input type."""
+    """The value input a row draws: none, field (another field), select, multiselect, reference, references,
+    boolean or an HTML input type."""
     if not op.takes_value:
         return "none"
+    if op.field:
+        return "field"
     kind = field_kind(field)
     if kind in ("choice", "number_choice"):
         return "multiselect" if op.list_value else "select"
@@ -200,6 +220,8 @@ def _term_value(field: FieldDef | None, op: Operator, row: dict):
     """A row's value for its term: None, one value, or a list for "is one of"."""
     if not op.takes_value:
         return None
+    if op.field:
+        return str(row["value"] or "").strip()  # the other field's name, as the select posts it
     if op.list_value:
         items = row.get("values") or _items(row["value"])
         if field is not None and field.type == "reference" and not row["value"] and row.get("display"):
@@ -255,6 +277,8 @@ def filter_sentence(tdef: TableDef, query: Query) -> str:
         words = op.label if op is not None else node.op
         if op is None or not op.takes_value:
             return f"{label} {words}"
+        if op.field:
+            return f"{label} {words} {_path_words(tdef, str(node.value))[1]}"
         values = node.value if isinstance(node.value, (list, tuple)) else [node.value]
         return f"{label} {words} {', '.join(_value_words(field, v, names) for v in values)}"
 
@@ -282,7 +306,7 @@ def _referenced(tdef: TableDef, query: Query) -> dict[str, set[str]]:
     wanted: dict[str, set[str]] = {}
     for term in terms_of(query.where):
         field = _path_words(tdef, term.field)[0] if isinstance(term, Term) else None
-        if field is not None and field.type == "reference":
+        if field is not None and field.type == "reference" and not getattr(OPERATORS.get(term.op), "field", False):
             values = term.value if isinstance(term.value, (list, tuple)) else [term.value]
             wanted.setdefault(field.reference, set()).update(str(v) for v in values if v and len(str(v)) == 32)
     return wanted
