@@ -237,6 +237,41 @@ def test_the_base_list_shows_each_child_class_its_own_state_labels(users):
     assert row["state"] == "Closed"  # the base's own label
 
 
+@pytest.mark.parametrize(("query", "classes"), [
+    ("sys_class_nameINSTANCEOFloan_work", {"loan_work", "loan_request", "loan_task"}),  # the table and its children
+    ("sys_class_nameINSTANCEOFloan_request", {"loan_request"}),
+    ("sys_class_nameINSTANCEOFloan_task^ORsys_class_nameINSTANCEOFloan_request", {"loan_request", "loan_task"}),
+    ("sys_class_nameINSTANCEOFloan_asset", set()),  # another hierarchy: no record is one
+])
+def test_instanceof_finds_the_records_of_a_table_and_the_tables_extending_it(users, ids, query, classes):
+    """ServiceNow's INSTANCEOF, in a list of the base table, the API and a rule's condition alike."""
+    theo = users["theo"]
+    new_task(theo, new_request(users["rita"], ids)["sys_id"], "deliver")
+    theo.post(f"{TABLE}/loan_work", json={"short_description": "Count the headsets"})
+    every = theo.rows("loan_work", "", "sys_id,sys_class_name")
+    found = theo.rows("loan_work", query, "sys_id,sys_class_name")
+    assert {r["sys_class_name"] for r in found} == classes
+    assert {r["sys_id"] for r in found} == {r["sys_id"] for r in every if r["sys_class_name"] in classes}
+    from caseloom.query import parse_encoded
+    from caseloom.query.evaluate import evaluate
+
+    defs = theo.client.application.extensions["caseloom"].defs
+    node = parse_encoded(query).where
+    assert {r["sys_id"] for r in every if evaluate(node, r, table=defs.tables["loan_work"],
+                                                       tables=defs.tables)} == {r["sys_id"] for r in found}
+
+
+@pytest.mark.parametrize(("query", "detail"), [
+    ("sys_class_nameINSTANCEOFloan_nothing", "sys_class_name: INSTANCEOF takes a table's name; there is no table "
+                                             "'loan_nothing'"),
+    ("short_descriptionINSTANCEOFloan_task", "short_descriptionINSTANCEOFloan_task: INSTANCEOF reads a record's "
+                                             "class; write it on sys_class_name (sys_class_nameINSTANCEOFloan_task)"),
+])
+def test_instanceof_of_no_table_or_on_another_field_is_a_400(users, query, detail):
+    r = users["theo"].get(f"{TABLE}/loan_work", query_string={"sysparm_query": query})
+    assert r.status_code == 400 and detail in str(r.json["error"]), r.json
+
+
 def test_crud_on_the_base_and_child_tables(users, ids):
     theo, mona = users["theo"], users["mona"]
     request = new_request(users["rita"], ids)

@@ -172,7 +172,7 @@ class Selection:
         column, field = self.column(term.field)
         if op.field:
             return self._compared(op, term, column, field)
-        found = meaning(term, field, display_of(self.defs.tables, field))
+        found = meaning(term, field, display_of(self.defs.tables, field), self.defs.tables)
         parts = [self._check(check) for check in found.checks]
         if len(parts) == 1:
             return parts[0]

@@ -104,6 +104,8 @@ def _unbound(term: Term, record: _Record) -> bool:
     op = operator(term.op)
     if op is None:
         raise QueryError(f"{term.field}: unknown operator {term.op!r}")
+    if op.classes:
+        raise QueryError(f"{term.field}: INSTANCEOF reads the tables' definitions; this condition is read without them")
     value = record.read(term.field)
     if op.field:  # unbound: the other field's value as this one's value would be compared with it
         return _untyped(op, value, record.read(other_path(term)))

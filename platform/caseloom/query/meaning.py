@@ -162,11 +162,34 @@ def rendered(fdef: FieldDef, value: Any) -> str | None:
     return None if value is None else fdef.render(value)
 
 
-def meaning(term: Term, target: FieldDef, display: FieldDef | None) -> Meaning:
+def classes_of(tables: Mapping[str, TableDef], term: Term) -> tuple[str, ...]:
+    """An INSTANCEOF term's classes: the table it names and every table extending it, directly or not."""
+    name = str(term.value or "").strip()
+    if term.field.rsplit(".", 1)[-1] != "sys_class_name":
+        raise QueryError(f"{term.field}INSTANCEOF{name}: INSTANCEOF reads a record's class; write it on "
+                         f"sys_class_name (sys_class_nameINSTANCEOF{name or 'task'})")
+    if name not in tables:
+        raise QueryError(f"{term.field}: INSTANCEOF takes a table's name; there is no table {name!r}")
+
+    def extends(table: TableDef) -> bool:
+        while table is not None:
+            if table.name == name:
+                return True
+            table = tables.get(table.extends) if table.extends else None
+        return False
+
+    return tuple(t.name for t in tables.values() if extends(t))
+
+
+def meaning(term: Term, target: FieldDef, display: FieldDef | None,
+            tables: Mapping[str, TableDef] | None = None) -> Meaning:
     """The checks a term makes on `target`, the field its path ends at (`display`: the display
-    field of the table `target` references, if any). Raises QueryError for what no query can mean."""
+    field of the table `target` references, if any; `tables`: the definitions' tables, which
+    INSTANCEOF reads). Raises QueryError for what no query can mean."""
     op = operator(term.op)
     refuse_unqueryable(term.field, target)
+    if op.classes:
+        return Meaning((Check(op, term.field, target, classes_of(tables or {}, term)),))
     if not op.takes_value:
         return Meaning((Check(op, term.field, target, None),))
     if op.text_only:
@@ -242,7 +265,7 @@ def bind_fields(node: Any, tables: Mapping[str, TableDef], table: TableDef) -> A
     elif later:
         refuse_unqueryable(node.field, target)
     else:
-        found = meaning(node, target, display)
+        found = meaning(node, target, display, tables)
     return Typed(node.field, node.op, node.value, target, display, found)
 
 

@@ -21,6 +21,7 @@ API renders it and the value as text. The exact meaning, identical in SQL and in
   no values: nothing. `NOTIN`: its negation.
 - `ISEMPTY` / `ISNOTEMPTY`: `x` is / is not empty. `EMPTYSTRING` is `ISEMPTY` (an empty text is stored
   empty); `ANYTHING` holds for every record.
+- `INSTANCEOF` (on `sys_class_name`): `x` is the named table or a table extending it.
 - `SAMEAS` `NSAMEAS` `GT_FIELD` `GT_OR_EQUALS_FIELD` `LT_FIELD` `LT_OR_EQUALS_FIELD`: `x` compared with
   another field `y` of the same record (the value is `y`'s path), as `=`, `!=`, `>`, `>=`, `<`, `<=`
   compare `x` with `y`'s value: both empty are the same; an empty side is never ordered. The two
@@ -67,6 +68,9 @@ class Operator:
     # Compares with another field of the same record (`sameas`, `gt_field`): the value is that field's path, and
     # `sql(column, other_column)`, `test(value, other_value)` receive both sides (see `query.meaning.compared`).
     field: bool = False
+    # Takes a table's name and compares a record's class with it and the tables extending it (`INSTANCEOF`):
+    # `sql` and `test` receive the class names (see `query.meaning.classes_of`).
+    classes: bool = False
 
 
 def _like_escape(value: str) -> str:
@@ -166,6 +170,11 @@ for _name, _token, _label, _op in (("lt_field", "LT_FIELD", "less than the field
                                    ("ge_field", "GT_OR_EQUALS_FIELD", "at least the field", lambda a, b: a >= b)):
     register(Operator(_name, _token, _label, _op, lambda a, b, _op=_op: a is not None and b is not None and _op(a, b),
                       ordered=True, field=True))
+
+
+# ServiceNow's `sys_class_nameINSTANCEOFtask`: a record of the table or of a table extending it
+register(Operator("instanceof", "INSTANCEOF", "is a", lambda c, names: c.in_(names),
+                  lambda a, names: a is not None and a in names, classes=True))
 
 
 def _no_sql(column, value):

@@ -279,6 +279,9 @@ def filter_sentence(tdef: TableDef, query: Query) -> str:
             return f"{label} {words}"
         if op.field:
             return f"{label} {words} {_path_words(tdef, str(node.value))[1]}"
+        if op.classes:  # a table by its label
+            table = runtime().defs.tables.get(str(node.value))
+            return f"{label} {words} {table.label if table is not None else node.value}"
         values = node.value if isinstance(node.value, (list, tuple)) else [node.value]
         return f"{label} {words} {', '.join(_value_words(field, v, names) for v in values)}"
 
