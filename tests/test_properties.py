@@ -200,3 +200,22 @@ def test_only_admin_may_change_properties(as_user, runtime, user):
     assert as_user(user).post(PROPS, json={"name": "x_custom.flag", "type": "boolean", "value": "true"}).status_code == 403
     after = property_row(runtime, SYNC)
     assert after["value"] == "false" and after["sys_mod_count"] == row["sys_mod_count"]
+
+
+@pytest.mark.parametrize("value, message", [
+    ("priority,stat", "value: 'stat' is not a field of 'sn_customerservice_case'; "
+                      "sn_customerservice.case_fields_to_sync names the fields its copies take"),
+    ("prority, stat,state", "value: 'prority', 'stat' are not fields of 'sn_customerservice_case'; "
+                            "sn_customerservice.case_fields_to_sync names the fields its copies take"),
+])
+def test_a_field_list_property_naming_no_field_is_refused(as_user, value, message):
+    """A list property that copies read as field names (`fields_property`): a misspelt field would be left
+    out of every sync without a word, so it is refused where it is set, as `caseloom validate` refuses it
+    in the declared default."""
+    api = as_user("admin")
+    row = api.get(f"{PROPS}?sysparm_query=name={FIELDS}").json["result"][0]
+    r = api.patch(f"{PROPS}/{row['sys_id']}", json={"value": value})
+    assert r.status_code == 400 and r.json["error"]["message"] == message, r.json
+    assert api.get(f"{PROPS}/{row['sys_id']}").json["result"] == row
+    r = api.patch(f"{PROPS}/{row['sys_id']}", json={"value": "priority, state"})
+    assert r.status_code == 200 and r.json["result"]["value"] == "priority,state"

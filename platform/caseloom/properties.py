@@ -118,5 +118,21 @@ def _check_property_value(service: RecordService, tdef: TableDef, record: dict, 
         raise RecordError("value", f"must be one of {', '.join(declared.choices)}")
     if declared and ptype in ("integer", "decimal") and (problem := declared.out_of_range(parsed)):
         raise RecordError("value", f"{problem} for {declared.name}")
+    if declared and ptype == "list":
+        _check_field_names(service.defs, declared.name, parsed)
     if declared is not None:  # kept as the type writes it: "yes" is stored as true, " 010" as 10
         record["value"] = render_value(ptype, parsed)
+
+
+def _check_field_names(defs: Definitions, name: str, items: list) -> None:
+    """A list property that effects read as field names (`fields_property`) names fields of their tables: a
+    name none has would be left out of every copy without a word."""
+    from .effects.builtin import field_list_properties
+
+    for table in field_list_properties(defs).get(name, ()):
+        tdef = defs.tables[table]
+        unknown = [str(item) for item in items if tdef.field(str(item)) is None]
+        if unknown:
+            are = "is not a field" if len(unknown) == 1 else "are not fields"
+            raise RecordError("value", f"{', '.join(map(repr, unknown))} {are} of {table!r}; {name} names the "
+                                       f"fields its copies take")

@@ -277,6 +277,31 @@ class BranchArgs:
     otherwise: tuple[EffectDef, ...]
 
 
+def field_list_properties(defs) -> dict[str, tuple[str, ...]]:
+    """The list properties effects read as names of fields (`fields_property`, `copy_fields_property`), each
+    with the tables whose fields it names (the tables of the rules, actions and timers that read it): what a
+    value set at run time is checked against, as `caseloom validate` checks the declared default."""
+    derived = defs.derived.get(field_list_properties)
+    if derived is not None:
+        return derived
+    found: dict[str, dict[str, None]] = {}
+
+    def walk(table: str, effects) -> None:
+        for effect in effects:
+            args = effect.args
+            name = getattr(args, "fields_property", None) or getattr(args, "copy_fields_property", None)
+            if name:
+                found.setdefault(name, {})[table] = None
+            if isinstance(args, BranchArgs):
+                walk(table, args.then)
+                walk(table, args.otherwise)
+
+    for owner in (*defs.actions, *defs.rules, *defs.timers.values(), *defs.inbound_email):
+        walk(owner.table, owner.effects)
+    derived = defs.derived[field_list_properties] = {name: tuple(tables) for name, tables in found.items()}
+    return derived
+
+
 def _parse_branch(b: Builder, args: dict, at: tuple) -> BranchArgs:
     return BranchArgs(b.condition(args["if"], at + ("if",)), b.effects(args["then"], at + ("then",)),
                       b.effects(args.get("else", ()), at + ("else",)))
