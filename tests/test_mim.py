@@ -7,7 +7,8 @@ ACTIONS = "/api/caseloom/actions/sn_customerservice_case"
 SYNC = "sn_customerservice.parent_child_case_sync"
 
 
-def cases(api, query, fields="sys_id,number,state,parent,major_case_state,priority,close_notes,resolution_code"):
+def cases(api, query,
+          fields="sys_id,number,state,parent,major_case_state,priority,close_notes,resolution_code,resolved_at,resolved_by"):
     r = api.get(f"{CASES}?sysparm_query={query}&sysparm_fields={fields}&sysparm_exclude_reference_link=true")
     assert r.status_code == 200, r.json
     return r.json["result"]
@@ -193,8 +194,11 @@ def test_syncing_state_brings_close_notes_and_resolution_code(agent, as_user, ma
     set_property(as_user("admin"), SYNC, "true")
     r = act(agent, major["sys_id"], "resolve_case", resolution_code="solved_permanently", close_notes="Disk replaced")
     assert r.status_code == 200, r.json
+    resolved = cases(agent, f"sys_id={major['sys_id']}")[0]
+    assert resolved["resolved_at"] and resolved["resolved_by"]
     for child in cases(agent, f"sys_idIN{','.join(children)}"):
         assert (child["state"], child["resolution_code"], child["close_notes"]) == ("6", "solved_permanently", "Disk replaced")
+        assert (child["resolved_at"], child["resolved_by"]) == (resolved["resolved_at"], resolved["resolved_by"])
 
 
 def test_closing_the_major_case_closes_open_children_in_one_audited_change(agent, as_user, major):
@@ -204,14 +208,18 @@ def test_closing_the_major_case_closes_open_children_in_one_audited_change(agent
     resolved = children[0]
     act(agent, resolved, "open_case")
     act(agent, resolved, "resolve_case", resolution_code="solved_remotely", close_notes="Own fix")
+    own = cases(agent, f"sys_id={resolved}")[0]["resolved_at"]
     r = act(agent, major["sys_id"], "close_case", close_notes="Storage restored", resolution_code="solved_permanently")
     assert r.status_code == 200, r.json
+    closed = cases(agent, f"sys_id={major['sys_id']}")[0]  # closed without being resolved: resolved as it closed
+    assert closed["resolved_at"] and closed["resolved_by"]
     for child in cases(agent, f"parent={major['sys_id']}"):
         if child["sys_id"] == resolved:
-            assert child["state"] == "6" and child["close_notes"] == "Own fix"
+            assert child["state"] == "6" and child["close_notes"] == "Own fix" and child["resolved_at"] == own
         else:
             assert (child["state"], child["close_notes"], child["resolution_code"]) == (
                 "3", "Storage restored", "solved_permanently")
+            assert (child["resolved_at"], child["resolved_by"]) == (closed["resolved_at"], closed["resolved_by"])
     audit = as_user("manager").get("/api/now/table/sys_audit?sysparm_query=fieldname=state^newvalue=3"
                                    f"^documentkeyIN{','.join(children)}&sysparm_fields=transaction").json["result"]
     assert len(audit) == len(children) - 1 and len({a["transaction"] for a in audit}) == 1

@@ -170,28 +170,52 @@ def test_a_trend_shows_every_period_of_the_range_an_empty_one_as_zero(as_user, d
         assert values[0] == 0  # 29 days ago: none opened, shown as 0
 
 
-def test_the_demo_s_closed_cases_give_the_time_to_resolve(as_user):
-    """The demo's closed and canceled cases closed after they were opened, never in the future; the time to
-    resolve is the closed ones' average from opened_at to closed_at (a canceled case was never resolved),
-    the median beside it, and opens exactly them."""
+def test_the_demo_s_resolved_cases_give_the_time_to_resolve(as_user):
+    """The demo's resolved and closed cases were resolved after they were opened, never in the future, and closed
+    cases closed after that; the time to resolve is their average from opened_at to resolved_at (a canceled case
+    was never resolved), the median beside it, and opens exactly them."""
     api = as_user("manager")
     result = report_json(api, "average_time_to_resolve", "30")
-    fields = "&sysparm_fields=number,state,opened_at,closed_at&sysparm_limit=1000"
-    closed = api.get(f"{CASES}?sysparm_query={quote(result['score']['query'])}{fields}").json["result"]
-    assert closed and {c["state"] for c in closed} == {"3"}
+    fields = "&sysparm_fields=number,state,opened_at,resolved_at,resolved_by,closed_at&sysparm_limit=1000"
+    resolved = api.get(f"{CASES}?sysparm_query={quote(result['score']['query'])}{fields}").json["result"]
+    assert resolved and {c["state"] for c in resolved} == {"3", "6"}
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     spans = []
-    for case in closed:
-        opened, ended = (dt.datetime.fromisoformat(case[f]) for f in ("opened_at", "closed_at"))
-        assert opened < ended <= now, case
+    for case in resolved:
+        opened, ended = (dt.datetime.fromisoformat(case[f]) for f in ("opened_at", "resolved_at"))
+        assert opened < ended <= now and case["resolved_by"], case
+        if case["state"] == "3":
+            assert ended <= dt.datetime.fromisoformat(case["closed_at"]) <= now, case
         spans.append((ended - opened).total_seconds())
     assert float(result["score"]["value"]) == pytest.approx(sum(spans) / len(spans)) and float(result["score"]["value"]) > 0
     assert result["score"]["display_value"] not in ("", "0")  # in words: "1 Day 3 Hours"
     assert float(result["also"]["value"]) == pytest.approx(statistics.median(spans))
     every = api.get(f"{CASES}?sysparm_query=stateIN3,7{fields}").json["result"]
     assert every and all(c["closed_at"] for c in every)  # every closed and canceled demo case has its closing
-    resolved = api.get(f"{CASES}?sysparm_query=state=6{fields}").json["result"]
-    assert resolved and not any(c["closed_at"] for c in resolved)  # resolved: still active, not closed
+    canceled = api.get(f"{CASES}?sysparm_query=state=7{fields}").json["result"]
+    assert canceled and not any(c["resolved_at"] for c in canceled)  # canceled: never resolved
+    open_ = api.get(f"{CASES}?sysparm_query=state=6{fields}").json["result"]
+    assert open_ and not any(c["closed_at"] for c in open_)  # resolved: still active, not closed
+
+
+def test_resolving_stamps_the_case_and_opening_it_again_clears_it(as_user):
+    """Resolving a case stamps when and by whom; closing one never resolved resolves it as it closes; opening it
+    again clears both, and the time to resolve counts it only once it is resolved again."""
+    agent, manager = as_user("agent"), as_user("manager")
+    me = agent.get("/api/now/table/sys_user?sysparm_query=user_name=agent&sysparm_fields=sys_id").json["result"][0]
+    case = agent.post(CASES, json={"short_description": "Printer jams"}).json["result"]
+    url = f"{CASES}/{case['sys_id']}"
+    assert agent.patch(url, json={"state": "10"}).status_code == 200
+    resolved = agent.patch(url, json={"state": "6", "resolution_code": "solved_permanently",
+                                      "close_notes": "Cleaned the rollers."}).json["result"]
+    assert resolved["resolved_at"] and resolved["resolved_by"]["value"] == me["sys_id"]
+    after = report_json(manager, "average_time_to_resolve", "30")
+    assert case["number"] in manager.get(f"{CASES}?sysparm_query={quote(after['score']['query'])}"
+                                         f"&sysparm_fields=number&sysparm_limit=1000").text
+    again = agent.patch(url, json={"state": "10", "comments": "It jams again."}).json["result"]
+    assert again["resolved_at"] == "" and again["resolved_by"] == ""
+    closed = agent.patch(url, json={"state": "3", "close_notes": "Replaced the roller."}).json["result"]
+    assert closed["resolved_at"] and closed["closed_at"] and closed["resolved_at"] <= closed["closed_at"]
 
 
 def test_a_closed_case_with_no_opened_at_has_no_time_to_resolve(as_user):
