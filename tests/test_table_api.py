@@ -161,3 +161,39 @@ def test_a_comparison_of_two_fields_that_cannot_be_made_is_a_400(as_user, query,
     r = as_user("agent").get(f"{CASES}?sysparm_query={query}")
     assert r.status_code == 400, r.get_data(as_text=True)
     assert detail in r.json["error"]["detail"] or detail in r.json["error"]["message"], r.json
+
+
+def test_a_body_of_display_values_is_stored_as_values(as_user):
+    """`sysparm_input_display_value=true`, as ServiceNow takes it: a choice by its label, a reference by the
+    name of the record it points at; without it (or `false`) the same body is refused as values."""
+    api = as_user("agent")
+    body = {"short_description": "Printer jams", "priority": "2 - High", "assigned_to": "Alex Agent",
+            "account": ""}
+    r = api.post(f"{CASES}?sysparm_input_display_value=true&sysparm_exclude_reference_link=true", json=body)
+    assert r.status_code == 201, r.json
+    created = r.json["result"]
+    agent = api.get("/api/now/table/sys_user?sysparm_query=user_name=agent&sysparm_fields=sys_id").json["result"][0]
+    assert (created["priority"], created["assigned_to"]) == ("2", agent["sys_id"])
+    r = api.patch(f"{CASES}/{created['sys_id']}?sysparm_input_display_value=true", json={"state": "open"})
+    assert r.status_code == 200 and r.json["result"]["state"] == "10"  # a label in any case; a value is taken too
+    assert api.patch(f"{CASES}/{created['sys_id']}?sysparm_input_display_value=true",
+                     json={"priority": "1"}).json["result"]["priority"] == "1"
+    assert api.post(CASES, json=body).status_code == 400  # values expected: "2 - High" is no priority
+    assert api.post(f"{CASES}?sysparm_input_display_value=false", json=body).status_code == 400
+
+
+@pytest.mark.parametrize(("body", "field", "message"), [
+    ({"priority": "Urgent"}, "priority", "'Urgent' is not one of the choices (1 - Critical, 2 - High, 3 - Moderate, "
+                                         "4 - Low)"),
+    ({"assigned_to": "Nobody Here"}, "assigned_to", "no user named 'Nobody Here'"),
+])
+def test_a_display_value_nothing_has_is_a_400_naming_the_field(as_user, body, field, message):
+    api = as_user("agent")
+    r = api.post(f"{CASES}?sysparm_input_display_value=true", json={"short_description": "x", **body})
+    assert r.status_code == 400, r.json
+    assert r.json["error"]["detail"]["field"] == field and message in r.json["error"]["message"], r.json
+
+
+def test_sysparm_input_display_value_takes_true_or_false(as_user):
+    r = as_user("agent").post(f"{CASES}?sysparm_input_display_value=maybe", json={"short_description": "x"})
+    assert r.status_code == 400 and "true or false" in r.json["error"]["detail"], r.json

@@ -19,6 +19,7 @@ from ..query.compile import MAX_OFFSET
 from ..query.nodes import All
 from ..query.total import EXACT_COUNT_LIMIT, Total
 from ..records import NotFound
+from ..typedinput import meant_values
 from . import db
 from .auth import act_as, api_actor, properties, read_only, records, runtime
 from .errors import ApiError, declared_text
@@ -255,12 +256,22 @@ def report_data(name: str):
     return jsonify({"result": run_report(records(), found, days).as_json()})
 
 
+def _typed_as_shown(service, table: str, body: dict) -> dict:
+    """`sysparm_input_display_value=true`: the body's values are what a person reads (a choice's label, the name
+    of the record a reference points at), as ServiceNow takes them; `false` (the default): stored values."""
+    flag = request.args.get("sysparm_input_display_value", "false").strip().lower()
+    if flag not in ("true", "false", ""):
+        raise ApiError(400, "Invalid sysparm_input_display_value",
+                       f"sysparm_input_display_value: true or false, not {flag[:40]!r}")
+    return meant_values(service, table, body) if flag == "true" else body
+
+
 @blueprint.post("/now/table/<table>")
 def create_record(table: str):
     service = records()
     service.table(table, "create")
     shape = _shape(table)
-    record = service.insert(table, _body())
+    record = service.insert(table, _typed_as_shown(service, table, _body()))
     result = _one(table, record["sys_id"], shape)
     db.session.commit()
     response = jsonify({"result": result})
@@ -274,7 +285,7 @@ def update_record(table: str, sys_id: str):
     service = records()
     service.table(table, "write")
     shape = _shape(table)
-    service.update(table, sys_id, _body())
+    service.update(table, sys_id, _typed_as_shown(service, table, _body()))
     result = _one(table, sys_id, shape)
     db.session.commit()
     return jsonify({"result": result})

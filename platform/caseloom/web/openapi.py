@@ -259,6 +259,7 @@ def _table_paths(defs: Definitions, table: TableDef) -> dict:
     record = _ref(name)
     shape = [{"$ref": f"#/components/parameters/{p}"} for p in
              ("sysparm_fields", "sysparm_display_value", "sysparm_exclude_reference_link")]
+    writing = [*shape, {"$ref": "#/components/parameters/sysparm_input_display_value"}]
     listing = [{"$ref": f"#/components/parameters/{p}"} for p in
                ("sysparm_query", "sysparm_limit", "sysparm_offset", "sysparm_suppress_pagination_header")]
     body = {n: {"required": True, "content": {"application/json": {"schema": _ref(f"{name}.{n}")}}}
@@ -280,15 +281,16 @@ def _table_paths(defs: Definitions, table: TableDef) -> dict:
             "get": _operation(f"List {table.label} records", tag, _responses({"200": many}, READ),
                               parameters=listing + shape, operation_id=f"{name}.list"),
             "post": _operation(f"Create a {table.label} record", tag, _responses({"201": created}, WRITE),
-                               parameters=shape, body=body["create"], operation_id=f"{name}.create"),
+                               parameters=writing, body=body["create"], operation_id=f"{name}.create"),
         },
         f"/api/now/table/{name}/{{sys_id}}": {
             "get": _operation(f"One {table.label} record", tag, _responses({"200": one}, (*READ, "404")),
                               parameters=[SYS_ID_PARAM, *shape], operation_id=f"{name}.get"),
             "put": _operation(f"Update a {table.label} record", tag, _responses({"200": one}, (*WRITE, "404")),
-                              parameters=[SYS_ID_PARAM, *shape], body=body["update"], operation_id=f"{name}.put"),
+                              parameters=[SYS_ID_PARAM, *writing], body=body["update"], operation_id=f"{name}.put"),
             "patch": _operation(f"Update a {table.label} record", tag, _responses({"200": one}, (*WRITE, "404")),
-                                parameters=[SYS_ID_PARAM, *shape], body=body["update"], operation_id=f"{name}.patch"),
+                                parameters=[SYS_ID_PARAM, *writing], body=body["update"],
+                                operation_id=f"{name}.patch"),
             "delete": _operation(f"Delete a {table.label} record", tag,
                                  _responses({"204": {"description": "Deleted"}}, (*WRITE, "404")),
                                  parameters=[SYS_ID_PARAM], operation_id=f"{name}.delete"),
@@ -628,6 +630,9 @@ def _parameters() -> dict:
         "sysparm_exclude_reference_link": query | {"name": "sysparm_exclude_reference_link",
                                                    "schema": {"type": "boolean"},
                                                    "description": "true: references as plain sys_ids"},
+        "sysparm_input_display_value": query | {"name": "sysparm_input_display_value", "schema": {"type": "boolean"},
+                                                "description": "true: the body's values are display values (a "
+                                                               "choice's label, a referenced record's name)"},
         "sysparm_suppress_pagination_header": query | {"name": "sysparm_suppress_pagination_header",
                                                        "schema": {"type": "boolean"}, "description": "true: no Link header"},
     }

@@ -10,9 +10,9 @@ from ...definitions.model import FieldDef, TableDef
 from ...fieldtypes import SYS_ID
 from ...query import OPERATORS, AnyOf, Query, QueryError, Term
 from ...query.conditions import All, Not, terms_of
-from ...query.dynamic import is_dynamic
 from ...query.meaning import kind_of
 from ...query.operators import Operator
+from ...typedinput import NotMeant, meant_value
 from ..auth import records, runtime
 from ..serialize import display_names, value_words
 
@@ -184,36 +184,13 @@ def _field_at(tdef: TableDef, path: str) -> FieldDef | None:
 
 
 def typed_value(field: FieldDef, text: str) -> str:
-    """The stored value a person means by what they chose or typed: a choice by its value or label
-    ("1 - Critical"), a reference by its sys_id or display value ("Alex Agent"); QueryError naming the
-    field and the value when nothing has it. Other values stay as typed (their type is checked later)."""
-    text = "" if text is None else str(text).strip()
-    if not text or is_dynamic(text):
-        return text
-    if field.choices:
-        for value, label in field.choices:
-            if text == str(value) or text.casefold() == str(label).casefold():
-                return str(value)
-        labels = ", ".join(str(label) for _, label in field.choices)
-        raise QueryError(f"{field.label}: {text!r} is not one of the choices ({labels})")
-    if field.type == "reference" and not SYS_ID.match(text):
-        return _record_named(field, text)
-    return text
-
-
-def _record_named(field: FieldDef, text: str) -> str:
-    """The sys_id of the one record of a reference's table whose display value is `text` (any record the
-    user may read: a filter or a bulk edit names records, unlike a form's picker, no qualifier narrows)."""
-    target = runtime().defs.tables[field.reference]
-    noun = target.label.lower()
-    if not target.display:
-        raise QueryError(f"{field.label}: choose the {noun} from the list")
-    rows = records().query(target.name, Query(Term(target.display, "eq", text)), ["sys_id"], 2)
-    if not rows:
-        raise QueryError(f"{field.label}: no {noun} named {text!r}")
-    if len(rows) > 1:
-        raise QueryError(f"{field.label}: more than one {noun} is named {text!r}: choose one from the list")
-    return rows[0]["sys_id"]
+    """The stored value a person means by what they chose or typed (`typedinput.meant_value`: a choice by its
+    value or label, a reference by its sys_id or display value); QueryError naming the field and the value
+    when nothing has it. Other values stay as typed (their type is checked later)."""
+    try:
+        return meant_value(records(), field, "" if text is None else str(text))
+    except NotMeant as exc:
+        raise QueryError(f"{field.label}: {exc}") from None
 
 
 def _term_value(field: FieldDef | None, op: Operator, row: dict):
