@@ -197,3 +197,20 @@ def test_a_display_value_nothing_has_is_a_400_naming_the_field(as_user, body, fi
 def test_sysparm_input_display_value_takes_true_or_false(as_user):
     r = as_user("agent").post(f"{CASES}?sysparm_input_display_value=maybe", json={"short_description": "x"})
     assert r.status_code == 400 and "true or false" in r.json["error"]["detail"], r.json
+
+
+def test_sysparm_no_count_leaves_the_total_out(as_user):
+    """ServiceNow's `sysparm_no_count=true`: no count of the matches (on a million records, the list's cost), so
+    no X-Total-Count, and the Link header offers next while a page is full, never last."""
+    api = as_user("agent")
+    counted = api.get(f"{CASES}?sysparm_limit=2&sysparm_fields=sys_id")
+    total = int(counted.headers["X-Total-Count"])
+    assert total > 4
+    r = api.get(f"{CASES}?sysparm_limit=2&sysparm_fields=sys_id&sysparm_no_count=true")
+    assert r.status_code == 200 and r.json["result"] == counted.json["result"]
+    assert "X-Total-Count" not in r.headers
+    assert 'rel="next"' in r.headers["Link"] and 'rel="last"' not in r.headers["Link"]
+    end = api.get(f"{CASES}?sysparm_limit=2&sysparm_offset={total - 1}&sysparm_fields=sys_id&sysparm_no_count=true")
+    assert len(end.json["result"]) == 1 and 'rel="next"' not in end.headers["Link"]
+    bad = api.get(f"{CASES}?sysparm_no_count=perhaps")
+    assert bad.status_code == 400 and "sysparm_no_count: true or false" in bad.json["error"]["detail"]

@@ -112,17 +112,29 @@ def list_records(table: str):
     limit = _int_param("sysparm_limit", MAX_LIMIT, minimum=1, maximum=MAX_LIMIT, clamp=True)
     offset = _int_param("sysparm_offset", 0, maximum=MAX_OFFSET)
     shape = _shape(table)
-    total = _total(table, query)  # first: few matches are read from themselves (RecordService.query)
-    rows = service.query(table, query, shape.columns(), limit, offset, matching=None if total.estimated else total.rows)
+    counted = not _flag("sysparm_no_count")  # ServiceNow's: no count(*) of the matches at all
+    # first: few matches are read from themselves (RecordService.query)
+    total = _total(table, query) if counted else None
+    rows = service.query(table, query, shape.columns(), limit, offset,
+                         matching=total.rows if total is not None and not total.estimated else None)
     response = jsonify({"result": [render_record(shape, row) for row in rows]})
-    response.headers["X-Total-Count"] = str(total.rows)  # ServiceNow always sends it; clients such as pysnc rely on it
-    if total.estimated:
-        response.headers["X-Total-Count-Estimated"] = "true"
-    if _wants_estimate():
-        response.headers["Preference-Applied"] = "count=estimated"
+    if total is not None:  # ServiceNow sends it unless told not to count; clients such as pysnc rely on it
+        response.headers["X-Total-Count"] = str(total.rows)
+        if total.estimated:
+            response.headers["X-Total-Count-Estimated"] = "true"
+        if _wants_estimate():
+            response.headers["Preference-Applied"] = "count=estimated"
     if request.args.get("sysparm_suppress_pagination_header", "").lower() != "true":
         response.headers["Link"] = _links(table, total, limit, offset, len(rows))
     return response
+
+
+def _flag(name: str) -> bool:
+    """A true/false query parameter (absent: false); anything else is a 400 naming it."""
+    raw = request.args.get(name, "false").strip().lower()
+    if raw not in ("true", "false", ""):
+        raise ApiError(400, f"Invalid {name}", f"{name}: true or false, not {raw[:40]!r}")
+    return raw == "true"
 
 
 def _wants_estimate() -> bool:
@@ -139,9 +151,9 @@ def _total(table: str, query: Query) -> Total:
     return records().total(table, query, properties().get(EXACT_COUNT_LIMIT))
 
 
-def _links(table: str, total: Total, limit: int, offset: int, shown: int) -> str:
-    """first, prev, next and last; from an estimated total no last (it would be a guess), and next
-    while the page is full."""
+def _links(table: str, total: Total | None, limit: int, offset: int, shown: int) -> str:
+    """first, prev, next and last; from an estimated total, or none (`sysparm_no_count`), no last (it would be a
+    guess), and next while the page is full."""
     base = base_url() + url_for("api.list_records", table=table).lstrip("/")
 
     def link(at: int, rel: str) -> str:
@@ -152,9 +164,10 @@ def _links(table: str, total: Total, limit: int, offset: int, shown: int) -> str
     parts = [link(0, "first")]
     if offset > 0:
         parts.append(link(offset - limit, "prev"))
-    if (shown == limit) if total.estimated else (offset + limit < total.rows):
+    known = total is not None and not total.estimated
+    if (offset + limit < total.rows) if known else (shown == limit):
         parts.append(link(offset + limit, "next"))
-    if not total.estimated:
+    if known:
         parts.append(link(max(((total.rows - 1) // limit) * limit, 0), "last"))
     return ",".join(parts)
 
@@ -259,11 +272,7 @@ def report_data(name: str):
 def _typed_as_shown(service, table: str, body: dict) -> dict:
     """`sysparm_input_display_value=true`: the body's values are what a person reads (a choice's label, the name
     of the record a reference points at), as ServiceNow takes them; `false` (the default): stored values."""
-    flag = request.args.get("sysparm_input_display_value", "false").strip().lower()
-    if flag not in ("true", "false", ""):
-        raise ApiError(400, "Invalid sysparm_input_display_value",
-                       f"sysparm_input_display_value: true or false, not {flag[:40]!r}")
-    return meant_values(service, table, body) if flag == "true" else body
+    return meant_values(service, table, body) if _flag("sysparm_input_display_value") else body
 
 
 @blueprint.post("/now/table/<table>")

@@ -261,7 +261,8 @@ def _table_paths(defs: Definitions, table: TableDef) -> dict:
              ("sysparm_fields", "sysparm_display_value", "sysparm_exclude_reference_link")]
     writing = [*shape, {"$ref": "#/components/parameters/sysparm_input_display_value"}]
     listing = [{"$ref": f"#/components/parameters/{p}"} for p in
-               ("sysparm_query", "sysparm_limit", "sysparm_offset", "sysparm_suppress_pagination_header")]
+               ("sysparm_query", "sysparm_limit", "sysparm_offset", "sysparm_suppress_pagination_header",
+                "sysparm_no_count")]
     body = {n: {"required": True, "content": {"application/json": {"schema": _ref(f"{name}.{n}")}}}
             for n in ("create", "update")}
     one = _json(_result(record))
@@ -630,6 +631,9 @@ def _parameters() -> dict:
         "sysparm_exclude_reference_link": query | {"name": "sysparm_exclude_reference_link",
                                                    "schema": {"type": "boolean"},
                                                    "description": "true: references as plain sys_ids"},
+        "sysparm_no_count": query | {"name": "sysparm_no_count", "schema": {"type": "boolean"},
+                                     "description": "true: the matches are not counted (no X-Total-Count; Link "
+                                                    "has next while a page is full, no last)"},
         "sysparm_input_display_value": query | {"name": "sysparm_input_display_value", "schema": {"type": "boolean"},
                                                 "description": "true: the body's values are display values (a "
                                                                "choice's label, a referenced record's name)"},
