@@ -214,3 +214,30 @@ def test_sysparm_no_count_leaves_the_total_out(as_user):
     assert len(end.json["result"]) == 1 and 'rel="next"' not in end.headers["Link"]
     bad = api.get(f"{CASES}?sysparm_no_count=perhaps")
     assert bad.status_code == 400 and "sysparm_no_count: true or false" in bad.json["error"]["detail"]
+
+
+@pytest.mark.parametrize(("servicenow", "caseloom"), [
+    ("stateNOT IN6,3,7", "stateNOTIN6,3,7"),  # as ServiceNow's "Copy query" writes "is not one of"
+    ("short_descriptionNOT LIKElog", "short_descriptionNOTLIKElog"),
+    ("short_descriptionCONTAINSlog", "short_descriptionLIKElog"),
+    ("assigned_toDYNAMIC90d1921e5f510100a9ad2572f2b477fe", "assigned_to=javascript:gs.getUserID()"),  # (dynamic) Me
+    ("assignment_groupDYNAMICd6435e965f510100a9ad2572f2b47744^active=true",  # (dynamic) One of My Groups
+     "assignment_group=javascript:gs.getUser().getMyGroups()^active=true"),
+])
+def test_servicenows_other_spellings_read_the_same(as_user, servicenow, caseloom):
+    """Queries as ServiceNow writes them, copied from its lists or scripts, find what Caseloom's own spelling finds."""
+    api, admin = as_user("agent"), as_user("admin")
+    agent = admin.get("/api/now/table/sys_user?sysparm_query=user_name=agent&sysparm_fields=sys_id").json["result"][0]
+    group = admin.get(f"{CASES}?sysparm_query=assignment_groupISNOTEMPTY^active=true&sysparm_limit=1"
+                      f"&sysparm_fields=assignment_group&sysparm_exclude_reference_link=true").json["result"][0]
+    assert admin.post("/api/now/table/sys_user_grmember", json={"user": agent["sys_id"],
+                                                                "group": group["assignment_group"]}).status_code == 201
+    found = [api.get(f"{CASES}?sysparm_query={query}&sysparm_fields=sys_id&sysparm_limit=1000") for query in
+             (servicenow, caseloom)]
+    assert [r.status_code for r in found] == [200, 200], [r.json for r in found]
+    assert found[0].json["result"] == found[1].json["result"] and found[0].json["result"]
+
+
+def test_an_unknown_dynamic_filter_is_a_400_naming_the_known_ones(as_user):
+    r = as_user("agent").get(f"{CASES}?sysparm_query=assigned_toDYNAMIC0123456789abcdef0123456789abcdef")
+    assert r.status_code == 400 and "One of My Groups (d6435e965f510100a9ad2572f2b47744)" in str(r.json["error"])

@@ -125,6 +125,8 @@ def parse_term(raw: str) -> Term:
     if not match:
         raise QueryError(f"query term {raw!r} does not start with a field name")
     field, rest = match.group(0), raw[match.end():]
+    if rest.startswith("DYNAMIC"):
+        return Term(field, "eq", _recognised(_dynamic_filter(raw, rest[len("DYNAMIC"):]), f"query term {raw!r}"))
     for token in TOKENS_LONGEST_FIRST:
         if rest.startswith(token):
             op = BY_TOKEN[token]
@@ -154,6 +156,21 @@ def other_path(term: Term) -> str:
         raise QueryError(f"{term.field}: {op.token} compares with another field; its value is that field's name "
                          f"(e.g. {term.field}{op.token}opened_at), not {shown!r}")
     return value
+
+
+# ServiceNow's dynamic filter options (`assigned_toDYNAMIC90d1921e5f510100a9ad2572f2b477fe`, "is (dynamic) Me"): the
+# sys_ids of its own, the same on every instance, and the dynamic value each stands for
+DYNAMIC_FILTERS = {"90d1921e5f510100a9ad2572f2b477fe": ("Me", "javascript:gs.getUserID()"),
+                   "d6435e965f510100a9ad2572f2b47744": ("One of My Groups", "javascript:gs.getUser().getMyGroups()")}
+
+
+def _dynamic_filter(raw: str, sys_id: str) -> str:
+    known = DYNAMIC_FILTERS.get(sys_id.strip().lower())
+    if known is None:
+        names = ", ".join(f"{name} ({key})" for key, (name, _) in DYNAMIC_FILTERS.items())
+        raise QueryError(f"query term {raw!r}: DYNAMIC takes one of ServiceNow's dynamic filters: {names}; for "
+                         f"another, write its value (e.g. assigned_to=javascript:gs.getUserID())")
+    return known[1]
 
 
 def to_encoded(query: Query) -> str:

@@ -191,6 +191,10 @@ register(Operator("changesfrom", "CHANGESFROM", "changes from", _no_sql, lambda 
 
 # Encoded tokens, longest first so `<=` wins over `<` and `NOTLIKE` over `LIKE`.
 BY_TOKEN: dict[str, Operator] = {op.token: op for op in OPERATORS.values()}
+# ServiceNow writes "is not one of" and "does not contain" with a space (`stateNOT IN6,7`, `short_descriptionNOT
+# LIKEsap`, as its list's "Copy query" gives them), and takes CONTAINS for LIKE; each reads as the operator's own
+# token (which is what Caseloom writes)
+BY_TOKEN.update({"NOT IN": OPERATORS["notin"], "NOT LIKE": OPERATORS["notlike"], "CONTAINS": OPERATORS["like"]})
 TOKENS_LONGEST_FIRST = sorted(BY_TOKEN, key=len, reverse=True)
 ALIASES = {"=": "eq", "==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge",
            "isempty": "empty", "isnotempty": "notempty", "lt_or_equals_field": "le_field",
