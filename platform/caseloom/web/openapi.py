@@ -267,9 +267,10 @@ def _table_paths(defs: Definitions, table: TableDef) -> dict:
             for n in ("create", "update")}
     one = _json(_result(record))
     many = _json(_result({"type": "array", "items": record}), headers={
-        "X-Total-Count": {"required": True, "schema": {"type": "integer", "minimum": 0},
+        "X-Total-Count": {"schema": {"type": "integer", "minimum": 0},
                           "description": "How many records the query matches (exact unless the request sent "
-                                         "`Prefer: count=estimated` and X-Total-Count-Estimated says true)"},
+                                         "`Prefer: count=estimated` and X-Total-Count-Estimated says true); "
+                                         "always sent, except with sysparm_no_count=true"},
         "X-Total-Count-Estimated": {"schema": {"type": "string", "enum": ["true"]},
                                     "description": "X-Total-Count is the database's estimate: more than "
                                                    "caseloom.list.exact_count_limit records match"},
