@@ -20,11 +20,11 @@ class NotMeant(ValueError):
 def meant_value(service: Any, field: FieldDef, text: Any) -> Any:
     """The stored value for `text` typed into `field`: a choice's value for its value or label (any case), a
     reference's sys_id for a sys_id or the display value of exactly one record the user may read (a name
-    typed names records, with no qualifier narrowing them, as a filter or a bulk edit does). Other values, and
-    empty or dynamic ones, are returned as they are: their type is checked where they are used. Raises
-    NotMeant when no choice or no single record has it."""
-    if not isinstance(text, str):
-        return text
+    typed names records, with no qualifier narrowing them, as a filter or a bulk edit does), each typed with
+    spaces around it or not. Other fields' values, and empty or dynamic ones, are returned as they are: their
+    type is checked where they are used. Raises NotMeant when no choice or no single record has it."""
+    if not isinstance(text, str) or not (field.choices or field.type == "reference"):
+        return text  # as it is: a text's spaces are its own
     text = text.strip()
     if not text or is_dynamic(text):
         return text

@@ -188,7 +188,7 @@ def typed_value(field: FieldDef, text: str) -> str:
     value or label, a reference by its sys_id or display value); QueryError naming the field and the value
     when nothing has it. Other values stay as typed (their type is checked later)."""
     try:
-        return meant_value(records(), field, "" if text is None else str(text))
+        return meant_value(records(), field, "" if text is None else str(text).strip())  # a row's spaces are not meant
     except NotMeant as exc:
         raise QueryError(f"{field.label}: {exc}") from None
 
