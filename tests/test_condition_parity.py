@@ -205,6 +205,12 @@ def conditions(path: str, op_name: str) -> list[tuple[str, object]]:
         return [(written, parse_encoded(written).where) for written in (f"{path}{op.token}{o}" for o in others)] + [
             (f"{{field: {path}, op: {op_name}, value: {o}}}", from_data({"field": path, "op": op_name, "value": o}))
             for o in others]
+    if op.parts:  # each part compared in each way, on every field: those not dates are refused alike
+        written = [f"{path}DATEPART{value}@javascript:gs.datePart('{part}','{value}','{compare}')"
+                   for part, values in (("dayofweek", ["tuesday", "7"]), ("month", ["january", "12"]),
+                                        ("quarter", ["1", "4"]), ("year", ["2024", "999"]), ("hour", ["0", "3am"]))
+                   for value in values for compare in ("EE", "GT", "LT", "GE", "LE")]
+        return [(text, parse_encoded(text).where) for text in written]
     if not op.takes_value:
         return [(f"{path}{op.token}", parse_encoded(f"{path}{op.token}").where)]
     if op.list_value:
@@ -278,7 +284,8 @@ def test_fields_that_cannot_be_queried_are_refused_alike(world, kind):
     runtime, records = world
     for op_name in QUERY_OPERATORS:
         op = OPERATORS[op_name]
-        value = None if not op.takes_value else ["x"] if op.list_value else "f_string" if op.field else "x"
+        value = (None if not op.takes_value else ["x"] if op.list_value else "f_string" if op.field
+                 else {"part": "year", "value": "2024"} if op.parts else "x")
         node = from_data({"field": f"f_{kind}", "op": op_name, "value": value})
         expected = f"QueryError: f_{kind}: {kind} fields cannot be queried"
         assert sql_outcome(runtime, node) == expected

@@ -1,5 +1,7 @@
 """The Table API in ServiceNow's shapes: list, filter, page, create, update, delete."""
 
+from urllib.parse import quote
+
 import pytest
 
 CASES = "/api/now/table/sn_customerservice_case"
@@ -241,3 +243,33 @@ def test_servicenows_other_spellings_read_the_same(as_user, servicenow, caseloom
 def test_an_unknown_dynamic_filter_is_a_400_naming_the_known_ones(as_user):
     r = as_user("agent").get(f"{CASES}?sysparm_query=assigned_toDYNAMIC0123456789abcdef0123456789abcdef")
     assert r.status_code == 400 and "One of My Groups (d6435e965f510100a9ad2572f2b47744)" in str(r.json["error"])
+
+
+@pytest.mark.parametrize(("query", "holds"), [
+    ("opened_atDATEPARTMonday@javascript:gs.datePart('dayofweek','monday','EE')", lambda t: t.isoweekday() == 1),
+    ("opened_atDATEPARTWeekend@javascript:gs.datePart('dayofweek','friday','GT')", lambda t: t.isoweekday() > 5),
+    ("opened_atDATEPART12 am@javascript:gs.datePart('hour','12am','GE')", lambda t: t.hour >= 0),  # midnight on
+    ("opened_atDATEPARTafter 2000@javascript:gs.datePart('year','2000','GT')", lambda t: t.year > 2000),
+])
+def test_a_date_part_finds_the_records_whose_moment_has_it(as_user, query, holds):
+    """ServiceNow's DATEPART ("trend" in its list filter): the cases opened on a Monday, at a weekend, from midnight
+    on, after 2000 (tests/test_condition_parity.py tells every part and comparison apart)."""
+    import datetime as dt
+
+    api = as_user("agent")
+    every = api.get(f"{CASES}?sysparm_query=opened_atISNOTEMPTY&sysparm_fields=sys_id,opened_at&sysparm_limit=10000")
+    found = api.get(f"{CASES}?sysparm_query={quote(query)}&sysparm_fields=sys_id&sysparm_limit=10000")
+    assert found.status_code == 200, found.json
+    expected = {c["sys_id"] for c in every.json["result"] if holds(dt.datetime.fromisoformat(c["opened_at"]))}
+    assert expected and {c["sys_id"] for c in found.json["result"]} == expected
+
+
+@pytest.mark.parametrize(("query", "detail"), [
+    ("short_descriptionDATEPARTMonday@javascript:gs.datePart('dayofweek','monday','EE')",
+     "short_description: DATEPART reads a date or a date and time; short_description is a string field"),
+    ("opened_atDATEPARTW3@javascript:gs.datePart('week','3','EE')", "DATEPART part 'week' is not one of"),
+    ("opened_atDATEPARTMonday", "opened_at: DATEPART takes label@javascript:gs.datePart('part','value','comparison')"),
+])
+def test_a_date_part_that_cannot_be_read_is_a_400(as_user, query, detail):
+    r = as_user("agent").get(f"{CASES}?sysparm_query={quote(query)}")
+    assert r.status_code == 400 and detail in str(r.json["error"]), r.json

@@ -426,3 +426,11 @@ def test_the_outbox_module_and_my_cases_newest_first(client):
     mine = re.search(r'<a href="([^"]+)">My cases</a>', page_text(client.get("/"))).group(1)
     page = page_text(client.get(mine))
     assert re.search(r'<th scope="col" aria-sort="descending">\s*<a [^>]*>Number ▼</a>', page)
+
+
+def test_a_date_part_reads_as_words_and_keeps_its_query(client, agent):
+    """A DATEPART filter (no row of the builder takes one) reads as a sentence, its encoded query kept as written."""
+    query = "opened_atDATEPARTMonday@javascript:gs.datePart('dayofweek','monday','EE')^active=true"
+    page = page_text(client.get(f"{LIST}?sysparm_query={query}"))
+    assert "Opened at on Monday and Active is true" in page, page[page.find("filter-sentence"):][:300]
+    assert f'value="{query}"' in page.replace("&#39;", "'")

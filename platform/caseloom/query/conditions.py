@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from . import dateparts
 from .dynamic import recognise
 from .nodes import FIELD, All, AnyOf, Node, Not, PropertyTerm, Query, QueryError, Term
 from .operators import BY_TOKEN, TOKENS_LONGEST_FIRST, operator
@@ -125,6 +126,8 @@ def parse_term(raw: str) -> Term:
     if not match:
         raise QueryError(f"query term {raw!r} does not start with a field name")
     field, rest = match.group(0), raw[match.end():]
+    if rest.startswith("DATEPART"):
+        return Term(field, "datepart", dateparts.parse(field, rest[len("DATEPART"):]))
     if rest.startswith("DYNAMIC"):
         return Term(field, "eq", _recognised(_dynamic_filter(raw, rest[len("DYNAMIC"):]), f"query term {raw!r}"))
     for token in TOKENS_LONGEST_FIRST:
@@ -270,6 +273,8 @@ def from_data(data: Any, where: str = "condition") -> Node:
     op = operator(str(data["op"]))
     if op is None:
         raise QueryError(f"{where}: unknown operator {data['op']!r}")
+    if op.parts:  # {field, op: datepart, value: {part: dayofweek, value: monday, compare: EE}}
+        return Term(str(data["field"]), op.name, _date_part(str(data["field"]), data.get("value"), where))
     value = data.get("value")
     if op.list_value and not isinstance(value, list):
         value = [value]
@@ -280,6 +285,18 @@ def from_data(data: Any, where: str = "condition") -> Node:
         except QueryError as exc:
             raise QueryError(f"{where}.value: {exc}") from None
     return term
+
+
+def _date_part(field: str, value: Any, where: str) -> dateparts.DatePart:
+    try:
+        if isinstance(value, dict):
+            return dateparts.make(field, value.get("part"), value.get("value"), value.get("compare", "EE"),
+                                  value.get("label"))
+        if isinstance(value, str):
+            return dateparts.parse(field, value)
+    except QueryError as exc:
+        raise QueryError(f"{where}.value: {exc}") from None
+    raise QueryError(f"{where}.value: datepart takes {{part: dayofweek, value: monday, compare: EE}}")
 
 
 def _recognised(value: Any, where: str) -> Any:

@@ -18,6 +18,7 @@ from typing import Any
 from ..definitions.model import FieldDef, TableDef
 from ..fieldtypes import SYS_ID, FieldValueError, is_empty
 from .conditions import other_path
+from .dateparts import DatePart
 from .dynamic import is_dynamic
 from .nodes import All, AnyOf, Not, QueryError, Term
 from .operators import Operator, operator
@@ -190,6 +191,11 @@ def meaning(term: Term, target: FieldDef, display: FieldDef | None,
     refuse_unqueryable(term.field, target)
     if op.classes:
         return Meaning((Check(op, term.field, target, classes_of(tables or {}, term)),))
+    if op.parts:
+        if target.type not in ("date", "datetime"):
+            raise QueryError(f"{term.field}: DATEPART reads a date or a date and time; {term.field} is a "
+                             f"{target.type} field")
+        return Meaning((Check(op, term.field, target, term.value),))
     if not op.takes_value:
         return Meaning((Check(op, term.field, target, None),))
     if op.text_only:
@@ -269,7 +275,7 @@ def bind_fields(node: Any, tables: Mapping[str, TableDef], table: TableDef) -> A
     return Typed(node.field, node.op, node.value, target, display, found)
 
 
-_PLAIN = (str, int, float, Decimal, dt.date)  # dt.datetime is a dt.date
+_PLAIN = (str, int, float, Decimal, dt.date, DatePart)  # dt.datetime is a dt.date
 
 
 def _plain(value: Any) -> bool:

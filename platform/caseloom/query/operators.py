@@ -21,6 +21,8 @@ API renders it and the value as text. The exact meaning, identical in SQL and in
   no values: nothing. `NOTIN`: its negation.
 - `ISEMPTY` / `ISNOTEMPTY`: `x` is / is not empty. `EMPTYSTRING` is `ISEMPTY` (an empty text is stored
   empty); `ANYTHING` holds for every record.
+- `DATEPART`: a part of a date or date-time `x` (its day of the week, month, quarter, year or hour)
+  compared with a value (`query.dateparts`); an empty `x` never matches.
 - `INSTANCEOF` (on `sys_class_name`): `x` is the named table or a table extending it.
 - `SAMEAS` `NSAMEAS` `GT_FIELD` `GT_OR_EQUALS_FIELD` `LT_FIELD` `LT_OR_EQUALS_FIELD`: `x` compared with
   another field `y` of the same record (the value is `y`'s path), as `=`, `!=`, `>`, `>=`, `<`, `<=`
@@ -50,6 +52,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from . import dateparts
+
 
 @dataclass(frozen=True)
 class Operator:
@@ -71,6 +75,8 @@ class Operator:
     # Takes a table's name and compares a record's class with it and the tables extending it (`INSTANCEOF`):
     # `sql` and `test` receive the class names (see `query.meaning.classes_of`).
     classes: bool = False
+    # Compares a part of a date or date-time (`DATEPART`): the value is a `query.dateparts.DatePart`.
+    parts: bool = False
 
 
 def _like_escape(value: str) -> str:
@@ -171,6 +177,9 @@ for _name, _token, _label, _op in (("lt_field", "LT_FIELD", "less than the field
     register(Operator(_name, _token, _label, _op, lambda a, b, _op=_op: a is not None and b is not None and _op(a, b),
                       ordered=True, field=True))
 
+
+# ServiceNow's date parts: `opened_atDATEPARTMonday@javascript:gs.datePart('dayofweek','monday','EE')`
+register(Operator("datepart", "DATEPART", "is", dateparts.sql, dateparts.holds, parts=True))
 
 # ServiceNow's `sys_class_nameINSTANCEOFtask`: a record of the table or of a table extending it
 register(Operator("instanceof", "INSTANCEOF", "is a", lambda c, names: c.in_(names),

@@ -10,6 +10,7 @@ from ...definitions.model import FieldDef, TableDef
 from ...fieldtypes import SYS_ID
 from ...query import OPERATORS, AnyOf, Query, QueryError, Term
 from ...query.conditions import All, Not, terms_of
+from ...query.dateparts import DatePart
 from ...query.meaning import kind_of
 from ...query.operators import Operator
 from ...typedinput import NotMeant, meant_value
@@ -68,8 +69,8 @@ def filter_rows(tdef: TableDef, query: Query) -> list[dict]:
     for group in groups:
         terms = list(group.items) if isinstance(group, AnyOf) else [group]
         for i, term in enumerate(terms):
-            if not isinstance(term, Term):
-                return []  # not expressible as rows (e.g. ^NQ); the encoded text is still shown
+            if not isinstance(term, Term) or isinstance(term.value, DatePart):
+                return []  # not expressible as rows (e.g. ^NQ, a date part); the encoded text is still shown
             value = ",".join(map(str, term.value)) if isinstance(term.value, list) else (term.value or "")
             rows.append({"join": "or" if i else "and", "field": term.field, "op": term.op, "value": value})
     return rows
@@ -256,6 +257,8 @@ def filter_sentence(tdef: TableDef, query: Query) -> str:
             return f"{label} {words}"
         if op.field:
             return f"{label} {words} {_path_words(tdef, str(node.value))[1]}"
+        if op.parts:  # "Opened at on Monday"
+            return f"{label} {node.value.words}"
         if op.classes:  # a table by its label
             table = runtime().defs.tables.get(str(node.value))
             return f"{label} {words} {table.label if table is not None else node.value}"
