@@ -264,6 +264,18 @@ def test_a_schema_change_whose_table_stays_in_use_is_503_and_changes_nothing(adm
 INDEXED = WIDGET + "indexes:\n  - [name, size]\n"
 
 
+def indexed_while_written(client, table_held) -> tuple[threading.Thread, dict]:
+    """A widget table with a row, written by another transaction (held) while a thread puts its definition with a
+    new index: the thread, and the dict its answer goes to (`put`)."""
+    widget_with_a_row(client)
+    table_held.write("u_widget")
+    done: dict = {}
+    change = threading.Thread(target=lambda: done.setdefault("put", client.put(
+        "/api/caseloom/definitions/tables/u_widget.yaml", data=INDEXED, content_type="application/yaml")))
+    change.start()
+    return change, done
+
+
 def index_building(table_held, change: threading.Thread, done: dict) -> int | None:
     """The server process of the CREATE INDEX CONCURRENTLY `change` (a thread putting a definition) runs, once
     it runs. Before it, the change may wait out its schema change's tries (migrate.DDL_TRIES, about 26 s)."""
@@ -288,12 +300,7 @@ def test_a_new_index_of_a_table_with_rows_is_built_while_the_table_is_written(ad
     once, writes go on while the build waits for the table's writer, and the index is there at the end."""
     caplog.set_level(logging.INFO, logger="caseloom.indexbuild")
     client, app = admin_client
-    widget_with_a_row(client)
-    table_held.write("u_widget")
-    done = {}
-    change = threading.Thread(target=lambda: done.setdefault("put", client.put(
-        "/api/caseloom/definitions/tables/u_widget.yaml", data=INDEXED, content_type="application/yaml")))
-    change.start()
+    change, done = indexed_while_written(client, table_held)
     assert index_building(table_held, change, done), "the index was not built concurrently"
     # the change is committed: another client reads the new file while the index waits for the writer
     reader = app.test_client()
@@ -368,16 +375,11 @@ def test_an_index_not_built_is_reported_and_built_by_the_next_change(admin_clien
     assert table_held.index("ixn_u_widget_name_size") == "valid"
 
 
-def test_a_build_whose_session_is_ended_is_reported_and_the_change_kept(admin_client, table_held, caplog):
+def test_a_build_whose_session_is_ended_is_reported_and_the_change_kept(admin_client, table_held):
     """An administrator (or a failover) ends the session of a concurrent build half way: the change is made and
     kept, the answer says which index was not built and why, and the next change builds it."""
     client, _ = admin_client
-    widget_with_a_row(client)
-    table_held.write("u_widget")
-    done = {}
-    change = threading.Thread(target=lambda: done.setdefault("put", client.put(
-        "/api/caseloom/definitions/tables/u_widget.yaml", data=INDEXED, content_type="application/yaml")))
-    change.start()
+    change, done = indexed_while_written(client, table_held)
     try:
         pid = index_building(table_held, change, done)
         assert table_held.sql(f"SELECT pg_terminate_backend({pid})").scalar()
