@@ -225,3 +225,36 @@ def test_aggregates_count_only_what_each_user_may_read(small, user, count, budge
     assert r.json["result"]["stats"] == {"count": count, "sum": {"budget": budget_sum}}
     r = api.get("/api/now/stats/x_ticket?sysparm_count=true&sysparm_group_by=group.name")
     assert {g["groupby_fields"][0]["value"]: g["stats"]["count"] for g in r.json["result"]} == groups
+
+
+COMPARED = {
+    "tables/x_unit.yaml": "table: x_unit\ndisplay: name\nfields:\n  name: {type: string}\n"
+                          "  head: {type: reference, to: sys_user}\n",
+    "tables/x_job.yaml": "table: x_job\ndisplay: title\nfields:\n  title: {type: string}\n"
+                         "  unit: {type: reference, to: x_unit}\n",
+    "roles.yaml": "roles:\n  x_worker: {}\n",
+    "access/x.yaml": """
+access:
+  - {table: x_job, operations: [read], roles: [x_worker]}
+  # a unit is read where its name is its head's user name (a comparison of two fields, one dot-walked)
+  - {table: x_unit, operations: [read], roles: [x_worker], condition: "nameSAMEAShead.user_name"}
+""",
+}
+
+
+def test_a_rule_comparing_a_field_with_a_dot_walked_one_guards_a_dot_walk(config, tmp_path):
+    """A table's read rule that compares two fields, one through a reference, limits a list of another table
+    dot-walked into it: the walk reaches only the units the rule lets the user read."""
+    with small_app(config, tmp_path, COMPARED, {"worker": ["x_worker"], "admin": ["admin"]}) as made:
+        admin, worker = made.api("admin"), made.api("worker")
+        me = admin.get("/api/now/table/sys_user?sysparm_query=user_name=worker").json["result"][0]["sys_id"]
+        units = {name: admin.post("/api/now/table/x_unit", {"name": name, "head": me}).json["result"]["sys_id"]
+                 for name in ("worker", "other")}
+        for name, unit in units.items():
+            assert admin.post("/api/now/table/x_job", {"title": f"job of {name}", "unit": unit}).status_code == 201
+        r = worker.get("/api/now/table/x_job?sysparm_fields=title,unit.name&sysparm_query=ORDERBYtitle")
+        assert r.status_code == 200, r.json
+        assert [(j["title"], j["unit.name"]) for j in r.json["result"]] == [("job of other", ""),
+                                                                          ("job of worker", "worker")]
+        r = worker.get("/api/now/table/x_job?sysparm_query=unit.nameSTARTSWITHw&sysparm_fields=title")
+        assert [j["title"] for j in r.json["result"]] == ["job of worker"]

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from ..access import AccessDenied
 from ..definitions.model import FieldDef, TableDef
 from ..storage import Storage
-from .conditions import TEXT_QUERY
+from .conditions import TEXT_QUERY, fields_of
 from .dynamic import resolve_dynamic
 from .meaning import Check, coerce, compared, display_of, meaning, other_path
 from .nodes import All, AnyOf, Node, Not, Query, QueryError, Term
@@ -106,7 +106,7 @@ class Selection:
         """A dot-walked table's access condition, for its join: on its own columns when it reads
         only them, else as `sys_id IN (the records it matches)` (a join's ON cannot reach later joins)."""
         resolved = resolve_dynamic(rule)
-        if all("." not in t.field for t in _terms(resolved)):
+        if all("." not in path for path in fields_of(resolved)):  # a field comparison's other field too
             inner = Selection(self.storage, target.name, alias=False)
             inner.base = alias
             inner._joins[""] = (alias, target)
@@ -241,16 +241,6 @@ def _field_rule(readable: Readable, table: str, field: str) -> Any:
     """The user's field rule: True, False or the condition a record must match for its value to be read."""
     rule = getattr(readable, "field_rule", None)  # an access.Reader; a plain callable decides per table only
     return True if rule is None else rule(table, field)
-
-
-def _terms(node: Node | None) -> list:
-    if node is None:
-        return []
-    if isinstance(node, Term):
-        return [node]
-    if isinstance(node, Not):
-        return _terms(node.item)
-    return [t for item in getattr(node, "items", ()) for t in _terms(item)]
 
 
 def _refuse(path: str, field: FieldDef, use: str, allowed: bool) -> None:
