@@ -541,3 +541,55 @@ def test_rows_left_empty_before_a_default_now_or_a_boolean_rule_are_filled_once(
     assert migrate(runtime.engine, runtime.storage) == []  # once
     with runtime.transaction() as service:
         assert service.get(CASES_TABLE, legacy["sys_id"])["opened_at"] is None
+
+
+def test_a_declared_fill_gives_the_rows_held_before_a_field_existed_its_value_once(runtime):
+    """CSM's `resolved_at: {fill: {from: closed_at, where: state=3}}`: a database made before cases knew when they
+    were resolved has its closed cases resolved when they closed; an open or canceled one stays unresolved, a
+    value given is kept; the dry run says it first, and it is done once."""
+    with runtime.transaction() as service:
+        closed = service.insert(CASES_TABLE, {"short_description": "Closed long ago"})
+        resolved = service.insert(CASES_TABLE, {"short_description": "Resolved, with its own moment"})
+        open_ = service.insert(CASES_TABLE, {"short_description": "Still open"})
+    moment, own = dt.datetime(2021, 5, 6, 7, 8, 9), dt.datetime(2021, 5, 5, 1, 2, 3)
+    task, meta = runtime.storage.physical(CASES_TABLE), runtime.storage.internal("sys_meta")
+    with runtime.engine.begin() as conn:  # as such a database holds them
+        conn.execute(sa.update(task).where(task.c.sys_id.in_([closed["sys_id"], resolved["sys_id"]]))
+                     .values(state=3, closed_at=moment, resolved_at=None))
+        conn.execute(sa.update(task).where(task.c.sys_id == resolved["sys_id"]).values(resolved_at=own))
+        conn.execute(sa.update(task).where(task.c.sys_id == open_["sys_id"]).values(closed_at=moment))
+        conn.execute(sa.delete(meta).where(meta.c.name == "filled:task.resolved_at"))
+    with runtime.engine.connect() as conn:
+        said = planned_indexes(conn, runtime.storage, [])
+    assert said == ["fill 1 empty task.resolved_at with closed_at"]
+    assert migrate(runtime.engine, runtime.storage) == ["filled 1 empty task.resolved_at with closed_at"]
+    with runtime.transaction() as service:
+        assert service.get(CASES_TABLE, closed["sys_id"])["resolved_at"] == moment
+        assert service.get(CASES_TABLE, resolved["sys_id"])["resolved_at"] == own
+        assert service.get(CASES_TABLE, open_["sys_id"])["resolved_at"] is None  # not closed: not resolved
+    with runtime.engine.begin() as conn:  # emptied again (the field is read-only: as a rule would)
+        conn.execute(sa.update(task).where(task.c.sys_id == closed["sys_id"]).values(resolved_at=None))
+    assert migrate(runtime.engine, runtime.storage) == []  # once
+
+
+@pytest.mark.parametrize(("fill", "message"), [
+    ("{from: nothing}", "fill from 'nothing': name another field of 'u_thing'"),
+    ("{from: done}", "fill from 'done': name another field of 'u_thing'"),
+    ("{from: title}", "fill from 'title': 'done' is a datetime field and 'title' a string field; a fill copies a "
+                      "value of the same type"),
+    ("{from: finished, where: 'stat=3'}", "fill where: stat: table 'u_thing' has no field 'stat'"),
+    ("{from: finished, where: 'owner.name=x'}", "fill where: a fill's condition reads the row's own fields, with no "
+                                                "ORDERBY and no dot-walk (owner.name)"),
+])
+def test_a_fill_that_cannot_be_made_is_refused_at_its_key(tmp_path, fill, message):
+    from caseloom.definitions import DefinitionErrors, load_folder
+
+    folder = tmp_path / "defs"
+    (folder / "tables").mkdir(parents=True)
+    (folder / "tables" / "u_thing.yaml").write_text(
+        "table: u_thing\nfields:\n  title: {type: string}\n  state: {type: integer}\n  finished: {type: datetime}\n"
+        "  owner: {type: reference, to: sys_user}\n"
+        f"  done: {{type: datetime, fill: {fill}}}\n")
+    with pytest.raises(DefinitionErrors) as caught:
+        load_folder(folder)
+    assert [str(e) for e in caught.value.errors if message in str(e) and "u_thing.yaml:7:" in str(e)], caught.value

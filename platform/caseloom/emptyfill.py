@@ -5,6 +5,9 @@
   `sys_created_on` (a date field: its day). So a report or a count by it sees the records made
   before, as a record's moment of opening is never empty on ServiceNow.
 - A boolean is never empty (a `null` is stored `false`): rows stored empty before that rule get `false`.
+- A field that declares `fill: {from: FIELD, where: QUERY}` gives the rows it left empty (those the table
+  held before the field existed) FIELD's value, on the rows QUERY matches (every row without one): a
+  case's `resolved_at` from its `closed_at` when it is closed.
 
 Each (physical table, field) is filled once, noted in `sys_meta` (`filled:<table>.<field>`), in the
 migration's transaction: a later empty value, which the write path does not allow, is not looked for
@@ -38,6 +41,8 @@ class Fill:
 
     @property
     def source(self) -> str:
+        if self.field.fill is not None:
+            return self.field.fill[0]
         return "sys_created_on" if self.field.default_now else "false"
 
 
@@ -51,7 +56,7 @@ def _wanted(storage: Storage) -> list[Fill]:
             for field in defs.tables[name].fields.values():
                 if field.system or not field.stored:
                     continue
-                if field.default_now or field.type == "boolean":
+                if field.default_now or field.type == "boolean" or field.fill is not None:
                     by_field.setdefault(field.name, (field, []))[1].append(name)
         for field, having in by_field.values():
             everyone = set(having) == set(classes) or "sys_class_name" not in storage.metadata.tables[root].c
@@ -68,10 +73,23 @@ def _pending(conn: sa.Connection, storage: Storage) -> list[Fill]:
 
 def _where(storage: Storage, fill: Fill) -> tuple[sa.Table, sa.ColumnElement]:
     table = storage.metadata.tables[fill.root]
-    where = table.c[fill.field.name].is_(None)
-    if fill.classes is not None:
-        where = sa.and_(where, table.c.sys_class_name.in_(fill.classes))
-    return table, where
+    return table, sa.and_(table.c[fill.field.name].is_(None), _rows(storage, fill, table))
+
+
+def _rows(storage: Storage, fill: Fill, table: sa.Table) -> sa.ColumnElement:
+    """The rows a fill is for, whatever they hold now: those of the classes with the field, and for a declared
+    `fill` those whose source has a value and that its condition matches."""
+    where = sa.true() if fill.classes is None else table.c.sys_class_name.in_(fill.classes)
+    if fill.field.fill is None:
+        return where
+    from .query import Selection, parse_encoded
+
+    source, condition = fill.field.fill
+    where = sa.and_(where, table.c[source].is_not(None))
+    if condition.strip():  # on the physical table itself: an UPDATE's WHERE (checked at load: no dot-walk)
+        matched = Selection(storage, fill.field.table, alias=False).condition(parse_encoded(condition).where)
+        where = sa.and_(where, matched)
+    return where
 
 
 def fill(conn: sa.Connection, storage: Storage) -> list[str]:
@@ -80,7 +98,9 @@ def fill(conn: sa.Connection, storage: Storage) -> list[str]:
     for one in _pending(conn, storage):
         table, where = _where(storage, one)
         column = table.c[one.field.name]
-        if one.field.default_now:
+        if one.field.fill is not None:
+            value = table.c[one.field.fill[0]]
+        elif one.field.default_now:
             created = table.c.sys_created_on
             value = created if one.field.type == "datetime" else (
                 sa.func.date(created) if conn.dialect.name == "sqlite" else sa.cast(created, sa.Date))
@@ -105,10 +125,12 @@ def planned(conn: sa.Connection, storage: Storage) -> list[str]:
         table, where = _where(storage, one)
         if one.root not in columns:
             columns[one.root] = {c["name"] for c in inspector.get_columns(one.root)}
+        if one.field.fill is not None and one.field.fill[0] not in columns[one.root]:
+            continue  # filled from a field the migration adds too: nothing to copy yet
         if one.field.name not in columns[one.root]:
-            if not one.field.default_now:
+            if not one.field.default_now and one.field.fill is None:
                 continue  # a boolean column the migration adds: its rows take the column's default
-            where = table.c.sys_class_name.in_(one.classes) if one.classes is not None else sa.true()
+            where = _rows(storage, one, table)  # a column the migration adds: each of its rows is empty
         count = conn.execute(sa.select(sa.func.count()).select_from(table).where(where)).scalar_one()
         if count:
             said.append(f"fill {count:,} empty {one.root}.{one.field.name} with {one.source}")

@@ -50,6 +50,9 @@ class FieldDef:
     # references: which records of the referenced table may be picked (a condition Node whose values
     # may be templates over the record being edited: `{{ record.account }}`), or None
     qualifier: Any = None
+    # `fill: {from: FIELD, where: QUERY}`: rows the table held before this field existed take FIELD's value
+    # once (caseloom.emptyfill): (FIELD, the encoded query, "" for every row), or None
+    fill: tuple[str, str] | None = None
 
     @cached_property
     def ftype(self) -> FieldType:

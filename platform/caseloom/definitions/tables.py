@@ -146,7 +146,7 @@ def _build_table(doc: SourceDocument, spec: dict, parent: TableDef | None, error
         fields[field_name] = built
     number = spec.get("number")
     form, related = _build_form(spec.get("form") or ())
-    return TableDef(
+    table = TableDef(
         name=name,
         label=spec.get("label") or label_from_name(name),
         extends=spec.get("extends"),
@@ -166,6 +166,38 @@ def _build_table(doc: SourceDocument, spec: dict, parent: TableDef | None, error
         contains_index=tuple(spec.get("contains_index") or ()),
         location=doc.where("table"),
     )
+    for field_name in spec.get("fields") or {}:
+        field = table.fields.get(field_name)
+        if field is not None and field.fill is not None:
+            errors.extend(doc.error(("fields", field_name, "fill") + at, message)
+                          for at, message in _fill_problems(table, field))
+    return table
+
+
+def _fill_problems(table: TableDef, field: FieldDef) -> list[tuple[tuple, str]]:
+    """What is wrong with a field's `fill: {from, where}`: (the key under `fill`, why) for each problem."""
+    from ..query.conditions import QueryError, fields_of, parse_encoded
+    from ..query.meaning import bind_fields
+
+    source_name, where = field.fill
+    source = table.field(source_name)
+    if source is None or source_name == field.name:
+        return [(("from",), f"fill from {source_name!r}: name another field of {table.name!r}")]
+    if not field.stored or field.system or not source.stored or not _same_storage(field, source):
+        return [(("from",), f"fill from {source_name!r}: {field.name!r} is a {field.type} field and "
+                            f"{source_name!r} a {source.type} field; a fill copies a value of the same type")]
+    if not where.strip():
+        return []
+    try:
+        query = parse_encoded(where)
+        walked = [path for path in fields_of(query.where) if "." in path]
+        if query.order or walked:
+            raise QueryError("a fill's condition reads the row's own fields, with no ORDERBY and no dot-walk"
+                             + (f" ({walked[0]})" if walked else ""))
+        bind_fields(query.where, {table.name: table}, table)
+    except QueryError as exc:
+        return [(("where",), f"fill where: {exc}")]
+    return []
 
 
 def _same_storage(a: FieldDef, b: FieldDef) -> bool:
@@ -191,6 +223,7 @@ def _build_field(doc: SourceDocument, table: str, name: str, spec: dict, errors:
         description=spec.get("description", ""),
         index=spec.get("index"),
         on_delete=spec.get("on_delete") or ("delete" if spec.get("mandatory") else "clear"),
+        fill=(spec["fill"]["from"], spec["fill"].get("where", "")) if "fill" in spec else None,
     )
     field = _with_create_values(doc, field, spec, errors)
     if "on_delete" in spec and field.type != "reference":
