@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from . import dateparts
+from .dateparts import DatePart, make_part, parse_part
 from .dynamic import recognise
 from .nodes import FIELD, All, AnyOf, Node, Not, PropertyTerm, Query, QueryError, Term
 from .operators import BY_TOKEN, TOKENS_LONGEST_FIRST, operator
@@ -127,7 +127,7 @@ def parse_term(raw: str) -> Term:
         raise QueryError(f"query term {raw!r} does not start with a field name")
     field, rest = match.group(0), raw[match.end():]
     if rest.startswith("DATEPART"):
-        return Term(field, "datepart", dateparts.parse(field, rest[len("DATEPART"):]))
+        return Term(field, "datepart", parse_part(field, rest[len("DATEPART"):]))
     if rest.startswith("DYNAMIC"):
         return Term(field, "eq", _recognised(_dynamic_filter(raw, rest[len("DYNAMIC"):]), f"query term {raw!r}"))
     for token in TOKENS_LONGEST_FIRST:
@@ -287,13 +287,13 @@ def from_data(data: Any, where: str = "condition") -> Node:
     return term
 
 
-def _date_part(field: str, value: Any, where: str) -> dateparts.DatePart:
+def _date_part(field: str, value: Any, where: str) -> DatePart:
     try:
         if isinstance(value, dict):
-            return dateparts.make(field, value.get("part"), value.get("value"), value.get("compare", "EE"),
+            return make_part(field, value.get("part"), value.get("value"), value.get("compare", "EE"),
                                   value.get("label"))
         if isinstance(value, str):
-            return dateparts.parse(field, value)
+            return parse_part(field, value)
     except QueryError as exc:
         raise QueryError(f"{where}.value: {exc}") from None
     raise QueryError(f"{where}.value: datepart takes {{part: dayofweek, value: monday, compare: EE}}")

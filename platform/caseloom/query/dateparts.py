@@ -60,17 +60,17 @@ class DatePart:
         return f"{WORDS[self.compare]} {self.label}"
 
 
-def parse(field: str, text: str) -> DatePart:
+def parse_part(field: str, text: str) -> DatePart:
     """What follows DATEPART in an encoded term (`Monday@javascript:gs.datePart('dayofweek','monday','EE')`)."""
     label, at, call = text.partition("@")
     found = CALL.fullmatch(call) if at else None
     if found is None:
         raise QueryError(f"{field}: DATEPART takes label@javascript:gs.datePart('part','value','comparison') "
                          f"(e.g. {field}DATEPARTMonday@javascript:gs.datePart('dayofweek','monday','EE'))")
-    return make(field, *found.groups(), label=label.strip())
+    return make_part(field, *found.groups(), label=label.strip())
 
 
-def make(field: str, part: Any, value: Any, compare: Any = "EE", label: str | None = None) -> DatePart:
+def make_part(field: str, part: Any, value: Any, compare: Any = "EE", label: str | None = None) -> DatePart:
     """A DatePart from its pieces; a QueryError naming `field` and the piece that is wrong."""
     part, compare, text = str(part).strip().lower(), str(compare).strip().upper(), str(value).strip()
     if part not in RANGES:

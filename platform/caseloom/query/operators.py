@@ -52,7 +52,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import dateparts
+from .dateparts import holds as part_holds
+from .dateparts import sql as part_sql
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,7 @@ for _name, _token, _label, _op in (("lt_field", "LT_FIELD", "less than the field
 
 
 # ServiceNow's date parts: `opened_atDATEPARTMonday@javascript:gs.datePart('dayofweek','monday','EE')`
-register(Operator("datepart", "DATEPART", "is", dateparts.sql, dateparts.holds, parts=True))
+register(Operator("datepart", "DATEPART", "is", part_sql, part_holds, parts=True))
 
 # ServiceNow's `sys_class_nameINSTANCEOFtask`: a record of the table or of a table extending it
 register(Operator("instanceof", "INSTANCEOF", "is a", lambda c, names: c.in_(names),
