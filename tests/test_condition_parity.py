@@ -403,11 +403,11 @@ def test_fields_that_do_not_compare_are_refused_alike(world, condition, error):
 
 @pytest.mark.parametrize(("written", "error"), [
     ("f_integerSAMEASjavascript:gs.getUserID()", "f_integer: SAMEAS compares with another field; its value is that "
-     "field's name (e.g. f_integerSAMEASopened_at), not 'javascript:gs.getUserID()'"),
+     "field's name (e.g. f_integerSAMEASother_field), not 'javascript:gs.getUserID()'"),
     ("f_integerGT_FIELD", "f_integer: GT_FIELD compares with another field; its value "
-     "is that field's name (e.g. f_integerGT_FIELDopened_at), not ''"),
+     "is that field's name (e.g. f_integerGT_FIELDother_field), not ''"),
     ({"field": "f_integer", "op": "sameas", "value": 3}, "condition.value: f_integer: SAMEAS compares with another "
-     "field; its value is that field's name (e.g. f_integerSAMEASopened_at), not '3'"),
+     "field; its value is that field's name (e.g. f_integerSAMEASother_field), not '3'"),
     ({"field": "f_integer", "op": "gt_or_equals_field", "value": "f_decimal"}, None),  # ServiceNow's name as an alias
 ])
 def test_a_field_comparison_names_a_field(written, error):

@@ -7,7 +7,7 @@
 - A boolean is never empty (a `null` is stored `false`): rows stored empty before that rule get `false`.
 - A field that declares `fill: {from: FIELD, where: QUERY}` gives the rows it left empty (those the table
   held before the field existed) FIELD's value, on the rows QUERY matches (every row without one): a
-  case's `resolved_at` from its `closed_at` when it is closed.
+  record's moment of resolution from its moment of closing, on the records closed.
 
 Each (physical table, field) is filled once, noted in `sys_meta` (`filled:<table>.<field>`), in the
 migration's transaction: a later empty value, which the write path does not allow, is not looked for
@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .definitions.model import FieldDef
+from .query import Selection, parse_encoded
 from .storage import Storage
 
 PREFIX = "filled:"
@@ -82,8 +83,6 @@ def _rows(storage: Storage, fill: Fill, table: sa.Table) -> sa.ColumnElement:
     where = sa.true() if fill.classes is None else table.c.sys_class_name.in_(fill.classes)
     if fill.field.fill is None:
         return where
-    from .query import Selection, parse_encoded
-
     source, condition = fill.field.fill
     where = sa.and_(where, table.c[source].is_not(None))
     if condition.strip():  # on the physical table itself: an UPDATE's WHERE (checked at load: no dot-walk)

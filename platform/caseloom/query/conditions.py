@@ -129,7 +129,7 @@ def parse_term(raw: str) -> Term:
     if rest.startswith("DATEPART"):
         return Term(field, "datepart", parse_part(field, rest[len("DATEPART"):]))
     if rest.startswith("DYNAMIC"):
-        return Term(field, "eq", _recognised(_dynamic_filter(raw, rest[len("DYNAMIC"):]), f"query term {raw!r}"))
+        return Term(field, "eq", _recognised(_dynamic_filter(raw, field, rest[len("DYNAMIC"):]), f"query term {raw!r}"))
     for token in TOKENS_LONGEST_FIRST:
         if rest.startswith(token):
             op = BY_TOKEN[token]
@@ -157,22 +157,22 @@ def other_path(term: Term) -> str:
         op = operator(term.op)
         shown = "" if value is None else str(value)  # a dynamic value as it was written
         raise QueryError(f"{term.field}: {op.token} compares with another field; its value is that field's name "
-                         f"(e.g. {term.field}{op.token}opened_at), not {shown!r}")
+                         f"(e.g. {term.field}{op.token}other_field), not {shown!r}")
     return value
 
 
-# ServiceNow's dynamic filter options (`assigned_toDYNAMIC90d1921e5f510100a9ad2572f2b477fe`, "is (dynamic) Me"): the
+# ServiceNow's dynamic filter options (`ownerDYNAMIC90d1921e5f510100a9ad2572f2b477fe`, "is (dynamic) Me"): the
 # sys_ids of its own, the same on every instance, and the dynamic value each stands for
 DYNAMIC_FILTERS = {"90d1921e5f510100a9ad2572f2b477fe": ("Me", "javascript:gs.getUserID()"),
                    "d6435e965f510100a9ad2572f2b47744": ("One of My Groups", "javascript:gs.getUser().getMyGroups()")}
 
 
-def _dynamic_filter(raw: str, sys_id: str) -> str:
+def _dynamic_filter(raw: str, field: str, sys_id: str) -> str:
     known = DYNAMIC_FILTERS.get(sys_id.strip().lower())
     if known is None:
         names = ", ".join(f"{name} ({key})" for key, (name, _) in DYNAMIC_FILTERS.items())
         raise QueryError(f"query term {raw!r}: DYNAMIC takes one of ServiceNow's dynamic filters: {names}; for "
-                         f"another, write its value (e.g. assigned_to=javascript:gs.getUserID())")
+                         f"another, write its value (e.g. {field}=javascript:gs.getUserID())")
     return known[1]
 
 
@@ -319,7 +319,7 @@ def terms_of(node: Node | None) -> list[Term | PropertyTerm]:
 
 
 def fields_of(node: Node | None) -> list[str]:
-    """Every field path a condition reads (both of a field comparison's: `closed_atGT_FIELDopened_at`)."""
+    """Every field path a condition reads (both of a field comparison's: `endedGT_FIELDstarted`)."""
     paths = []
     for term in terms_of(node):
         if isinstance(term, Term):

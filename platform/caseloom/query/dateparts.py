@@ -1,7 +1,7 @@
 """ServiceNow's date parts ("trend" in its list filter): a date or date-time compared by one of its parts.
 
-`opened_atDATEPARTMonday@javascript:gs.datePart('dayofweek','monday','EE')` holds for the records opened
-on a Monday; the label before `@` is the words ServiceNow's filter shows. Caseloom executes nothing: the
+`due_onDATEPARTMonday@javascript:gs.datePart('dayofweek','monday','EE')` holds for the records due on
+a Monday; the label before `@` is the words ServiceNow's filter shows. Caseloom executes nothing: the
 `gs.datePart(PART, VALUE, COMPARISON)` call is read as data.
 
 | part | values | the part of a moment |

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-FIELD = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*")  # a field path: `state`, `account.primary_contact`
+FIELD = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*")  # a field path: `name`, `owner.email`
 
 
 class QueryError(ValueError):

@@ -165,7 +165,7 @@ register(Operator("emptystring", "EMPTYSTRING", "is empty", lambda c, v: c.is_(N
                   lambda a, b: a is None, takes_value=False))
 
 
-# ServiceNow's comparisons of two fields of a record: `assigned_toSAMEASopened_by`, `closed_atGT_FIELDdue_date`.
+# ServiceNow's comparisons of two fields of a record: `ownerSAMEASapprover`, `finishedGT_FIELDdue_on`.
 # `sameas` holds where `=` would hold with the other field's value as its value (both empty: the same), and
 # `nsameas` is its negation; the ordered ones, like `<`, never hold where either side is empty.
 register(Operator("sameas", "SAMEAS", "is the same as", lambda c, o: c.is_not_distinct_from(o), _eq, field=True))
@@ -179,7 +179,7 @@ for _name, _token, _label, _op in (("lt_field", "LT_FIELD", "less than the field
                       ordered=True, field=True))
 
 
-# ServiceNow's date parts: `opened_atDATEPARTMonday@javascript:gs.datePart('dayofweek','monday','EE')`
+# ServiceNow's date parts: `due_onDATEPARTMonday@javascript:gs.datePart('dayofweek','monday','EE')`
 register(Operator("datepart", "DATEPART", "is", part_sql, part_holds, parts=True))
 
 # ServiceNow's `sys_class_nameINSTANCEOFtask`: a record of the table or of a table extending it
@@ -201,7 +201,7 @@ register(Operator("changesfrom", "CHANGESFROM", "changes from", _no_sql, lambda 
 
 # Encoded tokens, longest first so `<=` wins over `<` and `NOTLIKE` over `LIKE`.
 BY_TOKEN: dict[str, Operator] = {op.token: op for op in OPERATORS.values()}
-# ServiceNow writes "is not one of" and "does not contain" with a space (`stateNOT IN6,7`, `short_descriptionNOT
+# ServiceNow writes "is not one of" and "does not contain" with a space (`stateNOT IN6,7`, `nameNOT
 # LIKEsap`, as its list's "Copy query" gives them), and takes CONTAINS for LIKE; each reads as the operator's own
 # token (which is what Caseloom writes)
 BY_TOKEN.update({"NOT IN": OPERATORS["notin"], "NOT LIKE": OPERATORS["notlike"], "CONTAINS": OPERATORS["like"]})
