@@ -1,7 +1,8 @@
 """The SLA engine with a controlled clock: every condition and ServiceNow's evaluation order,
 business time across a weekend, a holiday and both daylight-saving changes, several SLAs on one record,
 a retroactive start, escalations that fire once each (also after a restart that missed them), the
-set-based paths against the row path, and bad SLA definitions refused with their location.
+set-based paths against the row path, bad SLA definitions refused with their location, and the repair
+of a record's task SLAs from its history.
 
 The application is tests/sla_app.py's: tickets, an office schedule in Europe/London and SLAs that each
 start on their own category."""
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import shutil
 import sqlite3
 import time
@@ -18,14 +20,17 @@ from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 
 import conftest
 from caseloom.bootstrap import initialise
+from caseloom.cli import main
 from caseloom.definitions import DefinitionErrors, load_folder, load_sources
 from caseloom.query import Query, Term, parse_encoded
 from caseloom.query.dynamic import fixed_clock
 from caseloom.runtime import Runtime
 from caseloom.setwrite import update_where
+from caseloom.timing.repair import repair
 from caseloom.timing.tick import tick
 from sla_app import FILES, HOUR, TICKET, USERS, at, one, stages, task_slas, write
 from small_app import small_app, write_folder
@@ -234,6 +239,10 @@ def test_business_time_across_weekends_holidays_and_daylight_saving(runtime, ope
 
 
 def test_a_paused_sla_counts_its_pause_so_far_and_its_breach_moves_with_it(runtime):
+    """A write while the SLA is paused measures it as of then: its pause so far stops its clock and moves
+    its breach. The row's pause durations keep the pauses that have ended (`pause_time` is when this one
+    began, as ServiceNow's task SLA keeps them), so the resume counts the pause once: it counted it twice
+    before, and the SLA then looked an hour younger than it was."""
     ticket = write(runtime, at("2026-03-06 16:00"), category="office", state=2)
     write(runtime, at("2026-03-06 17:00"), ticket, state=3)
     write(runtime, at("2026-03-09 11:00"), ticket, title="still waiting")  # Monday, paused since Friday
@@ -242,13 +251,24 @@ def test_a_paused_sla_counts_its_pause_so_far_and_its_breach_moves_with_it(runti
         "stage": P,
         "duration": HOUR,
         "business_duration": HOUR,
-        "pause_duration": 66 * HOUR,
-        "business_pause_duration": 2.5 * HOUR,
+        "pause_duration": 0,
+        "business_pause_duration": 0,
         "business_percentage": Decimal("12.5"),
         "business_time_left": 7 * HOUR,
         "planned_end_time": at("2026-03-10 10:30"),
     }
-    assert (row["next_threshold"], row["threshold_due"]) == (100, None)
+    assert (row["pause_time"], row["next_threshold"], row["threshold_due"]) == (at("2026-03-06 17:00"), 100, None)
+    write(runtime, at("2026-03-09 12:00"), ticket, state=2)  # resumed: 67 hours paused, 3.5 of them business
+    assert timing(one(runtime, ticket, "office")) == {
+        "stage": R,
+        "duration": HOUR,
+        "business_duration": HOUR,
+        "pause_duration": 67 * HOUR,
+        "business_pause_duration": 3.5 * HOUR,
+        "business_percentage": Decimal("12.5"),
+        "business_time_left": 7 * HOUR,
+        "planned_end_time": at("2026-03-10 11:30"),  # 4.5 business hours on Monday, 2.5 on Tuesday
+    }
 
 
 def test_a_24x7_sla_counts_real_time_over_the_spring_change(runtime):
@@ -461,6 +481,7 @@ def comparable(rows: list[dict]) -> list[tuple]:
 SCENARIO = [  # (moment, values): every ticket written alike
     ("2026-03-06 16:00", {"category": "office", "state": 2}),
     ("2026-03-06 17:00", {"state": 3}),
+    ("2026-03-09 09:30", {"title": "still waiting"}),  # a write while paused: the pause is counted once
     ("2026-03-09 10:00", {"state": 2}),
     ("2026-03-09 11:15", {"state": 5}),
 ]
@@ -847,3 +868,259 @@ def test_a_schedule_file_that_cannot_be_read_is_one_error_not_one_per_sla_naming
     assert [str(e) for e in info.value.errors] == [
         "definitions/schedules/desk.yaml:5:16: '2027-02-30' is written as a date or time but is not one (day is out "
         "of range for month); write a real one, or quote it to mean the text"]
+
+
+# -- 10. repair: task SLAs made again from the history ----------------------------------------------
+# SLA repair: a record's task SLAs made again from its history (its audit rows), as the engine made them
+# as it happened; an SLA added or changed later applied to the past; the stage changes at their historic
+# moments on the form's timeline; through the record service, the Table API's neighbour
+# `/api/caseloom/slas/repair`, the form's button and `caseloom sla repair`; refused, saying why, for
+# tables without SLAs or history, a bad query and people who are not administrators.
+#
+# The application is tests/sla_app.py's (tickets, an office schedule in London, SLAs that each start on
+# their own category). Every write here is made at a moment of the past: the SLA clock is fixed to it, and
+# the record's creation and each update's audit rows are stamped with it, as they would have been then.
+
+MINUTE = dt.timedelta(minutes=1)
+
+
+def historic(runtime, moment: dt.datetime, sys_id: str | None = None, path: str = "row", **values) -> str:
+    """`write` at `moment` (through the row path or a set-based one: test_sla's PATHS), with the stamps it
+    would have had then: the ticket's creation, or the audit rows of this update."""
+    sys_id = PATHS[path](runtime, moment, sys_id, **values)
+    with runtime.transaction() as service:
+        tickets, audit = service.storage.physical(TICKET), service.storage.physical("sys_audit")
+        count = service.conn.execute(sa.select(tickets.c.sys_mod_count).where(tickets.c.sys_id == sys_id)).scalar_one()
+        if not count:
+            service.conn.execute(tickets.update().where(tickets.c.sys_id == sys_id).values(sys_created_on=moment))
+        else:
+            service.conn.execute(audit.update().where(audit.c.documentkey == sys_id,
+                                                      audit.c.record_checkpoint == count).values(sys_created_on=moment))
+    return sys_id
+
+
+def repaired(runtime, moment: dt.datetime, query: str, actor: str | None = None):
+    with fixed_clock(moment), runtime.transaction() as service:
+        return repair(service, TICKET, parse_encoded(query).where)
+
+
+TIMING = ("stage", "start_time", "end_time", "pause_time", "pause_duration", "business_pause_duration", "duration",
+          "business_duration", "percentage", "business_percentage", "time_left", "business_time_left",
+          "has_breached", "planned_end_time", "next_threshold", "threshold_due", "timing_at")
+
+
+def timings(runtime, ticket: str) -> list[tuple]:
+    """Each task SLA of the ticket: its definition's name and its timing, in the order they started."""
+    rows = task_slas(runtime, ticket)
+    return sorted(((r["name"], *(r[k] for k in TIMING)) for r in rows), key=lambda t: (t[0], t[2], t[3] is None))
+
+
+def stage_changes(runtime, ticket: str) -> list[list[tuple]]:
+    """Each task SLA's audited stage changes (old, new), in the order they started."""
+    rows = sorted(task_slas(runtime, ticket), key=lambda r: (r["name"], r["start_time"], r["end_time"] is None))
+    with runtime.transaction() as service:
+        return [[(a["oldvalue"] or None, a["newvalue"]) for a in service.query(
+            "sys_audit", parse_encoded(f"documentkey={r['sys_id']}^fieldname=stage^ORDERBYsys_created_on"))]
+            for r in rows]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(("sla", "steps"), CONDITIONS)
+def test_a_repair_makes_what_the_engine_made_as_it_happened(runtime, sla, steps, path):
+    """Every condition in ServiceNow's order: replayed from the history, the same task SLAs, stages, times
+    and figures as the engine wrote when the changes were made (measured as of the last change), whether
+    the changes went row by row or set-based (their audit rows are the history either way)."""
+    ticket, moment = None, MONDAY
+    for minute, (values, _) in enumerate(steps):
+        moment = MONDAY + 10 * minute * MINUTE
+        ticket = historic(runtime, moment, ticket, path, **values)
+    live, changes = timings(runtime, ticket), stage_changes(runtime, ticket)
+    done = repaired(runtime, moment, f"sys_id={ticket}")
+    assert (done.records, done.removed, done.created) == (1, len(live), len(live))
+    assert timings(runtime, ticket) == live
+    # the same stage changes, each attach now audited too (from nothing to its first stage)
+    assert [[c for c in steps if c[0] is not None] for steps in stage_changes(runtime, ticket)] == changes
+
+
+OFFICE = [  # (moment, values): an office-hours SLA over a weekend with a pause across Friday's end
+    (at("2026-03-05 16:00"), {"category": "office"}),  # Thursday, London 16:00 (GMT)
+    (at("2026-03-06 11:00"), {"state": 3}),  # Friday: paused after 4.5 business hours
+    (at("2026-03-09 10:00"), {"state": 2}),  # Monday: resumed
+    (at("2026-03-09 15:00"), {"title": "looked at"}),
+]
+
+
+def test_business_time_and_pauses_are_replayed_on_the_schedule(runtime):
+    ticket = None
+    for moment, values in OFFICE:
+        ticket = historic(runtime, moment, ticket, **values)
+    live = timings(runtime, ticket)
+    assert {t[0] for t in live} == {"office", "office 24x7", "office response"}
+    repaired(runtime, OFFICE[-1][0], f"sys_id={ticket}")
+    now = timings(runtime, ticket)
+    escalation = TIMING.index("next_threshold") + 1
+    assert [t[:escalation] + t[escalation + 2:] for t in now] == [t[:escalation] + t[escalation + 2:] for t in live]
+    # the 24x7 one breached on Sunday and the response one (2 business hours) on Friday: no tick ran here, so
+    # the engine still has their breaches to fire; a repair fires nothing of the past and counts it as fired,
+    # as the tick would have left it; the office one (8 business hours) has not breached yet
+    escalations = {t[0]: t[escalation:escalation + 2] for t in live}
+    assert escalations["office 24x7"] == (100, at("2026-03-08 23:00")) and escalations["office response"][0] == 100
+    assert {t[0]: t[escalation:escalation + 2] for t in now} == {
+        "office": escalations["office"], "office 24x7": (None, None), "office response": (None, None)}
+    assert escalations["office"][0] == 100 and escalations["office"][1] > OFFICE[-1][0]
+
+
+# -- an SLA added or changed after the fact -------------------------------------------------------
+
+REPAIR_API = "/api/caseloom/slas/repair"
+LATER = {"name": "added later", "collection": TICKET, "duration": 3600, "start_condition": "category=later",
+         "stop_condition": "state=5", "pause_condition": "state=3"}
+HISTORY = [(MONDAY, {"category": "later"}), (MONDAY + 10 * MINUTE, {"state": 3}),
+           (MONDAY + 40 * MINUTE, {"state": 2}), (MONDAY + 90 * MINUTE, {"title": "looked at"})]
+
+
+def tickets_with_history(runtime, count: int = 1) -> list[str]:
+    made = []
+    for _ in range(count):
+        ticket = None
+        for moment, values in HISTORY:
+            ticket = historic(runtime, moment, ticket, **values)
+        made.append(ticket)
+    return made
+
+
+def test_an_sla_added_later_is_applied_to_the_past(app, runtime):
+    """The definition did not exist while the ticket was worked: a repair attaches it when the ticket was
+    opened, pauses it for the half hour the customer was awaited, and measures it as of now."""
+    ticket, other = tickets_with_history(runtime, 2)
+    assert task_slas(runtime, ticket) == []
+    sla = app.api("root").post(f"{TABLE_API}/contract_sla", json=LATER).json["result"]
+    done = repaired(runtime, MONDAY + 2 * 60 * MINUTE, f"sys_id={ticket}")
+    assert (done.records, done.removed, done.created) == (1, 0, 1)
+    row = task_slas(runtime, ticket)[0]
+    assert (row["sla"], row["stage"], row["start_time"], row["pause_duration"]) == (sla["sys_id"], "in_progress", MONDAY, 30 * 60)
+    assert (row["duration"], row["percentage"], row["has_breached"]) == (90 * 60, 150, True)  # 2 hours less the pause
+    assert row["planned_end_time"] == MONDAY + 90 * MINUTE and row["next_threshold"] is None
+    assert task_slas(runtime, other) == []  # not asked for
+
+
+def test_a_changed_sla_is_measured_again_from_the_start(app, runtime):
+    sla = app.api("root").post(f"{TABLE_API}/contract_sla", json=LATER).json["result"]
+    ticket, = tickets_with_history(runtime)
+    before = task_slas(runtime, ticket)
+    assert before[0]["planned_end_time"] == MONDAY + 90 * MINUTE  # an hour, and the half-hour pause
+    assert app.api("root").patch(f"{TABLE_API}/contract_sla/{sla['sys_id']}",
+                                 json={"duration": "4h", "pause_condition": ""}).status_code == 200
+    done = repaired(runtime, MONDAY + 2 * 60 * MINUTE, f"sys_id={ticket}")
+    assert (done.removed, done.created) == (1, 1)
+    row = task_slas(runtime, ticket)[0]
+    assert row["sys_id"] != before[0]["sys_id"]
+    assert (row["pause_duration"], row["planned_end_time"], row["has_breached"]) == (0, MONDAY + 4 * 60 * MINUTE, False)
+    assert row["next_threshold"] == 100 and row["threshold_due"] == MONDAY + 4 * 60 * MINUTE
+    # a start condition the ticket never met: its task SLA goes, none is made
+    app.api("root").patch(f"{TABLE_API}/contract_sla/{sla['sys_id']}", json={"start_condition": "category=other"})
+    done = repaired(runtime, MONDAY + 2 * 60 * MINUTE, f"sys_id={ticket}")
+    assert (done.removed, done.created) == (1, 0) and task_slas(runtime, ticket) == []
+
+
+def test_a_repair_goes_through_every_matching_record_a_chunk_at_a_time(app, runtime, monkeypatch):
+    from caseloom.timing import repair as module
+
+    monkeypatch.setattr(module, "CHUNK", 2)
+    app.api("root").post(f"{TABLE_API}/contract_sla", json=LATER)
+    made = tickets_with_history(runtime, 5)
+    with runtime.transaction() as service:  # as if they had been written before the definition came
+        service.conn.execute(service.storage.physical("task_sla").delete())
+    seen = []
+    with fixed_clock(MONDAY + 2 * 60 * MINUTE), runtime.transaction() as service:
+        done = repair(service, TICKET, parse_encoded("category=later").where, progress=lambda d: seen.append(d.records))
+    assert (done.records, done.removed, done.created) == (5, 0, 5) and seen == [2, 4, 5]
+    assert all(len(task_slas(runtime, t)) == 1 for t in made)
+
+
+def test_the_timeline_shows_the_replayed_changes_at_their_moments_with_their_causes(app, runtime):
+    app.api("root").post(f"{TABLE_API}/contract_sla", json=LATER)
+    ticket, = tickets_with_history(runtime)
+    with runtime.transaction() as service:
+        service.conn.execute(service.storage.physical("task_sla").delete())
+    app.sign_in("root")
+    with fixed_clock(MONDAY + 2 * 60 * MINUTE):
+        page = app.client.get(f"/{TICKET}.do?sys_id={ticket}").get_data(as_text=True)
+        assert "No SLAs on this ticket." in page and "Repair SLAs" in page
+        token = page.split('name="csrf_token" value="')[1].split('"')[0]
+        r = app.client.post(f"/ui/slas/{TICKET}/{ticket}/repair", data={"csrf_token": token})
+        assert r.status_code == 302 and r.headers["Location"].endswith(f"sys_id={ticket}#slas")
+        page = app.client.get(r.headers["Location"]).get_data(as_text=True)
+    assert "Repaired the SLAs of 1 ticket record: 0 task SLAs removed, 1 made from their history." in page
+    events = [e.split("</li>")[0] for e in page.split('<details class="sla-timeline"')[1].split("<li>")[1:]]
+    assert [(" ".join(e.split())) for e in events] == [
+        '<time datetime="2026-03-02T10:00:00">2026-03-02 10:00:00</time> · <strong>Attached</strong> · by system · '
+        'Ticket created',
+        '<time datetime="2026-03-02T10:10:00">2026-03-02 10:10:00</time> · <strong>Paused</strong> · by system · '
+        'State changed from New to Awaiting customer',
+        '<time datetime="2026-03-02T10:40:00">2026-03-02 10:40:00</time> · <strong>Resumed</strong> · by system · '
+        'State changed from Awaiting customer to In progress',
+        '<time datetime="2026-03-02T11:30:00">2026-03-02 11:30:00</time> · <strong>Breached</strong>',
+    ]
+
+
+@pytest.mark.parametrize("user", ["ann", "boss"])
+def test_only_an_administrator_repairs(app, runtime, user):
+    ticket, = tickets_with_history(runtime)
+    app.sign_in(user)
+    page = app.client.get(f"/{TICKET}.do?sys_id={ticket}").get_data(as_text=True)
+    assert "Repair SLAs" not in page
+    token = page.split('name="csrf_token" value="')[1].split('"')[0]
+    assert app.client.post(f"/ui/slas/{TICKET}/{ticket}/repair", data={"csrf_token": token}).status_code == 403
+    r = app.api(user).post(f"{REPAIR_API}/{TICKET}?sysparm_query=sys_id={ticket}")
+    assert r.status_code == 403 and "admin role" in r.json["error"]["detail"]
+    with runtime.transaction() as service, pytest.raises(Exception, match="needs the admin role"):
+        from caseloom.users import actor_named
+
+        repair(runtime.records(service.conn, actor_named(runtime.storage, service.conn, user)), TICKET)
+
+
+def test_the_api_repairs_the_records_its_query_matches(app, runtime):
+    app.api("root").post(f"{TABLE_API}/contract_sla", json=LATER)
+    first, second = tickets_with_history(runtime, 2)
+    with fixed_clock(MONDAY + 2 * 60 * MINUTE):
+        r = app.api("root").post(f"{REPAIR_API}/{TICKET}?sysparm_query=sys_id={first}")
+    assert r.status_code == 200, r.json
+    assert r.json == {"result": {"records": 1, "removed": 1, "created": 1},
+                      "message": "Repaired the SLAs of 1 ticket record: 1 task SLA removed, 1 made from their history"}
+    assert app.api("root").post(f"{REPAIR_API}/{TICKET}").json["result"]["records"] == 2  # no query: every record
+
+
+@pytest.mark.parametrize(("path", "status", "words"), [
+    (f"{REPAIR_API}/x_nothing", 404, "table 'x_nothing' does not exist"),
+    (f"{REPAIR_API}/sys_user", 400, "'sys_user' has no SLAs: only 'x_ticket' and the tables extending it have them"),
+    (f"{REPAIR_API}/{TICKET}?sysparm_query=colour=red", 400, "colour"),
+    (f"{REPAIR_API}/{TICKET}?sysparm_query=state=oops", 400, "state"),
+])
+def test_the_api_refuses_what_it_cannot_repair_saying_why(app, path, status, words):
+    r = app.api("root").post(path)
+    assert r.status_code == status and words in json.dumps(r.json), r.json
+
+
+def test_the_api_repairs_at_most_a_bounded_number_of_records_a_request(app, runtime, monkeypatch):
+    from caseloom.web import api
+
+    monkeypatch.setattr(api, "MAX_REPAIR", 1)
+    tickets_with_history(runtime, 2)
+    r = app.api("root").post(f"{REPAIR_API}/{TICKET}")
+    assert r.status_code == 400 and "2 records match sysparm_query, at most 1" in r.json["error"]["detail"]
+    assert "caseloom sla repair x_ticket" in r.json["error"]["detail"]
+
+
+def test_caseloom_sla_repair(app, runtime):
+    app.api("root").post(f"{TABLE_API}/contract_sla", json=LATER)
+    ticket, = tickets_with_history(runtime)
+    env = {"CASELOOM_DATABASE_URL": runtime.config.database_url, "CASELOOM_DEFINITIONS": runtime.config.definitions}
+    result = CliRunner().invoke(main, ["sla", "repair", TICKET, "--query", f"sys_id={ticket}"], env=env)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "Repaired the SLAs of 1 ticket record: 1 task SLA removed, 1 made from their history"
+    for args, words in [(["sla", "repair", "x_nothing"], "table 'x_nothing' does not exist"),
+                        (["sla", "repair", TICKET, "--query", "colour=red"], "colour"),
+                        (["sla", "repair", TICKET, "--user", "ann"], "needs the admin role")]:
+        result = CliRunner().invoke(main, args, env=env)
+        assert result.exit_code == 1 and words in result.stderr, (args, result.output)

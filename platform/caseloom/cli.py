@@ -307,6 +307,31 @@ def job_undo(job_id: str, user_name: str | None) -> None:
     click.echo(done.sentence())
 
 
+@main.group()
+def sla() -> None:
+    """SLAs: make task SLAs again from their records' history (README: "Repairing SLAs")."""
+
+
+@sla.command("repair")
+@click.argument("table")
+@click.option("--query", default="", metavar="ENCODED_QUERY",
+              help="Repair only the records this encoded query matches (default: every record of TABLE).")
+@click.option("--user", "user_name", help="Act as this user (default: the system, an administrator).")
+def sla_repair(table: str, query: str, user_name: str | None) -> None:
+    """Delete the task SLAs of TABLE's records and make them again from each record's history, as the
+    active SLA definitions measure them now. One transaction; nothing is sent for what has passed."""
+    from .query import parse_encoded
+    from .timing.repair import repair, repairable
+
+    def work(service):
+        tdef = repairable(service.defs, table)
+        done = repair(service, table, parse_encoded(query).where,
+                      progress=lambda d: click.echo(f"{d.records:,} records so far", err=True))
+        return done.words(tdef.label.lower())
+
+    click.echo(_as_user("caseloom sla repair", user_name, work))
+
+
 def _as_user(command: str, user_name: str | None, work):
     """Run `work(service)` in one transaction as `user_name` (the system when None); errors exit 1."""
     import sqlalchemy as sa
@@ -314,8 +339,10 @@ def _as_user(command: str, user_name: str | None, work):
     from .access import SYSTEM
     from .database import is_unreachable
     from .logs import redacted
+    from .query import QueryError
     from .records import AccessDenied, Conflict, NotFound
     from .runtime import Runtime
+    from .timing.repair import RepairRefused
     from .users import actor_named
 
     config = Config.from_env()
@@ -329,7 +356,7 @@ def _as_user(command: str, user_name: str | None, work):
             sys.exit(1)
         with runtime.transaction(actor, write_lock=True) as service:
             return work(service)
-    except (AccessDenied, Conflict, NotFound) as exc:
+    except (AccessDenied, Conflict, NotFound, QueryError, RepairRefused) as exc:
         click.echo(f"{command}: {exc}", err=True)
         sys.exit(1)
     except sa.exc.OperationalError as exc:  # the database out of reach, or not made by `caseloom init`

@@ -117,6 +117,9 @@ def moved(sla: Sla, row: dict, stage: str, at: dt.datetime) -> dict:
         state = State(stage, state.start_time, None, state.pause_duration, state.business_pause_duration, at,
                       state.next_threshold)
     values = measure(sla.clock, state, at)
+    if state.stage == PAUSED:  # still paused: a row keeps the pauses that have ended (`pause_time` is when this
+        # one began), as the set-based path does; storing the pause so far would count it again at the resume
+        values |= {"pause_duration": state.pause_duration, "business_pause_duration": state.business_pause_duration}
     values["has_breached"] = values["has_breached"] or bool(row.get("has_breached"))  # a breach stays
     if stage in (CANCELLED, COMPLETED):
         values |= {"threshold_due": None}

@@ -10,14 +10,16 @@ import datetime as dt
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from flask import abort, render_template
+from flask import abort, flash, redirect, render_template, url_for
 
 from ...definitions.model import TableDef
 from ...fieldtypes import duration_words
 from ...query import Query, Term
 from ...timing.engine import moment, state_of
 from ...timing.measure import ACTIVE, CANCELLED, COMPLETED, PAUSED, RUNNING, due_at, measure
+from ...timing.repair import RepairRefused, repair
 from ...timing.slas import SLA, TASK_SLA, Sla, enabled, slas_for
+from .. import db
 from ..auth import connection, records, runtime
 from ..serialize import audit_names, change_words, display_names
 from . import blueprint, login_required
@@ -94,7 +96,8 @@ def sla_panel(tdef: TableDef, record: dict) -> dict | None:
     timelines = _timelines(tdef, record, rows)
     now = moment()
     bars = [_bar(row, definitions.get(row["sla"]), names, timelines.get(row["sys_id"], []), now) for row in rows]
-    return {"table": tdef.name, "sys_id": record["sys_id"], "label": tdef.label, "bars": bars}
+    return {"table": tdef.name, "sys_id": record["sys_id"], "label": tdef.label, "bars": bars,
+            "can_repair": service.actor.is_admin}
 
 
 def _names(definitions: dict[str, Sla], ids: set[str]) -> dict[str, str]:
@@ -225,6 +228,27 @@ def slas_part(table: str, sys_id: str):
     if panel is None:
         abort(404)
     return render_template("_slas.html", slas=panel)
+
+
+@blueprint.post("/ui/slas/<table>/<sys_id>/repair")
+@login_required
+def repair_record(table: str, sys_id: str):
+    """Repair SLAs (administrators): the record's task SLAs made again from its history
+    (caseloom.timing.repair); back to its form, saying what was done."""
+    from .references import record_or_abort
+
+    tdef, record = record_or_abort(table, sys_id)
+    service = records()
+    if not service.actor.is_admin:
+        abort(403)
+    try:
+        done = repair(service, tdef.name, Term("sys_id", "eq", record["sys_id"]))
+    except RepairRefused as exc:
+        flash(str(exc), "error")
+    else:
+        db.session.commit()
+        flash(done.words(tdef.label.lower()) + ".")
+    return redirect(url_for("ui.dispatch", name=tdef.name, sys_id=record["sys_id"]) + "#slas")
 
 
 __all__ = ["BANDS", "Band", "band", "short_words", "sla_panel", "time_words", "width_class"]

@@ -1,0 +1,273 @@
+"""SLA repair (ServiceNow's *Repair SLAs*): a record's task SLAs removed and made again from its history,
+as if the SLA definitions active now had been active since the record was created.
+
+A record's history is its audit rows (sys_audit): each update is one checkpoint with the fields it
+changed, old and new, and its moment. Going back from the record as stored, undoing each checkpoint's
+changes, gives the record as it was created and after each update. The engine's own step
+(`engine.step`, ServiceNow's order) then runs on each of those states at its moment, in memory: every
+SLA that would have attached, paused, resumed, completed or been cancelled does so at the moment it
+would have, with the change that caused it. What a condition reads through a reference (a dot-walk)
+is read as it is now, as ServiceNow's repair reads it.
+
+The task SLAs the record had are deleted and the replayed ones written, their stage changes audited
+at their historic moments (the form's timeline shows them with their causes), running ones measured
+as of now. An escalation whose moment has passed is not fired: a repair sends nothing for the past
+(the next one not reached yet is the one the tick will fire). A repair of one record is one unit of
+work; `repair` goes through the matching records in chunks of CHUNK, one statement of each kind per
+chunk.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from .. import stamps
+from ..automation.conditions import resolver
+from ..bulk import insert_rows
+from ..definitions.model import TableDef
+from ..query import All, Query, Term
+from ..query.evaluate import evaluate
+from ..records import AccessDenied, NotFound, new_sys_id
+from .engine import _start as start_of
+from .engine import moment, moved, state_of, step
+from .measure import ACTIVE, PAUSED, RUNNING, State, first, measure, next_due
+from .slas import TASK_SLA, Sla, enabled, slas_for
+
+CHUNK = 500  # records repaired per round of statements
+
+
+class RepairRefused(ValueError):
+    """A repair that cannot be done at all (a table without SLAs or without history), saying why."""
+
+
+@dataclass
+class Repaired:
+    """What a repair did: records gone through, task SLAs deleted, task SLAs made from the history."""
+
+    records: int = 0
+    removed: int = 0
+    created: int = 0
+
+    def words(self, label: str) -> str:
+        return (f"Repaired the SLAs of {self.records:,} {label} record{'' if self.records == 1 else 's'}: "
+                f"{self.removed:,} task SLA{'' if self.removed == 1 else 's'} removed, {self.created:,} made from "
+                f"their history")
+
+    def as_json(self) -> dict:
+        return {"records": self.records, "removed": self.removed, "created": self.created}
+
+
+def repairable(defs, table: str) -> TableDef:
+    """The table to repair, or RepairRefused saying why it cannot be."""
+    tdef = defs.tables.get(table)
+    if tdef is None:
+        raise NotFound(f"table {table!r} does not exist")
+    if not enabled(defs, table):
+        root = defs.sla_root
+        raise RepairRefused(f"{table!r} has no SLAs: " + (f"only {root!r} and the tables extending it have them"
+                                                          if root else "no table declares `sla: true`"))
+    if not tdef.audit:
+        raise RepairRefused(f"{table!r} keeps no history (`audit: false`): a repair replays a record's history")
+    return tdef
+
+
+def repair(service, table: str, where: Any = None, progress: Callable[[Repaired], None] | None = None) -> Repaired:
+    """Repair the SLAs of the records of `table` matching `where` (a query Node; None: all) that the
+    actor may read, CHUNK at a time, in sys_id order. `progress` is told after each chunk. Only an
+    administrator repairs (it deletes and writes task SLAs, which only the engine writes otherwise)."""
+    if service.check_access and not service.actor.is_admin:
+        raise AccessDenied(f"user {service.actor.user_name!r} may not repair SLAs: it needs the admin role")
+    tdef = repairable(service.defs, table)
+    at = moment()
+    done = Repaired()
+    after: str | None = None
+    while True:
+        page = where if after is None else (Term("sys_id", "gt", after) if where is None
+                                            else All((where, Term("sys_id", "gt", after))))
+        records = service.query(table, Query(page, (("sys_id", False),)), None, CHUNK)
+        if not records:
+            break
+        _repair_records(service, tdef, records, at, done)
+        if progress is not None:
+            progress(done)
+        if len(records) < CHUNK:
+            break
+        after = records[-1]["sys_id"]
+    return done
+
+
+# -- one chunk ------------------------------------------------------------------------------------
+
+@dataclass
+class Checkpoint:
+    """One update of a record, as its audit rows keep it."""
+
+    when: dt.datetime
+    user: str | None
+    transaction: str | None
+    changes: dict[str, tuple[str | None, str | None]]  # field -> (old, new), as the audit's texts
+
+
+def _repair_records(service, table: TableDef, records: list[dict], at: dt.datetime, done: Repaired) -> None:
+    defs = service.defs
+    ids = [r["sys_id"] for r in records]
+    history = _history(service, ids)
+    replay = Replay()
+    for record in records:
+        tdef = defs.tables.get(record.get("sys_class_name") or "") or table
+        slas = slas_for(service, tdef.name)
+        if not slas:
+            continue
+        for when, user, transaction, values in _states(tdef, record, history.get(record["sys_id"], [])):
+            resolve = resolver(service, tdef, values)
+
+            def holds(node: Any, values=values, resolve=resolve) -> bool:
+                return node is not None and evaluate(node, values, resolve=resolve)
+
+            replay.cause = (user, transaction)
+            for sla in slas:
+                step(sla, values, replay.active.get((record["sys_id"], sla.sys_id)), holds, when, replay)
+        replay.finish(at)
+    done.records += len(records)
+    done.removed += _remove(service, ids)
+    done.created += replay.write(service)
+
+
+def _history(service, ids: list[str]) -> dict[str, list[Checkpoint]]:
+    """sys_id -> its updates, oldest first (journal entries and system fields left out)."""
+    audit = service.storage.physical("sys_audit")
+    rows = service.conn.execute(
+        sa.select(audit.c.documentkey, audit.c.record_checkpoint, audit.c.fieldname, audit.c.oldvalue,
+                  audit.c.newvalue, audit.c.user, audit.c.transaction, audit.c.sys_created_on)
+        .where(audit.c.documentkey.in_(ids))
+        .order_by(audit.c.documentkey, audit.c.record_checkpoint, audit.c.sys_created_on)).mappings()
+    out: dict[str, dict[int, Checkpoint]] = defaultdict(dict)
+    for row in rows:
+        points = out[row["documentkey"]]
+        point = points.get(row["record_checkpoint"])
+        if point is None:
+            point = points[row["record_checkpoint"]] = Checkpoint(row["sys_created_on"], row["user"],
+                                                                  row["transaction"], {})
+        point.changes[row["fieldname"]] = (row["oldvalue"], row["newvalue"])
+    return {sys_id: [points[k] for k in sorted(points)] for sys_id, points in out.items()}
+
+
+def _states(tdef: TableDef, record: dict, checkpoints: list[Checkpoint]):
+    """(moment, user, transaction, the record's values) as it was created, then after each update,
+    oldest first: the record as stored with each later update's changes undone."""
+    states = []
+    values = dict(record)
+    for point in reversed(checkpoints):
+        states.append((_second(point.when), point.user, point.transaction, values))
+        values = dict(values)
+        for name, (old, _) in point.changes.items():
+            field = tdef.field(name)
+            if field is not None and not field.system and not field.ftype.journal:
+                values[name] = _parsed(field, old)
+    states.append((_second(record["sys_created_on"]), record.get("sys_created_by"), None, values))
+    states.reverse()
+    return states
+
+
+def _parsed(field, text: str | None) -> Any:
+    """An audit text as the field's value (as written then; a choice since retired stays its text)."""
+    if text is None:
+        return None
+    try:
+        return field.parse(text)
+    except (ValueError, TypeError):
+        return text
+
+
+def _second(value: dt.datetime) -> dt.datetime:
+    return value.replace(microsecond=0)
+
+
+def _remove(service, ids: list[str]) -> int:
+    """Delete the records' task SLAs; how many there were."""
+    physical = service.storage.physical(TASK_SLA)
+    removed = service.conn.execute(sa.delete(physical).where(physical.c.task.in_(ids))).rowcount
+    service.written.add(TASK_SLA)
+    return removed or 0
+
+
+class Replay:
+    """The engine's `Changes`, in memory: the task SLAs a replayed history makes, and their stage changes
+    at their moments with their causes (`cause`: the user and unit of work of the state being replayed)."""
+
+    def __init__(self):
+        self.rows: list[tuple[Sla, dict]] = []
+        self.active: dict[tuple[str, str], dict] = {}  # (task, SLA) -> its running or paused row
+        self.stages: list[tuple[dict, int, str | None, str, dt.datetime, str | None, str | None]] = []
+        self.cause: tuple[str | None, str | None] = (None, None)
+
+    def attach(self, sla: Sla, record: dict, at: dt.datetime, paused: bool) -> None:
+        start = start_of(sla, record, at)
+        state = State(PAUSED if paused else RUNNING, start, pause_time=at if paused else None,
+                      next_threshold=first(sla.clock))
+        user, transaction = self.cause
+        row = {"sys_id": new_sys_id(), "task": record["sys_id"], "sla": sla.sys_id, "stage": state.stage,
+               "start_time": start, "pause_time": state.pause_time, "end_time": None,
+               **measure(sla.clock, state, at), "pause_duration": 0, "business_pause_duration": 0,
+               "transaction": transaction, "sys_mod_count": 0}
+        self.rows.append((sla, row))
+        self.active[(row["task"], sla.sys_id)] = row
+        self.stages.append((row, 0, None, row["stage"], at, user, transaction))
+
+    def move(self, sla: Sla, row: dict, stage: str, at: dt.datetime) -> None:
+        old = row["stage"]
+        row.update(moved(sla, row, stage, at))
+        if row["stage"] != old:
+            row["sys_mod_count"] += 1
+            user, transaction = self.cause
+            self.stages.append((row, row["sys_mod_count"], old, row["stage"], at, user, transaction))
+        if row["stage"] not in ACTIVE:
+            self.active.pop((row["task"], sla.sys_id), None)
+
+    def finish(self, at: dt.datetime) -> None:
+        """The running and paused ones measured as of `at`; every threshold passed counted as fired."""
+        for sla, row in self.rows:
+            if row["stage"] in ACTIVE:
+                row.update(moved(sla, row, row["stage"], at))
+            reached = float(row["business_percentage"] or 0)
+            row["next_threshold"] = next((t for t in sla.clock.thresholds if t > reached), None)
+            if row["stage"] == RUNNING:
+                state = state_of(row)
+                row.update(next_due(sla.clock, state, reached, state.business_pause_duration))
+        self.active.clear()
+
+    def write(self, service) -> int:
+        """Insert the task SLAs made and their stage changes' audit rows; how many task SLAs."""
+        if not self.rows:
+            return 0
+        user, stamp = service.actor.user_name, service_now()
+        rows = []
+        for _, row in self.rows:
+            system = stamps.new_row(TASK_SLA, user, stamp)
+            rows.append(row | system | {"sys_mod_count": row["sys_mod_count"]})
+        insert_rows(service.conn, service.storage.physical(TASK_SLA), rows)
+        service.note_made(TASK_SLA, [r["sys_id"] for r in rows])
+        audits = [stamps.audit_row(TASK_SLA, row["sys_id"], checkpoint, "stage", old, new, who or user,
+                                   transaction or service.transaction)
+                  | stamps.new_row("sys_audit", who or user, when, new_sys_id())
+                  for row, checkpoint, old, new, when, who, transaction in self.stages]
+        insert_rows(service.conn, service.storage.physical("sys_audit"), audits)
+        service.written.update((TASK_SLA, "sys_audit"))
+        count = len(rows)
+        self.rows, self.stages = [], []
+        return count
+
+
+def service_now() -> dt.datetime:
+    from ..records import now
+
+    return now()
+
+
+__all__ = ["CHUNK", "RepairRefused", "Repaired", "repair", "repairable"]
