@@ -605,6 +605,24 @@ def _similar_paths(defs: Definitions) -> dict:
         parameters=parameters, operation_id="similar")}}
 
 
+def _sla_repair_paths(defs: Definitions) -> dict:
+    """SLA repair (caseloom.timing.repair) on every table whose records can have SLAs."""
+    from ..timing.slas import enabled
+    from .api import MAX_REPAIR
+
+    tables = sorted(t.name for t in defs.tables.values() if enabled(defs, t.name) and t.audit)
+    if not tables:
+        return {}
+    done = _object(("records", "removed", "created"), records=INTEGER, removed=INTEGER, created=INTEGER)
+    parameters = [_path_param("table", {"type": "string", "enum": tables}, "A table whose records have SLAs"),
+                  {"$ref": "#/components/parameters/sysparm_query"}]
+    return {"/api/caseloom/slas/repair/{table}": {"post": _operation(
+        f"Repair SLAs (administrators): the task SLAs of the records matching sysparm_query (all when none is "
+        f"given; at most {MAX_REPAIR:,}) deleted and made again from each record's history",
+        ["SLAs"], _responses({"200": _json(_result(done, message=STRING))}, (*WRITE, "404")),
+        parameters=parameters, operation_id="slas.repair")}}
+
+
 def _document_paths() -> dict:
     return {"/api/caseloom/openapi.json": {"get": _operation(
         "This document", ["Caseloom"], _responses({"200": _json({"type": "object"})}, ("401", "429")),
@@ -723,7 +741,8 @@ def document(defs: Definitions, server: str) -> dict:
         paths.update(_table_paths(defs, table))
         paths.update(_action_paths(defs, table))
     for part in (_batch_paths(), _attachment_paths(), _email_paths(), _event_paths(), _stats_paths(defs), _report_paths(defs),
-                 _similar_paths(defs), _member_list_paths(defs), _job_paths(), _definition_paths(), _document_paths()):
+                 _similar_paths(defs), _member_list_paths(defs), _sla_repair_paths(defs), _job_paths(), _definition_paths(),
+                 _document_paths()):
         paths.update(part)
     schemas = _shared_schemas()
     for table in tables:
