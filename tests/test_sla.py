@@ -1103,12 +1103,12 @@ def test_the_api_refuses_what_it_cannot_repair_saying_why(app, path, status, wor
 
 
 def test_the_api_repairs_at_most_a_bounded_number_of_records_a_request(app, runtime, monkeypatch):
-    from caseloom.web import api
+    from caseloom.timing import repair as module
 
-    monkeypatch.setattr(api, "MAX_REPAIR", 1)
+    monkeypatch.setattr(module, "IN_A_REQUEST", 1)
     tickets_with_history(runtime, 2)
     r = app.api("root").post(f"{REPAIR_API}/{TICKET}")
-    assert r.status_code == 400 and "2 records match sysparm_query, at most 1" in r.json["error"]["detail"]
+    assert r.status_code == 400 and "2 records match, at most 1 are repaired in one request" in r.json["error"]["detail"]
     assert "caseloom sla repair x_ticket" in r.json["error"]["detail"]
 
 
@@ -1124,3 +1124,32 @@ def test_caseloom_sla_repair(app, runtime):
                         (["sla", "repair", TICKET, "--user", "ann"], "needs the admin role")]:
         result = CliRunner().invoke(main, args, env=env)
         assert result.exit_code == 1 and words in result.stderr, (args, result.output)
+
+
+def test_a_list_repairs_the_records_its_filter_matches(app, runtime, monkeypatch):
+    from caseloom.timing import repair as module
+
+    app.api("root").post(f"{TABLE_API}/contract_sla", json=LATER)
+    first, second = tickets_with_history(runtime, 2)
+    with runtime.transaction() as service:
+        service.conn.execute(service.storage.physical("task_sla").delete())
+    app.sign_in("root")
+    query = f"sys_id={first}"
+    page = app.client.get(f"/{TICKET}_list.do?sysparm_query={query}").get_data(as_text=True)
+    assert "Repair SLAs" in page
+    token = page.split('name="csrf_token" value="')[1].split('"')[0]
+    r = app.client.post(f"/ui/slas/{TICKET}/repair", data={"csrf_token": token, "sysparm_query": query})
+    assert r.status_code == 302 and r.headers["Location"] == f"/{TICKET}_list.do?sysparm_query=sys_id%3D{first}"
+    page = app.client.get(r.headers["Location"]).get_data(as_text=True)
+    assert "Repaired the SLAs of 1 ticket record: 0 task SLAs removed, 1 made from their history." in page
+    assert len(task_slas(runtime, first)) == 1 and task_slas(runtime, second) == []
+    monkeypatch.setattr(module, "IN_A_REQUEST", 1)  # the whole list is too many for one request
+    r = app.client.post(f"/ui/slas/{TICKET}/repair", data={"csrf_token": token, "sysparm_query": ""})
+    page = app.client.get(r.headers["Location"]).get_data(as_text=True)
+    assert "The SLAs were not repaired: 2 records match, at most 1 are repaired in one request" in page
+    assert task_slas(runtime, second) == []
+    app.sign_in("ann")  # not an administrator: no button, and a post is refused
+    page = app.client.get(f"/{TICKET}_list.do").get_data(as_text=True)
+    assert "Repair SLAs" not in page
+    token = page.split('name="csrf_token" value="')[1].split('"')[0]
+    assert app.client.post(f"/ui/slas/{TICKET}/repair", data={"csrf_token": token}).status_code == 403

@@ -40,6 +40,7 @@ from .measure import ACTIVE, PAUSED, RUNNING, State, first, measure, next_due
 from .slas import TASK_SLA, Sla, enabled, slas_for
 
 CHUNK = 500  # records repaired per round of statements
+IN_A_REQUEST = 10_000  # records one web request repairs (the API, a list); the CLI has no such bound
 
 
 class RepairRefused(ValueError):
@@ -81,8 +82,7 @@ def repair(service, table: str, where: Any = None, progress: Callable[[Repaired]
     """Repair the SLAs of the records of `table` matching `where` (a query Node; None: all) that the
     actor may read, CHUNK at a time, in sys_id order. `progress` is told after each chunk. Only an
     administrator repairs (it deletes and writes task SLAs, which only the engine writes otherwise)."""
-    if service.check_access and not service.actor.is_admin:
-        raise AccessDenied(f"user {service.actor.user_name!r} may not repair SLAs: it needs the admin role")
+    _administrator(service)
     tdef = repairable(service.defs, table)
     at = moment()
     done = Repaired()
@@ -100,6 +100,23 @@ def repair(service, table: str, where: Any = None, progress: Callable[[Repaired]
             break
         after = records[-1]["sys_id"]
     return done
+
+
+def repair_in_request(service, table: str, where: Any = None) -> Repaired:
+    """`repair` for a web request (the API, a list's button): refused, saying how many match, when that is
+    more than IN_A_REQUEST (a request must end long before a server's timeout)."""
+    _administrator(service)
+    repairable(service.defs, table)
+    matching = service.count(table, Query(where))
+    if matching > IN_A_REQUEST:
+        raise RepairRefused(f"{matching:,} records match, at most {IN_A_REQUEST:,} are repaired in one request: narrow "
+                            f"the query, or run `caseloom sla repair {table}` on the server")
+    return repair(service, table, where)
+
+
+def _administrator(service) -> None:
+    if service.check_access and not service.actor.is_admin:
+        raise AccessDenied(f"user {service.actor.user_name!r} may not repair SLAs: it needs the admin role")
 
 
 # -- one chunk ------------------------------------------------------------------------------------
@@ -270,4 +287,4 @@ def service_now() -> dt.datetime:
     return now()
 
 
-__all__ = ["CHUNK", "RepairRefused", "Repaired", "repair", "repairable"]
+__all__ = ["CHUNK", "IN_A_REQUEST", "RepairRefused", "Repaired", "repair", "repair_in_request", "repairable"]

@@ -331,33 +331,23 @@ def run_action_api(table: str, sys_id: str, action: str):
     return jsonify({"result": result, **extra})
 
 
-MAX_REPAIR = 10_000  # records one request repairs; more: `caseloom sla repair` on the server
-
-
 @blueprint.post("/caseloom/slas/repair/<table>")
 def repair_slas(table: str):
     """ServiceNow's Repair SLAs: the task SLAs of the table's records matching `sysparm_query` (every
     record when none is given) deleted and made again from their history (caseloom.timing.repair).
-    Administrators only (403); 400 for a table without SLAs or history, a bad query, or more than
-    MAX_REPAIR matching records; 200 with what was done."""
-    from ..timing.repair import RepairRefused, repair, repairable
+    Administrators only (403); 404 for an unknown table; 400 for a table without SLAs or history, a bad
+    query, or more records than one request repairs; 200 with what was done."""
+    from ..timing.repair import RepairRefused, repair_in_request
 
     service = records()
     if service.check_access and not service.actor.is_admin:
         raise ApiError(403, "User Not Authorized", "repairing SLAs needs the admin role")
     try:
-        tdef = repairable(runtime().defs, table)
+        done = repair_in_request(service, table, parse_encoded(request.args.get("sysparm_query")).where)
     except RepairRefused as exc:
-        raise ApiError(400, "The SLAs of this table cannot be repaired", str(exc)) from None
-    where = parse_encoded(request.args.get("sysparm_query")).where
-    matching = service.count(table, Query(where))
-    if matching > MAX_REPAIR:
-        raise ApiError(400, "Too many records to repair in one request",
-                       f"{matching:,} records match sysparm_query, at most {MAX_REPAIR:,} are repaired in one request: "
-                       f"narrow it, or run `caseloom sla repair {table}` on the server")
-    done = repair(service, table, where)
+        raise ApiError(400, "The SLAs cannot be repaired", str(exc)) from None
     db.session.commit()
-    return jsonify({"result": done.as_json(), "message": done.words(tdef.label.lower())})
+    return jsonify({"result": done.as_json(), "message": done.words(runtime().defs.tables[table].label.lower())})
 
 
 @blueprint.get("/caseloom/openapi.json")

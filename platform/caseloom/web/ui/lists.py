@@ -19,6 +19,7 @@ from ...query.compile import MAX_OFFSET
 from ...query.conditions import TEXT_QUERY, All
 from ...query.total import EXACT_COUNT_LIMIT, Total
 from ...records import AccessDenied, Conflict, NotFound, RecordError
+from ...timing.slas import enabled
 from .. import db
 from ..auth import connection, only_read_from_now, properties, records, runtime, safe_path, session_actor
 from ..serialize import NOT_READABLE, base_url, display_names, make_shape, record_name, render_record
@@ -348,6 +349,7 @@ def _list_context(tdef: TableDef, rows_typed: list[dict] | None = None, filter_e
         "group_by": group_by if groups is not None else "", "groups": groups, "groups_more": groups_more,
         "group_fields": group_fields(tdef),
         "saved_filters": saved_filters(table), "may_share": may_share(g.actor),
+        "can_repair_slas": g.actor.is_admin and tdef.audit and enabled(defs, table) and not search and not error,
         "bulk_fields": [(n, f.label) for n, f in tdef.fields.items() if not f.system and f.ftype.queryable
                         and service.can_read_field(table, n) and service.can_write_field(table, n)],
         "outbox": _outbox(service) if table == EMAIL_TABLE and g.actor.is_admin else None,

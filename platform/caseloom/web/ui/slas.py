@@ -10,14 +10,14 @@ import datetime as dt
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from flask import abort, flash, redirect, render_template, url_for
+from flask import abort, flash, redirect, render_template, request, url_for
 
 from ...definitions.model import TableDef
 from ...fieldtypes import duration_words
-from ...query import Query, Term
+from ...query import Query, QueryError, Term, parse_encoded
 from ...timing.engine import moment, state_of
 from ...timing.measure import ACTIVE, CANCELLED, COMPLETED, PAUSED, RUNNING, due_at, measure
-from ...timing.repair import RepairRefused, repair
+from ...timing.repair import RepairRefused, repair, repair_in_request
 from ...timing.slas import SLA, TASK_SLA, Sla, enabled, slas_for
 from .. import db
 from ..auth import connection, records, runtime
@@ -249,6 +249,28 @@ def repair_record(table: str, sys_id: str):
         db.session.commit()
         flash(done.words(tdef.label.lower()) + ".")
     return redirect(url_for("ui.dispatch", name=tdef.name, sys_id=record["sys_id"]) + "#slas")
+
+
+@blueprint.post("/ui/slas/<table>/repair")
+@login_required
+def repair_list(table: str):
+    """Repair SLAs (administrators) of the records a list's filter matches (`sysparm_query`), at most as
+    many as one request repairs; back to the list, saying what was done or why nothing was."""
+    from .lists import readable_table
+
+    tdef = readable_table(table)
+    service = records()
+    if not service.actor.is_admin:
+        abort(403)
+    query = request.form.get("sysparm_query", "")
+    try:
+        done = repair_in_request(service, tdef.name, parse_encoded(query).where)
+    except (RepairRefused, QueryError) as exc:
+        flash(f"The SLAs were not repaired: {exc}", "error")
+    else:
+        db.session.commit()
+        flash(done.words(tdef.label.lower()) + ".")
+    return redirect(url_for("ui.dispatch", name=f"{tdef.name}_list", sysparm_query=query or None))
 
 
 __all__ = ["BANDS", "Band", "band", "short_words", "sla_panel", "time_words", "width_class"]
