@@ -68,3 +68,27 @@ def test_add_an_sla_in_the_browser_and_watch_it_breach(browser, server, runtime)
     row = page.locator("table.list tbody tr", has_text="Quick test")
     assert row.get_by_role("link", name=number, exact=True).count() == 1  # the case by its number, a link
     assert "In progress" in row.inner_text()
+
+
+def test_repair_a_case_s_slas_from_its_form(browser, server, runtime):
+    """An SLA definition added after a case was opened: the case has no bar for it until an administrator
+    repairs its SLAs from the form; then it has one, attached when the case was created, and the page
+    says what was done."""
+    from caseloom.query import parse_encoded
+
+    with runtime.transaction() as service:
+        service.insert("contract_sla", {"name": "Added later", "collection": CASE, "duration": 7 * 24 * 3600,
+                                        "start_condition": "active=true", "stop_condition": "stateIN6,3"})
+        case = service.query(CASE, parse_encoded("active=true^ORDERBYnumber"), ["sys_id", "number", "sys_created_on"], 1)[0]
+    page = test_axe.sign_in(browser, server, "admin")
+    page.goto(f"{server}/{CASE}.do?sys_id={case['sys_id']}")
+    assert page.locator(".slas li.sla", has=page.get_by_role("link", name="Added later")).count() == 0
+    page.get_by_role("button", name="Repair SLAs").click()
+    page.wait_for_url(re.compile(rf"/{CASE}\.do\?sys_id={case['sys_id']}#slas$"))
+    assert re.search(r"Repaired the SLAs of 1 case record: \d+ task SLAs? removed, \d+ made from their history\.",
+                     page.locator(".flash").inner_text())
+    bar = page.locator(".slas li.sla", has=page.get_by_role("link", name="Added later"))
+    assert bar.locator(".sla-stage").inner_text() == "In progress"
+    assert f"{case['sys_created_on']:%Y-%m-%d %H:%M}" in bar.locator(".sla-timeline").inner_text()  # attached then
+    found = test_axe.violations(page)
+    assert not found, test_axe.explain(found)
