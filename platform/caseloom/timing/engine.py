@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -152,12 +153,30 @@ def after_rows(service, tdef, records: list[dict], new: bool = False) -> None:
     at = moment()
     active = {} if new else _active(service, [r["sys_id"] for r in records])
     changes = Changes()
-    answers: dict[tuple, bool] = {}  # a batch's records mostly share the values conditions read
-    reads_of: dict[int, tuple[str, ...] | None] = {}  # per condition, for this batch (its nodes live through it)
+    conditions = Conditions(service, tdef)
     for record in records:
-        resolve = resolver(service, tdef, record)
+        holds = conditions.on(record)
+        for sla in slas:
+            step(sla, record, active.get((record["sys_id"], sla.sys_id)), holds, at, changes)
+    changes.write(service, at)
 
-        def holds(node: Any, record=record, resolve=resolve) -> bool:
+
+class Conditions:
+    """Whether SLA conditions hold on records of one table: answered once per set of the values a
+    condition reads, as a batch's records mostly share them (a condition that dot-walks is asked per
+    record, through the database). For one unit of work: the conditions' nodes live through it."""
+
+    def __init__(self, service, tdef):
+        self.service, self.tdef = service, tdef
+        self.answers: dict[tuple, bool] = {}
+        self.reads_of: dict[int, tuple[str, ...] | None] = {}
+
+    def on(self, record: dict) -> Callable[[Any], bool]:
+        """`holds(condition)` on `record` (False for no condition)."""
+        resolve = resolver(self.service, self.tdef, record)
+        answers, reads_of = self.answers, self.reads_of
+
+        def holds(node: Any) -> bool:
             if node is None:
                 return False
             if id(node) not in reads_of:
@@ -170,9 +189,7 @@ def after_rows(service, tdef, records: list[dict], new: bool = False) -> None:
                 answers[key] = evaluate(node, record, resolve=resolve)
             return answers[key]
 
-        for sla in slas:
-            step(sla, record, active.get((record["sys_id"], sla.sys_id)), holds, at, changes)
-    changes.write(service, at)
+        return holds
 
 
 def step(sla: Sla, record: dict, row: dict | None, holds, at: dt.datetime, changes: Changes) -> None:
@@ -237,4 +254,4 @@ def _active(service, task_ids: list[str]) -> dict[tuple[str, str], dict]:
     return out
 
 
-__all__ = ["Changes", "after_rows", "moment", "moved", "state_of", "step"]
+__all__ = ["Changes", "Conditions", "after_rows", "moment", "moved", "state_of", "step"]

@@ -28,14 +28,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from .. import stamps
-from ..automation.conditions import resolver
 from ..bulk import insert_rows
 from ..definitions.model import TableDef
 from ..query import All, Query, Term
-from ..query.evaluate import evaluate
 from ..records import AccessDenied, NotFound, new_sys_id
+from .engine import Conditions, moment, moved, state_of, step
 from .engine import _start as start_of
-from .engine import moment, moved, state_of, step
 from .measure import ACTIVE, PAUSED, RUNNING, State, first, measure, next_due
 from .slas import TASK_SLA, Sla, enabled, slas_for
 
@@ -136,18 +134,16 @@ def _repair_records(service, table: TableDef, records: list[dict], at: dt.dateti
     ids = [r["sys_id"] for r in records]
     history = _history(service, ids)
     replay = Replay()
+    conditions: dict[str, Conditions] = {}  # per class of record
     for record in records:
         tdef = defs.tables.get(record.get("sys_class_name") or "") or table
         slas = slas_for(service, tdef.name)
         if not slas:
             continue
+        asked = conditions.setdefault(tdef.name, Conditions(service, tdef))
         for when, user, transaction, values in _states(tdef, record, history.get(record["sys_id"], [])):
-            resolve = resolver(service, tdef, values)
-
-            def holds(node: Any, values=values, resolve=resolve) -> bool:
-                return node is not None and evaluate(node, values, resolve=resolve)
-
             replay.cause = (user, transaction)
+            holds = asked.on(values)
             for sla in slas:
                 step(sla, values, replay.active.get((record["sys_id"], sla.sys_id)), holds, when, replay)
         replay.finish(at)
@@ -223,15 +219,22 @@ class Replay:
         self.active: dict[tuple[str, str], dict] = {}  # (task, SLA) -> its running or paused row
         self.stages: list[tuple[dict, int, str | None, str, dt.datetime, str | None, str | None]] = []
         self.cause: tuple[str | None, str | None] = (None, None)
+        self.finished = 0  # rows[:finished] are the records' already finished
+        # timings worked out once for the rows that share them: records written together (a major case's
+        # children) share every moment of their history
+        self.timings: dict[tuple, dict] = {}
 
     def attach(self, sla: Sla, record: dict, at: dt.datetime, paused: bool) -> None:
         start = start_of(sla, record, at)
         state = State(PAUSED if paused else RUNNING, start, pause_time=at if paused else None,
                       next_threshold=first(sla.clock))
         user, transaction = self.cause
+        key = (sla.sys_id, state, at)
+        if key not in self.timings:
+            self.timings[key] = measure(sla.clock, state, at)
         row = {"sys_id": new_sys_id(), "task": record["sys_id"], "sla": sla.sys_id, "stage": state.stage,
                "start_time": start, "pause_time": state.pause_time, "end_time": None,
-               **measure(sla.clock, state, at), "pause_duration": 0, "business_pause_duration": 0,
+               **self.timings[key], "pause_duration": 0, "business_pause_duration": 0,
                "transaction": transaction, "sys_mod_count": 0}
         self.rows.append((sla, row))
         self.active[(row["task"], sla.sys_id)] = row
@@ -239,7 +242,7 @@ class Replay:
 
     def move(self, sla: Sla, row: dict, stage: str, at: dt.datetime) -> None:
         old = row["stage"]
-        row.update(moved(sla, row, stage, at))
+        row.update(self._moved(sla, row, stage, at))
         if row["stage"] != old:
             row["sys_mod_count"] += 1
             user, transaction = self.cause
@@ -247,17 +250,25 @@ class Replay:
         if row["stage"] not in ACTIVE:
             self.active.pop((row["task"], sla.sys_id), None)
 
+    def _moved(self, sla: Sla, row: dict, stage: str, at: dt.datetime) -> dict:
+        key = (sla.sys_id, state_of(row), bool(row.get("has_breached")), stage, at)
+        if key not in self.timings:
+            self.timings[key] = moved(sla, row, stage, at)
+        return self.timings[key]
+
     def finish(self, at: dt.datetime) -> None:
-        """The running and paused ones measured as of `at`; every threshold passed counted as fired."""
-        for sla, row in self.rows:
+        """The last record's running and paused ones measured as of `at`; every threshold passed counted
+        as fired."""
+        for sla, row in self.rows[self.finished:]:
             if row["stage"] in ACTIVE:
-                row.update(moved(sla, row, row["stage"], at))
+                row.update(self._moved(sla, row, row["stage"], at))
             reached = float(row["business_percentage"] or 0)
             row["next_threshold"] = next((t for t in sla.clock.thresholds if t > reached), None)
             if row["stage"] == RUNNING:
                 state = state_of(row)
                 row.update(next_due(sla.clock, state, reached, state.business_pause_duration))
         self.active.clear()
+        self.finished = len(self.rows)
 
     def write(self, service) -> int:
         """Insert the task SLAs made and their stage changes' audit rows; how many task SLAs."""
@@ -277,7 +288,8 @@ class Replay:
         insert_rows(service.conn, service.storage.physical("sys_audit"), audits)
         service.written.update((TASK_SLA, "sys_audit"))
         count = len(rows)
-        self.rows, self.stages = [], []
+        self.rows, self.stages, self.finished = [], [], 0
+        self.timings.clear()
         return count
 
 
