@@ -61,7 +61,7 @@ class Changes:
         self.audits: list[tuple[str, int, str | None, str]] = []  # (task_sla sys_id, checkpoint, old, new stage)
 
     def attach(self, sla: Sla, record: dict, at: dt.datetime, paused: bool) -> None:
-        start = _start(sla, record, at)
+        start = start_of(sla, record, at)
         state = State(PAUSED if paused else RUNNING, start, pause_time=at if paused else None,
                       next_threshold=first(sla.clock))
         key = (sla.sys_id, start, paused)
@@ -133,7 +133,7 @@ def service_stamp() -> dt.datetime:
     return now()
 
 
-def _start(sla: Sla, record: dict, at: dt.datetime) -> dt.datetime:
+def start_of(sla: Sla, record: dict, at: dt.datetime) -> dt.datetime:
     """When an attaching SLA starts: now, or (retroactive) the record's date-time field when it has one."""
     if sla.retroactive:
         value = record.get(sla.retroactive)
@@ -254,4 +254,4 @@ def _active(service, task_ids: list[str]) -> dict[tuple[str, str], dict]:
     return out
 
 
-__all__ = ["Changes", "Conditions", "after_rows", "moment", "moved", "state_of", "step"]
+__all__ = ["Changes", "Conditions", "after_rows", "moment", "moved", "start_of", "state_of", "step"]

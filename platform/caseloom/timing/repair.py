@@ -12,9 +12,8 @@ is read as it is now, as ServiceNow's repair reads it.
 The task SLAs the record had are deleted and the replayed ones written, their stage changes audited
 at their historic moments (the form's timeline shows them with their causes), running ones measured
 as of now. An escalation whose moment has passed is not fired: a repair sends nothing for the past
-(the next one not reached yet is the one the tick will fire). A repair of one record is one unit of
-work; `repair` goes through the matching records in chunks of CHUNK, one statement of each kind per
-chunk.
+(the next one not reached yet is the one the tick will fire). A repair is the caller's unit of work;
+it goes through the matching records in chunks of CHUNK, with one statement of each kind per chunk.
 """
 
 from __future__ import annotations
@@ -32,8 +31,7 @@ from ..bulk import insert_rows
 from ..definitions.model import TableDef
 from ..query import All, Query, Term
 from ..records import AccessDenied, NotFound, new_sys_id
-from .engine import Conditions, moment, moved, state_of, step
-from .engine import _start as start_of
+from .engine import Conditions, moment, moved, start_of, state_of, step
 from .measure import ACTIVE, PAUSED, RUNNING, State, first, measure, next_due
 from .slas import TASK_SLA, Sla, enabled, slas_for
 
