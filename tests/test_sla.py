@@ -1102,14 +1102,58 @@ def test_the_api_refuses_what_it_cannot_repair_saying_why(app, path, status, wor
     assert r.status_code == status and words in json.dumps(r.json), r.json
 
 
-def test_the_api_repairs_at_most_a_bounded_number_of_records_a_request(app, runtime, monkeypatch):
+def test_more_records_than_a_request_repairs_go_to_a_background_job(app, runtime, monkeypatch):
+    """Above IN_A_REQUEST matching records the API answers 202 with a job, which repairs them a chunk at a
+    time, each chunk committed with its progress and where it got to (a re-run goes on from there)."""
+    from caseloom.jobs import execute_job, slarepair
     from caseloom.timing import repair as module
 
-    monkeypatch.setattr(module, "IN_A_REQUEST", 1)
-    tickets_with_history(runtime, 2)
-    r = app.api("root").post(f"{REPAIR_API}/{TICKET}")
-    assert r.status_code == 400 and "2 records match, at most 1 are repaired in one request" in r.json["error"]["detail"]
-    assert "caseloom sla repair x_ticket" in r.json["error"]["detail"]
+    monkeypatch.setattr(slarepair, "IN_A_REQUEST", 1)
+    monkeypatch.setattr(module, "CHUNK", 2)
+    app.api("root").post(f"{TABLE_API}/contract_sla", json=LATER)
+    made = tickets_with_history(runtime, 3)
+    with runtime.transaction() as service:
+        service.conn.execute(service.storage.physical("task_sla").delete())
+    r = app.api("root").post(f"{REPAIR_API}/{TICKET}?sysparm_query=category=later")
+    assert r.status_code == 202, r.json
+    assert r.json["message"] == "Repairing the SLAs of 3 ticket records in the background (more than 1, as one request repairs)"
+    job = r.json["result"]["job"]
+    assert all(task_slas(runtime, t) == [] for t in made)  # nothing yet: the worker's part
+    with fixed_clock(MONDAY + 2 * 60 * MINUTE):
+        ended = execute_job(runtime, job)
+    assert (ended.state, ended.done, ended.total) == ("done", 3, 3)
+    assert ended.message == "Repaired the SLAs of 3 ticket records: 0 task SLAs removed, 3 made from their history"
+    assert ended.params == {"table": TICKET, "query": "category=later", "after": None,
+                            "repaired": {"records": 3, "removed": 0, "created": 3}}
+    assert all(task_slas(runtime, t)[0]["planned_end_time"] == MONDAY + 90 * MINUTE for t in made)
+    seen = app.api("root").get(f"/api/caseloom/jobs/{job}").json["result"]
+    assert seen["state"] == "done" and seen["message"] == ended.message
+    assert app.api("ann").get(f"/api/caseloom/jobs/{job}").status_code == 403  # a job without a record: admins'
+
+
+def test_a_background_repair_run_again_goes_on_after_its_last_committed_chunk(app, runtime, monkeypatch):
+    """A worker lost after its first chunk: the job's params say where it got to and what it did, and the
+    next run repairs only the rest, adding up to the whole."""
+    from caseloom.jobs import execute_job, slarepair
+    from caseloom.timing import repair as module
+
+    monkeypatch.setattr(slarepair, "IN_A_REQUEST", 1)
+    monkeypatch.setattr(module, "CHUNK", 2)
+    app.api("root").post(f"{TABLE_API}/contract_sla", json=LATER)
+    made = sorted(tickets_with_history(runtime, 3))
+    with runtime.transaction() as service:
+        service.conn.execute(service.storage.physical("task_sla").delete())
+    job = app.api("root").post(f"{REPAIR_API}/{TICKET}?sysparm_query=category=later").json["result"]["job"]
+    with runtime.transaction() as service:  # as the lost run left it: two repaired (their task SLAs gone since)
+        jobs = service.storage.internal("sys_job")
+        params = {"table": TICKET, "query": "category=later", "after": made[1],
+                  "repaired": {"records": 2, "removed": 0, "created": 2}}
+        service.conn.execute(jobs.update().where(jobs.c.id == job).values(params=json.dumps(params), done=2))
+    with fixed_clock(MONDAY + 2 * 60 * MINUTE):
+        ended = execute_job(runtime, job)
+    assert (ended.state, ended.done, ended.message) == (
+        "done", 3, "Repaired the SLAs of 3 ticket records: 0 task SLAs removed, 3 made from their history")
+    assert [len(task_slas(runtime, t)) for t in made] == [0, 0, 1]  # only the one after where it got to
 
 
 def test_caseloom_sla_repair(app, runtime):
@@ -1127,7 +1171,7 @@ def test_caseloom_sla_repair(app, runtime):
 
 
 def test_a_list_repairs_the_records_its_filter_matches(app, runtime, monkeypatch):
-    from caseloom.timing import repair as module
+    from caseloom.jobs import execute_job, slarepair
 
     app.api("root").post(f"{TABLE_API}/contract_sla", json=LATER)
     first, second = tickets_with_history(runtime, 2)
@@ -1143,11 +1187,19 @@ def test_a_list_repairs_the_records_its_filter_matches(app, runtime, monkeypatch
     page = app.client.get(r.headers["Location"]).get_data(as_text=True)
     assert "Repaired the SLAs of 1 ticket record: 0 task SLAs removed, 1 made from their history." in page
     assert len(task_slas(runtime, first)) == 1 and task_slas(runtime, second) == []
-    monkeypatch.setattr(module, "IN_A_REQUEST", 1)  # the whole list is too many for one request
+    monkeypatch.setattr(slarepair, "IN_A_REQUEST", 1)  # the whole list is more than one request repairs
     r = app.client.post(f"/ui/slas/{TICKET}/repair", data={"csrf_token": token, "sysparm_query": ""})
+    job = r.headers["Location"].split("job=")[1]
     page = app.client.get(r.headers["Location"]).get_data(as_text=True)
-    assert "The SLAs were not repaired: 2 records match, at most 1 are repaired in one request" in page
+    assert ("Repairing the SLAs of 2 ticket records in the background (more than 1, as one request repairs); its "
+            "progress shows below.") in page
+    assert f'id="job-{job}"' in page and "Repair SLAs: queued" in page
     assert task_slas(runtime, second) == []
+    with fixed_clock(MONDAY + 2 * 60 * MINUTE):
+        execute_job(runtime, job)
+    page = app.client.get(r.headers["Location"]).get_data(as_text=True)
+    assert "Repair SLAs: done" in page and "2 of 2" in page
+    assert len(task_slas(runtime, second)) == 1
     app.sign_in("ann")  # not an administrator: no button, and a post is refused
     page = app.client.get(f"/{TICKET}_list.do").get_data(as_text=True)
     assert "Repair SLAs" not in page

@@ -25,14 +25,16 @@ from .progress import (
 )
 from .queue import FOLLOW_UPS, EmbeddedConsumer, JobConsumer, JobQueue, is_embedded, make_huey
 from .registry import JOBS, JobRefused, JobRun, execute_job, job
+from .slarepair import RepairStarted, repair_or_start
 from .slices import Slicer
 from .undo import Undo, find_undo, undo_job, undo_refusal
 from .visibility import job_refusal
 
 __all__ = [
     "CANCELED", "DONE", "FAILED", "FOLLOW_UPS", "JOBS", "QUEUED", "RUNNING", "STATES", "ClaimLost", "EmbeddedConsumer", "Slicer",
-    "Job", "JobConsumer", "JobQueue", "JobRefused", "JobRun", "Undo", "active_job", "cancel_refusal",
+    "Job", "JobConsumer", "JobQueue", "JobRefused", "JobRun", "RepairStarted", "Undo", "active_job", "cancel_refusal",
     "claim_job", "create_job", "deliver_email", "deliver_pending", "execute_job", "fail_job", "find_undo", "finish_job",
-    "get_job", "is_embedded", "job", "job_refusal", "make_huey", "release_job", "report_progress", "stop_job",
+    "get_job", "is_embedded", "job", "job_refusal", "make_huey", "release_job", "repair_or_start", "report_progress",
+    "stop_job",
     "undo_job", "undo_refusal",
 ]

@@ -51,19 +51,23 @@ log = logging.getLogger(__name__)
 
 JobFunction = Callable[["JobRun"], str | None]
 JOBS: dict[str, JobFunction] = {}
+LABELS: dict[str, str] = {}  # job kind -> what a person reads for it ("Repair SLAs"), where it has one
 
 
 class JobRefused(Exception):
     """A job that cannot run at all (unknown kind, its user gone); it is marked failed."""
 
 
-def job(name: str) -> Callable[[JobFunction], JobFunction]:
-    """Register a kind of job under `name` (see the module docstring for what it must promise)."""
+def job(name: str, label: str | None = None) -> Callable[[JobFunction], JobFunction]:
+    """Register a kind of job under `name` (see the module docstring for what it must promise), with
+    the `label` its panel shows."""
 
     def register(function: JobFunction) -> JobFunction:
         if name in JOBS and JOBS[name] is not function:
             raise ValueError(f"a job named {name!r} is already registered ({JOBS[name].__module__})")
         JOBS[name] = function
+        if label:
+            LABELS[name] = label
         return function
 
     return register

@@ -36,7 +36,6 @@ from .measure import ACTIVE, PAUSED, RUNNING, State, first, measure, next_due
 from .slas import TASK_SLA, Sla, enabled, slas_for
 
 CHUNK = 500  # records repaired per round of statements
-IN_A_REQUEST = 10_000  # records one web request repairs (the API, a list); the CLI has no such bound
 
 
 class RepairRefused(ValueError):
@@ -78,39 +77,32 @@ def repair(service, table: str, where: Any = None, progress: Callable[[Repaired]
     """Repair the SLAs of the records of `table` matching `where` (a query Node; None: all) that the
     actor may read, CHUNK at a time, in sys_id order. `progress` is told after each chunk. Only an
     administrator repairs (it deletes and writes task SLAs, which only the engine writes otherwise)."""
-    _administrator(service)
-    tdef = repairable(service.defs, table)
-    at = moment()
-    done = Repaired()
-    after: str | None = None
+    done, after = Repaired(), None
     while True:
-        page = where if after is None else (Term("sys_id", "gt", after) if where is None
-                                            else All((where, Term("sys_id", "gt", after))))
-        records = service.query(table, Query(page, (("sys_id", False),)), None, CHUNK)
-        if not records:
-            break
-        _repair_records(service, tdef, records, at, done)
-        if progress is not None:
+        before = done.records
+        after = repair_page(service, table, where, after, done)
+        if progress is not None and done.records > before:
             progress(done)
-        if len(records) < CHUNK:
-            break
-        after = records[-1]["sys_id"]
-    return done
+        if after is None:
+            return done
 
 
-def repair_in_request(service, table: str, where: Any = None) -> Repaired:
-    """`repair` for a web request (the API, a list's button): refused, saying how many match, when that is
-    more than IN_A_REQUEST (a request must end long before a server's timeout)."""
-    _administrator(service)
-    repairable(service.defs, table)
-    matching = service.count(table, Query(where))
-    if matching > IN_A_REQUEST:
-        raise RepairRefused(f"{matching:,} records match, at most {IN_A_REQUEST:,} are repaired in one request: narrow "
-                            f"the query, or run `caseloom sla repair {table}` on the server")
-    return repair(service, table, where)
+def repair_page(service, table: str, where: Any, after: str | None, done: Repaired) -> str | None:
+    """Repair the next CHUNK of the matching records, those after sys_id `after` (None: from the first),
+    adding to `done`; returns the last sys_id repaired, or None when no record is left after this chunk.
+    A background repair (caseloom.jobs.slarepair) commits each chunk with its progress."""
+    administrator(service)
+    tdef = repairable(service.defs, table)
+    page = where if after is None else (Term("sys_id", "gt", after) if where is None
+                                        else All((where, Term("sys_id", "gt", after))))
+    records = service.query(table, Query(page, (("sys_id", False),)), None, CHUNK)
+    if records:
+        _repair_records(service, tdef, records, moment(), done)
+    return records[-1]["sys_id"] if len(records) == CHUNK else None
 
 
-def _administrator(service) -> None:
+def administrator(service) -> None:
+    """AccessDenied unless the service's actor may repair SLAs (an administrator)."""
     if service.check_access and not service.actor.is_admin:
         raise AccessDenied(f"user {service.actor.user_name!r} may not repair SLAs: it needs the admin role")
 
@@ -277,8 +269,8 @@ class Replay:
         for _, row in self.rows:
             system = stamps.new_row(TASK_SLA, user, stamp)
             rows.append(row | system | {"sys_mod_count": row["sys_mod_count"]})
+        # not noted as made (`note_made`): a job's undo would remove them and leave the records without any
         insert_rows(service.conn, service.storage.physical(TASK_SLA), rows)
-        service.note_made(TASK_SLA, [r["sys_id"] for r in rows])
         audits = [stamps.audit_row(TASK_SLA, row["sys_id"], checkpoint, "stage", old, new, who or user,
                                    transaction or service.transaction)
                   | stamps.new_row("sys_audit", who or user, when, new_sys_id())
@@ -297,4 +289,4 @@ def service_now() -> dt.datetime:
     return now()
 
 
-__all__ = ["CHUNK", "IN_A_REQUEST", "RepairRefused", "Repaired", "repair", "repair_in_request", "repairable"]
+__all__ = ["CHUNK", "RepairRefused", "Repaired", "administrator", "repair", "repair_page", "repairable"]

@@ -334,20 +334,27 @@ def run_action_api(table: str, sys_id: str, action: str):
 @blueprint.post("/caseloom/slas/repair/<table>")
 def repair_slas(table: str):
     """ServiceNow's Repair SLAs: the task SLAs of the table's records matching `sysparm_query` (every
-    record when none is given) deleted and made again from their history (caseloom.timing.repair).
-    Administrators only (403); 404 for an unknown table; 400 for a table without SLAs or history, a bad
-    query, or more records than one request repairs; 200 with what was done."""
-    from ..timing.repair import RepairRefused, repair_in_request
+    record when none is given) deleted and made again from their history (caseloom.timing.repair):
+    200 with what was done, or, for more records than one request repairs, 202 and the background job
+    doing it. Administrators only (403); 404 for an unknown table; 400 for a table without SLAs or
+    history, or a bad query."""
+    from ..jobs import repair_or_start
+    from ..timing.repair import RepairRefused
 
     service = records()
     if service.check_access and not service.actor.is_admin:
         raise ApiError(403, "User Not Authorized", "repairing SLAs needs the admin role")
     try:
-        done = repair_in_request(service, table, parse_encoded(request.args.get("sysparm_query")).where)
+        outcome = repair_or_start(service, table, request.args.get("sysparm_query") or "")
     except RepairRefused as exc:
         raise ApiError(400, "The SLAs cannot be repaired", str(exc)) from None
     db.session.commit()
-    return jsonify({"result": done.as_json(), "message": done.words(runtime().defs.tables[table].label.lower())})
+    if outcome.job is not None:
+        from .jobs_api import queue
+
+        queue(current_app).enqueue_job(outcome.job)
+        return jsonify({"result": {"job": outcome.job}, "message": outcome.message}), 202
+    return jsonify({"result": outcome.done.as_json(), "message": outcome.message})
 
 
 @blueprint.get("/caseloom/openapi.json")

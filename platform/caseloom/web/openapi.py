@@ -607,7 +607,7 @@ def _similar_paths(defs: Definitions) -> dict:
 
 def _sla_repair_paths(defs: Definitions) -> dict:
     """SLA repair (caseloom.timing.repair) on every table whose records can have SLAs."""
-    from ..timing.repair import IN_A_REQUEST
+    from ..jobs.slarepair import IN_A_REQUEST
     from ..timing.slas import enabled
 
     tables = sorted(t.name for t in defs.tables.values() if enabled(defs, t.name) and t.audit)
@@ -618,8 +618,10 @@ def _sla_repair_paths(defs: Definitions) -> dict:
                   {"$ref": "#/components/parameters/sysparm_query"}]
     return {"/api/caseloom/slas/repair/{table}": {"post": _operation(
         f"Repair SLAs (administrators): the task SLAs of the records matching sysparm_query (all when none is "
-        f"given; at most {IN_A_REQUEST:,}) deleted and made again from each record's history",
-        ["SLAs"], _responses({"200": _json(_result(done, message=STRING))}, (*WRITE, "404")),
+        f"given) deleted and made again from each record's history; above {IN_A_REQUEST:,} records, by a "
+        f"background job (202)", ["SLAs"],
+        _responses({"200": _json(_result(done, message=STRING)),
+                    "202": _json(_result(_object(("job",), job=STRING), message=STRING))}, (*WRITE, "404")),
         parameters=parameters, operation_id="slas.repair")}}
 
 

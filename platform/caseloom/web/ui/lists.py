@@ -353,7 +353,22 @@ def _list_context(tdef: TableDef, rows_typed: list[dict] | None = None, filter_e
         "bulk_fields": [(n, f.label) for n, f in tdef.fields.items() if not f.system and f.ftype.queryable
                         and service.can_read_field(table, n) and service.can_write_field(table, n)],
         "outbox": _outbox(service) if table == EMAIL_TABLE and g.actor.is_admin else None,
+        "job": _job_shown(request.args.get("job")),
     }
+
+
+def _job_shown(job_id: str | None):
+    """The panel of a background job the list started (`?job=ID`: an SLA repair of its records), for
+    who may see the job; None otherwise."""
+    from ...jobs import get_job, job_refusal
+    from .members import job_panel
+
+    if not job_id or len(job_id) > 64:
+        return None
+    job = get_job(connection(), runtime().storage, job_id)
+    if job is None or job_refusal(records(), job):
+        return None
+    return job_panel(job)
 
 
 def _shown_total(total: Total, first: int, rows: list) -> Total:

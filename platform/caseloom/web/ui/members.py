@@ -10,6 +10,7 @@ from flask import abort, current_app, flash, g, redirect, render_template, reque
 from ...jobs import Job, find_undo, get_job, job_refusal, stop_job, undo_job
 from ...jobs.cancel import cancel_refusal, job_action
 from ...jobs.progress import active_job, latest_job
+from ...jobs.registry import LABELS
 from ...jobs.undo import UNDONE, created_count, created_noun, undo_conflict, undo_refusal
 from ...memberlists import MemberLists
 from ...records import AccessDenied, Conflict, NotFound, RecordError
@@ -90,7 +91,7 @@ class JobPanel:
 def job_panel(job: Job) -> JobPanel:
     service = records()
     action = job_action(service, job)
-    label = action.label if action is not None else job.name.replace("_", " ").capitalize()
+    label = action.label if action is not None else LABELS.get(job.name) or job.name.replace("_", " ").capitalize()
     can_cancel = not job.finished and cancel_refusal(service, job) is None
     offer = None
     count = created_count(job)

@@ -10,14 +10,14 @@ import datetime as dt
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
 
 from ...definitions.model import TableDef
 from ...fieldtypes import duration_words
-from ...query import Query, QueryError, Term, parse_encoded
+from ...query import Query, QueryError, Term
 from ...timing.engine import moment, state_of
 from ...timing.measure import ACTIVE, CANCELLED, COMPLETED, PAUSED, RUNNING, due_at, measure
-from ...timing.repair import RepairRefused, repair, repair_in_request
+from ...timing.repair import RepairRefused, repair
 from ...timing.slas import SLA, TASK_SLA, Sla, enabled, slas_for
 from .. import db
 from ..auth import connection, records, runtime
@@ -254,8 +254,11 @@ def repair_record(table: str, sys_id: str):
 @blueprint.post("/ui/slas/<table>/repair")
 @login_required
 def repair_list(table: str):
-    """Repair SLAs (administrators) of the records a list's filter matches (`sysparm_query`), at most as
-    many as one request repairs; back to the list, saying what was done or why nothing was."""
+    """Repair SLAs (administrators) of the records a list's filter matches (`sysparm_query`): back to the
+    list saying what was done, or, for more than one request repairs, with the panel of the background
+    job doing it (`job`)."""
+    from ...jobs import repair_or_start
+    from ..jobs_api import queue
     from .lists import readable_table
 
     tdef = readable_table(table)
@@ -263,14 +266,19 @@ def repair_list(table: str):
     if not service.actor.is_admin:
         abort(403)
     query = request.form.get("sysparm_query", "")
+    back = {"name": f"{tdef.name}_list", "sysparm_query": query or None}
     try:
-        done = repair_in_request(service, tdef.name, parse_encoded(query).where)
+        outcome = repair_or_start(service, tdef.name, query)
     except (RepairRefused, QueryError) as exc:
         flash(f"The SLAs were not repaired: {exc}", "error")
-    else:
-        db.session.commit()
-        flash(done.words(tdef.label.lower()) + ".")
-    return redirect(url_for("ui.dispatch", name=f"{tdef.name}_list", sysparm_query=query or None))
+        return redirect(url_for("ui.dispatch", **back))
+    db.session.commit()
+    if outcome.job is not None:
+        queue(current_app).enqueue_job(outcome.job)
+        flash(f"{outcome.message}; its progress shows below.")
+        return redirect(url_for("ui.dispatch", **back, job=outcome.job))
+    flash(outcome.message + ".")
+    return redirect(url_for("ui.dispatch", **back))
 
 
 __all__ = ["BANDS", "Band", "band", "short_words", "sla_panel", "time_words", "width_class"]
