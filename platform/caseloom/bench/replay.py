@@ -22,18 +22,27 @@ class NetWrites:
     inserts: dict[str, list[tuple]] = field(default_factory=dict)  # table -> rows (columns in `columns`)
     columns: dict[str, list[str]] = field(default_factory=dict)
     updates: dict[tuple[str, tuple[str, ...]], list[tuple]] = field(default_factory=lambda: defaultdict(list))
+    deletes: dict[str, list[tuple]] = field(default_factory=dict)  # table -> (sys_id,) of the rows gone
 
     @property
     def rows(self) -> int:
-        return sum(map(len, self.inserts.values())) + sum(map(len, self.updates.values()))
+        return (sum(map(len, self.inserts.values())) + sum(map(len, self.updates.values()))
+                + sum(map(len, self.deletes.values())))
 
 
-def net_writes(after, before, tables: list[str], since, mark: str) -> NetWrites:
+def net_writes(after, before, tables: list[str], since, mark: str, deleted_from: tuple[str, ...] = ()) -> NetWrites:
     """What changed in `tables` between the snapshot (`before`) and now (`after`): rows whose
     sys_updated_on is at or after `since` (both plain DB-API connections). The rows are read and
     compared CHUNK at a time, so only the differences are held: a million children's close reads
-    millions of wide rows."""
+    millions of wide rows. In `deleted_from` (tables a benchmark deletes from) the rows of the
+    snapshot that are gone are found too, by comparing the two tables' sys_ids."""
     writes = NetWrites()
+    for table in deleted_from:
+        kept = {row[0] for _, rows in _chunks(after, f'SELECT sys_id FROM "{table}"', ()) for row in rows}
+        gone = [row for _, rows in _chunks(before, f'SELECT sys_id FROM "{table}"', ()) for row in rows
+                if row[0] not in kept]
+        if gone:
+            writes.deletes[table] = [tuple(row) for row in gone]
     for table in tables:
         for columns, rows in _chunks(after, f'SELECT * FROM "{table}" WHERE sys_updated_on >= {mark}', (since,)):
             key = columns.index("sys_id")
@@ -98,6 +107,8 @@ def replay(conn, writes: NetWrites, mark: str) -> float:
     cur = conn.cursor()
     started = time.perf_counter()
     cur.execute("BEGIN")
+    for table, rows in writes.deletes.items():
+        cur.executemany(f'DELETE FROM "{table}" WHERE sys_id = {mark}', rows)
     for table, rows in writes.inserts.items():
         columns = writes.columns[table]
         names = ", ".join(f'"{c}"' for c in columns)

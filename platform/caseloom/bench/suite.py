@@ -40,7 +40,7 @@ from .database import ScratchDatabase
 from .mail import email_delivery
 from .memory import children, give_back, peak_rss, rss_bytes
 from .replay import net_writes, replay
-from .timing import has_slas, sla_attach, sla_tick
+from .timing import has_slas, sla_attach, sla_repair, sla_tick
 from .workers import workers_speedup
 
 JOURNAL, AUDIT, TASK_SLA, EMAIL = "sys_journal_field", "sys_audit", "task_sla", "sys_email"
@@ -103,6 +103,8 @@ class BenchRun:
                 yield workers_speedup(self, created[0])
             yield self.update_parent(self.bench.names["sync"], self.bench.sync_values)
             yield self.update_parent(self.bench.names["close"], self.bench.close_values)
+            if has_slas(self) and self.scale <= DEFAULT_SCALE:
+                yield sla_repair(self)
             if self.writes_only:
                 return
             if has_slas(self):
@@ -152,9 +154,10 @@ class BenchRun:
 
     # -- the write benchmarks -------------------------------------------------------------
 
-    def measured(self, name: str, tables: list[str], work: Callable[[], int], extra: str = "") -> Result:
+    def measured(self, name: str, tables: list[str], work: Callable[[], int], extra: str = "",
+                 deleted_from: tuple[str, ...] = ()) -> Result:
         """Run `work` (returning n) against the live database, then replay its net writes to
-        `tables` into a snapshot taken just before it."""
+        `tables` (and its deletes from `deleted_from`) into a snapshot taken just before it."""
         self.runtime.engine.dispose()
         snapshot = self.db.snapshot()
         since = self._stamp()
@@ -167,7 +170,7 @@ class BenchRun:
         self.runtime.engine.dispose()
         after, before = self.db.connect(), self.db.connect(snapshot)
         try:
-            writes = net_writes(after, before, tables, since, self.db.placeholder)
+            writes = net_writes(after, before, tables, since, self.db.placeholder, deleted_from)
             query = self._plain_query(before, extra) if extra else 0.0
             baseline = replay(before, writes, self.db.placeholder) + query
         finally:
@@ -203,6 +206,7 @@ class BenchRun:
     def create_children(self) -> Result:
         """One child per member, through the background job of the parent's action."""
         b = self.bench
+        self.created_since = now()  # the parent and its children are the records made from here on
         self.parent_id = self.new_parent(self.runtime)
         table = self.runtime.storage.physical(b.parent_table).name
         tables = [table, JOURNAL] + ([TASK_SLA, AUDIT] if self.defs.sla_root else [])

@@ -6,6 +6,8 @@ set-based pass, timed against the same children created with every SLA definitio
 `sla_tick`: ten running SLAs per unit of scale, one in a hundred past its next escalation, and one
 tick of the SLA clock that finds and escalates them, against the plain driver finding them and
 writing the same rows.
+`sla_repair`: the parent's and its children's task SLAs made again from their history (created,
+synced, closed; caseloom.timing.repair), against the plain driver deleting and writing the same rows.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from ..access import SYSTEM
+from ..query import Term
 from ..records import now
 from ..runtime import Runtime
+from ..timing.repair import repair
 from ..timing.slas import SLA, TASK_SLA
 from ..timing.tick import tick
 
@@ -160,3 +165,21 @@ def _running_slas(run: BenchRun, sla: str, running: int, crossing: int, at: dt.d
 
 
 __all__ = ["has_slas", "sla_attach", "sla_tick"]
+
+
+def sla_repair(run: BenchRun) -> Result:
+    """The SLAs of the records the create step made (the parent and its children, after their sync and
+    close) repaired from their history, in one transaction as `caseloom sla repair` does."""
+    table = run.bench.parent_table
+    repaired = {}
+
+    def work() -> int:
+        with run.runtime.transaction(SYSTEM) as service:
+            done = repair(service, table, Term("sys_created_on", "ge", run.created_since))
+        repaired.update(done.as_json())
+        return done.records
+
+    result = run.measured("sla_repair", [TASK_SLA, "sys_audit"], work, deleted_from=(TASK_SLA,))
+    run.say(f"sla_repair: {repaired['records']:,} records, {repaired['removed']:,} task SLAs removed, "
+            f"{repaired['created']:,} made from their history")
+    return result

@@ -271,9 +271,11 @@ class Replay:
             rows.append(row | system | {"sys_mod_count": row["sys_mod_count"]})
         # not noted as made (`note_made`): a job's undo would remove them and leave the records without any
         insert_rows(service.conn, service.storage.physical(TASK_SLA), rows)
+        # each audit row says when its change happened (sys_created_on, what the timeline reads), and was
+        # written now (sys_updated_on)
         audits = [stamps.audit_row(TASK_SLA, row["sys_id"], checkpoint, "stage", old, new, who or user,
                                    transaction or service.transaction)
-                  | stamps.new_row("sys_audit", who or user, when, new_sys_id())
+                  | stamps.new_row("sys_audit", who or user, when, new_sys_id()) | {"sys_updated_on": stamp}
                   for row, checkpoint, old, new, when, who, transaction in self.stages]
         insert_rows(service.conn, service.storage.physical("sys_audit"), audits)
         service.written.update((TASK_SLA, "sys_audit"))
