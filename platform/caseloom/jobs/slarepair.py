@@ -1,9 +1,10 @@
 """SLA repair in the background (caseloom.timing.repair): the records of a table matching an encoded
 query, a chunk at a time, each chunk one unit of work committed with the job's progress (records
 repaired of those that matched when it started). A web request repairs up to IN_A_REQUEST records
-itself and starts this job for more (`repair_or_start`). A re-run after a lost worker goes on after
-the last chunk committed (`after`, kept in the job's params with the chunk); stopping the job keeps
-the chunks done, and running the repair again does them again, to the same result."""
+itself and starts this job for more (`repair_or_start`). A run reads the matching records' keys once,
+then repairs them CHUNK at a time; a re-run after a lost worker goes on after the last chunk committed
+(`after`, kept in the job's params with the chunk); stopping the job keeps the chunks done, and running
+the repair again does them again, to the same result."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 from ..query import Query, parse_encoded
 from ..records import RecordService
-from ..timing.repair import Repaired, administrator, repair, repair_page, repairable
+from ..timing.repair import CHUNK, Repaired, administrator, matching, repair, repair_records, repairable
 from .progress import create_job
 from .registry import JobRun, job
 
@@ -57,15 +58,17 @@ def repair_in_background(run: JobRun) -> str:
     table, query = run.params["table"], run.params.get("query") or ""
     where = parse_encoded(query).where
     done = Repaired(**run.params.get("repaired", {}))
-    after = run.params.get("after")
     label = run.runtime.defs.tables[table].label.lower() if table in run.runtime.defs.tables else table
-    while True:
+    with run.transaction() as service:  # what is left: the matching records after the last chunk committed
+        ids = matching(service, table, where, run.params.get("after"))
+    total = max(run.job.total or 0, done.records + len(ids))
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start:start + CHUNK]
         with run.transaction() as service:
-            after = repair_page(service, table, where, after, done)
-            run.remember(service.conn, after=after, repaired=done.as_json())
-            run.progress(service.conn, done.records, max(run.job.total or 0, done.records), done.words(label))
-        if after is None:
-            return done.words(label)
+            repair_records(service, table, chunk, done)
+            run.remember(service.conn, after=chunk[-1], repaired=done.as_json())
+            run.progress(service.conn, done.records, total, done.words(label))
+    return done.words(label)
 
 
 __all__ = ["IN_A_REQUEST", "JOB", "RepairStarted", "repair_or_start"]

@@ -27,9 +27,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from .. import stamps
-from ..bulk import insert_rows
+from ..bulk import analyse_if_grown, insert_rows
 from ..definitions.model import TableDef
-from ..query import All, Query, Term
+from ..query import All, Query, Term, select_rows
 from ..records import AccessDenied, NotFound, new_sys_id
 from .engine import Conditions, moment, moved, start_of, state_of, step
 from .measure import ACTIVE, PAUSED, RUNNING, State, first, measure, next_due
@@ -77,28 +77,41 @@ def repair(service, table: str, where: Any = None, progress: Callable[[Repaired]
     """Repair the SLAs of the records of `table` matching `where` (a query Node; None: all) that the
     actor may read, CHUNK at a time, in sys_id order. `progress` is told after each chunk. Only an
     administrator repairs (it deletes and writes task SLAs, which only the engine writes otherwise)."""
-    done, after = Repaired(), None
-    while True:
-        before = done.records
-        after = repair_page(service, table, where, after, done)
-        if progress is not None and done.records > before:
+    done = Repaired()
+    ids = matching(service, table, where)
+    for start in range(0, len(ids), CHUNK):
+        repair_records(service, table, ids[start:start + CHUNK], done)
+        if progress is not None:
             progress(done)
-        if after is None:
-            return done
+    return done
 
 
-def repair_page(service, table: str, where: Any, after: str | None, done: Repaired) -> str | None:
-    """Repair the next CHUNK of the matching records, those after sys_id `after` (None: from the first),
-    adding to `done`; returns the last sys_id repaired, or None when no record is left after this chunk.
+def matching(service, table: str, where: Any, after: str | None = None) -> list[str]:
+    """The sys_ids of the records to repair, in order (those after sys_id `after`): read once, by one
+    statement, so each chunk then reads its records by their keys (a page of the condition in sys_id
+    order could sort every match again for every page)."""
+    administrator(service)
+    repairable(service.defs, table)
+    service.table(table, "read")
+    page = where if after is None else (Term("sys_id", "gt", after) if where is None
+                                        else All((where, Term("sys_id", "gt", after))))
+    stmt, _ = select_rows(service.storage, table, Query(page, (("sys_id", False),)), ["sys_id"],
+                          readable=service.readable)
+    ids = list(service.conn.execute(stmt).scalars())
+    if len(ids) > CHUNK:  # each chunk reads its history and task SLAs by 500 keys: planned for their size now
+        for name in ("sys_audit", TASK_SLA):
+            analyse_if_grown(service.conn, service.storage.physical(name))
+    return ids
+
+
+def repair_records(service, table: str, ids: list[str], done: Repaired) -> None:
+    """Repair the SLAs of the records with these sys_ids (at most CHUNK, from `matching`), adding to `done`.
     A background repair (caseloom.jobs.slarepair) commits each chunk with its progress."""
     administrator(service)
     tdef = repairable(service.defs, table)
-    page = where if after is None else (Term("sys_id", "gt", after) if where is None
-                                        else All((where, Term("sys_id", "gt", after))))
-    records = service.query(table, Query(page, (("sys_id", False),)), None, CHUNK)
+    records = service.query(table, Query(Term("sys_id", "in", ids)), None)
     if records:
         _repair_records(service, tdef, records, moment(), done)
-    return records[-1]["sys_id"] if len(records) == CHUNK else None
 
 
 def administrator(service) -> None:
@@ -210,8 +223,8 @@ class Replay:
         self.stages: list[tuple[dict, int, str | None, str, dt.datetime, str | None, str | None]] = []
         self.cause: tuple[str | None, str | None] = (None, None)
         self.finished = 0  # rows[:finished] are the records' already finished
-        # timings worked out once for the rows that share them: records written together (a major case's
-        # children) share every moment of their history
+        # timings worked out once for the rows that share them: records written together (the children a
+        # job created together) share every moment of their history
         self.timings: dict[tuple, dict] = {}
 
     def attach(self, sla: Sla, record: dict, at: dt.datetime, paused: bool) -> None:
@@ -291,4 +304,5 @@ def service_now() -> dt.datetime:
     return now()
 
 
-__all__ = ["CHUNK", "RepairRefused", "Repaired", "administrator", "repair", "repair_page", "repairable"]
+__all__ = ["CHUNK", "RepairRefused", "Repaired", "administrator", "matching", "repair", "repair_records",
+           "repairable"]
