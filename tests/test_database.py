@@ -4,6 +4,7 @@ take turns; PostgreSQL connections end a statement whose client died."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import html
 import re
 import sqlite3
@@ -289,3 +290,43 @@ def test_a_database_out_of_reach_is_told_from_one_that_refused_the_work(tmp_path
         conn.exec_driver_sql("SELECT * FROM no_such_table")
     engine.dispose()
     assert not is_unreachable(wrong.value)
+
+
+def test_on_sqlite_a_table_grown_past_its_statistics_is_analysed_every_hour(runtime, database_url):
+    """SQLite keeps the statistics of `caseloom init`: the audit rows, few then, were planned as few for ever
+    after, and a lookup of 500 records' history scanned them all. The worker's hourly task analyses the
+    tables that have grown well past their statistics (sampling), and then only those."""
+    from caseloom.bootstrap import refresh_grown
+    from caseloom.jobs import JobQueue
+    from caseloom.records import new_sys_id
+
+    audit = runtime.storage.physical("sys_audit")
+    if not database_url.startswith("sqlite"):
+        assert refresh_grown(runtime.engine, runtime.storage.metadata) == []  # autovacuum's work there
+        return
+    assert "statistics" in JobQueue(runtime)._registered()[1]  # every hour, at minute 17
+    keys = [new_sys_id() for _ in range(3000)]
+    now = dt.datetime(2026, 12, 6)
+    rows = [{"sys_id": new_sys_id(), "sys_class_name": "sys_audit", "sys_created_on": now, "sys_updated_on": now,
+             "sys_created_by": "t", "sys_updated_by": "t", "sys_mod_count": 0, "tablename": "x", "documentkey": key,
+             "fieldname": "state", "record_checkpoint": n} for key in keys for n in (1, 2)]
+    with runtime.engine.begin() as conn:  # 6,000 audit rows, and the statistics `caseloom init` left on a small table
+        conn.execute(audit.insert(), rows)
+        conn.exec_driver_sql("ANALYZE sqlite_schema")
+        conn.exec_driver_sql("DELETE FROM sqlite_stat1 WHERE tbl = 'sys_audit'")
+        conn.exec_driver_sql("INSERT INTO sqlite_stat1 VALUES ('sys_audit', 'ixn_sys_audit_documentkey', '2 1'), "
+                             "('sys_audit', 'ixn_sys_audit_transaction', '2 2'), "
+                             "('sys_audit', 'sqlite_autoindex_sys_audit_1', '2 1')")
+    runtime.engine.dispose()  # every connection reads the statistics again
+
+    def plan() -> str:
+        marks = ", ".join("?" * 500)
+        with runtime.engine.connect() as conn:
+            return " ".join(r[3] for r in conn.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN SELECT sys_id FROM sys_audit WHERE documentkey IN ({marks})", tuple(keys[:500])))
+
+    assert plan().startswith("SCAN sys_audit")
+    assert "sys_audit" in refresh_grown(runtime.engine, runtime.storage.metadata)
+    runtime.engine.dispose()
+    assert "USING INDEX ixn_sys_audit_documentkey" in plan()
+    assert refresh_grown(runtime.engine, runtime.storage.metadata) == []  # nothing has grown since

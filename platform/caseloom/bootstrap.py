@@ -84,6 +84,34 @@ def initialise(config: Config, defs: Definitions, force: bool = False, demo: boo
     return report
 
 
+GROWN_SAMPLE = 1000  # rows a periodic ANALYZE samples per index on SQLite (PRAGMA analysis_limit): quick at any size
+
+
+def refresh_grown(engine, metadata) -> list[str]:
+    """On SQLite, every hour from the worker: ANALYZE the tables that have grown well past their
+    statistics (bulk.grown_past_statistics), sampling at most GROWN_SAMPLE rows an index. SQLite keeps
+    the statistics of `caseloom init` until the next one, so a table that was small then (the audit
+    rows, the task SLAs) is planned as small for ever after, and a lookup of many keys scans it.
+    Returns the tables analysed. PostgreSQL's autovacuum does this there."""
+    from .bulk import grown_past_statistics
+    from .database import write_transaction
+
+    if engine.dialect.name != "sqlite":
+        return []
+    with engine.connect() as conn:  # looked at first, so that a quiet hour takes no write lock
+        grown = [table for table in metadata.sorted_tables if grown_past_statistics(conn, table)]
+    if not grown:
+        return []
+    with write_transaction(engine) as conn:
+        conn.exec_driver_sql(f"PRAGMA analysis_limit={GROWN_SAMPLE}")
+        try:
+            for table in grown:
+                conn.exec_driver_sql(f'ANALYZE "{table.name}"')
+        finally:
+            conn.exec_driver_sql("PRAGMA analysis_limit=0")
+    return [table.name for table in grown]
+
+
 def refresh_statistics(engine) -> None:
     """Give the query planner fresh statistics after bulk loads (SQLite has none until ANALYZE,
     and without them it picks low-selectivity indexes for lists of a million rows)."""

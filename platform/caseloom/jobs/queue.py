@@ -128,6 +128,7 @@ class JobQueue:
                     "deliver_email": huey.task(name="deliver_email")(self._deliver_email),
                     "similar_suggest": huey.task(name="similar_suggest")(self._similar_suggest),
                     "sweep": huey.periodic_task(crontab(minute="*"), name="sweep")(self._sweep),
+                    "statistics": huey.periodic_task(crontab(minute="17"), name="statistics")(self._statistics),
                 }
                 self._huey = huey
             return self._huey, self._tasks
@@ -215,6 +216,16 @@ class JobQueue:
     def _sweep(self) -> None:
         """Every minute: deliver waiting e-mail (whatever a lost follow-up left behind)."""
         deliver_pending(self.runtime())
+
+    def _statistics(self) -> None:
+        """Every hour, on SQLite: fresh planner statistics for the tables that have grown well past them
+        (caseloom.bootstrap.refresh_grown)."""
+        from ..bootstrap import refresh_grown
+
+        runtime = self.runtime()
+        analysed = refresh_grown(runtime.engine, runtime.storage.metadata)
+        if analysed:
+            log.info("statistics: analysed %s, grown past their statistics", ", ".join(analysed))
 
     def mail_poll(self) -> None:
         """Act on what has arrived in the inbound mailbox (caseloom.inbound.imap)."""
