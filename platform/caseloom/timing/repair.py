@@ -171,7 +171,9 @@ def _history(service, ids: list[str]) -> dict[str, list[Checkpoint]]:
             point = points[row["record_checkpoint"]] = Checkpoint(row["sys_created_on"], row["user"],
                                                                   row["transaction"], {})
         point.changes[row["fieldname"]] = (row["oldvalue"], row["newvalue"])
-    return {sys_id: [points[k] for k in sorted(points)] for sys_id, points in out.items()}
+    # an audit row without a checkpoint (written before checkpoints were kept) goes first: its moment orders it
+    return {sys_id: [points[k] for k in sorted(points, key=lambda k: (k is not None, k or 0, points[k].when))]
+            for sys_id, points in out.items()}
 
 
 def _states(tdef: TableDef, record: dict, checkpoints: list[Checkpoint]):

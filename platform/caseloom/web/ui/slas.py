@@ -97,7 +97,7 @@ def sla_panel(tdef: TableDef, record: dict) -> dict | None:
     now = moment()
     bars = [_bar(row, definitions.get(row["sla"]), names, timelines.get(row["sys_id"], []), now) for row in rows]
     return {"table": tdef.name, "sys_id": record["sys_id"], "label": tdef.label, "bars": bars,
-            "can_repair": service.actor.is_admin}
+            "can_repair": service.actor.is_admin and tdef.audit}
 
 
 def _names(definitions: dict[str, Sla], ids: set[str]) -> dict[str, str]:
