@@ -98,7 +98,7 @@ def fill(conn: sa.Connection, storage: Storage) -> list[str]:
         table, where = _where(storage, one)
         column = table.c[one.field.name]
         if one.field.fill is not None:
-            value = table.c[one.field.fill[0]]
+            value = table.c[one.source]
         elif one.field.default_now:
             created = table.c.sys_created_on
             value = created if one.field.type == "datetime" else (

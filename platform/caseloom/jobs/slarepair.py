@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ..query import Query, parse_encoded
 from ..records import RecordService
-from ..timing.repair import CHUNK, Repaired, administrator, matching, repair, repair_records, repairable
+from ..timing.repair import CHUNK, Repaired, administrator, matching, repair_records, repair_these
 from .progress import create_job
 from .registry import JobRun, job
 
@@ -41,16 +41,16 @@ def repair_or_start(service: RecordService, table: str, query: str) -> RepairSta
     """Repair the SLAs of `table`'s records matching the encoded `query` now, or, when more than
     IN_A_REQUEST match, start a job that does (the caller enqueues it after commit). Checked now:
     the actor (an administrator), the table and the query."""
-    administrator(service)
-    tdef = repairable(service.defs, table)
+    administrator(service)  # before the query is read: whoever may not repair learns only that
     where = parse_encoded(query).where
-    matching = service.count(table, Query(where))
-    label = tdef.label.lower()
-    if matching <= IN_A_REQUEST:
-        return RepairStarted(label, matching, done=repair(service, table, where))
+    ids = matching(service, table, where, limit=IN_A_REQUEST + 1)  # checks the table first
+    label = service.defs.tables[table].label.lower()
+    if len(ids) <= IN_A_REQUEST:
+        return RepairStarted(label, len(ids), done=repair_these(service, table, ids))
+    total = service.count(table, Query(where))
     job_id = create_job(service.conn, service.storage, JOB, created_by=service.actor.user_name,
-                        params={"table": table, "query": query}, total=matching)
-    return RepairStarted(label, matching, job=job_id)
+                        params={"table": table, "query": query}, total=total)
+    return RepairStarted(label, total, job=job_id)
 
 
 @job(JOB, label="Repair SLAs")

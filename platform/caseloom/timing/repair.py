@@ -30,7 +30,7 @@ from .. import stamps
 from ..bulk import analyse_if_grown, insert_rows
 from ..definitions.model import TableDef
 from ..query import All, Query, Term, select_rows
-from ..records import AccessDenied, NotFound, new_sys_id
+from ..records import AccessDenied, NotFound, new_sys_id, now
 from .engine import Conditions, moment, moved, start_of, state_of, step
 from .measure import ACTIVE, PAUSED, RUNNING, State, first, measure, next_due
 from .slas import TASK_SLA, Sla, enabled, slas_for
@@ -77,8 +77,12 @@ def repair(service, table: str, where: Any = None, progress: Callable[[Repaired]
     """Repair the SLAs of the records of `table` matching `where` (a query Node; None: all) that the
     actor may read, CHUNK at a time, in sys_id order. `progress` is told after each chunk. Only an
     administrator repairs (it deletes and writes task SLAs, which only the engine writes otherwise)."""
+    return repair_these(service, table, matching(service, table, where), progress)
+
+
+def repair_these(service, table: str, ids: list[str], progress: Callable[[Repaired], None] | None = None) -> Repaired:
+    """`repair` of the records `matching` found, CHUNK at a time."""
     done = Repaired()
-    ids = matching(service, table, where)
     for start in range(0, len(ids), CHUNK):
         repair_records(service, table, ids[start:start + CHUNK], done)
         if progress is not None:
@@ -86,16 +90,16 @@ def repair(service, table: str, where: Any = None, progress: Callable[[Repaired]
     return done
 
 
-def matching(service, table: str, where: Any, after: str | None = None) -> list[str]:
-    """The sys_ids of the records to repair, in order (those after sys_id `after`): read once, by one
-    statement, so each chunk then reads its records by their keys (a page of the condition in sys_id
-    order could sort every match again for every page)."""
+def matching(service, table: str, where: Any, after: str | None = None, limit: int | None = None) -> list[str]:
+    """The sys_ids of the records to repair, in order (those after sys_id `after`; the first `limit`): read
+    once, by one statement, so each chunk then reads its records by their keys (a page of the condition
+    in sys_id order could sort every match again for every page)."""
     administrator(service)
     repairable(service.defs, table)
     service.table(table, "read")
     page = where if after is None else (Term("sys_id", "gt", after) if where is None
                                         else All((where, Term("sys_id", "gt", after))))
-    stmt, _ = select_rows(service.storage, table, Query(page, (("sys_id", False),)), ["sys_id"],
+    stmt, _ = select_rows(service.storage, table, Query(page, (("sys_id", False),)), ["sys_id"], limit,
                           readable=service.readable)
     ids = list(service.conn.execute(stmt).scalars())
     if len(ids) > CHUNK:  # each chunk reads its history and task SLAs by 500 keys: planned for their size now
@@ -279,7 +283,7 @@ class Replay:
         """Insert the task SLAs made and their stage changes' audit rows; how many task SLAs."""
         if not self.rows:
             return 0
-        user, stamp = service.actor.user_name, service_now()
+        user, stamp = service.actor.user_name, now()
         rows = []
         for _, row in self.rows:
             system = stamps.new_row(TASK_SLA, user, stamp)
@@ -300,11 +304,5 @@ class Replay:
         return count
 
 
-def service_now() -> dt.datetime:
-    from ..records import now
-
-    return now()
-
-
 __all__ = ["CHUNK", "RepairRefused", "Repaired", "administrator", "matching", "repair", "repair_records",
-           "repairable"]
+           "repair_these", "repairable"]
