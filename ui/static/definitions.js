@@ -6,6 +6,10 @@
   if (!textarea || !window.CodeMirror) return;
   const token = document.querySelector("meta[name=csrf-token]").content;
   const problems = document.getElementById("problems");
+  // Checks run side by side on the server and may answer out of order: only the latest one's answer is shown
+  // (an earlier one, of the text before the last keystroke, would otherwise overwrite it). Declared before the
+  // editor, whose lint runs the first check as it is built.
+  let checks = 0;
   const review = () => { editor.save(); textarea.form.requestSubmit(); };
   const label = textarea.labels[0];
   const editor = CodeMirror.fromTextArea(textarea, {
@@ -37,17 +41,19 @@
   }
 
   function check(text, update) {
+    const mine = ++checks;
     problems.dataset.state = "checking";
     fetch(textarea.dataset.check, {method: "POST", body: text, headers: {"X-CSRFToken": token, "Content-Type": "text/plain"}})
       .then((response) => response.json())
       .then((answer) => {
+        if (mine !== checks) return;
         update(answer.errors.map((e) => ({
           from: CodeMirror.Pos(e.line - 1, e.column - 1), to: CodeMirror.Pos(e.line - 1, e.column + 40),
           message: e.message, severity: "error",
         })));
         show(answer);
       })
-      .catch(() => { problems.dataset.state = "unknown"; });
+      .catch(() => { if (mine === checks) problems.dataset.state = "unknown"; });
   }
 
   function show(answer) {
