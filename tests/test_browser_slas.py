@@ -37,6 +37,7 @@ def test_add_an_sla_in_the_browser_and_watch_it_breach(browser, server, runtime)
     page.wait_for_url(re.compile(r"/contract_sla\.do\?sys_id=[0-9a-f]{32}"))
     assert "SLA definition Quick test saved." in page.locator(".flash").inner_text()
     assert page.get_by_label("Duration").input_value() == f"{DURATION} Seconds"  # "4s" kept, read in words
+    assert page.get_by_label("Flow").input_value() == "Case SLA flow"  # left empty: cases' default flow
 
     page.goto(f"{server}/{CASE}.do?sys_id=-1")
     page.get_by_label("Short description").fill("Printer on fire")
@@ -60,6 +61,7 @@ def test_add_an_sla_in_the_browser_and_watch_it_breach(browser, server, runtime)
     assert bar.locator(".sla-band").inner_text() == "Breached"
     assert re.fullmatch(r"Breached \d+ Seconds? ago", bar.locator(".sla-time").inner_text())
     assert "Breached" in bar.locator(".sla-timeline").inner_text()
+    assert page.get_by_text("An SLA on this case has breached").first.is_visible()  # its flow's work note
     found = test_axe.violations(page)
     assert not found, test_axe.explain(found)
 

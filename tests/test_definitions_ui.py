@@ -91,10 +91,14 @@ def test_the_definitions_area_shows_the_files_by_kind_to_administrators_only(adm
     page = admin.get("/ui/definitions")
     html = page.get_data(as_text=True)
     assert page.status_code == 200
-    for heading in ("Tables", "Properties", "Lifecycles", "Rules", "Member lists", "Notifications", "Roles and access",
-                    "Menus"):
+    for heading in ("Tables", "Properties", "Lifecycles", "Rules", "Member lists", "Notifications",
+                    "Time: schedules, SLAs and timers", "Roles and access", "Menus"):
         assert f"<h2>{heading} <span" in html
     assert 'href="/ui/definitions/file/tables/task.yaml"' in html
+    time = html[html.index("<h2>Time: schedules, SLAs and timers"):]
+    time = time[:time.index("<h2>", 4)]
+    for path in ("time/business_hours.yaml", "time/case.yaml", "time/sla_flows.yaml", "time/reminders.yaml"):
+        assert f'href="/ui/definitions/file/{path}"' in time, path
     assert ">Definitions</a>" in html  # the top bar links to it
     editor = admin.get(f"/ui/definitions/file/{ACCOUNT}").get_data(as_text=True)
     assert "table: customer_account" in editor and "codemirror/mode/yaml/yaml.js" in editor

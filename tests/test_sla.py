@@ -328,12 +328,17 @@ def test_a_retroactive_sla_without_the_date_starts_now(runtime):
 # -- 5. escalations ------------------------------------------------------------------------------
 
 
-def escalating(runtime) -> str:
+def managed_ann(runtime) -> str:
+    """ann, with an address and boss (with one too) as her manager; her sys_id."""
     with runtime.transaction() as service:
         users = {u["user_name"]: u["sys_id"] for u in service.query("sys_user", Query())}
         service.update("sys_user", users["boss"], {"email": "boss@example.com"})
         service.update("sys_user", users["ann"], {"email": "ann@example.com", "manager": users["boss"]})
-    return write(runtime, MONDAY, category="esc", assigned_to=users["ann"])
+    return users["ann"]
+
+
+def escalating(runtime) -> str:
+    return write(runtime, MONDAY, category="esc", assigned_to=managed_ann(runtime))
 
 
 def seen(runtime, ticket: str) -> dict:
@@ -1205,3 +1210,165 @@ def test_a_list_repairs_the_records_its_filter_matches(app, runtime, monkeypatch
     assert "Repair SLAs" not in page
     token = page.split('name="csrf_token" value="')[1].split('"')[0]
     assert app.client.post(f"/ui/slas/{TICKET}/repair", data={"csrf_token": token}).status_code == 403
+
+
+# -- 11. SLA flows: escalations an SLA chooses by name -----------------------------------------------
+
+FLOWS = """sla_flows:
+  ticket flow:
+    table: x_ticket
+    default: true
+    escalations:
+      - {at: 50, effects: [{journal: {field: work_notes, text: "Half the time has gone"}}]}
+      - at: 100
+        effects:
+          - notify: x_breached
+          - journal: {field: work_notes, text: "Breached (ticket flow)"}
+  quiet flow:
+    table: x_ticket
+    escalations:
+      - {at: 100, effects: [{set: {priority: 1}}]}
+  incident flow:
+    table: x_incident
+    escalations:
+      - {at: 100, effects: [{set: {impact: 1}}]}
+"""
+FLOW_FILES = {
+    **FILES,
+    "tables/x_incident.yaml": "table: x_incident\nlabel: Incident\nextends: x_ticket\nfields:\n  impact: {type: integer}\n",
+    "slas/flows.yaml": FLOWS,
+    "slas/flowing.yaml": ("slas:\n  flowing:\n    table: x_ticket\n    duration: 1h\n    start: category=flow\n"
+                          "    stop: state=5\n    flow: quiet flow\n"),
+}
+
+
+@pytest.fixture
+def flow_app(fresh_config, tmp_path):
+    with small_app(fresh_config, tmp_path, FLOW_FILES, USERS) as small:
+        yield small
+
+
+def notes(runtime, ticket: str) -> list[str]:
+    with runtime.transaction() as service:
+        return [e["value"] for e in reversed(service.journal(TICKET, ticket, "work_notes"))]
+
+
+def test_a_declared_sla_escalates_by_the_flow_it_names(flow_app):
+    runtime = flow_app.runtime
+    api = flow_app.api("root")
+    record = api.get(f"{TABLE_API}/contract_sla?sysparm_query=name=flowing").json["result"][0]
+    assert record["flow"] == "quiet flow"
+    ticket = write(runtime, MONDAY, category="flow")
+    assert one(runtime, ticket, "flowing")["next_threshold"] == 100
+    report = tick(runtime, at=MONDAY + 60 * MINUTE)
+    assert (report.escalated, report.breached) == (1, 1)
+    with runtime.transaction() as service:
+        assert service.get(TICKET, ticket)["priority"] == 1
+    assert notes(runtime, ticket) == []  # the default flow is for new definitions, not for a declared SLA's
+
+
+def test_an_sla_added_through_the_api_gets_its_tables_default_flow_and_escalates_by_it(flow_app):
+    runtime = flow_app.runtime
+    api = flow_app.api("root")
+    made = api.post(f"{TABLE_API}/contract_sla", json=GOOD_SLA)
+    assert made.status_code == 201 and made.json["result"]["flow"] == "ticket flow", made.json
+    ticket = write(runtime, MONDAY, category="api", assigned_to=managed_ann(runtime))
+    assert one(runtime, ticket, "made here")["next_threshold"] == 50
+    assert tick(runtime, at=MONDAY + 30 * MINUTE).by_threshold == {("made here", 50): 1}
+    assert notes(runtime, ticket) == ["Half the time has gone"]
+    assert tick(runtime, at=MONDAY + 60 * MINUTE).by_threshold == {("made here", 100): 1}
+    assert notes(runtime, ticket) == ["Half the time has gone", "Breached (ticket flow)"]
+    with runtime.transaction() as service:
+        mails = [(m["recipients"], m["subject"]) for m in service.query("sys_email", parse_encoded(f"instance={ticket}"))]
+    assert mails == [("ann@example.com,boss@example.com", f"Breached: {number(runtime, ticket)}")]
+
+
+def test_an_sla_whose_flow_is_cleared_or_changed_escalates_by_what_it_has_now(flow_app):
+    runtime = flow_app.runtime
+    api = flow_app.api("root")
+    sla = api.post(f"{TABLE_API}/contract_sla", json=GOOD_SLA).json["result"]["sys_id"]
+    assert api.patch(f"{TABLE_API}/contract_sla/{sla}", json={"flow": ""}).json["result"]["flow"] == ""
+    silent = write(runtime, MONDAY, category="api")
+    assert one(runtime, silent, "made here")["next_threshold"] == 100  # the breach alone
+    report = tick(runtime, at=MONDAY + 60 * MINUTE)
+    assert (report.escalated, report.breached) == (1, 1)
+    assert notes(runtime, silent) == [] and one(runtime, silent, "made here")["has_breached"] is True
+    assert api.patch(f"{TABLE_API}/contract_sla/{sla}", json={"flow": "quiet flow"}).status_code == 200
+    quiet = write(runtime, MONDAY + 2 * 60 * MINUTE, category="api")
+    tick(runtime, at=MONDAY + 3 * 60 * MINUTE)
+    with runtime.transaction() as service:
+        assert service.get(TICKET, quiet)["priority"] == 1
+    assert notes(runtime, quiet) == []
+    incident = api.post(f"{TABLE_API}/contract_sla", json={**GOOD_SLA, "name": "incidents", "collection": "x_incident",
+                                                            "flow": "incident flow"})
+    assert incident.status_code == 201 and incident.json["result"]["flow"] == "incident flow"
+
+
+@pytest.mark.parametrize(("changes", "words"), [
+    ({"flow": "incident flow"}, "SLA flow 'incident flow' runs its effects on 'x_incident' records; this SLA attaches "
+                                "to 'x_ticket' records, which are not 'x_incident' records (choose a flow of "
+                                "'x_ticket' or of a table it extends)"),
+    ({"flow": "no such flow"}, "'no such flow' is not one of the choices (ticket flow, quiet flow, incident flow)"),
+], ids=["another table", "unknown"])
+def test_a_flow_an_sla_cannot_use_is_refused_naming_the_field(flow_app, changes, words):
+    r = flow_app.api("root").post(f"{TABLE_API}/contract_sla", json={**GOOD_SLA, **changes})
+    assert r.status_code == 400, r.json
+    assert r.json["error"]["detail"] == {"field": "flow", "reason": words}, r.json
+
+
+def test_the_sla_form_offers_the_declared_flows(flow_app):
+    flow_app.sign_in("root")
+    page = flow_app.client.get("/contract_sla.do?sys_id=-1").get_data(as_text=True)
+    assert 'name="flow"' in page
+    for name in ("ticket flow", "quiet flow", "incident flow"):
+        assert f'<option value="{name}"' in page, name
+
+
+BAD_FLOWS = [  # (file, text, line of the offending key, words)
+    ("slas/bad.yaml", "slas:\n  bad:\n    table: x_ticket\n    duration: 1h\n    start: category=x\n    flow: nowhere\n",
+     6, "unknown SLA flow 'nowhere' (known: incident flow, quiet flow, ticket flow)"),
+    ("slas/bad.yaml", "slas:\n  bad:\n    table: x_ticket\n    duration: 1h\n    start: category=x\n    flow: quiet flow\n"
+     "    escalations:\n      - {at: 50, effects: [{set: {priority: 2}}]}\n",
+     6, "an SLA has its flow's escalations or its own, not both"),
+    ("slas/bad.yaml", "slas:\n  bad:\n    table: x_ticket\n    duration: 1h\n    start: category=x\n    flow: incident flow\n",
+     6, "SLA flow 'incident flow' runs its effects on 'x_incident' records; this SLA attaches to 'x_ticket' records"),
+    ("slas/bad_flow.yaml", "sla_flows:\n  again:\n    table: x_ticket\n    default: true\n    escalations:\n"
+     "      - {at: 50, effects: [{set: {priority: 2}}]}\n",
+     4, "'x_ticket' already has a default SLA flow, 'ticket flow': a table has one at most"),
+    ("slas/bad_flow.yaml", "sla_flows:\n  users:\n    table: sys_user\n    escalations:\n"
+     "      - {at: 50, effects: [{set: {active: false}}]}\n", 3, "SLA flows attach to the table that declares `sla: true`"),
+    ("slas/bad_flow.yaml", "sla_flows:\n  twice:\n    table: x_ticket\n    escalations:\n"
+     "      - {at: 50, effects: [{set: {priority: 2}}]}\n      - {at: 50, effects: [{set: {priority: 1}}]}\n",
+     5, "two escalations at the same percentage"),
+    ("slas/bad_flow.yaml", "sla_flows:\n  mute:\n    table: x_ticket\n    escalations:\n"
+     "      - {at: 50, effects: [{notify: nobody_hears}]}\n", 5, "nobody_hears"),
+    ("slas/bad_flow.yaml", "sla_flows:\n  empty:\n    table: x_ticket\n    escalations: []\n", 4, "should be non-empty"),
+    ("slas/bad_flow.yaml", "sla_flows:\n  quiet flow:\n    table: x_ticket\n    escalations:\n"
+     "      - {at: 50, effects: [{set: {priority: 2}}]}\n", 3, "SLA flow 'quiet flow' is already declared at"),
+]
+
+
+@pytest.mark.parametrize(("path", "text", "line", "words"), BAD_FLOWS,
+                         ids=["unknown", "both", "another table", "two defaults", "not an SLA table", "same percentage",
+                              "unknown notification", "no escalations", "twice"])
+def test_bad_flows_and_sla_flow_names_are_refused_at_their_place(path, text, line, words):
+    files = {k: v for k, v in FLOW_FILES.items() if k != "slas/flowing.yaml"}
+    with pytest.raises(DefinitionErrors) as info:
+        load_sources([*files.items(), (path, text)])
+    assert [str(e).split(": ", 1)[0].rsplit(":", 1)[0] for e in info.value.errors] == [f"definitions/{path}:{line}"]
+    assert words in str(info.value)
+
+
+def test_an_sla_naming_a_broken_flow_is_not_reported_again():
+    broken = FLOWS.replace("{at: 100, effects: [{set: {priority: 1}}]}", "{at: 100, effects: [{set: {nosuch: 1}}]}")
+    with pytest.raises(DefinitionErrors) as info:
+        load_sources([*{**FLOW_FILES, "slas/flows.yaml": broken}.items()])
+    assert len(info.value.errors) == 1 and "nosuch" in str(info.value), info.value.errors
+
+
+def test_csm_slas_name_their_flow_and_a_case_sla_added_later_gets_it(definitions):
+    flow = definitions.sla_flows["Case SLA flow"]
+    assert [e.at for e in flow.escalations] == [50, 75, 100] and flow.default
+    assert {s.flow for s in definitions.slas.values()} == {"Case SLA flow"}
+    assert definitions.default_flow("sn_customerservice_case") is flow
+    assert definitions.default_flow("task") is None  # the flow's effects are for cases

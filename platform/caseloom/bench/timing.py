@@ -122,10 +122,10 @@ def sla_tick(run: BenchRun) -> Result:
 
 
 def _escalating_sla(run: BenchRun) -> str:
-    """An active SLA definition of the parent's table that has escalations (declared in the definitions)."""
+    """An active SLA definition of the parent's table that has escalations (its own or its flow's)."""
     table = run.bench.parent_table
     lineage = (table, *run.defs.ancestors(table))
-    declared = [s for s in run.defs.slas.values() if s.table in lineage and s.escalations and s.active]
+    declared = [s for s in run.defs.slas.values() if s.table in lineage and run.defs.escalations_of(s) and s.active]
     if not declared:
         raise RuntimeError(f"sla_tick: no declared SLA of {table!r} has escalations")
     slas = run.runtime.storage.physical(SLA)

@@ -22,8 +22,8 @@ from .yamlsource import DefinitionError, Location, SourceDocument, parse_yaml
 # The top-level key of a file names its kind; each kind has one JSON Schema. A declared list names
 # its member list with a `member_list:` key, so the declared-list kinds come before `member_list`.
 KINDS = ("table", "properties", "roles", "access", "demo", "lifecycle", "actions", "rules", "notifications", "menu",
-         "declared_list", "recipients_list", "member_list", "bench", "workspace", "schedules", "slas", "timers",
-         "inbound_email", "portal", "reports", "dashboard", "alert_rules")
+         "declared_list", "recipients_list", "member_list", "bench", "workspace", "schedules", "slas", "sla_flows",
+         "timers", "inbound_email", "portal", "reports", "dashboard", "alert_rules")
 @cache
 def schema_for(kind: str) -> dict:
     text = resources.files("caseloom.definitions").joinpath(f"schemas/{kind}.schema.json").read_text()

@@ -31,7 +31,7 @@ from .portals import build_portals
 from .qualifiers import with_qualifiers
 from .similarity import build_similar
 from .tables import build_tables
-from .timing import SLA_TABLES, build_schedules, build_slas, build_timers, timing_tables
+from .timing import SLA_TABLES, build_schedules, build_sla_flows, build_slas, build_timers, timing_tables
 from .workspaces import build_workspaces
 from .yamlsource import DefinitionError, SourceDocument
 
@@ -82,7 +82,7 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
         if not rel_path.startswith(SYSTEM_PREFIX):
             files.append(DefinitionFile(rel_path, kind, hashlib.sha256(text.encode()).hexdigest()[:16]))
     roles = build_roles(documents["roles"], errors)
-    table_docs, sla_root = timing_tables(documents["table"], errors)
+    table_docs, sla_root = timing_tables(documents["table"], errors, documents["sla_flows"])
     tables = build_tables(table_docs, errors, with_qualifiers)
     broken.tables({doc.data["table"] for doc in table_docs}, tables)
     if broken.sla and sla_root is None:  # the SLA tables belong to a table that could not be read
@@ -112,9 +112,12 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
     bench = build_bench(documents["bench"], tables, actions, properties, errors, roles)
     schedules, broken_schedules = build_schedules(documents["schedules"], errors)
     named_schedules = {**schedules, **dict.fromkeys(broken_schedules)}  # broken: None, already reported
-    slas = build_slas(documents["slas"], tables, roles, errors, properties, named_schedules, sla_root, warnings)
+    flows, broken_flows = build_sla_flows(documents["sla_flows"], tables, roles, errors, properties, sla_root)
+    slas = build_slas(documents["slas"], tables, roles, errors, properties, named_schedules, sla_root, warnings,
+                      {**flows, **dict.fromkeys(broken_flows)})
     timers = build_timers(documents["timers"], tables, roles, errors, properties, named_schedules)
-    _check_notify_effects((), [*(e for sla in slas.values() for e in sla.escalations), *timers.values()],
+    _check_notify_effects((), [*(e for sla in slas.values() for e in sla.escalations),
+                               *(e for flow in flows.values() for e in flow.escalations), *timers.values()],
                           notifications, errors)
     inbound = build_inbound(documents["inbound_email"], tables, roles, errors, properties)
     portals = build_portals(documents["portal"], tables, roles, errors, actions, properties)
@@ -148,6 +151,7 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
         sla_root=sla_root,
         schedules=frozen_map(schedules),
         slas=frozen_map(slas),
+        sla_flows=frozen_map(flows),
         timers=frozen_map(timers),
         inbound_email=inbound,
         portals=frozen_map(portals),

@@ -654,6 +654,19 @@ class Escalation:
 
 
 @dataclass(frozen=True)
+class SlaFlow:
+    """A named set of escalations (ServiceNow's SLA flow), declared in the definitions (`sla_flows:`):
+    SLAs of its table, or of a table extending it, name it in their `flow`, declared ones and those
+    added in the browser alike. A `default` flow is what a new SLA definition of such a table gets."""
+
+    name: str
+    table: str
+    escalations: tuple[Escalation, ...]
+    default: bool = False
+    location: Location | None = None
+
+
+@dataclass(frozen=True)
 class SlaDecl:
     """An SLA definition declared in the definitions (`slas:`), written to a contract_sla record; its
     escalations live only here (the record names it)."""
@@ -676,6 +689,7 @@ class SlaDecl:
     active: bool = True
     escalations: tuple[Escalation, ...] = ()
     location: Location | None = None
+    flow: str | None = None  # a declared SLA flow whose escalations it has (instead of its own)
 
 
 @dataclass(frozen=True)
@@ -722,6 +736,7 @@ class Definitions:
     sla_root: str | None = None  # the table declaring `sla: true`: SLAs attach to it and the tables extending it
     schedules: Mapping[str, ScheduleDecl] = field(default_factory=frozen_map)
     slas: Mapping[str, SlaDecl] = field(default_factory=frozen_map)
+    sla_flows: Mapping[str, SlaFlow] = field(default_factory=frozen_map)
     timers: Mapping[str, TimerDef] = field(default_factory=frozen_map)
     warnings: tuple = ()  # DefinitionErrors that do not stop the definitions loading: known pitfalls
     inbound_email: tuple[InboundActionDef, ...] = ()  # by order
@@ -763,6 +778,30 @@ class Definitions:
             if roles <= self.role_closure(portal.roles):
                 return portal
         return None
+
+    def flow_covers(self, flow: str | None, table: str) -> SlaFlow | None:
+        """The declared SLA flow named `flow` when SLAs of `table` may use it (it is of that table or one
+        `table` extends), else None."""
+        found = self.sla_flows.get(flow or "")
+        if found is None or table not in self.tables or found.table not in (table, *self.ancestors(table)):
+            return None
+        return found
+
+    def default_flow(self, table: str) -> SlaFlow | None:
+        """The default SLA flow of a new SLA definition of `table`: its own table's, else the nearest
+        table's it extends."""
+        if table not in self.tables:
+            return None
+        for name in (table, *self.ancestors(table)):
+            found = next((f for f in self.sla_flows.values() if f.default and f.table == name), None)
+            if found is not None:
+                return found
+        return None
+
+    def escalations_of(self, sla: SlaDecl) -> tuple[Escalation, ...]:
+        """A declared SLA's escalations: its own, or its flow's."""
+        flow = self.sla_flows.get(sla.flow or "")
+        return flow.escalations if flow is not None else sla.escalations
 
     def timers_for(self, table: str) -> tuple[TimerDef, ...]:
         """The timers watching records of `table` (declared on it or a table it extends)."""

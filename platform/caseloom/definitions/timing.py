@@ -19,7 +19,7 @@ from ..query.meaning import bind_fields
 from ..query.nodes import QueryError
 from ..query.operators import operator
 from .behaviour import _Checker
-from .model import Escalation, ScheduleDecl, SlaDecl, TableDef, TimerDef
+from .model import Escalation, ScheduleDecl, SlaDecl, SlaFlow, TableDef, TimerDef
 from .tables import label_from_name, resolve_path
 from .yamlsource import SourceDocument
 
@@ -103,24 +103,26 @@ def sla_root(table_docs: list[SourceDocument], errors: list) -> str | None:
     return declaring[0].data["table"]
 
 
-def timing_tables(table_docs: list[SourceDocument], errors: list) -> tuple[list[SourceDocument], str | None]:
+def timing_tables(table_docs: list[SourceDocument], errors: list,
+                  flow_docs: list[SourceDocument] = ()) -> tuple[list[SourceDocument], str | None]:
     """The table documents with the SLA tables bound to the SLA table (task_sla.task refers to it,
-    contract_sla.collection offers it and its descendants), or without them when no table declares
-    `sla: true`."""
+    contract_sla.collection offers it and its descendants, contract_sla.flow the declared SLA flows),
+    or without them when no table declares `sla: true`."""
     root = sla_root(table_docs, errors)
+    flows = list(dict.fromkeys(name for doc in flow_docs for name in doc.data["sla_flows"]))
     out = []
     for doc in table_docs:
         name = doc.data.get("table")
         if name in SLA_TABLES and doc.path.startswith("<caseloom>/"):
             if root is None:
                 continue
-            data = _bound(doc.data, root, table_docs)
+            data = _bound(doc.data, root, table_docs, flows)
             doc = SourceDocument(doc.path, data, doc._positions, doc.problems)
         out.append(doc)
     return out, root
 
 
-def _bound(data: dict, root: str, table_docs: list[SourceDocument]) -> dict:
+def _bound(data: dict, root: str, table_docs: list[SourceDocument], flows: list[str]) -> dict:
     fields = dict(data["fields"])
     if data["table"] == "task_sla":
         fields["task"] = {**fields["task"], "to": root}
@@ -135,6 +137,8 @@ def _bound(data: dict, root: str, table_docs: list[SourceDocument]) -> dict:
                 choices[name] = label or label_from_name(name)
         fields["collection"] = {**fields["collection"], "type": "choice", "choices": choices}
         fields["collection"].pop("max_length", None)
+        fields["flow"] = {**fields["flow"], "type": "choice", "choices": {f: f for f in flows}}
+        fields["flow"].pop("max_length", None)
     return {**data, "fields": fields}
 
 
@@ -171,15 +175,65 @@ def build_schedules(docs: list[SourceDocument], errors: list) -> tuple[dict[str,
     return schedules, broken
 
 
+# -- SLA flows --------------------------------------------------------------------------------------
+
+def build_sla_flows(docs: list[SourceDocument], tables: dict[str, TableDef], roles: dict, errors: list,
+                    properties: dict, root: str | None) -> tuple[dict[str, SlaFlow], set[str]]:
+    """The declared SLA flows, and the names of those with mistakes (reported here, so that an SLA
+    naming one does not report it again as unknown)."""
+    flows: dict[str, SlaFlow] = {}
+    broken: set[str] = set()
+    defaults: dict[str, str] = {}  # table -> its default flow
+    for check, name, spec, where in _entries(docs, "sla_flows", "SLA flow", tables, roles, errors, properties):
+        broken.add(name)
+        table = check.table(spec["table"], where + ("table",))
+        if table is None:
+            continue
+        if root is None or root not in (table.name, *_ancestors(tables, table.name)):
+            check.error(where + ("table",), _not_an_sla_table(table.name, root, "SLA flows"))
+            continue
+        escalations = _escalations(check, table, spec, where)
+        if escalations is None:
+            continue
+        if spec.get("default"):
+            if table.name in defaults:
+                check.error(where + ("default",), f"{table.name!r} already has a default SLA flow, "
+                                                  f"{defaults[table.name]!r}: a table has one at most")
+                continue
+            defaults[table.name] = name
+        broken.discard(name)
+        flows[name] = SlaFlow(name, table.name, escalations, bool(spec.get("default")), check.doc.where(*where))
+    return flows, broken
+
+
+def _not_an_sla_table(name: str, root: str | None, what: str) -> str:
+    return (f"{what} attach to the table that declares `sla: true` and the tables extending it; {name!r} is "
+            "not one of them" + (f" ({root!r} declares it)" if root else " (no table declares it)"))
+
+
+def _escalations(check: _Checker, table: TableDef, spec: dict, where: tuple) -> tuple[Escalation, ...] | None:
+    """An SLA's or a flow's escalations, in order of their percentage; None when two share one."""
+    escalations = []
+    for i, item in enumerate(spec.get("escalations") or ()):
+        effects = check.effects(table, item["effects"], where + ("escalations", i, "effects"))
+        escalations.append(Escalation(item["at"], effects))
+    ats = [e.at for e in escalations]
+    if len(set(ats)) != len(ats):
+        check.error(where + ("escalations",), "two escalations at the same percentage")
+        return None
+    return tuple(sorted(escalations, key=lambda e: e.at))
+
+
 # -- SLA definitions -------------------------------------------------------------------------------
 
 def build_slas(docs: list[SourceDocument], tables: dict[str, TableDef], roles: dict, errors: list,
                properties: dict, schedules: dict[str, ScheduleDecl], root: str | None,
-               warnings: list | None = None) -> dict[str, SlaDecl]:
-    """The declared SLAs, checked; the known pitfalls of each go to `warnings` (located)."""
+               warnings: list | None = None, flows: dict[str, SlaFlow | None] | None = None) -> dict[str, SlaDecl]:
+    """The declared SLAs, checked; the known pitfalls of each go to `warnings` (located). `flows`: the
+    declared SLA flows (a broken one's name as None: already reported)."""
     slas: dict[str, SlaDecl] = {}
     for check, name, spec, where in _entries(docs, "slas", "SLA", tables, roles, errors, properties):
-        sla = _sla(check, tables, name, spec, where, schedules, root)
+        sla = _sla(check, tables, name, spec, where, schedules, root, flows or {})
         if sla is not None:
             slas[name] = sla
             for key, message in sla_pitfalls(tables, tables[sla.table], sla):
@@ -205,14 +259,12 @@ def _entries(docs: list[SourceDocument], key: str, noun: str, tables: dict, role
 
 
 def _sla(check: _Checker, tables: dict, name: str, spec: dict, where: tuple, schedules: dict,
-         root: str | None) -> SlaDecl | None:
+         root: str | None, flows: dict[str, SlaFlow | None]) -> SlaDecl | None:
     table = check.table(spec["table"], where + ("table",))
     if table is None:
         return None
     if root is None or root not in (table.name, *_ancestors(tables, table.name)):
-        check.error(where + ("table",), f"SLAs attach to the table that declares `sla: true` and the tables "
-                                        f"extending it; {table.name!r} is not one of them"
-                                        + (f" ({root!r} declares it)" if root else " (no table declares it)"))
+        check.error(where + ("table",), _not_an_sla_table(table.name, root, "SLAs"))
         return None
     ok = True
     try:
@@ -244,14 +296,9 @@ def _sla(check: _Checker, tables: dict, name: str, spec: dict, where: tuple, sch
         if problem:
             check.error(where + ("timezone",), problem)
             ok = False
-    escalations = []
-    for i, item in enumerate(spec.get("escalations") or ()):
-        effects = check.effects(table, item["effects"], where + ("escalations", i, "effects"))
-        escalations.append(Escalation(item["at"], effects))
-    ats = [e.at for e in escalations]
-    if len(set(ats)) != len(ats):
-        check.error(where + ("escalations",), "two escalations at the same percentage")
-        ok = False
+    escalations = _escalations(check, table, spec, where)
+    ok &= escalations is not None
+    ok &= _flow_fits(check, tables, table, spec, where, flows)
     for rule in CONDITION_RULES:
         if rule.missing(spec, conditions):
             check.error(where + (rule.rule,), rule.words(f"`{rule.condition}`"))
@@ -266,8 +313,32 @@ def _sla(check: _Checker, tables: dict, name: str, spec: dict, where: tuple, sch
                    conditions["resume"], conditions["cancel"], conditions["reset"], spec.get("schedule"),
                    spec.get("timezone_source", "schedule"), spec.get("timezone", ""),
                    spec.get("when_to_cancel", "no_match"), spec.get("when_to_resume", "no_match"), retro,
-                   spec.get("active", True), tuple(sorted(escalations, key=lambda e: e.at)),
-                   check.doc.where(*where))
+                   spec.get("active", True), escalations, check.doc.where(*where), spec.get("flow"))
+
+
+def _flow_fits(check: _Checker, tables: dict, table: TableDef, spec: dict, where: tuple,
+               flows: dict[str, SlaFlow | None]) -> bool:
+    """Whether an SLA's `flow` names a declared flow of its table or one its table extends, and the
+    SLA has no escalations of its own beside it."""
+    name = spec.get("flow")
+    if name is None:
+        return True
+    if spec.get("escalations"):
+        check.error(where + ("flow",), "an SLA has its flow's escalations or its own, not both: remove `flow` "
+                                       "or `escalations`")
+        return False
+    if name in flows and flows[name] is None:
+        return False  # its mistakes were reported where it is declared
+    flow = flows.get(name)
+    if flow is None:
+        known = ", ".join(sorted(n for n, f in flows.items() if f is not None)) or "none are declared"
+        check.error(where + ("flow",), f"unknown SLA flow {name!r} (known: {known})")
+        return False
+    if flow.table not in (table.name, *_ancestors(tables, table.name)):
+        check.error(where + ("flow",), f"SLA flow {name!r} runs its effects on {flow.table!r} records; this SLA "
+                                       f"attaches to {table.name!r} records, which are not {flow.table!r} records")
+        return False
+    return True
 
 
 def _schedule_known(check: _Checker, name: Any, schedules: dict, where: tuple) -> bool:

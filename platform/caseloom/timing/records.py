@@ -61,7 +61,24 @@ def check_sla(service, tdef, record: dict, current: dict | None) -> None:
         problem = _zone_problem(record.get("timezone"))
         if problem:
             raise RecordError("timezone", problem)
+    _check_flow(service.defs, table, record, current)
     forget(service)
+
+
+def _check_flow(defs, table, record: dict, current: dict | None) -> None:
+    """A new SLA definition without a flow gets its table's default one (ServiceNow's Default SLA flow);
+    a flow whose effects are for records of another table is refused."""
+    name = record.get("flow")
+    if not name:
+        default = defs.default_flow(table.name) if current is None and not record.get("source") else None
+        if default is not None:
+            record["flow"] = default.name
+        return
+    flow = defs.sla_flows.get(name)
+    if flow is not None and defs.flow_covers(name, table.name) is None:
+        raise RecordError("flow", f"SLA flow {name!r} runs its effects on {flow.table!r} records; this SLA attaches "
+                                  f"to {table.name!r} records, which are not {flow.table!r} records (choose a flow of "
+                                  f"{table.name!r} or of a table it extends)")
 
 
 @deletion_guard(SLA)

@@ -39,7 +39,8 @@ def _sla_values(defs, decl: SlaDecl, schedules: dict[str, str]) -> dict:
             "stop_condition": decl.stop, "pause_condition": decl.pause, "resume_condition": decl.resume,
             "cancel_condition": decl.cancel, "reset_condition": decl.reset, "when_to_cancel": decl.when_to_cancel,
             "when_to_resume": decl.when_to_resume, "retroactive": decl.retroactive is not None,
-            "set_start_to": decl.retroactive or "", "active": decl.active, "source": _source(defs, decl.location)}
+            "set_start_to": decl.retroactive or "", "active": decl.active, "flow": decl.flow or "",
+            "source": _source(defs, decl.location)}
 
 
 def _source(defs, location) -> str:

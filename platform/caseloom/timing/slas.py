@@ -1,5 +1,6 @@
 """SLA definitions at run time: the active contract_sla records of a table, their conditions bound to
-the table's fields, their schedule parsed, and the escalations of the declared ones.
+the table's fields, their schedule parsed, and their escalations: a declared SLA's own, or those of
+the SLA flow the record names.
 
 Records are read once per unit of work (`service.memo`) and parsed once per version of the record
 (its sys_id and sys_mod_count), so a unit that writes a hundred records reads them once.
@@ -136,7 +137,9 @@ def _sla(defs: Definitions, row: dict, schedules: dict[str, Schedule]) -> Sla | 
     if schedule is not None and row["timezone_source"] == "definition" and row["timezone"]:
         schedule = dataclasses.replace(schedule, time_zone=row["timezone"])
     declared = defs.slas.get(row["name"]) if row["source"] else None
-    escalations = {e.at: e for e in declared.escalations} if declared is not None else {}
+    flow = defs.flow_covers(row.get("flow"), tdef.name)
+    own = declared.escalations if declared is not None and not declared.flow else ()
+    escalations = {e.at: e for e in (flow.escalations if flow is not None else own)}
     clock = Clock(int(row["duration"] or 0), schedule, tuple(sorted({*escalations, 100})))
     conditions = {name: condition(defs, tdef, row.get(f"{name}_condition"))
                   for name in ("start", "stop", "pause", "resume", "cancel", "reset")}

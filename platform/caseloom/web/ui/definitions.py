@@ -28,6 +28,7 @@ KIND_GROUPS = (
     ("Actions", ("actions",)),
     ("Member lists", ("recipients_list", "declared_list", "member_list", "data")),
     ("Notifications", ("notifications",)),
+    ("Time: schedules, SLAs and timers", ("schedules", "slas", "sla_flows", "timers")),
     ("Alert rules", ("alert_rules",)),
     ("Roles and access", ("roles", "access")),
     ("Menus", ("menu",)),
