@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import html
 import json
+import re
 import shutil
 import sqlite3
 import time
@@ -860,6 +862,36 @@ def test_caseloom_validate_prints_warnings_and_still_passes(tmp_path):
     assert result.exit_code == 0
     assert "time/s.yaml:6:11: warning: SLA 's' never attaches" in result.output
     assert "valid, 1 warning(s)" in result.output
+
+
+@pytest.mark.parametrize(("conditions", "warned"), [
+    ({"start_condition": "category=form^state=5", "stop_condition": "stateIN3,5"},
+     "SLA 'made here' never attaches: every record its start condition matches also matches its stop condition "
+     "(category=form^state=5 / stateIN3,5)"),
+    ({"start_condition": "category=form^stateIN1,2", "pause_condition": "state=3"},
+     "SLA 'made here' is cancelled where it was meant to pause"),
+    ({"start_condition": "category=form^stateIN1,2,3", "pause_condition": "state=3"}, None),
+    ({"start_condition": "category=form^stateIN1,2", "pause_condition": "state=3", "when_to_cancel": "never"}, None),
+], ids=["never attaches", "cancelled not paused", "sound", "never cancelled"])
+def test_the_sla_form_warns_of_the_known_pitfalls_and_saves(app, conditions, warned):
+    """What `caseloom validate` warns of in a declared SLA, the form says to whoever saves one: saved, with a
+    warning under the confirmation, each time it is changed and still has the pitfall."""
+    app.sign_in("root")
+    page = app.client.get("/contract_sla.do?sys_id=-1").get_data(as_text=True)
+    token = page.split('name="csrf_token" value="')[1].split('"')[0]
+    values = {"name": "made here", "collection": TICKET, "duration": "1h", "active": "true", **conditions}
+    r = app.client.post("/contract_sla.do?sys_id=-1", data={**values, "csrf_token": token})
+    assert r.status_code == 302, r.get_data(as_text=True)
+    page = app.client.get(r.headers["Location"]).get_data(as_text=True)
+    assert "SLA definition made here saved." in page
+    warnings = [html.unescape(w) for w in re.findall(r'<p class="flash warning" role="status">([^<]*)</p>', page)]
+    assert warnings == ([] if warned is None else [warnings[0]]) and (warned is None or warned in warnings[0])
+    r = app.client.post(r.headers["Location"], data={**values, "duration": "2h", "csrf_token": token})
+    assert r.status_code == 302, r.get_data(as_text=True)
+    page = app.client.get(r.headers["Location"]).get_data(as_text=True)
+    assert ('class="flash warning"' in page) is (warned is not None)  # changed, the pitfall kept: said again
+    api = app.api("root").get(f"{TABLE_API}/contract_sla?sysparm_query=name=made here").json["result"]
+    assert len(api) == 1  # the warning kept nothing from being saved
 
 
 def test_a_schedule_file_that_cannot_be_read_is_one_error_not_one_per_sla_naming_it():

@@ -166,6 +166,9 @@ class RecordService:
         # suggestion is looked for after (caseloom.similar), never a bulk insert's rows
         self.one_at_a_time = False
         self.follow_ups: list[tuple[str, tuple]] = []  # (task, its arguments): enqueued once the unit commits
+        # what a write wants its user told without refusing it (an SLA definition's known pitfall): a form
+        # shows each as a warning once it has saved
+        self.notices: list[str] = []
 
     @contextmanager
     def by_definitions(self) -> Iterator[None]:

@@ -62,7 +62,22 @@ def check_sla(service, tdef, record: dict, current: dict | None) -> None:
         if problem:
             raise RecordError("timezone", problem)
     _check_flow(service.defs, table, record, current)
+    _warn_of_pitfalls(service, table, record, conditions)
     forget(service)
+
+
+def _warn_of_pitfalls(service, table, record: dict, conditions: dict) -> None:
+    """The known pitfalls `caseloom validate` warns of in a declared SLA, told to whoever saves one in the
+    browser: the save stands (the SLA may be meant so), the form says what it will do."""
+    from ..definitions.model import SlaDecl
+    from ..definitions.timing import sla_pitfalls
+
+    sla = SlaDecl(record.get("name") or "", table.name, int(record.get("duration") or 0),
+                  **{k: v or "" for k, v in conditions.items()},
+                  when_to_cancel=record.get("when_to_cancel") or "no_match")
+    for _, message in sla_pitfalls(service.defs.tables, table, sla):
+        if message not in service.notices:
+            service.notices.append(message)
 
 
 def _check_flow(defs, table, record: dict, current: dict | None) -> None:

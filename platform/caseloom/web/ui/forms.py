@@ -341,6 +341,7 @@ def save(table: str):
         kept = {k: v for k, v in kept.items() if k.removesuffix(DISPLAY_SUFFIX) not in stray}  # stored values shown
         return form(table, kept, problems, status=422)
     service.made.clear()
+    service.notices.clear()
     try:
         if sys_id == "-1":
             saved = service.insert(tdef.name, values)
@@ -364,6 +365,8 @@ def save(table: str):
                                  request.full_path.rstrip("?"))
     db.session.commit()
     flash(f"{tdef.label} {saved.get('number') or saved.get(tdef.display or 'sys_id') or ''} saved.")
+    for notice in service.notices:
+        flash(notice, "warning")
     return redirect(url_for("ui.dispatch", name=tdef.name, sys_id=saved["sys_id"]))
 
 
