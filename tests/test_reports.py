@@ -20,12 +20,14 @@ import sqlalchemy as sa
 from caseloom.definitions import DefinitionErrors, load_folder
 from caseloom.jobs import email as delivery
 from caseloom.jobs.registry import execute_job
+from caseloom.query.aggregate import number_text
 from caseloom.runtime import Runtime
 from conftest import basic, ui_sign_in
 from small_app import small_app, write_folder
 
 CSM_REPORTS = ["new_cases_per_day", "new_cases", "backlog_by_state_and_priority", "average_time_to_resolve",
-               "cases_per_agent", "sla_compliance", "open_major_cases", "children_by_state", "affected_customers",
+               "cases_per_agent", "sla_compliance", "sla_compliance_by_definition", "slas_breaching_soon",
+               "open_major_cases", "children_by_state", "affected_customers",
                "notifications_by_state", "time_to_notify_customers", "customers_not_yet_notified"]
 
 
@@ -115,6 +117,22 @@ def test_each_number_lists_exactly_the_records_it_counts(as_user, name):
     assert sum(int(c["value"]) for c in numbers) > 0, result
     for cell in numbers:
         assert total(api, result["table"], cell["query"]) == int(cell["value"]), cell
+
+
+def test_sla_compliance_by_definition_is_each_sla_s_share_met(as_user):
+    """A bar per SLA definition (by its name), the share of its task SLAs not breached; each opens those."""
+    api = as_user("manager")
+    result = report_json(api, "sla_compliance_by_definition", "all")
+    assert result["measure"] == "Percent met" and result["groups"], result
+    breached = 0
+    for group in result["groups"]:
+        assert group["group"]["display_value"].startswith("Case ")  # "Case resolution P3", not a sys_id
+        everything = total(api, "task_sla", f"{result['query']}^sla={group['group']['value']}")
+        met = total(api, "task_sla", group["query"])
+        assert met == round(float(group["value"]) * everything / 100) and group["query"].endswith("has_breached=false")
+        breached += everything - met
+    donut = {g["group"]["value"]: int(g["value"]) for g in report_json(api, "sla_compliance", "all")["groups"]}
+    assert breached == donut.get("true", 0)
 
 
 def test_sla_compliance_is_counted_from_an_index_in_its_grouped_order(runtime, definitions):
@@ -273,6 +291,20 @@ def test_a_score_against_the_period_before(as_user):
         "opened_at>=javascript:gs.daysAgoStart(59)^opened_at<javascript:gs.daysAgoStart(29)")}
 
 
+def test_the_manager_reaches_the_service_levels_dashboard_from_their_home(client):
+    ui_sign_in(client, "manager")
+    home = client.get("/").get_data(as_text=True)
+    assert 'Other dashboards: ' in home and '<a href="/dashboard/service_levels">Service levels</a>' in home
+    page = client.get("/dashboard/service_levels").get_data(as_text=True)
+    assert "<h1>Service levels</h1>" in page
+    for name in ("sla_compliance", "sla_compliance_by_definition", "slas_breaching_soon"):
+        assert f'hx-get="/report/{name}?range=30"' in page, name
+    card = client.get("/report/sla_compliance_by_definition?range=30", headers={"HX-Request": "true"})
+    assert card.status_code == 200 and "Percent met" in card.get_data(as_text=True)
+    ui_sign_in(client, "agent")
+    assert client.get("/dashboard/service_levels").status_code == 404
+
+
 @pytest.mark.parametrize("user, home", [
     ("manager", "Customer service"), ("mim", "Major issues"), ("agent", None), ("admin", None)])
 def test_a_dashboard_is_the_home_page_of_its_roles(client, user, home):
@@ -359,6 +391,12 @@ reports:
   finished_share: {title: Finished, table: x_job, type: score, date_field: started,
                    aggregate: {function: percent, where: finishedISNOTEMPTY, label: finished},
                    also: {function: avg, from: started, to: finished}}
+  finished_by_kind: {title: Finished by kind, table: x_job, type: bar, group_by: kind, date_field: started,
+                     aggregate: {function: percent, where: finishedISNOTEMPTY, label: finished}}
+  finished_by_team: {title: Finished by team, table: x_job, type: horizontal_bar, group_by: team, date_field: started,
+                     aggregate: {function: percent, where: finishedISNOTEMPTY, label: finished}, limit: 2}
+  finished_per_week: {title: Finished per week, table: x_job, type: line, trend: {field: started, per: week},
+                      aggregate: {function: percent, where: finishedISNOTEMPTY, label: finished}}
   median_finish: {title: Median finish, table: x_job, type: score, date_field: started,
                   aggregate: {function: median, from: started, to: finished}}
   median_hours: {title: Median hours, table: x_job, type: score, date_field: started,
@@ -517,6 +555,54 @@ def test_a_percent_score_is_the_share_meeting_its_condition(jobs, user, days, va
         assert result["also"]["measure"] == "Average time from Started to Finished"
 
 
+@pytest.mark.parametrize("user, days, expected", [
+    ("boss", "all", {"Fix": 100, "Visit": 0, "Call": 50}),  # a, b, e finished; c, f not; d finished, g not
+    ("boss", "30", {"Fix": 100, "Visit": 0, "Call": 100}),
+    ("tech", "all", {"Fix": 100, "Visit": 0}),  # the Red team's a, b and c
+])
+def test_a_percent_chart_is_each_group_s_share_and_opens_that_share(jobs, user, days, expected):
+    """SLA compliance by definition, in the second application's words: each bar the share of its group's
+    records that meet `where`, through the reader's access; each opens the records counted as its share."""
+    api = jobs.api(user)
+    result = report_json(api, "finished_by_kind", days)
+    assert result["measure"] == "Percent finished"
+    assert _by_label(result) == expected
+    for group in result["groups"]:
+        assert group["query"].endswith("finishedISNOTEMPTY")
+        kind = group["group"]["value"]
+        everything = total(api, "x_job", f"{result['query']}^kind={kind}" if result["query"] else f"kind={kind}")
+        assert total(api, "x_job", group["query"]) == round(float(group["value"]) * everything / 100)
+        assert group["display_value"] == f"{number_text(float(group['value']))} %"
+
+
+def test_a_percent_chart_keeps_its_biggest_groups_without_an_other_and_its_axis_ends_at_100(jobs):
+    result = report_json(jobs.api("boss"), "finished_by_team", "all")
+    assert _by_label(result) == {"Red": pytest.approx(200 / 3), "Blue": 100}  # a share of shares would mean nothing
+    jobs.sign_in("boss")
+    for name in ("finished_by_kind", "finished_by_team", "finished_per_week"):
+        page = jobs.client.get(f"/report/{name}?range=all").get_data(as_text=True)
+        ticks = re.findall(r'class="tick" aria-hidden="true">([^<]*)</text>', page)
+        if name != "finished_by_team":  # horizontal bars have no value axis
+            assert ticks == ["0 %", "25 %", "50 %", "75 %", "100 %"], (name, ticks)
+        assert "Percent finished" in page
+
+
+def test_a_percent_trend_gives_each_period_s_share_and_a_dash_where_none(jobs):
+    result = report_json(jobs.api("boss"), "finished_per_week", "90")
+    shares = {g["group"]["value"]: g["display_value"] for g in result["groups"]}
+    started = {}
+    for *_, days, finish in JOBS:
+        if days <= 90:
+            monday = (NOW - dt.timedelta(days=days)).date()
+            monday -= dt.timedelta(days=monday.weekday())
+            started.setdefault(monday.isoformat(), []).append(finish is not None)
+    for week, words in shares.items():
+        if week in started:
+            assert words == f"{number_text(round(100 * sum(started[week]) / len(started[week]), 1))} %", week
+        else:
+            assert words == "–", week
+
+
 def test_a_percent_score_changes_by_points(jobs):
     jobs.sign_in("boss")
     page = jobs.client.get("/report/finished_share?range=30").get_data(as_text=True)
@@ -579,11 +665,15 @@ BAD = {
                                        "      date_range: false}\n", "r.yaml:3:", "has no `trend` or `date_field`"),
     "also on a chart": ("reports:\n  r: {title: R, table: x_job, type: bar, group_by: kind,\n"
                         "      also: {function: max, field: hours}}\n", "r.yaml:3:", "a bar report takes no `also`"),
+    "a percent on a pie": ("reports:\n  r: {title: R, table: x_job, type: pie, group_by: kind,\n"
+                           "      aggregate: {function: percent, where: hours>2}}\n", "r.yaml:3:",
+                           "a percent is a share of each group's records, and a pie's parts add up to a whole"),
+    "a percent on a stacked bar": ("reports:\n  r: {title: R, table: x_job, type: stacked_bar, group_by: kind,\n"
+                                   "      stack_by: team, aggregate: {function: percent, where: hours>2}}\n",
+                                   "r.yaml:3:", "a stacked_bar report takes count, sum, avg, min or max"),
     "a median on a chart": ("reports:\n  r: {title: R, table: x_job, type: bar, group_by: kind,\n"
-                            "      aggregate: {function: median, field: hours}}\n", "r.yaml:3:", "a median is a single score"),
-    "a percent on a chart": ("reports:\n  r: {title: R, table: x_job, type: bar, group_by: kind,\n"
-                             "      aggregate: {function: percent, where: hours>2}}\n", "r.yaml:3:",
-                             "a percent is a single score"),
+                            "      aggregate: {function: median, field: hours}}\n", "r.yaml:3:",
+                            "a median is a single score: a bar report takes count, sum, avg, min or max, or percent"),
     "a percent without where": ("reports:\n  r: {title: R, table: x_job, type: score,\n"
                                 "      aggregate: {function: percent}}\n", "r.yaml:3:", "percent needs `where`"),
     "a percent of a field": ("reports:\n  r: {title: R, table: x_job, type: score,\n"

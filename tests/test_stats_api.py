@@ -186,7 +186,9 @@ def test_nothing_asked_answers_no_aggregate_and_an_unknown_table_is_404(as_user)
     assert api.get("/api/now/stats/no_such_table?sysparm_count=true").status_code == 404
 
 
-def test_one_sql_statement_a_call(runtime):
+def test_one_grouped_statement_a_call_and_a_reference_s_display_values_read_once_per_group(runtime):
+    """The records are counted in one statement without a join; the grouped accounts' names are read
+    afterwards, one statement for up to 500 groups, not joined to every case counted."""
     seen: list[str] = []
     with runtime.engine.connect() as conn:
         sa.event.listen(conn, "before_cursor_execute", lambda *args: seen.append(args[2]))
@@ -194,5 +196,9 @@ def test_one_sql_statement_a_call(runtime):
                                (Measure("count", None, "count"), Measure("avg", "priority", "avg")))
         groups, answers = aggregate(runtime.storage, conn, TABLE, query)
     selects = [sql for sql in seen if sql.lstrip().upper().startswith("SELECT")]  # (SQLite's BEGIN aside)
-    assert len(selects) == 1 and "GROUP BY" in selects[0]
+    assert len(selects) == 2 and "GROUP BY" in selects[0] and "JOIN" not in selects[0]
+    assert "FROM customer_account" in selects[1] and "GROUP BY" not in selects[1]
     assert [g.path for g in groups] == ["state", "account"] and answers
+    with runtime.engine.connect() as conn:
+        names = {row[0]: row[1] for row in conn.execute(sa.text("SELECT sys_id, name FROM customer_account"))}
+    assert all(shown == names[value] for a in answers for value, shown in a.values[1:] if value is not None)

@@ -128,7 +128,7 @@ def run_report(service, report: ReportDef, days: str) -> ReportResult:
         series.setdefault(*stacked)
         terms = [_group_term(report.group_by, value)] + ([_group_term(report.stack_by, stacked[0])] if stack else [])
         number = answer.measures[measure.key]
-        result.cells[(value, stacked[0])] = _cell(result, number, _and(where, *terms))
+        result.cells[(value, stacked[0])] = _cell(result, number, _share_of(report, _and(where, *terms)))
     order = _choice_order(found[0].field) if found else {}
     totals: dict[str, float] = {}  # a category's number, its stack's summed
     for (value, _), cell in result.cells.items():
@@ -166,32 +166,17 @@ def _in_seconds(tables, report: ReportDef) -> bool:
 
 
 def _share_of(report: ReportDef, where):
-    """The records a score's number opens: for a percent, those counted as the share."""
+    """The records a number opens: for a percent, those counted as the share."""
     return _and(where, report.share) if report.function == "percent" else where
 
 
 def _single(service, report: ReportDef, where) -> float | None:
-    if report.function == "percent":
-        return _percent(service, report, where)
     measure = _measure(report)
     if report.function == "median":
         return median(service.storage, service.conn, report.table, where, measure, service.readable)
     _, answers = aggregate(service.storage, service.conn, report.table, AggregateQuery(where, (), (measure,)),
                            service.readable)
     return answers[0].measures[measure.key] if answers else None
-
-
-def _percent(service, report: ReportDef, where) -> float | None:
-    """The share of the records `where` selects that also meet the report's `share` condition, in
-    percent, in one statement through the user's read access (None: no records)."""
-    sel = Selection(service.storage, report.table, readable=service.readable)
-    condition = sel.condition(where)
-    share = sel.condition(report.share)
-    stmt = sa.select(sa.func.count(), sa.func.sum(sa.case((share, 1), else_=0))).select_from(sel.from_clause)
-    if condition is not None:
-        stmt = stmt.where(condition)
-    records, shared = service.conn.execute(stmt).one()
-    return 100.0 * (shared or 0) / records if records else None
 
 
 def _trend(service, report: ReportDef, result: ReportResult, where, days: str) -> ReportResult:
@@ -218,7 +203,7 @@ def _trend(service, report: ReportDef, result: ReportResult, where, days: str) -
         number = found.get(start)
         result.cells[(start, "")] = _cell(result, number if number is not None else
                                           (0 if report.function in ("count", "sum") else None),
-                                          _and(report.condition, *span))
+                                          _share_of(report, _and(report.condition, *span)))
     return result
 
 
@@ -255,7 +240,9 @@ def _period_label(start: str, per: str) -> str:
 
 
 def _measure(report: ReportDef) -> Measure:
-    return Measure(report.function, report.measured, f"report {report.name}", report.span)
+    """A report's number as an aggregate (a percent: the share of each group's records, in percent)."""
+    return Measure(report.function, report.measured, f"report {report.name}", report.span,
+                   report.share if report.function == "percent" else None)
 
 
 def measure_label(tables, report: ReportDef) -> str:

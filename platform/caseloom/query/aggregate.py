@@ -23,7 +23,7 @@ from ..access import AccessDenied
 from ..definitions.model import FieldDef
 from ..storage import Storage
 from .compile import Readable, Selection
-from .nodes import Node, QueryError
+from .nodes import Node, QueryError, Term
 
 FUNCTIONS = ("count", "avg", "sum", "min", "max")
 NUMERIC_TYPES = ("integer", "decimal", "duration")
@@ -47,9 +47,12 @@ class Measure:
     path: str | None
     source: str  # where it was asked for (a parameter), for errors
     span: tuple[str, str] | None = None
+    share: Node | None = None  # a percent's: the condition of the records counted as the share (reports only)
 
     @property
     def key(self) -> tuple[str, str | None]:
+        if self.share is not None:
+            return self.function, repr(self.share)
         return self.function, self.path if self.span is None else "->".join(self.span)
 
 
@@ -137,7 +140,7 @@ class AggregateQuery:
 class Group:
     path: str
     field: FieldDef
-    display: bool  # whether the SELECT carries the referenced record's display value after the value
+    display: bool  # whether the answers carry the referenced record's display value after the value
 
 
 @dataclass
@@ -151,20 +154,42 @@ class Answer:
 def aggregate(storage: Storage, conn: sa.Connection, table: str, query: AggregateQuery,
               readable: Readable | None = None) -> tuple[list[Group], list[Answer]]:
     """Run the aggregate in one statement: the groups' fields and one Answer per group (one for the
-    whole selection when ungrouped), in the asked order (else by the grouped values)."""
+    whole selection when ungrouped), in the asked order (else by the grouped values). A grouped
+    reference's display values are read afterwards, once per group (`displays`), not joined to
+    every record counted."""
     stmt, groups, measures = compile_aggregate(storage, table, query, readable)
-    width = sum(2 if g.display else 1 for g in groups)
-    answers = []
-    for row in conn.execute(stmt):
-        values, i = [], 0
-        for group in groups:
-            values.append((row[i], row[i + 1] if group.display else None))
-            i += 2 if group.display else 1
-        answers.append(Answer(values, {key: row[width + j] for j, key in enumerate(measures)}))
+    width = len(groups)
+    answers = [Answer([(row[i], None) for i in range(width)], {key: row[width + j] for j, key in enumerate(measures)})
+               for row in conn.execute(stmt)]
     if groups and len(answers) > MAX_GROUPS:
         raise AggregateError(f"{query.group_source}: more than {MAX_GROUPS:,} groups; narrow the query or group "
                              "by fewer fields")
+    for i, group in enumerate(groups):
+        if group.display:
+            shown = displays(storage, conn, group.field, {a.values[i][0] for a in answers}, readable)
+            for answer in answers:
+                answer.values[i] = (answer.values[i][0], shown.get(answer.values[i][0]))
     return groups, answers
+
+
+DISPLAY_CHUNK = 500  # referenced records' display values read per statement
+
+
+def displays(storage: Storage, conn: sa.Connection, field: FieldDef, ids: set, readable: Readable | None = None
+             ) -> dict[Any, Any]:
+    """sys_id -> display value of the records a reference field's values name, through the user's read
+    access as a dot-walk reads them (a record they may not read is left out; a field read under a
+    condition is empty where the record does not match it)."""
+    target = storage.defs.tables[field.reference]
+    sel = Selection(storage, target.name, readable=readable)
+    shown, _ = sel.column(target.display)
+    key, _ = sel.column("sys_id")
+    ids = sorted(i for i in ids if i is not None)
+    out: dict[Any, Any] = {}
+    for start in range(0, len(ids), DISPLAY_CHUNK):
+        condition = sel.condition(Term("sys_id", "in", ids[start:start + DISPLAY_CHUNK]))
+        out.update((row[0], row[1]) for row in conn.execute(sa.select(key, shown).select_from(sel.from_clause).where(condition)))
+    return out
 
 
 def compile_aggregate(storage: Storage, table: str, query: AggregateQuery, readable: Readable | None = None
@@ -181,12 +206,9 @@ def compile_aggregate(storage: Storage, table: str, query: AggregateQuery, reada
         column, field = _column(sel, path, query.group_source)
         if not (field.ftype.queryable and field.ftype.sortable):
             raise AggregateError(f"{query.group_source}: {path}: {field.type} fields cannot be grouped by")
-        display = _display_column(sel, path, field)
         columns.append(column)
         grouped[path] = column
-        if display is not None:
-            columns.append(display)
-        groups.append(Group(path, field, display is not None))
+        groups.append(Group(path, field, _has_display(sel, field)))
     measured: dict[tuple[str, str | None], sa.ColumnElement] = {}
     everything = [*query.measures, *(h.measure for h in query.having), *(o.measure for o in query.order if o.measure)]
     if len(everything) > MAX_MEASURES:
@@ -231,17 +253,18 @@ def _column(sel: Selection, path: str, source: str) -> tuple[sa.ColumnElement, F
         raise AggregateError(f"{source}: {exc}") from None
 
 
-def _display_column(sel: Selection, path: str, field: FieldDef) -> sa.ColumnElement | None:
-    """A reference's display value, joined in the same statement; None when it has none or the user
-    may not read it (the value then stands for itself, as in the Table API)."""
+def _has_display(sel: Selection, field: FieldDef) -> bool:
+    """Whether a grouped reference's values are shown by the referenced records' display values: not
+    when its table has none or the user may not read it (the value then stands for itself, as in
+    the Table API)."""
     target = sel.defs.tables.get(field.reference) if field.type == "reference" else None
     if target is None or not target.display:
-        return None
+        return False
     try:
-        column, shown = sel.column(f"{path}.{target.display}")
+        _, shown = Selection(sel.storage, target.name, readable=sel.readable).column(target.display)
     except (AccessDenied, QueryError):
-        return None
-    return None if shown.ftype.hidden else column
+        return False
+    return not shown.ftype.hidden
 
 
 def numeric(field: FieldDef) -> bool:
@@ -252,6 +275,9 @@ def numeric(field: FieldDef) -> bool:
 
 def measure_sql(sel: Selection, measure: Measure) -> sa.ColumnElement:
     """The SQL of one aggregate over `sel`'s rows (its errors name `measure.source`)."""
+    if measure.function == "percent" and measure.share is not None:  # a report's share, in percent
+        shared = sa.func.sum(sa.case((sel.condition(measure.share), 1), else_=0))
+        return sa.cast(shared, sa.Float) * 100.0 / sa.func.nullif(sa.func.count(), 0)
     if measure.function not in FUNCTIONS:
         raise AggregateError(f"{measure.source}: unknown aggregate {measure.function!r} "
                              f"(one of {', '.join(FUNCTIONS)})")
@@ -334,5 +360,6 @@ def number_text(value: Any) -> str:
 
 
 __all__ = ["AggregateError", "AggregateQuery", "Answer", "COMPARISONS", "FUNCTIONS", "Group", "Having", "MAX_GROUPS",
-           "Measure", "Order", "PERIODS", "Period", "Seconds", "aggregate", "compile_aggregate", "measure_sql", "median",
+           "Measure", "Order", "PERIODS", "Period", "Seconds", "aggregate", "compile_aggregate", "displays", "measure_sql",
+           "median",
            "number_text", "numeric"]

@@ -66,6 +66,13 @@ def chart(result: ReportResult) -> Chart | None:
     return None
 
 
+def _top(result: ReportResult) -> float:
+    """The axis's top: 100 for percents, else the biggest number's (`_nice_max`)."""
+    if result.report.function == "percent":
+        return 100
+    return _nice_max(max((c.value for c in result.cells.values()), default=0))
+
+
 def _nice_max(value: float) -> float:
     """The axis's top: 1, 2 or 5 times a power of ten at or above `value`."""
     if value <= 0:
@@ -93,6 +100,8 @@ def _tick(value: float, result: ReportResult) -> str:
     if result.duration:
         hours = value / 3600
         return f"{hours:g} h" if hours >= 1 or value == 0 else f"{value / 60:g} min"
+    if result.report.function == "percent":
+        return f"{value:g} %"
     return f"{value:,.0f}" if value == int(value) else f"{value:,.1f}"
 
 
@@ -102,7 +111,7 @@ def _columns(result: ReportResult) -> Chart:
     stacked = bool(result.report.stack_by)
     totals = {c: sum((result.cell(c, s).value if result.cell(c, s) else 0) for s, _ in series)
               for c, _ in result.categories}
-    top = _nice_max(max(totals.values(), default=0))
+    top = 100 if result.report.function == "percent" else _nice_max(max(totals.values(), default=0))
     n = max(len(result.categories), 1)
     width = max(WIDTH, LEFT + RIGHT + n * 28)
     chart = Chart(width, HEIGHT)
@@ -136,7 +145,7 @@ def _rows(result: ReportResult) -> Chart:
     row, label_width = 26, 150
     height = TOP + max(len(result.categories), 1) * row + 8
     chart = Chart(WIDTH, height)
-    top = _nice_max(max((c.value for c in result.cells.values()), default=0))
+    top = _top(result)
     span = WIDTH - label_width - RIGHT - 56
     chart.lines.append({"x1": label_width, "y1": TOP - 4, "x2": label_width, "y2": height - 4, "css": "axis"})
     for i, (value, label) in enumerate(result.categories):
@@ -200,7 +209,7 @@ def _trend(result: ReportResult, area: bool) -> Chart:
     n = max(len(result.categories), 1)
     chart = Chart(WIDTH, HEIGHT)
     bottom, plot = HEIGHT - BOTTOM, HEIGHT - BOTTOM - TOP
-    top = _nice_max(max((c.value for c in result.cells.values()), default=0))
+    top = _top(result)
     _axis(chart, TOP, bottom, LEFT, WIDTH - RIGHT, top, result)
     step = (WIDTH - LEFT - RIGHT) / max(n - 1, 1)
     points = []
