@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from caseloom.definitions import DefinitionErrors, load_folder
 from caseloom.jobs import email as delivery
 from caseloom.jobs.registry import execute_job
+from caseloom.fieldtypes import duration_words
 from caseloom.query.aggregate import number_text
 from caseloom.runtime import Runtime
 from conftest import basic, ui_sign_in
@@ -397,6 +398,10 @@ reports:
                      aggregate: {function: percent, where: finishedISNOTEMPTY, label: finished}, limit: 2}
   finished_per_week: {title: Finished per week, table: x_job, type: line, trend: {field: started, per: week},
                       aggregate: {function: percent, where: finishedISNOTEMPTY, label: finished}}
+  median_hours_by_team: {title: Median hours by team, table: x_job, type: bar, group_by: team, date_field: started,
+                         aggregate: {function: median, field: hours}}
+  median_finish_per_week: {title: Median finish per week, table: x_job, type: area, trend: {field: started, per: week},
+                           aggregate: {function: median, from: started, to: finished}}
   median_finish: {title: Median finish, table: x_job, type: score, date_field: started,
                   aggregate: {function: median, from: started, to: finished}}
   median_hours: {title: Median hours, table: x_job, type: score, date_field: started,
@@ -603,6 +608,38 @@ def test_a_percent_trend_gives_each_period_s_share_and_a_dash_where_none(jobs):
             assert words == "–", week
 
 
+@pytest.mark.parametrize("user, expected", [
+    ("boss", {"Red": 4, "Blue": 5, "Green": 3, "(empty)": 5}),  # 1, 4, 6; 2, 8 (the mean of the two); 3; 5
+    ("tech", {"Red": 4}),
+])
+def test_a_median_chart_is_each_group_s_middle_value_and_opens_the_group(jobs, user, expected):
+    api = jobs.api(user)
+    result = report_json(api, "median_hours_by_team", "all")
+    assert result["measure"] == "Median of Hours"
+    assert _by_label(result) == expected
+    for group in result["groups"]:
+        hours = sorted(float(r["hours"]) for r in api.get(
+            f"/api/now/table/x_job?sysparm_query={quote(group['query'])}&sysparm_fields=hours").json["result"])
+        assert statistics.median(hours) == float(group["value"]), group
+
+
+def test_a_median_trend_gives_each_period_s_middle_duration_and_a_dash_where_none(jobs):
+    result = report_json(jobs.api("boss"), "median_finish_per_week", "90")
+    shown = {g["group"]["value"]: g["display_value"] for g in result["groups"]}
+    spans: dict[str, list[float]] = {}
+    for *_, days, finish in JOBS:
+        if days <= 90 and finish is not None:
+            monday = (NOW - dt.timedelta(days=days)).date()
+            spans.setdefault((monday - dt.timedelta(days=monday.weekday())).isoformat(), []).append(finish * 3600)
+    assert spans and set(spans) <= set(shown)
+    for week, words in shown.items():
+        if week in spans:
+            middle = statistics.median(spans[week])
+            assert words == duration_words(int(middle)), week
+        else:
+            assert words == "–", week
+
+
 def test_a_percent_score_changes_by_points(jobs):
     jobs.sign_in("boss")
     page = jobs.client.get("/report/finished_share?range=30").get_data(as_text=True)
@@ -667,13 +704,14 @@ BAD = {
                         "      also: {function: max, field: hours}}\n", "r.yaml:3:", "a bar report takes no `also`"),
     "a percent on a pie": ("reports:\n  r: {title: R, table: x_job, type: pie, group_by: kind,\n"
                            "      aggregate: {function: percent, where: hours>2}}\n", "r.yaml:3:",
-                           "a percent is a share of each group's records, and a pie's parts add up to a whole"),
+                           "a percent is one number of each group's records, and a pie's parts add up to a whole"),
     "a percent on a stacked bar": ("reports:\n  r: {title: R, table: x_job, type: stacked_bar, group_by: kind,\n"
                                    "      stack_by: team, aggregate: {function: percent, where: hours>2}}\n",
                                    "r.yaml:3:", "a stacked_bar report takes count, sum, avg, min or max"),
-    "a median on a chart": ("reports:\n  r: {title: R, table: x_job, type: bar, group_by: kind,\n"
+    "a median on a donut": ("reports:\n  r: {title: R, table: x_job, type: donut, group_by: kind,\n"
                             "      aggregate: {function: median, field: hours}}\n", "r.yaml:3:",
-                            "a median is a single score: a bar report takes count, sum, avg, min or max, or percent"),
+                            "a donut report takes count, sum, avg, min or max (a median goes in a score, bar, "
+                            "horizontal_bar, line, area)"),
     "a percent without where": ("reports:\n  r: {title: R, table: x_job, type: score,\n"
                                 "      aggregate: {function: percent}}\n", "r.yaml:3:", "percent needs `where`"),
     "a percent of a field": ("reports:\n  r: {title: R, table: x_job, type: score,\n"

@@ -17,7 +17,8 @@ from .definitions.model import FieldDef, ReportDef
 from .definitions.tables import resolve_path
 from .fieldtypes import duration_words
 from .query import Query, Term, parse_encoded, to_encoded
-from .query.aggregate import AggregateQuery, Measure, Period, aggregate, measure_sql, median, number_text
+from .query.aggregate import (AggregateQuery, Measure, Period, aggregate, measure_sql, median, medians_by,
+                              number_text)
 from .query.compile import Selection
 from .query.conditions import All
 from .query.dynamic import now
@@ -116,6 +117,11 @@ def run_report(service, report: ReportDef, days: str) -> ReportResult:
         return _trend(service, report, result, where, days)
     groups = tuple(p for p in (report.group_by, report.stack_by) if p)
     measure = _measure(report)
+    middles = None
+    if report.function == "median":  # the groups and their labels counted, then each group's median
+        middles = medians_by(service.storage, service.conn, report.table, where, measure, report.group_by,
+                             readable=service.readable)
+        measure = Measure("count", None, measure.source)
     query = AggregateQuery(where, groups, (measure,), group_source=f"report {report.name}")
     found, answers = aggregate(service.storage, service.conn, report.table, query, service.readable)
     categories: dict[str, str] = {}
@@ -127,7 +133,7 @@ def run_report(service, report: ReportDef, days: str) -> ReportResult:
         categories.setdefault(value, label)
         series.setdefault(*stacked)
         terms = [_group_term(report.group_by, value)] + ([_group_term(report.stack_by, stacked[0])] if stack else [])
-        number = answer.measures[measure.key]
+        number = answer.measures[measure.key] if middles is None else middles.get(answer.values[0][0])
         result.cells[(value, stacked[0])] = _cell(result, number, _share_of(report, _and(where, *terms)))
     order = _choice_order(found[0].field) if found else {}
     totals: dict[str, float] = {}  # a category's number, its stack's summed
@@ -181,16 +187,20 @@ def _single(service, report: ReportDef, where) -> float | None:
 
 def _trend(service, report: ReportDef, result: ReportResult, where, days: str) -> ReportResult:
     """Per day, week or month of the trend field, every period of the range shown (an empty one as 0)."""
-    sel = Selection(service.storage, report.table, readable=service.readable)
-    column, _ = sel.column(report.trend)
-    bucket = Period(column, report.per)
-    measured = measure_sql(sel, _measure(report))
-    condition = sel.condition(where)
-    stmt = sa.select(bucket, measured).select_from(sel.from_clause)
-    if condition is not None:
-        stmt = stmt.where(condition)
-    stmt = stmt.where(column.is_not(None)).group_by(bucket).order_by(bucket)
-    found = {str(day): number for day, number in service.conn.execute(stmt)}
+    if report.function == "median":
+        found = medians_by(service.storage, service.conn, report.table, where, _measure(report), report.trend,
+                           report.per, service.readable)
+    else:
+        sel = Selection(service.storage, report.table, readable=service.readable)
+        column, _ = sel.column(report.trend)
+        bucket = Period(column, report.per)
+        measured = measure_sql(sel, _measure(report))
+        condition = sel.condition(where)
+        stmt = sa.select(bucket, measured).select_from(sel.from_clause)
+        if condition is not None:
+            stmt = stmt.where(condition)
+        stmt = stmt.where(column.is_not(None)).group_by(bucket).order_by(bucket)
+        found = {str(day): number for day, number in service.conn.execute(stmt)}
     first = _period_start(now() - dt.timedelta(days=first_day_ago(days)), report.per) if days != "all" else None
     if first is None and found:
         first = dt.date.fromisoformat(min(found))

@@ -10,7 +10,7 @@ from .yamlsource import SourceDocument
 
 CHARTS = ("bar", "horizontal_bar", "stacked_bar", "pie", "donut")
 TRENDS = ("line", "area")
-PERCENT_CHARTS = ("bar", "horizontal_bar", "line", "area")  # charts whose every number stands alone
+STANDALONE_CHARTS = ("bar", "horizontal_bar", "line", "area")  # charts whose every number stands alone
 NUMERIC = ("integer", "decimal", "duration")
 DATES = ("date", "datetime")
 
@@ -104,13 +104,10 @@ def _aggregate(check: _Checker, table: TableDef, spec: dict | None, kind: str, w
         check.error(where, "a list report takes no `aggregate` (it lists records)")
         return Aggregate()
     function, path = spec["function"], spec.get("field")
-    if function == "median" and kind != "score":
-        check.error(where + ("function",), f"a median is a single score: a {kind} report takes count, sum, avg, "
-                                           "min or max" + (", or percent" if kind in PERCENT_CHARTS else ""))
-    if function == "percent" and kind not in ("score", *PERCENT_CHARTS):
-        check.error(where + ("function",), f"a percent is a share of each group's records, and a {kind}'s parts add "
-                                           f"up to a whole: a {kind} report takes count, sum, avg, min or max (a "
-                                           f"percent goes in a score, {', '.join(PERCENT_CHARTS)})")
+    if function in ("median", "percent") and kind not in ("score", *STANDALONE_CHARTS):
+        check.error(where + ("function",), f"a {function} is one number of each group's records, and a {kind}'s parts "
+                                           f"add up to a whole: a {kind} report takes count, sum, avg, min or max (a "
+                                           f"{function} goes in a score, {', '.join(STANDALONE_CHARTS)})")
     if function == "percent":
         if path is not None or "from" in spec or "to" in spec:
             check.error(where, "percent is the share of the records that also meet `where`: it takes no `field`, "

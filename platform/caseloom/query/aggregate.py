@@ -311,6 +311,42 @@ def _seconds(sel: Selection, measure: Measure) -> Seconds:
     return Seconds(*ends)
 
 
+def medians_by(storage: Storage, conn: sa.Connection, table: str, where: Node | None, measure: Measure,
+               group: str, per: str | None = None, readable: Readable | None = None) -> dict[Any, float]:
+    """The median of `measure` (as `median`) per value of the field `group`, or per day, week or month
+    of it (`per`, a trend's periods, keyed by their first day as text), in one statement through the
+    user's read access: each record ranked in its group by the measured value, then the one or two
+    middle ones of each group averaged. Groups whose values are all empty are left out."""
+    sel = Selection(storage, table, readable=readable)
+    value = _median_value(sel, measure)
+    key, _ = _column(sel, group, measure.source)
+    if per is not None:
+        key = Period(key, per)
+    try:
+        condition = sel.condition(where)
+    except (QueryError, AccessDenied) as exc:
+        raise type(exc)(f"{measure.source}: {exc}") from None
+    present = sa.and_(value.is_not(None), key.is_not(None) if per is not None else sa.true(),
+                      *((condition,) if condition is not None else ()))
+    ranked = (sa.select(key.label("k"), sa.cast(value, sa.Float).label("v"),
+                        sa.func.row_number().over(partition_by=key, order_by=value).label("rn"),
+                        sa.func.count().over(partition_by=key).label("n"))
+              .select_from(sel.from_clause).where(present).subquery())
+    middle = (ranked.c.rn * 2).between(ranked.c.n, ranked.c.n + 2)  # the middle one, or the middle two
+    stmt = sa.select(ranked.c.k, sa.func.avg(ranked.c.v)).where(middle).group_by(ranked.c.k)
+    return {(str(k) if per is not None else k): float(v) for k, v in conn.execute(stmt)}
+
+
+def _median_value(sel: Selection, measure: Measure) -> sa.ColumnElement:
+    """What a median is taken of: a duration between two date-time fields, or a numeric field."""
+    if measure.span is not None:
+        return _seconds(sel, measure)
+    value, field = _column(sel, measure.path or "", measure.source)
+    if not numeric(field):
+        raise AggregateError(f"{measure.source}: {measure.path} is a {field.type} field; a median takes numbers")
+    return value
+
+
 def median(storage: Storage, conn: sa.Connection, table: str, where: Node | None, measure: Measure,
            readable: Readable | None = None) -> float | None:
     """The median of a field (a number, a duration) or of a duration between two date-time fields
@@ -319,12 +355,7 @@ def median(storage: Storage, conn: sa.Connection, table: str, where: Node | None
     percentile function, so on both databases it is the count, then the one or two middle values
     read in order (by an index where there is one)."""
     sel = Selection(storage, table, readable=readable)
-    if measure.span is not None:
-        value: sa.ColumnElement = _seconds(sel, measure)
-    else:
-        value, field = _column(sel, measure.path or "", measure.source)
-        if not numeric(field):
-            raise AggregateError(f"{measure.source}: {measure.path} is a {field.type} field; a median takes numbers")
+    value = _median_value(sel, measure)
     try:
         condition = sel.condition(where)
     except (QueryError, AccessDenied) as exc:
@@ -361,5 +392,5 @@ def number_text(value: Any) -> str:
 
 __all__ = ["AggregateError", "AggregateQuery", "Answer", "COMPARISONS", "FUNCTIONS", "Group", "Having", "MAX_GROUPS",
            "Measure", "Order", "PERIODS", "Period", "Seconds", "aggregate", "compile_aggregate", "displays", "measure_sql",
-           "median",
+           "median", "medians_by",
            "number_text", "numeric"]
