@@ -18,9 +18,9 @@ import pytest
 import sqlalchemy as sa
 
 from caseloom.definitions import DefinitionErrors, load_folder
+from caseloom.fieldtypes import duration_words
 from caseloom.jobs import email as delivery
 from caseloom.jobs.registry import execute_job
-from caseloom.fieldtypes import duration_words
 from caseloom.query.aggregate import number_text
 from caseloom.runtime import Runtime
 from conftest import basic, ui_sign_in

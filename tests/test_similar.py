@@ -359,6 +359,24 @@ def test_the_suggestion_counts_since_the_start_of_yesterday_and_follows_its_prop
     assert SUGGESTION.search(form(client, case)) is None
 
 
+def test_a_case_whose_text_is_edited_into_a_cluster_raises_the_suggestion(client, runtime):
+    """A case opened with other words, edited later to describe the outage (a form or the API), raises the
+    suggestion as a new case would; an edit of other fields does not search again."""
+    cluster(client, 10, 3)
+    assert holders(client) == []  # the tenth saw nine
+    case = create(client, "Printer jammed on the third floor", account=accounts(client, 1)[0])
+    assert holders(client) == []
+    with runtime.transaction() as service:
+        service.update(CASE, case, {"priority": 2})
+        assert service.follow_ups == []  # no word changed
+    r = client.patch(f"{CASES}/{case}", json={"short_description": TEXT}, headers=basic("agent"))
+    assert r.status_code == 200, r.json
+    worker(client.application)
+    [holder] = holders(client)
+    assert holder["sys_id"] == case
+    assert SUGGESTION.fullmatch(holder["similar_suggestion"]).groups() == ("10", "3")
+
+
 def test_a_bulk_insert_raises_no_suggestion(client, runtime):
     """Rows written in bulk (an import, demo data, the child cases of a major case) are not each searched."""
     cluster(client, 10, 3)

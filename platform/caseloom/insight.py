@@ -17,8 +17,7 @@ from .definitions.model import FieldDef, ReportDef
 from .definitions.tables import resolve_path
 from .fieldtypes import duration_words
 from .query import Query, Term, parse_encoded, to_encoded
-from .query.aggregate import (AggregateQuery, Measure, Period, aggregate, measure_sql, median, medians_by,
-                              number_text)
+from .query.aggregate import AggregateQuery, Measure, Period, aggregate, measure_sql, median, medians_by, number_text
 from .query.compile import Selection
 from .query.conditions import All
 from .query.dynamic import now

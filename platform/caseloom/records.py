@@ -792,6 +792,10 @@ class RecordService:
                 raise Conflict(f"this {tdef.label.lower()} was changed by {current['sys_updated_by']} at "
                                f"{current['sys_updated_on']:%Y-%m-%d %H:%M:%S} UTC after you opened it")
             changes = self._update_batch(tdef, [(current, values)])
+            record_tdef = self.defs.tables.get(current.get("sys_class_name") or "", tdef)
+            if record_tdef.keeps_suggestions and set(record_tdef.text_index) & set(changes[0].fields):
+                # its words changed: it may raise a similar list's suggestion now (caseloom.similar, after commit)
+                self.follow_ups.append(("similar_suggest", (record_tdef.name, sys_id)))
             return current | {k: new for k, (_, new) in changes[0].fields.items()}
 
     def update_many(self, table: str, updates: Iterable[tuple[str, dict]], batch: int = BATCH,

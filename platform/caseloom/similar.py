@@ -403,9 +403,10 @@ def suggestion(storage: Storage, conn: sa.Connection, sdef: SimilarDef, values: 
 
 
 def suggest_after_insert(runtime, table: str, sys_id: str) -> None:
-    """Once a record made one at a time is committed (a queued task): each similar list's suggestion it
-    raises is kept in the list's `field`, on the similar record already holding one (its counts brought
-    up to date) or else on this one. As the system: the counts are of every record."""
+    """Once a record made one at a time, or one whose indexed text was changed by a single update, is
+    committed (a queued task): each similar list's suggestion it raises is kept in the list's `field`,
+    on the similar record already holding one (its counts brought up to date) or else on this one. As
+    the system: the counts are of every record."""
     from .automation.conditions import unit_properties
     from .query.evaluate import evaluate
     from .setwrite import update_where
