@@ -188,14 +188,16 @@ def displays(storage: Storage, conn: sa.Connection, field: FieldDef, ids: set, r
     out: dict[Any, Any] = {}
     for start in range(0, len(ids), DISPLAY_CHUNK):
         condition = sel.condition(Term("sys_id", "in", ids[start:start + DISPLAY_CHUNK]))
-        out.update((row[0], row[1]) for row in conn.execute(sa.select(key, shown).select_from(sel.from_clause).where(condition)))
+        stmt = sa.select(key, shown).select_from(sel.from_clause).where(condition)
+        out.update((row[0], row[1]) for row in conn.execute(stmt))
     return out
 
 
 def compile_aggregate(storage: Storage, table: str, query: AggregateQuery, readable: Readable | None = None
                       ) -> tuple[sa.Select, list[Group], list[tuple[str, str | None]]]:
-    """The SELECT: the grouped columns (each reference followed by its display value), then one column
-    per distinct measure of `query.measures`, in their order; HAVING and ORDER BY as asked."""
+    """The SELECT: the grouped columns (their stored values: a reference's display values are read
+    after it, `displays`), then one column per distinct measure of `query.measures`, in their order;
+    HAVING and ORDER BY as asked."""
     if len(query.group_by) > MAX_GROUP_FIELDS:
         raise AggregateError(f"{query.group_source}: at most {MAX_GROUP_FIELDS} fields")
     sel = Selection(storage, table, readable=readable)
