@@ -334,11 +334,20 @@ def _flow_fits(check: _Checker, tables: dict, table: TableDef, spec: dict, where
         known = ", ".join(sorted(n for n, f in flows.items() if f is not None)) or "none are declared"
         check.error(where + ("flow",), f"unknown SLA flow {name!r} (known: {known})")
         return False
-    if flow.table not in (table.name, *_ancestors(tables, table.name)):
-        check.error(where + ("flow",), f"SLA flow {name!r} runs its effects on {flow.table!r} records; this SLA "
-                                       f"attaches to {table.name!r} records, which are not {flow.table!r} records")
+    problem = flow_problem(flow, table.name, (table.name, *_ancestors(tables, table.name)))
+    if problem:
+        check.error(where + ("flow",), problem)
         return False
     return True
+
+
+def flow_problem(flow: SlaFlow, table: str, lineage: tuple[str, ...]) -> str | None:
+    """What is wrong with an SLA of `table` (whose lineage is `table` and the tables it extends) using
+    `flow`: its effects are for records of a table `table` is not; None when it may."""
+    if flow.table in lineage:
+        return None
+    return (f"SLA flow {flow.name!r} runs its effects on {flow.table!r} records; this SLA attaches to {table!r} "
+            f"records, which are not {flow.table!r} records (choose a flow of {table!r} or of a table it extends)")
 
 
 def _schedule_known(check: _Checker, name: Any, schedules: dict, where: tuple) -> bool:

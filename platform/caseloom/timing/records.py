@@ -89,11 +89,12 @@ def _check_flow(defs, table, record: dict, current: dict | None) -> None:
         if default is not None:
             record["flow"] = default.name
         return
+    from ..definitions.timing import flow_problem
+
     flow = defs.sla_flows.get(name)
-    if flow is not None and defs.flow_covers(name, table.name) is None:
-        raise RecordError("flow", f"SLA flow {name!r} runs its effects on {flow.table!r} records; this SLA attaches "
-                                  f"to {table.name!r} records, which are not {flow.table!r} records (choose a flow of "
-                                  f"{table.name!r} or of a table it extends)")
+    problem = flow_problem(flow, table.name, (table.name, *defs.ancestors(table.name))) if flow is not None else None
+    if problem:
+        raise RecordError("flow", problem)
 
 
 @deletion_guard(SLA)

@@ -138,7 +138,7 @@ def _sla(defs: Definitions, row: dict, schedules: dict[str, Schedule]) -> Sla | 
         schedule = dataclasses.replace(schedule, time_zone=row["timezone"])
     declared = defs.slas.get(row["name"]) if row["source"] else None
     flow = defs.flow_covers(row.get("flow"), tdef.name)
-    own = declared.escalations if declared is not None and not declared.flow else ()
+    own = declared.escalations if declared is not None else ()  # none beside a flow (the loader refuses both)
     escalations = {e.at: e for e in (flow.escalations if flow is not None else own)}
     clock = Clock(int(row["duration"] or 0), schedule, tuple(sorted({*escalations, 100})))
     conditions = {name: condition(defs, tdef, row.get(f"{name}_condition"))

@@ -66,11 +66,12 @@ def chart(result: ReportResult) -> Chart | None:
     return None
 
 
-def _top(result: ReportResult) -> float:
-    """The axis's top: 100 for percents, else the biggest number's (`_nice_max`)."""
+def _top(result: ReportResult, values=None) -> float:
+    """The axis's top: 100 for percents, else the biggest of `values` (default: the cells') made nice
+    (`_nice_max`)."""
     if result.report.function == "percent":
         return 100
-    return _nice_max(max((c.value for c in result.cells.values()), default=0))
+    return _nice_max(max(values if values is not None else (c.value for c in result.cells.values()), default=0))
 
 
 def _nice_max(value: float) -> float:
@@ -111,7 +112,7 @@ def _columns(result: ReportResult) -> Chart:
     stacked = bool(result.report.stack_by)
     totals = {c: sum((result.cell(c, s).value if result.cell(c, s) else 0) for s, _ in series)
               for c, _ in result.categories}
-    top = 100 if result.report.function == "percent" else _nice_max(max(totals.values(), default=0))
+    top = _top(result, totals.values())
     n = max(len(result.categories), 1)
     width = max(WIDTH, LEFT + RIGHT + n * 28)
     chart = Chart(width, HEIGHT)
