@@ -257,6 +257,10 @@ def test_a_date_part_finds_the_records_whose_moment_has_it(as_user, query, holds
     import datetime as dt
 
     api = as_user("agent")
+    # cases of their own opened on a Monday and a Saturday: the demo's dates follow the day it was loaded
+    for opened in ("2026-11-30 09:15:00", "2026-11-28 00:30:00"):
+        made = api.post(CASES, json={"short_description": "Opened on a known day", "opened_at": opened})
+        assert made.status_code == 201, made.json
     every = api.get(f"{CASES}?sysparm_query=opened_atISNOTEMPTY&sysparm_fields=sys_id,opened_at&sysparm_limit=10000")
     found = api.get(f"{CASES}?sysparm_query={quote(query)}&sysparm_fields=sys_id&sysparm_limit=10000")
     assert found.status_code == 200, found.json
