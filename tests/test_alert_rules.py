@@ -62,7 +62,7 @@ def test_a_burst_on_a_shared_node_is_one_major_case_for_exactly_its_customers(cl
                          "&sysparm_exclude_reference_link=true")
     assert len(majors) == 1  # a storm is one alert, so one major case
     major = majors[0]
-    assert major["sys_id"] == alert["task"]
+    assert major["sys_id"] == alert["task"] and major["alert"] == alert["sys_id"]
     assert (major["major_case_state"], major["state"], major["priority"]) == ("accepted", "10", "1")
     assert major["accepted_on"] and "affects 50 accounts" in major["description"]
     members = get(client, "/api/now/table/sn_publications_recipientslist_account_m2m?sysparm_limit=100"
@@ -125,6 +125,35 @@ def test_the_threshold_at_its_edges(client, runtime, threshold, customers, major
         assert len(made) == customers and {m["account"] for m in made} == set(accounts)
         assert all(m["contact"] and m["major_case_state"] == "" for m in made)
     assert alert["task"] in {m["sys_id"] for m in made}
+    assert {m["alert"] for m in made} == {alert["sys_id"]}  # each refers back to the alert that opened it
+    # the Clear event resolves every case the alert opened, each with its own work note
+    send(client, [event(node, severity="0")])
+    made = get(client, f"{CASES}?sysparm_query=proactive=true^short_descriptionLIKE{node}"
+                       "&sysparm_exclude_reference_link=true&sysparm_fields=sys_id,state,resolution_code")
+    assert [(m["state"], m["resolution_code"]) for m in made] == [("6", "solved_permanently")] * len(made)
+    for case in made:
+        notes = get(client, f"/api/now/table/sys_journal_field?sysparm_query=element_id={case['sys_id']}"
+                            "^element=work_notes")
+        assert [n["value"] for n in notes if "cleared" in n["value"]] == [
+            f"Alert {alert['number']} cleared: the monitoring tool reports {node} healthy again."]
+
+
+def test_an_alert_form_lists_every_case_it_opened(client, runtime):
+    import sqlalchemy as sa
+
+    from conftest import ui_sign_in
+
+    with runtime.transaction() as service:
+        props = service.storage.physical("sys_properties")
+        service.conn.execute(sa.update(props).where(props.c.name == THRESHOLD).values(value="5"))
+    customers_on(runtime, "web-y", 3)
+    send(client, [event("web-y")])
+    alert = the_alert(client, "web-y")
+    made = get(client, f"{CASES}?sysparm_query=alert={alert['sys_id']}&sysparm_fields=number")
+    assert len(made) == 3
+    ui_sign_in(client, "admin")
+    form = client.get(f"/em_alert.do?sys_id={alert['sys_id']}").get_data(as_text=True)
+    assert "Cases it opened" in form and all(m["number"] in form for m in made)
 
 
 def test_an_alert_nobody_uses_makes_nothing_and_a_warning_below_the_condition_neither(client, runtime):
@@ -147,12 +176,12 @@ def test_an_alert_is_shown_on_the_case_it_opened(client, runtime):
 
 
 BAD = {
-    "link not a reference": ("link: task", "link: node", "alerts/proactive.yaml:12:",
+    "link not a reference": ("link: task", "link: node", "alerts/proactive.yaml:14:",
                              "'node' is not a reference field of 'em_alert'"),
-    "who not a reference": ("who: account", "who: product", "alerts/proactive.yaml:16:",
+    "who not a reference": ("who: account", "who: product", "alerts/proactive.yaml:18:",
                             "'product' is a string field: `who` is a reference"),
     "unknown threshold property": ("threshold_property: sn_customerservice.proactive_major_case_threshold",
-                                   "threshold_property: x.nope", "alerts/proactive.yaml:18:",
+                                   "threshold_property: x.nope", "alerts/proactive.yaml:20:",
                                    "unknown system property 'x.nope'"),
     "unknown action": ("action: create_child_cases", "action: nope", "alerts/proactive.yaml:",
                        "table 'sn_customerservice_case' has no action 'nope'"),
@@ -166,7 +195,35 @@ BAD = {
     "unknown template name": ("affects {{ count }} accounts.", "affects {{ user.name }} accounts.",
                               "alerts/proactive.yaml:", "user"),
     "bad condition": ("condition: severityIN1,2,3,4", "condition: colourIN1", "alerts/proactive.yaml:", "colour"),
+    "alert_field not a field": ("      alert_field: alert\n    cleared", "      alert_field: nope\n    cleared",
+                                "alerts/proactive.yaml:50:", "'nope' is not a reference field of "
+                                                             "'sn_customerservice_case' to 'em_alert'"),
+    "alert_field to another table": ("      alert_field: alert\n    cleared", "      alert_field: account\n    cleared",
+                                     "alerts/proactive.yaml:50:", "'account' is not a reference field of "
+                                                                  "'sn_customerservice_case' to 'em_alert'"),
+    "alert_field also a value": ("        state: 10\n      alert_field: alert\n    cleared",
+                                 "        state: 10\n        alert: x\n      alert_field: alert\n    cleared",
+                                 "alerts/proactive.yaml:50:", "'alert' is the `alert_field`: the alert sets it"),
 }
+
+
+@pytest.mark.parametrize("threshold, alert_field, warned", [
+    ("threshold: 3", "      alert_field: alert\n", False),
+    ("threshold: 3", "", True),  # several single records an alert makes, only the first linked
+    ("threshold: 2", "", False),  # below 2: one single record at most
+    ("threshold_property: p.threshold", "", True),  # an administrator may raise it
+])
+def test_validate_warns_of_single_records_that_do_not_refer_back(threshold, alert_field, warned):
+    from caseloom.definitions.loader import load_sources
+
+    files = {**SMALL, "properties/p.yaml": "properties:\n  p.threshold: {type: integer, default: 2}\n"}
+    files["alerts/x.yaml"] = files["alerts/x.yaml"].replace("threshold: 3", threshold).replace(
+        "      alert_field: alert\n", alert_field)
+    defs = load_sources(list(files.items()))
+    messages = [f"{w.location}: {w.message}" for w in defs.warnings]
+    assert messages == (["definitions/alerts/x.yaml:12:7: `single` has no `alert_field`: below the threshold, an alert "
+                         "with several affected makes a record for each, but only the first is linked to it and hears "
+                         "of its clearing"] if warned else [])
 
 
 @pytest.mark.parametrize("old, new, where, message", BAD.values(), ids=BAD.keys())
@@ -189,6 +246,7 @@ fields:
   site: {type: reference, to: x_site}
   sites_hit: {type: integer}
   urgency: {type: integer}
+  alert: {type: reference, to: em_alert}
   notes: {type: journal}
   state: {type: choice, choices: {open: Open, done: Done}, default: open}
 """,
@@ -223,6 +281,7 @@ alert_rules:
       table: x_outage
       values: {title: "{{ alert.node }} down at {{ affected.name }}", site: "{{ affected.sys_id }}",
                urgency: "{{ priority }}"}
+      alert_field: alert
     cleared:
       journal: {field: notes, text: "{{ alert.number }} cleared"}
       action: finish
@@ -236,18 +295,26 @@ def test_alert_rules_of_a_second_application(config, tmp_path):
     with small_app(config, tmp_path, SMALL, {"probe": ["x_probe"], "ops": ["x_ops"]}) as made:
         ops = made.api("ops")
         with made.runtime.transaction() as service:
-            sites = [service.insert("x_site", {"name": f"Site {i}"})["sys_id"] for i in range(4)]
+            sites = [service.insert("x_site", {"name": f"Site {i}"})["sys_id"] for i in range(6)]
             for i, site in enumerate(sites):
-                service.insert("x_router", {"host": "core-1" if i < 3 else "edge-9", "site": site})
+                service.insert("x_router", {"host": "core-1" if i < 3 else "edge-9" if i == 3 else "edge-7",
+                                            "site": site})
         probe = made.api("probe")
-        for host, severity in (("core-1", "2"), ("edge-9", "3")):
+        for host, severity in (("core-1", "2"), ("edge-9", "3"), ("edge-7", "3")):
             r = probe.post("/api/global/em/jsonv2", {"records": [{"source": "Nagios", "node": host,
                                                                    "severity": severity}]})
             assert r.status_code == 200, r.json
         outages = ops.get("/api/now/table/x_outage?sysparm_query=ORDERBYtitle&sysparm_exclude_reference_link=true"
                             ).json["result"]
         assert [(o["title"], o["sites_hit"], o["urgency"], o["site"]) for o in outages] == [
-            ("core-1 down", "3", "1", ""), ("edge-9 down at Site 3", "", "2", sites[3])]
+            ("core-1 down", "3", "1", ""), ("edge-7 down at Site 4", "", "2", sites[4]),
+            ("edge-7 down at Site 5", "", "2", sites[5]), ("edge-9 down at Site 3", "", "2", sites[3])]
+        # below the threshold, two sites on edge-7: an outage each, both referring back, both finished on clearing
+        assert outages[1]["alert"] == outages[2]["alert"] != "" and outages[0]["alert"] == ""
+        r = probe.post("/api/global/em/jsonv2", {"records": [{"source": "Nagios", "node": "edge-7", "severity": "0"}]})
+        assert r.status_code == 200
+        assert [ops.get(f"/api/now/table/x_outage/{o['sys_id']}").json["result"]["state"] for o in outages] == [
+            "open", "done", "done", "open"]
         r = probe.post("/api/global/em/jsonv2", {"records": [{"source": "Nagios", "node": "core-1", "severity": "0"}]})
         assert r.status_code == 200
         core = ops.get(f"/api/now/table/x_outage/{outages[0]['sys_id']}").json["result"]

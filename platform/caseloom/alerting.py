@@ -6,10 +6,11 @@ condition, one for the distinct `who` of the `affected` table's records on their
 rule whose condition an alert meets and whose nodes someone uses makes its record. With at least the
 threshold of them the rule creates its `major` record, with a member list of exactly them on its
 `list` field (members added by hand, so the list stays what the alert found) and then runs its
-action (CSM: create_child_cases, a job); with fewer, its `single` record for each. The record goes
-in the alert's `link` field, so a later event on the alert makes nothing more. An alert a batch closed
-gives its linked record the `cleared` journal entry and runs the `cleared` action (refused: a work
-note says why). All as the system (the sender of events holds none of the roles the actions need),
+action (CSM: create_child_cases, a job); with fewer, its `single` record for each. The (first) record
+goes in the alert's `link` field, so a later event on the alert makes nothing more; a make's
+`alert_field` refers each record back to the alert. An alert a batch closed gives every record it made
+(the linked one and those referring back to it) the `cleared` journal entry and runs the `cleared`
+action (refused: a work note says why). All as the system (the sender of events holds none of the roles the actions need),
 in the batch's transaction: nothing half made.
 """
 
@@ -50,7 +51,8 @@ def apply_alert_rules(service: RecordService, props: Properties, opened: list[st
     for alert in cleared:  # cleared first: what an alert made hears of its clearing
         for rule in rules:
             if alert.get(rule.link):
-                jobs += _cleared(system, rule, whole[alert["sys_id"]], alert[rule.link])
+                for table, made in _made_by(system, rule, alert["sys_id"], alert[rule.link]):
+                    jobs += _cleared(system, rule, whole[alert["sys_id"]], table, made)
     waiting = [a for a in alerts if a["state"] != CLOSED]
     for rule in rules:  # set-based: one query for the rule's condition, one for who uses the nodes
         pending = [a for a in waiting if not any(a.get(r.link) for r in rules)]
@@ -115,6 +117,23 @@ def affected(service: RecordService, rule: AlertRuleDef, nodes: list[str]) -> di
     return found
 
 
+def _made_by(service: RecordService, rule: AlertRuleDef, alert: str, linked: str) -> list[tuple[str, str]]:
+    """(table, sys_id) of every record the rule made for the alert: the one its link holds, then those whose
+    `alert_field` refers back to it, in the order they were made."""
+    link_table = service.defs.tables[ALERTS].field(rule.link).reference
+    found = [(link_table, linked)]
+    for make in (rule.major, rule.single):
+        if make is None or make.alert_field is None:
+            continue
+        selection = Selection(service.storage, make.table)
+        back, _ = selection.column(make.alert_field)
+        stmt = (sa.select(selection.base.c.sys_id).select_from(selection.from_clause).where(back == alert)
+                .order_by(selection.base.c.sys_created_on, selection.base.c.sys_id))
+        found += [(make.table, sys_id) for sys_id in service.conn.execute(stmt).scalars()
+                  if all(sys_id != known for _, known in found)]
+    return found
+
+
 def _make_for(service: RecordService, props: Properties, rule: AlertRuleDef, alert: dict, who: list[str],
               jobs: list[str]) -> str | None:
     """The record the rule makes for the alert's affected `who` (None: fewer than the threshold and no
@@ -140,6 +159,8 @@ def _make(service: RecordService, make: AlertMake, context: dict, members: list[
     from .memberlists import lists_for
 
     values = {name: render_value(value, context) for name, value in make.values.items()}
+    if make.alert_field is not None:
+        values[make.alert_field] = context["alert"]["sys_id"]
     with service.by_definitions():
         if make.list_field is not None:
             list_table = service.defs.tables[make.table].field(make.list_field).reference
@@ -155,12 +176,12 @@ def _make(service: RecordService, make: AlertMake, context: dict, members: list[
     return record["sys_id"]
 
 
-def _cleared(service: RecordService, rule: AlertRuleDef, alert: dict, linked: str) -> list[str]:
-    """The alert closed: its record's journal entry, then the cleared action (a refusal is noted there)."""
+def _cleared(service: RecordService, rule: AlertRuleDef, alert: dict, table: str, linked: str) -> list[str]:
+    """The alert closed: a record's journal entry, then the cleared action (a refusal is noted there)."""
     from .actions import run_action
     from .records import AccessDenied, Conflict, RecordError
 
-    tdef = service.defs.tables[service.defs.tables[ALERTS].field(rule.link).reference]
+    tdef = service.defs.tables[table]
     record = service.get(tdef.name, linked)
     if record is None:
         return []

@@ -11,10 +11,19 @@ from .yamlsource import SourceDocument
 ALERT_TABLE = "em_alert"
 # what the values of a record an alert rule makes may name
 TEMPLATE_NAMES = ("alert", "affected", "count", "priority", "now")
+SINGLE_UNLINKED = ("`single` has no `alert_field`: below the threshold, an alert with several affected makes a "
+                   "record for each, but only the first is linked to it and hears of its clearing")
+
+
+def _clears_the_first_only(rule: AlertRuleDef) -> bool:
+    """A rule that may make several `single` records for one alert (its threshold above 2, or a property's)
+    without a reference back to the alert on them."""
+    return (rule.single is not None and rule.single.alert_field is None
+            and (rule.threshold_property is not None or rule.threshold > 2))
 
 
 def build_alert_rules(docs: list[SourceDocument], tables: dict, roles: dict, errors: list, properties: dict,
-                      actions: list, member_lists: dict) -> tuple[AlertRuleDef, ...]:
+                      actions: list, member_lists: dict, warnings: list | None = None) -> tuple[AlertRuleDef, ...]:
     rules: list[AlertRuleDef] = []
     seen: dict[str, str] = {}
     alert = tables.get(ALERT_TABLE)
@@ -29,6 +38,8 @@ def build_alert_rules(docs: list[SourceDocument], tables: dict, roles: dict, err
             rule = _rule(check, doc, where, spec, tables, alert, actions, member_lists)
             if rule is not None:
                 rules.append(rule)
+                if warnings is not None and _clears_the_first_only(rule):
+                    warnings.append(doc.error(where + ("single",), SINGLE_UNLINKED))
     return tuple(rules)
 
 
@@ -50,8 +61,8 @@ def _rule(check: _Checker, doc: SourceDocument, where: tuple, spec: dict, tables
                                                      "to the affected (an account)")
         affected_condition = check.encoded(source, affected.get("condition"), where + ("affected", "condition"))
     made_tables = set()
-    major = _make(check, where + ("major",), spec["major"], actions, member_lists, made_tables)
-    single = _make(check, where + ("single",), spec["single"], actions, member_lists, made_tables) \
+    major = _make(check, where + ("major",), spec["major"], actions, member_lists, made_tables, alert)
+    single = _make(check, where + ("single",), spec["single"], actions, member_lists, made_tables, alert) \
         if "single" in spec else None
     link = spec["link"]
     field = alert.field(link) if alert is not None else None
@@ -92,12 +103,21 @@ def _rule(check: _Checker, doc: SourceDocument, where: tuple, spec: dict, tables
 
 
 def _make(check: _Checker, where: tuple, spec: dict, actions: list, member_lists: dict,
-          made_tables: set) -> AlertMake | None:
+          made_tables: set, alert: TableDef | None) -> AlertMake | None:
     table = check.table(spec["table"], where + ("table",))
     if table is None:
         return None
     made_tables.add(table.name)
     values = field_values(check, table, spec["values"], where + ("values",), TEMPLATE_NAMES)
+    alert_field = spec.get("alert_field")
+    if alert_field is not None:
+        field = table.field(alert_field)
+        if field is None or field.type != "reference" or alert is None \
+                or field.reference not in (ALERT_TABLE, *check.ancestors(alert)):
+            check.error(where + ("alert_field",), f"{alert_field!r} is not a reference field of {table.name!r} to "
+                                                  f"{ALERT_TABLE!r}")
+        elif alert_field in spec["values"]:
+            check.error(where + ("values", alert_field), f"{alert_field!r} is the `alert_field`: the alert sets it")
     list_field, list_values = None, {}
     if "list" in spec:
         list_field = spec["list"]["field"]
@@ -113,7 +133,7 @@ def _make(check: _Checker, where: tuple, spec: dict, actions: list, member_lists
     if spec.get("action"):
         check_action(check, where + ("action",), check.tables, table.name, spec["action"], actions)
     return AlertMake(table.name, frozen_map(values), list_field, frozen_map(list_values), spec.get("action"),
-                     frozen_map(spec.get("inputs") or {}))
+                     frozen_map(spec.get("inputs") or {}), alert_field)
 
 
 def check_action(check: _Checker, where: tuple, tables: dict, table: str, name: str, actions: list) -> None:

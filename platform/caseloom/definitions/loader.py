@@ -129,7 +129,8 @@ def load_sources(sources: Iterable[tuple[str, str]], display_root: str = "defini
         doc = documents["bench"][0]
         errors.append(doc.error(("bench", "views", "dashboard"), f"unknown dashboard {bench.dashboard!r} "
                                 f"(known: {', '.join(sorted(dashboards)) or 'none are declared'})"))
-    alert_rules = build_alert_rules(documents["alert_rules"], tables, roles, errors, properties, actions, member_lists)
+    alert_rules = build_alert_rules(documents["alert_rules"], tables, roles, errors, properties, actions, member_lists,
+                                    warnings)
     if errors:
         raise DefinitionErrors(broken.without_follow_ons(errors))
     return Definitions(

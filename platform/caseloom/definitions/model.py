@@ -267,7 +267,8 @@ class SenderDef:
 @dataclass(frozen=True)
 class AlertMake:
     """A record an alert rule creates: its table and values (templates naming `alert`, `affected`,
-    `count` and `priority`), a member list of the affected set on its `list_field`, and an action run on it."""
+    `count` and `priority`), a member list of the affected set on its `list_field`, an action run on it, and
+    its `alert_field`: a reference back to the alert, so that every record an alert made hears of its clearing."""
 
     table: str
     values: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
@@ -275,6 +276,7 @@ class AlertMake:
     list_values: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     action: str | None = None
     inputs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    alert_field: str | None = None
 
 
 @dataclass(frozen=True)
