@@ -207,7 +207,8 @@ def conditions(path: str, op_name: str) -> list[tuple[str, object]]:
             for o in others]
     if op.parts:  # each part compared in each way, on every field: those not dates are refused alike
         written = [f"{path}DATEPART{value}@javascript:gs.datePart('{part}','{value}','{compare}')"
-                   for part, values in (("dayofweek", ["tuesday", "7"]), ("month", ["january", "12"]),
+                   for part, values in (("dayofweek", ["tuesday", "7"]), ("week", ["1", "53"]),
+                                        ("month", ["january", "12"]),
                                         ("quarter", ["1", "4"]), ("year", ["2024", "999"]), ("hour", ["0", "3am"]))
                    for value in values for compare in ("EE", "GT", "LT", "GE", "LE")]
         return [(text, parse_encoded(text).where) for text in written]

@@ -250,15 +250,19 @@ def test_an_unknown_dynamic_filter_is_a_400_naming_the_known_ones(as_user):
     ("opened_atDATEPARTWeekend@javascript:gs.datePart('dayofweek','friday','GT')", lambda t: t.isoweekday() > 5),
     ("opened_atDATEPART12 am@javascript:gs.datePart('hour','12am','GE')", lambda t: t.hour >= 0),  # midnight on
     ("opened_atDATEPARTafter 2000@javascript:gs.datePart('year','2000','GT')", lambda t: t.year > 2000),
+    # ISO weeks: 31 December 2026 is in week 53, 30 December 2024 in week 1 (of 2025)
+    ("opened_atDATEPARTWeek 53@javascript:gs.datePart('week','53','EE')", lambda t: t.isocalendar()[1] == 53),
+    ("opened_atDATEPARTWeek 1@javascript:gs.datePart('week','1','EE')", lambda t: t.isocalendar()[1] == 1),
 ])
 def test_a_date_part_finds_the_records_whose_moment_has_it(as_user, query, holds):
     """ServiceNow's DATEPART ("trend" in its list filter): the cases opened on a Monday, at a weekend, from midnight
-    on, after 2000 (tests/test_condition_parity.py tells every part and comparison apart)."""
+    on, after 2000, in an ISO week (tests/test_condition_parity.py tells every part and comparison apart)."""
     import datetime as dt
 
     api = as_user("agent")
-    # cases of their own opened on a Monday and a Saturday: the demo's dates follow the day it was loaded
-    for opened in ("2026-11-30 09:15:00", "2026-11-28 00:30:00"):
+    # cases of their own opened on a Monday, a Saturday and in weeks 53 and 1: the demo's dates follow the day
+    # it was loaded
+    for opened in ("2026-11-30 09:15:00", "2026-11-28 00:30:00", "2026-12-31 23:30:00", "2024-12-30 08:00:00"):
         made = api.post(CASES, json={"short_description": "Opened on a known day", "opened_at": opened})
         assert made.status_code == 201, made.json
     every = api.get(f"{CASES}?sysparm_query=opened_atISNOTEMPTY&sysparm_fields=sys_id,opened_at&sysparm_limit=10000")
@@ -271,7 +275,8 @@ def test_a_date_part_finds_the_records_whose_moment_has_it(as_user, query, holds
 @pytest.mark.parametrize(("query", "detail"), [
     ("short_descriptionDATEPARTMonday@javascript:gs.datePart('dayofweek','monday','EE')",
      "short_description: DATEPART reads a date or a date and time; short_description is a string field"),
-    ("opened_atDATEPARTW3@javascript:gs.datePart('week','3','EE')", "DATEPART part 'week' is not one of"),
+    ("opened_atDATEPARTW3@javascript:gs.datePart('weekofyear','3','EE')", "DATEPART part 'weekofyear' is not one of"),
+    ("opened_atDATEPARTW54@javascript:gs.datePart('week','54','EE')", "'54' is not a week (from 1 to 53)"),
     ("opened_atDATEPARTMonday", "opened_at: DATEPART takes label@javascript:gs.datePart('part','value','comparison')"),
 ])
 def test_a_date_part_that_cannot_be_read_is_a_400(as_user, query, detail):

@@ -7,6 +7,7 @@ a Monday; the label before `@` is the words ServiceNow's filter shows. Caseloom 
 | part | values | the part of a moment |
 | --- | --- | --- |
 | `dayofweek` | `monday` ... `sunday`, or 1 (Monday) to 7 | its ISO day of the week |
+| `week` | 1 to 53 | its ISO 8601 week of the year (weeks from Monday; week 1 holds the year's first Thursday) |
 | `month` | `january` ... `december`, or 1 to 12 | its month |
 | `quarter` | 1 to 4 | its quarter of the year |
 | `year` | a year (`2026`) | its year |
@@ -35,7 +36,7 @@ from .nodes import QueryError
 
 DAYS = {name.lower(): i + 1 for i, name in enumerate(calendar.day_name)}  # monday: 1 ... sunday: 7
 MONTHS = {name.lower(): i for i, name in enumerate(calendar.month_name) if name}
-RANGES = {"dayofweek": (1, 7), "month": (1, 12), "quarter": (1, 4), "year": (1, 9999), "hour": (0, 23)}
+RANGES = {"dayofweek": (1, 7), "week": (1, 53), "month": (1, 12), "quarter": (1, 4), "year": (1, 9999), "hour": (0, 23)}
 COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {"EE": py.eq, "GT": py.gt, "LT": py.lt, "GE": py.ge,
                                                      "LE": py.le}
 WORDS = {"EE": "on", "GT": "after", "LT": "before", "GE": "on or after", "LE": "on or before"}
@@ -74,8 +75,7 @@ def make_part(field: str, part: Any, value: Any, compare: Any = "EE", label: str
     """A DatePart from its pieces; a QueryError naming `field` and the piece that is wrong."""
     part, compare, text = str(part).strip().lower(), str(compare).strip().upper(), str(value).strip()
     if part not in RANGES:
-        hint = " (a week of the year differs between calendars; compare dates instead)" if part == "week" else ""
-        raise QueryError(f"{field}: DATEPART part {part!r} is not one of {', '.join(RANGES)}{hint}")
+        raise QueryError(f"{field}: DATEPART part {part!r} is not one of {', '.join(RANGES)}")
     if compare not in COMPARISONS:
         raise QueryError(f"{field}: DATEPART comparison {compare!r} is not one of {', '.join(COMPARISONS)}")
     number = _number(part, text.lower())
@@ -109,8 +109,8 @@ def of(moment: Any, part: str) -> int | None:
     if moment is None:
         return None
     hour = moment.hour if isinstance(moment, dt.datetime) else 0
-    return {"dayofweek": moment.isoweekday(), "month": moment.month, "quarter": (moment.month - 1) // 3 + 1,
-            "year": moment.year, "hour": hour}[part]
+    return {"dayofweek": moment.isoweekday(), "week": moment.isocalendar()[1], "month": moment.month,
+            "quarter": (moment.month - 1) // 3 + 1, "year": moment.year, "hour": hour}[part]
 
 
 def holds(moment: Any, value: DatePart) -> bool:
@@ -136,11 +136,13 @@ def _args(element, compiler, **kw) -> tuple[str, str]:
 
 
 SQLITE = {"dayofweek": "((CAST(strftime('%w', {0}) AS INTEGER) + 6) % 7 + 1)",
+          # the ISO week is the week of the year of its Thursday (SQLite before 3.46 has no %V)
+          "week": "((CAST(strftime('%j', date({0}, '-3 days', 'weekday 4')) AS INTEGER) - 1) / 7 + 1)",
           "month": "CAST(strftime('%m', {0}) AS INTEGER)",
           "quarter": "((CAST(strftime('%m', {0}) AS INTEGER) + 2) / 3)",
           "year": "CAST(strftime('%Y', {0}) AS INTEGER)",
           "hour": "CAST(strftime('%H', {0}) AS INTEGER)"}
-POSTGRESQL = {"dayofweek": "ISODOW", "month": "MONTH", "quarter": "QUARTER", "year": "YEAR", "hour": "HOUR"}
+POSTGRESQL = {"dayofweek": "ISODOW", "week": "WEEK", "month": "MONTH", "quarter": "QUARTER", "year": "YEAR", "hour": "HOUR"}
 
 
 @compiles(PartOf, "sqlite")

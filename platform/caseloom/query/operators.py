@@ -21,7 +21,7 @@ API renders it and the value as text. The exact meaning, identical in SQL and in
   no values: nothing. `NOTIN`: its negation.
 - `ISEMPTY` / `ISNOTEMPTY`: `x` is / is not empty. `EMPTYSTRING` is `ISEMPTY` (an empty text is stored
   empty); `ANYTHING` holds for every record.
-- `DATEPART`: a part of a date or date-time `x` (its day of the week, month, quarter, year or hour)
+- `DATEPART`: a part of a date or date-time `x` (its day of the week, ISO week, month, quarter, year or hour)
   compared with a value (`query.dateparts`); an empty `x` never matches.
 - `INSTANCEOF` (on `sys_class_name`): `x` is the named table or a table extending it.
 - `SAMEAS` `NSAMEAS` `GT_FIELD` `GT_OR_EQUALS_FIELD` `LT_FIELD` `LT_OR_EQUALS_FIELD`: `x` compared with
