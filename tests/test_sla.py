@@ -1101,6 +1101,26 @@ def test_the_timeline_shows_the_replayed_changes_at_their_moments_with_their_cau
     ]
 
 
+def test_a_task_sla_s_form_repairs_the_slas_of_its_task(app, runtime):
+    """ServiceNow's *Repair* on an SLA's form: the task's SLAs made again, this one among them; back on the
+    task's form (the task SLA it came from is gone). Only administrators see it (tests/test_ui_slas.py)."""
+    app.api("root").post(f"{TABLE_API}/contract_sla", json=LATER)
+    ticket, = tickets_with_history(runtime)
+    [old] = task_slas(runtime, ticket)
+    app.sign_in("root")
+    page = app.client.get(f"/task_sla.do?sys_id={old['sys_id']}").get_data(as_text=True)
+    assert f'action="/ui/slas/{TICKET}/{ticket}/repair"' in page
+    assert f"Repair SLAs of {number(runtime, ticket)}" in page
+    token = page.split('name="csrf_token" value="')[1].split('"')[0]
+    with fixed_clock(MONDAY + 2 * 60 * MINUTE):
+        r = app.client.post(f"/ui/slas/{TICKET}/{ticket}/repair", data={"csrf_token": token})
+    assert r.status_code == 302 and r.headers["Location"].endswith(f"sys_id={ticket}#slas")
+    page = app.client.get(r.headers["Location"]).get_data(as_text=True)
+    assert "Repaired the SLAs of 1 ticket record: 1 task SLA removed, 1 made from their history." in page
+    [new] = task_slas(runtime, ticket)
+    assert new["sys_id"] != old["sys_id"] and new["name"] == "added later"
+
+
 @pytest.mark.parametrize("user", ["ann", "boss"])
 def test_only_an_administrator_repairs(app, runtime, user):
     ticket, = tickets_with_history(runtime)

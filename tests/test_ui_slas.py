@@ -197,6 +197,20 @@ def test_the_section_reads_in_words_never_a_sys_id_newest_first(client):
     assert "Case response P1 Cancelled" in cancelled and "Priority changed from 1 - Critical to 2 - High" in cancelled
 
 
+@pytest.mark.parametrize(("user", "shown"), [("admin", True), ("agent", False)])
+def test_a_task_sla_s_form_offers_its_case_s_repair_to_administrators(client, user, shown):
+    with fixed_clock(T0):
+        case = new_case(client, "agent", priority="2")
+    page = form_at(client, case, T0 + MINUTE, "agent")
+    task_sla = re.findall(r'class="sla-name" href="/task_sla\.do\?sys_id=([0-9a-f]{32})">', page)[0]
+    ui_sign_in(client, user)
+    answer = client.get(f"/task_sla.do?sys_id={task_sla}")
+    page = answer.get_data(as_text=True)
+    assert answer.status_code == 200 and case["number"] in page
+    assert (f'action="/ui/slas/{CASE}/{case["sys_id"]}/repair"' in page) is shown
+    assert (f"Repair SLAs of {case['number']}" in page) is shown
+
+
 def test_no_sla_section_where_records_cannot_have_slas(client):
     ui_sign_in(client, "admin")
     account = client.get("/api/now/table/customer_account?sysparm_limit=1", headers=basic("admin")).json["result"][0]

@@ -22,7 +22,7 @@ from .lists import readable_columns, row_number
 from .members import member_panel, running_job
 from .references import _resolve_display
 from .similar import similar_panels
-from .slas import sla_panel
+from .slas import sla_panel, task_sla_repair
 from .workspace import workspace_for, workspace_panel
 
 RELATED_PAGE = 10
@@ -204,6 +204,7 @@ def form(table: str, typed: dict | None = None, errors: dict | None = None, conf
         "workspace": None if new else workspace_panel(tdef, record, rendered, job),
         "member_list_name": getattr(runtime().defs.member_list_for(tdef.name), "name", ""),
         "slas": None if new else sla_panel(tdef, record),  # its SLA bars, live
+        "repair_task": None if new else task_sla_repair(tdef, record),  # a task SLA's: its task's Repair SLAs
         "attachments": None if new else attachment_panel(tdef, record),
     }
     return render_template("form.html", **context), status

@@ -101,6 +101,29 @@ def sla_panel(tdef: TableDef, record: dict) -> dict | None:
             "can_repair": service.actor.is_admin and tdef.audit}
 
 
+def task_sla_repair(tdef: TableDef, record: dict) -> dict | None:
+    """On a task SLA's form, for administrators: its task's Repair SLAs (ServiceNow's *Repair* on the SLA
+    form), which makes that task's SLAs again, this one among them; None elsewhere, or when the task
+    cannot be repaired (no history) or the reader may not read it."""
+    defs = runtime().defs
+    service = records()
+    if tdef.name != TASK_SLA or not record.get("task") or not service.actor.is_admin:
+        return None
+    base = defs.tables[TASK_SLA].field("task").reference
+    try:
+        task = service.get(base, record["task"])
+    except AccessDenied:
+        return None
+    if task is None:
+        return None
+    task_def = defs.tables.get(task.get("sys_class_name") or "", defs.tables[base])
+    if not task_def.audit or not enabled(defs, task_def.name):
+        return None
+    shown = display_names(service, {task_def.name: {task["sys_id"]}}).get((task_def.name, task["sys_id"]))
+    return {"table": task_def.name, "sys_id": task["sys_id"], "label": task_def.label,
+            "name": shown or task["sys_id"]}
+
+
 def _names(definitions: dict[str, Sla], ids: set[str]) -> dict[str, str]:
     """SLA definition sys_id -> its name: from the active definitions, else its record (read as the reader)."""
     names = {i: definitions[i].name for i in ids if i in definitions}
