@@ -162,6 +162,16 @@ def run_script_preview(page, server, data):
     page.get_by_role("status").first.wait_for()
 
 
+def build_a_report(page, server, data):
+    """The report builder with a table chosen (redrawn by htmx), a field to group by and its preview."""
+    page.get_by_label("Table").select_option(label="Case")
+    page.get_by_label("Group by").select_option(label="Priority")
+    page.get_by_label("Name").fill("cases_by_priority")
+    page.get_by_label("Title").fill("Cases by priority")
+    page.get_by_role("button", name="Preview").click()
+    page.locator(".report-preview svg.chart").wait_for()
+
+
 def import_members(page, server, data):
     page.get_by_label("Import a CSV").set_input_files(files=[{"name": "members.csv", "mimeType": "text/csv",
                                                               "buffer": b"number\nACCT0000000\n"}])
@@ -298,6 +308,8 @@ PAGES = [
     Page("new field", "admin", go(f"/ui/layout/{CASES}/field")),
     Page("script editor", "admin", go(f"/ui/script/{LISTS}/{{list}}", run_script_preview), major_case),
     Page("import report", "admin", go(f"/{LISTS}.do?sys_id={{list}}", import_members), major_case),
+    Page("reports", "manager", go("/ui/reports")),
+    Page("report builder with a preview", "admin", go("/ui/reports/new", build_a_report)),
     Page("impersonation", "admin", go("/ui/impersonate")),
     Page("impersonation search", "admin", go("/ui/impersonate?q=ma")),
     Page("a page while impersonating", "admin", go("/ui/impersonate", impersonate_agent)),

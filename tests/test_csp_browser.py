@@ -217,6 +217,8 @@ def test_admin_pages_pass_the_policy(watch):
         (f"/ui/layout/{CASES}/list", "Columns of the Case list"),
         (f"/ui/layout/{CASES}/form", "Form of Case"),
         (f"/ui/layout/{CASES}/field", "Add a field to Case"),
+        ("/ui/reports", "Reports"),
+        ("/ui/reports/new", "New report"),
     ]:
         watch.visit(page, path)
         assert heading in page.locator("h1").inner_text(), path

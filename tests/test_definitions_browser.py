@@ -216,3 +216,28 @@ def test_a_second_server_process_serves_the_new_field_on_its_next_request(login,
     other.goto(f"{second_server}/customer_account.do?sys_id={before['sys_id']}")
     assert other.get_by_label("Tier").input_value() == "gold"
     other.context.close()
+
+
+def test_build_a_report_in_the_browser_preview_it_and_save_it(login, server, definitions_copy):
+    """Reports > New report: the table's fields appear when it is chosen (htmx), the preview draws the chart,
+    and saving goes through the review to the report's own page."""
+    page = login("admin")
+    page.goto(f"{server}/ui/reports")
+    page.get_by_role("link", name="New report").click()
+    page.get_by_label("Table").select_option(label="Case")
+    group_by = page.get_by_label("Group by")
+    group_by.wait_for()  # the form redrawn for the table and its type (a bar by default)
+    group_by.select_option(label="Priority")
+    page.get_by_label("Name").fill("cases_by_priority")
+    page.get_by_label("Title").fill("Cases by priority")
+    page.get_by_label("Preview over").select_option(label="All time")
+    page.get_by_role("button", name="Preview").click()
+    preview = page.locator(".report-preview")
+    preview.locator("svg.chart").wait_for()
+    assert preview.locator("svg.chart a").count() > 1  # a bar per priority
+    page.get_by_role("button", name="Review and save…").click(timeout=60000)
+    assert "title: Cases by priority" in page.locator("pre.diff").inner_text()
+    page.get_by_role("button", name="Apply", exact=True).click(timeout=60000)
+    page.wait_for_url(re.compile(r"/report/cases_by_priority$"), timeout=60000)
+    assert page.get_by_role("heading", level=1).inner_text() == "Cases by priority"
+    assert (definitions_copy / "reports/cases_by_priority.yaml").exists()

@@ -84,6 +84,9 @@ def menu_for(actor) -> list[dict]:
                 if actor.is_admin:
                     modules.append({"label": module.label, "url": url_for("ui.properties")})
                 continue
+            if module.page == "reports":  # the reports this user may open, and for administrators New report
+                modules.append({"label": module.label, "url": url_for("ui.reports")})
+                continue
             if module.table and not service.can(module.table, "read"):
                 continue
             if module.page == "new":
@@ -108,6 +111,7 @@ from . import (  # noqa: E402,F401  (routes register on the blueprint)
     members,
     properties,
     references,
+    report_builder,
     reports,
     slas,
     workspace,

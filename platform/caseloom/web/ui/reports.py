@@ -82,20 +82,26 @@ def report(name: str):
         abort(404)
     days = chosen_range(30)
     kind = export_format(request.args)
+    context = report_context(found, days)
+    if kind and context["error"] is None:
+        return _export(context["result"], context["rows"], kind)
+    if request.headers.get("HX-Request"):
+        return render_template("_report.html", **context)
+    return render_template("report.html", **context)
+
+
+def report_context(found: ReportDef, days: str) -> dict:
+    """What `_report.html` shows of a report over the date range `days`: its result, chart or rows, or the
+    error that keeps it from being shown (a condition the reader's access refuses, say)."""
     try:
         result = run_report(records(), found, days)
         rows = _list_rows(found, result) if found.kind == "list" else None
     except (QueryError, AccessDenied) as exc:
-        return render_template("_report.html" if request.headers.get("HX-Request") else "report.html",
-                               report=found, error=str(exc), range=days, ranges=RANGE_LABELS), 200
-    if kind:
-        return _export(result, rows, kind)
-    context = {"report": found, "result": result, "chart": chart(result), "rows": rows, "range": days,
-               "ranges": RANGE_LABELS, "list_url": drill_url(found.table, result.query), "error": None,
-               "change": _change(result)}
-    if request.headers.get("HX-Request"):
-        return render_template("_report.html", **context)
-    return render_template("report.html", **context)
+        return {"report": found, "error": str(exc), "range": days, "ranges": RANGE_LABELS, "result": None,
+                "rows": None}
+    return {"report": found, "result": result, "chart": chart(result), "rows": rows, "range": days,
+            "ranges": RANGE_LABELS, "list_url": drill_url(found.table, result.query), "error": None,
+            "change": _change(result)}
 
 
 def _list_rows(report: ReportDef, result: ReportResult) -> dict:

@@ -1,0 +1,274 @@
+"""Reports in the browser: `/ui/reports` lists the reports a user may open; administrators build a new one
+(`/ui/reports/new`) or change one (`/ui/reports/<name>/edit`) on a form of choices (a table, a type, its
+fields by label), preview it on the records, and save it through the Definitions area's review: the
+report's entry is written in YAML where a `reports:` file declares it (a new one in `reports/NAME.yaml`),
+checked by the same loader as every definition, so the builder can make nothing YAML could not say."""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+from flask import abort, g, render_template, request, url_for
+
+from ...definitions.changes import declaring_file
+from ...definitions.documents import Broken, read_document
+from ...definitions.insight import CHARTS, DATES, TRENDS, build_reports
+from ...definitions.model import ReportDef, TableDef
+from ...definitions.store import version_of
+from ...definitions.yamledit import set_entry
+from ...query import parse_encoded
+from .. import live_definitions
+from ..auth import records, runtime
+from . import admin_required, blueprint, login_required
+from .definitions import review, review_rewrite
+from .filters import filter_sentence
+from .reports import RANGE_LABELS, may_open, may_see, report_context
+
+TYPES = {"bar": "Bar", "horizontal_bar": "Horizontal bar", "stacked_bar": "Stacked bar", "pie": "Pie",
+         "donut": "Donut", "line": "Line (over time)", "area": "Area (over time)", "score": "Single score",
+         "list": "List of records"}
+FUNCTIONS = {"count": "Count of records", "sum": "Sum", "avg": "Average", "median": "Median", "min": "Minimum",
+             "max": "Maximum", "percent": "Percent of records that also meet a condition"}
+PERIODS = {"day": "Day", "week": "Week (from Monday)", "month": "Month"}
+NAME = re.compile(r"[a-z][a-z0-9_]{0,79}")
+LIMITED = ("list", "bar", "horizontal_bar", "pie", "donut")  # the kinds whose `limit` means something
+# a report's key -> the input showing its errors (an aggregate's keys: `aggregate.KEY`)
+INPUTS = {"title": "title", "description": "description", "table": "table", "type": "type", "condition": "condition",
+          "group_by": "group_by", "stack_by": "stack_by", "trend": "trend_field", "date_field": "date_field",
+          "date_range": "date_range", "columns": "columns", "order_by": "order_by", "limit": "limit", "roles": "roles",
+          "aggregate": "function", "aggregate.function": "function", "aggregate.field": "measure",
+          "aggregate.from": "from", "aggregate.to": "to", "aggregate.where": "where", "aggregate.label": "label"}
+LISTS = ("columns", "roles")  # the inputs that hold several values
+
+
+@blueprint.get("/ui/reports", endpoint="reports")
+@login_required
+def index():
+    """Every report the user may open, by title, with its table and type; administrators may build one."""
+    defs = runtime().defs
+    shown = sorted((r for r in defs.reports.values() if may_open(r)), key=lambda r: r.title.lower())
+    seen = [d for d in defs.dashboards.values() if may_see(d)]
+    boards = {name: [d for d in seen if name in d.reports] for name in defs.reports}
+    rows = [{"report": r, "table": defs.tables[r.table].label, "type": TYPES.get(r.kind, r.kind),
+             "dashboards": boards.get(r.name, [])} for r in shown]
+    return render_template("reports_index.html", rows=rows, can_build=g.actor.is_admin)
+
+
+@blueprint.route("/ui/reports/new", methods=["GET", "POST"], endpoint="report_new")
+@admin_required
+def new():
+    values = _posted() if request.method == "POST" else {**_values_of({}), "table": request.args.get("table", "")}
+    return _builder(None, values, {})
+
+
+@blueprint.route("/ui/reports/<name>/edit", methods=["GET", "POST"], endpoint="report_edit")
+@admin_required
+def edit(name: str):
+    found = runtime().defs.reports.get(name) or abort(404)
+    path = declaring_file(runtime().defs, found.location)
+    if path is None:
+        abort(404)
+    kept = _stored_spec(path, name)
+    values = _posted() if request.method == "POST" else _values_of(kept)
+    return _builder(found, values, kept, path)
+
+
+def _builder(found: ReportDef | None, values: dict, kept: dict, path: str | None = None):
+    """The builder's page: on a post, `action` says what to do (`refresh`: the choices of another table or
+    type; `preview`; `save`: the review of the change)."""
+    defs = runtime().defs
+    action = request.form.get("action", "refresh") if request.method == "POST" else "refresh"
+    name = found.name if found is not None else values.get("name", "").strip()
+    tdef = defs.tables.get(values.get("table", ""))
+    errors: dict[str, str] = {}
+    general: list[str] = []
+    preview = None
+
+    def page(status: int = 200, sentence: str = ""):
+        return render_template("report_builder.html", found=found, name=name, values=values, tdef=tdef,
+                               sentence=sentence,
+                               choices=_choices(tdef), errors=errors, general=general, preview=preview,
+                               types=TYPES, functions=FUNCTIONS, periods=PERIODS, ranges=RANGE_LABELS,
+                               roles=sorted(defs.roles), path=path or f"reports/{name or 'NAME'}.yaml",
+                               charts=CHARTS, trends=TRENDS, limited=LIMITED), status
+
+    if action == "refresh" or tdef is None:
+        if action != "refresh":
+            errors["table"] = "Choose the table whose records the report counts."
+        return page(422 if errors else 200)
+    if found is None and not NAME.fullmatch(name):
+        errors["name"] = ("A name of lower-case letters, digits and _, starting with a letter (at most 80): "
+                          "new_cases_per_day.")
+    elif found is None and name in defs.reports:
+        errors["name"] = f"A report named {name!r} already exists: choose another name, or edit that one."
+    spec = _spec(values, kept, errors)
+    report = None
+    if not errors:
+        report, located = _checked(name, spec)
+        for key, message in located:
+            if key in INPUTS:
+                errors.setdefault(INPUTS[key], message)
+            else:
+                general.append(message)
+    if errors or general or report is None:
+        return page(422)
+    if action == "preview":
+        days = values.get("range") if values.get("range") in RANGE_LABELS else "30"
+        preview = report_context(report, days)
+        sentence = filter_sentence(tdef, parse_encoded(report.condition_text)) if report.condition_text else ""
+        return page(sentence=sentence)
+    next_url = url_for("ui.report", name=name)
+    if found is None:
+        new_path = f"reports/{name}.yaml"
+        if new_path in live_definitions.store().texts():
+            errors["name"] = f"The file {new_path} exists already: choose another name."
+            return page(422)
+        return review({new_path: _document(name, spec)}, {new_path: version_of(None)}, next_url=next_url)
+    text = live_definitions.store().texts()[path]
+    return review_rewrite(path, text, lambda t: set_entry(t, "reports", name, spec), next_url, page)
+
+
+def _stored_spec(path: str, name: str) -> dict:
+    """The report's entry as its file declares it now (the keys the builder does not show are kept)."""
+    data = yaml.safe_load(live_definitions.store().texts()[path]) or {}
+    return dict((data.get("reports") or {}).get(name) or {})
+
+
+def _values_of(spec: dict) -> dict:
+    """A report's entry as the builder's inputs."""
+    aggregate, trend, order = spec.get("aggregate") or {}, spec.get("trend") or {}, str(spec.get("order_by") or "")
+    return {"title": spec.get("title", ""), "description": spec.get("description", ""), "table": spec.get("table", ""),
+            "type": spec.get("type", "bar"), "condition": spec.get("condition", ""),
+            "group_by": spec.get("group_by", ""), "stack_by": spec.get("stack_by", ""),
+            "trend_field": trend.get("field", ""), "trend_per": trend.get("per", "day"),
+            "date_field": spec.get("date_field", ""), "date_range": "" if spec.get("date_range") is False else "on",
+            "function": aggregate.get("function", "count"), "measure": aggregate.get("field", ""),
+            "from": aggregate.get("from", ""), "to": aggregate.get("to", ""), "where": aggregate.get("where", ""),
+            "label": aggregate.get("label", ""), "columns": list(spec.get("columns") or ()),
+            "order_by": order.lstrip("-"), "descending": "on" if order.startswith("-") else "",
+            "limit": str(spec.get("limit", "")), "roles": list(spec.get("roles") or ())}
+
+
+def _posted() -> dict:
+    form = request.form
+    values = {key: form.get(key, "") for key in _values_of({}) if key not in LISTS}
+    values |= {key: [v for v in form.getlist(key) if v] for key in LISTS}
+    values["name"], values["range"] = form.get("name", ""), form.get("range", "30")
+    return values
+
+
+def _spec(values: dict, kept: dict, errors: dict[str, str]) -> dict:
+    """The report's YAML entry from the inputs: only the keys its type takes (an input of another type,
+    hidden, is left out); the keys the builder does not show (`also`) as they were."""
+    kind = values.get("type", "")
+    text = {key: str(values.get(key) or "").strip() for key in values if key not in LISTS}
+    spec: dict = {"title": text["title"]}
+    if text["description"]:
+        spec["description"] = text["description"]
+    spec |= {"table": text["table"], "type": kind}
+    if text["condition"]:
+        spec["condition"] = text["condition"]
+    if kind in CHARTS and text["group_by"]:
+        spec["group_by"] = text["group_by"]
+    if kind == "stacked_bar" and text["stack_by"]:
+        spec["stack_by"] = text["stack_by"]
+    if kind in TRENDS and text["trend_field"]:
+        spec["trend"] = {"field": text["trend_field"], **({"per": text["trend_per"]} if text["trend_per"] in PERIODS
+                                                          and text["trend_per"] != "day" else {})}
+    if kind not in TRENDS and text["date_range"] != "on":
+        spec["date_range"] = False
+    elif kind not in TRENDS and text["date_field"]:
+        spec["date_field"] = text["date_field"]
+    if kind != "list" and text["function"] not in ("", "count"):
+        aggregate: dict = {"function": text["function"]}
+        if text["function"] == "percent":
+            aggregate |= {k: text[k] for k in ("where", "label") if text[k]}
+        elif text["from"] or text["to"]:
+            aggregate |= {k: text[k] for k in ("from", "to") if text[k]}
+        elif text["measure"]:
+            aggregate["field"] = text["measure"]
+        spec["aggregate"] = aggregate
+    if kind == "list":
+        spec["columns"] = list(values.get("columns") or [])
+        if text["order_by"]:
+            spec["order_by"] = ("-" if text["descending"] == "on" else "") + text["order_by"]
+    if kind in LIMITED and text["limit"]:
+        if re.fullmatch(r"[0-9]{1,3}", text["limit"]) and 1 <= int(text["limit"]) <= 100:
+            spec["limit"] = int(text["limit"])
+        else:
+            errors["limit"] = "A whole number from 1 to 100."
+    if values.get("roles"):
+        spec["roles"] = list(values["roles"])
+    if kind == "score" and "also" in kept:
+        spec["also"] = kept["also"]
+    if not spec["title"]:
+        errors["title"] = "A title: the words on the report's card and page."
+    return spec
+
+
+def _document(name: str, spec: dict) -> str:
+    return yaml.safe_dump({"reports": {name: spec}}, sort_keys=False, allow_unicode=True, width=1000)
+
+
+def _checked(name: str, spec: dict) -> tuple[ReportDef | None, list[tuple[str, str]]]:
+    """The report the entry declares, checked as the loader checks every report, with each problem's key
+    (`group_by`, `aggregate.field`; `` for the report as a whole)."""
+    defs = runtime().defs
+    text = _document(name, spec)
+    errors: list = []
+    doc = read_document(f"definitions/reports/{name}.yaml", text, errors, Broken())
+    reports = build_reports([doc], dict(defs.tables), dict(defs.roles), errors, dict(defs.properties)) \
+        if doc is not None else {}
+    lines = text.splitlines()
+    located = [(_key_at(lines, e.location.line, e.message), e.message) for e in errors]
+    return reports.get(name), located
+
+
+def _key_at(lines: list[str], line: int, message: str) -> str:
+    """The key of the report's entry a problem on `line` (1-based) of the document is at; a problem of the
+    whole report naming the key it needs ("a bar report needs `group_by`") is at that key."""
+    needed = re.search(r"needs `([a-z_]+)`", message)
+    key, sub = "", ""
+    for text in lines[:max(line, 0)]:
+        found = re.match(r"( {4}| {6})([a-z_]+):", text)
+        if found and len(found.group(1)) == 4:
+            key, sub = found.group(2), ""
+        elif found and key:
+            sub = found.group(2)
+    if needed and key == "aggregate" and f"aggregate.{needed.group(1)}" in INPUTS:
+        return f"aggregate.{needed.group(1)}"
+    if needed and needed.group(1) in INPUTS:
+        return needed.group(1)
+    if line <= 2:  # `reports:` or the report's own line: the report as a whole
+        return ""
+    return f"{key}.{sub}" if key == "aggregate" and sub else key
+
+
+def _choices(tdef: TableDef | None) -> dict:
+    """The fields of the chosen table each input offers, by label: what a report may group by (stored,
+    filterable and sortable), its dates, numbers, date-times and columns."""
+    if tdef is None:
+        return {"tables": _tables(), "groupable": [], "dates": [], "datetimes": [], "measurable": [], "columns": []}
+    service = records()
+    shown = sorted((f for f in tdef.fields.values() if not f.ftype.hidden and service.can_read_path(tdef.name, f.name)),
+                   key=lambda f: f.label.lower())
+
+    def pick(keep) -> list[tuple[str, str]]:
+        return [(f.name, f.label) for f in shown if keep(f)]
+
+    return {"tables": _tables(),
+            "groupable": pick(lambda f: f.stored and f.ftype.queryable and f.ftype.sortable),
+            "dates": pick(lambda f: f.type in DATES),
+            "datetimes": pick(lambda f: f.type == "datetime"),
+            "measurable": pick(lambda f: f.stored and f.ftype.sortable and f.type not in ("reference",)),
+            "columns": pick(lambda f: f.ftype.listable or f.type == "text")}
+
+
+def _tables() -> list[tuple[str, str]]:
+    service = records()
+    tables = runtime().defs.tables.values()
+    return sorted(((t.name, t.label) for t in tables if service.can(t.name, "read")), key=lambda t: t[1].lower())
+
+
+__all__ = ["TYPES"]

@@ -1,0 +1,133 @@
+"""Reports built in the browser (web.ui.report_builder): the list of the reports a user may open; an
+administrator's new report chosen by table, type and fields by label, previewed on the records, saved
+through the Definitions area's review into reports/NAME.yaml and opened at once; an existing report
+changed in its own file, the keys the builder does not show kept; mistakes said at their inputs."""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import replace
+
+import pytest
+import yaml
+
+from test_definitions_ui import Session, apply_reviewed
+
+NEW = "/ui/reports/new"
+
+
+@pytest.fixture
+def config(config, definitions_copy):
+    return replace(config, definitions=str(definitions_copy))
+
+
+@pytest.fixture
+def admin(client):
+    return Session(client, "admin")
+
+
+def text_of(page: str) -> str:
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", page)))
+
+
+def options(page: str, name: str) -> list[str]:
+    """The labels a select offers."""
+    select = re.search(rf'<select id="[^"]+" name="{name}"[^>]*>(.*?)</select>', page, re.S)
+    assert select, f"no select {name}"
+    return [html.unescape(o) for o in re.findall(r"<option[^>]*>([^<]*)</option>", select.group(1))]
+
+
+def field_error(page: str, key: str) -> str:
+    found = re.search(rf'<p class="field-error" id="e-{key}" role="alert">([^<]*)</p>', page)
+    return html.unescape(found.group(1)) if found else ""
+
+
+BAR = {"name": "cases_by_priority", "title": "Cases by priority", "table": "sn_customerservice_case", "type": "bar",
+       "group_by": "priority", "condition": "active=true", "date_range": "on", "function": "count", "range": "all"}
+
+
+def test_an_administrator_builds_a_report_previews_it_and_saves_it(admin, definitions_copy):
+    page = admin.get(NEW).get_data(as_text=True)
+    assert "Case" in options(page, "table") and 'name="group_by"' not in page  # no table chosen yet
+    # choosing the table and the type shows their choices, by label
+    page = admin.post(NEW, {**BAR, "group_by": "", "action": "refresh"}).get_data(as_text=True)
+    assert {"Priority", "State", "Account"} <= set(options(page, "group_by"))
+    assert "Count of records" in options(page, "function")
+    preview = admin.post(NEW, {**BAR, "action": "preview"})
+    assert preview.status_code == 200, text_of(preview.get_data(as_text=True))[:2000]
+    shown = text_of(preview.get_data(as_text=True))
+    assert "Preview" in shown and "Records: Active is true." in shown and "<svg" in preview.get_data(as_text=True)
+    assert "1 - Critical" in shown  # a bar per priority, by its label
+    assert not (definitions_copy / "reports/cases_by_priority.yaml").exists()  # a preview saves nothing
+    review = admin.post(NEW, {**BAR, "action": "save"})
+    assert review.status_code == 200
+    assert "reports/cases_by_priority.yaml" in review.get_data(as_text=True)
+    applied = apply_reviewed(admin, review.get_data(as_text=True))
+    assert applied.status_code == 302 and applied.headers["Location"].endswith("/report/cases_by_priority")
+    saved = yaml.safe_load((definitions_copy / "reports/cases_by_priority.yaml").read_text())
+    assert saved == {"reports": {"cases_by_priority": {"title": "Cases by priority", "table": "sn_customerservice_case",
+                                                       "type": "bar", "condition": "active=true",
+                                                       "group_by": "priority"}}}
+    report = admin.get("/report/cases_by_priority?range=all")
+    assert report.status_code == 200 and "Cases by priority" in report.get_data(as_text=True)
+    listed = admin.get("/ui/reports").get_data(as_text=True)
+    assert 'href="/report/cases_by_priority"' in listed and 'href="/ui/reports/cases_by_priority/edit"' in listed
+
+
+@pytest.mark.parametrize(("change", "key", "message"), [
+    ({"name": "Cases!"}, "name", "A name of lower-case letters, digits and _"),
+    ({"name": "new_cases_per_day"}, "name", "A report named 'new_cases_per_day' already exists"),
+    ({"title": " "}, "title", "A title"),
+    ({"group_by": ""}, "group_by", "a bar report needs `group_by`"),
+    ({"group_by": "comments"}, "group_by", "'comments' is a journal field: a report cannot group by it"),
+    ({"condition": "colour=red"}, "condition", "colour"),
+    ({"limit": "500"}, "limit", "A whole number from 1 to 100."),
+    ({"function": "sum", "measure": "short_description"}, "measure", "'short_description' is a string field: sum takes"),
+    ({"function": "avg"}, "function", "avg needs either `field` or a duration `from` and `to`"),
+    ({"function": "avg", "from": "opened_at"}, "function", "a duration needs both `from` and `to`"),
+    ({"type": "pie", "function": "median", "measure": "priority"}, "function", "a pie report takes count, sum"),
+    ({"type": "line", "group_by": ""}, "trend_field", "a line report needs `trend`"),
+    ({"type": "score", "function": "percent"}, "where", "percent needs `where`"),
+    ({"type": "list"}, "columns", "columns"),
+    ({"date_field": "short_description"}, "date_field", "is a string field, not a date or date-time"),
+])
+def test_a_mistake_is_said_at_its_input_and_nothing_is_saved(admin, definitions_copy, change, key, message):
+    page = admin.post(NEW, {**BAR, **change, "action": "save"})
+    shown = page.get_data(as_text=True)
+    assert page.status_code == 422, text_of(shown)[:2000]
+    assert message in field_error(shown, key), (field_error(shown, key), text_of(shown)[:3000])
+    assert not list((definitions_copy / "reports").glob("cases*"))
+
+
+def test_an_existing_report_is_changed_in_its_own_file_keeping_what_the_builder_does_not_show(admin, definitions_copy):
+    before = (definitions_copy / "reports/csm.yaml").read_text()
+    page = admin.get("/ui/reports/average_time_to_resolve/edit").get_data(as_text=True)
+    assert 'name="name"' not in page  # a report's name is kept
+    assert re.search(r'<option value="avg" selected>Average</option>', page)
+    assert re.search(r'<option value="opened_at" selected>Opened at</option>', page)
+    form = {"title": "Time to resolve a case", "table": "sn_customerservice_case", "type": "score",
+            "condition": "resolved_atISNOTEMPTY^opened_atISNOTEMPTY", "date_range": "on", "date_field": "resolved_at",
+            "function": "avg", "from": "opened_at", "to": "resolved_at"}
+    review = admin.post("/ui/reports/average_time_to_resolve/edit", {**form, "action": "save"})
+    assert review.status_code == 200, text_of(review.get_data(as_text=True))[:2000]
+    assert apply_reviewed(admin, review.get_data(as_text=True)).status_code == 302
+    after = (definitions_copy / "reports/csm.yaml").read_text()
+    reports = yaml.safe_load(after)["reports"]
+    assert reports["average_time_to_resolve"]["title"] == "Time to resolve a case"
+    assert reports["average_time_to_resolve"]["also"] == {"function": "median", "from": "opened_at", "to": "resolved_at"}
+    assert reports["new_cases_per_day"] == yaml.safe_load(before)["reports"]["new_cases_per_day"]  # the others kept
+    assert before.splitlines()[0] == after.splitlines()[0]  # the file's comments and layout elsewhere stay
+
+
+@pytest.mark.parametrize("user", ["agent", "manager"])
+def test_others_open_the_reports_they_may_and_build_none(client, user):
+    session = Session(client, user)
+    listed = session.get("/ui/reports")
+    assert listed.status_code == 200
+    page = listed.get_data(as_text=True)
+    assert "New report" not in page and "/edit" not in page
+    assert session.get(NEW).status_code == 403
+    assert session.get("/ui/reports/new_cases_per_day/edit").status_code == 403
+    menu = session.get("/").get_data(as_text=True)
+    assert 'href="/ui/reports"' in menu
