@@ -40,6 +40,7 @@ INPUTS = {"title": "title", "description": "description", "table": "table", "typ
           "aggregate": "function", "aggregate.function": "function", "aggregate.field": "measure",
           "aggregate.from": "from", "aggregate.to": "to", "aggregate.where": "where", "aggregate.label": "label"}
 LISTS = ("columns", "roles")  # the inputs that hold several values
+LONGEST = {"title": 200, "description": 500, "condition": 4000, "where": 4000, "label": 200}  # characters
 
 
 @blueprint.get("/ui/reports", endpoint="reports")
@@ -204,6 +205,9 @@ def _spec(values: dict, kept: dict, errors: dict[str, str]) -> dict:
         spec["also"] = kept["also"]
     if not spec["title"]:
         errors["title"] = "A title: the words on the report's card and page."
+    for key, most in LONGEST.items():
+        if len(text[key]) > most:
+            errors[key] = f"At most {most:,} characters ({len(text[key]):,} given)."
     return spec
 
 
