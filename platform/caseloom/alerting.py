@@ -10,8 +10,8 @@ action (CSM: create_child_cases, a job); with fewer, its `single` record for eac
 goes in the alert's `link` field, so a later event on the alert makes nothing more; a make's
 `alert_field` refers each record back to the alert. An alert a batch closed gives every record it made
 (the linked one and those referring back to it) the `cleared` journal entry and runs the `cleared`
-action (refused: a work note says why). All as the system (the sender of events holds none of the roles the actions need),
-in the batch's transaction: nothing half made.
+action (refused: a work note says why). All as the system (the sender of events holds none of the roles
+the actions need), in the batch's transaction: nothing half made.
 """
 
 from __future__ import annotations
@@ -129,8 +129,8 @@ def _made_by(service: RecordService, rule: AlertRuleDef, alert: str, linked: str
         back, _ = selection.column(make.alert_field)
         stmt = (sa.select(selection.base.c.sys_id).select_from(selection.from_clause).where(back == alert)
                 .order_by(selection.base.c.sys_created_on, selection.base.c.sys_id))
-        found += [(make.table, sys_id) for sys_id in service.conn.execute(stmt).scalars()
-                  if all(sys_id != known for _, known in found)]
+        known = {sys_id for _, sys_id in found}
+        found += [(make.table, sys_id) for sys_id in service.conn.execute(stmt).scalars() if sys_id not in known]
     return found
 
 
