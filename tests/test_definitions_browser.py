@@ -228,6 +228,12 @@ def test_build_a_report_in_the_browser_preview_it_and_save_it(login, server, def
     group_by = page.get_by_label("Group by")
     group_by.wait_for()  # the form redrawn for the table and its type (a bar by default)
     group_by.select_option(label="Priority")
+    # the condition with the filter's rows: the row redrawn for its field (htmx) offers the priorities
+    row = page.locator(".report-filter .filter-row").first
+    row.get_by_label("Field").select_option(label="Active")
+    expect_value = page.locator('.report-filter .filter-row[data-field="active"]')
+    expect_value.wait_for()
+    expect_value.get_by_label("Value").select_option("true")
     page.get_by_label("Name").fill("cases_by_priority")
     page.get_by_label("Title").fill("Cases by priority")
     page.get_by_label("Preview over").select_option(label="All time")
@@ -235,8 +241,9 @@ def test_build_a_report_in_the_browser_preview_it_and_save_it(login, server, def
     preview = page.locator(".report-preview")
     preview.locator("svg.chart").wait_for()
     assert preview.locator("svg.chart a").count() > 1  # a bar per priority
+    assert "Records: Active is true." in preview.inner_text()
     page.get_by_role("button", name="Review and save…").click(timeout=60000)
-    assert "title: Cases by priority" in page.locator("pre.diff").inner_text()
+    assert "condition: active=true" in page.locator("pre.diff").inner_text()
     page.get_by_role("button", name="Apply", exact=True).click(timeout=60000)
     page.wait_for_url(re.compile(r"/report/cases_by_priority$"), timeout=60000)
     assert page.get_by_role("heading", level=1).inner_text() == "Cases by priority"

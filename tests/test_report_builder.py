@@ -137,3 +137,37 @@ def test_others_open_the_reports_they_may_and_build_none(client, user):
     assert session.get("/ui/reports/new_cases_per_day/edit").status_code == 403
     menu = session.get("/").get_data(as_text=True)
     assert 'href="/ui/reports"' in menu
+
+
+def test_the_condition_is_built_with_the_filter_s_rows(admin, definitions_copy):
+    rows = {"rows_for": "sn_customerservice_case", "f_join": ["and", "or"], "f_field": ["priority", "priority"],
+            "f_op": ["eq", "eq"], "f_value": ["1", "2"]}
+    form = {**BAR, "condition": "", **rows}
+    # + AND adds a row: htmx gets the rows alone, a browser without script the whole page
+    added = admin.post(NEW, {**form, "add_row": "and"}, headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert added.count('class="filter-row"') == 3 and "<html" not in added
+    removed = admin.post(f"{NEW}?remove_row=1", form, headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert removed.count('class="filter-row"') == 1
+    # a row's field changed: that row alone, its operators and value input for the new field
+    redrawn = admin.post(f"{NEW}?row_for=0", {**form, "f_field": ["account", "priority"]},
+                         headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert redrawn.count('class="filter-row"') == 1 and 'data-field="account"' in redrawn
+    preview = admin.post(NEW, {**form, "action": "preview"}).get_data(as_text=True)
+    assert "Records: Priority is 1 - Critical or Priority is 2 - High." in text_of(preview)
+    review = admin.post(NEW, {**form, "action": "save"})
+    assert apply_reviewed(admin, review.get_data(as_text=True)).status_code == 302
+    saved = yaml.safe_load((definitions_copy / "reports/cases_by_priority.yaml").read_text())
+    assert saved["reports"]["cases_by_priority"]["condition"] == "priority=1^ORpriority=2"
+    # opened again, the condition is its rows; another table starts them again
+    page = admin.get("/ui/reports/cases_by_priority/edit").get_data(as_text=True)
+    assert page.count('class="filter-row"') == 2
+    other = admin.post("/ui/reports/cases_by_priority/edit", {**form, "table": "customer_account", "action": "refresh"})
+    assert other.get_data(as_text=True).count('class="filter-row"') == 1 and 'data-field=""' in other.get_data(as_text=True)
+
+
+def test_a_condition_no_rows_can_say_is_kept_as_its_encoded_query(admin):
+    monday = "opened_atDATEPARTMonday@javascript:gs.datePart('dayofweek','monday','EE')"
+    page = admin.post(NEW, {**BAR, "condition": monday, "action": "preview"})
+    shown = page.get_data(as_text=True)
+    assert page.status_code == 200 and 'class="filter-row"' not in shown
+    assert 'name="condition"' in shown and "Records: Opened at on Monday." in text_of(shown)

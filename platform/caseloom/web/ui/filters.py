@@ -76,7 +76,7 @@ def filter_rows(tdef: TableDef, query: Query) -> list[dict]:
     return rows
 
 
-def _posted_rows(form) -> list[dict]:
+def posted_rows(form) -> list[dict]:
     """The rows as the filter form posted them. Aligned lists (one per row): f_join, f_field, f_op,
     f_value; by row index: f_values_<i> (the ticked choices of "is one of"), f_display_<i> (a reference
     typed by name) and f_for_<i> (the field the row's inputs were drawn for)."""
@@ -88,7 +88,7 @@ def _posted_rows(form) -> list[dict]:
     return rows
 
 
-def _redrawn(tdef: TableDef, row: dict) -> dict:
+def redrawn(tdef: TableDef, row: dict) -> dict:
     """A row whose field was changed: an operator the new field offers and no value of the old one."""
     if row.get("for") is None or row["for"] == row["field"]:
         return row

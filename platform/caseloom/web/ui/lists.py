@@ -26,13 +26,13 @@ from ..serialize import NOT_READABLE, base_url, display_names, make_shape, recor
 from . import blueprint, login_required
 from .export import export_format, export_list, with_basic_auth
 from .filters import (
-    _posted_rows,
-    _redrawn,
     error_words,
     filter_fields,
     filter_rows,
     filter_sentence,
+    posted_rows,
     query_from_rows,
+    redrawn,
     row_views,
     typed_value,
 )
@@ -435,10 +435,10 @@ def _apply_filter(tdef: TableDef):
     """The filter builder posts its rows: one row redrawn for its field (`row_for`), a row added or
     removed, or the list moved to the URL of their encoded query."""
     form, asked = request.form, request.values  # htmx names the row in the URL (`?row_for=2`), a button in the form
-    rows = _posted_rows(form)
+    rows = posted_rows(form)
     if asked.get("row_for", "").isdigit() and int(asked["row_for"]) < len(rows):
         index = int(asked["row_for"])
-        view = row_views(tdef, [_redrawn(tdef, rows[index])], start=index)[0]
+        view = row_views(tdef, [redrawn(tdef, rows[index])], start=index)[0]
         return render_template("_filter_row.html", r=view, tdef=tdef, fields=filter_fields(tdef),
                                filter_url=_filter_url(tdef.name))
     if asked.get("remove_row", "").isdigit():

@@ -17,12 +17,12 @@ from ...definitions.insight import CHARTS, DATES, TRENDS, build_reports
 from ...definitions.model import ReportDef, TableDef
 from ...definitions.store import version_of
 from ...definitions.yamledit import set_entry
-from ...query import parse_encoded
+from ...query import QueryError, parse_encoded, to_encoded
 from .. import live_definitions
 from ..auth import records, runtime
 from . import admin_required, blueprint, login_required
 from .definitions import review, review_rewrite
-from .filters import filter_sentence
+from .filters import filter_fields, filter_rows, filter_sentence, posted_rows, query_from_rows, redrawn, row_views
 from .reports import RANGE_LABELS, may_open, may_see, report_context
 
 TYPES = {"bar": "Bar", "horizontal_bar": "Horizontal bar", "stacked_bar": "Stacked bar", "pie": "Pie",
@@ -85,15 +85,36 @@ def _builder(found: ReportDef | None, values: dict, kept: dict, path: str | None
     errors: dict[str, str] = {}
     general: list[str] = []
     preview = None
+    rows = _condition_rows(tdef, values, errors)
 
     def page(status: int = 200, sentence: str = ""):
         return render_template("report_builder.html", found=found, name=name, values=values, tdef=tdef,
-                               sentence=sentence,
+                               sentence=sentence, filter_rows=None if rows is None else row_views(tdef, rows),
+                               fields=filter_fields(tdef) if tdef is not None else [], filter_url=request.path,
                                choices=_choices(tdef), errors=errors, general=general, preview=preview,
                                types=TYPES, functions=FUNCTIONS, periods=PERIODS, ranges=RANGE_LABELS,
                                roles=sorted(defs.roles), path=path or f"reports/{name or 'NAME'}.yaml",
                                charts=CHARTS, trends=TRENDS, limited=LIMITED), status
 
+    asked = request.values
+    if tdef is not None and rows is not None and request.method == "POST":
+        # the condition's rows, as the list's filter builder draws them: one redrawn for its field, one added
+        # or removed (htmx swaps the row, or the rows; without script the whole page comes back)
+        if asked.get("row_for", "").isdigit() and int(asked["row_for"]) < len(rows):
+            index = int(asked["row_for"])
+            view = row_views(tdef, [redrawn(tdef, rows[index])], start=index)[0]
+            return render_template("_filter_row.html", r=view, tdef=tdef, fields=filter_fields(tdef),
+                                   filter_url=request.path)
+        if asked.get("remove_row", "").isdigit():
+            del rows[int(asked["remove_row"]):int(asked["remove_row"]) + 1]
+        if request.form.get("add_row") in ("and", "or"):
+            rows.append(BLANK_ROW | {"join": request.form["add_row"]})
+        if request.form.get("add_row") or asked.get("remove_row"):
+            rows[:] = rows or [dict(BLANK_ROW)]
+            if request.headers.get("HX-Request"):
+                return render_template("_report_filter.html", filter_rows=row_views(tdef, rows), tdef=tdef,
+                                       fields=filter_fields(tdef), filter_url=request.path, errors=errors)
+            return page()
     if action == "refresh" or tdef is None:
         if action != "refresh":
             errors["table"] = "Choose the table whose records the report counts."
@@ -128,6 +149,37 @@ def _builder(found: ReportDef | None, values: dict, kept: dict, path: str | None
         return review({new_path: _document(name, spec)}, {new_path: version_of(None)}, next_url=next_url)
     text = live_definitions.store().texts()[path]
     return review_rewrite(path, text, lambda t: set_entry(t, "reports", name, spec), next_url, page)
+
+
+BLANK_ROW = {"join": "and", "field": "", "op": "eq", "value": ""}
+
+
+def _condition_rows(tdef: TableDef | None, values: dict, errors: dict[str, str]) -> list[dict] | None:
+    """The condition as the filter builder's rows (None: shown as its encoded query, which no rows can say,
+    a date part or `^NQ` say). Posted rows set `values["condition"]`; rows drawn for another table start
+    again empty."""
+    if tdef is None:
+        return None
+    form = request.form if request.method == "POST" else {}
+    drawn_for = form.get("rows_for") if form else None
+    if form and "f_field" in form and drawn_for == tdef.name:
+        rows = posted_rows(form)
+        try:
+            values["condition"] = to_encoded(query_from_rows(tdef, rows))
+            parse_encoded(values["condition"])
+        except QueryError as exc:
+            errors["condition"] = str(exc)
+        return rows
+    if form and drawn_for not in (None, tdef.name):  # the table changed: its condition too
+        values["condition"] = ""
+    condition = str(values.get("condition") or "").strip()
+    if not condition:
+        return [dict(BLANK_ROW)]
+    try:
+        rows = filter_rows(tdef, parse_encoded(condition))
+    except QueryError:
+        return None
+    return rows or None
 
 
 def _stored_spec(path: str, name: str) -> dict:
