@@ -171,3 +171,20 @@ def test_a_condition_no_rows_can_say_is_kept_as_its_encoded_query(admin):
     shown = page.get_data(as_text=True)
     assert page.status_code == 200 and 'class="filter-row"' not in shown
     assert 'name="condition"' in shown and "Records: Opened at on Monday." in text_of(shown)
+
+
+def test_a_report_is_put_on_dashboards_and_taken_off_them(admin, definitions_copy):
+    board = definitions_copy / "dashboards/service_levels.yaml"
+    review = admin.post(NEW, {**BAR, "dashboards": "service_levels", "action": "save"}).get_data(as_text=True)
+    assert "dashboards/service_levels.yaml" in review and "reports/cases_by_priority.yaml" in review
+    assert apply_reviewed(admin, review).status_code == 302
+    on = yaml.safe_load(board.read_text())["dashboard"]["reports"]
+    assert on == ["sla_compliance", "sla_compliance_by_definition", "slas_breaching_soon", "cases_by_priority"]
+    assert board.read_text().startswith("# The support manager's service levels")  # its comments kept
+    page = admin.get("/ui/reports/cases_by_priority/edit").get_data(as_text=True)
+    assert re.search(r'name="dashboards" value="service_levels" checked', page)
+    listed = text_of(admin.get("/ui/reports").get_data(as_text=True))
+    assert "Cases by priority Case Bar Service levels" in listed
+    review = admin.post("/ui/reports/cases_by_priority/edit", {**BAR, "action": "save"}).get_data(as_text=True)
+    assert apply_reviewed(admin, review).status_code == 302
+    assert yaml.safe_load(board.read_text())["dashboard"]["reports"] == on[:3]

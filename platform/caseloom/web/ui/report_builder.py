@@ -9,19 +9,19 @@ from __future__ import annotations
 import re
 
 import yaml
-from flask import abort, g, render_template, request, url_for
+from flask import abort, flash, g, render_template, request, url_for
 
 from ...definitions.changes import declaring_file
 from ...definitions.documents import Broken, read_document
 from ...definitions.insight import CHARTS, DATES, TRENDS, build_reports
 from ...definitions.model import ReportDef, TableDef
 from ...definitions.store import version_of
-from ...definitions.yamledit import set_entry
+from ...definitions.yamledit import YamlEditError, set_entry
 from ...query import QueryError, parse_encoded, to_encoded
 from .. import live_definitions
 from ..auth import records, runtime
 from . import admin_required, blueprint, login_required
-from .definitions import review, review_rewrite
+from .definitions import review
 from .filters import filter_fields, filter_rows, filter_sentence, posted_rows, query_from_rows, redrawn, row_views
 from .reports import RANGE_LABELS, may_open, may_see, report_context
 
@@ -39,7 +39,7 @@ INPUTS = {"title": "title", "description": "description", "table": "table", "typ
           "date_range": "date_range", "columns": "columns", "order_by": "order_by", "limit": "limit", "roles": "roles",
           "aggregate": "function", "aggregate.function": "function", "aggregate.field": "measure",
           "aggregate.from": "from", "aggregate.to": "to", "aggregate.where": "where", "aggregate.label": "label"}
-LISTS = ("columns", "roles")  # the inputs that hold several values
+LISTS = ("columns", "roles", "dashboards")  # the inputs that hold several values
 LONGEST = {"title": 200, "description": 500, "condition": 4000, "where": 4000, "label": 200}  # characters
 
 
@@ -71,7 +71,8 @@ def edit(name: str):
     if path is None:
         abort(404)
     kept = _stored_spec(path, name)
-    values = _posted() if request.method == "POST" else _values_of(kept)
+    values = _posted() if request.method == "POST" else _values_of(kept) | {
+        "dashboards": [d.name for d in runtime().defs.dashboards.values() if name in d.reports]}
     return _builder(found, values, kept, path)
 
 
@@ -94,6 +95,7 @@ def _builder(found: ReportDef | None, values: dict, kept: dict, path: str | None
                                choices=_choices(tdef), errors=errors, general=general, preview=preview,
                                types=TYPES, functions=FUNCTIONS, periods=PERIODS, ranges=RANGE_LABELS,
                                roles=sorted(defs.roles), path=path or f"reports/{name or 'NAME'}.yaml",
+                               dashboards=sorted(defs.dashboards.values(), key=lambda d: d.title.lower()),
                                charts=CHARTS, trends=TRENDS, limited=LIMITED), status
 
     asked = request.values
@@ -140,15 +142,36 @@ def _builder(found: ReportDef | None, values: dict, kept: dict, path: str | None
         preview = report_context(report, days)
         sentence = filter_sentence(tdef, parse_encoded(report.condition_text)) if report.condition_text else ""
         return page(sentence=sentence)
-    next_url = url_for("ui.report", name=name)
+    stored = live_definitions.store().texts()
     if found is None:
-        new_path = f"reports/{name}.yaml"
-        if new_path in live_definitions.store().texts():
-            errors["name"] = f"The file {new_path} exists already: choose another name."
+        path = f"reports/{name}.yaml"
+        if path in stored:
+            errors["name"] = f"The file {path} exists already: choose another name."
             return page(422)
-        return review({new_path: _document(name, spec)}, {new_path: version_of(None)}, next_url=next_url)
-    text = live_definitions.store().texts()[path]
-    return review_rewrite(path, text, lambda t: set_entry(t, "reports", name, spec), next_url, page)
+    try:
+        changes = {path: _document(name, spec) if found is None else set_entry(stored[path], "reports", name, spec)}
+        changes |= _dashboard_changes(name, values.get("dashboards") or [], stored, changes)
+    except YamlEditError as exc:
+        flash(f"Not changed: {exc}.", "error")
+        return page(422)
+    return review(changes, {p: version_of(stored.get(p)) for p in changes}, next_url=url_for("ui.report", name=name))
+
+
+def _dashboard_changes(name: str, wanted: list[str], stored: dict[str, str], changes: dict[str, str]) -> dict[str, str]:
+    """The dashboard files to rewrite so that the report is on exactly the `wanted` dashboards (added at the end
+    of a dashboard's reports, or taken off)."""
+    defs = runtime().defs
+    out: dict[str, str] = {}
+    for board in defs.dashboards.values():
+        if (board.name in wanted) == (name in board.reports):
+            continue
+        board_path = declaring_file(defs, board.location)
+        if board_path is None:
+            continue
+        reports = [r for r in board.reports if r != name] + ([name] if board.name in wanted else [])
+        text = out.get(board_path) or changes.get(board_path) or stored[board_path]
+        out[board_path] = set_entry(text, "dashboard", "reports", reports)
+    return out
 
 
 BLANK_ROW = {"join": "and", "field": "", "op": "eq", "value": ""}
