@@ -73,6 +73,7 @@ def test_an_administrator_builds_a_report_previews_it_and_saves_it(admin, defini
     assert report.status_code == 200 and "Cases by priority" in report.get_data(as_text=True)
     listed = admin.get("/ui/reports").get_data(as_text=True)
     assert 'href="/report/cases_by_priority"' in listed and 'href="/ui/reports/cases_by_priority/edit"' in listed
+    assert f'href="{NEW}"' in admin.get("/ui/definitions").get_data(as_text=True)  # from the Definitions area too
 
 
 @pytest.mark.parametrize(("change", "key", "message"), [
