@@ -310,6 +310,7 @@ PAGES = [
     Page("import report", "admin", go(f"/{LISTS}.do?sys_id={{list}}", import_members), major_case),
     Page("reports", "manager", go("/ui/reports")),
     Page("report builder with a preview", "admin", go("/ui/reports/new", build_a_report)),
+    Page("dashboard builder", "admin", go("/ui/dashboards/support_manager/edit")),
     Page("impersonation", "admin", go("/ui/impersonate")),
     Page("impersonation search", "admin", go("/ui/impersonate?q=ma")),
     Page("a page while impersonating", "admin", go("/ui/impersonate", impersonate_agent)),

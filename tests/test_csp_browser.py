@@ -219,6 +219,7 @@ def test_admin_pages_pass_the_policy(watch):
         (f"/ui/layout/{CASES}/field", "Add a field to Case"),
         ("/ui/reports", "Reports"),
         ("/ui/reports/new", "New report"),
+        ("/ui/dashboards/new", "New dashboard"),
     ]:
         watch.visit(page, path)
         assert heading in page.locator("h1").inner_text(), path

@@ -13,10 +13,10 @@ from flask import abort, flash, g, render_template, request, url_for
 
 from ...definitions.changes import declaring_file
 from ...definitions.documents import Broken, read_document
-from ...definitions.insight import CHARTS, DATES, TRENDS, build_reports
+from ...definitions.insight import CHARTS, DATES, TRENDS, build_dashboards, build_reports
 from ...definitions.model import ReportDef, TableDef
 from ...definitions.store import version_of
-from ...definitions.yamledit import YamlEditError, set_entry
+from ...definitions.yamledit import YamlEditError, set_entry, set_top_level
 from ...query import QueryError, parse_encoded, to_encoded
 from .. import live_definitions
 from ..auth import records, runtime
@@ -53,7 +53,8 @@ def index():
     boards = {name: [d for d in seen if name in d.reports] for name in defs.reports}
     rows = [{"report": r, "table": defs.tables[r.table].label, "type": TYPES.get(r.kind, r.kind),
              "dashboards": boards.get(r.name, [])} for r in shown]
-    return render_template("reports_index.html", rows=rows, can_build=g.actor.is_admin)
+    return render_template("reports_index.html", rows=rows, can_build=g.actor.is_admin,
+                           dashboards=sorted(seen, key=lambda d: d.title.lower()))
 
 
 @blueprint.route("/ui/reports/new", methods=["GET", "POST"], endpoint="report_new")
@@ -351,3 +352,109 @@ def _tables() -> list[tuple[str, str]]:
 
 
 __all__ = ["TYPES"]
+
+
+# -- dashboards: their title, who sees them (and as their home), their date range and their reports ----------
+
+DASHBOARD_KEYS = ("title", "description", "roles", "home", "range", "reports")
+DASHBOARD_RANGES = {"7": 7, "30": 30, "90": 90, "365": 365, "all": "all"}
+
+
+@blueprint.route("/ui/dashboards/new", methods=["GET", "POST"], endpoint="dashboard_new")
+@admin_required
+def new_dashboard():
+    return _dashboard_builder(None)
+
+
+@blueprint.route("/ui/dashboards/<name>/edit", methods=["GET", "POST"], endpoint="dashboard_edit")
+@admin_required
+def edit_dashboard(name: str):
+    return _dashboard_builder(runtime().defs.dashboards.get(name) or abort(404))
+
+
+def _dashboard_builder(found):
+    """A dashboard on a form: saved, as a report is, through the Definitions area's review (a new one in
+    `dashboards/NAME.yaml`; a changed one's `dashboard:` rewritten in its file, the comments above kept)."""
+    defs = runtime().defs
+    path = declaring_file(defs, found.location) if found is not None else None
+    if found is not None and path is None:
+        abort(404)
+    form = request.form
+    if request.method == "POST":
+        name = found.name if found is not None else form.get("name", "").strip()
+        values = {"title": form.get("title", "").strip(), "description": form.get("description", "").strip(),
+                  "roles": form.getlist("roles"), "home": form.get("home") == "on", "range": form.get("range", "30"),
+                  "reports": form.getlist("reports"),
+                  "positions": {r: form.get(f"position_{r}", "").strip() for r in defs.reports}}
+    else:
+        name = found.name if found is not None else ""
+        values = {"title": found.title if found else "", "description": found.description if found else "",
+                  "roles": list(found.roles) if found else [], "home": bool(found and found.home),
+                  "range": str(found.range) if found else "30", "reports": list(found.reports) if found else [],
+                  "positions": {r: str(i + 1) for i, r in enumerate(found.reports)} if found else {}}
+    errors: dict[str, str] = {}
+
+    def page(status: int = 200):
+        reports = sorted(defs.reports.values(), key=lambda r: (r.name not in values["reports"],
+                                                               _position(values, r.name), r.title.lower()))
+        return render_template("dashboard_builder.html", found=found, name=name, values=values, errors=errors,
+                               reports=reports, roles=sorted(defs.roles), ranges=RANGE_LABELS,
+                               path=path or f"dashboards/{name or 'NAME'}.yaml"), status
+
+    if request.method == "GET":
+        return page()
+    if found is None and not NAME.fullmatch(name):
+        errors["name"] = "A name of lower-case letters, digits and _, starting with a letter: customer_health."
+    elif found is None and name in defs.dashboards:
+        errors["name"] = f"A dashboard named {name!r} already exists: choose another name, or edit that one."
+    for key, message in (("title", "A title: the dashboard's heading."),
+                         ("roles", "At least one role: the users who may open it."),
+                         ("reports", "At least one report.")):
+        if not values[key]:
+            errors[key] = message
+    if values["range"] not in DASHBOARD_RANGES:
+        errors["range"] = f"One of {', '.join(RANGE_LABELS.values())}."
+    if any(v and not re.fullmatch(r"[0-9]{1,3}", v) for v in values["positions"].values()):
+        errors["reports"] = "A position is a whole number (1 first)."
+    if len(values["title"]) > 100 or len(values["description"]) > 1000:
+        errors["title" if len(values["title"]) > 100 else "description"] = "Too long: a title has at most 100 " \
+                                                                           "characters, a description 1,000."
+    if errors:
+        return page(422)
+    ordered = sorted(values["reports"], key=lambda r: (_position(values, r), values["reports"].index(r)))
+    spec = {"name": name, "title": values["title"], **({"description": values["description"]}
+                                                       if values["description"] else {}),
+            "roles": values["roles"], **({"home": True} if values["home"] else {}),
+            "range": DASHBOARD_RANGES[values["range"]], "reports": ordered}
+    text = yaml.safe_dump({"dashboard": spec}, sort_keys=False, allow_unicode=True, width=1000)
+    problems: list = []
+    doc = read_document(f"definitions/dashboards/{name}.yaml", text, problems, Broken())
+    if doc is not None:
+        build_dashboards([doc], dict(defs.tables), dict(defs.roles), problems, dict(defs.reports), set())
+    lines = text.splitlines()
+    for problem in problems:  # at the input of the key whose lines the problem is on
+        keys = [found.group(1) for found in (re.match(r"  ([a-z_]+):", t) for t in lines[:problem.location.line])
+                if found]
+        key = keys[-1] if keys else ""
+        errors.setdefault(key if key in ("name", *DASHBOARD_KEYS) else "title", problem.message)
+    if errors:
+        return page(422)
+    stored = live_definitions.store().texts()
+    if found is None:
+        path = f"dashboards/{name}.yaml"
+        if path in stored:
+            errors["name"] = f"The file {path} exists already: choose another name."
+            return page(422)
+        new_text = text
+    else:
+        try:
+            new_text = set_top_level(stored[path], "dashboard", spec)
+        except YamlEditError as exc:
+            flash(f"Not changed: {exc}.", "error")
+            return page(422)
+    return review({path: new_text}, {path: version_of(stored.get(path))}, next_url=url_for("ui.dashboard", name=name))
+
+
+def _position(values: dict, report: str) -> int:
+    text = values["positions"].get(report, "")
+    return int(text) if text.isdigit() else 1000
