@@ -145,9 +145,8 @@ def _builder(found: ReportDef | None, values: dict, kept: dict, path: str | None
         return page(sentence=sentence)
     stored = live_definitions.store().texts()
     if found is None:
-        path = f"reports/{name}.yaml"
-        if path in stored:
-            errors["name"] = f"The file {path} exists already: choose another name."
+        path = _new_path("reports", name, stored, errors)
+        if path is None:
             return page(422)
     try:
         changes = {path: _document(name, spec) if found is None else set_entry(stored[path], "reports", name, spec)}
@@ -156,6 +155,15 @@ def _builder(found: ReportDef | None, values: dict, kept: dict, path: str | None
         flash(f"Not changed: {exc}.", "error")
         return page(422)
     return review(changes, {p: version_of(stored.get(p)) for p in changes}, next_url=url_for("ui.report", name=name))
+
+
+def _new_path(folder: str, name: str, stored: dict[str, str], errors: dict[str, str]) -> str | None:
+    """The file a new definition named `name` goes to (`folder/NAME.yaml`); None, said at `name`, when it exists."""
+    path = f"{folder}/{name}.yaml"
+    if path in stored:
+        errors["name"] = f"The file {path} exists already: choose another name."
+        return None
+    return path
 
 
 def _dashboard_changes(name: str, wanted: list[str], stored: dict[str, str], changes: dict[str, str]) -> dict[str, str]:
@@ -441,9 +449,8 @@ def _dashboard_builder(found):
         return page(422)
     stored = live_definitions.store().texts()
     if found is None:
-        path = f"dashboards/{name}.yaml"
-        if path in stored:
-            errors["name"] = f"The file {path} exists already: choose another name."
+        path = _new_path("dashboards", name, stored, errors)
+        if path is None:
             return page(422)
         new_text = text
     else:
