@@ -48,11 +48,11 @@ def apply_alert_rules(service: RecordService, props: Properties, opened: list[st
     alerts = _alerts(system, opened + closed, ("sys_id", "state", "node", *links))  # what choosing reads
     cleared = [a for a in alerts if a["state"] == CLOSED and a["sys_id"] in closed and any(a.get(k) for k in links)]
     whole = _whole(system, cleared)  # the alerts a record is made or cleared for: all their values, for templates
+    made = {rule.name: _made_by(system, rule, [a for a in cleared if a.get(rule.link)]) for rule in rules}
     for alert in cleared:  # cleared first: what an alert made hears of its clearing
         for rule in rules:
-            if alert.get(rule.link):
-                for table, made in _made_by(system, rule, alert["sys_id"], alert[rule.link]):
-                    jobs += _cleared(system, rule, whole[alert["sys_id"]], table, made)
+            for table, record in made[rule.name].get(alert["sys_id"], ()):
+                jobs += _cleared(system, rule, whole[alert["sys_id"]], table, record)
     waiting = [a for a in alerts if a["state"] != CLOSED]
     for rule in rules:  # set-based: one query for the rule's condition, one for who uses the nodes
         pending = [a for a in waiting if not any(a.get(r.link) for r in rules)]
@@ -117,20 +117,22 @@ def affected(service: RecordService, rule: AlertRuleDef, nodes: list[str]) -> di
     return found
 
 
-def _made_by(service: RecordService, rule: AlertRuleDef, alert: str, linked: str) -> list[tuple[str, str]]:
-    """(table, sys_id) of every record the rule made for the alert: the one its link holds, then those whose
-    `alert_field` refers back to it, in the order they were made."""
+def _made_by(service: RecordService, rule: AlertRuleDef, alerts: list[dict]) -> dict[str, list[tuple[str, str]]]:
+    """Alert sys_id -> (table, sys_id) of every record the rule made for it: the one its link holds, then
+    those whose `alert_field` refers back to it, in the order they were made (one query per make for
+    every alert)."""
     link_table = service.defs.tables[ALERTS].field(rule.link).reference
-    found = [(link_table, linked)]
+    found = {a["sys_id"]: [(link_table, a[rule.link])] for a in alerts}
     for make in (rule.major, rule.single):
-        if make is None or make.alert_field is None:
+        if not found or make is None or make.alert_field is None:
             continue
         selection = Selection(service.storage, make.table)
         back, _ = selection.column(make.alert_field)
-        stmt = (sa.select(selection.base.c.sys_id).select_from(selection.from_clause).where(back == alert)
-                .order_by(selection.base.c.sys_created_on, selection.base.c.sys_id))
-        known = {sys_id for _, sys_id in found}
-        found += [(make.table, sys_id) for sys_id in service.conn.execute(stmt).scalars() if sys_id not in known]
+        stmt = (sa.select(back, selection.base.c.sys_id).select_from(selection.from_clause)
+                .where(back.in_(list(found))).order_by(selection.base.c.sys_created_on, selection.base.c.sys_id))
+        for alert, sys_id in service.conn.execute(stmt):
+            if all(sys_id != known for _, known in found[alert]):
+                found[alert].append((make.table, sys_id))
     return found
 
 

@@ -76,6 +76,36 @@ def filter_rows(tdef: TableDef, query: Query) -> list[dict]:
     return rows
 
 
+def blank_row(join: str = "and") -> dict:
+    """A row with no field yet, joined by `join`."""
+    return {"join": join, "field": "", "op": "eq", "value": ""}
+
+
+def row_redrawn(tdef: TableDef, rows: list[dict], asked, filter_url: str) -> str | None:
+    """The HTML of the row whose field changed (`row_for=INDEX`: drawn again for the new field, for htmx
+    to swap in); None when no row asks to be redrawn."""
+    from flask import render_template
+
+    if not (asked.get("row_for", "").isdigit() and int(asked["row_for"]) < len(rows)):
+        return None
+    index = int(asked["row_for"])
+    view = row_views(tdef, [redrawn(tdef, rows[index])], start=index)[0]
+    return render_template("_filter_row.html", r=view, tdef=tdef, fields=filter_fields(tdef), filter_url=filter_url)
+
+
+def rows_edited(rows: list[dict], form, asked) -> bool:
+    """A row removed (`remove_row=INDEX`) or added (`add_row=and|or`) in `rows`, never leaving none; False
+    when the post asked for neither (it runs the rows)."""
+    if asked.get("remove_row", "").isdigit():
+        del rows[int(asked["remove_row"]):int(asked["remove_row"]) + 1]
+    if form.get("add_row"):
+        rows.append(blank_row("or" if form["add_row"] == "or" else "and"))
+    if not (form.get("add_row") or asked.get("remove_row")):
+        return False
+    rows[:] = rows or [blank_row()]
+    return True
+
+
 def posted_rows(form) -> list[dict]:
     """The rows as the filter form posted them. Aligned lists (one per row): f_join, f_field, f_op,
     f_value; by row index: f_values_<i> (the ticked choices of "is one of"), f_display_<i> (a reference

@@ -26,14 +26,16 @@ from ..serialize import NOT_READABLE, base_url, display_names, make_shape, recor
 from . import blueprint, login_required
 from .export import export_format, export_list, with_basic_auth
 from .filters import (
+    blank_row,
     error_words,
     filter_fields,
     filter_rows,
     filter_sentence,
     posted_rows,
     query_from_rows,
-    redrawn,
+    row_redrawn,
     row_views,
+    rows_edited,
     typed_value,
 )
 from .workspace import COMPUTED_COLUMNS, Computed, computed_cells, list_view_of, view_columns
@@ -340,7 +342,7 @@ def _list_context(tdef: TableDef, rows_typed: list[dict] | None = None, filter_e
         "first": first, "page": page, "page_sizes": PAGE_SIZES, "encoded": encoded,
         "error": error, "filter_error": filter_error, "search": search,
         "order": query.order[0] if query.order else None, "order_encoded": to_encoded(Query(None, query.order)),
-        "filter_rows": row_views(tdef, typed or [_blank_row()]), "filter_open": bool(typed),
+        "filter_rows": row_views(tdef, typed or [blank_row()]), "filter_open": bool(typed),
         "fields": filter_fields(tdef),
         "sentence": filter_sentence(tdef, parse_encoded(encoded)) if encoded and not error else "",
         "can_create": service.can(table, "create"), "can_write": service.can(table, "write"),
@@ -393,10 +395,6 @@ def list_query(tdef: TableDef, args, columns: list[str]) -> tuple[Query, Query, 
     return query, _combined(query, _quick_search(tdef, columns, search) if search else None), search
 
 
-def _blank_row() -> dict:
-    return {"join": "and", "field": "", "op": "eq", "value": ""}
-
-
 def _args() -> dict:
     """The page's parameters: the URL's, and on a filter post the list's query the form carried."""
     args = dict(request.args.items())
@@ -436,17 +434,11 @@ def _apply_filter(tdef: TableDef):
     removed, or the list moved to the URL of their encoded query."""
     form, asked = request.form, request.values  # htmx names the row in the URL (`?row_for=2`), a button in the form
     rows = posted_rows(form)
-    if asked.get("row_for", "").isdigit() and int(asked["row_for"]) < len(rows):
-        index = int(asked["row_for"])
-        view = row_views(tdef, [redrawn(tdef, rows[index])], start=index)[0]
-        return render_template("_filter_row.html", r=view, tdef=tdef, fields=filter_fields(tdef),
-                               filter_url=_filter_url(tdef.name))
-    if asked.get("remove_row", "").isdigit():
-        del rows[int(asked["remove_row"]):int(asked["remove_row"]) + 1]
-    if form.get("add_row"):
-        rows.append(_blank_row() | {"join": form["add_row"]})
-    if form.get("add_row") or asked.get("remove_row"):
-        return _filter_page(tdef, rows or [_blank_row()])
+    row = row_redrawn(tdef, rows, asked, _filter_url(tdef.name))
+    if row is not None:
+        return row
+    if rows_edited(rows, form, asked):
+        return _filter_page(tdef, rows)
     try:
         query = query_from_rows(tdef, rows, parse_encoded(form.get("f_order", "")).order)
         encoded = to_encoded(query)

@@ -22,7 +22,17 @@ from .. import live_definitions
 from ..auth import records, runtime
 from . import admin_required, blueprint, login_required
 from .definitions import review
-from .filters import filter_fields, filter_rows, filter_sentence, posted_rows, query_from_rows, redrawn, row_views
+from .filters import (
+    blank_row,
+    filter_fields,
+    filter_rows,
+    filter_sentence,
+    posted_rows,
+    query_from_rows,
+    row_redrawn,
+    row_views,
+    rows_edited,
+)
 from .reports import RANGE_LABELS, may_open, may_see, report_context
 
 TYPES = {"bar": "Bar", "horizontal_bar": "Horizontal bar", "stacked_bar": "Stacked bar", "pie": "Pie",
@@ -103,17 +113,10 @@ def _builder(found: ReportDef | None, values: dict, kept: dict, path: str | None
     if tdef is not None and rows is not None and request.method == "POST":
         # the condition's rows, as the list's filter builder draws them: one redrawn for its field, one added
         # or removed (htmx swaps the row, or the rows; without script the whole page comes back)
-        if asked.get("row_for", "").isdigit() and int(asked["row_for"]) < len(rows):
-            index = int(asked["row_for"])
-            view = row_views(tdef, [redrawn(tdef, rows[index])], start=index)[0]
-            return render_template("_filter_row.html", r=view, tdef=tdef, fields=filter_fields(tdef),
-                                   filter_url=request.path)
-        if asked.get("remove_row", "").isdigit():
-            del rows[int(asked["remove_row"]):int(asked["remove_row"]) + 1]
-        if request.form.get("add_row") in ("and", "or"):
-            rows.append(BLANK_ROW | {"join": request.form["add_row"]})
-        if request.form.get("add_row") or asked.get("remove_row"):
-            rows[:] = rows or [dict(BLANK_ROW)]
+        row = row_redrawn(tdef, rows, asked, request.path)
+        if row is not None:
+            return row
+        if rows_edited(rows, request.form, asked):
             if request.headers.get("HX-Request"):
                 return render_template("_report_filter.html", filter_rows=row_views(tdef, rows), tdef=tdef,
                                        fields=filter_fields(tdef), filter_url=request.path, errors=errors)
@@ -124,7 +127,7 @@ def _builder(found: ReportDef | None, values: dict, kept: dict, path: str | None
         return page(422 if errors else 200)
     if found is None and not NAME.fullmatch(name):
         errors["name"] = ("A name of lower-case letters, digits and _, starting with a letter (at most 80): "
-                          "new_cases_per_day.")
+                          "open_items_by_state.")
     elif found is None and name in defs.reports:
         errors["name"] = f"A report named {name!r} already exists: choose another name, or edit that one."
     spec = _spec(values, kept, errors)
@@ -183,9 +186,6 @@ def _dashboard_changes(name: str, wanted: list[str], stored: dict[str, str], cha
     return out
 
 
-BLANK_ROW = {"join": "and", "field": "", "op": "eq", "value": ""}
-
-
 def _condition_rows(tdef: TableDef | None, values: dict, errors: dict[str, str]) -> list[dict] | None:
     """The condition as the filter builder's rows (None: shown as its encoded query, which no rows can say,
     a date part or `^NQ` say). Posted rows set `values["condition"]`; rows drawn for another table start
@@ -206,7 +206,7 @@ def _condition_rows(tdef: TableDef | None, values: dict, errors: dict[str, str])
         values["condition"] = ""
     condition = str(values.get("condition") or "").strip()
     if not condition:
-        return [dict(BLANK_ROW)]
+        return [blank_row()]
     try:
         rows = filter_rows(tdef, parse_encoded(condition))
     except QueryError:
@@ -412,7 +412,7 @@ def _dashboard_builder(found):
     if request.method == "GET":
         return page()
     if found is None and not NAME.fullmatch(name):
-        errors["name"] = "A name of lower-case letters, digits and _, starting with a letter: customer_health."
+        errors["name"] = "A name of lower-case letters, digits and _, starting with a letter: team_overview."
     elif found is None and name in defs.dashboards:
         errors["name"] = f"A dashboard named {name!r} already exists: choose another name, or edit that one."
     for key, message in (("title", "A title: the dashboard's heading."),
