@@ -70,6 +70,7 @@ def _pg_url(name: str) -> str:
 
 
 _POOL: pg_reuse.Pool | None = None
+LATE_TEMPLATES: list[str] = []  # templates made during the session (small apps'), dropped at its end
 
 
 def pg_pool() -> pg_reuse.Pool:
@@ -84,6 +85,8 @@ def pg_pool() -> pg_reuse.Pool:
 
 @pytest.hookimpl(trylast=True)  # after the session's fixtures are torn down
 def pytest_sessionfinish(session):
+    for prefix in LATE_TEMPLATES:
+        drop_templates(prefix)
     if _POOL is not None:
         _POOL.close()
     # pytest's unraisable-exception plugin runs a full collection at unconfigure, after the xdist worker
@@ -113,23 +116,25 @@ def settle_sqlite(path: Path) -> None:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
+def build_template(base: Path, prefix: str, backend: str, initialise_at: Callable[[str], None]) -> str:
+    """One initialised database of `backend` for this worker, named `prefix`: `initialise_at(url)` fills it."""
+    if backend == "sqlite":
+        url = f"sqlite:///{base}/{prefix}.db"
+    else:
+        name = f"{prefix}_tpl_{_worker()}"
+        pg_pool().forget(name)
+        pg_pool().drop(name)
+        pg_pool().make(name)
+        url = _pg_url(name)
+    initialise_at(url)
+    if backend == "sqlite":
+        settle_sqlite(base / f"{prefix}.db")
+    return url
+
+
 def build_templates(base: Path, prefix: str, initialise_at: Callable[[str], None]) -> dict[str, str]:
     """One initialised database per backend and worker, named `prefix`: `initialise_at(url)` fills it."""
-    made = {}
-    for backend in BACKENDS:
-        if backend == "sqlite":
-            url = f"sqlite:///{base}/{prefix}.db"
-        else:
-            name = f"{prefix}_tpl_{_worker()}"
-            pg_pool().forget(name)
-            pg_pool().drop(name)
-            pg_pool().make(name)
-            url = _pg_url(name)
-        initialise_at(url)
-        if backend == "sqlite":
-            settle_sqlite(base / f"{prefix}.db")
-        made[backend] = url
-    return made
+    return {backend: build_template(base, prefix, backend, initialise_at) for backend in BACKENDS}
 
 
 def drop_templates(prefix: str) -> None:

@@ -1,11 +1,20 @@
-"""A Caseloom app on a small definitions folder of a test's own, on the test's fresh database (SQLite,
-and PostgreSQL when CASELOOM_TEST_POSTGRES_URL is set): behaviour the shipped application does not
-show, from a few lines of YAML. `caseloom init --force` replaces the template's application tables."""
+"""A Caseloom app on a small definitions folder of a test's own, on a fresh database of the test's
+backend (SQLite, and PostgreSQL when CASELOOM_TEST_POSTGRES_URL is set): behaviour the shipped
+application does not show, from a few lines of YAML. Each test process initialises a small
+application once, into a template database, and each test gets a copy of it, as conftest's tests get
+copies of the shipped application's template."""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import functools
+import hashlib
+import json
 import re
+import shutil
+import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -13,6 +22,7 @@ from pathlib import Path
 
 from werkzeug.security import generate_password_hash
 
+import conftest
 from caseloom.bootstrap import initialise
 from caseloom.config import Config
 from caseloom.definitions import load_folder
@@ -66,16 +76,9 @@ def _hash(password: str) -> str:
     return generate_password_hash(password)
 
 
-@contextmanager
-def small_app(config: Config, tmp_path: Path, files: dict[str, str],
-              users: dict[str, list[str]]) -> Iterator[SmallApp]:
-    """An app on `files` (paths in a definitions folder -> YAML) with `users` (name -> roles; each
-    user's password is its name)."""
-    from caseloom.web import create_app, db
-
-    folder = write_folder(tmp_path / "small-definitions", files)
-    defs = load_folder(folder)
-    config = replace(config, definitions=str(folder))
+def _initialise(config: Config, users: dict[str, list[str]]) -> None:
+    """`caseloom init --force` of the config's folder on its database, and the users added."""
+    defs = load_folder(Path(config.definitions))
     runtime = Runtime(config, defs)
     try:
         initialise(config, defs, force=True, runtime=runtime)
@@ -86,9 +89,67 @@ def small_app(config: Config, tmp_path: Path, files: dict[str, str],
                 service.conn.execute(table.update().where(table.c.user_name == name).values(user_password=_hash(name)))
     finally:
         runtime.engine.dispose()
-    app = create_app(config, defs, testing=True)
-    try:
-        yield SmallApp(app, app.test_client())
-    finally:
-        with app.app_context():
-            db.engine.dispose()
+
+
+_TEMPLATES: dict[tuple[str, str], str] = {}  # (backend, the files' and users' digest) -> template database URL
+_BASE: Path | None = None  # this test process's folder of SQLite templates and their definitions
+
+
+def _folder(folder: Path, files: dict[str, str], base: Path | None) -> Path:
+    """A definitions folder: a copy of `base` (none: an empty one) with `files` written over it."""
+    if base is not None:
+        shutil.copytree(base, folder, dirs_exist_ok=True)
+    return write_folder(folder, files)
+
+
+def _template(config: Config, files: dict[str, str], users: dict[str, list[str]],
+              base: Path | None) -> tuple[str, str]:
+    """The backend of the config's database and this process's template database of (files, users)
+    on it, built on first use: most tests of a file share one small application, and its `init`
+    took most of each test's time (half a second on SQLite, more on PostgreSQL)."""
+    global _BASE
+    backend = "sqlite" if config.database_url.startswith("sqlite") else "postgresql"
+    digest = hashlib.sha256(json.dumps([str(base), sorted(files.items()), sorted(users.items())]).encode()).hexdigest()[:12]
+    key = (backend, digest)
+    if key not in _TEMPLATES:
+        if _BASE is None:
+            _BASE = Path(tempfile.mkdtemp(prefix="caseloom-small-"))
+            atexit.register(shutil.rmtree, _BASE, True)
+        folder = _folder(_BASE / f"definitions-{digest}", files, base)
+        prefix = f"small_{digest}"
+
+        def initialise_at(url: str) -> None:
+            _initialise(replace(config, database_url=url, definitions=str(folder)), users)
+
+        _TEMPLATES[key] = conftest.build_template(_BASE, prefix, backend, initialise_at)
+        if backend == "postgresql":
+            conftest.LATE_TEMPLATES.append(prefix)
+    return backend, _TEMPLATES[key]
+
+
+@contextmanager
+def small_app(config: Config, tmp_path: Path, files: dict[str, str],
+              users: dict[str, list[str]], *, base: Path | None = None,
+              own_database: bool = False) -> Iterator[SmallApp]:
+    """An app on `files` (paths in a definitions folder -> YAML; over a copy of the folder `base`, when
+    given) with `users` (name -> roles; each user's password is its name), on a fresh copy of this
+    process's template of them (on the config's backend, not its database), or with `own_database`
+    on the config's database itself, initialised there."""
+    from caseloom.web import create_app, db
+
+    folder = _folder(tmp_path / "small-definitions", files, base)
+    config = replace(config, definitions=str(folder))
+    with contextlib.ExitStack() as stack:
+        if own_database:
+            _initialise(config, users)
+        else:
+            backend, template = _template(config, files, users, base)
+            url = stack.enter_context(contextlib.contextmanager(conftest.database_copy)(
+                {backend: template}, backend, tmp_path, f"small-{uuid.uuid4().hex[:8]}"))
+            config = replace(config, database_url=url)
+        app = create_app(config, load_folder(folder), testing=True)
+        try:
+            yield SmallApp(app, app.test_client())
+        finally:
+            with app.app_context():
+                db.engine.dispose()

@@ -12,7 +12,8 @@ import pytest
 
 from caseloom.fieldtypes import FIELD_TYPES, TEXT_LENGTH
 from caseloom.web import create_app
-from conftest import basic
+from conftest import DEFINITIONS, basic
+from small_app import small_app
 from test_access import sign_in
 
 CASES = "/api/now/table/sn_customerservice_case"
@@ -36,15 +37,13 @@ KINDS = "table: u_kinds\nlabel: Kinds\nfields:\n" + "".join(
 
 
 @pytest.fixture
-def kinds(config, definitions, definitions_copy):
-    """A client of an app with a table holding one field of every type (added through the definitions API)."""
-    app = create_app(replace(config, definitions=str(definitions_copy)), definitions, testing=True)
-    client = app.test_client()
-    client.environ_base["HTTP_AUTHORIZATION"] = basic("admin")["Authorization"]
-    r = client.put("/api/caseloom/definitions/tables/u_kinds.yaml", data=KINDS, content_type="application/yaml")
-    assert r.status_code == 200, r.json
-    assert client.post("/api/now/table/u_kinds", json={}).status_code == 201
-    return client
+def kinds(config, tmp_path):
+    """A client of the shipped application with a table holding one field of every type."""
+    with small_app(config, tmp_path, {"tables/u_kinds.yaml": KINDS}, {"admin": ["admin"]}, base=DEFINITIONS) as made:
+        client = made.client
+        client.environ_base["HTTP_AUTHORIZATION"] = basic("admin")["Authorization"]
+        assert client.post("/api/now/table/u_kinds", json={}).status_code == 201
+        yield client
 
 
 @pytest.mark.parametrize("value", MALFORMED, ids=[repr(v)[:30] for v in MALFORMED])

@@ -230,7 +230,7 @@ def test_a_definitions_change_needing_pg_trgm_that_cannot_be_made_is_refused_in_
     plain_shop = SHOP.replace("contains_index: [name, number]\n", "")
     with pg_database() as url:  # no pg_trgm in it, and the app's tables made by the superuser
         with small_app(replace(config, database_url=url), tmp_path, {**FILES, "tables/x_shop.yaml": plain_shop},
-                       {"boss": ["admin"]}):
+                       {"boss": ["admin"]}, own_database=True):
             pass
         admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:

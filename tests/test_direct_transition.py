@@ -9,7 +9,7 @@ import pytest
 from small_app import small_app
 
 API = "/api/now/table/ticket"
-USERS = {"clerk": ["desk.clerk"], "lead": ["desk.lead"], "viewer": ["desk.viewer"]}  # passwords: their names
+USERS = {"clerk": ["desk.clerk"], "lead": ["desk.lead"], "viewer": ["desk.viewer"], "admin": ["admin"]}  # passwords: their names
 
 FILES = {
     "roles.yaml": """roles:

@@ -104,7 +104,7 @@ fields:
 
 @pytest.fixture
 def client(config, tmp_path):
-    with small_app(config, tmp_path, FILES, {}) as small:
+    with small_app(config, tmp_path, FILES, {"admin": ["admin"]}) as small:
         yield small.client
 
 

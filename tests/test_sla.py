@@ -41,18 +41,8 @@ MONDAY = at("2026-03-02 10:00")  # London is on GMT until 2026-03-29
 
 
 @pytest.fixture
-def fresh_config(config, tmp_path):
-    """The test's config on an empty database of its own: only this application's tables and SLAs."""
-    if config.database_url.startswith("sqlite"):
-        yield dataclasses.replace(config, database_url=f"sqlite:///{tmp_path / 'sla.db'}")
-        return
-    with conftest.pg_database() as url:
-        yield dataclasses.replace(config, database_url=url)
-
-
-@pytest.fixture
-def app(fresh_config, tmp_path):
-    with small_app(fresh_config, tmp_path, FILES, USERS) as small:
+def app(config, tmp_path):
+    with small_app(config, tmp_path, FILES, USERS) as small:
         yield small
 
 
@@ -784,9 +774,9 @@ def test_a_declared_sla_is_changed_in_its_file_not_through_the_api(app, runtime)
         assert service.get("contract_sla", order["sys_id"])["duration"] == HOUR
 
 
-def test_init_twice_changes_nothing_and_a_removed_sla_goes_inactive(app, runtime, fresh_config, tmp_path):
+def test_init_twice_changes_nothing_and_a_removed_sla_goes_inactive(app, runtime, tmp_path):
     folder = tmp_path / "small-definitions"
-    config = dataclasses.replace(fresh_config, definitions=str(folder))
+    config = runtime.config
     assert initialise(config, load_folder(folder), runtime=runtime).timing == 0
     slas = FILES["slas/tickets.yaml"]
     write_folder(folder, {"slas/tickets.yaml": slas[: slas.index("  never:")] + slas[slas.index("  office:") :]})
@@ -805,11 +795,11 @@ def test_init_twice_changes_nothing_and_a_removed_sla_goes_inactive(app, runtime
     assert stages(runtime, ticket, "never") == []
 
 
-def test_moving_the_definitions_folder_changes_no_declared_sla(app, runtime, fresh_config, tmp_path):
+def test_moving_the_definitions_folder_changes_no_declared_sla(app, runtime, tmp_path):
     """A declaration's record names its file inside the folder, whatever path the folder was read from."""
     moved = tmp_path / "elsewhere" / "defs"
     shutil.copytree(tmp_path / "small-definitions", moved)
-    config = dataclasses.replace(fresh_config, definitions=str(moved))
+    config = dataclasses.replace(runtime.config, definitions=str(moved))
     assert initialise(config, load_folder(moved), runtime=runtime).timing == 0
     with runtime.transaction() as service:
         sources = {r["name"]: r["source"] for r in service.query("contract_sla", Query())}
@@ -820,7 +810,7 @@ def test_moving_the_definitions_folder_changes_no_declared_sla(app, runtime, fre
 def test_init_retires_slas_of_a_removed_table(config, tmp_path):
     """The shared template holds CSM's declared SLAs on sn_customerservice_case; definitions without that
     table must still initialise, leaving those SLAs inactive."""
-    with small_app(config, tmp_path, FILES, USERS) as small, small.runtime.transaction() as service:
+    with small_app(config, tmp_path, FILES, USERS, own_database=True) as small, small.runtime.transaction() as service:
         gone = service.query("contract_sla", parse_encoded("collection=sn_customerservice_case"))
         assert gone and not any(r["active"] for r in gone)
 
@@ -1295,8 +1285,8 @@ FLOW_FILES = {
 
 
 @pytest.fixture
-def flow_app(fresh_config, tmp_path):
-    with small_app(fresh_config, tmp_path, FLOW_FILES, USERS) as small:
+def flow_app(config, tmp_path):
+    with small_app(config, tmp_path, FLOW_FILES, USERS) as small:
         yield small
 
 

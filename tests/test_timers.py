@@ -5,7 +5,6 @@ restart; bad timer definitions refused where they are written."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 import pytest
@@ -70,8 +69,6 @@ MONDAY = dt.datetime(2026, 3, 2, 10, 0)  # 10:00 in London (GMT)
 
 @pytest.fixture
 def runtime(config, tmp_path):
-    config = dataclasses.replace(config, database_url=f"sqlite:///{tmp_path / 'timers.db'}") \
-        if config.database_url.startswith("sqlite") else config
     with small_app(config, tmp_path, FILES, {"root": ["admin"], "ann": []}) as small:
         with small.runtime.transaction() as service:
             service.update("sys_user", _user(service, "ann"), {"email": "ann@example.com"})
