@@ -121,9 +121,9 @@ def _template(config: Config, files: dict[str, str], users: dict[str, list[str]]
         def initialise_at(url: str) -> None:
             _initialise(replace(config, database_url=url, definitions=str(folder)), users)
 
+        if backend == "postgresql" and prefix not in conftest.LATE_TEMPLATES:
+            conftest.LATE_TEMPLATES.append(prefix)  # dropped at the session's end, even if its init fails
         _TEMPLATES[key] = conftest.build_template(_BASE, prefix, backend, initialise_at)
-        if backend == "postgresql":
-            conftest.LATE_TEMPLATES.append(prefix)
     return backend, _TEMPLATES[key]
 
 
