@@ -25,6 +25,7 @@ DURATION = 4  # seconds: long enough to see the bar before it breaches on a load
 
 def test_add_an_sla_in_the_browser_and_watch_it_breach(browser, server, runtime):
     page = test_axe.sign_in(browser, server, "admin")
+    page.goto(f"{server}/")
     page.get_by_role("navigation", name="Applications").get_by_role("link", name="SLA definitions").click()
     page.wait_for_url(re.compile(r"/contract_sla_list\.do"))
     page.goto(f"{server}/contract_sla.do?sys_id=-1")
