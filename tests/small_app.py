@@ -25,7 +25,7 @@ from werkzeug.security import generate_password_hash
 import conftest
 from caseloom.bootstrap import initialise
 from caseloom.config import Config
-from caseloom.definitions import load_folder
+from caseloom.definitions import Definitions, load_folder
 from caseloom.runtime import Runtime
 from caseloom.users import USERS, add_user
 from conftest import Api, basic
@@ -76,9 +76,8 @@ def _hash(password: str) -> str:
     return generate_password_hash(password)
 
 
-def _initialise(config: Config, users: dict[str, list[str]]) -> None:
-    """`caseloom init --force` of the config's folder on its database, and the users added."""
-    defs = load_folder(Path(config.definitions))
+def _initialise(config: Config, defs: Definitions, users: dict[str, list[str]]) -> None:
+    """`caseloom init --force` of the config's folder (read as `defs`) on its database, and the users added."""
     runtime = Runtime(config, defs)
     try:
         initialise(config, defs, force=True, runtime=runtime)
@@ -119,7 +118,7 @@ def _template(config: Config, files: dict[str, str], users: dict[str, list[str]]
         prefix = f"small_{digest}"
 
         def initialise_at(url: str) -> None:
-            _initialise(replace(config, database_url=url, definitions=str(folder)), users)
+            _initialise(replace(config, database_url=url, definitions=str(folder)), load_folder(folder), users)
 
         if backend == "postgresql" and prefix not in conftest.LATE_TEMPLATES:
             conftest.LATE_TEMPLATES.append(prefix)  # dropped at the session's end, even if its init fails
@@ -138,16 +137,16 @@ def small_app(config: Config, tmp_path: Path, files: dict[str, str],
     from caseloom.web import create_app, db
 
     folder = _folder(tmp_path / "small-definitions", files, base)
-    config = replace(config, definitions=str(folder))
+    config, defs = replace(config, definitions=str(folder)), load_folder(folder)
     with contextlib.ExitStack() as stack:
         if own_database:
-            _initialise(config, users)
+            _initialise(config, defs, users)
         else:
             backend, template = _template(config, files, users, base)
             url = stack.enter_context(contextlib.contextmanager(conftest.database_copy)(
                 {backend: template}, backend, tmp_path, f"small-{uuid.uuid4().hex[:8]}"))
             config = replace(config, database_url=url)
-        app = create_app(config, load_folder(folder), testing=True)
+        app = create_app(config, defs, testing=True)
         try:
             yield SmallApp(app, app.test_client())
         finally:
