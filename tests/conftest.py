@@ -46,6 +46,27 @@ BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 gc.set_threshold(50_000, 20, 20)
 
 
+# The files that take longest, longest first (from a CI run's per-test times). `make test` runs with
+# `--dist loadfile --no-loadscope-reorder`: a worker takes the next file when it has two tests left, so
+# the long files start early and the run does not end with one worker on a long file while the other
+# has nothing left. (xdist's own order, most tests first, put the bench's five long tests last: a
+# minute of one idle core.) The other files follow in alphabetical order.
+LONGEST_FIRST = [
+    "test_openapi_fuzz", "test_bench", "test_serving", "test_axe", "test_sla", "test_browser", "test_job_recovery",
+    "test_definitions_browser", "test_soak", "test_bad_input", "test_member_lists_generic", "test_csp_browser",
+    "test_recipients", "test_browser_references", "test_migrate", "test_browser_mim_story", "test_field_flags",
+    "test_definitions_api", "test_definitions_ui", "test_browser_dashboards", "test_second_app", "test_reports",
+    "test_browser_lists", "test_records", "test_job_slices", "test_report_builder", "test_dotwalk_access", "test_auth",
+    "test_browser_slas", "test_email_inbound", "test_similar",
+]
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own ordering of a file's tests by their fixtures' parameters
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: a file's own order is kept
+
+
 def pytest_collection_finish(session):
     gc.collect()
     gc.freeze()

@@ -1,14 +1,15 @@
 """`caseloom serve`: gunicorn with several processes on one database behaves as one server.
 
-Each test starts the real command in its own process on a copy of the test database (SQLite, and
-PostgreSQL when set), signs in once, and talks to it over HTTP: sessions, numbering and jobs are
-shared through the database, a graceful restart (SIGHUP) drops no request, and static files are
-linked by their content and cached for a year."""
+The real command runs in its own process on a copy of the test database (SQLite, and PostgreSQL when
+set), started once for each kind of gunicorn worker and database and shared by the tests, which talk
+to it over HTTP: sessions, numbering and jobs are shared through the database, a graceful restart
+(SIGHUP) drops no request, and static files are linked by their content and cached for a year."""
 
 from __future__ import annotations
 
 import base64
 import concurrent.futures
+import dataclasses
 import http.cookiejar
 import json
 import os
@@ -21,22 +22,44 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from conftest import free_port
+from conftest import BACKENDS, database_copy, free_port
 from test_job_recovery import environment, family
 
 
-@pytest.fixture(params=[1, 2], ids=["sync", "gthread"])
-def served(config, tmp_path, request):
-    """`caseloom serve --workers 2 --threads N` on the test's database, with each kind of gunicorn worker
-    (one thread: `sync`, the default; two: `gthread`); yields (base URL, process)."""
+@dataclasses.dataclass(frozen=True)
+class Served:
+    base: str  # http://127.0.0.1:PORT
+    process: subprocess.Popen
+    env: dict  # the server's environment: a second command on the same instance folder and database
+    folder: Path  # its working directory; the instance folder is `instance` in it
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def served_database(request, templates, tmp_path_factory):
+    """A copy of the test database for the servers of this file on one backend, and its folder."""
+    folder = tmp_path_factory.mktemp("served")
+    for url in database_copy(templates, request.param, folder, "caseloom"):
+        yield url, folder
+
+
+@pytest.fixture(scope="module", params=[1, 2], ids=["sync", "gthread"])
+def served(served_database, request):
+    """`caseloom serve --workers 2 --threads N` with each kind of gunicorn worker (one thread: `sync`, the
+    default; two: `gthread`), started once per kind and database and shared by the tests that take it, in
+    their order: each leaves it serving (a graceful restart included), and none needs a database of its
+    own (the numbers they check are those their own requests were given)."""
+    url, parent = served_database
+    folder = parent / f"threads-{request.param}"
+    folder.mkdir()
     port = free_port()
-    env = environment(config, tmp_path)
-    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115  (closed below)
+    env = environment(SimpleNamespace(database_url=url, queue=f"sqlite:///{folder / 'queue.db'}"), folder)
+    log = open(folder / "serve.log", "w")  # noqa: SIM115  (closed below)
     process = subprocess.Popen([sys.executable, "-m", "caseloom.cli", "serve", "--port", str(port), "--workers", "2",
-                                "--threads", str(request.param)], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+                                "--threads", str(request.param)], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -47,9 +70,9 @@ def served(config, tmp_path, request):
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
                 log.close()
-                pytest.fail("the server did not start:\n" + (tmp_path / "serve.log").read_text())
+                pytest.fail("the server did not start:\n" + (folder / "serve.log").read_text())
             time.sleep(0.2)
-    yield base, process
+    yield Served(base, process, env, folder)
     stop(process)
     log.close()
 
@@ -80,7 +103,7 @@ def call(method: str, url: str, body: dict | None = None, headers: dict | None =
 
 
 def test_two_server_processes_answer_and_number_as_one(served):
-    base, process = served
+    base, process = served.base, served.process
     assert len(family(process.pid)) >= 4  # the master, two server processes and the queue's worker
 
     def create(i: int) -> str:
@@ -97,7 +120,7 @@ def test_two_server_processes_answer_and_number_as_one(served):
 
 
 def test_a_session_signed_in_on_one_process_is_known_to_the_other(served):
-    base, _ = served
+    base = served.base
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     page = opener.open(f"{base}/login", timeout=30).read().decode()
@@ -111,7 +134,7 @@ def test_a_session_signed_in_on_one_process_is_known_to_the_other(served):
 
 
 def test_a_graceful_restart_drops_no_request(served):
-    base, process = served
+    base, process = served.base, served.process
     failures, done = [], []
 
     def ask(i: int) -> None:
@@ -130,7 +153,7 @@ def test_a_graceful_restart_drops_no_request(served):
 def test_a_long_encoded_query_fits_the_request_line_and_a_longer_one_is_a_414(served):
     """A GET of 7,100 bytes (a query of 700 numbers) is answered; one past 8,190 bytes is refused by the
     server before the app (gunicorn's default was 4,094 bytes)."""
-    base, _ = served
+    base = served.base
     path = "/api/now/table/sn_customerservice_case?sysparm_fields=number&sysparm_query=numberIN"
     fits = path + ",".join(f"CS{i:07d}" for i in range(700))
     assert 7_000 < len(f"GET {fits} HTTP/1.1") < 8_190
@@ -145,7 +168,7 @@ def test_a_long_encoded_query_fits_the_request_line_and_a_longer_one_is_a_414(se
 
 
 def test_static_files_are_linked_by_their_content_and_cached_for_a_year(served):
-    base, _ = served
+    base = served.base
     page = urllib.request.urlopen(f"{base}/login", timeout=30).read().decode()
     css = re.search(r'href="(/static/caseloom\.css\?v=([0-9a-f]{12}))"', page)
     assert css, page[:2000]
@@ -220,21 +243,19 @@ def test_the_servers_job_worker_is_started_again_when_it_dies(config, tmp_path):
 
 
 @pytest.mark.parametrize("clash", ["port", "instance folder"])
-def test_a_second_server_on_its_port_or_its_instance_folder_says_so_and_touches_nothing(config, tmp_path, served,
-                                                                                       clash):
+def test_a_second_server_on_its_port_or_its_instance_folder_says_so_and_touches_nothing(served, clash):
     """A second `caseloom serve` with the same instance folder on another port emptied the first one's
     metrics folder: the first server's counts were lost. It now finds the folder locked, says so in
     one line and exits 1, leaving the files alone."""
-    base, _ = served
+    base = served.base
     port = int(base.rsplit(":", 1)[1])
-    metrics = (tmp_path / "instance").resolve() / "metrics"
+    metrics = (served.folder / "instance").resolve() / "metrics"
     call("GET", base + "/health")
     counted = {path.name for path in metrics.glob("*.db")}
     assert counted  # the first server's processes count into files there
-    env = environment(config, tmp_path)
     other = port if clash == "port" else free_port()
-    ran = subprocess.run([sys.executable, "-m", "caseloom.cli", "serve", "--port", str(other)], env=env,
-                         capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    ran = subprocess.run([sys.executable, "-m", "caseloom.cli", "serve", "--port", str(other)], env=served.env,
+                         capture_output=True, text=True, cwd=served.folder, timeout=60)
     assert ran.returncode == 1
     said = {"port": f"caseloom serve: port {port} on 127.0.0.1 is in use (another server?); give another --port",
             "instance folder": f"caseloom serve: {metrics} is used by another `caseloom serve` (its metrics); stop "
