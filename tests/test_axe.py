@@ -43,7 +43,7 @@ def sign_in(browser, server: str, user: str | None):
     page = context.new_page()
     page.add_init_script(path=str(AXE))  # from the next document on: the blank one has nothing to check
     page.set_default_timeout(test_browser.TIMEOUT_MS)
-    if user is not None:  # signed in by the form's own request, sharing the page's cookies: no page drawn
+    if user is not None:
         form = context.request.get(f"{server}/login").text()
         token = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
         answer = context.request.post(f"{server}/login", max_redirects=0,

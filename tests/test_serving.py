@@ -22,16 +22,17 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
+from caseloom.config import Config
 from conftest import BACKENDS, database_copy, free_port
 from test_job_recovery import environment, family
 
 
 @dataclasses.dataclass(frozen=True)
 class Served:
+    port: int
     base: str  # http://127.0.0.1:PORT
     process: subprocess.Popen
     env: dict  # the server's environment: a second command on the same instance folder and database
@@ -56,7 +57,7 @@ def served(served_database, request):
     folder = parent / f"threads-{request.param}"
     folder.mkdir()
     port = free_port()
-    env = environment(SimpleNamespace(database_url=url, queue=f"sqlite:///{folder / 'queue.db'}"), folder)
+    env = environment(Config(database_url=url, queue=f"sqlite:///{folder / 'queue.db'}"), folder)
     log = open(folder / "serve.log", "w")  # noqa: SIM115  (closed below)
     process = subprocess.Popen([sys.executable, "-m", "caseloom.cli", "serve", "--port", str(port), "--workers", "2",
                                 "--threads", str(request.param)], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
@@ -72,7 +73,7 @@ def served(served_database, request):
                 log.close()
                 pytest.fail("the server did not start:\n" + (folder / "serve.log").read_text())
             time.sleep(0.2)
-    yield Served(base, process, env, folder)
+    yield Served(port, base, process, env, folder)
     stop(process)
     log.close()
 
@@ -247,8 +248,7 @@ def test_a_second_server_on_its_port_or_its_instance_folder_says_so_and_touches_
     """A second `caseloom serve` with the same instance folder on another port emptied the first one's
     metrics folder: the first server's counts were lost. It now finds the folder locked, says so in
     one line and exits 1, leaving the files alone."""
-    base = served.base
-    port = int(base.rsplit(":", 1)[1])
+    base, port = served.base, served.port
     metrics = (served.folder / "instance").resolve() / "metrics"
     call("GET", base + "/health")
     counted = {path.name for path in metrics.glob("*.db")}
