@@ -633,12 +633,14 @@ class RecordService:
 
     def _check_new_ids(self, tdef: TableDef, records: list[dict], first_row: int | None, chosen: set[str]) -> None:
         """Given sys_ids must be new in the whole database, not only in this table: history, journal and
-        references find a record by its sys_id. One query per physical table and batch, not one per row;
-        generated ids (time-ordered, random) are not looked up."""
+        references find a record by its sys_id. One query per physical table and batch, not one per row.
+        Generated ids are not looked up: each is the time in milliseconds and 80 random bits, so an even
+        chance of two alike takes about 2^40 ids in one millisecond (and the primary key would still
+        refuse the second); looking them up cost every insert a statement."""
         ids = [r["sys_id"] for r in records]
-        taken = self.existing_ids(tdef.root, set(ids))
+        taken: set[str] = set()
         if chosen:
-            taken |= self._existing_elsewhere(tdef.root, chosen)
+            taken = self.existing_ids(tdef.root, chosen) | self._existing_elsewhere(tdef.root, chosen)
         if len(set(ids)) != len(ids):
             taken |= {i for i in ids if ids.count(i) > 1}
         if taken:
@@ -1076,9 +1078,11 @@ def reserve_numbers(conn: sa.Connection, storage: Storage, tdef: TableDef, count
     """Reserve `count` consecutive numbers for a table; returns the first. One UPDATE ... RETURNING,
     so concurrent writers never get the same number."""
     counter = storage.internal("sys_number_counter")
-    stmt = (sa.update(counter).where(counter.c.name == tdef.name)
-            .values(next_value=counter.c.next_value + count).returning(counter.c.next_value))
-    after = conn.execute(stmt).scalar()
+    stmt = storage.cached("reserve_numbers", lambda: (  # built once: every numbered insert runs it
+        sa.update(counter).where(counter.c.name == sa.bindparam("table", type_=counter.c.name.type))
+        .values(next_value=counter.c.next_value + sa.bindparam("count", type_=counter.c.next_value.type))
+        .returning(counter.c.next_value)))
+    after = conn.execute(stmt, {"table": tdef.name, "count": count}).scalar()
     if after is None:
         conn.execute(sa.insert(counter).values(name=tdef.name, next_value=tdef.number.start + count))
         return tdef.number.start

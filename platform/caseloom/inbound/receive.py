@@ -23,7 +23,6 @@ from ..access import SYSTEM
 from ..definitions.model import InboundActionDef, TableDef
 from ..fieldtypes import length_limit
 from ..properties import Properties
-from ..query import Query, Term
 from ..query.evaluate import evaluate
 from ..records import RecordError, RecordService, now, record_by
 from ..templates import render_value
@@ -285,8 +284,8 @@ def named_addresses(service: RecordService, tdef: TableDef, record: dict) -> set
         paths = service.storage.cache[key] = tuple(found)
     if not paths:
         return set()
-    rows = service.query(tdef.name, Query(Term("sys_id", "eq", record["sys_id"])), list(paths))
-    return {str(v).strip().lower() for row in rows for p in paths if (v := row.get(p))}
+    row = service.one(tdef.name, record["sys_id"], list(paths)) or {}  # its statement built once
+    return {str(v).strip().lower() for p in paths if (v := row.get(p))}
 
 
 def _users_of(service: RecordService, sender: str) -> list:

@@ -30,6 +30,7 @@ import sqlalchemy as sa
 
 from .. import stamps
 from ..automation.conditions import resolver
+from ..bulk import insert_rows, update_rows
 from ..query.conditions import fields_of
 from ..query.dynamic import now as clock_now
 from ..query.evaluate import evaluate
@@ -85,17 +86,21 @@ class Changes:
         conn, user = service.conn, service.actor.user_name
         physical = service.storage.physical(TASK_SLA)
         stamp = service_stamp()
+        # compiled once per table and set of columns (caseloom.bulk): building an INSERT or UPDATE for
+        # each write cost more than running it
         if self.new:
-            conn.execute(sa.insert(physical), [row | stamps.new_row(TASK_SLA, user, stamp)
-                                               | {"transaction": service.transaction} for row in self.new])
+            system = stamps.new_row(TASK_SLA, user, stamp) | {"transaction": service.transaction}
+            by_keys: dict[tuple, list[dict]] = defaultdict(list)
+            for row in self.new:
+                by_keys[tuple(row)].append(row | system)
+            for rows in by_keys.values():
+                insert_rows(conn, physical, rows)
             service.note_made(TASK_SLA, [r["sys_id"] for r in self.new])
         by_columns: dict[tuple, list[dict]] = defaultdict(list)
         for row in self.updated:
-            by_columns[tuple(sorted(k for k in row if k != "sys_id"))].append(
-                {f"v_{k}": v for k, v in row.items() if k != "sys_id"} | {"k_sys_id": row["sys_id"]})
-        for columns, params in by_columns.items():
-            conn.execute(sa.update(physical).where(physical.c.sys_id == sa.bindparam("k_sys_id")).values(
-                {**{c: sa.bindparam(f"v_{c}") for c in columns}, **stamps.touched_sql(physical, user, stamp)}), params)
+            by_columns[tuple(sorted(k for k in row if k != "sys_id"))].append(row)
+        for columns, rows in by_columns.items():
+            update_rows(conn, physical, columns, rows, stamps.touched_sql, user, stamp)
         if self.audits:
             service._system_insert("sys_audit", [
                 stamps.audit_row(TASK_SLA, sys_id, checkpoint, "stage", old, new, user, service.transaction)

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from .. import stamps
 from ..automation.conditions import resolver
+from ..bulk import insert_rows, update_rows
 from ..definitions.model import TableDef, TimerDef
 from ..query import Query, Selection, Term, select_rows
 from ..query.evaluate import evaluate
@@ -154,15 +155,14 @@ def _apply(service, tdef: TableDef, wanted: list[tuple[str, TimerDef, bool, Any]
             new.append({"sys_id": new_sys_id(), "timer": timer.name, "table_name": tdef.name, "document": sys_id,
                         "due": due, "state": WAITING})
         elif timer.at and row["due"] != due:  # the date moved: the timer follows it (and fires again)
-            moved.append({"k_sys_id": row["sys_id"], "v_due": due, "v_state": WAITING})
+            moved.append({"sys_id": row["sys_id"], "due": due, "state": WAITING})
     user, stamp = service.actor.user_name, service_stamp()
     conn = service.conn
-    if new:
-        conn.execute(sa.insert(physical), [r | stamps.new_row(TIMER, user, stamp) for r in new])
+    if new:  # compiled once per table (caseloom.bulk), as every write of a timed record may add one
+        system = stamps.new_row(TIMER, user, stamp)
+        insert_rows(conn, physical, [r | system for r in new])
     if moved:
-        conn.execute(sa.update(physical).where(physical.c.sys_id == sa.bindparam("k_sys_id")).values(
-            due=sa.bindparam("v_due"), state=sa.bindparam("v_state"), **stamps.touched_sql(physical, user, stamp)),
-            moved)
+        update_rows(conn, physical, ("due", "state"), moved, stamps.touched_sql, user, stamp)
     for i in range(0, len(gone), 500):
         conn.execute(sa.delete(physical).where(physical.c.sys_id.in_(gone[i:i + 500])))
     if new or moved or gone:
