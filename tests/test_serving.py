@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import dataclasses
+import http.client
 import http.cookiejar
 import json
 import os
@@ -153,7 +154,7 @@ def test_a_graceful_restart_drops_no_request(served):
 
 def test_a_long_encoded_query_fits_the_request_line_and_a_longer_one_is_a_414(served):
     """A GET of 7,100 bytes (a query of 700 numbers) is answered; one past 8,190 bytes is refused by the
-    server before the app (gunicorn's default was 4,094 bytes)."""
+    server before the app (gunicorn's default was 4,094 bytes), in the API's error shape."""
     base = served.base
     path = "/api/now/table/sn_customerservice_case?sysparm_fields=number&sysparm_query=numberIN"
     fits = path + ",".join(f"CS{i:07d}" for i in range(700))
@@ -166,6 +167,30 @@ def test_a_long_encoded_query_fits_the_request_line_and_a_longer_one_is_a_414(se
         raise AssertionError("a request line past 8,190 bytes was answered")
     except urllib.error.HTTPError as error:
         assert error.code == 414
+        assert error.headers["Content-Type"] == "application/json"
+        body = json.loads(error.read())
+    assert body["status"] == "failure"
+    assert body["error"]["message"] == "The request line is too long"
+    assert "at most 8,190 bytes" in body["error"]["detail"], body
+
+
+@pytest.mark.parametrize("headers, detail", [
+    ({f"X-Extra-{i}": "1" for i in range(101)}, "limit request headers fields"),
+    ({"X-Large": "x" * 9000}, "limit request headers fields size"),
+], ids=["too many", "too large"])
+def test_headers_past_the_servers_limits_are_a_431_in_the_api_error_shape(served, headers, detail):
+    """More than 100 header fields, or one past 8,190 bytes: refused before the app, as JSON."""
+    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=30)
+    try:
+        conn.request("GET", "/api/now/table/sn_customerservice_case?sysparm_limit=1", headers=headers)
+        response = conn.getresponse()
+        assert response.status == 431
+        assert response.getheader("Content-Type") == "application/json"
+        body = json.loads(response.read())
+    finally:
+        conn.close()
+    assert body["status"] == "failure" and body["error"]["message"] == "The request's headers are too large"
+    assert detail in body["error"]["detail"].lower(), body
 
 
 def test_static_files_are_linked_by_their_content_and_cached_for_a_year(served):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import json
 import logging
 import os
 import signal
@@ -35,8 +36,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gunicorn import util
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
+from gunicorn.http.errors import LimitRequestHeaders, LimitRequestLine
+from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers.sync import SyncWorker
 
 from .logs import gunicorn_config
 
@@ -70,7 +75,7 @@ class ServeOptions:
             "bind": f"{self.host}:{self.port}",
             "workers": self.workers,
             "threads": self.threads,
-            "worker_class": "sync" if self.threads == 1 else "gthread",
+            "worker_class": f"{__name__}.{(JsonSyncWorker if self.threads == 1 else JsonThreadWorker).__name__}",
             "post_worker_init": _beating,
             "timeout": self.timeout,
             "graceful_timeout": self.graceful_timeout,
@@ -90,7 +95,42 @@ class ServeOptions:
         }
 
 
-REQUEST_LINE_BYTES = 8190  # a request's first line (method, path and query) at most; longer is gunicorn's 414
+REQUEST_LINE_BYTES = 8190  # a request's first line (method, path and query) at most; longer is a 414
+
+
+class JsonLimits:
+    """A request past gunicorn's limits (its first line, its headers) refused in the API's error shape
+    (`{"error": {"message", "detail"}, "status": "failure"}`, caseloom.web.errors) rather than gunicorn's
+    HTML page: the app never sees such a request, and its clients read JSON. gunicorn answers every
+    other malformed request itself."""
+
+    def handle_error(self, req, client, addr, exc) -> None:
+        if isinstance(exc, LimitRequestLine):
+            status, message = "414 URI Too Long", "The request line is too long"
+            detail = (f"{exc}: a request's method, path and query string take at most {REQUEST_LINE_BYTES:,} "
+                      f"bytes (a query with thousands of values does not fit a GET)")
+        elif isinstance(exc, LimitRequestHeaders):
+            status, message, detail = "431 Request Header Fields Too Large", "The request's headers are too large", \
+                str(exc)
+        else:
+            super().handle_error(req, client, addr, exc)
+            return
+        self.log.warning("Invalid request from ip=%s: %s", (addr or ("",))[0], exc)
+        body = json.dumps({"error": {"message": message, "detail": detail}, "status": "failure"}).encode()
+        head = (f"HTTP/1.1 {status}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
+        try:
+            util.write_nonblock(client, head + body)
+        except OSError:
+            self.log.debug("Failed to send error message.")
+
+
+class JsonSyncWorker(JsonLimits, SyncWorker):
+    """gunicorn's `sync` worker (one request at a time), its limits answered as JSON."""
+
+
+class JsonThreadWorker(JsonLimits, ThreadWorker):
+    """gunicorn's `gthread` worker (`threads` requests at once), its limits answered as JSON."""
 
 _heartbeat: Callable[[], None] | None = None  # this server process's gunicorn worker's `notify`
 
