@@ -132,6 +132,7 @@ class JsonSyncWorker(JsonLimits, SyncWorker):
 class JsonThreadWorker(JsonLimits, ThreadWorker):
     """gunicorn's `gthread` worker (`threads` requests at once), its limits answered as JSON."""
 
+
 _heartbeat: Callable[[], None] | None = None  # this server process's gunicorn worker's `notify`
 
 
