@@ -127,6 +127,13 @@ NOTIFICATIONS = """notifications:
     recipients: {fields: [assigned_to, assigned_to.manager]}
     subject: "Breached: {{ record.number }}"
     body: "The time allowed for {{ record.number }} has run out."
+  x_repaired:
+    table: sla_repair_log
+    on: [update]
+    condition: stateCHANGESTOcomplete
+    recipients: {fields: [initiated_by]}
+    subject: "SLA repair {{ record.number }} complete"
+    body: "{{ record.message }}"
 """
 
 FILES = {

@@ -88,10 +88,20 @@ def test_repair_a_case_s_slas_from_its_form(browser, server, runtime):
     assert page.locator(".slas li.sla", has=page.get_by_role("link", name="Added later")).count() == 0
     page.get_by_role("button", name="Repair SLAs").click()
     page.wait_for_url(re.compile(rf"/{CASE}\.do\?sys_id={case['sys_id']}#slas$"))
-    assert re.search(r"Repaired the SLAs of 1 case record: \d+ task SLAs? removed, \d+ made from their history\.",
-                     page.locator(".flash").inner_text())
+    flash = page.locator(".flash").inner_text()
+    assert re.search(r"Repaired the SLAs of 1 case record: \d+ task SLAs? removed, \d+ made from their history\. "
+                     r"Logged as SLAR\d{7}\.", flash)
     bar = page.locator(".slas li.sla", has=page.get_by_role("link", name="Added later"))
     assert bar.locator(".sla-stage").inner_text() == "In progress"
     assert f"{case['sys_created_on']:%Y-%m-%d %H:%M}" in bar.locator(".sla-timeline").inner_text()  # attached then
+    found = test_axe.violations(page)
+    assert not found, test_axe.explain(found)
+    # the repair's log, from the System menu's All SLA repairs: what it did, and each task SLA after it
+    logged = re.search(r"Logged as (SLAR\d{7})\.", flash).group(1)
+    page.get_by_role("navigation", name="Applications").get_by_role("link", name="All SLA repairs").click()
+    page.get_by_role("link", name=logged, exact=True).click()
+    page.wait_for_url(re.compile(r"/sla_repair_log\.do\?sys_id="))
+    text = page.locator("main").inner_text()
+    assert "Complete" in text and "A form" in text and "Repair log entries" in text and "After repair" in text
     found = test_axe.violations(page)
     assert not found, test_axe.explain(found)

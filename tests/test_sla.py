@@ -1133,8 +1133,11 @@ def test_the_api_repairs_the_records_its_query_matches(app, runtime):
     with fixed_clock(MONDAY + 2 * 60 * MINUTE):
         r = app.api("root").post(f"{REPAIR_API}/{TICKET}?sysparm_query=sys_id={first}")
     assert r.status_code == 200, r.json
-    assert r.json == {"result": {"records": 1, "removed": 1, "created": 1},
+    body = r.json
+    log = body["result"].pop("log")
+    assert body == {"result": {"records": 1, "removed": 1, "created": 1},
                       "message": "Repaired the SLAs of 1 ticket record: 1 task SLA removed, 1 made from their history"}
+    assert repair_log(app, log)["source"] == "api" and repair_log(app, log)["filter"] == f"sys_id={first}"
     assert app.api("root").post(f"{REPAIR_API}/{TICKET}").json["result"]["records"] == 2  # no query: every record
 
 
@@ -1170,12 +1173,13 @@ def test_more_records_than_a_request_repairs_go_to_a_background_job(app, runtime
         ended = execute_job(runtime, job)
     assert (ended.state, ended.done, ended.total) == ("done", 3, 3)
     assert ended.message == "Repaired the SLAs of 3 ticket records: 0 task SLAs removed, 3 made from their history"
+    log = r.json["result"]["log"]
     assert ended.params == {"table": TICKET, "query": "category=later", "after": max(made),  # the last one done
-                            "repaired": {"records": 3, "removed": 0, "created": 3}}
+                            "repaired": {"records": 3, "removed": 0, "created": 3, "log": log}}
     assert all(task_slas(runtime, t)[0]["planned_end_time"] == MONDAY + 90 * MINUTE for t in made)
     seen = app.api("root").get(f"/api/caseloom/jobs/{job}").json["result"]
     assert seen["state"] == "done" and seen["message"] == ended.message
-    assert app.api("ann").get(f"/api/caseloom/jobs/{job}").status_code == 403  # a job without a record: admins'
+    assert app.api("ann").get(f"/api/caseloom/jobs/{job}").status_code == 403  # on the repair's log: admins'
 
 
 def test_a_background_repair_run_again_goes_on_after_its_last_committed_chunk(app, runtime, monkeypatch):
@@ -1252,6 +1256,200 @@ def test_a_list_repairs_the_records_its_filter_matches(app, runtime, monkeypatch
     assert "Repair SLAs" not in page
     token = page.split('name="csrf_token" value="')[1].split('"')[0]
     assert app.client.post(f"/ui/slas/{TICKET}/repair", data={"csrf_token": token}).status_code == 403
+
+
+# -- the repair log --------------------------------------------------------------------------------
+# ServiceNow's SLA repair log: every repair, from each of the four places, keeps who started it, from
+# where, on which records, when, what it did, and each task SLA before and after it; a repair in the
+# background updates it after each chunk it commits, and a stopped or failed one says so; whoever started
+# it hears when it is done (a notification the application declares on the log: sla_app's `x_repaired`).
+# Only administrators read it (no access rule grants it).
+
+PLAIN = "sysparm_exclude_reference_link=true"
+
+
+def repair_log(app, sys_id: str) -> dict:
+    return app.api("root").get(f"{TABLE_API}/sla_repair_log/{sys_id}?{PLAIN}").json["result"]
+
+
+def last_repair_log(app) -> dict:
+    return app.api("root").get(f"{TABLE_API}/sla_repair_log?sysparm_query=ORDERBYDESCnumber&sysparm_limit=1&"
+                               f"{PLAIN}").json["result"][0]
+
+
+def log_entries(app, sys_id: str) -> dict[str, list[dict]]:
+    rows = app.api("root").get(f"{TABLE_API}/sla_repair_log_entry?sysparm_query=repair_log={sys_id}&{PLAIN}")
+    out: dict[str, list[dict]] = {"before": [], "after": []}
+    for row in rows.json["result"]:
+        out[row["type"]].append(row)
+    return out
+
+
+def repair_emails(runtime) -> list[tuple[str, str, str]]:
+    with runtime.transaction() as service:
+        return [(m["subject"], m["recipients"], m["body"]) for m in service.query(
+            "sys_email", parse_encoded("subjectSTARTSWITHSLA repair^ORDERBYsys_created_on"))]
+
+
+def _token(page: str) -> str:
+    return page.split('name="csrf_token" value="')[1].split('"')[0]
+
+
+def _from_form(app, ticket: str) -> None:
+    app.sign_in("root")
+    token = _token(app.client.get(f"/{TICKET}.do?sys_id={ticket}").get_data(as_text=True))
+    r = app.client.post(f"/ui/slas/{TICKET}/{ticket}/repair", data={"csrf_token": token})
+    page = app.client.get(r.headers["Location"]).get_data(as_text=True)
+    assert re.search(r"made from their history\. Logged as SLAR\d{7}\.", page)
+
+
+def _from_list(app, ticket: str) -> None:
+    app.sign_in("root")
+    token = _token(app.client.get(f"/{TICKET}_list.do").get_data(as_text=True))
+    r = app.client.post(f"/ui/slas/{TICKET}/repair", data={"csrf_token": token, "sysparm_query": f"sys_id={ticket}"})
+    page = app.client.get(r.headers["Location"]).get_data(as_text=True)
+    assert re.search(r"made from their history\. Logged as SLAR\d{7}\.", page)
+
+
+def _from_api(app, ticket: str) -> None:
+    r = app.api("root").post(f"{REPAIR_API}/{TICKET}?sysparm_query=sys_id={ticket}")
+    assert r.status_code == 200 and len(r.json["result"]["log"]) == 32, r.json
+
+
+def _from_cli(app, ticket: str) -> None:
+    runtime = app.runtime
+    env = {"CASELOOM_DATABASE_URL": runtime.config.database_url, "CASELOOM_DEFINITIONS": runtime.config.definitions}
+    result = CliRunner().invoke(main, ["sla", "repair", TICKET, "--query", f"sys_id={ticket}", "--user", "root"], env=env)
+    assert result.exit_code == 0, result.output
+    assert re.search(r"Logged as SLAR\d{7} \(sla_repair_log [0-9a-f]{32}\)", result.stderr)
+
+
+PLACES = {"form": _from_form, "list": _from_list, "api": _from_api, "cli": _from_cli}
+STAMP = "%Y-%m-%d %H:%M:%S"
+
+
+@pytest.mark.parametrize("place", PLACES)
+def test_every_repair_is_logged_with_each_task_sla_before_and_after(app, runtime, place):
+    sla = app.api("root").post(f"{TABLE_API}/contract_sla", json=LATER).json["result"]
+    ticket, = tickets_with_history(runtime)
+    [old] = task_slas(runtime, ticket)
+    root = app.api("root").get(f"{TABLE_API}/sys_user?sysparm_query=user_name=root").json["result"][0]["sys_id"]
+    assert app.api("root").patch(f"{TABLE_API}/sys_user/{root}", json={"email": "root@example.com"}).status_code == 200
+    app.api("root").patch(f"{TABLE_API}/contract_sla/{sla['sys_id']}", json={"duration": "4h", "pause_condition": ""})
+    with fixed_clock(MONDAY + 2 * 60 * MINUTE):
+        PLACES[place](app, ticket)
+    [new] = task_slas(runtime, ticket)
+    log = last_repair_log(app)
+    assert (log["table_name"], log["filter"], log["source"], log["state"], log["initiated_by"]) == (
+        TICKET, f"sys_id={ticket}", place, "complete", root)
+    assert (log["records"], log["removed"], log["created"], log["job"]) == ("1", "1", "1", "")
+    assert log["message"] == "Repaired the SLAs of 1 ticket record: 1 task SLA removed, 1 made from their history."
+    assert log["number"].startswith("SLAR") and log["started"] and log["started"] <= log["ended"]
+    entries = log_entries(app, log["sys_id"])
+    [before], [after] = entries["before"], entries["after"]
+    assert (before["task_sla"], after["task_sla"]) == (old["sys_id"], new["sys_id"])
+    assert {before["task"], after["task"], before["sla"], after["sla"]} == {ticket, sla["sys_id"]}
+    # what the old one measured (an hour and the half-hour pause: breached) and what the new one measures
+    assert (before["planned_end_time"], before["pause_duration"], before["has_breached"]) == (
+        (MONDAY + 90 * MINUTE).strftime(STAMP), "1800", "true")
+    assert (after["planned_end_time"], after["has_breached"], after["stage"]) == (
+        (MONDAY + 4 * 60 * MINUTE).strftime(STAMP), "false", "in_progress")
+    [mail] = repair_emails(runtime)
+    assert mail == (f"SLA repair {log['number']} complete", "root@example.com", log["message"])
+
+
+def background_repair(app, runtime, monkeypatch, count: int = 3) -> tuple[list[str], dict]:
+    """`count` tickets whose SLAs a background job repairs two at a time; the API's answer."""
+    from caseloom.jobs import slarepair
+    from caseloom.timing import repair as module
+
+    monkeypatch.setattr(slarepair, "IN_A_REQUEST", 1)
+    monkeypatch.setattr(module, "CHUNK", 2)
+    monkeypatch.setattr(slarepair, "CHUNK", 2)
+    app.api("root").post(f"{TABLE_API}/contract_sla", json=LATER)
+    made = sorted(tickets_with_history(runtime, count))
+    with runtime.transaction() as service:
+        service.conn.execute(service.storage.physical("task_sla").delete())
+    r = app.api("root").post(f"{REPAIR_API}/{TICKET}?sysparm_query=category=later")
+    assert r.status_code == 202, r.json
+    return made, r.json["result"]
+
+
+def test_a_background_repair_keeps_its_log_after_each_chunk_and_its_form_shows_the_job(app, runtime, monkeypatch):
+    from caseloom.jobs import execute_job, slarepair
+
+    made, started = background_repair(app, runtime, monkeypatch)
+    log = repair_log(app, started["log"])
+    assert (log["state"], log["records"], log["job"], log["source"]) == ("in_progress", "0", started["job"], "api")
+    app.sign_in("root")
+    page = app.client.get(f"/sla_repair_log.do?sys_id={started['log']}").get_data(as_text=True)
+    assert f'id="job-{started["job"]}"' in page and "Repair SLAs: queued" in page
+    seen = []
+    real = slarepair.repair_records
+
+    def watched(service, table, ids, done):  # the log as each chunk's unit of work begins: the last one committed
+        seen.append(service.get("sla_repair_log", started["log"])["records"])
+        real(service, table, ids, done)
+
+    monkeypatch.setattr(slarepair, "repair_records", watched)
+    with fixed_clock(MONDAY + 2 * 60 * MINUTE):
+        assert execute_job(runtime, started["job"]).state == "done"
+    assert seen == [0, 2]
+    log = repair_log(app, started["log"])
+    assert (log["state"], log["records"], log["removed"], log["created"]) == ("complete", "3", "0", "3")
+    assert [e["task"] for e in sorted(log_entries(app, started["log"])["after"], key=lambda e: e["task"])] == made
+    assert len(repair_emails(runtime)) == 0  # root has no address here: nobody to tell
+    page = app.client.get(f"/sla_repair_log.do?sys_id={started['log']}").get_data(as_text=True)
+    assert "Repair SLAs: done" in page and "Repair log entries" in page
+
+
+def test_a_stopped_repair_s_log_says_who_stopped_it(app, runtime, monkeypatch):
+    _, started = background_repair(app, runtime, monkeypatch)
+    r = app.api("root").post(f"/api/caseloom/jobs/{started['job']}/cancel")
+    assert r.status_code == 200, r.json
+    log = repair_log(app, started["log"])
+    assert (log["state"], log["records"], log["message"]) == ("stopped", "0", r.json["result"]["message"])
+    assert log["message"] == "canceled by root before it started" and log["ended"]
+
+
+def test_a_failed_repair_s_log_says_why_and_a_run_again_completes_it(app, runtime, monkeypatch):
+    from caseloom.jobs import execute_job, slarepair
+
+    made, started = background_repair(app, runtime, monkeypatch)
+    real, calls = slarepair.repair_records, []
+
+    def failing(service, table, ids, done):
+        calls.append(ids)
+        if len(calls) == 2:
+            raise RuntimeError("the disk is full")
+        real(service, table, ids, done)
+
+    monkeypatch.setattr(slarepair, "repair_records", failing)
+    with fixed_clock(MONDAY + 2 * 60 * MINUTE):
+        assert execute_job(runtime, started["job"]).state == "failed"
+    log = repair_log(app, started["log"])
+    assert (log["state"], log["records"], log["created"], log["message"]) == (
+        "failed", "2", "2", "RuntimeError: the disk is full")
+    monkeypatch.setattr(slarepair, "repair_records", real)
+    with fixed_clock(MONDAY + 2 * 60 * MINUTE):
+        assert execute_job(runtime, started["job"]).state == "done"
+    log = repair_log(app, started["log"])
+    assert (log["state"], log["records"], log["created"]) == ("complete", "3", "3")
+    assert len(log_entries(app, started["log"])["after"]) == 3 and all(len(task_slas(runtime, t)) == 1 for t in made)
+
+
+@pytest.mark.parametrize("user", ["ann", "boss"])
+def test_only_administrators_read_repair_logs(app, runtime, user):
+    ticket, = tickets_with_history(runtime)
+    app.api("root").post(f"{REPAIR_API}/{TICKET}?sysparm_query=sys_id={ticket}")
+    log = last_repair_log(app)
+    for table in ("sla_repair_log", "sla_repair_log_entry"):
+        assert app.api(user).get(f"{TABLE_API}/{table}").status_code == 403
+    assert app.api(user).get(f"{TABLE_API}/sla_repair_log/{log['sys_id']}").status_code == 403
+    assert app.api(user).patch(f"{TABLE_API}/sla_repair_log/{log['sys_id']}", json={"state": "failed"}).status_code == 403
+    # an administrator reads it, but what the repair wrote stays as it wrote it
+    r = app.api("root").patch(f"{TABLE_API}/sla_repair_log/{log['sys_id']}", json={"state": "failed"})
+    assert r.status_code == 400 and "state" in json.dumps(r.json), r.json
 
 
 # -- 11. SLA flows: escalations an SLA chooses by name -----------------------------------------------

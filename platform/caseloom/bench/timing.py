@@ -25,7 +25,7 @@ from ..access import SYSTEM
 from ..query import Term
 from ..records import now
 from ..runtime import Runtime
-from ..timing.repair import repair
+from ..timing.repair import ENTRY, LOG, repair
 from ..timing.slas import SLA, TASK_SLA
 from ..timing.tick import tick
 
@@ -169,7 +169,8 @@ __all__ = ["has_slas", "sla_attach", "sla_tick"]
 
 def sla_repair(run: BenchRun) -> Result:
     """The SLAs of the records the create step made (the parent and its children, after their sync and
-    close) repaired from their history, in one transaction as `caseloom sla repair` does."""
+    close) repaired from their history, in one transaction as `caseloom sla repair` does, with the repair's
+log and its entries (each task SLA before and after)."""
     table = run.bench.parent_table
     repaired = {}
 
@@ -179,7 +180,7 @@ def sla_repair(run: BenchRun) -> Result:
         repaired.update(done.as_json())
         return done.records
 
-    result = run.measured("sla_repair", [TASK_SLA, "sys_audit"], work, deleted_from=(TASK_SLA,))
+    result = run.measured("sla_repair", [TASK_SLA, "sys_audit", ENTRY, LOG], work, deleted_from=(TASK_SLA,))
     run.say(f"sla_repair: {repaired['records']:,} records, {repaired['removed']:,} task SLAs removed, "
             f"{repaired['created']:,} made from their history")
     return result

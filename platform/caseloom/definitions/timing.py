@@ -23,7 +23,7 @@ from .model import Escalation, ScheduleDecl, SlaDecl, SlaFlow, TableDef, TimerDe
 from .tables import label_from_name, resolve_path
 from .yamlsource import SourceDocument
 
-SLA_TABLES = ("contract_sla", "task_sla")
+SLA_TABLES = ("contract_sla", "task_sla", "sla_repair_log", "sla_repair_log_entry")
 CONDITIONS = ("start", "stop", "pause", "resume", "cancel", "reset")
 
 
@@ -105,8 +105,9 @@ def sla_root(table_docs: list[SourceDocument], errors: list) -> str | None:
 
 def timing_tables(table_docs: list[SourceDocument], errors: list,
                   flow_docs: list[SourceDocument] = ()) -> tuple[list[SourceDocument], str | None]:
-    """The table documents with the SLA tables bound to the SLA table (task_sla.task refers to it,
-    contract_sla.collection offers it and its descendants, contract_sla.flow the declared SLA flows),
+    """The table documents with the SLA tables bound to the SLA table (task_sla.task and
+    sla_repair_log_entry.task refer to it, contract_sla.collection offers it and its descendants,
+    contract_sla.flow the declared SLA flows),
     or without them when no table declares `sla: true`."""
     root = sla_root(table_docs, errors)
     flows = list(dict.fromkeys(name for doc in flow_docs for name in doc.data["sla_flows"]))
@@ -124,9 +125,9 @@ def timing_tables(table_docs: list[SourceDocument], errors: list,
 
 def _bound(data: dict, root: str, table_docs: list[SourceDocument], flows: list[str]) -> dict:
     fields = dict(data["fields"])
-    if data["table"] == "task_sla":
+    if data["table"] in ("task_sla", "sla_repair_log_entry"):
         fields["task"] = {**fields["task"], "to": root}
-    else:
+    elif data["table"] == "contract_sla":
         parents = {d.data["table"]: (d.data.get("extends"), d.data.get("label")) for d in table_docs}
         choices = {}
         for name, (_, label) in parents.items():

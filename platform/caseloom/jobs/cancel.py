@@ -17,6 +17,7 @@ from ..definitions.model import ActionDef
 from ..records import Conflict, RecordService
 from ..users import USERS
 from .progress import Job, cancel_job, get_job
+from .registry import STOPPED
 from .visibility import allowed_job, job_refusal
 
 
@@ -53,6 +54,8 @@ def stop_job(service: RecordService, job_id: str) -> Job:
     canceled = cancel_job(service.conn, service.storage, job_id, user_words(service))
     if canceled is None:  # it ended between the read and the update
         raise Conflict(_finished(get_job(service.conn, service.storage, job_id) or job))
+    if canceled.name in STOPPED:
+        STOPPED[canceled.name](service, canceled)
     return canceled
 
 

@@ -52,15 +52,22 @@ log = logging.getLogger(__name__)
 JobFunction = Callable[["JobRun"], str | None]
 JOBS: dict[str, JobFunction] = {}
 LABELS: dict[str, str] = {}  # job kind -> what a person reads for it ("Repair SLAs"), where it has one
+# job kind -> what it does when stopped, in the stopping unit of work (`cancel.stop_job`): the SLA repair
+# ends its log there
+STOPPED: dict[str, Callable[[RecordService, Job], None]] = {}
+# job kind -> the table of the records it reports on (its jobs' target): their forms show its panel
+TARGETS: dict[str, str] = {}
 
 
 class JobRefused(Exception):
     """A job that cannot run at all (unknown kind, its user gone); it is marked failed."""
 
 
-def job(name: str, label: str | None = None) -> Callable[[JobFunction], JobFunction]:
+def job(name: str, label: str | None = None, *, target: str | None = None,
+        stopped: Callable[[RecordService, Job], None] | None = None) -> Callable[[JobFunction], JobFunction]:
     """Register a kind of job under `name` (see the module docstring for what it must promise), with
-    the `label` its panel shows."""
+    the `label` its panel shows, the `target` table whose record's form shows its panel, and what it
+    does when `stopped`."""
 
     def register(function: JobFunction) -> JobFunction:
         if name in JOBS and JOBS[name] is not function:
@@ -68,6 +75,10 @@ def job(name: str, label: str | None = None) -> Callable[[JobFunction], JobFunct
         JOBS[name] = function
         if label:
             LABELS[name] = label
+        if target:
+            TARGETS[name] = target
+        if stopped:
+            STOPPED[name] = stopped
         return function
 
     return register
@@ -164,7 +175,7 @@ def _run(runtime: Runtime, job_row: Job, worker: str) -> None:
         with acting_as(actor.sys_id, actor.user_name, lookup), recording(run):  # conditions' dynamic values: the starter
             message = function(run)
     except Exception as exc:
-        if _claim_lost(exc):
+        if claim_lost(exc):
             _stopped(runtime, job_row)
             return
         log.exception("job %s (%s) failed", job_row.id, job_row.name)
@@ -191,7 +202,7 @@ def _stopped(runtime: Runtime, job_row: Job) -> None:
                     job_row.id, job_row.name)
 
 
-def _claim_lost(exc: BaseException | None) -> bool:
+def claim_lost(exc: BaseException | None) -> bool:
     """Whether the run stopped because it lost its job (possibly wrapped, e.g. by a failing effect)."""
     while exc is not None:
         if isinstance(exc, ClaimLost):

@@ -14,6 +14,12 @@ at their historic moments (the form's timeline shows them with their causes), ru
 as of now. An escalation whose moment has passed is not fired: a repair sends nothing for the past
 (the next one not reached yet is the one the tick will fire). A repair is the caller's unit of work;
 it goes through the matching records in chunks of CHUNK, with one statement of each kind per chunk.
+
+Every repair keeps a log (ServiceNow's SLA repair log, `sla_repair_log`): who started it, from where,
+on which records, when it began and ended, and what it did; its entries (`sla_repair_log_entry`) keep
+each task SLA removed (`before`) and each made (`after`), written with them. The log is written
+through the record service, so a notification declared on it (on its update to `complete`) tells
+whoever started the repair.
 """
 
 from __future__ import annotations
@@ -29,13 +35,17 @@ import sqlalchemy as sa
 from .. import stamps
 from ..bulk import analyse_if_grown, insert_rows
 from ..definitions.model import TableDef
-from ..query import All, Query, Term, select_rows
+from ..query import All, Query, Term, select_rows, to_encoded
 from ..records import AccessDenied, NotFound, new_sys_id, now
 from .engine import Conditions, moment, moved, start_of, state_of, step
 from .measure import ACTIVE, PAUSED, RUNNING, State, first, measure, next_due
 from .slas import TASK_SLA, Sla, enabled, slas_for
 
 CHUNK = 500  # records repaired per round of statements
+LOG, ENTRY = "sla_repair_log", "sla_repair_log_entry"
+# what a log entry keeps of a task SLA, before and after
+KEPT = ("task", "sla", "stage", "has_breached", "percentage", "business_percentage", "start_time", "end_time",
+        "planned_end_time", "duration", "business_duration", "pause_duration", "business_pause_duration")
 
 
 class RepairRefused(ValueError):
@@ -49,6 +59,7 @@ class Repaired:
     records: int = 0
     removed: int = 0
     created: int = 0
+    log: str | None = None  # the repair's log (sla_repair_log): its sys_id
 
     def words(self, label: str) -> str:
         return (f"Repaired the SLAs of {self.records:,} {label} record{'' if self.records == 1 else 's'}: "
@@ -56,6 +67,9 @@ class Repaired:
                 f"their history")
 
     def as_json(self) -> dict:
+        return {"records": self.records, "removed": self.removed, "created": self.created, "log": self.log}
+
+    def counts(self) -> dict:
         return {"records": self.records, "removed": self.removed, "created": self.created}
 
 
@@ -73,21 +87,56 @@ def repairable(defs, table: str) -> TableDef:
     return tdef
 
 
-def repair(service, table: str, where: Any = None, progress: Callable[[Repaired], None] | None = None) -> Repaired:
+def repair(service, table: str, where: Any = None, progress: Callable[[Repaired], None] | None = None,
+           source: str = "cli") -> Repaired:
     """Repair the SLAs of the records of `table` matching `where` (a query Node; None: all) that the
-    actor may read, CHUNK at a time, in sys_id order. `progress` is told after each chunk. Only an
-    administrator repairs (it deletes and writes task SLAs, which only the engine writes otherwise)."""
-    return repair_these(service, table, matching(service, table, where), progress)
+    actor may read, CHUNK at a time, in sys_id order, logged as started from `source` (a choice of
+    `sla_repair_log.source`). `progress` is told after each chunk. Only an administrator repairs (it
+    deletes and writes task SLAs, which only the engine writes otherwise)."""
+    ids = matching(service, table, where)
+    log = start_log(service, table, to_encoded(Query(where)) if where is not None else "", source)
+    return repair_these(service, table, ids, progress, log)
 
 
-def repair_these(service, table: str, ids: list[str], progress: Callable[[Repaired], None] | None = None) -> Repaired:
-    """`repair` of the records `matching` found, CHUNK at a time."""
-    done = Repaired()
+def repair_these(service, table: str, ids: list[str], progress: Callable[[Repaired], None] | None = None,
+                 log: str | None = None) -> Repaired:
+    """`repair` of the records `matching` found, CHUNK at a time, then its log (`start_log`) ended."""
+    done = Repaired(log=log)
     for start in range(0, len(ids), CHUNK):
         repair_records(service, table, ids[start:start + CHUNK], done)
         if progress is not None:
             progress(done)
+    if log is not None:
+        end_log(service, table, done)
     return done
+
+
+# -- the log ---------------------------------------------------------------------------------------
+
+def start_log(service, table: str, query: str, source: str) -> str:
+    """A new repair's log, in progress: its sys_id. `query`: the encoded query of the records repaired."""
+    with service.by_definitions():
+        return service.insert(LOG, {"table_name": table, "filter": query, "source": source,
+                                    "initiated_by": service.actor.sys_id, "started": now()})["sys_id"]
+
+
+def note_log(service, done: Repaired, state: str = "in_progress") -> None:
+    """The log's counts as `done` has them now (a background repair's, after each chunk it commits)."""
+    if done.log is not None:
+        with service.by_definitions():
+            service.update(LOG, done.log, {**done.counts(), "state": state})
+
+
+def end_log(service, table: str, done: Repaired, state: str = "complete", message: str | None = None) -> None:
+    """The log ended: its counts, its end, its state (`complete`, `stopped`, `failed`) and its outcome (by
+    default what was done, in words)."""
+    if done.log is None:
+        return
+    if message is None:
+        tdef = service.defs.tables.get(table)
+        message = done.words(tdef.label.lower() if tdef is not None else table) + "."
+    with service.by_definitions():
+        service.update(LOG, done.log, {**done.counts(), "state": state, "ended": now(), "message": message})
 
 
 def matching(service, table: str, where: Any, after: str | None = None, limit: int | None = None) -> list[str]:
@@ -155,8 +204,12 @@ def _repair_records(service, table: TableDef, records: list[dict], at: dt.dateti
                 step(sla, values, replay.active.get((record["sys_id"], sla.sys_id)), holds, when, replay)
         replay.finish(at)
     done.records += len(records)
-    done.removed += _remove(service, ids)
-    done.created += replay.write(service)
+    removed = _remove(service, ids, done.log is not None)
+    done.removed += len(removed)
+    made = replay.write(service)
+    done.created += len(made)
+    if done.log is not None:
+        _entries(service, done.log, removed, made)
 
 
 def _history(service, ids: list[str]) -> dict[str, list[Checkpoint]]:
@@ -211,12 +264,24 @@ def _second(value: dt.datetime) -> dt.datetime:
     return value.replace(microsecond=0)
 
 
-def _remove(service, ids: list[str]) -> int:
-    """Delete the records' task SLAs; how many there were."""
+def _remove(service, ids: list[str], keep: bool) -> list[dict]:
+    """Delete the records' task SLAs; those there were (with what a log entry keeps of each when `keep`,
+    else their sys_ids only: one statement either way)."""
     physical = service.storage.physical(TASK_SLA)
-    removed = service.conn.execute(sa.delete(physical).where(physical.c.task.in_(ids))).rowcount
+    columns = [physical.c.sys_id, *(physical.c[name] for name in KEPT)] if keep else [physical.c.sys_id]
+    removed = service.conn.execute(sa.delete(physical).where(physical.c.task.in_(ids)).returning(*columns))
     service.written.add(TASK_SLA)
-    return removed or 0
+    return [dict(row) for row in removed.mappings()]
+
+
+def _entries(service, log: str, removed: list[dict], made: list[dict]) -> None:
+    """The log's entries for one chunk: each task SLA removed (`before`) and made (`after`)."""
+    user, stamp = service.actor.user_name, now()
+    rows = [{name: row.get(name) for name in KEPT} | {"repair_log": log, "type": kind, "task_sla": row["sys_id"]}
+            | stamps.new_row(ENTRY, user, stamp, new_sys_id())
+            for kind, rows in (("before", removed), ("after", made)) for row in rows]
+    insert_rows(service.conn, service.storage.physical(ENTRY), rows)
+    service.written.add(ENTRY)
 
 
 class Replay:
@@ -279,10 +344,10 @@ class Replay:
         self.active.clear()
         self.finished = len(self.rows)
 
-    def write(self, service) -> int:
-        """Insert the task SLAs made and their stage changes' audit rows; how many task SLAs."""
+    def write(self, service) -> list[dict]:
+        """Insert the task SLAs made and their stage changes' audit rows; the task SLAs."""
         if not self.rows:
-            return 0
+            return []
         user, stamp = service.actor.user_name, now()
         rows = []
         for _, row in self.rows:
@@ -298,11 +363,10 @@ class Replay:
                   for row, checkpoint, old, new, when, who, transaction in self.stages]
         insert_rows(service.conn, service.storage.physical("sys_audit"), audits)
         service.written.update((TASK_SLA, "sys_audit"))
-        count = len(rows)
         self.rows, self.stages, self.finished = [], [], 0
         self.timings.clear()
-        return count
+        return rows
 
 
-__all__ = ["CHUNK", "RepairRefused", "Repaired", "administrator", "matching", "repair", "repair_records",
-           "repair_these", "repairable"]
+__all__ = ["CHUNK", "ENTRY", "LOG", "RepairRefused", "Repaired", "administrator", "end_log", "matching", "note_log",
+           "repair", "repair_records", "repair_these", "repairable", "start_log"]

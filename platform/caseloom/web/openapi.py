@@ -613,7 +613,8 @@ def _sla_repair_paths(defs: Definitions) -> dict:
     tables = sorted(t.name for t in defs.tables.values() if enabled(defs, t.name) and t.audit)
     if not tables:
         return {}
-    done = _object(("records", "removed", "created"), records=INTEGER, removed=INTEGER, created=INTEGER)
+    done = _object(("records", "removed", "created", "log"), records=INTEGER, removed=INTEGER, created=INTEGER,
+                   log=STRING)  # log: the repair's sla_repair_log record
     parameters = [_path_param("table", {"type": "string", "enum": tables}, "A table whose records have SLAs"),
                   {"$ref": "#/components/parameters/sysparm_query"}]
     return {"/api/caseloom/slas/repair/{table}": {"post": _operation(
@@ -621,7 +622,8 @@ def _sla_repair_paths(defs: Definitions) -> dict:
         f"given) deleted and made again from each record's history; above {IN_A_REQUEST:,} records, by a "
         f"background job (202)", ["SLAs"],
         _responses({"200": _json(_result(done, message=STRING)),
-                    "202": _json(_result(_object(("job",), job=STRING), message=STRING))}, (*WRITE, "404")),
+                    "202": _json(_result(_object(("job", "log"), job=STRING, log=STRING), message=STRING))},
+                   (*WRITE, "404")),
         parameters=parameters, operation_id="slas.repair")}}
 
 

@@ -10,7 +10,7 @@ from flask import abort, current_app, flash, g, redirect, render_template, reque
 from ...jobs import Job, find_undo, get_job, job_refusal, stop_job, undo_job
 from ...jobs.cancel import cancel_refusal, job_action
 from ...jobs.progress import active_job, latest_job
-from ...jobs.registry import LABELS
+from ...jobs.registry import LABELS, TARGETS
 from ...jobs.undo import UNDONE, created_count, created_noun, undo_conflict, undo_refusal
 from ...memberlists import MemberLists
 from ...records import AccessDenied, Conflict, NotFound, RecordError
@@ -60,7 +60,12 @@ def use_condition(table: str, sys_id: str):
 
 def running_job(table: str, sys_id: str) -> JobPanel | None:
     """The job panel of a record's form: its background action's job while it is queued or running
-    (with Stop), else its last one if it created records it has not undone (with Undo)."""
+    (with Stop), else its last one if it created records it has not undone (with Undo); for a record a
+    kind of job reports on (`registry.TARGETS`: an SLA repair's log), that job's, running or ended."""
+    reporting = [name for name, target in TARGETS.items() if target == table]
+    job = latest_job(connection(), runtime().storage, reporting, table, sys_id)
+    if job is not None:
+        return job_panel(job)
     names = [f"action:{a.name}" for a in runtime().defs.actions_for(table) if a.background]
     for name in names:
         job = active_job(connection(), runtime().storage, name, table, sys_id)
