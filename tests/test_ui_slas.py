@@ -211,6 +211,22 @@ def test_a_task_sla_s_form_offers_its_case_s_repair_to_administrators(client, us
     assert (f"Repair SLAs of {case['number']}" in page) is shown
 
 
+def test_csm_tells_the_administrator_who_repaired_slas_when_it_is_complete(client):
+    """CSM's `sla_repair_complete` (definitions/notifications/slas.yaml) on the platform's repair log: an
+    e-mail to whoever started the repair, naming the log's number, saying what was done."""
+    with fixed_clock(T0):
+        case = new_case(client, "agent", priority="2")
+    answer = client.post(f"/api/caseloom/slas/repair/{CASE}?sysparm_query=sys_id={case['sys_id']}", headers=basic("admin"))
+    assert answer.status_code == 200, answer.json
+    log = client.get(f"/api/now/table/sla_repair_log/{answer.json['result']['log']}", headers=basic("admin")).json["result"]
+    assert (log["state"], log["records"], log["source"]) == ("complete", "1", "api")
+    mails = client.get("/api/now/table/sys_email?sysparm_query=subjectSTARTSWITHSLA repair",
+                       headers=basic("admin")).json["result"]
+    assert [(m["subject"], m["recipients"]) for m in mails] == [(f"SLA repair {log['number']} complete", "admin@example.com")]
+    assert answer.json["message"] in mails[0]["body"]
+    assert client.get("/api/now/table/sla_repair_log", headers=basic("manager")).status_code == 403
+
+
 def test_no_sla_section_where_records_cannot_have_slas(client):
     ui_sign_in(client, "admin")
     account = client.get("/api/now/table/customer_account?sysparm_limit=1", headers=basic("admin")).json["result"][0]

@@ -37,6 +37,7 @@ from ..bulk import analyse_if_grown, insert_rows
 from ..definitions.model import TableDef
 from ..query import All, Query, Term, select_rows, to_encoded
 from ..records import AccessDenied, NotFound, new_sys_id, now
+from ..setwrite import new_sys_id_sql
 from .engine import Conditions, moment, moved, start_of, state_of, step
 from .measure import ACTIVE, PAUSED, RUNNING, State, first, measure, next_due
 from .slas import TASK_SLA, Sla, enabled, slas_for
@@ -204,12 +205,12 @@ def _repair_records(service, table: TableDef, records: list[dict], at: dt.dateti
                 step(sla, values, replay.active.get((record["sys_id"], sla.sys_id)), holds, when, replay)
         replay.finish(at)
     done.records += len(records)
-    removed = _remove(service, ids, done.log is not None)
-    done.removed += len(removed)
-    made = replay.write(service)
-    done.created += len(made)
     if done.log is not None:
-        _entries(service, done.log, removed, made)
+        _entries(service, done.log, "before", ids)
+    done.removed += _remove(service, ids)
+    done.created += replay.write(service)
+    if done.log is not None:
+        _entries(service, done.log, "after", ids)
 
 
 def _history(service, ids: list[str]) -> dict[str, list[Checkpoint]]:
@@ -264,23 +265,23 @@ def _second(value: dt.datetime) -> dt.datetime:
     return value.replace(microsecond=0)
 
 
-def _remove(service, ids: list[str], keep: bool) -> list[dict]:
-    """Delete the records' task SLAs; those there were (with what a log entry keeps of each when `keep`,
-    else their sys_ids only: one statement either way)."""
+def _remove(service, ids: list[str]) -> int:
+    """Delete the records' task SLAs; how many there were."""
     physical = service.storage.physical(TASK_SLA)
-    columns = [physical.c.sys_id, *(physical.c[name] for name in KEPT)] if keep else [physical.c.sys_id]
-    removed = service.conn.execute(sa.delete(physical).where(physical.c.task.in_(ids)).returning(*columns))
+    removed = service.conn.execute(sa.delete(physical).where(physical.c.task.in_(ids))).rowcount
     service.written.add(TASK_SLA)
-    return [dict(row) for row in removed.mappings()]
+    return removed or 0
 
 
-def _entries(service, log: str, removed: list[dict], made: list[dict]) -> None:
-    """The log's entries for one chunk: each task SLA removed (`before`) and made (`after`)."""
-    user, stamp = service.actor.user_name, now()
-    rows = [{name: row.get(name) for name in KEPT} | {"repair_log": log, "type": kind, "task_sla": row["sys_id"]}
-            | stamps.new_row(ENTRY, user, stamp, new_sys_id())
-            for kind, rows in (("before", removed), ("after", made)) for row in rows]
-    insert_rows(service.conn, service.storage.physical(ENTRY), rows)
+def _entries(service, log: str, kind: str, ids: list[str]) -> None:
+    """The log's entries of `kind` for the records' task SLAs as they are now (`before`: the ones about
+    to be removed; `after`: the ones just made), by one INSERT ... SELECT: nothing goes through Python."""
+    conn, task_slas = service.conn, service.storage.physical(TASK_SLA)
+    columns = (stamps.new_rows_sql(ENTRY, service.actor.user_name, now(), new_sys_id_sql(conn.dialect.name, task_slas))
+               | {"repair_log": sa.literal(log), "type": sa.literal(kind), "task_sla": task_slas.c.sys_id}
+               | {name: task_slas.c[name] for name in KEPT})
+    conn.execute(sa.insert(service.storage.physical(ENTRY)).from_select(
+        list(columns), sa.select(*columns.values()).where(task_slas.c.task.in_(ids))))
     service.written.add(ENTRY)
 
 
@@ -344,10 +345,10 @@ class Replay:
         self.active.clear()
         self.finished = len(self.rows)
 
-    def write(self, service) -> list[dict]:
-        """Insert the task SLAs made and their stage changes' audit rows; the task SLAs."""
+    def write(self, service) -> int:
+        """Insert the task SLAs made and their stage changes' audit rows; how many task SLAs."""
         if not self.rows:
-            return []
+            return 0
         user, stamp = service.actor.user_name, now()
         rows = []
         for _, row in self.rows:
@@ -363,9 +364,10 @@ class Replay:
                   for row, checkpoint, old, new, when, who, transaction in self.stages]
         insert_rows(service.conn, service.storage.physical("sys_audit"), audits)
         service.written.update((TASK_SLA, "sys_audit"))
+        count = len(rows)
         self.rows, self.stages, self.finished = [], [], 0
         self.timings.clear()
-        return rows
+        return count
 
 
 __all__ = ["CHUNK", "ENTRY", "LOG", "RepairRefused", "Repaired", "administrator", "end_log", "matching", "note_log",
