@@ -170,7 +170,7 @@ __all__ = ["has_slas", "sla_attach", "sla_tick"]
 def sla_repair(run: BenchRun) -> Result:
     """The SLAs of the records the create step made (the parent and its children, after their sync and
     close) repaired from their history, in one transaction as `caseloom sla repair` does, with the repair's
-log and its entries (each task SLA before and after)."""
+    log and its entries (each task SLA before and after)."""
     table = run.bench.parent_table
     repaired = {}
 

@@ -9,6 +9,7 @@ result. The job's target is the repair's log, whose form shows its panel."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from ..query import Query, parse_encoded
@@ -27,6 +28,8 @@ from ..timing.repair import (
 )
 from .progress import Job, create_job
 from .registry import JobRun, claim_lost, describe, job
+
+logger = logging.getLogger(__name__)
 
 JOB = "sla_repair"
 IN_A_REQUEST = 10_000  # records one web request repairs itself (the API, a list); more: this job
@@ -112,8 +115,11 @@ def _failed(run: JobRun, table: str, exc: Exception) -> None:
     what the chunks committed did and why; a re-run takes it up again."""
     if claim_lost(exc):
         return
-    with run.runtime.transaction(run.actor) as service:
-        end_log(service, table, Repaired(**run.params.get("repaired", {})), "failed", describe(exc))
+    try:
+        with run.runtime.transaction(run.actor) as service:
+            end_log(service, table, Repaired(**run.params.get("repaired", {})), "failed", describe(exc))
+    except Exception:  # the database itself may be what failed: the job's own record still says why
+        logger.warning("job %s: its SLA repair log could not be marked failed", run.job.id, exc_info=True)
 
 
 __all__ = ["IN_A_REQUEST", "JOB", "RepairStarted", "repair_or_start"]
