@@ -321,13 +321,13 @@ def sla_repair(table: str, query: str, user_name: str | None) -> None:
     """Delete the task SLAs of TABLE's records and make them again from each record's history, as the
     active SLA definitions measure them now. One transaction; nothing is sent for what has passed."""
     from .query import parse_encoded
-    from .timing.repair import LOG, repair, repairable
+    from .timing.repair import repair, repairable
 
     def work(service):
         tdef = repairable(service.defs, table)
         done = repair(service, table, parse_encoded(query).where,
                       progress=lambda d: click.echo(f"{d.records:,} records so far", err=True))
-        click.echo(f"Logged as {service.get(LOG, done.log)['number']} (sla_repair_log {done.log})", err=True)
+        click.echo(f"Logged as {done.number} (sla_repair_log {done.log})", err=True)
         return done.words(tdef.label.lower())
 
     click.echo(_as_user("caseloom sla repair", user_name, work))

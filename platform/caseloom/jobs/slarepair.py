@@ -20,6 +20,7 @@ from ..timing.repair import (
     Repaired,
     administrator,
     end_log,
+    label_of,
     matching,
     note_log,
     repair_records,
@@ -42,7 +43,7 @@ class RepairStarted:
 
     label: str  # the table's label, lower case
     matching: int
-    log: str
+    log: Repaired  # the repair's log: its sys_id and number
     done: Repaired | None = None
     job: str | None = None
 
@@ -67,10 +68,10 @@ def repair_or_start(service: RecordService, table: str, query: str, source: str 
         return RepairStarted(label, len(ids), log, done=repair_these(service, table, ids, log=log))
     total = service.count(table, Query(where))
     job_id = create_job(service.conn, service.storage, JOB, created_by=service.actor.user_name, target_table=LOG,
-                        target_sys_id=log, params={"table": table, "query": query, "repaired": Repaired(log=log).as_json()},
+                        target_sys_id=log.log, params={"table": table, "query": query, "repaired": log.as_json()},
                         total=total)
     with service.by_definitions():
-        service.update(LOG, log, {"job": job_id})
+        service.update(LOG, log.log, {"job": job_id})
     return RepairStarted(label, total, log, job=job_id)
 
 
@@ -85,7 +86,7 @@ def repair_in_background(run: JobRun) -> str:
     table, query = run.params["table"], run.params.get("query") or ""
     where = parse_encoded(query).where
     done = Repaired(**run.params.get("repaired", {}))
-    label = run.runtime.defs.tables[table].label.lower() if table in run.runtime.defs.tables else table
+    label = label_of(run.runtime.defs, table)
     try:
         with run.transaction() as service:  # what is left: the matching records after the last chunk committed
             ids = matching(service, table, where, run.params.get("after"))

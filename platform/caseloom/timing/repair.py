@@ -61,6 +61,7 @@ class Repaired:
     removed: int = 0
     created: int = 0
     log: str | None = None  # the repair's log (sla_repair_log): its sys_id
+    number: str | None = None  # and its number, as people read it (not kept in `as_json`)
 
     def words(self, label: str) -> str:
         return (f"Repaired the SLAs of {self.records:,} {label} record{'' if self.records == 1 else 's'}: "
@@ -100,32 +101,35 @@ def repair(service, table: str, where: Any = None, progress: Callable[[Repaired]
 
 
 def repair_these(service, table: str, ids: list[str], progress: Callable[[Repaired], None] | None = None,
-                 log: str | None = None) -> Repaired:
-    """`repair` of the records `matching` found, CHUNK at a time, then its log (`start_log`) ended."""
-    done = Repaired(log=log)
+                 log: Repaired | None = None) -> Repaired:
+    """`repair` of the records `matching` found, CHUNK at a time, adding to `log` (`start_log`), which
+    then ends."""
+    done = log or Repaired()
     for start in range(0, len(ids), CHUNK):
         repair_records(service, table, ids[start:start + CHUNK], done)
         if progress is not None:
             progress(done)
-    if log is not None:
-        end_log(service, table, done)
+    end_log(service, table, done)
     return done
 
 
 # -- the log ---------------------------------------------------------------------------------------
 
-def start_log(service, table: str, query: str, source: str) -> str:
-    """A new repair's log, in progress: its sys_id. `query`: the encoded query of the records repaired."""
+def start_log(service, table: str, query: str, source: str) -> Repaired:
+    """A new repair's log, in progress: nothing done yet, with the log's sys_id and number. `query`: the
+    encoded query of the records repaired."""
     with service.by_definitions():
-        return service.insert(LOG, {"table_name": table, "filter": query, "source": source,
-                                    "initiated_by": service.actor.sys_id, "started": now()})["sys_id"]
+        log = service.insert(LOG, {"table_name": table, "filter": query, "source": source,
+                                   "initiated_by": service.actor.sys_id, "started": now()})
+    return Repaired(log=log["sys_id"], number=log["number"])
 
 
-def note_log(service, done: Repaired, state: str = "in_progress") -> None:
-    """The log's counts as `done` has them now (a background repair's, after each chunk it commits)."""
+def note_log(service, done: Repaired) -> None:
+    """The log's counts as `done` has them now, in progress (a background repair's, after each chunk it
+    commits, and as a re-run begins)."""
     if done.log is not None:
         with service.by_definitions():
-            service.update(LOG, done.log, {**done.counts(), "state": state})
+            service.update(LOG, done.log, {**done.counts(), "state": "in_progress"})
 
 
 def end_log(service, table: str, done: Repaired, state: str = "complete", message: str | None = None) -> None:
@@ -134,10 +138,15 @@ def end_log(service, table: str, done: Repaired, state: str = "complete", messag
     if done.log is None:
         return
     if message is None:
-        tdef = service.defs.tables.get(table)
-        message = done.words(tdef.label.lower() if tdef is not None else table) + "."
+        message = done.words(label_of(service.defs, table)) + "."
     with service.by_definitions():
         service.update(LOG, done.log, {**done.counts(), "state": state, "ended": now(), "message": message})
+
+
+def label_of(defs, table: str) -> str:
+    """The table as a repair's words name its records ("case"): its label in lower case, else its name."""
+    tdef = defs.tables.get(table)
+    return tdef.label.lower() if tdef is not None else table
 
 
 def matching(service, table: str, where: Any, after: str | None = None, limit: int | None = None) -> list[str]:
@@ -370,5 +379,5 @@ class Replay:
         return count
 
 
-__all__ = ["CHUNK", "ENTRY", "LOG", "RepairRefused", "Repaired", "administrator", "end_log", "matching", "note_log",
-           "repair", "repair_records", "repair_these", "repairable", "start_log"]
+__all__ = ["CHUNK", "ENTRY", "LOG", "RepairRefused", "Repaired", "administrator", "end_log", "label_of", "matching",
+           "note_log", "repair", "repair_records", "repair_these", "repairable", "start_log"]

@@ -350,7 +350,7 @@ def repair_slas(table: str):
         from .jobs_api import queue
 
         queue(current_app).enqueue_job(outcome.job)
-        return jsonify({"result": {"job": outcome.job, "log": outcome.log}, "message": outcome.message}), 202
+        return jsonify({"result": {"job": outcome.job, "log": outcome.log.log}, "message": outcome.message}), 202
     return jsonify({"result": outcome.done.as_json(), "message": outcome.message})
 
 

@@ -18,7 +18,7 @@ from ...query import Query, QueryError, Term
 from ...records import AccessDenied
 from ...timing.engine import moment, state_of
 from ...timing.measure import ACTIVE, CANCELLED, COMPLETED, PAUSED, RUNNING, due_at, measure
-from ...timing.repair import LOG, RepairRefused, repair
+from ...timing.repair import RepairRefused, repair
 from ...timing.slas import SLA, TASK_SLA, Sla, enabled, slas_for
 from .. import db
 from ..auth import connection, records, runtime
@@ -269,9 +269,8 @@ def repair_record(table: str, sys_id: str):
     except RepairRefused as exc:
         flash(str(exc), "error")
     else:
-        logged = _logged(done.log)
         db.session.commit()
-        flash(done.words(tdef.label.lower()) + "." + logged)
+        flash(f"{done.words(tdef.label.lower())}. Logged as {done.number}.")
     return redirect(url_for("ui.dispatch", name=tdef.name, sys_id=record["sys_id"]) + "#slas")
 
 
@@ -295,7 +294,7 @@ def repair_list(table: str):
     except (RepairRefused, QueryError) as exc:
         flash(f"The SLAs were not repaired: {exc}", "error")
         return redirect(url_for("ui.dispatch", **back))
-    logged = _logged(outcome.log)
+    logged = f" Logged as {outcome.log.number}."
     db.session.commit()
     if outcome.job is not None:
         queue(current_app).enqueue_job(outcome.job)
@@ -303,12 +302,6 @@ def repair_list(table: str):
         return redirect(url_for("ui.dispatch", **back, job=outcome.job))
     flash(outcome.message + "." + logged)
     return redirect(url_for("ui.dispatch", **back))
-
-
-def _logged(log: str | None) -> str:
-    """Where a repair is logged, as the message after it says (its log's number)."""
-    record = records().get(LOG, log) if log else None
-    return f" Logged as {record['number']}." if record else ""
 
 
 __all__ = ["BANDS", "Band", "band", "short_words", "sla_panel", "time_words", "width_class"]
