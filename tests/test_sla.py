@@ -125,12 +125,14 @@ def test_every_stage_change_is_audited_for_the_timeline(runtime):
     write(runtime, MONDAY + dt.timedelta(minutes=9), ticket, state=5)
     row = one(runtime, ticket, "order")
     with runtime.transaction() as service:
-        audit = service.query("sys_audit", parse_encoded(f"documentkey={row['sys_id']}^fieldname=stage^ORDERBYsys_created_on"))
+        audit = service.query("sys_audit", parse_encoded(
+            f"documentkey={row['sys_id']}^fieldname=stage^ORDERBYrecord_checkpoint"))  # the history's own order
         causes = [service.query("sys_audit", parse_encoded(f"documentkey={ticket}^transaction={a['transaction']}"))
                   for a in audit]
     assert row["transaction"]
-    assert [(a["oldvalue"] or None, a["newvalue"]) for a in audit] == [(R, P), (P, C)]
-    assert [[(c["fieldname"], c["newvalue"]) for c in cause] for cause in causes] == [[("state", "3")], [("state", "5")]]
+    assert [(a["oldvalue"] or None, a["newvalue"]) for a in audit] == [(R, P), (P, C)], audit
+    assert [[(c["fieldname"], c["newvalue"]) for c in cause] for cause in causes] == [[("state", "3")], [("state", "5")]], \
+        (audit, causes)
 
 
 # -- 2. timing across a weekend, a holiday and daylight saving -----------------------------------
@@ -1496,7 +1498,9 @@ def notes(runtime, ticket: str) -> list[str]:
 def test_a_declared_sla_escalates_by_the_flow_it_names(flow_app):
     runtime = flow_app.runtime
     api = flow_app.api("root")
-    record = api.get(f"{TABLE_API}/contract_sla?sysparm_query=name=flowing").json["result"][0]
+    got = api.get(f"{TABLE_API}/contract_sla?sysparm_query=name=flowing")
+    assert "result" in got.json, (got.status_code, got.json)
+    record = got.json["result"][0]
     assert record["flow"] == "quiet flow"
     ticket = write(runtime, MONDAY, category="flow")
     assert one(runtime, ticket, "flowing")["next_threshold"] == 100
