@@ -914,3 +914,26 @@ def test_the_loans_manager_lands_on_the_loans_dashboard_and_a_requester_cannot_o
     sign_in(client, "rita")
     assert client.get("/dashboard/loans").status_code == 404
     assert "<h1>Loans</h1>" not in client.get("/").get_data(as_text=True)
+
+
+# -- the table cleaner on a base table with two child classes ----------------------------------------
+
+def test_the_table_cleaner_deletes_old_work_of_every_class_and_what_belongs_to_it(users, ids, runtime):
+    """A rule on loan_work reaches requests and tasks alike; a deleted request's tasks go with it
+    (`request: {on_delete: delete}`); work that does not match stays."""
+    from caseloom.cleanup import clean
+    from caseloom.records import now
+
+    admin = users["admin"]
+    old = new_request(admin, ids, short_description="Old loan")["sys_id"]
+    its_task = new_task(admin, old, "prepare")
+    kept = new_request(admin, ids, asset="ThinkPad T14 #1")["sys_id"]
+    old_task = new_task(admin, kept, "inspect")
+    assert admin.patch(f"{TABLE}/loan_task/{old_task}", json={"short_description": "Old inspection"}).status_code == 200
+    rule = admin.post(f"{TABLE}/sys_auto_flush", json={"tablename": "loan_work", "age": "86400",
+                                                       "conditions": "short_descriptionSTARTSWITHOld"})
+    assert rule.status_code == 201, rule.json
+    done, = clean(runtime, at=now() + dt.timedelta(days=2))
+    assert (done.table, done.matched, done.deleted, done.kept) == ("loan_work", 2, 2, 0)
+    gone = {sys_id: admin.get(f"{TABLE}/loan_work/{sys_id}").status_code for sys_id in (old, its_task, kept, old_task)}
+    assert gone == {old: 404, its_task: 404, kept: 200, old_task: 404}

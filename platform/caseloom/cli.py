@@ -526,6 +526,41 @@ def screenshots(url: str, out: str, plan: str) -> None:
 
 
 @main.command()
+@click.option("--dry-run", is_flag=True, help="Count what each rule would delete; delete nothing.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per rule on stdout.")
+def cleanup(dry_run: bool, as_json: bool) -> None:
+    """Run the table cleaner's active rules now (sys_auto_flush), as the worker does every hour: each
+    deletes its table's records whose match field is older than its age and that match its conditions.
+    One line per rule; exits 1 when a rule could not run."""
+    import json
+
+    import sqlalchemy as sa
+
+    from .cleanup import clean
+    from .database import is_unreachable
+    from .logs import redacted
+    from .runtime import Runtime
+
+    config = Config.from_env()
+    _require_database("caseloom cleanup", config.database_url)
+    runtime = Runtime(config, _load_or_exit(config.definitions))
+    try:
+        done = clean(runtime, dry_run=dry_run)
+    except sa.exc.OperationalError as exc:
+        why = "cannot be reached" if is_unreachable(exc) else "is not a Caseloom database (run `caseloom init`)"
+        click.echo(f"caseloom cleanup: the database {redacted(config.database_url)} {why}", err=True)
+        sys.exit(1)
+    finally:
+        runtime.engine.dispose()
+    for cleaned in done:
+        click.echo(json.dumps(cleaned.as_json()) if as_json else cleaned.words())
+    if not done and not as_json:
+        click.echo("no active table cleaner rule (sys_auto_flush)")
+    if any(c.error for c in done):
+        sys.exit(1)
+
+
+@main.command()
 @click.argument("file")
 def backup(file: str) -> None:
     """Write a consistent copy of the CASELOOM_DATABASE_URL database to FILE, safe while a server writes.

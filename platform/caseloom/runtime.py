@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from .access import SYSTEM, Actor
 from .automation import Automation
+from .cleanup import check_rule as _check_rule  # noqa: F401  (registers the checks on the table cleaner's rules)
 from .config import Config
 from .database import make_engine, write_transaction
 from .definitions import Definitions, load_folder

@@ -362,9 +362,9 @@ def _schedule_known(check: _Checker, name: Any, schedules: dict, where: tuple) -
     return False
 
 
-def condition_problem(tables: dict, table: TableDef, text: Any) -> str | None:
-    """What is wrong with an SLA condition (an encoded query over `table`'s records), or None.
-    SLA conditions read the record's values as they are: operators about changes are refused."""
+def condition_problem(tables: dict, table: TableDef, text: Any, kind: str = "an SLA") -> str | None:
+    """What is wrong with a condition of `kind` (an SLA's: an encoded query over `table`'s records), or
+    None. Such conditions read the record's values as they are: operators about changes are refused."""
     if not isinstance(text, str):
         return "expected an encoded query such as priority=1^state!=6"
     if not text.strip():
@@ -380,10 +380,10 @@ def condition_problem(tables: dict, table: TableDef, text: Any) -> str | None:
         if field.ftype.hidden or not field.ftype.queryable:
             return f"{term.field!r}: {field.type} fields cannot be used in a condition"
         if operator(term.op).change is not None:
-            return (f"{term.field}: the operator {term.op!r} is about a change; SLA conditions are read on the "
-                    "record's values as they are")
+            return (f"{term.field}: the operator {term.op!r} is about a change; the conditions of {kind} are "
+                    "read on the record's values as they are")
     if query.order:
-        return "an SLA condition has no order (remove ORDERBY)"
+        return f"a condition of {kind} has no order (remove ORDERBY)"
     try:  # a value the field refuses (`priority=high` on an integer): every write of the table would fail
         bind_fields(query.where, tables, table)
     except QueryError as exc:

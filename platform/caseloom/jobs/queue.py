@@ -129,6 +129,7 @@ class JobQueue:
                     "similar_suggest": huey.task(name="similar_suggest")(self._similar_suggest),
                     "sweep": huey.periodic_task(crontab(minute="*"), name="sweep")(self._sweep),
                     "statistics": huey.periodic_task(crontab(minute="17"), name="statistics")(self._statistics),
+                    "cleanup": huey.periodic_task(crontab(minute="23"), name="cleanup")(self._cleanup),
                 }
                 self._huey = huey
             return self._huey, self._tasks
@@ -226,6 +227,14 @@ class JobQueue:
         analysed = refresh_grown(runtime.engine, runtime.storage.metadata)
         if analysed:
             log.info("statistics: analysed %s, grown past their statistics", ", ".join(analysed))
+
+    def _cleanup(self) -> None:
+        """Every hour: the table cleaner's active rules (caseloom.cleanup), each run by one worker."""
+        from ..cleanup import clean
+
+        for cleaned in clean(self.runtime(), hourly=True):
+            if cleaned.deleted or cleaned.kept or cleaned.error:
+                log.info("table cleaner: %s", cleaned.words())
 
     def mail_poll(self) -> None:
         """Act on what has arrived in the inbound mailbox (caseloom.inbound.imap)."""
