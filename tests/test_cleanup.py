@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 
@@ -250,3 +251,28 @@ def test_old_sla_repair_logs_go_with_their_entries(app, runtime):
     assert admin.get(f"{TABLE_API}/sla_repair_log/{log}").status_code == 404
     assert admin.get(f"{TABLE_API}/sla_repair_log_entry?sysparm_query=repair_log={log}").json["result"] == []
     assert admin.get(f"{TABLE_API}/{CASES}/{case}").status_code == 200
+
+
+@pytest.mark.parametrize(("cleaned", "words"), [
+    (cleanup.Cleaned("r", "t", matched=5, deleted=5), "t: 5 record(s) deleted"),
+    (cleanup.Cleaned("r", "t", matched=5, deleted=3, kept=1), "t: 3 record(s) deleted, 1 kept (something refers to "
+                                                               "them or a guard refused), 1 left for the next run "
+                                                               "(at most 100,000 a run)"),
+    (cleanup.Cleaned("r", "t", matched=5, dry_run=True), "t: 5 record(s) would be deleted"),
+    (cleanup.Cleaned("r", "t", error="tablename: unknown table 't'"), "t: not run: tablename: unknown table 't'"),
+    (cleanup.Cleaned("r", "t", matched=9, deleted=2000, error="the database is busy"),
+     "t: 2,000 record(s) deleted, 0 kept, then stopped: the database is busy"),
+])
+def test_what_a_run_says(cleaned, words):
+    assert cleaned.words() == words
+
+
+def test_the_command_on_a_database_without_the_rules_says_so(tmp_path):
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    env = {**os.environ, "CASELOOM_DATABASE_URL": f"sqlite:///{empty}", "CASELOOM_DEFINITIONS": str(DEFINITIONS)}
+    done = subprocess.run([sys.executable, "-m", "caseloom.cli", "cleanup"], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (f"caseloom cleanup: the database sqlite:///{empty} has no table cleaner rules "
+                                   "table (run `caseloom init`)")

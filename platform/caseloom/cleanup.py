@@ -45,6 +45,8 @@ class Cleaned:
 
     def words(self) -> str:
         if self.error is not None:
+            if self.deleted or self.kept:  # the units of work before the failure stand
+                return f"{self.table}: {self.deleted:,} record(s) deleted, {self.kept:,} kept, then stopped: {self.error}"
             return f"{self.table}: not run: {self.error}"
         if self.dry_run:
             return f"{self.table}: {self.matched:,} record(s) would be deleted"

@@ -546,8 +546,8 @@ def cleanup(dry_run: bool, as_json: bool) -> None:
     runtime = Runtime(config, _load_or_exit(config.definitions))
     try:
         done = clean(runtime, dry_run=dry_run)
-    except sa.exc.OperationalError as exc:
-        why = "cannot be reached" if is_unreachable(exc) else "is not a Caseloom database (run `caseloom init`)"
+    except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:  # away, or without the rules' table
+        why = "cannot be reached" if is_unreachable(exc) else "has no table cleaner rules table (run `caseloom init`)"
         click.echo(f"caseloom cleanup: the database {redacted(config.database_url)} {why}", err=True)
         sys.exit(1)
     finally:
