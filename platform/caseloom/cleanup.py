@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from .query import Query, QueryError, parse_encoded, select_rows
+from .query import Query, QueryError, parse_encoded
 from .query.nodes import All, Term
 from .records import Conflict, RecordError, now, validator
 
@@ -29,6 +29,7 @@ CHUNK = 1000  # records deleted per unit of work
 RUN_LIMIT = 100_000  # records one rule deletes in one run; the rest wait for the next
 CLAIMED = dt.timedelta(minutes=30)  # an hourly run of a rule begun this recently is another worker's
 DATE_TYPES = ("date", "datetime")
+MATCHFIELD = "sys_created_on"  # a rule's match field when it names none
 
 
 @dataclass
@@ -71,7 +72,7 @@ def rule_problem(defs, record: dict) -> tuple[str, str] | None:
     table = defs.tables.get(record.get("tablename") or "")
     if table is None:
         return "tablename", f"unknown table {record.get('tablename')!r}"
-    name = record.get("matchfield") or "sys_created_on"
+    name = record.get("matchfield") or MATCHFIELD
     field = table.field(name)
     if field is None or not field.stored or field.type not in DATE_TYPES:
         return "matchfield", f"{name!r} is not a date or date-time field of {table.name!r}"
@@ -137,7 +138,7 @@ def _run(runtime, rule: dict, at: dt.datetime, cleaned: Cleaned) -> None:
     if problem is not None:
         cleaned.error = f"{problem[0]}: {problem[1]}"
         return
-    table, field = rule["tablename"], rule.get("matchfield") or "sys_created_on"
+    table, field = rule["tablename"], rule.get("matchfield") or MATCHFIELD
     cutoff = at - dt.timedelta(seconds=rule["age"])
     conditions = parse_encoded(rule.get("conditions") or "").where
     old = Term(field, "lt", cutoff.strftime("%Y-%m-%d %H:%M:%S"))
@@ -164,12 +165,11 @@ def _locked(service, table: str, rows: list[dict]) -> list[dict]:
     """The rows still there, locked for this unit of work. On PostgreSQL, rows another run (a second
     `caseloom cleanup`, a worker) has locked are skipped, not waited for, so two runs never delete, nor
     audit, the same record; on SQLite the write lock already keeps them apart."""
+    if service.conn.dialect.name != "postgresql":
+        return rows
     physical = service.storage.physical(table)
-    ids = [r["sys_id"] for r in rows]
-    stmt = sa.select(physical.c.sys_id).where(physical.c.sys_id.in_(ids))
-    if service.conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update(skip_locked=True)
-    there = set(service.conn.execute(stmt).scalars())
+    stmt = sa.select(physical.c.sys_id).where(physical.c.sys_id.in_([r["sys_id"] for r in rows]))
+    there = set(service.conn.execute(stmt.with_for_update(skip_locked=True)).scalars())
     return [r for r in rows if r["sys_id"] in there]
 
 
@@ -178,14 +178,9 @@ def _delete(service, rows: list[dict]) -> tuple[int, list[str]]:
     Returns how many were deleted and the sys_ids of those refused."""
     if not rows:
         return 0, []
-    by_class: dict[str, list[str]] = {}
-    for row in rows:
-        by_class.setdefault(row["sys_class_name"], []).append(row["sys_id"])
     try:
         with service.conn.begin_nested(), service.by_definitions():
-            for name, ids in by_class.items():  # each loaded with its own class's fields
-                stmt, _ = select_rows(service.storage, name, Query(Term("sys_id", "in", ids)))
-                service._delete_rows(service.defs.tables[name], [dict(r) for r in service.conn.execute(stmt).mappings()])
+            service.delete_found((row["sys_id"], row["sys_class_name"]) for row in rows)
         return len(rows), []
     except (Conflict, RecordError):
         pass

@@ -974,15 +974,18 @@ class RecordService:
                 if found and field.on_delete == "restrict":
                     raise Conflict(f"this {tdef.label.lower()} cannot be deleted: {len(found)} {other.label} record(s) "
                                    f"refer to it through {field.label} (on_delete: restrict); change or delete them first")
-                by_class: dict[str, list[str]] = defaultdict(list)
-                for sys_id, class_name in found:
-                    by_class[class_name].append(sys_id)
-                for class_name, class_ids in by_class.items():  # each loaded with its own class's fields
-                    for chunk in range(0, len(class_ids), BATCH):
-                        stmt, _ = select_rows(self.storage, class_name,
-                                              Query(Term("sys_id", "in", class_ids[chunk:chunk + BATCH])))
-                        self._delete_rows(self.defs.tables[class_name],
-                                          [dict(r) for r in self.conn.execute(stmt).mappings()])
+                self.delete_found(found)
+
+    def delete_found(self, found: Iterable[tuple[str, str]]) -> None:
+        """Delete the records `found` names as (sys_id, class name) pairs, each loaded with its own
+        class's fields and deleted as `_delete_rows` does (no access check: the caller's)."""
+        by_class: dict[str, list[str]] = defaultdict(list)
+        for sys_id, class_name in found:
+            by_class[class_name].append(sys_id)
+        for class_name, class_ids in by_class.items():
+            for chunk in range(0, len(class_ids), BATCH):
+                stmt, _ = select_rows(self.storage, class_name, Query(Term("sys_id", "in", class_ids[chunk:chunk + BATCH])))
+                self._delete_rows(self.defs.tables[class_name], [dict(r) for r in self.conn.execute(stmt).mappings()])
 
     def _referrers(self, tdef: TableDef) -> list[tuple[TableDef, FieldDef]]:
         """The reference fields that may hold a record of `tdef` (one per physical column)."""
