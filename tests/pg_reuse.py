@@ -5,8 +5,14 @@ server's time, almost all of it in the kernel: every file of the system catalogs
 (a 10 MB database is 7.5 MB of catalogs), and dropped after the test. Most tests change a few rows of
 a few tables. So each test process keeps its copies, and after a test puts back only what it changed:
 
-- what changed is found from each table's row count and the newest `xmin` among its rows (any insert
-  or update writes a new transaction id; a delete lowers the count), its sequences, and its statistics;
+- what changed is found from the server's activity counters (PostgreSQL 15 and later, with
+  `track_counts` on, as by default): a table any session of the test inserted into, updated, deleted
+  from, analyzed or vacuumed, and the schema catalogs only when the counters show a write to one (a
+  temporary table writes them too). The counters are those of the sessions that have ended, and the
+  test's sessions are ended first; the reset then zeroes them (`pg_stat_reset`), as a fresh copy has
+  them. Without them (an older server), from each table's row count and the newest `xmin` among its
+  rows (any insert or update writes a new transaction id; a delete lowers the count), its
+  statistics and its planner sizes. Sequences are compared with the template's either way;
 - a changed table is emptied (TRUNCATE, so its rows are laid out again in the template's order) and
   refilled from the template's rows, kept in memory in COPY's binary format; its planner statistics
   (`pg_class` sizes, `pg_statistic`) are made those of the template again;
@@ -35,12 +41,19 @@ SCHEMA_CATALOGS = ("pg_class", "pg_attribute", "pg_attrdef", "pg_constraint", "p
 SYSTEM_SCHEMAS = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'"
 
 
+# A session's first temporary table makes its temporary schemas (pg_temp_N, pg_toast_temp_N, N its
+# slot), which stay for the next session in that slot: not a change of the schema a test sees.
+TEMPORARY_SCHEMAS = "nspname NOT LIKE 'pg\\_temp\\_%' AND nspname NOT LIKE 'pg\\_toast\\_temp\\_%'"
+
+
 def _fingerprint(conn: psycopg.Connection) -> tuple:
-    """The schema's state: each schema catalog's row count and newest row version, and the settings
-    made for the database (ALTER DATABASE ... SET)."""
+    """The schema's state: each schema catalog's row count and newest row version (the schemas but the
+    temporary ones), and the settings made for the database (ALTER DATABASE ... SET)."""
     parts = sql.SQL(" UNION ALL ").join(
-        sql.SQL("SELECT {name}, count(*), max(xmin::text::bigint) FROM {table}").format(
-            name=sql.Literal(name), table=sql.Identifier("pg_catalog", name)) for name in SCHEMA_CATALOGS)
+        sql.SQL("SELECT {name}, count(*), max(xmin::text::bigint) FROM {table}{where}").format(
+            name=sql.Literal(name), table=sql.Identifier("pg_catalog", name),
+            where=sql.SQL(" WHERE " + TEMPORARY_SCHEMAS if name == "pg_namespace" else ""))
+        for name in SCHEMA_CATALOGS)
     return tuple(conn.execute(parts).fetchall()), _settings(conn)
 
 
@@ -84,6 +97,19 @@ def _signatures(conn: psycopg.Connection, tables: list[tuple[int, str, str]]) ->
         "SELECT starelid, count(*), max(xmin::text::bigint) FROM pg_statistic WHERE starelid = ANY(%s) "
         "GROUP BY starelid", [[oid for oid, _, _ in tables]])}
     return {oid: (rows[oid], stats.get(oid)) for oid, _, _ in tables}
+
+
+def _written(conn: psycopg.Connection, tables: list[tuple[int, str, str]]) -> tuple[bool, set[int]]:
+    """From the activity counters since the last reset: whether any schema catalog was written, and the
+    tables whose rows, statistics or planner sizes a session may have changed (inserted, updated,
+    deleted, analyzed or vacuumed; a rolled-back write counts too)."""
+    rows = conn.execute("""
+        SELECT relid, schemaname = 'pg_catalog' FROM pg_stat_all_tables
+        WHERE (schemaname = 'pg_catalog' AND relname = ANY(%(catalogs)s) AND n_tup_ins + n_tup_upd + n_tup_del > 0)
+           OR (relid = ANY(%(oids)s) AND n_tup_ins + n_tup_upd + n_tup_del + analyze_count + autoanalyze_count
+               + vacuum_count + autovacuum_count > 0)""",
+                        {"catalogs": list(SCHEMA_CATALOGS), "oids": [oid for oid, _, _ in tables]}).fetchall()
+    return any(catalog for _, catalog in rows), {oid for oid, catalog in rows if not catalog}
 
 
 def _sequences(conn: psycopg.Connection) -> dict[tuple[str, str], tuple]:
@@ -141,6 +167,18 @@ class Pool:
         self.busy: dict[str, Copy] = {}
         self.counts = {"created": 0, "reused": 0, "dropped": 0}
         self._admin: psycopg.Connection | None = None
+        self._counted: bool | None = None
+
+    @property
+    def counted(self) -> bool:
+        """Whether the activity counters tell what a test wrote: PostgreSQL 15's, kept in shared memory
+        and written by a session before it is seen to end (earlier servers sent them to a collector
+        process, some time later), with `track_counts` on."""
+        if self._counted is None:
+            self._counted = self._server().execute(
+                "SELECT current_setting('server_version_num')::int >= 150000 "
+                "AND current_setting('track_counts')::bool").fetchone()[0]
+        return self._counted
 
     def _connect(self, database: str) -> psycopg.Connection:
         return psycopg.connect(self.conninfo, dbname=database, autocommit=True)
@@ -255,9 +293,11 @@ class Pool:
     def _reset(self, copy: Copy) -> bool:
         self._disconnect_others(copy.name)
         with self._connect(copy.name) as conn:
-            kept = self._empty_again(conn, copy) if copy.template is None else self._restore(conn, copy)
+            kept = self._empty_again(conn, copy) if copy.template is None else self._restore(conn, copy, self.counted)
             if not kept:
                 return False
+            if self.counted:  # this session's own writes counted before the reset, not after it (at its end)
+                conn.execute("SELECT pg_stat_force_next_flush()")
             conn.execute("SELECT pg_stat_reset()")  # a fresh copy's activity counters: none
             # a session that came while the database was being put back may have written to it (asked
             # from this session: once it is closed, its own backend may still be seen leaving)
@@ -279,14 +319,25 @@ class Pool:
         return _contents(conn) == copy.fingerprint
 
     @staticmethod
-    def _restore(conn: psycopg.Connection, copy: Copy) -> bool:
+    def _restore(conn: psycopg.Connection, copy: Copy, counted: bool) -> bool:
         """A template's copy: the tables a test changed get the template's rows and statistics again;
-        kept unless the test changed the schema."""
+        kept unless the test changed the schema. `counted`: what changed is read from the activity
+        counters (see the module's docstring), not from every table's rows."""
         template = copy.template
-        if _fingerprint(conn) != copy.fingerprint or _tables(conn) != template.tables:
-            return False
-        now = _signatures(conn, template.tables)
-        changed = [(oid, schema, table) for oid, schema, table in template.tables if now[oid] != copy.signatures[oid]]
+        if counted:
+            catalogs, written = _written(conn, template.tables)
+            if _settings(conn) != copy.fingerprint[1]:
+                return False
+            if catalogs and (_fingerprint(conn) != copy.fingerprint or _tables(conn) != template.tables):
+                return False
+            changed = [(oid, schema, table) for oid, schema, table in template.tables if oid in written]
+        else:
+            if _fingerprint(conn) != copy.fingerprint or _tables(conn) != template.tables:
+                return False
+            now = _signatures(conn, template.tables)
+            sizes = _sizes(conn, [oid for oid, _, _ in template.tables])  # a VACUUM changes only those
+            changed = [(oid, schema, table) for oid, schema, table in template.tables
+                       if now[oid] != copy.signatures[oid] or sizes.get(oid) != template.sizes.get(oid)]
         if changed:
             oids = [oid for oid, _, _ in changed]
             with conn.transaction():
@@ -308,10 +359,12 @@ class Pool:
                     if want is not None and tuple(want) != tuple(sizes):
                         conn.execute("UPDATE pg_class SET relpages = %s, reltuples = %s, relallvisible = %s "
                                      "WHERE oid = %s", [*want, oid])
-            copy.signatures.update(_signatures(conn, changed))
+            if not counted:
+                copy.signatures.update(_signatures(conn, changed))
         sequences = _sequences(conn)
         for (schema, name), value in template.sequences.items():
             if sequences.get((schema, name)) != value:
                 conn.execute("SELECT setval(%s::regclass, %s, %s)", [f'"{schema}"."{name}"', *value])
-        copy.fingerprint = _fingerprint(conn)
+        if changed or not counted:  # TRUNCATE gave the tables new files: their catalog rows are new
+            copy.fingerprint = _fingerprint(conn)
         return True
