@@ -67,6 +67,23 @@ def test_a_rule_deletes_its_old_matching_records_oldest_first_and_keeps_the_rest
     assert noted["last_run"]
 
 
+def test_a_runs_bookkeeping_is_not_audited_and_a_change_of_the_rule_is(app, runtime):
+    """Every run writes the rule's last run, count and outcome: `audit: false` fields, so an hourly run
+    adds nothing to the rule's history, while an administrator's change of the rule is in it."""
+    admin = Api(app.test_client(), "admin")
+    make_case(admin, "cleaner history")
+    rule = make_rule(admin, tablename=CASES, age=str(DAY), conditions="short_description=cleaner history")
+    for days in (2, 3):
+        done, = clean(runtime, at=now() + dt.timedelta(days=days))
+        assert done.error is None
+    assert admin.patch(f"{TABLE_API}/sys_auto_flush/{rule['sys_id']}", json={"age": str(2 * DAY)}).status_code == 200
+    with runtime.transaction() as service:
+        history = service.query("sys_audit", parse_encoded(f"documentkey={rule['sys_id']}"))
+    assert [(a["fieldname"], a["oldvalue"], a["newvalue"]) for a in history] == [("age", str(DAY), str(2 * DAY))]
+    noted = admin.get(f"{TABLE_API}/sys_auto_flush/{rule['sys_id']}").json["result"]
+    assert (noted["last_deleted"], noted["last_result"]) == ("0", f"{CASES}: 0 record(s) deleted")
+
+
 def test_an_inactive_rule_and_a_dry_run_delete_nothing(app, runtime):
     admin = Api(app.test_client(), "admin")
     case = make_case(admin, "cleaner dry")

@@ -907,6 +907,8 @@ class RecordService:
         rows = []
         for name, old, new in changes:
             field = tdef.field(name)
+            if field is not None and not field.audit:
+                continue
             if field is not None and field.ftype.hidden:
                 old, new = ("*" if old else None), "*"
             rows.append(stamps.audit_row(tdef.name, sys_id, checkpoint, name, _audit_text(field, old),

@@ -99,6 +99,8 @@ def update_where(service: RecordService, tdef: TableDef, where: Any, values: dic
     # Audit and journal rows first: they read the old values of exactly the rows about to change.
     for name, value in (values if tdef.audit else {}).items():
         field = tdef.field(name)
+        if not field.audit:
+            continue
         rendered = None if value is None else field.render(value)
         column = physical.c[name]
         columns = (stamps.new_rows_sql("sys_audit", actor.user_name, stamp, new_sys_id_sql(dialect, physical))

@@ -53,6 +53,9 @@ class FieldDef:
     # `fill: {from: FIELD, where: QUERY}`: rows the table held before this field existed take FIELD's value
     # once (caseloom.emptyfill): (FIELD, the encoded query, "" for every row), or None
     fill: tuple[str, str] | None = None
+    # `audit: false`: a change of the field leaves no sys_audit row (bookkeeping a machine writes often, as
+    # ServiceNow's `no_audit` attribute); a deleted record's snapshot still holds it
+    audit: bool = True
 
     @cached_property
     def ftype(self) -> FieldType:

@@ -224,6 +224,7 @@ def _build_field(doc: SourceDocument, table: str, name: str, spec: dict, errors:
         index=spec.get("index"),
         on_delete=spec.get("on_delete") or ("delete" if spec.get("mandatory") else "clear"),
         fill=(spec["fill"]["from"], spec["fill"].get("where", "")) if "fill" in spec else None,
+        audit=spec.get("audit", True),
     )
     field = _with_create_values(doc, field, spec, errors)
     if "on_delete" in spec and field.type != "reference":
