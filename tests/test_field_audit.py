@@ -22,6 +22,8 @@ fields:
   name: {type: string}
   reading: {type: integer, audit: false}
   read_at: {type: datetime, audit: false}
+  work_notes: {type: journal}
+  log: {type: journal, audit: false}
 """,
 }
 METERS = "/api/now/table/x_meter"
@@ -46,10 +48,13 @@ def test_a_change_of_an_unaudited_field_leaves_no_history_and_the_others_do(mete
     sys_id = made.json["result"]["sys_id"]
     assert api.patch(f"{METERS}/{sys_id}", json={"reading": "11", "read_at": "2031-01-02 03:04:05"}).status_code == 200
     assert history(meters, sys_id) == []
-    assert api.patch(f"{METERS}/{sys_id}", json={"name": "Main hall", "reading": "12"}).status_code == 200
-    assert history(meters, sys_id) == [("name", "Hall", "Main hall")]
+    assert api.patch(f"{METERS}/{sys_id}", json={"name": "Main hall", "reading": "12", "log": "Read by the robot",
+                                                 "work_notes": "Checked by hand"}).status_code == 200
+    assert history(meters, sys_id) == [("name", "Hall", "Main hall"), ("work_notes", None, "Checked by hand")]
     record = api.get(f"{METERS}/{sys_id}").json["result"]
     assert (record["reading"], record["sys_mod_count"]) == ("12", "2")  # written all the same
+    notes = api.get("/api/now/table/sys_journal_field", query_string={"sysparm_query": f"element_id={sys_id}^element=log"})
+    assert [e["value"] for e in notes.json["result"]] == ["Read by the robot"]  # the entry kept, not audited
 
 
 def test_a_set_based_write_audits_only_the_audited_fields(meters):
@@ -61,8 +66,13 @@ def test_a_set_based_write_audits_only_the_audited_fields(meters):
         assert update_where(service, tdef, Term("name", "startswith", "Meter"), parsed) == 3
         parsed, _ = service._parse(tdef, {"name": "Renamed"})
         assert update_where(service, tdef, Term("sys_id", "eq", ids[0]), parsed) == 1
+        update_where(service, tdef, Term("sys_id", "eq", ids[1]), {}, {"log": "Read by the robot"})
+        update_where(service, tdef, Term("sys_id", "eq", ids[2]), {}, {"work_notes": "Checked by hand"})
     assert history(meters, ids[0]) == [("name", "Meter 0", "Renamed")]
-    assert history(meters, ids[1]) == history(meters, ids[2]) == []
+    assert history(meters, ids[1]) == []  # the unaudited journal's entry is kept, not audited
+    assert history(meters, ids[2]) == [("work_notes", None, "Checked by hand")]
+    assert [e["value"] for e in api.get("/api/now/table/sys_journal_field", query_string={
+        "sysparm_query": f"element_id={ids[1]}"}).json["result"]] == ["Read by the robot"]
     assert {api.get(f"{METERS}/{i}").json["result"]["reading"] for i in ids} == {"99"}
 
 

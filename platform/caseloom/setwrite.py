@@ -108,8 +108,9 @@ def update_where(service: RecordService, tdef: TableDef, where: Any, values: dic
                                               sa.literal(rendered, sa.Text), actor.user_name, service.transaction))
         select = sa.select(*columns.values()).where(row_filter, column.is_distinct_from(value))
         conn.execute(sa.insert(audit).from_select(list(columns), select))
-    for name, text in journal.items():
-        for target in (journal_table, audit):
+    for name, text in journal.items():  # each entry audited as the row path audits it: where table and field are
+        audited = tdef.audit and tdef.field(name).audit
+        for target in (journal_table, audit) if audited else (journal_table,):
             new_id = new_sys_id_sql(dialect, physical)
             cols = journal_columns(target is audit, name, text, physical, service, new_id, stamp)
             conn.execute(sa.insert(target).from_select(list(cols), sa.select(*cols.values()).where(row_filter)))
