@@ -328,6 +328,47 @@ def test_add_a_field_from_a_form_and_see_it_there_and_in_the_api(admin, definiti
     assert TIER_LINE in text and "list: [number, name, primary_contact, country, industry, active, u_tier]" in text
 
 
+def test_a_new_field_takes_its_description_default_length_flags_and_audit_from_the_form(admin, definitions_copy):
+    page = admin.get("/ui/layout/customer_account/field").get_data(as_text=True)
+    assert re.search(r'<input id="nf-audit" type="checkbox" name="audit" value="on" [^>]*checked>', page)  # ticked
+    data = {"name": "u_code", "label": "Code", "type": "string", "description": "The account's code in billing",
+            "default": " ab-1 ", "max_length": "12", "index": "on", "audit": "off", "section": "0",
+            "back": "/customer_account.do?sys_id=-1"}
+    review = layout(admin, "/ui/layout/customer_account/field", data)  # the box cleared: its hidden "off" alone
+    line = ("  u_code: {type: string, label: Code, description: The account's code in billing, max_length: 12, "
+            "default: ab-1, index: true, audit: false}")
+    assert f"<ins>+{html_lib.escape(line, quote=False)}</ins>" in review.replace("&#39;", "'")
+    assert "<li>create index ixn_customer_account_u_code on customer_account</li>" in review
+    assert apply_reviewed(admin, review).status_code == 302
+    assert line + "\n" in (definitions_copy / ACCOUNT).read_text()
+    form = admin.get("/customer_account.do?sys_id=-1").get_data(as_text=True)
+    code = re.search(r'<input [^>]*id="f_u_code"[^>]*>', form).group(0)
+    assert 'value="ab-1"' in code and 'maxlength="12"' in code and 'aria-describedby="f_u_code__hint"' in code
+    assert '<p class="hint" id="f_u_code__hint">The account&#39;s code in billing</p>' in form
+    refused = admin.post("/customer_account.do?sys_id=-1", {"name": "Too long", "u_code": "x" * 13})
+    code = re.search(r'<input [^>]*id="f_u_code"[^>]*>', refused.get_data(as_text=True)).group(0)
+    assert refused.status_code == 422 and 'aria-describedby="f_u_code__hint f_u_code__error"' in code
+
+    api = admin.client
+    created = api.post(ACCOUNTS_API, json={"name": "Coded"}, headers=basic("admin")).json["result"]
+    assert created["u_code"] == "ab-1"
+    api.patch(f"{ACCOUNTS_API}/{created['sys_id']}", json={"u_code": "zz-9", "city": "Lyon"}, headers=basic("admin"))
+    audits = api.get(f"/api/now/table/sys_audit?sysparm_query=documentkey={created['sys_id']}^fieldnameINu_code,city"
+                     "&sysparm_fields=fieldname,newvalue", headers=basic("admin")).json["result"]
+    assert audits == [{"fieldname": "city", "newvalue": "Lyon"}]  # the change of u_code left no audit row
+
+
+def test_a_new_reference_takes_what_a_delete_does_and_a_new_date_defaults_to_now(admin, definitions_copy):
+    data = {"name": "u_owner", "type": "reference", "to": "sys_user", "on_delete": "restrict", "read_only": "on",
+            "audit": ["off", "on"], "section": ""}
+    review = layout(admin, "/ui/layout/customer_account/field", data)
+    assert "<ins>+  u_owner: {type: reference, to: sys_user, read_only: true, on_delete: restrict}</ins>" in review
+    data = {"name": "u_since", "type": "date", "default": "now", "mandatory": "on", "section": ""}
+    review = layout(admin, "/ui/layout/customer_account/field", data)
+    assert "<ins>+  u_since: {type: date, default: now, mandatory: true}</ins>" in review
+    assert (definitions_copy / ACCOUNT).read_text() == (DEFINITIONS / ACCOUNT).read_text()  # reviewed, not applied
+
+
 @pytest.mark.parametrize("data, field, message", [
     ({"name": "Tier", "type": "string"}, "name", "Use lower-case letters"),
     ({"name": "sys_tier", "type": "string"}, "name", "not with sys_"),
@@ -335,6 +376,18 @@ def test_add_a_field_from_a_form_and_see_it_there_and_in_the_api(admin, definiti
     ({"name": "u_tier", "type": "colour"}, "type", "Choose a type"),
     ({"name": "u_tier", "type": "choice", "choices": " \n"}, "choices", "A choice field needs choices"),
     ({"name": "u_owner", "type": "reference", "to": "nowhere"}, "to", "Choose the table the field refers to"),
+    ({"name": "u_seats", "type": "integer", "default": "many"}, "default", "Default of integer field 'u_seats': "),
+    ({"name": "u_tier", "type": "choice", "choices": "gold = Gold", "default": "tin"}, "default",
+     "Default 'tin' is not among the choices (gold)"),
+    ({"name": "u_code", "type": "string", "default": "now"}, "default",
+     "Default: now (the moment a record is created) applies only to fields of type"),
+    ({"name": "u_code", "type": "string", "max_length": "0"}, "max_length", "Give a whole number of characters"),
+    ({"name": "u_code", "type": "string", "max_length": "twelve"}, "max_length", "Give a whole number of characters"),
+    ({"name": "u_code", "type": "string", "max_length": "99999999"}, "max_length", "from 1 to 10,000,000"),
+    ({"name": "u_seats", "type": "integer", "max_length": "4"}, "max_length", "A field of type integer has no length"),
+    ({"name": "u_code", "type": "string", "on_delete": "restrict"}, "on_delete", "applies to reference fields only"),
+    ({"name": "u_owner", "type": "reference", "to": "sys_user", "on_delete": "explode"}, "on_delete",
+     "Choose what a delete of the referenced record does"),
 ])
 def test_a_bad_new_field_is_refused_at_its_input(admin, definitions_copy, data, field, message):
     page = admin.post("/ui/layout/customer_account/field", data)

@@ -231,31 +231,32 @@ def _build_field(doc: SourceDocument, table: str, name: str, spec: dict, errors:
         errors.append(doc.error(where + ("on_delete",), "on_delete applies to reference fields only"))
     if "default" not in spec:
         return field
-    if spec["default"] == NOW:
-        return _default_now(doc, field, errors)
-    try:
-        default = field.parse(spec["default"])
-    except FieldValueError as exc:
-        errors.append(doc.error(where + ("default",), f"default of {field.type} field {name!r}: {exc}"))
-        return field
-    if choices and field.choice_label(default) is None:
-        allowed = ", ".join(str(v) for v, _ in choices)
-        errors.append(doc.error(where + ("default",), f"default {spec['default']!r} is not among the choices ({allowed})"))
-    return replace(field, default=default)
+    field, problem = with_default(field, spec["default"])
+    if problem:
+        errors.append(doc.error(where + ("default",), problem))
+    return field
 
 
 NOW = "now"  # `default: now`: the moment a record is written, for the types that have one (FieldType.now)
 
 
-def _default_now(doc: SourceDocument, field: FieldDef, errors: list) -> FieldDef:
-    """`default: now` on a field whose type takes it (date, datetime); on any other, an error at the key."""
-    if field.ftype.now is not None:
-        return replace(field, default_now=True)
-    errors.append(doc.error(("fields", field.name, "default"),
-                            f"default: now (the moment a record is created) applies only to fields of type "
-                            f"{moment_types()}; "
-                            f"field {field.name!r} is of type {field.type}: give it a value of its type, or no default"))
-    return field
+def with_default(field: FieldDef, value: Any) -> tuple[FieldDef, str | None]:
+    """The field with `default: value`, or the field as it was and why the value is refused (a value
+    not of its type, not among its choices, or `now` on a type without a moment)."""
+    if value == NOW:
+        if field.ftype.now is not None:
+            return replace(field, default_now=True), None
+        return field, (f"default: now (the moment a record is created) applies only to fields of type "
+                       f"{moment_types()}; field {field.name!r} is of type {field.type}: give it a value of its "
+                       f"type, or no default")
+    try:
+        default = field.parse(value)
+    except FieldValueError as exc:
+        return field, f"default of {field.type} field {field.name!r}: {exc}"
+    if field.choices and field.choice_label(default) is None:
+        allowed = ", ".join(str(v) for v, _ in field.choices)
+        return field, f"default {value!r} is not among the choices ({allowed})"
+    return replace(field, default=default), None
 
 
 def _with_create_values(doc: SourceDocument, field: FieldDef, spec: dict, errors: list) -> FieldDef:

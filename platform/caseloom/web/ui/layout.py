@@ -11,9 +11,10 @@ import re
 from flask import abort, render_template, request
 
 from ...definitions.changes import declaring_file
-from ...definitions.model import TableDef
+from ...definitions.model import FieldDef, TableDef
+from ...definitions.tables import with_default
 from ...definitions.yamledit import set_entry, set_top_level
-from ...fieldtypes import FIELD_TYPES
+from ...fieldtypes import FIELD_TYPES, length_limit
 from .. import live_definitions
 from ..auth import runtime
 from . import admin_required, blueprint
@@ -164,7 +165,8 @@ def add_field(table: str):
     def page(status: int = 200, errors: dict | None = None):
         return render_template("layout_field.html", tdef=tdef, path=path, values=values, errors=errors or {},
                                types=sorted(FIELD_TYPES), tables=sorted(runtime().defs.tables), back=back,
-                               sections=_sections(entries)), status
+                               sections=_sections(entries), on_delete=ON_DELETE,
+                               audited=_audited(values)), status
 
     if request.method == "GET":
         return page()
@@ -183,8 +185,15 @@ def add_field(table: str):
     return review_rewrite(path, text, build, back, page)
 
 
+ON_DELETE = {"clear": "Clear the reference", "delete": "Delete this record too", "restrict": "Refuse the delete"}
+MAX_LENGTH = 10_000_000  # as table.schema.json's field max_length
+SPEC_ORDER = ("type", "label", "description", "to", "choices", "max_length", "default", "mandatory", "read_only",
+              "index", "on_delete", "audit")  # the order the YAML line gives them
+
+
 def _field_spec(tdef: TableDef, form) -> tuple[str, dict, dict[str, str]]:
-    """(name, YAML of the field, errors by input) from the add-a-field form."""
+    """(name, YAML of the field, errors by input) from the add-a-field form: the keys of a field's
+    declaration an administrator sets most (README, table keys), each checked at its input."""
     name, ftype = form.get("name", "").strip(), form.get("type", "")
     errors = {}
     if not FIELD_NAME.fullmatch(name) or name.startswith("sys_"):
@@ -196,8 +205,13 @@ def _field_spec(tdef: TableDef, form) -> tuple[str, dict, dict[str, str]]:
     spec: dict = {"type": ftype}
     if form.get("label", "").strip():
         spec["label"] = form["label"].strip()
-    if form.get("mandatory"):
-        spec["mandatory"] = True
+    if form.get("description", "").strip():
+        spec["description"] = form["description"].strip()
+    for flag in ("mandatory", "read_only", "index"):
+        if form.get(flag):
+            spec[flag] = True
+    if not _audited(form):
+        spec["audit"] = False
     if ftype == "choice":
         spec["choices"] = _parse_choices(form.get("choices", ""))
         if not spec["choices"]:
@@ -206,7 +220,44 @@ def _field_spec(tdef: TableDef, form) -> tuple[str, dict, dict[str, str]]:
         spec["to"] = form.get("to", "")
         if spec["to"] not in runtime().defs.tables:
             errors["to"] = "Choose the table the field refers to."
-    return name, spec, errors
+    if form.get("on_delete"):
+        if form["on_delete"] not in ON_DELETE:
+            errors["on_delete"] = "Choose what a delete of the referenced record does."
+        elif ftype != "reference":
+            errors["on_delete"] = "On delete applies to reference fields only."
+        else:
+            spec["on_delete"] = form["on_delete"]
+    length = form.get("max_length", "").strip()
+    if length:
+        if not length.isdigit() or not 1 <= int(length) <= MAX_LENGTH:
+            errors["max_length"] = f"Give a whole number of characters from 1 to {MAX_LENGTH:,}."
+        elif ftype in FIELD_TYPES and length_limit(FieldDef(name, ftype, tdef.name, name)) is None:
+            errors["max_length"] = f"A field of type {ftype} has no length; leave it empty."
+        else:
+            spec["max_length"] = int(length)
+    default = form.get("default", "").strip()
+    if default and not errors.keys() & {"type", "choices", "max_length"}:
+        probe = FieldDef(name, ftype, tdef.name, name, max_length=spec.get("max_length"),
+                         choices=tuple((v, str(label)) for v, label in (spec.get("choices") or {}).items()),
+                         reference=spec.get("to"))
+        field, problem = with_default(probe, default)
+        if problem:
+            errors["default"] = problem[0].upper() + problem[1:] + "."
+        else:
+            spec["default"] = default if field.default_now else _yaml_scalar(field.default)
+    return name, {key: spec[key] for key in SPEC_ORDER if key in spec}, errors
+
+
+def _audited(form) -> bool:
+    """The Audited box: a hidden `off` comes before the box's `on`, so the last value says; a post
+    without either (a client of the form's own) leaves the field audited, as the YAML's default."""
+    given = form.getlist("audit") if hasattr(form, "getlist") else [form.get("audit", "on")]
+    return not given or given[-1] != "off"
+
+
+def _yaml_scalar(value):
+    """A parsed default as YAML writes it: numbers and booleans as themselves, the rest as text."""
+    return value if isinstance(value, bool | int | float) else str(value)
 
 
 def _parse_choices(text: str) -> dict:
