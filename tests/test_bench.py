@@ -142,6 +142,7 @@ def test_the_bench_data_sorts_by_sys_id_in_the_order_it_is_written():
 
     from caseloom.definitions.model import DemoGenerator
     from caseloom.demo import demo_sys_id, generated_rows, ordered_sys_id
+    from caseloom.records import new_sys_id
 
     counts = {"contacts": 30, "accounts": 300}
     contacts = DemoGenerator("contacts", "customer_contact", {"name": "Contact {i}"})
@@ -152,6 +153,8 @@ def test_the_bench_data_sorts_by_sys_id_in_the_order_it_is_written():
     for rows in written.values():
         ids = [r["sys_id"] for r in rows]
         assert ids == sorted(ids) and len(set(ids)) == len(ids) and all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+    newest = max(i for rows in written.values() for i in (r["sys_id"] for r in rows))
+    assert newest < new_sys_id()  # written before anything the platform writes now, as old data is
     contact_ids = [r["sys_id"] for r in written["contacts"]]
     assert [r["primary_contact"] for r in written["accounts"]] == [contact_ids[i // 10] for i in range(300)]
     demo = list(generated_rows(contacts, counts, {}, stamp))
