@@ -7,6 +7,7 @@ browser round trip by round trip (no JavaScript needed), then writes the table's
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from flask import abort, render_template, request
 
@@ -166,7 +167,7 @@ def add_field(table: str):
         return render_template("layout_field.html", tdef=tdef, path=path, values=values, errors=errors or {},
                                types=sorted(FIELD_TYPES), tables=sorted(runtime().defs.tables), back=back,
                                sections=_sections(entries), on_delete=ON_DELETE,
-                               audited=_audited(values)), status
+                               audited=request.method != "POST" or _audited(request.form)), status
 
     if request.method == "GET":
         return page()
@@ -227,20 +228,20 @@ def _field_spec(tdef: TableDef, form) -> tuple[str, dict, dict[str, str]]:
             errors["on_delete"] = "On delete applies to reference fields only."
         else:
             spec["on_delete"] = form["on_delete"]
+    probe = FieldDef(name, ftype, tdef.name, name, reference=spec.get("to"),  # what the type's checks read
+                     choices=tuple((v, str(label)) for v, label in (spec.get("choices") or {}).items())
+                     ) if ftype in FIELD_TYPES else None
     length = form.get("max_length", "").strip()
     if length:
         if not length.isdigit() or not 1 <= int(length) <= MAX_LENGTH:
             errors["max_length"] = f"Give a whole number of characters from 1 to {MAX_LENGTH:,}."
-        elif ftype in FIELD_TYPES and length_limit(FieldDef(name, ftype, tdef.name, name)) is None:
+        elif probe is not None and length_limit(probe) is None:
             errors["max_length"] = f"A field of type {ftype} has no length; leave it empty."
         else:
             spec["max_length"] = int(length)
     default = form.get("default", "").strip()
-    if default and not errors.keys() & {"type", "choices", "max_length"}:
-        probe = FieldDef(name, ftype, tdef.name, name, max_length=spec.get("max_length"),
-                         choices=tuple((v, str(label)) for v, label in (spec.get("choices") or {}).items()),
-                         reference=spec.get("to"))
-        field, problem = with_default(probe, default)
+    if default and probe is not None and not errors.keys() & {"choices", "max_length"}:
+        field, problem = with_default(replace(probe, max_length=spec.get("max_length")), default)
         if problem:
             errors["default"] = problem[0].upper() + problem[1:] + "."
         else:
@@ -251,7 +252,7 @@ def _field_spec(tdef: TableDef, form) -> tuple[str, dict, dict[str, str]]:
 def _audited(form) -> bool:
     """The Audited box: a hidden `off` comes before the box's `on`, so the last value says; a post
     without either (a client of the form's own) leaves the field audited, as the YAML's default."""
-    given = form.getlist("audit") if hasattr(form, "getlist") else [form.get("audit", "on")]
+    given = form.getlist("audit")
     return not given or given[-1] != "off"
 
 
