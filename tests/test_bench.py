@@ -19,8 +19,9 @@ import pytest
 from conftest import POSTGRES_URL, ROOT
 
 BENCHMARKS = ["recipients_condition", "create_child_cases", "sla_attach", "sync_children", "close_major_case",
-              "sla_repair", "sla_tick", "email_ingest", "event_ingest", "email_delivery", "list_view", "form_view", "api_get",
-              "stats_group_by", "dashboard_view", "quick_search", "similar_cases", "row_rule_list", "portal_list", "export_csv"]
+              "sla_repair", "sla_tick", "email_ingest", "event_ingest", "email_delivery", "list_view", "form_view",
+              "parent_view", "api_get", "stats_group_by", "dashboard_view", "quick_search", "similar_cases", "row_rule_list",
+              "portal_list", "export_csv"]
 KEYS = {"name", "n", "seconds", "per_second", "baseline_seconds", "ratio"}
 WHERE = {"database", "machine", "settings"}  # where the figures came from, on every line beside the contract's keys
 
@@ -69,6 +70,8 @@ def check_lines(done: subprocess.CompletedProcess, names: list[str] = BENCHMARKS
     assert float(runs[1]) == round(statistics.median(withs), 2) == round(by_name["sla_attach"]["seconds"], 2)
     assert float(runs[3]) == round(statistics.median(withouts), 2) == round(by_name["sla_attach"]["baseline_seconds"], 2)
     assert by_name["sla_repair"]["n"] == 1001  # the children and their major case, from their history
+    assert by_name["parent_view"]["n"] == 1000  # the form of the major case the children were made for
+    assert "with its 1,000 children; the same " in done.stderr
     assert "# sla_repair: 1,001 records, " in done.stderr
     assert by_name["sla_tick"]["n"] == 100  # ten running SLAs per unit of scale, one in a hundred due
     assert "# sla_attach: " in done.stderr and "with 2.0 SLAs per child" in done.stderr

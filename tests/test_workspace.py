@@ -172,3 +172,43 @@ def test_the_timeline_tells_each_step_once_in_the_order_it_happened(client, majo
 
 def number(client, sys_id: str) -> str:
     return client.get(f"{CASES}/{sys_id}?sysparm_fields=number", headers=basic("admin")).json["result"]["number"]
+
+
+def test_a_major_case_page_counts_its_children_once_and_finds_who_added_them_by_an_index(app, client, major):
+    """The children of a major case are counted, by state and by who needs attention, in one statement that
+    both the related list and the workspace use; the page of them is read along an index in their order;
+    and the timeline's "added as children" reads the audit's partial index of the children field, never the
+    whole audit (each was 100 to 280 ms with 100,000 children on PostgreSQL)."""
+    import sqlalchemy as sa
+
+    from caseloom.web import db
+
+    ui_sign_in(client, "mim")
+    path = f"/{CASE}.do?sys_id={major['sys_id']}"
+    client.get(path)
+    seen: list[tuple[str, object]] = []
+    with app.app_context():
+        engine = db.engine
+    sa.event.listen(engine, "before_cursor_execute", lambda c, cur, statement, params, ctx, many:
+                    seen.append((statement, params)))
+    page = client.get(path).get_data(as_text=True)
+    counts = [s for s, _ in seen if re.match(r"\s*SELECT count\(\*\)", s) and "FROM task" in s and ".parent =" in s]
+    assert len(counts) == 1 and "GROUP BY" in counts[0] and "needs_attention" in counts[0], counts
+    assert 'id="ws-children-total">' in page
+    added = [(s, p) for s, p in seen if "FROM sys_audit" in s and "GROUP BY" in s]
+    assert len(added) == 1
+    statement, params = added[0]
+    # the related list's page of many children (a short list of them is read from its matches on PostgreSQL)
+    children = (f"SELECT sys_id FROM task WHERE sys_class_name = '{CASE}' AND parent = '{major['sys_id']}' "
+                "ORDER BY sys_id LIMIT 10")
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":  # the test's tables are small: the planner would rather read them
+            conn.exec_driver_sql("SET enable_seqscan = off")
+            plan = conn.exec_driver_sql("EXPLAIN " + statement, params).scalars().all()
+            ordered = conn.exec_driver_sql("EXPLAIN " + children).scalars().all()
+        else:
+            plan = [row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params)]
+            ordered = [row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + children)]
+    assert any("ixa_sys_audit_parent_newvalue" in line for line in plan), plan
+    assert any("ixn_task_parent_sys_id" in line for line in ordered), ordered
+    assert not any("TEMP B-TREE FOR ORDER BY" in line or line.lstrip().startswith("Sort") for line in ordered), ordered

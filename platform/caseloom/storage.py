@@ -24,6 +24,9 @@ INTERNAL_TABLES = ("sys_number_counter", "sys_meta", "sys_definition_file", "sys
                    "sys_worker", "sys_session", "sys_signin_failure", "sys_script_usage", "sys_attachment_doc")
 
 
+AUDIT = "sys_audit"
+
+
 def index_name(table: str, columns: tuple[str, ...], prefix: str = "ix") -> str:
     name = f"{prefix}_{table}_{'_'.join(columns)}"
     if len(name) <= 60:
@@ -67,6 +70,7 @@ class Storage:
         self._build_internal()
         for root in sorted({t.root for t in defs.tables.values()}):
             self._build_physical(root)
+        self._build_children_audit()
 
     def physical(self, table: str) -> sa.Table:
         return self.metadata.tables[self.defs.tables[table].root]
@@ -151,6 +155,32 @@ class Storage:
                 _partial_index(table, cols)
             else:
                 sa.Index(index_name(root, cols), *(table.c[c] for c in cols))
+
+    def _build_children_audit(self) -> None:
+        """For each workspace's children field, a partial index of the audit: that field's changes on the
+        children's tables, by new value. A workspace's timeline tells when children were added, from the
+        audit rows whose new value is the record; the audit has no index of values (a text of any length),
+        so each view of a major case read the whole audit for them: 125 ms at 1.4 million rows on
+        PostgreSQL, growing with the audit. Only the changes of that reference are entered (their values
+        are sys_ids): writing any other audit row costs nothing more."""
+        audit = self.metadata.tables.get(AUDIT)
+        if audit is None:
+            return
+        for ws in sorted(self.defs.workspaces.values(), key=lambda w: w.name):
+            name = index_name(AUDIT, (ws.children, "newvalue"), "ixa")
+            if name in {index.name for index in audit.indexes}:
+                continue
+            field = audit.c.fieldname == ws.children
+            # SQLite uses a partial index only when the query's terms match its condition's one by one (an IN
+            # list never does); it has no limit on an entry's size either, which PostgreSQL's condition on
+            # the tables is for (another table's field of that name may hold a long text)
+            sa.Index(name, audit.c.newvalue, sqlite_where=field,
+                     postgresql_where=sa.and_(field, audit.c.tablename.in_(self.children_audited(ws))))
+
+    def children_audited(self, ws) -> list[str]:
+        """The tables whose audit rows of a workspace's children field its timeline reads (and its partial
+        index holds): the children's table, those it extends and those extending it, in one order."""
+        return sorted(self.defs.lineage(ws.child_table))
 
     @staticmethod
     def _column(field: FieldDef) -> sa.Column:

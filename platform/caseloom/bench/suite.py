@@ -388,6 +388,18 @@ class BenchRun:
                  f"{total:,} records; the same {len(sql)} statements by the plain driver {baseline * 1000:.2f} ms")
         return Result("quick_search", total, median, baseline)
 
+    def parent_view(self, app, plain, staff: http.Browser) -> Result:
+        """The form of the parent the write benchmarks made, with its children created, synced and closed
+        (a major case's page: its workspace, its related list of children), the median of 10 requests;
+        against the plain driver running the same statements."""
+        path = f"/{self.bench.parent_table}.do?sys_id={self.parent_id}"
+        median = staff.median([path] * 10)
+        sql = http.capture_sql(app, path, "bench", self.password)
+        baseline = http.replay_median(plain, sql, rounds=10)
+        self.say(f"parent_view: median {median * 1000:.1f} ms over 10 requests of the parent's form, with its "
+                 f"{self.children:,} children; the same {len(sql)} statements by the plain driver {baseline * 1000:.2f} ms")
+        return Result("parent_view", self.children, median, baseline)
+
     def similar_cases(self, app, plain, staff: http.Browser, table: str, ids: list[str], total: int) -> Result:
         """The records most like one (the similar API with the declared similar list: what a form's panel
         runs), the median over 20 different records, against the plain driver running the same statements."""
@@ -510,6 +522,7 @@ class BenchRun:
                     self.say(f"{name}: median {median * 1000:.1f} ms over {len(paths)} requests with {total:,} "
                              f"records; the same {len(sql)} statements by the plain driver {baseline * 1000:.2f} ms")
                     yield Result(name, total, median, baseline)
+                yield self.parent_view(app, plain, browser)
                 token = base64.b64encode(f"bench:{self.password}".encode()).decode()
                 # a connection per request, as the documented nginx (HTTP/1.0 to the app) makes them: a kept-
                 # alive connection stays with the process that accepted it, and wrk's eight, opened at once,

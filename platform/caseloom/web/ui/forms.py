@@ -23,7 +23,7 @@ from .members import member_panel, running_job
 from .references import _resolve_display
 from .similar import similar_panels
 from .slas import sla_panel, task_sla_repair
-from .workspace import workspace_for, workspace_panel
+from .workspace import counted, workspace_for, workspace_panel
 
 RELATED_PAGE = 10
 
@@ -499,24 +499,20 @@ def _related(tdef: TableDef, record: dict, index: int, first: int = 1) -> dict:
     columns = [c for c in readable_columns(service, other) if c != spec.field]
     shape = make_shape(defs.tables, other, ",".join(columns), "all", "true", base_url(), service.readable)
     info["columns"] = [(c, shape.fields[c]) for c in columns]
-    info["total"] = service.count(other.name, query)  # first: few matches are read from themselves
+    # counted first (few matches are read from themselves), by lifecycle state in the same statement; the
+    # workspace of a record whose related list this is counts the same children, with its attention flag
+    lifecycle = defs.lifecycle(other.name)
+    ws = workspace_for(tdef, record)
+    flag = ws.attention if ws is not None and (ws.child_table, ws.children) == (other.name, spec.field) else None
+    counts = counted(other.name, spec.field, value, lifecycle.field if lifecycle else None, flag)
+    info["total"] = counts.total
     rows = service.query(other.name, query, shape.columns(), RELATED_PAGE, first - 1, matching=info["total"])
     info["rows"] = [render_record(shape, r) | {"sys_id": r["sys_id"]} for r in rows]
     info["query"] = f"{spec.field}={value}"
-    lifecycle = defs.lifecycle(other.name)
     if lifecycle is not None and info["total"]:
-        info["counts"] = _counts_by(other, lifecycle.field, spec.field, value)
+        states = other.field(lifecycle.field)
+        info["counts"] = [(label, counts.by_value[str(v)]) for v, label in states.choices if str(v) in counts.by_value]
     return info
-
-
-def _counts_by(tdef: TableDef, group_field: str, reference: str, parent_id: str) -> list[tuple[str, int]]:
-    from ...query import Selection
-
-    selection = Selection(runtime().storage, tdef.name, readable=records().readable)  # the user's rows only
-    column, field = selection.column(group_field)
-    stmt = selection.select(column, sa.func.count(), where=Term(reference, "eq", parent_id)).group_by(column)
-    counts = {str(value): n for value, n in connection().execute(stmt)}
-    return [(label, counts[str(value)]) for value, label in field.choices if str(value) in counts]
 
 
 @blueprint.get("/ui/related/<table>/<sys_id>/<int:index>")
