@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import sqlalchemy as sa
 
-from .definitions.model import Definitions, FieldDef, TableDef
+from .definitions.model import Definitions, FieldDef, TableDef, WorkspaceDef
 
 T = TypeVar("T")
 
@@ -177,7 +177,7 @@ class Storage:
             sa.Index(name, audit.c.newvalue, sqlite_where=field,
                      postgresql_where=sa.and_(field, audit.c.tablename.in_(self.children_audited(ws))))
 
-    def children_audited(self, ws) -> list[str]:
+    def children_audited(self, ws: WorkspaceDef) -> list[str]:
         """The tables whose audit rows of a workspace's children field its timeline reads (and its partial
         index holds): the children's table, those it extends and those extending it, in one order."""
         return sorted(self.defs.lineage(ws.child_table))

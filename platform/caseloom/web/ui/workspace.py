@@ -103,10 +103,9 @@ def counted(table: str, field: str, value: str, group_field: str | None = None, 
     found = kept.get(key)
     if found is not None and (flag is None or found[0] == flag):
         return found[1]
-    selection = Selection(runtime().storage, table, readable=records().readable)  # the user's rows only
     records().table(table, "read")
-    number = sa.func.count()
-    columns = [number]
+    selection = Selection(runtime().storage, table, readable=records().readable)  # the user's rows only
+    columns = [sa.func.count()]
     if flag is not None:
         columns.append(sa.func.count().filter(selection.condition(Term(flag, "eq", True))))
     group = selection.column(group_field)[0] if group_field else None
