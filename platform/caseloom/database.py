@@ -273,7 +273,7 @@ CLIENT_CHECK_MS = 1000
 JIT = "off"
 
 
-def _check_client(dbapi_connection, connection_record) -> None:
+def _connection_settings(dbapi_connection, connection_record) -> None:
     """Each connection's settings: no JIT compiling (JIT); from PostgreSQL 14 on, its client checked."""
     setting = f"SET jit = {JIT}"
     if dbapi_connection.info.server_version >= 140000:  # psycopg's connection: the server's version
@@ -407,7 +407,7 @@ def prepare_engine(engine: sa.Engine) -> sa.Engine:
         event.listen(engine, "checkin", _returned)
         event.listen(engine, "checkout", _ping_when_idle(engine.dialect))
         if engine.dialect.name == "postgresql":
-            event.listen(engine, "connect", _check_client)
+            event.listen(engine, "connect", _connection_settings)
             if engine.dialect.driver == "psycopg":
                 event.listen(engine, "connect", _opened_in_epoch(engine))
                 event.listen(engine, "checkout", _replace_if_stale(engine))

@@ -394,10 +394,10 @@ class BenchRun:
         against the plain driver running the same statements."""
         path = f"/{self.bench.parent_table}.do?sys_id={self.parent_id}"
         median = staff.median([path] * 10)
-        sql = http.capture_sql(app, path, "bench", self.password)
-        baseline = http.replay_median(plain, sql, rounds=10)
+        baseline, counts = http.replay_paths(app, plain, [path], "bench", self.password)
         self.say(f"parent_view: median {median * 1000:.1f} ms over 10 requests of the parent's form, with its "
-                 f"{self.children:,} children; the same {len(sql)} statements by the plain driver {baseline * 1000:.2f} ms")
+                 f"{self.children:,} children; the same {http.statements_words(counts)} statements by the plain "
+                 f"driver {baseline * 1000:.2f} ms")
         return Result("parent_view", self.children, median, baseline)
 
     def similar_cases(self, app, plain, staff: http.Browser, table: str, ids: list[str], total: int) -> Result:

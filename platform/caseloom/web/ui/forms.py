@@ -510,8 +510,7 @@ def _related(tdef: TableDef, record: dict, index: int, first: int = 1) -> dict:
     info["rows"] = [render_record(shape, r) | {"sys_id": r["sys_id"]} for r in rows]
     info["query"] = f"{spec.field}={value}"
     if lifecycle is not None and info["total"]:
-        states = other.field(lifecycle.field)
-        info["counts"] = [(label, counts.by_value[str(v)]) for v, label in states.choices if str(v) in counts.by_value]
+        info["counts"] = [(label, n) for _, label, n in counts.by_choice(other.field(lifecycle.field))]
     return info
 
 

@@ -92,6 +92,12 @@ class Counted:
     by_value: dict[str, int]  # by the grouping field's value (as text); empty without one
     flagged: int  # with the flag field true; 0 without one
 
+    def by_choice(self, field) -> list[tuple[str, str, int]]:
+        """The counts by the grouping field's choices, in their order: (value, label, how many), those
+        with any."""
+        return [(value, label, self.by_value[str(value)]) for value, label in field.choices
+                if str(value) in self.by_value]
+
 
 def counted(table: str, field: str, value: str, group_field: str | None = None, flag: str | None = None) -> Counted:
     """The records of `table` whose `field` is `value` that the user may read: how many, how many by
@@ -129,9 +135,8 @@ def _children(ws: WorkspaceDef, children: TableDef, parent_id: str) -> dict:
     out = {"total": total, "label": children.label, "by_state": [], "attention": [], "attention_total": 0,
            "list_url": f"/{children.name}_list.do?sysparm_query={ws.children}={parent_id}"}
     if lifecycle is not None and total:
-        field = children.field(lifecycle.field)
-        out["by_state"] = [(label, counts.by_value[str(value)], f"{out['list_url']}^{lifecycle.field}={value}")
-                           for value, label in field.choices if str(value) in counts.by_value]
+        out["by_state"] = [(label, n, f"{out['list_url']}^{lifecycle.field}={value}")
+                           for value, label, n in counts.by_choice(children.field(lifecycle.field))]
     if ws.attention and total:
         out["attention_total"] = counts.flagged
         out["attention_url"] = f"{out['list_url']}^{ws.attention}=true"
