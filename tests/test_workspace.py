@@ -91,6 +91,30 @@ def test_the_workspace_refreshes_alone_and_only_where_declared(client, major):
     assert 'class="workspace card"' not in client.get(f"/{CASE}.do?sys_id={plain['sys_id']}").get_data(as_text=True)
 
 
+@pytest.mark.parametrize(("base", "took", "every"), [
+    (5, 0.004, 5),  # a few children: the declared pace
+    (2, 0.2, 2),  # reads of a tenth of the time between refreshes: still the declared pace
+    (5, 0.61, 7),  # longer reads: at least ten times as long between refreshes, in whole seconds
+    (2, 3.0, 30),  # a million children's counts
+])
+def test_a_workspace_refreshes_no_more_often_than_its_reads_allow(base, took, every):
+    from caseloom.web.ui.workspace import refresh_every
+
+    assert refresh_every(base, took) == every
+
+
+def test_a_workspace_whose_reads_are_slow_says_it_refreshes_less_often(client, major, monkeypatch):
+    from caseloom.web.ui import workspace
+
+    ui_sign_in(client, "mim")
+    part = client.get(f"/ui/workspace/{CASE}/{major['sys_id']}").get_data(as_text=True)
+    assert "Updated every 5 seconds while e-mails about it wait for delivery." in part
+    monkeypatch.setattr(workspace, "READ_SHARE", 1e-4)  # as if its reads took a thousand times as long
+    part = client.get(f"/ui/workspace/{CASE}/{major['sys_id']}").get_data(as_text=True)
+    every = int(re.search(r'hx-trigger="every (\d+)s, job-finished from:body"', part).group(1))
+    assert every > 5 and f"Updated every {every} seconds while e-mails about it wait for delivery." in part
+
+
 def test_the_major_cases_list_shows_children_who_proposed_why_and_age(client, major):
     ui_sign_in(client, "mim")
     home = client.get("/").get_data(as_text=True)

@@ -6,7 +6,9 @@ to them, and its timeline, at a glance; refreshed while a job works on it. Decla
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
+import time
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -24,9 +26,19 @@ from . import blueprint, login_required
 TIMELINE_SHOWN = 40
 ATTENTION_SHOWN = 10
 WAITING = (READY, SENDING)  # e-mails not yet delivered, failed or bounced
-# how often the workspace refreshes itself: while a job works on the record, and (less often) while
-# e-mails about it are still waiting for delivery
-REFRESH_JOB, REFRESH_EMAIL = "2s", "5s"
+# how often the workspace refreshes itself, in seconds: while a job works on the record, and (less often)
+# while e-mails about it are still waiting for delivery
+REFRESH_JOB, REFRESH_EMAIL = 2, 5
+# ... and never more often than its own reads allow: an open workspace keeps the database busy for at most
+# this share of the time. Its counts grow with the children (a major case's million children and their
+# e-mails take seconds to count), and a page left open during a delivery would otherwise compete with it
+READ_SHARE = 0.1
+
+
+def refresh_every(base: int, took: float) -> int:
+    """Seconds between two refreshes of a workspace whose reads took `took` seconds: `base`, or longer
+    when the reads would take more than READ_SHARE of that."""
+    return max(base, math.ceil(took / READ_SHARE))
 
 
 def workspace_for(tdef: TableDef, record: dict) -> WorkspaceDef | None:
@@ -43,6 +55,7 @@ def workspace_panel(tdef: TableDef, record: dict, rendered: dict, job=None) -> d
     ws = workspace_for(tdef, record)
     if ws is None:
         return None
+    started = time.perf_counter()
     service = records()
     children = runtime().defs.tables[ws.child_table]
     panel = {
@@ -57,8 +70,10 @@ def workspace_panel(tdef: TableDef, record: dict, rendered: dict, job=None) -> d
     panel["members"] = _members(ws, tdef, record)
     panel["communications"] = _communications(ws, tdef, children, record["sys_id"])
     emails = (panel["communications"] or {}).get("emails")
-    panel["refresh"] = REFRESH_JOB if panel["live"] else REFRESH_EMAIL if emails and emails["waiting"] else None
     panel["timeline"] = _timeline(ws, tdef, children, record)
+    base = REFRESH_JOB if panel["live"] else REFRESH_EMAIL if emails and emails["waiting"] else None
+    panel["refresh"] = refresh_every(base, time.perf_counter() - started) if base else None
+    panel["refresh_reason"] = "while a job works on it" if panel["live"] else "while e-mails about it wait for delivery"
     return panel
 
 
