@@ -163,6 +163,15 @@ def test_the_major_issue_story_in_words_with_javascript(people, runtime, server)
     mim.locator("section.job h2", has_text="done").wait_for()
     mim.locator("#ws-children-total", has_text=str(before + made)).wait_for()  # the workspace counted them live
     assert "Create child cases done" in mim.locator(".ws-timeline").inner_text()
+    # its communications, drawn after the page, were kept through the workspace's refreshes and counted
+    # again when the job ended: the e-mails to the new children's customers are among them
+    sends = re.search(r"sends (\d+) e-mails?", sentence)
+    assert sends, sentence
+    mim.wait_for_function(
+        "n => { const c = document.querySelector('.ws-communications');"
+        " const m = c && c.innerText.match(/(\\d+) e-mails?:/); return m && Number(m[1]) >= n; }",
+        arg=int(sends.group(1)))
+    assert mim.locator(".ws-communications").count() == 1 and mim.locator(".ws-communications-later").count() == 0
 
     # the manager undoes the mass creation (nobody has touched those children yet), and it is created again
     manager = people("manager")

@@ -342,7 +342,7 @@ def test_the_major_case_shows_how_far_its_e_mails_have_got(runtime, client, mail
     ui_sign_in(client, "mim")
 
     def progress() -> tuple[str, str, str]:
-        part = html.unescape(client.get(f"/ui/workspace/{CASE}/{major['sys_id']}").get_data(as_text=True))
+        part = html.unescape(client.get(f"/ui/workspace/{CASE}/{major['sys_id']}/communications").get_data(as_text=True))
         line = re.sub(r"\s+", " ", re.search(r"<li>(\d+ e-mails: [^<]*)", part).group(1)).strip()
         bar = re.search(r'<progress class="ws-email-progress" max="(\d+)" value="(\d+)"', part)
         return line, f"{bar[2]} of {bar[1]}", re.search(r'hx-trigger="([^"]*)"', part).group(1)

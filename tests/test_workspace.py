@@ -63,7 +63,15 @@ def test_the_major_case_page_is_a_workspace_in_words(client, major):
     assert sum(int(n) for n, _ in by_state) == len(children) and {label for _, label in by_state} <= {
         "New", "Open", "Awaiting Info", "Resolved", "Closed", "Canceled"}
     assert f"{major['list']['name']}</a>: " in ws
-    assert re.search(r"\d+ e-mails: \d+ delivered, \d+ failed, \d+ waiting", ws)
+    # what was sent is counted after the page (it reads every journal entry and e-mail of the children)
+    url = f"/ui/workspace/{CASE}/{major['sys_id']}/communications"
+    assert f'hx-get="{url}" hx-trigger="load"' in ws and not re.search(r"\d+ e-mails: ", ws)
+    comms = section(client.get(url).get_data(as_text=True), '<section class="ws-communications"')
+    assert re.search(r"\d+ e-mails: \d+ delivered, \d+ failed, \d+ waiting", comms)
+    assert re.search(r"[1-9]\d* additional comments", comms)
+    # without JavaScript, the link in its place shows them in the page
+    inline = client.get(f"/{CASE}.do?sys_id={major['sys_id']}&communications=1").get_data(as_text=True)
+    assert re.search(r"\d+ e-mails: \d+ delivered", section(inline, '<section class="ws-communications"'))
     timeline = section(page, '<section class="ws-timeline"')
     assert "Create child cases started" in timeline and "Create child cases done" in timeline
     assert "</time> · Proposed</li>" in timeline and "Recipients list set to " in timeline
@@ -83,11 +91,17 @@ def test_a_child_commented_on_by_someone_else_needs_attention(client, major):
 def test_the_workspace_refreshes_alone_and_only_where_declared(client, major):
     ui_sign_in(client, "mim")
     part = client.get(f"/ui/workspace/{CASE}/{major['sys_id']}")
-    # the job is over; the e-mails to the customers still wait for delivery, so it looks again every 5 s
-    assert part.status_code == 200 and 'hx-trigger="every 5s, job-finished from:body"' in part.get_data(as_text=True)
+    # the job is over: the workspace waits for the next one; it keeps its communications when it refreshes
+    text = part.get_data(as_text=True)
+    assert part.status_code == 200 and 'id="workspace"' in text and 'hx-trigger="job-finished from:body"' in text
+    assert '<div id="ws-communications" hx-preserve="true">' in text
+    # the e-mails to the customers still wait for delivery, so the communications look again every 5 s
+    comms = client.get(f"/ui/workspace/{CASE}/{major['sys_id']}/communications").get_data(as_text=True)
+    assert 'hx-trigger="every 5s, job-finished from:body"' in comms
     plain = client.get(f"{CASES}?sysparm_query=major_case_stateISEMPTY^parentISEMPTY&sysparm_limit=1",
                        headers=basic("admin")).json["result"][0]
     assert client.get(f"/ui/workspace/{CASE}/{plain['sys_id']}").status_code == 404
+    assert client.get(f"/ui/workspace/{CASE}/{plain['sys_id']}/communications").status_code == 404
     assert 'class="workspace card"' not in client.get(f"/{CASE}.do?sys_id={plain['sys_id']}").get_data(as_text=True)
 
 
@@ -107,10 +121,11 @@ def test_a_workspace_whose_reads_are_slow_says_it_refreshes_less_often(client, m
     from caseloom.web.ui import workspace
 
     ui_sign_in(client, "mim")
-    part = client.get(f"/ui/workspace/{CASE}/{major['sys_id']}").get_data(as_text=True)
+    url = f"/ui/workspace/{CASE}/{major['sys_id']}/communications"
+    part = client.get(url).get_data(as_text=True)
     assert "Updated every 5 seconds while e-mails about it wait for delivery." in part
     monkeypatch.setattr(workspace, "READ_SHARE", 1e-4)  # as if its reads took a thousand times as long
-    part = client.get(f"/ui/workspace/{CASE}/{major['sys_id']}").get_data(as_text=True)
+    part = client.get(url).get_data(as_text=True)
     every = int(re.search(r'hx-trigger="every (\d+)s, job-finished from:body"', part).group(1))
     assert every > 5 and f"Updated every {every} seconds while e-mails about it wait for delivery." in part
 

@@ -3,6 +3,7 @@ outside; the baseline replays, with the plain driver, the SQL the same request r
 
 from __future__ import annotations
 
+import html
 import http.client
 import os
 import re
@@ -124,6 +125,27 @@ class Browser:
             self.get(path)
             times.append(time.perf_counter() - started)
         return statistics.median(times)
+
+
+    def median_visit(self, paths: list[str], times: int = 10, warmup: int = 3) -> float:
+        """The median time of GETting `paths` one after the other (a page and the parts it draws after it,
+        as a browser completes it), over `times` visits."""
+        for _ in range(warmup):
+            for path in paths:
+                self.get(path)
+        took = []
+        for _ in range(times):
+            started = time.perf_counter()
+            for path in paths:
+                self.get(path)
+            took.append(time.perf_counter() - started)
+        return statistics.median(took)
+
+
+def drawn_after(page: str, under: str) -> list[str]:
+    """The paths (starting with `under`) of the parts a page asks for as it loads (`hx-trigger="load"`)."""
+    return [html.unescape(path) for path in re.findall(r'hx-get="([^"]+)" hx-trigger="load"', page)
+            if html.unescape(path).startswith(under)]
 
 
 def capture_sql(app, path: str, user: str, password: str) -> list[tuple[str, object]]:

@@ -201,7 +201,9 @@ def form(table: str, typed: dict | None = None, errors: dict | None = None, conf
         "can_delete": not new and service.can(tdef.name, "delete"),
         "job": job,
         "members": None if new else member_panel(tdef.name, record),
-        "workspace": None if new else workspace_panel(tdef, record, rendered, job),
+        # its communications are drawn after it too (`communications=1`: in it, without JavaScript)
+        "workspace": None if new else workspace_panel(tdef, record, rendered, job,
+                                                      communications=request.args.get("communications") == "1"),
         "member_list_name": getattr(runtime().defs.member_list_for(tdef.name), "name", ""),
         "slas": None if new else sla_panel(tdef, record),  # its SLA bars, live
         "repair_task": None if new else task_sla_repair(tdef, record),  # a task SLA's: its task's Repair SLAs

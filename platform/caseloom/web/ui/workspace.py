@@ -51,30 +51,45 @@ def workspace_for(tdef: TableDef, record: dict) -> WorkspaceDef | None:
     return ws
 
 
-def workspace_panel(tdef: TableDef, record: dict, rendered: dict, job=None) -> dict | None:
+def workspace_panel(tdef: TableDef, record: dict, rendered: dict, job=None, communications: bool = False) -> dict | None:
+    """A record's workspace, or None. Its communications, which grow with its children's journal entries
+    and e-mails, are drawn after it (`communications_part`) unless `communications` asks for them in it
+    (a page without JavaScript)."""
     ws = workspace_for(tdef, record)
     if ws is None:
         return None
     started = time.perf_counter()
     service = records()
     children = runtime().defs.tables[ws.child_table]
+    live = job is not None and not job.finished
     panel = {
-        "ws": ws, "table": tdef.name, "sys_id": record["sys_id"], "live": job is not None and not job.finished,
+        "ws": ws, "table": tdef.name, "sys_id": record["sys_id"], "live": live,
         "summary": [(tdef.field(name).label, _shown(rendered.get(name)), _link(tdef.field(name), record.get(name)))
                     for name in ws.summary if tdef.field(name) is not None and name in rendered],
         "age": age_words(record.get(ws.age_from) or record.get("sys_created_on")),
         "children": None, "members": None, "communications": None,
+        "communications_url": f"/ui/workspace/{tdef.name}/{record['sys_id']}/communications",
     }
     if service.can(children.name, "read"):
         panel["children"] = _children(ws, children, record["sys_id"])
     panel["members"] = _members(ws, tdef, record)
-    panel["communications"] = _communications(ws, tdef, children, record["sys_id"])
-    emails = (panel["communications"] or {}).get("emails")
+    if communications:
+        panel["communications"] = _communications_panel(ws, tdef, children, record["sys_id"], live)
     panel["timeline"] = _timeline(ws, tdef, children, record)
-    base = REFRESH_JOB if panel["live"] else REFRESH_EMAIL if emails and emails["waiting"] else None
-    panel["refresh"] = refresh_every(base, time.perf_counter() - started) if base else None
-    panel["refresh_reason"] = "while a job works on it" if panel["live"] else "while e-mails about it wait for delivery"
+    panel["refresh"] = refresh_every(REFRESH_JOB, time.perf_counter() - started) if live else None
     return panel
+
+
+def _communications_panel(ws: WorkspaceDef, tdef: TableDef, children: TableDef, parent_id: str, live: bool) -> dict:
+    """The communications part: the counts, where it is fetched from, and how often it refreshes itself (while
+    a job works on the record or e-mails about it wait; no more often than its reads allow)."""
+    started = time.perf_counter()
+    out = _communications(ws, tdef, children, parent_id)
+    waiting = bool(out["emails"] and out["emails"]["waiting"])
+    out["url"] = f"/ui/workspace/{tdef.name}/{parent_id}/communications"
+    out["refresh"] = refresh_every(REFRESH_EMAIL, time.perf_counter() - started) if waiting or live else None
+    out["refresh_reason"] = "while e-mails about it wait for delivery" if waiting else "while a job works on it"
+    return out
 
 
 def _shown(cell) -> str:
@@ -316,6 +331,32 @@ def workspace_part(table: str, sys_id: str):
     if panel is None:
         abort(404)
     return render_template("_workspace.html", workspace=panel)
+
+
+@blueprint.get("/ui/workspace/<table>/<sys_id>/communications")
+@login_required
+def communications_part(table: str, sys_id: str):
+    """A workspace's communications alone: drawn after the page (they count every journal entry and
+    e-mail of the children), and refreshed by themselves while e-mails wait or a job works on the record."""
+    from .forms import _load
+    from .members import running_job
+
+    defs = runtime().defs
+    if table not in defs.tables:
+        abort(404)
+    try:
+        records().table(table, "read")
+    except AccessDenied:
+        abort(403)
+    _, record = _load(defs.tables[table], sys_id)
+    tdef = defs.tables.get(record.get("sys_class_name"), defs.tables[table])
+    ws = workspace_for(tdef, record)
+    if ws is None:
+        abort(404)
+    job = running_job(tdef.name, sys_id)
+    comms = _communications_panel(ws, tdef, defs.tables[ws.child_table], record["sys_id"],
+                                  job is not None and not job.finished)
+    return render_template("_ws_communications.html", comms=comms)
 
 
 # -- the list view of a workspace (`sysparm_view=NAME`, named by menu modules' `view:`) ---------------
