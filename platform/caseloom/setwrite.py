@@ -131,7 +131,10 @@ def touched_ids(conn: sa.Connection, select: sa.Select) -> Iterator[Touched]:
     """The sys_ids `select` finds now, kept in a temporary table for the statements that follow (an
     UPDATE changes the values that found them)."""
     with kept_rows(conn, select, "touched") as table, _without_merge_joins(conn):
-        yield Touched(ids=sa.select(table.c.sys_id))
+        low = high = None
+        if conn.dialect.name == "postgresql":  # their key's range too (see Touched)
+            low, high = conn.execute(sa.select(sa.func.min(table.c.sys_id), sa.func.max(table.c.sys_id))).one()
+        yield Touched(low=low, high=high, ids=sa.select(table.c.sys_id))
 
 
 @contextmanager
@@ -213,7 +216,13 @@ class Touched:
 
     A range is a plain condition on the key, or on a column that refers to the records: cheaper
     than `sys_id IN (SELECT ...)`, which SQLite first builds into a temporary index, once per
-    statement (a third of the time of attaching 100,000 SLAs)."""
+    statement (a third of the time of attaching 100,000 SLAs).
+
+    On PostgreSQL, `ids` come with their range as well (`low` and `high`: the smallest and largest of
+    them), which adds nothing to what is selected but tells the planner where they are: a major case's
+    children were made together, so their keys are one run of the primary key. Without it the planner
+    hashes the touched ids and scans the whole table for them (0.52 s among a million cases for the
+    sync's 100,000 children), where the range reads just their run (0.14 s)."""
 
     low: str | None = None
     high: str | None = None
@@ -221,9 +230,10 @@ class Touched:
 
     def of(self, column: sa.ColumnElement) -> sa.ColumnElement:
         """`column` (a sys_id, or a reference to the records) is one of the touched records'."""
-        if self.ids is not None:
-            return column.in_(self.ids.scalar_subquery())
-        return column.between(self.low, self.high)
+        if self.ids is None:
+            return column.between(self.low, self.high)
+        among = column.in_(self.ids.scalar_subquery())
+        return among if self.low is None else sa.and_(column.between(self.low, self.high), among)
 
     def where(self, table: sa.FromClause) -> sa.ColumnElement:
         """The rows of `table` (the records' physical table or an alias of it) that were touched."""

@@ -126,7 +126,6 @@ class Browser:
             times.append(time.perf_counter() - started)
         return statistics.median(times)
 
-
     def median_visit(self, paths: list[str], times: int = 10, warmup: int = 3) -> float:
         """The median time of GETting `paths` one after the other (a page and the parts it draws after it,
         as a browser completes it), over `times` visits."""

@@ -68,7 +68,7 @@ def workspace_panel(tdef: TableDef, record: dict, rendered: dict, job=None, comm
                     for name in ws.summary if tdef.field(name) is not None and name in rendered],
         "age": age_words(record.get(ws.age_from) or record.get("sys_created_on")),
         "children": None, "members": None, "communications": None,
-        "communications_url": f"/ui/workspace/{tdef.name}/{record['sys_id']}/communications",
+        "communications_url": communications_url(tdef.name, record["sys_id"]),
     }
     if service.can(children.name, "read"):
         panel["children"] = _children(ws, children, record["sys_id"])
@@ -80,13 +80,17 @@ def workspace_panel(tdef: TableDef, record: dict, rendered: dict, job=None, comm
     return panel
 
 
+def communications_url(table: str, sys_id: str) -> str:
+    return f"/ui/workspace/{table}/{sys_id}/communications"
+
+
 def _communications_panel(ws: WorkspaceDef, tdef: TableDef, children: TableDef, parent_id: str, live: bool) -> dict:
     """The communications part: the counts, where it is fetched from, and how often it refreshes itself (while
     a job works on the record or e-mails about it wait; no more often than its reads allow)."""
     started = time.perf_counter()
     out = _communications(ws, tdef, children, parent_id)
     waiting = bool(out["emails"] and out["emails"]["waiting"])
-    out["url"] = f"/ui/workspace/{tdef.name}/{parent_id}/communications"
+    out["url"] = communications_url(tdef.name, parent_id)
     out["refresh"] = refresh_every(REFRESH_EMAIL, time.perf_counter() - started) if waiting or live else None
     out["refresh_reason"] = "while e-mails about it wait for delivery" if waiting else "while a job works on it"
     return out
@@ -311,23 +315,24 @@ def _job_label(tdef: TableDef, name: str) -> str:
     return name.replace("_", " ").capitalize()
 
 
+def _shown_record(table: str, sys_id: str):
+    """What a workspace's routes show: the record's table (its class), the record as its page loads it, and
+    the job working on it. 404 for no such table or record, 403 when the user may not read the table."""
+    from .forms import _load
+    from .lists import readable_table
+    from .members import running_job
+
+    rendered, record = _load(readable_table(table), sys_id)
+    tdef = runtime().defs.tables.get(record.get("sys_class_name"), runtime().defs.tables[table])
+    return tdef, rendered, record, running_job(tdef.name, sys_id)
+
+
 @blueprint.get("/ui/workspace/<table>/<sys_id>")
 @login_required
 def workspace_part(table: str, sys_id: str):
     """The workspace alone (htmx refreshes it while a job works on the record, and when it ends)."""
-    from .forms import _load
-    from .members import running_job
-
-    defs = runtime().defs
-    if table not in defs.tables:
-        abort(404)
-    try:
-        records().table(table, "read")
-    except AccessDenied:
-        abort(403)
-    rendered, record = _load(defs.tables[table], sys_id)
-    tdef = defs.tables.get(record.get("sys_class_name"), defs.tables[table])
-    panel = workspace_panel(tdef, record, rendered, running_job(tdef.name, sys_id))
+    tdef, rendered, record, job = _shown_record(table, sys_id)
+    panel = workspace_panel(tdef, record, rendered, job)
     if panel is None:
         abort(404)
     return render_template("_workspace.html", workspace=panel)
@@ -338,23 +343,11 @@ def workspace_part(table: str, sys_id: str):
 def communications_part(table: str, sys_id: str):
     """A workspace's communications alone: drawn after the page (they count every journal entry and
     e-mail of the children), and refreshed by themselves while e-mails wait or a job works on the record."""
-    from .forms import _load
-    from .members import running_job
-
-    defs = runtime().defs
-    if table not in defs.tables:
-        abort(404)
-    try:
-        records().table(table, "read")
-    except AccessDenied:
-        abort(403)
-    _, record = _load(defs.tables[table], sys_id)
-    tdef = defs.tables.get(record.get("sys_class_name"), defs.tables[table])
+    tdef, _, record, job = _shown_record(table, sys_id)
     ws = workspace_for(tdef, record)
     if ws is None:
         abort(404)
-    job = running_job(tdef.name, sys_id)
-    comms = _communications_panel(ws, tdef, defs.tables[ws.child_table], record["sys_id"],
+    comms = _communications_panel(ws, tdef, runtime().defs.tables[ws.child_table], record["sys_id"],
                                   job is not None and not job.finished)
     return render_template("_ws_communications.html", comms=comms)
 
