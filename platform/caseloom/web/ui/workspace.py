@@ -26,10 +26,10 @@ from . import blueprint, login_required
 TIMELINE_SHOWN = 40
 ATTENTION_SHOWN = 10
 WAITING = (READY, SENDING)  # e-mails not yet delivered, failed or bounced
-# how often the workspace refreshes itself, in seconds: while a job works on the record, and (less often)
-# while e-mails about it are still waiting for delivery
+# how often, in seconds, the workspace refreshes itself while a job works on the record, and its
+# communications (less often) while e-mails about it wait for delivery or a job works on it
 REFRESH_JOB, REFRESH_EMAIL = 2, 5
-# ... and never more often than its own reads allow: an open workspace keeps the database busy for at most
+# ... and never more often than their own reads allow: an open workspace keeps the database busy for at most
 # this share of the time. Its counts grow with the children (a major case's million children and their
 # e-mails take seconds to count), and a page left open during a delivery would otherwise compete with it
 READ_SHARE = 0.1
