@@ -143,8 +143,8 @@ class Browser:
 
 def drawn_after(page: str, under: str) -> list[str]:
     """The paths (starting with `under`) of the parts a page asks for as it loads (`hx-trigger="load"`)."""
-    return [html.unescape(path) for path in re.findall(r'hx-get="([^"]+)" hx-trigger="load"', page)
-            if html.unescape(path).startswith(under)]
+    paths = (html.unescape(path) for path in re.findall(r'hx-get="([^"]+)" hx-trigger="load"', page))
+    return [path for path in paths if path.startswith(under)]
 
 
 def capture_sql(app, path: str, user: str, password: str) -> list[tuple[str, object]]:
