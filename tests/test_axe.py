@@ -282,6 +282,13 @@ def customer_case(runtime) -> dict:
     return {"case": case}
 
 
+def status_scene(runtime) -> dict:
+    from test_status import scene
+
+    scene(runtime)
+    return {}
+
+
 PAGES = [
     Page("login", None, go("/login")),
     Page("home", "agent", go("/")),
@@ -327,6 +334,7 @@ PAGES = [
     Page("list with a reference preview", "agent", go(f"/{CASES}_list.do?sysparm_query=accountISNOTEMPTY",
                                                       hover_reference)),
     Page("outbox", "admin", go("/sys_email_list.do?sysparm_query=state=ready")),
+    Page("system status with jobs, a lost one among them", "admin", go("/ui/status"), status_scene),
     Page("portal: my cases", "customer", go("/csm"), customer_case),
     Page("portal: a case with its activity and a solution to accept", "customer", go("/csm/record/{case}"),
          customer_case),

@@ -13,7 +13,7 @@ import threading
 import pytest
 
 from caseloom.effects import lists as list_effects
-from caseloom.jobs import CANCELED, execute_job
+from caseloom.jobs import CANCELED, execute_job, liveness, workers
 from test_browser import CHROMIUM, TIMEOUT_MS, browser, server  # noqa: F401  (fixtures)
 from test_job_undo import children, major_with_customers
 
@@ -104,4 +104,37 @@ def test_stop_a_running_creation_then_undo_it(browser, server, app, javascript):
                 == "Undo create child cases: Removed 2 of 2 cases; 2 unsent e-mails canceled.")
         assert children(runtime, major) == [] and page.locator("section.job").count() == 0
     finally:
+        context.close()
+
+
+def test_system_status_follows_a_creation_to_its_end(browser, server, app):  # noqa: F811
+    """An administrator watching System status sees the creation running on its case, its progress and its
+    worker; when it ends, the page (which draws itself again every few seconds) lists it as done."""
+    runtime = app.extensions["caseloom"]
+    major = major_with_customers(runtime)
+    workers.stamp(runtime.engine, runtime.storage, "elsewhere/1:42:feed", 2)  # a worker on another machine
+    context, page = signed_in(browser, server, "manager", True)
+    watching, status = signed_in(browser, server, "admin", True)
+    try:
+        job_id = start_creating(page, server, major)
+        paused, resume, run = paused_after_first_unit(runtime, job_id)
+        try:
+            assert paused.wait(30)
+            status.goto(f"{server}/ui/status")
+            assert "Up: the database, the queue and 1 job worker answer." in status.get_by_role("status").inner_text()
+            row = status.locator("#status-jobs + table tbody tr", has_text="Create child cases")
+            assert re.search(r"Create child cases\s+Case \w+\s+Running\s+2 of 6", row.inner_text())
+            bar = row.get_by_role("progressbar", name="Progress of Create child cases")
+            assert (bar.get_attribute("value"), bar.get_attribute("max")) == ("2", "6")
+            assert row.get_by_role("link").get_attribute("href") == f"/{CASE}.do?sys_id={major}"
+            assert f"{liveness.node().split('/')[0]}:" in row.inner_text()  # this process runs it
+        finally:
+            resume.set()
+        assert run.result(30).state == "done"
+        ended = status.locator("h3:has-text('Last ended') + table tbody tr", has_text="Create child cases")
+        ended.wait_for(timeout=15_000)  # the next refresh, without a reload
+        assert re.search(r"Create child cases\s+Case \w+\s+Done\s+6 of 6", ended.inner_text())
+        assert "No job is queued or running." in status.locator("#system-status").inner_text()
+    finally:
+        watching.close()
         context.close()

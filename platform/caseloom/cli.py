@@ -561,6 +561,32 @@ def cleanup(dry_run: bool, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, as GET /api/caseloom/status answers.")
+def status(as_json: bool) -> None:
+    """Say what the deployment is doing now: the database, the queue and the job workers (as /health checks
+    them), the jobs queued and running and the last ones to end, and the e-mail by state (README: System
+    status). Exits 1 when a part is down."""
+    import json
+
+    from .health import Health
+    from .jobs import JobQueue
+    from .runtime import Runtime
+    from .status import read_status, status_lines
+
+    config = Config.from_env()
+    _require_database("caseloom status", config.database_url)
+    runtime = Runtime(config, _load_or_exit(config.definitions))
+    try:
+        logging.getLogger("caseloom.health").setLevel(logging.ERROR)  # a part down is in the answer, not logged too
+        found = read_status(runtime, JobQueue(runtime), Health())  # a queue it cannot use: the queue is down
+    finally:
+        runtime.engine.dispose()
+    click.echo(json.dumps(found.as_json(), indent=2) if as_json else "\n".join(status_lines(found)))
+    if not found.ok:
+        sys.exit(1)
+
+
+@main.command()
 @click.argument("file")
 def backup(file: str) -> None:
     """Write a consistent copy of the CASELOOM_DATABASE_URL database to FILE, safe while a server writes.

@@ -91,7 +91,7 @@ class Tally:
         return f"{self.counts[SENT]} sent, {self.counts[ERROR]} failed" + (f", {retry} to retry" if retry else "")
 
 
-@job(JOB)
+@job(JOB, label="Deliver e-mail")
 def deliver_email(run: JobRun) -> str:
     """Claim, send and mark batches over the run's SMTP sessions until no message is waiting (or the
     rate limit or an unreachable server ends the run); progress counts messages."""

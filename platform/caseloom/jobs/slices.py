@@ -61,7 +61,7 @@ KINDS: dict[str, SliceFunction | str] = {
 }
 
 
-@job(JOB)
+@job(JOB, label="Slice of a job")
 def run_slice(run: JobRun) -> str | None:
     kind = run.params.get("kind")
     function = KINDS.get(kind)

@@ -362,6 +362,12 @@ def _job_paths() -> dict:
             "A background job's progress", ["Jobs"],
             _responses({"200": _json(_result(_ref("Job")))}, ("401", "403", "404", "429")),
             parameters=[job_id], operation_id="job")},
+        "/api/caseloom/status": {"get": _operation(
+            "What the deployment is doing now, for administrators (the System status page; `caseloom status --json`): "
+            "the health checks of /health, the job workers, the jobs queued and running and the last to end, the "
+            "e-mail by state. 200 also when a part is down: `status` says so", ["Jobs"],
+            _responses({"200": _json(_result(_ref("SystemStatus")))}, ("401", "403", "429")),
+            operation_id="status")},
         "/api/caseloom/jobs/{id}/cancel": {"post": _operation(
             "Stop a queued or running job at its next unit of work (who started it, an administrator, or who may "
             "run its action now); 409 when it has finished", ["Jobs"],
@@ -703,6 +709,29 @@ def _shared_schemas() -> dict:
                        state={"type": "string", "enum": ["queued", "running", "done", "failed"],
                               "description": "a stopped job reads failed, its message saying who stopped it"},
                        done=INTEGER, total=INTEGER, message={"type": "string", "nullable": True}),
+        "SystemStatus": _object(
+            ("status", "health", "database", "jobs", "email", "problems"),
+            status={"type": "string", "enum": ["ok", "down"]},
+            health={"type": "object", "description": "What GET /health answers"},
+            database=_object(("kind", "version"), kind=STRING, version={"type": "string", "nullable": True}),
+            jobs=_object(("active", "ended"), active={"type": "array", "items": _ref("StatusJob")},
+                         ended={"type": "array", "items": _ref("StatusJob")}),
+            email={"type": "object", "nullable": True, "required": ["by_state", "waiting", "oldest_waiting_seconds",
+                                                                    "sent_last_minute"], "properties": dict(
+                by_state={"type": "object", "additionalProperties": INTEGER}, waiting=INTEGER,
+                oldest_waiting_seconds={"type": "number", "nullable": True}, sent_last_minute=INTEGER)},
+            problems={"type": "object", "additionalProperties": STRING,
+                      "description": "a part that could not be read, by the kind of its error"}),
+        "StatusJob": _object(
+            ("id", "name", "state", "done", "total", "seconds"), id=STRING, name=STRING,
+            state={"type": "string", "enum": ["queued", "running", "done", "failed", "canceled"]},
+            done=INTEGER, total=INTEGER, message={"type": "string", "nullable": True},
+            created_on={"type": "string", "format": "date-time"}, updated_on={"type": "string", "format": "date-time"},
+            created_by={"type": "string", "nullable": True}, target_table={"type": "string", "nullable": True},
+            target_sys_id={"type": "string", "nullable": True}, slice_of={"type": "string", "nullable": True},
+            worker={"type": "string", "nullable": True, "description": "host:pid of the run, while it runs"},
+            seconds={"type": "number", "description": "since it was queued, or from queued to its end"},
+            heard_seconds={"type": "number", "nullable": True}, lost={"type": "string", "nullable": True}),
         "ImportReport": _object(("added", "rejected", "identified"), added=INTEGER, identified=INTEGER,
                                 rejected_total={"type": "integer", "description": "rejected rows, of which a sample is listed"},
                                 rejected={"type": "array", "items": _object(("row", "reason"), row=INTEGER, reason=STRING)}),

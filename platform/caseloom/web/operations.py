@@ -3,6 +3,8 @@
 - `GET /health`, for load balancers and orchestrators, without sign-in: the database, the queue
   and the workers (caseloom.health), 200 when all are up and 503 when one is down. It is answered
   before anything else in a request touches the database, so it can say the database is down.
+- `GET /api/caseloom/status`, for administrators: the health checks, the workers, the jobs and the
+  e-mail (caseloom.status), as the System status page shows them.
 - `GET /metrics`, for Prometheus: the platform's shared authentication, as for the API (HTTP Basic
   or the browser session), and the admin role. No exception for the loopback address: behind a
   reverse proxy on the same machine every request comes from there.
@@ -52,6 +54,19 @@ def metrics():
     return response
 
 
+def status():
+    """`GET /api/caseloom/status`: the administrators' reading of the deployment (caseloom.status), 200 also
+    when a part is down (its `status` says so; /health is the one that answers 503)."""
+    from ..status import read_status
+
+    act_as(api_actor())
+    if not g.actor.is_admin:
+        raise ApiError(403, "User Not Authorized", "/api/caseloom/status needs the admin role")
+    response = jsonify({"result": read_status(runtime(), queue(current_app), current_app.extensions[HEALTH]).as_json()})
+    response.cache_control.no_store = True
+    return response
+
+
 def _start() -> None:
     g.request_started = time.perf_counter()
     sent = request.headers.get(REQUEST_ID, "")
@@ -94,3 +109,4 @@ def register(app: Flask) -> None:
     app.add_url_rule("/health", "health", health)
     live_definitions.standalone(app, "health")
     app.add_url_rule("/metrics", "metrics", metrics)
+    app.add_url_rule("/api/caseloom/status", "status", status)

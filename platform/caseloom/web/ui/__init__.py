@@ -84,6 +84,10 @@ def menu_for(actor) -> list[dict]:
                 if actor.is_admin:
                     modules.append({"label": module.label, "url": url_for("ui.properties")})
                 continue
+            if module.page == "status":  # System status: administrators only
+                if actor.is_admin:
+                    modules.append({"label": module.label, "url": url_for("ui.status")})
+                continue
             if module.page == "reports":  # the reports this user may open, and for administrators New report
                 modules.append({"label": module.label, "url": url_for("ui.reports")})
                 continue
@@ -114,5 +118,6 @@ from . import (  # noqa: E402,F401  (routes register on the blueprint)
     report_builder,
     reports,
     slas,
+    status,
     workspace,
 )

@@ -93,10 +93,15 @@ class JobPanel:
         return getattr(self.job, name)
 
 
+def job_label(service, job: Job) -> str:
+    """A job's name as people read it: its action's label, or its kind's ("Create child cases")."""
+    action = job_action(service, job)
+    return action.label if action is not None else LABELS.get(job.name) or job.name.replace("_", " ").capitalize()
+
+
 def job_panel(job: Job) -> JobPanel:
     service = records()
-    action = job_action(service, job)
-    label = action.label if action is not None else LABELS.get(job.name) or job.name.replace("_", " ").capitalize()
+    label = job_label(service, job)
     can_cancel = not job.finished and cancel_refusal(service, job) is None
     offer = None
     count = created_count(job)
