@@ -260,3 +260,20 @@ def test_the_email_part_is_left_out_when_it_cannot_be_read(client, runtime):
     assert result["email"] is None and result["problems"] == {"email": result["problems"]["email"]}
     assert result["problems"]["email"] in ("OperationalError", "ProgrammingError")
     assert result["health"]["database"]["ok"]
+
+
+def test_an_administrator_stops_a_job_from_the_page_and_comes_back_to_it(client, app):
+    s = scene(app.extensions["caseloom"])
+    ui_sign_in(client, "admin")
+    html = client.get("/ui/status").get_data(as_text=True)
+    assert html.count(">Stop</button>") == 4  # every job in progress
+    token = re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+    answer = client.post(f"/ui/job/{s.queued}/cancel", data={"csrf_token": token, "back": "/ui/status"})
+    assert answer.status_code == 302 and answer.headers["Location"] == "/ui/status"
+    words = text_of(client.get("/ui/status").get_data(as_text=True))
+    assert "Status test queued canceled by System Administrator before it started." in words
+    ended = words[words.index("Last ended"):words.index("E-mail")]
+    assert f"Status test queued Case {s.case_number} Canceled 0 " in ended
+    assert "Status test queued" not in words[words.index("Jobs in progress"):words.index("Last ended")]
+    elsewhere = client.post(f"/ui/job/{s.running}/cancel", data={"csrf_token": token, "back": "https://evil.example/"})
+    assert elsewhere.headers["Location"] == f"/sn_customerservice_case.do?sys_id={s.case_id}"  # not off the site

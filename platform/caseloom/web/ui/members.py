@@ -16,7 +16,7 @@ from ...memberlists import MemberLists
 from ...records import AccessDenied, Conflict, NotFound, RecordError
 from .. import db
 from ..api import text_stream
-from ..auth import connection, records, rollback, runtime
+from ..auth import connection, records, rollback, runtime, safe_path
 from . import blueprint, login_required
 
 
@@ -238,7 +238,11 @@ def _job_or_404(job_id: str) -> Job:
 
 
 def _back(job: Job) -> str:
-    """Where the job's controls return to: its record's form (the home page for a job without one)."""
+    """Where the job's controls return to: the page the form names (`back`, a path of this site: System status),
+    else its record's form (the home page for a job without one)."""
+    named = safe_path(request.form.get("back")) if request.method == "POST" else None
+    if named:
+        return named
     if job.target_table and job.target_sys_id:
         return url_for("ui.dispatch", name=job.target_table, sys_id=job.target_sys_id)
     return url_for("home")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from flask import current_app, render_template, request
 
+from ...jobs.cancel import cancel_refusal
 from ...status import JobLine, Status, read_status
 from ..auth import records, runtime
 from ..jobs_api import queue
@@ -51,4 +52,5 @@ def _job(line: JobLine, names: dict, service) -> dict:
             "record_name": (names.get(record) or record[1]) if record else None,
             "record_table": runtime().defs.tables[record[0]].label if known else (record[0] if record else None),
             "took": short_words(line.seconds), "heard": None if line.heard_seconds is None else short_words(line.heard_seconds),
-            "percent": int(100 * job.done / job.total) if job.total else None}
+            "percent": int(100 * job.done / job.total) if job.total else None,
+            "can_stop": not job.finished and cancel_refusal(service, job) is None}
