@@ -125,16 +125,17 @@ def active_job(conn: sa.Connection, storage: Storage, name: str, target_table: s
     return _job(row) if row else None
 
 
-def latest_job(conn: sa.Connection, storage: Storage, names: list[str], target_table: str,
-               target_sys_id: str) -> Job | None:
-    """The newest job of one of these names for this record, whatever its state."""
+def record_jobs(conn: sa.Connection, storage: Storage, names: list[str], target_table: str, target_sys_id: str,
+                limit: int | None = None) -> list[Job]:
+    """The jobs of these names for this record, the newest first (at most `limit`): one statement, along the
+    record's index."""
     if not names:
-        return None
+        return []
     table = _table(storage)
-    row = conn.execute(sa.select(table).where(
-        table.c.name.in_(names), table.c.target_table == target_table, table.c.target_sys_id == target_sys_id)
-        .order_by(table.c.created_on.desc()).limit(1)).mappings().first()
-    return _job(row) if row else None
+    stmt = sa.select(table).where(
+        table.c.name.in_(names), table.c.target_table == target_table, table.c.target_sys_id == target_sys_id) \
+        .order_by(table.c.created_on.desc())
+    return [_job(row) for row in conn.execute(stmt if limit is None else stmt.limit(limit)).mappings()]
 
 
 # -- claiming, holding, releasing -----------------------------------------------------------------

@@ -9,7 +9,7 @@ from flask import abort, current_app, flash, g, redirect, render_template, reque
 
 from ...jobs import Job, find_undo, get_job, job_refusal, stop_job, undo_job
 from ...jobs.cancel import cancel_refusal, job_action
-from ...jobs.progress import active_job, latest_job
+from ...jobs.progress import QUEUED, RUNNING, record_jobs
 from ...jobs.registry import LABELS, TARGETS
 from ...jobs.undo import UNDONE, created_count, created_noun, undo_conflict, undo_refusal
 from ...memberlists import MemberLists
@@ -63,15 +63,16 @@ def running_job(table: str, sys_id: str) -> JobPanel | None:
     (with Stop), else its last one if it created records it has not undone (with Undo); for a record a
     kind of job reports on (`registry.TARGETS`: an SLA repair's log), that job's, running or ended."""
     reporting = [name for name, target in TARGETS.items() if target == table]
-    job = latest_job(connection(), runtime().storage, reporting, table, sys_id)
+    names = [f"action:{a.name}" for a in runtime().defs.actions_for(table) if a.background]
+    jobs = record_jobs(connection(), runtime().storage, reporting + names, table, sys_id)  # the newest first
+    job = next((j for j in jobs if j.name in reporting), None)
     if job is not None:
         return job_panel(job)
-    names = [f"action:{a.name}" for a in runtime().defs.actions_for(table) if a.background]
     for name in names:
-        job = active_job(connection(), runtime().storage, name, table, sys_id)
+        job = next((j for j in jobs if j.name == name and j.state in (QUEUED, RUNNING)), None)
         if job is not None:
             return job_panel(job)
-    job = latest_job(connection(), runtime().storage, names, table, sys_id)
+    job = next((j for j in jobs if j.name in names), None)
     if job is None or not created_count(job) or job.params.get(UNDONE):
         return None
     return job_panel(job)

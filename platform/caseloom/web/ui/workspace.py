@@ -144,7 +144,8 @@ def counted(table: str, field: str, value: str, group_field: str | None = None, 
     if found is not None and (flag is None or found[0] == flag):
         return found[1]
     records().table(table, "read")
-    selection = Selection(runtime().storage, table, readable=records().readable)  # the user's rows only
+    # the user's rows only; the outermost statement, so the storage's aliases, made once, serve it (`shared`)
+    selection = Selection(runtime().storage, table, readable=records().readable, shared=True)
     columns = [sa.func.count()]
     if flag is not None:
         columns.append(sa.func.count().filter(selection.condition(Term(flag, "eq", True))))
@@ -390,7 +391,7 @@ def computed_cells(ws: WorkspaceDef, raw_rows: list[dict]) -> dict[str, dict[str
         service = records()
         counts: dict[str, int] = {}
         if service.can(ws.child_table, "read"):
-            selection = Selection(runtime().storage, ws.child_table, readable=service.readable)
+            selection = Selection(runtime().storage, ws.child_table, readable=service.readable, shared=True)
             column, _ = selection.column(ws.children)
             stmt = selection.select(column, sa.func.count(),
                                     where=Term(ws.children, "in", [r["sys_id"] for r in raw_rows])).group_by(column)
