@@ -98,7 +98,7 @@ def test_the_page_shows_health_workers_jobs_and_email(client, app):
     assert re.search(r"Database Up (sqlite|postgresql) [\d.]+; answered in [\d.]+ ms", words)
     assert re.search(r"Queue Up sqlite; \d+ task messages? waiting for a worker", words)
     assert "Job workers Up 1 alive" in words
-    assert "elsewhere/1 42 2 0 s ago Yes" in words
+    assert re.search(r"elsewhere/1 42 2 \d+ s ago Yes", words)
     # the jobs in progress, the oldest first: each with its record, state, progress and worker
     active = words[words.index("Jobs in progress"):words.index("Last ended")]
     order = [active.index(name) for name in ("Status test queued", "Status test running", "Status test lost",
@@ -106,7 +106,7 @@ def test_the_page_shows_health_workers_jobs_and_email(client, app):
     assert order == sorted(order)
     assert f'<a href="/sn_customerservice_case.do?sys_id={s.case_id}">{s.case_number}</a>' in html
     assert "Status test running Case " + s.case_number + " Running 25% 100 of 400" in active
-    assert "elsewhere:42, heard from 0 Seconds ago" in active
+    assert re.search(r"elsewhere:42, heard from \d+ Seconds? ago", active)
     assert re.search(r"Status test lost Case \w+ Running: lost \(the worker running it \([^)]+\) had stopped\)", active)
     assert f"Status test slice a slice of job {s.running[:8]} Queued" in active
     assert 'class="lost"' in html
@@ -204,7 +204,7 @@ def test_the_command_prints_the_reading_and_exits_1_when_a_part_is_down(config, 
     assert re.fullmatch(r"database: up, (sqlite|postgresql) [\d.]+, [\d.]+ ms", lines[1])
     assert re.fullmatch(r"queue: up, sqlite, \d+ task message\(s\) waiting", lines[2])
     assert lines[3] == "workers: up, 1 alive"
-    assert re.fullmatch(r"  elsewhere/1 pid 42, 2 thread\(s\), seen 0 s ago", lines[4])
+    assert re.fullmatch(r"  elsewhere/1 pid 42, 2 thread\(s\), seen \d+ s ago", lines[4])
     assert "jobs in progress: 4, 1 lost" in lines
     assert any(line.startswith(f"  {s.running} status_test_running running on sn_customerservice_case {s.case_id}, "
                                "100 of 400, ") for line in lines)
@@ -277,3 +277,42 @@ def test_an_administrator_stops_a_job_from_the_page_and_comes_back_to_it(client,
     assert "Status test queued" not in words[words.index("Jobs in progress"):words.index("Last ended")]
     elsewhere = client.post(f"/ui/job/{s.running}/cancel", data={"csrf_token": token, "back": "https://evil.example/"})
     assert elsewhere.headers["Location"] == f"/sn_customerservice_case.do?sys_id={s.case_id}"  # not off the site
+
+
+def test_the_reaper_and_the_status_read_a_few_jobs_by_index_among_many_ended(runtime):
+    """With thousands of ended jobs and the statistics SQLite's hourly ANALYZE keeps (which average the rows
+    per state), each statement of the reaper's round and of the status's jobs reads along an index that starts
+    with the state: none reads the whole of sys_job."""
+    if runtime.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's planner and its statistics; PostgreSQL's plans are in test_statistics")
+    from caseloom.jobs.progress import resume_lost
+    from caseloom.status import _jobs
+
+    job, start = runtime.storage.internal("sys_job"), now() - dt.timedelta(days=30)
+    rows = [{"id": f"{i:032x}", "name": "status_test", "state": "done" if i % 50 else "failed", "done": 1, "total": 1,
+             "created_on": start + dt.timedelta(minutes=i), "updated_on": start + dt.timedelta(minutes=i, seconds=5)}
+            for i in range(20_000)]
+    with runtime.engine.begin() as conn:
+        conn.execute(sa.insert(job), rows)
+        create_job(conn, runtime.storage, "status_test_queued")
+        conn.exec_driver_sql("ANALYZE sys_job")
+    statements = []
+
+    def keep(conn, cursor, statement, parameters, context, executemany):
+        if "FROM sys_job" in statement and statement.lstrip().startswith("SELECT"):
+            statements.append((statement, parameters))
+
+    sa.event.listen(runtime.engine, "before_cursor_execute", keep)
+    try:
+        resume_lost(runtime.engine, runtime.storage)
+        with runtime.engine.connect() as conn:
+            active, ended = _jobs(conn, runtime)
+    finally:
+        sa.event.remove(runtime.engine, "before_cursor_execute", keep)
+    assert [line.job.name for line in active] == ["status_test_queued"] and len(ended) == ENDED_SHOWN
+    assert ended[0].job.id == f"{19_999:032x}"
+    assert len(statements) >= 6  # the reaper's running and stale jobs; the status's two states active, three ended
+    with runtime.engine.connect() as conn:
+        for statement, parameters in statements:
+            plan = " ".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters))
+            assert re.search(r"SEARCH sys_job USING INDEX ix_sys_job_state\w* \(state=\?", plan), (statement, plan)

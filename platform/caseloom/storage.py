@@ -246,7 +246,9 @@ class Storage:
         )
         sa.Index("ix_sys_job_target", job.c.target_table, job.c.target_sys_id)
         sa.Index("ix_sys_job_state", job.c.state)  # the reaper's look for queued and running jobs
-        sa.Index("ix_sys_job_updated_on", job.c.updated_on)  # the last jobs to end (caseloom.status), newest first
+        # the last jobs to end (caseloom.status), a state at a time, and the queued jobs waiting too long (the
+        # reaper): an index of updated_on alone was taken for the latter, and read every old job each round
+        sa.Index("ix_sys_job_state_updated_on", job.c.state, job.c.updated_on)
         sa.Table(
             "sys_worker", self.metadata,  # job consumers, stamped every heartbeat while alive (caseloom.jobs.workers)
             sa.Column("id", sa.String(160), primary_key=True),  # its worker id, "host/pid-namespace:pid:token"
