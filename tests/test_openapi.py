@@ -406,3 +406,16 @@ def test_datetimes_before_the_year_1000_keep_four_digits(as_user, validate):
     assert created.status_code == 201
     assert created.get_json()["result"]["opened_at"] == "0999-12-31 23:00:00"
     validate("post", "/api/now/table/task", created)
+
+
+def test_the_system_status_answer_matches_the_document(client, app, validate):
+    """With jobs of every kind (running, lost, a slice, ended) and e-mail, and with a part that cannot be read."""
+    from test_status import scene
+
+    scene(app.extensions["caseloom"])
+    answer = client.get("/api/caseloom/status", headers=basic("admin"))
+    assert answer.status_code == 200 and len(answer.get_json()["result"]["jobs"]["active"]) == 4
+    validate("get", "/api/caseloom/status", answer)
+    refused = client.get("/api/caseloom/status", headers=basic("agent"))
+    assert refused.status_code == 403
+    validate("get", "/api/caseloom/status", refused)
