@@ -620,3 +620,21 @@ def test_a_job_command_without_its_database_says_so_in_one_line(tmp_path, monkey
     assert result.exit_code == 1
     assert result.output == f"caseloom job {command}: {says.format(tmp=tmp_path)}\n"
     assert not (tmp_path / "never").exists()
+
+
+def test_a_forms_job_panel_finds_its_running_job_among_many_ended(client, runtime):
+    """The form reads at most RECORD_JOBS of its record's jobs, the queued and running ones first: a job still
+    queued is its panel even behind 150 newer ended ones."""
+    from conftest import ui_sign_in
+
+    case = "sn_customerservice_case"
+    with runtime.transaction() as service:
+        sys_id = service.query(case, Query(Term("active", "eq", True)), ["sys_id"], 1)[0]["sys_id"]
+    name, target = "action:create_child_cases", {"target_table": case, "target_sys_id": sys_id}
+    with runtime.engine.begin() as conn:
+        waiting = create_job(conn, runtime.storage, name, **target)
+        for _ in range(progress.RECORD_JOBS + 50):
+            finish_job(conn, runtime.storage, create_job(conn, runtime.storage, name, **target), "nothing to do")
+    ui_sign_in(client, "manager")
+    page = client.get(f"/{case}.do?sys_id={sys_id}").get_data(as_text=True)
+    assert f'id="job-{waiting}"' in page and "Create child cases: queued" in page

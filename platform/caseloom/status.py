@@ -3,10 +3,10 @@ health checks of `GET /health`, the job workers, the background jobs queued and 
 taken for lost says so) and the last ones to end, and the outbound e-mail by state. One reading
 serves the browser's page (`/ui/status`), the API (`GET /api/caseloom/status`) and `caseloom status`.
 
-Every read is bounded: the active jobs by their state's index, the last ones ended along the index of
-a state and when a job last changed (one state at a time), the e-mails by the state index delivery walks. A part that cannot
-be read (the database away) is named in `problems` by the kind of its error, never a URL or a
-password, and the rest is still shown.
+Every read is bounded: the jobs a state at a time along the index of their state and when they last
+changed, the e-mails by the state index delivery walks. A part that cannot be read (the database
+away) is named in `problems` by the kind of its error, never a URL or a password, and the rest is
+still shown.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -129,8 +130,6 @@ class Status:
 def read_status(runtime: Runtime, queue: JobQueue, health: Health) -> Status:
     """The status now: `health`'s checks (each bounded in time), then the jobs and the e-mail, read
     through one connection; a part that fails is left out and named in `problems`."""
-    import time
-
     started = time.perf_counter()
     report = health.check(runtime.engine, runtime.storage, queue)
     problems: dict[str, str] = {}

@@ -35,6 +35,7 @@ QUEUED, RUNNING, DONE, FAILED, CANCELED = "queued", "running", "done", "failed",
 STATES = (QUEUED, RUNNING, DONE, FAILED, CANCELED)
 FINISHED = (DONE, FAILED, CANCELED)
 SLICE_PARENT = "sys_job"  # the target_table of a job's slices, whose target_sys_id is the job (jobs.slices)
+RECORD_JOBS = 100  # a record's jobs read for its form's panel, at most (record_jobs)
 STALE_AFTER = dt.timedelta(minutes=10)  # a job queued this long has lost its task message: enqueue it again
 
 
@@ -126,16 +127,17 @@ def active_job(conn: sa.Connection, storage: Storage, name: str, target_table: s
 
 
 def record_jobs(conn: sa.Connection, storage: Storage, names: list[str], target_table: str, target_sys_id: str,
-                limit: int | None = None) -> list[Job]:
-    """The jobs of these names for this record, the newest first (at most `limit`): one statement, along the
-    record's index."""
+                limit: int = RECORD_JOBS) -> list[Job]:
+    """The jobs of these names for this record, at most `limit`: the queued and running ones first, then the
+    others, each the newest first (so the newest of all is among them). One statement, along the record's index."""
     if not names:
         return []
     table = _table(storage)
+    active_first = sa.case((table.c.state.in_((QUEUED, RUNNING)), 0), else_=1)
     stmt = sa.select(table).where(
         table.c.name.in_(names), table.c.target_table == target_table, table.c.target_sys_id == target_sys_id) \
-        .order_by(table.c.created_on.desc())
-    return [_job(row) for row in conn.execute(stmt if limit is None else stmt.limit(limit)).mappings()]
+        .order_by(active_first, table.c.created_on.desc()).limit(limit)
+    return [_job(row) for row in conn.execute(stmt).mappings()]
 
 
 # -- claiming, holding, releasing -----------------------------------------------------------------

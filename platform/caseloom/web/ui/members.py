@@ -64,15 +64,19 @@ def running_job(table: str, sys_id: str) -> JobPanel | None:
     kind of job reports on (`registry.TARGETS`: an SLA repair's log), that job's, running or ended."""
     reporting = [name for name, target in TARGETS.items() if target == table]
     names = [f"action:{a.name}" for a in runtime().defs.actions_for(table) if a.background]
-    jobs = record_jobs(connection(), runtime().storage, reporting + names, table, sys_id)  # the newest first
-    job = next((j for j in jobs if j.name in reporting), None)
+    jobs = record_jobs(connection(), runtime().storage, reporting + names, table, sys_id)  # the active ones first
+
+    def newest(kinds: list[str]) -> Job | None:
+        return max((j for j in jobs if j.name in kinds), key=lambda j: j.created_on, default=None)
+
+    job = newest(reporting)
     if job is not None:
         return job_panel(job)
     for name in names:
         job = next((j for j in jobs if j.name == name and j.state in (QUEUED, RUNNING)), None)
         if job is not None:
             return job_panel(job)
-    job = next((j for j in jobs if j.name in names), None)
+    job = newest(names)
     if job is None or not created_count(job) or job.params.get(UNDONE):
         return None
     return job_panel(job)
