@@ -479,3 +479,23 @@ def database_held(app, database_url: str, monkeypatch, table: str, sys_id: str |
         finally:
             with contextlib.suppress(sa.exc.DBAPIError):  # ended by the server: its lock is gone anyway
                 holder.rollback()
+
+
+def sqlite_plans(engine: sa.Engine, table: str, run: Callable[[], object]) -> list[tuple[str, str]]:
+    """Each SELECT reading `table` that `run()` executes on `engine` (SQLite), with its plan: EXPLAIN QUERY
+    PLAN's steps joined by " | ", as the database would plan it now (with the statistics it has)."""
+    statements: list[tuple[str, object]] = []
+
+    def keep(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().startswith("SELECT") and f"FROM {table}" in statement:
+            statements.append((statement, parameters))
+
+    sa.event.listen(engine, "before_cursor_execute", keep)
+    try:
+        run()
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", keep)
+    with engine.connect() as conn:
+        return [(statement, " | ".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}",
+                                                                               parameters)))
+                for statement, parameters in statements]

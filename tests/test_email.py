@@ -15,7 +15,7 @@ from caseloom.jobs import DONE, JobQueue, get_job, make_huey
 from caseloom.jobs import email as delivery
 from caseloom.query import Query, Term
 from caseloom.runtime import Runtime
-from conftest import free_port
+from conftest import free_port, sqlite_plans
 
 
 def smtp_runtime(config, definitions, port: int | None, **smtp) -> Runtime:
@@ -229,6 +229,36 @@ def test_a_claim_takes_a_lost_runs_messages_then_the_oldest_due_ones(runtime):
                 conn.exec_driver_sql("SET LOCAL enable_seqscan = off")  # a handful of rows: scanning them wins
                 plan = "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + sql))
                 assert "ixn_sys_email_state_sys_created_on_sys_id" in plan and "Sort" not in plan, plan
+
+
+def test_counting_and_claiming_read_by_the_state_among_many_sent(runtime):
+    """With 20,000 messages sent and the statistics SQLite's hourly ANALYZE keeps (which average the messages
+    per state), what a delivery run counts (once a second) and claims reads along the state's index: none
+    of its statements reads every message."""
+    if runtime.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's planner and its statistics")
+    table, moment = runtime.storage.physical("sys_email"), delivery.now()
+    sent = [{"sys_id": f"{i:032x}", "sys_created_on": moment - dt.timedelta(hours=2, seconds=i),
+             "sys_updated_on": moment, "sys_created_by": "system", "sys_updated_by": "system", "sys_mod_count": 1,
+             "sys_class_name": "sys_email", "state": "sent", "type": "sent", "attempts": 1,
+             "sent_on": moment - dt.timedelta(hours=1, seconds=i)} for i in range(20_000)]
+    with runtime.engine.begin() as conn:
+        conn.execute(sa.insert(table), sent)
+    add_emails(runtime, *({"recipients": "a@example.test", "subject": f"s{i}", "body": "b"} for i in range(5)))
+    with runtime.engine.begin() as conn:
+        conn.exec_driver_sql("ANALYZE sys_email")
+    found: dict = {}
+
+    def deliver_a_batch() -> None:
+        with runtime.engine.connect() as conn:
+            found["waiting"] = delivery.waiting(conn, runtime.storage)
+        found["claimed"] = delivery.claim(runtime, 4)
+
+    plans = sqlite_plans(runtime.engine, "sys_email", deliver_a_batch)
+    assert found["waiting"] == 5 and len(found["claimed"]) == 4
+    assert plans and any("ixn_sys_email_state_sys_created_on_sys_id" in plan for _, plan in plans)
+    for statement, plan in plans:
+        assert "SCAN sys_email" not in plan, (statement, plan)
 
 
 def test_two_workers_delivering_at_once_send_each_message_once(runtime, mailbox, monkeypatch):

@@ -25,7 +25,7 @@ from caseloom.query import Query, Term
 from caseloom.records import now
 from caseloom.runtime import Runtime
 from caseloom.status import ENDED_SHOWN, read_status
-from conftest import DEFINITIONS, ROOT, basic, free_port, ui_sign_in
+from conftest import DEFINITIONS, ROOT, basic, free_port, sqlite_plans, ui_sign_in
 
 
 def text_of(html: str) -> str:
@@ -296,23 +296,16 @@ def test_the_reaper_and_the_status_read_a_few_jobs_by_index_among_many_ended(run
         conn.execute(sa.insert(job), rows)
         create_job(conn, runtime.storage, "status_test_queued")
         conn.exec_driver_sql("ANALYZE sys_job")
-    statements = []
+    found: dict = {}
 
-    def keep(conn, cursor, statement, parameters, context, executemany):
-        if "FROM sys_job" in statement and statement.lstrip().startswith("SELECT"):
-            statements.append((statement, parameters))
-
-    sa.event.listen(runtime.engine, "before_cursor_execute", keep)
-    try:
+    def read() -> None:
         resume_lost(runtime.engine, runtime.storage)
         with runtime.engine.connect() as conn:
-            active, ended = _jobs(conn, runtime)
-    finally:
-        sa.event.remove(runtime.engine, "before_cursor_execute", keep)
-    assert [line.job.name for line in active] == ["status_test_queued"] and len(ended) == ENDED_SHOWN
-    assert ended[0].job.id == f"{19_999:032x}"
-    assert len(statements) >= 6  # the reaper's running and stale jobs; the status's two states active, three ended
-    with runtime.engine.connect() as conn:
-        for statement, parameters in statements:
-            plan = " ".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters))
-            assert re.search(r"SEARCH sys_job USING INDEX ix_sys_job_state\w* \(state=\?", plan), (statement, plan)
+            found["active"], found["ended"] = _jobs(conn, runtime)
+
+    plans = sqlite_plans(runtime.engine, "sys_job", read)
+    assert [line.job.name for line in found["active"]] == ["status_test_queued"] and len(found["ended"]) == ENDED_SHOWN
+    assert found["ended"][0].job.id == f"{19_999:032x}"
+    assert len(plans) >= 6  # the reaper's running and stale jobs; the status's two states active, three ended
+    for statement, plan in plans:
+        assert re.search(r"SEARCH sys_job USING INDEX ix_sys_job_state\w* \(state=\?", plan), (statement, plan)

@@ -148,10 +148,6 @@ def _deliver(run: JobRun, sessions: Sessions, tally: Tally) -> str:
 # -- claiming and marking -----------------------------------------------------------------------
 
 
-def _claimable(table: sa.Table) -> sa.ColumnElement:
-    return sa.or_(*_claimable_parts(table, now()))
-
-
 def _claimable_parts(table: sa.Table, moment: dt.datetime) -> tuple[sa.ColumnElement, sa.ColumnElement]:
     """What a run may claim: a lost run's claims (sending, the lease over), and ready messages that
     are due (never tried, or their retry's time has come)."""
@@ -166,9 +162,13 @@ def _in_flight(table: sa.Table) -> sa.ColumnElement:
 
 
 def waiting(conn: sa.Connection, storage: Storage) -> int:
-    """How many messages a run would claim now (the rate limit aside)."""
+    """How many messages a run would claim now (the rate limit aside): each part counted on its own, by the
+    index that starts with the state. (In one OR, SQLite's statistics, which average the messages per state,
+    read every message ever sent: 0.77 s with a million, once a second while a run delivers.)"""
     table = storage.physical(TABLE)
-    return conn.execute(sa.select(sa.func.count()).select_from(table).where(_claimable(table))).scalar_one()
+    parts = [sa.select(sa.func.count()).select_from(table).where(part).scalar_subquery()
+             for part in _claimable_parts(table, now())]
+    return conn.execute(sa.select(parts[0] + parts[1])).scalar_one()
 
 
 def claim(runtime: Runtime, limit: int | None = None) -> list[dict]:
