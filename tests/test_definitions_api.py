@@ -312,20 +312,20 @@ def test_a_new_index_of_a_table_with_rows_is_built_while_the_table_is_written(ad
                       f"name) VALUES ('{'b' * 32}', 'u_widget', now(), now(), 0, 'Gear')")
     written = reader.post("/api/now/table/u_widget", json={"name": "Cog"}, headers=basic("admin"))
     assert written.status_code == 201, written.get_data(as_text=True)
-    assert change.is_alive() and table_held.index("ixn_u_widget_name_size") == "invalid"  # still building
+    assert change.is_alive() and table_held.index("ix_u_widget_name_size") == "invalid"  # still building
     table_held.release()
     change.join(60)
     put = done["put"]
     assert put.status_code == 200, put.get_data(as_text=True)
-    assert "create index ixn_u_widget_name_size on u_widget" in put.json["result"]["schema_changes"]
+    assert "create index ix_u_widget_name_size on u_widget" in put.json["result"]["schema_changes"]
     assert put.json["result"]["not_built"] == []
-    assert table_held.index("ixn_u_widget_name_size") == "valid"
-    assert table_held.index("ixn_u_widget_name") is None  # the new index serves its lookups
+    assert table_held.index("ix_u_widget_name_size") == "valid"
+    assert table_held.index("ix_u_widget_name") is None  # the new index serves its lookups
     said = [r.getMessage() for r in caplog.records if r.name == "caseloom.indexbuild"]
-    expected = ["index-build: building ixn_u_widget_name_size of u_widget, concurrently",
-                "index-build: built ixn_u_widget_name_size of u_widget in ",
-                "index-build: dropping ixn_u_widget_name of u_widget, concurrently",
-                "index-build: dropped ixn_u_widget_name of u_widget in "]
+    expected = ["index-build: building ix_u_widget_name_size of u_widget, concurrently",
+                "index-build: built ix_u_widget_name_size of u_widget in ",
+                "index-build: dropping ix_u_widget_name of u_widget, concurrently",
+                "index-build: dropped ix_u_widget_name of u_widget in "]
     assert len(said) == 4 and all(m.startswith(e) for m, e in zip(said, expected, strict=True)), said
 
 
@@ -346,33 +346,33 @@ def test_an_index_not_built_is_reported_and_built_by_the_next_change(admin_clien
         table_held.release()
     assert put.status_code == 200, put.get_data(as_text=True)
     assert put.json["result"]["not_built"] == [
-        "the index ixn_u_widget_name_size of u_widget was not built (canceling statement due to lock timeout); the "
+        "the index ix_u_widget_name_size of u_widget was not built (canceling statement due to lock timeout); the "
         "change itself is made, and queries run without the index: the next change of definitions or `caseloom "
         "init` builds it",
-        "the index ixn_u_widget_name of u_widget is kept until the index that replaces it is built"]
+        "the index ix_u_widget_name of u_widget is kept until the index that replaces it is built"]
     warned = [r.getMessage() for r in caplog.records if r.name == "caseloom.indexbuild" and r.levelname == "WARNING"]
     assert warned == ["index-build: " + put.json["result"]["not_built"][0]]  # in the server's log too
     assert client.get("/api/caseloom/definitions/tables/u_widget.yaml").get_data(as_text=True) == INDEXED
     # the half-built index could not be dropped either while the writer held on: the planner ignores it
-    assert table_held.index("ixn_u_widget_name_size") == "invalid"
-    assert table_held.index("ixn_u_widget_name") == "valid"  # the lookups keep the old one meanwhile
+    assert table_held.index("ix_u_widget_name_size") == "invalid"
+    assert table_held.index("ix_u_widget_name") == "valid"  # the lookups keep the old one meanwhile
     coloured = INDEXED.replace("indexes:", "  colour: {type: string, max_length: 20}\nindexes:")
     put = client.put("/api/caseloom/definitions/tables/u_widget.yaml", data=coloured, content_type="application/yaml")
     assert put.status_code == 200 and put.json["result"]["not_built"] == []
-    assert "create index ixn_u_widget_name_size on u_widget" in put.json["result"]["schema_changes"]
-    assert table_held.index("ixn_u_widget_name_size") == "valid"
-    assert table_held.index("ixn_u_widget_name") is None
+    assert "create index ix_u_widget_name_size on u_widget" in put.json["result"]["schema_changes"]
+    assert table_held.index("ix_u_widget_name_size") == "valid"
+    assert table_held.index("ix_u_widget_name") is None
     # a build that died half way (here: a unique index over two equal rows) leaves an invalid index
     assert client.post("/api/now/table/u_widget", json={"name": "Sprocket"}).status_code == 201
-    table_held.sql("DROP INDEX ixn_u_widget_name_size")
+    table_held.sql("DROP INDEX ix_u_widget_name_size")
     with pytest.raises(sa.exc.IntegrityError):
-        table_held.sql("CREATE UNIQUE INDEX CONCURRENTLY ixn_u_widget_name_size ON u_widget (name, size)")
-    assert table_held.index("ixn_u_widget_name_size") == "invalid"
+        table_held.sql("CREATE UNIQUE INDEX CONCURRENTLY ix_u_widget_name_size ON u_widget (name, size)")
+    assert table_held.index("ix_u_widget_name_size") == "invalid"
     put = client.put("/api/caseloom/definitions/tables/u_widget.yaml", data=coloured.replace("20}", "30}"),
                      content_type="application/yaml")
     assert put.status_code == 200 and put.json["result"]["not_built"] == []
-    assert "create index ixn_u_widget_name_size on u_widget" in put.json["result"]["schema_changes"]
-    assert table_held.index("ixn_u_widget_name_size") == "valid"
+    assert "create index ix_u_widget_name_size on u_widget" in put.json["result"]["schema_changes"]
+    assert table_held.index("ix_u_widget_name_size") == "valid"
 
 
 def test_a_build_whose_session_is_ended_is_reported_and_the_change_kept(admin_client, table_held):
@@ -389,19 +389,19 @@ def test_a_build_whose_session_is_ended_is_reported_and_the_change_kept(admin_cl
     put = done["put"]
     assert put.status_code == 200, put.get_data(as_text=True)
     assert put.json["result"]["not_built"] == [
-        "the index ixn_u_widget_name_size of u_widget was not built (terminating connection due to administrator "
+        "the index ix_u_widget_name_size of u_widget was not built (terminating connection due to administrator "
         "command); the change itself is made, and queries run without the index: the next change of definitions or "
         "`caseloom init` builds it",
-        "the index ixn_u_widget_name of u_widget was not dropped (terminating connection due to administrator "
+        "the index ix_u_widget_name of u_widget was not dropped (terminating connection due to administrator "
         "command); the change itself is made: the next change of definitions or `caseloom init` drops it"]
     assert client.get("/api/caseloom/definitions/tables/u_widget.yaml").get_data(as_text=True) == INDEXED
-    assert table_held.index("ixn_u_widget_name_size") == "invalid"
-    assert table_held.index("ixn_u_widget_name") == "valid"
+    assert table_held.index("ix_u_widget_name_size") == "invalid"
+    assert table_held.index("ix_u_widget_name") == "valid"
     coloured = INDEXED.replace("indexes:", "  colour: {type: string, max_length: 20}\nindexes:")
     put = client.put("/api/caseloom/definitions/tables/u_widget.yaml", data=coloured, content_type="application/yaml")
     assert put.status_code == 200 and put.json["result"]["not_built"] == []
-    assert table_held.index("ixn_u_widget_name_size") == "valid"
-    assert table_held.index("ixn_u_widget_name") is None
+    assert table_held.index("ix_u_widget_name_size") == "valid"
+    assert table_held.index("ix_u_widget_name") is None
 
 
 def test_definitions_api_is_admin_only(client):

@@ -290,7 +290,7 @@ def test_dropping_a_field_with_data_is_refused_until_forced(runtime, runtime_for
     assert "city" not in after and "tier" in after
     assert scalar(new.engine, "SELECT COUNT(*) FROM customer_account") == accounts
     assert scalar(new.engine, "SELECT COUNT(*) FROM customer_account WHERE name IS NULL OR number IS NULL") == 0
-    assert {"ixn_customer_account_name", "ixn_customer_account_country"} <= indexes(new.engine, "customer_account")
+    assert {"ix_customer_account_name", "ixn_customer_account_country"} <= indexes(new.engine, "customer_account")
     assert planned(new) == []
 
 

@@ -44,6 +44,14 @@ def _partial_index(table: sa.Table, cols: tuple[str, ...]) -> None:
              sqlite_where=first.is_not(None), postgresql_where=first.is_not(None))
 
 
+def _field_index(table: sa.Table, cols: tuple[str, ...], whole: bool) -> None:
+    """The index of an indexed field (and the columns after it): of every row when `whole`, else partial."""
+    if whole:
+        sa.Index(index_name(table.name, cols), *(table.c[c] for c in cols))
+    else:
+        _partial_index(table, cols)
+
+
 def _indexed(field: FieldDef, table: TableDef) -> bool:
     if field.index is not None:  # declared: `index: false` keeps a choice with few values unindexed
         return field.index
@@ -145,14 +153,18 @@ class Storage:
         # A declared index that starts with an indexed column serves that column's lookups too,
         # so the column gets no index of its own: one index less to write on every insert.
         leading = {cols[0] for cols in extra_indexes if len(cols) > 1}
+        # A display field (a case's number, an account's name) is what lists are sorted by: its index holds
+        # every row, as an ORDER BY can only walk an index that does (a partial one left it to sort them all)
+        whole = {tdef.display for name in self.defs.descendants(root) if (tdef := self.defs.tables[name]).display
+                 and (field := tdef.field(tdef.display)) is not None and field.type not in ("reference", "choice")}
         for column in sorted(index_columns):
             if column not in leading:
-                _partial_index(table, (column,))
+                _field_index(table, (column,), column in whole)
         for cols in dict.fromkeys(extra_indexes):
             if len(cols) == 1 and cols[0] in index_columns:
                 continue
             if cols[0] in index_columns:
-                _partial_index(table, cols)
+                _field_index(table, cols, cols[0] in whole)
             else:
                 sa.Index(index_name(root, cols), *(table.c[c] for c in cols))
 
