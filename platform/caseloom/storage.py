@@ -153,8 +153,8 @@ class Storage:
         # A declared index that starts with an indexed column serves that column's lookups too,
         # so the column gets no index of its own: one index less to write on every insert.
         leading = {cols[0] for cols in extra_indexes if len(cols) > 1}
-        # A display field (a case's number, an account's name) is what lists are sorted by: its index holds
-        # every row, as an ORDER BY can only walk an index that does (a partial one left it to sort them all)
+        # A display field (a record's number or name) is what lists are sorted by: its index holds every
+        # row, as an ORDER BY can only walk an index that does (a partial one left it to sort them all)
         whole = {tdef.display for name in self.defs.descendants(root) if (tdef := self.defs.tables[name]).display
                  and (field := tdef.field(tdef.display)) is not None and field.type not in ("reference", "choice")}
         for column in sorted(index_columns):
