@@ -99,7 +99,7 @@ class JobPanel:
 
 
 def job_label(service, job: Job) -> str:
-    """A job's name as people read it: its action's label, or its kind's ("Create child cases")."""
+    """A job's name as people read it: its action's label, or its kind's ("Repair SLAs")."""
     action = job_action(service, job)
     return action.label if action is not None else LABELS.get(job.name) or job.name.replace("_", " ").capitalize()
 
