@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from .health import Health, HealthReport
-from .jobs.email import READY, SENDING
 from .jobs.email import TABLE as EMAIL_TABLE
+from .jobs.email import WAITING
 from .jobs.liveness import describe_worker
 from .jobs.progress import FINISHED, QUEUED, RUNNING, SLICE_PARENT, Job, _job, _now, lost_reason
 
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 ACTIVE_SHOWN = 50  # queued and running jobs listed, the oldest first
 ENDED_SHOWN = 20  # jobs that ended, the newest first
-WAITING = (READY, SENDING)  # e-mails not yet delivered, failed or bounced
 
 
 @dataclass(frozen=True)
@@ -65,6 +64,11 @@ class JobLine:
         return max((end - self.job.created_on).total_seconds(), 0.0)
 
     @property
+    def worker(self) -> str | None:
+        """The run of a running job as people read it (`host:pid`: the run's token is its own)."""
+        return describe_worker(self.job.worker) if self.job.worker and self.job.state == RUNNING else None
+
+    @property
     def heard_seconds(self) -> float | None:
         """Since its run was last heard from (a running job), else None."""
         if self.job.state != RUNNING:
@@ -78,7 +82,7 @@ class JobLine:
                 "message": job.message, "created_on": _iso(job.created_on), "updated_on": _iso(job.updated_on),
                 "created_by": job.created_by, "target_table": None if self.slice_of else job.target_table,
                 "target_sys_id": None if self.slice_of else job.target_sys_id, "slice_of": self.slice_of,
-                "worker": describe_worker(job.worker) if job.worker and job.state == RUNNING else None,
+                "worker": self.worker,
                 "seconds": round(self.seconds, 1), "heard_seconds": None if heard is None else round(heard, 1),
                 "lost": self.lost}
 
@@ -172,15 +176,19 @@ def _jobs(conn: sa.Connection, runtime: Runtime) -> tuple[list[JobLine], list[Jo
     at = _now(conn)
     # a state at a time, by the index that starts with it (SQLite's statistics, which average the rows per state,
     # make an IN list of the few active states look like most of the table, and read all of it)
-    active = [_job(row) for state in (QUEUED, RUNNING) for row in conn.execute(
-        sa.select(table).where(table.c.state == state).order_by(table.c.created_on, table.c.id)
-        .limit(ACTIVE_SHOWN)).mappings()]
-    active = sorted(active, key=lambda job: (job.created_on, job.id))[:ACTIVE_SHOWN]
-    ended = [_job(row) for state in FINISHED for row in conn.execute(
-        sa.select(table).where(table.c.state == state).order_by(table.c.updated_on.desc(), table.c.id.desc())
-        .limit(ENDED_SHOWN)).mappings()]
-    ended = sorted(ended, key=lambda job: (job.updated_on, job.id), reverse=True)[:ENDED_SHOWN]
+    active = _first(conn, table, (QUEUED, RUNNING), "created_on", False, ACTIVE_SHOWN)
+    ended = _first(conn, table, FINISHED, "updated_on", True, ENDED_SHOWN)
     return ([JobLine(job, at, lost_reason(job, at)) for job in active], [JobLine(job, at) for job in ended])
+
+
+def _first(conn: sa.Connection, table: sa.Table, states: tuple[str, ...], column: str, descending: bool,
+           limit: int) -> list[Job]:
+    """The first `limit` jobs in `states` by `column` (then id), each state read along its own index."""
+    keys = [table.c[column], table.c.id]
+    order = [key.desc() for key in keys] if descending else keys
+    jobs = [_job(row) for state in states for row in conn.execute(
+        sa.select(table).where(table.c.state == state).order_by(*order).limit(limit)).mappings()]
+    return sorted(jobs, key=lambda job: (getattr(job, column), job.id), reverse=descending)[:limit]
 
 
 def _email(conn: sa.Connection, runtime: Runtime) -> EmailSummary | None:
@@ -240,11 +248,11 @@ def _up(part: dict) -> str:
 
 
 def _job_words(line: JobLine) -> str:
-    job, shown = line.job, line.as_json()
+    job = line.job
     on = f" on {job.target_table} {job.target_sys_id}" if line.record else \
         (f" (a slice of {line.slice_of})" if line.slice_of else "")
     done = f"{job.done} of {job.total}" if job.total else f"{job.done} done"
-    worker = f", {shown['worker']} heard {shown['heard_seconds']:.0f} s ago" if shown["worker"] else ""
+    worker = f", {line.worker} heard {line.heard_seconds:.0f} s ago" if line.worker else ""
     lost = f"; LOST: {line.lost}" if line.lost else ""
     message = f": {job.message}" if job.message and job.finished else ""
     return f"{job.id} {job.name} {job.state}{on}, {done}, {line.seconds:.0f} s{worker}{lost}{message}"

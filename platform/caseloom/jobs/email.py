@@ -44,6 +44,7 @@ __all__ = ["deliver_email", "deliver_pending", "message", "watermark"]
 JOB = "deliver_email"
 TABLE = "sys_email"
 READY, SENDING = "ready", "sending"
+WAITING = (READY, SENDING)  # not yet delivered, failed or bounced
 INBOUND_ADDRESS = "caseloom.email.inbound_address"
 BATCH = 250  # messages claimed, sent and marked together
 SENDING_LEASE = dt.timedelta(minutes=15)

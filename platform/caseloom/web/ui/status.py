@@ -45,12 +45,12 @@ def _shown(status: Status) -> dict:
 
 
 def _job(line: JobLine, names: dict, service) -> dict:
-    job, record = line.job, line.record
-    known = record is not None and record[0] in runtime().defs.tables
+    job, record, tables = line.job, line.record, runtime().defs.tables
+    known = record is not None and record[0] in tables
     return {"line": line, "job": job, "label": job_label(service, job),
             "record_url": f"/{record[0]}.do?sys_id={record[1]}" if known else None,
             "record_name": (names.get(record) or record[1]) if record else None,
-            "record_table": runtime().defs.tables[record[0]].label if known else (record[0] if record else None),
+            "record_table": tables[record[0]].label if known else (record[0] if record else None),
             "took": short_words(line.seconds), "heard": None if line.heard_seconds is None else short_words(line.heard_seconds),
             "percent": int(100 * job.done / job.total) if job.total else None,
             "can_stop": not job.finished and cancel_refusal(service, job) is None}

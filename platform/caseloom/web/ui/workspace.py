@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from flask import abort, g, render_template
 
 from ...definitions.model import TableDef, WorkspaceDef
-from ...jobs.email import READY, SENDING
+from ...jobs.email import READY, WAITING
 from ...query import All, Query, Selection, Term
 from ...query.evaluate import evaluate
 from ...records import AccessDenied
@@ -25,7 +25,6 @@ from . import blueprint, login_required
 
 TIMELINE_SHOWN = 40
 ATTENTION_SHOWN = 10
-WAITING = (READY, SENDING)  # e-mails not yet delivered, failed or bounced
 # how often, in seconds, the workspace refreshes itself while a job works on the record, and its
 # communications (less often) while e-mails about it wait for delivery or a job works on it
 REFRESH_JOB, REFRESH_EMAIL = 2, 5
