@@ -219,10 +219,10 @@ class Touched:
     statement (a third of the time of attaching 100,000 SLAs).
 
     On PostgreSQL, `ids` come with their range as well (`low` and `high`: the smallest and largest of
-    them), which adds nothing to what is selected but tells the planner where they are: a major case's
+    them), which adds nothing to what is selected but tells the planner where they are: a parent's
     children were made together, so their keys are one run of the primary key. Without it the planner
-    hashes the touched ids and scans the whole table for them (0.52 s among a million cases for the
-    sync's 100,000 children), where the range reads just their run (0.14 s)."""
+    hashes the touched ids and scans the whole table for them (0.52 s among a million records for a
+    sync of 100,000 children), where the range reads just their run (0.14 s)."""
 
     low: str | None = None
     high: str | None = None
