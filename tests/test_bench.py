@@ -20,8 +20,8 @@ from conftest import POSTGRES_URL, ROOT
 
 BENCHMARKS = ["recipients_condition", "create_child_cases", "sla_attach", "sync_children", "close_major_case",
               "sla_repair", "sla_tick", "email_ingest", "event_ingest", "email_delivery", "list_view", "form_view",
-              "parent_view", "api_get", "stats_group_by", "dashboard_view", "quick_search", "similar_cases", "row_rule_list",
-              "portal_list", "export_csv"]
+              "parent_view", "menu_lists", "api_get", "stats_group_by", "dashboard_view", "quick_search", "similar_cases",
+              "row_rule_list", "portal_list", "export_csv"]
 KEYS = {"name", "n", "seconds", "per_second", "baseline_seconds", "ratio"}
 WHERE = {"database", "machine", "settings"}  # where the figures came from, on every line beside the contract's keys
 
@@ -74,6 +74,11 @@ def check_lines(done: subprocess.CompletedProcess, names: list[str] = BENCHMARKS
     # the page, then its workspace's communications, which it draws after it, as a browser completes it
     assert re.search(r"# parent_view: median \S+ ms over 10 visits of the parent's form and the 1 part\(s\) of its "
                      r"workspace drawn after it, with its 1,000 children; the same \d+ \+ \d+ statements", done.stderr)
+    # every list of the menu, sorted and filtered as its module says, the slowest against its statements
+    assert by_name["menu_lists"]["n"] == 11_001
+    menu = re.search(r"# menu_lists: 29 lists of the menu with 11,001 records, the slowest '[^']+' \(median of 10\) "
+                     r"[\d.]+ ms; its \d+( to \d+)? statements by the plain driver [\d.]+ ms\. Each, ms: (.+)", done.stderr)
+    assert menu and len(menu[2].split(", ")) == 29 and re.search(r"\bOpen cases [\d.]+\b", menu[2]), done.stderr[-2000:]
     assert "# sla_repair: 1,001 records, " in done.stderr
     assert by_name["sla_tick"]["n"] == 100  # ten running SLAs per unit of scale, one in a hundred due
     assert "# sla_attach: " in done.stderr and "with 2.0 SLAs per child" in done.stderr

@@ -239,6 +239,25 @@ def test_index_false_drops_the_automatic_index_of_a_choice_and_keeps_its_values(
     assert planned(new) == []
 
 
+def test_a_mandatory_fields_index_holds_every_row(runtime, runtime_for):
+    """An indexed field made mandatory has no empty rows to leave out of its index: the index then holds every
+    row (`ix_`), so a list sorted by the field reads its page along it; optional again, it is partial (`ixn_`)."""
+    assert "ixn_customer_account_country" in indexes(runtime.engine, "customer_account")
+    account = edit(shipped()["tables/customer_account.yaml"],
+                   ("  country: {type: string, max_length: 40, index: true}",
+                    "  country: {type: string, max_length: 40, index: true, mandatory: true}"))
+    new = runtime_for(changed({"tables/customer_account.yaml": account}))
+
+    done = migrate(new.engine, new.storage)
+
+    assert done == ["drop index ixn_customer_account_country on customer_account",
+                    "create index ix_customer_account_country on customer_account"]
+    assert planned(new) == []
+    back = runtime_for(changed({}))
+    assert migrate(back.engine, back.storage) == ["drop index ix_customer_account_country on customer_account",
+                                                  "create index ixn_customer_account_country on customer_account"]
+
+
 def test_an_index_led_by_the_class_stands_for_the_class_index(runtime, runtime_for):
     """A declared index that starts with sys_class_name replaces the class index of a shared table, on
     an existing database too; taking it out brings the class index back."""

@@ -398,3 +398,30 @@ def test_a_hostile_script_is_stopped_and_the_server_keeps_serving(as_user, scrip
     assert preview.status_code == 422 and limit in preview.json["error"]["message"], preview.json
     assert author.get(f"{LISTS}/{list_id}").status_code == 200  # still serving
     assert author.get(f"/api/caseloom/recipients/{list_id}/template").status_code == 200
+
+
+def test_a_script_list_of_more_members_than_a_statement_takes_parameters_is_refreshed(runtime):
+    """A script that finds 70,000 accounts, refreshed again with 1,000 fewer: the members it no longer finds
+    leave and the others stay. The members to keep were once one `NOT IN` with a parameter each, which
+    PostgreSQL refuses above 65,535 (so a declared script list of the bench's 200,000 could not be refreshed)."""
+    from caseloom.memberlists import lists_for
+
+    script = ('accounts = [a["sys_id"] for a in records.query("customer_account", country="QQ")]\n'
+              'result = {"accounts": accounts[:params.get("keep", len(accounts))]}\n')
+    with runtime.transaction() as service:
+        service.insert_many("customer_account", ({"name": f"Customer {i}", "country": "QQ"} for i in range(70_000)))
+        list_id = service.insert("sn_publications_recipients_list", {"name": "Everyone in QQ, by script",
+                                                                     "type": "accounts", "enable_script": True,
+                                                                     "script": script})["sys_id"]
+        lists = lists_for(service, "sn_publications_recipients_list")
+        first = lists.refresh(list_id)
+        assert (first.identified, first.added, first.removed) == (70_000, 70_000, 0)
+        again = lists.refresh(list_id)
+        assert (again.identified, again.added, again.removed) == (70_000, 0, 0)
+        service.update("sn_publications_recipients_list", list_id,
+                       {"script": script.replace('params.get("keep", len(accounts))', "69_000")})
+        fewer = lists.refresh(list_id)
+        assert (fewer.identified, fewer.added, fewer.removed) == (69_000, 0, 1_000)
+        members = service.storage.physical("sn_publications_recipientslist_account_m2m")
+        assert service.conn.execute(sa.select(sa.func.count()).select_from(members)
+                                    .where(members.c.recipients_list == list_id)).scalar() == 69_000

@@ -456,3 +456,67 @@ def test_a_list_sorted_by_the_display_field_reads_its_page_along_its_index(clien
     assert pages, "the list read no page"
     for statement, plan in pages:
         assert "USING INDEX ix_task_number" in plan and "TEMP B-TREE FOR ORDER BY" not in plan, (statement, plan)
+
+
+# What ANALYZE keeps for `caseloom init --demo --scale 50000` (112,500 cases, 82,143 task SLAs, 100,000 install
+# base items; none of the cases has a suggestion): the lists' plans as a deployment of that size gets them
+AT_SCALE = [
+    ("sn_install_base_item", "ix_sn_install_base_item_name", "100000 1"),
+    ("sn_install_base_item", "ix_sn_install_base_item_node", "100000 14286"),
+    ("sn_install_base_item", "ixn_sn_install_base_item_account", "100000 2"),
+    ("sn_install_base_item", "ixn_sn_install_base_item_number", "100000 1"),
+    ("sn_install_base_item", "sqlite_autoindex_sn_install_base_item_1", "100000 1"),
+    ("task", "ix_task_number", "112500 1"),
+    ("task", "ix_task_sys_class_name_active_state_priority_assigned_to", "112500 112500 56250 18750 4688 3750"),
+    ("task", "ix_task_sys_class_name_opened_at", "112500 112500 625"),
+    ("task", "ixn_task_account", "100000 2"),
+    ("task", "ixn_task_assigned_to_number", "100000 100000 1"),
+    ("task", "ixn_task_assignment_group", "100000 33334"),
+    ("task", "ixn_task_closed_at", "28571 2"),
+    ("task", "ixn_task_consumer", "12500 1"),
+    ("task", "ixn_task_contact", "100000 2"),
+    ("task", "ixn_task_priority", "112500 28125"),
+    ("task", "ixn_task_resolution_code", "28572 14286"),
+    ("task", "ixn_task_resolved_at", "28572 5"),
+    ("task", "ixn_task_resolved_by", "28572 28572"),
+    ("task", "ixn_task_state_sys_class_name_sys_updated_on", "112500 18750 18750 351"),
+    ("task", "sqlite_autoindex_task_1", "112500 1"),
+    ("task_sla", "ix_task_sla_has_breached_stage_planned_end_time", "82143 82143 41072 484"),
+    ("task_sla", "ix_task_sla_has_breached_stage_start_time", "82143 82143 41072 1867"),
+    ("task_sla", "ixn_task_sla_sla_next_threshold_threshold_due", "82143 13691 13691 893"),
+    ("task_sla", "ixn_task_sla_task_stage", "82143 2 2"),
+    ("task_sla", "sqlite_autoindex_task_sla_1", "82143 1"),
+]
+
+
+@pytest.mark.parametrize(("module", "table", "index", "in_its_order"), [
+    ("Resolved cases", "task", "ixn_task_state_sys_class_name_sys_updated_on", True),
+    ("My cases", "task", "ixn_task_assigned_to_number", True),
+    ("Major case suggestions", "task", "ixn_task_similar_suggestion", False),
+    ("Install base", "sn_install_base_item", "ix_sn_install_base_item_node", True),
+    ("SLAs breaching within the hour", "task_sla", "ix_task_sla_has_breached_stage_planned_end_time", True),
+])
+def test_a_list_of_the_menu_reads_its_page_along_an_index(client, app, module, table, index, in_its_order):
+    """Each list the menu opens has the index its filter and its order need (CSM declares them; a mandatory
+    field's index, as a display field's, holds every row): its page is found by that index, in the index's
+    order where the list's order is one, instead of reading every row (`caseloom bench`'s menu_lists)."""
+    from caseloom.web import db
+    from conftest import sqlite_plans
+
+    ui_sign_in(client, "admin")
+    with app.app_context():
+        engine = db.engine
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's plans; PostgreSQL's are the performance log's")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ANALYZE sqlite_schema")  # makes sqlite_stat1
+        conn.exec_driver_sql("DELETE FROM sqlite_stat1 WHERE tbl IN ('task', 'task_sla', 'sn_install_base_item')")
+        conn.exec_driver_sql(f"INSERT INTO sqlite_stat1 VALUES {', '.join(['(?, ?, ?)'] * len(AT_SCALE))}",
+                             tuple(v for row in AT_SCALE for v in row))
+    engine.dispose()  # every connection reads the statistics again
+    url = html.unescape(re.search(rf'<a href="([^"]+)">{module}</a>', page_text(client.get("/"))).group(1))
+    pages = [(s, p) for s, p in sqlite_plans(engine, table, lambda: client.get(url)) if "ORDER BY" in s]
+    assert pages, "the list read no page"
+    for statement, plan in pages:
+        assert f"USING INDEX {index} " in plan, (statement, plan)
+        assert ("TEMP B-TREE FOR ORDER BY" not in plan) is in_its_order, (statement, plan)

@@ -161,9 +161,13 @@ class MemberLists:
             stale_filter.append(members.c[dynamic].is_(True))
         if wanted is not None:
             stale_filter.append(members.c[mtype.member_field].not_in(wanted.scalar_subquery()))
-        elif ids:
-            stale_filter.append(members.c[mtype.member_field].not_in(ids))
-        for member_row in conn.execute(sa.select(members.c.sys_id).where(*stale_filter)).scalars().all():
+            stale = conn.execute(sa.select(members.c.sys_id).where(*stale_filter)).scalars().all()
+        else:  # a script's: compared here, as a list of any length (no NOT IN of as many parameters)
+            keep = set(ids)
+            stale = [row.sys_id for row in conn.execute(sa.select(members.c.sys_id, members.c[mtype.member_field]
+                                                                  .label("member")).where(*stale_filter))
+                     if row.member not in keep]
+        for member_row in stale:
             self.service.delete(mtype.members, member_row)
             report.removed += 1
         # newly identified records join, in one INSERT ... SELECT when the member table allows it,

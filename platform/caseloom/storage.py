@@ -153,10 +153,10 @@ class Storage:
         # A declared index that starts with an indexed column serves that column's lookups too,
         # so the column gets no index of its own: one index less to write on every insert.
         leading = {cols[0] for cols in extra_indexes if len(cols) > 1}
-        # A display field (a record's number or name) is what lists are sorted by: its index holds every
-        # row, as an ORDER BY can only walk an index that does (a partial one left it to sort them all)
-        whole = {tdef.display for name in self.defs.descendants(root) if (tdef := self.defs.tables[name]).display
-                 and (field := tdef.field(tdef.display)) is not None and field.type not in ("reference", "choice")}
+        # A display field (a record's number or name) is what lists are sorted by, and a mandatory field has
+        # no empty rows to leave out: their indexes hold every row, as an ORDER BY can only walk an index that
+        # does (a partial one left a list sorted by the field to sort every row)
+        whole = {f.name for name in self.defs.descendants(root) for f in self._whole(self.defs.tables[name])}
         for column in sorted(index_columns):
             if column not in leading:
                 _field_index(table, (column,), column in whole)
@@ -193,6 +193,14 @@ class Storage:
         """The tables whose audit rows of a workspace's children field its timeline reads (and its partial
         index holds): the children's table, those it extends and those extending it, in one order."""
         return sorted(self.defs.lineage(ws.child_table))
+
+    @staticmethod
+    def _whole(tdef: TableDef) -> list[FieldDef]:
+        """The fields of `tdef` whose index holds every row: its display field and its mandatory fields,
+        but references and choices, whose indexes are for lookups (`field = value`), which a partial index
+        serves as well."""
+        return [f for f in tdef.stored_fields if (f.name == tdef.display or f.mandatory)
+                and f.type not in ("reference", "choice")]
 
     @staticmethod
     def _column(field: FieldDef) -> sa.Column:

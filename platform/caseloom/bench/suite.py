@@ -33,7 +33,7 @@ from ..properties import render_value
 from ..query import Query, Selection
 from ..records import now
 from ..runtime import Runtime
-from ..users import add_user
+from ..users import actor_named, add_user
 from . import http
 from . import machine as where
 from .database import ScratchDatabase
@@ -406,6 +406,29 @@ class BenchRun:
                  f"driver {baseline * 1000:.2f} ms")
         return Result("parent_view", self.children, median, baseline)
 
+    def menu_lists(self, app, plain, staff: http.Browser, me: str, total: int) -> Iterator[Result]:
+        """Every list the menu opens (its modules with a table and a query, `{me}` the bench's user), each the
+        median of 10 requests: the slowest of them, against the plain driver running that list's statements.
+        A list is sorted and filtered as its module says, so each needs an index the plain `list_view` (in
+        the primary key's order) never shows the lack of."""
+        paths: dict[str, str] = {}
+        for application in self.defs.menu:
+            for module in application.modules:
+                if module.table and not module.page:
+                    query = quote(module.query.replace("{me}", me), safe=",")
+                    view = f"&sysparm_view={quote(module.view)}" if module.view else ""
+                    paths.setdefault(f"/{module.table}_list.do?sysparm_query={query}{view}", module.label)
+        if not paths:
+            return
+        medians = {path: staff.median([path] * 10) for path in paths}
+        slowest = max(medians, key=medians.get)
+        baseline, counts = http.replay_paths(app, plain, [slowest] * 10, "bench", self.password)
+        listed = ", ".join(f"{paths[p]} {medians[p] * 1000:.1f}" for p in sorted(medians, key=medians.get, reverse=True))
+        self.say(f"menu_lists: {len(paths)} lists of the menu with {total:,} records, the slowest {paths[slowest]!r} "
+                 f"(median of 10) {medians[slowest] * 1000:.1f} ms; its {http.statements_words(counts)} statements "
+                 f"by the plain driver {baseline * 1000:.2f} ms. Each, ms: {listed}")
+        yield Result("menu_lists", total, medians[slowest], baseline)
+
     def similar_cases(self, app, plain, staff: http.Browser, table: str, ids: list[str], total: int) -> Result:
         """The records most like one (the similar API with the declared similar list: what a form's panel
         runs), the median over 20 different records, against the plain driver running the same statements."""
@@ -507,6 +530,7 @@ class BenchRun:
             physical = service.storage.physical(table)
             ids = list(service.conn.execute(sa.select(physical.c.sys_id).order_by(physical.c.sys_id)
                                             .limit(50)).scalars())
+            me = actor_named(service.storage, service.conn, "bench").sys_id
         self.runtime.engine.dispose()
         list_paths = [f"/{table}_list.do"] * 30 + [f"/{table}_list.do?sysparm_first_row=21"] * 10
         form_paths = [f"/{table}.do?sys_id={i}" for i in ids]
@@ -528,6 +552,7 @@ class BenchRun:
                              f"{baseline * 1000:.2f} ms (the median over the same pages)")
                     yield Result(name, total, median, baseline)
                 yield self.parent_view(app, plain, browser)
+                yield from self.menu_lists(app, plain, browser, me, total)
                 token = base64.b64encode(f"bench:{self.password}".encode()).decode()
                 # a connection per request, as the documented nginx (HTTP/1.0 to the app) makes them: a kept-
                 # alive connection stays with the process that accepted it, and wrk's eight, opened at once,
