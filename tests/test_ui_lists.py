@@ -436,25 +436,37 @@ def test_a_date_part_reads_as_words_and_keeps_its_query(client, agent):
     assert f'value="{query}"' in page.replace("&#39;", "'")
 
 
+def signed_in_on_sqlite(client, app, user: str):
+    """The app's engine, with `user` signed in on `client`; the test is skipped on PostgreSQL, whose plans of
+    a small table say nothing of a large one's (they are the performance log's)."""
+    from caseloom.web import db
+
+    ui_sign_in(client, user)
+    with app.app_context():
+        engine = db.engine
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's plans; PostgreSQL's are the performance log's")
+    return engine
+
+
+def page_plans(client, engine, table: str, url: str) -> list[tuple[str, str]]:
+    """The plans of the statements reading a page of `table` (those with an ORDER BY) that GET `url` runs."""
+    from conftest import sqlite_plans
+
+    pages = [(s, p) for s, p in sqlite_plans(engine, table, lambda: client.get(url)) if "ORDER BY" in s]
+    assert pages, "the list read no page"
+    return pages
+
+
 @pytest.mark.parametrize("query", ["ORDERBYDESCnumber", "stateIN1,10,18^ORDERBYDESCnumber", "ORDERBYnumber"])
 def test_a_list_sorted_by_the_display_field_reads_its_page_along_its_index(client, app, query):
     """CSM's case modules are sorted by number, the cases' display field: with the statistics SQLite's ANALYZE
     keeps, the page is read along that field's index (which holds every row), not by sorting every case.
     (PostgreSQL reads a few hundred matches from themselves, by design: its plan is the performance log's.)"""
-    from caseloom.web import db
-    from conftest import sqlite_plans
-
-    ui_sign_in(client, "agent")
-    with app.app_context():
-        engine = db.engine
-    if engine.dialect.name != "sqlite":
-        pytest.skip("SQLite's plans; PostgreSQL reads a page of few matches from the matches")
+    engine = signed_in_on_sqlite(client, app, "agent")
     with engine.begin() as conn:
         conn.exec_driver_sql("ANALYZE task")
-    url = f"/sn_customerservice_case_list.do?sysparm_query={query}"
-    pages = [(s, p) for s, p in sqlite_plans(engine, "task", lambda: client.get(url)) if "ORDER BY" in s]
-    assert pages, "the list read no page"
-    for statement, plan in pages:
+    for statement, plan in page_plans(client, engine, "task", f"/sn_customerservice_case_list.do?sysparm_query={query}"):
         assert "USING INDEX ix_task_number" in plan and "TEMP B-TREE FOR ORDER BY" not in plan, (statement, plan)
 
 
@@ -500,14 +512,7 @@ def test_a_list_of_the_menu_reads_its_page_along_an_index(client, app, module, t
     """Each list the menu opens has the index its filter and its order need (CSM declares them; a mandatory
     field's index, as a display field's, holds every row): its page is found by that index, in the index's
     order where the list's order is one, instead of reading every row (`caseloom bench`'s menu_lists)."""
-    from caseloom.web import db
-    from conftest import sqlite_plans
-
-    ui_sign_in(client, "admin")
-    with app.app_context():
-        engine = db.engine
-    if engine.dialect.name != "sqlite":
-        pytest.skip("SQLite's plans; PostgreSQL's are the performance log's")
+    engine = signed_in_on_sqlite(client, app, "admin")
     with engine.begin() as conn:
         conn.exec_driver_sql("ANALYZE sqlite_schema")  # makes sqlite_stat1
         conn.exec_driver_sql("DELETE FROM sqlite_stat1 WHERE tbl IN ('task', 'task_sla', 'sn_install_base_item')")
@@ -515,8 +520,6 @@ def test_a_list_of_the_menu_reads_its_page_along_an_index(client, app, module, t
                              tuple(v for row in AT_SCALE for v in row))
     engine.dispose()  # every connection reads the statistics again
     url = html.unescape(re.search(rf'<a href="([^"]+)">{module}</a>', page_text(client.get("/"))).group(1))
-    pages = [(s, p) for s, p in sqlite_plans(engine, table, lambda: client.get(url)) if "ORDER BY" in s]
-    assert pages, "the list read no page"
-    for statement, plan in pages:
+    for statement, plan in page_plans(client, engine, table, url):
         assert f"USING INDEX {index} " in plan, (statement, plan)
         assert ("TEMP B-TREE FOR ORDER BY" not in plan) is in_its_order, (statement, plan)
