@@ -415,7 +415,7 @@ class BenchRun:
         for application in self.defs.menu:
             for module in application.modules:
                 if module.table and not module.page:
-                    query = quote(module.query.replace("{me}", me), safe=",")
+                    query = quote(module.query_for(me), safe=",")
                     view = f"&sysparm_view={quote(module.view)}" if module.view else ""
                     paths.setdefault(f"/{module.table}_list.do?sysparm_query={query}{view}", module.label)
         if not paths:

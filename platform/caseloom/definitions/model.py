@@ -535,6 +535,10 @@ class MenuModule:
     roles: tuple[str, ...] = ()
     view: str | None = None  # a workspace's list view (its columns)
 
+    def query_for(self, user_sys_id: str | None) -> str:
+        """The module's encoded query for one user: `{me}` is that user's sys_id."""
+        return self.query.replace("{me}", user_sys_id or "")
+
 
 @dataclass(frozen=True)
 class WorkspaceDef:

@@ -97,7 +97,7 @@ def menu_for(actor) -> list[dict]:
                 if service.can(module.table, "create"):
                     modules.append({"label": module.label, "url": url_for("ui.dispatch", name=module.table, sys_id="-1")})
                 continue
-            query = module.query.replace("{me}", actor.sys_id or "")
+            query = module.query_for(actor.sys_id)
             modules.append({"label": module.label, "url": _module_url(module.table, query, module.view)})
         if modules:
             apps.append({"label": app.label, "modules": modules})
