@@ -189,6 +189,32 @@ def test_with_a_threshold_each_case_is_credited_as_without_one(client, runtime, 
         [1.0, quuxite / (zorblax + quuxite), zorblax / (zorblax + quuxite)][:len(found)], abs=1e-4)
 
 
+@pytest.mark.parametrize("walk", [False, True], ids=["by_index", "walked"])
+def test_an_old_case_reads_back_to_the_oldest_other_candidate_only(client, runtime, monkeypatch, walk):
+    """With a minimum score, a light word (zorblax) is read back to the oldest candidate other than the case
+    itself, which is never among its similar cases: an old case's form read every newer record's words (on
+    PostgreSQL after a major case's 100,000 children, every child). The case found is credited as without
+    a threshold."""
+    monkeypatch.setattr(similar, "WINDOW", 3)
+    case = create(client, "Zorblax quuxite")  # the oldest holder of quuxite, the word a candidate needs
+    depots = [create(client, "Zorblax depot") for _ in range(4)]
+    recent = create(client, "Zorblax quuxite")
+    walked = walk_common_words(runtime, monkeypatch) if walk else read_by_index(monkeypatch)
+    bounds: list = []
+    chunk = similar._walk_sql
+    monkeypatch.setattr(similar, "_walk_sql", lambda *args: bounds.append(args[4]) or chunk(*args))
+    # zorblax: five others, capped at 3 (its newest holders: recent and the two newest depots); quuxite: one
+    zorblax, quuxite = math.log(2), math.log(1 + 3 / 1)
+    everything = similar_to(client, case, "?sysparm_min_score=0&sysparm_limit=20")
+    assert [r["sys_id"] for r in everything] == [recent, depots[3], depots[2]]
+    assert [r["score"] for r in everything] == pytest.approx([1.0, *[zorblax / (zorblax + quuxite)] * 2], abs=1e-4)
+    bounds.clear()
+    assert [(r["sys_id"], r["score"]) for r in similar_to(client, case, "?sysparm_min_score=0.5")] == [(recent, 1.0)]
+    if walk:  # zorblax walked, no further back than the recent case
+        assert walked[-1] and set(walked[-1]) == {"zorblax"}
+        assert bounds and all(bound[0] == recent for bound in bounds)
+
+
 def test_the_api_narrows_shapes_and_refuses_bad_parameters(client):
     case = create(client, TEXT)
     other = create(client, TEXT, state=10)

@@ -128,7 +128,7 @@ def find(storage: Storage, conn: sa.Connection, table: str, text: str, *, exclud
     optional = _optional(weighted, floor)
     walked = getattr(weighted, "walkable", None) or {}  # PostgreSQL's, found with the counts (`weights`)
     if walked:
-        scored = _pg_scores(conn, root, weighted, optional, walked, floor)
+        scored = _pg_scores(conn, root, weighted, optional, walked, floor, exclude)
         if not scored:
             return []
         # the keys as one text (sys_ids are hex): an array of 2,000 strings is quoted one by one
@@ -137,14 +137,17 @@ def find(storage: Storage, conn: sa.Connection, table: str, text: str, *, exclud
                   .bindparams(sim_ids=",".join(scored), sim_scores=list(scored.values()))
                   .columns(sa.column("rid"), sa.column("s", sa.Float)).subquery("similar_scores"))
     else:
-        scores = _scores_sql(conn, root, weighted, optional, floor)
+        scores = _scores_sql(conn, root, weighted, optional, floor, exclude)
     return _best(storage, conn, table, scores, total, exclude=exclude, where=where, limit=limit, columns=columns,
                  readable=readable)
 
 
-def _scores_sql(conn: sa.Connection, root: str, weighted: dict[str, float], optional: set[str], floor: float):
+def _scores_sql(conn: sa.Connection, root: str, weighted: dict[str, float], optional: set[str], floor: float,
+                exclude: str | None):
     """The records scoring at least `floor` (rid, s), in SQL: each term's newest holders by the text index,
-    the optional terms' only as far back as the oldest of the others'."""
+    the optional terms' only as far back as the oldest of the others' other than `exclude` (the record
+    whose similar records these are, never one of them: an old record's own key would have them read back
+    to it)."""
     params: dict = {"sim_cap": WINDOW, "sim_floor": floor}
     hits, later = [], []
     for i, (term, weight) in enumerate(weighted.items()):
@@ -155,7 +158,10 @@ def _scores_sql(conn: sa.Connection, root: str, weighted: dict[str, float], opti
         else:
             hits.append(_hits_sql(conn, root, i))
     if later:  # the other terms' holders, read only as far back as the oldest candidate
-        sql = (f"WITH sim_e AS ({' UNION ALL '.join(hits)}), sim_lo AS (SELECT min(rid) AS lo FROM sim_e) "
+        params["sim_exclude"] = exclude or ""
+        other = ("rid <> :sim_exclude" if conn.dialect.name == "postgresql"  # rid: the row's sys_id, or its rowid
+                 else f'rid IS NOT (SELECT rowid FROM "{root}" WHERE sys_id = :sim_exclude)')
+        sql = (f"WITH sim_e AS ({' UNION ALL '.join(hits)}), sim_lo AS (SELECT min(rid) AS lo FROM sim_e WHERE {other}) "
                f"SELECT rid, sum(w) AS s FROM (SELECT rid, w FROM sim_e UNION ALL {' UNION ALL '.join(later)}) AS u "
                "GROUP BY rid HAVING sum(w) >= :sim_floor")
     else:
@@ -217,24 +223,26 @@ def _walkable(weighted: dict[str, float], queries: dict[str, str], elems: list |
 
 
 def _pg_scores(conn: sa.Connection, root: str, weighted: dict[str, float], optional: set[str],
-               walked: dict[str, str], floor: float) -> dict[str, float]:
+               walked: dict[str, str], floor: float, exclude: str | None) -> dict[str, float]:
     """The records scoring at least `floor`, with their scores: the terms not walked by the text index (one
     statement), the walked ones by one walk down the primary key, newest first, in chunks, each record read
     once for all of them, until each has its WINDOW newest holders (an optional term: or the walk has
-    reached the oldest candidate). Keys are compared by the database only (its collation orders them)."""
+    reached the oldest candidate other than `exclude`, the record whose similar records these are). Keys
+    are compared by the database only (its collation orders them)."""
     terms = list(weighted)
     index = {t: i for i, t in enumerate(terms)}
     held: dict[str, int] = {}  # each record's terms, as bits in `terms` order
     oldest_rest = None  # the oldest holder of an essential term not walked
     rest = [i for i, t in enumerate(terms) if t not in walked]
     if rest:
-        params: dict = {"sim_cap": WINDOW, "sim_essential": [i for i in rest if terms[i] not in optional]}
+        params: dict = {"sim_cap": WINDOW, "sim_essential": [i for i in rest if terms[i] not in optional],
+                        "sim_exclude": exclude or ""}
         parts = []
         for i in rest:
             params[f"sim_q{i}"] = terms[i]
             parts.append(f"SELECT {i} AS t, sys_id FROM ({_newest_pg(root, i)}) AS h{i}")
-        sql = (f"SELECT t, sys_id, min(CASE WHEN t = ANY(CAST(:sim_essential AS integer[])) THEN sys_id END) OVER () "
-               f"FROM ({' UNION ALL '.join(parts)}) AS u")
+        sql = ("SELECT t, sys_id, min(CASE WHEN t = ANY(CAST(:sim_essential AS integer[])) AND sys_id <> :sim_exclude "
+               f"THEN sys_id END) OVER () FROM ({' UNION ALL '.join(parts)}) AS u")
         for row in conn.execute(sa.text(sql), params):
             i, rid, oldest_rest = row
             held[rid] = held.get(rid, 0) | (1 << i)
