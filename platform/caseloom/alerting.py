@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from .access import SYSTEM
-from .database import dict_rows
+from .database import dict_rows, one_of
 from .definitions.model import AlertMake, AlertRuleDef
 from .query import All, Selection, Term
 from .records import RecordService, now
@@ -79,8 +79,9 @@ def _alerts(service: RecordService, ids: list[str], columns: tuple[str, ...] | N
     hundreds, and most make nothing: reading every value of each cost more than the rules' queries.)"""
     table = service.storage.physical(ALERTS)
     selected = [table.c[name] for name in columns] if columns else [table]
-    return dict_rows(service.conn.execute(sa.select(*selected).where(table.c.sys_id.in_(ids))
-                                          .order_by(table.c.sys_created_on, table.c.sys_id)))
+    stmt = (sa.select(*selected).where(one_of(service.conn.dialect, table.c.sys_id, "ids"))
+            .order_by(table.c.sys_created_on, table.c.sys_id))
+    return dict_rows(service.conn.execute(stmt, {"ids": ids}))
 
 
 def _whole(service: RecordService, alerts: list[dict]) -> dict[str, dict]:

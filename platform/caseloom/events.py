@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from .database import dict_rows
+from .database import dict_rows, one_of
 from .fieldtypes import FieldValueError, iso_datetime, valid_text
 from .query import Query, select_rows
 from .records import new_sys_id, now
@@ -266,7 +266,7 @@ def _key_lock(key: str) -> int:
 def _latest_alerts(service: RecordService, keys: list[str]) -> dict[str, dict]:
     """The newest alert of each message key, whole, as the record service reads a record to update it
     (the batch's update_many takes them as read: under the keys' locks, nothing else changes them)."""
-    stmt = service.storage.cached(LATEST, lambda: _latest_statement(service.storage))
+    stmt = service.storage.cached(LATEST, lambda: _latest_statement(service.storage, service.conn.dialect))
     found: dict[str, dict] = {}
     for start in range(0, len(keys), CHUNK):
         for row in dict_rows(service.conn.execute(stmt, {"keys": keys[start:start + CHUNK]})):
@@ -277,11 +277,11 @@ def _latest_alerts(service: RecordService, keys: list[str]) -> dict[str, dict]:
 LATEST = ("events", "latest alerts")
 
 
-def _latest_statement(storage) -> sa.Select:
+def _latest_statement(storage, dialect: sa.Dialect) -> sa.Select:
     """The alerts of the message keys given as `keys`, oldest first, every stored field: built once per
     definitions set, as every batch of events reads it."""
     stmt, sel = select_rows(storage, ALERTS, Query(order=(("sys_created_on", False), ("sys_id", False))))
-    return stmt.where(sel.base.c.message_key.in_(sa.bindparam("keys", expanding=True)))
+    return stmt.where(one_of(dialect, sel.base.c.message_key, "keys"))
 
 
 __all__ = ["MAX_BYTES", "MAX_RECORDS", "REOPEN_SECONDS", "EventError", "Outcome", "Rejected", "checked", "ingest",

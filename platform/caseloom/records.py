@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from . import stamps
 from .access import SYSTEM, AccessDenied, Actor, Reader, allowed, field_rule, row_rule
 from .bulk import insert_rows, update_rows
-from .database import dict_rows
+from .database import dict_rows, one_of
 from .definitions.model import SYS_FIELDS, FieldDef, TableDef
 from .fieldtypes import SYS_ID, FieldValueError
 from .query import Query, QueryError, Selection, count_rows, select_rows
@@ -711,7 +710,7 @@ class RecordService:
                 found |= self.existing_ids(other, ids)
             return found
         stmt = self.storage.cached(("existing_elsewhere", root),
-                                   lambda: sa.union_all(*(self._sys_ids_in(other, True) for other in others)))
+                                   lambda: sa.union_all(*(self._sys_ids_in(other) for other in others)))
         return self._found(stmt, ids, ARRAY_IDS)
 
     def existing_ids(self, table: str, ids: set[str]) -> set[str]:
@@ -719,16 +718,13 @@ class RecordService:
         ids, given as one array parameter (one statement, compiled once); elsewhere per 500 ids."""
         array = self.conn.dialect.name == "postgresql"
         # built once per definitions set: every insert of a reference asks it
-        stmt = self.storage.cached(("existing", table, array), lambda: self._sys_ids_in(table, array))
+        stmt = self.storage.cached(("existing", table), lambda: self._sys_ids_in(table))
         return self._found(stmt, ids, ARRAY_IDS if array else 500)
 
-    def _sys_ids_in(self, table: str, array: bool) -> sa.Select:
-        """SELECT sys_id of `table`'s records (its class only) among the parameter `ids`: an array
-        (PostgreSQL's `= ANY`) or an expanding IN list."""
+    def _sys_ids_in(self, table: str) -> sa.Select:
+        """SELECT sys_id of `table`'s records (its class only) among the parameter `ids` (`one_of`)."""
         physical = self.storage.physical(table)
-        wanted = (physical.c.sys_id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.String))) if array
-                  else physical.c.sys_id.in_(sa.bindparam("ids", expanding=True)))
-        stmt = sa.select(physical.c.sys_id).where(wanted)
+        stmt = sa.select(physical.c.sys_id).where(one_of(self.conn.dialect, physical.c.sys_id, "ids"))
         class_filter = self.storage.class_filter(table)
         return stmt if class_filter is None else stmt.where(class_filter)
 
