@@ -90,6 +90,31 @@ def test_child_cases_made_set_based_are_found(client, runtime):
     assert children and found(client, "teleporter frankfurt") == children | {major}
 
 
+def pending(runtime) -> int:
+    """The rows whose words wait in the cases' text index's pending list (PostgreSQL's GIN `fastupdate`)."""
+    with runtime.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pgstattuple")
+        return conn.exec_driver_sql("SELECT pending_tuples FROM pgstatginindex('tx_task')").scalar()
+
+
+@pytest.mark.parametrize("clean_from, emptied", [(1, True), (textindex.CLEAN_FROM, False)])
+def test_a_set_based_write_of_many_rows_empties_the_pending_list(client, runtime, monkeypatch, clean_from, emptied):
+    """PostgreSQL: a set-based statement that writes CLEAN_FROM rows or more of a table with a text index
+    moves the index's pending entries into it, so a search after a job's writes reads no long list; the
+    words are found as before. One record at a time leaves the list to the database."""
+    if runtime.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's text index (FTS5) has no pending list")
+    cases = [client.post(CASES, json={"short_description": f"Gravitic sensor {i} offline"}, headers=basic("agent"))
+             .json["result"]["sys_id"] for i in range(3)]
+    assert pending(runtime) >= 3  # each insert's words wait in the list
+    monkeypatch.setattr(textindex, "CLEAN_FROM", clean_from)
+    with runtime.transaction() as service:  # a set-based update (a sync's) of the three
+        update_where(service, service.defs.tables["sn_customerservice_case"], Term("sys_id", "in", cases),
+                     {"description": "Tachyon burst"})
+    assert (pending(runtime) == 0) is emptied
+    assert found(client, "gravitic tachyon") == set(cases)
+
+
 def test_a_list_quick_search_uses_the_index_and_the_number(client):
     ui_sign_in(client, "agent")
     page = client.get("/sn_customerservice_case_list.do?sysparm_search=storage%20sl").get_data(as_text=True)

@@ -266,7 +266,8 @@ def _key_lock(key: str) -> int:
 def _latest_alerts(service: RecordService, keys: list[str]) -> dict[str, dict]:
     """The newest alert of each message key, whole, as the record service reads a record to update it
     (the batch's update_many takes them as read: under the keys' locks, nothing else changes them)."""
-    stmt = service.storage.cached(LATEST, lambda: _latest_statement(service.storage, service.conn.dialect))
+    dialect = service.conn.dialect
+    stmt = service.storage.cached((*LATEST, dialect.name), lambda: _latest_statement(service.storage, dialect))
     found: dict[str, dict] = {}
     for start in range(0, len(keys), CHUNK):
         for row in dict_rows(service.conn.execute(stmt, {"keys": keys[start:start + CHUNK]})):

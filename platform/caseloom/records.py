@@ -717,8 +717,8 @@ class RecordService:
         """Which of `ids` are records of `table` (and its children): on PostgreSQL a query per 10,000
         ids, given as one array parameter (one statement, compiled once); elsewhere per 500 ids."""
         array = self.conn.dialect.name == "postgresql"
-        # built once per definitions set: every insert of a reference asks it
-        stmt = self.storage.cached(("existing", table), lambda: self._sys_ids_in(table))
+        # built once per definitions set and database kind: every insert of a reference asks it
+        stmt = self.storage.cached(("existing", table, array), lambda: self._sys_ids_in(table))
         return self._found(stmt, ids, ARRAY_IDS if array else 500)
 
     def _sys_ids_in(self, table: str) -> sa.Select:

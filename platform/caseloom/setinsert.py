@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from . import stamps
+from . import stamps, textindex
 from .access import field_rule, row_rule
 from .bulk import keep_statistics_fresh
 from .setwrite import journal_columns, new_sys_id_sql, sys_id_prefix
@@ -144,6 +144,7 @@ def insert_select(service: RecordService, table: str, values: dict, select: sa.S
         if not inserted:
             return 0
         keep_statistics_fresh(conn, physical, inserted)
+        textindex.after_bulk_write(conn, storage, physical.name, inserted)
         if numbered and inserted > reserved:
             raise RecordError("number", "the rows to insert changed while they were numbered; try again")
         low, high = prefix + "0" * 12, prefix + "f" * 12

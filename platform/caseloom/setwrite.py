@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import aggregate_order_by, array
 
-from . import stamps
+from . import stamps, textindex
 from .database import JOINED_SET
 from .definitions.model import TableDef
 from .query import Selection
@@ -123,6 +123,7 @@ def update_where(service: RecordService, tdef: TableDef, where: Any, values: dic
             result = conn.execute(update)
             automation.after_set_update(service, tdef, touched)
     service.written.add(tdef.name)
+    textindex.after_bulk_write(conn, storage, physical.name, result.rowcount)
     return result.rowcount
 
 
