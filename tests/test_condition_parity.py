@@ -21,6 +21,7 @@ import pytest
 from caseloom.automation.conditions import resolver
 from caseloom.bootstrap import initialise
 from caseloom.config import Config
+from caseloom.database import LONG_LIST
 from caseloom.definitions import load_folder
 from caseloom.fieldtypes import FIELD_TYPES
 from caseloom.query import OPERATORS, Query, QueryError, from_data, parse_encoded
@@ -218,6 +219,9 @@ def conditions(path: str, op_name: str) -> list[tuple[str, object]]:
         encoded = [",".join(pair) for pair in zip(spec["encoded"], spec["encoded"][1:], strict=False)]
         encoded += [spec["encoded"][1], ",".join(spec["encoded"])]
         natives = [spec["native"], [None, spec["native"][0]], []]
+        # lists long enough to be one array parameter on PostgreSQL (caseloom.database.in_list)
+        encoded.append(",".join(spec["encoded"] * (LONG_LIST // len(spec["encoded"]) + 1)))
+        natives.append(spec["native"] * (LONG_LIST // len(spec["native"]) + 1))
     else:
         encoded, natives = spec["encoded"], spec["native"]
     written = [(f"{path}{op.token}{value}", None) for value in encoded]

@@ -13,11 +13,12 @@ import sys
 import threading
 import time
 import uuid
+from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
 
-from caseloom.database import WRITE_LOCK, Checkpointer, is_transient, write_transaction
+from caseloom.database import WRITE_LOCK, Checkpointer, array_text, is_transient, write_transaction
 from conftest import database_held, form_token, long_job_on_sqlite, ui_sign_in
 
 
@@ -340,3 +341,54 @@ def test_on_sqlite_a_table_grown_past_its_statistics_is_analysed_every_hour(runt
     runtime.engine.dispose()
     assert "USING INDEX ixn_sys_audit_documentkey" in plan()
     assert refresh_grown(runtime.engine, runtime.storage.metadata) == []  # nothing has grown since
+
+
+# Values an array's text must carry as they are: quotes, backslashes, commas, braces, blanks, the word NULL
+TRICKY = ['say "hi"', "back\\slash", '\\"', "NULL", "null", "a,b", "{braces}", " padded ", "new\nline", "é 日本",
+          "'quoted'", "\\N", "x"]
+
+
+def test_records_updated_many_at_once_keep_every_character_as_those_updated_one_by_one(runtime, database_url):
+    # on PostgreSQL twenty or more records are one UPDATE fed by an array of each field's values, given to
+    # the driver as the arrays' text (caseloom.database.array_text); one by one they are plain parameters
+    count = 2 * len(TRICKY)
+    with runtime.transaction() as service:
+        ids = [service.insert("customer_account", {"name": f"Account {i}"})["sys_id"] for i in range(2 * count)]
+    values = [{"name": TRICKY[i % len(TRICKY)], "notes": None if i % 5 == 0 else TRICKY[-1 - i % len(TRICKY)],
+               "customer": i % 2 == 0} for i in range(count)]
+    with runtime.transaction() as service:
+        assert service.update_many("customer_account", list(zip(ids[:count], values, strict=True))) == count
+        for sys_id, given in zip(ids[count:], values, strict=True):
+            service.update("customer_account", sys_id, given)
+    with runtime.transaction() as service:
+        stored = [service.get("customer_account", sys_id) for sys_id in ids]
+    fields = ("name", "notes", "customer")
+    at_once = [{k: r[k] for k in fields} for r in stored[:count]]
+    one_by_one = [{k: r[k] for k in fields} for r in stored[count:]]
+    assert at_once == one_by_one
+    assert [r["name"] for r in at_once] == [v["name"] for v in values]  # every character kept
+
+
+@pytest.mark.parametrize(("sql_type", "values", "as_text"), [
+    ("varchar", [*TRICKY, "", None], True),
+    ("integer", [1, -2, 0, None], True),
+    ("bigint", [2 ** 62, -(2 ** 62)], True),
+    ("boolean", [True, False, None], True),
+    ("float8", [1.5, -0.0, 1e-300, 1e300, None], True),
+    ("numeric", [Decimal("1.50"), Decimal("-1E+5"), None], True),
+    ("date", [dt.date(2026, 1, 2), dt.date(1, 1, 1), None], True),
+    ("timestamp", [dt.datetime(2026, 1, 2, 3, 4, 5, 6), dt.datetime(2026, 1, 2), None], True),
+    ("float8", [float("inf"), 1.0], False),  # no text for it here: the list itself, as psycopg adapts it
+    ("timestamp", [dt.datetime(2026, 1, 2, tzinfo=dt.UTC)], False),
+    ("integer", [], True),
+])
+def test_an_arrays_text_reads_back_as_the_array_psycopg_would_send(runtime, database_url, sql_type, values, as_text):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's arrays")
+    given = array_text(values)
+    assert isinstance(given, str) is as_text
+    with runtime.engine.connect() as conn:
+        read = conn.execute(sa.text(f"SELECT CAST(:a AS {sql_type}[]), CAST(:b AS {sql_type}[])"),
+                            {"a": given, "b": list(values)}).one()
+    assert read[0] == read[1]
+    assert len(read[0]) == len(values)

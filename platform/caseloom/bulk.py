@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from .database import written
+from .database import array_text, written
 
 PLANS = "caseloom_insert_plans"
 
@@ -116,8 +116,8 @@ def update_rows(conn: sa.Connection, table: sa.Table, columns: tuple[str, ...], 
         value = fixed.get(name, constant)
         template.append(value if value is None or process is None else process(value))
     values = _values(rows, tuple(k for _, k, _ in keyed), tuple(p for _, _, p in keyed))
-    if arrays:  # one parameter set: a list of each column's values
-        values = [tuple(list(column) for column in zip(*values, strict=True))]
+    if arrays:  # one parameter set: each column's values as the text of an array (database.array_text)
+        values = [tuple(array_text(column) for column in zip(*values, strict=True))]
     params = []
     for row_values in values:
         row = template.copy()

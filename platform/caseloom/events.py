@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from .database import dict_rows, one_of
+from .database import array_text, dict_rows, one_of
 from .fieldtypes import FieldValueError, iso_datetime, valid_text
 from .query import Query, select_rows
 from .records import new_sys_id, now
@@ -254,7 +254,7 @@ def _lock(conn: sa.Connection, keys: list[str]) -> None:
     two batches never wait on each other in a cycle)."""
     if conn.dialect.name != "postgresql" or not keys:
         return
-    conn.execute(LOCK_KEYS, {"numbers": [_key_lock(key) for key in keys]})
+    conn.execute(LOCK_KEYS, {"numbers": array_text([_key_lock(key) for key in keys])})
 
 
 def _key_lock(key: str) -> int:

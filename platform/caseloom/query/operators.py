@@ -52,6 +52,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..database import in_list
 from .dateparts import holds as part_holds
 from .dateparts import sql as part_sql
 
@@ -113,7 +114,7 @@ def _eq(a, b) -> bool:
 
 def _in_sql(col, values):
     present = [v for v in values if v is not None]
-    parts = [col.in_(present)] if present else []
+    parts = [in_list(col, present)] if present else []
     if len(present) < len(values):
         parts.append(col.is_(None))
     return sa.or_(*parts) if parts else sa.false()
@@ -122,8 +123,8 @@ def _in_sql(col, values):
 def _not_in_sql(col, values):
     present = [v for v in values if v is not None]
     if len(present) < len(values):
-        return sa.and_(col.is_not(None), col.not_in(present)) if present else col.is_not(None)
-    return sa.or_(col.not_in(present), col.is_(None)) if present else sa.true()
+        return sa.and_(col.is_not(None), in_list(col, present, negate=True)) if present else col.is_not(None)
+    return sa.or_(in_list(col, present, negate=True), col.is_(None)) if present else sa.true()
 
 
 OPERATORS: dict[str, Operator] = {}
