@@ -340,9 +340,9 @@ def one_of(dialect: sa.Dialect, column: sa.ColumnElement, name: str) -> sa.Colum
     psycopg converts once whatever the list's length (a statement of more than 50 parameters is parsed
     anew at each execution: a millisecond for 200), given as the array's text (`ArrayText`); elsewhere
     an expanding IN list."""
-    if dialect.name == "postgresql":  # text unbounded: a cast to varchar(n)[] would cut a longer value to fit
-        element = sa.String() if isinstance(column.type, sa.String) else column.type
-        return column == sa.any_(sa.cast(sa.bindparam(name, type_=ArrayText()), postgresql.ARRAY(element)))
+    if dialect.name == "postgresql":
+        array = sa.cast(sa.bindparam(name, type_=ArrayText()), postgresql.ARRAY(_unbounded(column.type)))
+        return column == sa.any_(array)
     return column.in_(sa.bindparam(name, expanding=True))
 
 
@@ -384,9 +384,19 @@ def _any_of_array(element: _InList, compiler, **kw) -> str:
     column = element.column
     # the list's own parameter (by its key: a statement cached with another list takes that list's values)
     given = sa.bindparam(element.values.key, element.values.value, type_=ArrayText())
-    kind = sa.String() if isinstance(column.type, sa.String) else column.type  # unbounded: never cut to fit
-    array = sa.cast(given, postgresql.ARRAY(kind))
+    array = sa.cast(given, postgresql.ARRAY(_unbounded(column.type)))
     return compiler.process(column != sa.all_(array) if element.negate else column == sa.any_(array), **kw)
+
+
+def _unbounded(kind: sa.types.TypeEngine) -> sa.types.TypeEngine:
+    """An array's element type for values compared with a column of `kind`: text and numbers without
+    their length or scale, since a cast to `varchar(32)[]` or `numeric(18, 6)[]` would cut or round a
+    value to fit, and it could then match a row it does not equal."""
+    if isinstance(kind, sa.String):
+        return sa.String()
+    if isinstance(kind, sa.Numeric) and not isinstance(kind, sa.Float):
+        return sa.Numeric()
+    return kind
 
 
 def array_text(values: Sequence[Any]) -> str | list:
