@@ -18,7 +18,10 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
+from caseloom import stamps
+from caseloom.bulk import update_rows
 from caseloom.database import WRITE_LOCK, Checkpointer, array_text, is_transient, write_transaction
+from caseloom.records import now
 from conftest import database_held, form_token, long_job_on_sqlite, ui_sign_in
 
 
@@ -392,3 +395,18 @@ def test_an_arrays_text_reads_back_as_the_array_psycopg_would_send(runtime, data
                             {"a": given, "b": list(values)}).one()
     assert read[0] == read[1]
     assert len(read[0]) == len(values)
+
+
+@pytest.mark.parametrize("count", [1, 25])  # one UPDATE a row, and one UPDATE ... FROM unnest(...) of 25
+def test_a_value_too_long_for_its_column_is_refused_by_an_update_of_many_rows_as_of_one(runtime, database_url,
+                                                                                       count):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's lengths: SQLite keeps any length, and the record service checks it first")
+    with runtime.transaction() as service:
+        ids = [service.insert("customer_account", {"name": f"Account {i}"})["sys_id"] for i in range(count)]
+    physical = runtime.storage.physical("customer_account")
+    rows = [{"phone": "9" * 41, "sys_id": sys_id} for sys_id in ids]  # the phone field holds 40 characters
+    with pytest.raises(sa.exc.DataError, match="too long"), runtime.engine.begin() as conn:
+        update_rows(conn, physical, ("phone",), rows, stamps.touched_sql, "admin", now())
+    with runtime.transaction() as service:
+        assert [service.get("customer_account", sys_id)["phone"] for sys_id in ids] == [None] * count

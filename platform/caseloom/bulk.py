@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from .database import array_text, written
+from .database import array_text, unbounded, written
 
 PLANS = "caseloom_insert_plans"
 
@@ -139,7 +139,9 @@ def _compiled_update(table: sa.Table, columns: tuple[str, ...], touched: Callabl
                      sa.bindparam("t_stamp", type_=table.c.sys_updated_on.type))
     keys = {"k_sys_id": "sys_id", **{f"v_{c}": c for c in columns}}
     if arrays:
-        types = {name: table.c[key].type for name, key in keys.items()}
+        # each array of the column's type without its length or scale: a cast to varchar(40)[] would cut a
+        # longer value to fit, where the assignment to the column refuses it, as a plain UPDATE does
+        types = {name: unbounded(table.c[key].type) for name, key in keys.items()}
         given = sa.func.unnest(*(sa.cast(sa.bindparam(n), ARRAY(t)) for n, t in types.items())).table_valued(
             *(sa.column(n, t) for n, t in types.items())).render_derived().alias("given")
         stmt = sa.update(table).where(table.c.sys_id == given.c.k_sys_id).values(

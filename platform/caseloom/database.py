@@ -341,7 +341,7 @@ def one_of(dialect: sa.Dialect, column: sa.ColumnElement, name: str) -> sa.Colum
     anew at each execution: a millisecond for 200), given as the array's text (`ArrayText`); elsewhere
     an expanding IN list."""
     if dialect.name == "postgresql":
-        array = sa.cast(sa.bindparam(name, type_=ArrayText()), postgresql.ARRAY(_unbounded(column.type)))
+        array = sa.cast(sa.bindparam(name, type_=ArrayText()), postgresql.ARRAY(unbounded(column.type)))
         return column == sa.any_(array)
     return column.in_(sa.bindparam(name, expanding=True))
 
@@ -384,11 +384,11 @@ def _any_of_array(element: _InList, compiler, **kw) -> str:
     column = element.column
     # the list's own parameter (by its key: a statement cached with another list takes that list's values)
     given = sa.bindparam(element.values.key, element.values.value, type_=ArrayText())
-    array = sa.cast(given, postgresql.ARRAY(_unbounded(column.type)))
+    array = sa.cast(given, postgresql.ARRAY(unbounded(column.type)))
     return compiler.process(column != sa.all_(array) if element.negate else column == sa.any_(array), **kw)
 
 
-def _unbounded(kind: sa.types.TypeEngine) -> sa.types.TypeEngine:
+def unbounded(kind: sa.types.TypeEngine) -> sa.types.TypeEngine:
     """An array's element type for values compared with a column of `kind`: text and numbers without
     their length or scale, since a cast to `varchar(32)[]` or `numeric(18, 6)[]` would cut or round a
     value to fit, and it could then match a row it does not equal."""
