@@ -1,5 +1,6 @@
 """SQLite commits leave the WAL checkpoint to a background thread of the process, and its writers
-take turns; PostgreSQL connections end a statement whose client died."""
+take turns; PostgreSQL connections end a statement whose client died, and its array parameters go as
+the arrays' text, every value as it is."""
 
 from __future__ import annotations
 
