@@ -16,6 +16,7 @@ import gc
 import os
 import shutil
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -129,12 +130,25 @@ def pg_database(template: str | None = None) -> Iterator[str]:
         pg_pool().release(name)
 
 
+SETTLE_SECONDS = 30
+
+
 def settle_sqlite(path: Path) -> None:
     """Move everything in a SQLite database's WAL into its file, for tests that copy the file alone.
     Closing the last connection does it too, but a connection left open (an engine not yet
-    collected) keeps committed rows in the WAL, and a copy of the file then lacks them."""
+    collected) keeps committed rows in the WAL, and a copy of the file then lacks them. A checkpoint
+    running at that moment (the platform's own background checkpointer, just after the last commit)
+    makes this one answer busy having done nothing, and a copy then lacked every table: it is tried
+    again until it is done."""
+    deadline = time.monotonic() + SETTLE_SECONDS
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        while True:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not busy:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{path}: its WAL could not be checkpointed within {SETTLE_SECONDS} s")
+            time.sleep(0.05)
 
 
 def build_template(base: Path, prefix: str, backend: str, initialise_at: Callable[[str], None]) -> str:
