@@ -341,8 +341,7 @@ def one_of(dialect: sa.Dialect, column: sa.ColumnElement, name: str) -> sa.Colum
     anew at each execution: a millisecond for 200), given as the array's text (`ArrayText`); elsewhere
     an expanding IN list."""
     if dialect.name == "postgresql":
-        array = sa.cast(sa.bindparam(name, type_=ArrayText()), postgresql.ARRAY(unbounded(column.type)))
-        return column == sa.any_(array)
+        return column == sa.any_(_array(column, sa.bindparam(name, type_=ArrayText())))
     return column.in_(sa.bindparam(name, expanding=True))
 
 
@@ -383,9 +382,13 @@ def _any_of_array(element: _InList, compiler, **kw) -> str:
         return _in_list(element, compiler, **kw)
     column = element.column
     # the list's own parameter (by its key: a statement cached with another list takes that list's values)
-    given = sa.bindparam(element.values.key, element.values.value, type_=ArrayText())
-    array = sa.cast(given, postgresql.ARRAY(unbounded(column.type)))
+    array = _array(column, sa.bindparam(element.values.key, element.values.value, type_=ArrayText()))
     return compiler.process(column != sa.all_(array) if element.negate else column == sa.any_(array), **kw)
+
+
+def _array(column: sa.ColumnElement, given: sa.BindParameter) -> sa.Cast:
+    """The parameter `given` (an `ArrayText`) as an array of values compared with `column`."""
+    return sa.cast(given, postgresql.ARRAY(unbounded(column.type)))
 
 
 def unbounded(kind: sa.types.TypeEngine) -> sa.types.TypeEngine:

@@ -80,6 +80,11 @@ def match(storage: Storage, base: sa.FromClause, table: str, text: str) -> sa.Co
     return TextMatch(base.name, storage.defs.tables[table].root, found)
 
 
+def index_name(root: str) -> str:
+    """The name of the text index of the physical table `root` (PostgreSQL)."""
+    return f"tx_{root}"
+
+
 # rows one set-based statement writes to a table with a text index, from which PostgreSQL's pending list is
 # emptied at once (`after_bulk_write`)
 CLEAN_FROM = 10_000
@@ -98,7 +103,7 @@ def after_bulk_write(conn: sa.Connection, storage: Storage, root: str, rows: int
     once emptied (51 ms). The job empties it now, in its own time (what the writes would pay anyway)."""
     if rows < CLEAN_FROM or conn.dialect.name != "postgresql" or not indexed_fields(storage, root):
         return
-    conn.execute(_CLEAN, {"name": f"tx_{root}"})
+    conn.execute(_CLEAN, {"name": index_name(root)})
 
 
 def ensure(conn: sa.Connection, storage: Storage, later: list[indexbuild.IndexBuild] | None = None) -> list[str]:
@@ -199,7 +204,7 @@ def planned(conn: sa.Connection, storage: Storage, altered: dict[str, set[str]])
         fields, stored = indexed_fields(storage, root), list(_stored(conn, storage, root) or ())
         if conn.dialect.name == "postgresql":
             present = _pg_column(conn, root) and not altered.get(root, set()) & set(stored)
-            current = present and list(fields) == stored and bool(indexbuild.validity(conn, f"tx_{root}"))
+            current = present and list(fields) == stored and bool(indexbuild.validity(conn, index_name(root)))
         else:  # altering or dropping a column copies the table (batch mode): its triggers go
             parts = _sqlite_parts(conn, root)
             present = bool(parts)
@@ -215,7 +220,7 @@ def _ensure_pg(conn: sa.Connection, root: str, fields: tuple[str, ...], stored: 
                later: list[indexbuild.IndexBuild] | None) -> list[str]:
     has_column = _pg_column(conn, root)
     if has_column and list(fields) == (stored or []):
-        if indexbuild.validity(conn, f"tx_{root}"):
+        if indexbuild.validity(conn, index_name(root)):
             return []
         _gin_index(conn, root, later)  # a concurrent build that did not finish: built again
         return [f"build the text index of {root} ({', '.join(fields)})"]
@@ -231,7 +236,7 @@ def _ensure_pg(conn: sa.Connection, root: str, fields: tuple[str, ...], stored: 
 
 
 def _gin_index(conn: sa.Connection, root: str, later: list[indexbuild.IndexBuild] | None) -> None:
-    name = f"tx_{root}"
+    name = index_name(root)
     if later is not None and indexbuild.has_rows(conn, root):  # the build drops an invalid one of its name first
         later.append(indexbuild.IndexBuild(name, root, f'CREATE INDEX CONCURRENTLY "{name}" ON "{root}" '
                                                        f"USING gin ({PG_COLUMN})"))
